@@ -1,0 +1,204 @@
+"""Report figures as PNG bytes (matplotlib, Agg backend, no display needed).
+
+Every function takes plain numpy arrays / dicts and returns PNG bytes, so the report and the
+evaluation job can embed or save them without touching JAX. Images are uint8 `[H, W, 3]`,
+maps are f32 `[H, W]` in [0, 1], boxes are `(y0, x0, y1, x1)` end-exclusive pixel coords.
+"""
+from __future__ import annotations
+
+import io
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use('Agg')  # headless: figures are only ever written to files
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+BOX_COLOURS = {'aesthetic': (255, 255, 255), 'attribute': (0, 200, 255),
+               'average': (255, 60, 60), 'crop': (60, 255, 60)}
+
+
+def _png(fig) -> bytes:
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=90, bbox_inches='tight')
+  plt.close(fig)
+  return buf.getvalue()
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+  """Jet-coloured map over an image: uint8 [H,W,3] + f32 [h,w] in [0,1] -> uint8 [H,W,3].
+
+  The map is resized bilinearly to the image size if needed.
+  """
+  image = np.asarray(image, np.uint8)
+  h, w = image.shape[:2]
+  cam = np.asarray(cam, np.float32)
+  if cam.shape != (h, w):
+    cam = np.asarray(Image.fromarray(cam).resize((w, h), Image.BILINEAR))
+  heat = plt.get_cmap('jet')(np.clip(cam, 0.0, 1.0))[..., :3] * 255.0
+  out = (1.0 - alpha) * image.astype(np.float32) + alpha * heat
+  return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def draw_boxes(image: np.ndarray, boxes: Mapping[str, Sequence[int]],
+               width: int = 2) -> np.ndarray:
+  """Draws named boxes `(y0, x0, y1, x1)` (end-exclusive) on a copy of uint8 [H,W,3]."""
+  pil = Image.fromarray(np.asarray(image, np.uint8))
+  draw = ImageDraw.Draw(pil)
+  for name, box in boxes.items():
+    y0, x0, y1, x1 = (int(v) for v in box)
+    colour = BOX_COLOURS.get(name, (255, 255, 0))
+    draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour, width=width)
+  return np.asarray(pil)
+
+
+def save_png(path, image: np.ndarray) -> None:
+  """Atomically writes uint8 [H,W,3] as PNG."""
+  import os
+  path = str(path)
+  tmp = path + '.tmp'
+  Image.fromarray(np.asarray(image, np.uint8)).save(tmp, format='PNG')
+  os.replace(tmp, path)
+
+
+def score_histogram(mean_scores: np.ndarray, title: str = 'Mean score distribution') -> bytes:
+  """Paper Figure 1: histogram of per-image mean scores [N]."""
+  s = np.asarray(mean_scores, np.float64)
+  fig, ax = plt.subplots(figsize=(5, 3.2))
+  ax.hist(s, bins=np.linspace(1, 10, 37), color='#4878a8', edgecolor='white')
+  ax.axvline(5.0, color='k', ls='--', lw=1, label='high/low split (5)')
+  if s.size:
+    ax.set_title(f'{title} (n={s.size}, mean={s.mean():.2f})', fontsize=10)
+  ax.set_xlabel('mean score')
+  ax.set_ylabel('images')
+  ax.legend(fontsize=8)
+  return _png(fig)
+
+
+def tag_counts(counts: Mapping[str, int], title: str = 'Tag frequency', top: int = 30) -> bytes:
+  """Paper Figure 2: bar chart of tag name -> count (the `top` most frequent)."""
+  items = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+  fig, ax = plt.subplots(figsize=(7, 3.2))
+  ax.bar(range(len(items)), [v for _, v in items], color='#6a9f58')
+  ax.set_xticks(range(len(items)))
+  ax.set_xticklabels([k for k, _ in items], rotation=75, fontsize=7)
+  ax.set_ylabel('images')
+  ax.set_title(title, fontsize=10)
+  return _png(fig)
+
+
+def examples_figure(examples: Sequence[Mapping], title: str) -> bytes:
+  """Paper Figures 5-6: one row per example image.
+
+  Each example: `image` uint8 [H,W,3], `aesthetic_map` f32 [H,W], optional
+  `attribute_map` f32 [H,W], `boxes` {name: (y0,x0,y1,x1)}, optional `crop` uint8 and
+  `caption` str. Columns: image | aesthetic map + box | attribute map + box | crop.
+  """
+  n = max(1, len(examples))
+  has_attr = any(e.get('attribute_map') is not None for e in examples)
+  cols = 4 if has_attr else 3
+  fig, axes = plt.subplots(n, cols, figsize=(2.4 * cols, 2.5 * n), squeeze=False)
+  for row, ex in zip(axes, examples):
+    img = np.asarray(ex['image'], np.uint8)
+    boxes = dict(ex.get('boxes', {}))
+    row[0].imshow(img)
+    row[0].set_title(ex.get('caption', ''), fontsize=7)
+    aes_boxes = {k: v for k, v in boxes.items() if k in ('aesthetic', 'average')}
+    row[1].imshow(draw_boxes(overlay(img, ex['aesthetic_map']), aes_boxes))
+    row[1].set_title('aesthetic map; box (white), avg (red)', fontsize=7)
+    c = 2
+    if has_attr:
+      if ex.get('attribute_map') is not None:
+        attr_boxes = {k: v for k, v in boxes.items() if k == 'attribute'}
+        row[2].imshow(draw_boxes(overlay(img, ex['attribute_map']), attr_boxes))
+        row[2].set_title(ex.get('attribute_name', 'attribute map'), fontsize=7)
+      c = 3
+    if ex.get('crop') is not None:
+      row[c].imshow(np.asarray(ex['crop'], np.uint8))
+      row[c].set_title('crop', fontsize=7)
+    for ax in row:
+      ax.axis('off')
+  for ax in axes[len(examples):].ravel():
+    ax.axis('off')
+  fig.suptitle(title, fontsize=10)
+  return _png(fig)
+
+
+def intensity_scatter(intensity: np.ndarray, scores: np.ndarray, band=(4.5, 6.5),
+                      pearson_all: float | None = None, pearson_extreme: float | None = None,
+                      title: str = 'Map intensity vs mean score') -> bytes:
+  """Paper Figure 7: mean map intensity [N] vs mean score [N]; extremes highlighted."""
+  x = np.asarray(scores, np.float64)
+  y = np.asarray(intensity, np.float64)
+  ext = (x < band[0]) | (x > band[1])
+  fig, ax = plt.subplots(figsize=(5, 3.6))
+  ax.scatter(x[~ext], y[~ext], s=8, alpha=0.5, color='#888888', label='mid-range')
+  ax.scatter(x[ext], y[ext], s=10, alpha=0.8, color='#d1495b',
+             label=f'extreme (<{band[0]} or >{band[1]})')
+  if x.size >= 2 and np.ptp(x) > 0:
+    k, b = np.polyfit(x, y, 1)
+    xs = np.linspace(x.min(), x.max(), 10)
+    ax.plot(xs, k * xs + b, 'k-', lw=1, label='least squares')
+  sub = []
+  if pearson_all is not None:
+    sub.append(f'r(all)={pearson_all:.2f}')
+  if pearson_extreme is not None:
+    sub.append(f'r(extreme)={pearson_extreme:.2f}')
+  ax.set_title(title + ('  ' + ', '.join(sub) if sub else ''), fontsize=9)
+  ax.set_xlabel('mean score')
+  ax.set_ylabel('mean map intensity')
+  ax.legend(fontsize=7)
+  return _png(fig)
+
+
+def bucket_maps_figure(mean_maps: np.ndarray, counts: np.ndarray,
+                       row_labels: Sequence[str], title: str) -> bytes:
+  """Paper Figure 8: grid of average maps, rows = image groups, columns = target bucket 1..10.
+
+  mean_maps f32 [G, 10, h, w] (already averaged over the `counts[g]` images of each group);
+  rows with no images are drawn blank.
+  """
+  mean_maps = np.asarray(mean_maps, np.float32)
+  g, k = mean_maps.shape[:2]
+  fig, axes = plt.subplots(g, k, figsize=(1.1 * k, 1.15 * g + 0.5), squeeze=False)
+  for i in range(g):
+    for j in range(k):
+      ax = axes[i, j]
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if counts[i] > 0:
+        ax.imshow(mean_maps[i, j], cmap='jet', vmin=0, vmax=1)
+      if i == 0:
+        ax.set_title(f'bucket {j + 1}', fontsize=7)
+      if j == 0:
+        ax.set_ylabel(f'{row_labels[i]}\n(n={int(counts[i])})', fontsize=7)
+  fig.suptitle(title, fontsize=10)
+  return _png(fig)
+
+
+def image_bucket_maps_figure(image: np.ndarray, maps: np.ndarray, caption: str) -> bytes:
+  """Per-image Figure 8 panel: the image and its 10 bucket maps f32 [10, H, W]."""
+  fig, axes = plt.subplots(1, 11, figsize=(13, 1.6))
+  axes[0].imshow(np.asarray(image, np.uint8))
+  axes[0].set_title(caption, fontsize=7)
+  for j in range(10):
+    axes[j + 1].imshow(overlay(image, maps[j]))
+    axes[j + 1].set_title(f'bucket {j + 1}', fontsize=7)
+  for ax in axes:
+    ax.axis('off')
+  return _png(fig)
+
+
+def curves_figure(curves: Mapping[str, np.ndarray], title: str, ylabel: str) -> bytes:
+  """Deletion / insertion curves: method -> f32 [S] (mean over images, fraction on x)."""
+  fig, ax = plt.subplots(figsize=(5, 3.2))
+  for name, ys in curves.items():
+    ys = np.asarray(ys, np.float64)
+    ax.plot(np.linspace(0, 1, ys.size), ys, label=name, lw=1.2)
+  ax.set_xlabel('fraction of pixels')
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=10)
+  ax.legend(fontsize=7)
+  return _png(fig)

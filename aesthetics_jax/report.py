@@ -1,0 +1,260 @@
+"""One self-contained HTML report (figures embedded as base64 PNG) from plain dicts.
+
+Input is deliberately plain data so the report can be rendered from `metrics.json` and PNG
+files alone (no JAX): a list of model sections and an optional dataset section.
+
+Model section (dict):
+  name: str, arch: 'mobilenet_v2' | 'vgg16', step: int, workdir: str,
+  metrics: the `metrics.json` dict written by `evaluate.evaluate`,
+  figures: {key: PNG bytes | path}; keys used (all optional): `examples_high`,
+    `examples_low`, `intensity_scatter_per_image`, `intensity_scatter_global`,
+    `bucket_maps`, `bucket_maps_examples`, `faithfulness_deletion`, `faithfulness_insertion`,
+  notes: list[str] shown under the model heading.
+Dataset section (dict): figures {key: PNG bytes | path} (paper Figures 1-2), stats: dict.
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+# The paper's numbers (Chu & Dhuldhoya) and NIMA's (Talebi & Milanfar 2018) on real AVA.
+PAPER_TABLE1 = {'pearson_all': 0.24, 'pearson_extreme': 0.34, 'split_point_accuracy': 0.497}
+PAPER_ACCURACY = {'vgg16': 0.72, 'mobilenet_v2': 0.75}
+NIMA = {
+    'mobilenet_v2': {'backbone': 'MobileNet', 'binary_accuracy': 0.8036, 'lcc_mean': 0.518,
+                     'srcc_mean': 0.510, 'emd': 0.081},
+    'vgg16': {'backbone': 'VGG16', 'binary_accuracy': 0.8060, 'lcc_mean': 0.610,
+              'srcc_mean': 0.592, 'emd': 0.051},
+}
+FAITHFULNESS_COLUMNS = (
+    ('deletion_auc', 'deletion AUC (lower = better)'),
+    ('insertion_auc', 'insertion AUC (higher = better)'),
+    ('pointing_game', 'pointing game (defective)'),
+    ('mask_mass', 'mask mass (defective)'),
+    ('randomisation_spearman', 'randomised-head Spearman (lower = better)'),
+)
+DEMO_BANNER = ('These results come from the synthetic DEMO dataset (procedural images with '
+               'planted defects, small models trained from scratch), not from AVA. They show '
+               'that the pipeline works; they are not comparable to the paper\'s numbers.')
+
+_CSS = """
+body{font-family:system-ui,Segoe UI,Helvetica,Arial,sans-serif;max-width:1150px;margin:auto;
+padding:1em 2em;color:#222;line-height:1.4}
+h1{font-size:1.6em}h2{border-bottom:2px solid #ccc;padding-bottom:.2em;margin-top:2em}
+h3{margin-top:1.5em}
+table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #bbb;padding:.25em .6em;
+text-align:right}th{background:#eee}td:first-child,th:first-child{text-align:left}
+.banner{background:#fff3cd;border:2px solid #e0a800;padding:.8em 1em;font-weight:bold;
+margin:1em 0}
+img{max-width:100%;border:1px solid #ddd;margin:.3em 0}.note{color:#555;font-size:.92em}
+.missing{color:#a33;font-style:italic}nav a{margin-right:1em}
+"""
+
+
+def _esc(x: Any) -> str:
+  return html.escape(str(x))
+
+
+def _fmt(v: Any, pct: bool = False, digits: int = 3) -> str:
+  if v is None:
+    return '—'
+  if isinstance(v, float) and v != v:  # NaN
+    return 'n/a'
+  if isinstance(v, (int,)) and not isinstance(v, bool):
+    return str(v)
+  if isinstance(v, (float,)) or hasattr(v, '__float__'):
+    v = float(v)
+    return f'{100 * v:.1f}%' if pct else f'{v:.{digits}f}'
+  return _esc(v)
+
+
+def _ci(m: Mapping, key: str, pct: bool = False) -> str:
+  ci = m.get(key + '_ci')
+  if not ci or len(ci) != 2 or ci[0] is None:
+    return ''
+  return f' <span class="note">[{_fmt(ci[0], pct)}, {_fmt(ci[1], pct)}]</span>'
+
+
+def embed_png(fig: bytes | str | os.PathLike | None, alt: str) -> str:
+  """`<img>` tag with the PNG inlined as base64; a visible note if the figure is missing."""
+  if fig is None:
+    return f'<p class="missing">({_esc(alt)}: not available)</p>'
+  if not isinstance(fig, (bytes, bytearray)):
+    p = Path(fig)
+    if not p.is_file():
+      return f'<p class="missing">({_esc(alt)}: {_esc(p)} not found)</p>'
+    fig = p.read_bytes()
+  b64 = base64.b64encode(bytes(fig)).decode('ascii')
+  return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def _accuracy_table(models: Sequence[Mapping]) -> str:
+  rows = ['<tr><th>model</th><th>n test</th><th>binary accuracy</th><th>majority rate</th>'
+          '<th>LCC</th><th>SRCC</th><th>EMD</th><th>attribute top-1 / top-5</th>'
+          '<th>paper accuracy</th><th>NIMA acc / LCC / SRCC / EMD</th></tr>']
+  for s in models:
+    m, arch = s['metrics'], s.get('arch', '')
+    nima = NIMA.get(arch)
+    nima_s = (f'{nima["backbone"]}: {_fmt(nima["binary_accuracy"], True)} / '
+              f'{nima["lcc_mean"]:.3f} / {nima["srcc_mean"]:.3f} / {nima["emd"]:.3f}'
+              if nima else '—')
+    attr = ('—' if m.get('attribute_top1') is None else
+            f'{_fmt(m.get("attribute_top1"), True)} / {_fmt(m.get("attribute_top5"), True)}')
+    rows.append(
+        f'<tr><td>{_esc(s["name"])} ({_esc(arch)})</td><td>{_fmt(m.get("num_test_images"))}</td>'
+        f'<td>{_fmt(m.get("binary_accuracy"), True)}{_ci(m, "binary_accuracy", True)}</td>'
+        f'<td>{_fmt(m.get("majority_rate"), True)}</td>'
+        f'<td>{_fmt(m.get("lcc_mean"))}</td><td>{_fmt(m.get("srcc_mean"))}</td>'
+        f'<td>{_fmt(m.get("emd"))}</td><td>{attr}</td>'
+        f'<td>{_fmt(PAPER_ACCURACY.get(arch), True)}</td><td>{nima_s}</td></tr>')
+  return '<table>' + ''.join(rows) + '</table>'
+
+
+def _table1(s: Mapping) -> str:
+  m = s['metrics']
+  rows = ['<tr><th>quantity</th><th>paper</th><th>ours, per-image normalisation</th>'
+          '<th>ours, dataset-global normalisation</th></tr>']
+  for key, label, paper, nkey in (
+      ('cam_intensity_pearson_all', 'Pearson r, all images', PAPER_TABLE1['pearson_all'],
+       'cam_intensity_n_all'),
+      ('cam_intensity_pearson_extreme', 'Pearson r, extremes (<4.5 or >6.5)',
+       PAPER_TABLE1['pearson_extreme'], 'cam_intensity_n_extreme')):
+    cells = []
+    for norm in ('per_image', 'global'):
+      k = f'{key}_{norm}'
+      cells.append(f'<td>{_fmt(m.get(k))}{_ci(m, k)}</td>')
+    rows.append(f'<tr><td>{label} (n={_fmt(m.get(nkey))})</td><td>{paper:.2f}</td>'
+                + ''.join(cells) + '</tr>')
+  cells = []
+  for norm in ('per_image', 'global'):
+    k = f'split_point_accuracy_{norm}'
+    thr = m.get(f'split_point_threshold_{norm}')
+    cells.append(f'<td>{_fmt(m.get(k), True)}{_ci(m, k, True)} '
+                 f'<span class="note">(threshold {_fmt(thr)})</span></td>')
+  rows.append(f'<tr><td>split-point classifier accuracy (n={_fmt(m.get("num_test_images"))})'
+              f'</td><td>{100 * PAPER_TABLE1["split_point_accuracy"]:.1f}%</td>'
+              + ''.join(cells) + '</tr>')
+  fit = m.get('split_point_fit', 'training split maps')
+  note = (f'<p class="note">Map method: {_esc(m.get("cam_method", "gradcam"))} on the aesthetic '
+          f'target, upsampled to the input size. Per-image normalisation: each map min-max '
+          f'scaled to [0,1]; dataset-global: one min/max over all maps of the split (the '
+          f'paper does not say which it used). 95% bootstrap CIs in brackets. The split-point '
+          f'threshold is fitted on {_esc(fit)} and applied to the test split.</p>')
+  return '<table>' + ''.join(rows) + '</table>' + note
+
+
+def _faithfulness_table(s: Mapping) -> str:
+  m = s['metrics']
+  faith = m.get('faithfulness') or {}
+  if not faith:
+    return '<p class="missing">(faithfulness checks not run)</p>'
+  rows = ['<tr><th>CAM method</th>' + ''.join(f'<th>{_esc(l)}</th>'
+                                               for _, l in FAITHFULNESS_COLUMNS) + '</tr>']
+  for method, vals in faith.items():
+    rows.append(f'<tr><td>{_esc(method)}</td>' + ''.join(
+        f'<td>{_fmt(vals.get(k))}</td>' for k, _ in FAITHFULNESS_COLUMNS) + '</tr>')
+  base = m.get('pointing_game_centre_baseline')
+  rows.append('<tr><td>centre-point baseline</td><td>—</td><td>—</td>'
+              f'<td>{_fmt(base)}</td><td>{_fmt(m.get("mask_mass_area_baseline"))}</td>'
+              '<td>—</td></tr>')
+  note = (f'<p class="note">{_fmt(m.get("faithfulness_num_images"))} test images '
+          f'({_fmt(m.get("faithfulness_num_defective"))} with a defect mask for the pointing '
+          'game / mask mass). Deletion: the target score as the most salient pixels are '
+          'removed first; insertion: as they are revealed. Pointing game: the map\'s maximum '
+          'falls inside the defect mask; the centre-point baseline always points at the image '
+          'centre; the mask-mass baseline is the mask\'s area fraction (a uniform map). '
+          'Randomisation: Spearman rank correlation between maps of the trained and a '
+          'randomly re-initialised head (a faithful method changes, so low is good).</p>')
+  return '<table>' + ''.join(rows) + '</table>' + note
+
+
+def _model_section(s: Mapping) -> str:
+  figs, m = s.get('figures', {}), s['metrics']
+  anchor = _esc(s['name'])
+  out = [f'<h2 id="{anchor}">Model: {_esc(s["name"])} ({_esc(s.get("arch", ""))}), '
+         f'checkpoint step {_fmt(s.get("step"))}</h2>']
+  if s.get('workdir'):
+    out.append(f'<p class="note">workdir: <code>{_esc(s["workdir"])}</code></p>')
+  for n in s.get('notes', ()):
+    out.append(f'<p class="note">{_esc(n)}</p>')
+  out.append('<h3>Highest- and lowest-rated test images (paper Figures 5-6)</h3>')
+  out.append('<p class="note">Columns: image (true / predicted score), aesthetic map with its '
+             f'box (threshold {_fmt(m.get("box_threshold"))}) and the average of aesthetic and '
+             'attribute boxes, attribute map for the top predicted tag, and the crop.</p>')
+  out.append(embed_png(figs.get('examples_high'), 'highest-rated test images'))
+  out.append(embed_png(figs.get('examples_low'), 'lowest-rated test images'))
+  out.append('<h3>Map intensity vs mean score (paper Figure 7, Table 1)</h3>')
+  out.append(_table1(s))
+  out.append(embed_png(figs.get('intensity_scatter_per_image'),
+                       'intensity scatter, per-image normalisation'))
+  out.append(embed_png(figs.get('intensity_scatter_global'),
+                       'intensity scatter, global normalisation'))
+  out.append('<h3>Maps per score bucket (paper Figure 8)</h3>')
+  out.append('<p class="note">Average map for each target bucket 1-10 (columns), over test '
+             'images grouped by their true mean score (rows); then single examples.</p>')
+  out.append(embed_png(figs.get('bucket_maps'), 'per-bucket maps'))
+  if figs.get('bucket_maps_examples') is not None:
+    out.append(embed_png(figs.get('bucket_maps_examples'), 'per-bucket maps, examples'))
+  out.append('<h3>Faithfulness of the CAM methods</h3>')
+  out.append(_faithfulness_table(s))
+  for key in ('faithfulness_deletion', 'faithfulness_insertion'):
+    if figs.get(key) is not None:
+      out.append(embed_png(figs[key], key.replace('_', ' ')))
+  return '\n'.join(out)
+
+
+def render(models: Sequence[Mapping], dataset: Mapping | None = None, demo: bool = False,
+           title: str = 'aesthetics-jax evaluation report') -> str:
+  """Returns the report as one HTML string (all images inline)."""
+  now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+  out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+         f'<title>{_esc(title)}</title><style>{_CSS}</style></head><body>',
+         f'<h1>{_esc(title)}</h1><p class="note">generated {now}</p>']
+  if demo:
+    out.append(f'<div class="banner" id="demo-banner">DEMO DATA. {_esc(DEMO_BANNER)}</div>')
+  out.append('<nav>' + '<a href="#summary">summary</a><a href="#data">data</a>' + ''.join(
+      f'<a href="#{_esc(s["name"])}">{_esc(s["name"])}</a>' for s in models) + '</nav>')
+  out.append('<h2 id="summary">Accuracy beside the paper and NIMA</h2>')
+  out.append(_accuracy_table(models))
+  out.append('<p class="note">Binary accuracy: high if mean score &gt; 5 (EMD model: by the '
+             'predicted mean score; binary model: p_high &gt; 0.5). Majority rate: accuracy of '
+             'always predicting the larger class of the test split. Paper: validation '
+             'accuracy; NIMA: AVA test set, full fine-tuning.</p>')
+  out.append('<h2 id="data">Data statistics (paper Figures 1-2)</h2>')
+  if dataset:
+    stats = dataset.get('stats') or {}
+    if stats:
+      out.append('<table>' + ''.join(
+          f'<tr><td>{_esc(k)}</td><td>{_fmt(v) if not isinstance(v, (dict, list)) else _esc(v)}'
+          '</td></tr>' for k, v in stats.items()) + '</table>')
+    figs = dataset.get('figures') or {}
+    for key, fig in figs.items():
+      out.append(embed_png(fig, key.replace('_', ' ')))
+    if not figs:
+      out.append('<p class="missing">(no dataset figures found)</p>')
+  else:
+    out.append('<p class="missing">(dataset statistics not available)</p>')
+  for s in models:
+    out.append(_model_section(s))
+  out.append('</body></html>')
+  return '\n'.join(out)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + f'.tmp{os.getpid()}')
+  tmp.write_text(text, encoding='utf-8')
+  os.replace(tmp, path)
+  return path
+
+
+def write_report(path: str | os.PathLike, models: Sequence[Mapping],
+                 dataset: Mapping | None = None, demo: bool = False,
+                 title: str = 'aesthetics-jax evaluation report') -> Path:
+  """Renders and atomically writes the report; returns its path."""
+  return atomic_write_text(path, render(models, dataset, demo, title))

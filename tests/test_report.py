@@ -1,0 +1,102 @@
+"""Report and figures from synthetic plain inputs (no JAX, no trained model)."""
+import base64
+import re
+
+import numpy as np
+import pytest
+
+from aesthetics_jax import figures, report
+
+
+def _example(rng, score):
+  img = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
+  cam = rng.random((40, 48)).astype(np.float32)
+  return dict(image=img, aesthetic_map=cam, attribute_map=cam[::-1], crop=img[5:30, 5:40],
+              boxes={'aesthetic': (2, 3, 30, 40), 'average': (4, 4, 35, 44),
+                     'attribute': (0, 0, 20, 20)}, caption=f'true {score:.2f}')
+
+
+@pytest.fixture(scope='module')
+def sections():
+  rng = np.random.default_rng(0)
+  scores = rng.normal(5.4, 1.0, 80)
+  inten = 0.3 + 0.02 * scores + rng.normal(0, 0.05, 80)
+  figs = {
+      'examples_high': figures.examples_figure([_example(rng, 8.1), _example(rng, 7.9)], 'high'),
+      'examples_low': figures.examples_figure([_example(rng, 2.1)], 'low'),
+      'intensity_scatter_per_image': figures.intensity_scatter(inten, scores, pearson_all=0.2),
+      'intensity_scatter_global': figures.intensity_scatter(inten, scores),
+      'bucket_maps': figures.bucket_maps_figure(rng.random((3, 10, 7, 7)), np.array([3, 0, 2]),
+                                                ['low', 'mid', 'high'], 'buckets'),
+      'faithfulness_deletion': figures.curves_figure({'gradcam': np.linspace(1, 0, 9)}, 'd', 'p'),
+  }
+  metrics = dict(num_test_images=80, binary_accuracy=0.6543, binary_accuracy_ci=[0.5, 0.7],
+                 majority_rate=0.71, lcc_mean=0.31, srcc_mean=0.29, emd=0.1,
+                 attribute_top1=0.2, attribute_top5=0.5,
+                 cam_intensity_pearson_all=0.1234, cam_intensity_pearson_all_per_image=0.1234,
+                 cam_intensity_pearson_all_global=0.2345,
+                 cam_intensity_pearson_all_per_image_ci=[0.01, 0.3],
+                 cam_intensity_pearson_extreme_per_image=0.4567,
+                 cam_intensity_pearson_extreme_global=0.5678,
+                 cam_intensity_n_all=80, cam_intensity_n_extreme=17,
+                 split_point_threshold_per_image=0.41, split_point_accuracy_per_image=0.5321,
+                 split_point_threshold_global=0.3, split_point_accuracy_global=0.55,
+                 faithfulness={'gradcam': dict(deletion_auc=0.111, insertion_auc=0.777,
+                                               pointing_game=0.6789, mask_mass=0.4,
+                                               randomisation_spearman=0.05),
+                               'eigencam': dict(deletion_auc=0.222, insertion_auc=0.666,
+                                                pointing_game=float('nan'))},
+                 pointing_game_centre_baseline=0.3456)
+  mnv2 = dict(name='mobilenet_v2', arch='mobilenet_v2', step=7, metrics=metrics, figures=figs,
+              notes=['a note'])
+  vgg = dict(name='vgg16', arch='vgg16', step=3, figures={},
+             metrics=dict(num_test_images=80, binary_accuracy=0.6))
+  dataset = dict(figures={'score_histogram': figures.score_histogram(scores),
+                          'tag_counts': figures.tag_counts({'Nature': 30, 'Portraiture': 12})},
+                 stats={'train_images': 100, 'test_images': 80})
+  return [mnv2, vgg], dataset, figs
+
+
+def test_figures_are_png_and_overlay_shapes():
+  rng = np.random.default_rng(1)
+  img = rng.integers(0, 255, (30, 50, 3), dtype=np.uint8)
+  ov = figures.overlay(img, rng.random((7, 7)).astype(np.float32))
+  assert ov.shape == img.shape and ov.dtype == np.uint8
+  boxed = figures.draw_boxes(img, {'aesthetic': (5, 5, 20, 30)})
+  assert (boxed != img).any() and (boxed[0, 0] == img[0, 0]).all()
+  assert figures.score_histogram(rng.normal(5, 1, 20))[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_report_has_all_sections_images_and_banner(tmp_path, sections):
+  models, dataset, figs = sections
+  path = report.write_report(tmp_path / 'r' / 'report.html', models, dataset, demo=True)
+  text = path.read_text()
+  assert not list(path.parent.glob('*.tmp*'))
+  assert 'id="demo-banner"' in text and 'DEMO' in text
+  for heading in ('Data statistics', 'Figures 5-6', 'Figure 7', 'Figure 8', 'Faithfulness',
+                  'Accuracy beside the paper'):
+    assert heading in text, heading
+  imgs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+  # 6 model figures + 2 dataset figures, each decodes to the PNG we passed in
+  assert len(imgs) == len(figs) + 2
+  assert base64.b64decode(imgs[0])[:4] == b'\x89PNG'
+  # Table 1 beside the paper, both normalisations, CIs and n
+  for s in ('0.24', '0.34', '49.7%', '0.123', '0.234', '0.457', '0.568', '53.2%', '[0.010, 0.300]',
+            'n=17'):
+    assert s in text, s
+  # accuracy beside paper + NIMA
+  for s in ('65.4%', '75.0%', '72.0%', '80.4%', '80.6%', '0.518', '0.610', '0.081', '0.051',
+            '71.0%'):
+    assert s in text, s
+  # faithfulness side by side, NaN shown as n/a, centre baseline
+  for s in ('gradcam', 'eigencam', '0.679', '0.346', 'n/a', 'centre-point baseline'):
+    assert s in text, s
+  # the VGG section without figures says so instead of breaking
+  assert 'not available' in text
+
+
+def test_report_without_demo_has_no_banner(tmp_path, sections):
+  models, _, _ = sections
+  text = report.render(models[:1], None, demo=False)
+  assert 'demo-banner' not in text
+  assert 'dataset statistics not available' in text
