@@ -1,0 +1,96 @@
+"""Evaluation metrics on host numpy arrays (one pass of predictions, padding removed).
+
+- binary accuracy: predicted label vs true label (mean score > 5);
+- LCC / SRCC: Pearson / Spearman correlation of predicted vs true mean score;
+- EMD (r as configured) between predicted and true distributions;
+- tag top-1 / top-5 hit rate: a hit when any true tag is among the k highest-scored tags,
+  over images that have at least one tag.
+"""
+from typing import Mapping
+
+import numpy as np
+import scipy.stats
+
+
+def binary_accuracy(label_pred: np.ndarray, label: np.ndarray) -> float:
+  """`[N]` predicted and true 0/1 labels → fraction equal."""
+  label_pred = np.asarray(label_pred).astype(np.int64)
+  label = np.asarray(label).astype(np.int64)
+  return float(np.mean(label_pred == label)) if label.size else float('nan')
+
+
+def lcc(pred: np.ndarray, true: np.ndarray) -> float:
+  """Pearson correlation; NaN when either side is constant."""
+  pred = np.asarray(pred, np.float64)
+  true = np.asarray(true, np.float64)
+  if pred.size < 2 or np.std(pred) == 0 or np.std(true) == 0:
+    return float('nan')
+  return float(np.corrcoef(pred, true)[0, 1])
+
+
+def srcc(pred: np.ndarray, true: np.ndarray) -> float:
+  """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
+  pred = np.asarray(pred, np.float64)
+  true = np.asarray(true, np.float64)
+  if pred.size < 2 or np.std(pred) == 0 or np.std(true) == 0:
+    return float('nan')
+  return lcc(scipy.stats.rankdata(pred), scipy.stats.rankdata(true))
+
+
+def emd(pred_dist: np.ndarray, true_dist: np.ndarray, r: float = 2.0) -> float:
+  """Mean over images of ((1/N) Σ_k |CDF_p(k) - CDF_q(k)|^r)^(1/r); `[N, 10]` inputs."""
+  d = np.abs(np.cumsum(pred_dist, -1) - np.cumsum(true_dist, -1))
+  return float(np.mean(np.mean(d ** r, -1) ** (1.0 / r)))
+
+
+def tag_topk(tag_scores: np.ndarray, tags: np.ndarray, k: int) -> float:
+  """Top-k hit rate over images with a tag.
+
+  Args:
+    tag_scores: `[N, T]` scores (probabilities or logits).
+    tags: `[N, T]` soft/multi-hot true tags (> 0 where present).
+  """
+  tag_scores = np.asarray(tag_scores)
+  present = np.asarray(tags) > 0
+  keep = present.any(-1)
+  if not keep.any():
+    return float('nan')
+  topk = np.argsort(-tag_scores[keep], axis=-1, kind='stable')[:, :k]
+  hits = np.take_along_axis(present[keep], topk, axis=-1).any(-1)
+  return float(np.mean(hits))
+
+
+def mean_score(dist: np.ndarray) -> np.ndarray:
+  """`[N, 10]` distribution → `[N]` expected score on 1..10."""
+  return np.asarray(dist, np.float64) @ np.arange(1, dist.shape[-1] + 1, dtype=np.float64)
+
+
+def compute(pred: Mapping[str, np.ndarray], true: Mapping[str, np.ndarray],
+            emd_r: float = 2.0) -> dict:
+  """All metrics for one eval pass.
+
+  Args:
+    pred: `predict_outputs` fields: `label_pred [N]`, `mean_score [N]` (EMD model) or
+      `p_high [N]` (VGG), optional `distribution [N,10]`, `tag_probs [N,T]`.
+    true: `label [N]`, `mean_score [N]`, `distribution [N,10]`, `tags [N,T]`.
+  Returns:
+    dict of floats: num_test_images, binary_accuracy, lcc_mean, srcc_mean (+ emd,
+    attribute_top1, attribute_top5 when the model predicts them), majority_rate.
+  """
+  label = np.asarray(true['label'])
+  out = {
+      'num_test_images': int(label.shape[0]),
+      'binary_accuracy': binary_accuracy(pred['label_pred'], label),
+      # The always-majority baseline the accuracy must beat.
+      'majority_rate': float(max(np.mean(label), 1 - np.mean(label))) if label.size else 0.0,
+  }
+  # VGG has no mean score: its p_high stands in for the correlations.
+  score = pred['mean_score'] if 'mean_score' in pred else pred['p_high']
+  out['lcc_mean'] = lcc(score, true['mean_score'])
+  out['srcc_mean'] = srcc(score, true['mean_score'])
+  if 'distribution' in pred:
+    out['emd'] = emd(pred['distribution'], true['distribution'], emd_r)
+  if 'tag_probs' in pred:
+    out['attribute_top1'] = tag_topk(pred['tag_probs'], true['tags'], 1)
+    out['attribute_top5'] = tag_topk(pred['tag_probs'], true['tags'], 5)
+  return out

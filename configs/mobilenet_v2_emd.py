@@ -1,0 +1,51 @@
+"""The paper's two-headed MobileNetV2 (NIMA EMD aesthetic head + 66-tag head) at 224 px.
+
+Frozen ImageNet backbone (pass `--config.model.init_weights=<converted weights>`), balanced
+sampling, Adam lr 3e-6, 50 epochs, heads trained over the frozen-encoder feature cache.
+
+Config argument (comma-separated): `smoke` shrinks everything for tests, e.g.
+`--config=configs/mobilenet_v2_emd.py:smoke`.
+"""
+import ml_collections
+
+from configs import default
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  args = {a.strip() for a in (arg or '').split(',') if a.strip()}
+  unknown = args - {'smoke'}
+  if unknown:
+    raise ValueError(f'configs/mobilenet_v2_emd.py: unknown config argument(s) {sorted(unknown)}; '
+                     'allowed: smoke')
+  c = default.get_config()
+  c.model.arch = 'mobilenet_v2'
+  c.model.width_mult = 1.0
+  c.model.freeze_encoder = True
+  c.input.resize_size = 256
+  c.input.image_size = 224
+  c.input.balanced = True
+  c.input.weighting = 'none'
+  c.loss.emd_r = 2.0
+  c.optim.name = 'adam'
+  c.optim.lr = 3e-6
+  c.optim.schedule = 'constant'
+  c.batch_size = 32
+  c.num_epochs = 50.0
+  c.cache.enabled = True
+  c.cache.num_train_views = 4
+  c.best_metric = 'binary_accuracy'
+  if 'smoke' in args:
+    c.smoke = True
+    c.model.width_mult = 0.25
+    c.input.resize_size = 40
+    c.input.image_size = 32
+    c.batch_size = 8
+    c.eval.batch_size = 8
+    c.num_train_steps = 2
+    c.cache.num_train_views = 1
+    c.data.max_train_images = 16
+    c.data.max_test_images = 8
+    c.log_every_steps = 1
+    c.eval_every_steps = 2
+    c.checkpoint_every_steps = 1
+  return c

@@ -1,0 +1,56 @@
+"""The paper's VGG16 baseline: frozen conv layers, FC classifier trained for high/low.
+
+Weighted binary cross-entropy; weighting 'score' (x7 for mean scores outside 4.5..6.5) by
+default, 'class' (1 / class count) via the config argument; balanced sampling; SGD with
+momentum; 50 epochs; 224 px; heads trained over the frozen-encoder feature cache.
+Pass ImageNet weights with `--config.model.init_weights=<converted weights>`.
+
+Config argument (comma-separated): `score` (default) | `class`, plus `smoke` for tests,
+e.g. `--config=configs/vgg16_binary.py:class,smoke`.
+"""
+import ml_collections
+
+from configs import default
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  args = {a.strip() for a in (arg or '').split(',') if a.strip()}
+  unknown = args - {'smoke', 'score', 'class'}
+  if unknown or {'score', 'class'} <= args:
+    raise ValueError(f'configs/vgg16_binary.py: bad config argument {arg!r}; '
+                     'allowed: score|class and smoke')
+  c = default.get_config()
+  c.model.arch = 'vgg16'
+  c.model.width_mult = 1.0
+  c.model.fc_dim = 4096
+  c.model.freeze_encoder = True
+  c.input.resize_size = 256
+  c.input.image_size = 224
+  c.input.balanced = True
+  c.input.weighting = 'class' if 'class' in args else 'score'
+  c.input.weight_factor = 7.0
+  c.optim.name = 'sgd'
+  c.optim.lr = 1e-3
+  c.optim.momentum = 0.9
+  c.optim.schedule = 'constant'
+  c.batch_size = 32
+  c.num_epochs = 50.0
+  c.cache.enabled = True
+  c.cache.num_train_views = 4
+  c.best_metric = 'binary_accuracy'
+  if 'smoke' in args:
+    c.smoke = True
+    c.model.width_mult = 0.125
+    c.model.fc_dim = 32
+    c.input.resize_size = 40
+    c.input.image_size = 32
+    c.batch_size = 8
+    c.eval.batch_size = 8
+    c.num_train_steps = 2
+    c.cache.num_train_views = 1
+    c.data.max_train_images = 16
+    c.data.max_test_images = 8
+    c.log_every_steps = 1
+    c.eval_every_steps = 2
+    c.checkpoint_every_steps = 1
+  return c
