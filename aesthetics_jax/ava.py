@@ -1,0 +1,367 @@
+"""AVA metadata → typed records and training targets (pure Python/numpy, no JAX).
+
+AVA root layout (Murray et al. 2012; the demo generator writes the same):
+  AVA.txt                    15 integers a row: index, image id, votes for scores 1..10,
+                             tag 1, tag 2 (0 = none), challenge id
+  tags.txt                   `<id> <name with spaces>` (66 tags, ids 1..66)
+  challenges.txt             `<id> <name>`
+  style_image_lists/{train,test}.jpgl   one image id a line
+  images/<id>.jpg
+
+Subsets (`load_subset`):
+  'style'  ids of the photographic-style lists that appear in AVA.txt and have >= 1 tag
+           (8,900 train / 2,203 test on real AVA, as in the paper).
+  'all'    every AVA.txt row; an image is in 'test' iff `is_all_test_id(image_id)`:
+           crc32 of its decimal id (ASCII) modulo 10 == 0, i.e. ~10% test, stable across
+           machines, Python versions and AVA.txt row order.
+
+Every user-fixable problem raises `AvaError` whose message is ONE line
+`<file>:<line>: <what is wrong> (<how to fix>)` (or names the missing path).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Collection, Iterable, Sequence
+import zlib
+
+import numpy as np
+
+NUM_TAGS = 66
+NUM_BUCKETS = 10
+# Images known to be corrupt / unreadable in common AVA copies; prepare_data skips them.
+KNOWN_BAD_IDS = (440774, 179118, 371434, 277832, 230701, 729377)
+SUBSETS = ('style', 'all')
+# 'all' subset: fraction of ids (by crc32 of the decimal id) held out for test.
+ALL_TEST_MODULUS = 10
+
+_SCORES = np.arange(1, NUM_BUCKETS + 1, dtype=np.float64)
+_AVA_FIELDS = 2 + NUM_BUCKETS + 3
+
+
+class AvaError(ValueError):
+  """Malformed or missing AVA metadata; `str()` is one line naming the file and the fix."""
+
+
+def _fail(path: os.PathLike | str, line: int, what: str, fix: str) -> AvaError:
+  return AvaError(f'{path}:{line}: {what} ({fix})')
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AvaImage:
+  """One AVA.txt row.
+
+  Attributes:
+    image_id: AVA image id (file `images/<id>.jpg`).
+    votes: int64 `[10]` read-only; votes[k] = number of votes for score k + 1.
+    tags: AVA tag ids in 1..66, zeros removed, duplicates removed, file order.
+    challenge_id: dpchallenge.com challenge id.
+  """
+  image_id: int
+  votes: np.ndarray
+  tags: tuple[int, ...]
+  challenge_id: int
+
+  def __post_init__(self):
+    votes = np.array(self.votes, dtype=np.int64).reshape(NUM_BUCKETS)
+    votes.setflags(write=False)
+    object.__setattr__(self, 'votes', votes)
+    object.__setattr__(self, 'tags', tuple(int(t) for t in self.tags))
+
+  def __eq__(self, other):
+    if not isinstance(other, AvaImage):
+      return NotImplemented
+    return (self.image_id == other.image_id and self.tags == other.tags
+            and self.challenge_id == other.challenge_id
+            and bool(np.array_equal(self.votes, other.votes)))
+
+  def __hash__(self):
+    return hash((self.image_id, self.tags, self.challenge_id, self.votes.tobytes()))
+
+  @property
+  def num_votes(self) -> int:
+    return int(self.votes.sum())
+
+  @property
+  def distribution(self) -> np.ndarray:
+    """f32 `[10]`, sums to 1."""
+    return (self.votes / self.votes.sum()).astype(np.float32)
+
+  @property
+  def mean_score(self) -> float:
+    return float(np.dot(self.votes, _SCORES) / self.votes.sum())
+
+  @property
+  def std_score(self) -> float:
+    p = self.votes / self.votes.sum()
+    mean = float(np.dot(p, _SCORES))
+    return float(np.sqrt(np.dot(p, (_SCORES - mean) ** 2)))
+
+  @property
+  def label(self) -> int:
+    """1 (high) if mean score > 5, else 0 (low)."""
+    return int(self.mean_score > 5.0)
+
+  @property
+  def padded_tags(self) -> tuple[int, int]:
+    """The two tag slots as stored in records: tag ids, 0 = none."""
+    t = self.tags + (0, 0)
+    return (t[0], t[1])
+
+
+def _read_lines(path: os.PathLike | str, what: str) -> list[str]:
+  path = Path(path)
+  if not path.is_file():
+    raise AvaError(f'{path}: missing {what} (expected this file; point --ava_dir at the AVA '
+                   'root or run `python -m launch.make_demo_data`)')
+  try:
+    # errors='replace': a stray non-UTF-8 byte in a tag/challenge name must not stop parsing.
+    return path.read_text(encoding='utf-8', errors='replace').splitlines()
+  except OSError as e:
+    raise AvaError(f'{path}: cannot read {what}: {e.strerror} (check permissions)') from None
+
+
+def read_ava_txt(path: os.PathLike | str,
+                 valid_tags: Collection[int] | None = None) -> list[AvaImage]:
+  """Parses AVA.txt. Blank lines are ignored.
+
+  Args:
+    path: AVA.txt.
+    valid_tags: tag ids allowed besides 0 (e.g. the keys of `read_tags`); default 1..66.
+  Raises:
+    AvaError: missing file, wrong field count, non-integer field, negative vote, zero votes,
+      tag id out of range, duplicate image id.
+  """
+  lines = _read_lines(path, 'AVA.txt')
+  allowed = set(range(1, NUM_TAGS + 1)) if valid_tags is None else {int(t) for t in valid_tags}
+  images: list[AvaImage] = []
+  first_line: dict[int, int] = {}
+  for lineno, line in enumerate(lines, start=1):
+    fields = line.split()
+    if not fields:
+      continue
+    if len(fields) != _AVA_FIELDS:
+      raise _fail(path, lineno, f'expected {_AVA_FIELDS} integers, got {len(fields)} fields',
+                  'each row is: index, image id, 10 vote counts, tag1, tag2, challenge id')
+    try:
+      values = [int(f) for f in fields]
+    except ValueError:
+      bad = next(f for f in fields if not f.lstrip('+-').isdigit())
+      raise _fail(path, lineno, f'non-integer field {bad!r}',
+                  'every field must be a whole number') from None
+    image_id = values[1]
+    votes = values[2:2 + NUM_BUCKETS]
+    tag1, tag2, challenge_id = values[2 + NUM_BUCKETS:]
+    if image_id < 0:
+      raise _fail(path, lineno, f'negative image id {image_id}', 'image ids are >= 0')
+    neg = [k + 1 for k, v in enumerate(votes) if v < 0]
+    if neg:
+      raise _fail(path, lineno, f'negative vote count for score {neg[0]} '
+                  f'({votes[neg[0] - 1]})', 'vote counts must be >= 0')
+    if sum(votes) == 0:
+      raise _fail(path, lineno, f'image {image_id} has zero votes',
+                  'remove the row; mean score is undefined without votes')
+    for slot, tag in ((1, tag1), (2, tag2)):
+      if tag != 0 and tag not in allowed:
+        hint = ('ids must be 0 (none) or 1..66' if valid_tags is None
+                else 'ids must be 0 (none) or listed in tags.txt')
+        raise _fail(path, lineno, f'tag {slot} id {tag} out of range', hint)
+    if image_id in first_line:
+      raise _fail(path, lineno, f'duplicate image id {image_id} (first on line '
+                  f'{first_line[image_id]})', 'keep one row per image')
+    first_line[image_id] = lineno
+    tags = tuple(dict.fromkeys(t for t in (tag1, tag2) if t != 0))
+    images.append(AvaImage(image_id, np.asarray(votes, np.int64), tags, challenge_id))
+  return images
+
+
+def _read_id_names(path: os.PathLike | str, what: str,
+                   id_range: tuple[int, int] | None = None) -> dict[int, str]:
+  out: dict[int, str] = {}
+  for lineno, line in enumerate(_read_lines(path, what), start=1):
+    parts = line.strip().split(None, 1)
+    if not parts:
+      continue
+    try:
+      key = int(parts[0])
+    except ValueError:
+      raise _fail(path, lineno, f'id {parts[0]!r} is not an integer',
+                  'each line is `<integer id> <name>`') from None
+    if id_range is not None and not id_range[0] <= key <= id_range[1]:
+      raise _fail(path, lineno, f'id {key} out of range',
+                  f'ids are {id_range[0]}..{id_range[1]}')
+    if key in out:
+      raise _fail(path, lineno, f'duplicate id {key}', 'keep one line per id')
+    out[key] = parts[1].strip() if len(parts) > 1 else ''
+  return out
+
+
+def read_tags(path: os.PathLike | str) -> dict[int, str]:
+  """tags.txt → {tag id: name}. Ids must lie in 1..66 (AvaError otherwise)."""
+  return _read_id_names(path, 'tags.txt', (1, NUM_TAGS))
+
+
+def read_challenges(path: os.PathLike | str) -> dict[int, str]:
+  """challenges.txt → {challenge id: name} (names may contain spaces and underscores)."""
+  return _read_id_names(path, 'challenges.txt')
+
+
+def read_image_list(path: os.PathLike | str) -> list[int]:
+  """A `.jpgl` list: one image id a line (blank lines ignored, order and duplicates kept)."""
+  ids: list[int] = []
+  for lineno, line in enumerate(_read_lines(path, 'image list'), start=1):
+    s = line.strip()
+    if not s:
+      continue
+    if s.lower().endswith('.jpg'):  # tolerate `<id>.jpg` entries
+      s = s[:-4]
+    try:
+      ids.append(int(s))
+    except ValueError:
+      raise _fail(path, lineno, f'{s!r} is not an image id',
+                  'one integer image id per line') from None
+  return ids
+
+
+def is_all_test_id(image_id: int) -> bool:
+  """'all' subset split rule: crc32(decimal id) % 10 == 0 → test (~10%)."""
+  return zlib.crc32(str(int(image_id)).encode('ascii')) % ALL_TEST_MODULUS == 0
+
+
+def load_subset(ava_dir: os.PathLike | str, subset: str) -> dict[str, list[AvaImage]]:
+  """Reads the AVA root and returns `{'train': [...], 'test': [...]}`.
+
+  'style': list order, each id once; ids absent from AVA.txt or without tags are dropped.
+  'all': AVA.txt order, split by `is_all_test_id`.
+  tags.txt is optional; when present, tag ids in AVA.txt are checked against it.
+  """
+  ava_dir = Path(ava_dir)
+  if subset not in SUBSETS:
+    raise AvaError(f'unknown subset {subset!r} (use one of {", ".join(SUBSETS)})')
+  if not ava_dir.is_dir():
+    raise AvaError(f'{ava_dir}: AVA root directory not found (pass the folder holding AVA.txt)')
+  tags_path = ava_dir / 'tags.txt'
+  valid_tags = read_tags(tags_path).keys() if tags_path.is_file() else None
+  images = read_ava_txt(ava_dir / 'AVA.txt', valid_tags=valid_tags)
+  if subset == 'all':
+    out: dict[str, list[AvaImage]] = {'train': [], 'test': []}
+    for im in images:
+      out['test' if is_all_test_id(im.image_id) else 'train'].append(im)
+    return out
+  by_id = {im.image_id: im for im in images}
+  out = {}
+  for split in ('train', 'test'):
+    ids = read_image_list(ava_dir / 'style_image_lists' / f'{split}.jpgl')
+    kept = []
+    for image_id in dict.fromkeys(ids):
+      im = by_id.get(image_id)
+      if im is not None and im.tags:
+        kept.append(im)
+    out[split] = kept
+  return out
+
+
+def style_dropped(ava_dir: os.PathLike | str) -> dict[str, list[tuple[int, str]]]:
+  """Ids of the style lists that `load_subset(.., 'style')` drops, with the reason
+  ('not in AVA.txt' | 'no tag'), per split — for prepare_data's skipped.csv."""
+  ava_dir = Path(ava_dir)
+  tags_path = ava_dir / 'tags.txt'
+  valid_tags = read_tags(tags_path).keys() if tags_path.is_file() else None
+  by_id = {im.image_id: im for im in read_ava_txt(ava_dir / 'AVA.txt', valid_tags=valid_tags)}
+  out = {}
+  for split in ('train', 'test'):
+    dropped = []
+    for image_id in dict.fromkeys(read_image_list(ava_dir / 'style_image_lists' / f'{split}.jpgl')):
+      im = by_id.get(image_id)
+      if im is None:
+        dropped.append((image_id, 'not in AVA.txt'))
+      elif not im.tags:
+        dropped.append((image_id, 'no tag'))
+    out[split] = dropped
+  return out
+
+
+def image_path(ava_dir: os.PathLike | str, image_id: int) -> Path:
+  """`ava_dir/images/<id>.jpg`."""
+  return Path(ava_dir) / 'images' / f'{int(image_id)}.jpg'
+
+
+def stack_images(images: Sequence[AvaImage]) -> dict[str, np.ndarray]:
+  """Records as arrays: `image_id i64 [N]`, `votes i64 [N,10]`, `tags i32 [N,2]` (0 = none),
+  `challenge_id i32 [N]`."""
+  n = len(images)
+  return {
+      'image_id': np.fromiter((im.image_id for im in images), np.int64, n),
+      'votes': (np.stack([im.votes for im in images]) if n
+                else np.zeros((0, NUM_BUCKETS), np.int64)),
+      'tags': np.array([im.padded_tags for im in images], np.int32).reshape(n, 2),
+      'challenge_id': np.fromiter((im.challenge_id for im in images), np.int32, n),
+  }
+
+
+def votes_to_targets(votes: np.ndarray) -> dict[str, np.ndarray]:
+  """Vote histograms → training targets (vectorised).
+
+  Args:
+    votes: `[N, 10]` non-negative counts (any int/float dtype), each row with > 0 votes.
+  Returns:
+    `distribution f32 [N,10]`, `mean_score f32 [N]`, `std_score f32 [N]`,
+    `label i32 [N]` (1 if mean > 5; decided in float64, so it matches `AvaImage.label`).
+  """
+  v = np.asarray(votes, np.float64)
+  if v.ndim != 2 or v.shape[1] != NUM_BUCKETS:
+    raise ValueError(f'votes must be [N, {NUM_BUCKETS}], got shape {v.shape}')
+  total = v.sum(axis=1, keepdims=True)
+  if np.any(v < 0) or np.any(total <= 0):
+    bad = int(np.flatnonzero((v < 0).any(axis=1) | (total[:, 0] <= 0))[0])
+    raise ValueError(f'votes row {bad} has negative counts or no votes')
+  p = v / total
+  mean = p @ _SCORES
+  std = np.sqrt(np.sum(p * (_SCORES[None, :] - mean[:, None]) ** 2, axis=1))
+  return {
+      'distribution': p.astype(np.float32),
+      'mean_score': mean.astype(np.float32),
+      'std_score': std.astype(np.float32),
+      'label': (mean > 5.0).astype(np.int32),
+  }
+
+
+def tags_to_soft_labels(tags: np.ndarray, num_tags: int = NUM_TAGS) -> np.ndarray:
+  """Tag ids → soft labels.
+
+  Args:
+    tags: int `[N, 2]` AVA tag ids, 0 = none.
+    num_tags: number of tag classes; id k maps to column k - 1.
+  Returns:
+    f32 `[N, num_tags]`: 1/n on each of the n distinct tags of a row; all-zero if untagged.
+  """
+  t = np.asarray(tags)
+  if t.ndim != 2:
+    raise ValueError(f'tags must be [N, 2], got shape {t.shape}')
+  if np.any((t < 0) | (t > num_tags)):
+    raise ValueError(f'tag ids must be in 0..{num_tags}, got {t[(t < 0) | (t > num_tags)][0]}')
+  n = t.shape[0]
+  hot = np.zeros((n, num_tags + 1), np.float32)
+  rows = np.repeat(np.arange(n), t.shape[1])
+  hot[rows, t.reshape(-1)] = 1.0  # duplicates collapse to one 1.0
+  hot = hot[:, 1:]                # drop column 0 ('none')
+  count = hot.sum(axis=1, keepdims=True)
+  return np.divide(hot, count, out=np.zeros_like(hot), where=count > 0)
+
+
+def write_ava_txt(path: os.PathLike | str, images: Iterable[AvaImage]) -> None:
+  """Writes AVA.txt rows (1-based row index) atomically."""
+  rows = []
+  for i, im in enumerate(images, start=1):
+    t1, t2 = im.padded_tags
+    rows.append(' '.join(map(str, [i, im.image_id, *im.votes.tolist(), t1, t2,
+                                    im.challenge_id])))
+  _atomic_write_text(path, '\n'.join(rows) + '\n')
+
+
+def _atomic_write_text(path: os.PathLike | str, text: str) -> None:
+  path = Path(path)
+  tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+  tmp.write_text(text, encoding='utf-8')
+  os.replace(tmp, path)
