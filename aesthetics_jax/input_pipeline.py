@@ -35,8 +35,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
 
-NUM_BUCKETS = 10
-NUM_TAGS = 66
+from aesthetics_jax import ava
+
+NUM_BUCKETS = ava.NUM_BUCKETS
+NUM_TAGS = ava.NUM_TAGS
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZE_MODES = ('none', 'imagenet')
@@ -194,34 +196,12 @@ def to_model_input(x: jax.Array, normalize: str = 'none') -> jax.Array:
 # ---------------------------------------------------------------------------------------
 
 
-def _votes_to_targets_local(votes: np.ndarray) -> dict[str, np.ndarray]:
-  """Fallback for ava.votes_to_targets (same contract) while ava.py is absent."""
-  votes = np.asarray(votes, np.float64)
-  n = votes.sum(-1, keepdims=True)
-  dist = votes / np.maximum(n, 1.0)
-  buckets = np.arange(1, NUM_BUCKETS + 1, dtype=np.float64)
-  mean = (dist * buckets).sum(-1)
-  std = np.sqrt(np.maximum((dist * (buckets - mean[:, None])**2).sum(-1), 0.0))
-  return {'distribution': dist.astype(np.float32), 'mean_score': mean.astype(np.float32),
-          'std_score': std.astype(np.float32), 'label': (mean > 5.0).astype(np.int32)}
-
-
-def _tags_to_soft_labels_local(tags: np.ndarray, num_tags: int = NUM_TAGS) -> np.ndarray:
-  tags = np.asarray(tags, np.int64)
-  out = np.zeros((tags.shape[0], num_tags), np.float32)
-  valid = (tags >= 1) & (tags <= num_tags)
-  rows = np.repeat(np.arange(tags.shape[0]), tags.shape[1]).reshape(tags.shape)
-  np.add.at(out, (rows[valid], tags[valid] - 1), 1.0)
-  s = out.sum(-1, keepdims=True)
-  return np.where(s > 0, out / np.maximum(s, 1.0), 0.0).astype(np.float32)
-
-
 def _targets(votes: np.ndarray, tags: np.ndarray):
-  try:  # ava.py is the single source of truth once it exists.
-    from aesthetics_jax import ava  # pylint: disable=import-outside-toplevel
+  try:
     return ava.votes_to_targets(votes), ava.tags_to_soft_labels(tags, NUM_TAGS)
-  except (ImportError, AttributeError):
-    return _votes_to_targets_local(votes), _tags_to_soft_labels_local(tags)
+  except ValueError as e:
+    raise InputError(f'data source: malformed votes/tags ({e}); re-run '
+                     'launch/prepare_data.py') from None
 
 
 @dataclasses.dataclass(frozen=True)
