@@ -1,0 +1,133 @@
+"""Statistics of a prepared AVA subset: `stats.json` and the paper's Figures 1 and 2 as PNGs.
+
+Written by `dataset.prepare` next to `skipped.csv`:
+  <dataset_dir>/stats.json
+  <dataset_dir>/figures/mean_score_hist.png   (paper Figure 1: mean scores, kept train split)
+  <dataset_dir>/figures/tag_counts.png        (paper Figure 2: images per tag, kept train split)
+Matplotlib is drawn through the Agg canvas directly (no pyplot, no global backend switch).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from aesthetics_jax import ava
+
+FIGURES = {
+    'mean_score_hist': 'figures/mean_score_hist.png',
+    'tag_counts': 'figures/tag_counts.png',
+}
+
+
+def figure_paths(dataset_dir: str | os.PathLike) -> dict[str, Path]:
+  """{'mean_score_hist', 'tag_counts'} -> PNG paths under `dataset_dir`."""
+  return {k: Path(dataset_dir) / v for k, v in FIGURES.items()}
+
+
+def _mean_scores(images: Sequence[ava.AvaImage]) -> np.ndarray:
+  """[N] f64 mean score of each vote histogram (scores 1..10)."""
+  if not images:
+    return np.zeros((0,), np.float64)
+  votes = np.stack([np.asarray(i.votes, np.float64) for i in images])  # [N, 10]
+  return votes @ np.arange(1, 11) / np.maximum(votes.sum(1), 1)
+
+
+def tag_counts(images: Sequence[ava.AvaImage], tag_names: Mapping[int, str]) -> dict[str, int]:
+  """Images per tag name (an image with two tags counts for both), most frequent first."""
+  counts: dict[int, int] = {}
+  for img in images:
+    for t in img.tags:
+      if t:
+        counts[t] = counts.get(t, 0) + 1
+  order = sorted(counts, key=lambda t: (-counts[t], t))
+  return {tag_names.get(t, f'tag {t}'): counts[t] for t in order}
+
+
+def compute_stats(kept: Mapping[str, Sequence[ava.AvaImage]], skipped: Sequence,
+                  tag_names: Mapping[int, str]) -> dict:
+  """JSON-able summary: counts per split, skip reasons, train score and tag statistics."""
+  train = list(kept.get('train', ()))
+  means = _mean_scores(train)
+  reasons: dict[str, dict[str, int]] = {}
+  for s in skipped:
+    r = reasons.setdefault(s.split, {})
+    r[s.reason] = r.get(s.reason, 0) + 1
+  return {
+      'kept': {k: len(v) for k, v in kept.items()},
+      'skipped': {k: sum(v.values()) for k, v in reasons.items()},
+      'skipped_reasons': reasons,
+      'train': {
+          'num_images': len(train),
+          'mean_of_mean_scores': float(means.mean()) if len(means) else None,
+          'std_of_mean_scores': float(means.std()) if len(means) else None,
+          'fraction_high': float((means > 5).mean()) if len(means) else None,
+          'num_high': int((means > 5).sum()),
+          'num_low': int((means <= 5).sum()),
+          'num_tagged': sum(any(t for t in i.tags) for i in train),
+          'tag_counts': tag_counts(train, tag_names),
+      },
+  }
+
+
+def _save(fig, path: Path) -> None:
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  FigureCanvasAgg(fig)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f'.{path.stem}.tmp{os.getpid()}.png')
+  fig.savefig(tmp, dpi=100)
+  os.replace(tmp, path)
+
+
+def plot_mean_score_hist(mean_scores: np.ndarray, path: str | os.PathLike,
+                         title: str = 'AVA mean scores (train)') -> Path:
+  """Histogram of mean scores [N] (paper Figure 1), threshold 5 marked; writes a PNG."""
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=(6, 4))
+  ax = fig.add_subplot()
+  ax.hist(np.asarray(mean_scores), bins=np.linspace(1, 10, 37), color='tab:blue',
+          edgecolor='white')
+  ax.axvline(5.0, color='tab:red', ls='--', label='high / low threshold (5)')
+  ax.set_xlim(1, 10)
+  ax.set_xlabel('mean score')
+  ax.set_ylabel('images')
+  ax.set_title(f'{title}, n={len(mean_scores)}')
+  ax.legend()
+  fig.tight_layout()
+  _save(fig, Path(path))
+  return Path(path)
+
+
+def plot_tag_counts(counts: Mapping[str, int], path: str | os.PathLike,
+                    title: str = 'AVA tags (train)') -> Path:
+  """Horizontal bar chart of images per tag name (paper Figure 2); writes a PNG."""
+  from matplotlib.figure import Figure
+  names = list(counts)
+  fig = Figure(figsize=(7, max(2.5, 0.18 * len(names) + 1)))
+  ax = fig.add_subplot()
+  y = np.arange(len(names))
+  ax.barh(y, [counts[n] for n in names], color='tab:green')
+  ax.set_yticks(y, names, fontsize=7)
+  ax.invert_yaxis()  # most frequent on top
+  ax.set_xlabel('images')
+  ax.set_title(title)
+  fig.tight_layout()
+  _save(fig, Path(path))
+  return Path(path)
+
+
+def write_stats(dataset_dir: str | os.PathLike, kept: Mapping[str, Sequence[ava.AvaImage]],
+                skipped: Sequence, tag_names: Mapping[int, str]) -> dict[str, Path]:
+  """Writes stats.json and both figures under `dataset_dir`; returns their paths."""
+  d = Path(dataset_dir)
+  stats = compute_stats(kept, skipped, tag_names)
+  paths = figure_paths(d)
+  plot_mean_score_hist(_mean_scores(list(kept.get('train', ()))), paths['mean_score_hist'])
+  plot_tag_counts(stats['train']['tag_counts'], paths['tag_counts'])
+  tmp = d / f'.stats.json.tmp{os.getpid()}'
+  tmp.write_text(json.dumps(stats, indent=2) + '\n')
+  os.replace(tmp, d / 'stats.json')
+  return {'stats_json': d / 'stats.json', **paths}

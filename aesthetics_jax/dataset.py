@@ -1,0 +1,358 @@
+"""TFDS dataset `ava`: AVA images as their original file bytes plus votes, tags and ids.
+
+The builder reads the AVA root as its `manual_dir`, validates every listed image (fully
+decoded, in parallel), writes the kept ones to `array_record` files and lists every skipped
+image with its reason in `<data_dir>/ava/<subset>/<version>/skipped.csv`, next to dataset
+statistics (`stats.json`, `figures/*.png`). Everything is written inside TFDS's incomplete
+directory, so the dataset, `skipped.csv` and the figures appear together or not at all.
+
+No TensorFlow: records are read with `as_data_source()` (array_record + numpy).
+
+One record (`load_sources(data_dir, subset)[split][i]`):
+  {'image': bytes (original file bytes), 'image_id': int64, 'votes': int32[10],
+   'tags': int32[2] (AVA tag ids, 0 = none), 'challenge_id': int32}
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import dataclasses
+import io
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+import tensorflow_datasets as tfds
+import tqdm
+
+from aesthetics_jax import ava
+
+SUBSETS = ('style', 'all')
+SPLITS = ('train', 'test')
+VERSION = '1.0.0'
+
+# Images with more pixels than this are rejected from their header alone (decompression
+# bombs). Real AVA photos are far below it (dpchallenge serves ~1-3 MP); it sits under PIL's
+# own MAX_IMAGE_PIXELS warning threshold (~89 MP) so our check fires first.
+DEFAULT_MAX_PIXELS = 40_000_000
+MIN_SIDE = 32  # smaller images carry no usable content at 224 px
+
+# Known-corrupt AVA ids (empty or undecodable files in the public release).
+KNOWN_BAD_IDS = frozenset({440774, 179118, 371434, 277832, 230701, 729377}) | frozenset(
+    getattr(ava, 'KNOWN_BAD_IDS', ()))
+
+# Skip reasons, as written to skipped.csv.
+MISSING = 'missing'
+EMPTY = 'empty'
+TRUNCATED = 'truncated'
+UNDECODABLE = 'undecodable'
+TOO_SMALL = 'too_small'
+DECOMPRESSION_BOMB = 'decompression_bomb'
+KNOWN_BAD = 'known_bad'
+NO_TAG = 'no_tag'
+NOT_IN_AVA_TXT = 'not_in_ava_txt'
+DUPLICATE = 'duplicate'
+EXCLUDED = 'excluded'
+
+SKIPPED_CSV = 'skipped.csv'
+STATS_JSON = 'stats.json'
+FIGURES_DIR = 'figures'
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+Download AVA (Murray et al. 2012; e.g. the AVA_dataset release) and pass its root directory
+as manual_dir (`python -m launch.prepare_data --ava_dir=<root>`). The root must contain:
+  AVA.txt, tags.txt, challenges.txt, style_image_lists/{train,test}.jpgl, images/<id>.jpg
+`python -m launch.make_demo_data --out_dir=<root>` writes a small demo dataset in this layout.
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+  split: str
+  image_id: int
+  reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+  """Images that passed validation (`kept`, per split, in list order) and those that did not."""
+  kept: dict[str, list[ava.AvaImage]]
+  skipped: list[Skipped]
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareResult:
+  subset: str
+  dataset_dir: Path                 # <data_dir>/ava/<subset>/<version>
+  kept: dict[str, int]              # per split
+  skipped: dict[str, int]           # per split
+  skipped_rows: list[Skipped]
+  skipped_csv: Path
+  stats_json: Path
+  figures: dict[str, Path]          # 'mean_score_hist', 'tag_counts' -> PNG path
+  reused: bool                      # True: an existing prepared dataset was reused
+
+
+# --------------------------------------------------------------------------- validation
+
+def check_image_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                      min_side: int = MIN_SIDE) -> str | None:
+  """Returns a skip reason for the encoded image `data`, or None if it decodes to RGB.
+
+  The pixel count is checked from the header before anything is decoded; the image is then
+  fully decoded (`load()`), which is what catches truncated files.
+  """
+  if not data:
+    return EMPTY
+  try:
+    im = Image.open(io.BytesIO(data))  # lazy: reads the header only
+  except Image.DecompressionBombError:
+    return DECOMPRESSION_BOMB
+  except Exception:  # pylint: disable=broad-except  (any PIL failure = unusable image)
+    return UNDECODABLE
+  try:
+    w, h = im.size
+    if w * h > max_pixels:
+      return DECOMPRESSION_BOMB
+    if min(w, h) < min_side:
+      return TOO_SMALL
+    im.load()
+    im.convert('RGB')  # modes the pipeline cannot turn into RGB are unusable too
+  except Image.DecompressionBombError:
+    return DECOMPRESSION_BOMB
+  except Exception as e:  # pylint: disable=broad-except
+    return TRUNCATED if 'truncat' in str(e).lower() else UNDECODABLE
+  finally:
+    im.close()
+  return None
+
+
+def check_image_file(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                     min_side: int = MIN_SIDE) -> str | None:
+  """`check_image_bytes` on a file; 'missing' / 'empty' for absent or zero-byte files."""
+  path = Path(path)
+  try:
+    if not path.is_file():
+      return MISSING
+    if path.stat().st_size == 0:
+      return EMPTY
+    data = path.read_bytes()
+  except OSError:
+    return MISSING
+  return check_image_bytes(data, max_pixels=max_pixels, min_side=min_side)
+
+
+# `ava.style_dropped` reasons -> skipped.csv reasons.
+_DROPPED_REASONS = {'not in AVA.txt': NOT_IN_AVA_TXT, 'no tag': NO_TAG}
+
+
+def select_images(ava_dir: str | os.PathLike, subset: str, *,
+                  max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = MIN_SIDE,
+                  num_workers: int = 0) -> Selection:
+  """Splits of `subset` (from `ava.load_subset`) with every unusable image moved to `skipped`.
+
+  Raises `ava.AvaError` for malformed metadata. Never raises for a bad image.
+  """
+  ava_dir = Path(ava_dir)
+  if subset not in SUBSETS:
+    raise ValueError(f'subset={subset!r}: use one of {SUBSETS}')
+  splits = ava.load_subset(ava_dir, subset)
+  skipped: list[Skipped] = []
+  candidates: dict[str, list[ava.AvaImage]] = {}
+  for split in SPLITS:
+    seen: set[int] = set()
+    cands = []
+    for img in splits[split]:
+      if img.image_id in seen:
+        skipped.append(Skipped(split, img.image_id, DUPLICATE))
+      elif img.image_id in KNOWN_BAD_IDS:
+        skipped.append(Skipped(split, img.image_id, KNOWN_BAD))
+      else:
+        cands.append(img)
+      seen.add(img.image_id)
+    candidates[split] = cands
+
+  # Listed ids that the subset dropped (style: no AVA.txt row, or no tag).
+  if subset == 'style':
+    for split, dropped in ava.style_dropped(ava_dir).items():
+      for image_id, why in dropped:
+        skipped.append(Skipped(split, image_id, _DROPPED_REASONS.get(why, EXCLUDED)))
+
+  # Full decode of every candidate, in parallel (PIL releases the GIL while decoding).
+  jobs = [(split, img) for split in SPLITS for img in candidates[split]]
+  workers = num_workers or os.cpu_count() or 1
+
+  def check(job):
+    return check_image_file(ava.image_path(ava_dir, job[1].image_id),
+                            max_pixels=max_pixels, min_side=min_side)
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+    reasons = list(tqdm.tqdm(pool.map(check, jobs), total=len(jobs),
+                             desc='Validating AVA images', unit='img'))
+  kept: dict[str, list[ava.AvaImage]] = {split: [] for split in SPLITS}
+  for (split, img), reason in zip(jobs, reasons):
+    if reason is None:
+      kept[split].append(img)
+    else:
+      skipped.append(Skipped(split, img.image_id, reason))
+  skipped.sort(key=lambda s: (SPLITS.index(s.split), s.image_id))
+  return Selection(kept=kept, skipped=skipped)
+
+
+# --------------------------------------------------------------------------- outputs
+
+def _atomic_write_text(path: Path, text: str) -> None:
+  tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
+def write_skipped_csv(path: str | os.PathLike, rows: Sequence[Skipped]) -> None:
+  """Writes `split,image_id,reason` rows atomically."""
+  buf = io.StringIO()
+  writer = csv.writer(buf, lineterminator='\n')
+  writer.writerow(['split', 'image_id', 'reason'])
+  for r in rows:
+    writer.writerow([r.split, r.image_id, r.reason])
+  _atomic_write_text(Path(path), buf.getvalue())
+
+
+def read_skipped_csv(path: str | os.PathLike) -> list[Skipped]:
+  with open(path, newline='') as f:
+    return [Skipped(r['split'], int(r['image_id']), r['reason']) for r in csv.DictReader(f)]
+
+
+# --------------------------------------------------------------------------- builder
+
+class Ava(tfds.core.GeneratorBasedBuilder):
+  """AVA (Murray et al. 2012) with original image bytes; manual_dir = AVA root."""
+
+  VERSION = tfds.core.Version(VERSION)
+  RELEASE_NOTES = {'1.0.0': 'Original image bytes, votes, tags, challenge id; skipped.csv.'}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  BUILDER_CONFIGS = [
+      tfds.core.BuilderConfig(
+          name='style', description='Photographic-style lists, images with >= 1 tag '
+          '(the paper: 8,900 train / 2,203 test).'),
+      tfds.core.BuilderConfig(name='all', description='Every AVA.txt image.'),
+  ]
+  DEFAULT_CONFIG_NAME = 'style'
+  # No checksums file (manual download). Also sidesteps TFDS 4.9.10's code_path lookup, which
+  # needs the `importlib_resources` backport for builders defined inside a package.
+  code_path = None
+
+  def __init__(self, *, max_pixels: int = DEFAULT_MAX_PIXELS, num_workers: int = 0, **kwargs):
+    self._max_pixels = max_pixels
+    self._num_workers = num_workers
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    # DatasetInfo directly: dataset_info_from_configs() wants TFDS package metadata files.
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description='AVA aesthetic visual analysis: vote histograms over scores 1..10, up to '
+        'two of 66 semantic tags, challenge id. `image` holds the original file bytes.',
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Scalar(dtype=np.object_, doc='original file bytes'),
+            'image_id': tfds.features.Scalar(dtype=np.int64),
+            'votes': tfds.features.Tensor(shape=(10,), dtype=np.int32,
+                                          doc='vote counts for scores 1..10'),
+            'tags': tfds.features.Tensor(shape=(2,), dtype=np.int32,
+                                         doc='AVA tag ids 1..66, 0 = none'),
+            'challenge_id': tfds.features.Scalar(dtype=np.int32),
+        }),
+        homepage='https://github.com/imfing/ava_downloader',
+        citation='Murray, Marchesotti, Perronnin. AVA: A large-scale database for '
+        'aesthetic visual analysis. CVPR 2012.',
+    )
+
+  def _split_generators(self, dl_manager):
+    ava_dir = Path(dl_manager.manual_dir)
+    subset = self.builder_config.name
+    sel = select_images(ava_dir, subset, max_pixels=self._max_pixels,
+                        num_workers=self._num_workers)
+    # self.data_dir is TFDS's incomplete dir here: these files land with the dataset.
+    out = Path(self.data_dir)
+    write_skipped_csv(out / SKIPPED_CSV, sel.skipped)
+    from aesthetics_jax import data_stats  # matplotlib only when building
+    tag_names = ava.read_tags(ava_dir / 'tags.txt')
+    data_stats.write_stats(out, sel.kept, sel.skipped, tag_names)
+    return {split: self._generate_examples(ava_dir, sel.kept[split]) for split in SPLITS}
+
+  def _generate_examples(self, ava_dir: Path, images: Sequence[ava.AvaImage]) -> Iterator:
+    for img in images:
+      # Original bytes, never re-encoded: the pipeline decodes (and converts to RGB) itself.
+      yield img.image_id, {
+          'image': ava.image_path(ava_dir, img.image_id).read_bytes(),
+          'image_id': np.int64(img.image_id),
+          'votes': np.asarray(img.votes, np.int32),
+          'tags': np.asarray(img.padded_tags, np.int32),
+          'challenge_id': np.int32(img.challenge_id),
+      }
+
+
+# --------------------------------------------------------------------------- entry points
+
+def _check_subset(subset: str) -> None:
+  if subset not in SUBSETS:
+    raise ValueError(f'subset={subset!r}: use one of {SUBSETS}')
+
+
+def builder(data_dir: str | os.PathLike, subset: str = 'style', **kwargs) -> Ava:
+  _check_subset(subset)
+  return Ava(config=subset, data_dir=os.fspath(data_dir), **kwargs)
+
+
+def _result(b: Ava, subset: str, reused: bool) -> PrepareResult:
+  d = Path(b.data_dir)
+  rows = read_skipped_csv(d / SKIPPED_CSV)
+  from aesthetics_jax import data_stats
+  return PrepareResult(
+      subset=subset,
+      dataset_dir=d,
+      kept={s: int(b.info.splits[s].num_examples) for s in SPLITS},
+      skipped={s: sum(r.split == s for r in rows) for s in SPLITS},
+      skipped_rows=rows,
+      skipped_csv=d / SKIPPED_CSV,
+      stats_json=d / STATS_JSON,
+      figures=data_stats.figure_paths(d),
+      reused=reused,
+  )
+
+
+def prepare(ava_dir: str | os.PathLike, data_dir: str | os.PathLike, subset: str = 'style',
+            *, max_pixels: int = DEFAULT_MAX_PIXELS, num_workers: int = 0) -> PrepareResult:
+  """Builds the `ava/<subset>` dataset under `data_dir` unless it is already prepared.
+
+  Raises `ava.AvaError` (one line) for a missing AVA root or malformed metadata.
+  """
+  _check_subset(subset)
+  ava_dir = Path(ava_dir)
+  if not (ava_dir / 'AVA.txt').is_file():
+    raise ava.AvaError(f'{ava_dir / "AVA.txt"}: not found; pass --ava_dir=<AVA root holding '
+                       'AVA.txt, tags.txt, style_image_lists/, images/>')
+  b = builder(data_dir, subset, max_pixels=max_pixels, num_workers=num_workers)
+  if b.is_prepared():
+    return _result(b, subset, reused=True)
+  b.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(ava_dir)),
+      file_format='array_record')
+  return _result(b, subset, reused=False)
+
+
+def load_sources(data_dir: str | os.PathLike, subset: str = 'style') -> dict[str, Sequence]:
+  """Random-access splits {'train', 'test'} of a prepared dataset (records as above)."""
+  b = builder(data_dir, subset)
+  if not b.is_prepared():
+    raise FileNotFoundError(
+        f'{Path(data_dir) / "ava" / subset}: no prepared dataset; run `python -m '
+        f'launch.prepare_data --ava_dir=<AVA root> --data_dir={data_dir} --subset={subset}`')
+  sources = b.as_data_source()
+  return {s: sources[s] for s in SPLITS}
+
+
+def dataset_dir(data_dir: str | os.PathLike, subset: str = 'style') -> Path:
+  """<data_dir>/ava/<subset>/<version>: where skipped.csv, stats.json, figures/ live."""
+  return Path(data_dir) / 'ava' / subset / VERSION

@@ -1,0 +1,47 @@
+r"""Builds the TFDS `ava` dataset (array_record, no TensorFlow) from an AVA root.
+
+  python -m launch.prepare_data --ava_dir=/data/AVA --data_dir=/data/tfds --subset=style
+
+Prints kept / skipped counts per split and the paths of skipped.csv, stats.json and the
+figures. Rerunning reuses an already prepared dataset. Malformed metadata or a missing AVA
+root prints one line on stderr and exits 1.
+"""
+import sys
+
+from absl import app
+from absl import flags
+
+from aesthetics_jax import ava
+from aesthetics_jax import dataset
+
+_AVA_DIR = flags.DEFINE_string('ava_dir', None, 'AVA root (AVA.txt, tags.txt, images/, ...).')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir to write the dataset to.')
+_SUBSET = flags.DEFINE_enum('subset', 'style', list(dataset.SUBSETS),
+                            'style: style lists, tagged images only (paper); all: AVA.txt.')
+_MAX_PIXELS = flags.DEFINE_integer('max_pixels', dataset.DEFAULT_MAX_PIXELS,
+                                   'Images with more pixels are skipped (decompression bombs).')
+_NUM_WORKERS = flags.DEFINE_integer('num_workers', 0, 'Validation threads; 0 = one per core.')
+flags.mark_flags_as_required(['ava_dir', 'data_dir'])
+
+
+def main(argv):
+  del argv
+  try:
+    res = dataset.prepare(_AVA_DIR.value, _DATA_DIR.value, _SUBSET.value,
+                          max_pixels=_MAX_PIXELS.value, num_workers=_NUM_WORKERS.value)
+  except (ava.AvaError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+    print(f'prepare_data: {e}'.splitlines()[0], file=sys.stderr)
+    sys.exit(1)
+  verb = 'Reused prepared' if res.reused else 'Prepared'
+  print(f'{verb} dataset ava/{res.subset} at {res.dataset_dir}'
+        + (' (no rebuild)' if res.reused else ''))
+  for split in dataset.SPLITS:
+    print(f'  {split}: kept {res.kept[split]}, skipped {res.skipped[split]}')
+  print(f'skipped.csv: {res.skipped_csv}')
+  print(f'stats.json:  {res.stats_json}')
+  for name, path in res.figures.items():
+    print(f'figure {name}: {path}')
+
+
+if __name__ == '__main__':
+  app.run(main)

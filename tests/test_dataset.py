@@ -1,0 +1,217 @@
+"""TFDS `ava` builder: every fault is skipped with its reason, kept bytes are the file bytes."""
+import csv
+import io
+import json
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from aesthetics_jax import ava
+from aesthetics_jax import data_stats
+from aesthetics_jax import dataset
+
+TAG_NAMES = {1: 'Abstract', 2: 'Nature', 3: 'Portraiture', 4: 'Landscape'}
+
+
+def _rgb(w, h, seed=0):
+  rng = np.random.default_rng(seed)
+  return Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), 'RGB')
+
+
+def _encode(im, fmt, **kw):
+  buf = io.BytesIO()
+  im.save(buf, fmt, **kw)
+  return buf.getvalue()
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+  return struct.pack('>I', len(data)) + kind + data + struct.pack(
+      '>I', zlib.crc32(kind + data) & 0xffffffff)
+
+
+def huge_header_png(w=100_000, h=100_000) -> bytes:
+  """A ~60-byte PNG whose header declares w x h pixels (10 gigapixels by default)."""
+  ihdr = struct.pack('>IIBBBBB', w, h, 1, 0, 0, 0, 0)  # 1-bit grayscale
+  return (b'\x89PNG\r\n\x1a\n' + _png_chunk(b'IHDR', ihdr)
+          + _png_chunk(b'IDAT', zlib.compress(b'\x00' * 64)) + _png_chunk(b'IEND', b''))
+
+
+def write_ava(root: Path, rows, lists, files: dict[int, bytes]) -> Path:
+  """AVA layout: rows = (image_id, votes[10], (tag1, tag2), challenge_id)."""
+  (root / 'images').mkdir(parents=True)
+  (root / 'style_image_lists').mkdir()
+  lines = [' '.join(str(x) for x in (n + 1, i, *votes, *tags, ch))
+           for n, (i, votes, tags, ch) in enumerate(rows)]
+  (root / 'AVA.txt').write_text('\n'.join(lines) + '\n')
+  (root / 'tags.txt').write_text(''.join(f'{k} {v}\n' for k, v in TAG_NAMES.items()))
+  (root / 'challenges.txt').write_text('7 Test challenge\n')
+  for split, ids in lists.items():
+    (root / 'style_image_lists' / f'{split}.jpgl').write_text(''.join(f'{i}\n' for i in ids))
+  for i, data in files.items():
+    (root / 'images' / f'{i}.jpg').write_bytes(data)
+  return root
+
+
+# id -> (file bytes or None for missing, tags, expected skip reason or None = kept)
+def _cases():
+  good = _encode(_rgb(48, 40, 1), 'JPEG', quality=90)
+  truncated = _encode(_rgb(64, 64, 2), 'JPEG', quality=95)
+  truncated = truncated[:len(truncated) // 2]
+  pal = _rgb(40, 36, 3).convert('P', palette=Image.Palette.ADAPTIVE, colors=16)
+  rgba = _rgb(36, 40, 4).convert('RGBA')
+  rgba.putalpha(128)
+  blank = Image.new('L', (300, 300), 255)  # 90,000 px: over the test's 50,000 px limit
+  return {
+      # kept: unusual but decodable formats, stored byte for byte
+      101: (good, (1, 2), None),
+      102: (_encode(_rgb(40, 40, 5).convert('L'), 'JPEG'), (2, 0), None),       # grayscale
+      103: (_encode(_rgb(40, 48, 6).convert('CMYK'), 'JPEG'), (3, 0), None),    # CMYK JPEG
+      104: (_encode(pal, 'PNG'), (4, 0), None),                                 # palette PNG
+      105: (_encode(rgba, 'PNG'), (1, 0), None),                                # RGBA PNG
+      106: (_encode(_rgb(44, 40, 7), 'PNG'), (0, 2), None),                     # PNG as .jpg
+      # skipped, one per fault
+      201: (None, (1, 0), dataset.MISSING),
+      202: (b'', (1, 0), dataset.EMPTY),
+      203: (truncated, (1, 0), dataset.TRUNCATED),
+      204: (np.random.default_rng(0).bytes(3000), (1, 0), dataset.UNDECODABLE),
+      205: (_encode(_rgb(20, 20, 8), 'JPEG'), (1, 0), dataset.TOO_SMALL),
+      206: (huge_header_png(), (1, 0), dataset.DECOMPRESSION_BOMB),           # header only
+      207: (_encode(blank, 'PNG'), (1, 0), dataset.DECOMPRESSION_BOMB),        # over limit
+      440774: (good, (1, 0), dataset.KNOWN_BAD),                               # known-bad id
+      208: (good, (0, 0), dataset.NO_TAG),                                     # untagged style id
+  }
+
+
+MAX_PIXELS = 50_000
+TEST_IDS = [301, 302]
+
+
+@pytest.fixture(scope='module')
+def built(tmp_path_factory):
+  root = tmp_path_factory.mktemp('ava')
+  cases = _cases()
+  rows, files = [], {}
+  for n, (i, (data, tags, _)) in enumerate(cases.items()):
+    rows.append((i, [n % 3 + 1, 1, 2, 3, 5, 8 - n % 5, 4, 2, 1, n % 2], tags, 7))
+    if data is not None:
+      files[i] = data
+  for i in TEST_IDS:
+    rows.append((i, [0, 0, 1, 2, 3, 4, 3, 2, 1, 0], (2, 3), 7))
+    files[i] = _encode(_rgb(40, 40, i), 'JPEG')
+  # 209 is listed for training but has no AVA.txt row.
+  write_ava(root, rows, {'train': list(cases) + [209], 'test': TEST_IDS}, files)
+  data_dir = tmp_path_factory.mktemp('tfds')
+  res = dataset.prepare(root, data_dir, 'style', max_pixels=MAX_PIXELS, num_workers=2)
+  return root, data_dir, cases, res
+
+
+def test_skipped_rows_and_kept_counts_are_exact(built):
+  _, _, cases, res = built
+  expected = {(i, r) for i, (_, _, r) in cases.items() if r is not None}
+  expected.add((209, dataset.NOT_IN_AVA_TXT))
+  with open(res.skipped_csv, newline='') as f:
+    reader = csv.DictReader(f)
+    assert reader.fieldnames == ['split', 'image_id', 'reason']
+    rows = list(reader)
+  assert {(int(r['image_id']), r['reason']) for r in rows} == expected
+  assert len(rows) == len(expected) and {r['split'] for r in rows} == {'train'}
+  assert res.kept == {'train': 6, 'test': 2}
+  assert res.skipped == {'train': len(expected), 'test': 0}
+  assert res.skipped_csv == dataset.dataset_dir(built[1], 'style') / 'skipped.csv'
+  assert not res.reused
+
+
+def test_records_hold_original_bytes_without_tensorflow(built):
+  root, data_dir, cases, _ = built
+  sources = dataset.load_sources(data_dir, 'style')
+  assert {k: len(v) for k, v in sources.items()} == {'train': 6, 'test': 2}
+  train = [sources['train'][i] for i in range(len(sources['train']))]
+  by_id = {int(r['image_id']): r for r in train}
+  assert set(by_id) == {i for i, (_, _, r) in cases.items() if r is None}
+  rows = {a.image_id: a for a in ava.read_ava_txt(root / 'AVA.txt')}
+  for i, r in by_id.items():
+    assert r['image'] == (root / 'images' / f'{i}.jpg').read_bytes()  # never re-encoded
+    np.testing.assert_array_equal(r['votes'], rows[i].votes)
+    assert r['votes'].dtype == np.int32 and r['votes'].shape == (10,)
+    assert r['tags'].dtype == np.int32 and r['tags'].shape == (2,)
+    assert sorted(t for t in r['tags'] if t) == sorted(rows[i].tags)
+    assert int(r['challenge_id']) == 7
+    # kept bytes decode (to RGB) however odd the format
+    assert np.asarray(Image.open(io.BytesIO(r['image'])).convert('RGB')).shape[2] == 3
+  assert sorted(int(sources['test'][i]['image_id']) for i in range(2)) == TEST_IDS
+  # order is deterministic: a fresh source returns the same sequence of ids
+  again = dataset.load_sources(data_dir, 'style')['train']
+  assert [int(again[i]['image_id']) for i in range(len(again))] == [
+      int(r['image_id']) for r in train]
+  assert 'tensorflow' not in sys.modules
+
+
+def test_stats_and_figures(built):
+  _, _, _, res = built
+  assert res.stats_json.parent == res.skipped_csv.parent
+  for name in ('mean_score_hist', 'tag_counts'):
+    png = res.figures[name]
+    assert png.parent.parent == res.skipped_csv.parent
+    with Image.open(png) as im:
+      assert im.format == 'PNG' and min(im.size) > 100
+  stats = json.loads(res.stats_json.read_text())
+  assert stats['kept'] == {'train': 6, 'test': 2}
+  # kept train tags: 101 (1,2) 102 (2) 103 (3) 104 (4) 105 (1) 106 (2)
+  assert stats['train']['tag_counts'] == {'Nature': 3, 'Abstract': 2, 'Portraiture': 1,
+                                          'Landscape': 1}
+  src = dataset.load_sources(built[1], 'style')['train']
+  votes = np.stack([src[i]['votes'] for i in range(len(src))]).astype(np.float64)
+  means = votes @ np.arange(1, 11) / votes.sum(1)
+  assert stats['train']['mean_of_mean_scores'] == pytest.approx(means.mean())
+  assert stats['train']['fraction_high'] == pytest.approx((means > 5).mean())
+
+
+def test_rerun_reuses_without_rebuilding(built, monkeypatch):
+  root, data_dir, _, first = built
+  files = sorted(first.dataset_dir.rglob('*'))
+  mtimes = [p.stat().st_mtime_ns for p in files]
+
+  def boom(*a, **k):
+    raise AssertionError('rebuilt')
+  monkeypatch.setattr(dataset, 'select_images', boom)
+  res = dataset.prepare(root, data_dir, 'style', max_pixels=MAX_PIXELS)
+  assert res.reused
+  assert res.kept == first.kept and res.skipped == first.skipped
+  assert res.skipped_rows == first.skipped_rows
+  assert sorted(first.dataset_dir.rglob('*')) == files
+  assert [p.stat().st_mtime_ns for p in files] == mtimes
+
+
+@pytest.mark.parametrize('make,reason', [
+    (lambda: b'', dataset.EMPTY),
+    (lambda: huge_header_png(), dataset.DECOMPRESSION_BOMB),
+    (lambda: _encode(_rgb(64, 31), 'PNG'), dataset.TOO_SMALL),
+    (lambda: _encode(_rgb(64, 64), 'JPEG')[:-200], dataset.TRUNCATED),
+    (lambda: b'\xff\xd8\xff' + bytes(500), dataset.UNDECODABLE),
+    (lambda: _encode(_rgb(64, 32).convert('CMYK'), 'JPEG'), None),
+])
+def test_check_image_bytes(make, reason):
+  assert dataset.check_image_bytes(make()) == reason
+
+
+def test_pixel_limit_is_configurable():
+  data = _encode(_rgb(64, 64), 'PNG')
+  assert dataset.check_image_bytes(data, max_pixels=64 * 64) is None
+  assert dataset.check_image_bytes(data, max_pixels=64 * 64 - 1) == dataset.DECOMPRESSION_BOMB
+
+
+def test_load_sources_unprepared_is_one_line(tmp_path):
+  with pytest.raises(FileNotFoundError) as e:
+    dataset.load_sources(tmp_path, 'style')
+  assert 'launch.prepare_data' in str(e.value) and '\n' not in str(e.value)
+
+
+def test_tag_counts_use_names():
+  imgs = [ava.AvaImage(image_id=1, votes=np.ones(10, np.int64), tags=(1, 2), challenge_id=0),
+          ava.AvaImage(image_id=2, votes=np.ones(10, np.int64), tags=(2,), challenge_id=0)]
+  assert data_stats.tag_counts(imgs, TAG_NAMES) == {'Nature': 2, 'Abstract': 1}
