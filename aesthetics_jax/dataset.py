@@ -14,6 +14,7 @@ One record (`load_sources(data_dir, subset)[split][i]`):
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import csv
 import dataclasses
@@ -243,9 +244,12 @@ class Ava(tfds.core.GeneratorBasedBuilder):
   # needs the `importlib_resources` backport for builders defined inside a package.
   code_path = None
 
-  def __init__(self, *, max_pixels: int = DEFAULT_MAX_PIXELS, num_workers: int = 0, **kwargs):
+  def __init__(self, *, max_pixels: int = DEFAULT_MAX_PIXELS, num_workers: int = 0,
+               selection: Selection | None = None, **kwargs):
+    """`selection`: a `select_images` result to build from (else computed from manual_dir)."""
     self._max_pixels = max_pixels
     self._num_workers = num_workers
+    self._selection = selection
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -271,8 +275,8 @@ class Ava(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     ava_dir = Path(dl_manager.manual_dir)
     subset = self.builder_config.name
-    sel = select_images(ava_dir, subset, max_pixels=self._max_pixels,
-                        num_workers=self._num_workers)
+    sel = self._selection or select_images(ava_dir, subset, max_pixels=self._max_pixels,
+                                           num_workers=self._num_workers)
     # self.data_dir is TFDS's incomplete dir here: these files land with the dataset.
     out = Path(self.data_dir)
     write_skipped_csv(out / SKIPPED_CSV, sel.skipped)
@@ -333,9 +337,17 @@ def prepare(ava_dir: str | os.PathLike, data_dir: str | os.PathLike, subset: str
   if not (ava_dir / 'AVA.txt').is_file():
     raise ava.AvaError(f'{ava_dir / "AVA.txt"}: not found; pass --ava_dir=<AVA root holding '
                        'AVA.txt, tags.txt, style_image_lists/, images/>')
-  b = builder(data_dir, subset, max_pixels=max_pixels, num_workers=num_workers)
-  if b.is_prepared():
-    return _result(b, subset, reused=True)
+  if is_prepared(data_dir, subset):
+    return _result(builder(data_dir, subset), subset, reused=True)
+  # Metadata and images are checked before TFDS starts, so a malformed row fails fast.
+  sel = select_images(ava_dir, subset, max_pixels=max_pixels, num_workers=num_workers)
+  for split in SPLITS:
+    if not sel.kept[split]:  # TFDS cannot write an empty split
+      reasons = collections.Counter(r.reason for r in sel.skipped if r.split == split)
+      raise ava.AvaError(
+          f'{ava_dir}: no usable {split} images (skipped: {dict(reasons) or "none listed"}); '
+          f'check {ava_dir / "images"} and the {subset} lists')
+  b = builder(data_dir, subset, selection=sel)
   b.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(ava_dir)),
       file_format='array_record')
@@ -344,13 +356,19 @@ def prepare(ava_dir: str | os.PathLike, data_dir: str | os.PathLike, subset: str
 
 def load_sources(data_dir: str | os.PathLike, subset: str = 'style') -> dict[str, Sequence]:
   """Random-access splits {'train', 'test'} of a prepared dataset (records as above)."""
-  b = builder(data_dir, subset)
-  if not b.is_prepared():
+  _check_subset(subset)
+  if not is_prepared(data_dir, subset):
     raise FileNotFoundError(
         f'{Path(data_dir) / "ava" / subset}: no prepared dataset; run `python -m '
         f'launch.prepare_data --ava_dir=<AVA root> --data_dir={data_dir} --subset={subset}`')
-  sources = b.as_data_source()
+  sources = builder(data_dir, subset).as_data_source()
   return {s: sources[s] for s in SPLITS}
+
+
+def is_prepared(data_dir: str | os.PathLike, subset: str = 'style') -> bool:
+  """Whether `ava/<subset>` is fully prepared under `data_dir` (TFDS renames it into place
+  only when complete). Quiet, unlike `builder.is_prepared()`, which logs a warning."""
+  return (dataset_dir(data_dir, subset) / 'dataset_info.json').is_file()
 
 
 def dataset_dir(data_dir: str | os.PathLike, subset: str = 'style') -> Path:

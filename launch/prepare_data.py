@@ -10,6 +10,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from aesthetics_jax import ava
 from aesthetics_jax import dataset
@@ -26,6 +27,7 @@ flags.mark_flags_as_required(['ava_dir', 'data_dir'])
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # TFDS's INFO lines would drown the summary
   try:
     res = dataset.prepare(_AVA_DIR.value, _DATA_DIR.value, _SUBSET.value,
                           max_pixels=_MAX_PIXELS.value, num_workers=_NUM_WORKERS.value)

@@ -1,0 +1,84 @@
+"""`python -m launch.prepare_data`: summary output, reuse, and one-line errors (subprocess)."""
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, '-m', 'launch.prepare_data', *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+
+
+def _jpeg(color):
+  buf = io.BytesIO()
+  Image.new('RGB', (40, 36), color).save(buf, 'JPEG')
+  return buf.getvalue()
+
+
+def _write_ava(root: Path, ava_rows: list[str]) -> Path:
+  (root / 'images').mkdir(parents=True)
+  (root / 'style_image_lists').mkdir()
+  (root / 'AVA.txt').write_text(''.join(r + '\n' for r in ava_rows))
+  (root / 'tags.txt').write_text('1 Abstract\n2 Nature\n')
+  (root / 'challenges.txt').write_text('7 Test\n')
+  (root / 'style_image_lists' / 'train.jpgl').write_text('11\n12\n13\n')
+  (root / 'style_image_lists' / 'test.jpgl').write_text('21\n')
+  for i, c in ((11, (200, 10, 10)), (12, (10, 200, 10)), (21, (10, 10, 200))):
+    (root / 'images' / f'{i}.jpg').write_bytes(_jpeg(c))
+  return root
+
+
+GOOD_ROWS = [
+    '1 11 0 1 2 3 4 3 2 1 0 0 1 0 7',
+    '2 12 0 0 1 2 3 4 5 3 1 0 2 1 7',
+    '3 13 0 0 1 2 3 4 5 3 1 0 2 0 7',   # listed, tagged, but images/13.jpg is missing
+    '4 21 1 2 3 4 3 2 1 0 0 0 2 0 7',
+]
+
+
+def test_prepare_prints_counts_then_reuses(tmp_path):
+  ava_dir = _write_ava(tmp_path / 'ava', GOOD_ROWS)
+  data_dir = tmp_path / 'tfds'
+  first = _run(f'--ava_dir={ava_dir}', f'--data_dir={data_dir}', '--subset=style')
+  assert first.returncode == 0, first.stderr
+  skipped_csv = data_dir / 'ava' / 'style' / '1.0.0' / 'skipped.csv'
+  assert 'train: kept 2, skipped 1' in first.stdout
+  assert 'test: kept 1, skipped 0' in first.stdout
+  assert f'skipped.csv: {skipped_csv}' in first.stdout
+  assert skipped_csv.read_text() == 'split,image_id,reason\ntrain,13,missing\n'
+  for name in ('mean_score_hist.png', 'tag_counts.png'):
+    assert str(skipped_csv.parent / 'figures' / name) in first.stdout
+    assert (skipped_csv.parent / 'figures' / name).stat().st_size > 1000
+  assert 'Reused' not in first.stdout
+
+  second = _run(f'--ava_dir={ava_dir}', f'--data_dir={data_dir}', '--subset=style')
+  assert second.returncode == 0, second.stderr
+  assert 'Reused prepared dataset' in second.stdout and 'no rebuild' in second.stdout
+  assert 'train: kept 2, skipped 1' in second.stdout
+  assert 'Validating' not in second.stderr  # nothing was re-validated
+
+
+def test_malformed_row_is_one_line_and_exit_1(tmp_path):
+  rows = list(GOOD_ROWS)
+  rows[1] = '2 12 0 0 1 two 3 4 5 3 1 0 2 1 7'
+  ava_dir = _write_ava(tmp_path / 'ava', rows)
+  res = _run(f'--ava_dir={ava_dir}', f'--data_dir={tmp_path / "tfds"}')
+  assert res.returncode == 1
+  assert 'Traceback' not in res.stderr
+  lines = res.stderr.strip().splitlines()
+  assert len(lines) == 1, res.stderr
+  assert f'{ava_dir / "AVA.txt"}:2' in lines[0] and "'two'" in lines[0]
+  assert not (tmp_path / 'tfds' / 'ava' / 'style' / '1.0.0').exists()
+
+
+def test_missing_ava_dir_is_one_line_and_exit_1(tmp_path):
+  res = _run(f'--ava_dir={tmp_path / "nowhere"}', f'--data_dir={tmp_path / "tfds"}')
+  assert res.returncode == 1
+  assert 'Traceback' not in res.stderr
+  lines = res.stderr.strip().splitlines()
+  assert len(lines) == 1 and str(tmp_path / 'nowhere') in lines[0], res.stderr
