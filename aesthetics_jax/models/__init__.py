@@ -1,0 +1,112 @@
+"""Aesthetic classifiers: a torchvision-compatible encoder + task heads (flax linen, NHWC).
+
+`create_model(config.model)` returns a module with
+  `features(x [B,H,W,3], train=False) -> A [B,h,w,C]`  (torchvision `model.features(x)`),
+  `head(A, train=False) -> outputs`,  `__call__(x, train=False) == head(features(x))`,
+and variables `{'params': {'encoder', 'head'}, 'batch_stats': {'encoder'}}` (VGG has no
+batch_stats). Dropout rng name: 'dropout'. Outputs are float32 whatever `dtype` computes in.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from aesthetics_jax.models.depthwise import IMPLEMENTATIONS as DEPTHWISE_IMPLEMENTATIONS
+from aesthetics_jax.models.depthwise import depthwise_conv, resolve_impl
+from aesthetics_jax.models.heads import MobileNetV2Heads, VGGHead, adaptive_avg_pool
+from aesthetics_jax.models.mobilenet_v2 import MobileNetV2Encoder, make_divisible
+from aesthetics_jax.models.vgg import VGG16Encoder
+
+ARCHS = ('mobilenet_v2', 'vgg16')
+_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+class MobileNetV2Aesthetic(nn.Module):
+  """Two-headed MobileNetV2: {'score_logits' [B,10], 'tag_logits' [B,66]}."""
+  width_mult: float = 1.0
+  num_buckets: int = 10
+  num_tags: int = 66
+  dropout: float = 0.5
+  depthwise: str = 'auto'
+  dtype: Any = jnp.float32
+  freeze_encoder: bool = False   # frozen ⇒ encoder BN always uses its running statistics
+  imagenet_classes: int = 0
+
+  def setup(self):
+    # Explicit names: the method `head` would otherwise clash with the submodule's name.
+    self._encoder = MobileNetV2Encoder(self.width_mult, self.depthwise, self.dtype,
+                                       name='encoder')
+    self._head = MobileNetV2Heads(self.num_buckets, self.num_tags, self.dropout,
+                                  self.imagenet_classes, self.dtype, name='head')
+
+  def features(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """[B, H, W, 3] → A [B, ceil(H/32), ceil(W/32), C] float32 (C = 1280 for width ≤ 1)."""
+    return self._encoder(x, train and not self.freeze_encoder).astype(jnp.float32)
+
+  def head(self, a: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    return self._head(a, train)
+
+  def __call__(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    return self.head(self.features(x, train), train)
+
+
+class VGG16Binary(nn.Module):
+  """VGG16 with torchvision's classifier and a new one-logit output: {'logit' [B]}."""
+  width_mult: float = 1.0
+  fc_dim: int = 4096
+  pool_size: int = 7
+  dropout: float = 0.5
+  dtype: Any = jnp.float32
+  freeze_encoder: bool = False   # VGG features have no BN: nothing changes with train
+  imagenet_classes: int = 0
+
+  def setup(self):
+    self._encoder = VGG16Encoder(self.width_mult, self.dtype, name='encoder')
+    self._head = VGGHead(self.fc_dim, self.pool_size, self.dropout, self.imagenet_classes,
+                         self.dtype, name='head')
+
+  def features(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """[B, H, W, 3] → A [B, H/32, W/32, 512*width_mult] float32."""
+    return self._encoder(x, train).astype(jnp.float32)
+
+  def head(self, a: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    return self._head(a, train)
+
+  def __call__(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    return self.head(self.features(x, train), train)
+
+
+def create_model(model_config, imagenet_classes: int = 0) -> nn.Module:
+  """Builds the model named by `model_config.arch` ('mobilenet_v2' | 'vgg16').
+
+  Reads `width_mult, fc_dim, num_buckets, num_tags, dropout, depthwise, dtype,
+  freeze_encoder` and `vgg_pool_size` (default 7: torch's adaptive pool to 7x7, which
+  replicates small maps; smaller values shrink fc6 for low-resolution demo models).
+  `imagenet_classes > 0` adds torchvision's ImageNet classifier (parity checks only).
+  """
+  get = lambda k, d: model_config.get(k, d) if hasattr(model_config, 'get') else getattr(
+      model_config, k, d)
+  arch = get('arch', 'mobilenet_v2')
+  dtype_name = get('dtype', 'float32')
+  if dtype_name not in _DTYPES:
+    raise ValueError(f"config.model.dtype={dtype_name!r}: use one of {tuple(_DTYPES)}")
+  dtype = _DTYPES[dtype_name]
+  depthwise = get('depthwise', 'auto')
+  resolve_impl(depthwise)  # validate early
+  common = dict(width_mult=float(get('width_mult', 1.0)), dropout=float(get('dropout', 0.5)),
+                dtype=dtype, freeze_encoder=bool(get('freeze_encoder', False)),
+                imagenet_classes=imagenet_classes)
+  if arch == 'mobilenet_v2':
+    return MobileNetV2Aesthetic(num_buckets=int(get('num_buckets', 10)),
+                                num_tags=int(get('num_tags', 66)), depthwise=depthwise,
+                                **common)
+  if arch == 'vgg16':
+    return VGG16Binary(fc_dim=int(get('fc_dim', 4096)), pool_size=int(get('vgg_pool_size', 7)),
+                       **common)
+  raise ValueError(f"config.model.arch={arch!r}: use one of {ARCHS}")
+
+
+__all__ = ['ARCHS', 'DEPTHWISE_IMPLEMENTATIONS', 'MobileNetV2Aesthetic', 'VGG16Binary',
+           'adaptive_avg_pool', 'create_model', 'depthwise_conv', 'make_divisible',
+           'resolve_impl']
