@@ -38,6 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.arch = 'mobilenet_v2'   # 'mobilenet_v2' | 'vgg16'
   c.model.width_mult = 1.0        # MobileNetV2 width multiplier; VGG16 channel scale
   c.model.fc_dim = 4096           # VGG16 classifier width
+  c.model.vgg_pool_size = 7       # VGG16 adaptive avg-pool size before fc6 (torch: 7; 2x2 maps replicate)
   c.model.num_buckets = 10
   c.model.num_tags = 66
   c.model.dropout = 0.5
