@@ -259,12 +259,14 @@ _METADATA_CACHE_SIZE = 8
 
 
 def read_metadata(source: Sequence[Record], cache_path: str | os.PathLike | None = None,
-                  progress: bool = False) -> Metadata:
+                  progress: bool | None = None) -> Metadata:
   """Reads image_id / votes / tags of every row once (no image decoding) and caches it.
 
   Cached per source object in this process; with `cache_path` also on disk (.npz),
-  reused when its row count matches. Reading a record also reads its JPEG bytes — a
-  one-off cost at start.
+  reused when its row count matches (the precomputed path: a data source whose metadata
+  was saved with `Metadata.save` at prepare time is never scanned). Reading a record also
+  reads its JPEG bytes — a one-off cost at start; `progress` (default: when >= 20k rows)
+  shows a tqdm bar.
   """
   key = id(source)
   hit = _METADATA_CACHE.get(key)
@@ -281,7 +283,7 @@ def read_metadata(source: Sequence[Record], cache_path: str | os.PathLike | None
     votes = np.zeros((n, NUM_BUCKETS), np.int32)
     tags = np.zeros((n, 2), np.int32)
     chunks = range(0, n, 1024)
-    if progress:
+    if progress or (progress is None and n >= 20000):
       import tqdm  # pylint: disable=import-outside-toplevel
       chunks = tqdm.tqdm(chunks, desc='reading metadata', unit_scale=1024, unit='rec')
     for start in chunks:
