@@ -131,3 +131,27 @@ def write_stats(dataset_dir: str | os.PathLike, kept: Mapping[str, Sequence[ava.
   tmp.write_text(json.dumps(stats, indent=2) + '\n')
   os.replace(tmp, d / 'stats.json')
   return {'stats_json': d / 'stats.json', **paths}
+
+
+def report_section(dataset_dir: str | os.PathLike) -> dict | None:
+  """The report's dataset section: {'stats': flat scalars, 'figures': {name: PNG path}}.
+
+  `dataset_dir` is `dataset.dataset_dir(data_dir, subset)` (or `PrepareResult.dataset_dir`);
+  None if it holds no stats.json (not prepared).
+  """
+  d = Path(dataset_dir)
+  if not (d / 'stats.json').is_file():
+    return None
+  s = json.loads((d / 'stats.json').read_text())
+  t = s['train']
+  flat = {f'kept_{k}': v for k, v in s['kept'].items()}
+  flat.update({f'skipped_{k}': s['skipped'].get(k, 0) for k in s['kept']})
+  flat.update({
+      'train_mean_of_mean_scores': t['mean_of_mean_scores'],
+      'train_std_of_mean_scores': t['std_of_mean_scores'],
+      'train_fraction_high': t['fraction_high'],
+      'train_num_high': t['num_high'],
+      'train_num_low': t['num_low'],
+      'train_num_tags_used': len(t['tag_counts']),
+  })
+  return {'stats': flat, 'figures': {k: p for k, p in figure_paths(d).items() if p.is_file()}}

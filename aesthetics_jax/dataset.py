@@ -157,8 +157,11 @@ def select_images(ava_dir: str | os.PathLike, subset: str, *,
   Raises `ava.AvaError` for malformed metadata. Never raises for a bad image.
   """
   ava_dir = Path(ava_dir)
-  if subset not in SUBSETS:
-    raise ValueError(f'subset={subset!r}: use one of {SUBSETS}')
+  _check_subset(subset)
+  # Our header check must be the one that fires (clean reason, no PIL warning spam), so PIL's
+  # own bomb limit may not sit below ours. Process-global, and only ever raised.
+  if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+    Image.MAX_IMAGE_PIXELS = max_pixels
   splits = ava.load_subset(ava_dir, subset)
   skipped: list[Skipped] = []
   candidates: dict[str, list[ava.AvaImage]] = {}

@@ -169,6 +169,11 @@ def test_stats_and_figures(built):
   means = votes @ np.arange(1, 11) / votes.sum(1)
   assert stats['train']['mean_of_mean_scores'] == pytest.approx(means.mean())
   assert stats['train']['fraction_high'] == pytest.approx((means > 5).mean())
+  section = data_stats.report_section(res.dataset_dir)
+  assert section['figures'] == res.figures
+  assert section['stats']['kept_train'] == 6 and section['stats']['skipped_train'] == 10
+  assert section['stats']['train_fraction_high'] == pytest.approx((means > 5).mean())
+  assert data_stats.report_section(res.dataset_dir / 'nope') is None
 
 
 def test_rerun_reuses_without_rebuilding(built, monkeypatch):
