@@ -112,8 +112,9 @@ def plot_tag_counts(counts: Mapping[str, int], path: str | os.PathLike,
   ax.barh(y, [counts[n] for n in names], color='tab:green')
   ax.set_yticks(y, names, fontsize=7)
   ax.invert_yaxis()  # most frequent on top
+  ax.margins(y=0.005)
   ax.set_xlabel('images')
-  ax.set_title(title)
+  ax.set_title(f'{title}, {sum(counts.values())} tag assignments')
   fig.tight_layout()
   _save(fig, Path(path))
   return Path(path)
