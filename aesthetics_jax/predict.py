@@ -1,0 +1,240 @@
+"""Inference on image files: scores, CAMs, suggested boxes and crops (library of launch.predict).
+
+`Predictor` restores a checkpoint once and runs one jitted function per batch:
+features → head → CAMs for the aesthetic target (+ all 10 score buckets and the top
+predicted tag for the two-headed MobileNetV2), all from ONE feature map (the encoder runs once).
+`evaluate.py` reuses the same jitted function over the test split.
+
+Boxes are `(y0, x0, y1, x1)`, end-exclusive, in ORIGINAL image pixel coordinates: the model
+sees the image resized to S² (aspect not kept, as in the paper), so the map is brought back
+to the original aspect before boxes are taken.
+"""
+from __future__ import annotations
+
+import functools
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from aesthetics_jax import cam, crop, figures, input_pipeline, train
+
+# Longest side at which maps are brought back to the original aspect for boxes / aspect crops.
+BOX_RESOLUTION = 512
+
+
+class PredictError(ValueError):
+  """One-line user error about a single input image."""
+
+
+def target_names(arch: str) -> tuple[str, ...]:
+  """CAM targets computed per image, in output order along the target axis."""
+  return ('aesthetic', 'bucket', 'top_tag') if arch == 'mobilenet_v2' else ('aesthetic',)
+
+
+def split_maps(maps: np.ndarray, arch: str) -> dict[str, np.ndarray]:
+  """[B, T, h, w] (targets as in `target_names`) → {'aesthetic': [B,h,w], 'bucket':
+  [B,10,h,w], 'top_tag': [B,h,w]} (the last two for MobileNetV2 only)."""
+  out = {'aesthetic': maps[:, 0]}
+  if arch == 'mobilenet_v2':
+    out['bucket'] = maps[:, 1:11]
+    out['top_tag'] = maps[:, 11]
+  return out
+
+
+def make_forward(model, arch: str, method: str, normalize: str | None,
+                 names: Sequence[str] | None = None):
+  """jitted `(variables, x) -> (predict_outputs dict [B,...], raw maps f32 [B,T,h,w])`.
+
+  x: uint8 [B,S,S,3], or model input f32 [B,S,S,3] when `normalize is None` (eval batches).
+  The encoder runs once; the head and its vjp are evaluated on the same feature map.
+  """
+  names = tuple(names or target_names(arch))
+  target_fn = cam.targets_for(arch, names)
+
+  @jax.jit
+  def forward(variables, x):
+    if normalize is not None:
+      x = input_pipeline.to_model_input(x, normalize=normalize)
+    feats = model.apply(variables, x, method='features')
+    head_fn = lambda a: model.apply(variables, a, method='head')  # noqa: E731
+    outputs = head_fn(feats)
+    maps = cam.compute(method, head_fn, feats, target_fn)
+    return train.predict_outputs(outputs, arch), maps
+
+  return forward
+
+
+def resize_maps(maps: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+  """Bilinear resize of f32 [..., h, w] maps to [..., H, W] (host side, per map)."""
+  maps = np.asarray(maps, np.float32)
+  lead = maps.shape[:-2]
+  flat = maps.reshape((-1,) + maps.shape[-2:])
+  out = np.stack([np.asarray(Image.fromarray(m).resize((hw[1], hw[0]), Image.BILINEAR))
+                  for m in flat]) if flat.shape[0] else np.zeros((0,) + tuple(hw), np.float32)
+  return out.reshape(lead + tuple(hw))
+
+
+def box_grid(orig_hw: tuple[int, int], limit: int = BOX_RESOLUTION) -> tuple[int, int]:
+  """(H', W') with the original aspect and longest side <= limit."""
+  h, w = orig_hw
+  s = min(1.0, limit / max(h, w))
+  return max(1, round(h * s)), max(1, round(w * s))
+
+
+def scale_box(box: Sequence[int], from_hw: tuple[int, int], to_hw: tuple[int, int]) -> list[int]:
+  """Scales an end-exclusive `(y0, x0, y1, x1)` box between grids, clipped to `to_hw`."""
+  sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
+  y0, x0, y1, x1 = (float(v) for v in box)
+  out = [int(np.floor(y0 * sy)), int(np.floor(x0 * sx)), int(np.ceil(y1 * sy)),
+         int(np.ceil(x1 * sx))]
+  out[0], out[2] = max(0, out[0]), min(to_hw[0], max(out[2], out[0] + 1))
+  out[1], out[3] = max(0, out[1]), min(to_hw[1], max(out[3], out[1] + 1))
+  return out
+
+
+def parse_aspect(aspect: str) -> float:
+  """'4:3' → 4/3 (width / height); raises PredictError with the fix."""
+  try:
+    a, b = (float(v) for v in str(aspect).split(':'))
+    if a <= 0 or b <= 0:
+      raise ValueError
+  except ValueError:
+    raise PredictError(f'--aspect={aspect!r}: expected W:H with positive numbers, e.g. 4:3')
+  return a / b
+
+
+def aspect_box(norm_map: np.ndarray, aspect: str) -> list[int]:
+  """Best box of aspect W:H on one normalised map f32 [H, W] (crop.aspect_crop)."""
+  return [int(v) for v in np.asarray(crop.aspect_crop(norm_map[None], aspect))[0]]
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+  """Reads an image file as uint8 [H,W,3]; PredictError (one line) if missing or corrupt."""
+  p = Path(path)
+  if not p.is_file():
+    raise PredictError(f'{p}: no such file; check the path')
+  try:
+    return input_pipeline.decode_image(p.read_bytes())
+  except Exception as e:  # any decoder failure is a user-facing, per-file error
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    raise PredictError(f'{p}: cannot decode image ({msg}); pass a valid JPEG/PNG file')
+
+
+def _atomic_save(path: Path, image: np.ndarray) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  figures.save_png(path, image)
+
+
+class Predictor:
+  """A restored model ready for `predict_arrays` / `predict_files`."""
+
+  def __init__(self, workdir: str | os.PathLike, step: int | None = None,
+               cam_method: str | None = None):
+    self.model, self.variables, self.config, self.step = train.restore_for_inference(
+        workdir, step)
+    self.arch = str(self.config.model.arch)
+    self.size = int(self.config.input.image_size)
+    self.method = cam_method or str(self.config.eval.cam_method)
+    self.threshold = float(self.config.eval.box_threshold)
+    self.forward = make_forward(self.model, self.arch, self.method,
+                                str(self.config.input.get('normalize', 'none')))
+    self.mesh = input_pipeline.make_mesh()
+    self.num_devices = self.mesh.devices.size
+
+  def run(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """uint8 [B,S,S,3] → (predict_outputs fields [B,...], raw maps by target [B,(10,)h,w])."""
+    b = x.shape[0]
+    pad = (-b) % self.num_devices  # the batch axis is sharded over all devices
+    if pad:
+      x = np.concatenate([x, np.repeat(x[:1], pad, 0)])
+    xs = jax.device_put(x, input_pipeline.data_sharding(self.mesh))
+    pred, maps = self.forward(self.variables, xs)
+    pred = {k: np.asarray(v)[:b] for k, v in pred.items()}
+    return pred, {k: v[:b] for k, v in split_maps(np.asarray(maps), self.arch).items()}
+
+  def describe(self, image: np.ndarray, pred: dict[str, np.ndarray], maps: dict[str, Any],
+               i: int, aspect: str | None = None) -> tuple[dict, dict]:
+    """JSON fields and box/overlay data for image i of a batch (image: original uint8)."""
+    h, w = image.shape[:2]
+    rec: dict[str, Any] = {}
+    if 'mean_score' in pred and self.arch == 'mobilenet_v2':
+      rec['mean_score'] = round(float(pred['mean_score'][i]), 4)
+      rec['distribution'] = [round(float(v), 4) for v in pred['distribution'][i]]
+    if 'p_high' in pred:
+      rec['p_high'] = round(float(pred['p_high'][i]), 4)
+    rec['label'] = 'high' if int(pred['label_pred'][i]) == 1 else 'low'
+    if 'tag_probs' in pred:
+      rec['top_tag'] = int(np.argmax(pred['tag_probs'][i])) + 1  # AVA tag ids start at 1
+    grid = box_grid((h, w))
+    aes = np.asarray(cam.normalize(maps['aesthetic'][i:i + 1], 'per_image'))  # [1,h,w]
+    aes_up = resize_maps(aes, grid)  # [1,H',W'] in the original aspect
+    boxes = {'aesthetic': np.asarray(crop.boxes(aes_up, self.threshold))[0]}
+    up_attr = None
+    if 'top_tag' in maps:
+      att = np.asarray(cam.normalize(maps['top_tag'][i:i + 1], 'per_image'))
+      up_attr = resize_maps(att, grid)
+      boxes['attribute'] = np.asarray(crop.boxes(up_attr, self.threshold))[0]
+      boxes['average'] = np.asarray(
+          crop.average_boxes(boxes['aesthetic'][None], boxes['attribute'][None]))[0]
+    if aspect:
+      boxes['crop'] = np.asarray(aspect_box(aes_up[0], aspect))
+    boxes = {k: scale_box(v, grid, (h, w)) for k, v in boxes.items()}
+    rec['box'] = boxes['average'] if 'average' in boxes else boxes['aesthetic']
+    rec['boxes'] = boxes
+    vis = {'aesthetic_map': aes_up[0], 'attribute_map': None if up_attr is None else up_attr[0],
+           'boxes': boxes}
+    return rec, vis
+
+  def predict_files(self, paths: Sequence[str], overlay_dir: str | None = None,
+                    crop_dir: str | None = None, aspect: str | None = None,
+                    batch_size: int = 8) -> Iterator[dict]:
+    """Yields one JSON-able dict per path, in order; a bad file yields {'path', 'error'}."""
+    if aspect:
+      parse_aspect(aspect)
+    if crop_dir and not aspect:
+      aspect = None  # crop_dir alone: crop the suggested (average / aesthetic) box
+    for start in range(0, len(paths), batch_size):
+      chunk = list(paths[start:start + batch_size])
+      images, errors = {}, {}
+      for j, p in enumerate(chunk):
+        try:
+          images[j] = load_image(p)
+        except PredictError as e:
+          errors[j] = str(e)
+      results = {}
+      if images:
+        order = sorted(images)
+        x = np.stack([input_pipeline.preprocess_eval_np(images[j], self.size) for j in order])
+        pred, maps = self.run(x)
+        for k, j in enumerate(order):
+          rec, vis = self.describe(images[j], pred, maps, k, aspect)
+          stem = f'{start + j:04d}_{Path(chunk[j]).stem}'
+          if overlay_dir:
+            img = figures.overlay(images[j], vis['aesthetic_map'])
+            img = figures.draw_boxes(img, {k2: v for k2, v in vis['boxes'].items()},
+                                     width=max(2, max(images[j].shape[:2]) // 200))
+            out = Path(overlay_dir) / f'{stem}_cam.png'
+            _atomic_save(out, img)
+            rec['overlay'] = str(out)
+          if crop_dir:
+            y0, x0, y1, x1 = vis['boxes'].get('crop', rec['box'])
+            out = Path(crop_dir) / f'{stem}_crop.png'
+            _atomic_save(out, images[j][y0:y1, x0:x1])
+            rec['crop'] = str(out)
+          results[j] = rec
+      for j, p in enumerate(chunk):
+        if j in errors:
+          yield {'path': str(p), 'error': errors[j]}
+        else:
+          yield {'path': str(p), **results[j]}
+
+
+def to_json_line(rec: dict) -> str:
+  return json.dumps(rec, sort_keys=False)

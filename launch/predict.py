@@ -1,0 +1,54 @@
+r"""Scores images with a trained checkpoint and suggests crops from its class activation maps.
+
+  python -m launch.predict --workdir=W [--step=N] [--overlay_dir=O] \
+      [--crop_dir=C --aspect=4:3] photo1.jpg photo2.png ...
+
+Prints one JSON line per image, in argument order:
+  {"path", "mean_score", "distribution"[10] (MobileNetV2) | "p_high" (VGG16), "label",
+   "top_tag" (MobileNetV2), "box": [y0, x0, y1, x1], "boxes": {...}, "overlay", "crop"}
+Boxes are end-exclusive, in original-image pixels; `box` is the average of the aesthetic and
+attribute boxes for MobileNetV2 (the aesthetic box for VGG16); `boxes.crop` is the best box of
+`--aspect` (when given). An unreadable or missing image prints `{"path", "error"}` instead and
+the others carry on. Exit code: 0 if at least one image was scored, 1 if every image failed
+or the workdir / flags are unusable (one line on stderr, no traceback).
+"""
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
+_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
+_OVERLAY_DIR = flags.DEFINE_string('overlay_dir', None, 'Write CAM overlays with boxes here.')
+_CROP_DIR = flags.DEFINE_string('crop_dir', None, 'Write suggested crops here.')
+_ASPECT = flags.DEFINE_string('aspect', None, 'Crop aspect W:H, e.g. 4:3 (default: free box).')
+_CAM_METHOD = flags.DEFINE_string('cam_method', None, 'CAM method (default: config.eval).')
+_BATCH = flags.DEFINE_integer('batch_size', 8, 'Images per forward pass.')
+flags.mark_flags_as_required(['workdir'])
+
+
+def main(argv):
+  logging.set_verbosity(logging.WARNING)
+  paths = argv[1:]
+  if not paths:
+    print('predict: no images given; pass image paths after the flags', file=sys.stderr)
+    sys.exit(1)
+  from aesthetics_jax import predict  # after flag parsing: importing JAX is slow
+  try:
+    if _ASPECT.value:
+      predict.parse_aspect(_ASPECT.value)
+    predictor = predict.Predictor(_WORKDIR.value, _STEP.value, _CAM_METHOD.value)
+  except (ValueError, FileNotFoundError, OSError) as e:
+    print(f'predict: {e}'.splitlines()[0], file=sys.stderr)
+    sys.exit(1)
+  ok = 0
+  for rec in predictor.predict_files(paths, _OVERLAY_DIR.value, _CROP_DIR.value, _ASPECT.value,
+                                     batch_size=max(1, _BATCH.value)):
+    ok += 'error' not in rec
+    print(predict.to_json_line(rec), flush=True)
+  sys.exit(0 if ok else 1)
+
+
+if __name__ == '__main__':
+  app.run(main)
