@@ -25,6 +25,7 @@ import functools
 import io
 import os
 import queue
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -494,18 +495,25 @@ class _Loader:
 
 
 def _prefetch(produce: Callable[[int], Batch], items: Iterator[int], depth: int,
-              on_close: Callable[[], None]) -> Iterator[Batch]:
-  """Runs `produce` over `items` `depth` batches ahead in a daemon thread."""
+              on_close: Callable[[], None],
+              _finalizing: Callable[[], bool] = sys.is_finalizing) -> Iterator[Batch]:
+  """Runs `produce` over `items` `depth` batches ahead in a daemon thread.
+
+  Closing the iterator (or dropping it) stops the thread and the decode pool; at
+  interpreter exit cleanup is skipped (daemon threads end with the process).
+  """
   if depth <= 0:
     try:
       for it in items:
         yield produce(it)
     finally:
-      on_close()
+      if not _finalizing():
+        on_close()
     return
   q: queue.Queue = queue.Queue(maxsize=depth)
   stop = threading.Event()
   done = object()
+  empty, full = queue.Empty, queue.Full  # bound now: module globals may be gone at exit
 
   def run():
     try:
@@ -517,7 +525,7 @@ def _prefetch(produce: Callable[[int], Batch], items: Iterator[int], depth: int,
           try:
             q.put(b, timeout=0.1)
             break
-          except queue.Full:
+          except full:
             pass
       q.put(done)
     except BaseException as e:  # surfaced in the consumer
@@ -535,10 +543,12 @@ def _prefetch(produce: Callable[[int], Batch], items: Iterator[int], depth: int,
       yield b
   finally:
     stop.set()
+    if _finalizing():
+      return
     while t.is_alive():  # unblock a producer waiting on a full queue
       try:
         q.get_nowait()
-      except queue.Empty:
+      except empty:
         t.join(timeout=0.1)
     on_close()
 

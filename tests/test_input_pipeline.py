@@ -275,3 +275,23 @@ def test_bad_config_errors(source, mesh):
   it = ip.eval_batches(bad, tiny_config(), mesh)
   with pytest.raises(ip.InputError, match='image_id 1000'):
     next(it)
+
+
+def test_closing_or_dropping_iterator_stops_threads(source, mesh):
+  import gc
+  import threading
+
+  def ours():
+    return [t for t in threading.enumerate()
+            if t.name.startswith(('input-prefetch', 'decode'))]
+
+  it = ip.train_batches(source, tiny_config(prefetch=2), mesh)
+  next(it)
+  assert ours()
+  it.close()
+  assert not ours()
+  it = ip.eval_batches(source, tiny_config(prefetch=2), mesh)
+  next(it)
+  del it
+  gc.collect()
+  assert not ours()
