@@ -1,0 +1,490 @@
+"""Training loop: `train_and_evaluate(config, workdir) -> final eval metrics`.
+
+Data parallel the way JAX now recommends (what `pmap` users want): `jax.jit` over a one-axis
+`jax.make_mesh` mesh ('data'); batches arrive sharded along it, the train state is
+replicated (`NamedSharding(mesh, P())`); XLA inserts the gradient all-reduce. The same code
+runs on 1 device, N local devices and N processes (`jax.distributed.initialize`).
+
+Frozen encoder (paper): only `params['head']` is differentiated and updated; the encoder runs
+in inference mode (BatchNorm statistics fixed). With `config.cache.enabled` its features are
+computed once (feature_cache.py) and the heads train over the cache; otherwise (fine-tuning,
+from-scratch demo models) every step runs the whole model ("online").
+
+Workdir: config.json, checkpoints/ (orbax), metrics.jsonl, tensorboard/. Rerunning resumes
+from the latest checkpoint; the data stream is deterministic in (seed, step).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from aesthetics_jax import checkpoints as ckpt_lib
+from aesthetics_jax import feature_cache
+from aesthetics_jax import input_pipeline as ip
+from aesthetics_jax import losses
+from aesthetics_jax import metric_writers
+from aesthetics_jax import metrics as metrics_lib
+
+
+class TrainingError(RuntimeError):
+  """One-line, user-facing: divergence, mismatched workdir, bad config."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Replicated training state. `opt_state` covers only the trainable params."""
+  step: jax.Array
+  params: Any        # {'encoder': ..., 'head': ...}
+  batch_stats: Any   # {'encoder': ...}
+  opt_state: Any
+
+  @property
+  def variables(self) -> dict:
+    return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+# ------------------------------------------------------------------------------------------
+# Optimizer.
+# ------------------------------------------------------------------------------------------
+
+
+def total_train_steps(config, num_train: int) -> int:
+  if int(config.num_train_steps) > 0:
+    return int(config.num_train_steps)
+  return max(1, math.ceil(float(config.num_epochs) * num_train / int(config.batch_size)))
+
+
+def make_schedule(config, total_steps: int) -> optax.Schedule:
+  o = config.optim
+  lr, warmup = float(o.lr), int(o.warmup_steps)
+  if o.schedule == 'constant':
+    if warmup <= 0:
+      return optax.constant_schedule(lr)
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup),
+                                 optax.constant_schedule(lr)], [warmup])
+  if o.schedule == 'cosine':
+    return optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 0),
+                                              max(total_steps, warmup + 1))
+  raise TrainingError(f"config.optim.schedule={o.schedule!r}; use 'constant' or 'cosine'")
+
+
+def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
+  """SGD+momentum (VGG16 recipe) or Adam(W) (MobileNetV2), with optional clip / decay."""
+  o = config.optim
+  sched = make_schedule(config, total_steps)
+  parts = []
+  if float(o.grad_clip) > 0:
+    parts.append(optax.clip_by_global_norm(float(o.grad_clip)))
+  if o.name == 'sgd':
+    if float(o.weight_decay) > 0:
+      parts.append(optax.add_decayed_weights(float(o.weight_decay)))
+    parts.append(optax.sgd(sched, momentum=float(o.momentum) or None))
+  elif o.name == 'adam':
+    # Decoupled decay (AdamW); weight_decay 0 is plain Adam.
+    parts.append(optax.adamw(sched, weight_decay=float(o.weight_decay)))
+  else:
+    raise TrainingError(f"config.optim.name={o.name!r}; use 'adam' or 'sgd'")
+  return optax.chain(*parts)
+
+
+def trainable(params: dict, freeze_encoder: bool) -> dict:
+  return {'head': params['head']} if freeze_encoder else params
+
+
+def merge_trainable(params: dict, new: dict, freeze_encoder: bool) -> dict:
+  return {**params, **new} if freeze_encoder else new
+
+
+# ------------------------------------------------------------------------------------------
+# Steps.
+# ------------------------------------------------------------------------------------------
+
+
+def make_train_step(model, config, tx: optax.GradientTransformation, mode: str
+                    ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
+  """Un-jitted train step `(state, batch, base_rng) -> (state, scalar metrics)`.
+
+  mode: 'online' (batch has `image [B,S,S,3]`) or 'features' (batch has cached
+  `features [B,h,w,C]`; requires a frozen encoder). rng = fold_in(base_rng, step).
+  """
+  arch = config.model.arch
+  frozen = bool(config.model.freeze_encoder)
+  emd_r, tag_w = float(config.loss.emd_r), float(config.loss.tag_weight)
+  if mode == 'features' and not frozen:
+    raise TrainingError('the feature cache needs config.model.freeze_encoder=True; '
+                        'set --config.cache.enabled=False to fine-tune the encoder')
+
+  def step_fn(state: TrainState, batch: dict, base_rng: jax.Array):
+    rng = jax.random.fold_in(base_rng, state.step)
+    rngs = {'dropout': rng}
+
+    if frozen:
+      if mode == 'features':
+        feats = batch['features']
+      else:  # encoder in inference mode, outside the differentiated function
+        feats = model.apply(state.variables, batch['image'], train=False, method='features')
+      feats = jax.lax.stop_gradient(feats)
+
+      def loss_fn(tp):
+        params = merge_trainable(state.params, tp, True)
+        out = model.apply({'params': params, 'batch_stats': state.batch_stats}, feats,
+                          train=True, method='head', rngs=rngs)
+        loss, parts = losses.model_loss(out, batch, arch, emd_r, tag_w)
+        return loss, (parts, state.batch_stats)
+    else:
+      def loss_fn(tp):
+        out, new_vars = model.apply({'params': tp, 'batch_stats': state.batch_stats},
+                                    batch['image'], train=True, rngs=rngs,
+                                    mutable=['batch_stats'])
+        loss, parts = losses.model_loss(out, batch, arch, emd_r, tag_w)
+        return loss, (parts, new_vars.get('batch_stats', state.batch_stats))
+
+    tp = trainable(state.params, frozen)
+    (loss, (parts, new_bs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(tp)
+    updates, opt_state = tx.update(grads, state.opt_state, tp)
+    tp = optax.apply_updates(tp, updates)
+    new_state = state.replace(step=state.step + 1,
+                              params=merge_trainable(state.params, tp, frozen),
+                              batch_stats=new_bs, opt_state=opt_state)
+    out = {'loss': loss, 'grad_norm': optax.global_norm(grads), **parts}
+    return new_state, out
+
+  return step_fn
+
+
+def predict_outputs(outputs: dict, arch: str) -> dict:
+  """Model outputs → predictions (jit-able).
+
+  mobilenet_v2: `distribution [B,10]` (softmax), `mean_score [B]` (expected score 1..10),
+    `p_high [B]` (mass on buckets 6..10), `label_pred [B]` (mean_score > 5),
+    `tag_probs [B,66]`.
+  vgg16: `p_high [B]` (sigmoid), `label_pred [B]` (logit > 0).
+  """
+  if arch == 'vgg16':
+    logit = outputs['logit'].astype(jnp.float32)
+    return {'p_high': jax.nn.sigmoid(logit), 'label_pred': (logit > 0).astype(jnp.int32)}
+  if arch == 'mobilenet_v2':
+    dist = jax.nn.softmax(outputs['score_logits'].astype(jnp.float32), axis=-1)
+    buckets = jnp.arange(1, dist.shape[-1] + 1, dtype=jnp.float32)
+    mean = dist @ buckets
+    return {'distribution': dist, 'mean_score': mean,
+            'p_high': jnp.sum(jnp.where(buckets > 5, dist, 0.0), axis=-1),
+            'label_pred': (mean > 5).astype(jnp.int32),
+            'tag_probs': jax.nn.softmax(outputs['tag_logits'].astype(jnp.float32), axis=-1)}
+  raise TrainingError(f'unknown config.model.arch {arch!r}; use mobilenet_v2 or vgg16')
+
+
+def make_eval_step(model, arch: str, mode: str):
+  """Un-jitted `(variables, batch) -> predictions` (see predict_outputs)."""
+  def eval_fn(variables, batch):
+    if mode == 'features':
+      out = model.apply(variables, batch['features'], train=False, method='head')
+    else:
+      out = model.apply(variables, batch['image'], train=False)
+    return predict_outputs(out, arch)
+  return eval_fn
+
+
+_TRUE_KEYS = ('label', 'mean_score', 'distribution', 'tags', 'mask', 'image_id')
+
+
+def evaluate(eval_step, variables, batches, config) -> tuple[dict, dict, dict]:
+  """Runs `eval_step` over batches; returns (metrics, predictions, targets) on host."""
+  preds, trues = [], []
+  for batch in batches:
+    p = eval_step(variables, batch)
+    preds.append({k: feature_cache.to_host(v) for k, v in p.items()})
+    trues.append({k: feature_cache.to_host(batch[k]) for k in _TRUE_KEYS})
+  pred = {k: np.concatenate([p[k] for p in preds]) for k in preds[0]}
+  true = {k: np.concatenate([t[k] for t in trues]) for k in trues[0]}
+  keep = true['mask'] > 0
+  pred = {k: v[keep] for k, v in pred.items()}
+  true = {k: v[keep] for k, v in true.items()}
+  return metrics_lib.compute(pred, true, float(config.loss.emd_r)), pred, true
+
+
+# ------------------------------------------------------------------------------------------
+# State creation, placement, restore.
+# ------------------------------------------------------------------------------------------
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """Host pytree (identical on every process) → replicated global jax.Arrays."""
+  sh = replicated(mesh)
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sh, lambda idx: x[idx])
+  return jax.tree.map(put, tree)
+
+
+def init_variables(model, config) -> dict:
+  """Host numpy variables `{'params': {'encoder','head'}, 'batch_stats': {...}}`."""
+  s = int(config.input.image_size)
+  rng = jax.random.PRNGKey(int(config.seed))
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      {'params': rng, 'dropout': rng}, jnp.zeros((1, s, s, 3), jnp.float32))
+  variables = jax.device_get(flax.core.unfreeze(variables))
+  variables.setdefault('batch_stats', {})
+  return variables
+
+
+def abstract_variables(model, config) -> dict:
+  """ShapeDtypeStruct tree of `init_variables` (no computation)."""
+  s = int(config.input.image_size)
+  rng = jax.random.PRNGKey(0)
+  variables = jax.eval_shape(functools.partial(model.init, train=False),
+                             {'params': rng, 'dropout': rng},
+                             jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32))
+  variables = flax.core.unfreeze(variables)
+  variables.setdefault('batch_stats', {})
+  return variables
+
+
+def create_state(model, config, tx, mesh: Mesh, variables: dict) -> TrainState:
+  variables = replicate(variables, mesh)
+  frozen = bool(config.model.freeze_encoder)
+  opt_state = jax.jit(tx.init, out_shardings=replicated(mesh))(
+      trainable(variables['params'], frozen))
+  step = replicate(np.zeros((), np.int32), mesh)
+  return TrainState(step=step, params=variables['params'],
+                    batch_stats=variables['batch_stats'], opt_state=opt_state)
+
+
+def _load_init_weights(variables: dict, config) -> dict:
+  path = str(config.model.get('init_weights', '') or '')
+  if path:
+    from aesthetics_jax import pretrained  # pylint: disable=import-outside-toplevel
+    # The heads are new (aesthetic / tag outputs): only the encoder comes from ImageNet.
+    variables = pretrained.load_pretrained(variables, path, dont_load=('head',))
+    variables = jax.device_get(flax.core.unfreeze(variables))
+    logging.info('Loaded encoder weights from %s', path)
+  elif bool(config.model.freeze_encoder):
+    msg = ('!' * 88 + '\n!!! WARNING: model.freeze_encoder=True but model.init_weights is '
+           'empty: the FROZEN backbone is RANDOM.\n!!! Heads will train on random features. '
+           'Pass --config.model.init_weights=<converted ImageNet weights>\n'
+           '!!! (launch/convert_weights.py), or train from scratch with '
+           '--config.model.freeze_encoder=False.\n' + '!' * 88)
+    logging.warning(msg)
+    if jax.process_index() == 0:
+      print(msg, flush=True)
+  return variables
+
+
+def _config_path(workdir) -> Path:
+  return Path(workdir) / 'config.json'
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+  tmp = path.with_name(path.name + f'.tmp{os.getpid()}')
+  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+  os.replace(tmp, path)
+
+
+def load_config(workdir) -> ml_collections.ConfigDict:
+  path = _config_path(workdir)
+  if not path.exists():
+    raise TrainingError(f'{path}: not found; is --workdir a training workdir '
+                        '(launch/train.py writes it)?')
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def _check_workdir_model(workdir, config) -> None:
+  """Refuses a workdir whose config.json holds another model (before touching checkpoints)."""
+  path = _config_path(workdir)
+  if not path.exists():
+    return
+  try:
+    saved = json.loads(path.read_text()).get('model', {})
+  except json.JSONDecodeError:
+    return  # unreadable leftover: the checkpoint metadata check still applies
+  want = ckpt_lib.model_signature(config.model)
+  got = {k: saved.get(k) for k in want}
+  if got != want:
+    raise ckpt_lib.CheckpointMismatchError(ckpt_lib.mismatch_message(workdir, got, want))
+
+
+def restore_for_inference(workdir, step: int | None = None):
+  """Latest (or `step`) checkpoint of a workdir → (model, variables, config, step).
+
+  variables are host-local jax arrays `{'params', 'batch_stats'}` on the default device.
+  """
+  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
+  config = load_config(workdir)
+  model = models.create_model(config.model)
+  ckpt = ckpt_lib.Checkpointer(workdir, read_only=True, enable_async=False)
+  try:
+    steps = ckpt.all_steps()
+    if not steps:
+      raise TrainingError(f'{Path(workdir) / "checkpoints"}: no checkpoint; train first '
+                          '(python -m launch.train --workdir=...)')
+    if step is None:
+      step = max(steps)
+    elif step not in steps:
+      raise TrainingError(f'{Path(workdir) / "checkpoints"}: no checkpoint at step {step}; '
+                          f'available: {sorted(steps)}')
+    ckpt.check_model(step, config.model)
+    abstract = abstract_variables(model, config)
+    dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
+                            abstract)
+    variables, _ = ckpt.restore(step, abstract)
+  finally:
+    ckpt.close()
+  return model, variables, config, int(step)
+
+
+# ------------------------------------------------------------------------------------------
+# The loop.
+# ------------------------------------------------------------------------------------------
+
+
+def _fetch(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+  host = jax.device_get([m for _, m in pending])
+  return [(s, {k: float(v) for k, v in m.items()}) for (s, _), m in zip(pending, host)]
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains per `config`, writing to `workdir`; returns the final eval metrics (+ 'step')."""
+  from aesthetics_jax import dataset, models  # pylint: disable=import-outside-toplevel
+  workdir = Path(workdir)
+  is_main = jax.process_index() == 0
+  if is_main:
+    workdir.mkdir(parents=True, exist_ok=True)
+  _check_workdir_model(workdir, config)
+
+  mesh = ip.make_mesh()
+  sources = dataset.load_sources(config.data.data_dir, config.data.subset)
+  train_src, test_src = sources['train'], sources['test']
+  train_meta = ip.read_metadata(train_src)
+  n_train = len(train_meta)
+  if int(config.data.get('max_train_images', 0) or 0) > 0:
+    n_train = min(n_train, int(config.data.max_train_images))
+  total = total_train_steps(config, n_train)
+
+  model = models.create_model(config.model)
+  tx = make_optimizer(config, total)
+  frozen = bool(config.model.freeze_encoder)
+  use_cache = frozen and bool(config.cache.enabled)
+  mode = 'features' if use_cache else 'online'
+
+  variables = init_variables(model, config)
+  ckpt = ckpt_lib.Checkpointer(workdir, keep=int(config.keep_checkpoints),
+                               best_metric=str(config.best_metric))
+  start = ckpt.latest_step() or 0
+  if start:
+    ckpt.check_model(start, config.model)
+  else:
+    variables = _load_init_weights(variables, config)
+  state = create_state(model, config, tx, mesh, variables)
+  if start:
+    restored_vars, restored_opt = ckpt.restore(
+        start, ckpt_lib.abstract_like(state.variables),
+        ckpt_lib.abstract_like({'step': state.step, 'opt_state': state.opt_state}))
+    state = TrainState(step=restored_opt['step'], params=restored_vars['params'],
+                       batch_stats=restored_vars['batch_stats'],
+                       opt_state=restored_opt['opt_state'])
+    logging.info('Resumed from %s at step %d', workdir / 'checkpoints', start)
+  if is_main:
+    _write_json_atomic(_config_path(workdir), config.to_dict())
+
+  repl = replicated(mesh)
+  base_rng = replicate(np.asarray(jax.random.key_data(
+      jax.random.PRNGKey(int(config.seed) + 1))), mesh)
+  train_step = jax.jit(make_train_step(model, config, tx, mode), donate_argnums=(0,),
+                       out_shardings=(repl, repl))
+  eval_step = jax.jit(make_eval_step(model, config.model.arch, mode), out_shardings=repl)
+  writer = metric_writers.MetricWriter(workdir, active=is_main)
+
+  max_test = int(config.data.get('max_test_images', 0) or 0) or None
+  eval_bs = int(config.eval.get('batch_size', 0) or config.batch_size)
+  if use_cache:
+    t0 = time.time()
+    cache = feature_cache.build(model, state.variables, train_src, test_src, config, mesh,
+                                progress=is_main)
+    logging.info('Feature cache built in %.1fs: train %s, test %s', time.time() - t0,
+                 cache.train.shape, cache.test.shape)
+    next_batch = lambda s: cache.train_batch(s, int(config.batch_size))
+    eval_batches = lambda: cache.test_batches(eval_bs)
+  else:
+    it = ip.train_batches(train_src, config, mesh, start_step=start, metadata=train_meta)
+    next_batch = lambda s: next(it)
+    counts = np.bincount(train_meta.label[:n_train], minlength=2)
+    eval_batches = lambda: ip.eval_batches(test_src, config, mesh, eval_bs,
+                                           max_examples=max_test, class_counts=counts)
+
+  log_every = max(1, int(config.log_every_steps))
+  eval_every = max(1, int(config.eval_every_steps))
+  ckpt_every = max(1, int(config.checkpoint_every_steps))
+  schedule = make_schedule(config, total)
+  pending: list[tuple[int, dict]] = []
+  last_good = start if start else None
+  eval_metrics: dict = {}
+  t_log, s_log = time.time(), start
+
+  def check_finite() -> list[tuple[int, dict]]:
+    fetched = _fetch(pending)
+    pending.clear()
+    for s, m in fetched:
+      if not math.isfinite(m['loss']):
+        where = (f'{workdir / "checkpoints" / str(last_good)}' if last_good is not None
+                 else 'none (no checkpoint yet)')
+        raise TrainingError(f'non-finite loss ({m["loss"]}) at step {s}; last good checkpoint: '
+                            f'{where}; lower --config.optim.lr or set --config.optim.grad_clip')
+    return fetched
+
+  bar = tqdm.tqdm(total=total, initial=start, desc='train', disable=not is_main,
+                  dynamic_ncols=True)
+  try:
+    for step in range(start, total):
+      batch = next_batch(step)
+      state, m = train_step(state, batch, base_rng)
+      pending.append((step, m))
+      done = step + 1
+      bar.update(1)
+      if done % log_every == 0 or done == total:
+        fetched = check_finite()
+        now = time.time()
+        row = {k: float(np.mean([f[k] for _, f in fetched])) for k in fetched[-1][1]}
+        row['lr'] = float(schedule(step))
+        row['steps_per_sec'] = (done - s_log) / max(now - t_log, 1e-9)
+        t_log, s_log = now, done
+        writer.write_scalars(done, {f'train/{k}': v for k, v in row.items()})
+        bar.set_postfix(loss=f'{row["loss"]:.4f}')
+      eval_now = done % eval_every == 0 or done == total
+      if eval_now:
+        eval_metrics, _, _ = evaluate(eval_step, state.variables, eval_batches(), config)
+        writer.write_scalars(done, {f'eval/{k}': v for k, v in eval_metrics.items()})
+        logging.info('step %d eval %s', done, eval_metrics)
+      if done % ckpt_every == 0 or done == total:
+        if pending:
+          check_finite()
+        ckpt.save(done, state.variables, {'step': state.step, 'opt_state': state.opt_state},
+                  {'model': ckpt_lib.model_signature(config.model), 'step': done},
+                  metrics=eval_metrics if eval_now else None)
+        last_good = done
+  finally:
+    bar.close()
+    ckpt.close()  # waits for async saves
+    writer.close()
+  if not eval_metrics:  # resumed at the end: evaluate the final state once
+    eval_metrics, _, _ = evaluate(eval_step, state.variables, eval_batches(), config)
+  return {**eval_metrics, 'step': total}

@@ -1,0 +1,83 @@
+"""Demo models trained FROM SCRATCH on the procedural demo dataset (no pretrained weights).
+
+  python -m launch.train --config=configs/demo.py:mobilenet_v2 --workdir=/tmp/demo_mnv2
+  python -m launch.train --config=configs/demo.py:vgg16 --workdir=/tmp/demo_vgg
+
+Small images and widths so that each trains in a few minutes on a 2-core CPU. The data
+defaults to /tmp/demo_tfds (launch/make_demo_data.py → launch/prepare_data.py); override
+with --config.data.data_dir=.
+
+Config argument (comma-separated): `mobilenet_v2` (default) | `vgg16`, plus `smoke` (tiny
+images, 2 steps; for tests), e.g. `--config=configs/demo.py:vgg16,smoke`.
+"""
+import ml_collections
+
+from configs import default
+
+ARCHS = ('mobilenet_v2', 'vgg16')
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  args = [a.strip() for a in (arg or '').split(',') if a.strip()]
+  archs = [a for a in args if a in ARCHS]
+  unknown = [a for a in args if a not in ARCHS and a != 'smoke']
+  if unknown or len(archs) > 1:
+    raise ValueError(f'configs/demo.py: bad config argument {arg!r}; '
+                     'use mobilenet_v2|vgg16 optionally followed by ,smoke')
+  arch = archs[0] if archs else 'mobilenet_v2'
+  c = default.get_config()
+  c.data.data_dir = '/tmp/demo_tfds'
+  c.data.subset = 'style'
+  c.model.arch = arch
+  c.model.freeze_encoder = False     # from scratch: nothing to freeze
+  c.model.init_weights = ''
+  c.cache.enabled = False
+  c.input.balanced = True
+  c.input.weighting = 'none'
+  c.input.random_flip = True
+  c.optim.name = 'adam'
+  c.optim.schedule = 'cosine'
+  c.optim.weight_decay = 1e-4
+  c.optim.grad_clip = 1.0
+  c.log_every_steps = 25
+  c.checkpoint_every_steps = 100
+  c.keep_checkpoints = 1
+  c.best_metric = 'binary_accuracy'
+  c.eval.batch_size = 64
+  if arch == 'mobilenet_v2':
+    c.model.width_mult = 0.35
+    c.model.dropout = 0.2
+    c.input.resize_size = 72
+    c.input.image_size = 64
+    c.optim.lr = 2e-3
+    c.optim.warmup_steps = 20
+    c.batch_size = 32
+    c.num_train_steps = 300
+  else:
+    c.model.width_mult = 0.125
+    c.model.fc_dim = 256
+    c.model.dropout = 0.3
+    c.input.resize_size = 72
+    c.input.image_size = 64
+    c.optim.lr = 1e-3
+    c.optim.warmup_steps = 20
+    c.batch_size = 32
+    c.num_train_steps = 300
+  c.eval_every_steps = c.num_train_steps
+  if 'smoke' in args:
+    c.smoke = True
+    c.model.width_mult = 0.25 if arch == 'mobilenet_v2' else 0.125
+    c.model.fc_dim = 32 if arch == 'vgg16' else c.model.fc_dim
+    c.input.resize_size = 40
+    c.input.image_size = 32
+    c.batch_size = 8
+    c.eval.batch_size = 8
+    c.num_train_steps = 2
+    c.optim.warmup_steps = 0
+    c.data.max_train_images = 16
+    c.data.max_test_images = 8
+    c.log_every_steps = 1
+    c.eval_every_steps = 2
+    c.checkpoint_every_steps = 1
+    c.input.prefetch = 0
+  return c
