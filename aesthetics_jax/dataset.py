@@ -20,6 +20,7 @@ import csv
 import dataclasses
 import io
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -351,9 +352,12 @@ def prepare(ava_dir: str | os.PathLike, data_dir: str | os.PathLike, subset: str
           f'{ava_dir}: no usable {split} images (skipped: {dict(reasons) or "none listed"}); '
           f'check {ava_dir / "images"} and the {subset} lists')
   b = builder(data_dir, subset, selection=sel)
-  b.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(ava_dir)),
-      file_format='array_record')
+  # Nothing is downloaded; a throwaway download_dir keeps TFDS's empty `downloads/` out of D.
+  with tempfile.TemporaryDirectory(prefix='ava_tfds_dl_') as dl_dir:
+    b.download_and_prepare(
+        download_dir=dl_dir,
+        download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(ava_dir)),
+        file_format='array_record')
   return _result(b, subset, reused=False)
 
 
