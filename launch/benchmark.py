@@ -208,6 +208,7 @@ def bench_input() -> dict[str, Any]:
   res: dict[str, Any] = {
       'source': source, 'num_images': len(datas), 'resize_size': rs, 'image_size': s,
       'mean_jpeg_kb': float(np.mean(sizes) / 1024), 'all_workers': n_all,
+      'large_source': 'synthetic ~1000x700 q90 (train_1000px_* runs)',
       'prepare_s': time.perf_counter() - t0, 'runs': {}}
 
   def threads(fn, n, args=args):
