@@ -220,3 +220,40 @@ def test_tag_counts_use_names():
   imgs = [ava.AvaImage(image_id=1, votes=np.ones(10, np.int64), tags=(1, 2), challenge_id=0),
           ava.AvaImage(image_id=2, votes=np.ones(10, np.int64), tags=(2,), challenge_id=0)]
   assert data_stats.tag_counts(imgs, TAG_NAMES) == {'Nature': 2, 'Abstract': 1}
+
+
+def test_demo_dataset_end_to_end(tmp_path):
+  from aesthetics_jax import demo_data  # pylint: disable=import-outside-toplevel
+  root = tmp_path / 'demo'
+  summary = demo_data.generate(root, num_train=12, num_test=4, seed=3)
+  listed = {s: ava.read_image_list(root / 'style_image_lists' / f'{s}.jpgl')
+            for s in dataset.SPLITS}
+  kept_ids = {s: [im.image_id for im in v] for s, v in ava.load_subset(root, 'style').items()}
+  assert [len(kept_ids[s]) for s in dataset.SPLITS] == [12, 4]
+  # two faults injected into demo images
+  trunc, empty = kept_ids['train'][:2]
+  p = ava.image_path(root, trunc)
+  p.write_bytes(p.read_bytes()[:len(p.read_bytes()) // 2])
+  ava.image_path(root, empty).write_bytes(b'')
+
+  res = dataset.prepare(root, tmp_path / 'tfds', 'style', num_workers=2)
+  assert res.kept == {'train': 10, 'test': 4}
+  reasons = {(r.split, r.image_id): r.reason for r in res.skipped_rows}
+  assert reasons[('train', trunc)] == dataset.TRUNCATED
+  assert reasons[('train', empty)] == dataset.EMPTY
+  dropped = {(s, i) for s in dataset.SPLITS for i in listed[s] if i not in kept_ids[s]}
+  assert set(reasons) == dropped | {('train', trunc), ('train', empty)}
+  by_reason = [r.reason for r in res.skipped_rows]
+  assert by_reason.count(dataset.NO_TAG) == summary['num_untagged']
+  assert by_reason.count(dataset.NOT_IN_AVA_TXT) == summary['num_listed_missing']
+
+  sources = dataset.load_sources(tmp_path / 'tfds', 'style')
+  for s in dataset.SPLITS:
+    ids = set()
+    for k in range(len(sources[s])):
+      r = sources[s][k]
+      ids.add(int(r['image_id']))
+      assert r['image'] == ava.image_path(root, int(r['image_id'])).read_bytes()
+    assert ids == set(kept_ids[s]) - {trunc, empty}
+  assert all(p.stat().st_size > 1000 for p in res.figures.values())
+  assert 'tensorflow' not in sys.modules
