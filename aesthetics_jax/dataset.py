@@ -26,6 +26,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image
+from PIL import ImageFile
 import tensorflow_datasets as tfds
 import tqdm
 
@@ -193,9 +194,14 @@ def select_images(ava_dir: str | os.PathLike, subset: str, *,
     return check_image_file(ava.image_path(ava_dir, job[1].image_id),
                             max_pixels=max_pixels, min_side=min_side)
 
-  with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-    reasons = list(tqdm.tqdm(pool.map(check, jobs), total=len(jobs),
-                             desc='Validating AVA images', unit='img'))
+  # PIL would silently pad truncated files if some importer turned this on.
+  load_truncated, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+  try:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+      reasons = list(tqdm.tqdm(pool.map(check, jobs), total=len(jobs),
+                               desc='Validating AVA images', unit='img'))
+  finally:
+    ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
   kept: dict[str, list[ava.AvaImage]] = {split: [] for split in SPLITS}
   for (split, img), reason in zip(jobs, reasons):
     if reason is None:
