@@ -1,0 +1,399 @@
+"""torchvision ImageNet weights → Flax variables of `aesthetics_jax.models`, and merging.
+
+Files:
+  - raw torchvision state_dicts: `.pth`/`.pt` (needs the optional torch extra, imported
+    lazily here only), `.safetensors` (read with safetensors.numpy, no torch), `.npz`;
+  - converted files (`launch/convert_weights.py`): `.npz` (or `.safetensors`) whose keys are
+    '/'-joined Flax paths such as `params/encoder/features_0/conv/kernel`, plus `<file>.json`
+    describing arch and width.
+Conversion: conv OIHW → HWIO (depthwise (C,1,3,3) → (3,3,1,C)); BN weight/bias/running_mean/
+running_var → scale/bias/mean/var (num_batches_tracked dropped); Linear (out,in) → (in,out);
+VGG's fc6 rows permuted from torch's NCHW flatten order to our NHWC flatten order.
+
+Every problem a user can fix raises `PretrainedError` whose message is one line naming the
+file, the key, and the fix.
+"""
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+from flax import traverse_util
+from flax.core import unfreeze
+
+from aesthetics_jax.models import mobilenet_v2 as mnv2
+from aesthetics_jax.models import vgg
+
+# Heads that are new for our tasks, and ImageNet's classifiers (never loaded by default).
+DEFAULT_DONT_LOAD = (r'^params/head/(score|tags|logit)/', r'^params/head/(classifier|fc8)/')
+FORMAT = 'aesthetics_jax.flax_flat_v1'
+TORCH_HINT = "install the torch extra: pip install -e '.[torch]'"
+ARCHS = ('mobilenet_v2', 'vgg16')
+
+
+class PretrainedError(ValueError):
+  """One-line, user-fixable problem with a weights file."""
+
+
+# ---------------------------------------------------------------------------------------
+# Conversion plan: torch key → (flax key, transform). Shapes and arrays share one plan, so
+# tests can check full-size models' shapes without materialising 528 MB of VGG weights.
+# ---------------------------------------------------------------------------------------
+
+def _leaf(kind: str, torch_leaf: str) -> Optional[tuple[str, str, str]]:
+  """(collection, flax leaf, transform) for one torch parameter of a conv/bn/linear."""
+  table = {
+      'conv': {'weight': ('params', 'kernel', 'oihw'), 'bias': ('params', 'bias', 'id')},
+      'bn': {'weight': ('params', 'scale', 'id'), 'bias': ('params', 'bias', 'id'),
+             'running_mean': ('batch_stats', 'mean', 'id'),
+             'running_var': ('batch_stats', 'var', 'id'),
+             'num_batches_tracked': None},
+      'linear': {'weight': ('params', 'kernel', 'linear'), 'bias': ('params', 'bias', 'id')},
+      'fc6': {'weight': ('params', 'kernel', 'fc6'), 'bias': ('params', 'bias', 'id')},
+  }[kind]
+  if torch_leaf not in table:
+    raise KeyError(torch_leaf)
+  return table[torch_leaf]
+
+
+def _mobilenet_module(key: str, expanded: set[int]) -> tuple[str, str, str]:
+  """torch key → (flax module path, kind, torch leaf) for torchvision mobilenet_v2."""
+  m = re.fullmatch(r'features\.(\d+)\.([01])\.(\w+)', key)
+  if m:  # stem (features.0) and last 1x1 conv (features.18): Conv2dNormActivation
+    i, sub, leaf = int(m[1]), int(m[2]), m[3]
+    return f'encoder/features_{i}/{("conv", "bn")[sub]}', ('conv', 'bn')[sub], leaf
+  m = re.fullmatch(r'features\.(\d+)\.conv\.(\d+)(?:\.(\d+))?\.(\w+)', key)
+  if m:
+    i, j, leaf = int(m[1]), int(m[2]), m[4]
+    names = (['expand'] if i in expanded else []) + ['depthwise', 'project/conv', 'project/bn']
+    if j >= len(names):
+      raise KeyError(key)
+    name = names[j]
+    if m[3] is not None:  # Conv2dNormActivation inside the block: .0 conv, .1 bn
+      if name not in ('expand', 'depthwise') or m[3] not in '01':
+        raise KeyError(key)
+      return (f'encoder/features_{i}/{name}/{("conv", "bn")[int(m[3])]}',
+              ('conv', 'bn')[int(m[3])], leaf)
+    if name not in ('project/conv', 'project/bn'):
+      raise KeyError(key)
+    return f'encoder/features_{i}/{name}', name.split('/')[1], leaf
+  m = re.fullmatch(r'classifier\.1\.(\w+)', key)
+  if m:
+    return 'head/classifier', 'linear', m[1]
+  raise KeyError(key)
+
+
+def _vgg_module(key: str) -> tuple[str, str, str]:
+  m = re.fullmatch(r'features\.(\d+)\.(\w+)', key)
+  if m:
+    return f'encoder/features_{m[1]}', 'conv', m[2]
+  m = re.fullmatch(r'classifier\.(\d)\.(\w+)', key)
+  if m and m[1] in ('0', '3', '6'):
+    name = {'0': 'fc6', '3': 'fc7', '6': 'fc8'}[m[1]]
+    return f'head/{name}', 'fc6' if name == 'fc6' else 'linear', m[2]
+  raise KeyError(key)
+
+
+def detect_arch(keys: Iterable[str]) -> str:
+  """'mobilenet_v2' if the torch keys have inverted-residual `.conv.` blocks, else 'vgg16'."""
+  keys = list(keys)
+  if any(re.fullmatch(r'features\.\d+\.conv\.\d+.*', k) for k in keys):
+    return 'mobilenet_v2'
+  if any(re.fullmatch(r'features\.\d+\.weight', k) for k in keys):
+    return 'vgg16'
+  raise PretrainedError(
+      f'keys such as {keys[:2]} are not a torchvision mobilenet_v2 or vgg16 state_dict')
+
+
+def _strip_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
+  # DataParallel / wrapper checkpoints prefix every key with 'module.' or 'model.'.
+  for p in ('module.', 'model.'):
+    if state and all(k.startswith(p) for k in state):
+      state = {k[len(p):]: v for k, v in state.items()}
+  return dict(state)
+
+
+def _plan(shapes: Mapping[str, tuple], arch: str, source: str = '<state_dict>'):
+  """[(torch key, flax key, transform, meta)] for every convertible torch parameter."""
+  if arch not in ARCHS:
+    raise PretrainedError(f'--arch={arch!r}: use one of {ARCHS}')
+  found = detect_arch(shapes)
+  if found != arch:
+    raise PretrainedError(f'{source}: holds {found} weights, not {arch}; pass --arch={found}')
+  expanded = {int(m[1]) for k in shapes
+              if (m := re.fullmatch(r'features\.(\d+)\.conv\.3\.weight', k))}
+  meta = {}
+  if arch == 'vgg16':
+    convs = sorted((int(m[1]), k) for k in shapes
+                   if (m := re.fullmatch(r'features\.(\d+)\.weight', k)))
+    meta['channels'] = shapes[convs[-1][1]][0]  # C of the last conv, for fc6's permutation
+  plan = []
+  for key in shapes:
+    try:
+      if arch == 'mobilenet_v2':
+        module, kind, leaf = _mobilenet_module(key, expanded)
+      else:
+        module, kind, leaf = _vgg_module(key)
+      target = _leaf(kind, leaf)
+    except KeyError:
+      raise PretrainedError(
+          f'{source}: unexpected key {key!r} for a torchvision {arch} state_dict '
+          f'(is --arch right?)') from None
+    if target is None:
+      continue
+    coll, flax_leaf, transform = target
+    top, rest = module.split('/', 1)
+    plan.append((key, f'{coll}/{top}/{rest}/{flax_leaf}', transform, meta))
+  return plan
+
+
+def _fc6_dims(shape: tuple, channels: int, source: str, key: str) -> tuple[int, int, int]:
+  out, inp = shape
+  p = math.isqrt(inp // channels) if inp % channels == 0 else 0
+  if p * p * channels != inp:
+    raise PretrainedError(f'{source}: {key} has {inp} inputs, not C*P*P for C={channels}')
+  return out, channels, p
+
+
+def _transform_shape(shape: tuple, transform: str, meta: dict, source: str, key: str) -> tuple:
+  if transform == 'oihw':
+    o, i, h, w = shape
+    return (h, w, i, o)
+  if transform in ('linear', 'fc6'):
+    if transform == 'fc6':
+      _fc6_dims(shape, meta['channels'], source, key)
+    return (shape[1], shape[0])
+  return tuple(shape)
+
+
+def _transform(x: np.ndarray, transform: str, meta: dict, source: str, key: str) -> np.ndarray:
+  x = np.asarray(x, np.float32)
+  if transform == 'oihw':
+    return np.ascontiguousarray(x.transpose(2, 3, 1, 0))
+  if transform == 'linear':
+    return np.ascontiguousarray(x.T)
+  if transform == 'fc6':
+    out, c, p = _fc6_dims(x.shape, meta['channels'], source, key)
+    # torch input index = c*P*P + h*P + w (NCHW flatten); ours = (h*P + w)*C + c (NHWC).
+    return np.ascontiguousarray(x.reshape(out, c, p, p).transpose(2, 3, 1, 0).reshape(-1, out))
+  return x
+
+
+def torch_to_flax_shapes(shapes: Mapping[str, Sequence[int]], arch: str) -> dict[str, tuple]:
+  """torch state_dict shapes → {flax key: shape} (no arrays needed)."""
+  shapes = {k: tuple(v) for k, v in _strip_prefix(shapes).items()}
+  return {fk: _transform_shape(shapes[tk], t, meta, '<shapes>', tk)
+          for tk, fk, t, meta in _plan(shapes, arch)}
+
+
+def torch_to_flax(state: Mapping[str, np.ndarray], arch: Optional[str] = None,
+                  source: str = '<state_dict>') -> dict[str, np.ndarray]:
+  """torchvision state_dict (numpy arrays) → {'/'-joined flax key: float32 array}."""
+  state = _strip_prefix(state)
+  arch = arch or detect_arch(state)
+  shapes = {k: tuple(np.shape(v)) for k, v in state.items()}
+  return {fk: _transform(state[tk], t, meta, source, tk)
+          for tk, fk, t, meta in _plan(shapes, arch, source)}
+
+
+# ---------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------
+
+def _read_pth(path: Path) -> dict[str, np.ndarray]:
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise PretrainedError(f'{path}: reading .pth needs torch; {TORCH_HINT}') from None
+  try:
+    obj = torch.load(str(path), map_location='cpu', weights_only=True)
+  except Exception as e:  # corrupt / non-checkpoint file
+    raise PretrainedError(f'{path}: not a readable torch checkpoint ({type(e).__name__}: '
+                          f'{str(e).splitlines()[0] if str(e) else ""})') from None
+  for k in ('state_dict', 'model', 'model_state_dict'):
+    if isinstance(obj, dict) and isinstance(obj.get(k), dict):
+      obj = obj[k]
+  if not isinstance(obj, dict):
+    raise PretrainedError(f'{path}: expected a state_dict, got {type(obj).__name__}')
+  return {k: v.detach().float().cpu().numpy() for k, v in obj.items() if hasattr(v, 'numpy')}
+
+
+def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """Raw arrays of a .pth/.pt, .safetensors or .npz file, keys as stored."""
+  path = Path(path)
+  if not path.is_file():
+    raise PretrainedError(f'{path}: weights file not found')
+  ext = path.suffix.lower()
+  try:
+    if ext in ('.pth', '.pt'):
+      return _read_pth(path)
+    if ext == '.safetensors':
+      from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+      return dict(load_file(str(path)))
+    if ext == '.npz':
+      with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+  except PretrainedError:
+    raise
+  except Exception as e:
+    raise PretrainedError(f'{path}: cannot read weights ({type(e).__name__}: '
+                          f'{str(e).splitlines()[0] if str(e) else ""})') from None
+  raise PretrainedError(f'{path}: unknown weights extension {ext!r}; use .pth, .safetensors '
+                        'or .npz')
+
+
+def _is_flax_flat(keys: Iterable[str]) -> bool:
+  keys = list(keys)
+  return bool(keys) and all(k.split('/', 1)[0] in ('params', 'batch_stats') for k in keys)
+
+
+def infer_width_mult(flat: Mapping[str, Any], arch: str) -> Optional[float]:
+  """The width multiplier whose channel counts match converted weights (None if none)."""
+  shape = lambda k: tuple(np.shape(flat[k])) if k in flat else None
+  if arch == 'vgg16':
+    s = shape('params/encoder/features_0/kernel')
+    return None if s is None else round(s[-1] / 64, 4)
+  stem = shape('params/encoder/features_0/conv/kernel')
+  if stem is None:
+    return None
+  nice = [1.0, 0.75, 0.5, 0.35, 0.25, 1.4, 1.3, 0.1]
+  for w in nice + [round(0.05 * i, 2) for i in range(1, 61)]:
+    specs = mnv2.block_specs(w)
+    if mnv2.stem_channels(w) != stem[-1]:
+      continue
+    outs = [shape(f'params/encoder/features_{i}/project/conv/kernel') for i in range(1, 18)]
+    if all(o is not None and o[-1] == s[2] for o, s in zip(outs, specs)):
+      return w
+  return None
+
+
+def read_weights(path: str | os.PathLike, arch: Optional[str] = None
+                 ) -> tuple[dict[str, np.ndarray], dict]:
+  """Any supported file → ({flax key: array}, meta {'arch', 'width_mult', ...}).
+
+  Raw torchvision state_dicts are converted on the fly (by their keys, not the extension).
+  """
+  path = Path(path)
+  arrays = read_arrays(path)
+  if _is_flax_flat(arrays):
+    flat = {k: np.asarray(v) for k, v in arrays.items()}
+    meta = {}
+    side = path.with_suffix(path.suffix + '.json')
+    if side.is_file():
+      meta = json.loads(side.read_text())
+    meta.setdefault('arch', 'vgg16' if 'params/encoder/features_0/kernel' in flat
+                    else 'mobilenet_v2')
+    if arch and meta['arch'] != arch:
+      raise PretrainedError(f'{path}: holds {meta["arch"]} weights, not {arch}')
+  else:
+    found = detect_arch(_strip_prefix(arrays)) if arrays else None
+    if found is None:
+      raise PretrainedError(f'{path}: holds no arrays')
+    flat = torch_to_flax(arrays, arch or found, str(path))
+    meta = {'arch': arch or found}
+  meta.setdefault('width_mult', infer_width_mult(flat, meta['arch']))
+  return flat, meta
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = 'wb') -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+  try:
+    with os.fdopen(fd, mode) as f:
+      write(f)
+    os.replace(tmp, path)
+  except BaseException:
+    Path(tmp).unlink(missing_ok=True)
+    raise
+
+
+def save_flat(flat: Mapping[str, np.ndarray], path: str | os.PathLike, meta: dict) -> Path:
+  """Writes `{flax key: array}` to `path` (.npz) and `path.json`, both atomically."""
+  path = Path(path)
+  _atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in flat.items()}))
+  meta = {'format': FORMAT, **meta, 'num_arrays': len(flat),
+          'num_params': int(sum(np.size(v) for k, v in flat.items() if k.startswith('params/')))}
+  _atomic_write(path.with_suffix(path.suffix + '.json'),
+                lambda f: f.write(json.dumps(meta, indent=1, sort_keys=True) + '\n'), 'w')
+  return path
+
+
+def convert_file(source: str | os.PathLike, out: str | os.PathLike,
+                 arch: Optional[str] = None) -> tuple[Path, dict]:
+  """Converts a torchvision weights file; `out` is a .npz path or a directory.
+
+  Returns (written .npz path, meta). The JSON beside it is `<out>.json`.
+  """
+  flat, meta = read_weights(source, arch)
+  out = Path(out)
+  if out.suffix.lower() != '.npz':
+    out = out / f'{meta["arch"]}.npz'
+  meta = {**meta, 'source': str(Path(source).name)}
+  return save_flat(flat, out, meta), meta
+
+
+# ---------------------------------------------------------------------------------------
+# Merging into model variables
+# ---------------------------------------------------------------------------------------
+
+def flatten_variables(variables: Mapping) -> dict[str, Any]:
+  return traverse_util.flatten_dict(unfreeze(variables), sep='/')
+
+
+def unflatten_variables(flat: Mapping[str, Any]) -> dict:
+  return traverse_util.unflatten_dict(dict(flat), sep='/')
+
+
+def _more(items: list) -> str:
+  return f' (and {len(items) - 1} more)' if len(items) > 1 else ''
+
+
+def load_pretrained(variables: Mapping, path: str | os.PathLike,
+                    dont_load: Sequence[str] = DEFAULT_DONT_LOAD,
+                    arch: Optional[str] = None) -> dict:
+  """Returns `variables` with every leaf replaced from `path`, except `dont_load` matches.
+
+  Args:
+    variables: the model's variables (`model.init(...)`), e.g. with fresh heads.
+    path: converted .npz/.safetensors, or a raw torchvision .pth/.safetensors/.npz.
+    dont_load: regexes over '/'-joined keys ('params/head/score/kernel'); matching leaves
+      keep their values in `variables` and matching file entries are ignored. Default: the
+      new aesthetic/attribute/binary heads and ImageNet's 1000-way classifiers.
+    arch: optional expected arch ('mobilenet_v2' | 'vgg16') for a clearer error.
+  Raises:
+    PretrainedError (one line) on missing, unexpected or mis-shaped keys.
+  """
+  flat_file, meta = read_weights(path, arch)
+  target = flatten_variables(variables)
+  pats = [re.compile(p) for p in dont_load]
+  skip = lambda k: any(p.search(k) for p in pats)
+  file_keys = {k for k in flat_file if not skip(k)}
+  want_keys = {k for k in target if not skip(k)}
+  hint = (f"file holds arch={meta.get('arch')} width_mult={meta.get('width_mult')}: set "
+          "config.model.arch/width_mult to match, or convert the right weights with "
+          "launch/convert_weights.py")
+  missing = sorted(want_keys - file_keys)
+  if missing:
+    raise PretrainedError(f'{path}: missing key {missing[0]}{_more(missing)} needed by the '
+                          f'model; {hint}')
+  unexpected = sorted(file_keys - want_keys)
+  if unexpected:
+    raise PretrainedError(f'{path}: unexpected key {unexpected[0]}{_more(unexpected)} not in '
+                          f'the model; {hint}')
+  for k in sorted(want_keys):
+    got, expected = tuple(np.shape(flat_file[k])), tuple(np.shape(target[k]))
+    if got != expected:
+      raise PretrainedError(f'{path}: key {k} has shape {got}, model expects {expected}; {hint}')
+  new = dict(target)
+  for k in want_keys:
+    leaf = target[k]
+    value = np.asarray(flat_file[k], dtype=leaf.dtype)
+    # Keep the target's placement (e.g. replicated NamedSharding over the mesh).
+    sharding = getattr(leaf, 'sharding', None)
+    new[k] = jax.device_put(value, sharding) if sharding is not None else jax.numpy.asarray(value)
+  return unflatten_variables(new)
