@@ -123,8 +123,8 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
   try:
     return input_pipeline.decode_image(p.read_bytes())
   except Exception as e:  # any decoder failure is a user-facing, per-file error
-    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-    raise PredictError(f'{p}: cannot decode image ({msg}); pass a valid JPEG/PNG file')
+    cause = type(e.__cause__ or e).__name__
+    raise PredictError(f'{p}: not a readable image ({cause}); pass a valid JPEG/PNG file')
 
 
 def _atomic_save(path: Path, image: np.ndarray) -> None:

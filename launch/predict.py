@@ -29,7 +29,7 @@ flags.mark_flags_as_required(['workdir'])
 
 
 def main(argv):
-  logging.set_verbosity(logging.WARNING)
+  logging.set_verbosity(logging.ERROR)
   paths = argv[1:]
   if not paths:
     print('predict: no images given; pass image paths after the flags', file=sys.stderr)

@@ -1,0 +1,421 @@
+"""Evaluation job: metrics, the CAM intensity study, faithfulness checks, figures and report.
+
+`evaluate(workdir, step=None)` restores a checkpoint and streams over the test split in
+batches (memory flat in the number of images, apart from a few numbers per image):
+  * per batch, ONE jitted call (`predict.make_forward`): features once → head → predictions and
+    raw CAMs for the aesthetic target (+ the 10 score buckets and the top predicted tag for
+    MobileNetV2) → per-image-normalised, upsampled maps → intensity and boxes;
+  * kept per image: predictions, truths, the mean raw map upsampled (for the dataset-global
+    normalisation, which is affine in the raw map: global intensity = (mean_raw - lo) /
+    (hi - lo), so no second pass is needed), boxes; per group of true scores, the sums of the
+    per-image-normalised bucket maps (paper Figure 8);
+  * afterwards the few example images (highest / lowest rated) are read again for figures.
+The split-point threshold is fitted on the TRAINING split's maps (the first
+`config.eval.split_point_fit_images` training images, eval preprocessing) and applied to
+the test split. Faithfulness runs per CAM method on the first
+`config.eval.faithfulness_images` test images.
+
+Writes `W/eval/metrics.json`, `W/eval/per_image.csv`, `W/eval/figures/*.png`,
+`W/eval/report.html` (all atomically) and returns the metrics dict.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from aesthetics_jax import analysis, cam, crop, dataset, faithfulness, figures, input_pipeline
+from aesthetics_jax import metrics as metrics_lib
+from aesthetics_jax import predict, report, train
+
+EVAL_DIR = 'eval'
+# Rows of the per-bucket figure: test images grouped by their true mean score.
+SCORE_GROUPS = (('low (< 4.5)', -np.inf, 4.5), ('mid (4.5 - 6.5)', 4.5, 6.5),
+                ('high (> 6.5)', 6.5, np.inf))
+CSV_FIELDS = ('image_id', 'true_mean', 'label', 'pred', 'pred_mean', 'p_high',
+              'intensity_per_image', 'intensity_global', 'orig_height', 'orig_width',
+              'box_aesthetic', 'box_attribute', 'box_average')
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + f'.tmp{os.getpid()}')
+  tmp.write_bytes(data)
+  os.replace(tmp, path)
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+  _atomic_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + '\n').encode())
+
+
+def _json_default(o):
+  if isinstance(o, (np.floating, np.integer)):
+    return o.item()
+  if isinstance(o, np.ndarray):
+    return o.tolist()
+  raise TypeError(type(o))
+
+
+def _clean(v):
+  """NaN/inf → None so metrics.json stays valid JSON."""
+  if isinstance(v, dict):
+    return {k: _clean(x) for k, x in v.items()}
+  if isinstance(v, (list, tuple)):
+    return [_clean(x) for x in v]
+  if isinstance(v, (float, np.floating)):
+    v = float(v)
+    return v if np.isfinite(v) else None
+  if isinstance(v, np.integer):
+    return int(v)
+  return v
+
+
+def _image_size(record) -> tuple[int, int]:
+  """(H, W) of a record's original image from its header (no full decode)."""
+  with Image.open(io.BytesIO(record['image'])) as im:
+    return im.size[1], im.size[0]
+
+
+def make_summarize(size: int, threshold: float, arch: str):
+  """jitted raw maps [B,T,h,w] → per-image summaries (all over the S×S model input grid).
+
+  Returns dict: `intensity [B]` (per-image-normalised aesthetic map, upsampled, mean),
+  `raw_mean [B]` (raw aesthetic map upsampled, mean), `raw_min/raw_max [B]`,
+  `box_aesthetic [B,4]`, and for MobileNetV2 `box_attribute`, `box_average [B,4]`,
+  `bucket [B,10,h,w]` (per-image normalised bucket maps).
+  """
+
+  @jax.jit
+  def summarize(maps):
+    aes = maps[:, 0]                                           # [B,h,w]
+    up_raw = cam.upsample(aes[:, None], (size, size))[:, 0]    # [B,S,S]
+    norm = cam.normalize(aes[:, None], 'per_image')            # [B,1,h,w]
+    up = cam.upsample(norm, (size, size))[:, 0]
+    out = {'intensity': up.mean((1, 2)), 'raw_mean': up_raw.mean((1, 2)),
+           'raw_min': up_raw.min((1, 2)), 'raw_max': up_raw.max((1, 2)),
+           'box_aesthetic': crop.boxes(up, threshold)}
+    if arch == 'mobilenet_v2':
+      att = cam.upsample(cam.normalize(maps[:, 11:12], 'per_image'), (size, size))[:, 0]
+      out['box_attribute'] = crop.boxes(att, threshold)
+      out['box_average'] = crop.average_boxes(out['box_aesthetic'], out['box_attribute'])
+      out['bucket'] = cam.normalize(maps[:, 1:11], 'per_image')
+    return out
+
+  return summarize
+
+
+def _scale_boxes(boxes: np.ndarray, size: int, hw: np.ndarray) -> np.ndarray:
+  """[N,4] boxes on the S×S grid → original pixels given hw [N,2]."""
+  out = np.empty_like(boxes)
+  for i in range(boxes.shape[0]):
+    out[i] = predict.scale_box(boxes[i], (size, size), (int(hw[i, 0]), int(hw[i, 1])))
+  return out
+
+
+def _global_intensity(raw_mean: np.ndarray, lo: float, hi: float) -> np.ndarray:
+  """Mean of the globally min-max-normalised map: affine in the raw mean (see module doc)."""
+  return (raw_mean - lo) / max(hi - lo, 1e-12)
+
+
+def _stream(forward, summarize, variables, source, config, mesh, max_examples, desc,
+            keep_buckets: bool) -> dict[str, np.ndarray]:
+  """One pass over a split; returns per-image arrays (+ per-group bucket sums)."""
+  acc: dict[str, list] = {}
+  bucket_sum = bucket_cnt = None
+  batches = input_pipeline.eval_batches(source, config, mesh, max_examples=max_examples or None)
+  n_total = len(source) if not max_examples else min(len(source), int(max_examples))
+  with tqdm(total=n_total, desc=desc, unit='img', leave=False) as bar:
+    for batch in batches:
+      pred, maps = forward(variables, batch['image'])
+      summ = summarize(maps)
+      host = jax.device_get({'pred': pred, 'summ': summ,
+                             **{k: batch[k] for k in ('mask', 'mean_score', 'label',
+                                                      'distribution', 'tags', 'image_id')}})
+      keep = host['mask'] > 0
+      for k, v in host['pred'].items():
+        acc.setdefault('pred_' + k, []).append(np.asarray(v)[keep])
+      for k, v in host['summ'].items():
+        if k == 'bucket':
+          continue
+        acc.setdefault(k, []).append(np.asarray(v)[keep])
+      for k in ('mean_score', 'label', 'distribution', 'tags', 'image_id'):
+        acc.setdefault('true_' + k, []).append(np.asarray(host[k])[keep])
+      if keep_buckets and 'bucket' in host['summ']:
+        b = np.asarray(host['summ']['bucket'])[keep]           # [b,10,h,w]
+        if bucket_sum is None:
+          bucket_sum = np.zeros((len(SCORE_GROUPS),) + b.shape[1:], np.float64)
+          bucket_cnt = np.zeros((len(SCORE_GROUPS),), np.int64)
+        s = np.asarray(host['mean_score'])[keep]
+        for g, (_, lo, hi) in enumerate(SCORE_GROUPS):
+          sel = (s > lo) & (s <= hi) if np.isfinite(lo) else (s < hi)
+          if g == len(SCORE_GROUPS) - 1:
+            sel = s > lo
+          bucket_sum[g] += b[sel].sum(0)
+          bucket_cnt[g] += int(sel.sum())
+      bar.update(int(keep.sum()))
+  out = {k: np.concatenate(v) for k, v in acc.items()}
+  if bucket_sum is not None:
+    out['bucket_sum'], out['bucket_cnt'] = bucket_sum, bucket_cnt
+  return out
+
+
+def _examples(predictor_like, source, rows: Sequence[int], meta: Mapping, config,
+              tag_names: Mapping[int, str]) -> tuple[list[dict], list[dict]]:
+  """Re-reads a few test images (original resolution) for Figures 5, 6 and 8."""
+  fwd, variables, arch, size, thr = predictor_like
+  examples, bucket_examples = [], []
+  for i in rows:
+    img = input_pipeline.decode_image(source[int(i)]['image'])
+    x = input_pipeline.preprocess_eval_np(img, size)[None]
+    pred, maps = fwd(variables, jnp.asarray(x))
+    pred = {k: np.asarray(v) for k, v in pred.items()}
+    maps = predict.split_maps(np.asarray(maps), arch)
+    h, w = img.shape[:2]
+    grid = predict.box_grid((h, w))
+    small = np.asarray(Image.fromarray(img).resize((grid[1], grid[0]), Image.BILINEAR))
+    aes = predict.resize_maps(np.asarray(cam.normalize(maps['aesthetic'], 'per_image')), grid)
+    boxes = {'aesthetic': np.asarray(crop.boxes(aes, thr))[0]}
+    attr = None
+    tag_caption = ''
+    if 'top_tag' in maps:
+      attr = predict.resize_maps(np.asarray(cam.normalize(maps['top_tag'], 'per_image')), grid)
+      boxes['attribute'] = np.asarray(crop.boxes(attr, thr))[0]
+      boxes['average'] = np.asarray(crop.average_boxes(boxes['aesthetic'][None],
+                                                       boxes['attribute'][None]))[0]
+      t = int(np.argmax(pred['tag_probs'][0])) + 1
+      tag_caption = f'attribute map: {tag_names.get(t, f"tag {t}")}'
+    y0, x0, y1, x1 = (int(v) for v in boxes.get('average', boxes['aesthetic']))
+    score = (f'pred {pred["mean_score"][0]:.2f}' if 'mean_score' in pred
+             else f'p_high {pred["p_high"][0]:.2f}')
+    caption = f'id {int(meta["image_id"][i])}: true {meta["mean_score"][i]:.2f}, {score}'
+    examples.append(dict(image=small, aesthetic_map=aes[0],
+                         attribute_map=None if attr is None else attr[0],
+                         attribute_name=tag_caption, boxes=boxes, crop=small[y0:y1, x0:x1],
+                         caption=caption))
+    if 'bucket' in maps:
+      bm = predict.resize_maps(np.asarray(cam.normalize(maps['bucket'], 'per_image'))[0], grid)
+      bucket_examples.append(dict(image=small, maps=bm, caption=caption))
+  return examples, bucket_examples
+
+
+def _study(test_int: Mapping[str, np.ndarray], fit_int: Mapping[str, np.ndarray],
+           test_scores: np.ndarray, fit_scores: np.ndarray, config) -> dict:
+  """Table 1: intensity/score correlations (all, extremes) and the split-point classifier,
+  for both normalisations. Keys suffixed `_per_image` / `_global`; unsuffixed = per_image."""
+  band = tuple(config.input.get('weight_band', (4.5, 6.5)))
+  nboot = int(config.eval.get('bootstrap_samples', 1000))
+  out: dict[str, Any] = {}
+  ext = (test_scores < band[0]) | (test_scores > band[1])
+  out['cam_intensity_n_all'] = int(test_scores.size)
+  out['cam_intensity_n_extreme'] = int(ext.sum())
+  for norm in ('per_image', 'global'):
+    x = test_int[norm]
+    for name, sel in (('all', np.ones_like(ext)), ('extreme', ext)):
+      r = analysis.pearson_with_ci(x[sel], test_scores[sel], num_bootstrap=nboot,
+                                   seed=int(config.seed))
+      out[f'cam_intensity_pearson_{name}_{norm}'] = r['r']
+      out[f'cam_intensity_pearson_{name}_{norm}_ci'] = [r['ci_low'], r['ci_high']]
+    sp = analysis.split_point(fit_int[norm], (fit_scores > 5).astype(np.int32))
+    acc = analysis.split_point_accuracy(x, (test_scores > 5).astype(np.int32), sp['threshold'],
+                                        sp.get('direction', 1))
+    out[f'split_point_threshold_{norm}'] = sp['threshold']
+    out[f'split_point_fit_accuracy_{norm}'] = sp.get('accuracy')
+    out[f'split_point_accuracy_{norm}'] = acc
+  for k in ('cam_intensity_pearson_all', 'cam_intensity_pearson_extreme',
+            'split_point_threshold', 'split_point_accuracy'):
+    out[k] = out[f'{k}_per_image']
+  out['cam_intensity_pearson_all_ci'] = out['cam_intensity_pearson_all_per_image_ci']
+  out['cam_intensity_pearson_extreme_ci'] = out['cam_intensity_pearson_extreme_per_image_ci']
+  return out
+
+
+def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
+             demo: bool | None = None, write_html: bool = True) -> dict:
+  """Evaluates the checkpoint of `workdir` (latest or `step`); returns the metrics dict.
+
+  demo: show the demo-data banner in the report (default: detected from the AVA root, which
+  the demo generator marks with `defect_masks/`).
+  """
+  t0 = time.time()
+  workdir = Path(workdir)
+  model, variables, config, step = train.restore_for_inference(workdir, step)
+  arch = str(config.model.arch)
+  size = int(config.input.image_size)
+  thr = float(config.eval.box_threshold)
+  method = str(config.eval.cam_method)
+  sources = dataset.load_sources(config.data.data_dir, config.data.subset)
+  test, train_src = sources['test'], sources['train']
+  mesh = input_pipeline.make_mesh()
+  out_dir = workdir / EVAL_DIR
+  fig_dir = out_dir / 'figures'
+  fig_dir.mkdir(parents=True, exist_ok=True)
+
+  fwd = predict.make_forward(model, arch, method, None)
+  fwd_u8 = predict.make_forward(model, arch, method, str(config.input.get('normalize', 'none')))
+  summarize = make_summarize(size, thr, arch)
+  max_test = int(config.data.get('max_test_images', 0) or 0)
+  res = _stream(fwd, summarize, variables, test, config, mesh, max_test, 'eval test', True)
+  n = int(res['true_mean_score'].shape[0])
+
+  # --- metrics -------------------------------------------------------------------------
+  pred = {k[5:]: v for k, v in res.items() if k.startswith('pred_')}
+  true = {'label': res['true_label'], 'mean_score': res['true_mean_score'],
+          'distribution': res['true_distribution'], 'tags': res['true_tags']}
+  m: dict[str, Any] = {'step': step, 'arch': arch, 'cam_method': method, 'box_threshold': thr}
+  m.update(metrics_lib.compute(pred, true, float(config.loss.get('emd_r', 2.0))))
+  m['binary_accuracy_ci'] = analysis.accuracy_ci(
+      pred['label_pred'], res['true_label'], int(config.eval.get('bootstrap_samples', 1000)),
+      int(config.seed))
+
+  # --- intensity study: test maps + training maps for the split-point fit ---------------
+  fit_n = int(config.eval.get('split_point_fit_images', 1024))
+  fwd_aes = predict.make_forward(model, arch, method, None, names=('aesthetic',))
+  summ_aes = make_summarize(size, thr, 'vgg16')  # aesthetic map only
+  fit = _stream(fwd_aes, summ_aes, variables, train_src, config, mesh, fit_n, 'fit split point',
+                False)
+  lo, hi = float(res['raw_min'].min()), float(res['raw_max'].max())
+  flo, fhi = float(fit['raw_min'].min()), float(fit['raw_max'].max())
+  test_int = {'per_image': res['intensity'],
+              'global': _global_intensity(res['raw_mean'], lo, hi)}
+  fit_int = {'per_image': fit['intensity'],
+             'global': _global_intensity(fit['raw_mean'], flo, fhi)}
+  m.update(_study(test_int, fit_int, res['true_mean_score'], fit['true_mean_score'], config))
+  m['split_point_fit'] = (f'the first {fit["intensity"].shape[0]} training-split images '
+                          '(eval preprocessing; global normalisation with the training maps\' '
+                          'own min/max)')
+  m['global_normalisation'] = {'test_min': lo, 'test_max': hi, 'fit_min': flo, 'fit_max': fhi}
+
+  # --- faithfulness ----------------------------------------------------------------------
+  m.update(_faithfulness(model, variables, config, test, mesh))
+
+  # --- per-image CSV ---------------------------------------------------------------------
+  limit = n
+  hw = np.array([_image_size(test[i]) for i in range(limit)], np.int64).reshape(-1, 2)
+  boxes = {k: _scale_boxes(res[k], size, hw) for k in ('box_aesthetic', 'box_attribute',
+                                                        'box_average') if k in res}
+  _write_csv(out_dir / 'per_image.csv', res, pred, test_int, hw, boxes)
+
+  # --- figures ---------------------------------------------------------------------------
+  figs: dict[str, bytes] = {}
+  k = max(1, int(config.eval.num_example_images) // 2)
+  order = np.argsort(-res['true_mean_score'], kind='stable')
+  tag_names = _tag_names(config)
+  meta = {'image_id': res['true_image_id'], 'mean_score': res['true_mean_score']}
+  ex_hi, bex_hi = _examples((fwd_u8, variables, arch, size, thr), test, order[:k], meta,
+                            config, tag_names)
+  ex_lo, bex_lo = _examples((fwd_u8, variables, arch, size, thr), test, order[::-1][:k], meta,
+                            config, tag_names)
+  figs['examples_high'] = figures.examples_figure(ex_hi, f'{k} highest-rated test images')
+  figs['examples_low'] = figures.examples_figure(ex_lo, f'{k} lowest-rated test images')
+  for norm in ('per_image', 'global'):
+    figs[f'intensity_scatter_{norm}'] = figures.intensity_scatter(
+        test_int[norm], res['true_mean_score'],
+        pearson_all=m[f'cam_intensity_pearson_all_{norm}'],
+        pearson_extreme=m[f'cam_intensity_pearson_extreme_{norm}'],
+        title=f'Map intensity ({norm} normalisation) vs mean score')
+  if 'bucket_sum' in res:
+    cnt = res['bucket_cnt']
+    mean_maps = res['bucket_sum'] / np.maximum(cnt, 1)[:, None, None, None]
+    figs['bucket_maps'] = figures.bucket_maps_figure(
+        mean_maps, cnt, [g[0] for g in SCORE_GROUPS], 'Average map per target bucket')
+    panels = [figures.image_bucket_maps_figure(b['image'], b['maps'], b['caption'])
+              for b in (bex_hi[:1] + bex_lo[:1])]
+    if panels:
+      figs['bucket_maps_examples'] = _stack_pngs(panels)
+    m['bucket_map_counts'] = [int(c) for c in cnt]
+  for key, png in m.pop('_faithfulness_figures', {}).items():
+    figs[key] = png
+  for key, png in figs.items():
+    _atomic_bytes(fig_dir / f'{key}.png', png)
+
+  m['eval_seconds'] = round(time.time() - t0, 1)
+  m = _clean(m)
+  _atomic_json(out_dir / 'metrics.json', m)
+  if write_html:
+    if demo is None:
+      demo = is_demo(config)
+    section = model_section(workdir, m, figs, config)
+    report.write_report(out_dir / 'report.html', [section], dataset_section(config), demo=demo,
+                        title=f'aesthetics-jax: {section["name"]} evaluation')
+  return m
+
+
+def _stack_pngs(pngs: Sequence[bytes]) -> bytes:
+  """Stacks PNG panels vertically into one PNG."""
+  ims = [Image.open(io.BytesIO(p)).convert('RGB') for p in pngs]
+  w = max(i.width for i in ims)
+  out = Image.new('RGB', (w, sum(i.height for i in ims)), 'white')
+  y = 0
+  for i in ims:
+    out.paste(i, (0, y))
+    y += i.height
+  buf = io.BytesIO()
+  out.save(buf, format='PNG')
+  return buf.getvalue()
+
+
+def _tag_names(config) -> dict[int, str]:
+  ava_dir = config.data.get('ava_dir', '')
+  if ava_dir and (Path(ava_dir) / 'tags.txt').is_file():
+    from aesthetics_jax import ava  # pylint: disable=import-outside-toplevel
+    try:
+      return ava.read_tags(Path(ava_dir) / 'tags.txt')
+    except ValueError:
+      pass
+  return {}
+
+
+def is_demo(config) -> bool:
+  """The demo generator writes `defect_masks/` into its AVA root; real AVA has none."""
+  ava_dir = config.data.get('ava_dir', '')
+  return bool(ava_dir) and (Path(ava_dir) / 'defect_masks').is_dir()
+
+
+def _write_csv(path: Path, res, pred, test_int, hw, boxes) -> None:
+  buf = io.StringIO()
+  w = csv.writer(buf)
+  w.writerow(CSV_FIELDS)
+  n = res['true_mean_score'].shape[0]
+  box = lambda k, i: ' '.join(str(int(v)) for v in boxes[k][i]) if k in boxes else ''  # noqa
+  for i in range(n):
+    w.writerow([int(res['true_image_id'][i]), f'{res["true_mean_score"][i]:.4f}',
+                int(res['true_label'][i]), int(pred['label_pred'][i]),
+                f'{pred["mean_score"][i]:.4f}' if 'mean_score' in pred else '',
+                f'{pred["p_high"][i]:.4f}' if 'p_high' in pred else '',
+                f'{test_int["per_image"][i]:.5f}', f'{test_int["global"][i]:.5f}',
+                int(hw[i, 0]), int(hw[i, 1]), box('box_aesthetic', i), box('box_attribute', i),
+                box('box_average', i)])
+  _atomic_bytes(path, buf.getvalue().encode())
+
+
+def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config) -> dict:
+  """The report section of one evaluated model (see report.py)."""
+  notes = [f'Test images: {m.get("num_test_images")}. CAM method for maps and the study: '
+           f'{m.get("cam_method")}. Split-point threshold fitted on '
+           f'{m.get("split_point_fit")}.']
+  return dict(name=Path(workdir).name or str(workdir), arch=str(config.model.arch),
+              step=m.get('step'), workdir=str(workdir), metrics=dict(m), figures=dict(figs),
+              notes=notes)
+
+
+def dataset_section(config) -> dict | None:
+  """Figures 1-2 and stats.json written by dataset.prepare (None if absent)."""
+  from aesthetics_jax import data_stats  # pylint: disable=import-outside-toplevel
+  if not config.data.get('data_dir'):
+    return None
+  return data_stats.report_section(dataset.dataset_dir(config.data.data_dir, config.data.subset))
+
+
+def _faithfulness(model, variables, config, test, mesh) -> dict:
+  """Deletion/insertion AUC, pointing game, mask mass and randomisation check per method."""
+  return {}
