@@ -1,0 +1,313 @@
+"""Class activation maps as pure functions of a feature map and a head.
+
+Every gradient method differentiates `head_fn` at the cached feature map `A [B,h,w,C]` with ONE
+`jax.vjp` and vmaps the pullback over one-hot cotangents, so the maps of all T targets (10 score
+buckets, 66 tags, ...) cost about one backward pass. The per-method formulas follow
+pytorch-grad-cam (`pytorch_grad_cam`, grad-cam 1.5.x) line by line, including its epsilons and
+the ReLU it applies to every map before normalising; `launch/check_cam_parity.py` compares them.
+
+Raw maps (`compute`) are kept unnormalised; normalisation is explicit:
+  * `normalize(maps, 'per_image')`: min-max per map, exactly pytorch-grad-cam's `scale_cam_image`
+    (`(m - min) / (1e-7 + max(m - min))`);
+  * `normalize(maps, 'global', stats)`: one dataset-wide `(lo, hi)` from `global_stats`, so map
+    intensities stay comparable across images (the paper left this choice open).
+pytorch-grad-cam's own output is `scale(resize(scale(relu(cam))))` (it min-max scales, resizes
+with cv2, then scales again after averaging layers); `torch_like(maps, (H, W))` reproduces that
+order.
+
+Targets are functions `outputs -> [B, T]`; `targets_for(arch, names)` builds the standard ones.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+METHODS = ('gradcam', 'gradcampp', 'hirescam', 'xgradcam', 'layercam', 'eigencam', 'scorecam')
+GRADIENT_METHODS = ('gradcam', 'gradcampp', 'hirescam', 'xgradcam', 'layercam')
+
+HeadFn = Callable[[jax.Array], Any]
+TargetFn = Callable[..., jax.Array]
+
+
+# ----------------------------------------------------------------------------------------------
+# Targets.
+
+
+def _mean_score(score_logits: jax.Array) -> jax.Array:
+  """Predicted mean score Σ softmax · (1..10). `[B, K] -> [B]`."""
+  k = score_logits.shape[-1]
+  p = jax.nn.softmax(score_logits.astype(jnp.float32), axis=-1)
+  return p @ jnp.arange(1, k + 1, dtype=jnp.float32)
+
+
+def _one_target(arch: str, name: str) -> Callable[[Any, Any], jax.Array]:
+  """One named target: `(outputs, ref) -> [B, t]`; `ref` fixes data-dependent choices."""
+  if arch == 'vgg16':
+    if name in ('aesthetic', 'high'):
+      return lambda out, ref: out['logit'].astype(jnp.float32)[:, None]
+    if name == 'low':
+      return lambda out, ref: -out['logit'].astype(jnp.float32)[:, None]
+  elif arch == 'mobilenet_v2':
+    if name == 'aesthetic':
+      return lambda out, ref: _mean_score(out['score_logits'])[:, None]
+    if name == 'low':
+      return lambda out, ref: -_mean_score(out['score_logits'])[:, None]
+    if name == 'bucket':
+      return lambda out, ref: out['score_logits'].astype(jnp.float32)
+    if name.startswith('tag:'):
+      try:
+        k = int(name[4:])
+      except ValueError:
+        k = -1
+      if not 1 <= k <= 66:
+        raise ValueError(f"cam target {name!r}: use 'tag:<k>' with an AVA tag id k in 1..66")
+      return lambda out, ref: out['tag_logits'].astype(jnp.float32)[:, k - 1:k]
+
+    def top_tag(out, ref):
+      # The argmax comes from the reference (unmasked) outputs so that ScoreCAM's masked copies
+      # keep the category of the original image, like pytorch-grad-cam's fixed targets.
+      idx = jnp.argmax(ref['tag_logits'], axis=-1)
+      return jnp.take_along_axis(out['tag_logits'].astype(jnp.float32), idx[:, None], axis=-1)
+
+    if name == 'top_tag':
+      return top_tag
+  else:
+    raise ValueError(f"cam.targets_for: unknown arch {arch!r}; use 'vgg16' or 'mobilenet_v2'")
+  valid = ("'aesthetic', 'low'" if arch == 'vgg16' else
+           "'aesthetic', 'low', 'bucket', 'tag:<k>', 'top_tag'")
+  raise ValueError(f'cam target {name!r} is not defined for {arch}; use one of {valid}')
+
+
+def targets_for(arch: str, names: Sequence[str] | str) -> TargetFn:
+  """Named targets → `target_fn(outputs, ref=None) -> f32 [B, T]` (columns in `names` order).
+
+  vgg16: 'aesthetic' (= 'high', the logit), 'low' (-logit).
+  mobilenet_v2: 'aesthetic' (predicted mean score Σ softmax·(1..10)), 'low' (its negative),
+  'bucket' (the 10 score logits, T += 10), 'tag:<k>' (logit of AVA tag id k, 1..66),
+  'top_tag' (logit of the argmax tag of each image; with `ref`, the argmax of `ref`).
+  """
+  if isinstance(names, str):
+    names = (names,)
+  fns = [_one_target(arch, n) for n in names]
+
+  def target_fn(outputs, ref=None):
+    ref = outputs if ref is None else ref
+    return jnp.concatenate([f(outputs, ref) for f in fns], axis=-1)
+
+  return target_fn
+
+
+def target_names(arch: str, names: Sequence[str] | str) -> list[str]:
+  """Column labels of `targets_for(arch, names)` (expands 'bucket' into 'bucket:1..10')."""
+  if isinstance(names, str):
+    names = (names,)
+  out = []
+  for n in names:
+    out.extend([f'bucket:{k}' for k in range(1, 11)] if n == 'bucket' and arch == 'mobilenet_v2'
+               else [n])
+  return out
+
+
+def _call_target(target_fn: TargetFn, outputs, ref):
+  try:
+    accepts_ref = 'ref' in inspect.signature(target_fn).parameters
+  except (TypeError, ValueError):
+    accepts_ref = False
+  return target_fn(outputs, ref=ref) if accepts_ref else target_fn(outputs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Gradients and per-method formulas (A, G in NHWC; spatial axes are (h, w)).
+
+
+def target_gradients(head_fn: HeadFn, A: jax.Array, target_fn: TargetFn):
+  """Scores and gradients of every target w.r.t. the feature map.
+
+  One `jax.vjp` of `target_fn ∘ head_fn` at `A`; the pullback is vmapped over the T one-hot
+  cotangents (the head treats images independently, so a cotangent of ones over the batch gives
+  per-image gradients).
+  Returns: scores f32 `[B, T]`, grads f32 `[B, T, h, w, C]`.
+  """
+  A = A.astype(jnp.float32)
+  scores, pullback = jax.vjp(lambda a: target_fn(head_fn(a)), A)
+  chex.assert_rank(scores, 2)
+  B, T = scores.shape
+  cot = jnp.broadcast_to(jnp.eye(T, dtype=scores.dtype)[:, None, :], (T, B, T))
+  (grads,) = jax.vmap(pullback)(cot)  # [T, B, h, w, C]
+  return scores, jnp.moveaxis(grads, 0, 1)
+
+
+def _weighted_sum(weights: jax.Array, A: jax.Array) -> jax.Array:
+  """Σ_c w[b,t,c] A[b,h,w,c] → `[B, T, h, w]`."""
+  return jnp.einsum('btc,bhwc->bthw', weights, A, precision=jax.lax.Precision.HIGHEST)
+
+
+def _cam_from_grads(method: str, A: jax.Array, G: jax.Array) -> jax.Array:
+  """Unrectified map `[B,T,h,w]` from activations `[B,h,w,C]` and grads `[B,T,h,w,C]`."""
+  Ab = A[:, None]  # [B, 1, h, w, C]
+  if method == 'gradcam':
+    return _weighted_sum(G.mean(axis=(2, 3)), A)
+  if method == 'gradcampp':
+    g2 = G * G
+    g3 = g2 * G
+    sum_a = A.sum(axis=(1, 2))[:, None, None, None, :]
+    aij = g2 / (2 * g2 + sum_a * g3 + 1e-6)
+    aij = jnp.where(G != 0, aij, 0.0)
+    return _weighted_sum((jnp.maximum(G, 0) * aij).sum(axis=(2, 3)), A)
+  if method == 'hirescam':
+    return (G * Ab).sum(axis=-1)
+  if method == 'xgradcam':
+    sum_a = A.sum(axis=(1, 2))[:, None, None, None, :]
+    return _weighted_sum((G * Ab / (sum_a + 1e-7)).sum(axis=(2, 3)), A)
+  if method == 'layercam':
+    return (jnp.maximum(G, 0) * Ab).sum(axis=-1)
+  raise ValueError(f'unknown gradient CAM method {method!r}; use one of {GRADIENT_METHODS}')
+
+
+def eigen_projection(A: jax.Array) -> jax.Array:
+  """First principal component of the centred feature map, per image. `[B,h,w,C] -> [B,h,w]`.
+
+  pytorch-grad-cam's `get_2d_projection`: rows = positions, centred over positions, projected
+  on the first right singular vector. The SVD sign is LAPACK's (no sign correction), as there.
+  """
+  B, h, w, C = A.shape
+  X = jnp.nan_to_num(A.astype(jnp.float32)).reshape(B, h * w, C)
+  X = X - X.mean(axis=1, keepdims=True)
+  _, _, vt = jnp.linalg.svd(X, full_matrices=False)
+  return jnp.einsum('bpc,bc->bp', X, vt[:, 0], precision=jax.lax.Precision.HIGHEST).reshape(B, h, w)
+
+
+def _align_corners_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """Bilinear interpolation matrix `[n_out, n_in]` with align_corners=True (torch's
+  `UpsamplingBilinear2d`, used by pytorch-grad-cam's ScoreCAM)."""
+  if n_out == 1 or n_in == 1:
+    m = np.zeros((n_out, n_in), np.float32)
+    m[:, 0] = 1.0
+    return m
+  pos = np.arange(n_out, dtype=np.float64) * (n_in - 1) / (n_out - 1)
+  lo = np.clip(np.floor(pos).astype(int), 0, n_in - 2)
+  frac = pos - lo
+  m = np.zeros((n_out, n_in), np.float64)
+  m[np.arange(n_out), lo] += 1 - frac
+  m[np.arange(n_out), lo + 1] += frac
+  return m.astype(np.float32)
+
+
+def score_weights(model_fn: Callable[[jax.Array], Any], images: jax.Array, A: jax.Array,
+                  target_fn: TargetFn, batch_size: int = 16) -> jax.Array:
+  """ScoreCAM channel weights `[B, T, C]`: softmax over channels of the target score of the
+  image masked by each min-max scaled, upsampled channel.
+
+  Args:
+    model_fn: full model, images `[N,H,W,3]` -> outputs.
+    images: f32 `[B, H, W, 3]`, the inputs `A` was computed from.
+    A: f32 `[B, h, w, C]`.
+    batch_size: channels per forward pass (B * batch_size masked images per pass).
+  """
+  B, H, W, _ = images.shape
+  _, h, w, C = A.shape
+  ry, rx = _align_corners_matrix(h, H), _align_corners_matrix(w, W)
+  hp = jax.lax.Precision.HIGHEST
+  ref = model_fn(images)
+
+  def scores_for_channel(c):
+    m = jnp.einsum('Yy,byx,Xx->bYX', ry, A[..., c].astype(jnp.float32), rx, precision=hp)
+    lo = m.min(axis=(1, 2), keepdims=True)
+    hi = m.max(axis=(1, 2), keepdims=True)
+    m = (m - lo) / (hi - lo + 1e-8)
+    return _call_target(target_fn, model_fn(images * m[..., None]), ref)  # [B, T]
+
+  s = jax.lax.map(scores_for_channel, jnp.arange(C), batch_size=batch_size)  # [C, B, T]
+  return jax.nn.softmax(jnp.moveaxis(s, 0, -1), axis=-1)
+
+
+def compute(method: str, head_fn: HeadFn, A: jax.Array, target_fn: TargetFn, *,
+            model_fn: Callable[[jax.Array], Any] | None = None,
+            images: jax.Array | None = None, batch_size: int = 16) -> jax.Array:
+  """Raw CAMs (ReLU applied, not normalised). jit-able; `head_fn` closes over its variables.
+
+  Args:
+    method: one of `METHODS`.
+    head_fn: feature map `[B,h,w,C]` -> outputs pytree.
+    A: f32 `[B, h, w, C]` feature map (the Grad-CAM layer).
+    target_fn: outputs -> `[B, T]` target scores (see `targets_for`).
+    model_fn, images: ScoreCAM only: the full model (`images [N,H,W,3] -> outputs`) and the
+      inputs `[B,H,W,3]` that produced `A`; `batch_size` channels are scored per pass.
+  Returns:
+    f32 `[B, T, h, w]` (EigenCAM does not depend on the target: its map is repeated over T).
+  """
+  chex.assert_rank(A, 4)
+  A = A.astype(jnp.float32)
+  if method in GRADIENT_METHODS:
+    _, G = target_gradients(head_fn, A, target_fn)
+    cam = _cam_from_grads(method, A, G)
+  elif method == 'eigencam':
+    T = jax.eval_shape(lambda a: target_fn(head_fn(a)), A).shape[1]
+    cam = jnp.broadcast_to(eigen_projection(A)[:, None], (A.shape[0], T) + A.shape[1:3])
+  elif method == 'scorecam':
+    if model_fn is None or images is None:
+      raise ValueError("cam.compute('scorecam', ...) needs model_fn= (the full model) and "
+                       'images= (the inputs of A): ScoreCAM re-runs the model on masked inputs')
+    cam = _weighted_sum(score_weights(model_fn, images, A, target_fn, batch_size), A)
+  else:
+    raise ValueError(f'unknown CAM method {method!r}; use one of {METHODS}')
+  return jnp.maximum(cam, 0.0).astype(jnp.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Normalisation and resizing.
+
+
+def global_stats(maps: jax.Array, stats: tuple | None = None,
+                 percentiles: tuple[float, float] | None = None) -> tuple[jax.Array, jax.Array]:
+  """Dataset-wide `(lo, hi)` for `normalize(..., 'global')`.
+
+  Streamable: pass the previous `(lo, hi)` as `stats` and the running min/max is updated batch
+  by batch. With `percentiles=(p_lo, p_hi)` the bounds are those percentiles of `maps`
+  (robust to outliers; not streamable: pass all maps, or a representative sample, at once).
+  """
+  maps = jnp.asarray(maps, jnp.float32)
+  if percentiles is not None:
+    if stats is not None:
+      raise ValueError('global_stats: percentiles are not streamable; pass stats=None')
+    lo, hi = jnp.percentile(maps, jnp.asarray(percentiles, jnp.float32))
+    return lo, hi
+  lo, hi = maps.min(), maps.max()
+  if stats is not None:
+    lo, hi = jnp.minimum(lo, stats[0]), jnp.maximum(hi, stats[1])
+  return lo, hi
+
+
+def normalize(maps: jax.Array, mode: str = 'per_image', stats: tuple | None = None) -> jax.Array:
+  """Maps `[..., h, w]` → [0, 1].
+
+  'per_image': pytorch-grad-cam's `scale_cam_image` per map: `(m - min) / (1e-7 + max(m - min))`.
+  'global': `clip((m - lo) / (hi - lo + 1e-7), 0, 1)` with `stats=(lo, hi)` from `global_stats`.
+  """
+  maps = jnp.asarray(maps, jnp.float32)
+  if mode == 'per_image':
+    m = maps - maps.min(axis=(-2, -1), keepdims=True)
+    return m / (1e-7 + m.max(axis=(-2, -1), keepdims=True))
+  if mode == 'global':
+    if stats is None:
+      raise ValueError("normalize(mode='global') needs stats=(lo, hi) from cam.global_stats")
+    lo, hi = stats
+    return jnp.clip((maps - lo) / (hi - lo + 1e-7), 0.0, 1.0)
+  raise ValueError(f"normalize: unknown mode {mode!r}; use 'per_image' or 'global'")
+
+
+def upsample(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """Bilinear resize of `[..., h, w]` to `[..., H, W]` (half-pixel centres, edge-clamped:
+  cv2.INTER_LINEAR's grid for upsampling)."""
+  maps = jnp.asarray(maps, jnp.float32)
+  return jax.image.resize(maps, maps.shape[:-2] + tuple(size), method='bilinear')
+
+
+def torch_like(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """pytorch-grad-cam's output order: per-map min-max, cv2 bilinear resize, min-max again."""
+  return normalize(upsample(normalize(maps), size))
