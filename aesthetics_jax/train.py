@@ -161,7 +161,10 @@ def make_train_step(model, config, tx: optax.GradientTransformation, mode: str
     new_state = state.replace(step=state.step + 1,
                               params=merge_trainable(state.params, tp, frozen),
                               batch_stats=new_bs, opt_state=opt_state)
-    out = {'loss': loss, 'grad_norm': optax.global_norm(grads), **parts}
+    # One cheap reduction: an update that overflows is caught before it is checkpointed.
+    finite = jnp.isfinite(optax.global_norm(tp)).astype(jnp.float32)
+    out = {'loss': loss, 'grad_norm': optax.global_norm(grads), 'params_finite': finite,
+           **parts}
     return new_state, out
 
   return step_fn
@@ -273,8 +276,9 @@ def _load_init_weights(variables: dict, config) -> dict:
   path = str(config.model.get('init_weights', '') or '')
   if path:
     from aesthetics_jax import pretrained  # pylint: disable=import-outside-toplevel
-    # The heads are new (aesthetic / tag outputs): only the encoder comes from ImageNet.
-    variables = pretrained.load_pretrained(variables, path, dont_load=('head',))
+    # Default dont_load keeps the new aesthetic / tag / binary outputs (and drops ImageNet's
+    # 1000-way classifier); VGG's fc6/fc7 come from ImageNet as in torchvision.
+    variables = pretrained.load_pretrained(variables, path, arch=config.model.arch)
     variables = jax.device_get(flax.core.unfreeze(variables))
     logging.info('Loaded encoder weights from %s', path)
   elif bool(config.model.freeze_encoder):
@@ -444,10 +448,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     fetched = _fetch(pending)
     pending.clear()
     for s, m in fetched:
-      if not math.isfinite(m['loss']):
+      if not math.isfinite(m['loss']) or m['params_finite'] < 1:
+        what = (f'non-finite loss ({m["loss"]})' if not math.isfinite(m['loss'])
+                else 'non-finite parameters after the update')
         where = (f'{workdir / "checkpoints" / str(last_good)}' if last_good is not None
                  else 'none (no checkpoint yet)')
-        raise TrainingError(f'non-finite loss ({m["loss"]}) at step {s}; last good checkpoint: '
+        raise TrainingError(f'{what} at step {s}; last good checkpoint: '
                             f'{where}; lower --config.optim.lr or set --config.optim.grad_clip')
     return fetched
 
