@@ -1,0 +1,203 @@
+"""CAM → boxes → crops, batched.
+
+Boxes are i32 `(y0, x0, y1, x1)`, end-exclusive, in the pixel grid of the map they were computed
+on (`scale_box` moves them to another image size).
+
+* `boxes`: bounding box of the LARGEST 8-connected region (by pixel count; ties → the region
+  whose first pixel comes first in raster order) of pixels `>= threshold * max(map)`. A map whose
+  max is <= 0 (nothing salient) gives the full frame. Labelling runs on the host with one
+  `scipy.ndimage.label` call for the whole batch (a structure that never connects images), via
+  `jax.pure_callback` when traced, so it can sit inside a jitted function.
+* `average_boxes`: the paper's §4.4.3 average of the aesthetic and the attribute box.
+* `aspect_crop`: the window of a given aspect ratio (largest that fits, times `scale`) that
+  encloses the most map mass, over all positions at once with summed-area tables; ties (flat
+  maps) go to the window closest to the centre.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import ndimage
+
+# 8-connectivity inside each image, nothing across the batch axis.
+_STRUCTURE = np.zeros((3, 3, 3), bool)
+_STRUCTURE[1] = True
+
+
+def boxes_np(maps: np.ndarray, threshold: float = 0.2) -> np.ndarray:
+  """Host version of `boxes` (numpy in, numpy out). `[B,H,W] -> i32 [B,4]`."""
+  maps = np.asarray(maps, np.float32)
+  if maps.ndim != 3:
+    raise ValueError(f'crop.boxes: maps must be [B, H, W], got shape {maps.shape}')
+  B, H, W = maps.shape
+  out = np.tile(np.array([0, 0, H, W], np.int32), (B, 1))
+  if B == 0:
+    return out
+  peak = maps.reshape(B, -1).max(axis=1)
+  fg = (maps >= (threshold * peak)[:, None, None]) & (peak > 0)[:, None, None]
+  labels, n = ndimage.label(fg, structure=_STRUCTURE)
+  if n == 0:
+    return out
+  sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]          # [n]
+  slices = ndimage.find_objects(labels)                              # per label: (b, y, x)
+  owner = np.array([s[0].start for s in slices])                     # image of each label
+  # Largest label per image; np.lexsort is stable so ties keep the lowest label (raster order).
+  order = np.lexsort((-sizes, owner))
+  first = np.ones(n, bool)
+  first[1:] = owner[order][1:] != owner[order][:-1]
+  for lab in order[first]:
+    s = slices[lab]
+    out[owner[lab]] = (s[1].start, s[2].start, s[1].stop, s[2].stop)
+  return out
+
+
+def boxes(maps: jax.Array, threshold: float = 0.2) -> jax.Array:
+  """Bounding box of the largest connected region above `threshold * max` per map.
+
+  Args:
+    maps: f32 `[B, H, W]` (normalised or raw; only the ratio to each map's max matters).
+    threshold: fraction of each map's maximum.
+  Returns:
+    i32 `[B, 4]` `(y0, x0, y1, x1)`, end-exclusive. Usable inside `jax.jit`.
+  """
+  try:
+    host = np.asarray(maps)
+  except jax.errors.TracerArrayConversionError:  # inside jit: label on the host
+    shape = jax.ShapeDtypeStruct((maps.shape[0], 4), jnp.int32)
+    return jax.pure_callback(lambda m: boxes_np(m, threshold), shape, maps,
+                             vmap_method='broadcast_all')
+  return jnp.asarray(boxes_np(host, threshold))
+
+
+def average_boxes(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Average of two boxes `[B,4]` (paper §4.4.3): mean corners, starts rounded down and ends
+  up so the result contains the exact mean box."""
+  a = jnp.asarray(a, jnp.int32)
+  b = jnp.asarray(b, jnp.int32)
+  s = a + b
+  start = jnp.floor_divide(s[:, :2], 2)
+  end = -jnp.floor_divide(-s[:, 2:], 2)
+  return jnp.concatenate([start, end], axis=1).astype(jnp.int32)
+
+
+def parse_aspect(aspect: str | float) -> float:
+  """'W:H' (e.g. '4:3', '16:9', '1:1') or a number → width / height."""
+  if isinstance(aspect, (int, float)):
+    r = float(aspect)
+  else:
+    try:
+      w, h = str(aspect).split(':')
+      r = float(w) / float(h)
+    except (ValueError, ZeroDivisionError):
+      r = -1.0
+  if not r > 0:
+    raise ValueError(f"crop aspect {aspect!r} is not valid; use 'W:H' like '4:3' or a ratio > 0")
+  return r
+
+
+def window_size(hw: tuple[int, int], aspect: str | float, scale: float = 1.0) -> tuple[int, int]:
+  """(h, w) of the largest window of `aspect` (width:height) inside `hw`, times `scale`."""
+  H, W = hw
+  r = parse_aspect(aspect)
+  if W >= H * r:
+    h, w = H, H * r
+  else:
+    h, w = W / r, W
+  if not 0 < scale <= 1:
+    raise ValueError(f'crop scale must be in (0, 1], got {scale}')
+  return (int(min(H, max(1, round(h * scale)))), int(min(W, max(1, round(w * scale)))))
+
+
+def window_mass(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """Map mass inside every `size` window: `[B,H,W] -> [B, H-h+1, W-w+1]` (summed-area table).
+
+  Maps are centred per image before the cumulative sums (the window area is constant, so the
+  argmax is unchanged) to keep float32 round-off small on large maps.
+  """
+  h, w = size
+  m = jnp.asarray(maps, jnp.float32)
+  m = m - m.mean(axis=(1, 2), keepdims=True)
+  sat = jnp.pad(jnp.cumsum(jnp.cumsum(m, axis=1), axis=2), ((0, 0), (1, 0), (1, 0)))
+  return sat[:, h:, w:] - sat[:, :-h, w:] - sat[:, h:, :-w] + sat[:, :-h, :-w]
+
+
+def aspect_crop(maps: jax.Array, aspect: str | float = '4:3', scale: float = 1.0) -> jax.Array:
+  """Window of `aspect` (W:H) and size `scale` x the largest that fits, maximising enclosed mass.
+
+  Args:
+    maps: f32 `[B, H, W]`, non-negative (e.g. normalised CAMs at image resolution).
+    aspect: 'W:H' string or width/height ratio.
+    scale: fraction (0, 1] of the largest fitting window's side lengths.
+  Returns:
+    i32 `[B, 4]` `(y0, x0, y1, x1)`, end-exclusive. jit-able (aspect and scale are static).
+  """
+  maps = jnp.asarray(maps, jnp.float32)
+  B, H, W = maps.shape
+  h, w = window_size((H, W), aspect, scale)
+  mass = window_mass(maps, (h, w)).reshape(B, -1)                   # [B, P]
+  ny, nx = H - h + 1, W - w + 1
+  yy, xx = jnp.meshgrid(jnp.arange(ny), jnp.arange(nx), indexing='ij')
+  dist = ((yy - (ny - 1) / 2) ** 2 + (xx - (nx - 1) / 2) ** 2).reshape(-1)
+  # Near-ties (flat maps, round-off) go to the most central window.
+  tol = 1e-5 * jnp.abs(maps).sum(axis=(1, 2), keepdims=True)[:, :, 0] + 1e-12
+  best = mass.max(axis=1, keepdims=True)
+  idx = jnp.argmin(jnp.where(mass >= best - tol, dist[None], jnp.inf), axis=1)
+  y0, x0 = idx // nx, idx % nx
+  return jnp.stack([y0, x0, y0 + h, x0 + w], axis=1).astype(jnp.int32)
+
+
+def scale_box(box: Sequence[int] | np.ndarray, from_hw: tuple[int, int],
+              to_hw: tuple[int, int]) -> np.ndarray:
+  """Boxes `[..., 4]` on a `from_hw` grid → `to_hw` pixels (starts floored, ends ceiled)."""
+  b = np.asarray(box, np.float64)
+  sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
+  f = np.array([sy, sx, sy, sx])
+  out = b * f
+  out[..., :2] = np.floor(out[..., :2] + 1e-9)
+  out[..., 2:] = np.ceil(out[..., 2:] - 1e-9)
+  hi = np.array([to_hw[0], to_hw[1], to_hw[0], to_hw[1]])
+  return np.clip(out, 0, hi).astype(np.int32)
+
+
+def save_crops(images: Sequence[np.ndarray] | np.ndarray, boxes_: np.ndarray,
+               paths: Sequence[str | os.PathLike]) -> list[str]:
+  """Writes `images[i][y0:y1, x0:x1]` to `paths[i]` (format from the suffix; atomic).
+
+  Args:
+    images: uint8 `[H,W,3]` arrays (a list: sizes may differ) or one `[B,H,W,3]` array; float
+      images in [0, 1] are converted.
+    boxes_: i32 `[B, 4]` in each image's own pixels (see `scale_box`).
+    paths: B output files; parent folders are created.
+  """
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  boxes_ = np.asarray(boxes_)
+  if not len(images) == len(boxes_) == len(paths):
+    raise ValueError(f'save_crops: {len(images)} images, {len(boxes_)} boxes, {len(paths)} paths')
+  written = []
+  for img, (y0, x0, y1, x1), path in zip(images, boxes_, paths):
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+      img = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    region = img[max(0, y0):y1, max(0, x0):x1]
+    if region.size == 0:
+      raise ValueError(f'save_crops: empty box {(y0, x0, y1, x1)} for {path}')
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    ext = os.path.splitext(path)[1] or '.png'
+    fd, tmp = tempfile.mkstemp(dir=d, suffix=ext)
+    try:
+      with os.fdopen(fd, 'wb') as f:
+        Image.fromarray(region).save(f, format=Image.registered_extensions().get(ext.lower(), 'PNG'))
+      os.replace(tmp, path)
+    except BaseException:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+      raise
+    written.append(path)
+  return written

@@ -1,0 +1,95 @@
+"""Boxes and crops on hand-made maps with known answers."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from aesthetics_jax import crop
+
+
+def _two_blobs():
+  m = np.zeros((20, 30), np.float32)
+  m[2:5, 3:6] = 1.0        # small, brightest blob (9 px)
+  m[10:18, 12:27] = 0.6    # large blob (120 px)
+  return m
+
+
+def test_largest_region_wins_not_the_brightest():
+  b = np.asarray(crop.boxes(_two_blobs()[None], 0.2))
+  np.testing.assert_array_equal(b, [[10, 12, 18, 27]])
+
+
+def test_threshold_behaviour():
+  m = _two_blobs()
+  # Above 0.6 only the small bright blob survives.
+  np.testing.assert_array_equal(crop.boxes(m[None], 0.7), [[2, 3, 5, 6]])
+  # Ramp: threshold t keeps columns with value >= t.
+  ramp = np.tile(np.linspace(0, 1, 11, dtype=np.float32), (4, 1))[None]
+  np.testing.assert_array_equal(crop.boxes(ramp, 0.5), [[0, 5, 4, 11]])
+  np.testing.assert_array_equal(crop.boxes(ramp, 0.0), [[0, 0, 4, 11]])
+  # Nothing salient → full frame.
+  np.testing.assert_array_equal(crop.boxes(np.zeros((1, 4, 6)), 0.2), [[0, 0, 4, 6]])
+
+
+def test_eight_connectivity():
+  m = np.zeros((1, 6, 6), np.float32)
+  for i in range(4):  # a diagonal line: one region with 8-connectivity
+    m[0, i, i] = 1.0
+  m[0, 5, 0:2] = 1.0  # a 2-pixel region elsewhere
+  np.testing.assert_array_equal(crop.boxes(m), [[0, 0, 4, 4]])
+
+
+def test_batched_equals_per_image_and_jit():
+  rng = np.random.default_rng(0)
+  maps = rng.random((5, 16, 16)).astype(np.float32) ** 4
+  maps[2] = _two_blobs()[:16, :16]
+  batched = np.asarray(crop.boxes(maps, 0.3))
+  single = np.concatenate([np.asarray(crop.boxes(m[None], 0.3)) for m in maps])
+  np.testing.assert_array_equal(batched, single)
+  jitted = jax.jit(lambda m: crop.boxes(m * 2.0, 0.3))(jnp.asarray(maps))
+  np.testing.assert_array_equal(np.asarray(jitted), batched)
+  assert jitted.dtype == jnp.int32 and jitted.shape == (5, 4)
+
+
+def test_average_boxes():
+  a = jnp.array([[0, 0, 10, 10], [2, 4, 6, 8]])
+  b = jnp.array([[2, 3, 20, 11], [2, 4, 6, 8]])
+  np.testing.assert_array_equal(crop.average_boxes(a, b), [[1, 1, 15, 11], [2, 4, 6, 8]])
+
+
+def test_aspect_crop_locates_mass():
+  maps = np.zeros((3, 30, 40), np.float32)
+  maps[0, 20:28, 30:38] = 1.0   # bottom-right mass
+  maps[1, 2:6, 2:6] = 1.0       # top-left mass
+  # maps[2] flat → centred window
+  b = np.asarray(crop.aspect_crop(maps, '1:1', scale=0.5))
+  assert b.shape == (3, 4) and b.dtype == np.int32
+  assert np.all(b[:, 2] - b[:, 0] == 15) and np.all(b[:, 3] - b[:, 1] == 15)
+  for i, (y0, x0, y1, x1) in enumerate(b[:2]):
+    assert maps[i, y0:y1, x0:x1].sum() == maps[i].sum()
+  np.testing.assert_array_equal(b[2], [7, 12, 22, 27])
+  # Largest 16:9 window in 30x40 is 22x40 (rounded); rows 6..8 all hold the mass: most central.
+  b = np.asarray(crop.aspect_crop(maps[:1], '16:9'))
+  np.testing.assert_array_equal(b, [[6, 0, 28, 40]])
+  # Exhaustive check against a brute-force search.
+  m = np.random.default_rng(1).random((2, 12, 9)).astype(np.float32)
+  b = np.asarray(jax.jit(lambda x: crop.aspect_crop(x, '4:3', 0.6))(m))
+  h, w = crop.window_size((12, 9), '4:3', 0.6)
+  for i in range(2):
+    sums = np.array([[m[i, y:y + h, x:x + w].sum() for x in range(9 - w + 1)]
+                     for y in range(12 - h + 1)])
+    y, x = np.unravel_index(sums.argmax(), sums.shape)
+    np.testing.assert_array_equal(b[i], [y, x, y + h, x + w])
+  with pytest.raises(ValueError, match='aspect'):
+    crop.aspect_crop(m, '4-3')
+
+
+def test_scale_box_and_save_crops(tmp_path):
+  np.testing.assert_array_equal(crop.scale_box([1, 2, 3, 4], (8, 8), (16, 32)), [2, 8, 6, 16])
+  imgs = np.arange(2 * 8 * 8 * 3, dtype=np.uint8).reshape(2, 8, 8, 3)
+  paths = [tmp_path / 'a' / 'x.png', tmp_path / 'y.jpg']
+  crop.save_crops(imgs, np.array([[1, 2, 5, 8], [0, 0, 4, 4]]), paths)
+  np.testing.assert_array_equal(np.asarray(Image.open(paths[0])), imgs[0, 1:5, 2:8])
+  assert Image.open(paths[1]).size == (4, 4)
+  assert sorted(p.name for p in tmp_path.rglob('*')) == ['a', 'x.png', 'y.jpg']
