@@ -1,0 +1,261 @@
+"""The intensity study (paper Table 1, Figures 7-8): does a map's mean intensity track the score?
+
+Host-side numpy/scipy on per-image summaries (a few thousand numbers), so no jit here.
+* `mean_intensity`, `intensities`: mean map value under per-image and dataset-global min-max
+  normalisation (the paper does not say which it used; we report both).
+* `pearson_with_ci`, `spearman_with_ci`, `correlations`: coefficients with scipy p-values and
+  seeded percentile-bootstrap 95% CIs, on all images and on the extremes (< 4.5 or > 6.5).
+* `split_point`, `split_point_accuracy`, `split_point_classifier`: "intensity above a threshold
+  → high", threshold fitted on one split, accuracy measured on another.
+* `accuracy_ci`: bootstrap CI of a classification accuracy.
+* `bucket_mean_maps`: mean map per true score bucket (Figure 8).
+Faithfulness metrics live in `faithfulness.py`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+from scipy import stats as sstats
+
+EXTREME_BAND = (4.5, 6.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Intensities.
+
+
+def mean_intensity(maps) -> np.ndarray:
+  """Mean over the last two (spatial) axes: `[..., H, W] -> [...]` (f64)."""
+  return np.asarray(maps, np.float64).mean(axis=(-2, -1))
+
+
+def intensities(raw_maps, stats: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
+  """Mean intensity of raw (ReLU'd, unnormalised) maps `[N, H, W]` under both normalisations.
+
+  'per_image': pytorch-grad-cam's min-max per map. 'global': `(m - lo) / (hi - lo)` clipped to
+  [0, 1], with `stats=(lo, hi)` (default: min and max over these maps; pass
+  `cam.global_stats` accumulated over the whole dataset when streaming).
+  """
+  m = np.asarray(raw_maps, np.float64)
+  lo_i = m.min(axis=(-2, -1), keepdims=True)
+  per = (m - lo_i) / (1e-7 + (m - lo_i).max(axis=(-2, -1), keepdims=True))
+  lo, hi = (float(m.min()), float(m.max())) if stats is None else map(float, stats)
+  glob = np.clip((m - lo) / (hi - lo + 1e-7), 0.0, 1.0)
+  return {'per_image': mean_intensity(per), 'global': mean_intensity(glob)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Correlations with bootstrap CIs.
+
+
+def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+  """Pearson r of each row pair of `[R, N]` arrays (NaN where a row is constant)."""
+  xc = x - x.mean(axis=1, keepdims=True)
+  yc = y - y.mean(axis=1, keepdims=True)
+  den = np.sqrt((xc * xc).sum(axis=1) * (yc * yc).sum(axis=1))
+  with np.errstate(invalid='ignore', divide='ignore'):
+    return np.where(den > 0, (xc * yc).sum(axis=1) / den, np.nan)
+
+
+def _rowwise_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+  return _rowwise_pearson(sstats.rankdata(x, axis=1), sstats.rankdata(y, axis=1))
+
+
+def _with_ci(kind: str, x, y, num_bootstrap: int, seed: int, alpha: float) -> dict[str, Any]:
+  x = np.asarray(x, np.float64).ravel()
+  y = np.asarray(y, np.float64).ravel()
+  if x.shape != y.shape:
+    raise ValueError(f'{kind}: x and y differ in length ({x.size} vs {y.size})')
+  n = int(x.size)
+  nan = float('nan')
+  out = {'r': nan, 'p': nan, 'ci_low': nan, 'ci_high': nan, 'n': n}
+  if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+    return out  # undefined: too few points or a constant variable
+  res = (sstats.pearsonr if kind == 'pearson' else sstats.spearmanr)(x, y)
+  out['r'], out['p'] = float(res[0]), float(res[1])
+  if num_bootstrap > 0:
+    idx = np.random.default_rng(seed).integers(0, n, size=(num_bootstrap, n))
+    rowwise = _rowwise_pearson if kind == 'pearson' else _rowwise_spearman
+    boot = rowwise(x[idx], y[idx])
+    boot = boot[np.isfinite(boot)]
+    if boot.size:
+      out['ci_low'] = float(np.percentile(boot, 100 * alpha / 2))
+      out['ci_high'] = float(np.percentile(boot, 100 * (1 - alpha / 2)))
+  return out
+
+
+def pearson_with_ci(x, y, num_bootstrap: int = 1000, seed: int = 0,
+                    alpha: float = 0.05) -> dict[str, Any]:
+  """Pearson r, two-sided p-value (scipy) and percentile-bootstrap (1-alpha) CI.
+
+  Returns `{'r', 'p', 'ci_low', 'ci_high', 'n'}`; NaN where undefined (n < 3, constant input).
+  The bootstrap resamples (x, y) pairs with `np.random.default_rng(seed)`: same seed, same CI.
+  """
+  return _with_ci('pearson', x, y, num_bootstrap, seed, alpha)
+
+
+def spearman_with_ci(x, y, num_bootstrap: int = 1000, seed: int = 0,
+                     alpha: float = 0.05) -> dict[str, Any]:
+  """Spearman rho (as 'r'), p-value and bootstrap CI; same contract as `pearson_with_ci`."""
+  return _with_ci('spearman', x, y, num_bootstrap, seed, alpha)
+
+
+def extreme_mask(scores, band: tuple[float, float] = EXTREME_BAND) -> np.ndarray:
+  """Images with mean score < band[0] or > band[1] (the paper's extremes)."""
+  s = np.asarray(scores, np.float64)
+  return (s < band[0]) | (s > band[1])
+
+
+def correlations(intensity, scores, band: tuple[float, float] = EXTREME_BAND,
+                 num_bootstrap: int = 1000, seed: int = 0) -> dict[str, dict[str, Any]]:
+  """Table 1: `{'all'|'extreme': {'pearson': {...}, 'spearman': {...}}}` of intensity vs score."""
+  x = np.asarray(intensity, np.float64)
+  s = np.asarray(scores, np.float64)
+  out = {}
+  for name, sel in (('all', np.ones(s.shape, bool)), ('extreme', extreme_mask(s, band))):
+    out[name] = {'pearson': pearson_with_ci(x[sel], s[sel], num_bootstrap, seed),
+                 'spearman': spearman_with_ci(x[sel], s[sel], num_bootstrap, seed)}
+  return out
+
+
+def accuracy_ci(pred, true, num_bootstrap: int = 1000, seed: int = 0,
+                alpha: float = 0.05) -> list[float]:
+  """Percentile-bootstrap (1-alpha) CI `[low, high]` of `mean(pred == true)`."""
+  correct = (np.asarray(pred).ravel() == np.asarray(true).ravel()).astype(np.float64)
+  if correct.size == 0 or num_bootstrap <= 0:
+    return [float('nan'), float('nan')]
+  idx = np.random.default_rng(seed).integers(0, correct.size, (num_bootstrap, correct.size))
+  acc = correct[idx].mean(axis=1)
+  return [float(np.percentile(acc, 100 * alpha / 2)),
+          float(np.percentile(acc, 100 * (1 - alpha / 2)))]
+
+
+# ----------------------------------------------------------------------------------------------
+# Split-point classifier.
+
+
+def split_point_accuracy(x, labels, threshold: float, direction: int = 1) -> float:
+  """Accuracy of "high iff x > threshold" (direction 1) or "high iff x < threshold" (-1)."""
+  x = np.asarray(x, np.float64).ravel()
+  y = np.asarray(labels).ravel().astype(bool)
+  if x.size == 0:
+    return float('nan')
+  pred = x > threshold if direction >= 0 else x < threshold
+  return float((pred == y).mean())
+
+
+def _best_split(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+  """Best threshold for "high iff x > t" over all distinct cuts (vectorised cumsums)."""
+  order = np.argsort(x, kind='stable')
+  xs, ys = x[order], y[order]
+  n = xs.size
+  # Cut after position i-1 (i = 0..n): first i predicted low, the rest high.
+  low_correct = np.concatenate([[0], np.cumsum(~ys)])
+  high_correct = ys.sum() - np.concatenate([[0], np.cumsum(ys)])
+  acc = (low_correct + high_correct) / n
+  valid = np.ones(n + 1, bool)
+  valid[1:n] = xs[1:] > xs[:-1]  # only cut between distinct values
+  i = int(np.argmax(np.where(valid, acc, -1.0)))
+  if i == 0:
+    t = xs[0] - 1.0
+  elif i == n:
+    t = xs[-1]
+  else:
+    t = 0.5 * (xs[i - 1] + xs[i])
+  return float(t), float(acc[i])
+
+
+def split_point(x, labels, direction: int | str = 1) -> dict[str, Any]:
+  """Fits the threshold that maximises accuracy on (x, labels).
+
+  Args:
+    x: `[N]` mean map intensities; labels: `[N]` 1 = high, 0 = low.
+    direction: 1 (paper: above → high), -1 (below → high) or 'auto' (the better of both).
+  Returns: `{'threshold', 'accuracy' (on the fit data), 'direction', 'n'}`.
+  """
+  x = np.asarray(x, np.float64).ravel()
+  y = np.asarray(labels).ravel().astype(bool)
+  if x.size == 0:
+    raise ValueError('split_point: no fit data (0 images)')
+  dirs = (1, -1) if direction == 'auto' else (int(direction),)
+  best = None
+  for d in dirs:
+    t, acc = _best_split(d * x, y)
+    cand = {'threshold': d * t, 'accuracy': acc, 'direction': d, 'n': int(x.size)}
+    if best is None or acc > best['accuracy']:
+      best = cand
+  return best
+
+
+def split_point_classifier(train_x, train_labels, test_x, test_labels,
+                           direction: int | str = 1) -> dict[str, Any]:
+  """Threshold fitted on the training split, accuracy on both splits.
+
+  Returns `{'threshold', 'direction', 'train_accuracy', 'test_accuracy', 'n_train', 'n_test'}`.
+  """
+  fit = split_point(train_x, train_labels, direction)
+  return {'threshold': fit['threshold'], 'direction': fit['direction'],
+          'train_accuracy': fit['accuracy'],
+          'test_accuracy': split_point_accuracy(test_x, test_labels, fit['threshold'],
+                                                fit['direction']),
+          'n_train': fit['n'], 'n_test': int(np.asarray(test_x).size)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Figure 8: mean maps per true score bucket.
+
+
+def score_buckets(scores, num_buckets: int = 10) -> np.ndarray:
+  """Bucket index 0..num_buckets-1 of mean scores: the nearest integer score (1..10) minus 1."""
+  s = np.asarray(scores, np.float64)
+  return (np.clip(np.floor(s + 0.5), 1, num_buckets) - 1).astype(np.int64)
+
+
+def bucket_mean_maps(maps, scores, num_buckets: int = 10,
+                     sums: tuple[np.ndarray, np.ndarray] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+  """Mean (normalised) map per true score bucket.
+
+  Args:
+    maps: `[N, H, W]`; scores: `[N]` true mean scores (bucket = nearest integer score).
+    sums: running `(sum [K,H,W], count [K])` from a previous batch, to stream over a dataset.
+  Returns: `(mean [K,H,W] (NaN where a bucket is empty), count [K], (sum, count))`.
+  """
+  m = np.asarray(maps, np.float64)
+  b = score_buckets(scores, num_buckets)
+  if sums is None:
+    total = np.zeros((num_buckets,) + m.shape[1:], np.float64)
+    count = np.zeros(num_buckets, np.int64)
+  else:
+    total, count = np.array(sums[0], np.float64), np.array(sums[1], np.int64)
+  np.add.at(total, b, m)
+  count += np.bincount(b, minlength=num_buckets)
+  with np.errstate(invalid='ignore', divide='ignore'):
+    mean = total / count[:, None, None]
+  return mean, count, (total, count)
+
+
+def summarize(intensity_by_norm: dict[str, np.ndarray], scores, fit_intensity_by_norm=None,
+              fit_scores=None, num_bootstrap: int = 1000, seed: int = 0,
+              band: tuple[float, float] = EXTREME_BAND) -> dict[str, Any]:
+  """Flat metrics for metrics.json: for each normalisation N in the given dict,
+  `cam_intensity_{pearson,spearman}_{all,extreme}_N` (+ `_p`, `_ci`) and, when fit data is given,
+  `split_point_threshold_N`, `split_point_fit_accuracy_N`, `split_point_accuracy_N`
+  (labels: mean score > 5)."""
+  out: dict[str, Any] = {}
+  s = np.asarray(scores, np.float64)
+  for norm, x in intensity_by_norm.items():
+    c = correlations(x, s, band, num_bootstrap, seed)
+    for sub, d in c.items():
+      for kind, r in d.items():
+        key = f'cam_intensity_{kind}_{sub}_{norm}'
+        out[key], out[key + '_p'] = r['r'], r['p']
+        out[key + '_ci'] = [r['ci_low'], r['ci_high']]
+    if fit_intensity_by_norm is not None:
+      sp = split_point_classifier(fit_intensity_by_norm[norm], np.asarray(fit_scores) > 5, x,
+                                  s > 5)
+      out[f'split_point_threshold_{norm}'] = sp['threshold']
+      out[f'split_point_fit_accuracy_{norm}'] = sp['train_accuracy']
+      out[f'split_point_accuracy_{norm}'] = sp['test_accuracy']
+  return out
