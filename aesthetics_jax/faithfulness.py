@@ -1,0 +1,242 @@
+"""Is a map faithful to the model? Deletion/insertion AUC, pointing game, mask mass and the
+model-randomisation sanity check.
+
+* Deletion / insertion (Petsiuk et al., RISE 2018): pixels are ranked by saliency; in `steps`
+  equal steps the top fraction is replaced by a baseline (deletion) or copied from the image into
+  the baseline (insertion), and the model's target score is evaluated on every step in one
+  batched call. Curves are normalised per image as `(s - s_baseline) / (s_image - s_baseline)`
+  (deletion runs 1 → 0, insertion 0 → 1) and integrated by the trapezoid rule over the deleted /
+  inserted fraction in [0, 1]. Deletion: lower is better; insertion: higher is better.
+* Pointing game (Zhang et al. 2016): is the map's argmax inside the ground-truth mask? The
+  centre-pixel baseline answers the same question for a map that always points at the centre.
+* Mask mass: fraction of the map's mass inside the mask (chance level = mask area fraction).
+* Randomisation check (Adebayo et al. 2018): Spearman rank correlation, per image, between the
+  maps of the trained head and of a re-initialised head; low = the map depends on the model.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats as sstats
+
+from aesthetics_jax import cam
+
+ScoreFn = Callable[[jax.Array], jax.Array]
+
+
+# ----------------------------------------------------------------------------------------------
+# Baselines.
+
+
+def gaussian_blur(images: jax.Array, sigma: float) -> jax.Array:
+  """Separable Gaussian blur of `[B,H,W,C]` (edge-replicated borders, kernel radius 3 sigma)."""
+  images = jnp.asarray(images, jnp.float32)
+  r = max(1, int(np.ceil(3 * sigma)))
+  k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+  k = jnp.asarray(k / k.sum(), jnp.float32)
+  x = jnp.pad(images, ((0, 0), (r, r), (r, r), (0, 0)), mode='edge')
+  H, W = images.shape[1:3]
+  # Shifted sums: cheap for the small radii used here and exact in float32.
+  x = sum(k[i] * x[:, i:i + H] for i in range(2 * r + 1))
+  return sum(k[i] * x[:, :, i:i + W] for i in range(2 * r + 1))
+
+
+def baseline_images(images: jax.Array, kind: str | jax.Array = 'blur',
+                    sigma: float | None = None) -> jax.Array:
+  """Baseline for deletion/insertion: 'blur' (Gaussian, default sigma = 5 px at 224 px),
+  'mean' (each image's per-channel mean), 'zero', or an explicit array `[B,H,W,C]`."""
+  images = jnp.asarray(images, jnp.float32)
+  if not isinstance(kind, str):
+    return jnp.broadcast_to(jnp.asarray(kind, jnp.float32), images.shape)
+  if kind == 'blur':
+    return gaussian_blur(images, sigma if sigma else 5.0 * max(images.shape[1:3]) / 224)
+  if kind == 'mean':
+    return jnp.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape)
+  if kind == 'zero':
+    return jnp.zeros_like(images)
+  raise ValueError(f"faithfulness baseline {kind!r}: use 'blur', 'mean', 'zero' or an array")
+
+
+# ----------------------------------------------------------------------------------------------
+# Deletion / insertion.
+
+
+def _to_image_grid(maps: jax.Array, hw: tuple[int, int]) -> jax.Array:
+  maps = jnp.asarray(maps, jnp.float32)
+  return maps if maps.shape[1:] == tuple(hw) else cam.upsample(maps, hw)
+
+
+def saliency_ranks(maps: jax.Array) -> jax.Array:
+  """Rank of every pixel, 0 = most salient (ties: raster order). `[B,H,W] -> i32 [B,H*W]`."""
+  B = maps.shape[0]
+  order = jnp.argsort(-maps.reshape(B, -1), axis=1, stable=True)
+  return jnp.argsort(order, axis=1).astype(jnp.int32)
+
+
+def trapezoid_auc(curves: jax.Array) -> jax.Array:
+  """Area under `[..., K+1]` curves sampled at equal steps over [0, 1]."""
+  k = curves.shape[-1] - 1
+  return (curves[..., 1:] + curves[..., :-1]).sum(axis=-1) / (2 * k)
+
+
+def perturbation_curves(score_fn: ScoreFn, images: jax.Array, maps: jax.Array,
+                        mode: str = 'deletion', steps: int = 16,
+                        baseline: str | jax.Array = 'blur',
+                        steps_per_call: int | None = None) -> dict[str, jax.Array]:
+  """Deletion or insertion curves of a batch. jit-able (mode, steps, baseline kind static).
+
+  Args:
+    score_fn: images `[N,H,W,C]` -> target scores `[N]` (the model and target composed).
+    images: f32 `[B,H,W,C]`.
+    maps: `[B,h,w]` saliency (upsampled bilinearly to `H,W` if smaller).
+    mode: 'deletion' (most salient pixels → baseline first) or 'insertion' (baseline, most
+      salient pixels restored first).
+    steps: K; the curve has K+1 points at fractions 0, 1/K, ..., 1 of the pixels.
+    steps_per_call: curve points scored per `score_fn` call (None = all K+1: one call on
+      B*(K+1) images); lower it to bound memory at full resolution.
+  Returns: `curve [B,K+1]` (raw scores), `normalized [B,K+1]`, `auc [B]` (normalised curve),
+    `auc_raw [B]`, `fractions [K+1]`.
+  """
+  if mode not in ('deletion', 'insertion'):
+    raise ValueError(f"perturbation mode {mode!r}: use 'deletion' or 'insertion'")
+  images = jnp.asarray(images, jnp.float32)
+  chex.assert_rank(images, 4)
+  B, H, W, _ = images.shape
+  ranks = saliency_ranks(_to_image_grid(maps, (H, W))).reshape(B, H, W, 1)
+  base = baseline_images(images, baseline)
+  src, dst = (base, images) if mode == 'deletion' else (images, base)
+  counts = jnp.round(jnp.linspace(0.0, H * W, steps + 1)).astype(jnp.int32)
+
+  def score_step(n):  # the n most salient pixels come from `src`, the rest from `dst`
+    return score_fn(jnp.where(ranks < n, src, dst)).astype(jnp.float32)
+
+  curve = jax.lax.map(score_step, counts, batch_size=steps_per_call or steps + 1).T  # [B, K+1]
+  full = curve[:, 0] if mode == 'deletion' else curve[:, -1]
+  empty = curve[:, -1] if mode == 'deletion' else curve[:, 0]
+  den = full - empty
+  den = jnp.where(jnp.abs(den) < 1e-12, jnp.nan, den)  # undefined if the baseline scores the same
+  normalized = (curve - empty[:, None]) / den[:, None]
+  return {'curve': curve, 'normalized': normalized, 'auc': trapezoid_auc(normalized),
+          'auc_raw': trapezoid_auc(curve), 'fractions': counts / (H * W)}
+
+
+def deletion(score_fn: ScoreFn, images, maps, steps: int = 16, baseline='blur',
+             steps_per_call: int | None = None) -> dict[str, jax.Array]:
+  """Deletion curves and AUC (lower = more faithful); see `perturbation_curves`."""
+  return perturbation_curves(score_fn, images, maps, 'deletion', steps, baseline, steps_per_call)
+
+
+def insertion(score_fn: ScoreFn, images, maps, steps: int = 16, baseline='blur',
+              steps_per_call: int | None = None) -> dict[str, jax.Array]:
+  """Insertion curves and AUC (higher = more faithful); see `perturbation_curves`."""
+  return perturbation_curves(score_fn, images, maps, 'insertion', steps, baseline,
+                             steps_per_call)
+
+
+def random_maps(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """Uniform noise maps: the chance-level reference for deletion/insertion."""
+  return jax.random.uniform(key, shape, jnp.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Ground-truth masks.
+
+
+def pointing_game(maps: jax.Array, masks: jax.Array) -> dict[str, jax.Array]:
+  """Argmax-in-mask per image, and the centre-pixel baseline.
+
+  Args:
+    maps: `[B,h,w]` (upsampled to the mask size if smaller); masks: `[B,H,W]` bool/0-1.
+  Returns: `hit [B]`, `centre_hit [B]` bool, and `valid [B]` (mask not empty; average the
+    hits over valid images only).
+  """
+  masks = jnp.asarray(masks) > 0
+  B, H, W = masks.shape
+  m = _to_image_grid(maps, (H, W)).reshape(B, -1)
+  arg = jnp.argmax(m, axis=1)
+  flat = masks.reshape(B, -1)
+  hit = jnp.take_along_axis(flat, arg[:, None], axis=1)[:, 0]
+  return {'hit': hit, 'centre_hit': masks[:, H // 2, W // 2], 'valid': flat.any(axis=1)}
+
+
+def mask_mass(maps: jax.Array, masks: jax.Array) -> dict[str, jax.Array]:
+  """Fraction of (non-negative) map mass inside each mask, and the mask's area fraction
+  (what a uniform map would get). `maps [B,h,w]`, `masks [B,H,W]` → `mass [B]`, `area [B]`."""
+  masks = jnp.asarray(masks) > 0
+  B, H, W = masks.shape
+  m = jnp.maximum(_to_image_grid(maps, (H, W)), 0.0)
+  inside = (m * masks).sum(axis=(1, 2))
+  total = m.sum(axis=(1, 2))
+  return {'mass': jnp.where(total > 0, inside / jnp.where(total > 0, total, 1.0), jnp.nan),
+          'area': masks.mean(axis=(1, 2))}
+
+
+# ----------------------------------------------------------------------------------------------
+# Model randomisation.
+
+
+def rank_correlation(maps_a, maps_b) -> np.ndarray:
+  """Spearman correlation per image between two map batches `[B,h,w]` (NaN for a flat map)."""
+  a = np.asarray(maps_a, np.float64).reshape(len(maps_a), -1)
+  b = np.asarray(maps_b, np.float64).reshape(len(maps_b), -1)
+  ra, rb = sstats.rankdata(a, axis=1), sstats.rankdata(b, axis=1)
+  ra -= ra.mean(axis=1, keepdims=True)
+  rb -= rb.mean(axis=1, keepdims=True)
+  den = np.sqrt((ra * ra).sum(axis=1) * (rb * rb).sum(axis=1))
+  with np.errstate(invalid='ignore', divide='ignore'):
+    return np.where(den > 0, (ra * rb).sum(axis=1) / den, np.nan)
+
+
+def randomized_params(params: Any, key: jax.Array) -> Any:
+  """Re-initialised copy of a head's parameters (flax defaults): kernels (ndim >= 2) lecun
+  normal, `scale` leaves ones, other leaves (biases) zeros. Use with the same `head_fn`."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  keys = jax.random.split(key, max(1, len(leaves)))
+  out = []
+  for (path, leaf), k in zip(leaves, keys):
+    leaf = jnp.asarray(leaf)
+    name = str(getattr(path[-1], 'key', path[-1])) if path else ''
+    if leaf.ndim >= 2:
+      fan_in = int(np.prod(leaf.shape[:-1]))
+      out.append((jax.random.normal(k, leaf.shape) / np.sqrt(fan_in)).astype(leaf.dtype))
+    elif name == 'scale':
+      out.append(jnp.ones_like(leaf))
+    else:
+      out.append(jnp.zeros_like(leaf))
+  return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def randomization_check(maps_trained, maps_random) -> dict[str, Any]:
+  """Per-image Spearman between trained-head and random-head maps, with its mean and median."""
+  rho = rank_correlation(maps_trained, maps_random)
+  finite = rho[np.isfinite(rho)]
+  return {'spearman': rho,
+          'mean': float(finite.mean()) if finite.size else float('nan'),
+          'median': float(np.median(finite)) if finite.size else float('nan')}
+
+
+def summarize(deletion_auc, insertion_auc, pointing: dict | None = None,
+              mass: dict | None = None, randomization: dict | None = None,
+              prefix: str = '') -> dict[str, float]:
+  """Scalar means for metrics.json (NaNs and invalid pointing-game images skipped)."""
+  def mean(x, sel=None):
+    x = np.asarray(x, np.float64)
+    if sel is not None:
+      x = x[np.asarray(sel, bool)]
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else float('nan')
+
+  out = {f'{prefix}deletion_auc': mean(deletion_auc), f'{prefix}insertion_auc': mean(insertion_auc)}
+  if pointing is not None:
+    out[f'{prefix}pointing_game'] = mean(pointing['hit'], pointing['valid'])
+    out[f'{prefix}pointing_game_centre'] = mean(pointing['centre_hit'], pointing['valid'])
+  if mass is not None:
+    out[f'{prefix}mask_mass'] = mean(mass['mass'])
+    out[f'{prefix}mask_area'] = mean(mass['area'])
+  if randomization is not None:
+    out[f'{prefix}randomization_spearman'] = mean(randomization['spearman'])
+  return out
