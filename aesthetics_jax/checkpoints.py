@@ -46,7 +46,9 @@ class Checkpointer:
       policies.append(ocp_pp.BestN(
           get_metric_fn=lambda m: float(m.get(best_metric, float('-inf'))),
           reverse=False, n=1, keep_checkpoints_without_metrics=False))
+    best_fn = ((lambda m: float(m.get(best_metric, float('-inf')))) if best_metric else None)
     options = ocp.CheckpointManagerOptions(
+        best_fn=best_fn, best_mode='max',  # for best_step(); retention is the policy below
         preservation_policy=ocp_pp.AnyPreservationPolicy(policies),
         enable_async_checkpointing=enable_async, create=not read_only, read_only=read_only)
     self.manager = ocp.CheckpointManager(
@@ -101,6 +103,14 @@ class Checkpointer:
       raise CheckpointMismatchError(
           f'{self.workdir}: checkpoint {step} does not match this model ({first[:200]}); '
           'use a fresh --workdir or the matching --config') from e
+    # Orbax may restore a stored array whose shape differs from the target: check ourselves.
+    for name in items:
+      want = abstract_variables if name == 'variables' else abstract_opt
+      bad = _shape_mismatch(want, out[name])
+      if bad:
+        raise CheckpointMismatchError(
+            f'{self.workdir}: checkpoint {step} does not match this model ({name}/{bad}); '
+            'use a fresh --workdir or the matching --config')
     return out['variables'], out.get('opt') if abstract_opt is not None else None
 
   def wait(self) -> None:
@@ -109,6 +119,22 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _shape_mismatch(want: Any, got: Any) -> str:
+  """'' if both trees have the same structure and leaf shapes, else the first difference."""
+  w = jax.tree_util.tree_flatten_with_path(want)[0]
+  g = dict(jax.tree_util.tree_flatten_with_path(got)[0])
+  if len(w) != len(g):
+    return f'{len(g)} arrays stored, {len(w)} expected'
+  for path, leaf in w:
+    other = g.get(path)
+    key = jax.tree_util.keystr(path)
+    if other is None:
+      return f'{key} missing'
+    if tuple(other.shape) != tuple(leaf.shape):
+      return f'{key} has shape {tuple(other.shape)}, expected {tuple(leaf.shape)}'
+  return ''
 
 
 def abstract_like(tree: Any) -> Any:

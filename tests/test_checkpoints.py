@@ -1,0 +1,107 @@
+"""Checkpoints: retention (latest + best), mismatch errors, SIGKILL + rerun == uninterrupted."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'tests'))
+from aesthetics_jax import checkpoints, train  # noqa: E402
+from configs import demo  # noqa: E402
+from tiny_ava import prepare_tiny  # noqa: E402
+
+OVERRIDES = {'num_train_steps': 6, 'checkpoint_every_steps': 2, 'eval_every_steps': 3,
+             'log_every_steps': 1}
+
+
+def test_keeps_latest_and_best(tmp_path):
+  ck = checkpoints.Checkpointer(tmp_path, keep=1, best_metric='binary_accuracy')
+  meta = {'model': {'arch': 'vgg16', 'width_mult': 0.125}}
+  for step, acc in zip([1, 2, 3, 4], [0.1, 0.9, 0.2, 0.3]):
+    tree = {'w': np.full((3,), step, np.float32)}
+    ck.save(step, tree, {'step': np.int32(step)}, meta, metrics={'binary_accuracy': acc})
+  ck.wait()
+  assert sorted(ck.all_steps()) == [2, 4] and ck.best_step() == 2 and ck.latest_step() == 4
+  abstract = {'w': jax.ShapeDtypeStruct((3,), np.float32)}
+  v, _ = ck.restore(2, abstract)
+  np.testing.assert_array_equal(v['w'], [2, 2, 2])
+  ck.check_model(4, {'arch': 'vgg16', 'width_mult': 0.125})
+  with pytest.raises(checkpoints.CheckpointMismatchError, match='fresh --workdir or the matching'):
+    ck.check_model(4, {'arch': 'mobilenet_v2', 'width_mult': 0.125})
+  with pytest.raises(checkpoints.CheckpointMismatchError, match=str(tmp_path)):
+    ck.restore(4, {'w': jax.ShapeDtypeStruct((5,), np.float32)})
+  ck.close()
+
+
+_KILLED_RUN = textwrap.dedent('''
+    import os, signal, sys
+    sys.path.insert(0, {root!r})
+    from aesthetics_jax import checkpoints, train
+    from configs import demo
+    c = demo.get_config('vgg16,smoke')
+    c.data.data_dir = {data_dir!r}
+    for k, v in {overrides!r}.items():
+      c[k] = v
+    orig = checkpoints.Checkpointer.save
+    def save(self, step, *a, **k):
+      out = orig(self, step, *a, **k)
+      if step == 4:  # die hard once checkpoint 4 is on disk
+        self.wait()
+        os.kill(os.getpid(), signal.SIGKILL)
+      return out
+    checkpoints.Checkpointer.save = save
+    train.train_and_evaluate(c, {workdir!r})
+''')
+
+
+def _last_eval(workdir):
+  rows = [json.loads(l) for l in (Path(workdir) / 'metrics.jsonl').read_text().splitlines()]
+  return [r for r in rows if 'eval/binary_accuracy' in r][-1]
+
+
+def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
+  data_dir = prepare_tiny(tmp_path / 'data')
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  killed = tmp_path / 'killed'
+  script = _KILLED_RUN.format(root=str(ROOT), data_dir=str(data_dir), overrides=OVERRIDES,
+                              workdir=str(killed))
+  p = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True,
+                     timeout=300)
+  assert p.returncode == -9, p.stderr[-2000:]
+  assert (killed / 'checkpoints' / '4').is_dir() and not (killed / 'checkpoints' / '6').exists()
+  flags = [f'--config.data.data_dir={data_dir}'] + [f'--config.{k}={v}'
+                                                     for k, v in OVERRIDES.items()]
+  cmd = [sys.executable, '-m', 'launch.train', '--config=configs/demo.py:vgg16,smoke',
+         f'--workdir={killed}'] + flags
+  p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0, p.stderr[-2000:]
+  resumed_result = json.loads(p.stdout.strip().splitlines()[-1])
+  # Uninterrupted reference, in this process.
+  c = demo.get_config('vgg16,smoke')
+  c.data.data_dir = str(data_dir)
+  for k, v in OVERRIDES.items():
+    c[k] = v
+  ref_dir = tmp_path / 'ref'
+  ref_result = train.train_and_evaluate(c, ref_dir)
+  assert resumed_result == pytest.approx(ref_result, rel=1e-6, nan_ok=True)
+  _, v_res, _, s_res = train.restore_for_inference(killed)
+  _, v_ref, _, s_ref = train.restore_for_inference(ref_dir)
+  assert s_res == s_ref == 6
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               jax.device_get(v_res), jax.device_get(v_ref))
+  a, b = _last_eval(killed), _last_eval(ref_dir)
+  assert {k: v for k, v in a.items() if k != 'time'} == {k: v for k, v in b.items()
+                                                         if k != 'time'}
+  # The CLI refuses another model in this workdir with one line and exit code 1.
+  p = subprocess.run(cmd + ['--config.model.fc_dim=64'], cwd=ROOT, env=env,
+                     capture_output=True, text=True, timeout=300)
+  assert p.returncode == 1
+  last = p.stderr.strip().splitlines()[-1]
+  assert 'fresh --workdir' in last and str(killed) in last and 'Traceback' not in p.stderr

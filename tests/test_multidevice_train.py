@@ -1,0 +1,90 @@
+"""The same training code on 1 device, 8 fake devices and 2 processes gives the same params."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'tests'))
+from aesthetics_jax import train  # noqa: E402
+from configs import demo  # noqa: E402
+from tiny_ava import prepare_tiny  # noqa: E402
+
+OVERRIDES = {'num_train_steps': 2, 'checkpoint_every_steps': 2, 'eval_every_steps': 2,
+             'log_every_steps': 1}
+
+
+@pytest.fixture(scope='module')
+def single(tmp_path_factory):
+  """The 1-device reference run."""
+  tmp = tmp_path_factory.mktemp('md')
+  data_dir = prepare_tiny(tmp / 'data')
+  c = demo.get_config('vgg16,smoke')
+  c.data.data_dir = str(data_dir)
+  for k, v in OVERRIDES.items():
+    c[k] = v
+  assert jax.device_count() == 1
+  train.train_and_evaluate(c, tmp / 'single')
+  return data_dir, tmp
+
+
+def _train_losses(workdir):
+  rows = [json.loads(l) for l in (Path(workdir) / 'metrics.jsonl').read_text().splitlines()]
+  return [r['train/loss'] for r in rows if 'train/loss' in r]
+
+
+def _assert_same_run(workdir, ref):
+  np.testing.assert_allclose(_train_losses(workdir), _train_losses(ref), rtol=1e-5)
+  _, v, _, _ = train.restore_for_inference(workdir)
+  _, v_ref, _, _ = train.restore_for_inference(ref)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               jax.device_get(v), jax.device_get(v_ref))
+
+
+def _cmd(data_dir, workdir, *extra):
+  return ([sys.executable, '-m', 'launch.train', '--config=configs/demo.py:vgg16,smoke',
+           f'--workdir={workdir}', f'--config.data.data_dir={data_dir}']
+          + [f'--config.{k}={v}' for k, v in OVERRIDES.items()] + list(extra))
+
+
+def test_eight_fake_devices_match_one(single):
+  data_dir, tmp = single
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
+         'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+  check = textwrap.dedent('''
+      import jax, runpy, sys
+      assert jax.device_count() == 8, jax.devices()
+      sys.argv = ['launch.train'] + sys.argv[1:]
+      runpy.run_module('launch.train', run_name='__main__')
+  ''')
+  cmd = _cmd(data_dir, tmp / 'eight')
+  p = subprocess.run([sys.executable, '-c', check] + cmd[1:][2:], cwd=ROOT, env=env,
+                     capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0, p.stderr[-3000:]
+  _assert_same_run(tmp / 'eight', tmp / 'single')
+
+
+def test_two_processes_match_one(single):
+  data_dir, tmp = single
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  env.pop('XLA_FLAGS', None)
+  procs = [subprocess.Popen(_cmd(data_dir, tmp / 'two', f'--coordinator_address=localhost:{port}',
+                                 '--num_processes=2', f'--process_id={i}'),
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True) for i in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  assert outs[0][0].strip() and not outs[1][0].strip()  # only process 0 prints/logs
+  _assert_same_run(tmp / 'two', tmp / 'single')
