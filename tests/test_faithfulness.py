@@ -55,7 +55,8 @@ def test_deletion_of_region_drops_score_fastest():
   for i, (y, x) in enumerate(patches):
     maps[i, y:y + 4, x:x + 4] = 1.0
   images = jnp.full((16, S, S, 3), 0.2).at[:, REGION].set(0.9)
-  auc = np.asarray(F.deletion(score_fn, images, jnp.asarray(maps), 16, 'blur')['auc_raw'])
+  auc = np.asarray(jax.jit(lambda im, m: F.deletion(score_fn, im, m, 16, 'blur'))(
+      images, jnp.asarray(maps))['auc_raw'])
   overlap = np.array([REGION[y:y + 4, x:x + 4].sum() for y, x in patches])
   assert overlap[np.argmin(auc)] == overlap.max()
   assert np.corrcoef(overlap, auc)[0, 1] < -0.8
@@ -63,8 +64,9 @@ def test_deletion_of_region_drops_score_fastest():
 
 def test_steps_per_call_and_baselines(setup):
   images, good, _ = setup
-  a = F.insertion(score_fn, images, good, 8, 'blur')
-  b = F.insertion(score_fn, images, good, 8, 'blur', steps_per_call=2)
+  run = jax.jit(lambda im, m, k: F.insertion(score_fn, im, m, 8, 'blur', steps_per_call=k),
+                static_argnums=2)
+  a, b = run(images, good, None), run(images, good, 2)
   np.testing.assert_allclose(a['curve'], b['curve'], rtol=1e-6)
   blurred = F.baseline_images(images, 'blur', sigma=1.0)
   assert blurred.shape == images.shape
@@ -104,12 +106,13 @@ def test_randomization_check_separates_model_dependent_maps():
   rparams = F.randomized_params(params, k[2])
   assert rparams['dense']['kernel'].shape == (288, 3)
   assert float(jnp.abs(rparams['dense']['bias']).max()) == 0
-  maps = lambda p: cam.compute('hirescam', lambda a: head(p, a), A, lambda o: o[:, :1])[:, 0]
+  maps = jax.jit(lambda p: cam.compute('hirescam', lambda a: head(p, a), A,
+                                       lambda o: o[:, :1])[:, 0])
   m_tr, m_rand = maps(params), maps(rparams)
   rc = F.randomization_check(m_tr, m_rand)
   ref = [stats.spearmanr(np.ravel(a), np.ravel(b))[0] for a, b in zip(m_tr, m_rand)]
   np.testing.assert_allclose(rc['spearman'], ref, atol=1e-10)
   assert abs(rc['mean']) < 0.5
   # A model-independent map (EigenCAM: activations only) does not change: rho = 1.
-  e = lambda p: cam.compute('eigencam', lambda a: head(p, a), A, lambda o: o[:, :1])[:, 0]
+  e = jax.jit(lambda p: cam.compute('eigencam', lambda a: head(p, a), A, lambda o: o[:, :1])[:, 0])
   np.testing.assert_allclose(F.randomization_check(e(params), e(rparams))['spearman'], 1.0)
