@@ -169,41 +169,49 @@ def _stream(forward, summarize, variables, source, config, mesh, max_examples, d
   return out
 
 
-def _examples(predictor_like, source, rows: Sequence[int], meta: Mapping, config,
+def _examples(fwd, variables, config, source, rows: Sequence[int], meta: Mapping,
               tag_names: Mapping[int, str]) -> tuple[list[dict], list[dict]]:
-  """Re-reads a few test images (original resolution) for Figures 5, 6 and 8."""
-  fwd, variables, arch, size, thr = predictor_like
+  """Re-reads a few test images (original resolution) for Figures 5, 6 and 8.
+
+  All rows go through the eval forward in ONE batch padded to the eval batch size, so the
+  jitted function is not compiled again for a new shape.
+  """
+  arch, size = str(config.model.arch), int(config.input.image_size)
+  thr = float(config.eval.box_threshold)
+  bs = int(config.eval.get('batch_size', 0) or config.batch_size)
+  rows = [int(i) for i in rows]
+  imgs = [input_pipeline.decode_image(source[i]['image']) for i in rows]
+  x = np.stack([input_pipeline.preprocess_eval_np(im, size) for im in imgs])
+  pad = (-len(rows)) % bs
+  x = np.concatenate([x, np.repeat(x[:1], pad, 0)]) if pad else x
+  x = input_pipeline.to_model_input(jnp.asarray(x), str(config.input.get('normalize', 'none')))
+  pred, maps = jax.device_get(fwd(variables, x))
+  maps = predict.split_maps(np.asarray(maps), arch)
   examples, bucket_examples = [], []
-  for i in rows:
-    img = input_pipeline.decode_image(source[int(i)]['image'])
-    x = input_pipeline.preprocess_eval_np(img, size)[None]
-    pred, maps = fwd(variables, jnp.asarray(x))
-    pred = {k: np.asarray(v) for k, v in pred.items()}
-    maps = predict.split_maps(np.asarray(maps), arch)
+  for j, (i, img) in enumerate(zip(rows, imgs)):
     h, w = img.shape[:2]
-    grid = predict.box_grid((h, w))
+    grid = predict.box_grid((h, w), 256)
     small = np.asarray(Image.fromarray(img).resize((grid[1], grid[0]), Image.BILINEAR))
-    aes = predict.resize_maps(np.asarray(cam.normalize(maps['aesthetic'], 'per_image')), grid)
+    aes = predict.resize_maps(np.asarray(cam.normalize(maps['aesthetic'][j:j + 1])), grid)
     boxes = {'aesthetic': np.asarray(crop.boxes(aes, thr))[0]}
-    attr = None
-    tag_caption = ''
+    attr, tag_caption = None, ''
     if 'top_tag' in maps:
-      attr = predict.resize_maps(np.asarray(cam.normalize(maps['top_tag'], 'per_image')), grid)
+      attr = predict.resize_maps(np.asarray(cam.normalize(maps['top_tag'][j:j + 1])), grid)
       boxes['attribute'] = np.asarray(crop.boxes(attr, thr))[0]
       boxes['average'] = np.asarray(crop.average_boxes(boxes['aesthetic'][None],
                                                        boxes['attribute'][None]))[0]
-      t = int(np.argmax(pred['tag_probs'][0])) + 1
+      t = int(np.argmax(pred['tag_probs'][j])) + 1
       tag_caption = f'attribute map: {tag_names.get(t, f"tag {t}")}'
     y0, x0, y1, x1 = (int(v) for v in boxes.get('average', boxes['aesthetic']))
-    score = (f'pred {pred["mean_score"][0]:.2f}' if 'mean_score' in pred
-             else f'p_high {pred["p_high"][0]:.2f}')
+    score = (f'pred {pred["mean_score"][j]:.2f}' if 'mean_score' in pred
+             else f'p_high {pred["p_high"][j]:.2f}')
     caption = f'id {int(meta["image_id"][i])}: true {meta["mean_score"][i]:.2f}, {score}'
     examples.append(dict(image=small, aesthetic_map=aes[0],
                          attribute_map=None if attr is None else attr[0],
                          attribute_name=tag_caption, boxes=boxes, crop=small[y0:y1, x0:x1],
                          caption=caption))
     if 'bucket' in maps:
-      bm = predict.resize_maps(np.asarray(cam.normalize(maps['bucket'], 'per_image'))[0], grid)
+      bm = predict.resize_maps(np.asarray(cam.normalize(maps['bucket'][j])), grid)
       bucket_examples.append(dict(image=small, maps=bm, caption=caption))
   return examples, bucket_examples
 
@@ -240,15 +248,24 @@ def _study(test_int: Mapping[str, np.ndarray], fit_int: Mapping[str, np.ndarray]
 
 
 def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
-             demo: bool | None = None, write_html: bool = True) -> dict:
+             demo: bool | None = None, write_html: bool = True,
+             overrides: Mapping[str, Any] | None = None) -> dict:
   """Evaluates the checkpoint of `workdir` (latest or `step`); returns the metrics dict.
 
   demo: show the demo-data banner in the report (default: detected from the AVA root, which
-  the demo generator marks with `defect_masks/`).
+    the demo generator marks with `defect_masks/`).
+  overrides: dotted config keys to change for this evaluation only, e.g.
+    `{'eval.faithfulness_images': 8, 'eval.cam_methods': ('gradcam',)}`.
   """
   t0 = time.time()
   workdir = Path(workdir)
   model, variables, config, step = train.restore_for_inference(workdir, step)
+  for key, value in (overrides or {}).items():
+    node = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
   arch = str(config.model.arch)
   size = int(config.input.image_size)
   thr = float(config.eval.box_threshold)
@@ -261,7 +278,6 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   fig_dir.mkdir(parents=True, exist_ok=True)
 
   fwd = predict.make_forward(model, arch, method, None)
-  fwd_u8 = predict.make_forward(model, arch, method, str(config.input.get('normalize', 'none')))
   summarize = make_summarize(size, thr, arch)
   max_test = int(config.data.get('max_test_images', 0) or 0)
   res = _stream(fwd, summarize, variables, test, config, mesh, max_test, 'eval test', True)
@@ -279,9 +295,8 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
 
   # --- intensity study: test maps + training maps for the split-point fit ---------------
   fit_n = int(config.eval.get('split_point_fit_images', 1024))
-  fwd_aes = predict.make_forward(model, arch, method, None, names=('aesthetic',))
-  summ_aes = make_summarize(size, thr, 'vgg16')  # aesthetic map only
-  fit = _stream(fwd_aes, summ_aes, variables, train_src, config, mesh, fit_n, 'fit split point',
+  # Same jitted functions as the test pass (no recompilation); bucket maps are dropped.
+  fit = _stream(fwd, summarize, variables, train_src, config, mesh, fit_n, 'fit split point',
                 False)
   lo, hi = float(res['raw_min'].min()), float(res['raw_max'].max())
   flo, fhi = float(fit['raw_min'].min()), float(fit['raw_max'].max())
@@ -311,10 +326,9 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   order = np.argsort(-res['true_mean_score'], kind='stable')
   tag_names = _tag_names(config)
   meta = {'image_id': res['true_image_id'], 'mean_score': res['true_mean_score']}
-  ex_hi, bex_hi = _examples((fwd_u8, variables, arch, size, thr), test, order[:k], meta,
-                            config, tag_names)
-  ex_lo, bex_lo = _examples((fwd_u8, variables, arch, size, thr), test, order[::-1][:k], meta,
-                            config, tag_names)
+  ex, bex = _examples(fwd, variables, config, test, list(order[:k]) + list(order[::-1][:k]),
+                      meta, tag_names)
+  ex_hi, ex_lo, bex_hi, bex_lo = ex[:k], ex[k:], bex[:k], bex[k:]
   figs['examples_high'] = figures.examples_figure(ex_hi, f'{k} highest-rated test images')
   figs['examples_low'] = figures.examples_figure(ex_lo, f'{k} lowest-rated test images')
   for norm in ('per_image', 'global'):

@@ -39,7 +39,7 @@ def main(argv):
     if _ASPECT.value:
       predict.parse_aspect(_ASPECT.value)
     predictor = predict.Predictor(_WORKDIR.value, _STEP.value, _CAM_METHOD.value)
-  except (ValueError, FileNotFoundError, OSError) as e:
+  except (ValueError, RuntimeError, OSError) as e:  # one-line user errors (no checkpoint, ...)
     print(f'predict: {e}'.splitlines()[0], file=sys.stderr)
     sys.exit(1)
   ok = 0

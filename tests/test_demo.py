@@ -1,0 +1,47 @@
+"""launch.demo orchestration: data → prepare → (trained) models → evaluate → combined report.
+
+Training itself is covered by the training tests and costs a minute of compilation here, so
+the two model workdirs get initialised checkpoints at the final step: the demo must treat
+them as finished (the resume path), evaluate both and write one report; a second run must
+skip everything.
+"""
+import json
+
+import pytest
+
+import checkpoint_fixture
+
+
+@pytest.fixture(scope='module')
+def demo_run(tmp_path_factory):
+  from launch import demo
+  w = tmp_path_factory.mktemp('demo')
+  for arch in demo.ARCHS:
+    c = checkpoint_fixture.smoke_config(arch, w / 'tfds', w / 'ava', 32)
+    checkpoint_fixture.write_init_checkpoint(w / arch, c)
+  path = demo.run_demo(w, smoke=True)
+  return w, path
+
+
+def test_demo_writes_combined_report(demo_run):
+  w, path = demo_run
+  assert path == w / 'report.html'
+  html = path.read_text()
+  assert 'id="demo-banner"' in html
+  assert 'Model: mobilenet_v2' in html and 'Model: vgg16' in html
+  assert 'Data statistics' in html and 'not available)' not in html.split('Model:')[0]
+  for arch in ('mobilenet_v2', 'vgg16'):
+    m = json.loads((w / arch / 'eval' / 'metrics.json').read_text())
+    assert m['step'] == 2 and m['num_test_images'] == 12
+    assert (w / arch / 'eval' / 'report.html').is_file()
+  assert 'lcc_mean' in json.loads((w / 'vgg16' / 'eval' / 'metrics.json').read_text())
+  assert (w / 'ava' / 'defect_masks').is_dir()
+
+
+def test_demo_rerun_skips_completed_work(demo_run):
+  from launch import demo
+  w, _ = demo_run
+  stamps = {a: (w / a / 'eval' / 'metrics.json').stat().st_mtime_ns for a in demo.ARCHS}
+  assert demo.run_demo(w, smoke=True) == w / 'report.html'
+  assert stamps == {a: (w / a / 'eval' / 'metrics.json').stat().st_mtime_ns
+                    for a in demo.ARCHS}

@@ -1,0 +1,72 @@
+"""evaluate() on a tiny demo dataset with an initialised MobileNetV2 checkpoint."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import checkpoint_fixture
+
+REQUIRED = ('num_test_images', 'binary_accuracy', 'lcc_mean', 'srcc_mean', 'emd',
+            'attribute_top1', 'attribute_top5', 'split_point_threshold', 'split_point_accuracy',
+            'pointing_game_centre_baseline', 'faithfulness')
+for _k in ('cam_intensity_pearson_all', 'cam_intensity_pearson_extreme'):
+  REQUIRED += (_k, _k + '_per_image', _k + '_global')
+
+
+@pytest.fixture(scope='module')
+def evaluated(tmp_path_factory):
+  from aesthetics_jax import dataset, demo_data, evaluate
+  tmp = tmp_path_factory.mktemp('evaluate')
+  demo_data.generate(tmp / 'ava', 16, 10, seed=1)
+  dataset.prepare(tmp / 'ava', tmp / 'tfds', 'style')
+  config = checkpoint_fixture.smoke_config('mobilenet_v2', tmp / 'tfds', tmp / 'ava', 64)
+  config.data.max_test_images = 0  # the whole (tiny) test split
+  wd = checkpoint_fixture.write_init_checkpoint(tmp / 'mnv2', config)
+  m = evaluate.evaluate(wd, overrides={
+      'eval.cam_methods': ('gradcam', 'eigencam'), 'eval.faithfulness_images': 6,
+      'eval.bootstrap_samples': 50, 'eval.faithfulness_steps': 4, 'eval.num_example_images': 2})
+  return wd, m
+
+
+def test_metrics_json_has_required_keys(evaluated):
+  wd, m = evaluated
+  on_disk = json.loads((wd / 'eval' / 'metrics.json').read_text())
+  assert on_disk == json.loads(json.dumps(m))
+  missing = [k for k in REQUIRED if k not in on_disk]
+  assert not missing, missing
+  assert on_disk['num_test_images'] == 10
+  assert 0.0 <= on_disk['binary_accuracy'] <= 1.0
+  assert on_disk['cam_intensity_pearson_all'] == on_disk['cam_intensity_pearson_all_per_image']
+  assert set(on_disk['faithfulness']) == {'gradcam', 'eigencam'}
+  for vals in on_disk['faithfulness'].values():
+    for key in ('deletion_auc', 'insertion_auc', 'pointing_game', 'mask_mass',
+                'randomisation_spearman'):
+      assert key in vals, key
+  assert 'training' in on_disk['split_point_fit']
+
+
+def test_per_image_csv_matches_metrics(evaluated):
+  wd, m = evaluated
+  with open(wd / 'eval' / 'per_image.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == m['num_test_images']
+  acc = np.mean([int(r['label']) == int(r['pred']) for r in rows])
+  assert abs(acc - m['binary_accuracy']) < 1e-6
+  for r in rows:
+    y0, x0, y1, x1 = map(int, r['box_aesthetic'].split())
+    assert 0 <= y0 < y1 <= int(r['orig_height']) and 0 <= x0 < x1 <= int(r['orig_width'])
+    assert 0.0 <= float(r['intensity_per_image']) <= 1.0
+    assert 0.0 <= float(r['intensity_global']) <= 1.0 + 1e-6
+  assert len({r['image_id'] for r in rows}) == len(rows)
+
+
+def test_figures_and_report(evaluated):
+  wd, _ = evaluated
+  figs = {p.name for p in (wd / 'eval' / 'figures').glob('*.png')}
+  for name in ('examples_high.png', 'examples_low.png', 'intensity_scatter_per_image.png',
+               'intensity_scatter_global.png', 'bucket_maps.png'):
+    assert name in figs, name
+  html = (wd / 'eval' / 'report.html').read_text()
+  assert 'id="demo-banner"' in html  # the demo root (defect_masks/) is detected
+  assert html.count('data:image/png;base64,') >= len(figs)

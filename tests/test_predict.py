@@ -1,0 +1,70 @@
+"""launch.predict on a good, a corrupt and a missing image with an initialised checkpoint."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import checkpoint_fixture
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp('predict')
+  wd = checkpoint_fixture.write_init_checkpoint(
+      tmp / 'mnv2', checkpoint_fixture.smoke_config('mobilenet_v2', image_size=64))
+  good = tmp / 'good.jpg'
+  Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 80, 3), np.uint8)).save(good)
+  bad = tmp / 'corrupt.jpg'
+  bad.write_bytes(b'\xff\xd8 this is not really a jpeg')
+  return tmp, wd, good, bad, tmp / 'missing.jpg'
+
+
+def _run(*args):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-m', 'launch.predict', *map(str, args)], cwd=ROOT,
+                        capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_cli_good_corrupt_missing(files):
+  tmp, wd, good, bad, missing = files
+  r = _run(f'--workdir={wd}', f'--overlay_dir={tmp / "ov"}', f'--crop_dir={tmp / "crops"}',
+           '--aspect=4:3', good, bad, missing)
+  assert r.returncode == 0, r.stderr[-2000:]
+  lines = [json.loads(x) for x in r.stdout.strip().splitlines()]
+  assert [x['path'] for x in lines] == [str(good), str(bad), str(missing)]
+  ok, corrupt, gone = lines
+  assert 'error' not in ok
+  assert len(ok['distribution']) == 10 and abs(sum(ok['distribution']) - 1) < 1e-3
+  assert 1.0 <= ok['mean_score'] <= 10.0 and ok['label'] in ('high', 'low')
+  assert (ok['label'] == 'high') == (ok['mean_score'] > 5)
+  y0, x0, y1, x1 = ok['box']
+  assert 0 <= y0 < y1 <= 48 and 0 <= x0 < x1 <= 80  # original-image pixels, not 64x64
+  cy0, cx0, cy1, cx1 = ok['boxes']['crop']
+  assert abs((cx1 - cx0) / (cy1 - cy0) - 4 / 3) < 0.1
+  ov = np.asarray(Image.open(ok['overlay']))
+  assert ov.shape == (48, 80, 3)
+  assert np.asarray(Image.open(ok['crop'])).shape[:2] == (cy1 - cy0, cx1 - cx0)
+  assert set(corrupt) == {'path', 'error'} and str(bad) in corrupt['error']
+  assert set(gone) == {'path', 'error'} and 'no such file' in gone['error']
+  assert 'Traceback' not in r.stderr
+
+
+def test_cli_all_failed_exits_1(files):
+  _, wd, _, bad, missing = files
+  r = _run(f'--workdir={wd}', bad, missing)
+  assert r.returncode == 1
+  assert all('error' in json.loads(x) for x in r.stdout.strip().splitlines())
+
+
+def test_cli_bad_workdir_one_line(tmp_path):
+  r = _run(f'--workdir={tmp_path}', tmp_path / 'x.jpg')
+  assert r.returncode == 1
+  assert 'Traceback' not in r.stderr
+  assert len(r.stderr.strip().splitlines()) == 1 and str(tmp_path) in r.stderr
