@@ -1,0 +1,221 @@
+"""Models: shapes, variable layout, features/head split, depthwise implementations, dtype,
+and parameter shapes against torchvision's (from the committed fixture metadata)."""
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from aesthetics_jax import models
+from aesthetics_jax import pretrained
+from aesthetics_jax.models import depthwise
+
+FIXTURES = Path(__file__).parent / 'fixtures'
+SIZE = 64
+
+
+def _config(**kw) -> ml_collections.ConfigDict:
+  base = dict(arch='mobilenet_v2', width_mult=0.25, fc_dim=64, num_buckets=10, num_tags=66,
+              dropout=0.5, depthwise='auto', dtype='float32', freeze_encoder=False,
+              vgg_pool_size=7)
+  base.update(kw)
+  return ml_collections.ConfigDict(base)
+
+
+def _images(n=2, size=SIZE, seed=0):
+  return np.random.default_rng(seed).uniform(size=(n, size, size, 3)).astype(np.float32)
+
+
+def random_variables(model, size=SIZE, seed=0):
+  """Variables with `model.init`'s structure and shapes, filled by numpy.
+
+  `jax.jit(model.init)` spends 10-25 s compiling threefry for MobileNetV2 on 2 busy CPU
+  cores; `eval_shape` traces the same code for the structure at no compile cost.
+  """
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+  rng = np.random.default_rng(seed)
+
+  def fill(path, s):
+    name = path[-1].key
+    if name == 'kernel':
+      return rng.normal(size=s.shape).astype(np.float32) * np.sqrt(2 / np.prod(s.shape[:-1]))
+    if name in ('scale', 'var'):
+      return rng.uniform(0.5, 1.5, size=s.shape).astype(np.float32)
+    return rng.normal(size=s.shape).astype(np.float32) * 0.1
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def _jitted(model):
+  return (jax.jit(lambda v, x: model.apply(v, x, method='features')),
+          jax.jit(lambda v, a: model.apply(v, a, method='head')),
+          jax.jit(model.apply))
+
+
+@pytest.fixture(scope='module')
+def mnv2():
+  model = models.create_model(_config())
+  return model, random_variables(model), _images(), _jitted(model)
+
+
+@pytest.fixture(scope='module')
+def vgg():
+  model = models.create_model(_config(arch='vgg16', width_mult=0.125))
+  return model, random_variables(model), _images(), _jitted(model)
+
+
+def test_mobilenet_v2_shapes_and_variables(mnv2):
+  model, variables, x, (features, head, full) = mnv2
+  assert set(variables) == {'params', 'batch_stats'}
+  assert set(variables['params']) == {'encoder', 'head'}
+  assert set(variables['batch_stats']) == {'encoder'}
+  a = features(variables, x)
+  assert a.shape == (2, 2, 2, 1280) and a.dtype == jnp.float32
+  out = head(variables, a)
+  assert out['score_logits'].shape == (2, 10) and out['tag_logits'].shape == (2, 66)
+  assert float(a.min()) >= 0.0 and float(a.max()) <= 6.0  # ReLU6 is the last op
+  whole = full(variables, x)
+  for k in ('score_logits', 'tag_logits'):
+    np.testing.assert_allclose(whole[k], out[k], atol=1e-5, rtol=0)
+
+
+def test_vgg16_shapes_and_variables(vgg):
+  model, variables, x, (features, head, full) = vgg
+  assert set(variables) == {'params'} and set(variables['params']) == {'encoder', 'head'}
+  a = features(variables, x)
+  assert a.shape == (2, 2, 2, 64)
+  out = head(variables, a)
+  assert set(out) == {'logit'} and out['logit'].shape == (2,)
+  # 2x2 map is adaptively pooled to 7x7 like torch: fc6 sees 7*7*64 inputs.
+  assert variables['params']['head']['fc6']['kernel'].shape == (7 * 7 * 64, 64)
+  np.testing.assert_allclose(full(variables, x)['logit'], out['logit'], atol=1e-5, rtol=1e-5)
+
+
+def test_vgg_pool_size_config():
+  model = models.create_model(_config(arch='vgg16', width_mult=0.0625, vgg_pool_size=2))
+  v = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))
+  assert v['params']['head']['fc6']['kernel'].shape == (2 * 2 * 32, 64)
+
+
+def test_adaptive_pool_matches_torch_bins():
+  # torch AdaptiveAvgPool 2 → 7: bins [0,1) x3, [0,2) at the middle, [1,2) x3.
+  m = models.heads.adaptive_pool_matrix(2, 7)
+  np.testing.assert_allclose(m[:, 0], [1, 1, 1, .5, 0, 0, 0])
+  np.testing.assert_allclose(m[:, 1], [0, 0, 0, .5, 1, 1, 1])
+  # 5 → 3: bins [0,2), [1,4), [3,5).
+  m = models.heads.adaptive_pool_matrix(5, 3)
+  np.testing.assert_allclose(m, [[.5, .5, 0, 0, 0], [0, 1 / 3, 1 / 3, 1 / 3, 0],
+                                 [0, 0, 0, .5, .5]], rtol=1e-6)
+  x = jnp.arange(2 * 5 * 5 * 3, dtype=jnp.float32).reshape(2, 5, 5, 3)
+  y = models.adaptive_avg_pool(x, 3)
+  np.testing.assert_allclose(y[:, 1, 2], x[:, 1:4, 3:5].mean(axis=(1, 2)), rtol=1e-6)
+
+
+def _depthwise_reference(x, k, stride):
+  """Direct numpy loops: out[b,i,j,c] = sum_{di,dj} xpad[b, s*i+di, s*j+dj, c] * k[di,dj,0,c]."""
+  b, h, w, c = x.shape
+  xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+  out = np.zeros((b, ho, wo, c), np.float64)
+  for i in range(ho):
+    for j in range(wo):
+      win = xp[:, stride * i:stride * i + 3, stride * j:stride * j + 3, :]
+      out[:, i, j] = np.einsum('bhwc,hwc->bc', win, k[:, :, 0, :])
+  return out
+
+
+@pytest.mark.parametrize('stride,h,w', [(1, 7, 6), (2, 7, 6), (2, 8, 8)])
+def test_depthwise_impls_equal_reference(stride, h, w):
+  rng = np.random.default_rng(stride * 100 + h)
+  x = rng.normal(size=(2, h, w, 5)).astype(np.float32)
+  k = rng.normal(size=(3, 3, 1, 5)).astype(np.float32)
+  ref = _depthwise_reference(x, k, stride)
+  for impl in ('conv', 'shift'):
+    y = depthwise.depthwise_conv(jnp.asarray(x), jnp.asarray(k), stride, impl)
+    assert y.shape == ref.shape, impl
+    np.testing.assert_allclose(y, ref, atol=1e-5, rtol=0, err_msg=impl)
+
+
+def test_depthwise_auto_and_validation():
+  assert depthwise.resolve_impl('auto') == ('shift' if jax.default_backend() == 'cpu' else 'conv')
+  with pytest.raises(ValueError, match='depthwise'):
+    depthwise.resolve_impl('fft')
+
+
+def test_mobilenet_v2_shift_equals_conv(mnv2):
+  _, variables, x, (shift_features, _, _) = mnv2
+  # torchvision-scaled weights (the parity fixture): random N(0,1)-ish ones saturate ReLU6
+  # and amplify float reassociation far beyond what real weights do.
+  variables = pretrained.load_pretrained(variables, FIXTURES / 'mobilenet_v2_w025.safetensors')
+  assert models.create_model(_config()).depthwise == 'auto'
+  if jax.default_backend() != 'cpu':
+    shift_features = _jitted(models.create_model(_config(depthwise='shift')))[0]
+  conv_features = _jitted(models.create_model(_config(depthwise='conv')))[0]
+  np.testing.assert_allclose(shift_features(variables, x), conv_features(variables, x),
+                             atol=1e-5, rtol=0)
+
+
+def test_freeze_encoder_keeps_batch_stats(mnv2):
+  _, variables, x, _ = mnv2
+  for frozen in (True, False):
+    m = models.create_model(_config(freeze_encoder=frozen))
+    fn = lambda v: m.apply(v, x, train=True, mutable=['batch_stats'], method='features')[1]
+    # Traced, not compiled: frozen ⇔ every returned batch stat is its input, untouched.
+    jaxpr = jax.make_jaxpr(fn)(variables).jaxpr
+    passthrough = [any(o is i for i in jaxpr.invars) for o in jaxpr.outvars]
+    assert len(passthrough) == len(jax.tree.leaves(variables['batch_stats']))
+    assert all(passthrough) if frozen else not any(passthrough)
+
+
+def test_dropout_only_in_train(mnv2):
+  model, variables, x, _ = mnv2
+  a = jnp.ones((2, 2, 2, 1280))
+  ev = model.apply(variables, a, method='head')
+  tr = model.apply(variables, a, True, method='head', rngs={'dropout': jax.random.key(3)})
+  assert not np.allclose(ev['score_logits'], tr['score_logits'])
+  np.testing.assert_allclose(ev['tag_logits'], tr['tag_logits'], atol=1e-6)  # no dropout
+
+
+def test_bfloat16_compute_float32_params_and_outputs():
+  model = models.create_model(_config(arch='vgg16', width_mult=0.0625, dtype='bfloat16'))
+  x = _images(size=32)
+  v = random_variables(model, 32)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(
+      jax.eval_shape(model.init, jax.random.key(0), x)))
+  out = jax.jit(model.apply)(v, x)
+  assert out['logit'].dtype == jnp.float32
+  ref = jax.jit(models.create_model(_config(arch='vgg16', width_mult=0.0625)).apply)(v, x)
+  np.testing.assert_allclose(out['logit'], ref['logit'], atol=0.05, rtol=0.05)
+
+
+def test_create_model_rejects_bad_config():
+  for kw, word in [({'arch': 'resnet'}, 'arch'), ({'dtype': 'float16'}, 'dtype'),
+                   ({'depthwise': 'x'}, 'depthwise')]:
+    with pytest.raises(ValueError, match=word):
+      models.create_model(_config(**kw))
+
+
+@pytest.mark.parametrize('name,arch,width', [
+    ('mobilenet_v2_1.0', 'mobilenet_v2', 1.0), ('mobilenet_v2_0.25', 'mobilenet_v2', 0.25),
+    ('mobilenet_v2_0.1', 'mobilenet_v2', 0.1), ('vgg16', 'vgg16', 1.0)])
+def test_param_shapes_match_torchvision(name, arch, width):
+  torch_shapes = json.loads((FIXTURES / 'fixtures.json').read_text())['torchvision_shapes'][name]
+  expected = pretrained.torch_to_flax_shapes(torch_shapes, arch)
+  model = models.create_model(_config(arch=arch, width_mult=width, fc_dim=4096),
+                              imagenet_classes=1000)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+  ours = {k: tuple(v.shape) for k, v in pretrained.flatten_variables(shapes).items()
+          if not k.startswith(('params/head/score/', 'params/head/tags/',
+                               'params/head/logit/'))}
+  assert ours == expected
+  # Every torch tensor except BN's counters has a home.
+  assert len(expected) == sum(not k.endswith('num_batches_tracked') for k in torch_shapes)
+
+
+def test_make_divisible_matches_torchvision_rules():
+  assert models.make_divisible(32 * 0.1) == 8      # min_value
+  assert models.make_divisible(96 * 0.1) == 16     # bumped: 8 < 0.9 * 9.6
+  assert models.make_divisible(24 * 0.25) == 8
+  assert models.make_divisible(1280 * 1.4) == 1792

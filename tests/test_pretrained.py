@@ -1,0 +1,199 @@
+"""Weight import: parity with torchvision through committed fixtures (no torch needed),
+converter round trips, dont_load, and the one-line errors."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from aesthetics_jax import models
+from aesthetics_jax import pretrained
+
+FIXTURES = Path(__file__).parent / 'fixtures'
+META = json.loads((FIXTURES / 'fixtures.json').read_text())
+MNV2_FILE = FIXTURES / META['mobilenet_v2']['file']
+VGG_FILE = FIXTURES / META['vgg']['file']
+NEW_HEADS = (r'^params/head/(score|tags|logit)/',)
+
+
+def _model(arch, imagenet=True, width=None, depthwise='auto'):
+  key = 'vgg' if arch == 'vgg16' else 'mobilenet_v2'
+  cfg = ml_collections.ConfigDict(dict(
+      arch=arch, width_mult=width or META[key]['width_mult'],
+      fc_dim=META['vgg']['fc_dim'], dropout=0.5, depthwise=depthwise, dtype='float32'))
+  return models.create_model(cfg, imagenet_classes=META[key]['num_classes'] if imagenet else 0)
+
+
+def _init(model, size=64, seed=42):
+  """`model.init`'s structure, numpy-filled (jit of init compiles threefry for 10-25 s)."""
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda s: rng.normal(size=s.shape).astype(s.dtype), shapes)
+
+
+@pytest.fixture(scope='module')
+def io():
+  with np.load(FIXTURES / 'parity_io.npz') as z:
+    return {k: z[k] for k in z.files}
+
+
+def test_fixture_sizes():
+  sizes = {p.name: p.stat().st_size for p in FIXTURES.iterdir() if p.is_file()}
+  assert all(s < 2_000_000 for s in sizes.values()), sizes
+  assert sum(sizes.values()) < 1_500_000, sizes
+
+
+# Depthwise 'shift' == 'conv' is tested in test_models; 'auto' is 'shift' on CPU.
+@pytest.mark.parametrize('arch,key,depthwise', [
+    ('mobilenet_v2', 'mobilenet_v2', 'auto'), ('vgg16', 'vgg', 'auto')])
+def test_parity_with_torchvision_fixture(io, arch, key, depthwise):
+  model = _model(arch, depthwise=depthwise)
+  variables = pretrained.load_pretrained(_init(model), FIXTURES / META[key]['file'],
+                                         dont_load=NEW_HEADS)
+  feats = jax.jit(lambda v, x: model.apply(v, x, method='features'))(variables, io['x'])
+  logits = jax.jit(lambda v, a: model.apply(v, a, method='head'))(variables, feats)
+  np.testing.assert_allclose(feats, io[f'{key}_features'], atol=1e-4, rtol=0)
+  np.testing.assert_allclose(logits['imagenet_logits'], io[f'{key}_logits'], atol=1e-4, rtol=0)
+
+
+def test_fc6_permutation_nchw_to_nhwc():
+  rng = np.random.default_rng(0)
+  c, p, out = 3, 2, 5
+  w = rng.normal(size=(out, c * p * p)).astype(np.float32)       # torch Linear (out, in)
+  a_nchw = rng.normal(size=(c, p, p)).astype(np.float32)
+  state = {'features.0.weight': np.zeros((c, 3, 3, 3), np.float32),
+           'features.0.bias': np.zeros(c, np.float32),
+           'classifier.0.weight': w, 'classifier.0.bias': np.zeros(out, np.float32)}
+  flat = pretrained.torch_to_flax(state, 'vgg16')
+  ours = a_nchw.transpose(1, 2, 0).reshape(-1) @ flat['params/head/fc6/kernel']
+  np.testing.assert_allclose(ours, w @ a_nchw.reshape(-1), rtol=1e-5, atol=1e-6)
+
+
+def test_conversion_layouts():
+  raw = load_file(str(MNV2_FILE))
+  flat = pretrained.torch_to_flax(raw, 'mobilenet_v2')
+  dw = raw['features.2.conv.1.0.weight']                           # (C, 1, 3, 3)
+  np.testing.assert_array_equal(flat['params/encoder/features_2/depthwise/conv/kernel'],
+                                dw.astype(np.float32).transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(flat['batch_stats/encoder/features_2/expand/bn/var'],
+                                raw['features.2.conv.0.1.running_var'].astype(np.float32))
+  np.testing.assert_array_equal(flat['params/encoder/features_1/project/bn/scale'],
+                                raw['features.1.conv.2.weight'].astype(np.float32))
+  np.testing.assert_array_equal(flat['params/head/classifier/kernel'],
+                                raw['classifier.1.weight'].astype(np.float32).T)
+  assert not any('num_batches_tracked' in k for k in flat)
+  assert all(v.dtype == np.float32 for v in flat.values())
+
+
+@pytest.fixture(scope='module')
+def mnv2_fresh():
+  model = _model('mobilenet_v2', imagenet=False)
+  return model, _init(model, 32)
+
+
+def test_round_trip_npz_safetensors_and_dont_load(tmp_path, mnv2_fresh):
+  model, fresh = mnv2_fresh
+  raw = load_file(str(MNV2_FILE))
+  # Raw torch-keyed .npz, converter .npz, and a flax-keyed .safetensors all load the same.
+  np.savez(tmp_path / 'raw.npz', **raw)
+  converted, meta = pretrained.convert_file(MNV2_FILE, tmp_path / 'out', 'mobilenet_v2')
+  assert converted == tmp_path / 'out' / 'mobilenet_v2.npz'
+  side = json.loads((tmp_path / 'out' / 'mobilenet_v2.npz.json').read_text())
+  assert side['arch'] == 'mobilenet_v2' and side['width_mult'] == 0.25 and meta == {
+      k: side[k] for k in meta}
+  flat, _ = pretrained.read_weights(converted)
+  save_file(flat, str(tmp_path / 'flax.safetensors'))
+  loaded = [pretrained.load_pretrained(fresh, p) for p in
+            (MNV2_FILE, tmp_path / 'raw.npz', converted, tmp_path / 'flax.safetensors')]
+  ref = pretrained.flatten_variables(loaded[0])
+  for other in loaded[1:]:
+    other = pretrained.flatten_variables(other)
+    assert set(other) == set(ref)
+    for k in ref:
+      np.testing.assert_array_equal(other[k], ref[k], err_msg=k)
+  # Encoder comes from the file; new heads keep their fresh initialisation.
+  fresh_flat = pretrained.flatten_variables(fresh)
+  np.testing.assert_array_equal(ref['params/encoder/features_0/conv/kernel'],
+                                flat['params/encoder/features_0/conv/kernel'])
+  assert not np.array_equal(ref['params/encoder/features_0/conv/kernel'],
+                            fresh_flat['params/encoder/features_0/conv/kernel'])
+  for k in ('params/head/score/kernel', 'params/head/tags/kernel', 'params/head/tags/bias'):
+    np.testing.assert_array_equal(ref[k], fresh_flat[k])
+  assert 'params/head/classifier/kernel' not in ref  # ImageNet's classifier is not loaded
+  # The loaded tree has the model's structure and runs.
+  assert jax.tree.structure(loaded[0]) == jax.tree.structure(fresh)
+
+
+def _one_line_error(fn, *needles):
+  with pytest.raises(pretrained.PretrainedError) as e:
+    fn()
+  msg = str(e.value)
+  assert '\n' not in msg, msg
+  for n in needles:
+    assert n in msg, (n, msg)
+  return msg
+
+
+def test_missing_unexpected_misshaped_errors(tmp_path, mnv2_fresh):
+  _, fresh = mnv2_fresh
+  flat, meta = pretrained.read_weights(MNV2_FILE)
+  gone = 'params/encoder/features_3/project/conv/kernel'
+  missing = {k: v for k, v in flat.items() if k != gone}
+  pretrained.save_flat(missing, tmp_path / 'missing.npz', meta)
+  _one_line_error(lambda: pretrained.load_pretrained(fresh, tmp_path / 'missing.npz'),
+                  'missing key', gone, 'missing.npz')
+  extra = dict(flat, **{'params/encoder/features_99/conv/kernel': np.zeros(3, np.float32)})
+  pretrained.save_flat(extra, tmp_path / 'extra.npz', meta)
+  _one_line_error(lambda: pretrained.load_pretrained(fresh, tmp_path / 'extra.npz'),
+                  'unexpected key', 'features_99', 'extra.npz')
+  # Width 0.5 model, width 0.25 file: named key, both shapes, the file and the fix.
+  wide = jax.eval_shape(_model('mobilenet_v2', imagenet=False, width=0.5).init,
+                        jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  _one_line_error(lambda: pretrained.load_pretrained(wide, MNV2_FILE),
+                  'features_0/bn/mean has shape (8,), model expects (16,)',
+                  str(MNV2_FILE), 'width_mult=0.25')
+  # A VGG file for a MobileNetV2 model.
+  _one_line_error(lambda: pretrained.load_pretrained(fresh, VGG_FILE, arch='mobilenet_v2'),
+                  'vgg16', str(VGG_FILE))
+  # Wrong extension, missing file, corrupt file.
+  (tmp_path / 'w.bin').write_bytes(b'x')
+  _one_line_error(lambda: pretrained.read_arrays(tmp_path / 'w.bin'), 'w.bin', '.safetensors')
+  _one_line_error(lambda: pretrained.read_arrays(tmp_path / 'nope.npz'), 'not found')
+  (tmp_path / 'bad.safetensors').write_bytes(b'garbage')
+  _one_line_error(lambda: pretrained.read_arrays(tmp_path / 'bad.safetensors'), 'bad.safetensors')
+
+
+def test_unknown_torch_key_error():
+  raw = dict(load_file(str(MNV2_FILE)), **{'features.1.extra.weight': np.zeros(3, np.float32)})
+  _one_line_error(lambda: pretrained.torch_to_flax(raw, 'mobilenet_v2', 'x.pth'),
+                  "'features.1.extra.weight'", 'x.pth')
+
+
+def test_pth_without_torch_says_how_to_install(tmp_path, monkeypatch):
+  (tmp_path / 'w.pth').write_bytes(b'not read')
+  monkeypatch.setitem(sys.modules, 'torch', None)  # makes `import torch` raise ImportError
+  _one_line_error(lambda: pretrained.read_arrays(tmp_path / 'w.pth'),
+                  "pip install -e '.[torch]'", 'w.pth')
+
+
+def test_convert_weights_cli(tmp_path):
+  ok = subprocess.run([sys.executable, '-m', 'launch.convert_weights', '--arch=vgg16',
+                       f'--source={VGG_FILE}', f'--out={tmp_path / "v.npz"}'],
+                      capture_output=True, text=True, cwd=Path(__file__).parents[1])
+  assert ok.returncode == 0, ok.stderr
+  assert (tmp_path / 'v.npz').is_file() and (tmp_path / 'v.npz.json').is_file()
+  flat, meta = pretrained.read_weights(tmp_path / 'v.npz')
+  assert meta['arch'] == 'vgg16' and meta['width_mult'] == META['vgg']['width_mult']
+  assert 'params/head/fc6/kernel' in flat
+  bad = subprocess.run([sys.executable, '-m', 'launch.convert_weights', '--arch=mobilenet_v2',
+                        f'--source={VGG_FILE}', f'--out={tmp_path}'],
+                       capture_output=True, text=True, cwd=Path(__file__).parents[1])
+  assert bad.returncode == 1
+  lines = [l for l in bad.stderr.splitlines() if l.startswith('convert_weights:')]
+  assert len(lines) == 1 and 'vgg16' in lines[0] and 'Traceback' not in bad.stderr
