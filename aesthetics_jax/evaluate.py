@@ -218,32 +218,23 @@ def _examples(fwd, variables, config, source, rows: Sequence[int], meta: Mapping
 
 def _study(test_int: Mapping[str, np.ndarray], fit_int: Mapping[str, np.ndarray],
            test_scores: np.ndarray, fit_scores: np.ndarray, config) -> dict:
-  """Table 1: intensity/score correlations (all, extremes) and the split-point classifier,
-  for both normalisations. Keys suffixed `_per_image` / `_global`; unsuffixed = per_image."""
-  band = tuple(config.input.get('weight_band', (4.5, 6.5)))
-  nboot = int(config.eval.get('bootstrap_samples', 1000))
-  out: dict[str, Any] = {}
-  ext = (test_scores < band[0]) | (test_scores > band[1])
+  """Table 1 via `analysis.summarize`: intensity/score correlations (all, extremes) with
+  bootstrap CIs and the split-point classifier fitted on `fit_*`, for both normalisations.
+  Keys suffixed `_per_image` / `_global`; the unsuffixed keys repeat per_image."""
+  band = tuple(config.input.get('weight_band', analysis.EXTREME_BAND))
+  out: dict[str, Any] = analysis.summarize(
+      dict(test_int), test_scores, dict(fit_int), fit_scores,
+      num_bootstrap=int(config.eval.get('bootstrap_samples', 1000)), seed=int(config.seed),
+      band=band)
+  ext = analysis.extreme_mask(test_scores, band)
   out['cam_intensity_n_all'] = int(test_scores.size)
   out['cam_intensity_n_extreme'] = int(ext.sum())
-  for norm in ('per_image', 'global'):
-    x = test_int[norm]
-    for name, sel in (('all', np.ones_like(ext)), ('extreme', ext)):
-      r = analysis.pearson_with_ci(x[sel], test_scores[sel], num_bootstrap=nboot,
-                                   seed=int(config.seed))
-      out[f'cam_intensity_pearson_{name}_{norm}'] = r['r']
-      out[f'cam_intensity_pearson_{name}_{norm}_ci'] = [r['ci_low'], r['ci_high']]
-    sp = analysis.split_point(fit_int[norm], (fit_scores > 5).astype(np.int32))
-    acc = analysis.split_point_accuracy(x, (test_scores > 5).astype(np.int32), sp['threshold'],
-                                        sp.get('direction', 1))
-    out[f'split_point_threshold_{norm}'] = sp['threshold']
-    out[f'split_point_fit_accuracy_{norm}'] = sp.get('accuracy')
-    out[f'split_point_accuracy_{norm}'] = acc
+  out['split_point_fit_n'] = int(np.asarray(fit_scores).size)
   for k in ('cam_intensity_pearson_all', 'cam_intensity_pearson_extreme',
             'split_point_threshold', 'split_point_accuracy'):
     out[k] = out[f'{k}_per_image']
-  out['cam_intensity_pearson_all_ci'] = out['cam_intensity_pearson_all_per_image_ci']
-  out['cam_intensity_pearson_extreme_ci'] = out['cam_intensity_pearson_extreme_per_image_ci']
+  for k in ('cam_intensity_pearson_all', 'cam_intensity_pearson_extreme'):
+    out[k + '_ci'] = out[f'{k}_per_image_ci']
   return out
 
 
@@ -430,6 +421,129 @@ def dataset_section(config) -> dict | None:
   return data_stats.report_section(dataset.dataset_dir(config.data.data_dir, config.data.subset))
 
 
+def _load_masks(ava_dir: str, image_ids: Sequence[int], size: int) -> np.ndarray | None:
+  """Demo defect masks `A/defect_masks/<id>.png` resized (nearest) to S² → bool [N,S,S];
+  None when the AVA root has no masks (real AVA). A missing file counts as 'no defect'."""
+  d = Path(ava_dir) / 'defect_masks' if ava_dir else None
+  if d is None or not d.is_dir():
+    return None
+  out = np.zeros((len(image_ids), size, size), bool)
+  for i, image_id in enumerate(image_ids):
+    p = d / f'{int(image_id)}.png'
+    if p.is_file():
+      with Image.open(p) as im:
+        out[i] = np.asarray(im.convert('L').resize((size, size), Image.NEAREST)) > 127
+  return out
+
+
+def make_faithfulness_step(model, arch: str, method: str, steps: int):
+  """jitted `(variables, random_head_params, x [B,S,S,3], masks [B,S,S]) -> per-image arrays`
+  for one CAM method on the aesthetic target: deletion / insertion (AUC + normalised curves),
+  pointing game, mask mass, and the maps of the trained and the re-initialised head."""
+  target_fn = cam.targets_for(arch, ('aesthetic',))
+
+  @jax.jit
+  def step(variables, random_head, x, masks):
+    feats = model.apply(variables, x, method='features')
+    head_fn = lambda a: model.apply(variables, a, method='head')  # noqa: E731
+    model_fn = lambda im: model.apply(variables, im)  # noqa: E731
+    score_fn = lambda im: target_fn(model_fn(im))[:, 0]  # noqa: E731
+    kw = dict(model_fn=model_fn, images=x) if method == 'scorecam' else {}
+    maps = cam.compute(method, head_fn, feats, target_fn, **kw)[:, 0]         # [B,h,w]
+    rvars = dict(variables, params=dict(variables['params'], head=random_head))
+    rhead_fn = lambda a: model.apply(rvars, a, method='head')  # noqa: E731
+    rkw = dict(model_fn=lambda im: model.apply(rvars, im), images=x) if method == 'scorecam' \
+        else {}
+    rmaps = cam.compute(method, rhead_fn, feats, target_fn, **rkw)[:, 0]
+    dele = faithfulness.deletion(score_fn, x, maps, steps)
+    ins = faithfulness.insertion(score_fn, x, maps, steps)
+    pg = faithfulness.pointing_game(maps, masks)
+    mm = faithfulness.mask_mass(maps, masks)
+    return {'deletion_auc': dele['auc'], 'insertion_auc': ins['auc'],
+            'deletion_curve': dele['normalized'], 'insertion_curve': ins['normalized'],
+            'hit': pg['hit'], 'centre_hit': pg['centre_hit'], 'valid': pg['valid'],
+            'mass': mm['mass'], 'area': mm['area'], 'maps': maps, 'random_maps': rmaps}
+
+  return step
+
+
 def _faithfulness(model, variables, config, test, mesh) -> dict:
-  """Deletion/insertion AUC, pointing game, mask mass and randomisation check per method."""
-  return {}
+  """Deletion/insertion AUC, pointing game, mask mass and randomisation check per CAM method,
+  on the first `config.eval.faithfulness_images` test images (aesthetic target, raw maps).
+
+  Pointing game and mask mass use the demo's defect masks, on defective images only (an empty
+  mask is skipped), beside the centre-point and uniform-map (= mask area) baselines.
+  """
+  arch, size = str(config.model.arch), int(config.input.image_size)
+  n = min(int(config.eval.get('faithfulness_images', 64)), len(test))
+  max_test = int(config.data.get('max_test_images', 0) or 0)
+  if max_test:
+    n = min(n, max_test)
+  methods = [m for m in config.eval.get('cam_methods', ('gradcam',))]
+  steps = int(config.eval.get('faithfulness_steps', 16))
+  if n <= 0 or not methods:
+    return {}
+  bs = int(config.eval.get('batch_size', 0) or config.batch_size)
+  ndev = mesh.devices.size
+  bs = max(ndev, (min(bs, n) + ndev - 1) // ndev * ndev)
+  ids = [int(test[i]['image_id']) for i in range(n)]
+  masks = _load_masks(str(config.data.get('ava_dir', '') or ''), ids, size)
+  have_masks = masks is not None
+  if masks is None:
+    masks = np.zeros((n, size, size), bool)
+  norm = str(config.input.get('normalize', 'none'))
+  random_head = faithfulness.randomized_params(variables['params']['head'],
+                                               jax.random.PRNGKey(int(config.seed) + 1))
+  sharding = input_pipeline.data_sharding(mesh)
+  acc: dict[str, dict[str, list]] = {m: {} for m in methods}
+  fns = {m: make_faithfulness_step(model, arch, m, steps) for m in methods}
+  for start in tqdm(range(0, n, bs), desc='faithfulness', leave=False):
+    rows = list(range(start, min(n, start + bs)))
+    x = np.stack([input_pipeline.preprocess_eval_np(test[i]['image'], size) for i in rows])
+    mk = masks[rows]
+    pad = bs - len(rows)
+    if pad:
+      x = np.concatenate([x, np.repeat(x[:1], pad, 0)])
+      mk = np.concatenate([mk, np.repeat(mk[:1], pad, 0)])
+    xj = input_pipeline.to_model_input(jax.device_put(x, sharding), norm)
+    mj = jax.device_put(mk, sharding)
+    for method in methods:
+      out = jax.device_get(fns[method](variables, random_head, xj, mj))
+      for k, v in out.items():
+        acc[method].setdefault(k, []).append(np.asarray(v)[:len(rows)])
+  per_method, curves_del, curves_ins = {}, {}, {}
+  centre = area = None
+  num_defective = 0
+  for method in methods:
+    a = {k: np.concatenate(v) for k, v in acc[method].items()}
+    rnd = faithfulness.randomization_check(a['maps'], a['random_maps'])
+    valid = a['valid'] & have_masks
+    pointing = {'hit': a['hit'], 'centre_hit': a['centre_hit'], 'valid': valid}
+    mass = {'mass': np.where(valid, a['mass'], np.nan), 'area': np.where(valid, a['area'],
+                                                                          np.nan)}
+    s = faithfulness.summarize(a['deletion_auc'], a['insertion_auc'],
+                               pointing if have_masks else None, mass if have_masks else None,
+                               rnd)
+    centre = s.pop('pointing_game_centre', centre)
+    area = s.pop('mask_area', area)
+    per_method[method] = s
+    curves_del[method] = np.nanmean(a['deletion_curve'], 0)
+    curves_ins[method] = np.nanmean(a['insertion_curve'], 0)
+    num_defective = int(valid.sum())
+  out = {'faithfulness': per_method, 'faithfulness_num_images': n,
+         'faithfulness_num_defective': num_defective, 'faithfulness_steps': steps,
+         'pointing_game_centre_baseline': centre if have_masks else float('nan'),
+         'mask_mass_area_baseline': area if have_masks else float('nan'),
+         'faithfulness_masks': 'demo defect masks' if have_masks else 'none (real AVA)'}
+  for method, vals in per_method.items():  # flat copies for grep / dashboards
+    for k, v in vals.items():
+      out[f'{k}_{method}'] = v
+  out['_faithfulness_figures'] = {
+      'faithfulness_deletion': figures.curves_figure(
+          curves_del, 'Deletion (normalised target score; lower area = more faithful)',
+          'normalised score'),
+      'faithfulness_insertion': figures.curves_figure(
+          curves_ins, 'Insertion (normalised target score; higher area = more faithful)',
+          'normalised score')}
+  return out
+

@@ -35,7 +35,7 @@ FAITHFULNESS_COLUMNS = (
     ('insertion_auc', 'insertion AUC (higher = better)'),
     ('pointing_game', 'pointing game (defective)'),
     ('mask_mass', 'mask mass (defective)'),
-    ('randomisation_spearman', 'randomised-head Spearman (lower = better)'),
+    ('randomization_spearman', 'randomised-head Spearman (lower = better)'),
 )
 DEMO_BANNER = ('These results come from the synthetic DEMO dataset (procedural images with '
                'planted defects, small models trained from scratch), not from AVA. They show '

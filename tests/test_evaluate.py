@@ -41,7 +41,7 @@ def test_metrics_json_has_required_keys(evaluated):
   assert set(on_disk['faithfulness']) == {'gradcam', 'eigencam'}
   for vals in on_disk['faithfulness'].values():
     for key in ('deletion_auc', 'insertion_auc', 'pointing_game', 'mask_mass',
-                'randomisation_spearman'):
+                'randomization_spearman'):
       assert key in vals, key
   assert 'training' in on_disk['split_point_fit']
 

@@ -43,7 +43,7 @@ def sections():
                  split_point_threshold_global=0.3, split_point_accuracy_global=0.55,
                  faithfulness={'gradcam': dict(deletion_auc=0.111, insertion_auc=0.777,
                                                pointing_game=0.6789, mask_mass=0.4,
-                                               randomisation_spearman=0.05),
+                                               randomization_spearman=0.05),
                                'eigencam': dict(deletion_auc=0.222, insertion_auc=0.666,
                                                 pointing_game=float('nan'))},
                  pointing_game_centre_baseline=0.3456)
