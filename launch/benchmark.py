@@ -1,6 +1,7 @@
 r"""Throughput benchmarks.
 
   python -m launch.benchmark --what=input [--json=F] [--data_dir=D --subset=style]
+  python -m launch.benchmark --what=model [--model_batch_size=32 --model_archs=mobilenet_v2]
 
 Without --data_dir the input benchmark runs on synthetic AVA-like JPEGs (about 500x350,
 quality 90) generated in memory. Every figure is the median (and min-max) over --repeats
@@ -281,6 +282,83 @@ def bench_input() -> dict[str, Any]:
     res['faster_pool'] = ('threads' if runs[f'train_{n_all}_threads']['items_per_s']['median']
                           >= runs[f'train_{n_all}_processes']['items_per_s']['median']
                           else 'processes')
+  return res
+
+
+# ---------------------------------------------------------------------------------------
+# --what=model  (models owner)
+# ---------------------------------------------------------------------------------------
+flags.DEFINE_integer('model_batch_size', 32, '--what=model: forward batch size.')
+flags.DEFINE_list('model_archs', ['mobilenet_v2'], "--what=model: 'mobilenet_v2', 'vgg16'.")
+flags.DEFINE_list('model_dtypes', ['float32'], "--what=model: 'float32', 'bfloat16'.")
+
+
+def _model_variables(model, size: int):
+  """model.init's structure filled by numpy (jit of init compiles threefry for long)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+  rng = np.random.default_rng(0)
+  def fill(path, s):
+    name = path[-1].key
+    if name in ('scale', 'var'):
+      return np.ones(s.shape, np.float32)
+    std = np.sqrt(2 / np.prod(s.shape[:-1])) if name == 'kernel' else 0.01
+    return (rng.normal(size=s.shape) * std).astype(np.float32)
+  return jax.device_put(jax.tree_util.tree_map_with_path(fill, shapes))
+
+
+@register('model')
+def bench_model() -> dict[str, Any]:
+  """Eval-mode forward (features + heads) images/s at --image_size, batch --model_batch_size:
+  MobileNetV2 with depthwise 'conv' vs 'shift', and torchvision (NCHW and channels_last,
+  all cores) side by side when torch is installed."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
+
+  b, s = FLAGS.model_batch_size, FLAGS.image_size
+  x = jax.device_put(np.random.default_rng(0).uniform(size=(b, s, s, 3)).astype(np.float32))
+  res: dict[str, Any] = {'batch_size': b, 'image_size': s, 'backend': jax.default_backend(),
+                         'runs': {}}
+  for arch in FLAGS.model_archs:
+    impls = ('conv', 'shift') if arch == 'mobilenet_v2' else ('conv',)
+    for dtype in FLAGS.model_dtypes:
+      for impl in impls:
+        cfg = ml_collections.ConfigDict({'arch': arch, 'depthwise': impl, 'dtype': dtype})
+        model = models.create_model(cfg)
+        variables = _model_variables(model, s)
+        fwd = jax.jit(model.apply)
+        t0 = time.perf_counter()
+        jax.block_until_ready(fwd(variables, x))
+        compile_s = time.perf_counter() - t0
+        name = f'jax_{arch}_{dtype}_{impl}'
+        res['runs'][name] = dict(
+            measure(lambda: jax.block_until_ready(fwd(variables, x)), items=b),
+            first_call_s=compile_s)
+        print(f'  {name:40s} {res["runs"][name]["items_per_s"]["median"]:8.1f} images/s',
+              flush=True)
+  if _version('torch') is None:
+    res['torch'] = 'not installed'
+    return res
+  import torch  # pylint: disable=import-outside-toplevel
+  import torchvision  # pylint: disable=import-outside-toplevel
+  torch.set_num_threads(cpu_count())
+  xt = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).contiguous()
+  for arch in FLAGS.model_archs:
+    tm = getattr(torchvision.models, arch)(weights=None).eval()
+    for layout in ('contiguous', 'channels_last'):
+      fmt = torch.channels_last if layout == 'channels_last' else torch.contiguous_format
+      m, xi = tm.to(memory_format=fmt), xt.contiguous(memory_format=fmt)
+      def run(m=m, xi=xi):
+        with torch.inference_mode():
+          m(xi)
+      name = f'torch_{arch}_float32_{layout}'
+      res['runs'][name] = dict(measure(run, items=b), threads=torch.get_num_threads())
+      print(f'  {name:40s} {res["runs"][name]["items_per_s"]["median"]:8.1f} images/s',
+            flush=True)
   return res
 
 
