@@ -396,4 +396,7 @@ def load_pretrained(variables: Mapping, path: str | os.PathLike,
     # Keep the target's placement (e.g. replicated NamedSharding over the mesh).
     sharding = getattr(leaf, 'sharding', None)
     new[k] = jax.device_put(value, sharding) if sharding is not None else jax.numpy.asarray(value)
-  return unflatten_variables(new)
+  out = unflatten_variables(new)
+  for coll, tree in unfreeze(variables).items():  # e.g. VGG's empty 'batch_stats': {}
+    out.setdefault(coll, tree)
+  return out

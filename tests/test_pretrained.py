@@ -62,6 +62,17 @@ def test_parity_with_torchvision_fixture(io, arch, key, depthwise):
   np.testing.assert_allclose(logits['imagenet_logits'], io[f'{key}_logits'], atol=1e-4, rtol=0)
 
 
+def test_vgg_keeps_empty_batch_stats_and_fresh_logit():
+  model = _model('vgg16', imagenet=False)
+  fresh = dict(_init(model, 32), batch_stats={})  # as train.init_variables builds it
+  loaded = pretrained.load_pretrained(fresh, VGG_FILE)
+  assert loaded['batch_stats'] == {}
+  np.testing.assert_array_equal(loaded['params']['head']['logit']['kernel'],
+                                fresh['params']['head']['logit']['kernel'])
+  assert not np.array_equal(loaded['params']['head']['fc7']['kernel'],
+                            fresh['params']['head']['fc7']['kernel'])
+
+
 def test_fc6_permutation_nchw_to_nhwc():
   rng = np.random.default_rng(0)
   c, p, out = 3, 2, 5
