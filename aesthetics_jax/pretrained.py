@@ -393,9 +393,13 @@ def load_pretrained(variables: Mapping, path: str | os.PathLike,
   for k in want_keys:
     leaf = target[k]
     value = np.asarray(flat_file[k], dtype=leaf.dtype)
-    # Keep the target's placement (e.g. replicated NamedSharding over the mesh).
+    # Keep the target's placement (e.g. replicated NamedSharding over a multi-host mesh).
     sharding = getattr(leaf, 'sharding', None)
-    new[k] = jax.device_put(value, sharding) if sharding is not None else jax.numpy.asarray(value)
+    if isinstance(leaf, jax.Array) and sharding is not None:
+      new[k] = jax.make_array_from_callback(value.shape, sharding,
+                                            lambda idx, value=value: value[idx])
+    else:
+      new[k] = value if isinstance(leaf, np.ndarray) else jax.numpy.asarray(value)
   out = unflatten_variables(new)
   for coll, tree in unfreeze(variables).items():  # e.g. VGG's empty 'batch_stats': {}
     out.setdefault(coll, tree)
