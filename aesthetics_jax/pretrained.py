@@ -374,9 +374,11 @@ def load_pretrained(variables: Mapping, path: str | os.PathLike,
   skip = lambda k: any(p.search(k) for p in pats)
   file_keys = {k for k in flat_file if not skip(k)}
   want_keys = {k for k in target if not skip(k)}
+  vgg_hint = (' (ImageNet VGG16: fc_dim=4096, vgg_pool_size=7)' if meta.get('arch') == 'vgg16'
+              else '')
   hint = (f"file holds arch={meta.get('arch')} width_mult={meta.get('width_mult')}: set "
-          "config.model.arch/width_mult to match, or convert the right weights with "
-          "launch/convert_weights.py")
+          f"config.model.arch/width_mult{vgg_hint} to match, or convert the right weights "
+          "with launch/convert_weights.py")
   missing = sorted(want_keys - file_keys)
   if missing:
     raise PretrainedError(f'{path}: missing key {missing[0]}{_more(missing)} needed by the '
