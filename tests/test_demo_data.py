@@ -89,7 +89,7 @@ def test_masks_match_images_and_mark_low_images(demo):
   assert w.min() >= 160 and h.min() >= 160 and max(w.max(), h.max()) <= 400
   assert (w > h).any() and (w < h).any() and (w == h).any()  # landscape, portrait, square
   # Every low image carries a visible defect; clean images exist among the high ones.
-  assert (areas[labels == 0] > 0.03).all()
+  assert (areas[labels == 0] > 0).all() and np.median(areas[labels == 0]) > 0.15
   assert (areas[labels == 1] == 0).mean() > 0.3
   assert areas[labels == 0].mean() > 2 * areas[labels == 1].mean()
   assert areas.max() <= 0.75
@@ -156,6 +156,10 @@ def test_reuse_and_regeneration(tmp_path):
   first = demo_data.generate(root, 8, 3, seed=1)
   man = json.loads((root / demo_data.MANIFEST).read_text())
   assert man['params']['num_train'] == 8 and len(man['image_ids']) == first['num_images']
+  meta = (root / 'demo_meta.csv').read_text().splitlines()
+  assert meta[0].startswith('image_id,split,latent_quality')
+  assert len(meta) == 1 + len(man['image_ids'])
+  assert sorted(int(row.split(',')[0]) for row in meta[1:]) == man['image_ids']
   stamp = (root / 'AVA.txt').stat().st_mtime_ns
   again = demo_data.generate(root, 8, 3, seed=1)
   assert again['reused'] and (root / 'AVA.txt').stat().st_mtime_ns == stamp
