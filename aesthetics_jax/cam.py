@@ -169,17 +169,43 @@ def _cam_from_grads(method: str, A: jax.Array, G: jax.Array) -> jax.Array:
   raise ValueError(f'unknown gradient CAM method {method!r}; use one of {GRADIENT_METHODS}')
 
 
-def eigen_projection(A: jax.Array) -> jax.Array:
+def _numpy_projection(X: np.ndarray) -> np.ndarray:
+  """pytorch-grad-cam's `get_2d_projection` on `[B, P, C]` rows (numpy's LAPACK, so its sign)."""
+  X = np.nan_to_num(np.asarray(X, np.float32))
+  X = X - X.mean(axis=1, keepdims=True)
+  vt = np.linalg.svd(X, full_matrices=False)[2]  # same sign as full_matrices=True (gesdd)
+  return np.einsum('bpc,bc->bp', X, vt[:, 0]).astype(np.float32)
+
+
+def eigen_projection(A: jax.Array, sign: str = 'pytorch_grad_cam') -> jax.Array:
   """First principal component of the centred feature map, per image. `[B,h,w,C] -> [B,h,w]`.
 
   pytorch-grad-cam's `get_2d_projection`: rows = positions, centred over positions, projected
-  on the first right singular vector. The SVD sign is LAPACK's (no sign correction), as there.
+  on the first right singular vector. An SVD's sign is arbitrary and differs between LAPACK
+  builds (numpy's vs jaxlib's disagree on ~5% of random matrices), so:
+    'pytorch_grad_cam': the SVD runs in numpy on the host (`pure_callback`, jit-safe) exactly
+      as pytorch-grad-cam runs it — identical sign;
+    'max_abs': in JAX, flipped so that |max| >= |min| (the Seg-Eigen-CAM correction): a sign
+      that does not depend on the LAPACK build;
+    'lapack': in JAX, whatever sign the backend's SVD returns.
   """
   B, h, w, C = A.shape
-  X = jnp.nan_to_num(A.astype(jnp.float32)).reshape(B, h * w, C)
+  X = A.astype(jnp.float32).reshape(B, h * w, C)
+  if sign == 'pytorch_grad_cam':
+    shape = jax.ShapeDtypeStruct((B, h * w), jnp.float32)
+    proj = jax.pure_callback(_numpy_projection, shape, X, vmap_method='broadcast_all')
+    return proj.reshape(B, h, w)
+  if sign not in ('max_abs', 'lapack'):
+    raise ValueError(f"eigen_projection sign {sign!r}: use 'pytorch_grad_cam', 'max_abs' or "
+                     "'lapack'")
+  X = jnp.nan_to_num(X)
   X = X - X.mean(axis=1, keepdims=True)
   _, _, vt = jnp.linalg.svd(X, full_matrices=False)
-  return jnp.einsum('bpc,bc->bp', X, vt[:, 0], precision=jax.lax.Precision.HIGHEST).reshape(B, h, w)
+  proj = jnp.einsum('bpc,bc->bp', X, vt[:, 0], precision=jax.lax.Precision.HIGHEST)
+  if sign == 'max_abs':
+    flip = jnp.abs(proj.min(axis=1)) > jnp.abs(proj.max(axis=1))
+    proj = jnp.where(flip[:, None], -proj, proj)
+  return proj.reshape(B, h, w)
 
 
 def _align_corners_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -228,7 +254,8 @@ def score_weights(model_fn: Callable[[jax.Array], Any], images: jax.Array, A: ja
 
 def compute(method: str, head_fn: HeadFn, A: jax.Array, target_fn: TargetFn, *,
             model_fn: Callable[[jax.Array], Any] | None = None,
-            images: jax.Array | None = None, batch_size: int = 16) -> jax.Array:
+            images: jax.Array | None = None, batch_size: int = 16,
+            eigen_sign: str = 'pytorch_grad_cam') -> jax.Array:
   """Raw CAMs (ReLU applied, not normalised). jit-able; `head_fn` closes over its variables.
 
   Args:
@@ -238,6 +265,7 @@ def compute(method: str, head_fn: HeadFn, A: jax.Array, target_fn: TargetFn, *,
     target_fn: outputs -> `[B, T]` target scores (see `targets_for`).
     model_fn, images: ScoreCAM only: the full model (`images [N,H,W,3] -> outputs`) and the
       inputs `[B,H,W,3]` that produced `A`; `batch_size` channels are scored per pass.
+    eigen_sign: EigenCAM only, see `eigen_projection`.
   Returns:
     f32 `[B, T, h, w]` (EigenCAM does not depend on the target: its map is repeated over T).
   """
@@ -248,7 +276,7 @@ def compute(method: str, head_fn: HeadFn, A: jax.Array, target_fn: TargetFn, *,
     cam = _cam_from_grads(method, A, G)
   elif method == 'eigencam':
     T = jax.eval_shape(lambda a: target_fn(head_fn(a)), A).shape[1]
-    cam = jnp.broadcast_to(eigen_projection(A)[:, None], (A.shape[0], T) + A.shape[1:3])
+    cam = jnp.broadcast_to(eigen_projection(A, eigen_sign)[:, None], (A.shape[0], T) + A.shape[1:3])
   elif method == 'scorecam':
     if model_fn is None or images is None:
       raise ValueError("cam.compute('scorecam', ...) needs model_fn= (the full model) and "

@@ -107,14 +107,18 @@ def test_scorecam_uses_reference_category_and_model():
 
 
 def test_eigencam_is_first_principal_component():
-  A = np.random.default_rng(0).normal(size=(2, 4, 4, 5)).astype(np.float32)
-  got = np.asarray(cam.eigen_projection(jnp.asarray(A)))
-  for b in range(2):
+  A = np.random.default_rng(0).normal(size=(6, 4, 4, 5)).astype(np.float32)
+  exact = np.asarray(jax.jit(cam.eigen_projection)(jnp.asarray(A)))
+  pos = np.asarray(cam.eigen_projection(jnp.asarray(A), 'max_abs'))
+  for b in range(6):
     X = A[b].reshape(16, 5)
     X = X - X.mean(0)
-    v = np.linalg.svd(X)[2][0]
-    p = (X @ v).reshape(4, 4)
-    assert min(np.abs(got[b] - p).max(), np.abs(got[b] + p).max()) < 1e-4
+    p = (X @ np.linalg.svd(X, full_matrices=True)[2][0]).reshape(4, 4)  # pytorch-grad-cam
+    np.testing.assert_allclose(exact[b], p, atol=1e-5)
+    want = -p if abs(p.min()) > abs(p.max()) else p
+    np.testing.assert_allclose(pos[b], want, atol=1e-4)
+  with pytest.raises(ValueError, match='sign'):
+    cam.eigen_projection(jnp.asarray(A), 'up')
 
 
 def test_normalize_and_global_stats():
