@@ -1,6 +1,9 @@
 """Demo dataset: AVA layout, AVA-like scores, masks, determinism, reuse, learnable signal."""
 import json
+import os
 from pathlib import Path
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -179,3 +182,18 @@ def test_bad_parameters_raise_one_line(tmp_path):
   with pytest.raises(demo_data.DemoDataError, match='choose a writable --out_dir') as e:
     demo_data.generate(blocker / 'sub', 2, 1)
   assert '\n' not in str(e.value)
+
+
+def test_launcher_prints_summary_and_one_line_errors(tmp_path):
+  repo = Path(__file__).resolve().parents[1]
+  env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  cmd = [sys.executable, '-m', 'launch.make_demo_data', '--num_train=3', '--num_test=2']
+  ok = subprocess.run(cmd + [f'--out_dir={tmp_path / "ava"}'], cwd=repo, env=env,
+                      capture_output=True, text=True, timeout=120)
+  assert ok.returncode == 0, ok.stderr
+  assert 'mean of means' in ok.stdout and (tmp_path / 'ava' / demo_data.MANIFEST).is_file()
+  (tmp_path / 'file').write_text('x')
+  bad = subprocess.run(cmd + [f'--out_dir={tmp_path / "file" / "ava"}'], cwd=repo, env=env,
+                       capture_output=True, text=True, timeout=120)
+  assert bad.returncode == 1 and 'Traceback' not in bad.stderr
+  assert bad.stderr.strip().count('\n') == 0 and 'choose a writable --out_dir' in bad.stderr
