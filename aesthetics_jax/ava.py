@@ -67,7 +67,8 @@ class AvaImage:
     votes = np.array(self.votes, dtype=np.int64).reshape(NUM_BUCKETS)
     votes.setflags(write=False)
     object.__setattr__(self, 'votes', votes)
-    object.__setattr__(self, 'tags', tuple(int(t) for t in self.tags))
+    # Contract: AVA ids 1..66 only, 0 ('none') and repeats dropped, file order kept.
+    object.__setattr__(self, 'tags', tuple(dict.fromkeys(int(t) for t in self.tags if t)))
 
   def __eq__(self, other):
     if not isinstance(other, AvaImage):
@@ -117,7 +118,8 @@ def _read_lines(path: os.PathLike | str, what: str) -> list[str]:
                    'root or run `python -m launch.make_demo_data`)')
   try:
     # errors='replace': a stray non-UTF-8 byte in a tag/challenge name must not stop parsing.
-    return path.read_text(encoding='utf-8', errors='replace').splitlines()
+    # utf-8-sig: a BOM written by some editors must not make line 1 'non-integer'.
+    return path.read_text(encoding='utf-8-sig', errors='replace').splitlines()
   except OSError as e:
     raise AvaError(f'{path}: cannot read {what}: {e.strerror} (check permissions)') from None
 
@@ -171,8 +173,7 @@ def read_ava_txt(path: os.PathLike | str,
       raise _fail(path, lineno, f'duplicate image id {image_id} (first on line '
                   f'{first_line[image_id]})', 'keep one row per image')
     first_line[image_id] = lineno
-    tags = tuple(dict.fromkeys(t for t in (tag1, tag2) if t != 0))
-    images.append(AvaImage(image_id, np.asarray(votes, np.int64), tags, challenge_id))
+    images.append(AvaImage(image_id, np.asarray(votes, np.int64), (tag1, tag2), challenge_id))
   return images
 
 

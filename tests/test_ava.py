@@ -48,6 +48,9 @@ def test_read_ava_txt_records(tmp_path):
   np.testing.assert_allclose(a.distribution, np.array(V_HIGH) / sum(V_HIGH), rtol=1e-6)
   assert (a.label, b.label, c.label) == (1, 0, 0)
   assert a == ava.read_ava_txt(p)[0] and a != b
+  assert ava.AvaImage(1, V_HIGH, (0, 9, 9), 0).tags == (9,)
+  p.write_text('\ufeff' + _row(1, 101, V_HIGH, 15, 0) + '\r\n')  # BOM + CRLF
+  assert ava.read_ava_txt(p)[0].tags == (15,)
 
 
 def test_votes_to_targets_matches_records():
