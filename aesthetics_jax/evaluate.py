@@ -101,7 +101,7 @@ def make_summarize(size: int, threshold: float, arch: str):
     up_raw = cam.upsample(aes[:, None], (size, size))[:, 0]    # [B,S,S]
     norm = cam.normalize(aes[:, None], 'per_image')            # [B,1,h,w]
     up = cam.upsample(norm, (size, size))[:, 0]
-    out = {'intensity': up.mean((1, 2)), 'raw_mean': up_raw.mean((1, 2)),
+    out = {'intensity': up.mean((1, 2)), 'raw_mean': up_raw.mean((1, 2)), 'aes_norm': norm[:, 0],
            'raw_min': up_raw.min((1, 2)), 'raw_max': up_raw.max((1, 2)),
            'box_aesthetic': crop.boxes(up, threshold)}
     if arch == 'mobilenet_v2':
@@ -132,6 +132,7 @@ def _stream(forward, summarize, variables, source, config, mesh, max_examples, d
   """One pass over a split; returns per-image arrays (+ per-group bucket sums)."""
   acc: dict[str, list] = {}
   bucket_sum = bucket_cnt = None
+  score_sums = None  # analysis.bucket_mean_maps running sums: aesthetic map per true bucket
   batches = input_pipeline.eval_batches(source, config, mesh, max_examples=max_examples or None)
   n_total = len(source) if not max_examples else min(len(source), int(max_examples))
   with tqdm(total=n_total, desc=desc, unit='img', leave=False) as bar:
@@ -145,11 +146,15 @@ def _stream(forward, summarize, variables, source, config, mesh, max_examples, d
       for k, v in host['pred'].items():
         acc.setdefault('pred_' + k, []).append(np.asarray(v)[keep])
       for k, v in host['summ'].items():
-        if k == 'bucket':
+        if k in ('bucket', 'aes_norm'):
           continue
         acc.setdefault(k, []).append(np.asarray(v)[keep])
       for k in ('mean_score', 'label', 'distribution', 'tags', 'image_id'):
         acc.setdefault('true_' + k, []).append(np.asarray(host[k])[keep])
+      if keep_buckets:
+        _, _, score_sums = analysis.bucket_mean_maps(
+            np.asarray(host['summ']['aes_norm'])[keep], np.asarray(host['mean_score'])[keep],
+            sums=score_sums)
       if keep_buckets and 'bucket' in host['summ']:
         b = np.asarray(host['summ']['bucket'])[keep]           # [b,10,h,w]
         if bucket_sum is None:
@@ -166,6 +171,8 @@ def _stream(forward, summarize, variables, source, config, mesh, max_examples, d
   out = {k: np.concatenate(v) for k, v in acc.items()}
   if bucket_sum is not None:
     out['bucket_sum'], out['bucket_cnt'] = bucket_sum, bucket_cnt
+  if score_sums is not None:
+    out['score_bucket_sum'], out['score_bucket_cnt'] = score_sums
   return out
 
 
@@ -328,6 +335,14 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
         pearson_all=m[f'cam_intensity_pearson_all_{norm}'],
         pearson_extreme=m[f'cam_intensity_pearson_extreme_{norm}'],
         title=f'Map intensity ({norm} normalisation) vs mean score')
+  if 'score_bucket_sum' in res:
+    cnt = res['score_bucket_cnt']
+    mean_maps = res['score_bucket_sum'] / np.maximum(cnt, 1)[:, None, None]
+    figs['score_bucket_maps'] = figures.bucket_maps_figure(
+        mean_maps[None], cnt[None], ['aesthetic map'],
+        'Average aesthetic map of test images per true score bucket',
+        col_labels=[f'score~{j + 1} (n={int(c)})' for j, c in enumerate(cnt)])
+    m['score_bucket_counts'] = [int(c) for c in cnt]
   if 'bucket_sum' in res:
     cnt = res['bucket_cnt']
     mean_maps = res['bucket_sum'] / np.maximum(cnt, 1)[:, None, None, None]

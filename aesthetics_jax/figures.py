@@ -154,11 +154,12 @@ def intensity_scatter(intensity: np.ndarray, scores: np.ndarray, band=(4.5, 6.5)
 
 
 def bucket_maps_figure(mean_maps: np.ndarray, counts: np.ndarray,
-                       row_labels: Sequence[str], title: str) -> bytes:
+                       row_labels: Sequence[str], title: str,
+                       col_labels: Sequence[str] | None = None) -> bytes:
   """Paper Figure 8: grid of average maps, rows = image groups, columns = target bucket 1..10.
 
   mean_maps f32 [G, 10, h, w] (already averaged over the `counts[g]` images of each group);
-  rows with no images are drawn blank.
+  counts [G] (per row) or [G, 10] (per panel); panels with no images are drawn blank.
   """
   mean_maps = np.asarray(mean_maps, np.float32)
   g, k = mean_maps.shape[:2]
@@ -168,12 +169,14 @@ def bucket_maps_figure(mean_maps: np.ndarray, counts: np.ndarray,
       ax = axes[i, j]
       ax.set_xticks([])
       ax.set_yticks([])
-      if counts[i] > 0:
+      c = counts[i] if np.ndim(counts) == 1 else counts[i][j]
+      if c > 0 and np.isfinite(mean_maps[i, j]).all():
         ax.imshow(mean_maps[i, j], cmap='jet', vmin=0, vmax=1)
       if i == 0:
-        ax.set_title(f'bucket {j + 1}', fontsize=7)
+        ax.set_title(col_labels[j] if col_labels else f'bucket {j + 1}', fontsize=7)
       if j == 0:
-        ax.set_ylabel(f'{row_labels[i]}\n(n={int(counts[i])})', fontsize=7)
+        n = f'\n(n={int(counts[i])})' if np.ndim(counts) == 1 else ''
+        ax.set_ylabel(f'{row_labels[i]}{n}', fontsize=7)
   fig.suptitle(title, fontsize=10)
   return _png(fig)
 

@@ -194,9 +194,15 @@ def _model_section(s: Mapping) -> str:
   out.append(embed_png(figs.get('intensity_scatter_global'),
                        'intensity scatter, global normalisation'))
   out.append('<h3>Maps per score bucket (paper Figure 8)</h3>')
-  out.append('<p class="note">Average map for each target bucket 1-10 (columns), over test '
-             'images grouped by their true mean score (rows); then single examples.</p>')
-  out.append(embed_png(figs.get('bucket_maps'), 'per-bucket maps'))
+  out.append('<p class="note">First: the average (per-image normalised) aesthetic map of the '
+             'test images in each true score bucket (nearest integer score). Then, for the '
+             'two-headed model: the average map of each target score bucket 1-10 (columns) '
+             'over test images grouped by their true mean score (rows), and single examples. '
+             'Diffuse maps for mid-range images and more concentrated ones at the extremes '
+             'would match the paper\'s observation.</p>')
+  out.append(embed_png(figs.get('score_bucket_maps'), 'aesthetic map per true score bucket'))
+  if figs.get('bucket_maps') is not None:
+    out.append(embed_png(figs.get('bucket_maps'), 'per-target-bucket maps'))
   if figs.get('bucket_maps_examples') is not None:
     out.append(embed_png(figs.get('bucket_maps_examples'), 'per-bucket maps, examples'))
   out.append('<h3>Faithfulness of the CAM methods</h3>')

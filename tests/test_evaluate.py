@@ -65,7 +65,8 @@ def test_figures_and_report(evaluated):
   wd, _ = evaluated
   figs = {p.name for p in (wd / 'eval' / 'figures').glob('*.png')}
   for name in ('examples_high.png', 'examples_low.png', 'intensity_scatter_per_image.png',
-               'intensity_scatter_global.png', 'bucket_maps.png'):
+               'intensity_scatter_global.png', 'bucket_maps.png', 'score_bucket_maps.png',
+               'faithfulness_deletion.png', 'faithfulness_insertion.png'):
     assert name in figs, name
   html = (wd / 'eval' / 'report.html').read_text()
   assert 'id="demo-banner"' in html  # the demo root (defect_masks/) is detected

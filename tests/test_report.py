@@ -28,6 +28,9 @@ def sections():
       'intensity_scatter_global': figures.intensity_scatter(inten, scores),
       'bucket_maps': figures.bucket_maps_figure(rng.random((3, 10, 7, 7)), np.array([3, 0, 2]),
                                                 ['low', 'mid', 'high'], 'buckets'),
+      'score_bucket_maps': figures.bucket_maps_figure(
+          rng.random((1, 10, 7, 7)), np.array([[1, 2, 0, 4, 5, 6, 7, 8, 9, 1]]), ['aes'], 's',
+          col_labels=[f'score~{j + 1}' for j in range(10)]),
       'faithfulness_deletion': figures.curves_figure({'gradcam': np.linspace(1, 0, 9)}, 'd', 'p'),
   }
   metrics = dict(num_test_images=80, binary_accuracy=0.6543, binary_accuracy_ci=[0.5, 0.7],
@@ -77,7 +80,7 @@ def test_report_has_all_sections_images_and_banner(tmp_path, sections):
                   'Accuracy beside the paper'):
     assert heading in text, heading
   imgs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-  # 6 model figures + 2 dataset figures, each decodes to the PNG we passed in
+  # 7 model figures + 2 dataset figures, each decodes to the PNG we passed in
   assert len(imgs) == len(figs) + 2
   assert base64.b64decode(imgs[0])[:4] == b'\x89PNG'
   # Table 1 beside the paper, both normalisations, CIs and n
