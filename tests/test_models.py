@@ -219,3 +219,35 @@ def test_make_divisible_matches_torchvision_rules():
   assert models.make_divisible(96 * 0.1) == 16     # bumped: 8 < 0.9 * 9.6
   assert models.make_divisible(24 * 0.25) == 8
   assert models.make_divisible(1280 * 1.4) == 1792
+
+
+@pytest.mark.parametrize('arch', ['mobilenet_v2', 'vgg16'])
+def test_init_variables_matches_init_structure_and_distributions(arch):
+  # Full-size MobileNetV2; VGG16 at width 0.25 / fc 512 keeps CI memory small.
+  model = models.create_model(_config(arch=arch, width_mult=1.0 if arch == 'mobilenet_v2'
+                                      else 0.25, fc_dim=512))
+  v = models.init_variables(model, seed=1)
+  ref = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+  assert jax.tree.structure(v) == jax.tree.structure(ref)
+  assert jax.tree.map(lambda a: (a.shape, a.dtype), v) == jax.tree.map(
+      lambda a: (a.shape, a.dtype), ref)
+  enc, head = v['params']['encoder'], v['params']['head']
+  if arch == 'mobilenet_v2':
+    k = enc['features_18']['conv']['kernel']                    # (1, 1, 320, 1280)
+    np.testing.assert_allclose(k.std(), np.sqrt(2 / 1280), rtol=0.02)
+    dw = enc['features_17']['depthwise']['conv']['kernel']      # (3, 3, 1, 960)
+    np.testing.assert_allclose(dw.std(), np.sqrt(2 / (9 * 960)), rtol=0.05)
+    assert (enc['features_0']['bn']['scale'] == 1).all()
+    assert (v['batch_stats']['encoder']['features_0']['bn']['var'] == 1).all()
+    np.testing.assert_allclose(head['score']['kernel'].std(), 0.01, rtol=0.1)
+  else:
+    np.testing.assert_allclose(enc['features_28']['kernel'].std(), np.sqrt(2 / (9 * 128)),
+                               rtol=0.02)
+    assert (enc['features_28']['bias'] == 0).all()
+    np.testing.assert_allclose(head['fc7']['kernel'].std(), 0.01, rtol=0.01)
+  again = models.init_variables(model, seed=1)
+  other = models.init_variables(model, seed=2)
+  leaf = lambda t: t['params']['encoder']['features_0']['conv' if arch == 'mobilenet_v2'
+                                                          else 'kernel']
+  leaf = lambda t, leaf=leaf: jax.tree.leaves(leaf(t))[0]
+  assert np.array_equal(leaf(v), leaf(again)) and not np.array_equal(leaf(v), leaf(other))
