@@ -271,6 +271,8 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   sources = dataset.load_sources(config.data.data_dir, config.data.subset)
   test, train_src = sources['test'], sources['train']
   mesh = input_pipeline.make_mesh()
+  # Replicated over the mesh so the jitted calls see one device set with the sharded batches.
+  variables = train.replicate(jax.device_get(variables), mesh)
   out_dir = workdir / EVAL_DIR
   fig_dir = out_dir / 'figures'
   fig_dir.mkdir(parents=True, exist_ok=True)

@@ -147,6 +147,8 @@ class Predictor:
                                 str(self.config.input.get('normalize', 'none')))
     self.mesh = input_pipeline.make_mesh()
     self.num_devices = self.mesh.devices.size
+    # Replicated over the mesh: the batch axis of the inputs is sharded over all devices.
+    self.variables = train.replicate(jax.device_get(self.variables), self.mesh)
 
   def run(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """uint8 [B,S,S,3] → (predict_outputs fields [B,...], raw maps by target [B,(10,)h,w])."""
