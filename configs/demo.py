@@ -32,37 +32,37 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.freeze_encoder = False     # from scratch: nothing to freeze
   c.model.init_weights = ''
   c.cache.enabled = False
-  c.input.balanced = True
+  # Unbalanced: the demo is scored by accuracy on a ~74% high test split, and balanced
+  # sampling pulls the EMD model's predicted mean (and VGG's threshold) towards "low".
+  c.input.balanced = False
   c.input.weighting = 'none'
   c.input.random_flip = True
+  c.input.resize_size = 72
+  c.input.image_size = 64
   c.optim.name = 'adam'
   c.optim.schedule = 'cosine'
+  c.optim.warmup_steps = 20
   c.optim.weight_decay = 1e-4
   c.optim.grad_clip = 1.0
+  c.batch_size = 32
+  c.num_train_steps = 600
   c.log_every_steps = 25
-  c.checkpoint_every_steps = 100
+  c.checkpoint_every_steps = 200
   c.keep_checkpoints = 1
   c.best_metric = 'binary_accuracy'
   c.eval.batch_size = 64
   if arch == 'mobilenet_v2':
     c.model.width_mult = 0.35
     c.model.dropout = 0.2
-    c.input.resize_size = 72
-    c.input.image_size = 64
-    c.optim.lr = 2e-3
-    c.optim.warmup_steps = 20
-    c.batch_size = 32
-    c.num_train_steps = 300
+    # The 66-way tag CE (~3 nats) would otherwise swamp the EMD (~0.1) in the shared
+    # encoder's gradient; at 1.0 the aesthetic head barely learns in a few hundred steps.
+    c.loss.tag_weight = 0.1
+    c.optim.lr = 3e-3
   else:
     c.model.width_mult = 0.125
     c.model.fc_dim = 256
     c.model.dropout = 0.3
-    c.input.resize_size = 72
-    c.input.image_size = 64
     c.optim.lr = 1e-3
-    c.optim.warmup_steps = 20
-    c.batch_size = 32
-    c.num_train_steps = 300
   c.eval_every_steps = c.num_train_steps
   if 'smoke' in args:
     c.smoke = True
