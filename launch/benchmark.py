@@ -1,15 +1,28 @@
-r"""Throughput benchmarks.
+r"""Benchmark suite: JAX vs PyTorch in the same run, interleaved.
 
-  python -m launch.benchmark --what=input [--json=F] [--data_dir=D --subset=style]
-  python -m launch.benchmark --what=model [--model_batch_size=32 --model_archs=mobilenet_v2]
+  python -m launch.benchmark --what=all --reference=torch --json=F      # ~15 min, 2-core CPU
+  python -m launch.benchmark --what=all --quick --json=F                # a few minutes
+  python -m launch.benchmark --what=model|cam|study|recipe|input|scaling [...]
+
+Sections: `model` (MobileNetV2 / VGG16 forward, depthwise shift vs conv, whole batch vs
+micro-batched, float32 vs bfloat16 with its error, torchvision NCHW / channels_last on
+identical weights), `cam` (Grad-CAM one target and all 10 buckets vs pytorch-grad-cam, maps
+compared, peak RSS in child processes), `study` (the whole per-image study vs looping
+pytorch-grad-cam), `recipe` (the paper's 50-epoch frozen MobileNetV2 recipe with the feature
+cache vs a plain PyTorch loop, extrapolated to 8,900 images), `input` (decode workers,
+pipeline vs model images/s), `scaling` (streamed evaluation, time and peak RSS vs images).
+`--reference=torch` needs the optional torch extra (torch, torchvision, grad-cam); without it
+the JAX figures alone are reported. Reference runs and ours alternate within every repeat;
+figures are the median (and min-max) over --repeats timed runs after --warmup untimed ones,
+first-call (compile) time apart. The run ends with a summary table of ratios vs targets.
 
 Without --data_dir the input benchmark runs on synthetic AVA-like JPEGs (about 500x350,
-quality 90) generated in memory. Every figure is the median (and min-max) over --repeats
-timed runs after --warmup untimed ones.
+quality 90) generated in memory.
 
 Adding a section: write `def bench_<name>() -> dict` returning JSON-able results (use
-`measure()` for timings), decorate it with `@register('<name>')`; `--what=<name>` then runs
-it and the common writer adds machine info and versions.
+`measure()` or `aesthetics_jax.bench.timing.interleaved` for timings), decorate it with
+`@register('<name>')`; `--what=<name>` then runs it and the common writer adds machine info
+and versions.
 """
 from __future__ import annotations
 
@@ -29,7 +42,10 @@ from typing import Any, Callable
 
 from absl import app, flags
 
+from aesthetics_jax.bench.synthetic import synthetic_jpegs
+
 FLAGS = flags.FLAGS
+_ABSL_FLAGS = frozenset(FLAGS)  # defined before ours: not reported
 flags.DEFINE_list('what', ['input'], 'Benchmarks to run (comma separated): see BENCHMARKS.')
 flags.DEFINE_string('json', None, 'Write results (with machine info) to this JSON file.')
 flags.DEFINE_string('data_dir', None, 'Prepared TFDS data_dir; synthetic JPEGs if unset.')
@@ -121,8 +137,7 @@ def write_json(path: str | os.PathLike, results: dict[str, Any]) -> None:
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   doc = {'machine': machine_info(),
-         'flags': {k: FLAGS[k].value for k in ('what', 'data_dir', 'subset', 'num_images',
-                                               'repeats', 'warmup', 'workers')},
+         'flags': {k: FLAGS[k].value for k in FLAGS if k not in _ABSL_FLAGS},
          'results': results}
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
   with os.fdopen(fd, 'w') as f:
@@ -133,30 +148,6 @@ def write_json(path: str | os.PathLike, results: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------
 # --what=input
 # ---------------------------------------------------------------------------------------
-
-
-def synthetic_jpegs(n: int, seed: int = 0, scale: float = 1.0) -> list[bytes]:
-  """AVA-like JPEGs: about 500x350 (landscape and portrait; sides x `scale`), quality 90,
-  photo-like texture."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from PIL import Image  # pylint: disable=import-outside-toplevel
-  rng = np.random.default_rng(seed)
-  out = []
-  for i in range(n):
-    w, h = (500, 333 + int(rng.integers(0, 40))) if i % 3 else (333, 500)
-    w, h = int(w * scale), int(h * scale)
-    # smooth colour field + mid-frequency detail + sensor-like noise: realistic file sizes
-    coarse = rng.random((h // 32 + 2, w // 32 + 2, 3)) * 255
-    img = np.asarray(Image.fromarray(coarse.astype(np.uint8)).resize((w, h),
-                                                                    Image.Resampling.BICUBIC),
-                     np.float32)
-    yy, xx = np.mgrid[0:h, 0:w]
-    img += 25 * np.sin(xx / rng.uniform(3, 12) + yy / rng.uniform(3, 12))[..., None]
-    img += rng.normal(0, 6, img.shape)
-    buf = io.BytesIO()
-    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, 'JPEG', quality=90)
-    out.append(buf.getvalue())
-  return out
 
 
 def _real_jpegs(n: int) -> list[bytes]:
@@ -282,15 +273,120 @@ def bench_input() -> dict[str, Any]:
     res['faster_pool'] = ('threads' if runs[f'train_{n_all}_threads']['items_per_s']['median']
                           >= runs[f'train_{n_all}_processes']['items_per_s']['median']
                           else 'processes')
+  if FLAGS.input_vs_model:
+    res['vs_model'] = input_vs_model(one)
   return res
 
 
 # ---------------------------------------------------------------------------------------
-# --what=model  (models owner)
+# Shared by the JAX-vs-PyTorch sections (model, cam, study, recipe, scaling)
 # ---------------------------------------------------------------------------------------
+flags.DEFINE_string('reference', 'auto', "'torch': time the PyTorch equivalents in the same "
+                    "run (needs torch, torchvision, grad-cam); 'none'; 'auto' = torch if "
+                    'installed.')
+flags.DEFINE_bool('quick', False, 'A few minutes in all: fewer repeats and warm-up calls, '
+                  'smaller image counts (figures are noisier; the JSON says so).')
+flags.DEFINE_integer('chunk', -1, 'Images per micro-batch inside jitted inference steps '
+                     '(aesthetics_jax.microbatch); -1 = per backend (2 on CPU, off elsewhere).')
+flags.DEFINE_integer('threads', 0, 'torch intra-op threads; 0 = one per CPU core.')
+# --what=model  (section started by the models owner; flag names kept)
 flags.DEFINE_integer('model_batch_size', 32, '--what=model: forward batch size.')
-flags.DEFINE_list('model_archs', ['mobilenet_v2'], "--what=model: 'mobilenet_v2', 'vgg16'.")
-flags.DEFINE_list('model_dtypes', ['float32'], "--what=model: 'float32', 'bfloat16'.")
+flags.DEFINE_list('model_archs', ['mobilenet_v2', 'vgg16'],
+                  "--what=model: 'mobilenet_v2', 'vgg16'.")
+flags.DEFINE_list('model_dtypes', ['float32', 'bfloat16'],
+                  "--what=model: 'float32', 'bfloat16'.")
+flags.DEFINE_list('model_depthwise', ['shift', 'conv'],
+                  "--what=model: MobileNetV2 depthwise implementations to time.")
+# --what=cam / study
+flags.DEFINE_integer('cam_batch_size', 32, '--what=cam,study: images per Grad-CAM call.')
+flags.DEFINE_integer('cam_warmup', 10, '--what=cam: untimed calls first (pytorch-grad-cam\'s '
+                     'first calls are 2-6x slower).')
+flags.DEFINE_integer('study_images', 64, '--what=study: test images in the timed study.')
+flags.DEFINE_bool('peak_memory', True, 'Measure peak RSS in fresh child processes.')
+# --what=recipe
+flags.DEFINE_integer('recipe_images', 64, '--what=recipe: training images actually run.')
+flags.DEFINE_integer('recipe_test_images', 32, '--what=recipe: test images actually run.')
+flags.DEFINE_float('recipe_epochs', 50, '--what=recipe: epochs (the paper: 50).')
+flags.DEFINE_integer('recipe_views', 4, '--what=recipe: cached train views K (config '
+                     'cache.num_train_views).')
+flags.DEFINE_integer('torch_epochs', 2, '--what=recipe: epochs of the PyTorch loop actually '
+                     'run (every epoch costs the same; extrapolated to --recipe_epochs).')
+flags.DEFINE_integer('extrapolate_train', 8900, '--what=recipe: train images extrapolated to.')
+flags.DEFINE_integer('extrapolate_test', 2203, '--what=recipe: test images extrapolated to.')
+# --what=scaling
+flags.DEFINE_list('scaling_sizes', ['500', '1000', '2000', '4000'],
+                  '--what=scaling: images per streamed evaluation (one child process each).')
+
+QUICK = dict(repeats=2, cam_warmup=3, study_images=32, recipe_images=32,
+             recipe_test_images=32, torch_epochs=1, scaling_sizes=['64', '128', '256', '512'],
+             model_batch_size=8)
+TARGETS = {  # the issue's targets (2-core CPU, after warm-up): ours / reference
+    'mobilenet_v2_forward_vs_torch_channels_last': 1.2,
+    'gradcam_one_target_vs_pytorch_grad_cam': 2.0,
+    'gradcam_10_buckets_vs_pytorch_grad_cam': 15.0,
+    'gradcam_peak_memory_torch_over_ours': 3.0,
+    'study_vs_looped_pytorch_grad_cam': 20.0,
+    'recipe_8900_vs_plain_pytorch': 30.0,
+}
+SUMMARY: list[dict[str, Any]] = []
+
+
+def _flag(name: str):
+  """Flag value, or its --quick value when --quick is set and the flag was not given."""
+  if FLAGS.quick and name in QUICK and not FLAGS[name].present:
+    return QUICK[name]
+  return FLAGS[name].value
+
+
+def _chunk() -> int:
+  from aesthetics_jax import microbatch  # pylint: disable=import-outside-toplevel
+  return microbatch.default_chunk() if FLAGS.chunk < 0 else FLAGS.chunk
+
+
+def _use_torch() -> bool:
+  if FLAGS.reference == 'none':
+    return False
+  from aesthetics_jax.bench import torch_ref  # pylint: disable=import-outside-toplevel
+  ok = torch_ref.available()
+  if FLAGS.reference == 'torch' and not ok:
+    raise FileNotFoundError("--reference=torch needs torch, torchvision and grad-cam: "
+                            "pip install -e '.[torch]' (or pass --reference=none)")
+  if ok:
+    torch_ref.set_threads(FLAGS.threads or cpu_count())
+  return ok
+
+
+def _note(name: str, value: float | None, detail: str = '', target: float | None = None,
+          better: str = 'higher') -> None:
+  """Adds a line to the closing summary table (and the JSON 'summary')."""
+  target = TARGETS.get(name) if target is None else target
+  met = None
+  if value is not None and target is not None:
+    met = bool(value >= target) if better == 'higher' else bool(value <= target)
+  SUMMARY.append({'name': name, 'value': value, 'target': target, 'met': met,
+                  'detail': detail})
+
+
+def _print_runs(runs: dict[str, Any], names=None) -> None:
+  from aesthetics_jax.bench import timing  # pylint: disable=import-outside-toplevel
+  for k in names or runs:
+    r = runs[k]
+    print(f'  {k:46s} {timing.fmt_rate(r)}  first call {r["first_call_s"]:.1f} s', flush=True)
+
+
+def _compare_maps(expected, got) -> dict[str, float]:
+  """max |diff| and the minimum per-map Pearson correlation of two [..., H, W] stacks."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  e = np.asarray(expected, np.float64).reshape(-1, *np.shape(expected)[-2:])
+  g = np.asarray(got, np.float64).reshape(e.shape)
+  corrs = []
+  for a, b in zip(e, g):
+    if a.std() == 0 or b.std() == 0:
+      corrs.append(1.0 if np.abs(a - b).max() <= 5e-4 else 0.0)
+    else:
+      corrs.append(float(np.corrcoef(a.ravel(), b.ravel())[0, 1]))
+  return {'max_abs_diff': float(np.abs(e - g).max()), 'min_corr': float(min(corrs)),
+          'maps': int(e.shape[0])}
 
 
 def _model_variables(model, size: int):
@@ -309,75 +405,525 @@ def _model_variables(model, size: int):
   return jax.device_put(jax.tree_util.tree_map_with_path(fill, shapes))
 
 
+def _variables(arch: str, model, tmodel, size: int):
+  """Our variables: the torch model's weights when there is one, else random."""
+  import jax  # pylint: disable=import-outside-toplevel
+  if tmodel is None:
+    return _model_variables(model, size)
+  from aesthetics_jax.bench import torch_ref  # pylint: disable=import-outside-toplevel
+  return jax.device_put(torch_ref.flax_variables(tmodel, arch, _model_variables(model, size)))
+
+
+# ---------------------------------------------------------------------------------------
+# --what=model
+# ---------------------------------------------------------------------------------------
+
+
 @register('model')
 def bench_model() -> dict[str, Any]:
   """Eval-mode forward (features + heads) images/s at --image_size, batch --model_batch_size:
-  MobileNetV2 with depthwise 'conv' vs 'shift', and torchvision (NCHW and channels_last,
-  all cores) side by side when torch is installed."""
+  MobileNetV2 (depthwise 'shift' vs 'conv', whole batch vs micro-batched) and VGG16, float32
+  and bfloat16 (with its error against float32), interleaved with torchvision (NCHW and
+  channels_last) on identical weights when torch is there."""
   import jax  # pylint: disable=import-outside-toplevel
-  import ml_collections  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import models, train  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.bench import timing, torch_ref, workloads  # pylint: disable=import-outside-toplevel
 
-  b, s = FLAGS.model_batch_size, FLAGS.image_size
-  x = jax.device_put(np.random.default_rng(0).uniform(size=(b, s, s, 3)).astype(np.float32))
+  b, s = _flag('model_batch_size'), FLAGS.image_size
+  chunk = _chunk()
+  use_torch = _use_torch()
+  x_np = workloads.photos(b, s)
+  x = jax.device_put(x_np)
   res: dict[str, Any] = {'batch_size': b, 'image_size': s, 'backend': jax.default_backend(),
-                         'runs': {}}
+                         'chunk': chunk, 'reference': 'torch' if use_torch else 'none',
+                         'runs': {}, 'accuracy': {}}
   for arch in FLAGS.model_archs:
-    impls = ('conv', 'shift') if arch == 'mobilenet_v2' else ('conv',)
+    fns, outs, compile_s = {}, {}, {}
+    tm = tm_cl = None
+    if use_torch:
+      make = torch_ref.mobilenet_v2 if arch == 'mobilenet_v2' else torch_ref.vgg16
+      tm = make(seed=0) if arch == 'vgg16' else make(10 + 66, seed=0)
+      tm_cl = make(seed=0, channels_last=True) if arch == 'vgg16' else make(
+          10 + 66, seed=0, channels_last=True)
+    impls = [i for i in FLAGS.model_depthwise] if arch == 'mobilenet_v2' else ['-']
+    variables = None
     for dtype in FLAGS.model_dtypes:
       for impl in impls:
-        cfg = ml_collections.ConfigDict({'arch': arch, 'depthwise': impl, 'dtype': dtype})
+        cfg = workloads.model_config(arch, 'auto' if impl == '-' else impl, dtype)
         model = models.create_model(cfg)
-        variables = _model_variables(model, s)
-        fwd = jax.jit(model.apply)
-        t0 = time.perf_counter()
-        jax.block_until_ready(fwd(variables, x))
-        compile_s = time.perf_counter() - t0
-        name = f'jax_{arch}_{dtype}_{impl}'
-        res['runs'][name] = dict(
-            measure(lambda: jax.block_until_ready(fwd(variables, x)), items=b),
-            first_call_s=compile_s)
-        print(f'  {name:40s} {res["runs"][name]["items_per_s"]["median"]:8.1f} images/s',
-              flush=True)
-  if _version('torch') is None:
-    res['torch'] = 'not installed'
-    return res
-  import torch  # pylint: disable=import-outside-toplevel
-  import torchvision  # pylint: disable=import-outside-toplevel
-  torch.set_num_threads(cpu_count())
-  xt = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).contiguous()
-  for arch in FLAGS.model_archs:
-    tm = getattr(torchvision.models, arch)(weights=None).eval()
-    for layout in ('contiguous', 'channels_last'):
-      fmt = torch.channels_last if layout == 'channels_last' else torch.contiguous_format
-      m, xi = tm.to(memory_format=fmt), xt.contiguous(memory_format=fmt)
-      def run(m=m, xi=xi):
-        with torch.inference_mode():
-          m(xi)
-      name = f'torch_{arch}_float32_{layout}'
-      res['runs'][name] = dict(measure(run, items=b), threads=torch.get_num_threads())
-      print(f'  {name:40s} {res["runs"][name]["items_per_s"]["median"]:8.1f} images/s',
-            flush=True)
+        if variables is None:
+          variables = _variables(arch, model, tm, s)
+        chunks = [0, chunk] if chunk and dtype == 'float32' else [chunk]
+        for c in chunks:
+          fwd = workloads.forward_fn(model, c, what='outputs')
+          name = f'jax_{arch}_{dtype}' + (f'_{impl}' if impl != '-' else '') + (
+              f'_chunk{c}' if c else '_batch')
+          fns[name] = lambda f=fwd: jax.block_until_ready(f(variables, x))
+          t0 = time.perf_counter()
+          outs[name] = jax.device_get(fwd(variables, x))
+          compile_s[name] = time.perf_counter() - t0
+    if use_torch:
+      fns[f'torch_{arch}_float32_contiguous'] = torch_ref.forward_fn(tm, x_np, False, 'all')
+      fns[f'torch_{arch}_float32_channels_last'] = torch_ref.forward_fn(tm_cl, x_np, True,
+                                                                         'all')
+      if chunk and arch == 'mobilenet_v2':  # informational: torch with our micro-batching
+        fns[f'torch_{arch}_float32_channels_last_chunk{chunk}'] = torch_ref.forward_fn(
+            tm_cl, x_np, True, 'all', chunk)
+    runs = timing.interleaved(fns, items=b, repeats=_flag('repeats'), warmup=FLAGS.warmup)
+    for name, c in compile_s.items():  # JAX's first call (compile + run) happened above
+      runs[name]['first_call_s'] = c
+    res['runs'].update(runs)
+    _print_runs(runs)
+    # bfloat16 vs float32 (same weights, same micro-batching), and float32 vs torch.
+    acc = res['accuracy'][arch] = {}
+    for name, out in outs.items():
+      if 'bfloat16' not in name:
+        continue
+      ref = outs[name.replace('bfloat16', 'float32')]
+      p, q = train.predict_outputs(ref, arch), train.predict_outputs(out, arch)
+      a = {'label_agreement': float(np.mean(np.asarray(p['label_pred']) ==
+                                            np.asarray(q['label_pred'])))}
+      if arch == 'mobilenet_v2':
+        a['mean_score_max_abs_diff'] = float(np.abs(p['mean_score'] - q['mean_score']).max())
+        a['distribution_max_abs_diff'] = float(np.abs(p['distribution'] -
+                                                      q['distribution']).max())
+        a['score_logits_max_abs_diff'] = float(np.abs(ref['score_logits'] -
+                                                      out['score_logits']).max())
+      else:
+        a['logit_max_abs_diff'] = float(np.abs(ref['logit'] - out['logit']).max())
+        a['logit_max_abs'] = float(np.abs(ref['logit']).max())
+        a['p_high_max_abs_diff'] = float(np.abs(p['p_high'] - q['p_high']).max())
+      acc[name] = a
+      print(f'  {name} vs float32: {a}', flush=True)
+    if use_torch:
+      import torch  # pylint: disable=import-outside-toplevel
+      with torch.inference_mode():
+        t_out = tm(torch_ref.to_nchw(x_np, False)).numpy()
+      ours = next(o for n, o in outs.items() if 'float32' in n)
+      ours = (np.concatenate([ours['score_logits'], ours['tag_logits']], -1)
+              if arch == 'mobilenet_v2' else ours['logit'][:, None])
+      acc['float32_vs_torch_max_abs_diff'] = float(np.abs(ours - t_out).max())
+      print(f'  {arch} float32 vs torch: max |diff| of outputs '
+            f'{acc["float32_vs_torch_max_abs_diff"]:.2e}', flush=True)
+      del tm, tm_cl
+    # The headline figure: our default inference path (float32, depthwise per backend,
+    # micro-batched) against torchvision's fastest layout.
+    if use_torch:
+      best_torch = max((runs[f'torch_{arch}_float32_{l}'] for l in
+                        ('contiguous', 'channels_last')),
+                       key=lambda r: r['items_per_s']['median'])
+      default_impl = '' if arch == 'vgg16' else '_' + models.resolve_impl('auto')
+      ours_name = f'jax_{arch}_float32{default_impl}' + (f'_chunk{chunk}' if chunk else
+                                                        '_batch')
+      if ours_name in runs:
+        r = timing.ratio(runs[ours_name], runs[f'torch_{arch}_float32_channels_last'])
+        res[f'{arch}_ratio_vs_torch_channels_last'] = r
+        res[f'{arch}_ratio_vs_best_torch'] = timing.ratio(runs[ours_name], best_torch)
+        _note(f'{arch}_forward_vs_torch_channels_last', r,
+              f'{ours_name} vs torchvision channels_last, batch {b}',
+              target=1.2 if arch == 'mobilenet_v2' else None)
   return res
+
+
+# ---------------------------------------------------------------------------------------
+# --what=cam
+# ---------------------------------------------------------------------------------------
+
+
+@register('cam')
+def bench_cam() -> dict[str, Any]:
+  """Grad-CAM images/s for one target and all 10 score buckets (MobileNetV2, 10-way head),
+  ours vs pytorch-grad-cam (GradCAM, target_layers=[model.features[-1]]) on identical
+  weights, both warmed up; maps compared; peak RSS of each in a fresh child process."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import cam, models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.bench import memory, timing, torch_ref, workloads  # pylint: disable=import-outside-toplevel
+
+  b, s, chunk = FLAGS.cam_batch_size if not FLAGS.quick or FLAGS['cam_batch_size'].present \
+      else 16, FLAGS.image_size, _chunk()
+  use_torch = _use_torch()
+  k = 9  # the one target: bucket 10 (the highest score)
+  x_np = workloads.photos(b, s, seed=1)
+  x = jax.device_put(x_np)
+  model = models.create_model(workloads.model_config('mobilenet_v2'))
+  tms = {}
+  if use_torch:
+    tms = {layout: torch_ref.mobilenet_v2(10, seed=0, channels_last=layout == 'channels_last')
+           for layout in ('contiguous', 'channels_last')}
+  variables = _variables('mobilenet_v2', model, tms.get('contiguous'), s)
+  one = workloads.make_cam_step(model, workloads.bucket_target(k), chunk, s)
+  all10 = workloads.make_cam_step(model, cam.targets_for('mobilenet_v2', 'bucket'), chunk, s)
+  res: dict[str, Any] = {'batch_size': b, 'image_size': s, 'chunk': chunk, 'target_bucket': k,
+                         'warmup_calls': _flag('cam_warmup'), 'runs': {}}
+  fns = {'jax_gradcam_one_target': lambda: np.asarray(one(variables, x))}
+  objs, xs = {}, {}
+  if use_torch:
+    for layout, tm in tms.items():
+      xs[layout] = torch_ref.to_nchw(x_np, layout == 'channels_last')
+      objs[layout] = torch_ref.gradcam(tm)
+      tl = [[torch_ref.class_target(k)] * b]
+      fns[f'pytorch_grad_cam_one_target_{layout}'] = (
+          lambda o=objs[layout], xi=xs[layout], tl=tl: torch_ref.gradcam_maps(o, xi, tl))
+  runs = timing.interleaved(fns, items=b, repeats=_flag('repeats'),
+                            warmup=_flag('cam_warmup'))
+  res['runs'].update(runs)
+  _print_runs(runs)
+  best = None
+  if use_torch:
+    best = max(tms, key=lambda l: runs[f'pytorch_grad_cam_one_target_{l}']['items_per_s'][
+        'median'])
+    res['torch_fastest_layout'] = best
+    r1 = timing.ratio(runs['jax_gradcam_one_target'], runs[f'pytorch_grad_cam_one_target_{best}'])
+    res['ratio_one_target'] = r1
+    _note('gradcam_one_target_vs_pytorch_grad_cam', r1, f'batch {b}, torch {best}')
+  fns = {'jax_gradcam_10_buckets': lambda: np.asarray(all10(variables, x))}
+  if use_torch:
+    tl10 = [[torch_ref.class_target(j)] * b for j in range(10)]
+    fns[f'pytorch_grad_cam_10_buckets_{best}'] = (
+        lambda: torch_ref.gradcam_maps(objs[best], xs[best], tl10))
+  runs = timing.interleaved(fns, items=b, repeats=_flag('repeats'), warmup=1)
+  res['runs'].update(runs)
+  _print_runs(runs)
+  if use_torch:
+    r10 = timing.ratio(runs['jax_gradcam_10_buckets'], runs[f'pytorch_grad_cam_10_buckets_{best}'])
+    res['ratio_10_buckets'] = r10
+    _note('gradcam_10_buckets_vs_pytorch_grad_cam', r10, f'batch {b}, torch {best}')
+    # The maps must agree (pytorch-grad-cam: per-map min-max, cv2 resize, min-max again).
+    ours = np.asarray(all10(variables, x))                                  # [B,10,S,S]
+    theirs = np.stack(torch_ref.gradcam_maps(objs['contiguous'], xs['contiguous'], tl10), 1)
+    agree = _compare_maps(theirs, ours)
+    res['maps_agree'] = agree
+    print(f'  maps vs pytorch-grad-cam (all 10 buckets): max |diff| {agree["max_abs_diff"]:.2e},'
+          f' min corr {agree["min_corr"]:.6f} over {agree["maps"]} maps', flush=True)
+    _note('gradcam_maps_max_abs_diff', agree['max_abs_diff'],
+          f'min corr {agree["min_corr"]:.6f} (target >= 0.9999)', target=5e-4, better='lower')
+    for o in objs.values():
+      o.__exit__(None, None, None)
+  if FLAGS.peak_memory:
+    mem = res['peak_memory'] = {}
+    jobs = {f'jax_{t}': ('aesthetics_jax.bench.workloads:cam_setup',
+                         dict(batch=b, size=s, targets=t, chunk=chunk)) for t in ('one', 'all')}
+    if use_torch:
+      jobs.update({f'pytorch_grad_cam_{t}': (
+          'aesthetics_jax.bench.torch_ref:gradcam_setup',
+          dict(batch=b, size=s, targets=t, channels_last=best == 'channels_last',
+               threads=FLAGS.threads or cpu_count())) for t in ('one', 'all')})
+    for name, (target, kw) in jobs.items():
+      mem[name] = memory.measure_in_child(target, kw, warmup=1, repeats=1)
+      print(f'  peak RSS {name:28s} {mem[name].get("peak_rss_mb", float("nan")):8.0f} MB '
+            f'(workload {mem[name].get("workload_mb") or float("nan"):.0f} MB) '
+            f'{mem[name].get("error", "")}', flush=True)
+    if use_torch and all('peak_rss_mb' in mem[n] for n in ('jax_all', 'pytorch_grad_cam_all')):
+      r = mem['pytorch_grad_cam_all']['peak_rss_mb'] / mem['jax_all']['peak_rss_mb']
+      res['peak_memory_torch_over_ours'] = r
+      _note('gradcam_peak_memory_torch_over_ours', r,
+            f"{mem['jax_all']['peak_rss_mb']:.0f} MB vs "
+            f"{mem['pytorch_grad_cam_all']['peak_rss_mb']:.0f} MB peak RSS (10 buckets)")
+  return res
+
+
+# ---------------------------------------------------------------------------------------
+# --what=study
+# ---------------------------------------------------------------------------------------
+
+
+@register('study')
+def bench_study() -> dict[str, Any]:
+  """The whole study on --study_images test images: aesthetic map, 10 bucket maps, top
+  attribute map, boxes (aesthetic, attribute, average) and mean intensity — ours in one jitted
+  pass per batch vs pytorch-grad-cam looped over the same 12 targets."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import cam, models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.bench import timing, torch_ref, workloads  # pylint: disable=import-outside-toplevel
+
+  b, s, chunk = FLAGS.cam_batch_size if not FLAGS.quick or FLAGS['cam_batch_size'].present \
+      else 16, FLAGS.image_size, _chunk()
+  n = max(b, _flag('study_images') // b * b)
+  use_torch = _use_torch()
+  x_np = workloads.photos(n, s, seed=2)
+  xs = [jax.device_put(x_np[i:i + b]) for i in range(0, n, b)]
+  model = models.create_model(workloads.model_config('mobilenet_v2'))
+  tm = torch_ref.mobilenet_v2(76, seed=0, channels_last=True) if use_torch else None
+  variables = _variables('mobilenet_v2', model, tm, s)
+  step = workloads.make_study_step(model, 'mobilenet_v2', s, 0.2, chunk)
+
+  def ours():
+    return [jax.device_get(step(variables, xi)) for xi in xs]
+  fns = {'jax_study': ours}
+  if use_torch:
+    cobj = torch_ref.gradcam(tm)
+    txs = [torch_ref.to_nchw(x_np[i:i + b], True) for i in range(0, n, b)]
+    fns['pytorch_grad_cam_study_looped'] = lambda: [torch_ref.study_batch(tm, cobj, t, 0.2)
+                                                    for t in txs]
+  runs = timing.interleaved(fns, items=n, repeats=max(1, _flag('repeats') - 1), warmup=1)
+  _print_runs(runs)
+  res: dict[str, Any] = {'num_images': n, 'batch_size': b, 'image_size': s, 'chunk': chunk,
+                         'targets': list(cam.target_names('mobilenet_v2',
+                                                          workloads.STUDY_TARGETS)),
+                         'runs': runs}
+  if use_torch:
+    r = timing.ratio(runs['jax_study'], runs['pytorch_grad_cam_study_looped'])
+    res['ratio'] = r
+    _note('study_vs_looped_pytorch_grad_cam', r, f'{n} images, 12 maps + boxes each')
+    # Agreement of the aesthetic (mean-score) and top-tag maps, and of the boxes.
+    aes_step = workloads.make_cam_step(model, cam.targets_for('mobilenet_v2',
+                                                              ('aesthetic', 'top_tag')),
+                                       chunk, s)
+    ours_maps = np.asarray(aes_step(variables, xs[0]))
+    theirs = torch_ref.study_batch(tm, cobj, txs[0], 0.2)
+    res['aesthetic_maps_agree'] = _compare_maps(theirs['aesthetic'], ours_maps[:, 0])
+    got = jax.device_get(step(variables, xs[0]))[1]
+    res['box_aesthetic_equal_fraction'] = float(np.mean(np.all(
+        np.asarray(got['box_aesthetic']) == theirs['box_aesthetic'], axis=1)))
+    print(f"  aesthetic maps vs pytorch-grad-cam: {res['aesthetic_maps_agree']}; aesthetic "
+          f"boxes equal for {res['box_aesthetic_equal_fraction']:.0%} of images", flush=True)
+    cobj.__exit__(None, None, None)
+  return res
+
+
+# ---------------------------------------------------------------------------------------
+# --what=recipe
+# ---------------------------------------------------------------------------------------
+
+
+@register('recipe')
+def bench_recipe() -> dict[str, Any]:
+  """The paper's frozen MobileNetV2 recipe (EMD + tag heads, Adam 3e-6, --recipe_epochs):
+  ours = feature cache (K augmented views + test view encoded once) + head steps + test
+  metrics; PyTorch = a plain loop that decodes, crops and recomputes the frozen features every
+  epoch. Both run on --recipe_images images; figures are extrapolated to 8,900 / 2,203."""
+  import math  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import ava, input_pipeline as ip, models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.bench import timing, torch_ref, workloads  # pylint: disable=import-outside-toplevel
+
+  n, m = _flag('recipe_images'), _flag('recipe_test_images')
+  epochs, views, b = float(FLAGS.recipe_epochs), FLAGS.recipe_views, 32
+  s, rs = FLAGS.image_size, FLAGS.resize_size
+  workers = FLAGS.workers or cpu_count()
+  use_torch = _use_torch()
+  pool = workloads.jpeg_pool(32, seed=3)
+  train_src = workloads.SyntheticSource(n, pool, seed=1)
+  test_src = workloads.SyntheticSource(m, pool[::-1], seed=2)
+  config = workloads.recipe_config(n, m, b, epochs, views, s, rs, workers)
+  model = models.create_model(config.model)
+  tm = torch_ref.mobilenet_v2(76, seed=0, channels_last=True) if use_torch else None
+  variables = _variables('mobilenet_v2', model, tm, s)
+  mesh = ip.make_mesh()
+  # Compile everything once (a tiny run): the timed runs below measure steady state.
+  t0 = time.perf_counter()
+  workloads.run_recipe(model, variables, workloads.SyntheticSource(b, pool), 
+                       workloads.SyntheticSource(b, pool),
+                       workloads.recipe_config(b, b, b, 1, 1, s, rs, workers), mesh)
+  res: dict[str, Any] = {'train_images': n, 'test_images': m, 'epochs': epochs,
+                         'views': views, 'batch_size': b, 'compile_s':
+                         time.perf_counter() - t0, 'runs': {}}
+  compile_s = res['compile_s']
+  views_list = [views] + ([1] if views != 1 else [])
+  configs = {k: workloads.recipe_config(n, m, b, epochs, k, s, rs, workers) for k in views_list}
+  ours_runs: dict[int, list] = {k: [] for k in views_list}
+  torch_runs: list[dict] = []
+  meta = ip.read_metadata(train_src)
+  epoch_fn = None
+  if use_torch:
+    epoch_fn = torch_ref.recipe_epoch_fn(tm, [train_src[i]['image'] for i in range(n)],
+                                         meta.distribution, meta.tag_soft, b, rs, s, workers)
+    epoch_fn(0)  # warm-up
+  t_epochs = _flag('torch_epochs')
+  for _ in range(max(1, _flag('repeats') - 1)):
+    for k in views_list:  # ours and torch alternate
+      r = workloads.run_recipe(model, variables, train_src, test_src, configs[k], mesh)
+      ours_runs[k].append(r)
+      print(f"  ours (K={k}): cache {r['cache_s']:.1f} s + {r['steps']} steps "
+            f"{r['steps_s']:.1f} s + eval {r['eval_s']:.2f} s", flush=True)
+    if epoch_fn is not None:
+      t1 = time.perf_counter()
+      parts = [epoch_fn(e + 1) for e in range(t_epochs)]
+      torch_runs.append({'epochs': t_epochs, 'seconds': time.perf_counter() - t1,
+                         'data_s': sum(p['data_s'] for p in parts),
+                         'model_s': sum(p['model_s'] for p in parts)})
+      print(f"  torch: {t_epochs} epoch(s) {torch_runs[-1]['seconds']:.1f} s "
+            f"(decode+crop {torch_runs[-1]['data_s']:.1f} s)", flush=True)
+  med = lambda rs_, key: float(np.median([x[key] for x in rs_]))
+  nt, mt = FLAGS.extrapolate_train, FLAGS.extrapolate_test
+  steps_full = math.ceil(epochs * nt / b)
+  res['runs']['ours'] = {str(k): v for k, v in ours_runs.items()}
+  torch_full = torch_n = None
+  if torch_runs:
+    res['runs']['torch'] = torch_runs
+    per_img_epoch = med(torch_runs, 'seconds') / (t_epochs * n)
+    model_img = med(torch_runs, 'model_s') / (t_epochs * n)
+    torch_n = per_img_epoch * n * epochs + model_img * m   # + one test pass
+    torch_full = per_img_epoch * nt * epochs + model_img * mt
+    res['torch'] = {'seconds_per_image_epoch': per_img_epoch, 'measured_epochs': t_epochs,
+                    'extrapolated_n_s': torch_n, 'extrapolated_s': torch_full,
+                    'extrapolation': f'{per_img_epoch * 1e3:.1f} ms per image-epoch x {nt} x '
+                                     f'{epochs:g} + {mt} test forwards'}
+    print(f'  torch, extrapolated: {n} images {torch_n:.0f} s, {nt} images '
+          f'{torch_full / 3600:.2f} h', flush=True)
+  for k in views_list:
+    o = {key: med(ours_runs[k], key) for key in ('cache_s', 'steps_s', 'eval_s', 'total_s')}
+    o['steps'] = ours_runs[k][0]['steps']
+    per_encode = o['cache_s'] / (n * k + m)
+    per_step = o['steps_s'] / o['steps']
+    full = (compile_s + per_encode * (nt * k + mt) + per_step * steps_full
+            + o['eval_s'] / m * mt)
+    o.update(extrapolated_s=full, total_with_compile_s=o['total_s'] + compile_s,
+             extrapolation=f'compile {compile_s:.1f} s + {per_encode * 1e3:.1f} ms per encoded '
+                           f'view x ({nt} x {k} + {mt}) + {steps_full} steps x '
+                           f'{per_step * 1e3:.2f} ms')
+    res[f'ours_views{k}'] = o
+    print(f"  ours K={k}, {n} images x {epochs:g} epochs: {o['total_s']:.1f} s (+ compile "
+          f'{compile_s:.1f} s); extrapolated to {nt}: {full / 60:.1f} min', flush=True)
+    if torch_full is not None:
+      o['ratio_n'] = torch_n / o['total_with_compile_s']
+      o['ratio_8900'] = torch_full / full
+      name = 'recipe_8900_vs_plain_pytorch' + ('' if k == views else f'_views{k}')
+      _note(name, o['ratio_8900'], f'K={k} cached views; ours {full / 60:.1f} min vs torch '
+            f'{torch_full / 60:.0f} min (extrapolated)', target=30.0)
+      if k == views:
+        res['ratio_8900'] = o['ratio_8900']
+  return res
+
+
+# ---------------------------------------------------------------------------------------
+# --what=scaling
+# ---------------------------------------------------------------------------------------
+
+
+@register('scaling')
+def bench_scaling() -> dict[str, Any]:
+  """Cost growth of the streamed evaluation with all CAM targets (the study step over
+  `input_pipeline.eval_batches` of synthetic JPEGs): time and peak RSS per size, each in a
+  fresh child process. Memory must stay flat in the number of images."""
+  from aesthetics_jax.bench import memory  # pylint: disable=import-outside-toplevel
+  sizes = [int(v) for v in _flag('scaling_sizes')]
+  s, chunk = FLAGS.image_size, _chunk()
+  res: dict[str, Any] = {'image_size': s, 'batch_size': 32, 'chunk': chunk, 'runs': {}}
+  for n in sizes:
+    r = memory.measure_in_child('aesthetics_jax.bench.workloads:stream_setup',
+                                dict(num_images=n, batch=32, size=s, chunk=chunk,
+                                     workers=FLAGS.workers), warmup=0, repeats=1)
+    res['runs'][str(n)] = r
+    if 'error' in r:
+      print(f'  {n:6d} images: {r["error"]}', flush=True)
+      continue
+    print(f"  {n:6d} images: {r['stream_s']:7.1f} s ({r['images_per_s']:.1f} img/s), peak RSS "
+          f"{r['peak_rss_mb']:.0f} MB (before {r['rss_before_mb']:.0f} MB)", flush=True)
+  ok = [res['runs'][str(n)] for n in sizes if 'peak_rss_mb' in res['runs'][str(n)]]
+  if len(ok) >= 2:
+    growth = ok[-1]['peak_rss_mb'] - ok[0]['peak_rss_mb']
+    res['peak_rss_growth_mb'] = growth
+    res['seconds_per_image'] = [r['stream_s'] / r['num_images'] for r in ok]
+    _note('scaling_peak_rss_growth_mb', growth,
+          f'{sizes[0]} -> {sizes[-1]} images; s/img '
+          + ', '.join(f'{v * 1e3:.1f} ms' for v in res['seconds_per_image']),
+          target=max(100.0, 0.1 * ok[0]['peak_rss_mb']), better='lower')
+  return res
+
+
+# ---------------------------------------------------------------------------------------
+# --what=input, continued: is the pipeline the bottleneck?
+# ---------------------------------------------------------------------------------------
+flags.DEFINE_bool('input_vs_model', True, '--what=input: also time the model fed by the '
+                  'pipeline and say how many decode workers keep up with it.')
+
+
+def input_vs_model(per_worker_ips: float) -> dict[str, Any]:
+  """Model images/s (inference features, in-memory batches) vs the same model fed by
+  `train_batches`; workers needed = model images/s / one worker's decode images/s."""
+  import math  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import input_pipeline as ip, models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.bench import synthetic, timing, workloads  # pylint: disable=import-outside-toplevel
+  from configs import default  # pylint: disable=import-outside-toplevel
+
+  s, b = FLAGS.image_size, 32
+  model = models.create_model(workloads.model_config('mobilenet_v2'))
+  variables = _model_variables(model, s)
+  fwd = workloads.forward_fn(model, _chunk())
+  x = jax.device_put(np.random.default_rng(0).random((b, s, s, 3), np.float32))
+  alone = timing.interleaved({'model': lambda: jax.block_until_ready(fwd(variables, x))},
+                             items=b, repeats=FLAGS.repeats, warmup=FLAGS.warmup)['model']
+  c = default.get_config()
+  c.batch_size = b
+  c.input.resize_size, c.input.image_size = FLAGS.resize_size, s
+  c.input.num_workers = FLAGS.workers or cpu_count()
+  pool = synthetic.synthetic_jpegs(32, seed=5)
+  it = ip.train_batches(workloads.SyntheticSource(4 * b, pool), c, ip.make_mesh())
+  jax.block_until_ready(fwd(variables, next(it)['image']))
+  nb = 3
+
+  def fed():
+    for _ in range(nb):
+      out = fwd(variables, next(it)['image'])
+    jax.block_until_ready(out)
+  fed_r = timing.interleaved({'fed': fed}, items=nb * b, repeats=FLAGS.repeats, warmup=0)['fed']
+  it.close()
+  model_ips = alone['items_per_s']['median']
+  need = math.ceil(model_ips / per_worker_ips) if per_worker_ips > 0 else None
+  out = {'model': alone, 'model_fed_by_train_batches': fed_r,
+         'decode_images_per_s_per_worker': per_worker_ips,
+         'workers_needed_to_feed_model': need, 'cpu_count': cpu_count(),
+         'fed_over_alone': fed_r['items_per_s']['median'] / model_ips}
+  print(f"  model alone {timing.fmt_rate(alone)}; fed by train_batches "
+        f"{timing.fmt_rate(fed_r)}; one decode worker {per_worker_ips:.1f} img/s -> "
+        f'{need} workers keep up (this machine has {cpu_count()} cores, shared with the model)',
+        flush=True)
+  return out
+
+
+# ---------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------
+ALL = ('model', 'cam', 'study', 'recipe', 'input', 'scaling')
+
+
+def print_summary() -> None:
+  if not SUMMARY:
+    return
+  print('\nsummary (ours vs reference; target met?)')
+  print(f"  {'figure':46s} {'value':>10s} {'target':>9s}  met   detail")
+  for r in SUMMARY:
+    v = '-' if r['value'] is None else (f"{r['value']:.3g}" if abs(r['value']) < 1e4 else
+                                        f"{r['value']:.0f}")
+    t = '-' if r['target'] is None else f"{r['target']:.3g}"
+    met = {True: 'yes', False: 'NO', None: '-'}[r['met']]
+    print(f"  {r['name']:46s} {v:>10s} {t:>9s}  {met:4s}  {r['detail']}")
 
 
 def main(argv):
   del argv
-  unknown = [w for w in FLAGS.what if w not in BENCHMARKS]
+  what = list(ALL) if 'all' in FLAGS.what else list(FLAGS.what)
+  unknown = [w for w in what if w not in BENCHMARKS]
   if unknown:
     print(f'launch.benchmark: unknown --what={",".join(unknown)}; choose from '
-          f'{",".join(sorted(BENCHMARKS))}', file=sys.stderr)
+          f'all,{",".join(sorted(BENCHMARKS))}', file=sys.stderr)
+    sys.exit(1)
+  if FLAGS.reference not in ('auto', 'torch', 'none'):
+    print(f"launch.benchmark: --reference={FLAGS.reference!r}: use 'torch', 'none' or 'auto'",
+          file=sys.stderr)
     sys.exit(1)
   from aesthetics_jax import ava, input_pipeline  # pylint: disable=import-outside-toplevel
-  results = {}
+  results: dict[str, Any] = {}
+  t_all = time.perf_counter()
   try:
-    for w in FLAGS.what:
+    for w in what:
       print(f'[{w}]', flush=True)
+      t0 = time.perf_counter()
       results[w] = BENCHMARKS[w]()
+      results[w]['section_s'] = time.perf_counter() - t0
   except (input_pipeline.InputError, ava.AvaError, FileNotFoundError) as e:
     print(f'launch.benchmark: {e}', file=sys.stderr)
     sys.exit(1)
+  results['summary'] = {'rows': SUMMARY, 'total_s': time.perf_counter() - t_all,
+                        'quick': FLAGS.quick}
+  print_summary()
   if FLAGS.json:
     write_json(FLAGS.json, results)
     print(f'wrote {FLAGS.json}')

@@ -1,0 +1,105 @@
+r"""Peak resident memory of a workload, in a fresh child process.
+
+tracemalloc misses native (XLA, torch, oneDNN) allocations, and a long-lived process's
+high-water mark remembers everything that ran before. So each measurement runs in its own
+`python -m aesthetics_jax.bench.memory` child: it builds the workload (`setup(**kwargs)`
+returns a callable), runs it `warmup` times, then resets the kernel's high-water mark
+(`echo 5 > /proc/self/clear_refs`, Linux >= 4.0) and runs it `repeats` more times. Reported:
+  peak_rss_mb      VmHWM after the reset: the process's peak while the workload ran
+                   (weights, libraries and compiled code included);
+  rss_before_mb    VmRSS just before the timed runs;
+  workload_mb      the difference: what the workload itself added at its peak;
+  seconds          wall time of the timed runs.
+Where the reset is not allowed, `ru_maxrss` (peak since start) is reported and
+`hwm_reset` is False.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from typing import Any
+
+_MARK = 'BENCH_MEMORY_RESULT '
+
+
+def _status_mb(field: str) -> float | None:
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith(field + ':'):
+          return int(line.split()[1]) / 1024.0
+  except OSError:
+    pass
+  return None
+
+
+def _reset_hwm() -> bool:
+  try:
+    with open('/proc/self/clear_refs', 'w') as f:
+      f.write('5')
+    return True
+  except OSError:
+    return False
+
+
+def measure_here(target: str, kwargs: dict[str, Any], warmup: int = 1,
+                 repeats: int = 1) -> dict[str, Any]:
+  """Runs the workload in THIS process (the child's body). `target` = 'module:function'."""
+  mod, fn = target.split(':')
+  run = getattr(importlib.import_module(mod), fn)(**kwargs)
+  for _ in range(warmup):
+    run()
+  before = _status_mb('VmRSS')
+  reset = _reset_hwm()
+  t0 = time.perf_counter()
+  for _ in range(repeats):
+    out = run()
+  secs = time.perf_counter() - t0
+  peak = _status_mb('VmHWM') if reset else None
+  if peak is None:
+    reset = False
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+  res = {'peak_rss_mb': peak, 'rss_before_mb': before,
+         'workload_mb': None if before is None else peak - before,
+         'seconds': secs, 'repeats': repeats, 'hwm_reset': reset}
+  if isinstance(out, dict):  # workloads may report extra scalars (e.g. images streamed)
+    res.update({k: v for k, v in out.items() if isinstance(v, (int, float, str, bool))})
+  return res
+
+
+def measure_in_child(target: str, kwargs: dict[str, Any] | None = None, *, warmup: int = 1,
+                     repeats: int = 1, timeout: float = 1800,
+                     env: dict[str, str] | None = None) -> dict[str, Any]:
+  """Runs `measure_here` in a fresh `python -m aesthetics_jax.bench.memory` process.
+
+  Returns its result dict, or {'error': one line} if the child failed (e.g. killed for
+  memory) — benchmarks report that instead of crashing.
+  """
+  spec = json.dumps({'target': target, 'kwargs': kwargs or {}, 'warmup': warmup,
+                     'repeats': repeats})
+  try:
+    p = subprocess.run([sys.executable, '-m', 'aesthetics_jax.bench.memory', spec],
+                       capture_output=True, text=True, timeout=timeout,
+                       env={**os.environ, **(env or {})})
+  except subprocess.TimeoutExpired:
+    return {'error': f'{target}: timed out after {timeout:.0f} s'}
+  for line in p.stdout.splitlines()[::-1]:
+    if line.startswith(_MARK):
+      return json.loads(line[len(_MARK):])
+  tail = (p.stderr.strip().splitlines() or ['no output'])[-1]
+  return {'error': f'{target}: child exited {p.returncode}: {tail}'}
+
+
+def main(argv: list[str]) -> None:
+  spec = json.loads(argv[1])
+  res = measure_here(spec['target'], spec['kwargs'], spec['warmup'], spec['repeats'])
+  print(_MARK + json.dumps(res), flush=True)
+
+
+if __name__ == '__main__':
+  main(sys.argv)

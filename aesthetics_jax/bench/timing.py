@@ -1,0 +1,56 @@
+"""Interleaved timing: JAX and reference runs alternate, so machine noise hits both alike."""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable, Mapping
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+  """{'median', 'min', 'max'} of a non-empty list."""
+  return {'median': statistics.median(values), 'min': min(values), 'max': max(values)}
+
+
+def timed(fn: Callable[[], Any]) -> float:
+  """Seconds of one call of `fn` (which must block until its result is ready)."""
+  t0 = time.perf_counter()
+  fn()
+  return time.perf_counter() - t0
+
+
+def interleaved(fns: Mapping[str, Callable[[], Any]], *, items: int | Mapping[str, int],
+                repeats: int, warmup: int = 1) -> dict[str, dict[str, Any]]:
+  """Times every `fns[name]()` `repeats` times, one call of each per round.
+
+  The first call of each is timed on its own (`first_call_s`: jit compile + run for JAX, lazy
+  initialisation for torch); then `warmup - 1` more untimed rounds, then the timed rounds. The
+  order within a round alternates (forward, then reversed) so neither side always runs first.
+  Each fn must block until its result is ready (`block_until_ready`, numpy output).
+
+  Returns: {name: {'first_call_s', 'items', 'repeats', 'seconds': {median,min,max},
+  'items_per_s': {median,min,max}}}.
+  """
+  names = list(fns)
+  n_items = {k: (items[k] if isinstance(items, Mapping) else items) for k in names}
+  first = {k: timed(fns[k]) for k in names}
+  for _ in range(max(0, warmup - 1)):
+    for k in names:
+      fns[k]()
+  secs: dict[str, list[float]] = {k: [] for k in names}
+  for r in range(repeats):
+    for k in (names if r % 2 == 0 else names[::-1]):
+      secs[k].append(timed(fns[k]))
+  return {k: {'first_call_s': first[k], 'items': n_items[k], 'repeats': repeats,
+              'seconds': summarize(secs[k]),
+              'items_per_s': summarize([n_items[k] / s for s in secs[k]])}
+          for k in names}
+
+
+def ratio(fast: Mapping[str, Any], slow: Mapping[str, Any], key: str = 'items_per_s') -> float:
+  """Median throughput of `fast` / median throughput of `slow` (x faster)."""
+  return float(fast[key]['median'] / slow[key]['median'])
+
+
+def fmt_rate(r: Mapping[str, Any], unit: str = 'img/s') -> str:
+  s = r['items_per_s']
+  return f"{s['median']:8.1f} {unit} ({s['min']:.1f}-{s['max']:.1f})"

@@ -1,0 +1,274 @@
+"""PyTorch references for the benchmark suite (torch, torchvision, grad-cam: optional extra).
+
+torch is imported inside the functions only: importing this module needs no torch, and CI
+never calls these. The models are torchvision's with random weights and random BatchNorm
+statistics (so BN is not the identity); `flax_variables` converts them with
+`aesthetics_jax.pretrained` so both frameworks run IDENTICAL weights.
+
+MobileNetV2's classifier is replaced by one Linear(1280, num_outputs): 10 outputs = the
+aesthetic head (score buckets), 76 = score buckets + the 66 tags, which equals our two Dense
+heads side by side (dropout is off at inference).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+NUM_BUCKETS = 10
+NUM_TAGS = 66
+
+
+def available() -> bool:
+  """True if torch, torchvision and pytorch-grad-cam import."""
+  try:
+    import pytorch_grad_cam  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    import torch  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    import torchvision  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:
+    return False
+  return True
+
+
+def set_threads(n: int) -> None:
+  import torch  # pylint: disable=import-outside-toplevel
+  if n > 0:
+    torch.set_num_threads(n)
+
+
+def _randomize_bn(model, seed: int) -> None:
+  import torch  # pylint: disable=import-outside-toplevel
+  g = torch.Generator().manual_seed(seed + 7)
+  with torch.no_grad():
+    for m in model.modules():
+      if isinstance(m, torch.nn.BatchNorm2d):
+        m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
+        m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+        m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+        m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+
+
+def mobilenet_v2(num_outputs: int = NUM_BUCKETS, seed: int = 0, channels_last: bool = False):
+  """torchvision mobilenet_v2 (eval) whose classifier is Dropout + Linear(1280, num_outputs)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  import torchvision  # pylint: disable=import-outside-toplevel
+  torch.manual_seed(seed)
+  m = torchvision.models.mobilenet_v2(weights=None)
+  m.classifier[1] = torch.nn.Linear(m.last_channel, num_outputs)
+  with torch.no_grad():  # larger than torchvision's N(0, 0.01) so outputs vary across images
+    m.classifier[1].weight.normal_(0, 0.05)
+  _randomize_bn(m, seed)
+  m.eval()
+  return m.to(memory_format=torch.channels_last) if channels_last else m
+
+
+def vgg16(seed: int = 0, channels_last: bool = False):
+  """torchvision vgg16 (eval) with a new Linear(4096, 1) high/low logit."""
+  import torch  # pylint: disable=import-outside-toplevel
+  import torchvision  # pylint: disable=import-outside-toplevel
+  torch.manual_seed(seed)
+  m = torchvision.models.vgg16(weights=None)
+  m.classifier[6] = torch.nn.Linear(4096, 1)
+  m.eval()
+  return m.to(memory_format=torch.channels_last) if channels_last else m
+
+
+def flax_variables(tmodel, arch: str, variables: dict) -> dict:
+  """`variables` (from our model's init) with every leaf replaced by the torch model's.
+
+  The encoder goes through `pretrained.torch_to_flax` (the converter users run); the
+  replaced classifier becomes our heads: MobileNetV2 rows [0:10] → 'score', [10:76] → 'tags'
+  (when present); VGG16's new output → 'logit'.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import pretrained  # pylint: disable=import-outside-toplevel
+  state = {k: v.detach().float().cpu().numpy() for k, v in tmodel.state_dict().items()}
+  flat = pretrained.torch_to_flax(state, arch)
+  target = pretrained.flatten_variables(jax.device_get(variables))
+  if arch == 'mobilenet_v2':
+    w, b = flat.pop('params/head/classifier/kernel'), flat.pop('params/head/classifier/bias')
+    flat['params/head/score/kernel'], flat['params/head/score/bias'] = w[:, :10], b[:10]
+    if w.shape[1] >= NUM_BUCKETS + NUM_TAGS:
+      flat['params/head/tags/kernel'] = w[:, 10:10 + NUM_TAGS]
+      flat['params/head/tags/bias'] = b[10:10 + NUM_TAGS]
+  else:
+    flat['params/head/logit/kernel'] = flat.pop('params/head/fc8/kernel')
+    flat['params/head/logit/bias'] = flat.pop('params/head/fc8/bias')
+  missing = sorted(k for k in target if k not in flat and not k.startswith('params/head/tags'))
+  extra = sorted(k for k in flat if k not in target)
+  if missing or extra:
+    raise ValueError(f'torch→flax benchmark weights: missing {missing[:3]}, extra {extra[:3]}')
+  for k, v in flat.items():
+    if tuple(v.shape) != tuple(np.shape(target[k])):
+      raise ValueError(f'torch→flax benchmark weights: {k} {v.shape} != {np.shape(target[k])}')
+    target[k] = np.asarray(v, np.float32)
+  return pretrained.unflatten_variables(target)
+
+
+def to_nchw(x_nhwc: np.ndarray, channels_last: bool):
+  """f32 [B,H,W,3] numpy → torch [B,3,H,W] (channels_last memory format if asked)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  t = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2)))
+  return t.contiguous(memory_format=torch.channels_last) if channels_last else t.contiguous()
+
+
+def forward_fn(tmodel, x_nhwc: np.ndarray, channels_last: bool, what: str = 'features',
+               chunk: int = 0) -> Callable[[], Any]:
+  """Callable running `tmodel.features(x)` (or the full model) under inference_mode.
+
+  chunk > 0 runs the batch `chunk` images at a time (the same micro-batching our JAX path
+  uses; reported as a separate, informational line).
+  """
+  import torch  # pylint: disable=import-outside-toplevel
+  x = to_nchw(x_nhwc, channels_last)
+  f = tmodel.features if what == 'features' else tmodel
+  parts = [x[i:i + chunk] for i in range(0, x.shape[0], chunk)] if chunk > 0 else [x]
+
+  def run():
+    with torch.inference_mode():
+      return [f(p) for p in parts]
+  return run
+
+
+def mean_score_target(output):
+  """pytorch-grad-cam target: predicted mean score Σ softmax(score logits)·(1..10) of one
+  image's output vector (our 'aesthetic' target)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  p = torch.softmax(output[..., :NUM_BUCKETS], dim=-1)
+  return (p * torch.arange(1, NUM_BUCKETS + 1, dtype=p.dtype)).sum(-1)
+
+
+def gradcam(tmodel):
+  """pytorch-grad-cam GradCAM on `model.features[-1]` (the last 1x1 conv + BN + ReLU6)."""
+  from pytorch_grad_cam import GradCAM  # pylint: disable=import-outside-toplevel
+  return GradCAM(model=tmodel, target_layers=[tmodel.features[-1]])
+
+
+def class_target(k: int):
+  from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # pylint: disable=import-outside-toplevel
+  return ClassifierOutputTarget(int(k))
+
+
+def gradcam_maps(cam_obj, x, target_lists: Sequence[Sequence[Any]]) -> list[np.ndarray]:
+  """One pytorch-grad-cam call per target list (one target per image): [B,H,W] maps each."""
+  return [cam_obj(input_tensor=x, targets=list(t)) for t in target_lists]
+
+
+def top_tags(tmodel, x) -> np.ndarray:
+  """Argmax tag (0-based, within the 66) per image, from one no-grad forward."""
+  import torch  # pylint: disable=import-outside-toplevel
+  with torch.inference_mode():
+    out = tmodel(x)
+  return out[:, NUM_BUCKETS:NUM_BUCKETS + NUM_TAGS].argmax(-1).numpy()
+
+
+def study_batch(tmodel, cam_obj, x, threshold: float) -> dict[str, np.ndarray]:
+  """The per-batch study with pytorch-grad-cam looped over the targets: aesthetic map,
+  10 bucket maps, top-tag map (12 GradCAM calls), boxes (aesthetic, attribute, average) and
+  mean map intensity — what `workloads.make_study_step` computes in one pass."""
+  from aesthetics_jax import crop  # pylint: disable=import-outside-toplevel
+  b = x.shape[0]
+  tags = top_tags(tmodel, x)
+  targets = [[mean_score_target] * b]
+  targets += [[class_target(k)] * b for k in range(NUM_BUCKETS)]
+  targets += [[class_target(NUM_BUCKETS + t) for t in tags]]
+  maps = gradcam_maps(cam_obj, x, targets)
+  aes, att = maps[0], maps[-1]
+  box_aes = crop.boxes_np(aes, threshold)
+  box_att = crop.boxes_np(att, threshold)
+  avg = np.concatenate([(box_aes[:, :2] + box_att[:, :2]) // 2,
+                        -((-(box_aes[:, 2:] + box_att[:, 2:])) // 2)], axis=1)
+  return {'intensity': aes.mean((1, 2)), 'box_aesthetic': box_aes, 'box_attribute': box_att,
+          'box_average': avg, 'bucket': np.stack(maps[1:11], 1), 'aesthetic': aes}
+
+
+# ---------------------------------------------------------------------------------------
+# The paper's frozen MobileNetV2 recipe, the plain PyTorch way.
+
+
+def emd_loss(logits, target_dist, r: float = 2.0):
+  """NIMA's EMD over CDFs of the 10 buckets, mean over the batch."""
+  import torch  # pylint: disable=import-outside-toplevel
+  p = torch.softmax(logits, -1)
+  d = torch.cumsum(p, -1) - torch.cumsum(target_dist, -1)
+  return (d.abs().pow(r).mean(-1)).pow(1.0 / r).mean()
+
+
+def recipe_epoch_fn(tmodel, images: Sequence[bytes], dists: np.ndarray, tags: np.ndarray,
+                    batch_size: int, resize_size: int, image_size: int, workers: int,
+                    channels_last: bool = True, lr: float = 3e-6) -> Callable[[int], dict]:
+  """`epoch(e)` = one epoch of the plain loop: decode + random crop every image, frozen
+  features recomputed (no_grad), two-headed loss (EMD + soft-label tag CE), Adam on the head.
+
+  tmodel: `mobilenet_v2(num_outputs=76)`; only its classifier trains.
+  """
+  import concurrent.futures  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import input_pipeline as ip  # pylint: disable=import-outside-toplevel
+  for p in tmodel.features.parameters():
+    p.requires_grad_(False)
+  head = tmodel.classifier
+  opt = torch.optim.Adam(head.parameters(), lr=lr)
+  dists_t = torch.from_numpy(np.asarray(dists, np.float32))
+  tags_t = torch.from_numpy(np.asarray(tags, np.float32))
+  n = len(images)
+  pool = concurrent.futures.ThreadPoolExecutor(max(1, workers))
+
+  def epoch(e: int) -> dict:
+    order = np.random.default_rng(e).permutation(n)
+    t_data = t_model = 0.0
+    loss_v = 0.0
+    for s in range(0, n - batch_size + 1, batch_size):
+      idx = order[s:s + batch_size]
+      t0 = time.perf_counter()
+      imgs = list(pool.map(lambda i: ip.preprocess_train_np(
+          images[i], resize_size, image_size, np.random.default_rng([e, int(i)]), False), idx))
+      x = to_nchw(np.stack(imgs).astype(np.float32) / 255.0, channels_last)
+      t1 = time.perf_counter()
+      tmodel.features.eval()
+      with torch.no_grad():  # frozen encoder: recomputed every epoch
+        a = tmodel.features(x)
+        pooled = torch.nn.functional.adaptive_avg_pool2d(a, 1).flatten(1)
+      head.train()
+      out = head(pooled)
+      loss = emd_loss(out[:, :NUM_BUCKETS], dists_t[idx])
+      logp = torch.log_softmax(out[:, NUM_BUCKETS:], -1)
+      loss = loss - (tags_t[idx] * logp).sum(-1).mean()
+      opt.zero_grad()
+      loss.backward()
+      opt.step()
+      loss_v = float(loss.detach())
+      t_model += time.perf_counter() - t1
+      t_data += t1 - t0
+    return {'data_s': t_data, 'model_s': t_model, 'loss': loss_v}
+
+  return epoch
+
+
+# ---------------------------------------------------------------------------------------
+# Child-process workloads for peak memory (aesthetics_jax.bench.memory).
+
+
+def gradcam_setup(batch: int, size: int, targets: str = 'one', channels_last: bool = True,
+                  seed: int = 0, threads: int = 0) -> Callable[[], Any]:
+  """pytorch-grad-cam on MobileNetV2 (10-way head): one target or all 10 buckets per run."""
+  set_threads(threads)
+  tmodel = mobilenet_v2(NUM_BUCKETS, seed, channels_last)
+  x = to_nchw(np.random.default_rng(seed).random((batch, size, size, 3), np.float32),
+              channels_last)
+  c = gradcam(tmodel)
+  ks = [0] if targets == 'one' else list(range(NUM_BUCKETS))
+  lists = [[class_target(k)] * batch for k in ks]
+  return lambda: gradcam_maps(c, x, lists)
+
+
+def study_setup(batch: int, size: int, channels_last: bool = True, seed: int = 0,
+                threads: int = 0, threshold: float = 0.2) -> Callable[[], Any]:
+  """One batch of the looped pytorch-grad-cam study (12 targets + boxes)."""
+  set_threads(threads)
+  tmodel = mobilenet_v2(NUM_BUCKETS + NUM_TAGS, seed, channels_last)
+  x = to_nchw(np.random.default_rng(seed).random((batch, size, size, 3), np.float32),
+              channels_last)
+  c = gradcam(tmodel)
+  return lambda: study_batch(tmodel, c, x, threshold)

@@ -1,0 +1,313 @@
+"""The JAX side of the benchmark suite: models, jitted forward / CAM / study steps, the
+frozen-encoder recipe and streamed evaluation. No torch here.
+
+Every step is one jitted function over a whole batch; inputs are placed on the device before
+timing, and nothing inside a step goes back to the host (boxes use `crop.boxes`, whose
+labelling is a `pure_callback`). `tests/test_benchmark.py` checks the steps under
+`jax.transfer_guard('disallow')` and that they trace once across batches.
+"""
+from __future__ import annotations
+
+import io
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from aesthetics_jax import cam, input_pipeline as ip, microbatch, models, train
+
+STUDY_TARGETS = ('aesthetic', 'bucket', 'top_tag')   # T = 12 maps per image (MobileNetV2)
+
+
+def model_config(arch: str, depthwise: str = 'auto', dtype: str = 'float32',
+                 width_mult: float = 1.0) -> ml_collections.ConfigDict:
+  """`config.model` for the benchmarked models (frozen encoder, inference)."""
+  c = ml_collections.ConfigDict({
+      'arch': arch, 'width_mult': width_mult, 'fc_dim': 4096, 'vgg_pool_size': 7,
+      'num_buckets': 10, 'num_tags': 66, 'dropout': 0.5, 'depthwise': depthwise,
+      'dtype': dtype, 'freeze_encoder': True, 'init_weights': ''})
+  return c
+
+
+def build(arch: str, *, depthwise: str = 'auto', dtype: str = 'float32', image_size: int = 224,
+          width_mult: float = 1.0, seed: int = 0):
+  """(model, variables) with random weights (`torch_ref.flax_variables` swaps in torch's)."""
+  model = models.create_model(model_config(arch, depthwise, dtype, width_mult))
+  x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  variables = jax.jit(lambda r: model.init({'params': r, 'dropout': r}, x))(
+      jax.random.key(seed))
+  return model, jax.device_get(variables)
+
+
+def photos(n: int, size: int, seed: int = 0) -> np.ndarray:
+  """n photo-like eval inputs f32 [n, size, size, 3] in [0, 1]: synthetic JPEGs (as the input
+  benchmark uses) decoded and resized like the eval pipeline, so maps and bf16 errors are
+  those of image-like inputs, not of white noise."""
+  from aesthetics_jax.bench.synthetic import synthetic_jpegs  # pylint: disable=import-outside-toplevel
+  datas = synthetic_jpegs(min(n, 16), seed=seed)
+  imgs = [ip.preprocess_eval_np(datas[i % len(datas)], size) for i in range(n)]
+  x = np.stack(imgs).astype(np.float32) / 255.0
+  # Different images even when the JPEG pool repeats: flip / roll the repeats.
+  for i in range(len(datas), n):
+    x[i] = np.roll(x[i][:, ::-1] if (i // len(datas)) % 2 else x[i], 17 * i, axis=1)
+  return x
+
+
+def forward_fn(model, chunk: int = 0, what: str = 'features') -> Callable:
+  """jit `(variables, x f32 [B,S,S,3]) -> features [B,h,w,C]` (or the head outputs)."""
+  feats = microbatch.features_fn(model, chunk)
+
+  @jax.jit
+  def fwd(variables, x):
+    a = feats(variables, x)
+    if what == 'features':
+      return a
+    return model.apply(variables, a, method='head')
+  return fwd
+
+
+def bucket_target(k: int) -> Callable:
+  """Target = score logit of bucket k (0-based): pytorch-grad-cam's ClassifierOutputTarget(k)."""
+  return lambda out: out['score_logits'][:, k:k + 1].astype(jnp.float32)
+
+
+def make_cam_step(model, target_fn: Callable, chunk: int = 0, size: int | None = None,
+                  method: str = 'gradcam') -> Callable:
+  """jit `(variables, x [B,S,S,3]) -> maps f32 [B,T,S,S]`: the encoder once, one vjp of the
+  head for all T targets, then pytorch-grad-cam's normalise → resize → normalise.
+
+  `size=None` returns the raw `[B,T,h,w]` maps (no upsampling)."""
+  feats = microbatch.features_fn(model, chunk)
+
+  @jax.jit
+  def step(variables, x):
+    a = feats(variables, x)
+    head_fn = lambda z: model.apply(variables, z, method='head')  # noqa: E731
+    raw = cam.compute(method, head_fn, a, target_fn)
+    return raw if size is None else cam.torch_like(raw, (size, size))
+  return step
+
+
+def make_study_step(model, arch: str, size: int, threshold: float = 0.2,
+                    chunk: int = 0) -> Callable:
+  """jit `(variables, x f32 [B,S,S,3]) -> (predictions, summaries)`: the study of one batch —
+  the aesthetic map, the 10 bucket maps and the top-tag map from ONE vjp, then (as
+  `evaluate.make_summarize`) mean intensity, boxes (aesthetic, attribute, average) and the
+  normalised bucket maps."""
+  from aesthetics_jax import evaluate  # pylint: disable=import-outside-toplevel
+  feats = microbatch.features_fn(model, chunk)
+  names = STUDY_TARGETS if arch == 'mobilenet_v2' else ('aesthetic',)
+  target_fn = cam.targets_for(arch, names)
+  summarize = evaluate.make_summarize(size, threshold, arch)
+
+  @jax.jit
+  def step(variables, x):
+    a = feats(variables, x)
+    head_fn = lambda z: model.apply(variables, z, method='head')  # noqa: E731
+    outputs = head_fn(a)
+    maps = cam.compute('gradcam', head_fn, a, target_fn)
+    return train.predict_outputs(outputs, arch), summarize(maps)
+  return step
+
+
+# ---------------------------------------------------------------------------------------
+# Streamed evaluation over a lazily generated source (memory must not grow with N).
+
+
+class SyntheticSource(Sequence):
+  """`n` AVA-like records whose JPEG bytes cycle through a small pool: random access and
+  `len` like a TFDS data source, constant memory whatever `n`."""
+
+  def __init__(self, n: int, pool: Sequence[bytes], seed: int = 0):
+    self._n, self._pool = int(n), list(pool)
+    self._votes = np.random.default_rng(seed).integers(0, 20, (len(self._pool) * 7 + 1, 10))
+
+  def __len__(self) -> int:
+    return self._n
+
+  def __getitem__(self, i):
+    if isinstance(i, slice):
+      return [self[j] for j in range(*i.indices(self._n))]
+    i = int(i)
+    if not 0 <= i < self._n:
+      raise IndexError(i)
+    votes = self._votes[i % len(self._votes)].astype(np.int32) + 1
+    return {'image': self._pool[i % len(self._pool)], 'image_id': i + 1, 'votes': votes,
+            'tags': np.array([1 + i % 66, 0], np.int32), 'challenge_id': 0}
+
+
+def eval_config(size: int, batch: int, workers: int = 0) -> ml_collections.ConfigDict:
+  from configs import default  # pylint: disable=import-outside-toplevel
+  c = default.get_config()
+  c.input.image_size = size
+  c.input.resize_size = size
+  c.eval.batch_size = batch
+  c.batch_size = batch
+  c.input.num_workers = workers
+  return c
+
+
+def stream_study(step, variables, source, config, mesh) -> dict[str, Any]:
+  """One pass of `step` over `source` via `input_pipeline.eval_batches`, keeping only
+  per-image scalars and boxes on the host (bucket maps are summed, not kept)."""
+  n = 0
+  per_image: dict[str, list] = {}
+  bucket_sum = None
+  for batch in ip.eval_batches(source, config, mesh):
+    pred, summ = step(variables, batch['image'])
+    host = jax.device_get({'pred': pred, 'summ': summ, 'mask': batch['mask']})
+    keep = host['mask'] > 0
+    for k, v in host['summ'].items():
+      if k == 'bucket':
+        b = np.asarray(v)[keep].sum(0)
+        bucket_sum = b if bucket_sum is None else bucket_sum + b
+      else:
+        per_image.setdefault(k, []).append(np.asarray(v)[keep])
+    per_image.setdefault('mean_score', []).append(np.asarray(host['pred']['mean_score'])[keep]
+                                                  if 'mean_score' in host['pred'] else
+                                                  np.asarray(host['pred']['p_high'])[keep])
+    n += int(keep.sum())
+  out = {k: np.concatenate(v) for k, v in per_image.items()}
+  out['num_images'] = n
+  out['bucket_sum'] = bucket_sum
+  return out
+
+
+def jpeg_pool(n: int = 32, seed: int = 0) -> list[bytes]:
+  from aesthetics_jax.bench.synthetic import synthetic_jpegs  # pylint: disable=import-outside-toplevel
+  return synthetic_jpegs(n, seed=seed)
+
+
+def stream_setup(num_images: int, batch: int = 32, size: int = 224, chunk: int = -1,
+                 workers: int = 0, arch: str = 'mobilenet_v2', width_mult: float = 1.0,
+                 dtype: str = 'float32') -> Callable[[], dict]:
+  """Child-process workload (bench.memory): the whole study streamed over `num_images`
+  synthetic images. Setup compiles the step on one batch; `run()` streams all images."""
+  model, variables = build(arch, dtype=dtype, image_size=size, width_mult=width_mult)
+  chunk = microbatch.default_chunk() if chunk < 0 else chunk
+  step = make_study_step(model, arch, size, 0.2, chunk)
+  mesh = ip.make_mesh()
+  config = eval_config(size, batch, workers)
+  variables = jax.device_put(variables)
+  pool = jpeg_pool(32)
+  stream_study(step, variables, SyntheticSource(batch, pool), config, mesh)  # compile
+
+  def run():
+    t0 = time.perf_counter()
+    out = stream_study(step, variables, SyntheticSource(num_images, pool), config, mesh)
+    secs = time.perf_counter() - t0
+    return {'num_images': out['num_images'], 'stream_s': secs,
+            'images_per_s': out['num_images'] / secs}
+  return run
+
+
+def cam_setup(batch: int = 32, size: int = 224, targets: str = 'one', chunk: int = -1,
+              dtype: str = 'float32') -> Callable[[], Any]:
+  """Child-process workload: our Grad-CAM step (MobileNetV2, one bucket or all 10), maps
+  resized to the input and fetched to the host as pytorch-grad-cam returns them."""
+  model, variables = build('mobilenet_v2', dtype=dtype, image_size=size)
+  chunk = microbatch.default_chunk() if chunk < 0 else chunk
+  target_fn = bucket_target(0) if targets == 'one' else cam.targets_for('mobilenet_v2',
+                                                                        'bucket')
+  step = make_cam_step(model, target_fn, chunk, size)
+  x = jax.device_put(np.random.default_rng(0).random((batch, size, size, 3), np.float32))
+  variables = jax.device_put(variables)
+  return lambda: np.asarray(step(variables, x))
+
+
+def study_setup(batch: int = 32, size: int = 224, chunk: int = -1) -> Callable[[], Any]:
+  """Child-process workload: one batch of our study step (12 maps + boxes), on the host."""
+  model, variables = build('mobilenet_v2', image_size=size)
+  chunk = microbatch.default_chunk() if chunk < 0 else chunk
+  step = make_study_step(model, 'mobilenet_v2', size, 0.2, chunk)
+  x = jax.device_put(np.random.default_rng(0).random((batch, size, size, 3), np.float32))
+  variables = jax.device_put(variables)
+  return lambda: jax.device_get(step(variables, x))
+
+
+# ---------------------------------------------------------------------------------------
+# The paper's frozen MobileNetV2 recipe with the feature cache.
+
+
+def recipe_config(num_train: int, num_test: int, batch: int, epochs: float, views: int,
+                  size: int = 224, resize: int = 256, workers: int = 0
+                  ) -> ml_collections.ConfigDict:
+  from configs import mobilenet_v2_emd  # pylint: disable=import-outside-toplevel
+  c = mobilenet_v2_emd.get_config()
+  c.batch_size = batch
+  c.eval.batch_size = batch
+  c.num_epochs = float(epochs)
+  c.cache.num_train_views = views
+  c.input.image_size, c.input.resize_size = size, resize
+  c.input.num_workers = workers
+  c.data.max_train_images = num_train
+  c.data.max_test_images = num_test
+  return c
+
+
+_COMPILED: dict[Any, Callable] = {}
+
+
+def _once(key, make: Callable[[], Callable]) -> Callable:
+  """The jitted function for `key`, built once per process: a training run builds its cache
+  and its step once, so timed repeats should not pay jit compilation again."""
+  if key not in _COMPILED:
+    _COMPILED[key] = make()
+  return _COMPILED[key]
+
+
+def run_recipe(model, variables, train_source, test_source, config, mesh,
+               progress: bool = False) -> dict[str, Any]:
+  """Cache build (K views + test view) → head steps for `num_epochs` → test metrics.
+
+  Returns seconds per phase and the step count. Uses the library's own pieces:
+  `feature_cache.build`, `train.make_train_step(..., 'features')`, `train.make_eval_step`;
+  jitted functions are reused across calls in this process (compile once, as one run does).
+  """
+  from aesthetics_jax import feature_cache  # pylint: disable=import-outside-toplevel
+  orig = feature_cache.make_encode_fn
+  feature_cache.make_encode_fn = lambda m, norm, chunk=None: _once(
+      ('encode', m, norm, chunk), lambda: orig(m, norm, chunk))
+  try:
+    t0 = time.perf_counter()
+    cache = feature_cache.build(model, variables, train_source, test_source, config, mesh,
+                                progress=progress)
+    t_cache = time.perf_counter() - t0
+  finally:
+    feature_cache.make_encode_fn = orig
+  n = cache.train.shape[1]
+  b = int(config.batch_size)
+  steps = train.total_train_steps(config, n)
+  tx = train.make_optimizer(config, steps)
+  state = train.create_state(model, config, tx, mesh, variables)
+  arch = str(config.model.arch)
+  key = (model, arch, float(config.optim.lr), str(config.optim.name), b)
+  step_fn = _once(('step',) + key, lambda: jax.jit(
+      train.make_train_step(model, config, tx, 'features'), donate_argnums=0))
+  rng = jax.random.key(0)
+  t1 = time.perf_counter()
+  metrics = None
+  for s in range(steps):
+    state, metrics = step_fn(state, cache.train_batch(s, b), rng)
+  jax.block_until_ready(metrics)
+  t_steps = time.perf_counter() - t1
+  eval_step = _once(('eval',) + key, lambda: jax.jit(train.make_eval_step(model, arch,
+                                                                          'features')))
+  t2 = time.perf_counter()
+  res, _, _ = train.evaluate(eval_step, state.variables, cache.test_batches(b), config)
+  t_eval = time.perf_counter() - t2
+  return {'cache_s': t_cache, 'steps': steps, 'steps_s': t_steps, 'eval_s': t_eval,
+          'total_s': t_cache + t_steps + t_eval, 'num_train': n,
+          'num_test': int(cache.test.shape[0]), 'views': int(cache.train.shape[0]),
+          'final_loss': float(metrics['loss']),
+          'binary_accuracy': float(res.get('binary_accuracy', float('nan')))}
+
+
+def jpeg_bytes(x_u8: np.ndarray) -> bytes:
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  buf = io.BytesIO()
+  Image.fromarray(x_u8).save(buf, 'JPEG', quality=90)
+  return buf.getvalue()
