@@ -455,33 +455,75 @@ def _load_masks(ava_dir: str, image_ids: Sequence[int], size: int) -> np.ndarray
 
 def make_faithfulness_step(model, arch: str, method: str, steps: int):
   """jitted `(variables, random_head_params, x [B,S,S,3], masks [B,S,S]) -> per-image arrays`
-  for one CAM method on the aesthetic target: deletion / insertion (AUC + normalised curves),
-  pointing game, mask mass, and the maps of the trained and the re-initialised head."""
-  target_fn = cam.targets_for(arch, ('aesthetic',))
+  for one CAM method:
+  * deletion / insertion of the AESTHETIC target's map, scored by that target (raw curves);
+  * pointing game and mask mass of the LOW target's map (negative aesthetic score: what makes
+    the image worse), because the defect masks mark what made the image bad — the aesthetic
+    target's positive gradients point at what makes it good;
+  * the aesthetic maps of the trained and of the re-initialised head (randomisation check).
+  """
+  both = cam.targets_for(arch, ('aesthetic', 'low'))
+  aes = cam.targets_for(arch, ('aesthetic',))
 
   @jax.jit
   def step(variables, random_head, x, masks):
     feats = model.apply(variables, x, method='features')
     head_fn = lambda a: model.apply(variables, a, method='head')  # noqa: E731
     model_fn = lambda im: model.apply(variables, im)  # noqa: E731
-    score_fn = lambda im: target_fn(model_fn(im))[:, 0]  # noqa: E731
+    score_fn = lambda im: aes(model_fn(im))[:, 0]  # noqa: E731
     kw = dict(model_fn=model_fn, images=x) if method == 'scorecam' else {}
-    maps = cam.compute(method, head_fn, feats, target_fn, **kw)[:, 0]         # [B,h,w]
+    maps2 = cam.compute(method, head_fn, feats, both, **kw)                   # [B,2,h,w]
+    maps, low = maps2[:, 0], maps2[:, 1]
     rvars = dict(variables, params=dict(variables['params'], head=random_head))
     rhead_fn = lambda a: model.apply(rvars, a, method='head')  # noqa: E731
     rkw = dict(model_fn=lambda im: model.apply(rvars, im), images=x) if method == 'scorecam' \
         else {}
-    rmaps = cam.compute(method, rhead_fn, feats, target_fn, **rkw)[:, 0]
+    rmaps = cam.compute(method, rhead_fn, feats, aes, **rkw)[:, 0]
     dele = faithfulness.deletion(score_fn, x, maps, steps)
     ins = faithfulness.insertion(score_fn, x, maps, steps)
-    pg = faithfulness.pointing_game(maps, masks)
-    mm = faithfulness.mask_mass(maps, masks)
+    pg = faithfulness.pointing_game(low, masks)
+    mm = faithfulness.mask_mass(low, masks)
+    pg_aes = faithfulness.pointing_game(maps, masks)
     return {'deletion_auc': dele['auc'], 'insertion_auc': ins['auc'],
-            'deletion_curve': dele['normalized'], 'insertion_curve': ins['normalized'],
-            'hit': pg['hit'], 'centre_hit': pg['centre_hit'], 'valid': pg['valid'],
-            'mass': mm['mass'], 'area': mm['area'], 'maps': maps, 'random_maps': rmaps}
+            'deletion_raw': dele['curve'], 'insertion_raw': ins['curve'],
+            'hit': pg['hit'], 'hit_aesthetic': pg_aes['hit'], 'centre_hit': pg['centre_hit'],
+            'valid': pg['valid'], 'mass': mm['mass'], 'area': mm['area'], 'maps': maps,
+            'low_maps': low, 'random_maps': rmaps}
 
   return step
+
+
+def pointing_cells(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
+  """Pointing game at the map's own resolution: hit [B] if the centre of the argmax CELL of
+  maps [B,h,w] lies in masks [B,H,W]; a map with no positive value points nowhere (miss).
+
+  Upsampling a coarse map (2×2 at 64 px) before the argmax puts the maximum in an image corner
+  (edge clamping, raster-order ties), which defect masks rarely cover; the cell centre is the
+  point the map actually designates.
+  """
+  maps = np.asarray(maps, np.float64)
+  masks = np.asarray(masks) > 0
+  b, h, w = maps.shape
+  H, W = masks.shape[1:]
+  idx = maps.reshape(b, -1).argmax(1)
+  y = np.minimum(((idx // w + 0.5) * H / h).astype(int), H - 1)
+  x = np.minimum(((idx % w + 0.5) * W / w).astype(int), W - 1)
+  return masks[np.arange(b), y, x] & (maps.reshape(b, -1).max(1) > 0)
+
+
+def _curve_auc(raw: np.ndarray, mode: str) -> tuple[float, np.ndarray]:
+  """AUC of the normalised MEAN curve `[B,K+1] -> (auc, curve [K+1])`.
+
+  Per-image normalisation `(s - s_empty) / (s_full - s_empty)` explodes when an image's full
+  and baseline scores nearly coincide; averaging the raw curves first is stable.
+  """
+  c = np.nanmean(np.asarray(raw, np.float64), 0)
+  full, empty = (c[0], c[-1]) if mode == 'deletion' else (c[-1], c[0])
+  den = full - empty
+  if not np.isfinite(den) or abs(den) < 1e-12:
+    return float('nan'), c * np.nan
+  norm = (c - empty) / den
+  return float(np.asarray(faithfulness.trapezoid_auc(norm))), norm
 
 
 def _faithfulness(model, variables, config, test, mesh) -> dict:
@@ -512,22 +554,31 @@ def _faithfulness(model, variables, config, test, mesh) -> dict:
   random_head = faithfulness.randomized_params(variables['params']['head'],
                                                jax.random.PRNGKey(int(config.seed) + 1))
   sharding = input_pipeline.data_sharding(mesh)
+  # Preprocessed once for all methods (n images at S², a few MB at most).
+  images = np.stack([input_pipeline.preprocess_eval_np(test[i]['image'], size)
+                     for i in range(n)])
+  # ScoreCAM re-runs the whole model once per feature channel (x2 for the randomised head):
+  # it gets fewer images so that it costs about as much as the other methods together.
+  score_n = min(n, int(config.eval.get('faithfulness_scorecam_images', 16)))
   acc: dict[str, dict[str, list]] = {m: {} for m in methods}
-  fns = {m: make_faithfulness_step(model, arch, m, steps) for m in methods}
-  for start in tqdm(range(0, n, bs), desc='faithfulness', leave=False):
-    rows = list(range(start, min(n, start + bs)))
-    x = np.stack([input_pipeline.preprocess_eval_np(test[i]['image'], size) for i in rows])
-    mk = masks[rows]
-    pad = bs - len(rows)
-    if pad:
-      x = np.concatenate([x, np.repeat(x[:1], pad, 0)])
-      mk = np.concatenate([mk, np.repeat(mk[:1], pad, 0)])
-    xj = input_pipeline.to_model_input(jax.device_put(x, sharding), norm)
-    mj = jax.device_put(mk, sharding)
-    for method in methods:
-      out = jax.device_get(fns[method](variables, random_head, xj, mj))
+  seconds, counts = {}, {}
+  for method in tqdm(methods, desc='faithfulness', leave=False):
+    t = time.time()
+    fn = make_faithfulness_step(model, arch, method, steps)
+    m_n = score_n if method == 'scorecam' else n
+    counts[method] = m_n
+    for start in range(0, m_n, bs):
+      rows = list(range(start, min(m_n, start + bs)))
+      x, mk = images[rows], masks[rows]
+      pad = bs - len(rows)
+      if pad:
+        x = np.concatenate([x, np.repeat(x[:1], pad, 0)])
+        mk = np.concatenate([mk, np.repeat(mk[:1], pad, 0)])
+      xj = input_pipeline.to_model_input(jax.device_put(x, sharding), norm)
+      out = jax.device_get(fn(variables, random_head, xj, jax.device_put(mk, sharding)))
       for k, v in out.items():
         acc[method].setdefault(k, []).append(np.asarray(v)[:len(rows)])
+    seconds[method] = round(time.time() - t, 1)
   per_method, curves_del, curves_ins = {}, {}, {}
   centre = area = None
   num_defective = 0
@@ -535,18 +586,32 @@ def _faithfulness(model, variables, config, test, mesh) -> dict:
     a = {k: np.concatenate(v) for k, v in acc[method].items()}
     rnd = faithfulness.randomization_check(a['maps'], a['random_maps'])
     valid = a['valid'] & have_masks
-    pointing = {'hit': a['hit'], 'centre_hit': a['centre_hit'], 'valid': valid}
+    # Cell-centre pointing game (see pointing_cells); faithfulness.pointing_game's
+    # upsampled-argmax variant is kept as pointing_game_upsampled.
+    pointing = {'hit': pointing_cells(a['low_maps'], masks[:counts[method]]),
+                'centre_hit': a['centre_hit'], 'valid': valid}
     mass = {'mass': np.where(valid, a['mass'], np.nan), 'area': np.where(valid, a['area'],
                                                                           np.nan)}
     s = faithfulness.summarize(a['deletion_auc'], a['insertion_auc'],
                                pointing if have_masks else None, mass if have_masks else None,
                                rnd)
+    s['deletion_auc_per_image_mean'] = s['deletion_auc']
+    s['insertion_auc_per_image_mean'] = s['insertion_auc']
+    s['deletion_auc'], curves_del[method] = _curve_auc(a['deletion_raw'], 'deletion')
+    s['insertion_auc'], curves_ins[method] = _curve_auc(a['insertion_raw'], 'insertion')
+    if have_masks:
+      hit_aes = pointing_cells(a['maps'], masks[:counts[method]])
+      s['pointing_game_aesthetic_target'] = float(hit_aes[valid].mean()) \
+          if valid.any() else float('nan')
+      s['pointing_game_upsampled'] = float(a['hit'][valid].mean()) if valid.any() \
+          else float('nan')
+      s['flat_low_maps'] = int((a['low_maps'].reshape(len(valid), -1).max(1) <= 0).sum())
     centre = s.pop('pointing_game_centre', centre)
     area = s.pop('mask_area', area)
+    s['num_images'], s['num_defective'], s['seconds'] = counts[method], int(valid.sum()), \
+        seconds[method]
     per_method[method] = s
-    curves_del[method] = np.nanmean(a['deletion_curve'], 0)
-    curves_ins[method] = np.nanmean(a['insertion_curve'], 0)
-    num_defective = int(valid.sum())
+    num_defective = max(num_defective, int(valid.sum()))
   out = {'faithfulness': per_method, 'faithfulness_num_images': n,
          'faithfulness_num_defective': num_defective, 'faithfulness_steps': steps,
          'pointing_game_centre_baseline': centre if have_masks else float('nan'),
@@ -554,7 +619,8 @@ def _faithfulness(model, variables, config, test, mesh) -> dict:
          'faithfulness_masks': 'demo defect masks' if have_masks else 'none (real AVA)'}
   for method, vals in per_method.items():  # flat copies for grep / dashboards
     for k, v in vals.items():
-      out[f'{k}_{method}'] = v
+      if k not in ('num_images', 'num_defective', 'seconds', 'flat_low_maps'):
+        out[f'{k}_{method}'] = v
   out['_faithfulness_figures'] = {
       'faithfulness_deletion': figures.curves_figure(
           curves_del, 'Deletion (normalised target score; lower area = more faithful)',

@@ -31,10 +31,12 @@ NIMA = {
               'srcc_mean': 0.592, 'emd': 0.051},
 }
 FAITHFULNESS_COLUMNS = (
+    ('num_images', 'images (defective)'),
     ('deletion_auc', 'deletion AUC (lower = better)'),
     ('insertion_auc', 'insertion AUC (higher = better)'),
-    ('pointing_game', 'pointing game (defective)'),
-    ('mask_mass', 'mask mass (defective)'),
+    ('pointing_game', 'pointing game, low target (defective)'),
+    ('pointing_game_aesthetic_target', 'pointing game, aesthetic target'),
+    ('mask_mass', 'mask mass, low target (defective)'),
     ('randomization_spearman', 'randomised-head Spearman (lower = better)'),
 )
 DEMO_BANNER = ('These results come from the synthetic DEMO dataset (procedural images with '
@@ -155,20 +157,31 @@ def _faithfulness_table(s: Mapping) -> str:
   rows = ['<tr><th>CAM method</th>' + ''.join(f'<th>{_esc(l)}</th>'
                                                for _, l in FAITHFULNESS_COLUMNS) + '</tr>']
   for method, vals in faith.items():
-    rows.append(f'<tr><td>{_esc(method)}</td>' + ''.join(
-        f'<td>{_fmt(vals.get(k))}</td>' for k, _ in FAITHFULNESS_COLUMNS) + '</tr>')
+    cells = []
+    for k, _ in FAITHFULNESS_COLUMNS:
+      if k == 'num_images':
+        cells.append(f'<td>{_fmt(vals.get(k))} ({_fmt(vals.get("num_defective"))})</td>')
+      else:
+        cells.append(f'<td>{_fmt(vals.get(k))}</td>')
+    rows.append(f'<tr><td>{_esc(method)}</td>' + ''.join(cells) + '</tr>')
   base = m.get('pointing_game_centre_baseline')
-  rows.append('<tr><td>centre-point baseline</td><td>—</td><td>—</td>'
-              f'<td>{_fmt(base)}</td><td>{_fmt(m.get("mask_mass_area_baseline"))}</td>'
-              '<td>—</td></tr>')
-  note = (f'<p class="note">{_fmt(m.get("faithfulness_num_images"))} test images '
+  rows.append('<tr><td>centre-point / uniform-map baseline</td><td>—</td><td>—</td><td>—</td>'
+              f'<td>{_fmt(base)}</td><td>{_fmt(base)}</td>'
+              f'<td>{_fmt(m.get("mask_mass_area_baseline"))}</td><td>—</td></tr>')
+  note = (f'<p class="note">The first {_fmt(m.get("faithfulness_num_images"))} test images '
           f'({_fmt(m.get("faithfulness_num_defective"))} with a defect mask for the pointing '
-          'game / mask mass). Deletion: the target score as the most salient pixels are '
-          'removed first; insertion: as they are revealed. Pointing game: the map\'s maximum '
-          'falls inside the defect mask; the centre-point baseline always points at the image '
-          'centre; the mask-mass baseline is the mask\'s area fraction (a uniform map). '
-          'Randomisation: Spearman rank correlation between maps of the trained and a '
-          'randomly re-initialised head (a faithful method changes, so low is good).</p>')
+          'game / mask mass; ScoreCAM on fewer, as it re-runs the model once per channel). '
+          'Deletion: the aesthetic score as the most salient pixels of the aesthetic map are '
+          'replaced by a blurred copy first; insertion: as they are revealed on the blurred '
+          f'image ({_fmt(m.get("faithfulness_steps"))} steps; AUC of the mean curve normalised '
+          'to the image and baseline scores). Pointing game: the maximum of the map of the '
+          '<em>low</em> target (the negated aesthetic score: what makes the image worse) falls '
+          'inside the defect mask; the aesthetic target\'s map is shown beside it. The '
+          'centre-point baseline always points at the image centre; the mask-mass baseline is '
+          'the mask\'s area fraction (a uniform map). Randomisation: Spearman rank correlation '
+          'between aesthetic maps of the trained and a re-initialised head (a method that '
+          'depends on the model changes, so low is good; EigenCAM ignores the head by '
+          'design).</p>')
   return '<table>' + ''.join(rows) + '</table>' + note
 
 

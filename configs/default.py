@@ -94,4 +94,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.split_point_fit_images = 1024
   # Added by evaluate.py: deletion/insertion curve resolution (steps from 0 to all pixels).
   c.eval.faithfulness_steps = 16
+  # Added by evaluate.py: ScoreCAM runs the model once per feature channel, so fewer images.
+  c.eval.faithfulness_scorecam_images = 16
   return c

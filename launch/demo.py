@@ -32,6 +32,8 @@ flags.mark_flags_as_required(['workdir'])
 ARCHS = ('mobilenet_v2', 'vgg16')
 # Sized so that the full job (both models) stays within ~10 minutes on a 2-core CPU.
 SIZES = {False: (1200, 300), True: (24, 12)}
+# Full demo: ScoreCAM (one forward pass per feature channel) on a handful of images only.
+DEMO_EVAL = {'eval.faithfulness_scorecam_images': 6}
 # --smoke: one CAM method, few images and bootstrap samples, so the whole job takes seconds.
 SMOKE_EVAL = {'eval.cam_methods': ('gradcam',), 'eval.faithfulness_images': 6,
               'eval.bootstrap_samples': 50, 'eval.faithfulness_steps': 4,
@@ -120,7 +122,7 @@ def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | N
     m = _eval_current(mdir)
     if m is None:
       _log(f'{arch}: evaluating')
-      m = evaluate.evaluate(mdir, demo=True, overrides=SMOKE_EVAL if smoke else None)
+      m = evaluate.evaluate(mdir, demo=True, overrides=SMOKE_EVAL if smoke else DEMO_EVAL)
     else:
       _log(f'{arch}: evaluation already done for step {m.get("step")}')
     _log(f'{arch}: accuracy {m.get("binary_accuracy")} (majority {m.get("majority_rate")}) '
