@@ -23,7 +23,7 @@ import tqdm
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from aesthetics_jax import input_pipeline as ip
+from aesthetics_jax import input_pipeline as ip, microbatch
 
 _VIEW_STREAM = 0xCAC4E
 _PICK_STREAM = 0x91C4
@@ -49,12 +49,19 @@ def to_host(x: jax.Array) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def make_encode_fn(model, normalize: str):
-  """jit: (variables, uint8 images [B,S,S,3]) → features A [B,h,w,C] (inference mode)."""
+def make_encode_fn(model, normalize: str, chunk: int | None = None):
+  """jit: (variables, uint8 images [B,S,S,3]) → features A [B,h,w,C] (inference mode).
+
+  The encoder runs `chunk` images per device at a time inside the jit (`microbatch`; default
+  per backend: 2 on CPU, where it is ~3x faster, whole batch elsewhere); same result. The
+  batch is sharded over all devices (`input_pipeline.make_mesh`), so chunks stay local.
+  """
+  features = microbatch.features_fn(model, chunk, num_shards=jax.device_count())
+
   @jax.jit
   def encode(variables, images):
     x = ip.to_model_input(images, normalize=normalize)
-    return model.apply(variables, x, train=False, method='features')
+    return features(variables, x)
   return encode
 
 

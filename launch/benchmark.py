@@ -390,19 +390,10 @@ def _compare_maps(expected, got) -> dict[str, float]:
 
 
 def _model_variables(model, size: int):
-  """model.init's structure filled by numpy (jit of init compiles threefry for long)."""
+  """Random variables on the device (see `workloads.random_variables`)."""
   import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
-  rng = np.random.default_rng(0)
-  def fill(path, s):
-    name = path[-1].key
-    if name in ('scale', 'var'):
-      return np.ones(s.shape, np.float32)
-    std = np.sqrt(2 / np.prod(s.shape[:-1])) if name == 'kernel' else 0.01
-    return (rng.normal(size=s.shape) * std).astype(np.float32)
-  return jax.device_put(jax.tree_util.tree_map_with_path(fill, shapes))
+  from aesthetics_jax.bench import workloads  # pylint: disable=import-outside-toplevel
+  return jax.device_put(workloads.random_variables(model, size))
 
 
 def _variables(arch: str, model, tmodel, size: int):

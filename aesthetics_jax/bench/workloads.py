@@ -32,14 +32,28 @@ def model_config(arch: str, depthwise: str = 'auto', dtype: str = 'float32',
   return c
 
 
+def random_variables(model, image_size: int, seed: int = 0) -> dict:
+  """`model.init`'s structure filled with numpy randoms (He-scaled kernels, unit BN scale and
+  variance): no jit of `init`, whose threefry compiles for long on CPU."""
+  shapes = jax.eval_shape(model.init, jax.random.key(0),
+                          jnp.zeros((1, image_size, image_size, 3), jnp.float32))
+  rng = np.random.default_rng(seed)
+
+  def fill(path, s):
+    name = path[-1].key
+    if name in ('scale', 'var'):
+      return np.ones(s.shape, np.float32)
+    std = np.sqrt(2 / np.prod(s.shape[:-1])) if name == 'kernel' else 0.01
+    return (rng.normal(size=s.shape) * std).astype(np.float32)
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
 def build(arch: str, *, depthwise: str = 'auto', dtype: str = 'float32', image_size: int = 224,
           width_mult: float = 1.0, seed: int = 0):
-  """(model, variables) with random weights (`torch_ref.flax_variables` swaps in torch's)."""
+  """(model, host variables) with random weights (`torch_ref.flax_variables` swaps in
+  torch's)."""
   model = models.create_model(model_config(arch, depthwise, dtype, width_mult))
-  x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  variables = jax.jit(lambda r: model.init({'params': r, 'dropout': r}, x))(
-      jax.random.key(seed))
-  return model, jax.device_get(variables)
+  return model, random_variables(model, image_size, seed)
 
 
 def photos(n: int, size: int, seed: int = 0) -> np.ndarray:
