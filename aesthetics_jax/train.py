@@ -367,7 +367,10 @@ def _fetch(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains per `config`, writing to `workdir`; returns the final eval metrics (+ 'step')."""
+  """Trains per `config`, writing to `workdir`.
+
+  Returns the final eval metrics plus 'step', 'num_devices', 'num_processes'.
+  """
   from aesthetics_jax import dataset, models  # pylint: disable=import-outside-toplevel
   workdir = Path(workdir)
   is_main = jax.process_index() == 0
@@ -493,4 +496,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.close()
   if not eval_metrics:  # resumed at the end: evaluate the final state once
     eval_metrics, _, _ = evaluate(eval_step, state.variables, eval_batches(), config)
-  return {**eval_metrics, 'step': total}
+  return {**eval_metrics, 'step': total, 'num_devices': jax.device_count(),
+          'num_processes': jax.process_count()}
