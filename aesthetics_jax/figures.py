@@ -177,7 +177,7 @@ def bucket_maps_figure(mean_maps: np.ndarray, counts: np.ndarray,
       if j == 0:
         n = f'\n(n={int(counts[i])})' if np.ndim(counts) == 1 else ''
         ax.set_ylabel(f'{row_labels[i]}{n}', fontsize=7)
-  fig.suptitle(title, fontsize=10)
+  fig.suptitle(title, fontsize=10, y=1.0 + 0.12 / g)
   return _png(fig)
 
 
@@ -185,7 +185,8 @@ def image_bucket_maps_figure(image: np.ndarray, maps: np.ndarray, caption: str) 
   """Per-image Figure 8 panel: the image and its 10 bucket maps f32 [10, H, W]."""
   fig, axes = plt.subplots(1, 11, figsize=(13, 1.6))
   axes[0].imshow(np.asarray(image, np.uint8))
-  axes[0].set_title(caption, fontsize=7)
+  axes[0].text(0.0, -0.08, caption, transform=axes[0].transAxes, ha='left', va='top',
+               fontsize=7)
   for j in range(10):
     axes[j + 1].imshow(overlay(image, maps[j]))
     axes[j + 1].set_title(f'bucket {j + 1}', fontsize=7)

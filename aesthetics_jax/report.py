@@ -141,11 +141,13 @@ def _table1(s: Mapping) -> str:
               f'</td><td>{100 * PAPER_TABLE1["split_point_accuracy"]:.1f}%</td>'
               + ''.join(cells) + '</tr>')
   fit = m.get('split_point_fit', 'training split maps')
+  majority = m.get('majority_rate')
   note = (f'<p class="note">Map method: {_esc(m.get("cam_method", "gradcam"))} on the aesthetic '
           f'target, upsampled to the input size. Per-image normalisation: each map min-max '
           f'scaled to [0,1]; dataset-global: one min/max over all maps of the split (the '
           f'paper does not say which it used). 95% bootstrap CIs in brackets. The split-point '
-          f'threshold is fitted on {_esc(fit)} and applied to the test split.</p>')
+          f'threshold is fitted on {_esc(fit)} and applied to the test split; always answering '
+          f'the majority class scores {_fmt(majority, True)} here.</p>')
   return '<table>' + ''.join(rows) + '</table>' + note
 
 
