@@ -387,14 +387,7 @@ def _stack_pngs(pngs: Sequence[bytes]) -> bytes:
 
 
 def _tag_names(config) -> dict[int, str]:
-  ava_dir = config.data.get('ava_dir', '')
-  if ava_dir and (Path(ava_dir) / 'tags.txt').is_file():
-    from aesthetics_jax import ava  # pylint: disable=import-outside-toplevel
-    try:
-      return ava.read_tags(Path(ava_dir) / 'tags.txt')
-    except ValueError:
-      pass
-  return {}
+  return predict.tag_names(config)
 
 
 def is_demo(config) -> bool:

@@ -65,7 +65,10 @@ def make_forward(model, arch: str, method: str, normalize: str | None,
     feats = model.apply(variables, x, method='features')
     head_fn = lambda a: model.apply(variables, a, method='head')  # noqa: E731
     outputs = head_fn(feats)
-    maps = cam.compute(method, head_fn, feats, target_fn)
+    # ScoreCAM re-runs the full model on masked copies of the input.
+    kw = (dict(model_fn=lambda im: model.apply(variables, im), images=x)
+          if method == 'scorecam' else {})
+    maps = cam.compute(method, head_fn, feats, target_fn, **kw)
     return train.predict_outputs(outputs, arch), maps
 
   return forward
@@ -127,6 +130,18 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     raise PredictError(f'{p}: not a readable image ({cause}); pass a valid JPEG/PNG file')
 
 
+def tag_names(config) -> dict[int, str]:
+  """AVA tag id -> name from `config.data.ava_dir/tags.txt` ({} if unavailable)."""
+  from aesthetics_jax import ava  # pylint: disable=import-outside-toplevel
+  path = Path(str(config.data.get('ava_dir', '') or '')) / 'tags.txt'
+  if not config.data.get('ava_dir') or not path.is_file():
+    return {}
+  try:
+    return ava.read_tags(path)
+  except ValueError:
+    return {}
+
+
 def _atomic_save(path: Path, image: np.ndarray) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   figures.save_png(path, image)
@@ -143,6 +158,7 @@ class Predictor:
     self.size = int(self.config.input.image_size)
     self.method = cam_method or str(self.config.eval.cam_method)
     self.threshold = float(self.config.eval.box_threshold)
+    self.tag_names = tag_names(self.config)
     self.forward = make_forward(self.model, self.arch, self.method,
                                 str(self.config.input.get('normalize', 'none')))
     self.mesh = input_pipeline.make_mesh()
@@ -174,6 +190,8 @@ class Predictor:
     rec['label'] = 'high' if int(pred['label_pred'][i]) == 1 else 'low'
     if 'tag_probs' in pred:
       rec['top_tag'] = int(np.argmax(pred['tag_probs'][i])) + 1  # AVA tag ids start at 1
+      if rec['top_tag'] in self.tag_names:
+        rec['top_tag_name'] = self.tag_names[rec['top_tag']]
     grid = box_grid((h, w))
     aes = np.asarray(cam.normalize(maps['aesthetic'][i:i + 1], 'per_image'))  # [1,h,w]
     aes_up = resize_maps(aes, grid)  # [1,H',W'] in the original aspect
