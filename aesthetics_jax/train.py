@@ -239,8 +239,25 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   return jax.tree.map(put, tree)
 
 
+_INIT_CACHE: dict[str, dict] = {}
+
+
 def init_variables(model, config) -> dict:
-  """Host numpy variables `{'params': {'encoder','head'}, 'batch_stats': {...}}`."""
+  """Host numpy variables `{'params': {'encoder','head'}, 'batch_stats': {...}}`.
+
+  Memoised per (model config, image size, seed) in this process: compiling `model.init`
+  costs seconds, and tests / notebooks call this repeatedly. Returns fresh copies.
+  """
+  key = json.dumps([config.model.to_dict(), int(config.input.image_size), int(config.seed)],
+                   sort_keys=True, default=str)
+  if key not in _INIT_CACHE:
+    if len(_INIT_CACHE) >= 4:
+      _INIT_CACHE.pop(next(iter(_INIT_CACHE)))
+    _INIT_CACHE[key] = _init_variables(model, config)
+  return jax.tree.map(np.copy, _INIT_CACHE[key])
+
+
+def _init_variables(model, config) -> dict:
   s = int(config.input.image_size)
   rng = jax.random.PRNGKey(int(config.seed))
   variables = jax.jit(functools.partial(model.init, train=False))(
