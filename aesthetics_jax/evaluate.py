@@ -608,6 +608,10 @@ def _faithfulness(model, variables, config, test, mesh) -> dict:
     s['deletion_auc_per_image_mean'] = s['deletion_auc']
     s['insertion_auc_per_image_mean'] = s['insertion_auc']
     s['deletion_auc'], curves_del[method] = _curve_auc(a['deletion_raw'], 'deletion')
+    # Image score minus blurred-baseline score (mean): the normaliser of both curves; when it
+    # is small relative to the curve's swings the normalised AUCs leave [0, 1].
+    dr = np.nanmean(np.asarray(a['deletion_raw'], np.float64), 0)
+    s['baseline_gap'] = float(dr[0] - dr[-1])
     s['insertion_auc'], curves_ins[method] = _curve_auc(a['insertion_raw'], 'insertion')
     if have_masks:
       hit_aes = pointing_cells(a['maps'], masks[:counts[method]])
@@ -629,7 +633,7 @@ def _faithfulness(model, variables, config, test, mesh) -> dict:
          'faithfulness_masks': 'demo defect masks' if have_masks else 'none (real AVA)'}
   for method, vals in per_method.items():  # flat copies for grep / dashboards
     for k, v in vals.items():
-      if k not in ('num_images', 'num_defective', 'seconds', 'flat_low_maps'):
+      if k not in ('num_images', 'num_defective', 'seconds', 'flat_low_maps', 'baseline_gap'):
         out[f'{k}_{method}'] = v
   out['_faithfulness_figures'] = {
       'faithfulness_deletion': figures.curves_figure(

@@ -170,13 +170,17 @@ def _faithfulness_table(s: Mapping) -> str:
   rows.append('<tr><td>centre-point / uniform-map baseline</td><td>—</td><td>—</td><td>—</td>'
               f'<td>{_fmt(base)}</td><td>{_fmt(base)}</td>'
               f'<td>{_fmt(m.get("mask_mass_area_baseline"))}</td><td>—</td></tr>')
+  gaps = ', '.join(f'{_esc(k)} {_fmt(v.get("baseline_gap"))}' for k, v in faith.items()
+                   if v.get('baseline_gap') is not None) or 'n/a'
   note = (f'<p class="note">The first {_fmt(m.get("faithfulness_num_images"))} test images '
           f'({_fmt(m.get("faithfulness_num_defective"))} with a defect mask for the pointing '
           'game / mask mass; ScoreCAM on fewer, as it re-runs the model once per channel). '
           'Deletion: the aesthetic score as the most salient pixels of the aesthetic map are '
           'replaced by a blurred copy first; insertion: as they are revealed on the blurred '
           f'image ({_fmt(m.get("faithfulness_steps"))} steps; AUC of the mean curve normalised '
-          'to the image and baseline scores). Pointing game: the maximum of the map of the '
+          'to the image and baseline scores; values outside [0, 1] mean the curve overshoots '
+          'the gap between the image and the blurred baseline, which is then too small to '
+          f'normalise by: gap {gaps}). Pointing game: the maximum of the map of the '
           '<em>low</em> target (the negated aesthetic score: what makes the image worse) falls '
           'inside the defect mask; the aesthetic target\'s map is shown beside it. The '
           'centre-point baseline always points at the image centre; the mask-mass baseline is '
