@@ -49,6 +49,25 @@ def _randomize_bn(model, seed: int) -> None:
         m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
 
 
+def _calibrate_bn(model, seed: int) -> None:
+  """Sets every BatchNorm's running statistics to those of photo-like inputs (one train-mode
+  pass, cumulative average). With random weights and arbitrary statistics the activations of
+  a deep net collapse to an input-independent constant, and every map would be flat; with
+  data statistics, features (and maps) depend on the image, as with trained weights."""
+  import torch  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.bench import workloads  # pylint: disable=import-outside-toplevel
+  bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+  for m in bns:
+    m.reset_running_stats()
+    m.momentum = None
+  model.train()
+  with torch.no_grad():
+    model(to_nchw(workloads.photos(16, 112, seed=seed + 100), False))
+  for m in bns:
+    m.momentum = 0.1
+  model.eval()
+
+
 def mobilenet_v2(num_outputs: int = NUM_BUCKETS, seed: int = 0, channels_last: bool = False):
   """torchvision mobilenet_v2 (eval) whose classifier is Dropout + Linear(1280, num_outputs)."""
   import torch  # pylint: disable=import-outside-toplevel
@@ -56,10 +75,17 @@ def mobilenet_v2(num_outputs: int = NUM_BUCKETS, seed: int = 0, channels_last: b
   torch.manual_seed(seed)
   m = torchvision.models.mobilenet_v2(weights=None)
   m.classifier[1] = torch.nn.Linear(m.last_channel, num_outputs)
-  with torch.no_grad():  # larger than torchvision's N(0, 0.01) so outputs vary across images
-    m.classifier[1].weight.normal_(0, 0.05)
   _randomize_bn(m, seed)
-  m.eval()
+  _calibrate_bn(m, seed)
+  # Scale the new head so that its logits have unit spread on image-like inputs: a saturated
+  # softmax would make the mean-score gradient (and its Grad-CAM map) exactly zero.
+  from aesthetics_jax.bench import workloads  # pylint: disable=import-outside-toplevel
+  g = torch.Generator().manual_seed(seed + 11)
+  with torch.no_grad():
+    pooled = m.features(to_nchw(workloads.photos(4, 112, seed=seed + 101), False)).mean((2, 3))
+    rms = float(pooled.pow(2).mean().sqrt()) or 1.0
+    m.classifier[1].weight.normal_(0, 1.0 / (rms * m.last_channel ** 0.5), generator=g)
+    m.classifier[1].bias.zero_()
   return m.to(memory_format=torch.channels_last) if channels_last else m
 
 
