@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from aesthetics_jax import cam, crop, figures, input_pipeline, train
+from aesthetics_jax import cam, crop, figures, input_pipeline, microbatch, train
 
 # Longest side at which maps are brought back to the original aspect for boxes / aspect crops.
 BOX_RESOLUTION = 512
@@ -57,12 +57,14 @@ def make_forward(model, arch: str, method: str, normalize: str | None,
   """
   names = tuple(names or target_names(arch))
   target_fn = cam.targets_for(arch, names)
+  # Encoder in micro-batches on CPU (~3x there, same result; whole batch on accelerators).
+  features = microbatch.features_fn(model, num_shards=jax.device_count())
 
   @jax.jit
   def forward(variables, x):
     if normalize is not None:
       x = input_pipeline.to_model_input(x, normalize=normalize)
-    feats = model.apply(variables, x, method='features')
+    feats = features(variables, x)
     head_fn = lambda a: model.apply(variables, a, method='head')  # noqa: E731
     outputs = head_fn(feats)
     # ScoreCAM re-runs the full model on masked copies of the input.
