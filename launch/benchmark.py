@@ -288,6 +288,8 @@ flags.DEFINE_bool('quick', False, 'A few minutes in all: fewer repeats and warm-
                   'smaller image counts (figures are noisier; the JSON says so).')
 flags.DEFINE_integer('chunk', -1, 'Images per micro-batch inside jitted inference steps '
                      '(aesthetics_jax.microbatch); -1 = per backend (2 on CPU, off elsewhere).')
+flags.DEFINE_bool('profile', True, '--what=model: per-op times (jax.profiler trace) of the '
+                  'whole-batch and micro-batched float32 forwards.')
 flags.DEFINE_integer('threads', 0, 'torch intra-op threads; 0 = one per CPU core.')
 # --what=model  (section started by the models owner; flag names kept)
 flags.DEFINE_integer('model_batch_size', 32, '--what=model: forward batch size.')
@@ -434,7 +436,7 @@ def bench_model() -> dict[str, Any]:
                          'chunk': chunk, 'reference': 'torch' if use_torch else 'none',
                          'runs': {}, 'accuracy': {}}
   for arch in FLAGS.model_archs:
-    fns, outs, compile_s = {}, {}, {}
+    fns, outs, compile_s, jitted = {}, {}, {}, {}
     tm = tm_cl = None
     if use_torch:
       make = torch_ref.mobilenet_v2 if arch == 'mobilenet_v2' else torch_ref.vgg16
@@ -457,6 +459,7 @@ def bench_model() -> dict[str, Any]:
           name = f'jax_{arch}_{dtype}' + (f'_{impl}' if impl != '-' else '') + (
               f'_chunk{c}' if c else '_batch')
           fns[name] = lambda f=fwd: jax.block_until_ready(f(variables, x))
+          jitted[name] = fwd
           t0 = time.perf_counter()
           outs[name] = jax.device_get(fwd(variables, x))
           compile_s[name] = time.perf_counter() - t0
@@ -468,6 +471,15 @@ def bench_model() -> dict[str, Any]:
         fns[f'torch_{arch}_float32_channels_last_chunk{chunk}'] = torch_ref.forward_fn(
             tm_cl, x_np, True, 'all', chunk)
     runs = timing.interleaved(fns, items=b, repeats=_flag('repeats'), warmup=FLAGS.warmup)
+    if FLAGS.profile:  # where the time goes: whole batch vs micro-batched, per XLA op
+      from aesthetics_jax.bench import profile  # pylint: disable=import-outside-toplevel
+      prof = res.setdefault('profile', {})
+      for name in [k for k in fns if k.startswith('jax_') and 'float32' in k][:2]:
+        names = profile.op_names(jitted[name].lower(variables, x).compile().as_text())
+        prof[name] = profile.top_ops(fns[name], calls=2, n=8, names=names)
+        print(f'  profile {name} (ms per call):\n' + '\n'.join(
+            f"      {o['ms_per_call']:7.1f}  {o['share']:4.0%}  {o['op']:22s} {o['source']}"
+            for o in prof[name][:6]), flush=True)
     for name, c in compile_s.items():  # JAX's first call (compile + run) happened above
       runs[name]['first_call_s'] = c
     res['runs'].update(runs)
