@@ -471,7 +471,7 @@ def bench_model() -> dict[str, Any]:
         fns[f'torch_{arch}_float32_channels_last_chunk{chunk}'] = torch_ref.forward_fn(
             tm_cl, x_np, True, 'all', chunk)
     runs = timing.interleaved(fns, items=b, repeats=_flag('repeats'), warmup=FLAGS.warmup)
-    if FLAGS.profile:  # where the time goes: whole batch vs micro-batched, per XLA op
+    if FLAGS.profile and arch == 'mobilenet_v2':  # where the time goes, per XLA op
       from aesthetics_jax.bench import profile  # pylint: disable=import-outside-toplevel
       prof = res.setdefault('profile', {})
       for name in [k for k in fns if k.startswith('jax_') and 'float32' in k][:2]:
