@@ -136,7 +136,8 @@ def write_json(path: str | os.PathLike, results: dict[str, Any]) -> None:
   """Atomic JSON write: {'machine': ..., 'flags': ..., 'results': {section: ...}}."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  doc = {'machine': machine_info(),
+  doc = {'command': 'python -m launch.benchmark ' + ' '.join(sys.argv[1:]),
+         'machine': machine_info(),
          'flags': {k: FLAGS[k].value for k in FLAGS if k not in _ABSL_FLAGS},
          'results': results}
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
