@@ -728,6 +728,7 @@ def bench_recipe() -> dict[str, Any]:
   model = models.create_model(config.model)
   tm = torch_ref.mobilenet_v2(76, seed=0, channels_last=True) if use_torch else None
   variables = _variables('mobilenet_v2', model, tm, s)
+  del tm  # the PyTorch loop runs in its own process (below), on the same seeded weights
   mesh = ip.make_mesh()
   # Compile everything once (a tiny run): the timed runs below measure steady state.
   t0 = time.perf_counter()
@@ -742,25 +743,23 @@ def bench_recipe() -> dict[str, Any]:
   configs = {k: workloads.recipe_config(n, m, b, epochs, k, s, rs, workers) for k in views_list}
   ours_runs: dict[int, list] = {k: [] for k in views_list}
   torch_runs: list[dict] = []
-  meta = ip.read_metadata(train_src)
-  epoch_fn = None
-  if use_torch:
-    epoch_fn = torch_ref.recipe_epoch_fn(tm, [train_src[i]['image'] for i in range(n)],
-                                         meta.distribution, meta.tag_soft, b, rs, s, workers)
-    epoch_fn(0)  # warm-up
   t_epochs = _flag('torch_epochs')
+  from aesthetics_jax.bench import memory  # pylint: disable=import-outside-toplevel
   for _ in range(max(1, _flag('repeats') - 1)):
     for k in views_list:  # ours and torch alternate
       r = workloads.run_recipe(model, variables, train_src, test_src, configs[k], mesh)
       ours_runs[k].append(r)
       print(f"  ours (K={k}): cache {r['cache_s']:.1f} s + {r['steps']} steps "
             f"{r['steps_s']:.1f} s + eval {r['eval_s']:.2f} s", flush=True)
-    if epoch_fn is not None:
-      t1 = time.perf_counter()
-      parts = [epoch_fn(e + 1) for e in range(t_epochs)]
-      torch_runs.append({'epochs': t_epochs, 'seconds': time.perf_counter() - t1,
-                         'data_s': sum(p['data_s'] for p in parts),
-                         'model_s': sum(p['model_s'] for p in parts)})
+    if use_torch:  # the plain loop in a fresh process (after one warm-up epoch there)
+      c = memory.measure_in_child(
+          'aesthetics_jax.bench.torch_ref:recipe_setup',
+          dict(num_images=n, epochs=t_epochs, batch=b, resize_size=rs, image_size=s,
+               workers=workers, threads=FLAGS.threads or cpu_count()), warmup=1, repeats=1)
+      if 'error' in c:
+        raise RuntimeError(c['error'])
+      torch_runs.append({'epochs': t_epochs, 'seconds': c['epochs_s'], 'data_s': c['data_s'],
+                         'model_s': c['model_s'], 'peak_rss_mb': c['peak_rss_mb']})
       print(f"  torch: {t_epochs} epoch(s) {torch_runs[-1]['seconds']:.1f} s "
             f"(decode+crop {torch_runs[-1]['data_s']:.1f} s)", flush=True)
   med = lambda rs_, key: float(np.median([x[key] for x in rs_]))

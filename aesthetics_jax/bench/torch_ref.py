@@ -298,3 +298,35 @@ def study_setup(batch: int, size: int, channels_last: bool = True, seed: int = 0
               channels_last)
   c = gradcam(tmodel)
   return lambda: study_batch(tmodel, c, x, threshold)
+
+
+def recipe_setup(num_images: int, epochs: int, batch: int = 32, resize_size: int = 256,
+                 image_size: int = 224, workers: int = 0, threads: int = 0,
+                 seed: int = 0) -> Callable[[], dict]:
+  """Child-process workload (bench.memory): `epochs` epochs of the plain PyTorch recipe loop
+  on `num_images` synthetic JPEGs, in a fresh process as a user's script would run (an
+  in-process loop after pytorch-grad-cam ran was up to 3x faster here, for reasons not
+  pinned down; the fresh process is the conservative reference)."""
+  import os  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import input_pipeline as ip  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.bench import workloads  # pylint: disable=import-outside-toplevel
+  set_threads(threads)
+  pool = workloads.jpeg_pool(32, seed=3)
+  src = workloads.SyntheticSource(num_images, pool, seed=1)
+  meta = ip.read_metadata(src)
+  tm = mobilenet_v2(NUM_BUCKETS + NUM_TAGS, seed, channels_last=True)
+  epoch = recipe_epoch_fn(tm, [src[i]['image'] for i in range(num_images)], meta.distribution,
+                          meta.tag_soft, batch, resize_size, image_size,
+                          workers or len(os.sched_getaffinity(0)))
+  count = [0]
+
+  def run():
+    t0 = time.perf_counter()
+    parts = []
+    for _ in range(epochs):
+      count[0] += 1
+      parts.append(epoch(count[0]))
+    return {'epochs_s': time.perf_counter() - t0, 'epochs': epochs,
+            'data_s': sum(p['data_s'] for p in parts),
+            'model_s': sum(p['model_s'] for p in parts)}
+  return run
