@@ -842,6 +842,13 @@ def bench_scaling() -> dict[str, Any]:
           f'{sizes[0]} -> {sizes[-1]} images; s/img '
           + ', '.join(f'{v * 1e3:.1f} ms' for v in res['seconds_per_image']),
           target=max(100.0, 0.1 * ok[0]['peak_rss_mb']), better='lower')
+    # O(N) growth would at least repeat itself when N doubles; a bounded high-water mark
+    # (allocator, prefetch buffers) does not.
+    last = ok[-1]['peak_rss_mb'] - ok[-2]['peak_rss_mb']
+    res['peak_rss_growth_last_step_mb'] = last
+    _note('scaling_peak_rss_growth_last_step_mb', last,
+          f'{sizes[-2]} -> {sizes[-1]} images', target=max(50.0, 0.05 * ok[0]['peak_rss_mb']),
+          better='lower')
   return res
 
 
