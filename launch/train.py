@@ -5,7 +5,7 @@ r"""Trains a model; rerunning the same command resumes from the latest checkpoin
 
 If `config.data.ava_dir` is set and `config.data.data_dir` is not prepared yet, the dataset
 is prepared first. Multi-process: pass --coordinator_address/--num_processes/--process_id
-(or nothing on managed clusters where `jax.distributed.initialize()` auto-detects).
+(or --coordinator_address=auto on managed clusters that `jax.distributed.initialize()` detects).
 User errors print one line on stderr and exit 1.
 """
 import json
@@ -20,7 +20,8 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory (checkpoints, logs).')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
-                                   'host:port of process 0 for jax.distributed.initialize.')
+                                   'host:port of process 0 for jax.distributed.initialize, or "auto" on '
+                                   'managed clusters (TPU pods, SLURM) that JAX detects itself.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the job.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index.')
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -31,7 +32,9 @@ def main(argv):
     print(f'train: unexpected arguments {argv[1:]}; use --config.key=value', file=sys.stderr)
     sys.exit(1)
   import jax  # pylint: disable=import-outside-toplevel
-  if _COORDINATOR.value:
+  if _COORDINATOR.value == 'auto':
+    jax.distributed.initialize()  # TPU pods, SLURM, ...: JAX reads the cluster's environment.
+  elif _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   logging.set_verbosity(logging.WARNING)
   from aesthetics_jax import ava, checkpoints, dataset, input_pipeline, train  # pylint: disable=import-outside-toplevel
