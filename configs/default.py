@@ -97,3 +97,21 @@ def get_config() -> ml_collections.ConfigDict:
   # Added by evaluate.py: ScoreCAM runs the model once per feature channel, so fewer images.
   c.eval.faithfulness_scorecam_images = 16
   return c
+
+
+def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks any config to a tiny run for tests: 32 px, batch 8, 2 steps, 16/8 images."""
+  c.smoke = True
+  c.input.resize_size = 40
+  c.input.image_size = 32
+  c.batch_size = 8
+  c.eval.batch_size = 8
+  c.num_train_steps = 2
+  c.optim.warmup_steps = 0
+  c.cache.num_train_views = 1
+  c.data.max_train_images = 16
+  c.data.max_test_images = 8
+  c.log_every_steps = 1
+  c.eval_every_steps = 2
+  c.checkpoint_every_steps = 1
+  return c

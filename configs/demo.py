@@ -68,19 +68,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.input.image_size = 80
   c.eval_every_steps = c.num_train_steps
   if 'smoke' in args:
-    c.smoke = True
+    default.apply_smoke(c)
     c.model.width_mult = 0.25 if arch == 'mobilenet_v2' else 0.125
     c.model.fc_dim = 32 if arch == 'vgg16' else c.model.fc_dim
-    c.input.resize_size = 40
-    c.input.image_size = 32
-    c.batch_size = 8
-    c.eval.batch_size = 8
-    c.num_train_steps = 2
-    c.optim.warmup_steps = 0
-    c.data.max_train_images = 16
-    c.data.max_test_images = 8
-    c.log_every_steps = 1
-    c.eval_every_steps = 2
-    c.checkpoint_every_steps = 1
     c.input.prefetch = 0
   return c

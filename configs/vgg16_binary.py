@@ -39,18 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.cache.num_train_views = 4
   c.best_metric = 'binary_accuracy'
   if 'smoke' in args:
-    c.smoke = True
+    default.apply_smoke(c)
     c.model.width_mult = 0.125
     c.model.fc_dim = 32
-    c.input.resize_size = 40
-    c.input.image_size = 32
-    c.batch_size = 8
-    c.eval.batch_size = 8
-    c.num_train_steps = 2
-    c.cache.num_train_views = 1
-    c.data.max_train_images = 16
-    c.data.max_test_images = 8
-    c.log_every_steps = 1
-    c.eval_every_steps = 2
-    c.checkpoint_every_steps = 1
   return c
