@@ -28,12 +28,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.loss.emd_r = 2.0
   c.optim.name = 'adam'
   c.optim.lr = 3e-6
-  c.optim.schedule = 'constant'
-  c.batch_size = 32
-  c.num_epochs = 50.0
-  c.cache.enabled = True
-  c.cache.num_train_views = 4
-  c.best_metric = 'binary_accuracy'
+  # Batch 32, 50 epochs, constant schedule, feature cache with 4 train views and the best
+  # checkpoint by binary accuracy are the defaults (configs/default.py).
   if 'smoke' in args:
     default.apply_smoke(c)
     c.model.width_mult = 0.25

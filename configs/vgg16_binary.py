@@ -32,12 +32,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim.name = 'sgd'
   c.optim.lr = 1e-3
   c.optim.momentum = 0.9
-  c.optim.schedule = 'constant'
-  c.batch_size = 32
-  c.num_epochs = 50.0
-  c.cache.enabled = True
-  c.cache.num_train_views = 4
-  c.best_metric = 'binary_accuracy'
+  # Batch 32, 50 epochs, constant schedule, feature cache with 4 train views and the best
+  # checkpoint by binary accuracy are the defaults (configs/default.py).
   if 'smoke' in args:
     default.apply_smoke(c)
     c.model.width_mult = 0.125
