@@ -152,33 +152,33 @@ def write_json(path: str | os.PathLike, results: dict[str, Any]) -> None:
 
 
 def _real_jpegs(n: int) -> list[bytes]:
-  from aesthetics_jax import dataset  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
   src = dataset.load_sources(FLAGS.data_dir, FLAGS.subset)['train']
   return [bytes(src[i]['image']) for i in range(min(n, len(src)))]
 
 
 def _train_one(args) -> Any:
   """One train image (decode with draft, resize, random crop); picklable for processes."""
-  from aesthetics_jax import input_pipeline as ip  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import pipeline as ip  # pylint: disable=import-outside-toplevel
   data, j, rs, s = args
   return ip.preprocess_train_np(data, rs, s, ip.augment_rng(0, 0, j), random_flip=True)
 
 
 def _train_full_decode(args) -> Any:
   """The same without the draft() fast path: full-resolution decode, then resize/crop."""
-  from aesthetics_jax import input_pipeline as ip  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import pipeline as ip  # pylint: disable=import-outside-toplevel
   data, j, rs, s = args
   return ip.preprocess_train_np(ip.decode_image(data), rs, s, ip.augment_rng(0, 0, j), True)
 
 
 def _eval_full_decode(args) -> Any:
-  from aesthetics_jax import input_pipeline as ip  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import pipeline as ip  # pylint: disable=import-outside-toplevel
   data, _, _, s = args
   return ip.preprocess_eval_np(ip.decode_image(data), s)
 
 
 def _eval_one(args) -> Any:
-  from aesthetics_jax import input_pipeline as ip  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import pipeline as ip  # pylint: disable=import-outside-toplevel
   data, _, _, s = args
   return ip.preprocess_eval_np(data, s)
 
@@ -188,7 +188,7 @@ def bench_input() -> dict[str, Any]:
   """Decode + resize (+ crop) images/s: 1 worker vs all, threads vs processes, draft on/off;
   plus the end-to-end train_batches pipeline (incl. device transfer + float conversion)."""
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax import input_pipeline as ip  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import pipeline as ip  # pylint: disable=import-outside-toplevel
   from configs import default  # pylint: disable=import-outside-toplevel
 
   t0 = time.perf_counter()
@@ -288,7 +288,7 @@ flags.DEFINE_string('reference', 'auto', "'torch': time the PyTorch equivalents 
 flags.DEFINE_bool('quick', False, 'A few minutes in all: fewer repeats and warm-up calls, '
                   'smaller image counts (figures are noisier; the JSON says so).')
 flags.DEFINE_integer('chunk', -1, 'Images per micro-batch inside jitted inference steps '
-                     '(aesthetics_jax.microbatch); -1 = per backend (2 on CPU, off elsewhere).')
+                     '(aesthetics_jax.parallel); -1 = per backend (2 on CPU, off elsewhere).')
 flags.DEFINE_bool('profile', True, '--what=model: per-op times (jax.profiler trace) of the '
                   'whole-batch and micro-batched float32 forwards.')
 flags.DEFINE_integer('threads', 0, 'torch intra-op threads; 0 = one per CPU core.')
@@ -345,8 +345,8 @@ def _flag(name: str):
 
 
 def _chunk() -> int:
-  from aesthetics_jax import microbatch  # pylint: disable=import-outside-toplevel
-  return microbatch.default_chunk() if FLAGS.chunk < 0 else FLAGS.chunk
+  from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
+  return parallel.default_chunk() if FLAGS.chunk < 0 else FLAGS.chunk
 
 
 def _use_torch() -> bool:
@@ -425,7 +425,8 @@ def bench_model() -> dict[str, Any]:
   channels_last) on identical weights when torch is there."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax import models, train  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import trainer  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.bench import timing, torch_ref, workloads  # pylint: disable=import-outside-toplevel
 
   b, s = _flag('model_batch_size'), FLAGS.image_size
@@ -491,7 +492,7 @@ def bench_model() -> dict[str, Any]:
       if 'bfloat16' not in name:
         continue
       ref = outs[name.replace('bfloat16', 'float32')]
-      p, q = train.predict_outputs(ref, arch), train.predict_outputs(out, arch)
+      p, q = trainer.predict_outputs(ref, arch), trainer.predict_outputs(out, arch)
       a = {'label_agreement': float(np.mean(np.asarray(p['label_pred']) ==
                                             np.asarray(q['label_pred'])))}
       if arch == 'mobilenet_v2':
@@ -553,7 +554,8 @@ def bench_cam() -> dict[str, Any]:
   weights, both warmed up; maps compared; peak RSS of each in a fresh child process."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax import cam, models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.explain import cam  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.bench import memory, timing, torch_ref, workloads  # pylint: disable=import-outside-toplevel
 
   b, s, chunk = FLAGS.cam_batch_size if not FLAGS.quick or FLAGS['cam_batch_size'].present \
@@ -651,7 +653,8 @@ def bench_study() -> dict[str, Any]:
   pass per batch vs pytorch-grad-cam looped over the same 12 targets."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax import cam, models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.explain import cam  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.bench import timing, torch_ref, workloads  # pylint: disable=import-outside-toplevel
 
   b, s, chunk = FLAGS.cam_batch_size if not FLAGS.quick or FLAGS['cam_batch_size'].present \
@@ -713,7 +716,9 @@ def bench_recipe() -> dict[str, Any]:
   import math  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax import ava, input_pipeline as ip, models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import pipeline as ip  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.bench import timing, torch_ref, workloads  # pylint: disable=import-outside-toplevel
 
   n, m = _flag('recipe_images'), _flag('recipe_test_images')
@@ -812,7 +817,7 @@ def bench_recipe() -> dict[str, Any]:
 @register('scaling')
 def bench_scaling() -> dict[str, Any]:
   """Cost growth of the streamed evaluation with all CAM targets (the study step over
-  `input_pipeline.eval_batches` of synthetic JPEGs): time and peak RSS per size, each in a
+  `pipeline.eval_batches` of synthetic JPEGs): time and peak RSS per size, each in a
   fresh child process. Memory must stay flat in the number of images."""
   from aesthetics_jax.bench import memory  # pylint: disable=import-outside-toplevel
   sizes = [int(v) for v in _flag('scaling_sizes')]
@@ -865,7 +870,8 @@ def input_vs_model(per_worker_ips: float) -> dict[str, Any]:
   import math  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax import input_pipeline as ip, models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import pipeline as ip  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.bench import synthetic, timing, workloads  # pylint: disable=import-outside-toplevel
   from configs import default  # pylint: disable=import-outside-toplevel
 
@@ -935,7 +941,8 @@ def main(argv):
     print(f"launch.benchmark: --reference={FLAGS.reference!r}: use 'torch', 'none' or 'auto'",
           file=sys.stderr)
     sys.exit(1)
-  from aesthetics_jax import ava, input_pipeline  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   results: dict[str, Any] = {}
   t_all = time.perf_counter()
   try:
@@ -944,7 +951,7 @@ def main(argv):
       t0 = time.perf_counter()
       results[w] = BENCHMARKS[w]()
       results[w]['section_s'] = time.perf_counter() - t0
-  except (input_pipeline.InputError, ava.AvaError, FileNotFoundError) as e:
+  except (pipeline.InputError, ava.AvaError, FileNotFoundError) as e:
     print(f'launch.benchmark: {e}', file=sys.stderr)
     sys.exit(1)
   results['summary'] = {'rows': SUMMARY, 'total_s': time.perf_counter() - t_all,

@@ -3,7 +3,7 @@ r"""CAM parity against pytorch-grad-cam: live comparison and the committed CI fi
 Builds small torch models (conv feature extractor 32x32x3 -> 8x8x16, then (a) a GAP + linear
 head, where Grad-CAM reduces to CAM, and (b) a flatten + MLP head like VGG's classifier, where
 gradients vary over positions), runs pytorch-grad-cam for every method on identical weights and
-inputs, recomputes the maps with `aesthetics_jax.cam` and prints max |diff| and the per-image
+inputs, recomputes the maps with `aesthetics_jax.explain.cam` and prints max |diff| and the per-image
 correlation. `--write` also stores weights, inputs and expected maps in
 tests/fixtures/cam_parity.npz, which tests/test_cam.py checks without torch.
 
@@ -71,7 +71,7 @@ def jax_maps(w: dict, images: np.ndarray, head: str, cats, methods=tuple(METHOD_
   """pytorch-grad-cam-ordered maps `[B,H,W]` per method for per-image categories `cats [B]`."""
   import jax
   import jax.numpy as jnp
-  from aesthetics_jax import cam
+  from aesthetics_jax.explain import cam
 
   x = jnp.asarray(images, jnp.float32)
   A = jax_features(w, x)

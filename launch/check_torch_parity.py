@@ -4,7 +4,7 @@ r"""Checks our models against live torchvision (needs the torch extra; run by ha
 
 Builds torchvision's full-size `mobilenet_v2()` and `vgg16()` with random weights (and random
 BatchNorm statistics, so BN is not the identity), saves each state_dict as a .pth, loads it
-through `aesthetics_jax.pretrained.load_pretrained` (the converter users run) into
+through `aesthetics_jax.models.pretrained.load_pretrained` (the converter users run) into
 `create_model(...)`, and compares `features` and the 1000-way logits in float32 on the same
 random [0,1] batch. Exits 1 if any max abs diff exceeds --tol.
 """
@@ -46,7 +46,8 @@ def check(arch: str, size: int, batch: int, seed: int, depthwise: list[str]) -> 
   """Returns one result dict per (arch, depthwise impl)."""
   import jax  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax import models, pretrained  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.models import pretrained  # pylint: disable=import-outside-toplevel
 
   tmodel = _torch_model(arch, seed)
   gen = torch.Generator().manual_seed(seed + 1)

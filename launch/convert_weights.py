@@ -14,7 +14,7 @@ import sys
 from absl import app
 from absl import flags
 
-from aesthetics_jax import pretrained
+from aesthetics_jax.models import pretrained
 
 _ARCH = flags.DEFINE_enum('arch', None, list(pretrained.ARCHS), 'Architecture of --source.')
 _SOURCE = flags.DEFINE_string('source', None, 'torchvision weights: .pth, .safetensors, .npz.')

@@ -60,14 +60,14 @@ def demo_config(arch: str, smoke: bool):
 
 def make_data(ava_dir: Path, num_train: int, num_test: int, seed: int) -> None:
   """Generates the demo dataset (demo_data reuses a complete one with the same settings)."""
-  from aesthetics_jax import demo_data  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import demo as demo_data  # pylint: disable=import-outside-toplevel
   summary = demo_data.generate(ava_dir, num_train, num_test, seed, progress=True)
   _log(f'demo data: {"reused" if summary.get("reused") else "generated"} {ava_dir} '
        f'({num_train} train + {num_test} test)')
 
 
 def _finished(workdir: Path, total_steps: int) -> bool:
-  from aesthetics_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
   if not (workdir / 'checkpoints').is_dir():
     return False
   ck = checkpoints.Checkpointer(workdir, read_only=True, enable_async=False)
@@ -80,7 +80,7 @@ def _finished(workdir: Path, total_steps: int) -> bool:
 
 def _eval_current(workdir: Path) -> dict | None:
   """metrics.json of the latest checkpoint if evaluation already finished for it."""
-  from aesthetics_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
   mpath = workdir / 'eval' / 'metrics.json'
   if not (mpath.is_file() and (workdir / 'eval' / 'report.html').is_file()):
     return None
@@ -96,7 +96,10 @@ def _eval_current(workdir: Path) -> dict | None:
 def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | None = None,
              num_test: int | None = None, seed: int = 0) -> Path:
   """Runs (or resumes) the whole demo; returns the path of the combined report."""
-  from aesthetics_jax import dataset, evaluate, report, train  # pylint: disable=C0415
+  from aesthetics_jax.data import dataset  # pylint: disable=C0415
+  from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=C0415
+  from aesthetics_jax.report import html as report_html  # pylint: disable=C0415
+  from aesthetics_jax.train import trainer  # pylint: disable=C0415
   t0 = time.time()
   w = Path(workdir).absolute()
   w.mkdir(parents=True, exist_ok=True)
@@ -117,23 +120,23 @@ def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | N
       _log(f'{arch}: training already finished (step {total})')
     else:
       _log(f'{arch}: training ({total} steps)')
-      train.train_and_evaluate(config, str(mdir))
+      trainer.train_and_evaluate(config, str(mdir))
     _log(f'{arch}: trained [{time.time() - t0:.0f}s]')
     m = _eval_current(mdir)
     if m is None:
       _log(f'{arch}: evaluating')
-      m = evaluate.evaluate(mdir, demo=True, overrides=SMOKE_EVAL if smoke else DEMO_EVAL)
+      m = eval_run.evaluate(mdir, demo=True, overrides=SMOKE_EVAL if smoke else DEMO_EVAL)
     else:
       _log(f'{arch}: evaluation already done for step {m.get("step")}')
     _log(f'{arch}: accuracy {m.get("binary_accuracy")} (majority {m.get("majority_rate")}) '
          f'[{time.time() - t0:.0f}s]')
     figs = {p.stem: p for p in sorted((mdir / 'eval' / 'figures').glob('*.png'))}
-    section = evaluate.model_section(mdir, m, figs, train.load_config(mdir))
+    section = eval_run.model_section(mdir, m, figs, trainer.load_config(mdir))
     section['name'] = arch
     sections.append(section)
   cfg = demo_config(ARCHS[0], smoke)
   cfg.data.data_dir = str(data_dir)
-  out = report.write_report(w / 'report.html', sections, evaluate.dataset_section(cfg),
+  out = report_html.write_report(w / 'report.html', sections, eval_run.dataset_section(cfg),
                             demo=True, title='aesthetics-jax demo: MobileNetV2 (EMD) and VGG16')
   _log(f'done in {time.time() - t0:.0f}s')
   return out

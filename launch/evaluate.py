@@ -26,14 +26,14 @@ SUMMARY_KEYS = ('num_test_images', 'binary_accuracy', 'majority_rate', 'lcc_mean
 def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)
-  from aesthetics_jax import evaluate  # after flag parsing: importing JAX is slow
+  from aesthetics_jax.evaluation import run as eval_run  # after flag parsing: importing JAX is slow
   try:
-    m = evaluate.evaluate(_WORKDIR.value, _STEP.value)
+    m = eval_run.evaluate(_WORKDIR.value, _STEP.value)
   except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
     print(f'evaluate: {e}'.splitlines()[0], file=sys.stderr)
     sys.exit(1)
   print(json.dumps({k: m.get(k) for k in SUMMARY_KEYS if k in m}))
-  print(f'{_WORKDIR.value.rstrip("/")}/{evaluate.EVAL_DIR}/report.html')
+  print(f'{_WORKDIR.value.rstrip("/")}/{eval_run.EVAL_DIR}/report.html')
 
 
 if __name__ == '__main__':

@@ -11,7 +11,7 @@ import sys
 from absl import app
 from absl import flags
 
-from aesthetics_jax import demo_data
+from aesthetics_jax.data import demo as demo_data
 
 _OUT_DIR = flags.DEFINE_string('out_dir', None, 'AVA root to write (created if needed).')
 _NUM_TRAIN = flags.DEFINE_integer('num_train', 2000, 'Train images kept by the style subset.')

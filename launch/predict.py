@@ -34,11 +34,11 @@ def main(argv):
   if not paths:
     print('predict: no images given; pass image paths after the flags', file=sys.stderr)
     sys.exit(1)
-  from aesthetics_jax import predict  # after flag parsing: importing JAX is slow
+  from aesthetics_jax.evaluation import inference  # after flag parsing: importing JAX is slow
   try:
     if _ASPECT.value:
-      predict.parse_aspect(_ASPECT.value)
-    predictor = predict.Predictor(_WORKDIR.value, _STEP.value, _CAM_METHOD.value)
+      inference.parse_aspect(_ASPECT.value)
+    predictor = inference.Predictor(_WORKDIR.value, _STEP.value, _CAM_METHOD.value)
   except (ValueError, RuntimeError, OSError) as e:  # one-line user errors (no checkpoint, ...)
     print(f'predict: {e}'.splitlines()[0], file=sys.stderr)
     sys.exit(1)
@@ -46,7 +46,7 @@ def main(argv):
   for rec in predictor.predict_files(paths, _OVERLAY_DIR.value, _CROP_DIR.value, _ASPECT.value,
                                      batch_size=max(1, _BATCH.value)):
     ok += 'error' not in rec
-    print(predict.to_json_line(rec), flush=True)
+    print(inference.to_json_line(rec), flush=True)
   sys.exit(0 if ok else 1)
 
 

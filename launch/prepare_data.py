@@ -12,8 +12,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from aesthetics_jax import ava
-from aesthetics_jax import dataset
+from aesthetics_jax.data import ava
+from aesthetics_jax.data import dataset
 
 _AVA_DIR = flags.DEFINE_string('ava_dir', None, 'AVA root (AVA.txt, tags.txt, images/, ...).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir to write the dataset to.')

@@ -37,15 +37,19 @@ def main(argv):
   elif _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   logging.set_verbosity(logging.WARNING)
-  from aesthetics_jax import ava, checkpoints, dataset, input_pipeline, train  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import trainer  # pylint: disable=import-outside-toplevel
   config = _CONFIG.value
-  user_errors = (train.TrainingError, checkpoints.CheckpointMismatchError,
-                 input_pipeline.InputError, ava.AvaError, FileNotFoundError,
+  user_errors = (trainer.TrainingError, checkpoints.CheckpointMismatchError,
+                 pipeline.InputError, ava.AvaError, FileNotFoundError,
                  NotADirectoryError, PermissionError)
   try:
     if config.data.ava_dir and not dataset.is_prepared(config.data.data_dir, config.data.subset):
       if not config.data.data_dir:
-        raise train.TrainingError('config.data.ava_dir is set but config.data.data_dir is empty; '
+        raise trainer.TrainingError('config.data.ava_dir is set but config.data.data_dir is empty; '
                                   'pass --config.data.data_dir=<where to write the dataset>')
       if jax.process_index() == 0:
         dataset.prepare(config.data.ava_dir, config.data.data_dir, config.data.subset)
@@ -53,9 +57,9 @@ def main(argv):
         from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
         multihost_utils.sync_global_devices('prepare_data')
     if not config.data.data_dir:
-      raise train.TrainingError('config.data.data_dir is empty; pass '
+      raise trainer.TrainingError('config.data.data_dir is empty; pass '
                                 '--config.data.data_dir=<prepared TFDS dir> (launch/prepare_data.py)')
-    result = train.train_and_evaluate(config, _WORKDIR.value)
+    result = trainer.train_and_evaluate(config, _WORKDIR.value)
   except user_errors as e:
     print(f'train: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}',
           file=sys.stderr)

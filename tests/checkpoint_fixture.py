@@ -43,13 +43,15 @@ def random_variables(abstract, seed: int = 0):
 
 def write_init_checkpoint(workdir: Path, config, step: int | None = None) -> Path:
   """`workdir/config.json` + an orbax checkpoint of initial variables at `step`."""
-  from aesthetics_jax import checkpoints, models, train  # pylint: disable=C0415
+  from aesthetics_jax import models  # pylint: disable=C0415
+  from aesthetics_jax.train import checkpoints  # pylint: disable=C0415
+  from aesthetics_jax.train import trainer  # pylint: disable=C0415
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   step = int(config.num_train_steps if step is None else step)
   (workdir / 'config.json').write_text(json.dumps(config.to_dict(), default=str))
   model = models.create_model(config.model)
-  variables = random_variables(train.abstract_variables(model, config), int(config.seed))
+  variables = random_variables(trainer.abstract_variables(model, config), int(config.seed))
   ck = checkpoints.Checkpointer(workdir, enable_async=False)
   ck.save(step, variables, {'step': np.int32(step)},
           {'model': checkpoints.model_signature(config.model)})

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from aesthetics_jax import analysis
+from aesthetics_jax.evaluation import study
 
 
 @pytest.fixture(scope='module')
@@ -16,29 +16,29 @@ def data():
 
 def test_correlations_match_scipy(data):
   x, s = data
-  r = analysis.pearson_with_ci(x, s, num_bootstrap=300, seed=1)
+  r = study.pearson_with_ci(x, s, num_bootstrap=300, seed=1)
   ref = stats.pearsonr(x, s)
   assert r['r'] == pytest.approx(ref[0], abs=1e-12) and r['p'] == pytest.approx(ref[1], rel=1e-9)
   assert r['ci_low'] < r['r'] < r['ci_high'] and r['n'] == 400
-  rho = analysis.spearman_with_ci(x, s, num_bootstrap=300, seed=1)
+  rho = study.spearman_with_ci(x, s, num_bootstrap=300, seed=1)
   ref = stats.spearmanr(x, s)
   assert rho['r'] == pytest.approx(ref[0], abs=1e-12) and rho['p'] == pytest.approx(ref[1], rel=1e-9)
   # Seeded: same seed → same CI; different seed → different CI.
-  assert analysis.pearson_with_ci(x, s, 300, seed=1) == r
-  assert analysis.pearson_with_ci(x, s, 300, seed=2)['ci_low'] != r['ci_low']
+  assert study.pearson_with_ci(x, s, 300, seed=1) == r
+  assert study.pearson_with_ci(x, s, 300, seed=2)['ci_low'] != r['ci_low']
   # Bootstrap CI width is close to the Fisher-z interval's.
   z = np.arctanh(r['r'])
   lo, hi = np.tanh(z - 1.96 / np.sqrt(397)), np.tanh(z + 1.96 / np.sqrt(397))
   assert abs((r['ci_high'] - r['ci_low']) - (hi - lo)) < 0.03
-  assert np.isnan(analysis.pearson_with_ci([1, 1, 1, 1], [1, 2, 3, 4])['r'])
+  assert np.isnan(study.pearson_with_ci([1, 1, 1, 1], [1, 2, 3, 4])['r'])
 
 
 def test_extremes_strengthen_a_relation_visible_only_at_the_tails():
   rng = np.random.default_rng(3)
   s = rng.uniform(2, 9, 2000)
   x = np.where((s < 4.5) | (s > 6.5), s, 5.5) + rng.normal(0, 1.0, s.size)
-  c = analysis.correlations(x, s, num_bootstrap=100, seed=0)
-  ext = analysis.extreme_mask(s)
+  c = study.correlations(x, s, num_bootstrap=100, seed=0)
+  ext = study.extreme_mask(s)
   np.testing.assert_allclose(c['extreme']['pearson']['r'], stats.pearsonr(x[ext], s[ext])[0])
   assert c['extreme']['pearson']['n'] == ext.sum()
   assert c['extreme']['pearson']['r'] > c['all']['pearson']['r'] > 0.5
@@ -48,30 +48,30 @@ def test_split_point_classifier_known_threshold():
   rng = np.random.default_rng(4)
   x_tr, x_te = rng.uniform(0, 1, 500), rng.uniform(0, 1, 300)
   y_tr, y_te = x_tr > 0.37, x_te > 0.37
-  sp = analysis.split_point_classifier(x_tr, y_tr, x_te, y_te)
+  sp = study.split_point_classifier(x_tr, y_tr, x_te, y_te)
   assert abs(sp['threshold'] - 0.37) < 0.01
   assert sp['train_accuracy'] == 1.0 and sp['test_accuracy'] > 0.98 and sp['direction'] == 1
   # Brute force over all candidate thresholds agrees.
   cands = np.concatenate([[x_tr.min() - 1], x_tr])
-  best = max(analysis.split_point_accuracy(x_tr, y_tr, t) for t in cands)
-  assert analysis.split_point(x_tr, y_tr)['accuracy'] == best
+  best = max(study.split_point_accuracy(x_tr, y_tr, t) for t in cands)
+  assert study.split_point(x_tr, y_tr)['accuracy'] == best
   # Reversed relation: direction 1 is bad, 'auto' finds -1.
-  auto = analysis.split_point(x_tr, ~y_tr, 'auto')
+  auto = study.split_point(x_tr, ~y_tr, 'auto')
   assert auto['direction'] == -1 and auto['accuracy'] == 1.0
   # No information → at best the majority rate.
   y = np.array([1, 1, 1, 0])
-  sp = analysis.split_point(np.zeros(4), y)
-  assert sp['accuracy'] == 0.75 and analysis.split_point_accuracy(np.zeros(4), y, sp['threshold']) == 0.75
+  sp = study.split_point(np.zeros(4), y)
+  assert sp['accuracy'] == 0.75 and study.split_point_accuracy(np.zeros(4), y, sp['threshold']) == 0.75
 
 
 def test_intensities_both_normalisations():
   maps = np.stack([np.full((4, 4), 2.0), np.zeros((4, 4))])
   maps[0, 0, 0] = 4.0
   maps[1, :2] = 1.0
-  out = analysis.intensities(maps)
+  out = study.intensities(maps)
   np.testing.assert_allclose(out['per_image'], [1 / 16, 0.5], atol=1e-6)
   np.testing.assert_allclose(out['global'], [(15 * 0.5 + 1) / 16, 8 * 0.25 / 16], atol=1e-6)
-  np.testing.assert_allclose(analysis.intensities(maps, (0.0, 8.0))['global'],
+  np.testing.assert_allclose(study.intensities(maps, (0.0, 8.0))['global'],
                              maps.mean(axis=(1, 2)) / 8, atol=1e-6)
 
 
@@ -79,26 +79,26 @@ def test_bucket_mean_maps_and_streaming():
   rng = np.random.default_rng(5)
   maps = rng.random((30, 3, 3))
   scores = rng.uniform(1, 10, 30)
-  mean, count, sums = analysis.bucket_mean_maps(maps, scores)
-  b = analysis.score_buckets(scores)
+  mean, count, sums = study.bucket_mean_maps(maps, scores)
+  b = study.score_buckets(scores)
   for k in range(10):
     if count[k]:
       np.testing.assert_allclose(mean[k], maps[b == k].mean(0))
     else:
       assert np.isnan(mean[k]).all()
   assert count.sum() == 30
-  _, _, part = analysis.bucket_mean_maps(maps[:10], scores[:10])
-  mean2, count2, _ = analysis.bucket_mean_maps(maps[10:], scores[10:], sums=part)
+  _, _, part = study.bucket_mean_maps(maps[:10], scores[:10])
+  mean2, count2, _ = study.bucket_mean_maps(maps[10:], scores[10:], sums=part)
   np.testing.assert_allclose(np.nan_to_num(mean2), np.nan_to_num(mean))
   np.testing.assert_array_equal(count2, count)
-  np.testing.assert_array_equal(analysis.score_buckets([1.0, 4.49, 4.5, 9.9, 10]), [0, 3, 4, 9, 9])
+  np.testing.assert_array_equal(study.score_buckets([1.0, 4.49, 4.5, 9.9, 10]), [0, 3, 4, 9, 9])
 
 
 def test_accuracy_ci_and_summarize(data):
-  lo, hi = analysis.accuracy_ci(np.r_[np.ones(80), np.zeros(20)], np.ones(100), 500, seed=0)
+  lo, hi = study.accuracy_ci(np.r_[np.ones(80), np.zeros(20)], np.ones(100), 500, seed=0)
   assert lo < 0.8 < hi and hi - lo < 0.2
   x, s = data
-  m = analysis.summarize({'per_image': x, 'global': x * 2}, s, {'per_image': x, 'global': x * 2},
+  m = study.summarize({'per_image': x, 'global': x * 2}, s, {'per_image': x, 'global': x * 2},
                          s, num_bootstrap=50)
   assert m['cam_intensity_pearson_all_per_image'] == pytest.approx(stats.pearsonr(x, s)[0])
   assert m['cam_intensity_pearson_all_global'] == pytest.approx(m['cam_intensity_pearson_all_per_image'])

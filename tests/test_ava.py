@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aesthetics_jax import ava
+from aesthetics_jax.data import ava
 
 
 def _row(idx, image_id, votes, t1=0, t2=0, ch=7):

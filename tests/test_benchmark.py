@@ -11,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aesthetics_jax import cam, feature_cache, microbatch
+from aesthetics_jax.explain import cam
+from aesthetics_jax.train import feature_cache
+from aesthetics_jax import parallel
 from aesthetics_jax.bench import memory, timing, workloads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,27 +33,27 @@ def test_map_batch_equals_whole_batch_in_order():
   fn = lambda v: {'a': v * 2 + v.sum(-1, keepdims=True), 'b': v[:, :1]}  # row-wise
   want = fn(x)
   for chunk, shards in ((2, 1), (1, 1), (2, 2), (1, 4), (3, 1), (8, 1), (0, 1)):
-    got = microbatch.map_batch(fn, x, chunk, shards)
+    got = parallel.map_batch(fn, x, chunk, shards)
     np.testing.assert_array_equal(got['a'], want['a'], err_msg=f'{chunk=} {shards=}')
     np.testing.assert_array_equal(got['b'], want['b'])
-  assert microbatch.default_chunk('cpu') == microbatch.CPU_CHUNK
-  assert microbatch.default_chunk('gpu') == 0
+  assert parallel.default_chunk('cpu') == parallel.CPU_CHUNK
+  assert parallel.default_chunk('gpu') == 0
 
 
 def test_map_batch_really_chunks():
   seen = []
   fn = lambda v: (seen.append(v.shape), v + 1)[1]
-  microbatch.map_batch(fn, jnp.zeros((8, 2)), 2)
+  parallel.map_batch(fn, jnp.zeros((8, 2)), 2)
   assert seen == [(2, 2)]          # traced once, on a chunk of 2 rows
   seen.clear()
-  microbatch.map_batch(fn, jnp.zeros((6, 2)), 4)   # 6 % 4 != 0: whole batch
+  parallel.map_batch(fn, jnp.zeros((6, 2)), 4)   # 6 % 4 != 0: whole batch
   assert seen == [(6, 2)]
 
 
 def test_chunked_features_equal_whole_batch(tiny):
   model, variables, x = tiny
-  whole = jax.jit(microbatch.features_fn(model, 0))(variables, x)
-  chunked = jax.jit(microbatch.features_fn(model, 2))(variables, x)
+  whole = jax.jit(parallel.features_fn(model, 0))(variables, x)
+  chunked = jax.jit(parallel.features_fn(model, 2))(variables, x)
   np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-5)
   enc = feature_cache.make_encode_fn(model, 'none', chunk=2)
   u8 = (x * 255).round().astype(np.uint8)
@@ -105,7 +107,7 @@ def test_cam_step_equals_library_gradcam(tiny):
 
 def test_stream_study_counts_every_image_once(tiny):
   model, variables, _ = tiny
-  from aesthetics_jax import input_pipeline as ip
+  from aesthetics_jax.data import pipeline as ip
   step = workloads.make_study_step(model, 'mobilenet_v2', S, 0.2, chunk=2)
   src = workloads.SyntheticSource(10, workloads.jpeg_pool(3), seed=0)
   assert len(src) == 10 and src[9]['image_id'] == 10 and len(src[2:5]) == 3

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from aesthetics_jax import cam
+from aesthetics_jax.explain import cam
 from launch import check_cam_parity as parity
 
 

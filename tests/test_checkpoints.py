@@ -13,7 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'tests'))
-from aesthetics_jax import checkpoints, train  # noqa: E402
+from aesthetics_jax.train import checkpoints  # noqa: E402
+from aesthetics_jax.train import trainer  # noqa: E402
 from configs import demo  # noqa: E402
 from tiny_ava import prepare_tiny  # noqa: E402
 
@@ -43,7 +44,8 @@ def test_keeps_latest_and_best(tmp_path):
 _KILLED_RUN = textwrap.dedent('''
     import os, signal, sys
     sys.path.insert(0, {root!r})
-    from aesthetics_jax import checkpoints, train
+    from aesthetics_jax.train import checkpoints
+    from aesthetics_jax.train import trainer
     from configs import demo
     c = demo.get_config('vgg16,smoke')
     c.data.data_dir = {data_dir!r}
@@ -57,7 +59,7 @@ _KILLED_RUN = textwrap.dedent('''
         os.kill(os.getpid(), signal.SIGKILL)
       return out
     checkpoints.Checkpointer.save = save
-    train.train_and_evaluate(c, {workdir!r})
+    trainer.train_and_evaluate(c, {workdir!r})
 ''')
 
 
@@ -89,10 +91,10 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
   for k, v in OVERRIDES.items():
     c[k] = v
   ref_dir = tmp_path / 'ref'
-  ref_result = train.train_and_evaluate(c, ref_dir)
+  ref_result = trainer.train_and_evaluate(c, ref_dir)
   assert resumed_result == pytest.approx(ref_result, rel=1e-6, nan_ok=True)
-  _, v_res, _, s_res = train.restore_for_inference(killed)
-  _, v_ref, _, s_ref = train.restore_for_inference(ref_dir)
+  _, v_res, _, s_res = trainer.restore_for_inference(killed)
+  _, v_ref, _, s_ref = trainer.restore_for_inference(ref_dir)
   assert s_res == s_ref == 6
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                jax.device_get(v_res), jax.device_get(v_ref))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aesthetics_jax import crop
+from aesthetics_jax.explain import crop
 
 
 def _two_blobs():

@@ -11,9 +11,9 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from aesthetics_jax import ava
-from aesthetics_jax import data_stats
-from aesthetics_jax import dataset
+from aesthetics_jax.data import ava
+from aesthetics_jax.data import stats as data_stats
+from aesthetics_jax.data import dataset
 
 TAG_NAMES = {1: 'Abstract', 2: 'Nature', 3: 'Portraiture', 4: 'Landscape'}
 
@@ -223,7 +223,7 @@ def test_tag_counts_use_names():
 
 
 def test_demo_dataset_end_to_end(tmp_path):
-  from aesthetics_jax import demo_data  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import demo as demo_data  # pylint: disable=import-outside-toplevel
   root = tmp_path / 'demo'
   summary = demo_data.generate(root, num_train=12, num_test=4, seed=3)
   listed = {s: ava.read_image_list(root / 'style_image_lists' / f'{s}.jpgl')

@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from aesthetics_jax import ava
-from aesthetics_jax import demo_data
+from aesthetics_jax.data import ava
+from aesthetics_jax.data import demo as demo_data
 
 NUM_TRAIN, NUM_TEST = 150, 50
 

@@ -16,14 +16,16 @@ for _k in ('cam_intensity_pearson_all', 'cam_intensity_pearson_extreme'):
 
 @pytest.fixture(scope='module')
 def evaluated(tmp_path_factory):
-  from aesthetics_jax import dataset, demo_data, evaluate
+  from aesthetics_jax.data import dataset
+  from aesthetics_jax.data import demo as demo_data
+  from aesthetics_jax.evaluation import run as eval_run
   tmp = tmp_path_factory.mktemp('evaluate')
   demo_data.generate(tmp / 'ava', 16, 10, seed=1)
   dataset.prepare(tmp / 'ava', tmp / 'tfds', 'style')
   config = checkpoint_fixture.smoke_config('mobilenet_v2', tmp / 'tfds', tmp / 'ava', 64)
   config.data.max_test_images = 0  # the whole (tiny) test split
   wd = checkpoint_fixture.write_init_checkpoint(tmp / 'mnv2', config)
-  m = evaluate.evaluate(wd, overrides={
+  m = eval_run.evaluate(wd, overrides={
       'eval.cam_methods': ('gradcam', 'eigencam'), 'eval.faithfulness_images': 6,
       'eval.bootstrap_samples': 50, 'eval.faithfulness_steps': 4, 'eval.num_example_images': 2})
   return wd, m

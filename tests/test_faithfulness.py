@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from aesthetics_jax import cam, faithfulness as F
+from aesthetics_jax.explain import cam
+from aesthetics_jax.explain import faithfulness as F
 
 S = 16
 REGION = np.zeros((S, S), bool)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aesthetics_jax import input_pipeline as ip
+from aesthetics_jax.data import pipeline as ip
 from configs import default
 
 HIGH_VOTES = np.array([0, 0, 1, 2, 4, 6, 4, 2, 1, 0], np.int32)   # mean 6.0 (in band)

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aesthetics_jax import losses
+from aesthetics_jax.train import losses
 
 
 def np_bce(z, y):

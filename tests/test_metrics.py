@@ -4,8 +4,8 @@ import struct
 import numpy as np
 import scipy.stats
 
-from aesthetics_jax import metric_writers
-from aesthetics_jax import metrics
+from aesthetics_jax.train import writers
+from aesthetics_jax.evaluation import metrics
 
 
 def test_metrics_vs_references():
@@ -76,20 +76,20 @@ def _parse_fields(buf: bytes) -> list[tuple[int, int, object]]:
 
 
 def test_crc32c_known_vector():
-  assert metric_writers.crc32c(b'123456789') == 0xE3069283
-  assert metric_writers.crc32c(b'') == 0
+  assert writers.crc32c(b'123456789') == 0xE3069283
+  assert writers.crc32c(b'') == 0
 
 
 def test_tensorboard_and_jsonl_roundtrip(tmp_path):
-  w = metric_writers.MetricWriter(tmp_path)
+  w = writers.MetricWriter(tmp_path)
   w.write_scalars(7, {'train/loss': 0.25, 'eval/acc': np.float32(0.75), 'bad': float('nan')})
   w.write_scalars(300, {'train/loss': 0.125})
   w.close()
-  rows = metric_writers.read_jsonl(tmp_path / 'metrics.jsonl')
+  rows = writers.read_jsonl(tmp_path / 'metrics.jsonl')
   assert [r['step'] for r in rows] == [7, 300]
   assert rows[0]['train/loss'] == 0.25 and rows[0]['bad'] == 'nan'
   (event_file,) = (tmp_path / 'tensorboard').glob('events.out.tfevents.*')
-  records = metric_writers.read_tfrecords(event_file)  # checks both CRCs
+  records = writers.read_tfrecords(event_file)  # checks both CRCs
   assert len(records) == 3
   first = dict((f, v) for f, _, v in _parse_fields(records[0]))
   assert first[3] == b'brain.Event:2'
@@ -103,7 +103,7 @@ def test_tensorboard_and_jsonl_roundtrip(tmp_path):
   raw = bytearray(event_file.read_bytes()); raw[-6] ^= 1
   event_file.write_bytes(bytes(raw))
   try:
-    metric_writers.read_tfrecords(event_file)
+    writers.read_tfrecords(event_file)
     raise AssertionError('corruption not detected')
   except ValueError:
     pass

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from aesthetics_jax import models
-from aesthetics_jax import pretrained
+from aesthetics_jax.models import pretrained
 from aesthetics_jax.models import depthwise
 
 FIXTURES = Path(__file__).parent / 'fixtures'

@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'tests'))
-from aesthetics_jax import train  # noqa: E402
+from aesthetics_jax.train import trainer  # noqa: E402
 from configs import demo  # noqa: E402
 from tiny_ava import prepare_tiny  # noqa: E402
 
@@ -31,7 +31,7 @@ def single(tmp_path_factory):
   for k, v in OVERRIDES.items():
     c[k] = v
   assert jax.device_count() == 1
-  train.train_and_evaluate(c, tmp / 'single')
+  trainer.train_and_evaluate(c, tmp / 'single')
   return data_dir, tmp
 
 
@@ -42,8 +42,8 @@ def _train_losses(workdir):
 
 def _assert_same_run(workdir, ref):
   np.testing.assert_allclose(_train_losses(workdir), _train_losses(ref), rtol=1e-5)
-  _, v, _, _ = train.restore_for_inference(workdir)
-  _, v_ref, _, _ = train.restore_for_inference(ref)
+  _, v, _, _ = trainer.restore_for_inference(workdir)
+  _, v_ref, _, _ = trainer.restore_for_inference(ref)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                jax.device_get(v), jax.device_get(v_ref))
 

@@ -22,7 +22,7 @@ _COMMON = textwrap.dedent('''
     sys.path.insert(0, {tests!r})
     import numpy as np
     import jax
-    from aesthetics_jax import input_pipeline as ip
+    from aesthetics_jax.data import pipeline as ip
     from test_input_pipeline import make_source, tiny_config
 ''')
 

@@ -13,7 +13,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from aesthetics_jax import models
-from aesthetics_jax import pretrained
+from aesthetics_jax.models import pretrained
 
 FIXTURES = Path(__file__).parent / 'fixtures'
 META = json.loads((FIXTURES / 'fixtures.json').read_text())

@@ -5,7 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from aesthetics_jax import figures, report
+from aesthetics_jax.report import figures
+from aesthetics_jax.report import html as report_html
 
 
 def _example(rng, score):
@@ -72,7 +73,7 @@ def test_figures_are_png_and_overlay_shapes():
 
 def test_report_has_all_sections_images_and_banner(tmp_path, sections):
   models, dataset, figs = sections
-  path = report.write_report(tmp_path / 'r' / 'report.html', models, dataset, demo=True)
+  path = report_html.write_report(tmp_path / 'r' / 'report.html', models, dataset, demo=True)
   text = path.read_text()
   assert not list(path.parent.glob('*.tmp*'))
   assert 'id="demo-banner"' in text and 'DEMO' in text
@@ -100,6 +101,6 @@ def test_report_has_all_sections_images_and_banner(tmp_path, sections):
 
 def test_report_without_demo_has_no_banner(tmp_path, sections):
   models, _, _ = sections
-  text = report.render(models[:1], None, demo=False)
+  text = report_html.render(models[:1], None, demo=False)
   assert 'demo-banner' not in text
   assert 'dataset statistics not available' in text

@@ -10,7 +10,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from aesthetics_jax import checkpoints, feature_cache, input_pipeline as ip, models, train  # noqa: E402
+from aesthetics_jax import models  # noqa: E402
+from aesthetics_jax.train import checkpoints  # noqa: E402
+from aesthetics_jax.train import feature_cache  # noqa: E402
+from aesthetics_jax.data import pipeline as ip  # noqa: E402
+from aesthetics_jax.train import trainer  # noqa: E402
 from configs import demo, mobilenet_v2_emd, vgg16_binary  # noqa: E402
 from tiny_ava import prepare_tiny  # noqa: E402
 
@@ -46,31 +50,31 @@ def test_configs_parse():
 
 def test_train_and_restore_vgg(data_dir, tmp_path):
   c = _vgg(data_dir)
-  res = train.train_and_evaluate(c, tmp_path)
+  res = trainer.train_and_evaluate(c, tmp_path)
   assert res['step'] == 2 and res['num_test_images'] == 8
   assert 0 <= res['binary_accuracy'] <= 1
   assert json.loads((tmp_path / 'config.json').read_text())['model']['arch'] == 'vgg16'
   rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert any('train/loss' in r for r in rows) and any('eval/binary_accuracy' in r for r in rows)
   assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
-  model, variables, config, step = train.restore_for_inference(tmp_path)
+  model, variables, config, step = trainer.restore_for_inference(tmp_path)
   assert step == 2 and config.model.fc_dim == 32
   out = model.apply(variables, jnp.zeros((2, 32, 32, 3)))
-  pred = train.predict_outputs(out, 'vgg16')
+  pred = trainer.predict_outputs(out, 'vgg16')
   assert pred['p_high'].shape == (2,) and pred['label_pred'].dtype == jnp.int32
   # Another model in the same workdir: one-line error naming the fix.
   with pytest.raises(checkpoints.CheckpointMismatchError, match='fresh --workdir'):
-    train.train_and_evaluate(_vgg(data_dir, **{'model.fc_dim': 64}), tmp_path)
+    trainer.train_and_evaluate(_vgg(data_dir, **{'model.fc_dim': 64}), tmp_path)
 
 
 def test_frozen_encoder_cache_trains_only_head(data_dir, tmp_path, capsys):
   c = _vgg(data_dir, **{'model.freeze_encoder': True, 'cache.enabled': True,
                         'cache.num_train_views': 2})
   model = models.create_model(c.model)
-  init = train.init_variables(model, c)
-  train.train_and_evaluate(c, tmp_path)
+  init = trainer.init_variables(model, c)
+  trainer.train_and_evaluate(c, tmp_path)
   assert 'FROZEN backbone is RANDOM' in capsys.readouterr().out
-  _, variables, _, _ = train.restore_for_inference(tmp_path)
+  _, variables, _, _ = trainer.restore_for_inference(tmp_path)
   enc0, enc1 = init['params']['encoder'], jax.device_get(variables['params']['encoder'])
   jax.tree.map(np.testing.assert_array_equal, enc0, enc1)
   head_diff = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(),
@@ -87,8 +91,8 @@ def test_cache_and_online_give_same_head_update(data_dir):
   c.model.dropout = 0.0
   model = models.create_model(c.model)
   mesh = ip.make_mesh()
-  tx = train.make_optimizer(c, 10)
-  variables = train.init_variables(model, c)
+  tx = trainer.make_optimizer(c, 10)
+  variables = trainer.init_variables(model, c)
   src = ip.read_metadata  # noqa: F841 (documenting that targets come from metadata)
   rng = np.random.default_rng(0)
   images = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
@@ -102,8 +106,8 @@ def test_cache_and_online_give_same_head_update(data_dir):
   results = []
   for mode, extra in (('online', {'image': ip.to_model_input(images)}),
                       ('features', {'features': feats})):
-    state = train.create_state(model, c, tx, mesh, variables)
-    step = jax.jit(train.make_train_step(model, c, tx, mode))
+    state = trainer.create_state(model, c, tx, mesh, variables)
+    step = jax.jit(trainer.make_train_step(model, c, tx, mode))
     new, m = step(state, {**meta, **extra}, base)
     results.append((jax.device_get(new.params), float(m['loss'])))
   (p_on, l_on), (p_fe, l_fe) = results
@@ -119,5 +123,5 @@ def test_nan_stops_with_step_and_checkpoint(data_dir, tmp_path):
   c = _vgg(data_dir, **{'optim.lr': float('inf'), 'num_train_steps': 3,
                         'checkpoint_every_steps': 1, 'optim.grad_clip': 0.0,
                         'optim.name': 'sgd'})
-  with pytest.raises(train.TrainingError, match=r'at step 0; last good checkpoint: none'):
-    train.train_and_evaluate(c, tmp_path)
+  with pytest.raises(trainer.TrainingError, match=r'at step 0; last good checkpoint: none'):
+    trainer.train_and_evaluate(c, tmp_path)

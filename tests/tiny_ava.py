@@ -42,7 +42,7 @@ def write_tiny_ava(root: Path, num_train: int = 24, num_test: int = 16, size: in
 
 def prepare_tiny(tmp: Path, **kw) -> Path:
   """Writes and prepares the tiny dataset; returns the TFDS data_dir."""
-  from aesthetics_jax import dataset  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
   ava_dir = write_tiny_ava(Path(tmp) / 'ava', **kw)
   data_dir = Path(tmp) / 'tfds'
   dataset.prepare(ava_dir, data_dir, 'style')

@@ -3,7 +3,7 @@
 torch is imported inside the functions only: importing this module needs no torch, and CI
 never calls these. The models are torchvision's with random weights and random BatchNorm
 statistics (so BN is not the identity); `flax_variables` converts them with
-`aesthetics_jax.pretrained` so both frameworks run IDENTICAL weights.
+`aesthetics_jax.models.pretrained` so both frameworks run IDENTICAL weights.
 
 MobileNetV2's classifier is replaced by one Linear(1280, num_outputs): 10 outputs = the
 aesthetic head (score buckets), 76 = score buckets + the 66 tags, which equals our two Dense
@@ -108,7 +108,7 @@ def flax_variables(tmodel, arch: str, variables: dict) -> dict:
   (when present); VGG16's new output → 'logit'.
   """
   import jax  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax import pretrained  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.models import pretrained  # pylint: disable=import-outside-toplevel
   state = {k: v.detach().float().cpu().numpy() for k, v in tmodel.state_dict().items()}
   flat = pretrained.torch_to_flax(state, arch)
   target = pretrained.flatten_variables(jax.device_get(variables))
@@ -193,7 +193,7 @@ def study_batch(tmodel, cam_obj, x, threshold: float) -> dict[str, np.ndarray]:
   """The per-batch study with pytorch-grad-cam looped over the targets: aesthetic map,
   10 bucket maps, top-tag map (12 GradCAM calls), boxes (aesthetic, attribute, average) and
   mean map intensity — what `workloads.make_study_step` computes in one pass."""
-  from aesthetics_jax import crop  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.explain import crop  # pylint: disable=import-outside-toplevel
   b = x.shape[0]
   tags = top_tags(tmodel, x)
   targets = [[mean_score_target] * b]
@@ -231,7 +231,7 @@ def recipe_epoch_fn(tmodel, images: Sequence[bytes], dists: np.ndarray, tags: np
   """
   import concurrent.futures  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax import input_pipeline as ip  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import pipeline as ip  # pylint: disable=import-outside-toplevel
   for p in tmodel.features.parameters():
     p.requires_grad_(False)
   head = tmodel.classifier
@@ -308,7 +308,7 @@ def recipe_setup(num_images: int, epochs: int, batch: int = 32, resize_size: int
   in-process loop after pytorch-grad-cam ran was up to 3x faster here, for reasons not
   pinned down; the fresh process is the conservative reference)."""
   import os  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax import input_pipeline as ip  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import pipeline as ip  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.bench import workloads  # pylint: disable=import-outside-toplevel
   set_threads(threads)
   pool = workloads.jpeg_pool(32, seed=3)

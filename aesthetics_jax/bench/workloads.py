@@ -17,7 +17,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from aesthetics_jax import cam, input_pipeline as ip, microbatch, models, train
+from aesthetics_jax import models
+from aesthetics_jax.explain import cam
+from aesthetics_jax.data import pipeline as ip
+from aesthetics_jax import parallel
+from aesthetics_jax.train import trainer
 
 STUDY_TARGETS = ('aesthetic', 'bucket', 'top_tag')   # T = 12 maps per image (MobileNetV2)
 
@@ -72,7 +76,7 @@ def photos(n: int, size: int, seed: int = 0) -> np.ndarray:
 
 def forward_fn(model, chunk: int = 0, what: str = 'features') -> Callable:
   """jit `(variables, x f32 [B,S,S,3]) -> features [B,h,w,C]` (or the head outputs)."""
-  feats = microbatch.features_fn(model, chunk)
+  feats = parallel.features_fn(model, chunk)
 
   @jax.jit
   def fwd(variables, x):
@@ -94,7 +98,7 @@ def make_cam_step(model, target_fn: Callable, chunk: int = 0, size: int | None =
   head for all T targets, then pytorch-grad-cam's normalise → resize → normalise.
 
   `size=None` returns the raw `[B,T,h,w]` maps (no upsampling)."""
-  feats = microbatch.features_fn(model, chunk)
+  feats = parallel.features_fn(model, chunk)
 
   @jax.jit
   def step(variables, x):
@@ -109,13 +113,13 @@ def make_study_step(model, arch: str, size: int, threshold: float = 0.2,
                     chunk: int = 0) -> Callable:
   """jit `(variables, x f32 [B,S,S,3]) -> (predictions, summaries)`: the study of one batch —
   the aesthetic map, the 10 bucket maps and the top-tag map from ONE vjp, then (as
-  `evaluate.make_summarize`) mean intensity, boxes (aesthetic, attribute, average) and the
+  `eval_run.make_summarize`) mean intensity, boxes (aesthetic, attribute, average) and the
   normalised bucket maps."""
-  from aesthetics_jax import evaluate  # pylint: disable=import-outside-toplevel
-  feats = microbatch.features_fn(model, chunk)
+  from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=import-outside-toplevel
+  feats = parallel.features_fn(model, chunk)
   names = STUDY_TARGETS if arch == 'mobilenet_v2' else ('aesthetic',)
   target_fn = cam.targets_for(arch, names)
-  summarize = evaluate.make_summarize(size, threshold, arch)
+  summarize = eval_run.make_summarize(size, threshold, arch)
 
   @jax.jit
   def step(variables, x):
@@ -123,7 +127,7 @@ def make_study_step(model, arch: str, size: int, threshold: float = 0.2,
     head_fn = lambda z: model.apply(variables, z, method='head')  # noqa: E731
     outputs = head_fn(a)
     maps = cam.compute('gradcam', head_fn, a, target_fn)
-    return train.predict_outputs(outputs, arch), summarize(maps)
+    return trainer.predict_outputs(outputs, arch), summarize(maps)
   return step
 
 
@@ -201,7 +205,7 @@ def stream_setup(num_images: int, batch: int = 32, size: int = 224, chunk: int =
   """Child-process workload (bench.memory): the whole study streamed over `num_images`
   synthetic images. Setup compiles the step on one batch; `run()` streams all images."""
   model, variables = build(arch, dtype=dtype, image_size=size, width_mult=width_mult)
-  chunk = microbatch.default_chunk() if chunk < 0 else chunk
+  chunk = parallel.default_chunk() if chunk < 0 else chunk
   step = make_study_step(model, arch, size, 0.2, chunk)
   mesh = ip.make_mesh()
   config = eval_config(size, batch, workers)
@@ -223,7 +227,7 @@ def cam_setup(batch: int = 32, size: int = 224, targets: str = 'one', chunk: int
   """Child-process workload: our Grad-CAM step (MobileNetV2, one bucket or all 10), maps
   resized to the input and fetched to the host as pytorch-grad-cam returns them."""
   model, variables = build('mobilenet_v2', dtype=dtype, image_size=size)
-  chunk = microbatch.default_chunk() if chunk < 0 else chunk
+  chunk = parallel.default_chunk() if chunk < 0 else chunk
   target_fn = bucket_target(0) if targets == 'one' else cam.targets_for('mobilenet_v2',
                                                                         'bucket')
   step = make_cam_step(model, target_fn, chunk, size)
@@ -235,7 +239,7 @@ def cam_setup(batch: int = 32, size: int = 224, targets: str = 'one', chunk: int
 def study_setup(batch: int = 32, size: int = 224, chunk: int = -1) -> Callable[[], Any]:
   """Child-process workload: one batch of our study step (12 maps + boxes), on the host."""
   model, variables = build('mobilenet_v2', image_size=size)
-  chunk = microbatch.default_chunk() if chunk < 0 else chunk
+  chunk = parallel.default_chunk() if chunk < 0 else chunk
   step = make_study_step(model, 'mobilenet_v2', size, 0.2, chunk)
   x = jax.device_put(np.random.default_rng(0).random((batch, size, size, 3), np.float32))
   variables = jax.device_put(variables)
@@ -278,10 +282,10 @@ def run_recipe(model, variables, train_source, test_source, config, mesh,
   """Cache build (K views + test view) → head steps for `num_epochs` → test metrics.
 
   Returns seconds per phase and the step count. Uses the library's own pieces:
-  `feature_cache.build`, `train.make_train_step(..., 'features')`, `train.make_eval_step`;
+  `feature_cache.build`, `trainer.make_train_step(..., 'features')`, `trainer.make_eval_step`;
   jitted functions are reused across calls in this process (compile once, as one run does).
   """
-  from aesthetics_jax import feature_cache  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import feature_cache  # pylint: disable=import-outside-toplevel
   orig = feature_cache.make_encode_fn
   feature_cache.make_encode_fn = lambda m, norm, chunk=None: _once(
       ('encode', m, norm, chunk), lambda: orig(m, norm, chunk))
@@ -294,13 +298,13 @@ def run_recipe(model, variables, train_source, test_source, config, mesh,
     feature_cache.make_encode_fn = orig
   n = cache.train.shape[1]
   b = int(config.batch_size)
-  steps = train.total_train_steps(config, n)
-  tx = train.make_optimizer(config, steps)
-  state = train.create_state(model, config, tx, mesh, variables)
+  steps = trainer.total_train_steps(config, n)
+  tx = trainer.make_optimizer(config, steps)
+  state = trainer.create_state(model, config, tx, mesh, variables)
   arch = str(config.model.arch)
   key = (model, arch, float(config.optim.lr), str(config.optim.name), b)
   step_fn = _once(('step',) + key, lambda: jax.jit(
-      train.make_train_step(model, config, tx, 'features'), donate_argnums=0))
+      trainer.make_train_step(model, config, tx, 'features'), donate_argnums=0))
   rng = jax.random.key(0)
   t1 = time.perf_counter()
   metrics = None
@@ -308,10 +312,10 @@ def run_recipe(model, variables, train_source, test_source, config, mesh,
     state, metrics = step_fn(state, cache.train_batch(s, b), rng)
   jax.block_until_ready(metrics)
   t_steps = time.perf_counter() - t1
-  eval_step = _once(('eval',) + key, lambda: jax.jit(train.make_eval_step(model, arch,
+  eval_step = _once(('eval',) + key, lambda: jax.jit(trainer.make_eval_step(model, arch,
                                                                           'features')))
   t2 = time.perf_counter()
-  res, _, _ = train.evaluate(eval_step, state.variables, cache.test_batches(b), config)
+  res, _, _ = trainer.evaluate(eval_step, state.variables, cache.test_batches(b), config)
   t_eval = time.perf_counter() - t2
   return {'cache_s': t_cache, 'steps': steps, 'steps_s': t_steps, 'eval_s': t_eval,
           'total_s': t_cache + t_steps + t_eval, 'num_train': n,

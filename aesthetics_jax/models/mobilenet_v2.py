@@ -1,7 +1,7 @@
 """MobileNetV2 encoder, layer for layer torchvision's `mobilenet_v2(width_mult=...)`.
 
 Module names mirror torchvision's `features.<i>` indices (`features_<i>`), so the weight
-converter (`aesthetics_jax.pretrained`) is a table, and Grad-CAM's layer is `features_18`.
+converter (`aesthetics_jax.models.pretrained`) is a table, and Grad-CAM's layer is `features_18`.
 Padding is explicit and symmetric ((1,1),(1,1)) like torch's padding=1; 'SAME' would pad
 stride-2 convs asymmetrically and break parity.
 """

@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 from scipy import special
 
-from aesthetics_jax import ava
+from aesthetics_jax.data import ava
 
 GENERATOR_VERSION = 2
 MANIFEST = 'demo_manifest.json'

@@ -23,7 +23,8 @@ import tqdm
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from aesthetics_jax import input_pipeline as ip, microbatch
+from aesthetics_jax.data import pipeline as ip
+from aesthetics_jax import parallel
 
 _VIEW_STREAM = 0xCAC4E
 _PICK_STREAM = 0x91C4
@@ -56,7 +57,7 @@ def make_encode_fn(model, normalize: str, chunk: int | None = None):
   per backend: 2 on CPU, where it is ~3x faster, whole batch elsewhere); same result. The
   batch is sharded over all devices (`input_pipeline.make_mesh`), so chunks stay local.
   """
-  features = microbatch.features_fn(model, chunk, num_shards=jax.device_count())
+  features = parallel.features_fn(model, chunk, num_shards=jax.device_count())
 
   @jax.jit
   def encode(variables, images):

@@ -33,12 +33,12 @@ import tqdm
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from aesthetics_jax import checkpoints as ckpt_lib
-from aesthetics_jax import feature_cache
-from aesthetics_jax import input_pipeline as ip
-from aesthetics_jax import losses
-from aesthetics_jax import metric_writers
-from aesthetics_jax import metrics as metrics_lib
+from aesthetics_jax.train import checkpoints as ckpt_lib
+from aesthetics_jax.train import feature_cache
+from aesthetics_jax.data import pipeline as ip
+from aesthetics_jax.train import losses
+from aesthetics_jax.train import writers
+from aesthetics_jax.evaluation import metrics as metrics_lib
 
 
 class TrainingError(RuntimeError):
@@ -296,7 +296,7 @@ def create_state(model, config, tx, mesh: Mesh, variables: dict) -> TrainState:
 def _load_init_weights(variables: dict, config) -> dict:
   path = str(config.model.get('init_weights', '') or '')
   if path:
-    from aesthetics_jax import pretrained  # pylint: disable=import-outside-toplevel
+    from aesthetics_jax.models import pretrained  # pylint: disable=import-outside-toplevel
     # Default dont_load keeps the new aesthetic / tag / binary outputs (and drops ImageNet's
     # 1000-way classifier); VGG's fc6/fc7 come from ImageNet as in torchvision.
     variables = pretrained.load_pretrained(variables, path, arch=config.model.arch)
@@ -392,7 +392,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Returns the final eval metrics plus 'step', 'num_devices', 'num_processes'.
   """
-  from aesthetics_jax import dataset, models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
   workdir = Path(workdir)
   is_main = jax.process_index() == 0
   if is_main:
@@ -440,7 +441,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_step = jax.jit(make_train_step(model, config, tx, mode), donate_argnums=(0,),
                        out_shardings=(repl, repl))
   eval_step = jax.jit(make_eval_step(model, config.model.arch, mode), out_shardings=repl)
-  writer = metric_writers.MetricWriter(workdir, active=is_main)
+  writer = writers.MetricWriter(workdir, active=is_main)
 
   max_test = int(config.data.get('max_test_images', 0) or 0) or None
   eval_bs = int(config.eval.get('batch_size', 0) or config.batch_size)

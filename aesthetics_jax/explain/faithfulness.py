@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats as sstats
 
-from aesthetics_jax import cam
+from aesthetics_jax.explain import cam
 
 ScoreFn = Callable[[jax.Array], jax.Array]
 

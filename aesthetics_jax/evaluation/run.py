@@ -2,7 +2,7 @@
 
 `evaluate(workdir, step=None)` restores a checkpoint and streams over the test split in
 batches (memory flat in the number of images, apart from a few numbers per image):
-  * per batch, ONE jitted call (`predict.make_forward`): features once → head → predictions and
+  * per batch, ONE jitted call (`inference.make_forward`): features once → head → predictions and
     raw CAMs for the aesthetic target (+ the 10 score buckets and the top predicted tag for
     MobileNetV2) → per-image-normalised, upsampled maps → intensity and boxes;
   * kept per image: predictions, truths, the mean raw map upsampled (for the dataset-global
@@ -35,9 +35,17 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from aesthetics_jax import analysis, cam, crop, dataset, faithfulness, figures, input_pipeline
-from aesthetics_jax import metrics as metrics_lib
-from aesthetics_jax import predict, report, train
+from aesthetics_jax.evaluation import study
+from aesthetics_jax.explain import cam
+from aesthetics_jax.explain import crop
+from aesthetics_jax.data import dataset
+from aesthetics_jax.explain import faithfulness
+from aesthetics_jax.report import figures
+from aesthetics_jax.data import pipeline
+from aesthetics_jax.evaluation import metrics as metrics_lib
+from aesthetics_jax.evaluation import inference
+from aesthetics_jax.report import html as report_html
+from aesthetics_jax.train import trainer
 
 EVAL_DIR = 'eval'
 # Rows of the per-bucket figure: test images grouped by their true mean score.
@@ -119,7 +127,7 @@ def _scale_boxes(boxes: np.ndarray, size: int, hw: np.ndarray) -> np.ndarray:
   """[N,4] boxes on the S×S grid → original pixels given hw [N,2]."""
   out = np.empty_like(boxes)
   for i in range(boxes.shape[0]):
-    out[i] = predict.scale_box(boxes[i], (size, size), (int(hw[i, 0]), int(hw[i, 1])))
+    out[i] = inference.scale_box(boxes[i], (size, size), (int(hw[i, 0]), int(hw[i, 1])))
   return out
 
 
@@ -133,8 +141,8 @@ def _stream(forward, summarize, variables, source, config, mesh, max_examples, d
   """One pass over a split; returns per-image arrays (+ per-group bucket sums)."""
   acc: dict[str, list] = {}
   bucket_sum = bucket_cnt = None
-  score_sums = None  # analysis.bucket_mean_maps running sums: aesthetic map per true bucket
-  batches = input_pipeline.eval_batches(source, config, mesh, max_examples=max_examples or None)
+  score_sums = None  # study.bucket_mean_maps running sums: aesthetic map per true bucket
+  batches = pipeline.eval_batches(source, config, mesh, max_examples=max_examples or None)
   n_total = len(source) if not max_examples else min(len(source), int(max_examples))
   with tqdm(total=n_total, desc=desc, unit='img', leave=False) as bar:
     for batch in batches:
@@ -153,7 +161,7 @@ def _stream(forward, summarize, variables, source, config, mesh, max_examples, d
       for k in ('mean_score', 'label', 'distribution', 'tags', 'image_id'):
         acc.setdefault('true_' + k, []).append(np.asarray(host[k])[keep])
       if keep_buckets:
-        _, _, score_sums = analysis.bucket_mean_maps(
+        _, _, score_sums = study.bucket_mean_maps(
             np.asarray(host['summ']['aes_norm'])[keep], np.asarray(host['mean_score'])[keep],
             sums=score_sums)
       if keep_buckets and 'bucket' in host['summ']:
@@ -188,23 +196,23 @@ def _examples(fwd, variables, config, source, rows: Sequence[int], meta: Mapping
   thr = float(config.eval.box_threshold)
   bs = int(config.eval.get('batch_size', 0) or config.batch_size)
   rows = [int(i) for i in rows]
-  imgs = [input_pipeline.decode_image(source[i]['image']) for i in rows]
-  x = np.stack([input_pipeline.preprocess_eval_np(im, size) for im in imgs])
+  imgs = [pipeline.decode_image(source[i]['image']) for i in rows]
+  x = np.stack([pipeline.preprocess_eval_np(im, size) for im in imgs])
   pad = (-len(rows)) % bs
   x = np.concatenate([x, np.repeat(x[:1], pad, 0)]) if pad else x
-  x = input_pipeline.to_model_input(jnp.asarray(x), str(config.input.get('normalize', 'none')))
+  x = pipeline.to_model_input(jnp.asarray(x), str(config.input.get('normalize', 'none')))
   pred, maps = jax.device_get(fwd(variables, x))
-  maps = predict.split_maps(np.asarray(maps), arch)
+  maps = inference.split_maps(np.asarray(maps), arch)
   examples, bucket_examples = [], []
   for j, (i, img) in enumerate(zip(rows, imgs)):
     h, w = img.shape[:2]
-    grid = predict.box_grid((h, w), 256)
+    grid = inference.box_grid((h, w), 256)
     small = np.asarray(Image.fromarray(img).resize((grid[1], grid[0]), Image.BILINEAR))
-    aes = predict.resize_maps(np.asarray(cam.normalize(maps['aesthetic'][j:j + 1])), grid)
+    aes = inference.resize_maps(np.asarray(cam.normalize(maps['aesthetic'][j:j + 1])), grid)
     boxes = {'aesthetic': np.asarray(crop.boxes(aes, thr))[0]}
     attr, tag_caption = None, ''
     if 'top_tag' in maps:
-      attr = predict.resize_maps(np.asarray(cam.normalize(maps['top_tag'][j:j + 1])), grid)
+      attr = inference.resize_maps(np.asarray(cam.normalize(maps['top_tag'][j:j + 1])), grid)
       boxes['attribute'] = np.asarray(crop.boxes(attr, thr))[0]
       boxes['average'] = np.asarray(crop.average_boxes(boxes['aesthetic'][None],
                                                        boxes['attribute'][None]))[0]
@@ -219,22 +227,22 @@ def _examples(fwd, variables, config, source, rows: Sequence[int], meta: Mapping
                          attribute_name=tag_caption, boxes=boxes, crop=small[y0:y1, x0:x1],
                          caption=caption))
     if 'bucket' in maps:
-      bm = predict.resize_maps(np.asarray(cam.normalize(maps['bucket'][j])), grid)
+      bm = inference.resize_maps(np.asarray(cam.normalize(maps['bucket'][j])), grid)
       bucket_examples.append(dict(image=small, maps=bm, caption=caption))
   return examples, bucket_examples
 
 
 def _study(test_int: Mapping[str, np.ndarray], fit_int: Mapping[str, np.ndarray],
            test_scores: np.ndarray, fit_scores: np.ndarray, config) -> dict:
-  """Table 1 via `analysis.summarize`: intensity/score correlations (all, extremes) with
+  """Table 1 via `study.summarize`: intensity/score correlations (all, extremes) with
   bootstrap CIs and the split-point classifier fitted on `fit_*`, for both normalisations.
   Keys suffixed `_per_image` / `_global`; the unsuffixed keys repeat per_image."""
-  band = tuple(config.input.get('weight_band', analysis.EXTREME_BAND))
-  out: dict[str, Any] = analysis.summarize(
+  band = tuple(config.input.get('weight_band', study.EXTREME_BAND))
+  out: dict[str, Any] = study.summarize(
       dict(test_int), test_scores, dict(fit_int), fit_scores,
       num_bootstrap=int(config.eval.get('bootstrap_samples', 1000)), seed=int(config.seed),
       band=band)
-  ext = analysis.extreme_mask(test_scores, band)
+  ext = study.extreme_mask(test_scores, band)
   out['cam_intensity_n_all'] = int(test_scores.size)
   out['cam_intensity_n_extreme'] = int(ext.sum())
   out['split_point_fit_n'] = int(np.asarray(fit_scores).size)
@@ -258,7 +266,7 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   """
   t0 = time.time()
   workdir = Path(workdir)
-  model, variables, config, step = train.restore_for_inference(workdir, step)
+  model, variables, config, step = trainer.restore_for_inference(workdir, step)
   for key, value in (overrides or {}).items():
     node = config
     *parents, leaf = key.split('.')
@@ -271,14 +279,14 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   method = str(config.eval.cam_method)
   sources = dataset.load_sources(config.data.data_dir, config.data.subset)
   test, train_src = sources['test'], sources['train']
-  mesh = input_pipeline.make_mesh()
+  mesh = pipeline.make_mesh()
   # Replicated over the mesh so the jitted calls see one device set with the sharded batches.
-  variables = train.replicate(jax.device_get(variables), mesh)
+  variables = trainer.replicate(jax.device_get(variables), mesh)
   out_dir = workdir / EVAL_DIR
   fig_dir = out_dir / 'figures'
   fig_dir.mkdir(parents=True, exist_ok=True)
 
-  fwd = predict.make_forward(model, arch, method, None)
+  fwd = inference.make_forward(model, arch, method, None)
   summarize = make_summarize(size, thr, arch)
   max_test = int(config.data.get('max_test_images', 0) or 0)
   res = _stream(fwd, summarize, variables, test, config, mesh, max_test, 'eval test', True)
@@ -290,7 +298,7 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
           'distribution': res['true_distribution'], 'tags': res['true_tags']}
   m: dict[str, Any] = {'step': step, 'arch': arch, 'cam_method': method, 'box_threshold': thr}
   m.update(metrics_lib.compute(pred, true, float(config.loss.get('emd_r', 2.0))))
-  m['binary_accuracy_ci'] = analysis.accuracy_ci(
+  m['binary_accuracy_ci'] = study.accuracy_ci(
       pred['label_pred'], res['true_label'], int(config.eval.get('bootstrap_samples', 1000)),
       int(config.seed))
 
@@ -368,7 +376,7 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
     if demo is None:
       demo = is_demo(config)
     section = model_section(workdir, m, figs, config)
-    report.write_report(out_dir / 'report.html', [section], dataset_section(config), demo=demo,
+    report_html.write_report(out_dir / 'report.html', [section], dataset_section(config), demo=demo,
                         title=f'aesthetics-jax: {section["name"]} evaluation')
   return m
 
@@ -388,7 +396,7 @@ def _stack_pngs(pngs: Sequence[bytes]) -> bytes:
 
 
 def _tag_names(config) -> dict[int, str]:
-  return predict.tag_names(config)
+  return inference.tag_names(config)
 
 
 def is_demo(config) -> bool:
@@ -415,7 +423,7 @@ def _write_csv(path: Path, res, pred, test_int, hw, boxes) -> None:
 
 
 def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config) -> dict:
-  """The report section of one evaluated model (see report.py)."""
+  """The report section of one evaluated model (see report/html.py)."""
   notes = [f'Test images: {m.get("num_test_images")}. CAM method for maps and the study: '
            f'{m.get("cam_method")}. Split-point threshold fitted on '
            f'{m.get("split_point_fit")}.']
@@ -426,7 +434,7 @@ def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config) ->
 
 def dataset_section(config) -> dict | None:
   """Figures 1-2 and stats.json written by dataset.prepare (None if absent)."""
-  from aesthetics_jax import data_stats  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import stats as data_stats  # pylint: disable=import-outside-toplevel
   if not config.data.get('data_dir'):
     return None
   return data_stats.report_section(dataset.dataset_dir(config.data.data_dir, config.data.subset))
@@ -560,9 +568,9 @@ def _faithfulness(model, variables, config, test, mesh) -> dict:
   norm = str(config.input.get('normalize', 'none'))
   random_head = faithfulness.randomized_params(variables['params']['head'],
                                                jax.random.PRNGKey(int(config.seed) + 1))
-  sharding = input_pipeline.data_sharding(mesh)
+  sharding = pipeline.data_sharding(mesh)
   # Preprocessed once for all methods (n images at S², a few MB at most).
-  images = np.stack([input_pipeline.preprocess_eval_np(test[i]['image'], size)
+  images = np.stack([pipeline.preprocess_eval_np(test[i]['image'], size)
                      for i in range(n)])
   # ScoreCAM re-runs the whole model once per feature channel (x2 for the randomised head):
   # it gets fewer images so that it costs about as much as the other methods together.
@@ -584,7 +592,7 @@ def _faithfulness(model, variables, config, test, mesh) -> dict:
       if pad:
         x = np.concatenate([x, np.repeat(x[:1], pad, 0)])
         mk = np.concatenate([mk, np.repeat(mk[:1], pad, 0)])
-      xj = input_pipeline.to_model_input(jax.device_put(x, sharding), norm)
+      xj = pipeline.to_model_input(jax.device_put(x, sharding), norm)
       out = jax.device_get(fn(method, variables, random_head, xj, jax.device_put(mk, sharding)))
       for k, v in out.items():
         acc[method].setdefault(k, []).append(np.asarray(v)[:len(rows)])

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from aesthetics_jax import ava
+from aesthetics_jax.data import ava
 
 FIGURES = {
     'mean_score_hist': 'figures/mean_score_hist.png',

@@ -30,7 +30,7 @@ from PIL import ImageFile
 import tensorflow_datasets as tfds
 import tqdm
 
-from aesthetics_jax import ava
+from aesthetics_jax.data import ava
 
 SUBSETS = ('style', 'all')
 SPLITS = ('train', 'test')
@@ -290,7 +290,7 @@ class Ava(tfds.core.GeneratorBasedBuilder):
     # self.data_dir is TFDS's incomplete dir here: these files land with the dataset.
     out = Path(self.data_dir)
     write_skipped_csv(out / SKIPPED_CSV, sel.skipped)
-    from aesthetics_jax import data_stats  # matplotlib only when building
+    from aesthetics_jax.data import stats as data_stats  # matplotlib only when building
     tag_names = ava.read_tags(ava_dir / 'tags.txt')
     data_stats.write_stats(out, sel.kept, sel.skipped, tag_names)
     return {split: self._generate_examples(ava_dir, sel.kept[split]) for split in SPLITS}
@@ -322,7 +322,7 @@ def builder(data_dir: str | os.PathLike, subset: str = 'style', **kwargs) -> Ava
 def _result(b: Ava, subset: str, reused: bool) -> PrepareResult:
   d = Path(b.data_dir)
   rows = read_skipped_csv(d / SKIPPED_CSV)
-  from aesthetics_jax import data_stats
+  from aesthetics_jax.data import stats as data_stats
   return PrepareResult(
       subset=subset,
       dataset_dir=d,

@@ -36,7 +36,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
 
-from aesthetics_jax import ava
+from aesthetics_jax.data import ava
 
 NUM_BUCKETS = ava.NUM_BUCKETS
 NUM_TAGS = ava.NUM_TAGS

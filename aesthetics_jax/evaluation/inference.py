@@ -23,7 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from aesthetics_jax import cam, crop, figures, input_pipeline, microbatch, train
+from aesthetics_jax.explain import cam
+from aesthetics_jax.explain import crop
+from aesthetics_jax.report import figures
+from aesthetics_jax.data import pipeline
+from aesthetics_jax import parallel
+from aesthetics_jax.train import trainer
 
 # Longest side at which maps are brought back to the original aspect for boxes / aspect crops.
 BOX_RESOLUTION = 512
@@ -58,12 +63,12 @@ def make_forward(model, arch: str, method: str, normalize: str | None,
   names = tuple(names or target_names(arch))
   target_fn = cam.targets_for(arch, names)
   # Encoder in micro-batches on CPU (~3x there, same result; whole batch on accelerators).
-  features = microbatch.features_fn(model, num_shards=jax.device_count())
+  features = parallel.features_fn(model, num_shards=jax.device_count())
 
   @jax.jit
   def forward(variables, x):
     if normalize is not None:
-      x = input_pipeline.to_model_input(x, normalize=normalize)
+      x = pipeline.to_model_input(x, normalize=normalize)
     feats = features(variables, x)
     head_fn = lambda a: model.apply(variables, a, method='head')  # noqa: E731
     outputs = head_fn(feats)
@@ -71,7 +76,7 @@ def make_forward(model, arch: str, method: str, normalize: str | None,
     kw = (dict(model_fn=lambda im: model.apply(variables, im), images=x)
           if method == 'scorecam' else {})
     maps = cam.compute(method, head_fn, feats, target_fn, **kw)
-    return train.predict_outputs(outputs, arch), maps
+    return trainer.predict_outputs(outputs, arch), maps
 
   return forward
 
@@ -126,7 +131,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
   if not p.is_file():
     raise PredictError(f'{p}: no such file; check the path')
   try:
-    return input_pipeline.decode_image(p.read_bytes())
+    return pipeline.decode_image(p.read_bytes())
   except Exception as e:  # any decoder failure is a user-facing, per-file error
     cause = type(e.__cause__ or e).__name__
     raise PredictError(f'{p}: not a readable image ({cause}); pass a valid JPEG/PNG file')
@@ -134,7 +139,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
 
 def tag_names(config) -> dict[int, str]:
   """AVA tag id -> name from `config.data.ava_dir/tags.txt` ({} if unavailable)."""
-  from aesthetics_jax import ava  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
   path = Path(str(config.data.get('ava_dir', '') or '')) / 'tags.txt'
   if not config.data.get('ava_dir') or not path.is_file():
     return {}
@@ -154,7 +159,7 @@ class Predictor:
 
   def __init__(self, workdir: str | os.PathLike, step: int | None = None,
                cam_method: str | None = None):
-    self.model, self.variables, self.config, self.step = train.restore_for_inference(
+    self.model, self.variables, self.config, self.step = trainer.restore_for_inference(
         workdir, step)
     self.arch = str(self.config.model.arch)
     self.size = int(self.config.input.image_size)
@@ -163,10 +168,10 @@ class Predictor:
     self.tag_names = tag_names(self.config)
     self.forward = make_forward(self.model, self.arch, self.method,
                                 str(self.config.input.get('normalize', 'none')))
-    self.mesh = input_pipeline.make_mesh()
+    self.mesh = pipeline.make_mesh()
     self.num_devices = self.mesh.devices.size
     # Replicated over the mesh: the batch axis of the inputs is sharded over all devices.
-    self.variables = train.replicate(jax.device_get(self.variables), self.mesh)
+    self.variables = trainer.replicate(jax.device_get(self.variables), self.mesh)
 
   def run(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """uint8 [B,S,S,3] → (predict_outputs fields [B,...], raw maps by target [B,(10,)h,w])."""
@@ -174,7 +179,7 @@ class Predictor:
     pad = (-b) % self.num_devices  # the batch axis is sharded over all devices
     if pad:
       x = np.concatenate([x, np.repeat(x[:1], pad, 0)])
-    xs = jax.device_put(x, input_pipeline.data_sharding(self.mesh))
+    xs = jax.device_put(x, pipeline.data_sharding(self.mesh))
     pred, maps = self.forward(self.variables, xs)
     pred = {k: np.asarray(v)[:b] for k, v in pred.items()}
     return pred, {k: v[:b] for k, v in split_maps(np.asarray(maps), self.arch).items()}
@@ -233,7 +238,7 @@ class Predictor:
       results = {}
       if images:
         order = sorted(images)
-        x = np.stack([input_pipeline.preprocess_eval_np(images[j], self.size) for j in order])
+        x = np.stack([pipeline.preprocess_eval_np(images[j], self.size) for j in order])
         pred, maps = self.run(x)
         for k, j in enumerate(order):
           rec, vis = self.describe(images[j], pred, maps, k, aspect)
