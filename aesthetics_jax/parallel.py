@@ -1,19 +1,97 @@
-"""Inference over a batch in small chunks inside one jitted function (`lax.map`).
+"""Data parallelism over all devices of all processes: the mesh, shardings, placement.
 
-Why: on XLA:CPU MobileNetV2's early layers (112x112x96 activations) are memory bound; a
-batch of 32 spills every activation out of cache (32x112x112x96 f32 = 154 MB), so the 1x1
-convs run at a few GFLOP/s. Mapping the encoder over chunks of 2 images keeps each layer's
+No pmap (maintenance mode since JAX 0.8): `jax.jit` over arrays sharded with
+`NamedSharding(mesh, P('data'))` on a one-axis `jax.make_mesh` mesh; parameters replicated.
+Also the inference micro-batching (`map_batch`, `features_fn`).
+
+Why micro-batches: on XLA:CPU MobileNetV2's early layers (112x112x96 activations) are memory
+bound; a batch of 32 spills every activation out of cache (32x112x112x96 f32 = 154 MB), so the
+1x1 convs run at a few GFLOP/s. Mapping the encoder over chunks of 2 images keeps each layer's
 working set in cache: 3-4x the images/s on 2 cores, bit-identical outputs
 (`launch/benchmark.py --what=model` shows both). On GPU/TPU large batches are what is fast,
-so `default_chunk()` is 0 (off) there.
-
-Inference only: a train-mode BatchNorm would see chunk statistics instead of batch ones.
+so `default_chunk()` is 0 (off) there. Inference only: a train-mode BatchNorm would see chunk
+statistics instead of batch ones.
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+class ShardingError(ValueError):
+  """A batch / process layout the mesh cannot take; `str()` is one line with the fix."""
+
+
+def process_slice(global_batch: int, process_index: int, process_count: int) -> slice:
+  """Contiguous rows of a global batch that process `process_index` decodes."""
+  if global_batch % process_count:
+    raise ShardingError(f'batch size {global_batch} is not divisible by the number of '
+                     f'processes {process_count}; choose a multiple')
+  n = global_batch // process_count
+  return slice(process_index * n, (process_index + 1) * n)
+
+
+def local_rows(sharding: jax.sharding.Sharding, global_batch: int) -> slice:
+  """The contiguous leading-axis rows this process's devices hold under `sharding`."""
+  idx = sharding.addressable_devices_indices_map((global_batch,))
+  starts = sorted({(s[0].start or 0, s[0].stop if s[0].stop is not None else global_batch)
+                   for s in idx.values()})
+  lo, hi = starts[0][0], starts[-1][1]
+  covered = sum(b - a for a, b in starts)
+  if covered != hi - lo:
+    raise ShardingError('this process\'s devices do not hold one contiguous block of the '
+                     "batch; build the mesh with parallel.make_mesh()")
+  return slice(lo, hi)
+
+
+def make_mesh() -> Mesh:
+  """One-axis mesh `('data',)` over all devices of all processes (process-contiguous).
+
+  Auto axis type: shardings propagate as in classic GSPMD `jit` code.
+  """
+  return jax.make_mesh((jax.device_count(),), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P('data'))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """Host pytree (identical on every process) → replicated global jax.Arrays."""
+  sh = replicated(mesh)
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sh, lambda idx: x[idx])
+  return jax.tree.map(put, tree)
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+  """Global (possibly multi-process) array → full numpy copy on this process."""
+  if jax.process_count() == 1:
+    return np.asarray(jax.device_get(x))
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, int]:
+  """Pads host rows [B,...] to a multiple of `multiple` (device count, batch size) with row 0.
+
+  Returns (padded [B2,...], B): a batch axis sharded over every device must divide evenly.
+  """
+  b = x.shape[0]
+  pad = (-b) % max(1, int(multiple))
+  if pad:
+    x = np.concatenate([x, np.repeat(x[:1], pad, 0)])
+  return x, b
+
 
 # Images per chunk on the CPU backend (measured: 2 is best for MobileNetV2 at 224 px).
 CPU_CHUNK = 2

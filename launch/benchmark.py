@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import importlib.metadata
-import io
 import json
 import multiprocessing
 import os
@@ -43,6 +42,8 @@ from typing import Any, Callable
 from absl import app, flags
 
 from aesthetics_jax.bench.synthetic import synthetic_jpegs
+from aesthetics_jax import parallel
+from aesthetics_jax.models import outputs as outputs_lib
 
 FLAGS = flags.FLAGS
 _ABSL_FLAGS = frozenset(FLAGS)  # defined before ours: not reported
@@ -244,7 +245,7 @@ def bench_input() -> dict[str, Any]:
   c.batch_size = FLAGS.batch_size
   c.input.resize_size, c.input.image_size = rs, s
   c.input.num_workers = n_all
-  mesh = ip.make_mesh()
+  mesh = parallel.make_mesh()
   nb = max(1, len(datas) // FLAGS.batch_size)
   it = ip.train_batches(records, c, mesh)
   next(it)['image'].block_until_ready()  # warm-up: jit, threads, metadata
@@ -397,10 +398,10 @@ def _compare_maps(expected, got) -> dict[str, float]:
 
 
 def _model_variables(model, size: int):
-  """Random variables on the device (see `workloads.random_variables`)."""
+  """Random variables on the device (`models.init_variables`)."""
   import jax  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.bench import workloads  # pylint: disable=import-outside-toplevel
-  return jax.device_put(workloads.random_variables(model, size))
+  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
+  return jax.device_put(models.init_variables(model, 0, size))
 
 
 def _variables(arch: str, model, tmodel, size: int):
@@ -426,7 +427,6 @@ def bench_model() -> dict[str, Any]:
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.train import trainer  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.bench import timing, torch_ref, workloads  # pylint: disable=import-outside-toplevel
 
   b, s = _flag('model_batch_size'), FLAGS.image_size
@@ -492,7 +492,7 @@ def bench_model() -> dict[str, Any]:
       if 'bfloat16' not in name:
         continue
       ref = outs[name.replace('bfloat16', 'float32')]
-      p, q = trainer.predict_outputs(ref, arch), trainer.predict_outputs(out, arch)
+      p, q = outputs_lib.predict_outputs(ref, arch), outputs_lib.predict_outputs(out, arch)
       a = {'label_agreement': float(np.mean(np.asarray(p['label_pred']) ==
                                             np.asarray(q['label_pred'])))}
       if arch == 'mobilenet_v2':
@@ -734,7 +734,7 @@ def bench_recipe() -> dict[str, Any]:
   tm = torch_ref.mobilenet_v2(76, seed=0, channels_last=True) if use_torch else None
   variables = _variables('mobilenet_v2', model, tm, s)
   del tm  # the PyTorch loop runs in its own process (below), on the same seeded weights
-  mesh = ip.make_mesh()
+  mesh = parallel.make_mesh()
   # Compile everything once (a tiny run): the timed runs below measure steady state.
   t0 = time.perf_counter()
   workloads.run_recipe(model, variables, workloads.SyntheticSource(b, pool), 
@@ -887,7 +887,7 @@ def input_vs_model(per_worker_ips: float) -> dict[str, Any]:
   c.input.resize_size, c.input.image_size = FLAGS.resize_size, s
   c.input.num_workers = FLAGS.workers or cpu_count()
   pool = synthetic.synthetic_jpegs(32, seed=5)
-  it = ip.train_batches(workloads.SyntheticSource(4 * b, pool), c, ip.make_mesh())
+  it = ip.train_batches(workloads.SyntheticSource(4 * b, pool), c, parallel.make_mesh())
   jax.block_until_ready(fwd(variables, next(it)['image']))
   nb = 3
 

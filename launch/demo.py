@@ -99,7 +99,7 @@ def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | N
   from aesthetics_jax.data import dataset  # pylint: disable=C0415
   from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=C0415
   from aesthetics_jax.report import html as report_html  # pylint: disable=C0415
-  from aesthetics_jax.train import trainer  # pylint: disable=C0415
+  from aesthetics_jax.train import checkpoints, trainer  # pylint: disable=C0415
   t0 = time.time()
   w = Path(workdir).absolute()
   w.mkdir(parents=True, exist_ok=True)
@@ -131,7 +131,7 @@ def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | N
     _log(f'{arch}: accuracy {m.get("binary_accuracy")} (majority {m.get("majority_rate")}) '
          f'[{time.time() - t0:.0f}s]')
     figs = {p.stem: p for p in sorted((mdir / 'eval' / 'figures').glob('*.png'))}
-    section = eval_run.model_section(mdir, m, figs, trainer.load_config(mdir))
+    section = eval_run.model_section(mdir, m, figs, checkpoints.load_config(mdir))
     section['name'] = arch
     sections.append(section)
   cfg = demo_config(ARCHS[0], smoke)

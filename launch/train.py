@@ -38,13 +38,14 @@ def main(argv):
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   logging.set_verbosity(logging.WARNING)
   from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import trainer  # pylint: disable=import-outside-toplevel
   config = _CONFIG.value
   user_errors = (trainer.TrainingError, checkpoints.CheckpointMismatchError,
-                 pipeline.InputError, ava.AvaError, FileNotFoundError,
+                 pipeline.InputError, parallel.ShardingError, ava.AvaError, FileNotFoundError,
                  NotADirectoryError, PermissionError)
   try:
     if config.data.ava_dir and not dataset.is_prepared(config.data.data_dir, config.data.subset):

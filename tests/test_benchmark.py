@@ -107,12 +107,11 @@ def test_cam_step_equals_library_gradcam(tiny):
 
 def test_stream_study_counts_every_image_once(tiny):
   model, variables, _ = tiny
-  from aesthetics_jax.data import pipeline as ip
   step = workloads.make_study_step(model, 'mobilenet_v2', S, 0.2, chunk=2)
   src = workloads.SyntheticSource(10, workloads.jpeg_pool(3), seed=0)
   assert len(src) == 10 and src[9]['image_id'] == 10 and len(src[2:5]) == 3
   out = workloads.stream_study(step, variables, src, workloads.eval_config(S, 4, 1),
-                               ip.make_mesh())
+                               parallel.make_mesh())
   assert out['num_images'] == 10                 # 3 batches of 4, last padded with mask 0
   assert out['intensity'].shape == (10,) and out['box_average'].shape == (10, 4)
   assert out['bucket_sum'].shape[0] == 10

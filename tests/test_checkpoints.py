@@ -93,8 +93,8 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
   ref_dir = tmp_path / 'ref'
   ref_result = trainer.train_and_evaluate(c, ref_dir)
   assert resumed_result == pytest.approx(ref_result, rel=1e-6, nan_ok=True)
-  _, v_res, _, s_res = trainer.restore_for_inference(killed)
-  _, v_ref, _, s_ref = trainer.restore_for_inference(ref_dir)
+  _, v_res, _, s_res = checkpoints.restore_for_inference(killed)
+  _, v_ref, _, s_ref = checkpoints.restore_for_inference(ref_dir)
   assert s_res == s_ref == 6
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                jax.device_get(v_res), jax.device_get(v_ref))

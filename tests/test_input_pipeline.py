@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from aesthetics_jax.data import pipeline as ip
+from aesthetics_jax import parallel
 from configs import default
 
 HIGH_VOTES = np.array([0, 0, 1, 2, 4, 6, 4, 2, 1, 0], np.int32)   # mean 6.0 (in band)
@@ -53,7 +54,7 @@ def source():
 
 @pytest.fixture(scope='module')
 def mesh():
-  return ip.make_mesh()
+  return parallel.make_mesh()
 
 
 def tiny_config(**input_kw):
@@ -243,11 +244,11 @@ def test_draft_fast_path_matches_full_decode():
 
 def test_process_slices_cover_batch_once():
   for procs in (1, 2, 4):
-    seen = np.concatenate([np.arange(16)[ip.process_slice(16, p, procs)]
+    seen = np.concatenate([np.arange(16)[parallel.process_slice(16, p, procs)]
                            for p in range(procs)])
     np.testing.assert_array_equal(seen, np.arange(16))
-  with pytest.raises(ip.InputError, match='divisible'):
-    ip.process_slice(15, 0, 2)
+  with pytest.raises(parallel.ShardingError, match='divisible'):
+    parallel.process_slice(15, 0, 2)
 
 
 def test_metadata_read_once_and_cached(tmp_path, mesh):

@@ -5,7 +5,7 @@ import numpy as np
 import scipy.stats
 
 from aesthetics_jax.train import writers
-from aesthetics_jax.evaluation import metrics
+from aesthetics_jax.train import metrics
 
 
 def test_metrics_vs_references():

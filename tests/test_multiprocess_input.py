@@ -23,6 +23,7 @@ _COMMON = textwrap.dedent('''
     import numpy as np
     import jax
     from aesthetics_jax.data import pipeline as ip
+    from aesthetics_jax import parallel
     from test_input_pipeline import make_source, tiny_config
 ''')
 
@@ -34,9 +35,9 @@ _MULTIPROCESS = textwrap.dedent('''
     assert jax.process_count() == 2 and jax.device_count() == 4, jax.devices()
     source = make_source(16)
     c = tiny_config(random_flip=True)
-    mesh = ip.make_mesh()
-    rows = ip.local_rows(ip.data_sharding(mesh), 8)
-    assert rows == ip.process_slice(8, pid, 2), (rows, pid)
+    mesh = parallel.make_mesh()
+    rows = parallel.local_rows(parallel.data_sharding(mesh), 8)
+    assert rows == parallel.process_slice(8, pid, 2), (rows, pid)
     meta = ip.read_metadata(source)
     cdf = np.cumsum(ip.balanced_probabilities(meta.label))
     it = ip.train_batches(source, c, mesh, start_step=3)
@@ -68,7 +69,7 @@ _MULTIPROCESS = textwrap.dedent('''
 
 _EIGHT_DEVICES = textwrap.dedent('''
     assert jax.device_count() == 8
-    mesh = ip.make_mesh()
+    mesh = parallel.make_mesh()
     assert mesh.axis_names == ('data',) and mesh.devices.size == 8
     source = make_source(16)
     c = tiny_config()

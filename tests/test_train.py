@@ -15,6 +15,8 @@ from aesthetics_jax.train import checkpoints  # noqa: E402
 from aesthetics_jax.train import feature_cache  # noqa: E402
 from aesthetics_jax.data import pipeline as ip  # noqa: E402
 from aesthetics_jax.train import trainer  # noqa: E402
+from aesthetics_jax import parallel
+from aesthetics_jax.models import outputs as outputs_lib
 from configs import demo, mobilenet_v2_emd, vgg16_binary  # noqa: E402
 from tiny_ava import prepare_tiny  # noqa: E402
 
@@ -57,10 +59,10 @@ def test_train_and_restore_vgg(data_dir, tmp_path):
   rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert any('train/loss' in r for r in rows) and any('eval/binary_accuracy' in r for r in rows)
   assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
-  model, variables, config, step = trainer.restore_for_inference(tmp_path)
+  model, variables, config, step = checkpoints.restore_for_inference(tmp_path)
   assert step == 2 and config.model.fc_dim == 32
   out = model.apply(variables, jnp.zeros((2, 32, 32, 3)))
-  pred = trainer.predict_outputs(out, 'vgg16')
+  pred = outputs_lib.predict_outputs(out, 'vgg16')
   assert pred['p_high'].shape == (2,) and pred['label_pred'].dtype == jnp.int32
   # Another model in the same workdir: one-line error naming the fix.
   with pytest.raises(checkpoints.CheckpointMismatchError, match='fresh --workdir'):
@@ -71,10 +73,10 @@ def test_frozen_encoder_cache_trains_only_head(data_dir, tmp_path, capsys):
   c = _vgg(data_dir, **{'model.freeze_encoder': True, 'cache.enabled': True,
                         'cache.num_train_views': 2})
   model = models.create_model(c.model)
-  init = trainer.init_variables(model, c)
+  init = models.init_variables(model, c.seed, c.input.image_size)
   trainer.train_and_evaluate(c, tmp_path)
   assert 'FROZEN backbone is RANDOM' in capsys.readouterr().out
-  _, variables, _, _ = trainer.restore_for_inference(tmp_path)
+  _, variables, _, _ = checkpoints.restore_for_inference(tmp_path)
   enc0, enc1 = init['params']['encoder'], jax.device_get(variables['params']['encoder'])
   jax.tree.map(np.testing.assert_array_equal, enc0, enc1)
   head_diff = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(),
@@ -90,9 +92,9 @@ def test_cache_and_online_give_same_head_update(data_dir):
   c.optim.lr = 1e-2
   c.model.dropout = 0.0
   model = models.create_model(c.model)
-  mesh = ip.make_mesh()
+  mesh = parallel.make_mesh()
   tx = trainer.make_optimizer(c, 10)
-  variables = trainer.init_variables(model, c)
+  variables = models.init_variables(model, c.seed, c.input.image_size)
   src = ip.read_metadata  # noqa: F841 (documenting that targets come from metadata)
   rng = np.random.default_rng(0)
   images = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)

@@ -22,6 +22,7 @@ from aesthetics_jax.explain import cam
 from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax import parallel
 from aesthetics_jax.train import trainer
+from aesthetics_jax.models import outputs as outputs_lib
 
 STUDY_TARGETS = ('aesthetic', 'bucket', 'top_tag')   # T = 12 maps per image (MobileNetV2)
 
@@ -36,28 +37,12 @@ def model_config(arch: str, depthwise: str = 'auto', dtype: str = 'float32',
   return c
 
 
-def random_variables(model, image_size: int, seed: int = 0) -> dict:
-  """`model.init`'s structure filled with numpy randoms (He-scaled kernels, unit BN scale and
-  variance): no jit of `init`, whose threefry compiles for long on CPU."""
-  shapes = jax.eval_shape(model.init, jax.random.key(0),
-                          jnp.zeros((1, image_size, image_size, 3), jnp.float32))
-  rng = np.random.default_rng(seed)
-
-  def fill(path, s):
-    name = path[-1].key
-    if name in ('scale', 'var'):
-      return np.ones(s.shape, np.float32)
-    std = np.sqrt(2 / np.prod(s.shape[:-1])) if name == 'kernel' else 0.01
-    return (rng.normal(size=s.shape) * std).astype(np.float32)
-  return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
 def build(arch: str, *, depthwise: str = 'auto', dtype: str = 'float32', image_size: int = 224,
           width_mult: float = 1.0, seed: int = 0):
   """(model, host variables) with random weights (`torch_ref.flax_variables` swaps in
   torch's)."""
   model = models.create_model(model_config(arch, depthwise, dtype, width_mult))
-  return model, random_variables(model, image_size, seed)
+  return model, models.init_variables(model, seed, image_size)
 
 
 def photos(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -127,7 +112,7 @@ def make_study_step(model, arch: str, size: int, threshold: float = 0.2,
     head_fn = lambda z: model.apply(variables, z, method='head')  # noqa: E731
     outputs = head_fn(a)
     maps = cam.compute('gradcam', head_fn, a, target_fn)
-    return trainer.predict_outputs(outputs, arch), summarize(maps)
+    return outputs_lib.predict_outputs(outputs, arch), summarize(maps)
   return step
 
 
@@ -207,7 +192,7 @@ def stream_setup(num_images: int, batch: int = 32, size: int = 224, chunk: int =
   model, variables = build(arch, dtype=dtype, image_size=size, width_mult=width_mult)
   chunk = parallel.default_chunk() if chunk < 0 else chunk
   step = make_study_step(model, arch, size, 0.2, chunk)
-  mesh = ip.make_mesh()
+  mesh = parallel.make_mesh()
   config = eval_config(size, batch, workers)
   variables = jax.device_put(variables)
   pool = jpeg_pool(32)

@@ -33,10 +33,11 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 from PIL import Image
 
 from aesthetics_jax.data import ava
+from aesthetics_jax import parallel
 
 NUM_BUCKETS = ava.NUM_BUCKETS
 NUM_TAGS = ava.NUM_TAGS
@@ -373,46 +374,6 @@ def train_indices(step: int, num_rows: int, batch_size: int, seed: int,
   return out
 
 
-def process_slice(global_batch: int, process_index: int, process_count: int) -> slice:
-  """Contiguous rows of a global batch that process `process_index` decodes."""
-  if global_batch % process_count:
-    raise InputError(f'batch size {global_batch} is not divisible by the number of '
-                     f'processes {process_count}; choose a multiple')
-  n = global_batch // process_count
-  return slice(process_index * n, (process_index + 1) * n)
-
-
-def local_rows(sharding: jax.sharding.Sharding, global_batch: int) -> slice:
-  """The contiguous leading-axis rows this process's devices hold under `sharding`."""
-  idx = sharding.addressable_devices_indices_map((global_batch,))
-  starts = sorted({(s[0].start or 0, s[0].stop if s[0].stop is not None else global_batch)
-                   for s in idx.values()})
-  lo, hi = starts[0][0], starts[-1][1]
-  covered = sum(b - a for a, b in starts)
-  if covered != hi - lo:
-    raise InputError('this process\'s devices do not hold one contiguous block of the '
-                     "batch; build the mesh with input_pipeline.make_mesh()")
-  return slice(lo, hi)
-
-
-# ---------------------------------------------------------------------------------------
-# Mesh and global batches.
-# ---------------------------------------------------------------------------------------
-
-
-def make_mesh() -> Mesh:
-  """One-axis mesh `('data',)` over all devices of all processes (process-contiguous).
-
-  Auto axis type: shardings propagate as in classic GSPMD `jit` code.
-  """
-  return jax.make_mesh((jax.device_count(),), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,))
-
-
-def data_sharding(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P('data'))
-
-
 def _check_batch_size(batch_size: int, mesh: Mesh, what: str) -> None:
   n = mesh.devices.size
   if batch_size <= 0 or batch_size % n:
@@ -441,8 +402,8 @@ class _Loader:
                config, mesh: Mesh, batch_size: int):
     self.source, self.meta, self.weights = source, meta, weights
     self.config, self.batch_size = config, batch_size
-    self.sharding = data_sharding(mesh)
-    self.rows = local_rows(self.sharding, batch_size)
+    self.sharding = parallel.data_sharding(mesh)
+    self.rows = parallel.local_rows(self.sharding, batch_size)
     self.normalize = str(config.input.get('normalize', 'none'))
     if self.normalize not in NORMALIZE_MODES:
       raise InputError(f'config.input.normalize={self.normalize!r}; use one of '

@@ -11,15 +11,12 @@ to the original aspect before boxes are taken.
 """
 from __future__ import annotations
 
-import functools
-import io
 import json
 import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
@@ -28,7 +25,8 @@ from aesthetics_jax.explain import crop
 from aesthetics_jax.report import figures
 from aesthetics_jax.data import pipeline
 from aesthetics_jax import parallel
-from aesthetics_jax.train import trainer
+from aesthetics_jax.train import checkpoints
+from aesthetics_jax.models import outputs as outputs_lib
 
 # Longest side at which maps are brought back to the original aspect for boxes / aspect crops.
 BOX_RESOLUTION = 512
@@ -76,7 +74,7 @@ def make_forward(model, arch: str, method: str, normalize: str | None,
     kw = (dict(model_fn=lambda im: model.apply(variables, im), images=x)
           if method == 'scorecam' else {})
     maps = cam.compute(method, head_fn, feats, target_fn, **kw)
-    return trainer.predict_outputs(outputs, arch), maps
+    return outputs_lib.predict_outputs(outputs, arch), maps
 
   return forward
 
@@ -159,7 +157,7 @@ class Predictor:
 
   def __init__(self, workdir: str | os.PathLike, step: int | None = None,
                cam_method: str | None = None):
-    self.model, self.variables, self.config, self.step = trainer.restore_for_inference(
+    self.model, self.variables, self.config, self.step = checkpoints.restore_for_inference(
         workdir, step)
     self.arch = str(self.config.model.arch)
     self.size = int(self.config.input.image_size)
@@ -168,18 +166,15 @@ class Predictor:
     self.tag_names = tag_names(self.config)
     self.forward = make_forward(self.model, self.arch, self.method,
                                 str(self.config.input.get('normalize', 'none')))
-    self.mesh = pipeline.make_mesh()
+    self.mesh = parallel.make_mesh()
     self.num_devices = self.mesh.devices.size
     # Replicated over the mesh: the batch axis of the inputs is sharded over all devices.
-    self.variables = trainer.replicate(jax.device_get(self.variables), self.mesh)
+    self.variables = parallel.replicate(jax.device_get(self.variables), self.mesh)
 
   def run(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """uint8 [B,S,S,3] → (predict_outputs fields [B,...], raw maps by target [B,(10,)h,w])."""
-    b = x.shape[0]
-    pad = (-b) % self.num_devices  # the batch axis is sharded over all devices
-    if pad:
-      x = np.concatenate([x, np.repeat(x[:1], pad, 0)])
-    xs = jax.device_put(x, pipeline.data_sharding(self.mesh))
+    x, b = parallel.pad_to_multiple(x, self.num_devices)
+    xs = jax.device_put(x, parallel.data_sharding(self.mesh))
     pred, maps = self.forward(self.variables, xs)
     pred = {k: np.asarray(v)[:b] for k, v in pred.items()}
     return pred, {k: v[:b] for k, v in split_maps(np.asarray(maps), self.arch).items()}

@@ -42,10 +42,11 @@ from aesthetics_jax.data import dataset
 from aesthetics_jax.explain import faithfulness
 from aesthetics_jax.report import figures
 from aesthetics_jax.data import pipeline
-from aesthetics_jax.evaluation import metrics as metrics_lib
+from aesthetics_jax.train import metrics as metrics_lib
 from aesthetics_jax.evaluation import inference
 from aesthetics_jax.report import html as report_html
-from aesthetics_jax.train import trainer
+from aesthetics_jax import parallel
+from aesthetics_jax.train import checkpoints
 
 EVAL_DIR = 'eval'
 # Rows of the per-bucket figure: test images grouped by their true mean score.
@@ -266,7 +267,7 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   """
   t0 = time.time()
   workdir = Path(workdir)
-  model, variables, config, step = trainer.restore_for_inference(workdir, step)
+  model, variables, config, step = checkpoints.restore_for_inference(workdir, step)
   for key, value in (overrides or {}).items():
     node = config
     *parents, leaf = key.split('.')
@@ -279,9 +280,9 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   method = str(config.eval.cam_method)
   sources = dataset.load_sources(config.data.data_dir, config.data.subset)
   test, train_src = sources['test'], sources['train']
-  mesh = pipeline.make_mesh()
+  mesh = parallel.make_mesh()
   # Replicated over the mesh so the jitted calls see one device set with the sharded batches.
-  variables = trainer.replicate(jax.device_get(variables), mesh)
+  variables = parallel.replicate(jax.device_get(variables), mesh)
   out_dir = workdir / EVAL_DIR
   fig_dir = out_dir / 'figures'
   fig_dir.mkdir(parents=True, exist_ok=True)
@@ -568,7 +569,7 @@ def _faithfulness(model, variables, config, test, mesh) -> dict:
   norm = str(config.input.get('normalize', 'none'))
   random_head = faithfulness.randomized_params(variables['params']['head'],
                                                jax.random.PRNGKey(int(config.seed) + 1))
-  sharding = pipeline.data_sharding(mesh)
+  sharding = parallel.data_sharding(mesh)
   # Preprocessed once for all methods (n images at S², a few MB at most).
   images = np.stack([pipeline.preprocess_eval_np(test[i]['image'], size)
                      for i in range(n)])

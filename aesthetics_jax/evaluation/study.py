@@ -13,7 +13,7 @@ Faithfulness metrics live in `faithfulness.py`.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from scipy import stats as sstats

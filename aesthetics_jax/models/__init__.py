@@ -8,14 +8,13 @@ batch_stats). Dropout rng name: 'dropout'. Outputs are float32 whatever `dtype` 
 """
 from typing import Any
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from aesthetics_jax.models.depthwise import IMPLEMENTATIONS as DEPTHWISE_IMPLEMENTATIONS
 from aesthetics_jax.models.depthwise import depthwise_conv, resolve_impl
+from aesthetics_jax.models.init import abstract_variables, init_variables
 from aesthetics_jax.models.heads import MobileNetV2Heads, VGGHead, adaptive_avg_pool
 from aesthetics_jax.models.mobilenet_v2 import MobileNetV2Encoder, make_divisible
 from aesthetics_jax.models.vgg import VGG16Encoder
@@ -109,33 +108,6 @@ def create_model(model_config, imagenet_classes: int = 0) -> nn.Module:
   raise ValueError(f"config.model.arch={arch!r}: use one of {ARCHS}")
 
 
-def init_variables(model: nn.Module, seed: int = 0, image_size: int = 224) -> dict:
-  """`model.init` without XLA: same structure and distributions, filled by numpy.
-
-  `jax.jit(model.init)` compiles threefry for every random kernel (~24 s for MobileNetV2 on
-  2 busy CPU cores); this takes ~0.1 s (VGG16's 138M parameters: a few seconds). The modules'
-  initializers are torchvision's, so: conv kernels (4-D) N(0, 2/fan_out) with fan_out =
-  kh*kw*out (kaiming_normal, mode='fan_out'; depthwise too), Dense kernels N(0, 0.01²),
-  biases and BN means 0, BN scales and variances 1.
-
-  Returns host numpy variables `{'params': ..., 'batch_stats': ...}` (no 'batch_stats' for VGG).
-  """
-  shapes = jax.eval_shape(model.init, jax.random.key(0),
-                          jnp.zeros((1, image_size, image_size, 3), jnp.float32))
-  rng = np.random.default_rng(seed)
-
-  def fill(path, s):
-    name = path[-1].key
-    if name == 'kernel' and len(s.shape) == 4:
-      std = np.sqrt(2.0 / (np.prod(s.shape[:-2]) * s.shape[-1]))
-    elif name == 'kernel':
-      std = 0.01
-    else:
-      return (np.ones if name in ('scale', 'var') else np.zeros)(s.shape, s.dtype)
-    return (rng.standard_normal(s.shape, np.float32) * np.float32(std)).astype(s.dtype)
-  return jax.tree_util.tree_map_with_path(fill, flax.core.unfreeze(shapes))
-
-
 __all__ = ['ARCHS', 'DEPTHWISE_IMPLEMENTATIONS', 'MobileNetV2Aesthetic', 'VGG16Binary',
-           'adaptive_avg_pool', 'create_model', 'depthwise_conv', 'init_variables', 'make_divisible',
+           'adaptive_avg_pool', 'abstract_variables', 'create_model', 'depthwise_conv', 'init_variables', 'make_divisible',
            'resolve_impl']

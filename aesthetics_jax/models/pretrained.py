@@ -27,7 +27,6 @@ from flax import traverse_util
 from flax.core import unfreeze
 
 from aesthetics_jax.models import mobilenet_v2 as mnv2
-from aesthetics_jax.models import vgg
 
 # Heads that are new for our tasks, and ImageNet's classifiers (never loaded by default).
 DEFAULT_DONT_LOAD = (r'^params/head/(score|tags|logit)/', r'^params/head/(classifier|fc8)/')

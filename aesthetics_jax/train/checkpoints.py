@@ -7,16 +7,24 @@
 Keeps the latest `keep` checkpoints plus the best one by `best_metric` (higher is better).
 Saves are async; `wait()` (or `close()`) before exit. Multi-process safe (orbax coordinates).
 """
+import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as ocp_pp
 
+from aesthetics_jax import models
+
 # Model config keys whose change makes parameters incompatible.
 MODEL_KEYS = ('arch', 'width_mult', 'fc_dim', 'num_buckets', 'num_tags')
+
+
+class WorkdirError(ValueError):
+  """One-line user error: the workdir has no config.json or no (such) checkpoint."""
 
 
 class CheckpointMismatchError(ValueError):
@@ -142,3 +150,45 @@ def abstract_like(tree: Any) -> Any:
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                                      sharding=getattr(x, 'sharding', None)),
                       tree)
+
+
+def config_path(workdir) -> Path:
+  return Path(workdir) / 'config.json'
+
+
+def load_config(workdir) -> ml_collections.ConfigDict:
+  """The config a training run wrote to `workdir/config.json`."""
+  path = config_path(workdir)
+  if not path.exists():
+    raise WorkdirError(f'{path}: not found; is --workdir a training workdir '
+                       '(launch/train.py writes it)?')
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def restore_for_inference(workdir, step: int | None = None):
+  """Latest (or `step`) checkpoint of a workdir → (model, variables, config, step).
+
+  variables are host-local jax arrays `{'params', 'batch_stats'}` on the default device.
+  """
+  config = load_config(workdir)
+  model = models.create_model(config.model)
+  ckpt = Checkpointer(workdir, read_only=True, enable_async=False)
+  try:
+    steps = ckpt.all_steps()
+    if not steps:
+      raise WorkdirError(f'{Path(workdir) / "checkpoints"}: no checkpoint; train first '
+                         '(python -m launch.train --workdir=...)')
+    if step is None:
+      step = max(steps)
+    elif step not in steps:
+      raise WorkdirError(f'{Path(workdir) / "checkpoints"}: no checkpoint at step {step}; '
+                         f'available: {sorted(steps)}')
+    ckpt.check_model(step, config.model)
+    abstract = models.abstract_variables(model, int(config.input.image_size))
+    dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
+                            abstract)
+    variables, _ = ckpt.restore(step, abstract)
+  finally:
+    ckpt.close()
+  return model, variables, config, int(step)

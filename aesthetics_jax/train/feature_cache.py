@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from aesthetics_jax.data import pipeline as ip
@@ -43,19 +42,12 @@ def _storage_dtype(name: str):
   raise ValueError(f"config.cache.dtype={name!r}; use 'float32' or 'bfloat16'")
 
 
-def to_host(x: jax.Array) -> np.ndarray:
-  """Global (possibly multi-process) array → full numpy copy on this process."""
-  if jax.process_count() == 1:
-    return np.asarray(jax.device_get(x))
-  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
 def make_encode_fn(model, normalize: str, chunk: int | None = None):
   """jit: (variables, uint8 images [B,S,S,3]) → features A [B,h,w,C] (inference mode).
 
   The encoder runs `chunk` images per device at a time inside the jit (`microbatch`; default
   per backend: 2 on CPU, where it is ~3x faster, whole batch elsewhere); same result. The
-  batch is sharded over all devices (`input_pipeline.make_mesh`), so chunks stay local.
+  batch is sharded over all devices (`parallel.make_mesh`), so chunks stay local.
   """
   features = parallel.features_fn(model, chunk, num_shards=jax.device_count())
 
@@ -70,8 +62,8 @@ def _encode_rows(encode, variables, image_fn, source: Sequence[Any], rows: np.nd
                  mesh: Mesh, batch_size: int, size: int, dtype, desc: str,
                  progress: bool) -> np.ndarray:
   """Encodes `rows` of `source` with `image_fn(bytes, row) -> uint8 [S,S,3]`; `[N,h,w,C]`."""
-  sharding = ip.data_sharding(mesh)
-  local = ip.local_rows(sharding, batch_size)
+  sharding = parallel.data_sharding(mesh)
+  local = parallel.local_rows(sharding, batch_size)
   n = len(rows)
   out = None
   pool = concurrent.futures.ThreadPoolExecutor(max(1, len(jax.local_devices()) * 2))
@@ -85,7 +77,7 @@ def _encode_rows(encode, variables, image_fn, source: Sequence[Any], rows: np.nd
                                     mine)))
       x = jax.make_array_from_process_local_data(sharding, imgs,
                                                  (batch_size, size, size, 3))
-      a = to_host(encode(variables, x))
+      a = parallel.to_host(encode(variables, x))
       if out is None:
         out = np.empty((n,) + a.shape[1:], dtype)
       take = min(batch_size, n - start)
@@ -113,7 +105,7 @@ class FeatureCache:
   mesh: Mesh
 
   def _global(self, host: dict[str, np.ndarray], batch_size: int) -> dict[str, jax.Array]:
-    sharding = ip.data_sharding(self.mesh)
+    sharding = parallel.data_sharding(self.mesh)
     return {k: jax.make_array_from_process_local_data(sharding, v, (batch_size,) + v.shape[1:])
             for k, v in host.items()}
 
@@ -131,7 +123,7 @@ class FeatureCache:
     idx = ip.train_indices(step, n, batch_size, self.seed, self.cdf)
     views = np.random.default_rng([_PICK_STREAM, self.seed, step]).integers(
         0, self.train.shape[0], batch_size)
-    rows = ip.local_rows(ip.data_sharding(self.mesh), batch_size)
+    rows = parallel.local_rows(parallel.data_sharding(self.mesh), batch_size)
     li, lv = idx[rows], views[rows]
     host = self._rows(self.train_meta, self.train_weights, li, np.ones(len(li), np.float32))
     host['features'] = self.train[lv, li].astype(np.float32)
@@ -140,7 +132,7 @@ class FeatureCache:
   def test_batches(self, batch_size: int) -> Iterator[dict[str, jax.Array]]:
     """One ordered pass over the test features, padded with mask = 0."""
     m = self.test.shape[0]
-    rows = ip.local_rows(ip.data_sharding(self.mesh), batch_size)
+    rows = parallel.local_rows(parallel.data_sharding(self.mesh), batch_size)
     for start in range(0, m, batch_size):
       pos = start + np.arange(batch_size)
       mask = (pos < m).astype(np.float32)

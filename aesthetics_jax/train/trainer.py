@@ -15,10 +15,8 @@ from the latest checkpoint; the data stream is deterministic in (seed, step).
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -31,14 +29,17 @@ import numpy as np
 import optax
 import tqdm
 from absl import logging
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
+from aesthetics_jax import io, models
+from aesthetics_jax.models import outputs as outputs_lib
 from aesthetics_jax.train import checkpoints as ckpt_lib
 from aesthetics_jax.train import feature_cache
 from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.train import losses
 from aesthetics_jax.train import writers
-from aesthetics_jax.evaluation import metrics as metrics_lib
+from aesthetics_jax.train import metrics as metrics_lib
+from aesthetics_jax import parallel
 
 
 class TrainingError(RuntimeError):
@@ -170,28 +171,6 @@ def make_train_step(model, config, tx: optax.GradientTransformation, mode: str
   return step_fn
 
 
-def predict_outputs(outputs: dict, arch: str) -> dict:
-  """Model outputs → predictions (jit-able).
-
-  mobilenet_v2: `distribution [B,10]` (softmax), `mean_score [B]` (expected score 1..10),
-    `p_high [B]` (mass on buckets 6..10), `label_pred [B]` (mean_score > 5),
-    `tag_probs [B,66]`.
-  vgg16: `p_high [B]` (sigmoid), `label_pred [B]` (logit > 0).
-  """
-  if arch == 'vgg16':
-    logit = outputs['logit'].astype(jnp.float32)
-    return {'p_high': jax.nn.sigmoid(logit), 'label_pred': (logit > 0).astype(jnp.int32)}
-  if arch == 'mobilenet_v2':
-    dist = jax.nn.softmax(outputs['score_logits'].astype(jnp.float32), axis=-1)
-    buckets = jnp.arange(1, dist.shape[-1] + 1, dtype=jnp.float32)
-    mean = dist @ buckets
-    return {'distribution': dist, 'mean_score': mean,
-            'p_high': jnp.sum(jnp.where(buckets > 5, dist, 0.0), axis=-1),
-            'label_pred': (mean > 5).astype(jnp.int32),
-            'tag_probs': jax.nn.softmax(outputs['tag_logits'].astype(jnp.float32), axis=-1)}
-  raise TrainingError(f'unknown config.model.arch {arch!r}; use mobilenet_v2 or vgg16')
-
-
 def make_eval_step(model, arch: str, mode: str):
   """Un-jitted `(variables, batch) -> predictions` (see predict_outputs)."""
   def eval_fn(variables, batch):
@@ -199,7 +178,7 @@ def make_eval_step(model, arch: str, mode: str):
       out = model.apply(variables, batch['features'], train=False, method='head')
     else:
       out = model.apply(variables, batch['image'], train=False)
-    return predict_outputs(out, arch)
+    return outputs_lib.predict_outputs(out, arch)
   return eval_fn
 
 
@@ -211,8 +190,8 @@ def evaluate(eval_step, variables, batches, config) -> tuple[dict, dict, dict]:
   preds, trues = [], []
   for batch in batches:
     p = eval_step(variables, batch)
-    preds.append({k: feature_cache.to_host(v) for k, v in p.items()})
-    trues.append({k: feature_cache.to_host(batch[k]) for k in _TRUE_KEYS})
+    preds.append({k: parallel.to_host(v) for k, v in p.items()})
+    trues.append({k: parallel.to_host(batch[k]) for k in _TRUE_KEYS})
   pred = {k: np.concatenate([p[k] for p in preds]) for k in preds[0]}
   true = {k: np.concatenate([t[k] for t in trues]) for k in trues[0]}
   keep = true['mask'] > 0
@@ -226,69 +205,12 @@ def evaluate(eval_step, variables, batches, config) -> tuple[dict, dict, dict]:
 # ------------------------------------------------------------------------------------------
 
 
-def replicated(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P())
-
-
-def replicate(tree: Any, mesh: Mesh) -> Any:
-  """Host pytree (identical on every process) → replicated global jax.Arrays."""
-  sh = replicated(mesh)
-  def put(x):
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sh, lambda idx: x[idx])
-  return jax.tree.map(put, tree)
-
-
-_INIT_CACHE: dict[str, dict] = {}
-
-
-def init_variables(model, config) -> dict:
-  """Host numpy variables `{'params': {'encoder','head'}, 'batch_stats': {...}}`.
-
-  Memoised per (model config, image size, seed) in this process: compiling `model.init`
-  costs seconds, and tests / notebooks call this repeatedly. Returns fresh copies.
-  """
-  key = json.dumps([config.model.to_dict(), int(config.input.image_size), int(config.seed)],
-                   sort_keys=True, default=str)
-  if key not in _INIT_CACHE:
-    if len(_INIT_CACHE) >= 4:
-      _INIT_CACHE.pop(next(iter(_INIT_CACHE)))
-    _INIT_CACHE[key] = _init_variables(model, config)
-  return jax.tree.map(np.copy, _INIT_CACHE[key])
-
-
-def _init_variables(model, config) -> dict:
-  s = int(config.input.image_size)
-  rng = jax.random.PRNGKey(int(config.seed))
-  args = ({'params': rng, 'dropout': rng}, jnp.zeros((1, s, s, 3), jnp.float32))
-  # init runs once: XLA's backend optimisations would cost 3-6x more compile time than they
-  # save (e.g. 11.5 s → 2 s for the demo VGG on a busy 2-core CPU).
-  init = jax.jit(functools.partial(model.init, train=False)).lower(*args).compile(
-      {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True})
-  variables = init(*args)
-  variables = jax.device_get(flax.core.unfreeze(variables))
-  variables.setdefault('batch_stats', {})
-  return variables
-
-
-def abstract_variables(model, config) -> dict:
-  """ShapeDtypeStruct tree of `init_variables` (no computation)."""
-  s = int(config.input.image_size)
-  rng = jax.random.PRNGKey(0)
-  variables = jax.eval_shape(functools.partial(model.init, train=False),
-                             {'params': rng, 'dropout': rng},
-                             jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32))
-  variables = flax.core.unfreeze(variables)
-  variables.setdefault('batch_stats', {})
-  return variables
-
-
 def create_state(model, config, tx, mesh: Mesh, variables: dict) -> TrainState:
-  variables = replicate(variables, mesh)
+  variables = parallel.replicate(variables, mesh)
   frozen = bool(config.model.freeze_encoder)
-  opt_state = jax.jit(tx.init, out_shardings=replicated(mesh))(
+  opt_state = jax.jit(tx.init, out_shardings=parallel.replicated(mesh))(
       trainable(variables['params'], frozen))
-  step = replicate(np.zeros((), np.int32), mesh)
+  step = parallel.replicate(np.zeros((), np.int32), mesh)
   return TrainState(step=step, params=variables['params'],
                     batch_stats=variables['batch_stats'], opt_state=opt_state)
 
@@ -314,27 +236,9 @@ def _load_init_weights(variables: dict, config) -> dict:
   return variables
 
 
-def _config_path(workdir) -> Path:
-  return Path(workdir) / 'config.json'
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-  tmp = path.with_name(path.name + f'.tmp{os.getpid()}')
-  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-  os.replace(tmp, path)
-
-
-def load_config(workdir) -> ml_collections.ConfigDict:
-  path = _config_path(workdir)
-  if not path.exists():
-    raise TrainingError(f'{path}: not found; is --workdir a training workdir '
-                        '(launch/train.py writes it)?')
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
 def _check_workdir_model(workdir, config) -> None:
   """Refuses a workdir whose config.json holds another model (before touching checkpoints)."""
-  path = _config_path(workdir)
+  path = ckpt_lib.config_path(workdir)
   if not path.exists():
     return
   try:
@@ -345,36 +249,6 @@ def _check_workdir_model(workdir, config) -> None:
   got = {k: saved.get(k) for k in want}
   if got != want:
     raise ckpt_lib.CheckpointMismatchError(ckpt_lib.mismatch_message(workdir, got, want))
-
-
-def restore_for_inference(workdir, step: int | None = None):
-  """Latest (or `step`) checkpoint of a workdir → (model, variables, config, step).
-
-  variables are host-local jax arrays `{'params', 'batch_stats'}` on the default device.
-  """
-  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
-  config = load_config(workdir)
-  model = models.create_model(config.model)
-  ckpt = ckpt_lib.Checkpointer(workdir, read_only=True, enable_async=False)
-  try:
-    steps = ckpt.all_steps()
-    if not steps:
-      raise TrainingError(f'{Path(workdir) / "checkpoints"}: no checkpoint; train first '
-                          '(python -m launch.train --workdir=...)')
-    if step is None:
-      step = max(steps)
-    elif step not in steps:
-      raise TrainingError(f'{Path(workdir) / "checkpoints"}: no checkpoint at step {step}; '
-                          f'available: {sorted(steps)}')
-    ckpt.check_model(step, config.model)
-    abstract = abstract_variables(model, config)
-    dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
-                            abstract)
-    variables, _ = ckpt.restore(step, abstract)
-  finally:
-    ckpt.close()
-  return model, variables, config, int(step)
 
 
 # ------------------------------------------------------------------------------------------
@@ -392,7 +266,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Returns the final eval metrics plus 'step', 'num_devices', 'num_processes'.
   """
-  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
   workdir = Path(workdir)
   is_main = jax.process_index() == 0
@@ -400,7 +273,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
   _check_workdir_model(workdir, config)
 
-  mesh = ip.make_mesh()
+  mesh = parallel.make_mesh()
   sources = dataset.load_sources(config.data.data_dir, config.data.subset)
   train_src, test_src = sources['train'], sources['test']
   train_meta = ip.read_metadata(train_src)
@@ -415,7 +288,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   use_cache = frozen and bool(config.cache.enabled)
   mode = 'features' if use_cache else 'online'
 
-  variables = init_variables(model, config)
+  variables = models.init_variables(model, config.seed, int(config.input.image_size))
   ckpt = ckpt_lib.Checkpointer(workdir, keep=int(config.keep_checkpoints),
                                best_metric=str(config.best_metric))
   start = ckpt.latest_step() or 0
@@ -433,10 +306,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                        opt_state=restored_opt['opt_state'])
     logging.info('Resumed from %s at step %d', workdir / 'checkpoints', start)
   if is_main:
-    _write_json_atomic(_config_path(workdir), config.to_dict())
+    io.atomic_write_json(ckpt_lib.config_path(workdir), config.to_dict(), indent=2, sort_keys=True)
 
-  repl = replicated(mesh)
-  base_rng = replicate(np.asarray(jax.random.key_data(
+  repl = parallel.replicated(mesh)
+  base_rng = parallel.replicate(np.asarray(jax.random.key_data(
       jax.random.PRNGKey(int(config.seed) + 1))), mesh)
   train_step = jax.jit(make_train_step(model, config, tx, mode), donate_argnums=(0,),
                        out_shardings=(repl, repl))

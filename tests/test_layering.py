@@ -1,0 +1,87 @@
+"""Data flows one way: no package imports a package above it (read from the source files).
+
+Layers, lowest first (a module may import its own package and any lower layer):
+  io, parallel  →  data, models  →  explain, report  →  train  →  evaluation  →  bench
+`data` and `models` do not know each other; `explain` (maps, boxes, faithfulness) and
+`report` (figures, HTML) know nothing of training; inference lives in `evaluation`, so
+predicting never imports the trainer.
+"""
+import ast
+import pathlib
+
+import pytest
+
+PKG = pathlib.Path(__file__).resolve().parents[1] / 'aesthetics_jax'
+
+LAYER = {'io': 0, 'parallel': 0, 'data': 1, 'models': 1, 'explain': 2, 'report': 2,
+         'train': 3, 'evaluation': 4, 'bench': 5}
+# Same-layer pairs that must not import each other either.
+FORBIDDEN_SIDEWAYS = {('data', 'models'), ('models', 'data'), ('explain', 'report'),
+                      ('report', 'explain')}
+
+
+def _unit(module: str) -> str | None:
+  """'aesthetics_jax.train.trainer' → 'train'; None for the package root itself."""
+  parts = module.split('.')
+  return parts[1] if len(parts) > 1 and parts[0] == 'aesthetics_jax' else None
+
+
+def _imports(path: pathlib.Path) -> list[tuple[int, str]]:
+  """(line, imported module) for every import in the file, function-local ones included."""
+  out = []
+  for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    if isinstance(node, ast.Import):
+      out += [(node.lineno, a.name) for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+      if node.module == 'aesthetics_jax':  # `from aesthetics_jax import data, parallel`
+        out += [(node.lineno, f'aesthetics_jax.{a.name}') for a in node.names]
+      else:
+        out.append((node.lineno, node.module))
+  return out
+
+
+def _edges():
+  for path in sorted(PKG.rglob('*.py')):
+    rel = path.relative_to(PKG)
+    src = rel.parts[0].removesuffix('.py') if rel.parts[0] != '__init__.py' else None
+    if src is None:
+      continue
+    for line, mod in _imports(path):
+      dst = _unit(mod)
+      if dst is not None and dst != src:
+        yield f'{rel}:{line}', src, dst
+
+
+def test_every_package_has_a_layer():
+  units = {p.name.removesuffix('.py') for p in PKG.iterdir()
+           if (p.is_dir() and (p / '__init__.py').exists()) or
+           (p.suffix == '.py' and p.name != '__init__.py')}
+  assert units == set(LAYER), f'give new packages a layer in tests/test_layering.py: {units ^ set(LAYER)}'
+
+
+def test_no_import_goes_up_or_sideways():
+  bad = [f'{where}: {src} imports {dst}' for where, src, dst in _edges()
+         if LAYER[dst] > LAYER[src] or (src, dst) in FORBIDDEN_SIDEWAYS]
+  assert not bad, 'imports against the data flow:\n' + '\n'.join(bad)
+
+
+def test_checker_sees_violations(tmp_path):
+  """The checker itself can fail: a lower package importing a higher one is found."""
+  f = tmp_path / 'x.py'
+  f.write_text('def f():\n  from aesthetics_jax.train import trainer\n'
+               'from aesthetics_jax import evaluation, io\n')
+  assert sorted(_unit(m) for _, m in _imports(f)) == ['evaluation', 'io', 'train']
+
+
+@pytest.mark.parametrize('module', ['aesthetics_jax.evaluation.inference',
+                                    'aesthetics_jax.explain.cam'])
+def test_inference_and_explain_do_not_load_the_trainer(module):
+  """Importing inference (predict) or CAMs loads no training code, transitively."""
+  import subprocess
+  import sys
+  code = (f'import sys, {module}; '
+          'bad = [m for m in sys.modules if m == "aesthetics_jax.train.trainer"]; '
+          'print(bad); assert not bad')
+  r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                     cwd=PKG.parent)
+  assert r.returncode == 0, r.stdout + r.stderr
