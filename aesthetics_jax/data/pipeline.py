@@ -2,8 +2,8 @@
 
 A step's global row list comes from `sampling.train_indices` (training) or is the source
 order (eval); each image is decoded and preprocessed on the host by `preprocess` in a thread
-pool, `depth` batches ahead of the consumer, and reaches the device as uint8, where
-`preprocess.to_model_input` makes it float32.
+pool, `config.input.prefetch` batches ahead of the consumer, and reaches the device as uint8,
+where `preprocess.to_model_input` makes it float32.
 
 Determinism: the rows of step `s` depend only on `(seed, s)`, and the crop/flip of the image
 at position `j` of the global batch only on `(seed, s, j)` — so a run resumed at step k sees
