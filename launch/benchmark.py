@@ -71,13 +71,6 @@ def register(name: str):
   return deco
 
 
-def cpu_count() -> int:
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:
-    return os.cpu_count() or 1
-
-
 def _version(pkg: str) -> str | None:
   try:
     return importlib.metadata.version(pkg)
@@ -91,7 +84,7 @@ def machine_info() -> dict[str, Any]:
   info: dict[str, Any] = {
       'hostname': platform.node(), 'platform': platform.platform(),
       'processor': platform.processor() or platform.machine(),
-      'python': sys.version.split()[0], 'cpu_count': cpu_count(),
+      'python': sys.version.split()[0], 'cpu_count': parallel.host_cpu_count(),
       'jax_backend': jax.default_backend(), 'devices': [str(d) for d in jax.devices()],
       'time_utc': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
   }
@@ -160,28 +153,30 @@ def _real_jpegs(n: int) -> list[bytes]:
 
 def _train_one(args) -> Any:
   """One train image (decode with draft, resize, random crop); picklable for processes."""
-  from aesthetics_jax.data import pipeline as ip  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import preprocess  # pylint: disable=import-outside-toplevel
   data, j, rs, s = args
-  return ip.preprocess_train_np(data, rs, s, ip.augment_rng(0, 0, j), random_flip=True)
+  return preprocess.preprocess_train_np(data, rs, s, preprocess.augment_rng(0, 0, j),
+                                        random_flip=True)
 
 
 def _train_full_decode(args) -> Any:
   """The same without the draft() fast path: full-resolution decode, then resize/crop."""
-  from aesthetics_jax.data import pipeline as ip  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import preprocess  # pylint: disable=import-outside-toplevel
   data, j, rs, s = args
-  return ip.preprocess_train_np(ip.decode_image(data), rs, s, ip.augment_rng(0, 0, j), True)
+  return preprocess.preprocess_train_np(preprocess.decode_image(data), rs, s,
+                                        preprocess.augment_rng(0, 0, j), True)
 
 
 def _eval_full_decode(args) -> Any:
-  from aesthetics_jax.data import pipeline as ip  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import preprocess  # pylint: disable=import-outside-toplevel
   data, _, _, s = args
-  return ip.preprocess_eval_np(ip.decode_image(data), s)
+  return preprocess.preprocess_eval_np(preprocess.decode_image(data), s)
 
 
 def _eval_one(args) -> Any:
-  from aesthetics_jax.data import pipeline as ip  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import preprocess  # pylint: disable=import-outside-toplevel
   data, _, _, s = args
-  return ip.preprocess_eval_np(data, s)
+  return preprocess.preprocess_eval_np(data, s)
 
 
 @register('input')
@@ -196,7 +191,7 @@ def bench_input() -> dict[str, Any]:
   datas = _real_jpegs(FLAGS.num_images) if FLAGS.data_dir else synthetic_jpegs(FLAGS.num_images)
   source = 'real:' + FLAGS.data_dir if FLAGS.data_dir else 'synthetic ~500x350 q90'
   sizes = [len(d) for d in datas]
-  n_all = FLAGS.workers or cpu_count()
+  n_all = FLAGS.workers or parallel.host_cpu_count()
   rs, s = FLAGS.resize_size, FLAGS.image_size
   args = [(d, j, rs, s) for j, d in enumerate(datas)]
   res: dict[str, Any] = {
@@ -359,7 +354,7 @@ def _use_torch() -> bool:
     raise FileNotFoundError("--reference=torch needs torch, torchvision and grad-cam: "
                             "pip install -e '.[torch]' (or pass --reference=none)")
   if ok:
-    torch_ref.set_threads(FLAGS.threads or cpu_count())
+    torch_ref.set_threads(FLAGS.threads or parallel.host_cpu_count())
   return ok
 
 
@@ -626,7 +621,7 @@ def bench_cam() -> dict[str, Any]:
       jobs.update({f'pytorch_grad_cam_{t}': (
           'aesthetics_jax.bench.torch_ref:gradcam_setup',
           dict(batch=b, size=s, targets=t, channels_last=best == 'channels_last',
-               threads=FLAGS.threads or cpu_count())) for t in ('one', 'all')})
+               threads=FLAGS.threads or parallel.host_cpu_count())) for t in ('one', 'all')})
     for name, (target, kw) in jobs.items():
       mem[name] = memory.measure_in_child(target, kw, warmup=1, repeats=1)
       print(f'  peak RSS {name:28s} {mem[name].get("peak_rss_mb", float("nan")):8.0f} MB '
@@ -724,7 +719,7 @@ def bench_recipe() -> dict[str, Any]:
   n, m = _flag('recipe_images'), _flag('recipe_test_images')
   epochs, views, b = float(FLAGS.recipe_epochs), FLAGS.recipe_views, 32
   s, rs = FLAGS.image_size, FLAGS.resize_size
-  workers = FLAGS.workers or cpu_count()
+  workers = FLAGS.workers or parallel.host_cpu_count()
   use_torch = _use_torch()
   pool = workloads.jpeg_pool(32, seed=3)
   train_src = workloads.SyntheticSource(n, pool, seed=1)
@@ -760,7 +755,8 @@ def bench_recipe() -> dict[str, Any]:
       c = memory.measure_in_child(
           'aesthetics_jax.bench.torch_ref:recipe_setup',
           dict(num_images=n, epochs=t_epochs, batch=b, resize_size=rs, image_size=s,
-               workers=workers, threads=FLAGS.threads or cpu_count()), warmup=1, repeats=1)
+               workers=workers, threads=FLAGS.threads or parallel.host_cpu_count()),
+          warmup=1, repeats=1)
       if 'error' in c:
         raise RuntimeError(c['error'])
       torch_runs.append({'epochs': t_epochs, 'seconds': c['epochs_s'], 'data_s': c['data_s'],
@@ -885,7 +881,7 @@ def input_vs_model(per_worker_ips: float) -> dict[str, Any]:
   c = default.get_config()
   c.batch_size = b
   c.input.resize_size, c.input.image_size = FLAGS.resize_size, s
-  c.input.num_workers = FLAGS.workers or cpu_count()
+  c.input.num_workers = FLAGS.workers or parallel.host_cpu_count()
   pool = synthetic.synthetic_jpegs(32, seed=5)
   it = ip.train_batches(workloads.SyntheticSource(4 * b, pool), c, parallel.make_mesh())
   jax.block_until_ready(fwd(variables, next(it)['image']))
@@ -901,11 +897,12 @@ def input_vs_model(per_worker_ips: float) -> dict[str, Any]:
   need = math.ceil(model_ips / per_worker_ips) if per_worker_ips > 0 else None
   out = {'model': alone, 'model_fed_by_train_batches': fed_r,
          'decode_images_per_s_per_worker': per_worker_ips,
-         'workers_needed_to_feed_model': need, 'cpu_count': cpu_count(),
+         'workers_needed_to_feed_model': need, 'cpu_count': parallel.host_cpu_count(),
          'fed_over_alone': fed_r['items_per_s']['median'] / model_ips}
   print(f"  model alone {timing.fmt_rate(alone)}; fed by train_batches "
         f"{timing.fmt_rate(fed_r)}; one decode worker {per_worker_ips:.1f} img/s -> "
-        f'{need} workers keep up (this machine has {cpu_count()} cores, shared with the model)',
+        f'{need} workers keep up (this machine has {parallel.host_cpu_count()} cores, '
+        'shared with the model)',
         flush=True)
   return out
 
@@ -942,7 +939,7 @@ def main(argv):
           file=sys.stderr)
     sys.exit(1)
   from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import preprocess  # pylint: disable=import-outside-toplevel
   results: dict[str, Any] = {}
   t_all = time.perf_counter()
   try:
@@ -951,7 +948,7 @@ def main(argv):
       t0 = time.perf_counter()
       results[w] = BENCHMARKS[w]()
       results[w]['section_s'] = time.perf_counter() - t0
-  except (pipeline.InputError, ava.AvaError, FileNotFoundError) as e:
+  except (preprocess.InputError, ava.AvaError, FileNotFoundError) as e:
     print(f'launch.benchmark: {e}', file=sys.stderr)
     sys.exit(1)
   results['summary'] = {'rows': SUMMARY, 'total_s': time.perf_counter() - t_all,

@@ -41,11 +41,11 @@ def main(argv):
   from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import preprocess  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import trainer  # pylint: disable=import-outside-toplevel
   config = _CONFIG.value
   user_errors = (trainer.TrainingError, checkpoints.CheckpointMismatchError,
-                 pipeline.InputError, parallel.ShardingError, ava.AvaError, FileNotFoundError,
+                 preprocess.InputError, parallel.ShardingError, ava.AvaError, FileNotFoundError,
                  NotADirectoryError, PermissionError)
   try:
     if config.data.ava_dir and not dataset.is_prepared(config.data.data_dir, config.data.subset):

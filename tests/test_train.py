@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from aesthetics_jax import models  # noqa: E402
 from aesthetics_jax.train import checkpoints  # noqa: E402
 from aesthetics_jax.train import feature_cache  # noqa: E402
-from aesthetics_jax.data import pipeline as ip  # noqa: E402
+from aesthetics_jax.data import preprocess  # noqa: E402
 from aesthetics_jax.train import trainer  # noqa: E402
 from aesthetics_jax import parallel
 from aesthetics_jax.models import outputs as outputs_lib
@@ -95,7 +95,6 @@ def test_cache_and_online_give_same_head_update(data_dir):
   mesh = parallel.make_mesh()
   tx = trainer.make_optimizer(c, 10)
   variables = models.init_variables(model, c.seed, c.input.image_size)
-  src = ip.read_metadata  # noqa: F841 (documenting that targets come from metadata)
   rng = np.random.default_rng(0)
   images = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
   meta = {'distribution': np.full((8, 10), 0.1, np.float32),
@@ -106,7 +105,7 @@ def test_cache_and_online_give_same_head_update(data_dir):
   feats = encode(variables, images)
   base = jax.random.key_data(jax.random.PRNGKey(0))
   results = []
-  for mode, extra in (('online', {'image': ip.to_model_input(images)}),
+  for mode, extra in (('online', {'image': preprocess.to_model_input(images)}),
                       ('features', {'features': feats})):
     state = trainer.create_state(model, c, tx, mesh, variables)
     step = jax.jit(trainer.make_train_step(model, c, tx, mode))

@@ -16,6 +16,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from aesthetics_jax import parallel
+
 NUM_BUCKETS = 10
 NUM_TAGS = 66
 
@@ -231,7 +233,7 @@ def recipe_epoch_fn(tmodel, images: Sequence[bytes], dists: np.ndarray, tags: np
   """
   import concurrent.futures  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.data import pipeline as ip  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import preprocess  # pylint: disable=import-outside-toplevel
   for p in tmodel.features.parameters():
     p.requires_grad_(False)
   head = tmodel.classifier
@@ -248,7 +250,7 @@ def recipe_epoch_fn(tmodel, images: Sequence[bytes], dists: np.ndarray, tags: np
     for s in range(0, n - batch_size + 1, batch_size):
       idx = order[s:s + batch_size]
       t0 = time.perf_counter()
-      imgs = list(pool.map(lambda i: ip.preprocess_train_np(
+      imgs = list(pool.map(lambda i: preprocess.preprocess_train_np(
           images[i], resize_size, image_size, np.random.default_rng([e, int(i)]), False), idx))
       x = to_nchw(np.stack(imgs).astype(np.float32) / 255.0, channels_last)
       t1 = time.perf_counter()
@@ -307,17 +309,16 @@ def recipe_setup(num_images: int, epochs: int, batch: int = 32, resize_size: int
   on `num_images` synthetic JPEGs, in a fresh process as a user's script would run (an
   in-process loop after pytorch-grad-cam ran was up to 3x faster here, for reasons not
   pinned down; the fresh process is the conservative reference)."""
-  import os  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.data import pipeline as ip  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import sampling  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.bench import workloads  # pylint: disable=import-outside-toplevel
   set_threads(threads)
   pool = workloads.jpeg_pool(32, seed=3)
   src = workloads.SyntheticSource(num_images, pool, seed=1)
-  meta = ip.read_metadata(src)
+  meta = sampling.read_metadata(src)
   tm = mobilenet_v2(NUM_BUCKETS + NUM_TAGS, seed, channels_last=True)
   epoch = recipe_epoch_fn(tm, [src[i]['image'] for i in range(num_images)], meta.distribution,
                           meta.tag_soft, batch, resize_size, image_size,
-                          workers or len(os.sched_getaffinity(0)))
+                          workers or parallel.host_cpu_count())
   count = [0]
 
   def run():

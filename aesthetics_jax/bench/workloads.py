@@ -20,6 +20,7 @@ import numpy as np
 from aesthetics_jax import models
 from aesthetics_jax.explain import cam
 from aesthetics_jax.data import pipeline as ip
+from aesthetics_jax.data import preprocess
 from aesthetics_jax import parallel
 from aesthetics_jax.train import trainer
 from aesthetics_jax.models import outputs as outputs_lib
@@ -51,7 +52,7 @@ def photos(n: int, size: int, seed: int = 0) -> np.ndarray:
   those of image-like inputs, not of white noise."""
   from aesthetics_jax.bench.synthetic import synthetic_jpegs  # pylint: disable=import-outside-toplevel
   datas = synthetic_jpegs(min(n, 16), seed=seed)
-  imgs = [ip.preprocess_eval_np(datas[i % len(datas)], size) for i in range(n)]
+  imgs = [preprocess.preprocess_eval_np(datas[i % len(datas)], size) for i in range(n)]
   x = np.stack(imgs).astype(np.float32) / 255.0
   # Different images even when the JPEG pool repeats: flip / roll the repeats.
   for i in range(len(datas), n):

@@ -23,7 +23,7 @@ from PIL import Image
 from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import crop
 from aesthetics_jax.report import figures
-from aesthetics_jax.data import pipeline
+from aesthetics_jax.data import preprocess
 from aesthetics_jax import parallel
 from aesthetics_jax.train import checkpoints
 from aesthetics_jax.models import outputs as outputs_lib
@@ -66,7 +66,7 @@ def make_forward(model, arch: str, method: str, normalize: str | None,
   @jax.jit
   def forward(variables, x):
     if normalize is not None:
-      x = pipeline.to_model_input(x, normalize=normalize)
+      x = preprocess.to_model_input(x, normalize=normalize)
     feats = features(variables, x)
     head_fn = lambda a: model.apply(variables, a, method='head')  # noqa: E731
     outputs = head_fn(feats)
@@ -129,7 +129,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
   if not p.is_file():
     raise PredictError(f'{p}: no such file; check the path')
   try:
-    return pipeline.decode_image(p.read_bytes())
+    return preprocess.decode_image(p.read_bytes())
   except Exception as e:  # any decoder failure is a user-facing, per-file error
     cause = type(e.__cause__ or e).__name__
     raise PredictError(f'{p}: not a readable image ({cause}); pass a valid JPEG/PNG file')
@@ -233,7 +233,7 @@ class Predictor:
       results = {}
       if images:
         order = sorted(images)
-        x = np.stack([pipeline.preprocess_eval_np(images[j], self.size) for j in order])
+        x = np.stack([preprocess.preprocess_eval_np(images[j], self.size) for j in order])
         pred, maps = self.run(x)
         for k, j in enumerate(order):
           rec, vis = self.describe(images[j], pred, maps, k, aspect)

@@ -42,6 +42,7 @@ from aesthetics_jax.data import dataset
 from aesthetics_jax.explain import faithfulness
 from aesthetics_jax.report import figures
 from aesthetics_jax.data import pipeline
+from aesthetics_jax.data import preprocess
 from aesthetics_jax.train import metrics as metrics_lib
 from aesthetics_jax.evaluation import inference
 from aesthetics_jax.report import html as report_html
@@ -197,11 +198,11 @@ def _examples(fwd, variables, config, source, rows: Sequence[int], meta: Mapping
   thr = float(config.eval.box_threshold)
   bs = int(config.eval.get('batch_size', 0) or config.batch_size)
   rows = [int(i) for i in rows]
-  imgs = [pipeline.decode_image(source[i]['image']) for i in rows]
-  x = np.stack([pipeline.preprocess_eval_np(im, size) for im in imgs])
+  imgs = [preprocess.decode_image(source[i]['image']) for i in rows]
+  x = np.stack([preprocess.preprocess_eval_np(im, size) for im in imgs])
   pad = (-len(rows)) % bs
   x = np.concatenate([x, np.repeat(x[:1], pad, 0)]) if pad else x
-  x = pipeline.to_model_input(jnp.asarray(x), str(config.input.get('normalize', 'none')))
+  x = preprocess.to_model_input(jnp.asarray(x), str(config.input.get('normalize', 'none')))
   pred, maps = jax.device_get(fwd(variables, x))
   maps = inference.split_maps(np.asarray(maps), arch)
   examples, bucket_examples = [], []
@@ -571,7 +572,7 @@ def _faithfulness(model, variables, config, test, mesh) -> dict:
                                                jax.random.PRNGKey(int(config.seed) + 1))
   sharding = parallel.data_sharding(mesh)
   # Preprocessed once for all methods (n images at S², a few MB at most).
-  images = np.stack([pipeline.preprocess_eval_np(test[i]['image'], size)
+  images = np.stack([preprocess.preprocess_eval_np(test[i]['image'], size)
                      for i in range(n)])
   # ScoreCAM re-runs the whole model once per feature channel (x2 for the randomised head):
   # it gets fewer images so that it costs about as much as the other methods together.
@@ -593,7 +594,7 @@ def _faithfulness(model, variables, config, test, mesh) -> dict:
       if pad:
         x = np.concatenate([x, np.repeat(x[:1], pad, 0)])
         mk = np.concatenate([mk, np.repeat(mk[:1], pad, 0)])
-      xj = pipeline.to_model_input(jax.device_put(x, sharding), norm)
+      xj = preprocess.to_model_input(jax.device_put(x, sharding), norm)
       out = jax.device_get(fn(method, variables, random_head, xj, jax.device_put(mk, sharding)))
       for k, v in out.items():
         acc[method].setdefault(k, []).append(np.asarray(v)[:len(rows)])

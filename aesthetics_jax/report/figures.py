@@ -63,32 +63,6 @@ def save_png(path, image: np.ndarray) -> None:
   os.replace(tmp, path)
 
 
-def score_histogram(mean_scores: np.ndarray, title: str = 'Mean score distribution') -> bytes:
-  """Paper Figure 1: histogram of per-image mean scores [N]."""
-  s = np.asarray(mean_scores, np.float64)
-  fig, ax = plt.subplots(figsize=(5, 3.2))
-  ax.hist(s, bins=np.linspace(1, 10, 37), color='#4878a8', edgecolor='white')
-  ax.axvline(5.0, color='k', ls='--', lw=1, label='high/low split (5)')
-  if s.size:
-    ax.set_title(f'{title} (n={s.size}, mean={s.mean():.2f})', fontsize=10)
-  ax.set_xlabel('mean score')
-  ax.set_ylabel('images')
-  ax.legend(fontsize=8)
-  return _png(fig)
-
-
-def tag_counts(counts: Mapping[str, int], title: str = 'Tag frequency', top: int = 30) -> bytes:
-  """Paper Figure 2: bar chart of tag name -> count (the `top` most frequent)."""
-  items = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
-  fig, ax = plt.subplots(figsize=(7, 3.2))
-  ax.bar(range(len(items)), [v for _, v in items], color='#6a9f58')
-  ax.set_xticks(range(len(items)))
-  ax.set_xticklabels([k for k, _ in items], rotation=75, fontsize=7)
-  ax.set_ylabel('images')
-  ax.set_title(title, fontsize=10)
-  return _png(fig)
-
-
 def examples_figure(examples: Sequence[Mapping], title: str) -> bytes:
   """Paper Figures 5-6: one row per example image.
 

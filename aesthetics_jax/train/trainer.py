@@ -36,6 +36,7 @@ from aesthetics_jax.models import outputs as outputs_lib
 from aesthetics_jax.train import checkpoints as ckpt_lib
 from aesthetics_jax.train import feature_cache
 from aesthetics_jax.data import pipeline as ip
+from aesthetics_jax.data import sampling
 from aesthetics_jax.train import losses
 from aesthetics_jax.train import writers
 from aesthetics_jax.train import metrics as metrics_lib
@@ -276,7 +277,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = parallel.make_mesh()
   sources = dataset.load_sources(config.data.data_dir, config.data.subset)
   train_src, test_src = sources['train'], sources['test']
-  train_meta = ip.read_metadata(train_src)
+  train_meta = sampling.read_metadata(train_src)
   n_train = len(train_meta)
   if int(config.data.get('max_train_images', 0) or 0) > 0:
     n_train = min(n_train, int(config.data.max_train_images))
