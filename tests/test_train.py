@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from aesthetics_jax import models  # noqa: E402
 from aesthetics_jax.train import checkpoints  # noqa: E402
 from aesthetics_jax.train import feature_cache  # noqa: E402
+from aesthetics_jax.train import optim  # noqa: E402
 from aesthetics_jax.data import pipeline as ip  # noqa: E402
 from aesthetics_jax.train import trainer  # noqa: E402
 from aesthetics_jax import parallel
@@ -93,7 +94,7 @@ def test_cache_and_online_give_same_head_update(data_dir):
   c.model.dropout = 0.0
   model = models.create_model(c.model)
   mesh = parallel.make_mesh()
-  tx = trainer.make_optimizer(c, 10)
+  tx = optim.make_optimizer(c, 10)
   variables = models.init_variables(model, c.seed, c.input.image_size)
   src = ip.read_metadata  # noqa: F841 (documenting that targets come from metadata)
   rng = np.random.default_rng(0)
