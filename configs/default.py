@@ -78,6 +78,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 500
   c.keep_checkpoints = 2
   c.best_metric = 'binary_accuracy'   # kept as 'best' checkpoint (higher is better)
+  c.log_cam_images = 4          # Grad-CAM overlays in TensorBoard per evaluation (0 = off)
 
   # --- evaluation / CAM study ------------------------------------------------
   c.eval = ml_collections.ConfigDict()

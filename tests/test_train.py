@@ -14,6 +14,7 @@ from aesthetics_jax import models  # noqa: E402
 from aesthetics_jax.train import checkpoints  # noqa: E402
 from aesthetics_jax.train import feature_cache  # noqa: E402
 from aesthetics_jax.data import preprocess  # noqa: E402
+from aesthetics_jax.train import optim  # noqa: E402
 from aesthetics_jax.train import trainer  # noqa: E402
 from aesthetics_jax import parallel
 from aesthetics_jax.models import outputs as outputs_lib
@@ -93,7 +94,7 @@ def test_cache_and_online_give_same_head_update(data_dir):
   c.model.dropout = 0.0
   model = models.create_model(c.model)
   mesh = parallel.make_mesh()
-  tx = trainer.make_optimizer(c, 10)
+  tx = optim.make_optimizer(c, 10)
   variables = models.init_variables(model, c.seed, c.input.image_size)
   rng = np.random.default_rng(0)
   images = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)

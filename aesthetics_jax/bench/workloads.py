@@ -22,6 +22,7 @@ from aesthetics_jax.explain import cam
 from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.data import preprocess
 from aesthetics_jax import parallel
+from aesthetics_jax.train import optim
 from aesthetics_jax.train import trainer
 from aesthetics_jax.models import outputs as outputs_lib
 
@@ -284,8 +285,8 @@ def run_recipe(model, variables, train_source, test_source, config, mesh,
     feature_cache.make_encode_fn = orig
   n = cache.train.shape[1]
   b = int(config.batch_size)
-  steps = trainer.total_train_steps(config, n)
-  tx = trainer.make_optimizer(config, steps)
+  steps = optim.total_train_steps(config, n)
+  tx = optim.make_optimizer(config, steps)
   state = trainer.create_state(model, config, tx, mesh, variables)
   arch = str(config.model.arch)
   key = (model, arch, float(config.optim.lr), str(config.optim.name), b)
