@@ -21,6 +21,7 @@ from aesthetics_jax import models
 from aesthetics_jax.explain import cam
 from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.data import preprocess
+from aesthetics_jax.evaluation import streaming
 from aesthetics_jax import parallel
 from aesthetics_jax.train import optim
 from aesthetics_jax.train import trainer
@@ -100,13 +101,12 @@ def make_study_step(model, arch: str, size: int, threshold: float = 0.2,
                     chunk: int = 0) -> Callable:
   """jit `(variables, x f32 [B,S,S,3]) -> (predictions, summaries)`: the study of one batch —
   the aesthetic map, the 10 bucket maps and the top-tag map from ONE vjp, then (as
-  `eval_run.make_summarize`) mean intensity, boxes (aesthetic, attribute, average) and the
+  `streaming.make_summarize`) mean intensity, boxes (aesthetic, attribute, average) and the
   normalised bucket maps."""
-  from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=import-outside-toplevel
   feats = parallel.features_fn(model, chunk)
   names = STUDY_TARGETS if arch == 'mobilenet_v2' else ('aesthetic',)
   target_fn = cam.targets_for(arch, names)
-  summarize = eval_run.make_summarize(size, threshold, arch)
+  summarize = streaming.make_summarize(size, threshold, arch)
 
   @jax.jit
   def step(variables, x):

@@ -16,6 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+from aesthetics_jax import io as io_lib  # noqa: E402
+
 BOX_COLOURS = {'aesthetic': (255, 255, 255), 'attribute': (0, 200, 255),
                'average': (255, 60, 60), 'crop': (60, 255, 60)}
 
@@ -55,12 +57,10 @@ def draw_boxes(image: np.ndarray, boxes: Mapping[str, Sequence[int]],
 
 
 def save_png(path, image: np.ndarray) -> None:
-  """Atomically writes uint8 [H,W,3] as PNG."""
-  import os
-  path = str(path)
-  tmp = path + '.tmp'
-  Image.fromarray(np.asarray(image, np.uint8)).save(tmp, format='PNG')
-  os.replace(tmp, path)
+  """Atomically writes uint8 [H,W,3] as PNG (parent folders created)."""
+  buf = io.BytesIO()
+  Image.fromarray(np.asarray(image, np.uint8)).save(buf, format='PNG')
+  io_lib.atomic_write_bytes(path, buf.getvalue())
 
 
 def examples_figure(examples: Sequence[Mapping], title: str) -> bytes:
