@@ -16,6 +16,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from launch import config_args
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory (checkpoints, logs).')
@@ -70,4 +72,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  config_args.check(sys.argv, 'train')
   app.run(main)

@@ -8,7 +8,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from configs import default
+from aesthetics_jax.configs import default
 
 HIGH_VOTES = np.array([0, 0, 1, 2, 4, 6, 4, 2, 1, 0], np.int32)   # mean 6.0 (in band)
 LOW_VOTES = np.array([1, 2, 4, 6, 4, 2, 1, 0, 0, 0], np.int32)    # mean 4.0 (outside)

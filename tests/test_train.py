@@ -18,7 +18,7 @@ from aesthetics_jax.train import optim  # noqa: E402
 from aesthetics_jax.train import trainer  # noqa: E402
 from aesthetics_jax import parallel
 from aesthetics_jax.models import outputs as outputs_lib
-from configs import demo, mobilenet_v2_emd, vgg16_binary  # noqa: E402
+from aesthetics_jax.configs import demo, mobilenet_v2_emd  # noqa: E402
 from tiny_ava import prepare_tiny  # noqa: E402
 
 
@@ -37,18 +37,6 @@ def _vgg(data_dir, **overrides):
       node = node[p]
     node[last] = v
   return c
-
-
-def test_configs_parse():
-  assert demo.get_config('vgg16').model.arch == 'vgg16'
-  assert demo.get_config().model.arch == 'mobilenet_v2'
-  assert not demo.get_config('mobilenet_v2').model.freeze_encoder
-  assert vgg16_binary.get_config('class').input.weighting == 'class'
-  assert vgg16_binary.get_config().optim.name == 'sgd'
-  m = mobilenet_v2_emd.get_config('smoke')
-  assert m.smoke and m.optim.lr == 3e-6 and m.model.freeze_encoder and m.cache.enabled
-  with pytest.raises(ValueError, match='demo.py'):
-    demo.get_config('resnet')
 
 
 def test_train_and_restore_vgg(data_dir, tmp_path):

@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / 'tests'))
 from aesthetics_jax.train import checkpoints  # noqa: E402
 from aesthetics_jax.train import trainer  # noqa: E402
 from aesthetics_jax.train import writers  # noqa: E402
-from configs import demo  # noqa: E402
+from aesthetics_jax.configs import demo  # noqa: E402
 from tiny_ava import prepare_tiny  # noqa: E402
 
 

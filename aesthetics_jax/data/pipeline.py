@@ -46,7 +46,7 @@ def _check_batch_size(batch_size: int, mesh: Mesh, what: str) -> None:
 
 
 def _num_workers(config) -> int:
-  n = int(config.input.get('num_workers', 0))
+  n = int(config.input.num_workers)
   return n if n > 0 else parallel.host_cpu_count()
 
 
@@ -63,7 +63,7 @@ class _Loader:
     self.config, self.batch_size = config, batch_size
     self.sharding = parallel.data_sharding(mesh)
     self.rows = parallel.local_rows(self.sharding, batch_size)
-    self.normalize = str(config.input.get('normalize', 'none'))
+    self.normalize = str(config.input.normalize)
     if self.normalize not in preprocess.NORMALIZE_MODES:
       raise InputError(f'config.input.normalize={self.normalize!r}; use one of '
                        f'{preprocess.NORMALIZE_MODES}')
@@ -177,15 +177,15 @@ def _weights(meta: Metadata, config,
              class_counts: Sequence[int] | None = None) -> np.ndarray:
   """f32 [N] loss weights of `meta`'s rows under config.input.weighting."""
   return sampling.sample_weights(meta.mean_score, meta.label,
-                                 config.input.get('weighting', 'none'),
-                                 config.input.get('weight_factor', 7.0),
-                                 tuple(config.input.get('weight_band', (4.5, 6.5))),
+                                 config.input.weighting,
+                                 config.input.weight_factor,
+                                 tuple(config.input.weight_band),
                                  class_counts=class_counts)
 
 
 def _train_image_fn(config) -> Callable[[bytes, int, int, str], np.ndarray]:
   rs, s = int(config.input.resize_size), int(config.input.image_size)
-  flip, seed = bool(config.input.get('random_flip', False)), int(config.seed)
+  flip, seed = bool(config.input.random_flip), int(config.seed)
   if s > rs:
     raise InputError(f'config.input.image_size={s} > config.input.resize_size={rs}; '
                      'set resize_size >= image_size')
@@ -211,7 +211,7 @@ def train_batches(source: Sequence[Record], config, mesh: Mesh, start_step: int 
   batch_size = int(config.batch_size)
   _check_batch_size(batch_size, mesh, 'config.batch_size')
   meta = metadata if metadata is not None else sampling.read_metadata(source, metadata_cache)
-  limit = int(config.get('data', {}).get('max_train_images', 0) or 0)
+  limit = int(config.data.max_train_images)
   if limit > 0 and limit < len(meta):
     meta = meta.take(limit)
   n = len(meta)
@@ -220,7 +220,7 @@ def train_batches(source: Sequence[Record], config, mesh: Mesh, start_step: int 
                      'launch/prepare_data.py')
   weights = _weights(meta, config)
   cdf = (np.cumsum(sampling.balanced_probabilities(meta.label))
-         if config.input.get('balanced', True) else None)
+         if config.input.balanced else None)
   seed = int(config.seed)
   loader = _Loader(source, meta, weights, config, mesh, batch_size)
   image_fn = _train_image_fn(config)
@@ -237,7 +237,7 @@ def train_batches(source: Sequence[Record], config, mesh: Mesh, start_step: int 
       yield s
       s += 1
 
-  return _prefetch(produce, steps(), int(config.input.get('prefetch', 2)), loader.close)
+  return _prefetch(produce, steps(), int(config.input.prefetch), loader.close)
 
 
 def num_eval_batches(num_rows: int, batch_size: int) -> int:
@@ -257,7 +257,7 @@ def eval_batches(source: Sequence[Record], config, mesh: Mesh, batch_size: int |
   Same keys, dtypes and sharding as `train_batches`.
   """
   if batch_size is None:
-    batch_size = int(config.get('eval', {}).get('batch_size', 0) or config.batch_size)
+    batch_size = int(config.eval.batch_size or config.batch_size)
   _check_batch_size(batch_size, mesh, 'eval batch size (config.eval.batch_size)')
   meta = metadata if metadata is not None else sampling.read_metadata(source, metadata_cache)
   if max_examples:
@@ -278,4 +278,4 @@ def eval_batches(source: Sequence[Record], config, mesh: Mesh, batch_size: int |
     return loader.to_global(loader.host_batch(b, idx, mask, image_fn, size))
 
   return _prefetch(produce, iter(range(num_eval_batches(n, batch_size))),
-                   int(config.input.get('prefetch', 2)), loader.close)
+                   int(config.input.prefetch), loader.close)

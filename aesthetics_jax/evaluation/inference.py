@@ -89,8 +89,8 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
 def tag_names(config) -> dict[int, str]:
   """AVA tag id -> name from `config.data.ava_dir/tags.txt` ({} if unavailable)."""
   from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
-  path = Path(str(config.data.get('ava_dir', '') or '')) / 'tags.txt'
-  if not config.data.get('ava_dir') or not path.is_file():
+  path = Path(str(config.data.ava_dir)) / 'tags.txt'
+  if not config.data.ava_dir or not path.is_file():
     return {}
   try:
     return ava.read_tags(path)
@@ -111,7 +111,7 @@ class Predictor:
     self.threshold = float(self.config.eval.box_threshold)
     self.tag_names = tag_names(self.config)
     self.forward = make_forward(self.model, self.arch, self.method,
-                                str(self.config.input.get('normalize', 'none')))
+                                str(self.config.input.normalize))
     self.mesh = parallel.make_mesh()
     self.num_devices = self.mesh.devices.size
     # Replicated over the mesh: the batch axis of the inputs is sharded over all devices.

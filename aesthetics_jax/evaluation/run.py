@@ -58,7 +58,7 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   t0 = time.time()
   workdir = Path(workdir)
   model, variables, config, step = checkpoints.restore_for_inference(workdir, step)
-  _override(config, overrides or {})
+  config.update_from_flattened_dict(dict(overrides or {}))
   arch, size = str(config.model.arch), int(config.input.image_size)
   ec = config.eval
   sources = dataset.load_sources(config.data.data_dir, config.data.subset)
@@ -66,10 +66,10 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   # Replicated over the mesh so the jitted calls see one device set with the sharded batches.
   variables = parallel.replicate(jax.device_get(variables), mesh)
   batches = functools.partial(pipeline.eval_batches, config=config, mesh=mesh)
-  batch_size = int(ec.get('batch_size', 0) or config.batch_size)
-  normalize = str(config.input.get('normalize', 'none'))
-  bootstrap, seed = int(ec.get('bootstrap_samples', 1000)), int(config.seed)
-  max_test = int(config.data.get('max_test_images', 0) or 0)
+  batch_size = int(ec.batch_size or config.batch_size)
+  normalize = str(config.input.normalize)
+  bootstrap, seed = int(ec.bootstrap_samples), int(config.seed)
+  max_test = int(config.data.max_test_images)
 
   forward = inference.make_forward(model, arch, str(ec.cam_method), None)
   summarize = streaming.make_summarize(size, float(ec.box_threshold), arch)
@@ -78,19 +78,19 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
 
   m: dict[str, Any] = {'step': step, 'arch': arch, 'cam_method': str(ec.cam_method),
                        'box_threshold': float(ec.box_threshold)}
-  m.update(evaluators.metrics.run(test, emd_r=float(config.loss.get('emd_r', 2.0)),
+  m.update(evaluators.metrics.run(test, emd_r=float(config.loss.emd_r),
                                   bootstrap_samples=bootstrap, seed=seed))
   m.update(evaluators.intensity.run(
       forward, summarize, variables, batches, sources['train'], test,
-      fit_images=int(ec.get('split_point_fit_images', 1024)), bootstrap_samples=bootstrap,
-      seed=seed, band=tuple(config.input.get('weight_band', study.EXTREME_BAND))))
+      fit_images=int(ec.split_point_fit_images), bootstrap_samples=bootstrap,
+      seed=seed, band=tuple(config.input.weight_band)))
   m.update(evaluators.faithfulness.run(
       model, variables, sources['test'], mesh, arch=arch, image_size=size, normalize=normalize,
-      methods=tuple(ec.get('cam_methods', ('gradcam',))),
-      num_images=min(int(ec.get('faithfulness_images', 64)), max_test or len(sources['test'])),
-      steps=int(ec.get('faithfulness_steps', 16)),
-      scorecam_images=int(ec.get('faithfulness_scorecam_images', 16)), batch_size=batch_size,
-      ava_dir=str(config.data.get('ava_dir', '') or ''), seed=seed))
+      methods=tuple(ec.cam_methods),
+      num_images=min(int(ec.faithfulness_images), max_test or len(sources['test'])),
+      steps=int(ec.faithfulness_steps),
+      scorecam_images=int(ec.faithfulness_scorecam_images), batch_size=batch_size,
+      ava_dir=str(config.data.ava_dir), seed=seed))
   figs = evaluators.figures.run(
       forward, variables, sources['test'], test, m, arch=arch, image_size=size,
       normalize=normalize, threshold=float(ec.box_threshold), batch_size=batch_size,
@@ -110,16 +110,6 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
                              demo=is_demo(config) if demo is None else demo,
                              title=f'aesthetics-jax: {section["name"]} evaluation')
   return m
-
-
-def _override(config, overrides: Mapping[str, Any]) -> None:
-  """Sets dotted keys (`'eval.cam_methods'`) of `config` in place."""
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
 
 
 def _json_default(o):
@@ -172,7 +162,7 @@ def _write_csv(path: Path, test: streaming.SplitSummary, source, size: int) -> N
 
 def is_demo(config) -> bool:
   """The demo generator writes `defect_masks/` into its AVA root; real AVA has none."""
-  ava_dir = config.data.get('ava_dir', '')
+  ava_dir = config.data.ava_dir
   return bool(ava_dir) and (Path(ava_dir) / 'defect_masks').is_dir()
 
 
@@ -188,6 +178,6 @@ def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config) ->
 
 def dataset_section(config) -> dict | None:
   """Figures 1-2 and stats.json written by dataset.prepare (None if absent)."""
-  if not config.data.get('data_dir'):
+  if not config.data.data_dir:
     return None
   return data_stats.report_section(dataset.dataset_dir(config.data.data_dir, config.data.subset))

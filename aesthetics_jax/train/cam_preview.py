@@ -50,7 +50,7 @@ class CamPreview:
     self.image_ids = [int(r['image_id']) for r in records]
     self.images = np.stack([preprocess.preprocess_eval_np(r['image'], size) for r in records])
     self._cam_fn = make_cam_fn(model, str(config.model.arch),
-                               str(config.input.get('normalize', 'none')))
+                               str(config.input.normalize))
 
   def __call__(self, variables: Any) -> dict[str, np.ndarray]:
     maps = np.asarray(self._cam_fn(local_copy(variables), self.images))

@@ -148,17 +148,17 @@ def build(model, variables, train_source: Sequence[Any], test_source: Sequence[A
   """Encodes K train views and the test eval view once (see module docstring)."""
   train_meta = sampling.read_metadata(train_source)
   test_meta = sampling.read_metadata(test_source)
-  max_train = int(config.data.get('max_train_images', 0) or 0)
-  max_test = int(config.data.get('max_test_images', 0) or 0)
+  max_train = int(config.data.max_train_images)
+  max_test = int(config.data.max_test_images)
   if 0 < max_train < len(train_meta):
     train_meta = train_meta.take(max_train)
   if 0 < max_test < len(test_meta):
     test_meta = test_meta.take(max_test)
   rs, s = int(config.input.resize_size), int(config.input.image_size)
-  flip, seed = bool(config.input.get('random_flip', False)), int(config.seed)
-  dtype = _storage_dtype(str(config.cache.get('dtype', 'float32')))
-  encode = make_encode_fn(model, str(config.input.get('normalize', 'none')))
-  bs = int(config.eval.get('batch_size', 0) or config.batch_size)
+  flip, seed = bool(config.input.random_flip), int(config.seed)
+  dtype = _storage_dtype(str(config.cache.dtype))
+  encode = make_encode_fn(model, str(config.input.normalize))
+  bs = int(config.eval.batch_size or config.batch_size)
   k_views = max(1, int(config.cache.num_train_views))
   n = len(train_meta)
   views = []
@@ -170,16 +170,16 @@ def build(model, variables, train_source: Sequence[Any], test_source: Sequence[A
   test = _encode_rows(encode, variables, lambda data, i: preprocess.preprocess_eval_np(data, s),
                       test_source, np.arange(len(test_meta)), mesh, bs, s, dtype,
                       'caching test view', progress)
-  weighting = config.input.get('weighting', 'none')
-  factor = config.input.get('weight_factor', 7.0)
-  band = tuple(config.input.get('weight_band', (4.5, 6.5)))
+  weighting = config.input.weighting
+  factor = config.input.weight_factor
+  band = tuple(config.input.weight_band)
   train_w = sampling.sample_weights(train_meta.mean_score, train_meta.label, weighting, factor,
                                     band)
   counts = np.bincount(train_meta.label, minlength=2)
   test_w = sampling.sample_weights(test_meta.mean_score, test_meta.label, weighting, factor,
                                    band, class_counts=counts)
   cdf = (np.cumsum(sampling.balanced_probabilities(train_meta.label))
-         if config.input.get('balanced', True) else None)
+         if config.input.balanced else None)
   return FeatureCache(train=np.stack(views), train_meta=train_meta, train_weights=train_w,
                       cdf=cdf, test=test, test_meta=test_meta, test_weights=test_w,
                       seed=seed, mesh=mesh)

@@ -165,7 +165,7 @@ def create_state(model, config, tx, mesh: Mesh, variables: dict) -> TrainState:
 
 
 def _load_init_weights(variables: dict, config) -> dict:
-  path = str(config.model.get('init_weights', '') or '')
+  path = str(config.model.init_weights)
   if path:
     from aesthetics_jax.models import pretrained  # pylint: disable=import-outside-toplevel
     # Default dont_load keeps the new aesthetic / tag / binary outputs (and drops ImageNet's
@@ -233,7 +233,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_src, test_src = sources['train'], sources['test']
   train_meta = sampling.read_metadata(train_src)
   n_train = len(train_meta)
-  if int(config.data.get('max_train_images', 0) or 0) > 0:
+  if int(config.data.max_train_images) > 0:
     n_train = min(n_train, int(config.data.max_train_images))
   total = optim.total_train_steps(config, n_train)
 
@@ -271,12 +271,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   eval_step = jax.jit(make_eval_step(model, config.model.arch, mode), out_shardings=repl)
   writer = writers.MetricWriter(workdir, active=is_main, resume_step=start)
   writer.write_text(start, 'config', _config_markdown(config))
-  n_cams = int(config.get('log_cam_images', 4))
+  n_cams = int(config.log_cam_images)
   preview = (cam_preview.CamPreview(model, config, test_src, n_cams)
              if is_main and n_cams > 0 else None)
 
-  max_test = int(config.data.get('max_test_images', 0) or 0) or None
-  eval_bs = int(config.eval.get('batch_size', 0) or config.batch_size)
+  max_test = int(config.data.max_test_images) or None
+  eval_bs = int(config.eval.batch_size or config.batch_size)
   if use_cache:
     t0 = time.time()
     cache = feature_cache.build(model, state.variables, train_src, test_src, config, mesh,
