@@ -22,6 +22,10 @@ from launch import config_args
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
+_MASKS_DIR = flags.DEFINE_string(
+    'masks_dir', None, 'Folder of <image_id>.png region masks (white = region) for the '
+    'pointing game and mask mass (default: the masks prepare_data recorded, e.g. the demo\'s '
+    'defect masks). Same as --config.eval.masks_dir.')
 _CONFIG = config_flags.DEFINE_config_dict(
     'config', default.get_config(),
     'Overrides of the restored config for this evaluation: --config.eval.KEY=VALUE, '
@@ -41,6 +45,8 @@ def main(argv):
   from aesthetics_jax.evaluation import run as eval_run  # after flag parsing: importing JAX is slow
   try:
     overrides = config_flags.get_override_values(flags.FLAGS['config'])
+    if _MASKS_DIR.value:
+      overrides['eval.masks_dir'] = _MASKS_DIR.value
     m = eval_run.evaluate(_WORKDIR.value, _STEP.value, overrides=overrides)
   except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
     print(f'evaluate: {e}'.splitlines()[0], file=sys.stderr)

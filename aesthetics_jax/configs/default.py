@@ -86,6 +86,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.cam_methods = ('gradcam', 'gradcampp', 'hirescam', 'xgradcam', 'layercam',
                         'eigencam', 'scorecam')
   c.eval.box_threshold = 0.2
+  # <image_id>.png region masks for the pointing game / mask mass; '' = the demo's defect
+  # masks recorded by prepare_data (real AVA has none).
+  c.eval.masks_dir = ''
   c.eval.num_example_images = 6
   c.eval.bootstrap_samples = 1000
   c.eval.faithfulness_images = 64     # images used for deletion/insertion AUC

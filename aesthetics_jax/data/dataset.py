@@ -19,6 +19,7 @@ import concurrent.futures
 import csv
 import dataclasses
 import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -273,6 +274,9 @@ class Ava(tfds.core.GeneratorBasedBuilder):
                                          doc='AVA tag ids 1..66, 0 = none'),
             'challenge_id': tfds.features.Scalar(dtype=np.int32),
         }),
+        # Filled while building (see _split_generators): what evaluation needs from the AVA
+        # root, so a moved workdir or data_dir still finds it.
+        metadata=tfds.core.MetadataDict(),
         homepage='https://github.com/imfing/ava_downloader',
         citation='Murray, Marchesotti, Perronnin. AVA: A large-scale database for '
         'aesthetic visual analysis. CVPR 2012.',
@@ -289,6 +293,7 @@ class Ava(tfds.core.GeneratorBasedBuilder):
     from aesthetics_jax.data import stats as data_stats  # matplotlib only when building
     tag_names = ava.read_tags(ava_dir / 'tags.txt')
     data_stats.write_stats(out, sel.kept, sel.skipped, tag_names)
+    self.info.metadata.update(root_metadata(ava_dir, tag_names))
     return {split: self._generate_examples(ava_dir, sel.kept[split]) for split in SPLITS}
 
   def _generate_examples(self, ava_dir: Path, images: Sequence[ava.AvaImage]) -> Iterator:
@@ -372,6 +377,27 @@ def load_sources(data_dir: str | os.PathLike, subset: str = 'style') -> dict[str
         f'launch.prepare_data --ava_dir=<AVA root> --data_dir={data_dir} --subset={subset}`')
   sources = builder(data_dir, subset).as_data_source()
   return {s: sources[s] for s in SPLITS}
+
+
+def root_metadata(ava_dir: Path, tag_names: dict[int, str]) -> dict:
+  """`tag_names` ([66] names, index = tag id - 1; ClassLabel style), `ava_dir` and
+  `defect_masks_dir` (absolute; '' when the root has no `defect_masks/`, as real AVA)."""
+  masks = ava_dir / 'defect_masks'
+  return {'tag_names': [tag_names.get(i, f'tag {i}') for i in range(1, ava.NUM_TAGS + 1)],
+          'ava_dir': os.fspath(ava_dir.absolute()),
+          'defect_masks_dir': os.fspath(masks.absolute()) if masks.is_dir() else ''}
+
+
+def load_metadata(data_dir: str | os.PathLike, subset: str = 'style') -> dict:
+  """What `prepare` recorded about the AVA root ({} for datasets prepared before it did)."""
+  path = dataset_dir(data_dir, subset) / 'metadata.json'
+  try:
+    return json.loads(path.read_text())
+  except FileNotFoundError:
+    return {}
+  except (OSError, ValueError) as e:
+    raise ava.AvaError(f'{path}: unreadable ({e}); prepare the dataset again in a fresh '
+                       '--data_dir') from None
 
 
 def is_prepared(data_dir: str | os.PathLike, subset: str = 'style') -> bool:

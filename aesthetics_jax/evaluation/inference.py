@@ -18,6 +18,7 @@ from typing import Any, Iterator, Sequence
 import jax
 import numpy as np
 
+from aesthetics_jax.evaluation import ground_truth
 from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import crop
 from aesthetics_jax.report import figures
@@ -86,18 +87,6 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     raise PredictError(f'{p}: not a readable image ({cause}); pass a valid JPEG/PNG file')
 
 
-def tag_names(config) -> dict[int, str]:
-  """AVA tag id -> name from `config.data.ava_dir/tags.txt` ({} if unavailable)."""
-  from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
-  path = Path(str(config.data.ava_dir)) / 'tags.txt'
-  if not config.data.ava_dir or not path.is_file():
-    return {}
-  try:
-    return ava.read_tags(path)
-  except ValueError:
-    return {}
-
-
 class Predictor:
   """A restored model ready for `predict_arrays` / `predict_files`."""
 
@@ -109,7 +98,7 @@ class Predictor:
     self.size = int(self.config.input.image_size)
     self.method = cam_method or str(self.config.eval.cam_method)
     self.threshold = float(self.config.eval.box_threshold)
-    self.tag_names = tag_names(self.config)
+    self.tag_names = ground_truth.tag_names(self.config)
     self.forward = make_forward(self.model, self.arch, self.method,
                                 str(self.config.input.normalize))
     self.mesh = parallel.make_mesh()

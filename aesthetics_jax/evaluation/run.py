@@ -31,10 +31,10 @@ from aesthetics_jax import parallel
 from aesthetics_jax.data import dataset
 from aesthetics_jax.data import pipeline
 from aesthetics_jax.data import stats as data_stats
+from aesthetics_jax.evaluation import ground_truth
 from aesthetics_jax.evaluation import evaluators
 from aesthetics_jax.evaluation import inference
 from aesthetics_jax.evaluation import streaming
-from aesthetics_jax.evaluation import study
 from aesthetics_jax.explain import crop
 from aesthetics_jax.report import html as report_html
 from aesthetics_jax.train import checkpoints
@@ -90,11 +90,11 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
       num_images=min(int(ec.faithfulness_images), max_test or len(sources['test'])),
       steps=int(ec.faithfulness_steps),
       scorecam_images=int(ec.faithfulness_scorecam_images), batch_size=batch_size,
-      ava_dir=str(config.data.ava_dir), seed=seed))
+      masks_dir=ground_truth.masks_dir(config), seed=seed))
   figs = evaluators.figures.run(
       forward, variables, sources['test'], test, m, arch=arch, image_size=size,
       normalize=normalize, threshold=float(ec.box_threshold), batch_size=batch_size,
-      num_examples=int(ec.num_example_images), tag_names=inference.tag_names(config))
+      num_examples=int(ec.num_example_images), tag_names=ground_truth.tag_names(config))
 
   out_dir = workdir / EVAL_DIR
   _write_csv(out_dir / 'per_image.csv', test, sources['test'], size)
@@ -162,8 +162,7 @@ def _write_csv(path: Path, test: streaming.SplitSummary, source, size: int) -> N
 
 def is_demo(config) -> bool:
   """The demo generator writes `defect_masks/` into its AVA root; real AVA has none."""
-  ava_dir = config.data.ava_dir
-  return bool(ava_dir) and (Path(ava_dir) / 'defect_masks').is_dir()
+  return bool(ground_truth.masks_dir(config)) and not config.eval.masks_dir
 
 
 def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config) -> dict:

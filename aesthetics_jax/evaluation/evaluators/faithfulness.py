@@ -82,10 +82,10 @@ def make_step(model, arch: str, steps: int):
   return step
 
 
-def load_masks(ava_dir: str, image_ids: Sequence[int], size: int) -> np.ndarray | None:
-  """Demo defect masks `A/defect_masks/<id>.png` resized (nearest) to S² → bool [N,S,S];
-  None when the AVA root has no masks (real AVA). A missing file counts as 'no defect'."""
-  d = Path(ava_dir) / 'defect_masks' if ava_dir else None
+def load_masks(masks_dir: str, image_ids: Sequence[int], size: int) -> np.ndarray | None:
+  """Region masks `<masks_dir>/<id>.png` (any size; > 127 = inside) resized (nearest) to S²
+  → bool [N,S,S]; None without a masks folder (real AVA). A missing file = no region."""
+  d = Path(masks_dir) if masks_dir else None
   if d is None or not d.is_dir():
     return None
   out = np.zeros((len(image_ids), size, size), bool)
@@ -131,7 +131,7 @@ def _summarize(a: dict[str, Any], have_masks: bool) -> dict[str, Any]:
 
 def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
         normalize: str = 'none', methods: Sequence[str] = ('gradcam',), num_images: int = 64,
-        steps: int = 16, scorecam_images: int = 16, batch_size: int = 32, ava_dir: str = '',
+        steps: int = 16, scorecam_images: int = 16, batch_size: int = 32, masks_dir: str = '',
         seed: int = 0) -> dict[str, Any]:
   """Faithfulness of each of `methods` on the first `num_images` images of `source`.
 
@@ -147,7 +147,7 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
     return {}
   ndev = mesh.devices.size
   round_up = lambda b: max(ndev, (b + ndev - 1) // ndev * ndev)  # noqa: E731
-  masks = load_masks(ava_dir, [int(source[i]['image_id']) for i in range(n)], image_size)
+  masks = load_masks(masks_dir, [int(source[i]['image_id']) for i in range(n)], image_size)
   have_masks = masks is not None
   if masks is None:
     masks = np.zeros((n, image_size, image_size), bool)
@@ -177,7 +177,7 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
          'faithfulness_steps': steps,
          'pointing_game_centre_baseline': centre if have_masks else float('nan'),
          'mask_mass_area_baseline': area if have_masks else float('nan'),
-         'faithfulness_masks': 'demo defect masks' if have_masks else 'none (real AVA)'}
+         'faithfulness_masks': masks_dir if have_masks else 'none'}
   for method, vals in per_method.items():  # flat copies for grep / dashboards
     out.update({f'{k}_{method}': v for k, v in vals.items() if k not in NOT_FLAT})
   return out
