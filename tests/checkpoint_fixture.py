@@ -22,8 +22,15 @@ def smoke_config(arch: str, data_dir='', ava_dir='', image_size: int = 32):
   return c
 
 
-def write_init_checkpoint(workdir: Path, config, step: int | None = None) -> Path:
-  """`workdir/config.json` + an orbax checkpoint of initial variables at `step`."""
+def write_init_checkpoint(workdir: Path, config, step: int | None = None,
+                          aesthetic_sign: int = 0) -> Path:
+  """`workdir/config.json` + an orbax checkpoint of initial variables at `step`.
+
+  aesthetic_sign (MobileNetV2 only): +1 makes the score head's kernel rise with the bucket, so
+  the mean score grows with every (non-negative) feature and the aesthetic Grad-CAM is
+  positive wherever features are; -1 makes every gradient negative, so the ReLU'd map is all
+  zero ("empty"). 0 keeps the random head, whose maps may be either.
+  """
   from aesthetics_jax import models  # pylint: disable=C0415
   from aesthetics_jax.train import checkpoints  # pylint: disable=C0415
   workdir = Path(workdir)
@@ -32,6 +39,11 @@ def write_init_checkpoint(workdir: Path, config, step: int | None = None) -> Pat
   (workdir / 'config.json').write_text(json.dumps(config.to_dict(), default=str))
   model = models.create_model(config.model)
   variables = models.init_variables(model, int(config.seed), int(config.input.image_size))
+  if aesthetic_sign:
+    k = variables['params']['head']['score']['kernel']              # [C, 10]
+    ramp = (np.arange(k.shape[1], dtype=np.float32) - 4.5) * 0.05
+    variables['params']['head']['score']['kernel'] = np.float32(aesthetic_sign) * np.tile(
+        ramp, (k.shape[0], 1))
   ck = checkpoints.Checkpointer(workdir, enable_async=False)
   ck.save(step, variables, {'step': np.int32(step)},
           {'model': checkpoints.model_signature(config.model)})

@@ -65,7 +65,14 @@ def test_per_image_csv_matches_metrics(evaluated):
   assert len(rows) == m['num_test_images']
   acc = np.mean([int(r['label']) == int(r['pred']) for r in rows])
   assert abs(acc - m['binary_accuracy']) < 1e-6
+  # Empty maps (this untrained model has some) get no box, never a silent full frame.
+  assert sum(r['map'] == 'empty' for r in rows) == m['empty_maps']
+  assert m['distinct_boxes'] <= m['num_test_images'] - m['empty_maps']
   for r in rows:
+    assert r['map'] in ('ok', 'empty')
+    if r['map'] == 'empty':
+      assert r['box_aesthetic'] == ''
+      continue
     y0, x0, y1, x1 = map(int, r['box_aesthetic'].split())
     assert 0 <= y0 < y1 <= int(r['orig_height']) and 0 <= x0 < x1 <= int(r['orig_width'])
     assert 0.0 <= float(r['intensity_per_image']) <= 1.0

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def files(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('predict')
   wd = checkpoint_fixture.write_init_checkpoint(
-      tmp / 'mnv2', checkpoint_fixture.smoke_config('mobilenet_v2', image_size=64))
+      tmp / 'mnv2', checkpoint_fixture.smoke_config('mobilenet_v2', image_size=64),
+      aesthetic_sign=1)
   good = tmp / 'good.jpg'
   Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 80, 3), np.uint8)).save(good)
   bad = tmp / 'corrupt.jpg'
@@ -40,7 +41,7 @@ def test_cli_good_corrupt_missing(files):
   lines = [json.loads(x) for x in r.stdout.strip().splitlines()]
   assert [x['path'] for x in lines] == [str(good), str(bad), str(missing)]
   ok, corrupt, gone = lines
-  assert 'error' not in ok
+  assert 'error' not in ok and ok['map'] == 'ok'
   assert len(ok['distribution']) == 10 and abs(sum(ok['distribution']) - 1) < 1e-3
   assert 1.0 <= ok['mean_score'] <= 10.0 and ok['label'] in ('high', 'low')
   assert (ok['label'] == 'high') == (ok['mean_score'] > 5)
@@ -77,3 +78,20 @@ def test_cli_bad_aspect_one_line(files):
   assert 'Traceback' not in r.stderr
   lines = r.stderr.strip().splitlines()
   assert len(lines) == 1 and "'4-3'" in lines[0] and 'W:H' in lines[0]
+
+
+def test_empty_map_is_reported_not_turned_into_the_full_frame(files, tmp_path):
+  """A map that points nowhere (every gradient negative) says so: no aesthetic box, no crop."""
+  tmp, _, good, _, _ = files
+  wd = checkpoint_fixture.write_init_checkpoint(
+      tmp_path / 'neg', checkpoint_fixture.smoke_config('mobilenet_v2', image_size=64),
+      aesthetic_sign=-1)
+  r = _run(f'--workdir={wd}', f'--crop_dir={tmp_path / "crops"}', '--aspect=4:3', good)
+  assert r.returncode == 0, r.stderr[-2000:]
+  rec = json.loads(r.stdout.strip().splitlines()[-1])
+  assert rec['map'] == 'empty'
+  assert 'aesthetic' not in rec['boxes'] and 'crop' not in rec['boxes']
+  # The suggested box falls back to the attribute map's (never a silent full frame).
+  assert rec['box'] == rec['boxes'].get('attribute')
+  if rec['box'] is None:
+    assert 'crop' not in rec

@@ -132,7 +132,9 @@ class Predictor:
     d = crop.image_boxes(maps['aesthetic'][i], maps['top_tag'][i] if 'top_tag' in maps else None,
                          (h, w), self.threshold, aspect)
     boxes = {k: v.tolist() for k, v in d['boxes'].items()}
-    rec['box'] = boxes['average'] if 'average' in boxes else boxes['aesthetic']
+    # An empty map points nowhere: say so instead of suggesting the whole frame.
+    rec['map'] = 'empty' if d['empty']['aesthetic'] else 'ok'
+    rec['box'] = boxes.get('average', boxes.get('aesthetic'))
     rec['boxes'] = boxes
     vis = {'aesthetic_map': d['aesthetic_map'], 'attribute_map': d['attribute_map'],
            'boxes': boxes}
@@ -169,7 +171,7 @@ class Predictor:
             out = Path(overlay_dir) / f'{stem}_cam.png'
             figures.save_png(out, img)
             rec['overlay'] = str(out)
-          if crop_dir:
+          if crop_dir and rec['box'] is not None:
             y0, x0, y1, x1 = vis['boxes'].get('crop', rec['box'])
             out = Path(crop_dir) / f'{stem}_crop.png'
             figures.save_png(out, images[j][y0:y1, x0:x1])

@@ -42,7 +42,7 @@ from aesthetics_jax.train import checkpoints
 EVAL_DIR = 'eval'
 CSV_FIELDS = ('image_id', 'true_mean', 'label', 'pred', 'pred_mean', 'p_high',
               'intensity_per_image', 'intensity_global', 'orig_height', 'orig_width',
-              'box_aesthetic', 'box_attribute', 'box_average')
+              'map', 'box_aesthetic', 'box_attribute', 'box_average')
 
 
 def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
@@ -80,6 +80,7 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
                        'box_threshold': float(ec.box_threshold)}
   m.update(evaluators.metrics.run(test, emd_r=float(config.loss.emd_r),
                                   bootstrap_samples=bootstrap, seed=seed))
+  m.update(evaluators.boxes.run(test, image_size=size))
   m.update(evaluators.intensity.run(
       forward, summarize, variables, batches, sources['train'], test,
       fit_images=int(ec.split_point_fit_images), bootstrap_samples=bootstrap,
@@ -151,12 +152,21 @@ def _write_csv(path: Path, test: streaming.SplitSummary, source, size: int) -> N
   fmt = lambda d, k, i, f: format(d[k][i], f) if k in d else ''  # noqa: E731
   for i in range(test.num_images):
     hw = _image_size(source[i])
-    boxes = [' '.join(str(v) for v in crop.scale_box(test.maps[k][i], (size, size), hw))
-             if k in test.maps else '' for k in ('box_aesthetic', 'box_attribute', 'box_average')]
+    empty = bool(test.maps['empty_aesthetic'][i])
+    # An empty map has no box: the CSV says 'empty' rather than printing the whole frame.
+    grid = {k: test.maps[k][i] for k in ('box_aesthetic', 'box_attribute', 'box_average')
+            if k in test.maps}
+    if empty:
+      grid.pop('box_aesthetic')
+      grid.pop('box_average', None)
+      if 'box_attribute' in grid:
+        grid['box_average'] = grid['box_attribute']
+    boxes = [' '.join(str(v) for v in crop.scale_box(grid[k], (size, size), hw)) if k in grid
+             else '' for k in ('box_aesthetic', 'box_attribute', 'box_average')]
     w.writerow([int(true['image_id'][i]), f'{true["mean_score"][i]:.4f}', int(true['label'][i]),
                 int(pred['label_pred'][i]), fmt(pred, 'mean_score', i, '.4f'),
                 fmt(pred, 'p_high', i, '.4f'), f'{ints["per_image"][i]:.5f}',
-                f'{ints["global"][i]:.5f}', hw[0], hw[1], *boxes])
+                f'{ints["global"][i]:.5f}', hw[0], hw[1], 'empty' if empty else 'ok', *boxes])
   io_lib.atomic_write_text(path, buf.getvalue())
 
 

@@ -40,7 +40,8 @@ def make_summarize(size: int, threshold: float, arch: str):
 
   Returns dict: `intensity [B]` (per-image-normalised aesthetic map, upsampled, mean),
   `raw_mean [B]` (raw aesthetic map upsampled, mean), `raw_min/raw_max [B]`,
-  `box_aesthetic [B,4]`, `aes_norm [B,h,w]` (per-image-normalised aesthetic map), and for
+  `box_aesthetic [B,4]`, `empty_aesthetic [B]` (`crop.empty_maps`: the map points nowhere and
+  its box means nothing), `aes_norm [B,h,w]` (per-image-normalised aesthetic map), and for
   MobileNetV2 `box_attribute`, `box_average [B,4]`, `bucket [B,10,h,w]` (per-image normalised
   bucket maps).
   """
@@ -53,10 +54,11 @@ def make_summarize(size: int, threshold: float, arch: str):
     up = cam.upsample(norm, (size, size))[:, 0]
     out = {'intensity': up.mean((1, 2)), 'raw_mean': up_raw.mean((1, 2)), 'aes_norm': norm[:, 0],
            'raw_min': up_raw.min((1, 2)), 'raw_max': up_raw.max((1, 2)),
-           'box_aesthetic': crop.boxes(up, threshold)}
+           'box_aesthetic': crop.boxes(up, threshold), 'empty_aesthetic': crop.empty_maps(aes)}
     if arch == 'mobilenet_v2':
       att = cam.upsample(cam.normalize(maps[:, 11:12], 'per_image'), (size, size))[:, 0]
       out['box_attribute'] = crop.boxes(att, threshold)
+      out['empty_attribute'] = crop.empty_maps(maps[:, 11])
       out['box_average'] = crop.average_boxes(out['box_aesthetic'], out['box_attribute'])
       out['bucket'] = cam.normalize(maps[:, 1:11], 'per_image')
     return out

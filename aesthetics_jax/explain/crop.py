@@ -38,6 +38,18 @@ _STRUCTURE = np.zeros((3, 3, 3), bool)
 _STRUCTURE[1] = True
 
 
+def empty_maps(maps, rtol: float = 1e-6):
+  """bool `[...]`: maps `[..., h, w]` that point nowhere — no positive value, or constant.
+
+  Such a map (a ReLU'd Grad-CAM whose gradients are all negative, a dead layer) carries no
+  location; its box would be the whole frame by default, which reads like "keep everything".
+  Callers report it as empty instead. Works on numpy and jax arrays.
+  """
+  hi = maps.max(axis=(-2, -1))
+  lo = maps.min(axis=(-2, -1))
+  return (hi <= 0) | (hi - lo <= rtol * abs(hi))
+
+
 def boxes_np(maps: np.ndarray, threshold: float = 0.2) -> np.ndarray:
   """Host version of `boxes` (numpy in, numpy out). `[B,H,W] -> i32 [B,4]`."""
   maps = np.asarray(maps, np.float32)
@@ -210,9 +222,11 @@ def image_boxes(aesthetic: np.ndarray, attribute: np.ndarray | None, orig_hw: tu
     threshold: `boxes` threshold (fraction of each map's maximum).
     aspect: when given, also the `aspect_crop` window of this W:H on the aesthetic map.
   Returns:
-    `aesthetic_map` f32 `[H', W']` in [0, 1], `attribute_map` (None without `attribute`), and
-    `boxes`: i32 `[4]` each, 'aesthetic', with `attribute` also 'attribute' and 'average'
-    (paper §4.4.3), with `aspect` also 'crop'.
+    `aesthetic_map` f32 `[H', W']` in [0, 1], `attribute_map` (None without `attribute`),
+    `empty`: {'aesthetic'(, 'attribute'): bool} (see `empty_maps`), and `boxes`: i32 `[4]`
+    each, 'aesthetic', with `attribute` also 'attribute' and 'average' (paper §4.4.3), with
+    `aspect` also 'crop'. An empty map gives no box (and no crop); 'average' is then the
+    other map's box.
   """
   grid = box_grid(orig_hw, limit)
   aes = resize_maps(np.asarray(cam.normalize(aesthetic[None], 'per_image')), grid)  # [1,H',W']
@@ -225,7 +239,20 @@ def image_boxes(aesthetic: np.ndarray, attribute: np.ndarray | None, orig_hw: tu
                                                      grid_boxes['attribute']))
   if aspect:
     grid_boxes['crop'] = np.asarray(aspect_crop(aes, aspect))
+  empty = {'aesthetic': bool(empty_maps(np.asarray(aesthetic)))}
+  if attribute is not None:
+    empty['attribute'] = bool(empty_maps(np.asarray(attribute)))
+    if empty['aesthetic'] or empty['attribute']:
+      grid_boxes['average'] = grid_boxes['attribute' if empty['aesthetic'] else 'aesthetic']
+  for name, is_empty in empty.items():
+    if is_empty:
+      grid_boxes.pop(name)
+  if empty['aesthetic']:
+    grid_boxes.pop('crop', None)
+    if empty.get('attribute', True):
+      grid_boxes.pop('average', None)
   return {'aesthetic_map': aes[0], 'attribute_map': None if attr is None else attr[0],
+          'empty': empty,
           'boxes': {k: scale_box(v[0], grid, orig_hw) for k, v in grid_boxes.items()}}
 
 

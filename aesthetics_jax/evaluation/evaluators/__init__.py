@@ -1,6 +1,7 @@
 """One evaluator per job; each `run(...)` takes explicit arguments and returns a dict.
 
 * `metrics`: accuracy, correlations, EMD and tag accuracy of the test pass, with a bootstrap CI.
+* `boxes`: empty maps, distinct and full-frame boxes (does a suggested crop say anything?).
 * `intensity`: the intensity study (paper Table 1, Figures 7-8) and the split-point classifier
   fitted on a streamed slice of the training split.
 * `faithfulness`: deletion/insertion, pointing game, mask mass and randomisation per CAM method.
@@ -9,9 +10,10 @@
 The test split is streamed once (`streaming.collect`) and its per-image arrays feed every
 evaluator: the encoder and the CAMs are most of an evaluation's time.
 """
+from aesthetics_jax.evaluation.evaluators import boxes
 from aesthetics_jax.evaluation.evaluators import faithfulness
 from aesthetics_jax.evaluation.evaluators import figures
 from aesthetics_jax.evaluation.evaluators import intensity
 from aesthetics_jax.evaluation.evaluators import metrics
 
-__all__ = ('faithfulness', 'figures', 'intensity', 'metrics')
+__all__ = ('boxes', 'faithfulness', 'figures', 'intensity', 'metrics')

@@ -55,14 +55,17 @@ def examples(forward: streaming.ForwardFn, variables, source: Sequence, rows: Se
     if 'top_tag' in maps:
       t = int(np.argmax(pred['tag_probs'][j])) + 1
       tag_caption = f'attribute map: {tag_names.get(t, f"tag {t}")}'
-    y0, x0, y1, x1 = (int(v) for v in d['boxes'].get('average', d['boxes']['aesthetic']))
+    box = d['boxes'].get('average', d['boxes'].get('aesthetic'))
+    if d['empty']['aesthetic']:
+      tag_caption = (tag_caption + '; ' if tag_caption else '') + 'aesthetic map EMPTY (no box)'
     score = (f'pred {pred["mean_score"][j]:.2f}' if 'mean_score' in pred
              else f'p_high {pred["p_high"][j]:.2f}')
     caption = (f'id {int(test.true["image_id"][i])}: true {test.true["mean_score"][i]:.2f}, '
                f'{score}')
     panels.append(dict(image=small, aesthetic_map=d['aesthetic_map'],
                        attribute_map=d['attribute_map'], attribute_name=tag_caption,
-                       boxes=d['boxes'], crop=small[y0:y1, x0:x1], caption=caption))
+                       boxes=d['boxes'], caption=caption,
+                       crop=None if box is None else small[box[0]:box[2], box[1]:box[3]]))
     if 'bucket' in maps:
       bm = crop.resize_maps(np.asarray(cam.normalize(maps['bucket'][j])), grid)
       bucket_panels.append(dict(image=small, maps=bm, caption=caption))
