@@ -144,10 +144,10 @@ def resolve_reference(reference: str) -> str:
   if why is None:
     return 'torch'
   if reference == 'torch':
-    raise UsageError(f'--reference=torch: PyTorch unusable ({why}); {torch_ref.INSTALL} '
-                     '(or pass --reference=none)')
-  print(f'reference: PyTorch unusable ({why}); JAX figures only ({torch_ref.INSTALL} for '
-        'the PyTorch comparisons)', flush=True)
+    raise UsageError(f'--reference=torch: PyTorch does not import ({why}); '
+                     f'{torch_ref.INSTALL} (or pass --reference=none)')
+  print(f'reference: PyTorch comparisons skipped, JAX figures only ({why}; '
+        f'{torch_ref.INSTALL} adds them)', flush=True)
   return 'none'
 
 

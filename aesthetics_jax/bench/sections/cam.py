@@ -19,6 +19,8 @@ LAYOUTS = ('contiguous', 'channels_last')
 
 
 def run(opts: Options) -> dict[str, Any]:
+  if opts.torch:
+    torch_ref.set_threads(opts.torch_threads())
   b, s, chunk, k = opts.cam_batch_size, opts.image_size, opts.chunk_size(), TARGET_BUCKET
   x_np = workloads.photos(b, s, seed=1)
   x = jax.device_put(x_np)

@@ -36,6 +36,8 @@ def _torch_models(arch: str):
 
 
 def run(opts: Options) -> dict[str, Any]:
+  if opts.torch:
+    torch_ref.set_threads(opts.torch_threads())
   b, s, chunk = opts.model_batch_size, opts.image_size, opts.chunk_size()
   x_np = workloads.photos(b, s)
   x = jax.device_put(x_np)

@@ -26,6 +26,8 @@ def _median(runs: list[dict[str, Any]], key: str) -> float:
 
 
 def run(opts: Options) -> dict[str, Any]:
+  if opts.torch:
+    torch_ref.set_threads(opts.torch_threads())
   n, m, b = opts.recipe_images, opts.recipe_test_images, BATCH
   epochs, views = float(opts.recipe_epochs), opts.recipe_views
   s, rs, workers = opts.image_size, opts.resize_size, opts.all_workers()

@@ -18,6 +18,8 @@ THRESHOLD = 0.2  # box threshold on the normalised maps
 
 
 def run(opts: Options) -> dict[str, Any]:
+  if opts.torch:
+    torch_ref.set_threads(opts.torch_threads())
   b, s, chunk = opts.cam_batch_size, opts.image_size, opts.chunk_size()
   n = max(b, opts.study_images // b * b)
   x_np = workloads.photos(n, s, seed=2)
