@@ -25,8 +25,13 @@ def is_local(p: PathLike) -> bool:
   return '://' not in os.fspath(p)
 
 
-def atomic_write_bytes(p: PathLike, data: bytes) -> epath.Path:
-  """Writes `data` to `p` atomically (parents created); returns the path."""
+def atomic_write_bytes(p: PathLike, data: bytes, durable: bool = True) -> epath.Path:
+  """Writes `data` to `p` atomically (parents created); returns the path.
+
+  durable: fsync before the rename, so the file survives a power loss too (~2 ms a file
+    here). Bulk writers of regenerable data (dataset generators) pass False: the rename
+    alone already protects readers and a killed process.
+  """
   out = path(p)
   out.parent.mkdir(parents=True, exist_ok=True)
   if not is_local(p):
@@ -36,8 +41,9 @@ def atomic_write_bytes(p: PathLike, data: bytes) -> epath.Path:
   try:
     with open(tmp, 'wb') as f:
       f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
+      if durable:
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, out)
   except BaseException:
     try:
@@ -48,8 +54,8 @@ def atomic_write_bytes(p: PathLike, data: bytes) -> epath.Path:
   return out
 
 
-def atomic_write_text(p: PathLike, text: str) -> epath.Path:
-  return atomic_write_bytes(p, text.encode('utf-8'))
+def atomic_write_text(p: PathLike, text: str, durable: bool = True) -> epath.Path:
+  return atomic_write_bytes(p, text.encode('utf-8'), durable)
 
 
 def atomic_write_json(p: PathLike, obj: Any, **kwargs) -> epath.Path:

@@ -39,7 +39,7 @@ from aesthetics_jax.bench import sections
 from aesthetics_jax.bench.sections import cam, model, recipe, scaling, study
 from aesthetics_jax.bench.sections import input as input_section
 from aesthetics_jax.data import ava
-from aesthetics_jax.data import pipeline
+from aesthetics_jax.data import preprocess
 
 SECTIONS = {'model': model, 'cam': cam, 'study': study, 'recipe': recipe,
             'input': input_section, 'scaling': scaling}
@@ -216,7 +216,7 @@ def main(argv):
                        f'all,{",".join(SECTIONS)}')
     opts = options_from_flags()
     results = run(what, opts)
-  except (UsageError, pipeline.InputError, ava.AvaError, FileNotFoundError) as e:
+  except (UsageError, preprocess.InputError, ava.AvaError, FileNotFoundError) as e:
     print(f'launch.benchmark: {e}', file=sys.stderr)
     sys.exit(1)
   print_summary(results['summary']['rows'])

@@ -1,6 +1,9 @@
 r"""Evaluates a trained checkpoint: metrics, CAM study, faithfulness, figures and HTML report.
 
-  python -m launch.evaluate --workdir=W [--step=N]
+  python -m launch.evaluate --workdir=W [--step=N] [--config.eval.KEY=VALUE ...]
+
+`--config.eval.*` and `--config.data.*` override the workdir's config for this evaluation
+only (e.g. `--config.eval.cam_methods="('gradcam',)"`, a moved `--config.data.data_dir=`).
 
 Writes W/eval/metrics.json, W/eval/per_image.csv, W/eval/figures/*.png, W/eval/report.html
 and prints the report's path. A missing checkpoint / dataset prints one line on stderr and
@@ -12,10 +15,19 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+from ml_collections import config_flags
+
+from aesthetics_jax.configs import default
+from launch import config_args
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
+_CONFIG = config_flags.DEFINE_config_dict(
+    'config', default.get_config(),
+    'Overrides of the restored config for this evaluation: --config.eval.KEY=VALUE, '
+    '--config.data.KEY=VALUE.')
 flags.mark_flags_as_required(['workdir'])
+ALLOWED = ('eval.', 'data.')
 
 SUMMARY_KEYS = ('num_test_images', 'binary_accuracy', 'majority_rate', 'lcc_mean', 'srcc_mean',
                 'emd', 'attribute_top1', 'cam_intensity_pearson_all',
@@ -28,7 +40,8 @@ def main(argv):
   logging.set_verbosity(logging.ERROR)
   from aesthetics_jax.evaluation import run as eval_run  # after flag parsing: importing JAX is slow
   try:
-    m = eval_run.evaluate(_WORKDIR.value, _STEP.value)
+    overrides = config_flags.get_override_values(flags.FLAGS['config'])
+    m = eval_run.evaluate(_WORKDIR.value, _STEP.value, overrides=overrides)
   except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
     print(f'evaluate: {e}'.splitlines()[0], file=sys.stderr)
     sys.exit(1)
@@ -37,4 +50,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  config_args.check(sys.argv, 'evaluate', ALLOWED)
   app.run(main)

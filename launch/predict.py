@@ -34,10 +34,12 @@ def main(argv):
   if not paths:
     print('predict: no images given; pass image paths after the flags', file=sys.stderr)
     sys.exit(1)
-  from aesthetics_jax.evaluation import inference  # after flag parsing: importing JAX is slow
+  # After flag parsing: importing JAX is slow.
+  from aesthetics_jax.evaluation import inference  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.explain import crop  # pylint: disable=import-outside-toplevel
   try:
     if _ASPECT.value:
-      inference.parse_aspect(_ASPECT.value)
+      crop.parse_aspect(_ASPECT.value)
     predictor = inference.Predictor(_WORKDIR.value, _STEP.value, _CAM_METHOD.value)
   except (ValueError, RuntimeError, OSError) as e:  # one-line user errors (no checkpoint, ...)
     print(f'predict: {e}'.splitlines()[0], file=sys.stderr)

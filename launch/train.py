@@ -16,6 +16,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from launch import config_args
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory (checkpoints, logs).')
@@ -41,11 +43,11 @@ def main(argv):
   from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import preprocess  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import trainer  # pylint: disable=import-outside-toplevel
   config = _CONFIG.value
   user_errors = (trainer.TrainingError, checkpoints.CheckpointMismatchError,
-                 pipeline.InputError, parallel.ShardingError, ava.AvaError, FileNotFoundError,
+                 preprocess.InputError, parallel.ShardingError, ava.AvaError, FileNotFoundError,
                  NotADirectoryError, PermissionError)
   try:
     if config.data.ava_dir and not dataset.is_prepared(config.data.data_dir, config.data.subset):
@@ -70,4 +72,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  config_args.check(sys.argv, 'train')
   app.run(main)

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def smoke_config(arch: str, data_dir='', ava_dir='', image_size: int = 32):
-  from configs import demo  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.configs import demo  # pylint: disable=import-outside-toplevel
   c = demo.get_config(arch + ',smoke')
   c.data.data_dir, c.data.ava_dir = str(data_dir), str(ava_dir)
   c.input.image_size = image_size

@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'tests'))
 from aesthetics_jax.train import checkpoints  # noqa: E402
 from aesthetics_jax.train import trainer  # noqa: E402
-from configs import demo  # noqa: E402
+from aesthetics_jax.configs import demo  # noqa: E402
 from tiny_ava import prepare_tiny  # noqa: E402
 
 OVERRIDES = {'num_train_steps': 6, 'checkpoint_every_steps': 2, 'eval_every_steps': 3,
@@ -46,7 +46,7 @@ _KILLED_RUN = textwrap.dedent('''
     sys.path.insert(0, {root!r})
     from aesthetics_jax.train import checkpoints
     from aesthetics_jax.train import trainer
-    from configs import demo
+    from aesthetics_jax.configs import demo
     c = demo.get_config('vgg16,smoke')
     c.data.data_dir = {data_dir!r}
     for k, v in {overrides!r}.items():

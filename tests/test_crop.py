@@ -87,9 +87,36 @@ def test_aspect_crop_locates_mass():
 
 def test_scale_box_and_save_crops(tmp_path):
   np.testing.assert_array_equal(crop.scale_box([1, 2, 3, 4], (8, 8), (16, 32)), [2, 8, 6, 16])
+  # Shrinking keeps at least one pixel and stays inside the target grid.
+  np.testing.assert_array_equal(crop.scale_box([[7, 7, 8, 8], [0, 0, 8, 8]], (8, 8), (3, 3)),
+                                [[2, 2, 3, 3], [0, 0, 3, 3]])
   imgs = np.arange(2 * 8 * 8 * 3, dtype=np.uint8).reshape(2, 8, 8, 3)
   paths = [tmp_path / 'a' / 'x.png', tmp_path / 'y.jpg']
   crop.save_crops(imgs, np.array([[1, 2, 5, 8], [0, 0, 4, 4]]), paths)
   np.testing.assert_array_equal(np.asarray(Image.open(paths[0])), imgs[0, 1:5, 2:8])
   assert Image.open(paths[1]).size == (4, 4)
   assert sorted(p.name for p in tmp_path.rglob('*')) == ['a', 'x.png', 'y.jpg']
+
+
+def test_image_boxes_in_original_pixels():
+  # A 4x4 map whose hot cell is bottom-right, for a landscape 100x300 image.
+  aes = np.zeros((4, 4), np.float32)
+  aes[3, 3] = 5.0
+  att = np.zeros((4, 4), np.float32)
+  att[0, 0] = 1.0
+  out = crop.image_boxes(aes, att, (100, 300), threshold=0.5, aspect='1:1', limit=60)
+  assert crop.box_grid((100, 300), 60) == (20, 60)
+  assert out['aesthetic_map'].shape == (20, 60) and out['aesthetic_map'].max() <= 1.0
+  b = out['boxes']
+  assert set(b) == {'aesthetic', 'attribute', 'average', 'crop'}
+  y0, x0, y1, x1 = b['aesthetic']
+  assert y1 == 100 and x1 == 300 and y0 > 50 and x0 > 150  # bottom-right, original pixels
+  assert tuple(b['attribute'][:2]) == (0, 0) and b['attribute'][2] < 50
+  lo, hi = np.minimum(b['aesthetic'], b['attribute']), np.maximum(b['aesthetic'], b['attribute'])
+  assert np.all(lo <= b['average']) and np.all(b['average'] <= hi)
+  assert not np.array_equal(b['average'], b['aesthetic'])
+  cy0, cx0, cy1, cx1 = b['crop']
+  assert cy1 - cy0 == 100 and cx1 - cx0 == 100 and cx1 == 300  # square window on the hot side
+  vgg = crop.image_boxes(aes, None, (100, 300), threshold=0.5)
+  assert set(vgg['boxes']) == {'aesthetic'} and vgg['attribute_map'] is None
+  np.testing.assert_allclose(crop.resize_maps(np.ones((2, 3, 4, 4)), (5, 7)), np.ones((2, 3, 5, 7)))

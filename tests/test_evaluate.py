@@ -9,7 +9,10 @@ import checkpoint_fixture
 
 REQUIRED = ('num_test_images', 'binary_accuracy', 'lcc_mean', 'srcc_mean', 'emd',
             'attribute_top1', 'attribute_top5', 'split_point_threshold', 'split_point_accuracy',
-            'pointing_game_centre_baseline', 'faithfulness')
+            'pointing_game_centre_baseline', 'mask_mass_area_baseline', 'faithfulness',
+            'binary_accuracy_ci', 'global_normalisation', 'split_point_fit_n',
+            'score_bucket_counts', 'bucket_map_counts', 'deletion_auc_gradcam',
+            'pointing_game_upsampled_gradcam', 'deletion_auc_per_image_mean_eigencam')
 for _k in ('cam_intensity_pearson_all', 'cam_intensity_pearson_extreme'):
   REQUIRED += (_k, _k + '_per_image', _k + '_global')
 
@@ -43,8 +46,15 @@ def test_metrics_json_has_required_keys(evaluated):
   assert set(on_disk['faithfulness']) == {'gradcam', 'eigencam'}
   for vals in on_disk['faithfulness'].values():
     for key in ('deletion_auc', 'insertion_auc', 'pointing_game', 'mask_mass',
-                'randomization_spearman'):
+                'randomization_spearman', 'pointing_game_upsampled',
+                'pointing_game_aesthetic_target', 'deletion_auc_per_image_mean', 'baseline_gap'):
       assert key in vals, key
+    # The headline AUC is the area under the normalised mean curve stored beside it.
+    for mode in ('deletion', 'insertion'):
+      curve = np.asarray(vals[f'{mode}_curve'], np.float64)
+      assert curve.shape == (on_disk['faithfulness_steps'] + 1,)
+      if vals[f'{mode}_auc'] is not None:
+        assert vals[f'{mode}_auc'] == pytest.approx(np.trapezoid(curve, dx=1 / (curve.size - 1)))
   assert 'training' in on_disk['split_point_fit']
 
 

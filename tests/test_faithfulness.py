@@ -89,14 +89,56 @@ def test_pointing_game_and_mask_mass():
   maps[2, 2, 2] = 1.0        # empty mask → invalid
   p = F.pointing_game(maps, masks)
   np.testing.assert_array_equal(p['hit'], [True, False, False])
+  np.testing.assert_array_equal(p['hit_upsampled'], [True, False, False])
   np.testing.assert_array_equal(p['centre_hit'], [False, True, False])
   np.testing.assert_array_equal(p['valid'], [True, True, False])
   maps[0, 6, 6] = 3.0
   mm = F.mask_mass(maps, masks)
   np.testing.assert_allclose(mm['mass'], [0.25, 0.0, 0.0])
   np.testing.assert_allclose(mm['area'], [16 / 64, 9 / 64, 0])
-  s = F.summarize([0.1, 0.3], [0.9, 0.7], p, mm, prefix='gradcam_')
-  assert s['gradcam_pointing_game'] == 0.5 and s['gradcam_deletion_auc'] == pytest.approx(0.2)
+  np.testing.assert_array_equal(mm['valid'], [True, True, False])
+  s = F.summarize(pointing=p, mass=mm, prefix='gradcam_')
+  assert s['gradcam_pointing_game'] == 0.5 and s['gradcam_pointing_game_centre'] == 0.5
+  # The empty mask (image 2) counts for neither mass nor area.
+  assert s['gradcam_mask_mass'] == pytest.approx(0.125)
+  assert s['gradcam_mask_area'] == pytest.approx((16 / 64 + 9 / 64) / 2)
+
+
+def test_pointing_game_tests_the_cell_centre_of_a_coarse_map():
+  # A 2x2 map over 8x8 masks: its maximum is the top-left cell, centred at pixel (2, 2).
+  maps = np.array([[[1.0, 0.2], [0.3, 0.1]]] * 3, np.float32)
+  masks = np.zeros((3, 8, 8), bool)
+  masks[0, 1:4, 1:4] = True  # covers the cell centre, not the corner
+  masks[1, 0, 0] = True      # only the corner
+  masks[2, 1:4, 1:4] = True
+  maps[2] = -maps[2]         # nothing positive: points nowhere
+  p = jax.jit(F.pointing_game)(maps, masks)
+  np.testing.assert_array_equal(p['hit'], [True, False, False])
+  # Upsampled, the edge-clamped maximum sits in the image corner (0, 0).
+  np.testing.assert_array_equal(p['hit_upsampled'][:2], [False, True])
+
+
+def test_mean_curve_auc_is_stable_where_per_image_normalisation_explodes():
+  # Image 0 drops from 1 to 0; image 1 barely differs from its baseline (gap 1e-4) and
+  # overshoots, so its per-image normalised AUC is huge.
+  curves = np.array([[1.0, 0.5, 0.0],
+                     [0.5, 0.6, 0.4999]])
+  per_image = [0.5, (1 + (0.6 - 0.4999) / 1e-4) / 4 + ((0.6 - 0.4999) / 1e-4) / 4]
+  auc, norm = F.mean_curve(curves, 'deletion')
+  mean = curves.mean(0)
+  expected = (mean - mean[-1]) / (mean[0] - mean[-1])
+  np.testing.assert_allclose(norm, expected)
+  assert auc == pytest.approx((expected[0] + 2 * expected[1] + expected[2]) / 4)
+  assert 0 <= auc <= 1
+  s = F.summarize(deletion={'curve': curves, 'auc': np.array(per_image)},
+                  insertion={'curve': curves[:, ::-1], 'auc': np.array(per_image)})
+  assert s['deletion_auc'] == pytest.approx(auc)
+  assert s['insertion_auc'] == pytest.approx(auc)  # the same curve, read the other way
+  assert np.mean(per_image) > 100
+  assert s['deletion_auc_per_image_mean'] == pytest.approx(np.mean(per_image))
+  assert s['baseline_gap'] == pytest.approx(mean[0] - mean[-1])
+  # A baseline that scores like the image gives no normaliser.
+  assert np.isnan(F.mean_curve(np.ones((2, 3)), 'insertion')[0])
 
 
 def test_randomization_check_separates_model_dependent_maps():

@@ -1,10 +1,7 @@
-"""Eval metrics and the hand-written TensorBoard / JSONL writers."""
-import struct
-
+"""Eval metrics against scipy / hand-computed references (writers: tests/test_writers.py)."""
 import numpy as np
 import scipy.stats
 
-from aesthetics_jax.train import writers
 from aesthetics_jax.train import metrics
 
 
@@ -46,64 +43,3 @@ def test_tag_topk_hit_any_true_tag():
   vgg = metrics.compute({'label_pred': np.array([1, 0]), 'p_high': np.array([0.9, 0.2])},
                         {'label': np.array([1, 0]), 'mean_score': np.array([6., 4.])})
   assert abs(vgg['lcc_mean'] - 1.0) < 1e-12 and 'emd' not in vgg
-
-
-def _parse_fields(buf: bytes) -> list[tuple[int, int, object]]:
-  """Minimal protobuf wire-format reader: [(field, wire_type, value)]."""
-  out, pos = [], 0
-  def varint():
-    nonlocal pos
-    v = shift = 0
-    while True:
-      b = buf[pos]; pos += 1
-      v |= (b & 0x7F) << shift; shift += 7
-      if not b & 0x80:
-        return v
-  while pos < len(buf):
-    key = varint()
-    field, wt = key >> 3, key & 7
-    if wt == 0:
-      out.append((field, wt, varint()))
-    elif wt == 1:
-      out.append((field, wt, struct.unpack('<d', buf[pos:pos + 8])[0])); pos += 8
-    elif wt == 5:
-      out.append((field, wt, struct.unpack('<f', buf[pos:pos + 4])[0])); pos += 4
-    elif wt == 2:
-      n = varint(); out.append((field, wt, buf[pos:pos + n])); pos += n
-    else:
-      raise AssertionError(f'wire type {wt}')
-  return out
-
-
-def test_crc32c_known_vector():
-  assert writers.crc32c(b'123456789') == 0xE3069283
-  assert writers.crc32c(b'') == 0
-
-
-def test_tensorboard_and_jsonl_roundtrip(tmp_path):
-  w = writers.MetricWriter(tmp_path)
-  w.write_scalars(7, {'train/loss': 0.25, 'eval/acc': np.float32(0.75), 'bad': float('nan')})
-  w.write_scalars(300, {'train/loss': 0.125})
-  w.close()
-  rows = writers.read_jsonl(tmp_path / 'metrics.jsonl')
-  assert [r['step'] for r in rows] == [7, 300]
-  assert rows[0]['train/loss'] == 0.25 and rows[0]['bad'] == 'nan'
-  (event_file,) = (tmp_path / 'tensorboard').glob('events.out.tfevents.*')
-  records = writers.read_tfrecords(event_file)  # checks both CRCs
-  assert len(records) == 3
-  first = dict((f, v) for f, _, v in _parse_fields(records[0]))
-  assert first[3] == b'brain.Event:2'
-  ev = _parse_fields(records[2])
-  fields = {f: v for f, _, v in ev}
-  assert fields[2] == 300
-  (value,) = [v for f, _, v in _parse_fields(fields[5]) if f == 1]
-  vf = {f: v for f, _, v in _parse_fields(value)}
-  assert vf[1] == b'train/loss' and vf[2] == 0.125
-  # Corruption is detected.
-  raw = bytearray(event_file.read_bytes()); raw[-6] ^= 1
-  event_file.write_bytes(bytes(raw))
-  try:
-    writers.read_tfrecords(event_file)
-    raise AssertionError('corruption not detected')
-  except ValueError:
-    pass

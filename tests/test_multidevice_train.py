@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'tests'))
 from aesthetics_jax.train import trainer  # noqa: E402
 from aesthetics_jax.train import checkpoints
-from configs import demo  # noqa: E402
+from aesthetics_jax.configs import demo  # noqa: E402
 from tiny_ava import prepare_tiny  # noqa: E402
 
 OVERRIDES = {'num_train_steps': 2, 'checkpoint_every_steps': 2, 'eval_every_steps': 2,

@@ -22,9 +22,11 @@ _COMMON = textwrap.dedent('''
     sys.path.insert(0, {tests!r})
     import numpy as np
     import jax
-    from aesthetics_jax.data import pipeline as ip
     from aesthetics_jax import parallel
-    from test_input_pipeline import make_source, tiny_config
+    from aesthetics_jax.data import pipeline
+    from aesthetics_jax.data import preprocess
+    from aesthetics_jax.data import sampling
+    from source_fixture import make_source, tiny_config
 ''')
 
 _MULTIPROCESS = textwrap.dedent('''
@@ -38,9 +40,9 @@ _MULTIPROCESS = textwrap.dedent('''
     mesh = parallel.make_mesh()
     rows = parallel.local_rows(parallel.data_sharding(mesh), 8)
     assert rows == parallel.process_slice(8, pid, 2), (rows, pid)
-    meta = ip.read_metadata(source)
-    cdf = np.cumsum(ip.balanced_probabilities(meta.label))
-    it = ip.train_batches(source, c, mesh, start_step=3)
+    meta = sampling.read_metadata(source)
+    cdf = np.cumsum(sampling.balanced_probabilities(meta.label))
+    it = pipeline.train_batches(source, c, mesh, start_step=3)
     for step in (3, 4):
       b = next(it)
       assert not b['image'].is_fully_addressable
@@ -48,17 +50,17 @@ _MULTIPROCESS = textwrap.dedent('''
                               sorted(b['image_id'].addressable_shards,
                                      key=lambda s: s.index[0].start or 0)])
       g = multihost_utils.process_allgather(b, tiled=True)
-      want_idx = ip.train_indices(step, 16, 8, c.seed, cdf)
+      want_idx = sampling.train_indices(step, 16, 8, c.seed, cdf)
       np.testing.assert_array_equal(g['image_id'], meta.image_id[want_idx])
       np.testing.assert_array_equal(local, meta.image_id[want_idx][rows])
       for j, i in enumerate(want_idx):
-        img = ip.preprocess_train_np(source[i]['image'], 40, 32,
-                                     ip.augment_rng(c.seed, step, j), True)
-        np.testing.assert_allclose(g['image'][j], np.asarray(ip.to_model_input(img)),
+        img = preprocess.preprocess_train_np(source[i]['image'], 40, 32,
+                                             preprocess.augment_rng(c.seed, step, j), True)
+        np.testing.assert_allclose(g['image'][j], np.asarray(preprocess.to_model_input(img)),
                                    atol=1e-6)
     it.close()
     ids, mask = [], []
-    for b in ip.eval_batches(source[:13], c, mesh, batch_size=8):
+    for b in pipeline.eval_batches(source[:13], c, mesh, batch_size=8):
       g = multihost_utils.process_allgather(b, tiled=True)
       ids.append(g['image_id']); mask.append(g['mask'])
     ids, mask = np.concatenate(ids), np.concatenate(mask)
@@ -74,7 +76,7 @@ _EIGHT_DEVICES = textwrap.dedent('''
     source = make_source(16)
     c = tiny_config()
     c.batch_size = 16
-    it = ip.train_batches(source, c, mesh)
+    it = pipeline.train_batches(source, c, mesh)
     b = next(it)
     it.close()
     for k, v in b.items():
@@ -83,13 +85,13 @@ _EIGHT_DEVICES = textwrap.dedent('''
       assert {s.data.shape[0] for s in v.addressable_shards} == {2}, k
       assert {s.device for s in v.addressable_shards} == set(jax.devices())
     assert b['image'].shape == (16, 32, 32, 3)
-    ev = list(ip.eval_batches(source[:10], c, mesh, batch_size=8))
+    ev = list(pipeline.eval_batches(source[:10], c, mesh, batch_size=8))
     assert len(ev) == 2 and float(ev[1]['mask'].sum()) == 2.0
     c.batch_size = 12
     try:
-      ip.train_batches(source, c, mesh)
+      pipeline.train_batches(source, c, mesh)
       raise SystemExit('expected an InputError')
-    except ip.InputError as e:
+    except preprocess.InputError as e:
       assert 'device count 8' in str(e) and '\\n' not in str(e), str(e)
     print('OK')
 ''')

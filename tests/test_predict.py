@@ -68,3 +68,12 @@ def test_cli_bad_workdir_one_line(tmp_path):
   assert r.returncode == 1
   assert 'Traceback' not in r.stderr
   assert len(r.stderr.strip().splitlines()) == 1 and str(tmp_path) in r.stderr
+
+
+def test_cli_bad_aspect_one_line(files):
+  _, wd, good, _, _ = files
+  r = _run(f'--workdir={wd}', '--aspect=4-3', good)
+  assert r.returncode == 1 and r.stdout == ''
+  assert 'Traceback' not in r.stderr
+  lines = r.stderr.strip().splitlines()
+  assert len(lines) == 1 and "'4-3'" in lines[0] and 'W:H' in lines[0]

@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 
+from aesthetics_jax.data import stats as data_stats
 from aesthetics_jax.report import figures
 from aesthetics_jax.report import html as report_html
 
@@ -55,8 +56,9 @@ def sections():
               notes=['a note'])
   vgg = dict(name='vgg16', arch='vgg16', step=3, figures={},
              metrics=dict(num_test_images=80, binary_accuracy=0.6))
-  dataset = dict(figures={'score_histogram': figures.score_histogram(scores),
-                          'tag_counts': figures.tag_counts({'Nature': 30, 'Portraiture': 12})},
+  dataset = dict(figures={'mean_score_hist': data_stats.plot_mean_score_hist(scores),
+                          'tag_counts': data_stats.plot_tag_counts({'Nature': 30,
+                                                                    'Portraiture': 12})},
                  stats={'train_images': 100, 'test_images': 80})
   return [mnv2, vgg], dataset, figs
 
@@ -68,7 +70,7 @@ def test_figures_are_png_and_overlay_shapes():
   assert ov.shape == img.shape and ov.dtype == np.uint8
   boxed = figures.draw_boxes(img, {'aesthetic': (5, 5, 20, 30)})
   assert (boxed != img).any() and (boxed[0, 0] == img[0, 0]).all()
-  assert figures.score_histogram(rng.normal(5, 1, 20))[:8] == b'\x89PNG\r\n\x1a\n'
+  assert data_stats.plot_mean_score_hist(rng.normal(5, 1, 20))[:8] == b'\x89PNG\r\n\x1a\n'
 
 
 def test_report_has_all_sections_images_and_banner(tmp_path, sections):

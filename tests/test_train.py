@@ -13,11 +13,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from aesthetics_jax import models  # noqa: E402
 from aesthetics_jax.train import checkpoints  # noqa: E402
 from aesthetics_jax.train import feature_cache  # noqa: E402
-from aesthetics_jax.data import pipeline as ip  # noqa: E402
+from aesthetics_jax.data import preprocess  # noqa: E402
+from aesthetics_jax.train import optim  # noqa: E402
 from aesthetics_jax.train import trainer  # noqa: E402
 from aesthetics_jax import parallel
 from aesthetics_jax.models import outputs as outputs_lib
-from configs import demo, mobilenet_v2_emd, vgg16_binary  # noqa: E402
+from aesthetics_jax.configs import demo, mobilenet_v2_emd  # noqa: E402
 from tiny_ava import prepare_tiny  # noqa: E402
 
 
@@ -36,18 +37,6 @@ def _vgg(data_dir, **overrides):
       node = node[p]
     node[last] = v
   return c
-
-
-def test_configs_parse():
-  assert demo.get_config('vgg16').model.arch == 'vgg16'
-  assert demo.get_config().model.arch == 'mobilenet_v2'
-  assert not demo.get_config('mobilenet_v2').model.freeze_encoder
-  assert vgg16_binary.get_config('class').input.weighting == 'class'
-  assert vgg16_binary.get_config().optim.name == 'sgd'
-  m = mobilenet_v2_emd.get_config('smoke')
-  assert m.smoke and m.optim.lr == 3e-6 and m.model.freeze_encoder and m.cache.enabled
-  with pytest.raises(ValueError, match='demo.py'):
-    demo.get_config('resnet')
 
 
 def test_train_and_restore_vgg(data_dir, tmp_path):
@@ -93,9 +82,8 @@ def test_cache_and_online_give_same_head_update(data_dir):
   c.model.dropout = 0.0
   model = models.create_model(c.model)
   mesh = parallel.make_mesh()
-  tx = trainer.make_optimizer(c, 10)
+  tx = optim.make_optimizer(c, 10)
   variables = models.init_variables(model, c.seed, c.input.image_size)
-  src = ip.read_metadata  # noqa: F841 (documenting that targets come from metadata)
   rng = np.random.default_rng(0)
   images = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
   meta = {'distribution': np.full((8, 10), 0.1, np.float32),
@@ -106,7 +94,7 @@ def test_cache_and_online_give_same_head_update(data_dir):
   feats = encode(variables, images)
   base = jax.random.key_data(jax.random.PRNGKey(0))
   results = []
-  for mode, extra in (('online', {'image': ip.to_model_input(images)}),
+  for mode, extra in (('online', {'image': preprocess.to_model_input(images)}),
                       ('features', {'features': feats})):
     state = trainer.create_state(model, c, tx, mesh, variables)
     step = jax.jit(trainer.make_train_step(model, c, tx, mode))

@@ -18,6 +18,8 @@ from typing import Any
 import jax
 from PIL import features as pil_features
 
+from aesthetics_jax import parallel
+
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'pillow', 'tensorflow-datasets',
             'torch', 'torchvision', 'grad-cam')
 # SIMD / matrix extensions that change XLA:CPU, oneDNN and libjpeg-turbo speed.
@@ -26,12 +28,6 @@ _CPU_FLAG_PREFIXES = ('avx', 'amx', 'fma', 'f16c', 'sse4', 'vnni', 'bmi2')
 _ENV = ('XLA_FLAGS', 'JAX_PLATFORMS', 'JAX_ENABLE_X64', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS',
         'OPENBLAS_NUM_THREADS', 'TF_NUM_INTRAOP_THREADS', 'MALLOC_ARENA_MAX',
         'CUDA_VISIBLE_DEVICES', 'TF_CPP_MIN_LOG_LEVEL')
-
-
-def cpu_count() -> int:
-  """CPUs this process may run on (its affinity mask: a container's share, not the host's)."""
-  # merge: parallel.host_cpu_count
-  return len(os.sched_getaffinity(0))
 
 
 def _version(package: str) -> str | None:
@@ -95,7 +91,7 @@ def info() -> dict[str, Any]:
   out: dict[str, Any] = {
       'hostname': platform.node(), 'platform': platform.platform(),
       'processor': platform.processor() or platform.machine(),
-      'python': sys.version.split()[0], 'cpu_count': cpu_count(),
+      'python': sys.version.split()[0], 'cpu_count': parallel.host_cpu_count(),
       'host_cpu_count': os.cpu_count(),
       'load_average': list(os.getloadavg()) if hasattr(os, 'getloadavg') else None,
       'memory_total_gb': _memory_total_gb(),

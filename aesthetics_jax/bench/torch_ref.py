@@ -20,7 +20,8 @@ import jax
 import numpy as np
 
 from aesthetics_jax.bench import workloads
-from aesthetics_jax.data import pipeline as ip
+from aesthetics_jax.data import preprocess
+from aesthetics_jax.data import sampling
 from aesthetics_jax.explain import crop
 from aesthetics_jax.models import pretrained
 
@@ -257,7 +258,7 @@ def recipe_epoch_fn(tmodel, images: Sequence[bytes], dists: np.ndarray, tags: np
     for s in range(0, n - batch_size + 1, batch_size):
       idx = order[s:s + batch_size]
       t0 = time.perf_counter()
-      imgs = list(pool.map(lambda i: ip.preprocess_train_np(
+      imgs = list(pool.map(lambda i: preprocess.preprocess_train_np(
           images[i], resize_size, image_size, np.random.default_rng([e, int(i)]), False), idx))
       x = to_nchw(np.stack(imgs).astype(np.float32) / 255.0, channels_last)
       t1 = time.perf_counter()
@@ -308,7 +309,7 @@ def recipe_setup(num_images: int, epochs: int, batch: int = 32, resize_size: int
   set_threads(threads)
   pool = workloads.jpeg_pool(32, seed=3)
   src = workloads.SyntheticSource(num_images, pool, seed=1)
-  meta = ip.read_metadata(src)
+  meta = sampling.read_metadata(src)
   tm = mobilenet_v2(NUM_BUCKETS + NUM_TAGS, seed, channels_last=True)
   epoch = recipe_epoch_fn(tm, [src[i]['image'] for i in range(num_images)], meta.distribution,
                           meta.tag_soft, batch, resize_size, image_size,

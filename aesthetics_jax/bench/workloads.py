@@ -20,10 +20,12 @@ from aesthetics_jax import models
 from aesthetics_jax import parallel
 from aesthetics_jax.bench import synthetic
 from aesthetics_jax.data import pipeline as ip
-from aesthetics_jax.evaluation import run as eval_run
+from aesthetics_jax.data import preprocess
+from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.explain import cam
 from aesthetics_jax.models import outputs as outputs_lib
 from aesthetics_jax.train import feature_cache
+from aesthetics_jax.train import optim
 from aesthetics_jax.train import trainer
 # The repository's configs/ (run from the repository root, as launch/ and tests/ are).
 from configs import default as default_config
@@ -60,7 +62,7 @@ def photos(n: int, size: int, seed: int = 0) -> np.ndarray:
   benchmark uses) decoded and resized like the eval pipeline, so maps and bf16 errors are
   those of image-like inputs, not of white noise."""
   datas = synthetic.synthetic_jpegs(min(n, 16), seed=seed)
-  imgs = [ip.preprocess_eval_np(datas[i % len(datas)], size) for i in range(n)]
+  imgs = [preprocess.preprocess_eval_np(datas[i % len(datas)], size) for i in range(n)]
   x = np.stack(imgs).astype(np.float32) / 255.0
   # Different images even when the JPEG pool repeats: flip / roll the repeats.
   for i in range(len(datas), n):
@@ -107,12 +109,12 @@ def make_study_step(model, arch: str, size: int, threshold: float = 0.2,
                     chunk: int = 0) -> Callable:
   """jit `(variables, x f32 [B,S,S,3]) -> (predictions, summaries)`: the study of one batch —
   the aesthetic map, the 10 bucket maps and the top-tag map from ONE vjp, then (as
-  `eval_run.make_summarize`) mean intensity, boxes (aesthetic, attribute, average) and the
+  `streaming.make_summarize`) mean intensity, boxes (aesthetic, attribute, average) and the
   normalised bucket maps."""
   feats = parallel.features_fn(model, chunk)
   names = STUDY_TARGETS if arch == 'mobilenet_v2' else ('aesthetic',)
   target_fn = cam.targets_for(arch, names)
-  summarize = eval_run.make_summarize(size, threshold, arch)
+  summarize = streaming.make_summarize(size, threshold, arch)
 
   @jax.jit
   def step(variables, x):
@@ -287,8 +289,8 @@ def run_recipe(model, variables, train_source, test_source, config, mesh,
     feature_cache.make_encode_fn = orig
   n = cache.train.shape[1]
   b = int(config.batch_size)
-  steps = trainer.total_train_steps(config, n)
-  tx = trainer.make_optimizer(config, steps)
+  steps = optim.total_train_steps(config, n)
+  tx = optim.make_optimizer(config, steps)
   state = trainer.create_state(model, config, tx, mesh, variables)
   arch = str(config.model.arch)
   key = (model, arch, float(config.optim.lr), str(config.optim.name), b)

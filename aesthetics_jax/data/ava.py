@@ -28,6 +28,8 @@ import zlib
 
 import numpy as np
 
+from aesthetics_jax.io import atomic_write_text
+
 NUM_TAGS = 66
 NUM_BUCKETS = 10
 # Images known to be corrupt / unreadable in common AVA copies; prepare_data skips them.
@@ -358,11 +360,4 @@ def write_ava_txt(path: os.PathLike | str, images: Iterable[AvaImage]) -> None:
     t1, t2 = im.padded_tags
     rows.append(' '.join(map(str, [i, im.image_id, *im.votes.tolist(), t1, t2,
                                     im.challenge_id])))
-  _atomic_write_text(path, '\n'.join(rows) + '\n')
-
-
-def _atomic_write_text(path: os.PathLike | str, text: str) -> None:
-  path = Path(path)
-  tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-  tmp.write_text(text, encoding='utf-8')
-  os.replace(tmp, path)
+  atomic_write_text(path, '\n'.join(rows) + '\n')

@@ -30,7 +30,9 @@ from PIL import ImageFile
 import tensorflow_datasets as tfds
 import tqdm
 
+from aesthetics_jax import parallel
 from aesthetics_jax.data import ava
+from aesthetics_jax.io import atomic_write_text
 
 SUBSETS = ('style', 'all')
 SPLITS = ('train', 'test')
@@ -188,7 +190,7 @@ def select_images(ava_dir: str | os.PathLike, subset: str, *,
 
   # Full decode of every candidate, in parallel (PIL releases the GIL while decoding).
   jobs = [(split, img) for split in SPLITS for img in candidates[split]]
-  workers = num_workers or os.cpu_count() or 1
+  workers = num_workers or parallel.host_cpu_count()
 
   def check(job):
     return check_image_file(ava.image_path(ava_dir, job[1].image_id),
@@ -214,12 +216,6 @@ def select_images(ava_dir: str | os.PathLike, subset: str, *,
 
 # --------------------------------------------------------------------------- outputs
 
-def _atomic_write_text(path: Path, text: str) -> None:
-  tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-  tmp.write_text(text)
-  os.replace(tmp, path)
-
-
 def write_skipped_csv(path: str | os.PathLike, rows: Sequence[Skipped]) -> None:
   """Writes `split,image_id,reason` rows atomically."""
   buf = io.StringIO()
@@ -227,7 +223,7 @@ def write_skipped_csv(path: str | os.PathLike, rows: Sequence[Skipped]) -> None:
   writer.writerow(['split', 'image_id', 'reason'])
   for r in rows:
     writer.writerow([r.split, r.image_id, r.reason])
-  _atomic_write_text(Path(path), buf.getvalue())
+  atomic_write_text(path, buf.getvalue())
 
 
 def read_skipped_csv(path: str | os.PathLike) -> list[Skipped]:

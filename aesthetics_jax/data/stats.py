@@ -4,10 +4,13 @@ Written by `dataset.prepare` next to `skipped.csv`:
   <dataset_dir>/stats.json
   <dataset_dir>/figures/mean_score_hist.png   (paper Figure 1: mean scores, kept train split)
   <dataset_dir>/figures/tag_counts.png        (paper Figure 2: images per tag, kept train split)
+The figures are drawn as PNG bytes (`plot_mean_score_hist`, `plot_tag_counts`) and written
+atomically by `write_stats`; the report embeds the files `report_section` lists.
 Matplotlib is drawn through the Agg canvas directly (no pyplot, no global backend switch).
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from aesthetics_jax.data import ava
+from aesthetics_jax.io import atomic_write_bytes, atomic_write_text
 
 FIGURES = {
     'mean_score_hist': 'figures/mean_score_hist.png',
@@ -73,18 +77,17 @@ def compute_stats(kept: Mapping[str, Sequence[ava.AvaImage]], skipped: Sequence,
   }
 
 
-def _save(fig, path: Path) -> None:
+def _png(fig) -> bytes:
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   FigureCanvasAgg(fig)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f'.{path.stem}.tmp{os.getpid()}.png')
-  fig.savefig(tmp, dpi=100)
-  os.replace(tmp, path)
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=100)
+  return buf.getvalue()
 
 
-def plot_mean_score_hist(mean_scores: np.ndarray, path: str | os.PathLike,
-                         title: str = 'AVA mean scores (train)') -> Path:
-  """Histogram of mean scores [N] (paper Figure 1), threshold 5 marked; writes a PNG."""
+def plot_mean_score_hist(mean_scores: np.ndarray,
+                         title: str = 'AVA mean scores (train)') -> bytes:
+  """Histogram of mean scores [N] (paper Figure 1), threshold 5 marked, as PNG bytes."""
   from matplotlib.figure import Figure
   fig = Figure(figsize=(6, 4))
   ax = fig.add_subplot()
@@ -97,13 +100,11 @@ def plot_mean_score_hist(mean_scores: np.ndarray, path: str | os.PathLike,
   ax.set_title(f'{title}, n={len(mean_scores)}')
   ax.legend()
   fig.tight_layout()
-  _save(fig, Path(path))
-  return Path(path)
+  return _png(fig)
 
 
-def plot_tag_counts(counts: Mapping[str, int], path: str | os.PathLike,
-                    title: str = 'AVA tags (train)') -> Path:
-  """Horizontal bar chart of images per tag name (paper Figure 2); writes a PNG."""
+def plot_tag_counts(counts: Mapping[str, int], title: str = 'AVA tags (train)') -> bytes:
+  """Horizontal bar chart of images per tag name (paper Figure 2), as PNG bytes."""
   from matplotlib.figure import Figure
   names = list(counts)
   fig = Figure(figsize=(7, max(2.5, 0.18 * len(names) + 1)))
@@ -116,8 +117,7 @@ def plot_tag_counts(counts: Mapping[str, int], path: str | os.PathLike,
   ax.set_xlabel('images')
   ax.set_title(f'{title}, {sum(counts.values())} tag assignments')
   fig.tight_layout()
-  _save(fig, Path(path))
-  return Path(path)
+  return _png(fig)
 
 
 def write_stats(dataset_dir: str | os.PathLike, kept: Mapping[str, Sequence[ava.AvaImage]],
@@ -126,11 +126,10 @@ def write_stats(dataset_dir: str | os.PathLike, kept: Mapping[str, Sequence[ava.
   d = Path(dataset_dir)
   stats = compute_stats(kept, skipped, tag_names)
   paths = figure_paths(d)
-  plot_mean_score_hist(_mean_scores(list(kept.get('train', ()))), paths['mean_score_hist'])
-  plot_tag_counts(stats['train']['tag_counts'], paths['tag_counts'])
-  tmp = d / f'.stats.json.tmp{os.getpid()}'
-  tmp.write_text(json.dumps(stats, indent=2) + '\n')
-  os.replace(tmp, d / 'stats.json')
+  atomic_write_bytes(paths['mean_score_hist'],
+                     plot_mean_score_hist(_mean_scores(list(kept.get('train', ())))))
+  atomic_write_bytes(paths['tag_counts'], plot_tag_counts(stats['train']['tag_counts']))
+  atomic_write_text(d / 'stats.json', json.dumps(stats, indent=2) + '\n')
   return {'stats_json': d / 'stats.json', **paths}
 
 

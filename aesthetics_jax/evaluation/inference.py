@@ -3,11 +3,10 @@
 `Predictor` restores a checkpoint once and runs one jitted function per batch:
 features → head → CAMs for the aesthetic target (+ all 10 score buckets and the top
 predicted tag for the two-headed MobileNetV2), all from ONE feature map (the encoder runs once).
-`evaluate.py` reuses the same jitted function over the test split.
+The evaluation job (`evaluation/run.py`) reuses the same jitted function over the test split.
 
-Boxes are `(y0, x0, y1, x1)`, end-exclusive, in ORIGINAL image pixel coordinates: the model
-sees the image resized to S² (aspect not kept, as in the paper), so the map is brought back
-to the original aspect before boxes are taken.
+Boxes are `(y0, x0, y1, x1)`, end-exclusive, in ORIGINAL image pixel coordinates
+(`crop.image_boxes`: the map is brought back to the original aspect before boxes are taken).
 """
 from __future__ import annotations
 
@@ -18,18 +17,14 @@ from typing import Any, Iterator, Sequence
 
 import jax
 import numpy as np
-from PIL import Image
 
 from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import crop
 from aesthetics_jax.report import figures
-from aesthetics_jax.data import pipeline
+from aesthetics_jax.data import preprocess
 from aesthetics_jax import parallel
 from aesthetics_jax.train import checkpoints
 from aesthetics_jax.models import outputs as outputs_lib
-
-# Longest side at which maps are brought back to the original aspect for boxes / aspect crops.
-BOX_RESOLUTION = 512
 
 
 class PredictError(ValueError):
@@ -66,7 +61,7 @@ def make_forward(model, arch: str, method: str, normalize: str | None,
   @jax.jit
   def forward(variables, x):
     if normalize is not None:
-      x = pipeline.to_model_input(x, normalize=normalize)
+      x = preprocess.to_model_input(x, normalize=normalize)
     feats = features(variables, x)
     head_fn = lambda a: model.apply(variables, a, method='head')  # noqa: E731
     outputs = head_fn(feats)
@@ -79,57 +74,13 @@ def make_forward(model, arch: str, method: str, normalize: str | None,
   return forward
 
 
-def resize_maps(maps: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-  """Bilinear resize of f32 [..., h, w] maps to [..., H, W] (host side, per map)."""
-  maps = np.asarray(maps, np.float32)
-  lead = maps.shape[:-2]
-  flat = maps.reshape((-1,) + maps.shape[-2:])
-  out = np.stack([np.asarray(Image.fromarray(m).resize((hw[1], hw[0]), Image.BILINEAR))
-                  for m in flat]) if flat.shape[0] else np.zeros((0,) + tuple(hw), np.float32)
-  return out.reshape(lead + tuple(hw))
-
-
-def box_grid(orig_hw: tuple[int, int], limit: int = BOX_RESOLUTION) -> tuple[int, int]:
-  """(H', W') with the original aspect and longest side <= limit."""
-  h, w = orig_hw
-  s = min(1.0, limit / max(h, w))
-  return max(1, round(h * s)), max(1, round(w * s))
-
-
-def scale_box(box: Sequence[int], from_hw: tuple[int, int], to_hw: tuple[int, int]) -> list[int]:
-  """Scales an end-exclusive `(y0, x0, y1, x1)` box between grids, clipped to `to_hw`."""
-  sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
-  y0, x0, y1, x1 = (float(v) for v in box)
-  out = [int(np.floor(y0 * sy)), int(np.floor(x0 * sx)), int(np.ceil(y1 * sy)),
-         int(np.ceil(x1 * sx))]
-  out[0], out[2] = max(0, out[0]), min(to_hw[0], max(out[2], out[0] + 1))
-  out[1], out[3] = max(0, out[1]), min(to_hw[1], max(out[3], out[1] + 1))
-  return out
-
-
-def parse_aspect(aspect: str) -> float:
-  """'4:3' → 4/3 (width / height); raises PredictError with the fix."""
-  try:
-    a, b = (float(v) for v in str(aspect).split(':'))
-    if a <= 0 or b <= 0:
-      raise ValueError
-  except ValueError:
-    raise PredictError(f'--aspect={aspect!r}: expected W:H with positive numbers, e.g. 4:3')
-  return a / b
-
-
-def aspect_box(norm_map: np.ndarray, aspect: str) -> list[int]:
-  """Best box of aspect W:H on one normalised map f32 [H, W] (crop.aspect_crop)."""
-  return [int(v) for v in np.asarray(crop.aspect_crop(norm_map[None], aspect))[0]]
-
-
 def load_image(path: str | os.PathLike) -> np.ndarray:
   """Reads an image file as uint8 [H,W,3]; PredictError (one line) if missing or corrupt."""
   p = Path(path)
   if not p.is_file():
     raise PredictError(f'{p}: no such file; check the path')
   try:
-    return pipeline.decode_image(p.read_bytes())
+    return preprocess.decode_image(p.read_bytes())
   except Exception as e:  # any decoder failure is a user-facing, per-file error
     cause = type(e.__cause__ or e).__name__
     raise PredictError(f'{p}: not a readable image ({cause}); pass a valid JPEG/PNG file')
@@ -138,18 +89,13 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
 def tag_names(config) -> dict[int, str]:
   """AVA tag id -> name from `config.data.ava_dir/tags.txt` ({} if unavailable)."""
   from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
-  path = Path(str(config.data.get('ava_dir', '') or '')) / 'tags.txt'
-  if not config.data.get('ava_dir') or not path.is_file():
+  path = Path(str(config.data.ava_dir)) / 'tags.txt'
+  if not config.data.ava_dir or not path.is_file():
     return {}
   try:
     return ava.read_tags(path)
   except ValueError:
     return {}
-
-
-def _atomic_save(path: Path, image: np.ndarray) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  figures.save_png(path, image)
 
 
 class Predictor:
@@ -165,7 +111,7 @@ class Predictor:
     self.threshold = float(self.config.eval.box_threshold)
     self.tag_names = tag_names(self.config)
     self.forward = make_forward(self.model, self.arch, self.method,
-                                str(self.config.input.get('normalize', 'none')))
+                                str(self.config.input.normalize))
     self.mesh = parallel.make_mesh()
     self.num_devices = self.mesh.devices.size
     # Replicated over the mesh: the batch axis of the inputs is sharded over all devices.
@@ -194,23 +140,12 @@ class Predictor:
       rec['top_tag'] = int(np.argmax(pred['tag_probs'][i])) + 1  # AVA tag ids start at 1
       if rec['top_tag'] in self.tag_names:
         rec['top_tag_name'] = self.tag_names[rec['top_tag']]
-    grid = box_grid((h, w))
-    aes = np.asarray(cam.normalize(maps['aesthetic'][i:i + 1], 'per_image'))  # [1,h,w]
-    aes_up = resize_maps(aes, grid)  # [1,H',W'] in the original aspect
-    boxes = {'aesthetic': np.asarray(crop.boxes(aes_up, self.threshold))[0]}
-    up_attr = None
-    if 'top_tag' in maps:
-      att = np.asarray(cam.normalize(maps['top_tag'][i:i + 1], 'per_image'))
-      up_attr = resize_maps(att, grid)
-      boxes['attribute'] = np.asarray(crop.boxes(up_attr, self.threshold))[0]
-      boxes['average'] = np.asarray(
-          crop.average_boxes(boxes['aesthetic'][None], boxes['attribute'][None]))[0]
-    if aspect:
-      boxes['crop'] = np.asarray(aspect_box(aes_up[0], aspect))
-    boxes = {k: scale_box(v, grid, (h, w)) for k, v in boxes.items()}
+    d = crop.image_boxes(maps['aesthetic'][i], maps['top_tag'][i] if 'top_tag' in maps else None,
+                         (h, w), self.threshold, aspect)
+    boxes = {k: v.tolist() for k, v in d['boxes'].items()}
     rec['box'] = boxes['average'] if 'average' in boxes else boxes['aesthetic']
     rec['boxes'] = boxes
-    vis = {'aesthetic_map': aes_up[0], 'attribute_map': None if up_attr is None else up_attr[0],
+    vis = {'aesthetic_map': d['aesthetic_map'], 'attribute_map': d['attribute_map'],
            'boxes': boxes}
     return rec, vis
 
@@ -219,7 +154,7 @@ class Predictor:
                     batch_size: int = 8) -> Iterator[dict]:
     """Yields one JSON-able dict per path, in order; a bad file yields {'path', 'error'}."""
     if aspect:
-      parse_aspect(aspect)
+      crop.parse_aspect(aspect)
     if crop_dir and not aspect:
       aspect = None  # crop_dir alone: crop the suggested (average / aesthetic) box
     for start in range(0, len(paths), batch_size):
@@ -233,7 +168,7 @@ class Predictor:
       results = {}
       if images:
         order = sorted(images)
-        x = np.stack([pipeline.preprocess_eval_np(images[j], self.size) for j in order])
+        x = np.stack([preprocess.preprocess_eval_np(images[j], self.size) for j in order])
         pred, maps = self.run(x)
         for k, j in enumerate(order):
           rec, vis = self.describe(images[j], pred, maps, k, aspect)
@@ -243,12 +178,12 @@ class Predictor:
             img = figures.draw_boxes(img, {k2: v for k2, v in vis['boxes'].items()},
                                      width=max(2, max(images[j].shape[:2]) // 200))
             out = Path(overlay_dir) / f'{stem}_cam.png'
-            _atomic_save(out, img)
+            figures.save_png(out, img)
             rec['overlay'] = str(out)
           if crop_dir:
             y0, x0, y1, x1 = vis['boxes'].get('crop', rec['box'])
             out = Path(crop_dir) / f'{stem}_crop.png'
-            _atomic_save(out, images[j][y0:y1, x0:x1])
+            figures.save_png(out, images[j][y0:y1, x0:x1])
             rec['crop'] = str(out)
           results[j] = rec
       for j, p in enumerate(chunk):

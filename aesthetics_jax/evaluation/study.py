@@ -9,7 +9,8 @@ Host-side numpy/scipy on per-image summaries (a few thousand numbers), so no jit
   → high", threshold fitted on one split, accuracy measured on another.
 * `accuracy_ci`: bootstrap CI of a classification accuracy.
 * `bucket_mean_maps`: mean map per true score bucket (Figure 8).
-Faithfulness metrics live in `faithfulness.py`.
+Faithfulness metrics live in `explain/faithfulness.py` (its `rank_correlation` is the row-wise
+Spearman of the bootstrap here).
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from typing import Any
 
 import numpy as np
 from scipy import stats as sstats
+
+from aesthetics_jax.explain import faithfulness
 
 EXTREME_BAND = (4.5, 6.5)
 
@@ -58,10 +61,6 @@ def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(den > 0, (xc * yc).sum(axis=1) / den, np.nan)
 
 
-def _rowwise_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-  return _rowwise_pearson(sstats.rankdata(x, axis=1), sstats.rankdata(y, axis=1))
-
-
 def _with_ci(kind: str, x, y, num_bootstrap: int, seed: int, alpha: float) -> dict[str, Any]:
   x = np.asarray(x, np.float64).ravel()
   y = np.asarray(y, np.float64).ravel()
@@ -76,7 +75,7 @@ def _with_ci(kind: str, x, y, num_bootstrap: int, seed: int, alpha: float) -> di
   out['r'], out['p'] = float(res[0]), float(res[1])
   if num_bootstrap > 0:
     idx = np.random.default_rng(seed).integers(0, n, size=(num_bootstrap, n))
-    rowwise = _rowwise_pearson if kind == 'pearson' else _rowwise_spearman
+    rowwise = _rowwise_pearson if kind == 'pearson' else faithfulness.rank_correlation
     boot = rowwise(x[idx], y[idx])
     boot = boot[np.isfinite(boot)]
     if boot.size:

@@ -12,17 +12,26 @@ on (`scale_box` moves them to another image size).
 * `aspect_crop`: the window of a given aspect ratio (largest that fits, times `scale`) that
   encloses the most map mass, over all positions at once with summed-area tables; ties (flat
   maps) go to the window closest to the centre.
+* `image_boxes`: the raw maps of ONE image → its maps in the original aspect and its boxes in
+  original pixels (what prediction and the evaluation figures show).
 """
 from __future__ import annotations
 
+import io
 import os
-import tempfile
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 from scipy import ndimage
+
+from aesthetics_jax import io as io_lib
+from aesthetics_jax.explain import cam
+
+# Longest side at which one image's maps are brought back to its aspect for boxes and crops.
+BOX_RESOLUTION = 512
 
 # 8-connectivity inside each image, nothing across the batch axis.
 _STRUCTURE = np.zeros((3, 3, 3), bool)
@@ -153,15 +162,71 @@ def aspect_crop(maps: jax.Array, aspect: str | float = '4:3', scale: float = 1.0
 
 def scale_box(box: Sequence[int] | np.ndarray, from_hw: tuple[int, int],
               to_hw: tuple[int, int]) -> np.ndarray:
-  """Boxes `[..., 4]` on a `from_hw` grid → `to_hw` pixels (starts floored, ends ceiled)."""
+  """Boxes `[..., 4]` on a `from_hw` grid → `to_hw` pixels (starts floored, ends ceiled), clipped
+  to `to_hw` and at least one pixel wide and high."""
   b = np.asarray(box, np.float64)
   sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
-  f = np.array([sy, sx, sy, sx])
-  out = b * f
-  out[..., :2] = np.floor(out[..., :2] + 1e-9)
-  out[..., 2:] = np.ceil(out[..., 2:] - 1e-9)
-  hi = np.array([to_hw[0], to_hw[1], to_hw[0], to_hw[1]])
-  return np.clip(out, 0, hi).astype(np.int32)
+  out = b * np.array([sy, sx, sy, sx])
+  hw = np.array(to_hw[:2])
+  start = np.clip(np.floor(out[..., :2] + 1e-9), 0, hw - 1)
+  end = np.clip(np.maximum(np.ceil(out[..., 2:] - 1e-9), start + 1), 1, hw)
+  return np.concatenate([start, end], axis=-1).astype(np.int32)
+
+
+def box_grid(orig_hw: tuple[int, int], limit: int = BOX_RESOLUTION) -> tuple[int, int]:
+  """(H', W') with the original aspect and longest side <= limit."""
+  h, w = orig_hw
+  s = min(1.0, limit / max(h, w))
+  return max(1, round(h * s)), max(1, round(w * s))
+
+
+def resize_maps(maps: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+  """Bilinear resize of f32 `[..., h, w]` maps to `[..., H, W]` on the host (PIL, per map).
+
+  For maps already off the device, at one image's own aspect: `cam.upsample` is the jit-able
+  resize, which would compile again for every new image shape.
+  """
+  maps = np.asarray(maps, np.float32)
+  lead = maps.shape[:-2]
+  flat = maps.reshape((-1,) + maps.shape[-2:])
+  out = [np.asarray(Image.fromarray(m).resize((hw[1], hw[0]), Image.BILINEAR)) for m in flat]
+  out = np.stack(out) if out else np.zeros((0,) + tuple(hw), np.float32)
+  return out.reshape(lead + tuple(hw))
+
+
+def image_boxes(aesthetic: np.ndarray, attribute: np.ndarray | None, orig_hw: tuple[int, int],
+                threshold: float = 0.2, aspect: str | float | None = None,
+                limit: int = BOX_RESOLUTION) -> dict[str, Any]:
+  """Raw maps of ONE image → its normalised maps in the original aspect and its boxes.
+
+  The model sees the image squashed to S² (aspect not kept, as in the paper), so each map is
+  min-max normalised, resized to `box_grid(orig_hw, limit)` (the original aspect), boxed there
+  and the boxes are scaled to the original pixels.
+
+  Args:
+    aesthetic: raw map `[h, w]` of the aesthetic target.
+    attribute: raw map `[h, w]` of the attribute (top tag) target, or None (VGG16).
+    orig_hw: (H, W) of the original image; boxes come out in its pixels.
+    threshold: `boxes` threshold (fraction of each map's maximum).
+    aspect: when given, also the `aspect_crop` window of this W:H on the aesthetic map.
+  Returns:
+    `aesthetic_map` f32 `[H', W']` in [0, 1], `attribute_map` (None without `attribute`), and
+    `boxes`: i32 `[4]` each, 'aesthetic', with `attribute` also 'attribute' and 'average'
+    (paper §4.4.3), with `aspect` also 'crop'.
+  """
+  grid = box_grid(orig_hw, limit)
+  aes = resize_maps(np.asarray(cam.normalize(aesthetic[None], 'per_image')), grid)  # [1,H',W']
+  grid_boxes = {'aesthetic': boxes_np(aes, threshold)}
+  attr = None
+  if attribute is not None:
+    attr = resize_maps(np.asarray(cam.normalize(attribute[None], 'per_image')), grid)
+    grid_boxes['attribute'] = boxes_np(attr, threshold)
+    grid_boxes['average'] = np.asarray(average_boxes(grid_boxes['aesthetic'],
+                                                     grid_boxes['attribute']))
+  if aspect:
+    grid_boxes['crop'] = np.asarray(aspect_crop(aes, aspect))
+  return {'aesthetic_map': aes[0], 'attribute_map': None if attr is None else attr[0],
+          'boxes': {k: scale_box(v[0], grid, orig_hw) for k, v in grid_boxes.items()}}
 
 
 def save_crops(images: Sequence[np.ndarray] | np.ndarray, boxes_: np.ndarray,
@@ -174,7 +239,6 @@ def save_crops(images: Sequence[np.ndarray] | np.ndarray, boxes_: np.ndarray,
     boxes_: i32 `[B, 4]` in each image's own pixels (see `scale_box`).
     paths: B output files; parent folders are created.
   """
-  from PIL import Image  # pylint: disable=import-outside-toplevel
   boxes_ = np.asarray(boxes_)
   if not len(images) == len(boxes_) == len(paths):
     raise ValueError(f'save_crops: {len(images)} images, {len(boxes_)} boxes, {len(paths)} paths')
@@ -187,17 +251,9 @@ def save_crops(images: Sequence[np.ndarray] | np.ndarray, boxes_: np.ndarray,
     if region.size == 0:
       raise ValueError(f'save_crops: empty box {(y0, x0, y1, x1)} for {path}')
     path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
     ext = os.path.splitext(path)[1] or '.png'
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=ext)
-    try:
-      with os.fdopen(fd, 'wb') as f:
-        Image.fromarray(region).save(f, format=Image.registered_extensions().get(ext.lower(), 'PNG'))
-      os.replace(tmp, path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
+    buf = io.BytesIO()
+    Image.fromarray(region).save(buf, format=Image.registered_extensions().get(ext.lower(), 'PNG'))
+    io_lib.atomic_write_bytes(path, buf.getvalue())
     written.append(path)
   return written

@@ -4,18 +4,23 @@ model-randomisation sanity check.
 * Deletion / insertion (Petsiuk et al., RISE 2018): pixels are ranked by saliency; in `steps`
   equal steps the top fraction is replaced by a baseline (deletion) or copied from the image into
   the baseline (insertion), and the model's target score is evaluated on every step in one
-  batched call. Curves are normalised per image as `(s - s_baseline) / (s_image - s_baseline)`
-  (deletion runs 1 → 0, insertion 0 → 1) and integrated by the trapezoid rule over the deleted /
-  inserted fraction in [0, 1]. Deletion: lower is better; insertion: higher is better.
-* Pointing game (Zhang et al. 2016): is the map's argmax inside the ground-truth mask? The
-  centre-pixel baseline answers the same question for a map that always points at the centre.
+  batched call. Curves are normalised as `(s - s_baseline) / (s_image - s_baseline)` (deletion
+  runs 1 → 0, insertion 0 → 1) and integrated by the trapezoid rule over the deleted / inserted
+  fraction in [0, 1]. Deletion: lower is better; insertion: higher is better. The headline AUC
+  (`mean_curve`, `summarize`) normalises the MEAN raw curve of a set of images: per image, the
+  normaliser explodes when an image scores about the same as its baseline.
+* Pointing game (Zhang et al. 2016): does the map's maximum fall inside the ground-truth mask?
+  The maximum is taken at the map's own resolution and the centre of its cell is tested (an
+  upsampled coarse map puts its maximum in a corner: edge clamping, raster-order ties); the
+  upsampled-argmax variant is reported beside it. The centre-pixel baseline answers the same
+  question for a map that always points at the image centre.
 * Mask mass: fraction of the map's mass inside the mask (chance level = mask area fraction).
 * Randomisation check (Adebayo et al. 2018): Spearman rank correlation, per image, between the
   maps of the trained head and of a re-initialised head; low = the map depends on the model.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import chex
 import jax
@@ -147,32 +152,44 @@ def random_maps(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 
 
 def pointing_game(maps: jax.Array, masks: jax.Array) -> dict[str, jax.Array]:
-  """Argmax-in-mask per image, and the centre-pixel baseline.
+  """Maximum-in-mask per image, two ways, and the centre-pixel baseline. jit-able.
 
   Args:
-    maps: `[B,h,w]` (upsampled to the mask size if smaller); masks: `[B,H,W]` bool/0-1.
-  Returns: `hit [B]`, `centre_hit [B]` bool, and `valid [B]` (mask not empty; average the
-    hits over valid images only).
+    maps: `[B,h,w]` saliency; masks: `[B,H,W]` bool/0-1 (`h <= H`, `w <= W`).
+  Returns: bool `[B]` each:
+    `hit`: the centre of the map's argmax CELL lies in the mask; a map with no positive value
+      points nowhere (miss);
+    `hit_upsampled`: the argmax of the map upsampled bilinearly to `H,W` lies in the mask;
+    `centre_hit`: the image's centre pixel lies in the mask;
+    `valid`: the mask is not empty (average the hits over valid images only).
   """
   masks = jnp.asarray(masks) > 0
+  maps = jnp.asarray(maps, jnp.float32)
   B, H, W = masks.shape
-  m = _to_image_grid(maps, (H, W)).reshape(B, -1)
-  arg = jnp.argmax(m, axis=1)
-  flat = masks.reshape(B, -1)
-  hit = jnp.take_along_axis(flat, arg[:, None], axis=1)[:, 0]
-  return {'hit': hit, 'centre_hit': masks[:, H // 2, W // 2], 'valid': flat.any(axis=1)}
+  h, w = maps.shape[1:]
+  flat_masks = masks.reshape(B, -1)
+  cells = maps.reshape(B, -1)
+  idx = jnp.argmax(cells, axis=1)
+  y = jnp.minimum(((idx // w + 0.5) * (H / h)).astype(jnp.int32), H - 1)
+  x = jnp.minimum(((idx % w + 0.5) * (W / w)).astype(jnp.int32), W - 1)
+  hit = masks[jnp.arange(B), y, x] & (cells.max(axis=1) > 0)
+  up = jnp.argmax(_to_image_grid(maps, (H, W)).reshape(B, -1), axis=1)
+  hit_up = jnp.take_along_axis(flat_masks, up[:, None], axis=1)[:, 0]
+  return {'hit': hit, 'hit_upsampled': hit_up, 'centre_hit': masks[:, H // 2, W // 2],
+          'valid': flat_masks.any(axis=1)}
 
 
 def mask_mass(maps: jax.Array, masks: jax.Array) -> dict[str, jax.Array]:
   """Fraction of (non-negative) map mass inside each mask, and the mask's area fraction
-  (what a uniform map would get). `maps [B,h,w]`, `masks [B,H,W]` → `mass [B]`, `area [B]`."""
+  (what a uniform map would get). `maps [B,h,w]`, `masks [B,H,W]` → `mass [B]`, `area [B]`,
+  `valid [B]` (the mask is not empty)."""
   masks = jnp.asarray(masks) > 0
   B, H, W = masks.shape
   m = jnp.maximum(_to_image_grid(maps, (H, W)), 0.0)
   inside = (m * masks).sum(axis=(1, 2))
   total = m.sum(axis=(1, 2))
   return {'mass': jnp.where(total > 0, inside / jnp.where(total > 0, total, 1.0), jnp.nan),
-          'area': masks.mean(axis=(1, 2))}
+          'area': masks.mean(axis=(1, 2)), 'valid': masks.any(axis=(1, 2))}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,7 +197,8 @@ def mask_mass(maps: jax.Array, masks: jax.Array) -> dict[str, jax.Array]:
 
 
 def rank_correlation(maps_a, maps_b) -> np.ndarray:
-  """Spearman correlation per image between two map batches `[B,h,w]` (NaN for a flat map)."""
+  """Spearman correlation of each row pair: `[B, ...]` x `[B, ...]` → `[B]` (e.g. two map
+  batches `[B,h,w]`; NaN where a row is constant)."""
   a = np.asarray(maps_a, np.float64).reshape(len(maps_a), -1)
   b = np.asarray(maps_b, np.float64).reshape(len(maps_b), -1)
   ra, rb = sstats.rankdata(a, axis=1), sstats.rankdata(b, axis=1)
@@ -219,10 +237,40 @@ def randomization_check(maps_trained, maps_random) -> dict[str, Any]:
           'median': float(np.median(finite)) if finite.size else float('nan')}
 
 
-def summarize(deletion_auc, insertion_auc, pointing: dict | None = None,
-              mass: dict | None = None, randomization: dict | None = None,
+def mean_curve(curves, mode: str) -> tuple[float, np.ndarray]:
+  """AUC of the normalised MEAN curve: raw curves `[B,K+1]` → `(auc, normalised curve [K+1])`.
+
+  The mean raw curve is normalised by its own image and baseline scores (the first and last
+  points); NaN when they coincide. Averaging before normalising keeps one image whose score
+  barely changes from dominating the mean, as its per-image normalisation would.
+  """
+  if mode not in ('deletion', 'insertion'):
+    raise ValueError(f"mean_curve mode {mode!r}: use 'deletion' or 'insertion'")
+  c = np.nanmean(np.asarray(curves, np.float64), axis=0)
+  full, empty = (c[0], c[-1]) if mode == 'deletion' else (c[-1], c[0])
+  den = full - empty
+  if not np.isfinite(den) or abs(den) < 1e-12:
+    return float('nan'), np.full_like(c, np.nan)
+  norm = (c - empty) / den
+  return float(np.asarray(trapezoid_auc(norm))), norm
+
+
+def summarize(deletion: Mapping[str, Any] | None = None,
+              insertion: Mapping[str, Any] | None = None, pointing: Mapping | None = None,
+              mass: Mapping | None = None, randomization: Mapping | None = None,
               prefix: str = '') -> dict[str, float]:
-  """Scalar means for metrics.json (NaNs and invalid pointing-game images skipped)."""
+  """The headline numbers of one map method for metrics.json (NaNs skipped).
+
+  Args:
+    deletion, insertion: `deletion` / `insertion` outputs (`curve [B,K+1]` raw, `auc [B]`).
+    pointing: `pointing_game` output; mass: `mask_mass` output (images with an empty mask
+      are skipped); randomization: `randomization_check` output.
+  Returns (each key with `prefix`): `deletion_auc`, `insertion_auc` (`mean_curve`),
+    `deletion_auc_per_image_mean`, `insertion_auc_per_image_mean`, `baseline_gap` (mean image
+    score minus mean baseline score: the normaliser of both curves; small gaps push the AUCs
+    out of [0, 1]); `pointing_game` (cell centre), `pointing_game_upsampled`,
+    `pointing_game_centre`; `mask_mass`, `mask_area`; `randomization_spearman`.
+  """
   def mean(x, sel=None):
     x = np.asarray(x, np.float64)
     if sel is not None:
@@ -230,13 +278,21 @@ def summarize(deletion_auc, insertion_auc, pointing: dict | None = None,
     x = x[np.isfinite(x)]
     return float(x.mean()) if x.size else float('nan')
 
-  out = {f'{prefix}deletion_auc': mean(deletion_auc), f'{prefix}insertion_auc': mean(insertion_auc)}
+  out = {}
+  for mode, res in (('deletion', deletion), ('insertion', insertion)):
+    if res is not None:
+      out[f'{prefix}{mode}_auc'] = mean_curve(res['curve'], mode)[0]
+      out[f'{prefix}{mode}_auc_per_image_mean'] = mean(res['auc'])
+  if deletion is not None:
+    c = np.nanmean(np.asarray(deletion['curve'], np.float64), axis=0)
+    out[f'{prefix}baseline_gap'] = float(c[0] - c[-1])
   if pointing is not None:
     out[f'{prefix}pointing_game'] = mean(pointing['hit'], pointing['valid'])
+    out[f'{prefix}pointing_game_upsampled'] = mean(pointing['hit_upsampled'], pointing['valid'])
     out[f'{prefix}pointing_game_centre'] = mean(pointing['centre_hit'], pointing['valid'])
   if mass is not None:
-    out[f'{prefix}mask_mass'] = mean(mass['mass'])
-    out[f'{prefix}mask_area'] = mean(mass['area'])
+    out[f'{prefix}mask_mass'] = mean(mass['mass'], mass['valid'])
+    out[f'{prefix}mask_area'] = mean(mass['area'], mass['valid'])
   if randomization is not None:
     out[f'{prefix}randomization_spearman'] = mean(randomization['spearman'])
   return out

@@ -16,6 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+from aesthetics_jax import io as io_lib  # noqa: E402
+
 BOX_COLOURS = {'aesthetic': (255, 255, 255), 'attribute': (0, 200, 255),
                'average': (255, 60, 60), 'crop': (60, 255, 60)}
 
@@ -55,38 +57,10 @@ def draw_boxes(image: np.ndarray, boxes: Mapping[str, Sequence[int]],
 
 
 def save_png(path, image: np.ndarray) -> None:
-  """Atomically writes uint8 [H,W,3] as PNG."""
-  import os
-  path = str(path)
-  tmp = path + '.tmp'
-  Image.fromarray(np.asarray(image, np.uint8)).save(tmp, format='PNG')
-  os.replace(tmp, path)
-
-
-def score_histogram(mean_scores: np.ndarray, title: str = 'Mean score distribution') -> bytes:
-  """Paper Figure 1: histogram of per-image mean scores [N]."""
-  s = np.asarray(mean_scores, np.float64)
-  fig, ax = plt.subplots(figsize=(5, 3.2))
-  ax.hist(s, bins=np.linspace(1, 10, 37), color='#4878a8', edgecolor='white')
-  ax.axvline(5.0, color='k', ls='--', lw=1, label='high/low split (5)')
-  if s.size:
-    ax.set_title(f'{title} (n={s.size}, mean={s.mean():.2f})', fontsize=10)
-  ax.set_xlabel('mean score')
-  ax.set_ylabel('images')
-  ax.legend(fontsize=8)
-  return _png(fig)
-
-
-def tag_counts(counts: Mapping[str, int], title: str = 'Tag frequency', top: int = 30) -> bytes:
-  """Paper Figure 2: bar chart of tag name -> count (the `top` most frequent)."""
-  items = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
-  fig, ax = plt.subplots(figsize=(7, 3.2))
-  ax.bar(range(len(items)), [v for _, v in items], color='#6a9f58')
-  ax.set_xticks(range(len(items)))
-  ax.set_xticklabels([k for k, _ in items], rotation=75, fontsize=7)
-  ax.set_ylabel('images')
-  ax.set_title(title, fontsize=10)
-  return _png(fig)
+  """Atomically writes uint8 [H,W,3] as PNG (parent folders created)."""
+  buf = io.BytesIO()
+  Image.fromarray(np.asarray(image, np.uint8)).save(buf, format='PNG')
+  io_lib.atomic_write_bytes(path, buf.getvalue())
 
 
 def examples_figure(examples: Sequence[Mapping], title: str) -> bytes:

@@ -21,6 +21,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from aesthetics_jax import io as io_lib
+
 # The paper's numbers (Chu & Dhuldhoya) and NIMA's (Talebi & Milanfar 2018) on real AVA.
 PAPER_TABLE1 = {'pearson_all': 0.24, 'pearson_extreme': 0.34, 'split_point_accuracy': 0.497}
 PAPER_ACCURACY = {'vgg16': 0.72, 'mobilenet_v2': 0.75}
@@ -269,17 +271,9 @@ def render(models: Sequence[Mapping], dataset: Mapping | None = None, demo: bool
   return '\n'.join(out)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.name + f'.tmp{os.getpid()}')
-  tmp.write_text(text, encoding='utf-8')
-  os.replace(tmp, path)
-  return path
-
-
 def write_report(path: str | os.PathLike, models: Sequence[Mapping],
                  dataset: Mapping | None = None, demo: bool = False,
                  title: str = 'aesthetics-jax evaluation report') -> Path:
   """Renders and atomically writes the report; returns its path."""
-  return atomic_write_text(path, render(models, dataset, demo, title))
+  io_lib.atomic_write_text(path, render(models, dataset, demo, title))
+  return Path(path)

@@ -18,6 +18,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as ocp_pp
 
 from aesthetics_jax import models
+from aesthetics_jax.configs import default as default_config
 
 # Model config keys whose change makes parameters incompatible.
 MODEL_KEYS = ('arch', 'width_mult', 'fc_dim', 'num_buckets', 'num_tags')
@@ -157,12 +158,37 @@ def config_path(workdir) -> Path:
 
 
 def load_config(workdir) -> ml_collections.ConfigDict:
-  """The config a training run wrote to `workdir/config.json`."""
+  """The config a training run wrote to `workdir/config.json`, over today's defaults.
+
+  Keys added since the run was trained take their default (`configs/default.py`); keys the
+  library no longer has are dropped, so old workdirs keep evaluating.
+  """
   path = config_path(workdir)
   if not path.exists():
     raise WorkdirError(f'{path}: not found; is --workdir a training workdir '
                        '(launch/train.py writes it)?')
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  try:
+    saved = json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise WorkdirError(f'{path}: not valid JSON ({e}); restore it from a copy or retrain '
+                       'in a fresh --workdir') from None
+  config = default_config.get_config()
+  _merge(config, saved)
+  return config
+
+
+def _merge(config: ml_collections.ConfigDict, saved: Mapping[str, Any]) -> None:
+  for key, value in saved.items():
+    if key not in config:
+      continue
+    if isinstance(config[key], ml_collections.ConfigDict) and isinstance(value, Mapping):
+      _merge(config[key], value)
+    else:
+      try:
+        config[key] = value
+      except TypeError:  # e.g. a float saved where today's default is an int
+        with config.ignore_type():
+          config[key] = value
 
 
 def restore_for_inference(workdir, step: int | None = None):

@@ -6,7 +6,7 @@ paper's 50-epoch recipe is one encoder pass over
     crop/flip drawn from `view_rng(seed, k, i)`), and
   - the eval view of the test split,
 followed by head steps over the cache. Step s uses the same rows as the online pipeline
-(`input_pipeline.train_indices(s, ...)`, balanced as configured) and, per row, a view drawn
+(`sampling.train_indices(s, ...)`, balanced as configured) and, per row, a view drawn
 from (seed, s). The cache lives in host memory on every process (numpy, f32 or bf16);
 each process uploads only its own rows of a step's global batch.
 """
@@ -22,7 +22,8 @@ import numpy as np
 import tqdm
 from jax.sharding import Mesh
 
-from aesthetics_jax.data import pipeline as ip
+from aesthetics_jax.data import preprocess
+from aesthetics_jax.data import sampling
 from aesthetics_jax import parallel
 
 _VIEW_STREAM = 0xCAC4E
@@ -53,7 +54,7 @@ def make_encode_fn(model, normalize: str, chunk: int | None = None):
 
   @jax.jit
   def encode(variables, images):
-    x = ip.to_model_input(images, normalize=normalize)
+    x = preprocess.to_model_input(images, normalize=normalize)
     return features(variables, x)
   return encode
 
@@ -95,11 +96,11 @@ class FeatureCache:
   test: `[M, h, w, C]` eval view of the M test rows.
   """
   train: np.ndarray
-  train_meta: ip.Metadata
+  train_meta: sampling.Metadata
   train_weights: np.ndarray   # f32 [N]
   cdf: np.ndarray | None      # balanced sampling CDF or None (uniform epochs)
   test: np.ndarray
-  test_meta: ip.Metadata
+  test_meta: sampling.Metadata
   test_weights: np.ndarray
   seed: int
   mesh: Mesh
@@ -109,7 +110,7 @@ class FeatureCache:
     return {k: jax.make_array_from_process_local_data(sharding, v, (batch_size,) + v.shape[1:])
             for k, v in host.items()}
 
-  def _rows(self, meta: ip.Metadata, weights: np.ndarray, idx: np.ndarray,
+  def _rows(self, meta: sampling.Metadata, weights: np.ndarray, idx: np.ndarray,
             mask: np.ndarray) -> dict[str, np.ndarray]:
     return {
         'votes': meta.votes[idx], 'distribution': meta.distribution[idx],
@@ -120,7 +121,7 @@ class FeatureCache:
   def train_batch(self, step: int, batch_size: int) -> dict[str, jax.Array]:
     """Global batch of step `step`: `features [B,h,w,C]` (f32) + the usual target keys."""
     n = self.train.shape[1]
-    idx = ip.train_indices(step, n, batch_size, self.seed, self.cdf)
+    idx = sampling.train_indices(step, n, batch_size, self.seed, self.cdf)
     views = np.random.default_rng([_PICK_STREAM, self.seed, step]).integers(
         0, self.train.shape[0], batch_size)
     rows = parallel.local_rows(parallel.data_sharding(self.mesh), batch_size)
@@ -145,38 +146,40 @@ class FeatureCache:
 def build(model, variables, train_source: Sequence[Any], test_source: Sequence[Any],
           config, mesh: Mesh, progress: bool = True) -> FeatureCache:
   """Encodes K train views and the test eval view once (see module docstring)."""
-  train_meta = ip.read_metadata(train_source)
-  test_meta = ip.read_metadata(test_source)
-  max_train = int(config.data.get('max_train_images', 0) or 0)
-  max_test = int(config.data.get('max_test_images', 0) or 0)
+  train_meta = sampling.read_metadata(train_source)
+  test_meta = sampling.read_metadata(test_source)
+  max_train = int(config.data.max_train_images)
+  max_test = int(config.data.max_test_images)
   if 0 < max_train < len(train_meta):
     train_meta = train_meta.take(max_train)
   if 0 < max_test < len(test_meta):
     test_meta = test_meta.take(max_test)
   rs, s = int(config.input.resize_size), int(config.input.image_size)
-  flip, seed = bool(config.input.get('random_flip', False)), int(config.seed)
-  dtype = _storage_dtype(str(config.cache.get('dtype', 'float32')))
-  encode = make_encode_fn(model, str(config.input.get('normalize', 'none')))
-  bs = int(config.eval.get('batch_size', 0) or config.batch_size)
+  flip, seed = bool(config.input.random_flip), int(config.seed)
+  dtype = _storage_dtype(str(config.cache.dtype))
+  encode = make_encode_fn(model, str(config.input.normalize))
+  bs = int(config.eval.batch_size or config.batch_size)
   k_views = max(1, int(config.cache.num_train_views))
   n = len(train_meta)
   views = []
   for k in range(k_views):
-    fn = lambda data, i, k=k: ip.preprocess_train_np(data, rs, s, view_rng(seed, k, i), flip)
+    fn = lambda data, i, k=k: preprocess.preprocess_train_np(data, rs, s, view_rng(seed, k, i),
+                                                             flip)
     views.append(_encode_rows(encode, variables, fn, train_source, np.arange(n), mesh, bs, s,
                               dtype, f'caching train view {k + 1}/{k_views}', progress))
-  test = _encode_rows(encode, variables, lambda data, i: ip.preprocess_eval_np(data, s),
+  test = _encode_rows(encode, variables, lambda data, i: preprocess.preprocess_eval_np(data, s),
                       test_source, np.arange(len(test_meta)), mesh, bs, s, dtype,
                       'caching test view', progress)
-  weighting = config.input.get('weighting', 'none')
-  factor = config.input.get('weight_factor', 7.0)
-  band = tuple(config.input.get('weight_band', (4.5, 6.5)))
-  train_w = ip.sample_weights(train_meta.mean_score, train_meta.label, weighting, factor, band)
+  weighting = config.input.weighting
+  factor = config.input.weight_factor
+  band = tuple(config.input.weight_band)
+  train_w = sampling.sample_weights(train_meta.mean_score, train_meta.label, weighting, factor,
+                                    band)
   counts = np.bincount(train_meta.label, minlength=2)
-  test_w = ip.sample_weights(test_meta.mean_score, test_meta.label, weighting, factor, band,
-                             class_counts=counts)
-  cdf = (np.cumsum(ip.balanced_probabilities(train_meta.label))
-         if config.input.get('balanced', True) else None)
+  test_w = sampling.sample_weights(test_meta.mean_score, test_meta.label, weighting, factor,
+                                   band, class_counts=counts)
+  cdf = (np.cumsum(sampling.balanced_probabilities(train_meta.label))
+         if config.input.balanced else None)
   return FeatureCache(train=np.stack(views), train_meta=train_meta, train_weights=train_w,
                       cdf=cdf, test=test, test_meta=test_meta, test_weights=test_w,
                       seed=seed, mesh=mesh)

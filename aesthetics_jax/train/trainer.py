@@ -10,8 +10,10 @@ in inference mode (BatchNorm statistics fixed). With `config.cache.enabled` its 
 computed once (feature_cache.py) and the heads train over the cache; otherwise (fine-tuning,
 from-scratch demo models) every step runs the whole model ("online").
 
-Workdir: config.json, checkpoints/ (orbax), metrics.jsonl, tensorboard/. Rerunning resumes
-from the latest checkpoint; the data stream is deterministic in (seed, step).
+Workdir: config.json, checkpoints/ (orbax), metrics.jsonl, tensorboard/ (scalars, config
+text, Grad-CAM overlays of `config.log_cam_images` test images at each evaluation, hparams).
+Rerunning resumes from the latest checkpoint; the data stream is deterministic in (seed, step),
+and the logs drop what the interrupted run wrote after that checkpoint (writers.py).
 """
 from __future__ import annotations
 
@@ -31,19 +33,18 @@ import tqdm
 from absl import logging
 from jax.sharding import Mesh
 
-from aesthetics_jax import io, models
+from aesthetics_jax import io, models, parallel
+from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.models import outputs as outputs_lib
+from aesthetics_jax.train import cam_preview
 from aesthetics_jax.train import checkpoints as ckpt_lib
 from aesthetics_jax.train import feature_cache
-from aesthetics_jax.data import pipeline as ip
+from aesthetics_jax.data import sampling
 from aesthetics_jax.train import losses
-from aesthetics_jax.train import writers
 from aesthetics_jax.train import metrics as metrics_lib
-from aesthetics_jax import parallel
-
-
-class TrainingError(RuntimeError):
-  """One-line, user-facing: divergence, mismatched workdir, bad config."""
+from aesthetics_jax.train import optim
+from aesthetics_jax.train import writers
+from aesthetics_jax.train.errors import TrainingError
 
 
 @flax.struct.dataclass
@@ -57,58 +58,6 @@ class TrainState:
   @property
   def variables(self) -> dict:
     return {'params': self.params, 'batch_stats': self.batch_stats}
-
-
-# ------------------------------------------------------------------------------------------
-# Optimizer.
-# ------------------------------------------------------------------------------------------
-
-
-def total_train_steps(config, num_train: int) -> int:
-  if int(config.num_train_steps) > 0:
-    return int(config.num_train_steps)
-  return max(1, math.ceil(float(config.num_epochs) * num_train / int(config.batch_size)))
-
-
-def make_schedule(config, total_steps: int) -> optax.Schedule:
-  o = config.optim
-  lr, warmup = float(o.lr), int(o.warmup_steps)
-  if o.schedule == 'constant':
-    if warmup <= 0:
-      return optax.constant_schedule(lr)
-    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup),
-                                 optax.constant_schedule(lr)], [warmup])
-  if o.schedule == 'cosine':
-    return optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 0),
-                                              max(total_steps, warmup + 1))
-  raise TrainingError(f"config.optim.schedule={o.schedule!r}; use 'constant' or 'cosine'")
-
-
-def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
-  """SGD+momentum (VGG16 recipe) or Adam(W) (MobileNetV2), with optional clip / decay."""
-  o = config.optim
-  sched = make_schedule(config, total_steps)
-  parts = []
-  if float(o.grad_clip) > 0:
-    parts.append(optax.clip_by_global_norm(float(o.grad_clip)))
-  if o.name == 'sgd':
-    if float(o.weight_decay) > 0:
-      parts.append(optax.add_decayed_weights(float(o.weight_decay)))
-    parts.append(optax.sgd(sched, momentum=float(o.momentum) or None))
-  elif o.name == 'adam':
-    # Decoupled decay (AdamW); weight_decay 0 is plain Adam.
-    parts.append(optax.adamw(sched, weight_decay=float(o.weight_decay)))
-  else:
-    raise TrainingError(f"config.optim.name={o.name!r}; use 'adam' or 'sgd'")
-  return optax.chain(*parts)
-
-
-def trainable(params: dict, freeze_encoder: bool) -> dict:
-  return {'head': params['head']} if freeze_encoder else params
-
-
-def merge_trainable(params: dict, new: dict, freeze_encoder: bool) -> dict:
-  return {**params, **new} if freeze_encoder else new
 
 
 # ------------------------------------------------------------------------------------------
@@ -142,7 +91,7 @@ def make_train_step(model, config, tx: optax.GradientTransformation, mode: str
       feats = jax.lax.stop_gradient(feats)
 
       def loss_fn(tp):
-        params = merge_trainable(state.params, tp, True)
+        params = optim.merge_trainable(state.params, tp, True)
         out = model.apply({'params': params, 'batch_stats': state.batch_stats}, feats,
                           train=True, method='head', rngs=rngs)
         loss, parts = losses.model_loss(out, batch, arch, emd_r, tag_w)
@@ -155,12 +104,12 @@ def make_train_step(model, config, tx: optax.GradientTransformation, mode: str
         loss, parts = losses.model_loss(out, batch, arch, emd_r, tag_w)
         return loss, (parts, new_vars.get('batch_stats', state.batch_stats))
 
-    tp = trainable(state.params, frozen)
+    tp = optim.trainable(state.params, frozen)
     (loss, (parts, new_bs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(tp)
     updates, opt_state = tx.update(grads, state.opt_state, tp)
     tp = optax.apply_updates(tp, updates)
     new_state = state.replace(step=state.step + 1,
-                              params=merge_trainable(state.params, tp, frozen),
+                              params=optim.merge_trainable(state.params, tp, frozen),
                               batch_stats=new_bs, opt_state=opt_state)
     # One cheap reduction: an update that overflows is caught before it is checkpointed.
     finite = jnp.isfinite(optax.global_norm(tp)).astype(jnp.float32)
@@ -209,14 +158,14 @@ def create_state(model, config, tx, mesh: Mesh, variables: dict) -> TrainState:
   variables = parallel.replicate(variables, mesh)
   frozen = bool(config.model.freeze_encoder)
   opt_state = jax.jit(tx.init, out_shardings=parallel.replicated(mesh))(
-      trainable(variables['params'], frozen))
+      optim.trainable(variables['params'], frozen))
   step = parallel.replicate(np.zeros((), np.int32), mesh)
   return TrainState(step=step, params=variables['params'],
                     batch_stats=variables['batch_stats'], opt_state=opt_state)
 
 
 def _load_init_weights(variables: dict, config) -> dict:
-  path = str(config.model.get('init_weights', '') or '')
+  path = str(config.model.init_weights)
   if path:
     from aesthetics_jax.models import pretrained  # pylint: disable=import-outside-toplevel
     # Default dont_load keeps the new aesthetic / tag / binary outputs (and drops ImageNet's
@@ -256,6 +205,12 @@ def _check_workdir_model(workdir, config) -> None:
 # ------------------------------------------------------------------------------------------
 
 
+def _config_markdown(config: ml_collections.ConfigDict) -> str:
+  """The config as an indented (preformatted) Markdown block for TensorBoard's text tab."""
+  text = json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+  return '\n'.join('    ' + line for line in text.splitlines())
+
+
 def _fetch(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
   host = jax.device_get([m for _, m in pending])
   return [(s, {k: float(v) for k, v in m.items()}) for (s, _), m in zip(pending, host)]
@@ -276,14 +231,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = parallel.make_mesh()
   sources = dataset.load_sources(config.data.data_dir, config.data.subset)
   train_src, test_src = sources['train'], sources['test']
-  train_meta = ip.read_metadata(train_src)
+  train_meta = sampling.read_metadata(train_src)
   n_train = len(train_meta)
-  if int(config.data.get('max_train_images', 0) or 0) > 0:
+  if int(config.data.max_train_images) > 0:
     n_train = min(n_train, int(config.data.max_train_images))
-  total = total_train_steps(config, n_train)
+  total = optim.total_train_steps(config, n_train)
 
   model = models.create_model(config.model)
-  tx = make_optimizer(config, total)
+  tx = optim.make_optimizer(config, total)
   frozen = bool(config.model.freeze_encoder)
   use_cache = frozen and bool(config.cache.enabled)
   mode = 'features' if use_cache else 'online'
@@ -314,10 +269,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_step = jax.jit(make_train_step(model, config, tx, mode), donate_argnums=(0,),
                        out_shardings=(repl, repl))
   eval_step = jax.jit(make_eval_step(model, config.model.arch, mode), out_shardings=repl)
-  writer = writers.MetricWriter(workdir, active=is_main)
+  writer = writers.MetricWriter(workdir, active=is_main, resume_step=start)
+  writer.write_text(start, 'config', _config_markdown(config))
+  n_cams = int(config.log_cam_images)
+  preview = (cam_preview.CamPreview(model, config, test_src, n_cams)
+             if is_main and n_cams > 0 else None)
 
-  max_test = int(config.data.get('max_test_images', 0) or 0) or None
-  eval_bs = int(config.eval.get('batch_size', 0) or config.batch_size)
+  max_test = int(config.data.max_test_images) or None
+  eval_bs = int(config.eval.batch_size or config.batch_size)
   if use_cache:
     t0 = time.time()
     cache = feature_cache.build(model, state.variables, train_src, test_src, config, mesh,
@@ -336,7 +295,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   log_every = max(1, int(config.log_every_steps))
   eval_every = max(1, int(config.eval_every_steps))
   ckpt_every = max(1, int(config.checkpoint_every_steps))
-  schedule = make_schedule(config, total)
+  schedule = optim.make_schedule(config, total)
   pending: list[tuple[int, dict]] = []
   last_good = start if start else None
   eval_metrics: dict = {}
@@ -377,6 +336,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if eval_now:
         eval_metrics, _, _ = evaluate(eval_step, state.variables, eval_batches(), config)
         writer.write_scalars(done, {f'eval/{k}': v for k, v in eval_metrics.items()})
+        if preview is not None:
+          writer.write_images(done, preview(state.variables))
         logging.info('step %d eval %s', done, eval_metrics)
       if done % ckpt_every == 0 or done == total:
         if pending:
@@ -385,11 +346,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                   {'model': ckpt_lib.model_signature(config.model), 'step': done},
                   metrics=eval_metrics if eval_now else None)
         last_good = done
+    if not eval_metrics:  # resumed at the end: evaluate the final state once
+      eval_metrics, _, _ = evaluate(eval_step, state.variables, eval_batches(), config)
+    # The final metrics are the last `eval/*` scalars (logged at step `total` by this run or
+    # by the one that saved the final checkpoint).
+    writer.write_hparams(writers.flat_hparams(config.to_dict()),
+                         [f'eval/{k}' for k in eval_metrics])
   finally:
     bar.close()
     ckpt.close()  # waits for async saves
     writer.close()
-  if not eval_metrics:  # resumed at the end: evaluate the final state once
-    eval_metrics, _, _ = evaluate(eval_step, state.variables, eval_batches(), config)
   return {**eval_metrics, 'step': total, 'num_devices': jax.device_count(),
           'num_processes': jax.process_count()}

@@ -1,132 +1,82 @@
-"""Scalar metric writers: JSONL and TensorBoard event files, without TensorFlow.
+"""Training logs: `metrics.jsonl` (one JSON row per write) and TensorBoard event files.
 
-A TensorBoard event file is a TFRecord stream of `Event` protobufs. For scalars we need only
-a handful of fields, so the bytes are written by hand (no tensorflow / tensorboardX dependency):
-  record = u64 len | u32 masked_crc32c(len) | data | u32 masked_crc32c(data)
-  Event   {1: double wall_time, 2: int64 step, 3: string file_version, 5: Summary summary}
-  Summary {1: repeated Value value};  Value {1: string tag, 2: float simple_value}
+TensorBoard files are written by tensorboardX (no TensorFlow): scalars, the run's config as
+text, CAM overlay images and an hparams session (flat config + the final eval metrics).
+
+Resuming at a restored step `s` first drops what the killed run logged after `s`, so that the
+rerun does not log those steps twice: JSONL rows with `step > s` are removed (file rewritten
+atomically), and the new event file starts with TensorBoard's purge marker (`purge_step=s+1`:
+readers discard older events at steps >= s + 1).
 """
+from __future__ import annotations
+
 import json
 import os
-import socket
-import struct
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
+import tensorboardX
+from absl import logging
+from tensorboardX import summary as tbx_summary
 
-# --- CRC32C (Castagnoli), table-driven; records are tiny so pure Python is fine. ---
-_CRC_TABLE = []
-for _i in range(256):
-  _c = _i
-  for _ in range(8):
-    _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1
-  _CRC_TABLE.append(_c)
+from aesthetics_jax import io
 
 
-def crc32c(data: bytes) -> int:
-  crc = 0xFFFFFFFF
-  for b in data:
-    crc = _CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
-  return crc ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-  crc = crc32c(data)
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _varint(n: int) -> bytes:
-  n &= (1 << 64) - 1  # int64 two's complement, as protobuf does for negatives
-  out = bytearray()
-  while True:
-    b = n & 0x7F
-    n >>= 7
-    if n:
-      out.append(b | 0x80)
-    else:
-      out.append(b)
-      return bytes(out)
-
-
-def _len_field(field: int, payload: bytes) -> bytes:
-  return _varint((field << 3) | 2) + _varint(len(payload)) + payload
-
-
-def scalar_event(step: int, scalars: Mapping[str, float], wall_time: float) -> bytes:
-  """Serialized `Event` with one `Summary.Value(simple_value)` per scalar."""
-  values = b''.join(
-      _len_field(1, _len_field(1, tag.encode()) + b'\x15' + struct.pack('<f', float(v)))
-      for tag, v in scalars.items())
-  return (b'\x09' + struct.pack('<d', wall_time) + b'\x10' + _varint(int(step))
-          + _len_field(5, values))
-
-
-def file_version_event(wall_time: float) -> bytes:
-  return b'\x09' + struct.pack('<d', wall_time) + _len_field(3, b'brain.Event:2')
-
-
-def tfrecord(data: bytes) -> bytes:
-  length = struct.pack('<Q', len(data))
-  return (length + struct.pack('<I', masked_crc32c(length)) + data
-          + struct.pack('<I', masked_crc32c(data)))
-
-
-def read_tfrecords(path: str | os.PathLike) -> list[bytes]:
-  """Reads back a TFRecord file, checking both CRCs (for tests and debugging)."""
-  raw = Path(path).read_bytes()
-  out, pos = [], 0
-  while pos < len(raw):
-    length_bytes = raw[pos:pos + 8]
-    (n,) = struct.unpack('<Q', length_bytes)
-    (len_crc,) = struct.unpack('<I', raw[pos + 8:pos + 12])
-    data = raw[pos + 12:pos + 12 + n]
-    (data_crc,) = struct.unpack('<I', raw[pos + 12 + n:pos + 16 + n])
-    if len_crc != masked_crc32c(length_bytes) or data_crc != masked_crc32c(data):
-      raise ValueError(f'{path}: corrupt TFRecord at byte {pos}')
-    out.append(data)
-    pos += 16 + n
-  return out
-
-
-def _scalar(v) -> float | None:
+def _scalar(v: Any) -> float | None:
   try:
-    v = float(np.asarray(v))
+    return float(np.asarray(v))
   except (TypeError, ValueError):
     return None
-  return v
 
 
-class TensorBoardWriter:
-  """Appends scalar summaries to `logdir/events.out.tfevents.<time>.<host>`."""
+def _row_step(line: str) -> int | None:
+  """The `step` of one JSONL line; None if the line is torn or not a row."""
+  try:
+    return int(json.loads(line)['step'])
+  except (ValueError, KeyError, TypeError):
+    return None
 
-  def __init__(self, logdir: str | os.PathLike):
-    Path(logdir).mkdir(parents=True, exist_ok=True)
-    now = time.time()
-    self.path = Path(logdir) / f'events.out.tfevents.{int(now)}.{socket.gethostname()}'
-    self._f = open(self.path, 'ab')
-    self._f.write(tfrecord(file_version_event(now)))
-    self._f.flush()
 
-  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-    vals = {k: s for k, v in scalars.items() if (s := _scalar(v)) is not None}
-    self._f.write(tfrecord(scalar_event(step, vals, time.time())))
-    self._f.flush()
+def truncate_jsonl(path: str | os.PathLike, max_step: int) -> int:
+  """Atomically drops rows with `step > max_step` (and torn lines); returns how many.
 
-  def close(self) -> None:
-    self._f.close()
+  Kept lines are copied byte for byte, so the rows of the run before the kill stay as written.
+  """
+  path = Path(path)
+  if not path.exists():
+    return 0
+  lines = path.read_text().splitlines()
+  keep = [l for l in lines if (s := _row_step(l)) is not None and s <= max_step]
+  dropped = sum(1 for l in lines if l.strip()) - len(keep)
+  if dropped:
+    io.atomic_write_text(path, ''.join(l + '\n' for l in keep))
+  return dropped
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
 
 
 class JsonlWriter:
-  """Appends one JSON object per call: `{"step": s, "time": t, **scalars}`."""
+  """Appends one JSON object per call: `{"step": s, "time": t, **scalars}`.
 
-  def __init__(self, path: str | os.PathLike):
+  With `resume_step`, rows logged after that step by an interrupted run are dropped first.
+  """
+
+  def __init__(self, path: str | os.PathLike, resume_step: int | None = None):
     self.path = Path(path)
     self.path.parent.mkdir(parents=True, exist_ok=True)
+    if resume_step is not None:
+      dropped = truncate_jsonl(self.path, resume_step)
+      if dropped:
+        logging.info('%s: dropped %d rows logged after step %d', self.path, dropped,
+                     resume_step)
     self._f = open(self.path, 'a')
 
-  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     row = {'step': int(step), 'time': time.time()}
     for k, v in scalars.items():
       s = _scalar(v)
@@ -139,28 +89,91 @@ class JsonlWriter:
     self._f.close()
 
 
+def flat_hparams(config: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
+  """Nested config dict → `{'optim.lr': 0.1, 'model.arch': 'vgg16', ...}` (lists as text)."""
+  out = {}
+  for k, v in config.items():
+    if isinstance(v, Mapping):
+      out.update({f'{k}.{kk}': vv for kk, vv in flat_hparams(v).items()})
+    elif isinstance(v, (bool, int, float, str)):
+      out[k] = v
+    elif v is not None:
+      out[k] = str(v)
+  return out
+
+
+class TensorBoardWriter:
+  """tensorboardX event file in `logdir`, flushed after every write (a kill loses nothing)."""
+
+  def __init__(self, logdir: str | os.PathLike, purge_step: int | None = None):
+    # tensorboardX names files by the second and truncates an existing name: the ns suffix
+    # keeps two sessions started within one second apart, and in start order.
+    self._w = tensorboardX.SummaryWriter(str(logdir), purge_step=purge_step,
+                                         filename_suffix=f'.{time.time_ns()}')
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    for k, v in scalars.items():
+      if (s := _scalar(v)) is not None:
+        self._w.add_scalar(k, s, int(step))
+    self._w.flush()
+
+  def write_text(self, step: int, tag: str, text: str) -> None:
+    self._w.add_text(tag, text, int(step))
+    self._w.flush()
+
+  def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+    """images: tag → uint8 `[H, W, 3]`."""
+    for tag, image in images.items():
+      self._w.add_image(tag, np.asarray(image, np.uint8), int(step), dataformats='HWC')
+    self._w.flush()
+
+  def write_hparams(self, hparams: Mapping[str, Any], metric_tags: list[str]) -> None:
+    """One hparams session in this run; its metrics are existing scalar tags of the run."""
+    # In the run itself (not the sub-run `SummaryWriter.add_hparams` creates), so the hparams
+    # dashboard reads the metrics from the scalars already logged under these tags.
+    for s in tbx_summary.hparams(dict(hparams), {t: 0.0 for t in metric_tags}):
+      self._w.file_writer.add_summary(s)
+    self._w.flush()
+
+  def close(self) -> None:
+    self._w.close()
+
+
 class MetricWriter:
   """JSONL (`workdir/metrics.jsonl`) + TensorBoard (`workdir/tensorboard/`); no-op if inactive.
 
-  Pass `active=jax.process_index() == 0` so only one process writes.
+  Pass `active=jax.process_index() == 0` so only one process writes, and `resume_step` (the
+  restored checkpoint step, 0 for a fresh start) so a rerun does not repeat logged steps.
+  Scalars go to both; text, images and hparams only to TensorBoard.
   """
 
-  def __init__(self, workdir: str | os.PathLike, active: bool = True):
+  def __init__(self, workdir: str | os.PathLike, active: bool = True,
+               resume_step: int | None = None):
     self.active = active
-    self._writers = []
+    self._jsonl = self._tb = None
     if active:
-      self._writers = [JsonlWriter(Path(workdir) / 'metrics.jsonl'),
-                       TensorBoardWriter(Path(workdir) / 'tensorboard')]
+      self._jsonl = JsonlWriter(Path(workdir) / 'metrics.jsonl', resume_step)
+      purge = None if resume_step is None else int(resume_step) + 1
+      self._tb = TensorBoardWriter(Path(workdir) / 'tensorboard', purge_step=purge)
 
-  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-    for w in self._writers:
-      w.write_scalars(step, scalars)
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    if self.active:
+      self._jsonl.write_scalars(step, scalars)
+      self._tb.write_scalars(step, scalars)
+
+  def write_text(self, step: int, tag: str, text: str) -> None:
+    if self.active:
+      self._tb.write_text(step, tag, text)
+
+  def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+    if self.active:
+      self._tb.write_images(step, images)
+
+  def write_hparams(self, hparams: Mapping[str, Any], metric_tags: list[str]) -> None:
+    if self.active:
+      self._tb.write_hparams(hparams, metric_tags)
 
   def close(self) -> None:
-    for w in self._writers:
-      w.close()
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    if self.active:
+      self._jsonl.close()
+      self._tb.close()

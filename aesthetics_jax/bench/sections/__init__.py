@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 
 from aesthetics_jax import parallel
-from aesthetics_jax.bench import machine
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,10 +72,10 @@ class Options:
     return parallel.default_chunk() if self.chunk < 0 else self.chunk
 
   def all_workers(self) -> int:
-    return self.workers or machine.cpu_count()
+    return self.workers or parallel.host_cpu_count()
 
   def torch_threads(self) -> int:
-    return self.threads or machine.cpu_count()
+    return self.threads or parallel.host_cpu_count()
 
 
 # --quick: a few minutes in all. The launcher applies these to flags not given explicitly.

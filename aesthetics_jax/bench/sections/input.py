@@ -17,10 +17,11 @@ import numpy as np
 
 from aesthetics_jax import models
 from aesthetics_jax import parallel
-from aesthetics_jax.bench import machine, synthetic, timing, workloads
+from aesthetics_jax.bench import synthetic, timing, workloads
 from aesthetics_jax.bench.sections import Options, Row
 from aesthetics_jax.data import dataset
 from aesthetics_jax.data import pipeline as ip
+from aesthetics_jax.data import preprocess
 
 # One work item: (JPEG bytes, position in the batch, resize side, crop side).
 Item = tuple[bytes, int, int, int]
@@ -35,23 +36,23 @@ def _real_jpegs(data_dir: str, subset: str, n: int) -> list[bytes]:
 def _train_one(item: Item) -> np.ndarray:
   """One train image: decode (with draft), resize, random crop."""
   data, j, rs, s = item
-  return ip.preprocess_train_np(data, rs, s, ip.augment_rng(0, 0, j), random_flip=True)
+  return preprocess.preprocess_train_np(data, rs, s, preprocess.augment_rng(0, 0, j), random_flip=True)
 
 
 def _train_full_decode(item: Item) -> np.ndarray:
   """The same without the draft() fast path: full-resolution decode, then resize/crop."""
   data, j, rs, s = item
-  return ip.preprocess_train_np(ip.decode_image(data), rs, s, ip.augment_rng(0, 0, j), True)
+  return preprocess.preprocess_train_np(preprocess.decode_image(data), rs, s, preprocess.augment_rng(0, 0, j), True)
 
 
 def _eval_full_decode(item: Item) -> np.ndarray:
   data, _, _, s = item
-  return ip.preprocess_eval_np(ip.decode_image(data), s)
+  return preprocess.preprocess_eval_np(preprocess.decode_image(data), s)
 
 
 def _eval_one(item: Item) -> np.ndarray:
   data, _, _, s = item
-  return ip.preprocess_eval_np(data, s)
+  return preprocess.preprocess_eval_np(data, s)
 
 
 def run(opts: Options) -> dict[str, Any]:
@@ -176,7 +177,7 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
     it.close()
   model_ips = alone['items_per_s']['median']
   need = math.ceil(model_ips / per_worker_ips) if per_worker_ips > 0 else None
-  cpus = machine.cpu_count()
+  cpus = parallel.host_cpu_count()
   print(f'  model alone {timing.fmt_rate(alone)}; fed by train_batches '
         f'{timing.fmt_rate(fed_r)}; one decode worker {per_worker_ips:.1f} img/s -> '
         f'{need} workers keep up (this machine has {cpus} cores, shared with the model)',

@@ -1,0 +1,115 @@
+"""Default configuration: every key the library reads, with its default.
+
+Variants (mobilenet_v2_emd.py, vgg16_binary.py, demo.py) start from `get_config()` here and
+override. Any key can be overridden on the command line: `--config.optim.lr=1e-4`.
+`apply_smoke(c)` (the `:smoke` config argument of every variant) shrinks everything for tests.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # --- data -----------------------------------------------------------------
+  c.data = ml_collections.ConfigDict()
+  c.data.data_dir = ''          # TFDS data_dir written by launch/prepare_data.py
+  c.data.ava_dir = ''           # AVA root (manual_dir); prepared on first use if set
+  c.data.subset = 'style'       # 'style' | 'all'
+  c.data.max_train_images = 0   # 0 = all; >0 truncates (smoke tests, scaling benchmarks)
+  c.data.max_test_images = 0
+
+  # --- input pipeline --------------------------------------------------------
+  c.input = ml_collections.ConfigDict()
+  c.input.resize_size = 256     # train: resize to resize_size², random image_size² crop
+  c.input.image_size = 224      # eval: resize to image_size²
+  c.input.random_flip = False
+  c.input.normalize = 'none'    # 'none' (paper: [0,1]) | 'imagenet' (mean/std)
+  c.input.balanced = True       # weighted sampling with replacement, high/low equally often
+  c.input.weighting = 'none'    # per-sample loss weights: 'none' | 'class' | 'score'
+  c.input.weight_factor = 7.0   # 'score': weight for mean scores outside the band
+  c.input.weight_band = (4.5, 6.5)
+  c.input.num_workers = 0       # 0 = one per CPU core
+  c.input.prefetch = 2          # batches decoded ahead
+
+  # --- model -----------------------------------------------------------------
+  c.model = ml_collections.ConfigDict()
+  c.model.arch = 'mobilenet_v2'   # 'mobilenet_v2' | 'vgg16'
+  c.model.width_mult = 1.0        # MobileNetV2 width multiplier; VGG16 channel scale
+  c.model.fc_dim = 4096           # VGG16 classifier width
+  c.model.vgg_pool_size = 7       # VGG16 adaptive avg-pool size before fc6 (torch: 7; 2x2 maps replicate)
+  c.model.num_buckets = 10
+  c.model.num_tags = 66
+  c.model.dropout = 0.5
+  c.model.depthwise = 'auto'      # 'auto' (per backend) | 'conv' | 'shift'
+  c.model.dtype = 'float32'       # compute dtype: 'float32' | 'bfloat16'
+  c.model.freeze_encoder = True   # frozen ImageNet backbone (paper)
+  c.model.init_weights = ''       # converted ImageNet weights (.npz/.safetensors/.pth)
+
+  # --- loss ------------------------------------------------------------------
+  c.loss = ml_collections.ConfigDict()
+  c.loss.emd_r = 2.0            # NIMA's r
+  c.loss.tag_weight = 1.0       # weight of the attribute (tag) loss in the two-headed model
+
+  # --- optimisation ------------------------------------------------------------
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = 'adam'         # 'adam' | 'sgd'
+  c.optim.lr = 3e-6
+  c.optim.momentum = 0.9        # sgd
+  c.optim.weight_decay = 0.0
+  c.optim.schedule = 'constant' # 'constant' | 'cosine'
+  c.optim.warmup_steps = 0
+  c.optim.grad_clip = 0.0       # 0 = off
+
+  c.batch_size = 32             # global, over all devices and hosts
+  c.num_epochs = 50.0           # epochs of the (balanced) training split
+  c.num_train_steps = 0         # >0 overrides num_epochs
+
+  # --- frozen-encoder feature cache -----------------------------------------
+  c.cache = ml_collections.ConfigDict()
+  c.cache.enabled = True        # only used when model.freeze_encoder
+  c.cache.num_train_views = 4   # K augmented train views computed once
+  c.cache.dtype = 'float32'     # 'float32' | 'bfloat16' storage
+
+  # --- bookkeeping -----------------------------------------------------------
+  c.log_every_steps = 50
+  c.eval_every_steps = 500
+  c.checkpoint_every_steps = 500
+  c.keep_checkpoints = 2
+  c.best_metric = 'binary_accuracy'   # kept as 'best' checkpoint (higher is better)
+  c.log_cam_images = 4          # Grad-CAM overlays in TensorBoard per evaluation (0 = off)
+
+  # --- evaluation / CAM study ------------------------------------------------
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 32
+  c.eval.cam_method = 'gradcam'
+  c.eval.cam_methods = ('gradcam', 'gradcampp', 'hirescam', 'xgradcam', 'layercam',
+                        'eigencam', 'scorecam')
+  c.eval.box_threshold = 0.2
+  c.eval.num_example_images = 6
+  c.eval.bootstrap_samples = 1000
+  c.eval.faithfulness_images = 64     # images used for deletion/insertion AUC
+  # Added by evaluate.py: training-split images whose maps fit the split-point threshold.
+  c.eval.split_point_fit_images = 1024
+  # Added by evaluate.py: deletion/insertion curve resolution (steps from 0 to all pixels).
+  c.eval.faithfulness_steps = 16
+  # Added by evaluate.py: ScoreCAM runs the model once per feature channel, so fewer images.
+  c.eval.faithfulness_scorecam_images = 16
+  return c
+
+
+def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks any config to a tiny run for tests: 32 px, batch 8, 2 steps, 16/8 images."""
+  c.input.resize_size = 40
+  c.input.image_size = 32
+  c.batch_size = 8
+  c.eval.batch_size = 8
+  c.num_train_steps = 2
+  c.optim.warmup_steps = 0
+  c.cache.num_train_views = 1
+  c.data.max_train_images = 16
+  c.data.max_test_images = 8
+  c.log_every_steps = 1
+  c.eval_every_steps = 2
+  c.checkpoint_every_steps = 1
+  return c

@@ -1,0 +1,39 @@
+"""The paper's VGG16 baseline: frozen conv layers, FC classifier trained for high/low.
+
+Weighted binary cross-entropy; weighting 'score' (x7 for mean scores outside 4.5..6.5) by
+default, 'class' (1 / class count) via the config argument; balanced sampling; SGD with
+momentum; 50 epochs; 224 px; heads trained over the frozen-encoder feature cache.
+Pass ImageNet weights with `--config.model.init_weights=<converted weights>`.
+
+Config argument (comma-separated): `score` (default) | `class`, plus `smoke` for tests,
+e.g. `--config=configs/vgg16_binary.py:class,smoke`.
+"""
+import ml_collections
+
+from aesthetics_jax import configs
+from aesthetics_jax.configs import default
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  args = configs.parse_arg(arg, 'vgg16_binary', ('score', 'class', 'smoke'),
+                          one_of=(('score', 'class'),))
+  c = default.get_config()
+  c.model.arch = 'vgg16'
+  c.model.width_mult = 1.0
+  c.model.fc_dim = 4096
+  c.model.freeze_encoder = True
+  c.input.resize_size = 256
+  c.input.image_size = 224
+  c.input.balanced = True
+  c.input.weighting = 'class' if 'class' in args else 'score'
+  c.input.weight_factor = 7.0
+  c.optim.name = 'sgd'
+  c.optim.lr = 1e-3
+  c.optim.momentum = 0.9
+  # Batch 32, 50 epochs, constant schedule, feature cache with 4 train views and the best
+  # checkpoint by binary accuracy are the defaults (configs/default.py).
+  if 'smoke' in args:
+    default.apply_smoke(c)
+    c.model.width_mult = 0.125
+    c.model.fc_dim = 32
+  return c

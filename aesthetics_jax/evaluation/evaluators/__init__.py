@@ -1,0 +1,17 @@
+"""One evaluator per job; each `run(...)` takes explicit arguments and returns a dict.
+
+* `metrics`: accuracy, correlations, EMD and tag accuracy of the test pass, with a bootstrap CI.
+* `intensity`: the intensity study (paper Table 1, Figures 7-8) and the split-point classifier
+  fitted on a streamed slice of the training split.
+* `faithfulness`: deletion/insertion, pointing game, mask mass and randomisation per CAM method.
+* `figures`: the report's figures (examples, scatter plots, bucket maps, perturbation curves).
+
+The test split is streamed once (`streaming.collect`) and its per-image arrays feed every
+evaluator: the encoder and the CAMs are most of an evaluation's time.
+"""
+from aesthetics_jax.evaluation.evaluators import faithfulness
+from aesthetics_jax.evaluation.evaluators import figures
+from aesthetics_jax.evaluation.evaluators import intensity
+from aesthetics_jax.evaluation.evaluators import metrics
+
+__all__ = ('faithfulness', 'figures', 'intensity', 'metrics')

@@ -1,0 +1,126 @@
+"""The report's figures (PNG bytes) from the test pass, the metrics and a few re-read images.
+
+* `examples_high` / `examples_low` (paper Figures 5-6): the highest- and lowest-rated test
+  images, re-read at their original resolution and run through the eval forward again, with
+  their maps and boxes (`crop.image_boxes`, as `launch.predict` shows them);
+* `intensity_scatter_{per_image,global}` (Figure 7);
+* `score_bucket_maps`, and for MobileNetV2 `bucket_maps`, `bucket_maps_examples` (Figure 8);
+* `faithfulness_deletion` / `faithfulness_insertion`: the normalised mean curves per method.
+"""
+from __future__ import annotations
+
+import io
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from aesthetics_jax import parallel
+from aesthetics_jax.data import preprocess
+from aesthetics_jax.evaluation import inference
+from aesthetics_jax.evaluation import streaming
+from aesthetics_jax.explain import cam
+from aesthetics_jax.explain import crop
+from aesthetics_jax.report import figures as report_figures
+
+# Longest side of the example images in the figures (maps and boxes are taken at this size).
+EXAMPLE_SIZE = 256
+
+
+def examples(forward: streaming.ForwardFn, variables, source: Sequence, rows: Sequence[int],
+             test: streaming.SplitSummary, *, arch: str, image_size: int, normalize: str,
+             threshold: float, batch_size: int,
+             tag_names: Mapping[int, str]) -> tuple[list[dict], list[dict]]:
+  """Panels of `report.figures.examples_figure` and `image_bucket_maps_figure` for test rows.
+
+  All rows go through the eval forward in ONE batch padded to a multiple of `batch_size`, so
+  the jitted function is not compiled again for a new shape.
+  """
+  rows = [int(i) for i in rows]
+  imgs = [preprocess.decode_image(source[i]['image']) for i in rows]
+  x = np.stack([preprocess.preprocess_eval_np(im, image_size) for im in imgs])
+  x, _ = parallel.pad_to_multiple(x, batch_size)
+  x = preprocess.to_model_input(jnp.asarray(x), normalize)
+  pred, maps = jax.device_get(forward(variables, x))
+  maps = inference.split_maps(np.asarray(maps), arch)
+  panels, bucket_panels = [], []
+  for j, (i, img) in enumerate(zip(rows, imgs)):
+    grid = crop.box_grid(img.shape[:2], EXAMPLE_SIZE)
+    small = np.asarray(Image.fromarray(img).resize((grid[1], grid[0]), Image.BILINEAR))
+    d = crop.image_boxes(maps['aesthetic'][j], maps['top_tag'][j] if 'top_tag' in maps else None,
+                         grid, threshold)
+    tag_caption = ''
+    if 'top_tag' in maps:
+      t = int(np.argmax(pred['tag_probs'][j])) + 1
+      tag_caption = f'attribute map: {tag_names.get(t, f"tag {t}")}'
+    y0, x0, y1, x1 = (int(v) for v in d['boxes'].get('average', d['boxes']['aesthetic']))
+    score = (f'pred {pred["mean_score"][j]:.2f}' if 'mean_score' in pred
+             else f'p_high {pred["p_high"][j]:.2f}')
+    caption = (f'id {int(test.true["image_id"][i])}: true {test.true["mean_score"][i]:.2f}, '
+               f'{score}')
+    panels.append(dict(image=small, aesthetic_map=d['aesthetic_map'],
+                       attribute_map=d['attribute_map'], attribute_name=tag_caption,
+                       boxes=d['boxes'], crop=small[y0:y1, x0:x1], caption=caption))
+    if 'bucket' in maps:
+      bm = crop.resize_maps(np.asarray(cam.normalize(maps['bucket'][j])), grid)
+      bucket_panels.append(dict(image=small, maps=bm, caption=caption))
+  return panels, bucket_panels
+
+
+def stack_pngs(pngs: Sequence[bytes]) -> bytes:
+  """Stacks PNG panels vertically into one PNG."""
+  ims = [Image.open(io.BytesIO(p)).convert('RGB') for p in pngs]
+  out = Image.new('RGB', (max(i.width for i in ims), sum(i.height for i in ims)), 'white')
+  y = 0
+  for i in ims:
+    out.paste(i, (0, y))
+    y += i.height
+  buf = io.BytesIO()
+  out.save(buf, format='PNG')
+  return buf.getvalue()
+
+
+def run(forward: streaming.ForwardFn, variables, source: Sequence, test: streaming.SplitSummary,
+        metrics: Mapping[str, Any], *, arch: str, image_size: int, normalize: str = 'none',
+        threshold: float = 0.2, batch_size: int = 32, num_examples: int = 6,
+        tag_names: Mapping[int, str] | None = None) -> dict[str, bytes]:
+  """{figure name: PNG bytes}; `metrics` supplies the Table 1 coefficients shown on the
+  scatter plots and the faithfulness curves (the other evaluators' output)."""
+  figs: dict[str, bytes] = {}
+  k = max(1, int(num_examples) // 2)
+  order = np.argsort(-test.true['mean_score'], kind='stable')
+  ex, bex = examples(forward, variables, source, list(order[:k]) + list(order[::-1][:k]), test,
+                     arch=arch, image_size=image_size, normalize=normalize, threshold=threshold,
+                     batch_size=batch_size, tag_names=tag_names or {})
+  figs['examples_high'] = report_figures.examples_figure(ex[:k], f'{k} highest-rated test images')
+  figs['examples_low'] = report_figures.examples_figure(ex[k:], f'{k} lowest-rated test images')
+  for norm, x in streaming.intensities(test).items():
+    figs[f'intensity_scatter_{norm}'] = report_figures.intensity_scatter(
+        x, test.true['mean_score'], pearson_all=metrics[f'cam_intensity_pearson_all_{norm}'],
+        pearson_extreme=metrics[f'cam_intensity_pearson_extreme_{norm}'],
+        title=f'Map intensity ({norm} normalisation) vs mean score')
+  if test.score_maps is not None:
+    cnt = test.score_maps[1]
+    figs['score_bucket_maps'] = report_figures.bucket_maps_figure(
+        streaming.mean_maps(test.score_maps)[None], cnt[None], ['aesthetic map'],
+        'Average aesthetic map of test images per true score bucket',
+        col_labels=[f'score~{j + 1} (n={int(c)})' for j, c in enumerate(cnt)])
+  if test.bucket_maps is not None:
+    figs['bucket_maps'] = report_figures.bucket_maps_figure(
+        streaming.mean_maps(test.bucket_maps), test.bucket_maps[1],
+        [g[0] for g in streaming.SCORE_GROUPS], 'Average map per target bucket')
+    panels = [report_figures.image_bucket_maps_figure(b['image'], b['maps'], b['caption'])
+              for b in bex[:1] + bex[k:k + 1]]
+    if panels:
+      figs['bucket_maps_examples'] = stack_pngs(panels)
+  faith = metrics.get('faithfulness') or {}
+  if faith:
+    figs['faithfulness_deletion'] = report_figures.curves_figure(
+        {m: np.asarray(v['deletion_curve'], np.float64) for m, v in faith.items()},
+        'Deletion (normalised target score; lower area = more faithful)', 'normalised score')
+    figs['faithfulness_insertion'] = report_figures.curves_figure(
+        {m: np.asarray(v['insertion_curve'], np.float64) for m, v in faith.items()},
+        'Insertion (normalised target score; higher area = more faithful)', 'normalised score')
+  return figs

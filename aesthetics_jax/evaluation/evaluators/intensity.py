@@ -1,0 +1,48 @@
+"""The intensity study: does the mean of a map track the score? (paper Table 1, Figures 7-8)
+
+Correlations of the test maps' mean intensity with the true mean score (all images and the
+extremes, bootstrap CIs) under per-image and dataset-global normalisation, and the split-point
+classifier "intensity above t → high" with t fitted on the first `fit_images` TRAINING images
+(streamed with the same jitted functions as the test pass, eval preprocessing) and scored on
+the test split. Unsuffixed keys repeat the per-image normalisation's.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from aesthetics_jax.evaluation import streaming
+from aesthetics_jax.evaluation import study
+
+
+def run(forward: streaming.ForwardFn, summarize, variables, batches: streaming.BatchesFn,
+        train_source: Sequence, test: streaming.SplitSummary, *, fit_images: int = 1024,
+        bootstrap_samples: int = 1000, seed: int = 0,
+        band: tuple[float, float] = study.EXTREME_BAND) -> dict[str, Any]:
+  """Table 1 keys (`study.summarize`, suffixed `_per_image` / `_global`, unsuffixed copies of
+  per_image), `cam_intensity_n_{all,extreme}`, `split_point_fit(_n)`, `global_normalisation`
+  and the image counts behind the Figure 8 panels."""
+  fit = streaming.collect(forward, summarize, variables, batches, train_source, fit_images,
+                          keep_maps=False, desc='fit split point')
+  scores, fit_scores = test.true['mean_score'], fit.true['mean_score']
+  out: dict[str, Any] = study.summarize(
+      streaming.intensities(test), scores, streaming.intensities(fit), fit_scores,
+      num_bootstrap=bootstrap_samples, seed=seed, band=band)
+  out['cam_intensity_n_all'] = int(scores.size)
+  out['cam_intensity_n_extreme'] = int(study.extreme_mask(scores, band).sum())
+  out['split_point_fit_n'] = fit.num_images
+  for k in ('cam_intensity_pearson_all', 'cam_intensity_pearson_extreme',
+            'split_point_threshold', 'split_point_accuracy'):
+    out[k] = out[f'{k}_per_image']
+  for k in ('cam_intensity_pearson_all', 'cam_intensity_pearson_extreme'):
+    out[k + '_ci'] = out[f'{k}_per_image_ci']
+  out['split_point_fit'] = (f'the first {fit.num_images} training-split images '
+                            '(eval preprocessing; global normalisation with the training maps\' '
+                            'own min/max)')
+  (lo, hi), (flo, fhi) = streaming.global_range(test), streaming.global_range(fit)
+  out['global_normalisation'] = {'test_min': lo, 'test_max': hi, 'fit_min': flo, 'fit_max': fhi}
+  if test.score_maps is not None:
+    out['score_bucket_counts'] = [int(c) for c in test.score_maps[1]]
+  if test.bucket_maps is not None:
+    out['bucket_map_counts'] = [int(c) for c in test.bucket_maps[1]]
+  return out
+

@@ -1,0 +1,150 @@
+"""One streamed pass over a split: per-image predictions, truths and map summaries.
+
+Per batch, ONE jitted forward (`inference.make_forward`: features once → head → predictions and
+raw CAMs [B,T,h,w]) and ONE jitted `make_summarize` (maps → a few numbers and boxes per image)
+run on the device; only those numbers come back to the host, so memory stays flat in the
+number of images. What the evaluators need of the maps themselves is summed as it streams:
+the per-image-normalised aesthetic map per true score bucket (`study.bucket_mean_maps`, paper
+Figure 8) and, for MobileNetV2, the 10 bucket maps per group of true scores (`SCORE_GROUPS`).
+
+Dataset-global normalisation needs no second pass: it is affine in the raw map, so the mean of
+the globally normalised map is `(mean_raw - lo) / (hi - lo)` with the split's raw min/max
+(`intensities`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from aesthetics_jax.evaluation import study
+from aesthetics_jax.explain import cam
+from aesthetics_jax.explain import crop
+
+# Rows of the per-bucket figure: test images grouped by their true mean score.
+SCORE_GROUPS = (('low (< 4.5)', -np.inf, 4.5), ('mid (4.5 - 6.5)', 4.5, 6.5),
+                ('high (> 6.5)', 6.5, np.inf))
+TRUE_FIELDS = ('mean_score', 'label', 'distribution', 'tags', 'image_id')
+
+# `(variables, x [B,S,S,3]) -> (predict_outputs [B,...], raw maps [B,T,h,w])`.
+ForwardFn = Callable[[Any, Any], tuple[Mapping[str, Any], Any]]
+# `(source, max_examples) -> batches` (`pipeline.eval_batches` with the config and mesh bound).
+BatchesFn = Callable[..., Iterator[Mapping[str, Any]]]
+
+
+def make_summarize(size: int, threshold: float, arch: str):
+  """jitted raw maps [B,T,h,w] → per-image summaries (all over the S×S model input grid).
+
+  Returns dict: `intensity [B]` (per-image-normalised aesthetic map, upsampled, mean),
+  `raw_mean [B]` (raw aesthetic map upsampled, mean), `raw_min/raw_max [B]`,
+  `box_aesthetic [B,4]`, `aes_norm [B,h,w]` (per-image-normalised aesthetic map), and for
+  MobileNetV2 `box_attribute`, `box_average [B,4]`, `bucket [B,10,h,w]` (per-image normalised
+  bucket maps).
+  """
+
+  @jax.jit
+  def summarize(maps):
+    aes = maps[:, 0]                                           # [B,h,w]
+    up_raw = cam.upsample(aes[:, None], (size, size))[:, 0]    # [B,S,S]
+    norm = cam.normalize(aes[:, None], 'per_image')            # [B,1,h,w]
+    up = cam.upsample(norm, (size, size))[:, 0]
+    out = {'intensity': up.mean((1, 2)), 'raw_mean': up_raw.mean((1, 2)), 'aes_norm': norm[:, 0],
+           'raw_min': up_raw.min((1, 2)), 'raw_max': up_raw.max((1, 2)),
+           'box_aesthetic': crop.boxes(up, threshold)}
+    if arch == 'mobilenet_v2':
+      att = cam.upsample(cam.normalize(maps[:, 11:12], 'per_image'), (size, size))[:, 0]
+      out['box_attribute'] = crop.boxes(att, threshold)
+      out['box_average'] = crop.average_boxes(out['box_aesthetic'], out['box_attribute'])
+      out['bucket'] = cam.normalize(maps[:, 1:11], 'per_image')
+    return out
+
+  return summarize
+
+
+@dataclasses.dataclass
+class SplitSummary:
+  """What one pass over a split keeps (padding rows dropped; N images, in source order).
+
+  pred: `predict_outputs` fields `[N, ...]`.
+  true: `TRUE_FIELDS` of the batches `[N, ...]`.
+  maps: `make_summarize` fields without the maps (`intensity`, `raw_*`, `box_*`) `[N, ...]`.
+  score_maps: `study.bucket_mean_maps` sums of the aesthetic map per true score bucket,
+    `(sum [10,h,w], count [10])` (None unless kept).
+  bucket_maps: sums of the 10 bucket maps per `SCORE_GROUPS` row, `(sum [G,10,h,w],
+    count [G])` (MobileNetV2, None unless kept).
+  """
+  pred: dict[str, np.ndarray]
+  true: dict[str, np.ndarray]
+  maps: dict[str, np.ndarray]
+  score_maps: tuple[np.ndarray, np.ndarray] | None = None
+  bucket_maps: tuple[np.ndarray, np.ndarray] | None = None
+
+  @property
+  def num_images(self) -> int:
+    return int(self.true['mean_score'].shape[0])
+
+
+def _group_sums(maps: np.ndarray, scores: np.ndarray,
+                sums: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+  """Adds bucket maps [b,10,h,w] into running sums per `SCORE_GROUPS` row (by true score)."""
+  if sums is None:
+    sums = (np.zeros((len(SCORE_GROUPS),) + maps.shape[1:], np.float64),
+            np.zeros((len(SCORE_GROUPS),), np.int64))
+  total, count = sums
+  for g, (_, lo, hi) in enumerate(SCORE_GROUPS):
+    sel = (scores > lo) & (scores <= hi) if np.isfinite(lo) else scores < hi
+    total[g] += maps[sel].sum(0)
+    count[g] += int(sel.sum())
+  return total, count
+
+
+def collect(forward: ForwardFn, summarize, variables, batches: BatchesFn,
+            source: Sequence, max_examples: int = 0, *, keep_maps: bool = True,
+            desc: str = 'eval') -> SplitSummary:
+  """Streams the first `max_examples` images of `source` (0 = all) through `forward` and
+  `summarize`; with `keep_maps`, also sums the maps for the Figure 8 panels."""
+  acc: dict[str, dict[str, list]] = {'pred': {}, 'true': {}, 'maps': {}}
+  score_maps = bucket_maps = None
+  n_total = min(len(source), int(max_examples)) if max_examples else len(source)
+  with tqdm(total=n_total, desc=desc, unit='img', leave=False) as bar:
+    for batch in batches(source, max_examples=max_examples or None):
+      pred, maps = forward(variables, batch['image'])
+      host = jax.device_get({'pred': pred, 'maps': summarize(maps),
+                             'true': {k: batch[k] for k in TRUE_FIELDS}, 'mask': batch['mask']})
+      keep = np.asarray(host['mask']) > 0
+      summ = host['maps']
+      for part in ('pred', 'true', 'maps'):
+        for k, v in host[part].items():
+          if k not in ('bucket', 'aes_norm'):
+            acc[part].setdefault(k, []).append(np.asarray(v)[keep])
+      if keep_maps:
+        scores = np.asarray(host['true']['mean_score'])[keep]
+        _, _, score_maps = study.bucket_mean_maps(np.asarray(summ['aes_norm'])[keep], scores,
+                                                  sums=score_maps)
+        if 'bucket' in summ:
+          bucket_maps = _group_sums(np.asarray(summ['bucket'])[keep], scores, bucket_maps)
+      bar.update(int(keep.sum()))
+  parts = {part: {k: np.concatenate(v) for k, v in d.items()} for part, d in acc.items()}
+  return SplitSummary(**parts, score_maps=score_maps, bucket_maps=bucket_maps)
+
+
+def global_range(split: SplitSummary) -> tuple[float, float]:
+  """(lo, hi): min and max of the split's raw aesthetic maps (upsampled to S²)."""
+  return float(split.maps['raw_min'].min()), float(split.maps['raw_max'].max())
+
+
+def intensities(split: SplitSummary) -> dict[str, np.ndarray]:
+  """Mean map intensity per image `{'per_image', 'global': [N]}`; 'global' min-max normalises
+  with the split's own `global_range` (exact: the normalisation is affine)."""
+  lo, hi = global_range(split)
+  return {'per_image': split.maps['intensity'],
+          'global': (split.maps['raw_mean'] - lo) / max(hi - lo, 1e-12)}
+
+
+def mean_maps(sums: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+  """Running `(sum [K,...], count [K])` → mean maps `[K,...]` (zeros for an empty bucket)."""
+  total, count = sums
+  return total / np.maximum(count, 1).reshape((-1,) + (1,) * (total.ndim - 1))

@@ -1,0 +1,130 @@
+"""Configs: defaults live only in configs/default.py, every key is read, arguments parse."""
+import ast
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from aesthetics_jax import configs
+from aesthetics_jax.configs import default, demo, mobilenet_v2_emd, vgg16_binary
+from aesthetics_jax.train import checkpoints
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LIBRARY = [p for p in (ROOT / 'aesthetics_jax').rglob('*.py') if 'configs' not in p.parts]
+LAUNCH = list((ROOT / 'launch').glob('*.py'))
+CONFIG_NAMES = {'config', 'cfg', 'ec', 'model_config'}
+
+
+def _root_name(node):
+  """`self.config.eval` → 'config'; `config.data` → 'config'; else the leftmost name."""
+  while isinstance(node, ast.Attribute):
+    if isinstance(node.value, ast.Name) and node.value.id == 'self':
+      return node.attr
+    node = node.value
+  return node.id if isinstance(node, ast.Name) else None
+
+
+def _config_gets(path: pathlib.Path) -> list[tuple[int, str]]:
+  """(line, code) where a config object is read with `.get(...)` (a fallback default)."""
+  return [(node.lineno, ast.unparse(node)) for node in ast.walk(ast.parse(path.read_text()))
+          if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+          and node.func.attr == 'get' and _root_name(node.func.value) in CONFIG_NAMES]
+
+
+def _leaf_keys(c, prefix=''):
+  for k, v in c.items():
+    if hasattr(v, 'items'):
+      yield from _leaf_keys(v, f'{prefix}{k}.')
+    else:
+      yield prefix + k
+
+
+def test_library_reads_config_keys_without_fallback_defaults():
+  bad = [f'{p.relative_to(ROOT)}:{line}: {code}' for p in LIBRARY + LAUNCH
+         for line, code in _config_gets(p)]
+  assert not bad, ('read config keys directly (defaults belong in configs/default.py):\n'
+                   + '\n'.join(bad))
+
+
+def test_checker_finds_a_fallback_default(tmp_path):
+  f = tmp_path / 'x.py'
+  f.write_text('def f(config, self):\n  a = config.eval.get("batch_size", 0)\n'
+               '  b = self.config.input.get("normalize")\n  c = {}.get("x", 1)\n')
+  assert sorted(line for line, _ in _config_gets(f)) == [2, 3]
+
+
+def test_every_default_key_is_read_somewhere():
+  """A key nothing reads is a promise the code does not keep (e.g. a removed feature)."""
+  used = set()
+  for p in LIBRARY + LAUNCH:
+    for node in ast.walk(ast.parse(p.read_text())):
+      if isinstance(node, ast.Attribute):
+        used.add(node.attr)
+      elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+        used.add(node.value.rsplit('.', 1)[-1])
+  unused = [k for k in _leaf_keys(default.get_config()) if k.rsplit('.', 1)[-1] not in used]
+  assert not unused, f'config keys read by nothing: {unused}'
+
+
+def test_variants_only_set_existing_keys():
+  keys = set(_leaf_keys(default.get_config()))
+  for c in (demo.get_config('vgg16'), demo.get_config('mobilenet_v2,smoke'),
+            mobilenet_v2_emd.get_config(), vgg16_binary.get_config('class,smoke')):
+    assert set(_leaf_keys(c)) == keys
+
+
+def test_config_arguments_parse():
+  assert demo.get_config('vgg16').model.arch == 'vgg16'
+  assert demo.get_config().model.arch == 'mobilenet_v2'
+  assert not demo.get_config('mobilenet_v2').model.freeze_encoder
+  assert vgg16_binary.get_config('class').input.weighting == 'class'
+  assert vgg16_binary.get_config().input.weighting == 'score'
+  assert vgg16_binary.get_config().optim.name == 'sgd'
+  m = mobilenet_v2_emd.get_config('smoke')
+  assert m.num_train_steps == 2 and m.optim.lr == 3e-6 and m.model.freeze_encoder
+  assert configs.parse_arg(' a, b ', 'x', ('a', 'b')) == {'a', 'b'}
+
+
+@pytest.mark.parametrize('make,arg,match', [
+    (demo.get_config, 'resnet', r"configs/demo.py: bad config argument 'resnet' \(unknown"),
+    (demo.get_config, 'vgg16,mobilenet_v2', 'only one of'),
+    (vgg16_binary.get_config, 'score,class', 'only one of'),
+    (mobilenet_v2_emd.get_config, 'smok', 'allowed, comma-separated: smoke'),
+])
+def test_bad_config_argument_is_one_line(make, arg, match):
+  with pytest.raises(ValueError, match=match) as e:
+    make(arg)
+  assert '\n' not in str(e.value)
+
+
+def test_load_config_fills_new_keys_and_drops_removed_ones(tmp_path):
+  saved = demo.get_config('vgg16').to_dict()
+  del saved['eval']['faithfulness_steps']      # a key added after this run was trained
+  saved['smoke'] = False                        # a key the library no longer has
+  saved['num_epochs'] = 3                       # int where the default is a float
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  c = checkpoints.load_config(tmp_path)
+  assert c.model.arch == 'vgg16' and c.eval.faithfulness_steps == 16
+  assert 'smoke' not in c and c.num_epochs == 3
+
+
+def test_load_config_garbage_is_one_line(tmp_path):
+  (tmp_path / 'config.json').write_text('{"model": ')
+  with pytest.raises(checkpoints.WorkdirError, match='config.json: not valid JSON') as e:
+    checkpoints.load_config(tmp_path)
+  assert '\n' not in str(e.value)
+
+
+@pytest.mark.parametrize('script,args,expect', [
+    ('train', ['--config=configs/demo.py:vgg16', '--config.data.datadir=x'],
+     'train: unknown config key --config.data.datadir; did you mean --config.data.data_dir'),
+    ('evaluate', ['--config.model.arch=vgg16'],
+     'evaluate: --config.model.arch cannot change here'),
+])
+def test_misspelled_or_forbidden_override_is_one_line(script, args, expect, tmp_path):
+  r = subprocess.run([sys.executable, '-m', f'launch.{script}', f'--workdir={tmp_path}', *args],
+                     cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert r.returncode == 2 and r.stderr.strip().startswith(expect), r.stderr
+  assert len(r.stderr.strip().splitlines()) == 1

@@ -1,0 +1,138 @@
+"""Input pipeline tests (single process, one CPU device). Tiny images: resize 40, crop 32.
+
+Multi-process and multi-device runs are in test_multiprocess_input.py.
+"""
+import numpy as np
+import pytest
+
+from aesthetics_jax import parallel
+from aesthetics_jax.data import pipeline
+from aesthetics_jax.data import preprocess
+from source_fixture import make_source, take, tiny_config
+
+
+@pytest.fixture(scope='module')
+def source():
+  return make_source()
+
+
+@pytest.fixture(scope='module')
+def mesh():
+  return parallel.make_mesh()
+
+
+def test_train_batch_shapes_dtypes_ranges(source, mesh):
+  b = take(pipeline.train_batches(source, tiny_config(random_flip=True), mesh), 1)[0]
+  expect = {'image': ((8, 32, 32, 3), np.float32), 'votes': ((8, 10), np.int32),
+            'distribution': ((8, 10), np.float32), 'mean_score': ((8,), np.float32),
+            'label': ((8,), np.int32), 'tags': ((8, 66), np.float32),
+            'weight': ((8,), np.float32), 'image_id': ((8,), np.int32),
+            'mask': ((8,), np.float32)}
+  assert set(b) == set(expect)
+  for k, (shape, dtype) in expect.items():
+    assert b[k].shape == shape and b[k].dtype == dtype, k
+  assert 0.0 <= b['image'].min() and b['image'].max() <= 1.0 and b['image'].std() > 0.03
+  np.testing.assert_allclose(b['distribution'].sum(-1), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(b['tags'].sum(-1), 1.0, rtol=1e-6)
+  np.testing.assert_array_equal(b['mask'], 1.0)
+  by_id = {r['image_id']: r for r in source}
+  for i, iid in enumerate(b['image_id']):
+    r = by_id[int(iid)]
+    np.testing.assert_array_equal(b['votes'][i], r['votes'])
+    assert b['label'][i] == (1 if r['votes'][0] == 0 else 0)
+    np.testing.assert_allclose(b['mean_score'][i], 6.0 if b['label'][i] else 4.0, atol=1e-5)
+
+
+def test_eval_batches_order_padding_mask(source, mesh):
+  c = tiny_config(normalize='imagenet')
+  batches = [{k: np.asarray(v) for k, v in b.items()}
+             for b in pipeline.eval_batches(source[:10], c, mesh, batch_size=4)]
+  assert len(batches) == 3 and pipeline.num_eval_batches(10, 4) == 3
+  mask = np.concatenate([b['mask'] for b in batches])
+  np.testing.assert_array_equal(mask, [1] * 10 + [0, 0])
+  ids = np.concatenate([b['image_id'] for b in batches])[:10]
+  np.testing.assert_array_equal(ids, [r['image_id'] for r in source[:10]])
+  np.testing.assert_array_equal(batches[-1]['weight'][2:], 0.0)
+  assert batches[0]['image'].shape == (4, 32, 32, 3)
+  # eval = plain resize to image_size², identical to the host-side helper
+  want = preprocess.preprocess_eval_np(preprocess.decode_image(source[1]['image']), 32)
+  got = np.asarray(preprocess.to_model_input(want, normalize='imagenet'))
+  np.testing.assert_allclose(batches[0]['image'][1], got, atol=0.05)
+  assert batches[0]['image'].min() < 0  # imagenet normalisation applied
+
+
+def test_train_batches_balanced_labels(source, mesh):
+  batches = take(pipeline.train_batches(source, tiny_config(), mesh), 6)
+  frac = np.concatenate([b['label'] for b in batches]).mean()
+  assert 0.25 < frac < 0.75  # 3:1 data, balanced sampler → ~0.5 (48 draws)
+
+
+@pytest.mark.parametrize('balanced', [False, True])
+def test_restart_and_worker_count_determinism(source, mesh, balanced):
+  c = tiny_config(random_flip=True, balanced=balanced, num_workers=1, prefetch=0)
+  full = take(pipeline.train_batches(source, c, mesh), 4)
+  c2 = tiny_config(random_flip=True, balanced=balanced, num_workers=3, prefetch=2)
+  resumed = take(pipeline.train_batches(source, c2, mesh, start_step=2), 2)
+  for a, b in zip(full[2:], resumed):
+    assert set(a) == set(b)
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  assert not np.array_equal(full[0]['image'], full[1]['image'])
+  if balanced:
+    return
+  # another seed gives other rows and crops
+  c3 = tiny_config(random_flip=True, balanced=False, num_workers=1, prefetch=0)
+  c3.seed = 1
+  other = take(pipeline.train_batches(source, c3, mesh), 1)[0]
+  assert not np.array_equal(other['image'], full[0]['image'])
+
+
+def test_weights_reach_batches(source, mesh):
+  b = take(pipeline.train_batches(source, tiny_config(weighting='class'), mesh), 1)[0]
+  np.testing.assert_allclose(b['weight'], np.where(b['label'] == 1, 16 / 24, 16 / 8),
+                             rtol=1e-6)
+  b = take(pipeline.train_batches(source, tiny_config(weighting='score'), mesh), 1)[0]
+  # mean 6.0 is inside the band [4.5, 6.5], 4.0 outside
+  np.testing.assert_array_equal(b['weight'], np.where(b['label'] == 1, 1.0, 7.0))
+
+
+def test_process_slices_cover_batch_once():
+  for procs in (1, 2, 4):
+    seen = np.concatenate([np.arange(16)[parallel.process_slice(16, p, procs)]
+                           for p in range(procs)])
+    np.testing.assert_array_equal(seen, np.arange(16))
+  with pytest.raises(parallel.ShardingError, match='divisible'):
+    parallel.process_slice(15, 0, 2)
+
+
+def test_bad_config_errors(source, mesh):
+  c = tiny_config()
+  c.batch_size = 0
+  with pytest.raises(preprocess.InputError, match='batch_size'):
+    next(pipeline.train_batches(source, c, mesh))
+  with pytest.raises(preprocess.InputError, match='normalize'):
+    pipeline.train_batches(source, tiny_config(normalize='zscore'), mesh)
+  bad = [dict(source[0], image=b'garbage')] * 8
+  it = pipeline.eval_batches(bad, tiny_config(), mesh)
+  with pytest.raises(preprocess.InputError, match='image_id 1000'):
+    next(it)
+
+
+def test_closing_or_dropping_iterator_stops_threads(source, mesh):
+  import gc
+  import threading
+
+  def ours():
+    return [t for t in threading.enumerate()
+            if t.name.startswith(('input-prefetch', 'decode'))]
+
+  it = pipeline.train_batches(source, tiny_config(prefetch=2), mesh)
+  next(it)
+  assert ours()
+  it.close()
+  assert not ours()
+  it = pipeline.eval_batches(source, tiny_config(prefetch=2), mesh)
+  next(it)
+  del it
+  gc.collect()
+  assert not ours()

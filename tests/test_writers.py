@@ -1,0 +1,150 @@
+"""Training logs read back with TensorBoard's own reader; no repeated steps after a resume."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'tests'))
+from aesthetics_jax.train import checkpoints  # noqa: E402
+from aesthetics_jax.train import trainer  # noqa: E402
+from aesthetics_jax.train import writers  # noqa: E402
+from aesthetics_jax.configs import demo  # noqa: E402
+from tiny_ava import prepare_tiny  # noqa: E402
+
+
+def _events(workdir) -> event_accumulator.EventAccumulator:
+  """All event files of `workdir/tensorboard`, in order, as TensorBoard loads a run."""
+  acc = event_accumulator.EventAccumulator(
+      str(Path(workdir) / 'tensorboard'),
+      size_guidance={event_accumulator.IMAGES: 0, event_accumulator.SCALARS: 0,
+                     event_accumulator.TENSORS: 0})
+  acc.Reload()
+  return acc
+
+
+def _steps(acc, tag: str) -> list[int]:
+  return [e.step for e in acc.Scalars(tag)]
+
+
+def _text(acc, tag: str) -> list[str]:
+  return [e.tensor_proto.string_val[0].decode() for e in acc.Tensors(f'{tag}/text_summary')]
+
+
+def _hparams(acc) -> dict:
+  content = acc.PluginTagToContent('hparams')['_hparams_/session_start_info']
+  ssi = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+  return {k: v.WhichOneof('kind') and getattr(v, v.WhichOneof('kind'))
+          for k, v in ssi.hparams.items()}
+
+
+def test_metric_writer_roundtrip(tmp_path):
+  w = writers.MetricWriter(tmp_path)
+  w.write_scalars(7, {'train/loss': 0.25, 'eval/acc': np.float32(0.75), 'bad': float('nan'),
+                      'skipped': 'not a number'})
+  w.write_scalars(300, {'train/loss': 0.125})
+  w.write_text(0, 'config', '    {"a": 1}')
+  image = np.zeros((6, 5, 3), np.uint8)
+  image[2, 3] = (255, 0, 0)
+  w.write_images(7, {'cam/12': image})
+  w.write_hparams(writers.flat_hparams({'optim': {'lr': 0.5, 'name': 'sgd'},
+                                        'views': (1, 2), 'none': None}), ['eval/acc'])
+  w.close()
+  rows = writers.read_jsonl(tmp_path / 'metrics.jsonl')
+  assert [r['step'] for r in rows] == [7, 300]
+  assert rows[0]['train/loss'] == 0.25 and rows[0]['bad'] == 'nan' and 'skipped' not in rows[0]
+  acc = _events(tmp_path)
+  assert [(e.step, e.value) for e in acc.Scalars('train/loss')] == [(7, 0.25), (300, 0.125)]
+  assert np.isnan(acc.Scalars('bad')[0].value) and acc.Scalars('eval/acc')[0].value == 0.75
+  assert _text(acc, 'config') == ['    {"a": 1}']
+  (img,) = acc.Images('cam/12')
+  assert (img.step, img.width, img.height) == (7, 5, 6)
+  assert _hparams(acc) == {'optim.lr': 0.5, 'optim.name': 'sgd', 'views': '(1, 2)'}
+
+
+def test_inactive_writer_writes_nothing(tmp_path):
+  w = writers.MetricWriter(tmp_path, active=False, resume_step=0)
+  w.write_scalars(1, {'train/loss': 1.0})
+  w.write_text(1, 'config', 'x')
+  w.close()
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_drops_rows_after_the_restored_step(tmp_path):
+  w = writers.MetricWriter(tmp_path, resume_step=0)
+  for s in range(1, 7):
+    w.write_scalars(s, {'train/loss': float(s)})
+  w.close()
+  path = tmp_path / 'metrics.jsonl'
+  before = path.read_text().splitlines()
+  with open(path, 'a') as f:
+    f.write('{"step": 7, "train/lo')  # torn by a kill mid-write
+  w = writers.MetricWriter(tmp_path, resume_step=4)  # checkpoint 4 restored
+  w.write_scalars(5, {'train/loss': 50.0})
+  w.close()
+  after = path.read_text().splitlines()
+  assert after[:4] == before[:4]  # kept rows are untouched, byte for byte
+  assert [json.loads(l)['step'] for l in after] == [1, 2, 3, 4, 5]
+  assert json.loads(after[-1])['train/loss'] == 50.0
+  # TensorBoard's reader purges the old file's steps >= 5 when the new file starts.
+  acc = _events(tmp_path)
+  assert [(e.step, e.value) for e in acc.Scalars('train/loss')] == [
+      (1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 50.0)]
+  assert writers.truncate_jsonl(tmp_path / 'missing.jsonl', 3) == 0
+
+
+class _Crash(Exception):
+  pass
+
+
+def test_training_run_logs_and_resumes_without_repeats(tmp_path, monkeypatch):
+  """Two evaluations + a crash after step 3 was logged but before its checkpoint; rerun."""
+  c = demo.get_config('vgg16,smoke')
+  c.data.data_dir = str(prepare_tiny(tmp_path / 'data'))
+  c.num_train_steps = 3
+  c.eval_every_steps = 2   # evaluations at steps 2 and 3 (the last step)
+  c.checkpoint_every_steps = 2
+  c.log_cam_images = 3
+  workdir = tmp_path / 'run'
+  save = checkpoints.Checkpointer.save
+
+  def crashing_save(self, step, *args, **kwargs):
+    if step == 3:
+      raise _Crash()
+    return save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(checkpoints.Checkpointer, 'save', crashing_save)
+  with pytest.raises(_Crash):
+    trainer.train_and_evaluate(c, workdir)
+  rows = writers.read_jsonl(workdir / 'metrics.jsonl')
+  assert [r['step'] for r in rows if 'train/loss' in r] == [1, 2, 3]
+  monkeypatch.setattr(checkpoints.Checkpointer, 'save', save)
+  result = trainer.train_and_evaluate(c, workdir)  # resumes from checkpoint 2
+  assert result['step'] == 3
+
+  rows = writers.read_jsonl(workdir / 'metrics.jsonl')
+  assert [r['step'] for r in rows if 'train/loss' in r] == [1, 2, 3]
+  assert [r['step'] for r in rows if 'eval/binary_accuracy' in r] == [2, 3]
+  acc = _events(workdir)
+  assert _steps(acc, 'train/loss') == [1, 2, 3]
+  assert _steps(acc, 'eval/binary_accuracy') == [2, 3]
+  assert acc.Scalars('eval/binary_accuracy')[-1].value == pytest.approx(
+      result['binary_accuracy'])
+  texts = _text(acc, 'config')
+  assert len(texts) == 2  # one per session: at step 0, then at the resumed step 2
+  assert '"arch": "vgg16"' in texts[-1] and '"num_train_steps": 3' in texts[-1]
+  image_tags = acc.Tags()['images']
+  assert len(image_tags) == 3 and all(t.startswith('cam/') for t in image_tags)
+  for tag in image_tags:
+    assert [e.step for e in acc.Images(tag)] == [2, 3]  # one per evaluation
+    assert (acc.Images(tag)[0].width, acc.Images(tag)[0].height) == (32, 32)
+  hp = _hparams(acc)
+  assert hp['model.arch'] == 'vgg16' and hp['optim.lr'] == c.optim.lr
+  exp = plugin_data_pb2.HParamsPluginData.FromString(
+      acc.PluginTagToContent('hparams')['_hparams_/experiment']).experiment
+  assert 'eval/binary_accuracy' in [m.name.tag for m in exp.metric_infos]
