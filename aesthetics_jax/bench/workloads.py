@@ -19,6 +19,8 @@ import numpy as np
 from aesthetics_jax import models
 from aesthetics_jax import parallel
 from aesthetics_jax.bench import synthetic
+from aesthetics_jax.configs import default as default_config
+from aesthetics_jax.configs import mobilenet_v2_emd
 from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.data import preprocess
 from aesthetics_jax.evaluation import streaming
@@ -27,9 +29,6 @@ from aesthetics_jax.models import outputs as outputs_lib
 from aesthetics_jax.train import feature_cache
 from aesthetics_jax.train import optim
 from aesthetics_jax.train import trainer
-# The repository's configs/ (run from the repository root, as launch/ and tests/ are).
-from configs import default as default_config
-from configs import mobilenet_v2_emd
 
 STUDY_TARGETS = ('aesthetic', 'bucket', 'top_tag')   # T = 12 maps per image (MobileNetV2)
 
