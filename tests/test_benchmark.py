@@ -1,7 +1,10 @@
 """Benchmark suite machinery (no torch, tiny shapes): micro-batching equals the plain forward,
 jitted study / CAM steps make no host transfers and trace once, interleaved timing, child-process
-peak memory, streamed evaluation, and the CLI end to end at toy size."""
+peak memory, streamed evaluation, sections run without flags, the summary against targets, and
+the CLI end to end at toy size."""
+import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +17,12 @@ import pytest
 from aesthetics_jax.explain import cam
 from aesthetics_jax.train import feature_cache
 from aesthetics_jax import parallel
-from aesthetics_jax.bench import memory, timing, workloads
+from aesthetics_jax.bench import machine, memory, timing, torch_ref, workloads
+from aesthetics_jax.bench import sections
+from aesthetics_jax.bench.sections import input as input_section
+from aesthetics_jax.bench.sections import model as model_section
+from aesthetics_jax.bench.sections import recipe, scaling
+from launch import benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 S = 32
@@ -132,24 +140,109 @@ def test_interleaved_alternates_and_separates_first_call():
 
 
 def test_peak_memory_in_child_sees_native_allocations():
-  small = memory.measure_in_child('aesthetics_jax.bench.memory:allocate_setup', {'mb': 8},
-                                  warmup=0, timeout=120)
-  big = memory.measure_in_child('aesthetics_jax.bench.memory:allocate_setup', {'mb': 256},
-                                warmup=0, timeout=120)
+  # The workload lives in tests/native_alloc.py: the child finds it through PYTHONPATH.
+  env = {'PYTHONPATH': os.pathsep.join([str(ROOT / 'tests'), os.environ.get('PYTHONPATH', '')])}
+  small = memory.measure_in_child('native_alloc:allocate_setup', {'mb': 8}, warmup=0,
+                                  timeout=120, env=env)
+  big = memory.measure_in_child('native_alloc:allocate_setup', {'mb': 256}, warmup=0,
+                                timeout=120, env=env)
   assert 'error' not in big, big
   assert big['touched_mb'] == 256
   assert big['workload_mb'] >= 230, big           # numpy's buffer is native memory
   assert big['peak_rss_mb'] - small['peak_rss_mb'] >= 200
-  bad = memory.measure_in_child('aesthetics_jax.bench.memory:no_such_setup', timeout=120)
+  bad = memory.measure_in_child('native_alloc:no_such_setup', timeout=120, env=env)
   assert 'error' in bad and 'no_such_setup' in bad['error']
+
+
+def test_measure_counts_items_and_repeats():
+  calls = []
+  r = timing.measure(lambda: calls.append(1), items=5, repeats=3, warmup=2)
+  assert len(calls) == 5 and r['items'] == 5 and r['repeats'] == 3
+  assert r['items_per_s']['min'] <= r['items_per_s']['median'] <= r['items_per_s']['max']
+
+
+def test_machine_info_names_what_differs_between_machines():
+  info = machine.info()
+  assert info['cpu_count'] == len(os.sched_getaffinity(0)) >= 1
+  assert info['versions']['jax'] and info['jax_backend'] == jax.default_backend()
+  assert isinstance(info['env'], dict) and info['process_threads'] >= 1
+  if Path('/proc/cpuinfo').exists():
+    assert 'cpu_mhz' in info or 'cpu_model' in info
+
+
+def test_options_reference_and_quick_fields():
+  with pytest.raises(ValueError, match='auto'):
+    sections.Options(reference='auto')    # the launcher resolves 'auto' first
+  fields = {f.name for f in dataclasses.fields(sections.Options)}
+  assert set(sections.QUICK) <= fields
+
+
+def test_unavailable_torch_is_one_line(monkeypatch):
+  monkeypatch.setitem(sys.modules, 'torch', None)    # `import torch` now fails
+  why = torch_ref.unavailable()
+  assert why.startswith('torch: ') and '\n' not in why
+  monkeypatch.setattr(torch_ref, 'unavailable', lambda: 'torchvision: RuntimeError: nms')
+  assert benchmark.resolve_reference('none') == 'none'
+  assert benchmark.resolve_reference('auto') == 'none'
+  with pytest.raises(benchmark.UsageError, match='torchvision: RuntimeError.*pip install'):
+    benchmark.resolve_reference('torch')
+
+
+def test_summary_rows_against_targets():
+  rows = benchmark.summary_rows([
+      sections.Row('study_vs_looped_pytorch_grad_cam', 25.0),           # TARGETS: 20
+      sections.Row('gradcam_one_target_vs_pytorch_grad_cam', 1.5),      # TARGETS: 2
+      sections.Row('x_mb', 120.0, target=100.0, better='lower'),
+      sections.Row('no_target', 3.0), sections.Row('no_value', None, target=1.0)])
+  assert [(r['target'], r['met']) for r in rows] == [
+      (20.0, True), (2.0, False), (100.0, False), (None, None), (1.0, None)]
+  assert set(rows[0]) == {'name', 'value', 'target', 'met', 'detail'}
+
+
+def test_section_summaries_read_their_results():
+  run = lambda mb, s: {'peak_rss_mb': mb, 'stream_s': s, 'num_images': 100}
+  res = {'runs': {'64': run(700.0, 1.0), '128': {'error': 'killed'}, '256': run(760.0, 2.0),
+                  '512': run(770.0, 4.0)},
+         'peak_rss_growth_mb': 70.0, 'peak_rss_growth_last_step_mb': 10.0,
+         'seconds_per_image': [0.01, 0.02, 0.04]}
+  growth, last = scaling.summary(res)
+  assert growth.value == 70.0 and growth.target == 100.0 and growth.better == 'lower'
+  assert growth.detail.startswith('64 -> 512 images') and last.detail == '256 -> 512 images'
+  assert scaling.summary({'runs': {}}) == []
+  res = {'views': 4, 'torch': {'extrapolated_s': 6000.0},
+         'ours_views4': {'ratio_8900': 20.0, 'extrapolated_s': 300.0},
+         'ours_views1': {'ratio_8900': 50.0, 'extrapolated_s': 120.0}}
+  assert [(r.name, r.value) for r in recipe.summary(res)] == [
+      ('recipe_8900_vs_plain_pytorch', 20.0), ('recipe_8900_vs_plain_pytorch_views1', 50.0)]
+  assert recipe.summary({'views': 4}) == []                # no reference, no rows
+  res = {'batch_size': 8, 'backend': 'gpu', 'chunk': 0,
+         'runs': {'jax_mobilenet_v2_bfloat16_conv_batch': {'items_per_s': {'median': 3e4}}},
+         'mobilenet_v2_ratio_vs_torch_channels_last': 2.5}
+  gpu, ratio = model_section.summary(res)
+  assert gpu.target == model_section.GPU_TARGET_IMAGES_PER_S and gpu.value == 3e4
+  assert ratio.name == 'mobilenet_v2_forward_vs_torch_channels_last' and ratio.target == 1.2
+  assert ratio.detail.startswith('jax_mobilenet_v2_float32_') and '_batch vs' in ratio.detail
+
+
+def test_input_section_runs_without_flags():
+  """--what=input at toy sizes, called directly (checks the report, not speed)."""
+  opts = sections.Options(num_images=8, repeats=2, warmup=0, processes=False, resize_size=40,
+                          image_size=32, batch_size=4, workers=2)
+  res = input_section.run(opts)
+  for name in ('train_1_thread', 'train_2_threads', 'eval_1_thread',
+               'train_full_decode_1_thread', 'train_batches_pipeline'):
+    ips = res['runs'][name]['items_per_s']
+    assert 0 < ips['min'] <= ips['median'] <= ips['max'], name
+  assert res['num_images'] == 8 and res['all_workers'] == 2
+  assert res['vs_model']['workers_needed_to_feed_model'] >= 1
+  assert input_section.summary(res) == []
 
 
 def test_cli_study_without_reference_writes_json(tmp_path):
   out = tmp_path / 'b.json'
   r = subprocess.run(
-      [sys.executable, '-m', 'launch.benchmark', '--what=study', '--reference=none',
-       f'--image_size={S}', '--cam_batch_size=4', '--study_images=8', '--repeats=2',
-       f'--json={out}'],
+      [sys.executable, '-m', 'launch.benchmark', '--what=study', '--reference=none', '--quick',
+       f'--image_size={S}', '--cam_batch_size=4', '--study_images=8', f'--json={out}'],
       cwd=ROOT, capture_output=True, text=True, timeout=240)
   assert r.returncode == 0, r.stderr[-2000:]
   doc = json.loads(out.read_text())
@@ -158,7 +251,16 @@ def test_cli_study_without_reference_writes_json(tmp_path):
   ips = res['runs']['jax_study']['items_per_s']
   assert 0 < ips['min'] <= ips['median'] <= ips['max']
   assert doc['flags']['reference'] == 'none' and doc['machine']['cpu_count'] >= 1
-  assert 'summary' in doc['results']
-  r = subprocess.run([sys.executable, '-m', 'launch.benchmark', '--what=cam',
-                      '--reference=bogus'], cwd=ROOT, capture_output=True, text=True)
-  assert r.returncode == 1 and 'Traceback' not in r.stderr and 'bogus' in r.stderr
+  assert 'helpfull' not in doc['flags']              # ours only, not absl's
+  # --quick sets what was not given; what was given wins.
+  assert doc['options']['repeats'] == 2 and doc['options']['cam_batch_size'] == 4
+  assert doc['results']['summary']['quick'] is True
+
+
+@pytest.mark.parametrize('args, message', [(['--what=nope'], 'nope'),
+                                           (['--what=cam', '--reference=bogus'], 'bogus'),
+                                           (['--scaling_sizes=1,x'], 'scaling_sizes')])
+def test_cli_user_errors_are_one_line(args, message):
+  r = subprocess.run([sys.executable, '-m', 'launch.benchmark', *args], cwd=ROOT,
+                     capture_output=True, text=True, timeout=120)
+  assert r.returncode == 1 and 'Traceback' not in r.stderr and message in r.stderr

@@ -1,8 +1,13 @@
-"""Benchmark building blocks for `launch/benchmark.py`.
+"""The benchmark suite behind `launch/benchmark.py` (the top layer: may import any package).
 
-timing.py     interleaved repeats (median, min-max), first-call (compile) time apart
+sections/     one module per --what=<name>: `run(Options) -> dict`, `summary(result) -> rows`
+machine.py    what ran it: CPU model, clock, SIMD flags, cores, load, threads, versions, env
+timing.py     timed repeats (median, min-max); interleaved runs, first call (compile) apart
 memory.py     peak resident memory of a workload, measured in a fresh child process
-workloads.py  the JAX side: models with torch-identical weights, jitted CAM / study steps,
-              the frozen-encoder recipe, streamed evaluation
+agreement.py  how far two results are apart (CAM maps, bfloat16 vs float32 outputs)
+profile.py    per-op times of a jitted call from a jax.profiler trace
+workloads.py  the JAX side: benchmarked models, jitted CAM / study steps, the frozen-encoder
+              recipe, streamed evaluation
 torch_ref.py  the PyTorch references (torchvision, pytorch-grad-cam); torch imported lazily
+synthetic.py  AVA-like JPEGs generated in memory
 """

@@ -22,7 +22,7 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 _MARK = 'BENCH_MEMORY_RESULT '
 
@@ -104,13 +104,3 @@ def main(argv: list[str]) -> None:
 if __name__ == '__main__':
   main(sys.argv)
 
-
-def allocate_setup(mb: int = 64) -> Callable[[], dict]:
-  """A workload that allocates and touches `mb` MiB of native memory (numpy): used to check
-  that `measure_in_child` sees native allocations."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
-
-  def run():
-    a = np.ones(mb * 2**20 // 8, np.float64)
-    return {'touched_mb': float(a.nbytes / 2**20 * (a[::512].sum() > 0))}
-  return run

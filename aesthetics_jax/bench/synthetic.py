@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
+from PIL import Image
+
 
 def synthetic_jpegs(n: int, seed: int = 0, scale: float = 1.0) -> list[bytes]:
   """AVA-like JPEGs: about 500x350 (landscape and portrait; sides x `scale`), quality 90,
   photo-like texture."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from PIL import Image  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(seed)
   out = []
   for i in range(n):

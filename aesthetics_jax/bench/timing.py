@@ -18,6 +18,17 @@ def timed(fn: Callable[[], Any]) -> float:
   return time.perf_counter() - t0
 
 
+def measure(fn: Callable[[], Any], *, items: int, repeats: int,
+            warmup: int = 1) -> dict[str, Any]:
+  """Times `fn()` (which processes `items` items) `repeats` times after `warmup` untimed
+  calls: {'items', 'repeats', 'seconds': {median,min,max}, 'items_per_s': {median,min,max}}."""
+  for _ in range(warmup):
+    fn()
+  secs = [timed(fn) for _ in range(repeats)]
+  return {'items': items, 'repeats': repeats, 'seconds': summarize(secs),
+          'items_per_s': summarize([items / s for s in secs])}
+
+
 def interleaved(fns: Mapping[str, Callable[[], Any]], *, items: int | Mapping[str, int],
                 repeats: int, warmup: int = 1) -> dict[str, dict[str, Any]]:
   """Times every `fns[name]()` `repeats` times, one call of each per round.
@@ -54,3 +65,9 @@ def ratio(fast: Mapping[str, Any], slow: Mapping[str, Any], key: str = 'items_pe
 def fmt_rate(r: Mapping[str, Any], unit: str = 'img/s') -> str:
   s = r['items_per_s']
   return f"{s['median']:8.1f} {unit} ({s['min']:.1f}-{s['max']:.1f})"
+
+
+def print_runs(runs: Mapping[str, Mapping[str, Any]]) -> None:
+  """One line per run: images/s (median, min-max) and the first call's seconds."""
+  for name, r in runs.items():
+    print(f'  {name:46s} {fmt_rate(r)}  first call {r["first_call_s"]:.1f} s', flush=True)

@@ -11,26 +11,34 @@ heads side by side (dropout is off at inference).
 """
 from __future__ import annotations
 
+import concurrent.futures
+import importlib
 import time
 from typing import Any, Callable, Sequence
 
+import jax
 import numpy as np
 
-from aesthetics_jax import parallel
+from aesthetics_jax.bench import workloads
+from aesthetics_jax.data import preprocess
+from aesthetics_jax.data import sampling
+from aesthetics_jax.explain import crop
+from aesthetics_jax.models import pretrained
 
 NUM_BUCKETS = 10
 NUM_TAGS = 66
+INSTALL = "pip install -e '.[torch]'"
 
 
-def available() -> bool:
-  """True if torch, torchvision and pytorch-grad-cam import."""
-  try:
-    import pytorch_grad_cam  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    import torch  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    import torchvision  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-  except ImportError:
-    return False
-  return True
+def unavailable() -> str | None:
+  """None if torch, torchvision and pytorch-grad-cam import; else why not, in one line."""
+  for name in ('torch', 'torchvision', 'pytorch_grad_cam'):
+    try:
+      importlib.import_module(name)
+    except Exception as e:  # pylint: disable=broad-except
+      # Not only ImportError: a torchvision built for another torch fails registering ops.
+      return f'{name}: {type(e).__name__}: {(str(e).splitlines() or [""])[0]}'
+  return None
 
 
 def set_threads(n: int) -> None:
@@ -57,7 +65,6 @@ def _calibrate_bn(model, seed: int) -> None:
   a deep net collapse to an input-independent constant, and every map would be flat; with
   data statistics, features (and maps) depend on the image, as with trained weights."""
   import torch  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.bench import workloads  # pylint: disable=import-outside-toplevel
   bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
   for m in bns:
     m.reset_running_stats()
@@ -81,7 +88,6 @@ def mobilenet_v2(num_outputs: int = NUM_BUCKETS, seed: int = 0, channels_last: b
   _calibrate_bn(m, seed)
   # Scale the new head so that its logits have unit spread on image-like inputs: a saturated
   # softmax would make the mean-score gradient (and its Grad-CAM map) exactly zero.
-  from aesthetics_jax.bench import workloads  # pylint: disable=import-outside-toplevel
   g = torch.Generator().manual_seed(seed + 11)
   with torch.no_grad():
     pooled = m.features(to_nchw(workloads.photos(4, 112, seed=seed + 101), False)).mean((2, 3))
@@ -109,8 +115,6 @@ def flax_variables(tmodel, arch: str, variables: dict) -> dict:
   replaced classifier becomes our heads: MobileNetV2 rows [0:10] → 'score', [10:76] → 'tags'
   (when present); VGG16's new output → 'logit'.
   """
-  import jax  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.models import pretrained  # pylint: disable=import-outside-toplevel
   state = {k: v.detach().float().cpu().numpy() for k, v in tmodel.state_dict().items()}
   flat = pretrained.torch_to_flax(state, arch)
   target = pretrained.flatten_variables(jax.device_get(variables))
@@ -132,6 +136,13 @@ def flax_variables(tmodel, arch: str, variables: dict) -> dict:
       raise ValueError(f'torch→flax benchmark weights: {k} {v.shape} != {np.shape(target[k])}')
     target[k] = np.asarray(v, np.float32)
   return pretrained.unflatten_variables(target)
+
+
+def variables(model, arch: str, size: int, tmodel=None):
+  """Variables of our `model` on the device: `tmodel`'s weights when there is one (both
+  frameworks then run identical weights), else random ones."""
+  v = workloads.device_variables(model, size)
+  return v if tmodel is None else jax.device_put(flax_variables(tmodel, arch, v))
 
 
 def to_nchw(x_nhwc: np.ndarray, channels_last: bool):
@@ -195,7 +206,6 @@ def study_batch(tmodel, cam_obj, x, threshold: float) -> dict[str, np.ndarray]:
   """The per-batch study with pytorch-grad-cam looped over the targets: aesthetic map,
   10 bucket maps, top-tag map (12 GradCAM calls), boxes (aesthetic, attribute, average) and
   mean map intensity — what `workloads.make_study_step` computes in one pass."""
-  from aesthetics_jax.explain import crop  # pylint: disable=import-outside-toplevel
   b = x.shape[0]
   tags = top_tags(tmodel, x)
   targets = [[mean_score_target] * b]
@@ -231,9 +241,7 @@ def recipe_epoch_fn(tmodel, images: Sequence[bytes], dists: np.ndarray, tags: np
 
   tmodel: `mobilenet_v2(num_outputs=76)`; only its classifier trains.
   """
-  import concurrent.futures  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.data import preprocess  # pylint: disable=import-outside-toplevel
   for p in tmodel.features.parameters():
     p.requires_grad_(False)
   head = tmodel.classifier
@@ -291,26 +299,13 @@ def gradcam_setup(batch: int, size: int, targets: str = 'one', channels_last: bo
   return lambda: gradcam_maps(c, x, lists)
 
 
-def study_setup(batch: int, size: int, channels_last: bool = True, seed: int = 0,
-                threads: int = 0, threshold: float = 0.2) -> Callable[[], Any]:
-  """One batch of the looped pytorch-grad-cam study (12 targets + boxes)."""
-  set_threads(threads)
-  tmodel = mobilenet_v2(NUM_BUCKETS + NUM_TAGS, seed, channels_last)
-  x = to_nchw(np.random.default_rng(seed).random((batch, size, size, 3), np.float32),
-              channels_last)
-  c = gradcam(tmodel)
-  return lambda: study_batch(tmodel, c, x, threshold)
-
-
 def recipe_setup(num_images: int, epochs: int, batch: int = 32, resize_size: int = 256,
-                 image_size: int = 224, workers: int = 0, threads: int = 0,
+                 image_size: int = 224, workers: int = 1, threads: int = 0,
                  seed: int = 0) -> Callable[[], dict]:
   """Child-process workload (bench.memory): `epochs` epochs of the plain PyTorch recipe loop
   on `num_images` synthetic JPEGs, in a fresh process as a user's script would run (an
   in-process loop after pytorch-grad-cam ran was up to 3x faster here, for reasons not
   pinned down; the fresh process is the conservative reference)."""
-  from aesthetics_jax.data import sampling  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.bench import workloads  # pylint: disable=import-outside-toplevel
   set_threads(threads)
   pool = workloads.jpeg_pool(32, seed=3)
   src = workloads.SyntheticSource(num_images, pool, seed=1)
@@ -318,7 +313,7 @@ def recipe_setup(num_images: int, epochs: int, batch: int = 32, resize_size: int
   tm = mobilenet_v2(NUM_BUCKETS + NUM_TAGS, seed, channels_last=True)
   epoch = recipe_epoch_fn(tm, [src[i]['image'] for i in range(num_images)], meta.distribution,
                           meta.tag_soft, batch, resize_size, image_size,
-                          workers or parallel.host_cpu_count())
+                          workers)
   count = [0]
 
   def run():

@@ -8,7 +8,6 @@ labelling is a `pure_callback`). `tests/test_benchmark.py` checks the steps unde
 """
 from __future__ import annotations
 
-import io
 import time
 from typing import Any, Callable, Sequence
 
@@ -18,14 +17,18 @@ import ml_collections
 import numpy as np
 
 from aesthetics_jax import models
-from aesthetics_jax.explain import cam
+from aesthetics_jax import parallel
+from aesthetics_jax.bench import synthetic
+from aesthetics_jax.configs import default as default_config
+from aesthetics_jax.configs import mobilenet_v2_emd
 from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.data import preprocess
 from aesthetics_jax.evaluation import streaming
-from aesthetics_jax import parallel
+from aesthetics_jax.explain import cam
+from aesthetics_jax.models import outputs as outputs_lib
+from aesthetics_jax.train import feature_cache
 from aesthetics_jax.train import optim
 from aesthetics_jax.train import trainer
-from aesthetics_jax.models import outputs as outputs_lib
 
 STUDY_TARGETS = ('aesthetic', 'bucket', 'top_tag')   # T = 12 maps per image (MobileNetV2)
 
@@ -48,12 +51,16 @@ def build(arch: str, *, depthwise: str = 'auto', dtype: str = 'float32', image_s
   return model, models.init_variables(model, seed, image_size)
 
 
+def device_variables(model, image_size: int, seed: int = 0):
+  """Random variables (`models.init_variables`) placed on the device."""
+  return jax.device_put(models.init_variables(model, seed, image_size))
+
+
 def photos(n: int, size: int, seed: int = 0) -> np.ndarray:
   """n photo-like eval inputs f32 [n, size, size, 3] in [0, 1]: synthetic JPEGs (as the input
   benchmark uses) decoded and resized like the eval pipeline, so maps and bf16 errors are
   those of image-like inputs, not of white noise."""
-  from aesthetics_jax.bench.synthetic import synthetic_jpegs  # pylint: disable=import-outside-toplevel
-  datas = synthetic_jpegs(min(n, 16), seed=seed)
+  datas = synthetic.synthetic_jpegs(min(n, 16), seed=seed)
   imgs = [preprocess.preprocess_eval_np(datas[i % len(datas)], size) for i in range(n)]
   x = np.stack(imgs).astype(np.float32) / 255.0
   # Different images even when the JPEG pool repeats: flip / roll the repeats.
@@ -144,9 +151,18 @@ class SyntheticSource(Sequence):
             'tags': np.array([1 + i % 66, 0], np.int32), 'challenge_id': 0}
 
 
+def train_input_config(batch: int, resize: int, size: int,
+                       workers: int) -> ml_collections.ConfigDict:
+  """configs/default.py with the input pipeline's sizes for `input_pipeline.train_batches`."""
+  c = default_config.get_config()
+  c.batch_size = batch
+  c.input.resize_size, c.input.image_size = resize, size
+  c.input.num_workers = workers
+  return c
+
+
 def eval_config(size: int, batch: int, workers: int = 0) -> ml_collections.ConfigDict:
-  from configs import default  # pylint: disable=import-outside-toplevel
-  c = default.get_config()
+  c = default_config.get_config()
   c.input.image_size = size
   c.input.resize_size = size
   c.eval.batch_size = batch
@@ -182,8 +198,7 @@ def stream_study(step, variables, source, config, mesh) -> dict[str, Any]:
 
 
 def jpeg_pool(n: int = 32, seed: int = 0) -> list[bytes]:
-  from aesthetics_jax.bench.synthetic import synthetic_jpegs  # pylint: disable=import-outside-toplevel
-  return synthetic_jpegs(n, seed=seed)
+  return synthetic.synthetic_jpegs(n, seed=seed)
 
 
 def stream_setup(num_images: int, batch: int = 32, size: int = 224, chunk: int = -1,
@@ -223,16 +238,6 @@ def cam_setup(batch: int = 32, size: int = 224, targets: str = 'one', chunk: int
   return lambda: np.asarray(step(variables, x))
 
 
-def study_setup(batch: int = 32, size: int = 224, chunk: int = -1) -> Callable[[], Any]:
-  """Child-process workload: one batch of our study step (12 maps + boxes), on the host."""
-  model, variables = build('mobilenet_v2', image_size=size)
-  chunk = parallel.default_chunk() if chunk < 0 else chunk
-  step = make_study_step(model, 'mobilenet_v2', size, 0.2, chunk)
-  x = jax.device_put(np.random.default_rng(0).random((batch, size, size, 3), np.float32))
-  variables = jax.device_put(variables)
-  return lambda: jax.device_get(step(variables, x))
-
-
 # ---------------------------------------------------------------------------------------
 # The paper's frozen MobileNetV2 recipe with the feature cache.
 
@@ -240,7 +245,6 @@ def study_setup(batch: int = 32, size: int = 224, chunk: int = -1) -> Callable[[
 def recipe_config(num_train: int, num_test: int, batch: int, epochs: float, views: int,
                   size: int = 224, resize: int = 256, workers: int = 0
                   ) -> ml_collections.ConfigDict:
-  from configs import mobilenet_v2_emd  # pylint: disable=import-outside-toplevel
   c = mobilenet_v2_emd.get_config()
   c.batch_size = batch
   c.eval.batch_size = batch
@@ -272,7 +276,6 @@ def run_recipe(model, variables, train_source, test_source, config, mesh,
   `feature_cache.build`, `trainer.make_train_step(..., 'features')`, `trainer.make_eval_step`;
   jitted functions are reused across calls in this process (compile once, as one run does).
   """
-  from aesthetics_jax.train import feature_cache  # pylint: disable=import-outside-toplevel
   orig = feature_cache.make_encode_fn
   feature_cache.make_encode_fn = lambda m, norm, chunk=None: _once(
       ('encode', m, norm, chunk), lambda: orig(m, norm, chunk))
@@ -310,9 +313,3 @@ def run_recipe(model, variables, train_source, test_source, config, mesh,
           'final_loss': float(metrics['loss']),
           'binary_accuracy': float(res.get('binary_accuracy', float('nan')))}
 
-
-def jpeg_bytes(x_u8: np.ndarray) -> bytes:
-  from PIL import Image  # pylint: disable=import-outside-toplevel
-  buf = io.BytesIO()
-  Image.fromarray(x_u8).save(buf, 'JPEG', quality=90)
-  return buf.getvalue()

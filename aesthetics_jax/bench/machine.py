@@ -1,0 +1,107 @@
+"""What a benchmark ran on: host, accelerator, libraries and settings.
+
+Two machines of one kind (same cloud shape, same CPU model) still differ in clock, SIMD
+extensions, allocated cores, neighbours' load, thread settings and library versions;
+`info()` records what explains such differences next to the figures. torch's version is
+read from its package metadata: torch is never imported here.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any
+
+import jax
+from PIL import features as pil_features
+
+from aesthetics_jax import parallel
+
+PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'pillow', 'tensorflow-datasets',
+            'torch', 'torchvision', 'grad-cam')
+# SIMD / matrix extensions that change XLA:CPU, oneDNN and libjpeg-turbo speed.
+_CPU_FLAG_PREFIXES = ('avx', 'amx', 'fma', 'f16c', 'sse4', 'vnni', 'bmi2')
+# Environment variables that set thread counts, allocators or XLA behaviour.
+_ENV = ('XLA_FLAGS', 'JAX_PLATFORMS', 'JAX_ENABLE_X64', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS',
+        'OPENBLAS_NUM_THREADS', 'TF_NUM_INTRAOP_THREADS', 'MALLOC_ARENA_MAX',
+        'CUDA_VISIBLE_DEVICES', 'TF_CPP_MIN_LOG_LEVEL')
+
+
+def _version(package: str) -> str | None:
+  try:
+    return importlib.metadata.version(package)
+  except importlib.metadata.PackageNotFoundError:
+    return None
+
+
+def _cpuinfo() -> dict[str, Any]:
+  """Model, current clock (median over cores), cache size and SIMD flags (Linux only)."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      lines = f.read().splitlines()
+  except OSError:
+    return {}
+  fields: dict[str, list[str]] = {}
+  for line in lines:
+    key, sep, value = line.partition(':')
+    if sep:
+      fields.setdefault(key.strip(), []).append(value.strip())
+  out: dict[str, Any] = {}
+  if 'model name' in fields:
+    out['cpu_model'] = fields['model name'][0]
+  if 'cpu MHz' in fields:
+    out['cpu_mhz'] = statistics.median(float(v) for v in fields['cpu MHz'])
+  if 'cache size' in fields:
+    out['cpu_cache'] = fields['cache size'][0]
+  if 'flags' in fields:
+    out['cpu_flags'] = sorted(f for f in fields['flags'][0].split()
+                              if f.startswith(_CPU_FLAG_PREFIXES))
+  return out
+
+
+def _memory_total_gb() -> float | None:
+  try:
+    with open('/proc/meminfo') as f:
+      for line in f:
+        if line.startswith('MemTotal:'):
+          return int(line.split()[1]) / 2**20
+  except OSError:
+    pass
+  return None
+
+
+def _threads_now() -> int | None:
+  """Threads of this process now (XLA's and the input pipeline's pools included)."""
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith('Threads:'):
+          return int(line.split()[1])
+  except OSError:
+    pass
+  return None
+
+
+def info() -> dict[str, Any]:
+  """Host, accelerator, library versions and the settings that change speed."""
+  devices = jax.devices()
+  out: dict[str, Any] = {
+      'hostname': platform.node(), 'platform': platform.platform(),
+      'processor': platform.processor() or platform.machine(),
+      'python': sys.version.split()[0], 'cpu_count': parallel.host_cpu_count(),
+      'host_cpu_count': os.cpu_count(),
+      'load_average': list(os.getloadavg()) if hasattr(os, 'getloadavg') else None,
+      'memory_total_gb': _memory_total_gb(),
+      'jax_backend': jax.default_backend(), 'devices': [str(d) for d in devices],
+      'device_kind': devices[0].device_kind if devices else None,
+      'time_utc': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+  }
+  out.update(_cpuinfo())
+  out['versions'] = {p: _version(p) for p in PACKAGES}
+  out['env'] = {k: os.environ[k] for k in _ENV if k in os.environ}
+  out['process_threads'] = _threads_now()
+  out['libjpeg_turbo'] = bool(pil_features.check('libjpeg_turbo'))
+  return out

@@ -1,0 +1,131 @@
+"""--what=model: eval-mode forward (features + heads) images/s.
+
+MobileNetV2 (depthwise 'shift' vs 'conv', whole batch vs micro-batched) and VGG16, float32
+and bfloat16 (with its error against float32), interleaved with torchvision (NCHW and
+channels_last) on identical weights when the reference is torch.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from aesthetics_jax import models
+from aesthetics_jax.bench import agreement, profile, timing, torch_ref, workloads
+from aesthetics_jax.bench.sections import Options, Row
+
+GPU_TARGET_IMAGES_PER_S = 20000.0  # bfloat16 MobileNetV2 on one GPU
+
+
+def _default_run(arch: str, chunk: int) -> str:
+  """The run name of our default inference path: float32, the backend's depthwise,
+  micro-batched as `parallel.default_chunk` says."""
+  impl = '' if arch == 'vgg16' else '_' + models.resolve_impl('auto')
+  return f'jax_{arch}_float32{impl}' + (f'_chunk{chunk}' if chunk else '_batch')
+
+
+def _torch_models(arch: str):
+  """(NCHW, channels_last) torchvision models with the same seeded weights."""
+  if arch == 'vgg16':
+    return torch_ref.vgg16(seed=0), torch_ref.vgg16(seed=0, channels_last=True)
+  n = 10 + 66  # score buckets + tags: our two heads side by side
+  return (torch_ref.mobilenet_v2(n, seed=0),
+          torch_ref.mobilenet_v2(n, seed=0, channels_last=True))
+
+
+def run(opts: Options) -> dict[str, Any]:
+  if opts.torch:
+    torch_ref.set_threads(opts.torch_threads())
+  b, s, chunk = opts.model_batch_size, opts.image_size, opts.chunk_size()
+  x_np = workloads.photos(b, s)
+  x = jax.device_put(x_np)
+  res: dict[str, Any] = {'batch_size': b, 'image_size': s, 'backend': jax.default_backend(),
+                         'chunk': chunk, 'reference': opts.reference, 'runs': {},
+                         'accuracy': {}}
+  for arch in opts.model_archs:
+    tm, tm_cl = _torch_models(arch) if opts.torch else (None, None)
+    fns, outs, compile_s, jitted = {}, {}, {}, {}
+    impls = list(opts.model_depthwise) if arch == 'mobilenet_v2' else ['-']
+    variables = None
+    for dtype in opts.model_dtypes:
+      # bfloat16 with the backend's default depthwise only (both are timed in float32).
+      for impl in (impls if dtype == 'float32' or arch != 'mobilenet_v2' else
+                   [models.resolve_impl('auto')]):
+        model = models.create_model(
+            workloads.model_config(arch, 'auto' if impl == '-' else impl, dtype))
+        if variables is None:
+          variables = torch_ref.variables(model, arch, s, tm)
+        for c in ([0, chunk] if chunk and dtype == 'float32' else [chunk]):
+          fwd = workloads.forward_fn(model, c, what='outputs')
+          name = f'jax_{arch}_{dtype}' + (f'_{impl}' if impl != '-' else '') + (
+              f'_chunk{c}' if c else '_batch')
+          fns[name] = lambda f=fwd: jax.block_until_ready(f(variables, x))
+          jitted[name] = fwd
+          t0 = time.perf_counter()
+          outs[name] = jax.device_get(fwd(variables, x))
+          compile_s[name] = time.perf_counter() - t0
+    if opts.torch:
+      fns[f'torch_{arch}_float32_contiguous'] = torch_ref.forward_fn(tm, x_np, False, 'all')
+      fns[f'torch_{arch}_float32_channels_last'] = torch_ref.forward_fn(tm_cl, x_np, True,
+                                                                         'all')
+      if chunk and arch == 'mobilenet_v2':  # informational: torch with our micro-batching
+        fns[f'torch_{arch}_float32_channels_last_chunk{chunk}'] = torch_ref.forward_fn(
+            tm_cl, x_np, True, 'all', chunk)
+    runs = timing.interleaved(fns, items=b, repeats=opts.repeats, warmup=opts.warmup)
+    if opts.profile and arch == 'mobilenet_v2':  # where the time goes, per XLA op
+      prof = res.setdefault('profile', {})
+      for name in [k for k in fns if k.startswith('jax_') and 'float32' in k][:2]:
+        names = profile.op_names(jitted[name].lower(variables, x).compile().as_text())
+        prof[name] = profile.top_ops(fns[name], calls=2, n=8, names=names)
+        print(f'  profile {name} (ms per call):\n' + '\n'.join(
+            f"      {o['ms_per_call']:7.1f}  {o['share']:4.0%}  {o['op']:22s} {o['source']}"
+            for o in prof[name][:6]), flush=True)
+    for name, c in compile_s.items():  # JAX's first call (compile + run) happened above
+      runs[name]['first_call_s'] = c
+    res['runs'].update(runs)
+    timing.print_runs(runs)
+    # bfloat16 vs float32 (same weights, same micro-batching), and float32 vs torch.
+    acc = res['accuracy'][arch] = {}
+    for name, out in outs.items():
+      if 'bfloat16' in name:
+        acc[name] = agreement.outputs(outs[name.replace('bfloat16', 'float32')], out, arch)
+        print(f'  {name} vs float32: {acc[name]}', flush=True)
+    if opts.torch:
+      t_out = torch_ref.forward_fn(tm, x_np, False, 'all')()[0].numpy()
+      ours = next(o for n, o in outs.items() if 'float32' in n)
+      ours = (np.concatenate([ours['score_logits'], ours['tag_logits']], -1)
+              if arch == 'mobilenet_v2' else ours['logit'][:, None])
+      acc['float32_vs_torch_max_abs_diff'] = float(np.abs(ours - t_out).max())
+      print(f'  {arch} float32 vs torch: max |diff| of outputs '
+            f'{acc["float32_vs_torch_max_abs_diff"]:.2e}', flush=True)
+      # The headline figure: our default inference path against torchvision as users run
+      # it (and against its fastest layout).
+      ours_name = _default_run(arch, chunk)
+      if ours_name in runs:
+        best_torch = max((runs[f'torch_{arch}_float32_{layout}'] for layout in
+                          ('contiguous', 'channels_last')),
+                         key=lambda r: r['items_per_s']['median'])
+        res[f'{arch}_ratio_vs_torch_channels_last'] = timing.ratio(
+            runs[ours_name], runs[f'torch_{arch}_float32_channels_last'])
+        res[f'{arch}_ratio_vs_best_torch'] = timing.ratio(runs[ours_name], best_torch)
+    del tm, tm_cl
+  return res
+
+
+def summary(result: dict[str, Any]) -> list[Row]:
+  rows = []
+  b = result['batch_size']
+  if result['backend'] != 'cpu':  # GPU/TPU: an absolute target
+    rows += [Row(f'{name}_images_per_s', r['items_per_s']['median'], f'batch {b}',
+                 target=GPU_TARGET_IMAGES_PER_S)
+             for name, r in result['runs'].items()
+             if name.startswith('jax_mobilenet_v2') and 'bfloat16' in name]
+  for arch in ('mobilenet_v2', 'vgg16'):
+    r = result.get(f'{arch}_ratio_vs_torch_channels_last')
+    if r is not None:
+      rows.append(Row(f'{arch}_forward_vs_torch_channels_last', r,
+                      f'{_default_run(arch, result["chunk"])} vs torchvision channels_last, '
+                      f'batch {b}', target=1.2 if arch == 'mobilenet_v2' else None))
+  return rows

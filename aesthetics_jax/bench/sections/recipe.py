@@ -1,0 +1,123 @@
+"""--what=recipe: the paper's frozen MobileNetV2 recipe (EMD + tag heads, Adam 3e-6).
+
+Ours = feature cache (K augmented views + the test view encoded once) + head steps + test
+metrics; PyTorch = a plain loop that decodes, crops and recomputes the frozen features every
+epoch, in a fresh process. Both run on `recipe_images` images; figures are extrapolated to
+`extrapolate_train` / `extrapolate_test` (AVA's 8,900 / 2,203 style images).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from aesthetics_jax import models
+from aesthetics_jax import parallel
+from aesthetics_jax.bench import memory, torch_ref, workloads
+from aesthetics_jax.bench.sections import Options, Row
+
+BATCH = 32
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+  return float(np.median([r[key] for r in runs]))
+
+
+def run(opts: Options) -> dict[str, Any]:
+  if opts.torch:
+    torch_ref.set_threads(opts.torch_threads())
+  n, m, b = opts.recipe_images, opts.recipe_test_images, BATCH
+  epochs, views = float(opts.recipe_epochs), opts.recipe_views
+  s, rs, workers = opts.image_size, opts.resize_size, opts.all_workers()
+  pool = workloads.jpeg_pool(32, seed=3)
+  train_src = workloads.SyntheticSource(n, pool, seed=1)
+  test_src = workloads.SyntheticSource(m, pool[::-1], seed=2)
+  config = workloads.recipe_config(n, m, b, epochs, views, s, rs, workers)
+  model = models.create_model(config.model)
+  # The PyTorch loop runs in its own process (below) on the same seeded weights.
+  tm = torch_ref.mobilenet_v2(76, seed=0, channels_last=True) if opts.torch else None
+  variables = torch_ref.variables(model, 'mobilenet_v2', s, tm)
+  del tm
+  mesh = parallel.make_mesh()
+  # Compile everything once (a tiny run): the timed runs below measure steady state.
+  t0 = time.perf_counter()
+  workloads.run_recipe(model, variables, workloads.SyntheticSource(b, pool),
+                       workloads.SyntheticSource(b, pool),
+                       workloads.recipe_config(b, b, b, 1, 1, s, rs, workers), mesh)
+  compile_s = time.perf_counter() - t0
+  res: dict[str, Any] = {'train_images': n, 'test_images': m, 'epochs': epochs,
+                         'views': views, 'batch_size': b, 'compile_s': compile_s, 'runs': {}}
+  views_list = [views] + ([1] if views != 1 else [])
+  configs = {k: workloads.recipe_config(n, m, b, epochs, k, s, rs, workers) for k in views_list}
+  ours_runs: dict[int, list] = {k: [] for k in views_list}
+  torch_runs: list[dict] = []
+  t_epochs = opts.torch_epochs
+  for _ in range(max(1, opts.repeats - 1)):
+    for k in views_list:  # ours and torch alternate
+      r = workloads.run_recipe(model, variables, train_src, test_src, configs[k], mesh)
+      ours_runs[k].append(r)
+      print(f"  ours (K={k}): cache {r['cache_s']:.1f} s + {r['steps']} steps "
+            f"{r['steps_s']:.1f} s + eval {r['eval_s']:.2f} s", flush=True)
+    if opts.torch:  # the plain loop in a fresh process (after one warm-up epoch there)
+      c = memory.measure_in_child(
+          'aesthetics_jax.bench.torch_ref:recipe_setup',
+          dict(num_images=n, epochs=t_epochs, batch=b, resize_size=rs, image_size=s,
+               workers=workers, threads=opts.torch_threads()), warmup=1, repeats=1)
+      if 'error' in c:
+        raise RuntimeError(c['error'])
+      torch_runs.append({'epochs': t_epochs, 'seconds': c['epochs_s'], 'data_s': c['data_s'],
+                         'model_s': c['model_s'], 'peak_rss_mb': c['peak_rss_mb']})
+      print(f"  torch: {t_epochs} epoch(s) {torch_runs[-1]['seconds']:.1f} s "
+            f"(decode+crop {torch_runs[-1]['data_s']:.1f} s)", flush=True)
+  nt, mt = opts.extrapolate_train, opts.extrapolate_test
+  steps_full = math.ceil(epochs * nt / b)
+  res['runs']['ours'] = {str(k): v for k, v in ours_runs.items()}
+  torch_full = torch_n = None
+  if torch_runs:
+    res['runs']['torch'] = torch_runs
+    per_img_epoch = _median(torch_runs, 'seconds') / (t_epochs * n)
+    model_img = _median(torch_runs, 'model_s') / (t_epochs * n)
+    torch_n = per_img_epoch * n * epochs + model_img * m   # + one test pass
+    torch_full = per_img_epoch * nt * epochs + model_img * mt
+    res['torch'] = {'seconds_per_image_epoch': per_img_epoch, 'measured_epochs': t_epochs,
+                    'extrapolated_n_s': torch_n, 'extrapolated_s': torch_full,
+                    'extrapolation': f'{per_img_epoch * 1e3:.1f} ms per image-epoch x {nt} x '
+                                     f'{epochs:g} + {mt} test forwards'}
+    print(f'  torch, extrapolated: {n} images {torch_n:.0f} s, {nt} images '
+          f'{torch_full / 3600:.2f} h', flush=True)
+  for k in views_list:
+    o = {key: _median(ours_runs[k], key) for key in ('cache_s', 'steps_s', 'eval_s', 'total_s')}
+    o['steps'] = ours_runs[k][0]['steps']
+    per_encode = o['cache_s'] / (n * k + m)
+    per_step = o['steps_s'] / o['steps']
+    full = (compile_s + per_encode * (nt * k + mt) + per_step * steps_full
+            + o['eval_s'] / m * mt)
+    o.update(extrapolated_s=full, total_with_compile_s=o['total_s'] + compile_s,
+             extrapolation=f'compile {compile_s:.1f} s + {per_encode * 1e3:.1f} ms per encoded '
+                           f'view x ({nt} x {k} + {mt}) + {steps_full} steps x '
+                           f'{per_step * 1e3:.2f} ms')
+    res[f'ours_views{k}'] = o
+    print(f"  ours K={k}, {n} images x {epochs:g} epochs: {o['total_s']:.1f} s (+ compile "
+          f'{compile_s:.1f} s); extrapolated to {nt}: {full / 60:.1f} min', flush=True)
+    if torch_full is not None:
+      o['ratio_n'] = torch_n / o['total_with_compile_s']
+      o['ratio_8900'] = torch_full / full
+      if k == views:
+        res['ratio_8900'] = o['ratio_8900']
+  return res
+
+
+def summary(result: dict[str, Any]) -> list[Row]:
+  if 'torch' not in result:
+    return []
+  views, torch_full = result['views'], result['torch']['extrapolated_s']
+  rows = []
+  for k in [views] + ([1] if views != 1 else []):
+    o = result[f'ours_views{k}']
+    rows.append(Row('recipe_8900_vs_plain_pytorch' + ('' if k == views else f'_views{k}'),
+                    o['ratio_8900'], f'K={k} cached views; ours '
+                    f'{o["extrapolated_s"] / 60:.1f} min vs torch {torch_full / 60:.0f} min '
+                    '(extrapolated)', target=30.0))
+  return rows
