@@ -280,11 +280,13 @@ def fixture_models(size: int = 64):
 
 def torch_layer_maps(tmodel, images: np.ndarray, layers, cats, methods=tuple(METHOD_CLASSES),
                      scorecam_batch: int = 16) -> dict:
-  """pytorch-grad-cam's maps `[B,H,W]` with `target_layers = [tmodel.features[i] ...]`."""
+  """pytorch-grad-cam's maps `[B,H,W]` with `target_layers = [tmodel.features[i] ...]`, in the
+  model's dtype (float64 after `.double()`; the last scale/resize is float32 in any case)."""
   import torch
   import pytorch_grad_cam
   from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-  x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+  x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(
+      next(tmodel.parameters()).dtype)
   modules = [tmodel.features[int(name.split('.')[1])] for name in layers]
   targets = [ClassifierOutputTarget(int(c)) for c in cats]
   out = {}
@@ -389,8 +391,16 @@ def _savez(path: str, arrays: dict) -> None:
 
 
 def check_torchvision(sizes: dict, batch: int, scorecam_batch: int, seed: int = 0) -> dict:
-  """{(arch, layers_key, method): (max |diff|, min corr)} on the full torchvision models,
-  `batch` images of `sizes[arch]` pixels."""
+  """{(arch, layers_key, method): (max |diff|, min corr, torch f32 error, our error)} on the
+  full torchvision models, `batch` images of `sizes[arch]` pixels.
+
+  Deep random networks can make a map ill-conditioned (a small maximum after large
+  cancellations over channels), so float32 rounding alone moves it by more than TOLERANCE. The
+  float32 errors (max |diff| to pytorch-grad-cam run in float64: torch's, ours) tell rounding
+  from a real difference; ScoreCAM (softmax weights, well-conditioned) skips the costly float64
+  run (None).
+  """
+  import copy
   import time
   results = {}
   for arch, layer_sets in LIVE_LAYERS.items():
@@ -398,14 +408,19 @@ def check_torchvision(sizes: dict, batch: int, scorecam_batch: int, seed: int = 
     images = smooth_images(seed + 1, batch, sizes[arch])
     calibration = smooth_images(seed + 2, 16, sizes[arch])
     tmodel = torch_full_model(arch, seed, calibration)
+    tmodel64 = copy.deepcopy(tmodel).double()
     cats = torch_predict(tmodel, images)
     model = jax_model(arch)
     variables = jax_variables(model, state_numpy(tmodel), arch, sizes[arch])
     for layers in layer_sets:
       expected = torch_layer_maps(tmodel, images, layers, cats, scorecam_batch=scorecam_batch)
+      exact = torch_layer_maps(tmodel64, images, layers, cats,
+                               methods=tuple(m for m in METHOD_CLASSES if m != 'scorecam'))
       got = jax_layer_maps(model, variables, images, layers, cats, scorecam_batch=scorecam_batch)
       for m in METHOD_CLASSES:
-        results[(arch, layers_key(layers), m)] = compare(expected[m], got[m])
+        f32 = (float(np.abs(expected[m] - exact[m]).max()),
+               float(np.abs(got[m] - exact[m]).max())) if m in exact else (None, None)
+        results[(arch, layers_key(layers), m)] = compare(expected[m], got[m]) + f32
       print(f'{arch} {layers_key(layers)}: done ({time.time() - t0:.0f} s)', flush=True)
   return results
 
@@ -428,14 +443,30 @@ def load_fixture(path: str = FIXTURE):
     return w, z['images'], exp, cats
 
 
+def _verdict(d: float, c: float, torch_err=None, our_err=None) -> str:
+  """'' (parity), 'float32-limited' (torch's own float32 map is off by more than TOLERANCE and
+  ours is as close to float64 as torch's, within 2x), or 'FAIL'."""
+  if d <= TOLERANCE and c >= 0.9999:
+    return ''
+  if torch_err is not None and torch_err > TOLERANCE and our_err <= 2 * torch_err:
+    return 'float32-limited'
+  return 'FAIL'
+
+
 def _report(title: str, header: tuple[str, str], worst: dict) -> bool:
   print(title)
-  print(f"{header[0]:14s} {header[1]:24s} {'method':10s} {'max|diff|':>10s} {'min corr':>12s}")
+  print(f"{header[0]:14s} {header[1]:24s} {'method':10s} {'max|diff|':>10s} {'min corr':>12s}"
+        f"{'torch f32 err':>15s} {'our f32 err':>12s}")
   ok = True
-  for (a, b, m), (d, c) in worst.items():
-    flag = '' if d <= TOLERANCE and c >= 0.9999 else '  FAIL'
-    ok &= not flag
-    print(f'{a:14s} {b:24s} {m:10s} {d:10.2e} {c:12.8f}{flag}')
+  fmt = lambda v: f'{v:.2e}' if v is not None else '-'
+  for (a, b, m), (d, c, *errs) in worst.items():
+    verdict = _verdict(d, c, *errs)
+    ok &= verdict != 'FAIL'
+    errs = errs or [None, None]
+    print(f'{a:14s} {b:24s} {m:10s} {d:10.2e} {c:12.8f}{fmt(errs[0]):>15s}{fmt(errs[1]):>12s}'
+          f'  {verdict}'.rstrip())
+  print(f'parity: max|diff| <= {TOLERANCE:g} and corr >= 0.9999; f32 err = max|diff| to '
+        'pytorch-grad-cam in float64')
   return ok
 
 
