@@ -318,3 +318,18 @@ def test_make_forward_layers(aesthetic_mnv2):
   np.testing.assert_allclose(pred2['mean_score'], pred['mean_score'], rtol=1e-5)
   with pytest.raises(ValueError, match="'features.40' is not a module"):
     inference.make_forward(model, 'mobilenet_v2', 'gradcam', None, layers=('features.40',))
+
+
+def test_make_forward_runs_the_network_once():
+  # Compiled convolutions of tiny VGG16 (13 convs): the forward pass is shared by the
+  # predictions and the vjp, and the backward pass stops at the shallowest CAM layer.
+  model = models.create_model(dict(arch='vgg16', width_mult=0.0625, fc_dim=16))
+  v = models.init_variables(model, image_size=32)
+  x = np.zeros((2, 32, 32, 3), np.float32)
+  expected = {None: 13,                            # the head alone is differentiated
+              ('features.22',): 13 + 3,            # + input-gradients of convs 24, 26, 28
+              ('features.15', 'features.22'): 13 + 6}  # + convs 17, 19, 21, 24, 26, 28
+  for layers, convs in expected.items():
+    forward = inference.make_forward(model, 'vgg16', 'gradcam', None, layers=layers)
+    hlo = forward.lower(v, x).compile().as_text()
+    assert hlo.count(' convolution(') == convs, layers
