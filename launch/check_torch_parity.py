@@ -15,7 +15,6 @@ from pathlib import Path
 
 from absl import app
 from absl import flags
-import ml_collections
 import numpy as np
 
 _ARCH = flags.DEFINE_list('arch', ['mobilenet_v2', 'vgg16'], 'Architectures to check.')
@@ -64,9 +63,8 @@ def check(arch: str, size: int, batch: int, seed: int, depthwise: list[str]) -> 
     torch.save(tmodel.state_dict(), pth)
     del tmodel
     for impl in (depthwise if arch == 'mobilenet_v2' else ['-']):
-      cfg = ml_collections.ConfigDict({'arch': arch, 'width_mult': 1.0, 'fc_dim': 4096,
-                                       'depthwise': 'auto' if impl == '-' else impl,
-                                       'dtype': 'float32'})
+      cfg = models.model_config(arch=arch, width_mult=1.0, fc_dim=4096,
+                                depthwise='auto' if impl == '-' else impl, dtype='float32')
       model = models.create_model(cfg, imagenet_classes=1000)
       shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x_nhwc[:1]))
       variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)

@@ -1,7 +1,7 @@
 r"""Scores images with a trained checkpoint and suggests crops from its class activation maps.
 
   python -m launch.predict --workdir=W [--step=N] [--overlay_dir=O] \
-      [--crop_dir=C --aspect=4:3] photo1.jpg photo2.png ...
+      [--crop_dir=C --aspect=4:3] [--cam_layers=features.14,features.18] photo1.jpg ...
 
 Prints one JSON line per image, in argument order:
   {"path", "mean_score", "distribution"[10] (MobileNetV2) | "p_high" (VGG16), "label",
@@ -24,6 +24,9 @@ _OVERLAY_DIR = flags.DEFINE_string('overlay_dir', None, 'Write CAM overlays with
 _CROP_DIR = flags.DEFINE_string('crop_dir', None, 'Write suggested crops here.')
 _ASPECT = flags.DEFINE_string('aspect', None, 'Crop aspect W:H, e.g. 4:3 (default: free box).')
 _CAM_METHOD = flags.DEFINE_string('cam_method', None, 'CAM method (default: config.eval).')
+_CAM_LAYERS = flags.DEFINE_list(
+    'cam_layers', None, 'CAM layers as torchvision module paths, fused if several, e.g. '
+    'features.14,features.18 (default: config.eval.cam_layers, () = the encoder output).')
 _BATCH = flags.DEFINE_integer('batch_size', 8, 'Images per forward pass.')
 flags.mark_flags_as_required(['workdir'])
 
@@ -40,7 +43,8 @@ def main(argv):
   try:
     if _ASPECT.value:
       crop.parse_aspect(_ASPECT.value)
-    predictor = inference.Predictor(_WORKDIR.value, _STEP.value, _CAM_METHOD.value)
+    predictor = inference.Predictor(_WORKDIR.value, _STEP.value, _CAM_METHOD.value,
+                                    _CAM_LAYERS.value)
   except (ValueError, RuntimeError, OSError) as e:  # one-line user errors (no checkpoint, ...)
     print(f'predict: {e}'.splitlines()[0], file=sys.stderr)
     sys.exit(1)

@@ -1,13 +1,23 @@
-"""CAM methods: parity with pytorch-grad-cam (committed fixture), targets, vmap vs loop,
-normalisation. The fixture is regenerated with `python -m launch.check_cam_parity --write`."""
+"""CAM methods: parity with pytorch-grad-cam (committed fixtures: toy models, and small
+torchvision models at intermediate and fused layers), targets, vmap vs loop, layer chains and
+fusion, normalisation. The fixtures are regenerated with
+`python -m launch.check_cam_parity --write`."""
+import functools
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import ndimage
 
+from aesthetics_jax import models
+from aesthetics_jax.evaluation import inference
 from aesthetics_jax.explain import cam
+from aesthetics_jax.models import pretrained
 from launch import check_cam_parity as parity
+
+FIXTURES = Path(__file__).parent / 'fixtures'
 
 
 @pytest.fixture(scope='module')
@@ -145,3 +155,181 @@ def test_upsample_matches_scipy_bilinear_grid():
   c = np.clip((np.arange(16) + 0.5) / 4 - 0.5, 0, 3)
   want = ndimage.map_coordinates(m[0], np.meshgrid(c, c, indexing='ij'), order=1)
   np.testing.assert_allclose(up[0], want, atol=1e-5)
+
+
+# --- Any layer, several layers ---------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def layers_fixture():
+  return parity.load_layers_fixture(), parity.fixture_models()
+
+
+@pytest.mark.parametrize('arch', ['mobilenet_v2', 'vgg16'])
+def test_layer_parity_with_pytorch_grad_cam(layers_fixture, arch):
+  fx, fixture_models = layers_fixture
+  model, variables = fixture_models[arch]
+  for layers in parity.FIXTURE_LAYERS[arch]:
+    got = parity.jax_layer_maps(model, variables, fx['x'], layers, fx[f'{arch}/cats'])
+    for m in cam.METHODS:
+      exp = fx[f'{arch}/{parity.layers_key(layers)}/{m}']
+      assert exp.shape == (2, 64, 64)
+      assert exp.std(axis=(1, 2)).min() > 0.05, 'fixture map is flat: pick other layers'
+      diff, corr = parity.compare(exp, got[m])
+      assert diff <= parity.TOLERANCE, (layers, m, diff)
+      assert corr >= 0.9999, (layers, m, corr)
+
+
+def _scale(m):
+  """pytorch-grad-cam's scale_cam_image without resize, per map of [N, h, w]."""
+  m = m - m.min(axis=(-2, -1), keepdims=True)
+  return m / (1e-7 + m.max(axis=(-2, -1), keepdims=True))
+
+
+def _cv2_bilinear(m, size):
+  """cv2.INTER_LINEAR upsampling of [N, h, w]: half-pixel centres, edge-clamped."""
+  h, w = m.shape[-2:]
+  cy = np.clip((np.arange(size) + 0.5) * h / size - 0.5, 0, h - 1)
+  cx = np.clip((np.arange(size) + 0.5) * w / size - 0.5, 0, w - 1)
+  grid = np.meshgrid(cy, cx, indexing='ij')
+  return np.stack([ndimage.map_coordinates(mi, grid, order=1) for mi in m])
+
+
+def test_fuse_layers_is_pytorch_grad_cam_order():
+  rng = np.random.default_rng(0)
+  maps = [np.maximum(rng.normal(size=(3, 4, 4)), 0).astype(np.float32) * 1e-3,
+          np.maximum(rng.normal(size=(3, 8, 8)), 0).astype(np.float32) * 50.0]
+  want = _scale(np.mean([np.maximum(_cv2_bilinear(_scale(m), 32), 0) for m in maps], axis=0))
+  got = np.asarray(cam.fuse_layers([jnp.asarray(m) for m in maps], (32, 32)))
+  np.testing.assert_allclose(got, want, atol=2e-6)
+  # Each layer is scaled before averaging: the tiny-valued layer weighs as much as the other.
+  assert np.abs(got - _scale(_cv2_bilinear(_scale(maps[1]), 32))).max() > 0.05
+  np.testing.assert_allclose(cam.torch_like(maps[1], (32, 32)), cam.fuse_layers([maps[1]], (32, 32)))
+
+
+@pytest.fixture(scope='module')
+def aesthetic_mnv2():
+  """The small torchvision MobileNetV2 weights under aesthetic heads, 32 px inputs."""
+  model = parity.jax_model('mobilenet_v2', 0.25, num_classes=0)
+  variables = pretrained.load_pretrained(models.init_variables(model, image_size=32),
+                                         FIXTURES / 'mobilenet_v2_w025.safetensors')
+  # Fresh heads are N(0, 0.01): gradients so small that Grad-CAM++'s 1e-6 epsilon zeroes its
+  # maps. Trained heads are larger; so are these.
+  variables['params']['head'] = jax.tree.map(lambda w: w * 100.0, variables['params']['head'])
+  x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+  return model, variables, x
+
+
+CHAIN_METHODS = ('gradcam', 'hirescam', 'gradcampp', 'eigencam', 'scorecam')
+
+
+def test_layer_chain_equals_separate_layers(aesthetic_mnv2):
+  # compute_layers runs the network once from the first layer with one vjp; it must give each
+  # layer's maps exactly as a separate features_until + rest computation at that layer.
+  model, v, x = aesthetic_mnv2
+  layers = ('features.3', 'features.10', 'features.16')
+  target_fn = cam.targets_for('mobilenet_v2', ('aesthetic', 'top_tag'))
+  model_fn = lambda im: model.apply(v, im)  # noqa: E731
+
+  @jax.jit
+  def chain(x):
+    steps = [functools.partial(model.apply, v, after=a, until=b, method='features_between')
+             for a, b in zip(layers[:-1], layers[1:])]
+    steps.append(functools.partial(model.apply, v, layer=layers[-1], method='rest'))
+    first = model.apply(v, x, layers[0], method='features_until')
+    return {m: cam.compute_layers(m, steps, first, target_fn, model_fn=model_fn, images=x)
+            for m in CHAIN_METHODS}
+
+  @jax.jit
+  def separate(x):
+    out = {}
+    for layer in layers:
+      a = model.apply(v, x, layer, method='features_until')
+      head_fn = lambda z, layer=layer: model.apply(v, z, layer, method='rest')
+      for m in CHAIN_METHODS:
+        out[m, layer] = cam.compute(m, head_fn, a, target_fn, model_fn=model_fn, images=x)
+    return out
+
+  got, want = chain(x), separate(x)
+  for m in CHAIN_METHODS:
+    assert [g.shape for g in got[m]] == [(2, 2, 8, 8), (2, 2, 2, 2), (2, 2, 1, 1)]
+    for layer, g in zip(layers, got[m]):
+      w = want[m, layer]
+      # Random weights rectify some maps to zero (Grad-CAM here at features.10): the scale is
+      # the method's largest map value over the layers, so zeros must match zeros.
+      scale = max(float(jnp.abs(want[m, L]).max()) for L in layers)
+      assert scale > 0, m
+      np.testing.assert_allclose(g / scale, w / scale, atol=1e-5, err_msg=f'{m} {layer}')
+  assert all(float(jnp.abs(want['hirescam', L]).max()) > 0 for L in layers)
+
+
+def test_one_vjp_serves_all_bucket_targets_at_intermediate_layer(aesthetic_mnv2):
+  model, v, x = aesthetic_mnv2
+  layer = 'features.3'  # where no gradient method's maps are all rectified to zero
+  a = model.apply(v, x, layer, method='features_until')  # [2, 8, 8, 8]
+  head_fn = lambda z: model.apply(v, z, layer, method='rest')  # noqa: E731
+  buckets = cam.targets_for('mobilenet_v2', 'bucket')
+
+  @jax.jit
+  def all_targets(a):
+    return {m: cam.compute(m, head_fn, a, buckets) for m in cam.GRADIENT_METHODS}
+
+  @jax.jit
+  def one_target(a, t):
+    target = lambda out: jax.lax.dynamic_slice_in_dim(buckets(out), t, 1, axis=1)
+    return {m: cam.compute(m, head_fn, a, target)[:, 0] for m in cam.GRADIENT_METHODS}
+
+  maps = all_targets(a)
+  loop = [one_target(a, t) for t in range(10)]
+  for m in cam.GRADIENT_METHODS:
+    assert maps[m].shape == (2, 10, 8, 8)
+    want = jnp.stack([one[m] for one in loop], axis=1)
+    scale = float(jnp.abs(want).max())
+    assert scale > 0, m
+    np.testing.assert_allclose(maps[m] / scale, want / scale, atol=1e-5, err_msg=m)
+  # Distinct targets, distinct maps: the cotangents are not all the same.
+  g = maps['hirescam']
+  assert float(jnp.abs(g[:, 0] - g[:, 9]).max()) > 1e-3 * float(jnp.abs(g).max())
+
+
+def test_make_forward_layers(aesthetic_mnv2):
+  model, v, x = aesthetic_mnv2
+  target_fn = cam.targets_for('mobilenet_v2', inference.target_names('mobilenet_v2'))
+  layers = ('features.6', 'features.13')
+
+  @jax.jit
+  def reference(x):
+    out = []
+    for layer in layers:
+      a = model.apply(v, x, layer, method='features_until')
+      out.append(cam.compute('gradcam', lambda z, layer=layer: model.apply(
+          v, z, layer, method='rest'), a, target_fn))
+    return out
+
+  want = reference(x)
+  pred, maps = inference.make_forward(model, 'mobilenet_v2', 'gradcam', None,
+                                      layers=layers[:1])(v, x)
+  assert maps.shape == want[0].shape == (2, 12, 4, 4)  # raw maps at features.6
+  np.testing.assert_allclose(maps, want[0], rtol=1e-4, atol=1e-6 * float(want[0].max()))
+  pred2, fused = inference.make_forward(model, 'mobilenet_v2', 'gradcam', None,
+                                        layers='features.13,features.6')(v, x)
+  assert fused.shape == (2, 12, 32, 32)  # fused at the input size, min-max scaled
+  np.testing.assert_allclose(fused, cam.fuse_layers(want, (32, 32)), atol=1e-4)
+  np.testing.assert_allclose(pred2['mean_score'], pred['mean_score'], rtol=1e-5)
+  with pytest.raises(ValueError, match="'features.40' is not a module"):
+    inference.make_forward(model, 'mobilenet_v2', 'gradcam', None, layers=('features.40',))
+
+
+def test_make_forward_runs_the_network_once():
+  # Compiled convolutions of tiny VGG16 (13 convs): the forward pass is shared by the
+  # predictions and the vjp, and the backward pass stops at the shallowest CAM layer.
+  model = models.create_model(models.model_config(arch='vgg16', width_mult=0.0625, fc_dim=16))
+  v = models.init_variables(model, image_size=32)
+  x = np.zeros((2, 32, 32, 3), np.float32)
+  expected = {None: 13,                            # the head alone is differentiated
+              ('features.22',): 13 + 3,            # + input-gradients of convs 24, 26, 28
+              ('features.15', 'features.22'): 13 + 6}  # + convs 17, 19, 21, 24, 26, 28
+  for layers, convs in expected.items():
+    forward = inference.make_forward(model, 'vgg16', 'gradcam', None, layers=layers)
+    hlo = forward.lower(v, x).compile().as_text()
+    assert hlo.count(' convolution(') == convs, layers

@@ -18,11 +18,9 @@ SIZE = 64
 
 
 def _config(**kw) -> ml_collections.ConfigDict:
-  base = dict(arch='mobilenet_v2', width_mult=0.25, fc_dim=64, num_buckets=10, num_tags=66,
-              dropout=0.5, depthwise='auto', dtype='float32', freeze_encoder=False,
-              vgg_pool_size=7)
+  base = dict(arch='mobilenet_v2', width_mult=0.25, fc_dim=64, freeze_encoder=False)
   base.update(kw)
-  return ml_collections.ConfigDict(base)
+  return models.model_config(**base)
 
 
 def _images(n=2, size=SIZE, seed=0):
@@ -252,3 +250,80 @@ def test_init_variables_matches_init_structure_and_distributions(arch):
                                                           else 'kernel']
   leaf = lambda t, leaf=leaf: jax.tree.leaves(leaf(t))[0]
   assert np.array_equal(leaf(v), leaf(again)) and not np.array_equal(leaf(v), leaf(other))
+
+
+# --- Split at any torchvision layer --------------------------------------------------------
+
+
+@pytest.mark.parametrize('arch,width,layers', [
+    ('mobilenet_v2', 0.25, ('features.0', 'features.6', 'features.14', 'features.17')),
+    ('vgg16', 0.0625, ('features.4', 'features.15', 'features.22', 'features.29'))])
+def test_rest_of_features_until_is_the_model(arch, width, layers):
+  model = models.create_model(_config(arch=arch, width_mult=width, fc_dim=16))
+  x = _images(size=32)
+  v = random_variables(model, 32)
+  full = jax.jit(model.apply)(v, x)
+  split = jax.jit(lambda v, x, L: model.apply(v, model.apply(v, x, L, method='features_until'),
+                                              L, method='rest'), static_argnums=2)
+  for layer in layers + (None, model.default_layer):
+    out = split(v, x, layer)
+    for k in full:
+      np.testing.assert_allclose(out[k], full[k], atol=1e-5, rtol=1e-5, err_msg=str(layer))
+  # The default layer is the encoder's output: features_until == features, rest == head.
+  a = model.apply(v, x, method='features_until')
+  np.testing.assert_array_equal(a, model.apply(v, x, method='features'))
+  assert model.default_layer == model.LAYERS[-1] == ('features.18' if arch == 'mobilenet_v2'
+                                                      else 'features.30')
+
+
+def test_features_between_chains_layers(mnv2):
+  model, variables, x, _ = mnv2
+  until = lambda L: model.apply(variables, x, L, method='features_until')
+  a6 = until('features.6')
+  assert a6.shape == (2, 8, 8, 8) and a6.dtype == jnp.float32  # stride 8, 32 * 0.25 channels
+  a14 = model.apply(variables, a6, 'features.6', 'features.14', method='features_between')
+  np.testing.assert_allclose(a14, until('features.14'), atol=1e-5, rtol=1e-5)
+  with pytest.raises(ValueError, match='does not come after'):
+    model.apply(variables, a14, 'features.14', 'features.6', method='features_between')
+
+
+def test_unknown_layer_is_one_line_error(mnv2):
+  model, variables, x, _ = mnv2
+  for bad in ('features.19', 'features_14', 'classifier.1'):
+    with pytest.raises(ValueError) as e:
+      model.apply(variables, x, bad, method='features_until')
+    msg = str(e.value)
+    assert '\n' not in msg and repr(bad) in msg and 'features.0, features.1,' in msg
+    assert 'features.18 ' in msg
+  vgg_model = models.create_model(_config(arch='vgg16'))
+  with pytest.raises(ValueError, match=r'features\.30 \(torchvision'):
+    models.resolve_layers(vgg_model, ['features.31'])
+
+
+def test_resolve_layers_orders_and_defaults():
+  model = models.create_model(_config())
+  assert models.resolve_layers(model, ()) == ('features.18',)
+  assert models.resolve_layers(model, None) == ('features.18',)
+  assert models.resolve_layers(model, 'features.18, features.14,features.18') == (
+      'features.14', 'features.18')
+  assert models.resolve_layers(model, ['features.10', 'features.2']) == (
+      'features.2', 'features.10')
+
+
+def test_split_keeps_frozen_batch_norm_and_bfloat16(mnv2):
+  _, variables, x, _ = mnv2
+  for frozen in (True, False):
+    m = models.create_model(_config(freeze_encoder=frozen))
+    fn = lambda v: m.apply(v, x, 'features.10', train=True, mutable=['batch_stats'],
+                           method='features_until')[1]
+    jaxpr = jax.make_jaxpr(fn)(variables).jaxpr
+    passthrough = [any(o is i for i in jaxpr.invars) for o in jaxpr.outvars]
+    # Leaves in the returned tree's order; modules after features.10 never run.
+    index = [int(path[1].key.split('_')[1]) for path, _ in
+             jax.tree_util.tree_flatten_with_path(variables['batch_stats'])[0]]
+    assert passthrough == [frozen or i > 10 for i in index]
+  m16 = models.create_model(_config(dtype='bfloat16'))
+  a = m16.apply(variables, x, 'features.14', method='features_until')
+  assert a.dtype == jnp.float32
+  out = m16.apply(variables, a, 'features.14', method='rest')
+  np.testing.assert_array_equal(out['score_logits'], m16.apply(variables, x)['score_logits'])

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
@@ -24,9 +23,9 @@ NEW_HEADS = (r'^params/head/(score|tags|logit)/',)
 
 def _model(arch, imagenet=True, width=None, depthwise='auto'):
   key = 'vgg' if arch == 'vgg16' else 'mobilenet_v2'
-  cfg = ml_collections.ConfigDict(dict(
-      arch=arch, width_mult=width or META[key]['width_mult'],
-      fc_dim=META['vgg']['fc_dim'], dropout=0.5, depthwise=depthwise, dtype='float32'))
+  cfg = models.model_config(arch=arch, width_mult=width or META[key]['width_mult'],
+                            fc_dim=META['vgg']['fc_dim'], dropout=0.5, depthwise=depthwise,
+                            dtype='float32')
   return models.create_model(cfg, imagenet_classes=META[key]['num_classes'] if imagenet else 0)
 
 

@@ -36,10 +36,8 @@ STUDY_TARGETS = ('aesthetic', 'bucket', 'top_tag')   # T = 12 maps per image (Mo
 def model_config(arch: str, depthwise: str = 'auto', dtype: str = 'float32',
                  width_mult: float = 1.0) -> ml_collections.ConfigDict:
   """`config.model` for the benchmarked models (frozen encoder, inference)."""
-  c = ml_collections.ConfigDict({
-      'arch': arch, 'width_mult': width_mult, 'fc_dim': 4096, 'vgg_pool_size': 7,
-      'num_buckets': 10, 'num_tags': 66, 'dropout': 0.5, 'depthwise': depthwise,
-      'dtype': dtype, 'freeze_encoder': True, 'init_weights': ''})
+  c = models.model_config(arch=arch, width_mult=width_mult, fc_dim=4096, vgg_pool_size=7,
+                          depthwise=depthwise, dtype=dtype, freeze_encoder=True)
   return c
 
 

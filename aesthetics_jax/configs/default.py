@@ -83,6 +83,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 32
   c.eval.cam_method = 'gradcam'
+  # CAM layers, torchvision module paths of model.features (pytorch-grad-cam's target_layers),
+  # e.g. ('features.14', 'features.18') for MobileNetV2, ('features.22', 'features.29') for
+  # VGG16; several are fused as pytorch-grad-cam does. () = the encoder's output (the last conv
+  # block: features.18 / features.30), whose map is only S/32 pixels wide.
+  c.eval.cam_layers = ()
   c.eval.cam_methods = ('gradcam', 'gradcampp', 'hirescam', 'xgradcam', 'layercam',
                         'eigencam', 'scorecam')
   c.eval.box_threshold = 0.2

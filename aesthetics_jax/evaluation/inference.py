@@ -10,6 +10,7 @@ Boxes are `(y0, x0, y1, x1)`, end-exclusive, in ORIGINAL image pixel coordinates
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -25,6 +26,7 @@ from aesthetics_jax.report import figures
 from aesthetics_jax.data import preprocess
 from aesthetics_jax import parallel
 from aesthetics_jax.train import checkpoints
+from aesthetics_jax import models
 from aesthetics_jax.models import outputs as outputs_lib
 
 
@@ -48,28 +50,43 @@ def split_maps(maps: np.ndarray, arch: str) -> dict[str, np.ndarray]:
 
 
 def make_forward(model, arch: str, method: str, normalize: str | None,
-                 names: Sequence[str] | None = None):
-  """jitted `(variables, x) -> (predict_outputs dict [B,...], raw maps f32 [B,T,h,w])`.
+                 names: Sequence[str] | None = None, layers: Sequence[str] | str | None = None):
+  """jitted `(variables, x) -> (predict_outputs dict [B,...], maps f32 [B,T,h,w])`.
 
   x: uint8 [B,S,S,3], or model input f32 [B,S,S,3] when `normalize is None` (eval batches).
-  The encoder runs once; the head and its vjp are evaluated on the same feature map.
+  layers: torchvision module paths of the CAM layers (`config.eval.cam_layers`); empty or None:
+    the encoder's output (`model.default_layer`). Unknown names raise a one-line ValueError here.
+  One layer: raw maps [B,T,h,w] at that layer; the encoder runs once up to the layer
+  (`features_until`), the rest of the network and its vjp run on that activation. Several
+  layers: the network runs once, each layer's activation feeding the next segment
+  (`features_between`), one vjp yields every layer's gradients, and the maps are fused as
+  pytorch-grad-cam does (`cam.fuse_layers`): [B,T,S,S], already min-max scaled per map.
   """
   names = tuple(names or target_names(arch))
+  layers = models.resolve_layers(model, layers)
   target_fn = cam.targets_for(arch, names)
   # Encoder in micro-batches on CPU (~3x there, same result; whole batch on accelerators).
-  features = parallel.features_fn(model, num_shards=jax.device_count())
+  chunk, num_shards = parallel.default_chunk(), jax.device_count()
 
   @jax.jit
   def forward(variables, x):
     if normalize is not None:
       x = preprocess.to_model_input(x, normalize=normalize)
-    feats = features(variables, x)
-    head_fn = lambda a: model.apply(variables, a, method='head')  # noqa: E731
-    outputs = head_fn(feats)
+    first = parallel.map_batch(
+        lambda xi: model.apply(variables, xi, layers[0], method='features_until'), x, chunk,
+        num_shards)
+    steps = [functools.partial(model.apply, variables, after=a, until=b,
+                               method='features_between')
+             for a, b in zip(layers[:-1], layers[1:])]
+    steps.append(functools.partial(model.apply, variables, layer=layers[-1], method='rest'))
+    outputs = first
+    for step in steps:
+      outputs = step(outputs)
     # ScoreCAM re-runs the full model on masked copies of the input.
     kw = (dict(model_fn=lambda im: model.apply(variables, im), images=x)
           if method == 'scorecam' else {})
-    maps = cam.compute(method, head_fn, feats, target_fn, **kw)
+    maps = cam.compute_layers(method, steps, first, target_fn, **kw)
+    maps = maps[0] if len(maps) == 1 else cam.fuse_layers(maps, x.shape[1:3])
     return outputs_lib.predict_outputs(outputs, arch), maps
 
   return forward
@@ -91,7 +108,9 @@ class Predictor:
   """A restored model ready for `predict_arrays` / `predict_files`."""
 
   def __init__(self, workdir: str | os.PathLike, step: int | None = None,
-               cam_method: str | None = None):
+               cam_method: str | None = None, cam_layers: Sequence[str] | str | None = None):
+    """`cam_method` / `cam_layers` (torchvision module paths, e.g. ('features.14',
+    'features.18')) default to the checkpoint's `config.eval.cam_method` / `.cam_layers`."""
     self.model, self.variables, self.config, self.step = checkpoints.restore_for_inference(
         workdir, step)
     self.arch = str(self.config.model.arch)
@@ -99,15 +118,20 @@ class Predictor:
     self.method = cam_method or str(self.config.eval.cam_method)
     self.threshold = float(self.config.eval.box_threshold)
     self.tag_names = ground_truth.tag_names(self.config)
+    # load_config fills cam_layers for checkpoints written before it existed: () = the
+    # encoder's output.
+    self.cam_layers = models.resolve_layers(self.model,
+                                            cam_layers or tuple(self.config.eval.cam_layers))
     self.forward = make_forward(self.model, self.arch, self.method,
-                                str(self.config.input.normalize))
+                                str(self.config.input.normalize), layers=self.cam_layers)
     self.mesh = parallel.make_mesh()
     self.num_devices = self.mesh.devices.size
     # Replicated over the mesh: the batch axis of the inputs is sharded over all devices.
     self.variables = parallel.replicate(jax.device_get(self.variables), self.mesh)
 
   def run(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """uint8 [B,S,S,3] → (predict_outputs fields [B,...], raw maps by target [B,(10,)h,w])."""
+    """uint8 [B,S,S,3] → (predict_outputs fields [B,...], maps by target [B,(10,)h,w]: raw at
+    one CAM layer, fused at the input size [B,(10,)S,S] for several)."""
     x, b = parallel.pad_to_multiple(x, self.num_devices)
     xs = jax.device_put(x, parallel.data_sharding(self.mesh))
     pred, maps = self.forward(self.variables, xs)

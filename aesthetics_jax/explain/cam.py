@@ -6,14 +6,22 @@ buckets, 66 tags, ...) cost about one backward pass. The per-method formulas fol
 pytorch-grad-cam (`pytorch_grad_cam`, grad-cam 1.5.x) line by line, including its epsilons and
 the ReLU it applies to every map before normalising; `launch/check_cam_parity.py` compares them.
 
+Any layer is a feature map: `A = model.apply(v, x, L, method='features_until')` and
+`head_fn = lambda a: model.apply(v, a, L, method='rest')` (the rest of the network). Several
+layers (pytorch-grad-cam's `target_layers`) are a chain: `compute_layers(method, steps, A_1, ...)`
+with `steps[i]: A_i -> A_{i+1}` and `steps[-1]: A_k -> outputs` runs the network once past the
+first layer and takes ONE vjp whose pullback yields the gradients at every layer; `fuse_layers`
+then combines the maps exactly as pytorch-grad-cam's `aggregate_multi_layers`.
+
 Raw maps (`compute`) are kept unnormalised; normalisation is explicit:
   * `normalize(maps, 'per_image')`: min-max per map, exactly pytorch-grad-cam's `scale_cam_image`
     (`(m - min) / (1e-7 + max(m - min))`);
   * `normalize(maps, 'global', stats)`: one dataset-wide `(lo, hi)` from `global_stats`, so map
     intensities stay comparable across images (the paper left this choice open).
-pytorch-grad-cam's own output is `scale(resize(scale(relu(cam))))` (it min-max scales, resizes
-with cv2, then scales again after averaging layers); `torch_like(maps, (H, W))` reproduces that
-order.
+pytorch-grad-cam's own output is `scale(mean_layers(relu(resize(scale(relu(cam))))))`: per layer
+it min-max scales and resizes with cv2, then averages the layers and scales again;
+`fuse_layers(maps_per_layer, (H, W))` reproduces that order, `torch_like(maps, (H, W))` is its
+one-layer case.
 
 Targets are functions `outputs -> [B, T]`; `targets_for(arch, names)` builds the standard ones.
 """
@@ -126,21 +134,52 @@ def _call_target(target_fn: TargetFn, outputs, ref):
 # Gradients and per-method formulas (A, G in NHWC; spatial axes are (h, w)).
 
 
-def target_gradients(head_fn: HeadFn, A: jax.Array, target_fn: TargetFn):
-  """Scores and gradients of every target w.r.t. the feature map.
+def chain_gradients(steps: Sequence[HeadFn], A: jax.Array, target_fn: TargetFn):
+  """Scores, activations and target gradients at every layer of a chain.
 
-  One `jax.vjp` of `target_fn ∘ head_fn` at `A`; the pullback is vmapped over the T one-hot
-  cotangents (the head treats images independently, so a cotangent of ones over the batch gives
-  per-image gradients).
-  Returns: scores f32 `[B, T]`, grads f32 `[B, T, h, w, C]`.
+  `steps[i]` maps the activation of layer i to that of layer i+1, `steps[-1]` maps the last
+  layer's activation to the outputs. One forward pass and ONE `jax.vjp`: a zero is added to
+  every later activation and the pullback w.r.t. those zeros is the gradient at that layer
+  (what pytorch-grad-cam's tensor hooks record). The pullback is vmapped over the T one-hot
+  cotangents (images are independent, so a cotangent of ones over the batch gives per-image
+  gradients).
+  Returns: scores f32 `[B, T]`, activations `[A_i f32 [B, h_i, w_i, C_i]]`, grads
+  `[f32 [B, T, h_i, w_i, C_i]]` (one per step).
   """
   A = A.astype(jnp.float32)
-  scores, pullback = jax.vjp(lambda a: target_fn(head_fn(a)), A)
+  deltas, shape = [], jax.ShapeDtypeStruct(A.shape, jnp.float32)
+  for step in steps[:-1]:
+    shape = jax.eval_shape(step, shape)
+    deltas.append(jnp.zeros(shape.shape, jnp.float32))
+
+  def forward(a, ds):
+    acts = [a]
+    for step, d in zip(steps[:-1], ds):
+      a = step(a).astype(jnp.float32) + d
+      acts.append(a)
+    return target_fn(steps[-1](a)), acts
+
+  scores, pullback, acts = jax.vjp(forward, A, deltas, has_aux=True)
   chex.assert_rank(scores, 2)
   B, T = scores.shape
   cot = jnp.broadcast_to(jnp.eye(T, dtype=scores.dtype)[:, None, :], (T, B, T))
-  (grads,) = jax.vmap(pullback)(cot)  # [T, B, h, w, C]
-  return scores, jnp.moveaxis(grads, 0, 1)
+  g0, gs = jax.vmap(pullback)(cot)  # [T, B, h, w, C] per layer
+  return scores, acts, [jnp.moveaxis(g, 0, 1) for g in [g0, *gs]]
+
+
+def target_gradients(head_fn: HeadFn, A: jax.Array, target_fn: TargetFn):
+  """Scores and gradients of every target w.r.t. the feature map (`chain_gradients` of one
+  step). Returns: scores f32 `[B, T]`, grads f32 `[B, T, h, w, C]`."""
+  scores, _, (grads,) = chain_gradients([head_fn], A, target_fn)
+  return scores, grads
+
+
+def chain_activations(steps: Sequence[HeadFn], A: jax.Array) -> list[jax.Array]:
+  """`[A, steps[0](A), ...]`: the activation of every layer of the chain (no head)."""
+  acts = [A.astype(jnp.float32)]
+  for step in steps[:-1]:
+    acts.append(step(acts[-1]).astype(jnp.float32))
+  return acts
 
 
 def _weighted_sum(weights: jax.Array, A: jax.Array) -> jax.Array:
@@ -171,17 +210,26 @@ def _cam_from_grads(method: str, A: jax.Array, G: jax.Array) -> jax.Array:
 
 
 def _numpy_projection(X: np.ndarray) -> np.ndarray:
-  """pytorch-grad-cam's `get_2d_projection` on `[B, P, C]` rows (numpy's LAPACK, so its sign)."""
+  """pytorch-grad-cam's `get_2d_projection` on `[B, P, C]` rows (numpy's LAPACK, so its sign).
+
+  The SVD's sign can flip with the last bit of the centred input (LAPACK's Householder signs
+  follow near-zero entries), so the centring is done in its memory order: per image, a
+  Fortran-ordered `[P, C]` (its `reshape(C, -1).transpose()`), mean over axis 0.
+  """
   X = np.nan_to_num(np.asarray(X, np.float32))
-  X = X - X.mean(axis=1, keepdims=True)
   try:  # Small SVDs run ~30x faster on one BLAS thread than on a busy multi-threaded pool.
     from threadpoolctl import threadpool_limits  # pylint: disable=import-outside-toplevel
     limit = threadpool_limits(1, user_api='blas')
   except ImportError:
     limit = contextlib.nullcontext()
+  out = np.empty(X.shape[:2], np.float32)
   with limit:
-    vt = np.linalg.svd(X, full_matrices=False)[2]  # same sign as full_matrices=True (gesdd)
-  return np.einsum('bpc,bc->bp', X, vt[:, 0]).astype(np.float32)
+    for b, x in enumerate(X):
+      r = np.ascontiguousarray(x.T).T  # [P, C], Fortran order
+      r = r - r.mean(axis=0)
+      vt = np.linalg.svd(r, full_matrices=False)[2]  # same VT as full_matrices=True (gesdd)
+      out[b] = r @ vt[0]
+  return out
 
 
 def eigen_projection(A: jax.Array, sign: str = 'pytorch_grad_cam') -> jax.Array:
@@ -259,15 +307,60 @@ def score_weights(model_fn: Callable[[jax.Array], Any], images: jax.Array, A: ja
   return jax.nn.softmax(jnp.moveaxis(s, 0, -1), axis=-1)
 
 
+def compute_layers(method: str, steps: Sequence[HeadFn], A: jax.Array, target_fn: TargetFn, *,
+                   model_fn: Callable[[jax.Array], Any] | None = None,
+                   images: jax.Array | None = None, batch_size: int = 16,
+                   eigen_sign: str = 'pytorch_grad_cam') -> list[jax.Array]:
+  """Raw CAMs (ReLU applied, not normalised) at every layer of a chain. jit-able.
+
+  Args:
+    method: one of `METHODS`.
+    steps: `steps[i]`: activation of layer i -> activation of layer i+1 (e.g. the model's
+      `features_between`); `steps[-1]`: last layer's activation -> outputs pytree (the model's
+      `rest`). One step = one layer (`compute`).
+    A: `[B, h, w, C]` activation of the first layer.
+    target_fn: outputs -> `[B, T]` target scores (see `targets_for`).
+    model_fn, images: ScoreCAM only: the full model (`images [N,H,W,3] -> outputs`) and the
+      inputs `[B,H,W,3]` that produced `A`; `batch_size` channels are scored per pass, for
+      every layer's channels in turn (as pytorch-grad-cam does).
+    eigen_sign: EigenCAM only, see `eigen_projection`.
+  Returns:
+    `[f32 [B, T, h_i, w_i]]`, one per layer (EigenCAM does not depend on the target: its map is
+    repeated over T). Gradient methods share one forward pass and one vjp over all layers.
+  """
+  chex.assert_rank(A, 4)
+  if not steps:
+    raise ValueError('cam.compute_layers: steps is empty; pass at least the head')
+  if method in GRADIENT_METHODS:
+    _, acts, grads = chain_gradients(steps, A, target_fn)
+    cams = [_cam_from_grads(method, a, g) for a, g in zip(acts, grads)]
+  elif method == 'eigencam':
+    acts = chain_activations(steps, A)
+    T = jax.eval_shape(lambda a: target_fn(steps[-1](a)), acts[-1]).shape[1]
+    cams = [jnp.broadcast_to(eigen_projection(a, eigen_sign)[:, None],
+                             (a.shape[0], T) + a.shape[1:3]) for a in acts]
+  elif method == 'scorecam':
+    if model_fn is None or images is None:
+      raise ValueError("cam.compute('scorecam', ...) needs model_fn= (the full model) and "
+                       'images= (the inputs of A): ScoreCAM re-runs the model on masked inputs')
+    cams = [_weighted_sum(score_weights(model_fn, images, a, target_fn, batch_size), a)
+            for a in chain_activations(steps, A)]
+  else:
+    raise ValueError(f'unknown CAM method {method!r}; use one of {METHODS}')
+  return [jnp.maximum(c, 0.0).astype(jnp.float32) for c in cams]
+
+
 def compute(method: str, head_fn: HeadFn, A: jax.Array, target_fn: TargetFn, *,
             model_fn: Callable[[jax.Array], Any] | None = None,
             images: jax.Array | None = None, batch_size: int = 16,
             eigen_sign: str = 'pytorch_grad_cam') -> jax.Array:
-  """Raw CAMs (ReLU applied, not normalised). jit-able; `head_fn` closes over its variables.
+  """Raw CAMs (ReLU applied, not normalised) at one layer. jit-able; `head_fn` closes over its
+  variables.
 
   Args:
     method: one of `METHODS`.
-    head_fn: feature map `[B,h,w,C]` -> outputs pytree.
+    head_fn: feature map `[B,h,w,C]` -> outputs pytree (the head, or the model's `rest` after
+      an intermediate layer).
     A: f32 `[B, h, w, C]` feature map (the Grad-CAM layer).
     target_fn: outputs -> `[B, T]` target scores (see `targets_for`).
     model_fn, images: ScoreCAM only: the full model (`images [N,H,W,3] -> outputs`) and the
@@ -276,22 +369,8 @@ def compute(method: str, head_fn: HeadFn, A: jax.Array, target_fn: TargetFn, *,
   Returns:
     f32 `[B, T, h, w]` (EigenCAM does not depend on the target: its map is repeated over T).
   """
-  chex.assert_rank(A, 4)
-  A = A.astype(jnp.float32)
-  if method in GRADIENT_METHODS:
-    _, G = target_gradients(head_fn, A, target_fn)
-    cam = _cam_from_grads(method, A, G)
-  elif method == 'eigencam':
-    T = jax.eval_shape(lambda a: target_fn(head_fn(a)), A).shape[1]
-    cam = jnp.broadcast_to(eigen_projection(A, eigen_sign)[:, None], (A.shape[0], T) + A.shape[1:3])
-  elif method == 'scorecam':
-    if model_fn is None or images is None:
-      raise ValueError("cam.compute('scorecam', ...) needs model_fn= (the full model) and "
-                       'images= (the inputs of A): ScoreCAM re-runs the model on masked inputs')
-    cam = _weighted_sum(score_weights(model_fn, images, A, target_fn, batch_size), A)
-  else:
-    raise ValueError(f'unknown CAM method {method!r}; use one of {METHODS}')
-  return jnp.maximum(cam, 0.0).astype(jnp.float32)
+  return compute_layers(method, [head_fn], A, target_fn, model_fn=model_fn, images=images,
+                        batch_size=batch_size, eigen_sign=eigen_sign)[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -343,6 +422,15 @@ def upsample(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
   return jax.image.resize(maps, maps.shape[:-2] + tuple(size), method='bilinear')
 
 
+def fuse_layers(maps: Sequence[jax.Array], size: tuple[int, int]) -> jax.Array:
+  """Per-layer maps `[[..., h_i, w_i]]` → one map `[..., H, W]` in [0, 1], in pytorch-grad-cam's
+  order: per layer `scale_cam_image` (min-max, then cv2 bilinear resize to the input size), then
+  `aggregate_multi_layers` (ReLU, mean over layers, min-max)."""
+  scaled = jnp.stack([upsample(normalize(m), size) for m in maps])
+  return normalize(jnp.mean(jnp.maximum(scaled, 0.0), axis=0))
+
+
 def torch_like(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
-  """pytorch-grad-cam's output order: per-map min-max, cv2 bilinear resize, min-max again."""
-  return normalize(upsample(normalize(maps), size))
+  """pytorch-grad-cam's output order for one layer: per-map min-max, cv2 bilinear resize,
+  min-max again."""
+  return fuse_layers([maps], size)

@@ -3,19 +3,29 @@
 `create_model(config.model)` returns a module with
   `features(x [B,H,W,3], train=False) -> A [B,h,w,C]`  (torchvision `model.features(x)`),
   `head(A, train=False) -> outputs`,  `__call__(x, train=False) == head(features(x))`,
-and variables `{'params': {'encoder', 'head'}, 'batch_stats': {'encoder'}}` (VGG has no
+and, split at any torchvision module `L` of `model.features` ('features.14'; `model.LAYERS`):
+  `features_until(x, L, train=False) -> A_L [B,h_L,w_L,C_L]` (the activation right after `L`),
+  `features_between(A_L, L, M, train=False) -> A_M` (modules after L up to M, L before M),
+  `rest(A_L, L, train=False) -> outputs` (the remaining encoder, then the head),
+so `rest(features_until(x, L), L) == __call__(x)`; `L=None` is `model.default_layer`, the
+encoder's output (then `features_until == features`, `rest == head`). Activations are float32
+whatever `dtype` computes in. Variables are `{'params': {'encoder', 'head'}, 'batch_stats': {'encoder'}}` (VGG has no
 batch_stats). Dropout rng name: 'dropout'. Outputs are float32 whatever `dtype` computes in.
 """
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
+import ml_collections
 import jax
 import jax.numpy as jnp
 
+from aesthetics_jax.configs import default as default_config
 from aesthetics_jax.models.depthwise import IMPLEMENTATIONS as DEPTHWISE_IMPLEMENTATIONS
 from aesthetics_jax.models.depthwise import depthwise_conv, resolve_impl
 from aesthetics_jax.models.init import abstract_variables, init_variables
 from aesthetics_jax.models.heads import MobileNetV2Heads, VGGHead, adaptive_avg_pool
+from aesthetics_jax.models import mobilenet_v2
+from aesthetics_jax.models import vgg
 from aesthetics_jax.models.mobilenet_v2 import MobileNetV2Encoder, make_divisible
 from aesthetics_jax.models.vgg import VGG16Encoder
 
@@ -23,8 +33,69 @@ ARCHS = ('mobilenet_v2', 'vgg16')
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
-class MobileNetV2Aesthetic(nn.Module):
+def layer_index(layers: Sequence[str], layer: Optional[str], arch_name: str) -> int:
+  """Position of torchvision module path `layer` in `layers` (None: the last); one-line
+  ValueError naming the valid paths otherwise."""
+  if layer is None:
+    return len(layers) - 1
+  if layer not in layers:
+    raise ValueError(f'CAM layer {layer!r} is not a module of {arch_name} features; use one '
+                     f"of {', '.join(layers)} (torchvision module paths)")
+  return list(layers).index(layer)
+
+
+def resolve_layers(model: nn.Module, layers: Sequence[str] | str | None) -> tuple[str, ...]:
+  """Validated layer names of `model`, shallowest first, duplicates dropped; empty or None
+  → `(model.default_layer,)`. A string is split on commas ('features.14,features.18')."""
+  if isinstance(layers, str):
+    layers = [p.strip() for p in layers.split(',') if p.strip()]
+  if not layers:
+    return (model.default_layer,)
+  idx = {layer_index(model.LAYERS, name, model.ARCH): name for name in layers}
+  return tuple(idx[i] for i in sorted(idx))
+
+
+class _SplitEncoder(nn.Module):
+  """`features_until` / `features_between` / `rest` for a model whose `_encoder(x, train,
+  after, until)` runs torchvision modules `after < i <= until` of `LAYERS`."""
+  ARCH = ''    # config.model.arch (set by each model)
+  LAYERS = ()  # torchvision module paths, shallowest first (set by each model)
+
+  @property
+  def default_layer(self) -> str:
+    return self.LAYERS[-1]
+
+  def _encoder_train(self, train: bool) -> bool:
+    return train
+
+  def _index(self, layer: Optional[str]) -> int:
+    return layer_index(self.LAYERS, layer, self.ARCH)
+
+  def features_until(self, x: jax.Array, layer: Optional[str] = None,
+                     train: bool = False) -> jax.Array:
+    """[B, H, W, 3] → A_layer [B, h, w, C] float32, the output of torchvision module `layer`."""
+    return self._encoder(x, self._encoder_train(train), until=self._index(layer)).astype(
+        jnp.float32)
+
+  def features_between(self, a: jax.Array, after: str, until: str,
+                       train: bool = False) -> jax.Array:
+    """A_after → A_until (float32): the modules after `after`, up to and including `until`."""
+    i, j = self._index(after), self._index(until)
+    if j <= i:
+      raise ValueError(f'features_between: {until!r} does not come after {after!r}')
+    return self._encoder(a, self._encoder_train(train), after=i, until=j).astype(jnp.float32)
+
+  def rest(self, a: jax.Array, layer: Optional[str] = None,
+           train: bool = False) -> dict[str, jax.Array]:
+    """A_layer → outputs: the encoder after `layer`, then the head."""
+    feats = self._encoder(a, self._encoder_train(train), after=self._index(layer))
+    return self.head(feats.astype(jnp.float32), train)
+
+
+class MobileNetV2Aesthetic(_SplitEncoder):
   """Two-headed MobileNetV2: {'score_logits' [B,10], 'tag_logits' [B,66]}."""
+  ARCH = 'mobilenet_v2'
+  LAYERS = mobilenet_v2.LAYERS
   width_mult: float = 1.0
   num_buckets: int = 10
   num_tags: int = 66
@@ -41,9 +112,12 @@ class MobileNetV2Aesthetic(nn.Module):
     self._head = MobileNetV2Heads(self.num_buckets, self.num_tags, self.dropout,
                                   self.imagenet_classes, self.dtype, name='head')
 
+  def _encoder_train(self, train: bool) -> bool:
+    return train and not self.freeze_encoder
+
   def features(self, x: jax.Array, train: bool = False) -> jax.Array:
     """[B, H, W, 3] → A [B, ceil(H/32), ceil(W/32), C] float32 (C = 1280 for width ≤ 1)."""
-    return self._encoder(x, train and not self.freeze_encoder).astype(jnp.float32)
+    return self._encoder(x, self._encoder_train(train)).astype(jnp.float32)
 
   def head(self, a: jax.Array, train: bool = False) -> dict[str, jax.Array]:
     return self._head(a, train)
@@ -52,8 +126,10 @@ class MobileNetV2Aesthetic(nn.Module):
     return self.head(self.features(x, train), train)
 
 
-class VGG16Binary(nn.Module):
+class VGG16Binary(_SplitEncoder):
   """VGG16 with torchvision's classifier and a new one-logit output: {'logit' [B]}."""
+  ARCH = 'vgg16'
+  LAYERS = vgg.LAYERS
   width_mult: float = 1.0
   fc_dim: int = 4096
   pool_size: int = 7
@@ -78,36 +154,38 @@ class VGG16Binary(nn.Module):
     return self.head(self.features(x, train), train)
 
 
+def model_config(**overrides) -> ml_collections.ConfigDict:
+  """`config.model` of configs/default.py with `overrides` (e.g. `arch='vgg16'`): the one
+  place a model's settings default, for callers that build a model without a full config."""
+  c = default_config.get_config().model
+  c.update(overrides)
+  return c
+
+
 def create_model(model_config, imagenet_classes: int = 0) -> nn.Module:
   """Builds the model named by `model_config.arch` ('mobilenet_v2' | 'vgg16').
 
-  Reads `width_mult, fc_dim, num_buckets, num_tags, dropout, depthwise, dtype,
-  freeze_encoder` and `vgg_pool_size` (default 7: torch's adaptive pool to 7x7, which
-  replicates small maps; smaller values shrink fc6 for low-resolution demo models).
+  Reads `arch, width_mult, fc_dim, num_buckets, num_tags, dropout, depthwise, dtype,
+  freeze_encoder, vgg_pool_size` (7: torch's adaptive pool to 7x7, which replicates small
+  maps; smaller values shrink fc6 for low-resolution demo models) as attributes: a
+  `config.model` ConfigDict or any object with them (e.g. `models.model_config(...)`).
   `imagenet_classes > 0` adds torchvision's ImageNet classifier (parity checks only).
   """
-  get = lambda k, d: model_config.get(k, d) if hasattr(model_config, 'get') else getattr(
-      model_config, k, d)
-  arch = get('arch', 'mobilenet_v2')
-  dtype_name = get('dtype', 'float32')
-  if dtype_name not in _DTYPES:
-    raise ValueError(f"config.model.dtype={dtype_name!r}: use one of {tuple(_DTYPES)}")
-  dtype = _DTYPES[dtype_name]
-  depthwise = get('depthwise', 'auto')
-  resolve_impl(depthwise)  # validate early
-  common = dict(width_mult=float(get('width_mult', 1.0)), dropout=float(get('dropout', 0.5)),
-                dtype=dtype, freeze_encoder=bool(get('freeze_encoder', False)),
+  c = model_config  # `config.model` (every key: configs/default.py)
+  if c.dtype not in _DTYPES:
+    raise ValueError(f"config.model.dtype={c.dtype!r}: use one of {tuple(_DTYPES)}")
+  resolve_impl(c.depthwise)  # validate early
+  common = dict(width_mult=float(c.width_mult), dropout=float(c.dropout),
+                dtype=_DTYPES[c.dtype], freeze_encoder=bool(c.freeze_encoder),
                 imagenet_classes=imagenet_classes)
-  if arch == 'mobilenet_v2':
-    return MobileNetV2Aesthetic(num_buckets=int(get('num_buckets', 10)),
-                                num_tags=int(get('num_tags', 66)), depthwise=depthwise,
-                                **common)
-  if arch == 'vgg16':
-    return VGG16Binary(fc_dim=int(get('fc_dim', 4096)), pool_size=int(get('vgg_pool_size', 7)),
-                       **common)
-  raise ValueError(f"config.model.arch={arch!r}: use one of {ARCHS}")
+  if c.arch == 'mobilenet_v2':
+    return MobileNetV2Aesthetic(num_buckets=int(c.num_buckets), num_tags=int(c.num_tags),
+                                depthwise=c.depthwise, **common)
+  if c.arch == 'vgg16':
+    return VGG16Binary(fc_dim=int(c.fc_dim), pool_size=int(c.vgg_pool_size), **common)
+  raise ValueError(f"config.model.arch={c.arch!r}: use one of {ARCHS}")
 
 
 __all__ = ['ARCHS', 'DEPTHWISE_IMPLEMENTATIONS', 'MobileNetV2Aesthetic', 'VGG16Binary',
-           'adaptive_avg_pool', 'abstract_variables', 'create_model', 'depthwise_conv', 'init_variables', 'make_divisible',
-           'resolve_impl']
+           'adaptive_avg_pool', 'abstract_variables', 'create_model', 'model_config', 'depthwise_conv',
+           'init_variables', 'layer_index', 'make_divisible', 'resolve_impl', 'resolve_layers']

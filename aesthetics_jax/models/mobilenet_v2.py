@@ -1,7 +1,8 @@
 """MobileNetV2 encoder, layer for layer torchvision's `mobilenet_v2(width_mult=...)`.
 
 Module names mirror torchvision's `features.<i>` indices (`features_<i>`), so the weight
-converter (`aesthetics_jax.models.pretrained`) is a table, and Grad-CAM's layer is `features_18`.
+converter (`aesthetics_jax.models.pretrained`) is a table, and a CAM layer is named by its torchvision
+path (`features.14` is the module `features_14`; `LAYERS` lists them).
 Padding is explicit and symmetric ((1,1),(1,1)) like torch's padding=1; 'SAME' would pad
 stride-2 convs asymmetrically and break parity.
 """
@@ -22,6 +23,10 @@ BN_MOMENTUM = 0.9
 INVERTED_RESIDUAL_SETTING = (
     (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
     (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+# torchvision module paths of `model.features`: the stem, 17 inverted residuals, the last 1x1 conv.
+LAYERS = tuple(f'features.{i}' for i in range(19))
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: Optional[int] = None) -> int:
@@ -104,23 +109,30 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2Encoder(nn.Module):
-  """torchvision `mobilenet_v2(width_mult).features`, NHWC.
+  """torchvision `mobilenet_v2(width_mult).features`, NHWC, or any contiguous run of it.
 
   [B, H, W, 3] → [B, ceil(H/32), ceil(W/32), last_channels(width_mult)] (7x7x1280 at 224).
+  `after`/`until` (torchvision indices, -1 = the input, 18 = the last module) run only the
+  modules `after < i <= until`: the input is then the activation after module `after`.
   """
   width_mult: float = 1.0
   depthwise_impl: str = 'auto'
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool = False, after: int = -1,
+               until: int = len(LAYERS) - 1) -> jax.Array:
     x = x.astype(self.dtype)
-    x = ConvBN(stem_channels(self.width_mult), 3, 2, dtype=self.dtype,
-               name='features_0')(x, train)
     specs = block_specs(self.width_mult)
-    for i, (inp, hidden, out, stride, t) in enumerate(specs, start=1):
-      x = InvertedResidual(inp, hidden, out, stride, t, self.depthwise_impl, self.dtype,
-                           name=f'features_{i}')(x, train)
-    x = ConvBN(last_channels(self.width_mult), 1, dtype=self.dtype,
-               name=f'features_{len(specs) + 1}')(x, train)
+    for i in range(after + 1, until + 1):
+      if i == 0:
+        x = ConvBN(stem_channels(self.width_mult), 3, 2, dtype=self.dtype,
+                   name='features_0')(x, train)
+      elif i <= len(specs):
+        inp, hidden, out, stride, t = specs[i - 1]
+        x = InvertedResidual(inp, hidden, out, stride, t, self.depthwise_impl, self.dtype,
+                             name=f'features_{i}')(x, train)
+      else:
+        x = ConvBN(last_channels(self.width_mult), 1, dtype=self.dtype,
+                   name=f'features_{i}')(x, train)
     return x
