@@ -49,6 +49,28 @@ def split_maps(maps: np.ndarray, arch: str) -> dict[str, np.ndarray]:
   return out
 
 
+def layer_maps(model, variables, layers: Sequence[str], method: str, first: jax.Array,
+               x: jax.Array, target_fn):
+  """(outputs, maps) from the activation `first` at `layers[0]` (call inside jit).
+
+  One layer: raw maps [B,T,h,w] at it. Several: each activation feeds the next segment
+  (`features_between`), one vjp yields every layer's gradients, and the maps are fused as
+  pytorch-grad-cam does (`cam.fuse_layers`): [B,T,S,S], min-max scaled per map.
+  x: the model input [B,S,S,3] (ScoreCAM re-runs the model on masked copies of it).
+  """
+  steps = [functools.partial(model.apply, variables, after=a, until=b,
+                             method='features_between')
+           for a, b in zip(layers[:-1], layers[1:])]
+  steps.append(functools.partial(model.apply, variables, layer=layers[-1], method='rest'))
+  outputs = first
+  for step in steps:
+    outputs = step(outputs)
+  kw = (dict(model_fn=lambda im: model.apply(variables, im), images=x)
+        if method == 'scorecam' else {})
+  maps = cam.compute_layers(method, steps, first, target_fn, **kw)
+  return outputs, (maps[0] if len(maps) == 1 else cam.fuse_layers(maps, x.shape[1:3]))
+
+
 def make_forward(model, arch: str, method: str, normalize: str | None,
                  names: Sequence[str] | None = None, layers: Sequence[str] | str | None = None):
   """jitted `(variables, x) -> (predict_outputs dict [B,...], maps f32 [B,T,h,w])`.
@@ -75,18 +97,7 @@ def make_forward(model, arch: str, method: str, normalize: str | None,
     first = parallel.map_batch(
         lambda xi: model.apply(variables, xi, layers[0], method='features_until'), x, chunk,
         num_shards)
-    steps = [functools.partial(model.apply, variables, after=a, until=b,
-                               method='features_between')
-             for a, b in zip(layers[:-1], layers[1:])]
-    steps.append(functools.partial(model.apply, variables, layer=layers[-1], method='rest'))
-    outputs = first
-    for step in steps:
-      outputs = step(outputs)
-    # ScoreCAM re-runs the full model on masked copies of the input.
-    kw = (dict(model_fn=lambda im: model.apply(variables, im), images=x)
-          if method == 'scorecam' else {})
-    maps = cam.compute_layers(method, steps, first, target_fn, **kw)
-    maps = maps[0] if len(maps) == 1 else cam.fuse_layers(maps, x.shape[1:3])
+    outputs, maps = layer_maps(model, variables, layers, method, first, x, target_fn)
     return outputs_lib.predict_outputs(outputs, arch), maps
 
   return forward

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from aesthetics_jax import io as io_lib
-from aesthetics_jax import parallel
+from aesthetics_jax import models, parallel
 from aesthetics_jax.data import dataset
 from aesthetics_jax.data import pipeline
 from aesthetics_jax.data import stats as data_stats
@@ -71,13 +71,15 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   bootstrap, seed = int(ec.bootstrap_samples), int(config.seed)
   max_test = int(config.data.max_test_images)
 
-  forward = inference.make_forward(model, arch, str(ec.cam_method), None)
+  layers = models.resolve_layers(model, tuple(ec.cam_layers))
+  forward = inference.make_forward(model, arch, str(ec.cam_method), None, layers=layers)
   summarize = streaming.make_summarize(size, float(ec.box_threshold), arch)
   test = streaming.collect(forward, summarize, variables, batches, sources['test'], max_test,
                            desc='eval test')
 
   m: dict[str, Any] = {'step': step, 'arch': arch, 'cam_method': str(ec.cam_method),
-                       'box_threshold': float(ec.box_threshold)}
+                       'box_threshold': float(ec.box_threshold), 'cam_layers': list(layers),
+                       'cam_map_size': _map_size(model, variables, layers, size)}
   m.update(evaluators.metrics.run(test, emd_r=float(config.loss.emd_r),
                                   bootstrap_samples=bootstrap, seed=seed))
   m.update(evaluators.boxes.run(test, image_size=size))
@@ -91,7 +93,7 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
       num_images=min(int(ec.faithfulness_images), max_test or len(sources['test'])),
       steps=int(ec.faithfulness_steps),
       scorecam_images=int(ec.faithfulness_scorecam_images), batch_size=batch_size,
-      masks_dir=ground_truth.masks_dir(config), seed=seed))
+      masks_dir=ground_truth.masks_dir(config), seed=seed, layers=layers))
   figs = evaluators.figures.run(
       forward, variables, sources['test'], test, m, arch=arch, image_size=size,
       normalize=normalize, threshold=float(ec.box_threshold), batch_size=batch_size,
@@ -111,6 +113,16 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
                              demo=is_demo(config) if demo is None else demo,
                              title=f'aesthetics-jax: {section["name"]} evaluation')
   return m
+
+
+def _map_size(model, variables, layers, size: int) -> list[int]:
+  """[h, w] of the CAM at `layers[0]` for an S×S input (fused layers: S×S)."""
+  if len(layers) > 1:
+    return [size, size]
+  x = jax.ShapeDtypeStruct((1, size, size, 3), np.float32)
+  a = jax.eval_shape(lambda v, x: model.apply(v, x, layers[0], method='features_until'),
+                     variables, x)
+  return [int(a.shape[1]), int(a.shape[2])]
 
 
 def _json_default(o):
@@ -177,9 +189,15 @@ def is_demo(config) -> bool:
 
 def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config) -> dict:
   """The report section of one evaluated model (see report/html.py)."""
+  layers = ', '.join(m.get('cam_layers') or ()) or 'the encoder output'
+  hw = 'x'.join(str(v) for v in m.get('cam_map_size') or ())
   notes = [f'Test images: {m.get("num_test_images")}. CAM method for maps and the study: '
-           f'{m.get("cam_method")}. Split-point threshold fitted on '
-           f'{m.get("split_point_fit")}.']
+           f'{m.get("cam_method")} at {layers} ({hw} map for a '
+           f'{config.input.image_size}x{config.input.image_size} input). Split-point threshold '
+           f'fitted on {m.get("split_point_fit")}.',
+           f'Boxes: {m.get("distinct_boxes")} distinct over {m.get("num_test_images")} test '
+           f'images, {m.get("full_frame_boxes")} of them the full frame; '
+           f'{m.get("empty_maps")} empty maps (no box).']
   return dict(name=Path(workdir).name or str(workdir), arch=str(config.model.arch),
               step=m.get('step'), workdir=str(workdir), metrics=dict(m), figures=dict(figs),
               notes=notes)

@@ -23,8 +23,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from aesthetics_jax import parallel
+from aesthetics_jax import models, parallel
 from aesthetics_jax.data import preprocess
+from aesthetics_jax.evaluation import inference
 from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import faithfulness as faith_lib
 
@@ -33,8 +34,11 @@ NOT_FLAT = ('num_images', 'num_defective', 'seconds', 'flat_low_maps', 'baseline
             'deletion_curve', 'insertion_curve')
 
 
-def make_step(model, arch: str, steps: int):
+def make_step(model, arch: str, steps: int, layers: Sequence[str] = ()):
   """`step(method, variables, random_head_params, x [B,S,S,3], masks [B,S,S]) -> arrays [B,..]`.
+
+  layers: the CAM layers (`config.eval.cam_layers`; () = the encoder's output), as
+  `inference.make_forward` takes them, so the study and the faithfulness checks see one map.
 
   Returns `deletion`, `insertion` (`curve [B,K+1]` raw, `auc [B]`), `pointing`
   (`faithfulness.pointing_game` of the low map), `mass` (`mask_mass` of the low map),
@@ -45,23 +49,18 @@ def make_step(model, arch: str, steps: int):
   """
   both = cam.targets_for(arch, ('aesthetic', 'low'))
   aes = cam.targets_for(arch, ('aesthetic',))
+  layers = models.resolve_layers(model, layers)
 
   @jax.jit
   def features(variables, x):
-    return model.apply(variables, x, method='features')
+    return model.apply(variables, x, layers[0], method='features_until')
 
   @functools.partial(jax.jit, static_argnames=('method',))
   def maps_fn(variables, random_head, feats, x, method):
-    head_fn = lambda a: model.apply(variables, a, method='head')  # noqa: E731
-    kw = (dict(model_fn=lambda im: model.apply(variables, im), images=x)
-          if method == 'scorecam' else {})
-    maps2 = cam.compute(method, head_fn, feats, both, **kw)                   # [B,2,h,w]
+    _, maps2 = inference.layer_maps(model, variables, layers, method, feats, x, both)
     rvars = dict(variables, params=dict(variables['params'], head=random_head))
-    rhead_fn = lambda a: model.apply(rvars, a, method='head')  # noqa: E731
-    rkw = (dict(model_fn=lambda im: model.apply(rvars, im), images=x)
-           if method == 'scorecam' else {})
-    rmaps = cam.compute(method, rhead_fn, feats, aes, **rkw)[:, 0]
-    return maps2[:, 0], maps2[:, 1], rmaps
+    _, rmaps = inference.layer_maps(model, rvars, layers, method, feats, x, aes)
+    return maps2[:, 0], maps2[:, 1], rmaps[:, 0]
 
   @jax.jit
   def perturb(variables, x, maps):
@@ -132,7 +131,7 @@ def _summarize(a: dict[str, Any], have_masks: bool) -> dict[str, Any]:
 def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
         normalize: str = 'none', methods: Sequence[str] = ('gradcam',), num_images: int = 64,
         steps: int = 16, scorecam_images: int = 16, batch_size: int = 32, masks_dir: str = '',
-        seed: int = 0) -> dict[str, Any]:
+        seed: int = 0, layers: Sequence[str] = ()) -> dict[str, Any]:
   """Faithfulness of each of `methods` on the first `num_images` images of `source`.
 
   Returns `faithfulness: {method: {deletion_auc, insertion_auc (+ _per_image_mean),
@@ -156,7 +155,7 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
                      for i in range(n)])
   random_head = faith_lib.randomized_params(variables['params']['head'],
                                             jax.random.PRNGKey(int(seed) + 1))
-  step = make_step(model, arch, steps)
+  step = make_step(model, arch, steps, layers)
   per_method, baselines = {}, {}
   for method in tqdm(methods, desc='faithfulness', leave=False):
     t = time.time()
