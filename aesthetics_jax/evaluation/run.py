@@ -93,7 +93,8 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
       num_images=min(int(ec.faithfulness_images), max_test or len(sources['test'])),
       steps=int(ec.faithfulness_steps),
       scorecam_images=int(ec.faithfulness_scorecam_images), batch_size=batch_size,
-      masks_dir=ground_truth.masks_dir(config), seed=seed, layers=layers))
+      masks_dir=ground_truth.masks_dir(config), seed=seed, layers=layers,
+      box_threshold=float(ec.box_threshold)))
   figs = evaluators.figures.run(
       forward, variables, sources['test'], test, m, arch=arch, image_size=size,
       normalize=normalize, threshold=float(ec.box_threshold), batch_size=batch_size,

@@ -29,6 +29,7 @@ import numpy as np
 from scipy import stats as sstats
 
 from aesthetics_jax.explain import cam
+from aesthetics_jax.explain import crop
 
 ScoreFn = Callable[[jax.Array], jax.Array]
 
@@ -179,6 +180,37 @@ def pointing_game(maps: jax.Array, masks: jax.Array) -> dict[str, jax.Array]:
           'valid': flat_masks.any(axis=1)}
 
 
+def box_iou(maps, masks, threshold: float = 0.2) -> np.ndarray:
+  """IoU of each map's suggested box with its mask's bounding box (host numpy).
+
+  The box is `crop.boxes_np` of the map min-max normalised and upsampled to the mask's grid,
+  as the suggested crops are made; an empty map (`crop.empty_maps`) has no box: IoU 0.
+  maps `[B,h,w]`, masks `[B,H,W]` → f32 `[B]` (NaN where the mask is empty).
+  """
+  maps = np.asarray(maps, np.float32)
+  masks = np.asarray(masks) > 0
+  B, H, W = masks.shape
+  up = np.asarray(_to_image_grid(cam.normalize(jnp.asarray(maps), 'per_image'), (H, W)))
+  boxes = crop.boxes_np(up, threshold)
+  empty = np.asarray(crop.empty_maps(maps))
+  out = np.full((B,), np.nan, np.float32)
+  for i in range(B):
+    ys, xs = np.nonzero(masks[i])
+    if ys.size == 0:
+      continue
+    if empty[i]:
+      out[i] = 0.0
+      continue
+    m = (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1)
+    b = boxes[i]
+    ih = max(0, min(b[2], m[2]) - max(b[0], m[0]))
+    iw = max(0, min(b[3], m[3]) - max(b[1], m[1]))
+    inter = ih * iw
+    union = (b[2] - b[0]) * (b[3] - b[1]) + (m[2] - m[0]) * (m[3] - m[1]) - inter
+    out[i] = inter / union
+  return out
+
+
 def mask_mass(maps: jax.Array, masks: jax.Array) -> dict[str, jax.Array]:
   """Fraction of (non-negative) map mass inside each mask, and the mask's area fraction
   (what a uniform map would get). `maps [B,h,w]`, `masks [B,H,W]` → `mass [B]`, `area [B]`,
@@ -263,13 +295,14 @@ def summarize(deletion: Mapping[str, Any] | None = None,
 
   Args:
     deletion, insertion: `deletion` / `insertion` outputs (`curve [B,K+1]` raw, `auc [B]`).
-    pointing: `pointing_game` output; mass: `mask_mass` output (images with an empty mask
-      are skipped); randomization: `randomization_check` output.
+    pointing: `pointing_game` output, optionally with `box_iou [B]` (`box_iou`); mass:
+      `mask_mass` output (images with an empty mask are skipped); randomization:
+      `randomization_check` output.
   Returns (each key with `prefix`): `deletion_auc`, `insertion_auc` (`mean_curve`),
     `deletion_auc_per_image_mean`, `insertion_auc_per_image_mean`, `baseline_gap` (mean image
     score minus mean baseline score: the normaliser of both curves; small gaps push the AUCs
     out of [0, 1]); `pointing_game` (cell centre), `pointing_game_upsampled`,
-    `pointing_game_centre`; `mask_mass`, `mask_area`; `randomization_spearman`.
+    `pointing_game_centre`, `box_iou`; `mask_mass`, `mask_area`; `randomization_spearman`.
   """
   def mean(x, sel=None):
     x = np.asarray(x, np.float64)
@@ -290,6 +323,8 @@ def summarize(deletion: Mapping[str, Any] | None = None,
     out[f'{prefix}pointing_game'] = mean(pointing['hit'], pointing['valid'])
     out[f'{prefix}pointing_game_upsampled'] = mean(pointing['hit_upsampled'], pointing['valid'])
     out[f'{prefix}pointing_game_centre'] = mean(pointing['centre_hit'], pointing['valid'])
+    if 'box_iou' in pointing:
+      out[f'{prefix}box_iou'] = mean(pointing['box_iou'], pointing['valid'])
   if mass is not None:
     out[f'{prefix}mask_mass'] = mean(mass['mass'], mass['valid'])
     out[f'{prefix}mask_area'] = mean(mass['area'], mass['valid'])

@@ -111,9 +111,13 @@ def _apply(step, method: str, variables, random_head, images: np.ndarray, masks:
   return jax.tree.map(lambda *v: np.concatenate(v), *outs)
 
 
-def _summarize(a: dict[str, Any], have_masks: bool) -> dict[str, Any]:
-  """One method's numbers: `faithfulness.summarize` + the aesthetic-target pointing game,
-  the normalised mean curves and the image counts."""
+def _summarize(a: dict[str, Any], have_masks: bool, masks: np.ndarray,
+               threshold: float) -> dict[str, Any]:
+  """One method's numbers: `faithfulness.summarize` (+ the low map's box IoU with the mask),
+  the aesthetic-target pointing game, the normalised mean curves and the image counts."""
+  if have_masks:
+    a['pointing'] = dict(a['pointing'], box_iou=faith_lib.box_iou(a['low_maps'], masks,
+                                                                  threshold))
   s = faith_lib.summarize(a['deletion'], a['insertion'], a['pointing'] if have_masks else None,
                           a['mass'] if have_masks else None,
                           faith_lib.randomization_check(a['maps'], a['random_maps']))
@@ -131,13 +135,14 @@ def _summarize(a: dict[str, Any], have_masks: bool) -> dict[str, Any]:
 def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
         normalize: str = 'none', methods: Sequence[str] = ('gradcam',), num_images: int = 64,
         steps: int = 16, scorecam_images: int = 16, batch_size: int = 32, masks_dir: str = '',
-        seed: int = 0, layers: Sequence[str] = ()) -> dict[str, Any]:
+        seed: int = 0, layers: Sequence[str] = (), box_threshold: float = 0.2
+        ) -> dict[str, Any]:
   """Faithfulness of each of `methods` on the first `num_images` images of `source`.
 
   Returns `faithfulness: {method: {deletion_auc, insertion_auc (+ _per_image_mean),
   deletion_curve, insertion_curve [K+1], baseline_gap, pointing_game (+ _upsampled,
-  _aesthetic_target), mask_mass, flat_low_maps, randomization_spearman, num_images,
-  num_defective, seconds}}`, flat `<key>_<method>` copies of the scalars, the centre-point and
+  _aesthetic_target), box_iou (the low map's box vs the mask's bounding box), mask_mass,
+  flat_low_maps, randomization_spearman, num_images, num_defective, seconds}}`, flat `<key>_<method>` copies of the scalars, the centre-point and
   uniform-map baselines (of the method run on the most images) and the counts; {} when there
   is nothing to run.
   """
@@ -165,7 +170,7 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
     m_bs = round_up(m_n) if method == 'scorecam' else round_up(min(batch_size, n))
     a = _apply(step, method, variables, random_head, images[:m_n], masks[:m_n], mesh,
                normalize, m_bs)
-    s = _summarize(a, have_masks)
+    s = _summarize(a, have_masks, masks[:m_n], box_threshold)
     baselines.setdefault(m_n, (s.pop('pointing_game_centre', np.nan),
                                s.pop('mask_area', np.nan)))
     s['seconds'] = round(time.time() - t, 1)
