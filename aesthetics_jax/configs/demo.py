@@ -48,6 +48,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.best_metric = 'binary_accuracy'
   c.eval.batch_size = 64
   if arch == 'mobilenet_v2':
+    # CAMs at features.6 (stride 8): an 8x8 map at 64 px, where the encoder output is 2x2 and
+    # cannot localise anything. Measured on the demo (README, "Explanations"): 128 px with
+    # features.13 (8x8) or features.6 (16x16) localised no better and trained 3x longer.
+    c.eval.cam_layers = ('features.6',)
     c.model.width_mult = 0.35
     c.model.dropout = 0.2
     # The 66-way tag CE (~3 nats) would otherwise swamp the EMD (~0.1) in the shared
@@ -59,6 +63,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.fc_dim = 256
     c.model.dropout = 0.3
     c.optim.lr = 1e-3
+    # CAMs at features.22 (stride 8): a 10x10 map at 80 px instead of the encoder's 2x2.
+    c.eval.cam_layers = ('features.22',)
     # No BatchNorm: learns more slowly than MobileNetV2; 80 px gave +2 points over 64 px.
     c.input.resize_size = 88
     c.input.image_size = 80
