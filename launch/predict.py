@@ -17,6 +17,10 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+from ml_collections import config_flags
+
+from aesthetics_jax.configs import default
+from launch import config_args
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
@@ -28,6 +32,10 @@ _CAM_LAYERS = flags.DEFINE_list(
     'cam_layers', None, 'CAM layers as torchvision module paths, fused if several, e.g. '
     'features.14,features.18 (default: config.eval.cam_layers, () = the encoder output).')
 _BATCH = flags.DEFINE_integer('batch_size', 8, 'Images per forward pass.')
+_CONFIG = config_flags.DEFINE_config_dict(
+    'config', default.get_config(),
+    'Overrides of the restored config for this run: --config.eval.KEY=VALUE (e.g. '
+    '--config.eval.box_threshold=0.4).')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -43,8 +51,9 @@ def main(argv):
   try:
     if _ASPECT.value:
       crop.parse_aspect(_ASPECT.value)
-    predictor = inference.Predictor(_WORKDIR.value, _STEP.value, _CAM_METHOD.value,
-                                    _CAM_LAYERS.value)
+    predictor = inference.Predictor(
+        _WORKDIR.value, _STEP.value, _CAM_METHOD.value, _CAM_LAYERS.value,
+        overrides=config_flags.get_override_values(flags.FLAGS['config']))
   except (ValueError, RuntimeError, OSError) as e:  # one-line user errors (no checkpoint, ...)
     print(f'predict: {e}'.splitlines()[0], file=sys.stderr)
     sys.exit(1)
@@ -57,4 +66,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  config_args.check(sys.argv, 'predict', ('eval.',))
   app.run(main)

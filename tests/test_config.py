@@ -122,6 +122,8 @@ def test_load_config_garbage_is_one_line(tmp_path):
      'train: unknown config key --config.data.datadir; did you mean --config.data.data_dir'),
     ('evaluate', ['--config.model.arch=vgg16'],
      'evaluate: --config.model.arch cannot change here'),
+    ('predict', ['--config.data.data_dir=x', 'a.jpg'],
+     'predict: --config.data.data_dir cannot change here'),
 ])
 def test_misspelled_or_forbidden_override_is_one_line(script, args, expect, tmp_path):
   r = subprocess.run([sys.executable, '-m', f'launch.{script}', f'--workdir={tmp_path}', *args],

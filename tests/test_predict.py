@@ -95,3 +95,15 @@ def test_empty_map_is_reported_not_turned_into_the_full_frame(files, tmp_path):
   assert rec['box'] == rec['boxes'].get('attribute')
   if rec['box'] is None:
     assert 'crop' not in rec
+
+
+def test_config_eval_override_changes_the_box(files):
+  """`--config.eval.box_threshold` reaches the predictor: a higher threshold, a tighter box."""
+  _, wd, good, _, _ = files
+  boxes = []
+  for thr in (0.1, 0.9):
+    r = _run(f'--workdir={wd}', f'--config.eval.box_threshold={thr}', good)
+    assert r.returncode == 0, r.stderr[-2000:]
+    y0, x0, y1, x1 = json.loads(r.stdout.strip().splitlines()[-1])['boxes']['aesthetic']
+    boxes.append((y1 - y0) * (x1 - x0))
+  assert boxes[1] < boxes[0]

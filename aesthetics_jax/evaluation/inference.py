@@ -119,11 +119,14 @@ class Predictor:
   """A restored model ready for `predict_arrays` / `predict_files`."""
 
   def __init__(self, workdir: str | os.PathLike, step: int | None = None,
-               cam_method: str | None = None, cam_layers: Sequence[str] | str | None = None):
+               cam_method: str | None = None, cam_layers: Sequence[str] | str | None = None,
+               overrides: dict[str, Any] | None = None):
     """`cam_method` / `cam_layers` (torchvision module paths, e.g. ('features.14',
-    'features.18')) default to the checkpoint's `config.eval.cam_method` / `.cam_layers`."""
+    'features.18')) default to the checkpoint's `config.eval.cam_method` / `.cam_layers`;
+    `overrides`: dotted `eval.*` keys for this predictor (`{'eval.box_threshold': 0.4}`)."""
     self.model, self.variables, self.config, self.step = checkpoints.restore_for_inference(
         workdir, step)
+    self.config.update_from_flattened_dict(dict(overrides or {}))
     self.arch = str(self.config.model.arch)
     self.size = int(self.config.input.image_size)
     self.method = cam_method or str(self.config.eval.cam_method)
