@@ -10,11 +10,13 @@ NCHW / channels_last on identical weights), `cam` (Grad-CAM one target and all 1
 pytorch-grad-cam, maps compared, peak RSS in child processes), `study` (the whole per-image
 study vs looping pytorch-grad-cam), `recipe` (the paper's 50-epoch frozen MobileNetV2 recipe
 with the feature cache vs a plain PyTorch loop, extrapolated to 8,900 images), `input` (decode
-workers, pipeline vs model images/s), `scaling` (streamed evaluation, time and peak RSS vs
-images). `--reference=torch` needs the optional torch extra (torch, torchvision, grad-cam);
-without it the JAX figures alone are reported. Reference runs and ours alternate within every
-repeat; figures are the median (and min-max) over --repeats timed runs after --warmup untimed
-ones, first-call (compile) time apart. The run ends with a summary table of ratios vs targets.
+workers, pipeline vs model images/s, our pipeline vs google's grain doing the same work),
+`scaling` (streamed evaluation, time and peak RSS vs images). `--reference=torch` needs the
+optional torch extra (torch, torchvision, grad-cam); without it the JAX figures alone are
+reported; the grain comparison needs the optional bench extra (else skipped). Reference runs
+and ours alternate within every repeat; figures are the median (and min-max) over --repeats
+timed runs after --warmup untimed ones, first-call (compile) time apart. The run ends with a
+summary table of ratios vs targets.
 
 Without --data_dir the input benchmark runs on synthetic AVA-like JPEGs (about 500x350,
 quality 90) generated in memory.
@@ -84,6 +86,13 @@ flags.DEFINE_bool('processes', _D.processes, '--what=input: also time a process 
                   'threads).')
 flags.DEFINE_bool('input_vs_model', _D.input_vs_model, '--what=input: also time the model '
                   'fed by the pipeline and say how many decode workers keep up with it.')
+flags.DEFINE_bool('grain', _D.grain, "--what=input: also time google's grain doing the "
+                  "same work (threads and processes; needs the optional extra: pip install "
+                  "-e '.[bench]'; skipped if grain does not import).")
+flags.DEFINE_list('grain_workers', [str(n) for n in _D.grain_workers], '--what=input: worker '
+                  'counts of the grain comparison; 0 = one per CPU core.')
+flags.DEFINE_list('grain_modes', list(_D.grain_modes), "--what=input: grain formulations "
+                  "timed: 'threads' (ReadOptions threads), 'processes' (mp_prefetch workers).")
 # --what=model
 flags.DEFINE_integer('model_batch_size', _D.model_batch_size, '--what=model: forward batch '
                      'size.')
@@ -127,6 +136,10 @@ flags.DEFINE_string('malloc_arena_max', _D.malloc_arena_max, '--what=scaling: '
                     "MALLOC_ARENA_MAX for the child processes ('' = glibc's default).")
 flags.register_validator('scaling_sizes', lambda v: all(n.isdigit() for n in v),
                          '--scaling_sizes: positive integers, e.g. 500,1000')
+flags.register_validator('grain_workers', lambda v: all(n.isdigit() for n in v),
+                         '--grain_workers: integers >= 0, e.g. 1,2,0')
+flags.register_validator('grain_modes', lambda v: set(v) <= {'threads', 'processes'},
+                         "--grain_modes: 'threads' and/or 'processes'")
 flags.register_validator('reference', lambda v: v in ('auto', 'torch', 'none'),
                          "--reference: use 'torch', 'none' or 'auto'")
 _OURS = frozenset(FLAGS) - _BEFORE
@@ -160,6 +173,7 @@ def options_from_flags() -> sections.Options:
         else FLAGS[f.name].value
     values[f.name] = tuple(v) if isinstance(v, list) else v
   values['scaling_sizes'] = tuple(int(n) for n in values['scaling_sizes'])
+  values['grain_workers'] = tuple(int(n) for n in values['grain_workers'])
   values['reference'] = resolve_reference(FLAGS.reference)
   return sections.Options(**values)
 

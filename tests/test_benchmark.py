@@ -17,7 +17,8 @@ import pytest
 from aesthetics_jax.explain import cam
 from aesthetics_jax.train import feature_cache
 from aesthetics_jax import parallel
-from aesthetics_jax.bench import machine, memory, timing, torch_ref, workloads
+from aesthetics_jax.data import pipeline as ip
+from aesthetics_jax.bench import grain_ref, machine, memory, timing, torch_ref, workloads
 from aesthetics_jax.bench import sections
 from aesthetics_jax.bench.sections import input as input_section
 from aesthetics_jax.bench.sections import model as model_section
@@ -225,9 +226,10 @@ def test_section_summaries_read_their_results():
 
 
 def test_input_section_runs_without_flags():
-  """--what=input at toy sizes, called directly (checks the report, not speed)."""
+  """--what=input at toy sizes, called directly (checks the report, not speed); the grain
+  comparison (threads only here: its worker processes take ~10 s to start) when installed."""
   opts = sections.Options(num_images=8, repeats=2, warmup=0, processes=False, resize_size=40,
-                          image_size=32, batch_size=4, workers=2)
+                          image_size=32, batch_size=4, workers=2, grain_modes=('threads',))
   res = input_section.run(opts)
   for name in ('train_1_thread', 'train_2_threads', 'eval_1_thread',
                'train_full_decode_1_thread', 'train_batches_pipeline'):
@@ -235,7 +237,95 @@ def test_input_section_runs_without_flags():
     assert 0 < ips['min'] <= ips['median'] <= ips['max'], name
   assert res['num_images'] == 8 and res['all_workers'] == 2
   assert res['vs_model']['workers_needed_to_feed_model'] >= 1
-  assert input_section.summary(res) == []
+  if grain_ref.unavailable() is not None:
+    assert 'skipped' in res['grain'] and input_section.summary(res) == []
+    return
+  g = res['grain']
+  assert g['workers'] == [1, 2] and g['modes'] == ['threads']
+  assert set(g['runs']) == {'train_1_workers', 'train_2_workers', 'eval_1_workers',
+                            'eval_2_workers'}
+  for config, runs in g['runs'].items():
+    assert set(runs) == {'ours', 'grain_threads'}
+    for variant, r in runs.items():
+      ips = r['items_per_s']
+      assert 0 < ips['min'] <= ips['median'] <= ips['max'], (config, variant)
+      assert r['identical_to_ours'] and r['batches_compared'] >= 3, (config, variant)
+  rows = input_section.summary(res)
+  assert [r.name for r in rows] == [f'input_{c}_ours_vs_grain' for c in g['runs']]
+  assert all(r.value > 0 and 'grain_threads' in r.detail for r in rows)
+
+
+def test_input_section_skips_grain_in_one_line(monkeypatch, capsys):
+  why = "grain: ModuleNotFoundError: No module named 'grain'"
+  monkeypatch.setattr(grain_ref, 'unavailable', lambda: why)
+  res = input_section._vs_grain([], sections.Options())
+  assert res == {'skipped': why}
+  out = capsys.readouterr().out.strip().splitlines()
+  assert len(out) == 1 and 'grain: skipped' in out[0] and grain_ref.INSTALL in out[0]
+  assert input_section.summary({'grain': res}) == []
+
+
+def _host(batch):
+  return jax.device_get(batch)
+
+
+def _assert_same_batches(want, got):
+  assert len(want) == len(got)
+  for step, (a, b) in enumerate(zip(want, got)):
+    assert set(a) == set(b), step
+    for k in a:
+      assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, (step, k)
+      np.testing.assert_array_equal(a[k], b[k], err_msg=f'step {step} {k}')
+
+
+def _take(it, n):
+  try:
+    return [_host(next(it)) for _ in range(n)]
+  finally:
+    it.close()
+
+
+@pytest.fixture(scope='module')
+def tiny_source():
+  """20 records over 6 distinct JPEGs; train config 4 rows/step at 32 px (40 px resize),
+  flips on, 2 decode workers; eval config batch 8 (20 rows: the last batch padded)."""
+  src = workloads.SyntheticSource(20, workloads.jpeg_pool(6), seed=0)
+  tc = workloads.train_input_config(4, 40, 32, 2)
+  tc.input.random_flip = True
+  return src, tc, workloads.eval_config(32, 8, 2), parallel.make_mesh()
+
+
+def test_grain_threads_equal_ours_and_resume_from_state(tiny_source):
+  """grain's formulation (ReadOptions threads) yields our batches bit for bit: balanced rows
+  per (seed, step), crops, flips, targets; from a start step; and its checkpointable iterator
+  state resumes where ours resumes from the step; eval's padded pass too."""
+  pytest.importorskip('grain')
+  src, tc, ec, mesh = tiny_source
+  ours = _take(ip.train_batches(src, tc, mesh), 4)
+  assert len({tuple(b['image_id']) for b in ours}) > 1   # different rows per step
+  _assert_same_batches(ours, _take(grain_ref.train_batches(src, tc, mesh), 4))
+  _assert_same_batches(ours[2:], _take(grain_ref.train_batches(src, tc, mesh, 2), 2))
+  it = grain_ref.train_batches(src, tc, mesh)
+  next(it)
+  state = it.get_state()
+  it.close()
+  resumed = grain_ref.train_batches(src, tc, mesh)
+  resumed.set_state(state)
+  _assert_same_batches(ours[1:3], _take(resumed, 2))
+  want = [_host(b) for b in ip.eval_batches(src, ec, mesh)]
+  got = grain_ref.eval_batches(src, ec, mesh)
+  _assert_same_batches(want, [_host(b) for b in got])
+  got.close()
+  assert len(want) == 3 and want[-1]['mask'].tolist() == [1] * 4 + [0] * 4
+
+
+def test_grain_processes_equal_ours(tiny_source):
+  """mp_prefetch with 2 worker processes (each takes whole batches, round-robin) yields our
+  batches in step order."""
+  pytest.importorskip('grain')
+  src, tc, _, mesh = tiny_source
+  ours = _take(ip.train_batches(src, tc, mesh), 3)
+  _assert_same_batches(ours, _take(grain_ref.train_batches(src, tc, mesh, mode='processes'), 3))
 
 
 def test_cli_study_without_reference_writes_json(tmp_path):
@@ -259,7 +349,8 @@ def test_cli_study_without_reference_writes_json(tmp_path):
 
 @pytest.mark.parametrize('args, message', [(['--what=nope'], 'nope'),
                                            (['--what=cam', '--reference=bogus'], 'bogus'),
-                                           (['--scaling_sizes=1,x'], 'scaling_sizes')])
+                                           (['--scaling_sizes=1,x'], 'scaling_sizes'),
+                                           (['--grain_modes=fork'], 'grain_modes')])
 def test_cli_user_errors_are_one_line(args, message):
   r = subprocess.run([sys.executable, '-m', 'launch.benchmark', *args], cwd=ROOT,
                      capture_output=True, text=True, timeout=120)

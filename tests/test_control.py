@@ -24,7 +24,7 @@ from aesthetics_jax.train import trainer
 SIZE, PATCH = 48, 12
 
 
-def control_config(data_dir: Path) -> 'ml_collections.ConfigDict':  # noqa: F821
+def control_config(data_dir: Path):
   c = demo.get_config('vgg16')
   c.data.data_dir, c.data.ava_dir = str(data_dir), ''   # masks come from the metadata
   c.input.image_size = c.input.resize_size = SIZE

@@ -9,5 +9,7 @@ profile.py    per-op times of a jitted call from a jax.profiler trace
 workloads.py  the JAX side: benchmarked models, jitted CAM / study steps, the frozen-encoder
               recipe, streamed evaluation
 torch_ref.py  the PyTorch references (torchvision, pytorch-grad-cam); torch imported lazily
+grain_ref.py  google's grain doing our input pipeline's work (identical batches); grain
+              imported lazily
 synthetic.py  AVA-like JPEGs generated in memory
 """

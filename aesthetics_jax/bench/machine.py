@@ -21,7 +21,7 @@ from PIL import features as pil_features
 from aesthetics_jax import parallel
 
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'pillow', 'tensorflow-datasets',
-            'torch', 'torchvision', 'grad-cam')
+            'torch', 'torchvision', 'grad-cam', 'grain')
 # SIMD / matrix extensions that change XLA:CPU, oneDNN and libjpeg-turbo speed.
 _CPU_FLAG_PREFIXES = ('avx', 'amx', 'fma', 'f16c', 'sse4', 'vnni', 'bmi2')
 # Environment variables that set thread counts, allocators or XLA behaviour.

@@ -92,26 +92,39 @@ class _Loader:
 
     for f in [self.pool.submit(work, k) for k in range(len(local))]:
       f.result()  # re-raises a worker's InputError here
-    m = self.meta
-    return {
-        'image': images,
-        'votes': m.votes[local],
-        'distribution': m.distribution[local],
-        'mean_score': m.mean_score[local],
-        'label': m.label[local],
-        'tags': m.tag_soft[local],
-        'weight': (self.weights[local] * mask[rows]).astype(np.float32),
-        'image_id': m.image_id[local].astype(np.int32),
-        'mask': mask[rows].astype(np.float32),
-    }
+    return dict(row_targets(self.meta, self.weights, local, mask[rows]), image=images)
 
   def to_global(self, host: dict[str, np.ndarray]) -> Batch:
-    out = {}
-    for k, v in host.items():
-      shape = (self.batch_size,) + v.shape[1:]
-      out[k] = jax.make_array_from_process_local_data(self.sharding, v, shape)
-    out['image'] = preprocess.to_model_input(out['image'], normalize=self.normalize)
-    return out
+    return to_global(host, self.sharding, self.batch_size, self.normalize)
+
+
+def row_targets(meta: Metadata, weights: np.ndarray, rows: np.ndarray,
+                mask: np.ndarray) -> dict[str, np.ndarray]:
+  """A batch's per-row arrays other than the image, for source rows `rows` i64 [b] with
+  `mask` [b] (1 = real row): votes, distribution, mean_score, label, tags, weight (= weights
+  x mask), image_id, mask — the dtypes of the `train_batches` docstring."""
+  return {
+      'votes': meta.votes[rows],
+      'distribution': meta.distribution[rows],
+      'mean_score': meta.mean_score[rows],
+      'label': meta.label[rows],
+      'tags': meta.tag_soft[rows],
+      'weight': (weights[rows] * mask).astype(np.float32),
+      'image_id': meta.image_id[rows].astype(np.int32),
+      'mask': mask.astype(np.float32),
+  }
+
+
+def to_global(host: dict[str, np.ndarray], sharding, batch_size: int,
+              normalize: str = 'none') -> Batch:
+  """This process's rows (leading axis b <= batch_size) → global arrays of `batch_size` rows
+  sharded by `sharding`; `host['image']` uint8 [b,S,S,3] becomes f32 via `to_model_input`."""
+  out = {}
+  for k, v in host.items():
+    shape = (batch_size,) + v.shape[1:]
+    out[k] = jax.make_array_from_process_local_data(sharding, v, shape)
+  out['image'] = preprocess.to_model_input(out['image'], normalize=normalize)
+  return out
 
 
 def _prefetch(produce: Callable[[int], Batch], items: Iterator[int], depth: int,
@@ -173,8 +186,8 @@ def _prefetch(produce: Callable[[int], Batch], items: Iterator[int], depth: int,
     on_close()
 
 
-def _weights(meta: Metadata, config,
-             class_counts: Sequence[int] | None = None) -> np.ndarray:
+def loss_weights(meta: Metadata, config,
+                 class_counts: Sequence[int] | None = None) -> np.ndarray:
   """f32 [N] loss weights of `meta`'s rows under config.input.weighting."""
   return sampling.sample_weights(meta.mean_score, meta.label,
                                  config.input.weighting,
@@ -218,7 +231,7 @@ def train_batches(source: Sequence[Record], config, mesh: Mesh, start_step: int 
   if n == 0:
     raise InputError('the training split is empty; check config.data.data_dir and re-run '
                      'launch/prepare_data.py')
-  weights = _weights(meta, config)
+  weights = loss_weights(meta, config)
   cdf = (np.cumsum(sampling.balanced_probabilities(meta.label))
          if config.input.balanced else None)
   seed = int(config.seed)
@@ -263,7 +276,7 @@ def eval_batches(source: Sequence[Record], config, mesh: Mesh, batch_size: int |
   if max_examples:
     meta = meta.take(min(int(max_examples), len(meta)))
   n = len(meta)
-  weights = _weights(meta, config, class_counts)
+  weights = loss_weights(meta, config, class_counts)
   size = int(config.input.image_size)
   loader = _Loader(source, meta, weights, config, mesh, batch_size)
 

@@ -8,7 +8,7 @@ applied), tests build it directly.
 
 Sections: `model` (forward images/s), `cam` (Grad-CAM), `study` (the whole per-image
 study), `recipe` (the paper's frozen-encoder training), `input` (decode workers, pipeline
-vs model), `scaling` (streamed evaluation, time and peak RSS vs images).
+vs model, vs grain), `scaling` (streamed evaluation, time and peak RSS vs images).
 """
 from __future__ import annotations
 
@@ -37,6 +37,9 @@ class Options:
   batch_size: int = 64             # global batch of the end-to-end pipeline run
   processes: bool = True           # also time a process pool (vs threads)
   input_vs_model: bool = True      # also time the model fed by the pipeline
+  grain: bool = True               # also time google's grain doing the same (if installed)
+  grain_workers: tuple[int, ...] = (1, 2, 0)  # worker counts of that comparison; 0 = all
+  grain_modes: tuple[str, ...] = ('threads', 'processes')  # grain's ReadOptions / mp_prefetch
   # --what=model
   model_batch_size: int = 32
   model_archs: tuple[str, ...] = ('mobilenet_v2', 'vgg16')
@@ -81,7 +84,7 @@ class Options:
 # --quick: a few minutes in all. The launcher applies these to flags not given explicitly.
 QUICK = dict(repeats=2, cam_warmup=3, cam_batch_size=16, study_images=32, recipe_images=32,
              recipe_test_images=32, torch_epochs=1, scaling_sizes=(64, 128, 256, 512),
-             model_batch_size=8)
+             model_batch_size=8, grain_workers=(2,))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,7 @@
 """--what=input: decode + resize (+ crop) images/s, 1 worker vs all, threads vs processes,
-draft on/off; the end-to-end `train_batches` pipeline; and whether it keeps the model fed.
+draft on/off; the end-to-end `train_batches` pipeline; whether it keeps the model fed; and
+our `train_batches` / `eval_batches` against google's grain doing the same work
+(`bench/grain_ref.py`, when grain is installed), batches checked identical.
 
 Without `data_dir` the images are synthetic AVA-like JPEGs (about 500x350, quality 90)
 generated in memory.
@@ -7,6 +9,7 @@ generated in memory.
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import math
 import multiprocessing
 import time
@@ -17,7 +20,7 @@ import numpy as np
 
 from aesthetics_jax import models
 from aesthetics_jax import parallel
-from aesthetics_jax.bench import synthetic, timing, workloads
+from aesthetics_jax.bench import grain_ref, synthetic, timing, workloads
 from aesthetics_jax.bench.sections import Options, Row
 from aesthetics_jax.data import dataset
 from aesthetics_jax.data import pipeline as ip
@@ -124,6 +127,8 @@ def run(opts: Options) -> dict[str, Any]:
                           >= ips[f'train_{n_all}_processes'] else 'processes')
   if opts.input_vs_model:
     res['vs_model'] = _vs_model(opts, one)
+  if opts.grain:
+    res['grain'] = _vs_grain(datas, opts)
   return res
 
 
@@ -188,7 +193,123 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
           'fed_over_alone': fed_r['items_per_s']['median'] / model_ips}
 
 
+def _digest(batch: ip.Batch) -> str:
+  """sha1 of a batch's arrays (keys sorted): equal digests = bit-identical batches."""
+  h = hashlib.sha1()
+  for k, v in sorted(jax.device_get(batch).items()):
+    h.update(k.encode())
+    h.update(np.ascontiguousarray(v).tobytes())
+  return h.hexdigest()
+
+
+def _steady(make: Callable[[], Any], warm: int, timed: int,
+            digests: list[str] | None) -> tuple[float, float]:
+  """(seconds to the first batch, seconds of `timed` batches after `warm` ones) of a fresh
+  iterator, closed after. Batches `warm`.. are timed once the pipeline runs at steady state
+  (workers started, as many batches in flight at the end as at the start), so start-up
+  and look-ahead buffers do not count; `digests` (if given) collects the warm batches'."""
+  t0 = time.perf_counter()
+  it = make()
+  try:
+    for i in range(warm):
+      b = next(it)
+      b['image'].block_until_ready()
+      if i == 0:
+        first = time.perf_counter() - t0
+      if digests is not None:
+        digests.append(_digest(b))
+    t1 = time.perf_counter()
+    for _ in range(timed):
+      b = next(it)
+      b['image'].block_until_ready()
+    return first, time.perf_counter() - t1
+  finally:
+    it.close()
+
+
+def _vs_grain(datas: list[bytes], opts: Options) -> dict[str, Any]:
+  """Our `train_batches` / `eval_batches` vs grain's thread (ReadOptions) and process
+  (mp_prefetch) formulations of the same work, at each worker count of `opts.grain_workers`.
+
+  Every run is a fresh iterator, closed after (so no variant's workers run while another is
+  timed), timing `num_images // batch_size` (>= 2) batches after 2 x workers + 1 warm ones
+  (start-up, and the look-ahead a worker process that started first has built, are not
+  timed); variants alternate within each round. The first round's (untimed if warmup >= 1)
+  warm batches of every variant are hashed and compared with ours at the fewest workers:
+  like for like only if bit-identical.
+  """
+  why = grain_ref.unavailable()
+  if why is not None:
+    print(f'  grain: skipped ({why}; {grain_ref.INSTALL} adds it)', flush=True)
+    return {'skipped': why}
+  b, rs, s = opts.batch_size, opts.resize_size, opts.image_size
+  workers = sorted({w if w > 0 else opts.all_workers() for w in opts.grain_workers})
+  modes = [m for m in grain_ref.MODES if m in opts.grain_modes]
+  timed = max(2, opts.num_images // b)
+  # One source for both: the eval pass must cover the warm and timed batches.
+  src = workloads.SyntheticSource((2 * max(workers) + 1 + timed) * b, datas)
+  mesh = parallel.make_mesh()
+  variants: dict[str, tuple[Callable[[], Any], int]] = {}
+  for w in workers:
+    tc = workloads.train_input_config(b, rs, s, w)
+    tc.input.random_flip = True  # flips too must match
+    ec = workloads.eval_config(s, b, w)
+    for what, ours, theirs, cfg in (('train', ip.train_batches, grain_ref.train_batches, tc),
+                                    ('eval', ip.eval_batches, grain_ref.eval_batches, ec)):
+      variants[f'{what}_{w}_workers/ours'] = (lambda f=ours, c=cfg: f(src, c, mesh),
+                                              2 * w + 1)
+      for mode in modes:
+        variants[f'{what}_{w}_workers/grain_{mode}'] = (
+            lambda f=theirs, c=cfg, m=mode: f(src, c, mesh, mode=m), 2 * w + 1)
+  names = list(variants)
+  first: dict[str, list[float]] = {k: [] for k in names}
+  secs: dict[str, list[float]] = {k: [] for k in names}
+  digests: dict[str, list[str]] = {k: [] for k in names}
+  for r in range(opts.warmup + opts.repeats):
+    for k in (names if r % 2 == 0 else names[::-1]):
+      make, warm = variants[k]
+      f, t = _steady(make, warm, timed, digests[k] if r == 0 else None)
+      if r >= opts.warmup:
+        first[k].append(f)
+        secs[k].append(t)
+  out: dict[str, Any] = {'grain_version': grain_ref.version(), 'workers': workers,
+                         'modes': modes, 'timed_batches': timed, 'batch_size': b, 'runs': {}}
+  for k in names:
+    config, variant = k.split('/')
+    ref = digests[f'{config.split("_")[0]}_{workers[0]}_workers/ours']
+    n = min(len(ref), len(digests[k]))
+    r = {'items': timed * b, 'repeats': opts.repeats, 'seconds': timing.summarize(secs[k]),
+         'items_per_s': timing.summarize([timed * b / t for t in secs[k]]),
+         'first_batch_s': timing.summarize(first[k]),
+         'identical_to_ours': digests[k][:n] == ref[:n], 'batches_compared': n}
+    out['runs'].setdefault(config, {})[variant] = r
+    ips = r['items_per_s']
+    print(f'  {k:38s} {ips["median"]:8.1f} images/s ({ips["min"]:.1f}-{ips["max"]:.1f}) '
+          f'first batch {r["first_batch_s"]["median"]:.1f} s, identical to ours: '
+          f'{r["identical_to_ours"]}', flush=True)
+  for config, runs in out['runs'].items():
+    ours = runs['ours']['items_per_s']['median']
+    for variant in (v for v in runs if v != 'ours'):
+      runs[variant]['vs_ours'] = runs[variant]['items_per_s']['median'] / ours
+      # Round by round (the two ran back to back, under the same load): grain / ours.
+      paired = [a / b for a, b in zip(secs[f'{config}/ours'], secs[f'{config}/{variant}'])]
+      v = runs[variant]['vs_ours_paired'] = timing.summarize(paired)
+      print(f'  {config}: {variant} / ours images/s, round by round: median '
+            f'{v["median"]:.3f} ({v["min"]:.3f}-{v["max"]:.3f})', flush=True)
+  return out
+
+
 def summary(result: dict[str, Any]) -> list[Row]:
-  """No targets: the input figures explain the others (is decoding the bottleneck?)."""
-  del result
-  return []
+  """No targets: the input figures explain the others (is decoding the bottleneck?). With
+  grain timed: ours / grain's faster formulation, per configuration (> 1: ours faster)."""
+  rows = []
+  for config, runs in result.get('grain', {}).get('runs', {}).items():
+    grains = [v for v in runs if v != 'ours']
+    if not grains:
+      continue
+    best = max(grains, key=lambda m: runs[m]['items_per_s']['median'])
+    rows.append(Row(f'input_{config}_ours_vs_grain',
+                    runs['ours']['items_per_s']['median']
+                    / runs[best]['items_per_s']['median'],
+                    f'ours vs {best} images/s (medians)'))
+  return rows
