@@ -5,12 +5,10 @@ second, where even a 2-step training run costs a minute of compilation on a 2-co
 restoring, scoring and mapping do not care whether the weights were trained.
 """
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def smoke_config(arch: str, data_dir='', ava_dir='', image_size: int = 32):

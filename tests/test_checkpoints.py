@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / 'tests'))
 from aesthetics_jax.train import checkpoints  # noqa: E402
 from aesthetics_jax.train import trainer  # noqa: E402
 from aesthetics_jax.configs import demo  # noqa: E402

@@ -1,6 +1,5 @@
 """Training logs read back with TensorBoard's own reader; no repeated steps after a resume."""
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +8,6 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / 'tests'))
 from aesthetics_jax.train import checkpoints  # noqa: E402
 from aesthetics_jax.train import trainer  # noqa: E402
 from aesthetics_jax.train import writers  # noqa: E402
