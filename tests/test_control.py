@@ -37,7 +37,7 @@ def control_config(data_dir: Path):
   # 24×24 map at 48 px (block 2; the encoder output is 1×1): a 12-px patch spans 6 cells.
   c.eval.cam_layers = ('features.8',)
   c.eval.cam_methods = ('gradcam',)
-  c.eval.faithfulness_images = 64
+  c.eval.faithfulness_images = 8    # the curves are not what this control checks
   c.eval.split_point_fit_images = 64
   c.eval.bootstrap_samples = 50
   c.eval.num_example_images = 2
@@ -63,9 +63,9 @@ def test_model_learns_the_patch(trained):
 def test_gradcam_points_at_the_patch_and_boxes_it(trained):
   tmp, workdir, _ = trained
   m = eval_run.evaluate(workdir, write_html=False)
-  f = m['faithfulness']['gradcam']
+  f = m['localization']['gradcam']
   assert m['cam_map_size'] == [24, 24] and m['cam_layers'] == ['features.8']
-  assert str(tmp / 'ava' / 'defect_masks') in m['faithfulness_masks']
+  assert str(tmp / 'ava' / 'defect_masks') in m['localization_masks']
   assert f['num_defective'] >= 20
   assert f['pointing_game'] >= 0.9, f
   assert f['box_iou'] >= 0.5, f
@@ -84,6 +84,6 @@ def test_masks_of_other_images_are_missed(trained):
   for f, g in zip(files, rng.permutation(files)):
     shutil.copy(g, dst / f.name)
   m = eval_run.evaluate(workdir, write_html=False, overrides={'eval.masks_dir': str(dst)})
-  f = m['faithfulness']['gradcam']
+  f = m['localization']['gradcam']
   assert f['pointing_game'] <= 0.35, f
   assert f['box_iou'] <= 0.25, f

@@ -45,9 +45,8 @@ def test_metrics_json_has_required_keys(evaluated):
   assert on_disk['cam_intensity_pearson_all'] == on_disk['cam_intensity_pearson_all_per_image']
   assert set(on_disk['faithfulness']) == {'gradcam', 'eigencam'}
   for vals in on_disk['faithfulness'].values():
-    for key in ('deletion_auc', 'insertion_auc', 'pointing_game', 'mask_mass',
-                'randomization_spearman', 'pointing_game_upsampled',
-                'pointing_game_aesthetic_target', 'deletion_auc_per_image_mean', 'baseline_gap'):
+    for key in ('deletion_auc', 'insertion_auc', 'randomization_spearman',
+                'deletion_auc_per_image_mean', 'baseline_gap'):
       assert key in vals, key
     # The headline AUC is the area under the normalised mean curve stored beside it.
     for mode in ('deletion', 'insertion'):
@@ -55,6 +54,16 @@ def test_metrics_json_has_required_keys(evaluated):
       assert curve.shape == (on_disk['faithfulness_steps'] + 1,)
       if vals[f'{mode}_auc'] is not None:
         assert vals[f'{mode}_auc'] == pytest.approx(np.trapezoid(curve, dx=1 / (curve.size - 1)))
+  # Localisation on EVERY test image with a defect mask, not the faithfulness subset.
+  assert set(on_disk['localization']) == {'gradcam', 'eigencam'}
+  assert on_disk['localization_num_images'] == 10
+  for vals in on_disk['localization'].values():
+    assert vals['num_defective'] == on_disk['localization_num_defective'] > 0
+    for key in ('pointing_game', 'pointing_game_upsampled', 'pointing_game_aesthetic_target',
+                'mask_mass', 'box_iou', 'margin_over_centre', 'pointing_game_ci'):
+      assert key in vals, key
+    lo, hi = vals['pointing_game_ci']
+    assert lo <= vals['pointing_game'] <= hi
   assert 'training' in on_disk['split_point_fit']
 
 

@@ -47,10 +47,15 @@ def sections():
                  split_point_threshold_per_image=0.41, split_point_accuracy_per_image=0.5321,
                  split_point_threshold_global=0.3, split_point_accuracy_global=0.55,
                  faithfulness={'gradcam': dict(deletion_auc=0.111, insertion_auc=0.777,
-                                               pointing_game=0.6789, mask_mass=0.4,
                                                randomization_spearman=0.05),
                                'eigencam': dict(deletion_auc=0.222, insertion_auc=0.666,
-                                                pointing_game=float('nan'))},
+                                                randomization_spearman=float('nan'))},
+                 localization={'gradcam': dict(pointing_game=0.6789, pointing_game_ci=[0.6, 0.75],
+                                               margin_over_centre=0.3333, mask_mass=0.4,
+                                               num_defective=50),
+                               'eigencam': dict(pointing_game=float('nan'), num_defective=50)},
+                 localization_num_defective=50, localization_num_images=80,
+                 cam_layers=['features.6'], cam_map_size=[8, 8],
                  pointing_game_centre_baseline=0.3456)
   mnv2 = dict(name='mobilenet_v2', arch='mobilenet_v2', step=7, metrics=metrics, figures=figs,
               notes=['a note'])
@@ -94,8 +99,9 @@ def test_report_has_all_sections_images_and_banner(tmp_path, sections):
   for s in ('65.4%', '75.0%', '72.0%', '80.4%', '80.6%', '0.518', '0.610', '0.081', '0.051',
             '71.0%'):
     assert s in text, s
-  # faithfulness side by side, NaN shown as n/a, centre baseline
-  for s in ('gradcam', 'eigencam', '0.679', '0.346', 'n/a', 'centre-point baseline'):
+  # faithfulness and localisation side by side, NaN shown as n/a, centre baseline, CI, layer
+  for s in ('gradcam', 'eigencam', '0.679', '[0.600, 0.750]', '0.333', '0.346', 'n/a',
+            'centre point', '50 of 80', 'features.6 (8x8 cells)', '0.777'):
     assert s in text, s
   # the VGG section without figures says so instead of breaking
   assert 'not available' in text

@@ -97,6 +97,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.num_example_images = 6
   c.eval.bootstrap_samples = 1000
   c.eval.faithfulness_images = 64     # images used for deletion/insertion AUC
+  # Images with a region mask for the pointing game / mask mass / box IoU (0 = all test images;
+  # one vjp per batch and method, about one evaluation pass each).
+  c.eval.localization_images = 0
   # Added by evaluate.py: training-split images whose maps fit the split-point threshold.
   c.eval.split_point_fit_images = 1024
   # Added by evaluate.py: deletion/insertion curve resolution (steps from 0 to all pixels).

@@ -6,8 +6,8 @@
      per image back on the host);
   2. runs the evaluators on it (`evaluators/`): `metrics`, `intensity` (Table 1; streams the
      first `config.eval.split_point_fit_images` TRAINING images for the split point),
-     `faithfulness` (first `config.eval.faithfulness_images` test images per CAM method) and
-     `figures`;
+     `faithfulness` (first `config.eval.faithfulness_images` test images per CAM method),
+     `localization` (every test image with a region mask) and `figures`;
   3. writes `W/eval/metrics.json`, `W/eval/per_image.csv`, `W/eval/figures/*.png` and
      `W/eval/report.html` (each atomically) and returns the metrics dict.
 """
@@ -92,9 +92,16 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
       methods=tuple(ec.cam_methods),
       num_images=min(int(ec.faithfulness_images), max_test or len(sources['test'])),
       steps=int(ec.faithfulness_steps),
+      scorecam_images=int(ec.faithfulness_scorecam_images), batch_size=batch_size, seed=seed,
+      layers=layers))
+  m.update(evaluators.localization.run(
+      model, variables, sources['test'], mesh, arch=arch, image_size=size, normalize=normalize,
+      methods=tuple(ec.cam_methods),
+      num_images=min(int(ec.localization_images) or len(sources['test']),
+                     max_test or len(sources['test'])),
       scorecam_images=int(ec.faithfulness_scorecam_images), batch_size=batch_size,
-      masks_dir=ground_truth.masks_dir(config), seed=seed, layers=layers,
-      box_threshold=float(ec.box_threshold)))
+      masks_dir=ground_truth.masks_dir(config), layers=layers,
+      box_threshold=float(ec.box_threshold), bootstrap_samples=bootstrap, seed=seed))
   figs = evaluators.figures.run(
       forward, variables, sources['test'], test, m, arch=arch, image_size=size,
       normalize=normalize, threshold=float(ec.box_threshold), batch_size=batch_size,

@@ -33,13 +33,19 @@ NIMA = {
               'srcc_mean': 0.592, 'emd': 0.051},
 }
 FAITHFULNESS_COLUMNS = (
-    ('num_images', 'images (defective)'),
+    ('num_images', 'images'),
     ('deletion_auc', 'deletion AUC (lower = better)'),
     ('insertion_auc', 'insertion AUC (higher = better)'),
-    ('pointing_game', 'pointing game, low target (defective)'),
-    ('pointing_game_aesthetic_target', 'pointing game, aesthetic target'),
-    ('mask_mass', 'mask mass, low target (defective)'),
     ('randomization_spearman', 'randomised-head Spearman (lower = better)'),
+)
+LOCALIZATION_COLUMNS = (
+    ('num_defective', 'images with a region'),
+    ('pointing_game', 'pointing game, low target'),
+    ('margin_over_centre', 'margin over the centre point'),
+    ('pointing_game_upsampled', 'pointing game, upsampled map'),
+    ('pointing_game_aesthetic_target', 'pointing game, aesthetic target'),
+    ('mask_mass', 'mask mass, low target'),
+    ('box_iou', 'box IoU, low target'),
 )
 DEMO_BANNER = ('These results come from the synthetic DEMO dataset (procedural images with '
                'planted defects, small models trained from scratch), not from AVA. They show '
@@ -161,35 +167,63 @@ def _faithfulness_table(s: Mapping) -> str:
   rows = ['<tr><th>CAM method</th>' + ''.join(f'<th>{_esc(l)}</th>'
                                                for _, l in FAITHFULNESS_COLUMNS) + '</tr>']
   for method, vals in faith.items():
-    cells = []
-    for k, _ in FAITHFULNESS_COLUMNS:
-      if k == 'num_images':
-        cells.append(f'<td>{_fmt(vals.get(k))} ({_fmt(vals.get("num_defective"))})</td>')
-      else:
-        cells.append(f'<td>{_fmt(vals.get(k))}</td>')
-    rows.append(f'<tr><td>{_esc(method)}</td>' + ''.join(cells) + '</tr>')
-  base = m.get('pointing_game_centre_baseline')
-  rows.append('<tr><td>centre-point / uniform-map baseline</td><td>—</td><td>—</td><td>—</td>'
-              f'<td>{_fmt(base)}</td><td>{_fmt(base)}</td>'
-              f'<td>{_fmt(m.get("mask_mass_area_baseline"))}</td><td>—</td></tr>')
+    rows.append(f'<tr><td>{_esc(method)}</td>'
+                + ''.join(f'<td>{_fmt(vals.get(k))}</td>' for k, _ in FAITHFULNESS_COLUMNS)
+                + '</tr>')
   gaps = ', '.join(f'{_esc(k)} {_fmt(v.get("baseline_gap"))}' for k, v in faith.items()
                    if v.get('baseline_gap') is not None) or 'n/a'
   note = (f'<p class="note">The first {_fmt(m.get("faithfulness_num_images"))} test images '
-          f'({_fmt(m.get("faithfulness_num_defective"))} with a defect mask for the pointing '
-          'game / mask mass; ScoreCAM on fewer, as it re-runs the model once per channel). '
+          '(ScoreCAM on fewer, as it re-runs the model once per channel). '
           'Deletion: the aesthetic score as the most salient pixels of the aesthetic map are '
           'replaced by a blurred copy first; insertion: as they are revealed on the blurred '
           f'image ({_fmt(m.get("faithfulness_steps"))} steps; AUC of the mean curve normalised '
           'to the image and baseline scores; values outside [0, 1] mean the curve overshoots '
           'the gap between the image and the blurred baseline, which is then too small to '
-          f'normalise by: gap {gaps}). Pointing game: the maximum of the map of the '
-          '<em>low</em> target (the negated aesthetic score: what makes the image worse) falls '
-          'inside the defect mask; the aesthetic target\'s map is shown beside it. The '
-          'centre-point baseline always points at the image centre; the mask-mass baseline is '
-          'the mask\'s area fraction (a uniform map). Randomisation: Spearman rank correlation '
+          f'normalise by: gap {gaps}). Randomisation: Spearman rank correlation '
           'between aesthetic maps of the trained and a re-initialised head (a method that '
           'depends on the model changes, so low is good; EigenCAM ignores the head by '
           'design).</p>')
+  return '<table>' + ''.join(rows) + '</table>' + note
+
+
+def _ci_text(ci) -> str:
+  if not ci or len(ci) != 2 or ci[0] is None or ci[0] != ci[0]:
+    return ''
+  return f' <span class="note">[{_fmt(ci[0])}, {_fmt(ci[1])}]</span>'
+
+
+def _localization_table(s: Mapping) -> str:
+  m = s['metrics']
+  loc = m.get('localization') or {}
+  if not loc:
+    return ('<p class="note">No region masks (real AVA has none): the pointing game and mask '
+            'mass need <code>--masks_dir</code> with <code>&lt;image_id&gt;.png</code> regions.'
+            '</p>')
+  rows = ['<tr><th>CAM method</th>' + ''.join(f'<th>{_esc(l)}</th>'
+                                               for _, l in LOCALIZATION_COLUMNS) + '</tr>']
+  for method, vals in loc.items():
+    cells = []
+    for k, _ in LOCALIZATION_COLUMNS:
+      ci = _ci_text(vals.get(f'{k}_ci')) if k in ('pointing_game', 'margin_over_centre') else ''
+      cells.append(f'<td>{_fmt(vals.get(k))}{ci}</td>')
+    rows.append(f'<tr><td>{_esc(method)}</td>' + ''.join(cells) + '</tr>')
+  base = m.get('pointing_game_centre_baseline')
+  rows.append('<tr><td>centre point / uniform map</td><td>—</td>'
+              f'<td>{_fmt(base)}</td><td>0</td><td>{_fmt(base)}</td><td>{_fmt(base)}</td>'
+              f'<td>{_fmt(m.get("mask_mass_area_baseline"))}</td><td>—</td></tr>')
+  layers = ', '.join(m.get('cam_layers') or ()) or 'the encoder output'
+  hw = 'x'.join(str(v) for v in m.get('cam_map_size') or ())
+  note = (f'<p class="note">Every test image with a region mask '
+          f'({_fmt(m.get("localization_num_defective"))} of '
+          f'{_fmt(m.get("localization_num_images"))}; ScoreCAM on the first few), maps at '
+          f'{_esc(layers)} ({_esc(hw)} cells). Pointing game: the centre of the highest cell of '
+          'the map of the <em>low</em> target (the negated aesthetic score: what makes the image '
+          'worse) falls inside the region; the margin is paired by image against the centre '
+          'point, which always points at the image centre; 95% bootstrap intervals in brackets. '
+          'Mask mass: the share of the (non-negative) map inside the region; a uniform map gets '
+          'the region\'s area share. Box IoU: the suggested box of the low map (threshold '
+          f'{_fmt(m.get("box_threshold"))}) against the region\'s bounding box. Regions: '
+          f'<code>{_esc(m.get("localization_masks", ""))}</code>.</p>')
   return '<table>' + ''.join(rows) + '</table>' + note
 
 
@@ -226,6 +260,8 @@ def _model_section(s: Mapping) -> str:
     out.append(embed_png(figs.get('bucket_maps'), 'per-target-bucket maps'))
   if figs.get('bucket_maps_examples') is not None:
     out.append(embed_png(figs.get('bucket_maps_examples'), 'per-bucket maps, examples'))
+  out.append('<h3>Do the maps point at what made an image bad?</h3>')
+  out.append(_localization_table(s))
   out.append('<h3>Faithfulness of the CAM methods</h3>')
   out.append(_faithfulness_table(s))
   for key in ('faithfulness_deletion', 'faithfulness_insertion'):

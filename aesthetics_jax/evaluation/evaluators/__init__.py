@@ -4,7 +4,9 @@
 * `boxes`: empty maps, distinct and full-frame boxes (does a suggested crop say anything?).
 * `intensity`: the intensity study (paper Table 1, Figures 7-8) and the split-point classifier
   fitted on a streamed slice of the training split.
-* `faithfulness`: deletion/insertion, pointing game, mask mass and randomisation per CAM method.
+* `faithfulness`: deletion/insertion curves and the randomisation check per CAM method.
+* `localization`: pointing game, mask mass and box IoU of each method's low-target map on every
+  test image with a region mask (the demo's defects; `--masks_dir`), with the baselines.
 * `figures`: the report's figures (examples, scatter plots, bucket maps, perturbation curves).
 
 The test split is streamed once (`streaming.collect`) and its per-image arrays feed every
@@ -14,6 +16,7 @@ from aesthetics_jax.evaluation.evaluators import boxes
 from aesthetics_jax.evaluation.evaluators import faithfulness
 from aesthetics_jax.evaluation.evaluators import figures
 from aesthetics_jax.evaluation.evaluators import intensity
+from aesthetics_jax.evaluation.evaluators import localization
 from aesthetics_jax.evaluation.evaluators import metrics
 
-__all__ = ('boxes', 'faithfulness', 'figures', 'intensity', 'metrics')
+__all__ = ('boxes', 'faithfulness', 'figures', 'intensity', 'localization', 'metrics')
