@@ -12,17 +12,18 @@
 How quality is made (and why it is learnable at 64-96 px):
   * Each image gets a latent quality q, stratified over N(5.42, 0.68²) per split, so the
     split's mean scores look like AVA's (mean ≈ 5.4, ~72% above 5).
-  * Damage D = clip((5.6 - q) / 1.4 + ε, 0, 1.2), ε ~ N(0, 0.04²), sets how many defects
-    (1-3), their severity (0.2-1) and their total area (6-60% of the frame): the defects
-    are what make an image's quality. Images with q >~ 5.57 (~40%) are clean; every image
-    with mean score <= 5 has a defect (mask area: median ~30%, 5th percentile ~20%).
-    Defects are blur, noise, JPEG blocking, over/under-exposure, colour cast (applied inside
-    ellipse/rectangle regions) and poor subject placement (subject cut by the border); every
-    defect is sized relative to the image, so it survives a resize to 64 px.
-  * A milder global cue: colour vividness rises with q.
+  * Damage D = clip((5.6 - q) / 1.4 + ε, 0, 1.2), ε ~ N(0, 0.04²), sets the defect's severity
+    (0.35-1) and area (8-30% of the frame; a second defect above D = 0.9): the defects are
+    what make an image's quality. Images with q >~ 5.57 (~40%) are clean; every image with
+    mean score <= 5 has a defect.
+    Defects are blur, noise, JPEG blocking, over/under-exposure, colour cast (applied inside an
+    ellipse/rectangle region placed ANYWHERE in the frame) and poor subject placement (subject
+    cut by the border; the region is the subject); every defect is sized relative to the
+    image, so it survives a resize to 64 px. Version 2 aimed blur/blocking at the subject,
+    which sits near the centre, and covered up to 60% of the frame: the centre pixel alone
+    hit 69% of the regions, so no map could beat a centre point; here it hits ~32%.
+  * A mild global cue: colour vividness rises with q.
   * Votes: 100-300 voters, discretised normal around q with spread ≈ 1.4 (AVA-like).
-Measured (seed 0, 2000 + 500): a small CNN trained from scratch at 64 px reaches 84% test
-accuracy (majority 74%) after 200 steps and 90% after 800, LCC 0.78-0.90.
 Scenes: sky/ground gradients with textured ground (grass, sand, water, field rows) and one
 subject (flower, building, person, ball, tree, or none); tags follow the content.
 Everything derives from (seed, image id), so the same seed gives the same bytes.
@@ -43,7 +44,7 @@ from scipy import special
 from aesthetics_jax.data import ava
 from aesthetics_jax.io import atomic_write_json, atomic_write_text
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 MANIFEST = 'demo_manifest.json'
 
 # ids 1..36 follow AVA's tags.txt; the rest are plausible AVA/dpchallenge categories.
@@ -85,6 +86,11 @@ DEFECTS = ('blur', 'noise', 'jpeg', 'overexpose', 'underexpose', 'cast', 'placem
 Q_MEAN, Q_STD = 5.42, 0.68       # latent quality ~ AVA's mean-score distribution
 Q_CLEAN = 5.6                    # above this an image is (almost always) defect-free
 D_SCALE = 1.4
+# Defect regions: total area share 8% + 22% * damage (at most 30%), so a map that points at
+# the region has room to beat a uniform map; a second defect only for damage > 0.9.
+AREA_MIN, AREA_SLOPE, AREA_MAX = 0.08, 0.22, 0.3
+SEVERITY_MIN = 0.35   # the mildest defect still shows at 64 px
+VIVID_GAIN = 0.1      # a mild global cue; the defects are the main one
 
 
 class DemoDataError(ValueError):
@@ -138,6 +144,8 @@ def _render_scene(rng, h, w, subject, ground, cx, cy, scale):
   img = top * (1 - t) + bottom * t + np.zeros((1, w, 1), np.float32)
   clouds = _smooth_noise(rng, h, w, rng.uniform(3, 6))
   img += 40 * np.clip(clouds, 0, 1) * (yy < horizon)[..., None]
+  # Fine cloud texture, so blur and blocking have detail to destroy in the sky too.
+  img += 25 * _smooth_noise(rng, h, w, rng.uniform(25, 40)) * (yy < horizon)[..., None]
   # Ground: base colour, darker towards the bottom, with texture at a scale that survives
   # downsampling (so blur has detail to destroy).
   base = np.array(_GROUNDS[ground], np.float32) * rng.uniform(0.8, 1.15)
@@ -229,13 +237,13 @@ def _render_scene(rng, h, w, subject, ground, cx, cy, scale):
 # Defects: each is f(region crop f32, severity, rng, short side) -> defected crop.
 
 def _blur(x, sev, rng, short):
-  r = short * (0.015 + 0.04 * sev)
+  r = short * (0.03 + 0.05 * sev)
   return np.asarray(_to_pil(x).filter(ImageFilter.GaussianBlur(r)), np.float32)
 
 
 def _noise(x, sev, rng, short):
   h, w, _ = x.shape
-  grain = max(1, int(round(short / 110)))  # grains survive a resize to ~96 px
+  grain = max(1, int(round(short / 45)))  # grains survive a resize to 64 px
   n = rng.standard_normal((-(-h // grain), -(-w // grain), 3)).astype(np.float32)
   n = np.repeat(np.repeat(n, grain, 0), grain, 1)[:h, :w]
   lum = n.mean(axis=2, keepdims=True)
@@ -272,16 +280,13 @@ _REGION_DEFECTS = {'blur': _blur, 'noise': _noise, 'jpeg': _jpeg, 'overexpose': 
                    'underexpose': _underexpose, 'cast': _cast}
 
 
-def _region(rng, h, w, area, anchor):
-  """Boolean mask of one defect region covering ≈ `area` of the frame, centred near
-  `anchor` (y, x fractions) when given, else anywhere."""
+def _region(rng, h, w, area):
+  """Boolean mask of one defect region covering ≈ `area` of the frame, centred anywhere
+  (centre uniform in [0.15, 0.85]², then moved inside the frame)."""
   aspect = np.exp(rng.uniform(-0.5, 0.5))
   rh = min(1.0, np.sqrt(area * aspect))
   rw = min(1.0, area / rh)
-  if anchor is not None:
-    cy, cx = anchor
-  else:
-    cy, cx = rng.uniform(0.15, 0.85, 2)
+  cy, cx = rng.uniform(0.15, 0.85, 2)
   cy = float(np.clip(cy, rh / 2, 1 - rh / 2))
   cx = float(np.clip(cx, rw / 2, 1 - rw / 2))
   yy = ((np.arange(h, dtype=np.float32) + 0.5) / h)[:, None]
@@ -336,12 +341,12 @@ def render_image(image_seed, q: float) -> dict[str, Any]:
   subject = SUBJECTS[rng.choice(len(SUBJECTS), p=[0.2, 0.2, 0.2, 0.12, 0.13, 0.15])]
   ground = ('grass', 'sand', 'water', 'field')[rng.integers(4)]
   d = _damage(q, rng)
-  n_def = 0 if d <= 0.02 else 1 + int(d > 0.5) + int(d > 0.9)
+  n_def = 0 if d <= 0.02 else 1 + int(d > 0.9)
   defects = [str(x) for x in rng.choice(DEFECTS, size=n_def, replace=False,
                                         p=[0.18, 0.17, 0.17, 0.13, 0.13, 0.12, 0.10])]
   if subject == 'none' and 'placement' in defects:
     defects[defects.index('placement')] = 'blur'
-  sev = min(1.0, 0.2 + 0.8 * d)
+  sev = min(1.0, SEVERITY_MIN + (1 - SEVERITY_MIN) * d)
   # Composition: rule-of-thirds placement for a good image; cut by the border for a bad one.
   scale = rng.uniform(0.22, 0.32)
   if 'placement' in defects:
@@ -353,7 +358,7 @@ def render_image(image_seed, q: float) -> dict[str, Any]:
     cy = rng.uniform(0.42, 0.58)
   img, subj_mask, horizon = _render_scene(rng, h, w, subject, ground, cx, cy, scale)
   # Global cue: vividness (saturation and contrast) rises with quality.
-  vivid = float(np.clip(0.8 + 0.25 * (q - Q_MEAN), 0.5, 1.25))
+  vivid = float(np.clip(0.8 + VIVID_GAIN * (q - Q_MEAN), 0.5, 1.25))
   grey = img.mean(axis=2, keepdims=True)
   img = grey + vivid * (img - grey)
   img = 128 + (0.9 + 0.1 * vivid) * (img - 128)
@@ -365,20 +370,15 @@ def render_image(image_seed, q: float) -> dict[str, Any]:
   if 'placement' in defects:
     mask |= subj_mask
   if region_defects:
-    total = min(0.6, 0.06 + 0.54 * min(d, 1.0))
+    total = min(AREA_MAX, AREA_MIN + AREA_SLOPE * min(d, 1.0))
     if 'placement' in defects:
       total = max(0.06, total - subj_mask.mean())
     for name in region_defects:
       area = total / len(region_defects) * rng.uniform(0.8, 1.2)
-      # Blur and blocking only show where there is detail: aim them at the subject or the
-      # textured ground, not at a smooth sky.
-      if subject != 'none' and (name in ('blur', 'jpeg') or rng.uniform() < 0.5):
-        anchor = (cy, cx)
-      elif name in ('blur', 'jpeg'):
-        anchor = (rng.uniform(horizon + 0.1, 1.0), rng.uniform(0.2, 0.8))
-      else:
-        anchor = None
-      region = _region(rng, h, w, max(0.04, area), anchor)
+      # Anywhere in the frame, not on the subject: a centre point must not find it for free
+      # (the subject sits near the centre or a third; version 2 aimed defects at it and the
+      # centre pixel hit 69% of them).
+      region = _region(rng, h, w, max(0.04, area))
       img = _apply_in_region(img, region, _REGION_DEFECTS[name], sev, rng, short)
       mask |= region
   return {
