@@ -1,4 +1,5 @@
-"""launch.predict on a good, a corrupt and a missing image with an initialised checkpoint."""
+"""launch.predict (= aesthetics-predict) with an initialised checkpoint: good, corrupt and missing
+images, folders and globs, --output, and the one-line usage errors found before the model loads."""
 import json
 import os
 import subprocess
@@ -37,7 +38,7 @@ def test_cli_good_corrupt_missing(files):
   tmp, wd, good, bad, missing = files
   r = _run(f'--workdir={wd}', f'--overlay_dir={tmp / "ov"}', f'--crop_dir={tmp / "crops"}',
            '--aspect=4:3', good, bad, missing)
-  assert r.returncode == 0, r.stderr[-2000:]
+  assert r.returncode == 1, r.stderr[-2000:]  # some inputs failed
   lines = [json.loads(x) for x in r.stdout.strip().splitlines()]
   assert [x['path'] for x in lines] == [str(good), str(bad), str(missing)]
   ok, corrupt, gone = lines
@@ -45,13 +46,21 @@ def test_cli_good_corrupt_missing(files):
   assert len(ok['distribution']) == 10 and abs(sum(ok['distribution']) - 1) < 1e-3
   assert 1.0 <= ok['mean_score'] <= 10.0 and ok['label'] in ('high', 'low')
   assert (ok['label'] == 'high') == (ok['mean_score'] > 5)
-  y0, x0, y1, x1 = ok['box']
-  assert 0 <= y0 < y1 <= 48 and 0 <= x0 < x1 <= 80  # original-image pixels, not 64x64
-  cy0, cx0, cy1, cx1 = ok['boxes']['crop']
-  assert abs((cx1 - cx0) / (cy1 - cy0) - 4 / 3) < 0.1
+  dist = np.array(ok['distribution'])
+  assert ok['score_std'] == pytest.approx(
+      np.sqrt(dist @ (np.arange(1, 11) - ok['mean_score']) ** 2), abs=1e-3)
+  tags = ok['tags']
+  assert len(tags) == 5 and set(tags[0]) == {'id', 'name', 'prob'}
+  assert [t['prob'] for t in tags] == sorted((t['prob'] for t in tags), reverse=True)
+  box = ok['box']
+  assert set(box) == {'x0', 'y0', 'x1', 'y1'}
+  assert 0 <= box['y0'] < box['y1'] <= 48 and 0 <= box['x0'] < box['x1'] <= 80  # image pixels
+  c = ok['boxes']['crop']
+  assert abs((c['x1'] - c['x0']) / (c['y1'] - c['y0']) - 4 / 3) < 0.1
   ov = np.asarray(Image.open(ok['overlay']))
-  assert ov.shape == (48, 80, 3)
-  assert np.asarray(Image.open(ok['crop'])).shape[:2] == (cy1 - cy0, cx1 - cx0)
+  assert ov.shape[1:] == (80, 3) and ov.shape[0] > 48   # the legend strip below the image
+  crop = Image.open(ok['crop'])
+  assert crop.size == Image.open(good).crop((c['x0'], c['y0'], c['x1'], c['y1'])).size
   assert set(corrupt) == {'path', 'error'} and str(bad) in corrupt['error']
   assert set(gone) == {'path', 'error'} and 'no such file' in gone['error']
   assert 'Traceback' not in r.stderr
@@ -66,7 +75,7 @@ def test_cli_all_failed_exits_1(files):
 
 def test_cli_bad_workdir_one_line(tmp_path):
   r = _run(f'--workdir={tmp_path}', tmp_path / 'x.jpg')
-  assert r.returncode == 1
+  assert r.returncode == 2 and r.stdout == ''
   assert 'Traceback' not in r.stderr
   assert len(r.stderr.strip().splitlines()) == 1 and str(tmp_path) in r.stderr
 
@@ -74,7 +83,7 @@ def test_cli_bad_workdir_one_line(tmp_path):
 def test_cli_bad_aspect_one_line(files):
   _, wd, good, _, _ = files
   r = _run(f'--workdir={wd}', '--aspect=4-3', good)
-  assert r.returncode == 1 and r.stdout == ''
+  assert r.returncode == 2 and r.stdout == ''
   assert 'Traceback' not in r.stderr
   lines = r.stderr.strip().splitlines()
   assert len(lines) == 1 and "'4-3'" in lines[0] and 'W:H' in lines[0]
@@ -104,6 +113,6 @@ def test_config_eval_override_changes_the_box(files):
   for thr in (0.1, 0.9):
     r = _run(f'--workdir={wd}', f'--config.eval.box_threshold={thr}', good)
     assert r.returncode == 0, r.stderr[-2000:]
-    y0, x0, y1, x1 = json.loads(r.stdout.strip().splitlines()[-1])['boxes']['aesthetic']
-    boxes.append((y1 - y0) * (x1 - x0))
+    b = json.loads(r.stdout.strip().splitlines()[-1])['boxes']['aesthetic']
+    boxes.append((b['y1'] - b['y0']) * (b['x1'] - b['x0']))
   assert boxes[1] < boxes[0]
