@@ -34,14 +34,33 @@ def _run(*args):
                         capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_cli_good_corrupt_missing(files):
+def test_cli_files_folders_globs_to_output(files, tmp_path):
+  """Files, a folder (recursive, image files only, sorted) and globs, in the order given; an
+  unreadable file or an input naming no image gets an error line and the others carry on;
+  --output receives every line (stdout stays empty); exit 1 as some inputs failed."""
   tmp, wd, good, bad, missing = files
+  photos = tmp_path / 'photos'
+  (photos / 'sub').mkdir(parents=True)
+  (photos / 'empty').mkdir()
+  rgb = np.random.default_rng(1).integers(0, 255, (40, 30, 3), np.uint8)
+  for name in ('b.png', 'a.JPG', 'sub/c.jpg'):
+    Image.fromarray(rgb).save(photos / name)
+  (photos / 'notes.txt').write_text('not an image')
+  out = tmp_path / 'preds.jsonl'
   r = _run(f'--workdir={wd}', f'--overlay_dir={tmp / "ov"}', f'--crop_dir={tmp / "crops"}',
-           '--aspect=4:3', good, bad, missing)
-  assert r.returncode == 1, r.stderr[-2000:]  # some inputs failed
-  lines = [json.loads(x) for x in r.stdout.strip().splitlines()]
-  assert [x['path'] for x in lines] == [str(good), str(bad), str(missing)]
-  ok, corrupt, gone = lines
+           '--aspect=4:3', f'--output={out}', '--top_k=3', good, bad, missing, photos,
+           f'{photos}/**/*.jpg', f'{photos}/*.gif', photos / 'empty')
+  assert r.returncode == 1, r.stderr[-2000:]
+  assert r.stdout == '' and f'wrote 9 lines (4 failed) to {out}' in r.stderr
+  assert 'Traceback' not in r.stderr
+  lines = [json.loads(x) for x in out.read_text().splitlines()]
+  c = str(photos / 'sub' / 'c.jpg')
+  assert [x['path'] for x in lines] == [
+      str(good), str(bad), str(missing),
+      str(photos / 'a.JPG'), str(photos / 'b.png'), c,   # the folder, sorted
+      c,                                                  # the recursive glob
+      f'{photos}/*.gif', str(photos / 'empty')]
+  ok, corrupt, gone = lines[:3]
   assert 'error' not in ok and ok['map'] == 'ok'
   assert len(ok['distribution']) == 10 and abs(sum(ok['distribution']) - 1) < 1e-3
   assert 1.0 <= ok['mean_score'] <= 10.0 and ok['label'] in ('high', 'low')
@@ -49,21 +68,22 @@ def test_cli_good_corrupt_missing(files):
   dist = np.array(ok['distribution'])
   assert ok['score_std'] == pytest.approx(
       np.sqrt(dist @ (np.arange(1, 11) - ok['mean_score']) ** 2), abs=1e-3)
-  tags = ok['tags']
-  assert len(tags) == 5 and set(tags[0]) == {'id', 'name', 'prob'}
-  assert [t['prob'] for t in tags] == sorted((t['prob'] for t in tags), reverse=True)
+  assert all(len(x['tags']) == 3 for x in lines[:1] + lines[3:7])
+  assert set(ok['tags'][0]) == {'id', 'name', 'prob'}
+  assert [t['prob'] for t in ok['tags']] == sorted((t['prob'] for t in ok['tags']), reverse=True)
   box = ok['box']
   assert set(box) == {'x0', 'y0', 'x1', 'y1'}
   assert 0 <= box['y0'] < box['y1'] <= 48 and 0 <= box['x0'] < box['x1'] <= 80  # image pixels
-  c = ok['boxes']['crop']
-  assert abs((c['x1'] - c['x0']) / (c['y1'] - c['y0']) - 4 / 3) < 0.1
+  b = ok['boxes']['crop']
+  assert abs((b['x1'] - b['x0']) / (b['y1'] - b['y0']) - 4 / 3) < 0.1
   ov = np.asarray(Image.open(ok['overlay']))
   assert ov.shape[1:] == (80, 3) and ov.shape[0] > 48   # the legend strip below the image
   crop = Image.open(ok['crop'])
-  assert crop.size == Image.open(good).crop((c['x0'], c['y0'], c['x1'], c['y1'])).size
+  assert crop.size == Image.open(good).crop((b['x0'], b['y0'], b['x1'], b['y1'])).size
   assert set(corrupt) == {'path', 'error'} and str(bad) in corrupt['error']
   assert set(gone) == {'path', 'error'} and 'no such file' in gone['error']
-  assert 'Traceback' not in r.stderr
+  assert 'no image files match' in lines[-2]['error']
+  assert 'no image files' in lines[-1]['error'] and set(lines[-1]) == {'path', 'error'}
 
 
 def test_cli_all_failed_exits_1(files):
@@ -116,3 +136,27 @@ def test_config_eval_override_changes_the_box(files):
     b = json.loads(r.stdout.strip().splitlines()[-1])['boxes']['aesthetic']
     boxes.append((b['y1'] - b['y0']) * (b['x1'] - b['x0']))
   assert boxes[1] < boxes[0]
+
+
+@pytest.mark.parametrize('args, expect', [
+    (['--cam_method=gradcam+', 'x.jpg'], "unknown CAM method 'gradcam+'; use one of gradcam"),
+    (['--output={tmp}', 'x.jpg'], '--output={tmp} is a folder'),
+    (['--overlay_dir={tmp}/file', 'x.jpg'], '--overlay_dir={tmp}/file is a file, not a folder'),
+    (['--crop_dir={tmp}/file/crops', 'x.jpg'], 'cannot be created: {tmp}/file is a file'),
+    ([], 'no images given'),
+])
+def test_usage_errors_are_one_line_before_the_model_loads(files, tmp_path, args, expect):
+  """Exit 2, one stderr line, nothing on stdout; the checkpoint is never opened (orbax would
+  log lines of its own)."""
+  _, wd, _, _, _ = files
+  (tmp_path / 'file').write_text('x')
+  r = _run(f'--workdir={wd}', *(a.format(tmp=tmp_path) for a in args))
+  assert r.returncode == 2 and r.stdout == ''
+  assert r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
+  assert r.stderr.startswith('predict: ') and expect.format(tmp=tmp_path) in r.stderr
+
+
+def test_gradcam_plus_plus_spelling_is_accepted():
+  from aesthetics_jax.explain import cam
+  assert cam.canonical_method('gradcam++') == cam.canonical_method('GradCAMPlusPlus') == 'gradcampp'
+  assert cam.canonical_method('Score-CAM') == 'scorecam'

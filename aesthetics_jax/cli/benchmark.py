@@ -34,7 +34,7 @@ import sys
 import time
 from typing import Any
 
-from absl import app, flags
+from absl import flags
 
 from aesthetics_jax import io
 from aesthetics_jax.bench import machine, torch_ref
@@ -251,7 +251,7 @@ def main(argv):
 
 def run_cli() -> None:
   """`aesthetics-benchmark`."""
-  app.run(main)
+  common.run(main, __doc__)
 
 
 if __name__ == '__main__':

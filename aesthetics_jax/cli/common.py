@@ -9,8 +9,11 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
+
+from absl import app
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -97,3 +100,14 @@ def check_outputs(script: str, folders: dict[str, str | None] = None,
   for flag, value in (files or {}).items():
     if value and (problem := file_problem(value, flag)):
       usage_error(script, problem)
+
+
+def run(main: Callable[[list[str]], None], doc: str | None,
+        argv: Sequence[str] | None = None) -> None:
+  """`absl.app.run(main)` with the command's own docstring as `--help` text.
+
+  absl prints `__main__.__doc__`, which for an installed command is pip's generated stub and
+  for `python -m launch.X` the forwarding shim's.
+  """
+  sys.modules['__main__'].__doc__ = doc
+  app.run(main, argv=None if argv is None else list(argv))

@@ -11,7 +11,6 @@ r"""Converts torchvision ImageNet weights to this library's Flax variables.
 or .npz. --out: a directory (writes <arch>.npz) or a .npz path; `<out>.json` beside it
 records arch and width_mult. Any problem prints one line on stderr and exits 1.
 """
-from absl import app
 from absl import flags
 
 from aesthetics_jax.cli import common
@@ -35,7 +34,7 @@ def main(argv):
 
 def run_cli() -> None:
   """`aesthetics-convert-weights`."""
-  app.run(main)
+  common.run(main, __doc__)
 
 
 if __name__ == '__main__':

@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -148,7 +147,7 @@ def main(argv):
 
 def run_cli() -> None:
   """`aesthetics-demo`."""
-  app.run(main)
+  common.run(main, __doc__)
 
 
 if __name__ == '__main__':

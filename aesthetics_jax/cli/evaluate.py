@@ -14,7 +14,6 @@ import json
 import os
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
@@ -72,7 +71,7 @@ def run_cli() -> None:
   """`aesthetics-evaluate`: `--config.KEY`s checked before absl parses them."""
   config_args.check(sys.argv, 'evaluate', ALLOWED)
   _define_config_flag()
-  app.run(main)
+  common.run(main, __doc__)
 
 
 if __name__ == '__main__':

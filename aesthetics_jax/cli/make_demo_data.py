@@ -7,7 +7,6 @@ Deterministic per seed; rerunning with the same parameters reuses the finished d
 Prints counts, score statistics (AVA: mean of means ≈ 5.4, ~72% high, vote std ≈ 1.4) and
 the time taken. A bad flag or an unwritable out_dir prints one line on stderr and exits 1.
 """
-from absl import app
 from absl import flags
 
 from aesthetics_jax.cli import common
@@ -33,7 +32,7 @@ def main(argv):
 
 def run_cli() -> None:
   """`aesthetics-make-demo-data`."""
-  app.run(main)
+  common.run(main, __doc__)
 
 
 if __name__ == '__main__':

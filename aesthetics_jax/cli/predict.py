@@ -24,7 +24,6 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
@@ -59,19 +58,9 @@ def check_flags(argv: Sequence[str]) -> tuple[str | None, list[str | dict]]:
 
   Returns (the canonical CAM method or None, the expanded inputs).
   """
-  from aesthetics_jax.explain import cam  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.explain import crop  # pylint: disable=import-outside-toplevel
   if len(argv) < 2:
     common.usage_error('predict', 'no images given; pass image files, folders or glob '
                        'patterns after the flags')
-  method = None
-  try:
-    if _CAM_METHOD.value:
-      method = cam.canonical_method(_CAM_METHOD.value)
-    if _ASPECT.value:
-      crop.parse_aspect(_ASPECT.value)
-  except ValueError as e:
-    common.usage_error('predict', str(e))
   if _TOP_K.value < 0 or _BATCH.value < 1:
     common.usage_error('predict', '--top_k must be >= 0 and --batch_size >= 1')
   if not os.path.isdir(_WORKDIR.value) and '://' not in _WORKDIR.value:
@@ -80,6 +69,16 @@ def check_flags(argv: Sequence[str]) -> tuple[str | None, list[str | dict]]:
   common.check_outputs('predict', folders={'overlay_dir': _OVERLAY_DIR.value,
                                            'crop_dir': _CROP_DIR.value},
                        files={'output': _OUTPUT.value})
+  method = None
+  if _CAM_METHOD.value or _ASPECT.value:  # these import JAX (a second or two)
+    from aesthetics_jax.explain import cam  # pylint: disable=import-outside-toplevel
+    from aesthetics_jax.explain import crop  # pylint: disable=import-outside-toplevel
+    try:
+      method = cam.canonical_method(_CAM_METHOD.value) if _CAM_METHOD.value else None
+      if _ASPECT.value:
+        crop.parse_aspect(_ASPECT.value)
+    except ValueError as e:
+      common.usage_error('predict', str(e))
   return method, inputs.expand(argv[1:])
 
 
@@ -136,7 +135,7 @@ def run_cli() -> None:
   """`aesthetics-predict`: `--config.eval.*` keys checked before absl parses them."""
   config_args.check(sys.argv, 'predict', ('eval.',))
   _define_config_flag()
-  app.run(main)
+  common.run(main, __doc__)
 
 
 if __name__ == '__main__':

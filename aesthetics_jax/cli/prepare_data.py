@@ -8,7 +8,6 @@ figures. Rerunning reuses an already prepared dataset. Malformed metadata or a m
 root prints one line on stderr and exits 1; a --data_dir that cannot be written exits 2
 before any image is validated (an already prepared dataset is reused read-only).
 """
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -51,7 +50,7 @@ def main(argv):
 
 def run_cli() -> None:
   """`aesthetics-prepare-data`."""
-  app.run(main)
+  common.run(main, __doc__)
 
 
 if __name__ == '__main__':

@@ -16,7 +16,6 @@ User errors print one line on stderr: exit 2 for flag problems found before anyt
 import json
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
@@ -90,7 +89,7 @@ def _check_prepared(data_dir: str, subset: str, dataset) -> None:
 def run_cli() -> None:
   """`aesthetics-train`: argv checked (config file, argument, keys) before absl parses it."""
   config_args.check(sys.argv, 'train')
-  app.run(main, argv=config_args.resolve_config_flag(sys.argv, 'train'))
+  common.run(main, __doc__, config_args.resolve_config_flag(sys.argv, 'train'))
 
 
 if __name__ == '__main__':
