@@ -6,7 +6,9 @@ predicted tag for the two-headed MobileNetV2), all from ONE feature map (the enc
 The evaluation job (`evaluation/run.py`) reuses the same jitted function over the test split.
 
 Boxes are `(y0, x0, y1, x1)`, end-exclusive, in ORIGINAL image pixel coordinates
-(`crop.image_boxes`: the map is brought back to the original aspect before boxes are taken).
+(`crop.image_boxes`: the map is brought back to the original aspect before boxes are taken);
+the JSON records name the corners instead (`box_fields`: {"x0", "y0", "x1", "y1"}, PIL's
+crop order), so nobody has to remember the order.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from aesthetics_jax.evaluation import ground_truth
 from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import crop
 from aesthetics_jax.report import figures
+from aesthetics_jax.data import demo as demo_data
 from aesthetics_jax.data import preprocess
 from aesthetics_jax import parallel
 from aesthetics_jax.train import checkpoints
@@ -32,6 +35,43 @@ from aesthetics_jax.models import outputs as outputs_lib
 
 class PredictError(ValueError):
   """One-line user error about a single input image."""
+
+
+DEFAULT_TOP_K = 5
+
+
+def box_fields(box: Sequence[int] | None) -> dict[str, int] | None:
+  """`(y0, x0, y1, x1)` → `{"x0", "y0", "x1", "y1"}` (end-exclusive image pixels)."""
+  if box is None:
+    return None
+  y0, x0, y1, x1 = (int(v) for v in box)
+  return {'x0': x0, 'y0': y0, 'x1': x1, 'y1': y1}
+
+
+def score_fields(pred: dict[str, np.ndarray], i: int, arch: str, tag_names: dict[int, str],
+                 top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
+  """Image i's scores as JSON-able fields.
+
+  MobileNetV2: `mean_score` (1..10), `score_std` (spread of the predicted distribution),
+  `distribution` [10], `p_high`, `label`, `tags` (the top_k of 66: {id, name, prob}).
+  VGG16: `p_high`, `label`.
+  """
+  rec: dict[str, Any] = {}
+  if arch == 'mobilenet_v2':
+    dist = np.asarray(pred['distribution'][i], np.float64)
+    mean = float(pred['mean_score'][i])
+    rec['mean_score'] = round(mean, 4)
+    rec['score_std'] = round(float(np.sqrt(dist @ (np.arange(1, dist.size + 1) - mean) ** 2)), 4)
+    rec['distribution'] = [round(float(v), 4) for v in dist]
+  if 'p_high' in pred:
+    rec['p_high'] = round(float(pred['p_high'][i]), 4)
+  rec['label'] = 'high' if int(pred['label_pred'][i]) == 1 else 'low'
+  if 'tag_probs' in pred and top_k > 0:
+    probs = np.asarray(pred['tag_probs'][i])
+    order = np.argsort(-probs, kind='stable')[:top_k]
+    rec['tags'] = [{'id': int(k) + 1, 'name': tag_names.get(int(k) + 1, f'tag {int(k) + 1}'),
+                    'prob': round(float(probs[k]), 4)} for k in order]  # AVA ids start at 1
+  return rec
 
 
 def target_names(arch: str) -> tuple[str, ...]:
@@ -129,9 +169,11 @@ class Predictor:
     self.config.update_from_flattened_dict(dict(overrides or {}))
     self.arch = str(self.config.model.arch)
     self.size = int(self.config.input.image_size)
-    self.method = cam_method or str(self.config.eval.cam_method)
+    self.method = cam.canonical_method(cam_method or str(self.config.eval.cam_method))
     self.threshold = float(self.config.eval.box_threshold)
-    self.tag_names = ground_truth.tag_names(self.config)
+    # AVA's 66 names when the dataset that recorded them is not at hand (a moved workdir).
+    self.tag_names = ground_truth.tag_names(self.config) or dict(
+        enumerate(demo_data.TAG_NAMES, start=1))
     # load_config fills cam_layers for checkpoints written before it existed: () = the
     # encoder's output.
     self.cam_layers = models.resolve_layers(self.model,
@@ -146,41 +188,46 @@ class Predictor:
   def run(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """uint8 [B,S,S,3] → (predict_outputs fields [B,...], maps by target [B,(10,)h,w]: raw at
     one CAM layer, fused at the input size [B,(10,)S,S] for several)."""
+    pred, maps = self.run_forward(x, self.forward)
+    return pred, split_maps(maps, self.arch)
+
+  def run_forward(self, x: np.ndarray, forward) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """uint8 [B,S,S,3] through a `make_forward` function of this model (any targets, method,
+    layers) → (predict_outputs fields [B,...], maps [B,T,h,w]) on the host."""
     x, b = parallel.pad_to_multiple(x, self.num_devices)
     xs = jax.device_put(x, parallel.data_sharding(self.mesh))
-    pred, maps = self.forward(self.variables, xs)
-    pred = {k: np.asarray(v)[:b] for k, v in pred.items()}
-    return pred, {k: v[:b] for k, v in split_maps(np.asarray(maps), self.arch).items()}
+    pred, maps = forward(self.variables, xs)
+    return {k: np.asarray(v)[:b] for k, v in pred.items()}, np.asarray(maps)[:b]
 
   def describe(self, image: np.ndarray, pred: dict[str, np.ndarray], maps: dict[str, Any],
-               i: int, aspect: str | None = None) -> tuple[dict, dict]:
-    """JSON fields and box/overlay data for image i of a batch (image: original uint8)."""
+               i: int, aspect: str | None = None,
+               top_k: int = DEFAULT_TOP_K) -> tuple[dict, dict]:
+    """JSON fields and box/overlay data for image i of a batch (image: original uint8).
+
+    vis['boxes'] keeps `(y0, x0, y1, x1)` for drawing and cropping; the record names corners.
+    """
     h, w = image.shape[:2]
-    rec: dict[str, Any] = {}
-    if 'mean_score' in pred and self.arch == 'mobilenet_v2':
-      rec['mean_score'] = round(float(pred['mean_score'][i]), 4)
-      rec['distribution'] = [round(float(v), 4) for v in pred['distribution'][i]]
-    if 'p_high' in pred:
-      rec['p_high'] = round(float(pred['p_high'][i]), 4)
-    rec['label'] = 'high' if int(pred['label_pred'][i]) == 1 else 'low'
-    if 'tag_probs' in pred:
-      rec['top_tag'] = int(np.argmax(pred['tag_probs'][i])) + 1  # AVA tag ids start at 1
-      if rec['top_tag'] in self.tag_names:
-        rec['top_tag_name'] = self.tag_names[rec['top_tag']]
+    rec = score_fields(pred, i, self.arch, self.tag_names, top_k)
     d = crop.image_boxes(maps['aesthetic'][i], maps['top_tag'][i] if 'top_tag' in maps else None,
                          (h, w), self.threshold, aspect)
     boxes = {k: v.tolist() for k, v in d['boxes'].items()}
     # An empty map points nowhere: say so instead of suggesting the whole frame.
     rec['map'] = 'empty' if d['empty']['aesthetic'] else 'ok'
-    rec['box'] = boxes.get('average', boxes.get('aesthetic'))
-    rec['boxes'] = boxes
+    rec['box'] = box_fields(boxes.get('average', boxes.get('aesthetic')))
+    rec['boxes'] = {k: box_fields(v) for k, v in boxes.items()}
     vis = {'aesthetic_map': d['aesthetic_map'], 'attribute_map': d['attribute_map'],
            'boxes': boxes}
     return rec, vis
 
+  def overlay_image(self, image: np.ndarray, vis: dict) -> np.ndarray:
+    """The aesthetic map over the image with its boxes and, in a strip below, their legend."""
+    img = figures.overlay(image, vis['aesthetic_map'])
+    img = figures.draw_boxes(img, vis['boxes'], width=max(2, max(image.shape[:2]) // 200))
+    return figures.add_legend(img, f'map: aesthetic ({self.method})', list(vis['boxes']))
+
   def predict_files(self, paths: Sequence[str], overlay_dir: str | None = None,
                     crop_dir: str | None = None, aspect: str | None = None,
-                    batch_size: int = 8) -> Iterator[dict]:
+                    batch_size: int = 8, top_k: int = DEFAULT_TOP_K) -> Iterator[dict]:
     """Yields one JSON-able dict per path, in order; a bad file yields {'path', 'error'}."""
     if aspect:
       crop.parse_aspect(aspect)
@@ -200,17 +247,15 @@ class Predictor:
         x = np.stack([preprocess.preprocess_eval_np(images[j], self.size) for j in order])
         pred, maps = self.run(x)
         for k, j in enumerate(order):
-          rec, vis = self.describe(images[j], pred, maps, k, aspect)
+          rec, vis = self.describe(images[j], pred, maps, k, aspect, top_k)
           stem = f'{start + j:04d}_{Path(chunk[j]).stem}'
           if overlay_dir:
-            img = figures.overlay(images[j], vis['aesthetic_map'])
-            img = figures.draw_boxes(img, {k2: v for k2, v in vis['boxes'].items()},
-                                     width=max(2, max(images[j].shape[:2]) // 200))
             out = Path(overlay_dir) / f'{stem}_cam.png'
-            figures.save_png(out, img)
+            figures.save_png(out, self.overlay_image(images[j], vis))
             rec['overlay'] = str(out)
-          if crop_dir and rec['box'] is not None:
-            y0, x0, y1, x1 = vis['boxes'].get('crop', rec['box'])
+          suggested = vis['boxes'].get('average', vis['boxes'].get('aesthetic'))
+          if crop_dir and suggested is not None:
+            y0, x0, y1, x1 = vis['boxes'].get('crop', suggested)
             out = Path(crop_dir) / f'{stem}_crop.png'
             figures.save_png(out, images[j][y0:y1, x0:x1])
             rec['crop'] = str(out)

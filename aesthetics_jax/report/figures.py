@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use('Agg')  # headless: figures are only ever written to files
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from aesthetics_jax import io as io_lib  # noqa: E402
 
@@ -180,3 +180,65 @@ def curves_figure(curves: Mapping[str, np.ndarray], title: str, ylabel: str) -> 
   ax.set_title(title, fontsize=10)
   ax.legend(fontsize=7)
   return _png(fig)
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+  try:
+    return ImageFont.load_default(size=size)  # scalable (Pillow >= 10.1 with FreeType)
+  except (TypeError, OSError, ImportError):
+    return ImageFont.load_default()
+
+
+def _legend_items(title: str, box_names: Sequence[str]) -> list[tuple[str, object]]:
+  """(kind, payload) in reading order: the colour scale, what the map shows, each box."""
+  return [('scale', None), ('text', title)] + [('box', name) for name in box_names]
+
+
+def add_legend(image: np.ndarray, title: str, box_names: Sequence[str] = ()) -> np.ndarray:
+  """The key of an `overlay` + `draw_boxes` image, in a strip appended BELOW it.
+
+  The strip shows the map's colour scale (low → high), `title` (what the map explains, e.g.
+  'map: aesthetic (gradcam)') and a swatch per drawn box in its `BOX_COLOURS` colour, wrapped
+  to the image width; the image above is unchanged (boxes keep their pixel coordinates).
+  uint8 [H,W,3] → uint8 [H+h,W,3].
+  """
+  image = np.asarray(image, np.uint8)
+  w = image.shape[1]
+  fs = int(np.clip(w // 45, 10, 28))
+  font, pad = _font(fs), max(2, fs // 3)
+  measure = ImageDraw.Draw(Image.new('RGB', (1, 1)))
+  bar = 4 * fs
+  low, high = (int(measure.textlength(t, font=font)) for t in ('low', 'high'))
+
+  def item_width(kind, payload):
+    if kind == 'scale':  # 'low ▮▮▮▮ high' stays on one row
+      return low + bar + high + 2 * pad
+    text = int(measure.textlength(payload, font=font))
+    return text + (fs + pad if kind == 'box' else 0)
+
+  rows, x = [[]], pad
+  for item in _legend_items(title, box_names):
+    iw = item_width(*item)
+    if rows[-1] and x + iw > w - pad:
+      rows.append([])
+      x = pad
+    rows[-1].append((x, item))
+    x += iw + 2 * pad
+  row_h = fs + 2 * pad
+  strip = Image.new('RGB', (w, row_h * len(rows)), (30, 30, 30))
+  draw = ImageDraw.Draw(strip)
+  scale = (plt.get_cmap('jet')(np.linspace(0, 1, bar))[:, :3] * 255).astype(np.uint8)
+  for r, row in enumerate(rows):
+    top = r * row_h + pad
+    for x, (kind, payload) in row:
+      if kind == 'text':
+        draw.text((x, top), payload, fill=(235, 235, 235), font=font)
+      elif kind == 'scale':
+        draw.text((x, top), 'low', fill=(235, 235, 235), font=font)
+        strip.paste(Image.fromarray(np.repeat(scale[None], fs, axis=0)), (x + low + pad, top))
+        draw.text((x + low + bar + 2 * pad, top), 'high', fill=(235, 235, 235), font=font)
+      else:
+        colour = BOX_COLOURS.get(payload, (255, 255, 0))
+        draw.rectangle([x, top, x + fs - 1, top + fs - 1], outline=colour, width=max(2, fs // 6))
+        draw.text((x + fs + pad, top), payload, fill=colour, font=font)
+  return np.concatenate([image, np.asarray(strip)], axis=0)
