@@ -19,8 +19,9 @@ _AVA_DIR = flags.DEFINE_string('ava_dir', None, 'AVA root (AVA.txt, tags.txt, im
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir to write the dataset to.')
 _SUBSET = flags.DEFINE_enum('subset', 'style', list(dataset.SUBSETS),
                             'style: style lists, tagged images only (paper); all: AVA.txt.')
-_MAX_PIXELS = flags.DEFINE_integer('max_pixels', dataset.DEFAULT_MAX_PIXELS,
-                                   'Images with more pixels are skipped (decompression bombs).')
+_MAX_PIXELS = flags.DEFINE_integer(
+    'max_pixels', dataset.DEFAULT_MAX_PIXELS, 'Images with more pixels are skipped '
+    '(decompression bombs); at most the decoder\'s cap, preprocess.MAX_PIXELS (100 MP).')
 _NUM_WORKERS = flags.DEFINE_integer('num_workers', 0, 'Validation threads; 0 = one per core.')
 flags.mark_flags_as_required(['ava_dir', 'data_dir'])
 
@@ -31,7 +32,8 @@ def main(argv):
   try:
     res = dataset.prepare(_AVA_DIR.value, _DATA_DIR.value, _SUBSET.value,
                           max_pixels=_MAX_PIXELS.value, num_workers=_NUM_WORKERS.value)
-  except (ava.AvaError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+  except (ava.AvaError, FileNotFoundError, NotADirectoryError, PermissionError,
+          ValueError) as e:
     print(f'prepare_data: {e}'.splitlines()[0], file=sys.stderr)
     sys.exit(1)
   verb = 'Reused prepared' if res.reused else 'Prepared'
