@@ -99,10 +99,12 @@ class Decoded:
   """A decoded image in its displayed orientation.
 
   image: uint8 [h, w, 3], possibly reduced (see `decode`); size: (H, W) of the whole image as
-  displayed (EXIF orientation applied): the frame boxes are reported in.
+  displayed (EXIF orientation applied): the frame boxes are reported in; format: PIL's name
+  of the file format ('JPEG' decodes reduced without materialising the full image).
   """
   image: np.ndarray
   size: tuple[int, int]
+  format: str | None = None
 
   @property
   def reduced(self) -> bool:
@@ -212,6 +214,17 @@ def _work_scale(hw: tuple[int, int], target: int | None, max_side: int | None) -
   return s
 
 
+def _reduce_factor(size: tuple[int, int], header: tuple[int, int], scale: float,
+                   max_side: int | None) -> int:
+  """Integer factor for `Image.reduce` of a decoded (maybe drafted) image of PIL `size`: the
+  largest keeping it >= `scale` x the `header` size, at least enough for long side <= max_side
+  (reduce rounds up: ceil(side / f) <= max_side)."""
+  keep = min(size[0] // max(1, math.ceil(header[0] * scale)),
+             size[1] // max(1, math.ceil(header[1] * scale)))
+  fit = -(-max(size) // max_side) if max_side else 1
+  return max(1, keep, fit)
+
+
 def _white_level(img: Image.Image) -> float:
   """The value that maps to 255 for 16/32-bit grey modes (PIL's convert clips instead)."""
   if img.mode.startswith('I;16'):
@@ -266,6 +279,13 @@ def decode_pil(data: bytes | Image.Image, *, target: int | None = None,
                max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES,
                what: str = 'image', hint: str = '') -> tuple[Image.Image, tuple[int, int]]:
   """`decode`, returning the RGB PIL image and the displayed (H, W)."""
+  img, size, _ = _decode(data, target, max_side, min_side, max_pixels, max_bytes, what, hint)
+  return img, size
+
+
+def _decode(data: bytes | Image.Image, target: int | None, max_side: int | None, min_side: int,
+            max_pixels: int, max_bytes: int, what: str,
+            hint: str) -> tuple[Image.Image, tuple[int, int], str | None]:
   img = _open(data, what, hint, max_bytes, max_pixels)
   w, h = img.size
   if w * h > max_pixels:
@@ -281,16 +301,10 @@ def decode_pil(data: bytes | Image.Image, *, target: int | None = None,
       # image is never materialised.
       img.draft('RGB', (math.ceil(w * scale), math.ceil(h * scale)))
     img.load()
-    cw, ch = img.size
-    factor = max(1, min(cw // max(1, math.ceil(w * scale)), ch // max(1, math.ceil(h * scale))))
-    out = _reduce_to_rgb(img, factor)
-    if max_side and max(out.size) > max_side:  # integer factors can stop short of it
-      k = max_side / max(out.size)
-      out = out.resize((max(1, round(out.width * k)), max(1, round(out.height * k))),
-                       Image.Resampling.BILINEAR)
+    out = _reduce_to_rgb(img, _reduce_factor(img.size, (w, h), scale, max_side))
     if orient != 1:
       out = out.transpose(_TRANSPOSE[orient])  # after reducing: cheap
-    return out, _displayed((w, h), orient)
+    return out, _displayed((w, h), orient), img.format
   except DecodeError:
     raise
   except Exception as e:  # pylint: disable=broad-except  (any decoder failure)
@@ -324,9 +338,8 @@ def decode(data: bytes | Image.Image, *, target: int | None = None,
   Raises:
     DecodeError: one line `<what>: <cause>; <fix>`, `.reason` one of `REASONS`.
   """
-  img, size = decode_pil(data, target=target, max_side=max_side, min_side=min_side,
-                         max_pixels=max_pixels, max_bytes=max_bytes, what=what, hint=hint)
-  return Decoded(np.asarray(img, dtype=np.uint8), size)
+  img, size, fmt = _decode(data, target, max_side, min_side, max_pixels, max_bytes, what, hint)
+  return Decoded(np.asarray(img, dtype=np.uint8), size, fmt)
 
 
 def image_size(data: bytes, what: str = 'image') -> tuple[int, int]:

@@ -5,8 +5,17 @@ features → head → CAMs for the aesthetic target (+ all 10 score buckets and 
 predicted tag for the two-headed MobileNetV2), all from ONE feature map (the encoder runs once).
 The evaluation job (`evaluation/run.py`) reuses the same jitted function over the test split.
 
-Boxes are `(y0, x0, y1, x1)`, end-exclusive, in ORIGINAL image pixel coordinates
-(`crop.image_boxes`: the map is brought back to the original aspect before boxes are taken).
+Boxes are `(y0, x0, y1, x1)`, end-exclusive, in ORIGINAL image pixel coordinates of the
+displayed image (EXIF orientation applied; `crop.image_boxes`: the map is brought back to the
+original aspect before boxes are taken).
+
+Bounded memory for any input (`preprocess.decode`'s byte and pixel caps): each file is decoded
+reduced to a working copy (both sides >= `WORK_SIDE` where the image is larger, long side
+<= `WORK_MAX_SIDE`) that feeds the model and the overlays; overlays are drawn with their long
+side <= `OVERLAY_MAX_SIDE`; crops are cut from the image decoded again, at full resolution up to
+`CROP_MAX_SIDE` px on the long side (JPEGs DCT-reduced to it beyond), except from non-JPEG
+images over CROP_MAX_SIDE² px, which PIL decodes only at full size: their crops come from the
+working copy.
 """
 from __future__ import annotations
 
@@ -18,6 +27,7 @@ from typing import Any, Iterator, Sequence
 
 import jax
 import numpy as np
+from PIL import Image
 
 from aesthetics_jax.evaluation import ground_truth
 from aesthetics_jax.explain import cam
@@ -28,6 +38,16 @@ from aesthetics_jax import parallel
 from aesthetics_jax.train import checkpoints
 from aesthetics_jax import models
 from aesthetics_jax.models import outputs as outputs_lib
+
+
+# Working copy of each image: both sides >= this (model input, overlays) where the image is
+# larger; long side <= WORK_MAX_SIDE (extreme aspect ratios).
+WORK_SIDE = 1024
+WORK_MAX_SIDE = 4096
+OVERLAY_MAX_SIDE = 1024  # long side of --overlay_dir images
+# Crops are cut at full resolution up to this long side (24 MP at 3:2), from a reduced decode
+# beyond (see the module docstring).
+CROP_MAX_SIDE = 6000
 
 
 class PredictError(ValueError):
@@ -103,16 +123,51 @@ def make_forward(model, arch: str, method: str, normalize: str | None,
   return forward
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-  """Reads an image file as uint8 [H,W,3]; PredictError (one line) if missing or corrupt."""
-  p = Path(path)
-  if not p.is_file():
-    raise PredictError(f'{p}: no such file; check the path')
+def load_image(path: str | os.PathLike, target: int | None = WORK_SIDE,
+               max_side: int | None = WORK_MAX_SIDE) -> preprocess.Decoded:
+  """Reads and decodes an image file (`preprocess.read_file` / `preprocess.decode`: size caps,
+  reduced decoding to `target` / `max_side`, EXIF orientation).
+
+  Returns `Decoded` (image uint8 [h,w,3], displayed size (H, W)); PredictError (one line: the
+  path and the cause) for a missing, oversized, truncated, non-image, bomb or < 32 px file.
+  """
   try:
-    return preprocess.decode_image(p.read_bytes())
-  except Exception as e:  # any decoder failure is a user-facing, per-file error
-    cause = type(e.__cause__ or e).__name__
-    raise PredictError(f'{p}: not a readable image ({cause}); pass a valid JPEG/PNG file')
+    data = preprocess.read_file(path)
+    return preprocess.decode(data, target=target, max_side=max_side,
+                             min_side=preprocess.MIN_SIDE, what=str(path))
+  except preprocess.DecodeError as e:
+    raise PredictError(str(e)) from None
+
+
+def overlay_image(image: preprocess.Decoded, cam_map: np.ndarray,
+                  boxes: dict[str, Sequence[int]]) -> np.ndarray:
+  """The --overlay_dir picture: map and boxes (original pixels) over the image, at its
+  original aspect with the long side <= OVERLAY_MAX_SIDE → uint8 [h', w', 3]."""
+  hw = crop.box_grid(image.size, OVERLAY_MAX_SIDE)
+  small = image.image
+  if small.shape[:2] != hw:
+    small = np.asarray(Image.fromarray(small).resize((hw[1], hw[0]), Image.BILINEAR))
+  shown = {k: crop.scale_box(v, image.size, hw) for k, v in boxes.items()}
+  return figures.draw_boxes(figures.overlay(small, cam_map), shown, width=max(2, max(hw) // 200))
+
+
+def crop_image(path: str | os.PathLike, image: preprocess.Decoded,
+               box: Sequence[int]) -> np.ndarray:
+  """`box` (original pixels) cut from the image → uint8 [h, w, 3]: from the file decoded again
+  with its long side <= CROP_MAX_SIDE, or from the working copy when that is the whole image,
+  or when a re-decode would materialise a huge non-JPEG image (another full-size transient
+  after the model's memory is in use)."""
+  h, w = image.size
+  if not image.reduced or (image.format != 'JPEG' and h * w > CROP_MAX_SIDE**2):
+    y0, x0, y1, x1 = crop.scale_box(box, image.size, image.image.shape[:2])
+    return image.image[y0:y1, x0:x1]
+  try:  # cut in PIL: only the crop becomes a numpy array
+    src, _ = preprocess.decode_pil(preprocess.read_file(path), max_side=CROP_MAX_SIDE,
+                                   what=str(path))
+  except preprocess.DecodeError as e:
+    raise PredictError(str(e)) from None
+  y0, x0, y1, x1 = crop.scale_box(box, image.size, src.size[::-1])
+  return np.asarray(src.crop((x0, y0, x1, y1)), np.uint8)
 
 
 class Predictor:
@@ -152,10 +207,11 @@ class Predictor:
     pred = {k: np.asarray(v)[:b] for k, v in pred.items()}
     return pred, {k: v[:b] for k, v in split_maps(np.asarray(maps), self.arch).items()}
 
-  def describe(self, image: np.ndarray, pred: dict[str, np.ndarray], maps: dict[str, Any],
-               i: int, aspect: str | None = None) -> tuple[dict, dict]:
-    """JSON fields and box/overlay data for image i of a batch (image: original uint8)."""
-    h, w = image.shape[:2]
+  def describe(self, image: np.ndarray | tuple[int, int], pred: dict[str, np.ndarray],
+               maps: dict[str, Any], i: int, aspect: str | None = None) -> tuple[dict, dict]:
+    """JSON fields and box/overlay data for image i of a batch; image: the original uint8
+    [H,W,3] or its displayed (H, W) (`Decoded.size`): boxes come out in those pixels."""
+    h, w = image if isinstance(image, tuple) else image.shape[:2]
     rec: dict[str, Any] = {}
     if 'mean_score' in pred and self.arch == 'mobilenet_v2':
       rec['mean_score'] = round(float(pred['mean_score'][i]), 4)
@@ -191,29 +247,29 @@ class Predictor:
       images, errors = {}, {}
       for j, p in enumerate(chunk):
         try:
-          images[j] = load_image(p)
+          images[j] = load_image(p, max(self.size, WORK_SIDE))
         except PredictError as e:
           errors[j] = str(e)
       results = {}
       if images:
         order = sorted(images)
-        x = np.stack([preprocess.preprocess_eval_np(images[j], self.size) for j in order])
+        x = np.stack([preprocess.preprocess_eval_np(images[j].image, self.size) for j in order])
         pred, maps = self.run(x)
         for k, j in enumerate(order):
-          rec, vis = self.describe(images[j], pred, maps, k, aspect)
+          rec, vis = self.describe(images[j].size, pred, maps, k, aspect)
           stem = f'{start + j:04d}_{Path(chunk[j]).stem}'
           if overlay_dir:
-            img = figures.overlay(images[j], vis['aesthetic_map'])
-            img = figures.draw_boxes(img, {k2: v for k2, v in vis['boxes'].items()},
-                                     width=max(2, max(images[j].shape[:2]) // 200))
             out = Path(overlay_dir) / f'{stem}_cam.png'
-            figures.save_png(out, img)
+            figures.save_png(out, overlay_image(images[j], vis['aesthetic_map'], vis['boxes']))
             rec['overlay'] = str(out)
           if crop_dir and rec['box'] is not None:
-            y0, x0, y1, x1 = vis['boxes'].get('crop', rec['box'])
             out = Path(crop_dir) / f'{stem}_crop.png'
-            figures.save_png(out, images[j][y0:y1, x0:x1])
-            rec['crop'] = str(out)
+            try:
+              figures.save_png(out, crop_image(chunk[j], images[j],
+                                               vis['boxes'].get('crop', rec['box'])))
+              rec['crop'] = str(out)
+            except PredictError as e:  # the file changed since it was scored
+              rec['crop_error'] = str(e)
           results[j] = rec
       for j, p in enumerate(chunk):
         if j in errors:
