@@ -2,9 +2,7 @@
 import csv
 import io
 import json
-import struct
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ from aesthetics_jax.data import ava
 from aesthetics_jax.data import stats as data_stats
 from aesthetics_jax.data import dataset
 from aesthetics_jax.data import preprocess
+from image_fixture import huge_header_png
 
 TAG_NAMES = {1: 'Abstract', 2: 'Nature', 3: 'Portraiture', 4: 'Landscape'}
 
@@ -28,18 +27,6 @@ def _encode(im, fmt, **kw):
   buf = io.BytesIO()
   im.save(buf, fmt, **kw)
   return buf.getvalue()
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-  return struct.pack('>I', len(data)) + kind + data + struct.pack(
-      '>I', zlib.crc32(kind + data) & 0xffffffff)
-
-
-def huge_header_png(w=100_000, h=100_000) -> bytes:
-  """A ~60-byte PNG whose header declares w x h pixels (10 gigapixels by default)."""
-  ihdr = struct.pack('>IIBBBBB', w, h, 1, 0, 0, 0, 0)  # 1-bit grayscale
-  return (b'\x89PNG\r\n\x1a\n' + _png_chunk(b'IHDR', ihdr)
-          + _png_chunk(b'IDAT', zlib.compress(b'\x00' * 64)) + _png_chunk(b'IEND', b''))
 
 
 def rotated_jpeg(h=48, w=64, orientation=6) -> tuple[bytes, np.ndarray]:

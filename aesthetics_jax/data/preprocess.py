@@ -112,7 +112,8 @@ class Decoded:
 
 
 def _mp(pixels: int) -> str:
-  return f'{pixels / 1e6:.3g} MP'
+  mp = pixels / 1e6
+  return f'{mp:,.0f} MP' if mp >= 100 else f'{mp:.3g} MP'
 
 
 def _mb(num_bytes: int) -> str:
