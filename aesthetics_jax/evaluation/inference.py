@@ -152,22 +152,22 @@ def overlay_image(image: preprocess.Decoded, cam_map: np.ndarray,
 
 
 def crop_image(path: str | os.PathLike, image: preprocess.Decoded,
-               box: Sequence[int]) -> np.ndarray:
-  """`box` (original pixels) cut from the image → uint8 [h, w, 3]: from the file decoded again
+               box: Sequence[int]) -> Image.Image:
+  """`box` (original pixels) cut from the image, an RGB PIL image: from the file decoded again
   with its long side <= CROP_MAX_SIDE, or from the working copy when that is the whole image,
   or when a re-decode would materialise a huge non-JPEG image (another full-size transient
   after the model's memory is in use)."""
   h, w = image.size
   if not image.reduced or (image.format != 'JPEG' and h * w > CROP_MAX_SIDE**2):
     y0, x0, y1, x1 = crop.scale_box(box, image.size, image.image.shape[:2])
-    return image.image[y0:y1, x0:x1]
-  try:  # cut in PIL: only the crop becomes a numpy array
+    return Image.fromarray(image.image[y0:y1, x0:x1])
+  try:  # cut and saved in PIL: no numpy copy of a full-resolution crop
     src, _ = preprocess.decode_pil(preprocess.read_file(path), max_side=CROP_MAX_SIDE,
                                    what=str(path))
   except preprocess.DecodeError as e:
     raise PredictError(str(e)) from None
   y0, x0, y1, x1 = crop.scale_box(box, image.size, src.size[::-1])
-  return np.asarray(src.crop((x0, y0, x1, y1)), np.uint8)
+  return src.crop((x0, y0, x1, y1))
 
 
 class Predictor:

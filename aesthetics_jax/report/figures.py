@@ -69,10 +69,12 @@ def draw_boxes(image: np.ndarray, boxes: Mapping[str, Sequence[int]],
   return np.asarray(pil)
 
 
-def save_png(path, image: np.ndarray) -> None:
-  """Atomically writes uint8 [H,W,3] as PNG (parent folders created)."""
+def save_png(path, image: np.ndarray | Image.Image) -> None:
+  """Atomically writes uint8 [H,W,3] (or a PIL image) as PNG (parent folders created)."""
   buf = io.BytesIO()
-  Image.fromarray(np.asarray(image, np.uint8)).save(buf, format='PNG')
+  if not isinstance(image, Image.Image):
+    image = Image.fromarray(np.asarray(image, np.uint8))
+  image.save(buf, format='PNG')
   io_lib.atomic_write_bytes(path, buf.getvalue())
 
 
