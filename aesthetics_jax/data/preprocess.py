@@ -70,6 +70,7 @@ _TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+_DCT = (1, 2, 4, 8)  # the JPEG decoder's scale denominators
 _WIDE_GREY = ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F')
 _BAND_PIXELS = 1 << 22  # pixels per band when a reduced image is converted band by band
 
@@ -215,6 +216,14 @@ def _work_scale(hw: tuple[int, int], target: int | None, max_side: int | None) -
   return s
 
 
+def _dct_denominator(hw: tuple[int, int], target: int | None, max_side: int | None) -> int:
+  """JPEG DCT scaling 1/n, n in 1, 2, 4, 8: the most reduction keeping both sides >= target,
+  and at least the least reduction that fits the long side in max_side (which wins)."""
+  keep = [n for n in _DCT if target and min(hw) // n >= target]
+  fit = [n for n in _DCT if max_side and -(-max(hw) // n) <= max_side]
+  return max(max(keep, default=1), min(fit, default=_DCT[-1]) if max_side else 1)
+
+
 def _reduce_factor(size: tuple[int, int], header: tuple[int, int], scale: float,
                    max_side: int | None) -> int:
   """Integer factor for `Image.reduce` of a decoded (maybe drafted) image of PIL `size`: the
@@ -297,10 +306,11 @@ def _decode(data: bytes | Image.Image, target: int | None, max_side: int | None,
   try:
     orient = orientation(img)
     scale = _work_scale((h, w), target, max_side)
-    if scale < 1 and img.format == 'JPEG':
-      # DCT-domain downscaling (1/2, 1/4, 1/8) keeping both sides >= the request: the full
-      # image is never materialised.
-      img.draft('RGB', (math.ceil(w * scale), math.ceil(h * scale)))
+    n = _dct_denominator((h, w), target, max_side) if img.format == 'JPEG' else 1
+    if n > 1:
+      # DCT-domain downscaling by 1/n: the full image is never materialised. (draft picks the
+      # largest 1/n whose sides stay >= the requested size.)
+      img.draft('RGB', (w // n, h // n))
     img.load()
     out = _reduce_to_rgb(img, _reduce_factor(img.size, (w, h), scale, max_side))
     if orient != 1:
