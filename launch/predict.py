@@ -6,10 +6,13 @@ r"""Scores images with a trained checkpoint and suggests crops from its class ac
 Prints one JSON line per image, in argument order:
   {"path", "mean_score", "distribution"[10] (MobileNetV2) | "p_high" (VGG16), "label",
    "top_tag" (MobileNetV2), "box": [y0, x0, y1, x1], "boxes": {...}, "overlay", "crop"}
-Boxes are end-exclusive, in original-image pixels; `box` is the average of the aesthetic and
-attribute boxes for MobileNetV2 (the aesthetic box for VGG16); `boxes.crop` is the best box of
-`--aspect` (when given). An unreadable or missing image prints `{"path", "error"}` instead and
-the others carry on. Exit code: 0 if at least one image was scored, 1 if every image failed
+Boxes are end-exclusive, in original-image pixels of the image as displayed (EXIF orientation
+applied); `box` is the average of the aesthetic and attribute boxes for MobileNetV2 (the
+aesthetic box for VGG16); `boxes.crop` is the best box of `--aspect` (when given). Overlays are
+drawn with the long side <= 1024 px; crops are cut at full resolution up to 6000 px a side.
+An unusable image prints `{"path", "error"}` instead, the error one line naming its cause
+(missing, file over 64 MB, over 100 MP, under 32 px a side, truncated, not an image), and the
+others carry on. Exit code: 0 if at least one image was scored, 1 if every image failed
 or the workdir / flags are unusable (one line on stderr, no traceback).
 """
 import sys

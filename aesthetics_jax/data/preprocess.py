@@ -180,7 +180,9 @@ def _open(data: bytes | Image.Image, what: str, hint: str, max_bytes: int,
     m = re.search(r'\((\d+) pixels\)', str(e))
     raise _bomb(what, int(m.group(1)) if m else max_pixels + 1, max_pixels) from None
   except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
-    raise _fail(UNDECODABLE, what, f'not an image ({type(e).__name__}: {e})',
+    why = ('no image format recognised' if isinstance(e, Image.UnidentifiedImageError)
+           else f'{type(e).__name__}: {e}')
+    raise _fail(UNDECODABLE, what, f'not an image ({why})',
                 hint or 'pass a JPEG or PNG file') from None
 
 
