@@ -61,7 +61,10 @@ def _is_batch(x: Any) -> bool:
 def to_array(x: ImageLike) -> np.ndarray:
   """A path, PIL image or array → uint8 [H, W, 3]; one-line ValueError otherwise."""
   if isinstance(x, (str, os.PathLike)):
-    return inference.load_image(x)  # PredictError (a ValueError) for missing / corrupt files
+    # Full resolution (maps, boxes and crops are in the file's pixels), EXIF-upright, through
+    # the shared decoder's byte / pixel caps; PredictError (a ValueError) for missing, corrupt,
+    # oversized or too small files.
+    return inference.load_image(x, target=None, max_side=None).image
   if isinstance(x, Image.Image):
     return np.asarray(x.convert('RGB'), np.uint8)
   a = np.asarray(x)

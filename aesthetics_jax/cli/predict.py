@@ -13,10 +13,15 @@ stdout or atomically to `--output=F`:
    "boxes": {"aesthetic"|"attribute"|"average"|"crop": {"x0","y0","x1","y1"}},
    "overlay", "crop" (paths, when asked for)}
 Boxes are end-exclusive image pixels (`image.crop((b["x0"], b["y0"], b["x1"], b["y1"]))` in
-PIL). A file that cannot be read, a folder without images or a pattern matching nothing gives
-`{"path", "error"}` and the others carry on. Exit status: 0 every image scored; 1 some inputs
-failed; 2 nothing ran (a bad flag, no inputs, an unwritable output, an unusable workdir), with
-one line on stderr and nothing on stdout.
+PIL) of the image as displayed (EXIF orientation applied); `box` is the average of the aesthetic
+and attribute boxes for MobileNetV2 (the aesthetic box for VGG16); `boxes.crop` is the best box
+of `--aspect` (when given). Overlays are drawn with the long side <= 1024 px; crops are cut at
+full resolution up to 6000 px a side. A file that cannot be used, a folder without images or a
+pattern matching nothing gives `{"path", "error"}`, the error one line naming its cause
+(missing, file over 64 MB, over 100 MP, under 32 px a side, truncated, not an image), and the
+others carry on. Exit status: 0 every image scored; 1 some inputs failed; 2 nothing ran (a bad
+flag, no inputs, an unwritable output, an unusable workdir), with one line on stderr and
+nothing on stdout.
 """
 from __future__ import annotations
 

@@ -5,10 +5,18 @@ features → head → CAMs for the aesthetic target (+ all 10 score buckets and 
 predicted tag for the two-headed MobileNetV2), all from ONE feature map (the encoder runs once).
 The evaluation job (`evaluation/run.py`) reuses the same jitted function over the test split.
 
-Boxes are `(y0, x0, y1, x1)`, end-exclusive, in ORIGINAL image pixel coordinates
-(`crop.image_boxes`: the map is brought back to the original aspect before boxes are taken);
-the JSON records name the corners instead (`box_fields`: {"x0", "y0", "x1", "y1"}, PIL's
-crop order), so nobody has to remember the order.
+Boxes are `(y0, x0, y1, x1)`, end-exclusive, in ORIGINAL image pixel coordinates of the
+displayed image (EXIF orientation applied; `crop.image_boxes`: the map is brought back to the
+original aspect before boxes are taken); the JSON records name the corners instead
+(`box_fields`: {"x0", "y0", "x1", "y1"}, PIL's crop order), so nobody has to remember the order.
+
+Bounded memory for any input (`preprocess.decode`'s byte and pixel caps): each file is decoded
+reduced to a working copy (both sides >= `WORK_SIDE` where the image is larger, long side
+<= `WORK_MAX_SIDE`) that feeds the model and the overlays; overlays are drawn with their long
+side <= `OVERLAY_MAX_SIDE`; crops are cut from the image decoded again, at full resolution up to
+`CROP_MAX_SIDE` px on the long side (JPEGs DCT-reduced to it beyond), except from non-JPEG
+images over CROP_MAX_SIDE² px, which PIL decodes only at full size: their crops come from the
+working copy.
 """
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ from typing import Any, Iterator, Sequence
 
 import jax
 import numpy as np
+from PIL import Image
 
 from aesthetics_jax.evaluation import ground_truth
 from aesthetics_jax.explain import cam
@@ -31,6 +40,16 @@ from aesthetics_jax import parallel
 from aesthetics_jax.train import checkpoints
 from aesthetics_jax import models
 from aesthetics_jax.models import outputs as outputs_lib
+
+
+# Working copy of each image: both sides >= this (model input, overlays) where the image is
+# larger; long side <= WORK_MAX_SIDE (extreme aspect ratios).
+WORK_SIDE = 1024
+WORK_MAX_SIDE = 4096
+OVERLAY_MAX_SIDE = 1024  # long side of --overlay_dir images
+# Crops are cut at full resolution up to this long side (24 MP at 3:2), from a reduced decode
+# beyond (see the module docstring).
+CROP_MAX_SIDE = 6000
 
 
 class PredictError(ValueError):
@@ -143,16 +162,39 @@ def make_forward(model, arch: str, method: str, normalize: str | None,
   return forward
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-  """Reads an image file as uint8 [H,W,3]; PredictError (one line) if missing or corrupt."""
-  p = Path(path)
-  if not p.is_file():
-    raise PredictError(f'{p}: no such file; check the path')
+def load_image(path: str | os.PathLike, target: int | None = WORK_SIDE,
+               max_side: int | None = WORK_MAX_SIDE) -> preprocess.Decoded:
+  """Reads and decodes an image file (`preprocess.read_file` / `preprocess.decode`: size caps,
+  reduced decoding to `target` / `max_side`, EXIF orientation).
+
+  Returns `Decoded` (image uint8 [h,w,3], displayed size (H, W)); PredictError (one line: the
+  path and the cause) for a missing, oversized, truncated, non-image, bomb or < 32 px file.
+  """
   try:
-    return preprocess.decode_image(p.read_bytes())
-  except Exception as e:  # any decoder failure is a user-facing, per-file error
-    cause = type(e.__cause__ or e).__name__
-    raise PredictError(f'{p}: not a readable image ({cause}); pass a valid JPEG/PNG file')
+    data = preprocess.read_file(path)
+    return preprocess.decode(data, target=target, max_side=max_side,
+                             min_side=preprocess.MIN_SIDE, what=str(path))
+  except preprocess.DecodeError as e:
+    raise PredictError(str(e)) from None
+
+
+def crop_image(path: str | os.PathLike, image: preprocess.Decoded,
+               box: Sequence[int]) -> Image.Image:
+  """`box` (original pixels) cut from the image, an RGB PIL image: from the file decoded again
+  with its long side <= CROP_MAX_SIDE, or from the working copy when that is the whole image,
+  or when a re-decode would materialise a huge non-JPEG image (another full-size transient
+  after the model's memory is in use)."""
+  h, w = image.size
+  if not image.reduced or (image.format != 'JPEG' and h * w > CROP_MAX_SIDE**2):
+    y0, x0, y1, x1 = crop.scale_box(box, image.size, image.image.shape[:2])
+    return Image.fromarray(image.image[y0:y1, x0:x1])
+  try:  # cut and saved in PIL: no numpy copy of a full-resolution crop
+    src, _ = preprocess.decode_pil(preprocess.read_file(path), max_side=CROP_MAX_SIDE,
+                                   what=str(path))
+  except preprocess.DecodeError as e:
+    raise PredictError(str(e)) from None
+  y0, x0, y1, x1 = crop.scale_box(box, image.size, src.size[::-1])
+  return src.crop((x0, y0, x1, y1))
 
 
 class Predictor:
@@ -199,14 +241,15 @@ class Predictor:
     pred, maps = forward(self.variables, xs)
     return {k: np.asarray(v)[:b] for k, v in pred.items()}, np.asarray(maps)[:b]
 
-  def describe(self, image: np.ndarray, pred: dict[str, np.ndarray], maps: dict[str, Any],
-               i: int, aspect: str | None = None,
+  def describe(self, image: np.ndarray | tuple[int, int], pred: dict[str, np.ndarray],
+               maps: dict[str, Any], i: int, aspect: str | None = None,
                top_k: int = DEFAULT_TOP_K) -> tuple[dict, dict]:
-    """JSON fields and box/overlay data for image i of a batch (image: original uint8).
+    """JSON fields and box/overlay data for image i of a batch; image: the original uint8
+    [H,W,3] or its displayed (H, W) (`Decoded.size`): boxes come out in those pixels.
 
     vis['boxes'] keeps `(y0, x0, y1, x1)` for drawing and cropping; the record names corners.
     """
-    h, w = image.shape[:2]
+    h, w = image if isinstance(image, tuple) else image.shape[:2]
     rec = score_fields(pred, i, self.arch, self.tag_names, top_k)
     d = crop.image_boxes(maps['aesthetic'][i], maps['top_tag'][i] if 'top_tag' in maps else None,
                          (h, w), self.threshold, aspect)
@@ -219,11 +262,21 @@ class Predictor:
            'boxes': boxes}
     return rec, vis
 
-  def overlay_image(self, image: np.ndarray, vis: dict) -> np.ndarray:
-    """The aesthetic map over the image with its boxes and, in a strip below, their legend."""
-    img = figures.overlay(image, vis['aesthetic_map'])
-    img = figures.draw_boxes(img, vis['boxes'], width=max(2, max(image.shape[:2]) // 200))
-    return figures.add_legend(img, f'map: aesthetic ({self.method})', list(vis['boxes']))
+  def overlay_image(self, image: preprocess.Decoded | np.ndarray, vis: dict) -> np.ndarray:
+    """The --overlay_dir picture: the aesthetic map and the boxes (original pixels) over the
+    image, at its original aspect with the long side <= OVERLAY_MAX_SIDE, and, in a strip
+    below, their legend → uint8 [h', w', 3]. image: the `Decoded` working copy (or a uint8
+    [H,W,3] array at the size the boxes are in)."""
+    if not isinstance(image, preprocess.Decoded):
+      image = preprocess.Decoded(np.asarray(image), tuple(np.asarray(image).shape[:2]))
+    hw = crop.box_grid(image.size, OVERLAY_MAX_SIDE)
+    small = image.image
+    if small.shape[:2] != hw:
+      small = np.asarray(Image.fromarray(small).resize((hw[1], hw[0]), Image.BILINEAR))
+    shown = {k: crop.scale_box(v, image.size, hw) for k, v in vis['boxes'].items()}
+    img = figures.draw_boxes(figures.overlay(small, vis['aesthetic_map']), shown,
+                             width=max(2, max(hw) // 200))
+    return figures.add_legend(img, f'map: aesthetic ({self.method})', list(shown))
 
   def predict_files(self, paths: Sequence[str], overlay_dir: str | None = None,
                     crop_dir: str | None = None, aspect: str | None = None,
@@ -238,16 +291,16 @@ class Predictor:
       images, errors = {}, {}
       for j, p in enumerate(chunk):
         try:
-          images[j] = load_image(p)
+          images[j] = load_image(p, max(self.size, WORK_SIDE))
         except PredictError as e:
           errors[j] = str(e)
       results = {}
       if images:
         order = sorted(images)
-        x = np.stack([preprocess.preprocess_eval_np(images[j], self.size) for j in order])
+        x = np.stack([preprocess.preprocess_eval_np(images[j].image, self.size) for j in order])
         pred, maps = self.run(x)
         for k, j in enumerate(order):
-          rec, vis = self.describe(images[j], pred, maps, k, aspect, top_k)
+          rec, vis = self.describe(images[j].size, pred, maps, k, aspect, top_k)
           stem = f'{start + j:04d}_{Path(chunk[j]).stem}'
           if overlay_dir:
             out = Path(overlay_dir) / f'{stem}_cam.png'
@@ -255,10 +308,13 @@ class Predictor:
             rec['overlay'] = str(out)
           suggested = vis['boxes'].get('average', vis['boxes'].get('aesthetic'))
           if crop_dir and suggested is not None:
-            y0, x0, y1, x1 = vis['boxes'].get('crop', suggested)
             out = Path(crop_dir) / f'{stem}_crop.png'
-            figures.save_png(out, images[j][y0:y1, x0:x1])
-            rec['crop'] = str(out)
+            try:
+              figures.save_png(out, crop_image(chunk[j], images[j],
+                                               vis['boxes'].get('crop', suggested)))
+              rec['crop'] = str(out)
+            except PredictError as e:  # the file changed since it was scored
+              rec['crop_error'] = str(e)
           results[j] = rec
       for j, p in enumerate(chunk):
         if j in errors:

@@ -24,12 +24,12 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
-from PIL import Image
 
 from aesthetics_jax import io as io_lib
 from aesthetics_jax import models, parallel
 from aesthetics_jax.data import dataset
 from aesthetics_jax.data import pipeline
+from aesthetics_jax.data import preprocess
 from aesthetics_jax.data import stats as data_stats
 from aesthetics_jax.evaluation import ground_truth
 from aesthetics_jax.evaluation import evaluators
@@ -156,9 +156,8 @@ def _clean(v):
 
 
 def _image_size(record) -> tuple[int, int]:
-  """(H, W) of a record's original image from its header (no full decode)."""
-  with Image.open(io.BytesIO(record['image'])) as im:
-    return im.size[1], im.size[0]
+  """(H, W) of a record's original image as displayed (EXIF orientation), from its header."""
+  return preprocess.image_size(record['image'], what=f'image_id {int(record["image_id"])}')
 
 
 def _write_csv(path: Path, test: streaming.SplitSummary, source, size: int) -> None:

@@ -29,18 +29,31 @@ def _png(fig) -> bytes:
   return buf.getvalue()
 
 
+def _jet_lut() -> np.ndarray:
+  """matplotlib's 'jet' as f32 [256, 3] in 0..255 (its own 256-entry table)."""
+  return (plt.get_cmap('jet')(np.arange(256))[:, :3] * 255.0).astype(np.float32)
+
+
+_JET = _jet_lut()
+
+
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
   """Jet-coloured map over an image: uint8 [H,W,3] + f32 [h,w] in [0,1] -> uint8 [H,W,3].
 
-  The map is resized bilinearly to the image size if needed.
+  The map is resized bilinearly to the image size if needed. Works in float32 through a
+  256-entry table (what `get_cmap('jet')(cam)` looks up, without its float64 RGBA copy):
+  ~22 bytes per pixel; callers bound the image size (predict: long side <= 1024).
   """
   image = np.asarray(image, np.uint8)
   h, w = image.shape[:2]
   cam = np.asarray(cam, np.float32)
   if cam.shape != (h, w):
     cam = np.asarray(Image.fromarray(cam).resize((w, h), Image.BILINEAR))
-  heat = plt.get_cmap('jet')(np.clip(cam, 0.0, 1.0))[..., :3] * 255.0
-  out = (1.0 - alpha) * image.astype(np.float32) + alpha * heat
+  # Colormap.__call__'s index for floats: floor(x * N), x = 1 → N - 1.
+  idx = np.minimum((np.clip(cam, 0.0, 1.0) * 256.0).astype(np.int32), 255)
+  out = image.astype(np.float32)
+  out *= 1.0 - alpha
+  out += alpha * _JET[idx]
   return np.clip(out, 0, 255).astype(np.uint8)
 
 
@@ -56,10 +69,12 @@ def draw_boxes(image: np.ndarray, boxes: Mapping[str, Sequence[int]],
   return np.asarray(pil)
 
 
-def save_png(path, image: np.ndarray) -> None:
-  """Atomically writes uint8 [H,W,3] as PNG (parent folders created)."""
+def save_png(path, image: np.ndarray | Image.Image) -> None:
+  """Atomically writes uint8 [H,W,3] (or a PIL image) as PNG (parent folders created)."""
   buf = io.BytesIO()
-  Image.fromarray(np.asarray(image, np.uint8)).save(buf, format='PNG')
+  if not isinstance(image, Image.Image):
+    image = Image.fromarray(np.asarray(image, np.uint8))
+  image.save(buf, format='PNG')
   io_lib.atomic_write_bytes(path, buf.getvalue())
 
 

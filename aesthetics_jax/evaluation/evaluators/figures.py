@@ -39,16 +39,20 @@ def examples(forward: streaming.ForwardFn, variables, source: Sequence, rows: Se
   the jitted function is not compiled again for a new shape.
   """
   rows = [int(i) for i in rows]
-  imgs = [preprocess.decode_image(source[i]['image']) for i in rows]
-  x = np.stack([preprocess.preprocess_eval_np(im, image_size) for im in imgs])
+  records = [source[i] for i in rows]
+  # The model input exactly as the evaluation stream makes it; the shown image decoded reduced
+  # (both sides >= EXAMPLE_SIZE) in its displayed orientation.
+  x = np.stack([preprocess.preprocess_eval_np(r['image'], image_size) for r in records])
+  imgs = [preprocess.decode(r['image'], target=EXAMPLE_SIZE, hint=preprocess.DATASET_HINT,
+                            what=f'image_id {int(r["image_id"])}') for r in records]
   x, _ = parallel.pad_to_multiple(x, batch_size)
   x = preprocess.to_model_input(jnp.asarray(x), normalize)
   pred, maps = jax.device_get(forward(variables, x))
   maps = inference.split_maps(np.asarray(maps), arch)
   panels, bucket_panels = [], []
   for j, (i, img) in enumerate(zip(rows, imgs)):
-    grid = crop.box_grid(img.shape[:2], EXAMPLE_SIZE)
-    small = np.asarray(Image.fromarray(img).resize((grid[1], grid[0]), Image.BILINEAR))
+    grid = crop.box_grid(img.size, EXAMPLE_SIZE)
+    small = np.asarray(Image.fromarray(img.image).resize((grid[1], grid[0]), Image.BILINEAR))
     d = crop.image_boxes(maps['aesthetic'][j], maps['top_tag'][j] if 'top_tag' in maps else None,
                          grid, threshold)
     tag_caption = ''
