@@ -6,8 +6,9 @@ r"""Evaluates a trained checkpoint: metrics, CAM study, faithfulness, figures an
 only (e.g. `--config.eval.cam_methods="('gradcam',)"`, a moved `--config.data.data_dir=`).
 
 Writes W/eval/metrics.json, W/eval/per_image.csv, W/eval/figures/*.png, W/eval/report.html
-and prints the report's path. A missing checkpoint / dataset prints one line on stderr and
-exits 1.
+and prints the report's path. A missing or damaged checkpoint (named with its step and file,
+and the `--step` of an intact one), a missing dataset or non-finite model outputs print one
+line on stderr and exit 1.
 """
 import json
 import sys
@@ -43,6 +44,8 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)
   from aesthetics_jax.evaluation import run as eval_run  # after flag parsing: importing JAX is slow
+  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  checkpoints.quiet_orbax_errors()  # a damaged checkpoint is one CheckpointError line
   try:
     overrides = config_flags.get_override_values(flags.FLAGS['config'])
     if _MASKS_DIR.value:

@@ -8,9 +8,10 @@ Prints one JSON line per image, in argument order:
    "top_tag" (MobileNetV2), "box": [y0, x0, y1, x1], "boxes": {...}, "overlay", "crop"}
 Boxes are end-exclusive, in original-image pixels; `box` is the average of the aesthetic and
 attribute boxes for MobileNetV2 (the aesthetic box for VGG16); `boxes.crop` is the best box of
-`--aspect` (when given). An unreadable or missing image prints `{"path", "error"}` instead and
-the others carry on. Exit code: 0 if at least one image was scored, 1 if every image failed
-or the workdir / flags are unusable (one line on stderr, no traceback).
+`--aspect` (when given). An unreadable or missing image, or one whose model output is not
+finite, prints `{"path", "error"}` instead and the others carry on (a NaN is never printed).
+Exit code: 0 if at least one image was scored, 1 if every image failed or the workdir / flags
+/ checkpoint are unusable (one line on stderr, no traceback).
 """
 import sys
 
@@ -48,6 +49,8 @@ def main(argv):
   # After flag parsing: importing JAX is slow.
   from aesthetics_jax.evaluation import inference  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.explain import crop  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  checkpoints.quiet_orbax_errors()  # a damaged checkpoint is one CheckpointError line
   try:
     if _ASPECT.value:
       crop.parse_aspect(_ASPECT.value)

@@ -6,7 +6,8 @@ r"""Trains a model; rerunning the same command resumes from the latest checkpoin
 If `config.data.ava_dir` is set and `config.data.data_dir` is not prepared yet, the dataset
 is prepared first. Multi-process: pass --coordinator_address/--num_processes/--process_id
 (or --coordinator_address=auto on managed clusters that `jax.distributed.initialize()` detects).
-User errors print one line on stderr and exit 1.
+User errors (bad config, unusable or busy workdir, damaged checkpoints, a failed save) print
+one line on stderr and exit 1.
 """
 import json
 import sys
@@ -46,7 +47,9 @@ def main(argv):
   from aesthetics_jax.data import preprocess  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import trainer  # pylint: disable=import-outside-toplevel
   config = _CONFIG.value
-  user_errors = (trainer.TrainingError, checkpoints.CheckpointMismatchError,
+  checkpoints.quiet_orbax_errors()  # failed saves arrive as one CheckpointError line
+  # CheckpointError: workdir (busy, read-only, a file), damaged checkpoints, failed saves.
+  user_errors = (trainer.TrainingError, checkpoints.CheckpointError,
                  preprocess.InputError, parallel.ShardingError, ava.AvaError, FileNotFoundError,
                  NotADirectoryError, PermissionError)
   try:

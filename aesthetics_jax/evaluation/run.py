@@ -40,6 +40,12 @@ from aesthetics_jax.report import html as report_html
 from aesthetics_jax.train import checkpoints
 
 EVAL_DIR = 'eval'
+
+
+class EvaluationError(ValueError):
+  """One-line user error of the evaluation job (launch/evaluate.py prints it, exit 1)."""
+
+
 CSV_FIELDS = ('image_id', 'true_mean', 'label', 'pred', 'pred_mean', 'p_high',
               'intensity_per_image', 'intensity_global', 'orig_height', 'orig_width',
               'map', 'box_aesthetic', 'box_attribute', 'box_average')
@@ -76,6 +82,7 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   summarize = streaming.make_summarize(size, float(ec.box_threshold), arch)
   test = streaming.collect(forward, summarize, variables, batches, sources['test'], max_test,
                            desc='eval test')
+  _check_finite(test, step, workdir)
 
   m: dict[str, Any] = {'step': step, 'arch': arch, 'cam_method': str(ec.cam_method),
                        'box_threshold': float(ec.box_threshold), 'cam_layers': list(layers),
@@ -114,6 +121,16 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
                              demo=is_demo(config) if demo is None else demo,
                              title=f'aesthetics-jax: {section["name"]} evaluation')
   return m
+
+
+def _check_finite(test: streaming.SplitSummary, step: int, workdir: Path) -> None:
+  """Non-finite outputs would turn every metric and the report into NaN: refuse instead."""
+  bad = inference.non_finite_rows(test.pred, test.maps)
+  if bad.any():
+    raise EvaluationError(
+        f'{int(bad.sum())} of {bad.size} test images gave non-finite model outputs (NaN/inf) '
+        f'with checkpoint {step} of {workdir}; nothing was written: the checkpoint holds '
+        'non-finite weights or training diverged; pass another --step or retrain')
 
 
 def _map_size(model, variables, layers, size: int) -> list[int]:
