@@ -21,6 +21,7 @@ import logging as std_logging
 import os
 import re
 import shutil
+import sys
 import zlib
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -319,8 +320,11 @@ class Checkpointer:
 
   def _save_error(self, step: int, e: BaseException | None) -> CheckpointSaveError:
     cause = storage_cause(e) if e is not None else 'not committed; see the log above'
-    kept = sorted(s for s in self.all_steps() if s != step and self.step_dir(s).is_dir())
-    untouched = (f'checkpoints {", ".join(map(str, kept))} are untouched' if kept
+    # From the folder: orbax's own list drops steps while it handles the failure.
+    kept = sorted(int(p.name) for p in self.directory.iterdir()
+                  if p.name.isdigit() and p.is_dir() and int(p.name) != step)
+    untouched = (f'checkpoint{"s" if len(kept) > 1 else ""} {", ".join(map(str, kept))} '
+                 f'{"are" if len(kept) > 1 else "is"} untouched' if kept
                  else 'no earlier checkpoint')
     return CheckpointSaveError(
         f'saving checkpoint {step} in {self.directory} failed ({cause}); training stopped, '
@@ -612,11 +616,30 @@ def _is_orbax_record(record: std_logging.LogRecord) -> bool:
       f'{os.sep}orbax{os.sep}' in record.pathname)
 
 
+def _is_closed_loop_echo(exc: BaseException | None) -> bool:
+  """TensorStore completing writes after orbax closed the event loop of a failed save."""
+  return isinstance(exc, RuntimeError) and str(exc) == 'Event loop is closed'
+
+
 def quiet_orbax_errors() -> None:
-  """Drops orbax's own ERROR logs (tracebacks from its save threads, dozens per failure): the
-  failures they describe reach the caller as one-line CheckpointErrors. For launch scripts."""
+  """For launch scripts: drops the echoes of a failed save or restore that reach the caller as
+  one-line CheckpointErrors anyway — orbax's ERROR logs (a traceback per thread and item) and
+  TensorStore's 'Event loop is closed' callbacks (dozens per failed save)."""
   logger = logging.get_absl_logger()
-  if not any(getattr(f, '__name__', '') == '_drop_orbax_errors' for f in logger.filters):
-    def _drop_orbax_errors(record: std_logging.LogRecord) -> bool:
-      return not _is_orbax_record(record)
-    logger.addFilter(_drop_orbax_errors)
+  if any(getattr(f, '__name__', '') == '_drop_orbax_errors' for f in logger.filters):
+    return
+
+  def _drop_orbax_errors(record: std_logging.LogRecord) -> bool:
+    return not _is_orbax_record(record)
+  logger.addFilter(_drop_orbax_errors)
+
+  excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+
+  def _excepthook(kind, value, tb):
+    if not _is_closed_loop_echo(value):
+      excepthook(kind, value, tb)
+
+  def _unraisablehook(unraisable):
+    if not _is_closed_loop_echo(unraisable.exc_value):
+      unraisablehook(unraisable)
+  sys.excepthook, sys.unraisablehook = _excepthook, _unraisablehook
