@@ -9,6 +9,7 @@ is prepared first. Multi-process: pass --coordinator_address/--num_processes/--p
 User errors (bad config, unusable or busy workdir, damaged checkpoints, a failed save) print
 one line on stderr and exit 1.
 """
+import errno
 import json
 import sys
 
@@ -69,6 +70,12 @@ def main(argv):
   except user_errors as e:
     print(f'train: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}',
           file=sys.stderr)
+    sys.exit(1)
+  except OSError as e:  # the storage filled up or went read-only under the logs
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+      raise
+    print(f'train: {e.filename or _WORKDIR.value}: {e.strerror}; free space or fix the storage, '
+          'then rerun to resume from the last checkpoint', file=sys.stderr)
     sys.exit(1)
   if jax.process_index() == 0:
     print(json.dumps({k: v for k, v in result.items()}, sort_keys=True))

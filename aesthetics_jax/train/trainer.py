@@ -231,9 +231,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Returns the final eval metrics plus 'step', 'num_devices', 'num_processes'. The workdir
   is checked and locked for the run (process 0: `workdir.claim`).
   """
-  workdir = Path(workdir)
   with workdir_lib.claim(workdir, active=jax.process_index() == 0):
-    return _train_and_evaluate(config, workdir)
+    return _train_and_evaluate(config, Path(workdir))
 
 
 def _restore_or_init(ckpt: ckpt_lib.Checkpointer, model, config, tx, mesh: Mesh

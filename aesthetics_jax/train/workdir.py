@@ -1,6 +1,6 @@
 """A training workdir: checked before any work, locked against a second trainer.
 
-`claim(workdir)` (a context manager, process 0 only in multi-process jobs):
+`claim(workdir)` (a context manager, process 0 only in multi-process jobs; local folders):
 1. the workdir must be a folder this process can write: otherwise one-line `WorkdirError`
    before any data is read or anything compiled;
 2. `workdir/.lock` is created with O_CREAT|O_EXCL and holds the holder's pid, host, start
@@ -28,6 +28,7 @@ from typing import Iterator
 
 from absl import logging
 
+from aesthetics_jax import io
 from aesthetics_jax.train.checkpoints import WorkdirBusyError, WorkdirError, storage_cause
 
 LOCK_NAME = '.lock'
@@ -182,7 +183,7 @@ def remove_if_empty(workdir: Path, created: bool) -> None:
 @contextlib.contextmanager
 def claim(workdir: str | os.PathLike, active: bool = True) -> Iterator[None]:
   """Checks and locks `workdir` for the duration (no-op unless `active`: process 0)."""
-  if not active:
+  if not active or not io.is_local(workdir):  # no O_EXCL on object stores (gs://): no lock
     yield
     return
   workdir = Path(workdir)
