@@ -258,6 +258,22 @@ def test_unusable_workdirs_are_one_line_and_leave_nothing_behind(tmp_path, monke
   assert not fresh.exists()
 
 
+def test_evaluate_checks_it_can_write_before_working(wd, monkeypatch):
+  (wd / 'eval').write_text('a file where the results go')
+  with pytest.raises(checkpoints.WorkdirError, match='eval: exists and is not a folder'):
+    eval_run.evaluate(wd)
+  (wd / 'eval').unlink()
+
+  def read_only(*args, **kwargs):
+    raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+  monkeypatch.setattr(workdir_lib.tempfile, 'mkstemp', read_only)
+  # Raised before the (here missing) dataset is even looked for.
+  with pytest.raises(checkpoints.WorkdirError) as e:
+    eval_run.evaluate(wd)
+  assert 'evaluation folder is not writable (Read-only file system)' in _one_line(e.value)
+  assert not (wd / 'eval').exists()
+
+
 @pytest.mark.skipif(os.name != 'posix' or os.geteuid() == 0,
                     reason='root writes through permission bits')
 def test_read_only_workdir_by_permissions(tmp_path):

@@ -38,6 +38,7 @@ from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.explain import crop
 from aesthetics_jax.report import html as report_html
 from aesthetics_jax.train import checkpoints
+from aesthetics_jax.train import workdir as workdir_lib
 
 EVAL_DIR = 'eval'
 
@@ -64,6 +65,8 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   t0 = time.time()
   workdir = Path(workdir)
   model, variables, config, step = checkpoints.restore_for_inference(workdir, step)
+  # Results are written at the end: a read-only workdir fails now, not after minutes of work.
+  workdir_lib.check_writable(workdir / EVAL_DIR, 'evaluation folder')
   config.update_from_flattened_dict(dict(overrides or {}))
   arch, size = str(config.model.arch), int(config.input.image_size)
   ec = config.eval

@@ -159,15 +159,35 @@ def prepare(workdir: Path) -> bool:
   except OSError as e:  # a parent is a file, read-only file system, permissions
     raise WorkdirError(f'{workdir}: cannot create the workdir ({storage_cause(e)}); pass a '
                        'writable --workdir') from None
-  try:  # a real write: permission bits say nothing about read-only mounts (or root)
-    fd, probe = tempfile.mkstemp(prefix='.write-test-', dir=workdir)
+  try:
+    _probe(workdir, 'workdir')
+  except WorkdirError:
+    remove_if_empty(workdir, created)
+    raise
+  return created
+
+
+def _probe(folder: Path, what: str) -> None:
+  """A real write: permission bits say nothing about read-only mounts (or root)."""
+  try:
+    fd, probe = tempfile.mkstemp(prefix='.write-test-', dir=folder)
     os.close(fd)
     os.unlink(probe)
   except OSError as e:
-    remove_if_empty(workdir, created)
-    raise WorkdirError(f'{workdir}: the workdir is not writable ({storage_cause(e)}); pass a '
+    raise WorkdirError(f'{folder}: the {what} is not writable ({storage_cause(e)}); pass a '
                        'writable --workdir') from None
-  return created
+
+
+def check_writable(folder: str | os.PathLike, what: str) -> None:
+  """WorkdirError (one line) unless files can be written in `folder` — or, while it does not
+  exist yet, in its nearest existing parent, where it would be created. Creates nothing:
+  for jobs that write their results only at the end (evaluation)."""
+  target = Path(folder)
+  while not target.exists() and target != target.parent:
+    target = target.parent
+  if not target.is_dir():
+    raise WorkdirError(f'{target}: exists and is not a folder; the {what} cannot be written')
+  _probe(target, what)
 
 
 def remove_if_empty(workdir: Path, created: bool) -> None:
