@@ -143,6 +143,24 @@ def test_without_files_json_the_array_checksums_still_catch_damage(wd):
   assert 'cannot be read (' in _one_line(e.value) and str(step4) in str(e.value)
 
 
+def test_fallback_to_the_newest_intact_step_and_when_none_is_left(wd, caplog):
+  config = checkpoint_fixture.smoke_config('vgg16')
+  model = models.create_model(config.model)
+  abstract_vars = models.abstract_variables(model, int(config.input.image_size))
+  abstract_opt = {'step': jax.ShapeDtypeStruct((), np.int32)}
+  _truncate(_data_file(wd / 'checkpoints' / '4'))
+  ck = checkpoints.Checkpointer(wd)
+  with caplog.at_level(logging.WARNING):
+    step, _, opt = ck.restore_latest_intact(config.model, abstract_vars, abstract_opt)
+  assert step == 2 and int(opt['step']) == 2 and ck.all_steps() == [2]
+  assert 'checkpoint 4 is corrupt' in caplog.text and 'resuming from checkpoint 2' in caplog.text
+  assert (wd / checkpoints.CORRUPT_DIR / '4').is_dir()
+  _empty(_data_file(wd / 'checkpoints' / '2'))
+  with pytest.raises(checkpoints.CorruptCheckpointError, match='no older checkpoint is intact'):
+    ck.restore_latest_intact(config.model, abstract_vars, abstract_opt)
+  ck.close()
+
+
 @pytest.mark.parametrize('text', ['{"model": ', '[1, 2]', '\xff\xfe'])
 def test_garbage_config_json_names_the_file(wd, text):
   (wd / 'config.json').write_bytes(text.encode('latin-1'))

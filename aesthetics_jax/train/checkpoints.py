@@ -321,8 +321,11 @@ class Checkpointer:
   def _save_error(self, step: int, e: BaseException | None) -> CheckpointSaveError:
     cause = storage_cause(e) if e is not None else 'not committed; see the log above'
     # From the folder: orbax's own list drops steps while it handles the failure.
-    kept = sorted(int(p.name) for p in self.directory.iterdir()
-                  if p.name.isdigit() and p.is_dir() and int(p.name) != step)
+    try:
+      kept = sorted(int(p.name) for p in self.directory.iterdir()
+                    if p.name.isdigit() and p.is_dir() and int(p.name) != step)
+    except OSError:
+      kept = []
     untouched = (f'checkpoint{"s" if len(kept) > 1 else ""} {", ".join(map(str, kept))} '
                  f'{"are" if len(kept) > 1 else "is"} untouched' if kept
                  else 'no earlier checkpoint')
@@ -393,12 +396,15 @@ class Checkpointer:
       self._check_structure(step, items)
       return
     try:
-      listed = read_json_object(step_dir / FILES_JSON, CorruptCheckpointError)['files']
-    except (CorruptCheckpointError, KeyError) as e:
-      raise self._corrupt(step, f'{step_dir / FILES_JSON} is damaged ({e})') from None
+      listed = {str(rel): (int(size), int(crc)) for rel, (size, crc) in read_json_object(
+          step_dir / FILES_JSON, CorruptCheckpointError)['files'].items()}
+    except CorruptCheckpointError as e:
+      raise self._corrupt(step, str(e)) from None
+    except (KeyError, TypeError, ValueError, AttributeError):
+      raise self._corrupt(step, f'{step_dir / FILES_JSON}: not a file list') from None
     for rel, (size, crc) in listed.items():
       if rel.split('/')[0] in items:
-        problem = _file_problem(step_dir / rel, int(size), int(crc))
+        problem = _file_problem(step_dir / rel, size, crc)
         if problem:
           raise self._corrupt(step, f'{step_dir / rel} {problem}')
 
