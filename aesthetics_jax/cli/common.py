@@ -2,7 +2,9 @@
 
 Exit statuses of every command: 0 success; 1 the run failed, or (predict) some inputs failed;
 2 a usage error found before any work started (bad flag value, unknown config or key,
-unwritable output). Errors are one line on stderr, `<command>: <what> ...`, never a traceback.
+unwritable output, a --workdir / --step that cannot be used: no checkpoint, a damaged or
+another model's checkpoint, a workdir in use by another trainer; see `exit_code`). Errors are
+one line on stderr, `<command>: <what> ...`, never a traceback.
 """
 from __future__ import annotations
 
@@ -34,6 +36,21 @@ def fail(script: str, message: BaseException | str, code: int = EXIT_FAILED) -> 
 
 def usage_error(script: str, message: str) -> NoReturn:
   fail(script, message, EXIT_USAGE)
+
+
+def exit_code(e: BaseException) -> int:
+  """The exit status of an error that reached a command.
+
+  EXIT_USAGE for `train.checkpoints.CheckpointError`s raised before any work (the workdir or
+  the checkpoint to start from cannot be used: missing, damaged, another model's, busy,
+  unwritable or a file; fix --workdir / --step); EXIT_FAILED for everything else, a failed
+  checkpoint save (`CheckpointSaveError`, mid-run) included.
+  """
+  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  if (isinstance(e, checkpoints.CheckpointError)
+      and not isinstance(e, checkpoints.CheckpointSaveError)):
+    return EXIT_USAGE
+  return EXIT_FAILED
 
 
 def _nearest_existing(p: Path) -> Path:

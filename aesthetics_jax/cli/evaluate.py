@@ -7,8 +7,10 @@ r"""Evaluates a trained checkpoint: metrics, CAM study, faithfulness, figures an
 only (e.g. `--config.eval.cam_methods="('gradcam',)"`, a moved `--config.data.data_dir=`).
 
 Writes W/eval/metrics.json, W/eval/per_image.csv, W/eval/figures/*.png, W/eval/report.html
-and prints the report's path. A missing checkpoint / dataset prints one line on stderr and
-exits 1.
+and prints the report's path. Errors are one line on stderr: exit 2 when nothing ran (bad
+flags; a --workdir without a usable checkpoint: missing, another model's, or damaged, named
+with its step and file and the `--step` of an intact one; an unwritable W/eval), 1 when the
+evaluation failed (a missing dataset, non-finite model outputs: nothing is written).
 """
 import json
 import os
@@ -46,13 +48,15 @@ def main(argv):
   common.check_outputs('evaluate', folders={'workdir': _WORKDIR.value})
   logging.set_verbosity(logging.ERROR)
   from aesthetics_jax.evaluation import run as eval_run  # after flag parsing: importing JAX is slow
+  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  checkpoints.quiet_orbax_errors()  # a damaged checkpoint is one CheckpointError line
   try:
     overrides = config_flags.get_override_values(flags.FLAGS['config'])
     if _MASKS_DIR.value:
       overrides['eval.masks_dir'] = _MASKS_DIR.value
     m = eval_run.evaluate(_WORKDIR.value, _STEP.value, overrides=overrides)
   except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
-    common.fail('evaluate', e)
+    common.fail('evaluate', e, common.exit_code(e))
   print(json.dumps({k: m.get(k) for k in SUMMARY_KEYS if k in m}))
   print(f'{_WORKDIR.value.rstrip("/")}/{eval_run.EVAL_DIR}/report.html')
 

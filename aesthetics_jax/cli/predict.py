@@ -18,10 +18,12 @@ and attribute boxes for MobileNetV2 (the aesthetic box for VGG16); `boxes.crop` 
 of `--aspect` (when given). Overlays are drawn with the long side <= 1024 px; crops are cut at
 full resolution up to 6000 px a side. A file that cannot be used, a folder without images or a
 pattern matching nothing gives `{"path", "error"}`, the error one line naming its cause
-(missing, file over 64 MB, over 100 MP, under 32 px a side, truncated, not an image), and the
-others carry on. Exit status: 0 every image scored; 1 some inputs failed; 2 nothing ran (a bad
-flag, no inputs, an unwritable output, an unusable workdir), with one line on stderr and
-nothing on stdout.
+(missing, file over 64 MB, over 100 MP, under 32 px a side, truncated, not an image, a model
+output that is not finite: a NaN is never printed), and the others carry on. Exit status: 0
+every image scored; 1 some inputs failed; 2 nothing ran (a bad flag, no inputs, an unwritable
+output, a workdir without a usable checkpoint: missing, another model's, or damaged, named with
+its step and file and the `--step` of an intact one), with one line on stderr and nothing on
+stdout.
 """
 from __future__ import annotations
 
@@ -99,6 +101,8 @@ def main(argv):
   # After the checks: importing inference (JAX, orbax) is slow.
   from aesthetics_jax import io  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.evaluation import inference  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  checkpoints.quiet_orbax_errors()  # a damaged checkpoint is one CheckpointError line
   paths = [p for p in items if isinstance(p, str)]
   predictor = None
   if paths:

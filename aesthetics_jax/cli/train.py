@@ -10,9 +10,12 @@ your own config file, each with an optional `:arg` (`demo:vgg16,smoke`).
 If `config.data.ava_dir` is set and `config.data.data_dir` is not prepared yet, the dataset
 is prepared first. Multi-process: pass --coordinator_address/--num_processes/--process_id
 (or --coordinator_address=auto on managed clusters that `jax.distributed.initialize()` detects).
-User errors print one line on stderr: exit 2 for flag problems found before anything runs
-(config file, config argument, `--config.KEY`, unwritable --workdir), 1 for failures later.
+User errors print one line on stderr: exit 2 for problems found before anything runs (config
+file, config argument, `--config.KEY`; a --workdir that is unwritable, a file, in use by another
+trainer (`W/.lock`), or holds another model's checkpoint or only damaged ones), 1 for failures
+later (missing dataset, a failed checkpoint save, disk full or read-only under the logs).
 """
+import errno
 import json
 import sys
 
@@ -53,7 +56,9 @@ def main(argv):
   from aesthetics_jax.data import preprocess  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import trainer  # pylint: disable=import-outside-toplevel
   config = _CONFIG.value
-  user_errors = (trainer.TrainingError, checkpoints.CheckpointMismatchError,
+  checkpoints.quiet_orbax_errors()  # failed saves arrive as one CheckpointError line
+  # CheckpointError: workdir (busy, read-only, a file), damaged checkpoints, failed saves.
+  user_errors = (trainer.TrainingError, checkpoints.CheckpointError,
                  preprocess.InputError, parallel.ShardingError, ava.AvaError, FileNotFoundError,
                  NotADirectoryError, PermissionError)
   try:
@@ -72,7 +77,12 @@ def main(argv):
     _check_prepared(config.data.data_dir, config.data.subset, dataset)
     result = trainer.train_and_evaluate(config, _WORKDIR.value)
   except user_errors as e:
-    common.fail('train', e)
+    common.fail('train', e, common.exit_code(e))
+  except OSError as e:  # the storage filled up or went read-only under the logs
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+      raise
+    common.fail('train', f'{e.filename or _WORKDIR.value}: {e.strerror}; free space or fix the '
+                'storage, then rerun to resume from the last checkpoint')
   if jax.process_index() == 0:
     print(json.dumps({k: v for k, v in result.items()}, sort_keys=True))
 

@@ -93,6 +93,20 @@ def score_fields(pred: dict[str, np.ndarray], i: int, arch: str, tag_names: dict
   return rec
 
 
+def non_finite_rows(*parts: dict[str, np.ndarray]) -> np.ndarray:
+  """bool [N]: rows with a NaN/inf in any floating field of the given `{name: [N, ...]}`
+  dicts (predictions, maps). Such outputs are never reported as numbers."""
+  bad = None
+  for part in parts:
+    for v in part.values():
+      v = np.asarray(v)
+      if v.ndim == 0 or not np.issubdtype(v.dtype, np.floating):
+        continue
+      row = ~np.isfinite(v.reshape(v.shape[0], -1)).all(axis=1)
+      bad = row if bad is None else bad | row
+  return np.zeros((0,), bool) if bad is None else bad
+
+
 def target_names(arch: str) -> tuple[str, ...]:
   """CAM targets computed per image, in output order along the target axis."""
   return ('aesthetic', 'bucket', 'top_tag') if arch == 'mobilenet_v2' else ('aesthetic',)
@@ -299,7 +313,13 @@ class Predictor:
         order = sorted(images)
         x = np.stack([preprocess.preprocess_eval_np(images[j].image, self.size) for j in order])
         pred, maps = self.run(x)
+        non_finite = non_finite_rows(pred, maps)
         for k, j in enumerate(order):
+          if non_finite[k]:  # never print NaN as a score (nor as invalid JSON)
+            errors[j] = (f'{chunk[j]}: the model output is not finite (NaN/inf) for this image; '
+                         f'checkpoint {self.step} holds non-finite weights or training '
+                         'diverged: pass another --step or retrain')
+            continue
           rec, vis = self.describe(images[j].size, pred, maps, k, aspect, top_k)
           stem = f'{start + j:04d}_{Path(chunk[j]).stem}'
           if overlay_dir:
@@ -324,4 +344,8 @@ class Predictor:
 
 
 def to_json_line(rec: dict) -> str:
-  return json.dumps(rec, sort_keys=False)
+  """One valid JSON line (JSON has no NaN: a non-finite number becomes an error record)."""
+  try:
+    return json.dumps(rec, sort_keys=False, allow_nan=False)
+  except ValueError:
+    return json.dumps({'path': rec.get('path'), 'error': 'non-finite number in the output'})

@@ -38,8 +38,15 @@ from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.explain import crop
 from aesthetics_jax.report import html as report_html
 from aesthetics_jax.train import checkpoints
+from aesthetics_jax.train import workdir as workdir_lib
 
 EVAL_DIR = 'eval'
+
+
+class EvaluationError(ValueError):
+  """One-line user error of the evaluation job (aesthetics-evaluate prints it, exit 1)."""
+
+
 CSV_FIELDS = ('image_id', 'true_mean', 'label', 'pred', 'pred_mean', 'p_high',
               'intensity_per_image', 'intensity_global', 'orig_height', 'orig_width',
               'map', 'box_aesthetic', 'box_attribute', 'box_average')
@@ -58,6 +65,8 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   t0 = time.time()
   workdir = Path(workdir)
   model, variables, config, step = checkpoints.restore_for_inference(workdir, step)
+  # Results are written at the end: a read-only workdir fails now, not after minutes of work.
+  workdir_lib.check_writable(workdir / EVAL_DIR, 'evaluation folder')
   config.update_from_flattened_dict(dict(overrides or {}))
   arch, size = str(config.model.arch), int(config.input.image_size)
   ec = config.eval
@@ -76,6 +85,7 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   summarize = streaming.make_summarize(size, float(ec.box_threshold), arch)
   test = streaming.collect(forward, summarize, variables, batches, sources['test'], max_test,
                            desc='eval test')
+  _check_finite(test, step, workdir)
 
   m: dict[str, Any] = {'step': step, 'arch': arch, 'cam_method': str(ec.cam_method),
                        'box_threshold': float(ec.box_threshold), 'cam_layers': list(layers),
@@ -121,6 +131,16 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
                              demo=is_demo(config) if demo is None else demo,
                              title=f'aesthetics-jax: {section["name"]} evaluation')
   return m
+
+
+def _check_finite(test: streaming.SplitSummary, step: int, workdir: Path) -> None:
+  """Non-finite outputs would turn every metric and the report into NaN: refuse instead."""
+  bad = inference.non_finite_rows(test.pred, test.maps)
+  if bad.any():
+    raise EvaluationError(
+        f'{int(bad.sum())} of {bad.size} test images gave non-finite model outputs (NaN/inf) '
+        f'with checkpoint {step} of {workdir}; nothing was written: the checkpoint holds '
+        'non-finite weights or training diverged; pass another --step or retrain')
 
 
 def _map_size(model, variables, layers, size: int) -> list[int]:
