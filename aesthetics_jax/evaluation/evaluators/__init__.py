@@ -6,14 +6,17 @@
   fitted on a streamed slice of the training split.
 * `faithfulness`: deletion/insertion, pointing game, mask mass and randomisation per CAM method.
 * `figures`: the report's figures (examples, scatter plots, bucket maps, perturbation curves).
+* `explorer`: every CAM method's maps, boxes and a thumbnail of every test image for the
+  interactive explorer (`report/explorer.py`).
 
 The test split is streamed once (`streaming.collect`) and its per-image arrays feed every
 evaluator: the encoder and the CAMs are most of an evaluation's time.
 """
 from aesthetics_jax.evaluation.evaluators import boxes
+from aesthetics_jax.evaluation.evaluators import explorer
 from aesthetics_jax.evaluation.evaluators import faithfulness
 from aesthetics_jax.evaluation.evaluators import figures
 from aesthetics_jax.evaluation.evaluators import intensity
 from aesthetics_jax.evaluation.evaluators import metrics
 
-__all__ = ('boxes', 'faithfulness', 'figures', 'intensity', 'metrics')
+__all__ = ('boxes', 'explorer', 'faithfulness', 'figures', 'intensity', 'metrics')
