@@ -117,7 +117,7 @@ def test_explorer_filters_limited_methods_and_vgg(browser, tmp_path):
   assert page.eval('document.querySelectorAll(".card").length') == 4  # true 4.5 .. 6.0
   # Row 6 (sorted first by true score, descending) has no ScoreCAM map: a note instead.
   _open_first_image(page, 12)
-  assert 'first 1 test images' in page.eval('document.getElementById("detail-body").innerText')
+  assert 'first 1 test image(s)' in page.eval('document.getElementById("detail-body").innerText')
   _check_page(page, 'synthetic explorer detail')
 
   path = explorer_fixture.write(tmp_path / 'vgg', arch='vgg16', n=3,

@@ -52,8 +52,9 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
              overrides: Mapping[str, Any] | None = None) -> dict:
   """Evaluates the checkpoint of `workdir` (latest or `step`); returns the metrics dict.
 
-  demo: show the demo-data banner in the report (default: detected from the AVA root, which
-    the demo generator marks with `defect_masks/`).
+  demo: show the demo-data banner in the report and the explorer (default: detected from the
+    AVA root, which the demo generator marks with `defect_masks/`).
+  write_html: write `report.html` and, with `config.eval.explorer`, `explorer/`.
   overrides: dotted config keys to change for this evaluation only, e.g.
     `{'eval.faithfulness_images': 8, 'eval.cam_methods': ('gradcam',)}`.
   """
@@ -104,7 +105,7 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
 
   out_dir = workdir / EVAL_DIR
   demo = is_demo(config) if demo is None else demo
-  if ec.explorer:
+  if write_html and ec.explorer:  # the explorer is HTML too: callers that want none get none
     m.update(evaluators.explorer.run(
         model, variables, sources['test'], test, batches, mesh, out_dir / EXPLORER_DIR,
         arch=arch, methods=evaluators.explorer.method_order(str(ec.cam_method),

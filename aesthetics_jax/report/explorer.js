@@ -14,6 +14,7 @@
   const RANGES = [['true', 'true'], ['pred', HAS_TAG ? 'pred' : 'p(high)'],
                   ['intensity', 'intensity']];
   const PW = 150;  // panel width (CSS px) in the detail view
+  const PW_BUCKET = 96;  // the 10 score-bucket maps, a smaller row of their own
   const $ = id => document.getElementById(id);
   const state = {order: ROWS, page: 0, open: -1};
   const chunks = {};
@@ -192,12 +193,13 @@
     return out;
   }
 
-  function frame(r, h) {
-    return el('div', {class: 'frame', style: `height:${h}px`},
+  function frame(r, w, h) {
+    return el('div', {class: 'frame', style: `width:${w}px;height:${h}px`},
               el('img', {src: `thumbs/${r.row}.jpg`, alt: ''}));
   }
 
-  function mapPanel(r, ph, q, t, mhw, boxes, empty) {
+  function mapPanel(r, pw, q, t, mhw, boxes, empty) {
+    const ph = Math.round(pw * r.h / r.w);
     const [mh, mw] = mhw;
     const off = document.createElement('canvas');
     off.width = mw; off.height = mh;
@@ -212,7 +214,7 @@
     octx.putImageData(im, 0, 0);
     const dpr = window.devicePixelRatio || 1;
     const c = el('canvas', {class: 'map', 'data-target': D.targets[t]});
-    c.width = Math.round(PW * dpr); c.height = Math.round(ph * dpr);
+    c.width = Math.round(pw * dpr); c.height = Math.round(ph * dpr);
     const ctx = c.getContext('2d');
     ctx.imageSmoothingEnabled = true;  // bilinear upsampling of the CAM grid
     ctx.globalAlpha = 0.5;
@@ -226,12 +228,12 @@
       ctx.strokeRect(x0 * c.width + ctx.lineWidth / 2, y0 * c.height + ctx.lineWidth / 2,
                      (x1 - x0) * c.width - ctx.lineWidth, (y1 - y0) * c.height - ctx.lineWidth);
     }
-    const f = frame(r, ph);
+    const f = frame(r, pw, ph);
     f.append(c);
     const cap = el('figcaption', {text: targetLabel(D.targets[t]) +
                                         (D.targets[t] === 'top_tag' && r.tag ? `: ${r.tag}` : '')});
     if (empty) cap.append(el('span', {class: 'empty-flag', text: ' (empty map: no box)'}));
-    return el('figure', {}, f, cap);
+    return el('figure', {style: `width:${pw}px`}, f, cap);
   }
 
   function cropPanel(r, box) {
@@ -243,7 +245,8 @@
     const img = el('img', {src: `thumbs/${r.row}.jpg`, alt: 'crop', class: 'cropped',
                            style: `width:${iw}px;height:${iw * r.h / r.w}px;` +
                                   `left:${-x0 * iw}px;top:${-y0 * iw * r.h / r.w}px`});
-    return el('figure', {}, el('div', {class: 'frame crop', style: `height:${fh}px`}, img),
+    return el('figure', {style: `width:${PW}px`},
+              el('div', {class: 'frame crop', style: `width:${PW}px;height:${fh}px`}, img),
               el('figcaption', {text: 'crop'}));
   }
 
@@ -263,20 +266,27 @@
     const sec = el('section', {class: 'method', 'data-method': method}, el('h3', {text: method}));
     if (!rec.maps[method]) {
       const n = D.method_images[method];
-      sec.append(el('p', {class: 'missing', text: `${method} was computed for the first ` +
-                                                  `${n} test images only (it re-runs the model ` +
+      sec.append(el('p', {class: 'missing', text: `${method}: computed for the first ${n} ` +
+                                                  'test image(s) only (it re-runs the model ' +
                                                   'once per feature channel).'}));
       return sec;
     }
-    const ph = Math.round(PW * r.h / r.w);
     const q = decode(rec.maps[method]);
     const b = rec.boxes[method] || {};
-    const panels = el('div', {class: 'panels'},
-                      el('figure', {}, frame(r, ph), el('figcaption', {text: 'image'})));
-    D.targets.forEach((t, i) => panels.append(
-        mapPanel(r, ph, q, i, rec.map_hw, boxesFor(t, b), rec.empty[method][i])));
-    panels.append(cropPanel(r, b.average || b.aesthetic));
-    sec.append(panels);
+    const panel = (i, pw) => mapPanel(r, pw, q, i, rec.map_hw, boxesFor(D.targets[i], b),
+                                      rec.empty[method][i]);
+    // First row: image, aesthetic (and top tag) maps with their boxes, crop; then the 10
+    // score-bucket maps smaller.
+    const main = el('div', {class: 'panels'},
+                    el('figure', {style: `width:${PW}px`},
+                       frame(r, PW, Math.round(PW * r.h / r.w)),
+                       el('figcaption', {text: 'image'})));
+    const buckets = el('div', {class: 'panels buckets'});
+    D.targets.forEach((t, i) => (t.startsWith('bucket:') ? buckets.append(panel(i, PW_BUCKET))
+                                                         : main.append(panel(i, PW))));
+    main.append(cropPanel(r, b.average || b.aesthetic));
+    sec.append(main);
+    if (buckets.childElementCount) sec.append(buckets);
     return sec;
   }
 
