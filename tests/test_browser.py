@@ -57,10 +57,13 @@ def _check_page(page, what):
 
 def _open_first_image(page, expected_maps):
   page.click('.card')
-  row = page.wait_for('document.getElementById("detail-body").dataset.ready')
+  done = page.wait_for('(b => b.dataset.ready ? ["ready", b.dataset.ready] :'
+                       ' b.dataset.error ? ["error", b.dataset.error] : null)'
+                       '(document.getElementById("detail-body"))')
+  assert done[0] == 'ready', f'the maps did not load: {done[1]}'
   total, painted = page.eval(PAINTED_MAPS)
   assert total == painted == expected_maps, (total, painted, expected_maps)
-  return int(row)
+  return int(done[1])
 
 
 def test_report_renders_cleanly(browser, evaluated):
@@ -127,3 +130,23 @@ def test_explorer_filters_limited_methods_and_vgg(browser, tmp_path):
   assert page.eval('document.getElementById("tag-filter").hidden') is True
   _open_first_image(page, 2)
   _check_page(page, 'VGG16 explorer detail')
+
+
+def test_the_checks_catch_a_broken_page(browser, tmp_path):
+  """The checks above would fail on what they look for: a missing thumbnail (broken image and
+  a console error), a page wider than the window, and maps that cannot load."""
+  path = explorer_fixture.write(tmp_path / 'x', n=3, methods=('gradcam',))
+  (path.parent / 'thumbs' / '0.jpg').unlink()
+  (path.parent / 'maps' / '0.js').unlink()
+  page = browser.new_page(WIDTH)
+  page.goto(path)
+  with pytest.raises(AssertionError, match='broken images'):
+    _check_page(page, 'broken')
+  page.eval('document.body.append(Object.assign(document.createElement("div"),'
+            ' {style: "width: 1200px; height: 5px"}))')
+  scroll, client = page.eval(OVERFLOW)
+  assert scroll > client
+  page.drain()
+  assert any('0.jpg' in e for e in page.errors())
+  with pytest.raises(AssertionError, match='maps did not load'):
+    _open_first_image(page, 12)

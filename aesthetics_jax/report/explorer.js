@@ -304,6 +304,7 @@
     const body = $('detail-body');
     body.replaceChildren(el('p', {class: 'note', text: 'loading maps…'}));
     body.removeAttribute('data-ready');
+    body.removeAttribute('data-error');
     const k = Math.floor(row / D.chunk_size);
     loadChunk(k).then(data => {
       if (state.open !== row) return;
@@ -312,7 +313,9 @@
       body.replaceChildren(...D.methods.map(m => methodSection(r, rec, m)));
       body.setAttribute('data-ready', String(row));
     }).catch(e => {
+      if (state.open !== row) return;
       body.replaceChildren(el('p', {class: 'missing', text: String(e.message || e)}));
+      body.setAttribute('data-error', String(e.message || e));
     });
     if (location.hash !== `#image=${row}`) history.replaceState(null, '', `#image=${row}`);
     $('close').focus();
