@@ -14,7 +14,7 @@
   const RANGES = [['true', 'true'], ['pred', HAS_TAG ? 'pred' : 'p(high)'],
                   ['intensity', 'intensity']];
   const PW = 150;  // panel width (CSS px) in the detail view
-  const PW_BUCKET = 96;  // the 10 score-bucket maps, a smaller row of their own
+  const PW_BUCKET = 84;  // the 10 score-bucket maps, a smaller row of their own
   const $ = id => document.getElementById(id);
   const state = {order: ROWS, page: 0, open: -1};
   const chunks = {};
@@ -33,7 +33,7 @@
   const fmt = (v, d = 2) => (v === null || v === undefined) ? 'n/a' : Number(v).toFixed(d);
   function targetLabel(t) {
     if (t === 'aesthetic') return HAS_TAG ? 'aesthetic (mean score)' : 'aesthetic (logit)';
-    if (t.startsWith('bucket:')) return 'score bucket ' + t.slice(7);
+    if (t.startsWith('bucket:')) return 'bucket ' + t.slice(7);  // score bucket k of 1-10
     if (t === 'top_tag') return 'top tag';
     return t;
   }
