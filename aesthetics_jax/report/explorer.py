@@ -125,8 +125,10 @@ class ExplorerWriter:
     self.arch, self.methods, self.targets = arch, list(methods), list(targets)
     self.title, self.demo, self.notes = title, bool(demo), list(notes)
     self.method_images = dict(method_images or {})
-    self.chunk_size, self.thumb_size, self.map_size = int(chunk_size), int(thumb_size), int(map_size)
-    self._tmp = self.out_dir.parent / f'.{self.out_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp'
+    self.chunk_size, self.thumb_size = int(chunk_size), int(thumb_size)
+    self.map_size = int(map_size)
+    tag = f'{os.getpid()}.{uuid.uuid4().hex[:8]}'
+    self._tmp = self.out_dir.parent / f'.{self.out_dir.name}.{tag}.tmp'
     (self._tmp / 'thumbs').mkdir(parents=True)
     (self._tmp / 'maps').mkdir()
     self._rows: list[list[Any]] = []
