@@ -7,9 +7,11 @@
   2. runs the evaluators on it (`evaluators/`): `metrics`, `intensity` (Table 1; streams the
      first `config.eval.split_point_fit_images` TRAINING images for the split point),
      `faithfulness` (first `config.eval.faithfulness_images` test images per CAM method),
-     `localization` (every test image with a region mask) and `figures`;
-  3. writes `W/eval/metrics.json`, `W/eval/per_image.csv`, `W/eval/figures/*.png` and
-     `W/eval/report.html` (each atomically) and returns the metrics dict.
+     `localization` (every test image with a region mask), `figures` and `explorer` (every
+     method's maps of every test image, `config.eval.explorer`);
+  3. writes `W/eval/metrics.json`, `W/eval/per_image.csv`, `W/eval/figures/*.png`,
+     `W/eval/explorer/` and `W/eval/report.html` (each atomically) and returns the metrics
+     dict. Non-finite model outputs stop it first (`EvaluationError`: nothing is written).
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ from aesthetics_jax.train import checkpoints
 from aesthetics_jax.train import workdir as workdir_lib
 
 EVAL_DIR = 'eval'
+EXPLORER_DIR = 'explorer'  # eval/explorer/index.html (+ thumbs/, maps/)
 
 
 class EvaluationError(ValueError):
@@ -57,8 +60,9 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
              overrides: Mapping[str, Any] | None = None) -> dict:
   """Evaluates the checkpoint of `workdir` (latest or `step`); returns the metrics dict.
 
-  demo: show the demo-data banner in the report (default: detected from the AVA root, which
-    the demo generator marks with `defect_masks/`).
+  demo: show the demo-data banner in the report and the explorer (default: detected from the
+    AVA root, which the demo generator marks with `defect_masks/`).
+  write_html: write `report.html` and, with `config.eval.explorer`, `explorer/`.
   overrides: dotted config keys to change for this evaluation only, e.g.
     `{'eval.faithfulness_images': 8, 'eval.cam_methods': ('gradcam',)}`.
   """
@@ -118,6 +122,18 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
       num_examples=int(ec.num_example_images), tag_names=ground_truth.tag_names(config))
 
   out_dir = workdir / EVAL_DIR
+  demo = is_demo(config) if demo is None else demo
+  if write_html and ec.explorer:  # the explorer is HTML too: callers that want none get none
+    m.update(evaluators.explorer.run(
+        model, variables, sources['test'], test, batches, mesh, out_dir / EXPLORER_DIR,
+        arch=arch, methods=evaluators.explorer.method_order(str(ec.cam_method),
+                                                            tuple(ec.cam_methods)),
+        layers=layers, threshold=float(ec.box_threshold),
+        tag_names=ground_truth.tag_names(config),
+        scorecam_images=int(ec.explorer_scorecam_images), map_size=int(ec.explorer_map_size),
+        thumb_size=int(ec.explorer_thumb_size), demo=demo,
+        title=f'aesthetics-jax explorer: {workdir.name or workdir} ({arch}, step {step})',
+        notes=[f'CAM layers: {", ".join(layers)}; box threshold {float(ec.box_threshold)}.']))
   _write_csv(out_dir / 'per_image.csv', test, sources['test'], size)
   for key, png in figs.items():
     io_lib.atomic_write_bytes(out_dir / 'figures' / f'{key}.png', png)
@@ -128,7 +144,7 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   if write_html:
     section = model_section(workdir, m, figs, config)
     report_html.write_report(out_dir / 'report.html', [section], dataset_section(config),
-                             demo=is_demo(config) if demo is None else demo,
+                             demo=demo,
                              title=f'aesthetics-jax: {section["name"]} evaluation')
   return m
 
@@ -225,9 +241,10 @@ def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config) ->
            f'Boxes: {m.get("distinct_boxes")} distinct over {m.get("num_test_images")} test '
            f'images, {m.get("full_frame_boxes")} of them the full frame; '
            f'{m.get("empty_maps")} empty maps (no box).']
+  explorer = Path(workdir) / EVAL_DIR / EXPLORER_DIR / 'index.html'
   return dict(name=Path(workdir).name or str(workdir), arch=str(config.model.arch),
               step=m.get('step'), workdir=str(workdir), metrics=dict(m), figures=dict(figs),
-              notes=notes)
+              notes=notes, explorer=str(explorer) if explorer.is_file() else None)
 
 
 def dataset_section(config) -> dict | None:

@@ -6,8 +6,9 @@ maps are f32 `[H, W]` in [0, 1], boxes are `(y0, x0, y1, x1)` end-exclusive pixe
 """
 from __future__ import annotations
 
+import functools
 import io
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import matplotlib
 
@@ -20,6 +21,18 @@ from aesthetics_jax import io as io_lib  # noqa: E402
 
 BOX_COLOURS = {'aesthetic': (255, 255, 255), 'attribute': (0, 200, 255),
                'average': (255, 60, 60), 'crop': (60, 255, 60)}
+
+
+def _literal_text(fn: Callable[..., bytes]) -> Callable[..., bytes]:
+  """Runs a figure function with matplotlib's math text off: captions carry user data (AVA tag
+  names, ids), and a `$` in them must print as a dollar sign, not start (or crash on) math."""
+
+  @functools.wraps(fn)
+  def wrapped(*args, **kwargs):
+    with matplotlib.rc_context({'text.parse_math': False, 'text.usetex': False}):
+      return fn(*args, **kwargs)
+
+  return wrapped
 
 
 def _png(fig) -> bytes:
@@ -78,12 +91,23 @@ def save_png(path, image: np.ndarray | Image.Image) -> None:
   io_lib.atomic_write_bytes(path, buf.getvalue())
 
 
+def aesthetic_title(boxes: Mapping[str, Sequence[int]], empty: bool = False) -> str:
+  """Caption of an aesthetic-map panel naming the boxes actually drawn on it (VGG16 has no
+  average box; an empty map has no box of its own)."""
+  labels = {'aesthetic': 'box (white)', 'average': 'avg (red)'}
+  drawn = [label for name, label in labels.items() if name in boxes]
+  head = 'aesthetic map EMPTY (no box)' if empty else 'aesthetic map'
+  return head + ('; ' + ', '.join(drawn) if drawn else '')
+
+
+@_literal_text
 def examples_figure(examples: Sequence[Mapping], title: str) -> bytes:
   """Paper Figures 5-6: one row per example image.
 
   Each example: `image` uint8 [H,W,3], `aesthetic_map` f32 [H,W], optional
-  `attribute_map` f32 [H,W], `boxes` {name: (y0,x0,y1,x1)}, optional `crop` uint8 and
-  `caption` str. Columns: image | aesthetic map + box | attribute map + box | crop.
+  `attribute_map` f32 [H,W], `boxes` {name: (y0,x0,y1,x1)}, optional `crop` uint8,
+  `caption` str and `aesthetic_empty` bool (the map points nowhere).
+  Columns: image | aesthetic map + box | attribute map + box | crop.
   """
   n = max(1, len(examples))
   has_attr = any(e.get('attribute_map') is not None for e in examples)
@@ -96,7 +120,7 @@ def examples_figure(examples: Sequence[Mapping], title: str) -> bytes:
     row[0].set_title(ex.get('caption', ''), fontsize=7)
     aes_boxes = {k: v for k, v in boxes.items() if k in ('aesthetic', 'average')}
     row[1].imshow(draw_boxes(overlay(img, ex['aesthetic_map']), aes_boxes))
-    row[1].set_title('aesthetic map; box (white), avg (red)', fontsize=7)
+    row[1].set_title(aesthetic_title(aes_boxes, bool(ex.get('aesthetic_empty'))), fontsize=7)
     c = 2
     if has_attr:
       if ex.get('attribute_map') is not None:
@@ -115,6 +139,7 @@ def examples_figure(examples: Sequence[Mapping], title: str) -> bytes:
   return _png(fig)
 
 
+@_literal_text
 def intensity_scatter(intensity: np.ndarray, scores: np.ndarray, band=(4.5, 6.5),
                       pearson_all: float | None = None, pearson_extreme: float | None = None,
                       title: str = 'Map intensity vs mean score') -> bytes:
@@ -142,17 +167,19 @@ def intensity_scatter(intensity: np.ndarray, scores: np.ndarray, band=(4.5, 6.5)
   return _png(fig)
 
 
+@_literal_text
 def bucket_maps_figure(mean_maps: np.ndarray, counts: np.ndarray,
                        row_labels: Sequence[str], title: str,
                        col_labels: Sequence[str] | None = None) -> bytes:
   """Paper Figure 8: grid of average maps, rows = image groups, columns = target bucket 1..10.
 
   mean_maps f32 [G, 10, h, w] (already averaged over the `counts[g]` images of each group);
-  counts [G] (per row) or [G, 10] (per panel); panels with no images are drawn blank.
+  counts [G] (per row) or [G, 10] (per panel); a panel with no images is grey and says so.
+  col_labels: may hold a newline (two short lines fit a narrow column; one long one overlaps).
   """
   mean_maps = np.asarray(mean_maps, np.float32)
   g, k = mean_maps.shape[:2]
-  fig, axes = plt.subplots(g, k, figsize=(1.1 * k, 1.15 * g + 0.5), squeeze=False)
+  fig, axes = plt.subplots(g, k, figsize=(1.15 * k, 1.2 * g + 0.7), squeeze=False)
   for i in range(g):
     for j in range(k):
       ax = axes[i, j]
@@ -161,15 +188,21 @@ def bucket_maps_figure(mean_maps: np.ndarray, counts: np.ndarray,
       c = counts[i] if np.ndim(counts) == 1 else counts[i][j]
       if c > 0 and np.isfinite(mean_maps[i, j]).all():
         ax.imshow(mean_maps[i, j], cmap='jet', vmin=0, vmax=1)
+      else:  # same square as its neighbours, visibly not a (blank) map
+        ax.imshow(np.ones(mean_maps.shape[2:]), cmap='gray', vmin=0, vmax=1.15)
+        ax.text(0.5, 0.5, 'no images', transform=ax.transAxes, ha='center', va='center',
+                fontsize=7, color='#555555')
       if i == 0:
         ax.set_title(col_labels[j] if col_labels else f'bucket {j + 1}', fontsize=7)
       if j == 0:
         n = f'\n(n={int(counts[i])})' if np.ndim(counts) == 1 else ''
         ax.set_ylabel(f'{row_labels[i]}{n}', fontsize=7)
-  fig.suptitle(title, fontsize=10, y=1.0 + 0.12 / g)
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout(w_pad=0.4, h_pad=0.6)
   return _png(fig)
 
 
+@_literal_text
 def image_bucket_maps_figure(image: np.ndarray, maps: np.ndarray, caption: str) -> bytes:
   """Per-image Figure 8 panel: the image and its 10 bucket maps f32 [10, H, W]."""
   fig, axes = plt.subplots(1, 11, figsize=(13, 1.6))
@@ -184,6 +217,7 @@ def image_bucket_maps_figure(image: np.ndarray, maps: np.ndarray, caption: str) 
   return _png(fig)
 
 
+@_literal_text
 def curves_figure(curves: Mapping[str, np.ndarray], title: str, ylabel: str) -> bytes:
   """Deletion / insertion curves: method -> f32 [S] (mean over images, fraction on x)."""
   fig, ax = plt.subplots(figsize=(5, 3.2))

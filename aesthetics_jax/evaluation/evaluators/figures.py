@@ -60,14 +60,13 @@ def examples(forward: streaming.ForwardFn, variables, source: Sequence, rows: Se
       t = int(np.argmax(pred['tag_probs'][j])) + 1
       tag_caption = f'attribute map: {tag_names.get(t, f"tag {t}")}'
     box = d['boxes'].get('average', d['boxes'].get('aesthetic'))
-    if d['empty']['aesthetic']:
-      tag_caption = (tag_caption + '; ' if tag_caption else '') + 'aesthetic map EMPTY (no box)'
     score = (f'pred {pred["mean_score"][j]:.2f}' if 'mean_score' in pred
              else f'p_high {pred["p_high"][j]:.2f}')
     caption = (f'id {int(test.true["image_id"][i])}: true {test.true["mean_score"][i]:.2f}, '
                f'{score}')
     panels.append(dict(image=small, aesthetic_map=d['aesthetic_map'],
                        attribute_map=d['attribute_map'], attribute_name=tag_caption,
+                       aesthetic_empty=d['empty']['aesthetic'],
                        boxes=d['boxes'], caption=caption,
                        crop=None if box is None else small[box[0]:box[2], box[1]:box[3]]))
     if 'bucket' in maps:
@@ -113,7 +112,7 @@ def run(forward: streaming.ForwardFn, variables, source: Sequence, test: streami
     figs['score_bucket_maps'] = report_figures.bucket_maps_figure(
         streaming.mean_maps(test.score_maps)[None], cnt[None], ['aesthetic map'],
         'Average aesthetic map of test images per true score bucket',
-        col_labels=[f'score~{j + 1} (n={int(c)})' for j, c in enumerate(cnt)])
+        col_labels=[f'score {j + 1}\nn={int(c)}' for j, c in enumerate(cnt)])
   if test.bucket_maps is not None:
     figs['bucket_maps'] = report_figures.bucket_maps_figure(
         streaming.mean_maps(test.bucket_maps), test.bucket_maps[1],
