@@ -57,10 +57,17 @@ def _hostile(tmp: Path) -> dict[str, Path]:
   return out
 
 
-# Runs launch.predict in this interpreter and reports its peak RSS on stderr.
-_MEASURED = ('import atexit, resource, runpy, sys\n'
-             'atexit.register(lambda: print("PEAK_RSS_MB", resource.getrusage('
-             'resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr))\n'
+# Runs launch.predict in this interpreter and reports its peak RSS on stderr: VmHWM of its own
+# address space. Not ru_maxrss: Linux carries the parent's high-water mark across a vfork+exec,
+# so after in-process training tests it reported pytest's peak, not predict's.
+_MEASURED = ('import atexit, re, resource, runpy, sys\n'
+             'def _peak_mb():\n'
+             '  try:\n'
+             '    with open("/proc/self/status") as f:\n'
+             '      return int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1)) // 1024\n'
+             '  except (OSError, AttributeError):\n'
+             '    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024\n'
+             'atexit.register(lambda: print("PEAK_RSS_MB", _peak_mb(), file=sys.stderr))\n'
              'sys.argv[0] = "predict"\n'
              'runpy.run_module("launch.predict", run_name="__main__", alter_sys=True)\n')
 
