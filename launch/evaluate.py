@@ -1,60 +1,10 @@
-r"""Evaluates a trained checkpoint: metrics, CAM study, faithfulness, figures and HTML report.
+"""`python -m launch.evaluate` in a checkout: the installed command `aesthetics-evaluate`.
 
-  python -m launch.evaluate --workdir=W [--step=N] [--config.eval.KEY=VALUE ...]
-
-`--config.eval.*` and `--config.data.*` override the workdir's config for this evaluation
-only (e.g. `--config.eval.cam_methods="('gradcam',)"`, a moved `--config.data.data_dir=`).
-
-Writes W/eval/metrics.json, W/eval/per_image.csv, W/eval/figures/*.png, W/eval/report.html
-and prints the report's path. A missing checkpoint / dataset prints one line on stderr and
-exits 1.
+The code lives in aesthetics_jax/cli/evaluate.py (shipped in the wheel); this shim keeps the
+checkout's `python -m launch.evaluate` and older `from launch import evaluate` working.
 """
-import json
-import sys
-
-from absl import app
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
-
-from aesthetics_jax.configs import default
-from launch import config_args
-
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
-_MASKS_DIR = flags.DEFINE_string(
-    'masks_dir', None, 'Folder of <image_id>.png region masks (white = region) for the '
-    'pointing game and mask mass (default: the masks prepare_data recorded, e.g. the demo\'s '
-    'defect masks). Same as --config.eval.masks_dir.')
-_CONFIG = config_flags.DEFINE_config_dict(
-    'config', default.get_config(),
-    'Overrides of the restored config for this evaluation: --config.eval.KEY=VALUE, '
-    '--config.data.KEY=VALUE.')
-flags.mark_flags_as_required(['workdir'])
-ALLOWED = ('eval.', 'data.')
-
-SUMMARY_KEYS = ('num_test_images', 'binary_accuracy', 'majority_rate', 'lcc_mean', 'srcc_mean',
-                'emd', 'attribute_top1', 'cam_intensity_pearson_all',
-                'cam_intensity_pearson_extreme', 'split_point_accuracy',
-                'pointing_game_centre_baseline')
-
-
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.ERROR)
-  from aesthetics_jax.evaluation import run as eval_run  # after flag parsing: importing JAX is slow
-  try:
-    overrides = config_flags.get_override_values(flags.FLAGS['config'])
-    if _MASKS_DIR.value:
-      overrides['eval.masks_dir'] = _MASKS_DIR.value
-    m = eval_run.evaluate(_WORKDIR.value, _STEP.value, overrides=overrides)
-  except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
-    print(f'evaluate: {e}'.splitlines()[0], file=sys.stderr)
-    sys.exit(1)
-  print(json.dumps({k: m.get(k) for k in SUMMARY_KEYS if k in m}))
-  print(f'{_WORKDIR.value.rstrip("/")}/{eval_run.EVAL_DIR}/report.html')
-
+from aesthetics_jax.cli.evaluate import *  # noqa: F401,F403
+from aesthetics_jax.cli.evaluate import run_cli
 
 if __name__ == '__main__':
-  config_args.check(sys.argv, 'evaluate', ALLOWED)
-  app.run(main)
+  run_cli()

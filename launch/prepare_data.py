@@ -1,49 +1,10 @@
-r"""Builds the TFDS `ava` dataset (array_record, no TensorFlow) from an AVA root.
+"""`python -m launch.prepare_data` in a checkout: the installed command `aesthetics-prepare-data`.
 
-  python -m launch.prepare_data --ava_dir=/data/AVA --data_dir=/data/tfds --subset=style
-
-Prints kept / skipped counts per split and the paths of skipped.csv, stats.json and the
-figures. Rerunning reuses an already prepared dataset. Malformed metadata or a missing AVA
-root prints one line on stderr and exits 1.
+The code lives in aesthetics_jax/cli/prepare_data.py (shipped in the wheel); this shim keeps the
+checkout's `python -m launch.prepare_data` and older `from launch import prepare_data` working.
 """
-import sys
-
-from absl import app
-from absl import flags
-from absl import logging
-
-from aesthetics_jax.data import ava
-from aesthetics_jax.data import dataset
-
-_AVA_DIR = flags.DEFINE_string('ava_dir', None, 'AVA root (AVA.txt, tags.txt, images/, ...).')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir to write the dataset to.')
-_SUBSET = flags.DEFINE_enum('subset', 'style', list(dataset.SUBSETS),
-                            'style: style lists, tagged images only (paper); all: AVA.txt.')
-_MAX_PIXELS = flags.DEFINE_integer('max_pixels', dataset.DEFAULT_MAX_PIXELS,
-                                   'Images with more pixels are skipped (decompression bombs).')
-_NUM_WORKERS = flags.DEFINE_integer('num_workers', 0, 'Validation threads; 0 = one per core.')
-flags.mark_flags_as_required(['ava_dir', 'data_dir'])
-
-
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)  # TFDS's INFO lines would drown the summary
-  try:
-    res = dataset.prepare(_AVA_DIR.value, _DATA_DIR.value, _SUBSET.value,
-                          max_pixels=_MAX_PIXELS.value, num_workers=_NUM_WORKERS.value)
-  except (ava.AvaError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
-    print(f'prepare_data: {e}'.splitlines()[0], file=sys.stderr)
-    sys.exit(1)
-  verb = 'Reused prepared' if res.reused else 'Prepared'
-  print(f'{verb} dataset ava/{res.subset} at {res.dataset_dir}'
-        + (' (no rebuild)' if res.reused else ''))
-  for split in dataset.SPLITS:
-    print(f'  {split}: kept {res.kept[split]}, skipped {res.skipped[split]}')
-  print(f'skipped.csv: {res.skipped_csv}')
-  print(f'stats.json:  {res.stats_json}')
-  for name, path in res.figures.items():
-    print(f'figure {name}: {path}')
-
+from aesthetics_jax.cli.prepare_data import *  # noqa: F401,F403
+from aesthetics_jax.cli.prepare_data import run_cli
 
 if __name__ == '__main__':
-  app.run(main)
+  run_cli()

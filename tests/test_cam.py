@@ -334,3 +334,13 @@ def test_make_forward_runs_the_network_once():
     forward = inference.make_forward(model, 'vgg16', 'gradcam', None, layers=layers)
     hlo = forward.lower(v, x).compile().as_text()
     assert hlo.count(' convolution(') == convs, layers
+
+
+def test_bucket_k_target_is_one_score_logit():
+  logits = jnp.arange(20, dtype=jnp.float32).reshape(2, 10)
+  out = {'score_logits': logits, 'tag_logits': jnp.zeros((2, 66))}
+  got = cam.targets_for('mobilenet_v2', ['bucket:3', 'bucket'])(out)
+  assert got.shape == (2, 11) and np.array_equal(got[:, 0], logits[:, 2])
+  assert cam.target_names('mobilenet_v2', ['bucket:3']) == ['bucket:3']
+  with pytest.raises(ValueError, match='score bucket k in 1..10'):
+    cam.targets_for('mobilenet_v2', ['bucket:0'])

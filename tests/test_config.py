@@ -124,9 +124,58 @@ def test_load_config_garbage_is_one_line(tmp_path):
      'evaluate: --config.model.arch cannot change here'),
     ('predict', ['--config.data.data_dir=x', 'a.jpg'],
      'predict: --config.data.data_dir cannot change here'),
+    # Commands whose --config is a dict of overrides: ml_collections reads them while the flag
+    # is defined, so the check must come first (it once met these with a traceback).
+    ('predict', ['--config.eval.box_treshold=0.3', 'a.jpg'],
+     'predict: unknown config key --config.eval.box_treshold; did you mean '
+     '--config.eval.box_threshold'),
+    ('evaluate', ['--config.eval.cam_mthods=x'],
+     'evaluate: unknown config key --config.eval.cam_mthods; did you mean '
+     '--config.eval.cam_methods'),
 ])
 def test_misspelled_or_forbidden_override_is_one_line(script, args, expect, tmp_path):
   r = subprocess.run([sys.executable, '-m', f'launch.{script}', f'--workdir={tmp_path}', *args],
                      cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert r.returncode == 2 and r.stderr.strip().startswith(expect), r.stderr
   assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize('args,expect', [
+    (['--config=configs/nope.py'], "train: config file 'configs/nope.py' not found"),
+    (['--config=configs/demo.py:mobilenetv2'],
+     "train: configs/demo.py: bad config argument 'mobilenetv2'"),
+    (['--config=dmo:vgg16'], "train: config file 'dmo' not found (did you mean demo?)"),
+    (['--config=demo:vgg16', '--config.data.datadir=x'],
+     'train: unknown config key --config.data.datadir; did you mean --config.data.data_dir'),
+    (['--config=demo:vgg16,smoke', '--workdir={tmp}/file/w'],
+     'train: --workdir={tmp}/file/w cannot be created: {tmp}/file is a file'),
+])
+def test_train_config_and_workdir_errors_are_one_line(args, expect, tmp_path):
+  """Exit 2 before JAX loads; the workdir is not created."""
+  (tmp_path / 'file').write_text('x')
+  r = subprocess.run([sys.executable, '-m', 'launch.train', f'--workdir={tmp_path / "w"}',
+                      *(a.format(tmp=tmp_path) for a in args)],
+                     cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert r.returncode == 2 and r.stderr.startswith(expect.format(tmp=tmp_path)), r.stderr
+  assert len(r.stderr.strip().splitlines()) == 1
+  assert not (tmp_path / 'w').exists()
+
+
+def test_packaged_config_names_resolve_like_paths(tmp_path):
+  from aesthetics_jax.cli import config_args
+  packaged = configs.packaged()
+  assert {'demo', 'mobilenet_v2_emd', 'vgg16_binary'} <= set(packaged)
+  assert config_args.resolve_path('demo:vgg16,smoke') == packaged['demo'] + ':vgg16,smoke'
+  assert config_args.resolve_path('mobilenet_v2_emd') == packaged['mobilenet_v2_emd']
+  # The checkout's configs/demo.py exists relative to the repository root only...
+  assert config_args.resolve_path('configs/demo.py:vgg16') in (
+      'configs/demo.py:vgg16', packaged['demo'] + ':vgg16')
+  # ...and a user's own file is taken as it is.
+  own = tmp_path / 'mine.py'
+  own.write_text('from aesthetics_jax.configs import demo\n'
+                 'def get_config(arg=None):\n  return demo.get_config(arg)\n')
+  assert config_args.resolve_path(f'{own}:vgg16') == f'{own}:vgg16'
+  assert config_args.load(f'{own}:vgg16').model.arch == 'vgg16'
+  with pytest.raises(ValueError, match='has no get_config'):
+    (tmp_path / 'empty.py').write_text('x = 1\n')
+    config_args.load(str(tmp_path / 'empty.py'))

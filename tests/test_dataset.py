@@ -2,9 +2,7 @@
 import csv
 import io
 import json
-import struct
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,8 @@ import pytest
 from aesthetics_jax.data import ava
 from aesthetics_jax.data import stats as data_stats
 from aesthetics_jax.data import dataset
+from aesthetics_jax.data import preprocess
+from image_fixture import huge_header_png
 
 TAG_NAMES = {1: 'Abstract', 2: 'Nature', 3: 'Portraiture', 4: 'Landscape'}
 
@@ -29,16 +29,19 @@ def _encode(im, fmt, **kw):
   return buf.getvalue()
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-  return struct.pack('>I', len(data)) + kind + data + struct.pack(
-      '>I', zlib.crc32(kind + data) & 0xffffffff)
+def rotated_jpeg(h=48, w=64, orientation=6) -> tuple[bytes, np.ndarray]:
+  """(JPEG stored rotated with EXIF `orientation` 6 (or 8), the displayed image uint8 [h,w,3]).
 
-
-def huge_header_png(w=100_000, h=100_000) -> bytes:
-  """A ~60-byte PNG whose header declares w x h pixels (10 gigapixels by default)."""
-  ihdr = struct.pack('>IIBBBBB', w, h, 1, 0, 0, 0, 0)  # 1-bit grayscale
-  return (b'\x89PNG\r\n\x1a\n' + _png_chunk(b'IHDR', ihdr)
-          + _png_chunk(b'IDAT', zlib.compress(b'\x00' * 64)) + _png_chunk(b'IEND', b''))
+  A smooth image, so that JPEG coding of the rotated pixels stays close to the upright ones."""
+  yy, xx = np.mgrid[0:h, 0:w]
+  shown = np.stack([xx * 255 / w, yy * 255 / h, 255 - (xx + yy) * 255 / (h + w)], -1)
+  shown = shown.astype(np.uint8)
+  # Orientation 6 is displayed by turning the stored pixels 90° clockwise (8: anticlockwise).
+  turn = Image.Transpose.ROTATE_90 if orientation == 6 else Image.Transpose.ROTATE_270
+  exif = Image.Exif()
+  exif[0x0112] = orientation
+  return _encode(Image.fromarray(shown).transpose(turn), 'JPEG', quality=95,
+                 exif=exif.tobytes()), shown
 
 
 def write_ava(root: Path, rows, lists, files: dict[int, bytes]) -> Path:
@@ -74,6 +77,7 @@ def _cases():
       104: (_encode(pal, 'PNG'), (4, 0), None),                                 # palette PNG
       105: (_encode(rgba, 'PNG'), (1, 0), None),                                # RGBA PNG
       106: (_encode(_rgb(44, 40, 7), 'PNG'), (0, 2), None),                     # PNG as .jpg
+      107: (rotated_jpeg()[0], (1, 0), None),                     # EXIF-rotated: stored upright
       # skipped, one per fault
       201: (None, (1, 0), dataset.MISSING),
       202: (b'', (1, 0), dataset.EMPTY),
@@ -84,6 +88,7 @@ def _cases():
       207: (_encode(blank, 'PNG'), (1, 0), dataset.DECOMPRESSION_BOMB),        # over limit
       440774: (good, (1, 0), dataset.KNOWN_BAD),                               # known-bad id
       208: (good, (0, 0), dataset.NO_TAG),                                     # untagged style id
+      210: (b'sparse', (1, 0), dataset.TOO_LARGE),          # > MAX_FILE_BYTES (written sparse)
   }
 
 
@@ -105,6 +110,8 @@ def built(tmp_path_factory):
     files[i] = _encode(_rgb(40, 40, i), 'JPEG')
   # 209 is listed for training but has no AVA.txt row.
   write_ava(root, rows, {'train': list(cases) + [209], 'test': TEST_IDS}, files)
+  with open(root / 'images' / '210.jpg', 'wb') as f:  # refused from its size, never read
+    f.truncate(preprocess.MAX_FILE_BYTES + 1)
   data_dir = tmp_path_factory.mktemp('tfds')
   res = dataset.prepare(root, data_dir, 'style', max_pixels=MAX_PIXELS, num_workers=2)
   return root, data_dir, cases, res
@@ -120,7 +127,7 @@ def test_skipped_rows_and_kept_counts_are_exact(built):
     rows = list(reader)
   assert {(int(r['image_id']), r['reason']) for r in rows} == expected
   assert len(rows) == len(expected) and {r['split'] for r in rows} == {'train'}
-  assert res.kept == {'train': 6, 'test': 2}
+  assert res.kept == {'train': 7, 'test': 2}
   assert res.skipped == {'train': len(expected), 'test': 0}
   assert res.skipped_csv == dataset.dataset_dir(built[1], 'style') / 'skipped.csv'
   assert not res.reused
@@ -129,13 +136,14 @@ def test_skipped_rows_and_kept_counts_are_exact(built):
 def test_records_hold_original_bytes_without_tensorflow(built):
   root, data_dir, cases, _ = built
   sources = dataset.load_sources(data_dir, 'style')
-  assert {k: len(v) for k, v in sources.items()} == {'train': 6, 'test': 2}
+  assert {k: len(v) for k, v in sources.items()} == {'train': 7, 'test': 2}
   train = [sources['train'][i] for i in range(len(sources['train']))]
   by_id = {int(r['image_id']): r for r in train}
   assert set(by_id) == {i for i, (_, _, r) in cases.items() if r is None}
   rows = {a.image_id: a for a in ava.read_ava_txt(root / 'AVA.txt')}
   for i, r in by_id.items():
-    assert r['image'] == (root / 'images' / f'{i}.jpg').read_bytes()  # never re-encoded
+    if i != 107:
+      assert r['image'] == (root / 'images' / f'{i}.jpg').read_bytes()  # never re-encoded
     np.testing.assert_array_equal(r['votes'], rows[i].votes)
     assert r['votes'].dtype == np.int32 and r['votes'].shape == (10,)
     assert r['tags'].dtype == np.int32 and r['tags'].shape == (2,)
@@ -144,6 +152,12 @@ def test_records_hold_original_bytes_without_tensorflow(built):
     # kept bytes decode (to RGB) however odd the format
     assert np.asarray(Image.open(io.BytesIO(r['image'])).convert('RGB')).shape[2] == 3
   assert sorted(int(sources['test'][i]['image_id']) for i in range(2)) == TEST_IDS
+  # The EXIF-rotated photo is stored as displayed, orientation tag gone: any reader agrees.
+  with Image.open(io.BytesIO(by_id[107]['image'])) as im:
+    assert im.size == (64, 48) and im.format == 'JPEG'
+    assert im.getexif().get(0x0112, 1) == 1
+    stored = np.asarray(im.convert('RGB'), np.float32)
+  assert np.abs(stored - rotated_jpeg()[1]).mean() < 3
   # order is deterministic: a fresh source returns the same sequence of ids
   again = dataset.load_sources(data_dir, 'style')['train']
   assert [int(again[i]['image_id']) for i in range(len(again))] == [
@@ -160,9 +174,9 @@ def test_stats_and_figures(built):
     with Image.open(png) as im:
       assert im.format == 'PNG' and min(im.size) > 100
   stats = json.loads(res.stats_json.read_text())
-  assert stats['kept'] == {'train': 6, 'test': 2}
-  # kept train tags: 101 (1,2) 102 (2) 103 (3) 104 (4) 105 (1) 106 (2)
-  assert stats['train']['tag_counts'] == {'Nature': 3, 'Abstract': 2, 'Portraiture': 1,
+  assert stats['kept'] == {'train': 7, 'test': 2}
+  # kept train tags: 101 (1,2) 102 (2) 103 (3) 104 (4) 105 (1) 106 (2) 107 (1)
+  assert stats['train']['tag_counts'] == {'Nature': 3, 'Abstract': 3, 'Portraiture': 1,
                                           'Landscape': 1}
   src = dataset.load_sources(built[1], 'style')['train']
   votes = np.stack([src[i]['votes'] for i in range(len(src))]).astype(np.float64)
@@ -171,7 +185,7 @@ def test_stats_and_figures(built):
   assert stats['train']['fraction_high'] == pytest.approx((means > 5).mean())
   section = data_stats.report_section(res.dataset_dir)
   assert section['figures'] == res.figures
-  assert section['stats']['kept_train'] == 6 and section['stats']['skipped_train'] == 10
+  assert section['stats']['kept_train'] == 7 and section['stats']['skipped_train'] == 11
   assert section['stats']['train_fraction_high'] == pytest.approx((means > 5).mean())
   assert data_stats.report_section(res.dataset_dir / 'nope') is None
 

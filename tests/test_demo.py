@@ -35,6 +35,9 @@ def test_demo_writes_combined_report(demo_run):
     # the smoke config evaluates at most data.max_test_images = 8 of the 12 test images
     assert m['step'] == 2 and m['num_test_images'] == 8
     assert (w / arch / 'eval' / 'report.html').is_file()
+    # each model's explorer (VGG16: one target), linked from the combined report
+    assert (w / arch / 'eval' / 'explorer' / 'index.html').is_file()
+    assert f'href="{arch}/eval/explorer/index.html"' in html
   assert 'lcc_mean' in json.loads((w / 'vgg16' / 'eval' / 'metrics.json').read_text())
   assert (w / 'ava' / 'defect_masks').is_dir()
 

@@ -5,8 +5,6 @@ import json
 import numpy as np
 import pytest
 
-import checkpoint_fixture
-
 REQUIRED = ('num_test_images', 'binary_accuracy', 'lcc_mean', 'srcc_mean', 'emd',
             'attribute_top1', 'attribute_top5', 'split_point_threshold', 'split_point_accuracy',
             'pointing_game_centre_baseline', 'mask_mass_area_baseline', 'faithfulness',
@@ -17,21 +15,7 @@ for _k in ('cam_intensity_pearson_all', 'cam_intensity_pearson_extreme'):
   REQUIRED += (_k, _k + '_per_image', _k + '_global')
 
 
-@pytest.fixture(scope='module')
-def evaluated(tmp_path_factory):
-  from aesthetics_jax.data import dataset
-  from aesthetics_jax.data import demo as demo_data
-  from aesthetics_jax.evaluation import run as eval_run
-  tmp = tmp_path_factory.mktemp('evaluate')
-  demo_data.generate(tmp / 'ava', 16, 10, seed=1)
-  dataset.prepare(tmp / 'ava', tmp / 'tfds', 'style')
-  config = checkpoint_fixture.smoke_config('mobilenet_v2', tmp / 'tfds', tmp / 'ava', 64)
-  config.data.max_test_images = 0  # the whole (tiny) test split
-  wd = checkpoint_fixture.write_init_checkpoint(tmp / 'mnv2', config)
-  m = eval_run.evaluate(wd, overrides={
-      'eval.cam_methods': ('gradcam', 'eigencam'), 'eval.faithfulness_images': 6,
-      'eval.bootstrap_samples': 50, 'eval.faithfulness_steps': 4, 'eval.num_example_images': 2})
-  return wd, m
+# `evaluated` (workdir, metrics): the session fixture in conftest.py.
 
 
 def test_metrics_json_has_required_keys(evaluated):
@@ -99,3 +83,32 @@ def test_figures_and_report(evaluated):
   html = (wd / 'eval' / 'report.html').read_text()
   assert 'id="demo-banner"' in html  # the demo root (defect_masks/) is detected
   assert html.count('data:image/png;base64,') >= len(figs)
+
+
+def test_explorer_written_and_consistent(evaluated):
+  from aesthetics_jax.report import explorer
+  wd, m = evaluated
+  d = wd / 'eval' / 'explorer'
+  index = explorer.read_index(d / 'index.html')
+  n = m['num_test_images']
+  assert m['explorer_images'] == len(index['rows']) == n
+  assert index['methods'] == m['explorer_methods'] == ['gradcam', 'eigencam']
+  assert len(index['targets']) == 12 and index['targets'][-1] == 'top_tag'
+  assert len(list((d / 'thumbs').glob('*.jpg'))) == n
+  rows = [dict(zip(index['columns'], r)) for r in index['rows']]
+  chunks = {}
+  for p in (d / 'maps').glob('*.js'):
+    chunks.update(explorer.read_chunk(p))
+  assert sorted(chunks) == list(range(n))
+  with open(wd / 'eval' / 'per_image.csv') as f:
+    csv_rows = list(csv.DictReader(f))
+  for r, c in zip(rows, csv_rows):
+    # the explorer shows the evaluation's own maps: same empty flags, ids and scores
+    assert r['image_id'] == int(c['image_id']) and r['empty'] == (c['map'] == 'empty')
+    assert abs(r['true'] - float(c['true_mean'])) < 1e-3
+    rec = chunks[r['row']]
+    assert rec['maps']['gradcam'].shape[0] == 12 and rec['hw'] == [int(c['orig_height']),
+                                                                   int(c['orig_width'])]
+    assert rec['empty']['gradcam'][0] == r['empty']
+  assert not list(wd.glob('eval/.explorer*'))  # no temporary folder left behind
+  assert 'explorer/index.html' in (wd / 'eval' / 'report.html').read_text()

@@ -1,4 +1,9 @@
-"""launch.predict on a good, a corrupt and a missing image with an initialised checkpoint."""
+"""launch.predict (= aesthetics-predict) with an initialised checkpoint: good, corrupt, missing
+and hostile images, folders and globs, --output, and the one-line usage errors found before the
+model loads.
+
+One CLI run (`cli` fixture) scores every input of the first tests: startup and compilation
+dominate its time."""
 import json
 import os
 import subprocess
@@ -10,6 +15,7 @@ import pytest
 from PIL import Image
 
 import checkpoint_fixture
+import image_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,34 +33,159 @@ def files(tmp_path_factory):
   return tmp, wd, good, bad, tmp / 'missing.jpg'
 
 
-def _run(*args):
+def _hostile(tmp: Path) -> dict[str, Path]:
+  """A phone photo stored sideways (EXIF 6, JPEG; 8, PNG) beside its upright copies, a big PNG
+  (tiny file), a bomb, an oversize file (sparse), a truncated JPEG, a text file, a 1x1 PNG."""
+  shown = image_fixture.smooth_photo(96, 128)
+  out = {}
+  for name, fmt, o in (('upright_jpg', 'JPEG', 1), ('rot6_jpg', 'JPEG', 6),
+                       ('upright_png', 'PNG', 1), ('rot8_png', 'PNG', 8)):
+    out[name] = tmp / f'{name}.{"jpg" if fmt == "JPEG" else "png"}'
+    out[name].write_bytes(image_fixture.encode(shown, fmt, o))
+  out['big'] = image_fixture.big_png(tmp / 'big.png', 5000, 5000)
+  out['bomb'] = tmp / 'bomb.png'
+  out['bomb'].write_bytes(image_fixture.huge_header_png(12000, 12000))
+  out['oversize'] = tmp / 'oversize.png'
+  with open(out['oversize'], 'wb') as f:
+    f.truncate(2 * 2**30)
+  out['truncated'] = tmp / 'truncated.jpg'
+  out['truncated'].write_bytes(image_fixture.encode(shown)[:-400])
+  out['text'] = tmp / 'notes.jpg'
+  out['text'].write_text('not an image at all')
+  out['tiny'] = tmp / 'tiny.png'
+  Image.new('RGB', (1, 1)).save(out['tiny'])
+  return out
+
+
+# Runs launch.predict in this interpreter and reports its peak RSS on stderr: VmHWM of its own
+# address space. Not ru_maxrss: Linux carries the parent's high-water mark across a vfork+exec,
+# so after in-process training tests it reported pytest's peak, not predict's.
+_MEASURED = ('import atexit, re, resource, runpy, sys\n'
+             'def _peak_mb():\n'
+             '  try:\n'
+             '    with open("/proc/self/status") as f:\n'
+             '      return int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1)) // 1024\n'
+             '  except (OSError, AttributeError):\n'
+             '    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024\n'
+             'atexit.register(lambda: print("PEAK_RSS_MB", _peak_mb(), file=sys.stderr))\n'
+             'sys.argv[0] = "predict"\n'
+             'runpy.run_module("launch.predict", run_name="__main__", alter_sys=True)\n')
+
+
+def _run(*args, measure: bool = False):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
-  return subprocess.run([sys.executable, '-m', 'launch.predict', *map(str, args)], cwd=ROOT,
+  head = ['-c', _MEASURED] if measure else ['-m', 'launch.predict']
+  return subprocess.run([sys.executable, *head, *map(str, args)], cwd=ROOT,
                         capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_cli_good_corrupt_missing(files):
+@pytest.fixture(scope='module')
+def cli(files):
+  """ONE run over every test input, overlays, 4:3 crops, --top_k=3 and --output on: files, a
+  folder (recursive, image files only, sorted), globs, an empty folder, then the hostile images.
+
+  Returns (lines in order, records by path, hostile paths, photos folder, output file, result).
+  """
   tmp, wd, good, bad, missing = files
+  photos = tmp / 'photos'
+  (photos / 'sub').mkdir(parents=True)
+  (photos / 'empty').mkdir()
+  rgb = np.random.default_rng(1).integers(0, 255, (40, 36, 3), np.uint8)  # >= 32 px a side
+  for name in ('b.png', 'a.JPG', 'sub/c.jpg'):
+    Image.fromarray(rgb).save(photos / name)
+  (photos / 'notes.txt').write_text('not an image')
+  hostile = _hostile(tmp)
+  out = tmp / 'preds.jsonl'
   r = _run(f'--workdir={wd}', f'--overlay_dir={tmp / "ov"}', f'--crop_dir={tmp / "crops"}',
-           '--aspect=4:3', good, bad, missing)
-  assert r.returncode == 0, r.stderr[-2000:]
-  lines = [json.loads(x) for x in r.stdout.strip().splitlines()]
-  assert [x['path'] for x in lines] == [str(good), str(bad), str(missing)]
-  ok, corrupt, gone = lines
+           '--aspect=4:3', f'--output={out}', '--top_k=3', good, bad, missing, photos,
+           f'{photos}/**/*.jpg', f'{photos}/*.gif', photos / 'empty', *hostile.values(),
+           measure=True)
+  assert r.returncode == 1, r.stderr[-2000:]  # some inputs failed
+  lines = [json.loads(x) for x in out.read_text().splitlines()]
+  return lines, {x['path']: x for x in lines}, hostile, photos, out, r
+
+
+def test_cli_files_folders_globs_to_output(files, cli):
+  """Files, a folder (recursive, image files only, sorted) and globs, in the order given; an
+  unreadable file or an input naming no image gets an error line and the others carry on;
+  --output receives every line (stdout stays empty); exit 1 as some inputs failed."""
+  tmp, wd, good, bad, missing = files
+  lines, _, hostile, photos, out, r = cli
+  # 9 lines of the files, folders and globs (4 failed), 10 of the hostile images (5 failed).
+  assert r.stdout == '' and f'wrote 19 lines (9 failed) to {out}' in r.stderr
+  assert 'Traceback' not in r.stderr
+  c = str(photos / 'sub' / 'c.jpg')
+  assert [x['path'] for x in lines] == [
+      str(good), str(bad), str(missing),
+      str(photos / 'a.JPG'), str(photos / 'b.png'), c,   # the folder, sorted
+      c,                                                  # the recursive glob
+      f'{photos}/*.gif', str(photos / 'empty'), *map(str, hostile.values())]
+  ok, corrupt, gone = lines[:3]
   assert 'error' not in ok and ok['map'] == 'ok'
   assert len(ok['distribution']) == 10 and abs(sum(ok['distribution']) - 1) < 1e-3
   assert 1.0 <= ok['mean_score'] <= 10.0 and ok['label'] in ('high', 'low')
   assert (ok['label'] == 'high') == (ok['mean_score'] > 5)
-  y0, x0, y1, x1 = ok['box']
-  assert 0 <= y0 < y1 <= 48 and 0 <= x0 < x1 <= 80  # original-image pixels, not 64x64
-  cy0, cx0, cy1, cx1 = ok['boxes']['crop']
-  assert abs((cx1 - cx0) / (cy1 - cy0) - 4 / 3) < 0.1
+  dist = np.array(ok['distribution'])
+  assert ok['score_std'] == pytest.approx(
+      np.sqrt(dist @ (np.arange(1, 11) - ok['mean_score']) ** 2), abs=1e-3)
+  assert all(len(x['tags']) == 3 for x in lines[:1] + lines[3:7])
+  assert set(ok['tags'][0]) == {'id', 'name', 'prob'}
+  assert [t['prob'] for t in ok['tags']] == sorted((t['prob'] for t in ok['tags']), reverse=True)
+  box = ok['box']
+  assert set(box) == {'x0', 'y0', 'x1', 'y1'}
+  assert 0 <= box['y0'] < box['y1'] <= 48 and 0 <= box['x0'] < box['x1'] <= 80  # image pixels
+  b = ok['boxes']['crop']
+  assert abs((b['x1'] - b['x0']) / (b['y1'] - b['y0']) - 4 / 3) < 0.1
   ov = np.asarray(Image.open(ok['overlay']))
-  assert ov.shape == (48, 80, 3)
-  assert np.asarray(Image.open(ok['crop'])).shape[:2] == (cy1 - cy0, cx1 - cx0)
+  assert ov.shape[1:] == (80, 3) and ov.shape[0] > 48   # the legend strip below the image
+  crop = Image.open(ok['crop'])
+  assert crop.size == Image.open(good).crop((b['x0'], b['y0'], b['x1'], b['y1'])).size
   assert set(corrupt) == {'path', 'error'} and str(bad) in corrupt['error']
   assert set(gone) == {'path', 'error'} and 'no such file' in gone['error']
-  assert 'Traceback' not in r.stderr
+  assert 'no image files match' in lines[7]['error']
+  assert 'no image files' in lines[8]['error'] and set(lines[8]) == {'path', 'error'}
+
+
+def test_cli_exif_rotated_photo_scores_and_boxes_as_upright(cli):
+  """A photo stored sideways with an EXIF orientation is scored and boxed in the displayed
+  frame: the same score and boxes as its upright copy, sizes and boxes within 96 x 128."""
+  _, recs, hostile, _, _, _ = cli
+  for upright, rotated, tol in (('upright_png', 'rot8_png', 0), ('upright_jpg', 'rot6_jpg', 2)):
+    a, b = recs[str(hostile[upright])], recs[str(hostile[rotated])]
+    assert 'error' not in a and 'error' not in b, (a, b)
+    assert abs(a['mean_score'] - b['mean_score']) <= 0.01
+    assert a['boxes'].keys() == b['boxes'].keys()
+    for name, box in a['boxes'].items():
+      other = b['boxes'][name]
+      assert set(box) == set(other) == {'x0', 'y0', 'x1', 'y1'}
+      assert max(abs(box[k] - other[k]) for k in box) <= tol, (name, box, b['boxes'])
+      assert 0 <= other['y0'] < other['y1'] <= 96 and 0 <= other['x0'] < other['x1'] <= 128
+    ov = np.asarray(Image.open(b['overlay']))
+    assert ov.shape[1:] == (128, 3) and ov.shape[0] > 96  # the legend strip below the image
+    assert Image.open(b['crop']).size == Image.open(a['crop']).size
+
+
+def test_cli_hostile_files_are_one_line_errors_with_bounded_memory(cli):
+  _, recs, hostile, _, _, r = cli
+  want = {'bomb': 'decompression bomb: 144 MP > cap 100 MP',
+          'oversize': 'file too large: 2048 MB > cap 64 MB',
+          'truncated': 'truncated file', 'text': 'not an image',
+          'tiny': 'too small: 1x1 px, under 32 px a side'}
+  for name, text in want.items():
+    rec = recs[str(hostile[name])]
+    assert set(rec) == {'path', 'error'}, rec
+    assert rec['error'].startswith(f'{hostile[name]}: {text}') and '\n' not in rec['error']
+  # The 25 MP PNG is scored; its overlay is drawn at <= 1024 px (+ the legend strip below),
+  # its crop cut at full size.
+  big = recs[str(hostile['big'])]
+  assert 'error' not in big and max(big['box'].values()) <= 5000
+  w, h = Image.open(big['overlay']).size
+  assert w == 1024 and h > 1024
+  b = big['boxes']['crop']
+  assert Image.open(big['crop']).size == (b['x1'] - b['x0'], b['y1'] - b['y0'])
+  # Before: 2.6 GB for this PNG alone (float64 RGBA overlay at full size); now ~0.8 GB.
+  peak = int(r.stderr.split('PEAK_RSS_MB')[-1].split()[0])
+  assert peak < 1024, f'predict peak RSS {peak} MB'
 
 
 def test_cli_all_failed_exits_1(files):
@@ -66,7 +197,7 @@ def test_cli_all_failed_exits_1(files):
 
 def test_cli_bad_workdir_one_line(tmp_path):
   r = _run(f'--workdir={tmp_path}', tmp_path / 'x.jpg')
-  assert r.returncode == 1
+  assert r.returncode == 2 and r.stdout == ''
   assert 'Traceback' not in r.stderr
   assert len(r.stderr.strip().splitlines()) == 1 and str(tmp_path) in r.stderr
 
@@ -74,7 +205,7 @@ def test_cli_bad_workdir_one_line(tmp_path):
 def test_cli_bad_aspect_one_line(files):
   _, wd, good, _, _ = files
   r = _run(f'--workdir={wd}', '--aspect=4-3', good)
-  assert r.returncode == 1 and r.stdout == ''
+  assert r.returncode == 2 and r.stdout == ''
   assert 'Traceback' not in r.stderr
   lines = r.stderr.strip().splitlines()
   assert len(lines) == 1 and "'4-3'" in lines[0] and 'W:H' in lines[0]
@@ -104,6 +235,30 @@ def test_config_eval_override_changes_the_box(files):
   for thr in (0.1, 0.9):
     r = _run(f'--workdir={wd}', f'--config.eval.box_threshold={thr}', good)
     assert r.returncode == 0, r.stderr[-2000:]
-    y0, x0, y1, x1 = json.loads(r.stdout.strip().splitlines()[-1])['boxes']['aesthetic']
-    boxes.append((y1 - y0) * (x1 - x0))
+    b = json.loads(r.stdout.strip().splitlines()[-1])['boxes']['aesthetic']
+    boxes.append((b['y1'] - b['y0']) * (b['x1'] - b['x0']))
   assert boxes[1] < boxes[0]
+
+
+@pytest.mark.parametrize('args, expect', [
+    (['--cam_method=gradcam+', 'x.jpg'], "unknown CAM method 'gradcam+'; use one of gradcam"),
+    (['--output={tmp}', 'x.jpg'], '--output={tmp} is a folder'),
+    (['--overlay_dir={tmp}/file', 'x.jpg'], '--overlay_dir={tmp}/file is a file, not a folder'),
+    (['--crop_dir={tmp}/file/crops', 'x.jpg'], 'cannot be created: {tmp}/file is a file'),
+    ([], 'no images given'),
+])
+def test_usage_errors_are_one_line_before_the_model_loads(files, tmp_path, args, expect):
+  """Exit 2, one stderr line, nothing on stdout; the checkpoint is never opened (orbax would
+  log lines of its own)."""
+  _, wd, _, _, _ = files
+  (tmp_path / 'file').write_text('x')
+  r = _run(f'--workdir={wd}', *(a.format(tmp=tmp_path) for a in args))
+  assert r.returncode == 2 and r.stdout == ''
+  assert r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
+  assert r.stderr.startswith('predict: ') and expect.format(tmp=tmp_path) in r.stderr
+
+
+def test_gradcam_plus_plus_spelling_is_accepted():
+  from aesthetics_jax.explain import cam
+  assert cam.canonical_method('gradcam++') == cam.canonical_method('GradCAMPlusPlus') == 'gradcampp'
+  assert cam.canonical_method('Score-CAM') == 'scorecam'

@@ -82,3 +82,15 @@ def test_missing_ava_dir_is_one_line_and_exit_1(tmp_path):
   assert 'Traceback' not in res.stderr
   lines = res.stderr.strip().splitlines()
   assert len(lines) == 1 and str(tmp_path / 'nowhere') in lines[0], res.stderr
+
+
+def test_unwritable_data_dir_is_one_line_before_any_image_is_validated(tmp_path):
+  """Exit 2 at once (a file stands where --data_dir must be created): on AVA, validating every
+  image first would take minutes before the same failure."""
+  ava_dir = _write_ava(tmp_path / 'ava', GOOD_ROWS)
+  (tmp_path / 'file').write_text('x')
+  res = _run(f'--ava_dir={ava_dir}', f'--data_dir={tmp_path / "file" / "tfds"}')
+  assert res.returncode == 2 and res.stdout == ''
+  lines = res.stderr.strip().splitlines()
+  assert lines == [f'prepare_data: --data_dir={tmp_path / "file" / "tfds"} cannot be created: '
+                   f'{tmp_path / "file"} is a file; pass a folder you can write to'], res.stderr

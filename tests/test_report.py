@@ -112,3 +112,63 @@ def test_report_without_demo_has_no_banner(tmp_path, sections):
   text = report_html.render(models[:1], None, demo=False)
   assert 'demo-banner' not in text
   assert 'dataset statistics not available' in text
+
+
+def _figure_texts(monkeypatch, fn, *args, **kwargs) -> list[str]:
+  """Every text a figure function draws (titles, labels, annotations)."""
+  seen = []
+
+  def capture(fig):
+    seen.extend(t.get_text() for t in fig.findobj(lambda a: hasattr(a, 'get_text')))
+    return b''
+
+  monkeypatch.setattr(figures, '_png', capture)
+  fn(*args, **kwargs)
+  return seen
+
+
+def test_empty_buckets_say_no_images_and_titles_are_short(monkeypatch):
+  texts = _figure_texts(monkeypatch, figures.bucket_maps_figure, np.zeros((1, 10, 4, 4)),
+                        np.array([[0, 3, 0, 1, 1, 1, 1, 1, 1, 0]]), ['aes'], 't',
+                        col_labels=[f'score {j + 1}\nn=0' for j in range(10)])
+  assert texts.count('no images') == 3
+  # two short lines per column title: wide single-line titles overlapped their neighbours
+  assert all(max(map(len, t.split('\n'))) <= 10 for t in texts if t.startswith('score'))
+
+
+def test_figure_text_with_dollars_is_literal():
+  odd = '$\\foo{1$'
+  rng = np.random.default_rng(0)
+  ex = dict(_example(rng, 5.0), attribute_name=f'attribute map: {odd}', caption=odd)
+  for png in (figures.examples_figure([ex], odd),
+              figures.bucket_maps_figure(rng.random((1, 10, 4, 4)), np.array([1]), [odd], odd),
+              figures.image_bucket_maps_figure(ex['image'], rng.random((10, 40, 48)), odd),
+              figures.curves_figure({odd: np.linspace(1, 0, 5)}, odd, odd),
+              figures.intensity_scatter(rng.random(9), rng.random(9) * 9, title=odd),
+              data_stats.plot_tag_counts({odd: 3, 'Macro': 1})):
+    assert png[:4] == b'\x89PNG'
+
+
+def test_captions_follow_the_architecture(sections):
+  models, _, _ = sections
+  assert figures.aesthetic_title({'aesthetic': (0, 0, 1, 1)}) == 'aesthetic map; box (white)'
+  assert 'avg (red)' in figures.aesthetic_title({'aesthetic': (0, 0, 1, 1),
+                                                 'average': (0, 0, 1, 1)})
+  assert figures.aesthetic_title({}, empty=True).startswith('aesthetic map EMPTY')
+  mnv2, vgg = (report_html.render([s]).split('Figures 5-6')[1] for s in models)
+  assert 'attribute map' in mnv2.split('Figure 7')[0]
+  vgg = vgg.split('Figure 7')[0]
+  assert 'attribute map for' not in vgg and 'average of' not in vgg and 'no tag head' in vgg
+
+
+def test_tables_scroll_inside_their_box_and_explorer_is_linked(tmp_path, sections):
+  models, dataset, _ = sections
+  (tmp_path / 'm' / 'eval' / 'explorer').mkdir(parents=True)
+  index = tmp_path / 'm' / 'eval' / 'explorer' / 'index.html'
+  index.write_text('x')
+  section = dict(models[0], explorer=str(index),
+                 metrics=dict(models[0]['metrics'], explorer_images=80,
+                              explorer_methods=['gradcam']))
+  text = report_html.write_report(tmp_path / 'report.html', [section], dataset).read_text()
+  assert text.count('<table>') == text.count('<div class="scroll"><table>') >= 4
+  assert 'href="m/eval/explorer/index.html"' in text and 'all 80 test images' in text

@@ -5,6 +5,7 @@ without fallback defaults (`tests/test_config.py` checks), so a default lives in
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from pathlib import Path
 
 
 def parse_arg(arg: str | None, name: str, allowed: Collection[str],
@@ -23,3 +24,13 @@ def parse_arg(arg: str | None, name: str, allowed: Collection[str],
     raise ValueError(f'configs/{name}.py: bad config argument {arg!r} ({what}); '
                      f'allowed, comma-separated: {forms}')
   return set(words)
+
+
+def packaged() -> dict[str, str]:
+  """Config name → path of its file in the installed package (`demo` → .../configs/demo.py).
+
+  What `--config=NAME[:arg]` resolves to, so installed commands find the configs from any
+  directory; the package is installed as plain files (not zipped), so the paths exist.
+  """
+  folder = Path(__file__).resolve().parent
+  return {p.stem: str(p) for p in sorted(folder.glob('*.py')) if p.stem != '__init__'}

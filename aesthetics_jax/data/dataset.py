@@ -1,7 +1,8 @@
 """TFDS dataset `ava`: AVA images as their original file bytes plus votes, tags and ids.
 
-The builder reads the AVA root as its `manual_dir`, validates every listed image (fully
-decoded, in parallel), writes the kept ones to `array_record` files and lists every skipped
+The builder reads the AVA root as its `manual_dir`, validates every listed image with the
+decoder of training and prediction (`preprocess.decode`: byte, pixel and side caps, the whole
+stream decoded; in parallel), writes the kept ones to `array_record` files and lists every skipped
 image with its reason in `<data_dir>/ava/<subset>/<version>/skipped.csv`, next to dataset
 statistics (`stats.json`, `figures/*.png`). Everything is written inside TFDS's incomplete
 directory, so the dataset, `skipped.csv` and the figures appear together or not at all.
@@ -9,7 +10,7 @@ directory, so the dataset, `skipped.csv` and the figures appear together or not 
 No TensorFlow: records are read with `as_data_source()` (array_record + numpy).
 
 One record (`load_sources(data_dir, subset)[split][i]`):
-  {'image': bytes (original file bytes), 'image_id': int64, 'votes': int32[10],
+  {'image': bytes (original file bytes; re-encoded upright if an EXIF orientation rotated them), 'image_id': int64, 'votes': int32[10],
    'tags': int32[2] (AVA tag ids, 0 = none), 'challenge_id': int32}
 """
 from __future__ import annotations
@@ -33,29 +34,36 @@ import tqdm
 
 from aesthetics_jax import parallel
 from aesthetics_jax.data import ava
+from aesthetics_jax.data import preprocess
 from aesthetics_jax.io import atomic_write_text
 
 SUBSETS = ('style', 'all')
 SPLITS = ('train', 'test')
 VERSION = '1.0.0'
 
-# Images with more pixels than this are rejected from their header alone (decompression
-# bombs). Real AVA photos are far below it (dpchallenge serves ~1-3 MP); it sits under PIL's
-# own MAX_IMAGE_PIXELS warning threshold (~89 MP) so our check fires first.
-DEFAULT_MAX_PIXELS = 40_000_000
-MIN_SIDE = 32  # smaller images carry no usable content at 224 px
+# The decoder's caps, shared with train / evaluate / predict (data/preprocess.py): images with
+# more pixels are rejected from their header alone (decompression bombs; real AVA photos are
+# ~1-3 MP), files over MAX_FILE_BYTES before they are read, sides under MIN_SIDE px.
+DEFAULT_MAX_PIXELS = preprocess.MAX_PIXELS
+MIN_SIDE = preprocess.MIN_SIDE
+# Validation decodes JPEGs DCT-scaled to about this size: the whole stream is still read (what
+# catches truncation) without materialising every pixel.
+_CHECK_SIDE = 256
+# Images with an EXIF orientation are stored re-encoded upright (see `upright_bytes`).
+_UPRIGHT_JPEG_QUALITY = 95
 
 # Known-corrupt AVA ids (empty or undecodable files in the public release).
 KNOWN_BAD_IDS = frozenset({440774, 179118, 371434, 277832, 230701, 729377}) | frozenset(
     getattr(ava, 'KNOWN_BAD_IDS', ()))
 
-# Skip reasons, as written to skipped.csv.
-MISSING = 'missing'
-EMPTY = 'empty'
-TRUNCATED = 'truncated'
-UNDECODABLE = 'undecodable'
-TOO_SMALL = 'too_small'
-DECOMPRESSION_BOMB = 'decompression_bomb'
+# Skip reasons, as written to skipped.csv (the decoder's, then prepare's own).
+MISSING = preprocess.MISSING
+EMPTY = preprocess.EMPTY
+TOO_LARGE = preprocess.TOO_LARGE
+TRUNCATED = preprocess.TRUNCATED
+UNDECODABLE = preprocess.UNDECODABLE
+TOO_SMALL = preprocess.TOO_SMALL
+DECOMPRESSION_BOMB = preprocess.DECOMPRESSION_BOMB
 KNOWN_BAD = 'known_bad'
 NO_TAG = 'no_tag'
 NOT_IN_AVA_TXT = 'not_in_ava_txt'
@@ -107,47 +115,51 @@ def check_image_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                       min_side: int = MIN_SIDE) -> str | None:
   """Returns a skip reason for the encoded image `data`, or None if it decodes to RGB.
 
-  The pixel count is checked from the header before anything is decoded; the image is then
-  fully decoded (`load()`), which is what catches truncated files.
+  `preprocess.decode`, the decoder of training and prediction: byte and pixel caps and the
+  minimum side from the header, then a decode of the whole stream (what catches truncation;
+  JPEGs DCT-scaled, so a huge photo is not materialised).
   """
-  if not data:
-    return EMPTY
   try:
-    im = Image.open(io.BytesIO(data))  # lazy: reads the header only
-  except Image.DecompressionBombError:
-    return DECOMPRESSION_BOMB
-  except Exception:  # pylint: disable=broad-except  (any PIL failure = unusable image)
-    return UNDECODABLE
-  try:
-    w, h = im.size
-    if w * h > max_pixels:
-      return DECOMPRESSION_BOMB
-    if min(w, h) < min_side:
-      return TOO_SMALL
-    im.load()
-    im.convert('RGB')  # modes the pipeline cannot turn into RGB are unusable too
-  except Image.DecompressionBombError:
-    return DECOMPRESSION_BOMB
-  except Exception as e:  # pylint: disable=broad-except
-    return TRUNCATED if 'truncat' in str(e).lower() else UNDECODABLE
-  finally:
-    im.close()
+    preprocess.decode_pil(data, target=_CHECK_SIDE, min_side=min_side, max_pixels=max_pixels)
+  except preprocess.DecodeError as e:
+    return e.reason
   return None
 
 
 def check_image_file(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                      min_side: int = MIN_SIDE) -> str | None:
-  """`check_image_bytes` on a file; 'missing' / 'empty' for absent or zero-byte files."""
-  path = Path(path)
+  """`check_image_bytes` on a file; 'missing' / 'empty' / 'too_large' (over
+  `preprocess.MAX_FILE_BYTES`, refused before reading) for the file itself."""
   try:
-    if not path.is_file():
-      return MISSING
-    if path.stat().st_size == 0:
-      return EMPTY
-    data = path.read_bytes()
-  except OSError:
-    return MISSING
+    data = preprocess.read_file(path)
+  except preprocess.DecodeError as e:
+    return e.reason
   return check_image_bytes(data, max_pixels=max_pixels, min_side=min_side)
+
+
+def upright_bytes(data: bytes) -> bytes:
+  """What a record stores: `data` itself, unless its EXIF orientation is not 1.
+
+  Then the image re-encoded in its displayed orientation with the orientation tag removed (other
+  EXIF and the ICC profile kept): JPEG quality 95, 4:4:4, for JPEG files, PNG otherwise. Every
+  decoder of ours applies the orientation anyway; storing the displayed frame makes records
+  mean the same to any reader (and keeps header sizes = displayed sizes).
+  """
+  img = Image.open(io.BytesIO(data))
+  if preprocess.orientation(img) == 1:
+    return data
+  upright, _ = preprocess.decode_pil(img)
+  exif = img.getexif()
+  exif.pop(preprocess.ORIENTATION_TAG, None)
+  kw = dict(exif=exif.tobytes())
+  if img.info.get('icc_profile'):
+    kw['icc_profile'] = img.info['icc_profile']
+  buf = io.BytesIO()
+  if img.format == 'JPEG':
+    upright.save(buf, 'JPEG', quality=_UPRIGHT_JPEG_QUALITY, subsampling=0, **kw)
+  else:
+    upright.save(buf, 'PNG', **kw)
+  return buf.getvalue()
 
 
 # `ava.style_dropped` reasons -> skipped.csv reasons.
@@ -163,10 +175,7 @@ def select_images(ava_dir: str | os.PathLike, subset: str, *,
   """
   ava_dir = Path(ava_dir)
   _check_subset(subset)
-  # Our header check must be the one that fires (clean reason, no PIL warning spam), so PIL's
-  # own bomb limit may not sit below ours. Process-global, and only ever raised.
-  if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
-    Image.MAX_IMAGE_PIXELS = max_pixels
+  _check_max_pixels(max_pixels)
   splits = ava.load_subset(ava_dir, subset)
   skipped: list[Skipped] = []
   candidates: dict[str, list[ava.AvaImage]] = {}
@@ -266,7 +275,9 @@ class Ava(tfds.core.GeneratorBasedBuilder):
         description='AVA aesthetic visual analysis: vote histograms over scores 1..10, up to '
         'two of 66 semantic tags, challenge id. `image` holds the original file bytes.',
         features=tfds.features.FeaturesDict({
-            'image': tfds.features.Scalar(dtype=np.object_, doc='original file bytes'),
+            'image': tfds.features.Scalar(
+                dtype=np.object_, doc='original file bytes (re-encoded upright when their EXIF '
+                'orientation is not 1)'),
             'image_id': tfds.features.Scalar(dtype=np.int64),
             'votes': tfds.features.Tensor(shape=(10,), dtype=np.int32,
                                           doc='vote counts for scores 1..10'),
@@ -298,9 +309,10 @@ class Ava(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, ava_dir: Path, images: Sequence[ava.AvaImage]) -> Iterator:
     for img in images:
-      # Original bytes, never re-encoded: the pipeline decodes (and converts to RGB) itself.
+      # Original bytes (re-encoded upright only when an EXIF orientation rotates them): the
+      # pipeline decodes (and converts to RGB) itself.
       yield img.image_id, {
-          'image': ava.image_path(ava_dir, img.image_id).read_bytes(),
+          'image': upright_bytes(preprocess.read_file(ava.image_path(ava_dir, img.image_id))),
           'image_id': np.int64(img.image_id),
           'votes': np.asarray(img.votes, np.int32),
           'tags': np.asarray(img.padded_tags, np.int32),
@@ -309,6 +321,14 @@ class Ava(tfds.core.GeneratorBasedBuilder):
 
 
 # --------------------------------------------------------------------------- entry points
+
+def _check_max_pixels(max_pixels: int) -> None:
+  # Training and evaluation decode records with preprocess.MAX_PIXELS: a higher cap here would
+  # keep images they then refuse.
+  if not 0 < max_pixels <= preprocess.MAX_PIXELS:
+    raise ValueError(f'max_pixels={max_pixels}: use 1..{preprocess.MAX_PIXELS} (the decoder\'s '
+                     'cap, preprocess.MAX_PIXELS, which training and evaluation apply too)')
+
 
 def _check_subset(subset: str) -> None:
   if subset not in SUBSETS:
@@ -341,9 +361,11 @@ def prepare(ava_dir: str | os.PathLike, data_dir: str | os.PathLike, subset: str
             *, max_pixels: int = DEFAULT_MAX_PIXELS, num_workers: int = 0) -> PrepareResult:
   """Builds the `ava/<subset>` dataset under `data_dir` unless it is already prepared.
 
-  Raises `ava.AvaError` (one line) for a missing AVA root or malformed metadata.
+  Raises `ava.AvaError` (one line) for a missing AVA root or malformed metadata, ValueError
+  for a `max_pixels` over the decoder's cap.
   """
   _check_subset(subset)
+  _check_max_pixels(max_pixels)
   ava_dir = Path(ava_dir)
   if not (ava_dir / 'AVA.txt').is_file():
     raise ava.AvaError(f'{ava_dir / "AVA.txt"}: not found; pass --ava_dir=<AVA root holding '

@@ -105,6 +105,13 @@ def plot_mean_score_hist(mean_scores: np.ndarray,
 
 def plot_tag_counts(counts: Mapping[str, int], title: str = 'AVA tags (train)') -> bytes:
   """Horizontal bar chart of images per tag name (paper Figure 2), as PNG bytes."""
+  import matplotlib
+  # Tag names are data: a `$` in one prints as a dollar sign instead of starting math text.
+  with matplotlib.rc_context({'text.parse_math': False, 'text.usetex': False}):
+    return _plot_tag_counts(counts, title)
+
+
+def _plot_tag_counts(counts: Mapping[str, int], title: str) -> bytes:
   from matplotlib.figure import Figure
   names = list(counts)
   fig = Figure(figsize=(7, max(2.5, 0.18 * len(names) + 1)))

@@ -5,8 +5,18 @@ features → head → CAMs for the aesthetic target (+ all 10 score buckets and 
 predicted tag for the two-headed MobileNetV2), all from ONE feature map (the encoder runs once).
 The evaluation job (`evaluation/run.py`) reuses the same jitted function over the test split.
 
-Boxes are `(y0, x0, y1, x1)`, end-exclusive, in ORIGINAL image pixel coordinates
-(`crop.image_boxes`: the map is brought back to the original aspect before boxes are taken).
+Boxes are `(y0, x0, y1, x1)`, end-exclusive, in ORIGINAL image pixel coordinates of the
+displayed image (EXIF orientation applied; `crop.image_boxes`: the map is brought back to the
+original aspect before boxes are taken); the JSON records name the corners instead
+(`box_fields`: {"x0", "y0", "x1", "y1"}, PIL's crop order), so nobody has to remember the order.
+
+Bounded memory for any input (`preprocess.decode`'s byte and pixel caps): each file is decoded
+reduced to a working copy (both sides >= `WORK_SIDE` where the image is larger, long side
+<= `WORK_MAX_SIDE`) that feeds the model and the overlays; overlays are drawn with their long
+side <= `OVERLAY_MAX_SIDE`; crops are cut from the image decoded again, at full resolution up to
+`CROP_MAX_SIDE` px on the long side (JPEGs DCT-reduced to it beyond), except from non-JPEG
+images over CROP_MAX_SIDE² px, which PIL decodes only at full size: their crops come from the
+working copy.
 """
 from __future__ import annotations
 
@@ -18,11 +28,13 @@ from typing import Any, Iterator, Sequence
 
 import jax
 import numpy as np
+from PIL import Image
 
 from aesthetics_jax.evaluation import ground_truth
 from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import crop
 from aesthetics_jax.report import figures
+from aesthetics_jax.data import demo as demo_data
 from aesthetics_jax.data import preprocess
 from aesthetics_jax import parallel
 from aesthetics_jax.train import checkpoints
@@ -30,8 +42,69 @@ from aesthetics_jax import models
 from aesthetics_jax.models import outputs as outputs_lib
 
 
+# Working copy of each image: both sides >= this (model input, overlays) where the image is
+# larger; long side <= WORK_MAX_SIDE (extreme aspect ratios).
+WORK_SIDE = 1024
+WORK_MAX_SIDE = 4096
+OVERLAY_MAX_SIDE = 1024  # long side of --overlay_dir images
+# Crops are cut at full resolution up to this long side (24 MP at 3:2), from a reduced decode
+# beyond (see the module docstring).
+CROP_MAX_SIDE = 6000
+
+
 class PredictError(ValueError):
   """One-line user error about a single input image."""
+
+
+DEFAULT_TOP_K = 5
+
+
+def box_fields(box: Sequence[int] | None) -> dict[str, int] | None:
+  """`(y0, x0, y1, x1)` → `{"x0", "y0", "x1", "y1"}` (end-exclusive image pixels)."""
+  if box is None:
+    return None
+  y0, x0, y1, x1 = (int(v) for v in box)
+  return {'x0': x0, 'y0': y0, 'x1': x1, 'y1': y1}
+
+
+def score_fields(pred: dict[str, np.ndarray], i: int, arch: str, tag_names: dict[int, str],
+                 top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
+  """Image i's scores as JSON-able fields.
+
+  MobileNetV2: `mean_score` (1..10), `score_std` (spread of the predicted distribution),
+  `distribution` [10], `p_high`, `label`, `tags` (the top_k of 66: {id, name, prob}).
+  VGG16: `p_high`, `label`.
+  """
+  rec: dict[str, Any] = {}
+  if arch == 'mobilenet_v2':
+    dist = np.asarray(pred['distribution'][i], np.float64)
+    mean = float(pred['mean_score'][i])
+    rec['mean_score'] = round(mean, 4)
+    rec['score_std'] = round(float(np.sqrt(dist @ (np.arange(1, dist.size + 1) - mean) ** 2)), 4)
+    rec['distribution'] = [round(float(v), 4) for v in dist]
+  if 'p_high' in pred:
+    rec['p_high'] = round(float(pred['p_high'][i]), 4)
+  rec['label'] = 'high' if int(pred['label_pred'][i]) == 1 else 'low'
+  if 'tag_probs' in pred and top_k > 0:
+    probs = np.asarray(pred['tag_probs'][i])
+    order = np.argsort(-probs, kind='stable')[:top_k]
+    rec['tags'] = [{'id': int(k) + 1, 'name': tag_names.get(int(k) + 1, f'tag {int(k) + 1}'),
+                    'prob': round(float(probs[k]), 4)} for k in order]  # AVA ids start at 1
+  return rec
+
+
+def non_finite_rows(*parts: dict[str, np.ndarray]) -> np.ndarray:
+  """bool [N]: rows with a NaN/inf in any floating field of the given `{name: [N, ...]}`
+  dicts (predictions, maps). Such outputs are never reported as numbers."""
+  bad = None
+  for part in parts:
+    for v in part.values():
+      v = np.asarray(v)
+      if v.ndim == 0 or not np.issubdtype(v.dtype, np.floating):
+        continue
+      row = ~np.isfinite(v.reshape(v.shape[0], -1)).all(axis=1)
+      bad = row if bad is None else bad | row
+  return np.zeros((0,), bool) if bad is None else bad
 
 
 def target_names(arch: str) -> tuple[str, ...]:
@@ -103,16 +176,39 @@ def make_forward(model, arch: str, method: str, normalize: str | None,
   return forward
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-  """Reads an image file as uint8 [H,W,3]; PredictError (one line) if missing or corrupt."""
-  p = Path(path)
-  if not p.is_file():
-    raise PredictError(f'{p}: no such file; check the path')
+def load_image(path: str | os.PathLike, target: int | None = WORK_SIDE,
+               max_side: int | None = WORK_MAX_SIDE) -> preprocess.Decoded:
+  """Reads and decodes an image file (`preprocess.read_file` / `preprocess.decode`: size caps,
+  reduced decoding to `target` / `max_side`, EXIF orientation).
+
+  Returns `Decoded` (image uint8 [h,w,3], displayed size (H, W)); PredictError (one line: the
+  path and the cause) for a missing, oversized, truncated, non-image, bomb or < 32 px file.
+  """
   try:
-    return preprocess.decode_image(p.read_bytes())
-  except Exception as e:  # any decoder failure is a user-facing, per-file error
-    cause = type(e.__cause__ or e).__name__
-    raise PredictError(f'{p}: not a readable image ({cause}); pass a valid JPEG/PNG file')
+    data = preprocess.read_file(path)
+    return preprocess.decode(data, target=target, max_side=max_side,
+                             min_side=preprocess.MIN_SIDE, what=str(path))
+  except preprocess.DecodeError as e:
+    raise PredictError(str(e)) from None
+
+
+def crop_image(path: str | os.PathLike, image: preprocess.Decoded,
+               box: Sequence[int]) -> Image.Image:
+  """`box` (original pixels) cut from the image, an RGB PIL image: from the file decoded again
+  with its long side <= CROP_MAX_SIDE, or from the working copy when that is the whole image,
+  or when a re-decode would materialise a huge non-JPEG image (another full-size transient
+  after the model's memory is in use)."""
+  h, w = image.size
+  if not image.reduced or (image.format != 'JPEG' and h * w > CROP_MAX_SIDE**2):
+    y0, x0, y1, x1 = crop.scale_box(box, image.size, image.image.shape[:2])
+    return Image.fromarray(image.image[y0:y1, x0:x1])
+  try:  # cut and saved in PIL: no numpy copy of a full-resolution crop
+    src, _ = preprocess.decode_pil(preprocess.read_file(path), max_side=CROP_MAX_SIDE,
+                                   what=str(path))
+  except preprocess.DecodeError as e:
+    raise PredictError(str(e)) from None
+  y0, x0, y1, x1 = crop.scale_box(box, image.size, src.size[::-1])
+  return src.crop((x0, y0, x1, y1))
 
 
 class Predictor:
@@ -129,9 +225,11 @@ class Predictor:
     self.config.update_from_flattened_dict(dict(overrides or {}))
     self.arch = str(self.config.model.arch)
     self.size = int(self.config.input.image_size)
-    self.method = cam_method or str(self.config.eval.cam_method)
+    self.method = cam.canonical_method(cam_method or str(self.config.eval.cam_method))
     self.threshold = float(self.config.eval.box_threshold)
-    self.tag_names = ground_truth.tag_names(self.config)
+    # AVA's 66 names when the dataset that recorded them is not at hand (a moved workdir).
+    self.tag_names = ground_truth.tag_names(self.config) or dict(
+        enumerate(demo_data.TAG_NAMES, start=1))
     # load_config fills cam_layers for checkpoints written before it existed: () = the
     # encoder's output.
     self.cam_layers = models.resolve_layers(self.model,
@@ -146,41 +244,57 @@ class Predictor:
   def run(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """uint8 [B,S,S,3] → (predict_outputs fields [B,...], maps by target [B,(10,)h,w]: raw at
     one CAM layer, fused at the input size [B,(10,)S,S] for several)."""
+    pred, maps = self.run_forward(x, self.forward)
+    return pred, split_maps(maps, self.arch)
+
+  def run_forward(self, x: np.ndarray, forward) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """uint8 [B,S,S,3] through a `make_forward` function of this model (any targets, method,
+    layers) → (predict_outputs fields [B,...], maps [B,T,h,w]) on the host."""
     x, b = parallel.pad_to_multiple(x, self.num_devices)
     xs = jax.device_put(x, parallel.data_sharding(self.mesh))
-    pred, maps = self.forward(self.variables, xs)
-    pred = {k: np.asarray(v)[:b] for k, v in pred.items()}
-    return pred, {k: v[:b] for k, v in split_maps(np.asarray(maps), self.arch).items()}
+    pred, maps = forward(self.variables, xs)
+    return {k: np.asarray(v)[:b] for k, v in pred.items()}, np.asarray(maps)[:b]
 
-  def describe(self, image: np.ndarray, pred: dict[str, np.ndarray], maps: dict[str, Any],
-               i: int, aspect: str | None = None) -> tuple[dict, dict]:
-    """JSON fields and box/overlay data for image i of a batch (image: original uint8)."""
-    h, w = image.shape[:2]
-    rec: dict[str, Any] = {}
-    if 'mean_score' in pred and self.arch == 'mobilenet_v2':
-      rec['mean_score'] = round(float(pred['mean_score'][i]), 4)
-      rec['distribution'] = [round(float(v), 4) for v in pred['distribution'][i]]
-    if 'p_high' in pred:
-      rec['p_high'] = round(float(pred['p_high'][i]), 4)
-    rec['label'] = 'high' if int(pred['label_pred'][i]) == 1 else 'low'
-    if 'tag_probs' in pred:
-      rec['top_tag'] = int(np.argmax(pred['tag_probs'][i])) + 1  # AVA tag ids start at 1
-      if rec['top_tag'] in self.tag_names:
-        rec['top_tag_name'] = self.tag_names[rec['top_tag']]
+  def describe(self, image: np.ndarray | tuple[int, int], pred: dict[str, np.ndarray],
+               maps: dict[str, Any], i: int, aspect: str | None = None,
+               top_k: int = DEFAULT_TOP_K) -> tuple[dict, dict]:
+    """JSON fields and box/overlay data for image i of a batch; image: the original uint8
+    [H,W,3] or its displayed (H, W) (`Decoded.size`): boxes come out in those pixels.
+
+    vis['boxes'] keeps `(y0, x0, y1, x1)` for drawing and cropping; the record names corners.
+    """
+    h, w = image if isinstance(image, tuple) else image.shape[:2]
+    rec = score_fields(pred, i, self.arch, self.tag_names, top_k)
     d = crop.image_boxes(maps['aesthetic'][i], maps['top_tag'][i] if 'top_tag' in maps else None,
                          (h, w), self.threshold, aspect)
     boxes = {k: v.tolist() for k, v in d['boxes'].items()}
     # An empty map points nowhere: say so instead of suggesting the whole frame.
     rec['map'] = 'empty' if d['empty']['aesthetic'] else 'ok'
-    rec['box'] = boxes.get('average', boxes.get('aesthetic'))
-    rec['boxes'] = boxes
+    rec['box'] = box_fields(boxes.get('average', boxes.get('aesthetic')))
+    rec['boxes'] = {k: box_fields(v) for k, v in boxes.items()}
     vis = {'aesthetic_map': d['aesthetic_map'], 'attribute_map': d['attribute_map'],
            'boxes': boxes}
     return rec, vis
 
+  def overlay_image(self, image: preprocess.Decoded | np.ndarray, vis: dict) -> np.ndarray:
+    """The --overlay_dir picture: the aesthetic map and the boxes (original pixels) over the
+    image, at its original aspect with the long side <= OVERLAY_MAX_SIDE, and, in a strip
+    below, their legend → uint8 [h', w', 3]. image: the `Decoded` working copy (or a uint8
+    [H,W,3] array at the size the boxes are in)."""
+    if not isinstance(image, preprocess.Decoded):
+      image = preprocess.Decoded(np.asarray(image), tuple(np.asarray(image).shape[:2]))
+    hw = crop.box_grid(image.size, OVERLAY_MAX_SIDE)
+    small = image.image
+    if small.shape[:2] != hw:
+      small = np.asarray(Image.fromarray(small).resize((hw[1], hw[0]), Image.BILINEAR))
+    shown = {k: crop.scale_box(v, image.size, hw) for k, v in vis['boxes'].items()}
+    img = figures.draw_boxes(figures.overlay(small, vis['aesthetic_map']), shown,
+                             width=max(2, max(hw) // 200))
+    return figures.add_legend(img, f'map: aesthetic ({self.method})', list(shown))
+
   def predict_files(self, paths: Sequence[str], overlay_dir: str | None = None,
                     crop_dir: str | None = None, aspect: str | None = None,
-                    batch_size: int = 8) -> Iterator[dict]:
+                    batch_size: int = 8, top_k: int = DEFAULT_TOP_K) -> Iterator[dict]:
     """Yields one JSON-able dict per path, in order; a bad file yields {'path', 'error'}."""
     if aspect:
       crop.parse_aspect(aspect)
@@ -191,29 +305,36 @@ class Predictor:
       images, errors = {}, {}
       for j, p in enumerate(chunk):
         try:
-          images[j] = load_image(p)
+          images[j] = load_image(p, max(self.size, WORK_SIDE))
         except PredictError as e:
           errors[j] = str(e)
       results = {}
       if images:
         order = sorted(images)
-        x = np.stack([preprocess.preprocess_eval_np(images[j], self.size) for j in order])
+        x = np.stack([preprocess.preprocess_eval_np(images[j].image, self.size) for j in order])
         pred, maps = self.run(x)
+        non_finite = non_finite_rows(pred, maps)
         for k, j in enumerate(order):
-          rec, vis = self.describe(images[j], pred, maps, k, aspect)
+          if non_finite[k]:  # never print NaN as a score (nor as invalid JSON)
+            errors[j] = (f'{chunk[j]}: the model output is not finite (NaN/inf) for this image; '
+                         f'checkpoint {self.step} holds non-finite weights or training '
+                         'diverged: pass another --step or retrain')
+            continue
+          rec, vis = self.describe(images[j].size, pred, maps, k, aspect, top_k)
           stem = f'{start + j:04d}_{Path(chunk[j]).stem}'
           if overlay_dir:
-            img = figures.overlay(images[j], vis['aesthetic_map'])
-            img = figures.draw_boxes(img, {k2: v for k2, v in vis['boxes'].items()},
-                                     width=max(2, max(images[j].shape[:2]) // 200))
             out = Path(overlay_dir) / f'{stem}_cam.png'
-            figures.save_png(out, img)
+            figures.save_png(out, self.overlay_image(images[j], vis))
             rec['overlay'] = str(out)
-          if crop_dir and rec['box'] is not None:
-            y0, x0, y1, x1 = vis['boxes'].get('crop', rec['box'])
+          suggested = vis['boxes'].get('average', vis['boxes'].get('aesthetic'))
+          if crop_dir and suggested is not None:
             out = Path(crop_dir) / f'{stem}_crop.png'
-            figures.save_png(out, images[j][y0:y1, x0:x1])
-            rec['crop'] = str(out)
+            try:
+              figures.save_png(out, crop_image(chunk[j], images[j],
+                                               vis['boxes'].get('crop', suggested)))
+              rec['crop'] = str(out)
+            except PredictError as e:  # the file changed since it was scored
+              rec['crop_error'] = str(e)
           results[j] = rec
       for j, p in enumerate(chunk):
         if j in errors:
@@ -223,4 +344,8 @@ class Predictor:
 
 
 def to_json_line(rec: dict) -> str:
-  return json.dumps(rec, sort_keys=False)
+  """One valid JSON line (JSON has no NaN: a non-finite number becomes an error record)."""
+  try:
+    return json.dumps(rec, sort_keys=False, allow_nan=False)
+  except ValueError:
+    return json.dumps({'path': rec.get('path'), 'error': 'non-finite number in the output'})

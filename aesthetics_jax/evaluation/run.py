@@ -7,9 +7,11 @@
   2. runs the evaluators on it (`evaluators/`): `metrics`, `intensity` (Table 1; streams the
      first `config.eval.split_point_fit_images` TRAINING images for the split point),
      `faithfulness` (first `config.eval.faithfulness_images` test images per CAM method),
-     `localization` (every test image with a region mask) and `figures`;
-  3. writes `W/eval/metrics.json`, `W/eval/per_image.csv`, `W/eval/figures/*.png` and
-     `W/eval/report.html` (each atomically) and returns the metrics dict.
+     `localization` (every test image with a region mask), `figures` and `explorer` (every
+     method's maps of every test image, `config.eval.explorer`);
+  3. writes `W/eval/metrics.json`, `W/eval/per_image.csv`, `W/eval/figures/*.png`,
+     `W/eval/explorer/` and `W/eval/report.html` (each atomically) and returns the metrics
+     dict. Non-finite model outputs stop it first (`EvaluationError`: nothing is written).
 """
 from __future__ import annotations
 
@@ -24,12 +26,12 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
-from PIL import Image
 
 from aesthetics_jax import io as io_lib
 from aesthetics_jax import models, parallel
 from aesthetics_jax.data import dataset
 from aesthetics_jax.data import pipeline
+from aesthetics_jax.data import preprocess
 from aesthetics_jax.data import stats as data_stats
 from aesthetics_jax.evaluation import ground_truth
 from aesthetics_jax.evaluation import evaluators
@@ -38,8 +40,16 @@ from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.explain import crop
 from aesthetics_jax.report import html as report_html
 from aesthetics_jax.train import checkpoints
+from aesthetics_jax.train import workdir as workdir_lib
 
 EVAL_DIR = 'eval'
+EXPLORER_DIR = 'explorer'  # eval/explorer/index.html (+ thumbs/, maps/)
+
+
+class EvaluationError(ValueError):
+  """One-line user error of the evaluation job (aesthetics-evaluate prints it, exit 1)."""
+
+
 CSV_FIELDS = ('image_id', 'true_mean', 'label', 'pred', 'pred_mean', 'p_high',
               'intensity_per_image', 'intensity_global', 'orig_height', 'orig_width',
               'map', 'box_aesthetic', 'box_attribute', 'box_average')
@@ -50,14 +60,17 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
              overrides: Mapping[str, Any] | None = None) -> dict:
   """Evaluates the checkpoint of `workdir` (latest or `step`); returns the metrics dict.
 
-  demo: show the demo-data banner in the report (default: detected from the AVA root, which
-    the demo generator marks with `defect_masks/`).
+  demo: show the demo-data banner in the report and the explorer (default: detected from the
+    AVA root, which the demo generator marks with `defect_masks/`).
+  write_html: write `report.html` and, with `config.eval.explorer`, `explorer/`.
   overrides: dotted config keys to change for this evaluation only, e.g.
     `{'eval.faithfulness_images': 8, 'eval.cam_methods': ('gradcam',)}`.
   """
   t0 = time.time()
   workdir = Path(workdir)
   model, variables, config, step = checkpoints.restore_for_inference(workdir, step)
+  # Results are written at the end: a read-only workdir fails now, not after minutes of work.
+  workdir_lib.check_writable(workdir / EVAL_DIR, 'evaluation folder')
   config.update_from_flattened_dict(dict(overrides or {}))
   arch, size = str(config.model.arch), int(config.input.image_size)
   ec = config.eval
@@ -76,6 +89,7 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   summarize = streaming.make_summarize(size, float(ec.box_threshold), arch)
   test = streaming.collect(forward, summarize, variables, batches, sources['test'], max_test,
                            desc='eval test')
+  _check_finite(test, step, workdir)
 
   m: dict[str, Any] = {'step': step, 'arch': arch, 'cam_method': str(ec.cam_method),
                        'box_threshold': float(ec.box_threshold), 'cam_layers': list(layers),
@@ -108,6 +122,18 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
       num_examples=int(ec.num_example_images), tag_names=ground_truth.tag_names(config))
 
   out_dir = workdir / EVAL_DIR
+  demo = is_demo(config) if demo is None else demo
+  if write_html and ec.explorer:  # the explorer is HTML too: callers that want none get none
+    m.update(evaluators.explorer.run(
+        model, variables, sources['test'], test, batches, mesh, out_dir / EXPLORER_DIR,
+        arch=arch, methods=evaluators.explorer.method_order(str(ec.cam_method),
+                                                            tuple(ec.cam_methods)),
+        layers=layers, threshold=float(ec.box_threshold),
+        tag_names=ground_truth.tag_names(config),
+        scorecam_images=int(ec.explorer_scorecam_images), map_size=int(ec.explorer_map_size),
+        thumb_size=int(ec.explorer_thumb_size), demo=demo,
+        title=f'aesthetics-jax explorer: {workdir.name or workdir} ({arch}, step {step})',
+        notes=[f'CAM layers: {", ".join(layers)}; box threshold {float(ec.box_threshold)}.']))
   _write_csv(out_dir / 'per_image.csv', test, sources['test'], size)
   for key, png in figs.items():
     io_lib.atomic_write_bytes(out_dir / 'figures' / f'{key}.png', png)
@@ -118,9 +144,19 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   if write_html:
     section = model_section(workdir, m, figs, config)
     report_html.write_report(out_dir / 'report.html', [section], dataset_section(config),
-                             demo=is_demo(config) if demo is None else demo,
+                             demo=demo,
                              title=f'aesthetics-jax: {section["name"]} evaluation')
   return m
+
+
+def _check_finite(test: streaming.SplitSummary, step: int, workdir: Path) -> None:
+  """Non-finite outputs would turn every metric and the report into NaN: refuse instead."""
+  bad = inference.non_finite_rows(test.pred, test.maps)
+  if bad.any():
+    raise EvaluationError(
+        f'{int(bad.sum())} of {bad.size} test images gave non-finite model outputs (NaN/inf) '
+        f'with checkpoint {step} of {workdir}; nothing was written: the checkpoint holds '
+        'non-finite weights or training diverged; pass another --step or retrain')
 
 
 def _map_size(model, variables, layers, size: int) -> list[int]:
@@ -156,9 +192,8 @@ def _clean(v):
 
 
 def _image_size(record) -> tuple[int, int]:
-  """(H, W) of a record's original image from its header (no full decode)."""
-  with Image.open(io.BytesIO(record['image'])) as im:
-    return im.size[1], im.size[0]
+  """(H, W) of a record's original image as displayed (EXIF orientation), from its header."""
+  return preprocess.image_size(record['image'], what=f'image_id {int(record["image_id"])}')
 
 
 def _write_csv(path: Path, test: streaming.SplitSummary, source, size: int) -> None:
@@ -206,9 +241,10 @@ def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config) ->
            f'Boxes: {m.get("distinct_boxes")} distinct over {m.get("num_test_images")} test '
            f'images, {m.get("full_frame_boxes")} of them the full frame; '
            f'{m.get("empty_maps")} empty maps (no box).']
+  explorer = Path(workdir) / EVAL_DIR / EXPLORER_DIR / 'index.html'
   return dict(name=Path(workdir).name or str(workdir), arch=str(config.model.arch),
               step=m.get('step'), workdir=str(workdir), metrics=dict(m), figures=dict(figs),
-              notes=notes)
+              notes=notes, explorer=str(explorer) if explorer.is_file() else None)
 
 
 def dataset_section(config) -> dict | None:

@@ -39,6 +39,19 @@ import numpy as np
 METHODS = ('gradcam', 'gradcampp', 'hirescam', 'xgradcam', 'layercam', 'eigencam', 'scorecam')
 GRADIENT_METHODS = ('gradcam', 'gradcampp', 'hirescam', 'xgradcam', 'layercam')
 
+
+
+def canonical_method(name: str) -> str:
+  """A user's spelling of a method → its name in `METHODS` ('gradcam++', 'GradCAMPlusPlus',
+  'Score-CAM' → 'gradcampp', 'gradcampp', 'scorecam'); one-line ValueError if unknown."""
+  key = str(name).lower().replace('-', '').replace('_', '').replace(' ', '')
+  key = key.replace('++', 'pp').replace('plusplus', 'pp')
+  if key not in METHODS:
+    raise ValueError(f'unknown CAM method {name!r}; use one of {", ".join(METHODS)} '
+                     "(gradcam++ = gradcampp)")
+  return key
+
+
 HeadFn = Callable[[jax.Array], Any]
 TargetFn = Callable[..., jax.Array]
 
@@ -52,6 +65,18 @@ def _mean_score(score_logits: jax.Array) -> jax.Array:
   k = score_logits.shape[-1]
   p = jax.nn.softmax(score_logits.astype(jnp.float32), axis=-1)
   return p @ jnp.arange(1, k + 1, dtype=jnp.float32)
+
+
+def _index(name: str, kind: str, n: int) -> int:
+  """'bucket:3' → 3, checked to lie in 1..n (one-line ValueError otherwise)."""
+  try:
+    k = int(name.split(':', 1)[1])
+  except ValueError:
+    k = -1
+  if not 1 <= k <= n:
+    what = 'an AVA tag id' if kind == 'tag' else 'a score bucket'
+    raise ValueError(f"cam target {name!r}: use '{kind}:<k>' with {what} k in 1..{n}")
+  return k
 
 
 def _one_target(arch: str, name: str) -> Callable[[Any, Any], jax.Array]:
@@ -68,13 +93,11 @@ def _one_target(arch: str, name: str) -> Callable[[Any, Any], jax.Array]:
       return lambda out, ref: -_mean_score(out['score_logits'])[:, None]
     if name == 'bucket':
       return lambda out, ref: out['score_logits'].astype(jnp.float32)
+    if name.startswith('bucket:'):
+      b = _index(name, 'bucket', 10)
+      return lambda out, ref: out['score_logits'].astype(jnp.float32)[:, b - 1:b]
     if name.startswith('tag:'):
-      try:
-        k = int(name[4:])
-      except ValueError:
-        k = -1
-      if not 1 <= k <= 66:
-        raise ValueError(f"cam target {name!r}: use 'tag:<k>' with an AVA tag id k in 1..66")
+      k = _index(name, 'tag', 66)
       return lambda out, ref: out['tag_logits'].astype(jnp.float32)[:, k - 1:k]
 
     def top_tag(out, ref):
@@ -88,7 +111,7 @@ def _one_target(arch: str, name: str) -> Callable[[Any, Any], jax.Array]:
   else:
     raise ValueError(f"cam.targets_for: unknown arch {arch!r}; use 'vgg16' or 'mobilenet_v2'")
   valid = ("'aesthetic', 'low'" if arch == 'vgg16' else
-           "'aesthetic', 'low', 'bucket', 'tag:<k>', 'top_tag'")
+           "'aesthetic', 'low', 'bucket', 'bucket:<k>', 'tag:<k>', 'top_tag'")
   raise ValueError(f'cam target {name!r} is not defined for {arch}; use one of {valid}')
 
 
@@ -97,7 +120,8 @@ def targets_for(arch: str, names: Sequence[str] | str) -> TargetFn:
 
   vgg16: 'aesthetic' (= 'high', the logit), 'low' (-logit).
   mobilenet_v2: 'aesthetic' (predicted mean score Σ softmax·(1..10)), 'low' (its negative),
-  'bucket' (the 10 score logits, T += 10), 'tag:<k>' (logit of AVA tag id k, 1..66),
+  'bucket' (the 10 score logits, T += 10), 'bucket:<k>' (the logit of score bucket k, 1..10),
+  'tag:<k>' (logit of AVA tag id k, 1..66),
   'top_tag' (logit of the argmax tag of each image; with `ref`, the argmax of `ref`).
   """
   if isinstance(names, str):

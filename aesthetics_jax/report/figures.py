@@ -6,20 +6,33 @@ maps are f32 `[H, W]` in [0, 1], boxes are `(y0, x0, y1, x1)` end-exclusive pixe
 """
 from __future__ import annotations
 
+import functools
 import io
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use('Agg')  # headless: figures are only ever written to files
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from aesthetics_jax import io as io_lib  # noqa: E402
 
 BOX_COLOURS = {'aesthetic': (255, 255, 255), 'attribute': (0, 200, 255),
                'average': (255, 60, 60), 'crop': (60, 255, 60)}
+
+
+def _literal_text(fn: Callable[..., bytes]) -> Callable[..., bytes]:
+  """Runs a figure function with matplotlib's math text off: captions carry user data (AVA tag
+  names, ids), and a `$` in them must print as a dollar sign, not start (or crash on) math."""
+
+  @functools.wraps(fn)
+  def wrapped(*args, **kwargs):
+    with matplotlib.rc_context({'text.parse_math': False, 'text.usetex': False}):
+      return fn(*args, **kwargs)
+
+  return wrapped
 
 
 def _png(fig) -> bytes:
@@ -29,18 +42,31 @@ def _png(fig) -> bytes:
   return buf.getvalue()
 
 
+def _jet_lut() -> np.ndarray:
+  """matplotlib's 'jet' as f32 [256, 3] in 0..255 (its own 256-entry table)."""
+  return (plt.get_cmap('jet')(np.arange(256))[:, :3] * 255.0).astype(np.float32)
+
+
+_JET = _jet_lut()
+
+
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
   """Jet-coloured map over an image: uint8 [H,W,3] + f32 [h,w] in [0,1] -> uint8 [H,W,3].
 
-  The map is resized bilinearly to the image size if needed.
+  The map is resized bilinearly to the image size if needed. Works in float32 through a
+  256-entry table (what `get_cmap('jet')(cam)` looks up, without its float64 RGBA copy):
+  ~22 bytes per pixel; callers bound the image size (predict: long side <= 1024).
   """
   image = np.asarray(image, np.uint8)
   h, w = image.shape[:2]
   cam = np.asarray(cam, np.float32)
   if cam.shape != (h, w):
     cam = np.asarray(Image.fromarray(cam).resize((w, h), Image.BILINEAR))
-  heat = plt.get_cmap('jet')(np.clip(cam, 0.0, 1.0))[..., :3] * 255.0
-  out = (1.0 - alpha) * image.astype(np.float32) + alpha * heat
+  # Colormap.__call__'s index for floats: floor(x * N), x = 1 → N - 1.
+  idx = np.minimum((np.clip(cam, 0.0, 1.0) * 256.0).astype(np.int32), 255)
+  out = image.astype(np.float32)
+  out *= 1.0 - alpha
+  out += alpha * _JET[idx]
   return np.clip(out, 0, 255).astype(np.uint8)
 
 
@@ -56,19 +82,32 @@ def draw_boxes(image: np.ndarray, boxes: Mapping[str, Sequence[int]],
   return np.asarray(pil)
 
 
-def save_png(path, image: np.ndarray) -> None:
-  """Atomically writes uint8 [H,W,3] as PNG (parent folders created)."""
+def save_png(path, image: np.ndarray | Image.Image) -> None:
+  """Atomically writes uint8 [H,W,3] (or a PIL image) as PNG (parent folders created)."""
   buf = io.BytesIO()
-  Image.fromarray(np.asarray(image, np.uint8)).save(buf, format='PNG')
+  if not isinstance(image, Image.Image):
+    image = Image.fromarray(np.asarray(image, np.uint8))
+  image.save(buf, format='PNG')
   io_lib.atomic_write_bytes(path, buf.getvalue())
 
 
+def aesthetic_title(boxes: Mapping[str, Sequence[int]], empty: bool = False) -> str:
+  """Caption of an aesthetic-map panel naming the boxes actually drawn on it (VGG16 has no
+  average box; an empty map has no box of its own)."""
+  labels = {'aesthetic': 'box (white)', 'average': 'avg (red)'}
+  drawn = [label for name, label in labels.items() if name in boxes]
+  head = 'aesthetic map EMPTY (no box)' if empty else 'aesthetic map'
+  return head + ('; ' + ', '.join(drawn) if drawn else '')
+
+
+@_literal_text
 def examples_figure(examples: Sequence[Mapping], title: str) -> bytes:
   """Paper Figures 5-6: one row per example image.
 
   Each example: `image` uint8 [H,W,3], `aesthetic_map` f32 [H,W], optional
-  `attribute_map` f32 [H,W], `boxes` {name: (y0,x0,y1,x1)}, optional `crop` uint8 and
-  `caption` str. Columns: image | aesthetic map + box | attribute map + box | crop.
+  `attribute_map` f32 [H,W], `boxes` {name: (y0,x0,y1,x1)}, optional `crop` uint8,
+  `caption` str and `aesthetic_empty` bool (the map points nowhere).
+  Columns: image | aesthetic map + box | attribute map + box | crop.
   """
   n = max(1, len(examples))
   has_attr = any(e.get('attribute_map') is not None for e in examples)
@@ -81,7 +120,7 @@ def examples_figure(examples: Sequence[Mapping], title: str) -> bytes:
     row[0].set_title(ex.get('caption', ''), fontsize=7)
     aes_boxes = {k: v for k, v in boxes.items() if k in ('aesthetic', 'average')}
     row[1].imshow(draw_boxes(overlay(img, ex['aesthetic_map']), aes_boxes))
-    row[1].set_title('aesthetic map; box (white), avg (red)', fontsize=7)
+    row[1].set_title(aesthetic_title(aes_boxes, bool(ex.get('aesthetic_empty'))), fontsize=7)
     c = 2
     if has_attr:
       if ex.get('attribute_map') is not None:
@@ -100,6 +139,7 @@ def examples_figure(examples: Sequence[Mapping], title: str) -> bytes:
   return _png(fig)
 
 
+@_literal_text
 def intensity_scatter(intensity: np.ndarray, scores: np.ndarray, band=(4.5, 6.5),
                       pearson_all: float | None = None, pearson_extreme: float | None = None,
                       title: str = 'Map intensity vs mean score') -> bytes:
@@ -127,17 +167,19 @@ def intensity_scatter(intensity: np.ndarray, scores: np.ndarray, band=(4.5, 6.5)
   return _png(fig)
 
 
+@_literal_text
 def bucket_maps_figure(mean_maps: np.ndarray, counts: np.ndarray,
                        row_labels: Sequence[str], title: str,
                        col_labels: Sequence[str] | None = None) -> bytes:
   """Paper Figure 8: grid of average maps, rows = image groups, columns = target bucket 1..10.
 
   mean_maps f32 [G, 10, h, w] (already averaged over the `counts[g]` images of each group);
-  counts [G] (per row) or [G, 10] (per panel); panels with no images are drawn blank.
+  counts [G] (per row) or [G, 10] (per panel); a panel with no images is grey and says so.
+  col_labels: may hold a newline (two short lines fit a narrow column; one long one overlaps).
   """
   mean_maps = np.asarray(mean_maps, np.float32)
   g, k = mean_maps.shape[:2]
-  fig, axes = plt.subplots(g, k, figsize=(1.1 * k, 1.15 * g + 0.5), squeeze=False)
+  fig, axes = plt.subplots(g, k, figsize=(1.15 * k, 1.2 * g + 0.7), squeeze=False)
   for i in range(g):
     for j in range(k):
       ax = axes[i, j]
@@ -146,15 +188,21 @@ def bucket_maps_figure(mean_maps: np.ndarray, counts: np.ndarray,
       c = counts[i] if np.ndim(counts) == 1 else counts[i][j]
       if c > 0 and np.isfinite(mean_maps[i, j]).all():
         ax.imshow(mean_maps[i, j], cmap='jet', vmin=0, vmax=1)
+      else:  # same square as its neighbours, visibly not a (blank) map
+        ax.imshow(np.ones(mean_maps.shape[2:]), cmap='gray', vmin=0, vmax=1.15)
+        ax.text(0.5, 0.5, 'no images', transform=ax.transAxes, ha='center', va='center',
+                fontsize=7, color='#555555')
       if i == 0:
         ax.set_title(col_labels[j] if col_labels else f'bucket {j + 1}', fontsize=7)
       if j == 0:
         n = f'\n(n={int(counts[i])})' if np.ndim(counts) == 1 else ''
         ax.set_ylabel(f'{row_labels[i]}{n}', fontsize=7)
-  fig.suptitle(title, fontsize=10, y=1.0 + 0.12 / g)
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout(w_pad=0.4, h_pad=0.6)
   return _png(fig)
 
 
+@_literal_text
 def image_bucket_maps_figure(image: np.ndarray, maps: np.ndarray, caption: str) -> bytes:
   """Per-image Figure 8 panel: the image and its 10 bucket maps f32 [10, H, W]."""
   fig, axes = plt.subplots(1, 11, figsize=(13, 1.6))
@@ -169,6 +217,7 @@ def image_bucket_maps_figure(image: np.ndarray, maps: np.ndarray, caption: str) 
   return _png(fig)
 
 
+@_literal_text
 def curves_figure(curves: Mapping[str, np.ndarray], title: str, ylabel: str) -> bytes:
   """Deletion / insertion curves: method -> f32 [S] (mean over images, fraction on x)."""
   fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -180,3 +229,65 @@ def curves_figure(curves: Mapping[str, np.ndarray], title: str, ylabel: str) -> 
   ax.set_title(title, fontsize=10)
   ax.legend(fontsize=7)
   return _png(fig)
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+  try:
+    return ImageFont.load_default(size=size)  # scalable (Pillow >= 10.1 with FreeType)
+  except (TypeError, OSError, ImportError):
+    return ImageFont.load_default()
+
+
+def _legend_items(title: str, box_names: Sequence[str]) -> list[tuple[str, object]]:
+  """(kind, payload) in reading order: the colour scale, what the map shows, each box."""
+  return [('scale', None), ('text', title)] + [('box', name) for name in box_names]
+
+
+def add_legend(image: np.ndarray, title: str, box_names: Sequence[str] = ()) -> np.ndarray:
+  """The key of an `overlay` + `draw_boxes` image, in a strip appended BELOW it.
+
+  The strip shows the map's colour scale (low → high), `title` (what the map explains, e.g.
+  'map: aesthetic (gradcam)') and a swatch per drawn box in its `BOX_COLOURS` colour, wrapped
+  to the image width; the image above is unchanged (boxes keep their pixel coordinates).
+  uint8 [H,W,3] → uint8 [H+h,W,3].
+  """
+  image = np.asarray(image, np.uint8)
+  w = image.shape[1]
+  fs = int(np.clip(w // 45, 10, 28))
+  font, pad = _font(fs), max(2, fs // 3)
+  measure = ImageDraw.Draw(Image.new('RGB', (1, 1)))
+  bar = 4 * fs
+  low, high = (int(measure.textlength(t, font=font)) for t in ('low', 'high'))
+
+  def item_width(kind, payload):
+    if kind == 'scale':  # 'low ▮▮▮▮ high' stays on one row
+      return low + bar + high + 2 * pad
+    text = int(measure.textlength(payload, font=font))
+    return text + (fs + pad if kind == 'box' else 0)
+
+  rows, x = [[]], pad
+  for item in _legend_items(title, box_names):
+    iw = item_width(*item)
+    if rows[-1] and x + iw > w - pad:
+      rows.append([])
+      x = pad
+    rows[-1].append((x, item))
+    x += iw + 2 * pad
+  row_h = fs + 2 * pad
+  strip = Image.new('RGB', (w, row_h * len(rows)), (30, 30, 30))
+  draw = ImageDraw.Draw(strip)
+  scale = (plt.get_cmap('jet')(np.linspace(0, 1, bar))[:, :3] * 255).astype(np.uint8)
+  for r, row in enumerate(rows):
+    top = r * row_h + pad
+    for x, (kind, payload) in row:
+      if kind == 'text':
+        draw.text((x, top), payload, fill=(235, 235, 235), font=font)
+      elif kind == 'scale':
+        draw.text((x, top), 'low', fill=(235, 235, 235), font=font)
+        strip.paste(Image.fromarray(np.repeat(scale[None], fs, axis=0)), (x + low + pad, top))
+        draw.text((x + low + bar + 2 * pad, top), 'high', fill=(235, 235, 235), font=font)
+      else:
+        colour = BOX_COLOURS.get(payload, (255, 255, 0))
+        draw.rectangle([x, top, x + fs - 1, top + fs - 1], outline=colour, width=max(2, fs // 6))
+        draw.text((x + fs + pad, top), payload, fill=colour, font=font)
+  return np.concatenate([image, np.asarray(strip)], axis=0)

@@ -9,7 +9,8 @@ Model section (dict):
   figures: {key: PNG bytes | path}; keys used (all optional): `examples_high`,
     `examples_low`, `intensity_scatter_per_image`, `intensity_scatter_global`,
     `bucket_maps`, `bucket_maps_examples`, `faithfulness_deletion`, `faithfulness_insertion`,
-  notes: list[str] shown under the model heading.
+  notes: list[str] shown under the model heading,
+  explorer: path of the model's `explorer/index.html` (optional; linked relative to the report).
 Dataset section (dict): figures {key: PNG bytes | path} (paper Figures 1-2), stats: dict.
 """
 from __future__ import annotations
@@ -53,11 +54,14 @@ DEMO_BANNER = ('These results come from the synthetic DEMO dataset (procedural i
 
 _CSS = """
 body{font-family:system-ui,Segoe UI,Helvetica,Arial,sans-serif;max-width:1150px;margin:auto;
-padding:1em 2em;color:#222;line-height:1.4}
+padding:1em clamp(.6em,3vw,2em);color:#222;line-height:1.4}
 h1{font-size:1.6em}h2{border-bottom:2px solid #ccc;padding-bottom:.2em;margin-top:2em}
 h3{margin-top:1.5em}
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #bbb;padding:.25em .6em;
 text-align:right}th{background:#eee}td:first-child,th:first-child{text-align:left}
+.scroll{overflow-x:auto;max-width:100%}
+p,li,code{overflow-wrap:anywhere}td{white-space:nowrap}
+.explorer-link{font-size:1.05em;background:#eef4ff;border:1px solid #9bb8ee;padding:.5em .8em}
 .banner{background:#fff3cd;border:2px solid #e0a800;padding:.8em 1em;font-weight:bold;
 margin:1em 0}
 img{max-width:100%;border:1px solid #ddd;margin:.3em 0}.note{color:#555;font-size:.92em}
@@ -102,6 +106,12 @@ def embed_png(fig: bytes | str | os.PathLike | None, alt: str) -> str:
   return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{b64}">'
 
 
+def _table(rows: Sequence[str]) -> str:
+  """A table that scrolls sideways inside its own box on a narrow screen (the page never
+  does)."""
+  return '<div class="scroll"><table>' + ''.join(rows) + '</table></div>'
+
+
 def _accuracy_table(models: Sequence[Mapping]) -> str:
   rows = ['<tr><th>model</th><th>n test</th><th>binary accuracy</th><th>majority rate</th>'
           '<th>LCC</th><th>SRCC</th><th>EMD</th><th>attribute top-1 / top-5</th>'
@@ -121,7 +131,7 @@ def _accuracy_table(models: Sequence[Mapping]) -> str:
         f'<td>{_fmt(m.get("lcc_mean"))}</td><td>{_fmt(m.get("srcc_mean"))}</td>'
         f'<td>{_fmt(m.get("emd"))}</td><td>{attr}</td>'
         f'<td>{_fmt(PAPER_ACCURACY.get(arch), True)}</td><td>{nima_s}</td></tr>')
-  return '<table>' + ''.join(rows) + '</table>'
+  return _table(rows)
 
 
 def _table1(s: Mapping) -> str:
@@ -156,7 +166,7 @@ def _table1(s: Mapping) -> str:
           f'paper does not say which it used). 95% bootstrap CIs in brackets. The split-point '
           f'threshold is fitted on {_esc(fit)} and applied to the test split; always answering '
           f'the majority class scores {_fmt(majority, True)} here.</p>')
-  return '<table>' + ''.join(rows) + '</table>' + note
+  return _table(rows) + note
 
 
 def _faithfulness_table(s: Mapping) -> str:
@@ -183,7 +193,7 @@ def _faithfulness_table(s: Mapping) -> str:
           'between aesthetic maps of the trained and a re-initialised head (a method that '
           'depends on the model changes, so low is good; EigenCAM ignores the head by '
           'design).</p>')
-  return '<table>' + ''.join(rows) + '</table>' + note
+  return _table(rows) + note
 
 
 def _ci_text(ci) -> str:
@@ -224,22 +234,62 @@ def _localization_table(s: Mapping) -> str:
           'the region\'s area share. Box IoU: the suggested box of the low map (threshold '
           f'{_fmt(m.get("box_threshold"))}) against the region\'s bounding box. Regions: '
           f'<code>{_esc(m.get("localization_masks", ""))}</code>.</p>')
-  return '<table>' + ''.join(rows) + '</table>' + note
+  return _table(rows) + note
 
 
-def _model_section(s: Mapping) -> str:
+def _examples_caption(arch: str, threshold: Any) -> str:
+  """What the columns of Figures 5-6 show: the two-headed model has an attribute map and an
+  average box, the binary VGG16 only the aesthetic map."""
+  if arch == 'mobilenet_v2':
+    return ('Columns: image (true / predicted mean score), aesthetic map with its box (white, '
+            f'threshold {_fmt(threshold)}) and the average of the aesthetic and attribute boxes '
+            '(red), attribute map for the top predicted tag with its box, and the crop (the '
+            'average box).')
+  return ('Columns: image (true mean score / predicted p(high)), aesthetic map (the logit\'s '
+          f'map) with its box (white, threshold {_fmt(threshold)}), and the crop (that box). '
+          'This model has no tag head, hence no attribute map or average box.')
+
+
+def _bucket_caption(arch: str) -> str:
+  first = ('The average (per-image normalised) aesthetic map of the test images in each true '
+           'score bucket (nearest integer score; "no images" where a bucket is empty).')
+  if arch != 'mobilenet_v2':
+    return first + (' Diffuse maps for mid-range images and more concentrated ones at the '
+                    'extremes would match the paper\'s observation.')
+  return (first + ' Then the average map of each target score bucket 1-10 (columns) over test '
+          'images grouped by their true mean score (rows), and single examples. Diffuse maps '
+          'for mid-range images and more concentrated ones at the extremes would match the '
+          'paper\'s observation.')
+
+
+def _explorer_link(s: Mapping, base: Path | None) -> str:
+  path = s.get('explorer')
+  if not path:
+    return ''
+  href = Path(path).as_posix()
+  if base is not None:
+    href = Path(os.path.relpath(Path(path).resolve(), base)).as_posix()
+  m = s['metrics']
+  methods = ', '.join(str(x) for x in m.get('explorer_methods') or ()) or 'the CAM methods'
+  return (f'<p class="explorer-link"><a href="{_esc(href)}">Open the interactive explorer</a>: '
+          f'all {_fmt(m.get("explorer_images"))} test images, sortable and filterable by true '
+          f'and predicted score, map intensity and top tag; click one for its maps '
+          f'({_esc(methods)}), boxes and crop.</p>')
+
+
+def _model_section(s: Mapping, base: Path | None = None) -> str:
   figs, m = s.get('figures', {}), s['metrics']
+  arch = str(s.get('arch', ''))
   anchor = _esc(s['name'])
-  out = [f'<h2 id="{anchor}">Model: {_esc(s["name"])} ({_esc(s.get("arch", ""))}), '
+  out = [f'<h2 id="{anchor}">Model: {_esc(s["name"])} ({_esc(arch)}), '
          f'checkpoint step {_fmt(s.get("step"))}</h2>']
   if s.get('workdir'):
     out.append(f'<p class="note">workdir: <code>{_esc(s["workdir"])}</code></p>')
   for n in s.get('notes', ()):
     out.append(f'<p class="note">{_esc(n)}</p>')
+  out.append(_explorer_link(s, base))
   out.append('<h3>Highest- and lowest-rated test images (paper Figures 5-6)</h3>')
-  out.append('<p class="note">Columns: image (true / predicted score), aesthetic map with its '
-             f'box (threshold {_fmt(m.get("box_threshold"))}) and the average of aesthetic and '
-             'attribute boxes, attribute map for the top predicted tag, and the crop.</p>')
+  out.append(f'<p class="note">{_esc(_examples_caption(arch, m.get("box_threshold")))}</p>')
   out.append(embed_png(figs.get('examples_high'), 'highest-rated test images'))
   out.append(embed_png(figs.get('examples_low'), 'lowest-rated test images'))
   out.append('<h3>Map intensity vs mean score (paper Figure 7, Table 1)</h3>')
@@ -249,12 +299,7 @@ def _model_section(s: Mapping) -> str:
   out.append(embed_png(figs.get('intensity_scatter_global'),
                        'intensity scatter, global normalisation'))
   out.append('<h3>Maps per score bucket (paper Figure 8)</h3>')
-  out.append('<p class="note">First: the average (per-image normalised) aesthetic map of the '
-             'test images in each true score bucket (nearest integer score). Then, for the '
-             'two-headed model: the average map of each target score bucket 1-10 (columns) '
-             'over test images grouped by their true mean score (rows), and single examples. '
-             'Diffuse maps for mid-range images and more concentrated ones at the extremes '
-             'would match the paper\'s observation.</p>')
+  out.append(f'<p class="note">{_esc(_bucket_caption(arch))}</p>')
   out.append(embed_png(figs.get('score_bucket_maps'), 'aesthetic map per true score bucket'))
   if figs.get('bucket_maps') is not None:
     out.append(embed_png(figs.get('bucket_maps'), 'per-target-bucket maps'))
@@ -271,8 +316,9 @@ def _model_section(s: Mapping) -> str:
 
 
 def render(models: Sequence[Mapping], dataset: Mapping | None = None, demo: bool = False,
-           title: str = 'aesthetics-jax evaluation report') -> str:
-  """Returns the report as one HTML string (all images inline)."""
+           title: str = 'aesthetics-jax evaluation report', base: Path | None = None) -> str:
+  """Returns the report as one HTML string (all images inline); `base`: the report's folder,
+  which links to each model's explorer are relative to."""
   now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
   out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
          f'<title>{_esc(title)}</title><style>{_CSS}</style></head><body>',
@@ -291,9 +337,9 @@ def render(models: Sequence[Mapping], dataset: Mapping | None = None, demo: bool
   if dataset:
     stats = dataset.get('stats') or {}
     if stats:
-      out.append('<table>' + ''.join(
+      out.append(_table([
           f'<tr><td>{_esc(k)}</td><td>{_fmt(v) if not isinstance(v, (dict, list)) else _esc(v)}'
-          '</td></tr>' for k, v in stats.items()) + '</table>')
+          '</td></tr>' for k, v in stats.items()]))
     figs = dataset.get('figures') or {}
     for key, fig in figs.items():
       out.append(embed_png(fig, key.replace('_', ' ')))
@@ -302,7 +348,7 @@ def render(models: Sequence[Mapping], dataset: Mapping | None = None, demo: bool
   else:
     out.append('<p class="missing">(dataset statistics not available)</p>')
   for s in models:
-    out.append(_model_section(s))
+    out.append(_model_section(s, base))
   out.append('</body></html>')
   return '\n'.join(out)
 
@@ -311,5 +357,6 @@ def write_report(path: str | os.PathLike, models: Sequence[Mapping],
                  dataset: Mapping | None = None, demo: bool = False,
                  title: str = 'aesthetics-jax evaluation report') -> Path:
   """Renders and atomically writes the report; returns its path."""
-  io_lib.atomic_write_text(path, render(models, dataset, demo, title))
+  io_lib.atomic_write_text(path, render(models, dataset, demo, title,
+                                        base=Path(path).parent.resolve()))
   return Path(path)

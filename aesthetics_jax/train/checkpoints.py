@@ -3,33 +3,74 @@
 - `variables`: `{'params', 'batch_stats'}` — all that inference needs;
 - `opt`: `{'step', 'opt_state'}`;
 - `meta`: JSON with the model config, so a checkpoint from another architecture is refused
-  with a one-line error instead of an opaque shape mismatch.
+  with a one-line error instead of an opaque shape mismatch, and the crc32 of every saved
+  array (`meta['checksums']`), written by orbax in the same commit as the arrays;
+- `files.json` (ours, written once orbax has committed the step): size and crc32 of every
+  file of the step, so that a flipped, truncated, emptied or deleted file is named exactly.
+Restores verify both: a damaged checkpoint is a one-line `CorruptCheckpointError` naming the
+step and the file (never silently wrong weights); `restore_latest_intact` lets training fall
+back to the newest intact step. Checkpoints written before the checksums restore unverified.
 Keeps the latest `keep` checkpoints plus the best one by `best_metric` (higher is better).
-Saves are async; `wait()` (or `close()`) before exit. Multi-process safe (orbax coordinates).
+Saves are async; a failed save (disk full, read-only) is a `CheckpointSaveError` at the next
+`check_saves()` / `save()` / `wait()`. Multi-process safe (orbax coordinates; process 0 writes
+`files.json`).
 """
+import errno
 import json
+import logging as std_logging
 import os
+import re
+import shutil
+import sys
+import zlib
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as ocp_pp
 
+from aesthetics_jax import io
 from aesthetics_jax import models
 from aesthetics_jax.configs import default as default_config
 
 # Model config keys whose change makes parameters incompatible.
 MODEL_KEYS = ('arch', 'width_mult', 'fc_dim', 'num_buckets', 'num_tags')
+FILES_JSON = 'files.json'          # per-step file manifest (ours, next to orbax's items)
+CORRUPT_DIR = 'corrupt_checkpoints'  # where training moves damaged steps it fell back from
+# Rewritten by orbax after the commit, and tolerated by it when damaged: not in files.json.
+_UNLISTED = ('_CHECKPOINT_METADATA',)
 
 
-class WorkdirError(ValueError):
-  """One-line user error: the workdir has no config.json or no (such) checkpoint."""
+class CheckpointError(ValueError):
+  """One-line user error about a workdir or its checkpoints (the commands print it)."""
 
 
-class CheckpointMismatchError(ValueError):
-  """One-line user error: the workdir holds a checkpoint of another model."""
+class WorkdirError(CheckpointError):
+  """The workdir has no config.json / no (such) checkpoint, or cannot be used."""
+
+
+class WorkdirBusyError(WorkdirError):
+  """Another live trainer holds the workdir's lock."""
+
+
+class CheckpointMismatchError(CheckpointError):
+  """The workdir holds a checkpoint of another model."""
+
+
+class CorruptCheckpointError(CheckpointError):
+  """A checkpoint's files are missing, truncated or altered since they were saved."""
+
+  def __init__(self, message: str, step: int | None = None):
+    super().__init__(message)
+    self.step = step
+
+
+class CheckpointSaveError(CheckpointError):
+  """Writing a checkpoint failed (disk full, read-only storage, ...): training must stop."""
 
 
 def model_signature(model_config: Mapping[str, Any]) -> dict:
@@ -43,13 +84,155 @@ def mismatch_message(workdir: str | os.PathLike, saved: Mapping, wanted: Mapping
           'use a fresh --workdir or the matching --config')
 
 
+def first_line(e: BaseException, limit: int = 200) -> str:
+  text = str(e).strip()
+  return (text.splitlines()[0] if text else type(e).__name__)[:limit]
+
+
+def _chain(e: BaseException | None) -> list[BaseException]:
+  out: list[BaseException] = []
+  while e is not None and e not in out:
+    out.append(e)
+    e = e.__cause__ or e.__context__
+  return out
+
+
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+
+
+def storage_cause(e: BaseException) -> str:
+  """What a failed write or read ran into, in words ('No space left on device', ...).
+
+  Orbax / TensorStore report OS errors as text inside ValueErrors, so the strerror of the
+  usual suspects is also looked for in the messages.
+  """
+  for x in _chain(e):
+    if isinstance(x, OSError) and x.errno:
+      return os.strerror(x.errno)
+  text = ' '.join(str(x) for x in _chain(e))
+  for code in _STORAGE_ERRNOS:
+    if os.strerror(code) in text:
+      return os.strerror(code)
+  return first_line(e)
+
+
+# TensorStore status codes / orbax phrases of a checkpoint whose files are damaged or gone.
+_DAMAGE_MARKERS = ('NOT_FOUND', 'OUT_OF_RANGE', 'DATA_LOSS', 'FAILED_PRECONDITION',
+                   'Error reading', 'Error opening', 'was not found in the checkpoint')
+_TS_STATUS = re.compile(r'\b(NOT_FOUND|OUT_OF_RANGE|DATA_LOSS|FAILED_PRECONDITION|'
+                        r'INVALID_ARGUMENT): (.{1,400}?)(?= \[tensorstore_spec|\n|$)')
+
+
+def _damage_detail(e: BaseException) -> str | None:
+  """The storage-level reason inside an orbax restore error, or None if it is not one."""
+  chain = _chain(e)
+  if any(isinstance(x, (OSError, json.JSONDecodeError)) for x in chain):
+    return storage_cause(e)
+  text = '\n'.join(str(x) for x in chain)
+  if not any(m in text for m in _DAMAGE_MARKERS):
+    return None
+  found = _TS_STATUS.findall(text)
+  if found:  # the innermost status names the cause, e.g. 'Data corruption detected'
+    return f'{found[-1][0]}: {found[-1][1].strip()}'[:240]
+  return first_line(e)
+
+
+def read_json_object(path: Path, error: type[CheckpointError] = WorkdirError,
+                     hint: str = '') -> dict:
+  """A JSON object file; any problem is `error('<path>: <what>; <hint>')` on one line."""
+  hint = f'; {hint}' if hint else ''
+  try:
+    text = path.read_bytes().decode('utf-8')
+  except FileNotFoundError:
+    raise error(f'{path}: not found{hint}') from None
+  except UnicodeDecodeError:
+    raise error(f'{path}: not valid JSON (not UTF-8 text){hint}') from None
+  except OSError as e:
+    raise error(f'{path}: cannot be read ({storage_cause(e)}){hint}') from None
+  try:
+    obj = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise error(f'{path}: not valid JSON ({e}){hint}') from None
+  if not isinstance(obj, dict):
+    raise error(f'{path}: not valid JSON here (a {type(obj).__name__}, not an object){hint}')
+  return obj
+
+
+# ------------------------------------------------------------------------------------------
+# Checksums: of the arrays (in `meta`, committed with them) and of the files (files.json).
+# ------------------------------------------------------------------------------------------
+
+
+def _local_value(x: Any) -> Any:
+  """What this process can read of a leaf: itself, one replica, or None (sharded across
+  processes: its owner checks its own shards' files instead)."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return x.addressable_data(0) if x.is_fully_replicated else None
+  return x
+
+
+def array_checksums(tree: Any) -> dict[str, list]:
+  """`{keystr: [crc32 of the bytes, dtype]}` of every leaf, on the host (cheap: ~2 GB/s)."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  host = jax.device_get([_local_value(x) for _, x in leaves])
+  out = {}
+  for (path, _), value in zip(leaves, host):
+    if value is None:
+      continue
+    a = np.ascontiguousarray(value)
+    out[jax.tree_util.keystr(path)] = [zlib.crc32(a.reshape(-1).view(np.uint8)), str(a.dtype)]
+  return out
+
+
+def _file_crc(path: Path) -> int:
+  crc = 0
+  with open(path, 'rb') as f:
+    while chunk := f.read(1 << 22):
+      crc = zlib.crc32(chunk, crc)
+  return crc
+
+
+def write_file_manifest(step_dir: Path) -> None:
+  """`step_dir/files.json`: `{'files': {relative path: [size, crc32]}}` of the committed step."""
+  files = {}
+  for p in sorted(step_dir.rglob('*')):
+    if p.is_file() and p.name != FILES_JSON and p.name not in _UNLISTED and p.name[0] != '.':
+      files[p.relative_to(step_dir).as_posix()] = [p.stat().st_size, _file_crc(p)]
+  io.atomic_write_json(step_dir / FILES_JSON, {'files': files})
+
+
+def _file_problem(path: Path, size: int, crc: int) -> str | None:
+  """How a file differs from what files.json recorded (None: it does not)."""
+  try:
+    now = path.stat().st_size
+  except FileNotFoundError:
+    return 'is missing'
+  except OSError as e:
+    return f'cannot be read ({storage_cause(e)})'
+  if now == 0 and size:
+    return f'is empty (0 of {size} bytes)'
+  if now < size:
+    return f'is truncated ({now} of {size} bytes)'
+  if now != size:
+    return f'has {now} bytes where {size} were saved'
+  try:
+    same = _file_crc(path) == crc
+  except OSError as e:
+    return f'cannot be read ({storage_cause(e)})'
+  return None if same else 'does not match its saved checksum (its bytes changed on disk)'
+
+
 class Checkpointer:
-  """Thin wrapper over `ocp.CheckpointManager` for (variables, opt, meta)."""
+  """Thin wrapper over `ocp.CheckpointManager` for (variables, opt, meta), with checksums."""
 
   def __init__(self, workdir: str | os.PathLike, keep: int = 2, best_metric: str = '',
                enable_async: bool = True, read_only: bool = False):
     self.workdir = Path(workdir)
+    self.directory = (self.workdir / 'checkpoints').absolute()
     self.best_metric = best_metric
+    self.enable_async = enable_async
+    self._pending: int | None = None  # step of a save not yet known to have succeeded
+    self._failed = False               # a save failed and was reported
     policies = [ocp_pp.LatestN(n=max(int(keep), 1))]
     if best_metric:
       policies.append(ocp_pp.BestN(
@@ -61,8 +244,10 @@ class Checkpointer:
         preservation_policy=ocp_pp.AnyPreservationPolicy(policies),
         enable_async_checkpointing=enable_async, create=not read_only, read_only=read_only)
     self.manager = ocp.CheckpointManager(
-        (self.workdir / 'checkpoints').absolute(), options=options,
-        item_names=('variables', 'opt', 'meta'))
+        self.directory, options=options, item_names=('variables', 'opt', 'meta'))
+
+  def step_dir(self, step: int) -> Path:
+    return self.directory / str(int(step))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -73,23 +258,120 @@ class Checkpointer:
   def best_step(self) -> int | None:
     return self.manager.best_step() if self.best_metric else None
 
+  # ---------------------------------------------------------------------------------------
+  # Saving.
+  # ---------------------------------------------------------------------------------------
+
   def save(self, step: int, variables: Any, opt: Any, meta: Mapping[str, Any],
            metrics: Mapping[str, float] | None = None) -> bool:
-    """Saves (async) unless `step` already exists; metrics feed the best-checkpoint policy."""
+    """Saves (async) unless `step` already exists; metrics feed the best-checkpoint policy.
+
+    Raises CheckpointSaveError if this or the previous save failed.
+    """
+    self.check_saves(block=True)
     if step in self.manager.all_steps():
       return False
     clean = None
     if metrics is not None:
       clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-    return self.manager.save(
-        step, args=ocp.args.Composite(variables=ocp.args.StandardSave(variables),
-                                      opt=ocp.args.StandardSave(opt),
-                                      meta=ocp.args.JsonSave(dict(meta))),
-        metrics=clean, force=True)
+    meta = {**meta, 'checksums': {'variables': array_checksums(variables),
+                                  'opt': array_checksums(opt)}}
+    try:
+      saved = self.manager.save(
+          step, args=ocp.args.Composite(variables=ocp.args.StandardSave(variables),
+                                        opt=ocp.args.StandardSave(opt),
+                                        meta=ocp.args.JsonSave(dict(meta))),
+          metrics=clean, force=True)
+    except Exception as e:  # pylint: disable=broad-except
+      if not isinstance(e, OSError) and storage_cause(e) == first_line(e):
+        raise  # not a storage failure: a bug, keep its traceback
+      self._failed = True
+      raise self._save_error(step, e) from e
+    if saved:
+      self._pending = step
+      if not self.enable_async:
+        self.check_saves(block=True)
+    return saved
+
+  def check_saves(self, block: bool = False) -> None:
+    """Raises CheckpointSaveError if the last save failed; once it has succeeded, records its
+    files.json. Without `block` it returns at once while a save is still running: cheap enough
+    to call every training step, so a failed save stops training at once."""
+    step = self._pending
+    if step is None or (not block and self.manager.is_saving_in_progress()):
+      return
+    self._pending = None
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      self._failed = True
+      raise self._save_error(step, e) from e
+    if jax.process_index() != 0:
+      return
+    step_dir = self.step_dir(step)
+    if not step_dir.is_dir():  # orbax logged the failure and skipped the commit
+      self._failed = True
+      raise self._save_error(step, None)
+    try:
+      write_file_manifest(step_dir)
+    except OSError as e:
+      self._failed = True
+      raise self._save_error(step, e) from e
+
+  def _save_error(self, step: int, e: BaseException | None) -> CheckpointSaveError:
+    cause = storage_cause(e) if e is not None else 'not committed; see the log above'
+    # From the folder: orbax's own list drops steps while it handles the failure.
+    try:
+      kept = sorted(int(p.name) for p in self.directory.iterdir()
+                    if p.name.isdigit() and p.is_dir() and int(p.name) != step)
+    except OSError:
+      kept = []
+    untouched = (f'checkpoint{"s" if len(kept) > 1 else ""} {", ".join(map(str, kept))} '
+                 f'{"are" if len(kept) > 1 else "is"} untouched' if kept
+                 else 'no earlier checkpoint')
+    return CheckpointSaveError(
+        f'saving checkpoint {step} in {self.directory} failed ({cause}); training stopped, '
+        f'{untouched}; free space or fix the storage, then rerun to resume')
+
+  def wait(self) -> None:
+    """Blocks until the pending save is done; CheckpointSaveError if it failed."""
+    self.check_saves(block=True)
+
+  def close(self, raise_errors: bool = True) -> None:
+    """Waits for the pending save and releases orbax; `raise_errors=False` (cleanup while
+    another error propagates) logs a failed save instead of raising it."""
+    try:
+      self.check_saves(block=True)
+    except CheckpointSaveError as e:
+      if raise_errors:
+        raise
+      logging.error('%s', e)
+    finally:
+      try:
+        self.manager.close()
+      except Exception:  # pylint: disable=broad-except
+        if raise_errors and not self._failed:
+          raise
+
+  # ---------------------------------------------------------------------------------------
+  # Restoring and verifying.
+  # ---------------------------------------------------------------------------------------
+
+  def _corrupt(self, step: int, what: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(f'checkpoint {step} is corrupt: {what}', step)
 
   def restore_meta(self, step: int) -> dict:
-    return dict(self.manager.restore(
-        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta'])
+    path = self.step_dir(step) / 'meta' / 'metadata'  # where orbax's JsonSave writes it
+    if not path.is_file() and path.parent.is_dir():  # another orbax layout: ask orbax
+      try:
+        return dict(self.manager.restore(
+            step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta'])
+      except Exception as e:  # pylint: disable=broad-except
+        raise self._corrupt(step, f'{path.parent} cannot be read ({first_line(e)})') from e
+    try:
+      return read_json_object(path, CorruptCheckpointError)
+    except CorruptCheckpointError as e:
+      raise self._corrupt(step, str(e).replace(': not found', ' is missing')) from None
 
   def check_model(self, step: int, model_config: Mapping[str, Any]) -> None:
     """Raises CheckpointMismatchError if checkpoint `step` holds another model."""
@@ -99,18 +381,69 @@ class Checkpointer:
     if saved != wanted:
       raise CheckpointMismatchError(mismatch_message(self.workdir, saved, wanted))
 
+  def verify_files(self, step: int, items: Iterable[str]) -> None:
+    """CorruptCheckpointError naming the first missing / truncated / altered file of `items`.
+
+    With files.json every recorded file is checked (size, then crc32); a step without it
+    (older code, or killed between orbax's commit and files.json) only gets the checks of
+    the files orbax cannot do without.
+    """
+    step_dir, items = self.step_dir(step), tuple(items)
+    for item in items:
+      if not (step_dir / item).is_dir():
+        raise self._corrupt(step, f'{step_dir / item} is missing')
+    if not (step_dir / FILES_JSON).exists():
+      self._check_structure(step, items)
+      return
+    try:
+      listed = {str(rel): (int(size), int(crc)) for rel, (size, crc) in read_json_object(
+          step_dir / FILES_JSON, CorruptCheckpointError)['files'].items()}
+    except CorruptCheckpointError as e:
+      raise self._corrupt(step, str(e)) from None
+    except (KeyError, TypeError, ValueError, AttributeError):
+      raise self._corrupt(step, f'{step_dir / FILES_JSON}: not a file list') from None
+    for rel, (size, crc) in listed.items():
+      if rel.split('/')[0] in items:
+        problem = _file_problem(step_dir / rel, size, crc)
+        if problem:
+          raise self._corrupt(step, f'{step_dir / rel} {problem}')
+
+  def _check_structure(self, step: int, items: tuple[str, ...]) -> None:
+    for item in items:
+      d = self.step_dir(step) / item
+      if item == 'meta':
+        continue  # restore_meta reads and checks it
+      for name in ('manifest.ocdbt', '_METADATA'):
+        if not (d / name).is_file():
+          raise self._corrupt(step, f'{d / name} is missing')
+        if (d / name).stat().st_size == 0:
+          raise self._corrupt(step, f'{d / name} is empty')
+      try:
+        read_json_object(d / '_METADATA', CorruptCheckpointError)
+      except CorruptCheckpointError as e:
+        raise self._corrupt(step, str(e)) from None
+
   def restore(self, step: int, abstract_variables: Any, abstract_opt: Any | None = None
               ) -> tuple[Any, Any | None]:
-    """Restores into abstract trees (ShapeDtypeStruct with shardings); opt optional."""
+    """Restores into abstract trees (ShapeDtypeStruct with shardings); opt optional.
+
+    Verifies the files and then every restored array against the checksums saved with it:
+    damage is a CorruptCheckpointError, another model a CheckpointMismatchError.
+    """
     items = {'variables': ocp.args.StandardRestore(abstract_variables)}
     if abstract_opt is not None:
       items['opt'] = ocp.args.StandardRestore(abstract_opt)
+    self.verify_files(step, (*items, 'meta'))
     try:
       out = self.manager.restore(step, args=ocp.args.Composite(**items))
-    except (ValueError, KeyError, TypeError) as e:
-      first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except Exception as e:  # pylint: disable=broad-except
+      detail = _damage_detail(e)
+      if detail is not None:
+        raise self._corrupt(step, f'{self.step_dir(step)} cannot be read ({detail})') from e
+      if not isinstance(e, (ValueError, KeyError, TypeError)):
+        raise
       raise CheckpointMismatchError(
-          f'{self.workdir}: checkpoint {step} does not match this model ({first[:200]}); '
+          f'{self.workdir}: checkpoint {step} does not match this model ({first_line(e)}); '
           'use a fresh --workdir or the matching --config') from e
     # Orbax may restore a stored array whose shape differs from the target: check ourselves.
     for name in items:
@@ -120,14 +453,78 @@ class Checkpointer:
         raise CheckpointMismatchError(
             f'{self.workdir}: checkpoint {step} does not match this model ({name}/{bad}); '
             'use a fresh --workdir or the matching --config')
+    saved = self.restore_meta(step).get('checksums') or {}
+    for name in items:
+      self._verify_arrays(step, name, out[name], saved.get(name) or {})
     return out['variables'], out.get('opt') if abstract_opt is not None else None
 
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
+  def _verify_arrays(self, step: int, name: str, tree: Any, saved: Mapping[str, list]) -> None:
+    now = array_checksums(tree)
+    for key, (crc, dtype) in saved.items():
+      got = now.get(key)
+      if got is not None and got[1] == dtype and got[0] != crc:
+        raise self._corrupt(step, f'{name}{key} differs from what was saved (checksum '
+                                  f'mismatch; data under {self.step_dir(step) / name})')
 
-  def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+  def intact_hint(self, bad_step: int) -> str:
+    """'pass --step=N' for the newest other checkpoint whose files verify (cheap: no restore)."""
+    for step in sorted(self.all_steps(), reverse=True):
+      if step == bad_step:
+        continue
+      try:
+        self.verify_files(step, ('variables', 'meta'))
+        self.restore_meta(step)
+      except CorruptCheckpointError:
+        continue
+      return f'pass --step={step} to use the newest intact checkpoint'
+    return 'no other checkpoint is intact: retrain (python -m launch.train)'
+
+  def restore_latest_intact(self, model_config: Mapping[str, Any], abstract_variables: Any,
+                            abstract_opt: Any) -> tuple[int, Any, Any] | None:
+    """(step, variables, opt) of the newest intact checkpoint; None when there is none.
+
+    Damaged newer steps are moved to `workdir/corrupt_checkpoints/` (kept for inspection,
+    out of orbax's way so that training redoes and re-saves those steps), said in one log
+    line. A checkpoint of another model is a CheckpointMismatchError; every checkpoint
+    damaged, a CorruptCheckpointError.
+    """
+    bad: list[CorruptCheckpointError] = []
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        self.check_model(step, model_config)
+        variables, opt = self.restore(step, abstract_variables, abstract_opt)
+      except CorruptCheckpointError as e:
+        bad.append(e)
+        continue
+      if bad:
+        self._set_aside(bad, step)
+      return step, variables, opt
+    if bad:
+      raise CorruptCheckpointError(
+          f'{bad[0]}; no older checkpoint is intact either: move {self.directory} away to '
+          'train from scratch', bad[0].step)
+    return None
+
+  def _set_aside(self, bad: list[CorruptCheckpointError], resume: int) -> None:
+    dest = self.workdir / CORRUPT_DIR
+    if jax.process_index() == 0:
+      try:
+        dest.mkdir(exist_ok=True)
+        for e in bad:
+          target, k = dest / str(e.step), 1
+          while target.exists():
+            target, k = dest / f'{e.step}.{k}', k + 1
+          shutil.move(str(self.step_dir(e.step)), str(target))
+      except OSError as err:
+        raise WorkdirError(f'{bad[0]}; moving it to {dest} failed ({storage_cause(err)})'
+                           ) from None
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+      multihost_utils.sync_global_devices('aesthetics_jax:set_aside_corrupt')
+    self.manager.reload()
+    steps = ', '.join(str(e.step) for e in bad)
+    logging.warning('%s; resuming from checkpoint %d instead (moved step %s to %s)',
+                    bad[0], resume, steps, dest)
 
 
 def _shape_mismatch(want: Any, got: Any) -> str:
@@ -166,12 +563,9 @@ def load_config(workdir) -> ml_collections.ConfigDict:
   path = config_path(workdir)
   if not path.exists():
     raise WorkdirError(f'{path}: not found; is --workdir a training workdir '
-                       '(launch/train.py writes it)?')
-  try:
-    saved = json.loads(path.read_text())
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise WorkdirError(f'{path}: not valid JSON ({e}); restore it from a copy or retrain '
-                       'in a fresh --workdir') from None
+                       '(aesthetics-train writes it)?')
+  saved = read_json_object(path, WorkdirError,
+                           'restore it from a copy or retrain in a fresh --workdir')
   config = default_config.get_config()
   _merge(config, saved)
   return config
@@ -209,12 +603,49 @@ def restore_for_inference(workdir, step: int | None = None):
     elif step not in steps:
       raise WorkdirError(f'{Path(workdir) / "checkpoints"}: no checkpoint at step {step}; '
                          f'available: {sorted(steps)}')
-    ckpt.check_model(step, config.model)
     abstract = models.abstract_variables(model, int(config.input.image_size))
     dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
                             abstract)
-    variables, _ = ckpt.restore(step, abstract)
+    try:
+      ckpt.check_model(step, config.model)
+      variables, _ = ckpt.restore(step, abstract)
+    except CorruptCheckpointError as e:
+      raise CorruptCheckpointError(f'{e}; {ckpt.intact_hint(step)}', step) from e
   finally:
     ckpt.close()
   return model, variables, config, int(step)
+
+
+def _is_orbax_record(record: std_logging.LogRecord) -> bool:
+  return record.levelno >= std_logging.ERROR and (
+      f'{os.sep}orbax{os.sep}' in record.pathname)
+
+
+def _is_closed_loop_echo(exc: BaseException | None) -> bool:
+  """TensorStore completing writes after orbax closed the event loop of a failed save."""
+  return isinstance(exc, RuntimeError) and str(exc) == 'Event loop is closed'
+
+
+def quiet_orbax_errors() -> None:
+  """For the commands (cli/): drops the echoes of a failed save or restore that reach the
+  caller as one-line CheckpointErrors anyway — orbax's ERROR logs (a traceback per thread and
+  item) and TensorStore's 'Event loop is closed' callbacks (dozens per failed save)."""
+  logger = logging.get_absl_logger()
+  if any(getattr(f, '__name__', '') == '_drop_orbax_errors' for f in logger.filters):
+    return
+
+  def _drop_orbax_errors(record: std_logging.LogRecord) -> bool:
+    return not _is_orbax_record(record)
+  logger.addFilter(_drop_orbax_errors)
+
+  excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+
+  def _excepthook(kind, value, tb):
+    if not _is_closed_loop_echo(value):
+      excepthook(kind, value, tb)
+
+  def _unraisablehook(unraisable):
+    if not _is_closed_loop_echo(unraisable.exc_value):
+      unraisablehook(unraisable)
+  sys.excepthook, sys.unraisablehook = _excepthook, _unraisablehook

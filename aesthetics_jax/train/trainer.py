@@ -12,8 +12,11 @@ from-scratch demo models) every step runs the whole model ("online").
 
 Workdir: config.json, checkpoints/ (orbax), metrics.jsonl, tensorboard/ (scalars, config
 text, Grad-CAM overlays of `config.log_cam_images` test images at each evaluation, hparams).
-Rerunning resumes from the latest checkpoint; the data stream is deterministic in (seed, step),
-and the logs drop what the interrupted run wrote after that checkpoint (writers.py).
+Rerunning resumes from the latest intact checkpoint (a damaged newer one is moved to
+`corrupt_checkpoints/`, checkpoints.py); the data stream is deterministic in (seed, step), and
+the logs drop what the interrupted run wrote after that checkpoint (writers.py). The workdir is
+checked and locked first (workdir.py): one trainer per workdir. A failed checkpoint save (disk
+full, read-only storage) stops training at the next step with a one-line CheckpointSaveError.
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ from aesthetics_jax.data import sampling
 from aesthetics_jax.train import losses
 from aesthetics_jax.train import metrics as metrics_lib
 from aesthetics_jax.train import optim
+from aesthetics_jax.train import workdir as workdir_lib
 from aesthetics_jax.train import writers
 from aesthetics_jax.train.errors import TrainingError
 
@@ -191,9 +195,14 @@ def _check_workdir_model(workdir, config) -> None:
   if not path.exists():
     return
   try:
-    saved = json.loads(path.read_text()).get('model', {})
-  except json.JSONDecodeError:
-    return  # unreadable leftover: the checkpoint metadata check still applies
+    saved = ckpt_lib.read_json_object(path).get('model', {})
+  except ckpt_lib.WorkdirError as e:
+    # Unreadable leftover: the checkpoint metadata check still applies, and this run
+    # rewrites config.json.
+    logging.warning('%s', e)
+    return
+  if not isinstance(saved, dict):
+    return
   want = ckpt_lib.model_signature(config.model)
   got = {k: saved.get(k) for k in want}
   if got != want:
@@ -219,13 +228,35 @@ def _fetch(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains per `config`, writing to `workdir`.
 
-  Returns the final eval metrics plus 'step', 'num_devices', 'num_processes'.
+  Returns the final eval metrics plus 'step', 'num_devices', 'num_processes'. The workdir
+  is checked and locked for the run (process 0: `workdir.claim`).
   """
+  with workdir_lib.claim(workdir, active=jax.process_index() == 0):
+    return _train_and_evaluate(config, Path(workdir))
+
+
+def _restore_or_init(ckpt: ckpt_lib.Checkpointer, model, config, tx, mesh: Mesh
+                     ) -> tuple[TrainState, int]:
+  """(state, start step): the newest intact checkpoint, else fresh (or pretrained) weights."""
+  variables = models.init_variables(model, config.seed, int(config.input.image_size))
+  if not ckpt.all_steps():
+    return create_state(model, config, tx, mesh, _load_init_weights(variables, config)), 0
+  state = create_state(model, config, tx, mesh, variables)
+  found = ckpt.restore_latest_intact(
+      config.model, ckpt_lib.abstract_like(state.variables),
+      ckpt_lib.abstract_like({'step': state.step, 'opt_state': state.opt_state}))
+  if found is None:
+    return create_state(model, config, tx, mesh, _load_init_weights(variables, config)), 0
+  start, restored_vars, restored_opt = found
+  logging.info('Resumed from %s at step %d', ckpt.directory, start)
+  return TrainState(step=restored_opt['step'], params=restored_vars['params'],
+                    batch_stats=restored_vars['batch_stats'],
+                    opt_state=restored_opt['opt_state']), start
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path) -> dict:
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
-  workdir = Path(workdir)
   is_main = jax.process_index() == 0
-  if is_main:
-    workdir.mkdir(parents=True, exist_ok=True)
   _check_workdir_model(workdir, config)
 
   mesh = parallel.make_mesh()
@@ -243,23 +274,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   use_cache = frozen and bool(config.cache.enabled)
   mode = 'features' if use_cache else 'online'
 
-  variables = models.init_variables(model, config.seed, int(config.input.image_size))
   ckpt = ckpt_lib.Checkpointer(workdir, keep=int(config.keep_checkpoints),
                                best_metric=str(config.best_metric))
-  start = ckpt.latest_step() or 0
-  if start:
-    ckpt.check_model(start, config.model)
-  else:
-    variables = _load_init_weights(variables, config)
-  state = create_state(model, config, tx, mesh, variables)
-  if start:
-    restored_vars, restored_opt = ckpt.restore(
-        start, ckpt_lib.abstract_like(state.variables),
-        ckpt_lib.abstract_like({'step': state.step, 'opt_state': state.opt_state}))
-    state = TrainState(step=restored_opt['step'], params=restored_vars['params'],
-                       batch_stats=restored_vars['batch_stats'],
-                       opt_state=restored_opt['opt_state'])
-    logging.info('Resumed from %s at step %d', workdir / 'checkpoints', start)
+  try:
+    state, start = _restore_or_init(ckpt, model, config, tx, mesh)
+  except BaseException:
+    ckpt.close(raise_errors=False)
+    raise
   if is_main:
     io.atomic_write_json(ckpt_lib.config_path(workdir), config.to_dict(), indent=2, sort_keys=True)
 
@@ -318,6 +339,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                   dynamic_ncols=True)
   try:
     for step in range(start, total):
+      ckpt.check_saves()  # a failed (async) save stops training before the next step
       batch = next_batch(step)
       state, m = train_step(state, batch, base_rng)
       pending.append((step, m))
@@ -346,6 +368,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                   {'model': ckpt_lib.model_signature(config.model), 'step': done},
                   metrics=eval_metrics if eval_now else None)
         last_good = done
+    ckpt.wait()  # the final save must have succeeded before this run reports success
     if not eval_metrics:  # resumed at the end: evaluate the final state once
       eval_metrics, _, _ = evaluate(eval_step, state.variables, eval_batches(), config)
     # The final metrics are the last `eval/*` scalars (logged at step `total` by this run or
@@ -354,7 +377,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          [f'eval/{k}' for k in eval_metrics])
   finally:
     bar.close()
-    ckpt.close()  # waits for async saves
+    ckpt.close(raise_errors=False)  # success already waited above; errors are propagating
     writer.close()
   return {**eval_metrics, 'step': total, 'num_devices': jax.device_count(),
           'num_processes': jax.process_count()}

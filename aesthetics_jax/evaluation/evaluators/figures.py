@@ -39,16 +39,20 @@ def examples(forward: streaming.ForwardFn, variables, source: Sequence, rows: Se
   the jitted function is not compiled again for a new shape.
   """
   rows = [int(i) for i in rows]
-  imgs = [preprocess.decode_image(source[i]['image']) for i in rows]
-  x = np.stack([preprocess.preprocess_eval_np(im, image_size) for im in imgs])
+  records = [source[i] for i in rows]
+  # The model input exactly as the evaluation stream makes it; the shown image decoded reduced
+  # (both sides >= EXAMPLE_SIZE) in its displayed orientation.
+  x = np.stack([preprocess.preprocess_eval_np(r['image'], image_size) for r in records])
+  imgs = [preprocess.decode(r['image'], target=EXAMPLE_SIZE, hint=preprocess.DATASET_HINT,
+                            what=f'image_id {int(r["image_id"])}') for r in records]
   x, _ = parallel.pad_to_multiple(x, batch_size)
   x = preprocess.to_model_input(jnp.asarray(x), normalize)
   pred, maps = jax.device_get(forward(variables, x))
   maps = inference.split_maps(np.asarray(maps), arch)
   panels, bucket_panels = [], []
   for j, (i, img) in enumerate(zip(rows, imgs)):
-    grid = crop.box_grid(img.shape[:2], EXAMPLE_SIZE)
-    small = np.asarray(Image.fromarray(img).resize((grid[1], grid[0]), Image.BILINEAR))
+    grid = crop.box_grid(img.size, EXAMPLE_SIZE)
+    small = np.asarray(Image.fromarray(img.image).resize((grid[1], grid[0]), Image.BILINEAR))
     d = crop.image_boxes(maps['aesthetic'][j], maps['top_tag'][j] if 'top_tag' in maps else None,
                          grid, threshold)
     tag_caption = ''
@@ -56,14 +60,13 @@ def examples(forward: streaming.ForwardFn, variables, source: Sequence, rows: Se
       t = int(np.argmax(pred['tag_probs'][j])) + 1
       tag_caption = f'attribute map: {tag_names.get(t, f"tag {t}")}'
     box = d['boxes'].get('average', d['boxes'].get('aesthetic'))
-    if d['empty']['aesthetic']:
-      tag_caption = (tag_caption + '; ' if tag_caption else '') + 'aesthetic map EMPTY (no box)'
     score = (f'pred {pred["mean_score"][j]:.2f}' if 'mean_score' in pred
              else f'p_high {pred["p_high"][j]:.2f}')
     caption = (f'id {int(test.true["image_id"][i])}: true {test.true["mean_score"][i]:.2f}, '
                f'{score}')
     panels.append(dict(image=small, aesthetic_map=d['aesthetic_map'],
                        attribute_map=d['attribute_map'], attribute_name=tag_caption,
+                       aesthetic_empty=d['empty']['aesthetic'],
                        boxes=d['boxes'], caption=caption,
                        crop=None if box is None else small[box[0]:box[2], box[1]:box[3]]))
     if 'bucket' in maps:
@@ -109,7 +112,7 @@ def run(forward: streaming.ForwardFn, variables, source: Sequence, test: streami
     figs['score_bucket_maps'] = report_figures.bucket_maps_figure(
         streaming.mean_maps(test.score_maps)[None], cnt[None], ['aesthetic map'],
         'Average aesthetic map of test images per true score bucket',
-        col_labels=[f'score~{j + 1} (n={int(c)})' for j, c in enumerate(cnt)])
+        col_labels=[f'score {j + 1}\nn={int(c)}' for j, c in enumerate(cnt)])
   if test.bucket_maps is not None:
     figs['bucket_maps'] = report_figures.bucket_maps_figure(
         streaming.mean_maps(test.bucket_maps), test.bucket_maps[1],

@@ -44,8 +44,10 @@ def load_masks(masks_dir: str, image_ids: Sequence[int], size: int) -> np.ndarra
   for i, image_id in enumerate(image_ids):
     p = d / f'{int(image_id)}.png'
     if p.is_file():
-      with Image.open(p) as im:
-        out[i] = np.asarray(im.convert('L').resize((size, size), Image.NEAREST)) > 127
+      # The images' decoder (size caps, EXIF orientation); a mask too is user-supplied input.
+      mask = preprocess.decode(preprocess.read_file(p), max_side=4 * size, what=str(p)).image
+      out[i] = np.asarray(Image.fromarray(mask).convert('L').resize((size, size),
+                                                                     Image.NEAREST)) > 127
   return out
 
 

@@ -1,0 +1,262 @@
+"""Notebook interface: load a trained workdir once, then score, map, box, crop and overlay images.
+
+  import aesthetics_jax
+  m = aesthetics_jax.load('/runs/mnv2')          # latest checkpoint; step=, method=, layer=
+  m.score('photo.jpg')                           # dict: mean_score, score_std, distribution, ...
+  m.cam(img, target='low')                       # f32 [H, W] in [0, 1] at the image's size
+  m.cam(img, target=['aesthetic', 'bucket:3'])   # {target: map}, one forward pass for all
+  m.boxes(img)                                   # {'aesthetic': Box(x0, y0, x1, y1), ...}
+  m.crop(img, aspect='4:3')                      # PIL image (None if the map points nowhere)
+  m.overlay(img, target='tag:Floral')            # PIL image: map, boxes and a legend
+
+Images: a path, a PIL image or a uint8 array [H, W(, 3|4)]; `score` and `cam` also take a
+list (batched through the model). Targets (`Model.targets`): 'aesthetic' (the predicted score;
+'high' is the same), 'low' (its negative), and for MobileNetV2 'bucket:<k>' (score bucket
+1..10), 'bucket' (all 10 maps), 'tag:<name or id>' (an AVA tag, e.g. 'tag:Floral',
+'tag:12'), 'top_tag' (each image's most probable tag). Methods: `cam.METHODS`
+('gradcam++' = 'gradcampp'). Layers: torchvision module paths ('features.14'; several are
+fused), default: the checkpoint's `config.eval.cam_layers`.
+
+Built on `evaluation.inference` (the Predictor `aesthetics-predict` uses, and `make_forward`):
+per method and layer choice, one compiled function computes every standard target's map and
+one every tag's, each compiled on first use and then cached.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+from PIL import Image
+
+from aesthetics_jax import models
+from aesthetics_jax.data import preprocess
+from aesthetics_jax.evaluation import inference
+from aesthetics_jax.explain import cam as cam_lib
+from aesthetics_jax.explain import crop as crop_lib
+from aesthetics_jax.report import figures
+
+ImageLike = str | os.PathLike | Image.Image | np.ndarray
+
+
+class Box(NamedTuple):
+  """End-exclusive pixel box in PIL's order: `pil_image.crop(box)` crops it."""
+  x0: int
+  y0: int
+  x1: int
+  y1: int
+
+  @classmethod
+  def from_yxyx(cls, b: Sequence[int]) -> 'Box':
+    y0, x0, y1, x1 = (int(v) for v in b)
+    return cls(x0, y0, x1, y1)
+
+
+def _is_batch(x: Any) -> bool:
+  return isinstance(x, (list, tuple))
+
+
+def to_array(x: ImageLike) -> np.ndarray:
+  """A path, PIL image or array → uint8 [H, W, 3]; one-line ValueError otherwise."""
+  if isinstance(x, (str, os.PathLike)):
+    # Full resolution (maps, boxes and crops are in the file's pixels), EXIF-upright, through
+    # the shared decoder's byte / pixel caps; PredictError (a ValueError) for missing, corrupt,
+    # oversized or too small files.
+    return inference.load_image(x, target=None, max_side=None).image
+  if isinstance(x, Image.Image):
+    return np.asarray(x.convert('RGB'), np.uint8)
+  a = np.asarray(x)
+  if a.dtype != np.uint8:
+    raise ValueError(f'image array has dtype {a.dtype}; pass uint8 [H, W, 3] (e.g. '
+                     '(x * 255).round().astype(np.uint8) for floats in [0, 1])')
+  if a.ndim == 2:
+    a = np.repeat(a[..., None], 3, axis=-1)
+  if a.ndim != 3 or a.shape[-1] not in (3, 4):
+    raise ValueError(f'image array has shape {a.shape}; pass [H, W], [H, W, 3] or [H, W, 4]')
+  return np.ascontiguousarray(a[..., :3])
+
+
+class Model:
+  """A restored checkpoint (see the module docstring); build it with `load`."""
+
+  def __init__(self, predictor: inference.Predictor, batch_size: int = 8):
+    self.predictor = predictor
+    self.arch = predictor.arch
+    self.method = predictor.method
+    self.layers = predictor.cam_layers
+    self.batch_size = batch_size
+    self._forwards: dict[tuple, Any] = {}
+
+  def __repr__(self) -> str:
+    return (f'Model({self.arch}, step {self.predictor.step}, {self.predictor.size} px, '
+            f'method {self.method!r}, layers {list(self.layers)})')
+
+  @property
+  def targets(self) -> list[str]:
+    if self.arch == 'vgg16':
+      return ['aesthetic', 'low']
+    return ['aesthetic', 'low', 'bucket', 'bucket:<1..10>', 'tag:<name or id>', 'top_tag']
+
+  # -- targets, methods, layers ---------------------------------------------------------------
+
+  def _tag_id(self, key: str) -> int:
+    names = self.predictor.tag_names
+    if key.isdigit():
+      return int(key)
+    by_name = {n.lower(): i for i, n in names.items()}
+    if key.lower() in by_name:
+      return by_name[key.lower()]
+    near = difflib.get_close_matches(key, list(names.values()), n=3)
+    hint = f'; did you mean {", ".join(near)}?' if near else '; see Model.predictor.tag_names'
+    raise ValueError(f'cam target tag:{key}: no such tag name{hint}')
+
+  def _target(self, target: str) -> str:
+    """A user's target → the name `cam.targets_for` takes ('tag:Floral' → 'tag:13')."""
+    t = str(target).strip()
+    if t == 'high':
+      return 'aesthetic'
+    if t.startswith('tag:'):
+      return f'tag:{self._tag_id(t[4:].strip())}'
+    return t
+
+  def _families(self) -> list[tuple[str, ...]]:
+    """Target sets compiled as one function each, per (method, layers): every standard target
+    in one (13 maps cost about one backward pass), all 66 tags in another. Asking for another
+    target then never compiles again, and scores come with the first."""
+    if self.arch == 'vgg16':
+      return [('aesthetic', 'low')]
+    return [('aesthetic', 'low', 'bucket', 'top_tag'),
+            tuple(f'tag:{k}' for k in range(1, 67))]
+
+  def _forward(self, names: tuple[str, ...], method: str | None, layer):
+    method = cam_lib.canonical_method(method) if method else self.method
+    layers = self.layers if layer is None else models.resolve_layers(self.predictor.model, layer)
+    key = (names, method, layers)
+    if key not in self._forwards:  # compiled on first use: seconds on a CPU
+      self._forwards[key] = inference.make_forward(
+          self.predictor.model, self.arch, method, str(self.predictor.config.input.normalize),
+          names=names, layers=layers)
+    return self._forwards[key], method, layers
+
+  def _run(self, images: list[np.ndarray], names: tuple[str, ...], method, layer):
+    """(predict fields [B,...], raw maps [B,T,h,w], method, layers), in batches."""
+    forward, method, layers = self._forward(names, method, layer)
+    size = self.predictor.size
+    preds, maps = [], []
+    for i in range(0, len(images), self.batch_size):
+      x = np.stack([preprocess.preprocess_eval_np(im, size)
+                    for im in images[i:i + self.batch_size]])
+      p, m = self.predictor.run_forward(x, forward)
+      preds.append(p)
+      maps.append(m)
+    pred = {k: np.concatenate([p[k] for p in preds]) for k in preds[0]}
+    return pred, np.concatenate(maps), method, layers
+
+  def _maps(self, images: list[np.ndarray], names: Sequence[str], method=None, layer=None):
+    """(predict fields, {map label ('bucket:3', 'tag:13', ...): raw maps [B,h,w]}, method,
+    layers) for target `names` as `cam.targets_for` takes them."""
+    cam_lib.targets_for(self.arch, names)  # unknown names: its one-line ValueError, no compile
+    wanted = set(cam_lib.target_names(self.arch, names))
+    out = {}
+    for family in self._families():
+      labels = cam_lib.target_names(self.arch, family)
+      if not wanted & set(labels):
+        continue
+      pred, maps, used_method, layers = self._run(images, family, method, layer)
+      out.update({label: maps[:, j] for j, label in enumerate(labels) if label in wanted})
+    return pred, out, used_method, layers
+
+  # -- public ---------------------------------------------------------------------------------
+
+  def score(self, x: ImageLike | Sequence[ImageLike],
+            top_k: int = inference.DEFAULT_TOP_K) -> dict | list[dict]:
+    """Mean score, score_std, distribution [10], p_high, label and the top_k tags
+    ({id, name, prob}) of MobileNetV2; p_high and label of VGG16. A list gives a list."""
+    images = [to_array(i) for i in (x if _is_batch(x) else [x])]
+    pred, _, _, _ = self._maps(images, ('aesthetic',))
+    out = [inference.score_fields(pred, i, self.arch, self.predictor.tag_names, top_k)
+           for i in range(len(images))]
+    return out if _is_batch(x) else out[0]
+
+  def cam(self, x: ImageLike | Sequence[ImageLike], target: str | Sequence[str] = 'aesthetic',
+          method: str | None = None, layer: str | Sequence[str] | None = None):
+    """Map(s) at each image's size, f32 in [0, 1] (min-max per map; all zero when the map
+    points nowhere). target: a name → [H, W] ('bucket' → [10, H, W]); a list of names →
+    {name: map}, all from one forward pass. A list of images gives a list."""
+    targets = [target] if isinstance(target, str) else list(target)
+    names = tuple(self._target(t) for t in targets)
+    images = [to_array(i) for i in (x if _is_batch(x) else [x])]
+    _, maps, _, _ = self._maps(images, names, method, layer)
+    out = []
+    for i, im in enumerate(images):
+      by_target = {}
+      for t, n in zip(targets, names):
+        m = np.stack([maps[label][i] for label in cam_lib.target_names(self.arch, n)])
+        m = crop_lib.resize_maps(np.asarray(cam_lib.normalize(m, 'per_image')), im.shape[:2])
+        by_target[t] = m if n == 'bucket' else m[0]
+      out.append(by_target[target] if isinstance(target, str) else by_target)
+    return out if _is_batch(x) else out[0]
+
+  def _boxes(self, image: np.ndarray, target: str, method, layer, threshold, aspect) -> dict:
+    """crop.image_boxes for one image: the paper's aesthetic + attribute (top tag) boxes for
+    the default target of MobileNetV2, else the target's own box (named after it)."""
+    name = self._target(target)
+    paired = name == 'aesthetic' and self.arch == 'mobilenet_v2'
+    if name == 'bucket':
+      raise ValueError("boxes need one map: use target='bucket:<k>', not 'bucket'")
+    names = ('aesthetic', 'top_tag') if paired else (name,)
+    _, maps, method, layers = self._maps([image], names, method, layer)
+    thr = self.predictor.threshold if threshold is None else float(threshold)
+    d = crop_lib.image_boxes(maps[name][0], maps['top_tag'][0] if paired else None,
+                             image.shape[:2], thr, aspect)
+    boxes = {(k if paired or k != 'aesthetic' else str(target)): Box.from_yxyx(v)
+             for k, v in d['boxes'].items()}
+    return {'boxes': boxes, 'map': d['aesthetic_map'], 'method': method, 'layers': layers}
+
+  def boxes(self, x: ImageLike, target: str = 'aesthetic', method: str | None = None,
+            layer=None, threshold: float | None = None,
+            aspect: str | None = None) -> dict[str, Box]:
+    """Boxes in image pixels (`Box(x0, y0, x1, y1)`, end-exclusive; `img.crop(box)` works).
+
+    Default target (MobileNetV2): 'aesthetic', 'attribute' (top tag) and 'average' (the
+    paper's suggestion), as `aesthetics-predict` reports them; another target: its own box,
+    named after it. With `aspect` ('4:3'), also 'crop': the window of that aspect holding the
+    most map mass. A map that points nowhere gives no box (never a silent full frame).
+    threshold: fraction of the map's maximum (default: the checkpoint's eval.box_threshold).
+    """
+    return self._boxes(to_array(x), target, method, layer, threshold, aspect)['boxes']
+
+  def crop(self, x: ImageLike, aspect: str | None = '4:3', target: str = 'aesthetic',
+           method: str | None = None, layer=None) -> Image.Image | None:
+    """The suggested crop as a PIL image: the `aspect` window with the most map mass, or with
+    aspect=None the suggested box. None when the map points nowhere."""
+    image = to_array(x)
+    boxes = self._boxes(image, target, method, layer, None, aspect)['boxes']
+    box = boxes.get('crop') if aspect else boxes.get('average', boxes.get(str(target)))
+    return None if box is None else Image.fromarray(image).crop(tuple(box))
+
+  def overlay(self, x: ImageLike, target: str = 'aesthetic', method: str | None = None,
+              layer=None, boxes: bool = True, aspect: str | None = None) -> Image.Image:
+    """The target's map over the image (jet), its boxes, and a legend strip below."""
+    image = to_array(x)
+    d = self._boxes(image, target, method, layer, None, aspect)
+    drawn = {k: (b.y0, b.x0, b.y1, b.x1) for k, b in d['boxes'].items()} if boxes else {}
+    img = figures.overlay(image, d['map'])
+    img = figures.draw_boxes(img, drawn, width=max(2, max(image.shape[:2]) // 200))
+    title = f'map: {target} ({d["method"]}, {",".join(d["layers"])})'
+    return Image.fromarray(figures.add_legend(img, title, list(drawn)))
+
+
+def load(workdir: str | os.PathLike, step: int | None = None, *, method: str | None = None,
+         layer: str | Sequence[str] | None = None,
+         overrides: dict[str, Any] | None = None, batch_size: int = 8) -> Model:
+  """Restores a training workdir's latest (or `step`) checkpoint for the calls above.
+
+  method / layer: the defaults of `cam`, `boxes`, ... (else the checkpoint's config.eval);
+  overrides: dotted `eval.*` keys, e.g. {'eval.box_threshold': 0.4}.
+  """
+  method = cam_lib.canonical_method(method) if method else None
+  return Model(inference.Predictor(workdir, step, method, layer, overrides=overrides),
+               batch_size=batch_size)

@@ -1,0 +1,130 @@
+"""What every command shares: one-line errors and the checks that run before any model loads.
+
+Exit statuses of every command: 0 success; 1 the run failed, or (predict) some inputs failed;
+2 a usage error found before any work started (bad flag value, unknown config or key,
+unwritable output, a --workdir / --step that cannot be used: no checkpoint, a damaged or
+another model's checkpoint, a workdir in use by another trainer; see `exit_code`). Errors are
+one line on stderr, `<command>: <what> ...`, never a traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from absl import app
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def first_line(e: BaseException | str) -> str:
+  """The first non-empty line of an error (library errors are one line; others may not be)."""
+  text = str(e).strip()
+  if not text and isinstance(e, BaseException):
+    return type(e).__name__
+  return text.splitlines()[0] if text else ''
+
+
+def fail(script: str, message: BaseException | str, code: int = EXIT_FAILED) -> NoReturn:
+  print(f'{script}: {first_line(message)}', file=sys.stderr, flush=True)
+  sys.exit(code)
+
+
+def usage_error(script: str, message: str) -> NoReturn:
+  fail(script, message, EXIT_USAGE)
+
+
+def exit_code(e: BaseException) -> int:
+  """The exit status of an error that reached a command.
+
+  EXIT_USAGE for `train.checkpoints.CheckpointError`s raised before any work (the workdir or
+  the checkpoint to start from cannot be used: missing, damaged, another model's, busy,
+  unwritable or a file; fix --workdir / --step); EXIT_FAILED for everything else, a failed
+  checkpoint save (`CheckpointSaveError`, mid-run) included.
+  """
+  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  if (isinstance(e, checkpoints.CheckpointError)
+      and not isinstance(e, checkpoints.CheckpointSaveError)):
+    return EXIT_USAGE
+  return EXIT_FAILED
+
+
+def _nearest_existing(p: Path) -> Path:
+  while not p.exists() and p != p.parent:
+    p = p.parent
+  return p
+
+
+def _can_create_in(folder: Path) -> bool:
+  """Probes with a real temporary file: os.access() says yes to root on read-only mounts."""
+  try:
+    fd, name = tempfile.mkstemp(dir=folder, prefix='.aesthetics-write-check-')
+  except OSError:
+    return False
+  os.close(fd)
+  os.unlink(name)
+  return True
+
+
+def _folder_reason(p: Path) -> str | None:
+  """Why `p` cannot be (created as) a writable folder; None if it can. Creates nothing."""
+  if p.exists():
+    if not p.is_dir():
+      return 'is a file, not a folder'
+    return None if _can_create_in(p) else 'is a folder you cannot write to'
+  anc = _nearest_existing(p.absolute())
+  if not anc.is_dir():
+    return f'cannot be created: {anc} is a file'
+  return None if _can_create_in(anc) else f'cannot be created: {anc} is not writable'
+
+
+def folder_problem(path: str | os.PathLike, flag: str) -> str | None:
+  """One-line reason why `--flag=path` cannot be an output folder; None if it can.
+
+  Cloud URLs (gs://...) are not checked here: their errors come from the write itself.
+  """
+  if not path or '://' in str(path):
+    return None
+  reason = _folder_reason(Path(path).expanduser())
+  return reason and f'--{flag}={path} {reason}; pass a folder you can write to'
+
+
+def file_problem(path: str | os.PathLike, flag: str) -> str | None:
+  """One-line reason why `--flag=path` cannot be written as a file; None if it can.
+
+  Files are written atomically (a temporary file renamed into place), so the folder must
+  take new files.
+  """
+  if not path or '://' in str(path):
+    return None
+  p = Path(path).expanduser()
+  if p.is_dir() or str(path).endswith(('/', os.sep)):
+    return f'--{flag}={path} is a folder; pass a file path'
+  reason = _folder_reason(p.absolute().parent)
+  return reason and f'--{flag}={path}: its folder {reason}; pass a path you can write to'
+
+
+def check_outputs(script: str, folders: dict[str, str | None] = None,
+                  files: dict[str, str | None] = None) -> None:
+  """Exits 2 with one line if a given output flag ({flag: value}) cannot be written."""
+  for flag, value in (folders or {}).items():
+    if value and (problem := folder_problem(value, flag)):
+      usage_error(script, problem)
+  for flag, value in (files or {}).items():
+    if value and (problem := file_problem(value, flag)):
+      usage_error(script, problem)
+
+
+def run(main: Callable[[list[str]], None], doc: str | None,
+        argv: Sequence[str] | None = None) -> None:
+  """`absl.app.run(main)` with the command's own docstring as `--help` text.
+
+  absl prints `__main__.__doc__`, which for an installed command is pip's generated stub and
+  for `python -m launch.X` the forwarding shim's.
+  """
+  sys.modules['__main__'].__doc__ = doc
+  app.run(main, argv=None if argv is None else list(argv))

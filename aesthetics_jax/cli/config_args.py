@@ -1,0 +1,118 @@
+"""`--config=...` and `--config.KEY=VALUE` for the commands: checked before absl parses them.
+
+absl/ml_collections report a missing config file, a bad config argument or a misspelled key
+with a 30-line traceback; here each is one line (exit 2) naming what is valid. Config files
+are also addressable by name: `--config=demo:vgg16` and `--config=configs/demo.py:vgg16`
+(from any directory) resolve to the file installed in `aesthetics_jax/configs/`.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+
+from aesthetics_jax import configs
+from aesthetics_jax.cli import common
+from aesthetics_jax.configs import default
+
+_PREFIX = '--config.'
+
+
+def _keys(config, prefix: str = '') -> list[str]:
+  out = []
+  for k, v in config.items():
+    if hasattr(v, 'items'):
+      out += _keys(v, f'{prefix}{k}.')
+    else:
+      out.append(prefix + k)
+  return out
+
+
+def check(argv: Sequence[str], script: str, allowed: Sequence[str] | None = None) -> None:
+  """Exits 2 with one line if a `--config.KEY` in argv is unknown or not allowed here.
+
+  allowed: key prefixes this script accepts (e.g. ('eval.', 'data.')); None = all keys.
+  """
+  keys = _keys(default.get_config())
+  for arg in argv[1:]:
+    if arg == '--':
+      break
+    if not arg.startswith(_PREFIX):
+      continue
+    key = arg[len(_PREFIX):].split('=', 1)[0]
+    if key not in keys:
+      near = difflib.get_close_matches(key, keys, n=3)
+      hint = f'; did you mean {", ".join("--config." + k for k in near)}?' if near else (
+          '; see aesthetics_jax/configs/default.py for the keys')
+      common.usage_error(script, f'unknown config key --config.{key}{hint}')
+    if allowed is not None and not key.startswith(tuple(allowed)):
+      common.usage_error(
+          script, f'--config.{key} cannot change here (the checkpoint fixes it); this command '
+          f'takes --config.{{{",".join(a.rstrip(".") for a in allowed)}}}.*')
+
+
+def resolve_path(spec: str) -> str:
+  """`NAME`, `NAME.py`, `configs/NAME.py` or a file path, each with an optional `:arg` →
+  `<existing file>[:arg]`. ValueError (one line) if no such file or packaged config."""
+  path, sep, arg = spec.partition(':')
+  packaged = configs.packaged()
+  if path and Path(path).is_file():
+    return spec
+  p = Path(path)
+  # A bare name, or the checkout's `configs/NAME.py` used from another directory.
+  if p.stem in packaged and (len(p.parts) == 1 or p.parts == ('configs', p.name)) and (
+      p.suffix in ('', '.py')):
+    return packaged[p.stem] + sep + arg
+  near = difflib.get_close_matches(p.stem, list(packaged), n=1)
+  hint = f' (did you mean {near[0]}?)' if near else ''
+  raise ValueError(f'config file {path!r} not found{hint}; pass a packaged config name '
+                   f'({", ".join(packaged)}), e.g. --config=demo:vgg16, or a path to a .py '
+                   'file with get_config()')
+
+
+def load(spec: str):
+  """The config `spec` (`<file>[:arg]`) stands for; ValueError (one line) if it fails to load."""
+  path, sep, arg = spec.partition(':')
+  module_spec = importlib.util.spec_from_file_location('_aesthetics_config_check', path)
+  if module_spec is None or module_spec.loader is None:
+    raise ValueError(f'config file {path!r} is not a Python file; pass a .py file')
+  module = importlib.util.module_from_spec(module_spec)
+  try:
+    module_spec.loader.exec_module(module)
+  except Exception as e:  # the user's file: any error is theirs to fix, in one line
+    raise ValueError(f'config file {path!r} failed to load ({type(e).__name__}: '
+                     f'{common.first_line(e)})') from None
+  if not callable(getattr(module, 'get_config', None)):
+    raise ValueError(f'config file {path!r} has no get_config() function')
+  try:
+    return module.get_config(arg) if sep else module.get_config()
+  except ValueError as e:   # the configs' own argument errors are one line already
+    raise ValueError(common.first_line(e)) from None
+  except Exception as e:
+    raise ValueError(f'config {spec!r}: get_config failed ({type(e).__name__}: '
+                     f'{common.first_line(e)})') from None
+
+
+def resolve_config_flag(argv: Sequence[str], script: str, flag: str = 'config') -> list[str]:
+  """argv with `--config=SPEC` (or `--config SPEC`) resolved to a file and checked to load.
+
+  Exits 2 with one line if the file is missing, fails to load or rejects its argument.
+  """
+  out = list(argv)
+  for i, arg in enumerate(out[1:], start=1):
+    if arg == '--':
+      break
+    if arg.startswith(f'--{flag}='):
+      value, at = arg.split('=', 1)[1], i
+    elif arg == f'--{flag}' and i + 1 < len(out):
+      value, at = out[i + 1], i + 1
+    else:
+      continue
+    try:
+      resolved = resolve_path(value)
+      load(resolved)
+    except ValueError as e:
+      common.usage_error(script, str(e))
+    out[at] = f'--{flag}={resolved}' if at == i else resolved
+  return out

@@ -1,0 +1,154 @@
+r"""The main job: demo data → prepare → train both demo models → evaluate → one HTML report.
+
+  aesthetics-demo --workdir=W [--smoke]      (python -m launch.demo from a checkout)
+
+Layout: W/ava (demo dataset, AVA layout + defect masks), W/tfds (prepared TFDS dataset),
+W/mobilenet_v2/ and W/vgg16/ (training workdirs, each with eval/), W/report.html (combined
+report, printed at the end). Rerunning after an interruption resumes: every stage skips
+completed work (the data marker, the prepared dataset, finished checkpoints, eval outputs
+of the latest checkpoint). `--smoke`: tiny data, 2 training steps (for tests).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from absl import flags
+from absl import logging
+
+from aesthetics_jax.cli import common
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory of the whole demo.')
+_SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny data and 2 training steps (tests).')
+_NUM_TRAIN = flags.DEFINE_integer('num_train', None, 'Demo training images (default by mode).')
+_NUM_TEST = flags.DEFINE_integer('num_test', None, 'Demo test images (default by mode).')
+_SEED = flags.DEFINE_integer('seed', 0, 'Demo data seed.')
+flags.mark_flags_as_required(['workdir'])
+
+ARCHS = ('mobilenet_v2', 'vgg16')
+# Sized so that the full job (both models) stays within ~10 minutes on a 2-core CPU.
+SIZES = {False: (1200, 300), True: (24, 12)}
+# Full demo: ScoreCAM (one forward pass per feature channel) on a handful of images only.
+DEMO_EVAL = {'eval.faithfulness_scorecam_images': 6}
+# --smoke: one CAM method, few images and bootstrap samples, so the whole job takes seconds.
+SMOKE_EVAL = {'eval.cam_methods': ('gradcam',), 'eval.faithfulness_images': 6,
+              'eval.bootstrap_samples': 50, 'eval.faithfulness_steps': 4,
+              'eval.num_example_images': 2}
+
+
+def _log(msg: str) -> None:
+  print(f'[demo {time.strftime("%H:%M:%S")}] {msg}', file=sys.stderr, flush=True)
+
+
+def demo_config(arch: str, smoke: bool):
+  """The packaged config `demo:<arch>[,smoke]`."""
+  from aesthetics_jax.configs import demo  # pylint: disable=import-outside-toplevel
+  return demo.get_config(arch + (',smoke' if smoke else ''))
+
+
+def make_data(ava_dir: Path, num_train: int, num_test: int, seed: int) -> None:
+  """Generates the demo dataset (demo_data reuses a complete one with the same settings)."""
+  from aesthetics_jax.data import demo as demo_data  # pylint: disable=import-outside-toplevel
+  summary = demo_data.generate(ava_dir, num_train, num_test, seed, progress=True)
+  _log(f'demo data: {"reused" if summary.get("reused") else "generated"} {ava_dir} '
+       f'({num_train} train + {num_test} test)')
+
+
+def _finished(workdir: Path, total_steps: int) -> bool:
+  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  if not (workdir / 'checkpoints').is_dir():
+    return False
+  ck = checkpoints.Checkpointer(workdir, read_only=True, enable_async=False)
+  try:
+    latest = ck.latest_step()
+  finally:
+    ck.close()
+  return latest is not None and latest >= total_steps
+
+
+def _eval_current(workdir: Path) -> dict | None:
+  """metrics.json of the latest checkpoint if evaluation already finished for it."""
+  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  mpath = workdir / 'eval' / 'metrics.json'
+  if not (mpath.is_file() and (workdir / 'eval' / 'report.html').is_file()):
+    return None
+  m = json.loads(mpath.read_text())
+  ck = checkpoints.Checkpointer(workdir, read_only=True, enable_async=False)
+  try:
+    latest = ck.latest_step()
+  finally:
+    ck.close()
+  return m if m.get('step') == latest else None
+
+
+def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | None = None,
+             num_test: int | None = None, seed: int = 0) -> Path:
+  """Runs (or resumes) the whole demo; returns the path of the combined report."""
+  from aesthetics_jax.data import dataset  # pylint: disable=C0415
+  from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=C0415
+  from aesthetics_jax.report import html as report_html  # pylint: disable=C0415
+  from aesthetics_jax.train import checkpoints, trainer  # pylint: disable=C0415
+  t0 = time.time()
+  w = Path(workdir).absolute()
+  w.mkdir(parents=True, exist_ok=True)
+  ava_dir, data_dir = w / 'ava', w / 'tfds'
+  d_train, d_test = SIZES[smoke]
+  make_data(ava_dir, num_train or d_train, num_test or d_test, seed)
+  res = dataset.prepare(ava_dir, data_dir, 'style')
+  _log(f'dataset: {"reused" if res.reused else "prepared"} {res.kept} '
+       f'(skipped {res.skipped}) [{time.time() - t0:.0f}s]')
+  sections = []
+  for arch in ARCHS:
+    config = demo_config(arch, smoke)
+    config.data.data_dir = str(data_dir)
+    config.data.ava_dir = str(ava_dir)
+    mdir = w / arch
+    total = int(config.num_train_steps)
+    if total and _finished(mdir, total):
+      _log(f'{arch}: training already finished (step {total})')
+    else:
+      _log(f'{arch}: training ({total} steps)')
+      trainer.train_and_evaluate(config, str(mdir))
+    _log(f'{arch}: trained [{time.time() - t0:.0f}s]')
+    m = _eval_current(mdir)
+    if m is None:
+      _log(f'{arch}: evaluating')
+      m = eval_run.evaluate(mdir, demo=True, overrides=SMOKE_EVAL if smoke else DEMO_EVAL)
+    else:
+      _log(f'{arch}: evaluation already done for step {m.get("step")}')
+    _log(f'{arch}: accuracy {m.get("binary_accuracy")} (majority {m.get("majority_rate")}) '
+         f'[{time.time() - t0:.0f}s]')
+    figs = {p.stem: p for p in sorted((mdir / 'eval' / 'figures').glob('*.png'))}
+    section = eval_run.model_section(mdir, m, figs, checkpoints.load_config(mdir))
+    section['name'] = arch
+    sections.append(section)
+  cfg = demo_config(ARCHS[0], smoke)
+  cfg.data.data_dir = str(data_dir)
+  out = report_html.write_report(w / 'report.html', sections, eval_run.dataset_section(cfg),
+                            demo=True, title='aesthetics-jax demo: MobileNetV2 (EMD) and VGG16')
+  _log(f'done in {time.time() - t0:.0f}s')
+  return out
+
+
+def main(argv):
+  if len(argv) > 1:
+    common.usage_error('demo', f'unexpected arguments {argv[1:]}; use --flag=value')
+  common.check_outputs('demo', folders={'workdir': _WORKDIR.value})
+  logging.set_verbosity(logging.ERROR)
+  try:
+    path = run_demo(_WORKDIR.value, _SMOKE.value, _NUM_TRAIN.value, _NUM_TEST.value, _SEED.value)
+  except (ValueError, FileNotFoundError, OSError) as e:
+    common.fail('demo', e)
+  print(path)
+
+
+def run_cli() -> None:
+  """`aesthetics-demo`."""
+  common.run(main, __doc__)
+
+
+if __name__ == '__main__':
+  run_cli()

@@ -1,0 +1,82 @@
+r"""Evaluates a trained checkpoint: metrics, CAM study, faithfulness, figures and HTML report.
+
+  aesthetics-evaluate --workdir=W [--step=N] [--config.eval.KEY=VALUE ...]
+  (python -m launch.evaluate from a checkout)
+
+`--config.eval.*` and `--config.data.*` override the workdir's config for this evaluation
+only (e.g. `--config.eval.cam_methods="('gradcam',)"`, a moved `--config.data.data_dir=`).
+
+Writes W/eval/metrics.json, W/eval/per_image.csv, W/eval/figures/*.png, W/eval/report.html
+and prints the report's path. Errors are one line on stderr: exit 2 when nothing ran (bad
+flags; a --workdir without a usable checkpoint: missing, another model's, or damaged, named
+with its step and file and the `--step` of an intact one; an unwritable W/eval), 1 when the
+evaluation failed (a missing dataset, non-finite model outputs: nothing is written).
+"""
+import json
+import os
+import sys
+
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from aesthetics_jax.configs import default
+from aesthetics_jax.cli import common
+from aesthetics_jax.cli import config_args
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
+_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
+_MASKS_DIR = flags.DEFINE_string(
+    'masks_dir', None, 'Folder of <image_id>.png region masks (white = region) for the '
+    'pointing game and mask mass (default: the masks prepare_data recorded, e.g. the demo\'s '
+    'defect masks). Same as --config.eval.masks_dir.')
+flags.mark_flags_as_required(['workdir'])
+ALLOWED = ('eval.', 'data.')
+
+SUMMARY_KEYS = ('num_test_images', 'binary_accuracy', 'majority_rate', 'lcc_mean', 'srcc_mean',
+                'emd', 'attribute_top1', 'cam_intensity_pearson_all',
+                'cam_intensity_pearson_extreme', 'split_point_accuracy',
+                'pointing_game_centre_baseline')
+
+
+def main(argv):
+  if len(argv) > 1:
+    common.usage_error('evaluate', f'unexpected arguments {argv[1:]}; use --flag=value')
+  if '://' not in _WORKDIR.value and not os.path.isdir(_WORKDIR.value):
+    common.usage_error('evaluate', f'--workdir={_WORKDIR.value}: no such folder; pass a '
+                       'training workdir (aesthetics-train writes it)')
+  common.check_outputs('evaluate', folders={'workdir': _WORKDIR.value})
+  logging.set_verbosity(logging.ERROR)
+  from aesthetics_jax.evaluation import run as eval_run  # after flag parsing: importing JAX is slow
+  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  checkpoints.quiet_orbax_errors()  # a damaged checkpoint is one CheckpointError line
+  try:
+    overrides = config_flags.get_override_values(flags.FLAGS['config'])
+    if _MASKS_DIR.value:
+      overrides['eval.masks_dir'] = _MASKS_DIR.value
+    m = eval_run.evaluate(_WORKDIR.value, _STEP.value, overrides=overrides)
+  except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+    common.fail('evaluate', e, common.exit_code(e))
+  print(json.dumps({k: m.get(k) for k in SUMMARY_KEYS if k in m}))
+  print(f'{_WORKDIR.value.rstrip("/")}/{eval_run.EVAL_DIR}/report.html')
+
+
+def _define_config_flag() -> None:
+  """The `--config.eval.*` / `.data.*` overrides. Defined only once argv is checked: ml_collections
+  reads the overrides in argv while the flag is DEFINED, and meets a misspelled key with a
+  traceback."""
+  config_flags.DEFINE_config_dict(
+      'config', default.get_config(),
+      'Overrides of the restored config for this evaluation: --config.eval.KEY=VALUE, '
+      '--config.data.KEY=VALUE.')
+
+
+def run_cli() -> None:
+  """`aesthetics-evaluate`: `--config.KEY`s checked before absl parses them."""
+  config_args.check(sys.argv, 'evaluate', ALLOWED)
+  _define_config_flag()
+  common.run(main, __doc__)
+
+
+if __name__ == '__main__':
+  run_cli()

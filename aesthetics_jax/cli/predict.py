@@ -1,0 +1,151 @@
+r"""Scores images with a trained checkpoint and suggests crops from its class activation maps.
+
+  aesthetics-predict --workdir=W [--step=N] [--output=F] [--top_k=5] [--overlay_dir=O] \
+      [--crop_dir=C --aspect=4:3] [--cam_method=gradcam] [--cam_layers=features.14,...] \
+      photo.jpg photos/ 'shoot/*.png' ...
+  (python -m launch.predict from a checkout)
+
+Inputs, in the order given: image files; folders (searched recursively for image files, in
+sorted path order); glob patterns (quote them; `**` recurses). One JSON line per image, to
+stdout or atomically to `--output=F`:
+  {"path", "mean_score", "score_std", "distribution"[10], "tags": [{"id","name","prob"}...]
+   (MobileNetV2), "p_high", "label", "map": "ok"|"empty", "box": {"x0","y0","x1","y1"} | null,
+   "boxes": {"aesthetic"|"attribute"|"average"|"crop": {"x0","y0","x1","y1"}},
+   "overlay", "crop" (paths, when asked for)}
+Boxes are end-exclusive image pixels (`image.crop((b["x0"], b["y0"], b["x1"], b["y1"]))` in
+PIL) of the image as displayed (EXIF orientation applied); `box` is the average of the aesthetic
+and attribute boxes for MobileNetV2 (the aesthetic box for VGG16); `boxes.crop` is the best box
+of `--aspect` (when given). Overlays are drawn with the long side <= 1024 px; crops are cut at
+full resolution up to 6000 px a side. A file that cannot be used, a folder without images or a
+pattern matching nothing gives `{"path", "error"}`, the error one line naming its cause
+(missing, file over 64 MB, over 100 MP, under 32 px a side, truncated, not an image, a model
+output that is not finite: a NaN is never printed), and the others carry on. Exit status: 0
+every image scored; 1 some inputs failed; 2 nothing ran (a bad flag, no inputs, an unwritable
+output, a workdir without a usable checkpoint: missing, another model's, or damaged, named with
+its step and file and the `--step` of an intact one), with one line on stderr and nothing on
+stdout.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Sequence
+
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from aesthetics_jax.cli import common
+from aesthetics_jax.cli import config_args
+from aesthetics_jax.cli import inputs
+from aesthetics_jax.configs import default
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
+_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
+_OUTPUT = flags.DEFINE_string('output', None, 'Write the JSON lines to this file (atomically) '
+                              'instead of stdout.')
+_TOP_K = flags.DEFINE_integer('top_k', 5, 'Tags listed per image (MobileNetV2), most probable '
+                              'first; 0 = none.')
+_OVERLAY_DIR = flags.DEFINE_string('overlay_dir', None, 'Write CAM overlays with boxes and a '
+                                   'legend here.')
+_CROP_DIR = flags.DEFINE_string('crop_dir', None, 'Write suggested crops here.')
+_ASPECT = flags.DEFINE_string('aspect', None, 'Crop aspect W:H, e.g. 4:3 (default: free box).')
+_CAM_METHOD = flags.DEFINE_string(
+    'cam_method', None, 'CAM method: gradcam, gradcampp (gradcam++), hirescam, xgradcam, '
+    'layercam, eigencam, scorecam (default: config.eval.cam_method).')
+_CAM_LAYERS = flags.DEFINE_list(
+    'cam_layers', None, 'CAM layers as torchvision module paths, fused if several, e.g. '
+    'features.14,features.18 (default: config.eval.cam_layers, () = the encoder output).')
+_BATCH = flags.DEFINE_integer('batch_size', 8, 'Images per forward pass.')
+flags.mark_flags_as_required(['workdir'])
+
+
+def check_flags(argv: Sequence[str]) -> tuple[str | None, list[str | dict]]:
+  """Everything checkable before the model loads; exits 2 with one line on a problem.
+
+  Returns (the canonical CAM method or None, the expanded inputs).
+  """
+  if len(argv) < 2:
+    common.usage_error('predict', 'no images given; pass image files, folders or glob '
+                       'patterns after the flags')
+  if _TOP_K.value < 0 or _BATCH.value < 1:
+    common.usage_error('predict', '--top_k must be >= 0 and --batch_size >= 1')
+  if not os.path.isdir(_WORKDIR.value) and '://' not in _WORKDIR.value:
+    common.usage_error('predict', f'--workdir={_WORKDIR.value}: no such folder; pass a '
+                       'training workdir (aesthetics-train writes it)')
+  common.check_outputs('predict', folders={'overlay_dir': _OVERLAY_DIR.value,
+                                           'crop_dir': _CROP_DIR.value},
+                       files={'output': _OUTPUT.value})
+  method = None
+  if _CAM_METHOD.value or _ASPECT.value:  # these import JAX (a second or two)
+    from aesthetics_jax.explain import cam  # pylint: disable=import-outside-toplevel
+    from aesthetics_jax.explain import crop  # pylint: disable=import-outside-toplevel
+    try:
+      method = cam.canonical_method(_CAM_METHOD.value) if _CAM_METHOD.value else None
+      if _ASPECT.value:
+        crop.parse_aspect(_ASPECT.value)
+    except ValueError as e:
+      common.usage_error('predict', str(e))
+  return method, inputs.expand(argv[1:])
+
+
+def _in_order(items: Sequence[str | dict], records: Iterator[dict]) -> Iterator[dict]:
+  """Input error records interleaved with the predictor's records, in input order."""
+  for item in items:
+    yield item if isinstance(item, dict) else next(records)
+
+
+def main(argv):
+  logging.set_verbosity(logging.ERROR)
+  method, items = check_flags(argv)
+  # After the checks: importing inference (JAX, orbax) is slow.
+  from aesthetics_jax import io  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.evaluation import inference  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  checkpoints.quiet_orbax_errors()  # a damaged checkpoint is one CheckpointError line
+  paths = [p for p in items if isinstance(p, str)]
+  predictor = None
+  if paths:
+    try:
+      predictor = inference.Predictor(
+          _WORKDIR.value, _STEP.value, method, _CAM_LAYERS.value,
+          overrides=config_flags.get_override_values(flags.FLAGS['config']))
+    except (ValueError, RuntimeError, OSError) as e:  # no checkpoint, bad layer name, ...
+      common.usage_error('predict', common.first_line(e))
+  records = iter(()) if predictor is None else predictor.predict_files(
+      paths, _OVERLAY_DIR.value, _CROP_DIR.value, _ASPECT.value,
+      batch_size=_BATCH.value, top_k=_TOP_K.value)
+  lines, failed = [], 0
+  for rec in _in_order(items, records):
+    failed += 'error' in rec
+    line = inference.to_json_line(rec)
+    if _OUTPUT.value:
+      lines.append(line)
+    else:
+      print(line, flush=True)
+  if _OUTPUT.value:
+    io.atomic_write_text(_OUTPUT.value, ''.join(f'{x}\n' for x in lines))
+    print(f'predict: wrote {len(lines)} lines ({failed} failed) to {_OUTPUT.value}',
+          file=sys.stderr)
+  sys.exit(common.EXIT_FAILED if failed else 0)
+
+
+def _define_config_flag() -> None:
+  """`--config.eval.KEY=VALUE` overrides. Defined only once argv is checked: ml_collections
+  reads the overrides in argv while the flag is DEFINED, and meets a misspelled key with a
+  traceback."""
+  config_flags.DEFINE_config_dict(
+      'config', default.get_config(),
+      'Overrides of the restored config for this run: --config.eval.KEY=VALUE (e.g. '
+      '--config.eval.box_threshold=0.4).')
+
+
+def run_cli() -> None:
+  """`aesthetics-predict`: `--config.eval.*` keys checked before absl parses them."""
+  config_args.check(sys.argv, 'predict', ('eval.',))
+  _define_config_flag()
+  common.run(main, __doc__)
+
+
+if __name__ == '__main__':
+  run_cli()

@@ -1,0 +1,66 @@
+r"""Builds the TFDS `ava` dataset (array_record, no TensorFlow) from an AVA root.
+
+  aesthetics-prepare-data --ava_dir=/data/AVA --data_dir=/data/tfds --subset=style
+  (python -m launch.prepare_data from a checkout)
+
+Prints kept / skipped counts per split and the paths of skipped.csv, stats.json and the
+figures. Rerunning reuses an already prepared dataset. Malformed metadata or a missing AVA
+root prints one line on stderr and exits 1; a --data_dir that cannot be written or a
+--max_pixels over the decoder's 100 MP cap exits 2 before any image is validated (an already
+prepared dataset is reused read-only). Images are validated with the shared bounded decoder
+(`preprocess.decode`); EXIF-rotated photos are stored upright.
+"""
+from absl import flags
+from absl import logging
+
+from aesthetics_jax.cli import common
+from aesthetics_jax.data import ava
+from aesthetics_jax.data import dataset
+from aesthetics_jax.data import preprocess
+
+_AVA_DIR = flags.DEFINE_string('ava_dir', None, 'AVA root (AVA.txt, tags.txt, images/, ...).')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir to write the dataset to.')
+_SUBSET = flags.DEFINE_enum('subset', 'style', list(dataset.SUBSETS),
+                            'style: style lists, tagged images only (paper); all: AVA.txt.')
+_MAX_PIXELS = flags.DEFINE_integer(
+    'max_pixels', dataset.DEFAULT_MAX_PIXELS, 'Images with more pixels are skipped '
+    '(decompression bombs); at most the decoder\'s cap, preprocess.MAX_PIXELS (100 MP).')
+_NUM_WORKERS = flags.DEFINE_integer('num_workers', 0, 'Validation threads; 0 = one per core.')
+flags.mark_flags_as_required(['ava_dir', 'data_dir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    common.usage_error('prepare_data', f'unexpected arguments {argv[1:]}; use --flag=value')
+  if not 0 < _MAX_PIXELS.value <= preprocess.MAX_PIXELS:
+    common.usage_error('prepare_data', f'--max_pixels={_MAX_PIXELS.value}: use '
+                       f'1..{preprocess.MAX_PIXELS} (the decoder\'s cap, which training and '
+                       'evaluation apply too)')
+  # Validating every image takes minutes on AVA: an unwritable destination is found first.
+  if not dataset.is_prepared(_DATA_DIR.value, _SUBSET.value):
+    common.check_outputs('prepare_data', folders={'data_dir': _DATA_DIR.value})
+  logging.set_verbosity(logging.WARNING)  # TFDS's INFO lines would drown the summary
+  try:
+    res = dataset.prepare(_AVA_DIR.value, _DATA_DIR.value, _SUBSET.value,
+                          max_pixels=_MAX_PIXELS.value, num_workers=_NUM_WORKERS.value)
+  except (ava.AvaError, FileNotFoundError, NotADirectoryError, PermissionError,
+          ValueError) as e:
+    common.fail('prepare_data', e)
+  verb = 'Reused prepared' if res.reused else 'Prepared'
+  print(f'{verb} dataset ava/{res.subset} at {res.dataset_dir}'
+        + (' (no rebuild)' if res.reused else ''))
+  for split in dataset.SPLITS:
+    print(f'  {split}: kept {res.kept[split]}, skipped {res.skipped[split]}')
+  print(f'skipped.csv: {res.skipped_csv}')
+  print(f'stats.json:  {res.stats_json}')
+  for name, path in res.figures.items():
+    print(f'figure {name}: {path}')
+
+
+def run_cli() -> None:
+  """`aesthetics-prepare-data`."""
+  common.run(main, __doc__)
+
+
+if __name__ == '__main__':
+  run_cli()

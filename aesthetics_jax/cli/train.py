@@ -1,0 +1,106 @@
+r"""Trains a model; rerunning the same command resumes from the latest checkpoint.
+
+  aesthetics-train --config=demo:mobilenet_v2 --workdir=/tmp/w \
+      --config.data.data_dir=/tmp/demo_tfds [--config.key=value ...]
+
+(`python -m launch.train` from a checkout is the same command.) `--config` takes a packaged
+config name (`demo`, `mobilenet_v2_emd`, `vgg16_binary`), `configs/NAME.py` or the path of
+your own config file, each with an optional `:arg` (`demo:vgg16,smoke`).
+
+If `config.data.ava_dir` is set and `config.data.data_dir` is not prepared yet, the dataset
+is prepared first. Multi-process: pass --coordinator_address/--num_processes/--process_id
+(or --coordinator_address=auto on managed clusters that `jax.distributed.initialize()` detects).
+User errors print one line on stderr: exit 2 for problems found before anything runs (config
+file, config argument, `--config.KEY`; a --workdir that is unwritable, a file, in use by another
+trainer (`W/.lock`), or holds another model's checkpoint or only damaged ones), 1 for failures
+later (missing dataset, a failed checkpoint save, disk full or read-only under the logs).
+"""
+import errno
+import json
+import sys
+
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from aesthetics_jax.cli import common
+from aesthetics_jax.cli import config_args
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config: a packaged name (demo, mobilenet_v2_emd, vgg16_binary), '
+    'configs/NAME.py or a .py file path, with an optional :arg, e.g. demo:vgg16,smoke.',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory (checkpoints, logs).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0 for jax.distributed.initialize, or "auto" on '
+                                   'managed clusters (TPU pods, SLURM) that JAX detects itself.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the job.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    common.usage_error('train', f'unexpected arguments {argv[1:]}; use --config.key=value')
+  common.check_outputs('train', folders={'workdir': _WORKDIR.value})
+  import jax  # pylint: disable=import-outside-toplevel
+  if _COORDINATOR.value == 'auto':
+    jax.distributed.initialize()  # TPU pods, SLURM, ...: JAX reads the cluster's environment.
+  elif _COORDINATOR.value:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  logging.set_verbosity(logging.WARNING)
+  from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import preprocess  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import trainer  # pylint: disable=import-outside-toplevel
+  config = _CONFIG.value
+  checkpoints.quiet_orbax_errors()  # failed saves arrive as one CheckpointError line
+  # CheckpointError: workdir (busy, read-only, a file), damaged checkpoints, failed saves.
+  user_errors = (trainer.TrainingError, checkpoints.CheckpointError,
+                 preprocess.InputError, parallel.ShardingError, ava.AvaError, FileNotFoundError,
+                 NotADirectoryError, PermissionError)
+  try:
+    if config.data.ava_dir and not dataset.is_prepared(config.data.data_dir, config.data.subset):
+      if not config.data.data_dir:
+        raise trainer.TrainingError('config.data.ava_dir is set but config.data.data_dir is empty; '
+                                  'pass --config.data.data_dir=<where to write the dataset>')
+      if jax.process_index() == 0:
+        dataset.prepare(config.data.ava_dir, config.data.data_dir, config.data.subset)
+      if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+        multihost_utils.sync_global_devices('prepare_data')
+    if not config.data.data_dir:
+      raise trainer.TrainingError('config.data.data_dir is empty; pass '
+                                '--config.data.data_dir=<prepared TFDS dir> (aesthetics-prepare-data)')
+    _check_prepared(config.data.data_dir, config.data.subset, dataset)
+    result = trainer.train_and_evaluate(config, _WORKDIR.value)
+  except user_errors as e:
+    common.fail('train', e, common.exit_code(e))
+  except OSError as e:  # the storage filled up or went read-only under the logs
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+      raise
+    common.fail('train', f'{e.filename or _WORKDIR.value}: {e.strerror}; free space or fix the '
+                'storage, then rerun to resume from the last checkpoint')
+  if jax.process_index() == 0:
+    print(json.dumps({k: v for k, v in result.items()}, sort_keys=True))
+
+
+def _check_prepared(data_dir: str, subset: str, dataset) -> None:
+  """Before the trainer creates --workdir: a missing dataset must not leave it behind empty."""
+  if '://' not in data_dir and not dataset.is_prepared(data_dir, subset):
+    raise FileNotFoundError(
+        f'{data_dir}: no prepared dataset ava/{subset}; run aesthetics-prepare-data '
+        f'--ava_dir=<AVA root> --data_dir={data_dir} --subset={subset}, or pass '
+        '--config.data.ava_dir=<AVA root> to prepare it first')
+
+
+def run_cli() -> None:
+  """`aesthetics-train`: argv checked (config file, argument, keys) before absl parses it."""
+  config_args.check(sys.argv, 'train')
+  common.run(main, __doc__, config_args.resolve_config_flag(sys.argv, 'train'))
+
+
+if __name__ == '__main__':
+  run_cli()

@@ -1,0 +1,363 @@
+'use strict';
+// aesthetics-jax explorer: the grid (sort, filter, pages) and the per-image maps.
+// Everything it reads is inline (the table) or a sibling file loaded with <img> / <script>,
+// which browsers allow from file:// where fetch() is refused.
+(function () {
+  const D = JSON.parse(document.getElementById('explorer-data').textContent);
+  const ROWS = D.rows.map(r => Object.fromEntries(D.columns.map((c, i) => [c, r[i]])));
+  const HAS_TAG = D.arch === 'mobilenet_v2';
+  const FIELDS = [  // [key, label, numeric]
+    ['true', 'true score', true], ['pred', D.score_name, true],
+    ['intensity', 'CAM intensity', true], ['intensity_global', 'CAM intensity (global)', true],
+    ['image_id', 'image id', true], ['row', 'test order', true],
+  ].concat(HAS_TAG ? [['tag', 'top tag', false]] : []);
+  const RANGES = [['true', 'true'], ['pred', HAS_TAG ? 'pred' : 'p(high)'],
+                  ['intensity', 'intensity']];
+  const PW = 150;  // panel width (CSS px) in the detail view
+  const PW_BUCKET = 84;  // the 10 score-bucket maps, a smaller row of their own
+  const $ = id => document.getElementById(id);
+  const state = {order: ROWS, page: 0, open: -1};
+  const chunks = {};
+  const waiting = {};
+
+  // ---- helpers ---------------------------------------------------------------------------
+  function el(tag, attrs, ...kids) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === 'class') e.className = v; else if (k === 'text') e.textContent = v;
+      else e.setAttribute(k, v);
+    }
+    for (const k of kids) e.append(k);
+    return e;
+  }
+  const fmt = (v, d = 2) => (v === null || v === undefined) ? 'n/a' : Number(v).toFixed(d);
+  function targetLabel(t) {
+    if (t === 'aesthetic') return HAS_TAG ? 'aesthetic (mean score)' : 'aesthetic (logit)';
+    if (t.startsWith('bucket:')) return 'bucket ' + t.slice(7);  // score bucket k of 1-10
+    if (t === 'top_tag') return 'top tag';
+    return t;
+  }
+
+  // jet colormap (matplotlib's), 256 RGB entries.
+  const JET = (() => {
+    const seg = (x, pts) => {
+      for (let i = 1; i < pts.length; i++) {
+        if (x <= pts[i][0]) {
+          const [x0, y0] = pts[i - 1], [x1, y1] = pts[i];
+          return y0 + (y1 - y0) * (x - x0) / (x1 - x0);
+        }
+      }
+      return pts[pts.length - 1][1];
+    };
+    const r = [[0, 0], [0.35, 0], [0.66, 1], [0.89, 1], [1, 0.5]];
+    const g = [[0, 0], [0.125, 0], [0.375, 1], [0.64, 1], [0.91, 0], [1, 0]];
+    const b = [[0, 0.5], [0.11, 1], [0.34, 1], [0.65, 0], [1, 0]];
+    const lut = new Uint8ClampedArray(256 * 3);
+    for (let i = 0; i < 256; i++) {
+      const x = i / 255;
+      lut[3 * i] = 255 * seg(x, r); lut[3 * i + 1] = 255 * seg(x, g); lut[3 * i + 2] = 255 * seg(x, b);
+    }
+    return lut;
+  })();
+
+  // ---- filters and sort --------------------------------------------------------------------
+  function buildControls() {
+    for (const [k, label] of FIELDS) $('sort').append(el('option', {value: k, text: label}));
+    $('sort').value = 'true';
+    for (const [k, label] of RANGES) {
+      $('ranges').append(el('span', {class: 'range'}, label + ' ',
+          el('input', {type: 'number', step: 'any', id: 'min-' + k, placeholder: 'min',
+                       'aria-label': label + ' min'}), ' – ',
+          el('input', {type: 'number', step: 'any', id: 'max-' + k, placeholder: 'max',
+                       'aria-label': label + ' max'}), ' '));
+    }
+    if (HAS_TAG) {
+      const counts = {};
+      for (const r of ROWS) counts[r.tag] = (counts[r.tag] || 0) + 1;
+      for (const t of Object.keys(counts).sort()) {
+        $('tag').append(el('option', {value: t, text: `${t} (${counts[t]})`}));
+      }
+    } else {
+      $('tag-filter').hidden = true;
+    }
+    for (const id of ['sort', 'dir', 'tag', 'idq', 'wrong', 'emptyq', 'pagesize']) {
+      $(id).addEventListener('input', () => { state.page = 0; update(); });
+    }
+    $('ranges').addEventListener('input', () => { state.page = 0; update(); });
+    $('reset').addEventListener('click', () => {
+      $('controls').reset(); $('sort').value = 'true'; state.page = 0; update();
+    });
+    for (const b of document.querySelectorAll('.prev')) b.addEventListener('click', () => turn(-1));
+    for (const b of document.querySelectorAll('.next')) b.addEventListener('click', () => turn(1));
+  }
+
+  function num(id) {
+    const v = $(id).value;
+    return v === '' ? null : Number(v);
+  }
+
+  function filtered() {
+    const lim = RANGES.map(([k]) => [k, num('min-' + k), num('max-' + k)]);
+    const tag = $('tag').value, idq = $('idq').value.trim();
+    const wrong = $('wrong').checked, emptyq = $('emptyq').checked;
+    const rows = ROWS.filter(r => {
+      for (const [k, lo, hi] of lim) {
+        if (lo !== null && !(r[k] >= lo)) return false;
+        if (hi !== null && !(r[k] <= hi)) return false;
+      }
+      if (tag && r.tag !== tag) return false;
+      if (idq && !String(r.image_id).includes(idq)) return false;
+      if (wrong && r.label === r.pred_label) return false;
+      if (emptyq && !r.empty) return false;
+      return true;
+    });
+    const key = $('sort').value, dir = Number($('dir').value);
+    const cmp = (a, b) => {
+      const x = a[key], y = b[key];
+      if (x === y) return a.row - b.row;
+      if (x === null) return 1;
+      if (y === null) return -1;
+      return (x < y ? -1 : 1) * dir;
+    };
+    return rows.sort(cmp);
+  }
+
+  // ---- grid --------------------------------------------------------------------------------
+  function card(r) {
+    const img = el('img', {src: `thumbs/${r.row}.jpg`, alt: `image ${r.image_id}`,
+                           loading: 'lazy', width: r.w, height: r.h});
+    const wrong = r.label !== r.pred_label;
+    const b = el('button', {class: 'card', type: 'button', 'data-row': r.row,
+                            title: `image ${r.image_id}`},
+        el('div', {class: 'thumb'}, img),
+        el('div', {class: 'meta', text: `true ${fmt(r.true)} · ${HAS_TAG ? 'pred' : 'p'} ` +
+                                        `${fmt(r.pred)}`}),
+        el('div', {class: 'meta', text: `CAM ${fmt(r.intensity)}` +
+                                        (HAS_TAG ? ` · ${r.tag}` : '')}));
+    if (wrong) b.querySelector('.meta').classList.add('bad');
+    if (r.empty) b.append(el('div', {class: 'meta empty-flag', text: 'empty map'}));
+    b.addEventListener('click', () => openDetail(r.row));
+    return b;
+  }
+
+  function pageSize() { return Number($('pagesize').value); }
+
+  function turn(d) {
+    const pages = Math.max(1, Math.ceil(state.order.length / pageSize()));
+    state.page = Math.min(pages - 1, Math.max(0, state.page + d));
+    render();
+  }
+
+  function update() { state.order = filtered(); render(); }
+
+  function render() {
+    const ps = pageSize(), n = state.order.length;
+    const pages = Math.max(1, Math.ceil(n / ps));
+    state.page = Math.min(state.page, pages - 1);
+    const rows = state.order.slice(state.page * ps, (state.page + 1) * ps);
+    $('grid').replaceChildren(...rows.map(card));
+    if (!n) $('grid').append(el('p', {class: 'missing', text: 'no image matches the filters'}));
+    for (const s of document.querySelectorAll('.pageinfo')) {
+      s.textContent = `page ${state.page + 1} / ${pages} · ${n} of ${ROWS.length} images`;
+    }
+    for (const b of document.querySelectorAll('.prev')) b.disabled = state.page === 0;
+    for (const b of document.querySelectorAll('.next')) b.disabled = state.page >= pages - 1;
+  }
+
+  // ---- maps, loaded per chunk ----------------------------------------------------------------
+  window.explorerChunk = function (k, data) {
+    chunks[k] = data;
+    (waiting[k] || []).forEach(f => f[0](data));
+    delete waiting[k];
+  };
+
+  function loadChunk(k) {
+    if (chunks[k]) return Promise.resolve(chunks[k]);
+    return new Promise((resolve, reject) => {
+      const first = !waiting[k];
+      (waiting[k] = waiting[k] || []).push([resolve, reject]);
+      if (!first) return;
+      const s = el('script', {src: `maps/${k}.js`});
+      s.onerror = () => {
+        (waiting[k] || []).forEach(f => f[1](new Error(`maps/${k}.js could not be loaded`)));
+        delete waiting[k];
+        s.remove();
+      };
+      document.head.append(s);
+    });
+  }
+
+  function decode(b64) {
+    const s = atob(b64), out = new Uint8Array(s.length);
+    for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+    return out;
+  }
+
+  function frame(r, w, h) {
+    return el('div', {class: 'frame', style: `width:${w}px;height:${h}px`},
+              el('img', {src: `thumbs/${r.row}.jpg`, alt: ''}));
+  }
+
+  function mapPanel(r, pw, q, t, mhw, boxes, empty) {
+    const ph = Math.round(pw * r.h / r.w);
+    const [mh, mw] = mhw;
+    const off = document.createElement('canvas');
+    off.width = mw; off.height = mh;
+    const octx = off.getContext('2d');
+    const im = octx.createImageData(mw, mh);
+    const base = t * mh * mw;
+    for (let i = 0; i < mh * mw; i++) {
+      const v = q[base + i];
+      im.data[4 * i] = JET[3 * v]; im.data[4 * i + 1] = JET[3 * v + 1];
+      im.data[4 * i + 2] = JET[3 * v + 2]; im.data[4 * i + 3] = 255;
+    }
+    octx.putImageData(im, 0, 0);
+    const dpr = window.devicePixelRatio || 1;
+    const c = el('canvas', {class: 'map', 'data-target': D.targets[t]});
+    c.width = Math.round(pw * dpr); c.height = Math.round(ph * dpr);
+    const ctx = c.getContext('2d');
+    ctx.imageSmoothingEnabled = true;  // bilinear upsampling of the CAM grid
+    ctx.globalAlpha = 0.5;
+    ctx.drawImage(off, 0, 0, c.width, c.height);
+    ctx.globalAlpha = 1;
+    ctx.lineWidth = 2 * dpr;
+    const colours = {aesthetic: '#ffffff', average: '#ff3c3c', attribute: '#00c8ff'};
+    for (const [name, b] of Object.entries(boxes || {})) {
+      const [y0, x0, y1, x1] = b;
+      ctx.strokeStyle = colours[name] || '#ffff00';
+      ctx.strokeRect(x0 * c.width + ctx.lineWidth / 2, y0 * c.height + ctx.lineWidth / 2,
+                     (x1 - x0) * c.width - ctx.lineWidth, (y1 - y0) * c.height - ctx.lineWidth);
+    }
+    const f = frame(r, pw, ph);
+    f.append(c);
+    const cap = el('figcaption', {text: targetLabel(D.targets[t]) +
+                                        (D.targets[t] === 'top_tag' && r.tag ? `: ${r.tag}` : '')});
+    if (empty) cap.append(el('span', {class: 'empty-flag', text: ' (empty map: no box)'}));
+    return el('figure', {style: `width:${pw}px`}, f, cap);
+  }
+
+  function cropPanel(r, box) {
+    if (!box) return el('figure', {}, el('p', {class: 'missing', text: 'no crop (empty map)'}));
+    const [y0, x0, y1, x1] = box;
+    const cw = Math.max(1e-6, (x1 - x0) * r.w), ch = Math.max(1e-6, (y1 - y0) * r.h);
+    const fh = Math.round(PW * ch / cw);
+    const iw = PW / Math.max(1e-6, x1 - x0);
+    const img = el('img', {src: `thumbs/${r.row}.jpg`, alt: 'crop', class: 'cropped',
+                           style: `width:${iw}px;height:${iw * r.h / r.w}px;` +
+                                  `left:${-x0 * iw}px;top:${-y0 * iw * r.h / r.w}px`});
+    return el('figure', {style: `width:${PW}px`},
+              el('div', {class: 'frame crop', style: `width:${PW}px;height:${fh}px`}, img),
+              el('figcaption', {text: 'crop'}));
+  }
+
+  function boxesFor(target, b) {
+    if (!b) return {};
+    if (target === 'aesthetic') {
+      const o = {};
+      if (b.aesthetic) o.aesthetic = b.aesthetic;
+      if (b.average) o.average = b.average;
+      return o;
+    }
+    if (target === 'top_tag' && b.attribute) return {attribute: b.attribute};
+    return {};
+  }
+
+  function methodSection(r, rec, method) {
+    const sec = el('section', {class: 'method', 'data-method': method}, el('h3', {text: method}));
+    if (!rec.maps[method]) {
+      const n = D.method_images[method];
+      sec.append(el('p', {class: 'missing', text: `${method}: computed for the first ${n} ` +
+                                                  'test image(s) only (it re-runs the model ' +
+                                                  'once per feature channel).'}));
+      return sec;
+    }
+    const q = decode(rec.maps[method]);
+    const b = rec.boxes[method] || {};
+    const panel = (i, pw) => mapPanel(r, pw, q, i, rec.map_hw, boxesFor(D.targets[i], b),
+                                      rec.empty[method][i]);
+    // First row: image, aesthetic (and top tag) maps with their boxes, crop; then the 10
+    // score-bucket maps smaller.
+    const main = el('div', {class: 'panels'},
+                    el('figure', {style: `width:${PW}px`},
+                       frame(r, PW, Math.round(PW * r.h / r.w)),
+                       el('figcaption', {text: 'image'})));
+    const buckets = el('div', {class: 'panels buckets'});
+    D.targets.forEach((t, i) => (t.startsWith('bucket:') ? buckets.append(panel(i, PW_BUCKET))
+                                                         : main.append(panel(i, PW))));
+    main.append(cropPanel(r, b.average || b.aesthetic));
+    sec.append(main);
+    if (buckets.childElementCount) sec.append(buckets);
+    return sec;
+  }
+
+  function openDetail(row) {
+    const r = ROWS[row];
+    state.open = state.lastRow = row;
+    $('detail').hidden = false;
+    document.body.style.overflow = 'hidden';
+    $('detail-title').textContent = `image ${r.image_id}`;
+    $('detail-info').textContent =
+        `true mean score ${fmt(r.true)} (${r.label ? 'high' : 'low'}) · ${D.score_name} ` +
+        `${fmt(r.pred)} (${r.pred_label ? 'high' : 'low'}) · CAM intensity ${fmt(r.intensity)} ` +
+        `(global ${fmt(r.intensity_global)})` + (HAS_TAG ? ` · top tag ${r.tag}` : '') +
+        ` · test row ${r.row}`;
+    const body = $('detail-body');
+    body.replaceChildren(el('p', {class: 'note', text: 'loading maps…'}));
+    body.removeAttribute('data-ready');
+    body.removeAttribute('data-error');
+    const k = Math.floor(row / D.chunk_size);
+    loadChunk(k).then(data => {
+      if (state.open !== row) return;
+      const rec = data[row];
+      $('maphw').textContent = `${rec.map_hw[0]}x${rec.map_hw[1]}`;
+      body.replaceChildren(...D.methods.map(m => methodSection(r, rec, m)));
+      body.setAttribute('data-ready', String(row));
+    }).catch(e => {
+      if (state.open !== row) return;
+      body.replaceChildren(el('p', {class: 'missing', text: String(e.message || e)}));
+      body.setAttribute('data-error', String(e.message || e));
+    });
+    if (location.hash !== `#image=${row}`) history.replaceState(null, '', `#image=${row}`);
+    $('close').focus();
+  }
+
+  function closeDetail() {
+    state.open = -1;
+    $('detail').hidden = true;
+    document.body.style.overflow = '';
+    history.replaceState(null, '', location.pathname + location.search);
+    const c = document.querySelector(`.card[data-row="${state.lastRow}"]`);
+    if (c) c.focus();
+  }
+
+  function step(d) {
+    const i = state.order.findIndex(r => r.row === state.open);
+    if (i < 0) return;
+    const j = i + d;
+    if (j >= 0 && j < state.order.length) openDetail(state.order[j].row);
+  }
+
+  // ---- start -------------------------------------------------------------------------------
+  buildControls();
+  if (D.demo) {
+    $('banner').hidden = false;
+    $('banner').textContent = 'DEMO DATA: synthetic images and small models trained from ' +
+                              'scratch; the maps show that the pipeline works.';
+  }
+  $('notes').textContent = [
+    `${ROWS.length} test images, ${D.arch}; maps of ${D.methods.join(', ')} for ` +
+    `${D.targets.length} target(s).`].concat(D.notes || []).join(' ');
+  $('close').addEventListener('click', closeDetail);
+  $('dprev').addEventListener('click', () => step(-1));
+  $('dnext').addEventListener('click', () => step(1));
+  $('detail').addEventListener('click', e => { if (e.target === $('detail')) closeDetail(); });
+  document.addEventListener('keydown', e => {
+    if ($('detail').hidden) return;
+    if (e.key === 'Escape') closeDetail();
+    else if (e.key === 'ArrowLeft') step(-1);
+    else if (e.key === 'ArrowRight') step(1);
+  });
+  update();
+  const m = /^#image=(\d+)$/.exec(location.hash);
+  if (m && Number(m[1]) < ROWS.length) openDetail(Number(m[1]));
+})();

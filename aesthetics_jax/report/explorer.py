@@ -1,0 +1,241 @@
+"""The interactive explorer: `eval/explorer/index.html` plus thumbnails and lazily loaded maps.
+
+Plain data in, files out (no JAX; `evaluation/evaluators/explorer.py` computes the maps):
+
+  explorer/index.html        page, styles, script and the per-image table (inline JSON)
+  explorer/thumbs/<row>.jpg  one small JPEG per test image (longest side `thumb_size`)
+  explorer/maps/<k>.js       `explorerChunk(k, {...})`: the maps and boxes of `chunk_size` rows
+
+Why this layout: the page must open from disk (`file://`), where browsers refuse `fetch` of
+sibling files but still run `<script src>` and show `<img src>`; a chunk is loaded only when
+one of its images is opened, so 2,203 images (the paper's test split) cost one table of a few
+hundred KB up front. Maps are stored per image, method and target as uint8 at the CAM
+resolution (at most `map_size` a side), base64; the page colours them (jet) and upsamples
+them on a canvas over the thumbnail, at the image's own aspect.
+
+The folder is written next to its final place and swapped in when complete, so a reader sees
+either the previous explorer or the new one, never a mix.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import io
+import json
+import os
+import re
+import shutil
+import uuid
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from aesthetics_jax import io as io_lib
+
+# Row fields of the inline table, in this order (the page reads them by name).
+COLUMNS = ('row', 'image_id', 'true', 'pred', 'intensity', 'intensity_global', 'tag', 'label',
+           'pred_label', 'empty', 'w', 'h')
+
+
+@dataclasses.dataclass
+class ExplorerImage:
+  """One test image as the explorer shows it.
+
+  image: the encoded original (JPEG/PNG bytes), thumbnailed here.
+  pred: predicted mean score (MobileNetV2) or p(high) (VGG16).
+  tag: name of the top predicted tag ('' without a tag head).
+  maps: method -> raw maps f32 `[T, h, w]` (targets in `ExplorerWriter.targets` order); a
+    method computed for fewer images (ScoreCAM) is simply absent.
+  empty: method -> bool `[T]`, the map points nowhere (`crop.empty_maps`).
+  boxes: method -> {'aesthetic' | 'attribute' | 'average': (y0, x0, y1, x1)} as fractions of
+    the image height / width (end-exclusive).
+  hw: (H, W) of the original image.
+  """
+  row: int
+  image_id: int
+  image: bytes
+  true: float
+  pred: float
+  intensity: float
+  intensity_global: float
+  label: int
+  pred_label: int
+  hw: tuple[int, int]
+  tag: str = ''
+  maps: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  empty: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  boxes: Mapping[str, Mapping[str, Sequence[float]]] = dataclasses.field(default_factory=dict)
+
+
+def quantize_maps(maps: np.ndarray, max_side: int) -> np.ndarray:
+  """Raw maps f32 `[T, h, w]` → uint8 `[T, h', w']`: min-max per map (as the report's
+  per-image normalisation), area-averaged down to at most `max_side` a side."""
+  maps = np.asarray(maps, np.float32)
+  h, w = maps.shape[-2:]
+  if max(h, w) > max_side:
+    s = max_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    maps = np.stack([np.asarray(Image.fromarray(m, 'F').resize(size, Image.BOX)) for m in maps])
+  lo = maps.min(axis=(-2, -1), keepdims=True)
+  span = maps.max(axis=(-2, -1), keepdims=True) - lo
+  norm = (maps - lo) / np.maximum(span, 1e-12)
+  return np.round(np.clip(norm, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def thumbnail_jpeg(data: bytes, size: int, quality: int = 80) -> tuple[bytes, tuple[int, int]]:
+  """Encoded image → (JPEG bytes with longest side <= `size`, (w, h) of the thumbnail)."""
+  with Image.open(io.BytesIO(data)) as im:
+    if im.format == 'JPEG':
+      im.draft('RGB', (size, size))  # DCT downscale: decodes a large JPEG several times faster
+    rgb = im.convert('RGB')
+  rgb.thumbnail((size, size), Image.Resampling.BILINEAR)
+  buf = io.BytesIO()
+  rgb.save(buf, format='JPEG', quality=quality, optimize=True)
+  return buf.getvalue(), rgb.size
+
+
+def _json_for_script(obj: Any) -> str:
+  """JSON safe inside `<script>`: no `</script>` or `<!--` can end it early."""
+  return json.dumps(obj, separators=(',', ':'), allow_nan=False).replace('<', '\\u003c')
+
+
+def _num(v: float, digits: int = 4) -> float | None:
+  v = float(v)
+  return round(v, digits) if np.isfinite(v) else None
+
+
+def _asset(name: str) -> str:
+  return resources.files('aesthetics_jax.report').joinpath(name).read_text('utf-8')
+
+
+class ExplorerWriter:
+  """Streams `ExplorerImage`s into `out_dir` (memory: one chunk of maps); use as a context
+  manager, or call `close()` to publish (`abort()` drops the partial folder)."""
+
+  def __init__(self, out_dir: str | os.PathLike, *, arch: str, methods: Sequence[str],
+               targets: Sequence[str], title: str = 'aesthetics-jax explorer',
+               demo: bool = False, method_images: Mapping[str, int] | None = None,
+               notes: Sequence[str] = (), chunk_size: int = 50, thumb_size: int = 256,
+               map_size: int = 32):
+    self.out_dir = Path(out_dir)
+    self.arch, self.methods, self.targets = arch, list(methods), list(targets)
+    self.title, self.demo, self.notes = title, bool(demo), list(notes)
+    self.method_images = dict(method_images or {})
+    self.chunk_size, self.thumb_size = int(chunk_size), int(thumb_size)
+    self.map_size = int(map_size)
+    tag = f'{os.getpid()}.{uuid.uuid4().hex[:8]}'
+    self._tmp = self.out_dir.parent / f'.{self.out_dir.name}.{tag}.tmp'
+    (self._tmp / 'thumbs').mkdir(parents=True)
+    (self._tmp / 'maps').mkdir()
+    self._rows: list[list[Any]] = []
+    self._chunk: dict[int, dict] = {}
+    self._map_hw: list[int] | None = None
+
+  def __enter__(self) -> 'ExplorerWriter':
+    return self
+
+  def __exit__(self, exc_type, exc, tb) -> None:
+    if exc_type is None:
+      self.close()
+    else:
+      self.abort()
+
+  def add(self, im: ExplorerImage) -> None:
+    """Writes the thumbnail now and buffers the maps until the chunk is full."""
+    if im.row != len(self._rows):
+      raise ValueError(f'explorer: rows must come in order; got {im.row}, '
+                       f'expected {len(self._rows)}')
+    jpeg, (tw, th) = thumbnail_jpeg(im.image, self.thumb_size)
+    io_lib.atomic_write_bytes(self._tmp / 'thumbs' / f'{im.row}.jpg', jpeg, durable=False)
+    # The grid flags an empty aesthetic map of the first (the evaluation's own) method.
+    first = im.empty.get(self.methods[0]) if self.methods else None
+    aes_empty = bool(np.asarray(first)[0]) if first is not None else False
+    self._rows.append([im.row, int(im.image_id), _num(im.true), _num(im.pred),
+                       _num(im.intensity), _num(im.intensity_global), im.tag, int(im.label),
+                       int(im.pred_label), aes_empty, tw, th])
+    self._chunk[im.row] = self._maps_record(im)
+    if len(self._chunk) >= self.chunk_size:
+      self._flush()
+
+  def _maps_record(self, im: ExplorerImage) -> dict:
+    maps, empty = {}, {}
+    for method, m in im.maps.items():
+      q = quantize_maps(m, self.map_size)
+      if self._map_hw is None:
+        self._map_hw = [int(q.shape[1]), int(q.shape[2])]
+      maps[method] = base64.b64encode(q.tobytes()).decode('ascii')
+      empty[method] = [bool(e) for e in np.asarray(im.empty.get(method, np.zeros(len(q))))]
+    boxes = {method: {k: [_num(v, 4) for v in b] for k, b in bx.items()}
+             for method, bx in im.boxes.items()}
+    return {'maps': maps, 'empty': empty, 'boxes': boxes, 'hw': list(map(int, im.hw)),
+            'map_hw': self._map_hw}
+
+  def _flush(self) -> None:
+    if not self._chunk:
+      return
+    k = min(self._chunk) // self.chunk_size
+    body = f'explorerChunk({k},{_json_for_script(self._chunk)});\n'
+    io_lib.atomic_write_text(self._tmp / 'maps' / f'{k}.js', body, durable=False)
+    self._chunk = {}
+
+  def index(self) -> dict:
+    """The inline table and settings the page reads."""
+    return {'title': self.title, 'arch': self.arch, 'demo': self.demo, 'notes': self.notes,
+            'methods': self.methods, 'method_images': self.method_images,
+            'targets': self.targets, 'columns': list(COLUMNS), 'rows': self._rows,
+            'chunk_size': self.chunk_size, 'map_hw': self._map_hw,
+            'score_name': 'predicted mean score' if self.arch == 'mobilenet_v2' else 'p(high)'}
+
+  def close(self) -> Path:
+    """Writes the last chunk and index.html, then swaps the folder into place."""
+    self._flush()
+    parts = {'TITLE': html.escape(self.title), 'CSS': _asset('explorer.css'),
+             'DATA': _json_for_script(self.index()), 'JS': _asset('explorer.js')}
+    # One pass over the template: text inside DATA (tag names) is never substituted again.
+    page = re.sub(r'\{\{(TITLE|CSS|DATA|JS)\}\}', lambda m: parts[m.group(1)],
+                  _asset('explorer.html'))
+    io_lib.atomic_write_text(self._tmp / 'index.html', page)
+    old = self.out_dir.parent / f'.{self.out_dir.name}.{uuid.uuid4().hex[:8]}.old'
+    if self.out_dir.exists():
+      os.replace(self.out_dir, old)
+    os.replace(self._tmp, self.out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return self.out_dir / 'index.html'
+
+  def abort(self) -> None:
+    shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def write_explorer(out_dir: str | os.PathLike, images: Sequence[ExplorerImage],
+                   **kw) -> Path:
+  """All images at once (small sets, tests); `ExplorerWriter` streams."""
+  with ExplorerWriter(out_dir, **kw) as w:
+    for im in images:
+      w.add(im)
+  return Path(out_dir) / 'index.html'
+
+
+def read_index(path: str | os.PathLike) -> dict:
+  """The inline table of an explorer's index.html (for tests and scripts)."""
+  text = Path(path).read_text('utf-8')
+  m = re.search(r'<script id="explorer-data" type="application/json">(.*?)</script>', text, re.S)
+  if m is None:
+    raise ValueError(f'{path}: no explorer data found')
+  return json.loads(m.group(1))
+
+
+def read_chunk(path: str | os.PathLike) -> dict[int, dict]:
+  """One `maps/<k>.js` chunk: row -> record; maps decoded to uint8 `[T, h, w]` arrays."""
+  text = Path(path).read_text('utf-8')
+  body = json.loads(text[text.index(',') + 1:text.rindex(')')])
+  out = {}
+  for row, rec in body.items():
+    h, w = rec['map_hw']
+    rec['maps'] = {m: np.frombuffer(base64.b64decode(b), np.uint8).reshape(-1, h, w)
+                   for m, b in rec['maps'].items()}
+    out[int(row)] = rec
+  return out

@@ -1,0 +1,105 @@
+"""The notebook interface: README's example runs as written, against a tiny checkpoint.
+
+One module-scoped run of the README block compiles the model twice (every standard target,
+then every tag); the other tests reuse its `Model` and compile nothing new.
+"""
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import checkpoint_fixture
+
+ROOT = Path(__file__).resolve().parents[1]
+H, W = 48, 80
+
+
+def readme_example() -> str:
+  """The first python block under '## Python API (notebooks)' in README.md."""
+  text = (ROOT / 'README.md').read_text()
+  section = text.split('## Python API (notebooks)', 1)[1]
+  return re.search(r'```python\n(.*?)```', section, re.S).group(1)
+
+
+@pytest.fixture(scope='module')
+def example(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp('api')
+  wd = checkpoint_fixture.write_init_checkpoint(
+      tmp / 'mnv2', checkpoint_fixture.smoke_config('mobilenet_v2', image_size=32),
+      aesthetic_sign=1)
+  photo = tmp / 'photo.jpg'
+  Image.fromarray(np.random.default_rng(0).integers(0, 255, (H, W, 3), np.uint8)).save(photo)
+  code = readme_example()
+  assert "'/runs/mnv2'" in code and "'photo.jpg'" in code
+  code = (code.replace("'/runs/mnv2'", repr(str(wd))).replace("'photo.jpg'", repr(str(photo)))
+          .replace("'crop.png'", repr(str(tmp / 'crop.png')))
+          .replace("'overlay.png'", repr(str(tmp / 'overlay.png'))))
+  ns: dict = {}
+  exec(compile(code, 'README.md (Python API)', 'exec'), ns)  # pylint: disable=exec-used
+  return ns, tmp, photo
+
+
+def test_readme_example_runs_and_maps_four_targets(example):
+  ns, tmp, _ = example
+  maps = ns['maps']
+  assert len(maps) >= 4 and {'aesthetic', 'low', 'bucket:3', 'tag:Floral'} <= set(maps)
+  for heat in maps.values():
+    assert heat.shape == (H, W) and heat.dtype == np.float32
+    assert 0.0 <= heat.min() and heat.max() <= 1.0 + 1e-6
+  assert maps['aesthetic'].max() > 0  # the fixture's aesthetic gradients are positive
+  s = ns['s']
+  assert set(s) >= {'mean_score', 'score_std', 'distribution', 'label', 'tags'}
+  assert len(s['tags']) == 5 and set(s['tags'][0]) == {'id', 'name', 'prob'}
+  assert Image.open(tmp / 'crop.png').size[0] > 0
+  ov = Image.open(tmp / 'overlay.png')
+  assert ov.size[0] == W and ov.size[1] > H  # legend strip below the image
+
+
+def test_boxes_are_pil_ordered_and_crop_matches(example):
+  ns, _, photo = example
+  box = ns['boxes']['crop']
+  assert 0 <= box.x0 < box.x1 <= W and 0 <= box.y0 < box.y1 <= H
+  assert abs((box.x1 - box.x0) / (box.y1 - box.y0) - 4 / 3) < 0.1
+  img = Image.open(photo)
+  assert np.array_equal(np.asarray(img.crop(box)),
+                        np.asarray(img)[box.y0:box.y1, box.x0:box.x1])
+  assert ns['m'].crop(photo, aspect='4:3').size == (box.x1 - box.x0, box.y1 - box.y0)
+
+
+def test_inputs_of_every_kind_and_lists(example):
+  ns, _, photo = example
+  m = ns['m']
+  arr = np.asarray(Image.open(photo).convert('RGB'))
+  by_path, by_pil, by_array = m.score(photo), m.score(Image.open(photo)), m.score(arr)
+  assert by_path == by_pil == by_array
+  m.batch_size = 1  # lists run in batches of 1 here: the compiled batch size, nothing new
+  both = m.score([photo, arr])
+  assert both == [by_path, by_array]
+  maps = m.cam([arr, arr[:, :40]], target='bucket')
+  assert maps[0].shape == (10, H, W) and maps[1].shape == (10, H, 40)
+  grey = m.cam(arr[..., 0], target='top_tag')
+  assert grey.shape == (H, W)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(target='tag:Flral'), 'no such tag name; did you mean Floral'),
+    (dict(target='nope'), "cam target 'nope' is not defined"),
+    (dict(target='bucket:11'), 'score bucket k in 1..10'),
+    (dict(method='gradcam+'), "unknown CAM method 'gradcam\\+'"),
+])
+def test_bad_targets_and_methods_are_one_line(example, kwargs, match):
+  ns, _, photo = example
+  with pytest.raises(ValueError, match=match) as e:
+    ns['m'].cam(photo, **kwargs)
+  assert '\n' not in str(e.value)
+
+
+def test_bad_arrays_are_one_line():
+  from aesthetics_jax import api
+  with pytest.raises(ValueError, match='dtype float32; pass uint8'):
+    api.to_array(np.zeros((4, 4, 3), np.float32))
+  with pytest.raises(ValueError, match=r'shape \(4, 4, 2\)'):
+    api.to_array(np.zeros((4, 4, 2), np.uint8))
+  assert api.to_array(np.zeros((4, 4, 4), np.uint8)).shape == (4, 4, 3)

@@ -1,0 +1,74 @@
+"""The explorer's files from synthetic plain inputs (no JAX): layout, encoding, atomic swap."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import explorer_fixture
+from aesthetics_jax.report import explorer
+
+
+def test_quantize_maps_scales_per_map_and_caps_the_side():
+  m = np.stack([np.arange(16, dtype=np.float32).reshape(4, 4), np.zeros((4, 4), np.float32)])
+  q = explorer.quantize_maps(m, 32)
+  assert q.dtype == np.uint8 and q.shape == (2, 4, 4)
+  assert q[0].min() == 0 and q[0].max() == 255 and not q[1].any()  # empty stays zero
+  big = explorer.quantize_maps(np.random.default_rng(0).random((1, 224, 112)), 32)
+  assert big.shape == (1, 32, 16)  # area-averaged to <= 32 a side, aspect kept
+
+
+def test_thumbnail_keeps_aspect_and_is_small():
+  data = explorer_fixture.jpeg(300, 600, 0)
+  jpeg, (w, h) = explorer.thumbnail_jpeg(data, 128)
+  assert (w, h) == (128, 64) and jpeg[:2] == b'\xff\xd8'
+  assert len(jpeg) < len(data)
+
+
+def test_files_index_and_chunks(tmp_path):
+  path = explorer_fixture.write(tmp_path / 'explorer', n=7, limited={'scorecam': 1},
+                                chunk_size=3, demo=True)
+  d = path.parent
+  index = explorer.read_index(path)
+  assert len(index['rows']) == 7 and index['methods'] == ['gradcam', 'scorecam']
+  assert index['method_images'] == {'scorecam': 1} and index['demo'] is True
+  rows = [dict(zip(index['columns'], r)) for r in index['rows']]
+  assert [r['empty'] for r in rows] == [i == 2 for i in range(7)]
+  assert rows[1]['tag'] == explorer_fixture.ODD_TAGS[1]
+  assert sorted(p.name for p in (d / 'maps').iterdir()) == ['0.js', '1.js', '2.js']
+  for r in rows:
+    with Image.open(d / 'thumbs' / f'{r["row"]}.jpg') as im:
+      assert im.size == (r['w'], r['h'])
+  chunk = explorer.read_chunk(d / 'maps' / '0.js')
+  assert set(chunk) == {0, 1, 2}
+  assert set(chunk[0]['maps']) == {'gradcam', 'scorecam'} and set(chunk[1]['maps']) == {'gradcam'}
+  assert chunk[0]['maps']['gradcam'].shape == (12, 6, 6)
+  assert chunk[2]['empty']['gradcam'][0] and not chunk[2]['maps']['gradcam'][0].any()
+  # A tag named `</script>...` cannot end the inline data early.
+  html = path.read_text()
+  assert html.count('</script>') == 2 and '\\u003c/script>' in html
+  assert '{{' not in html
+
+
+def test_rewrite_swaps_the_folder_and_failure_keeps_the_old_one(tmp_path):
+  out = tmp_path / 'explorer'
+  explorer_fixture.write(out, n=4, chunk_size=2)
+  explorer_fixture.write(out, n=2, chunk_size=2)
+  assert len(explorer.read_index(out / 'index.html')['rows']) == 2
+  assert sorted(p.name for p in (out / 'thumbs').iterdir()) == ['0.jpg', '1.jpg']  # no stale
+  imgs = explorer_fixture.images(3, 'vgg16', ['gradcam'])
+  with pytest.raises(ValueError, match='in order'):
+    with explorer.ExplorerWriter(out, arch='vgg16', methods=['gradcam'],
+                                 targets=['aesthetic']) as w:
+      w.add(imgs[0])
+      w.add(imgs[2])
+  assert len(explorer.read_index(out / 'index.html')['rows']) == 2  # the old one stands
+  assert [p.name for p in tmp_path.iterdir()] == ['explorer']  # no temporary folder left
+
+
+def test_vgg_index_has_one_target_and_no_tags(tmp_path):
+  path = explorer_fixture.write(tmp_path / 'x', arch='vgg16', n=3, methods=('gradcam',))
+  index = explorer.read_index(path)
+  assert index['targets'] == ['aesthetic'] and index['score_name'] == 'p(high)'
+  assert {r[index['columns'].index('tag')] for r in index['rows']} == {''}
+  json.dumps(index)  # plain JSON
