@@ -1,6 +1,6 @@
 r"""Converts torchvision ImageNet weights to this library's Flax variables.
 
-  aesthetics-convert-weights --arch=mobilenet_v2 --source=mobilenet_v2-7ebf99e0.pth \
+  aesthetics-convert-weights --arch=mobilenet_v2 --source=mobilenet_v2-b0353104.pth \
       --out=weights/
   aesthetics-train --config=mobilenet_v2_emd \
       --config.model.init_weights=weights/mobilenet_v2.npz ...
