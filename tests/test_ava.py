@@ -129,6 +129,12 @@ def test_all_subset_split_is_deterministic_and_complete(tmp_path):
     (_row(2, 100, V_HIGH, 0, 67), r'AVA.txt:2: tag 2 id 67 out of range \(ids must be 0'),
     (_row(2, 100, V_HIGH, -1, 0), r'AVA.txt:2: tag 1 id -1 out of range'),
     (_row(2, 1, V_HIGH), r'AVA.txt:2: duplicate image id 1 \(first on line 1\)'),
+    # Beyond int32 (the dataset's storage): refused, never wrapped or overflowed.
+    (_row(2, 100, [3_000_000_000] + [0] * 9),
+     r'AVA.txt:2: vote counts sum to 3000000000 \(score 1: 3000000000\) \(the votes'),
+    (_row(2, 100, [10**30] + [0] * 9), r'AVA.txt:2: vote counts sum to 1000000000000000000'),
+    (_row(2, 10**20, V_HIGH), r'AVA.txt:2: image id 100000000000000000000 out of range'),
+    (_row(2, 100, V_HIGH, ch=4_000_000_000), r'AVA.txt:2: challenge id 4000000000 out of range'),
 ])
 def test_malformed_rows_raise_one_line(tmp_path, bad_row, message):
   p = tmp_path / 'AVA.txt'
@@ -136,6 +142,15 @@ def test_malformed_rows_raise_one_line(tmp_path, bad_row, message):
   with pytest.raises(ava.AvaError, match=message) as e:
     ava.read_ava_txt(p)
   assert '\n' not in str(e.value) and str(e.value).startswith(str(p) + ':2: ')
+
+
+def test_list_and_challenge_ids_beyond_int32_are_one_line(tmp_path):
+  (tmp_path / 'train.jpgl').write_text('1\n' + str(2**31) + '\n')
+  with pytest.raises(ava.AvaError, match=r'train.jpgl:2: image id 2147483648 out of range'):
+    ava.read_image_list(tmp_path / 'train.jpgl')
+  (tmp_path / 'challenges.txt').write_text('1 a\n99999999999 b\n')
+  with pytest.raises(ava.AvaError, match=r'challenges.txt:2: id 99999999999 out of range'):
+    ava.read_challenges(tmp_path / 'challenges.txt')
 
 
 def test_tag_not_in_tags_txt(tmp_path):

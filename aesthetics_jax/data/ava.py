@@ -46,6 +46,11 @@ class AvaError(ValueError):
   """Malformed or missing AVA metadata; `str()` is one line naming the file and the fix."""
 
 
+# Ids, vote counts and challenge ids are stored as int32 in the prepared dataset: a larger value
+# would wrap (3,000,000,000 votes read back as -1,294,967,296) or overflow, so it is refused.
+INT32_MAX = 2**31 - 1
+
+
 def _fail(path: os.PathLike | str, line: int, what: str, fix: str) -> AvaError:
   return AvaError(f'{path}:{line}: {what} ({fix})')
 
@@ -135,7 +140,7 @@ def read_ava_txt(path: os.PathLike | str,
     valid_tags: tag ids allowed besides 0 (e.g. the keys of `read_tags`); default 1..66.
   Raises:
     AvaError: missing file, wrong field count, non-integer field, negative vote, zero votes,
-      tag id out of range, duplicate image id.
+      votes, image id or challenge id beyond int32, tag id out of range, duplicate image id.
   """
   lines = _read_lines(path, 'AVA.txt')
   allowed = set(range(1, NUM_TAGS + 1)) if valid_tags is None else {int(t) for t in valid_tags}
@@ -157,12 +162,20 @@ def read_ava_txt(path: os.PathLike | str,
     image_id = values[1]
     votes = values[2:2 + NUM_BUCKETS]
     tag1, tag2, challenge_id = values[2 + NUM_BUCKETS:]
-    if image_id < 0:
-      raise _fail(path, lineno, f'negative image id {image_id}', 'image ids are >= 0')
+    if not 0 <= image_id <= INT32_MAX:
+      raise _fail(path, lineno, f'image id {image_id} out of range',
+                  f'image ids are 0..{INT32_MAX}')
+    if not 0 <= challenge_id <= INT32_MAX:
+      raise _fail(path, lineno, f'challenge id {challenge_id} out of range',
+                  f'challenge ids are 0..{INT32_MAX}')
     neg = [k + 1 for k, v in enumerate(votes) if v < 0]
     if neg:
       raise _fail(path, lineno, f'negative vote count for score {neg[0]} '
                   f'({votes[neg[0] - 1]})', 'vote counts must be >= 0')
+    if sum(votes) > INT32_MAX:
+      big = max(range(NUM_BUCKETS), key=lambda k: votes[k]) + 1
+      raise _fail(path, lineno, f'vote counts sum to {sum(votes)} (score {big}: '
+                  f'{votes[big - 1]})', f'the votes of one image must total at most {INT32_MAX}')
     if sum(votes) == 0:
       raise _fail(path, lineno, f'image {image_id} has zero votes',
                   'remove the row; mean score is undefined without votes')
@@ -207,7 +220,7 @@ def read_tags(path: os.PathLike | str) -> dict[int, str]:
 
 def read_challenges(path: os.PathLike | str) -> dict[int, str]:
   """challenges.txt → {challenge id: name} (names may contain spaces and underscores)."""
-  return _read_id_names(path, 'challenges.txt')
+  return _read_id_names(path, 'challenges.txt', (0, INT32_MAX))
 
 
 def read_image_list(path: os.PathLike | str) -> list[int]:
@@ -220,10 +233,14 @@ def read_image_list(path: os.PathLike | str) -> list[int]:
     if s.lower().endswith('.jpg'):  # tolerate `<id>.jpg` entries
       s = s[:-4]
     try:
-      ids.append(int(s))
+      image_id = int(s)
     except ValueError:
       raise _fail(path, lineno, f'{s!r} is not an image id',
                   'one integer image id per line') from None
+    if not 0 <= image_id <= INT32_MAX:
+      raise _fail(path, lineno, f'image id {image_id} out of range',
+                  f'image ids are 0..{INT32_MAX}')
+    ids.append(image_id)
   return ids
 
 
