@@ -7,6 +7,7 @@ object stores (gs://, s3://) a single upload is already all-or-nothing.
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 from typing import Any
@@ -62,3 +63,17 @@ def atomic_write_json(p: PathLike, obj: Any, **kwargs) -> epath.Path:
   """JSON with `default=str` (numpy scalars, paths) unless `kwargs` say otherwise."""
   kwargs.setdefault('default', str)
   return atomic_write_text(p, json.dumps(obj, **kwargs))
+
+
+def json_safe(v: Any) -> Any:
+  """NaN/inf → None (recursively; numpy scalars → Python), so `json.dumps` writes valid JSON:
+  an undefined number (a correlation over too few images) reads as null, never as NaN."""
+  if isinstance(v, dict):
+    return {k: json_safe(x) for k, x in v.items()}
+  if isinstance(v, (list, tuple)):
+    return [json_safe(x) for x in v]
+  if hasattr(v, 'item') and getattr(v, 'ndim', None) == 0:  # numpy / jax scalars
+    v = v.item()
+  if isinstance(v, float):
+    return v if math.isfinite(v) else None
+  return v

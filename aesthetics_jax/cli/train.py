@@ -23,6 +23,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from aesthetics_jax import io as io_lib
 from aesthetics_jax.cli import common
 from aesthetics_jax.cli import config_args
 
@@ -84,7 +85,7 @@ def main(argv):
     common.fail('train', f'{e.filename or _WORKDIR.value}: {e.strerror}; free space or fix the '
                 'storage, then rerun to resume from the last checkpoint')
   if jax.process_index() == 0:
-    print(json.dumps({k: v for k, v in result.items()}, sort_keys=True))
+    print(json.dumps(io_lib.json_safe(dict(result)), sort_keys=True, allow_nan=False))
 
 
 def _check_prepared(data_dir: str, subset: str, dataset) -> None:

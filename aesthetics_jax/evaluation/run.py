@@ -138,7 +138,7 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   for key, png in figs.items():
     io_lib.atomic_write_bytes(out_dir / 'figures' / f'{key}.png', png)
   m['eval_seconds'] = round(time.time() - t0, 1)
-  m = _clean(m)
+  m = io_lib.json_safe(m)
   io_lib.atomic_write_text(out_dir / 'metrics.json',
                            json.dumps(m, indent=2, default=_json_default) + '\n')
   if write_html:
@@ -175,20 +175,6 @@ def _json_default(o):
   if isinstance(o, np.ndarray):
     return o.tolist()
   raise TypeError(type(o))
-
-
-def _clean(v):
-  """NaN/inf → None so metrics.json stays valid JSON."""
-  if isinstance(v, dict):
-    return {k: _clean(x) for k, x in v.items()}
-  if isinstance(v, (list, tuple)):
-    return [_clean(x) for x in v]
-  if isinstance(v, (float, np.floating)):
-    v = float(v)
-    return v if np.isfinite(v) else None
-  if isinstance(v, np.integer):
-    return int(v)
-  return v
 
 
 def _image_size(record) -> tuple[int, int]:
