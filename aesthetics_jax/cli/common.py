@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from absl import app
+from ml_collections import config_flags
+
+from aesthetics_jax.configs import default
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -128,3 +131,20 @@ def run(main: Callable[[list[str]], None], doc: str | None,
   """
   sys.modules['__main__'].__doc__ = doc
   app.run(main, argv=None if argv is None else list(argv))
+
+
+def run_with_overrides(main: Callable[[list[str]], None], doc: str | None, command: str,
+                       allowed: Sequence[str], help_text: str) -> None:
+  """`run` for a command that restores a workdir's config and takes `--config.KEY=VALUE`
+  overrides under the prefixes `allowed` (e.g. `('eval.',)`).
+
+  The keys are checked first (one line, exit 2), and only then is the `--config` flag defined:
+  ml_collections reads the overrides in argv while the flag is DEFINED, and meets a misspelled
+  key with a traceback.
+  """
+  # config_args imports this module: a top-level import would be circular.
+  from aesthetics_jax.cli import config_args  # pylint: disable=import-outside-toplevel
+  config_args.check(sys.argv, command, allowed)
+  config_flags.DEFINE_config_dict('config', default.get_config(), help_text)
+  run(main, doc)
+

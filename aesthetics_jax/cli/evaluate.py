@@ -14,15 +14,12 @@ evaluation failed (a missing dataset, non-finite model outputs: nothing is writt
 """
 import json
 import os
-import sys
 
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from aesthetics_jax.configs import default
 from aesthetics_jax.cli import common
-from aesthetics_jax.cli import config_args
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
@@ -61,21 +58,12 @@ def main(argv):
   print(f'{_WORKDIR.value.rstrip("/")}/{eval_run.EVAL_DIR}/report.html')
 
 
-def _define_config_flag() -> None:
-  """The `--config.eval.*` / `.data.*` overrides. Defined only once argv is checked: ml_collections
-  reads the overrides in argv while the flag is DEFINED, and meets a misspelled key with a
-  traceback."""
-  config_flags.DEFINE_config_dict(
-      'config', default.get_config(),
-      'Overrides of the restored config for this evaluation: --config.eval.KEY=VALUE, '
-      '--config.data.KEY=VALUE.')
-
-
 def run_cli() -> None:
   """`aesthetics-evaluate`: `--config.KEY`s checked before absl parses them."""
-  config_args.check(sys.argv, 'evaluate', ALLOWED)
-  _define_config_flag()
-  common.run(main, __doc__)
+  common.run_with_overrides(
+      main, __doc__, 'evaluate', ALLOWED,
+      'Overrides of the restored config for this evaluation: --config.eval.KEY=VALUE, '
+      '--config.data.KEY=VALUE.')
 
 
 if __name__ == '__main__':

@@ -36,9 +36,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from aesthetics_jax.cli import common
-from aesthetics_jax.cli import config_args
 from aesthetics_jax.cli import inputs
-from aesthetics_jax.configs import default
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
@@ -130,21 +128,12 @@ def main(argv):
   sys.exit(common.EXIT_FAILED if failed else 0)
 
 
-def _define_config_flag() -> None:
-  """`--config.eval.KEY=VALUE` overrides. Defined only once argv is checked: ml_collections
-  reads the overrides in argv while the flag is DEFINED, and meets a misspelled key with a
-  traceback."""
-  config_flags.DEFINE_config_dict(
-      'config', default.get_config(),
-      'Overrides of the restored config for this run: --config.eval.KEY=VALUE (e.g. '
-      '--config.eval.box_threshold=0.4).')
-
-
 def run_cli() -> None:
   """`aesthetics-predict`: `--config.eval.*` keys checked before absl parses them."""
-  config_args.check(sys.argv, 'predict', ('eval.',))
-  _define_config_flag()
-  common.run(main, __doc__)
+  common.run_with_overrides(
+      main, __doc__, 'predict', ('eval.',),
+      'Overrides of the restored config for this run: --config.eval.KEY=VALUE (e.g. '
+      '--config.eval.box_threshold=0.4).')
 
 
 if __name__ == '__main__':
