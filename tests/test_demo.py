@@ -19,7 +19,8 @@ def demo_run(tmp_path_factory):
   for arch in demo.ARCHS:
     c = checkpoint_fixture.smoke_config(arch, w / 'tfds', w / 'ava', 32)
     checkpoint_fixture.write_init_checkpoint(w / arch, c)
-  path = demo.run_demo(w, smoke=True)
+  # Two processes (the full demo's default); the rerun below takes the in-process path.
+  path = demo.run_demo(w, smoke=True, parallel=True)
   return w, path
 
 
@@ -40,6 +41,8 @@ def test_demo_writes_combined_report(demo_run):
     assert f'href="{arch}/eval/explorer/index.html"' in html
   assert 'lcc_mean' in json.loads((w / 'vgg16' / 'eval' / 'metrics.json').read_text())
   assert (w / 'ava' / 'defect_masks').is_dir()
+  for arch in ('mobilenet_v2', 'vgg16'):  # each process's progress went to its own log
+    assert 'explorer' in (w / arch / 'demo.log').read_text()
 
 
 def test_demo_rerun_skips_completed_work(demo_run):

@@ -10,7 +10,9 @@ of the latest checkpoint). `--smoke`: tiny data, 2 training steps (for tests).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -26,6 +28,8 @@ _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny data and 2 training steps (test
 _NUM_TRAIN = flags.DEFINE_integer('num_train', None, 'Demo training images (default by mode).')
 _NUM_TEST = flags.DEFINE_integer('num_test', None, 'Demo test images (default by mode).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Demo data seed.')
+_PARALLEL = flags.DEFINE_bool('parallel', None, 'Train/evaluate the two models in two processes '
+                              'at once (default: on, off with --smoke).')
 flags.mark_flags_as_required(['workdir'])
 
 ARCHS = ('mobilenet_v2', 'vgg16')
@@ -44,8 +48,14 @@ SMOKE_EVAL = {'eval.cam_methods': ('gradcam',), 'eval.faithfulness_images': 6,
               'eval.num_example_images': 2}
 
 
+# Where stage lines go: the terminal's stderr, also in a child process whose sys.stderr is
+# its log file (_run_arch).
+_STAGE_STREAM = None
+
+
 def _log(msg: str) -> None:
-  print(f'[demo {time.strftime("%H:%M:%S")}] {msg}', file=sys.stderr, flush=True)
+  print(f'[demo {time.strftime("%H:%M:%S")}] {msg}', file=_STAGE_STREAM or sys.stderr,
+        flush=True)
 
 
 def demo_config(arch: str, smoke: bool):
@@ -89,13 +99,83 @@ def _eval_current(workdir: Path) -> dict | None:
   return m if m.get('step') == latest else None
 
 
+def _run_arch(arch: str, w: Path, smoke: bool, log_file: str | None = None) -> dict:
+  """Trains (or resumes) and evaluates one demo model; returns its report section.
+
+  log_file: in a child process, progress bars and library output go there (two processes
+  writing bars to one terminal garble both); the stage lines still reach the terminal.
+  """
+  global _STAGE_STREAM  # pylint: disable=global-statement
+  if log_file:
+    _STAGE_STREAM = sys.stderr
+    sys.stderr = open(log_file, 'a', buffering=1)  # pylint: disable=consider-using-with
+    logging.set_verbosity(logging.ERROR)
+  from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=C0415
+  from aesthetics_jax.train import checkpoints, trainer  # pylint: disable=C0415
+  t0 = time.time()
+  ava_dir, data_dir = w / 'ava', w / 'tfds'
+  config = demo_config(arch, smoke)
+  config.data.data_dir = str(data_dir)
+  config.data.ava_dir = str(ava_dir)
+  mdir = w / arch
+  total = int(config.num_train_steps)
+  if total and _finished(mdir, total):
+    _log(f'{arch}: training already finished (step {total})')
+  else:
+    _log(f'{arch}: training ({total} steps)')
+    trainer.train_and_evaluate(config, str(mdir))
+    _log(f'{arch}: trained [{time.time() - t0:.0f}s]')
+  m = _eval_current(mdir)
+  if m is None:
+    _log(f'{arch}: evaluating')
+    m = eval_run.evaluate(mdir, demo=True, overrides=SMOKE_EVAL if smoke else DEMO_EVAL)
+  else:
+    _log(f'{arch}: evaluation already done for step {m.get("step")}')
+  _log(f'{arch}: accuracy {m.get("binary_accuracy")} (majority {m.get("majority_rate")}) '
+       f'[{time.time() - t0:.0f}s]')
+  figs = {p.stem: p for p in sorted((mdir / 'eval' / 'figures').glob('*.png'))}
+  section = eval_run.model_section(mdir, m, figs, checkpoints.load_config(mdir))
+  section['name'] = arch
+  return section
+
+
+def _run_archs_in_parallel(w: Path, smoke: bool) -> list[dict]:
+  """One process per model, all at once; a failure in either is raised here.
+
+  Why: each model's work is a chain of small XLA ops and single-threaded compiles that keep
+  neither of two cores busy; two chains side by side fill them (README, "Demo": wall time
+  measured both ways).
+  """
+  ctx = multiprocessing.get_context('spawn')  # fork after JAX has started is unsafe
+  logs = {a: w / a / 'demo.log' for a in ARCHS}
+  for a in ARCHS:
+    logs[a].parent.mkdir(parents=True, exist_ok=True)
+  with concurrent.futures.ProcessPoolExecutor(len(ARCHS), mp_context=ctx) as pool:
+    futures = {a: pool.submit(_run_arch, a, w, smoke, str(logs[a])) for a in ARCHS}
+    sections = []
+    for a in ARCHS:
+      try:
+        sections.append(futures[a].result())
+      except Exception as e:  # pylint: disable=broad-except
+        msg = f'{a}: {e} (full output: {logs[a]})'
+        try:
+          err = type(e)(msg)
+        except Exception:  # pylint: disable=broad-except
+          err = RuntimeError(msg)
+        raise err from e
+  return sections
+
+
 def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | None = None,
-             num_test: int | None = None, seed: int = 0) -> Path:
-  """Runs (or resumes) the whole demo; returns the path of the combined report."""
+             num_test: int | None = None, seed: int = 0, parallel: bool | None = None) -> Path:
+  """Runs (or resumes) the whole demo; returns the path of the combined report.
+
+  parallel: train and evaluate the two models in two processes at once (default: yes, except
+    with `smoke`, where starting two more Python processes costs more than it saves).
+  """
   from aesthetics_jax.data import dataset  # pylint: disable=C0415
   from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=C0415
   from aesthetics_jax.report import html as report_html  # pylint: disable=C0415
-  from aesthetics_jax.train import checkpoints, trainer  # pylint: disable=C0415
   t0 = time.time()
   w = Path(workdir).absolute()
   w.mkdir(parents=True, exist_ok=True)
@@ -105,31 +185,12 @@ def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | N
   res = dataset.prepare(ava_dir, data_dir, 'style')
   _log(f'dataset: {"reused" if res.reused else "prepared"} {res.kept} '
        f'(skipped {res.skipped}) [{time.time() - t0:.0f}s]')
-  sections = []
-  for arch in ARCHS:
-    config = demo_config(arch, smoke)
-    config.data.data_dir = str(data_dir)
-    config.data.ava_dir = str(ava_dir)
-    mdir = w / arch
-    total = int(config.num_train_steps)
-    if total and _finished(mdir, total):
-      _log(f'{arch}: training already finished (step {total})')
-    else:
-      _log(f'{arch}: training ({total} steps)')
-      trainer.train_and_evaluate(config, str(mdir))
-    _log(f'{arch}: trained [{time.time() - t0:.0f}s]')
-    m = _eval_current(mdir)
-    if m is None:
-      _log(f'{arch}: evaluating')
-      m = eval_run.evaluate(mdir, demo=True, overrides=SMOKE_EVAL if smoke else DEMO_EVAL)
-    else:
-      _log(f'{arch}: evaluation already done for step {m.get("step")}')
-    _log(f'{arch}: accuracy {m.get("binary_accuracy")} (majority {m.get("majority_rate")}) '
-         f'[{time.time() - t0:.0f}s]')
-    figs = {p.stem: p for p in sorted((mdir / 'eval' / 'figures').glob('*.png'))}
-    section = eval_run.model_section(mdir, m, figs, checkpoints.load_config(mdir))
-    section['name'] = arch
-    sections.append(section)
+  if (not smoke) if parallel is None else parallel:
+    _log(f'training and evaluating {" and ".join(ARCHS)} in parallel '
+         f'(progress: {w}/<model>/demo.log)')
+    sections = _run_archs_in_parallel(w, smoke)
+  else:
+    sections = [_run_arch(arch, w, smoke) for arch in ARCHS]
   cfg = demo_config(ARCHS[0], smoke)
   cfg.data.data_dir = str(data_dir)
   out = report_html.write_report(w / 'report.html', sections, eval_run.dataset_section(cfg),
@@ -144,7 +205,8 @@ def main(argv):
   common.check_outputs('demo', folders={'workdir': _WORKDIR.value})
   logging.set_verbosity(logging.ERROR)
   try:
-    path = run_demo(_WORKDIR.value, _SMOKE.value, _NUM_TRAIN.value, _NUM_TEST.value, _SEED.value)
+    path = run_demo(_WORKDIR.value, _SMOKE.value, _NUM_TRAIN.value, _NUM_TEST.value, _SEED.value,
+                    _PARALLEL.value)
   except (ValueError, FileNotFoundError, OSError) as e:
     common.fail('demo', e)
   print(path)
