@@ -79,7 +79,7 @@ def test_config_arguments_parse():
   assert demo.get_config('vgg16').model.arch == 'vgg16'
   assert demo.get_config().model.arch == 'mobilenet_v2'
   assert not demo.get_config('mobilenet_v2').model.freeze_encoder
-  assert vgg16_binary.get_config('class').input.weighting == 'class'
+  assert vgg16_binary.get_config('class').input.weighting == 'none'  # the sampler's 1/N_c
   assert vgg16_binary.get_config().input.weighting == 'score'
   assert vgg16_binary.get_config().optim.name == 'sgd'
   m = mobilenet_v2_emd.get_config('smoke')
@@ -147,6 +147,8 @@ def test_misspelled_or_forbidden_override_is_one_line(script, args, expect, tmp_
     (['--config=dmo:vgg16'], "train: config file 'dmo' not found (did you mean demo?)"),
     (['--config=demo:vgg16', '--config.data.datadir=x'],
      'train: unknown config key --config.data.datadir; did you mean --config.data.data_dir'),
+    (['--config=vgg16_binary:smoke', '--config.input.weighting=class'],
+     "train: config.input.weighting='class' with config.input.balanced=True counts 1/N_c twice"),
     (['--config=demo:vgg16,smoke', '--workdir={tmp}/file/w'],
      'train: --workdir={tmp}/file/w cannot be created: {tmp}/file is a file'),
 ])

@@ -26,7 +26,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.input.random_flip = False
   c.input.normalize = 'none'    # 'none' (paper: [0,1]) | 'imagenet' (mean/std)
   c.input.balanced = True       # weighted sampling with replacement, high/low equally often
-  c.input.weighting = 'none'    # per-sample loss weights: 'none' | 'class' | 'score'
+  c.input.weighting = 'none'    # per-sample loss weights: 'none' | 'score' | 'class' (1/N_c;
+                                # only with balanced=False: the balanced sampler is 1/N_c)
   c.input.weight_factor = 7.0   # 'score': weight for mean scores outside the band
   c.input.weight_band = (4.5, 6.5)
   c.input.num_workers = 0       # 0 = one per CPU core
