@@ -45,7 +45,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.depthwise = 'auto'      # 'auto' (per backend) | 'conv' | 'shift'
   c.model.dtype = 'float32'       # compute dtype: 'float32' | 'bfloat16'
   c.model.freeze_encoder = True   # frozen ImageNet backbone (paper)
-  c.model.init_weights = ''       # converted ImageNet weights (.npz/.safetensors/.pth)
+  c.model.init_weights = ''       # converted ImageNet weights (.npz/.safetensors/.pth), or
+                                  # the convert_weights --out folder (<arch>.npz)
 
   # --- loss ------------------------------------------------------------------
   c.loss = ml_collections.ConfigDict()
