@@ -145,6 +145,13 @@ def test_misspelled_or_forbidden_override_is_one_line(script, args, expect, tmp_
     (['--config=configs/demo.py:mobilenetv2'],
      "train: configs/demo.py: bad config argument 'mobilenetv2'"),
     (['--config=dmo:vgg16'], "train: config file 'dmo' not found (did you mean demo?)"),
+    # README's 'append ,smoke' read literally: a hint with the working form.
+    (['--config=configs/mobilenet_v2_emd.py,smoke'],
+     "train: configs/mobilenet_v2_emd.py,smoke: no such config file; config arguments follow "
+     "':', not ',': use --config=configs/mobilenet_v2_emd.py:smoke"),
+    (['--config', 'vgg16_binary,class,smoke'],
+     "train: vgg16_binary,class,smoke: no such config file; config arguments follow ':', not "
+     "',': use --config=vgg16_binary:class,smoke"),
     (['--config=demo:vgg16', '--config.data.datadir=x'],
      'train: unknown config key --config.data.datadir; did you mean --config.data.data_dir'),
     (['--config=vgg16_binary:smoke', '--config.input.weighting=class'],
