@@ -2,6 +2,7 @@
 import ast
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -188,3 +189,23 @@ def test_packaged_config_names_resolve_like_paths(tmp_path):
   with pytest.raises(ValueError, match='has no get_config'):
     (tmp_path / 'empty.py').write_text('x = 1\n')
     config_args.load(str(tmp_path / 'empty.py'))
+
+
+def test_every_config_form_in_the_readme_loads():
+  """The README's `--config=` forms load as written; its one `,`-for-`:` example is the
+  hinted mistake, and the hint's form loads."""
+  from aesthetics_jax.cli import config_args
+  text = (ROOT / 'README.md').read_text()
+  forms = set(re.findall(r'--config=([A-Za-z][^\s`\\)]*)', text)) - {'path/to/mine.py[:arg]'}
+  assert {'mobilenet_v2_emd', 'mobilenet_v2_emd:smoke', 'vgg16_binary:score',
+          'vgg16_binary:score,smoke', 'vgg16_binary:class', 'vgg16_binary:class,smoke',
+          'demo:mobilenet_v2', 'demo:mobilenet_v2,smoke', 'demo:vgg16',
+          'demo:vgg16,smoke'} <= forms
+  for form in sorted(forms):
+    if ',' in form.partition(':')[0]:
+      with pytest.raises(ValueError, match='use --config=') as e:
+        config_args.resolve_path(form)
+      form = str(e.value).rsplit('use --config=', 1)[1]
+    config = config_args.load(config_args.resolve_path(form))
+    assert config.model.arch in ('mobilenet_v2', 'vgg16'), form
+    assert (int(config.num_train_steps) == 2) == ('smoke' in form), form

@@ -1,6 +1,7 @@
 """Weight import: parity with torchvision through committed fixtures (no torch needed),
 converter round trips, dont_load, and the one-line errors."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -232,3 +233,20 @@ def test_convert_weights_cli(tmp_path):
   assert bad.returncode == 1
   lines = [l for l in bad.stderr.splitlines() if l.startswith('convert_weights:')]
   assert len(lines) == 1 and 'vgg16' in lines[0] and 'Traceback' not in bad.stderr
+
+
+@pytest.mark.parametrize('name,config', [('mobilenet_v2_1.0', 'mobilenet_v2_emd'),
+                                         ('vgg16', 'vgg16_binary:score')])
+def test_paper_configs_take_the_full_torchvision_weights(name, config):
+  """README's recipe: torchvision's full-size ImageNet files, converted, fit the paper
+  configs' models key for key and shape for shape (shapes only: no 528 MB of VGG)."""
+  from aesthetics_jax.cli import config_args
+  c = config_args.load(config_args.resolve_path(config))
+  expected = pretrained.torch_to_flax_shapes(META['torchvision_shapes'][name], c.model.arch)
+  model = models.create_model(c.model)
+  size = int(c.input.image_size)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+  ours = {k: tuple(v.shape) for k, v in pretrained.flatten_variables(shapes).items()}
+  loaded = lambda d: {k: v for k, v in d.items()
+                      if not any(re.search(p, k) for p in pretrained.DEFAULT_DONT_LOAD)}
+  assert loaded(ours) == loaded(expected)
