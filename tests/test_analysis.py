@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from aesthetics_jax.evaluation import study
+from aesthetics_jax.evaluation import streaming, study
 
 
 @pytest.fixture(scope='module')
@@ -92,6 +92,22 @@ def test_bucket_mean_maps_and_streaming():
   np.testing.assert_allclose(np.nan_to_num(mean2), np.nan_to_num(mean))
   np.testing.assert_array_equal(count2, count)
   np.testing.assert_array_equal(study.score_buckets([1.0, 4.49, 4.5, 9.9, 10]), [0, 3, 4, 9, 9])
+
+
+def test_score_groups_partition_the_scores_at_their_bounds():
+  """4.5 and 6.5 (the score-weighting band's ends) each land in exactly one group: "mid"."""
+  scores = np.array([1.0, 4.49, 4.5, 5.0, 6.5, 6.51, 10.0])
+  maps = np.arange(scores.size, dtype=np.float64)[:, None, None, None] * np.ones((1, 10, 2, 2))
+  total, count = streaming._group_sums(maps, scores, None)  # what `collect` sums per group
+  np.testing.assert_array_equal(count, [2, 3, 2])
+  assert count.sum() == scores.size                          # nothing dropped, nothing twice
+  np.testing.assert_array_equal(total[:, 0, 0, 0], [0 + 1, 2 + 3 + 4, 5 + 6])
+  # The labels name the bounds each group applies.
+  for (label, lo, hi), inside in zip(streaming.SCORE_GROUPS, ([4.49], [4.5, 6.5], [6.51])):
+    assert all(streaming.score_group(np.array(inside)) == streaming.SCORE_GROUPS.index(
+        (label, lo, hi)))
+  assert [g[0] for g in streaming.SCORE_GROUPS] == ['low (< 4.5)', 'mid (4.5 to 6.5)',
+                                                    'high (> 6.5)']
 
 
 def test_accuracy_ci_and_summarize(data):

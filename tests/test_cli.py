@@ -50,6 +50,11 @@ def test_train_help_and_config_names_work_outside_the_checkout(tmp_path):
   for config in ('demo:mobilenet_v2,smoke', 'configs/demo.py:vgg16,smoke'):
     r = _run_elsewhere(tmp_path, f'--config={config}', f'--workdir={tmp_path / "file" / "w"}')
     assert r.returncode == 2 and r.stderr.startswith('train: --workdir='), r.stderr
+  # Arguments after ',' instead of ':': one line with the working form, from anywhere too.
+  r = _run_elsewhere(tmp_path, '--config=configs/demo.py,vgg16,smoke', f'--workdir={tmp_path}')
+  assert r.returncode == 2 and r.stderr == (
+      "train: configs/demo.py,vgg16,smoke: no such config file; config arguments follow ':', "
+      "not ',': use --config=configs/demo.py:vgg16,smoke\n"), r.stderr
 
 
 def test_output_checks(tmp_path):

@@ -2,6 +2,7 @@
 import ast
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -79,7 +80,7 @@ def test_config_arguments_parse():
   assert demo.get_config('vgg16').model.arch == 'vgg16'
   assert demo.get_config().model.arch == 'mobilenet_v2'
   assert not demo.get_config('mobilenet_v2').model.freeze_encoder
-  assert vgg16_binary.get_config('class').input.weighting == 'class'
+  assert vgg16_binary.get_config('class').input.weighting == 'none'  # the sampler's 1/N_c
   assert vgg16_binary.get_config().input.weighting == 'score'
   assert vgg16_binary.get_config().optim.name == 'sgd'
   m = mobilenet_v2_emd.get_config('smoke')
@@ -145,8 +146,17 @@ def test_misspelled_or_forbidden_override_is_one_line(script, args, expect, tmp_
     (['--config=configs/demo.py:mobilenetv2'],
      "train: configs/demo.py: bad config argument 'mobilenetv2'"),
     (['--config=dmo:vgg16'], "train: config file 'dmo' not found (did you mean demo?)"),
+    # README's 'append ,smoke' read literally: a hint with the working form.
+    (['--config=configs/mobilenet_v2_emd.py,smoke'],
+     "train: configs/mobilenet_v2_emd.py,smoke: no such config file; config arguments follow "
+     "':', not ',': use --config=configs/mobilenet_v2_emd.py:smoke"),
+    (['--config', 'vgg16_binary,class,smoke'],
+     "train: vgg16_binary,class,smoke: no such config file; config arguments follow ':', not "
+     "',': use --config=vgg16_binary:class,smoke"),
     (['--config=demo:vgg16', '--config.data.datadir=x'],
      'train: unknown config key --config.data.datadir; did you mean --config.data.data_dir'),
+    (['--config=vgg16_binary:smoke', '--config.input.weighting=class'],
+     "train: config.input.weighting='class' with config.input.balanced=True counts 1/N_c twice"),
     (['--config=demo:vgg16,smoke', '--workdir={tmp}/file/w'],
      'train: --workdir={tmp}/file/w cannot be created: {tmp}/file is a file'),
 ])
@@ -179,3 +189,23 @@ def test_packaged_config_names_resolve_like_paths(tmp_path):
   with pytest.raises(ValueError, match='has no get_config'):
     (tmp_path / 'empty.py').write_text('x = 1\n')
     config_args.load(str(tmp_path / 'empty.py'))
+
+
+def test_every_config_form_in_the_readme_loads():
+  """The README's `--config=` forms load as written; its one `,`-for-`:` example is the
+  hinted mistake, and the hint's form loads."""
+  from aesthetics_jax.cli import config_args
+  text = (ROOT / 'README.md').read_text()
+  forms = set(re.findall(r'--config=([A-Za-z][^\s`\\)]*)', text)) - {'path/to/mine.py[:arg]'}
+  assert {'mobilenet_v2_emd', 'mobilenet_v2_emd:smoke', 'vgg16_binary:score',
+          'vgg16_binary:score,smoke', 'vgg16_binary:class', 'vgg16_binary:class,smoke',
+          'demo:mobilenet_v2', 'demo:mobilenet_v2,smoke', 'demo:vgg16',
+          'demo:vgg16,smoke'} <= forms
+  for form in sorted(forms):
+    if ',' in form.partition(':')[0]:
+      with pytest.raises(ValueError, match='use --config=') as e:
+        config_args.resolve_path(form)
+      form = str(e.value).rsplit('use --config=', 1)[1]
+    config = config_args.load(config_args.resolve_path(form))
+    assert config.model.arch in ('mobilenet_v2', 'vgg16'), form
+    assert (int(config.num_train_steps) == 2) == ('smoke' in form), form

@@ -88,7 +88,8 @@ def test_restart_and_worker_count_determinism(source, mesh, balanced):
 
 
 def test_weights_reach_batches(source, mesh):
-  b = take(pipeline.train_batches(source, tiny_config(weighting='class'), mesh), 1)[0]
+  b = take(pipeline.train_batches(source, tiny_config(weighting='class', balanced=False),
+                                         mesh), 1)[0]
   np.testing.assert_allclose(b['weight'], np.where(b['label'] == 1, 16 / 24, 16 / 8),
                              rtol=1e-6)
   b = take(pipeline.train_batches(source, tiny_config(weighting='score'), mesh), 1)[0]

@@ -1,6 +1,7 @@
 """Weight import: parity with torchvision through committed fixtures (no torch needed),
 converter round trips, dont_load, and the one-line errors."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -179,6 +180,31 @@ def test_missing_unexpected_misshaped_errors(tmp_path, mnv2_fresh):
   _one_line_error(lambda: pretrained.read_arrays(tmp_path / 'bad.safetensors'), 'bad.safetensors')
 
 
+def test_folder_written_by_convert_weights_loads(tmp_path, mnv2_fresh):
+  """README: `convert_weights --out=/data/weights/mnv2`, then
+  `--config.model.init_weights=/data/weights/mnv2` (the folder, not the file in it)."""
+  _, fresh = mnv2_fresh
+  folder = tmp_path / 'weights' / 'mnv2'
+  written, _ = pretrained.convert_file(MNV2_FILE, folder, 'mobilenet_v2')
+  assert written == folder / 'mobilenet_v2.npz'
+  ref = pretrained.flatten_variables(pretrained.load_pretrained(fresh, written))
+  for arch in ('mobilenet_v2', None):  # the config's arch, or the one file the folder holds
+    got = pretrained.flatten_variables(pretrained.load_pretrained(fresh, folder, arch=arch))
+    assert set(got) == set(ref)
+    for k in ref:
+      np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
+  # A folder without this arch's file: the folder, what it holds, the command that fills it.
+  _one_line_error(lambda: pretrained.load_pretrained(fresh, folder, arch='vgg16'),
+                  f'{folder}: a folder without vgg16.npz',
+                  'mobilenet_v2.npz, mobilenet_v2.npz.json',
+                  'aesthetics-convert-weights --arch=vgg16 --source=', f'--out={folder}')
+  _one_line_error(lambda: pretrained.read_weights(tmp_path, 'mobilenet_v2'),
+                  f'{tmp_path}: a folder without mobilenet_v2.npz (it holds weights)')
+  (tmp_path / 'empty').mkdir()
+  _one_line_error(lambda: pretrained.read_weights(tmp_path / 'empty'), 'is empty',
+                  '--arch=<arch>')
+
+
 def test_unknown_torch_key_error():
   raw = dict(load_file(str(MNV2_FILE)), **{'features.1.extra.weight': np.zeros(3, np.float32)})
   _one_line_error(lambda: pretrained.torch_to_flax(raw, 'mobilenet_v2', 'x.pth'),
@@ -207,3 +233,20 @@ def test_convert_weights_cli(tmp_path):
   assert bad.returncode == 1
   lines = [l for l in bad.stderr.splitlines() if l.startswith('convert_weights:')]
   assert len(lines) == 1 and 'vgg16' in lines[0] and 'Traceback' not in bad.stderr
+
+
+@pytest.mark.parametrize('name,config', [('mobilenet_v2_1.0', 'mobilenet_v2_emd'),
+                                         ('vgg16', 'vgg16_binary:score')])
+def test_paper_configs_take_the_full_torchvision_weights(name, config):
+  """README's recipe: torchvision's full-size ImageNet files, converted, fit the paper
+  configs' models key for key and shape for shape (shapes only: no 528 MB of VGG)."""
+  from aesthetics_jax.cli import config_args
+  c = config_args.load(config_args.resolve_path(config))
+  expected = pretrained.torch_to_flax_shapes(META['torchvision_shapes'][name], c.model.arch)
+  model = models.create_model(c.model)
+  size = int(c.input.image_size)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+  ours = {k: tuple(v.shape) for k, v in pretrained.flatten_variables(shapes).items()}
+  loaded = lambda d: {k: v for k, v in d.items()
+                      if not any(re.search(p, k) for p in pretrained.DEFAULT_DONT_LOAD)}
+  assert loaded(ours) == loaded(expected)

@@ -66,3 +66,58 @@ def test_metadata_read_once_and_cached(tmp_path, mesh):
   src2 = CountingSource(make_source(8))
   sampling.read_metadata(src2, tmp_path / 'meta.npz')  # precomputed path: no record reads
   assert src2.reads == 0
+
+
+def _paper_split() -> sampling.Metadata:
+  """The paper's training split: 6,405 high (mean 7) / 2,495 low (mean 3) rows."""
+  n_high, n_low = 6405, 2495
+  votes = np.zeros((n_high + n_low, 10), np.int32)
+  votes[:n_high, 6] = 10
+  votes[n_high:, 2] = 10
+  return sampling.Metadata.from_arrays(np.arange(len(votes)), votes,
+                                       np.zeros((len(votes), 2), np.int32))
+
+
+def _loss_share_of_low(meta: sampling.Metadata, config) -> float:
+  """Share of the loss mass the low class carries over one sampled epoch of `config`."""
+  weights = pipeline.loss_weights(meta, config)
+  cdf = (np.cumsum(sampling.balanced_probabilities(meta.label))
+         if config.input.balanced else None)
+  n, b = len(meta), int(config.batch_size)
+  idx = np.concatenate([sampling.train_indices(s, n, b, int(config.seed), cdf)
+                        for s in range(n // b)])
+  w, low = weights[idx], meta.label[idx] == 0
+  return float(w[low].sum() / w.sum())
+
+
+def test_vgg16_class_weighting_is_the_sampler_not_a_second_loss_weight():
+  """`vgg16_binary:class`: the paper's 1/N_c is the balanced sampler's weight; with 1/N_c
+  loss weights on top the low class carried ~72% of the loss, now each class half."""
+  from aesthetics_jax.configs import vgg16_binary
+  meta = _paper_split()
+  c = vgg16_binary.get_config('class')
+  assert c.input.balanced
+  assert abs(_loss_share_of_low(meta, c) - 0.5) < 0.03
+  # The same weights from what the trainer calls (train_batches and the feature cache).
+  weights, cdf = pipeline.train_sampling(meta, c)
+  np.testing.assert_array_equal(weights, np.ones(len(meta)))
+  np.testing.assert_allclose(cdf, np.cumsum(sampling.balanced_probabilities(meta.label)))
+  # The paper's other weighting: x7 outside 4.5..6.5, on top of balanced sampling.
+  s = vgg16_binary.get_config('score')
+  assert s.input.balanced and set(pipeline.train_sampling(meta, s)[0]) == {7.0}
+  # 1/N_c as a loss weight is still there, for unbalanced sampling: also half the loss.
+  u = vgg16_binary.get_config('class')
+  u.input.balanced, u.input.weighting = False, 'class'
+  assert abs(_loss_share_of_low(meta, u) - 0.5) < 0.03
+
+
+def test_class_loss_weights_with_balanced_sampling_are_refused(mesh):
+  c = tiny_config(weighting='class', balanced=True)
+  for call in (lambda: sampling.check_weighting(True, 'class'),
+               lambda: pipeline.train_sampling(_paper_split(), c),
+               lambda: next(pipeline.train_batches(make_source(8), c, mesh))):
+    with pytest.raises(preprocess.InputError, match=r'counts 1/N_c twice') as e:
+      call()
+    assert '\n' not in str(e.value)
+  sampling.check_weighting(False, 'class')   # unbalanced: 1/N_c as a loss weight is fine
+  sampling.check_weighting(True, 'score')

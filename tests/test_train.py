@@ -1,5 +1,8 @@
 """Training loop: smoke run, frozen encoder, cache == online head update, NaN stop, mismatch."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +17,7 @@ from aesthetics_jax.train import optim  # noqa: E402
 from aesthetics_jax.train import trainer  # noqa: E402
 from aesthetics_jax import parallel
 from aesthetics_jax.models import outputs as outputs_lib
+from aesthetics_jax.models import pretrained
 from aesthetics_jax.configs import demo, mobilenet_v2_emd  # noqa: E402
 from tiny_ava import prepare_tiny  # noqa: E402
 
@@ -103,6 +107,50 @@ def test_cache_and_online_give_same_head_update(data_dir):
                        p_on['head'])
   assert max(jax.tree.leaves(moved)) > 0
   jax.tree.map(np.testing.assert_array_equal, variables['params']['encoder'], p_on['encoder'])
+
+
+def test_converted_weights_folder_and_imagenet_normalisation(data_dir, tmp_path, capsys):
+  """README's real-AVA recipe, tiny: `convert_weights --out=FOLDER`, then train the paper's
+  MobileNetV2 with `--config.model.init_weights=FOLDER --config.input.normalize=imagenet`."""
+  fixtures = Path(__file__).parent / 'fixtures'
+  meta = json.loads((fixtures / 'fixtures.json').read_text())['mobilenet_v2']
+  folder = tmp_path / 'weights' / 'mnv2'
+  pretrained.convert_file(fixtures / meta['file'], folder, 'mobilenet_v2')
+  c = mobilenet_v2_emd.get_config('smoke')
+  assert c.model.width_mult == meta['width_mult']
+  c.data.data_dir = str(data_dir)
+  c.model.init_weights = str(folder)
+  c.input.normalize = 'imagenet'
+  res = trainer.train_and_evaluate(c, tmp_path / 'w')
+  assert res['step'] == 2 and 0 <= res['binary_accuracy'] <= 1
+  assert 'FROZEN backbone is RANDOM' not in capsys.readouterr().out
+  _, variables, config, _ = checkpoints.restore_for_inference(tmp_path / 'w')
+  assert config.input.normalize == 'imagenet' and config.model.init_weights == str(folder)
+  # The frozen encoder is the converted ImageNet one, untouched by training.
+  flat, _ = pretrained.read_weights(folder / 'mobilenet_v2.npz')
+  got = pretrained.flatten_variables(jax.device_get(variables))
+  enc = [k for k in flat if '/encoder/' in k]
+  assert enc and all(k in got for k in enc)
+  for k in enc:
+    np.testing.assert_array_equal(got[k], flat[k], err_msg=k)
+
+
+def test_train_cli_names_a_weights_folder_without_the_model_arch(data_dir, tmp_path):
+  """`aesthetics-train` with a folder of VGG16 weights for MobileNetV2: one line (was a
+  traceback: PretrainedError was not among train's user errors)."""
+  fixtures = Path(__file__).parent / 'fixtures'
+  folder = tmp_path / 'weights'
+  pretrained.convert_file(fixtures / 'vgg_tiny.safetensors', folder, 'vgg16')
+  r = subprocess.run([sys.executable, '-m', 'launch.train', '--config=mobilenet_v2_emd:smoke',
+                      f'--workdir={tmp_path / "w"}', f'--config.data.data_dir={data_dir}',
+                      f'--config.model.init_weights={folder}'],
+                     cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=300)
+  assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr
+  lines = [l for l in r.stderr.splitlines() if l.startswith('train:')]
+  assert len(lines) == 1, r.stderr
+  assert lines[0].startswith(f'train: {folder}: a folder without mobilenet_v2.npz (it holds '
+                             'vgg16.npz, vgg16.npz.json)'), lines[0]
+  assert 'aesthetics-convert-weights --arch=mobilenet_v2' in lines[0]
 
 
 def test_nan_stops_with_step_and_checkpoint(data_dir, tmp_path):

@@ -198,8 +198,7 @@ def train_batches(source: Sequence[Record], config, mesh: Mesh, start_step: int 
   limit = int(config.data.max_train_images)
   if 0 < limit < len(meta):
     meta = meta.take(limit)
-  cdf = (np.cumsum(sampling.balanced_probabilities(meta.label))
-         if config.input.balanced else None)
+  weights, cdf = ip.train_sampling(meta, config)
   sharding = parallel.data_sharding(mesh)
   rows = parallel.local_rows(sharding, batch_size)
   locate = _Locate(train=True, batch_size=batch_size, rows=rows, num_rows=len(meta),
@@ -209,8 +208,7 @@ def train_batches(source: Sequence[Record], config, mesh: Mesh, start_step: int 
                      random_flip=bool(config.input.random_flip))
   ds = _dataset(source, locate, prep, _MAX_STEPS * locate.local, mode, _workers(config),
                 int(config.input.prefetch))
-  return Batches(ds, meta, ip.loss_weights(meta, config), sharding, batch_size,
-                 str(config.input.normalize))
+  return Batches(ds, meta, weights, sharding, batch_size, str(config.input.normalize))
 
 
 def eval_batches(source: Sequence[Record], config, mesh: Mesh,

@@ -52,6 +52,21 @@ def check(argv: Sequence[str], script: str, allowed: Sequence[str] | None = None
           f'takes --config.{{{",".join(a.rstrip(".") for a in allowed)}}}.*')
 
 
+def _comma_hint(path: str, arg: str) -> str | None:
+  """The hint for `configs/X.py,smoke` / `X,smoke` (arguments after ',' instead of ':'), when
+  the part before the first ',' is a config; None otherwise."""
+  head, sep, words = path.partition(',')
+  if not sep or not head:
+    return None
+  try:
+    resolve_path(head)
+  except ValueError:
+    return None
+  fixed = f'{head}:{",".join(w for w in (words, arg) if w)}'
+  return (f"{path}{':' + arg if arg else ''}: no such config file; config arguments follow "
+          f"':', not ',': use --config={fixed}")
+
+
 def resolve_path(spec: str) -> str:
   """`NAME`, `NAME.py`, `configs/NAME.py` or a file path, each with an optional `:arg` →
   `<existing file>[:arg]`. ValueError (one line) if no such file or packaged config."""
@@ -64,6 +79,9 @@ def resolve_path(spec: str) -> str:
   if p.stem in packaged and (len(p.parts) == 1 or p.parts == ('configs', p.name)) and (
       p.suffix in ('', '.py')):
     return packaged[p.stem] + sep + arg
+  comma = _comma_hint(path, arg)
+  if comma:
+    raise ValueError(comma)
   near = difflib.get_close_matches(p.stem, list(packaged), n=1)
   hint = f' (did you mean {near[0]}?)' if near else ''
   raise ValueError(f'config file {path!r} not found{hint}; pass a packaged config name '

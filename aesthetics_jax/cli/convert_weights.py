@@ -2,8 +2,10 @@ r"""Converts torchvision ImageNet weights to this library's Flax variables.
 
   aesthetics-convert-weights --arch=mobilenet_v2 --source=mobilenet_v2-b0353104.pth \
       --out=weights/
-  aesthetics-train --config=mobilenet_v2_emd \
-      --config.model.init_weights=weights/mobilenet_v2.npz ...
+  aesthetics-train --config=mobilenet_v2_emd --config.model.init_weights=weights/ ...
+
+(`--config.model.init_weights` takes the folder, read as `<folder>/<config arch>.npz`, or the
+file itself, `weights/mobilenet_v2.npz`.)
 
 (`python -m launch.convert_weights` from a checkout.)
 

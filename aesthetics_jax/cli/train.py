@@ -56,11 +56,19 @@ def main(argv):
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.data import preprocess  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import trainer  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import sampling  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.models import pretrained  # pylint: disable=import-outside-toplevel
   config = _CONFIG.value
+  try:  # a config that contradicts itself is a usage error, found before any work
+    sampling.check_weighting(bool(config.input.balanced), str(config.input.weighting))
+  except preprocess.InputError as e:
+    common.usage_error('train', e)
   checkpoints.quiet_orbax_errors()  # failed saves arrive as one CheckpointError line
-  # CheckpointError: workdir (busy, read-only, a file), damaged checkpoints, failed saves.
+  # CheckpointError: workdir (busy, read-only, a file), damaged checkpoints, failed saves;
+  # PretrainedError: --config.model.init_weights missing, unreadable or another model's.
   user_errors = (trainer.TrainingError, checkpoints.CheckpointError,
-                 preprocess.InputError, parallel.ShardingError, ava.AvaError, FileNotFoundError,
+                 preprocess.InputError, parallel.ShardingError, ava.AvaError,
+                 pretrained.PretrainedError, FileNotFoundError,
                  NotADirectoryError, PermissionError)
   try:
     if config.data.ava_dir and not dataset.is_prepared(config.data.data_dir, config.data.subset):

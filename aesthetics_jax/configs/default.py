@@ -26,7 +26,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.input.random_flip = False
   c.input.normalize = 'none'    # 'none' (paper: [0,1]) | 'imagenet' (mean/std)
   c.input.balanced = True       # weighted sampling with replacement, high/low equally often
-  c.input.weighting = 'none'    # per-sample loss weights: 'none' | 'class' | 'score'
+  c.input.weighting = 'none'    # per-sample loss weights: 'none' | 'score' | 'class' (1/N_c;
+                                # only with balanced=False: the balanced sampler is 1/N_c)
   c.input.weight_factor = 7.0   # 'score': weight for mean scores outside the band
   c.input.weight_band = (4.5, 6.5)
   c.input.num_workers = 0       # 0 = one per CPU core
@@ -44,7 +45,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.depthwise = 'auto'      # 'auto' (per backend) | 'conv' | 'shift'
   c.model.dtype = 'float32'       # compute dtype: 'float32' | 'bfloat16'
   c.model.freeze_encoder = True   # frozen ImageNet backbone (paper)
-  c.model.init_weights = ''       # converted ImageNet weights (.npz/.safetensors/.pth)
+  c.model.init_weights = ''       # converted ImageNet weights (.npz/.safetensors/.pth), or
+                                  # the convert_weights --out folder (<arch>.npz)
 
   # --- loss ------------------------------------------------------------------
   c.loss = ml_collections.ConfigDict()

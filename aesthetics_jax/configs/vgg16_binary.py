@@ -1,12 +1,17 @@
 """The paper's VGG16 baseline: frozen conv layers, FC classifier trained for high/low.
 
-Weighted binary cross-entropy; weighting 'score' (x7 for mean scores outside 4.5..6.5) by
-default, 'class' (1 / class count) via the config argument; balanced sampling; SGD with
-momentum; 50 epochs; 224 px; heads trained over the frozen-encoder feature cache.
+The paper's two weightings (after Zhang et al. 2018), always with balanced sampling with
+replacement (high and low drawn equally often):
+  - `score` (default): binary cross-entropy weighted x7 for mean scores outside 4.5..6.5;
+  - `class`: the class weight 1 / N_c is the sampler's: balanced sampling draws each row with
+    probability proportional to 1 / N_c, and the loss gets no second class weight (that would
+    count 1 / N_c twice and give the low class ~72% of the loss; `sampling.check_weighting`
+    refuses `input.weighting='class'` with `input.balanced=True`).
+SGD with momentum; 50 epochs; 224 px; heads trained over the frozen-encoder feature cache.
 Pass ImageNet weights with `--config.model.init_weights=<converted weights>`.
 
 Config argument (comma-separated): `score` (default) | `class`, plus `smoke` for tests,
-e.g. `--config=configs/vgg16_binary.py:class,smoke`.
+e.g. `--config=vgg16_binary:class,smoke` (or `configs/vgg16_binary.py:class,smoke`).
 """
 import ml_collections
 
@@ -25,7 +30,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.input.resize_size = 256
   c.input.image_size = 224
   c.input.balanced = True
-  c.input.weighting = 'class' if 'class' in args else 'score'
+  # 'class': the balanced sampler IS the 1/N_c class weighting; no loss weight on top.
+  c.input.weighting = 'none' if 'class' in args else 'score'
   c.input.weight_factor = 7.0
   c.optim.name = 'sgd'
   c.optim.lr = 1e-3

@@ -196,6 +196,19 @@ def loss_weights(meta: Metadata, config,
                                  class_counts=class_counts)
 
 
+def train_sampling(meta: Metadata, config) -> tuple[np.ndarray, np.ndarray | None]:
+  """(loss weights f32 [N], sampling CDF f64 [N] or None) of the training rows `meta`.
+
+  `config.input.balanced`: rows drawn with replacement, each class equally often (the CDF of
+  `sampling.balanced_probabilities`); else None (uniform epochs). Refuses 'class' loss
+  weights on top of balanced sampling (`sampling.check_weighting`).
+  """
+  sampling.check_weighting(bool(config.input.balanced), str(config.input.weighting))
+  cdf = (np.cumsum(sampling.balanced_probabilities(meta.label))
+         if config.input.balanced else None)
+  return loss_weights(meta, config), cdf
+
+
 def _train_image_fn(config) -> Callable[[bytes, int, int, str], np.ndarray]:
   rs, s = int(config.input.resize_size), int(config.input.image_size)
   flip, seed = bool(config.input.random_flip), int(config.seed)
@@ -231,9 +244,7 @@ def train_batches(source: Sequence[Record], config, mesh: Mesh, start_step: int 
   if n == 0:
     raise InputError('the training split is empty; check config.data.data_dir and re-run '
                      'launch/prepare_data.py')
-  weights = loss_weights(meta, config)
-  cdf = (np.cumsum(sampling.balanced_probabilities(meta.label))
-         if config.input.balanced else None)
+  weights, cdf = train_sampling(meta, config)
   seed = int(config.seed)
   loader = _Loader(source, meta, weights, config, mesh, batch_size)
   image_fn = _train_image_fn(config)

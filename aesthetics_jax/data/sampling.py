@@ -180,6 +180,22 @@ def sample_weights(mean_scores: np.ndarray, labels: np.ndarray, scheme: str = 'n
   raise InputError(f'config.input.weighting={scheme!r}; use one of {WEIGHT_SCHEMES}')
 
 
+def check_weighting(balanced: bool, scheme: str) -> None:
+  """Raises InputError (one line) for loss weights that repeat what the sampler does.
+
+  The paper's class weighting (1 / N_c) is a way of sampling: balanced sampling draws each
+  row with probability proportional to 1 / N_c. 'class' loss weights on top of it count
+  1 / N_c twice: on the paper's 6,405 high / 2,495 low rows the low class would carry ~72%
+  of the loss instead of half.
+  """
+  if balanced and scheme == 'class':
+    raise InputError(
+        "config.input.weighting='class' with config.input.balanced=True counts 1/N_c twice "
+        '(balanced sampling already draws each class with weight 1/N_c); pass '
+        '--config.input.weighting=none to keep the balanced sampler (what vgg16_binary:class '
+        'does), or --config.input.balanced=False to weight the loss by 1/N_c instead')
+
+
 def balanced_probabilities(labels: np.ndarray) -> np.ndarray:
   """f64 [N] sampling probabilities: each present class gets equal total mass."""
   labels = np.asarray(labels, np.int64)

@@ -24,8 +24,10 @@ from aesthetics_jax.evaluation import study
 from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import crop
 
-# Rows of the per-bucket figure: test images grouped by their true mean score.
-SCORE_GROUPS = (('low (< 4.5)', -np.inf, 4.5), ('mid (4.5 - 6.5)', 4.5, 6.5),
+# Rows of the per-bucket figure: test images grouped by their true mean score, a partition
+# of the scores: low < 4.5 <= mid <= 6.5 < high (the middle is the score-weighting band,
+# inclusive, as in `sampling.sample_weights`). (label, lo, hi); `score_group` applies them.
+SCORE_GROUPS = (('low (< 4.5)', -np.inf, 4.5), ('mid (4.5 to 6.5)', 4.5, 6.5),
                 ('high (> 6.5)', 6.5, np.inf))
 TRUE_FIELDS = ('mean_score', 'label', 'distribution', 'tags', 'image_id')
 
@@ -89,6 +91,17 @@ class SplitSummary:
     return int(self.true['mean_score'].shape[0])
 
 
+def score_group(scores: np.ndarray) -> np.ndarray:
+  """i64 [N]: the `SCORE_GROUPS` row of each mean score [N]; every finite score is in one.
+
+  The middle group is closed at both ends (4.5 and 6.5 are "mid"): it is `lo <= s <= hi`,
+  the outer ones `s < lo` and `s > hi`.
+  """
+  scores = np.asarray(scores, np.float64)
+  _, mid_lo, mid_hi = SCORE_GROUPS[1]
+  return (scores >= mid_lo).astype(np.int64) + (scores > mid_hi)
+
+
 def _group_sums(maps: np.ndarray, scores: np.ndarray,
                 sums: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
   """Adds bucket maps [b,10,h,w] into running sums per `SCORE_GROUPS` row (by true score)."""
@@ -96,8 +109,9 @@ def _group_sums(maps: np.ndarray, scores: np.ndarray,
     sums = (np.zeros((len(SCORE_GROUPS),) + maps.shape[1:], np.float64),
             np.zeros((len(SCORE_GROUPS),), np.int64))
   total, count = sums
-  for g, (_, lo, hi) in enumerate(SCORE_GROUPS):
-    sel = (scores > lo) & (scores <= hi) if np.isfinite(lo) else scores < hi
+  groups = score_group(scores)
+  for g in range(len(SCORE_GROUPS)):
+    sel = groups == g
     total[g] += maps[sel].sum(0)
     count[g] += int(sel.sum())
   return total, count

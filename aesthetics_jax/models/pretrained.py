@@ -222,6 +222,37 @@ def _read_pth(path: Path) -> dict[str, np.ndarray]:
   return {k: v.detach().float().cpu().numpy() for k, v in obj.items() if hasattr(v, 'numpy')}
 
 
+def convert_command(arch: str, out: str | os.PathLike) -> str:
+  """The command that writes `<out>/<arch>.npz` (for error messages)."""
+  return (f'aesthetics-convert-weights --arch={arch} --source=<torchvision {arch} .pth or '
+          f'.safetensors> --out={out}')
+
+
+def resolve_weights_path(path: str | os.PathLike, arch: Optional[str] = None) -> Path:
+  """A weights file as given, or for a folder (`convert_weights --out=FOLDER`) the file
+  `FOLDER/<arch>.npz` it wrote.
+
+  Without `arch`, a folder must hold exactly one converted `<arch>.npz` (ARCHS). Raises
+  PretrainedError (one line: the folder, what it holds, the command that fills it).
+  """
+  path = Path(path).expanduser()
+  if not path.is_dir():
+    return path
+  wanted = [arch] if arch else list(ARCHS)
+  found = [path / f'{a}.npz' for a in wanted if (path / f'{a}.npz').is_file()]
+  if len(found) == 1:
+    return found[0]
+  held = sorted(p.name for p in path.iterdir() if not p.name.startswith('.'))
+  holds = f'holds {", ".join(held[:6])}{" ..." if len(held) > 6 else ""}' if held else 'is empty'
+  if found:  # no arch given and both archs present
+    raise PretrainedError(f'{path}: a weights folder with {" and ".join(f.name for f in found)}; '
+                          'name the file, e.g. --config.model.init_weights='
+                          f'{found[0]}')
+  want = arch or '|'.join(ARCHS)
+  raise PretrainedError(f'{path}: a folder without {want}.npz (it {holds}); write it with '
+                        f'{convert_command(arch or "<arch>", path)}, or pass the weights file')
+
+
 def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Raw arrays of a .pth/.pt, .safetensors or .npz file, keys as stored."""
   path = Path(path)
@@ -276,8 +307,9 @@ def read_weights(path: str | os.PathLike, arch: Optional[str] = None
   """Any supported file → ({flax key: array}, meta {'arch', 'width_mult', ...}).
 
   Raw torchvision state_dicts are converted on the fly (by their keys, not the extension).
+  `path` may be a folder written by `convert_weights --out=FOLDER` (`resolve_weights_path`).
   """
-  path = Path(path)
+  path = resolve_weights_path(path, arch)
   arrays = read_arrays(path)
   if _is_flax_flat(arrays):
     flat = {k: np.asarray(v) for k, v in arrays.items()}
@@ -359,7 +391,8 @@ def load_pretrained(variables: Mapping, path: str | os.PathLike,
 
   Args:
     variables: the model's variables (`model.init(...)`), e.g. with fresh heads.
-    path: converted .npz/.safetensors, or a raw torchvision .pth/.safetensors/.npz.
+    path: converted .npz/.safetensors, or a raw torchvision .pth/.safetensors/.npz, or a
+      folder written by `convert_weights --out=FOLDER` (its `<arch>.npz` is read).
     dont_load: regexes over '/'-joined keys ('params/head/score/kernel'); matching leaves
       keep their values in `variables` and matching file entries are ignored. Default: the
       new aesthetic/attribute/binary heads and ImageNet's 1000-way classifiers.
@@ -367,6 +400,7 @@ def load_pretrained(variables: Mapping, path: str | os.PathLike,
   Raises:
     PretrainedError (one line) on missing, unexpected or mis-shaped keys.
   """
+  path = resolve_weights_path(path, arch)   # errors below name the file, not its folder
   flat_file, meta = read_weights(path, arch)
   target = flatten_variables(variables)
   pats = [re.compile(p) for p in dont_load]

@@ -22,6 +22,7 @@ import numpy as np
 import tqdm
 from jax.sharding import Mesh
 
+from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.data import preprocess
 from aesthetics_jax.data import sampling
 from aesthetics_jax import parallel
@@ -154,6 +155,9 @@ def build(model, variables, train_source: Sequence[Any], test_source: Sequence[A
     train_meta = train_meta.take(max_train)
   if 0 < max_test < len(test_meta):
     test_meta = test_meta.take(max_test)
+  # Before any encoding: a refused weighting is one line, not minutes later.
+  train_w, cdf = ip.train_sampling(train_meta, config)
+  test_w = ip.loss_weights(test_meta, config, np.bincount(train_meta.label, minlength=2))
   rs, s = int(config.input.resize_size), int(config.input.image_size)
   flip, seed = bool(config.input.random_flip), int(config.seed)
   dtype = _storage_dtype(str(config.cache.dtype))
@@ -170,16 +174,6 @@ def build(model, variables, train_source: Sequence[Any], test_source: Sequence[A
   test = _encode_rows(encode, variables, lambda data, i: preprocess.preprocess_eval_np(data, s),
                       test_source, np.arange(len(test_meta)), mesh, bs, s, dtype,
                       'caching test view', progress)
-  weighting = config.input.weighting
-  factor = config.input.weight_factor
-  band = tuple(config.input.weight_band)
-  train_w = sampling.sample_weights(train_meta.mean_score, train_meta.label, weighting, factor,
-                                    band)
-  counts = np.bincount(train_meta.label, minlength=2)
-  test_w = sampling.sample_weights(test_meta.mean_score, test_meta.label, weighting, factor,
-                                   band, class_counts=counts)
-  cdf = (np.cumsum(sampling.balanced_probabilities(train_meta.label))
-         if config.input.balanced else None)
   return FeatureCache(train=np.stack(views), train_meta=train_meta, train_weights=train_w,
                       cdf=cdf, test=test, test_meta=test_meta, test_weights=test_w,
                       seed=seed, mesh=mesh)
