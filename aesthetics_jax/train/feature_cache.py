@@ -79,7 +79,7 @@ def view_shape(model, image_size: int) -> tuple[int, ...]:
 def layout(model, config, num_train: int, num_test: int) -> cache_store.Layout:
   """Sizes of the cache `build` makes for `num_train` / `num_test` rows under `config`."""
   shape = view_shape(model, int(config.input.image_size))
-  budget = float(config.cache.get('ram_budget_gb', 2.0))
+  budget = float(config.cache.ram_budget_gb)
   return cache_store.Layout(
       num_views=max(1, int(config.cache.num_train_views)), num_train=int(num_train),
       num_test=int(num_test), view_shape=shape,
@@ -220,6 +220,32 @@ def _storage(lay: cache_store.Layout, key: str, cache_dir: str | Path | None, ow
   return writer.arrays, writer, directory / key
 
 
+def _fill(model, variables, train_source, test_source, config, mesh: Mesh, progress: bool,
+          lay: cache_store.Layout, key: str, cache_dir, owner: list, n: int, m: int):
+  """Storage for the cache, filled by encoding, or a reused entry: (arrays, directory, reused).
+  """
+  rs, s = int(config.input.resize_size), int(config.input.image_size)
+  flip, seed = bool(config.input.random_flip), int(config.seed)
+  arrays, writer, directory = _storage(lay, key, cache_dir, owner)
+  reused = lay.on_disk and writer is None
+  if reused:
+    return arrays, directory, True
+  encode = make_encode_fn(model, str(config.input.normalize), cacheable=True)
+  bs = int(config.eval.batch_size or config.batch_size)
+  k_views = lay.num_views
+  for k in range(k_views):
+    fn = lambda data, i, k=k: preprocess.preprocess_train_np(data, rs, s,
+                                                             view_rng(seed, k, i), flip)
+    _encode_rows(encode, variables, fn, train_source, np.arange(n), mesh, bs, s,
+                 arrays['train'][k], f'caching train view {k + 1}/{k_views}', progress)
+  _encode_rows(encode, variables, lambda data, i: preprocess.preprocess_eval_np(data, s),
+               test_source, np.arange(m), mesh, bs, s, arrays['test'],
+               'caching test view', progress)
+  if writer is not None:
+    arrays = writer.commit()
+  return arrays, directory, False
+
+
 def build(model, variables, train_source: Sequence[Any], test_source: Sequence[Any],
           config, mesh: Mesh, progress: bool = True,
           cache_dir: str | Path | None = None) -> FeatureCache:
@@ -236,28 +262,18 @@ def build(model, variables, train_source: Sequence[Any], test_source: Sequence[A
     train_meta = train_meta.take(max_train)
   if 0 < max_test < len(test_meta):
     test_meta = test_meta.take(max_test)
-  rs, s = int(config.input.resize_size), int(config.input.image_size)
-  flip, seed = bool(config.input.random_flip), int(config.seed)
-  n = len(train_meta)
+  seed, n = int(config.seed), len(train_meta)
   lay = layout(model, config, n, len(test_meta))
   key = _cache_key(variables, config, train_meta, test_meta, lay) if lay.on_disk else ''
-  owner: list = []
-  arrays, writer, directory = _storage(lay, key, cache_dir, owner)
-  reused = lay.on_disk and writer is None
-  if not reused:
-    encode = make_encode_fn(model, str(config.input.normalize), cacheable=True)
-    bs = int(config.eval.batch_size or config.batch_size)
-    k_views = lay.num_views
-    for k in range(k_views):
-      fn = lambda data, i, k=k: preprocess.preprocess_train_np(data, rs, s,
-                                                               view_rng(seed, k, i), flip)
-      _encode_rows(encode, variables, fn, train_source, np.arange(n), mesh, bs, s,
-                   arrays['train'][k], f'caching train view {k + 1}/{k_views}', progress)
-    _encode_rows(encode, variables, lambda data, i: preprocess.preprocess_eval_np(data, s),
-                 test_source, np.arange(len(test_meta)), mesh, bs, s, arrays['test'],
-                 'caching test view', progress)
-    if writer is not None:
-      arrays = writer.commit()
+  owner: list = []  # temporary folders to delete with the cache (or on failure)
+  try:
+    arrays, directory, reused = _fill(model, variables, train_source, test_source,
+                                      config, mesh, progress, lay, key, cache_dir, owner, n,
+                                      len(test_meta))
+  except BaseException:
+    for d in owner:
+      shutil.rmtree(d, ignore_errors=True)
+    raise
   weighting = config.input.weighting
   factor = config.input.weight_factor
   band = tuple(config.input.weight_band)
