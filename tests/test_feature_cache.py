@@ -1,4 +1,5 @@
 """Feature cache: pooled form == full maps, memmap == RAM, atomic builds, reuse, online mode."""
+import dataclasses
 import json
 
 import jax
@@ -218,3 +219,23 @@ def test_online_frozen_mode_trains_only_the_head(data_dir, tmp_path, capsys):
   moved = jax.tree.map(lambda a, b: np.abs(a - b).max(), init['params']['head'],
                        jax.device_get(variables['params']['head']))
   assert max(jax.tree.leaves(moved)) > 0
+
+
+@pytest.mark.parametrize('name', ['float32', 'float16', 'bfloat16'])
+def test_disk_entry_round_trips_each_dtype(name, tmp_path):
+  lay = cache_store.Layout(num_views=2, num_train=3, num_test=1, view_shape=(2, 2, 4),
+                           dtype=cache_store.storage_dtype(name, (2, 2, 4)), ram_budget_bytes=0)
+  assert lay.on_disk and cache_store.open_committed(tmp_path, 'a' * 16, lay) is None
+  writer = cache_store.DiskWriter(tmp_path, 'a' * 16, lay)
+  values = np.random.default_rng(0).standard_normal(lay.shapes()['train']).astype(lay.dtype)
+  writer.arrays['train'][:] = values
+  writer.arrays['test'][:] = 1.5
+  assert cache_store.open_committed(tmp_path, 'a' * 16, lay) is None  # not committed yet
+  got = writer.commit()
+  again = cache_store.open_committed(tmp_path, 'a' * 16, lay)
+  for arrays in (got, again):
+    assert arrays['train'].dtype == lay.dtype
+    np.testing.assert_array_equal(arrays['train'], values)
+    np.testing.assert_array_equal(arrays['test'].astype(np.float32), 1.5)
+  other = dataclasses.replace(lay, num_views=1)  # another layout under the same key: not used
+  assert cache_store.open_committed(tmp_path, 'a' * 16, other) is None
