@@ -275,8 +275,8 @@ def run_recipe(model, variables, train_source, test_source, config, mesh,
   jitted functions are reused across calls in this process (compile once, as one run does).
   """
   orig = feature_cache.make_encode_fn
-  feature_cache.make_encode_fn = lambda m, norm, chunk=None: _once(
-      ('encode', m, norm, chunk), lambda: orig(m, norm, chunk))
+  feature_cache.make_encode_fn = lambda m, norm, chunk=None, cacheable=False: _once(
+      ('encode', m, norm, chunk, cacheable), lambda: orig(m, norm, chunk, cacheable))
   try:
     t0 = time.perf_counter()
     cache = feature_cache.build(model, variables, train_source, test_source, config, mesh,

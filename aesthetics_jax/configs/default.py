@@ -68,10 +68,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_train_steps = 0         # >0 overrides num_epochs
 
   # --- frozen-encoder feature cache -----------------------------------------
+  # Stores model.cache_features per view: MobileNetV2 the pooled [1280] vector (5 KiB in f32),
+  # VGG16 the [7,7,512] map fc6 flattens (49 KiB in f16). Cost is printed at start.
   c.cache = ml_collections.ConfigDict()
-  c.cache.enabled = True        # only used when model.freeze_encoder
+  c.cache.enabled = True        # only used when model.freeze_encoder; False = online mode:
+                                # the frozen encoder runs every step on fresh crops (no cache)
   c.cache.num_train_views = 4   # K augmented train views computed once
-  c.cache.dtype = 'float32'     # 'float32' | 'bfloat16' storage
+  # Storage dtype: 'auto' (float32 for pooled vectors, float16 for feature maps) | 'float32'
+  # | 'float16' | 'bfloat16'.
+  c.cache.dtype = 'auto'
+  # Caches larger than this are memory-mapped from <workdir>/cache/ (reused on resume).
+  c.cache.ram_budget_gb = 2.0
 
   # --- bookkeeping -----------------------------------------------------------
   c.log_every_steps = 50

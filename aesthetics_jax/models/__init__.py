@@ -7,6 +7,10 @@ and, split at any torchvision module `L` of `model.features` ('features.14'; `mo
   `features_until(x, L, train=False) -> A_L [B,h_L,w_L,C_L]` (the activation right after `L`),
   `features_between(A_L, L, M, train=False) -> A_M` (modules after L up to M, L before M),
   `rest(A_L, L, train=False) -> outputs` (the remaining encoder, then the head),
+  `cache_features(A) -> C`, the part of the head before anything trainable (MobileNetV2: the
+  global average pool, [B, C]; VGG16: the adaptive average pool to P×P, [B, P, P, C]), and
+  `head` accepts C too: `head(cache_features(A)) == head(A)` (a frozen encoder's feature cache
+  stores C, train/feature_cache.py),
 so `rest(features_until(x, L), L) == __call__(x)`; `L=None` is `model.default_layer`, the
 encoder's output (then `features_until == features`, `rest == head`). Activations are float32
 whatever `dtype` computes in. Variables are `{'params': {'encoder', 'head'}, 'batch_stats': {'encoder'}}` (VGG has no
@@ -23,7 +27,8 @@ from aesthetics_jax.configs import default as default_config
 from aesthetics_jax.models.depthwise import IMPLEMENTATIONS as DEPTHWISE_IMPLEMENTATIONS
 from aesthetics_jax.models.depthwise import depthwise_conv, resolve_impl
 from aesthetics_jax.models.init import abstract_variables, init_variables
-from aesthetics_jax.models.heads import MobileNetV2Heads, VGGHead, adaptive_avg_pool
+from aesthetics_jax.models.heads import (MobileNetV2Heads, VGGHead, adaptive_avg_pool,
+                                         global_avg_pool)
 from aesthetics_jax.models import mobilenet_v2
 from aesthetics_jax.models import vgg
 from aesthetics_jax.models.mobilenet_v2 import MobileNetV2Encoder, make_divisible
@@ -119,7 +124,12 @@ class MobileNetV2Aesthetic(_SplitEncoder):
     """[B, H, W, 3] → A [B, ceil(H/32), ceil(W/32), C] float32 (C = 1280 for width ≤ 1)."""
     return self._encoder(x, self._encoder_train(train)).astype(jnp.float32)
 
+  def cache_features(self, a: jax.Array) -> jax.Array:
+    """A [B, h, w, C] → [B, C] f32: the head's global average pool (dropout comes after it)."""
+    return global_avg_pool(a, self.dtype).astype(jnp.float32)
+
   def head(self, a: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    """A [B, h, w, C], or its pooled [B, C] (`cache_features`) → outputs."""
     return self._head(a, train)
 
   def __call__(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
@@ -147,7 +157,16 @@ class VGG16Binary(_SplitEncoder):
     """[B, H, W, 3] → A [B, H/32, W/32, 512*width_mult] float32."""
     return self._encoder(x, train).astype(jnp.float32)
 
+  def cache_features(self, a: jax.Array) -> jax.Array:
+    """A [B, h, w, C] → [B, P, P, C] f32: the adaptive pool before flatten → fc6 (identity at
+    224 px, where h = w = P = 7); fc6 needs the whole map. A smaller map (h*w < P*P, which
+    the pool would replicate) is kept as it is: the head pools it the same way."""
+    if a.shape[1] * a.shape[2] < self.pool_size ** 2:
+      return a.astype(jnp.float32)
+    return adaptive_avg_pool(a.astype(self.dtype), self.pool_size).astype(jnp.float32)
+
   def head(self, a: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    """A [B, h, w, C], or its pooled [B, P, P, C] (`cache_features`) → outputs."""
     return self._head(a, train)
 
   def __call__(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:

@@ -1,5 +1,9 @@
 """Heads on the encoder's feature map A [B, h, w, C] (the Grad-CAM layer).
 
+Each head starts with a parameter-free average pool; everything after it is trainable. A frozen
+encoder's feature cache stores the pooled form (`pool_for_cache`), which the heads also accept,
+so training on the cache equals training on full maps (dropout comes after the pool in both).
+
 `MobileNetV2Heads`: global average pool → aesthetic (dropout → Dense 10 score buckets) and
 attribute (Dense 66 tags) heads; optionally torchvision's ImageNet classifier (parity checks).
 `VGGHead`: torchvision's classifier — adaptive average pool to P×P, flatten, fc6 → ReLU →
@@ -42,8 +46,16 @@ def adaptive_avg_pool(x: jax.Array, out_size: int) -> jax.Array:
   return jnp.einsum('bhwc,ih,jw->bijc', x, mh, mw)
 
 
+def global_avg_pool(a: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+  """MobileNetV2's pool: [B, h, w, C] → [B, C] (mean in `dtype`)."""
+  return jnp.mean(a.astype(dtype), axis=(1, 2))
+
+
 class MobileNetV2Heads(nn.Module):
-  """A [B, h, w, C] → {'score_logits' [B, 10], 'tag_logits' [B, 66]} (+ 'imagenet_logits')."""
+  """A [B, h, w, C] → {'score_logits' [B, 10], 'tag_logits' [B, 66]} (+ 'imagenet_logits').
+
+  Also takes the already pooled A as [B, C] (the feature cache's form).
+  """
   num_buckets: int = 10
   num_tags: int = 66
   dropout: float = 0.5
@@ -52,8 +64,9 @@ class MobileNetV2Heads(nn.Module):
 
   @nn.compact
   def __call__(self, a: jax.Array, train: bool = False) -> dict[str, jax.Array]:
-    chex.assert_rank(a, 4)
-    pooled = jnp.mean(a.astype(self.dtype), axis=(1, 2))  # [B, C]
+    chex.assert_rank(a, {2, 4})
+    # [B, C]: pooled by the feature cache (global_avg_pool), the same op as here.
+    pooled = global_avg_pool(a, self.dtype) if a.ndim == 4 else a.astype(self.dtype)
     dense = lambda n, name: nn.Dense(n, kernel_init=DENSE_INIT, dtype=self.dtype,
                                      param_dtype=jnp.float32, name=name)
     # Dropout on the aesthetic branch only (the attribute head is a plain Dense).
@@ -68,7 +81,10 @@ class MobileNetV2Heads(nn.Module):
 
 
 class VGGHead(nn.Module):
-  """A [B, h, w, C] → {'logit' [B]} (binary high/low), or {'imagenet_logits' [B, 1000]}."""
+  """A [B, h, w, C] → {'logit' [B]} (binary high/low), or {'imagenet_logits' [B, 1000]}.
+
+  A [B, P, P, C] (the feature cache's form, `adaptive_avg_pool(A, P)`) skips the pool.
+  """
   fc_dim: int = 4096
   pool_size: int = 7
   dropout: float = 0.5

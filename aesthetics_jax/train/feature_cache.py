@@ -7,13 +7,24 @@ paper's 50-epoch recipe is one encoder pass over
   - the eval view of the test split,
 followed by head steps over the cache. Step s uses the same rows as the online pipeline
 (`sampling.train_indices(s, ...)`, balanced as configured) and, per row, a view drawn
-from (seed, s). The cache lives in host memory on every process (numpy, f32 or bf16);
-each process uploads only its own rows of a step's global batch.
+from (seed, s). Each process uploads only its own rows of a step's global batch.
+
+What is stored is only what the trainable part needs: `model.cache_features(A)` (MobileNetV2:
+the global average pool, 1280 floats a view at any image size; VGG16: the 7x7x512 map that
+fc6 flattens), which `model.head` accepts as it accepts A. The cache is in host RAM, or, over
+`config.cache.ram_budget_gb`, memory-mapped from `<workdir>/cache/` and reused on resume
+(cache_store.py). `config.cache.enabled=False` with a frozen encoder is the online mode: the
+encoder runs every step on freshly cropped images (the paper's exact augmentation), no cache.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import math
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import jax
@@ -26,6 +37,8 @@ from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.data import preprocess
 from aesthetics_jax.data import sampling
 from aesthetics_jax import parallel
+from aesthetics_jax.train import cache_store
+from aesthetics_jax.train.errors import TrainingError
 
 _VIEW_STREAM = 0xCAC4E
 _PICK_STREAM = 0x91C4
@@ -36,16 +49,9 @@ def view_rng(seed: int, view: int, row: int) -> np.random.Generator:
   return np.random.default_rng([_VIEW_STREAM, seed, view, row])
 
 
-def _storage_dtype(name: str):
-  if name == 'bfloat16':
-    return jnp.bfloat16
-  if name == 'float32':
-    return np.float32
-  raise ValueError(f"config.cache.dtype={name!r}; use 'float32' or 'bfloat16'")
-
-
-def make_encode_fn(model, normalize: str, chunk: int | None = None):
-  """jit: (variables, uint8 images [B,S,S,3]) → features A [B,h,w,C] (inference mode).
+def make_encode_fn(model, normalize: str, chunk: int | None = None, cacheable: bool = False):
+  """jit: (variables, uint8 images [B,S,S,3]) → features A [B,h,w,C] (inference mode), or
+  with `cacheable` the cached form `model.cache_features(A)` (reduced on the device).
 
   The encoder runs `chunk` images per device at a time inside the jit (`microbatch`; default
   per backend: 2 on CPU, where it is ~3x faster, whole batch elsewhere); same result. The
@@ -56,18 +62,49 @@ def make_encode_fn(model, normalize: str, chunk: int | None = None):
   @jax.jit
   def encode(variables, images):
     x = preprocess.to_model_input(images, normalize=normalize)
-    return features(variables, x)
+    a = features(variables, x)
+    return model.apply(variables, a, method='cache_features') if cacheable else a
   return encode
 
 
+def view_shape(model, image_size: int) -> tuple[int, ...]:
+  """Shape of one cached view, `model.cache_features(features(x))[0]`, without compute."""
+  from aesthetics_jax.models import abstract_variables  # pylint: disable=import-outside-toplevel
+  v = abstract_variables(model, image_size)
+  x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  out = jax.eval_shape(lambda v, x: model.apply(
+      v, model.apply(v, x, method='features'), method='cache_features'), v, x)
+  return tuple(int(d) for d in out.shape[1:])
+
+
+def layout(model, config, num_train: int, num_test: int) -> cache_store.Layout:
+  """Sizes of the cache `build` makes for `num_train` / `num_test` rows under `config`."""
+  shape = view_shape(model, int(config.input.image_size))
+  budget = float(config.cache.ram_budget_gb)
+  return cache_store.Layout(
+      num_views=max(1, int(config.cache.num_train_views)), num_train=int(num_train),
+      num_test=int(num_test), view_shape=shape,
+      dtype=cache_store.storage_dtype(str(config.cache.dtype), shape),
+      ram_budget_bytes=int(budget * 2**30))
+
+
+def describe_online(config, total_steps: int, num_test: int) -> str:
+  """One line: the online mode's cost (no cache; encoder passes per step and evaluation)."""
+  b = int(config.batch_size)
+  evals = math.ceil(total_steps / max(1, int(config.eval_every_steps)))
+  return (f'online frozen encoder (config.cache.enabled=False): fresh crops every step, 0 bytes '
+          f'cached; encoder passes: {total_steps} steps x {b} = {total_steps * b} train + '
+          f'{num_test} per evaluation x {evals} = {total_steps * b + num_test * evals}')
+
+
 def _encode_rows(encode, variables, image_fn, source: Sequence[Any], rows: np.ndarray,
-                 mesh: Mesh, batch_size: int, size: int, dtype, desc: str,
-                 progress: bool) -> np.ndarray:
-  """Encodes `rows` of `source` with `image_fn(bytes, row) -> uint8 [S,S,3]`; `[N,h,w,C]`."""
+                 mesh: Mesh, batch_size: int, size: int, out: np.ndarray, desc: str,
+                 progress: bool) -> None:
+  """Encodes `rows` of `source` (`image_fn(bytes, row) -> uint8 [S,S,3]`) into `out [N, ...]`,
+  a batch at a time (in place: `out` may be a memmap)."""
   sharding = parallel.data_sharding(mesh)
   local = parallel.local_rows(sharding, batch_size)
   n = len(rows)
-  out = None
   pool = concurrent.futures.ThreadPoolExecutor(max(1, len(jax.local_devices()) * 2))
   starts = range(0, n, batch_size)
   try:
@@ -80,21 +117,25 @@ def _encode_rows(encode, variables, image_fn, source: Sequence[Any], rows: np.nd
       x = jax.make_array_from_process_local_data(sharding, imgs,
                                                  (batch_size, size, size, 3))
       a = parallel.to_host(encode(variables, x))
-      if out is None:
-        out = np.empty((n,) + a.shape[1:], dtype)
       take = min(batch_size, n - start)
-      out[start:start + take] = a[:take].astype(dtype)
+      with np.errstate(over='ignore'):  # overflow is the error below
+        stored = a[:take].astype(out.dtype)
+      if not np.isfinite(stored).all() and np.isfinite(a[:take]).all():
+        raise TrainingError(f'encoder features overflow config.cache.dtype={out.dtype.name} '
+                            f'(max |A| = {np.abs(a).max():.4g}); set '
+                            "--config.cache.dtype=float32 or bfloat16")
+      out[start:start + take] = stored
   finally:
     pool.shutdown()
-  return out
 
 
 @dataclasses.dataclass
 class FeatureCache:
-  """Host-resident features and targets.
+  """Cached features (host RAM or read-only memmaps) and targets.
 
-  train: `[K, N, h, w, C]` K augmented views of the N training rows.
-  test: `[M, h, w, C]` eval view of the M test rows.
+  train: `[K, N, *view]` K augmented views of the N training rows.
+  test: `[M, *view]` eval view of the M test rows.
+  view: `model.cache_features` of one image (MobileNetV2 [C], VGG16 [P, P, C]).
   """
   train: np.ndarray
   train_meta: sampling.Metadata
@@ -105,6 +146,9 @@ class FeatureCache:
   test_weights: np.ndarray
   seed: int
   mesh: Mesh
+  layout: cache_store.Layout | None = None
+  directory: Path | None = None   # the committed entry when on disk
+  reused: bool = False            # read back from an earlier run's entry
 
   def _global(self, host: dict[str, np.ndarray], batch_size: int) -> dict[str, jax.Array]:
     sharding = parallel.data_sharding(self.mesh)
@@ -120,7 +164,7 @@ class FeatureCache:
         'image_id': meta.image_id[idx].astype(np.int32), 'mask': mask.astype(np.float32)}
 
   def train_batch(self, step: int, batch_size: int) -> dict[str, jax.Array]:
-    """Global batch of step `step`: `features [B,h,w,C]` (f32) + the usual target keys."""
+    """Global batch of step `step`: `features [B, *view]` (f32) + the usual target keys."""
     n = self.train.shape[1]
     idx = sampling.train_indices(step, n, batch_size, self.seed, self.cdf)
     views = np.random.default_rng([_PICK_STREAM, self.seed, step]).integers(
@@ -144,9 +188,73 @@ class FeatureCache:
       yield self._global(host, batch_size)
 
 
+def _cache_key(variables, config, train_meta: sampling.Metadata,
+               test_meta: sampling.Metadata, lay: cache_store.Layout) -> str:
+  """Everything a cached view depends on: encoder weights, model and input settings, data."""
+  encoder = {c: variables.get(c, {}).get('encoder', {}) for c in ('params', 'batch_stats')}
+  data = cache_store.tree_digest({
+      'train': (train_meta.image_id, train_meta.votes), 'test': (test_meta.image_id,
+                                                                 test_meta.votes)})
+  return cache_store.digest({
+      'version': cache_store.FORMAT_VERSION, 'encoder': cache_store.tree_digest(encoder),
+      'model': config.model.to_dict(), 'seed': int(config.seed),
+      'input': {k: config.input[k] for k in ('resize_size', 'image_size', 'random_flip',
+                                              'normalize')},
+      'data': data, 'shapes': lay.shapes(), 'dtype': lay.dtype.name})
+
+
+def _storage(lay: cache_store.Layout, key: str, cache_dir: str | Path | None, owner: list
+             ) -> tuple[dict[str, np.ndarray], Any, Path | None]:
+  """(arrays to fill, writer or None, directory) — or the reused entry (writer None)."""
+  if not lay.on_disk:
+    return cache_store.allocate_ram(lay), None, None
+  if cache_dir is None:  # no workdir (benchmarks): a temporary folder, removed with the cache
+    cache_dir = tempfile.mkdtemp(prefix='feature_cache_')
+    owner.append(cache_dir)
+  directory = Path(cache_dir)
+  if jax.process_count() > 1:  # every process holds its own copy
+    directory = directory / f'process{jax.process_index()}'
+  found = cache_store.open_committed(directory, key, lay)
+  if found is not None:
+    return found, None, directory / key
+  writer = cache_store.DiskWriter(directory, key, lay)
+  return writer.arrays, writer, directory / key
+
+
+def _fill(model, variables, train_source, test_source, config, mesh: Mesh, progress: bool,
+          lay: cache_store.Layout, key: str, cache_dir, owner: list, n: int, m: int):
+  """Storage for the cache, filled by encoding, or a reused entry: (arrays, directory, reused).
+  """
+  rs, s = int(config.input.resize_size), int(config.input.image_size)
+  flip, seed = bool(config.input.random_flip), int(config.seed)
+  arrays, writer, directory = _storage(lay, key, cache_dir, owner)
+  reused = lay.on_disk and writer is None
+  if reused:
+    return arrays, directory, True
+  encode = make_encode_fn(model, str(config.input.normalize), cacheable=True)
+  bs = int(config.eval.batch_size or config.batch_size)
+  k_views = lay.num_views
+  for k in range(k_views):
+    fn = lambda data, i, k=k: preprocess.preprocess_train_np(data, rs, s,
+                                                             view_rng(seed, k, i), flip)
+    _encode_rows(encode, variables, fn, train_source, np.arange(n), mesh, bs, s,
+                 arrays['train'][k], f'caching train view {k + 1}/{k_views}', progress)
+  _encode_rows(encode, variables, lambda data, i: preprocess.preprocess_eval_np(data, s),
+               test_source, np.arange(m), mesh, bs, s, arrays['test'],
+               'caching test view', progress)
+  if writer is not None:
+    arrays = writer.commit()
+  return arrays, directory, False
+
+
 def build(model, variables, train_source: Sequence[Any], test_source: Sequence[Any],
-          config, mesh: Mesh, progress: bool = True) -> FeatureCache:
-  """Encodes K train views and the test eval view once (see module docstring)."""
+          config, mesh: Mesh, progress: bool = True,
+          cache_dir: str | Path | None = None) -> FeatureCache:
+  """Encodes K train views and the test eval view once (see module docstring).
+
+  Over the RAM budget the cache is memory-mapped under `cache_dir` (the trainer's
+  `<workdir>/cache`; None: a temporary folder) and an entry with the same key is reused.
+  """
   train_meta = sampling.read_metadata(train_source)
   test_meta = sampling.read_metadata(test_source)
   max_train = int(config.data.max_train_images)
@@ -158,22 +266,21 @@ def build(model, variables, train_source: Sequence[Any], test_source: Sequence[A
   # Before any encoding: a refused weighting is one line, not minutes later.
   train_w, cdf = ip.train_sampling(train_meta, config)
   test_w = ip.loss_weights(test_meta, config, np.bincount(train_meta.label, minlength=2))
-  rs, s = int(config.input.resize_size), int(config.input.image_size)
-  flip, seed = bool(config.input.random_flip), int(config.seed)
-  dtype = _storage_dtype(str(config.cache.dtype))
-  encode = make_encode_fn(model, str(config.input.normalize))
-  bs = int(config.eval.batch_size or config.batch_size)
-  k_views = max(1, int(config.cache.num_train_views))
-  n = len(train_meta)
-  views = []
-  for k in range(k_views):
-    fn = lambda data, i, k=k: preprocess.preprocess_train_np(data, rs, s, view_rng(seed, k, i),
-                                                             flip)
-    views.append(_encode_rows(encode, variables, fn, train_source, np.arange(n), mesh, bs, s,
-                              dtype, f'caching train view {k + 1}/{k_views}', progress))
-  test = _encode_rows(encode, variables, lambda data, i: preprocess.preprocess_eval_np(data, s),
-                      test_source, np.arange(len(test_meta)), mesh, bs, s, dtype,
-                      'caching test view', progress)
-  return FeatureCache(train=np.stack(views), train_meta=train_meta, train_weights=train_w,
-                      cdf=cdf, test=test, test_meta=test_meta, test_weights=test_w,
-                      seed=seed, mesh=mesh)
+  seed, n = int(config.seed), len(train_meta)
+  lay = layout(model, config, n, len(test_meta))
+  key = _cache_key(variables, config, train_meta, test_meta, lay) if lay.on_disk else ''
+  owner: list = []  # temporary folders to delete with the cache (or on failure)
+  try:
+    arrays, directory, reused = _fill(model, variables, train_source, test_source,
+                                      config, mesh, progress, lay, key, cache_dir, owner, n,
+                                      len(test_meta))
+  except BaseException:
+    for d in owner:
+      shutil.rmtree(d, ignore_errors=True)
+    raise
+  cache = FeatureCache(train=arrays['train'], train_meta=train_meta, train_weights=train_w,
+                       cdf=cdf, test=arrays['test'], test_meta=test_meta, test_weights=test_w,
+                       seed=seed, mesh=mesh, layout=lay, directory=directory, reused=reused)
+  for d in owner:
+    weakref.finalize(cache, shutil.rmtree, d, True)
+  return cache

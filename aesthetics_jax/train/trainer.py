@@ -7,8 +7,10 @@ runs on 1 device, N local devices and N processes (`jax.distributed.initialize`)
 
 Frozen encoder (paper): only `params['head']` is differentiated and updated; the encoder runs
 in inference mode (BatchNorm statistics fixed). With `config.cache.enabled` its features are
-computed once (feature_cache.py) and the heads train over the cache; otherwise (fine-tuning,
-from-scratch demo models) every step runs the whole model ("online").
+computed once (feature_cache.py; memory-mapped from <workdir>/cache/ when over
+config.cache.ram_budget_gb) and the heads train over the cache; otherwise (fine-tuning,
+from-scratch demo models, or the frozen online mode) every step runs the whole model
+("online"). With a frozen encoder the cost of either is printed at start.
 
 Workdir: config.json, checkpoints/ (orbax), metrics.jsonl, tensorboard/ (scalars, config
 text, Grad-CAM overlays of `config.log_cam_images` test images at each evaluation, hparams).
@@ -74,7 +76,8 @@ def make_train_step(model, config, tx: optax.GradientTransformation, mode: str
   """Un-jitted train step `(state, batch, base_rng) -> (state, scalar metrics)`.
 
   mode: 'online' (batch has `image [B,S,S,3]`) or 'features' (batch has cached
-  `features [B,h,w,C]`; requires a frozen encoder). rng = fold_in(base_rng, step).
+  `features`: `model.cache_features` of A, [B,C] or [B,P,P,C], or A itself [B,h,w,C];
+  requires a frozen encoder). rng = fold_in(base_rng, step).
   """
   arch = config.model.arch
   frozen = bool(config.model.freeze_encoder)
@@ -298,12 +301,21 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path) -> dic
 
   max_test = int(config.data.max_test_images) or None
   eval_bs = int(config.eval.batch_size or config.batch_size)
+  if frozen:  # the cost of the cache (or of the online mode) before paying it
+    n_test = len(test_src) if max_test is None else min(len(test_src), max_test)
+    cost = (feature_cache.layout(model, config, n_train, n_test).describe(
+        str(workdir / 'cache')) if use_cache
+            else feature_cache.describe_online(config, total, n_test))
+    logging.info('%s', cost)
+    if is_main:
+      print(cost, flush=True)
   if use_cache:
     t0 = time.time()
     cache = feature_cache.build(model, state.variables, train_src, test_src, config, mesh,
-                                progress=is_main)
-    logging.info('Feature cache built in %.1fs: train %s, test %s', time.time() - t0,
-                 cache.train.shape, cache.test.shape)
+                                progress=is_main, cache_dir=workdir / 'cache')
+    logging.info('Feature cache %s in %.1fs: train %s, test %s',
+                 f'reused from {cache.directory}' if cache.reused else 'built',
+                 time.time() - t0, cache.train.shape, cache.test.shape)
     next_batch = lambda s: cache.train_batch(s, int(config.batch_size))
     eval_batches = lambda: cache.test_batches(eval_bs)
   else:

@@ -1,0 +1,202 @@
+"""Where the frozen-encoder feature cache lives: host RAM, or memory-mapped files on disk.
+
+`Layout` is the cache's size: K train views of N rows plus M test rows, one view being the
+model's cacheable form (`model.cache_features`: MobileNetV2 [C], VGG16 [P, P, C]) in a storage
+dtype. A cache over `ram_budget_bytes` is written to `<directory>/<key>/{train,test}.bin`
+(np.memmap) instead of RAM:
+  - built in place (rows are written as batches are encoded; never a second full copy),
+  - into `<key>.partial/` first; `manifest.json` is written last and the folder renamed to
+    `<key>/`, so an interrupted build is never read back (it is deleted on the next build),
+  - reused by a later run (resume) whose key — model, encoder weights, input settings, data,
+    K, dtype — is the same; entries with other keys are deleted once a new one is committed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aesthetics_jax.train.errors import TrainingError
+
+DTYPES = ('auto', 'float32', 'float16', 'bfloat16')
+_NUMPY = {'float32': np.dtype(np.float32), 'float16': np.dtype(np.float16),
+          'bfloat16': np.dtype(jnp.bfloat16)}
+FORMAT_VERSION = 1
+_ENTRY = re.compile(r'^[0-9a-f]{16}(\.partial)?$')
+
+
+def storage_dtype(name: str, view_shape: tuple[int, ...]) -> np.dtype:
+  """numpy dtype of `config.cache.dtype` for views of `view_shape`.
+
+  'auto': float32 for pooled vectors (MobileNetV2: 5 KB a view, nothing to gain), float16 for
+  feature maps (VGG16: half of float32; f16's 10-bit mantissa is 8x finer than bf16's, and
+  post-ReLU VGG features are far below its 65504 limit — overflow is checked while encoding).
+  """
+  if name == 'auto':
+    return _NUMPY['float32' if len(view_shape) == 1 else 'float16']
+  if name not in _NUMPY:
+    raise TrainingError(f'config.cache.dtype={name!r}; use one of {DTYPES}')
+  return _NUMPY[name]
+
+
+def _fmt_bytes(n: float) -> str:
+  for unit in ('B', 'KiB', 'MiB', 'GiB'):
+    if n < 1024 or unit == 'GiB':
+      return f'{n:.0f} {unit}' if unit == 'B' else f'{n:.1f} {unit}'
+    n /= 1024
+  raise AssertionError
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """Sizes of a cache: train `[K, N, *view_shape]`, test `[M, *view_shape]` in `dtype`."""
+  num_views: int
+  num_train: int
+  num_test: int
+  view_shape: tuple[int, ...]
+  dtype: np.dtype
+  ram_budget_bytes: int
+
+  @property
+  def bytes_per_view(self) -> int:
+    return int(np.prod(self.view_shape)) * self.dtype.itemsize
+
+  @property
+  def bytes_per_image(self) -> int:
+    return self.bytes_per_view * self.num_views
+
+  @property
+  def total_bytes(self) -> int:
+    return self.bytes_per_view * (self.num_views * self.num_train + self.num_test)
+
+  @property
+  def on_disk(self) -> bool:
+    return self.total_bytes > self.ram_budget_bytes
+
+  @property
+  def encoder_passes(self) -> int:
+    return self.num_views * self.num_train + self.num_test
+
+  def describe(self, where: str = '') -> str:
+    """One line: bytes per view / image / total, RAM or disk, encoder passes."""
+    place = (f'on disk, memory-mapped{f" ({where})" if where else ""}' if self.on_disk
+             else 'in RAM')
+    return (f'feature cache: {self.dtype.name} {list(self.view_shape)} = '
+            f'{_fmt_bytes(self.bytes_per_view)} per view, {_fmt_bytes(self.bytes_per_image)} '
+            f'per train image (K={self.num_views} views); {self.num_train} train x '
+            f'{self.num_views} + {self.num_test} test = {_fmt_bytes(self.total_bytes)} {place} '
+            f'(RAM budget {_fmt_bytes(self.ram_budget_bytes)}: config.cache.ram_budget_gb); '
+            f'{self.encoder_passes} encoder passes once (K*N + M)')
+
+  def shapes(self) -> dict[str, tuple[int, ...]]:
+    return {'train': (self.num_views, self.num_train) + self.view_shape,
+            'test': (self.num_test,) + self.view_shape}
+
+
+def digest(parts: Any) -> str:
+  """16 hex digits of sha256 over JSON-able `parts` (the cache key)."""
+  text = json.dumps(parts, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def tree_digest(tree: Any) -> str:
+  """sha256 of every leaf of a (host or replicated) array tree: paths, shapes, dtypes, bytes."""
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    a = np.asarray(jax.device_get(leaf))
+    h.update(f'{jax.tree_util.keystr(path)}|{a.shape}|{a.dtype}|'.encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()
+
+
+def allocate_ram(layout: Layout) -> dict[str, np.ndarray]:
+  return {k: np.empty(s, layout.dtype) for k, s in layout.shapes().items()}
+
+
+def _manifest(key: str, layout: Layout) -> dict:
+  return {'version': FORMAT_VERSION, 'key': key, 'dtype': layout.dtype.name,
+          'shapes': {k: list(s) for k, s in layout.shapes().items()}}
+
+
+def open_committed(directory: Path, key: str, layout: Layout) -> dict[str, np.ndarray] | None:
+  """The committed entry `<directory>/<key>/` as read-only memmaps, or None if absent or not
+  what `layout` describes (sizes checked too: a truncated file is not used)."""
+  entry = directory / key
+  try:
+    manifest = json.loads((entry / 'manifest.json').read_text())
+  except (OSError, ValueError):
+    return None
+  if manifest != _manifest(key, layout):
+    return None
+  out = {}
+  for name, shape in layout.shapes().items():
+    path = entry / f'{name}.bin'
+    want = int(np.prod(shape)) * layout.dtype.itemsize
+    if not path.is_file() or path.stat().st_size != want:
+      return None
+    out[name] = (np.memmap(path, layout.dtype, 'r', shape=shape) if want
+                 else np.empty(shape, layout.dtype))
+  return out
+
+
+class DiskWriter:
+  """Writable memmaps in `<directory>/<key>.partial/`; `commit()` publishes them atomically."""
+
+  def __init__(self, directory: Path, key: str, layout: Layout):
+    self.directory, self.key, self.layout = directory, key, layout
+    directory.mkdir(parents=True, exist_ok=True)
+    self.partial = directory / f'{key}.partial'
+    if self.partial.exists():  # an interrupted build of this key: never reused
+      shutil.rmtree(self.partial)
+    free = shutil.disk_usage(directory).free
+    if layout.total_bytes > free:
+      raise TrainingError(
+          f'{directory}: the feature cache needs {_fmt_bytes(layout.total_bytes)} on disk and '
+          f'{_fmt_bytes(free)} are free; free space, or lower config.cache.num_train_views, '
+          "or set config.cache.dtype='float16'")
+    self.partial.mkdir()
+    self.arrays = {}
+    for name, shape in layout.shapes().items():
+      path = self.partial / f'{name}.bin'
+      if int(np.prod(shape)) == 0:
+        path.write_bytes(b'')
+        self.arrays[name] = np.empty(shape, layout.dtype)
+      else:
+        self.arrays[name] = np.memmap(path, layout.dtype, 'w+', shape=shape)
+
+  def commit(self) -> dict[str, np.ndarray]:
+    """Flushes, writes the manifest last, renames `.partial` → `<key>`; read-only memmaps."""
+    for a in self.arrays.values():
+      if isinstance(a, np.memmap):
+        a.flush()
+    self.arrays = {}
+    for path in self.partial.iterdir():
+      with open(path, 'rb+') as f:
+        os.fsync(f.fileno())
+    tmp = self.partial / 'manifest.json.tmp'
+    tmp.write_text(json.dumps(_manifest(self.key, self.layout)))
+    os.replace(tmp, self.partial / 'manifest.json')
+    final = self.directory / self.key
+    if final.exists():  # a committed entry that did not match the layout
+      shutil.rmtree(final)
+    os.replace(self.partial, final)
+    remove_stale(self.directory, keep=self.key)
+    out = open_committed(self.directory, self.key, self.layout)
+    assert out is not None
+    return out
+
+
+def remove_stale(directory: Path, keep: str) -> None:
+  """Deletes cache entries (and partial builds) other than `keep` from `directory`."""
+  for p in directory.iterdir():
+    if p.name != keep and _ENTRY.match(p.name) and p.is_dir():
+      shutil.rmtree(p, ignore_errors=True)

@@ -1,0 +1,241 @@
+"""Feature cache: pooled form == full maps, memmap == RAM, atomic builds, reuse, online mode."""
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from aesthetics_jax import models, parallel
+from aesthetics_jax.configs import demo, mobilenet_v2_emd
+from aesthetics_jax.data import dataset
+from aesthetics_jax.train import cache_store, checkpoints, feature_cache, optim, trainer
+from aesthetics_jax.train.errors import TrainingError
+from tiny_ava import prepare_tiny
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return prepare_tiny(tmp_path_factory.mktemp('tiny'), num_train=12, num_test=6)
+
+
+def _config(arch: str, data_dir=None, **overrides):
+  """Frozen-encoder smoke config: MobileNetV2 (width 0.25) or VGG16 (width 1/8, fc 32)."""
+  if arch == 'mobilenet_v2':
+    c = mobilenet_v2_emd.get_config('smoke')
+  else:
+    c = demo.get_config('vgg16,smoke')
+    c.model.freeze_encoder = True
+    c.cache.enabled = True
+  c.log_cam_images = 0
+  if data_dir is not None:
+    c.data.data_dir = str(data_dir)
+  for k, v in overrides.items():
+    node = c
+    *path, last = k.split('.')
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+@pytest.mark.parametrize('arch,size,pool,cached_rank', [
+    ('mobilenet_v2', 64, 7, 2), ('vgg16', 128, 2, 4)])
+def test_training_on_cached_form_equals_full_maps(arch, size, pool, cached_rank):
+  """One train step (dropout on) on `cache_features(A)` == on A: loss, grads and update.
+
+  VGG16 at 128 px: a 4x4 map pooled to 2x2 before fc6 (at 224 px: 7x7, the pool is identity).
+  """
+  c = _config(arch, **{'input.image_size': size, 'optim.lr': 1e-2,
+                       'model.vgg_pool_size': pool})
+  model = models.create_model(c.model)
+  variables = models.init_variables(model, c.seed, size)
+  images = np.random.default_rng(0).integers(0, 255, (4, size, size, 3), dtype=np.uint8)
+  full = feature_cache.make_encode_fn(model, 'none')(variables, images)
+  pooled = feature_cache.make_encode_fn(model, 'none', cacheable=True)(variables, images)
+  assert pooled.ndim == cached_rank and pooled.size < full.size
+  assert pooled.shape[1:] == feature_cache.view_shape(model, size)
+  rng = np.random.default_rng(1)
+  batch = {'distribution': rng.dirichlet(np.ones(10), 4).astype(np.float32),
+           'tags': np.eye(66, dtype=np.float32)[rng.integers(0, 66, 4)],
+           'label': np.array([0, 1, 1, 0], np.int32), 'weight': np.ones(4, np.float32),
+           'mask': np.ones(4, np.float32)}
+  mesh = parallel.make_mesh()
+  tx = optim.make_optimizer(c, 10)
+  step = jax.jit(trainer.make_train_step(model, c, tx, 'features'))
+  base = jax.random.key_data(jax.random.PRNGKey(3))
+  results = []
+  for feats in (full, pooled):
+    state = trainer.create_state(model, c, tx, mesh, variables)
+    new, m = step(state, {**batch, 'features': feats}, base)
+    results.append((jax.device_get(new.params['head']), jax.device_get(m)))
+  (p_full, m_full), (p_pool, m_pool) = results
+  np.testing.assert_allclose(m_pool['loss'], m_full['loss'], rtol=1e-6)
+  np.testing.assert_allclose(m_pool['grad_norm'], m_full['grad_norm'], rtol=1e-5)
+  assert m_full['grad_norm'] > 0
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               p_full, p_pool)
+
+
+def _build(c, cache_dir=None):
+  model = models.create_model(c.model)
+  variables = models.init_variables(model, c.seed, int(c.input.image_size))
+  sources = dataset.load_sources(c.data.data_dir, c.data.subset)
+  return feature_cache.build(model, variables, sources['train'], sources['test'], c,
+                             parallel.make_mesh(), progress=False, cache_dir=cache_dir)
+
+
+def _batches(cache, steps=3, b=4):
+  out = [jax.device_get(cache.train_batch(s, b)) for s in range(steps)]
+  return out + [jax.device_get(t) for t in cache.test_batches(b)]
+
+
+@pytest.mark.parametrize('arch,dtype', [('mobilenet_v2', np.float32), ('vgg16', np.float16)])
+def test_memmap_over_budget_equals_ram_and_is_reused(arch, dtype, data_dir, tmp_path,
+                                                    monkeypatch):
+  c = _config(arch, data_dir, **{'cache.num_train_views': 2})
+  ram = _build(c, tmp_path / 'cache')
+  assert not isinstance(ram.train, np.memmap) and not (tmp_path / 'cache').exists()
+  assert ram.train.dtype == dtype  # 'auto': f32 vectors, f16 maps
+  c.cache.ram_budget_gb = 1e-9
+  disk = _build(c, tmp_path / 'cache')
+  assert isinstance(disk.train, np.memmap) and isinstance(disk.test, np.memmap)
+  assert not disk.reused and disk.directory.parent == tmp_path / 'cache'
+  assert json.loads((disk.directory / 'manifest.json').read_text())['dtype'] == dtype.__name__
+  np.testing.assert_array_equal(ram.train, disk.train)
+  np.testing.assert_array_equal(ram.test, disk.test)
+  jax.tree.map(np.testing.assert_array_equal, _batches(ram), _batches(disk))
+  # Same key: read back without encoding anything.
+  monkeypatch.setattr(feature_cache, '_encode_rows', _fail)
+  again = _build(c, tmp_path / 'cache')
+  assert again.reused and again.directory == disk.directory
+  np.testing.assert_array_equal(ram.train, again.train)
+  # Another key (K): rebuilt, and the old entry is deleted.
+  monkeypatch.undo()
+  c.cache.num_train_views = 1
+  other = _build(c, tmp_path / 'cache')
+  assert not other.reused and other.directory != disk.directory
+  assert [p.name for p in (tmp_path / 'cache').iterdir()] == [other.directory.name]
+  np.testing.assert_array_equal(ram.train[:1], other.train)  # view k depends on (seed, k, i)
+
+
+def _fail(*args, **kwargs):
+  raise AssertionError('encoded although a committed cache matched')
+
+
+class _Interrupt(Exception):
+  pass
+
+
+def test_interrupted_build_is_never_reused(data_dir, tmp_path, monkeypatch):
+  c = _config('mobilenet_v2', data_dir, **{'cache.num_train_views': 2,
+                                           'cache.ram_budget_gb': 1e-9})
+  ref = _build(c)  # no cache_dir: a temporary folder
+  encode_rows = feature_cache._encode_rows
+  calls = []
+
+  def dies_on_second_view(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+      raise _Interrupt()
+    return encode_rows(*args, **kwargs)
+
+  monkeypatch.setattr(feature_cache, '_encode_rows', dies_on_second_view)
+  with pytest.raises(_Interrupt):
+    _build(c, tmp_path / 'cache')
+  names = [p.name for p in (tmp_path / 'cache').iterdir()]
+  assert len(names) == 1 and names[0].endswith('.partial')
+  monkeypatch.undo()
+  rebuilt = _build(c, tmp_path / 'cache')
+  assert not rebuilt.reused
+  assert [p.name for p in (tmp_path / 'cache').iterdir()] == [rebuilt.directory.name]
+  np.testing.assert_array_equal(ref.train, rebuilt.train)
+  # A committed entry whose file was truncated afterwards is rebuilt, not read.
+  path = rebuilt.directory / 'train.bin'
+  del rebuilt
+  path.write_bytes(path.read_bytes()[:-4])
+  again = _build(c, tmp_path / 'cache')
+  assert not again.reused
+  np.testing.assert_array_equal(ref.train, again.train)
+
+
+def test_float16_overflow_is_a_one_line_error():
+  out = np.zeros((2, 3), np.float16)
+  encode = lambda v, x: np.full((2, 3), 1e6, np.float32)
+  src = [{'image': b''}] * 2
+  with pytest.raises(TrainingError, match='cache.dtype=float32'):
+    feature_cache._encode_rows(encode, None, lambda data, i: np.zeros((4, 4, 3), np.uint8),
+                               src, np.arange(2), parallel.make_mesh(), 2, 4, out, '', False)
+
+
+def test_layout_sizes_at_224():
+  """The README's figures: MobileNetV2 pooled 1280 f32; VGG16 7x7x512 f16."""
+  mn = feature_cache.layout(models.create_model(models.model_config()),
+                            _config('mobilenet_v2', **{'input.image_size': 224,
+                                                        'cache.num_train_views': 4}),
+                            8900, 2203)
+  assert mn.view_shape == (1280,) and mn.bytes_per_view == 5120
+  assert mn.total_bytes == 5120 * (4 * 8900 + 2203) and not mn.on_disk
+  vgg = feature_cache.layout(models.create_model(models.model_config(arch='vgg16')),
+                             _config('mobilenet_v2', **{'input.image_size': 224,
+                                                        'cache.num_train_views': 1}),
+                             8900, 2203)
+  assert vgg.view_shape == (7, 7, 512) and vgg.bytes_per_view == 7 * 7 * 512 * 2
+  assert 'per view' in vgg.describe() and 'in RAM' in vgg.describe()
+  with pytest.raises(TrainingError, match='config.cache.dtype'):
+    cache_store.storage_dtype('float64', (3,))
+
+
+def test_trainer_disk_cache_equals_ram_and_resumes(data_dir, tmp_path, capsys):
+  ram = trainer.train_and_evaluate(_config('mobilenet_v2', data_dir), tmp_path / 'ram')
+  assert 'in RAM' in capsys.readouterr().out and not (tmp_path / 'ram' / 'cache').exists()
+  c = _config('mobilenet_v2', data_dir, **{'cache.ram_budget_gb': 1e-9})
+  disk = trainer.train_and_evaluate(c, tmp_path / 'disk')
+  assert 'on disk, memory-mapped' in capsys.readouterr().out
+  assert ram == pytest.approx(disk, rel=0, abs=0, nan_ok=True)
+  _, v_ram, _, _ = checkpoints.restore_for_inference(tmp_path / 'ram')
+  _, v_disk, _, _ = checkpoints.restore_for_inference(tmp_path / 'disk')
+  jax.tree.map(np.testing.assert_array_equal, v_ram, v_disk)
+  entries = list((tmp_path / 'disk' / 'cache').iterdir())
+  assert len(entries) == 1 and (entries[0] / 'manifest.json').is_file()
+  mtime = (entries[0] / 'train.bin').stat().st_mtime_ns
+  c.num_train_steps = 3  # resume from checkpoint 2: the entry is reused as it is
+  assert trainer.train_and_evaluate(c, tmp_path / 'disk')['step'] == 3
+  assert list((tmp_path / 'disk' / 'cache').iterdir()) == entries
+  assert (entries[0] / 'train.bin').stat().st_mtime_ns == mtime
+
+
+def test_online_frozen_mode_trains_only_the_head(data_dir, tmp_path, capsys):
+  c = _config('mobilenet_v2', data_dir, **{'cache.enabled': False})
+  model = models.create_model(c.model)
+  init = models.init_variables(model, c.seed, c.input.image_size)
+  res = trainer.train_and_evaluate(c, tmp_path)
+  out = capsys.readouterr().out
+  assert 'online frozen encoder' in out and '2 steps x 8 = 16 train' in out
+  assert res['step'] == 2 and not (tmp_path / 'cache').exists()
+  _, variables, _, _ = checkpoints.restore_for_inference(tmp_path)
+  jax.tree.map(np.testing.assert_array_equal, init['params']['encoder'],
+               jax.device_get(variables['params']['encoder']))
+  moved = jax.tree.map(lambda a, b: np.abs(a - b).max(), init['params']['head'],
+                       jax.device_get(variables['params']['head']))
+  assert max(jax.tree.leaves(moved)) > 0
+
+
+@pytest.mark.parametrize('name', ['float32', 'float16', 'bfloat16'])
+def test_disk_entry_round_trips_each_dtype(name, tmp_path):
+  lay = cache_store.Layout(num_views=2, num_train=3, num_test=1, view_shape=(2, 2, 4),
+                           dtype=cache_store.storage_dtype(name, (2, 2, 4)), ram_budget_bytes=0)
+  assert lay.on_disk and cache_store.open_committed(tmp_path, 'a' * 16, lay) is None
+  writer = cache_store.DiskWriter(tmp_path, 'a' * 16, lay)
+  values = np.random.default_rng(0).standard_normal(lay.shapes()['train']).astype(lay.dtype)
+  writer.arrays['train'][:] = values
+  writer.arrays['test'][:] = 1.5
+  assert cache_store.open_committed(tmp_path, 'a' * 16, lay) is None  # not committed yet
+  got = writer.commit()
+  again = cache_store.open_committed(tmp_path, 'a' * 16, lay)
+  for arrays in (got, again):
+    assert arrays['train'].dtype == lay.dtype
+    np.testing.assert_array_equal(arrays['train'], values)
+    np.testing.assert_array_equal(arrays['test'].astype(np.float32), 1.5)
+  other = dataclasses.replace(lay, num_views=1)  # another layout under the same key: not used
+  assert cache_store.open_committed(tmp_path, 'a' * 16, other) is None
