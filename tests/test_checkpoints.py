@@ -63,7 +63,7 @@ _KILLED_RUN = textwrap.dedent('''
 
 def _last_eval(workdir):
   rows = [json.loads(l) for l in (Path(workdir) / 'metrics.jsonl').read_text().splitlines()]
-  return [r for r in rows if 'eval/binary_accuracy' in r][-1]
+  return [r for r in rows if 'validation/binary_accuracy' in r][-1]
 
 
 def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):

@@ -5,6 +5,7 @@ paper's 50-epoch recipe is one encoder pass over
   - K augmented train views (`config.cache.num_train_views`; view k of row i is the random
     crop/flip drawn from `view_rng(seed, k, i)`), and
   - the eval view of the test split,
+  - the eval view of the validation rows (`data/validation.py`), when there are any,
 followed by head steps over the cache. Step s uses the same rows as the online pipeline
 (`sampling.train_indices(s, ...)`, balanced as configured) and, per row, a view drawn
 from (seed, s). The cache lives in host memory on every process (numpy, f32 or bf16);
@@ -94,6 +95,7 @@ class FeatureCache:
 
   train: `[K, N, h, w, C]` K augmented views of the N training rows.
   test: `[M, h, w, C]` eval view of the M test rows.
+  validation: `[V, h, w, C]` eval view of the V validation rows (None: no validation split).
   """
   train: np.ndarray
   train_meta: sampling.Metadata
@@ -104,6 +106,9 @@ class FeatureCache:
   test_weights: np.ndarray
   seed: int
   mesh: Mesh
+  validation: np.ndarray | None = None
+  validation_meta: sampling.Metadata | None = None
+  validation_weights: np.ndarray | None = None
 
   def _global(self, host: dict[str, np.ndarray], batch_size: int) -> dict[str, jax.Array]:
     sharding = parallel.data_sharding(self.mesh)
@@ -132,21 +137,41 @@ class FeatureCache:
 
   def test_batches(self, batch_size: int) -> Iterator[dict[str, jax.Array]]:
     """One ordered pass over the test features, padded with mask = 0."""
-    m = self.test.shape[0]
+    return self._eval_batches(self.test, self.test_meta, self.test_weights, batch_size)
+
+  def validation_batches(self, batch_size: int) -> Iterator[dict[str, jax.Array]]:
+    """One ordered pass over the validation features, padded with mask = 0."""
+    if self.validation is None:
+      raise ValueError('the feature cache holds no validation split')
+    return self._eval_batches(self.validation, self.validation_meta, self.validation_weights,
+                              batch_size)
+
+  def _eval_batches(self, feats: np.ndarray, meta: sampling.Metadata, weights: np.ndarray,
+                    batch_size: int) -> Iterator[dict[str, jax.Array]]:
+    m = feats.shape[0]
     rows = parallel.local_rows(parallel.data_sharding(self.mesh), batch_size)
     for start in range(0, m, batch_size):
       pos = start + np.arange(batch_size)
       mask = (pos < m).astype(np.float32)
       idx = np.where(pos < m, pos, 0)[rows]
-      host = self._rows(self.test_meta, self.test_weights, idx, mask[rows])
-      host['features'] = self.test[idx].astype(np.float32)
+      host = self._rows(meta, weights, idx, mask[rows])
+      host['features'] = feats[idx].astype(np.float32)
       yield self._global(host, batch_size)
 
 
 def build(model, variables, train_source: Sequence[Any], test_source: Sequence[Any],
-          config, mesh: Mesh, progress: bool = True) -> FeatureCache:
-  """Encodes K train views and the test eval view once (see module docstring)."""
-  train_meta = sampling.read_metadata(train_source)
+          config, mesh: Mesh, progress: bool = True, *,
+          train_meta: sampling.Metadata | None = None,
+          validation_source: Sequence[Any] | None = None,
+          validation_meta: sampling.Metadata | None = None) -> FeatureCache:
+  """Encodes K train views, the test eval view and, with `validation_source` (rows held out of
+  training, `data/validation.py`), its eval view once (see module docstring).
+
+  train_meta / validation_meta: the sources' metadata when the caller already has it (a
+  `validation.Rows` view would otherwise be scanned again).
+  """
+  if train_meta is None:
+    train_meta = sampling.read_metadata(train_source)
   test_meta = sampling.read_metadata(test_source)
   max_train = int(config.data.max_train_images)
   max_test = int(config.data.max_test_images)
@@ -170,6 +195,14 @@ def build(model, variables, train_source: Sequence[Any], test_source: Sequence[A
   test = _encode_rows(encode, variables, lambda data, i: preprocess.preprocess_eval_np(data, s),
                       test_source, np.arange(len(test_meta)), mesh, bs, s, dtype,
                       'caching test view', progress)
+  val = val_meta = val_w = None
+  if validation_source is not None and len(validation_source):
+    val_meta = (validation_meta if validation_meta is not None
+                else sampling.read_metadata(validation_source))
+    val = _encode_rows(encode, variables,
+                       lambda data, i: preprocess.preprocess_eval_np(data, s), validation_source,
+                       np.arange(len(val_meta)), mesh, bs, s, dtype, 'caching validation view',
+                       progress)
   weighting = config.input.weighting
   factor = config.input.weight_factor
   band = tuple(config.input.weight_band)
@@ -178,8 +211,12 @@ def build(model, variables, train_source: Sequence[Any], test_source: Sequence[A
   counts = np.bincount(train_meta.label, minlength=2)
   test_w = sampling.sample_weights(test_meta.mean_score, test_meta.label, weighting, factor,
                                    band, class_counts=counts)
+  if val is not None:
+    val_w = sampling.sample_weights(val_meta.mean_score, val_meta.label, weighting, factor,
+                                    band, class_counts=counts)
   cdf = (np.cumsum(sampling.balanced_probabilities(train_meta.label))
          if config.input.balanced else None)
   return FeatureCache(train=np.stack(views), train_meta=train_meta, train_weights=train_w,
                       cdf=cdf, test=test, test_meta=test_meta, test_weights=test_w,
-                      seed=seed, mesh=mesh)
+                      seed=seed, mesh=mesh, validation=val, validation_meta=val_meta,
+                      validation_weights=val_w)
