@@ -67,7 +67,7 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
     `{'eval.faithfulness_images': 8, 'eval.cam_methods': ('gradcam',)}`.
   """
   t0 = time.time()
-  workdir = Path(workdir)
+  workdir = io_lib.path(workdir)  # gs://bucket/run stays a URL
   model, variables, config, step = checkpoints.restore_for_inference(workdir, step)
   # Results are written at the end: a read-only workdir fails now, not after minutes of work.
   workdir_lib.check_writable(workdir / EVAL_DIR, 'evaluation folder')
@@ -236,8 +236,8 @@ def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config) ->
            f'Boxes: {m.get("distinct_boxes")} distinct over {m.get("num_test_images")} test '
            f'images, {m.get("full_frame_boxes")} of them the full frame; '
            f'{m.get("empty_maps")} empty maps (no box).']
-  explorer = Path(workdir) / EVAL_DIR / EXPLORER_DIR / 'index.html'
-  return dict(name=Path(workdir).name or str(workdir), arch=str(config.model.arch),
+  explorer = io_lib.path(workdir) / EVAL_DIR / EXPLORER_DIR / 'index.html'
+  return dict(name=io_lib.path(workdir).name or str(workdir), arch=str(config.model.arch),
               step=m.get('step'), workdir=str(workdir), metrics=dict(m), figures=dict(figs),
               notes=notes, explorer=str(explorer) if explorer.is_file() else None)
 

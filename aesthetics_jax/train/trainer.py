@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import flax
@@ -241,7 +240,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   is checked and locked for the run (process 0: `workdir.claim`).
   """
   with workdir_lib.claim(workdir, active=jax.process_index() == 0):
-    return _train_and_evaluate(config, Path(workdir))
+    return _train_and_evaluate(config, io.path(workdir))  # gs:// stays a URL
 
 
 def _restore_or_init(ckpt: ckpt_lib.Checkpointer, model, config, tx, mesh: Mesh
@@ -263,7 +262,7 @@ def _restore_or_init(ckpt: ckpt_lib.Checkpointer, model, config, tx, mesh: Mesh
                     opt_state=restored_opt['opt_state']), start
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path) -> dict:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Path) -> dict:
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
   is_main = jax.process_index() == 0
   _check_workdir_model(workdir, config)
