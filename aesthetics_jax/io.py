@@ -1,11 +1,18 @@
 """Atomic writes and paths, local or on cloud storage (etils.epath).
 
+Workdirs (trainer, checkpoints, logs, evaluation, predict) go through `path`: `gs://bucket/run`
+stays a URL for etils.epath and orbax. Reaching gs:// needs `gcsfs` (etils.epath's fsspec
+backend; TensorFlow's also serves) and `google-cloud-storage` (orbax asks the bucket for its
+layout; tensorboardX writes events with it): `require_backend` names what is missing in one
+line before any work.
+
 A reader never sees a half-written file: local files are written to a unique temporary name
 in the same folder, flushed and renamed into place (`os.replace` is atomic on POSIX); on
 object stores (gs://, s3://) a single upload is already all-or-nothing.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -24,6 +31,41 @@ def path(p: PathLike) -> epath.Path:
 
 def is_local(p: PathLike) -> bool:
   return '://' not in os.fspath(p)
+
+
+# Modules (and their pip packages) a cloud scheme needs; each entry: any one of the modules.
+_BACKENDS = {
+    'gs': ((('gcsfs', 'tensorflow'), 'gcsfs'),
+           (('google.cloud.storage',), 'google-cloud-storage')),
+    's3': ((('s3fs', 'tensorflow'), 's3fs'),),
+    'az': ((('adlfs',), 'adlfs'),),
+}
+
+
+def installed(module: str) -> bool:
+  """Whether `module` can be imported (without importing it)."""
+  try:
+    return importlib.util.find_spec(module) is not None
+  except ModuleNotFoundError:  # a missing parent package (google.cloud)
+    return False
+
+
+def missing_backend(p: PathLike) -> list[str]:
+  """The pip packages this environment lacks to read and write `p` ([] when local)."""
+  text = os.fspath(p)
+  if is_local(text):
+    return []
+  needs = _BACKENDS.get(text.split('://', 1)[0], ())
+  return [package for modules, package in needs if not any(map(installed, modules))]
+
+
+def require_backend(p: PathLike, what: str, error: type[Exception]) -> None:
+  """Raises `error` (one line) if `p` is a cloud URL this environment cannot write."""
+  missing = missing_backend(p)
+  if missing:
+    raise error(f'{os.fspath(p)}: the {what} is on {os.fspath(p).split("://")[0]}:// but '
+                f'{" and ".join(missing)} {"is" if len(missing) == 1 else "are"} not '
+                f'installed; pip install {" ".join(missing)} (or pass a local path)')
 
 
 def atomic_write_bytes(p: PathLike, data: bytes, durable: bool = True) -> epath.Path:

@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from aesthetics_jax.evaluation import streaming, study
+from aesthetics_jax.evaluation import streaming
+from aesthetics_jax.evaluation import study
+from aesthetics_jax.evaluation.evaluators import intensity as intensity_eval
 
 
 @pytest.fixture(scope='module')
@@ -119,3 +121,29 @@ def test_accuracy_ci_and_summarize(data):
   assert m['cam_intensity_pearson_all_per_image'] == pytest.approx(stats.pearsonr(x, s)[0])
   assert m['cam_intensity_pearson_all_global'] == pytest.approx(m['cam_intensity_pearson_all_per_image'])
   assert m['split_point_accuracy_per_image'] > 0.7
+
+
+def _summary(raw_mean, raw_min, raw_max, scores):
+  """A streamed split of N images with the given raw-map statistics (per-image unused here)."""
+  n = len(raw_mean)
+  return streaming.SplitSummary(
+      pred={}, true={'mean_score': np.asarray(scores, np.float64)},
+      maps={'intensity': np.full(n, 0.5), 'raw_mean': np.asarray(raw_mean, np.float64),
+            'raw_min': np.asarray(raw_min, np.float64), 'raw_max': np.asarray(raw_max, np.float64)})
+
+
+def test_global_split_point_uses_the_training_scale_on_test(monkeypatch):
+  # Training maps span raw [0, 10]; the test maps only [0, 4]. The fitted threshold 0.5 means
+  # raw 5 in the training scale: every test image (raw mean <= 3.5) is below it → "low", so
+  # half are right. Rescaling the test by its own max (4) would call the last two "high".
+  fit = _summary([1, 2, 3, 7, 8, 9], [0] * 6, [10] * 6, [4, 4, 4, 6, 6, 6])
+  test = _summary([1, 2, 3, 3.5], [0] * 4, [4] * 4, [4, 4, 6, 6])
+  monkeypatch.setattr(streaming, 'collect', lambda *a, **k: fit)
+  out = intensity_eval.run(None, None, None, None, [], test, fit_images=6, bootstrap_samples=0)
+  assert out['split_point_threshold_global'] == pytest.approx(0.5)
+  assert out['split_point_fit_accuracy_global'] == 1.0
+  assert out['split_point_accuracy_global'] == 0.5
+  g = out['global_normalisation']
+  assert (g['min'], g['max'], g['test_max']) == (0.0, 10.0, 4.0)
+  np.testing.assert_allclose(streaming.intensities(test, (g['min'], g['max']))['global'],
+                             [0.1, 0.2, 0.3, 0.35])

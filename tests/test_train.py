@@ -46,7 +46,10 @@ def test_train_and_restore_vgg(data_dir, tmp_path):
   assert 0 <= res['binary_accuracy'] <= 1
   assert json.loads((tmp_path / 'config.json').read_text())['model']['arch'] == 'vgg16'
   rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
-  assert any('train/loss' in r for r in rows) and any('eval/binary_accuracy' in r for r in rows)
+  assert any('train/loss' in r for r in rows)
+  assert any('validation/binary_accuracy' in r for r in rows)
+  assert [r['step'] for r in rows if 'test/binary_accuracy' in r] == [2]  # test once, at the end
+  assert not any(k.startswith('eval/') for r in rows for k in r)
   assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
   model, variables, config, step = checkpoints.restore_for_inference(tmp_path)
   assert step == 2 and config.model.fc_dim == 32
@@ -159,3 +162,103 @@ def test_nan_stops_with_step_and_checkpoint(data_dir, tmp_path):
                         'optim.name': 'sgd'})
   with pytest.raises(trainer.TrainingError, match=r'at step 0; last good checkpoint: none'):
     trainer.train_and_evaluate(c, tmp_path)
+
+
+def _eval_spy(monkeypatch, scripted):
+  """Records the image ids and variables of every `trainer.evaluate` call; the first
+  `len(scripted)` calls report `binary_accuracy` from `scripted` (to pin the best step)."""
+  real, calls, script = trainer.evaluate, [], list(scripted)
+
+  def spy(eval_step, variables, batches, config):
+    batches = list(batches)
+    ids = {int(i) for b in batches
+           for i, m in zip(np.asarray(b['image_id']), np.asarray(b['mask'])) if m > 0}
+    metrics, pred, true = real(eval_step, variables, batches, config)
+    if len(calls) < len(script):
+      metrics = {**metrics, 'binary_accuracy': script[len(calls)]}
+    calls.append((ids, jax.device_get(variables)))
+    return metrics, pred, true
+
+  monkeypatch.setattr(trainer, 'evaluate', spy)
+  return calls
+
+
+def _train_id_spy(monkeypatch):
+  """Image ids of every training batch, online (pipeline) or from the feature cache."""
+  seen = set()
+  orig_online, orig_cache = trainer.ip.train_batches, feature_cache.FeatureCache.train_batch
+
+  def online(*a, **k):
+    for b in orig_online(*a, **k):
+      seen.update(np.asarray(b['image_id']).tolist())
+      yield b
+
+  def cached(self, *a, **k):
+    b = orig_cache(self, *a, **k)
+    seen.update(np.asarray(b['image_id']).tolist())
+    return b
+
+  monkeypatch.setattr(trainer.ip, 'train_batches', online)
+  monkeypatch.setattr(feature_cache.FeatureCache, 'train_batch', cached)
+  return seen
+
+
+@pytest.mark.parametrize('cache', [False, True], ids=['online', 'feature_cache'])
+def test_best_checkpoint_is_chosen_on_validation_and_test_runs_once(data_dir, tmp_path,
+                                                                    monkeypatch, cache):
+  c = _vgg(data_dir, **{'num_train_steps': 3, 'eval_every_steps': 1, 'keep_checkpoints': 1,
+                        'data.validation_fraction': 0.25, 'log_cam_images': 0,
+                        'model.freeze_encoder': cache, 'cache.enabled': cache})
+  calls = _eval_spy(monkeypatch, [0.2, 0.9, 0.5])  # validation at steps 1, 2, 3: best = 2
+  train_ids = _train_id_spy(monkeypatch)
+  res = trainer.train_and_evaluate(c, tmp_path)
+  rec = json.loads((tmp_path / 'validation_ids.json').read_text())
+  val = set(rec['image_ids'])
+  assert len(val) == 4 and rec['num_train'] == 12 and (rec['seed'], rec['fraction']) == (0, 0.25)
+  assert len(calls) == 4  # three periodic evaluations, then test once
+  assert all(ids == val for ids, _ in calls[:3])  # selection never sees a test image
+  test_ids = calls[3][0]
+  assert len(test_ids) == 8 and not test_ids & val
+  assert train_ids and not train_ids & val and not train_ids & test_ids
+  assert (res['eval_split'], res['checkpoint_step'], res['selected_by']) == (
+      'test', 2, 'validation/binary_accuracy')
+  assert res['num_test_images'] == 8 and res['num_validation_images'] == 4
+  _, best, _, _ = checkpoints.restore_for_inference(tmp_path, 2)  # test used checkpoint 2
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(best), calls[3][1])
+  rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert [r['step'] for r in rows if 'validation/binary_accuracy' in r] == [1, 2, 3]
+  assert [r['step'] for r in rows if 'test/binary_accuracy' in r] == [3]
+
+
+class _Crash(Exception):
+  pass
+
+
+def test_resume_keeps_the_validation_split(data_dir, tmp_path, monkeypatch):
+  c = _vgg(data_dir, **{'num_train_steps': 3, 'checkpoint_every_steps': 2, 'log_cam_images': 0})
+  save = checkpoints.Checkpointer.save
+
+  def crashing_save(self, step, *args, **kwargs):
+    if step == 3:
+      raise _Crash()
+    return save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(checkpoints.Checkpointer, 'save', crashing_save)
+  with pytest.raises(_Crash):
+    trainer.train_and_evaluate(c, tmp_path)
+  first = json.loads((tmp_path / 'validation_ids.json').read_text())
+  monkeypatch.setattr(checkpoints.Checkpointer, 'save', save)
+  calls = _eval_spy(monkeypatch, [])
+  assert trainer.train_and_evaluate(c, tmp_path)['step'] == 3  # resumed from checkpoint 2
+  assert json.loads((tmp_path / 'validation_ids.json').read_text()) == first
+  assert calls[0][0] == set(first['image_ids'])  # the resumed run validates on the same rows
+  # Another split in this workdir would mix two: refused with one line naming the fix.
+  with pytest.raises(trainer.TrainingError, match='another validation split.*fresh --workdir'):
+    trainer.train_and_evaluate(_vgg(data_dir, **{'seed': 5}), tmp_path)
+
+
+def test_validation_off_selects_on_test_and_says_so(data_dir, tmp_path):
+  res = trainer.train_and_evaluate(_vgg(data_dir, **{'data.validation_fraction': 0.0}), tmp_path)
+  assert res['selection_split'] == 'test' and res['num_validation_images'] == 0
+  rec = json.loads((tmp_path / 'validation_ids.json').read_text())
+  assert rec['image_ids'] == [] and 'TEST split' in rec['note']

@@ -126,11 +126,12 @@ def test_training_run_logs_and_resumes_without_repeats(tmp_path, monkeypatch):
 
   rows = writers.read_jsonl(workdir / 'metrics.jsonl')
   assert [r['step'] for r in rows if 'train/loss' in r] == [1, 2, 3]
-  assert [r['step'] for r in rows if 'eval/binary_accuracy' in r] == [2, 3]
+  assert [r['step'] for r in rows if 'validation/binary_accuracy' in r] == [2, 3]
+  assert [r['step'] for r in rows if 'test/binary_accuracy' in r] == [3]
   acc = _events(workdir)
   assert _steps(acc, 'train/loss') == [1, 2, 3]
-  assert _steps(acc, 'eval/binary_accuracy') == [2, 3]
-  assert acc.Scalars('eval/binary_accuracy')[-1].value == pytest.approx(
+  assert _steps(acc, 'validation/binary_accuracy') == [2, 3]
+  assert acc.Scalars('test/binary_accuracy')[-1].value == pytest.approx(
       result['binary_accuracy'])
   texts = _text(acc, 'config')
   assert len(texts) == 2  # one per session: at step 0, then at the resumed step 2
@@ -144,4 +145,4 @@ def test_training_run_logs_and_resumes_without_repeats(tmp_path, monkeypatch):
   assert hp['model.arch'] == 'vgg16' and hp['optim.lr'] == c.optim.lr
   exp = plugin_data_pb2.HParamsPluginData.FromString(
       acc.PluginTagToContent('hparams')['_hparams_/experiment']).experiment
-  assert 'eval/binary_accuracy' in [m.name.tag for m in exp.metric_infos]
+  assert 'test/binary_accuracy' in [m.name.tag for m in exp.metric_infos]

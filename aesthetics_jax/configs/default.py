@@ -18,6 +18,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.subset = 'style'       # 'style' | 'all'
   c.data.max_train_images = 0   # 0 = all; >0 truncates (smoke tests, scaling benchmarks)
   c.data.max_test_images = 0
+  # Held out of the training split (per class, seeded by c.seed; data/validation.py) for the
+  # periodic evaluations and the best checkpoint; test is evaluated once at the end. 0 = off
+  # (then both use the test split, as the logs say). max_train_images limits the pool first.
+  c.data.validation_fraction = 0.1
 
   # --- input pipeline --------------------------------------------------------
   c.input = ml_collections.ConfigDict()
@@ -85,7 +89,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = 500
   c.checkpoint_every_steps = 500
   c.keep_checkpoints = 2
-  c.best_metric = 'binary_accuracy'   # kept as 'best' checkpoint (higher is better)
+  c.best_metric = 'binary_accuracy'   # kept as 'best' checkpoint (higher is better), on validation
   c.log_cam_images = 4          # Grad-CAM overlays in TensorBoard per evaluation (0 = off)
 
   # --- evaluation / CAM study ------------------------------------------------

@@ -72,6 +72,10 @@ class Metadata:
   def take(self, n: int) -> 'Metadata':
     return Metadata(**{f.name: getattr(self, f.name)[:n] for f in dataclasses.fields(self)})
 
+  def select(self, rows: np.ndarray) -> 'Metadata':
+    """The rows `rows` (i64 [M]), in that order (a `validation.Rows` view's metadata)."""
+    return Metadata(**{f.name: getattr(self, f.name)[rows] for f in dataclasses.fields(self)})
+
   def save(self, path: str | os.PathLike) -> None:
     """Atomic .npz write (raw columns only; targets are recomputed on load)."""
     buf = io.BytesIO()

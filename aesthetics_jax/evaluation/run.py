@@ -67,7 +67,7 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
     `{'eval.faithfulness_images': 8, 'eval.cam_methods': ('gradcam',)}`.
   """
   t0 = time.time()
-  workdir = Path(workdir)
+  workdir = io_lib.path(workdir)  # gs://bucket/run stays a URL
   model, variables, config, step = checkpoints.restore_for_inference(workdir, step)
   # Results are written at the end: a read-only workdir fails now, not after minutes of work.
   workdir_lib.check_writable(workdir / EVAL_DIR, 'evaluation folder')
@@ -116,6 +116,7 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
       scorecam_images=int(ec.faithfulness_scorecam_images), batch_size=batch_size,
       masks_dir=ground_truth.masks_dir(config), layers=layers,
       box_threshold=float(ec.box_threshold), bootstrap_samples=bootstrap, seed=seed))
+  scale = global_scale(m)
   figs = evaluators.figures.run(
       forward, variables, sources['test'], test, m, arch=arch, image_size=size,
       normalize=normalize, threshold=float(ec.box_threshold), batch_size=batch_size,
@@ -131,10 +132,10 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
         layers=layers, threshold=float(ec.box_threshold),
         tag_names=ground_truth.tag_names(config),
         scorecam_images=int(ec.explorer_scorecam_images), map_size=int(ec.explorer_map_size),
-        thumb_size=int(ec.explorer_thumb_size), demo=demo,
+        thumb_size=int(ec.explorer_thumb_size), demo=demo, global_scale=scale,
         title=f'aesthetics-jax explorer: {workdir.name or workdir} ({arch}, step {step})',
         notes=[f'CAM layers: {", ".join(layers)}; box threshold {float(ec.box_threshold)}.']))
-  _write_csv(out_dir / 'per_image.csv', test, sources['test'], size)
+  _write_csv(out_dir / 'per_image.csv', test, sources['test'], size, scale)
   for key, png in figs.items():
     io_lib.atomic_write_bytes(out_dir / 'figures' / f'{key}.png', png)
   m['eval_seconds'] = round(time.time() - t0, 1)
@@ -182,14 +183,22 @@ def _image_size(record) -> tuple[int, int]:
   return preprocess.image_size(record['image'], what=f'image_id {int(record["image_id"])}')
 
 
-def _write_csv(path: Path, test: streaming.SplitSummary, source, size: int) -> None:
+def global_scale(m: Mapping[str, Any]) -> tuple[float, float] | None:
+  """The intensity study's global-normalisation (min, max) (fitted on training maps), so every
+  output of the evaluation uses the scale its split-point threshold was fitted in."""
+  g = m.get('global_normalisation') or {}
+  return (float(g['min']), float(g['max'])) if 'min' in g and 'max' in g else None
+
+
+def _write_csv(path: Path, test: streaming.SplitSummary, source, size: int,
+               scale: tuple[float, float] | None = None) -> None:
   """per_image.csv: one row per test image (`CSV_FIELDS`); boxes "y0 x0 y1 x1" in original
-  image pixels."""
+  image pixels; `intensity_global` in the `scale` (lo, hi) of `global_scale`."""
   buf = io.StringIO()
   w = csv.writer(buf)
   w.writerow(CSV_FIELDS)
   pred, true = test.pred, test.true
-  ints = streaming.intensities(test)
+  ints = streaming.intensities(test, scale)
   fmt = lambda d, k, i, f: format(d[k][i], f) if k in d else ''  # noqa: E731
   for i in range(test.num_images):
     hw = _image_size(source[i])
@@ -227,8 +236,8 @@ def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config) ->
            f'Boxes: {m.get("distinct_boxes")} distinct over {m.get("num_test_images")} test '
            f'images, {m.get("full_frame_boxes")} of them the full frame; '
            f'{m.get("empty_maps")} empty maps (no box).']
-  explorer = Path(workdir) / EVAL_DIR / EXPLORER_DIR / 'index.html'
-  return dict(name=Path(workdir).name or str(workdir), arch=str(config.model.arch),
+  explorer = io_lib.path(workdir) / EVAL_DIR / EXPLORER_DIR / 'index.html'
+  return dict(name=io_lib.path(workdir).name or str(workdir), arch=str(config.model.arch),
               step=m.get('step'), workdir=str(workdir), metrics=dict(m), figures=dict(figs),
               notes=notes, explorer=str(explorer) if explorer.is_file() else None)
 

@@ -8,8 +8,9 @@ the per-image-normalised aesthetic map per true score bucket (`study.bucket_mean
 Figure 8) and, for MobileNetV2, the 10 bucket maps per group of true scores (`SCORE_GROUPS`).
 
 Dataset-global normalisation needs no second pass: it is affine in the raw map, so the mean of
-the globally normalised map is `(mean_raw - lo) / (hi - lo)` with the split's raw min/max
-(`intensities`).
+the globally normalised map is `(mean_raw - lo) / (hi - lo)` (`intensities`). One scale
+`(lo, hi)` must serve every split compared: the intensity study fits it on the split-point fit
+(training) maps and applies it to the test maps too.
 """
 from __future__ import annotations
 
@@ -152,10 +153,16 @@ def global_range(split: SplitSummary) -> tuple[float, float]:
   return float(split.maps['raw_min'].min()), float(split.maps['raw_max'].max())
 
 
-def intensities(split: SplitSummary) -> dict[str, np.ndarray]:
-  """Mean map intensity per image `{'per_image', 'global': [N]}`; 'global' min-max normalises
-  with the split's own `global_range` (exact: the normalisation is affine)."""
-  lo, hi = global_range(split)
+def intensities(split: SplitSummary,
+                scale: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
+  """Mean map intensity per image `{'per_image', 'global': [N]}`.
+
+  'global' is `(raw_mean - lo) / (hi - lo)` with `scale = (lo, hi)` (default: the split's own
+  `global_range`). Unclipped, so it stays exact (the normalisation is affine) when `scale`
+  comes from another split whose maps this one's exceed: a threshold fitted in that scale then
+  means the same raw intensity here.
+  """
+  lo, hi = global_range(split) if scale is None else (float(scale[0]), float(scale[1]))
   return {'per_image': split.maps['intensity'],
           'global': (split.maps['raw_mean'] - lo) / max(hi - lo, 1e-12)}
 

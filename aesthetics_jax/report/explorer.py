@@ -121,16 +121,20 @@ class ExplorerWriter:
                demo: bool = False, method_images: Mapping[str, int] | None = None,
                notes: Sequence[str] = (), chunk_size: int = 50, thumb_size: int = 256,
                map_size: int = 32):
-    self.out_dir = Path(out_dir)
+    self.out_dir = io_lib.path(out_dir)
+    # Local: written in a temporary folder swapped into place; object stores have no folder
+    # rename, so the files go straight to `out_dir` there.
+    self._local = io_lib.is_local(out_dir)
     self.arch, self.methods, self.targets = arch, list(methods), list(targets)
     self.title, self.demo, self.notes = title, bool(demo), list(notes)
     self.method_images = dict(method_images or {})
     self.chunk_size, self.thumb_size = int(chunk_size), int(thumb_size)
     self.map_size = int(map_size)
     tag = f'{os.getpid()}.{uuid.uuid4().hex[:8]}'
-    self._tmp = self.out_dir.parent / f'.{self.out_dir.name}.{tag}.tmp'
-    (self._tmp / 'thumbs').mkdir(parents=True)
-    (self._tmp / 'maps').mkdir()
+    self._tmp = (self.out_dir.parent / f'.{self.out_dir.name}.{tag}.tmp' if self._local
+                 else self.out_dir)
+    (self._tmp / 'thumbs').mkdir(parents=True, exist_ok=not self._local)
+    (self._tmp / 'maps').mkdir(exist_ok=not self._local)
     self._rows: list[list[Any]] = []
     self._chunk: dict[int, dict] = {}
     self._map_hw: list[int] | None = None
@@ -199,6 +203,8 @@ class ExplorerWriter:
     page = re.sub(r'\{\{(TITLE|CSS|DATA|JS)\}\}', lambda m: parts[m.group(1)],
                   _asset('explorer.html'))
     io_lib.atomic_write_text(self._tmp / 'index.html', page)
+    if not self._local:
+      return self.out_dir / 'index.html'
     old = self.out_dir.parent / f'.{self.out_dir.name}.{uuid.uuid4().hex[:8]}.old'
     if self.out_dir.exists():
       os.replace(self.out_dir, old)
@@ -207,7 +213,8 @@ class ExplorerWriter:
     return self.out_dir / 'index.html'
 
   def abort(self) -> None:
-    shutil.rmtree(self._tmp, ignore_errors=True)
+    if self._local:
+      shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 def write_explorer(out_dir: str | os.PathLike, images: Sequence[ExplorerImage],

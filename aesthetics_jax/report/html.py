@@ -266,8 +266,8 @@ def _explorer_link(s: Mapping, base: Path | None) -> str:
   path = s.get('explorer')
   if not path:
     return ''
-  href = Path(path).as_posix()
-  if base is not None:
+  href = str(path) if not io_lib.is_local(path) else Path(path).as_posix()
+  if base is not None and io_lib.is_local(path):
     href = Path(os.path.relpath(Path(path).resolve(), base)).as_posix()
   m = s['metrics']
   methods = ', '.join(str(x) for x in m.get('explorer_methods') or ()) or 'the CAM methods'
@@ -357,6 +357,7 @@ def write_report(path: str | os.PathLike, models: Sequence[Mapping],
                  dataset: Mapping | None = None, demo: bool = False,
                  title: str = 'aesthetics-jax evaluation report') -> Path:
   """Renders and atomically writes the report; returns its path."""
+  local = io_lib.is_local(path)  # a cloud report links the explorer by its URL
   io_lib.atomic_write_text(path, render(models, dataset, demo, title,
-                                        base=Path(path).parent.resolve()))
-  return Path(path)
+                                        base=Path(path).parent.resolve() if local else None))
+  return io_lib.path(path)

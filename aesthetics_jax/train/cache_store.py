@@ -58,13 +58,15 @@ def _fmt_bytes(n: float) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-  """Sizes of a cache: train `[K, N, *view_shape]`, test `[M, *view_shape]` in `dtype`."""
+  """Sizes of a cache: train `[K, N, *view_shape]`, test `[M, *view_shape]`, validation
+  `[V, *view_shape]` in `dtype`."""
   num_views: int
   num_train: int
   num_test: int
   view_shape: tuple[int, ...]
   dtype: np.dtype
   ram_budget_bytes: int
+  num_validation: int = 0
 
   @property
   def bytes_per_view(self) -> int:
@@ -76,7 +78,8 @@ class Layout:
 
   @property
   def total_bytes(self) -> int:
-    return self.bytes_per_view * (self.num_views * self.num_train + self.num_test)
+    return self.bytes_per_view * (self.num_views * self.num_train + self.num_test
+                                  + self.num_validation)
 
   @property
   def on_disk(self) -> bool:
@@ -84,7 +87,7 @@ class Layout:
 
   @property
   def encoder_passes(self) -> int:
-    return self.num_views * self.num_train + self.num_test
+    return self.num_views * self.num_train + self.num_test + self.num_validation
 
   def describe(self, where: str = '') -> str:
     """One line: bytes per view / image / total, RAM or disk, encoder passes."""
@@ -93,13 +96,15 @@ class Layout:
     return (f'feature cache: {self.dtype.name} {list(self.view_shape)} = '
             f'{_fmt_bytes(self.bytes_per_view)} per view, {_fmt_bytes(self.bytes_per_image)} '
             f'per train image (K={self.num_views} views); {self.num_train} train x '
-            f'{self.num_views} + {self.num_test} test = {_fmt_bytes(self.total_bytes)} {place} '
+            f'{self.num_views} + {self.num_test} test + {self.num_validation} validation = '
+            f'{_fmt_bytes(self.total_bytes)} {place} '
             f'(RAM budget {_fmt_bytes(self.ram_budget_bytes)}: config.cache.ram_budget_gb); '
-            f'{self.encoder_passes} encoder passes once (K*N + M)')
+            f'{self.encoder_passes} encoder passes once (K*N + M + V)')
 
   def shapes(self) -> dict[str, tuple[int, ...]]:
     return {'train': (self.num_views, self.num_train) + self.view_shape,
-            'test': (self.num_test,) + self.view_shape}
+            'test': (self.num_test,) + self.view_shape,
+            'validation': (self.num_validation,) + self.view_shape}
 
 
 def digest(parts: Any) -> str:

@@ -13,7 +13,7 @@ back to the newest intact step. Checkpoints written before the checksums restore
 Keeps the latest `keep` checkpoints plus the best one by `best_metric` (higher is better).
 Saves are async; a failed save (disk full, read-only) is a `CheckpointSaveError` at the next
 `check_saves()` / `save()` / `wait()`. Multi-process safe (orbax coordinates; process 0 writes
-`files.json`).
+`files.json`). The workdir may be a cloud URL (`io.path`: etils.epath; orbax accepts it).
 """
 import errno
 import json
@@ -184,27 +184,42 @@ def array_checksums(tree: Any) -> dict[str, list]:
   return out
 
 
+def _size(path: Path) -> int:
+  """Bytes of a file, local (`os.stat_result`) or cloud (etils `StatResult`)."""
+  st = path.stat()
+  return int(st.st_size if hasattr(st, 'st_size') else st.length)
+
+
 def _file_crc(path: Path) -> int:
   crc = 0
-  with open(path, 'rb') as f:
+  with path.open('rb') as f:
     while chunk := f.read(1 << 22):
       crc = zlib.crc32(chunk, crc)
   return crc
 
 
+def _files_under(folder: Path) -> Iterable[Path]:
+  """Every file below `folder` (epath has no recursive glob: walk it, on any storage)."""
+  for p in folder.iterdir():
+    if p.is_dir():
+      yield from _files_under(p)
+    else:
+      yield p
+
+
 def write_file_manifest(step_dir: Path) -> None:
   """`step_dir/files.json`: `{'files': {relative path: [size, crc32]}}` of the committed step."""
   files = {}
-  for p in sorted(step_dir.rglob('*')):
-    if p.is_file() and p.name != FILES_JSON and p.name not in _UNLISTED and p.name[0] != '.':
-      files[p.relative_to(step_dir).as_posix()] = [p.stat().st_size, _file_crc(p)]
+  for p in sorted(_files_under(step_dir)):
+    if p.name != FILES_JSON and p.name not in _UNLISTED and p.name[0] != '.':
+      files[p.relative_to(step_dir).as_posix()] = [_size(p), _file_crc(p)]
   io.atomic_write_json(step_dir / FILES_JSON, {'files': files})
 
 
 def _file_problem(path: Path, size: int, crc: int) -> str | None:
   """How a file differs from what files.json recorded (None: it does not)."""
   try:
-    now = path.stat().st_size
+    now = _size(path)
   except FileNotFoundError:
     return 'is missing'
   except OSError as e:
@@ -227,8 +242,10 @@ class Checkpointer:
 
   def __init__(self, workdir: str | os.PathLike, keep: int = 2, best_metric: str = '',
                enable_async: bool = True, read_only: bool = False):
-    self.workdir = Path(workdir)
-    self.directory = (self.workdir / 'checkpoints').absolute()
+    self.workdir = io.path(workdir)
+    self.directory = self.workdir / 'checkpoints'
+    if io.is_local(workdir):
+      self.directory = self.directory.absolute()
     self.best_metric = best_metric
     self.enable_async = enable_async
     self._pending: int | None = None  # step of a save not yet known to have succeeded
@@ -416,7 +433,7 @@ class Checkpointer:
       for name in ('manifest.ocdbt', '_METADATA'):
         if not (d / name).is_file():
           raise self._corrupt(step, f'{d / name} is missing')
-        if (d / name).stat().st_size == 0:
+        if _size(d / name) == 0:
           raise self._corrupt(step, f'{d / name} is empty')
       try:
         read_json_object(d / '_METADATA', CorruptCheckpointError)
@@ -514,7 +531,10 @@ class Checkpointer:
           target, k = dest / str(e.step), 1
           while target.exists():
             target, k = dest / f'{e.step}.{k}', k + 1
-          shutil.move(str(self.step_dir(e.step)), str(target))
+          if io.is_local(dest):
+            shutil.move(str(self.step_dir(e.step)), str(target))
+          else:  # object stores: copy + delete, through epath
+            self.step_dir(e.step).rename(target)
       except OSError as err:
         raise WorkdirError(f'{bad[0]}; moving it to {dest} failed ({storage_cause(err)})'
                            ) from None
@@ -551,7 +571,7 @@ def abstract_like(tree: Any) -> Any:
 
 
 def config_path(workdir) -> Path:
-  return Path(workdir) / 'config.json'
+  return io.path(workdir) / 'config.json'
 
 
 def load_config(workdir) -> ml_collections.ConfigDict:
@@ -590,18 +610,20 @@ def restore_for_inference(workdir, step: int | None = None):
 
   variables are host-local jax arrays `{'params', 'batch_stats'}` on the default device.
   """
+  io.require_backend(workdir, 'workdir', WorkdirError)
+  workdir = io.path(workdir)
   config = load_config(workdir)
   model = models.create_model(config.model)
   ckpt = Checkpointer(workdir, read_only=True, enable_async=False)
   try:
     steps = ckpt.all_steps()
     if not steps:
-      raise WorkdirError(f'{Path(workdir) / "checkpoints"}: no checkpoint; train first '
+      raise WorkdirError(f'{workdir / "checkpoints"}: no checkpoint; train first '
                          '(python -m launch.train --workdir=...)')
     if step is None:
       step = max(steps)
     elif step not in steps:
-      raise WorkdirError(f'{Path(workdir) / "checkpoints"}: no checkpoint at step {step}; '
+      raise WorkdirError(f'{workdir / "checkpoints"}: no checkpoint at step {step}; '
                          f'available: {sorted(steps)}')
     abstract = models.abstract_variables(model, int(config.input.image_size))
     dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

@@ -5,6 +5,7 @@ paper's 50-epoch recipe is one encoder pass over
   - K augmented train views (`config.cache.num_train_views`; view k of row i is the random
     crop/flip drawn from `view_rng(seed, k, i)`), and
   - the eval view of the test split,
+  - the eval view of the validation rows (`data/validation.py`), when there are any,
 followed by head steps over the cache. Step s uses the same rows as the online pipeline
 (`sampling.train_indices(s, ...)`, balanced as configured) and, per row, a view drawn
 from (seed, s). Each process uploads only its own rows of a step's global batch.
@@ -77,13 +78,15 @@ def view_shape(model, image_size: int) -> tuple[int, ...]:
   return tuple(int(d) for d in out.shape[1:])
 
 
-def layout(model, config, num_train: int, num_test: int) -> cache_store.Layout:
-  """Sizes of the cache `build` makes for `num_train` / `num_test` rows under `config`."""
+def layout(model, config, num_train: int, num_test: int, num_validation: int = 0
+           ) -> cache_store.Layout:
+  """Sizes of the cache `build` makes for `num_train` / `num_test` / `num_validation` rows
+  under `config`."""
   shape = view_shape(model, int(config.input.image_size))
   budget = float(config.cache.ram_budget_gb)
   return cache_store.Layout(
       num_views=max(1, int(config.cache.num_train_views)), num_train=int(num_train),
-      num_test=int(num_test), view_shape=shape,
+      num_test=int(num_test), num_validation=int(num_validation), view_shape=shape,
       dtype=cache_store.storage_dtype(str(config.cache.dtype), shape),
       ram_budget_bytes=int(budget * 2**30))
 
@@ -135,6 +138,7 @@ class FeatureCache:
 
   train: `[K, N, *view]` K augmented views of the N training rows.
   test: `[M, *view]` eval view of the M test rows.
+  validation: `[V, *view]` eval view of the V validation rows (None: no validation split).
   view: `model.cache_features` of one image (MobileNetV2 [C], VGG16 [P, P, C]).
   """
   train: np.ndarray
@@ -149,6 +153,9 @@ class FeatureCache:
   layout: cache_store.Layout | None = None
   directory: Path | None = None   # the committed entry when on disk
   reused: bool = False            # read back from an earlier run's entry
+  validation: np.ndarray | None = None
+  validation_meta: sampling.Metadata | None = None
+  validation_weights: np.ndarray | None = None
 
   def _global(self, host: dict[str, np.ndarray], batch_size: int) -> dict[str, jax.Array]:
     sharding = parallel.data_sharding(self.mesh)
@@ -177,24 +184,37 @@ class FeatureCache:
 
   def test_batches(self, batch_size: int) -> Iterator[dict[str, jax.Array]]:
     """One ordered pass over the test features, padded with mask = 0."""
-    m = self.test.shape[0]
+    return self._eval_batches(self.test, self.test_meta, self.test_weights, batch_size)
+
+  def validation_batches(self, batch_size: int) -> Iterator[dict[str, jax.Array]]:
+    """One ordered pass over the validation features, padded with mask = 0."""
+    if self.validation is None:
+      raise ValueError('the feature cache holds no validation split')
+    return self._eval_batches(self.validation, self.validation_meta, self.validation_weights,
+                              batch_size)
+
+  def _eval_batches(self, feats: np.ndarray, meta: sampling.Metadata, weights: np.ndarray,
+                    batch_size: int) -> Iterator[dict[str, jax.Array]]:
+    m = feats.shape[0]
     rows = parallel.local_rows(parallel.data_sharding(self.mesh), batch_size)
     for start in range(0, m, batch_size):
       pos = start + np.arange(batch_size)
       mask = (pos < m).astype(np.float32)
       idx = np.where(pos < m, pos, 0)[rows]
-      host = self._rows(self.test_meta, self.test_weights, idx, mask[rows])
-      host['features'] = self.test[idx].astype(np.float32)
+      host = self._rows(meta, weights, idx, mask[rows])
+      host['features'] = feats[idx].astype(np.float32)
       yield self._global(host, batch_size)
 
 
 def _cache_key(variables, config, train_meta: sampling.Metadata,
-               test_meta: sampling.Metadata, lay: cache_store.Layout) -> str:
+               test_meta: sampling.Metadata, val_meta: sampling.Metadata | None,
+               lay: cache_store.Layout) -> str:
   """Everything a cached view depends on: encoder weights, model and input settings, data."""
   encoder = {c: variables.get(c, {}).get('encoder', {}) for c in ('params', 'batch_stats')}
   data = cache_store.tree_digest({
-      'train': (train_meta.image_id, train_meta.votes), 'test': (test_meta.image_id,
-                                                                 test_meta.votes)})
+      'train': (train_meta.image_id, train_meta.votes),
+      'test': (test_meta.image_id, test_meta.votes),
+      'validation': () if val_meta is None else (val_meta.image_id, val_meta.votes)})
   return cache_store.digest({
       'version': cache_store.FORMAT_VERSION, 'encoder': cache_store.tree_digest(encoder),
       'model': config.model.to_dict(), 'seed': int(config.seed),
@@ -221,8 +241,9 @@ def _storage(lay: cache_store.Layout, key: str, cache_dir: str | Path | None, ow
   return writer.arrays, writer, directory / key
 
 
-def _fill(model, variables, train_source, test_source, config, mesh: Mesh, progress: bool,
-          lay: cache_store.Layout, key: str, cache_dir, owner: list, n: int, m: int):
+def _fill(model, variables, train_source, test_source, validation_source, config, mesh: Mesh,
+          progress: bool, lay: cache_store.Layout, key: str, cache_dir, owner: list, n: int,
+          m: int, v: int):
   """Storage for the cache, filled by encoding, or a reused entry: (arrays, directory, reused).
   """
   rs, s = int(config.input.resize_size), int(config.input.image_size)
@@ -242,6 +263,10 @@ def _fill(model, variables, train_source, test_source, config, mesh: Mesh, progr
   _encode_rows(encode, variables, lambda data, i: preprocess.preprocess_eval_np(data, s),
                test_source, np.arange(m), mesh, bs, s, arrays['test'],
                'caching test view', progress)
+  if v:
+    _encode_rows(encode, variables, lambda data, i: preprocess.preprocess_eval_np(data, s),
+                 validation_source, np.arange(v), mesh, bs, s, arrays['validation'],
+                 'caching validation view', progress)
   if writer is not None:
     arrays = writer.commit()
   return arrays, directory, False
@@ -249,13 +274,20 @@ def _fill(model, variables, train_source, test_source, config, mesh: Mesh, progr
 
 def build(model, variables, train_source: Sequence[Any], test_source: Sequence[Any],
           config, mesh: Mesh, progress: bool = True,
-          cache_dir: str | Path | None = None) -> FeatureCache:
-  """Encodes K train views and the test eval view once (see module docstring).
+          cache_dir: str | Path | None = None, *,
+          train_meta: sampling.Metadata | None = None,
+          validation_source: Sequence[Any] | None = None,
+          validation_meta: sampling.Metadata | None = None) -> FeatureCache:
+  """Encodes K train views, the test eval view and, with `validation_source` (rows held out of
+  training, `data/validation.py`), its eval view once (see module docstring).
 
   Over the RAM budget the cache is memory-mapped under `cache_dir` (the trainer's
   `<workdir>/cache`; None: a temporary folder) and an entry with the same key is reused.
+  train_meta / validation_meta: the sources' metadata when the caller already has it (a
+  `validation.Rows` view would otherwise be scanned again).
   """
-  train_meta = sampling.read_metadata(train_source)
+  if train_meta is None:
+    train_meta = sampling.read_metadata(train_source)
   test_meta = sampling.read_metadata(test_source)
   max_train = int(config.data.max_train_images)
   max_test = int(config.data.max_test_images)
@@ -265,22 +297,32 @@ def build(model, variables, train_source: Sequence[Any], test_source: Sequence[A
     test_meta = test_meta.take(max_test)
   # Before any encoding: a refused weighting is one line, not minutes later.
   train_w, cdf = ip.train_sampling(train_meta, config)
-  test_w = ip.loss_weights(test_meta, config, np.bincount(train_meta.label, minlength=2))
+  counts = np.bincount(train_meta.label, minlength=2)
+  test_w = ip.loss_weights(test_meta, config, counts)
+  val_meta = val_w = None
+  if validation_source is not None and len(validation_source):
+    val_meta = (validation_meta if validation_meta is not None
+                else sampling.read_metadata(validation_source))
+    val_w = ip.loss_weights(val_meta, config, counts)
+  num_val = 0 if val_meta is None else len(val_meta)
   seed, n = int(config.seed), len(train_meta)
-  lay = layout(model, config, n, len(test_meta))
-  key = _cache_key(variables, config, train_meta, test_meta, lay) if lay.on_disk else ''
+  lay = layout(model, config, n, len(test_meta), num_val)
+  key = (_cache_key(variables, config, train_meta, test_meta, val_meta, lay) if lay.on_disk
+         else '')
   owner: list = []  # temporary folders to delete with the cache (or on failure)
   try:
     arrays, directory, reused = _fill(model, variables, train_source, test_source,
-                                      config, mesh, progress, lay, key, cache_dir, owner, n,
-                                      len(test_meta))
+                                      validation_source, config, mesh, progress, lay, key,
+                                      cache_dir, owner, n, len(test_meta), num_val)
   except BaseException:
     for d in owner:
       shutil.rmtree(d, ignore_errors=True)
     raise
   cache = FeatureCache(train=arrays['train'], train_meta=train_meta, train_weights=train_w,
                        cdf=cdf, test=arrays['test'], test_meta=test_meta, test_weights=test_w,
-                       seed=seed, mesh=mesh, layout=lay, directory=directory, reused=reused)
+                       seed=seed, mesh=mesh, layout=lay, directory=directory, reused=reused,
+                       validation=arrays['validation'] if num_val else None,
+                       validation_meta=val_meta, validation_weights=val_w)
   for d in owner:
     weakref.finalize(cache, shutil.rmtree, d, True)
   return cache

@@ -12,8 +12,16 @@ config.cache.ram_budget_gb) and the heads train over the cache; otherwise (fine-
 from-scratch demo models, or the frozen online mode) every step runs the whole model
 ("online"). With a frozen encoder the cost of either is printed at start.
 
-Workdir: config.json, checkpoints/ (orbax), metrics.jsonl, tensorboard/ (scalars, config
-text, Grad-CAM overlays of `config.log_cam_images` test images at each evaluation, hparams).
+Model selection (data/validation.py): `config.data.validation_fraction` of the training rows
+are held out (per class, seeded); the periodic evaluations (`validation/*` scalars) and the kept
+best checkpoint (`config.best_metric`) use them, and the test split is evaluated ONCE at the
+end with the selected checkpoint (`test/*` scalars; the returned metrics, labelled with
+`eval_split`, `checkpoint_step` and `selected_by`). With fraction 0 the periodic evaluations
+and the selection use the test split, and the logs and the result say so.
+
+Workdir: config.json, validation_ids.json (the held-out image ids), checkpoints/ (orbax),
+metrics.jsonl, tensorboard/ (scalars, config text, Grad-CAM overlays of
+`config.log_cam_images` test images at each evaluation, hparams).
 Rerunning resumes from the latest intact checkpoint (a damaged newer one is moved to
 `corrupt_checkpoints/`, checkpoints.py); the data stream is deterministic in (seed, step), and
 the logs drop what the interrupted run wrote after that checkpoint (writers.py). The workdir is
@@ -25,7 +33,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import flax
@@ -45,6 +52,7 @@ from aesthetics_jax.train import cam_preview
 from aesthetics_jax.train import checkpoints as ckpt_lib
 from aesthetics_jax.train import feature_cache
 from aesthetics_jax.data import sampling
+from aesthetics_jax.data import validation
 from aesthetics_jax.train import losses
 from aesthetics_jax.train import metrics as metrics_lib
 from aesthetics_jax.train import optim
@@ -235,7 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   is checked and locked for the run (process 0: `workdir.claim`).
   """
   with workdir_lib.claim(workdir, active=jax.process_index() == 0):
-    return _train_and_evaluate(config, Path(workdir))
+    return _train_and_evaluate(config, io.path(workdir))  # gs:// stays a URL
 
 
 def _restore_or_init(ckpt: ckpt_lib.Checkpointer, model, config, tx, mesh: Mesh
@@ -257,19 +265,19 @@ def _restore_or_init(ckpt: ckpt_lib.Checkpointer, model, config, tx, mesh: Mesh
                     opt_state=restored_opt['opt_state']), start
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path) -> dict:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Path) -> dict:
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
   is_main = jax.process_index() == 0
   _check_workdir_model(workdir, config)
 
   mesh = parallel.make_mesh()
   sources = dataset.load_sources(config.data.data_dir, config.data.subset)
-  train_src, test_src = sources['train'], sources['test']
-  train_meta = sampling.read_metadata(train_src)
+  test_src = sources['test']
+  split, train_src, train_meta, val_src, val_meta = _carve_validation(sources['train'], config,
+                                                                      workdir)
   n_train = len(train_meta)
-  if int(config.data.max_train_images) > 0:
-    n_train = min(n_train, int(config.data.max_train_images))
   total = optim.total_train_steps(config, n_train)
+  eval_split = 'validation' if split.enabled else 'test'
 
   model = models.create_model(config.model)
   tx = optim.make_optimizer(config, total)
@@ -312,18 +320,26 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path) -> dic
   if use_cache:
     t0 = time.time()
     cache = feature_cache.build(model, state.variables, train_src, test_src, config, mesh,
-                                progress=is_main, cache_dir=workdir / 'cache')
+                                progress=is_main, train_meta=train_meta,
+                                validation_source=val_src if split.enabled else None,
+                                validation_meta=val_meta,
+                                cache_dir=workdir / 'cache' if io.is_local(workdir) else None)
     logging.info('Feature cache %s in %.1fs: train %s, test %s',
                  f'reused from {cache.directory}' if cache.reused else 'built',
                  time.time() - t0, cache.train.shape, cache.test.shape)
     next_batch = lambda s: cache.train_batch(s, int(config.batch_size))
-    eval_batches = lambda: cache.test_batches(eval_bs)
+    test_batches = lambda: cache.test_batches(eval_bs)
+    val_batches = lambda: cache.validation_batches(eval_bs)
   else:
     it = ip.train_batches(train_src, config, mesh, start_step=start, metadata=train_meta)
     next_batch = lambda s: next(it)
-    counts = np.bincount(train_meta.label[:n_train], minlength=2)
-    eval_batches = lambda: ip.eval_batches(test_src, config, mesh, eval_bs,
+    counts = np.bincount(train_meta.label, minlength=2)
+    test_batches = lambda: ip.eval_batches(test_src, config, mesh, eval_bs,
                                            max_examples=max_test, class_counts=counts)
+    val_batches = lambda: ip.eval_batches(val_src, config, mesh, eval_bs, metadata=val_meta,
+                                          class_counts=counts)
+  # Periodic evaluations and the best checkpoint: validation (test only when it is off).
+  eval_batches = val_batches if split.enabled else test_batches
 
   log_every = max(1, int(config.log_every_steps))
   eval_every = max(1, int(config.eval_every_steps))
@@ -369,10 +385,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path) -> dic
       eval_now = done % eval_every == 0 or done == total
       if eval_now:
         eval_metrics, _, _ = evaluate(eval_step, state.variables, eval_batches(), config)
-        writer.write_scalars(done, {f'eval/{k}': v for k, v in eval_metrics.items()})
+        writer.write_scalars(done, {f'{eval_split}/{k}': v for k, v in eval_metrics.items()})
         if preview is not None:
           writer.write_images(done, preview(state.variables))
-        logging.info('step %d eval %s', done, eval_metrics)
+        logging.info('step %d eval (%s split) %s', done, eval_split, eval_metrics)
       if done % ckpt_every == 0 or done == total:
         if pending:
           check_finite()
@@ -381,15 +397,73 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path) -> dic
                   metrics=eval_metrics if eval_now else None)
         last_good = done
     ckpt.wait()  # the final save must have succeeded before this run reports success
-    if not eval_metrics:  # resumed at the end: evaluate the final state once
-      eval_metrics, _, _ = evaluate(eval_step, state.variables, eval_batches(), config)
-    # The final metrics are the last `eval/*` scalars (logged at step `total` by this run or
-    # by the one that saved the final checkpoint).
+    # Test once, with the checkpoint selected on the periodic evaluations (best, else last).
+    chosen = _selected_step(ckpt, total)
+    variables = state.variables
+    if chosen != total:
+      variables, _ = ckpt.restore(chosen, ckpt_lib.abstract_like(state.variables))
+    test_metrics, _, _ = evaluate(eval_step, variables, test_batches(), config)
+    writer.write_scalars(total, {f'test/{k}': v for k, v in test_metrics.items()})
+    selected_by = (f'{eval_split}/{config.best_metric}' if str(config.best_metric)
+                   else 'last step')
+    logging.info('test metrics of checkpoint %d (selected by %s): %s', chosen, selected_by,
+                 test_metrics)
     writer.write_hparams(writers.flat_hparams(config.to_dict()),
-                         [f'eval/{k}' for k in eval_metrics])
+                         [f'test/{k}' for k in test_metrics])
   finally:
     bar.close()
     ckpt.close(raise_errors=False)  # success already waited above; errors are propagating
     writer.close()
-  return {**eval_metrics, 'step': total, 'num_devices': jax.device_count(),
-          'num_processes': jax.process_count()}
+  return {**test_metrics, 'eval_split': 'test', 'checkpoint_step': chosen,
+          'selected_by': selected_by, 'selection_split': eval_split,
+          'num_validation_images': int(split.validation.size), 'step': total,
+          'num_devices': jax.device_count(), 'num_processes': jax.process_count()}
+
+
+def _selected_step(ckpt: ckpt_lib.Checkpointer, total: int) -> int:
+  """The best checkpoint by `best_metric` (on the periodic evaluations), else the last."""
+  best = ckpt.best_step()
+  return int(best) if best is not None and best in ckpt.all_steps() else total
+
+
+def _has_checkpoints(workdir) -> bool:
+  d = workdir / 'checkpoints'
+  return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
+
+
+def _carve_validation(train_all, config, workdir):
+  """(split, train source, its metadata, validation source, its metadata): the first
+  `max_train_images` training rows minus the held-out validation rows (data/validation.py),
+  recorded in `W/validation_ids.json` (process 0) and checked against it on resume."""
+  meta = sampling.read_metadata(train_all)
+  limit = int(config.data.max_train_images)
+  if 0 < limit < len(meta):
+    meta = meta.take(limit)
+  fraction, seed = float(config.data.validation_fraction), int(config.seed)
+  try:
+    split = validation.split_rows(meta.label, fraction, seed)
+  except ValueError as e:
+    raise TrainingError(str(e)) from None
+  rec = validation.record(split, meta.image_id, fraction, seed)
+  path = workdir / validation.RECORD_FILE
+  if path.exists():
+    try:
+      saved = ckpt_lib.read_json_object(path)
+    except ckpt_lib.WorkdirError as e:
+      logging.warning('%s; rewriting it', e)
+      saved = None
+    diff = validation.mismatch(saved, rec) if saved is not None else ''
+    if diff and _has_checkpoints(workdir):
+      raise TrainingError(
+          f'{path}: this workdir was trained with another validation split ({diff}); rerun '
+          'with its --config.seed / --config.data.validation_fraction or use a fresh --workdir')
+  if jax.process_index() == 0:
+    io.atomic_write_json(path, rec, indent=1)
+  if not split.enabled:
+    logging.warning('config.data.validation_fraction=0: no validation split; the periodic '
+                    'evaluations and the best checkpoint use the TEST split')
+  else:
+    logging.info('Validation split: %d of %d training rows held out (seed %d, fraction %g); '
+                 'ids in %s', split.validation.size, len(meta), seed, fraction, path)
+  return (split, validation.Rows(train_all, split.train), meta.select(split.train),
+          validation.Rows(train_all, split.validation), meta.select(split.validation))

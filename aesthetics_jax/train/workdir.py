@@ -182,6 +182,9 @@ def check_writable(folder: str | os.PathLike, what: str) -> None:
   """WorkdirError (one line) unless files can be written in `folder` — or, while it does not
   exist yet, in its nearest existing parent, where it would be created. Creates nothing:
   for jobs that write their results only at the end (evaluation)."""
+  if not io.is_local(folder):  # object stores have no folders to probe: the writes will say
+    io.require_backend(folder, what, WorkdirError)
+    return
   target = Path(folder)
   while not target.exists() and target != target.parent:
     target = target.parent
@@ -203,6 +206,7 @@ def remove_if_empty(workdir: Path, created: bool) -> None:
 @contextlib.contextmanager
 def claim(workdir: str | os.PathLike, active: bool = True) -> Iterator[None]:
   """Checks and locks `workdir` for the duration (no-op unless `active`: process 0)."""
+  io.require_backend(workdir, 'workdir', WorkdirError)
   if not active or not io.is_local(workdir):  # no O_EXCL on object stores (gs://): no lock
     yield
     return

@@ -7,13 +7,17 @@ Resuming at a restored step `s` first drops what the killed run logged after `s`
 rerun does not log those steps twice: JSONL rows with `step > s` are removed (file rewritten
 atomically), and the new event file starts with TensorBoard's purge marker (`purge_step=s+1`:
 readers discard older events at steps >= s + 1).
+
+Cloud workdirs (gs://, through etils.epath): object stores cannot append, so the JSONL rows
+are rewritten as one object per write (a few thousand rows: cheap); tensorboardX writes gs://
+only with `google-cloud-storage` installed, else TensorBoard is skipped with a one-line
+warning (metrics.jsonl has every scalar).
 """
 from __future__ import annotations
 
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -44,7 +48,7 @@ def truncate_jsonl(path: str | os.PathLike, max_step: int) -> int:
 
   Kept lines are copied byte for byte, so the rows of the run before the kill stay as written.
   """
-  path = Path(path)
+  path = io.path(path)
   if not path.exists():
     return 0
   lines = path.read_text().splitlines()
@@ -56,8 +60,7 @@ def truncate_jsonl(path: str | os.PathLike, max_step: int) -> int:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in io.path(path).read_text().splitlines() if line.strip()]
 
 
 class JsonlWriter:
@@ -67,14 +70,17 @@ class JsonlWriter:
   """
 
   def __init__(self, path: str | os.PathLike, resume_step: int | None = None):
-    self.path = Path(path)
+    self.path = io.path(path)
     self.path.parent.mkdir(parents=True, exist_ok=True)
     if resume_step is not None:
       dropped = truncate_jsonl(self.path, resume_step)
       if dropped:
         logging.info('%s: dropped %d rows logged after step %d', self.path, dropped,
                      resume_step)
-    self._f = open(self.path, 'a')
+    self._local = io.is_local(path)
+    # Object stores cannot append: keep the text and rewrite the object at each write.
+    self._text = ('' if self._local or not self.path.exists() else self.path.read_text())
+    self._f = open(self.path, 'a') if self._local else None
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     row = {'step': int(step), 'time': time.time()}
@@ -82,11 +88,17 @@ class JsonlWriter:
       s = _scalar(v)
       if s is not None:
         row[k] = s if np.isfinite(s) else str(s)  # JSON has no NaN/inf
-    self._f.write(json.dumps(row) + '\n')
+    line = json.dumps(row) + '\n'
+    if self._f is None:
+      self._text += line
+      io.atomic_write_text(self.path, self._text)
+      return
+    self._f.write(line)
     self._f.flush()
 
   def close(self) -> None:
-    self._f.close()
+    if self._f is not None:
+      self._f.close()
 
 
 def flat_hparams(config: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
@@ -152,28 +164,53 @@ class MetricWriter:
     self.active = active
     self._jsonl = self._tb = None
     if active:
-      self._jsonl = JsonlWriter(Path(workdir) / 'metrics.jsonl', resume_step)
+      workdir = io.path(workdir)
+      self._jsonl = JsonlWriter(workdir / 'metrics.jsonl', resume_step)
       purge = None if resume_step is None else int(resume_step) + 1
-      self._tb = TensorBoardWriter(Path(workdir) / 'tensorboard', purge_step=purge)
+      skip = tensorboard_unavailable(workdir)
+      if skip:
+        logging.warning('%s', skip)
+      else:
+        self._tb = TensorBoardWriter(workdir / 'tensorboard', purge_step=purge)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     if self.active:
       self._jsonl.write_scalars(step, scalars)
-      self._tb.write_scalars(step, scalars)
+      if self._tb is not None:
+        self._tb.write_scalars(step, scalars)
 
   def write_text(self, step: int, tag: str, text: str) -> None:
-    if self.active:
+    if self._tb is not None:
       self._tb.write_text(step, tag, text)
 
   def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
-    if self.active:
+    if self._tb is not None:
       self._tb.write_images(step, images)
 
   def write_hparams(self, hparams: Mapping[str, Any], metric_tags: list[str]) -> None:
-    if self.active:
+    if self._tb is not None:
       self._tb.write_hparams(hparams, metric_tags)
 
   def close(self) -> None:
     if self.active:
       self._jsonl.close()
-      self._tb.close()
+      if self._tb is not None:
+        self._tb.close()
+
+
+def tensorboard_unavailable(workdir: str | os.PathLike) -> str | None:
+  """Why TensorBoard events cannot be written under `workdir` (None: they can).
+
+  tensorboardX writes local folders, s3:// with boto3 and gs:// with google-cloud-storage.
+  """
+  text = os.fspath(workdir)
+  if io.is_local(text):
+    return None
+  scheme = text.split('://', 1)[0]
+  module = {'gs': 'google.cloud.storage', 's3': 'boto3'}.get(scheme)
+  if module is not None and io.installed(module):
+    return None
+  need = {'gs': 'google-cloud-storage', 's3': 'boto3'}.get(scheme)
+  fix = f'pip install {need} to get them' if need else 'use a local --workdir to get them'
+  return (f'{text}/tensorboard: TensorBoard events skipped (tensorboardX cannot write '
+          f'{scheme}:// here; {fix}); metrics.jsonl has every scalar')

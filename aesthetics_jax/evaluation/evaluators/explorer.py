@@ -99,10 +99,12 @@ def run(model, variables, source: Sequence, test: streaming.SplitSummary,
         batches: streaming.BatchesFn, mesh, out_dir: str | Path, *, arch: str,
         methods: Sequence[str], layers: Sequence[str], threshold: float,
         tag_names: Mapping[int, str], scorecam_images: int, map_size: int, thumb_size: int,
-        title: str, demo: bool, notes: Sequence[str] = ()) -> dict[str, Any]:
+        title: str, demo: bool, notes: Sequence[str] = (),
+        global_scale: tuple[float, float] | None = None) -> dict[str, Any]:
   """Writes `out_dir/index.html` (+ thumbs/, maps/) for the `test` rows of `source`.
 
   methods: in display order (`method_order`); `layers` as the evaluation's forward takes them.
+  global_scale: (lo, hi) of the global intensity (the intensity study's; default the test's).
   Returns `explorer_images`, `explorer_methods`, `explorer_scorecam_images`,
   `explorer_seconds` for metrics.json.
   """
@@ -116,7 +118,7 @@ def run(model, variables, source: Sequence, test: streaming.SplitSummary,
   targets = cam.target_names(arch, inference.target_names(arch))
   n_score = min(n, int(scorecam_images)) if 'scorecam' in methods else 0
   scores = test.pred['mean_score'] if 'mean_score' in test.pred else test.pred['p_high']
-  ints = streaming.intensities(test)
+  ints = streaming.intensities(test, global_scale)
   tags = _top_tags(test, tag_names)
   writer = report_explorer.ExplorerWriter(
       out_dir, arch=arch, methods=methods, targets=targets, title=title, demo=demo,

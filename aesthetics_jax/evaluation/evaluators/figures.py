@@ -102,7 +102,9 @@ def run(forward: streaming.ForwardFn, variables, source: Sequence, test: streami
                      batch_size=batch_size, tag_names=tag_names or {})
   figs['examples_high'] = report_figures.examples_figure(ex[:k], f'{k} highest-rated test images')
   figs['examples_low'] = report_figures.examples_figure(ex[k:], f'{k} lowest-rated test images')
-  for norm, x in streaming.intensities(test).items():
+  g = metrics.get('global_normalisation') or {}
+  scale = (g['min'], g['max']) if 'min' in g and 'max' in g else None  # the study's scale
+  for norm, x in streaming.intensities(test, scale).items():
     figs[f'intensity_scatter_{norm}'] = report_figures.intensity_scatter(
         x, test.true['mean_score'], pearson_all=metrics[f'cam_intensity_pearson_all_{norm}'],
         pearson_extreme=metrics[f'cam_intensity_pearson_extreme_{norm}'],

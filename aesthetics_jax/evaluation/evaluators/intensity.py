@@ -4,7 +4,8 @@ Correlations of the test maps' mean intensity with the true mean score (all imag
 extremes, bootstrap CIs) under per-image and dataset-global normalisation, and the split-point
 classifier "intensity above t → high" with t fitted on the first `fit_images` TRAINING images
 (streamed with the same jitted functions as the test pass, eval preprocessing) and scored on
-the test split. Unsuffixed keys repeat the per-image normalisation's.
+the test split. The global normalisation's scale (min/max of the raw maps) is fitted on those
+same training maps and applied to both splits (`global_normalisation` in metrics.json). Unsuffixed keys repeat the per-image normalisation's.
 """
 from __future__ import annotations
 
@@ -24,8 +25,11 @@ def run(forward: streaming.ForwardFn, summarize, variables, batches: streaming.B
   fit = streaming.collect(forward, summarize, variables, batches, train_source, fit_images,
                           keep_maps=False, desc='fit split point')
   scores, fit_scores = test.true['mean_score'], fit.true['mean_score']
+  # One global scale for both splits, fitted with the threshold on the training maps: a test
+  # split rescaled by its own min/max would move the threshold (and its accuracy) with it.
+  scale = streaming.global_range(fit)
   out: dict[str, Any] = study.summarize(
-      streaming.intensities(test), scores, streaming.intensities(fit), fit_scores,
+      streaming.intensities(test, scale), scores, streaming.intensities(fit, scale), fit_scores,
       num_bootstrap=bootstrap_samples, seed=seed, band=band)
   out['cam_intensity_n_all'] = int(scores.size)
   out['cam_intensity_n_extreme'] = int(study.extreme_mask(scores, band).sum())
@@ -37,9 +41,11 @@ def run(forward: streaming.ForwardFn, summarize, variables, batches: streaming.B
     out[k + '_ci'] = out[f'{k}_per_image_ci']
   out['split_point_fit'] = (f'the first {fit.num_images} training-split images '
                             '(eval preprocessing; global normalisation with the training maps\' '
-                            'own min/max)')
-  (lo, hi), (flo, fhi) = streaming.global_range(test), streaming.global_range(fit)
-  out['global_normalisation'] = {'test_min': lo, 'test_max': hi, 'fit_min': flo, 'fit_max': fhi}
+                            'min/max, applied to the test maps too)')
+  lo, hi = streaming.global_range(test)
+  out['global_normalisation'] = {
+      'min': scale[0], 'max': scale[1], 'fitted_on': 'split-point fit (training) maps',
+      'applied_to': ['fit', 'test'], 'test_min': lo, 'test_max': hi}
   if test.score_maps is not None:
     out['score_bucket_counts'] = [int(c) for c in test.score_maps[1]]
   if test.bucket_maps is not None:
