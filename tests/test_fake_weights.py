@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip('torch')  # the torch extra: writing .pth needs it
 
 from aesthetics_jax import models  # noqa: E402
-from aesthetics_jax.cli import make_fake_weights  # noqa: E402
+from aesthetics_jax.cli import fake_weights as make_fake_weights  # noqa: E402
 from aesthetics_jax.configs import mobilenet_v2_emd, vgg16_binary  # noqa: E402
 from aesthetics_jax.models import fake_imagenet, pretrained  # noqa: E402
 

@@ -10,7 +10,6 @@ of the latest checkpoint). `--smoke`: tiny data, 2 training steps (for tests).
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -20,6 +19,7 @@ from absl import flags
 from absl import logging
 
 from aesthetics_jax.cli import common
+from aesthetics_jax.cli import stages
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory of the whole demo.')
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny data and 2 training steps (tests).')
@@ -38,10 +38,7 @@ SIZES = {False: (1200, 300), True: (24, 12)}
 DEMO_EVAL = {'eval.faithfulness_scorecam_images': 6, 'eval.faithfulness_images': 24,
              'eval.faithfulness_steps': 8, 'eval.explorer_scorecam_images': 6,
              'eval.split_point_fit_images': 512}
-# --smoke: one CAM method, few images and bootstrap samples, so the whole job takes seconds.
-SMOKE_EVAL = {'eval.cam_methods': ('gradcam',), 'eval.faithfulness_images': 6,
-              'eval.bootstrap_samples': 50, 'eval.faithfulness_steps': 4,
-              'eval.num_example_images': 2}
+SMOKE_EVAL = stages.SMOKE_EVAL
 
 
 def _log(msg: str) -> None:
@@ -62,40 +59,12 @@ def make_data(ava_dir: Path, num_train: int, num_test: int, seed: int) -> None:
        f'({num_train} train + {num_test} test)')
 
 
-def _finished(workdir: Path, total_steps: int) -> bool:
-  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
-  if not (workdir / 'checkpoints').is_dir():
-    return False
-  ck = checkpoints.Checkpointer(workdir, read_only=True, enable_async=False)
-  try:
-    latest = ck.latest_step()
-  finally:
-    ck.close()
-  return latest is not None and latest >= total_steps
-
-
-def _eval_current(workdir: Path) -> dict | None:
-  """metrics.json of the latest checkpoint if evaluation already finished for it."""
-  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
-  mpath = workdir / 'eval' / 'metrics.json'
-  if not (mpath.is_file() and (workdir / 'eval' / 'report.html').is_file()):
-    return None
-  m = json.loads(mpath.read_text())
-  ck = checkpoints.Checkpointer(workdir, read_only=True, enable_async=False)
-  try:
-    latest = ck.latest_step()
-  finally:
-    ck.close()
-  return m if m.get('step') == latest else None
-
-
 def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | None = None,
              num_test: int | None = None, seed: int = 0) -> Path:
   """Runs (or resumes) the whole demo; returns the path of the combined report."""
   from aesthetics_jax.data import dataset  # pylint: disable=C0415
   from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=C0415
-  from aesthetics_jax.report import html as report_html  # pylint: disable=C0415
-  from aesthetics_jax.train import checkpoints, trainer  # pylint: disable=C0415
+  from aesthetics_jax.train import trainer  # pylint: disable=C0415
   t0 = time.time()
   w = Path(workdir).absolute()
   w.mkdir(parents=True, exist_ok=True)
@@ -105,20 +74,19 @@ def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | N
   res = dataset.prepare(ava_dir, data_dir, 'style')
   _log(f'dataset: {"reused" if res.reused else "prepared"} {res.kept} '
        f'(skipped {res.skipped}) [{time.time() - t0:.0f}s]')
-  sections = []
   for arch in ARCHS:
     config = demo_config(arch, smoke)
     config.data.data_dir = str(data_dir)
     config.data.ava_dir = str(ava_dir)
     mdir = w / arch
     total = int(config.num_train_steps)
-    if total and _finished(mdir, total):
+    if total and stages.finished(mdir, total):
       _log(f'{arch}: training already finished (step {total})')
     else:
       _log(f'{arch}: training ({total} steps)')
       trainer.train_and_evaluate(config, str(mdir))
     _log(f'{arch}: trained [{time.time() - t0:.0f}s]')
-    m = _eval_current(mdir)
+    m = stages.eval_current(mdir)
     if m is None:
       _log(f'{arch}: evaluating')
       m = eval_run.evaluate(mdir, demo=True, overrides=SMOKE_EVAL if smoke else DEMO_EVAL)
@@ -126,14 +94,10 @@ def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | N
       _log(f'{arch}: evaluation already done for step {m.get("step")}')
     _log(f'{arch}: accuracy {m.get("binary_accuracy")} (majority {m.get("majority_rate")}) '
          f'[{time.time() - t0:.0f}s]')
-    figs = {p.stem: p for p in sorted((mdir / 'eval' / 'figures').glob('*.png'))}
-    section = eval_run.model_section(mdir, m, figs, checkpoints.load_config(mdir))
-    section['name'] = arch
-    sections.append(section)
   cfg = demo_config(ARCHS[0], smoke)
   cfg.data.data_dir = str(data_dir)
-  out = report_html.write_report(w / 'report.html', sections, eval_run.dataset_section(cfg),
-                            demo=True, title='aesthetics-jax demo: MobileNetV2 (EMD) and VGG16')
+  out = stages.write_combined_report(
+      w, ARCHS, cfg, demo=True, title='aesthetics-jax demo: MobileNetV2 (EMD) and VGG16')
   _log(f'done in {time.time() - t0:.0f}s')
   return out
 
