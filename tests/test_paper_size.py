@@ -1,5 +1,7 @@
 """Paper-size synthetic AVA: list sizes and rejects as AVA's, AVA-sized JPEGs, determinism."""
 from pathlib import Path
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -72,3 +74,18 @@ def test_images_are_ava_sized(tmp_path):
 def test_bad_long_side_is_one_line(tmp_path):
   with pytest.raises(paper_size.demo.DemoDataError, match='long_side'):
     paper_size.generate(tmp_path, 4, 2, long_side=(20, 40))
+
+
+def test_make_demo_data_size_paper_flag(tmp_path):
+  cmd = [sys.executable, '-m', 'launch.make_demo_data', '--size=paper', '--num_train=3',
+         '--num_test=1', '--workers=1']
+  ok = subprocess.run(cmd + [f'--out_dir={tmp_path / "ava"}'], capture_output=True, text=True,
+                      timeout=120)
+  assert ok.returncode == 0, ok.stderr
+  assert 'paper-size synthetic AVA' in ok.stdout and 'keeps 3 / 1' in ok.stdout
+  assert paper_size.demo.read_manifest(tmp_path / 'ava')['params']['size'] == 'paper'
+  (tmp_path / 'file').write_text('x')
+  bad = subprocess.run(cmd + [f'--out_dir={tmp_path / "file" / "ava"}'], capture_output=True,
+                       text=True, timeout=120)
+  assert bad.returncode == 1 and bad.stderr.strip().count('\n') == 0
+  assert 'choose a writable --out_dir' in bad.stderr

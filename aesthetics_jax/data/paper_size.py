@@ -91,9 +91,14 @@ def upscale_with_grain(image: np.ndarray, mask: np.ndarray, long: int,
   s = long / max(h, w)
   size = (max(1, int(round(w * s))), max(1, int(round(h * s))))
   up = np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC), np.int16)
-  grain = (rng.integers(-GRAIN_LUMA, GRAIN_LUMA + 1, (*up.shape[:2], 1), dtype=np.int16)
-           + rng.integers(-GRAIN_CHROMA, GRAIN_CHROMA + 1, up.shape, dtype=np.int16))
-  out = np.clip(up + grain, 0, 255).astype(np.uint8)
+  # Random bytes reduced mod (2a+1): ~3x cheaper than rng.integers (a hair off uniform).
+  n = up.shape[0] * up.shape[1]
+  raw = np.frombuffer(rng.bytes(4 * n), np.uint8)
+  luma = (raw[:n] % (2 * GRAIN_LUMA + 1)).astype(np.int16) - GRAIN_LUMA
+  chroma = (raw[n:] % (2 * GRAIN_CHROMA + 1)).astype(np.int16) - GRAIN_CHROMA
+  up += luma.reshape(*up.shape[:2], 1)
+  up += chroma.reshape(up.shape)
+  out = np.clip(up, 0, 255).astype(np.uint8)
   big_mask = np.asarray(Image.fromarray(mask, 'L').resize(size, Image.NEAREST))
   return out, big_mask
 
