@@ -146,7 +146,7 @@ def stage_weights(w: Path, weights: str | None, archs: list[str], configs: dict,
         _log(f'weights: stand-in {arch} .pth (width {m.width_mult}, calibrated on '
              f'{calib["num_images"]} images at {calib["image_size"]} px)')
         fake_weights.make_weights(out / 'torch', arch, width_mult=float(m.width_mult),
-                                       fc_dim=int(m.fc_dim), seed=seed, **calib)
+                                  fc_dim=int(m.fc_dim), seed=seed, **calib)
         Path(out / f'{arch}.npz.json').unlink(missing_ok=True)  # convert the new file
     npz = out / f'{arch}.npz'
     if _is_converted(npz, source):
@@ -258,7 +258,7 @@ class _Run:
       rec['images_per_s'] = round(images / max(rec['seconds'], 1e-9), 1)
     old = self.earlier.get(name)
     if status == 'reused' and old and old.get('status') == 'ran':
-      rec = {**old, 'resumed': True, 'disk_mb': rec['disk_mb']}
+      rec = {**old, 'resumed': True}  # the whole row as measured when the work was done
     self.records.append(rec)
     _log(f'{name}: {status} in {_duration(rec["seconds"])}')
     self.write()
