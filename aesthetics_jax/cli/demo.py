@@ -10,9 +10,12 @@ of the latest checkpoint). `--smoke`: tiny data, 2 training steps (for tests).
 """
 from __future__ import annotations
 
+<<<<<<< HEAD
 import concurrent.futures
 import json
 import multiprocessing
+=======
+>>>>>>> scale9
 import os
 import sys
 import time
@@ -22,6 +25,7 @@ from absl import flags
 from absl import logging
 
 from aesthetics_jax.cli import common
+from aesthetics_jax.cli import stages
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory of the whole demo.')
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny data and 2 training steps (tests).')
@@ -42,10 +46,7 @@ SIZES = {False: (1200, 300), True: (24, 12)}
 DEMO_EVAL = {'eval.faithfulness_scorecam_images': 6, 'eval.faithfulness_images': 24,
              'eval.faithfulness_steps': 8, 'eval.explorer_scorecam_images': 6,
              'eval.split_point_fit_images': 512}
-# --smoke: one CAM method, few images and bootstrap samples, so the whole job takes seconds.
-SMOKE_EVAL = {'eval.cam_methods': ('gradcam',), 'eval.faithfulness_images': 6,
-              'eval.bootstrap_samples': 50, 'eval.faithfulness_steps': 4,
-              'eval.num_example_images': 2}
+SMOKE_EVAL = stages.SMOKE_EVAL
 
 
 # Where stage lines go: the terminal's stderr, also in a child process whose sys.stderr is
@@ -72,6 +73,7 @@ def make_data(ava_dir: Path, num_train: int, num_test: int, seed: int) -> None:
        f'({num_train} train + {num_test} test)')
 
 
+<<<<<<< HEAD
 def _finished(workdir: Path, total_steps: int) -> bool:
   from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
   if not (workdir / 'checkpoints').is_dir():
@@ -166,6 +168,8 @@ def _run_archs_in_parallel(w: Path, smoke: bool) -> list[dict]:
   return sections
 
 
+=======
+>>>>>>> scale9
 def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | None = None,
              num_test: int | None = None, seed: int = 0, parallel: bool | None = None) -> Path:
   """Runs (or resumes) the whole demo; returns the path of the combined report.
@@ -175,7 +179,11 @@ def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | N
   """
   from aesthetics_jax.data import dataset  # pylint: disable=C0415
   from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=C0415
+<<<<<<< HEAD
   from aesthetics_jax.report import html as report_html  # pylint: disable=C0415
+=======
+  from aesthetics_jax.train import trainer  # pylint: disable=C0415
+>>>>>>> scale9
   t0 = time.time()
   w = Path(workdir).absolute()
   w.mkdir(parents=True, exist_ok=True)
@@ -185,16 +193,39 @@ def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | N
   res = dataset.prepare(ava_dir, data_dir, 'style')
   _log(f'dataset: {"reused" if res.reused else "prepared"} {res.kept} '
        f'(skipped {res.skipped}) [{time.time() - t0:.0f}s]')
+<<<<<<< HEAD
   if (not smoke) if parallel is None else parallel:
     _log(f'training and evaluating {" and ".join(ARCHS)} in parallel '
          f'(progress: {w}/<model>/demo.log)')
     sections = _run_archs_in_parallel(w, smoke)
   else:
     sections = [_run_arch(arch, w, smoke) for arch in ARCHS]
+=======
+  for arch in ARCHS:
+    config = demo_config(arch, smoke)
+    config.data.data_dir = str(data_dir)
+    config.data.ava_dir = str(ava_dir)
+    mdir = w / arch
+    total = int(config.num_train_steps)
+    if total and stages.finished(mdir, total):
+      _log(f'{arch}: training already finished (step {total})')
+    else:
+      _log(f'{arch}: training ({total} steps)')
+      trainer.train_and_evaluate(config, str(mdir))
+    _log(f'{arch}: trained [{time.time() - t0:.0f}s]')
+    m = stages.eval_current(mdir)
+    if m is None:
+      _log(f'{arch}: evaluating')
+      m = eval_run.evaluate(mdir, demo=True, overrides=SMOKE_EVAL if smoke else DEMO_EVAL)
+    else:
+      _log(f'{arch}: evaluation already done for step {m.get("step")}')
+    _log(f'{arch}: accuracy {m.get("binary_accuracy")} (majority {m.get("majority_rate")}) '
+         f'[{time.time() - t0:.0f}s]')
+>>>>>>> scale9
   cfg = demo_config(ARCHS[0], smoke)
   cfg.data.data_dir = str(data_dir)
-  out = report_html.write_report(w / 'report.html', sections, eval_run.dataset_section(cfg),
-                            demo=True, title='aesthetics-jax demo: MobileNetV2 (EMD) and VGG16')
+  out = stages.write_combined_report(
+      w, ARCHS, cfg, demo=True, title='aesthetics-jax demo: MobileNetV2 (EMD) and VGG16')
   _log(f'done in {time.time() - t0:.0f}s')
   return out
 

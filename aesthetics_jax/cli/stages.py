@@ -1,0 +1,61 @@
+"""Stage helpers shared by the multi-stage jobs (aesthetics-demo, aesthetics-paper-run).
+
+No flags are defined here: command modules define flags on import, so one job cannot import
+another's module.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+# --smoke evaluation: one CAM method, few images and bootstrap samples, so a job takes seconds.
+SMOKE_EVAL = {'eval.cam_methods': ('gradcam',), 'eval.faithfulness_images': 6,
+              'eval.bootstrap_samples': 50, 'eval.faithfulness_steps': 4,
+              'eval.num_example_images': 2}
+
+
+def latest_step(workdir: Path) -> int | None:
+  """The newest checkpoint step of a training workdir (None without checkpoints)."""
+  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  if not (Path(workdir) / 'checkpoints').is_dir():
+    return None
+  ck = checkpoints.Checkpointer(workdir, read_only=True, enable_async=False)
+  try:
+    return ck.latest_step()
+  finally:
+    ck.close()
+
+
+def finished(workdir: Path, total_steps: int) -> bool:
+  latest = latest_step(workdir)
+  return latest is not None and latest >= total_steps
+
+
+def eval_current(workdir: Path) -> dict | None:
+  """metrics.json of the latest checkpoint if evaluation already finished for it."""
+  workdir = Path(workdir)
+  mpath = workdir / 'eval' / 'metrics.json'
+  if not (mpath.is_file() and (workdir / 'eval' / 'report.html').is_file()):
+    return None
+  m = json.loads(mpath.read_text())
+  return m if m.get('step') == latest_step(workdir) else None
+
+
+def write_combined_report(w: Path, archs: Sequence[str], config, *, demo: bool,
+                          title: str) -> Path:
+  """`w/report.html` with the evaluated models `w/<arch>` (one section each) and the
+  dataset statistics of `config.data`."""
+  from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=C0415
+  from aesthetics_jax.report import html as report_html  # pylint: disable=C0415
+  from aesthetics_jax.train import checkpoints  # pylint: disable=C0415
+  sections = []
+  for arch in archs:
+    mdir = w / arch
+    m = json.loads((mdir / 'eval' / 'metrics.json').read_text())
+    figs = {p.stem: p for p in sorted((mdir / 'eval' / 'figures').glob('*.png'))}
+    section = eval_run.model_section(mdir, m, figs, checkpoints.load_config(mdir))
+    section['name'] = arch
+    sections.append(section)
+  return report_html.write_report(w / 'report.html', sections,
+                                  eval_run.dataset_section(config), demo=demo, title=title)
