@@ -144,7 +144,11 @@ def _alarm(seconds: float) -> Iterator[None]:
 def guarded_first_call(fn: Callable[[], Any],
                        timeout_s: float = COMPILE_TIMEOUT_S) -> tuple[float, str | None]:
   """(seconds, None) after one call of `fn` (for torch.compile: compile + first run), or
-  (seconds, '<Type>: <first line>') if it raised or ran past `timeout_s`."""
+  (seconds, '<Type>: <first line>') if it raised or ran past `timeout_s`.
+
+  Best effort: the alarm interrupts Python code, not a native call or a wait inside a
+  library that swallows the exception; a compile that finishes late is kept (and its time
+  recorded)."""
   t0 = time.perf_counter()
   try:
     with _alarm(timeout_s):

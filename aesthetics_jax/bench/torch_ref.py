@@ -179,6 +179,15 @@ def formulation_fn(tmodel, x_nhwc: np.ndarray, f: formulations.Formulation,
   return run
 
 
+def reset_compiler() -> None:
+  """Clears torch.compile's caches after a failed / interrupted compile, which otherwise
+  leaves dynamo in a state where the next compile fails too (seen: 'RuntimeError when making
+  fake tensor call'). Formulations compiled before recompile on their next (untimed first)
+  call."""
+  import torch  # pylint: disable=import-outside-toplevel
+  torch._dynamo.reset()  # pylint: disable=protected-access
+
+
 def runtime_info() -> dict[str, Any]:
   """What sets torch's CPU speed here: threads, oneDNN / MKL, the SIMD level ATen
   dispatches to, and versions (recorded next to the figures)."""
