@@ -301,7 +301,7 @@ def test_section_summaries_read_their_results():
                          'torch_best': 'plain', 'torch_best_extrapolated_s': 6000.0}}
   rows = recipe.summary(res)
   assert [(r.name, r.value) for r in rows] == [
-      ('recipe_8900_vs_plain_pytorch', 20.0), ('recipe_8900_vs_plain_pytorch_views1', 50.0)]
+      ('recipe_8900_vs_best_pytorch', 20.0), ('recipe_8900_vs_best_pytorch_views1', 50.0)]
   assert 'best torch cached_views4' in rows[0].detail
   assert recipe.summary({'views': 4}) == []                # no reference, no rows
   res = {'batch_size': 8, 'backend': 'gpu', 'chunk': 0,

@@ -429,9 +429,12 @@ def recipe_cached_setup(num_images: int, num_test: int, views: int, steps: int,
     enc = _pooled_encoder(models[f.layout].features, f)
     x = to_nchw(x0, f.layout == 'channels_last')
     enc(x)
-    t0 = time.perf_counter()
-    enc(x)
-    screen[f.name] = (f, batch / (time.perf_counter() - t0))
+    secs = []
+    for _ in range(2):  # the faster of two calls: selection robust to a noisy neighbour
+      t0 = time.perf_counter()
+      enc(x)
+      secs.append(time.perf_counter() - t0)
+    screen[f.name] = (f, batch / min(secs))
   best_f = max(screen.values(), key=lambda v: v[1])[0]
   model = models[best_f.layout]
   encode = _pooled_encoder(model.features, best_f)

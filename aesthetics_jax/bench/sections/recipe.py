@@ -170,7 +170,7 @@ def summary(result: dict[str, Any]) -> list[Row]:
   rows = []
   for k in [views] + ([1] if views != 1 else []):
     o = result[f'ours_views{k}']
-    rows.append(Row('recipe_8900_vs_plain_pytorch' + ('' if k == views else f'_views{k}'),
+    rows.append(Row('recipe_8900_vs_best_pytorch' + ('' if k == views else f'_views{k}'),
                     o['ratio_8900'], f'K={k} cached views; ours '
                     f'{o["extrapolated_s"] / 60:.1f} min vs best torch {o["torch_best"]} '
                     f'{o["torch_best_extrapolated_s"] / 60:.0f} min (extrapolated)',

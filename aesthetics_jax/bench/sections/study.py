@@ -20,7 +20,7 @@ THRESHOLD = 0.2  # box threshold on the normalised maps
 
 
 def _screen(opts: Options, tms, x_np: np.ndarray, b: int, chunk: int) -> dict[str, Any]:
-  """One-target pytorch-grad-cam on the first study batch, every formulation once after a
+  """One-target pytorch-grad-cam on the first study batch, every formulation twice after a
   warm-up call (the study is 12 such calls per batch, too slow to time every formulation)."""
   fns = {}
   for f in formulations.gradcam(opts.torch_formulations, b, chunk):
@@ -28,7 +28,7 @@ def _screen(opts: Options, tms, x_np: np.ndarray, b: int, chunk: int) -> dict[st
     x = torch_ref.to_nchw(x_np[:b], f.layout == 'channels_last')
     fns[f.name] = (lambda o=obj, xi=x, c=f.chunk: torch_ref.gradcam_maps(
         o, xi, [[torch_ref.class_target(0)] * b], c))
-  runs = timing.interleaved(fns, items=b, repeats=1, warmup=1)
+  runs = timing.interleaved(fns, items=b, repeats=2, warmup=1)
   print('  screening (pytorch-grad-cam, one target, first batch):', flush=True)
   timing.print_runs(runs)
   return runs
