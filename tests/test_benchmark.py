@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -18,7 +19,8 @@ from aesthetics_jax.explain import cam
 from aesthetics_jax.train import feature_cache
 from aesthetics_jax import parallel
 from aesthetics_jax.data import pipeline as ip
-from aesthetics_jax.bench import grain_ref, machine, memory, timing, torch_ref, workloads
+from aesthetics_jax.bench import formulations, grain_ref, machine, memory, timing, torch_ref
+from aesthetics_jax.bench import workloads
 from aesthetics_jax.bench import sections
 from aesthetics_jax.bench.sections import input as input_section
 from aesthetics_jax.bench.sections import model as model_section
@@ -166,14 +168,96 @@ def test_machine_info_names_what_differs_between_machines():
   info = machine.info()
   assert info['cpu_count'] == len(os.sched_getaffinity(0)) >= 1
   assert info['versions']['jax'] and info['jax_backend'] == jax.default_backend()
+  assert {'torch', 'torchvision', 'grad-cam'} <= set(info['versions'])
   assert isinstance(info['env'], dict) and info['process_threads'] >= 1
+  assert info['xla_flags'] == os.environ.get('XLA_FLAGS', '')
+  assert info['xla_intra_op_threads'] == info['cpu_count']  # what torch's threads must equal
+  assert 'jax_default_matmul_precision' in info['jax_config']
   if Path('/proc/cpuinfo').exists():
-    assert 'cpu_mhz' in info or 'cpu_model' in info
+    assert 'cpu_mhz' in info and 'cpu_model' in info
+    assert set(info['cpu_features']) == set(machine.KEY_CPU_FLAGS)
+    assert 'avx512_bf16' in info['cpu_features']
+    lo, hi = info['cpu_mhz_min_max']
+    assert 0 < lo <= info['cpu_mhz'] <= hi
+  assert machine.xla_threads('--xla_cpu_multi_thread_eigen=false', 8) == 1
+  assert machine.xla_threads('--xla_force_host_platform_device_count=2', 8) == 8
+
+
+def _rate(median):
+  return {'items_per_s': {'median': median, 'min': median, 'max': median}}
+
+
+def test_best_formulation_is_the_fastest_that_ran():
+  runs = {'torch_m_a': _rate(10.0), 'torch_m_b': _rate(30.0), 'torch_m_c': _rate(20.0),
+          'torch_m_d': formulations.failed('TimeoutError: no result after 900 s',
+                                           compile_s=900.0),
+          'jax_m': _rate(99.0)}
+  rep = formulations.report(runs, 'torch_m_')
+  assert set(rep['tried']) == {'a', 'b', 'c', 'd'}            # failed ones listed too
+  assert rep['best'] == 'b' and rep['best_items_per_s'] == 30.0
+  assert rep['tried']['d']['status'] == 'failed: TimeoutError: no result after 900 s'
+  assert formulations.top(rep['tried'], 2) == ['b', 'c']
+  assert formulations.best({'x': formulations.failed('boom')}) is None
+
+
+def test_formulation_sets():
+  full = formulations.forward('all', 32, 2)
+  names = [f.name for f in full]
+  assert len(set(names)) == len(names)
+  for layout in formulations.LAYOUTS:
+    for c in (1, 2, 4, 8):
+      assert f'{layout}_chunk{c}_inference_mode' in names
+    assert f'{layout}_batch_inference_mode' in names and f'{layout}_batch_no_grad' in names
+  assert {f.compile for f in full} == {'', *formulations.COMPILE_MODES}
+  assert [f.name for f in formulations.forward('fast', 32, 2)] == [
+      'contiguous_batch_inference_mode', 'contiguous_chunk2_inference_mode',
+      'channels_last_batch_inference_mode', 'channels_last_chunk2_inference_mode']
+  assert all(f.chunk < 4 for f in formulations.forward('all', 4, 2))   # chunk < batch only
+  cams = formulations.gradcam('all', 32, 2)
+  assert {f.grad for f in cams} == {'grad'} and not any(f.compile for f in cams)
+  with pytest.raises(ValueError, match='fast'):
+    formulations.forward('best', 32, 2)
+
+
+def test_guarded_first_call_records_failures_and_timeouts():
+  secs, why = formulations.guarded_first_call(lambda: None, timeout_s=5)
+  assert why is None and secs >= 0
+  _, why = formulations.guarded_first_call(lambda: 1 / 0)
+  assert why.startswith('ZeroDivisionError')
+  secs, why = formulations.guarded_first_call(lambda: time.sleep(5), timeout_s=0.2)
+  assert why.startswith('TimeoutError') and secs < 4
+
+
+def test_torch_formulations_compute_the_same():
+  """Chunked / channels_last / no_grad forwards and chunked pytorch-grad-cam equal the
+  whole-batch NCHW results (tiny: 4 images at 32 px)."""
+  torch = pytest.importorskip('torch')
+  pytest.importorskip('pytorch_grad_cam')
+  torch_ref.set_threads(1)
+  tm = torch_ref.mobilenet_v2(10, seed=0)
+  tm_cl = torch_ref.mobilenet_v2(10, seed=0, channels_last=True)
+  x = workloads.photos(4, S)
+  want = torch.cat(torch_ref.formulation_fn(tm, x, formulations.Formulation(), 'all')())
+  for f in formulations.forward('all', 4, 2):
+    if f.compile:
+      continue
+    got = torch.cat(torch_ref.formulation_fn(tm_cl if f.layout == 'channels_last' else tm,
+                                             x, f, 'all')())
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4, err_msg=f.name)
+  c = torch_ref.gradcam(tm)
+  lists = [[torch_ref.class_target(3)] * 4]
+  xt = torch_ref.to_nchw(x, False)
+  np.testing.assert_allclose(torch_ref.gradcam_maps(c, xt, lists, 2)[0],
+                             torch_ref.gradcam_maps(c, xt, lists)[0], atol=1e-5)
+  info = torch_ref.runtime_info()
+  assert info['num_threads'] == 1 and info['version'] == torch.__version__
 
 
 def test_options_reference_and_quick_fields():
   with pytest.raises(ValueError, match='auto'):
     sections.Options(reference='auto')    # the launcher resolves 'auto' first
+  with pytest.raises(ValueError, match="'all' or 'fast'"):
+    sections.Options(torch_formulations='best')
   fields = {f.name for f in dataclasses.fields(sections.Options)}
   assert set(sections.QUICK) <= fields
 
@@ -211,18 +295,26 @@ def test_section_summaries_read_their_results():
   assert growth.detail.startswith('64 -> 512 images') and last.detail == '256 -> 512 images'
   assert scaling.summary({'runs': {}}) == []
   res = {'views': 4, 'torch': {'extrapolated_s': 6000.0},
-         'ours_views4': {'ratio_8900': 20.0, 'extrapolated_s': 300.0},
-         'ours_views1': {'ratio_8900': 50.0, 'extrapolated_s': 120.0}}
-  assert [(r.name, r.value) for r in recipe.summary(res)] == [
-      ('recipe_8900_vs_plain_pytorch', 20.0), ('recipe_8900_vs_plain_pytorch_views1', 50.0)]
+         'ours_views4': {'ratio_8900': 20.0, 'extrapolated_s': 300.0,
+                         'torch_best': 'cached_views4', 'torch_best_extrapolated_s': 6000.0},
+         'ours_views1': {'ratio_8900': 50.0, 'extrapolated_s': 120.0,
+                         'torch_best': 'plain', 'torch_best_extrapolated_s': 6000.0}}
+  rows = recipe.summary(res)
+  assert [(r.name, r.value) for r in rows] == [
+      ('recipe_8900_vs_best_pytorch', 20.0), ('recipe_8900_vs_best_pytorch_views1', 50.0)]
+  assert 'best torch cached_views4' in rows[0].detail
   assert recipe.summary({'views': 4}) == []                # no reference, no rows
   res = {'batch_size': 8, 'backend': 'gpu', 'chunk': 0,
          'runs': {'jax_mobilenet_v2_bfloat16_conv_batch': {'items_per_s': {'median': 3e4}}},
-         'mobilenet_v2_ratio_vs_torch_channels_last': 2.5}
+         'mobilenet_v2_ratio_vs_torch_channels_last': 2.5,
+         'mobilenet_v2_ratio_vs_best_torch': 1.5,
+         'torch': {'mobilenet_v2': {'best': 'channels_last_chunk4_inference_mode'}}}
   gpu, ratio = model_section.summary(res)
   assert gpu.target == model_section.GPU_TARGET_IMAGES_PER_S and gpu.value == 3e4
-  assert ratio.name == 'mobilenet_v2_forward_vs_torch_channels_last' and ratio.target == 1.2
+  assert ratio.name == 'mobilenet_v2_forward_vs_best_torch' and ratio.target == 1.2
+  assert ratio.value == 1.5 and benchmark.TARGETS[ratio.name] == 1.2
   assert ratio.detail.startswith('jax_mobilenet_v2_float32_') and '_batch vs' in ratio.detail
+  assert 'channels_last_chunk4_inference_mode' in ratio.detail
 
 
 def test_input_section_runs_without_flags():
@@ -350,7 +442,9 @@ def test_cli_study_without_reference_writes_json(tmp_path):
 @pytest.mark.parametrize('args, message', [(['--what=nope'], 'nope'),
                                            (['--what=cam', '--reference=bogus'], 'bogus'),
                                            (['--scaling_sizes=1,x'], 'scaling_sizes'),
-                                           (['--grain_modes=fork'], 'grain_modes')])
+                                           (['--grain_modes=fork'], 'grain_modes'),
+                                           (['--torch_formulations=best'],
+                                            'torch_formulations')])
 def test_cli_user_errors_are_one_line(args, message):
   r = subprocess.run([sys.executable, '-m', 'launch.benchmark', *args], cwd=ROOT,
                      capture_output=True, text=True, timeout=120)

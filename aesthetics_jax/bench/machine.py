@@ -30,6 +30,19 @@ _ENV = ('XLA_FLAGS', 'JAX_PLATFORMS', 'JAX_ENABLE_X64', 'OMP_NUM_THREADS', 'MKL_
         'CUDA_VISIBLE_DEVICES', 'TF_CPP_MIN_LOG_LEVEL')
 
 
+# CPU features whose presence changes which kernels XLA / oneDNN pick (reported as booleans).
+KEY_CPU_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16',
+                 'avx512_fp16', 'amx_tile', 'amx_bf16', 'amx_int8', 'avx_vnni')
+
+
+def xla_threads(xla_flags: str, cpus: int) -> int:
+  """Intra-op threads XLA:CPU runs with: one per schedulable core (tsl's MaxParallelism, the
+  affinity mask), or 1 with --xla_cpu_multi_thread_eigen=false."""
+  if '--xla_cpu_multi_thread_eigen=false' in xla_flags.replace('False', 'false'):
+    return 1
+  return cpus
+
+
 def _version(package: str) -> str | None:
   try:
     return importlib.metadata.version(package)
@@ -57,8 +70,12 @@ def _cpuinfo() -> dict[str, Any]:
   if 'cache size' in fields:
     out['cpu_cache'] = fields['cache size'][0]
   if 'flags' in fields:
-    out['cpu_flags'] = sorted(f for f in fields['flags'][0].split()
-                              if f.startswith(_CPU_FLAG_PREFIXES))
+    flags = set(fields['flags'][0].split())
+    out['cpu_flags'] = sorted(f for f in flags if f.startswith(_CPU_FLAG_PREFIXES))
+    out['cpu_features'] = {f: f in flags for f in KEY_CPU_FLAGS}
+  if 'cpu MHz' in fields:
+    mhz = [float(v) for v in fields['cpu MHz']]
+    out['cpu_mhz_min_max'] = [min(mhz), max(mhz)]
   return out
 
 
@@ -102,6 +119,10 @@ def info() -> dict[str, Any]:
   out.update(_cpuinfo())
   out['versions'] = {p: _version(p) for p in PACKAGES}
   out['env'] = {k: os.environ[k] for k in _ENV if k in os.environ}
+  out['xla_flags'] = os.environ.get('XLA_FLAGS', '')
+  out['xla_intra_op_threads'] = xla_threads(out['xla_flags'], out['cpu_count'])
+  out['jax_config'] = {k: str(getattr(jax.config, k, None)) for k in (
+      'jax_default_matmul_precision', 'jax_enable_x64', 'jax_platforms')}
   out['process_threads'] = _threads_now()
   out['libjpeg_turbo'] = bool(pil_features.check('libjpeg_turbo'))
   return out

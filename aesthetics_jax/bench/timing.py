@@ -69,5 +69,9 @@ def fmt_rate(r: Mapping[str, Any], unit: str = 'img/s') -> str:
 
 def print_runs(runs: Mapping[str, Mapping[str, Any]]) -> None:
   """One line per run: images/s (median, min-max) and the first call's seconds."""
+  width = max([46] + [len(n) for n in runs])
   for name, r in runs.items():
-    print(f'  {name:46s} {fmt_rate(r)}  first call {r["first_call_s"]:.1f} s', flush=True)
+    if 'items_per_s' not in r:   # a formulation that did not run
+      print(f'  {name:{width}s} {r.get("status", "not run")}', flush=True)
+      continue
+    print(f'  {name:{width}s} {fmt_rate(r)}  first call {r["first_call_s"]:.1f} s', flush=True)

@@ -26,6 +26,8 @@ class Options:
   quick: bool = False              # the QUICK values below are in effect (noisier figures)
   reference: str = 'none'          # 'torch': time the PyTorch equivalents too; 'none'
   threads: int = 0                 # torch intra-op threads; 0 = one per CPU
+  torch_formulations: str = 'all'  # bench.formulations set: 'all' | 'fast'
+  torch_compile_timeout: float = 900.0  # seconds per torch.compile before 'failed: ...'
   chunk: int = -1                  # images per micro-batch; -1 = parallel.default_chunk()
   workers: int = 0                 # decode workers; 0 = one per CPU
   image_size: int = 224            # crop side (train) / resize side (eval)
@@ -66,6 +68,9 @@ class Options:
   def __post_init__(self):
     if self.reference not in ('torch', 'none'):
       raise ValueError(f"Options.reference={self.reference!r}: use 'torch' or 'none'")
+    if self.torch_formulations not in ('all', 'fast'):
+      raise ValueError(f'Options.torch_formulations={self.torch_formulations!r}: use '
+                       "'all' or 'fast'")
 
   @property
   def torch(self) -> bool:
@@ -84,7 +89,7 @@ class Options:
 # --quick: a few minutes in all. The launcher applies these to flags not given explicitly.
 QUICK = dict(repeats=2, cam_warmup=3, cam_batch_size=16, study_images=32, recipe_images=32,
              recipe_test_images=32, torch_epochs=1, scaling_sizes=(64, 128, 256, 512),
-             model_batch_size=8, grain_workers=(2,))
+             model_batch_size=8, grain_workers=(2,), torch_formulations='fast')
 
 
 @dataclasses.dataclass(frozen=True)

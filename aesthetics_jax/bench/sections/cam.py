@@ -1,6 +1,10 @@
 """--what=cam: Grad-CAM images/s for one target and all 10 score buckets (MobileNetV2,
 10-way head), ours vs pytorch-grad-cam (GradCAM, target_layers=[model.features[-1]]) on
 identical weights, both warmed up; maps compared; peak RSS of each in a fresh child process.
+
+The reference is the fastest pytorch-grad-cam formulation (`bench.formulations.gradcam`:
+NCHW / channels_last x whole batch / chunks; gradients are needed, so no inference_mode).
+The 10-bucket run times the fastest one-target formulations again (10 one-target calls).
 """
 from __future__ import annotations
 
@@ -10,12 +14,21 @@ import jax
 import numpy as np
 
 from aesthetics_jax import models
-from aesthetics_jax.bench import agreement, memory, timing, torch_ref, workloads
+from aesthetics_jax.bench import agreement, formulations, memory, timing, torch_ref, workloads
 from aesthetics_jax.bench.sections import Options, Row
 from aesthetics_jax.explain import cam
 
 TARGET_BUCKET = 9  # the one target: bucket 10 (the highest score)
-LAYOUTS = ('contiguous', 'channels_last')
+
+
+def _torch_fns(tms, xs, forms, target_lists, prefix: str) -> dict[str, Any]:
+  """{run name: callable} of pytorch-grad-cam per formulation (GradCAM objects per layout)."""
+  fns = {}
+  for f in forms:
+    obj, x = tms[f.layout][1], xs[f.layout]
+    fns[prefix + f.name] = (lambda o=obj, xi=x, c=f.chunk:
+                            torch_ref.gradcam_maps(o, xi, target_lists, c))
+  return fns
 
 
 def run(opts: Options) -> dict[str, Any]:
@@ -25,52 +38,65 @@ def run(opts: Options) -> dict[str, Any]:
   x_np = workloads.photos(b, s, seed=1)
   x = jax.device_put(x_np)
   model = models.create_model(workloads.model_config('mobilenet_v2'))
-  tms = {layout: torch_ref.mobilenet_v2(10, seed=0, channels_last=layout == 'channels_last')
-         for layout in LAYOUTS} if opts.torch else {}
-  variables = torch_ref.variables(model, 'mobilenet_v2', s, tms.get('contiguous'))
+  tms = {}  # layout -> (torch model, its GradCAM object)
+  xs = {}
+  if opts.torch:
+    for layout in formulations.LAYOUTS:
+      tm = torch_ref.mobilenet_v2(10, seed=0, channels_last=layout == 'channels_last')
+      tms[layout] = (tm, torch_ref.gradcam(tm))
+      xs[layout] = torch_ref.to_nchw(x_np, layout == 'channels_last')
+  variables = torch_ref.variables(model, 'mobilenet_v2', s,
+                                  tms['contiguous'][0] if tms else None)
   one = workloads.make_cam_step(model, workloads.bucket_target(k), chunk, s)
   all10 = workloads.make_cam_step(model, cam.targets_for('mobilenet_v2', 'bucket'), chunk, s)
   res: dict[str, Any] = {'batch_size': b, 'image_size': s, 'chunk': chunk, 'target_bucket': k,
                          'warmup_calls': opts.cam_warmup, 'runs': {}}
+  # One target: every formulation, interleaved with ours.
+  forms = formulations.gradcam(opts.torch_formulations, b, chunk) if opts.torch else []
+  by_name = {f.name: f for f in forms}
   fns = {'jax_gradcam_one_target': lambda: np.asarray(one(variables, x))}
-  objs, xs = {}, {}
-  for layout, tm in tms.items():
-    xs[layout] = torch_ref.to_nchw(x_np, layout == 'channels_last')
-    objs[layout] = torch_ref.gradcam(tm)
-    tl = [[torch_ref.class_target(k)] * b]
-    fns[f'pytorch_grad_cam_one_target_{layout}'] = (
-        lambda o=objs[layout], xi=xs[layout], tl=tl: torch_ref.gradcam_maps(o, xi, tl))
+  fns.update(_torch_fns(tms, xs, forms, [[torch_ref.class_target(k)] * b],
+                        'pytorch_grad_cam_one_target_'))
   runs = timing.interleaved(fns, items=b, repeats=opts.repeats, warmup=opts.cam_warmup)
   res['runs'].update(runs)
   timing.print_runs(runs)
   best = None
   if opts.torch:
-    best = max(tms, key=lambda l: runs[f'pytorch_grad_cam_one_target_{l}']['items_per_s'][
-        'median'])
-    res['torch_fastest_layout'] = best
+    one_rep = formulations.report(runs, 'pytorch_grad_cam_one_target_')
+    best = one_rep['best']
+    res['torch'] = {'one_target': one_rep, 'not_tried': formulations.GRADCAM_NOT_TRIED}
     res['ratio_one_target'] = timing.ratio(runs['jax_gradcam_one_target'],
                                            runs[f'pytorch_grad_cam_one_target_{best}'])
+    print(f'  best pytorch-grad-cam formulation (one target): {best}', flush=True)
+  # 10 buckets = 10 one-target calls: the fastest one-target formulations, timed again.
   fns = {'jax_gradcam_10_buckets': lambda: np.asarray(all10(variables, x))}
   tl10 = [[torch_ref.class_target(j)] * b for j in range(10)] if opts.torch else []
   if opts.torch:
-    fns[f'pytorch_grad_cam_10_buckets_{best}'] = (
-        lambda: torch_ref.gradcam_maps(objs[best], xs[best], tl10))
+    keep = formulations.top(one_rep['tried'], formulations.TOP_K[opts.torch_formulations])
+    fns.update(_torch_fns(tms, xs, [by_name[n] for n in keep], tl10,
+                          'pytorch_grad_cam_10_buckets_'))
   runs = timing.interleaved(fns, items=b, repeats=opts.repeats, warmup=1)
   res['runs'].update(runs)
   timing.print_runs(runs)
   if opts.torch:
+    ten = formulations.report(runs, 'pytorch_grad_cam_10_buckets_')
+    ten['selection'] = (f'the {len(keep)} fastest one-target formulations (10 buckets = 10 '
+                        'one-target calls)')
+    res['torch']['10_buckets'] = ten
+    res['torch_best_10_buckets'] = ten['best']
     res['ratio_10_buckets'] = timing.ratio(runs['jax_gradcam_10_buckets'],
-                                           runs[f'pytorch_grad_cam_10_buckets_{best}'])
+                                           runs[f'pytorch_grad_cam_10_buckets_{ten["best"]}'])
     # The maps must agree (pytorch-grad-cam: per-map min-max, cv2 resize, min-max again).
     ours = np.asarray(all10(variables, x))                                  # [B,10,S,S]
-    theirs = np.stack(torch_ref.gradcam_maps(objs['contiguous'], xs['contiguous'], tl10), 1)
+    theirs = np.stack(torch_ref.gradcam_maps(tms['contiguous'][1], xs['contiguous'], tl10), 1)
     agree = res['maps_agree'] = agreement.maps(theirs, ours)
     print(f'  maps vs pytorch-grad-cam (all 10 buckets): max |diff| {agree["max_abs_diff"]:.2e},'
           f' min corr {agree["min_corr"]:.6f} over {agree["maps"]} maps', flush=True)
-    for o in objs.values():
+    for _, o in tms.values():
       o.__exit__(None, None, None)
+  res['torch_fastest_formulation'] = best
   if opts.peak_memory:
-    res['peak_memory'] = _peak_memory(opts, b, s, chunk, best)
+    res['peak_memory'] = _peak_memory(opts, b, s, chunk, by_name.get(best))
     mem = res['peak_memory']
     if opts.torch and all('peak_rss_mb' in mem[n] for n in ('jax_all', 'pytorch_grad_cam_all')):
       res['peak_memory_torch_over_ours'] = (mem['pytorch_grad_cam_all']['peak_rss_mb']
@@ -79,16 +105,16 @@ def run(opts: Options) -> dict[str, Any]:
 
 
 def _peak_memory(opts: Options, b: int, s: int, chunk: int,
-                 torch_layout: str | None) -> dict[str, Any]:
-  """Peak RSS of ours and (with torch) pytorch-grad-cam, one and all targets, each in a
-  fresh child process."""
+                 torch_f: formulations.Formulation | None) -> dict[str, Any]:
+  """Peak RSS of ours and (with torch) pytorch-grad-cam in its fastest formulation, one and
+  all targets, each in a fresh child process."""
   jobs = {f'jax_{t}': ('aesthetics_jax.bench.workloads:cam_setup',
                        dict(batch=b, size=s, targets=t, chunk=chunk)) for t in ('one', 'all')}
   if opts.torch:
     jobs.update({f'pytorch_grad_cam_{t}': (
         'aesthetics_jax.bench.torch_ref:gradcam_setup',
-        dict(batch=b, size=s, targets=t, channels_last=torch_layout == 'channels_last',
-             threads=opts.torch_threads())) for t in ('one', 'all')})
+        dict(batch=b, size=s, targets=t, channels_last=torch_f.layout == 'channels_last',
+             chunk=torch_f.chunk, threads=opts.torch_threads())) for t in ('one', 'all')})
   mem = {}
   for name, (target, kw) in jobs.items():
     mem[name] = memory.measure_in_child(target, kw, warmup=1, repeats=1)
@@ -100,13 +126,13 @@ def _peak_memory(opts: Options, b: int, s: int, chunk: int,
 
 def summary(result: dict[str, Any]) -> list[Row]:
   rows = []
-  b, best = result['batch_size'], result.get('torch_fastest_layout')
+  b, best = result['batch_size'], result.get('torch_fastest_formulation')
   if 'ratio_one_target' in result:
     rows.append(Row('gradcam_one_target_vs_pytorch_grad_cam', result['ratio_one_target'],
-                    f'batch {b}, torch {best}'))
+                    f'batch {b}, vs best torch {best}'))
   if 'ratio_10_buckets' in result:
     rows.append(Row('gradcam_10_buckets_vs_pytorch_grad_cam', result['ratio_10_buckets'],
-                    f'batch {b}, torch {best}'))
+                    f'batch {b}, vs best torch {result.get("torch_best_10_buckets")}'))
   if 'maps_agree' in result:
     agree = result['maps_agree']
     rows.append(Row('gradcam_maps_max_abs_diff', agree['max_abs_diff'],

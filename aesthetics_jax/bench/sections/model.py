@@ -1,8 +1,10 @@
 """--what=model: eval-mode forward (features + heads) images/s.
 
 MobileNetV2 (depthwise 'shift' vs 'conv', whole batch vs micro-batched) and VGG16, float32
-and bfloat16 (with its error against float32), interleaved with torchvision (NCHW and
-channels_last) on identical weights when the reference is torch.
+and bfloat16 (with its error against float32), interleaved with torchvision on identical
+weights when the reference is torch: every formulation of `bench.formulations.forward`
+(NCHW / channels_last, chunks of 1/2/4/8 images, inference_mode / no_grad, torch.compile)
+is timed and the ratio is against the fastest of them.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import jax
 import numpy as np
 
 from aesthetics_jax import models
-from aesthetics_jax.bench import agreement, profile, timing, torch_ref, workloads
+from aesthetics_jax.bench import agreement, formulations, profile, timing, torch_ref, workloads
 from aesthetics_jax.bench.sections import Options, Row
 
 GPU_TARGET_IMAGES_PER_S = 20000.0  # bfloat16 MobileNetV2 on one GPU
@@ -66,13 +68,23 @@ def run(opts: Options) -> dict[str, Any]:
           t0 = time.perf_counter()
           outs[name] = jax.device_get(fwd(variables, x))
           compile_s[name] = time.perf_counter() - t0
+    failed: dict[str, Any] = {}
+    torch_compile_s: dict[str, float] = {}
     if opts.torch:
-      fns[f'torch_{arch}_float32_contiguous'] = torch_ref.forward_fn(tm, x_np, False, 'all')
-      fns[f'torch_{arch}_float32_channels_last'] = torch_ref.forward_fn(tm_cl, x_np, True,
-                                                                         'all')
-      if chunk and arch == 'mobilenet_v2':  # informational: torch with our micro-batching
-        fns[f'torch_{arch}_float32_channels_last_chunk{chunk}'] = torch_ref.forward_fn(
-            tm_cl, x_np, True, 'all', chunk)
+      tmodels = {'contiguous': tm, 'channels_last': tm_cl}
+      for f in formulations.forward(opts.torch_formulations, b, chunk):
+        name = f'torch_{arch}_float32_{f.name}'
+        fn = torch_ref.formulation_fn(tmodels[f.layout], x_np, f, 'all')
+        if f.compile:  # compile + first run, guarded; steady state timed below
+          secs, why = formulations.guarded_first_call(fn, opts.torch_compile_timeout)
+          if why is not None:
+            failed[name] = formulations.failed(why, compile_s=secs)
+            torch_ref.reset_compiler()
+            print(f'  {name:46s} failed: {why} ({secs:.0f} s)', flush=True)
+            continue
+          torch_compile_s[name] = secs
+          print(f'  torch.compile {name}: compile + first run {secs:.1f} s', flush=True)
+        fns[name] = fn
     runs = timing.interleaved(fns, items=b, repeats=opts.repeats, warmup=opts.warmup)
     if opts.profile and arch == 'mobilenet_v2':  # where the time goes, per XLA op
       prof = res.setdefault('profile', {})
@@ -84,6 +96,9 @@ def run(opts: Options) -> dict[str, Any]:
             for o in prof[name][:6]), flush=True)
     for name, c in compile_s.items():  # JAX's first call (compile + run) happened above
       runs[name]['first_call_s'] = c
+    for name, c in torch_compile_s.items():  # torch.compile + its first run, apart
+      runs[name]['compile_s'] = c
+    runs.update(failed)
     res['runs'].update(runs)
     timing.print_runs(runs)
     # bfloat16 vs float32 (same weights, same micro-batching), and float32 vs torch.
@@ -100,16 +115,24 @@ def run(opts: Options) -> dict[str, Any]:
       acc['float32_vs_torch_max_abs_diff'] = float(np.abs(ours - t_out).max())
       print(f'  {arch} float32 vs torch: max |diff| of outputs '
             f'{acc["float32_vs_torch_max_abs_diff"]:.2e}', flush=True)
-      # The headline figure: our default inference path against torchvision as users run
-      # it (and against its fastest layout).
+      # The headline figure: our default inference path against the fastest torch
+      # formulation (and, for reference, against the two eager whole-batch layouts).
+      report = res.setdefault('torch', {})[arch] = formulations.report(
+          runs, f'torch_{arch}_float32_')
       ours_name = _default_run(arch, chunk)
-      if ours_name in runs:
-        best_torch = max((runs[f'torch_{arch}_float32_{layout}'] for layout in
-                          ('contiguous', 'channels_last')),
-                         key=lambda r: r['items_per_s']['median'])
-        res[f'{arch}_ratio_vs_torch_channels_last'] = timing.ratio(
-            runs[ours_name], runs[f'torch_{arch}_float32_channels_last'])
-        res[f'{arch}_ratio_vs_best_torch'] = timing.ratio(runs[ours_name], best_torch)
+      if ours_name not in runs:  # e.g. --model_depthwise without the default: our fastest
+        ours_name = max((n for n in runs if n.startswith(f'jax_{arch}_float32')),
+                        key=lambda n: runs[n]['items_per_s']['median'])
+      res[f'{arch}_ours_run'] = ours_name
+      if report['best'] is not None:
+        best = runs[f'torch_{arch}_float32_{report["best"]}']
+        res[f'{arch}_ratio_vs_best_torch'] = timing.ratio(runs[ours_name], best)
+        for layout in formulations.LAYOUTS:
+          name = f'torch_{arch}_float32_{layout}_batch_inference_mode'
+          res[f'{arch}_ratio_vs_torch_{layout}'] = timing.ratio(runs[ours_name], runs[name])
+        print(f'  {arch}: best torch formulation {report["best"]} '
+              f'({report["best_items_per_s"]:.1f} img/s); {ours_name} / best = '
+              f'{res[f"{arch}_ratio_vs_best_torch"]:.2f}', flush=True)
     del tm, tm_cl
   return res
 
@@ -123,9 +146,11 @@ def summary(result: dict[str, Any]) -> list[Row]:
              for name, r in result['runs'].items()
              if name.startswith('jax_mobilenet_v2') and 'bfloat16' in name]
   for arch in ('mobilenet_v2', 'vgg16'):
-    r = result.get(f'{arch}_ratio_vs_torch_channels_last')
+    r = result.get(f'{arch}_ratio_vs_best_torch')
     if r is not None:
-      rows.append(Row(f'{arch}_forward_vs_torch_channels_last', r,
-                      f'{_default_run(arch, result["chunk"])} vs torchvision channels_last, '
-                      f'batch {b}', target=1.2 if arch == 'mobilenet_v2' else None))
+      best = result.get('torch', {}).get(arch, {}).get('best')
+      rows.append(Row(f'{arch}_forward_vs_best_torch', r,
+                      f'{result.get(f"{arch}_ours_run") or _default_run(arch, result["chunk"])}'
+                      f' vs torch {best}, batch {b}',
+                      target=1.2 if arch == 'mobilenet_v2' else None))
   return rows

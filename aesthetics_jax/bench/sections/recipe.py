@@ -1,9 +1,14 @@
 """--what=recipe: the paper's frozen MobileNetV2 recipe (EMD + tag heads, Adam 3e-6).
 
 Ours = feature cache (K augmented views + the test view encoded once) + head steps + test
-metrics; PyTorch = a plain loop that decodes, crops and recomputes the frozen features every
-epoch, in a fresh process. Both run on `recipe_images` images; figures are extrapolated to
-`extrapolate_train` / `extrapolate_test` (AVA's 8,900 / 2,203 style images).
+metrics. PyTorch, each in a fresh process, two formulations: 'plain' = a loop that decodes,
+crops and recomputes the frozen features every epoch (no_grad); 'cached_views{K}' = what a
+competent user writes — the same K views and the test view encoded once (pooled features,
+inference_mode, the fastest layout/chunking of `bench.formulations`, screened in the child),
+then the same number of Adam steps on the cached features. Both run on `recipe_images`
+images; figures are extrapolated to `extrapolate_train` / `extrapolate_test` (AVA's 8,900 /
+2,203 style images); each ratio is against the faster torch formulation doing the same
+augmentation budget (plain, or cached with the same K).
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import numpy as np
 from aesthetics_jax import models
 from aesthetics_jax import parallel
 from aesthetics_jax.bench import memory, torch_ref, workloads
+from aesthetics_jax.train import optim
 from aesthetics_jax.bench.sections import Options, Row
 
 BATCH = 32
@@ -53,6 +59,7 @@ def run(opts: Options) -> dict[str, Any]:
   configs = {k: workloads.recipe_config(n, m, b, epochs, k, s, rs, workers) for k in views_list}
   ours_runs: dict[int, list] = {k: [] for k in views_list}
   torch_runs: list[dict] = []
+  cached_runs: dict[int, list] = {k: [] for k in views_list}
   t_epochs = opts.torch_epochs
   for _ in range(max(1, opts.repeats - 1)):
     for k in views_list:  # ours and torch alternate
@@ -60,6 +67,20 @@ def run(opts: Options) -> dict[str, Any]:
       ours_runs[k].append(r)
       print(f"  ours (K={k}): cache {r['cache_s']:.1f} s + {r['steps']} steps "
             f"{r['steps_s']:.1f} s + eval {r['eval_s']:.2f} s", flush=True)
+      if opts.torch:  # the competent user's cached loop, same K, same step count
+        c = memory.measure_in_child(
+            'aesthetics_jax.bench.torch_ref:recipe_cached_setup',
+            dict(num_images=n, num_test=m, views=k,
+                 steps=optim.total_train_steps(configs[k], n), batch=b, resize_size=rs,
+                 image_size=s, workers=workers, threads=opts.torch_threads(),
+                 formulation_set=opts.torch_formulations, our_chunk=opts.chunk_size()),
+            warmup=0, repeats=1)
+        if 'error' in c:
+          raise RuntimeError(c['error'])
+        cached_runs[k].append(c)
+        print(f"  torch cached (K={k}, encoder {c['encode_formulation']}): cache "
+              f"{c['cache_s']:.1f} s + {c['steps']} steps {c['steps_s']:.1f} s + eval "
+              f"{c['eval_s']:.2f} s", flush=True)
     if opts.torch:  # the plain loop in a fresh process (after one warm-up epoch there)
       c = memory.measure_in_child(
           'aesthetics_jax.bench.torch_ref:recipe_setup',
@@ -87,37 +108,71 @@ def run(opts: Options) -> dict[str, Any]:
                                      f'{epochs:g} + {mt} test forwards'}
     print(f'  torch, extrapolated: {n} images {torch_n:.0f} s, {nt} images '
           f'{torch_full / 3600:.2f} h', flush=True)
+  if torch_full is not None:
+    res['runs']['torch_cached'] = {str(k): v for k, v in cached_runs.items()}
+    res['torch_formulations'] = {'plain': {'extrapolated_s': torch_full,
+                                           'extrapolated_n_s': torch_n}}
   for k in views_list:
     o = {key: _median(ours_runs[k], key) for key in ('cache_s', 'steps_s', 'eval_s', 'total_s')}
     o['steps'] = ours_runs[k][0]['steps']
-    per_encode = o['cache_s'] / (n * k + m)
-    per_step = o['steps_s'] / o['steps']
-    full = (compile_s + per_encode * (nt * k + mt) + per_step * steps_full
-            + o['eval_s'] / m * mt)
+    full = _extrapolate(o, n, m, k, nt, mt, steps_full, compile_s)
     o.update(extrapolated_s=full, total_with_compile_s=o['total_s'] + compile_s,
-             extrapolation=f'compile {compile_s:.1f} s + {per_encode * 1e3:.1f} ms per encoded '
-                           f'view x ({nt} x {k} + {mt}) + {steps_full} steps x '
-                           f'{per_step * 1e3:.2f} ms')
+             extrapolation=_explain(o, n, m, k, nt, mt, steps_full, compile_s))
     res[f'ours_views{k}'] = o
     print(f"  ours K={k}, {n} images x {epochs:g} epochs: {o['total_s']:.1f} s (+ compile "
           f'{compile_s:.1f} s); extrapolated to {nt}: {full / 60:.1f} min', flush=True)
-    if torch_full is not None:
-      o['ratio_n'] = torch_n / o['total_with_compile_s']
-      o['ratio_8900'] = torch_full / full
-      if k == views:
-        res['ratio_8900'] = o['ratio_8900']
+    if torch_full is None:
+      continue
+    t = {key: _median(cached_runs[k], key) for key in ('cache_s', 'steps_s', 'eval_s',
+                                                         'total_s')}
+    t['steps'] = cached_runs[k][0]['steps']
+    t['encode_formulation'] = cached_runs[k][0]['encode_formulation']
+    t['encode_screen_images_per_s'] = {
+        key[len('encode_screen_'):]: v for key, v in cached_runs[k][0].items()
+        if key.startswith('encode_screen_')}
+    t['extrapolated_s'] = _extrapolate(t, n, m, k, nt, mt, steps_full, 0.0)
+    t['extrapolated_n_s'] = t['total_s']
+    t['extrapolation'] = _explain(t, n, m, k, nt, mt, steps_full, 0.0)
+    res['torch_formulations'][f'cached_views{k}'] = t
+    print(f"  torch cached K={k}: {t['total_s']:.1f} s; extrapolated to {nt}: "
+          f"{t['extrapolated_s'] / 60:.1f} min", flush=True)
+    # The reference: the faster torch formulation with the same augmentation budget.
+    cands = {'plain': torch_full, f'cached_views{k}': t['extrapolated_s']}
+    best = min(cands, key=cands.get)
+    o['torch_best'], o['torch_best_extrapolated_s'] = best, cands[best]
+    o['ratio_8900'] = cands[best] / full
+    o['ratio_8900_vs_plain'] = torch_full / full
+    o['ratio_n'] = min(torch_n, t['total_s']) / o['total_with_compile_s']
+    if k == views:
+      res['ratio_8900'] = o['ratio_8900']
   return res
+
+
+def _extrapolate(o: dict[str, Any], n: int, m: int, k: int, nt: int, mt: int,
+                 steps_full: int, compile_s: float) -> float:
+  """Seconds for nt train / mt test images: compile + encodes x (nt K + mt) + steps + eval."""
+  per_encode = o['cache_s'] / (n * k + m)
+  return (compile_s + per_encode * (nt * k + mt) + o['steps_s'] / o['steps'] * steps_full
+          + o['eval_s'] / m * mt)
+
+
+def _explain(o: dict[str, Any], n: int, m: int, k: int, nt: int, mt: int, steps_full: int,
+             compile_s: float) -> str:
+  return (f'compile {compile_s:.1f} s + {o["cache_s"] / (n * k + m) * 1e3:.1f} ms per encoded '
+          f'view x ({nt} x {k} + {mt}) + {steps_full} steps x '
+          f'{o["steps_s"] / o["steps"] * 1e3:.2f} ms')
 
 
 def summary(result: dict[str, Any]) -> list[Row]:
   if 'torch' not in result:
     return []
-  views, torch_full = result['views'], result['torch']['extrapolated_s']
+  views = result['views']
   rows = []
   for k in [views] + ([1] if views != 1 else []):
     o = result[f'ours_views{k}']
-    rows.append(Row('recipe_8900_vs_plain_pytorch' + ('' if k == views else f'_views{k}'),
+    rows.append(Row('recipe_8900_vs_best_pytorch' + ('' if k == views else f'_views{k}'),
                     o['ratio_8900'], f'K={k} cached views; ours '
-                    f'{o["extrapolated_s"] / 60:.1f} min vs torch {torch_full / 60:.0f} min '
-                    '(extrapolated)', target=30.0))
+                    f'{o["extrapolated_s"] / 60:.1f} min vs best torch {o["torch_best"]} '
+                    f'{o["torch_best_extrapolated_s"] / 60:.0f} min (extrapolated)',
+                    target=30.0))
   return rows

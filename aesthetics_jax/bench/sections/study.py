@@ -1,6 +1,8 @@
 """--what=study: the whole per-image study on `study_images` test images — aesthetic map,
 10 bucket maps, top attribute map, boxes (aesthetic, attribute, average) and mean intensity;
-ours in one jitted pass per batch vs pytorch-grad-cam looped over the same 12 targets.
+ours in one jitted pass per batch vs pytorch-grad-cam looped over the same 12 targets, in
+its fastest formulation: every `bench.formulations.gradcam` formulation is screened on one
+batch (one target), the fastest are timed on the whole study, the ratio uses the best.
 """
 from __future__ import annotations
 
@@ -10,11 +12,26 @@ import jax
 import numpy as np
 
 from aesthetics_jax import models
-from aesthetics_jax.bench import agreement, timing, torch_ref, workloads
+from aesthetics_jax.bench import agreement, formulations, timing, torch_ref, workloads
 from aesthetics_jax.bench.sections import Options, Row
 from aesthetics_jax.explain import cam
 
 THRESHOLD = 0.2  # box threshold on the normalised maps
+
+
+def _screen(opts: Options, tms, x_np: np.ndarray, b: int, chunk: int) -> dict[str, Any]:
+  """One-target pytorch-grad-cam on the first study batch, every formulation twice after a
+  warm-up call (the study is 12 such calls per batch, too slow to time every formulation)."""
+  fns = {}
+  for f in formulations.gradcam(opts.torch_formulations, b, chunk):
+    obj = tms[f.layout][1]
+    x = torch_ref.to_nchw(x_np[:b], f.layout == 'channels_last')
+    fns[f.name] = (lambda o=obj, xi=x, c=f.chunk: torch_ref.gradcam_maps(
+        o, xi, [[torch_ref.class_target(0)] * b], c))
+  runs = timing.interleaved(fns, items=b, repeats=2, warmup=1)
+  print('  screening (pytorch-grad-cam, one target, first batch):', flush=True)
+  timing.print_runs(runs)
+  return runs
 
 
 def run(opts: Options) -> dict[str, Any]:
@@ -25,38 +42,62 @@ def run(opts: Options) -> dict[str, Any]:
   x_np = workloads.photos(n, s, seed=2)
   xs = [jax.device_put(x_np[i:i + b]) for i in range(0, n, b)]
   model = models.create_model(workloads.model_config('mobilenet_v2'))
-  tm = torch_ref.mobilenet_v2(76, seed=0, channels_last=True) if opts.torch else None
-  variables = torch_ref.variables(model, 'mobilenet_v2', s, tm)
+  tms = {}  # layout -> (torch model, its GradCAM object)
+  if opts.torch:
+    for layout in formulations.LAYOUTS:
+      tm = torch_ref.mobilenet_v2(76, seed=0, channels_last=layout == 'channels_last')
+      tms[layout] = (tm, torch_ref.gradcam(tm))
+  variables = torch_ref.variables(model, 'mobilenet_v2', s,
+                                  tms['contiguous'][0] if tms else None)
   step = workloads.make_study_step(model, 'mobilenet_v2', s, THRESHOLD, chunk)
 
   def ours():
     return [jax.device_get(step(variables, xi)) for xi in xs]
   fns = {'jax_study': ours}
-  if opts.torch:
-    cobj = torch_ref.gradcam(tm)
-    txs = [torch_ref.to_nchw(x_np[i:i + b], True) for i in range(0, n, b)]
-    fns['pytorch_grad_cam_study_looped'] = lambda: [
-        torch_ref.study_batch(tm, cobj, t, THRESHOLD) for t in txs]
-  runs = timing.interleaved(fns, items=n, repeats=max(1, opts.repeats - 1), warmup=1)
-  timing.print_runs(runs)
   res: dict[str, Any] = {'num_images': n, 'batch_size': b, 'image_size': s, 'chunk': chunk,
                          'targets': list(cam.target_names('mobilenet_v2',
-                                                          workloads.STUDY_TARGETS)),
-                         'runs': runs}
+                                                          workloads.STUDY_TARGETS))}
   if opts.torch:
-    res['ratio'] = timing.ratio(runs['jax_study'], runs['pytorch_grad_cam_study_looped'])
+    screen = _screen(opts, tms, x_np, b, chunk)
+    keep = formulations.top(screen, formulations.TOP_K[opts.torch_formulations])
+    by_name = {f.name: f for f in formulations.gradcam(opts.torch_formulations, b, chunk)}
+    for name in keep:
+      f = by_name[name]
+      tm, obj = tms[f.layout]
+      txs = [torch_ref.to_nchw(x_np[i:i + b], f.layout == 'channels_last')
+             for i in range(0, n, b)]
+      fns[f'pytorch_grad_cam_study_looped_{name}'] = (
+          lambda tm=tm, obj=obj, txs=txs, c=f.chunk: [
+              torch_ref.study_batch(tm, obj, t, THRESHOLD, c) for t in txs])
+    res['torch'] = {'screening': screen,
+                    'screening_best': formulations.best(screen),
+                    'selection': f'the {len(keep)} fastest formulations of the screening '
+                                 '(one-target pytorch-grad-cam on the first batch)',
+                    'not_tried': formulations.GRADCAM_NOT_TRIED}
+  runs = timing.interleaved(fns, items=n, repeats=max(1, opts.repeats - 1), warmup=1)
+  timing.print_runs(runs)
+  res['runs'] = runs
+  if opts.torch:
+    rep = formulations.report(runs, 'pytorch_grad_cam_study_looped_')
+    res['torch'].update(rep)
+    best = res['torch_best'] = rep['best']
+    res['ratio'] = timing.ratio(runs['jax_study'],
+                                runs[f'pytorch_grad_cam_study_looped_{best}'])
+    print(f'  best pytorch-grad-cam study formulation: {best}', flush=True)
     # Agreement of the aesthetic (mean-score) map and of the boxes.
+    tm, obj = tms['contiguous']
     aes_step = workloads.make_cam_step(
         model, cam.targets_for('mobilenet_v2', ('aesthetic', 'top_tag')), chunk, s)
     ours_maps = np.asarray(aes_step(variables, xs[0]))
-    theirs = torch_ref.study_batch(tm, cobj, txs[0], THRESHOLD)
+    theirs = torch_ref.study_batch(tm, obj, torch_ref.to_nchw(x_np[:b], False), THRESHOLD)
     res['aesthetic_maps_agree'] = agreement.maps(theirs['aesthetic'], ours_maps[:, 0])
     got = jax.device_get(step(variables, xs[0]))[1]
     res['box_aesthetic_equal_fraction'] = float(np.mean(np.all(
         np.asarray(got['box_aesthetic']) == theirs['box_aesthetic'], axis=1)))
     print(f"  aesthetic maps vs pytorch-grad-cam: {res['aesthetic_maps_agree']}; aesthetic "
           f"boxes equal for {res['box_aesthetic_equal_fraction']:.0%} of images", flush=True)
-    cobj.__exit__(None, None, None)
+    for _, o in tms.values():
+      o.__exit__(None, None, None)
   return res
 
 
@@ -64,4 +105,5 @@ def summary(result: dict[str, Any]) -> list[Row]:
   if 'ratio' not in result:
     return []
   return [Row('study_vs_looped_pytorch_grad_cam', result['ratio'],
-              f'{result["num_images"]} images, 12 maps + boxes each')]
+              f'{result["num_images"]} images, 12 maps + boxes each, vs best torch '
+              f'{result.get("torch_best")}')]

@@ -1,0 +1,159 @@
+"""The PyTorch formulations a competent user would try, and the best-of selection.
+
+Every reference figure of the benchmark is the BEST of these, not torch's default layout:
+memory layout (NCHW 'contiguous' or 'channels_last'), chunking (a Python loop over chunks of
+1/2/4/8 images instead of one whole-batch call), the autograd mode (`torch.inference_mode`,
+`torch.no_grad`; Grad-CAM needs gradients, so 'grad' there) and `torch.compile` (modes
+'default' and 'max-autotune-no-cudagraphs'; guarded: a failure or time-out is recorded as
+'failed: <reason>', never fatal; compile time is recorded apart from steady-state figures).
+
+Sets (`--torch_formulations`): 'all' = the whole grid; 'fast' = both layouts, whole batch
+and our micro-batch size only, eager. No torch import here: the sections build the callables
+(`bench.torch_ref`) and this module names, selects and reports them.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+import threading
+import time
+from typing import Any, Callable, Iterator, Mapping
+
+SETS = ('all', 'fast')
+LAYOUTS = ('contiguous', 'channels_last')
+CHUNKS = (1, 2, 4, 8)
+COMPILE_MODES = ('default', 'max-autotune-no-cudagraphs')
+COMPILE_TIMEOUT_S = 900.0   # per torch.compile (2-core CPU: MobileNetV2 ~1-3 min, VGG16 less)
+
+
+@dataclasses.dataclass(frozen=True)
+class Formulation:
+  """One way of running the same torch computation."""
+  layout: str = 'contiguous'       # 'contiguous' (NCHW) | 'channels_last'
+  chunk: int = 0                   # images per call (a Python loop); 0 = the whole batch
+  grad: str = 'inference_mode'     # 'inference_mode' | 'no_grad' | 'grad' (CAM)
+  compile: str = ''                # '' = eager; else a torch.compile mode
+
+  @property
+  def name(self) -> str:
+    """e.g. 'channels_last_chunk4_inference_mode', 'contiguous_batch_compile_default'."""
+    parts = [self.layout, f'chunk{self.chunk}' if self.chunk else 'batch']
+    if self.grad != 'grad':
+      parts.append(self.grad)
+    if self.compile:
+      parts.append('compile_' + self.compile.replace('-', '_'))
+    return '_'.join(parts)
+
+
+def _chunks(which: str, batch: int, our_chunk: int) -> list[int]:
+  """0 (whole batch) then the chunk sizes below `batch` of the set."""
+  sizes = CHUNKS if which == 'all' else ((our_chunk,) if our_chunk else ())
+  return [0] + [c for c in sizes if 0 < c < batch]
+
+
+def check_set(which: str) -> str:
+  if which not in SETS:
+    raise ValueError(f'torch formulations {which!r}: use one of {", ".join(SETS)}')
+  return which
+
+
+def forward(which: str, batch: int, our_chunk: int) -> list[Formulation]:
+  """Inference forward: layouts x chunks under inference_mode; with 'all' also no_grad
+  (whole batch) and torch.compile (whole batch, channels_last: inductor picks its own conv
+  layouts, so the input layout matters little once compiled)."""
+  check_set(which)
+  out = [Formulation(layout, c) for layout in LAYOUTS for c in _chunks(which, batch, our_chunk)]
+  if which == 'all':
+    out += [Formulation(layout, 0, 'no_grad') for layout in LAYOUTS]
+    out += [Formulation('channels_last', 0, 'inference_mode', m) for m in COMPILE_MODES]
+  return out
+
+
+def gradcam(which: str, batch: int, our_chunk: int) -> list[Formulation]:
+  """pytorch-grad-cam: layouts x chunks, with gradients (inference_mode / no_grad would
+  remove the backward pass it needs)."""
+  check_set(which)
+  return [Formulation(layout, c, 'grad') for layout in LAYOUTS
+          for c in _chunks(which, batch, our_chunk)]
+
+
+# Why formulations of the grid are not tried for a workload (recorded in the JSON).
+GRADCAM_NOT_TRIED = {
+    'inference_mode/no_grad': 'Grad-CAM needs the backward pass',
+    'torch.compile': "pytorch-grad-cam's forward/tensor hooks on the target layer and its "
+                     'per-call backward break dynamo graphs; the eager formulations are the '
+                     "library's supported path"}
+
+
+TOP_K = {'all': 2, 'fast': 1}  # formulations kept after a screening (10 buckets, study)
+
+
+def failed(reason: str, **extra: Any) -> dict[str, Any]:
+  """The record of a formulation that did not run: {'status': 'failed: <reason>', ...}."""
+  return {'status': f'failed: {reason}', 'failed': reason, **extra}
+
+
+def ok(run: Mapping[str, Any]) -> bool:
+  return 'failed' not in run and 'items_per_s' in run
+
+
+def best(runs: Mapping[str, Mapping[str, Any]]) -> str | None:
+  """The name of the fastest run (highest median items/s), failed runs skipped; None if
+  none ran."""
+  timed = {k: r for k, r in runs.items() if ok(r)}
+  if not timed:
+    return None
+  return max(timed, key=lambda k: timed[k]['items_per_s']['median'])
+
+
+def top(runs: Mapping[str, Mapping[str, Any]], k: int) -> list[str]:
+  """The names of the k fastest runs, fastest first (failed runs skipped)."""
+  timed = [n for n, r in runs.items() if ok(r)]
+  return sorted(timed, key=lambda n: -runs[n]['items_per_s']['median'])[:k]
+
+
+def report(runs: Mapping[str, Mapping[str, Any]], prefix: str = '') -> dict[str, Any]:
+  """{'tried': {formulation: its figures or {'failed': why}}, 'best': name, 'best_items_per_s'}
+  over the runs whose names start with `prefix` (the prefix stripped)."""
+  tried = {k[len(prefix):]: dict(r) for k, r in runs.items() if k.startswith(prefix)}
+  name = best(tried)
+  return {'tried': tried, 'best': name,
+          'best_items_per_s': None if name is None else tried[name]['items_per_s']['median']}
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+  """Raises TimeoutError in this (main) thread after `seconds`; elsewhere no limit (signals
+  reach only the main thread)."""
+  if threading.current_thread() is not threading.main_thread() or seconds <= 0:
+    yield
+    return
+
+  def on_alarm(signum, frame):
+    raise TimeoutError(f'no result after {seconds:.0f} s')
+  old = signal.signal(signal.SIGALRM, on_alarm)
+  signal.setitimer(signal.ITIMER_REAL, seconds)
+  try:
+    yield
+  finally:
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def guarded_first_call(fn: Callable[[], Any],
+                       timeout_s: float = COMPILE_TIMEOUT_S) -> tuple[float, str | None]:
+  """(seconds, None) after one call of `fn` (for torch.compile: compile + first run), or
+  (seconds, '<Type>: <first line>') if it raised or ran past `timeout_s`.
+
+  Best effort: the alarm interrupts Python code, not a native call or a wait inside a
+  library that swallows the exception; a compile that finishes late is kept (and its time
+  recorded)."""
+  t0 = time.perf_counter()
+  try:
+    with _alarm(timeout_s):
+      fn()
+  except Exception as e:  # pylint: disable=broad-except
+    msg = (str(e).strip().splitlines() or [''])[0][:200]
+    return time.perf_counter() - t0, f'{type(e).__name__}: {msg}'
+  return time.perf_counter() - t0, None
