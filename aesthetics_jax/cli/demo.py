@@ -10,12 +10,8 @@ of the latest checkpoint). `--smoke`: tiny data, 2 training steps (for tests).
 """
 from __future__ import annotations
 
-<<<<<<< HEAD
 import concurrent.futures
-import json
 import multiprocessing
-=======
->>>>>>> scale9
 import os
 import sys
 import time
@@ -73,36 +69,8 @@ def make_data(ava_dir: Path, num_train: int, num_test: int, seed: int) -> None:
        f'({num_train} train + {num_test} test)')
 
 
-<<<<<<< HEAD
-def _finished(workdir: Path, total_steps: int) -> bool:
-  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
-  if not (workdir / 'checkpoints').is_dir():
-    return False
-  ck = checkpoints.Checkpointer(workdir, read_only=True, enable_async=False)
-  try:
-    latest = ck.latest_step()
-  finally:
-    ck.close()
-  return latest is not None and latest >= total_steps
-
-
-def _eval_current(workdir: Path) -> dict | None:
-  """metrics.json of the latest checkpoint if evaluation already finished for it."""
-  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
-  mpath = workdir / 'eval' / 'metrics.json'
-  if not (mpath.is_file() and (workdir / 'eval' / 'report.html').is_file()):
-    return None
-  m = json.loads(mpath.read_text())
-  ck = checkpoints.Checkpointer(workdir, read_only=True, enable_async=False)
-  try:
-    latest = ck.latest_step()
-  finally:
-    ck.close()
-  return m if m.get('step') == latest else None
-
-
-def _run_arch(arch: str, w: Path, smoke: bool, log_file: str | None = None) -> dict:
-  """Trains (or resumes) and evaluates one demo model; returns its report section.
+def _run_arch(arch: str, w: Path, smoke: bool, log_file: str | None = None) -> None:
+  """Trains (or resumes) and evaluates one demo model (outputs in `w/<arch>`).
 
   log_file: in a child process, progress bars and library output go there (two processes
   writing bars to one terminal garble both); the stage lines still reach the terminal.
@@ -113,7 +81,7 @@ def _run_arch(arch: str, w: Path, smoke: bool, log_file: str | None = None) -> d
     sys.stderr = open(log_file, 'a', buffering=1)  # pylint: disable=consider-using-with
     logging.set_verbosity(logging.ERROR)
   from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=C0415
-  from aesthetics_jax.train import checkpoints, trainer  # pylint: disable=C0415
+  from aesthetics_jax.train import trainer  # pylint: disable=C0415
   t0 = time.time()
   ava_dir, data_dir = w / 'ava', w / 'tfds'
   config = demo_config(arch, smoke)
@@ -121,13 +89,13 @@ def _run_arch(arch: str, w: Path, smoke: bool, log_file: str | None = None) -> d
   config.data.ava_dir = str(ava_dir)
   mdir = w / arch
   total = int(config.num_train_steps)
-  if total and _finished(mdir, total):
+  if total and stages.finished(mdir, total):
     _log(f'{arch}: training already finished (step {total})')
   else:
     _log(f'{arch}: training ({total} steps)')
     trainer.train_and_evaluate(config, str(mdir))
     _log(f'{arch}: trained [{time.time() - t0:.0f}s]')
-  m = _eval_current(mdir)
+  m = stages.eval_current(mdir)
   if m is None:
     _log(f'{arch}: evaluating')
     m = eval_run.evaluate(mdir, demo=True, overrides=SMOKE_EVAL if smoke else DEMO_EVAL)
@@ -135,13 +103,9 @@ def _run_arch(arch: str, w: Path, smoke: bool, log_file: str | None = None) -> d
     _log(f'{arch}: evaluation already done for step {m.get("step")}')
   _log(f'{arch}: accuracy {m.get("binary_accuracy")} (majority {m.get("majority_rate")}) '
        f'[{time.time() - t0:.0f}s]')
-  figs = {p.stem: p for p in sorted((mdir / 'eval' / 'figures').glob('*.png'))}
-  section = eval_run.model_section(mdir, m, figs, checkpoints.load_config(mdir))
-  section['name'] = arch
-  return section
 
 
-def _run_archs_in_parallel(w: Path, smoke: bool) -> list[dict]:
+def _run_archs_in_parallel(w: Path, smoke: bool) -> None:
   """One process per model, all at once; a failure in either is raised here.
 
   Why: each model's work is a chain of small XLA ops and single-threaded compiles that keep
@@ -154,10 +118,9 @@ def _run_archs_in_parallel(w: Path, smoke: bool) -> list[dict]:
     logs[a].parent.mkdir(parents=True, exist_ok=True)
   with concurrent.futures.ProcessPoolExecutor(len(ARCHS), mp_context=ctx) as pool:
     futures = {a: pool.submit(_run_arch, a, w, smoke, str(logs[a])) for a in ARCHS}
-    sections = []
     for a in ARCHS:
       try:
-        sections.append(futures[a].result())
+        futures[a].result()
       except Exception as e:  # pylint: disable=broad-except
         msg = f'{a}: {e} (full output: {logs[a]})'
         try:
@@ -165,11 +128,8 @@ def _run_archs_in_parallel(w: Path, smoke: bool) -> list[dict]:
         except Exception:  # pylint: disable=broad-except
           err = RuntimeError(msg)
         raise err from e
-  return sections
 
 
-=======
->>>>>>> scale9
 def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | None = None,
              num_test: int | None = None, seed: int = 0, parallel: bool | None = None) -> Path:
   """Runs (or resumes) the whole demo; returns the path of the combined report.
@@ -178,12 +138,6 @@ def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | N
     with `smoke`, where starting two more Python processes costs more than it saves).
   """
   from aesthetics_jax.data import dataset  # pylint: disable=C0415
-  from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=C0415
-<<<<<<< HEAD
-  from aesthetics_jax.report import html as report_html  # pylint: disable=C0415
-=======
-  from aesthetics_jax.train import trainer  # pylint: disable=C0415
->>>>>>> scale9
   t0 = time.time()
   w = Path(workdir).absolute()
   w.mkdir(parents=True, exist_ok=True)
@@ -193,35 +147,13 @@ def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | N
   res = dataset.prepare(ava_dir, data_dir, 'style')
   _log(f'dataset: {"reused" if res.reused else "prepared"} {res.kept} '
        f'(skipped {res.skipped}) [{time.time() - t0:.0f}s]')
-<<<<<<< HEAD
   if (not smoke) if parallel is None else parallel:
     _log(f'training and evaluating {" and ".join(ARCHS)} in parallel '
          f'(progress: {w}/<model>/demo.log)')
-    sections = _run_archs_in_parallel(w, smoke)
+    _run_archs_in_parallel(w, smoke)
   else:
-    sections = [_run_arch(arch, w, smoke) for arch in ARCHS]
-=======
-  for arch in ARCHS:
-    config = demo_config(arch, smoke)
-    config.data.data_dir = str(data_dir)
-    config.data.ava_dir = str(ava_dir)
-    mdir = w / arch
-    total = int(config.num_train_steps)
-    if total and stages.finished(mdir, total):
-      _log(f'{arch}: training already finished (step {total})')
-    else:
-      _log(f'{arch}: training ({total} steps)')
-      trainer.train_and_evaluate(config, str(mdir))
-    _log(f'{arch}: trained [{time.time() - t0:.0f}s]')
-    m = stages.eval_current(mdir)
-    if m is None:
-      _log(f'{arch}: evaluating')
-      m = eval_run.evaluate(mdir, demo=True, overrides=SMOKE_EVAL if smoke else DEMO_EVAL)
-    else:
-      _log(f'{arch}: evaluation already done for step {m.get("step")}')
-    _log(f'{arch}: accuracy {m.get("binary_accuracy")} (majority {m.get("majority_rate")}) '
-         f'[{time.time() - t0:.0f}s]')
->>>>>>> scale9
+    for arch in ARCHS:
+      _run_arch(arch, w, smoke)
   cfg = demo_config(ARCHS[0], smoke)
   cfg.data.data_dir = str(data_dir)
   out = stages.write_combined_report(
