@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip('torch')  # the stand-in weights are written as torchvision .pth
 
-from aesthetics_jax.cli import paper_run  # noqa: E402
+from aesthetics_jax.cli import paper_recipe as paper_run  # noqa: E402  (no flags)
 
 STAGES = ['data', 'weights', 'prepare', 'train vgg16', 'evaluate vgg16', 'report']
 
@@ -21,7 +21,8 @@ STAGES = ['data', 'weights', 'prepare', 'train vgg16', 'evaluate vgg16', 'report
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
   w = tmp_path_factory.mktemp('paper')
-  md = paper_run.run_paper(w, smoke=True, archs=('vgg16',))
+  md = paper_run.run_paper(w, smoke=True, archs=('vgg16',),
+                           eval_overrides={'eval.box_threshold': 0.3})
   return w, md, json.loads((w / paper_run.RUN_JSON).read_text())
 
 
@@ -73,3 +74,19 @@ def test_bad_archs_flag_is_one_line(tmp_path):
   assert r.returncode == 2
   assert r.stderr.strip().splitlines() == [
       'paper_run: --archs=resnet50: use one or both of mobilenet_v2,vgg16']
+
+
+def test_eval_overrides_reach_the_evaluation(run):
+  w, _, _ = run
+  m = json.loads((w / 'vgg16' / 'eval' / 'metrics.json').read_text())
+  assert m['box_threshold'] == 0.3  # the config's default is 0.2
+
+
+def test_parse_eval_set():
+  assert paper_run.parse_eval_set(['eval.faithfulness_images=16', 'eval.cam_methods=("gradcam",)',
+                                   'eval.masks_dir=/data/masks']) == {
+      'eval.faithfulness_images': 16, 'eval.cam_methods': ('gradcam',),
+      'eval.masks_dir': '/data/masks'}
+  for bad in ('faithfulness_images=16', 'eval.faithfulness_images'):
+    with pytest.raises(paper_run.PaperRunError, match='use KEY=VALUE with an eval'):
+      paper_run.parse_eval_set([bad])

@@ -22,308 +22,36 @@ Stages (each skipped on a rerun when its output is complete, as aesthetics-demo 
 """
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-import sys
-import time
-from typing import Callable
-
 from absl import flags
 from absl import logging
 
 from aesthetics_jax.cli import common
-from aesthetics_jax.cli import stages
+from aesthetics_jax.cli import paper_recipe
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder of the whole run.')
 _AVA_DIR = flags.DEFINE_string('ava_dir', None, 'AVA root; default: synthetic AVA in W/ava.')
 _WEIGHTS = flags.DEFINE_string('weights', None, 'Folder of torchvision weights (<arch>*.pth) or '
                                'converted <arch>.npz; default: stand-in weights.')
-_ARCHS = flags.DEFINE_list('archs', ['mobilenet_v2', 'vgg16'], 'Models to train.')
+_ARCHS = flags.DEFINE_list('archs', list(paper_recipe.ARCHS), 'Models to train.')
 _VIEWS = flags.DEFINE_integer('views', None, 'MobileNetV2: cached augmented train views K '
                               '(default: the config\'s, 4).')
 _VGG16_VIEWS = flags.DEFINE_integer('vgg16_views', 1, 'VGG16: cached train views K.')
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny data, widths and 2 steps (tests).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Synthetic data and stand-in weights seed.')
 _WORKERS = flags.DEFINE_integer('workers', 0, 'Processes rendering synthetic images (0 = cores).')
+_EVAL_SET = flags.DEFINE_multi_string(
+    'eval_set', [], 'KEY=VALUE config override for the evaluations only (repeatable), e.g. '
+    '--eval_set=eval.faithfulness_images=16 (VGG16 runs the whole encoder per image).')
 flags.mark_flags_as_required(['workdir'])
-
-ARCHS = ('mobilenet_v2', 'vgg16')
-CONFIGS = {'mobilenet_v2': 'mobilenet_v2_emd', 'vgg16': 'vgg16_binary'}
-RUN_JSON, RUN_MD = 'paper_run.json', 'paper_run.md'
-# --smoke: kept train / test images, their long side, calibration images of the weights.
-SMOKE_DATA = {'num_train': 24, 'num_test': 12, 'long_side': (56, 64)}
-SMOKE_CALIBRATION = {'num_images': 4, 'image_size': 32}
-FULL_CALIBRATION = {'num_images': 16, 'image_size': 224}
-WEIGHT_PATTERNS = ('{arch}*.pth', '{arch}*.pt', '{arch}*.safetensors')
-
-
-class PaperRunError(ValueError):
-  """One-line problem with the run's inputs (e.g. --weights without an arch's file)."""
-
-
-def _log(msg: str) -> None:
-  print(f'[paper_run {time.strftime("%H:%M:%S")}] {msg}', file=sys.stderr, flush=True)
-
-
-def paper_config(arch: str, smoke: bool, views: int | None):
-  """The packaged paper config of `arch` (`:smoke` for tests), K = `views` if given."""
-  import importlib  # pylint: disable=import-outside-toplevel
-  mod = importlib.import_module(f'aesthetics_jax.configs.{CONFIGS[arch]}')
-  c = mod.get_config('smoke' if smoke else None)
-  if views is not None:
-    c.cache.num_train_views = int(views)
-  return c
-
-
-# ----------------------------------------------------------------------------------------
-# Stages: each returns (status 'ran' | 'reused' | 'given', images processed or None, info).
-
-def stage_data(w: Path, ava_dir: str | None, smoke: bool, seed: int, workers: int):
-  if ava_dir:
-    return 'given', None, {'ava_dir': str(ava_dir)}
-  from aesthetics_jax.data import paper_size  # pylint: disable=import-outside-toplevel
-  kw = SMOKE_DATA if smoke else {}
-  s = paper_size.generate(w / 'ava', seed=seed, workers=1 if smoke else workers,
-                          progress=not smoke, **kw)
-  _log(paper_size.format_summary(s).replace('\n', '\n    '))
-  images = sum(s['num_listed'].values()) - s['num_missing']
-  info = {k: s[k] for k in ('num_listed', 'num_train', 'num_test', 'num_untagged',
-                            'num_missing', 'num_corrupt', 'mean_jpeg_kb', 'image_mb')}
-  return ('reused' if s['reused'] else 'ran'), (None if s['reused'] else images), info
-
-
-def _given_weights(folder: Path, arch: str) -> Path:
-  if not folder.is_dir():
-    raise PaperRunError(f'--weights={folder}: not a folder; pass the folder holding the '
-                        'torchvision .pth files (or converted <arch>.npz)')
-  converted = folder / f'{arch}.npz'
-  if converted.is_file():
-    return converted
-  found = sorted(p for pat in WEIGHT_PATTERNS for p in folder.glob(pat.format(arch=arch)))
-  if not found:
-    raise PaperRunError(f'--weights={folder}: no {arch} weights (expected {arch}*.pth, .pt, '
-                        f'.safetensors or {arch}.npz there); add them or drop --archs={arch}')
-  return found[0]
-
-
-def _is_converted(npz: Path, source: Path) -> bool:
-  side = Path(f'{npz}.json')  # written after the .npz: its presence means complete
-  try:
-    return npz.is_file() and json.loads(side.read_text()).get('source') == source.name
-  except (OSError, ValueError):
-    return False
-
-
-def _fake_is_current(pth: Path, want: dict) -> bool:
-  try:
-    info = json.loads(Path(f'{pth}.json').read_text())
-  except (OSError, ValueError):
-    return False
-  return pth.is_file() and all(info.get(k) == v for k, v in want.items())
-
-
-def stage_weights(w: Path, weights: str | None, archs: list[str], configs: dict, smoke: bool,
-                  seed: int) -> tuple[str, int | None, dict]:
-  from aesthetics_jax.cli import fake_weights  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.models import pretrained  # pylint: disable=import-outside-toplevel
-  out, statuses, info = w / 'weights', [], {}
-  for arch in archs:
-    m = configs[arch].model
-    if weights:
-      source = _given_weights(Path(weights), arch)
-      if source.suffix == '.npz' and source.name == f'{arch}.npz':
-        info[arch] = str(source)
-        statuses.append('given')
-        continue
-    else:
-      calib = SMOKE_CALIBRATION if smoke else FULL_CALIBRATION
-      want = {'arch': arch, 'width_mult': float(m.width_mult), 'seed': seed,
-              'fc_dim': int(m.fc_dim) if arch == 'vgg16' else None,
-              'calibration_images': calib['num_images'], 'image_size': calib['image_size']}
-      source = out / 'torch' / fake_weights.file_name(arch)
-      if not _fake_is_current(source, want):
-        _log(f'weights: stand-in {arch} .pth (width {m.width_mult}, calibrated on '
-             f'{calib["num_images"]} images at {calib["image_size"]} px)')
-        fake_weights.make_weights(out / 'torch', arch, width_mult=float(m.width_mult),
-                                  fc_dim=int(m.fc_dim), seed=seed, **calib)
-        Path(out / f'{arch}.npz.json').unlink(missing_ok=True)  # convert the new file
-    npz = out / f'{arch}.npz'
-    if _is_converted(npz, source):
-      statuses.append('reused')
-    else:
-      _log(f'weights: converting {source}')
-      pretrained.convert_file(source, npz, arch)
-      statuses.append('ran')
-    info[arch] = str(npz)
-  status = 'ran' if 'ran' in statuses else ('reused' if 'reused' in statuses else 'given')
-  return status, None, info
-
-
-def stage_prepare(ava_dir: Path, data_dir: Path):
-  from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
-  res = dataset.prepare(ava_dir, data_dir, 'style')
-  listed = sum(res.kept.values()) + sum(res.skipped.values())
-  _log(f'dataset: {"reused" if res.reused else "prepared"} {res.kept} (skipped {res.skipped}, '
-       f'listed in {res.skipped_csv})')
-  return ('reused' if res.reused else 'ran'), (None if res.reused else listed), {
-      'kept': res.kept, 'skipped': res.skipped}
-
-
-def stage_train(config, mdir: Path, earlier: dict | None):
-  from aesthetics_jax.train import trainer  # pylint: disable=import-outside-toplevel
-  done_step = (earlier or {}).get('info', {}).get('step')
-  if done_step is not None and stages.latest_step(mdir) == done_step:
-    # Finished earlier (the final checkpoint is there): the trainer would rebuild the
-    # feature cache only to evaluate once more.
-    return 'reused', None, earlier['info']
-  start = stages.latest_step(mdir) or 0  # an interrupted run resumes from its last checkpoint
-  m = trainer.train_and_evaluate(config, str(mdir))
-  info = {'step': int(m['step']), 'resumed_from_step': start,
-          'batch_size': int(config.batch_size),
-          'num_train_views': int(config.cache.num_train_views),
-          'binary_accuracy': m.get('binary_accuracy')}
-  return 'ran', (int(m['step']) - start) * int(config.batch_size), info
-
-
-def stage_evaluate(mdir: Path, smoke: bool):
-  from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=import-outside-toplevel
-  m = stages.eval_current(mdir)
-  status = 'reused'
-  if m is None:
-    m = eval_run.evaluate(mdir, overrides=stages.SMOKE_EVAL if smoke else None)
-    status = 'ran'
-  keys = ('step', 'num_test_images', 'binary_accuracy', 'majority_rate', 'lcc_mean',
-          'srcc_mean', 'eval_seconds')
-  info = {k: m[k] for k in keys if k in m}
-  return status, (m.get('num_test_images') if status == 'ran' else None), info
-
-
-def stage_report(w: Path, archs: list[str], configs: dict) -> tuple[str, None, dict]:
-  from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=C0415
-  cfg = configs[archs[0]]
-  out = stages.write_combined_report(
-      w, archs, cfg, demo=eval_run.is_demo(cfg),
-      title="aesthetics-jax at the paper's scale: " + ' and '.join(archs))
-  return 'ran', None, {'report': str(out)}
-
-
-# ----------------------------------------------------------------------------------------
-# Bookkeeping: per-stage measurements, kept across resumed runs.
-
-def _load_records(w: Path) -> dict[str, dict]:
-  try:
-    return {r['stage']: r for r in json.loads((w / RUN_JSON).read_text())['stages']}
-  except (OSError, ValueError, KeyError, TypeError):
-    return {}
-
-
-def format_table(records: list[dict]) -> str:
-  """Markdown table of the stage records."""
-  rows = ['| stage | status | wall time | images | images/s | peak RSS (process) | '
-          'peak RSS (children) | disk |', '|---|---|---|---|---|---|---|---|']
-  fmt = lambda v, f: '—' if v is None else format(v, f)  # noqa: E731
-  for r in records:
-    status = r['status'] + (' (measured in an earlier run)' if r.get('resumed') else '')
-    rows.append(f"| {r['stage']} | {status} | {_duration(r['seconds'])} | "
-                f"{fmt(r.get('images'), ',d')} | {fmt(r.get('images_per_s'), '.1f')} | "
-                f"{fmt(r.get('peak_rss_mb'), ',.0f')} MB | {fmt(r.get('peak_children_mb'), ',.0f')}"
-                f" MB | {fmt(r.get('disk_mb'), ',.1f')} MB |")
-  return '\n'.join(rows)
-
-
-def _duration(s: float) -> str:
-  return f'{s:.1f} s' if s < 120 else f'{s / 60:.1f} min'
-
-
-class _Run:
-  """Runs stages, measuring each (bench.stage_monitor), and rewrites the run's files."""
-
-  def __init__(self, w: Path, flags_used: dict):
-    self.w = w
-    self.flags = flags_used
-    self.earlier = _load_records(w)
-    self.records: list[dict] = []
-    self.t0 = time.time()
-
-  def stage(self, name: str, disk_paths: list[Path],
-            fn: Callable[[], tuple[str, int | None, dict]]) -> dict:
-    from aesthetics_jax.bench import stage_monitor  # pylint: disable=import-outside-toplevel
-    _log(f'stage {len(self.records) + 1}: {name}')
-    with stage_monitor.StageMonitor() as mon:
-      status, images, info = fn()
-    rec = {'stage': name, 'status': status, **mon.result(), 'images': images,
-           'images_per_s': None, 'disk_mb': stage_monitor.disk_mb(disk_paths), 'info': info}
-    if images:
-      rec['images_per_s'] = round(images / max(rec['seconds'], 1e-9), 1)
-    old = self.earlier.get(name)
-    if status == 'reused' and old and old.get('status') == 'ran':
-      rec = {**old, 'resumed': True}  # the whole row as measured when the work was done
-    self.records.append(rec)
-    _log(f'{name}: {status} in {_duration(rec["seconds"])}')
-    self.write()
-    return rec
-
-  def write(self) -> None:
-    from aesthetics_jax.bench import stage_monitor  # pylint: disable=import-outside-toplevel
-    from aesthetics_jax.io import atomic_write_json, atomic_write_text  # pylint: disable=C0415
-    total = {'seconds_this_run': round(time.time() - self.t0, 1),
-             'seconds_all_stages': round(sum(r['seconds'] for r in self.records), 1),
-             'peak_total_mb': max((r['peak_total_mb'] for r in self.records), default=0.0),
-             'disk_mb': stage_monitor.disk_mb([self.w])}
-    atomic_write_json(self.w / RUN_JSON, {'flags': self.flags, 'stages': self.records,
-                                          'total': total}, indent=1)
-    atomic_write_text(self.w / RUN_MD, self.markdown(total) + '\n')
-
-  def markdown(self, total: dict) -> str:
-    return (f"# aesthetics-paper-run: {self.w}\n\n{format_table(self.records)}\n\n"
-            f"All stages: {_duration(total['seconds_all_stages'])} (this run "
-            f"{_duration(total['seconds_this_run'])}); peak RSS (process + children) "
-            f"{total['peak_total_mb']:,.0f} MB; workdir {total['disk_mb']:,.1f} MB.")
-
-
-def run_paper(workdir: str | os.PathLike, *, ava_dir: str | None = None,
-              weights: str | None = None, archs: tuple[str, ...] = ARCHS,
-              views: int | None = None, vgg16_views: int = 1, smoke: bool = False,
-              seed: int = 0, workers: int = 0) -> Path:
-  """Runs (or resumes) every stage; returns the path of the markdown table."""
-  w = Path(workdir).absolute()
-  w.mkdir(parents=True, exist_ok=True)
-  archs = list(archs)
-  data_dir = w / 'tfds'
-  ava = Path(ava_dir) if ava_dir else w / 'ava'
-  configs = {a: paper_config(a, smoke, views if a == 'mobilenet_v2' else vgg16_views)
-             for a in archs}
-  run = _Run(w, {'ava_dir': ava_dir, 'weights': weights, 'archs': archs, 'views': views,
-                 'vgg16_views': vgg16_views, 'smoke': smoke, 'seed': seed})
-  run.stage('data', [] if ava_dir else [ava],
-            lambda: stage_data(w, ava_dir, smoke, seed, workers))
-  wrec = run.stage('weights', [w / 'weights'],
-                   lambda: stage_weights(w, weights, archs, configs, smoke, seed))
-  run.stage('prepare', [data_dir], lambda: stage_prepare(ava, data_dir))
-  for arch in archs:
-    c = configs[arch]
-    c.data.data_dir, c.data.ava_dir = str(data_dir), str(ava)
-    c.model.init_weights = wrec['info'][arch]
-    mdir = w / arch
-    run.stage(f'train {arch}', [mdir], lambda c=c, mdir=mdir, arch=arch: stage_train(
-        c, mdir, run.earlier.get(f'train {arch}')))
-  for arch in archs:
-    run.stage(f'evaluate {arch}', [w / arch / 'eval'],
-              lambda arch=arch: stage_evaluate(w / arch, smoke))
-  run.stage('report', [w / 'report.html'], lambda: stage_report(w, archs, configs))
-  total = json.loads((w / RUN_JSON).read_text())['total']
-  print(run.markdown(total))
-  return w / RUN_MD
 
 
 def main(argv):
   if len(argv) > 1:
     common.usage_error('paper_run', f'unexpected arguments {argv[1:]}; use --flag=value')
   archs = _ARCHS.value
-  if not archs or set(archs) - set(ARCHS) or len(set(archs)) != len(archs):
+  if not archs or set(archs) - set(paper_recipe.ARCHS) or len(set(archs)) != len(archs):
     common.usage_error('paper_run', f'--archs={",".join(archs)}: use one or both of '
-                       f'{",".join(ARCHS)}')
+                       f'{",".join(paper_recipe.ARCHS)}')
   for name, v in (('views', _VIEWS.value), ('vgg16_views', _VGG16_VIEWS.value)):
     if v is not None and v < 1:
       common.usage_error('paper_run', f'--{name}={v}: pass a positive number of views')
@@ -334,11 +62,14 @@ def main(argv):
   from aesthetics_jax.data import ava, demo as demo_data  # pylint: disable=C0415
   from aesthetics_jax.models import fake_imagenet, pretrained  # pylint: disable=C0415
   try:
-    run_paper(_WORKDIR.value, ava_dir=_AVA_DIR.value, weights=_WEIGHTS.value, archs=archs,
-              views=_VIEWS.value, vgg16_views=_VGG16_VIEWS.value, smoke=_SMOKE.value,
-              seed=_SEED.value, workers=_WORKERS.value)
-  except (PaperRunError, ava.AvaError, demo_data.DemoDataError, pretrained.PretrainedError,
-          fake_imagenet.FakeWeightsError, ValueError, FileNotFoundError, OSError) as e:
+    paper_recipe.run_paper(
+        _WORKDIR.value, ava_dir=_AVA_DIR.value, weights=_WEIGHTS.value, archs=archs,
+        views=_VIEWS.value, vgg16_views=_VGG16_VIEWS.value, smoke=_SMOKE.value,
+        seed=_SEED.value, workers=_WORKERS.value,
+        eval_overrides=paper_recipe.parse_eval_set(_EVAL_SET.value))
+  except (paper_recipe.PaperRunError, ava.AvaError, demo_data.DemoDataError,
+          pretrained.PretrainedError, fake_imagenet.FakeWeightsError, ValueError,
+          FileNotFoundError, OSError) as e:
     common.fail('paper_run', e, common.exit_code(e))
 
 

@@ -2,11 +2,13 @@
 LOW target's map (the negated aesthetic score) over EVERY test image that has a region mask.
 
 Masks come from the dataset's metadata (the demo generator's `defect_masks/`) or
-`--masks_dir`; real AVA has none and this evaluator then returns {}. Each method needs one
-vjp per batch (the low and the aesthetic targets share it), so the whole test split costs
-about as much as one evaluation pass; ScoreCAM, which re-runs the model once per feature
-channel, gets the first `scorecam_images` images only. The deletion/insertion curves, which
-cost K+1 forward passes per image, stay on a subset (`evaluators/faithfulness.py`).
+`--masks_dir`; real AVA has none and this evaluator then returns {}. The methods share one
+pass over the images: each batch is decoded and encoded up to the CAM layer once, then each
+method runs one vjp of the rest of the network (the low and the aesthetic targets share it),
+so the whole test split costs about one evaluation pass; ScoreCAM, which re-runs the model
+once per feature channel, gets the first `scorecam_images` images only, in a pass of its own.
+The deletion/insertion curves, which cost K+1 forward passes per image, stay on a subset
+(`evaluators/faithfulness.py`).
 
 Baselines on the same images: the centre pixel (`pointing_game_centre_baseline`) and a uniform
 map (`mask_mass_area_baseline`: the mask's area share). 95% bootstrap intervals are given for
@@ -61,10 +63,12 @@ def _bootstrap_ci(x: np.ndarray, samples: int, seed: int) -> list[float]:
 
 
 def make_maps(model, arch: str, layers: Sequence[str] = ()):
-  """`maps(method, variables, x [B,S,S,3] model input) -> (low, aesthetic) f32 [B,h,w]`.
+  """`maps(methods, variables, x [B,S,S,3] model input) -> {method: (low, aesthetic) f32
+  [B,h,w]}`.
 
   Jitted in two parts, as `faithfulness.make_step`: the encoder up to the CAM layer (compiled
-  once, shared by every method) and the head's vjp with the method's formula (small).
+  once, run ONCE per batch for all `methods`) and the head's vjp with each method's formula
+  (small).
   """
   targets = cam.targets_for(arch, ('low', 'aesthetic'))
   layers = models.resolve_layers(model, layers)
@@ -78,18 +82,21 @@ def make_maps(model, arch: str, layers: Sequence[str] = ()):
     _, maps = inference.layer_maps(model, variables, layers, method, feats, x, targets)
     return maps[:, 0], maps[:, 1]
 
-  return lambda method, variables, x: maps_fn(variables, features(variables, x), x,
-                                              method=method)
+  def maps(methods, variables, x):
+    feats = features(variables, x)
+    return {m: maps_fn(variables, feats, x, method=m) for m in methods}
+  return maps
 
 
-def _method_arrays(maps_of, method: str, variables, source, n: int, masks_dir: str,
-                   image_size: int, normalize: str, batch_size: int, mesh,
-                   threshold: float) -> dict[str, np.ndarray]:
-  """Per image of the first n of `source` (batches of `batch_size`, the last one padded):
+def _method_arrays(maps_of, methods: Sequence[str], variables, source, n: int,
+                   masks_dir: str, image_size: int, normalize: str, batch_size: int, mesh,
+                   threshold: float) -> dict[str, dict[str, np.ndarray]]:
+  """{method: arrays} over the first n of `source` (batches of `batch_size`, the last one
+  padded; images decoded and encoded once per batch for all `methods`). Arrays, per image:
   `hit`, `hit_upsampled`, `centre_hit`, `valid`, `aesthetic_hit` bool [n]; `mass`, `area`,
   `box_iou` f32 [n]; `flat` bool [n] (the low map has no positive value)."""
   sharding = parallel.data_sharding(mesh)
-  parts = []
+  parts: dict[str, list] = {m: [] for m in methods}
   for start in range(0, n, batch_size):
     idx = range(start, min(n, start + batch_size))
     x = np.stack([preprocess.preprocess_eval_np(source[i]['image'], image_size) for i in idx])
@@ -97,16 +104,18 @@ def _method_arrays(maps_of, method: str, variables, source, n: int, masks_dir: s
                                   image_size)
     xp, b = parallel.pad_to_multiple(x, batch_size)
     xj = preprocess.to_model_input(jax.device_put(xp, sharding), normalize)
-    low, aes = (np.asarray(v)[:b] for v in maps_of(method, variables, xj))
-    p = jax.device_get(faith_lib.pointing_game(low, masks))
-    mm = jax.device_get(faith_lib.mask_mass(low, masks))
-    parts.append({
-        'hit': p['hit'], 'hit_upsampled': p['hit_upsampled'], 'centre_hit': p['centre_hit'],
-        'valid': p['valid'], 'mass': mm['mass'], 'area': mm['area'],
-        'aesthetic_hit': jax.device_get(faith_lib.pointing_game(aes, masks))['hit'],
-        'box_iou': faith_lib.box_iou(low, masks, threshold),
-        'flat': low.reshape(len(low), -1).max(axis=1) <= 0})
-  return {k: np.concatenate([np.asarray(q[k]) for q in parts]) for k in parts[0]}
+    for method, (low, aes) in maps_of(methods, variables, xj).items():
+      low, aes = np.asarray(low)[:b], np.asarray(aes)[:b]
+      p = jax.device_get(faith_lib.pointing_game(low, masks))
+      mm = jax.device_get(faith_lib.mask_mass(low, masks))
+      parts[method].append({
+          'hit': p['hit'], 'hit_upsampled': p['hit_upsampled'], 'centre_hit': p['centre_hit'],
+          'valid': p['valid'], 'mass': mm['mass'], 'area': mm['area'],
+          'aesthetic_hit': jax.device_get(faith_lib.pointing_game(aes, masks))['hit'],
+          'box_iou': faith_lib.box_iou(low, masks, threshold),
+          'flat': low.reshape(len(low), -1).max(axis=1) <= 0})
+  return {m: {k: np.concatenate([np.asarray(q[k]) for q in ps]) for k in ps[0]}
+          for m, ps in parts.items()}
 
 
 def _summarize(a: dict[str, np.ndarray], bootstrap_samples: int, seed: int) -> dict[str, Any]:
@@ -145,19 +154,27 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
   maps_of = make_maps(model, arch, layers)
   per_method: dict[str, dict[str, Any]] = {}
   baselines: dict[int, tuple[float, float]] = {}
-  for method in tqdm(methods, desc='localization', leave=False):
-    t = time.time()
+  # One pass over the images for every method that covers all n of them (they share the
+  # decode and the encoder); ScoreCAM, on its first `scorecam_images` only, gets its own.
+  groups: dict[int, list[str]] = {}
+  for method in methods:
     m_n = min(n, int(scorecam_images)) if method == 'scorecam' else n
-    if m_n <= 0:
-      continue
-    a = _method_arrays(maps_of, method, variables, source, m_n, masks_dir, image_size,
-                       normalize, round_up(min(batch_size, m_n)), mesh, box_threshold)
-    s = _summarize(a, bootstrap_samples, seed)
-    baselines.setdefault(m_n, (s.pop('pointing_game_centre'), s.pop('mask_area')))
-    s.pop('pointing_game_centre', None)
-    s.pop('mask_area', None)
-    s['seconds'] = round(time.time() - t, 1)
-    per_method[method] = s
+    if m_n > 0:
+      groups.setdefault(m_n, []).append(method)
+  for m_n, group in tqdm(sorted(groups.items(), reverse=True), desc='localization',
+                         leave=False):
+    t = time.time()
+    arrays = _method_arrays(maps_of, group, variables, source, m_n, masks_dir, image_size,
+                            normalize, round_up(min(batch_size, m_n)), mesh, box_threshold)
+    seconds = round(time.time() - t, 1)
+    for method in group:
+      s = _summarize(arrays[method], bootstrap_samples, seed)
+      baselines.setdefault(m_n, (s.pop('pointing_game_centre'), s.pop('mask_area')))
+      s.pop('pointing_game_centre', None)
+      s.pop('mask_area', None)
+      s['seconds'] = seconds  # of the pass shared by the group
+      per_method[method] = s
+  per_method = {m: per_method[m] for m in methods if m in per_method}
   if not per_method:
     return {}
   centre, area = baselines[max(baselines)]
