@@ -1,4 +1,5 @@
 """TFDS `ava` builder: every fault is skipped with its reason, kept bytes are the file bytes."""
+import contextlib
 import csv
 import io
 import json
@@ -271,3 +272,25 @@ def test_demo_dataset_end_to_end(tmp_path):
     assert ids == set(kept_ids[s]) - {trunc, empty}
   assert all(p.stat().st_size > 1000 for p in res.figures.values())
   assert 'tensorflow' not in sys.modules
+
+
+def test_split_over_the_shuffle_buffer_spills_without_tensorflow(built, tmp_path, monkeypatch):
+  """A split bigger than TFDS's in-memory shuffle buffer (1 GB; here 1 KB) is spilled to
+  bucket files, which TFDS writes through tf.io.gfile: the same records, no TensorFlow."""
+  from tensorflow_datasets.core import shuffle  # pylint: disable=import-outside-toplevel
+  root, data_dir, _, _ = built
+  monkeypatch.setattr(shuffle, 'MAX_MEM_BUFFER_SIZE', 1000)
+  spilled = dataset.prepare(root, tmp_path / 'tfds', 'style', max_pixels=MAX_PIXELS,
+                            num_workers=2)
+  assert spilled.kept == {'train': 7, 'test': 2}
+  want = dataset.load_sources(data_dir, 'style')
+  got = dataset.load_sources(tmp_path / 'tfds', 'style')
+  for s in dataset.SPLITS:
+    assert ([(int(r['image_id']), r['image']) for r in (got[s][i] for i in range(len(got[s])))]
+            == [(int(r['image_id']), r['image']) for r in (want[s][i] for i in range(len(want[s])))])
+  assert 'tensorflow' not in sys.modules
+  # Without the stand-in, the spill is where TFDS reaches for TensorFlow.
+  monkeypatch.setattr(dataset.tfds_spill, 'gfile_without_tensorflow', contextlib.nullcontext)
+  with pytest.raises(ModuleNotFoundError, match='tensorflow'):
+    dataset.prepare(root, tmp_path / 'tfds_plain', 'style', max_pixels=MAX_PIXELS,
+                    num_workers=2)

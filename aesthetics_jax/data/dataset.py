@@ -35,6 +35,7 @@ import tqdm
 from aesthetics_jax import parallel
 from aesthetics_jax.data import ava
 from aesthetics_jax.data import preprocess
+from aesthetics_jax.data import tfds_spill
 from aesthetics_jax.io import atomic_write_text
 
 SUBSETS = ('style', 'all')
@@ -382,7 +383,8 @@ def prepare(ava_dir: str | os.PathLike, data_dir: str | os.PathLike, subset: str
           f'check {ava_dir / "images"} and the {subset} lists')
   b = builder(data_dir, subset, selection=sel)
   # Nothing is downloaded; a throwaway download_dir keeps TFDS's empty `downloads/` out of D.
-  with tempfile.TemporaryDirectory(prefix='ava_tfds_dl_') as dl_dir:
+  with tempfile.TemporaryDirectory(prefix='ava_tfds_dl_') as dl_dir, \
+      tfds_spill.gfile_without_tensorflow():  # splits over 1 GB spill to disk (no TF needed)
     b.download_and_prepare(
         download_dir=dl_dir,
         download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(ava_dir)),
