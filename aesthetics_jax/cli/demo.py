@@ -56,9 +56,17 @@ def _log(msg: str) -> None:
 
 
 def demo_config(arch: str, smoke: bool):
-  """The packaged config `demo:<arch>[,smoke]`."""
+  """The packaged config `demo:<arch>[,smoke]`, with no validation split.
+
+  The demo evaluates once, at the end: no checkpoint is selected, so all training images
+  train. Measured: the demo MobileNetV2 trained on 90% of them (the default 10% validation
+  split) pointed no better than the centre (Grad-CAM 0.309 vs 0.326) where on all of them it
+  reached 0.537; its localisation depends on the run (README, "Explanations").
+  """
   from aesthetics_jax.configs import demo  # pylint: disable=import-outside-toplevel
-  return demo.get_config(arch + (',smoke' if smoke else ''))
+  c = demo.get_config(arch + (',smoke' if smoke else ''))
+  c.data.validation_fraction = 0.0
+  return c
 
 
 def make_data(ava_dir: Path, num_train: int, num_test: int, seed: int) -> None:

@@ -104,22 +104,31 @@ def _encode_rows(encode, variables, image_fn, source: Sequence[Any], rows: np.nd
                  mesh: Mesh, batch_size: int, size: int, out: np.ndarray, desc: str,
                  progress: bool) -> None:
   """Encodes `rows` of `source` (`image_fn(bytes, row) -> uint8 [S,S,3]`) into `out [N, ...]`,
-  a batch at a time (in place: `out` may be a memmap)."""
+  a batch at a time (in place: `out` may be a memmap). The next batch's images are decoded
+  while the encoder runs on this one (measured serial: ~1.3 of 2 cores busy).
+  """
   sharding = parallel.data_sharding(mesh)
   local = parallel.local_rows(sharding, batch_size)
   n = len(rows)
   pool = concurrent.futures.ThreadPoolExecutor(max(1, len(jax.local_devices()) * 2))
+
+  def submit(start: int) -> list[concurrent.futures.Future] | None:
+    """Starts decoding this process's rows of the batch at `start` (None past the end)."""
+    if start >= n:
+      return None
+    idx = rows[np.minimum(start + np.arange(batch_size), n - 1)]  # pad with the last row
+    return [pool.submit(lambda i: image_fn(source[i]['image'], i), int(i)) for i in idx[local]]
+
   starts = range(0, n, batch_size)
+  pending = submit(0)
   try:
     for start in tqdm.tqdm(starts, desc=desc, disable=not progress, leave=False):
-      pos = start + np.arange(batch_size)
-      idx = rows[np.minimum(pos, n - 1)]  # pad with the last row; dropped below
-      mine = idx[local]
-      imgs = np.stack(list(pool.map(lambda i: image_fn(source[int(i)]['image'], int(i)),
-                                    mine)))
+      imgs = np.stack([f.result() for f in pending])
       x = jax.make_array_from_process_local_data(sharding, imgs,
                                                  (batch_size, size, size, 3))
-      a = parallel.to_host(encode(variables, x))
+      a = encode(variables, x)  # dispatched; the next batch decodes while it runs
+      pending = submit(start + batch_size)
+      a = parallel.to_host(a)
       take = min(batch_size, n - start)
       with np.errstate(over='ignore'):  # overflow is the error below
         stored = a[:take].astype(out.dtype)
