@@ -54,11 +54,19 @@ def make_step(model, arch: str, steps: int, layers: Sequence[str] = ()):
     _, rmaps = inference.layer_maps(model, rvars, layers, method, feats, x, aes)
     return maps[:, 0], rmaps[:, 0]
 
+  # The B*(K+1) perturbed images are scored one curve point at a time, the encoder `chunk`
+  # images at a time on CPU (parallel.default_chunk: small batches keep the CPU's caches
+  # warm; measured ~2x at 224 px); elsewhere all points in one call.
+  chunk = parallel.default_chunk()
+  encoder = parallel.features_fn(model, chunk, num_shards=jax.device_count())
+  per_call = 1 if chunk > 0 else None
+
   @jax.jit
   def perturb(variables, x, maps):
-    score_fn = lambda im: aes(model.apply(variables, im))[:, 0]  # noqa: E731
-    dele = faith_lib.deletion(score_fn, x, maps, steps)
-    ins = faith_lib.insertion(score_fn, x, maps, steps)
+    score_fn = lambda im: aes(model.apply(  # noqa: E731
+        variables, encoder(variables, im), method='head'))[:, 0]
+    dele = faith_lib.deletion(score_fn, x, maps, steps, steps_per_call=per_call)
+    ins = faith_lib.insertion(score_fn, x, maps, steps, steps_per_call=per_call)
     return {'deletion': {'curve': dele['curve'], 'auc': dele['auc']},
             'insertion': {'curve': ins['curve'], 'auc': ins['auc']}}
 
