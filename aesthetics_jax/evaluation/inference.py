@@ -138,8 +138,12 @@ def layer_maps(model, variables, layers: Sequence[str], method: str, first: jax.
   outputs = first
   for step in steps:
     outputs = step(outputs)
-  kw = (dict(model_fn=lambda im: model.apply(variables, im), images=x)
-        if method == 'scorecam' else {})
+  if method == 'scorecam':  # the full model on masked copies of x, chunked on CPU as in
+    encoder = parallel.features_fn(model, num_shards=1)  # features_fn (~2x at 224 px)
+    kw = dict(model_fn=lambda im: model.apply(variables, encoder(variables, im), method='head'),
+              images=x)
+  else:
+    kw = {}
   maps = cam.compute_layers(method, steps, first, target_fn, **kw)
   return outputs, (maps[0] if len(maps) == 1 else cam.fuse_layers(maps, x.shape[1:3]))
 
