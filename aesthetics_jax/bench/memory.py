@@ -24,27 +24,9 @@ import sys
 import time
 from typing import Any
 
+from aesthetics_jax.bench.stage_monitor import reset_hwm, status_mb
+
 _MARK = 'BENCH_MEMORY_RESULT '
-
-
-def _status_mb(field: str) -> float | None:
-  try:
-    with open('/proc/self/status') as f:
-      for line in f:
-        if line.startswith(field + ':'):
-          return int(line.split()[1]) / 1024.0
-  except OSError:
-    pass
-  return None
-
-
-def _reset_hwm() -> bool:
-  try:
-    with open('/proc/self/clear_refs', 'w') as f:
-      f.write('5')
-    return True
-  except OSError:
-    return False
 
 
 def measure_here(target: str, kwargs: dict[str, Any], warmup: int = 1,
@@ -54,13 +36,13 @@ def measure_here(target: str, kwargs: dict[str, Any], warmup: int = 1,
   run = getattr(importlib.import_module(mod), fn)(**kwargs)
   for _ in range(warmup):
     run()
-  before = _status_mb('VmRSS')
-  reset = _reset_hwm()
+  before = status_mb('VmRSS')
+  reset = reset_hwm()
   t0 = time.perf_counter()
   for _ in range(repeats):
     out = run()
   secs = time.perf_counter() - t0
-  peak = _status_mb('VmHWM') if reset else None
+  peak = status_mb('VmHWM') if reset else None
   if peak is None:
     reset = False
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

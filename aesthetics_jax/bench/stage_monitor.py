@@ -20,7 +20,8 @@ import time
 from typing import Any, Iterable
 
 
-def _status_mb(field: str, pid: int | str = 'self') -> float | None:
+def status_mb(field: str, pid: int | str = 'self') -> float | None:
+  """`field` (VmRSS, VmHWM, ...) of /proc/<pid>/status in MB; None where there is no /proc."""
   try:
     with open(f'/proc/{pid}/status') as f:
       for line in f:
@@ -31,7 +32,8 @@ def _status_mb(field: str, pid: int | str = 'self') -> float | None:
   return None
 
 
-def _reset_hwm() -> bool:
+def reset_hwm() -> bool:
+  """Resets this process's VmHWM (Linux >= 4.0); False where it cannot."""
   try:
     with open('/proc/self/clear_refs', 'w') as f:
       f.write('5')
@@ -68,7 +70,7 @@ def _descendants_rss() -> dict[int, float]:
   while frontier:
     frontier = {p for p, pp in parent.items() if pp in frontier} - mine
     mine |= frontier
-  return {p: _status_mb('VmRSS', p) or 0.0 for p in mine}
+  return {p: status_mb('VmRSS', p) or 0.0 for p in mine}
 
 
 class StageMonitor:
@@ -94,7 +96,7 @@ class StageMonitor:
       seen = set(now)
 
   def __enter__(self) -> 'StageMonitor':
-    self._hwm_reset = _reset_hwm()
+    self._hwm_reset = reset_hwm()
     self._thread = threading.Thread(target=self._sample, daemon=True)
     self._thread.start()
     self._t0 = time.perf_counter()
@@ -105,7 +107,7 @@ class StageMonitor:
     self._stop.set()
     if self._thread is not None:
       self._thread.join()
-    hwm = _status_mb('VmHWM')
+    hwm = status_mb('VmHWM')
     self._peak_self = hwm if hwm is not None else (
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
 
