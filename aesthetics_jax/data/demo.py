@@ -453,6 +453,17 @@ def _is_complete(out_dir: Path, params) -> dict[str, Any] | None:
   return man
 
 
+def write_metadata(out_dir: Path, records: list, ids, meta_rows: list[str]) -> None:
+  """AVA.txt (in id order, as the real file is not grouped by split), demo_meta.csv
+  (`meta_rows`, header first), tags.txt and challenges.txt of a generated root."""
+  order = np.argsort(ids, kind='stable')
+  ava.write_ava_txt(out_dir / 'AVA.txt', [records[j] for j in order])
+  atomic_write_text(out_dir / 'demo_meta.csv', '\n'.join(meta_rows) + '\n')
+  atomic_write_text(out_dir / 'tags.txt',
+                    ''.join(f'{i} {n}\n' for i, n in enumerate(TAG_NAMES, 1)))
+  atomic_write_text(out_dir / 'challenges.txt', ''.join(f'{i} {n}\n' for i, n in CHALLENGES))
+
+
 def generate(out_dir: os.PathLike | str, num_train: int = 2000, num_test: int = 500,
              seed: int = 0, progress: bool = False) -> dict[str, Any]:
   """Writes the demo dataset (layout in the module docstring) and returns its summary.
@@ -551,13 +562,7 @@ def _generate(out_dir: Path, num_train: int, num_test: int, seed: int, params,
                      f"{r['damage']:.4f},{'+'.join(r['defects'])},{r['subject']},"
                      f"{r['ground']},{int(r['grayscale'])}")
 
-  # AVA.txt in id order (as the real file is not grouped by split).
-  order = np.argsort(ids, kind='stable')
-  ava.write_ava_txt(out_dir / 'AVA.txt', [records[j] for j in order])
-  atomic_write_text(out_dir / 'demo_meta.csv', '\n'.join(meta_rows) + '\n')
-  atomic_write_text(out_dir / 'tags.txt',
-                    ''.join(f'{i} {n}\n' for i, n in enumerate(TAG_NAMES, 1)))
-  atomic_write_text(out_dir / 'challenges.txt', ''.join(f'{i} {n}\n' for i, n in CHALLENGES))
+  write_metadata(out_dir, records, ids, meta_rows)
   train_ids = ids[:split_sizes[0]] + phantoms[:n_phantom[0]]
   test_ids = ids[split_sizes[0]:] + phantoms[n_phantom[0]:]
   for name, lst in (('train', train_ids), ('test', test_ids)):

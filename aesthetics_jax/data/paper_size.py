@@ -247,13 +247,7 @@ def _generate(out_dir: Path, num_train: int, num_test: int, seed: int,
                      f"{'+'.join(r['defects'])},{r['subject']},{r['ground']},"
                      f"{int(r['grayscale'])}")
 
-  order = np.argsort(ids, kind='stable')
-  ava.write_ava_txt(out_dir / 'AVA.txt', [records[j] for j in order])
-  atomic_write_text(out_dir / 'demo_meta.csv', '\n'.join(meta_rows) + '\n')
-  atomic_write_text(out_dir / 'tags.txt',
-                    ''.join(f'{i} {n}\n' for i, n in enumerate(demo.TAG_NAMES, 1)))
-  atomic_write_text(out_dir / 'challenges.txt',
-                    ''.join(f'{i} {n}\n' for i, n in demo.CHALLENGES))
+  demo.write_metadata(out_dir, records, ids, meta_rows)
   for split in plans:
     lst = [ids[i] for i in range(n_total) if split_of[i] == split]
     atomic_write_text(out_dir / 'style_image_lists' / f'{split}.jpgl',
