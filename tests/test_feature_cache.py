@@ -30,12 +30,7 @@ def _config(arch: str, data_dir=None, **overrides):
   c.log_cam_images = 0
   if data_dir is not None:
     c.data.data_dir = str(data_dir)
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = v
+  c.update_from_flattened_dict(overrides)  # dotted keys, as evaluate(overrides=) takes them
   return c
 
 

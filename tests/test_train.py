@@ -30,12 +30,7 @@ def data_dir(tmp_path_factory):
 def _vgg(data_dir, **overrides):
   c = demo.get_config('vgg16,smoke')
   c.data.data_dir = str(data_dir)
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = v
+  c.update_from_flattened_dict(overrides)  # dotted keys, as evaluate(overrides=) takes them
   return c
 
 
