@@ -114,6 +114,30 @@ def test_memmap_over_budget_equals_ram_and_is_reused(arch, dtype, data_dir, tmp_
   np.testing.assert_array_equal(ram.train[:1], other.train)  # view k depends on (seed, k, i)
 
 
+def test_views_decoded_once_equal_each_view_preprocessed_alone(data_dir):
+  """The K views of a row come from one decode + resize; each equals the view made alone
+  (`preprocess_train_np` with its `view_rng`), encoded alone."""
+  from aesthetics_jax.data import preprocess  # pylint: disable=import-outside-toplevel
+  c = _config('mobilenet_v2', data_dir, **{'cache.num_train_views': 3})
+  cache = _build(c)
+  model = models.create_model(c.model)
+  variables = models.init_variables(model, c.seed, int(c.input.image_size))
+  source = dataset.load_sources(c.data.data_dir, c.data.subset)['train']
+  rs, s, flip = int(c.input.resize_size), int(c.input.image_size), bool(c.input.random_flip)
+  encode = feature_cache.make_encode_fn(model, str(c.input.normalize), cacheable=True)
+  for i in (0, 5):
+    data = source[i]['image']
+    together = preprocess.train_views_np(
+        data, rs, s, [feature_cache.view_rng(c.seed, k, i) for k in range(3)], flip)
+    for k in range(3):
+      alone = preprocess.preprocess_train_np(data, rs, s, feature_cache.view_rng(c.seed, k, i),
+                                             flip)
+      np.testing.assert_array_equal(together[k], alone)
+      want = np.asarray(encode(variables, alone[None]))[0]
+      np.testing.assert_allclose(cache.train[k, i], want, rtol=1e-5, atol=1e-6)
+  assert not np.array_equal(cache.train[0], cache.train[1])  # the views differ
+
+
 def _fail(*args, **kwargs):
   raise AssertionError('encoded although a committed cache matched')
 
@@ -129,7 +153,7 @@ def test_interrupted_build_is_never_reused(data_dir, tmp_path, monkeypatch):
   encode_rows = feature_cache._encode_rows
   calls = []
 
-  def dies_on_second_view(*args, **kwargs):
+  def dies_on_second_view(*args, **kwargs):  # train views done, test view not
     calls.append(1)
     if len(calls) == 2:
       raise _Interrupt()
@@ -159,8 +183,8 @@ def test_float16_overflow_is_a_one_line_error():
   encode = lambda v, x: np.full((2, 3), 1e6, np.float32)
   src = [{'image': b''}] * 2
   with pytest.raises(TrainingError, match='cache.dtype=float32'):
-    feature_cache._encode_rows(encode, None, lambda data, i: np.zeros((4, 4, 3), np.uint8),
-                               src, np.arange(2), parallel.make_mesh(), 2, 4, out, '', False)
+    feature_cache._encode_rows(encode, None, lambda data, i: [np.zeros((4, 4, 3), np.uint8)],
+                               src, np.arange(2), parallel.make_mesh(), 2, 4, [out], '', False)
 
 
 def test_layout_sizes_at_224():

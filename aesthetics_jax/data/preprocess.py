@@ -27,6 +27,7 @@ from pathlib import Path
 import re
 import stat
 import warnings
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -407,6 +408,24 @@ def preprocess_eval_np(img: np.ndarray | bytes | Image.Image, size: int,
   else:
     pil = _decode_pil(img, size, what)
   return np.asarray(_resize(pil, size), dtype=np.uint8)
+
+
+def train_views_np(img: bytes | Image.Image, resize_size: int, image_size: int,
+                   rngs: Sequence[np.random.Generator], random_flip: bool = False,
+                   what: str = 'image') -> list[np.ndarray]:
+  """`preprocess_train_np` for several crops of one image, decoded and resized once.
+
+  View k equals `preprocess_train_np(img, resize_size, image_size, rngs[k], random_flip)`
+  (the resize comes before the crop, so it is shared); the feature cache's K views of a row.
+  Returns: K uint8 [image_size, image_size, 3].
+  """
+  if image_size > resize_size:
+    raise InputError(f'config.input.image_size={image_size} > config.input.resize_size='
+                     f'{resize_size}; set resize_size >= image_size')
+  resized = np.asarray(_resize(_decode_pil(img, resize_size, what), resize_size),
+                       dtype=np.uint8)
+  return [preprocess_train_np(resized, resize_size, image_size, rng, random_flip)
+          for rng in rngs]
 
 
 def preprocess_train_np(img: np.ndarray | bytes | Image.Image, resize_size: int,

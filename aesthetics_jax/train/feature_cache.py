@@ -101,11 +101,12 @@ def describe_online(config, total_steps: int, num_test: int) -> str:
 
 
 def _encode_rows(encode, variables, image_fn, source: Sequence[Any], rows: np.ndarray,
-                 mesh: Mesh, batch_size: int, size: int, out: np.ndarray, desc: str,
+                 mesh: Mesh, batch_size: int, size: int, outs: Sequence[np.ndarray], desc: str,
                  progress: bool) -> None:
-  """Encodes `rows` of `source` (`image_fn(bytes, row) -> uint8 [S,S,3]`) into `out [N, ...]`,
-  a batch at a time (in place: `out` may be a memmap). The next batch's images are decoded
-  while the encoder runs on this one (measured serial: ~1.3 of 2 cores busy).
+  """Encodes `rows` of `source` into `outs[k] [N, ...]`, a batch at a time (in place: the
+  outputs may be memmaps). `image_fn(bytes, row)` returns one uint8 [S,S,3] image per output
+  (the K train views of a row come from one decode). The next batch's images are decoded while
+  the encoder runs on this one (measured serial: ~1.3 of 2 cores busy).
   """
   sharding = parallel.data_sharding(mesh)
   local = parallel.local_rows(sharding, batch_size)
@@ -119,24 +120,30 @@ def _encode_rows(encode, variables, image_fn, source: Sequence[Any], rows: np.nd
     idx = rows[np.minimum(start + np.arange(batch_size), n - 1)]  # pad with the last row
     return [pool.submit(lambda i: image_fn(source[i]['image'], i), int(i)) for i in idx[local]]
 
+  def store(a, out: np.ndarray, start: int) -> None:
+    a = parallel.to_host(a)
+    take = min(batch_size, n - start)
+    with np.errstate(over='ignore'):  # overflow is the error below
+      stored = a[:take].astype(out.dtype)
+    if not np.isfinite(stored).all() and np.isfinite(a[:take]).all():
+      raise TrainingError(f'encoder features overflow config.cache.dtype={out.dtype.name} '
+                          f'(max |A| = {np.abs(a).max():.4g}); set '
+                          "--config.cache.dtype=float32 or bfloat16")
+    out[start:start + take] = stored
+
   starts = range(0, n, batch_size)
   pending = submit(0)
   try:
     for start in tqdm.tqdm(starts, desc=desc, disable=not progress, leave=False):
-      imgs = np.stack([f.result() for f in pending])
-      x = jax.make_array_from_process_local_data(sharding, imgs,
-                                                 (batch_size, size, size, 3))
-      a = encode(variables, x)  # dispatched; the next batch decodes while it runs
-      pending = submit(start + batch_size)
-      a = parallel.to_host(a)
-      take = min(batch_size, n - start)
-      with np.errstate(over='ignore'):  # overflow is the error below
-        stored = a[:take].astype(out.dtype)
-      if not np.isfinite(stored).all() and np.isfinite(a[:take]).all():
-        raise TrainingError(f'encoder features overflow config.cache.dtype={out.dtype.name} '
-                            f'(max |A| = {np.abs(a).max():.4g}); set '
-                            "--config.cache.dtype=float32 or bfloat16")
-      out[start:start + take] = stored
+      views = [f.result() for f in pending]
+      encoded = []
+      for k in range(len(outs)):
+        x = jax.make_array_from_process_local_data(
+            sharding, np.stack([v[k] for v in views]), (batch_size, size, size, 3))
+        encoded.append(encode(variables, x))  # dispatched; no wait
+      pending = submit(start + batch_size)  # decodes while the encoder runs
+      for a, out in zip(encoded, outs):
+        store(a, out, start)
   finally:
     pool.shutdown()
 
@@ -264,18 +271,18 @@ def _fill(model, variables, train_source, test_source, validation_source, config
   encode = make_encode_fn(model, str(config.input.normalize), cacheable=True)
   bs = int(config.eval.batch_size or config.batch_size)
   k_views = lay.num_views
-  for k in range(k_views):
-    fn = lambda data, i, k=k: preprocess.preprocess_train_np(data, rs, s,
-                                                             view_rng(seed, k, i), flip)
-    _encode_rows(encode, variables, fn, train_source, np.arange(n), mesh, bs, s,
-                 arrays['train'][k], f'caching train view {k + 1}/{k_views}', progress)
-  _encode_rows(encode, variables, lambda data, i: preprocess.preprocess_eval_np(data, s),
-               test_source, np.arange(m), mesh, bs, s, arrays['test'],
-               'caching test view', progress)
+  # One decode and resize per row for all K views (view k: the crop/flip of view_rng(seed, k, i)).
+  train_fn = lambda data, i: preprocess.train_views_np(
+      data, rs, s, [view_rng(seed, k, i) for k in range(k_views)], flip)
+  _encode_rows(encode, variables, train_fn, train_source, np.arange(n), mesh, bs, s,
+               [arrays['train'][k] for k in range(k_views)],
+               f'caching train views (K={k_views})', progress)
+  eval_fn = lambda data, i: [preprocess.preprocess_eval_np(data, s)]
+  _encode_rows(encode, variables, eval_fn, test_source, np.arange(m), mesh, bs, s,
+               [arrays['test']], 'caching test view', progress)
   if v:
-    _encode_rows(encode, variables, lambda data, i: preprocess.preprocess_eval_np(data, s),
-                 validation_source, np.arange(v), mesh, bs, s, arrays['validation'],
-                 'caching validation view', progress)
+    _encode_rows(encode, variables, eval_fn, validation_source, np.arange(v), mesh, bs, s,
+                 [arrays['validation']], 'caching validation view', progress)
   if writer is not None:
     arrays = writer.commit()
   return arrays, directory, False
