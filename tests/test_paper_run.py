@@ -1,33 +1,63 @@
-"""aesthetics-paper-run --smoke end to end: synthetic AVA → stand-in .pth → convert → prepare →
-train the paper config → evaluate → report + stage table; a rerun skips every stage.
+"""aesthetics-paper-run --smoke end to end: synthetic AVA → torchvision-layout weights →
+convert → prepare → train the paper config → evaluate → report + stage table; a rerun skips
+every stage.
 
+Torch-free, so it runs in CI: the weights are given (`--weights=FOLDER`) as a torchvision-layout
+`.safetensors` state_dict, the format timm ships, which `convert_weights` reads without torch.
+The stand-in `.pth` that the run writes when no weights are given needs torch
+(`test_stand_in_pth_weights_stage`, skipped without it; test_fake_weights.py for the rest).
 VGG16 only: each model's evaluation compiles a handful of CAM programs, and MobileNetV2's cost
-a minute on a busy 2-core machine; its stand-in weights (make, convert, load) are tested in
-test_fake_weights.py and its frozen-encoder training in test_train.py.
+a minute on a busy 2-core machine; its frozen-encoder training is tested in test_train.py.
 """
 import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
-
-torch = pytest.importorskip('torch')  # the stand-in weights are written as torchvision .pth
 
 from aesthetics_jax.cli import paper_recipe as paper_run  # noqa: E402  (no flags)
 
 STAGES = ['data', 'weights', 'prepare', 'train vgg16', 'evaluate vgg16', 'report']
 
 
+def torchvision_layout_safetensors(folder, arch: str, width_mult: float, fc_dim: int = 4096,
+                                   seed: int = 0):
+  """`folder/<arch>-test.safetensors`: the keys and shapes of torchvision's state_dict (width
+  scaled), He-initialised numpy arrays (BatchNorm: identity statistics)."""
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.models import fake_imagenet  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(seed)
+  state = {}
+  for key, shape in fake_imagenet.layout(arch, width_mult, fc_dim).items():
+    leaf = key.rsplit('.', 1)[1]
+    if leaf == 'num_batches_tracked':
+      state[key] = np.zeros((), np.int64)
+    elif leaf == 'running_var' or (leaf == 'weight' and len(shape) == 1):
+      state[key] = np.ones(shape, np.float32)
+    elif leaf in ('bias', 'running_mean'):
+      state[key] = np.zeros(shape, np.float32)
+    else:
+      fan_in = int(np.prod(shape[1:]))
+      state[key] = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+  folder.mkdir(parents=True, exist_ok=True)
+  save_file(state, str(folder / f'{arch}-test.safetensors'))
+  return folder
+
+
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
   w = tmp_path_factory.mktemp('paper')
-  md = paper_run.run_paper(w, smoke=True, archs=('vgg16',),
+  m = paper_run.paper_config('vgg16', True, 1).model
+  weights = torchvision_layout_safetensors(w.parent / f'{w.name}_weights', 'vgg16',
+                                           float(m.width_mult), int(m.fc_dim))
+  md = paper_run.run_paper(w, smoke=True, archs=('vgg16',), weights=str(weights),
                            eval_overrides={'eval.box_threshold': 0.3})
-  return w, md, json.loads((w / paper_run.RUN_JSON).read_text())
+  return w, md, json.loads((w / paper_run.RUN_JSON).read_text()), weights
 
 
 def test_smoke_runs_every_stage_and_writes_the_table(run):
-  w, md, rec = run
+  w, md, rec, weights = run
   stages = {r['stage']: r for r in rec['stages']}
   assert list(stages) == STAGES and all(r['status'] == 'ran' for r in rec['stages'])
   data = stages['data']
@@ -39,7 +69,10 @@ def test_smoke_runs_every_stage_and_writes_the_table(run):
   assert stages['evaluate vgg16']['info']['num_test_images'] == 8
   assert all(r['peak_rss_mb'] > 50 and r['seconds'] >= 0 for r in rec['stages'])
   assert stages['data']['disk_mb'] > 0.1 and stages['weights']['disk_mb'] > 0
-  assert (w / 'weights' / 'torch' / 'vgg16-synthetic.pth').is_file()
+  # The given .safetensors was converted into the run's weights folder, and trained from.
+  meta = json.loads((w / 'weights' / 'vgg16.npz.json').read_text())
+  assert meta['source'] == 'vgg16-test.safetensors' and meta['arch'] == 'vgg16'
+  assert stages['weights']['info'] == {'vgg16': str(w / 'weights' / 'vgg16.npz')}
   cfg = json.loads((w / 'vgg16' / 'config.json').read_text())
   assert cfg['model']['init_weights'] == str(w / 'weights' / 'vgg16.npz')
   assert cfg['cache']['num_train_views'] == 1
@@ -50,9 +83,9 @@ def test_smoke_runs_every_stage_and_writes_the_table(run):
 
 
 def test_rerun_skips_every_stage(run):
-  w, _, first = run
+  w, _, first, weights = run
   stamp = (w / 'vgg16' / 'eval' / 'metrics.json').stat().st_mtime_ns
-  paper_run.run_paper(w, smoke=True, archs=('vgg16',))
+  paper_run.run_paper(w, smoke=True, archs=('vgg16',), weights=str(weights))
   again = {r['stage']: r for r in json.loads((w / paper_run.RUN_JSON).read_text())['stages']}
   assert (w / 'vgg16' / 'eval' / 'metrics.json').stat().st_mtime_ns == stamp
   before = {r['stage']: r for r in first['stages']}
@@ -77,7 +110,7 @@ def test_bad_archs_flag_is_one_line(tmp_path):
 
 
 def test_eval_overrides_reach_the_evaluation(run):
-  w, _, _ = run
+  w, _, _, _ = run
   m = json.loads((w / 'vgg16' / 'eval' / 'metrics.json').read_text())
   assert m['box_threshold'] == 0.3  # the config's default is 0.2
 
@@ -90,3 +123,15 @@ def test_parse_eval_set():
   for bad in ('faithfulness_images=16', 'eval.faithfulness_images'):
     with pytest.raises(paper_run.PaperRunError, match='use KEY=VALUE with an eval'):
       paper_run.parse_eval_set([bad])
+
+
+def test_stand_in_pth_weights_stage(tmp_path):
+  """Without --weights: a torchvision-layout stand-in .pth, converted; a rerun reuses both."""
+  pytest.importorskip('torch')  # the stand-in is written with torch.save
+  configs = {'vgg16': paper_run.paper_config('vgg16', True, 1)}
+  status, _, info = paper_run.stage_weights(tmp_path, None, ['vgg16'], configs, True, 0)
+  assert status == 'ran' and info == {'vgg16': str(tmp_path / 'weights' / 'vgg16.npz')}
+  assert (tmp_path / 'weights' / 'torch' / 'vgg16-synthetic.pth').is_file()
+  meta = json.loads((tmp_path / 'weights' / 'vgg16.npz.json').read_text())
+  assert meta['source'] == 'vgg16-synthetic.pth'
+  assert paper_run.stage_weights(tmp_path, None, ['vgg16'], configs, True, 0)[0] == 'reused'

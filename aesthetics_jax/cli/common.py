@@ -18,6 +18,7 @@ from typing import NoReturn
 from absl import app
 from ml_collections import config_flags
 
+from aesthetics_jax import cpu_backend
 from aesthetics_jax.configs import default
 
 EXIT_FAILED = 1
@@ -130,6 +131,7 @@ def run(main: Callable[[list[str]], None], doc: str | None,
   for `python -m launch.X` the forwarding shim's.
   """
   sys.modules['__main__'].__doc__ = doc
+  cpu_backend.configure()  # before any JAX computation starts the backends
   app.run(main, argv=None if argv is None else list(argv))
 
 
