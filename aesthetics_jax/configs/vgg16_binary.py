@@ -36,12 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim.name = 'sgd'
   c.optim.lr = 1e-3
   c.optim.momentum = 0.9
-  # The paper's study is Grad-CAM; the paper configs compare the six gradient-based methods.
-  # ScoreCAM reruns the network once per feature channel (1,280 forwards an image at
-  # MobileNetV2's features.18, 512 at VGG16's features.30): at 224 px it took 28 of the 46 min
-  # of a full-scale evaluation on a 2-core CPU for 4 images. Opt in with
-  # --config.eval.cam_methods="('gradcam','gradcampp','hirescam','xgradcam','layercam','eigencam','scorecam')".
-  c.eval.cam_methods = tuple(m for m in c.eval.cam_methods if m != 'scorecam')
+  default.gradient_cam_methods_only(c)
   # Batch 32, 50 epochs, constant schedule, feature cache with 4 train views and the best
   # checkpoint by binary accuracy are the defaults (configs/default.py).
   if 'smoke' in args:

@@ -410,6 +410,12 @@ def preprocess_eval_np(img: np.ndarray | bytes | Image.Image, size: int,
   return np.asarray(_resize(pil, size), dtype=np.uint8)
 
 
+def _check_crop(resize_size: int, image_size: int) -> None:
+  if image_size > resize_size:
+    raise InputError(f'config.input.image_size={image_size} > config.input.resize_size='
+                     f'{resize_size}; set resize_size >= image_size')
+
+
 def train_views_np(img: bytes | Image.Image, resize_size: int, image_size: int,
                    rngs: Sequence[np.random.Generator], random_flip: bool = False,
                    what: str = 'image') -> list[np.ndarray]:
@@ -419,9 +425,7 @@ def train_views_np(img: bytes | Image.Image, resize_size: int, image_size: int,
   (the resize comes before the crop, so it is shared); the feature cache's K views of a row.
   Returns: K uint8 [image_size, image_size, 3].
   """
-  if image_size > resize_size:
-    raise InputError(f'config.input.image_size={image_size} > config.input.resize_size='
-                     f'{resize_size}; set resize_size >= image_size')
+  _check_crop(resize_size, image_size)
   resized = np.asarray(_resize(_decode_pil(img, resize_size, what), resize_size),
                        dtype=np.uint8)
   return [preprocess_train_np(resized, resize_size, image_size, rng, random_flip)
@@ -440,9 +444,7 @@ def preprocess_train_np(img: np.ndarray | bytes | Image.Image, resize_size: int,
   Returns:
     uint8 [image_size, image_size, 3].
   """
-  if image_size > resize_size:
-    raise InputError(f'config.input.image_size={image_size} > config.input.resize_size='
-                     f'{resize_size}; set resize_size >= image_size')
+  _check_crop(resize_size, image_size)
   if isinstance(img, np.ndarray):
     pil = Image.fromarray(img, 'RGB')
   else:
