@@ -12,17 +12,34 @@ slower. One CPU device per core (`--xla_force_host_platform_device_count=2`) ran
 at 197 img/s but cost training ~10% and the feature-cache head steps 6x (a cross-device
 all-reduce per tiny step), so the device count is left alone.
 
-A setting the user already put in XLA_FLAGS wins; `AESTHETICS_JAX_CPU_DEFAULTS=0` applies none.
-Other backends (GPU/TPU) ignore the flag. Library users who want the same call
-`aesthetics_jax.cpu_backend.configure()` before their first JAX computation.
+`GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (`reexec_with_malloc_tunable`, glibc >= 2.35 only):
+XLA:CPU mallocs its temporaries for every execution, and glibc serves a large one with a fresh
+mmap whose 4 KB pages all fault on first touch (and are zeroed) every step. With the tunable,
+malloc asks for transparent huge pages (`madvise`), 512x fewer faults. glibc reads tunables only
+at start-up, so a command re-executes itself once, before any JAX work, with the variable
+set. Measured (same machine, fresh processes, batch 32): VGG16 paper-head step over cached
+features 388 -> 247 ms (its fc6 gradient is a 411 MB temporary); MobileNetV2 224-px forward
+138 -> 170 img/s; VGG16 forward 5.0 -> 5.2 img/s; peak RSS +3%.
+
+A setting the user already put in XLA_FLAGS (or GLIBC_TUNABLES) wins;
+`AESTHETICS_JAX_CPU_DEFAULTS=0` applies none. Other backends (GPU/TPU) ignore the XLA flag.
+Library users who want the same call `aesthetics_jax.cpu_backend.configure()` before their
+first JAX computation, and start Python with the tunable in the environment.
 """
 from __future__ import annotations
 
 import os
+import sys
 
 YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
 YNN_VALUE = '-individual_convolution'
 OPT_OUT = 'AESTHETICS_JAX_CPU_DEFAULTS'
+MALLOC_TUNABLE = 'glibc.malloc.hugetlb'
+MALLOC_VALUE = '1'
+
+
+def _opted_out() -> bool:
+  return os.environ.get(OPT_OUT, '1').strip().lower() in ('0', 'false', 'no', 'off')
 
 
 def flags_with_defaults(xla_flags: str) -> str:
@@ -40,9 +57,46 @@ def backends_started() -> bool:
 
 def configure() -> bool:
   """Adds the settings to XLA_FLAGS if JAX has not started its backends; True if applied."""
-  if os.environ.get(OPT_OUT, '1').strip().lower() in ('0', 'false', 'no', 'off'):
+  if _opted_out():
     return False
   if backends_started():  # XLA read its flags already: changing them now does nothing
     return False
   os.environ['XLA_FLAGS'] = flags_with_defaults(os.environ.get('XLA_FLAGS', ''))
   return True
+
+
+def glibc_version() -> tuple[int, int] | None:
+  """(major, minor) of the C library when it is glibc, else None (musl, macOS, Windows)."""
+  try:
+    name, version = os.confstr('CS_GNU_LIBC_VERSION').split()
+  except (AttributeError, ValueError, OSError):
+    return None
+  if name != 'glibc':
+    return None
+  try:
+    major, minor = (int(x) for x in version.split('.')[:2])
+  except ValueError:
+    return None
+  return major, minor
+
+
+def tunables_with_malloc(tunables: str) -> str | None:
+  """GLIBC_TUNABLES with ours added; None when the user already set that tunable."""
+  parts = [p for p in tunables.split(':') if p]
+  if any(p.split('=')[0] == MALLOC_TUNABLE for p in parts):
+    return None
+  return ':'.join(parts + [f'{MALLOC_TUNABLE}={MALLOC_VALUE}'])
+
+
+def reexec_with_malloc_tunable() -> None:
+  """Re-executes this command once with the malloc tunable (see module doc); returns if not
+  needed (set already, opted out, not glibc >= 2.35, or JAX has started)."""
+  if _opted_out() or (glibc_version() or (0, 0)) < (2, 35):
+    return
+  tunables = tunables_with_malloc(os.environ.get('GLIBC_TUNABLES', ''))
+  if tunables is None or 'jax' in sys.modules and backends_started():
+    return
+  os.environ['GLIBC_TUNABLES'] = tunables  # also what breaks the loop: set on the second run
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from aesthetics_jax import cpu_backend
 
 YNN = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
@@ -18,7 +20,8 @@ def test_user_flags_win():
 
 
 def _fresh(env_extra: dict, code: str) -> str:
-  env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', cpu_backend.OPT_OUT)}
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('XLA_FLAGS', cpu_backend.OPT_OUT, 'GLIBC_TUNABLES')}
   env.update(env_extra)
   r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
                      check=True)
@@ -46,4 +49,31 @@ def test_every_command_applies_it_before_jax_starts():
   """`common.run` (every command's entry) configures before absl runs main."""
   code = ('import os, sys; from aesthetics_jax.cli import common; '
           'common.run(lambda argv: print(os.environ.get("XLA_FLAGS")), "doc", ["prog"])')
-  assert _fresh({}, code) == YNN
+  assert _fresh({}, code).splitlines()[-1] == YNN
+
+
+def test_malloc_tunable_added_unless_set():
+  assert cpu_backend.tunables_with_malloc('') == 'glibc.malloc.hugetlb=1'
+  assert cpu_backend.tunables_with_malloc('glibc.malloc.arena_max=2') == (
+      'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1')
+  assert cpu_backend.tunables_with_malloc('glibc.malloc.hugetlb=0') is None
+
+
+RUN = ('import os, sys; from aesthetics_jax.cli import common; print("start", os.getpid()); '
+       'common.run(lambda argv: print("main", os.getpid(), os.environ.get("GLIBC_TUNABLES")), '
+       '"doc", ["prog"])')
+
+
+@pytest.mark.skipif((cpu_backend.glibc_version() or (0, 0)) < (2, 35),
+                    reason='the tunable exists from glibc 2.35 (this C library is older or not glibc)')
+def test_every_command_reexecutes_once_with_the_malloc_tunable():
+  """The process (same pid) starts again once, with the tunable; the user's value and the
+  opt-out are respected (no re-exec)."""
+  lines = _fresh({}, RUN).splitlines()
+  pid = lines[0].split()[1]
+  assert lines == [f'start {pid}', f'start {pid}', f'main {pid} glibc.malloc.hugetlb=1']
+  for env, tunables in (({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=0'}, 'glibc.malloc.hugetlb=0'),
+                        ({cpu_backend.OPT_OUT: '0'}, 'None')):
+    lines = _fresh(env, RUN).splitlines()
+    pid = lines[0].split()[1]
+    assert lines == [f'start {pid}', f'main {pid} {tunables}']

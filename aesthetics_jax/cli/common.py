@@ -130,6 +130,7 @@ def run(main: Callable[[list[str]], None], doc: str | None,
   absl prints `__main__.__doc__`, which for an installed command is pip's generated stub and
   for `python -m launch.X` the forwarding shim's.
   """
+  cpu_backend.reexec_with_malloc_tunable()  # once, before any work: glibc reads it at start
   sys.modules['__main__'].__doc__ = doc
   cpu_backend.configure()  # before any JAX computation starts the backends
   app.run(main, argv=None if argv is None else list(argv))
