@@ -70,6 +70,15 @@ def test_training_on_cached_form_equals_full_maps(arch, size, pool, cached_rank)
   assert m_full['grad_norm'] > 0
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                p_full, p_pool)
+  # An unmeasured step (the trainer's steps between logs) makes the same update and loss; it
+  # only skips the two global norms.
+  state = trainer.create_state(model, c, tx, mesh, variables)
+  new, m = step(state, {**batch, 'features': pooled}, base, np.bool_(False))
+  m = jax.device_get(m)
+  assert np.isnan(m['grad_norm']) and m['params_finite'] == 1
+  np.testing.assert_allclose(m['loss'], m_pool['loss'], rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               jax.device_get(new.params['head']), p_pool)
 
 
 def _build(c, cache_dir=None):
