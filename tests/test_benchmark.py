@@ -179,6 +179,9 @@ def test_machine_info_names_what_differs_between_machines():
     assert 'avx512_bf16' in info['cpu_features']
     lo, hi = info['cpu_mhz_min_max']
     assert 0 < lo <= info['cpu_mhz'] <= hi
+  if Path('/sys/kernel/mm/transparent_hugepage/enabled').exists():
+    assert info['transparent_hugepage'] in ('always', 'madvise', 'never')
+  assert info['glibc'] is None or info['glibc'].count('.') == 1
   assert machine.xla_threads('--xla_cpu_multi_thread_eigen=false', 8) == 1
   assert machine.xla_threads('--xla_force_host_platform_device_count=2', 8) == 8
 

@@ -18,7 +18,7 @@ from typing import Any
 import jax
 from PIL import features as pil_features
 
-from aesthetics_jax import parallel
+from aesthetics_jax import cpu_backend, parallel
 
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'pillow', 'tensorflow-datasets',
             'torch', 'torchvision', 'grad-cam', 'grain')
@@ -26,7 +26,8 @@ PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'pillow', 'tensorflow-dat
 _CPU_FLAG_PREFIXES = ('avx', 'amx', 'fma', 'f16c', 'sse4', 'vnni', 'bmi2')
 # Environment variables that set thread counts, allocators or XLA behaviour.
 _ENV = ('XLA_FLAGS', 'JAX_PLATFORMS', 'JAX_ENABLE_X64', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS',
-        'OPENBLAS_NUM_THREADS', 'TF_NUM_INTRAOP_THREADS', 'MALLOC_ARENA_MAX',
+        'OPENBLAS_NUM_THREADS', 'TF_NUM_INTRAOP_THREADS', 'MALLOC_ARENA_MAX', 'GLIBC_TUNABLES',
+        'AESTHETICS_JAX_CPU_DEFAULTS', 'LD_PRELOAD',
         'CUDA_VISIBLE_DEVICES', 'TF_CPP_MIN_LOG_LEVEL')
 
 
@@ -125,4 +126,20 @@ def info() -> dict[str, Any]:
       'jax_default_matmul_precision', 'jax_enable_x64', 'jax_platforms')}
   out['process_threads'] = _threads_now()
   out['libjpeg_turbo'] = bool(pil_features.check('libjpeg_turbo'))
+  # Transparent huge pages and the C library decide how much XLA:CPU's per-step temporaries
+  # cost (cpu_backend: the malloc tunable needs glibc >= 2.35 and THP not 'never').
+  out['transparent_hugepage'] = _thp_mode()
+  glibc = cpu_backend.glibc_version()
+  out['glibc'] = '.'.join(map(str, glibc)) if glibc else None
   return out
+
+
+def _thp_mode() -> str | None:
+  """The bracketed mode of /sys/kernel/mm/transparent_hugepage/enabled (Linux), else None."""
+  try:
+    with open('/sys/kernel/mm/transparent_hugepage/enabled') as f:
+      text = f.read()
+  except OSError:
+    return None
+  start, end = text.find('['), text.find(']')
+  return text[start + 1:end] if 0 <= start < end else text.strip() or None
