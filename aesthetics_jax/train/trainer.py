@@ -377,12 +377,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
       ckpt.check_saves()  # a failed (async) save stops training before the next step
       batch = next_batch(step)
       done = step + 1
+      log_now = done % log_every == 0 or done == total
+      ckpt_now = done % ckpt_every == 0 or done == total
       # Weights are checked (norms) before every log line and every checkpoint.
-      measure = done % log_every == 0 or done % ckpt_every == 0 or done == total
-      state, m = train_step(state, batch, base_rng, np.bool_(measure))
+      state, m = train_step(state, batch, base_rng, np.bool_(log_now or ckpt_now))
       pending.append((step, m))
       bar.update(1)
-      if done % log_every == 0 or done == total:
+      if log_now:
         fetched = check_finite()
         now = time.time()
         # grad_norm is NaN on unmeasured steps; the log step itself is always measured.
@@ -399,7 +400,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
         if preview is not None:
           writer.write_images(done, preview(state.variables))
         logging.info('step %d eval (%s split) %s', done, eval_split, eval_metrics)
-      if done % ckpt_every == 0 or done == total:
+      if ckpt_now:
         if pending:
           check_finite()
         ckpt.save(done, state.variables, {'step': state.step, 'opt_state': state.opt_state},
