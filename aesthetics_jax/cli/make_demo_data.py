@@ -27,6 +27,9 @@ _NUM_TRAIN = flags.DEFINE_integer(
 _NUM_TEST = flags.DEFINE_integer(
     'num_test', None, 'Test images kept by the style subset (default: demo 500, paper 2203).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Everything (ids, scenes, votes, bytes) follows it.')
+_VIVID_GAIN = flags.DEFINE_float(
+    'vivid_gain', None, 'Colour vividness per unit of quality, a global cue beside the local '
+    'defects (default: demo 0 = none, paper 0.1; generator version 3 used 0.1 for both).')
 _WORKERS = flags.DEFINE_integer('workers', 0, '--size=paper: rendering processes (0 = one per '
                                 'CPU core); the bytes do not depend on it.')
 flags.mark_flags_as_required(['out_dir'])
@@ -41,6 +44,9 @@ def main(argv):
   if _WORKERS.value < 0:
     common.usage_error('make_demo_data', f'--workers={_WORKERS.value}: pass 0 (one per core) '
                        'or a positive count')
+  if _SIZE.value == 'paper' and _VIVID_GAIN.value not in (None, paper_size.VIVID_GAIN):
+    common.usage_error('make_demo_data', f'--vivid_gain={_VIVID_GAIN.value}: --size=paper '
+                       f'uses {paper_size.VIVID_GAIN} (drop the flag, or use --size=demo)')
   d_train, d_test = DEFAULTS[_SIZE.value]
   n_train = d_train if _NUM_TRAIN.value is None else _NUM_TRAIN.value
   n_test = d_test if _NUM_TEST.value is None else _NUM_TEST.value
@@ -50,7 +56,9 @@ def main(argv):
                               workers=_WORKERS.value, progress=True)
       print(paper_size.format_summary(s))
     else:
-      s = demo_data.generate(_OUT_DIR.value, n_train, n_test, _SEED.value, progress=True)
+      gain = demo_data.VIVID_GAIN if _VIVID_GAIN.value is None else _VIVID_GAIN.value
+      s = demo_data.generate(_OUT_DIR.value, n_train, n_test, _SEED.value, progress=True,
+                             vivid_gain=gain)
       print(demo_data.format_summary(s))
   except demo_data.DemoDataError as e:
     common.fail('make_demo_data', e)
