@@ -223,3 +223,17 @@ def test_launcher_prints_summary_and_one_line_errors(tmp_path):
                        capture_output=True, text=True, timeout=120)
   assert bad.returncode == 1 and 'Traceback' not in bad.stderr
   assert bad.stderr.strip().count('\n') == 0 and 'choose a writable --out_dir' in bad.stderr
+
+
+def test_launcher_vivid_gain_flag(tmp_path):
+  repo = Path(__file__).resolve().parents[1]
+  env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  cmd = [sys.executable, '-m', 'launch.make_demo_data', '--num_train=3', '--num_test=2']
+  ok = subprocess.run(cmd + [f'--out_dir={tmp_path / "ava"}', '--vivid_gain=0.1'], cwd=repo,
+                      env=env, capture_output=True, text=True, timeout=120)
+  assert ok.returncode == 0, ok.stderr
+  assert demo_data.read_manifest(tmp_path / 'ava')['params']['vivid_gain'] == 0.1
+  bad = subprocess.run(cmd + [f'--out_dir={tmp_path / "p"}', '--size=paper', '--vivid_gain=0.3'],
+                       cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+  assert bad.returncode == 2 and 'Traceback' not in bad.stderr, bad.stderr
+  assert bad.stderr.strip().count('\n') == 0 and '--size=paper uses 0.1' in bad.stderr
