@@ -34,7 +34,7 @@ flags.mark_flags_as_required(['workdir'])
 
 ARCHS = ('mobilenet_v2', 'vgg16')
 # Full job on a quiet 2-core CPU: ~6 minutes, two processes at once (MobileNetV2 at 112 px,
-# 600 steps, trains ~4.3 of them while VGG16 trains and evaluates beside it).
+# 500 steps, trains ~4 of them while VGG16 trains and evaluates beside it).
 SIZES = {False: (1200, 300), True: (24, 12)}
 # Full demo: ScoreCAM (one forward pass per feature channel) on a handful of images only.
 # Time: the deletion/insertion curves on 16 images at 8 steps (about 70 s of the 170 s

@@ -27,7 +27,8 @@ How quality is made (and why it is learnable at 64-96 px):
     (`vivid_gain=0.1`, still available: `--vivid_gain`); against the fixed scene palettes that
     cue alone let demo MobileNetV2 models reach LCC ~0.8 without using the defects, and their
     low-target Grad-CAM pointed at the defect less often than a centre point in 2 of 3 seeds
-    (0.13 / 0.29 / 0.36 vs 0.36; without the cue 0.38 / 0.55 / 0.62; README, "Explanations").
+    (0.13 / 0.29 / 0.36 vs 0.36 at 400 steps; without the cue 0.38 / 0.55 / 0.62; README,
+    "Explanations").
   * Votes: 100-300 voters, discretised normal around q with spread ≈ 1.4 (AVA-like).
 Scenes: sky/ground gradients with textured ground (grass, sand, water, field rows) and one
 subject (flower, building, person, ball, tree, or none); tags follow the content.
