@@ -100,3 +100,38 @@ def reexec_with_malloc_tunable() -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+# Per-executable options (`jax.jit(..., compiler_options=...)`): XLA flags are per process,
+# but a DebugOptions field given at compile time applies to that one executable. VGG16's
+# encoder is 13 large 3x3 convolutions; YNNPACK fuses each block's convolutions up to its
+# max-pool into one op that runs them slower than XLA's own convolution emitter here, while
+# MobileNetV2, VGG16's dense head and narrow VGG16s are faster with YNNPACK. Measured on the
+# 2-core Xeon, fresh processes, batch 32, float32, the same outputs to 8e-7:
+# - full VGG16 at 224 px: forward 6.2 -> 9.1 img/s, feature-cache encode 6.5 -> 8.0,
+#   Grad-CAM step 5.7 -> 8.0;
+# - width 0.25 at 80 px (a demo model): forward 187 -> 226 img/s but Grad-CAM 179 -> 122.
+# So the executables running a full-width VGG16 encoder (inference, Grad-CAM, the feature
+# cache's encode step) compile without YNNPACK; everything else keeps the setting above.
+ENCODER_OPTIONS = {'vgg16': ({'xla_cpu_experimental_ynn_fusion_type': ''}, 1.0)}
+
+
+def _user_set_ynn() -> bool:
+  """True if the user's XLA_FLAGS name the YNNPACK flag with another value than ours."""
+  return any(p.startswith(YNN_FLAG) and p != f'{YNN_FLAG}={YNN_VALUE}'
+             for p in os.environ.get('XLA_FLAGS', '').split())
+
+
+def encoder_options(model) -> dict | None:
+  """`compiler_options` for a jit dominated by `model`'s encoder (`jax.jit(fn,
+  compiler_options=encoder_options(model))`): the measured faster XLA:CPU setting for that
+  architecture (`ENCODER_OPTIONS`: options, minimum width); None on other backends, for
+  other models, when the user set the YNNPACK flag themselves, or with
+  AESTHETICS_JAX_CPU_DEFAULTS=0."""
+  rule = ENCODER_OPTIONS.get(getattr(model, 'ARCH', None))
+  if rule is None or getattr(model, 'width_mult', 1.0) < rule[1]:
+    return None
+  if _opted_out() or _user_set_ynn():
+    return None
+  import jax  # pylint: disable=import-outside-toplevel
+  return dict(rule[0]) if jax.default_backend() == 'cpu' else None

@@ -220,6 +220,12 @@ def test_formulation_sets():
   assert {f.grad for f in cams} == {'grad'} and not any(f.compile for f in cams)
   with pytest.raises(ValueError, match='fast'):
     formulations.forward('best', 32, 2)
+  # On CUDA: whole batch in both layouts, float32 and bfloat16 autocast (no CPU chunking).
+  assert [f.name for f in formulations.forward('fast', 256, 0, cuda=True)] == [
+      'contiguous_batch_inference_mode', 'channels_last_batch_inference_mode',
+      'contiguous_batch_inference_mode_autocast', 'channels_last_batch_inference_mode_autocast']
+  assert {f.autocast for f in formulations.forward('all', 256, 0, cuda=True)
+          if f.compile} == {'', 'bfloat16'}
 
 
 def test_guarded_first_call_records_failures_and_timeouts():

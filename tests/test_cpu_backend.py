@@ -77,3 +77,38 @@ def test_every_command_reexecutes_once_with_the_malloc_tunable():
     lines = _fresh(env, RUN).splitlines()
     pid = lines[0].split()[1]
     assert lines == [f'start {pid}', f'main {pid} {tunables}']
+
+
+def test_encoder_options_for_full_width_vgg16_only(monkeypatch):
+  """Per-executable XLA:CPU options: full-width VGG16 encoders only; the user's own YNNPACK
+  flag and the opt-out win; compiled with them, the encoder computes the same features."""
+  import jax
+  import numpy as np
+  from aesthetics_jax import models
+  from aesthetics_jax.train import feature_cache
+  monkeypatch.delenv(cpu_backend.OPT_OUT, raising=False)
+  monkeypatch.setenv('XLA_FLAGS', YNN)  # what configure() leaves
+  vgg = models.create_model(models.model_config(arch='vgg16'))
+  assert cpu_backend.encoder_options(vgg) == {'xla_cpu_experimental_ynn_fusion_type': ''}
+  assert cpu_backend.encoder_options(models.create_model(
+      models.model_config(arch='vgg16', width_mult=0.25))) is None   # demo widths: slower
+  assert cpu_backend.encoder_options(models.create_model(
+      models.model_config(arch='mobilenet_v2'))) is None
+  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_experimental_ynn_fusion_type=')
+  assert cpu_backend.encoder_options(vgg) is None                     # the user's flag wins
+  monkeypatch.setenv('XLA_FLAGS', YNN)
+  monkeypatch.setenv(cpu_backend.OPT_OUT, '0')
+  assert cpu_backend.encoder_options(vgg) is None
+  monkeypatch.delenv(cpu_backend.OPT_OUT)
+  # 32 px: the whole network at full width, compiled both ways, equal features.
+  v = models.init_variables(vgg, 0, 32)
+  x = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), np.uint8)
+  with_opts = feature_cache.make_encode_fn(vgg, 'imagenet', chunk=0)
+  monkeypatch.setenv(cpu_backend.OPT_OUT, '0')
+  without = feature_cache.make_encode_fn(vgg, 'imagenet', chunk=0)
+  # The options reach the compiler: no YNNPACK fusion in that executable, some without them.
+  assert 'ynn_fusion' not in with_opts.lower(v, x).compile().as_text()
+  assert 'ynn_fusion' in without.lower(v, x).compile().as_text()
+  np.testing.assert_allclose(np.asarray(with_opts(v, x)), np.asarray(without(v, x)),
+                             atol=1e-5, rtol=1e-5)
+  assert jax.default_backend() == 'cpu'

@@ -34,6 +34,7 @@ class Formulation:
   chunk: int = 0                   # images per call (a Python loop); 0 = the whole batch
   grad: str = 'inference_mode'     # 'inference_mode' | 'no_grad' | 'grad' (CAM)
   compile: str = ''                # '' = eager; else a torch.compile mode
+  autocast: str = ''               # '' = float32; 'bfloat16' = torch.autocast (CUDA only)
 
   @property
   def name(self) -> str:
@@ -43,6 +44,8 @@ class Formulation:
       parts.append(self.grad)
     if self.compile:
       parts.append('compile_' + self.compile.replace('-', '_'))
+    if self.autocast:
+      parts.append('autocast')
     return '_'.join(parts)
 
 
@@ -58,11 +61,19 @@ def check_set(which: str) -> str:
   return which
 
 
-def forward(which: str, batch: int, our_chunk: int) -> list[Formulation]:
+def forward(which: str, batch: int, our_chunk: int, cuda: bool = False) -> list[Formulation]:
   """Inference forward: layouts x chunks under inference_mode; with 'all' also no_grad
   (whole batch) and torch.compile (whole batch, channels_last: inductor picks its own conv
-  layouts, so the input layout matters little once compiled)."""
+  layouts, so the input layout matters little once compiled). On CUDA also bfloat16
+  autocast in both layouts (the bfloat16 reference of our bfloat16 model); chunking, which
+  only pays on small CPU caches, is left out there."""
   check_set(which)
+  if cuda:
+    out = [Formulation(layout, 0, autocast=a) for a in ('', 'bfloat16') for layout in LAYOUTS]
+    if which == 'all':
+      out += [Formulation('channels_last', 0, 'inference_mode', 'default', a)
+              for a in ('', 'bfloat16')]
+    return out
   out = [Formulation(layout, c) for layout in LAYOUTS for c in _chunks(which, batch, our_chunk)]
   if which == 'all':
     out += [Formulation(layout, 0, 'no_grad') for layout in LAYOUTS]

@@ -12,6 +12,7 @@ heads side by side (dropout is off at inference).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import importlib
 import time
 from typing import Any, Callable, Sequence
@@ -39,6 +40,19 @@ def unavailable() -> str | None:
       # Not only ImportError: a torchvision built for another torch fails registering ops.
       return f'{name}: {type(e).__name__}: {(str(e).splitlines() or [""])[0]}'
   return None
+
+
+def device() -> str:
+  """'cuda' when JAX runs on a GPU and torch sees one (the reference then runs there too,
+  with cuDNN autotuning and TF32 matmuls on, as JAX's default float32 precision on GPU
+  does), else 'cpu'."""
+  import torch  # pylint: disable=import-outside-toplevel
+  if jax.default_backend() == 'gpu' and torch.cuda.is_available():
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    return 'cuda'
+  return 'cpu'
 
 
 def set_threads(n: int) -> None:
@@ -166,16 +180,22 @@ def formulation_fn(tmodel, x_nhwc: np.ndarray, f: formulations.Formulation,
   f.layout, chunked, under f.grad, compiled if f.compile (compilation happens on the first
   call: time it with `formulations.guarded_first_call`). Returns the list of outputs."""
   import torch  # pylint: disable=import-outside-toplevel
-  x = to_nchw(x_nhwc, f.layout == 'channels_last')
+  dev = next(tmodel.parameters()).device
+  x = to_nchw(x_nhwc, f.layout == 'channels_last').to(dev)
   m = tmodel.features if what == 'features' else tmodel
   if f.compile:
     m = torch.compile(m, mode=f.compile)
   parts = [x[i:i + f.chunk] for i in range(0, x.shape[0], f.chunk)] if f.chunk > 0 else [x]
   mode = torch.inference_mode if f.grad == 'inference_mode' else torch.no_grad
+  amp = (torch.autocast(dev.type, dtype=getattr(torch, f.autocast)) if f.autocast
+         else contextlib.nullcontext())
+  sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
 
   def run():
-    with mode():
-      return [m(p) for p in parts]
+    with mode(), amp:
+      out = [m(p) for p in parts]
+    sync()  # CUDA calls return before the work is done: time the work
+    return out
   return run
 
 
@@ -198,6 +218,12 @@ def runtime_info() -> dict[str, Any]:
       'mkldnn_available': bool(torch.backends.mkldnn.is_available()),
       'mkldnn_enabled': bool(torch.backends.mkldnn.enabled),
       'mkl_available': bool(torch.backends.mkl.is_available())}
+  if torch.cuda.is_available():
+    info.update(cuda_device=torch.cuda.get_device_name(0), cuda_version=torch.version.cuda,
+                cudnn_version=torch.backends.cudnn.version(),
+                cudnn_benchmark=bool(torch.backends.cudnn.benchmark),
+                matmul_allow_tf32=bool(torch.backends.cuda.matmul.allow_tf32),
+                cudnn_allow_tf32=bool(torch.backends.cudnn.allow_tf32))
   try:
     info['cpu_capability'] = torch.backends.cpu.get_cpu_capability()
   except AttributeError:  # torch < 2.1

@@ -8,6 +8,7 @@ labelling is a `pure_callback`). `tests/test_benchmark.py` checks the steps unde
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable, Sequence
 
@@ -17,6 +18,7 @@ import ml_collections
 import numpy as np
 
 from aesthetics_jax import models
+from aesthetics_jax import cpu_backend
 from aesthetics_jax import parallel
 from aesthetics_jax.bench import synthetic
 from aesthetics_jax.configs import default as default_config
@@ -71,7 +73,7 @@ def forward_fn(model, chunk: int = 0, what: str = 'features') -> Callable:
   """jit `(variables, x f32 [B,S,S,3]) -> features [B,h,w,C]` (or the head outputs)."""
   feats = parallel.features_fn(model, chunk)
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model))
   def fwd(variables, x):
     a = feats(variables, x)
     if what == 'features':
@@ -93,7 +95,7 @@ def make_cam_step(model, target_fn: Callable, chunk: int = 0, size: int | None =
   `size=None` returns the raw `[B,T,h,w]` maps (no upsampling)."""
   feats = parallel.features_fn(model, chunk)
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model))
   def step(variables, x):
     a = feats(variables, x)
     head_fn = lambda z: model.apply(variables, z, method='head')  # noqa: E731
@@ -113,7 +115,7 @@ def make_study_step(model, arch: str, size: int, threshold: float = 0.2,
   target_fn = cam.targets_for(arch, names)
   summarize = streaming.make_summarize(size, threshold, arch)
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model))
   def step(variables, x):
     a = feats(variables, x)
     head_fn = lambda z: model.apply(variables, z, method='head')  # noqa: E731

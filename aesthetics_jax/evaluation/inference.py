@@ -36,6 +36,7 @@ from aesthetics_jax.explain import crop
 from aesthetics_jax.report import figures
 from aesthetics_jax.data import demo as demo_data
 from aesthetics_jax.data import preprocess
+from aesthetics_jax import cpu_backend
 from aesthetics_jax import parallel
 from aesthetics_jax.train import checkpoints
 from aesthetics_jax import models
@@ -170,7 +171,7 @@ def make_forward(model, arch: str, method: str, normalize: str | None,
   # Encoder in micro-batches on CPU (~3x there, same result; whole batch on accelerators).
   chunk, num_shards = parallel.default_chunk(), jax.device_count()
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model))
   def forward(variables, x):
     if normalize is not None:
       x = preprocess.to_model_input(x, normalize=normalize)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import math
 import shutil
 import tempfile
@@ -37,6 +38,7 @@ from jax.sharding import Mesh
 from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.data import preprocess
 from aesthetics_jax.data import sampling
+from aesthetics_jax import cpu_backend
 from aesthetics_jax import parallel
 from aesthetics_jax.train import cache_store
 from aesthetics_jax.train.errors import TrainingError
@@ -60,7 +62,7 @@ def make_encode_fn(model, normalize: str, chunk: int | None = None, cacheable: b
   """
   features = parallel.features_fn(model, chunk, num_shards=jax.device_count())
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model))
   def encode(variables, images):
     x = preprocess.to_model_input(images, normalize=normalize)
     a = features(variables, x)

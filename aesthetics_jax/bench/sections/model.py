@@ -28,33 +28,44 @@ def _default_run(arch: str, chunk: int) -> str:
   return f'jax_{arch}_float32{impl}' + (f'_chunk{chunk}' if chunk else '_batch')
 
 
-def _torch_models(arch: str):
-  """(NCHW, channels_last) torchvision models with the same seeded weights."""
+def _torch_models(arch: str, device: str):
+  """(NCHW, channels_last) torchvision models with the same seeded weights, on `device`."""
   if arch == 'vgg16':
-    return torch_ref.vgg16(seed=0), torch_ref.vgg16(seed=0, channels_last=True)
-  n = 10 + 66  # score buckets + tags: our two heads side by side
-  return (torch_ref.mobilenet_v2(n, seed=0),
-          torch_ref.mobilenet_v2(n, seed=0, channels_last=True))
+    pair = torch_ref.vgg16(seed=0), torch_ref.vgg16(seed=0, channels_last=True)
+  else:
+    n = 10 + 66  # score buckets + tags: our two heads side by side
+    pair = (torch_ref.mobilenet_v2(n, seed=0),
+            torch_ref.mobilenet_v2(n, seed=0, channels_last=True))
+  return tuple(m.to(device) for m in pair)
+
+
+def _best_jax(runs: dict[str, Any], arch: str, dtype: str) -> str | None:
+  names = [n for n in runs if n.startswith(f'jax_{arch}_{dtype}')]
+  return max(names, key=lambda n: runs[n]['items_per_s']['median']) if names else None
 
 
 def run(opts: Options) -> dict[str, Any]:
+  device = 'cpu'
   if opts.torch:
     torch_ref.set_threads(opts.torch_threads())
+    device = torch_ref.device()
   b, s, chunk = opts.model_batch_size, opts.image_size, opts.chunk_size()
   x_np = workloads.photos(b, s)
   x = jax.device_put(x_np)
   res: dict[str, Any] = {'batch_size': b, 'image_size': s, 'backend': jax.default_backend(),
                          'chunk': chunk, 'reference': opts.reference, 'runs': {},
-                         'accuracy': {}}
+                         'accuracy': {}, 'torch_device': device if opts.torch else None}
   for arch in opts.model_archs:
-    tm, tm_cl = _torch_models(arch) if opts.torch else (None, None)
+    tm, tm_cl = _torch_models(arch, device) if opts.torch else (None, None)
     fns, outs, compile_s, jitted = {}, {}, {}, {}
     impls = list(opts.model_depthwise) if arch == 'mobilenet_v2' else ['-']
     variables = None
     for dtype in opts.model_dtypes:
-      # bfloat16 with the backend's default depthwise only (both are timed in float32).
-      for impl in (impls if dtype == 'float32' or arch != 'mobilenet_v2' else
-                   [models.resolve_impl('auto')]):
+      # bfloat16 with one depthwise only: the backend's default if it is timed in float32,
+      # else the first asked for (its float32 run is the reference of its error).
+      bf16_impl = models.resolve_impl('auto')
+      bf16_impl = bf16_impl if bf16_impl in impls else impls[0]
+      for impl in (impls if dtype == 'float32' or arch != 'mobilenet_v2' else [bf16_impl]):
         model = models.create_model(
             workloads.model_config(arch, 'auto' if impl == '-' else impl, dtype))
         if variables is None:
@@ -72,8 +83,8 @@ def run(opts: Options) -> dict[str, Any]:
     torch_compile_s: dict[str, float] = {}
     if opts.torch:
       tmodels = {'contiguous': tm, 'channels_last': tm_cl}
-      for f in formulations.forward(opts.torch_formulations, b, chunk):
-        name = f'torch_{arch}_float32_{f.name}'
+      for f in formulations.forward(opts.torch_formulations, b, chunk, device == 'cuda'):
+        name = f'torch_{arch}_{f.autocast or "float32"}_{f.name}'
         fn = torch_ref.formulation_fn(tmodels[f.layout], x_np, f, 'all')
         if f.compile:  # compile + first run, guarded; steady state timed below
           secs, why = formulations.guarded_first_call(fn, opts.torch_compile_timeout)
@@ -108,7 +119,7 @@ def run(opts: Options) -> dict[str, Any]:
         acc[name] = agreement.outputs(outs[name.replace('bfloat16', 'float32')], out, arch)
         print(f'  {name} vs float32: {acc[name]}', flush=True)
     if opts.torch:
-      t_out = torch_ref.forward_fn(tm, x_np, False, 'all')()[0].numpy()
+      t_out = torch_ref.forward_fn(tm, x_np, False, 'all')()[0].float().cpu().numpy()
       ours = next(o for n, o in outs.items() if 'float32' in n)
       ours = (np.concatenate([ours['score_logits'], ours['tag_logits']], -1)
               if arch == 'mobilenet_v2' else ours['logit'][:, None])
@@ -133,6 +144,17 @@ def run(opts: Options) -> dict[str, Any]:
         print(f'  {arch}: best torch formulation {report["best"]} '
               f'({report["best_items_per_s"]:.1f} img/s); {ours_name} / best = '
               f'{res[f"{arch}_ratio_vs_best_torch"]:.2f}', flush=True)
+      # bfloat16 (GPU): our fastest bfloat16 run against torch's fastest autocast one.
+      bf = formulations.report(runs, f'torch_{arch}_bfloat16_')
+      ours_bf = _best_jax(runs, arch, 'bfloat16')
+      if bf['best'] is not None and ours_bf is not None:
+        res['torch'][f'{arch}_bfloat16'] = bf
+        res[f'{arch}_bfloat16_ours_run'] = ours_bf
+        res[f'{arch}_bfloat16_ratio_vs_best_torch'] = timing.ratio(
+            runs[ours_bf], runs[f'torch_{arch}_bfloat16_{bf["best"]}'])
+        print(f'  {arch} bfloat16: best torch {bf["best"]} ({bf["best_items_per_s"]:.1f} '
+              f'img/s); {ours_bf} / best = '
+              f'{res[f"{arch}_bfloat16_ratio_vs_best_torch"]:.2f}', flush=True)
     del tm, tm_cl
   return res
 
@@ -153,4 +175,10 @@ def summary(result: dict[str, Any]) -> list[Row]:
                       f'{result.get(f"{arch}_ours_run") or _default_run(arch, result["chunk"])}'
                       f' vs torch {best}, batch {b}',
                       target=1.2 if arch == 'mobilenet_v2' else None))
+    r = result.get(f'{arch}_bfloat16_ratio_vs_best_torch')
+    if r is not None:
+      best = result['torch'][f'{arch}_bfloat16']['best']
+      rows.append(Row(f'{arch}_bfloat16_forward_vs_best_torch', r,
+                      f'{result[f"{arch}_bfloat16_ours_run"]} vs torch {best} '
+                      f'({result.get("torch_device")}), batch {b}'))
   return rows

@@ -15,6 +15,7 @@ the CSV and predict use finer grids).
 """
 from __future__ import annotations
 
+import functools
 import io
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from aesthetics_jax import cpu_backend
 from aesthetics_jax import parallel
 from aesthetics_jax.evaluation import inference
 from aesthetics_jax.evaluation import streaming
@@ -70,7 +72,7 @@ def make_maps_fn(model, arch: str, methods: Sequence[str], layers: Sequence[str]
   target_fn = cam.targets_for(arch, inference.target_names(arch))
   chunk, num_shards = parallel.default_chunk(), jax.device_count()
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model))
   def maps_fn(variables, x):
     first = parallel.map_batch(
         lambda xi: model.apply(variables, xi, layers[0], method='features_until'), x, chunk,

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from aesthetics_jax import models, parallel
+from aesthetics_jax import cpu_backend, models, parallel
 from aesthetics_jax.data import preprocess
 from aesthetics_jax.evaluation import inference
 from aesthetics_jax.explain import cam
@@ -43,11 +43,12 @@ def make_step(model, arch: str, steps: int, layers: Sequence[str] = ()):
   aes = cam.targets_for(arch, ('aesthetic',))
   layers = models.resolve_layers(model, layers)
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model))
   def features(variables, x):
     return model.apply(variables, x, layers[0], method='features_until')
 
-  @functools.partial(jax.jit, static_argnames=('method',))
+  @functools.partial(jax.jit, static_argnames=('method',),
+                     compiler_options=cpu_backend.encoder_options(model))
   def maps_fn(variables, random_head, feats, x, method):
     _, maps = inference.layer_maps(model, variables, layers, method, feats, x, aes)
     rvars = dict(variables, params=dict(variables['params'], head=random_head))
@@ -61,7 +62,7 @@ def make_step(model, arch: str, steps: int, layers: Sequence[str] = ()):
   encoder = parallel.features_fn(model, chunk, num_shards=jax.device_count())
   per_call = 1 if chunk > 0 else None
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model))
   def perturb(variables, x, maps):
     score_fn = lambda im: aes(model.apply(  # noqa: E731
         variables, encoder(variables, im), method='head'))[:, 0]

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from aesthetics_jax import models, parallel
+from aesthetics_jax import cpu_backend, models, parallel
 from aesthetics_jax.data import preprocess
 from aesthetics_jax.evaluation import inference
 from aesthetics_jax.explain import cam
@@ -73,11 +73,12 @@ def make_maps(model, arch: str, layers: Sequence[str] = ()):
   targets = cam.targets_for(arch, ('low', 'aesthetic'))
   layers = models.resolve_layers(model, layers)
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model))
   def features(variables, x):
     return model.apply(variables, x, layers[0], method='features_until')
 
-  @functools.partial(jax.jit, static_argnames=('method',))
+  @functools.partial(jax.jit, static_argnames=('method',),
+                     compiler_options=cpu_backend.encoder_options(model))
   def maps_fn(variables, feats, x, method):
     _, maps = inference.layer_maps(model, variables, layers, method, feats, x, targets)
     return maps[:, 0], maps[:, 1]
