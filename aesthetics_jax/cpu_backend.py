@@ -106,14 +106,21 @@ def reexec_with_malloc_tunable() -> None:
 # but a DebugOptions field given at compile time applies to that one executable. VGG16's
 # encoder is 13 large 3x3 convolutions; YNNPACK fuses each block's convolutions up to its
 # max-pool into one op that runs them slower than XLA's own convolution emitter here, while
-# MobileNetV2, VGG16's dense head and narrow VGG16s are faster with YNNPACK. Measured on the
-# 2-core Xeon, fresh processes, batch 32, float32, the same outputs to 8e-7:
-# - full VGG16 at 224 px: forward 6.2 -> 9.1 img/s, feature-cache encode 6.5 -> 8.0,
-#   Grad-CAM step 5.7 -> 8.0;
-# - width 0.25 at 80 px (a demo model): forward 187 -> 226 img/s but Grad-CAM 179 -> 122.
-# So the executables running a full-width VGG16 encoder (inference, Grad-CAM, the feature
-# cache's encode step) compile without YNNPACK; everything else keeps the setting above.
-ENCODER_OPTIONS = {'vgg16': ({'xla_cpu_experimental_ynn_fusion_type': ''}, 1.0)}
+# MobileNetV2 and narrow VGG16s are faster with YNNPACK. Measured on the 2-core Xeon, batch
+# 32, float32, each variant compiled in one process and timed interleaved (5 rounds,
+# medians; outputs equal to 1e-7, maps to 7e-6):
+# - full VGG16 at 224 px, forward: 7.5 (process setting) -> 9.1 img/s without YNNPACK
+#   (8.4 with YNNPACK dots only); Grad-CAM step: 6.8 -> 8.3 with YNNPACK dots only
+#   (8.0 without YNNPACK: the head's vjp runs faster on YNNPACK's dot);
+# - width 0.25 at 80 px (a demo model): forward 187 -> 226 img/s but Grad-CAM 179 -> 122
+#   without YNNPACK, so narrow models keep the process setting.
+# Options are per kind of work: 'forward' (inference, the feature cache's encode step) and
+# 'cam' (encoder + head vjp); everything else keeps the setting above.
+_YNN = 'xla_cpu_experimental_ynn_fusion_type'
+ENCODER_OPTIONS = {'vgg16': {'min_width': 1.0,
+                             'forward': {_YNN: ''},
+                             'cam': {_YNN: 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'}}}
+WORKS = ('forward', 'cam')
 
 
 def _user_set_ynn() -> bool:
@@ -122,16 +129,18 @@ def _user_set_ynn() -> bool:
              for p in os.environ.get('XLA_FLAGS', '').split())
 
 
-def encoder_options(model) -> dict | None:
+def encoder_options(model, work: str = 'forward') -> dict | None:
   """`compiler_options` for a jit dominated by `model`'s encoder (`jax.jit(fn,
-  compiler_options=encoder_options(model))`): the measured faster XLA:CPU setting for that
-  architecture (`ENCODER_OPTIONS`: options, minimum width); None on other backends, for
+  compiler_options=encoder_options(model, 'cam'))`): the measured faster XLA:CPU setting
+  for that architecture and kind of work (`ENCODER_OPTIONS`); None on other backends, for
   other models, when the user set the YNNPACK flag themselves, or with
   AESTHETICS_JAX_CPU_DEFAULTS=0."""
+  if work not in WORKS:
+    raise ValueError(f'encoder_options(work={work!r}): use one of {WORKS}')
   rule = ENCODER_OPTIONS.get(getattr(model, 'ARCH', None))
-  if rule is None or getattr(model, 'width_mult', 1.0) < rule[1]:
+  if rule is None or getattr(model, 'width_mult', 1.0) < rule['min_width']:
     return None
   if _opted_out() or _user_set_ynn():
     return None
   import jax  # pylint: disable=import-outside-toplevel
-  return dict(rule[0]) if jax.default_backend() == 'cpu' else None
+  return dict(rule[work]) if jax.default_backend() == 'cpu' else None

@@ -90,6 +90,10 @@ def test_encoder_options_for_full_width_vgg16_only(monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', YNN)  # what configure() leaves
   vgg = models.create_model(models.model_config(arch='vgg16'))
   assert cpu_backend.encoder_options(vgg) == {'xla_cpu_experimental_ynn_fusion_type': ''}
+  assert cpu_backend.encoder_options(vgg, 'cam') == {
+      'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'}
+  with pytest.raises(ValueError, match='forward'):
+    cpu_backend.encoder_options(vgg, 'train')
   assert cpu_backend.encoder_options(models.create_model(
       models.model_config(arch='vgg16', width_mult=0.25))) is None   # demo widths: slower
   assert cpu_backend.encoder_options(models.create_model(

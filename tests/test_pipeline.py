@@ -137,3 +137,37 @@ def test_closing_or_dropping_iterator_stops_threads(source, mesh):
   del it
   gc.collect()
   assert not ours()
+
+
+class _CountingSource(list):
+  """A source that counts record reads (the cache should make repeats free)."""
+  reads = 0
+
+  def __getitem__(self, i):
+    type(self).reads += 1
+    return super().__getitem__(i)
+
+
+def test_resized_cache_gives_the_same_batches_and_skips_decoding(source, mesh):
+  """Cache on (default) vs off: identical batches over several epochs; with the cache each
+  row is read and decoded once; the budget caps the rows kept; a negative budget is a
+  one-line error."""
+  off = take(pipeline.train_batches(source, tiny_config(random_flip=True, resized_cache_mb=0,
+                                                        balanced=False), mesh), 6)
+  counted = _CountingSource(source)
+  _CountingSource.reads = 0
+  on = take(pipeline.train_batches(counted, tiny_config(random_flip=True, balanced=False,
+                                                        prefetch=0), mesh), 6)
+  for a, b in zip(off, on):
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  # 6 batches of 8 = 3 epochs of 16 rows; metadata reads happen once before any batch.
+  meta_reads = len(source)
+  assert _CountingSource.reads - meta_reads == len(source)
+  cache = pipeline.ResizedCache(budget_bytes=3 * 40 * 40 * 3 + 5, resize_size=40)
+  fn = pipeline._train_image_fn(tiny_config(), cache)  # pylint: disable=protected-access
+  for row in range(5):
+    fn(lambda r=row: source[r]['image'], row, 0, row, f'row {row}')
+  assert sorted(cache.rows) == [0, 1, 2] and cache.nbytes == 3 * 40 * 40 * 3
+  with pytest.raises(preprocess.InputError, match='resized_cache_mb'):
+    pipeline.train_batches(source, tiny_config(resized_cache_mb=-1), mesh)

@@ -95,7 +95,7 @@ def make_cam_step(model, target_fn: Callable, chunk: int = 0, size: int | None =
   `size=None` returns the raw `[B,T,h,w]` maps (no upsampling)."""
   feats = parallel.features_fn(model, chunk)
 
-  @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model))
+  @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model, 'cam'))
   def step(variables, x):
     a = feats(variables, x)
     head_fn = lambda z: model.apply(variables, z, method='head')  # noqa: E731
@@ -115,7 +115,7 @@ def make_study_step(model, arch: str, size: int, threshold: float = 0.2,
   target_fn = cam.targets_for(arch, names)
   summarize = streaming.make_summarize(size, threshold, arch)
 
-  @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model))
+  @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model, 'cam'))
   def step(variables, x):
     a = feats(variables, x)
     head_fn = lambda z: model.apply(variables, z, method='head')  # noqa: E731

@@ -36,6 +36,8 @@ from aesthetics_jax.data.preprocess import InputError
 from aesthetics_jax.data.sampling import Metadata, Record
 
 Batch = dict[str, jax.Array]
+# (read the encoded image, source row, step, global position, description) -> uint8 [S,S,3]
+ImageFn = Callable[[Callable[[], bytes], int, int, int, str], np.ndarray]
 
 
 def _check_batch_size(batch_size: int, mesh: Mesh, what: str) -> None:
@@ -74,11 +76,11 @@ class _Loader:
     self.pool.shutdown(wait=True, cancel_futures=True)
 
   def host_batch(self, step: int, indices: np.ndarray, mask: np.ndarray,
-                 image_fn: Callable[[bytes, int, int, str], np.ndarray],
-                 size: int) -> dict[str, np.ndarray]:
+                 image_fn: ImageFn, size: int) -> dict[str, np.ndarray]:
     """This process's rows of batch `step` with global rows `indices` [B] (numpy).
 
-    image_fn(bytes, step, global position, description) -> uint8 [size, size, 3].
+    image_fn(read bytes, source row, step, global position, description) -> uint8
+    [size, size, 3]; it calls `read()` only when it needs the encoded image.
     """
     rows = self.rows
     local = indices[rows]
@@ -86,9 +88,8 @@ class _Loader:
 
     def work(k: int) -> None:
       i = int(local[k])
-      rec = self.source[i]
       what = f'image_id {int(self.meta.image_id[i])} (row {i})'
-      images[k] = image_fn(rec['image'], step, rows.start + k, what)
+      images[k] = image_fn(lambda: self.source[i]['image'], i, step, rows.start + k, what)
 
     for f in [self.pool.submit(work, k) for k in range(len(local))]:
       f.result()  # re-raises a worker's InputError here
@@ -209,17 +210,67 @@ def train_sampling(meta: Metadata, config) -> tuple[np.ndarray, np.ndarray | Non
   return loss_weights(meta, config), cdf
 
 
-def _train_image_fn(config) -> Callable[[bytes, int, int, str], np.ndarray]:
+class ResizedCache:
+  """Decoded, resized training images (uint8 [R,R,3], before the random crop) by source row,
+  up to `budget_bytes`; rows past the budget are decoded every time they are drawn.
+
+  The resize is deterministic and the crop/flip come after it, so a cached row gives the
+  same pixels as decoding it again; from the second epoch on, a cached row costs a crop
+  (a copy) instead of a JPEG decode and a resize, which otherwise compete with the model
+  for the CPU (`launch/benchmark.py --what=input`). Filled by the decode threads; a row
+  decoded twice at once is stored once (dict assignment is atomic under the GIL).
+  """
+
+  def __init__(self, budget_bytes: int, resize_size: int):
+    self.item_bytes = resize_size * resize_size * 3
+    self.capacity = max(0, int(budget_bytes) // self.item_bytes)
+    self.rows: dict[int, np.ndarray] = {}
+    self.hits = self.misses = 0
+
+  def get(self, row: int) -> np.ndarray | None:
+    a = self.rows.get(row)
+    if a is None:
+      self.misses += 1  # counters are approximate under threads: statistics only
+    else:
+      self.hits += 1
+    return a
+
+  def put(self, row: int, resized: np.ndarray) -> None:
+    if len(self.rows) < self.capacity:
+      self.rows[row] = resized
+
+  @property
+  def nbytes(self) -> int:
+    return len(self.rows) * self.item_bytes
+
+
+def _train_image_fn(config, cache: ResizedCache | None = None) -> ImageFn:
   rs, s = int(config.input.resize_size), int(config.input.image_size)
   flip, seed = bool(config.input.random_flip), int(config.seed)
   if s > rs:
     raise InputError(f'config.input.image_size={s} > config.input.resize_size={rs}; '
                      'set resize_size >= image_size')
 
-  def fn(data: bytes, step: int, position: int, what: str) -> np.ndarray:
+  def fn(read: Callable[[], bytes], row: int, step: int, position: int,
+         what: str) -> np.ndarray:
     rng = preprocess.augment_rng(seed, step, position)
-    return preprocess.preprocess_train_np(data, rs, s, rng, flip, what)
+    if cache is None:
+      return preprocess.preprocess_train_np(read(), rs, s, rng, flip, what)
+    resized = cache.get(row)
+    if resized is None:
+      resized = preprocess.resize_train_np(read(), rs, what)
+      cache.put(row, resized)
+    return preprocess.preprocess_train_np(resized, rs, s, rng, flip, what)
   return fn
+
+
+def resized_cache(config) -> ResizedCache | None:
+  """The training pipeline's `ResizedCache` of `config.input.resized_cache_mb` MB; None at 0."""
+  mb = float(config.input.get('resized_cache_mb', 0))
+  if mb < 0:
+    raise InputError(f'config.input.resized_cache_mb={mb:g} must be >= 0 (0 turns the cache '
+                     'of resized training images off)')
+  return ResizedCache(int(mb * 2 ** 20), int(config.input.resize_size)) if mb > 0 else None
 
 
 def train_batches(source: Sequence[Record], config, mesh: Mesh, start_step: int = 0, *,
@@ -247,7 +298,7 @@ def train_batches(source: Sequence[Record], config, mesh: Mesh, start_step: int 
   weights, cdf = train_sampling(meta, config)
   seed = int(config.seed)
   loader = _Loader(source, meta, weights, config, mesh, batch_size)
-  image_fn = _train_image_fn(config)
+  image_fn = _train_image_fn(config, resized_cache(config))
   ones = np.ones(batch_size, np.float32)
 
   def produce(step: int) -> Batch:
@@ -291,9 +342,10 @@ def eval_batches(source: Sequence[Record], config, mesh: Mesh, batch_size: int |
   size = int(config.input.image_size)
   loader = _Loader(source, meta, weights, config, mesh, batch_size)
 
-  def image_fn(data: bytes, step: int, position: int, what: str) -> np.ndarray:
-    del step, position
-    return preprocess.preprocess_eval_np(data, size, what)
+  def image_fn(read: Callable[[], bytes], row: int, step: int, position: int,
+               what: str) -> np.ndarray:
+    del row, step, position
+    return preprocess.preprocess_eval_np(read(), size, what)
 
   def produce(b: int) -> Batch:
     pos = b * batch_size + np.arange(batch_size)

@@ -416,6 +416,14 @@ def _check_crop(resize_size: int, image_size: int) -> None:
                      f'{resize_size}; set resize_size >= image_size')
 
 
+def resize_train_np(img: bytes | Image.Image, resize_size: int,
+                    what: str = 'image') -> np.ndarray:
+  """The deterministic part of train preprocessing: decode (draft fast path) and resize to
+  resize_size². `preprocess_train_np` of its result equals `preprocess_train_np` of `img`.
+  Returns: uint8 [resize_size, resize_size, 3]."""
+  return np.asarray(_resize(_decode_pil(img, resize_size, what), resize_size), dtype=np.uint8)
+
+
 def train_views_np(img: bytes | Image.Image, resize_size: int, image_size: int,
                    rngs: Sequence[np.random.Generator], random_flip: bool = False,
                    what: str = 'image') -> list[np.ndarray]:
@@ -426,8 +434,7 @@ def train_views_np(img: bytes | Image.Image, resize_size: int, image_size: int,
   Returns: K uint8 [image_size, image_size, 3].
   """
   _check_crop(resize_size, image_size)
-  resized = np.asarray(_resize(_decode_pil(img, resize_size, what), resize_size),
-                       dtype=np.uint8)
+  resized = resize_train_np(img, resize_size, what)
   return [preprocess_train_np(resized, resize_size, image_size, rng, random_flip)
           for rng in rngs]
 
@@ -445,11 +452,13 @@ def preprocess_train_np(img: np.ndarray | bytes | Image.Image, resize_size: int,
     uint8 [image_size, image_size, 3].
   """
   _check_crop(resize_size, image_size)
-  if isinstance(img, np.ndarray):
-    pil = Image.fromarray(img, 'RGB')
+  if (isinstance(img, np.ndarray) and img.dtype == np.uint8
+      and img.shape == (resize_size, resize_size, 3)):
+    a = img  # already resized (`resize_train_np`, the pipeline's ResizedCache): crop only
   else:
-    pil = _decode_pil(img, resize_size, what)
-  a = np.asarray(_resize(pil, resize_size), dtype=np.uint8)
+    pil = (Image.fromarray(img, 'RGB') if isinstance(img, np.ndarray)
+           else _decode_pil(img, resize_size, what))
+    a = np.asarray(_resize(pil, resize_size), dtype=np.uint8)
   y, x = rng.integers(0, resize_size - image_size + 1, size=2)
   a = a[y:y + image_size, x:x + image_size]
   if random_flip and rng.random() < 0.5:

@@ -171,7 +171,7 @@ def make_forward(model, arch: str, method: str, normalize: str | None,
   # Encoder in micro-batches on CPU (~3x there, same result; whole batch on accelerators).
   chunk, num_shards = parallel.default_chunk(), jax.device_count()
 
-  @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model))
+  @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model, 'cam'))
   def forward(variables, x):
     if normalize is not None:
       x = preprocess.to_model_input(x, normalize=normalize)

@@ -157,40 +157,58 @@ def _pipeline(datas: list[bytes], opts: Options) -> dict[str, Any]:
 
 def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
   """Model images/s (inference features, in-memory batches) vs the same model fed by
-  `train_batches`; workers needed = model images/s / one worker's decode images/s."""
+  `train_batches`, interleaved: in the first epoch (every image decoded and resized) and in
+  later epochs (the resized images in `pipeline.ResizedCache`, only cropped); workers
+  needed = model images/s / one worker's decode images/s."""
   s, b = opts.image_size, 32
   model = models.create_model(workloads.model_config('mobilenet_v2'))
   variables = workloads.device_variables(model, s)
   fwd = workloads.forward_fn(model, opts.chunk_size())
   x = jax.device_put(np.random.default_rng(0).random((b, s, s, 3), np.float32))
-  alone = timing.interleaved({'model': lambda: jax.block_until_ready(fwd(variables, x))},
-                             items=b, repeats=opts.repeats, warmup=opts.warmup)['model']
-  config = workloads.train_input_config(b, opts.resize_size, s, opts.all_workers())
   pool = synthetic.synthetic_jpegs(32, seed=5)
-  it = ip.train_batches(workloads.SyntheticSource(4 * b, pool), config, parallel.make_mesh())
+  epoch = 4  # batches per epoch of the source below
   nb = 3
 
-  def fed():
-    for _ in range(nb):
-      out = fwd(variables, next(it)['image'])
-    jax.block_until_ready(out)
+  def feeder(cache_mb: float):
+    config = workloads.train_input_config(b, opts.resize_size, s, opts.all_workers())
+    config.input.resized_cache_mb = cache_mb
+    it = ip.train_batches(workloads.SyntheticSource(epoch * b, pool), config,
+                          parallel.make_mesh())
+    # Warm: compile; with the cache, one whole epoch so that every row is cached.
+    for _ in range(epoch if cache_mb else 1):
+      jax.block_until_ready(fwd(variables, next(it)['image']))
+
+    def fed():
+      for _ in range(nb):
+        out = fwd(variables, next(it)['image'])
+      jax.block_until_ready(out)
+    return it, fed
+
+  first_it, first = feeder(0)        # every image decoded: the first epoch
+  later_it, later = feeder(1024)     # the default cache: later epochs
   try:
-    jax.block_until_ready(fwd(variables, next(it)['image']))
-    fed_r = timing.interleaved({'fed': fed}, items=nb * b, repeats=opts.repeats,
-                               warmup=0)['fed']
+    runs = timing.interleaved(
+        {'model': lambda: jax.block_until_ready(fwd(variables, x)), 'first': first,
+         'later': later}, items={'model': b, 'first': nb * b, 'later': nb * b},
+        repeats=max(5, opts.repeats), warmup=opts.warmup)  # ~0.5 s a run: 5 steady medians
   finally:
-    it.close()
+    first_it.close()
+    later_it.close()
+  alone, fed_r, later_r = runs['model'], runs['first'], runs['later']
   model_ips = alone['items_per_s']['median']
   need = math.ceil(model_ips / per_worker_ips) if per_worker_ips > 0 else None
   cpus = parallel.host_cpu_count()
-  print(f'  model alone {timing.fmt_rate(alone)}; fed by train_batches '
-        f'{timing.fmt_rate(fed_r)}; one decode worker {per_worker_ips:.1f} img/s -> '
+  print(f'  model alone {timing.fmt_rate(alone)}; fed by train_batches, first epoch '
+        f'(decoding) {timing.fmt_rate(fed_r)}, later epochs (resized cache) '
+        f'{timing.fmt_rate(later_r)}; one decode worker {per_worker_ips:.1f} img/s -> '
         f'{need} workers keep up (this machine has {cpus} cores, shared with the model)',
         flush=True)
   return {'model': alone, 'model_fed_by_train_batches': fed_r,
+          'model_fed_later_epochs': later_r,
           'decode_images_per_s_per_worker': per_worker_ips,
           'workers_needed_to_feed_model': need, 'cpu_count': cpus,
-          'fed_over_alone': fed_r['items_per_s']['median'] / model_ips}
+          'fed_over_alone': fed_r['items_per_s']['median'] / model_ips,
+          'fed_later_epochs_over_alone': later_r['items_per_s']['median'] / model_ips}
 
 
 def _digest(batch: ip.Batch) -> str:

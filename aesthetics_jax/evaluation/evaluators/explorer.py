@@ -72,7 +72,7 @@ def make_maps_fn(model, arch: str, methods: Sequence[str], layers: Sequence[str]
   target_fn = cam.targets_for(arch, inference.target_names(arch))
   chunk, num_shards = parallel.default_chunk(), jax.device_count()
 
-  @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model))
+  @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model, 'cam'))
   def maps_fn(variables, x):
     first = parallel.map_batch(
         lambda xi: model.apply(variables, xi, layers[0], method='features_until'), x, chunk,

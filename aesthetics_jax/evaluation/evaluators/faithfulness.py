@@ -48,7 +48,7 @@ def make_step(model, arch: str, steps: int, layers: Sequence[str] = ()):
     return model.apply(variables, x, layers[0], method='features_until')
 
   @functools.partial(jax.jit, static_argnames=('method',),
-                     compiler_options=cpu_backend.encoder_options(model))
+                     compiler_options=cpu_backend.encoder_options(model, 'cam'))
   def maps_fn(variables, random_head, feats, x, method):
     _, maps = inference.layer_maps(model, variables, layers, method, feats, x, aes)
     rvars = dict(variables, params=dict(variables['params'], head=random_head))

@@ -78,7 +78,7 @@ def make_maps(model, arch: str, layers: Sequence[str] = ()):
     return model.apply(variables, x, layers[0], method='features_until')
 
   @functools.partial(jax.jit, static_argnames=('method',),
-                     compiler_options=cpu_backend.encoder_options(model))
+                     compiler_options=cpu_backend.encoder_options(model, 'cam'))
   def maps_fn(variables, feats, x, method):
     _, maps = inference.layer_maps(model, variables, layers, method, feats, x, targets)
     return maps[:, 0], maps[:, 1]
