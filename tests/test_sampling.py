@@ -53,7 +53,7 @@ def test_sample_weights_exact():
 
 def test_metadata_read_once_and_cached(tmp_path, mesh):
   src = CountingSource(make_source(8))
-  c = tiny_config(prefetch=0)
+  c = tiny_config(prefetch=0, resized_cache_mb=0)  # every drawn row read (no resized cache)
   meta = sampling.read_metadata(src, tmp_path / 'meta.npz')
   assert src.reads == 8
   assert sampling.read_metadata(src) is meta and src.reads == 8

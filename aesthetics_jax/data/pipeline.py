@@ -266,7 +266,7 @@ def _train_image_fn(config, cache: ResizedCache | None = None) -> ImageFn:
 
 def resized_cache(config) -> ResizedCache | None:
   """The training pipeline's `ResizedCache` of `config.input.resized_cache_mb` MB; None at 0."""
-  mb = float(config.input.get('resized_cache_mb', 0))
+  mb = float(config.input.resized_cache_mb)
   if mb < 0:
     raise InputError(f'config.input.resized_cache_mb={mb:g} must be >= 0 (0 turns the cache '
                      'of resized training images off)')
