@@ -151,13 +151,17 @@ class SyntheticSource(Sequence):
             'tags': np.array([1 + i % 66, 0], np.int32), 'challenge_id': 0}
 
 
-def train_input_config(batch: int, resize: int, size: int,
-                       workers: int) -> ml_collections.ConfigDict:
-  """configs/default.py with the input pipeline's sizes for `input_pipeline.train_batches`."""
+def train_input_config(batch: int, resize: int, size: int, workers: int,
+                       resized_cache_mb: float = 0) -> ml_collections.ConfigDict:
+  """configs/default.py with the input pipeline's sizes for `input_pipeline.train_batches`.
+
+  The resized-image cache is off unless asked for: decode figures (and the comparison with
+  grain, which does not cache) must decode every image, also when a source repeats."""
   c = default_config.get_config()
   c.batch_size = batch
   c.input.resize_size, c.input.image_size = resize, size
   c.input.num_workers = workers
+  c.input.resized_cache_mb = resized_cache_mb
   return c
 
 

@@ -91,7 +91,16 @@ class _Loader:
       what = f'image_id {int(self.meta.image_id[i])} (row {i})'
       images[k] = image_fn(lambda: self.source[i]['image'], i, step, rows.start + k, what)
 
-    for f in [self.pool.submit(work, k) for k in range(len(local))]:
+    # Rows the image function serves from memory (`ResizedCache`: a crop) run right here:
+    # waking the decode threads for them costs the model more than the copy.
+    cheap = getattr(image_fn, 'cheap', None)
+    futures = []
+    for k in range(len(local)):
+      if cheap is not None and cheap(int(local[k])):
+        work(k)
+      else:
+        futures.append(self.pool.submit(work, k))
+    for f in futures:
       f.result()  # re-raises a worker's InputError here
     return dict(row_targets(self.meta, self.weights, local, mask[rows]), image=images)
 
@@ -261,6 +270,8 @@ def _train_image_fn(config, cache: ResizedCache | None = None) -> ImageFn:
       resized = preprocess.resize_train_np(read(), rs, what)
       cache.put(row, resized)
     return preprocess.preprocess_train_np(resized, rs, s, rng, flip, what)
+  if cache is not None:
+    fn.cheap = cache.rows.__contains__  # type: ignore[attr-defined]
   return fn
 
 
