@@ -337,9 +337,16 @@ def test_input_section_runs_without_flags():
     ips = res['runs'][name]['items_per_s']
     assert 0 < ips['min'] <= ips['median'] <= ips['max'], name
   assert res['num_images'] == 8 and res['all_workers'] == 2
-  assert res['vs_model']['workers_needed_to_feed_model'] >= 1
+  vs = res['vs_model']
+  assert vs['workers_needed_to_feed_model'] >= 1
+  assert 0 < vs['fed_over_alone'] and 0 < vs['fed_later_epochs_over_alone']
+  rows = input_section.summary(res)
+  fed = ['model_fed_by_pipeline_first_epoch_over_alone',
+         'model_fed_by_pipeline_later_epochs_over_alone']
+  assert [r.name for r in rows[:2]] == fed and rows[1].target == 0.95
+  rows = rows[2:]
   if grain_ref.unavailable() is not None:
-    assert 'skipped' in res['grain'] and input_section.summary(res) == []
+    assert 'skipped' in res['grain'] and rows == []
     return
   g = res['grain']
   assert g['workers'] == [1, 2] and g['modes'] == ['threads']
@@ -351,7 +358,6 @@ def test_input_section_runs_without_flags():
       ips = r['items_per_s']
       assert 0 < ips['min'] <= ips['median'] <= ips['max'], (config, variant)
       assert r['identical_to_ours'] and r['batches_compared'] >= 3, (config, variant)
-  rows = input_section.summary(res)
   assert [r.name for r in rows] == [f'input_{c}_ours_vs_grain' for c in g['runs']]
   assert all(r.value > 0 and 'grain_threads' in r.detail for r in rows)
 
