@@ -234,15 +234,9 @@ class ResizedCache:
     self.item_bytes = resize_size * resize_size * 3
     self.capacity = max(0, int(budget_bytes) // self.item_bytes)
     self.rows: dict[int, np.ndarray] = {}
-    self.hits = self.misses = 0
 
   def get(self, row: int) -> np.ndarray | None:
-    a = self.rows.get(row)
-    if a is None:
-      self.misses += 1  # counters are approximate under threads: statistics only
-    else:
-      self.hits += 1
-    return a
+    return self.rows.get(row)
 
   def put(self, row: int, resized: np.ndarray) -> None:
     if len(self.rows) < self.capacity:
