@@ -40,6 +40,7 @@ def _torch_models(arch: str, device: str):
 
 
 def _best_jax(runs: dict[str, Any], arch: str, dtype: str) -> str | None:
+  """The name of our fastest `dtype` run of `arch` (None if there is none)."""
   names = [n for n in runs if n.startswith(f'jax_{arch}_{dtype}')]
   return max(names, key=lambda n: runs[n]['items_per_s']['median']) if names else None
 
@@ -132,8 +133,7 @@ def run(opts: Options) -> dict[str, Any]:
           runs, f'torch_{arch}_float32_')
       ours_name = _default_run(arch, chunk)
       if ours_name not in runs:  # e.g. --model_depthwise without the default: our fastest
-        ours_name = max((n for n in runs if n.startswith(f'jax_{arch}_float32')),
-                        key=lambda n: runs[n]['items_per_s']['median'])
+        ours_name = _best_jax(runs, arch, 'float32')
       res[f'{arch}_ours_run'] = ours_name
       if report['best'] is not None:
         best = runs[f'torch_{arch}_float32_{report["best"]}']
