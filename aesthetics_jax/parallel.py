@@ -142,8 +142,11 @@ def features_fn(model, chunk: int | None = None, num_shards: int = 1):
   `chunk=None` uses `default_chunk()`. Call inside `jax.jit`.
   """
   c = default_chunk() if chunk is None else int(chunk)
+  # Work that depends only on the variables (VGG16's Winograd kernels) runs once, not per chunk.
+  prepare = getattr(model, 'inference_variables', lambda v: v)
 
   def features(variables, x):
+    variables = prepare(variables)
     return map_batch(lambda xi: model.apply(variables, xi, train=False, method='features'),
                      x, c, num_shards)
 

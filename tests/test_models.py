@@ -12,6 +12,9 @@ import pytest
 from aesthetics_jax import models
 from aesthetics_jax.models import pretrained
 from aesthetics_jax.models import depthwise
+from aesthetics_jax.models import vgg as vgg_lib
+from aesthetics_jax.models import winograd
+from aesthetics_jax import parallel
 
 FIXTURES = Path(__file__).parent / 'fixtures'
 SIZE = 64
@@ -155,6 +158,66 @@ def test_mobilenet_v2_shift_equals_conv(mnv2):
                              atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize('b,h,w,c,o', [(2, 8, 8, 3, 5), (1, 7, 9, 4, 6), (1, 1, 1, 2, 3),
+                                         (3, 2, 5, 8, 8)])
+def test_winograd_conv_equals_direct_conv(b, h, w, c, o):
+  rng = np.random.default_rng(h * 10 + w)
+  x = jnp.asarray(rng.normal(size=(b, h, w, c)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(3, 3, c, o)), jnp.float32)
+  ref = jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)),
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  u = winograd.kernel_transform(k)
+  assert u.shape == (16, c, o)
+  y = winograd.conv3x3(x, u)
+  assert y.shape == ref.shape
+  np.testing.assert_allclose(y, ref, atol=1e-5 * float(jnp.abs(ref).max()), rtol=0)
+  yb = winograd.conv3x3(x.astype(jnp.bfloat16), u.astype(jnp.bfloat16))
+  assert yb.dtype == jnp.bfloat16
+  np.testing.assert_allclose(yb.astype(jnp.float32), ref, atol=0.05 * float(jnp.abs(ref).max()))
+  # The vjp (Grad-CAM at a layer below a Winograd conv) is the direct conv's too.
+  g = jax.grad(lambda x: jnp.sum(jnp.sin(winograd.conv3x3(x, u))))(x)
+  gref = jax.grad(lambda x: jnp.sum(jnp.sin(jax.lax.conv_general_dilated(
+      x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=('NHWC', 'HWIO', 'NHWC')))))(x)
+  np.testing.assert_allclose(g, gref, atol=1e-4 * float(jnp.abs(gref).max()), rtol=0)
+
+
+def test_vgg16_winograd_convs_share_variables_and_agree():
+  """conv3x3='winograd' reads nn.Conv's params (same init, same tree) and gives the direct
+  convs' features; 36 px makes the block-4/5 maps odd (9x9, 4x4 → padded tiles)."""
+  size = 36
+  direct = models.create_model(_config(arch='vgg16', width_mult=0.0625, conv3x3='direct'))
+  wino = models.create_model(_config(arch='vgg16', width_mult=0.0625, conv3x3='winograd'))
+  vd, vw = (models.init_variables(m, 0, size) for m in (direct, wino))
+  assert jax.tree.structure(vd) == jax.tree.structure(vw)
+  for a, b in zip(jax.tree.leaves(vd), jax.tree.leaves(vw)):
+    np.testing.assert_array_equal(a, b)
+  x = jnp.asarray(_images(3, size))
+  ref = direct.apply(vd, x, method='features')
+  scale = float(jnp.abs(ref).max())
+  np.testing.assert_allclose(wino.apply(vd, x, method='features'), ref, atol=1e-5 * scale)
+  # Precomputed kernels (what parallel.features_fn passes to every chunk) change nothing.
+  prepared = wino.inference_variables(vd)
+  assert sorted(prepared['winograd']['encoder']) == sorted(
+      f'features_{i}' for i, _ in vgg_lib.conv_layers(0.0625))
+  chunked = jax.jit(parallel.features_fn(wino, 1))(vd, x)
+  np.testing.assert_allclose(chunked, wino.apply(vd, x, method='features'), atol=1e-6 * scale)
+  np.testing.assert_allclose(wino.apply(prepared, x)['logit'], direct.apply(vd, x)['logit'],
+                             atol=1e-5 * float(jnp.abs(direct.apply(vd, x)['logit']).max()))
+  assert direct.inference_variables(vd) is vd  # nothing to precompute
+
+
+def test_conv3x3_auto_rule_and_validation():
+  on_cpu = jax.default_backend() == 'cpu'
+  assert vgg_lib.uses_winograd('auto', 256) == on_cpu
+  assert vgg_lib.uses_winograd('auto', 512) == on_cpu
+  assert not vgg_lib.uses_winograd('auto', 128)
+  assert vgg_lib.uses_winograd('winograd', 8) and not vgg_lib.uses_winograd('direct', 512)
+  assert models.create_model(_config(arch='vgg16')).conv3x3 == 'auto'
+  narrow = models.create_model(_config(arch='vgg16', width_mult=0.125))
+  assert 'winograd' not in narrow.inference_variables(
+      models.init_variables(narrow, 0, 32))  # the demo's VGG16 keeps direct convs
+
+
 def test_freeze_encoder_keeps_batch_stats(mnv2):
   _, variables, x, _ = mnv2
   for frozen in (True, False):
@@ -190,7 +253,8 @@ def test_bfloat16_compute_float32_params_and_outputs():
 
 def test_create_model_rejects_bad_config():
   for kw, word in [({'arch': 'resnet'}, 'arch'), ({'dtype': 'float16'}, 'dtype'),
-                   ({'depthwise': 'x'}, 'depthwise')]:
+                   ({'depthwise': 'x'}, 'depthwise'), ({'arch': 'vgg16', 'conv3x3': 'fft'},
+                                                       'conv3x3')]:
     with pytest.raises(ValueError, match=word):
       models.create_model(_config(**kw))
 

@@ -36,10 +36,11 @@ STUDY_TARGETS = ('aesthetic', 'bucket', 'top_tag')   # T = 12 maps per image (Mo
 
 
 def model_config(arch: str, depthwise: str = 'auto', dtype: str = 'float32',
-                 width_mult: float = 1.0) -> ml_collections.ConfigDict:
+                 width_mult: float = 1.0, conv3x3: str = 'auto') -> ml_collections.ConfigDict:
   """`config.model` for the benchmarked models (frozen encoder, inference)."""
   c = models.model_config(arch=arch, width_mult=width_mult, fc_dim=4096, vgg_pool_size=7,
-                          depthwise=depthwise, dtype=dtype, freeze_encoder=True)
+                          depthwise=depthwise, dtype=dtype, freeze_encoder=True,
+                          conv3x3=conv3x3)
   return c
 
 

@@ -121,7 +121,8 @@ flags.DEFINE_list('model_dtypes', list(_D.model_dtypes), "--what=model: 'float32
 flags.DEFINE_list('model_depthwise', list(_D.model_depthwise), '--what=model: MobileNetV2 '
                   'depthwise implementations to time.')
 flags.DEFINE_bool('profile', _D.profile, '--what=model: per-op times (jax.profiler trace) '
-                  'of the whole-batch and micro-batched float32 MobileNetV2 forwards.')
+                  'of our default float32 forward of each model and the alternative it beat '
+                  '(MobileNetV2: whole batch; VGG16: direct convs).')
 # --what=cam, study
 flags.DEFINE_integer('cam_batch_size', _D.cam_batch_size, '--what=cam,study: images per '
                      'Grad-CAM call.')

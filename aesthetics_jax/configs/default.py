@@ -50,6 +50,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.num_tags = 66
   c.model.dropout = 0.5
   c.model.depthwise = 'auto'      # 'auto' (per backend) | 'conv' | 'shift'
+  c.model.conv3x3 = 'auto'        # VGG16 convs: 'auto' (Winograd on CPU from 256 channels)
+                                  # | 'direct' | 'winograd' (models/winograd.py)
   c.model.dtype = 'float32'       # compute dtype: 'float32' | 'bfloat16'
   c.model.freeze_encoder = True   # frozen ImageNet backbone (paper)
   c.model.init_weights = ''       # converted ImageNet weights (.npz/.safetensors/.pth), or

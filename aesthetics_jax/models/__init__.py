@@ -147,11 +147,18 @@ class VGG16Binary(_SplitEncoder):
   dtype: Any = jnp.float32
   freeze_encoder: bool = False   # VGG features have no BN: nothing changes with train
   imagenet_classes: int = 0
+  conv3x3: str = 'auto'          # vgg.CONV3X3_IMPLEMENTATIONS: direct or Winograd convs
 
   def setup(self):
-    self._encoder = VGG16Encoder(self.width_mult, self.dtype, name='encoder')
+    self._encoder = VGG16Encoder(self.width_mult, self.dtype, self.conv3x3, name='encoder')
     self._head = VGGHead(self.fc_dim, self.pool_size, self.dropout, self.imagenet_classes,
                          self.dtype, name='head')
+
+  @nn.nowrap
+  def inference_variables(self, variables: dict) -> dict:
+    """`variables` with the Winograd kernels precomputed (`vgg.with_winograd_kernels`): pass
+    the result to `apply` in a loop over chunks, so the transform runs once per call."""
+    return vgg.with_winograd_kernels(variables, self.conv3x3, self.width_mult)
 
   def features(self, x: jax.Array, train: bool = False) -> jax.Array:
     """[B, H, W, 3] → A [B, H/32, W/32, 512*width_mult] float32."""
@@ -184,7 +191,7 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
 def create_model(model_config, imagenet_classes: int = 0) -> nn.Module:
   """Builds the model named by `model_config.arch` ('mobilenet_v2' | 'vgg16').
 
-  Reads `arch, width_mult, fc_dim, num_buckets, num_tags, dropout, depthwise, dtype,
+  Reads `arch, width_mult, fc_dim, num_buckets, num_tags, dropout, depthwise, conv3x3, dtype,
   freeze_encoder, vgg_pool_size` (7: torch's adaptive pool to 7x7, which replicates small
   maps; smaller values shrink fc6 for low-resolution demo models) as attributes: a
   `config.model` ConfigDict or any object with them (e.g. `models.model_config(...)`).
@@ -194,6 +201,7 @@ def create_model(model_config, imagenet_classes: int = 0) -> nn.Module:
   if c.dtype not in _DTYPES:
     raise ValueError(f"config.model.dtype={c.dtype!r}: use one of {tuple(_DTYPES)}")
   resolve_impl(c.depthwise)  # validate early
+  vgg.uses_winograd(c.conv3x3, 0)
   common = dict(width_mult=float(c.width_mult), dropout=float(c.dropout),
                 dtype=_DTYPES[c.dtype], freeze_encoder=bool(c.freeze_encoder),
                 imagenet_classes=imagenet_classes)
@@ -201,7 +209,8 @@ def create_model(model_config, imagenet_classes: int = 0) -> nn.Module:
     return MobileNetV2Aesthetic(num_buckets=int(c.num_buckets), num_tags=int(c.num_tags),
                                 depthwise=c.depthwise, **common)
   if c.arch == 'vgg16':
-    return VGG16Binary(fc_dim=int(c.fc_dim), pool_size=int(c.vgg_pool_size), **common)
+    return VGG16Binary(fc_dim=int(c.fc_dim), pool_size=int(c.vgg_pool_size),
+                       conv3x3=c.conv3x3, **common)
   raise ValueError(f"config.model.arch={c.arch!r}: use one of {ARCHS}")
 
 

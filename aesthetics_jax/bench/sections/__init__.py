@@ -47,7 +47,7 @@ class Options:
   model_archs: tuple[str, ...] = ('mobilenet_v2', 'vgg16')
   model_dtypes: tuple[str, ...] = ('float32', 'bfloat16')
   model_depthwise: tuple[str, ...] = ('shift', 'conv')
-  profile: bool = True             # per-op times of the float32 MobileNetV2 forwards
+  profile: bool = True             # per-op times of each encoder's float32 forwards
   # --what=cam, study
   cam_batch_size: int = 32
   cam_warmup: int = 10             # pytorch-grad-cam's first calls are 2-6x slower

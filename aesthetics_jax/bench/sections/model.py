@@ -1,7 +1,7 @@
 """--what=model: eval-mode forward (features + heads) images/s.
 
-MobileNetV2 (depthwise 'shift' vs 'conv', whole batch vs micro-batched) and VGG16, float32
-and bfloat16 (with its error against float32), interleaved with torchvision on identical
+MobileNetV2 (depthwise 'shift' vs 'conv', whole batch vs micro-batched) and VGG16 (the
+default convs, Winograd on CPU, and the direct ones, in float32), float32 and bfloat16 (with its error against float32), interleaved with torchvision on identical
 weights when the reference is torch: every formulation of `bench.formulations.forward`
 (NCHW / channels_last, chunks of 1/2/4/8 images, inference_mode / no_grad, torch.compile)
 is timed and the ratio is against the fastest of them.
@@ -26,6 +26,15 @@ def _default_run(arch: str, chunk: int) -> str:
   micro-batched as `parallel.default_chunk` says."""
   impl = '' if arch == 'vgg16' else '_' + models.resolve_impl('auto')
   return f'jax_{arch}_float32{impl}' + (f'_chunk{chunk}' if chunk else '_batch')
+
+
+def _profile_runs(arch: str, chunk: int) -> list[str]:
+  """The runs whose per-op profile is recorded: our default, and the alternative it beat
+  (MobileNetV2: the whole batch at once; VGG16: direct convs instead of Winograd)."""
+  ours = _default_run(arch, chunk)
+  other = (ours.replace('_float32', '_float32_direct') if arch == 'vgg16'
+           else ours.rsplit('_chunk', 1)[0] + '_batch')
+  return [ours, other]
 
 
 def _torch_models(arch: str, device: str):
@@ -59,19 +68,27 @@ def run(opts: Options) -> dict[str, Any]:
   for arch in opts.model_archs:
     tm, tm_cl = _torch_models(arch, device) if opts.torch else (None, None)
     fns, outs, compile_s, jitted = {}, {}, {}, {}
-    impls = list(opts.model_depthwise) if arch == 'mobilenet_v2' else ['-']
+    # MobileNetV2: the depthwise implementations; VGG16: its default convs ('-') and, in
+    # float32, the direct ones, to show what Winograd buys.
+    impls = list(opts.model_depthwise) if arch == 'mobilenet_v2' else ['-', 'direct']
     variables = None
     for dtype in opts.model_dtypes:
       # bfloat16 with one depthwise only: the backend's default if it is timed in float32,
       # else the first asked for (its float32 run is the reference of its error).
       bf16_impl = models.resolve_impl('auto')
       bf16_impl = bf16_impl if bf16_impl in impls else impls[0]
-      for impl in (impls if dtype == 'float32' or arch != 'mobilenet_v2' else [bf16_impl]):
-        model = models.create_model(
-            workloads.model_config(arch, 'auto' if impl == '-' else impl, dtype))
+      if dtype != 'float32':
+        dtype_impls = [bf16_impl] if arch == 'mobilenet_v2' else ['-']
+      else:
+        dtype_impls = impls
+      for impl in dtype_impls:
+        model = models.create_model(workloads.model_config(
+            arch, impl if arch == 'mobilenet_v2' else 'auto', dtype,
+            conv3x3='direct' if impl == 'direct' else 'auto'))
         if variables is None:
           variables = torch_ref.variables(model, arch, s, tm)
-        for c in ([0, chunk] if chunk and dtype == 'float32' else [chunk]):
+        both = chunk and dtype == 'float32' and impl != 'direct'
+        for c in ([0, chunk] if both else [chunk]):
           fwd = workloads.forward_fn(model, c, what='outputs')
           name = f'jax_{arch}_{dtype}' + (f'_{impl}' if impl != '-' else '') + (
               f'_chunk{c}' if c else '_batch')
@@ -98,9 +115,9 @@ def run(opts: Options) -> dict[str, Any]:
           print(f'  torch.compile {name}: compile + first run {secs:.1f} s', flush=True)
         fns[name] = fn
     runs = timing.interleaved(fns, items=b, repeats=opts.repeats, warmup=opts.warmup)
-    if opts.profile and arch == 'mobilenet_v2':  # where the time goes, per XLA op
+    if opts.profile:  # where the time goes, per XLA op
       prof = res.setdefault('profile', {})
-      for name in [k for k in fns if k.startswith('jax_') and 'float32' in k][:2]:
+      for name in [n for n in _profile_runs(arch, chunk) if n in jitted]:
         names = profile.op_names(jitted[name].lower(variables, x).compile().as_text())
         prof[name] = profile.top_ops(fns[name], calls=2, n=8, names=names)
         print(f'  profile {name} (ms per call):\n' + '\n'.join(
