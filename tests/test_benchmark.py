@@ -284,12 +284,13 @@ def test_unavailable_torch_is_one_line(monkeypatch):
 
 def test_summary_rows_against_targets():
   rows = benchmark.summary_rows([
-      sections.Row('study_vs_looped_pytorch_grad_cam', 25.0),           # TARGETS: 20
-      sections.Row('gradcam_one_target_vs_pytorch_grad_cam', 1.5),      # TARGETS: 2
+      sections.Row('study_vs_looped_pytorch_grad_cam', 25.0),           # TARGETS: 25
+      sections.Row('gradcam_one_target_vs_pytorch_grad_cam', 2.5),      # TARGETS: 3
+      sections.Row('vgg16_forward_vs_best_torch', 1.1),                 # TARGETS: 1
       sections.Row('x_mb', 120.0, target=100.0, better='lower'),
       sections.Row('no_target', 3.0), sections.Row('no_value', None, target=1.0)])
   assert [(r['target'], r['met']) for r in rows] == [
-      (20.0, True), (2.0, False), (100.0, False), (None, None), (1.0, None)]
+      (25.0, True), (3.0, False), (1.0, True), (100.0, False), (None, None), (1.0, None)]
   assert set(rows[0]) == {'name', 'value', 'target', 'met', 'detail'}
 
 
