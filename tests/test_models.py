@@ -158,27 +158,35 @@ def test_mobilenet_v2_shift_equals_conv(mnv2):
                              atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize('b,h,w,c,o', [(2, 8, 8, 3, 5), (1, 7, 9, 4, 6), (1, 1, 1, 2, 3),
-                                         (3, 2, 5, 8, 8)])
-def test_winograd_conv_equals_direct_conv(b, h, w, c, o):
-  rng = np.random.default_rng(h * 10 + w)
-  x = jnp.asarray(rng.normal(size=(b, h, w, c)), jnp.float32)
-  k = jnp.asarray(rng.normal(size=(3, 3, c, o)), jnp.float32)
-  ref = jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)),
-                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+def _direct_conv(x, k):
+  return jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)),
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+@jax.jit
+def _winograd_vs_direct(x, k):
+  """(Winograd, direct) convs and the vjps of sum(sin(conv)) w.r.t. x, in one executable."""
+  loss = lambda conv: lambda x: jnp.sum(jnp.sin(conv(x)))  # noqa: E731
+  wino = lambda x: winograd.conv3x3(x, winograd.kernel_transform(k))  # noqa: E731
+  direct = lambda x: _direct_conv(x, k)  # noqa: E731
+  return wino(x), direct(x), jax.grad(loss(wino))(x), jax.grad(loss(direct))(x)
+
+
+def test_winograd_conv_equals_direct_conv():
+  """Even, odd (padded tiles) and 1x1 maps; the vjp (Grad-CAM below a Winograd conv) too."""
+  rng = np.random.default_rng(0)
+  for b, h, w, c, o in [(2, 8, 8, 3, 5), (1, 7, 9, 4, 6), (1, 1, 1, 2, 3)]:
+    x = jnp.asarray(rng.normal(size=(b, h, w, c)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3, 3, c, o)), jnp.float32)
+    y, ref, g, gref = _winograd_vs_direct(x, k)
+    assert y.shape == ref.shape == (b, h, w, o)
+    np.testing.assert_allclose(y, ref, atol=1e-5 * float(jnp.abs(ref).max()), rtol=0)
+    np.testing.assert_allclose(g, gref, atol=1e-4 * float(jnp.abs(gref).max()), rtol=0)
   u = winograd.kernel_transform(k)
   assert u.shape == (16, c, o)
-  y = winograd.conv3x3(x, u)
-  assert y.shape == ref.shape
-  np.testing.assert_allclose(y, ref, atol=1e-5 * float(jnp.abs(ref).max()), rtol=0)
-  yb = winograd.conv3x3(x.astype(jnp.bfloat16), u.astype(jnp.bfloat16))
+  yb = jax.jit(winograd.conv3x3)(x.astype(jnp.bfloat16), u.astype(jnp.bfloat16))
   assert yb.dtype == jnp.bfloat16
   np.testing.assert_allclose(yb.astype(jnp.float32), ref, atol=0.05 * float(jnp.abs(ref).max()))
-  # The vjp (Grad-CAM at a layer below a Winograd conv) is the direct conv's too.
-  g = jax.grad(lambda x: jnp.sum(jnp.sin(winograd.conv3x3(x, u))))(x)
-  gref = jax.grad(lambda x: jnp.sum(jnp.sin(jax.lax.conv_general_dilated(
-      x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=('NHWC', 'HWIO', 'NHWC')))))(x)
-  np.testing.assert_allclose(g, gref, atol=1e-4 * float(jnp.abs(gref).max()), rtol=0)
 
 
 def test_vgg16_winograd_convs_share_variables_and_agree():
@@ -191,19 +199,21 @@ def test_vgg16_winograd_convs_share_variables_and_agree():
   assert jax.tree.structure(vd) == jax.tree.structure(vw)
   for a, b in zip(jax.tree.leaves(vd), jax.tree.leaves(vw)):
     np.testing.assert_array_equal(a, b)
-  x = jnp.asarray(_images(3, size))
-  ref = direct.apply(vd, x, method='features')
-  scale = float(jnp.abs(ref).max())
-  np.testing.assert_allclose(wino.apply(vd, x, method='features'), ref, atol=1e-5 * scale)
-  # Precomputed kernels (what parallel.features_fn passes to every chunk) change nothing.
   prepared = wino.inference_variables(vd)
   assert sorted(prepared['winograd']['encoder']) == sorted(
       f'features_{i}' for i, _ in vgg_lib.conv_layers(0.0625))
-  chunked = jax.jit(parallel.features_fn(wino, 1))(vd, x)
-  np.testing.assert_allclose(chunked, wino.apply(vd, x, method='features'), atol=1e-6 * scale)
-  np.testing.assert_allclose(wino.apply(prepared, x)['logit'], direct.apply(vd, x)['logit'],
-                             atol=1e-5 * float(jnp.abs(direct.apply(vd, x)['logit']).max()))
   assert direct.inference_variables(vd) is vd  # nothing to precompute
+
+  @jax.jit
+  def run(v, x):
+    return (direct.apply(v, x, method='features'), wino.apply(v, x, method='features'),
+            parallel.features_fn(wino, 1)(v, x),  # precomputed kernels, one image a step
+            direct.apply(v, x)['logit'], wino.apply(wino.inference_variables(v), x)['logit'])
+  ref, inline, chunked, logit, logit_w = run(vd, jnp.asarray(_images(3, size)))
+  scale = float(jnp.abs(ref).max())
+  np.testing.assert_allclose(inline, ref, atol=1e-5 * scale)
+  np.testing.assert_allclose(chunked, inline, atol=1e-6 * scale)
+  np.testing.assert_allclose(logit_w, logit, atol=1e-5 * float(jnp.abs(logit).max()))
 
 
 def test_conv3x3_auto_rule_and_validation():
