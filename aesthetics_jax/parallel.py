@@ -137,18 +137,30 @@ def map_batch(fn: Callable[[jax.Array], Any], x: jax.Array, chunk: int,
 
 
 def features_fn(model, chunk: int | None = None, num_shards: int = 1):
-  """`(variables, x [B,H,W,3]) -> A [B,h,w,C]`: the model's inference `features`, chunked.
+  """`(variables, x [B,H,W,3]) -> A [B,h,w,C]`: the model's inference `features`, chunked
+  (`chunk` images a step; a model's `CHUNK_SPLIT = (layer, factor)` runs the layers after
+  `layer` `chunk * factor` images a step).
 
   `chunk=None` uses `default_chunk()`. Call inside `jax.jit`.
   """
   c = default_chunk() if chunk is None else int(chunk)
   # Work that depends only on the variables (VGG16's Winograd kernels) runs once, not per chunk.
   prepare = getattr(model, 'inference_variables', lambda v: v)
+  # (layer, factor): the encoder up to `layer` in chunks of c, the rest in chunks of c*factor
+  # (MobileNetV2: large early maps want small chunks, later small maps bigger GEMMs).
+  split = getattr(model, 'CHUNK_SPLIT', None) if c > 0 else None
 
   def features(variables, x):
     variables = prepare(variables)
-    return map_batch(lambda xi: model.apply(variables, xi, train=False, method='features'),
-                     x, c, num_shards)
+    if split is None:
+      return map_batch(lambda xi: model.apply(variables, xi, train=False, method='features'),
+                       x, c, num_shards)
+    layer, factor = split
+    a = map_batch(lambda xi: model.apply(variables, xi, layer, train=False,
+                                         method='features_until'), x, c, num_shards)
+    return map_batch(lambda ai: model.apply(variables, ai, layer, model.default_layer,
+                                            train=False, method='features_between'),
+                     a, c * factor, num_shards)
 
   return features
 

@@ -72,6 +72,20 @@ def test_chunked_features_equal_whole_batch(tiny):
   np.testing.assert_allclose(enc(variables, u8), ref, rtol=1e-5, atol=1e-5)
 
 
+def test_chunk_split_runs_later_layers_in_bigger_chunks(tiny):
+  """MobileNetV2's CHUNK_SPLIT: blocks up to features.6 two images a step, the rest eight:
+  two loops (4 and 1 trips for 8 images), and the features of the whole batch."""
+  model, variables, x = tiny
+  assert model.CHUNK_SPLIT == ('features.6', 4)
+  x16 = np.concatenate([x, x[::-1]])
+  jaxpr = jax.make_jaxpr(parallel.features_fn(model, 2))(variables, x16)
+  trips = sorted(int(e.params['length']) for e in jaxpr.jaxpr.eqns if e.primitive.name == 'scan')
+  assert trips == [2, 8], trips
+  whole = jax.jit(parallel.features_fn(model, 0))(variables, x16)
+  np.testing.assert_allclose(jax.jit(parallel.features_fn(model, 2))(variables, x16), whole,
+                             rtol=1e-5, atol=1e-5)
+
+
 def test_study_and_cam_steps_stay_on_device_and_trace_once(tiny):
   model, variables, x = tiny
   traces = []
