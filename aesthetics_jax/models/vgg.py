@@ -132,11 +132,10 @@ class VGG16Encoder(nn.Module):
         x = nn.max_pool(x, (2, 2), (2, 2), padding='VALID')
       elif kind == 'relu':
         x = nn.relu(x)
-      elif uses_winograd(self.conv3x3, scaled_channels(channels, self.width_mult)):
-        x = WinogradConv3x3(scaled_channels(channels, self.width_mult), self.dtype,
-                            name=f'features_{idx}')(x)
+      elif uses_winograd(self.conv3x3, out := scaled_channels(channels, self.width_mult)):
+        x = WinogradConv3x3(out, self.dtype, name=f'features_{idx}')(x)
       else:
-        x = nn.Conv(scaled_channels(channels, self.width_mult), (3, 3),
+        x = nn.Conv(out, (3, 3),
                     padding=((1, 1), (1, 1)), kernel_init=CONV_INIT, dtype=self.dtype,
                     param_dtype=jnp.float32, name=f'features_{idx}')(x)
     return x
