@@ -130,6 +130,29 @@ def test_cam_step_equals_library_gradcam(tiny):
   np.testing.assert_allclose(step(variables, x), ref(variables, x), atol=1e-5)
 
 
+def test_recipe_workload_device_segments_equal_host_steps(tiny):
+  """--what=recipe times the trainer's way of running the head steps (device segments); with
+  the cache over the device budget it falls back to host-fed steps, with the same result."""
+  model, variables, _ = tiny
+  pool = workloads.jpeg_pool(4, seed=3)
+  train, test = workloads.SyntheticSource(24, pool, seed=1), workloads.SyntheticSource(8, pool)
+  out = []
+  for budget in (1.0, 0.0):
+    c = workloads.recipe_config(24, 8, 8, 5.0, 2, S, S + 8, 1)
+    c.model.width_mult, c.log_every_steps, c.cache.device_budget_gb = 0.25, 4, budget
+    if budget:  # the section's warm-up compiles every segment the timed run makes: 4 and 3
+      workloads.warm_head_steps(model, variables, train, c, parallel.make_mesh())
+      segment = [f for k, f in workloads._COMPILED.items() if k[0] == 'segment'][-1]
+      compiled = segment._cache_size()  # pylint: disable=protected-access
+    out.append(workloads.run_recipe(model, variables, train, test, c, parallel.make_mesh()))
+    if budget:
+      assert segment._cache_size() == compiled  # pylint: disable=protected-access
+  seg, host = out
+  assert seg['steps'] == host['steps'] == 15 and seg['views'] == 2
+  assert seg['final_loss'] == pytest.approx(host['final_loss'], rel=1e-5)
+  assert seg['binary_accuracy'] == host['binary_accuracy']
+
+
 def test_stream_study_counts_every_image_once(tiny):
   model, variables, _ = tiny
   step = workloads.make_study_step(model, 'mobilenet_v2', S, 0.2, chunk=2)
@@ -326,7 +349,10 @@ def test_section_summaries_read_their_results():
   rows = recipe.summary(res)
   assert [(r.name, r.value) for r in rows] == [
       ('recipe_8900_vs_best_pytorch', 20.0), ('recipe_8900_vs_best_pytorch_views1', 50.0)]
-  assert 'best torch cached_views4' in rows[0].detail
+  assert 'best torch cached_views4' in rows[0].detail and '(extrapolated)' in rows[0].detail
+  res.update(train_images=8900, test_images=2203, extrapolate_train=8900,
+             extrapolate_test=2203)  # run at the full size: the cached torch loop is measured
+  assert [r.detail.split('(')[1][:8] for r in recipe.summary(res)] == ['measured', 'extrapol']
   assert recipe.summary({'views': 4}) == []                # no reference, no rows
   res = {'batch_size': 8, 'backend': 'gpu', 'chunk': 0,
          'runs': {'jax_mobilenet_v2_bfloat16_conv_batch': {'items_per_s': {'median': 3e4}}},

@@ -271,3 +271,59 @@ def test_disk_entry_round_trips_each_dtype(name, tmp_path):
     np.testing.assert_array_equal(arrays['test'].astype(np.float32), 1.5)
   other = dataclasses.replace(lay, num_views=1)  # another layout under the same key: not used
   assert cache_store.open_committed(tmp_path, 'a' * 16, other) is None
+
+
+def _jsonl(workdir, prefix):
+  rows = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  return [(r['step'], {k: v for k, v in r.items() if k.startswith(prefix)})
+          for r in rows if any(k.startswith(prefix) for k in r)]
+
+
+def test_device_segments_equal_host_fed_steps(data_dir, tmp_path, monkeypatch, capsys):
+  """With the cache on the device the steps between logs / evaluations / checkpoints run in
+  one call (`make_train_segment`): the same batches, updates, logged losses and checkpoints as
+  one host-fed step per call. VGG16's cached [P,P,C] maps, balanced sampling (uniform epochs:
+  the index blocks below)."""
+  arch = 'vgg16'
+  over = {'num_train_steps': 7, 'log_every_steps': 2, 'eval_every_steps': 3,
+          'checkpoint_every_steps': 3, 'optim.lr': 1e-2, 'input.balanced': True,
+          'input.weighting': 'none',
+          'cache.num_train_views': 2, 'keep_checkpoints': 3}
+  calls = []
+  make = trainer.make_train_segment
+  monkeypatch.setattr(trainer, 'make_train_segment', lambda *a: calls.append(1) or make(*a))
+  seg = trainer.train_and_evaluate(_config(arch, data_dir, **over), tmp_path / 'seg')
+  assert calls == [1] and 'feature cache held on the devices' in capsys.readouterr().out
+  host = trainer.train_and_evaluate(
+      _config(arch, data_dir, **over, **{'cache.device_budget_gb': 0.0}), tmp_path / 'host')
+  assert calls == [1]  # budget 0: one host-fed step per call
+  assert 'fed from the host one at a time' in capsys.readouterr().out
+  labels = {k for k, v in host.items() if isinstance(v, str)}
+  assert {k: seg[k] for k in labels} == {k: host[k] for k in labels}
+  assert ({k: v for k, v in seg.items() if k not in labels}
+          == pytest.approx({k: v for k, v in host.items() if k not in labels}, rel=1e-5,
+                           abs=1e-7, nan_ok=True))
+  train_seg, train_host = _jsonl(tmp_path / 'seg', 'train/'), _jsonl(tmp_path / 'host', 'train/')
+  assert [s for s, _ in train_seg] == [2, 4, 6, 7]
+  for (s, a), (_, b) in zip(train_seg, train_host):
+    assert a.keys() == b.keys()
+    for k in a:
+      if k != 'train/steps_per_sec':
+        assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), (s, k)
+  assert _jsonl(tmp_path / 'seg', 'validation/') == _jsonl(tmp_path / 'host', 'validation/')
+  for step in (3, 6, 7):
+    _, v_seg, _, _ = checkpoints.restore_for_inference(tmp_path / 'seg', step=step)
+    _, v_host, _, _ = checkpoints.restore_for_inference(tmp_path / 'host', step=step)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 jax.device_get(v_seg), jax.device_get(v_host))
+
+
+def test_segment_boundaries_and_index_blocks():
+  assert [trainer.next_boundary(s, 7, 2, 3, 3) for s in range(7)] == [2, 2, 3, 4, 6, 6, 7]
+  assert trainer.next_boundary(5, 100, 50, 500, 500) == 50
+  from aesthetics_jax.data import sampling  # pylint: disable=import-outside-toplevel
+  cdf = np.cumsum(np.linspace(1, 2, 10))
+  for c in (None, cdf):
+    block = sampling.train_indices_block(3, 9, 10, 4, 5, c)
+    want = np.stack([sampling.train_indices(s, 10, 4, 5, c) for s in range(3, 12)])
+    np.testing.assert_array_equal(block, want)

@@ -179,9 +179,11 @@ def _eval_spy(monkeypatch, scripted):
 
 
 def _train_id_spy(monkeypatch):
-  """Image ids of every training batch, online (pipeline) or from the feature cache."""
+  """Image ids of every training batch, online (pipeline) or from the feature cache (host-fed
+  steps, or the rows of the device-side segments)."""
   seen = set()
   orig_online, orig_cache = trainer.ip.train_batches, feature_cache.FeatureCache.train_batch
+  orig_segment = feature_cache.FeatureCache.segment_indices
 
   def online(*a, **k):
     for b in orig_online(*a, **k):
@@ -194,7 +196,13 @@ def _train_id_spy(monkeypatch):
     return b
 
   monkeypatch.setattr(trainer.ip, 'train_batches', online)
+  def segment(self, *a, **k):
+    rows, views = orig_segment(self, *a, **k)
+    seen.update(self.train_meta.image_id[rows.ravel()].tolist())
+    return rows, views
+
   monkeypatch.setattr(feature_cache.FeatureCache, 'train_batch', cached)
+  monkeypatch.setattr(feature_cache.FeatureCache, 'segment_indices', segment)
   return seen
 
 

@@ -25,6 +25,7 @@ from aesthetics_jax.configs import default as default_config
 from aesthetics_jax.configs import mobilenet_v2_emd
 from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.data import preprocess
+from aesthetics_jax.data import sampling
 from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.explain import cam
 from aesthetics_jax.models import outputs as outputs_lib
@@ -278,7 +279,9 @@ def run_recipe(model, variables, train_source, test_source, config, mesh,
   """Cache build (K views + test view) → head steps for `num_epochs` → test metrics.
 
   Returns seconds per phase and the step count. Uses the library's own pieces:
-  `feature_cache.build`, `trainer.make_train_step(..., 'features')`, `trainer.make_eval_step`;
+  `feature_cache.build`, `trainer.make_train_segment` (or, with the cache over
+  `config.cache.device_budget_gb`, `trainer.make_train_step(..., 'features')`),
+  `trainer.make_eval_step`;
   jitted functions are reused across calls in this process (compile once, as one run does).
   """
   orig = feature_cache.make_encode_fn
@@ -291,30 +294,68 @@ def run_recipe(model, variables, train_source, test_source, config, mesh,
     t_cache = time.perf_counter() - t0
   finally:
     feature_cache.make_encode_fn = orig
-  n = cache.train.shape[1]
-  b = int(config.batch_size)
-  steps = optim.total_train_steps(config, n)
-  tx = optim.make_optimizer(config, steps)
-  state = trainer.create_state(model, config, tx, mesh, variables)
-  arch = str(config.model.arch)
+  state, metrics, steps, t_steps = _head_steps(model, variables, config, cache, mesh)
+  b, arch = int(config.batch_size), str(config.model.arch)
   key = (model, arch, float(config.optim.lr), str(config.optim.name), b)
-  step_fn = _once(('step',) + key, lambda: jax.jit(
-      trainer.make_train_step(model, config, tx, 'features'), donate_argnums=0))
-  rng = jax.random.key(0)
-  t1 = time.perf_counter()
-  metrics = None
-  for s in range(steps):
-    state, metrics = step_fn(state, cache.train_batch(s, b), rng)
-  jax.block_until_ready(metrics)
-  t_steps = time.perf_counter() - t1
   eval_step = _once(('eval',) + key, lambda: jax.jit(trainer.make_eval_step(model, arch,
                                                                           'features')))
   t2 = time.perf_counter()
   res, _, _ = trainer.evaluate(eval_step, state.variables, cache.test_batches(b), config)
   t_eval = time.perf_counter() - t2
   return {'cache_s': t_cache, 'steps': steps, 'steps_s': t_steps, 'eval_s': t_eval,
-          'total_s': t_cache + t_steps + t_eval, 'num_train': n,
+          'total_s': t_cache + t_steps + t_eval, 'num_train': int(cache.train.shape[1]),
           'num_test': int(cache.test.shape[0]), 'views': int(cache.train.shape[0]),
           'final_loss': float(metrics['loss']),
           'binary_accuracy': float(res.get('binary_accuracy', float('nan')))}
 
+
+
+def _head_steps(model, variables, config, cache: feature_cache.FeatureCache, mesh):
+  """The recipe's head steps over `cache`, as the trainer runs them: on the device, the steps
+  between two logs in one call (host-fed one at a time over `config.cache.device_budget_gb`).
+  Returns (state, last metrics, steps, seconds)."""
+  n, b = cache.train.shape[1], int(config.batch_size)
+  steps = optim.total_train_steps(config, n)
+  tx = optim.make_optimizer(config, steps)
+  state = trainer.create_state(model, config, tx, mesh, variables)
+  key = (model, str(config.model.arch), float(config.optim.lr), str(config.optim.name), b)
+  rng = jax.random.key(0)
+  t1 = time.perf_counter()
+  device_rows = cache.device_rows(float(config.cache.device_budget_gb))
+  if device_rows is None:
+    step_fn = _once(('step',) + key, lambda: jax.jit(
+        trainer.make_train_step(model, config, tx, 'features'), donate_argnums=0))
+    for s in range(steps):
+      state, metrics = step_fn(state, cache.train_batch(s, b), rng)
+  else:
+    segment = _once(('segment',) + key, lambda: trainer.make_train_segment(
+        trainer.make_train_step(model, config, tx, 'features'), mesh))
+    s = 0
+    while s < steps:
+      end = trainer.next_boundary(s, steps, int(config.log_every_steps),
+                                  int(config.eval_every_steps),
+                                  int(config.checkpoint_every_steps))
+      rows, views = parallel.replicate(cache.segment_indices(s, end - s, b), mesh)
+      state, metrics = segment(state, device_rows, rows, views, rng, np.bool_(end == steps))
+      metrics = jax.tree.map(lambda v: v[-1], metrics)
+      s = end
+  jax.block_until_ready(metrics)
+  return state, metrics, steps, time.perf_counter() - t1
+
+
+def warm_head_steps(model, variables, train_source, config, mesh) -> float:
+  """Compiles the head steps of `run_recipe(..., train_source, ..., config)` without encoding
+  anything: the same steps over a zero cache of the same shape (a segment's jit depends on the
+  cache's row count, so a smaller warm-up run would not compile them). Returns seconds."""
+  t0 = time.perf_counter()
+  meta = sampling.read_metadata(train_source)
+  if 0 < int(config.data.max_train_images) < len(meta):
+    meta = meta.take(int(config.data.max_train_images))
+  lay = feature_cache.layout(model, config, len(meta), 1)
+  weights, cdf = ip.train_sampling(meta, config)
+  cache = feature_cache.FeatureCache(
+      train=np.zeros(lay.shapes()['train'], lay.dtype), train_meta=meta, train_weights=weights,
+      cdf=cdf, test=np.zeros(lay.shapes()['test'], lay.dtype), test_meta=meta.take(1),
+      test_weights=weights[:1], seed=int(config.seed), mesh=mesh)
+  _head_steps(model, variables, config, cache, mesh)
+  return time.perf_counter() - t0

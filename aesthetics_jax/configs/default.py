@@ -88,6 +88,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.cache.dtype = 'auto'
   # Caches larger than this are memory-mapped from <workdir>/cache/ (reused on resume).
   c.cache.ram_budget_gb = 2.0
+  # A RAM cache up to this size per device (CPU: summed over devices) is also held on the
+  # devices, and the head steps between two logs / evaluations / checkpoints run in one call
+  # (~3x faster for MobileNetV2's small head); 0 = one host-fed step per call.
+  c.cache.device_budget_gb = 1.0
 
   # --- bookkeeping -----------------------------------------------------------
   c.log_every_steps = 50

@@ -220,11 +220,22 @@ def train_indices(step: int, num_rows: int, batch_size: int, seed: int,
   if cdf is not None:
     u = np.random.default_rng([_SAMPLER_STREAM, seed, step]).random(batch_size)
     return np.minimum(np.searchsorted(cdf, u * cdf[-1], side='right'), num_rows - 1)
-  pos = step * batch_size + np.arange(batch_size, dtype=np.int64)
+  return train_indices_block(step, 1, num_rows, batch_size, seed)[0]
+
+
+def train_indices_block(start: int, count: int, num_rows: int, batch_size: int, seed: int,
+                        cdf: np.ndarray | None = None) -> np.ndarray:
+  """i64 [count, batch_size]: `train_indices` of steps start .. start+count-1, equal row for
+  row, with each epoch's permutation drawn once (per step it costs O(num_rows): 0.3 ms of
+  host time a step at AVA's 8,900 rows, about a scanned head step's own cost)."""
+  if cdf is not None:
+    return np.stack([train_indices(s, num_rows, batch_size, seed, cdf)
+                     for s in range(start, start + count)]).reshape(count, batch_size)
+  pos = start * batch_size + np.arange(count * batch_size, dtype=np.int64)
   epochs, offsets = np.divmod(pos, num_rows)
-  out = np.empty(batch_size, np.int64)
-  for e in np.unique(epochs):  # at most two epochs per batch unless B > N
+  out = np.empty(pos.shape, np.int64)
+  for e in np.unique(epochs):  # at most two epochs per step unless B > N
     perm = np.random.default_rng([_SAMPLER_STREAM, seed, 1, int(e)]).permutation(num_rows)
     sel = epochs == e
     out[sel] = perm[offsets[sel]]
-  return out
+  return out.reshape(count, batch_size)

@@ -188,17 +188,47 @@ class FeatureCache:
         'tags': meta.tag_soft[idx], 'weight': (weights[idx] * mask).astype(np.float32),
         'image_id': meta.image_id[idx].astype(np.int32), 'mask': mask.astype(np.float32)}
 
+  def _views(self, step: int, batch_size: int) -> np.ndarray:
+    """Which cached view each row of step `step` uses, i64 [batch_size]."""
+    return np.random.default_rng([_PICK_STREAM, self.seed, step]).integers(
+        0, self.train.shape[0], batch_size)
+
   def train_batch(self, step: int, batch_size: int) -> dict[str, jax.Array]:
     """Global batch of step `step`: `features [B, *view]` (f32) + the usual target keys."""
     n = self.train.shape[1]
     idx = sampling.train_indices(step, n, batch_size, self.seed, self.cdf)
-    views = np.random.default_rng([_PICK_STREAM, self.seed, step]).integers(
-        0, self.train.shape[0], batch_size)
+    views = self._views(step, batch_size)
     rows = parallel.local_rows(parallel.data_sharding(self.mesh), batch_size)
     li, lv = idx[rows], views[rows]
     host = self._rows(self.train_meta, self.train_weights, li, np.ones(len(li), np.float32))
     host['features'] = self.train[lv, li].astype(np.float32)
     return self._global(host, batch_size)
+
+  def device_rows(self, budget_gb: float) -> dict[str, jax.Array] | None:
+    """The train split on every device for `train_segment`: `features [K, N, *view]` in the
+    storage dtype and each target key of `train_batch` [N, ...]. None when the cache is
+    memory-mapped from disk or its features exceed `budget_gb` per device (on CPU, whose
+    devices share host RAM, summed over this process's devices).
+    """
+    if isinstance(self.train, np.memmap) or budget_gb <= 0:
+      return None
+    copies = len(jax.local_devices()) if jax.default_backend() == 'cpu' else 1
+    if self.train.nbytes * copies > budget_gb * 2**30:
+      return None
+    n = self.train.shape[1]
+    host = self._rows(self.train_meta, self.train_weights, np.arange(n), np.ones(n, np.float32))
+    del host['mask']  # every train row is real
+    host['features'] = self.train
+    return parallel.replicate(host, self.mesh)
+
+  def segment_indices(self, start: int, count: int, batch_size: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, views), i32 [count, batch_size] each: what `train_batch` reads at steps
+    start .. start+count-1, for `gather_batch` over `device_rows`."""
+    idx = sampling.train_indices_block(start, count, self.train.shape[1], batch_size,
+                                       self.seed, self.cdf)
+    views = np.stack([self._views(s, batch_size) for s in range(start, start + count)])
+    return idx.astype(np.int32), views.astype(np.int32)
 
   def test_batches(self, batch_size: int) -> Iterator[dict[str, jax.Array]]:
     """One ordered pass over the test features, padded with mask = 0."""
@@ -222,6 +252,16 @@ class FeatureCache:
       host = self._rows(meta, weights, idx, mask[rows])
       host['features'] = feats[idx].astype(np.float32)
       yield self._global(host, batch_size)
+
+
+def gather_batch(device_rows: dict[str, jax.Array], rows: jax.Array, views: jax.Array
+                 ) -> dict[str, jax.Array]:
+  """Inside jit: the batch `train_batch` builds on the host, from `device_rows` at
+  `rows` / `views` (i32 [B] each, from `segment_indices`)."""
+  batch = {k: v[rows] for k, v in device_rows.items() if k != 'features'}
+  batch['features'] = device_rows['features'][views, rows].astype(jnp.float32)
+  batch['mask'] = jnp.ones(rows.shape, jnp.float32)
+  return batch
 
 
 def _cache_key(variables, config, train_meta: sampling.Metadata,

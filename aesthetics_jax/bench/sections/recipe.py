@@ -47,16 +47,26 @@ def run(opts: Options) -> dict[str, Any]:
   variables = torch_ref.variables(model, 'mobilenet_v2', s, tm)
   del tm
   mesh = parallel.make_mesh()
-  # Compile everything once (a tiny run): the timed runs below measure steady state.
-  t0 = time.perf_counter()
-  workloads.run_recipe(model, variables, workloads.SyntheticSource(b, pool),
-                       workloads.SyntheticSource(b, pool),
-                       workloads.recipe_config(b, b, b, 1, 1, s, rs, workers), mesh)
-  compile_s = time.perf_counter() - t0
-  res: dict[str, Any] = {'train_images': n, 'test_images': m, 'epochs': epochs,
-                         'views': views, 'batch_size': b, 'compile_s': compile_s, 'runs': {}}
+  # Compile everything once (a tiny run, then the head steps over a zero cache of the real
+  # shape): the timed runs below measure steady state. compile_s: that of K = --recipe_views;
+  # other K values recompile only the head steps.
   views_list = [views] + ([1] if views != 1 else [])
   configs = {k: workloads.recipe_config(n, m, b, epochs, k, s, rs, workers) for k in views_list}
+  compile_s = None
+  for k in views_list:
+    t0 = time.perf_counter()
+    workloads.run_recipe(model, variables, workloads.SyntheticSource(b, pool),
+                         workloads.SyntheticSource(b, pool),
+                         workloads.recipe_config(b, b, b, 1, k, s, rs, workers), mesh)
+    warm = configs[k].copy_and_resolve_references()
+    every = int(warm.log_every_steps)  # the full segments and the last, shorter one
+    warm.num_train_steps = every + optim.total_train_steps(warm, n) % every
+    workloads.warm_head_steps(model, variables, train_src, warm, mesh)
+    compile_s = compile_s or time.perf_counter() - t0
+  res: dict[str, Any] = {'train_images': n, 'test_images': m,
+                         'extrapolate_train': opts.extrapolate_train,
+                         'extrapolate_test': opts.extrapolate_test, 'epochs': epochs,
+                         'views': views, 'batch_size': b, 'compile_s': compile_s, 'runs': {}}
   ours_runs: dict[int, list] = {k: [] for k in views_list}
   torch_runs: list[dict] = []
   cached_runs: dict[int, list] = {k: [] for k in views_list}
@@ -168,11 +178,16 @@ def summary(result: dict[str, Any]) -> list[Row]:
     return []
   views = result['views']
   rows = []
+  # At the full size (--recipe_images=8900 --recipe_test_images=2203) both cached runs are
+  # measured; the plain loop is always extrapolated from its measured epoch(s).
+  full = ('train_images' in result and result['train_images'] == result.get('extrapolate_train')
+          and result.get('test_images') == result.get('extrapolate_test'))
   for k in [views] + ([1] if views != 1 else []):
     o = result[f'ours_views{k}']
+    how = ('measured' if full and o['torch_best'] != 'plain' else 'extrapolated')
     rows.append(Row('recipe_8900_vs_best_pytorch' + ('' if k == views else f'_views{k}'),
                     o['ratio_8900'], f'K={k} cached views; ours '
                     f'{o["extrapolated_s"] / 60:.1f} min vs best torch {o["torch_best"]} '
-                    f'{o["torch_best_extrapolated_s"] / 60:.0f} min (extrapolated)',
-                    target=30.0))
+                    f'{o["torch_best_extrapolated_s"] / 60:.1f} min ({how}); vs the plain '
+                    f'loop {o.get("ratio_8900_vs_plain", float("nan")):.1f}x', target=30.0))
   return rows
