@@ -28,7 +28,8 @@ Rerunning resumes from the latest intact checkpoint (a damaged newer one is move
 `corrupt_checkpoints/`, checkpoints.py); the data stream is deterministic in (seed, step), and
 the logs drop what the interrupted run wrote after that checkpoint (writers.py). The workdir is
 checked and locked first (workdir.py): one trainer per workdir. A failed checkpoint save (disk
-full, read-only storage) stops training at the next step with a one-line CheckpointSaveError.
+full, read-only storage) stops training at the next step (or device segment) with a one-line
+CheckpointSaveError.
 """
 from __future__ import annotations
 
@@ -421,7 +422,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
   try:
     step = start
     while step < total:
-      ckpt.check_saves()  # a failed (async) save stops training before the next step
+      ckpt.check_saves()  # a failed (async) save stops training before the next step or segment
       # One step per call, or with the cache on the device every step up to the next log,
       # evaluation or checkpoint in one call.
       done = (step + 1 if device_rows is None
