@@ -17,15 +17,34 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any, Mapping
 
 import numpy as np
-import tensorboardX
 from absl import logging
-from tensorboardX import summary as tbx_summary
 
 from aesthetics_jax import io
+
+
+def _tensorboardx():
+  """tensorboardX, imported on first use and without torch.
+
+  tensorboardX's writer imports torch whenever it is installed, only to accept torch tensors
+  (we pass numpy): for a user with torch that was ~1.5 s and ~0.4 GB RSS in every process that
+  imported the trainer (benchmark children too). Blocking `import torch` for that one import
+  keeps it out; a process that already has torch keeps it as it is.
+  """
+  if 'tensorboardX.writer' in sys.modules or 'torch' in sys.modules:
+    import tensorboardX  # pylint: disable=import-outside-toplevel
+    return tensorboardX
+  sys.modules['torch'] = None  # `import torch` raises ImportError, which tensorboardX handles
+  try:
+    import tensorboardX  # pylint: disable=import-outside-toplevel
+    import tensorboardX.summary  # pylint: disable=import-outside-toplevel,unused-import
+  finally:
+    del sys.modules['torch']
+  return tensorboardX
 
 
 def _scalar(v: Any) -> float | None:
@@ -120,8 +139,8 @@ class TensorBoardWriter:
   def __init__(self, logdir: str | os.PathLike, purge_step: int | None = None):
     # tensorboardX names files by the second and truncates an existing name: the ns suffix
     # keeps two sessions started within one second apart, and in start order.
-    self._w = tensorboardX.SummaryWriter(str(logdir), purge_step=purge_step,
-                                         filename_suffix=f'.{time.time_ns()}')
+    self._w = _tensorboardx().SummaryWriter(str(logdir), purge_step=purge_step,
+                                            filename_suffix=f'.{time.time_ns()}')
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     for k, v in scalars.items():
@@ -143,7 +162,7 @@ class TensorBoardWriter:
     """One hparams session in this run; its metrics are existing scalar tags of the run."""
     # In the run itself (not the sub-run `SummaryWriter.add_hparams` creates), so the hparams
     # dashboard reads the metrics from the scalars already logged under these tags.
-    for s in tbx_summary.hparams(dict(hparams), {t: 0.0 for t in metric_tags}):
+    for s in _tensorboardx().summary.hparams(dict(hparams), {t: 0.0 for t in metric_tags}):
       self._w.file_writer.add_summary(s)
     self._w.flush()
 
