@@ -130,27 +130,21 @@ def test_cam_step_equals_library_gradcam(tiny):
   np.testing.assert_allclose(step(variables, x), ref(variables, x), atol=1e-5)
 
 
-def test_recipe_workload_device_segments_equal_host_steps(tiny):
-  """--what=recipe times the trainer's way of running the head steps (device segments); with
-  the cache over the device budget it falls back to host-fed steps, with the same result."""
+def test_recipe_workload_compiles_its_segments_in_the_warm_up(tiny):
+  """--what=recipe times the trainer's head-step segments (equal to host-fed steps:
+  test_feature_cache); its warm-up compiles every segment shape the timed run makes (here 4
+  and 3 steps), so no compile lands in the timed steps."""
   model, variables, _ = tiny
   pool = workloads.jpeg_pool(4, seed=3)
   train, test = workloads.SyntheticSource(24, pool, seed=1), workloads.SyntheticSource(8, pool)
-  out = []
-  for budget in (1.0, 0.0):
-    c = workloads.recipe_config(24, 8, 8, 5.0, 2, S, S + 8, 1)
-    c.model.width_mult, c.log_every_steps, c.cache.device_budget_gb = 0.25, 4, budget
-    if budget:  # the section's warm-up compiles every segment the timed run makes: 4 and 3
-      workloads.warm_head_steps(model, variables, train, c, parallel.make_mesh())
-      segment = [f for k, f in workloads._COMPILED.items() if k[0] == 'segment'][-1]
-      compiled = segment._cache_size()  # pylint: disable=protected-access
-    out.append(workloads.run_recipe(model, variables, train, test, c, parallel.make_mesh()))
-    if budget:
-      assert segment._cache_size() == compiled  # pylint: disable=protected-access
-  seg, host = out
-  assert seg['steps'] == host['steps'] == 15 and seg['views'] == 2
-  assert seg['final_loss'] == pytest.approx(host['final_loss'], rel=1e-5)
-  assert seg['binary_accuracy'] == host['binary_accuracy']
+  c = workloads.recipe_config(24, 8, 8, 5.0, 2, S, S + 8, 1)
+  c.model.width_mult, c.log_every_steps = 0.25, 4
+  workloads.warm_head_steps(model, variables, train, c, parallel.make_mesh())
+  segment = [f for k, f in workloads._COMPILED.items() if k[0] == 'segment'][-1]
+  compiled = segment._cache_size()  # pylint: disable=protected-access
+  res = workloads.run_recipe(model, variables, train, test, c, parallel.make_mesh())
+  assert segment._cache_size() == compiled == 2  # pylint: disable=protected-access
+  assert res['steps'] == 15 and res['views'] == 2 and np.isfinite(res['final_loss'])
 
 
 def test_stream_study_counts_every_image_once(tiny):
