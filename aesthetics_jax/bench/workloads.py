@@ -296,9 +296,8 @@ def run_recipe(model, variables, train_source, test_source, config, mesh,
     feature_cache.make_encode_fn = orig
   state, metrics, steps, t_steps = _head_steps(model, variables, config, cache, mesh)
   b, arch = int(config.batch_size), str(config.model.arch)
-  key = (model, arch, float(config.optim.lr), str(config.optim.name), b)
-  eval_step = _once(('eval',) + key, lambda: jax.jit(trainer.make_eval_step(model, arch,
-                                                                          'features')))
+  eval_step = _once(('eval',) + _jit_key(model, config),
+                    lambda: jax.jit(trainer.make_eval_step(model, arch, 'features')))
   t2 = time.perf_counter()
   res, _, _ = trainer.evaluate(eval_step, state.variables, cache.test_batches(b), config)
   t_eval = time.perf_counter() - t2
@@ -308,6 +307,10 @@ def run_recipe(model, variables, train_source, test_source, config, mesh,
           'final_loss': float(metrics['loss']),
           'binary_accuracy': float(res.get('binary_accuracy', float('nan')))}
 
+def _jit_key(model, config) -> tuple:
+  """What the recipe's jitted steps depend on besides shapes (the `_once` key)."""
+  return (model, str(config.model.arch), float(config.optim.lr), str(config.optim.name),
+          int(config.batch_size))
 
 
 def _head_steps(model, variables, config, cache: feature_cache.FeatureCache, mesh):
@@ -318,7 +321,7 @@ def _head_steps(model, variables, config, cache: feature_cache.FeatureCache, mes
   steps = optim.total_train_steps(config, n)
   tx = optim.make_optimizer(config, steps)
   state = trainer.create_state(model, config, tx, mesh, variables)
-  key = (model, str(config.model.arch), float(config.optim.lr), str(config.optim.name), b)
+  key = _jit_key(model, config)
   rng = jax.random.key(0)
   t1 = time.perf_counter()
   device_rows = cache.device_rows(float(config.cache.device_budget_gb))
@@ -335,8 +338,8 @@ def _head_steps(model, variables, config, cache: feature_cache.FeatureCache, mes
       end = trainer.next_boundary(s, steps, int(config.log_every_steps),
                                   int(config.eval_every_steps),
                                   int(config.checkpoint_every_steps))
-      rows, views = parallel.replicate(cache.segment_indices(s, end - s, b), mesh)
-      state, metrics = segment(state, device_rows, rows, views, rng, np.bool_(end == steps))
+      state, metrics = trainer.run_segment(segment, state, cache, device_rows, s, end, b, rng,
+                                           np.bool_(end == steps), mesh)
       metrics = jax.tree.map(lambda v: v[-1], metrics)
       s = end
   jax.block_until_ready(metrics)

@@ -167,6 +167,15 @@ def make_train_segment(step_fn, mesh: Mesh):
   return jax.jit(segment, donate_argnums=(0,), out_shardings=(repl, repl))
 
 
+def run_segment(train_segment, state: TrainState, cache: feature_cache.FeatureCache,
+                device_rows: dict, start: int, end: int, batch_size: int, base_rng, measure,
+                mesh: Mesh) -> tuple[TrainState, dict]:
+  """Steps start .. end-1 over the cache on the devices: `train_segment` (from
+  `make_train_segment`) fed that span's rows and views."""
+  rows, views = parallel.replicate(cache.segment_indices(start, end - start, batch_size), mesh)
+  return train_segment(state, device_rows, rows, views, base_rng, measure)
+
+
 def make_eval_step(model, arch: str, mode: str):
   """Un-jitted `(variables, batch) -> predictions` (see predict_outputs)."""
   def eval_fn(variables, batch):
@@ -434,9 +443,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
       if device_rows is None:
         state, m = train_step(state, next_batch(step), base_rng, measure)
       else:
-        rows, views = parallel.replicate(
-            cache.segment_indices(step, done - step, int(config.batch_size)), mesh)
-        state, m = train_segment(state, device_rows, rows, views, base_rng, measure)
+        state, m = run_segment(train_segment, state, cache, device_rows, step, done,
+                               int(config.batch_size), base_rng, measure, mesh)
       pending.append((range(step, done), m))
       bar.update(done - step)
       step = done
