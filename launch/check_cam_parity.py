@@ -14,6 +14,8 @@ Two kinds of models, all 7 methods, identical weights and inputs on both sides; 
   tests/fixtures/cam_layers_parity.npz  pytorch-grad-cam's maps of the committed small
     torchvision models (mobilenet_v2_w025.safetensors, vgg_tiny.safetensors; parity_io.npz's
     inputs) at an intermediate layer and a fused pair (`FIXTURE_LAYERS`).
+  Both store EigenCAM with the sign fixed by |max| >= |min| (`FIXTURE_EIGEN_SIGN`), not
+  LAPACK's, so that a numpy release cannot flip it.
 
   python -m launch.check_cam_parity                  # live: toy seeds + torchvision models
   python -m launch.check_cam_parity --write          # regenerate both fixtures
@@ -23,6 +25,7 @@ Needs the optional torch extras (`pip install .[torch]`); the JAX side below doe
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -53,6 +56,13 @@ FIXTURE_LAYERS = {
     'vgg16': (('features.22',), ('features.15', 'features.29')),
 }
 TOLERANCE = 5e-4
+# EigenCAM's sign is the SVD's, which follows numpy's LAPACK build: a fixture recorded with one
+# numpy release can hold the opposite sign from the next (seen: numpy 2.4.6 flipped a VGG16
+# map of the layers fixture). Live checks compare the stock sign (both sides call the same
+# numpy in one process; `test_cam.py` checks our projection against numpy's SVD directly);
+# the committed fixtures store EigenCAM with the sign flipped so that |max| >= |min| on both
+# sides ('max_abs'), so they test everything but the build-dependent sign.
+FIXTURE_EIGEN_SIGN = 'max_abs'
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,8 +102,10 @@ def jax_head(w: dict, head: str, A):
   return jnp.dot(hid, jnp.asarray(w[p + 'fc2.weight']).T, precision=hp) + w[p + 'fc2.bias']
 
 
-def jax_maps(w: dict, images: np.ndarray, head: str, cats, methods=tuple(METHOD_CLASSES)) -> dict:
-  """pytorch-grad-cam-ordered maps `[B,H,W]` per method for per-image categories `cats [B]`."""
+def jax_maps(w: dict, images: np.ndarray, head: str, cats, methods=tuple(METHOD_CLASSES),
+             eigen_sign: str = 'pytorch_grad_cam') -> dict:
+  """pytorch-grad-cam-ordered maps `[B,H,W]` per method for per-image categories `cats [B]`
+  (`eigen_sign`: see `cam.eigen_projection`)."""
   import jax
   import jax.numpy as jnp
   from aesthetics_jax.explain import cam
@@ -107,7 +119,7 @@ def jax_maps(w: dict, images: np.ndarray, head: str, cats, methods=tuple(METHOD_
   out = {}
   for m in methods:
     raw = jax.jit(lambda a, im, m=m: cam.compute(m, head_fn, a, target_fn, model_fn=model_fn,
-                                                  images=im))(A, x)
+                                                  images=im, eigen_sign=eigen_sign))(A, x)
     sel = raw[np.arange(len(cats)), cats]  # [B, h, w]
     out[m] = np.asarray(cam.torch_like(sel, x.shape[1:3]))
   return out
@@ -129,7 +141,31 @@ def compare(expected: np.ndarray, got: np.ndarray) -> tuple[float, float]:
 # Torch side (imported lazily: CI has no torch).
 
 
-def torch_run(seed: int, size: int = 32):
+@contextlib.contextmanager
+def torch_eigen_sign(sign: str = 'pytorch_grad_cam'):
+  """pytorch-grad-cam's EigenCAM with its stock projection ('pytorch_grad_cam') or the same
+  projection flipped per image so that |max| >= |min| ('max_abs', as `cam.eigen_projection`)."""
+  if sign == 'pytorch_grad_cam':
+    yield
+    return
+  if sign != 'max_abs':
+    raise ValueError(f'eigen sign {sign!r}')
+  from pytorch_grad_cam import eigen_cam
+  stock = eigen_cam.get_2d_projection
+
+  def canonical(activations):
+    p = stock(activations)  # [B, h, w]
+    flip = np.abs(p.min(axis=(1, 2))) > np.abs(p.max(axis=(1, 2)))
+    return np.where(flip[:, None, None], -p, p).astype(np.float32)
+
+  eigen_cam.get_2d_projection = canonical
+  try:
+    yield
+  finally:
+    eigen_cam.get_2d_projection = stock
+
+
+def torch_run(seed: int, size: int = 32, eigen_sign: str = 'pytorch_grad_cam'):
   """Random torch models + inputs; pytorch-grad-cam maps for each image's predicted class
   (its default target). Returns (weights, images NHWC, expected {'head/method'}, cats {head})."""
   import torch
@@ -167,7 +203,8 @@ def torch_run(seed: int, size: int = 32):
       cats[head] = model(images).argmax(-1).numpy()
     targets = [ClassifierOutputTarget(int(c)) for c in cats[head]]
     for m, cls in METHOD_CLASSES.items():
-      with getattr(pytorch_grad_cam, cls)(model=model, target_layers=[model.features]) as c:
+      with torch_eigen_sign(eigen_sign), getattr(pytorch_grad_cam, cls)(
+          model=model, target_layers=[model.features]) as c:
         if m == 'scorecam':
           c.batch_size = 16
         expected[f'{head}/{m}'] = np.asarray(c(input_tensor=images, targets=targets), np.float32)
@@ -184,7 +221,8 @@ def layers_key(layers) -> str:
 
 
 def jax_layer_maps(model, variables, images: np.ndarray, layers, cats,
-                   methods=tuple(METHOD_CLASSES), scorecam_batch: int = 16) -> dict:
+                   methods=tuple(METHOD_CLASSES), scorecam_batch: int = 16,
+                   eigen_sign: str = 'pytorch_grad_cam') -> dict:
   """pytorch-grad-cam-ordered maps `[B,H,W]` per method at `layers` (fused if several) for
   per-image ImageNet-head categories `cats [B]`, computed as `inference.make_forward` does:
   the network runs once from the first layer and one vjp gives every layer's gradients."""
@@ -211,7 +249,7 @@ def jax_layer_maps(model, variables, images: np.ndarray, layers, cats,
     for m in methods:
       raw = cam.compute_layers(m, steps, first, target_fn,
                                model_fn=lambda im: model.apply(variables, im), images=x,
-                               batch_size=scorecam_batch)
+                               batch_size=scorecam_batch, eigen_sign=eigen_sign)
       out[m] = cam.fuse_layers([r[:, 0] for r in raw], x.shape[1:3])
     return out
 
@@ -279,7 +317,7 @@ def fixture_models(size: int = 64):
 
 
 def torch_layer_maps(tmodel, images: np.ndarray, layers, cats, methods=tuple(METHOD_CLASSES),
-                     scorecam_batch: int = 16) -> dict:
+                     scorecam_batch: int = 16, eigen_sign: str = 'pytorch_grad_cam') -> dict:
   """pytorch-grad-cam's maps `[B,H,W]` with `target_layers = [tmodel.features[i] ...]`, in the
   model's dtype (float64 after `.double()`; the last scale/resize is float32 in any case)."""
   import torch
@@ -291,7 +329,8 @@ def torch_layer_maps(tmodel, images: np.ndarray, layers, cats, methods=tuple(MET
   targets = [ClassifierOutputTarget(int(c)) for c in cats]
   out = {}
   for m in methods:
-    with getattr(pytorch_grad_cam, METHOD_CLASSES[m])(model=tmodel, target_layers=modules) as c:
+    with torch_eigen_sign(eigen_sign), getattr(pytorch_grad_cam, METHOD_CLASSES[m])(
+        model=tmodel, target_layers=modules) as c:
       c.batch_size = scorecam_batch
       out[m] = np.asarray(c(input_tensor=x, targets=targets), np.float32)
   return out
@@ -376,7 +415,8 @@ def write_layers_fixture(path: str = LAYERS_FIXTURE) -> None:
     cats = torch_predict(tmodel, x)
     arrays[f'{arch}/cats'] = cats.astype(np.int32)
     for layers in FIXTURE_LAYERS[arch]:
-      for m, v in torch_layer_maps(tmodel, x, layers, cats).items():
+      for m, v in torch_layer_maps(tmodel, x, layers, cats,
+                                   eigen_sign=FIXTURE_EIGEN_SIGN).items():
         arrays[f'{arch}/{layers_key(layers)}/{m}'] = encode_map(v)
   _savez(path, arrays)
 
@@ -488,7 +528,7 @@ def main(argv) -> None:
     for seed in range(F.num_seeds):
       w, images, expected, cats = torch_run(seed, F.size)
       if F.write and seed == 0:
-        write_fixture(F.fixture, w, images, expected, cats)
+        write_fixture(F.fixture, *torch_run(seed, F.size, eigen_sign=FIXTURE_EIGEN_SIGN))
         print(f'wrote {os.path.abspath(F.fixture)} ({os.path.getsize(F.fixture)} bytes)')
       for head in HEADS:
         got = jax_maps(w, images, head, cats[head])

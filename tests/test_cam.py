@@ -28,7 +28,7 @@ def fixture():
 @pytest.mark.parametrize('head', parity.HEADS)
 def test_parity_with_pytorch_grad_cam(fixture, head):
   w, images, expected, cats = fixture
-  got = parity.jax_maps(w, images, head, cats[head])
+  got = parity.jax_maps(w, images, head, cats[head], eigen_sign=parity.FIXTURE_EIGEN_SIGN)
   for m in cam.METHODS:
     exp = expected[f'{head}/{m}']
     assert exp.std(axis=(1, 2)).min() > 0, 'fixture map is flat: regenerate with another seed'
@@ -170,7 +170,8 @@ def test_layer_parity_with_pytorch_grad_cam(layers_fixture, arch):
   fx, fixture_models = layers_fixture
   model, variables = fixture_models[arch]
   for layers in parity.FIXTURE_LAYERS[arch]:
-    got = parity.jax_layer_maps(model, variables, fx['x'], layers, fx[f'{arch}/cats'])
+    got = parity.jax_layer_maps(model, variables, fx['x'], layers, fx[f'{arch}/cats'],
+                                eigen_sign=parity.FIXTURE_EIGEN_SIGN)
     for m in cam.METHODS:
       exp = fx[f'{arch}/{parity.layers_key(layers)}/{m}']
       assert exp.shape == (2, 64, 64)
