@@ -272,3 +272,47 @@ class Page:
       params.update(captureBeyondViewport=True,
                     clip={'x': 0, 'y': 0, 'width': w, 'height': h, 'scale': 1})
     return base64.b64decode(self.call('Page.captureScreenshot', params)['data'])
+
+
+# --- Checks of a loaded page (used by test_browser.py and test_evaluate.py) ------------------
+
+WIDTH = 800
+
+# All images loaded (lazy ones forced), then the broken ones listed.
+BROKEN_IMAGES = """(async () => {
+  const imgs = [...document.images];
+  for (const i of imgs) i.loading = 'eager';
+  await Promise.all(imgs.map(i => i.decode().catch(() => null)));
+  return imgs.filter(i => !i.complete || i.naturalWidth === 0)
+             .map(i => i.getAttribute('src').slice(0, 80));
+})()"""
+OVERFLOW = ('[document.documentElement.scrollWidth, document.documentElement.clientWidth]')
+# Map canvases of the open image and how many of them have coloured pixels.
+PAINTED_MAPS = """(() => {
+  const cs = [...document.querySelectorAll('#detail-body canvas.map')];
+  const painted = cs.filter(c => {
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    for (let i = 3; i < d.length; i += 4) if (d[i] > 0) return true;
+    return false;
+  });
+  return [cs.length, painted.length];
+})()"""
+
+
+def check_page(page, what):
+  assert page.eval(BROKEN_IMAGES) == [], f'{what}: broken images'
+  scroll, client = page.eval(OVERFLOW)
+  assert scroll <= client, f'{what}: {scroll} px wide in a {client} px window'
+  page.drain()
+  assert page.errors() == [], f'{what}: console errors'
+
+
+def open_first_image(page, expected_maps):
+  page.click('.card')
+  done = page.wait_for('(b => b.dataset.ready ? ["ready", b.dataset.ready] :'
+                       ' b.dataset.error ? ["error", b.dataset.error] : null)'
+                       '(document.getElementById("detail-body"))')
+  assert done[0] == 'ready', f'the maps did not load: {done[1]}'
+  total, painted = page.eval(PAINTED_MAPS)
+  assert total == painted == expected_maps, (total, painted, expected_maps)
+  return int(done[1])

@@ -1,4 +1,5 @@
-"""The report and the explorer in a real browser (headless Chromium over the DevTools pipe).
+"""The explorer in a real browser (headless Chromium over the DevTools pipe), on synthetic
+explorers; evaluate()'s own report and explorer are checked the same way in test_evaluate.py.
 
 Fails on console errors, broken images, horizontal overflow at 800 px, and an explorer click
 that does not show the maps. Skipped (with the reason printed) only when no Chromium binary
@@ -8,92 +9,9 @@ import json
 
 import pytest
 
-import browser as browser_lib
+from browser import OVERFLOW, WIDTH, check_page as _check_page
+from browser import open_first_image as _open_first_image
 import explorer_fixture
-
-WIDTH = 800
-
-# All images loaded (lazy ones forced), then the broken ones listed.
-BROKEN_IMAGES = """(async () => {
-  const imgs = [...document.images];
-  for (const i of imgs) i.loading = 'eager';
-  await Promise.all(imgs.map(i => i.decode().catch(() => null)));
-  return imgs.filter(i => !i.complete || i.naturalWidth === 0)
-             .map(i => i.getAttribute('src').slice(0, 80));
-})()"""
-OVERFLOW = ('[document.documentElement.scrollWidth, document.documentElement.clientWidth]')
-# Map canvases of the open image and how many of them have coloured pixels.
-PAINTED_MAPS = """(() => {
-  const cs = [...document.querySelectorAll('#detail-body canvas.map')];
-  const painted = cs.filter(c => {
-    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-    for (let i = 3; i < d.length; i += 4) if (d[i] > 0) return true;
-    return false;
-  });
-  return [cs.length, painted.length];
-})()"""
-
-
-@pytest.fixture(scope='module')
-def browser():
-  binary = browser_lib.find_chromium()
-  if binary is None:
-    reason = ('no Chromium/Chrome binary found (tried $CHROMIUM, ' +
-              ', '.join(browser_lib.NAMES) + '): the report and explorer are NOT checked in '
-              'a browser; install chromium (apt-get install chromium) to run tests/test_browser.py')
-    print('\n' + reason)
-    pytest.skip(reason)
-  with browser_lib.Browser.start(binary) as b:
-    yield b
-
-
-def _check_page(page, what):
-  assert page.eval(BROKEN_IMAGES) == [], f'{what}: broken images'
-  scroll, client = page.eval(OVERFLOW)
-  assert scroll <= client, f'{what}: {scroll} px wide in a {client} px window'
-  page.drain()
-  assert page.errors() == [], f'{what}: console errors'
-
-
-def _open_first_image(page, expected_maps):
-  page.click('.card')
-  done = page.wait_for('(b => b.dataset.ready ? ["ready", b.dataset.ready] :'
-                       ' b.dataset.error ? ["error", b.dataset.error] : null)'
-                       '(document.getElementById("detail-body"))')
-  assert done[0] == 'ready', f'the maps did not load: {done[1]}'
-  total, painted = page.eval(PAINTED_MAPS)
-  assert total == painted == expected_maps, (total, painted, expected_maps)
-  return int(done[1])
-
-
-def test_report_renders_cleanly(browser, evaluated):
-  wd, _ = evaluated
-  page = browser.new_page(WIDTH)
-  page.goto(wd / 'eval' / 'report.html')
-  assert page.eval('document.images.length') >= 8
-  _check_page(page, 'report.html')
-  href = page.eval('document.querySelector(".explorer-link a").getAttribute("href")')
-  assert (wd / 'eval' / href).is_file()
-
-
-def test_explorer_grid_and_maps(browser, evaluated):
-  from aesthetics_jax.report import explorer
-  wd, m = evaluated
-  path = wd / 'eval' / 'explorer' / 'index.html'
-  index = explorer.read_index(path)
-  page = browser.new_page(WIDTH)
-  page.goto(path)
-  assert page.eval('document.querySelectorAll(".card").length') == m['num_test_images']
-  _check_page(page, 'explorer grid')
-  _open_first_image(page, len(index['methods']) * len(index['targets']))
-  _check_page(page, 'explorer detail')
-  # Sorting by true score, ascending, puts the lowest-rated image first.
-  page.eval('(() => { const s = document.getElementById("sort"); s.value = "true";'
-            ' document.getElementById("dir").value = "1";'
-            ' s.dispatchEvent(new Event("input")); })()')
-  first = page.eval('Number(document.querySelector(".card").dataset.row)')
-  col = index['columns'].index('true')
-  assert index['rows'][first][col] == min(r[col] for r in index['rows'])
 
 
 def test_explorer_filters_limited_methods_and_vgg(browser, tmp_path):

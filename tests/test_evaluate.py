@@ -1,9 +1,14 @@
-"""evaluate() on a tiny demo dataset with an initialised MobileNetV2 checkpoint."""
+"""evaluate() on a tiny demo dataset with an initialised MobileNetV2 checkpoint: its metrics,
+CSV, figures and explorer, and its report and explorer in a real browser (headless Chromium,
+`browser` in conftest.py; skipped only without a Chromium binary)."""
 import csv
 import json
 
 import numpy as np
 import pytest
+
+from browser import WIDTH, check_page, open_first_image
+import checkpoint_fixture
 
 REQUIRED = ('num_test_images', 'binary_accuracy', 'lcc_mean', 'srcc_mean', 'emd',
             'attribute_top1', 'attribute_top5', 'split_point_threshold', 'split_point_accuracy',
@@ -15,7 +20,24 @@ for _k in ('cam_intensity_pearson_all', 'cam_intensity_pearson_extreme'):
   REQUIRED += (_k, _k + '_per_image', _k + '_global')
 
 
-# `evaluated` (workdir, metrics): the session fixture in conftest.py.
+@pytest.fixture(scope='module')
+def evaluated(tmp_path_factory):
+  """`evaluate()` of an initialised MobileNetV2 on a tiny demo dataset (16 train / 10 test
+  images at 64 px, two CAM methods): (workdir, metrics). Read, never changed, by every test
+  here, the browser checks included; about a minute on 2 cores."""
+  from aesthetics_jax.data import dataset
+  from aesthetics_jax.data import demo as demo_data
+  from aesthetics_jax.evaluation import run as eval_run
+  tmp = tmp_path_factory.mktemp('evaluate')
+  demo_data.generate(tmp / 'ava', 16, 10, seed=1)
+  dataset.prepare(tmp / 'ava', tmp / 'tfds', 'style')
+  config = checkpoint_fixture.smoke_config('mobilenet_v2', tmp / 'tfds', tmp / 'ava', 64)
+  config.data.max_test_images = 0  # the whole (tiny) test split
+  wd = checkpoint_fixture.write_init_checkpoint(tmp / 'mnv2', config)
+  m = eval_run.evaluate(wd, overrides={
+      'eval.cam_methods': ('gradcam', 'eigencam'), 'eval.faithfulness_images': 6,
+      'eval.bootstrap_samples': 50, 'eval.faithfulness_steps': 4, 'eval.num_example_images': 2})
+  return wd, m
 
 
 def test_metrics_json_has_required_keys(evaluated):
@@ -112,3 +134,36 @@ def test_explorer_written_and_consistent(evaluated):
     assert rec['empty']['gradcam'][0] == r['empty']
   assert not list(wd.glob('eval/.explorer*'))  # no temporary folder left behind
   assert 'explorer/index.html' in (wd / 'eval' / 'report.html').read_text()
+
+
+# --- The report and the explorer in a real browser (tests/browser.py) ------------------------
+
+
+def test_report_renders_cleanly(browser, evaluated):
+  wd, _ = evaluated
+  page = browser.new_page(WIDTH)
+  page.goto(wd / 'eval' / 'report.html')
+  assert page.eval('document.images.length') >= 8
+  check_page(page, 'report.html')
+  href = page.eval('document.querySelector(".explorer-link a").getAttribute("href")')
+  assert (wd / 'eval' / href).is_file()
+
+
+def test_explorer_grid_and_maps(browser, evaluated):
+  from aesthetics_jax.report import explorer
+  wd, m = evaluated
+  path = wd / 'eval' / 'explorer' / 'index.html'
+  index = explorer.read_index(path)
+  page = browser.new_page(WIDTH)
+  page.goto(path)
+  assert page.eval('document.querySelectorAll(".card").length') == m['num_test_images']
+  check_page(page, 'explorer grid')
+  open_first_image(page, len(index['methods']) * len(index['targets']))
+  check_page(page, 'explorer detail')
+  # Sorting by true score, ascending, puts the lowest-rated image first.
+  page.eval('(() => { const s = document.getElementById("sort"); s.value = "true";'
+            ' document.getElementById("dir").value = "1";'
+            ' s.dispatchEvent(new Event("input")); })()')
+  first = page.eval('Number(document.querySelector(".card").dataset.row)')
+  col = index['columns'].index('true')
+  assert index['rows'][first][col] == min(r[col] for r in index['rows'])

@@ -44,17 +44,15 @@ from typing import Any
 
 from absl import flags
 
-from aesthetics_jax import io
-from aesthetics_jax.bench import machine, torch_ref
-from aesthetics_jax.bench import sections
-from aesthetics_jax.bench.sections import cam, model, recipe, scaling, study
-from aesthetics_jax.bench.sections import input as input_section
-from aesthetics_jax.cli import common
-from aesthetics_jax.data import ava
-from aesthetics_jax.data import preprocess
+import importlib
 
-SECTIONS = {'model': model, 'cam': cam, 'study': study, 'recipe': recipe,
-            'input': input_section, 'scaling': scaling}
+from aesthetics_jax import io
+from aesthetics_jax.bench import sections
+from aesthetics_jax.cli import common
+
+# Section name -> module of aesthetics_jax.bench.sections, imported when it runs: they load JAX,
+# Flax and the trainer (~4 s), which a mistyped flag should not wait for.
+SECTIONS = ('model', 'cam', 'study', 'recipe', 'input', 'scaling')
 TARGETS = {  # the performance issue's targets (2-core CPU, after warm-up): ours / reference
     'mobilenet_v2_forward_vs_best_torch': 1.2,
     'vgg16_forward_vs_best_torch': 1.0,
@@ -169,10 +167,16 @@ class UsageError(Exception):
   """A one-line user error: printed without a traceback, exit status 1."""
 
 
+def section(name: str):
+  """The module that runs section `name` (`run(opts)`, `summary(results)`)."""
+  return importlib.import_module(f'aesthetics_jax.bench.sections.{name}')
+
+
 def resolve_reference(reference: str) -> str:
   """'torch' or 'none' for --reference; 'auto' says why when PyTorch is not usable."""
   if reference == 'none':
     return 'none'
+  from aesthetics_jax.bench import torch_ref  # pylint: disable=import-outside-toplevel
   why = torch_ref.unavailable()
   if why is None:
     return 'torch'
@@ -226,6 +230,7 @@ def print_summary(rows: list[dict[str, Any]]) -> None:
 
 def machine_info(opts: sections.Options) -> dict[str, Any]:
   """`machine.info()` plus, with the torch reference, torch's threads / oneDNN / SIMD level."""
+  from aesthetics_jax.bench import machine, torch_ref  # pylint: disable=import-outside-toplevel
   info = machine.info()
   if opts.torch:
     torch_ref.set_threads(opts.torch_threads())
@@ -251,9 +256,9 @@ def run(what: list[str], opts: sections.Options) -> dict[str, Any]:
   for name in what:
     print(f'[{name}]', flush=True)
     t0 = time.perf_counter()
-    results[name] = SECTIONS[name].run(opts)
+    results[name] = section(name).run(opts)
     results[name]['section_s'] = time.perf_counter() - t0
-    rows += SECTIONS[name].summary(results[name])
+    rows += section(name).summary(results[name])
   results['summary'] = {'rows': summary_rows(rows), 'total_s': time.perf_counter() - t_all,
                         'quick': opts.quick}
   return results
@@ -265,11 +270,14 @@ def main(argv):
   # Before minutes of timing, not after: the results must have somewhere to go.
   common.check_outputs('benchmark', files={'json': FLAGS.json})
   what = list(SECTIONS) if 'all' in FLAGS.what else list(FLAGS.what)
+  unknown = [w for w in what if w not in SECTIONS]
+  if unknown:
+    print(f'launch.benchmark: unknown --what={",".join(unknown)}; choose from '
+          f'all,{",".join(SECTIONS)}', file=sys.stderr)
+    sys.exit(1)
+  # pylint: disable-next=import-outside-toplevel
+  from aesthetics_jax.data import ava, preprocess  # their errors are one-line user errors
   try:
-    unknown = [w for w in what if w not in SECTIONS]
-    if unknown:
-      raise UsageError(f'unknown --what={",".join(unknown)}; choose from '
-                       f'all,{",".join(SECTIONS)}')
     opts = options_from_flags()
     info = machine_info(opts)
     print_threads(info)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from aesthetics_jax import parallel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,12 +78,15 @@ class Options:
     return self.reference == 'torch'
 
   def chunk_size(self) -> int:
+    from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
     return parallel.default_chunk() if self.chunk < 0 else self.chunk
 
   def all_workers(self) -> int:
+    from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
     return self.workers or parallel.host_cpu_count()
 
   def torch_threads(self) -> int:
+    from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
     return self.threads or parallel.host_cpu_count()
 
 
