@@ -173,6 +173,54 @@ def test_interleaved_alternates_and_separates_first_call():
   assert timing.ratio({'items_per_s': {'median': 6.0}}, slow) == 3.0
 
 
+def test_head_to_head_pairs_rounds_so_a_machine_slowdown_cancels(monkeypatch):
+  # A fake clock: ours costs 1 unit, theirs 3, and the 'machine' runs 2x slower from the
+  # third call on (a neighbour starting). Per-round ratios stay 3 where the medians of
+  # separate calls would mix slow and fast rounds.
+  now, calls = [0.0], []
+
+  def cost(name, units):
+    def fn():
+      calls.append(name)
+      now[0] += units * (2.0 if len(calls) > 2 else 1.0)
+    return fn
+
+  def timed(fn):
+    start = now[0]
+    fn()
+    return now[0] - start
+
+  monkeypatch.setattr(timing, 'timed', timed)
+  h = timing.head_to_head(cost('ours', 1.0), cost('theirs', 3.0), items=6, repeats=4)
+  # one untimed call of each, then rounds ours,theirs / theirs,ours / ...
+  assert calls == ['ours', 'theirs'] + ['ours', 'theirs', 'theirs', 'ours'] * 2
+  assert h['ratio'] == 3.0 and h['ratio_per_round'] == {'median': 3.0, 'min': 3.0, 'max': 3.0}
+  assert h['ours']['each_s'] == [2.0] * 4 and h['theirs']['each_s'] == [6.0] * 4
+  assert h['ours']['items_per_s']['median'] == 3.0 and h['ours']['repeats'] == 4
+
+
+def test_model_section_confirms_the_best_torch_formulation_head_to_head():
+  """--what=model at toy size with the torch reference: the headline ratio is the head-to-head
+  re-measurement of the screening's best formulation, and the summary says so."""
+  pytest.importorskip('torch')
+  opts = sections.Options(reference='torch', repeats=1, warmup=1, model_batch_size=2,
+                          image_size=32, model_archs=('mobilenet_v2',),
+                          model_dtypes=('float32',), model_depthwise=('shift',), chunk=0,
+                          torch_formulations='fast', profile=False, threads=1,
+                          confirm_repeats=2)
+  res = model_section.run(opts)
+  conf = res['confirmation']['mobilenet_v2']
+  assert conf['ours_run'] == res['mobilenet_v2_ours_run'] == 'jax_mobilenet_v2_float32_shift_batch'
+  best = res['torch']['mobilenet_v2']['best']
+  assert conf['torch_run'] == f'torch_mobilenet_v2_float32_{best}'
+  assert conf['ours']['repeats'] == conf['theirs']['repeats'] == 2
+  assert res['mobilenet_v2_ratio_vs_best_torch'] == conf['ratio'] > 0
+  assert res['mobilenet_v2_ratio_vs_best_torch_screening'] > 0
+  (row,) = model_section.summary(res)
+  assert row.value == conf['ratio'] and 'head to head 2 rounds' in row.detail
+  assert 'screening' in row.detail
+
+
 def test_peak_memory_in_child_sees_native_allocations():
   # The workload lives in tests/native_alloc.py: the child finds it through PYTHONPATH.
   env = {'PYTHONPATH': os.pathsep.join([str(ROOT / 'tests'), os.environ.get('PYTHONPATH', '')])}

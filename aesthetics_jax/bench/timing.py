@@ -39,7 +39,7 @@ def interleaved(fns: Mapping[str, Callable[[], Any]], *, items: int | Mapping[st
   Each fn must block until its result is ready (`block_until_ready`, numpy output).
 
   Returns: {name: {'first_call_s', 'items', 'repeats', 'seconds': {median,min,max},
-  'items_per_s': {median,min,max}}}.
+  'items_per_s': {median,min,max}, 'each_s': [seconds of round 0, 1, ...]}}.
   """
   names = list(fns)
   n_items = {k: (items[k] if isinstance(items, Mapping) else items) for k in names}
@@ -53,8 +53,29 @@ def interleaved(fns: Mapping[str, Callable[[], Any]], *, items: int | Mapping[st
       secs[k].append(timed(fns[k]))
   return {k: {'first_call_s': first[k], 'items': n_items[k], 'repeats': repeats,
               'seconds': summarize(secs[k]),
-              'items_per_s': summarize([n_items[k] / s for s in secs[k]])}
+              'items_per_s': summarize([n_items[k] / s for s in secs[k]]), 'each_s': secs[k]}
           for k in names}
+
+
+def head_to_head(ours: Callable[[], Any], theirs: Callable[[], Any], *, items: int,
+                 repeats: int) -> dict[str, Any]:
+  """Our run against one reference: one untimed call of each, then `repeats` rounds of one
+  call each, the order alternating.
+
+  The headline is the median of the per-round ratios (their seconds / ours in the same
+  round): the two calls of a round run back to back, so a change in the shared machine's
+  speed that lasts longer than a round cancels out, where medians of separate calls keep it.
+  Used to confirm a reference formulation that won a screening over many: the winner's own
+  screening median is biased upwards (the maximum of several noisy medians), the re-measured
+  one is not.
+
+  Returns {'ours', 'theirs': `interleaved`'s figures, 'ratio_per_round': {median,min,max},
+  'ratio': the median per-round ratio (x faster than the reference)}.
+  """
+  res = interleaved({'ours': ours, 'theirs': theirs}, items=items, repeats=repeats, warmup=1)
+  per_round = [t / o for o, t in zip(res['ours']['each_s'], res['theirs']['each_s'])]
+  return {'ours': res['ours'], 'theirs': res['theirs'],
+          'ratio_per_round': summarize(per_round), 'ratio': statistics.median(per_round)}
 
 
 def ratio(fast: Mapping[str, Any], slow: Mapping[str, Any], key: str = 'items_per_s') -> float:

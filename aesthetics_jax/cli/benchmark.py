@@ -122,6 +122,10 @@ flags.DEFINE_list('model_depthwise', list(_D.model_depthwise), '--what=model: Mo
 flags.DEFINE_bool('profile', _D.profile, '--what=model: per-op times (jax.profiler trace) '
                   'of our default float32 forward of each model and the alternative it beat '
                   '(MobileNetV2: whole batch; VGG16: direct convs).')
+flags.DEFINE_integer('confirm_repeats', _D.confirm_repeats, '--what=model: rounds of our '
+                     "default forward head to head with torch's fastest formulation of the "
+                     'screening (which is biased upwards: the best of many noisy medians); the '
+                     'ratio is the median per-round ratio. 0 = the screening ratio.')
 # --what=cam, study
 flags.DEFINE_integer('cam_batch_size', _D.cam_batch_size, '--what=cam,study: images per '
                      'Grad-CAM call.')

@@ -47,6 +47,9 @@ class Options:
   model_dtypes: tuple[str, ...] = ('float32', 'bfloat16')
   model_depthwise: tuple[str, ...] = ('shift', 'conv')
   profile: bool = True             # per-op times of each encoder's float32 forwards
+  # Rounds of our default forward head to head with torch's best formulation of the screening
+  # above (`timing.head_to_head`); 0 = the screening's ratio is the headline.
+  confirm_repeats: int = 10
   # --what=cam, study
   cam_batch_size: int = 32
   cam_warmup: int = 10             # pytorch-grad-cam's first calls are 2-6x slower
@@ -93,7 +96,7 @@ class Options:
 # --quick: a few minutes in all. The launcher applies these to flags not given explicitly.
 QUICK = dict(repeats=2, cam_warmup=3, cam_batch_size=16, study_images=32, recipe_images=32,
              recipe_test_images=32, torch_epochs=1, scaling_sizes=(64, 128, 256, 512),
-             model_batch_size=8, grain_workers=(2,), torch_formulations='fast')
+             model_batch_size=8, grain_workers=(2,), torch_formulations='fast', confirm_repeats=3)
 
 
 @dataclasses.dataclass(frozen=True)
