@@ -9,8 +9,7 @@ import json
 
 import pytest
 
-from browser import OVERFLOW, WIDTH, check_page as _check_page
-from browser import open_first_image as _open_first_image
+from browser import OVERFLOW, WIDTH, check_page, open_first_image
 import explorer_fixture
 
 
@@ -21,7 +20,7 @@ def test_explorer_filters_limited_methods_and_vgg(browser, tmp_path):
                                 demo=True)
   page = browser.new_page(WIDTH)
   page.goto(path)
-  _check_page(page, 'synthetic explorer')
+  check_page(page, 'synthetic explorer')
   assert page.eval('document.getElementById("banner").hidden') is False
   tags = page.eval('[...document.querySelectorAll(".card .meta")].map(e => e.textContent)'
                    '.join(" ")')
@@ -37,17 +36,17 @@ def test_explorer_filters_limited_methods_and_vgg(browser, tmp_path):
             ' x.dispatchEvent(new Event("input", {bubbles: true})); })()')
   assert page.eval('document.querySelectorAll(".card").length') == 4  # true 4.5 .. 6.0
   # Row 6 (sorted first by true score, descending) has no ScoreCAM map: a note instead.
-  _open_first_image(page, 12)
+  open_first_image(page, 12)
   assert 'first 1 test image(s)' in page.eval('document.getElementById("detail-body").innerText')
-  _check_page(page, 'synthetic explorer detail')
+  check_page(page, 'synthetic explorer detail')
 
   path = explorer_fixture.write(tmp_path / 'vgg', arch='vgg16', n=3,
                                 methods=('gradcam', 'eigencam'))
   page = browser.new_page(WIDTH)
   page.goto(path)
   assert page.eval('document.getElementById("tag-filter").hidden') is True
-  _open_first_image(page, 2)
-  _check_page(page, 'VGG16 explorer detail')
+  open_first_image(page, 2)
+  check_page(page, 'VGG16 explorer detail')
 
 
 def test_the_checks_catch_a_broken_page(browser, tmp_path):
@@ -59,7 +58,7 @@ def test_the_checks_catch_a_broken_page(browser, tmp_path):
   page = browser.new_page(WIDTH)
   page.goto(path)
   with pytest.raises(AssertionError, match='broken images'):
-    _check_page(page, 'broken')
+    check_page(page, 'broken')
   page.eval('document.body.append(Object.assign(document.createElement("div"),'
             ' {style: "width: 1200px; height: 5px"}))')
   scroll, client = page.eval(OVERFLOW)
@@ -67,4 +66,4 @@ def test_the_checks_catch_a_broken_page(browser, tmp_path):
   page.drain()
   assert any('0.jpg' in e for e in page.errors())
   with pytest.raises(AssertionError, match='maps did not load'):
-    _open_first_image(page, 12)
+    open_first_image(page, 12)

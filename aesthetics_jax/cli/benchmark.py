@@ -37,14 +37,13 @@ in `sections.Options` and a flag below for each new setting, and an entry in SEC
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from absl import flags
-
-import importlib
 
 from aesthetics_jax import io
 from aesthetics_jax.bench import sections
@@ -171,6 +170,12 @@ class UsageError(Exception):
   """A one-line user error: printed without a traceback, exit status 1."""
 
 
+def user_error(message: str) -> NoReturn:
+  """Prints `message` as one line and exits with status 1."""
+  print(f'launch.benchmark: {message}', file=sys.stderr)
+  sys.exit(1)
+
+
 def section(name: str):
   """The module that runs section `name` (`run(opts)`, `summary(results)`)."""
   return importlib.import_module(f'aesthetics_jax.bench.sections.{name}')
@@ -275,10 +280,8 @@ def main(argv):
   common.check_outputs('benchmark', files={'json': FLAGS.json})
   what = list(SECTIONS) if 'all' in FLAGS.what else list(FLAGS.what)
   unknown = [w for w in what if w not in SECTIONS]
-  if unknown:
-    print(f'launch.benchmark: unknown --what={",".join(unknown)}; choose from '
-          f'all,{",".join(SECTIONS)}', file=sys.stderr)
-    sys.exit(1)
+  if unknown:  # before the sections' imports below
+    user_error(f'unknown --what={",".join(unknown)}; choose from all,{",".join(SECTIONS)}')
   # pylint: disable-next=import-outside-toplevel
   from aesthetics_jax.data import ava, preprocess  # their errors are one-line user errors
   try:
@@ -287,8 +290,7 @@ def main(argv):
     print_threads(info)
     results = run(what, opts)
   except (UsageError, preprocess.InputError, ava.AvaError, FileNotFoundError) as e:
-    print(f'launch.benchmark: {e}', file=sys.stderr)
-    sys.exit(1)
+    user_error(str(e))
   print_summary(results['summary']['rows'])
   if not FLAGS.json:
     print(json.dumps(results, indent=2, default=str))

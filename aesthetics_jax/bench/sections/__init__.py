@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Options:
   """What the sections read. Defaults are the launcher's flag defaults."""
