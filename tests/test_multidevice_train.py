@@ -63,7 +63,8 @@ def _run_two_processes(data_dir, workdir, **cmd_kw) -> list[tuple[str, str]]:
     s.bind(('localhost', 0))
     port = s.getsockname()[1]
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
-         'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
+         'XLA_FLAGS': (os.environ.get('XLA_FLAGS', '') +  # the suite's flags (conftest.py)
+                       ' --xla_force_host_platform_device_count=4').strip()}
   procs = [subprocess.Popen(_cmd(data_dir, workdir, f'--coordinator_address=localhost:{port}',
                                  '--num_processes=2', f'--process_id={i}', **cmd_kw),
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -104,7 +104,9 @@ def _script(body: str) -> str:
 def _env(devices: int) -> dict:
   env = dict(os.environ)
   env['JAX_PLATFORMS'] = 'cpu'
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  # Appended: keep the suite's XLA_FLAGS (conftest.py)
+  env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
+                      f' --xla_force_host_platform_device_count={devices}').strip()
   return env
 
 
