@@ -35,7 +35,7 @@ def evaluated(tmp_path_factory):
   config.data.max_test_images = 0  # the whole (tiny) test split
   wd = checkpoint_fixture.write_init_checkpoint(tmp / 'mnv2', config)
   m = eval_run.evaluate(wd, overrides={
-      'eval.cam_methods': ('gradcam', 'eigencam'), 'eval.faithfulness_images': 6,
+      'eval.cam_methods': ('gradcam', 'eigencam'), 'eval.faithfulness_images': 8,
       'eval.bootstrap_samples': 50, 'eval.faithfulness_steps': 4, 'eval.num_example_images': 2})
   return wd, m
 

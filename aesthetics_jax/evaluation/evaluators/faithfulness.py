@@ -43,9 +43,7 @@ def make_step(model, arch: str, steps: int, layers: Sequence[str] = ()):
   aes = cam.targets_for(arch, ('aesthetic',))
   layers = models.resolve_layers(model, layers)
 
-  @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model))
-  def features(variables, x):
-    return model.apply(variables, x, layers[0], method='features_until')
+  features = inference.features_until_fn(model, layers[0])
 
   @functools.partial(jax.jit, static_argnames=('method',),
                      compiler_options=cpu_backend.encoder_options(model, 'cam'))

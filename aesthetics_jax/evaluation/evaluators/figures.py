@@ -13,7 +13,6 @@ import io
 from typing import Any, Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
@@ -35,8 +34,9 @@ def examples(forward: streaming.ForwardFn, variables, source: Sequence, rows: Se
              tag_names: Mapping[int, str]) -> tuple[list[dict], list[dict]]:
   """Panels of `report.figures.examples_figure` and `image_bucket_maps_figure` for test rows.
 
-  All rows go through the eval forward in ONE batch padded to a multiple of `batch_size`, so
-  the jitted function is not compiled again for a new shape.
+  All rows go through the eval forward in ONE batch padded to a multiple of `batch_size` and
+  sharded as the eval batches are, so the jitted function is not compiled again for a new
+  shape or layout (an unsharded input compiled it a second time).
   """
   rows = [int(i) for i in rows]
   records = [source[i] for i in rows]
@@ -46,7 +46,8 @@ def examples(forward: streaming.ForwardFn, variables, source: Sequence, rows: Se
   imgs = [preprocess.decode(r['image'], target=EXAMPLE_SIZE, hint=preprocess.DATASET_HINT,
                             what=f'image_id {int(r["image_id"])}') for r in records]
   x, _ = parallel.pad_to_multiple(x, batch_size)
-  x = preprocess.to_model_input(jnp.asarray(x), normalize)
+  x = preprocess.to_model_input(jax.device_put(x, parallel.data_sharding(parallel.make_mesh())),
+                                normalize)
   pred, maps = jax.device_get(forward(variables, x))
   maps = inference.split_maps(np.asarray(maps), arch)
   panels, bucket_panels = [], []

@@ -73,9 +73,7 @@ def make_maps(model, arch: str, layers: Sequence[str] = ()):
   targets = cam.targets_for(arch, ('low', 'aesthetic'))
   layers = models.resolve_layers(model, layers)
 
-  @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model))
-  def features(variables, x):
-    return model.apply(variables, x, layers[0], method='features_until')
+  features = inference.features_until_fn(model, layers[0])
 
   @functools.partial(jax.jit, static_argnames=('method',),
                      compiler_options=cpu_backend.encoder_options(model, 'cam'))
