@@ -194,9 +194,15 @@ def test_layer_parity_with_pytorch_grad_cam(layers_fixture, arch):
   fx, fixture_models = layers_fixture
   model, variables = fixture_models[arch]
   for layers in parity.FIXTURE_LAYERS[arch]:
+    # ScoreCAM at one layer only: several layers are fused by the code every method shares
+    # (checked here with the other six), and its per-layer chain is
+    # test_scorecam_layer_chain_scores_each_layer_with_the_full_model's (on two layers of
+    # MobileNetV2 it was ~8 s of this test's ~44).
+    methods = cam.METHODS if len(layers) == 1 else tuple(m for m in cam.METHODS
+                                                         if m != 'scorecam')
     got = parity.jax_layer_maps(model, variables, fx['x'], layers, fx[f'{arch}/cats'],
-                                eigen_sign=parity.FIXTURE_EIGEN_SIGN)
-    for m in cam.METHODS:
+                                methods=methods, eigen_sign=parity.FIXTURE_EIGEN_SIGN)
+    for m in methods:
       exp = fx[f'{arch}/{parity.layers_key(layers)}/{m}']
       assert exp.shape == (2, 64, 64)
       assert exp.std(axis=(1, 2)).min() > 0.05, 'fixture map is flat: pick other layers'
