@@ -423,6 +423,9 @@ def test_input_section_runs_without_flags():
   vs = res['vs_model']
   assert vs['workers_needed_to_feed_model'] >= 1
   assert 0 < vs['fed_over_alone'] and 0 < vs['fed_later_epochs_over_alone']
+  for k in ('fed_over_alone', 'fed_later_epochs_over_alone'):  # the median of the rounds'
+    r = vs[k + '_per_round']
+    assert r['min'] <= vs[k] == r['median'] <= r['max'] and vs[k + '_of_medians'] > 0
   rows = input_section.summary(res)
   fed = ['model_fed_by_pipeline_first_epoch_over_alone',
          'model_fed_by_pipeline_later_epochs_over_alone']

@@ -12,6 +12,7 @@ import concurrent.futures
 import hashlib
 import math
 import multiprocessing
+import statistics
 import time
 from typing import Any, Callable, Sequence
 
@@ -160,7 +161,13 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
   """Model images/s (inference features, in-memory batches) vs the same model fed by
   `train_batches`, interleaved: in the first epoch (every image decoded and resized) and in
   later epochs (the resized images in `pipeline.ResizedCache`, only cropped); workers
-  needed = model images/s / one worker's decode images/s."""
+  needed = model images/s / one worker's decode images/s.
+
+  The fed / alone ratios are medians of per-round ratios (`timing.head_to_head`'s estimator):
+  a round's three calls run back to back, so a change in the shared machine's speed between
+  rounds cancels. On the 2-core EPYC single rounds of the later-epoch ratio ranged 0.80-1.08
+  within one run; the ratio of the two series' medians (kept as `*_of_medians`) moves with
+  such drift."""
   s, b = opts.image_size, 32
   model = models.create_model(workloads.model_config('mobilenet_v2'))
   variables = workloads.device_variables(model, s)
@@ -191,25 +198,36 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
     runs = timing.interleaved(
         {'model': lambda: jax.block_until_ready(fwd(variables, x)), 'first': first,
          'later': later}, items={'model': b, 'first': nb * b, 'later': nb * b},
-        repeats=max(5, opts.repeats), warmup=opts.warmup)  # ~0.5 s a run: 5 steady medians
+        repeats=max(15, opts.repeats), warmup=opts.warmup)  # ~3 s a round at 224 px
   finally:
     first_it.close()
     later_it.close()
   alone, fed_r, later_r = runs['model'], runs['first'], runs['later']
   model_ips = alone['items_per_s']['median']
+
+  def paired(fed: dict[str, Any]) -> list[float]:  # fed images/s over alone, round by round
+    return [(nb * b / f) / (b / a) for a, f in zip(alone['each_s'], fed['each_s'])]
+  first_rounds, later_rounds = paired(fed_r), paired(later_r)
   need = math.ceil(model_ips / per_worker_ips) if per_worker_ips > 0 else None
   cpus = parallel.host_cpu_count()
   print(f'  model alone {timing.fmt_rate(alone)}; fed by train_batches, first epoch '
         f'(decoding) {timing.fmt_rate(fed_r)}, later epochs (resized cache) '
-        f'{timing.fmt_rate(later_r)}; one decode worker {per_worker_ips:.1f} img/s -> '
+        f'{timing.fmt_rate(later_r)}; fed / alone round by round: first epoch '
+        f'{statistics.median(first_rounds):.3f} ({min(first_rounds):.3f}-{max(first_rounds):.3f}), '
+        f'later {statistics.median(later_rounds):.3f} ({min(later_rounds):.3f}-'
+        f'{max(later_rounds):.3f}); one decode worker {per_worker_ips:.1f} img/s -> '
         f'{need} workers keep up (this machine has {cpus} cores, shared with the model)',
         flush=True)
   return {'model': alone, 'model_fed_by_train_batches': fed_r,
           'model_fed_later_epochs': later_r,
           'decode_images_per_s_per_worker': per_worker_ips,
           'workers_needed_to_feed_model': need, 'cpu_count': cpus,
-          'fed_over_alone': fed_r['items_per_s']['median'] / model_ips,
-          'fed_later_epochs_over_alone': later_r['items_per_s']['median'] / model_ips}
+          'fed_over_alone': statistics.median(first_rounds),
+          'fed_later_epochs_over_alone': statistics.median(later_rounds),
+          'fed_over_alone_per_round': timing.summarize(first_rounds),
+          'fed_later_epochs_over_alone_per_round': timing.summarize(later_rounds),
+          'fed_over_alone_of_medians': fed_r['items_per_s']['median'] / model_ips,
+          'fed_later_epochs_over_alone_of_medians': later_r['items_per_s']['median'] / model_ips}
 
 
 def _digest(batch: ip.Batch) -> str:
@@ -330,7 +348,8 @@ def summary(result: dict[str, Any]) -> list[Row]:
     if 'fed_later_epochs_over_alone' in vs:
       rows.append(Row('model_fed_by_pipeline_later_epochs_over_alone',
                       vs['fed_later_epochs_over_alone'],
-                      'MobileNetV2 forward, resized images cached (pipeline.ResizedCache)',
+                      'MobileNetV2 forward, resized images cached (pipeline.ResizedCache); '
+                      'median of per-round ratios',
                       target=0.95))
   for config, runs in result.get('grain', {}).get('runs', {}).items():
     grains = [v for v in runs if v != 'ours']
