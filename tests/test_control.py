@@ -22,6 +22,9 @@ from aesthetics_jax.evaluation import run as eval_run
 from aesthetics_jax.train import trainer
 
 SIZE, PATCH = 48, 12
+# The evaluations below check localisation only: the rest of the evaluation (deletion/insertion
+# curves, explorer) is left out, as it is covered by tests/test_evaluate.py.
+LOCALIZATION_ONLY = {'eval.faithfulness_images': 0, 'eval.explorer': False}
 
 
 def control_config(data_dir: Path):
@@ -62,7 +65,7 @@ def test_model_learns_the_patch(trained):
 
 def test_gradcam_points_at_the_patch_and_boxes_it(trained):
   tmp, workdir, _ = trained
-  m = eval_run.evaluate(workdir, write_html=False)
+  m = eval_run.evaluate(workdir, write_html=False, overrides=LOCALIZATION_ONLY)
   f = m['localization']['gradcam']
   assert m['cam_map_size'] == [24, 24] and m['cam_layers'] == ['features.8']
   assert str(tmp / 'ava' / 'defect_masks') in m['localization_masks']
@@ -83,7 +86,8 @@ def test_masks_of_other_images_are_missed(trained):
   rng = np.random.default_rng(1)
   for f, g in zip(files, rng.permutation(files)):
     shutil.copy(g, dst / f.name)
-  m = eval_run.evaluate(workdir, write_html=False, overrides={'eval.masks_dir': str(dst)})
+  m = eval_run.evaluate(workdir, write_html=False,
+                        overrides={**LOCALIZATION_ONLY, 'eval.masks_dir': str(dst)})
   f = m['localization']['gradcam']
   assert f['pointing_game'] <= 0.35, f
   assert f['box_iou'] <= 0.25, f
