@@ -12,9 +12,10 @@ _CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
 # XLA:CPU code generation for the tests: LLVM at -O0 and the classic (non-MLIR) fusion
 # emitters. The suite's tiny models spend far longer compiling than running; measured on the
 # 2-core EPYC (fresh processes, tiny MobileNetV2 / VGG16 value_and_grad at 32 px): compile
-# 13.9 -> 6.9 s and 3.1 -> 0.8 s, while their steps took 70 -> 65 ms and 19 -> 25 ms. The
-# maths is the same HLO; only the machine code differs. AESTHETICS_JAX_TEST_XLA_DEFAULTS=0 runs the suite with
-# XLA's own code generation; a flag you set in XLA_FLAGS wins.
+# 13.9 -> 6.9 s and 3.1 -> 0.8 s, while their steps took 70 -> 65 ms and 19 -> 25 ms; the
+# whole suite 15.5 -> 10.5 min. The maths is the same HLO; only the machine code differs.
+# AESTHETICS_JAX_TEST_XLA_DEFAULTS=0 runs the suite with XLA's own code generation; a flag you
+# set in XLA_FLAGS wins.
 _FAST_COMPILE_FLAGS = ('--xla_backend_optimization_level=0', '--xla_cpu_use_fusion_emitters=false')
 _FAST_COMPILE_OPT_OUT = 'AESTHETICS_JAX_TEST_XLA_DEFAULTS'
 
@@ -24,7 +25,8 @@ def pytest_configure(config):
   every subprocess a test starts (they inherit the environment) compile the same small models
   again and again; on 2 cores the cache took five training/checkpoint test files from 249 to
   188 s. Empty at the start of each run, removed at its end (`pytest_unconfigure`), so nothing
-  carries over between runs; a JAX_COMPILATION_CACHE_DIR you set is used and left alone."""
+  carries over between runs; a JAX_COMPILATION_CACHE_DIR you set is used and left alone.
+  Also the test compile flags (`_fast_compile_flags`), inherited the same way."""
   if hasattr(config, 'workerinput'):
     return  # an xdist worker: inherits the controller's environment
   _fast_compile_flags()
