@@ -38,16 +38,27 @@ MALLOC_TUNABLE = 'glibc.malloc.hugetlb'
 MALLOC_VALUE = '1'
 
 
+def env_off(name: str) -> bool:
+  """True if environment variable `name` says off (0, false, no, off); unset means on."""
+  return os.environ.get(name, '1').strip().lower() in ('0', 'false', 'no', 'off')
+
+
 def _opted_out() -> bool:
-  return os.environ.get(OPT_OUT, '1').strip().lower() in ('0', 'false', 'no', 'off')
+  return env_off(OPT_OUT)
+
+
+def append_missing(xla_flags: str, flags: tuple[str, ...]) -> str:
+  """`xla_flags` with each `--name=value` of `flags` appended unless `--name` is set there."""
+  parts = xla_flags.split()
+  for flag in flags:
+    if not any(p.split('=')[0] == flag.split('=')[0] for p in parts):
+      parts.append(flag)
+  return ' '.join(parts)
 
 
 def flags_with_defaults(xla_flags: str) -> str:
   """`xla_flags` with our setting appended unless the user has set that flag."""
-  parts = xla_flags.split()
-  if not any(p.startswith(YNN_FLAG) for p in parts):
-    parts.append(f'{YNN_FLAG}={YNN_VALUE}')
-  return ' '.join(parts)
+  return append_missing(xla_flags, (f'{YNN_FLAG}={YNN_VALUE}',))
 
 
 def backends_started() -> bool:

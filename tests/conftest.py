@@ -7,6 +7,7 @@ import tempfile
 import pytest
 
 import browser as browser_lib
+from aesthetics_jax import cpu_backend  # os and sys only: JAX is not started here
 
 _CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
 # XLA:CPU code generation for the tests: LLVM at -O0 and the classic (non-MLIR) fusion
@@ -41,13 +42,9 @@ def pytest_configure(config):
 def _fast_compile_flags() -> None:
   """Appends `_FAST_COMPILE_FLAGS` to XLA_FLAGS (inherited by the workers and every
   subprocess a test starts) unless opted out or already set."""
-  if os.environ.get(_FAST_COMPILE_OPT_OUT, '1').strip().lower() in ('0', 'false', 'no', 'off'):
-    return
-  parts = os.environ.get('XLA_FLAGS', '').split()
-  for flag in _FAST_COMPILE_FLAGS:
-    if not any(p.split('=')[0] == flag.split('=')[0] for p in parts):
-      parts.append(flag)
-  os.environ['XLA_FLAGS'] = ' '.join(parts)
+  if not cpu_backend.env_off(_FAST_COMPILE_OPT_OUT):
+    os.environ['XLA_FLAGS'] = cpu_backend.append_missing(os.environ.get('XLA_FLAGS', ''),
+                                                         _FAST_COMPILE_FLAGS)
 
 
 def pytest_unconfigure(config):

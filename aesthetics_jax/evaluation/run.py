@@ -118,7 +118,7 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
       box_threshold=float(ec.box_threshold), bootstrap_samples=bootstrap, seed=seed))
   scale = global_scale(m)
   figs = evaluators.figures.run(
-      forward, variables, sources['test'], test, m, arch=arch, image_size=size,
+      forward, variables, sources['test'], test, m, mesh, arch=arch, image_size=size,
       normalize=normalize, threshold=float(ec.box_threshold), batch_size=batch_size,
       num_examples=int(ec.num_example_images), tag_names=ground_truth.tag_names(config))
 

@@ -12,7 +12,6 @@ import concurrent.futures
 import hashlib
 import math
 import multiprocessing
-import statistics
 import time
 from typing import Any, Callable, Sequence
 
@@ -207,25 +206,25 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
 
   def paired(fed: dict[str, Any]) -> list[float]:  # fed images/s over alone, round by round
     return [(nb * b / f) / (b / a) for a, f in zip(alone['each_s'], fed['each_s'])]
-  first_rounds, later_rounds = paired(fed_r), paired(later_r)
+  first_rounds, later_rounds = timing.summarize(paired(fed_r)), timing.summarize(paired(later_r))
   need = math.ceil(model_ips / per_worker_ips) if per_worker_ips > 0 else None
   cpus = parallel.host_cpu_count()
   print(f'  model alone {timing.fmt_rate(alone)}; fed by train_batches, first epoch '
         f'(decoding) {timing.fmt_rate(fed_r)}, later epochs (resized cache) '
         f'{timing.fmt_rate(later_r)}; fed / alone round by round: first epoch '
-        f'{statistics.median(first_rounds):.3f} ({min(first_rounds):.3f}-{max(first_rounds):.3f}), '
-        f'later {statistics.median(later_rounds):.3f} ({min(later_rounds):.3f}-'
-        f'{max(later_rounds):.3f}); one decode worker {per_worker_ips:.1f} img/s -> '
+        f'{first_rounds["median"]:.3f} ({first_rounds["min"]:.3f}-{first_rounds["max"]:.3f}), '
+        f'later {later_rounds["median"]:.3f} ({later_rounds["min"]:.3f}-'
+        f'{later_rounds["max"]:.3f}); one decode worker {per_worker_ips:.1f} img/s -> '
         f'{need} workers keep up (this machine has {cpus} cores, shared with the model)',
         flush=True)
   return {'model': alone, 'model_fed_by_train_batches': fed_r,
           'model_fed_later_epochs': later_r,
           'decode_images_per_s_per_worker': per_worker_ips,
           'workers_needed_to_feed_model': need, 'cpu_count': cpus,
-          'fed_over_alone': statistics.median(first_rounds),
-          'fed_later_epochs_over_alone': statistics.median(later_rounds),
-          'fed_over_alone_per_round': timing.summarize(first_rounds),
-          'fed_later_epochs_over_alone_per_round': timing.summarize(later_rounds),
+          'fed_over_alone': first_rounds['median'],
+          'fed_later_epochs_over_alone': later_rounds['median'],
+          'fed_over_alone_per_round': first_rounds,
+          'fed_later_epochs_over_alone_per_round': later_rounds,
           'fed_over_alone_of_medians': fed_r['items_per_s']['median'] / model_ips,
           'fed_later_epochs_over_alone_of_medians': later_r['items_per_s']['median'] / model_ips}
 

@@ -29,7 +29,7 @@ EXAMPLE_SIZE = 256
 
 
 def examples(forward: streaming.ForwardFn, variables, source: Sequence, rows: Sequence[int],
-             test: streaming.SplitSummary, *, arch: str, image_size: int, normalize: str,
+             test: streaming.SplitSummary, mesh, *, arch: str, image_size: int, normalize: str,
              threshold: float, batch_size: int,
              tag_names: Mapping[int, str]) -> tuple[list[dict], list[dict]]:
   """Panels of `report.figures.examples_figure` and `image_bucket_maps_figure` for test rows.
@@ -46,8 +46,7 @@ def examples(forward: streaming.ForwardFn, variables, source: Sequence, rows: Se
   imgs = [preprocess.decode(r['image'], target=EXAMPLE_SIZE, hint=preprocess.DATASET_HINT,
                             what=f'image_id {int(r["image_id"])}') for r in records]
   x, _ = parallel.pad_to_multiple(x, batch_size)
-  x = preprocess.to_model_input(jax.device_put(x, parallel.data_sharding(parallel.make_mesh())),
-                                normalize)
+  x = preprocess.to_model_input(jax.device_put(x, parallel.data_sharding(mesh)), normalize)
   pred, maps = jax.device_get(forward(variables, x))
   maps = inference.split_maps(np.asarray(maps), arch)
   panels, bucket_panels = [], []
@@ -90,7 +89,7 @@ def stack_pngs(pngs: Sequence[bytes]) -> bytes:
 
 
 def run(forward: streaming.ForwardFn, variables, source: Sequence, test: streaming.SplitSummary,
-        metrics: Mapping[str, Any], *, arch: str, image_size: int, normalize: str = 'none',
+        metrics: Mapping[str, Any], mesh, *, arch: str, image_size: int, normalize: str = 'none',
         threshold: float = 0.2, batch_size: int = 32, num_examples: int = 6,
         tag_names: Mapping[int, str] | None = None) -> dict[str, bytes]:
   """{figure name: PNG bytes}; `metrics` supplies the Table 1 coefficients shown on the
@@ -99,7 +98,7 @@ def run(forward: streaming.ForwardFn, variables, source: Sequence, test: streami
   k = max(1, int(num_examples) // 2)
   order = np.argsort(-test.true['mean_score'], kind='stable')
   ex, bex = examples(forward, variables, source, list(order[:k]) + list(order[::-1][:k]), test,
-                     arch=arch, image_size=image_size, normalize=normalize, threshold=threshold,
+                     mesh, arch=arch, image_size=image_size, normalize=normalize, threshold=threshold,
                      batch_size=batch_size, tag_names=tag_names or {})
   figs['examples_high'] = report_figures.examples_figure(ex[:k], f'{k} highest-rated test images')
   figs['examples_low'] = report_figures.examples_figure(ex[k:], f'{k} lowest-rated test images')
