@@ -140,6 +140,11 @@ def _user_set_ynn() -> bool:
              for p in os.environ.get('XLA_FLAGS', '').split())
 
 
+def options_key(options: dict | None) -> tuple | None:
+  """`encoder_options`' result as a hashable key (for memoised jit builders); None stays."""
+  return tuple(sorted(options.items())) if options else None
+
+
 def encoder_options(model, work: str = 'forward') -> dict | None:
   """`compiler_options` for a jit dominated by `model`'s encoder (`jax.jit(fn,
   compiler_options=encoder_options(model, 'cam'))`): the measured faster XLA:CPU setting

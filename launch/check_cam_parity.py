@@ -237,7 +237,7 @@ def jax_layer_maps(model, variables, images: np.ndarray, layers, cats,
   cats = jnp.asarray(np.asarray(cats), jnp.int32)
   target_fn = lambda out: jnp.take_along_axis(out['imagenet_logits'], cats[:, None], axis=1)
 
-  # One jit for all methods: the gradient methods share one forward pass and one vjp (CSE).
+  # One jit for all methods: the gradient methods share one forward pass and one vjp.
   @jax.jit
   def maps(variables, x):
     steps = [functools.partial(model.apply, variables, after=a, until=b,
@@ -245,13 +245,10 @@ def jax_layer_maps(model, variables, images: np.ndarray, layers, cats,
              for a, b in zip(layers[:-1], layers[1:])]
     steps.append(functools.partial(model.apply, variables, layer=layers[-1], method='rest'))
     first = model.apply(variables, x, layers[0], method='features_until')
-    out = {}
-    for m in methods:
-      raw = cam.compute_layers(m, steps, first, target_fn,
-                               model_fn=lambda im: model.apply(variables, im), images=x,
-                               batch_size=scorecam_batch, eigen_sign=eigen_sign)
-      out[m] = cam.fuse_layers([r[:, 0] for r in raw], x.shape[1:3])
-    return out
+    raw = cam.compute_layers_many(methods, steps, first, target_fn,
+                                  model_fn=lambda im: model.apply(variables, im), images=x,
+                                  batch_size=scorecam_batch, eigen_sign=eigen_sign)
+    return {m: cam.fuse_layers([r[:, 0] for r in raw[m]], x.shape[1:3]) for m in methods}
 
   return {m: np.asarray(v) for m, v in maps(variables, x).items()}
 

@@ -152,14 +152,18 @@ def layer_maps(model, variables, layers: Sequence[str], method: str, first: jax.
   return outputs, (maps[0] if len(maps) == 1 else cam.fuse_layers(maps, x.shape[1:3]))
 
 
-@functools.lru_cache(maxsize=8)
 def features_until_fn(model, layer: str):
   """jitted `(variables, x f32 [B,S,S,3]) -> activation at `layer` [B,h,w,C]`, one per
-  (model, layer) in a process: the faithfulness and localization evaluators run the same
-  encoder on batches of one shape and share its tracing and compilation (each built its own:
-  ~3 s of a small MobileNetV2 evaluation on 2 cores)."""
+  (model, layer, compiler options) in a process: the faithfulness and localization evaluators
+  run the same encoder on batches of one shape and share its tracing and compilation (each
+  built its own: ~3 s of a small MobileNetV2 evaluation on 2 cores)."""
+  return _features_until_fn(model, layer,
+                            cpu_backend.options_key(cpu_backend.encoder_options(model)))
 
-  @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model))
+
+@functools.lru_cache(maxsize=8)
+def _features_until_fn(model, layer: str, options: tuple | None):
+  @functools.partial(jax.jit, compiler_options=dict(options) if options else None)
   def features(variables, x):
     return model.apply(variables, x, layer, method='features_until')
   return features
