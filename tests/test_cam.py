@@ -140,6 +140,32 @@ def test_scorecam_layer_chain_scores_each_layer_with_the_full_model():
     np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
+def test_compute_layers_many_equals_one_method_at_a_time():
+  # The same toy chain as above; every method at once (one shared vjp for the gradient
+  # methods, one activation pass for EigenCAM and ScoreCAM) equals each method alone.
+  x = jax.random.uniform(jax.random.key(6), (2, 8, 8, 3))
+  M = jax.random.normal(jax.random.key(7), (3, 4))
+  first = lambda im: im[:, ::2, ::2, :]
+  step = lambda a: jnp.tanh(a[:, ::2, ::2, :] @ M)
+  head = lambda a: {'score_logits': jnp.tile(a.sum(axis=(1, 2)), (1, 3))[:, :10],
+                    'tag_logits': jnp.tile(a.mean(axis=(1, 2)), (1, 17))[:, :66]}
+  model_fn = lambda im: head(step(first(im)))  # noqa: E731
+  tf = cam.targets_for('mobilenet_v2', ('aesthetic', 'top_tag'))
+  kw = dict(model_fn=model_fn, images=x, batch_size=2)
+  many = cam.compute_layers_many(cam.METHODS, [step, head], first(x), tf, **kw)
+  assert list(many) == list(cam.METHODS)
+  for m in cam.METHODS:
+    alone = cam.compute_layers(m, [step, head], first(x), tf, **kw)
+    assert [a.shape for a in many[m]] == [(2, 2, 4, 4), (2, 2, 2, 2)], m
+    for got, want in zip(many[m], alone):
+      assert float(jnp.abs(want).max()) > 0, m
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=m)
+  with pytest.raises(ValueError, match="unknown CAM method 'nope'"):
+    cam.compute_layers_many(('gradcam', 'nope'), [step, head], first(x), tf)
+  with pytest.raises(ValueError, match='model_fn'):
+    cam.compute_layers_many(('gradcam', 'scorecam'), [step, head], first(x), tf)
+
+
 def test_eigencam_is_first_principal_component():
   A = np.random.default_rng(0).normal(size=(6, 4, 4, 5)).astype(np.float32)
   exact = np.asarray(jax.jit(cam.eigen_projection)(jnp.asarray(A)))
