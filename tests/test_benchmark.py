@@ -413,7 +413,8 @@ def test_input_section_runs_without_flags():
   """--what=input at toy sizes, called directly (checks the report, not speed); the grain
   comparison (threads only here: its worker processes take ~10 s to start) when installed."""
   opts = sections.Options(num_images=8, repeats=2, warmup=0, processes=False, resize_size=40,
-                          image_size=32, batch_size=4, workers=2, grain_modes=('threads',))
+                          image_size=32, batch_size=4, workers=2, grain_modes=('threads',),
+                          fed_rounds=3)
   res = input_section.run(opts)
   for name in ('train_1_thread', 'train_2_threads', 'eval_1_thread',
                'train_full_decode_1_thread', 'train_batches_pipeline'):
@@ -426,6 +427,7 @@ def test_input_section_runs_without_flags():
   for k in ('fed_over_alone', 'fed_later_epochs_over_alone'):  # the median of the rounds'
     r = vs[k + '_per_round']
     assert r['min'] <= vs[k] == r['median'] <= r['max'] and vs[k + '_of_medians'] > 0
+  assert len(vs['model']['each_s']) == 3  # opts.fed_rounds rounds (more than repeats)
   rows = input_section.summary(res)
   fed = ['model_fed_by_pipeline_first_epoch_over_alone',
          'model_fed_by_pipeline_later_epochs_over_alone']

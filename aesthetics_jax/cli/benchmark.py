@@ -102,6 +102,9 @@ flags.DEFINE_bool('processes', _D.processes, '--what=input: also time a process 
                   'threads).')
 flags.DEFINE_bool('input_vs_model', _D.input_vs_model, '--what=input: also time the model '
                   'fed by the pipeline and say how many decode workers keep up with it.')
+flags.DEFINE_integer('fed_rounds', _D.fed_rounds, '--what=input: rounds of the model alone '
+                     'vs fed by the pipeline (or --repeats, if more); the ratio is the median '
+                     'per-round ratio.')
 flags.DEFINE_bool('grain', _D.grain, "--what=input: also time google's grain doing the "
                   "same work (threads and processes; needs the optional extra: pip install "
                   "-e '.[bench]'; skipped if grain does not import).")

@@ -162,7 +162,8 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
   later epochs (the resized images in `pipeline.ResizedCache`, only cropped); workers
   needed = model images/s / one worker's decode images/s.
 
-  The fed / alone ratios are medians of per-round ratios (`timing.head_to_head`'s estimator):
+  The fed / alone ratios are medians of per-round ratios (`timing.head_to_head`'s estimator,
+  `opts.fed_rounds` rounds, or `opts.repeats` if more):
   a round's three calls run back to back, so a change in the shared machine's speed between
   rounds cancels. On the 2-core EPYC single rounds of the later-epoch ratio ranged 0.80-1.08
   within one run; the ratio of the two series' medians (kept as `*_of_medians`) moves with
@@ -197,7 +198,7 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
     runs = timing.interleaved(
         {'model': lambda: jax.block_until_ready(fwd(variables, x)), 'first': first,
          'later': later}, items={'model': b, 'first': nb * b, 'later': nb * b},
-        repeats=max(15, opts.repeats), warmup=opts.warmup)  # ~3 s a round at 224 px
+        repeats=max(opts.fed_rounds, opts.repeats), warmup=opts.warmup)  # 3 s a round at 224 px
   finally:
     first_it.close()
     later_it.close()
