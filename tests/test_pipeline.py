@@ -43,6 +43,36 @@ def test_train_batch_shapes_dtypes_ranges(source, mesh):
     np.testing.assert_allclose(b['mean_score'][i], 6.0 if b['label'][i] else 4.0, atol=1e-5)
 
 
+def test_train_images_are_the_host_preprocessing_of_their_positions(source, mesh):
+  """Every training image equals `preprocess_train_np` of its row with
+  `augment_rng(seed, step, position)`, the mirror included (the pipeline mirrors on the
+  device, in `to_model_input`), with and without the resized-image cache; both mirrored and
+  unmirrored images occur."""
+  by_id = {int(r['image_id']): r for r in source}
+  c = tiny_config(random_flip=True, balanced=False)
+  flips = set()
+  for cache_mb in (0, 64):
+    c.input.resized_cache_mb = cache_mb
+    for step, b in enumerate(take(pipeline.train_batches(source, c, mesh), 4)):
+      for j, iid in enumerate(b['image_id']):
+        data = by_id[int(iid)]['image']
+        rng = lambda: preprocess.augment_rng(int(c.seed), step, j)  # noqa: E731
+        want = preprocess.preprocess_train_np(data, 40, 32, rng(), random_flip=True)
+        np.testing.assert_array_equal(b['image'][j], np.asarray(preprocess.to_model_input(want)),
+                                      err_msg=f'step {step} position {j}')
+        flips.add(preprocess.train_crop_np(data, 40, 32, rng(), random_flip=True)[1])
+  assert flips == {True, False}
+
+
+def test_to_model_input_mirrors_flagged_images_only():
+  x = np.random.default_rng(0).integers(0, 256, (3, 4, 5, 3), np.uint8)
+  got = np.asarray(preprocess.to_model_input(x, flip=np.array([True, False, True])))
+  want = x.astype(np.float32) / 255
+  want[[0, 2]] = want[[0, 2], :, ::-1]
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  assert got.dtype == np.float32
+
+
 def test_eval_batches_order_padding_mask(source, mesh):
   c = tiny_config(normalize='imagenet')
   batches = [{k: np.asarray(v) for k, v in b.items()}

@@ -7,7 +7,7 @@ is meant to be used, so `--what=input` can time one against the other like for l
   MapDataset.range(L)                       element k of this process's stream
     .map(_Locate)                           k → step, global batch position, source row, mask
     .map(_Read(MapDataset.source(source)))  + the record's JPEG bytes (random access)
-    .map(_Preprocess)                       → uint8 [S,S,3] (preprocess.*_np, augment_rng)
+    .map(_Preprocess)                       → uint8 [S,S,3] (+ its mirror flag), as ours
   'threads':   .to_iter_dataset(ReadOptions(num_threads=W, ...)).batch(b)
   'processes': .batch(b).to_iter_dataset(ReadOptions(num_threads=0)).mp_prefetch(W workers)
 
@@ -109,7 +109,8 @@ class _Read:
 
 
 class _Preprocess:
-  """{..., data: bytes} → {'image': uint8 [S,S,3], 'row': i64, 'mask': f32}, as ours does."""
+  """{..., data: bytes} → {'image': uint8 [S,S,3], 'row': i64, 'mask': f32} (+ 'flip': bool
+  when training with random flips: mirrored on the device by `to_global`), as ours does."""
 
   def __init__(self, *, train: bool, resize_size: int, image_size: int, seed: int = 0,
                random_flip: bool = False):
@@ -118,12 +119,16 @@ class _Preprocess:
 
   def __call__(self, el: dict[str, Any]) -> dict[str, Any]:
     what = f"image_id {el['image_id']} (row {el['row']})"
+    out = {'row': np.int64(el['row']), 'mask': np.float32(el['mask'])}
     if self.train:
       rng = preprocess.augment_rng(self.seed, el['step'], el['position'])
-      image = preprocess.preprocess_train_np(el['data'], self.rs, self.s, rng, self.flip, what)
+      out['image'], flip = preprocess.train_crop_np(el['data'], self.rs, self.s, rng, self.flip,
+                                                    what)
+      if self.flip:
+        out['flip'] = np.bool_(flip)
     else:
-      image = preprocess.preprocess_eval_np(el['data'], self.s, what)
-    return {'image': image, 'row': np.int64(el['row']), 'mask': np.float32(el['mask'])}
+      out['image'] = preprocess.preprocess_eval_np(el['data'], self.s, what)
+    return out
 
 
 class Batches(Iterator[ip.Batch]):
@@ -144,6 +149,8 @@ class Batches(Iterator[ip.Batch]):
     host = ip.row_targets(self.meta, self.weights, np.asarray(el['row'], np.int64),
                           np.asarray(el['mask'], np.float32))
     host['image'] = np.asarray(el['image'])
+    if 'flip' in el:
+      host['flip'] = np.asarray(el['flip'], bool)
     return ip.to_global(host, self.sharding, self.batch_size, self.normalize)
 
   def get_state(self) -> dict[str, Any]:

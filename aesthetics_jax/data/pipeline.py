@@ -36,8 +36,9 @@ from aesthetics_jax.data.preprocess import InputError
 from aesthetics_jax.data.sampling import Metadata, Record
 
 Batch = dict[str, jax.Array]
-# (read the encoded image, source row, step, global position, description) -> uint8 [S,S,3]
-ImageFn = Callable[[Callable[[], bytes], int, int, int, str], np.ndarray]
+# (read the encoded image, source row, step, global position, description)
+#   -> (uint8 [S,S,3], mirror it left-right): the mirror is applied on the device
+ImageFn = Callable[[Callable[[], bytes], int, int, int, str], tuple[np.ndarray, bool]]
 
 
 def _check_batch_size(batch_size: int, mesh: Mesh, what: str) -> None:
@@ -76,20 +77,24 @@ class _Loader:
     self.pool.shutdown(wait=True, cancel_futures=True)
 
   def host_batch(self, step: int, indices: np.ndarray, mask: np.ndarray,
-                 image_fn: ImageFn, size: int) -> dict[str, np.ndarray]:
+                 image_fn: ImageFn, size: int, flips: bool = False) -> dict[str, np.ndarray]:
     """This process's rows of batch `step` with global rows `indices` [B] (numpy).
 
-    image_fn(read bytes, source row, step, global position, description) -> uint8
-    [size, size, 3]; it calls `read()` only when it needs the encoded image.
+    image_fn(read bytes, source row, step, global position, description) -> (uint8
+    [size, size, 3], mirror); it calls `read()` only when it needs the encoded image.
+    `flips`: the batch carries 'flip' bool [b] (`to_global` mirrors those images on the
+    device); without it image_fn must never ask for a mirror.
     """
     rows = self.rows
     local = indices[rows]
     images = np.empty((len(local), size, size, 3), np.uint8)
+    flip = np.zeros(len(local), bool)
 
     def work(k: int) -> None:
       i = int(local[k])
       what = f'image_id {int(self.meta.image_id[i])} (row {i})'
-      images[k] = image_fn(lambda: self.source[i]['image'], i, step, rows.start + k, what)
+      images[k], flip[k] = image_fn(lambda: self.source[i]['image'], i, step, rows.start + k,
+                                    what)
 
     # Rows the image function serves from memory (`ResizedCache`: a crop) run right here:
     # waking the decode threads for them costs the model more than the copy.
@@ -102,7 +107,10 @@ class _Loader:
         futures.append(self.pool.submit(work, k))
     for f in futures:
       f.result()  # re-raises a worker's InputError here
-    return dict(row_targets(self.meta, self.weights, local, mask[rows]), image=images)
+    if flip.any() and not flips:
+      raise AssertionError('an image function asked for a mirror in a batch without flips')
+    out = dict(row_targets(self.meta, self.weights, local, mask[rows]), image=images)
+    return dict(out, flip=flip) if flips else out
 
   def to_global(self, host: dict[str, np.ndarray]) -> Batch:
     return to_global(host, self.sharding, self.batch_size, self.normalize)
@@ -128,12 +136,14 @@ def row_targets(meta: Metadata, weights: np.ndarray, rows: np.ndarray,
 def to_global(host: dict[str, np.ndarray], sharding, batch_size: int,
               normalize: str = 'none') -> Batch:
   """This process's rows (leading axis b <= batch_size) → global arrays of `batch_size` rows
-  sharded by `sharding`; `host['image']` uint8 [b,S,S,3] becomes f32 via `to_model_input`."""
+  sharded by `sharding`; `host['image']` uint8 [b,S,S,3] becomes f32 via `to_model_input`,
+  mirrored where `host['flip']` (bool [b], optional; not in the result) says so."""
   out = {}
   for k, v in host.items():
     shape = (batch_size,) + v.shape[1:]
     out[k] = jax.make_array_from_process_local_data(sharding, v, shape)
-  out['image'] = preprocess.to_model_input(out['image'], normalize=normalize)
+  out['image'] = preprocess.to_model_input(out['image'], normalize=normalize,
+                                           flip=out.pop('flip', None))
   return out
 
 
@@ -255,15 +265,15 @@ def _train_image_fn(config, cache: ResizedCache | None = None) -> ImageFn:
                      'set resize_size >= image_size')
 
   def fn(read: Callable[[], bytes], row: int, step: int, position: int,
-         what: str) -> np.ndarray:
+         what: str) -> tuple[np.ndarray, bool]:
     rng = preprocess.augment_rng(seed, step, position)
     if cache is None:
-      return preprocess.preprocess_train_np(read(), rs, s, rng, flip, what)
+      return preprocess.train_crop_np(read(), rs, s, rng, flip, what)
     resized = cache.get(row)
     if resized is None:
       resized = preprocess.resize_train_np(read(), rs, what)
       cache.put(row, resized)
-    return preprocess.preprocess_train_np(resized, rs, s, rng, flip, what)
+    return preprocess.train_crop_np(resized, rs, s, rng, flip, what)
   if cache is not None:
     fn.cheap = cache.rows.__contains__  # type: ignore[attr-defined]
   return fn
@@ -309,7 +319,8 @@ def train_batches(source: Sequence[Record], config, mesh: Mesh, start_step: int 
   def produce(step: int) -> Batch:
     idx = sampling.train_indices(step, n, batch_size, seed, cdf)
     return loader.to_global(loader.host_batch(step, idx, ones, image_fn,
-                                              int(config.input.image_size)))
+                                              int(config.input.image_size),
+                                              flips=bool(config.input.random_flip)))
 
   def steps() -> Iterator[int]:
     s = int(start_step)
@@ -348,9 +359,9 @@ def eval_batches(source: Sequence[Record], config, mesh: Mesh, batch_size: int |
   loader = _Loader(source, meta, weights, config, mesh, batch_size)
 
   def image_fn(read: Callable[[], bytes], row: int, step: int, position: int,
-               what: str) -> np.ndarray:
+               what: str) -> tuple[np.ndarray, bool]:
     del row, step, position
-    return preprocess.preprocess_eval_np(read(), size, what)
+    return preprocess.preprocess_eval_np(read(), size, what), False
 
   def produce(b: int) -> Batch:
     pos = b * batch_size + np.arange(batch_size)

@@ -29,6 +29,7 @@ import stat
 import warnings
 from typing import Sequence
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -451,6 +452,21 @@ def preprocess_train_np(img: np.ndarray | bytes | Image.Image, resize_size: int,
   Returns:
     uint8 [image_size, image_size, 3].
   """
+  a, flip = train_crop_np(img, resize_size, image_size, rng, random_flip, what)
+  return np.ascontiguousarray(a[:, ::-1] if flip else a)
+
+
+def train_crop_np(img: np.ndarray | bytes | Image.Image, resize_size: int, image_size: int,
+                  rng: np.random.Generator, random_flip: bool = False,
+                  what: str = 'image') -> tuple[np.ndarray, bool]:
+  """`preprocess_train_np` without the flip: (the crop, whether to mirror it), from the same
+  draws of `rng`. The crop is uint8 [image_size, image_size, 3], a view of `img` when `img`
+  is already resized.
+
+  The input pipeline mirrors on the device, inside `to_model_input`: numpy's copy of a
+  mirrored view moves 3-byte pixels one at a time (~0.36 ms per 224² image on a 2-core EPYC,
+  against 0.007 ms for the crop alone), most of the pipeline's CPU once images are cached.
+  """
   _check_crop(resize_size, image_size)
   if (isinstance(img, np.ndarray) and img.dtype == np.uint8
       and img.shape == (resize_size, resize_size, 3)):
@@ -460,10 +476,7 @@ def preprocess_train_np(img: np.ndarray | bytes | Image.Image, resize_size: int,
            else _decode_pil(img, resize_size, what))
     a = np.asarray(_resize(pil, resize_size), dtype=np.uint8)
   y, x = rng.integers(0, resize_size - image_size + 1, size=2)
-  a = a[y:y + image_size, x:x + image_size]
-  if random_flip and rng.random() < 0.5:
-    a = a[:, ::-1]
-  return np.ascontiguousarray(a)
+  return a[y:y + image_size, x:x + image_size], bool(random_flip and rng.random() < 0.5)
 
 
 def augment_rng(seed: int, step: int, position: int) -> np.random.Generator:
@@ -472,8 +485,16 @@ def augment_rng(seed: int, step: int, position: int) -> np.random.Generator:
 
 
 @functools.partial(jax.jit, static_argnames=('normalize',))
-def to_model_input(x: jax.Array, normalize: str = 'none') -> jax.Array:
-  """uint8 [..., 3] → float32 in [0, 1]; `normalize='imagenet'` → (x - mean) / std."""
+def to_model_input(x: jax.Array, normalize: str = 'none',
+                   flip: jax.Array | None = None) -> jax.Array:
+  """uint8 [B, H, W, 3] → float32 in [0, 1]; `normalize='imagenet'` → (x - mean) / std.
+
+  flip: bool [B] or None: image b is mirrored left-right where flip[b] (`train_crop_np`'s
+  deferred flip), in the same pass as the conversion.
+  """
+  if flip is not None:
+    chex.assert_shape(flip, x.shape[:1])
+    x = jnp.where(flip.reshape(flip.shape + (1,) * (x.ndim - 1)), jnp.flip(x, axis=-2), x)
   y = x.astype(jnp.float32) * (1.0 / 255.0)
   if normalize == 'imagenet':
     y = (y - jnp.asarray(IMAGENET_MEAN, jnp.float32)) / jnp.asarray(IMAGENET_STD, jnp.float32)

@@ -38,15 +38,19 @@ def _real_jpegs(data_dir: str, subset: str, n: int) -> list[bytes]:
 
 # Module-level (picklable) so that a process pool can run them.
 def _train_one(item: Item) -> np.ndarray:
-  """One train image: decode (with draft), resize, random crop."""
+  """One train image as the pipeline makes it: decode (with draft), resize, random crop (the
+  mirror is left to the device)."""
   data, j, rs, s = item
-  return preprocess.preprocess_train_np(data, rs, s, preprocess.augment_rng(0, 0, j), random_flip=True)
+  crop, _ = preprocess.train_crop_np(data, rs, s, preprocess.augment_rng(0, 0, j), True)
+  return np.ascontiguousarray(crop)
 
 
 def _train_full_decode(item: Item) -> np.ndarray:
   """The same without the draft() fast path: full-resolution decode, then resize/crop."""
   data, j, rs, s = item
-  return preprocess.preprocess_train_np(preprocess.decode_image(data), rs, s, preprocess.augment_rng(0, 0, j), True)
+  crop, _ = preprocess.train_crop_np(preprocess.decode_image(data), rs, s,
+                                     preprocess.augment_rng(0, 0, j), True)
+  return np.ascontiguousarray(crop)
 
 
 def _eval_full_decode(item: Item) -> np.ndarray:
