@@ -173,6 +173,19 @@ def test_interleaved_alternates_and_separates_first_call():
   assert timing.ratio({'items_per_s': {'median': 6.0}}, slow) == 3.0
 
 
+def test_median_interval_brackets_the_median_and_narrows_with_rounds():
+  rng = np.random.default_rng(0)
+  few, many = list(rng.normal(1.0, 0.2, 15)), list(rng.normal(1.0, 0.2, 240))
+  lo, hi = timing.median_interval(few)
+  assert lo <= float(np.median(few)) <= hi and lo < hi
+  lo2, hi2 = timing.median_interval(many)
+  assert lo2 <= float(np.median(many)) <= hi2 and hi2 - lo2 < (hi - lo) / 2  # ~1/sqrt(16)
+  assert timing.median_interval(few) == [lo, hi]                            # seeded
+  assert timing.median_interval([2.5]) == [2.5, 2.5]
+  r = timing.summarize_rounds(few)
+  assert r['ci95'] == [lo, hi] and r['median'] == float(np.median(few))
+
+
 def test_head_to_head_pairs_rounds_so_a_machine_slowdown_cancels(monkeypatch):
   # A fake clock: ours costs 1 unit, theirs 3, and the 'machine' runs 2x slower from the
   # third call on (a neighbour starting). Per-round ratios stay 3 where the medians of
@@ -194,7 +207,8 @@ def test_head_to_head_pairs_rounds_so_a_machine_slowdown_cancels(monkeypatch):
   h = timing.head_to_head(cost('ours', 1.0), cost('theirs', 3.0), items=6, repeats=4)
   # one untimed call of each, then rounds ours,theirs / theirs,ours / ...
   assert calls == ['ours', 'theirs'] + ['ours', 'theirs', 'theirs', 'ours'] * 2
-  assert h['ratio'] == 3.0 and h['ratio_per_round'] == {'median': 3.0, 'min': 3.0, 'max': 3.0}
+  assert h['ratio'] == 3.0 and h['ratio_per_round'] == {'median': 3.0, 'min': 3.0, 'max': 3.0,
+                                                        'ci95': [3.0, 3.0]}
   assert h['ours']['each_s'] == [2.0] * 4 and h['theirs']['each_s'] == [6.0] * 4
   assert h['ours']['items_per_s']['median'] == 3.0 and h['ours']['repeats'] == 4
 
@@ -427,6 +441,7 @@ def test_input_section_runs_without_flags():
   for k in ('fed_over_alone', 'fed_later_epochs_over_alone'):  # the median of the rounds'
     r = vs[k + '_per_round']
     assert r['min'] <= vs[k] == r['median'] <= r['max'] and vs[k + '_of_medians'] > 0
+    assert r['min'] <= r['ci95'][0] <= r['median'] <= r['ci95'][1] <= r['max']
   assert len(vs['model']['each_s']) == 3  # opts.fed_rounds rounds (more than repeats)
   rows = input_section.summary(res)
   fed = ['model_fed_by_pipeline_first_epoch_over_alone',

@@ -5,10 +5,28 @@ import statistics
 import time
 from typing import Any, Callable, Mapping
 
+import numpy as np
+
 
 def summarize(values: list[float]) -> dict[str, float]:
   """{'median', 'min', 'max'} of a non-empty list."""
   return {'median': statistics.median(values), 'min': min(values), 'max': max(values)}
+
+
+def median_interval(values: list[float], level: float = 0.95, resamples: int = 2000,
+                    seed: int = 0) -> list[float]:
+  """[lo, hi]: bootstrap percentile interval of the median of `values` (seeded, so a JSON
+  can be recomputed). How far the median of a few noisy rounds can be trusted."""
+  v = np.asarray(values, np.float64)
+  draws = np.random.default_rng(seed).integers(0, len(v), (resamples, len(v)))
+  medians = np.median(v[draws], axis=1)
+  tail = (1.0 - level) / 2
+  return [float(np.quantile(medians, tail)), float(np.quantile(medians, 1.0 - tail))]
+
+
+def summarize_rounds(ratios: list[float]) -> dict[str, Any]:
+  """`summarize` of per-round ratios plus 'ci95', the 95% `median_interval` of the median."""
+  return dict(summarize(ratios), ci95=median_interval(ratios))
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -69,13 +87,14 @@ def head_to_head(ours: Callable[[], Any], theirs: Callable[[], Any], *, items: i
   screening median is biased upwards (the maximum of several noisy medians), the re-measured
   one is not.
 
-  Returns {'ours', 'theirs': `interleaved`'s figures, 'ratio_per_round': {median,min,max},
-  'ratio': the median per-round ratio (x faster than the reference)}.
+  Returns {'ours', 'theirs': `interleaved`'s figures, 'ratio_per_round': {median,min,max,
+  ci95}, 'ratio': the median per-round ratio (x faster than the reference)}.
   """
   res = interleaved({'ours': ours, 'theirs': theirs}, items=items, repeats=repeats, warmup=1)
   per_round = [t / o for o, t in zip(res['ours']['each_s'], res['theirs']['each_s'])]
   return {'ours': res['ours'], 'theirs': res['theirs'],
-          'ratio_per_round': summarize(per_round), 'ratio': statistics.median(per_round)}
+          'ratio_per_round': summarize_rounds(per_round),
+          'ratio': statistics.median(per_round)}
 
 
 def ratio(fast: Mapping[str, Any], slow: Mapping[str, Any], key: str = 'items_per_s') -> float:

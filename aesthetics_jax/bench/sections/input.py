@@ -211,15 +211,15 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
 
   def paired(fed: dict[str, Any]) -> list[float]:  # fed images/s over alone, round by round
     return [(nb * b / f) / (b / a) for a, f in zip(alone['each_s'], fed['each_s'])]
-  first_rounds, later_rounds = timing.summarize(paired(fed_r)), timing.summarize(paired(later_r))
+  first_rounds = timing.summarize_rounds(paired(fed_r))
+  later_rounds = timing.summarize_rounds(paired(later_r))
   need = math.ceil(model_ips / per_worker_ips) if per_worker_ips > 0 else None
   cpus = parallel.host_cpu_count()
   print(f'  model alone {timing.fmt_rate(alone)}; fed by train_batches, first epoch '
         f'(decoding) {timing.fmt_rate(fed_r)}, later epochs (resized cache) '
         f'{timing.fmt_rate(later_r)}; fed / alone round by round: first epoch '
-        f'{first_rounds["median"]:.3f} ({first_rounds["min"]:.3f}-{first_rounds["max"]:.3f}), '
-        f'later {later_rounds["median"]:.3f} ({later_rounds["min"]:.3f}-'
-        f'{later_rounds["max"]:.3f}); one decode worker {per_worker_ips:.1f} img/s -> '
+        f'{_rounds(first_rounds)}, later {_rounds(later_rounds)}; one decode worker '
+        f'{per_worker_ips:.1f} img/s -> '
         f'{need} workers keep up (this machine has {cpus} cores, shared with the model)',
         flush=True)
   return {'model': alone, 'model_fed_by_train_batches': fed_r,
@@ -232,6 +232,18 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
           'fed_later_epochs_over_alone_per_round': later_rounds,
           'fed_over_alone_of_medians': fed_r['items_per_s']['median'] / model_ips,
           'fed_later_epochs_over_alone_of_medians': later_r['items_per_s']['median'] / model_ips}
+
+
+def _rounds(r: dict[str, Any]) -> str:
+  """'median (95% interval lo-hi; rounds min-max)' of a `timing.summarize_rounds`."""
+  lo, hi = r['ci95']
+  return (f"{r['median']:.3f} (95% interval {lo:.3f}-{hi:.3f}; rounds {r['min']:.3f}-"
+          f"{r['max']:.3f})")
+
+
+def _interval(r: dict[str, Any]) -> str:
+  """', 95% interval lo-hi' when `r` has one (JSONs before it was recorded have not)."""
+  return f", 95% interval {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}" if 'ci95' in r else ''
 
 
 def _digest(batch: ip.Batch) -> str:
@@ -353,7 +365,8 @@ def summary(result: dict[str, Any]) -> list[Row]:
       rows.append(Row('model_fed_by_pipeline_later_epochs_over_alone',
                       vs['fed_later_epochs_over_alone'],
                       'MobileNetV2 forward, resized images cached (pipeline.ResizedCache); '
-                      'median of per-round ratios',
+                      'median of per-round ratios' + _interval(
+                          vs.get('fed_later_epochs_over_alone_per_round', {})),
                       target=0.95))
   for config, runs in result.get('grain', {}).get('runs', {}).items():
     grains = [v for v in runs if v != 'ours']

@@ -177,7 +177,8 @@ def run(opts: Options) -> dict[str, Any]:
           print(f"  {arch}: head to head, {opts.confirm_repeats} rounds: ours "
                 f"{timing.fmt_rate(h2h['ours']).strip()}, torch "
                 f"{timing.fmt_rate(h2h['theirs']).strip()}; ratio {h2h['ratio']:.2f} "
-                f"(per round {pr['min']:.2f}-{pr['max']:.2f})", flush=True)
+                f"(95% interval {pr['ci95'][0]:.2f}-{pr['ci95'][1]:.2f}; per round "
+                f"{pr['min']:.2f}-{pr['max']:.2f})", flush=True)
       # bfloat16 (GPU): our fastest bfloat16 run against torch's fastest autocast one.
       bf = formulations.report(runs, f'torch_{arch}_bfloat16_')
       ours_bf = _best_jax(runs, arch, 'bfloat16')
@@ -206,8 +207,11 @@ def summary(result: dict[str, Any]) -> list[Row]:
     if r is not None:
       best = result.get('torch', {}).get(arch, {}).get('best')
       conf = result.get('confirmation', {}).get(arch)
-      how = (f", head to head {conf['ours']['repeats']} rounds (per round "
-             f"{conf['ratio_per_round']['min']:.2f}-{conf['ratio_per_round']['max']:.2f}; "
+      pr = conf['ratio_per_round'] if conf else {}
+      ci = (f"95% interval {pr['ci95'][0]:.2f}-{pr['ci95'][1]:.2f}; " if 'ci95' in pr
+            else '')  # JSONs written before the interval was recorded have none
+      how = (f", head to head {conf['ours']['repeats']} rounds ({ci}per round "
+             f"{pr['min']:.2f}-{pr['max']:.2f}; "
              f"screening {result[f'{arch}_ratio_vs_best_torch_screening']:.2f})"
              if conf else '')
       rows.append(Row(f'{arch}_forward_vs_best_torch', r,
