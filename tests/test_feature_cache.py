@@ -125,17 +125,22 @@ def test_memmap_over_budget_equals_ram_and_is_reused(arch, dtype, data_dir, tmp_
 
 def test_views_decoded_once_equal_each_view_preprocessed_alone(data_dir):
   """The K views of a row come from one decode + resize; each equals the view made alone
-  (`preprocess_train_np` with its `view_rng`), encoded alone."""
+  (`preprocess_train_np` with its `view_rng`, mirrored on the host), encoded alone: the
+  cache's builder mirrors on the device, and both mirrored and unmirrored views occur."""
   from aesthetics_jax.data import preprocess  # pylint: disable=import-outside-toplevel
-  c = _config('mobilenet_v2', data_dir, **{'cache.num_train_views': 3})
+  c = _config('mobilenet_v2', data_dir, **{'cache.num_train_views': 3,
+                                           'input.random_flip': True})
   cache = _build(c)
   model = models.create_model(c.model)
   variables = models.init_variables(model, c.seed, int(c.input.image_size))
   source = dataset.load_sources(c.data.data_dir, c.data.subset)['train']
   rs, s, flip = int(c.input.resize_size), int(c.input.image_size), bool(c.input.random_flip)
   encode = feature_cache.make_encode_fn(model, str(c.input.normalize), cacheable=True)
+  mirrors = set()
   for i in (0, 5):
     data = source[i]['image']
+    mirrors |= {m for _, m in preprocess.train_view_crops_np(
+        data, rs, s, [feature_cache.view_rng(c.seed, k, i) for k in range(3)], flip)}
     together = preprocess.train_views_np(
         data, rs, s, [feature_cache.view_rng(c.seed, k, i) for k in range(3)], flip)
     for k in range(3):
@@ -145,6 +150,7 @@ def test_views_decoded_once_equal_each_view_preprocessed_alone(data_dir):
       want = np.asarray(encode(variables, alone[None]))[0]
       np.testing.assert_allclose(cache.train[k, i], want, rtol=1e-5, atol=1e-6)
   assert not np.array_equal(cache.train[0], cache.train[1])  # the views differ
+  assert mirrors == {True, False}
 
 
 def _fail(*args, **kwargs):
@@ -189,10 +195,11 @@ def test_interrupted_build_is_never_reused(data_dir, tmp_path, monkeypatch):
 
 def test_float16_overflow_is_a_one_line_error():
   out = np.zeros((2, 3), np.float16)
-  encode = lambda v, x: np.full((2, 3), 1e6, np.float32)
+  encode = lambda v, x, flip: np.full((2, 3), 1e6, np.float32)
   src = [{'image': b''}] * 2
   with pytest.raises(TrainingError, match='cache.dtype=float32'):
-    feature_cache._encode_rows(encode, None, lambda data, i: [np.zeros((4, 4, 3), np.uint8)],
+    feature_cache._encode_rows(encode, None,
+                               lambda data, i: [(np.zeros((4, 4, 3), np.uint8), False)],
                                src, np.arange(2), parallel.make_mesh(), 2, 4, [out], '', False)
 
 

@@ -431,13 +431,22 @@ def train_views_np(img: bytes | Image.Image, resize_size: int, image_size: int,
   """`preprocess_train_np` for several crops of one image, decoded and resized once.
 
   View k equals `preprocess_train_np(img, resize_size, image_size, rngs[k], random_flip)`
-  (the resize comes before the crop, so it is shared); the feature cache's K views of a row.
+  (the resize comes before the crop, so it is shared).
   Returns: K uint8 [image_size, image_size, 3].
   """
+  return [np.ascontiguousarray(a[:, ::-1] if flip else a) for a, flip in
+          train_view_crops_np(img, resize_size, image_size, rngs, random_flip, what)]
+
+
+def train_view_crops_np(img: bytes | Image.Image, resize_size: int, image_size: int,
+                        rngs: Sequence[np.random.Generator], random_flip: bool = False,
+                        what: str = 'image') -> list[tuple[np.ndarray, bool]]:
+  """`train_crop_np` for several crops of one image, decoded and resized once: K (crop view
+  uint8 [image_size, image_size, 3], mirror) pairs; the feature cache's K views of a row
+  (mirrored on the device, as the pipeline's)."""
   _check_crop(resize_size, image_size)
   resized = resize_train_np(img, resize_size, what)
-  return [preprocess_train_np(resized, resize_size, image_size, rng, random_flip)
-          for rng in rngs]
+  return [train_crop_np(resized, resize_size, image_size, rng, random_flip) for rng in rngs]
 
 
 def preprocess_train_np(img: np.ndarray | bytes | Image.Image, resize_size: int,

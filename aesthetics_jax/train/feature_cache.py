@@ -73,8 +73,8 @@ def _encode_fn(model, normalize: str, chunk: int | None, cacheable: bool,
   features = parallel.features_fn(model, chunk, num_shards=jax.device_count())
 
   @functools.partial(jax.jit, compiler_options=dict(options) if options else None)
-  def encode(variables, images):
-    x = preprocess.to_model_input(images, normalize=normalize)
+  def encode(variables, images, flip=None):
+    x = preprocess.to_model_input(images, normalize=normalize, flip=flip)
     a = features(variables, x)
     return model.apply(variables, a, method='cache_features') if cacheable else a
   return encode
@@ -117,9 +117,10 @@ def _encode_rows(encode, variables, image_fn, source: Sequence[Any], rows: np.nd
                  mesh: Mesh, batch_size: int, size: int, outs: Sequence[np.ndarray], desc: str,
                  progress: bool) -> None:
   """Encodes `rows` of `source` into `outs[k] [N, ...]`, a batch at a time (in place: the
-  outputs may be memmaps). `image_fn(bytes, row)` returns one uint8 [S,S,3] image per output
-  (the K train views of a row come from one decode). The next batch's images are decoded while
-  the encoder runs on this one (measured serial: ~1.3 of 2 cores busy).
+  outputs may be memmaps). `image_fn(bytes, row)` returns one (uint8 [S,S,3] image, mirror)
+  per output (the K train views of a row come from one decode); `encode(variables, images,
+  flip)` mirrors on the device. The next batch's images are decoded while the encoder runs
+  on this one (measured serial: ~1.3 of 2 cores busy).
   """
   sharding = parallel.data_sharding(mesh)
   local = parallel.local_rows(sharding, batch_size)
@@ -152,8 +153,10 @@ def _encode_rows(encode, variables, image_fn, source: Sequence[Any], rows: np.nd
       encoded = []
       for k in range(len(outs)):
         x = jax.make_array_from_process_local_data(
-            sharding, np.stack([v[k] for v in views]), (batch_size, size, size, 3))
-        encoded.append(encode(variables, x))  # dispatched; no wait
+            sharding, np.stack([v[k][0] for v in views]), (batch_size, size, size, 3))
+        flip = jax.make_array_from_process_local_data(
+            sharding, np.array([v[k][1] for v in views], bool), (batch_size,))
+        encoded.append(encode(variables, x, flip))  # dispatched; no wait
       pending = submit(start + batch_size)  # decodes while the encoder runs
       for a, out in zip(encoded, outs):
         store(a, out, start)
@@ -324,13 +327,14 @@ def _fill(model, variables, train_source, test_source, validation_source, config
   encode = make_encode_fn(model, str(config.input.normalize), cacheable=True)
   bs = int(config.eval.batch_size or config.batch_size)
   k_views = lay.num_views
-  # One decode and resize per row for all K views (view k: the crop/flip of view_rng(seed, k, i)).
-  train_fn = lambda data, i: preprocess.train_views_np(
+  # One decode and resize per row for all K views (view k: the crop/flip of view_rng(seed, k, i));
+  # the mirror is applied on the device, as the input pipeline's (`preprocess.train_crop_np`).
+  train_fn = lambda data, i: preprocess.train_view_crops_np(
       data, rs, s, [view_rng(seed, k, i) for k in range(k_views)], flip)
   _encode_rows(encode, variables, train_fn, train_source, np.arange(n), mesh, bs, s,
                [arrays['train'][k] for k in range(k_views)],
                f'caching train views (K={k_views})', progress)
-  eval_fn = lambda data, i: [preprocess.preprocess_eval_np(data, s)]
+  eval_fn = lambda data, i: [(preprocess.preprocess_eval_np(data, s), False)]
   _encode_rows(encode, variables, eval_fn, test_source, np.arange(m), mesh, bs, s,
                [arrays['test']], 'caching test view', progress)
   if v:
