@@ -434,7 +434,7 @@ def train_views_np(img: bytes | Image.Image, resize_size: int, image_size: int,
   (the resize comes before the crop, so it is shared).
   Returns: K uint8 [image_size, image_size, 3].
   """
-  return [np.ascontiguousarray(a[:, ::-1] if flip else a) for a, flip in
+  return [mirror_np(a, flip) for a, flip in
           train_view_crops_np(img, resize_size, image_size, rngs, random_flip, what)]
 
 
@@ -461,7 +461,11 @@ def preprocess_train_np(img: np.ndarray | bytes | Image.Image, resize_size: int,
   Returns:
     uint8 [image_size, image_size, 3].
   """
-  a, flip = train_crop_np(img, resize_size, image_size, rng, random_flip, what)
+  return mirror_np(*train_crop_np(img, resize_size, image_size, rng, random_flip, what))
+
+
+def mirror_np(a: np.ndarray, flip: bool) -> np.ndarray:
+  """uint8 [H, W, 3] mirrored left-right if `flip` (host side), as a contiguous copy."""
   return np.ascontiguousarray(a[:, ::-1] if flip else a)
 
 
