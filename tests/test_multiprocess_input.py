@@ -53,9 +53,10 @@ _MULTIPROCESS = textwrap.dedent('''
       want_idx = sampling.train_indices(step, 16, 8, c.seed, cdf)
       np.testing.assert_array_equal(g['image_id'], meta.image_id[want_idx])
       np.testing.assert_array_equal(local, meta.image_id[want_idx][rows])
+      offsets, mirror = preprocess.augment_draws(c.seed, step, 8, 40, 32, True)
       for j, i in enumerate(want_idx):
-        img = preprocess.preprocess_train_np(source[i]['image'], 40, 32,
-                                             preprocess.augment_rng(c.seed, step, j), True)
+        img = preprocess.mirror_np(preprocess.crop_np(source[i]['image'], 40, 32, offsets[j]),
+                                   mirror[j])
         np.testing.assert_allclose(g['image'][j], np.asarray(preprocess.to_model_input(img)),
                                    atol=1e-6)
     it.close()

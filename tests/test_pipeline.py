@@ -44,23 +44,25 @@ def test_train_batch_shapes_dtypes_ranges(source, mesh):
 
 
 def test_train_images_are_the_host_preprocessing_of_their_positions(source, mesh):
-  """Every training image equals `preprocess_train_np` of its row with
-  `augment_rng(seed, step, position)`, the mirror included (the pipeline mirrors on the
-  device, in `to_model_input`), with and without the resized-image cache; both mirrored and
-  unmirrored images occur."""
+  """Every training image is its row resized, cropped at row j of
+  `augment_draws(seed, step, batch_size)` and mirrored where that row says (the pipeline
+  mirrors on the device, in `to_model_input`), with and without the resized-image cache; both
+  mirrored and unmirrored images occur."""
   by_id = {int(r['image_id']): r for r in source}
   c = tiny_config(random_flip=True, balanced=False)
   flips = set()
   for cache_mb in (0, 64):
     c.input.resized_cache_mb = cache_mb
     for step, b in enumerate(take(pipeline.train_batches(source, c, mesh), 4)):
+      offsets, mirror = preprocess.augment_draws(int(c.seed), step, int(c.batch_size), 40, 32,
+                                                 random_flip=True)
       for j, iid in enumerate(b['image_id']):
-        data = by_id[int(iid)]['image']
-        rng = lambda: preprocess.augment_rng(int(c.seed), step, j)  # noqa: E731
-        want = preprocess.preprocess_train_np(data, 40, 32, rng(), random_flip=True)
+        (y, x), m = offsets[j], bool(mirror[j])
+        want = preprocess.resize_train_np(by_id[int(iid)]['image'], 40)[y:y + 32, x:x + 32]
+        want = want[:, ::-1] if m else want
         np.testing.assert_array_equal(b['image'][j], np.asarray(preprocess.to_model_input(want)),
                                       err_msg=f'step {step} position {j}')
-        flips.add(preprocess.train_crop_np(data, 40, 32, rng(), random_flip=True)[1])
+        flips.add(m)
   assert flips == {True, False}
 
 

@@ -61,3 +61,32 @@ def test_draft_fast_path_matches_full_decode():
   assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
   with pytest.raises(preprocess.InputError, match='resize_size'):
     preprocess.preprocess_train_np(data, 32, 64, rng)
+
+
+def test_augment_draws_cover_the_crop_range_and_mirror_only_with_flips():
+  """A batch's crop offsets are in [0, resize - size], reproducible, different between steps,
+  the same with and without flips; mirrors half the time with flips, never without."""
+  offsets, mirror = preprocess.augment_draws(3, 7, 512, 40, 32, random_flip=True)
+  assert offsets.shape == (512, 2) and mirror.shape == (512,) and mirror.dtype == bool
+  assert offsets.min() == 0 and offsets.max() == 8
+  assert 0.4 < mirror.mean() < 0.6
+  again, mirror_again = preprocess.augment_draws(3, 7, 512, 40, 32, random_flip=True)
+  np.testing.assert_array_equal(again, offsets)
+  np.testing.assert_array_equal(mirror_again, mirror)
+  plain, none = preprocess.augment_draws(3, 7, 512, 40, 32)
+  np.testing.assert_array_equal(plain, offsets)
+  assert not none.any()
+  assert not np.array_equal(preprocess.augment_draws(3, 8, 512, 40, 32)[0], offsets)
+  assert not np.array_equal(preprocess.augment_draws(4, 7, 512, 40, 32)[0], offsets)
+  with pytest.raises(preprocess.InputError, match='resize_size'):
+    preprocess.augment_draws(3, 7, 8, 32, 40)
+
+
+def test_crop_np_crops_the_resized_image_at_the_offset():
+  data = encode_image(np.random.default_rng(1), 50, 70)
+  resized = preprocess.resize_train_np(data, 40)
+  np.testing.assert_array_equal(preprocess.crop_np(data, 40, 32, (5, 2)),
+                                resized[5:37, 2:34])
+  view = preprocess.crop_np(resized, 40, 32, (8, 0))  # already resized: a view, no copy
+  assert np.shares_memory(view, resized)
+  np.testing.assert_array_equal(view, resized[8:40, 0:32])

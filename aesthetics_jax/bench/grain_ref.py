@@ -12,7 +12,7 @@ is meant to be used, so `--what=input` can time one against the other like for l
   'processes': .batch(b).to_iter_dataset(ReadOptions(num_threads=0)).mp_prefetch(W workers)
 
 Rows per step come from `sampling.train_indices` (balanced, deterministic in (seed, step));
-crops from `preprocess.augment_rng(seed, step, position)`; each process only maps the
+crops from `preprocess.augment_draws(seed, step, ...)` row `position`; each process only maps the
 positions of its own rows (`parallel.local_rows`). In 'processes' mode batches are formed
 before the workers' round-robin slicing, so a batch's rows do not depend on the worker count.
 `Batches.get_state()` is grain's JSON-able iterator state (what `grain.checkpoint.
@@ -113,19 +113,31 @@ class _Preprocess:
   when training with random flips: mirrored on the device by `to_global`), as ours does."""
 
   def __init__(self, *, train: bool, resize_size: int, image_size: int, seed: int = 0,
-               random_flip: bool = False):
+               random_flip: bool = False, batch_size: int = 0):
     self.train, self.rs, self.s = train, resize_size, image_size
-    self.seed, self.flip = seed, random_flip
+    self.seed, self.flip, self.batch_size = seed, random_flip, batch_size
+    self._draws: dict[int, tuple[list[list[int]], list[bool]]] = {}  # a few recent steps
+
+  def draws(self, step: int) -> tuple[list[list[int]], list[bool]]:
+    """`preprocess.augment_draws` of `step`, once per step (as ours)."""
+    d = self._draws.get(step)
+    if d is None:
+      if len(self._draws) >= 8:
+        self._draws.clear()
+      offsets, mirror = preprocess.augment_draws(self.seed, step, self.batch_size, self.rs,
+                                                 self.s, self.flip)
+      d = self._draws[step] = (offsets.tolist(), mirror.tolist())
+    return d
 
   def __call__(self, el: dict[str, Any]) -> dict[str, Any]:
     what = f"image_id {el['image_id']} (row {el['row']})"
     out = {'row': np.int64(el['row']), 'mask': np.float32(el['mask'])}
     if self.train:
-      rng = preprocess.augment_rng(self.seed, el['step'], el['position'])
-      out['image'], flip = preprocess.train_crop_np(el['data'], self.rs, self.s, rng, self.flip,
-                                                    what)
+      offsets, mirror = self.draws(int(el['step']))
+      j = int(el['position'])
+      out['image'] = preprocess.crop_np(el['data'], self.rs, self.s, offsets[j], what)
       if self.flip:
-        out['flip'] = np.bool_(flip)
+        out['flip'] = np.bool_(mirror[j])
     else:
       out['image'] = preprocess.preprocess_eval_np(el['data'], self.s, what)
     return out
@@ -212,7 +224,7 @@ def train_batches(source: Sequence[Record], config, mesh: Mesh, start_step: int 
                    seed=int(config.seed), cdf=cdf, start_step=int(start_step))
   prep = _Preprocess(train=True, resize_size=int(config.input.resize_size),
                      image_size=int(config.input.image_size), seed=int(config.seed),
-                     random_flip=bool(config.input.random_flip))
+                     random_flip=bool(config.input.random_flip), batch_size=batch_size)
   ds = _dataset(source, locate, prep, _MAX_STEPS * locate.local, mode, _workers(config),
                 int(config.input.prefetch))
   return Batches(ds, meta, weights, sharding, batch_size, str(config.input.normalize))

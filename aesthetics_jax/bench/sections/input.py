@@ -41,7 +41,7 @@ def _train_one(item: Item) -> np.ndarray:
   """One train image as the pipeline makes it: decode (with draft), resize, random crop (the
   mirror is left to the device)."""
   data, j, rs, s = item
-  crop, _ = preprocess.train_crop_np(data, rs, s, preprocess.augment_rng(0, 0, j), True)
+  crop, _ = preprocess.train_crop_np(data, rs, s, np.random.default_rng(j), True)
   return np.ascontiguousarray(crop)
 
 
@@ -49,7 +49,7 @@ def _train_full_decode(item: Item) -> np.ndarray:
   """The same without the draft() fast path: full-resolution decode, then resize/crop."""
   data, j, rs, s = item
   crop, _ = preprocess.train_crop_np(preprocess.decode_image(data), rs, s,
-                                     preprocess.augment_rng(0, 0, j), True)
+                                     np.random.default_rng(j), True)
   return np.ascontiguousarray(crop)
 
 
