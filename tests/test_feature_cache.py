@@ -139,10 +139,10 @@ def test_views_decoded_once_equal_each_view_preprocessed_alone(data_dir):
   mirrors = set()
   for i in (0, 5):
     data = source[i]['image']
-    mirrors |= {m for _, m in preprocess.train_view_crops_np(
-        data, rs, s, [feature_cache.view_rng(c.seed, k, i) for k in range(3)], flip)}
-    together = preprocess.train_views_np(
+    crops = preprocess.train_view_crops_np(
         data, rs, s, [feature_cache.view_rng(c.seed, k, i) for k in range(3)], flip)
+    mirrors |= {m for _, m in crops}
+    together = [preprocess.mirror_np(*crop) for crop in crops]
     for k in range(3):
       alone = preprocess.preprocess_train_np(data, rs, s, feature_cache.view_rng(c.seed, k, i),
                                              flip)

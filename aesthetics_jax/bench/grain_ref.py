@@ -116,24 +116,13 @@ class _Preprocess:
                random_flip: bool = False, batch_size: int = 0):
     self.train, self.rs, self.s = train, resize_size, image_size
     self.seed, self.flip, self.batch_size = seed, random_flip, batch_size
-    self._draws: dict[int, tuple[list[list[int]], list[bool]]] = {}  # a few recent steps
-
-  def draws(self, step: int) -> tuple[list[list[int]], list[bool]]:
-    """`preprocess.augment_draws` of `step`, once per step (as ours)."""
-    d = self._draws.get(step)
-    if d is None:
-      if len(self._draws) >= 8:
-        self._draws.clear()
-      offsets, mirror = preprocess.augment_draws(self.seed, step, self.batch_size, self.rs,
-                                                 self.s, self.flip)
-      d = self._draws[step] = (offsets.tolist(), mirror.tolist())
-    return d
 
   def __call__(self, el: dict[str, Any]) -> dict[str, Any]:
     what = f"image_id {el['image_id']} (row {el['row']})"
     out = {'row': np.int64(el['row']), 'mask': np.float32(el['mask'])}
     if self.train:
-      offsets, mirror = self.draws(int(el['step']))
+      offsets, mirror = ip.step_draws(self.seed, int(el['step']), self.batch_size, self.rs,
+                                      self.s, self.flip)
       j = int(el['position'])
       out['image'] = preprocess.crop_np(el['data'], self.rs, self.s, offsets[j], what)
       if self.flip:

@@ -259,6 +259,16 @@ class ResizedCache:
     return len(self.rows) * self.item_bytes
 
 
+@functools.lru_cache(maxsize=16)  # a few steps in flight (prefetch); thread-safe
+def step_draws(seed: int, step: int, batch_size: int, resize_size: int, image_size: int,
+               random_flip: bool) -> tuple[list[list[int]], list[bool]]:
+  """`preprocess.augment_draws` as lists, drawn once per step: a step's images ask for their
+  row one by one."""
+  offsets, mirror = preprocess.augment_draws(seed, step, batch_size, resize_size, image_size,
+                                             random_flip)
+  return offsets.tolist(), mirror.tolist()
+
+
 def _train_image_fn(config, cache: ResizedCache | None = None) -> ImageFn:
   rs, s = int(config.input.resize_size), int(config.input.image_size)
   flip, seed, batch_size = bool(config.input.random_flip), int(config.seed), int(config.batch_size)
@@ -266,14 +276,9 @@ def _train_image_fn(config, cache: ResizedCache | None = None) -> ImageFn:
     raise InputError(f'config.input.image_size={s} > config.input.resize_size={rs}; '
                      'set resize_size >= image_size')
 
-  @functools.lru_cache(maxsize=8)  # a few steps in flight (prefetch); thread-safe
-  def draws(step: int) -> tuple[list[list[int]], list[bool]]:
-    offsets, mirror = preprocess.augment_draws(seed, step, batch_size, rs, s, flip)
-    return offsets.tolist(), mirror.tolist()
-
   def fn(read: Callable[[], bytes], row: int, step: int, position: int,
          what: str) -> tuple[np.ndarray, bool]:
-    offsets, mirror = draws(step)
+    offsets, mirror = step_draws(seed, step, batch_size, rs, s, flip)
     if cache is None:
       return preprocess.crop_np(read(), rs, s, offsets[position], what), mirror[position]
     resized = cache.get(row)

@@ -426,19 +426,6 @@ def resize_train_np(img: bytes | Image.Image, resize_size: int,
   return np.asarray(_resize(_decode_pil(img, resize_size, what), resize_size), dtype=np.uint8)
 
 
-def train_views_np(img: bytes | Image.Image, resize_size: int, image_size: int,
-                   rngs: Sequence[np.random.Generator], random_flip: bool = False,
-                   what: str = 'image') -> list[np.ndarray]:
-  """`preprocess_train_np` for several crops of one image, decoded and resized once.
-
-  View k equals `preprocess_train_np(img, resize_size, image_size, rngs[k], random_flip)`
-  (the resize comes before the crop, so it is shared).
-  Returns: K uint8 [image_size, image_size, 3].
-  """
-  return [mirror_np(a, flip) for a, flip in
-          train_view_crops_np(img, resize_size, image_size, rngs, random_flip, what)]
-
-
 def train_view_crops_np(img: bytes | Image.Image, resize_size: int, image_size: int,
                         rngs: Sequence[np.random.Generator], random_flip: bool = False,
                         what: str = 'image') -> list[tuple[np.ndarray, bool]]:

@@ -152,10 +152,10 @@ def _encode_rows(encode, variables, image_fn, source: Sequence[Any], rows: np.nd
       views = [f.result() for f in pending]
       encoded = []
       for k in range(len(outs)):
-        x = jax.make_array_from_process_local_data(
-            sharding, np.stack([v[k][0] for v in views]), (batch_size, size, size, 3))
-        flip = jax.make_array_from_process_local_data(
-            sharding, np.array([v[k][1] for v in views], bool), (batch_size,))
+        # One batched transfer; lists, as a tuple of shapes would read as one shape.
+        x, flip = jax.make_array_from_process_local_data(
+            sharding, [np.stack([v[k][0] for v in views]), np.array([v[k][1] for v in views])],
+            [(batch_size, size, size, 3), (batch_size,)])
         encoded.append(encode(variables, x, flip))  # dispatched; no wait
       pending = submit(start + batch_size)  # decodes while the encoder runs
       for a, out in zip(encoded, outs):
