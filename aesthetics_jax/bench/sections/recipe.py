@@ -71,11 +71,11 @@ def run(opts: Options) -> dict[str, Any]:
   torch_runs: list[dict] = []
   cached_runs: dict[int, list] = {k: [] for k in views_list}
   t_epochs = opts.torch_epochs
-  rounds = max(1, opts.repeats - 1)  # the compile run above stands in for one
-  for r in range(rounds):
+  rounds = max(1, opts.repeats - 1)  # the default --repeats=3: two rounds
+  for i in range(rounds):
     # At the paper's size a round is 25-45 min on 2 cores: say where the run is.
     hint = f' (--repeats={opts.repeats}; --repeats=2 runs one)' if rounds > 1 else ''
-    print(f'  round {r + 1} of {rounds}{hint}', flush=True)
+    print(f'  round {i + 1} of {rounds}{hint}', flush=True)
     for k in views_list:  # ours and torch alternate
       r = workloads.run_recipe(model, variables, train_src, test_src, configs[k], mesh)
       ours_runs[k].append(r)
