@@ -15,9 +15,15 @@ _CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
 # 2-core EPYC (fresh processes, tiny MobileNetV2 / VGG16 value_and_grad at 32 px): compile
 # 13.9 -> 6.9 s and 3.1 -> 0.8 s, while their steps took 70 -> 65 ms and 19 -> 25 ms; the
 # whole suite 15.5 -> 10.5 min. The maths is the same HLO; only the machine code differs.
-# AESTHETICS_JAX_TEST_XLA_DEFAULTS=0 runs the suite with XLA's own code generation; a flag you
-# set in XLA_FLAGS wins.
+# Also MobileNetV2's depthwise convs as one grouped conv ('conv') where the CPU default is nine
+# shifted slices ('shift', models/depthwise.py): tiny test models trace and compile about twice
+# as fast (value_and_grad of the 0.25-width model at 32 px, 15 -> 8 s); test_models.py and
+# test_pretrained.py check 'shift' against 'conv' and torchvision explicitly.
+# AESTHETICS_JAX_TEST_XLA_DEFAULTS=0 runs the suite with XLA's own code generation and the
+# CPU's own depthwise choice; a flag you set in XLA_FLAGS, or a choice in
+# AESTHETICS_JAX_DEPTHWISE_AUTO, wins.
 _FAST_COMPILE_FLAGS = ('--xla_backend_optimization_level=0', '--xla_cpu_use_fusion_emitters=false')
+_DEPTHWISE_ENV, _TEST_DEPTHWISE = 'AESTHETICS_JAX_DEPTHWISE_AUTO', 'conv'
 _FAST_COMPILE_OPT_OUT = 'AESTHETICS_JAX_TEST_XLA_DEFAULTS'
 
 
@@ -40,11 +46,12 @@ def pytest_configure(config):
 
 
 def _fast_compile_flags() -> None:
-  """Appends `_FAST_COMPILE_FLAGS` to XLA_FLAGS (inherited by the workers and every
-  subprocess a test starts) unless opted out or already set."""
+  """Appends `_FAST_COMPILE_FLAGS` to XLA_FLAGS and sets the depthwise choice (inherited by
+  the workers and every subprocess a test starts) unless opted out or already set."""
   if not cpu_backend.env_off(_FAST_COMPILE_OPT_OUT):
     os.environ['XLA_FLAGS'] = cpu_backend.append_missing(os.environ.get('XLA_FLAGS', ''),
                                                          _FAST_COMPILE_FLAGS)
+    os.environ.setdefault(_DEPTHWISE_ENV, _TEST_DEPTHWISE)
 
 
 def pytest_unconfigure(config):

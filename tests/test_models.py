@@ -139,8 +139,16 @@ def test_depthwise_impls_equal_reference(stride, h, w):
     np.testing.assert_allclose(y, ref, atol=1e-5, rtol=0, err_msg=impl)
 
 
-def test_depthwise_auto_and_validation():
+def test_depthwise_auto_and_validation(monkeypatch):
+  monkeypatch.delenv(depthwise.AUTO_ENV, raising=False)
   assert depthwise.resolve_impl('auto') == ('shift' if jax.default_backend() == 'cpu' else 'conv')
+  for impl in ('conv', 'shift'):
+    monkeypatch.setenv(depthwise.AUTO_ENV, impl)
+    assert depthwise.resolve_impl('auto') == impl
+    assert depthwise.resolve_impl('conv') == 'conv'   # an explicit choice is kept
+  monkeypatch.setenv(depthwise.AUTO_ENV, 'fft')
+  with pytest.raises(ValueError, match=f"{depthwise.AUTO_ENV}='fft'"):
+    depthwise.resolve_impl('auto')
   with pytest.raises(ValueError, match='depthwise'):
     depthwise.resolve_impl('fft')
 
@@ -151,7 +159,7 @@ def test_mobilenet_v2_shift_equals_conv(mnv2):
   # and amplify float reassociation far beyond what real weights do.
   variables = pretrained.load_pretrained(variables, FIXTURES / 'mobilenet_v2_w025.safetensors')
   assert models.create_model(_config()).depthwise == 'auto'
-  if jax.default_backend() != 'cpu':
+  if depthwise.resolve_impl('auto') != 'shift':  # the suite's 'conv' (conftest.py), or a GPU
     shift_features = _jitted(models.create_model(_config(depthwise='shift')))[0]
   conv_features = _jitted(models.create_model(_config(depthwise='conv')))[0]
   np.testing.assert_allclose(shift_features(variables, x), conv_features(variables, x),

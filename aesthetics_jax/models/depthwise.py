@@ -3,11 +3,15 @@
 'conv'  : `lax.conv_general_dilated(feature_group_count=C)` — fast on GPU/TPU.
 'shift' : 9 shifted multiply-adds over one padded copy — XLA:CPU runs grouped convs
           slowly (MobileNetV2 ~10 img/s vs ~50 img/s with 'shift', measured on 2 cores).
-'auto'  : 'shift' on the CPU backend, 'conv' elsewhere (decided at trace time).
+'auto'  : 'shift' on the CPU backend, 'conv' elsewhere (decided at trace time), unless
+          AESTHETICS_JAX_DEPTHWISE_AUTO names one of the two. The test suite sets 'conv'
+          (tests/conftest.py): 'shift' runs faster but its 9 slices per layer cost tiny test
+          models twice the trace and compile time; tests/test_models.py checks that the two agree.
 
 Both read the same parameter `kernel` of shape [3, 3, 1, C] (torch's (C,1,3,3) transposed
 HWIO), so checkpoints move freely between them.
 """
+import os
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -16,13 +20,20 @@ import jax.numpy as jnp
 from jax import lax
 
 IMPLEMENTATIONS = ('auto', 'conv', 'shift')
+AUTO_ENV = 'AESTHETICS_JAX_DEPTHWISE_AUTO'
 
 
 def resolve_impl(impl: str) -> str:
-  """'auto' → 'shift' on CPU, 'conv' on accelerators; validates the name."""
+  """'auto' → $AESTHETICS_JAX_DEPTHWISE_AUTO if set, else 'shift' on CPU and 'conv' on
+  accelerators; validates the name."""
   if impl not in IMPLEMENTATIONS:
     raise ValueError(f"config.model.depthwise={impl!r}: use one of {IMPLEMENTATIONS}")
   if impl == 'auto':
+    forced = os.environ.get(AUTO_ENV, '').strip()
+    if forced:
+      if forced not in ('conv', 'shift'):
+        raise ValueError(f"{AUTO_ENV}={forced!r}: use 'conv' or 'shift', or unset it")
+      return forced
     return 'shift' if jax.default_backend() == 'cpu' else 'conv'
   return impl
 
