@@ -91,3 +91,24 @@ def test_license_is_the_apache_text_pyproject_names():
   assert 'Apache License' in text and 'Version 2.0, January 2004' in text
   assert 'END OF TERMS AND CONDITIONS' in text
   assert 'Apache-2.0' in (ROOT / 'pyproject.toml').read_text()
+
+
+def test_modules_the_tests_import_define_no_flag_twice():
+  """pytest-xdist runs several test files in one process, so every module a test imports must
+  load beside every other one: absl refuses a flag defined twice (two commands' `--workdir`).
+  Each command's importable work lives in a flag-free module (`control_study`,
+  `paper_recipe`, `stages`); this imports, in one process, every module the tests import
+  from cli/ and launch/."""
+  imported = set()
+  for path in sorted((ROOT / 'tests').glob('*.py')):
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.ImportFrom) and node.module in ('launch', 'aesthetics_jax.cli'):
+        imported |= {f'{node.module}.{a.name}' for a in node.names}
+      elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(
+          ('launch.', 'aesthetics_jax.cli.')):
+        imported.add(node.module)
+  assert 'aesthetics_jax.cli.control_study' in imported and 'launch.demo' in imported
+  code = ''.join(f'import {m}\n' for m in sorted(imported))
+  r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                     timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert r.returncode == 0, r.stderr[-2000:]

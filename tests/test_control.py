@@ -1,6 +1,6 @@
 """The control that proves the explanation path: labels decided only by a small patch.
 
-`aesthetics-control` (`cli/control.py`) with one seed: a tiny VGG is trained for 150 steps on
+`aesthetics-control` (`cli/control_study.py`) with one seed: a tiny VGG is trained for 150 steps on
 images whose label is set by one checkerboard patch with 3-px squares (the cause) at a random
 position, beside one or two finer, more conspicuous checkerboards (decoys) whose number says
 nothing of the label (`data/control.py`). The REAL evaluate path then loads the masks (found
@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aesthetics_jax.cli import control as control_cli
+from aesthetics_jax.cli import control_study
 from aesthetics_jax.configs import control as control_config
 from aesthetics_jax.data import control
 
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope='module')
 def scored(tmp_path_factory):
   w = tmp_path_factory.mktemp('control')
-  return w, control_cli.run_control(w, control_config.get_config(), seeds=[0])
+  return w, control_study.run_control(w, control_config.get_config(), seeds=[0])
 
 
 def test_model_learns_the_patch(scored):
@@ -135,11 +135,11 @@ def test_table_summary_and_rerun_redoes_nothing(scored):
   assert s['seeds_pointing'] == [0] and s['worst_pointing_game'] >= 0.9
   assert s['worst_margin_over_untrained'] >= 0.4
   before = (w / 'seed_0' / 'eval').stat().st_mtime_ns
-  again = control_cli.run_control(w, control_config.get_config(), seeds=[0])
+  again = control_study.run_control(w, control_config.get_config(), seeds=[0])
   assert again == json.loads((w / 'control.json').read_text()) == json.loads(json.dumps(res))
   assert (w / 'seed_0' / 'eval').stat().st_mtime_ns == before  # not evaluated again
-  with pytest.raises(control_cli.ControlError, match='use a fresh --workdir'):
-    control_cli.run_control(w, control_config.get_config(), seeds=[0], decoys=False)
+  with pytest.raises(control_study.ControlError, match='use a fresh --workdir'):
+    control_study.run_control(w, control_config.get_config(), seeds=[0], decoys=False)
 
 
 @pytest.mark.parametrize('args,message', [

@@ -21,22 +21,15 @@ on stderr (exit 1; a bad flag exits 2).
 """
 from __future__ import annotations
 
-import json
-import shutil
 import sys
-import time
-from collections.abc import Sequence
-from pathlib import Path
 
-import numpy as np
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from aesthetics_jax import io as io_lib
 from aesthetics_jax.cli import common
 from aesthetics_jax.cli import config_args
-from aesthetics_jax.cli import stages
+from aesthetics_jax.cli import control_study
 from aesthetics_jax.configs import control as control_config
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder of the whole control.')
@@ -50,228 +43,6 @@ _DECOYS = flags.DEFINE_bool('decoys', True, 'One or two finer checkerboards in e
                             'the cause alone, which untrained maps find too.')
 flags.mark_flags_as_required(['workdir'])
 _CONFIG = None  # --config: defined in run_cli, once argv's --config.KEY overrides are checked
-
-SMOKE_SIZES = (24, 12)
-# What a control run has to show, per method: the pointing game on the patch masks (a hit is
-# the map's highest cell inside the patch) and the box IoU, with the negative control's.
-_SCORES = ('pointing_game', 'box_iou', 'mask_mass')
-# Eval keys taken from this command's config, not from the one saved at training time: a
-# rerun with other methods or layers re-scores the trained models.
-_EVAL_KEYS = ('cam_methods', 'cam_layers', 'box_threshold', 'faithfulness_images', 'explorer',
-              'bootstrap_samples', 'split_point_fit_images', 'num_example_images')
-
-
-class ControlError(Exception):
-  """A control run that cannot go on (one line)."""
-
-
-def _log(msg: str) -> None:
-  print(f'[control {time.strftime("%H:%M:%S")}] {msg}', file=sys.stderr, flush=True)
-
-
-def make_data(w: Path, num_train: int, num_test: int, decoys: bool = True) -> Path:
-  """W/ava (reused when complete) and the prepared W/tfds; returns W/tfds."""
-  from aesthetics_jax.data import control, dataset  # pylint: disable=C0415
-  ava_dir, stamp = w / 'ava', w / 'ava' / 'control.json'
-  want = {'num_train': num_train, 'num_test': num_test, 'size': control_config.SIZE,
-          'patch': control_config.PATCH, 'decoys': bool(decoys), 'version': control.VERSION}
-  if not (stamp.is_file() and json.loads(stamp.read_text()) == want):
-    if any(w.glob('seed_*')):  # models trained on other images: scoring them would mislead
-      raise ControlError(f'{w} holds models trained on other control data than '
-                         f'{want} ({stamp}); use a fresh --workdir')
-    if (w / 'tfds').exists():
-      shutil.rmtree(w / 'tfds')   # made from other images
-    control.generate(ava_dir, num_train=num_train, num_test=num_test,
-                     size=control_config.SIZE, patch=control_config.PATCH, decoys=decoys)
-    io_lib.atomic_write_text(stamp, json.dumps(want))
-    _log(f'data: generated {ava_dir} ({num_train} train + {num_test} test)')
-  else:
-    _log(f'data: reused {ava_dir}')
-  dataset.prepare(ava_dir, w / 'tfds', 'style')
-  return w / 'tfds'
-
-
-def shuffled_masks(masks: Path, out: Path, seed: int = 1) -> Path:
-  """`out/<id>.png`: each patch mask moved to another image with a patch (a derangement of the
-  non-empty masks: no image keeps its own); empty masks stay where they are. Returns `out`."""
-  from PIL import Image  # pylint: disable=import-outside-toplevel
-  files = sorted(masks.glob('*.png'))
-  full = [f for f in files if np.asarray(Image.open(f)).any()]
-  if len(full) < 2:
-    raise ControlError(f'{masks}: {len(full)} patch masks; the negative control needs two or '
-                       'more (pass a larger --num_test)')
-  order = np.random.default_rng(seed).permutation(len(full))
-  # Each mask goes to the next image in a random cycle: a permutation with no fixed point.
-  source = {full[order[i]].name: full[order[i - 1]] for i in range(len(full))}
-  out.mkdir(parents=True, exist_ok=True)
-  for f in files:
-    shutil.copyfile(source.get(f.name, f), out / f.name)
-  return out
-
-
-def _scores(metrics: dict) -> dict:
-  """{method: {pointing_game, box_iou, mask_mass}} of an evaluation's localisation."""
-  return {m: {k: float(v[k]) for k in _SCORES} for m, v in metrics['localization'].items()}
-
-
-def write_untrained(wd: Path, config) -> Path:
-  """`wd`: config.json and a step-0 checkpoint of the variables training starts from
-  (`models.init_variables(model, config.seed, ...)`, as the trainer), for the untrained
-  baseline. Reused when there."""
-  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
-  if stages.latest_step(wd) == 0:
-    return wd
-  wd.mkdir(parents=True, exist_ok=True)
-  io_lib.atomic_write_json(checkpoints.config_path(wd), config.to_dict(), indent=2,
-                           sort_keys=True)
-  model = models.create_model(config.model)
-  variables = models.init_variables(model, int(config.seed), int(config.input.image_size))
-  ck = checkpoints.Checkpointer(wd, enable_async=False)
-  try:
-    ck.save(0, variables, {'step': np.int32(0)},
-            {'model': checkpoints.model_signature(config.model)})
-  finally:
-    ck.close()
-  return wd
-
-
-def run_seed(w: Path, data_dir: Path, config, seed: int) -> dict:
-  """Trains (or resumes) seed `seed`'s model and scores its maps with the real masks and the
-  shuffled ones, and the maps of its untrained start with the real masks; returns the seed's
-  row of control.json."""
-  from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=C0415
-  from aesthetics_jax.train import trainer  # pylint: disable=C0415
-  c = config.copy_and_resolve_references()
-  c.seed = seed
-  c.data.data_dir, c.data.ava_dir = str(data_dir), ''
-  wd = w / f'seed_{seed}'
-  total = int(c.num_train_steps)
-  if stages.finished(wd, total):
-    _log(f'seed {seed}: training already finished (step {total})')
-  else:
-    _log(f'seed {seed}: training ({total} steps)')
-    trainer.train_and_evaluate(c, str(wd))
-  over = {f'eval.{k}': c.eval[k] for k in _EVAL_KEYS}
-  real = eval_run.evaluate(wd, write_html=False, overrides=over)
-  neg = eval_run.evaluate(wd, write_html=False, overrides={
-      **over, 'eval.masks_dir': str(w / 'shuffled_masks')})
-  # The model before training: maps that point without having learned anything show that
-  # the patch is merely conspicuous, not that the maps follow what a model uses.
-  untrained = eval_run.evaluate(write_untrained(w / f'seed_{seed}_untrained', c),
-                                write_html=False, overrides=over)
-  row = {'seed': seed, 'step': real['step'], 'binary_accuracy': real['binary_accuracy'],
-         'untrained_binary_accuracy': untrained['binary_accuracy'],
-         'num_defective': real['localization_num_defective'],
-         'centre_pointing_game': real['pointing_game_centre_baseline'],
-         'area_mask_mass': real['mask_mass_area_baseline'],
-         'methods': _scores(real), 'negative': _scores(neg), 'untrained': _scores(untrained)}
-  best = max(row['methods'].items(), key=lambda kv: kv[1]['pointing_game'])
-  _log(f'seed {seed}: accuracy {row["binary_accuracy"]:.3f}, pointing game '
-       + ', '.join(f'{m} {v["pointing_game"]:.2f}' for m, v in row['methods'].items())
-       + f' (best {best[0]}; centre {row["centre_pointing_game"]:.2f})')
-  return row
-
-
-def summarize(rows: Sequence[dict], hit: float = 0.9) -> dict:
-  """Per method over the seeds: worst and median pointing game, worst box IoU, the seeds whose
-  pointing game reaches `hit`, the worst margin over the same seed's untrained model, and the
-  negative control's highest pointing game."""
-  out = {}
-  for m in rows[0]['methods']:
-    pg = [r['methods'][m]['pointing_game'] for r in rows]
-    out[m] = {'worst_pointing_game': min(pg), 'median_pointing_game': float(np.median(pg)),
-              'worst_box_iou': min(r['methods'][m]['box_iou'] for r in rows),
-              'seeds_pointing': [r['seed'] for r, p in zip(rows, pg) if p >= hit],
-              'highest_untrained_pointing_game': max(r['untrained'][m]['pointing_game']
-                                                     for r in rows),
-              'worst_margin_over_untrained': min(
-                  p - r['untrained'][m]['pointing_game'] for r, p in zip(rows, pg)),
-              'negative_max_pointing_game': max(r['negative'][m]['pointing_game']
-                                                for r in rows)}
-  return out
-
-
-def table(result: dict) -> str:
-  """control.md: two rows per seed (the trained model: pointing game / box IoU per method;
-  its untrained start: pointing game), then the summary over seeds."""
-  rows, summary = result['seeds'], result['summary']
-  methods = list(summary)
-  lines = [f'Low-target maps at {", ".join(result["cam_layers"])} ({result["cam_map_size"]}), '
-           f'{result["num_train_steps"]} steps, decoys {"on" if result["decoys"] else "off"}; '
-           f'pointing game / box IoU on the {rows[0]["num_defective"]} test images with the '
-           f'cause patch; centre point {rows[0]["centre_pointing_game"]:.2f}. Negative control: '
-           "the trained model's maps scored against another image's patch.", '',
-           '| seed | model | accuracy | ' + ' | '.join(methods) + ' | negative control |',
-           '|' + '---|' * (len(methods) + 4)]
-  for r in rows:
-    cells = [f'{r["methods"][m]["pointing_game"]:.2f} / {r["methods"][m]["box_iou"]:.2f}'
-             for m in methods]
-    neg = max(v['pointing_game'] for v in r['negative'].values())
-    lines.append(f'| {r["seed"]} | trained | {r["binary_accuracy"]:.3f} | ' +
-                 ' | '.join(cells) + f' | {neg:.2f} |')
-    lines.append(f'| {r["seed"]} | untrained | {r["untrained_binary_accuracy"]:.3f} | ' +
-                 ' | '.join(f'{r["untrained"][m]["pointing_game"]:.2f}' for m in methods) +
-                 ' | |')
-  add = lambda name, fmt: lines.append(  # noqa: E731
-      f'| {name} | | | ' + ' | '.join(fmt(summary[m]) for m in methods) + ' | |')
-  add('worst seed, trained', lambda s: f'{s["worst_pointing_game"]:.2f} / {s["worst_box_iou"]:.2f}')
-  add('worst margin over untrained', lambda s: f'{s["worst_margin_over_untrained"]:+.2f}')
-  add('seeds >= 0.9', lambda s: f'{len(s["seeds_pointing"])} of {len(rows)}')
-  return '\n'.join(lines) + '\n'
-
-
-def run_control(workdir, config, seeds: Sequence[int], num_train: int = 256,
-                num_test: int = 64, decoys: bool = True) -> dict:
-  """The whole control (see the module docstring); returns control.json's content.
-
-  A seed already in W/control.json with the same steps, methods and layers is not redone.
-  """
-  from aesthetics_jax.data import control  # pylint: disable=import-outside-toplevel
-  if not seeds or len(set(seeds)) != len(seeds):
-    raise ControlError(f'seeds {list(seeds)}: pass one or more distinct seeds')
-  w = Path(workdir).absolute()
-  w.mkdir(parents=True, exist_ok=True)
-  data_dir = make_data(w, num_train, num_test, decoys)
-  shuffled_masks(w / 'ava' / 'defect_masks', w / 'shuffled_masks')
-  out_json = w / 'control.json'
-  key = {'num_train_steps': int(config.num_train_steps),
-         'cam_methods': list(config.eval.cam_methods), 'cam_layers': list(config.eval.cam_layers),
-         'num_train': num_train, 'num_test': num_test, 'decoys': bool(decoys),
-         'data_version': control.VERSION}
-  done = {}
-  if out_json.is_file():
-    old = json.loads(out_json.read_text())
-    if all(old.get(k) == v for k, v in key.items()):
-      done = {r['seed']: r for r in old['seeds']}
-  rows = []
-  for s in seeds:
-    if s in done:
-      _log(f'seed {s}: already scored ({out_json})')
-      rows.append(done[s])
-    else:
-      rows.append(run_seed(w, data_dir, config, s))
-    result = {**key, 'seeds': rows}
-    io_lib.atomic_write_text(out_json, json.dumps(result, indent=1))  # each seed kept at once
-  result = {**key, 'cam_map_size': _map_size(config), 'seeds': rows,
-            'summary': summarize(rows)}
-  io_lib.atomic_write_text(out_json, json.dumps(result, indent=1))
-  io_lib.atomic_write_text(w / 'control.md', table(result))
-  return result
-
-
-def _map_size(config) -> str:
-  """'24x24': the CAM map's side at config.eval.cam_layers (the first layer)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
-  model = models.create_model(config.model)
-  size = int(config.input.image_size)
-  layer = models.resolve_layers(model, tuple(config.eval.cam_layers))[0]
-  v = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
-  a = jax.eval_shape(lambda v, x: model.apply(v, x, layer, method='features_until'), v,
-                     jnp.zeros((1, size, size, 3)))
-  return f'{a.shape[1]}x{a.shape[2]}'
 
 
 def main(argv):
@@ -290,13 +61,14 @@ def main(argv):
   n_train, n_test = _NUM_TRAIN.value, _NUM_TEST.value
   if _SMOKE.value:
     config = control_config.apply_smoke(config)
-    n_train, n_test = SMOKE_SIZES
+    n_train, n_test = control_study.SMOKE_SIZES
   from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
   try:
-    result = run_control(_WORKDIR.value, config, seeds, n_train, n_test, _DECOYS.value)
-  except (ControlError, ava.AvaError, ValueError, FileNotFoundError, OSError) as e:
+    result = control_study.run_control(_WORKDIR.value, config, seeds, n_train, n_test,
+                                       _DECOYS.value)
+  except (control_study.ControlError, ava.AvaError, ValueError, FileNotFoundError, OSError) as e:
     common.fail('control', e, common.exit_code(e))
-  print(table(result), end='')
+  print(control_study.table(result), end='')
 
 
 def run_cli() -> None:
