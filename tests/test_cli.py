@@ -112,3 +112,13 @@ def test_modules_the_tests_import_define_no_flag_twice():
   r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
                      timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_the_slow_first_order_names_test_files():
+  """conftest.py's `_SLOW_FIRST` (the files handed to the xdist workers first): a renamed file
+  would silently drop back to alphabetical order."""
+  import conftest  # pylint: disable=import-outside-toplevel
+  names = {p.stem for p in (ROOT / 'tests').glob('test_*.py')}
+  assert set(conftest._SLOW_FIRST) <= names, set(conftest._SLOW_FIRST) - names
+  assert 'no-loadscope-reorder' in tomllib.loads((ROOT / 'pyproject.toml').read_text())[
+      'tool']['pytest']['ini_options']['addopts']
