@@ -142,6 +142,13 @@ def test_table_summary_and_rerun_redoes_nothing(scored):
     control_study.run_control(w, control_config.get_config(), seeds=[0], decoys=False)
 
 
+def test_other_control_data_replaces_the_old_images_and_masks(tmp_path):
+  control_study.make_data(tmp_path, 16, 12)
+  control_study.make_data(tmp_path, 16, 8)   # fewer images: none of the first set is left
+  assert len(list((tmp_path / 'ava' / 'defect_masks').glob('*.png'))) == 24
+  assert len(list((tmp_path / 'ava' / 'images').glob('*.jpg'))) == 24
+
+
 @pytest.mark.parametrize('args,message', [
     (['--seeds=0,x'], 'control: --seeds=0,x: pass integers'),
     (['--num_test=2'], 'control: --num_test=2: pass 8 or more'),

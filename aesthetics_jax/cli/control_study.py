@@ -46,8 +46,9 @@ def make_data(w: Path, num_train: int, num_test: int, decoys: bool = True) -> Pa
     if any(w.glob('seed_*')):  # models trained on other images: scoring them would mislead
       raise ControlError(f'{w} holds models trained on other control data than '
                          f'{want} ({stamp}); use a fresh --workdir')
-    if (w / 'tfds').exists():
-      shutil.rmtree(w / 'tfds')   # made from other images
+    for old in (ava_dir, w / 'tfds'):  # other images (and their masks, which the negative
+      if old.exists():                 # control would otherwise hand out)
+        shutil.rmtree(old)
     control.generate(ava_dir, num_train=num_train, num_test=num_test,
                      size=control_config.SIZE, patch=control_config.PATCH, decoys=decoys)
     io_lib.atomic_write_text(stamp, json.dumps(want))
