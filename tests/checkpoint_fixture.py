@@ -4,7 +4,6 @@ Writing `config.json` plus one orbax checkpoint of freshly initialised variables
 second, where even a 2-step training run costs a minute of compilation on a 2-core machine;
 restoring, scoring and mapping do not care whether the weights were trained.
 """
-import json
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +29,8 @@ def write_init_checkpoint(workdir: Path, config, step: int | None = None,
   zero ("empty"). 0 keeps the random head, whose maps may be either.
   """
   from aesthetics_jax import models  # pylint: disable=C0415
-  from aesthetics_jax.train import checkpoints  # pylint: disable=C0415
-  workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  from aesthetics_jax.cli import control_study  # pylint: disable=C0415
   step = int(config.num_train_steps if step is None else step)
-  (workdir / 'config.json').write_text(json.dumps(config.to_dict(), default=str))
   model = models.create_model(config.model)
   variables = models.init_variables(model, int(config.seed), int(config.input.image_size))
   if aesthetic_sign:
@@ -42,8 +38,4 @@ def write_init_checkpoint(workdir: Path, config, step: int | None = None,
     ramp = (np.arange(k.shape[1], dtype=np.float32) - 4.5) * 0.05
     variables['params']['head']['score']['kernel'] = np.float32(aesthetic_sign) * np.tile(
         ramp, (k.shape[0], 1))
-  ck = checkpoints.Checkpointer(workdir, enable_async=False)
-  ck.save(step, variables, {'step': np.int32(step)},
-          {'model': checkpoints.model_signature(config.model)})
-  ck.close()
-  return workdir
+  return control_study.write_untrained(Path(workdir), config, step, variables)

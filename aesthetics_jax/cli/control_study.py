@@ -82,22 +82,24 @@ def _scores(metrics: dict) -> dict:
   return {m: {k: float(v[k]) for k in _SCORES} for m, v in metrics['localization'].items()}
 
 
-def write_untrained(wd: Path, config) -> Path:
-  """`wd`: config.json and a step-0 checkpoint of the variables training starts from
-  (`models.init_variables(model, config.seed, ...)`, as the trainer), for the untrained
-  baseline. Reused when there."""
+def write_untrained(wd: Path, config, step: int = 0, variables=None) -> Path:
+  """`wd`: config.json and a checkpoint at `step` of `variables` (default: the ones training
+  starts from, `models.init_variables(model, config.seed, ...)`, as the trainer), for the
+  untrained baseline. Reused when a checkpoint at `step` is there."""
   from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
-  if stages.latest_step(wd) == 0:
+  wd = Path(wd)
+  if stages.latest_step(wd) == step:
     return wd
   wd.mkdir(parents=True, exist_ok=True)
   io_lib.atomic_write_json(checkpoints.config_path(wd), config.to_dict(), indent=2,
                            sort_keys=True)
-  model = models.create_model(config.model)
-  variables = models.init_variables(model, int(config.seed), int(config.input.image_size))
+  if variables is None:
+    model = models.create_model(config.model)
+    variables = models.init_variables(model, int(config.seed), int(config.input.image_size))
   ck = checkpoints.Checkpointer(wd, enable_async=False)
   try:
-    ck.save(0, variables, {'step': np.int32(0)},
+    ck.save(step, variables, {'step': np.int32(step)},
             {'model': checkpoints.model_signature(config.model)})
   finally:
     ck.close()
@@ -133,6 +135,7 @@ def run_seed(w: Path, data_dir: Path, config, seed: int) -> dict:
          'num_defective': real['localization_num_defective'],
          'centre_pointing_game': real['pointing_game_centre_baseline'],
          'area_mask_mass': real['mask_mass_area_baseline'],
+         'cam_map_size': 'x'.join(map(str, real['cam_map_size'])),
          'methods': _scores(real), 'negative': _scores(neg), 'untrained': _scores(untrained)}
   best = max(row['methods'].items(), key=lambda kv: kv[1]['pointing_game'])
   _log(f'seed {seed}: accuracy {row["binary_accuracy"]:.3f}, pointing game '
@@ -221,22 +224,8 @@ def run_control(workdir, config, seeds: Sequence[int], num_train: int = 256,
       rows.append(run_seed(w, data_dir, config, s))
     result = {**key, 'seeds': rows}
     io_lib.atomic_write_text(out_json, json.dumps(result, indent=1))  # each seed kept at once
-  result = {**key, 'cam_map_size': _map_size(config), 'seeds': rows,
+  result = {**key, 'cam_map_size': rows[0]['cam_map_size'], 'seeds': rows,
             'summary': summarize(rows)}
   io_lib.atomic_write_text(out_json, json.dumps(result, indent=1))
   io_lib.atomic_write_text(w / 'control.md', table(result))
   return result
-
-
-def _map_size(config) -> str:
-  """'24x24': the CAM map's side at config.eval.cam_layers (the first layer)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
-  model = models.create_model(config.model)
-  size = int(config.input.image_size)
-  layer = models.resolve_layers(model, tuple(config.eval.cam_layers))[0]
-  v = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
-  a = jax.eval_shape(lambda v, x: model.apply(v, x, layer, method='features_until'), v,
-                     jnp.zeros((1, size, size, 3)))
-  return f'{a.shape[1]}x{a.shape[2]}'
