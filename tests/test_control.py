@@ -7,11 +7,13 @@ nothing of the label (`data/control.py`). The REAL evaluate path then loads the 
 through the dataset's metadata), resizes, normalises, boxes and plays the pointing game.
 
 Three comparisons make a hit mean something:
-- the untrained model (the same seed's initial variables) must point at the cause rarely: the
+- the untrained model (the variables the same seed's training started from) must point at the cause rarely: the
   decoys draw untrained maps, so a hit is learned, not conspicuity;
 - the trained model must point at the cause (every gradient method) and XGrad-CAM must box it;
-- the negative control (each cause mask handed to another image) must miss: a high score
-  cannot come from the path itself (a centre bias, a resize offset, a mask that always matches).
+- the negative control (each cause mask handed to another image of the evaluation batch) must
+  miss: a high score cannot come from the path itself (a centre bias, a resize offset, a mask
+  that always matches).
+All three come from one evaluation (`eval.localization_controls`).
 The thresholds held on every seed of the README's table (five seeds), not only seed 0.
 
 If this test fails, the study's localisation numbers mean nothing.
@@ -23,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from aesthetics_jax.cli import control_study
 from aesthetics_jax.configs import control as control_config
@@ -52,7 +53,6 @@ STEADY = ('gradcam', 'hirescam', 'xgradcam', 'layercam')
 def test_untrained_maps_mostly_miss_the_cause(scored):
   _, res = scored
   row = res['seeds'][0]
-  assert 0.3 <= row['untrained_binary_accuracy'] <= 0.7, row   # it has learned nothing
   for m in STEADY:
     assert row['untrained'][m]['pointing_game'] <= 0.6, (m, row['untrained'])
 
@@ -108,22 +108,6 @@ def test_masks_of_other_images_are_missed(scored):
   for m, f in res['seeds'][0]['negative'].items():
     assert f['pointing_game'] <= 0.35, (m, f)
     assert f['box_iou'] <= 0.25, (m, f)
-
-
-def test_shuffled_masks_are_a_derangement_of_the_patches(scored):
-  w, _ = scored
-  src, dst = w / 'ava' / 'defect_masks', w / 'shuffled_masks'
-  read = lambda p: np.asarray(Image.open(p)) > 0  # noqa: E731
-  full = [p.name for p in sorted(src.glob('*.png')) if read(p).any()]
-  assert len(full) >= 20
-  moved = [read(src / n) for n in full], [read(dst / n) for n in full]
-  assert all(b.any() for b in moved[1])                         # a patch for every low image
-  assert not any(np.array_equal(a, b) for a, b in zip(*moved))  # never its own
-  assert sorted(map(bytes, map(np.packbits, moved[0]))) == sorted(
-      map(bytes, map(np.packbits, moved[1])))                  # the same patches, moved
-  for p in sorted(src.glob('*.png')):                           # empty masks stay empty
-    if p.name not in full:
-      assert not read(dst / p.name).any()
 
 
 def test_table_summary_and_rerun_redoes_nothing(scored):

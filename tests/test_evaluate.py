@@ -73,6 +73,58 @@ def test_metrics_json_has_required_keys(evaluated):
   assert 'training' in on_disk['split_point_fit']
 
 
+def test_localization_controls_rebuild_the_start_of_training(evaluated):
+  """The fixture's checkpoint IS the variables training starts from (seed init, no tweak), so
+  the untrained control, rebuilt from the config alone, must give the very same maps: equal
+  scores and a zero margin on every image. The negative control scores each map against
+  another image's region of the same batch."""
+  _, m = evaluated
+  assert set(m['localization_controls']) == {'untrained', 'shuffled_masks'}
+  assert m['localization_controls']['untrained'].startswith('the maps')
+  for method, v in m['localization'].items():
+    for k in ('pointing_game', 'box_iou', 'mask_mass'):
+      assert v[f'{k}_untrained'] == pytest.approx(v[k], nan_ok=True), (method, k)
+    assert v['margin_over_untrained'] == 0 and v['margin_over_untrained_ci'] == [0, 0]
+    assert 2 <= v['num_shuffled_masks'] <= v['num_defective']
+    for k in ('pointing_game', 'box_iou', 'mask_mass'):
+      assert f'{k}_shuffled_masks' in v and f'{k}_shuffled_masks_{method}' in m
+  text = (evaluated[0] / 'eval' / 'report.html').read_text()
+  assert 'margin over the untrained model' in text and 'negative control' in text
+
+
+def test_derangement_moves_every_region_to_another_image():
+  from aesthetics_jax.evaluation.evaluators import localization
+  rng = np.random.default_rng(0)
+  for valid in ([1, 1, 0, 1, 0, 1, 1], [0, 1, 1], [1, 0, 0], [0, 0], [1] * 32):
+    valid = np.asarray(valid, bool)
+    for _ in range(20):
+      p = localization._derangement(valid, rng)
+      idx = np.flatnonzero(valid)
+      assert sorted(p) == list(range(valid.size))                 # a permutation
+      assert (p[~valid] == np.flatnonzero(~valid)).all()          # no region: kept
+      if idx.size >= 2:
+        assert (p[idx] != idx).all() and set(p[idx]) == set(idx)  # regions only, never its own
+      else:
+        assert (p == np.arange(valid.size)).all()                 # a lone region sits out
+
+
+def test_untrained_control_is_skipped_with_a_reason_when_weights_are_gone(tmp_path):
+  from aesthetics_jax import models, parallel
+  from aesthetics_jax.evaluation import run as eval_run
+  config = checkpoint_fixture.smoke_config('mobilenet_v2')
+  model = models.create_model(config.model)
+  mesh = parallel.make_mesh()
+  missing = tmp_path / 'imagenet.npz'
+  config.model.init_weights = str(missing)
+  v, note = eval_run._untrained_variables(model, config, mesh, str(tmp_path))
+  assert v is None and note.startswith('skipped:') and str(missing) in note
+  assert '\n' not in note
+  config.eval.localization_controls = False
+  assert eval_run._untrained_variables(model, config, mesh, str(tmp_path)) == (None, '')
+  config.eval.localization_controls = True
+  assert eval_run._untrained_variables(model, config, mesh, '') == (None, '')  # no masks
+
+
 def test_per_image_csv_matches_metrics(evaluated):
   wd, m = evaluated
   with open(wd / 'eval' / 'per_image.csv') as f:

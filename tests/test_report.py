@@ -52,11 +52,16 @@ def sections():
                                                 randomization_spearman=float('nan'))},
                  localization={'gradcam': dict(pointing_game=0.6789, pointing_game_ci=[0.6, 0.75],
                                                margin_over_centre=0.3333, mask_mass=0.4,
-                                               num_defective=50),
+                                               num_defective=50, pointing_game_untrained=0.2109,
+                                               margin_over_untrained=0.468,
+                                               margin_over_untrained_ci=[0.41, 0.52],
+                                               pointing_game_shuffled_masks=0.0987),
                                'eigencam': dict(pointing_game=float('nan'), num_defective=50)},
                  localization_num_defective=50, localization_num_images=80,
                  cam_layers=['features.6'], cam_map_size=[8, 8],
-                 pointing_game_centre_baseline=0.3456)
+                 pointing_game_centre_baseline=0.3456,
+                 localization_controls={'untrained': 'the maps of the start',
+                                        'shuffled_masks': 'another image'})
   mnv2 = dict(name='mobilenet_v2', arch='mobilenet_v2', step=7, metrics=metrics, figures=figs,
               notes=['a note'])
   vgg = dict(name='vgg16', arch='vgg16', step=3, figures={},
@@ -103,6 +108,20 @@ def test_report_has_all_sections_images_and_banner(tmp_path, sections):
   for s in ('gradcam', 'eigencam', '0.679', '[0.600, 0.750]', '0.333', '0.346', 'n/a',
             'centre point', '50 of 80', 'features.6 (8x8 cells)', '0.777'):
     assert s in text, s
+  # the controls beside it: untrained model (margin paired, CI) and another image's region
+  for s in ('untrained model', '0.211', '0.468', '[0.410, 0.520]', "another image&#x27;s region",
+            '0.099', 'negative control'):
+    assert s in text, s
+
+
+def test_localization_table_drops_controls_it_lacks(sections):
+  models, _, _ = sections
+  m = dict(models[0]['metrics'])
+  m['localization'] = {'gradcam': dict(pointing_game=0.5, num_defective=3)}
+  m.pop('localization_controls')
+  text = report_html.render([{**models[0], 'metrics': m}], None, demo=False)
+  assert 'pointing game, low target' in text and 'untrained model' not in text
+  assert 'another image' not in text
   # the VGG section without figures says so instead of breaking
   assert 'not available' in text
 

@@ -11,9 +11,11 @@ Stages (each skipped on a rerun when its output is complete):
             changes it, e.g. --config.num_train_steps=300).
   evaluate  each model's low-target maps of every method in config.eval.cam_methods at
             config.eval.cam_layers, scored against the patch masks (pointing game, box IoU,
-            mask mass); then the NEGATIVE control: the same maps scored against another low
-            image's patch (W/shuffled_masks). A path that scores well by itself (a centre bias,
-            a resize offset, a mask that always matches) scores well there too.
+            mask mass), in one evaluation with its two controls (eval.localization_controls):
+            the maps of the variables the seed's training started from (a patch that draws
+            untrained maps is merely conspicuous), and the NEGATIVE control, the trained maps
+            scored against another image's patch (a path that scores well by itself: a
+            centre bias, a resize offset, a mask that always matches, scores well there too).
   table     W/control.json and W/control.md (printed): each seed and method, and each method's
             worst seed. One seed can fool a method (README, "Explanations"): run several.
 --smoke: tiny data and 2 steps (for tests; a smoke model learns nothing). Errors are one line

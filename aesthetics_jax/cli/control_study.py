@@ -28,6 +28,11 @@ _EVAL_KEYS = ('cam_methods', 'cam_layers', 'box_threshold', 'faithfulness_images
               'bootstrap_samples', 'split_point_fit_images', 'num_example_images')
 
 
+# 2: the controls come from the evaluation's own localisation pass (the negative control
+# pairs images within an evaluation batch); rows scored before are redone.
+SCORING_VERSION = 2
+
+
 class ControlError(Exception):
   """A control run that cannot go on (one line)."""
 
@@ -59,27 +64,11 @@ def make_data(w: Path, num_train: int, num_test: int, decoys: bool = True) -> Pa
   return w / 'tfds'
 
 
-def shuffled_masks(masks: Path, out: Path, seed: int = 1) -> Path:
-  """`out/<id>.png`: each patch mask moved to another image with a patch (a derangement of the
-  non-empty masks: no image keeps its own); empty masks stay where they are. Returns `out`."""
-  from PIL import Image  # pylint: disable=import-outside-toplevel
-  files = sorted(masks.glob('*.png'))
-  full = [f for f in files if np.asarray(Image.open(f)).any()]
-  if len(full) < 2:
-    raise ControlError(f'{masks}: {len(full)} patch masks; the negative control needs two or '
-                       'more (pass a larger --num_test)')
-  order = np.random.default_rng(seed).permutation(len(full))
-  # Each mask goes to the next image in a random cycle: a permutation with no fixed point.
-  source = {full[order[i]].name: full[order[i - 1]] for i in range(len(full))}
-  out.mkdir(parents=True, exist_ok=True)
-  for f in files:
-    shutil.copyfile(source.get(f.name, f), out / f.name)
-  return out
-
-
-def _scores(metrics: dict) -> dict:
-  """{method: {pointing_game, box_iou, mask_mass}} of an evaluation's localisation."""
-  return {m: {k: float(v[k]) for k in _SCORES} for m, v in metrics['localization'].items()}
+def _scores(metrics: dict, suffix: str = '') -> dict:
+  """{method: {pointing_game, box_iou, mask_mass}} of an evaluation's localisation (with
+  `suffix`: of one of its controls, e.g. '_untrained')."""
+  return {m: {k: float(v[k + suffix]) for k in _SCORES}
+          for m, v in metrics['localization'].items()}
 
 
 def write_untrained(wd: Path, config, step: int = 0, variables=None) -> Path:
@@ -123,20 +112,20 @@ def run_seed(w: Path, data_dir: Path, config, seed: int) -> dict:
     _log(f'seed {seed}: training ({total} steps)')
     trainer.train_and_evaluate(c, str(wd))
   over = {f'eval.{k}': c.eval[k] for k in _EVAL_KEYS}
-  real = eval_run.evaluate(wd, write_html=False, overrides=over)
-  neg = eval_run.evaluate(wd, write_html=False, overrides={
-      **over, 'eval.masks_dir': str(w / 'shuffled_masks')})
-  # The model before training: maps that point without having learned anything show that
-  # the patch is merely conspicuous, not that the maps follow what a model uses.
-  untrained = eval_run.evaluate(write_untrained(w / f'seed_{seed}_untrained', c),
-                                write_html=False, overrides=over)
-  row = {'seed': seed, 'step': real['step'], 'binary_accuracy': real['binary_accuracy'],
-         'untrained_binary_accuracy': untrained['binary_accuracy'],
-         'num_defective': real['localization_num_defective'],
-         'centre_pointing_game': real['pointing_game_centre_baseline'],
-         'area_mask_mass': real['mask_mass_area_baseline'],
-         'cam_map_size': 'x'.join(map(str, real['cam_map_size'])),
-         'methods': _scores(real), 'negative': _scores(neg), 'untrained': _scores(untrained)}
+  # One evaluation scores the trained maps, the maps of the model before training (maps that
+  # point without having learned anything show that the patch is merely conspicuous, not that
+  # the maps follow what a model uses) and the negative control (another image's patch).
+  m = eval_run.evaluate(wd, write_html=False,
+                        overrides={**over, 'eval.localization_controls': True})
+  if not str(m['localization_controls'].get('untrained', '')).startswith('the maps'):
+    raise ControlError(f'{wd}: no untrained maps ({m["localization_controls"]})')
+  row = {'seed': seed, 'step': m['step'], 'binary_accuracy': m['binary_accuracy'],
+         'num_defective': m['localization_num_defective'],
+         'centre_pointing_game': m['pointing_game_centre_baseline'],
+         'area_mask_mass': m['mask_mass_area_baseline'],
+         'cam_map_size': 'x'.join(map(str, m['cam_map_size'])),
+         'methods': _scores(m), 'negative': _scores(m, '_shuffled_masks'),
+         'untrained': _scores(m, '_untrained')}
   best = max(row['methods'].items(), key=lambda kv: kv[1]['pointing_game'])
   _log(f'seed {seed}: accuracy {row["binary_accuracy"]:.3f}, pointing game '
        + ', '.join(f'{m} {v["pointing_game"]:.2f}' for m, v in row['methods'].items())
@@ -181,7 +170,7 @@ def table(result: dict) -> str:
     neg = max(v['pointing_game'] for v in r['negative'].values())
     lines.append(f'| {r["seed"]} | trained | {r["binary_accuracy"]:.3f} | ' +
                  ' | '.join(cells) + f' | {neg:.2f} |')
-    lines.append(f'| {r["seed"]} | untrained | {r["untrained_binary_accuracy"]:.3f} | ' +
+    lines.append(f'| {r["seed"]} | untrained | | ' +
                  ' | '.join(f'{r["untrained"][m]["pointing_game"]:.2f}' for m in methods) +
                  ' | |')
   add = lambda name, fmt: lines.append(  # noqa: E731
@@ -204,12 +193,11 @@ def run_control(workdir, config, seeds: Sequence[int], num_train: int = 256,
   w = Path(workdir).absolute()
   w.mkdir(parents=True, exist_ok=True)
   data_dir = make_data(w, num_train, num_test, decoys)
-  shuffled_masks(w / 'ava' / 'defect_masks', w / 'shuffled_masks')
   out_json = w / 'control.json'
   key = {'num_train_steps': int(config.num_train_steps),
          'cam_methods': list(config.eval.cam_methods), 'cam_layers': list(config.eval.cam_layers),
          'num_train': num_train, 'num_test': num_test, 'decoys': bool(decoys),
-         'data_version': control.VERSION}
+         'data_version': control.VERSION, 'scoring_version': SCORING_VERSION}
   done = {}
   if out_json.is_file():
     old = json.loads(out_json.read_text())

@@ -122,6 +122,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Images with a region mask for the pointing game / mask mass / box IoU (0 = all test images;
   # one vjp per batch and method, about one evaluation pass each).
   c.eval.localization_images = 0
+  # With region masks, score two controls beside every localisation number, in the same pass
+  # (about one more encoder pass over those images): the maps of the model training started
+  # from, and the trained maps against another image's region.
+  c.eval.localization_controls = True
   # Added by evaluate.py: training-split images whose maps fit the split-point threshold.
   c.eval.split_point_fit_images = 1024
   # Added by evaluate.py: deletion/insertion curve resolution (steps from 0 to all pixels).

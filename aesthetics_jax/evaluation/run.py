@@ -108,14 +108,18 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
       steps=int(ec.faithfulness_steps),
       scorecam_images=int(ec.faithfulness_scorecam_images), batch_size=batch_size, seed=seed,
       layers=layers))
+  masks = ground_truth.masks_dir(config)
+  untrained, untrained_note = _untrained_variables(model, config, mesh, masks)
   m.update(evaluators.localization.run(
       model, variables, sources['test'], mesh, arch=arch, image_size=size, normalize=normalize,
       methods=tuple(ec.cam_methods),
       num_images=min(int(ec.localization_images) or len(sources['test']),
                      max_test or len(sources['test'])),
       scorecam_images=int(ec.faithfulness_scorecam_images), batch_size=batch_size,
-      masks_dir=ground_truth.masks_dir(config), layers=layers,
-      box_threshold=float(ec.box_threshold), bootstrap_samples=bootstrap, seed=seed))
+      masks_dir=masks, layers=layers,
+      box_threshold=float(ec.box_threshold), bootstrap_samples=bootstrap, seed=seed,
+      untrained_variables=untrained, untrained_note=untrained_note,
+      shuffled_masks=bool(ec.localization_controls)))
   scale = global_scale(m)
   figs = evaluators.figures.run(
       forward, variables, sources['test'], test, m, mesh, arch=arch, image_size=size,
@@ -158,6 +162,21 @@ def _check_finite(test: streaming.SplitSummary, step: int, workdir: Path) -> Non
         f'{int(bad.sum())} of {bad.size} test images gave non-finite model outputs (NaN/inf) '
         f'with checkpoint {step} of {workdir}; nothing was written: the checkpoint holds '
         'non-finite weights or training diverged; pass another --step or retrain')
+
+
+def _untrained_variables(model, config, mesh, masks_dir: str):
+  """(variables training started from, replicated over `mesh`, or None; a note on why not)
+  for the localisation's untrained control: only with region masks and
+  `config.eval.localization_controls`. An `init_weights` file that is no longer there skips
+  the control with a note instead of failing the evaluation."""
+  if not masks_dir or not config.eval.localization_controls:
+    return None, ''
+  try:
+    start = models.starting_variables(model, config)
+  except (OSError, ValueError) as e:  # PretrainedError is a ValueError
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return None, f'skipped: the starting weights could not be rebuilt ({first})'
+  return parallel.replicate(start, mesh), ''
 
 
 def _map_size(model, variables, layers, size: int) -> list[int]:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from aesthetics_jax.configs import default as default_config
 from aesthetics_jax.models.depthwise import IMPLEMENTATIONS as DEPTHWISE_IMPLEMENTATIONS
 from aesthetics_jax.models.depthwise import depthwise_conv, resolve_impl
-from aesthetics_jax.models.init import abstract_variables, init_variables
+from aesthetics_jax.models.init import abstract_variables, init_variables, starting_variables
 from aesthetics_jax.models.heads import (MobileNetV2Heads, VGGHead, adaptive_avg_pool,
                                          global_avg_pool)
 from aesthetics_jax.models import mobilenet_v2
@@ -220,4 +220,5 @@ def create_model(model_config, imagenet_classes: int = 0) -> nn.Module:
 
 __all__ = ['ARCHS', 'DEPTHWISE_IMPLEMENTATIONS', 'MobileNetV2Aesthetic', 'VGG16Binary',
            'adaptive_avg_pool', 'abstract_variables', 'create_model', 'model_config', 'depthwise_conv',
-           'init_variables', 'layer_index', 'make_divisible', 'resolve_impl', 'resolve_layers']
+           'init_variables', 'layer_index', 'make_divisible', 'resolve_impl', 'resolve_layers',
+           'starting_variables']

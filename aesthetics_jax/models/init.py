@@ -64,3 +64,18 @@ def init_variables(model: nn.Module, seed: int = 0, image_size: int = 224) -> di
       return (np.ones if name in ('scale', 'var') else np.zeros)(s.shape, s.dtype)
     return (rng.standard_normal(s.shape, np.float32) * np.float32(std)).astype(s.dtype)
   return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def starting_variables(model: nn.Module, config) -> dict:
+  """The variables training starts from: `init_variables(model, config.seed)`, then the encoder
+  of `config.model.init_weights` when set (ImageNet; the new heads keep their init). Host
+  numpy. Raises `pretrained.PretrainedError` (one line) for a missing or mismatched file."""
+  variables = init_variables(model, int(config.seed), int(config.input.image_size))
+  path = str(config.model.init_weights)
+  if not path:
+    return variables
+  from aesthetics_jax.models import pretrained  # pylint: disable=import-outside-toplevel
+  # Default dont_load keeps the new aesthetic / tag / binary outputs (and drops ImageNet's
+  # 1000-way classifier); VGG's fc6/fc7 come from ImageNet as in torchvision.
+  loaded = pretrained.load_pretrained(variables, path, arch=str(config.model.arch))
+  return jax.device_get(flax.core.unfreeze(loaded))

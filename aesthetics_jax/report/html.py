@@ -43,6 +43,9 @@ LOCALIZATION_COLUMNS = (
     ('num_defective', 'images with a region'),
     ('pointing_game', 'pointing game, low target'),
     ('margin_over_centre', 'margin over the centre point'),
+    ('pointing_game_untrained', 'pointing game, untrained model'),
+    ('margin_over_untrained', 'margin over the untrained model'),
+    ('pointing_game_shuffled_masks', "pointing game, another image's region"),
     ('pointing_game_upsampled', 'pointing game, upsampled map'),
     ('pointing_game_aesthetic_target', 'pointing game, aesthetic target'),
     ('mask_mass', 'mask mass, low target'),
@@ -209,18 +212,25 @@ def _localization_table(s: Mapping) -> str:
     return ('<p class="note">No region masks (real AVA has none): the pointing game and mask '
             'mass need <code>--masks_dir</code> with <code>&lt;image_id&gt;.png</code> regions.'
             '</p>')
-  rows = ['<tr><th>CAM method</th>' + ''.join(f'<th>{_esc(l)}</th>'
-                                               for _, l in LOCALIZATION_COLUMNS) + '</tr>']
+  # Controls a run did not score (localization_controls off, older metrics) drop their columns.
+  cols = [(k, l) for k, l in LOCALIZATION_COLUMNS
+          if not k.endswith(('_untrained', '_shuffled_masks'))
+          or any(k in vals for vals in loc.values())]
+  rows = ['<tr><th>CAM method</th>' + ''.join(f'<th>{_esc(l)}</th>' for _, l in cols) + '</tr>']
+  with_ci = ('pointing_game', 'margin_over_centre', 'margin_over_untrained')
   for method, vals in loc.items():
     cells = []
-    for k, _ in LOCALIZATION_COLUMNS:
-      ci = _ci_text(vals.get(f'{k}_ci')) if k in ('pointing_game', 'margin_over_centre') else ''
+    for k, _ in cols:
+      ci = _ci_text(vals.get(f'{k}_ci')) if k in with_ci else ''
       cells.append(f'<td>{_fmt(vals.get(k))}{ci}</td>')
     rows.append(f'<tr><td>{_esc(method)}</td>' + ''.join(cells) + '</tr>')
   base = m.get('pointing_game_centre_baseline')
-  rows.append('<tr><td>centre point / uniform map</td><td>—</td>'
-              f'<td>{_fmt(base)}</td><td>0</td><td>{_fmt(base)}</td><td>{_fmt(base)}</td>'
-              f'<td>{_fmt(m.get("mask_mass_area_baseline"))}</td><td>—</td></tr>')
+  centre = {'pointing_game': base, 'margin_over_centre': 0, 'pointing_game_upsampled': base,
+            'pointing_game_aesthetic_target': base,
+            'mask_mass': m.get('mask_mass_area_baseline')}
+  rows.append('<tr><td>centre point / uniform map</td>' + ''.join(
+      f'<td>{_fmt(centre[k])}</td>' if k in centre else '<td>—</td>' for k, _ in cols)
+      + '</tr>')
   layers = ', '.join(m.get('cam_layers') or ()) or 'the encoder output'
   hw = 'x'.join(str(v) for v in m.get('cam_map_size') or ())
   note = (f'<p class="note">Every test image with a region mask '
@@ -232,9 +242,28 @@ def _localization_table(s: Mapping) -> str:
           'point, which always points at the image centre; 95% bootstrap intervals in brackets. '
           'Mask mass: the share of the (non-negative) map inside the region; a uniform map gets '
           'the region\'s area share. Box IoU: the suggested box of the low map (threshold '
-          f'{_fmt(m.get("box_threshold"))}) against the region\'s bounding box. Regions: '
+          f'{_fmt(m.get("box_threshold"))}) against the region\'s bounding box. '
+          f'{_controls_text(m.get("localization_controls") or {})}Regions: '
           f'<code>{_esc(m.get("localization_masks", ""))}</code>.</p>')
   return _table(rows) + note
+
+
+def _controls_text(controls: Mapping[str, str]) -> str:
+  """The localisation note's sentences on its controls (what they are, or why skipped)."""
+  out = ''
+  u = controls.get('untrained', '')
+  if u.startswith('skipped'):
+    out += f'Untrained model: {_esc(u)}. '
+  elif u:
+    out += ('Untrained model: the same maps of the variables training started from (seed '
+            'init, and the ImageNet encoder if one was loaded); maps that point before any '
+            'training say the region is conspicuous, not that the maps follow what the model '
+            'learned; the margin is paired by image. ')
+  if controls.get('shuffled_masks'):
+    out += ("Another image's region (negative control): the trained maps scored against the "
+            'region of another image of the same batch; a high value there is a spatial prior '
+            '(regions sit in similar places), not localisation. ')
+  return out
 
 
 def _examples_caption(arch: str, threshold: Any) -> str:

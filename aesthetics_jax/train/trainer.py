@@ -220,15 +220,12 @@ def create_state(model, config, tx, mesh: Mesh, variables: dict) -> TrainState:
                     batch_stats=variables['batch_stats'], opt_state=opt_state)
 
 
-def _load_init_weights(variables: dict, config) -> dict:
+def _starting_variables(model, config) -> dict:
+  """`models.starting_variables` (init, then `config.model.init_weights`), with a loud warning
+  for a frozen encoder that no weights file fills."""
   path = str(config.model.init_weights)
   if path:
-    from aesthetics_jax.models import pretrained  # pylint: disable=import-outside-toplevel
-    # Default dont_load keeps the new aesthetic / tag / binary outputs (and drops ImageNet's
-    # 1000-way classifier); VGG's fc6/fc7 come from ImageNet as in torchvision.
-    variables = pretrained.load_pretrained(variables, path, arch=config.model.arch)
-    variables = jax.device_get(flax.core.unfreeze(variables))
-    logging.info('Loaded encoder weights from %s', path)
+    logging.info('Loading encoder weights from %s', path)
   elif bool(config.model.freeze_encoder):
     msg = ('!' * 88 + '\n!!! WARNING: model.freeze_encoder=True but model.init_weights is '
            'empty: the FROZEN backbone is RANDOM.\n!!! Heads will train on random features. '
@@ -238,7 +235,7 @@ def _load_init_weights(variables: dict, config) -> dict:
     logging.warning(msg)
     if jax.process_index() == 0:
       print(msg, flush=True)
-  return variables
+  return models.starting_variables(model, config)
 
 
 def _check_workdir_model(workdir, config) -> None:
@@ -301,15 +298,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def _restore_or_init(ckpt: ckpt_lib.Checkpointer, model, config, tx, mesh: Mesh
                      ) -> tuple[TrainState, int]:
   """(state, start step): the newest intact checkpoint, else fresh (or pretrained) weights."""
-  variables = models.init_variables(model, config.seed, int(config.input.image_size))
   if not ckpt.all_steps():
-    return create_state(model, config, tx, mesh, _load_init_weights(variables, config)), 0
+    return create_state(model, config, tx, mesh, _starting_variables(model, config)), 0
+  variables = models.init_variables(model, config.seed, int(config.input.image_size))
   state = create_state(model, config, tx, mesh, variables)
   found = ckpt.restore_latest_intact(
       config.model, ckpt_lib.abstract_like(state.variables),
       ckpt_lib.abstract_like({'step': state.step, 'opt_state': state.opt_state}))
   if found is None:
-    return create_state(model, config, tx, mesh, _load_init_weights(variables, config)), 0
+    return create_state(model, config, tx, mesh, _starting_variables(model, config)), 0
   start, restored_vars, restored_opt = found
   logging.info('Resumed from %s at step %d', ckpt.directory, start)
   return TrainState(step=restored_opt['step'], params=restored_vars['params'],

@@ -11,8 +11,11 @@ The deletion/insertion curves, which cost K+1 forward passes per image, stay on 
 (`evaluators/faithfulness.py`).
 
 Baselines on the same images: the centre pixel (`pointing_game_centre_baseline`) and a uniform
-map (`mask_mass_area_baseline`: the mask's area share). 95% bootstrap intervals are given for
-each method's pointing game and for its margin over the centre baseline (paired by image).
+map (`mask_mass_area_baseline`: the mask's area share). Controls, in the same pass: the maps of
+the model before training (a conspicuous region draws untrained maps too) and the trained maps
+against another image's region (a spatial prior scores there as well). 95% bootstrap intervals
+are given for each method's pointing game and for its margins over the centre baseline and
+over the untrained model (paired by image).
 """
 from __future__ import annotations
 
@@ -33,7 +36,8 @@ from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import faithfulness as faith_lib
 
 # Per-method values not repeated as flat `<key>_<method>` metrics.json keys.
-NOT_FLAT = ('seconds', 'pointing_game_ci', 'margin_over_centre_ci', 'num_images')
+NOT_FLAT = ('seconds', 'pointing_game_ci', 'margin_over_centre_ci', 'margin_over_untrained_ci',
+            'num_images')
 
 
 def load_masks(masks_dir: str, image_ids: Sequence[int], size: int) -> np.ndarray | None:
@@ -87,34 +91,71 @@ def make_maps(model, arch: str, layers: Sequence[str] = ()):
   return maps
 
 
+def _derangement(valid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Index map p [B] for the negative control: the images with a region (`valid` bool [B])
+  take each other's regions along one random cycle (no image keeps its own); the others, and
+  a lone image with a region, keep their own index (`p[i] == i`: left out of the control)."""
+  p = np.arange(valid.size)
+  idx = np.flatnonzero(valid)
+  if idx.size >= 2:
+    cycle = idx[rng.permutation(idx.size)]
+    p[cycle] = np.roll(cycle, 1)
+  return p
+
+
+def _arrays(low: np.ndarray, aes: np.ndarray | None, masks: np.ndarray,
+            threshold: float) -> dict[str, np.ndarray]:
+  """Per-image localisation arrays of one batch's low maps [B,h,w] (and aesthetic maps)
+  against masks [B,S,S] (see `_method_arrays`)."""
+  p = jax.device_get(faith_lib.pointing_game(low, masks))
+  mm = jax.device_get(faith_lib.mask_mass(low, masks))
+  out = {'hit': p['hit'], 'hit_upsampled': p['hit_upsampled'], 'centre_hit': p['centre_hit'],
+         'valid': p['valid'], 'mass': mm['mass'], 'area': mm['area'],
+         'box_iou': faith_lib.box_iou(low, masks, threshold),
+         'flat': low.reshape(len(low), -1).max(axis=1) <= 0}
+  if aes is not None:
+    out['aesthetic_hit'] = jax.device_get(faith_lib.pointing_game(aes, masks))['hit']
+  return out
+
+
 def _method_arrays(maps_of, methods: Sequence[str], variables, source, n: int,
                    masks_dir: str, image_size: int, normalize: str, batch_size: int, mesh,
-                   threshold: float) -> dict[str, dict[str, np.ndarray]]:
-  """{method: arrays} over the first n of `source` (batches of `batch_size`, the last one
-  padded; images decoded and encoded once per batch for all `methods`). Arrays, per image:
-  `hit`, `hit_upsampled`, `centre_hit`, `valid`, `aesthetic_hit` bool [n]; `mass`, `area`,
-  `box_iou` f32 [n]; `flat` bool [n] (the low map has no positive value)."""
+                   threshold: float, untrained=None, shuffle_seed: int | None = None
+                   ) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+  """{variant: {method: arrays}} over the first n of `source` (batches of `batch_size`, the
+  last one padded; images decoded once per batch, and encoded once per batch and variables
+  for all `methods`). Variants: 'trained' (`variables`), 'untrained' (the maps of
+  `untrained` variables, when given) and 'shuffled_masks' (the trained maps against another
+  image's region: `_derangement` within each batch, drawn from `shuffle_seed`; when given).
+  Arrays, per image: `hit`, `hit_upsampled`, `centre_hit`, `valid`, `aesthetic_hit` bool [n]
+  (not for 'shuffled_masks'); `mass`, `area`, `box_iou` f32 [n]; `flat` bool [n] (the low map
+  has no positive value)."""
   sharding = parallel.data_sharding(mesh)
-  parts: dict[str, list] = {m: [] for m in methods}
+  rng = None if shuffle_seed is None else np.random.default_rng(shuffle_seed)
+  parts: dict[str, dict[str, list]] = {}
+  add = lambda variant, method, a: parts.setdefault(variant, {}).setdefault(  # noqa: E731
+      method, []).append(a)
   for start in range(0, n, batch_size):
     idx = range(start, min(n, start + batch_size))
     x = np.stack([preprocess.preprocess_eval_np(source[i]['image'], image_size) for i in idx])
-    masks = load_masks(masks_dir, [int(source[i]['image_id']) for i in idx],
-                                  image_size)
+    masks = load_masks(masks_dir, [int(source[i]['image_id']) for i in idx], image_size)
     xp, b = parallel.pad_to_multiple(x, batch_size)
     xj = preprocess.to_model_input(jax.device_put(xp, sharding), normalize)
-    for method, (low, aes) in maps_of(methods, variables, xj).items():
-      low, aes = np.asarray(low)[:b], np.asarray(aes)[:b]
-      p = jax.device_get(faith_lib.pointing_game(low, masks))
-      mm = jax.device_get(faith_lib.mask_mass(low, masks))
-      parts[method].append({
-          'hit': p['hit'], 'hit_upsampled': p['hit_upsampled'], 'centre_hit': p['centre_hit'],
-          'valid': p['valid'], 'mass': mm['mass'], 'area': mm['area'],
-          'aesthetic_hit': jax.device_get(faith_lib.pointing_game(aes, masks))['hit'],
-          'box_iou': faith_lib.box_iou(low, masks, threshold),
-          'flat': low.reshape(len(low), -1).max(axis=1) <= 0})
-  return {m: {k: np.concatenate([np.asarray(q[k]) for q in ps]) for k in ps[0]}
-          for m, ps in parts.items()}
+    perm = None
+    if rng is not None:
+      perm = _derangement(masks.any(axis=(1, 2)), rng)
+    for variant, v in (('trained', variables), ('untrained', untrained)):
+      if v is None:
+        continue
+      for method, (low, aes) in maps_of(methods, v, xj).items():
+        low, aes = np.asarray(low)[:b], np.asarray(aes)[:b]
+        add(variant, method, _arrays(low, aes, masks, threshold))
+        if variant == 'trained' and perm is not None:
+          a = _arrays(low, None, masks[perm], threshold)
+          a['valid'] = a['valid'] & (perm != np.arange(b))
+          add('shuffled_masks', method, a)
+  return {variant: {m: {k: np.concatenate([np.asarray(q[k]) for q in ps]) for k in ps[0]}
+                    for m, ps in per.items()} for variant, per in parts.items()}
 
 
 def _summarize(a: dict[str, np.ndarray], bootstrap_samples: int, seed: int) -> dict[str, Any]:
@@ -132,18 +173,48 @@ def _summarize(a: dict[str, np.ndarray], bootstrap_samples: int, seed: int) -> d
   return s
 
 
+def _control(s: dict[str, Any], trained: dict[str, np.ndarray], a: dict[str, np.ndarray],
+             suffix: str, bootstrap_samples: int, seed: int) -> None:
+  """Adds a control's `pointing_game_<suffix>`, `box_iou_<suffix>`, `mask_mass_<suffix>` to
+  the method's summary `s`; for the untrained maps also `margin_over_untrained` (+ `_ci`),
+  paired by image; for the shuffled masks `num_shuffled_masks` (the images scored)."""
+  c = faith_lib.summarize(pointing=a, mass=a)
+  for k in ('pointing_game', 'box_iou', 'mask_mass'):
+    s[f'{k}_{suffix}'] = c[k]
+  valid = a['valid']
+  if suffix == 'untrained':
+    margin = (trained['hit'][valid].astype(np.float64) - a['hit'][valid].astype(np.float64))
+    s['margin_over_untrained'] = float(margin.mean()) if margin.size else float('nan')
+    s['margin_over_untrained_ci'] = _bootstrap_ci(margin, bootstrap_samples, seed)
+  else:
+    s[f'num_{suffix}'] = int(valid.sum())
+
+
 def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
         normalize: str = 'none', methods: Sequence[str] = ('gradcam',), num_images: int = 0,
         scorecam_images: int = 16, batch_size: int = 32, masks_dir: str = '',
         layers: Sequence[str] = (), box_threshold: float = 0.2, bootstrap_samples: int = 1000,
-        seed: int = 0) -> dict[str, Any]:
+        seed: int = 0, untrained_variables=None, untrained_note: str = '',
+        shuffled_masks: bool = False) -> dict[str, Any]:
   """Localisation of each of `methods` on the first `num_images` (0 = all) images of `source`.
+
+  Two controls on the same images, each in the same pass (`_method_arrays`):
+  untrained_variables: the variables training started from (`models.starting_variables`):
+    their maps get `pointing_game_untrained`, `box_iou_untrained`, `mask_mass_untrained` and
+    the trained maps' `margin_over_untrained` (+ `_ci`, paired by image). Maps of an
+    untrained model that point too say the region is conspicuous, not that the maps follow
+    what the model learned. `untrained_note` says why there are none (reported as is).
+  shuffled_masks: the negative control: the trained maps scored against another image's
+    region (`pointing_game_shuffled_masks`, ...; `num_shuffled_masks` images): a high score
+    there is a spatial prior (regions sit in similar places), not localisation.
 
   Returns `localization: {method: {pointing_game (+ _upsampled, _aesthetic_target, _ci),
   margin_over_centre (+ _ci), mask_mass, box_iou, flat_low_maps, num_images, num_defective,
-  seconds}}`, `pointing_game_centre_baseline`, `mask_mass_area_baseline` (on the images of the
-  method run on the most images), `localization_num_images`, `localization_num_defective`,
-  `localization_masks`, and flat `<key>_<method>` copies of the scalars; {} without masks.
+  seconds, and the controls' keys}}`, `pointing_game_centre_baseline`,
+  `mask_mass_area_baseline` (on the images of the method run on the most images),
+  `localization_num_images`, `localization_num_defective`, `localization_masks`,
+  `localization_controls` ({control: what it is, or why it was skipped}), and flat
+  `<key>_<method>` copies of the scalars; {} without masks.
   """
   n = len(source) if int(num_images) <= 0 else min(int(num_images), len(source))
   if n <= 0 or not methods or load_masks(masks_dir, [], 1) is None:
@@ -164,22 +235,37 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
                          leave=False):
     t = time.time()
     arrays = _method_arrays(maps_of, group, variables, source, m_n, masks_dir, image_size,
-                            normalize, round_up(min(batch_size, m_n)), mesh, box_threshold)
+                            normalize, round_up(min(batch_size, m_n)), mesh, box_threshold,
+                            untrained=untrained_variables,
+                            shuffle_seed=seed if shuffled_masks else None)
     seconds = round(time.time() - t, 1)
     for method in group:
-      s = _summarize(arrays[method], bootstrap_samples, seed)
+      trained = arrays['trained'][method]
+      s = _summarize(trained, bootstrap_samples, seed)
       baselines.setdefault(m_n, (s.pop('pointing_game_centre'), s.pop('mask_area')))
       s.pop('pointing_game_centre', None)
       s.pop('mask_area', None)
+      for variant in ('untrained', 'shuffled_masks'):
+        if variant in arrays:
+          _control(s, trained, arrays[variant][method], variant, bootstrap_samples, seed)
       s['seconds'] = seconds  # of the pass shared by the group
       per_method[method] = s
   per_method = {m: per_method[m] for m in methods if m in per_method}
   if not per_method:
     return {}
   centre, area = baselines[max(baselines)]
+  controls = {}
+  if untrained_variables is not None:
+    controls['untrained'] = ('the maps of the variables training started from (seed init, '
+                             'then the init_weights encoder if any)')
+  elif untrained_note:
+    controls['untrained'] = untrained_note
+  if shuffled_masks:
+    controls['shuffled_masks'] = ("the trained maps against another image's region (a random "
+                                  'cycle among the images with one in each batch)')
   out = {'localization': per_method, 'localization_num_images': n,
          'localization_num_defective': max(s['num_defective'] for s in per_method.values()),
-         'localization_masks': masks_dir,
+         'localization_masks': masks_dir, 'localization_controls': controls,
          'pointing_game_centre_baseline': centre, 'mask_mass_area_baseline': area}
   for method, vals in per_method.items():  # flat copies for grep / dashboards
     out.update({f'{k}_{method}': v for k, v in vals.items() if k not in NOT_FLAT})
