@@ -43,14 +43,21 @@ LOCALIZATION_COLUMNS = (
     ('num_defective', 'images with a region'),
     ('pointing_game', 'pointing game, low target'),
     ('margin_over_centre', 'margin over the centre point'),
-    ('pointing_game_untrained', 'pointing game, untrained model'),
-    ('margin_over_untrained', 'margin over the untrained model'),
-    ('pointing_game_shuffled_masks', "pointing game, another image's region"),
     ('pointing_game_upsampled', 'pointing game, upsampled map'),
     ('pointing_game_aesthetic_target', 'pointing game, aesthetic target'),
     ('mask_mass', 'mask mass, low target'),
     ('box_iou', 'box IoU, low target'),
 )
+# The localisation controls (evaluators/localization.py), in a table of their own.
+CONTROL_COLUMNS = (
+    ('pointing_game', 'pointing game, trained'),
+    ('pointing_game_untrained', 'pointing game, untrained model'),
+    ('margin_over_untrained', 'margin over the untrained model'),
+    ('mask_mass_untrained', 'mask mass, untrained model'),
+    ('pointing_game_shuffled_masks', "pointing game, another image's region"),
+    ('mask_mass_shuffled_masks', "mask mass, another image's region"),
+)
+_WITH_CI = ('pointing_game', 'margin_over_centre', 'margin_over_untrained')
 DEMO_BANNER = ('These results come from the synthetic DEMO dataset (procedural images with '
                'planted defects, small models trained from scratch), not from AVA. They show '
                'that the pipeline works; they are not comparable to the paper\'s numbers.')
@@ -212,25 +219,14 @@ def _localization_table(s: Mapping) -> str:
     return ('<p class="note">No region masks (real AVA has none): the pointing game and mask '
             'mass need <code>--masks_dir</code> with <code>&lt;image_id&gt;.png</code> regions.'
             '</p>')
-  # Controls a run did not score (localization_controls off, older metrics) drop their columns.
-  cols = [(k, l) for k, l in LOCALIZATION_COLUMNS
-          if not k.endswith(('_untrained', '_shuffled_masks'))
-          or any(k in vals for vals in loc.values())]
-  rows = ['<tr><th>CAM method</th>' + ''.join(f'<th>{_esc(l)}</th>' for _, l in cols) + '</tr>']
-  with_ci = ('pointing_game', 'margin_over_centre', 'margin_over_untrained')
-  for method, vals in loc.items():
-    cells = []
-    for k, _ in cols:
-      ci = _ci_text(vals.get(f'{k}_ci')) if k in with_ci else ''
-      cells.append(f'<td>{_fmt(vals.get(k))}{ci}</td>')
-    rows.append(f'<tr><td>{_esc(method)}</td>' + ''.join(cells) + '</tr>')
+  rows = _method_rows(loc, LOCALIZATION_COLUMNS)
   base = m.get('pointing_game_centre_baseline')
   centre = {'pointing_game': base, 'margin_over_centre': 0, 'pointing_game_upsampled': base,
             'pointing_game_aesthetic_target': base,
             'mask_mass': m.get('mask_mass_area_baseline')}
   rows.append('<tr><td>centre point / uniform map</td>' + ''.join(
-      f'<td>{_fmt(centre[k])}</td>' if k in centre else '<td>—</td>' for k, _ in cols)
-      + '</tr>')
+      f'<td>{_fmt(centre[k])}</td>' if k in centre else '<td>—</td>'
+      for k, _ in LOCALIZATION_COLUMNS) + '</tr>')
   layers = ', '.join(m.get('cam_layers') or ()) or 'the encoder output'
   hw = 'x'.join(str(v) for v in m.get('cam_map_size') or ())
   note = (f'<p class="note">Every test image with a region mask '
@@ -242,10 +238,34 @@ def _localization_table(s: Mapping) -> str:
           'point, which always points at the image centre; 95% bootstrap intervals in brackets. '
           'Mask mass: the share of the (non-negative) map inside the region; a uniform map gets '
           'the region\'s area share. Box IoU: the suggested box of the low map (threshold '
-          f'{_fmt(m.get("box_threshold"))}) against the region\'s bounding box. '
-          f'{_controls_text(m.get("localization_controls") or {})}Regions: '
+          f'{_fmt(m.get("box_threshold"))}) against the region\'s bounding box. Regions: '
           f'<code>{_esc(m.get("localization_masks", ""))}</code>.</p>')
-  return _table(rows) + note
+  return _table(rows) + note + _controls_table(m)
+
+
+def _method_rows(loc: Mapping, cols: Sequence[tuple[str, str]]) -> list[str]:
+  """Header and one row per method of `loc` ({method: values}) for `cols` (key, label)."""
+  rows = ['<tr><th>CAM method</th>' + ''.join(f'<th>{_esc(l)}</th>' for _, l in cols) + '</tr>']
+  for method, vals in loc.items():
+    cells = ''.join(f'<td>{_fmt(vals.get(k))}'
+                    f'{_ci_text(vals.get(f"{k}_ci")) if k in _WITH_CI else ""}</td>'
+                    for k, _ in cols)
+    rows.append(f'<tr><td>{_esc(method)}</td>{cells}</tr>')
+  return rows
+
+
+def _controls_table(m: Mapping) -> str:
+  """The localisation controls beside the trained maps' pointing game ('' for a run that
+  scored none: localization_controls off, or metrics from before they existed); a control
+  that was skipped says why."""
+  loc, controls = m.get('localization') or {}, m.get('localization_controls') or {}
+  cols = [(k, l) for k, l in CONTROL_COLUMNS
+          if k == 'pointing_game' or any(k in vals for vals in loc.values())]
+  if len(cols) == 1 and not controls:
+    return ''
+  table = _table(_method_rows(loc, cols)) if len(cols) > 1 else ''
+  return (f'<p><strong>Controls</strong> on the same images.</p>{table}'
+          f'<p class="note">{_controls_text(controls)}</p>')
 
 
 def _controls_text(controls: Mapping[str, str]) -> str:
