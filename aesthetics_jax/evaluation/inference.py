@@ -132,6 +132,15 @@ def layer_maps(model, variables, layers: Sequence[str], method: str, first: jax.
   pytorch-grad-cam does (`cam.fuse_layers`): [B,T,S,S], min-max scaled per map.
   x: the model input [B,S,S,3] (ScoreCAM re-runs the model on masked copies of it).
   """
+  outputs, maps = layer_maps_many(model, variables, layers, (method,), first, x, target_fn)
+  return outputs, maps[method]
+
+
+def layer_maps_many(model, variables, layers: Sequence[str], methods: Sequence[str],
+                    first: jax.Array, x: jax.Array, target_fn):
+  """(outputs, {method: maps}): `layer_maps` for several methods at once (call inside jit).
+  The gradient methods share one vjp (`cam.compute_layers_many`): one trace and one backward
+  pass, where a function per method compiles and runs each."""
   steps = [functools.partial(model.apply, variables, after=a, until=b,
                              method='features_between')
            for a, b in zip(layers[:-1], layers[1:])]
@@ -139,17 +148,17 @@ def layer_maps(model, variables, layers: Sequence[str], method: str, first: jax.
   outputs = first
   for step in steps:
     outputs = step(outputs)
-  if method == 'scorecam':  # the full model on masked copies of x
+  kw = {}
+  if 'scorecam' in methods:  # the full model on masked copies of x
     # On CPU one channel's B masked images per call, the encoder 2 images at a time (small
     # batches keep the caches warm, as features_fn); elsewhere 16 channels per call.
     chunk = parallel.default_chunk()
     encoder = parallel.features_fn(model, chunk, num_shards=1)
     kw = dict(model_fn=lambda im: model.apply(variables, encoder(variables, im), method='head'),
               images=x, batch_size=1 if chunk > 0 else 16)
-  else:
-    kw = {}
-  maps = cam.compute_layers(method, steps, first, target_fn, **kw)
-  return outputs, (maps[0] if len(maps) == 1 else cam.fuse_layers(maps, x.shape[1:3]))
+  many = cam.compute_layers_many(tuple(methods), steps, first, target_fn, **kw)
+  return outputs, {m: maps[0] if len(maps) == 1 else cam.fuse_layers(maps, x.shape[1:3])
+                   for m, maps in many.items()}
 
 
 def features_until_fn(model, layer: str):

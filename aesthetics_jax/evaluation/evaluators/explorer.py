@@ -65,9 +65,10 @@ def make_maps_fn(model, arch: str, methods: Sequence[str], layers: Sequence[str]
   """jitted `(variables, x) -> {method: raw maps f32 [B,T,h,w]}` for `methods` (not ScoreCAM).
 
   Per method the maps of `inference.make_forward(model, arch, method, None, layers=layers)`,
-  but in ONE function: the encoder runs once, and XLA merges the gradient methods' identical
-  forward + backward passes (measured on the demo MobileNetV2, 64 images: 22 s to compile and
-  1.5 s a batch for six methods, against ~70 s and ~4 s as six separate functions).
+  but in ONE function: the encoder runs once, and the gradient methods share one forward +
+  backward pass (`inference.layer_maps_many`; measured on the demo MobileNetV2, 64 images,
+  when XLA was left to merge per-method passes: 22 s to compile and 1.5 s a batch for six
+  methods, against ~70 s and ~4 s as six separate functions).
   """
   target_fn = cam.targets_for(arch, inference.target_names(arch))
   chunk, num_shards = parallel.default_chunk(), jax.device_count()
@@ -77,8 +78,8 @@ def make_maps_fn(model, arch: str, methods: Sequence[str], layers: Sequence[str]
     first = parallel.map_batch(
         lambda xi: model.apply(variables, xi, layers[0], method='features_until'), x, chunk,
         num_shards)
-    return {m: inference.layer_maps(model, variables, layers, m, first, x, target_fn)[1]
-            for m in methods}
+    return inference.layer_maps_many(model, variables, layers, methods, first, x,
+                                     target_fn)[1]
 
   return maps_fn
 

@@ -30,28 +30,29 @@ NOT_FLAT = ('num_images', 'seconds', 'baseline_gap', 'deletion_curve', 'insertio
 
 
 def make_step(model, arch: str, steps: int, layers: Sequence[str] = ()):
-  """`step(method, variables, random_head_params, x [B,S,S,3]) -> arrays [B,..]`.
+  """`step(methods, variables, random_head_params, x [B,S,S,3]) -> {method: arrays [B,..]}`.
 
   layers: the CAM layers (`config.eval.cam_layers`; () = the encoder's output), as
   `inference.make_forward` takes them, so the study and the faithfulness checks see one map.
 
-  Returns `deletion`, `insertion` (`curve [B,K+1]` raw, `auc [B]`), `maps`, `random_maps`
-  `[B,h,w]` (the aesthetic target's, of the trained and of the re-initialised head). Jitted in three parts so that the costly compilations are shared by all methods:
-  the encoder (once), the maps (head vjp; per method, small — ScoreCAM includes the model)
-  and the perturbation curves (B·(K+1) forward passes; once).
+  Returns per method `deletion`, `insertion` (`curve [B,K+1]` raw, `auc [B]`), `maps`,
+  `random_maps` `[B,h,w]` (the aesthetic target's, of the trained and of the re-initialised
+  head). Jitted in three parts so that the costly compilations are shared: the encoder
+  (once), the maps of all `methods` (one vjp shared by the gradient methods, for each head;
+  ScoreCAM includes the model) and the perturbation curves (B·(K+1) forward passes; once).
   """
   aes = cam.targets_for(arch, ('aesthetic',))
   layers = models.resolve_layers(model, layers)
 
   features = inference.features_until_fn(model, layers[0])
 
-  @functools.partial(jax.jit, static_argnames=('method',),
+  @functools.partial(jax.jit, static_argnames=('methods',),
                      compiler_options=cpu_backend.encoder_options(model, 'cam'))
-  def maps_fn(variables, random_head, feats, x, method):
-    _, maps = inference.layer_maps(model, variables, layers, method, feats, x, aes)
+  def maps_fn(variables, random_head, feats, x, methods):
+    _, maps = inference.layer_maps_many(model, variables, layers, methods, feats, x, aes)
     rvars = dict(variables, params=dict(variables['params'], head=random_head))
-    _, rmaps = inference.layer_maps(model, rvars, layers, method, feats, x, aes)
-    return maps[:, 0], rmaps[:, 0]
+    _, rmaps = inference.layer_maps_many(model, rvars, layers, methods, feats, x, aes)
+    return {m: (maps[m][:, 0], rmaps[m][:, 0]) for m in methods}
 
   # The B*(K+1) perturbed images are scored one curve point at a time, the encoder `chunk`
   # images at a time on CPU (parallel.default_chunk: small batches keep the CPU's caches
@@ -69,24 +70,25 @@ def make_step(model, arch: str, steps: int, layers: Sequence[str] = ()):
     return {'deletion': {'curve': dele['curve'], 'auc': dele['auc']},
             'insertion': {'curve': ins['curve'], 'auc': ins['auc']}}
 
-  def step(method, variables, random_head, x):
+  def step(methods, variables, random_head, x):
     feats = features(variables, x)
-    maps, rmaps = maps_fn(variables, random_head, feats, x, method=method)
-    return {**perturb(variables, x, maps), 'maps': maps, 'random_maps': rmaps}
+    both = maps_fn(variables, random_head, feats, x, methods=tuple(methods))
+    return {m: {**perturb(variables, x, maps), 'maps': maps, 'random_maps': rmaps}
+            for m, (maps, rmaps) in both.items()}
 
   return step
 
 
-def _apply(step, method: str, variables, random_head, images: np.ndarray, mesh,
-           normalize: str, batch_size: int) -> dict[str, Any]:
-  """`step` over images [n,S,S,3] in batches of `batch_size` (the last one padded); the
-  outputs of the n real rows, concatenated."""
+def _apply(step, methods: Sequence[str], variables, random_head, images: np.ndarray, mesh,
+           normalize: str, batch_size: int) -> dict[str, dict[str, Any]]:
+  """`step` over images [n,S,S,3] in batches of `batch_size` (the last one padded): {method:
+  the outputs of the n real rows, concatenated}."""
   sharding = parallel.data_sharding(mesh)
   outs = []
   for start in range(0, images.shape[0], batch_size):
     x, n = parallel.pad_to_multiple(images[start:start + batch_size], batch_size)
     xj = preprocess.to_model_input(jax.device_put(x, sharding), normalize)
-    out = jax.device_get(step(method, variables, random_head, xj))
+    out = jax.device_get(step(methods, variables, random_head, xj))
     outs.append(jax.tree.map(lambda v, n=n: np.asarray(v)[:n], out))
   return jax.tree.map(lambda *v: np.concatenate(v), *outs)
 
@@ -110,8 +112,8 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
 
   Returns `faithfulness: {method: {deletion_auc, insertion_auc (+ _per_image_mean),
   deletion_curve, insertion_curve [K+1], baseline_gap, randomization_spearman, num_images,
-  seconds}}`, flat `<key>_<method>` copies of the scalars and the counts; {} when there is
-  nothing to run.
+  seconds (of the pass its group of methods shared)}}`, flat `<key>_<method>` copies of the
+  scalars and the counts; {} when there is nothing to run.
   """
   n = min(int(num_images), len(source))
   if n <= 0 or not methods:
@@ -125,16 +127,24 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
                                             jax.random.PRNGKey(int(seed) + 1))
   step = make_step(model, arch, steps, layers)
   per_method = {}
-  for method in tqdm(methods, desc='faithfulness', leave=False):
+  # One pass over the images for the methods that cover all n of them (their maps come from
+  # one call); ScoreCAM's few images in a batch of their own (a padded full batch would
+  # multiply its per-channel forward passes).
+  groups: dict[int, list[str]] = {}
+  for method in methods:
+    groups.setdefault(min(n, int(scorecam_images)) if method == 'scorecam' else n,
+                      []).append(method)
+  for m_n, group in tqdm(sorted(groups.items(), reverse=True), desc='faithfulness',
+                         leave=False):
+    if m_n <= 0:
+      continue
     t = time.time()
-    m_n = min(n, int(scorecam_images)) if method == 'scorecam' else n
-    # ScoreCAM's few images in a batch of their own (a padded full batch would multiply its
-    # per-channel forward passes); the other methods share one batch shape.
-    m_bs = round_up(m_n) if method == 'scorecam' else round_up(min(batch_size, n))
-    s = _summarize(_apply(step, method, variables, random_head, images[:m_n], mesh, normalize,
-                          m_bs))
-    s['seconds'] = round(time.time() - t, 1)
-    per_method[method] = s
+    m_bs = round_up(m_n) if group == ['scorecam'] else round_up(min(batch_size, n))
+    arrays = _apply(step, group, variables, random_head, images[:m_n], mesh, normalize, m_bs)
+    seconds = round(time.time() - t, 1)
+    for method in group:
+      per_method[method] = {**_summarize(arrays[method]), 'seconds': seconds}
+  per_method = {m: per_method[m] for m in methods if m in per_method}
   out = {'faithfulness': per_method, 'faithfulness_num_images': n,
          'faithfulness_steps': steps}
   for method, vals in per_method.items():  # flat copies for grep / dashboards

@@ -71,23 +71,22 @@ def make_maps(model, arch: str, layers: Sequence[str] = ()):
   [B,h,w]}`.
 
   Jitted in two parts, as `faithfulness.make_step`: the encoder up to the CAM layer (compiled
-  once, run ONCE per batch for all `methods`) and the head's vjp with each method's formula
-  (small).
+  once, run ONCE per batch for all `methods`) and the rest of the network with one vjp shared
+  by every gradient method (`inference.layer_maps_many`; one compilation for all `methods`).
   """
   targets = cam.targets_for(arch, ('low', 'aesthetic'))
   layers = models.resolve_layers(model, layers)
 
   features = inference.features_until_fn(model, layers[0])
 
-  @functools.partial(jax.jit, static_argnames=('method',),
+  @functools.partial(jax.jit, static_argnames=('methods',),
                      compiler_options=cpu_backend.encoder_options(model, 'cam'))
-  def maps_fn(variables, feats, x, method):
-    _, maps = inference.layer_maps(model, variables, layers, method, feats, x, targets)
-    return maps[:, 0], maps[:, 1]
+  def maps_fn(variables, feats, x, methods):
+    _, maps = inference.layer_maps_many(model, variables, layers, methods, feats, x, targets)
+    return {m: (v[:, 0], v[:, 1]) for m, v in maps.items()}
 
   def maps(methods, variables, x):
-    feats = features(variables, x)
-    return {m: maps_fn(variables, feats, x, method=m) for m in methods}
+    return maps_fn(variables, features(variables, x), x, methods=tuple(methods))
   return maps
 
 
