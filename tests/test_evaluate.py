@@ -90,6 +90,11 @@ def test_localization_controls_rebuild_the_start_of_training(evaluated):
       assert f'{k}_shuffled_masks' in v and f'{k}_shuffled_masks_{method}' in m
   text = (evaluated[0] / 'eval' / 'report.html').read_text()
   assert 'margin over the untrained model' in text and 'negative control' in text
+  from aesthetics_jax.evaluation import run as eval_run
+  line = eval_run.summary(m)   # what aesthetics-evaluate prints
+  assert line['pointing_game_gradcam'] == m['localization']['gradcam']['pointing_game']
+  assert {'pointing_game_untrained_gradcam', 'pointing_game_shuffled_masks_gradcam',
+          'binary_accuracy'} <= set(line)
 
 
 def test_derangement_moves_every_region_to_another_image():

@@ -30,12 +30,6 @@ _MASKS_DIR = flags.DEFINE_string(
 flags.mark_flags_as_required(['workdir'])
 ALLOWED = ('eval.', 'data.')
 
-SUMMARY_KEYS = ('num_test_images', 'binary_accuracy', 'majority_rate', 'lcc_mean', 'srcc_mean',
-                'emd', 'attribute_top1', 'cam_intensity_pearson_all',
-                'cam_intensity_pearson_extreme', 'split_point_accuracy',
-                'pointing_game_centre_baseline')
-
-
 def main(argv):
   if len(argv) > 1:
     common.usage_error('evaluate', f'unexpected arguments {argv[1:]}; use --flag=value')
@@ -54,7 +48,7 @@ def main(argv):
     m = eval_run.evaluate(_WORKDIR.value, _STEP.value, overrides=overrides)
   except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
     common.fail('evaluate', e, common.exit_code(e))
-  print(json.dumps({k: m.get(k) for k in SUMMARY_KEYS if k in m}))
+  print(json.dumps(eval_run.summary(m)))
   print(f'{_WORKDIR.value.rstrip("/")}/{eval_run.EVAL_DIR}/report.html')
 
 

@@ -154,6 +154,22 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   return m
 
 
+SUMMARY_KEYS = ('num_test_images', 'binary_accuracy', 'majority_rate', 'lcc_mean', 'srcc_mean',
+                'emd', 'attribute_top1', 'cam_intensity_pearson_all',
+                'cam_intensity_pearson_extreme', 'split_point_accuracy',
+                'pointing_game_centre_baseline')
+
+
+def summary(m: Mapping[str, Any]) -> dict:
+  """The line `aesthetics-evaluate` prints: `SUMMARY_KEYS`, then (with region masks) the
+  evaluation's own CAM method's pointing game beside its controls (untrained model, another
+  image's region)."""
+  method = m.get('cam_method', '')
+  keys = SUMMARY_KEYS + tuple(f'{k}_{method}' for k in (
+      'pointing_game', 'pointing_game_untrained', 'pointing_game_shuffled_masks'))
+  return {k: m[k] for k in keys if k in m}
+
+
 def _check_finite(test: streaming.SplitSummary, step: int, workdir: Path) -> None:
   """Non-finite outputs would turn every metric and the report into NaN: refuse instead."""
   bad = inference.non_finite_rows(test.pred, test.maps)
