@@ -71,30 +71,6 @@ def _scores(metrics: dict, suffix: str = '') -> dict:
           for m, v in metrics['localization'].items()}
 
 
-def write_untrained(wd: Path, config, step: int = 0, variables=None) -> Path:
-  """`wd`: config.json and a checkpoint at `step` of `variables` (default: the ones training
-  starts from, `models.init_variables(model, config.seed, ...)`, as the trainer), for the
-  untrained baseline. Reused when a checkpoint at `step` is there."""
-  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
-  wd = Path(wd)
-  if stages.latest_step(wd) == step:
-    return wd
-  wd.mkdir(parents=True, exist_ok=True)
-  io_lib.atomic_write_json(checkpoints.config_path(wd), config.to_dict(), indent=2,
-                           sort_keys=True)
-  if variables is None:
-    model = models.create_model(config.model)
-    variables = models.init_variables(model, int(config.seed), int(config.input.image_size))
-  ck = checkpoints.Checkpointer(wd, enable_async=False)
-  try:
-    ck.save(step, variables, {'step': np.int32(step)},
-            {'model': checkpoints.model_signature(config.model)})
-  finally:
-    ck.close()
-  return wd
-
-
 def run_seed(w: Path, data_dir: Path, config, seed: int) -> dict:
   """Trains (or resumes) seed `seed`'s model and scores its maps with the real masks and the
   shuffled ones, and the maps of its untrained start with the real masks; returns the seed's
