@@ -90,8 +90,19 @@ def test_localization_controls_rebuild_the_start_of_training(evaluated):
       assert f'{k}_shuffled_masks' in v and f'{k}_shuffled_masks_{method}' in m
   text = (evaluated[0] / 'eval' / 'report.html').read_text()
   assert 'margin over the untrained model' in text and 'negative control' in text
+  # The intensity study of the untrained maps: the same maps here, so the same Table 1.
+  u = m['intensity_untrained']
+  for norm in ('per_image', 'global'):
+    for k in ('cam_intensity_pearson_all', 'cam_intensity_pearson_extreme',
+              'split_point_accuracy', 'split_point_threshold'):
+      assert u[f'{k}_{norm}'] == pytest.approx(m[f'{k}_{norm}'], nan_ok=True), (k, norm)
+  assert u['cam_intensity_pearson_all_per_image_ci'] == pytest.approx(
+      m['cam_intensity_pearson_all_per_image_ci'], nan_ok=True)
+  assert 'untrained model, per-image' in text
   from aesthetics_jax.evaluation import run as eval_run
   line = eval_run.summary(m)   # what aesthetics-evaluate prints
+  assert line['cam_intensity_pearson_all_untrained'] == pytest.approx(
+      m['cam_intensity_pearson_all'], nan_ok=True)
   assert line['pointing_game_gradcam'] == m['localization']['gradcam']['pointing_game']
   assert {'pointing_game_untrained_gradcam', 'pointing_game_shuffled_masks_gradcam',
           'binary_accuracy'} <= set(line)
@@ -114,6 +125,7 @@ def test_derangement_moves_every_region_to_another_image():
 
 
 def test_untrained_control_is_skipped_with_a_reason_when_weights_are_gone(tmp_path):
+  import jax
   from aesthetics_jax import models, parallel
   from aesthetics_jax.evaluation import run as eval_run
   config = checkpoint_fixture.smoke_config('mobilenet_v2')
@@ -124,10 +136,15 @@ def test_untrained_control_is_skipped_with_a_reason_when_weights_are_gone(tmp_pa
   v, note = eval_run._untrained_variables(model, config, mesh, str(tmp_path))
   assert v is None and note.startswith('skipped:') and str(missing) in note
   assert '\n' not in note
-  config.eval.localization_controls = False
+  config.eval.localization_controls = config.eval.intensity_untrained = False
   assert eval_run._untrained_variables(model, config, mesh, str(tmp_path)) == (None, '')
   config.eval.localization_controls = True
   assert eval_run._untrained_variables(model, config, mesh, '') == (None, '')  # no masks
+  config.eval.intensity_untrained = True   # the intensity study's control needs no masks
+  config.model.init_weights = ''
+  v, note = eval_run._untrained_variables(model, config, mesh, '')
+  assert note == '' and jax.tree.structure(v) == jax.tree.structure(
+      models.init_variables(model, int(config.seed), int(config.input.image_size)))
 
 
 def test_per_image_csv_matches_metrics(evaluated):

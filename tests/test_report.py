@@ -60,6 +60,9 @@ def sections():
                  localization_num_defective=50, localization_num_images=80,
                  cam_layers=['features.6'], cam_map_size=[8, 8],
                  pointing_game_centre_baseline=0.3456,
+                 intensity_untrained=dict(cam_intensity_pearson_all_per_image=0.0617,
+                                          cam_intensity_pearson_all_per_image_ci=[-0.02, 0.14],
+                                          split_point_accuracy_global=0.4812),
                  localization_controls={'untrained': 'the maps of the start',
                                         'shuffled_masks': 'another image'})
   mnv2 = dict(name='mobilenet_v2', arch='mobilenet_v2', step=7, metrics=metrics, figures=figs,
@@ -108,6 +111,9 @@ def test_report_has_all_sections_images_and_banner(tmp_path, sections):
   for s in ('gradcam', 'eigencam', '0.679', '[0.600, 0.750]', '0.333', '0.346', 'n/a',
             'centre point', '50 of 80', 'features.6 (8x8 cells)', '0.777'):
     assert s in text, s
+  # Table 1's untrained-model columns
+  for s in ('untrained model, per-image', '0.062', '[-0.020, 0.140]', '48.1%'):
+    assert s in text, s
   # the controls beside it: untrained model (margin paired, CI) and another image's region
   for s in ('untrained model', '0.211', '0.468', '[0.410, 0.520]', "another image&#x27;s region",
             '0.099', 'negative control'):
@@ -119,8 +125,11 @@ def test_localization_table_drops_controls_it_lacks(sections):
   m = dict(models[0]['metrics'])
   m['localization'] = {'gradcam': dict(pointing_game=0.5, num_defective=3)}
   m.pop('localization_controls')
+  m.pop('intensity_untrained')
+  m['intensity_untrained_note'] = 'skipped: the starting weights could not be rebuilt (x)'
   text = report_html.render([{**models[0], 'metrics': m}], None, demo=False)
   assert 'pointing game, low target' in text and 'untrained model' not in text
+  assert 'Untrained model: skipped: the starting weights could not be rebuilt (x).' in text
   assert 'another image' not in text
   # the VGG section without figures says so instead of breaking
   assert 'not available' in text

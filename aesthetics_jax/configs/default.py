@@ -128,6 +128,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.localization_controls = True
   # Added by evaluate.py: training-split images whose maps fit the split-point threshold.
   c.eval.split_point_fit_images = 1024
+  # Repeat the intensity study (Table 1) on the maps of the variables training started from:
+  # one more pass over the test images and the split-point fit images. A correlation that
+  # holds before training comes from the images, not from what the model learned.
+  c.eval.intensity_untrained = True
   # Added by evaluate.py: deletion/insertion curve resolution (steps from 0 to all pixels).
   c.eval.faithfulness_steps = 16
   # ScoreCAM runs the model once per feature channel (MobileNetV2 at features.18: 1,280 full

@@ -97,10 +97,16 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   m.update(evaluators.metrics.run(test, emd_r=float(config.loss.emd_r),
                                   bootstrap_samples=bootstrap, seed=seed))
   m.update(evaluators.boxes.run(test, image_size=size))
+  masks = ground_truth.masks_dir(config)
+  untrained, untrained_note = _untrained_variables(model, config, mesh, masks)
   m.update(evaluators.intensity.run(
       forward, summarize, variables, batches, sources['train'], test,
       fit_images=int(ec.split_point_fit_images), bootstrap_samples=bootstrap,
-      seed=seed, band=tuple(config.input.weight_band)))
+      seed=seed, band=tuple(config.input.weight_band),
+      untrained_variables=untrained if ec.intensity_untrained else None,
+      test_source=sources['test'], max_test=max_test))
+  if ec.intensity_untrained and untrained is None:
+    m['intensity_untrained_note'] = untrained_note or 'skipped'
   m.update(evaluators.faithfulness.run(
       model, variables, sources['test'], mesh, arch=arch, image_size=size, normalize=normalize,
       methods=tuple(ec.cam_methods),
@@ -108,8 +114,6 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
       steps=int(ec.faithfulness_steps),
       scorecam_images=int(ec.faithfulness_scorecam_images), batch_size=batch_size, seed=seed,
       layers=layers))
-  masks = ground_truth.masks_dir(config)
-  untrained, untrained_note = _untrained_variables(model, config, mesh, masks)
   m.update(evaluators.localization.run(
       model, variables, sources['test'], mesh, arch=arch, image_size=size, normalize=normalize,
       methods=tuple(ec.cam_methods),
@@ -118,8 +122,8 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
       scorecam_images=int(ec.faithfulness_scorecam_images), batch_size=batch_size,
       masks_dir=masks, layers=layers,
       box_threshold=float(ec.box_threshold), bootstrap_samples=bootstrap, seed=seed,
-      untrained_variables=untrained, untrained_note=untrained_note,
-      shuffled_masks=bool(ec.localization_controls)))
+      untrained_variables=untrained if ec.localization_controls else None,
+      untrained_note=untrained_note, shuffled_masks=bool(ec.localization_controls)))
   scale = global_scale(m)
   figs = evaluators.figures.run(
       forward, variables, sources['test'], test, m, mesh, arch=arch, image_size=size,
@@ -161,13 +165,18 @@ SUMMARY_KEYS = ('num_test_images', 'binary_accuracy', 'majority_rate', 'lcc_mean
 
 
 def summary(m: Mapping[str, Any]) -> dict:
-  """The line `aesthetics-evaluate` prints: `SUMMARY_KEYS`, then (with region masks) the
-  evaluation's own CAM method's pointing game beside its controls (untrained model, another
-  image's region)."""
+  """The line `aesthetics-evaluate` prints: `SUMMARY_KEYS` (with the untrained model's
+  intensity correlation beside the trained one's), then (with region masks) the evaluation's
+  own CAM method's pointing game beside its controls (untrained model, another image's
+  region)."""
   method = m.get('cam_method', '')
   keys = SUMMARY_KEYS + tuple(f'{k}_{method}' for k in (
       'pointing_game', 'pointing_game_untrained', 'pointing_game_shuffled_masks'))
-  return {k: m[k] for k in keys if k in m}
+  out = {k: m[k] for k in keys if k in m}
+  u = m.get('intensity_untrained') or {}
+  if 'cam_intensity_pearson_all_per_image' in u:
+    out['cam_intensity_pearson_all_untrained'] = u['cam_intensity_pearson_all_per_image']
+  return out
 
 
 def _check_finite(test: streaming.SplitSummary, step: int, workdir: Path) -> None:
@@ -182,10 +191,11 @@ def _check_finite(test: streaming.SplitSummary, step: int, workdir: Path) -> Non
 
 def _untrained_variables(model, config, mesh, masks_dir: str):
   """(variables training started from, replicated over `mesh`, or None; a note on why not)
-  for the localisation's untrained control: only with region masks and
-  `config.eval.localization_controls`. An `init_weights` file that is no longer there skips
-  the control with a note instead of failing the evaluation."""
-  if not masks_dir or not config.eval.localization_controls:
+  for the controls: the intensity study's (`config.eval.intensity_untrained`) and, with region
+  masks, the localisation's (`config.eval.localization_controls`). An `init_weights` file that
+  is no longer there skips them with a note instead of failing the evaluation."""
+  ec = config.eval
+  if not (ec.intensity_untrained or (masks_dir and ec.localization_controls)):
     return None, ''
   try:
     start = models.starting_variables(model, config)

@@ -146,25 +146,30 @@ def _accuracy_table(models: Sequence[Mapping]) -> str:
 
 def _table1(s: Mapping) -> str:
   m = s['metrics']
+  u = m.get('intensity_untrained') or {}
   rows = ['<tr><th>quantity</th><th>paper</th><th>ours, per-image normalisation</th>'
-          '<th>ours, dataset-global normalisation</th></tr>']
+          '<th>ours, dataset-global normalisation</th>'
+          + ('<th>untrained model, per-image</th><th>untrained model, global</th>' if u else '')
+          + '</tr>']
   for key, label, paper, nkey in (
       ('cam_intensity_pearson_all', 'Pearson r, all images', PAPER_TABLE1['pearson_all'],
        'cam_intensity_n_all'),
       ('cam_intensity_pearson_extreme', 'Pearson r, extremes (<4.5 or >6.5)',
        PAPER_TABLE1['pearson_extreme'], 'cam_intensity_n_extreme')):
     cells = []
-    for norm in ('per_image', 'global'):
-      k = f'{key}_{norm}'
-      cells.append(f'<td>{_fmt(m.get(k))}{_ci(m, k)}</td>')
+    for d in ((m, u) if u else (m,)):
+      for norm in ('per_image', 'global'):
+        k = f'{key}_{norm}'
+        cells.append(f'<td>{_fmt(d.get(k))}{_ci(d, k)}</td>')
     rows.append(f'<tr><td>{label} (n={_fmt(m.get(nkey))})</td><td>{paper:.2f}</td>'
                 + ''.join(cells) + '</tr>')
   cells = []
-  for norm in ('per_image', 'global'):
-    k = f'split_point_accuracy_{norm}'
-    thr = m.get(f'split_point_threshold_{norm}')
-    cells.append(f'<td>{_fmt(m.get(k), True)}{_ci(m, k, True)} '
-                 f'<span class="note">(threshold {_fmt(thr)})</span></td>')
+  for d in ((m, u) if u else (m,)):
+    for norm in ('per_image', 'global'):
+      k = f'split_point_accuracy_{norm}'
+      thr = d.get(f'split_point_threshold_{norm}')
+      cells.append(f'<td>{_fmt(d.get(k), True)}{_ci(d, k, True)} '
+                   f'<span class="note">(threshold {_fmt(thr)})</span></td>')
   rows.append(f'<tr><td>split-point classifier accuracy (n={_fmt(m.get("num_test_images"))})'
               f'</td><td>{100 * PAPER_TABLE1["split_point_accuracy"]:.1f}%</td>'
               + ''.join(cells) + '</tr>')
@@ -175,8 +180,18 @@ def _table1(s: Mapping) -> str:
           f'scaled to [0,1]; dataset-global: one min/max over all maps of the split (the '
           f'paper does not say which it used). 95% bootstrap CIs in brackets. The split-point '
           f'threshold is fitted on {_esc(fit)} and applied to the test split; always answering '
-          f'the majority class scores {_fmt(majority, True)} here.</p>')
+          f'the majority class scores {_fmt(majority, True)} here. {_untrained_text(m)}</p>')
   return _table(rows) + note
+
+
+def _untrained_text(m: Mapping) -> str:
+  """Table 1's note on its untrained-model columns (or why they are missing)."""
+  if m.get('intensity_untrained'):
+    return ('Untrained model: the same study of the maps of the variables training started '
+            'from (seed init, and the ImageNet encoder if one was loaded); an intensity that '
+            'tracks the score there comes from the images, not from what the model learned.')
+  note = m.get('intensity_untrained_note')
+  return f'Untrained model: {_esc(note)}.' if note else ''
 
 
 def _faithfulness_table(s: Mapping) -> str:

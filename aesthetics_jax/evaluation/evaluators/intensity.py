@@ -6,6 +6,11 @@ classifier "intensity above t → high" with t fitted on the first `fit_images` 
 (streamed with the same jitted functions as the test pass, eval preprocessing) and scored on
 the test split. The global normalisation's scale (min/max of the raw maps) is fitted on those
 same training maps and applied to both splits (`global_normalisation` in metrics.json). Unsuffixed keys repeat the per-image normalisation's.
+
+Control: the same study of the maps of the variables training started from
+(`intensity_untrained` in metrics.json). An intensity that tracks the score before any
+training comes from the images (brightness, contrast, clutter), not from what the model
+learned: the trained model's correlation means something only by its margin over it.
 """
 from __future__ import annotations
 
@@ -15,22 +20,37 @@ from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.evaluation import study
 
 
-def run(forward: streaming.ForwardFn, summarize, variables, batches: streaming.BatchesFn,
-        train_source: Sequence, test: streaming.SplitSummary, *, fit_images: int = 1024,
-        bootstrap_samples: int = 1000, seed: int = 0,
-        band: tuple[float, float] = study.EXTREME_BAND) -> dict[str, Any]:
-  """Table 1 keys (`study.summarize`, suffixed `_per_image` / `_global`, unsuffixed copies of
-  per_image), `cam_intensity_n_{all,extreme}`, `split_point_fit(_n)`, `global_normalisation`
-  and the image counts behind the Figure 8 panels."""
-  fit = streaming.collect(forward, summarize, variables, batches, train_source, fit_images,
-                          keep_maps=False, desc='fit split point')
-  scores, fit_scores = test.true['mean_score'], fit.true['mean_score']
+def _table1(test: streaming.SplitSummary, fit: streaming.SplitSummary, bootstrap_samples: int,
+            seed: int, band: tuple[float, float]) -> tuple[dict[str, Any], tuple[float, float]]:
+  """`study.summarize` of a test and a fit split's maps; and the global scale it used."""
   # One global scale for both splits, fitted with the threshold on the training maps: a test
   # split rescaled by its own min/max would move the threshold (and its accuracy) with it.
   scale = streaming.global_range(fit)
-  out: dict[str, Any] = study.summarize(
-      streaming.intensities(test, scale), scores, streaming.intensities(fit, scale), fit_scores,
-      num_bootstrap=bootstrap_samples, seed=seed, band=band)
+  return study.summarize(
+      streaming.intensities(test, scale), test.true['mean_score'],
+      streaming.intensities(fit, scale), fit.true['mean_score'],
+      num_bootstrap=bootstrap_samples, seed=seed, band=band), scale
+
+
+def run(forward: streaming.ForwardFn, summarize, variables, batches: streaming.BatchesFn,
+        train_source: Sequence, test: streaming.SplitSummary, *, fit_images: int = 1024,
+        bootstrap_samples: int = 1000, seed: int = 0,
+        band: tuple[float, float] = study.EXTREME_BAND, untrained_variables=None,
+        test_source: Sequence = (), max_test: int = 0) -> dict[str, Any]:
+  """Table 1 keys (`study.summarize`, suffixed `_per_image` / `_global`, unsuffixed copies of
+  per_image), `cam_intensity_n_{all,extreme}`, `split_point_fit(_n)`, `global_normalisation`
+  and the image counts behind the Figure 8 panels.
+
+  untrained_variables: the variables training started from; with `test_source` (the first
+  `max_test` images, 0 = all, as `test`) the whole study is repeated on their maps (one more
+  pass over the test images and the fit images) into `intensity_untrained` (the same
+  `study.summarize` keys).
+  """
+  fit = streaming.collect(forward, summarize, variables, batches, train_source, fit_images,
+                          keep_maps=False, desc='fit split point')
+  scores = test.true['mean_score']
+  table, scale = _table1(test, fit, bootstrap_samples, seed, band)
+  out: dict[str, Any] = dict(table)
   out['cam_intensity_n_all'] = int(scores.size)
   out['cam_intensity_n_extreme'] = int(study.extreme_mask(scores, band).sum())
   out['split_point_fit_n'] = fit.num_images
@@ -50,5 +70,11 @@ def run(forward: streaming.ForwardFn, summarize, variables, batches: streaming.B
     out['score_bucket_counts'] = [int(c) for c in test.score_maps[1]]
   if test.bucket_maps is not None:
     out['bucket_map_counts'] = [int(c) for c in test.bucket_maps[1]]
+  if untrained_variables is not None and len(test_source):
+    u_test = streaming.collect(forward, summarize, untrained_variables, batches, test_source,
+                               max_test, keep_maps=False, desc='untrained test')
+    u_fit = streaming.collect(forward, summarize, untrained_variables, batches, train_source,
+                              fit_images, keep_maps=False, desc='untrained fit')
+    out['intensity_untrained'] = _table1(u_test, u_fit, bootstrap_samples, seed, band)[0]
   return out
 
