@@ -90,19 +90,22 @@ def test_localization_controls_rebuild_the_start_of_training(evaluated):
       assert f'{k}_shuffled_masks' in v and f'{k}_shuffled_masks_{method}' in m
   text = (evaluated[0] / 'eval' / 'report.html').read_text()
   assert 'margin over the untrained model' in text and 'negative control' in text
-  # The intensity study of the untrained maps: the same maps here, so the same Table 1.
+  # The intensity study of the untrained maps: the same maps here, rescaled by one constant
+  # (this random head's maps are tiny), so the same Table 1 under global normalisation, which
+  # a constant factor cannot change.
   u = m['intensity_untrained']
-  for norm in ('per_image', 'global'):
-    for k in ('cam_intensity_pearson_all', 'cam_intensity_pearson_extreme',
-              'split_point_accuracy', 'split_point_threshold'):
-      assert u[f'{k}_{norm}'] == pytest.approx(m[f'{k}_{norm}'], nan_ok=True), (k, norm)
-  assert u['cam_intensity_pearson_all_per_image_ci'] == pytest.approx(
-      m['cam_intensity_pearson_all_per_image_ci'], nan_ok=True)
+  assert u['map_rescale'] > 1
+  for k in ('cam_intensity_pearson_all', 'cam_intensity_pearson_extreme',
+            'split_point_accuracy', 'split_point_threshold'):
+    got, want = u[f'{k}_global'], m[f'{k}_global']   # None: NaN (too few extremes)
+    assert (got is None) == (want is None), k
+    if want is not None:
+      assert got == pytest.approx(want, rel=1e-4, abs=1e-6), k
+  assert m['cam_intensity_pearson_all_global'] is not None
   assert 'untrained model, per-image' in text
   from aesthetics_jax.evaluation import run as eval_run
   line = eval_run.summary(m)   # what aesthetics-evaluate prints
-  assert line['cam_intensity_pearson_all_untrained'] == pytest.approx(
-      m['cam_intensity_pearson_all'], nan_ok=True)
+  assert line['cam_intensity_pearson_all_untrained'] == u['cam_intensity_pearson_all_per_image']
   assert line['pointing_game_gradcam'] == m['localization']['gradcam']['pointing_game']
   assert {'pointing_game_untrained_gradcam', 'pointing_game_shuffled_masks_gradcam',
           'binary_accuracy'} <= set(line)

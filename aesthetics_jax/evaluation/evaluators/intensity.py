@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import jax
+
 from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.evaluation import study
 
@@ -71,10 +73,33 @@ def run(forward: streaming.ForwardFn, summarize, variables, batches: streaming.B
   if test.bucket_maps is not None:
     out['bucket_map_counts'] = [int(c) for c in test.bucket_maps[1]]
   if untrained_variables is not None and len(test_source):
-    u_test = streaming.collect(forward, summarize, untrained_variables, batches, test_source,
+    rescaled = _Rescaled(summarize)
+    u_test = streaming.collect(forward, rescaled, untrained_variables, batches, test_source,
                                max_test, keep_maps=False, desc='untrained test')
-    u_fit = streaming.collect(forward, summarize, untrained_variables, batches, train_source,
+    u_fit = streaming.collect(forward, rescaled, untrained_variables, batches, train_source,
                               fit_images, keep_maps=False, desc='untrained fit')
     out['intensity_untrained'] = _table1(u_test, u_fit, bootstrap_samples, seed, band)[0]
+    out['intensity_untrained']['map_rescale'] = rescaled.factor
   return out
+
+
+class _Rescaled:
+  """`summarize` of the maps times one constant: the inverse of the first batch's largest
+  aesthetic-map value (kept for every later batch).
+
+  An untrained head's maps are tiny (measured on the demo models: peaks of 4e-11 to 7e-6),
+  near or below the 1e-7 that pytorch-grad-cam's per-image min-max adds to its denominator,
+  which then shrinks each map by its own size and turns the per-image intensity into the raw
+  one. Scaled to about 1 they normalise as the trained maps do; the global normalisation and
+  every correlation under it are unchanged by a constant factor.
+  """
+
+  def __init__(self, summarize):
+    self.summarize, self.factor = summarize, None
+
+  def __call__(self, maps):
+    if self.factor is None:
+      peak = float(jax.device_get(maps[:, 0].max()))
+      self.factor = 1.0 / peak if peak > 0 else 1.0
+    return self.summarize(maps * self.factor)
 
