@@ -102,6 +102,10 @@ def test_localization_controls_rebuild_the_start_of_training(evaluated):
     if want is not None:
       assert got == pytest.approx(want, rel=1e-4, abs=1e-6), k
   assert m['cam_intensity_pearson_all_global'] is not None
+  # This random head's maps are tiny: the trained-model study says its per-image column is
+  # distorted (the untrained control is rescaled, so it is not).
+  assert m['global_normalisation']['test_max'] < 1e-5
+  assert m['tiny_maps_warning'].startswith('the test maps peak at ')
   assert 'untrained model, per-image' in text
   from aesthetics_jax.evaluation import run as eval_run
   line = eval_run.summary(m)   # what aesthetics-evaluate prints

@@ -111,6 +111,10 @@ def test_report_has_all_sections_images_and_banner(tmp_path, sections):
   for s in ('gradcam', 'eigencam', '0.679', '[0.600, 0.750]', '0.333', '0.346', 'n/a',
             'centre point', '50 of 80', 'features.6 (8x8 cells)', '0.777'):
     assert s in text, s
+  assert 'Caution' not in text   # maps of a normal size: no warning
+  m = dict(models[0]['metrics'], tiny_maps_warning='the test maps peak at 3e-09, near x')
+  assert 'Caution: the test maps peak at 3e-09, near x.' in report_html.render(
+      [{**models[0], 'metrics': m}], None, demo=False)
   # Table 1's untrained-model columns
   for s in ('untrained model, per-image', '0.062', '[-0.020, 0.140]', '48.1%'):
     assert s in text, s

@@ -181,6 +181,8 @@ def _table1(s: Mapping) -> str:
           f'paper does not say which it used). 95% bootstrap CIs in brackets. The split-point '
           f'threshold is fitted on {_esc(fit)} and applied to the test split; always answering '
           f'the majority class scores {_fmt(majority, True)} here. {_untrained_text(m)}</p>')
+  if m.get('tiny_maps_warning'):
+    note += f'<p class="missing">Caution: {_esc(m["tiny_maps_warning"])}.</p>'
   return _table(rows) + note
 
 

@@ -22,6 +22,11 @@ from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.evaluation import study
 
 
+# Maps whose largest value is below this are distorted by per-image normalisation's 1e-7
+# (by 1% or more): the report says so.
+TINY_MAPS = 1e-5
+
+
 def _table1(test: streaming.SplitSummary, fit: streaming.SplitSummary, bootstrap_samples: int,
             seed: int, band: tuple[float, float]) -> tuple[dict[str, Any], tuple[float, float]]:
   """`study.summarize` of a test and a fit split's maps; and the global scale it used."""
@@ -68,6 +73,11 @@ def run(forward: streaming.ForwardFn, summarize, variables, batches: streaming.B
   out['global_normalisation'] = {
       'min': scale[0], 'max': scale[1], 'fitted_on': 'split-point fit (training) maps',
       'applied_to': ['fit', 'test'], 'test_min': lo, 'test_max': hi}
+  if 0 < hi < TINY_MAPS:
+    out['tiny_maps_warning'] = (
+        f'the test maps peak at {hi:.2g}, near the 1e-7 that per-image min-max normalisation '
+        '(pytorch-grad-cam\'s scale_cam_image) adds to its denominator: per-image intensities '
+        'and boxes shrink with each map\'s size; read the global-normalisation column')
   if test.score_maps is not None:
     out['score_bucket_counts'] = [int(c) for c in test.score_maps[1]]
   if test.bucket_maps is not None:
