@@ -161,6 +161,20 @@ def layer_maps_many(model, variables, layers: Sequence[str], methods: Sequence[s
                    for m, maps in many.items()}
 
 
+def method_passes(methods: Sequence[str], n: int,
+                  scorecam_images: int) -> list[tuple[int, list[str]]]:
+  """[(images, methods)], most images first: one pass over the first n images for every
+  method that covers them all (their maps come from one call, sharing the decode and the
+  encoder), and ScoreCAM, which re-runs the model once per channel, in a pass of its own over
+  its first `scorecam_images` (none when that is 0)."""
+  passes: dict[int, list[str]] = {}
+  for method in methods:
+    m_n = min(n, int(scorecam_images)) if method == 'scorecam' else n
+    if m_n > 0:
+      passes.setdefault(m_n, []).append(method)
+  return sorted(passes.items(), reverse=True)
+
+
 def features_until_fn(model, layer: str):
   """jitted `(variables, x f32 [B,S,S,3]) -> activation at `layer` [B,h,w,C]`, one per
   (model, layer, compiler options) in a process: the faithfulness and localization evaluators

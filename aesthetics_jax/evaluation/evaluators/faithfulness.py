@@ -127,17 +127,10 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
                                             jax.random.PRNGKey(int(seed) + 1))
   step = make_step(model, arch, steps, layers)
   per_method = {}
-  # One pass over the images for the methods that cover all n of them (their maps come from
-  # one call); ScoreCAM's few images in a batch of their own (a padded full batch would
-  # multiply its per-channel forward passes).
-  groups: dict[int, list[str]] = {}
-  for method in methods:
-    groups.setdefault(min(n, int(scorecam_images)) if method == 'scorecam' else n,
-                      []).append(method)
-  for m_n, group in tqdm(sorted(groups.items(), reverse=True), desc='faithfulness',
-                         leave=False):
-    if m_n <= 0:
-      continue
+  # ScoreCAM's few images in a batch of their own (a padded full batch would multiply its
+  # per-channel forward passes).
+  for m_n, group in tqdm(inference.method_passes(methods, n, scorecam_images),
+                         desc='faithfulness', leave=False):
     t = time.time()
     m_bs = round_up(m_n) if group == ['scorecam'] else round_up(min(batch_size, n))
     arrays = _apply(step, group, variables, random_head, images[:m_n], mesh, normalize, m_bs)

@@ -97,7 +97,7 @@ class _Rescaled:
   """`summarize` of the maps times one constant: the inverse of the first batch's largest
   aesthetic-map value (kept for every later batch).
 
-  An untrained head's maps are tiny (measured on the demo models: peaks of 4e-11 to 7e-6),
+  An untrained head's maps are tiny (measured on the demo models: peaks of 5e-13 to 7e-6),
   near or below the 1e-7 that pytorch-grad-cam's per-image min-max adds to its denominator,
   which then shrinks each map by its own size and turns the per-image intensity into the raw
   one. Scaled to about 1 they normalise as the trained maps do; the global normalisation and

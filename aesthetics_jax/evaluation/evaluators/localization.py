@@ -223,15 +223,8 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
   maps_of = make_maps(model, arch, layers)
   per_method: dict[str, dict[str, Any]] = {}
   baselines: dict[int, tuple[float, float]] = {}
-  # One pass over the images for every method that covers all n of them (they share the
-  # decode and the encoder); ScoreCAM, on its first `scorecam_images` only, gets its own.
-  groups: dict[int, list[str]] = {}
-  for method in methods:
-    m_n = min(n, int(scorecam_images)) if method == 'scorecam' else n
-    if m_n > 0:
-      groups.setdefault(m_n, []).append(method)
-  for m_n, group in tqdm(sorted(groups.items(), reverse=True), desc='localization',
-                         leave=False):
+  for m_n, group in tqdm(inference.method_passes(methods, n, scorecam_images),
+                         desc='localization', leave=False):
     t = time.time()
     arrays = _method_arrays(maps_of, group, variables, source, m_n, masks_dir, image_size,
                             normalize, round_up(min(batch_size, m_n)), mesh, box_threshold,
