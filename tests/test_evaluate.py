@@ -106,7 +106,7 @@ def test_localization_controls_rebuild_the_start_of_training(evaluated):
   # distorted (the untrained control is rescaled, so it is not).
   assert m['global_normalisation']['test_max'] < 1e-5
   assert m['tiny_maps_warning'].startswith('the test maps peak at ')
-  assert 'untrained model, per-image' in text
+  assert 'The same study, untrained model' in text
   from aesthetics_jax.evaluation import run as eval_run
   line = eval_run.summary(m)   # what aesthetics-evaluate prints
   assert line['cam_intensity_pearson_all_untrained'] == u['cam_intensity_pearson_all_per_image']

@@ -116,7 +116,7 @@ def test_report_has_all_sections_images_and_banner(tmp_path, sections):
   assert 'Caution: the test maps peak at 3e-09, near x.' in report_html.render(
       [{**models[0], 'metrics': m}], None, demo=False)
   # Table 1's untrained-model columns
-  for s in ('untrained model, per-image', '0.062', '[-0.020, 0.140]', '48.1%'):
+  for s in ('The same study, untrained model', '0.062', '[-0.020, 0.140]', '48.1%'):
     assert s in text, s
   # the controls beside it: untrained model (margin paired, CI) and another image's region
   for s in ('untrained model', '0.211', '0.468', '[0.410, 0.520]', "another image&#x27;s region",

@@ -144,35 +144,39 @@ def _accuracy_table(models: Sequence[Mapping]) -> str:
   return _table(rows)
 
 
-def _table1(s: Mapping) -> str:
-  m = s['metrics']
-  u = m.get('intensity_untrained') or {}
-  rows = ['<tr><th>quantity</th><th>paper</th><th>ours, per-image normalisation</th>'
-          '<th>ours, dataset-global normalisation</th>'
-          + ('<th>untrained model, per-image</th><th>untrained model, global</th>' if u else '')
-          + '</tr>']
-  for key, label, paper, nkey in (
+def _table1_rows(d: Mapping, m: Mapping, paper: bool) -> list[str]:
+  """Table 1's three rows from the study keys in `d` (the metrics, or their
+  `intensity_untrained`); counts from the metrics `m`; with the paper's column or without."""
+  rows = []
+  for key, label, ref, nkey in (
       ('cam_intensity_pearson_all', 'Pearson r, all images', PAPER_TABLE1['pearson_all'],
        'cam_intensity_n_all'),
       ('cam_intensity_pearson_extreme', 'Pearson r, extremes (<4.5 or >6.5)',
        PAPER_TABLE1['pearson_extreme'], 'cam_intensity_n_extreme')):
-    cells = []
-    for d in ((m, u) if u else (m,)):
-      for norm in ('per_image', 'global'):
-        k = f'{key}_{norm}'
-        cells.append(f'<td>{_fmt(d.get(k))}{_ci(d, k)}</td>')
-    rows.append(f'<tr><td>{label} (n={_fmt(m.get(nkey))})</td><td>{paper:.2f}</td>'
-                + ''.join(cells) + '</tr>')
-  cells = []
-  for d in ((m, u) if u else (m,)):
-    for norm in ('per_image', 'global'):
-      k = f'split_point_accuracy_{norm}'
-      thr = d.get(f'split_point_threshold_{norm}')
-      cells.append(f'<td>{_fmt(d.get(k), True)}{_ci(d, k, True)} '
-                   f'<span class="note">(threshold {_fmt(thr)})</span></td>')
+    cells = ''.join(f'<td>{_fmt(d.get(f"{key}_{n}"))}{_ci(d, f"{key}_{n}")}</td>'
+                    for n in ('per_image', 'global'))
+    rows.append(f'<tr><td>{label} (n={_fmt(m.get(nkey))})</td>'
+                + (f'<td>{ref:.2f}</td>' if paper else '') + cells + '</tr>')
+  cells = ''.join(
+      f'<td>{_fmt(d.get(f"split_point_accuracy_{n}"), True)}'
+      f'{_ci(d, f"split_point_accuracy_{n}", True)} <span class="note">(threshold '
+      f'{_fmt(d.get(f"split_point_threshold_{n}"))})</span></td>' for n in ('per_image', 'global'))
   rows.append(f'<tr><td>split-point classifier accuracy (n={_fmt(m.get("num_test_images"))})'
-              f'</td><td>{100 * PAPER_TABLE1["split_point_accuracy"]:.1f}%</td>'
-              + ''.join(cells) + '</tr>')
+              '</td>' + (f'<td>{100 * PAPER_TABLE1["split_point_accuracy"]:.1f}%</td>'
+                         if paper else '') + cells + '</tr>')
+  return rows
+
+
+def _table1(s: Mapping) -> str:
+  m = s['metrics']
+  u = m.get('intensity_untrained') or {}
+  rows = ['<tr><th>quantity</th><th>paper</th><th>ours, per-image normalisation</th>'
+          '<th>ours, dataset-global normalisation</th></tr>'] + _table1_rows(m, m, True)
+  # The untrained model's study in a table of its own: beside ours it pushed Table 1 past an
+  # 800 px page.
+  untrained = ('<p><strong>The same study, untrained model</strong></p>' + _table(
+      ['<tr><th>quantity</th><th>per-image normalisation</th><th>dataset-global '
+       'normalisation</th></tr>'] + _table1_rows(u, m, False)) if u else '')
   fit = m.get('split_point_fit', 'training split maps')
   majority = m.get('majority_rate')
   note = (f'<p class="note">Map method: {_esc(m.get("cam_method", "gradcam"))} on the aesthetic '
@@ -183,11 +187,11 @@ def _table1(s: Mapping) -> str:
           f'the majority class scores {_fmt(majority, True)} here. {_untrained_text(m)}</p>')
   if m.get('tiny_maps_warning'):
     note += f'<p class="missing">Caution: {_esc(m["tiny_maps_warning"])}.</p>'
-  return _table(rows) + note
+  return _table(rows) + untrained + note
 
 
 def _untrained_text(m: Mapping) -> str:
-  """Table 1's note on its untrained-model columns (or why they are missing)."""
+  """Table 1's note on its untrained-model table (or why it is missing)."""
   if m.get('intensity_untrained'):
     return ('Untrained model: the same study of the maps of the variables training started '
             'from (seed init, and the ImageNet encoder if one was loaded); an intensity that '
