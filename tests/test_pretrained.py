@@ -251,3 +251,61 @@ def test_paper_configs_take_the_full_torchvision_weights(name, config):
   loaded = lambda d: {k: v for k, v in d.items()
                       if not any(re.search(p, k) for p in pretrained.DEFAULT_DONT_LOAD)}
   assert loaded(ours) == loaded(expected)
+
+
+# Damaged files: one PretrainedError line naming the file, from every entry point (read,
+# train's `init_weights` = load_pretrained, the converter), and the converter writes nothing.
+def _damaged(tmp_path, src, *needles, named=None):
+  out = tmp_path / 'out'
+  for fn in (lambda: pretrained.read_weights(src),
+             lambda: pretrained.load_pretrained({}, src, arch='mobilenet_v2'),
+             lambda: pretrained.convert_file(src, out, 'mobilenet_v2')):
+    _one_line_error(fn, str(named or src), *needles)
+  assert not out.exists()
+
+
+def _converted_with_sidecar(tmp_path, text):
+  path, _ = pretrained.convert_file(MNV2_FILE, tmp_path / 'w.npz', 'mobilenet_v2')
+  Path(f'{path}.json').write_text(text)
+  return path
+
+
+def test_sidecar_not_json(tmp_path):
+  path = _converted_with_sidecar(tmp_path, '{not json')
+  _damaged(tmp_path, path, 'not valid JSON', 'delete it', named=f'{path}.json')
+  # The CLI prints that one line, no traceback, and writes nothing.
+  bad = subprocess.run([sys.executable, '-m', 'launch.convert_weights', '--arch=mobilenet_v2',
+                        f'--source={path}', f'--out={tmp_path / "cli"}'],
+                       capture_output=True, text=True, cwd=Path(__file__).parents[1])
+  assert bad.returncode == 1 and 'Traceback' not in bad.stderr, bad.stderr
+  lines = [l for l in bad.stderr.splitlines() if l.startswith('convert_weights:')]
+  assert len(lines) == 1 and f'{path}.json: not valid JSON' in lines[0], bad.stderr
+  assert not (tmp_path / 'cli').exists()
+
+
+def test_sidecar_not_an_object(tmp_path):
+  path = _converted_with_sidecar(tmp_path, '[1,2]')
+  _damaged(tmp_path, path, 'JSON list, not an object', 'delete it', named=f'{path}.json')
+  # An arch we do not know would otherwise be written as `<out>/resnet.npz`.
+  path = _converted_with_sidecar(tmp_path, '{"arch": "resnet"}')
+  _damaged(tmp_path, path, "arch='resnet' is not one of", named=f'{path}.json')
+
+
+@pytest.mark.parametrize('ext', ['npz', 'pth'])
+def test_conv_weight_of_wrong_rank(tmp_path, ext):
+  raw = dict(load_file(str(MNV2_FILE)))
+  raw['features.0.0.weight'] = raw['features.0.0.weight'].reshape(8, -1)  # (O, I*H*W)
+  src = tmp_path / f'w.{ext}'
+  if ext == 'pth':
+    torch = pytest.importorskip('torch')
+    torch.save({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in raw.items()}, src)
+  else:
+    np.savez(src, **raw)
+  _damaged(tmp_path, src, 'features.0.0.weight has shape (8, 27)', 'has 4 dims')
+
+
+def test_pth_with_non_string_keys(tmp_path):
+  torch = pytest.importorskip('torch')
+  torch.save({0: torch.zeros(3), 1: torch.zeros(3)}, tmp_path / 'w.pth')
+  _damaged(tmp_path, tmp_path / 'w.pth', 'non-string keys such as 0',
+           'not a torchvision state_dict')

@@ -117,6 +117,11 @@ def _strip_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
   return dict(state)
 
 
+# Rank each transform needs (torchvision layout), for a one-line error on a damaged file.
+_RANKS = {'oihw': (4, 'conv weight (O, I, H, W)'), 'linear': (2, 'Linear weight (out, in)'),
+          'fc6': (2, 'Linear weight (out, in)'), 'id': (1, 'bias / BatchNorm vector')}
+
+
 def _plan(shapes: Mapping[str, tuple], arch: str, source: str = '<state_dict>'):
   """[(torch key, flax key, transform, meta)] for every convertible torch parameter."""
   if arch not in ARCHS:
@@ -126,11 +131,7 @@ def _plan(shapes: Mapping[str, tuple], arch: str, source: str = '<state_dict>'):
     raise PretrainedError(f'{source}: holds {found} weights, not {arch}; pass --arch={found}')
   expanded = {int(m[1]) for k in shapes
               if (m := re.fullmatch(r'features\.(\d+)\.conv\.3\.weight', k))}
-  meta = {}
-  if arch == 'vgg16':
-    convs = sorted((int(m[1]), k) for k in shapes
-                   if (m := re.fullmatch(r'features\.(\d+)\.weight', k)))
-    meta['channels'] = shapes[convs[-1][1]][0]  # C of the last conv, for fc6's permutation
+  meta = {}  # filled after the loop, once every shape's rank is known to be right
   plan = []
   for key in shapes:
     try:
@@ -146,8 +147,17 @@ def _plan(shapes: Mapping[str, tuple], arch: str, source: str = '<state_dict>'):
     if target is None:
       continue
     coll, flax_leaf, transform = target
+    rank, what = _RANKS[transform]
+    if len(shapes[key]) != rank:  # else transpose fails with "axes don't match array"
+      raise PretrainedError(
+          f'{source}: {key} has shape {tuple(shapes[key])}, but a {what} has {rank} dims; '
+          f'the file is damaged or not a torchvision {arch} state_dict: re-export it')
     top, rest = module.split('/', 1)
     plan.append((key, f'{coll}/{top}/{rest}/{flax_leaf}', transform, meta))
+  if arch == 'vgg16':
+    convs = sorted((int(m[1]), k) for k in shapes
+                   if (m := re.fullmatch(r'features\.(\d+)\.weight', k)))
+    meta['channels'] = shapes[convs[-1][1]][0]  # C of the last conv, for fc6's permutation
   return plan
 
 
@@ -219,6 +229,10 @@ def _read_pth(path: Path) -> dict[str, np.ndarray]:
       obj = obj[k]
   if not isinstance(obj, dict):
     raise PretrainedError(f'{path}: expected a state_dict, got {type(obj).__name__}')
+  odd = [k for k in obj if not isinstance(k, str)]
+  if odd:  # a state_dict's keys are parameter names; anything else is some other dict
+    raise PretrainedError(f'{path}: a dict with non-string keys such as {odd[0]!r}, not a '
+                          'torchvision state_dict; save model.state_dict() and pass that')
   return {k: v.detach().float().cpu().numpy() for k, v in obj.items() if hasattr(v, 'numpy')}
 
 
@@ -279,7 +293,8 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def _is_flax_flat(keys: Iterable[str]) -> bool:
   keys = list(keys)
-  return bool(keys) and all(k.split('/', 1)[0] in ('params', 'batch_stats') for k in keys)
+  return bool(keys) and all(isinstance(k, str) and k.split('/', 1)[0] in ('params', 'batch_stats')
+                            for k in keys)
 
 
 def infer_width_mult(flat: Mapping[str, Any], arch: str) -> Optional[float]:
@@ -302,6 +317,23 @@ def infer_width_mult(flat: Mapping[str, Any], arch: str) -> Optional[float]:
   return None
 
 
+def _read_sidecar(side: Path, path: Path) -> dict:
+  """The `<file>.json` that convert_weights writes beside `path`; PretrainedError if damaged."""
+  fix = (f'delete it (arch and width_mult are then read from {path.name}) or convert the '
+         'weights again with aesthetics-convert-weights')
+  try:
+    meta = json.loads(side.read_text())
+  except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+    raise PretrainedError(f'{side}: not valid JSON ({type(e).__name__}: '
+                          f'{str(e).splitlines()[0] if str(e) else ""}); {fix}') from None
+  if not isinstance(meta, dict):
+    raise PretrainedError(f'{side}: holds a JSON {type(meta).__name__}, not an object with '
+                          f'arch and width_mult; {fix}')
+  if 'arch' in meta and meta['arch'] not in ARCHS:  # else e.g. convert writes `resnet.npz`
+    raise PretrainedError(f'{side}: arch={meta["arch"]!r} is not one of {ARCHS}; {fix}')
+  return meta
+
+
 def read_weights(path: str | os.PathLike, arch: Optional[str] = None
                  ) -> tuple[dict[str, np.ndarray], dict]:
   """Any supported file → ({flax key: array}, meta {'arch', 'width_mult', ...}).
@@ -316,7 +348,7 @@ def read_weights(path: str | os.PathLike, arch: Optional[str] = None
     meta = {}
     side = path.with_suffix(path.suffix + '.json')
     if side.is_file():
-      meta = json.loads(side.read_text())
+      meta = _read_sidecar(side, path)
     meta.setdefault('arch', 'vgg16' if 'params/encoder/features_0/kernel' in flat
                     else 'mobilenet_v2')
     if arch and meta['arch'] != arch:
