@@ -105,6 +105,20 @@ def test_style_subset_filter(tmp_path):
   assert ava.image_path(root, 13) == root / 'images' / '13.jpg'
 
 
+def test_style_id_in_both_lists_is_test_only(tmp_path):
+  """The test list is the evaluation's ground truth: a train copy of a test id would leak."""
+  rows = [_row(1, 10, V_HIGH, 1), _row(2, 12, V_LOW, 2), _row(3, 13, V_HIGH, 3),
+          _row(4, 14, V_LOW, 0)]
+  root = _write_root(tmp_path / 'ava', rows, train_ids=[10, 12, 13, 14], test_ids=[12, 14],
+                     tags={k: f'T{k}' for k in range(1, 67)})
+  sub = ava.load_subset(root, 'style')
+  assert [im.image_id for im in sub['train']] == [10, 13]
+  assert [im.image_id for im in sub['test']] == [12]
+  dropped = ava.style_dropped(root)
+  assert dropped['train'] == [(12, 'in test list'), (14, 'no tag')]
+  assert dropped['test'] == [(14, 'no tag')]
+
+
 def test_all_subset_split_is_deterministic_and_complete(tmp_path):
   ids = list(range(1000, 1400))
   rows = [_row(i, j, V_HIGH) for i, j in enumerate(ids, 1)]

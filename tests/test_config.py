@@ -159,6 +159,9 @@ def test_misspelled_or_forbidden_override_is_one_line(script, args, expect, tmp_
      "train: config.input.weighting='class' with config.input.balanced=True counts 1/N_c twice"),
     (['--config=demo:vgg16,smoke', '--workdir={tmp}/file/w'],
      'train: --workdir={tmp}/file/w cannot be created: {tmp}/file is a file'),
+    # A value that cannot work (config_checks): was an XLA traceback mid-run.
+    (['--config=demo:vgg16,smoke', '--config.input.image_size=0'],
+     'train: config.input.image_size=0: must be an integer >= 32'),
 ])
 def test_train_config_and_workdir_errors_are_one_line(args, expect, tmp_path):
   """Exit 2 before JAX loads; the workdir is not created."""
@@ -169,6 +172,33 @@ def test_train_config_and_workdir_errors_are_one_line(args, expect, tmp_path):
   assert r.returncode == 2 and r.stderr.startswith(expect.format(tmp=tmp_path)), r.stderr
   assert len(r.stderr.strip().splitlines()) == 1
   assert not (tmp_path / 'w').exists()
+
+
+@pytest.mark.parametrize('key, value, expect', [
+    ('model.arch', 'resnet', "config.model.arch='resnet': use one of"),
+    ('model.dtype', 'float16', "config.model.dtype='float16': use one of"),
+    ('loss.emd_r', 0.0, 'config.loss.emd_r=0.0: must be a finite number > 0'),
+    ('num_train_steps', -1, 'config.num_train_steps=-1: must be an integer >= 0'),
+    ('seed', -1, 'config.seed=-1: must be an integer >= 0'),
+    ('optim.lr', float('nan'), 'config.optim.lr=nan: must be a finite number > 0'),
+    ('eval.box_threshold', 1.5, 'config.eval.box_threshold=1.5: must be a number in (0, 1)'),
+    ('input.weight_band', (6.5, 4.5), 'config.input.weight_band=(6.5, 4.5): must be (low, high)'),
+    ('best_metric', 'bogus', "config.best_metric='bogus': use one of ('binary_accuracy',"),
+    ('best_metric', 'emd', "config.best_metric='emd' (lower is better;"),
+])
+def test_config_checks_name_the_key_and_what_it_must_be(key, value, expect):
+  """Values that used to fail deep in a run (a traceback) or to be taken silently (a best
+  checkpoint chosen on a metric no evaluation reports: every step scored -inf)."""
+  from aesthetics_jax.cli import config_args
+  from aesthetics_jax.train import config_checks, errors
+  c = config_args.load(config_args.resolve_path('mobilenet_v2_emd:smoke'))
+  assert config_checks.problems(c) == []
+  config_checks.check(c)
+  c.update_from_flattened_dict({key: value})
+  with pytest.raises(config_checks.ConfigError) as e:
+    config_checks.check(c)
+  assert str(e.value).startswith(expect) and '\n' not in str(e.value)
+  assert isinstance(e.value, errors.TrainingError)  # what train_and_evaluate raises
 
 
 def test_packaged_config_names_resolve_like_paths(tmp_path):

@@ -1,8 +1,10 @@
 """TFDS `ava` builder: every fault is skipped with its reason, kept bytes are the file bytes."""
 import contextlib
 import csv
+import errno
 import io
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -294,3 +296,120 @@ def test_split_over_the_shuffle_buffer_spills_without_tensorflow(built, tmp_path
   with pytest.raises(ModuleNotFoundError, match='tensorflow'):
     dataset.prepare(root, tmp_path / 'tfds_plain', 'style', max_pixels=MAX_PIXELS,
                     num_workers=2)
+
+
+# --------------------------------------------------------------------------- data_dir faults
+
+def _tiny_root(root: Path) -> Path:
+  from tiny_ava import write_tiny_ava  # pylint: disable=import-outside-toplevel
+  return write_tiny_ava(root, num_train=4, num_test=2)
+
+
+def _leftovers(data_dir: Path) -> list[Path]:
+  return sorted((data_dir / 'ava' / 'style').glob('incomplete.*'))
+
+
+def _raise_finalize(self):
+  raise RuntimeError('write() failed: No space left on device')  # as array_record's writer
+
+
+def _raise_csv(path, rows):
+  raise OSError(errno.ENOSPC, 'No space left on device', str(path))
+
+
+@pytest.mark.parametrize('where', ['tfds_writer', 'skipped_csv'])
+def test_full_disk_is_one_line_and_removes_the_partial_dataset(tmp_path, monkeypatch, where):
+  from tensorflow_datasets.core import writer  # pylint: disable=import-outside-toplevel
+  if where == 'tfds_writer':  # TFDS re-raises it as 'Failed to finalize writing of split ...'
+    monkeypatch.setattr(writer.Writer, 'finalize', _raise_finalize)
+  else:
+    monkeypatch.setattr(dataset, 'write_skipped_csv', _raise_csv)
+  data_dir = tmp_path / 'tfds'
+  with pytest.raises(dataset.NoSpaceError) as e:
+    dataset.prepare(_tiny_root(tmp_path / 'ava'), data_dir, 'style')
+  msg = str(e.value)
+  assert '\n' not in msg and f'--data_dir={data_dir}:' in msg and 'free space' in msg
+  assert 'No space left on device' in msg
+  assert e.value.errno == errno.ENOSPC and e.value.filename == str(data_dir)  # train's handler
+  assert not dataset.is_prepared(data_dir) and _leftovers(data_dir) == []
+
+
+def _race(monkeypatch, make_destination):
+  """The destination appears after this prepare wrote its records, before TFDS renames."""
+  original = dataset.Ava._download_and_prepare
+
+  def racing(self, *args, **kwargs):
+    out = original(self, *args, **kwargs)
+    make_destination()
+    return out
+  monkeypatch.setattr(dataset.Ava, '_download_and_prepare', racing)
+
+
+def test_losing_a_prepare_race_reuses_the_winners_dataset(tmp_path, monkeypatch):
+  root = _tiny_root(tmp_path / 'ava')
+  winner = dataset.prepare(root, tmp_path / 'winner', 'style')
+  data_dir = tmp_path / 'tfds'
+  _race(monkeypatch, lambda: shutil.copytree(winner.dataset_dir, dataset.dataset_dir(data_dir)))
+  lost = dataset.prepare(root, data_dir, 'style')
+  monkeypatch.undo()
+  rerun = dataset.prepare(root, data_dir, 'style')
+  assert lost.reused and rerun.reused
+  assert (lost.dataset_dir, lost.kept, lost.skipped, lost.skipped_rows) == (
+      rerun.dataset_dir, rerun.kept, rerun.skipped, rerun.skipped_rows)
+  assert lost.kept == winner.kept and _leftovers(data_dir) == []
+
+
+def test_losing_a_race_to_a_half_written_dataset_is_one_line(tmp_path, monkeypatch):
+  data_dir = tmp_path / 'tfds'
+  _race(monkeypatch, lambda: dataset.dataset_dir(data_dir).mkdir(parents=True))
+  with pytest.raises(dataset.DataDirError) as e:
+    dataset.prepare(_tiny_root(tmp_path / 'ava'), data_dir, 'style')
+  assert '\n' not in str(e.value) and str(dataset.dataset_dir(data_dir)) in str(e.value)
+  assert _leftovers(data_dir) == []
+
+
+def test_reuse_only_from_the_same_root_and_options(tmp_path, monkeypatch):
+  root = _tiny_root(tmp_path / 'ava')
+  data_dir = tmp_path / 'tfds'
+  first = dataset.prepare(root, data_dir, 'style')
+  (tmp_path / 'link').symlink_to(root)
+  monkeypatch.chdir(tmp_path)
+  for same in (tmp_path / 'link', Path('ava'), Path('link')):  # same root, other spellings
+    assert dataset.prepare(same, data_dir, 'style').kept == first.kept
+  # A copy (a moved root) has the same metadata files: the same dataset.
+  other = shutil.copytree(root, tmp_path / 'other')
+  assert dataset.prepare(other, data_dir, 'style').kept == first.kept
+  # Its test list changed: another dataset.
+  lists = other / 'style_image_lists'
+  (lists / 'test.jpgl').write_text(''.join(
+      f'{i}\n' for i in ava.read_image_list(lists / 'test.jpgl')[1:]))
+  with pytest.raises(dataset.ReuseError) as e:
+    dataset.prepare(other, data_dir, 'style')
+  msg = str(e.value)
+  assert '\n' not in msg and f'--ava_dir={root.absolute()}, whose AVA.txt' in msg
+  assert f'--ava_dir={other}' in msg and 'fresh --data_dir' in msg
+  # A dataset prepared before the fingerprint was recorded: compared by the root's path.
+  meta_path = dataset.dataset_dir(data_dir) / 'metadata.json'
+  meta = json.loads(meta_path.read_text())
+  del meta['ava_fingerprint']
+  meta_path.write_text(json.dumps(meta))
+  assert dataset.prepare(tmp_path / 'link', data_dir, 'style').kept == first.kept
+  with pytest.raises(dataset.ReuseError, match=r'prepared from --ava_dir=.*, not --ava_dir='):
+    dataset.prepare(shutil.copytree(root, tmp_path / 'moved'), data_dir, 'style')
+  with pytest.raises(dataset.ReuseError, match=r'--max_pixels=100000000, not --max_pixels=5000;'):
+    dataset.prepare(root, data_dir, 'style', max_pixels=5000)
+
+
+def test_train_id_in_the_test_list_is_kept_in_test_only(tmp_path):
+  root = _tiny_root(tmp_path / 'ava')
+  lists = root / 'style_image_lists'
+  train = ava.read_image_list(lists / 'train.jpgl')
+  test = ava.read_image_list(lists / 'test.jpgl')
+  (lists / 'test.jpgl').write_text(''.join(f'{i}\n' for i in test + [train[1]]))
+  res = dataset.prepare(root, tmp_path / 'tfds', 'style')
+  assert res.kept == {'train': 3, 'test': 3} and res.skipped == {'train': 1, 'test': 0}
+  assert res.skipped_rows == [dataset.Skipped('train', train[1], dataset.IN_TEST_LIST)]
+  assert res.skipped_csv.read_text().splitlines()[1] == f'train,{train[1]},in_test_list'
+  sources = dataset.load_sources(tmp_path / 'tfds', 'style')
+  ids = {s: {int(src[i]['image_id']) for i in range(len(src))} for s, src in sources.items()}
+  assert not ids['train'] & ids['test'] and train[1] in ids['test']

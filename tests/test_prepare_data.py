@@ -1,5 +1,6 @@
 """`python -m launch.prepare_data`: summary output, reuse, and one-line errors (subprocess)."""
 import io
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,28 @@ def test_prepare_prints_counts_then_reuses(tmp_path):
   assert 'train: kept 2, skipped 1' in second.stdout
   assert 'Validating' not in second.stderr  # nothing was re-validated
 
+  # Another root (a copy with one AVA.txt row less) must not be served this root's dataset.
+  other = shutil.copytree(ava_dir, tmp_path / 'other')
+  rows = (other / 'AVA.txt').read_text().splitlines(keepends=True)
+  (other / 'AVA.txt').write_text(''.join(rows[:-1]))
+  third = _run(f'--ava_dir={other}', f'--data_dir={data_dir}', '--subset=style')
+  assert third.returncode == 2 and third.stdout == ''
+  assert third.stderr.strip().splitlines() == [
+      f'prepare_data: {skipped_csv.parent}: prepared from --ava_dir={ava_dir}, whose AVA.txt, '
+      f'tags.txt or style lists differ from those of --ava_dir={other}; use a fresh '
+      f'--data_dir, or delete {skipped_csv.parent} to rebuild it'], third.stderr
+  # A trainer pointed at the other root and this data_dir: the same refusal, before any work.
+  train = subprocess.run(
+      [sys.executable, '-m', 'launch.train', '--config=demo:vgg16,smoke',
+       f'--workdir={tmp_path / "w"}', f'--config.data.ava_dir={other}',
+       f'--config.data.data_dir={data_dir}'], cwd=REPO, capture_output=True, text=True,
+      timeout=120)
+  assert train.returncode == 2 and 'Traceback' not in train.stderr, train.stderr
+  assert train.stderr.strip().splitlines()[-1].startswith(
+      f'train: {skipped_csv.parent}: prepared from --config.data.ava_dir={ava_dir}, whose '
+      'AVA.txt'), train.stderr
+  assert not (tmp_path / 'w').exists()
+
 
 def test_malformed_row_is_one_line_and_exit_1(tmp_path):
   rows = list(GOOD_ROWS)
@@ -94,3 +117,23 @@ def test_unwritable_data_dir_is_one_line_before_any_image_is_validated(tmp_path)
   lines = res.stderr.strip().splitlines()
   assert lines == [f'prepare_data: --data_dir={tmp_path / "file" / "tfds"} cannot be created: '
                    f'{tmp_path / "file"} is a file; pass a folder you can write to'], res.stderr
+
+
+def test_full_disk_is_one_line_exit_1_and_leaves_no_partial_dataset(tmp_path):
+  """TFDS's writer failing with ENOSPC (simulated: no real full disk in tests)."""
+  ava_dir = _write_ava(tmp_path / 'ava', GOOD_ROWS)
+  data_dir = tmp_path / 'tfds'
+  code = ('from tensorflow_datasets.core import writer\n'
+          'def full(self):\n'
+          '  raise RuntimeError("write() failed: No space left on device")\n'
+          'writer.Writer.finalize = full\n'
+          'from aesthetics_jax.cli import prepare_data\n'
+          'prepare_data.run_cli()\n')
+  res = subprocess.run([sys.executable, '-c', code, f'--ava_dir={ava_dir}',
+                        f'--data_dir={data_dir}'], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+  assert res.returncode == 1 and 'Traceback' not in res.stderr, res.stderr
+  assert res.stderr.strip().splitlines()[-1] == (
+      f'prepare_data: --data_dir={data_dir}: No space left on device while writing the '
+      'dataset; free space there or choose another --data_dir'), res.stderr
+  assert list((data_dir / 'ava' / 'style').iterdir()) == []  # no 1.0.0, no incomplete.*

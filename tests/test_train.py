@@ -152,7 +152,9 @@ def test_train_cli_names_a_weights_folder_without_the_model_arch(data_dir, tmp_p
 
 
 def test_nan_stops_with_step_and_checkpoint(data_dir, tmp_path):
-  c = _vgg(data_dir, **{'optim.lr': float('inf'), 'num_train_steps': 3,
+  # A finite rate that overflows the first update (an infinite one is refused by the config
+  # check before any step).
+  c = _vgg(data_dir, **{'optim.lr': 1e38, 'num_train_steps': 3,
                         'checkpoint_every_steps': 1, 'optim.grad_clip': 0.0,
                         'optim.name': 'sgd'})
   with pytest.raises(trainer.TrainingError, match=r'at step 0; last good checkpoint: none'):
@@ -258,6 +260,16 @@ def test_resume_keeps_the_validation_split(data_dir, tmp_path, monkeypatch):
   # Another split in this workdir would mix two: refused with one line naming the fix.
   with pytest.raises(trainer.TrainingError, match='another validation split.*fresh --workdir'):
     trainer.train_and_evaluate(_vgg(data_dir, **{'seed': 5}), tmp_path)
+  # Another input or loss would mix two recipes in one run: refused before any step.
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match=r"trained with config.input.normalize='none' \(checkpoints\) vs "
+                           r"'imagenet' \(config\); resuming would mix two recipes"):
+    trainer.train_and_evaluate(_vgg(data_dir, **{'input.normalize': 'imagenet'}), tmp_path)
+  # The step count may change: more steps resume.
+  assert trainer.train_and_evaluate(_vgg(data_dir, **{'num_train_steps': 4,
+                                                      'checkpoint_every_steps': 2,
+                                                      'log_cam_images': 0}),
+                                    tmp_path)['step'] == 4
 
 
 def test_validation_off_selects_on_test_and_says_so(data_dir, tmp_path):

@@ -4,11 +4,14 @@ r"""Builds the TFDS `ava` dataset (array_record, no TensorFlow) from an AVA root
   (python -m launch.prepare_data from a checkout)
 
 Prints kept / skipped counts per split and the paths of skipped.csv, stats.json and the
-figures. Rerunning reuses an already prepared dataset. Malformed metadata or a missing AVA
-root prints one line on stderr and exits 1; a --data_dir that cannot be written or a
---max_pixels over the decoder's 100 MP cap exits 2 before any image is validated (an already
-prepared dataset is reused read-only). Images are validated with the shared bounded decoder
-(`preprocess.decode`); EXIF-rotated photos are stored upright.
+figures. Rerunning with the same --ava_dir and --max_pixels reuses an already prepared dataset
+(also when another prepare of the same --data_dir finishes first). Malformed metadata or a
+missing AVA root prints one line on stderr and exits 1, as does a disk that fills while the
+dataset is written (the partial dataset is removed); a --data_dir that cannot be written, that
+holds the dataset of another AVA root or --max_pixels, or a --max_pixels over the decoder's
+100 MP cap exits 2 before any image is validated (an already prepared dataset is reused
+read-only). Images are validated with the shared bounded decoder (`preprocess.decode`);
+EXIF-rotated photos are stored upright. A train id also in the test list is kept in test only.
 """
 from absl import flags
 from absl import logging
@@ -43,8 +46,10 @@ def main(argv):
   try:
     res = dataset.prepare(_AVA_DIR.value, _DATA_DIR.value, _SUBSET.value,
                           max_pixels=_MAX_PIXELS.value, num_workers=_NUM_WORKERS.value)
+  except dataset.ReuseError as e:
+    common.usage_error('prepare_data', e)
   except (ava.AvaError, FileNotFoundError, NotADirectoryError, PermissionError,
-          ValueError) as e:
+          dataset.NoSpaceError, ValueError) as e:
     common.fail('prepare_data', e)
   verb = 'Reused prepared' if res.reused else 'Prepared'
   print(f'{verb} dataset ava/{res.subset} at {res.dataset_dir}'

@@ -8,12 +8,15 @@ config name (`demo`, `mobilenet_v2_emd`, `vgg16_binary`), `configs/NAME.py` or t
 your own config file, each with an optional `:arg` (`demo:vgg16,smoke`).
 
 If `config.data.ava_dir` is set and `config.data.data_dir` is not prepared yet, the dataset
-is prepared first. Multi-process: pass --coordinator_address/--num_processes/--process_id
-(or --coordinator_address=auto on managed clusters that `jax.distributed.initialize()` detects).
+is prepared first; if it is, it must have been prepared from that root (exit 2 otherwise).
+Multi-process: pass --coordinator_address/--num_processes/--process_id (or
+--coordinator_address=auto on managed clusters that `jax.distributed.initialize()` detects).
 User errors print one line on stderr: exit 2 for problems found before anything runs (config
-file, config argument, `--config.KEY`; a --workdir that is unwritable, a file, in use by another
-trainer (`W/.lock`), or holds another model's checkpoint or only damaged ones), 1 for failures
-later (missing dataset, a failed checkpoint save, disk full or read-only under the logs).
+file, config argument, `--config.KEY`, a value that cannot work (`train/config_checks.py`:
+`input.image_size` under 32, a `best_metric` no evaluation reports, ...); a --workdir that is
+unwritable, a file, in use by another trainer (`W/.lock`), or holds another model's checkpoint,
+only damaged ones, or checkpoints of another input or loss recipe), 1 for failures later
+(missing dataset, a failed checkpoint save, disk full or read-only under the logs).
 """
 import errno
 import json
@@ -59,9 +62,11 @@ def main(argv):
   from aesthetics_jax.data import sampling  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.models import pretrained  # pylint: disable=import-outside-toplevel
   config = _CONFIG.value
+  from aesthetics_jax.train import config_checks  # pylint: disable=import-outside-toplevel
   try:  # a config that contradicts itself is a usage error, found before any work
     sampling.check_weighting(bool(config.input.balanced), str(config.input.weighting))
-  except preprocess.InputError as e:
+    config_checks.check(config)
+  except (preprocess.InputError, config_checks.ConfigError) as e:
     common.usage_error('train', e)
   checkpoints.quiet_orbax_errors()  # failed saves arrive as one CheckpointError line
   # CheckpointError: workdir (busy, read-only, a file), damaged checkpoints, failed saves;
@@ -71,7 +76,10 @@ def main(argv):
                  pretrained.PretrainedError, FileNotFoundError,
                  NotADirectoryError, PermissionError)
   try:
-    if config.data.ava_dir and not dataset.is_prepared(config.data.data_dir, config.data.subset):
+    if config.data.ava_dir and dataset.is_prepared(config.data.data_dir, config.data.subset):
+      # Prepared earlier, perhaps from another root: training on it would ignore ava_dir.
+      dataset.check_reuse(config.data.ava_dir, config.data.data_dir, config.data.subset)
+    elif config.data.ava_dir:
       if not config.data.data_dir:
         raise trainer.TrainingError('config.data.ava_dir is set but config.data.data_dir is empty; '
                                   'pass --config.data.data_dir=<where to write the dataset>')
@@ -85,6 +93,9 @@ def main(argv):
                                 '--config.data.data_dir=<prepared TFDS dir> (aesthetics-prepare-data)')
     _check_prepared(config.data.data_dir, config.data.subset, dataset)
     result = trainer.train_and_evaluate(config, _WORKDIR.value)
+  except dataset.ReuseError as e:  # found before any work
+    common.usage_error('train', str(e).replace('--ava_dir=', '--config.data.ava_dir=').replace(
+        ' --data_dir', ' --config.data.data_dir'))
   except user_errors as e:
     common.fail('train', e, common.exit_code(e))
   except OSError as e:  # the storage filled up or went read-only under the logs

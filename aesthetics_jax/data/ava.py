@@ -10,7 +10,8 @@ AVA root layout (Murray et al. 2012; the demo generator writes the same):
 
 Subsets (`load_subset`):
   'style'  ids of the photographic-style lists that appear in AVA.txt and have >= 1 tag
-           (8,900 train / 2,203 test on real AVA, as in the paper).
+           (8,900 train / 2,203 test on real AVA, as in the paper); an id in both lists is
+           kept in test only, so the splits are disjoint.
   'all'    every AVA.txt row; an image is in 'test' iff `is_all_test_id(image_id)`:
            crc32 of its decimal id (ASCII) modulo 10 == 0, i.e. ~10% test, stable across
            machines, Python versions and AVA.txt row order.
@@ -270,34 +271,46 @@ def load_subset(ava_dir: os.PathLike | str, subset: str) -> dict[str, list[AvaIm
       out['test' if is_all_test_id(im.image_id) else 'train'].append(im)
     return out
   by_id = {im.image_id: im for im in images}
+  lists = _style_lists(ava_dir)
+  test_ids = set(lists['test'])
   out = {}
   for split in ('train', 'test'):
-    ids = read_image_list(ava_dir / 'style_image_lists' / f'{split}.jpgl')
     kept = []
-    for image_id in dict.fromkeys(ids):
+    for image_id in dict.fromkeys(lists[split]):
       im = by_id.get(image_id)
-      if im is not None and im.tags:
+      # The test list is the evaluation's ground truth: a train copy would leak into it.
+      if im is not None and im.tags and not (split == 'train' and image_id in test_ids):
         kept.append(im)
     out[split] = kept
   return out
 
 
+def _style_lists(ava_dir: Path) -> dict[str, list[int]]:
+  return {split: read_image_list(ava_dir / 'style_image_lists' / f'{split}.jpgl')
+          for split in ('train', 'test')}
+
+
 def style_dropped(ava_dir: os.PathLike | str) -> dict[str, list[tuple[int, str]]]:
   """Ids of the style lists that `load_subset(.., 'style')` drops, with the reason
-  ('not in AVA.txt' | 'no tag'), per split — for prepare_data's skipped.csv."""
+  ('not in AVA.txt' | 'no tag' | 'in test list', the last for train only), per split — for
+  prepare_data's skipped.csv."""
   ava_dir = Path(ava_dir)
   tags_path = ava_dir / 'tags.txt'
   valid_tags = read_tags(tags_path).keys() if tags_path.is_file() else None
   by_id = {im.image_id: im for im in read_ava_txt(ava_dir / 'AVA.txt', valid_tags=valid_tags)}
+  lists = _style_lists(ava_dir)
+  test_ids = set(lists['test'])
   out = {}
   for split in ('train', 'test'):
     dropped = []
-    for image_id in dict.fromkeys(read_image_list(ava_dir / 'style_image_lists' / f'{split}.jpgl')):
+    for image_id in dict.fromkeys(lists[split]):
       im = by_id.get(image_id)
       if im is None:
         dropped.append((image_id, 'not in AVA.txt'))
       elif not im.tags:
         dropped.append((image_id, 'no tag'))
+      elif split == 'train' and image_id in test_ids:
+        dropped.append((image_id, 'in test list'))
     out[split] = dropped
   return out
 

@@ -7,6 +7,9 @@ image with its reason in `<data_dir>/ava/<subset>/<version>/skipped.csv`, next t
 statistics (`stats.json`, `figures/*.png`). Everything is written inside TFDS's incomplete
 directory, so the dataset, `skipped.csv` and the figures appear together or not at all.
 
+A prepared dataset is reused only for the AVA root and `max_pixels` it was built from (both in
+its `metadata.json`); anything else is a `ReuseError` (use a fresh data_dir).
+
 No TensorFlow: records are read with `as_data_source()` (array_record + numpy).
 
 One record (`load_sources(data_dir, subset)[split][i]`):
@@ -19,9 +22,12 @@ import collections
 import concurrent.futures
 import csv
 import dataclasses
+import errno
+import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -69,6 +75,7 @@ KNOWN_BAD = 'known_bad'
 NO_TAG = 'no_tag'
 NOT_IN_AVA_TXT = 'not_in_ava_txt'
 DUPLICATE = 'duplicate'
+IN_TEST_LIST = 'in_test_list'  # train id also in the test list: kept in test only
 EXCLUDED = 'excluded'
 
 SKIPPED_CSV = 'skipped.csv'
@@ -81,6 +88,27 @@ as manual_dir (`python -m launch.prepare_data --ava_dir=<root>`). The root must 
   AVA.txt, tags.txt, challenges.txt, style_image_lists/{train,test}.jpgl, images/<id>.jpg
 `python -m launch.make_demo_data --out_dir=<root>` writes a small demo dataset in this layout.
 """
+
+
+class DataDirError(ava.AvaError):
+  """The data_dir cannot hold or give this dataset; `str()` is one line naming it and the fix."""
+
+
+class ReuseError(DataDirError):
+  """The data_dir holds the dataset prepared from another AVA root or with other options."""
+
+
+class NoSpaceError(OSError):
+  """The data_dir's storage filled up while the dataset was written (the partial one is
+  removed). An OSError with errno ENOSPC and `filename` = data_dir; `str()` is one line."""
+
+  def __init__(self, data_dir: str | os.PathLike, cause: str):
+    super().__init__(errno.ENOSPC, cause, os.fspath(data_dir))
+    self.message = (f'--data_dir={os.fspath(data_dir)}: {cause} while writing the dataset; '
+                    'free space there or choose another --data_dir')
+
+  def __str__(self):
+    return self.message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +192,8 @@ def upright_bytes(data: bytes) -> bytes:
 
 
 # `ava.style_dropped` reasons -> skipped.csv reasons.
-_DROPPED_REASONS = {'not in AVA.txt': NOT_IN_AVA_TXT, 'no tag': NO_TAG}
+_DROPPED_REASONS = {'not in AVA.txt': NOT_IN_AVA_TXT, 'no tag': NO_TAG,
+                    'in test list': IN_TEST_LIST}
 
 
 def select_images(ava_dir: str | os.PathLike, subset: str, *,
@@ -193,7 +222,7 @@ def select_images(ava_dir: str | os.PathLike, subset: str, *,
       seen.add(img.image_id)
     candidates[split] = cands
 
-  # Listed ids that the subset dropped (style: no AVA.txt row, or no tag).
+  # Listed ids that the subset dropped (style: no AVA.txt row, no tag, or train ids in test).
   if subset == 'style':
     for split, dropped in ava.style_dropped(ava_dir).items():
       for image_id, why in dropped:
@@ -267,6 +296,7 @@ class Ava(tfds.core.GeneratorBasedBuilder):
     self._max_pixels = max_pixels
     self._num_workers = num_workers
     self._selection = selection
+    self.incomplete_dir: Path | None = None  # where this builder wrote, for cleanup on failure
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -300,12 +330,13 @@ class Ava(tfds.core.GeneratorBasedBuilder):
     sel = self._selection or select_images(ava_dir, subset, max_pixels=self._max_pixels,
                                            num_workers=self._num_workers)
     # self.data_dir is TFDS's incomplete dir here: these files land with the dataset.
-    out = Path(self.data_dir)
+    out = self.incomplete_dir = Path(self.data_dir)
     write_skipped_csv(out / SKIPPED_CSV, sel.skipped)
     from aesthetics_jax.data import stats as data_stats  # matplotlib only when building
     tag_names = ava.read_tags(ava_dir / 'tags.txt')
     data_stats.write_stats(out, sel.kept, sel.skipped, tag_names)
     self.info.metadata.update(root_metadata(ava_dir, tag_names))
+    self.info.metadata['max_pixels'] = self._max_pixels  # changes the content: checked on reuse
     return {split: self._generate_examples(ava_dir, sel.kept[split]) for split in SPLITS}
 
   def _generate_examples(self, ava_dir: Path, images: Sequence[ava.AvaImage]) -> Iterator:
@@ -362,8 +393,12 @@ def prepare(ava_dir: str | os.PathLike, data_dir: str | os.PathLike, subset: str
             *, max_pixels: int = DEFAULT_MAX_PIXELS, num_workers: int = 0) -> PrepareResult:
   """Builds the `ava/<subset>` dataset under `data_dir` unless it is already prepared.
 
-  Raises `ava.AvaError` (one line) for a missing AVA root or malformed metadata, ValueError
-  for a `max_pixels` over the decoder's cap.
+  A data_dir that another prepare of the same root finishes first is reused the same way.
+
+  Raises `ava.AvaError` (one line) for a missing AVA root or malformed metadata, `ReuseError`
+  (an AvaError) for a data_dir prepared from another root or `max_pixels`, `DataDirError` for
+  one left half-written by a concurrent prepare, `NoSpaceError` (OSError ENOSPC) when its disk
+  fills, ValueError for a `max_pixels` over the decoder's cap.
   """
   _check_subset(subset)
   _check_max_pixels(max_pixels)
@@ -372,7 +407,7 @@ def prepare(ava_dir: str | os.PathLike, data_dir: str | os.PathLike, subset: str
     raise ava.AvaError(f'{ava_dir / "AVA.txt"}: not found; pass --ava_dir=<AVA root holding '
                        'AVA.txt, tags.txt, style_image_lists/, images/>')
   if is_prepared(data_dir, subset):
-    return _result(builder(data_dir, subset), subset, reused=True)
+    return _reuse(ava_dir, data_dir, subset, max_pixels)
   # Metadata and images are checked before TFDS starts, so a malformed row fails fast.
   sel = select_images(ava_dir, subset, max_pixels=max_pixels, num_workers=num_workers)
   for split in SPLITS:
@@ -381,15 +416,85 @@ def prepare(ava_dir: str | os.PathLike, data_dir: str | os.PathLike, subset: str
       raise ava.AvaError(
           f'{ava_dir}: no usable {split} images (skipped: {dict(reasons) or "none listed"}); '
           f'check {ava_dir / "images"} and the {subset} lists')
-  b = builder(data_dir, subset, selection=sel)
-  # Nothing is downloaded; a throwaway download_dir keeps TFDS's empty `downloads/` out of D.
-  with tempfile.TemporaryDirectory(prefix='ava_tfds_dl_') as dl_dir, \
-      tfds_spill.gfile_without_tensorflow():  # splits over 1 GB spill to disk (no TF needed)
-    b.download_and_prepare(
-        download_dir=dl_dir,
-        download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(ava_dir)),
-        file_format='array_record')
+  b = builder(data_dir, subset, selection=sel, max_pixels=max_pixels)
+  try:
+    # Nothing is downloaded; a throwaway download_dir keeps TFDS's empty `downloads/` out of D.
+    with tempfile.TemporaryDirectory(prefix='ava_tfds_dl_') as dl_dir, \
+        tfds_spill.gfile_without_tensorflow():  # splits over 1 GB spill to disk (no TF needed)
+      b.download_and_prepare(
+          download_dir=dl_dir,
+          download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(ava_dir)),
+          file_format='array_record')
+  except Exception as e:  # pylint: disable=broad-except
+    # TFDS removes its incomplete dir itself; this covers a failure of that cleanup.
+    if b.incomplete_dir is not None and b.incomplete_dir != dataset_dir(data_dir, subset):
+      shutil.rmtree(b.incomplete_dir, ignore_errors=True)
+    cause = _no_space(e)
+    if cause:
+      raise NoSpaceError(data_dir, cause) from e
+    # Another prepare of this data_dir renamed its dataset into place first (TFDS's final
+    # rename found the destination taken): reuse it as a rerun would.
+    if isinstance(e, FileExistsError) or (isinstance(e, OSError)
+                                          and e.errno == errno.ENOTEMPTY):
+      if is_prepared(data_dir, subset):
+        return _reuse(ava_dir, data_dir, subset, max_pixels)
+      raise DataDirError(
+          f'{dataset_dir(data_dir, subset)}: appeared while this prepare ran (another prepare '
+          'of this --data_dir?) and is not a complete dataset; rerun when the other prepare '
+          'has finished, or remove that folder, or choose another --data_dir') from e
+    raise
   return _result(b, subset, reused=False)
+
+
+_NO_SPACE_ERRNOS = {errno.ENOSPC: 'No space left on device', errno.EDQUOT: 'Disk quota exceeded'}
+
+
+def _no_space(e: BaseException | None) -> str | None:
+  """'No space left on device' (or the quota's) if `e` or an error it chains from says the
+  disk filled; TFDS re-raises the writer's OSError as text (\"write() failed: No space ...\")."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno in _NO_SPACE_ERRNOS:
+      return _NO_SPACE_ERRNOS[e.errno]
+    for text in (*_NO_SPACE_ERRNOS.values(), 'Not enough disk space'):
+      if text in str(e):
+        return text
+    e = e.__cause__ or e.__context__
+  return None
+
+
+def _reuse(ava_dir: Path, data_dir: str | os.PathLike, subset: str,
+           max_pixels: int) -> PrepareResult:
+  check_reuse(ava_dir, data_dir, subset, max_pixels)
+  return _result(builder(data_dir, subset), subset, reused=True)
+
+
+def check_reuse(ava_dir: str | os.PathLike, data_dir: str | os.PathLike, subset: str = 'style',
+                max_pixels: int | None = None) -> None:
+  """Raises ReuseError unless the prepared `ava/<subset>` under `data_dir` was built from
+  `ava_dir`'s metadata files (a moved or symlinked copy of the root is the same root) and, if
+  given, `max_pixels`.
+
+  Datasets prepared before metadata.json recorded the fingerprint are compared by the root's
+  path; before it recorded `max_pixels`, that is not compared.
+  """
+  ava_dir = Path(ava_dir)
+  meta = load_metadata(data_dir, subset)
+  where = dataset_dir(data_dir, subset)
+  fix = f'use a fresh --data_dir, or delete {where} to rebuild it'
+  recorded = meta.get('ava_dir')
+  if meta.get('ava_fingerprint'):
+    if meta['ava_fingerprint'] != root_fingerprint(ava_dir):
+      raise ReuseError(f'{where}: prepared from --ava_dir={recorded}, whose AVA.txt, tags.txt '
+                       f'or style lists differ from those of --ava_dir={ava_dir}; {fix}')
+  elif recorded and Path(recorded).resolve() != ava_dir.resolve():
+    raise ReuseError(f'{where}: prepared from --ava_dir={recorded}, not '
+                     f'--ava_dir={ava_dir}; {fix}')
+  recorded = meta.get('max_pixels')
+  if max_pixels is not None and recorded is not None and int(recorded) != max_pixels:
+    raise ReuseError(f'{where}: prepared with --max_pixels={recorded}, not '
+                     f'--max_pixels={max_pixels}; {fix}')
 
 
 def load_sources(data_dir: str | os.PathLike, subset: str = 'style') -> dict[str, Sequence]:
@@ -403,13 +508,36 @@ def load_sources(data_dir: str | os.PathLike, subset: str = 'style') -> dict[str
   return {s: sources[s] for s in SPLITS}
 
 
+# The files that decide which images a subset holds and their labels: a root whose copies of
+# these are byte-identical builds the same dataset (images aside), wherever it lives.
+_FINGERPRINTED = ('AVA.txt', 'tags.txt', 'style_image_lists/train.jpgl',
+                  'style_image_lists/test.jpgl')
+
+
+def root_fingerprint(ava_dir: str | os.PathLike) -> str:
+  """sha256 over the root's metadata files (`_FINGERPRINTED`; a missing one counts as
+  absent): what `prepare` compares before reusing a dataset, so a moved root still matches."""
+  h = hashlib.sha256()
+  for name in _FINGERPRINTED:
+    f = Path(ava_dir) / name
+    h.update(f'{name}\0'.encode())
+    if f.is_file():
+      with open(f, 'rb') as fh:
+        for block in iter(lambda: fh.read(1 << 20), b''):
+          h.update(block)
+    h.update(b'\0end\0')
+  return h.hexdigest()
+
+
 def root_metadata(ava_dir: Path, tag_names: dict[int, str]) -> dict:
   """`tag_names` ([66] names, index = tag id - 1; ClassLabel style), `ava_dir` and
-  `defect_masks_dir` (absolute; '' when the root has no `defect_masks/`, as real AVA)."""
+  `defect_masks_dir` (absolute; '' when the root has no `defect_masks/`, as real AVA), and
+  `ava_fingerprint` (`root_fingerprint`)."""
   masks = ava_dir / 'defect_masks'
   return {'tag_names': [tag_names.get(i, f'tag {i}') for i in range(1, ava.NUM_TAGS + 1)],
           'ava_dir': os.fspath(ava_dir.absolute()),
-          'defect_masks_dir': os.fspath(masks.absolute()) if masks.is_dir() else ''}
+          'defect_masks_dir': os.fspath(masks.absolute()) if masks.is_dir() else '',
+          'ava_fingerprint': root_fingerprint(ava_dir)}
 
 
 def load_metadata(data_dir: str | os.PathLike, subset: str = 'style') -> dict:

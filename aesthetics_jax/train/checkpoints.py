@@ -570,6 +570,15 @@ def abstract_like(tree: Any) -> Any:
                       tree)
 
 
+def has_checkpoints(workdir: str | os.PathLike) -> bool:
+  """Whether `workdir/checkpoints/` holds any step folder (intact or not)."""
+  d = io.path(workdir) / 'checkpoints'
+  try:
+    return d.is_dir() and any(c.name.isdigit() and c.is_dir() for c in d.iterdir())
+  except OSError:
+    return False
+
+
 def config_path(workdir) -> Path:
   return io.path(workdir) / 'config.json'
 

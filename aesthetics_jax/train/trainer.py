@@ -53,6 +53,7 @@ from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.models import outputs as outputs_lib
 from aesthetics_jax.train import cam_preview
 from aesthetics_jax.train import checkpoints as ckpt_lib
+from aesthetics_jax.train import config_checks
 from aesthetics_jax.train import feature_cache
 from aesthetics_jax.data import sampling
 from aesthetics_jax.data import validation
@@ -238,24 +239,53 @@ def _starting_variables(model, config) -> dict:
   return models.starting_variables(model, config)
 
 
+# What a resumed run must share with the checkpoints it continues, besides the model: the
+# input the model sees and the loss it minimises. Changing one midway trains a mixture of two
+# recipes that no config describes (config.json is rewritten with the new values). The step
+# count, the optimiser's settings and every evaluation key may change on resume.
+RECIPE_KEYS = ('data.subset', 'input.image_size', 'input.resize_size', 'input.normalize',
+               'input.random_flip', 'input.balanced', 'input.weighting', 'input.weight_factor',
+               'input.weight_band', 'loss.emd_r', 'loss.tag_weight', 'model.freeze_encoder')
+
+
+def _dotted(tree: dict, key: str):
+  for part in key.split('.'):
+    if not isinstance(tree, dict) or part not in tree:
+      return None
+    tree = tree[part]
+  return list(tree) if isinstance(tree, tuple) else tree
+
+
 def _check_workdir_model(workdir, config) -> None:
-  """Refuses a workdir whose config.json holds another model (before touching checkpoints)."""
+  """Refuses a workdir whose config.json holds another model, or (once it has checkpoints)
+  another recipe (`RECIPE_KEYS`); before touching checkpoints."""
   path = ckpt_lib.config_path(workdir)
   if not path.exists():
     return
   try:
-    saved = ckpt_lib.read_json_object(path).get('model', {})
+    saved_config = ckpt_lib.read_json_object(path)
   except ckpt_lib.WorkdirError as e:
     # Unreadable leftover: the checkpoint metadata check still applies, and this run
     # rewrites config.json.
     logging.warning('%s', e)
     return
+  saved = saved_config.get('model', {})
   if not isinstance(saved, dict):
     return
   want = ckpt_lib.model_signature(config.model)
   got = {k: saved.get(k) for k in want}
   if got != want:
     raise ckpt_lib.CheckpointMismatchError(ckpt_lib.mismatch_message(workdir, got, want))
+  if not ckpt_lib.has_checkpoints(workdir):
+    return  # nothing trained yet: this run's recipe is the run's
+  now = config.to_dict()
+  diff = [f'config.{k}={_dotted(saved_config, k)!r} (checkpoints) vs {_dotted(now, k)!r} (config)'
+          for k in RECIPE_KEYS
+          if _dotted(saved_config, k) is not None and _dotted(saved_config, k) != _dotted(now, k)]
+  if diff:
+    raise ckpt_lib.CheckpointMismatchError(
+        f'{workdir}: its checkpoints were trained with {", ".join(diff)}; resuming would mix '
+        'two recipes: use a fresh --workdir, or the checkpoints\' values')
 
 
 # ------------------------------------------------------------------------------------------
@@ -291,6 +321,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Returns the final eval metrics plus 'step', 'num_devices', 'num_processes'. The workdir
   is checked and locked for the run (process 0: `workdir.claim`).
   """
+  config_checks.check(config)  # before the workdir is created
   with workdir_lib.claim(workdir, active=jax.process_index() == 0):
     return _train_and_evaluate(config, io.path(workdir))  # gs:// stays a URL
 

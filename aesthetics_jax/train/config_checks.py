@@ -1,0 +1,148 @@
+"""A training config's values checked before any work: one line naming the key and the fix.
+
+Without these, a bad value surfaced deep in a run as a traceback (`input.image_size=0`: a
+negative slice in XLA; `loss.emd_r=0`: a ZeroDivisionError) or was silently taken
+(`best_metric='bogus'`: every checkpoint scored -inf, so the "best" was arbitrary;
+`num_train_steps=-1`: quietly the epoch count).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import ml_collections
+
+from aesthetics_jax.train.errors import TrainingError
+
+# Smallest side the decoder and both encoders take (the predict and evaluate paths refuse
+# smaller images with the same bound).
+MIN_IMAGE_SIZE = 32
+
+# What `config.best_metric` may name: validation metrics where higher is better (the
+# checkpoint manager keeps the highest).
+BEST_METRICS = {'vgg16': ('binary_accuracy', 'lcc_mean', 'srcc_mean'),
+                'mobilenet_v2': ('binary_accuracy', 'lcc_mean', 'srcc_mean', 'attribute_top1',
+                                 'attribute_top5')}
+
+
+class ConfigError(TrainingError):
+  """A config value that cannot work; `str()` is one line naming `config.<key>`."""
+
+
+def _num(v: Any) -> float | None:
+  try:
+    x = float(v)
+  except (TypeError, ValueError):
+    return None
+  return x if math.isfinite(x) else None
+
+
+def _int_at_least(lo: int) -> tuple[Callable[[Any], bool], str]:
+  return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo,
+          f'an integer >= {lo}')
+
+
+def _positive(v: Any) -> bool:
+  x = _num(v)
+  return x is not None and x > 0
+
+
+def _non_negative(v: Any) -> bool:
+  x = _num(v)
+  return x is not None and x >= 0
+
+
+_POSITIVE = (_positive, 'a finite number > 0')
+_NON_NEGATIVE = (_non_negative, 'a finite number >= 0')
+_FRACTION = (lambda v: _num(v) is not None and 0 <= _num(v) < 1, 'a number in [0, 1)')
+_OPEN_UNIT = (lambda v: _num(v) is not None and 0 < _num(v) < 1, 'a number in (0, 1)')
+
+# key -> (predicate, what the value must be).
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    'seed': _int_at_least(0),
+    'batch_size': _int_at_least(1),
+    'num_epochs': _POSITIVE,
+    'num_train_steps': (_int_at_least(0)[0], 'an integer >= 0 (0 = use num_epochs)'),
+    'log_every_steps': _int_at_least(1),
+    'eval_every_steps': _int_at_least(1),
+    'checkpoint_every_steps': _int_at_least(1),
+    'keep_checkpoints': _int_at_least(1),
+    'log_cam_images': _int_at_least(0),
+    'data.max_train_images': _int_at_least(0),
+    'data.max_test_images': _int_at_least(0),
+    'data.validation_fraction': _FRACTION,
+    'input.image_size': _int_at_least(MIN_IMAGE_SIZE),
+    'input.resize_size': _int_at_least(MIN_IMAGE_SIZE),
+    'input.weight_factor': _POSITIVE,
+    'input.num_workers': _int_at_least(0),
+    'input.prefetch': _int_at_least(0),
+    'input.resized_cache_mb': _NON_NEGATIVE,
+    'model.width_mult': _POSITIVE,
+    'model.fc_dim': _int_at_least(1),
+    'model.vgg_pool_size': _int_at_least(1),
+    'model.num_buckets': _int_at_least(2),
+    'model.num_tags': _int_at_least(1),
+    'model.dropout': _FRACTION,
+    'loss.emd_r': _POSITIVE,
+    'loss.tag_weight': _NON_NEGATIVE,
+    'optim.lr': _POSITIVE,
+    'optim.momentum': _FRACTION,
+    'optim.weight_decay': _NON_NEGATIVE,
+    'optim.warmup_steps': _int_at_least(0),
+    'optim.grad_clip': _NON_NEGATIVE,
+    'cache.num_train_views': _int_at_least(1),
+    'cache.ram_budget_gb': _NON_NEGATIVE,
+    'cache.device_budget_gb': _NON_NEGATIVE,
+    'eval.batch_size': _int_at_least(1),
+    'eval.box_threshold': _OPEN_UNIT,
+}
+
+
+def _get(config: ml_collections.ConfigDict, key: str) -> tuple[bool, Any]:
+  node = config
+  for part in key.split('.'):
+    if part not in node:
+      return False, None
+    node = node[part]
+  return True, node
+
+
+def problems(config: ml_collections.ConfigDict) -> list[str]:
+  """Every bad value of `config`, one line each (empty when it can train)."""
+  out = []
+  for key, (ok, want) in _RULES.items():
+    present, value = _get(config, key)
+    if present and not ok(value):
+      out.append(f'config.{key}={value!r}: must be {want}')
+  present, band = _get(config, 'input.weight_band')
+  if present and not (len(band) == 2 and all(_num(b) is not None for b in band)
+                      and band[0] < band[1]):
+    out.append(f'config.input.weight_band={tuple(band)!r}: must be (low, high) with low < high')
+  present, size = _get(config, 'input.image_size')
+  _, resize = _get(config, 'input.resize_size')
+  if present and isinstance(size, int) and isinstance(resize, int) and resize < size:
+    out.append(f'config.input.resize_size={resize} is smaller than config.input.image_size='
+               f'{size}: the random crop needs resize_size >= image_size')
+  arch = config.model.arch
+  best = str(config.best_metric)
+  if best and arch in BEST_METRICS and best not in BEST_METRICS[arch]:
+    why = (' (lower is better; the best checkpoint is the one with the highest value)'
+           if best in ('emd', 'loss') else '')
+    out.append(f'config.best_metric={best!r}{why}: use one of {BEST_METRICS[arch]} for {arch}, '
+               "or '' to keep the last checkpoint")
+  return out
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first bad value (the model's enumerations too: arch, dtype,
+  depthwise, conv3x3)."""
+  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
+  found = problems(config)
+  if not found:
+    try:
+      models.create_model(config.model)
+    except ValueError as e:
+      found = [str(e).splitlines()[0]]
+  if found:
+    more = f' (and {len(found) - 1} more)' if len(found) > 1 else ''
+    raise ConfigError(found[0] + more)
