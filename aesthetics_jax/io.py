@@ -80,7 +80,15 @@ def atomic_write_bytes(p: PathLike, data: bytes, durable: bool = True) -> epath.
   if not is_local(p):
     out.write_bytes(data)
     return out
-  tmp = out.parent / f'.{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp'
+  if os.path.islink(out):
+    # Through a link to its target: replacing the link itself would leave the target stale.
+    out = path(os.path.realpath(out))
+  if os.path.exists(out) and not os.path.isfile(out):
+    # A device or pipe (/dev/stdout, a FIFO) cannot be renamed over: write to it.
+    with open(out, 'wb') as f:
+      f.write(data)
+    return out
+  tmp = out.parent / _temp_name(out.name)
   try:
     with open(tmp, 'wb') as f:
       f.write(data)
@@ -95,6 +103,14 @@ def atomic_write_bytes(p: PathLike, data: bytes, durable: bool = True) -> epath.
       pass
     raise
   return out
+
+
+def _temp_name(name: str) -> str:
+  """A unique hidden sibling name for `name`, within the 255-byte limit of a file name (a long
+  but valid name plus the suffix would not be)."""
+  suffix = f'.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp'
+  head = name.encode('utf-8', 'surrogateescape')[:200].decode('utf-8', 'ignore')
+  return f'.{head}{suffix}'
 
 
 def atomic_write_text(p: PathLike, text: str, durable: bool = True) -> epath.Path:

@@ -86,6 +86,40 @@ def test_inputs_expand_in_order(tmp_path):
   assert got[6] == str(tmp_path / 'missing.jpg')   # its error comes from reading it
 
 
+def test_inputs_patterns_do_not_follow_links_up_and_skip_output_folders(tmp_path):
+  """`**` does not enter linked folders: two links back up made glob's walk exponential (a
+  hang before any image was scored) and one repeated every image 41 times. An image reached
+  twice by one pattern is listed once; the run's own output folders are not inputs below a
+  folder or pattern, but are when named themselves."""
+  d = tmp_path / 'shoot'
+  (d / 'sub').mkdir(parents=True)
+  (d / 'ov').mkdir()
+  for name in ('sub/a.jpg', 'b.png', 'ov/0000_b_cam.png'):
+    (d / name).write_bytes(b'')
+  (d / 'sub' / 'up').symlink_to('..')
+  (d / 'sub' / 'up2').symlink_to('..')
+  (tmp_path / 'link').symlink_to(d)
+  a, b = str(d / 'sub' / 'a.jpg'), str(d / 'b.png')
+  skip = [d / 'ov']
+  assert inputs.expand([f'{d}/**/*.jpg'], skip) == [a]
+  assert inputs.expand([f'{d}/**'], skip) == [b, a]
+  assert inputs.expand([f'{d}/*/*.jpg', f'{d}/sub/*/sub/*.jpg'], skip) == [
+      a, f'{d}/sub/up/sub/a.jpg']  # per argument, once by real path
+  assert inputs.expand([str(d)], skip) == [b, a]
+  assert inputs.expand([str(d)]) == [b, str(d / 'ov' / '0000_b_cam.png'), a]
+  # Named themselves, the output folders are inputs.
+  assert inputs.expand([str(d / 'ov'), f'{d}/ov/*.png'], skip) == [
+      str(d / 'ov' / '0000_b_cam.png')] * 2
+  # A linked folder named by the pattern is followed; relative patterns stay relative.
+  assert inputs.expand([f'{tmp_path}/link/**/*.png'], skip) == [f'{tmp_path}/link/b.png']
+  cwd = os.getcwd()
+  try:
+    os.chdir(d)
+    assert inputs.expand(['**/*.jpg', '*.png']) == ['sub/a.jpg', 'b.png']
+  finally:
+    os.chdir(cwd)
+
+
 def test_license_is_the_apache_text_pyproject_names():
   text = (ROOT / 'LICENSE').read_text()
   assert 'Apache License' in text and 'Version 2.0, January 2004' in text

@@ -1,5 +1,8 @@
 """aesthetics_jax.io: JSON that stays valid."""
 import json
+import os
+import stat
+import threading
 
 import numpy as np
 
@@ -11,3 +14,30 @@ def test_json_safe_turns_non_finite_into_null():
                         'n': np.int64(3), 's': 'ok'})
   assert json.dumps(v, allow_nan=False) == (
       '{"lcc": null, "x": 0.5, "ci": [null, null, 1], "n": 3, "s": "ok"}')
+
+
+def test_atomic_write_through_links_pipes_and_long_names(tmp_path):
+  """A link is written through (replacing the link left its target stale), a FIFO or device
+  is written to (it cannot be renamed over), and a long but valid name gets a temporary name
+  within the 255-byte limit."""
+  target = tmp_path / 'real.jsonl'
+  target.write_text('old\n')
+  link = tmp_path / 'link.jsonl'
+  link.symlink_to(target)
+  io_lib.atomic_write_text(link, 'new\n')
+  assert link.is_symlink() and target.read_text() == 'new\n'
+
+  fifo = tmp_path / 'fifo'
+  os.mkfifo(fifo)
+  got = []
+  reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+  reader.start()
+  io_lib.atomic_write_text(fifo, 'through the pipe\n')
+  reader.join(timeout=10)
+  assert got == ['through the pipe\n'] and stat.S_ISFIFO(fifo.stat().st_mode)
+
+  long_name = tmp_path / ('x' * 250 + '.png')
+  io_lib.atomic_write_bytes(long_name, b'png')
+  assert long_name.read_bytes() == b'png'
+  assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+      ['real.jsonl', 'link.jsonl', 'fifo', long_name.name])  # no temporary file left

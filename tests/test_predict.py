@@ -94,12 +94,22 @@ def cli(files):
   for name in ('b.png', 'a.JPG', 'sub/c.jpg'):
     Image.fromarray(rgb).save(photos / name)
   (photos / 'notes.txt').write_text('not an image')
+  # A link back up: glob's `**` followed it (41 copies of c.jpg for one link, a hang for two).
+  (photos / 'sub' / 'up').symlink_to('..')
+  (photos / 'sub' / 'up2').symlink_to('..')
+  # Last run's overlays inside the input folder: not inputs of this one.
+  (photos / 'ov').mkdir()
+  Image.fromarray(rgb).save(photos / 'ov' / '0003_b_cam.png')
   hostile = _hostile(tmp)
+  # A valid name of 240 bytes: its overlay's and crop's names (and their temporary names)
+  # must stay under the 255-byte limit.
+  long_name = tmp / ('l' * 236 + '.jpg')
+  long_name.write_bytes(good.read_bytes())
   out = tmp / 'preds.jsonl'
-  r = _run(f'--workdir={wd}', f'--overlay_dir={tmp / "ov"}', f'--crop_dir={tmp / "crops"}',
+  r = _run(f'--workdir={wd}', f'--overlay_dir={photos / "ov"}', f'--crop_dir={tmp / "crops"}',
            '--aspect=4:3', f'--output={out}', '--top_k=3', good, bad, missing, photos,
            f'{photos}/**/*.jpg', f'{photos}/*.gif', photos / 'empty', *hostile.values(),
-           measure=True)
+           long_name, measure=True)
   assert r.returncode == 1, r.stderr[-2000:]  # some inputs failed
   lines = [json.loads(x) for x in out.read_text().splitlines()]
   return lines, {x['path']: x for x in lines}, hostile, photos, out, r
@@ -111,15 +121,20 @@ def test_cli_files_folders_globs_to_output(files, cli):
   --output receives every line (stdout stays empty); exit 1 as some inputs failed."""
   tmp, wd, good, bad, missing = files
   lines, _, hostile, photos, out, r = cli
-  # 9 lines of the files, folders and globs (4 failed), 10 of the hostile images (5 failed).
-  assert r.stdout == '' and f'wrote 19 lines (9 failed) to {out}' in r.stderr
+  # 9 lines of the files, folders and globs (4 failed), 10 of the hostile images (5 failed),
+  # the long name.
+  assert r.stdout == '' and f'wrote 20 lines (9 failed) to {out}' in r.stderr
   assert 'Traceback' not in r.stderr
   c = str(photos / 'sub' / 'c.jpg')
   assert [x['path'] for x in lines] == [
       str(good), str(bad), str(missing),
-      str(photos / 'a.JPG'), str(photos / 'b.png'), c,   # the folder, sorted
-      c,                                                  # the recursive glob
-      f'{photos}/*.gif', str(photos / 'empty'), *map(str, hostile.values())]
+      str(photos / 'a.JPG'), str(photos / 'b.png'), c,   # the folder, sorted; not ov/
+      c,                                                  # the recursive glob: once
+      f'{photos}/*.gif', str(photos / 'empty'), *map(str, hostile.values()),
+      str(tmp / ('l' * 236 + '.jpg'))]
+  long_rec = lines[-1]
+  assert Path(long_rec['overlay']).is_file() and Path(long_rec['crop']).is_file()
+  assert len(Path(long_rec['overlay']).name.encode()) < 200
   ok, corrupt, gone = lines[:3]
   assert 'error' not in ok and ok['map'] == 'ok'
   assert len(ok['distribution']) == 10 and abs(sum(ok['distribution']) - 1) < 1e-3
@@ -195,6 +210,52 @@ def test_cli_all_failed_exits_1(files):
   assert all('error' in json.loads(x) for x in r.stdout.strip().splitlines())
 
 
+# launch.predict with every PNG write and the --output write failing as on a full disk.
+_FULL_DISK = ('import errno, runpy, sys\n'
+              'from aesthetics_jax import io\n'
+              'def full(*a, **k):\n'
+              '  raise OSError(errno.ENOSPC, "No space left on device")\n'
+              'io.atomic_write_bytes = full\n'
+              'sys.argv[0] = "predict"\n'
+              'runpy.run_module("launch.predict", run_name="__main__", alter_sys=True)\n')
+
+
+def test_cli_full_disk_keeps_the_scores(files, tmp_path):
+  """Overlays and crops that cannot be written are a per-image `overlay_error` /
+  `crop_error` (exit 1), and JSON lines that cannot go to --output go to stdout instead."""
+  _, wd, good, _, _ = files
+  out = tmp_path / 'preds.jsonl'
+  r = subprocess.run([sys.executable, '-c', _FULL_DISK, f'--workdir={wd}',
+                      f'--overlay_dir={tmp_path / "ov"}', f'--crop_dir={tmp_path / "cr"}',
+                      f'--output={out}', good], cwd=ROOT, capture_output=True, text=True,
+                     env=dict(os.environ, JAX_PLATFORMS='cpu'), timeout=300)
+  assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+  assert r.stderr.strip().splitlines()[-1] == (
+      f'predict: could not write --output={out} (No space left on device); the 1 line follow '
+      'on stdout')
+  rec = json.loads(r.stdout)
+  assert 1 <= rec['mean_score'] <= 10 and 'overlay' not in rec and 'crop' not in rec
+  for key, flag in (('overlay_error', 'overlay_dir'), ('crop_error', 'crop_dir')):
+    assert rec[key].endswith(f'not written (No space left on device); free space or pass '
+                             f'another --{flag}'), rec
+  assert not out.exists()
+
+
+def test_cli_reader_closing_the_pipe_ends_quietly(files, tmp_path):
+  """`aesthetics-predict ... | head -1`: exit 141 (SIGPIPE's), no traceback. 3,000 missing
+  files make enough error lines (~0.3 MB) to fill the pipe without loading the model."""
+  _, wd, _, _, _ = files
+  args = [f'--workdir={wd}'] + [str(tmp_path / f'missing_{i:05d}.jpg') for i in range(3000)]
+  p = subprocess.Popen([sys.executable, '-m', 'launch.predict', *args], cwd=ROOT,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  first = p.stdout.readline()
+  p.stdout.close()
+  err = p.stderr.read().decode()
+  assert p.wait(timeout=120) == 141 and err == '', err
+  assert 'missing_00000.jpg' in json.loads(first)['path']
+
+
 def test_cli_bad_workdir_one_line(tmp_path):
   r = _run(f'--workdir={tmp_path}', tmp_path / 'x.jpg')
   assert r.returncode == 2 and r.stdout == ''
@@ -247,6 +308,9 @@ def test_config_eval_override_changes_the_box(files, cli):
     (['--output={tmp}', 'x.jpg'], '--output={tmp} is a folder'),
     (['--overlay_dir={tmp}/file', 'x.jpg'], '--overlay_dir={tmp}/file is a file, not a folder'),
     (['--crop_dir={tmp}/file/crops', 'x.jpg'], 'cannot be created: {tmp}/file is a file'),
+    # The space form takes the next argument: the first photo would become JSON.
+    (['--output', '{tmp}/a.jpg', '{tmp}/b.jpg'], '--output={tmp}/a.jpg names an image file'),
+    (['--output={tmp}/file', '{tmp}/file'], '--output={tmp}/file is also an input'),
     ([], 'no images given'),
 ])
 def test_usage_errors_are_one_line_before_the_model_loads(files, tmp_path, args, expect):

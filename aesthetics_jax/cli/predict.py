@@ -74,6 +74,10 @@ def check_flags(argv: Sequence[str]) -> tuple[str | None, list[str | dict]]:
   common.check_outputs('predict', folders={'overlay_dir': _OVERLAY_DIR.value,
                                            'crop_dir': _CROP_DIR.value},
                        files={'output': _OUTPUT.value})
+  if _OUTPUT.value and _OUTPUT.value.lower().endswith(inputs.IMAGE_SUFFIXES):
+    # `--output photo.jpg other.jpg` (the space form) would overwrite a photo with JSON.
+    common.usage_error('predict', f'--output={_OUTPUT.value} names an image file; the JSON '
+                       'lines go to a text file: pass e.g. --output=predictions.jsonl')
   method = None
   if _CAM_METHOD.value or _ASPECT.value:  # these import JAX (a second or two)
     from aesthetics_jax.explain import cam  # pylint: disable=import-outside-toplevel
@@ -84,7 +88,14 @@ def check_flags(argv: Sequence[str]) -> tuple[str | None, list[str | dict]]:
         crop.parse_aspect(_ASPECT.value)
     except ValueError as e:
       common.usage_error('predict', str(e))
-  return method, inputs.expand(argv[1:])
+  items = inputs.expand(argv[1:], skip=[d for d in (_OVERLAY_DIR.value, _CROP_DIR.value)
+                                        if d and '://' not in d])
+  if _OUTPUT.value and os.path.exists(_OUTPUT.value):
+    real = os.path.realpath(_OUTPUT.value)
+    if any(isinstance(p, str) and os.path.realpath(p) == real for p in items):
+      common.usage_error('predict', f'--output={_OUTPUT.value} is also an input; pass another '
+                         'file for the JSON lines')
+  return method, items
 
 
 def _in_order(items: Sequence[str | dict], records: Iterator[dict]) -> Iterator[dict]:
@@ -114,18 +125,46 @@ def main(argv):
       paths, _OVERLAY_DIR.value, _CROP_DIR.value, _ASPECT.value,
       batch_size=_BATCH.value, top_k=_TOP_K.value)
   lines, failed = [], 0
-  for rec in _in_order(items, records):
-    failed += 'error' in rec
-    line = inference.to_json_line(rec)
-    if _OUTPUT.value:
-      lines.append(line)
-    else:
-      print(line, flush=True)
+  try:
+    for rec in _in_order(items, records):
+      failed += any(k in rec for k in _FAILURES)
+      line = inference.to_json_line(rec)
+      if _OUTPUT.value:
+        lines.append(line)
+      else:
+        print(line, flush=True)
+  except BrokenPipeError:  # `| head`: the reader has what it wanted
+    _quiet_stdout()
+    sys.exit(_EXIT_SIGPIPE)
   if _OUTPUT.value:
-    io.atomic_write_text(_OUTPUT.value, ''.join(f'{x}\n' for x in lines))
+    text = ''.join(f'{x}\n' for x in lines)
+    try:
+      io.atomic_write_text(_OUTPUT.value, text)
+    except OSError as e:  # the scores are not lost: they go to stdout instead
+      print(f'predict: could not write --output={_OUTPUT.value} ({e.strerror or e}); the '
+            f'{len(lines)} line{"" if len(lines) == 1 else "s"} follow on stdout',
+            file=sys.stderr, flush=True)
+      try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+      except BrokenPipeError:
+        _quiet_stdout()
+      sys.exit(common.EXIT_FAILED)
     print(f'predict: wrote {len(lines)} lines ({failed} failed) to {_OUTPUT.value}',
           file=sys.stderr)
   sys.exit(common.EXIT_FAILED if failed else 0)
+
+
+# A record with any of these keys counts as failed (exit status 1): the image, or a file
+# asked for about it.
+_FAILURES = ('error', 'overlay_error', 'crop_error')
+_EXIT_SIGPIPE = 141  # 128 + SIGPIPE: what `yes | head -1` reports for `yes`
+
+
+def _quiet_stdout() -> None:
+  """Points stdout at /dev/null, so that the interpreter's final flush does not raise again."""
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, sys.stdout.fileno())
 
 
 def run_cli() -> None:

@@ -274,7 +274,7 @@ class Predictor:
     self.arch = str(self.config.model.arch)
     self.size = int(self.config.input.image_size)
     self.method = cam.canonical_method(cam_method or str(self.config.eval.cam_method))
-    self.threshold = float(self.config.eval.box_threshold)
+    self.threshold = check_box_threshold(self.config.eval.box_threshold)
     # AVA's 66 names when the dataset that recorded them is not at hand (a moved workdir).
     self.tag_names = ground_truth.tag_names(self.config) or dict(
         enumerate(demo_data.TAG_NAMES, start=1))
@@ -369,11 +369,14 @@ class Predictor:
                          'diverged: pass another --step or retrain')
             continue
           rec, vis = self.describe(images[j].size, pred, maps, k, aspect, top_k)
-          stem = f'{start + j:04d}_{Path(chunk[j]).stem}'
+          stem = output_stem(start + j, chunk[j])
           if overlay_dir:
             out = Path(overlay_dir) / f'{stem}_cam.png'
-            figures.save_png(out, self.overlay_image(images[j], vis))
-            rec['overlay'] = str(out)
+            try:
+              figures.save_png(out, self.overlay_image(images[j], vis))
+              rec['overlay'] = str(out)
+            except OSError as e:  # a full disk loses this picture, not the scores
+              rec['overlay_error'] = write_error(out, e, 'overlay_dir')
           suggested = vis['boxes'].get('average', vis['boxes'].get('aesthetic'))
           if crop_dir and suggested is not None:
             out = Path(crop_dir) / f'{stem}_crop.png'
@@ -383,12 +386,42 @@ class Predictor:
               rec['crop'] = str(out)
             except PredictError as e:  # the file changed since it was scored
               rec['crop_error'] = str(e)
+            except OSError as e:
+              rec['crop_error'] = write_error(out, e, 'crop_dir')
           results[j] = rec
       for j, p in enumerate(chunk):
         if j in errors:
           yield {'path': str(p), 'error': errors[j]}
         else:
           yield {'path': str(p), **results[j]}
+
+
+def check_box_threshold(value) -> float:
+  """`config.eval.box_threshold` as a float in (0, 1), else ValueError (one line): at 0 or
+  below every box is the whole frame, at 1 or above none exists."""
+  t = float(value)
+  if not 0.0 < t < 1.0:  # NaN fails too
+    raise ValueError(f'config.eval.box_threshold={value!r}: must be in (0, 1), the fraction '
+                     "of a map's peak a box encloses (default 0.2)")
+  return t
+
+
+# Bytes of an input's name kept in its overlay / crop file name: with the index, the suffix and
+# the atomic writer's temporary suffix, well under the 255-byte limit of a file name.
+_STEM_BYTES = 150
+
+
+def output_stem(index: int, path: str) -> str:
+  """`0007_<the input's stem>` for the files written about input `index` (the index keeps two
+  inputs with one name apart; the stem is cut to `_STEM_BYTES` bytes of UTF-8)."""
+  stem = Path(path).stem.encode('utf-8', 'surrogateescape')[:_STEM_BYTES]
+  return f'{index:04d}_{stem.decode("utf-8", "ignore")}'
+
+
+def write_error(out: Path, e: OSError, flag: str) -> str:
+  """One line for a file predict could not write."""
+  return (f'{out}: not written ({e.strerror or type(e).__name__}); free space or pass another '
+          f'--{flag}')
 
 
 def to_json_line(rec: dict) -> str:
