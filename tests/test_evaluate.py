@@ -154,6 +154,55 @@ def test_untrained_control_is_skipped_with_a_reason_when_weights_are_gone(tmp_pa
       models.init_variables(model, int(config.seed), int(config.input.image_size)))
 
 
+@pytest.mark.parametrize('overrides, expect', [
+    ({'eval.box_threshold': 1.5}, 'config.eval.box_threshold=1.5: must be in (0, 1)'),
+    ({'eval.box_threshold': float('nan')}, 'config.eval.box_threshold=nan: must be in (0, 1)'),
+    ({'eval.cam_methods': ('gradcam', 'bogus')}, "unknown CAM method 'bogus'"),
+    ({'eval.faithfulness_steps': 0}, 'config.eval.faithfulness_steps=0: must be an integer'),
+    ({'eval.masks_dir': '{tmp}/named_wrong'}, 'no mask for any of the 10 test images: it '
+     'holds 1 .png files (e.g. 1_mask.png); name each mask <image_id>.png'),
+    ({'eval.masks_dir': '{tmp}/file.txt'}, 'masks folder not found'),
+])
+def test_bad_settings_fail_before_any_image_is_read(evaluated, tmp_path, monkeypatch,
+                                                    overrides, expect):
+  """One line, raised before the test pass (which used to run first: minutes on real AVA) and
+  before anything is written; a box threshold of 1.5 used to box the whole frame silently and
+  a masks folder matching no image gave null metrics and exit 0."""
+  from aesthetics_jax.evaluation import run as eval_run
+  from aesthetics_jax.evaluation import streaming
+  wd, _ = evaluated
+  (tmp_path / 'named_wrong').mkdir()
+  (tmp_path / 'named_wrong' / '1_mask.png').write_bytes(b'')
+  (tmp_path / 'file.txt').write_text('x')
+  before = (wd / 'eval' / 'metrics.json').read_bytes()
+
+  def no_pass(*a, **k):
+    raise AssertionError('the test pass ran before the check')
+
+  monkeypatch.setattr(streaming, 'collect', no_pass)
+  overrides = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v
+               for k, v in overrides.items()}
+  with pytest.raises(eval_run.EvalConfigError) as e:
+    eval_run.evaluate(wd, overrides=overrides)
+  assert expect in str(e.value) and '\n' not in str(e.value)
+  assert (wd / 'eval' / 'metrics.json').read_bytes() == before
+
+
+def test_unreadable_mask_counts_as_no_region_and_is_named(tmp_path):
+  from PIL import Image
+  from aesthetics_jax.evaluation.evaluators import localization
+  Image.new('L', (8, 8), 255).save(tmp_path / '1.png')
+  (tmp_path / '2.png').write_bytes(b'not a png')
+  errors = {}
+  masks = localization.load_masks(str(tmp_path), [1, 2, 3], 4, errors)
+  assert masks[0].all() and not masks[1].any() and not masks[2].any()  # 3: no file, no region
+  assert list(errors) == [str(tmp_path / '2.png')]
+  assert errors[str(tmp_path / '2.png')].startswith(f'{tmp_path / "2.png"}: not an image')
+  with pytest.raises(ValueError, match='not an image'):  # without `errors`: raised
+    localization.load_masks(str(tmp_path), [2], 4)
+  assert localization.matching_masks(str(tmp_path), [1, 2, 3]) == 2
+
+
 def test_per_image_csv_matches_metrics(evaluated):
   wd, m = evaluated
   with open(wd / 'eval' / 'per_image.csv') as f:

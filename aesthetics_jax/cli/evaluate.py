@@ -8,12 +8,16 @@ only (e.g. `--config.eval.cam_methods="('gradcam',)"`, a moved `--config.data.da
 
 Writes W/eval/metrics.json, W/eval/per_image.csv, W/eval/figures/*.png, W/eval/report.html
 and prints the report's path. Errors are one line on stderr: exit 2 when nothing ran (bad
-flags; a --workdir without a usable checkpoint: missing, another model's, or damaged, named
-with its step and file and the `--step` of an intact one; an unwritable W/eval), 1 when the
-evaluation failed (a missing dataset, non-finite model outputs: nothing is written).
+flags or --config.eval values: a box threshold outside (0, 1), an unknown CAM method, a
+--masks_dir that is not a folder or names no test image; a --workdir without a usable
+checkpoint: missing, another model's, or damaged, named with its step and file and the
+`--step` of an intact one; an unwritable W/eval), 1 when the evaluation failed (a missing
+dataset, non-finite model outputs: nothing is written). An unreadable mask file counts as no
+region: a warning line names it, and the report lists them all.
 """
 import json
 import os
+import sys
 
 from absl import flags
 from absl import logging
@@ -46,8 +50,15 @@ def main(argv):
     if _MASKS_DIR.value:
       overrides['eval.masks_dir'] = _MASKS_DIR.value
     m = eval_run.evaluate(_WORKDIR.value, _STEP.value, overrides=overrides)
+  except eval_run.EvalConfigError as e:  # found before any image was read
+    common.usage_error('evaluate', str(e))
   except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
     common.fail('evaluate', e, common.exit_code(e))
+  errors = m.get('localization_mask_errors') or []
+  if errors:
+    print(f'evaluate: warning: {len(errors)} mask file(s) could not be read, their images '
+          f'scored as having no region (the report lists them); first: {errors[0]}',
+          file=sys.stderr)
   print(json.dumps(eval_run.summary(m)))
   print(f'{_WORKDIR.value.rstrip("/")}/{eval_run.EVAL_DIR}/report.html')
 

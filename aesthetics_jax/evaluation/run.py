@@ -37,6 +37,7 @@ from aesthetics_jax.evaluation import ground_truth
 from aesthetics_jax.evaluation import evaluators
 from aesthetics_jax.evaluation import inference
 from aesthetics_jax.evaluation import streaming
+from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import crop
 from aesthetics_jax.report import html as report_html
 from aesthetics_jax.train import checkpoints
@@ -74,7 +75,13 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   config.update_from_flattened_dict(dict(overrides or {}))
   arch, size = str(config.model.arch), int(config.input.image_size)
   ec = config.eval
+  _check_eval_config(config)
   sources = dataset.load_sources(config.data.data_dir, config.data.subset)
+  try:
+    masks = ground_truth.masks_dir(config)
+  except FileNotFoundError as e:  # a --masks_dir that is not a folder
+    raise EvalConfigError(str(e)) from None
+  _check_masks_match(config, masks, sources['test'])
   mesh = parallel.make_mesh()
   # Replicated over the mesh so the jitted calls see one device set with the sharded batches.
   variables = parallel.replicate(jax.device_get(variables), mesh)
@@ -97,7 +104,6 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   m.update(evaluators.metrics.run(test, emd_r=float(config.loss.emd_r),
                                   bootstrap_samples=bootstrap, seed=seed))
   m.update(evaluators.boxes.run(test, image_size=size))
-  masks = ground_truth.masks_dir(config)
   untrained, untrained_note = _untrained_variables(model, config, mesh, masks)
   m.update(evaluators.intensity.run(
       forward, summarize, variables, batches, sources['train'], test,
@@ -162,6 +168,46 @@ SUMMARY_KEYS = ('num_test_images', 'binary_accuracy', 'majority_rate', 'lcc_mean
                 'emd', 'attribute_top1', 'cam_intensity_pearson_all',
                 'cam_intensity_pearson_extreme', 'split_point_accuracy',
                 'pointing_game_centre_baseline')
+
+
+class EvalConfigError(ValueError):
+  """An evaluation setting that cannot work, found before any image is read (one line)."""
+
+
+def _check_eval_config(config) -> None:
+  """The `eval.*` values, before minutes of work: a bad one used to surface after the test
+  pass (a misspelled CAM method) or never (a box threshold of 1.5 boxed the whole frame)."""
+  ec = config.eval
+  try:
+    inference.check_box_threshold(ec.box_threshold)
+    for name in (str(ec.cam_method), *map(str, ec.cam_methods)):
+      cam.canonical_method(name)
+  except ValueError as e:
+    raise EvalConfigError(str(e).splitlines()[0]) from None
+  for key in ('batch_size', 'bootstrap_samples', 'faithfulness_images', 'faithfulness_steps',
+              'localization_images', 'split_point_fit_images', 'num_example_images'):
+    v = ec[key]
+    if (not isinstance(v, int) or v < (1 if key == 'faithfulness_steps'
+                                                          else 0)):
+      raise EvalConfigError(f'config.eval.{key}={v!r}: must be an integer >= '
+                            f'{1 if key == "faithfulness_steps" else 0}')
+
+
+def _check_masks_match(config, masks_dir: str, test_source) -> None:
+  """A user's `--masks_dir` must name masks by the test images' ids: one that matches none
+  used to give null localisation metrics and exit 0."""
+  if not masks_dir or not config.eval.masks_dir:
+    return
+  n = int(config.eval.localization_images) or len(test_source)
+  n = min(n, int(config.data.max_test_images) or len(test_source), len(test_source))
+  ids = [int(test_source[i]['image_id']) for i in range(n)]
+  if ids and not evaluators.localization.matching_masks(masks_dir, ids):
+    pngs = sorted(p.name for p in Path(masks_dir).glob('*.png'))
+    held = (f'it holds {len(pngs)} .png files (e.g. {pngs[0]})' if pngs
+            else 'it holds no .png file')
+    raise EvalConfigError(
+        f'--masks_dir={masks_dir}: no mask for any of the {n} test images: {held}; name each '
+        f'mask <image_id>.png after its test image (e.g. {ids[0]}.png)')
 
 
 def summary(m: Mapping[str, Any]) -> dict:

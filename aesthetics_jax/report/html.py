@@ -261,6 +261,12 @@ def _localization_table(s: Mapping) -> str:
           'the region\'s area share. Box IoU: the suggested box of the low map (threshold '
           f'{_fmt(m.get("box_threshold"))}) against the region\'s bounding box. Regions: '
           f'<code>{_esc(m.get("localization_masks", ""))}</code>.</p>')
+  errors = m.get('localization_mask_errors') or []
+  if errors:
+    shown = ''.join(f'<li>{_esc(e)}</li>' for e in errors[:10])
+    more = f'<li>and {len(errors) - 10} more</li>' if len(errors) > 10 else ''
+    note += (f'<p class="missing">Caution: {len(errors)} mask file(s) could not be read; '
+             f'their images were scored as having no region:</p><ul>{shown}{more}</ul>')
   return _table(rows) + note + _controls_table(m)
 
 

@@ -40,9 +40,11 @@ NOT_FLAT = ('seconds', 'pointing_game_ci', 'margin_over_centre_ci', 'margin_over
             'num_images')
 
 
-def load_masks(masks_dir: str, image_ids: Sequence[int], size: int) -> np.ndarray | None:
+def load_masks(masks_dir: str, image_ids: Sequence[int], size: int,
+               errors: dict[str, str] | None = None) -> np.ndarray | None:
   """Region masks `<masks_dir>/<id>.png` (any size; > 127 = inside) resized (nearest) to S²
-  → bool [N,S,S]; None without a masks folder (real AVA). A missing file = no region."""
+  → bool [N,S,S]; None without a masks folder (real AVA). A missing file = no region; so is
+  an unreadable one, its one-line reason put in `errors` ({path: reason}; raised without)."""
   d = Path(masks_dir) if masks_dir else None
   if d is None or not d.is_dir():
     return None
@@ -51,10 +53,23 @@ def load_masks(masks_dir: str, image_ids: Sequence[int], size: int) -> np.ndarra
     p = d / f'{int(image_id)}.png'
     if p.is_file():
       # The images' decoder (size caps, EXIF orientation); a mask too is user-supplied input.
-      mask = preprocess.decode(preprocess.read_file(p), max_side=4 * size, what=str(p)).image
+      try:
+        mask = preprocess.decode(preprocess.read_file(p), max_side=4 * size, what=str(p)).image
+      except (preprocess.InputError, OSError) as e:
+        if errors is None:
+          raise
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        errors[str(p)] = why if str(p) in why else f'{p}: {why}'
+        continue
       out[i] = np.asarray(Image.fromarray(mask).convert('L').resize((size, size),
                                                                      Image.NEAREST)) > 127
   return out
+
+
+def matching_masks(masks_dir: str, image_ids: Sequence[int]) -> int:
+  """How many of `image_ids` have a `<id>.png` in `masks_dir`."""
+  d = Path(masks_dir)
+  return sum((d / f'{int(i)}.png').is_file() for i in image_ids)
 
 
 def _bootstrap_ci(x: np.ndarray, samples: int, seed: int) -> list[float]:
@@ -119,7 +134,8 @@ def _arrays(low: np.ndarray, aes: np.ndarray | None, masks: np.ndarray,
 
 def _method_arrays(maps_of, methods: Sequence[str], variables, source, n: int,
                    masks_dir: str, image_size: int, normalize: str, batch_size: int, mesh,
-                   threshold: float, untrained=None, shuffle_seed: int | None = None
+                   threshold: float, untrained=None, shuffle_seed: int | None = None,
+                   mask_errors: dict[str, str] | None = None
                    ) -> dict[str, dict[str, dict[str, np.ndarray]]]:
   """{variant: {method: arrays}} over the first n of `source` (batches of `batch_size`, the
   last one padded; images decoded once per batch, and encoded once per batch and variables
@@ -137,7 +153,8 @@ def _method_arrays(maps_of, methods: Sequence[str], variables, source, n: int,
   for start in range(0, n, batch_size):
     idx = range(start, min(n, start + batch_size))
     x = np.stack([preprocess.preprocess_eval_np(source[i]['image'], image_size) for i in idx])
-    masks = load_masks(masks_dir, [int(source[i]['image_id']) for i in idx], image_size)
+    masks = load_masks(masks_dir, [int(source[i]['image_id']) for i in idx], image_size,
+                       mask_errors)
     xp, b = parallel.pad_to_multiple(x, batch_size)
     xj = preprocess.to_model_input(jax.device_put(xp, sharding), normalize)
     perm = None
@@ -212,7 +229,8 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
   seconds, and the controls' keys}}`, `pointing_game_centre_baseline`,
   `mask_mass_area_baseline` (on the images of the method run on the most images),
   `localization_num_images`, `localization_num_defective`, `localization_masks`,
-  `localization_controls` ({control: what it is, or why it was skipped}), and flat
+  `localization_controls` ({control: what it is, or why it was skipped}),
+  `localization_mask_errors` (masks that could not be read, scored as no region), and flat
   `<key>_<method>` copies of the scalars; {} without masks.
   """
   n = len(source) if int(num_images) <= 0 else min(int(num_images), len(source))
@@ -223,13 +241,15 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
   maps_of = make_maps(model, arch, layers)
   per_method: dict[str, dict[str, Any]] = {}
   baselines: dict[int, tuple[float, float]] = {}
+  mask_errors: dict[str, str] = {}
   for m_n, group in tqdm(inference.method_passes(methods, n, scorecam_images),
                          desc='localization', leave=False):
     t = time.time()
     arrays = _method_arrays(maps_of, group, variables, source, m_n, masks_dir, image_size,
                             normalize, round_up(min(batch_size, m_n)), mesh, box_threshold,
                             untrained=untrained_variables,
-                            shuffle_seed=seed if shuffled_masks else None)
+                            shuffle_seed=seed if shuffled_masks else None,
+                            mask_errors=mask_errors)
     seconds = round(time.time() - t, 1)
     for method in group:
       trained = arrays['trained'][method]
@@ -259,6 +279,8 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
          'localization_num_defective': max(s['num_defective'] for s in per_method.values()),
          'localization_masks': masks_dir, 'localization_controls': controls,
          'pointing_game_centre_baseline': centre, 'mask_mass_area_baseline': area}
+  if mask_errors:  # scored as images without a region
+    out['localization_mask_errors'] = [mask_errors[p] for p in sorted(mask_errors)]
   for method, vals in per_method.items():  # flat copies for grep / dashboards
     out.update({f'{k}_{method}': v for k, v in vals.items() if k not in NOT_FLAT})
   return out
