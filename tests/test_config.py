@@ -133,6 +133,11 @@ def test_load_config_garbage_is_one_line(tmp_path):
     ('evaluate', ['--config.eval.cam_mthods=x'],
      'evaluate: unknown config key --config.eval.cam_mthods; did you mean '
      '--config.eval.cam_methods'),
+    # A value of the wrong type: absl's 'FATAL Flags parsing error' and a second line, exit 1.
+    ('predict', ['--step=abc', 'a.jpg'],
+     "predict: flag --step=abc: invalid literal for int() with base 10: 'abc'"),
+    ('train', ['--config=demo:vgg16,smoke', '--config.batch_size=abc'],
+     "train: flag --config.batch_size=abc: invalid literal for int() with base 10: 'abc'"),
 ])
 def test_misspelled_or_forbidden_override_is_one_line(script, args, expect, tmp_path):
   r = subprocess.run([sys.executable, '-m', f'launch.{script}', f'--workdir={tmp_path}', *args],

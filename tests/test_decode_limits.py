@@ -151,3 +151,23 @@ def test_big_png_decodes_with_bounded_memory(tmp_path):
   assert (pH, pW) == (rH, rW) == (h, w) and 1024 <= min(rh, rw) < 2048 and (ph, pw) == (rh, rw)
   assert p_mb < 3 * mp, f'palette PNG: +{p_mb:.0f} MB for {mp:.0f} MP'
   assert rgb_mb < 5 * mp, f'RGB PNG: +{rgb_mb:.0f} MB for {mp:.0f} MP'
+
+
+def test_float_image_with_nan_is_refused_and_a_finite_one_decodes():
+  """A float TIFF with a NaN scaled every pixel by a NaN white level (an all-black image,
+  scored with a RuntimeWarning); a finite one is scaled to its own maximum."""
+  a = np.linspace(0, 4, 40 * 50, dtype=np.float32).reshape(40, 50)
+  finite = io.BytesIO()
+  Image.fromarray(a, 'F').save(finite, format='TIFF')
+  img = preprocess.decode(finite.getvalue(), what='finite.tif').image
+  assert img.shape == (40, 50, 3) and img.max() == 255 and img.min() == 0
+  for bad in (np.nan, np.inf):
+    b = a.copy()
+    b[3, 7] = bad
+    buf = io.BytesIO()
+    Image.fromarray(b, 'F').save(buf, format='TIFF')
+    with pytest.raises(preprocess.DecodeError) as e:
+      preprocess.decode(buf.getvalue(), what='science.tif')
+    assert str(e.value) == ('science.tif: float pixels that are not finite (NaN or inf); save '
+                            'it as an 8- or 16-bit image')
+    assert e.value.reason == preprocess.UNDECODABLE

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from absl import app
+from absl import flags
 from ml_collections import config_flags
 
 from aesthetics_jax import cpu_backend
@@ -133,7 +134,21 @@ def run(main: Callable[[list[str]], None], doc: str | None,
   cpu_backend.reexec_with_malloc_tunable()  # once, before any work: glibc reads it at start
   sys.modules['__main__'].__doc__ = doc
   cpu_backend.configure()  # before any JAX computation starts the backends
-  app.run(main, argv=None if argv is None else list(argv))
+  app.run(main, argv=None if argv is None else list(argv), flags_parser=_parse_flags)
+
+
+def command_name() -> str:
+  """`predict` for `aesthetics-predict` and for `python -m launch.predict`."""
+  return Path(sys.argv[0]).stem.removeprefix('aesthetics-').replace('-', '_')
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, with a bad flag value as one usage line (absl prints 'FATAL Flags
+  parsing error: ...' plus a second line and exits 1)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    usage_error(command_name(), first_line(e))
 
 
 def run_with_overrides(main: Callable[[list[str]], None], doc: str | None, command: str,

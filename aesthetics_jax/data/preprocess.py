@@ -247,12 +247,19 @@ def _white_level(img: Image.Image) -> float:
   return max(float(img.getextrema()[1]), 1.0)
 
 
+class _NonFinitePixels(Exception):
+  """A float ('F') image holds NaN or inf: no white level maps it to 0-255 (a NaN made every
+  pixel black, with a RuntimeWarning)."""
+
+
 def _band_to_rgb(img: Image.Image, white: float) -> Image.Image:
   """Any PIL mode → RGB. Alpha is dropped (as torchvision's default loader does)."""
   if img.mode == 'RGB':
     return img
   if img.mode in _WIDE_GREY:
     a = np.asarray(img, dtype=np.float64)
+    if img.mode == 'F' and not (np.isfinite(a).all() and math.isfinite(white)):
+      raise _NonFinitePixels()
     a = np.clip(a * (255.0 / white), 0, 255).astype(np.uint8)
     return Image.fromarray(a, 'L').convert('RGB')
   if img.mode == 'P' and 'transparency' in img.info:
@@ -323,6 +330,9 @@ def _decode(data: bytes | Image.Image, target: int | None, max_side: int | None,
     return out, _displayed((w, h), orient), img.format
   except DecodeError:
     raise
+  except _NonFinitePixels:
+    raise _fail(UNDECODABLE, what, 'float pixels that are not finite (NaN or inf)',
+                'save it as an 8- or 16-bit image') from None
   except Exception as e:  # pylint: disable=broad-except  (any decoder failure)
     raise _classify(e, what, hint) from None
 
