@@ -120,6 +120,15 @@ def test_missing_file_is_one_line(tmp_path):
     preprocess.read_file(tmp_path / 'nope.jpg')
   assert e.value.reason == preprocess.MISSING
   _one_line(e, 'nope.jpg: no such file')
+  # Links that lead nowhere say so (both read 'no such file; check the path').
+  (tmp_path / 'dangling.jpg').symlink_to(tmp_path / 'gone.jpg')
+  (tmp_path / 'loop.jpg').symlink_to(tmp_path / 'loop.jpg')
+  for name, text in (('dangling.jpg', f'a broken symbolic link (to {tmp_path / "gone.jpg"})'),
+                     ('loop.jpg', 'a loop of symbolic links')):
+    with pytest.raises(preprocess.DecodeError) as e:
+      preprocess.read_file(tmp_path / name)
+    assert e.value.reason == preprocess.MISSING
+    _one_line(e, f'{name}: {text}')
 
 
 _CHILD = textwrap.dedent('''

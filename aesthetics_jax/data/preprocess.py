@@ -20,6 +20,7 @@ from the generator it is given.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import io
 import math
@@ -136,7 +137,15 @@ def read_file(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> bytes
   p = Path(path)
   try:
     st = p.stat()
-  except OSError:
+  except OSError as e:
+    if e.errno == errno.ELOOP:
+      raise _fail(MISSING, str(p), 'a loop of symbolic links', 'pass the file itself') from None
+    if p.is_symlink():
+      raise _fail(MISSING, str(p), f'a broken symbolic link (to {os.readlink(p)})',
+                  'fix or remove the link') from None
+    if e.errno in (errno.EACCES, errno.EPERM):
+      raise _fail(MISSING, str(p), f'cannot read ({e.strerror})',
+                  'check its permissions') from None
     raise _fail(MISSING, str(p), 'no such file', 'check the path') from None
   if not stat.S_ISREG(st.st_mode):
     raise _fail(UNDECODABLE, str(p), 'not a regular file', 'pass an image file')
