@@ -310,6 +310,24 @@ def catalogue(m: Material, heavy: bool = False, only: set[str] | None = None) ->
   add('misspelled override (evaluate)', ['launch.evaluate', f'--workdir={wd}',
                                          '--config.eval.cam_methodz=x'])
   add('unwritable --output', [*pred, '--output=/proc/fault_drill/out.jsonl', str(m.good)])
+  good_bytes = m.good.read_bytes()
+  add('--output naming a photo (space form)', [*pred, '--output', str(m.good),
+                                                str(img / 'upright.jpg')],
+      check=lambda r: None if m.good.read_bytes() == good_bytes else 'the photo was overwritten')
+  add('bad flag type (--step=abc)', [*pred, '--step=abc', str(m.good)])
+  if only is None or '** through two links back up' in only:
+    loop = m.root / 'loop' / 'sub'
+    loop.mkdir(parents=True, exist_ok=True)
+    shutil.copy(m.good, loop / 'a.png')
+    for name in ('up', 'up2'):
+      if not (loop / name).is_symlink():
+        (loop / name).symlink_to('..')
+    add('** through two links back up', [*pred, f'{m.root / "loop"}/**/*.png'], expect='ok',
+        check=lambda r: None if len(_json_lines(r.stdout)) == 1 else
+        f'{len(_json_lines(r.stdout))} lines for one image')
+  add('unknown best_metric (train)', ['launch.train', f'--config={CONFIG}',
+                                      f'--workdir={m.root / "t_best"}',
+                                      '--config.best_metric=bogus'])
   # -- checkpoints
   if only is None or any(n.startswith('ckpt') for n in only):
     def dmg(name, fn):

@@ -566,4 +566,5 @@ def test_cli_study_without_reference_writes_json(tmp_path):
 def test_cli_user_errors_are_one_line(args, message):
   r = subprocess.run([sys.executable, '-m', 'launch.benchmark', *args], cwd=ROOT,
                      capture_output=True, text=True, timeout=120)
-  assert r.returncode == 1 and 'Traceback' not in r.stderr and message in r.stderr
+  # A bad flag value is a usage error (exit 2), found before any timing.
+  assert r.returncode == 2 and 'Traceback' not in r.stderr and message in r.stderr

@@ -284,7 +284,8 @@ def main(argv):
   what = list(SECTIONS) if 'all' in FLAGS.what else list(FLAGS.what)
   unknown = [w for w in what if w not in SECTIONS]
   if unknown:  # before the sections' imports below
-    user_error(f'unknown --what={",".join(unknown)}; choose from all,{",".join(SECTIONS)}')
+    common.usage_error('benchmark', f'unknown --what={",".join(unknown)}; choose from '
+                       f'all,{",".join(SECTIONS)}')
   # pylint: disable-next=import-outside-toplevel
   from aesthetics_jax.data import ava, preprocess  # their errors are one-line user errors
   try:
