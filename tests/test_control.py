@@ -133,8 +133,36 @@ def test_other_control_data_replaces_the_old_images_and_masks(tmp_path):
   assert len(list((tmp_path / 'ava' / 'images').glob('*.jpg'))) == 24
 
 
+def test_data_it_did_not_make_is_never_deleted(tmp_path):
+  """W/ava or W/tfds without the control stamp (a paper run's workdir, the current folder)
+  were deleted to make room for the control data."""
+  (tmp_path / 'ava').mkdir()
+  (tmp_path / 'ava' / 'AVA.txt').write_text('precious\n')
+  with pytest.raises(control_study.ControlError, match=r'ava exists and is not control data'):
+    control_study.make_data(tmp_path, 16, 8)
+  assert (tmp_path / 'ava' / 'AVA.txt').read_text() == 'precious\n'
+
+
+def test_undefined_scores_are_nan_not_a_crash():
+  """A map with no positive value has no mask mass (null in metrics.json): the smoke control
+  crashed on float(None) at its second seed."""
+  loc = {'gradcam': {'pointing_game': 1.0, 'box_iou': 0.5, 'mask_mass': None},
+         'xgradcam': {'pointing_game': None, 'box_iou': 0.25, 'mask_mass': 0.5}}
+  s = control_study._scores({'localization': loc})
+  assert s['gradcam']['pointing_game'] == 1.0 and np.isnan(s['gradcam']['mask_mass'])
+  rows = [{'seed': k, 'methods': s, 'untrained': s, 'negative': s} for k in (0, 1)]
+  summary = control_study.summarize(rows)
+  assert summary['gradcam']['worst_pointing_game'] == 1.0
+  assert np.isnan(summary['xgradcam']['worst_pointing_game'])
+  assert summary['xgradcam']['worst_box_iou'] == 0.25
+  back = control_study._nan_for_null(json.loads(json.dumps(
+      control_study.io_lib.json_safe(rows))))  # control.json round trip: valid JSON, NaN again
+  assert np.isnan(back[0]['methods']['gradcam']['mask_mass'])
+
+
 @pytest.mark.parametrize('args,message', [
     (['--seeds=0,x'], 'control: --seeds=0,x: pass integers'),
+    (['--seeds=-1'], 'control: --seeds=-1: seeds are integers >= 0'),
     (['--num_test=2'], 'control: --num_test=2: pass 8 or more'),
     (['--config.eval.cam_methd=gradcam'], 'control: unknown config key --config.eval.cam_methd'),
 ])

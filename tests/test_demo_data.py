@@ -223,6 +223,14 @@ def test_launcher_prints_summary_and_one_line_errors(tmp_path):
                        capture_output=True, text=True, timeout=120)
   assert bad.returncode == 1 and 'Traceback' not in bad.stderr
   assert bad.stderr.strip().count('\n') == 0 and 'choose a writable --out_dir' in bad.stderr
+  # A real AVA root is not overwritten (its AVA.txt, tags and lists were replaced).
+  real = tmp_path / 'AVA'
+  real.mkdir()
+  (real / 'AVA.txt').write_text('1 42 0 0 0 0 0 0 0 0 0 0 0 0 1\n')
+  refused = subprocess.run(cmd + [f'--out_dir={real}'], cwd=repo, env=env,
+                           capture_output=True, text=True, timeout=120)
+  assert refused.returncode == 2 and 'did not write (an AVA root?)' in refused.stderr
+  assert (real / 'AVA.txt').read_text() == '1 42 0 0 0 0 0 0 0 0 0 0 0 0 1\n'
 
 
 def test_launcher_vivid_gain_flag(tmp_path):

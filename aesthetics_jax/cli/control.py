@@ -55,6 +55,8 @@ def main(argv):
     seeds = [int(s) for s in _SEEDS.value]
   except ValueError:
     common.usage_error('control', f'--seeds={",".join(_SEEDS.value)}: pass integers, e.g. 0,1,2')
+  if any(s < 0 for s in seeds):  # config.seed: before the data is made, not after
+    common.usage_error('control', f'--seeds={",".join(_SEEDS.value)}: seeds are integers >= 0')
   for name, v in (('num_train', _NUM_TRAIN.value), ('num_test', _NUM_TEST.value)):
     if v < 8:
       common.usage_error('control', f'--{name}={v}: pass 8 or more')
@@ -65,10 +67,14 @@ def main(argv):
     config = control_config.apply_smoke(config)
     n_train, n_test = control_study.SMOKE_SIZES
   from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train.errors import TrainingError  # pylint: disable=C0415
+  checkpoints.quiet_orbax_errors()  # a failed save is one line, not orbax's tracebacks
   try:
     result = control_study.run_control(_WORKDIR.value, config, seeds, n_train, n_test,
                                        _DECOYS.value)
-  except (control_study.ControlError, ava.AvaError, ValueError, FileNotFoundError, OSError) as e:
+  except (control_study.ControlError, ava.AvaError, TrainingError, ValueError,
+          FileNotFoundError, OSError) as e:
     common.fail('control', e, common.exit_code(e))
   print(control_study.table(result), end='')
 

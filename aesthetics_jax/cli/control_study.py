@@ -51,6 +51,13 @@ def make_data(w: Path, num_train: int, num_test: int, decoys: bool = True) -> Pa
     if any(w.glob('seed_*')):  # models trained on other images: scoring them would mislead
       raise ControlError(f'{w} holds models trained on other control data than '
                          f'{want} ({stamp}); use a fresh --workdir')
+    if not stamp.is_file():
+      # Only data this command generated (stamped) is ever deleted: W/ava or W/tfds without
+      # the stamp are someone's dataset (a paper run's workdir, the current folder).
+      for old in (ava_dir, w / 'tfds'):
+        if old.exists():
+          raise ControlError(f'{old} exists and is not control data (no {stamp}); pass a '
+                             'fresh --workdir, or delete it')
     for old in (ava_dir, w / 'tfds'):  # other images (and their masks, which the negative
       if old.exists():                 # control would otherwise hand out)
         shutil.rmtree(old)
@@ -64,10 +71,35 @@ def make_data(w: Path, num_train: int, num_test: int, decoys: bool = True) -> Pa
   return w / 'tfds'
 
 
+def _num(x) -> float:
+  """A score, NaN where metrics.json has null (undefined: e.g. the mask mass of a map with no
+  positive value)."""
+  return float('nan') if x is None else float(x)
+
+
+def _nan_for_null(obj):
+  """control.json read back: null scores are NaN again (json_safe wrote them as null)."""
+  if isinstance(obj, dict):
+    return {k: _nan_for_null(v) for k, v in obj.items()}
+  if isinstance(obj, list):
+    return [_nan_for_null(v) for v in obj]
+  return float('nan') if obj is None else obj
+
+
+def _lo(xs) -> float:
+  xs = [x for x in xs if x == x]  # NaN-free
+  return min(xs) if xs else float('nan')
+
+
+def _hi(xs) -> float:
+  xs = [x for x in xs if x == x]
+  return max(xs) if xs else float('nan')
+
+
 def _scores(metrics: dict, suffix: str = '') -> dict:
   """{method: {pointing_game, box_iou, mask_mass}} of an evaluation's localisation (with
-  `suffix`: of one of its controls, e.g. '_untrained')."""
-  return {m: {k: float(v[k + suffix]) for k in _SCORES}
+  `suffix`: of one of its controls, e.g. '_untrained'); NaN where undefined."""
+  return {m: {k: _num(v[k + suffix]) for k in _SCORES}
           for m, v in metrics['localization'].items()}
 
 
@@ -102,7 +134,9 @@ def run_seed(w: Path, data_dir: Path, config, seed: int) -> dict:
          'cam_map_size': 'x'.join(map(str, m['cam_map_size'])),
          'methods': _scores(m), 'negative': _scores(m, '_shuffled_masks'),
          'untrained': _scores(m, '_untrained')}
-  best = max(row['methods'].items(), key=lambda kv: kv[1]['pointing_game'])
+  best = max(row['methods'].items(),
+             key=lambda kv: kv[1]['pointing_game'] if kv[1]['pointing_game'] == kv[1][
+                 'pointing_game'] else -1.0)
   _log(f'seed {seed}: accuracy {row["binary_accuracy"]:.3f}, pointing game '
        + ', '.join(f'{m} {v["pointing_game"]:.2f}' for m, v in row['methods'].items())
        + f' (best {best[0]}; centre {row["centre_pointing_game"]:.2f})')
@@ -116,14 +150,17 @@ def summarize(rows: Sequence[dict], hit: float = 0.9) -> dict:
   out = {}
   for m in rows[0]['methods']:
     pg = [r['methods'][m]['pointing_game'] for r in rows]
-    out[m] = {'worst_pointing_game': min(pg), 'median_pointing_game': float(np.median(pg)),
-              'worst_box_iou': min(r['methods'][m]['box_iou'] for r in rows),
+    finite = [p for p in pg if p == p]
+    # NaN (undefined on a seed) is left out of each extreme; all-NaN gives NaN.
+    out[m] = {'worst_pointing_game': _lo(pg),
+              'median_pointing_game': float(np.median(finite)) if finite else float('nan'),
+              'worst_box_iou': _lo(r['methods'][m]['box_iou'] for r in rows),
               'seeds_pointing': [r['seed'] for r, p in zip(rows, pg) if p >= hit],
-              'highest_untrained_pointing_game': max(r['untrained'][m]['pointing_game']
+              'highest_untrained_pointing_game': _hi(r['untrained'][m]['pointing_game']
                                                      for r in rows),
-              'worst_margin_over_untrained': min(
+              'worst_margin_over_untrained': _lo(
                   p - r['untrained'][m]['pointing_game'] for r, p in zip(rows, pg)),
-              'negative_max_pointing_game': max(r['negative'][m]['pointing_game']
+              'negative_max_pointing_game': _hi(r['negative'][m]['pointing_game']
                                                 for r in rows)}
   return out
 
@@ -143,7 +180,7 @@ def table(result: dict) -> str:
   for r in rows:
     cells = [f'{r["methods"][m]["pointing_game"]:.2f} / {r["methods"][m]["box_iou"]:.2f}'
              for m in methods]
-    neg = max(v['pointing_game'] for v in r['negative'].values())
+    neg = _hi(v['pointing_game'] for v in r['negative'].values())
     lines.append(f'| {r["seed"]} | trained | {r["binary_accuracy"]:.3f} | ' +
                  ' | '.join(cells) + f' | {neg:.2f} |')
     lines.append(f'| {r["seed"]} | untrained | | ' +
@@ -178,7 +215,7 @@ def run_control(workdir, config, seeds: Sequence[int], num_train: int = 256,
   if out_json.is_file():
     old = json.loads(out_json.read_text())
     if all(old.get(k) == v for k, v in key.items()):
-      done = {r['seed']: r for r in old['seeds']}
+      done = {r['seed']: _nan_for_null(r) for r in old['seeds']}
   rows = []
   for s in seeds:
     if s in done:
@@ -187,9 +224,9 @@ def run_control(workdir, config, seeds: Sequence[int], num_train: int = 256,
     else:
       rows.append(run_seed(w, data_dir, config, s))
     result = {**key, 'seeds': rows}
-    io_lib.atomic_write_text(out_json, json.dumps(result, indent=1))  # each seed kept at once
+    io_lib.atomic_write_text(out_json, json.dumps(io_lib.json_safe(result), indent=1))  # kept
   result = {**key, 'cam_map_size': rows[0]['cam_map_size'], 'seeds': rows,
             'summary': summarize(rows)}
-  io_lib.atomic_write_text(out_json, json.dumps(result, indent=1))
+  io_lib.atomic_write_text(out_json, json.dumps(io_lib.json_safe(result), indent=1))
   io_lib.atomic_write_text(w / 'control.md', table(result))
   return result

@@ -13,6 +13,8 @@ Deterministic per seed; rerunning with the same parameters reuses the finished d
 Prints counts, score statistics (AVA: mean of means ≈ 5.4, ~72% high, vote std ≈ 1.4) and
 the time taken. A bad flag or an unwritable out_dir prints one line on stderr and exits 1.
 """
+import os
+
 from absl import flags
 
 from aesthetics_jax.cli import common
@@ -47,6 +49,16 @@ def main(argv):
   if _SIZE.value == 'paper' and _VIVID_GAIN.value not in (None, paper_size.VIVID_GAIN):
     common.usage_error('make_demo_data', f'--vivid_gain={_VIVID_GAIN.value}: --size=paper '
                        f'uses {paper_size.VIVID_GAIN} (drop the flag, or use --size=demo)')
+  out = _OUT_DIR.value
+  if not out:
+    common.usage_error('make_demo_data', '--out_dir is empty; pass the folder to write the '
+                       'demo AVA root to')
+  if (os.path.isfile(os.path.join(out, 'AVA.txt'))
+      and not os.path.exists(os.path.join(out, demo_data.MANIFEST))
+      and not os.path.exists(os.path.join(out, 'demo_meta.csv'))):
+    # A real AVA root (no demo files): generating here replaced its AVA.txt, tags and lists.
+    common.usage_error('make_demo_data', f'--out_dir={out} holds an AVA.txt that this '
+                       'command did not write (an AVA root?); pass a new or empty folder')
   d_train, d_test = DEFAULTS[_SIZE.value]
   n_train = d_train if _NUM_TRAIN.value is None else _NUM_TRAIN.value
   n_test = d_test if _NUM_TEST.value is None else _NUM_TEST.value
