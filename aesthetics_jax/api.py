@@ -66,7 +66,9 @@ def to_array(x: ImageLike) -> np.ndarray:
     # oversized or too small files.
     return inference.load_image(x, target=None, max_side=None).image
   if isinstance(x, Image.Image):
-    return np.asarray(x.convert('RGB'), np.uint8)
+    # The file decoder's rules (16-bit and float modes scaled to their white level, not
+    # clipped by convert('RGB'); NaN refused; EXIF-upright; pixel cap; >= 32 px a side).
+    return preprocess.decode(x, min_side=preprocess.MIN_SIDE, what='PIL image').image
   a = np.asarray(x)
   if a.dtype != np.uint8:
     raise ValueError(f'image array has dtype {a.dtype}; pass uint8 [H, W, 3] (e.g. '
@@ -75,6 +77,9 @@ def to_array(x: ImageLike) -> np.ndarray:
     a = np.repeat(a[..., None], 3, axis=-1)
   if a.ndim != 3 or a.shape[-1] not in (3, 4):
     raise ValueError(f'image array has shape {a.shape}; pass [H, W], [H, W, 3] or [H, W, 4]')
+  if min(a.shape[:2]) < preprocess.MIN_SIDE:  # as a file of that size is refused
+    raise ValueError(f'image array of {a.shape[0]}x{a.shape[1]} px is under '
+                     f'{preprocess.MIN_SIDE} px a side; the model needs a larger image')
   return np.ascontiguousarray(a[..., :3])
 
 
@@ -157,6 +162,10 @@ class Model:
   def _maps(self, images: list[np.ndarray], names: Sequence[str], method=None, layer=None):
     """(predict fields, {map label ('bucket:3', 'tag:13', ...): raw maps [B,h,w]}, method,
     layers) for target `names` as `cam.targets_for` takes them."""
+    if not images:
+      raise ValueError('no images given: pass an image, or a non-empty list of them')
+    if isinstance(names, (list, tuple)) and not names:
+      raise ValueError(f'no target given: pass one or more of {self.targets}')
     cam_lib.targets_for(self.arch, names)  # unknown names: its one-line ValueError, no compile
     wanted = set(cam_lib.target_names(self.arch, names))
     out = {}
@@ -208,7 +217,8 @@ class Model:
       raise ValueError("boxes need one map: use target='bucket:<k>', not 'bucket'")
     names = ('aesthetic', 'top_tag') if paired else (name,)
     _, maps, method, layers = self._maps([image], names, method, layer)
-    thr = self.predictor.threshold if threshold is None else float(threshold)
+    thr = (self.predictor.threshold if threshold is None
+           else inference.check_box_threshold(threshold, 'threshold'))
     d = crop_lib.image_boxes(maps[name][0], maps['top_tag'][0] if paired else None,
                              image.shape[:2], thr, aspect)
     boxes = {(k if paired or k != 'aesthetic' else str(target)): Box.from_yxyx(v)

@@ -102,4 +102,39 @@ def test_bad_arrays_are_one_line():
     api.to_array(np.zeros((4, 4, 3), np.float32))
   with pytest.raises(ValueError, match=r'shape \(4, 4, 2\)'):
     api.to_array(np.zeros((4, 4, 2), np.uint8))
-  assert api.to_array(np.zeros((4, 4, 4), np.uint8)).shape == (4, 4, 3)
+  assert api.to_array(np.zeros((32, 40, 4), np.uint8)).shape == (32, 40, 3)
+  # As a file of that size is refused (a 1x1 array or PIL image was scored).
+  with pytest.raises(ValueError, match='4x4 px is under 32 px a side'):
+    api.to_array(np.zeros((4, 4, 4), np.uint8))
+  with pytest.raises(ValueError, match='PIL image: too small: 1x1 px'):
+    api.to_array(Image.new('RGB', (1, 1)))
+
+
+def test_pil_images_decode_as_their_files_do(tmp_path):
+  """A 16-bit or float PIL image went through convert('RGB'), which clips: a 16-bit grey
+  photo came out nearly white (mean 254 against 124 from its path), a float one in [0, 1]
+  black. Now the file decoder's scaling applies to both, and NaN is refused."""
+  from aesthetics_jax import api
+  ramp = np.linspace(0, 65535, 48 * 64).reshape(48, 64).astype(np.uint16)
+  Image.fromarray(ramp).save(tmp_path / 'g16.png')
+  by_path = api.to_array(str(tmp_path / 'g16.png'))
+  assert np.array_equal(api.to_array(Image.open(tmp_path / 'g16.png')), by_path)
+  assert 100 < by_path.mean() < 155
+  unit = Image.fromarray((ramp / 65535.0).astype(np.float32), 'F')
+  assert 100 < api.to_array(unit).mean() < 155
+  bad = np.asarray(unit).copy()
+  bad[0, 0] = np.nan
+  with pytest.raises(ValueError, match='not finite'):
+    api.to_array(Image.fromarray(bad, 'F'))
+
+
+def test_bad_threshold_and_empty_inputs_are_one_line(example):
+  ns, _, photo = example
+  m = ns['m']
+  for t in (0, -1, 1.5, float('nan'), 'abc'):
+    with pytest.raises(ValueError, match=r'threshold=.*: must be in \(0, 1\)'):
+      m.boxes(photo, threshold=t)  # was a silent full-frame box
+  with pytest.raises(ValueError, match='no images given'):
+    m.score([])
+  with pytest.raises(ValueError, match='no target given'):
+    m.cam(photo, target=[])

@@ -167,6 +167,13 @@ def test_misspelled_or_forbidden_override_is_one_line(script, args, expect, tmp_
     # A value that cannot work (config_checks): was an XLA traceback mid-run.
     (['--config=demo:vgg16,smoke', '--config.input.image_size=0'],
      'train: config.input.image_size=0: must be an integer >= 32'),
+    # Multi-process flags: a lone --num_processes trained as one process, a bad port
+    # segfaulted grpc, an unreachable one hung.
+    (['--config=demo:vgg16,smoke', '--num_processes=2'],
+     'train: --num_processes / --process_id need --coordinator_address'),
+    (['--config=demo:vgg16,smoke', '--coordinator_address=localhost:99999',
+      '--num_processes=2', '--process_id=0'],
+     'train: --coordinator_address=localhost:99999: pass host:port with a port in 1-65535'),
 ])
 def test_train_config_and_workdir_errors_are_one_line(args, expect, tmp_path):
   """Exit 2 before JAX loads; the workdir is not created."""

@@ -47,6 +47,7 @@ def main(argv):
   if len(argv) > 1:
     common.usage_error('train', f'unexpected arguments {argv[1:]}; use --config.key=value')
   common.check_outputs('train', folders={'workdir': _WORKDIR.value})
+  _check_processes(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   import jax  # pylint: disable=import-outside-toplevel
   if _COORDINATOR.value == 'auto':
     jax.distributed.initialize()  # TPU pods, SLURM, ...: JAX reads the cluster's environment.
@@ -105,6 +106,29 @@ def main(argv):
                 'storage, then rerun to resume from the last checkpoint')
   if jax.process_index() == 0:
     print(json.dumps(io_lib.json_safe(dict(result)), sort_keys=True, allow_nan=False))
+
+
+def _check_processes(address: str | None, num: int | None, pid: int | None) -> None:
+  """The multi-process flags, before JAX sees them: without this, a lone --num_processes was
+  silently a single-process run, a bad port segfaulted grpc, an unreachable one hung for
+  minutes, and a --process_id out of range was a traceback from jax.distributed."""
+  if not address:
+    if num is not None or pid is not None:
+      common.usage_error('train', '--num_processes / --process_id need --coordinator_address='
+                         'host:port (the address of process 0), or auto')
+    return
+  if address == 'auto':
+    return
+  if num is None or pid is None:
+    common.usage_error('train', f'--coordinator_address={address} needs --num_processes and '
+                       '--process_id')
+  if num < 1 or not 0 <= pid < num:
+    common.usage_error('train', f'--process_id={pid} with --num_processes={num}: pass '
+                       f'0 <= process_id < num_processes (>= 1)')
+  host, _, port = address.rpartition(':')
+  if not host or '/' in address or not port.isdigit() or not 1 <= int(port) <= 65535:
+    common.usage_error('train', f'--coordinator_address={address}: pass host:port with a port '
+                       'in 1-65535, e.g. 10.0.0.1:1234 (or auto)')
 
 
 def _check_prepared(data_dir: str, subset: str, dataset) -> None:

@@ -396,13 +396,17 @@ class Predictor:
           yield {'path': str(p), **results[j]}
 
 
-def check_box_threshold(value) -> float:
-  """`config.eval.box_threshold` as a float in (0, 1), else ValueError (one line): at 0 or
-  below every box is the whole frame, at 1 or above none exists."""
-  t = float(value)
+def check_box_threshold(value, name: str = 'config.eval.box_threshold') -> float:
+  """`config.eval.box_threshold` (or the argument `name`) as a float in (0, 1), else
+  ValueError (one line): at 0 or below every box is the whole frame, at 1 or above none
+  exists."""
+  try:
+    t = float(value)
+  except (TypeError, ValueError):
+    t = float('nan')
   if not 0.0 < t < 1.0:  # NaN fails too
-    raise ValueError(f'config.eval.box_threshold={value!r}: must be in (0, 1), the fraction '
-                     "of a map's peak a box encloses (default 0.2)")
+    raise ValueError(f'{name}={value!r}: must be in (0, 1), the fraction of a map\'s peak a '
+                     'box encloses (default 0.2)')
   return t
 
 
