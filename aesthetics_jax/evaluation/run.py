@@ -41,6 +41,7 @@ from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import crop
 from aesthetics_jax.report import html as report_html
 from aesthetics_jax.train import checkpoints
+from aesthetics_jax.train import config_checks
 from aesthetics_jax.train import workdir as workdir_lib
 
 EVAL_DIR = 'eval'
@@ -184,13 +185,9 @@ def _check_eval_config(config) -> None:
       cam.canonical_method(name)
   except ValueError as e:
     raise EvalConfigError(str(e).splitlines()[0]) from None
-  for key in ('batch_size', 'bootstrap_samples', 'faithfulness_images', 'faithfulness_steps',
-              'localization_images', 'split_point_fit_images', 'num_example_images'):
-    v = ec[key]
-    if (not isinstance(v, int) or v < (1 if key == 'faithfulness_steps'
-                                                          else 0)):
-      raise EvalConfigError(f'config.eval.{key}={v!r}: must be an integer >= '
-                            f'{1 if key == "faithfulness_steps" else 0}')
+  found = config_checks.problems(config, 'eval.')  # the trainer's rules for these keys
+  if found:
+    raise EvalConfigError(found[0])
 
 
 def _check_masks_match(config, masks_dir: str, test_source) -> None:

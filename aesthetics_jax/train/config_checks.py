@@ -95,6 +95,12 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'cache.device_budget_gb': _NON_NEGATIVE,
     'eval.batch_size': _int_at_least(1),
     'eval.box_threshold': _OPEN_UNIT,
+    'eval.bootstrap_samples': _int_at_least(0),
+    'eval.faithfulness_images': _int_at_least(0),
+    'eval.faithfulness_steps': _int_at_least(1),
+    'eval.localization_images': _int_at_least(0),
+    'eval.split_point_fit_images': _int_at_least(0),
+    'eval.num_example_images': _int_at_least(0),
 }
 
 
@@ -107,13 +113,18 @@ def _get(config: ml_collections.ConfigDict, key: str) -> tuple[bool, Any]:
   return True, node
 
 
-def problems(config: ml_collections.ConfigDict) -> list[str]:
-  """Every bad value of `config`, one line each (empty when it can train)."""
+def problems(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
+  """Every bad value of `config`, one line each (empty when it can train); with `prefix`
+  (e.g. 'eval.', what evaluate may override), only the single-key rules under it."""
   out = []
   for key, (ok, want) in _RULES.items():
+    if not key.startswith(prefix):
+      continue
     present, value = _get(config, key)
     if present and not ok(value):
       out.append(f'config.{key}={value!r}: must be {want}')
+  if prefix:
+    return out
   present, band = _get(config, 'input.weight_band')
   if present and not (len(band) == 2 and all(_num(b) is not None for b in band)
                       and band[0] < band[1]):
