@@ -58,6 +58,34 @@ def _is_batch(x: Any) -> bool:
   return isinstance(x, (list, tuple))
 
 
+def _check_names(value: Any, what: str, example: str) -> None:
+  """None, a str, or a list / tuple of str (an empty one is the caller's to judge): anything
+  else used to end in a TypeError deep inside (`list(3)`, `3.split`)."""
+  if value is None or isinstance(value, str):
+    return
+  if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+    return
+  raise ValueError(f'{what}={value!r}: pass a name or a list of names, e.g. {example}')
+
+
+def _check_method(method: Any) -> None:
+  if method is not None and not isinstance(method, str):
+    raise ValueError(f"method={method!r}: pass one CAM method name, e.g. 'gradcam'; methods: "
+                     f'{", ".join(cam_lib.METHODS)}')
+
+
+def _check_step(step: Any) -> None:
+  if step is not None and (isinstance(step, bool) or not isinstance(step, (int, np.integer))):
+    raise ValueError(f'step={step!r}: pass a checkpoint step as an int, or None for the latest')
+
+
+def _check_batch_size(batch_size: Any) -> int:
+  if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
+      batch_size < 1):
+    raise ValueError(f'batch_size={batch_size!r}: pass a positive int (images per forward pass)')
+  return int(batch_size)
+
+
 def to_array(x: ImageLike) -> np.ndarray:
   """A path, PIL image or array → uint8 [H, W, 3]; one-line ValueError otherwise."""
   if isinstance(x, (str, os.PathLike)):
@@ -91,7 +119,7 @@ class Model:
     self.arch = predictor.arch
     self.method = predictor.method
     self.layers = predictor.cam_layers
-    self.batch_size = batch_size
+    self.batch_size = _check_batch_size(batch_size)
     self._forwards: dict[tuple, Any] = {}
 
   def __repr__(self) -> str:
@@ -119,7 +147,10 @@ class Model:
 
   def _target(self, target: str) -> str:
     """A user's target → the name `cam.targets_for` takes ('tag:Floral' → 'tag:13')."""
-    t = str(target).strip()
+    if not isinstance(target, str):
+      raise ValueError(f"target={target!r}: pass a target name, e.g. 'aesthetic' or "
+                       f"'bucket:3'; targets: {self.targets}")
+    t = target.strip()
     if t == 'high':
       return 'aesthetic'
     if t.startswith('tag:'):
@@ -136,6 +167,8 @@ class Model:
             tuple(f'tag:{k}' for k in range(1, 67))]
 
   def _forward(self, names: tuple[str, ...], method: str | None, layer):
+    _check_method(method)
+    _check_names(layer, 'layer', "'features.14' or ['features.14', 'features.18']")
     method = cam_lib.canonical_method(method) if method else self.method
     layers = self.layers if layer is None else models.resolve_layers(self.predictor.model, layer)
     key = (names, method, layers)
@@ -194,6 +227,7 @@ class Model:
     """Map(s) at each image's size, f32 in [0, 1] (min-max per map; all zero when the map
     points nowhere). target: a name → [H, W] ('bucket' → [10, H, W]); a list of names →
     {name: map}, all from one forward pass. A list of images gives a list."""
+    _check_names(target, 'target', "'aesthetic' or ['aesthetic', 'bucket:3']")
     targets = [target] if isinstance(target, str) else list(target)
     names = tuple(self._target(t) for t in targets)
     images = [to_array(i) for i in (x if _is_batch(x) else [x])]
@@ -265,8 +299,13 @@ def load(workdir: str | os.PathLike, step: int | None = None, *, method: str | N
   """Restores a training workdir's latest (or `step`) checkpoint for the calls above.
 
   method / layer: the defaults of `cam`, `boxes`, ... (else the checkpoint's config.eval);
-  overrides: dotted `eval.*` keys, e.g. {'eval.box_threshold': 0.4}.
+  overrides: dotted `eval.*` keys, e.g. {'eval.box_threshold': 0.4} (others, misspelled
+    keys and wrong types are a one-line ValueError).
   """
+  _check_step(step)
+  _check_method(method)
+  _check_names(layer, 'layer', "'features.14' or ['features.14', 'features.18']")
+  batch_size = _check_batch_size(batch_size)
   method = cam_lib.canonical_method(method) if method else None
   return Model(inference.Predictor(workdir, step, method, layer, overrides=overrides),
                batch_size=batch_size)

@@ -88,6 +88,12 @@ def test_inputs_of_every_kind_and_lists(example):
     (dict(target='nope'), "cam target 'nope' is not defined"),
     (dict(target='bucket:11'), 'score bucket k in 1..10'),
     (dict(method='gradcam+'), "unknown CAM method 'gradcam\\+'"),
+    # Wrong types used to be TypeErrors deep inside (`list(3)`, `3.split`).
+    (dict(target=3), "target=3: pass a name or a list of names"),
+    (dict(target=['aesthetic', 3]), "pass a name or a list of names"),
+    (dict(method=['gradcam']), "method=\\['gradcam'\\]: pass one CAM method name"),
+    (dict(layer=14), 'layer=14: pass a name or a list of names'),
+    (dict(layer=('features.14', None)), "layer=\\('features.14', None\\): pass a name"),
 ])
 def test_bad_targets_and_methods_are_one_line(example, kwargs, match):
   ns, _, photo = example
@@ -138,3 +144,32 @@ def test_bad_threshold_and_empty_inputs_are_one_line(example):
     m.score([])
   with pytest.raises(ValueError, match='no target given'):
     m.cam(photo, target=[])
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(step='2'), "step='2': pass a checkpoint step as an int"),
+    (dict(step=True), 'step=True: pass a checkpoint step as an int'),
+    (dict(batch_size=0), 'batch_size=0: pass a positive int'),
+    (dict(batch_size='8'), "batch_size='8': pass a positive int"),
+    (dict(method=3), 'method=3: pass one CAM method name'),
+    (dict(layer=14), 'layer=14: pass a name or a list of names'),
+    # Overrides: a misspelled key changed nothing, another section rebuilt another model.
+    (dict(overrides={'eval.box_treshold': 0.4}), 'did you mean eval.box_threshold'),
+    (dict(overrides={'model.arch': 'vgg16'}), 'model.arch cannot change here'),
+    (dict(overrides={'eval.box_threshold': 'abc'}), "eval.box_threshold='abc' is a str; this "
+     'key takes a float'),
+    (dict(overrides=['eval.box_threshold=0.4']), 'overrides must be a dict'),
+])
+def test_bad_load_arguments_are_one_line(example, kwargs, match):
+  import aesthetics_jax
+  ns, tmp, _ = example
+  with pytest.raises(ValueError, match=match) as e:
+    aesthetics_jax.load(tmp / 'mnv2', **kwargs)
+  assert '\n' not in str(e.value)
+
+
+def test_eval_overrides_apply(example):
+  import aesthetics_jax
+  _, tmp, _ = example
+  m = aesthetics_jax.load(tmp / 'mnv2', overrides={'eval.box_threshold': 0.4}, batch_size=2)
+  assert m.predictor.threshold == pytest.approx(0.4) and m.batch_size == 2

@@ -156,3 +156,28 @@ def test_the_slow_first_order_names_test_files():
   assert set(conftest._SLOW_FIRST) <= names, set(conftest._SLOW_FIRST) - names
   assert 'no-loadscope-reorder' in tomllib.loads((ROOT / 'pyproject.toml').read_text())[
       'tool']['pytest']['ini_options']['addopts']
+
+
+@pytest.mark.parametrize('kw, expect', [
+    (dict(width_mult=100.0), '--width_mult=100.0: pass a value in (0, 2]'),
+    (dict(width_mult=float('nan')), '--width_mult=nan: pass a value in (0, 2]'),
+    (dict(fc_dim=10 ** 6), '--fc_dim=1000000: pass a value from 1 to 8192'),
+    (dict(num_images=100000), '--calibration_images=100000: pass a value from 2 to 64'),
+    (dict(image_size=8), '--image_size=8: pass a value from 32 to 448'),
+])
+def test_stand_in_weight_sizes_are_bounded(kw, expect):
+  """Huge values used to run out of memory calibrating (or fill the disk) after minutes."""
+  from aesthetics_jax.cli import fake_weights
+  from aesthetics_jax.models import fake_imagenet
+  args = dict(width_mult=1.0, fc_dim=4096, num_images=16, image_size=224) | kw
+  with pytest.raises(fake_imagenet.FakeWeightsError) as e:
+    fake_weights.check_args(**args)
+  assert str(e.value) == expect
+
+
+def test_make_fake_weights_bad_size_flag_exits_2(tmp_path):
+  r = subprocess.run([sys.executable, '-m', 'launch.make_fake_weights', f'--out={tmp_path / "w"}',
+                      '--calibration_images=100000'], capture_output=True, text=True)
+  assert r.returncode == 2 and not (tmp_path / 'w').exists()
+  assert r.stderr.strip().splitlines() == [
+      'make_fake_weights: --calibration_images=100000: pass a value from 2 to 64']

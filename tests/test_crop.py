@@ -85,6 +85,19 @@ def test_aspect_crop_locates_mass():
     crop.aspect_crop(m, '4-3')
 
 
+@pytest.mark.parametrize('aspect', ['inf:1', '1:inf', 'nan:1', float('inf'), 1e9, 1e-9, '21:1',
+                                    '1:21', 0, -1, True, '0:0'])
+def test_extreme_aspects_are_refused(aspect):
+  """An inf or 1e9 ratio used to give a one-pixel strip as the 'crop'."""
+  with pytest.raises(ValueError, match='from 1:20 to 20:1'):
+    crop.parse_aspect(aspect)
+
+
+def test_aspect_bounds_are_accepted():
+  assert crop.parse_aspect('20:1') == 20 and crop.parse_aspect('1:20') == 0.05
+  assert crop.window_size((100, 2000), '20:1') == (100, 2000)
+
+
 def test_scale_box_and_save_crops(tmp_path):
   np.testing.assert_array_equal(crop.scale_box([1, 2, 3, 4], (8, 8), (16, 32)), [2, 8, 6, 16])
   # Shrinking keeps at least one pixel and stays inside the target grid.

@@ -413,3 +413,19 @@ def test_train_id_in_the_test_list_is_kept_in_test_only(tmp_path):
   sources = dataset.load_sources(tmp_path / 'tfds', 'style')
   ids = {s: {int(src[i]['image_id']) for i in range(len(src))} for s, src in sources.items()}
   assert not ids['train'] & ids['test'] and train[1] in ids['test']
+
+
+def test_building_leaves_no_empty_tfds_folder_in_tmp(tmp_path, monkeypatch):
+  """TFDS's GCS lookup for a dataset not prepared yet made a `tempfile.mkdtemp('tfds')` and
+  left it: 1,300 empty /tmp/tmp*tfds folders after a few days of test runs here."""
+  import tempfile
+  made = []
+  real = tempfile.mkdtemp
+
+  def recording(*a, **k):
+    made.append((a, k))
+    return real(*a, **k)
+
+  monkeypatch.setattr(tempfile, 'mkdtemp', recording)
+  b = dataset.builder(tmp_path / 'fresh', 'style')
+  assert b.info.features is not None and made == []

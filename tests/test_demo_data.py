@@ -231,6 +231,14 @@ def test_launcher_prints_summary_and_one_line_errors(tmp_path):
                            capture_output=True, text=True, timeout=120)
   assert refused.returncode == 2 and 'did not write (an AVA root?)' in refused.stderr
   assert (real / 'AVA.txt').read_text() == '1 42 0 0 0 0 0 0 0 0 0 0 0 0 1\n'
+  # More images than the id pool holds was a numpy traceback (exit 1); a bad count is a bad
+  # flag: exit 2, nothing written.
+  huge = subprocess.run(cmd[:-2] + ['--num_train=2000000', '--num_test=2',
+                                    f'--out_dir={tmp_path / "huge"}'], cwd=repo, env=env,
+                        capture_output=True, text=True, timeout=120)
+  assert huge.returncode == 2 and huge.stderr.strip().count('\n') == 0, huge.stderr
+  assert 'is more than the generator makes (500,000' in huge.stderr
+  assert not (tmp_path / 'huge').exists()
 
 
 def test_launcher_vivid_gain_flag(tmp_path):

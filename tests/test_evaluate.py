@@ -162,6 +162,11 @@ def test_untrained_control_is_skipped_with_a_reason_when_weights_are_gone(tmp_pa
     ({'eval.masks_dir': '{tmp}/named_wrong'}, 'no mask for any of the 10 test images: it '
      'holds 1 .png files (e.g. 1_mask.png); name each mask <image_id>.png'),
     ({'eval.masks_dir': '{tmp}/file.txt'}, 'masks folder not found'),
+    # Another subset's test split holds this model's training images; a misspelled key
+    # changed nothing; a model key would rebuild another model around the weights.
+    ({'data.subset': 'all'}, "data.subset='all', but the model was trained on 'style'"),
+    ({'eval.box_treshold': 0.3}, 'did you mean eval.box_threshold'),
+    ({'model.width_mult': 1.0}, 'model.width_mult cannot change here'),
 ])
 def test_bad_settings_fail_before_any_image_is_read(evaluated, tmp_path, monkeypatch,
                                                     overrides, expect):
@@ -297,3 +302,12 @@ def test_explorer_grid_and_maps(browser, evaluated):
   first = page.eval('Number(document.querySelector(".card").dataset.row)')
   col = index['columns'].index('true')
   assert index['rows'][first][col] == min(r[col] for r in index['rows'])
+
+
+def test_missing_dataset_names_the_flag_for_a_moved_one(evaluated, tmp_path):
+  from aesthetics_jax.evaluation import run as eval_run
+  wd, _ = evaluated
+  with pytest.raises(FileNotFoundError, match=r'no prepared dataset; .*if it moved, pass its '
+                     r'new folder: --config\.data\.data_dir=DIR') as e:
+    eval_run.evaluate(wd, overrides={'data.data_dir': str(tmp_path / 'gone')})
+  assert '\n' not in str(e.value)

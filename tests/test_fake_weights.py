@@ -83,3 +83,23 @@ def test_cli_unknown_arch_is_one_line(tmp_path):
   assert r.returncode == 2
   assert r.stderr.strip().splitlines() == [
       'make_fake_weights: --archs=resnet50: use some of mobilenet_v2,vgg16']
+
+
+def test_full_disk_is_one_line_and_leaves_no_file(tmp_path, monkeypatch):
+  """torch.save reported a full disk as 'enforce fail at inline_container.cc: unexpected
+  pos', a traceback; /dev/full fails every write with ENOSPC, as a full disk does."""
+  import os
+  real_fdopen = os.fdopen
+
+  def to_dev_full(fd, mode='r', *a, **k):
+    os.close(fd)
+    return real_fdopen(os.open('/dev/full', os.O_WRONLY), mode, *a, **k)
+
+  state = fake_imagenet.init_state(fake_imagenet.layout('mobilenet_v2', 0.25), 0)
+  monkeypatch.setattr(fake_imagenet.os, 'fdopen', to_dev_full)
+  with pytest.raises(fake_imagenet.FakeWeightsError) as e:
+    fake_imagenet.save_pth(state, tmp_path / 'w.pth')
+  monkeypatch.undo()
+  assert str(e.value) == (f'{tmp_path / "w.pth"}: cannot write (No space left on device); '
+                          'free some space or write elsewhere (--out)')
+  assert list(tmp_path.iterdir()) == []

@@ -85,7 +85,8 @@ def test_smoke_runs_every_stage_and_writes_the_table(run):
 def test_rerun_skips_every_stage(run):
   w, _, first, weights = run
   stamp = (w / 'vgg16' / 'eval' / 'metrics.json').stat().st_mtime_ns
-  paper_run.run_paper(w, smoke=True, archs=('vgg16',), weights=str(weights))
+  paper_run.run_paper(w, smoke=True, archs=('vgg16',), weights=str(weights),
+                      eval_overrides={'eval.box_threshold': 0.3})
   again = {r['stage']: r for r in json.loads((w / paper_run.RUN_JSON).read_text())['stages']}
   assert (w / 'vgg16' / 'eval' / 'metrics.json').stat().st_mtime_ns == stamp
   before = {r['stage']: r for r in first['stages']}
@@ -113,6 +114,56 @@ def test_eval_overrides_reach_the_evaluation(run):
   w, _, _, _ = run
   m = json.loads((w / 'vgg16' / 'eval' / 'metrics.json').read_text())
   assert m['box_threshold'] == 0.3  # the config's default is 0.2
+
+
+def test_other_eval_set_makes_the_evaluation_stale(run):
+  """A rerun with other --eval_set values used to keep the first run's metrics."""
+  from aesthetics_jax.cli import stages
+  w = run[0]
+  smoke = dict(stages.SMOKE_EVAL)
+  assert stages.eval_current(w / 'vgg16', {**smoke, 'eval.box_threshold': 0.3}) is not None
+  assert stages.eval_current(w / 'vgg16', smoke) is None
+  assert stages.eval_current(w / 'vgg16', {**smoke, 'eval.box_threshold': 0.4}) is None
+
+
+@pytest.mark.parametrize('item, expect', [
+    ('eval.faithfulness_image=16', "--eval_set: unknown config key 'eval.faithfulness_image'; "
+     'did you mean eval.faithfulness_images'),
+    ('eval.box_threshold=1.5', '--eval_set (mobilenet_v2): config.eval.box_threshold=1.5: '
+     'must be in (0, 1)'),
+    ('eval.cam_methods=gradcam', "--eval_set: eval.cam_methods='gradcam' is a str; this key "
+     'takes a tuple'),
+])
+def test_bad_eval_set_fails_before_any_stage(tmp_path, item, expect):
+  """It used to surface after the data, weights and training stages (hours at paper scale)."""
+  with pytest.raises(paper_run.PaperRunError) as e:
+    paper_run.run_paper(tmp_path / 'w', smoke=True, eval_overrides=paper_run.parse_eval_set(
+        [item]))
+  assert str(e.value).startswith(expect) and not (tmp_path / 'w').exists()
+
+
+def test_second_run_on_one_workdir_is_refused(tmp_path):
+  """Two runs on one workdir wrote the same data, weights and table at once."""
+  import os
+  from aesthetics_jax.train import checkpoints, workdir
+  first = workdir.WorkdirLock(tmp_path, holder='aesthetics-paper-run')
+  first.acquire()  # as a live run holds it
+  try:
+    with pytest.raises(checkpoints.WorkdirBusyError, match=(
+        f'is in use by another aesthetics-paper-run \\(pid {os.getpid()} ')):
+      paper_run.run_paper(tmp_path, smoke=True, archs=('vgg16',))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['.lock']  # no stage ran
+  finally:
+    first.release()
+
+
+def test_bad_eval_set_flag_exits_2(tmp_path):
+  r = subprocess.run([sys.executable, '-m', 'launch.paper_run', f'--workdir={tmp_path / "w"}',
+                      '--eval_set=eval.box_threshold=2'], capture_output=True, text=True)
+  assert r.returncode == 2 and not (tmp_path / 'w').exists()
+  assert r.stderr.strip().splitlines() == [
+      'paper_run: --eval_set (mobilenet_v2): config.eval.box_threshold=2.0: must be in (0, 1), '
+      "the fraction of a map's peak a box encloses (default 0.2)"]
 
 
 def test_parse_eval_set():

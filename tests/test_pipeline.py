@@ -175,6 +175,48 @@ def test_closing_or_dropping_iterator_stops_threads(source, mesh):
   assert not ours()
 
 
+def test_a_loop_that_raises_still_stops_threads(source, mesh):
+  """A consumer that raises mid-pass left the iterator suspended in its frame, which a kept
+  traceback (pytest's, a notebook's last one) keeps alive with its decode threads: the
+  unclosed pool that test_closing_or_dropping_iterator_stops_threads once met in CI."""
+  import threading
+  before = set(threading.enumerate())
+
+  def ours():
+    return [t for t in threading.enumerate()
+            if t.name.startswith(('input-prefetch', 'decode')) and t not in before]
+
+  kept = []
+  for batches in (pipeline.eval_batches(source, tiny_config(prefetch=2), mesh),
+                  pipeline.train_batches(source, tiny_config(prefetch=0), mesh)):
+    try:
+      with pipeline.closing(batches) as it:
+        for _ in it:
+          assert ours()
+          raise KeyError('the consumer failed')
+    except KeyError as e:
+      kept.append(e)  # the traceback, and the loop's frame with it, stay referenced
+    assert not ours() and kept[-1].__traceback__ is not None
+  with pipeline.closing([1, 2]) as it:  # a plain list passes through
+    assert list(it) == [1, 2]
+
+  # The loops that consume batches: the trainer's evaluation and the evaluation job's stream.
+  from aesthetics_jax.evaluation import streaming
+  from aesthetics_jax.train import trainer
+
+  def failing(*_):
+    raise KeyError('the step failed')
+
+  with pytest.raises(KeyError) as e1:
+    trainer.evaluate(failing, None, pipeline.eval_batches(source, tiny_config(prefetch=2), mesh),
+                     tiny_config())
+  assert not ours()
+  with pytest.raises(KeyError) as e2:
+    streaming.collect(failing, None, None, lambda src, max_examples: pipeline.eval_batches(
+        src, tiny_config(prefetch=2), mesh), source)
+  assert not ours() and e1.tb is not None and e2.tb is not None
+
+
 class _CountingSource(list):
   """A source that counts record reads (the cache should make repeats free)."""
   reads = 0

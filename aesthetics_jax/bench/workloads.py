@@ -183,20 +183,20 @@ def stream_study(step, variables, source, config, mesh) -> dict[str, Any]:
   n = 0
   per_image: dict[str, list] = {}
   bucket_sum = None
-  for batch in ip.eval_batches(source, config, mesh):
-    pred, summ = step(variables, batch['image'])
-    host = jax.device_get({'pred': pred, 'summ': summ, 'mask': batch['mask']})
-    keep = host['mask'] > 0
-    for k, v in host['summ'].items():
-      if k == 'bucket':
-        b = np.asarray(v)[keep].sum(0)
-        bucket_sum = b if bucket_sum is None else bucket_sum + b
-      else:
-        per_image.setdefault(k, []).append(np.asarray(v)[keep])
-    per_image.setdefault('mean_score', []).append(np.asarray(host['pred']['mean_score'])[keep]
-                                                  if 'mean_score' in host['pred'] else
-                                                  np.asarray(host['pred']['p_high'])[keep])
-    n += int(keep.sum())
+  with ip.closing(ip.eval_batches(source, config, mesh)) as batches:
+    for batch in batches:
+      pred, summ = step(variables, batch['image'])
+      host = jax.device_get({'pred': pred, 'summ': summ, 'mask': batch['mask']})
+      keep = host['mask'] > 0
+      for k, v in host['summ'].items():
+        if k == 'bucket':
+          b = np.asarray(v)[keep].sum(0)
+          bucket_sum = b if bucket_sum is None else bucket_sum + b
+        else:
+          per_image.setdefault(k, []).append(np.asarray(v)[keep])
+      score = host['pred']['mean_score' if 'mean_score' in host['pred'] else 'p_high']
+      per_image.setdefault('mean_score', []).append(np.asarray(score)[keep])
+      n += int(keep.sum())
   out = {k: np.concatenate(v) for k, v in per_image.items()}
   out['num_images'] = n
   out['bucket_sum'] = bucket_sum

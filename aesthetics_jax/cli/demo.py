@@ -104,10 +104,11 @@ def _run_arch(arch: str, w: Path, smoke: bool, log_file: str | None = None) -> N
     _log(f'{arch}: training ({total} steps)')
     trainer.train_and_evaluate(config, str(mdir))
     _log(f'{arch}: trained [{time.time() - t0:.0f}s]')
-  m = stages.eval_current(mdir)
+  overrides = SMOKE_EVAL if smoke else DEMO_EVAL
+  m = stages.eval_current(mdir, overrides)
   if m is None:
     _log(f'{arch}: evaluating')
-    m = eval_run.evaluate(mdir, demo=True, overrides=SMOKE_EVAL if smoke else DEMO_EVAL)
+    m = eval_run.evaluate(mdir, demo=True, overrides=overrides)
   else:
     _log(f'{arch}: evaluation already done for step {m.get("step")}')
   _log(f'{arch}: accuracy {m.get("binary_accuracy")} (majority {m.get("majority_rate")}) '

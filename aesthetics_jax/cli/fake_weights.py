@@ -34,14 +34,29 @@ def calibration_images(n: int, size: int, seed: int = 0) -> np.ndarray:
   return np.stack(out)
 
 
+# Upper bounds: calibration holds every image's activations at once (VGG16's first layer at
+# 448 px: 51 MB an image at full width), and width 2 already makes a 2 GB VGG16 file.
+LIMITS = {'width_mult': (0.0, 2.0), 'fc_dim': (1, 8192), 'calibration_images': (2, 64),
+          'image_size': (32, 448)}
+
+
+def check_args(width_mult: float, fc_dim: int, num_images: int, image_size: int) -> None:
+  """FakeWeightsError (one line, naming the flag and its range) for values out of `LIMITS`."""
+  values = {'width_mult': width_mult, 'fc_dim': fc_dim, 'calibration_images': num_images,
+            'image_size': image_size}
+  for name, v in values.items():
+    lo, hi = LIMITS[name]
+    ok = lo < v <= hi if name == 'width_mult' else lo <= v <= hi  # also refuses NaN
+    if not ok:
+      rng = f'in (0, {hi:g}]' if name == 'width_mult' else f'from {lo} to {hi}'
+      raise fake_imagenet.FakeWeightsError(f'--{name}={v}: pass a value {rng}')
+
+
 def make_weights(out_dir: str | os.PathLike, arch: str, *, width_mult: float = 1.0,
                  fc_dim: int = 4096, num_images: int = 16, image_size: int = 224,
                  seed: int = 0) -> tuple[Path, dict]:
   """Writes `<out_dir>/<arch>-synthetic.pth` (+ `.json`); returns (path, info)."""
-  if num_images < 2 or image_size < 32:
-    raise fake_imagenet.FakeWeightsError(
-        f'need --calibration_images >= 2 and --image_size >= 32, got {num_images} and '
-        f'{image_size}')
+  check_args(width_mult, fc_dim, num_images, image_size)
   t0 = time.perf_counter()
   images = calibration_images(num_images, image_size, seed)
   state, stds = fake_imagenet.make_state(arch, images, width_mult, fc_dim, seed)

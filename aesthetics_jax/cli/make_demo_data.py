@@ -11,7 +11,8 @@ corrupt JPEGs), images with a 500-800 px long side, ~140 KB JPEGs, rendered by -
 processes (~2.1 GB; see aesthetics_jax/data/paper_size.py).
 Deterministic per seed; rerunning with the same parameters reuses the finished dataset.
 Prints counts, score statistics (AVA: mean of means ≈ 5.4, ~72% high, vote std ≈ 1.4) and
-the time taken. A bad flag or an unwritable out_dir prints one line on stderr and exits 1.
+the time taken. A problem prints one line on stderr: exit 2 for a bad flag (nothing written),
+1 for a failed run (an unwritable or full out_dir).
 """
 import os
 
@@ -62,6 +63,10 @@ def main(argv):
   d_train, d_test = DEFAULTS[_SIZE.value]
   n_train = d_train if _NUM_TRAIN.value is None else _NUM_TRAIN.value
   n_test = d_test if _NUM_TEST.value is None else _NUM_TEST.value
+  try:  # flag values no dataset can be made with: exit 2, as every command's bad flags
+    demo_data.check_args(n_train, n_test, _SEED.value, _VIVID_GAIN.value)
+  except demo_data.DemoDataError as e:
+    common.usage_error('make_demo_data', str(e))
   try:
     if _SIZE.value == 'paper':
       s = paper_size.generate(_OUT_DIR.value, n_train, n_test, _SEED.value,

@@ -12,7 +12,8 @@ torchvision initialises them, and BatchNorm statistics (MobileNetV2) or per-chan
 keep their scale through every layer (aesthetics_jax/models/fake_imagenet.py,
 aesthetics_jax/cli/fake_weights.py). They stand in
 for ImageNet weights, which carry meaning these do not. `<file>.json` beside each records how
-it was made. Needs torch (`pip install -e '.[torch]'`). A problem prints one line and exits 1.
+it was made. Needs torch (`pip install -e '.[torch]'`). A problem prints one line: exit 2 for
+a bad flag, 1 for a failed write (a full disk: nothing half-written is left).
 """
 from absl import flags
 
@@ -37,12 +38,16 @@ def main(argv):
   if bad or not _ARCHS.value:
     common.usage_error('make_fake_weights', f'--archs={",".join(_ARCHS.value)}: use some of '
                        f'{",".join(fake_imagenet.ARCHS)}')
+  try:
+    fake_weights.check_args(_WIDTH.value, _FC_DIM.value, _N_IMAGES.value, _IMAGE_SIZE.value)
+  except fake_imagenet.FakeWeightsError as e:
+    common.usage_error('make_fake_weights', str(e))
   common.check_outputs('make_fake_weights', folders={'out': _OUT.value})
   for arch in _ARCHS.value:
     try:
-      path, info = fake_weights.make_weights(_OUT.value, arch, width_mult=_WIDTH.value, fc_dim=_FC_DIM.value,
-                                num_images=_N_IMAGES.value, image_size=_IMAGE_SIZE.value,
-                                seed=_SEED.value)
+      path, info = fake_weights.make_weights(
+          _OUT.value, arch, width_mult=_WIDTH.value, fc_dim=_FC_DIM.value,
+          num_images=_N_IMAGES.value, image_size=_IMAGE_SIZE.value, seed=_SEED.value)
     except (fake_imagenet.FakeWeightsError, OSError) as e:
       common.fail('make_fake_weights', e)
     print(f'Wrote {path} ({info["bytes"] / 1e6:.1f} MB, {info["seconds"]:.1f} s); convert it '

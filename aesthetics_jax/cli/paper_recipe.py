@@ -169,13 +169,29 @@ def parse_eval_set(items: list[str]) -> dict:
   return out
 
 
+def check_eval_overrides(archs: list[str], smoke: bool, overrides: dict | None) -> None:
+  """The `--eval_set` values against each arch's config, as evaluate will check them: a
+  misspelled key or bad value used to surface only after data, weights and training."""
+  from aesthetics_jax.evaluation import overrides as overrides_lib  # pylint: disable=C0415
+  from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=C0415
+  for arch in archs:
+    trial = paper_config(arch, smoke, None)
+    try:
+      overrides_lib.apply(trial, {**(stages.SMOKE_EVAL if smoke else {}), **(overrides or {})},
+                          what='--eval_set')
+      eval_run.check_eval_config(trial)
+    except ValueError as e:
+      raise PaperRunError(f'--eval_set ({arch}): {e}' if 'eval_set' not in str(e)
+                          else str(e)) from None
+
+
 def stage_evaluate(mdir: Path, smoke: bool, overrides: dict | None = None):
   from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=import-outside-toplevel
-  m = stages.eval_current(mdir)
+  wanted = {**(stages.SMOKE_EVAL if smoke else {}), **(overrides or {})}
+  m = stages.eval_current(mdir, wanted)
   status = 'reused'
   if m is None:
-    m = eval_run.evaluate(mdir, overrides={**(stages.SMOKE_EVAL if smoke else {}),
-                                           **(overrides or {})} or None)
+    m = eval_run.evaluate(mdir, overrides=wanted or None)
     status = 'ran'
   keys = ('step', 'num_test_images', 'binary_accuracy', 'majority_rate', 'lcc_mean',
           'srcc_mean', 'eval_seconds')
@@ -274,9 +290,25 @@ def run_paper(workdir: str | os.PathLike, *, ava_dir: str | None = None,
 
   eval_overrides: dotted config keys changed for the evaluations only.
   """
+  from aesthetics_jax.train import workdir as workdir_lib  # pylint: disable=C0415
+  archs = list(archs)
+  check_eval_overrides(archs, smoke, eval_overrides)
   w = Path(workdir).absolute()
   w.mkdir(parents=True, exist_ok=True)
-  archs = list(archs)
+  # Two runs on one workdir would write the same data, weights and table at once; the second
+  # is refused (exit 2), naming the first's pid. Each trainer also locks W/<arch>.
+  lock = workdir_lib.WorkdirLock(w, holder='aesthetics-paper-run')
+  lock.acquire()
+  try:
+    return _run_stages(w, ava_dir=ava_dir, weights=weights, archs=archs, views=views,
+                       vgg16_views=vgg16_views, smoke=smoke, seed=seed, workers=workers,
+                       eval_overrides=eval_overrides)
+  finally:
+    lock.release()
+
+
+def _run_stages(w: Path, *, ava_dir, weights, archs, views, vgg16_views, smoke, seed, workers,
+                eval_overrides) -> Path:
   data_dir = w / 'tfds'
   ava = Path(ava_dir) if ava_dir else w / 'ava'
   configs = {a: paper_config(a, smoke, views if a == 'mobilenet_v2' else vgg16_views)

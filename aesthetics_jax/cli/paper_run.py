@@ -57,6 +57,11 @@ def main(argv):
       common.usage_error('paper_run', f'--{name}={v}: pass a positive number of views')
   if _WORKERS.value < 0:
     common.usage_error('paper_run', f'--workers={_WORKERS.value}: pass 0 (one per core) or more')
+  try:  # before the data and training stages: a bad value used to fail only after them
+    eval_overrides = paper_recipe.parse_eval_set(_EVAL_SET.value)
+    paper_recipe.check_eval_overrides(archs, _SMOKE.value, eval_overrides)
+  except paper_recipe.PaperRunError as e:
+    common.usage_error('paper_run', str(e))
   common.check_outputs('paper_run', folders={'workdir': _WORKDIR.value})
   logging.set_verbosity(logging.ERROR)
   from aesthetics_jax.train import checkpoints  # pylint: disable=C0415
@@ -68,7 +73,7 @@ def main(argv):
         _WORKDIR.value, ava_dir=_AVA_DIR.value, weights=_WEIGHTS.value, archs=archs,
         views=_VIEWS.value, vgg16_views=_VGG16_VIEWS.value, smoke=_SMOKE.value,
         seed=_SEED.value, workers=_WORKERS.value,
-        eval_overrides=paper_recipe.parse_eval_set(_EVAL_SET.value))
+        eval_overrides=eval_overrides)
   except (paper_recipe.PaperRunError, ava.AvaError, demo_data.DemoDataError,
           pretrained.PretrainedError, fake_imagenet.FakeWeightsError, ValueError,
           FileNotFoundError, OSError) as e:

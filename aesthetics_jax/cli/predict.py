@@ -47,7 +47,8 @@ _TOP_K = flags.DEFINE_integer('top_k', 5, 'Tags listed per image (MobileNetV2), 
 _OVERLAY_DIR = flags.DEFINE_string('overlay_dir', None, 'Write CAM overlays with boxes and a '
                                    'legend here.')
 _CROP_DIR = flags.DEFINE_string('crop_dir', None, 'Write suggested crops here.')
-_ASPECT = flags.DEFINE_string('aspect', None, 'Crop aspect W:H, e.g. 4:3 (default: free box).')
+_ASPECT = flags.DEFINE_string('aspect', None, 'Crop aspect W:H from 1:20 to 20:1, e.g. 4:3 '
+                              '(default: free box).')
 _CAM_METHOD = flags.DEFINE_string(
     'cam_method', None, 'CAM method: gradcam, gradcampp (gradcam++), hirescam, xgradcam, '
     'layercam, eigencam, scorecam (default: config.eval.cam_method).')

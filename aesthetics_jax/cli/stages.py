@@ -34,14 +34,21 @@ def finished(workdir: Path, total_steps: int) -> bool:
   return latest is not None and latest >= total_steps
 
 
-def eval_current(workdir: Path) -> dict | None:
-  """metrics.json of the latest checkpoint if evaluation already finished for it."""
+def eval_current(workdir: Path, overrides: dict | None = None) -> dict | None:
+  """metrics.json if the evaluation already finished for the latest checkpoint with these
+  `overrides` (a rerun with other `--eval_set` values used to keep the stale metrics)."""
   workdir = Path(workdir)
   mpath = workdir / 'eval' / 'metrics.json'
   if not (mpath.is_file() and (workdir / 'eval' / 'report.html').is_file()):
     return None
-  m = json.loads(mpath.read_text())
-  return m if m.get('step') == latest_step(workdir) else None
+  try:
+    m = json.loads(mpath.read_text())
+  except (OSError, ValueError):  # torn or edited: evaluate again
+    return None
+  # As JSON stores them (tuples become lists), sorted as evaluate records them.
+  wanted = json.loads(json.dumps(dict(sorted((overrides or {}).items()))))
+  current = m.get('step') == latest_step(workdir) and m.get('overrides') == wanted
+  return m if current else None
 
 
 def write_combined_report(w: Path, archs: Sequence[str], config, *, demo: bool,

@@ -273,6 +273,15 @@ def read_skipped_csv(path: str | os.PathLike) -> list[Skipped]:
 
 # --------------------------------------------------------------------------- builder
 
+
+class _LocalInfo(tfds.core.DatasetInfo):
+  """TFDS looks for a not-yet-prepared dataset's info in its GCS bucket, first making a
+  `tempfile.mkdtemp('tfds')` that it never removes (one empty /tmp folder per prepare, or
+  per test); AVA is never there, so the lookup is skipped."""
+
+  def initialize_from_bucket(self) -> None:
+    pass
+
 class Ava(tfds.core.GeneratorBasedBuilder):
   """AVA (Murray et al. 2012) with original image bytes; manual_dir = AVA root."""
 
@@ -301,7 +310,7 @@ class Ava(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     # DatasetInfo directly: dataset_info_from_configs() wants TFDS package metadata files.
-    return tfds.core.DatasetInfo(
+    return _LocalInfo(
         builder=self,
         description='AVA aesthetic visual analysis: vote histograms over scores 1..10, up to '
         'two of 66 semantic tags, challenge id. `image` holds the original file bytes.',

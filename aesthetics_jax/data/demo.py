@@ -430,6 +430,27 @@ def _stratified_quality(rng, n: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------
 # Dataset.
 
+# Kept images at most (AVA has 255,000): the ids are drawn from 1000..999,999 with the
+# untagged, missing and spare ones beside them, and a larger count was a numpy traceback.
+MAX_IMAGES = 500_000
+
+
+def check_args(num_train: int, num_test: int, seed: int,
+               vivid_gain: float | None = None) -> None:
+  """DemoDataError (one line) for arguments no dataset can be made with (both generators)."""
+  if num_train < 1 or num_test < 1:
+    raise DemoDataError(f'num_train and num_test must be >= 1, got {num_train} and '
+                        f'{num_test} (pass positive counts)')
+  if num_train + num_test > MAX_IMAGES:
+    raise DemoDataError(f'num_train + num_test = {num_train + num_test:,} is more than the '
+                        f'generator makes ({MAX_IMAGES:,}; AVA has 255,000); pass smaller counts')
+  if seed < 0:
+    raise DemoDataError(f'seed must be >= 0, got {seed} (pass a non-negative integer)')
+  if vivid_gain is not None and not 0 <= vivid_gain <= 0.5:
+    raise DemoDataError(f'vivid_gain must be in [0, 0.5], got {vivid_gain} (0 = no global '
+                        'cue; 0.1 = generator version 3)')
+
+
 def _params(num_train, num_test, seed, vivid_gain) -> dict[str, Any]:
   return {'num_train': int(num_train), 'num_test': int(num_test), 'seed': int(seed),
           'vivid_gain': float(vivid_gain), 'generator_version': GENERATOR_VERSION}
@@ -490,14 +511,7 @@ def generate(out_dir: os.PathLike | str, num_train: int = 2000, num_test: int = 
     Summary: counts, `mean_of_means`, `std_of_means`, `frac_high`, `mean_vote_std`,
     `mean_num_votes`, `frac_with_defects`, `mean_defect_area`, `seconds`, `reused`.
   """
-  if num_train < 1 or num_test < 1:
-    raise DemoDataError(f'num_train and num_test must be >= 1, got {num_train} and '
-                        f'{num_test} (pass positive counts)')
-  if seed < 0:
-    raise DemoDataError(f'seed must be >= 0, got {seed} (pass a non-negative integer)')
-  if not 0 <= vivid_gain <= 0.5:
-    raise DemoDataError(f'vivid_gain must be in [0, 0.5], got {vivid_gain} (0 = no global '
-                        'cue; 0.1 = generator version 3)')
+  check_args(num_train, num_test, seed, vivid_gain)
   out_dir = Path(out_dir)
   params = _params(num_train, num_test, seed, vivid_gain)
   done = _is_complete(out_dir, params)

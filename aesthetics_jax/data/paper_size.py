@@ -176,11 +176,7 @@ def generate(out_dir: os.PathLike | str, num_train: int = PAPER_KEPT['train'],
     demo.generate's summary keys plus `num_listed`, `num_missing`, `num_corrupt`,
     `images_per_second`, `mean_jpeg_kb`, `image_mb`, `workers`.
   """
-  if num_train < 1 or num_test < 1:
-    raise demo.DemoDataError(f'num_train and num_test must be >= 1, got {num_train} and '
-                             f'{num_test} (pass positive counts)')
-  if seed < 0:
-    raise demo.DemoDataError(f'seed must be >= 0, got {seed} (pass a non-negative integer)')
+  demo.check_args(num_train, num_test, seed)
   lo, hi = (int(v) for v in long_side)
   if not 56 <= lo <= hi:
     raise demo.DemoDataError(f'long_side must be (min, max) with 56 <= min <= max, got '

@@ -20,12 +20,13 @@ No pmap: data parallelism is `jax.jit` over arrays sharded with
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import os
 import queue
 import sys
 import threading
-from typing import Callable, Iterator, Sequence
+from typing import Callable, ContextManager, Iterable, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -147,6 +148,14 @@ def to_global(host: dict[str, np.ndarray], sharding, batch_size: int,
   out['image'] = preprocess.to_model_input(out['image'], normalize=normalize,
                                            flip=out.pop('flip', None))
   return out
+
+
+def closing(batches: Iterable[Batch]) -> ContextManager[Iterable[Batch]]:
+  """`with closing(batches) as it: for b in it: ...` stops the decode threads however the
+  loop ends. A loop that raises leaves a suspended iterator to the garbage collector, and a
+  traceback kept for debugging (pytest's, a notebook's last one) keeps its threads alive."""
+  return (contextlib.closing(batches) if callable(getattr(batches, 'close', None))
+          else contextlib.nullcontext(batches))
 
 
 def _prefetch(produce: Callable[[int], Batch], items: Iterator[int], depth: int,

@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from aesthetics_jax.evaluation import ground_truth
+from aesthetics_jax.evaluation import overrides as overrides_lib
 from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import crop
 from aesthetics_jax.report import figures
@@ -270,7 +271,7 @@ class Predictor:
     `overrides`: dotted `eval.*` keys for this predictor (`{'eval.box_threshold': 0.4}`)."""
     self.model, self.variables, self.config, self.step = checkpoints.restore_for_inference(
         workdir, step)
-    self.config.update_from_flattened_dict(dict(overrides or {}))
+    overrides_lib.apply(self.config, overrides)  # eval.* only; one-line OverrideError
     self.arch = str(self.config.model.arch)
     self.size = int(self.config.input.image_size)
     self.method = cam.canonical_method(cam_method or str(self.config.eval.cam_method))

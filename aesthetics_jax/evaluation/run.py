@@ -36,6 +36,7 @@ from aesthetics_jax.data import stats as data_stats
 from aesthetics_jax.evaluation import ground_truth
 from aesthetics_jax.evaluation import evaluators
 from aesthetics_jax.evaluation import inference
+from aesthetics_jax.evaluation import overrides as overrides_lib
 from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import crop
@@ -73,11 +74,18 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   model, variables, config, step = checkpoints.restore_for_inference(workdir, step)
   # Results are written at the end: a read-only workdir fails now, not after minutes of work.
   workdir_lib.check_writable(workdir / EVAL_DIR, 'evaluation folder')
-  config.update_from_flattened_dict(dict(overrides or {}))
+  try:
+    overrides_lib.apply(config, overrides, allowed=('eval.', 'data.'))
+  except overrides_lib.OverrideError as e:
+    raise EvalConfigError(str(e)) from None
   arch, size = str(config.model.arch), int(config.input.image_size)
   ec = config.eval
-  _check_eval_config(config)
-  sources = dataset.load_sources(config.data.data_dir, config.data.subset)
+  check_eval_config(config)
+  try:
+    sources = dataset.load_sources(config.data.data_dir, config.data.subset)
+  except FileNotFoundError as e:  # most often a dataset moved since training
+    raise FileNotFoundError(f'{e}; or, if it moved, pass its new folder: '
+                            '--config.data.data_dir=DIR') from None
   try:
     masks = ground_truth.masks_dir(config)
   except FileNotFoundError as e:  # a --masks_dir that is not a folder
@@ -99,7 +107,8 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
                            desc='eval test')
   _check_finite(test, step, workdir)
 
-  m: dict[str, Any] = {'step': step, 'arch': arch, 'cam_method': str(ec.cam_method),
+  m: dict[str, Any] = {'step': step, 'overrides': dict(sorted((overrides or {}).items())),
+                       'arch': arch, 'cam_method': str(ec.cam_method),
                        'box_threshold': float(ec.box_threshold), 'cam_layers': list(layers),
                        'cam_map_size': _map_size(model, variables, layers, size)}
   m.update(evaluators.metrics.run(test, emd_r=float(config.loss.emd_r),
@@ -175,7 +184,7 @@ class EvalConfigError(ValueError):
   """An evaluation setting that cannot work, found before any image is read (one line)."""
 
 
-def _check_eval_config(config) -> None:
+def check_eval_config(config) -> None:
   """The `eval.*` values, before minutes of work: a bad one used to surface after the test
   pass (a misspelled CAM method) or never (a box threshold of 1.5 boxed the whole frame)."""
   ec = config.eval

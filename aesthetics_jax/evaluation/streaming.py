@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from aesthetics_jax.data import pipeline
 from aesthetics_jax.evaluation import study
 from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import crop
@@ -126,8 +127,9 @@ def collect(forward: ForwardFn, summarize, variables, batches: BatchesFn,
   acc: dict[str, dict[str, list]] = {'pred': {}, 'true': {}, 'maps': {}}
   score_maps = bucket_maps = None
   n_total = min(len(source), int(max_examples)) if max_examples else len(source)
-  with tqdm(total=n_total, desc=desc, unit='img', leave=False) as bar:
-    for batch in batches(source, max_examples=max_examples or None):
+  with tqdm(total=n_total, desc=desc, unit='img', leave=False) as bar, pipeline.closing(
+      batches(source, max_examples=max_examples or None)) as it:
+    for batch in it:
       pred, maps = forward(variables, batch['image'])
       host = jax.device_get({'pred': pred, 'maps': summarize(maps),
                              'true': {k: batch[k] for k in TRUE_FIELDS}, 'mask': batch['mask']})

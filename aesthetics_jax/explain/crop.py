@@ -106,9 +106,13 @@ def average_boxes(a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.concatenate([start, end], axis=1).astype(jnp.int32)
 
 
+# Widest / tallest crop: an inf or 1e9 ratio used to give a one-pixel strip.
+MAX_ASPECT = 20.0
+
+
 def parse_aspect(aspect: str | float) -> float:
-  """'W:H' (e.g. '4:3', '16:9', '1:1') or a number → width / height."""
-  if isinstance(aspect, (int, float)):
+  """'W:H' (e.g. '4:3', '16:9', '1:1') or a number → width / height, within 1:20 .. 20:1."""
+  if isinstance(aspect, (int, float)) and not isinstance(aspect, bool):
     r = float(aspect)
   else:
     try:
@@ -116,8 +120,9 @@ def parse_aspect(aspect: str | float) -> float:
       r = float(w) / float(h)
     except (ValueError, ZeroDivisionError):
       r = -1.0
-  if not r > 0:
-    raise ValueError(f"crop aspect {aspect!r} is not valid; use 'W:H' like '4:3' or a ratio > 0")
+  if not 1 / MAX_ASPECT <= r <= MAX_ASPECT:  # also NaN
+    raise ValueError(f"crop aspect {aspect!r} is not valid; use 'W:H' like '4:3' or a ratio "
+                     f'from 1:{MAX_ASPECT:g} to {MAX_ASPECT:g}:1')
   return r
 
 

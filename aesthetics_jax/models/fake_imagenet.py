@@ -247,15 +247,49 @@ def calibrate(state: dict[str, Any], arch: str, images: np.ndarray,
   return _calibrate_vgg16(state, x)
 
 
+class _WriteErrors:
+  """The file torch.save writes through, keeping the first OSError of a write: torch turns it
+  into an opaque RuntimeError."""
+
+  def __init__(self, f):
+    self.f, self.error = f, None
+
+  def write(self, b) -> int:
+    try:
+      return self.f.write(b)
+    except OSError as e:
+      self.error = self.error or e
+      raise
+
+  def flush(self) -> None:
+    try:
+      self.f.flush()
+    except OSError as e:
+      self.error = self.error or e
+      raise
+
+
 def save_pth(state: dict[str, Any], path: str | os.PathLike) -> Path:
   """`torch.save(state_dict)`, atomically (a temporary file renamed into place)."""
   torch = _torch()
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-  os.close(fd)
   try:
-    torch.save(collections.OrderedDict((k, v.contiguous()) for k, v in state.items()), tmp)
+    try:
+      with os.fdopen(fd, 'wb') as f:
+        out = _WriteErrors(f)
+        try:
+          torch.save(collections.OrderedDict((k, v.contiguous()) for k, v in state.items()),
+                     out)
+        except RuntimeError:
+          if out.error is None:
+            raise
+          # torch reports a full disk as 'enforce fail at inline_container.cc: unexpected pos'
+          raise out.error from None
+    except OSError as e:
+      raise FakeWeightsError(f'{path}: cannot write ({e.strerror or e}); free some space or '
+                             'write elsewhere (--out)') from None
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> what a plain torch.save would give

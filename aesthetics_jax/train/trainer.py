@@ -194,10 +194,11 @@ _TRUE_KEYS = ('label', 'mean_score', 'distribution', 'tags', 'mask', 'image_id')
 def evaluate(eval_step, variables, batches, config) -> tuple[dict, dict, dict]:
   """Runs `eval_step` over batches; returns (metrics, predictions, targets) on host."""
   preds, trues = [], []
-  for batch in batches:
-    p = eval_step(variables, batch)
-    preds.append({k: parallel.to_host(v) for k, v in p.items()})
-    trues.append({k: parallel.to_host(batch[k]) for k in _TRUE_KEYS})
+  with ip.closing(batches) as it:
+    for batch in it:
+      p = eval_step(variables, batch)
+      preds.append({k: parallel.to_host(v) for k, v in p.items()})
+      trues.append({k: parallel.to_host(batch[k]) for k in _TRUE_KEYS})
   pred = {k: np.concatenate([p[k] for p in preds]) for k in preds[0]}
   true = {k: np.concatenate([t[k] for t in trues]) for k in trues[0]}
   keep = true['mask'] > 0

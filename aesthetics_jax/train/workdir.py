@@ -65,10 +65,12 @@ def _holder_alive(info: dict) -> bool:
 
 
 class WorkdirLock:
-  """`<workdir>/.lock`: exclusive ownership of a workdir by one trainer process."""
+  """`<workdir>/.lock`: exclusive ownership of a workdir by one trainer process (or, with
+  `holder`, by one process of another job, e.g. a whole aesthetics-paper-run)."""
 
-  def __init__(self, workdir: str | os.PathLike):
+  def __init__(self, workdir: str | os.PathLike, holder: str = 'trainer'):
     self.path = Path(workdir) / LOCK_NAME
+    self.holder = holder
     self.token = uuid.uuid4().hex
     self.held = False
 
@@ -115,12 +117,12 @@ class WorkdirLock:
       except FileNotFoundError:
         return
       if age < _FRESH_SECONDS:
-        raise WorkdirBusyError(f'{self.path}: another trainer is starting in this workdir; '
-                               'wait for it or use another --workdir')
+        raise WorkdirBusyError(f'{self.path}: another {self.holder} is starting in this '
+                               'workdir; wait for it or use another --workdir')
       holder = 'an unreadable lock'
     elif _holder_alive(info):
       raise WorkdirBusyError(
-          f'{self.path.parent} is in use by another trainer (pid {info.get("pid")} on '
+          f'{self.path.parent} is in use by another {self.holder} (pid {info.get("pid")} on '
           f'{info.get("host")}, since {info.get("started")}); wait for it to finish or use '
           f'another --workdir (if that process is gone, delete {self.path})')
     else:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from aesthetics_jax import cpu_backend
 from aesthetics_jax import parallel
+from aesthetics_jax.data import pipeline
 from aesthetics_jax.evaluation import inference
 from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.explain import cam
@@ -128,8 +129,9 @@ def run(model, variables, source: Sequence, test: streaming.SplitSummary,
       method_images={'scorecam': n_score} if n_score < n and 'scorecam' in methods else {},
       notes=notes, thumb_size=thumb_size, map_size=map_size)
   row = 0
-  with writer, tqdm(total=n, desc='explorer', unit='img', leave=False) as bar:
-    for batch in batches(source, max_examples=n):
+  with writer, tqdm(total=n, desc='explorer', unit='img', leave=False) as bar, \
+      pipeline.closing(batches(source, max_examples=n)) as it:
+    for batch in it:
       keep = np.asarray(jax.device_get(batch['mask'])) > 0
       k = int(keep.sum())
       maps = {m: np.asarray(v)[keep]
