@@ -179,10 +179,12 @@ def check_eval_overrides(archs: list[str], smoke: bool, overrides: dict | None) 
     try:
       overrides_lib.apply(trial, {**(stages.SMOKE_EVAL if smoke else {}), **(overrides or {})},
                           what='--eval_set')
+    except overrides_lib.OverrideError as e:  # names the flag already
+      raise PaperRunError(str(e)) from None
+    try:
       eval_run.check_eval_config(trial)
-    except ValueError as e:
-      raise PaperRunError(f'--eval_set ({arch}): {e}' if 'eval_set' not in str(e)
-                          else str(e)) from None
+    except eval_run.EvalConfigError as e:
+      raise PaperRunError(f'--eval_set ({arch}): {e}') from None
 
 
 def stage_evaluate(mdir: Path, smoke: bool, overrides: dict | None = None):
