@@ -311,3 +311,23 @@ def test_missing_dataset_names_the_flag_for_a_moved_one(evaluated, tmp_path):
                      r'new folder: --config\.data\.data_dir=DIR') as e:
     eval_run.evaluate(wd, overrides={'data.data_dir': str(tmp_path / 'gone')})
   assert '\n' not in str(e.value)
+
+
+def test_second_evaluation_of_one_workdir_is_refused(evaluated):
+  """Two evaluations at once left W/eval with files of both (each file whole, the set mixed)."""
+  import os
+  from aesthetics_jax.evaluation import run as eval_run
+  from aesthetics_jax.train import checkpoints, workdir
+  wd, _ = evaluated
+  before = (wd / 'eval' / 'metrics.json').read_bytes()
+  first = workdir.WorkdirLock(wd / 'eval', holder='aesthetics-evaluate')
+  first.acquire()  # as a live evaluation holds it
+  try:
+    with pytest.raises(checkpoints.WorkdirBusyError, match=(
+        f'eval is in use by another aesthetics-evaluate \\(pid {os.getpid()} ')) as e:
+      eval_run.evaluate(wd)
+    assert '\n' not in str(e.value)
+  finally:
+    first.release()
+  assert (wd / 'eval' / 'metrics.json').read_bytes() == before
+  assert not (wd / 'eval' / '.lock').exists()

@@ -11,7 +11,8 @@ and prints the report's path. Errors are one line on stderr: exit 2 when nothing
 flags or --config.eval values: a box threshold outside (0, 1), an unknown CAM method, a
 --masks_dir that is not a folder or names no test image; a --workdir without a usable
 checkpoint: missing, another model's, or damaged, named with its step and file and the
-`--step` of an intact one; an unwritable W/eval), 1 when the evaluation failed (a missing
+`--step` of an intact one; an unwritable W/eval; another aesthetics-evaluate of the same
+workdir still running, named by its pid), 1 when the evaluation failed (a missing
 dataset, non-finite model outputs: nothing is written). An unreadable mask file counts as no
 region: a warning line names it, and the report lists them all.
 """

@@ -74,6 +74,15 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   model, variables, config, step = checkpoints.restore_for_inference(workdir, step)
   # Results are written at the end: a read-only workdir fails now, not after minutes of work.
   workdir_lib.check_writable(workdir / EVAL_DIR, 'evaluation folder')
+  # Two evaluations of one workdir at once would leave W/eval with files of both; the second
+  # is refused (WorkdirBusyError, exit 2), naming the first's pid.
+  with workdir_lib.claim(workdir / EVAL_DIR, holder='aesthetics-evaluate'):
+    return _evaluate(workdir, model, variables, config, step, t0=t0, demo=demo,
+                     write_html=write_html, overrides=overrides)
+
+
+def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: bool | None,
+              write_html: bool, overrides: Mapping[str, Any] | None) -> dict:
   try:
     overrides_lib.apply(config, overrides, allowed=('eval.', 'data.'))
   except overrides_lib.OverrideError as e:

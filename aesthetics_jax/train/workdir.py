@@ -206,15 +206,17 @@ def remove_if_empty(workdir: Path, created: bool) -> None:
 
 
 @contextlib.contextmanager
-def claim(workdir: str | os.PathLike, active: bool = True) -> Iterator[None]:
-  """Checks and locks `workdir` for the duration (no-op unless `active`: process 0)."""
+def claim(workdir: str | os.PathLike, active: bool = True,
+          holder: str = 'trainer') -> Iterator[None]:
+  """Checks and locks `workdir` for the duration (no-op unless `active`: process 0);
+  `holder` names the job in the message another process gets."""
   io.require_backend(workdir, 'workdir', WorkdirError)
   if not active or not io.is_local(workdir):  # no O_EXCL on object stores (gs://): no lock
     yield
     return
   workdir = Path(workdir)
   created = prepare(workdir)
-  lock = WorkdirLock(workdir)
+  lock = WorkdirLock(workdir, holder)
   try:
     lock.acquire()
     yield
