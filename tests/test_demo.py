@@ -52,3 +52,25 @@ def test_demo_rerun_skips_completed_work(demo_run):
   assert demo.run_demo(w, smoke=True) == w / 'report.html'
   assert stamps == {a: (w / a / 'eval' / 'metrics.json').stat().st_mtime_ns
                     for a in demo.ARCHS}
+
+
+@pytest.mark.parametrize('job', ['demo', 'control'])
+def test_second_run_on_one_workdir_is_refused(tmp_path, job):
+  """Two demos (or controls) on one workdir wrote the same data and reports at once."""
+  import os
+  from aesthetics_jax.train import checkpoints, workdir
+  first = workdir.WorkdirLock(tmp_path, holder=f'aesthetics-{job}')
+  first.acquire()  # as a live run holds it
+  try:
+    with pytest.raises(checkpoints.WorkdirBusyError, match=(
+        f'is in use by another aesthetics-{job} \\(pid {os.getpid()} ')):
+      if job == 'demo':
+        from launch import demo
+        demo.run_demo(tmp_path, smoke=True)
+      else:
+        from aesthetics_jax.cli import control_study
+        from aesthetics_jax.configs import control as control_config
+        control_study.run_control(tmp_path, control_config.get_config('smoke'), [0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['.lock']  # nothing ran
+  finally:
+    first.release()

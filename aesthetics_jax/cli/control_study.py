@@ -200,11 +200,18 @@ def run_control(workdir, config, seeds: Sequence[int], num_train: int = 256,
 
   A seed already in W/control.json with the same steps, methods and layers is not redone.
   """
-  from aesthetics_jax.data import control  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import workdir as workdir_lib  # pylint: disable=C0415
   if not seeds or len(set(seeds)) != len(seeds):
     raise ControlError(f'seeds {list(seeds)}: pass one or more distinct seeds')
   w = Path(workdir).absolute()
-  w.mkdir(parents=True, exist_ok=True)
+  # A second control on W at once would rebuild the data under the first; it is refused.
+  with workdir_lib.claim(w, holder='aesthetics-control'):
+    return _run_control(w, config, seeds, num_train, num_test, decoys)
+
+
+def _run_control(w: Path, config, seeds: Sequence[int], num_train: int, num_test: int,
+                 decoys: bool) -> dict:
+  from aesthetics_jax.data import control  # pylint: disable=import-outside-toplevel
   data_dir = make_data(w, num_train, num_test, decoys)
   out_json = w / 'control.json'
   key = {'num_train_steps': int(config.num_train_steps),

@@ -147,10 +147,18 @@ def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | N
   parallel: train and evaluate the two models in two processes at once (default: yes, except
     with `smoke`, where starting two more Python processes costs more than it saves).
   """
+  from aesthetics_jax.train import workdir as workdir_lib  # pylint: disable=C0415
+  w = Path(workdir).absolute()
+  # A second demo on W at once would write the same data and reports; it is refused (exit 2),
+  # naming the first's pid. The models' trainers and evaluations lock W/<arch> themselves.
+  with workdir_lib.claim(w, holder='aesthetics-demo'):
+    return _run_demo(w, smoke, num_train, num_test, seed, parallel)
+
+
+def _run_demo(w: Path, smoke: bool, num_train: int | None, num_test: int | None, seed: int,
+              parallel: bool | None) -> Path:
   from aesthetics_jax.data import dataset  # pylint: disable=C0415
   t0 = time.time()
-  w = Path(workdir).absolute()
-  w.mkdir(parents=True, exist_ok=True)
   ava_dir, data_dir = w / 'ava', w / 'tfds'
   d_train, d_test = SIZES[smoke]
   make_data(ava_dir, num_train or d_train, num_test or d_test, seed)
@@ -181,7 +189,7 @@ def main(argv):
     path = run_demo(_WORKDIR.value, _SMOKE.value, _NUM_TRAIN.value, _NUM_TEST.value, _SEED.value,
                     _PARALLEL.value)
   except (ValueError, FileNotFoundError, OSError) as e:
-    common.fail('demo', e)
+    common.fail('demo', e, common.exit_code(e))  # 2 for a busy or unusable workdir
   print(path)
 
 

@@ -296,17 +296,12 @@ def run_paper(workdir: str | os.PathLike, *, ava_dir: str | None = None,
   archs = list(archs)
   check_eval_overrides(archs, smoke, eval_overrides)
   w = Path(workdir).absolute()
-  w.mkdir(parents=True, exist_ok=True)
   # Two runs on one workdir would write the same data, weights and table at once; the second
   # is refused (exit 2), naming the first's pid. Each trainer also locks W/<arch>.
-  lock = workdir_lib.WorkdirLock(w, holder='aesthetics-paper-run')
-  lock.acquire()
-  try:
+  with workdir_lib.claim(w, holder='aesthetics-paper-run'):
     return _run_stages(w, ava_dir=ava_dir, weights=weights, archs=archs, views=views,
                        vgg16_views=vgg16_views, smoke=smoke, seed=seed, workers=workers,
                        eval_overrides=eval_overrides)
-  finally:
-    lock.release()
 
 
 def _run_stages(w: Path, *, ava_dir, weights, archs, views, vgg16_views, smoke, seed, workers,
