@@ -26,6 +26,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import signal
 import subprocess
 import sys
@@ -325,6 +326,23 @@ def catalogue(m: Material, heavy: bool = False, only: set[str] | None = None) ->
     add('** through two links back up', [*pred, f'{m.root / "loop"}/**/*.png'], expect='ok',
         check=lambda r: None if len(_json_lines(r.stdout)) == 1 else
         f'{len(_json_lines(r.stdout))} lines for one image')
+  add('extreme crop aspect (--aspect=inf:1)', [*pred, '--aspect=inf:1', str(m.good)])
+  add('evaluate on another data.subset', ['launch.evaluate', f'--workdir={wd}',
+                                          '--config.data.subset=all'])
+  if only is None or 'evaluate while another holds W/eval' in only:
+    busy = m.root / 'wd_busy'
+    lock = busy / 'eval' / '.lock'
+
+    def setup_busy():
+      if not busy.exists():
+        shutil.copytree(m.ckpt_base, busy)
+      lock.parent.mkdir(exist_ok=True)
+      # pid 1 is alive on every host; without proc_start the holder counts as alive.
+      lock.write_text(json.dumps({'pid': 1, 'host': socket.gethostname(),
+                                  'started': 'fault drill'}))
+    add('evaluate while another holds W/eval', ['launch.evaluate', f'--workdir={busy}'],
+        setup=setup_busy, check=lambda r: None if lock.is_file() and not (
+            busy / 'eval' / 'metrics.json').exists() else 'the lock was taken or files written')
   add('unknown best_metric (train)', ['launch.train', f'--config={CONFIG}',
                                       f'--workdir={m.root / "t_best"}',
                                       '--config.best_metric=bogus'])
