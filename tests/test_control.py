@@ -171,3 +171,12 @@ def test_cli_usage_errors_are_one_line(tmp_path, args, message):
                      cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert p.returncode == 2, p.stderr
   assert p.stderr.strip().splitlines() == [p.stderr.strip()] and message in p.stderr, p.stderr
+
+
+def test_smoke_keeps_the_users_overrides():
+  """`aesthetics-control --smoke --config.num_train_steps=3` trained 2 steps, silently."""
+  c = control_config.apply_smoke(control_config.get_config(), keep={
+      'num_train_steps': 3, 'eval.cam_methods': ('gradcam',)})
+  assert c.num_train_steps == 3 and tuple(c.eval.cam_methods) == ('gradcam',)
+  assert c.input.image_size == control_config.SIZE  # the rest of smoke still applies
+  assert control_config.apply_smoke(control_config.get_config()).num_train_steps == 2

@@ -18,8 +18,9 @@ Stages (each skipped on a rerun when its output is complete):
             centre bias, a resize offset, a mask that always matches, scores well there too).
   table     W/control.json and W/control.md (printed): each seed and method, and each method's
             worst seed. One seed can fool a method (README, "Explanations"): run several.
---smoke: tiny data and 2 steps (for tests; a smoke model learns nothing). Errors are one line
-on stderr (exit 1; a bad flag exits 2).
+--smoke: tiny data and 2 steps (for tests; a smoke model learns nothing); a --config.KEY,
+--num_train or --num_test given with it still applies. Errors are one line on stderr (exit 1;
+a bad flag or a busy workdir exits 2).
 """
 from __future__ import annotations
 
@@ -63,9 +64,13 @@ def main(argv):
   logging.set_verbosity(logging.ERROR)
   config = _CONFIG.value
   n_train, n_test = _NUM_TRAIN.value, _NUM_TEST.value
-  if _SMOKE.value:
-    config = control_config.apply_smoke(config)
-    n_train, n_test = control_study.SMOKE_SIZES
+  if _SMOKE.value:  # then the user's own --config.KEY and sizes again: they win over smoke's
+    config = control_config.apply_smoke(
+        config, keep=config_flags.get_override_values(flags.FLAGS['config']))
+    n_train = _NUM_TRAIN.value if flags.FLAGS['num_train'].present else (
+        control_study.SMOKE_SIZES[0])
+    n_test = _NUM_TEST.value if flags.FLAGS['num_test'].present else (
+        control_study.SMOKE_SIZES[1])
   from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train.errors import TrainingError  # pylint: disable=C0415

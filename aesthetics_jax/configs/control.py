@@ -42,8 +42,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return apply_smoke(c) if 'smoke' in args else c
 
 
-def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """`default.apply_smoke` (2 steps, batch 8) at the control's image size."""
+def apply_smoke(c: ml_collections.ConfigDict,
+                keep: dict | None = None) -> ml_collections.ConfigDict:
+  """`default.apply_smoke` (2 steps, batch 8) at the control's image size, then `keep` (the
+  user's dotted --config.KEY overrides, which smoke used to overwrite silently)."""
   default.apply_smoke(c)
   c.input.image_size = c.input.resize_size = SIZE
+  c.update_from_flattened_dict(dict(keep or {}))
   return c
