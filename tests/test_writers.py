@@ -176,3 +176,11 @@ def test_training_run_logs_and_resumes_without_repeats(tmp_path, monkeypatch):
   exp = plugin_data_pb2.HParamsPluginData.FromString(
       acc.PluginTagToContent('hparams')['_hparams_/experiment']).experiment
   assert 'test/binary_accuracy' in [m.name.tag for m in exp.metric_infos]
+  # A rerun of the finished run returns its result and writes nothing: it used to rebuild
+  # its inputs, test again and log a second test record (and a second event file).
+  from aesthetics_jax import io as io_lib
+  logged = (workdir / 'metrics.jsonl').read_bytes()
+  events = sorted((workdir / 'tensorboard').rglob('*'))
+  assert trainer.train_and_evaluate(c, workdir) == io_lib.json_safe(result)
+  assert (workdir / 'metrics.jsonl').read_bytes() == logged
+  assert sorted((workdir / 'tensorboard').rglob('*')) == events

@@ -368,6 +368,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
 
   ckpt = ckpt_lib.Checkpointer(workdir, keep=int(config.keep_checkpoints),
                                best_metric=str(config.best_metric))
+  finished = _finished_result(workdir, ckpt, total)
+  if finished is not None:  # a rerun used to rebuild the cache, test and log the test again
+    ckpt.close(raise_errors=False)
+    print(f'{workdir}: already trained to step {total} and tested; returning its result '
+          f'({RESULT_FILE}; delete it to test again)', flush=True)
+    return finished
   try:
     state, start = _restore_or_init(ckpt, model, config, tx, mesh)
   except BaseException:
@@ -519,10 +525,30 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
     bar.close()
     ckpt.close(raise_errors=False)  # success already waited above; errors are propagating
     writer.close()
-  return {**test_metrics, 'eval_split': 'test', 'checkpoint_step': chosen,
-          'selected_by': selected_by, 'selection_split': eval_split,
-          'num_validation_images': int(split.validation.size), 'step': total,
-          'num_devices': jax.device_count(), 'num_processes': jax.process_count()}
+  result = {**test_metrics, 'eval_split': 'test', 'checkpoint_step': chosen,
+            'selected_by': selected_by, 'selection_split': eval_split,
+            'num_validation_images': int(split.validation.size), 'step': total,
+            'num_devices': jax.device_count(), 'num_processes': jax.process_count()}
+  if is_main:
+    io.atomic_write_json(workdir / RESULT_FILE, io.json_safe(result), indent=1)
+  return result
+
+
+# The finished run's return value: a rerun of the same run returns it instead of testing again.
+RESULT_FILE = 'result.json'
+
+
+def _finished_result(workdir, ckpt: ckpt_lib.Checkpointer, total: int) -> dict | None:
+  """The recorded result if this run already trained to `total` steps and tested; None
+  otherwise (a longer run resumes; a run stopped before its test tests now). One process
+  only: several would each have to see the same file to take the same branch."""
+  if jax.process_count() > 1 or ckpt.latest_step() != total:
+    return None
+  try:
+    result = ckpt_lib.read_json_object(workdir / RESULT_FILE)
+  except ckpt_lib.WorkdirError:
+    return None
+  return result if result.get('step') == total else None
 
 
 def _selected_step(ckpt: ckpt_lib.Checkpointer, total: int) -> int:
