@@ -17,7 +17,7 @@ import json
 import math
 import os
 import uuid
-from typing import Any
+from typing import IO, Any, Callable
 
 from etils import epath
 
@@ -75,23 +75,32 @@ def atomic_write_bytes(p: PathLike, data: bytes, durable: bool = True) -> epath.
     here). Bulk writers of regenerable data (dataset generators) pass False: the rename
     alone already protects readers and a killed process.
   """
+  return atomic_write_stream(p, lambda f: f.write(data), 'wb', durable)
+
+
+def atomic_write_stream(p: PathLike, write: Callable[[IO], Any], mode: str = 'wb',
+                        durable: bool = True) -> epath.Path:
+  """`write(f)` into a hidden sibling of `p`, renamed over `p` when it returns: what
+  `atomic_write_bytes` does, for writers that stream (np.savez, torch.save). The file gets
+  the mode a plain open() gives (0666 less the umask; mkstemp's 0600 hid shared weights)."""
   out = path(p)
   out.parent.mkdir(parents=True, exist_ok=True)
   if not is_local(p):
-    out.write_bytes(data)
+    with out.open(mode) as f:
+      write(f)
     return out
   if os.path.islink(out):
     # Through a link to its target: replacing the link itself would leave the target stale.
     out = path(os.path.realpath(out))
   if os.path.exists(out) and not os.path.isfile(out):
     # A device or pipe (/dev/stdout, a FIFO) cannot be renamed over: write to it.
-    with open(out, 'wb') as f:
-      f.write(data)
+    with open(out, mode) as f:
+      write(f)
     return out
   tmp = out.parent / _temp_name(out.name)
   try:
-    with open(tmp, 'wb') as f:
-      f.write(data)
+    with open(tmp, mode) as f:
+      write(f)
       if durable:
         f.flush()
         os.fsync(f.fileno())

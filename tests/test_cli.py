@@ -42,8 +42,11 @@ def _run_elsewhere(tmp_path, *args):
 
 
 def test_train_help_and_config_names_work_outside_the_checkout(tmp_path):
-  r = _run_elsewhere(tmp_path, '--helpfull')  # absl exits 1 after printing help
+  r = _run_elsewhere(tmp_path, '--helpfull')  # absl exits 1 after printing help; we exit 0
   assert '--config: Config: a packaged name' in r.stdout and 'Traceback' not in r.stderr
+  assert r.returncode == 0
+  r = _run_elsewhere(tmp_path, '--help')
+  assert r.returncode == 0 and 'aesthetics-train' in r.stdout, r.stderr
   # The config resolves (by name, and as the checkout's configs/X.py): what stops the run is
   # the workdir check that comes after it, before anything is written.
   (tmp_path / 'file').write_text('x')

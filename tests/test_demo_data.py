@@ -221,8 +221,9 @@ def test_launcher_prints_summary_and_one_line_errors(tmp_path):
   (tmp_path / 'file').write_text('x')
   bad = subprocess.run(cmd + [f'--out_dir={tmp_path / "file" / "ava"}'], cwd=repo, env=env,
                        capture_output=True, text=True, timeout=120)
-  assert bad.returncode == 1 and 'Traceback' not in bad.stderr
-  assert bad.stderr.strip().count('\n') == 0 and 'choose a writable --out_dir' in bad.stderr
+  # An --out_dir that cannot be created is a bad flag: exit 2 before any work (it was 1).
+  assert bad.returncode == 2 and 'Traceback' not in bad.stderr
+  assert bad.stderr.strip().count('\n') == 0 and 'pass a folder you can write to' in bad.stderr
   # A real AVA root is not overwritten (its AVA.txt, tags and lists were replaced).
   real = tmp_path / 'AVA'
   real.mkdir()

@@ -88,15 +88,17 @@ def test_cli_unknown_arch_is_one_line(tmp_path):
 def test_full_disk_is_one_line_and_leaves_no_file(tmp_path, monkeypatch):
   """torch.save reported a full disk as 'enforce fail at inline_container.cc: unexpected
   pos', a traceback; /dev/full fails every write with ENOSPC, as a full disk does."""
-  import os
-  real_fdopen = os.fdopen
+  import builtins
+  from aesthetics_jax import io as io_lib
 
-  def to_dev_full(fd, mode='r', *a, **k):
-    os.close(fd)
-    return real_fdopen(os.open('/dev/full', os.O_WRONLY), mode, *a, **k)
+  def to_dev_full(file, mode='r', *a, **k):
+    if str(file).endswith('.tmp'):  # the atomic writer's hidden sibling
+      open(file, 'wb').close()  # the sibling exists, as on a real full disk
+      return builtins.open('/dev/full', mode, *a, **k)
+    return builtins.open(file, mode, *a, **k)
 
   state = fake_imagenet.init_state(fake_imagenet.layout('mobilenet_v2', 0.25), 0)
-  monkeypatch.setattr(fake_imagenet.os, 'fdopen', to_dev_full)
+  monkeypatch.setattr(io_lib, 'open', to_dev_full, raising=False)
   with pytest.raises(fake_imagenet.FakeWeightsError) as e:
     fake_imagenet.save_pth(state, tmp_path / 'w.pth')
   monkeypatch.undo()

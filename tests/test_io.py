@@ -41,3 +41,21 @@ def test_atomic_write_through_links_pipes_and_long_names(tmp_path):
   assert long_name.read_bytes() == b'png'
   assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
       ['real.jsonl', 'link.jsonl', 'fifo', long_name.name])  # no temporary file left
+
+
+def test_atomic_writes_get_the_umask_mode_and_stream(tmp_path):
+  """Converted weights were written through mkstemp: mode 0600, unreadable for the other
+  users of a shared weights folder. Every atomic write now gives what open() gives."""
+  from aesthetics_jax.models import pretrained
+  old = os.umask(0o022)
+  try:
+    io_lib.atomic_write_stream(tmp_path / 'a.npz', lambda f: np.savez(f, x=np.arange(3)))
+    io_lib.atomic_write_bytes(tmp_path / 'b.bin', b'x')
+    pretrained.save_flat({'params/w': np.ones(2, np.float32)}, tmp_path / 'w.npz', {})
+  finally:
+    os.umask(old)
+  for name in ('a.npz', 'b.bin', 'w.npz', 'w.npz.json'):
+    assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+  assert np.load(tmp_path / 'a.npz')['x'].tolist() == [0, 1, 2]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['a.npz', 'b.bin', 'w.npz',
+                                                        'w.npz.json']  # no temporary left

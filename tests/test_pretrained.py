@@ -234,6 +234,16 @@ def test_convert_weights_cli(tmp_path):
   assert bad.returncode == 1
   lines = [l for l in bad.stderr.splitlines() if l.startswith('convert_weights:')]
   assert len(lines) == 1 and 'vgg16' in lines[0] and 'Traceback' not in bad.stderr
+  # Flags that cannot work are exit 2 before any reading (an --out under /proc was exit 1 with
+  # a bare "[Errno 2] No such file or directory").
+  (tmp_path / 'file').write_text('x')
+  for args, expect in (([f'--source={tmp_path / "nope.pth"}', f'--out={tmp_path}'],
+                        'nope.pth: no such file; pass a torchvision weights file'),
+                       ([f'--source={VGG_FILE}', f'--out={tmp_path / "file" / "w"}'],
+                        'is a file; pass a folder you can write to')):
+    r = subprocess.run([sys.executable, '-m', 'launch.convert_weights', '--arch=vgg16', *args],
+                       capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert r.returncode == 2 and expect in r.stderr and r.stderr.count('\n') == 1, r.stderr
 
 
 @pytest.mark.parametrize('name,config', [('mobilenet_v2_1.0', 'mobilenet_v2_emd'),

@@ -142,13 +142,22 @@ def command_name() -> str:
   return Path(sys.argv[0]).stem.removeprefix('aesthetics-').replace('-', '_')
 
 
+_HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml')
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's parsing, with a bad flag value as one usage line (absl prints 'FATAL Flags
-  parsing error: ...' plus a second line and exits 1)."""
+  parsing error: ...' plus a second line and exits 1), and help exiting 0 (absl exits 1 after
+  printing it, which reads as a failed run)."""
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
     usage_error(command_name(), first_line(e))
+  except SystemExit as e:
+    args = argv[1:argv.index('--')] if '--' in argv else argv[1:]
+    if e.code == 1 and any(a in _HELP_FLAGS for a in args):
+      raise SystemExit(0) from None
+    raise
 
 
 def run_with_overrides(main: Callable[[list[str]], None], doc: str | None, command: str,

@@ -10,9 +10,13 @@ file itself, `weights/mobilenet_v2.npz`.)
 (`python -m launch.convert_weights` from a checkout.)
 
 --source: a torchvision state_dict as .pth (needs `pip install -e '.[torch]'`), .safetensors
-or .npz. --out: a directory (writes <arch>.npz) or a .npz path; `<out>.json` beside it
-records arch and width_mult. Any problem prints one line on stderr and exits 1.
+or .npz. --out: a directory (writes <arch>.npz) or a .npz path; `<file>.json` beside the .npz
+(e.g. weights/mobilenet_v2.npz.json) records arch and width_mult. A problem prints one line
+on stderr: exit 2 for a bad flag (a missing --source, an --out that cannot be written), 1 for a
+failed conversion (a damaged or foreign weights file).
 """
+import os
+
 from absl import flags
 
 from aesthetics_jax.cli import common
@@ -27,6 +31,13 @@ flags.mark_flags_as_required(['arch', 'source', 'out'])
 def main(argv):
   if len(argv) > 1:
     common.usage_error('convert_weights', f'unexpected arguments {argv[1:]}')
+  if not os.path.isfile(_SOURCE.value):
+    what = 'a folder' if os.path.isdir(_SOURCE.value) else 'no such file'
+    common.usage_error('convert_weights', f'--source={_SOURCE.value}: {what}; pass a '
+                       'torchvision weights file (.pth, .safetensors or .npz)')
+  out = _OUT.value  # a .npz file, or a folder that gets <arch>.npz
+  common.check_outputs('convert_weights', **(
+      {'files': {'out': out}} if out.endswith('.npz') else {'folders': {'out': out}}))
   try:
     path, meta = pretrained.convert_file(_SOURCE.value, _OUT.value, _ARCH.value)
   except (pretrained.PretrainedError, OSError) as e:

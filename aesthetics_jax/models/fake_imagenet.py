@@ -26,11 +26,11 @@ from __future__ import annotations
 import collections
 import os
 from pathlib import Path
-import tempfile
 from typing import Any
 
 import numpy as np
 
+from aesthetics_jax import io
 from aesthetics_jax.models import mobilenet_v2 as mnv2
 from aesthetics_jax.models import vgg
 
@@ -270,33 +270,26 @@ class _WriteErrors:
 
 
 def save_pth(state: dict[str, Any], path: str | os.PathLike) -> Path:
-  """`torch.save(state_dict)`, atomically (a temporary file renamed into place)."""
+  """`torch.save(state_dict)`, atomically (`io.atomic_write_stream`); a full disk is one
+  FakeWeightsError line (torch reports it as 'enforce fail at inline_container.cc:
+  unexpected pos') and leaves no file."""
   torch = _torch()
   path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-  try:
+
+  def write(f) -> None:
+    out = _WriteErrors(f)
     try:
-      with os.fdopen(fd, 'wb') as f:
-        out = _WriteErrors(f)
-        try:
-          torch.save(collections.OrderedDict((k, v.contiguous()) for k, v in state.items()),
-                     out)
-        except RuntimeError:
-          if out.error is None:
-            raise
-          # torch reports a full disk as 'enforce fail at inline_container.cc: unexpected pos'
-          raise out.error from None
-    except OSError as e:
-      raise FakeWeightsError(f'{path}: cannot write ({e.strerror or e}); free some space or '
-                             'write elsewhere (--out)') from None
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> what a plain torch.save would give
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
+      torch.save(collections.OrderedDict((k, v.contiguous()) for k, v in state.items()), out)
+    except RuntimeError:
+      if out.error is None:
+        raise
+      raise out.error from None
+
+  try:
+    io.atomic_write_stream(path, write)
+  except OSError as e:
+    raise FakeWeightsError(f'{path}: cannot write ({e.strerror or e}); free some space or '
+                           'write elsewhere (--out)') from None
   return path
 
 

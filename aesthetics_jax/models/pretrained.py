@@ -17,15 +17,15 @@ import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
 from flax import traverse_util
 from flax.core import unfreeze
 
+from aesthetics_jax import io
 from aesthetics_jax.models import mobilenet_v2 as mnv2
 
 # Heads that are new for our tasks, and ImageNet's classifiers (never loaded by default).
@@ -363,26 +363,15 @@ def read_weights(path: str | os.PathLike, arch: Optional[str] = None
   return flat, meta
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = 'wb') -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-  try:
-    with os.fdopen(fd, mode) as f:
-      write(f)
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
-
-
 def save_flat(flat: Mapping[str, np.ndarray], path: str | os.PathLike, meta: dict) -> Path:
   """Writes `{flax key: array}` to `path` (.npz) and `path.json`, both atomically."""
   path = Path(path)
-  _atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in flat.items()}))
+  io.atomic_write_stream(path, lambda f: np.savez(f, **{k: np.asarray(v)
+                                                         for k, v in flat.items()}))
   meta = {'format': FORMAT, **meta, 'num_arrays': len(flat),
           'num_params': int(sum(np.size(v) for k, v in flat.items() if k.startswith('params/')))}
-  _atomic_write(path.with_suffix(path.suffix + '.json'),
-                lambda f: f.write(json.dumps(meta, indent=1, sort_keys=True) + '\n'), 'w')
+  io.atomic_write_text(path.with_suffix(path.suffix + '.json'),
+                       json.dumps(meta, indent=1, sort_keys=True) + '\n')
   return path
 
 
