@@ -157,6 +157,22 @@ def test_second_run_on_one_workdir_is_refused(tmp_path):
     first.release()
 
 
+def test_stand_in_weights_without_torch_fail_before_any_stage(tmp_path, monkeypatch):
+  """Without --weights and without torch, the run used to fail at the weights stage, after
+  making the data (minutes at paper scale)."""
+  from aesthetics_jax.models import fake_imagenet
+
+  def no_torch():
+    raise fake_imagenet.FakeWeightsError('writing torchvision .pth files needs torch')
+
+  monkeypatch.setattr(fake_imagenet, '_torch', no_torch)
+  with pytest.raises(paper_run.PaperRunError, match=r"needs torch: pip install -e '\.\[torch\]' "
+                     r'\(or pass --weights=DIR'):
+    paper_run.run_paper(tmp_path / 'w', smoke=True, archs=('vgg16',))
+  assert not (tmp_path / 'w').exists()
+  paper_run.check_stand_in_torch(tmp_path / 'w', str(tmp_path), ['vgg16'], True, 0)  # given
+
+
 def test_bad_eval_set_flag_exits_2(tmp_path):
   r = subprocess.run([sys.executable, '-m', 'launch.paper_run', f'--workdir={tmp_path / "w"}',
                       '--eval_set=eval.box_threshold=2'], capture_output=True, text=True)

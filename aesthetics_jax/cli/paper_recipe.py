@@ -89,6 +89,35 @@ def _fake_is_current(pth: Path, want: dict) -> bool:
   return pth.is_file() and all(info.get(k) == v for k, v in want.items())
 
 
+def _stand_in(w: Path, arch: str, config, smoke: bool, seed: int) -> tuple[Path, dict]:
+  """(path, recorded settings) of `arch`'s stand-in .pth in the run's weights folder."""
+  from aesthetics_jax.cli import fake_weights  # pylint: disable=import-outside-toplevel
+  m = config.model
+  calib = SMOKE_CALIBRATION if smoke else FULL_CALIBRATION
+  want = {'arch': arch, 'width_mult': float(m.width_mult), 'seed': seed,
+          'fc_dim': int(m.fc_dim) if arch == 'vgg16' else None,
+          'calibration_images': calib['num_images'], 'image_size': calib['image_size']}
+  return w / 'weights' / 'torch' / fake_weights.file_name(arch), want
+
+
+def check_stand_in_torch(w: Path, weights: str | None, archs: list[str], smoke: bool,
+                         seed: int) -> None:
+  """Without --weights the stand-in weights are written as torchvision .pth files, which
+  needs torch: PaperRunError before the data stage (it used to fail after it), unless this
+  workdir holds them already."""
+  from aesthetics_jax.models import fake_imagenet  # pylint: disable=import-outside-toplevel
+  if weights or all(_fake_is_current(*_stand_in(w, a, paper_config(a, smoke, None), smoke,
+                                                seed)) for a in archs):
+    return
+  try:
+    fake_imagenet._torch()  # pylint: disable=protected-access
+  except fake_imagenet.FakeWeightsError:
+    raise PaperRunError(
+        "without --weights the run writes stand-in weights as torchvision .pth files, which "
+        "needs torch: pip install -e '.[torch]' (or pass --weights=DIR holding your "
+        'torchvision files or converted <arch>.npz)') from None
+
+
 def stage_weights(w: Path, weights: str | None, archs: list[str], configs: dict, smoke: bool,
                   seed: int) -> tuple[str, int | None, dict]:
   from aesthetics_jax.cli import fake_weights  # pylint: disable=import-outside-toplevel
@@ -104,10 +133,7 @@ def stage_weights(w: Path, weights: str | None, archs: list[str], configs: dict,
         continue
     else:
       calib = SMOKE_CALIBRATION if smoke else FULL_CALIBRATION
-      want = {'arch': arch, 'width_mult': float(m.width_mult), 'seed': seed,
-              'fc_dim': int(m.fc_dim) if arch == 'vgg16' else None,
-              'calibration_images': calib['num_images'], 'image_size': calib['image_size']}
-      source = out / 'torch' / fake_weights.file_name(arch)
+      source, want = _stand_in(w, arch, configs[arch], smoke, seed)
       if not _fake_is_current(source, want):
         _log(f'weights: stand-in {arch} .pth (width {m.width_mult}, calibrated on '
              f'{calib["num_images"]} images at {calib["image_size"]} px)')
@@ -296,6 +322,7 @@ def run_paper(workdir: str | os.PathLike, *, ava_dir: str | None = None,
   archs = list(archs)
   check_eval_overrides(archs, smoke, eval_overrides)
   w = Path(workdir).absolute()
+  check_stand_in_torch(w, weights, archs, smoke, seed)
   # Two runs on one workdir would write the same data, weights and table at once; the second
   # is refused (exit 2), naming the first's pid. Each trainer also locks W/<arch>.
   with workdir_lib.claim(w, holder='aesthetics-paper-run'):

@@ -18,9 +18,13 @@ Stages (each skipped on a rerun when its output is complete, as aesthetics-demo 
             (this process and its children) and disk per stage, printed and written to
             W/paper_run.md and W/paper_run.json.
 --smoke: tiny everything (24 + 12 images of ~60 px, the configs' `smoke` variants: 32 px,
-2 steps), for tests. Errors are one line on stderr (exit 1; a bad flag exits 2).
+2 steps), for tests. Without --weights, torch is needed (pip install -e '.[torch]'): the
+stand-in weights are written as .pth files. Errors are one line on stderr (exit 1; a bad flag,
+missing torch or a busy workdir exits 2).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 from absl import flags
 from absl import logging
@@ -60,6 +64,8 @@ def main(argv):
   try:  # before the data and training stages: a bad value used to fail only after them
     eval_overrides = paper_recipe.parse_eval_set(_EVAL_SET.value)
     paper_recipe.check_eval_overrides(archs, _SMOKE.value, eval_overrides)
+    paper_recipe.check_stand_in_torch(Path(_WORKDIR.value).absolute(), _WEIGHTS.value, archs,
+                                      _SMOKE.value, _SEED.value)
   except paper_recipe.PaperRunError as e:
     common.usage_error('paper_run', str(e))
   common.check_outputs('paper_run', folders={'workdir': _WORKDIR.value})
