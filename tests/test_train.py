@@ -149,6 +149,9 @@ def test_train_cli_names_a_weights_folder_without_the_model_arch(data_dir, tmp_p
   assert lines[0].startswith(f'train: {folder}: a folder without mobilenet_v2.npz (it holds '
                              'vgg16.npz, vgg16.npz.json)'), lines[0]
   assert 'aesthetics-convert-weights --arch=mobilenet_v2' in lines[0]
+  # Checked before anything is written: the failed run used to leave validation_ids.json and
+  # an empty checkpoints/ in the workdir it created.
+  assert not (tmp_path / 'w').exists()
 
 
 def test_nan_stops_with_step_and_checkpoint(data_dir, tmp_path):

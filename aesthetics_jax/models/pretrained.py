@@ -432,7 +432,7 @@ def load_pretrained(variables: Mapping, path: str | os.PathLike,
               else '')
   hint = (f"file holds arch={meta.get('arch')} width_mult={meta.get('width_mult')}: set "
           f"config.model.arch/width_mult{vgg_hint} to match, or convert the right weights "
-          "with launch/convert_weights.py")
+          "with aesthetics-convert-weights")
   missing = sorted(want_keys - file_keys)
   if missing:
     raise PretrainedError(f'{path}: missing key {missing[0]}{_more(missing)} needed by the '

@@ -232,7 +232,7 @@ def _starting_variables(model, config) -> dict:
     msg = ('!' * 88 + '\n!!! WARNING: model.freeze_encoder=True but model.init_weights is '
            'empty: the FROZEN backbone is RANDOM.\n!!! Heads will train on random features. '
            'Pass --config.model.init_weights=<converted ImageNet weights>\n'
-           '!!! (launch/convert_weights.py), or train from scratch with '
+           '!!! (aesthetics-convert-weights), or train from scratch with '
            '--config.model.freeze_encoder=False.\n' + '!' * 88)
     logging.warning(msg)
     if jax.process_index() == 0:
@@ -327,11 +327,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return _train_and_evaluate(config, io.path(workdir))  # gs:// stays a URL
 
 
-def _restore_or_init(ckpt: ckpt_lib.Checkpointer, model, config, tx, mesh: Mesh
-                     ) -> tuple[TrainState, int]:
-  """(state, start step): the newest intact checkpoint, else fresh (or pretrained) weights."""
+def _restore_or_init(ckpt: ckpt_lib.Checkpointer, model, config, tx, mesh: Mesh,
+                     initial: dict | None = None) -> tuple[TrainState, int]:
+  """(state, start step): the newest intact checkpoint, else fresh (or pretrained) weights
+  (`initial` when already loaded)."""
   if not ckpt.all_steps():
-    return create_state(model, config, tx, mesh, _starting_variables(model, config)), 0
+    return create_state(model, config, tx, mesh,
+                        initial if initial is not None else _starting_variables(model, config)
+                        ), 0
   variables = models.init_variables(model, config.seed, int(config.input.image_size))
   state = create_state(model, config, tx, mesh, variables)
   found = ckpt.restore_latest_intact(
@@ -353,6 +356,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
 
   mesh = parallel.make_mesh()
   sources = dataset.load_sources(config.data.data_dir, config.data.subset)
+  model = models.create_model(config.model)
+  # A fresh run's starting weights, before anything is written: weights that do not fit the
+  # model (full-width files with a smoke config) used to fail after validation_ids.json and
+  # checkpoints/ were made.
+  initial = None if _has_checkpoints(workdir) else _starting_variables(model, config)
   test_src = sources['test']
   split, train_src, train_meta, val_src, val_meta = _carve_validation(sources['train'], config,
                                                                       workdir)
@@ -360,7 +368,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
   total = optim.total_train_steps(config, n_train)
   eval_split = 'validation' if split.enabled else 'test'
 
-  model = models.create_model(config.model)
   tx = optim.make_optimizer(config, total)
   frozen = bool(config.model.freeze_encoder)
   use_cache = frozen and bool(config.cache.enabled)
@@ -375,7 +382,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
           f'({RESULT_FILE}; delete it to test again)', flush=True)
     return finished
   try:
-    state, start = _restore_or_init(ckpt, model, config, tx, mesh)
+    state, start = _restore_or_init(ckpt, model, config, tx, mesh, initial)
   except BaseException:
     ckpt.close(raise_errors=False)
     raise
