@@ -173,3 +173,15 @@ def test_eval_overrides_apply(example):
   _, tmp, _ = example
   m = aesthetics_jax.load(tmp / 'mnv2', overrides={'eval.box_threshold': 0.4}, batch_size=2)
   assert m.predictor.threshold == pytest.approx(0.4) and m.batch_size == 2
+
+
+def test_load_prints_no_orbax_notices(example, caplog):
+  """Every load printed orbax's 'Given directory is read only' and 'read_only=True, setting
+  save_interval_steps=0' warnings: noise under every notebook cell that loads a model."""
+  import logging
+  import aesthetics_jax
+  _, tmp, _ = example
+  with caplog.at_level(logging.INFO):
+    aesthetics_jax.load(tmp / 'mnv2')
+  noise = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+  assert noise == []

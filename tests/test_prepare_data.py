@@ -56,6 +56,9 @@ def test_prepare_prints_counts_then_reuses(tmp_path):
     assert str(skipped_csv.parent / 'figures' / name) in first.stdout
     assert (skipped_csv.parent / 'figures' / name).stat().st_size > 1000
   assert 'Reused' not in first.stdout
+  # TFDS's "Downloading and preparing dataset Unknown size" (AVA is never downloaded) and its
+  # "done" line no longer mix into the command's output.
+  assert 'Downloading' not in first.stdout and 'Subsequent calls' not in first.stdout
 
   second = _run(f'--ava_dir={ava_dir}', f'--data_dir={data_dir}', '--subset=style')
   assert second.returncode == 0, second.stderr

@@ -295,6 +295,16 @@ class Ava(tfds.core.GeneratorBasedBuilder):
       tfds.core.BuilderConfig(name='all', description='Every AVA.txt image.'),
   ]
   DEFAULT_CONFIG_NAME = 'style'
+
+  # TFDS prints "Downloading and preparing dataset Unknown size (download: ...)" and a "done"
+  # line to stdout, where the commands print their results; AVA is never downloaded, and
+  # prepare reports its own counts.
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
+
   # No checksums file (manual download). Also sidesteps TFDS 4.9.10's code_path lookup, which
   # needs the `importlib_resources` backport for builders defined inside a package.
   code_path = None

@@ -259,7 +259,11 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         best_fn=best_fn, best_mode='max',  # for best_step(); retention is the policy below
         preservation_policy=ocp_pp.AnyPreservationPolicy(policies),
-        enable_async_checkpointing=enable_async, create=not read_only, read_only=read_only)
+        enable_async_checkpointing=enable_async, create=not read_only, read_only=read_only,
+        # What orbax sets itself for read_only, with a warning line per restore.
+        **({'save_interval_steps': 0} if read_only else {}))
+    if read_only:  # orbax warns "Given directory is read only" on every read-only restore:
+      _drop_read_only_warning()  # noise in every notebook that loads a model
     self.manager = ocp.CheckpointManager(
         self.directory, options=options, item_names=('variables', 'opt', 'meta'))
 
@@ -646,6 +650,21 @@ def restore_for_inference(workdir, step: int | None = None):
   finally:
     ckpt.close()
   return model, variables, config, int(step)
+
+
+def _is_read_only_warning(record: std_logging.LogRecord) -> bool:
+  return (record.levelno == std_logging.WARNING and f'{os.sep}orbax{os.sep}' in record.pathname
+          and str(record.msg).startswith('Given directory is read only'))
+
+
+def _drop_read_only_warning() -> None:
+  """Installs (once) a filter on absl's logger for orbax's read-only notice, which says only
+  that we opened checkpoints to read them."""
+  logger = logging.get_absl_logger()
+  if not any(getattr(f, '__name__', '') == '_keep' for f in logger.filters):
+    def _keep(record: std_logging.LogRecord) -> bool:
+      return not _is_read_only_warning(record)
+    logger.addFilter(_keep)
 
 
 def _is_orbax_record(record: std_logging.LogRecord) -> bool:

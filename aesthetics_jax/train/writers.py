@@ -16,6 +16,7 @@ warning (metrics.jsonl has every scalar).
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import os
 import sys
 import time
@@ -35,6 +36,7 @@ def _tensorboardx():
   imported the trainer (benchmark children too). Blocking `import torch` for that one import
   keeps it out; a process that already has torch keeps it as it is.
   """
+  _quiet_nan_warning()
   if 'tensorboardX.writer' in sys.modules or 'torch' in sys.modules:
     import tensorboardX  # pylint: disable=import-outside-toplevel
     return tensorboardX
@@ -45,6 +47,21 @@ def _tensorboardx():
   finally:
     del sys.modules['torch']
   return tensorboardX
+
+
+def _is_nan_notice(record: std_logging.LogRecord) -> bool:
+  return record.getMessage().startswith('NaN or Inf found in input tensor')
+
+
+def _quiet_nan_warning() -> None:
+  """tensorboardX warns "NaN or Inf found in input tensor" for each undefined scalar it
+  writes (a correlation over one class; grad_norm between measurements): the value is kept
+  (TensorBoard shows it, metrics.jsonl says "nan"), the line under the progress bar is not."""
+  logger = std_logging.getLogger('tensorboardX.x2num')
+  if not any(getattr(f, '__name__', '') == '_keep' for f in logger.filters):
+    def _keep(record: std_logging.LogRecord) -> bool:
+      return not _is_nan_notice(record)
+    logger.addFilter(_keep)
 
 
 def _scalar(v: Any) -> float | None:
