@@ -1,4 +1,6 @@
 """Boxes and crops on hand-made maps with known answers."""
+import io
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -133,3 +135,49 @@ def test_image_boxes_in_original_pixels():
   vgg = crop.image_boxes(aes, None, (100, 300), threshold=0.5)
   assert set(vgg['boxes']) == {'aesthetic'} and vgg['attribute_map'] is None
   np.testing.assert_allclose(crop.resize_maps(np.ones((2, 3, 4, 4)), (5, 7)), np.ones((2, 3, 5, 7)))
+
+
+def test_boxes_of_empty_maps_follow_one_rule():
+  """predict and per_image.csv drop the box of a map that points nowhere; the CSV used to keep
+  an empty attribute map's (full-frame) box and average it in."""
+  b = {'aesthetic': 'A', 'attribute': 'T', 'average': 'avg', 'crop': 'C'}
+  assert crop.without_empty(b, {'aesthetic': False, 'attribute': False}) == b
+  assert crop.without_empty(b, {'aesthetic': False, 'attribute': True}) == {
+      'aesthetic': 'A', 'average': 'A', 'crop': 'C'}
+  assert crop.without_empty(b, {'aesthetic': True, 'attribute': False}) == {
+      'attribute': 'T', 'average': 'T'}
+  assert crop.without_empty(b, {'aesthetic': True, 'attribute': True}) == {}
+  assert crop.without_empty({'aesthetic': 'A'}, {'aesthetic': True}) == {}  # VGG16
+  # image_boxes (predict, the API) applies it.
+  aes = np.zeros((4, 4), np.float32)
+  aes[3, 3] = 5.0
+  out = crop.image_boxes(aes, np.zeros((4, 4), np.float32), (100, 300), threshold=0.5)
+  assert set(out['boxes']) == {'aesthetic', 'average'}
+  np.testing.assert_array_equal(out['boxes']['average'], out['boxes']['aesthetic'])
+
+
+def test_per_image_csv_drops_an_empty_attribute_box(tmp_path):
+  import csv
+  from aesthetics_jax.evaluation import run as eval_run
+  from aesthetics_jax.evaluation import streaming
+  n = 2
+  maps = {'box_aesthetic': np.array([[0, 0, 2, 2]] * n),
+          'box_attribute': np.array([[0, 0, 4, 4]] * n),
+          'box_average': np.array([[0, 0, 3, 3]] * n), 'empty_aesthetic': np.array([False, True]),
+          'empty_attribute': np.array([True, False]), 'intensity': np.ones(n),
+          'raw_mean': np.ones(n), 'raw_min': np.zeros(n), 'raw_max': np.full(n, 2.0)}
+  test = streaming.SplitSummary(
+      pred={'label_pred': np.ones(n, int), 'mean_score': np.full(n, 5.5),
+            'p_high': np.full(n, .6)},
+      true={'image_id': np.arange(n), 'mean_score': np.full(n, 5.0), 'label': np.ones(n, int)},
+      maps=maps, score_maps=None, bucket_maps=None)
+  buf = io.BytesIO()
+  Image.new('RGB', (40, 40)).save(buf, 'JPEG')
+  source = [{'image': buf.getvalue(), 'image_id': i} for i in range(n)]
+  eval_run._write_csv(tmp_path / 'p.csv', test, source, 4)
+  rows = list(csv.DictReader(open(tmp_path / 'p.csv')))
+  # Image 0: attribute map empty → no attribute box, average = the aesthetic box.
+  assert (rows[0]['box_attribute'], rows[0]['box_average']) == ('', rows[0]['box_aesthetic'])
+  # Image 1: aesthetic map empty → no aesthetic box, average = the attribute box.
+  assert rows[1]['map'] == 'empty' and rows[1]['box_aesthetic'] == ''
+  assert rows[1]['box_average'] == rows[1]['box_attribute'] != ''

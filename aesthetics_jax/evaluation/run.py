@@ -309,16 +309,15 @@ def _write_csv(path: Path, test: streaming.SplitSummary, source, size: int,
   for i in range(test.num_images):
     hw = _image_size(source[i])
     empty = bool(test.maps['empty_aesthetic'][i])
-    # An empty map has no box: the CSV says 'empty' rather than printing the whole frame.
-    grid = {k: test.maps[k][i] for k in ('box_aesthetic', 'box_attribute', 'box_average')
-            if k in test.maps}
-    if empty:
-      grid.pop('box_aesthetic')
-      grid.pop('box_average', None)
-      if 'box_attribute' in grid:
-        grid['box_average'] = grid['box_attribute']
+    # An empty map has no box, as in predict (crop.without_empty): the CSV says 'empty' rather
+    # than printing the whole frame, and an empty attribute map is left out of the average.
+    names = [k for k in ('aesthetic', 'attribute', 'average') if f'box_{k}' in test.maps]
+    grid = crop.without_empty(
+        {k: test.maps[f'box_{k}'][i] for k in names},
+        {k: bool(test.maps[f'empty_{k}'][i]) for k in ('aesthetic', 'attribute')
+         if f'empty_{k}' in test.maps})
     boxes = [' '.join(str(v) for v in crop.scale_box(grid[k], (size, size), hw)) if k in grid
-             else '' for k in ('box_aesthetic', 'box_attribute', 'box_average')]
+             else '' for k in ('aesthetic', 'attribute', 'average')]
     w.writerow([int(true['image_id'][i]), f'{true["mean_score"][i]:.4f}', int(true['label'][i]),
                 int(pred['label_pred'][i]), fmt(pred, 'mean_score', i, '.4f'),
                 fmt(pred, 'p_high', i, '.4f'), f'{ints["per_image"][i]:.5f}',

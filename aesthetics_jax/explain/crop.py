@@ -211,6 +211,23 @@ def resize_maps(maps: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
   return out.reshape(lead + tuple(hw))
 
 
+def without_empty(boxes: dict[str, Any], empty: dict[str, bool]) -> dict[str, Any]:
+  """`boxes` ('aesthetic', maybe 'attribute', 'average', 'crop') less those of empty maps:
+  an empty map has no box (never a silent full frame) and no crop; 'average' is then the other
+  map's box, and goes with both. The one rule for predict, the API and per_image.csv."""
+  out = dict(boxes)
+  if 'average' in out and (empty.get('aesthetic') or empty.get('attribute')):
+    out['average'] = out['attribute' if empty.get('aesthetic') else 'aesthetic']
+  for name, is_empty in empty.items():
+    if is_empty:
+      out.pop(name, None)
+  if empty.get('aesthetic'):
+    out.pop('crop', None)
+    if empty.get('attribute', True):
+      out.pop('average', None)
+  return out
+
+
 def image_boxes(aesthetic: np.ndarray, attribute: np.ndarray | None, orig_hw: tuple[int, int],
                 threshold: float = 0.2, aspect: str | float | None = None,
                 limit: int = BOX_RESOLUTION) -> dict[str, Any]:
@@ -247,15 +264,7 @@ def image_boxes(aesthetic: np.ndarray, attribute: np.ndarray | None, orig_hw: tu
   empty = {'aesthetic': bool(empty_maps(np.asarray(aesthetic)))}
   if attribute is not None:
     empty['attribute'] = bool(empty_maps(np.asarray(attribute)))
-    if empty['aesthetic'] or empty['attribute']:
-      grid_boxes['average'] = grid_boxes['attribute' if empty['aesthetic'] else 'aesthetic']
-  for name, is_empty in empty.items():
-    if is_empty:
-      grid_boxes.pop(name)
-  if empty['aesthetic']:
-    grid_boxes.pop('crop', None)
-    if empty.get('attribute', True):
-      grid_boxes.pop('average', None)
+  grid_boxes = without_empty(grid_boxes, empty)
   return {'aesthetic_map': aes[0], 'attribute_map': None if attr is None else attr[0],
           'empty': empty,
           'boxes': {k: scale_box(v[0], grid, orig_hw) for k, v in grid_boxes.items()}}
