@@ -87,5 +87,5 @@ def test_make_demo_data_size_paper_flag(tmp_path):
   (tmp_path / 'file').write_text('x')
   bad = subprocess.run(cmd + [f'--out_dir={tmp_path / "file" / "ava"}'], capture_output=True,
                        text=True, timeout=120)
-  assert bad.returncode == 1 and bad.stderr.strip().count('\n') == 0
-  assert 'choose a writable --out_dir' in bad.stderr
+  assert bad.returncode == 2 and bad.stderr.strip().count('\n') == 0  # a bad flag: exit 2
+  assert 'pass a folder you can write to' in bad.stderr
