@@ -331,3 +331,33 @@ def test_second_evaluation_of_one_workdir_is_refused(evaluated):
     first.release()
   assert (wd / 'eval' / 'metrics.json').read_bytes() == before
   assert not (wd / 'eval' / '.lock').exists()
+
+
+def test_data_from_another_ava_root_is_refused(evaluated, monkeypatch):
+  """The trainer records its data's fingerprint (W/dataset.json); a dataset prepared from
+  another AVA root may hold the model's training images in its test split."""
+  import json
+  from aesthetics_jax.data import dataset
+  from aesthetics_jax.evaluation import run as eval_run
+  from aesthetics_jax.evaluation import streaming
+  wd, _ = evaluated
+  path = wd / dataset.IDENTITY_FILE
+  config = json.loads((wd / 'config.json').read_text())
+  own = dataset.identity(config['data']['data_dir'], 'style')
+  assert own['ava_fingerprint']
+
+  def no_pass(*a, **k):
+    raise AssertionError('the test pass ran before the check')
+
+  monkeypatch.setattr(streaming, 'collect', no_pass)
+  try:
+    path.write_text(json.dumps(dict(own, data_dir='/elsewhere', ava_fingerprint='0' * 64)))
+    with pytest.raises(eval_run.EvalConfigError, match=(
+        r'was prepared from another AVA root .* than the model.s training data \(/elsewhere\): '
+        r'its test split may hold images the model trained on')) as e:
+      eval_run.evaluate(wd)
+    assert '\n' not in str(e.value)
+    # The same data (a moved copy keeps its fingerprint) passes the check.
+    assert dataset.identity_mismatch(dict(own, data_dir='/elsewhere'), own) == ''
+  finally:
+    path.unlink(missing_ok=True)

@@ -188,3 +188,12 @@ def test_training_run_logs_and_resumes_without_repeats(tmp_path, monkeypatch):
   assert trainer.train_and_evaluate(c, workdir) == io_lib.json_safe(result)
   assert (workdir / 'metrics.jsonl').read_bytes() == logged
   assert sorted((workdir / 'tensorboard').rglob('*')) == events
+  # The training data's identity is recorded for evaluation; a resume on data prepared from
+  # another AVA root is refused (the checkpoints were trained on the recorded one).
+  from aesthetics_jax.data import dataset
+  ident = json.loads((workdir / dataset.IDENTITY_FILE).read_text())
+  assert ident['ava_fingerprint'] == dataset.load_metadata(c.data.data_dir)['ava_fingerprint']
+  assert len(ident['ava_fingerprint']) == 64 and ident['subset'] == 'style'
+  (workdir / dataset.IDENTITY_FILE).write_text(json.dumps(dict(ident, ava_fingerprint='0' * 64)))
+  with pytest.raises(checkpoints.CheckpointMismatchError, match='prepared from another AVA root'):
+    trainer.train_and_evaluate(c, workdir)

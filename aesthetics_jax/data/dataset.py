@@ -516,6 +516,28 @@ def check_reuse(ava_dir: str | os.PathLike, data_dir: str | os.PathLike, subset:
                      f'--max_pixels={max_pixels}; {fix}')
 
 
+# The trainer records its data's identity in the workdir; evaluation and a resumed run compare.
+IDENTITY_FILE = 'dataset.json'
+
+
+def identity(data_dir: str | os.PathLike, subset: str = 'style') -> dict:
+  """{'data_dir', 'subset', 'ava_fingerprint'} of a prepared dataset (fingerprint '' for one
+  prepared before metadata.json recorded it)."""
+  return {'data_dir': os.fspath(data_dir), 'subset': subset,
+          'ava_fingerprint': str(load_metadata(data_dir, subset).get('ava_fingerprint', ''))}
+
+
+def identity_mismatch(recorded: dict, current: dict) -> str:
+  """Why `current` is not the data `recorded` describes ('' if it is, or if either lacks a
+  fingerprint). A moved or copied dataset keeps its fingerprint, so it matches."""
+  a, b = recorded.get('ava_fingerprint'), current.get('ava_fingerprint')
+  if not a or not b or a == b:
+    return ''
+  return (f"{current.get('data_dir')} was prepared from another AVA root (its AVA.txt, tags.txt "
+          f"or style lists differ) than the model's training data "
+          f"({recorded.get('data_dir')}): its test split may hold images the model trained on")
+
+
 def load_sources(data_dir: str | os.PathLike, subset: str = 'style') -> dict[str, Sequence]:
   """Random-access splits {'train', 'test'} of a prepared dataset (records as above)."""
   _check_subset(subset)

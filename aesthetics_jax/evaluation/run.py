@@ -95,6 +95,7 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
   except FileNotFoundError as e:  # most often a dataset moved since training
     raise FileNotFoundError(f'{e}; or, if it moved, pass its new folder: '
                             '--config.data.data_dir=DIR') from None
+  _check_same_data(workdir, config)
   try:
     masks = ground_truth.masks_dir(config)
   except FileNotFoundError as e:  # a --masks_dir that is not a folder
@@ -206,6 +207,22 @@ def check_eval_config(config) -> None:
   found = config_checks.problems(config, 'eval.')  # the trainer's rules for these keys
   if found:
     raise EvalConfigError(found[0])
+
+
+def _check_same_data(workdir, config) -> None:
+  """Evaluating on a dataset prepared from another AVA root than the model's training data
+  (`dataset.IDENTITY_FILE`, recorded by the trainer) can test on training images."""
+  path = workdir / dataset.IDENTITY_FILE
+  try:
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+  except (OSError, ValueError):
+    return  # unreadable: nothing to compare against (the trainer rewrites it on resume)
+  why = dataset.identity_mismatch(recorded if isinstance(recorded, dict) else {},
+                                  dataset.identity(config.data.data_dir,
+                                                   str(config.data.subset)))
+  if why:
+    raise EvalConfigError(f'{why}; evaluate on that dataset (or a copy of it): '
+                          '--config.data.data_dir=DIR')
 
 
 def _check_masks_match(config, masks_dir: str, test_source) -> None:

@@ -364,6 +364,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
   test_src = sources['test']
   split, train_src, train_meta, val_src, val_meta = _carve_validation(sources['train'], config,
                                                                       workdir)
+  _check_same_data(workdir, config, is_main)
   n_train = len(train_meta)
   total = optim.total_train_steps(config, n_train)
   eval_split = 'validation' if split.enabled else 'test'
@@ -567,6 +568,30 @@ def _selected_step(ckpt: ckpt_lib.Checkpointer, total: int) -> int:
 def _has_checkpoints(workdir) -> bool:
   d = workdir / 'checkpoints'
   return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
+
+
+def _check_same_data(workdir, config, is_main: bool) -> None:
+  """Records the training data's identity (`dataset.IDENTITY_FILE`: evaluation compares it) on
+  a fresh run; refuses a resume on data prepared from another AVA root (the checkpoints were
+  trained on the recorded one)."""
+  from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
+  current = dataset.identity(config.data.data_dir, str(config.data.subset))
+  path = workdir / dataset.IDENTITY_FILE
+  if path.exists():
+    try:
+      recorded = ckpt_lib.read_json_object(path)
+    except ckpt_lib.WorkdirError as e:
+      logging.warning('%s; rewriting it', e)
+      recorded = {}
+    why = dataset.identity_mismatch(recorded, current)
+    if why:
+      raise ckpt_lib.CheckpointMismatchError(
+          f'{workdir}: cannot resume on --config.data.data_dir={config.data.data_dir}: {why}; '
+          'resume on the recorded data, or train in a fresh --workdir')
+    if recorded:
+      return
+  if is_main:
+    io.atomic_write_json(path, current, indent=1)
 
 
 def _carve_validation(train_all, config, workdir):
