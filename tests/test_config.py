@@ -164,6 +164,9 @@ def test_misspelled_or_forbidden_override_is_one_line(script, args, expect, tmp_
      "train: config.input.weighting='class' with config.input.balanced=True counts 1/N_c twice"),
     (['--config=demo:vgg16,smoke', '--workdir={tmp}/file/w'],
      'train: --workdir={tmp}/file/w cannot be created: {tmp}/file is a file'),
+    # A missing input is a bad flag (it was exit 1, as a failed run).
+    (['--config=demo:vgg16,smoke', '--config.data.data_dir={tmp}/nodata'],
+     'train: {tmp}/nodata: no prepared dataset ava/style; run aesthetics-prepare-data'),
     # A value that cannot work (config_checks): was an XLA traceback mid-run.
     (['--config=demo:vgg16,smoke', '--config.input.image_size=0'],
      'train: config.input.image_size=0: must be an integer >= 32'),

@@ -102,9 +102,10 @@ def test_malformed_row_is_one_line_and_exit_1(tmp_path):
   assert not (tmp_path / 'tfds' / 'ava' / 'style' / '1.0.0').exists()
 
 
-def test_missing_ava_dir_is_one_line_and_exit_1(tmp_path):
+def test_missing_ava_dir_is_one_line_and_exit_2(tmp_path):
+  """A bad flag, found before any work (it was exit 1, as a failed run)."""
   res = _run(f'--ava_dir={tmp_path / "nowhere"}', f'--data_dir={tmp_path / "tfds"}')
-  assert res.returncode == 1
+  assert res.returncode == 2 and not (tmp_path / 'tfds').exists()
   assert 'Traceback' not in res.stderr
   lines = res.stderr.strip().splitlines()
   assert len(lines) == 1 and str(tmp_path / 'nowhere') in lines[0], res.stderr

@@ -5,11 +5,11 @@ r"""Builds the TFDS `ava` dataset (array_record, no TensorFlow) from an AVA root
 
 Prints kept / skipped counts per split and the paths of skipped.csv, stats.json and the
 figures. Rerunning with the same --ava_dir and --max_pixels reuses an already prepared dataset
-(also when another prepare of the same --data_dir finishes first). Malformed metadata or a
-missing AVA root prints one line on stderr and exits 1, as does a disk that fills while the
-dataset is written (the partial dataset is removed); a --data_dir that cannot be written, that
-holds the dataset of another AVA root or --max_pixels, or a --max_pixels over the decoder's
-100 MP cap exits 2 before any image is validated (an already prepared dataset is reused
+(also when another prepare of the same --data_dir finishes first). Malformed metadata prints
+one line on stderr and exits 1, as does a disk that fills while the dataset is written (the
+partial dataset is removed); an --ava_dir without AVA.txt, a --data_dir that cannot be
+written, that holds the dataset of another AVA root or --max_pixels, or a --max_pixels over
+the decoder's 100 MP cap exits 2 before any image is validated (an already prepared dataset is reused
 read-only). Images are validated with the shared bounded decoder (`preprocess.decode`);
 EXIF-rotated photos are stored upright. A train id also in the test list is kept in test only.
 """
@@ -39,6 +39,10 @@ def main(argv):
     common.usage_error('prepare_data', f'--max_pixels={_MAX_PIXELS.value}: use '
                        f'1..{preprocess.MAX_PIXELS} (the decoder\'s cap, which training and '
                        'evaluation apply too)')
+  try:  # a missing AVA root is a bad flag: exit 2 before any work, as every command's
+    dataset.check_ava_root(_AVA_DIR.value)
+  except ava.AvaError as e:
+    common.usage_error('prepare_data', str(e))
   # Validating every image takes minutes on AVA: an unwritable destination is found first.
   if not dataset.is_prepared(_DATA_DIR.value, _SUBSET.value):
     common.check_outputs('prepare_data', folders={'data_dir': _DATA_DIR.value})

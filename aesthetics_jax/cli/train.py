@@ -15,8 +15,9 @@ User errors print one line on stderr: exit 2 for problems found before anything 
 file, config argument, `--config.KEY`, a value that cannot work (`train/config_checks.py`:
 `input.image_size` under 32, a `best_metric` no evaluation reports, ...); a --workdir that is
 unwritable, a file, in use by another trainer (`W/.lock`), or holds another model's checkpoint,
-only damaged ones, or checkpoints of another input or loss recipe), 1 for failures later
-(missing dataset, a failed checkpoint save, disk full or read-only under the logs).
+only damaged ones, or checkpoints of another input or loss recipe or data; an empty or
+unprepared --config.data.data_dir), 1 for failures later (a failed checkpoint save, disk full
+or read-only under the logs).
 """
 import errno
 import json
@@ -82,17 +83,20 @@ def main(argv):
       dataset.check_reuse(config.data.ava_dir, config.data.data_dir, config.data.subset)
     elif config.data.ava_dir:
       if not config.data.data_dir:
-        raise trainer.TrainingError('config.data.ava_dir is set but config.data.data_dir is empty; '
-                                  'pass --config.data.data_dir=<where to write the dataset>')
+        common.usage_error('train', 'config.data.ava_dir is set but config.data.data_dir is '
+                           'empty; pass --config.data.data_dir=<where to write the dataset>')
       if jax.process_index() == 0:
         dataset.prepare(config.data.ava_dir, config.data.data_dir, config.data.subset)
       if jax.process_count() > 1:
         from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
         multihost_utils.sync_global_devices('prepare_data')
-    if not config.data.data_dir:
-      raise trainer.TrainingError('config.data.data_dir is empty; pass '
-                                '--config.data.data_dir=<prepared TFDS dir> (aesthetics-prepare-data)')
-    _check_prepared(config.data.data_dir, config.data.subset, dataset)
+    if not config.data.data_dir:  # bad flags (exit 2), found before the workdir is made
+      common.usage_error('train', 'config.data.data_dir is empty; pass --config.data.data_dir='
+                         '<prepared TFDS dir> (aesthetics-prepare-data)')
+    try:
+      _check_prepared(config.data.data_dir, config.data.subset, dataset)
+    except FileNotFoundError as e:
+      common.usage_error('train', str(e))
     result = trainer.train_and_evaluate(config, _WORKDIR.value)
   except dataset.ReuseError as e:  # found before any work
     common.usage_error('train', str(e).replace('--ava_dir=', '--config.data.ava_dir=').replace(

@@ -422,9 +422,7 @@ def prepare(ava_dir: str | os.PathLike, data_dir: str | os.PathLike, subset: str
   _check_subset(subset)
   _check_max_pixels(max_pixels)
   ava_dir = Path(ava_dir)
-  if not (ava_dir / 'AVA.txt').is_file():
-    raise ava.AvaError(f'{ava_dir / "AVA.txt"}: not found; pass --ava_dir=<AVA root holding '
-                       'AVA.txt, tags.txt, style_image_lists/, images/>')
+  check_ava_root(ava_dir)
   if is_prepared(data_dir, subset):
     return _reuse(ava_dir, data_dir, subset, max_pixels)
   # Metadata and images are checked before TFDS starts, so a malformed row fails fast.
@@ -536,6 +534,15 @@ def identity_mismatch(recorded: dict, current: dict) -> str:
   return (f"{current.get('data_dir')} was prepared from another AVA root (its AVA.txt, tags.txt "
           f"or style lists differ) than the model's training data "
           f"({recorded.get('data_dir')}): its test split may hold images the model trained on")
+
+
+def check_ava_root(ava_dir: str | os.PathLike) -> None:
+  """AvaError (one line) unless `ava_dir` holds an AVA.txt: the commands' check of the flag,
+  before any work."""
+  f = Path(ava_dir) / 'AVA.txt'
+  if not f.is_file():
+    raise ava.AvaError(f'{f}: not found; pass --ava_dir=<AVA root holding AVA.txt, tags.txt, '
+                       'style_image_lists/, images/>')
 
 
 def load_sources(data_dir: str | os.PathLike, subset: str = 'style') -> dict[str, Sequence]:
