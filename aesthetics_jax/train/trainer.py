@@ -570,6 +570,18 @@ def _has_checkpoints(workdir) -> bool:
   return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
 
 
+def _read_record(path) -> dict | None:
+  """A JSON record this run wrote into its workdir; None if absent or unreadable (warned:
+  the run rewrites it)."""
+  if not path.exists():
+    return None
+  try:
+    return ckpt_lib.read_json_object(path)
+  except ckpt_lib.WorkdirError as e:
+    logging.warning('%s; rewriting it', e)
+    return None
+
+
 def _check_same_data(workdir, config, is_main: bool) -> None:
   """Records the training data's identity (`dataset.IDENTITY_FILE`: evaluation compares it) on
   a fresh run; refuses a resume on data prepared from another AVA root (the checkpoints were
@@ -577,19 +589,14 @@ def _check_same_data(workdir, config, is_main: bool) -> None:
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
   current = dataset.identity(config.data.data_dir, str(config.data.subset))
   path = workdir / dataset.IDENTITY_FILE
-  if path.exists():
-    try:
-      recorded = ckpt_lib.read_json_object(path)
-    except ckpt_lib.WorkdirError as e:
-      logging.warning('%s; rewriting it', e)
-      recorded = {}
+  recorded = _read_record(path)
+  if recorded is not None:
     why = dataset.identity_mismatch(recorded, current)
     if why:
       raise ckpt_lib.CheckpointMismatchError(
           f'{workdir}: cannot resume on --config.data.data_dir={config.data.data_dir}: {why}; '
           'resume on the recorded data, or train in a fresh --workdir')
-    if recorded:
-      return
+    return
   if is_main:
     io.atomic_write_json(path, current, indent=1)
 
@@ -610,11 +617,7 @@ def _carve_validation(train_all, config, workdir):
   rec = validation.record(split, meta.image_id, fraction, seed)
   path = workdir / validation.RECORD_FILE
   if path.exists():
-    try:
-      saved = ckpt_lib.read_json_object(path)
-    except ckpt_lib.WorkdirError as e:
-      logging.warning('%s; rewriting it', e)
-      saved = None
+    saved = _read_record(path)
     diff = validation.mismatch(saved, rec) if saved is not None else ''
     if diff and _has_checkpoints(workdir):
       raise TrainingError(
