@@ -28,6 +28,10 @@ class PaperRunError(ValueError):
   """One-line problem with the run's inputs (e.g. --weights without an arch's file)."""
 
 
+class PaperRunUsageError(PaperRunError):
+  """A flag or setting that cannot work, found before any stage (the command exits 2)."""
+
+
 def _log(msg: str) -> None:
   print(f'[paper_run {time.strftime("%H:%M:%S")}] {msg}', file=sys.stderr, flush=True)
 
@@ -112,7 +116,7 @@ def check_stand_in_torch(w: Path, weights: str | None, archs: list[str], smoke: 
   try:
     fake_imagenet._torch()  # pylint: disable=protected-access
   except fake_imagenet.FakeWeightsError:
-    raise PaperRunError(
+    raise PaperRunUsageError(
         "without --weights the run writes stand-in weights as torchvision .pth files, which "
         "needs torch: pip install -e '.[torch]' (or pass --weights=DIR holding your "
         'torchvision files or converted <arch>.npz)') from None
@@ -206,11 +210,11 @@ def check_eval_overrides(archs: list[str], smoke: bool, overrides: dict | None) 
       overrides_lib.apply(trial, {**(stages.SMOKE_EVAL if smoke else {}), **(overrides or {})},
                           what='--eval_set')
     except overrides_lib.OverrideError as e:  # names the flag already
-      raise PaperRunError(str(e)) from None
+      raise PaperRunUsageError(str(e)) from None
     try:
       eval_run.check_eval_config(trial)
     except eval_run.EvalConfigError as e:
-      raise PaperRunError(f'--eval_set ({arch}): {e}') from None
+      raise PaperRunUsageError(f'--eval_set ({arch}): {e}') from None
 
 
 def stage_evaluate(mdir: Path, smoke: bool, overrides: dict | None = None):

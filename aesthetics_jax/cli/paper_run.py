@@ -24,8 +24,6 @@ missing torch or a busy workdir exits 2).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from absl import flags
 from absl import logging
 
@@ -61,11 +59,8 @@ def main(argv):
       common.usage_error('paper_run', f'--{name}={v}: pass a positive number of views')
   if _WORKERS.value < 0:
     common.usage_error('paper_run', f'--workers={_WORKERS.value}: pass 0 (one per core) or more')
-  try:  # before the data and training stages: a bad value used to fail only after them
+  try:
     eval_overrides = paper_recipe.parse_eval_set(_EVAL_SET.value)
-    paper_recipe.check_eval_overrides(archs, _SMOKE.value, eval_overrides)
-    paper_recipe.check_stand_in_torch(Path(_WORKDIR.value).absolute(), _WEIGHTS.value, archs,
-                                      _SMOKE.value, _SEED.value)
   except paper_recipe.PaperRunError as e:
     common.usage_error('paper_run', str(e))
   common.check_outputs('paper_run', folders={'workdir': _WORKDIR.value})
@@ -80,6 +75,8 @@ def main(argv):
         views=_VIEWS.value, vgg16_views=_VGG16_VIEWS.value, smoke=_SMOKE.value,
         seed=_SEED.value, workers=_WORKERS.value,
         eval_overrides=eval_overrides)
+  except paper_recipe.PaperRunUsageError as e:  # run_paper's checks, before any stage
+    common.usage_error('paper_run', str(e))
   except (paper_recipe.PaperRunError, ava.AvaError, demo_data.DemoDataError,
           pretrained.PretrainedError, fake_imagenet.FakeWeightsError, ValueError,
           FileNotFoundError, OSError) as e:

@@ -45,9 +45,9 @@ def eval_current(workdir: Path, overrides: dict | None = None) -> dict | None:
     m = json.loads(mpath.read_text())
   except (OSError, ValueError):  # torn or edited: evaluate again
     return None
-  # As JSON stores them (tuples become lists), sorted as evaluate records them.
-  wanted = json.loads(json.dumps(dict(sorted((overrides or {}).items()))))
-  current = m.get('step') == latest_step(workdir) and m.get('overrides') == wanted
+  from aesthetics_jax.evaluation import overrides as overrides_lib  # pylint: disable=C0415
+  current = (m.get('step') == latest_step(workdir)
+             and m.get('overrides') == overrides_lib.record(overrides))
   return m if current else None
 
 

@@ -8,6 +8,7 @@ changed nothing) and names a wrong type in a paragraph; a key outside the evalua
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -63,3 +64,9 @@ def apply(config, overrides: Mapping[str, Any] | None, *,
       raise OverrideError(f'{what}: {key}={value!r} is a {type(value).__name__}; this key takes '
                           f'a {type(keys[key]).__name__} (e.g. {keys[key]!r})') from e
   config.update_from_flattened_dict(dict(overrides))
+
+
+def record(overrides: Mapping[str, Any] | None) -> dict:
+  """`overrides` as metrics.json records them (sorted, through JSON: tuples become lists), so
+  a job can tell whether an evaluation on disk ran with the overrides it would pass now."""
+  return json.loads(json.dumps(dict(sorted((overrides or {}).items())), default=str))

@@ -117,7 +117,7 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
                            desc='eval test')
   _check_finite(test, step, workdir)
 
-  m: dict[str, Any] = {'step': step, 'overrides': dict(sorted((overrides or {}).items())),
+  m: dict[str, Any] = {'step': step, 'overrides': overrides_lib.record(overrides),
                        'arch': arch, 'cam_method': str(ec.cam_method),
                        'box_threshold': float(ec.box_threshold), 'cam_layers': list(layers),
                        'cam_map_size': _map_size(model, variables, layers, size)}
@@ -214,12 +214,11 @@ def _check_same_data(workdir, config) -> None:
   (`dataset.IDENTITY_FILE`, recorded by the trainer) can test on training images."""
   path = workdir / dataset.IDENTITY_FILE
   try:
-    recorded = json.loads(path.read_text()) if path.exists() else {}
-  except (OSError, ValueError):
+    recorded = checkpoints.read_json_object(path) if path.exists() else {}
+  except checkpoints.WorkdirError:
     return  # unreadable: nothing to compare against (the trainer rewrites it on resume)
-  why = dataset.identity_mismatch(recorded if isinstance(recorded, dict) else {},
-                                  dataset.identity(config.data.data_dir,
-                                                   str(config.data.subset)))
+  why = dataset.identity_mismatch(
+      recorded, dataset.identity(config.data.data_dir, str(config.data.subset)))
   if why:
     raise EvalConfigError(f'{why}; evaluate on that dataset (or a copy of it): '
                           '--config.data.data_dir=DIR')
