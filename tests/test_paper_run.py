@@ -102,6 +102,28 @@ def test_given_weights_folder(tmp_path):
     paper_run._given_weights(tmp_path, 'mobilenet_v2')
 
 
+def test_missing_inputs_fail_before_any_stage(tmp_path):
+  """An --ava_dir without AVA.txt passed the data stage and a --weights folder without the
+  files failed in the weights stage, both exit 1; now exit 2 before any stage."""
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  for kw, expect in (({'ava_dir': str(empty)}, f'{empty / "AVA.txt"}: not found; pass --ava_dir='),
+                     ({'weights': str(tmp_path / 'nope')}, f'--weights={tmp_path / "nope"}: not '
+                      'a folder'),
+                     ({'weights': str(empty)}, f'--weights={empty}: no vgg16 weights')):
+    with pytest.raises(paper_run.PaperRunUsageError) as e:
+      paper_run.run_paper(tmp_path / 'w', smoke=True, archs=('vgg16',),
+                          **{'weights': str(tmp_path), **kw})
+    assert str(e.value).startswith(expect) and not (tmp_path / 'w').exists()
+  r = subprocess.run([sys.executable, '-m', 'launch.paper_run', f'--workdir={tmp_path / "w"}',
+                      f'--weights={empty}', '--archs=vgg16', '--smoke'],
+                     capture_output=True, text=True)
+  assert r.returncode == 2 and not (tmp_path / 'w').exists()
+  assert r.stderr.strip().splitlines() == [
+      f'paper_run: --weights={empty}: no vgg16 weights (expected vgg16*.pth, .pt, .safetensors '
+      'or vgg16.npz there); add them or drop --archs=vgg16']
+
+
 def test_bad_archs_flag_is_one_line(tmp_path):
   r = subprocess.run([sys.executable, '-m', 'launch.paper_run', f'--workdir={tmp_path}',
                       '--archs=resnet50'], capture_output=True, text=True)
@@ -146,14 +168,18 @@ def test_second_run_on_one_workdir_is_refused(tmp_path):
   """Two runs on one workdir wrote the same data, weights and table at once."""
   import os
   from aesthetics_jax.train import checkpoints, workdir
-  first = workdir.WorkdirLock(tmp_path, holder='aesthetics-paper-run')
+  w, weights = tmp_path / 'w', tmp_path / 'wt'
+  w.mkdir()
+  weights.mkdir()
+  (weights / 'vgg16.npz').write_bytes(b'')  # only looked for before the lock
+  first = workdir.WorkdirLock(w, holder='aesthetics-paper-run')
   first.acquire()  # as a live run holds it
   try:
     with pytest.raises(checkpoints.WorkdirBusyError, match=(
         f'is in use by another aesthetics-paper-run \\(pid {os.getpid()} ')):
       # Weights given: the stand-in check (torch) does not come first without the torch extra.
-      paper_run.run_paper(tmp_path, smoke=True, archs=('vgg16',), weights=str(tmp_path / 'wt'))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['.lock']  # no stage ran
+      paper_run.run_paper(w, smoke=True, archs=('vgg16',), weights=str(weights))
+    assert sorted(p.name for p in w.iterdir()) == ['.lock']  # no stage ran
   finally:
     first.release()
 

@@ -143,7 +143,8 @@ def test_train_cli_names_a_weights_folder_without_the_model_arch(data_dir, tmp_p
                       f'--workdir={tmp_path / "w"}', f'--config.data.data_dir={data_dir}',
                       f'--config.model.init_weights={folder}'],
                      cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=300)
-  assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr
+  # Exit 2 (nothing ran), as for a missing input; it was 1, as for a failed run.
+  assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
   lines = [l for l in r.stderr.splitlines() if l.startswith('train:')]
   assert len(lines) == 1, r.stderr
   assert lines[0].startswith(f'train: {folder}: a folder without mobilenet_v2.npz (it holds '

@@ -4,6 +4,7 @@ r"""Benchmark suite: JAX vs PyTorch in the same run, interleaved (`aesthetics-be
   python -m launch.benchmark --what=all --reference=torch --json=F      # 31-62 min, 2-core CPU
   python -m launch.benchmark --what=all --quick --json=F                # a few minutes
   python -m launch.benchmark --what=model|cam|study|recipe|input|scaling [...]
+  python -m launch.benchmark --json=F     # --what=model: the encoders' forward vs PyTorch's
 
 Every PyTorch figure is the best of the formulations a competent user would try
 (`bench/formulations.py`, --torch_formulations): NCHW / channels_last, chunks of 1/2/4/8
@@ -65,8 +66,9 @@ TARGETS = {  # the performance issue's targets (2-core CPU, after warm-up): ours
 FLAGS = flags.FLAGS
 _BEFORE = frozenset(FLAGS)  # absl's and imported libraries' flags: not reported
 _D = sections.Options()     # flag defaults
-flags.DEFINE_list('what', ['input'], f'Sections to run (comma separated): all or '
-                  f'{",".join(SECTIONS)}.')
+flags.DEFINE_list('what', ['model'], f'Sections to run (comma separated): all or '
+                  f'{",".join(SECTIONS)}. Default: model (MobileNetV2 / VGG16 forward, with '
+                  'PyTorch side by side when --reference allows).')
 flags.DEFINE_string('json', None, 'Write results (with machine info) to this JSON file.')
 flags.DEFINE_string('reference', 'auto', "'torch': time the PyTorch equivalents in the same "
                     "run (needs torch, torchvision, grad-cam); 'none'; 'auto' = torch if "

@@ -64,15 +64,16 @@ def stage_data(w: Path, ava_dir: str | None, smoke: bool, seed: int, workers: in
 
 
 def _given_weights(folder: Path, arch: str) -> Path:
+  """`arch`'s file in --weights (a converted <arch>.npz first); PaperRunUsageError if none."""
   if not folder.is_dir():
-    raise PaperRunError(f'--weights={folder}: not a folder; pass the folder holding the '
+    raise PaperRunUsageError(f'--weights={folder}: not a folder; pass the folder holding the '
                         'torchvision .pth files (or converted <arch>.npz)')
   converted = folder / f'{arch}.npz'
   if converted.is_file():
     return converted
   found = sorted(p for pat in WEIGHT_PATTERNS for p in folder.glob(pat.format(arch=arch)))
   if not found:
-    raise PaperRunError(f'--weights={folder}: no {arch} weights (expected {arch}*.pth, .pt, '
+    raise PaperRunUsageError(f'--weights={folder}: no {arch} weights (expected {arch}*.pth, .pt, '
                         f'.safetensors or {arch}.npz there); add them or drop --archs={arch}')
   return found[0]
 
@@ -102,6 +103,21 @@ def _stand_in(w: Path, arch: str, config, smoke: bool, seed: int) -> tuple[Path,
           'fc_dim': int(m.fc_dim) if arch == 'vgg16' else None,
           'calibration_images': calib['num_images'], 'image_size': calib['image_size']}
   return w / 'weights' / 'torch' / fake_weights.file_name(arch), want
+
+
+def check_inputs(ava_dir: str | None, weights: str | None, archs: list[str]) -> None:
+  """The inputs the flags name, before any stage: an --ava_dir without AVA.txt or a --weights
+  folder without an arch's file used to fail after the data stage (exit 1)."""
+  from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
+  if ava_dir:
+    try:
+      dataset.check_ava_root(ava_dir)
+    except ava.AvaError as e:
+      raise PaperRunUsageError(str(e)) from None
+  if weights:
+    for arch in archs:
+      _given_weights(Path(weights), arch)
 
 
 def check_stand_in_torch(w: Path, weights: str | None, archs: list[str], smoke: bool,
@@ -326,6 +342,7 @@ def run_paper(workdir: str | os.PathLike, *, ava_dir: str | None = None,
   archs = list(archs)
   check_eval_overrides(archs, smoke, eval_overrides)
   w = Path(workdir).absolute()
+  check_inputs(ava_dir, weights, archs)
   check_stand_in_torch(w, weights, archs, smoke, seed)
   # Two runs on one workdir would write the same data, weights and table at once; the second
   # is refused (exit 2), naming the first's pid. Each trainer also locks W/<arch>.

@@ -9,7 +9,8 @@ Stages (each skipped on a rerun when its output is complete, as aesthetics-demo 
   weights   without --weights: stand-in ImageNet weights as torchvision .pth files in
             W/weights/torch (make_fake_weights); with --weights=DIR, DIR's `<arch>*.pth`
             (`.pt`, `.safetensors`), e.g. torchvision's mobilenet_v2-b0353104.pth and
-            vgg16-397923af.pth, or already converted `<arch>.npz`; converted to W/weights/<arch>.npz;
+            vgg16-397923af.pth, or already converted `<arch>.npz`; converted to
+            W/weights/<arch>.npz;
   prepare   the TFDS dataset in W/tfds (style subset);
   train     configs mobilenet_v2_emd (frozen encoder, K = --views cached train views) and
             vgg16_binary (K = --vgg16_views) in W/<arch>, init_weights = W/weights/<arch>.npz;
@@ -19,8 +20,9 @@ Stages (each skipped on a rerun when its output is complete, as aesthetics-demo 
             W/paper_run.md and W/paper_run.json.
 --smoke: tiny everything (24 + 12 images of ~60 px, the configs' `smoke` variants: 32 px,
 2 steps), for tests. Without --weights, torch is needed (pip install -e '.[torch]'): the
-stand-in weights are written as .pth files. Errors are one line on stderr (exit 1; a bad flag,
-missing torch or a busy workdir exits 2).
+stand-in weights are written as .pth files. Errors are one line on stderr: exit 2, before any
+stage, for a bad flag, a missing input (an --ava_dir without AVA.txt, a --weights folder
+without an arch's file), missing torch or a busy workdir; exit 1 for a stage that failed.
 """
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ figures. Rerunning with the same --ava_dir and --max_pixels reuses an already pr
 one line on stderr and exits 1, as does a disk that fills while the dataset is written (the
 partial dataset is removed); an --ava_dir without AVA.txt, a --data_dir that cannot be
 written, that holds the dataset of another AVA root or --max_pixels, or a --max_pixels over
-the decoder's 100 MP cap exits 2 before any image is validated (an already prepared dataset is reused
-read-only). Images are validated with the shared bounded decoder (`preprocess.decode`);
+the decoder's 100 MP cap exits 2 before any image is validated (an already prepared dataset
+is reused read-only). Images are validated with the shared bounded decoder (`preprocess.decode`);
 EXIF-rotated photos are stored upright. A train id also in the test list is kept in test only.
 """
 from absl import flags

@@ -37,8 +37,9 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory (checkpoints, logs).')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
-                                   'host:port of process 0 for jax.distributed.initialize, or "auto" on '
-                                   'managed clusters (TPU pods, SLURM) that JAX detects itself.')
+                                   'host:port of process 0 for jax.distributed.initialize, '
+                                   'or "auto" on managed clusters (TPU pods, SLURM) that JAX '
+                                   'detects itself.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the job.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index.')
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -71,11 +72,9 @@ def main(argv):
   except (preprocess.InputError, config_checks.ConfigError) as e:
     common.usage_error('train', e)
   checkpoints.quiet_orbax_errors()  # failed saves arrive as one CheckpointError line
-  # CheckpointError: workdir (busy, read-only, a file), damaged checkpoints, failed saves;
-  # PretrainedError: --config.model.init_weights missing, unreadable or another model's.
+  # CheckpointError: workdir (busy, read-only, a file), damaged checkpoints, failed saves.
   user_errors = (trainer.TrainingError, checkpoints.CheckpointError,
-                 preprocess.InputError, parallel.ShardingError, ava.AvaError,
-                 pretrained.PretrainedError, FileNotFoundError,
+                 preprocess.InputError, parallel.ShardingError, ava.AvaError, FileNotFoundError,
                  NotADirectoryError, PermissionError)
   try:
     if config.data.ava_dir and dataset.is_prepared(config.data.data_dir, config.data.subset):
@@ -98,6 +97,10 @@ def main(argv):
     except FileNotFoundError as e:
       common.usage_error('train', str(e))
     result = trainer.train_and_evaluate(config, _WORKDIR.value)
+  except pretrained.PretrainedError as e:
+    # --config.model.init_weights missing, unreadable or another model's: the trainer loads
+    # them before it writes anything, so this is a bad flag (exit 2).
+    common.usage_error('train', e)
   except dataset.ReuseError as e:  # found before any work
     common.usage_error('train', str(e).replace('--ava_dir=', '--config.data.ava_dir=').replace(
         ' --data_dir', ' --config.data.data_dir'))

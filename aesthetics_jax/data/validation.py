@@ -8,7 +8,7 @@ end, with the selected checkpoint.
 
 Determinism: the split depends only on (labels, fraction, seed) — `split_rows` draws from its
 own seeded stream — so every process of a multi-host run, and a resumed run, computes the same
-rows. `record` / `check_record` keep the split in `W/validation_ids.json`, so a resumed run
+rows. `record` / `mismatch` keep the split in `W/validation_ids.json`, so a resumed run
 with another split (other seed, fraction or data) stops instead of mixing two.
 """
 from __future__ import annotations

@@ -261,7 +261,7 @@ def crop_image(path: str | os.PathLike, image: preprocess.Decoded,
 
 
 class Predictor:
-  """A restored model ready for `predict_arrays` / `predict_files`."""
+  """A restored model ready for `run` / `run_forward` (arrays) and `predict_files` (paths)."""
 
   def __init__(self, workdir: str | os.PathLike, step: int | None = None,
                cam_method: str | None = None, cam_layers: Sequence[str] | str | None = None,

@@ -13,8 +13,9 @@ and, split at any torchvision module `L` of `model.features` ('features.14'; `mo
   stores C, train/feature_cache.py),
 so `rest(features_until(x, L), L) == __call__(x)`; `L=None` is `model.default_layer`, the
 encoder's output (then `features_until == features`, `rest == head`). Activations are float32
-whatever `dtype` computes in. Variables are `{'params': {'encoder', 'head'}, 'batch_stats': {'encoder'}}` (VGG has no
-batch_stats). Dropout rng name: 'dropout'. Outputs are float32 whatever `dtype` computes in.
+whatever `dtype` computes in. Variables are `{'params': {'encoder', 'head'}, 'batch_stats':
+{'encoder'}}`, with `'batch_stats': {}` for VGG (no BatchNorm). Dropout rng name: 'dropout'.
+Outputs are float32 whatever `dtype` computes in.
 """
 from typing import Any, Optional, Sequence
 

@@ -1,8 +1,9 @@
 """Heads on the encoder's feature map A [B, h, w, C] (the Grad-CAM layer).
 
 Each head starts with a parameter-free average pool; everything after it is trainable. A frozen
-encoder's feature cache stores the pooled form (`pool_for_cache`), which the heads also accept,
-so training on the cache equals training on full maps (dropout comes after the pool in both).
+encoder's feature cache stores the pooled form (`model.cache_features`), which the heads also
+accept, so training on the cache equals training on full maps (dropout comes after the pool in
+both).
 
 `MobileNetV2Heads`: global average pool → aesthetic (dropout → Dense 10 score buckets) and
 attribute (Dense 66 tags) heads; optionally torchvision's ImageNet classifier (parity checks).

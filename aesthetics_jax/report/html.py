@@ -5,10 +5,11 @@ files alone (no JAX): a list of model sections and an optional dataset section.
 
 Model section (dict):
   name: str, arch: 'mobilenet_v2' | 'vgg16', step: int, workdir: str,
-  metrics: the `metrics.json` dict written by `evaluate.evaluate`,
+  metrics: the `metrics.json` dict written by `evaluation.run.evaluate`,
   figures: {key: PNG bytes | path}; keys used (all optional): `examples_high`,
     `examples_low`, `intensity_scatter_per_image`, `intensity_scatter_global`,
-    `bucket_maps`, `bucket_maps_examples`, `faithfulness_deletion`, `faithfulness_insertion`,
+    `bucket_maps`, `bucket_maps_examples`, `score_bucket_maps`, `faithfulness_deletion`,
+    `faithfulness_insertion`,
   notes: list[str] shown under the model heading,
   explorer: path of the model's `explorer/index.html` (optional; linked relative to the report).
 Dataset section (dict): figures {key: PNG bytes | path} (paper Figures 1-2), stats: dict.
