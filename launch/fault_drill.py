@@ -308,6 +308,14 @@ def catalogue(m: Material, heavy: bool = False, only: set[str] | None = None) ->
   add('misspelled override (train)', ['launch.train', f'--config={CONFIG}',
                                       f'--workdir={m.root / "t_typo"}',
                                       '--config.optim.lerning_rate=0.1'])
+  if only is None or 'missing starting weights (train)' in only:
+    fresh = m.root / 't_noweights'
+    add('missing starting weights (train)', [
+        'launch.train', f'--config={CONFIG}', f'--workdir={fresh}',
+        f'--config.data.data_dir={m.data_dir()}',
+        f'--config.model.init_weights={m.root / "no_such_weights.npz"}'],
+        check=lambda r: None if r.exit_code == 2 and not fresh.exists() else
+        f'exit {r.exit_code}, workdir made: {fresh.exists()} (want 2, none)')
   add('misspelled override (evaluate)', ['launch.evaluate', f'--workdir={wd}',
                                          '--config.eval.cam_methodz=x'])
   add('unwritable --output', [*pred, '--output=/proc/fault_drill/out.jsonl', str(m.good)])
