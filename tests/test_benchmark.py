@@ -279,6 +279,38 @@ def test_machine_info_names_what_differs_between_machines():
   assert machine.xla_threads('--xla_force_host_platform_device_count=2', 8) == 8
 
 
+def test_cpu_share_sees_other_processes():
+  """A busy loop outside our process tree (orphaned, so never counted as our child) shows up
+  as others' CPU; our own sleeping does not. Other load (the other pytest worker) can only
+  add to it."""
+  before = machine.cpu_times()
+  if before is None:
+    pytest.skip('no /proc/stat describing our CPUs here')
+  assert before['cpus'] == len(os.sched_getaffinity(0))
+  subprocess.run(['sh', '-c', 'timeout 1.5 sh -c "while :; do :; done" >/dev/null 2>&1 &'],
+                 check=True)  # the shell exits at once: the loop is no child of ours
+  time.sleep(1.7)
+  share = machine.cpu_share(before, machine.cpu_times())
+  assert share['others_cores'] >= 0.3 and share['ours_cores'] < 0.3, share
+  assert share['contended'] and '--what=model' in machine.share_warning(share, '--what=model')
+
+
+def test_cpu_share_arithmetic_and_warning():
+  t0 = {'wall': 0.0, 'busy': 100.0, 'steal': 5.0, 'ours': 10.0, 'cpus': 2}
+  quiet = machine.cpu_share(t0, {'wall': 10.0, 'busy': 119.0, 'steal': 5.5, 'ours': 28.0,
+                                 'cpus': 2})
+  assert quiet == {'seconds': 10.0, 'cpus': 2, 'ours_cores': 1.8, 'others_cores': 0.1,
+                   'steal_cores': 0.05, 'contended': False}
+  assert machine.share_warning(quiet, '--what=cam') is None
+  busy = machine.cpu_share(t0, {'wall': 10.0, 'busy': 120.0, 'steal': 7.0, 'ours': 25.0,
+                                'cpus': 2})
+  assert busy['others_cores'] == 0.5 and busy['steal_cores'] == 0.2 and busy['contended']
+  assert machine.share_warning(busy, '--what=cam').startswith(
+      'WARNING: during --what=cam other processes used 0.50 and the hypervisor stole 0.20 of 2 '
+      'cores on average (ours 1.50)')
+  assert machine.cpu_share(None, t0) is None and machine.share_warning(None, 'x') is None
+
+
 def _rate(median):
   return {'items_per_s': {'median': median, 'min': median, 'max': median}}
 
@@ -555,6 +587,12 @@ def test_cli_study_without_reference_writes_json(tmp_path):
   # --quick sets what was not given; what was given wins.
   assert doc['options']['repeats'] == 2 and doc['options']['cam_batch_size'] == 4
   assert doc['results']['summary']['quick'] is True
+  # Who else used the CPUs, per section and for the run (None only without /proc/stat).
+  summary = doc['results']['summary']
+  for share in (res['cpu_share'], summary['cpu_share']):
+    assert share is None or {'ours_cores', 'others_cores', 'steal_cores', 'contended'} <= set(
+        share)
+  assert all(w in r.stdout for w in summary['warnings'])
 
 
 @pytest.mark.parametrize('args, message', [(['--what=nope'], 'nope'),

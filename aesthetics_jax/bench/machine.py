@@ -143,3 +143,66 @@ def _thp_mode() -> str | None:
     return None
   start, end = text.find('['), text.find(']')
   return text[start + 1:end] if 0 <= start < end else text.strip() or None
+
+
+# -- Who else used the CPUs while we timed ---------------------------------------------------
+# A figure timed beside other work is not this machine's figure, and the two frameworks do not
+# suffer alike: beside a 2-core job, PyTorch's OpenMP threads (which wait for the slowest
+# thread at every op) lost an order of magnitude in one run where XLA's pool lost about a
+# third. So every run records
+# how much CPU others took (processes outside ours, and the hypervisor's steal) and the summary
+# warns when it is more than a small share.
+BUSY_WARN_CORES = 0.25  # others' average use (cores) above which the summary warns
+
+
+def cpu_times() -> dict[str, float] | None:
+  """Monotonic wall time, system-wide busy and stolen CPU seconds (/proc/stat) and this
+  process's CPU seconds (its threads and its waited-for children). None where /proc/stat is
+  missing or counts other CPUs than ours (a container on a bigger host: its figures would
+  be the host's)."""
+  try:
+    with open('/proc/stat') as f:
+      lines = f.read().splitlines()
+  except OSError:
+    return None
+  cpus = sum(1 for line in lines if line.startswith('cpu') and line[3:4].isdigit())
+  if cpus != parallel.host_cpu_count() or not lines or not lines[0].startswith('cpu '):
+    return None
+  # user nice system idle iowait irq softirq steal [guest guest_nice] (guest is in user)
+  v = [int(x) for x in lines[0].split()[1:]]
+  if len(v) < 8:
+    return None
+  hz = os.sysconf('SC_CLK_TCK')
+  t = os.times()
+  return {'wall': time.monotonic(), 'busy': (v[0] + v[1] + v[2] + v[5] + v[6]) / hz,
+          'steal': v[7] / hz, 'ours': t.user + t.system + t.children_user + t.children_system,
+          'cpus': cpus}
+
+
+def cpu_share(before: dict[str, float] | None, after: dict[str, float] | None
+              ) -> dict[str, Any] | None:
+  """Average cores used between two `cpu_times()`: by us, by other processes, stolen by the
+  hypervisor; and whether others took enough to make the timings unreliable."""
+  if before is None or after is None:
+    return None
+  wall = after['wall'] - before['wall']
+  if wall <= 0:
+    return None
+  ours = (after['ours'] - before['ours']) / wall
+  busy = (after['busy'] - before['busy']) / wall
+  steal = (after['steal'] - before['steal']) / wall
+  # jiffies vs os.times() rounding: a few hundredths of a core either way.
+  others = max(0.0, busy - ours)
+  return {'seconds': round(wall, 1), 'cpus': after['cpus'], 'ours_cores': round(ours, 3),
+          'others_cores': round(others, 3), 'steal_cores': round(steal, 3),
+          'contended': bool(others + steal > BUSY_WARN_CORES)}
+
+
+def share_warning(share: dict[str, Any] | None, what: str) -> str | None:
+  """One line for the summary when others (or the hypervisor) took CPU during `what`."""
+  if not share or not share['contended']:
+    return None
+  return (f"WARNING: during {what} other processes used {share['others_cores']:.2f} and the "
+          f"hypervisor stole {share['steal_cores']:.2f} of {share['cpus']} cores on average "
+          f"(ours {share['ours_cores']:.2f}): the figures are not this machine's, and "
+          'PyTorch slows far more than XLA under contention; rerun on a quiet machine')

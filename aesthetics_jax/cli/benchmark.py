@@ -229,7 +229,9 @@ def summary_rows(rows: list[sections.Row]) -> list[dict[str, Any]]:
   return out
 
 
-def print_summary(rows: list[dict[str, Any]]) -> None:
+def print_summary(rows: list[dict[str, Any]], warnings: list[str] = ()) -> None:
+  for w in warnings:  # again, beside the table they qualify
+    print(w)
   if not rows:
     return
   print('\nsummary (ours vs reference; target met?)')
@@ -263,18 +265,28 @@ def print_threads(info: dict[str, Any]) -> None:
 
 
 def run(what: list[str], opts: sections.Options) -> dict[str, Any]:
-  """{section: its results, 'summary': {'rows', 'total_s', 'quick'}}."""
+  """{section: its results (with `cpu_share`), 'summary': {'rows', 'total_s', 'quick',
+  'cpu_share', 'warnings'}}."""
+  from aesthetics_jax.bench import machine  # pylint: disable=import-outside-toplevel
   results: dict[str, Any] = {}
   rows: list[sections.Row] = []
-  t_all = time.perf_counter()
+  warnings: list[str] = []
+  t_all, cpu_all = time.perf_counter(), machine.cpu_times()
   for name in what:
     print(f'[{name}]', flush=True)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), machine.cpu_times()
     results[name] = section(name).run(opts)
     results[name]['section_s'] = time.perf_counter() - t0
+    results[name]['cpu_share'] = share = machine.cpu_share(cpu0, machine.cpu_times())
+    warning = machine.share_warning(share, f'--what={name}')
+    if warning:
+      print(warning, flush=True)
+      warnings.append(warning)
     rows += section(name).summary(results[name])
   results['summary'] = {'rows': summary_rows(rows), 'total_s': time.perf_counter() - t_all,
-                        'quick': opts.quick}
+                        'quick': opts.quick,
+                        'cpu_share': machine.cpu_share(cpu_all, machine.cpu_times()),
+                        'warnings': warnings}
   return results
 
 
@@ -297,7 +309,7 @@ def main(argv):
     results = run(what, opts)
   except (UsageError, preprocess.InputError, ava.AvaError, FileNotFoundError) as e:
     user_error(str(e))
-  print_summary(results['summary']['rows'])
+  print_summary(results['summary']['rows'], results['summary']['warnings'])
   if not FLAGS.json:
     print(json.dumps(results, indent=2, default=str))
     return
