@@ -42,6 +42,44 @@ def test_exif_orientation_is_applied_as_exif_transpose_does(orientation, fmt):
   np.testing.assert_array_equal(preprocess.decode_image(data), want)
 
 
+def _tiff(shown: np.ndarray, orientation: int) -> bytes:
+  """`shown` stored as a camera would in a TIFF with `orientation` (in the TIFF tags)."""
+  stored = Image.open(io.BytesIO(image_fixture.encode(shown, 'PNG', orientation)))
+  buf = io.BytesIO()
+  stored.convert('RGB').save(buf, 'TIFF', tiffinfo={preprocess.ORIENTATION_TAG: orientation})
+  return buf.getvalue()
+
+
+@pytest.mark.parametrize('orientation', range(1, 9))
+@pytest.mark.parametrize('fmt', ['TIFF', 'WEBP'])
+def test_tiff_and_webp_orientations_are_applied_once(orientation, fmt):
+  """Pillow's TIFF plugin turns the image itself (recent versions): ours turned it a second
+  time, so a rotated TIFF was scored, boxed and cropped in the wrong frame."""
+  shown = image_fixture.smooth_photo(48, 64)
+  if fmt == 'TIFF':
+    data = _tiff(shown, orientation)
+  else:
+    stored = Image.open(io.BytesIO(image_fixture.encode(shown, 'PNG', orientation)))
+    exif = Image.Exif()
+    exif[preprocess.ORIENTATION_TAG] = orientation
+    buf = io.BytesIO()
+    stored.convert('RGB').save(buf, 'WEBP', lossless=True, exif=exif.tobytes())
+    data = buf.getvalue()
+  for target in (None, 20):
+    dec = preprocess.decode(data, target=target)
+    assert dec.size == (48, 64) == preprocess.image_size(data), (dec.size, target)
+    if target is None:
+      np.testing.assert_array_equal(dec.image, shown)
+    else:
+      assert dec.image.shape[1] > dec.image.shape[0]  # landscape, as displayed
+  # A PIL image handed in (the notebook API), opened or already loaded.
+  img = Image.open(io.BytesIO(data))
+  np.testing.assert_array_equal(preprocess.decode(img).image, shown)
+  img = Image.open(io.BytesIO(data))
+  img.load()
+  np.testing.assert_array_equal(preprocess.decode(img).image, shown)
+
+
 @pytest.mark.parametrize('fmt,tol', [('PNG', 0.0), ('JPEG', 2.0)])
 def test_rotated_photo_gets_the_upright_model_input(fmt, tol):
   """Orientation 6 (a phone held upright): same preprocessed input as the upright photo, on

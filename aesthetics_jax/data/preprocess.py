@@ -213,6 +213,25 @@ def orientation(img: Image.Image) -> int:
   return value if value in _TRANSPOSE else 1
 
 
+@functools.cache
+def _plugin_orients(fmt: str | None) -> bool:
+  """Whether PIL's plugin for `fmt` applies the EXIF orientation itself: Pillow's TIFF plugin
+  does in recent versions (the size at open is already the displayed one, and load() turns
+  the pixels), older ones do not. Found by trying, once per format: ours must then not turn
+  the image a second time."""
+  if fmt != 'TIFF':
+    return False
+  buf = io.BytesIO()
+  Image.new('L', (2, 1)).save(buf, 'TIFF', tiffinfo={ORIENTATION_TAG: 6})
+  buf.seek(0)
+  return Image.open(buf).size == (1, 2)
+
+
+def _to_apply(img: Image.Image) -> int:
+  """The orientation left for us to apply to an opened (not yet loaded) image."""
+  return 1 if _plugin_orients(img.format) else orientation(img)
+
+
 def _displayed(size: tuple[int, int], orient: int) -> tuple[int, int]:
   """PIL (W, H) as stored → (H, W) as displayed."""
   w, h = size
@@ -325,7 +344,7 @@ def _decode(data: bytes | Image.Image, target: int | None, max_side: int | None,
     raise _fail(TOO_SMALL, what, f'too small: {w}x{h} px, under {min_side} px a side',
                 'the model needs a larger image (prepare_data skips these too)')
   try:
-    orient = orientation(img)
+    orient = _to_apply(img)
     scale = _work_scale((h, w), target, max_side)
     n = _dct_denominator((h, w), target, max_side) if img.format == 'JPEG' else 1
     if n > 1:
@@ -380,7 +399,7 @@ def decode(data: bytes | Image.Image, *, target: int | None = None,
 def image_size(data: bytes, what: str = 'image') -> tuple[int, int]:
   """(H, W) as displayed (EXIF orientation applied), from the header only."""
   img = _open(data, what, '', MAX_FILE_BYTES, MAX_PIXELS)
-  return _displayed(img.size, orientation(img))
+  return _displayed(img.size, _to_apply(img))
 
 
 def _decode_pil(data: bytes | Image.Image, min_size: int | None,
