@@ -137,6 +137,36 @@ def test_image_boxes_in_original_pixels():
   np.testing.assert_allclose(crop.resize_maps(np.ones((2, 3, 4, 4)), (5, 7)), np.ones((2, 3, 5, 7)))
 
 
+@pytest.mark.parametrize('hw, aspect, want_hw', [
+    ((4000, 6000), '1:1', (4000, 4000)),    # was 3997 x 4000 (the 512-px grid, scaled up)
+    ((2448, 3264), '1:1', (2448, 2448)),    # was 2448 x 2449
+    ((4000, 6000), '16:9', (3375, 6000)),   # was 3379 high
+    ((400, 8000), '9:16', (400, 225)),      # was 235 wide (4.4% off)
+    ((40, 20000), '4:3', (40, 53)),         # was 40 x 40 (a 1-px-high grid)
+    ((5000, 32), '4:3', (24, 32)),
+])
+def test_aspect_crop_is_exactly_the_aspect_in_image_pixels(hw, aspect, want_hw):
+  """The window is found on the <= 512-px grid; scaled up, each side rounded on its own, so a
+  '1:1' crop was not square. It is now the largest window of the aspect in the image's own
+  pixels, centred where the grid's window was (and inside the image)."""
+  aes = np.zeros((8, 8), np.float32)
+  aes[6, 6] = 1.0  # hot near the bottom-right
+  out = crop.image_boxes(aes, None, hw, threshold=0.5, aspect=aspect)
+  y0, x0, y1, x1 = (int(v) for v in out['boxes']['crop'])
+  assert (y1 - y0, x1 - x0) == want_hw == crop.window_size(hw, aspect)
+  assert 0 <= y0 and 0 <= x0 and y1 <= hw[0] and x1 <= hw[1]
+  H, W = hw
+  # Where there is room to move, the window sits towards the hot corner.
+  if want_hw[0] < H:
+    assert y0 > 0
+  if want_hw[1] < W:
+    assert x0 > 0
+  np.testing.assert_array_equal(crop.exact_window([10, 10, 20, 20], (100, 100), (30, 30)),
+                                [0, 0, 30, 30])  # centred on 15: starts at 0
+  np.testing.assert_array_equal(crop.exact_window([90, 90, 100, 100], (100, 100), (30, 30)),
+                                [70, 70, 100, 100])
+
+
 def test_boxes_of_empty_maps_follow_one_rule():
   """predict and per_image.csv drop the box of a map that points nowhere; the CSV used to keep
   an empty attribute map's (full-frame) box and average it in."""
@@ -181,3 +211,18 @@ def test_per_image_csv_drops_an_empty_attribute_box(tmp_path):
   # Image 1: aesthetic map empty → no aesthetic box, average = the attribute box.
   assert rows[1]['map'] == 'empty' and rows[1]['box_aesthetic'] == ''
   assert rows[1]['box_average'] == rows[1]['box_attribute'] != ''
+
+
+def test_crop_of_a_thin_strip_is_cut_at_full_resolution(tmp_path):
+  """A 40x20000 PNG (0.8 MP) was re-decoded with its long side <= 6000 for the crop, so a
+  40x53 box came out 14x10 px; crops are bounded by pixels (36 MP), not by the long side."""
+  from aesthetics_jax.evaluation import inference
+  strip = np.zeros((40, 20000, 3), np.uint8)
+  strip[:, 10000:10053] = 255
+  path = tmp_path / 'strip.png'
+  Image.fromarray(strip).save(path)
+  decoded = inference.load_image(path)
+  assert decoded.reduced and decoded.size == (40, 20000)  # the working copy is reduced
+  cut = inference.crop_image(path, decoded, [0, 10000, 40, 10053])
+  assert cut.size == (53, 40)
+  assert np.asarray(cut).min() == 255  # the very pixels of the box

@@ -285,8 +285,12 @@ def test_empty_map_is_reported_not_turned_into_the_full_frame(files, tmp_path):
   assert 'aesthetic' not in rec['boxes'] and 'crop' not in rec['boxes']
   # The suggested box falls back to the attribute map's (never a silent full frame).
   assert rec['box'] == rec['boxes'].get('attribute')
-  if rec['box'] is None:
-    assert 'crop' not in rec
+  # With --aspect the crop is that window or nothing: it used to cut the attribute box, of
+  # another aspect, while the notebook API's crop() gave None.
+  assert rec['crop'] is None and not any((tmp_path / 'crops').glob('*'))
+  assert r.stderr.strip().splitlines()[-1] == (
+      'predict: no crop for 1 of 1 scored image: the map points nowhere ("map": "empty", '
+      '"crop": null)')
 
 
 def test_config_eval_override_changes_the_box(files, cli):

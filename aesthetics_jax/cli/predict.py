@@ -11,7 +11,7 @@ stdout or atomically to `--output=F`:
   {"path", "mean_score", "score_std", "distribution"[10], "tags": [{"id","name","prob"}...]
    (MobileNetV2), "p_high", "label", "map": "ok"|"empty", "box": {"x0","y0","x1","y1"} | null,
    "boxes": {"aesthetic"|"attribute"|"average"|"crop": {"x0","y0","x1","y1"}},
-   "overlay", "crop" (paths, when asked for)}
+   "overlay", "crop" (paths, when asked for; "crop": null when the map is empty)}
 Boxes are end-exclusive image pixels (`image.crop((b["x0"], b["y0"], b["x1"], b["y1"]))` in
 PIL) of the image as displayed (EXIF orientation applied); `box` is the average of the aesthetic
 and attribute boxes for MobileNetV2 (the aesthetic box for VGG16); `boxes.crop` is the best box
@@ -125,10 +125,12 @@ def main(argv):
   records = iter(()) if predictor is None else predictor.predict_files(
       paths, _OVERLAY_DIR.value, _CROP_DIR.value, _ASPECT.value,
       batch_size=_BATCH.value, top_k=_TOP_K.value)
-  lines, failed = [], 0
+  lines, failed, uncut, scored = [], 0, 0, 0
   try:
     for rec in _in_order(items, records):
       failed += any(k in rec for k in _FAILURES)
+      scored += 'error' not in rec
+      uncut += 'crop' in rec and rec['crop'] is None
       line = inference.to_json_line(rec)
       if _OUTPUT.value:
         lines.append(line)
@@ -137,6 +139,10 @@ def main(argv):
   except BrokenPipeError:  # `| head`: the reader has what it wanted
     _quiet_stdout()
     sys.exit(_EXIT_SIGPIPE)
+  if uncut:  # --crop_dir got fewer files than images: say why, not only in the JSON
+    print(f'predict: no crop for {uncut} of {scored} scored image{"" if scored == 1 else "s"}: '
+          'the map points nowhere ("map": "empty", "crop": null)', file=sys.stderr,
+          flush=True)
   if _OUTPUT.value:
     text = ''.join(f'{x}\n' for x in lines)
     try:

@@ -14,14 +14,15 @@ Bounded memory for any input (`preprocess.decode`'s byte and pixel caps): each f
 reduced to a working copy (both sides >= `WORK_SIDE` where the image is larger, long side
 <= `WORK_MAX_SIDE`) that feeds the model and the overlays; overlays are drawn with their long
 side <= `OVERLAY_MAX_SIDE`; crops are cut from the image decoded again, at full resolution up to
-`CROP_MAX_SIDE` px on the long side (JPEGs DCT-reduced to it beyond), except from non-JPEG
-images over CROP_MAX_SIDE² px, which PIL decodes only at full size: their crops come from the
-working copy.
+`CROP_MAX_PIXELS` (36 MP, whatever the aspect: a 40x20000 strip is cut at full size too),
+beyond it JPEGs DCT-reduced to that many pixels and other formats (which PIL decodes only at
+full size) cut from the working copy.
 """
 from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -49,9 +50,9 @@ from aesthetics_jax.models import outputs as outputs_lib
 WORK_SIDE = 1024
 WORK_MAX_SIDE = 4096
 OVERLAY_MAX_SIDE = 1024  # long side of --overlay_dir images
-# Crops are cut at full resolution up to this long side (24 MP at 3:2), from a reduced decode
-# beyond (see the module docstring).
-CROP_MAX_SIDE = 6000
+# Crops are cut at full resolution up to this many pixels (6000², 36 MP), from a reduced
+# decode beyond (see the module docstring).
+CROP_MAX_PIXELS = 6000 * 6000
 
 
 class PredictError(ValueError):
@@ -244,15 +245,18 @@ def load_image(path: str | os.PathLike, target: int | None = WORK_SIDE,
 def crop_image(path: str | os.PathLike, image: preprocess.Decoded,
                box: Sequence[int]) -> Image.Image:
   """`box` (original pixels) cut from the image, an RGB PIL image: from the file decoded again
-  with its long side <= CROP_MAX_SIDE, or from the working copy when that is the whole image,
-  or when a re-decode would materialise a huge non-JPEG image (another full-size transient
-  after the model's memory is in use)."""
+  (at full resolution up to CROP_MAX_PIXELS, reduced to about that many beyond), or from the
+  working copy when that is the whole image, or when a re-decode would materialise a huge
+  non-JPEG image (another full-size transient after the model's memory is in use)."""
   h, w = image.size
-  if not image.reduced or (image.format != 'JPEG' and h * w > CROP_MAX_SIDE**2):
+  if not image.reduced or (image.format != 'JPEG' and h * w > CROP_MAX_PIXELS):
     y0, x0, y1, x1 = crop.scale_box(box, image.size, image.image.shape[:2])
     return Image.fromarray(image.image[y0:y1, x0:x1])
+  # A pixel budget, not a long side: a thin strip within it is cut at full size.
+  max_side = None if h * w <= CROP_MAX_PIXELS else max(
+      1, math.floor(max(h, w) * math.sqrt(CROP_MAX_PIXELS / (h * w))))
   try:  # cut and saved in PIL: no numpy copy of a full-resolution crop
-    src, _ = preprocess.decode_pil(preprocess.read_file(path), max_side=CROP_MAX_SIDE,
+    src, _ = preprocess.decode_pil(preprocess.read_file(path), max_side=max_side,
                                    what=str(path))
   except preprocess.DecodeError as e:
     raise PredictError(str(e)) from None
@@ -378,12 +382,15 @@ class Predictor:
               rec['overlay'] = str(out)
             except OSError as e:  # a full disk loses this picture, not the scores
               rec['overlay_error'] = write_error(out, e, 'overlay_dir')
-          suggested = vis['boxes'].get('average', vis['boxes'].get('aesthetic'))
-          if crop_dir and suggested is not None:
+          # With --aspect the crop is that window or nothing: never a box of another shape.
+          cut = (vis['boxes'].get('crop') if aspect else
+                 vis['boxes'].get('average', vis['boxes'].get('aesthetic')))
+          if crop_dir and cut is None:  # an empty map points nowhere: nothing to cut
+            rec['crop'] = None
+          elif crop_dir:
             out = Path(crop_dir) / f'{stem}_crop.png'
             try:
-              figures.save_png(out, crop_image(chunk[j], images[j],
-                                               vis['boxes'].get('crop', suggested)))
+              figures.save_png(out, crop_image(chunk[j], images[j], cut))
               rec['crop'] = str(out)
             except PredictError as e:  # the file changed since it was scored
               rec['crop_error'] = str(e)

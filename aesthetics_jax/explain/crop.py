@@ -190,6 +190,19 @@ def scale_box(box: Sequence[int] | np.ndarray, from_hw: tuple[int, int],
   return np.concatenate([start, end], axis=-1).astype(np.int32)
 
 
+def exact_window(box: Sequence[int] | np.ndarray, hw: tuple[int, int],
+                 size: tuple[int, int]) -> np.ndarray:
+  """A `size` (h, w) window inside `hw`, centred where `box` (y0, x0, y1, x1) is centred
+  (moved inside the image where it would stick out): an `aspect_crop` window found on a coarse
+  grid, made exactly its aspect in the image's own pixels (scaling it up rounds each side on
+  its own: a 1:1 crop of a 6000x4000 photo came out 3997x4000)."""
+  y0, x0, y1, x1 = (float(v) for v in box)
+  h, w = min(size[0], hw[0]), min(size[1], hw[1])
+  top = int(np.clip(round((y0 + y1 - h) / 2), 0, hw[0] - h))
+  left = int(np.clip(round((x0 + x1 - w) / 2), 0, hw[1] - w))
+  return np.asarray([top, left, top + h, left + w], np.int32)
+
+
 def box_grid(orig_hw: tuple[int, int], limit: int = BOX_RESOLUTION) -> tuple[int, int]:
   """(H', W') with the original aspect and longest side <= limit."""
   h, w = orig_hw
@@ -265,9 +278,11 @@ def image_boxes(aesthetic: np.ndarray, attribute: np.ndarray | None, orig_hw: tu
   if attribute is not None:
     empty['attribute'] = bool(empty_maps(np.asarray(attribute)))
   grid_boxes = without_empty(grid_boxes, empty)
+  boxes = {k: scale_box(v[0], grid, orig_hw) for k, v in grid_boxes.items()}
+  if 'crop' in boxes:
+    boxes['crop'] = exact_window(boxes['crop'], orig_hw, window_size(orig_hw, aspect))
   return {'aesthetic_map': aes[0], 'attribute_map': None if attr is None else attr[0],
-          'empty': empty,
-          'boxes': {k: scale_box(v[0], grid, orig_hw) for k, v in grid_boxes.items()}}
+          'empty': empty, 'boxes': boxes}
 
 
 def save_crops(images: Sequence[np.ndarray] | np.ndarray, boxes_: np.ndarray,
