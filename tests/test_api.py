@@ -185,3 +185,25 @@ def test_load_prints_no_orbax_notices(example, caplog):
     aesthetics_jax.load(tmp / 'mnv2')
   noise = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
   assert noise == []
+
+
+def test_a_large_file_scores_and_boxes_as_predict_does(example, tmp_path):
+  """`aesthetics-predict` feeds the model from a reduced working copy (a large JPEG decoded
+  DCT-reduced); the API resized the full decode instead, so the same 4000x3000 file scored
+  5.036 here and 5.060 there. Both now feed the model the same pixels."""
+  import image_fixture
+  ns, _, _ = example
+  m = ns['m']
+  big = tmp_path / 'big.jpg'
+  photo = image_fixture.smooth_photo(2400, 3000).astype(np.int16)
+  photo += np.random.default_rng(0).integers(-60, 60, photo.shape, np.int16)  # fine texture
+  Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)).save(big, quality=90)
+  rec = next(m.predictor.predict_files([str(big)], aspect='4:3', top_k=3))
+  s = m.score(str(big), top_k=3)
+  assert abs(s['mean_score'] - rec['mean_score']) < 1e-5, (s['mean_score'], rec['mean_score'])
+  np.testing.assert_allclose(s['distribution'], rec['distribution'], atol=1e-6)
+  boxes = m.boxes(str(big), aspect='4:3')
+  for name, b in boxes.items():
+    assert rec['boxes'][name] == b._asdict(), name
+  assert m.cam(str(big)).shape == (2400, 3000)
+  assert m.crop(str(big), aspect='4:3').size == (3000, 2250)  # cut from the full decode
