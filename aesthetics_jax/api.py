@@ -9,8 +9,8 @@
   m.crop(img, aspect='4:3')                      # PIL image (None if the map points nowhere)
   m.overlay(img, target='tag:Floral')            # PIL image: map, boxes and a legend
 
-Images: a path, a PIL image or a uint8 array [H, W(, 3|4)]; `score` and `cam` also take a
-list (batched through the model). Targets (`Model.targets`): 'aesthetic' (the predicted score;
+Images: a path, a file's bytes, a PIL image or a uint8 array [H, W(, 3|4)]; `score` and `cam`
+also take a list (batched through the model). Targets (`Model.targets`): 'aesthetic' (the predicted score;
 'high' is the same), 'low' (its negative), and for MobileNetV2 'bucket:<k>' (score bucket
 1..10), 'bucket' (all 10 maps), 'tag:<name or id>' (an AVA tag, e.g. 'tag:Floral',
 'tag:12'), 'top_tag' (each image's most probable tag). Methods: `cam.METHODS`
@@ -38,7 +38,7 @@ from aesthetics_jax.explain import cam as cam_lib
 from aesthetics_jax.explain import crop as crop_lib
 from aesthetics_jax.report import figures
 
-ImageLike = str | os.PathLike | Image.Image | np.ndarray
+ImageLike = str | os.PathLike | bytes | Image.Image | np.ndarray
 
 
 class Box(NamedTuple):
@@ -86,8 +86,23 @@ def _check_batch_size(batch_size: Any) -> int:
   return int(batch_size)
 
 
+def _check_top_k(top_k: Any) -> int:
+  if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
+    raise ValueError(f'top_k={top_k!r}: pass an int >= 0 (tags listed per image)')
+  return int(top_k)
+
+
+def _check_one(x: Any, call: str) -> None:
+  if _is_batch(x):
+    raise ValueError(f'{call} takes one image, not a {type(x).__name__} of them: call it per '
+                     'image (score and cam take lists)')
+
+
 def to_array(x: ImageLike) -> np.ndarray:
-  """A path, PIL image or array → uint8 [H, W, 3]; one-line ValueError otherwise."""
+  """A path, encoded bytes, PIL image or array → uint8 [H, W, 3]; one-line ValueError
+  otherwise."""
+  if isinstance(x, (bytes, bytearray, memoryview)):  # a file's content (JPEG, PNG, ...)
+    return preprocess.decode(bytes(x), min_side=preprocess.MIN_SIDE, what='image bytes').image
   if isinstance(x, (str, os.PathLike)):
     # Full resolution (maps, boxes and crops are in the file's pixels), EXIF-upright, through
     # the shared decoder's byte / pixel caps; PredictError (a ValueError) for missing, corrupt,
@@ -97,10 +112,18 @@ def to_array(x: ImageLike) -> np.ndarray:
     # The file decoder's rules (16-bit and float modes scaled to their white level, not
     # clipped by convert('RGB'); NaN refused; EXIF-upright; pixel cap; >= 32 px a side).
     return preprocess.decode(x, min_side=preprocess.MIN_SIDE, what='PIL image').image
+  if hasattr(x, 'read'):  # an open file or io.BytesIO
+    raise ValueError(f'{type(x).__name__}: pass its bytes (f.read()), its path, or a PIL '
+                     'image (Image.open(f))')
   a = np.asarray(x)
+  if a.dtype == np.uint16:
+    raise ValueError('image array has dtype uint16; pass uint8 [H, W, 3], e.g. '
+                     '(x >> 8).astype(np.uint8) for 16-bit data (or a PIL image / the file, '
+                     'which are scaled to their white level)')
   if a.dtype != np.uint8:
     raise ValueError(f'image array has dtype {a.dtype}; pass uint8 [H, W, 3] (e.g. '
-                     '(x * 255).round().astype(np.uint8) for floats in [0, 1])')
+                     '(x * 255).round().astype(np.uint8) for floats in [0, 1]), a path, '
+                     'encoded bytes or a PIL image')
   if a.ndim == 2:
     a = np.repeat(a[..., None], 3, axis=-1)
   if a.ndim != 3 or a.shape[-1] not in (3, 4):
@@ -191,10 +214,16 @@ class Model:
     JPEG DCT-reduced to >= 1024 px a side), so both give the same scores and maps: resized
     from the full decode instead, a 4000x3000 JPEG scored 5.036 here and 5.060 there. The full
     resolution is decoded too only when asked for and the working copy is reduced."""
-    if not isinstance(x, (str, os.PathLike)):
+    target = max(self.predictor.size, inference.WORK_SIDE)
+    if isinstance(x, (str, os.PathLike)):
+      work = inference.load_image(x, target)
+    elif isinstance(x, (bytes, bytearray, memoryview)):  # a file's content: as the file
+      x = bytes(x)
+      work = preprocess.decode(x, target=target, max_side=inference.WORK_MAX_SIDE,
+                               min_side=preprocess.MIN_SIDE, what='image bytes')
+    else:
       a = to_array(x)
       return _Image(a.shape[:2], a, a)
-    work = inference.load_image(x, max(self.predictor.size, inference.WORK_SIDE))
     whole = work.image if not work.reduced else (to_array(x) if full else None)
     return _Image(work.size, work.image, whole)
 
@@ -236,6 +265,7 @@ class Model:
             top_k: int = inference.DEFAULT_TOP_K) -> dict | list[dict]:
     """Mean score, score_std, distribution [10], p_high, label and the top_k tags
     ({id, name, prob}) of MobileNetV2; p_high and label of VGG16. A list gives a list."""
+    top_k = _check_top_k(top_k)
     images = [self._load(i).model for i in (x if _is_batch(x) else [x])]
     pred, _, _, _ = self._maps(images, ('aesthetic',))
     out = [inference.score_fields(pred, i, self.arch, self.predictor.tag_names, top_k)
@@ -290,6 +320,7 @@ class Model:
     most map mass. A map that points nowhere gives no box (never a silent full frame).
     threshold: fraction of the map's maximum (default: the checkpoint's eval.box_threshold).
     """
+    _check_one(x, 'boxes')
     return self._boxes(self._load(x, full=False), target, method, layer, threshold,
                        aspect)['boxes']
 
@@ -297,6 +328,7 @@ class Model:
            method: str | None = None, layer=None) -> Image.Image | None:
     """The suggested crop as a PIL image: the `aspect` window with the most map mass, or with
     aspect=None the suggested box. None when the map points nowhere."""
+    _check_one(x, 'crop')
     image = self._load(x)
     boxes = self._boxes(image, target, method, layer, None, aspect)['boxes']
     box = boxes.get('crop') if aspect else boxes.get('average', boxes.get(str(target)))
@@ -305,6 +337,7 @@ class Model:
   def overlay(self, x: ImageLike, target: str = 'aesthetic', method: str | None = None,
               layer=None, boxes: bool = True, aspect: str | None = None) -> Image.Image:
     """The target's map over the image (jet), its boxes, and a legend strip below."""
+    _check_one(x, 'overlay')
     loaded = self._load(x)
     image = loaded.full
     d = self._boxes(loaded, target, method, layer, None, aspect)

@@ -116,6 +116,32 @@ def test_bad_arrays_are_one_line():
     api.to_array(Image.new('RGB', (1, 1)))
 
 
+def test_bytes_files_and_wrong_calls(example):
+  """A file's bytes are an image like its path; an open file, a uint16 array, a list given to
+  a one-image call and a bad top_k are one-line ValueErrors naming the fix (they were numpy's
+  'dtype |S220247' or TypeError 'slice indices must be integers', or a silent empty list)."""
+  import io
+  from aesthetics_jax import api
+  ns, _, photo = example
+  m = ns['m']
+  data = Path(photo).read_bytes()
+  assert m.score(data) == m.score(photo) == m.score(bytearray(data))
+  assert m.boxes(data, aspect='4:3') == m.boxes(photo, aspect='1.333333333')
+  for x, match in ((io.BytesIO(data), r'BytesIO: pass its bytes \(f.read\(\)\)'),
+                   (np.zeros((40, 40, 3), np.uint16), r'uint16; pass uint8 .*\(x >> 8\)'),
+                   (b'not an image', 'image bytes: not an image')):
+    with pytest.raises(ValueError, match=match) as e:
+      m.score(x)
+    assert '\n' not in str(e.value)
+  for call in (m.boxes, m.crop, m.overlay):
+    with pytest.raises(ValueError, match='takes one image, not a list of them'):
+      call([photo, photo])
+  for k in (2.5, -1, '3', True):
+    with pytest.raises(ValueError, match=r'top_k=.*: pass an int >= 0'):
+      m.score(photo, top_k=k)
+  assert api.to_array(data).shape == (H, W, 3)
+
+
 def test_pil_images_decode_as_their_files_do(tmp_path):
   """A 16-bit or float PIL image went through convert('RGB'), which clips: a 16-bit grey
   photo came out nearly white (mean 254 against 124 from its path), a float one in [0, 1]

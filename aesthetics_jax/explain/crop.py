@@ -115,9 +115,9 @@ def parse_aspect(aspect: str | float) -> float:
   if isinstance(aspect, (int, float)) and not isinstance(aspect, bool):
     r = float(aspect)
   else:
-    try:
-      w, h = str(aspect).split(':')
-      r = float(w) / float(h)
+    try:  # '4:3', or a number written as text ('1.5', as --aspect passes it)
+      w, _, h = str(aspect).partition(':')
+      r = float(w) / float(h or 1)
     except (ValueError, ZeroDivisionError):
       r = -1.0
   if not 1 / MAX_ASPECT <= r <= MAX_ASPECT:  # also NaN
