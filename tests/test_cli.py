@@ -87,6 +87,14 @@ def test_inputs_expand_in_order(tmp_path):
   assert got[5] == {'path': f'{d}/*.gif', 'error': f'{d}/*.gif: no image files match this '
                     'pattern'}
   assert got[6] == str(tmp_path / 'missing.jpg')   # its error comes from reading it
+  # Other names of JPEG (and ICO) were skipped in folders and by patterns, though they scored
+  # when named.
+  (tmp_path / 'f').mkdir()
+  for name in ('p.jfif', 'q.JPE', 'r.ico'):
+    (tmp_path / 'f' / name).write_bytes(b'')
+  f = tmp_path / 'f'
+  assert inputs.expand([str(f), f'{f}/*.jfif']) == [f'{f}/p.jfif', f'{f}/q.JPE', f'{f}/r.ico',
+                                                    f'{f}/p.jfif']
 
 
 def test_inputs_patterns_do_not_follow_links_up_and_skip_output_folders(tmp_path):

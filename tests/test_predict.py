@@ -332,3 +332,19 @@ def test_gradcam_plus_plus_spelling_is_accepted():
   from aesthetics_jax.explain import cam
   assert cam.canonical_method('gradcam++') == cam.canonical_method('GradCAMPlusPlus') == 'gradcampp'
   assert cam.canonical_method('Score-CAM') == 'scorecam'
+
+
+def test_a_file_name_starting_with_a_dash_gets_a_hint(files, tmp_path):
+  """absl reads `-dash.jpg` as a flag: the one line now says to put -- before it."""
+  _, wd, good, _, _ = files
+  (tmp_path / '-dash.jpg').write_bytes(good.read_bytes())
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(ROOT))
+  r = subprocess.run([sys.executable, '-m', 'launch.predict', f'--workdir={wd}', '-dash.jpg'],
+                     cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+  assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+      "predict: Unknown command line flag 'dash.jpg'; -dash.jpg is a file: put -- before file "
+      "names that start with '-' (... -- -dash.jpg)"]
+  r = subprocess.run([sys.executable, '-m', 'launch.predict', f'--workdir={wd}', '--',
+                      '-dash.jpg'], cwd=tmp_path, capture_output=True, text=True, env=env,
+                     timeout=300)
+  assert r.returncode == 0 and json.loads(r.stdout)['path'] == '-dash.jpg', r.stderr[-500:]

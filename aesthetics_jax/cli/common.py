@@ -152,7 +152,13 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    usage_error(command_name(), first_line(e))
+    msg = first_line(e)
+    args = argv[1:argv.index('--')] if '--' in argv else argv[1:]
+    files = [a for a in args if a.startswith('-') and '=' not in a and os.path.isfile(a)]
+    if files:  # `predict -dash.jpg`: absl reads a flag
+      msg += (f"; {files[0]} is a file: put -- before file names that start with '-' "
+              f'(... -- {files[0]})')
+    usage_error(command_name(), msg)
   except SystemExit as e:
     args = argv[1:argv.index('--')] if '--' in argv else argv[1:]
     if e.code == 1 and any(a in _HELP_FLAGS for a in args):

@@ -17,7 +17,14 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
+from PIL import Image
+
+# Other names of JPEG, and formats that only some Pillow builds decode (AVIF, JPEG 2000, HEIF
+# with a plugin): folders and patterns skipped them although the files scored when named.
+_MORE_SUFFIXES = ('.jfif', '.jpe', '.avif', '.jp2', '.j2k', '.jpx', '.jpf', '.ico', '.heic',
+                  '.heif')
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff') + tuple(
+    s for s in _MORE_SUFFIXES if s in Image.registered_extensions())
 
 
 def _is_image_name(name: str) -> bool:

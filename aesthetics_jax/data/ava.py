@@ -123,7 +123,7 @@ def _read_lines(path: os.PathLike | str, what: str) -> list[str]:
   path = Path(path)
   if not path.is_file():
     raise AvaError(f'{path}: missing {what} (expected this file; point --ava_dir at the AVA '
-                   'root or run `python -m launch.make_demo_data`)')
+                   'root or run `aesthetics-make-demo-data`)')
   try:
     # errors='replace': a stray non-UTF-8 byte in a tag/challenge name must not stop parsing.
     # utf-8-sig: a BOM written by some editors must not make line 1 'non-integer'.

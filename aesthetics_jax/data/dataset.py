@@ -550,8 +550,8 @@ def load_sources(data_dir: str | os.PathLike, subset: str = 'style') -> dict[str
   _check_subset(subset)
   if not is_prepared(data_dir, subset):
     raise FileNotFoundError(
-        f'{Path(data_dir) / "ava" / subset}: no prepared dataset; run `python -m '
-        f'launch.prepare_data --ava_dir=<AVA root> --data_dir={data_dir} --subset={subset}`')
+        f'{Path(data_dir) / "ava" / subset}: no prepared dataset; run `aesthetics-'
+        f'prepare-data --ava_dir=<AVA root> --data_dir={data_dir} --subset={subset}`')
   sources = builder(data_dir, subset).as_data_source()
   return {s: sources[s] for s in SPLITS}
 

@@ -498,7 +498,7 @@ class Checkpointer:
       except CorruptCheckpointError:
         continue
       return f'pass --step={step} to use the newest intact checkpoint'
-    return 'no other checkpoint is intact: retrain (python -m launch.train)'
+    return 'no other checkpoint is intact: retrain (aesthetics-train)'
 
   def restore_latest_intact(self, model_config: Mapping[str, Any], abstract_variables: Any,
                             abstract_opt: Any) -> tuple[int, Any, Any] | None:
@@ -632,7 +632,7 @@ def restore_for_inference(workdir, step: int | None = None):
     steps = ckpt.all_steps()
     if not steps:
       raise WorkdirError(f'{workdir / "checkpoints"}: no checkpoint; train first '
-                         '(python -m launch.train --workdir=...)')
+                         '(aesthetics-train --workdir=...)')
     if step is None:
       step = max(steps)
     elif step not in steps:
