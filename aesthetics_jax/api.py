@@ -10,9 +10,9 @@
   m.overlay(img, target='tag:Floral')            # PIL image: map, boxes and a legend
 
 Images: a path, a file's bytes, a PIL image or a uint8 array [H, W(, 3|4)]; `score` and `cam`
-also take a list (batched through the model). Targets (`Model.targets`): 'aesthetic' (the predicted score;
-'high' is the same), 'low' (its negative), and for MobileNetV2 'bucket:<k>' (score bucket
-1..10), 'bucket' (all 10 maps), 'tag:<name or id>' (an AVA tag, e.g. 'tag:Floral',
+also take a list (batched through the model). Targets (`Model.targets`): 'aesthetic' (the
+predicted score; 'high' is the same), 'low' (its negative), and for MobileNetV2 'bucket:<k>'
+(score bucket 1..10), 'bucket' (all 10 maps), 'tag:<name or id>' (an AVA tag, e.g. 'tag:Floral',
 'tag:12'), 'top_tag' (each image's most probable tag). Methods: `cam.METHODS`
 ('gradcam++' = 'gradcampp'). Layers: torchvision module paths ('features.14'; several are
 fused), default: the checkpoint's `config.eval.cam_layers`.

@@ -348,3 +348,33 @@ def test_a_file_name_starting_with_a_dash_gets_a_hint(files, tmp_path):
                       '-dash.jpg'], cwd=tmp_path, capture_output=True, text=True, env=env,
                      timeout=300)
   assert r.returncode == 0 and json.loads(r.stdout)['path'] == '-dash.jpg', r.stderr[-500:]
+
+
+def test_a_rerun_into_used_output_folders_says_so(files, tmp_path):
+  """Files are named by input position, so a second run into the same --overlay_dir replaced
+  some of the first run's pictures and kept the others, silently."""
+  _, wd, good, _, _ = files
+  ov = tmp_path / 'ov'
+  first = _run(f'--workdir={wd}', f'--overlay_dir={ov}', good, good)
+  assert first.returncode == 0 and 'earlier run' not in first.stderr, first.stderr[-500:]
+  assert sorted(p.name for p in ov.iterdir()) == ['0000_good_cam.png', '0001_good_cam.png']
+  second = _run(f'--workdir={wd}', f'--overlay_dir={ov}', good)
+  assert second.returncode == 0
+  assert second.stderr.strip().splitlines()[0] == (
+      f'predict: --overlay_dir={ov} already holds 2 files of an earlier run; files are named by '
+      'input position (0000_<name>), so this run replaces those at its positions and keeps the '
+      'rest: use an empty folder to keep runs apart')
+
+
+def test_non_utf8_file_names_are_valid_json():
+  """A non-UTF-8 byte in a file name (Python's surrogateescape) was printed as "\\udce9", a lone
+  surrogate that strict JSON readers refuse; now as a backslash escape, in every field."""
+  from aesthetics_jax.evaluation import inference
+  p = os.fsdecode(b'shoot/caf\xe9.jpg')
+  line = inference.to_json_line({'path': p, 'error': f'{p}: missing', 'boxes': [p, '\ud800']})
+  back = json.loads(line)
+  assert json.dumps(back, ensure_ascii=False).encode('utf-8')  # no lone surrogate left
+  assert back == {'path': 'shoot/caf\\xe9.jpg', 'error': 'shoot/caf\\xe9.jpg: missing',
+                              'boxes': ['shoot/caf\\xe9.jpg', '\\ud800']}
+  ok = {'path': 'café.jpg', 'mean_score': 5.0}
+  assert json.loads(inference.to_json_line(ok)) == ok

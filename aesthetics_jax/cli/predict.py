@@ -28,6 +28,7 @@ stdout.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 
@@ -96,7 +97,27 @@ def check_flags(argv: Sequence[str]) -> tuple[str | None, list[str | dict]]:
     if any(isinstance(p, str) and os.path.realpath(p) == real for p in items):
       common.usage_error('predict', f'--output={_OUTPUT.value} is also an input; pass another '
                          'file for the JSON lines')
+  _note_earlier_outputs()
   return method, items
+
+
+# Files an earlier run wrote: `0007_<stem>_cam.png` / `_crop.png`.
+_OUTPUT_PATTERN = re.compile(r'\d{4}_.*_(cam|crop)\.png')
+
+
+def _note_earlier_outputs() -> None:
+  """One stderr line when --overlay_dir / --crop_dir already hold files of an earlier run:
+  this run's replace those at the same input position and leave the others, so the folder
+  can end up mixing two runs' pictures silently."""
+  for flag, folder in (('overlay_dir', _OVERLAY_DIR.value), ('crop_dir', _CROP_DIR.value)):
+    if not folder or '://' in folder or not os.path.isdir(folder):
+      continue
+    n = sum(1 for e in os.scandir(folder) if _OUTPUT_PATTERN.fullmatch(e.name))
+    if n:
+      print(f'predict: --{flag}={folder} already holds {n} file{"" if n == 1 else "s"} of an '
+            'earlier run; files are named by input position (0000_<name>), so this run '
+            'replaces those at its positions and keeps the rest: use an empty folder to keep '
+            'runs apart', file=sys.stderr, flush=True)
 
 
 def _in_order(items: Sequence[str | dict], records: Iterator[dict]) -> Iterator[dict]:

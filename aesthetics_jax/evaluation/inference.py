@@ -436,8 +436,30 @@ def write_error(out: Path, e: OSError, flag: str) -> str:
           f'--{flag}')
 
 
+def _printable(x: Any) -> Any:
+  """Strings with the lone surrogates that stand for a file name's non-UTF-8 bytes (Python's
+  surrogateescape) as backslash escapes: 'caf\\xe9.jpg', not "caf\\udce9.jpg", which strict JSON
+  readers refuse."""
+  if isinstance(x, str):
+    try:
+      x.encode('utf-8')
+      return x
+    except UnicodeEncodeError:
+      try:
+        return x.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+      except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return x.encode('utf-8', 'backslashreplace').decode('utf-8')
+  if isinstance(x, dict):
+    return {k: _printable(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return [_printable(v) for v in x]
+  return x
+
+
 def to_json_line(rec: dict) -> str:
-  """One valid JSON line (JSON has no NaN: a non-finite number becomes an error record)."""
+  """One valid JSON line (JSON has no NaN: a non-finite number becomes an error record; a
+  non-UTF-8 file name is written with backslash escapes)."""
+  rec = _printable(rec)
   try:
     return json.dumps(rec, sort_keys=False, allow_nan=False)
   except ValueError:
