@@ -332,7 +332,12 @@ class Model:
     image = self._load(x)
     boxes = self._boxes(image, target, method, layer, None, aspect)['boxes']
     box = boxes.get('crop') if aspect else boxes.get('average', boxes.get(str(target)))
-    return None if box is None else Image.fromarray(image.full).crop(tuple(box))
+    if box is None:
+      return None
+    cut = Image.fromarray(image.full).crop(tuple(box))
+    # A file's RGB colour profile (Display P3, Adobe RGB) goes with its crop, as predict's.
+    encoded = (str, os.PathLike, bytes, bytearray, memoryview)
+    return inference.with_icc(cut, x) if isinstance(x, encoded) else cut
 
   def overlay(self, x: ImageLike, target: str = 'aesthetic', method: str | None = None,
               layer=None, boxes: bool = True, aspect: str | None = None) -> Image.Image:

@@ -233,3 +233,28 @@ def test_a_large_file_scores_and_boxes_as_predict_does(example, tmp_path):
     assert rec['boxes'][name] == b._asdict(), name
   assert m.cam(str(big)).shape == (2400, 3000)
   assert m.crop(str(big), aspect='4:3').size == (3000, 2250)  # cut from the full decode
+
+
+def test_crops_keep_the_rgb_colour_profile(example, tmp_path):
+  """Crops were written without the photo's ICC profile: a Display P3 or Adobe RGB photo's crop
+  showed other colours. An RGB profile now goes with the crop (predict's and the API's); a
+  profile for another colour space (CMYK) does not fit an RGB crop and is dropped."""
+  from PIL import ImageCms
+  from aesthetics_jax.evaluation import inference
+  ns, _, _ = example
+  m = ns['m']
+  icc = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
+  photo = tmp_path / 'p3.jpg'
+  Image.fromarray(np.random.default_rng(1).integers(0, 255, (H, W, 3), np.uint8)).save(
+      photo, icc_profile=icc)
+  rec = next(m.predictor.predict_files([str(photo)], crop_dir=str(tmp_path / 'crops'),
+                                       aspect='1:1'))
+  assert Image.open(rec['crop']).info.get('icc_profile') == icc
+  assert m.crop(str(photo)).info.get('icc_profile') == icc
+  assert m.crop(photo.read_bytes()).info.get('icc_profile') == icc
+  assert 'icc_profile' not in m.crop(np.asarray(Image.open(photo))).info  # an array has none
+  cmyk = icc[:16] + b'CMYK' + icc[20:]
+  assert inference.rgb_icc_profile(str(photo)) == icc
+  Image.open(photo).save(tmp_path / 'c.jpg', icc_profile=cmyk)
+  assert inference.rgb_icc_profile(str(tmp_path / 'c.jpg')) is None
+  assert inference.rgb_icc_profile(str(tmp_path / 'missing.jpg')) is None

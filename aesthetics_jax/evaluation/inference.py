@@ -21,6 +21,7 @@ full size) cut from the working copy.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 import os
@@ -242,6 +243,19 @@ def load_image(path: str | os.PathLike, target: int | None = WORK_SIDE,
     raise PredictError(str(e)) from None
 
 
+def rgb_icc_profile(source: str | os.PathLike | bytes) -> bytes | None:
+  """The ICC profile of an image file (a path or its bytes), if it describes RGB: a crop keeps
+  its colours in Display P3 or Adobe RGB only with it (a CMYK file's profile does not fit the
+  RGB crop, so it is dropped, as is every other error: a crop never fails for it)."""
+  try:
+    data = isinstance(source, (bytes, bytearray, memoryview))
+    with Image.open(io.BytesIO(bytes(source)) if data else source) as im:
+      icc = im.info.get('icc_profile')
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return icc if isinstance(icc, bytes) and icc[16:20] == b'RGB ' else None
+
+
 def crop_image(path: str | os.PathLike, image: preprocess.Decoded,
                box: Sequence[int]) -> Image.Image:
   """`box` (original pixels) cut from the image, an RGB PIL image: from the file decoded again
@@ -251,7 +265,7 @@ def crop_image(path: str | os.PathLike, image: preprocess.Decoded,
   h, w = image.size
   if not image.reduced or (image.format != 'JPEG' and h * w > CROP_MAX_PIXELS):
     y0, x0, y1, x1 = crop.scale_box(box, image.size, image.image.shape[:2])
-    return Image.fromarray(image.image[y0:y1, x0:x1])
+    return with_icc(Image.fromarray(image.image[y0:y1, x0:x1]), path)
   # A pixel budget, not a long side: a thin strip within it is cut at full size.
   max_side = None if h * w <= CROP_MAX_PIXELS else max(
       1, math.floor(max(h, w) * math.sqrt(CROP_MAX_PIXELS / (h * w))))
@@ -261,7 +275,16 @@ def crop_image(path: str | os.PathLike, image: preprocess.Decoded,
   except preprocess.DecodeError as e:
     raise PredictError(str(e)) from None
   y0, x0, y1, x1 = crop.scale_box(box, image.size, src.size[::-1])
-  return src.crop((x0, y0, x1, y1))
+  return with_icc(src.crop((x0, y0, x1, y1)), path)
+
+
+def with_icc(cut: Image.Image, source: str | os.PathLike | bytes | bytearray) -> Image.Image:
+  """`cut` carrying the source's RGB ICC profile (PNG and JPEG writers embed info's)."""
+  cut.info.pop('icc_profile', None)
+  icc = rgb_icc_profile(source)
+  if icc:
+    cut.info['icc_profile'] = icc
+  return cut
 
 
 class Predictor:
