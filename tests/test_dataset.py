@@ -230,7 +230,7 @@ def test_pixel_limit_is_configurable():
 def test_load_sources_unprepared_is_one_line(tmp_path):
   with pytest.raises(FileNotFoundError) as e:
     dataset.load_sources(tmp_path, 'style')
-  assert 'launch.prepare_data' in str(e.value) and '\n' not in str(e.value)
+  assert 'aesthetics-prepare-data --ava_dir' in str(e.value) and '\n' not in str(e.value)
 
 
 def test_tag_counts_use_names():
