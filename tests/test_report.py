@@ -204,3 +204,39 @@ def test_tables_scroll_inside_their_box_and_explorer_is_linked(tmp_path, section
   text = report_html.write_report(tmp_path / 'report.html', [section], dataset).read_text()
   assert text.count('<table>') == text.count('<div class="scroll"><table>') >= 4
   assert 'href="m/eval/explorer/index.html"' in text and 'all 80 test images' in text
+
+
+def test_claims_carry_their_controls(sections):
+  """The scientific audit's findings: the split point is read against the majority class
+  (share called high, balanced accuracy, gain [CI], a degenerate rule named as such); the
+  faithfulness table has the random pixel order's chance row and intervals; box IoU has its
+  fixed-box baselines; VGG16's LCC is marked as of p_high; demo reports say the paper's
+  figures are not comparable."""
+  models, _, _ = sections
+  m = dict(models[0]['metrics'])
+  m.update(split_point_gain_per_image=0.02, split_point_gain_ci_per_image=[-0.003, 0.043],
+           split_point_predicted_high_per_image=0.96,
+           split_point_balanced_accuracy_per_image=0.549,
+           split_point_degenerate_per_image=False, split_point_gain_global=0.0,
+           split_point_gain_ci_global=[0.0, 0.0], split_point_predicted_high_global=1.0,
+           split_point_balanced_accuracy_global=0.5, split_point_degenerate_global=True,
+           cam_intensity_pearson_low_tail_per_image=0.06,
+           cam_intensity_pearson_high_tail_per_image=-0.265,
+           cam_intensity_n_low_tail=31, cam_intensity_n_high_tail=21,
+           faithfulness_random=dict(deletion_auc=0.51, deletion_auc_ci=[0.45, 0.57],
+                                    insertion_auc=0.52, insertion_auc_ci=[0.46, 0.58]),
+           box_iou_full_frame_baseline=0.195, box_iou_centre_box_baseline=0.234)
+  text = report_html.render([{**models[0], 'metrics': m}, models[1]], None, demo=True)
+  assert ('threshold 0.410; calls 96.0% high; balanced accuracy 0.549; vs the majority class '
+          '+2.0 pp [-0.3, +4.3]') in text
+  assert '<strong>degenerate</strong>: the fitted rule calls every fit image high' in text
+  assert 'Pearson r within each tail, low / high (n=31 / 21)' in text
+  assert '<td>random order (chance)</td>' in text and '[0.450, 0.570]' in text
+  assert '<td>full frame</td>' in text and '0.195' in text and '0.234' in text
+  assert 'EigenCAM ignores the target' in text
+  assert 'blur is one of the planted defects' in text  # demo only
+  assert 'not comparable with this demo' in text and 'real AVA; not comparable' in text
+  vgg = dict(models[1], metrics=dict(models[1]['metrics'], lcc_mean=0.53, srcc_mean=0.57))
+  text = report_html.render([vgg], None, demo=False)
+  assert text.count('(of p_high)') == 2 and 'not comparable' not in text
+  assert 'blur is one of the planted defects' not in text

@@ -86,7 +86,7 @@ def _png(fig) -> bytes:
 
 
 def plot_mean_score_hist(mean_scores: np.ndarray,
-                         title: str = 'AVA mean scores (train)') -> bytes:
+                         title: str = 'Mean scores (train split)') -> bytes:
   """Histogram of mean scores [N] (paper Figure 1), threshold 5 marked, as PNG bytes."""
   from matplotlib.figure import Figure
   fig = Figure(figsize=(6, 4))
@@ -103,7 +103,7 @@ def plot_mean_score_hist(mean_scores: np.ndarray,
   return _png(fig)
 
 
-def plot_tag_counts(counts: Mapping[str, int], title: str = 'AVA tags (train)') -> bytes:
+def plot_tag_counts(counts: Mapping[str, int], title: str = 'Tags (train split)') -> bytes:
   """Horizontal bar chart of images per tag name (paper Figure 2), as PNG bytes."""
   import matplotlib
   # Tag names are data: a `$` in one prints as a dollar sign instead of starting math text.

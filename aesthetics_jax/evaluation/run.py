@@ -355,7 +355,9 @@ def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config) ->
            f'{config.input.image_size}x{config.input.image_size} input). Split-point threshold '
            f'fitted on {m.get("split_point_fit")}.',
            f'Boxes: {m.get("distinct_boxes")} distinct over {m.get("num_test_images")} test '
-           f'images, {m.get("full_frame_boxes")} of them the full frame; '
+           f'images on the {config.input.image_size}x{config.input.image_size} model-input grid '
+           f'(per_image.csv\'s boxes are in each image\'s own pixels), '
+           f'{m.get("full_frame_boxes")} of them the full frame; '
            f'{m.get("empty_maps")} empty maps (no box).']
   explorer = io_lib.path(workdir) / EVAL_DIR / EXPLORER_DIR / 'index.html'
   return dict(name=io_lib.path(workdir).name or str(workdir), arch=str(config.model.arch),

@@ -108,11 +108,15 @@ def extreme_mask(scores, band: tuple[float, float] = EXTREME_BAND) -> np.ndarray
 
 def correlations(intensity, scores, band: tuple[float, float] = EXTREME_BAND,
                  num_bootstrap: int = 1000, seed: int = 0) -> dict[str, dict[str, Any]]:
-  """Table 1: `{'all'|'extreme': {'pearson': {...}, 'spearman': {...}}}` of intensity vs score."""
+  """Table 1: `{'all'|'extreme'|'low_tail'|'high_tail': {'pearson': {...}, 'spearman':
+  {...}}}` of intensity vs score. The tails (score < band[0], > band[1]) are the extremes'
+  two groups: the extremes' r mixes the gap between the groups' mean intensities with any
+  trend within them, which the tails' own r separate."""
   x = np.asarray(intensity, np.float64)
   s = np.asarray(scores, np.float64)
   out = {}
-  for name, sel in (('all', np.ones(s.shape, bool)), ('extreme', extreme_mask(s, band))):
+  for name, sel in (('all', np.ones(s.shape, bool)), ('extreme', extreme_mask(s, band)),
+                    ('low_tail', s < band[0]), ('high_tail', s > band[1])):
     out[name] = {'pearson': pearson_with_ci(x[sel], s[sel], num_bootstrap, seed),
                  'spearman': spearman_with_ci(x[sel], s[sel], num_bootstrap, seed)}
   return out
@@ -188,17 +192,44 @@ def split_point(x, labels, direction: int | str = 1) -> dict[str, Any]:
 
 
 def split_point_classifier(train_x, train_labels, test_x, test_labels,
-                           direction: int | str = 1) -> dict[str, Any]:
-  """Threshold fitted on the training split, accuracy on both splits.
+                           direction: int | str = 1, num_bootstrap: int = 1000,
+                           seed: int = 0) -> dict[str, Any]:
+  """Threshold fitted on the training split, accuracy on both splits, and what tells a rule
+  from the majority class: on AVA-like data (~72% high) always answering "high" scores ~72%.
 
-  Returns `{'threshold', 'direction', 'train_accuracy', 'test_accuracy', 'n_train', 'n_test'}`.
+  Returns `{'threshold', 'direction', 'train_accuracy', 'test_accuracy', 'n_train', 'n_test',
+  'test_accuracy_ci', 'predicted_high' (share of test images called high),
+  'balanced_accuracy' (mean of the two classes' recalls; 0.5 for any one-class rule),
+  'majority_rate' (of the test split), 'gain' (test accuracy minus the majority rate) and
+  'gain_ci' (paired bootstrap over test images), 'degenerate' (True when the fitted rule
+  calls every fit image one class: no threshold beat the majority class there, and
+  'threshold' is a stand-in outside the data)}`.
   """
   fit = split_point(train_x, train_labels, direction)
-  return {'threshold': fit['threshold'], 'direction': fit['direction'],
-          'train_accuracy': fit['accuracy'],
-          'test_accuracy': split_point_accuracy(test_x, test_labels, fit['threshold'],
-                                                fit['direction']),
-          'n_train': fit['n'], 'n_test': int(np.asarray(test_x).size)}
+  t, d = fit['threshold'], fit['direction']
+  x_fit = np.asarray(train_x, np.float64).ravel()
+  fit_pred = x_fit > t if d >= 0 else x_fit < t
+  x = np.asarray(test_x, np.float64).ravel()
+  y = np.asarray(test_labels).ravel().astype(bool)
+  pred = x > t if d >= 0 else x < t
+  correct = (pred == y).astype(np.float64)
+  majority = bool(y.mean() >= 0.5) if y.size else True
+  base = (y == majority).astype(np.float64)
+  recalls = [float((pred[y == c] == c).mean()) for c in (True, False) if (y == c).any()]
+  out = {'threshold': t, 'direction': d, 'train_accuracy': fit['accuracy'],
+         'test_accuracy': split_point_accuracy(x, y, t, d), 'n_train': fit['n'],
+         'n_test': int(x.size), 'test_accuracy_ci': accuracy_ci(pred, y, num_bootstrap, seed),
+         'predicted_high': float(pred.mean()) if x.size else float('nan'),
+         'balanced_accuracy': float(np.mean(recalls)) if recalls else float('nan'),
+         'majority_rate': float(base.mean()) if x.size else float('nan'),
+         'gain': float((correct - base).mean()) if x.size else float('nan'),
+         'gain_ci': [float('nan'), float('nan')],
+         'degenerate': bool(fit_pred.all() or not fit_pred.any())}
+  if x.size and num_bootstrap > 0:
+    idx = np.random.default_rng(seed).integers(0, x.size, (num_bootstrap, x.size))
+    gains = (correct - base)[idx].mean(axis=1)
+    out['gain_ci'] = [float(np.percentile(gains, 2.5)), float(np.percentile(gains, 97.5))]
+  return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,9 +270,10 @@ def summarize(intensity_by_norm: dict[str, np.ndarray], scores, fit_intensity_by
               fit_scores=None, num_bootstrap: int = 1000, seed: int = 0,
               band: tuple[float, float] = EXTREME_BAND) -> dict[str, Any]:
   """Flat metrics for metrics.json: for each normalisation N in the given dict,
-  `cam_intensity_{pearson,spearman}_{all,extreme}_N` (+ `_p`, `_ci`) and, when fit data is given,
-  `split_point_threshold_N`, `split_point_fit_accuracy_N`, `split_point_accuracy_N`
-  (labels: mean score > 5)."""
+  `cam_intensity_{pearson,spearman}_{all,extreme,low_tail,high_tail}_N` (+ `_p`, `_ci`) and,
+  when fit data is given, `split_point_threshold_N`, `split_point_fit_accuracy_N`,
+  `split_point_accuracy_N` (+ `_ci`) and `split_point_{predicted_high, balanced_accuracy, gain,
+  gain_ci, degenerate}_N` (`split_point_classifier`; labels: mean score > 5)."""
   out: dict[str, Any] = {}
   s = np.asarray(scores, np.float64)
   for norm, x in intensity_by_norm.items():
@@ -253,8 +285,11 @@ def summarize(intensity_by_norm: dict[str, np.ndarray], scores, fit_intensity_by
         out[key + '_ci'] = [r['ci_low'], r['ci_high']]
     if fit_intensity_by_norm is not None:
       sp = split_point_classifier(fit_intensity_by_norm[norm], np.asarray(fit_scores) > 5, x,
-                                  s > 5)
+                                  s > 5, num_bootstrap=num_bootstrap, seed=seed)
       out[f'split_point_threshold_{norm}'] = sp['threshold']
       out[f'split_point_fit_accuracy_{norm}'] = sp['train_accuracy']
       out[f'split_point_accuracy_{norm}'] = sp['test_accuracy']
+      out[f'split_point_accuracy_{norm}_ci'] = sp['test_accuracy_ci']
+      for k in ('predicted_high', 'balanced_accuracy', 'gain', 'gain_ci', 'degenerate'):
+        out[f'split_point_{k}_{norm}'] = sp[k]
   return out

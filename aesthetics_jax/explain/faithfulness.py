@@ -20,7 +20,7 @@ model-randomisation sanity check.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import chex
 import jax
@@ -201,13 +201,31 @@ def box_iou(maps, masks, threshold: float = 0.2) -> np.ndarray:
     if empty[i]:
       out[i] = 0.0
       continue
-    m = (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1)
-    b = boxes[i]
-    ih = max(0, min(b[2], m[2]) - max(b[0], m[0]))
-    iw = max(0, min(b[3], m[3]) - max(b[1], m[1]))
-    inter = ih * iw
-    union = (b[2] - b[0]) * (b[3] - b[1]) + (m[2] - m[0]) * (m[3] - m[1]) - inter
-    out[i] = inter / union
+    out[i] = _iou(boxes[i], (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1))
+  return out
+
+
+def _iou(b: Sequence[float], m: Sequence[float]) -> float:
+  """IoU of two (y0, x0, y1, x1) boxes, end-exclusive."""
+  ih = max(0.0, min(b[2], m[2]) - max(b[0], m[0]))
+  iw = max(0.0, min(b[3], m[3]) - max(b[1], m[1]))
+  inter = ih * iw
+  union = (b[2] - b[0]) * (b[3] - b[1]) + (m[2] - m[0]) * (m[3] - m[1]) - inter
+  return float(inter / union)
+
+
+def fixed_box_iou(masks, box: tuple[float, float, float, float]) -> np.ndarray:
+  """IoU of one fixed box, `(y0, x0, y1, x1)` as fractions of each mask's grid, with each
+  mask's bounding box: what a map's box has to beat (the full frame `(0, 0, 1, 1)`, a centred
+  box `(.25, .25, .75, .75)`). masks `[B,H,W]` → f32 `[B]` (NaN where the mask is empty)."""
+  masks = np.asarray(masks) > 0
+  B, H, W = masks.shape
+  fixed = (box[0] * H, box[1] * W, box[2] * H, box[3] * W)
+  out = np.full((B,), np.nan, np.float32)
+  for i in range(B):
+    ys, xs = np.nonzero(masks[i])
+    if ys.size:
+      out[i] = _iou(fixed, (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1))
   return out
 
 

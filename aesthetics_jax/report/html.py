@@ -26,6 +26,9 @@ from typing import Any, Mapping, Sequence
 from aesthetics_jax import io as io_lib
 
 # The paper's numbers (Chu & Dhuldhoya) and NIMA's (Talebi & Milanfar 2018) on real AVA.
+# What the paper's figures come from (Chu & Dhuldhoya; see ../shared/PAPER.md).
+PAPER_SOURCE = ('AVA style subset, 2,203 test images, frozen ImageNet encoders, 224 px; '
+                'its accuracy is validation accuracy')
 PAPER_TABLE1 = {'pearson_all': 0.24, 'pearson_extreme': 0.34, 'split_point_accuracy': 0.497}
 PAPER_ACCURACY = {'vgg16': 0.72, 'mobilenet_v2': 0.75}
 NIMA = {
@@ -38,7 +41,7 @@ FAITHFULNESS_COLUMNS = (
     ('num_images', 'images'),
     ('deletion_auc', 'deletion AUC (lower = better)'),
     ('insertion_auc', 'insertion AUC (higher = better)'),
-    ('randomization_spearman', 'randomised-head Spearman (lower = better)'),
+    ('randomization_spearman', 'randomised-head Spearman (nearer 0 = better)'),
 )
 LOCALIZATION_COLUMNS = (
     ('num_defective', 'images with a region'),
@@ -123,10 +126,11 @@ def _table(rows: Sequence[str]) -> str:
   return '<div class="scroll"><table>' + ''.join(rows) + '</table></div>'
 
 
-def _accuracy_table(models: Sequence[Mapping]) -> str:
+def _accuracy_table(models: Sequence[Mapping], demo: bool = False) -> str:
+  other = ' (real AVA; not comparable with this demo)' if demo else ''
   rows = ['<tr><th>model</th><th>n test</th><th>binary accuracy</th><th>majority rate</th>'
           '<th>LCC</th><th>SRCC</th><th>EMD</th><th>attribute top-1 / top-5</th>'
-          '<th>paper accuracy</th><th>NIMA acc / LCC / SRCC / EMD</th></tr>']
+          f'<th>paper accuracy{other}</th><th>NIMA acc / LCC / SRCC / EMD{other}</th></tr>']
   for s in models:
     m, arch = s['metrics'], s.get('arch', '')
     nima = NIMA.get(arch)
@@ -139,10 +143,17 @@ def _accuracy_table(models: Sequence[Mapping]) -> str:
         f'<tr><td>{_esc(s["name"])} ({_esc(arch)})</td><td>{_fmt(m.get("num_test_images"))}</td>'
         f'<td>{_fmt(m.get("binary_accuracy"), True)}{_ci(m, "binary_accuracy", True)}</td>'
         f'<td>{_fmt(m.get("majority_rate"), True)}</td>'
-        f'<td>{_fmt(m.get("lcc_mean"))}</td><td>{_fmt(m.get("srcc_mean"))}</td>'
+        f'<td>{_fmt(m.get("lcc_mean"))}{_of_p_high(arch)}</td>'
+        f'<td>{_fmt(m.get("srcc_mean"))}{_of_p_high(arch)}</td>'
         f'<td>{_fmt(m.get("emd"))}</td><td>{attr}</td>'
         f'<td>{_fmt(PAPER_ACCURACY.get(arch), True)}</td><td>{nima_s}</td></tr>')
   return _table(rows)
+
+
+def _of_p_high(arch: str) -> str:
+  """VGG16 predicts no mean score: its LCC / SRCC correlate p_high with the true mean score,
+  which is not NIMA's (predicted mean score) correlation."""
+  return ' <span class="note">(of p_high)</span>' if arch == 'vgg16' else ''
 
 
 def _table1_rows(d: Mapping, m: Mapping, paper: bool) -> list[str]:
@@ -158,20 +169,49 @@ def _table1_rows(d: Mapping, m: Mapping, paper: bool) -> list[str]:
                     for n in ('per_image', 'global'))
     rows.append(f'<tr><td>{label} (n={_fmt(m.get(nkey))})</td>'
                 + (f'<td>{ref:.2f}</td>' if paper else '') + cells + '</tr>')
-  cells = ''.join(
-      f'<td>{_fmt(d.get(f"split_point_accuracy_{n}"), True)}'
-      f'{_ci(d, f"split_point_accuracy_{n}", True)} <span class="note">(threshold '
-      f'{_fmt(d.get(f"split_point_threshold_{n}"))})</span></td>' for n in ('per_image', 'global'))
+  if any(f'cam_intensity_pearson_low_tail_{n}' in d for n in ('per_image', 'global')):
+    # The extremes' r mixes the gap between the two tails with any trend inside them.
+    cells = ''.join(
+        f'<td>{_fmt(d.get(f"cam_intensity_pearson_low_tail_{n}"))}'
+        f'{_ci(d, f"cam_intensity_pearson_low_tail_{n}")} / '
+        f'{_fmt(d.get(f"cam_intensity_pearson_high_tail_{n}"))}'
+        f'{_ci(d, f"cam_intensity_pearson_high_tail_{n}")}</td>' for n in ('per_image', 'global'))
+    rows.append(f'<tr><td>Pearson r within each tail, low / high (n='
+                f'{_fmt(m.get("cam_intensity_n_low_tail"))} / '
+                f'{_fmt(m.get("cam_intensity_n_high_tail"))})</td>'
+                + ('<td>—</td>' if paper else '') + cells + '</tr>')
+  cells = ''.join(f'<td>{_split_point_cell(d, n)}</td>' for n in ('per_image', 'global'))
   rows.append(f'<tr><td>split-point classifier accuracy (n={_fmt(m.get("num_test_images"))})'
               '</td>' + (f'<td>{100 * PAPER_TABLE1["split_point_accuracy"]:.1f}%</td>'
                          if paper else '') + cells + '</tr>')
   return rows
 
 
-def _table1(s: Mapping) -> str:
+def _split_point_cell(d: Mapping, n: str) -> str:
+  """Accuracy [CI], and what tells it from the majority class: the threshold (or that the
+  fitted rule calls everything one class), the share called high, balanced accuracy, and the
+  gain over always answering the majority class [CI]."""
+  acc = (f'{_fmt(d.get(f"split_point_accuracy_{n}"), True)}'
+         f'{_ci(d, f"split_point_accuracy_{n}", True)}')
+  if f'split_point_gain_{n}' not in d:  # metrics from before these keys
+    t = _fmt(d.get(f'split_point_threshold_{n}'))
+    return f'{acc} <span class="note">(threshold {t})</span>'
+  high = d.get(f'split_point_predicted_high_{n}')
+  rule = ('<strong>degenerate</strong>: the fitted rule calls every fit image '
+          f'{"high" if (high or 0) >= 0.5 else "low"}' if d.get(f'split_point_degenerate_{n}')
+          else f'threshold {_fmt(d.get(f"split_point_threshold_{n}"))}')
+  gain, ci = d.get(f'split_point_gain_{n}'), d.get(f'split_point_gain_ci_{n}') or [None, None]
+  pp = lambda v: '?' if v is None else f'{100 * v:+.1f}'  # noqa: E731
+  return (f'{acc} <span class="note">({rule}; calls {_fmt(high, True)} high; balanced '
+          f'accuracy {_fmt(d.get(f"split_point_balanced_accuracy_{n}"))}; vs the majority class '
+          f'{pp(gain)} pp [{pp(ci[0])}, {pp(ci[1])}])</span>')
+
+
+def _table1(s: Mapping, demo: bool = False) -> str:
   m = s['metrics']
   u = m.get('intensity_untrained') or {}
-  rows = ['<tr><th>quantity</th><th>paper</th><th>ours, per-image normalisation</th>'
+  paper = (f'paper ({PAPER_SOURCE}{"; not comparable with this demo" if demo else ""})')
+  rows = [f'<tr><th>quantity</th><th>{_esc(paper)}</th><th>ours, per-image normalisation</th>'
           '<th>ours, dataset-global normalisation</th></tr>'] + _table1_rows(m, m, True)
   # The untrained model's study in a table of its own: beside ours it pushed Table 1 past an
   # 800 px page.
@@ -182,10 +222,15 @@ def _table1(s: Mapping) -> str:
   majority = m.get('majority_rate')
   note = (f'<p class="note">Map method: {_esc(m.get("cam_method", "gradcam"))} on the aesthetic '
           f'target, upsampled to the input size. Per-image normalisation: each map min-max '
-          f'scaled to [0,1]; dataset-global: one min/max over all maps of the split (the '
-          f'paper does not say which it used). 95% bootstrap CIs in brackets. The split-point '
-          f'threshold is fitted on {_esc(fit)} and applied to the test split; always answering '
-          f'the majority class scores {_fmt(majority, True)} here. {_untrained_text(m)}</p>')
+          f'scaled to [0,1]; dataset-global: one min/max fitted on the split point\'s training '
+          f'maps and applied to the test maps too, which therefore need not span [0, 1] (the '
+          f'paper does not say which it used). 95% bootstrap CIs in brackets. The extremes\' r '
+          f'mixes the gap between the low and the high tail\'s mean intensity with any trend '
+          f'inside them; the within-tail row separates the two. The split-point threshold is '
+          f'fitted on {_esc(fit)} and applied to the test split; always answering the majority '
+          f'class scores {_fmt(majority, True)} here, so read the split point by its gain over '
+          f'that and its balanced accuracy (0.5 for any one-class rule), not by its accuracy '
+          f'alone. {_untrained_text(m)}</p>')
   if m.get('tiny_maps_warning'):
     note += f'<p class="missing">Caution: {_esc(m["tiny_maps_warning"])}.</p>'
   return _table(rows) + untrained + note
@@ -201,17 +246,19 @@ def _untrained_text(m: Mapping) -> str:
   return f'Untrained model: {_esc(note)}.' if note else ''
 
 
-def _faithfulness_table(s: Mapping) -> str:
+def _faithfulness_table(s: Mapping, demo: bool = False) -> str:
   m = s['metrics']
   faith = m.get('faithfulness') or {}
   if not faith:
     return '<p class="missing">(faithfulness checks not run)</p>'
   rows = ['<tr><th>CAM method</th>' + ''.join(f'<th>{_esc(l)}</th>'
                                                for _, l in FAITHFULNESS_COLUMNS) + '</tr>']
-  for method, vals in faith.items():
-    rows.append(f'<tr><td>{_esc(method)}</td>'
-                + ''.join(f'<td>{_fmt(vals.get(k))}</td>' for k, _ in FAITHFULNESS_COLUMNS)
-                + '</tr>')
+  rand = m.get('faithfulness_random')
+  for method, vals in list(faith.items()) + ([('random order (chance)', rand)] if rand else []):
+    rows.append(f'<tr><td>{_esc(method)}</td>' + ''.join(
+        f'<td>{_fmt(vals.get(k))}{_ci_text(vals.get(f"{k}_ci"))}</td>'
+        if k in vals or k != 'randomization_spearman' else '<td>—</td>'
+        for k, _ in FAITHFULNESS_COLUMNS) + '</tr>')
   gaps = ', '.join(f'{_esc(k)} {_fmt(v.get("baseline_gap"))}' for k, v in faith.items()
                    if v.get('baseline_gap') is not None) or 'n/a'
   note = (f'<p class="note">The first {_fmt(m.get("faithfulness_num_images"))} test images '
@@ -221,10 +268,16 @@ def _faithfulness_table(s: Mapping) -> str:
           f'image ({_fmt(m.get("faithfulness_steps"))} steps; AUC of the mean curve normalised '
           'to the image and baseline scores; values outside [0, 1] mean the curve overshoots '
           'the gap between the image and the blurred baseline, which is then too small to '
-          f'normalise by: gap {gaps}). Randomisation: Spearman rank correlation '
-          'between aesthetic maps of the trained and a re-initialised head (a method that '
-          'depends on the model changes, so low is good; EigenCAM ignores the head by '
-          'design).</p>')
+          f'normalise by: gap {gaps}). 95% bootstrap intervals (images resampled) in brackets: '
+          'a method is more faithful than chance only where its interval clears the random '
+          'pixel order\'s AUC; methods whose intervals overlap are not ranked by these '
+          'images. Randomisation: Spearman rank correlation between aesthetic maps of the '
+          'trained and a re-initialised head (a method that depends on the model changes, so '
+          'nearer 0 is better; a negative value is as dependent as a positive one of the same '
+          'size; EigenCAM ignores the head by design).'
+          + (' On the demo data blur is one of the planted defects, so a blurred baseline '
+             'lowers the score whichever pixels are replaced: compare with the random order '
+             'rather than with 0.5.' if demo else '') + '</p>')
   return _table(rows) + note
 
 
@@ -245,10 +298,15 @@ def _localization_table(s: Mapping) -> str:
   base = m.get('pointing_game_centre_baseline')
   centre = {'pointing_game': base, 'margin_over_centre': 0, 'pointing_game_upsampled': base,
             'pointing_game_aesthetic_target': base,
-            'mask_mass': m.get('mask_mass_area_baseline')}
-  rows.append('<tr><td>centre point / uniform map</td>' + ''.join(
+            'mask_mass': m.get('mask_mass_area_baseline'),
+            'box_iou': m.get('box_iou_centre_box_baseline')}
+  rows.append('<tr><td>centre point / uniform map / centred box</td>' + ''.join(
       f'<td>{_fmt(centre[k])}</td>' if k in centre else '<td>—</td>'
       for k, _ in LOCALIZATION_COLUMNS) + '</tr>')
+  if m.get('box_iou_full_frame_baseline') is not None:
+    rows.append('<tr><td>full frame</td>' + ''.join(
+        f'<td>{_fmt(m["box_iou_full_frame_baseline"])}</td>' if k == 'box_iou' else '<td>—</td>'
+        for k, _ in LOCALIZATION_COLUMNS) + '</tr>')
   layers = ', '.join(m.get('cam_layers') or ()) or 'the encoder output'
   hw = 'x'.join(str(v) for v in m.get('cam_map_size') or ())
   note = (f'<p class="note">Every test image with a region mask '
@@ -260,7 +318,12 @@ def _localization_table(s: Mapping) -> str:
           'point, which always points at the image centre; 95% bootstrap intervals in brackets. '
           'Mask mass: the share of the (non-negative) map inside the region; a uniform map gets '
           'the region\'s area share. Box IoU: the suggested box of the low map (threshold '
-          f'{_fmt(m.get("box_threshold"))}) against the region\'s bounding box. Regions: '
+          f'{_fmt(m.get("box_threshold"))}) against the region\'s bounding box; the fixed '
+          'boxes it has to beat are the centred box of half the sides and the full frame. '
+          'EigenCAM ignores the target (its maps are the same for the low and the aesthetic '
+          'target), so its pointing game says where the image\'s dominant pattern is, not what '
+          'makes it worse; a method localises what it is asked for only where it beats both '
+          'the centre point and its untrained maps. Regions: '
           f'<code>{_esc(m.get("localization_masks", ""))}</code>.</p>')
   errors = m.get('localization_mask_errors') or []
   if errors:
@@ -354,7 +417,7 @@ def _explorer_link(s: Mapping, base: Path | None) -> str:
           f'({_esc(methods)}), boxes and crop.</p>')
 
 
-def _model_section(s: Mapping, base: Path | None = None) -> str:
+def _model_section(s: Mapping, base: Path | None = None, demo: bool = False) -> str:
   figs, m = s.get('figures', {}), s['metrics']
   arch = str(s.get('arch', ''))
   anchor = _esc(s['name'])
@@ -370,7 +433,7 @@ def _model_section(s: Mapping, base: Path | None = None) -> str:
   out.append(embed_png(figs.get('examples_high'), 'highest-rated test images'))
   out.append(embed_png(figs.get('examples_low'), 'lowest-rated test images'))
   out.append('<h3>Map intensity vs mean score (paper Figure 7, Table 1)</h3>')
-  out.append(_table1(s))
+  out.append(_table1(s, demo))
   out.append(embed_png(figs.get('intensity_scatter_per_image'),
                        'intensity scatter, per-image normalisation'))
   out.append(embed_png(figs.get('intensity_scatter_global'),
@@ -385,7 +448,7 @@ def _model_section(s: Mapping, base: Path | None = None) -> str:
   out.append('<h3>Do the maps point at what made an image bad?</h3>')
   out.append(_localization_table(s))
   out.append('<h3>Faithfulness of the CAM methods</h3>')
-  out.append(_faithfulness_table(s))
+  out.append(_faithfulness_table(s, demo))
   for key in ('faithfulness_deletion', 'faithfulness_insertion'):
     if figs.get(key) is not None:
       out.append(embed_png(figs[key], key.replace('_', ' ')))
@@ -405,11 +468,14 @@ def render(models: Sequence[Mapping], dataset: Mapping | None = None, demo: bool
   out.append('<nav>' + '<a href="#summary">summary</a><a href="#data">data</a>' + ''.join(
       f'<a href="#{_esc(s["name"])}">{_esc(s["name"])}</a>' for s in models) + '</nav>')
   out.append('<h2 id="summary">Accuracy beside the paper and NIMA</h2>')
-  out.append(_accuracy_table(models))
+  out.append(_accuracy_table(models, demo))
   out.append('<p class="note">Binary accuracy: high if mean score &gt; 5 (EMD model: by the '
              'predicted mean score; binary model: p_high &gt; 0.5). Majority rate: accuracy of '
-             'always predicting the larger class of the test split. Paper: validation '
-             'accuracy; NIMA: AVA test set, full fine-tuning.</p>')
+             'always predicting the larger class of the test split. LCC / SRCC: Pearson / '
+             'Spearman correlation of the predicted with the true mean score; the binary model '
+             'has no predicted mean score, so its are of p_high with the true mean score. Paper: '
+             f'validation accuracy ({_esc(PAPER_SOURCE.split(";")[0])}); NIMA: AVA test set, '
+             'full fine-tuning.</p>')
   out.append('<h2 id="data">Data statistics (paper Figures 1-2)</h2>')
   if dataset:
     stats = dataset.get('stats') or {}
@@ -425,7 +491,7 @@ def render(models: Sequence[Mapping], dataset: Mapping | None = None, demo: bool
   else:
     out.append('<p class="missing">(dataset statistics not available)</p>')
   for s in models:
-    out.append(_model_section(s, base))
+    out.append(_model_section(s, base, demo))
   out.append('</body></html>')
   return '\n'.join(out)
 

@@ -123,8 +123,10 @@ def run(forward: streaming.ForwardFn, variables, source: Sequence, test: streami
               for b in bex[:1] + bex[k:k + 1]]
     if panels:
       figs['bucket_maps_examples'] = stack_pngs(panels)
-  faith = metrics.get('faithfulness') or {}
+  faith = dict(metrics.get('faithfulness') or {})
   if faith:
+    if metrics.get('faithfulness_random'):  # chance level, drawn with the methods
+      faith['random order'] = metrics['faithfulness_random']
     figs['faithfulness_deletion'] = report_figures.curves_figure(
         {m: np.asarray(v['deletion_curve'], np.float64) for m, v in faith.items()},
         'Deletion (normalised target score; lower area = more faithful)', 'normalised score')

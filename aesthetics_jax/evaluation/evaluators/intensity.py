@@ -45,7 +45,8 @@ def run(forward: streaming.ForwardFn, summarize, variables, batches: streaming.B
         band: tuple[float, float] = study.EXTREME_BAND, untrained_variables=None,
         test_source: Sequence = (), max_test: int = 0) -> dict[str, Any]:
   """Table 1 keys (`study.summarize`, suffixed `_per_image` / `_global`, unsuffixed copies of
-  per_image), `cam_intensity_n_{all,extreme}`, `split_point_fit(_n)`, `global_normalisation`
+  per_image), `cam_intensity_n_{all,extreme,low_tail,high_tail}`, `split_point_fit(_n)`,
+  `global_normalisation`
   and the image counts behind the Figure 8 panels.
 
   untrained_variables: the variables training started from; with `test_source` (the first
@@ -60,6 +61,8 @@ def run(forward: streaming.ForwardFn, summarize, variables, batches: streaming.B
   out: dict[str, Any] = dict(table)
   out['cam_intensity_n_all'] = int(scores.size)
   out['cam_intensity_n_extreme'] = int(study.extreme_mask(scores, band).sum())
+  out['cam_intensity_n_low_tail'] = int((scores < band[0]).sum())
+  out['cam_intensity_n_high_tail'] = int((scores > band[1]).sum())
   out['split_point_fit_n'] = fit.num_images
   for k in ('cam_intensity_pearson_all', 'cam_intensity_pearson_extreme',
             'split_point_threshold', 'split_point_accuracy'):

@@ -10,8 +10,10 @@ once per feature channel, gets the first `scorecam_images` images only, in a pas
 The deletion/insertion curves, which cost K+1 forward passes per image, stay on a subset
 (`evaluators/faithfulness.py`).
 
-Baselines on the same images: the centre pixel (`pointing_game_centre_baseline`) and a uniform
-map (`mask_mass_area_baseline`: the mask's area share). Controls, in the same pass: the maps of
+Baselines on the same images: the centre pixel (`pointing_game_centre_baseline`), a uniform
+map (`mask_mass_area_baseline`: the mask's area share) and two fixed boxes for box IoU
+(`box_iou_full_frame_baseline`, `box_iou_centre_box_baseline`: the centred box of half the
+sides). Controls, in the same pass: the maps of
 the model before training (a conspicuous region draws untrained maps too) and the trained maps
 against another image's region (a spatial prior scores there as well). 95% bootstrap intervals
 are given for each method's pointing game and for its margins over the centre baseline and
@@ -36,6 +38,9 @@ from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import faithfulness as faith_lib
 
 # Per-method values not repeated as flat `<key>_<method>` metrics.json keys.
+# Fixed boxes (fractions of the grid, (y0, x0, y1, x1)) whose IoU a map's box has to beat.
+FULL_FRAME = (0.0, 0.0, 1.0, 1.0)
+CENTRE_BOX = (0.25, 0.25, 0.75, 0.75)
 NOT_FLAT = ('seconds', 'pointing_game_ci', 'margin_over_centre_ci', 'margin_over_untrained_ci',
             'num_images')
 
@@ -126,6 +131,8 @@ def _arrays(low: np.ndarray, aes: np.ndarray | None, masks: np.ndarray,
   out = {'hit': p['hit'], 'hit_upsampled': p['hit_upsampled'], 'centre_hit': p['centre_hit'],
          'valid': p['valid'], 'mass': mm['mass'], 'area': mm['area'],
          'box_iou': faith_lib.box_iou(low, masks, threshold),
+         'box_iou_full_frame': faith_lib.fixed_box_iou(masks, FULL_FRAME),
+         'box_iou_centre_box': faith_lib.fixed_box_iou(masks, CENTRE_BOX),
          'flat': low.reshape(len(low), -1).max(axis=1) <= 0}
   if aes is not None:
     out['aesthetic_hit'] = jax.device_get(faith_lib.pointing_game(aes, masks))['hit']
@@ -186,6 +193,9 @@ def _summarize(a: dict[str, np.ndarray], bootstrap_samples: int, seed: int) -> d
   s['margin_over_centre_ci'] = _bootstrap_ci(margin, bootstrap_samples, seed)
   s['flat_low_maps'] = int(a['flat'][valid].sum())
   s['num_images'], s['num_defective'] = int(valid.size), int(valid.sum())
+  for k in ('box_iou_full_frame', 'box_iou_centre_box'):  # the baselines, popped by `run`
+    v = a[k][valid]
+    s[k] = float(np.nanmean(v)) if np.isfinite(v).any() else float('nan')
   return s
 
 
@@ -254,9 +264,10 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
     for method in group:
       trained = arrays['trained'][method]
       s = _summarize(trained, bootstrap_samples, seed)
-      baselines.setdefault(m_n, (s.pop('pointing_game_centre'), s.pop('mask_area')))
-      s.pop('pointing_game_centre', None)
-      s.pop('mask_area', None)
+      baselines.setdefault(m_n, (s.pop('pointing_game_centre'), s.pop('mask_area'),
+                                 s.pop('box_iou_full_frame'), s.pop('box_iou_centre_box')))
+      for k in ('pointing_game_centre', 'mask_area', 'box_iou_full_frame', 'box_iou_centre_box'):
+        s.pop(k, None)
       for variant in ('untrained', 'shuffled_masks'):
         if variant in arrays:
           _control(s, trained, arrays[variant][method], variant, bootstrap_samples, seed)
@@ -265,7 +276,7 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
   per_method = {m: per_method[m] for m in methods if m in per_method}
   if not per_method:
     return {}
-  centre, area = baselines[max(baselines)]
+  centre, area, full_iou, centre_iou = baselines[max(baselines)]
   controls = {}
   if untrained_variables is not None:
     controls['untrained'] = ('the maps of the variables training started from (seed init, '
@@ -278,7 +289,8 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
   out = {'localization': per_method, 'localization_num_images': n,
          'localization_num_defective': max(s['num_defective'] for s in per_method.values()),
          'localization_masks': masks_dir, 'localization_controls': controls,
-         'pointing_game_centre_baseline': centre, 'mask_mass_area_baseline': area}
+         'pointing_game_centre_baseline': centre, 'mask_mass_area_baseline': area,
+         'box_iou_full_frame_baseline': full_iou, 'box_iou_centre_box_baseline': centre_iou}
   if mask_errors:  # scored as images without a region
     out['localization_mask_errors'] = [mask_errors[p] for p in sorted(mask_errors)]
   for method, vals in per_method.items():  # flat copies for grep / dashboards
