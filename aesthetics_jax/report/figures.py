@@ -126,7 +126,8 @@ def examples_figure(examples: Sequence[Mapping], title: str) -> bytes:
       if ex.get('attribute_map') is not None:
         attr_boxes = {k: v for k, v in boxes.items() if k == 'attribute'}
         row[2].imshow(draw_boxes(overlay(img, ex['attribute_map']), attr_boxes))
-        row[2].set_title(ex.get('attribute_name', 'attribute map'), fontsize=7)
+        row[2].set_title(f"{ex.get('attribute_name', 'attribute map')}"
+                         f"{'; box (cyan)' if attr_boxes else ''}", fontsize=7)
       c = 3
     if ex.get('crop') is not None:
       row[c].imshow(np.asarray(ex['crop'], np.uint8))
@@ -167,6 +168,9 @@ def intensity_scatter(intensity: np.ndarray, scores: np.ndarray, band=(4.5, 6.5)
   return _png(fig)
 
 
+FEW_IMAGES = 5  # a bucket-map panel averaging fewer images is faded
+
+
 @_literal_text
 def bucket_maps_figure(mean_maps: np.ndarray, counts: np.ndarray,
                        row_labels: Sequence[str], title: str,
@@ -174,12 +178,15 @@ def bucket_maps_figure(mean_maps: np.ndarray, counts: np.ndarray,
   """Paper Figure 8: grid of average maps, rows = image groups, columns = target bucket 1..10.
 
   mean_maps f32 [G, 10, h, w] (already averaged over the `counts[g]` images of each group);
-  counts [G] (per row) or [G, 10] (per panel); a panel with no images is grey and says so.
+  counts [G] (per row) or [G, 10] (per panel); a panel with no images is grey and says so,
+  one averaging fewer than `FEW_IMAGES` is faded and says "n<5" (one image is no average).
   col_labels: may hold a newline (two short lines fit a narrow column; one long one overlaps).
+  One colour scale for every panel, shown in a colour bar.
   """
   mean_maps = np.asarray(mean_maps, np.float32)
   g, k = mean_maps.shape[:2]
   fig, axes = plt.subplots(g, k, figsize=(1.15 * k, 1.2 * g + 0.7), squeeze=False)
+  shown = None
   for i in range(g):
     for j in range(k):
       ax = axes[i, j]
@@ -187,7 +194,11 @@ def bucket_maps_figure(mean_maps: np.ndarray, counts: np.ndarray,
       ax.set_yticks([])
       c = counts[i] if np.ndim(counts) == 1 else counts[i][j]
       if c > 0 and np.isfinite(mean_maps[i, j]).all():
-        ax.imshow(mean_maps[i, j], cmap='jet', vmin=0, vmax=1)
+        shown = ax.imshow(mean_maps[i, j], cmap='jet', vmin=0, vmax=1,
+                          alpha=1.0 if c >= FEW_IMAGES else 0.35)
+        if c < FEW_IMAGES:
+          ax.text(0.5, 0.5, f'n<{FEW_IMAGES}', transform=ax.transAxes, ha='center',
+                  va='center', fontsize=7, color='black')
       else:  # same square as its neighbours, visibly not a (blank) map
         ax.imshow(np.ones(mean_maps.shape[2:]), cmap='gray', vmin=0, vmax=1.15)
         ax.text(0.5, 0.5, 'no images', transform=ax.transAxes, ha='center', va='center',
@@ -199,6 +210,11 @@ def bucket_maps_figure(mean_maps: np.ndarray, counts: np.ndarray,
         ax.set_ylabel(f'{row_labels[i]}{n}', fontsize=7)
   fig.suptitle(title, fontsize=10)
   fig.tight_layout(w_pad=0.4, h_pad=0.6)
+  if shown is not None:  # one shared 0-1 scale: say so
+    scale = plt.cm.ScalarMappable(cmap='jet', norm=plt.Normalize(0, 1))  # unfaded
+    bar = fig.colorbar(scale, ax=axes, fraction=0.015, pad=0.01)
+    bar.set_label('normalised map', fontsize=7)
+    bar.ax.tick_params(labelsize=6)
   return _png(fig)
 
 

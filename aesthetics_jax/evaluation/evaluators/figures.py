@@ -108,7 +108,7 @@ def run(forward: streaming.ForwardFn, variables, source: Sequence, test: streami
     figs[f'intensity_scatter_{norm}'] = report_figures.intensity_scatter(
         x, test.true['mean_score'], pearson_all=metrics[f'cam_intensity_pearson_all_{norm}'],
         pearson_extreme=metrics[f'cam_intensity_pearson_extreme_{norm}'],
-        title=f'Map intensity ({norm} normalisation) vs mean score')
+        title=f'{arch}: map intensity ({norm} normalisation) vs mean score')
   if test.score_maps is not None:
     cnt = test.score_maps[1]
     figs['score_bucket_maps'] = report_figures.bucket_maps_figure(
