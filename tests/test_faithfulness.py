@@ -159,3 +159,18 @@ def test_randomization_check_separates_model_dependent_maps():
   # A model-independent map (EigenCAM: activations only) does not change: rho = 1.
   e = jax.jit(lambda p: cam.compute('eigencam', lambda a: head(p, a), A, lambda o: o[:, :1])[:, 0])
   np.testing.assert_allclose(F.randomization_check(e(params), e(rparams))['spearman'], 1.0)
+
+
+def test_auc_intervals_are_mean_curve_auc_over_image_resamples():
+  """The faithfulness AUCs' bootstrap interval is `mean_curve`'s AUC over resampled images
+  (computed for all resamples at once; here against the one-at-a-time loop), and it holds
+  the AUC of all images."""
+  from aesthetics_jax.evaluation.evaluators import faithfulness as evaluator
+  rng = np.random.default_rng(0)
+  curves = np.cumsum(rng.random((16, 17)), axis=1)[:, ::-1].copy()   # falling: deletion
+  for mode, c in (('deletion', curves), ('insertion', curves[:, ::-1].copy())):
+    lo, hi = evaluator._auc_ci(c, mode, seed=3, num_bootstrap=400)
+    idx = np.random.default_rng(3).integers(0, 16, (400, 16))
+    loop = [F.mean_curve(c[i], mode)[0] for i in idx]
+    np.testing.assert_allclose([lo, hi], np.percentile(loop, [2.5, 97.5]), rtol=1e-12)
+    assert lo <= F.mean_curve(c, mode)[0] <= hi

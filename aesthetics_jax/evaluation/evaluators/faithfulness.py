@@ -98,11 +98,16 @@ def _auc_ci(curves: np.ndarray, mode: str, seed: int, num_bootstrap: int = 1000
             ) -> list[float]:
   """95% bootstrap interval (images resampled) of `mean_curve`'s AUC: on 16-64 images the
   methods' AUCs differ by less than their spread, which a bare number hides."""
-  rng = np.random.default_rng(seed)
   n = len(curves)
-  aucs = [faith_lib.mean_curve(curves[rng.integers(0, n, n)], mode)[0]
-          for _ in range(num_bootstrap)]
-  aucs = np.asarray([a for a in aucs if np.isfinite(a)])
+  idx = np.random.default_rng(seed).integers(0, n, (num_bootstrap, n))
+  # `mean_curve` of every resample at once: mean curve, normalised by its own end points.
+  with np.errstate(invalid='ignore', divide='ignore'):
+    c = np.nanmean(curves[idx], axis=1)                                   # [R, K+1]
+    full, empty = (c[:, 0], c[:, -1]) if mode == 'deletion' else (c[:, -1], c[:, 0])
+    den = full - empty
+    norm = (c - empty[:, None]) / den[:, None]
+  aucs = np.asarray(faith_lib.trapezoid_auc(norm))
+  aucs = aucs[np.isfinite(aucs) & np.isfinite(den) & (np.abs(den) >= 1e-12)]
   return ([float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5))] if aucs.size
           else [float('nan'), float('nan')])
 
