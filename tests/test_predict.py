@@ -334,36 +334,30 @@ def test_gradcam_plus_plus_spelling_is_accepted():
   assert cam.canonical_method('Score-CAM') == 'scorecam'
 
 
-def test_a_file_name_starting_with_a_dash_gets_a_hint(files, tmp_path):
-  """absl reads `-dash.jpg` as a flag: the one line now says to put -- before it."""
+def test_a_dash_file_name_gets_a_hint_and_a_rerun_into_used_folders_says_so(files, tmp_path):
+  """absl reads `-dash.jpg` as a flag: the one line says to put -- before it (no model is
+  loaded). With --, it scores; into an --overlay_dir holding an earlier run's file (files are
+  named by input position, so a rerun mixed two runs' pictures silently) it says so."""
   _, wd, good, _, _ = files
   (tmp_path / '-dash.jpg').write_bytes(good.read_bytes())
+  ov = tmp_path / 'ov'
+  ov.mkdir()
+  (ov / '0003_old_cam.png').write_bytes(b'')  # as an earlier run left it
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(ROOT))
-  r = subprocess.run([sys.executable, '-m', 'launch.predict', f'--workdir={wd}', '-dash.jpg'],
-                     cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+  run = lambda *a: subprocess.run(  # noqa: E731
+      [sys.executable, '-m', 'launch.predict', f'--workdir={wd}', *a], cwd=tmp_path,
+      capture_output=True, text=True, env=env, timeout=300)
+  r = run('-dash.jpg')
   assert r.returncode == 2 and r.stderr.strip().splitlines() == [
       "predict: Unknown command line flag 'dash.jpg'; -dash.jpg is a file: put -- before file "
       "names that start with '-' (... -- -dash.jpg)"]
-  r = subprocess.run([sys.executable, '-m', 'launch.predict', f'--workdir={wd}', '--',
-                      '-dash.jpg'], cwd=tmp_path, capture_output=True, text=True, env=env,
-                     timeout=300)
+  r = run('--overlay_dir=ov', '--', '-dash.jpg')
   assert r.returncode == 0 and json.loads(r.stdout)['path'] == '-dash.jpg', r.stderr[-500:]
-
-
-def test_a_rerun_into_used_output_folders_says_so(files, tmp_path):
-  """Files are named by input position, so a second run into the same --overlay_dir replaced
-  some of the first run's pictures and kept the others, silently."""
-  _, wd, good, _, _ = files
-  ov = tmp_path / 'ov'
-  first = _run(f'--workdir={wd}', f'--overlay_dir={ov}', good, good)
-  assert first.returncode == 0 and 'earlier run' not in first.stderr, first.stderr[-500:]
-  assert sorted(p.name for p in ov.iterdir()) == ['0000_good_cam.png', '0001_good_cam.png']
-  second = _run(f'--workdir={wd}', f'--overlay_dir={ov}', good)
-  assert second.returncode == 0
-  assert second.stderr.strip().splitlines()[0] == (
-      f'predict: --overlay_dir={ov} already holds 2 files of an earlier run; files are named by '
+  assert r.stderr.strip().splitlines()[0] == (
+      'predict: --overlay_dir=ov already holds 1 file of an earlier run; files are named by '
       'input position (0000_<name>), so this run replaces those at its positions and keeps the '
       'rest: use an empty folder to keep runs apart')
+  assert sorted(q.name for q in ov.iterdir()) == ['0000_-dash_cam.png', '0003_old_cam.png']
 
 
 def test_non_utf8_file_names_are_valid_json():
