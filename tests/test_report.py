@@ -227,15 +227,16 @@ def test_claims_carry_their_controls(sections):
                                     insertion_auc=0.52, insertion_auc_ci=[0.46, 0.58]),
            box_iou_full_frame_baseline=0.195, box_iou_centre_box_baseline=0.234)
   text = report_html.render([{**models[0], 'metrics': m}, models[1]], None, demo=True)
-  assert ('threshold 0.410; calls 96.0% high; balanced accuracy 0.549; vs the majority class '
-          '+2.0 pp [-0.3, +4.3]') in text
-  assert '<strong>degenerate</strong>: the fitted rule calls every fit image high' in text
+  assert ('threshold 0.410; calls 96.0% high<br>balanced accuracy 0.549<br>vs the majority '
+          'class +2.0 pp [-0.3, +4.3]') in text
+  assert '<strong>degenerate</strong>: the fitted rule<br>calls every fit image high' in text
+  assert '*Paper: AVA style subset, 2,203 test images' in text
   assert 'Pearson r within each tail, low / high (n=31 / 21)' in text
   assert '<td>random order (chance)</td>' in text and '[0.450, 0.570]' in text
   assert '<td>full frame</td>' in text and '0.195' in text and '0.234' in text
   assert 'EigenCAM ignores the target' in text
   assert 'blur is one of the planted defects' in text  # demo only
-  assert 'not comparable with this demo' in text and 'real AVA; not comparable' in text
+  assert 'paper* (not comparable with this demo)' in text and 'real AVA; not comparable' in text
   vgg = dict(models[1], metrics=dict(models[1]['metrics'], lcc_mean=0.53, srcc_mean=0.57))
   text = report_html.render([vgg], None, demo=False)
   assert text.count('(of p_high)') == 2 and 'not comparable' not in text

@@ -173,7 +173,7 @@ def _table1_rows(d: Mapping, m: Mapping, paper: bool) -> list[str]:
     # The extremes' r mixes the gap between the two tails with any trend inside them.
     cells = ''.join(
         f'<td>{_fmt(d.get(f"cam_intensity_pearson_low_tail_{n}"))}'
-        f'{_ci(d, f"cam_intensity_pearson_low_tail_{n}")} / '
+        f'{_ci(d, f"cam_intensity_pearson_low_tail_{n}")} /<br>'
         f'{_fmt(d.get(f"cam_intensity_pearson_high_tail_{n}"))}'
         f'{_ci(d, f"cam_intensity_pearson_high_tail_{n}")}</td>' for n in ('per_image', 'global'))
     rows.append(f'<tr><td>Pearson r within each tail, low / high (n='
@@ -197,20 +197,20 @@ def _split_point_cell(d: Mapping, n: str) -> str:
     t = _fmt(d.get(f'split_point_threshold_{n}'))
     return f'{acc} <span class="note">(threshold {t})</span>'
   high = d.get(f'split_point_predicted_high_{n}')
-  rule = ('<strong>degenerate</strong>: the fitted rule calls every fit image '
+  rule = ('<strong>degenerate</strong>: the fitted rule<br>calls every fit image '
           f'{"high" if (high or 0) >= 0.5 else "low"}' if d.get(f'split_point_degenerate_{n}')
           else f'threshold {_fmt(d.get(f"split_point_threshold_{n}"))}')
   gain, ci = d.get(f'split_point_gain_{n}'), d.get(f'split_point_gain_ci_{n}') or [None, None]
   pp = lambda v: '?' if v is None else f'{100 * v:+.1f}'  # noqa: E731
-  return (f'{acc} <span class="note">({rule}; calls {_fmt(high, True)} high; balanced '
-          f'accuracy {_fmt(d.get(f"split_point_balanced_accuracy_{n}"))}; vs the majority class '
-          f'{pp(gain)} pp [{pp(ci[0])}, {pp(ci[1])}])</span>')
+  return (f'{acc}<br><span class="note">{rule}; calls {_fmt(high, True)} high<br>balanced '
+          f'accuracy {_fmt(d.get(f"split_point_balanced_accuracy_{n}"))}<br>vs the majority '
+          f'class {pp(gain)} pp [{pp(ci[0])}, {pp(ci[1])}]</span>')
 
 
 def _table1(s: Mapping, demo: bool = False) -> str:
   m = s['metrics']
   u = m.get('intensity_untrained') or {}
-  paper = (f'paper ({PAPER_SOURCE}{"; not comparable with this demo" if demo else ""})')
+  paper = 'paper*' + (' (not comparable with this demo)' if demo else '')
   rows = [f'<tr><th>quantity</th><th>{_esc(paper)}</th><th>ours, per-image normalisation</th>'
           '<th>ours, dataset-global normalisation</th></tr>'] + _table1_rows(m, m, True)
   # The untrained model's study in a table of its own: beside ours it pushed Table 1 past an
@@ -230,7 +230,7 @@ def _table1(s: Mapping, demo: bool = False) -> str:
           f'fitted on {_esc(fit)} and applied to the test split; always answering the majority '
           f'class scores {_fmt(majority, True)} here, so read the split point by its gain over '
           f'that and its balanced accuracy (0.5 for any one-class rule), not by its accuracy '
-          f'alone. {_untrained_text(m)}</p>')
+          f'alone. *Paper: {_esc(PAPER_SOURCE)}. {_untrained_text(m)}</p>')
   if m.get('tiny_maps_warning'):
     note += f'<p class="missing">Caution: {_esc(m["tiny_maps_warning"])}.</p>'
   return _table(rows) + untrained + note
