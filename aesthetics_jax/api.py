@@ -102,8 +102,8 @@ def to_array(x: ImageLike) -> np.ndarray:
   """A path, encoded bytes, PIL image or array → uint8 [H, W, 3]; one-line ValueError
   otherwise."""
   if isinstance(x, (bytes, bytearray, memoryview)):  # a file's content (JPEG, PNG, ...)
-    return preprocess.decode(bytes(x), min_side=preprocess.MIN_SIDE, what='image bytes').image
-  if isinstance(x, (str, os.PathLike)):
+    x = bytes(x)
+  if isinstance(x, (str, os.PathLike, bytes)):
     # Full resolution (maps, boxes and crops are in the file's pixels), EXIF-upright, through
     # the shared decoder's byte / pixel caps; PredictError (a ValueError) for missing, corrupt,
     # oversized or too small files.
@@ -215,12 +215,10 @@ class Model:
     from the full decode instead, a 4000x3000 JPEG scored 5.036 here and 5.060 there. The full
     resolution is decoded too only when asked for and the working copy is reduced."""
     target = max(self.predictor.size, inference.WORK_SIDE)
-    if isinstance(x, (str, os.PathLike)):
-      work = inference.load_image(x, target)
-    elif isinstance(x, (bytes, bytearray, memoryview)):  # a file's content: as the file
+    if isinstance(x, (bytes, bytearray, memoryview)):  # a file's content: as the file
       x = bytes(x)
-      work = preprocess.decode(x, target=target, max_side=inference.WORK_MAX_SIDE,
-                               min_side=preprocess.MIN_SIDE, what='image bytes')
+    if isinstance(x, (str, os.PathLike, bytes)):
+      work = inference.load_image(x, target)
     else:
       a = to_array(x)
       return _Image(a.shape[:2], a, a)

@@ -227,18 +227,19 @@ def make_forward(model, arch: str, method: str, normalize: str | None,
   return forward
 
 
-def load_image(path: str | os.PathLike, target: int | None = WORK_SIDE,
+def load_image(path: str | os.PathLike | bytes, target: int | None = WORK_SIDE,
                max_side: int | None = WORK_MAX_SIDE) -> preprocess.Decoded:
-  """Reads and decodes an image file (`preprocess.read_file` / `preprocess.decode`: size caps,
-  reduced decoding to `target` / `max_side`, EXIF orientation).
+  """Reads and decodes an image file, or a file's bytes (`preprocess.read_file` /
+  `preprocess.decode`: size caps, reduced decoding to `target` / `max_side`, EXIF orientation).
 
   Returns `Decoded` (image uint8 [h,w,3], displayed size (H, W)); PredictError (one line: the
   path and the cause) for a missing, oversized, truncated, non-image, bomb or < 32 px file.
   """
   try:
-    data = preprocess.read_file(path)
+    data, what = ((path, 'image bytes') if isinstance(path, bytes) else
+                  (preprocess.read_file(path), str(path)))
     return preprocess.decode(data, target=target, max_side=max_side,
-                             min_side=preprocess.MIN_SIDE, what=str(path))
+                             min_side=preprocess.MIN_SIDE, what=what)
   except preprocess.DecodeError as e:
     raise PredictError(str(e)) from None
 

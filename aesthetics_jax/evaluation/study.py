@@ -217,7 +217,8 @@ def split_point_classifier(train_x, train_labels, test_x, test_labels,
   base = (y == majority).astype(np.float64)
   recalls = [float((pred[y == c] == c).mean()) for c in (True, False) if (y == c).any()]
   out = {'threshold': t, 'direction': d, 'train_accuracy': fit['accuracy'],
-         'test_accuracy': split_point_accuracy(x, y, t, d), 'n_train': fit['n'],
+         'test_accuracy': float(correct.mean()) if x.size else float('nan'),
+         'n_train': fit['n'],
          'n_test': int(x.size), 'test_accuracy_ci': accuracy_ci(pred, y, num_bootstrap, seed),
          'predicted_high': float(pred.mean()) if x.size else float('nan'),
          'balanced_accuracy': float(np.mean(recalls)) if recalls else float('nan'),

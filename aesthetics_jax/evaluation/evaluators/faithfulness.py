@@ -80,16 +80,19 @@ def make_step(model, arch: str, steps: int, layers: Sequence[str] = ()):
   return step
 
 
-def _apply(step, methods: Sequence[str], variables, random_head, images: np.ndarray, mesh,
-           normalize: str, batch_size: int) -> dict[str, dict[str, Any]]:
-  """`step` over images [n,S,S,3] in batches of `batch_size` (the last one padded): {method:
-  the outputs of the n real rows, concatenated}."""
+def _batched(fn, images: np.ndarray, mesh, normalize: str, batch_size: int,
+             extra: np.ndarray | None = None) -> Any:
+  """`fn(model input, extra rows or None)` over images [n,S,S,3] (and `extra` [n,...], sharded
+  as the images) in batches of `batch_size` (the last one padded): the outputs of the n real
+  rows, concatenated."""
   sharding = parallel.data_sharding(mesh)
   outs = []
   for start in range(0, images.shape[0], batch_size):
     x, n = parallel.pad_to_multiple(images[start:start + batch_size], batch_size)
     xj = preprocess.to_model_input(jax.device_put(x, sharding), normalize)
-    out = jax.device_get(step(methods, variables, random_head, xj))
+    e = None if extra is None else jax.device_put(
+        parallel.pad_to_multiple(extra[start:start + batch_size], batch_size)[0], sharding)
+    out = jax.device_get(fn(xj, e))
     outs.append(jax.tree.map(lambda v, n=n: np.asarray(v)[:n], out))
   return jax.tree.map(lambda *v: np.concatenate(v), *outs)
 
@@ -131,17 +134,10 @@ def _random_order(step, variables, images: np.ndarray, map_hw: tuple[int, int], 
                   normalize: str, batch_size: int, seed: int) -> dict[str, Any]:
   """Deletion / insertion in a random pixel order (uniform noise maps on the maps' grid): the
   chance level that a method's AUC has to beat."""
-  sharding = parallel.data_sharding(mesh)
   noise = np.asarray(faith_lib.random_maps(jax.random.PRNGKey(int(seed) + 2),
                                            (images.shape[0], *map_hw)))
-  outs = []
-  for start in range(0, images.shape[0], batch_size):
-    x, n = parallel.pad_to_multiple(images[start:start + batch_size], batch_size)
-    r, _ = parallel.pad_to_multiple(noise[start:start + batch_size], batch_size)
-    xj = preprocess.to_model_input(jax.device_put(x, sharding), normalize)
-    out = jax.device_get(step.perturb(variables, xj, jax.device_put(r, sharding)))
-    outs.append(jax.tree.map(lambda v, n=n: np.asarray(v)[:n], out))
-  return jax.tree.map(lambda *v: np.concatenate(v), *outs)
+  return _batched(lambda xj, r: step.perturb(variables, xj, r), images, mesh, normalize,
+                  batch_size, extra=noise)
 
 
 def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
@@ -174,7 +170,8 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
                          desc='faithfulness', leave=False):
     t = time.time()
     m_bs = round_up(m_n) if group == ['scorecam'] else round_up(min(batch_size, n))
-    arrays = _apply(step, group, variables, random_head, images[:m_n], mesh, normalize, m_bs)
+    arrays = _batched(lambda xj, _, g=group: step(g, variables, random_head, xj),
+                      images[:m_n], mesh, normalize, m_bs)
     seconds = round(time.time() - t, 1)
     for method in group:
       per_method[method] = {**_summarize(arrays[method], seed), 'seconds': seconds}

@@ -264,10 +264,9 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
     for method in group:
       trained = arrays['trained'][method]
       s = _summarize(trained, bootstrap_samples, seed)
-      baselines.setdefault(m_n, (s.pop('pointing_game_centre'), s.pop('mask_area'),
-                                 s.pop('box_iou_full_frame'), s.pop('box_iou_centre_box')))
-      for k in ('pointing_game_centre', 'mask_area', 'box_iou_full_frame', 'box_iou_centre_box'):
-        s.pop(k, None)
+      # Popped from every method's numbers; kept from the first method of each image count.
+      baselines.setdefault(m_n, tuple(s.pop(k) for k in (
+          'pointing_game_centre', 'mask_area', 'box_iou_full_frame', 'box_iou_centre_box')))
       for variant in ('untrained', 'shuffled_masks'):
         if variant in arrays:
           _control(s, trained, arrays[variant][method], variant, bootstrap_samples, seed)
