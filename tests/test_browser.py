@@ -36,7 +36,7 @@ def test_explorer_filters_limited_methods_and_vgg(browser, tmp_path):
             ' x.dispatchEvent(new Event("input", {bubbles: true})); })()')
   assert page.eval('document.querySelectorAll(".card").length') == 4  # true 4.5 .. 6.0
   # Row 6 (sorted first by true score, descending) has no ScoreCAM map: a note instead.
-  open_first_image(page, 12)
+  open_first_image(page, 13)
   assert 'first 1 test image(s)' in page.eval('document.getElementById("detail-body").innerText')
   check_page(page, 'synthetic explorer detail')
 
@@ -45,8 +45,50 @@ def test_explorer_filters_limited_methods_and_vgg(browser, tmp_path):
   page = browser.new_page(WIDTH)
   page.goto(path)
   assert page.eval('document.getElementById("tag-filter").hidden') is True
-  open_first_image(page, 2)
+  assert page.eval('document.getElementById("region-filter").hidden') is True  # no masks
+  open_first_image(page, 4)  # 2 methods x (aesthetic, low)
   check_page(page, 'VGG16 explorer detail')
+
+
+MAGENTA_PIXELS = """(sel => [...document.querySelectorAll(sel)].map(c => {
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] > 200 && d[i + 1] < 80 && d[i + 2] > 200) n++;
+  return n;
+}))"""
+
+
+def test_explorer_outlines_regions_and_marks_low_peaks(browser, tmp_path):
+  """With region masks: the region filter, the outline on the image and on each low map,
+  and the peak's verdict in the low map's caption."""
+  path = explorer_fixture.write(tmp_path / 'r', n=7, methods=('gradcam',), regions=True)
+  page = browser.new_page(WIDTH)
+  page.goto(path)
+  check_page(page, 'explorer with regions')
+  cards = 'document.querySelectorAll(".card").length'
+  for value, n in (('region', 4), ('in', 1), ('out', 3), ('', 7)):
+    page.eval('(() => { const q = document.getElementById("regionq");'
+              f' q.value = {json.dumps(value)}; q.dispatchEvent(new Event("input")); }})()')
+    assert page.eval(cards) == n, value
+  page.eval('(() => { const q = document.getElementById("regionq"); q.value = "in";'
+            ' q.dispatchEvent(new Event("input")); })()')
+  assert open_first_image(page, 13) == 0
+  assert page.eval('document.getElementById("region-legend").hidden') is False
+  # The outline is drawn on the image and on the low map, not on the other maps.
+  assert all(n > 20 for n in page.eval(MAGENTA_PIXELS + '("#detail-body canvas.region")'))
+  low = page.eval(MAGENTA_PIXELS + '(\'#detail-body canvas.map[data-target="low"]\')')
+  aes = page.eval(MAGENTA_PIXELS + '(\'#detail-body canvas.map[data-target="aesthetic"]\')')
+  assert low[0] > 20 and aes == [0]
+  caps = page.eval('[...document.querySelectorAll("#detail-body figcaption")]'
+                   '.map(e => e.textContent).join(" | ")')
+  assert 'image and its region' in caps and 'peak inside the region' in caps
+  check_page(page, 'explorer detail with a region')
+  page.eval('(() => { document.getElementById("close").click();'
+            ' const q = document.getElementById("regionq"); q.value = "out";'
+            ' q.dispatchEvent(new Event("input")); })()')
+  assert open_first_image(page, 13) in (2, 4, 6)
+  assert 'peak outside the region' in page.eval(
+      'document.getElementById("detail-body").innerText')
 
 
 def test_the_checks_catch_a_broken_page(browser, tmp_path):
@@ -66,4 +108,4 @@ def test_the_checks_catch_a_broken_page(browser, tmp_path):
   page.drain()
   assert any('0.jpg' in e for e in page.errors())
   with pytest.raises(AssertionError, match='maps did not load'):
-    open_first_image(page, 12)
+    open_first_image(page, 13)

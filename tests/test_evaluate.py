@@ -250,7 +250,8 @@ def test_explorer_written_and_consistent(evaluated):
   n = m['num_test_images']
   assert m['explorer_images'] == len(index['rows']) == n
   assert index['methods'] == m['explorer_methods'] == ['gradcam', 'eigencam']
-  assert len(index['targets']) == 12 and index['targets'][-1] == 'top_tag'
+  assert len(index['targets']) == 13 and index['targets'][-1] == 'top_tag'
+  assert index['targets'][:2] == ['aesthetic', 'low'] and index['regions'] is True
   assert len(list((d / 'thumbs').glob('*.jpg'))) == n
   rows = [dict(zip(index['columns'], r)) for r in index['rows']]
   chunks = {}
@@ -264,9 +265,18 @@ def test_explorer_written_and_consistent(evaluated):
     assert r['image_id'] == int(c['image_id']) and r['empty'] == (c['map'] == 'empty')
     assert abs(r['true'] - float(c['true_mean'])) < 1e-3
     rec = chunks[r['row']]
-    assert rec['maps']['gradcam'].shape[0] == 12 and rec['hw'] == [int(c['orig_height']),
+    assert rec['maps']['gradcam'].shape[0] == 13 and rec['hw'] == [int(c['orig_height']),
                                                                    int(c['orig_width'])]
     assert rec['empty']['gradcam'][0] == r['empty']
+  # Image by image, the regions and low-map peaks the explorer shows give back the
+  # localisation table: the same images with a region, the same pointing game per method.
+  with_region = [r['row'] for r in rows if r['region']]
+  assert len(with_region) == m['localization_num_defective'] > 0
+  for method in ('gradcam', 'eigencam'):
+    hits = [chunks[i]['peaks'][method][2] for i in with_region]
+    assert np.mean(hits) == pytest.approx(m['localization'][method]['pointing_game']), method
+  assert [r['hit'] for r in rows if r['region']] == [chunks[i]['peaks']['gradcam'][2]
+                                                     for i in with_region]
   assert not list(wd.glob('eval/.explorer*'))  # no temporary folder left behind
   assert 'explorer/index.html' in (wd / 'eval' / 'report.html').read_text()
 

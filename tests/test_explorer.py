@@ -42,12 +42,43 @@ def test_files_index_and_chunks(tmp_path):
   chunk = explorer.read_chunk(d / 'maps' / '0.js')
   assert set(chunk) == {0, 1, 2}
   assert set(chunk[0]['maps']) == {'gradcam', 'scorecam'} and set(chunk[1]['maps']) == {'gradcam'}
-  assert chunk[0]['maps']['gradcam'].shape == (12, 6, 6)
+  assert chunk[0]['maps']['gradcam'].shape == (13, 6, 6)
   assert chunk[2]['empty']['gradcam'][0] and not chunk[2]['maps']['gradcam'][0].any()
   # A tag named `</script>...` cannot end the inline data early.
   html = path.read_text()
   assert html.count('</script>') == 2 and '\\u003c/script>' in html
   assert '{{' not in html
+  assert index['regions'] is False and {r['region'] for r in rows} == {None}
+  assert 'region' not in chunk[0] and 'peaks' not in chunk[0]
+
+
+def test_regions_and_low_peaks_are_stored(tmp_path):
+  """Each image's region (packed bits) and its low maps' peaks: the row says whether the
+  image has a region and whether the first method's peak is inside; the chunk has both."""
+  path = explorer_fixture.write(tmp_path / 'explorer', n=5, chunk_size=2, regions=True,
+                                limited={'scorecam': 1})
+  index = explorer.read_index(path)
+  assert index['regions'] is True
+  rows = [dict(zip(index['columns'], r)) for r in index['rows']]
+  assert [r['region'] for r in rows] == [True, False, True, False, True]
+  assert [r['hit'] for r in rows] == [True, None, False, None, False]
+  chunks = {}
+  for p in (path.parent / 'maps').glob('*.js'):
+    chunks.update(explorer.read_chunk(p))
+  for i, rec in chunks.items():
+    if i % 2:
+      assert 'region' not in rec and 'peaks' not in rec
+      continue
+    np.testing.assert_array_equal(rec['region'], explorer_fixture.region(i))
+    assert set(rec['peaks']) == ({'gradcam', 'scorecam'} if i == 0 else {'gradcam'})
+    assert rec['peaks']['gradcam'] == ([0.3, 0.35, True] if i == 0 else [0.85, 0.85, False])
+  # An odd-sized region (not a multiple of 8 bits) decodes to its own shape.
+  odd = explorer_fixture.images(1, 'vgg16', ['gradcam'], regions=True)[0]
+  odd.region = np.eye(5, 7, dtype=bool)
+  explorer.write_explorer(tmp_path / 'odd', [odd], arch='vgg16', methods=['gradcam'],
+                          targets=explorer_fixture.VGG_TARGETS)
+  rec = explorer.read_chunk(tmp_path / 'odd' / 'maps' / '0.js')[0]
+  np.testing.assert_array_equal(rec['region'], np.eye(5, 7, dtype=bool))
 
 
 def test_rewrite_swaps_the_folder_and_failure_keeps_the_old_one(tmp_path):
@@ -69,6 +100,6 @@ def test_rewrite_swaps_the_folder_and_failure_keeps_the_old_one(tmp_path):
 def test_vgg_index_has_one_target_and_no_tags(tmp_path):
   path = explorer_fixture.write(tmp_path / 'x', arch='vgg16', n=3, methods=('gradcam',))
   index = explorer.read_index(path)
-  assert index['targets'] == ['aesthetic'] and index['score_name'] == 'p(high)'
+  assert index['targets'] == ['aesthetic', 'low'] and index['score_name'] == 'p(high)'
   assert {r[index['columns'].index('tag')] for r in index['rows']} == {''}
   json.dumps(index)  # plain JSON

@@ -167,6 +167,7 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
         tag_names=ground_truth.tag_names(config),
         scorecam_images=int(ec.explorer_scorecam_images), map_size=int(ec.explorer_map_size),
         thumb_size=int(ec.explorer_thumb_size), demo=demo, global_scale=scale,
+        masks_dir=masks, image_size=size,
         title=f'aesthetics-jax explorer: {workdir.name or workdir} ({arch}, step {step})',
         notes=[f'CAM layers: {", ".join(layers)}; box threshold {float(ec.box_threshold)}.']))
   _write_csv(out_dir / 'per_image.csv', test, sources['test'], size, scale)

@@ -35,6 +35,7 @@
     if (t === 'aesthetic') return HAS_TAG ? 'aesthetic (mean score)' : 'aesthetic (logit)';
     if (t.startsWith('bucket:')) return 'bucket ' + t.slice(7);  // score bucket k of 1-10
     if (t === 'top_tag') return 'top tag';
+    if (t === 'low') return HAS_TAG ? 'low (negated mean score)' : 'low (negated logit)';
     return t;
   }
 
@@ -80,7 +81,8 @@
     } else {
       $('tag-filter').hidden = true;
     }
-    for (const id of ['sort', 'dir', 'tag', 'idq', 'wrong', 'emptyq', 'pagesize']) {
+    if (!D.regions) $('region-filter').hidden = true;
+    for (const id of ['sort', 'dir', 'tag', 'idq', 'wrong', 'emptyq', 'regionq', 'pagesize']) {
       $(id).addEventListener('input', () => { state.page = 0; update(); });
     }
     $('ranges').addEventListener('input', () => { state.page = 0; update(); });
@@ -100,6 +102,7 @@
     const lim = RANGES.map(([k]) => [k, num('min-' + k), num('max-' + k)]);
     const tag = $('tag').value, idq = $('idq').value.trim();
     const wrong = $('wrong').checked, emptyq = $('emptyq').checked;
+    const regionq = $('regionq').value;
     const rows = ROWS.filter(r => {
       for (const [k, lo, hi] of lim) {
         if (lo !== null && !(r[k] >= lo)) return false;
@@ -109,6 +112,9 @@
       if (idq && !String(r.image_id).includes(idq)) return false;
       if (wrong && r.label === r.pred_label) return false;
       if (emptyq && !r.empty) return false;
+      if (regionq === 'region' && !r.region) return false;
+      if (regionq === 'in' && r.hit !== true) return false;
+      if (regionq === 'out' && r.hit !== false) return false;
       return true;
     });
     const key = $('sort').value, dir = Number($('dir').value);
@@ -136,6 +142,10 @@
                                         (HAS_TAG ? ` · ${r.tag}` : '')}));
     if (wrong) b.querySelector('.meta').classList.add('bad');
     if (r.empty) b.append(el('div', {class: 'meta empty-flag', text: 'empty map'}));
+    if (r.region) {
+      b.append(el('div', {class: 'meta region-flag',
+                          text: `region: low peak ${r.hit ? 'inside' : 'outside'}`}));
+    }
     b.addEventListener('click', () => openDetail(r.row));
     return b;
   }
@@ -193,12 +203,65 @@
     return out;
   }
 
+  // A region mask: {hw: [h, w], bits: base64 of the packed bits} -> {h, w, at(y, x)}.
+  function regionOf(rec) {
+    if (!rec.region) return null;
+    const [h, w] = rec.region.hw, bytes = decode(rec.region.bits);
+    const at = (y, x) => y >= 0 && x >= 0 && y < h && x < w &&
+                         ((bytes[(y * w + x) >> 3] >> (7 - ((y * w + x) & 7))) & 1) === 1;
+    return {h, w, at};
+  }
+
+  // The region's outline: every cell edge between inside and outside, on a canvas of the
+  // panel's size (the grid stretched to the image's aspect, as the maps are).
+  function drawRegion(ctx, region, cw, ch, dpr) {
+    const sy = ch / region.h, sx = cw / region.w;
+    ctx.strokeStyle = '#ff00ff';
+    ctx.lineWidth = 2 * dpr;
+    ctx.beginPath();
+    for (let y = 0; y < region.h; y++) {
+      for (let x = 0; x < region.w; x++) {
+        if (!region.at(y, x)) continue;
+        if (!region.at(y - 1, x)) { ctx.moveTo(x * sx, y * sy); ctx.lineTo((x + 1) * sx, y * sy); }
+        if (!region.at(y + 1, x)) {
+          ctx.moveTo(x * sx, (y + 1) * sy); ctx.lineTo((x + 1) * sx, (y + 1) * sy);
+        }
+        if (!region.at(y, x - 1)) { ctx.moveTo(x * sx, y * sy); ctx.lineTo(x * sx, (y + 1) * sy); }
+        if (!region.at(y, x + 1)) {
+          ctx.moveTo((x + 1) * sx, y * sy); ctx.lineTo((x + 1) * sx, (y + 1) * sy);
+        }
+      }
+    }
+    ctx.stroke();
+  }
+
+  // The low map's peak (the pointing game's argmax cell): green inside the region, yellow out.
+  function drawPeak(ctx, peak, cw, ch, dpr) {
+    const [y, x, hit] = peak;
+    ctx.beginPath();
+    ctx.arc(x * cw, y * ch, 5 * dpr, 0, 2 * Math.PI);
+    ctx.fillStyle = hit ? '#00e676' : '#ffea00';
+    ctx.fill();
+    ctx.lineWidth = 1.5 * dpr;
+    ctx.strokeStyle = '#000000';
+    ctx.stroke();
+  }
+
+  function regionCanvas(region, w, h) {
+    const dpr = window.devicePixelRatio || 1;
+    const c = el('canvas', {class: 'region'});
+    c.width = Math.round(w * dpr); c.height = Math.round(h * dpr);
+    drawRegion(c.getContext('2d'), region, c.width, c.height, dpr);
+    return c;
+  }
+
   function frame(r, w, h) {
     return el('div', {class: 'frame', style: `width:${w}px;height:${h}px`},
               el('img', {src: `thumbs/${r.row}.jpg`, alt: ''}));
   }
 
-  function mapPanel(r, pw, q, t, mhw, boxes, empty) {
+  // extra (the low target only): {region, peak} of this image and method, either null.
+  function mapPanel(r, pw, q, t, mhw, boxes, empty, extra) {
     const ph = Math.round(pw * r.h / r.w);
     const [mh, mw] = mhw;
     const off = document.createElement('canvas');
@@ -228,11 +291,18 @@
       ctx.strokeRect(x0 * c.width + ctx.lineWidth / 2, y0 * c.height + ctx.lineWidth / 2,
                      (x1 - x0) * c.width - ctx.lineWidth, (y1 - y0) * c.height - ctx.lineWidth);
     }
+    const {region, peak} = extra || {};
+    if (region) drawRegion(ctx, region, c.width, c.height, dpr);
+    if (region && peak) drawPeak(ctx, peak, c.width, c.height, dpr);
     const f = frame(r, pw, ph);
     f.append(c);
     const cap = el('figcaption', {text: targetLabel(D.targets[t]) +
                                         (D.targets[t] === 'top_tag' && r.tag ? `: ${r.tag}` : '')});
     if (empty) cap.append(el('span', {class: 'empty-flag', text: ' (empty map: no box)'}));
+    if (region && peak) {
+      cap.append(el('span', {class: peak[2] ? 'hit' : 'miss',
+                             text: ` · peak ${peak[2] ? 'inside' : 'outside'} the region`}));
+    }
     return el('figure', {style: `width:${pw}px`}, f, cap);
   }
 
@@ -273,14 +343,19 @@
     }
     const q = decode(rec.maps[method]);
     const b = rec.boxes[method] || {};
+    const region = regionOf(rec);
+    const peak = rec.peaks ? rec.peaks[method] : null;
     const panel = (i, pw) => mapPanel(r, pw, q, i, rec.map_hw, boxesFor(D.targets[i], b),
-                                      rec.empty[method][i]);
-    // First row: image, aesthetic (and top tag) maps with their boxes, crop; then the 10
-    // score-bucket maps smaller.
+                                      rec.empty[method][i],
+                                      D.targets[i] === 'low' ? {region, peak} : null);
+    // First row: image (with its region), aesthetic, low (and top tag) maps with their boxes,
+    // crop; then the 10 score-bucket maps smaller.
+    const ph = Math.round(PW * r.h / r.w);
+    const pic = frame(r, PW, ph);
+    if (region) pic.append(regionCanvas(region, PW, ph));
     const main = el('div', {class: 'panels'},
-                    el('figure', {style: `width:${PW}px`},
-                       frame(r, PW, Math.round(PW * r.h / r.w)),
-                       el('figcaption', {text: 'image'})));
+                    el('figure', {style: `width:${PW}px`}, pic,
+                       el('figcaption', {text: region ? 'image and its region' : 'image'})));
     const buckets = el('div', {class: 'panels buckets'});
     D.targets.forEach((t, i) => (t.startsWith('bucket:') ? buckets.append(panel(i, PW_BUCKET))
                                                          : main.append(panel(i, PW))));
@@ -347,6 +422,7 @@
   $('notes').textContent = [
     `${ROWS.length} test images, ${D.arch}; maps of ${D.methods.join(', ')} for ` +
     `${D.targets.length} target(s).`].concat(D.notes || []).join(' ');
+  $('region-legend').hidden = !D.regions;
   $('close').addEventListener('click', closeDetail);
   $('dprev').addEventListener('click', () => step(-1));
   $('dnext').addEventListener('click', () => step(1));

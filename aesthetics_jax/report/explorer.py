@@ -4,7 +4,8 @@ Plain data in, files out (no JAX; `evaluation/evaluators/explorer.py` computes t
 
   explorer/index.html        page, styles, script and the per-image table (inline JSON)
   explorer/thumbs/<row>.jpg  one small JPEG per test image (longest side `thumb_size`)
-  explorer/maps/<k>.js       `explorerChunk(k, {...})`: the maps and boxes of `chunk_size` rows
+  explorer/maps/<k>.js       `explorerChunk(k, {...})`: the maps, boxes, regions and low-map
+                             peaks of `chunk_size` rows
 
 Why this layout: the page must open from disk (`file://`), where browsers refuse `fetch` of
 sibling files but still run `<script src>` and show `<img src>`; a chunk is loaded only when
@@ -37,8 +38,10 @@ from PIL import Image
 from aesthetics_jax import io as io_lib
 
 # Row fields of the inline table, in this order (the page reads them by name).
+# region: the image has a region mask (None: no masks at all); hit: the first method's low map
+# peaks inside it (None: no region).
 COLUMNS = ('row', 'image_id', 'true', 'pred', 'intensity', 'intensity_global', 'tag', 'label',
-           'pred_label', 'empty', 'w', 'h')
+           'pred_label', 'empty', 'w', 'h', 'region', 'hit')
 
 
 @dataclasses.dataclass
@@ -54,6 +57,11 @@ class ExplorerImage:
   boxes: method -> {'aesthetic' | 'attribute' | 'average': (y0, x0, y1, x1)} as fractions of
     the image height / width (end-exclusive).
   hw: (H, W) of the original image.
+  region: bool `[s, s]` the image's region (a defect mask) on the model-input grid, which the
+    page stretches to the image's aspect as it does the maps; all False: no region; None: no
+    masks were given.
+  low_peaks: method -> (y, x, hit): where its low map peaks (fractions of the grid) and whether
+    the pointing game counts that as inside the region; None without a region.
   """
   row: int
   image_id: int
@@ -69,6 +77,9 @@ class ExplorerImage:
   maps: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
   empty: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
   boxes: Mapping[str, Mapping[str, Sequence[float]]] = dataclasses.field(default_factory=dict)
+  region: np.ndarray | None = None
+  low_peaks: Mapping[str, tuple[float, float, bool] | None] = dataclasses.field(
+      default_factory=dict)
 
 
 def quantize_maps(maps: np.ndarray, max_side: int) -> np.ndarray:
@@ -158,9 +169,12 @@ class ExplorerWriter:
     # The grid flags an empty aesthetic map of the first (the evaluation's own) method.
     first = im.empty.get(self.methods[0]) if self.methods else None
     aes_empty = bool(np.asarray(first)[0]) if first is not None else False
+    region = None if im.region is None else bool(np.asarray(im.region).any())
+    peak = im.low_peaks.get(self.methods[0]) if self.methods else None
     self._rows.append([im.row, int(im.image_id), _num(im.true), _num(im.pred),
                        _num(im.intensity), _num(im.intensity_global), im.tag, int(im.label),
-                       int(im.pred_label), aes_empty, tw, th])
+                       int(im.pred_label), aes_empty, tw, th, region,
+                       bool(peak[2]) if region and peak else None])
     self._chunk[im.row] = self._maps_record(im)
     if len(self._chunk) >= self.chunk_size:
       self._flush()
@@ -175,8 +189,16 @@ class ExplorerWriter:
       empty[method] = [bool(e) for e in np.asarray(im.empty.get(method, np.zeros(len(q))))]
     boxes = {method: {k: [_num(v, 4) for v in b] for k, b in bx.items()}
              for method, bx in im.boxes.items()}
-    return {'maps': maps, 'empty': empty, 'boxes': boxes, 'hw': list(map(int, im.hw)),
-            'map_hw': self._map_hw}
+    rec = {'maps': maps, 'empty': empty, 'boxes': boxes, 'hw': list(map(int, im.hw)),
+           'map_hw': self._map_hw}
+    if im.region is not None and np.asarray(im.region).any():
+      r = np.asarray(im.region, bool)
+      rec['region'] = {'hw': [int(r.shape[0]), int(r.shape[1])],
+                       'bits': base64.b64encode(np.packbits(r.reshape(-1)).tobytes())
+                       .decode('ascii')}
+      rec['peaks'] = {m: None if p is None else [_num(p[0]), _num(p[1]), bool(p[2])]
+                      for m, p in im.low_peaks.items()}
+    return rec
 
   def _flush(self) -> None:
     if not self._chunk:
@@ -192,6 +214,7 @@ class ExplorerWriter:
             'methods': self.methods, 'method_images': self.method_images,
             'targets': self.targets, 'columns': list(COLUMNS), 'rows': self._rows,
             'chunk_size': self.chunk_size, 'map_hw': self._map_hw,
+            'regions': any(r[COLUMNS.index('region')] is not None for r in self._rows),
             'score_name': 'predicted mean score' if self.arch == 'mobilenet_v2' else 'p(high)'}
 
   def close(self) -> Path:
@@ -236,7 +259,8 @@ def read_index(path: str | os.PathLike) -> dict:
 
 
 def read_chunk(path: str | os.PathLike) -> dict[int, dict]:
-  """One `maps/<k>.js` chunk: row -> record; maps decoded to uint8 `[T, h, w]` arrays."""
+  """One `maps/<k>.js` chunk: row -> record; maps decoded to uint8 `[T, h, w]` arrays, a
+  region to bool `[s, s]`."""
   text = Path(path).read_text('utf-8')
   body = json.loads(text[text.index(',') + 1:text.rindex(')')])
   out = {}
@@ -244,5 +268,9 @@ def read_chunk(path: str | os.PathLike) -> dict[int, dict]:
     h, w = rec['map_hw']
     rec['maps'] = {m: np.frombuffer(base64.b64decode(b), np.uint8).reshape(-1, h, w)
                    for m, b in rec['maps'].items()}
+    if 'region' in rec:
+      rh, rw = rec['region']['hw']
+      bits = np.unpackbits(np.frombuffer(base64.b64decode(rec['region']['bits']), np.uint8))
+      rec['region'] = bits[:rh * rw].reshape(rh, rw).astype(bool)
     out[int(row)] = rec
   return out

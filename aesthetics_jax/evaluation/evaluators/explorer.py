@@ -3,9 +3,15 @@
 One more streamed pass over the evaluated test images (`report/explorer.py` writes the files).
 Per batch, one jitted function (`make_maps_fn`) computes every method's maps from one encoder
 pass, each exactly as `inference.make_forward` (where the evaluation's maps come from) does;
-per image, its raw maps `[T, h, w]` (T = 12 for MobileNetV2: aesthetic, 10 score buckets, top
-tag; 1 for VGG16), empty flags and boxes (`crop.image_boxes`, as `aesthetics-predict` takes them,
-at the image's own aspect) go to the writer, which keeps one chunk of maps in memory.
+per image, its raw maps `[T, h, w]` (`targets`: T = 13 for MobileNetV2: aesthetic, low, 10
+score buckets, top tag; 2 for VGG16: aesthetic, low), empty flags and boxes (`crop.image_boxes`,
+as `aesthetics-predict` takes them, at the image's own aspect) go to the writer, which keeps one
+chunk of maps in memory.
+
+With region masks (the demo's `defect_masks/`, or `--masks_dir`), each image also carries its
+region (at most `REGION_SIDE` cells a side) and, per method, where its LOW map peaks and whether
+that is inside the region: the pointing game of `evaluators/localization.py`, on the same
+model-input grid, so a reader can check the localisation table image by image.
 
 Cost: the gradient methods share one forward + backward per image and EigenCAM is one SVD, but
 ScoreCAM re-runs the whole model once per feature channel (hundreds of channels on the paper
@@ -32,11 +38,24 @@ from aesthetics_jax.data import pipeline
 from aesthetics_jax.evaluation import inference
 from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.explain import cam
+from aesthetics_jax.evaluation.evaluators import localization
 from aesthetics_jax.explain import crop
+from aesthetics_jax.explain import faithfulness as faith_lib
 from aesthetics_jax.report import explorer as report_explorer
 
 # Longest side of the grid on which the explorer's boxes are taken.
 BOX_LIMIT = 128
+# Side of the square grid (the model input's, stretched back to the image's aspect on the
+# page) at which a region is stored for its outline.
+REGION_SIDE = 64
+
+
+def targets(arch: str) -> tuple[str, ...]:
+  """The explorer's CAM targets: the evaluation's (`inference.target_names`) with 'low' (the
+  localisation's target, the negated aesthetic score) second; the top tag stays last, where
+  `image_boxes` reads it."""
+  names = inference.target_names(arch)
+  return (names[0], 'low', *names[1:])
 
 
 def method_order(primary: str, methods: Sequence[str]) -> list[str]:
@@ -56,7 +75,8 @@ def _fractions(box: np.ndarray, hw: tuple[int, int]) -> list[float]:
 
 def image_boxes(maps: np.ndarray, hw: tuple[int, int], arch: str,
                 threshold: float) -> dict[str, list[float]]:
-  """Raw maps `[T, h, w]` of one image → its boxes as fractions of (H, W)."""
+  """Raw maps `[T, h, w]` (targets as `targets(arch)`) of one image → its boxes as fractions
+  of (H, W)."""
   attribute = maps[-1] if arch == 'mobilenet_v2' else None
   d = crop.image_boxes(maps[0], attribute, hw, threshold, limit=BOX_LIMIT)
   return {k: _fractions(v, hw) for k, v in d['boxes'].items()}
@@ -71,7 +91,7 @@ def make_maps_fn(model, arch: str, methods: Sequence[str], layers: Sequence[str]
   when XLA was left to merge per-method passes: 22 s to compile and 1.5 s a batch for six
   methods, against ~70 s and ~4 s as six separate functions).
   """
-  target_fn = cam.targets_for(arch, inference.target_names(arch))
+  target_fn = cam.targets_for(arch, targets(arch))
   chunk, num_shards = parallel.default_chunk(), jax.device_count()
 
   @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model, 'cam'))
@@ -92,6 +112,27 @@ def _scorecam_maps(forward, variables, x, need: int, mesh) -> np.ndarray:
   return np.asarray(jax.device_get(maps))[:need]
 
 
+def region_grid(mask: np.ndarray, side: int = REGION_SIDE) -> np.ndarray:
+  """bool `[S, S]` region on the model-input grid → bool `[s, s]`, s = min(S, side): a cell is
+  inside when at least half of it is."""
+  if mask.shape[0] <= side:
+    return mask.astype(bool)
+  small = Image.fromarray(mask.astype(np.uint8) * 255).resize((side, side), Image.BOX)
+  return np.asarray(small) >= 128
+
+
+def low_peaks(low: np.ndarray, masks: np.ndarray) -> list[tuple[float, float, bool] | None]:
+  """Per image, where the low map `[B, h, w]` peaks and whether the pointing game counts a
+  hit there against `masks` bool `[B, S, S]` (`faithfulness.pointing_game`'s `hit`):
+  (y, x) of the argmax cell's centre as fractions of the grid, and the hit; None for an image
+  without a region (the localisation leaves it out)."""
+  g = jax.device_get(faith_lib.pointing_game(low, masks))
+  h, w = low.shape[1:]
+  idx = low.reshape(len(low), -1).argmax(axis=1)
+  return [(float((i // w + 0.5) / h), float((i % w + 0.5) / w), bool(hit)) if valid else None
+          for i, hit, valid in zip(idx, g['hit'], g['valid'])]
+
+
 def _top_tags(test: streaming.SplitSummary, tag_names: Mapping[int, str]) -> list[str]:
   if 'tag_probs' not in test.pred:
     return [''] * test.num_images
@@ -104,10 +145,13 @@ def run(model, variables, source: Sequence, test: streaming.SplitSummary,
         methods: Sequence[str], layers: Sequence[str], threshold: float,
         tag_names: Mapping[int, str], scorecam_images: int, map_size: int, thumb_size: int,
         title: str, demo: bool, notes: Sequence[str] = (),
-        global_scale: tuple[float, float] | None = None) -> dict[str, Any]:
+        global_scale: tuple[float, float] | None = None, masks_dir: str = '',
+        image_size: int = 0) -> dict[str, Any]:
   """Writes `out_dir/index.html` (+ thumbs/, maps/) for the `test` rows of `source`.
 
   methods: in display order (`method_order`); `layers` as the evaluation's forward takes them.
+  masks_dir: region masks `<id>.png` (as the localisation reads them, at `image_size`); the
+    page then outlines each image's region and marks its low maps' peaks.
   global_scale: (lo, hi) of the global intensity (the intensity study's; default the test's).
   Returns `explorer_images`, `explorer_methods`, `explorer_scorecam_images`,
   `explorer_seconds` for metrics.json.
@@ -117,15 +161,17 @@ def run(model, variables, source: Sequence, test: streaming.SplitSummary,
   methods = list(methods)
   layers = tuple(layers)
   maps_fn = make_maps_fn(model, arch, [m for m in methods if m != 'scorecam'], layers)
-  scorecam = (inference.make_forward(model, arch, 'scorecam', None, layers=layers)
+  scorecam = (inference.make_forward(model, arch, 'scorecam', None, targets(arch), layers)
               if 'scorecam' in methods else None)
-  targets = cam.target_names(arch, inference.target_names(arch))
+  names = cam.target_names(arch, targets(arch))
+  low_t = names.index('low')
+  with_masks = localization.load_masks(masks_dir, [], 1) is not None
   n_score = min(n, int(scorecam_images)) if 'scorecam' in methods else 0
   scores = test.pred['mean_score'] if 'mean_score' in test.pred else test.pred['p_high']
   ints = streaming.intensities(test, global_scale)
   tags = _top_tags(test, tag_names)
   writer = report_explorer.ExplorerWriter(
-      out_dir, arch=arch, methods=methods, targets=targets, title=title, demo=demo,
+      out_dir, arch=arch, methods=methods, targets=names, title=title, demo=demo,
       method_images={'scorecam': n_score} if n_score < n and 'scorecam' in methods else {},
       notes=notes, thumb_size=thumb_size, map_size=map_size)
   row = 0
@@ -139,11 +185,18 @@ def run(model, variables, source: Sequence, test: streaming.SplitSummary,
       need = min(k, n_score - row)
       if scorecam is not None and need > 0:
         maps['scorecam'] = _scorecam_maps(scorecam, variables, batch['image'], need, mesh)
+      ids = test.true['image_id'][row:row + k]
+      # Unreadable masks are scored as no region, as the localisation does (it reports them).
+      masks = (localization.load_masks(masks_dir, ids, image_size, errors={})
+               if with_masks else None)
+      peaks = ({m: low_peaks(v[:, low_t], masks[:len(v)]) for m, v in maps.items()}
+               if masks is not None else {})
       for j in range(k):
         i = row + j
         data = source[i]['image']
         hw = _image_hw(data)
         per = {m: maps[m][j] for m in methods if m in maps and j < len(maps[m])}
+        region = None if masks is None else region_grid(masks[j])
         writer.add(report_explorer.ExplorerImage(
             row=i, image_id=int(test.true['image_id'][i]), image=data,
             true=float(test.true['mean_score'][i]), pred=float(scores[i]),
@@ -151,7 +204,9 @@ def run(model, variables, source: Sequence, test: streaming.SplitSummary,
             label=int(test.true['label'][i]), pred_label=int(test.pred['label_pred'][i]),
             hw=hw, tag=tags[i], maps=per,
             empty={m: np.asarray(crop.empty_maps(v)) for m, v in per.items()},
-            boxes={m: image_boxes(v, hw, arch, threshold) for m, v in per.items()}))
+            boxes={m: image_boxes(v, hw, arch, threshold) for m, v in per.items()},
+            region=region,
+            low_peaks={m: peaks[m][j] for m in per if m in peaks}))
       row += k
       bar.update(k)
   return {'explorer_images': n, 'explorer_methods': methods,
