@@ -181,3 +181,41 @@ def test_split_point_reports_what_tells_it_from_the_majority_class():
             'cam_intensity_pearson_low_tail_per_image',
             'cam_intensity_pearson_high_tail_per_image'):
     assert k in m, k
+
+
+def test_map_concentration_groups_intervals_and_empty_maps():
+  """Per-image entropy by score: group means equal numpy's, the difference's interval holds
+  its point and excludes 0 only for a real gap; NaN (empty) maps are counted and left out."""
+  rng = np.random.default_rng(3)
+  scores = np.concatenate([rng.uniform(4.6, 6.4, 50), rng.uniform(2, 4.4, 25),
+                           rng.uniform(6.6, 8.5, 25), [5.0, 3.0]])
+  mid = (scores >= 4.5) & (scores <= 6.5)
+  ent = np.where(mid, 0.8, 0.6) + rng.normal(0, 0.05, scores.size)
+  ent[-2:] = np.nan
+  c = study.map_concentration(ent, scores, num_bootstrap=300, seed=1)
+  ok = np.isfinite(ent)
+  assert c['n_maps'] == 100 and c['n_empty'] == 2
+  assert c['mid']['n'] == 50 and c['extremes']['n'] == 50
+  assert c['low_tail']['n'] == 25 and c['high_tail']['n'] == 25
+  assert c['mid']['mean'] == pytest.approx(ent[ok & mid].mean())
+  assert c['extremes']['mean'] == pytest.approx(ent[ok & ~mid].mean())
+  d = c['mid_minus_extremes']
+  assert d == pytest.approx(c['mid']['mean'] - c['extremes']['mean'])
+  lo, hi = c['mid_minus_extremes_ci']
+  assert 0 < lo <= d <= hi
+  b = study.score_buckets(scores[ok])
+  assert c['per_bucket_n'] == np.bincount(b, minlength=10).tolist()
+  for k in range(10):
+    if c['per_bucket_n'][k]:
+      assert c['per_bucket'][k] == pytest.approx(ent[ok][b == k].mean())
+      assert c['per_bucket_ci'][k][0] <= c['per_bucket'][k] <= c['per_bucket_ci'][k][1]
+    else:
+      assert c['per_bucket'][k] is None and c['per_bucket_ci'][k] is None
+  # No gap: the interval spans 0.
+  noise = np.random.default_rng(0).normal(0, 0.05, 100)  # a draw whose group means differ little
+  flat = study.map_concentration(0.7 + noise, scores[:100], num_bootstrap=300)
+  assert flat['mid_minus_extremes_ci'][0] < 0 < flat['mid_minus_extremes_ci'][1]
+  # All empty: nothing to say, no crash.
+  none = study.map_concentration(np.full(4, np.nan), [3, 5, 6, 8], num_bootstrap=50)
+  assert none['mid']['mean'] is None and none['mid_minus_extremes_ci'] is None
+  assert none['n_empty'] == 4

@@ -197,6 +197,25 @@ def test_normalize_and_global_stats():
     cam.normalize(m, 'global')
 
 
+def test_map_entropy_spans_one_cell_to_uniform():
+  """0 for one hot cell, 1 for a uniform map over the non-minimum cells, NaN for an empty map;
+  the entropy of the per-image-normalised map (scale and offset do not change it)."""
+  one = np.zeros((7, 7), np.float32)
+  one[2, 3] = 5.0
+  ramp = np.arange(49, dtype=np.float32).reshape(7, 7)
+  two = np.zeros((7, 7), np.float32)
+  two[0, 0] = two[6, 6] = 1.0
+  maps = jnp.asarray(np.stack([one, ramp, 3 * ramp + 2, np.zeros((7, 7), np.float32), two]))
+  e = np.asarray(jax.jit(cam.map_entropy)(maps))
+  assert e[0] == pytest.approx(0.0, abs=1e-6)
+  p = ramp.ravel() / ramp.sum()
+  expected = -(p[p > 0] * np.log(p[p > 0])).sum() / np.log(49)
+  assert e[1] == pytest.approx(expected, rel=1e-5) and e[2] == pytest.approx(e[1], rel=1e-5)
+  assert np.isnan(e[3])
+  assert e[4] == pytest.approx(np.log(2) / np.log(49), rel=1e-5)
+  assert np.isnan(float(cam.map_entropy(jnp.ones((1, 1)))))  # one cell: no spread to measure
+
+
 def test_upsample_matches_scipy_bilinear_grid():
   m = np.random.default_rng(1).random((1, 4, 4)).astype(np.float32)
   up = np.asarray(cam.upsample(m, (16, 16)))

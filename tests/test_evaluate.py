@@ -15,7 +15,8 @@ REQUIRED = ('num_test_images', 'binary_accuracy', 'lcc_mean', 'srcc_mean', 'emd'
             'pointing_game_centre_baseline', 'mask_mass_area_baseline', 'faithfulness',
             'binary_accuracy_ci', 'global_normalisation', 'split_point_fit_n',
             'score_bucket_counts', 'bucket_map_counts', 'deletion_auc_gradcam',
-            'pointing_game_upsampled_gradcam', 'deletion_auc_per_image_mean_eigencam')
+            'pointing_game_upsampled_gradcam', 'deletion_auc_per_image_mean_eigencam',
+            'map_concentration', 'map_concentration_untrained')
 for _k in ('cam_intensity_pearson_all', 'cam_intensity_pearson_extreme'):
   REQUIRED += (_k, _k + '_per_image', _k + '_global')
 
@@ -228,6 +229,16 @@ def test_per_image_csv_matches_metrics(evaluated):
     assert 0.0 <= float(r['intensity_per_image']) <= 1.0
     assert 0.0 <= float(r['intensity_global']) <= 1.0 + 1e-6
   assert len({r['image_id'] for r in rows}) == len(rows)
+  # map_entropy: blank exactly for the empty maps; the metric's groups average the column.
+  ent = np.array([float(r['map_entropy']) if r['map_entropy'] else np.nan for r in rows])
+  assert [np.isnan(e) for e in ent] == [r['map'] == 'empty' for r in rows]
+  assert np.all((ent[np.isfinite(ent)] >= 0) & (ent[np.isfinite(ent)] <= 1))
+  c = m['map_concentration']
+  true = np.array([float(r['true_mean']) for r in rows])
+  mid = (true >= 4.5) & (true <= 6.5) & np.isfinite(ent)
+  assert c['n_empty'] == m['empty_maps'] and c['mid']['n'] == int(mid.sum())
+  if mid.any():
+    assert c['mid']['mean'] == pytest.approx(ent[mid].mean(), abs=1e-4)
 
 
 def test_figures_and_report(evaluated):
@@ -235,7 +246,7 @@ def test_figures_and_report(evaluated):
   figs = {p.name for p in (wd / 'eval' / 'figures').glob('*.png')}
   for name in ('examples_high.png', 'examples_low.png', 'intensity_scatter_per_image.png',
                'intensity_scatter_global.png', 'bucket_maps.png', 'score_bucket_maps.png',
-               'faithfulness_deletion.png', 'faithfulness_insertion.png'):
+               'faithfulness_deletion.png', 'faithfulness_insertion.png', 'map_entropy.png'):
     assert name in figs, name
   html = (wd / 'eval' / 'report.html').read_text()
   assert 'id="demo-banner"' in html  # the demo root (defect_masks/) is detected

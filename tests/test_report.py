@@ -187,6 +187,10 @@ def test_captions_follow_the_architecture(sections):
   assert 'avg (red)' in figures.aesthetic_title({'aesthetic': (0, 0, 1, 1),
                                                  'average': (0, 0, 1, 1)})
   assert figures.aesthetic_title({}, empty=True).startswith('aesthetic map EMPTY')
+  # A full-frame box runs along the panel's edge: the caption says what it is.
+  assert figures.aesthetic_title({'aesthetic': (0, 0, 40, 48), 'average': (2, 3, 30, 40)},
+                                 hw=(40, 48)) == ('aesthetic map; box (white) = full frame, '
+                                                  'avg (red)')
   mnv2, vgg = (report_html.render([s]).split('Figures 5-6')[1] for s in models)
   assert 'attribute map' in mnv2.split('Figure 7')[0]
   vgg = vgg.split('Figure 7')[0]
@@ -241,3 +245,44 @@ def test_claims_carry_their_controls(sections):
   text = report_html.render([vgg], None, demo=False)
   assert text.count('(of p_high)') == 2 and 'not comparable' not in text
   assert 'blur is one of the planted defects' not in text
+
+
+def _concentration(mid: float, ext: float, seed: int = 0) -> dict:
+  """`study.map_concentration` of synthetic entropies: mid-range images around `mid`, the
+  extremes around `ext`."""
+  from aesthetics_jax.evaluation import study
+  rng = np.random.default_rng(seed)
+  scores = np.concatenate([rng.uniform(4.6, 6.4, 60), rng.uniform(2, 4.4, 30),
+                           rng.uniform(6.6, 8.5, 30)])
+  ent = np.where((scores >= 4.5) & (scores <= 6.5), mid, ext) + rng.normal(0, 0.03, 120)
+  return study.map_concentration(ent, scores, num_bootstrap=200)
+
+
+def test_concentration_table_says_what_the_intervals_show(sections):
+  """Figure 8's reading as numbers, each verdict reachable: more diffuse at mid-range (and
+  whether the untrained maps are too), no difference, less diffuse."""
+  models, _, _ = sections
+  more, flat, less = _concentration(0.8, 0.6), _concentration(0.7, 0.7), _concentration(0.5, 0.7)
+
+  def text(trained, untrained=None):
+    m = dict(models[0]['metrics'], map_concentration=trained)
+    if untrained is not None:
+      m['map_concentration_untrained'] = untrained
+    return report_html.render([{**models[0], 'metrics': m}], None)
+
+  t = text(more, flat)
+  assert '<td>untrained model (control)</td>' in t
+  assert 'are more diffuse than the extremes' in t and 'it comes with training' in t
+  assert 'The paper reads Figure 8 this way.' in t
+  assert 'comes with the images, not from what the model learned' in text(more, more)
+  assert 'no untrained control was run' in text(more)
+  assert 'the interval of the difference spans 0' in text(flat, flat).lower()
+  t = text(less, flat)
+  assert 'are less diffuse than the extremes' in t and 'this way' not in t
+  assert 'diffuse' not in report_html.render([models[1]], None).split('Figure 8')[-1]
+
+
+def test_concentration_figure_is_a_png():
+  png = figures.concentration_figure({'trained': _concentration(0.8, 0.6),
+                                      'untrained (control)': _concentration(0.7, 0.7, 1)}, 't')
+  assert png[:8] == b'\x89PNG\r\n\x1a\n'

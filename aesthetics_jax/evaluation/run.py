@@ -55,7 +55,7 @@ class EvaluationError(ValueError):
 
 CSV_FIELDS = ('image_id', 'true_mean', 'label', 'pred', 'pred_mean', 'p_high',
               'intensity_per_image', 'intensity_global', 'orig_height', 'orig_width',
-              'map', 'box_aesthetic', 'box_attribute', 'box_average')
+              'map', 'box_aesthetic', 'box_attribute', 'box_average', 'map_entropy')
 
 
 def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
@@ -259,7 +259,9 @@ def summary(m: Mapping[str, Any]) -> dict:
 
 def _check_finite(test: streaming.SplitSummary, step: int, workdir: Path) -> None:
   """Non-finite outputs would turn every metric and the report into NaN: refuse instead."""
-  bad = inference.non_finite_rows(test.pred, test.maps)
+  # An empty map's entropy is NaN by definition; a NaN map shows in the other fields too.
+  bad = inference.non_finite_rows(test.pred, {k: v for k, v in test.maps.items()
+                                              if k != 'entropy'})
   if bad.any():
     raise EvaluationError(
         f'{int(bad.sum())} of {bad.size} test images gave non-finite model outputs (NaN/inf) '
@@ -338,8 +340,15 @@ def _write_csv(path: Path, test: streaming.SplitSummary, source, size: int,
     w.writerow([int(true['image_id'][i]), f'{true["mean_score"][i]:.4f}', int(true['label'][i]),
                 int(pred['label_pred'][i]), fmt(pred, 'mean_score', i, '.4f'),
                 fmt(pred, 'p_high', i, '.4f'), f'{ints["per_image"][i]:.5f}',
-                f'{ints["global"][i]:.5f}', hw[0], hw[1], 'empty' if empty else 'ok', *boxes])
+                f'{ints["global"][i]:.5f}', hw[0], hw[1], 'empty' if empty else 'ok', *boxes,
+                _entropy_cell(test.maps, i)])
   io_lib.atomic_write_text(path, buf.getvalue())
+
+
+def _entropy_cell(maps: Mapping[str, np.ndarray], i: int) -> str:
+  """`map_entropy` of row i (`cam.map_entropy`), blank for an empty map."""
+  v = float(maps['entropy'][i]) if 'entropy' in maps else float('nan')
+  return f'{v:.4f}' if np.isfinite(v) else ''
 
 
 def is_demo(config) -> bool:

@@ -18,6 +18,7 @@ import dataclasses
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -45,7 +46,8 @@ def make_summarize(size: int, threshold: float, arch: str):
   Returns dict: `intensity [B]` (per-image-normalised aesthetic map, upsampled, mean),
   `raw_mean [B]` (raw aesthetic map upsampled, mean), `raw_min/raw_max [B]`,
   `box_aesthetic [B,4]`, `empty_aesthetic [B]` (`crop.empty_maps`: the map points nowhere and
-  its box means nothing), `aes_norm [B,h,w]` (per-image-normalised aesthetic map), and for
+  its box means nothing), `entropy [B]` (`cam.map_entropy`: 0 one cell, 1 uniform; NaN for an
+  empty map), `aes_norm [B,h,w]` (per-image-normalised aesthetic map), and for
   MobileNetV2 `box_attribute`, `box_average [B,4]`, `bucket [B,10,h,w]` (per-image normalised
   bucket maps).
   """
@@ -58,7 +60,8 @@ def make_summarize(size: int, threshold: float, arch: str):
     up = cam.upsample(norm, (size, size))[:, 0]
     out = {'intensity': up.mean((1, 2)), 'raw_mean': up_raw.mean((1, 2)), 'aes_norm': norm[:, 0],
            'raw_min': up_raw.min((1, 2)), 'raw_max': up_raw.max((1, 2)),
-           'box_aesthetic': crop.boxes(up, threshold), 'empty_aesthetic': crop.empty_maps(aes)}
+           'box_aesthetic': crop.boxes(up, threshold), 'empty_aesthetic': crop.empty_maps(aes),
+           'entropy': jnp.where(crop.empty_maps(aes), jnp.nan, cam.map_entropy(aes))}
     if arch == 'mobilenet_v2':
       att = cam.upsample(cam.normalize(maps[:, 11:12], 'per_image'), (size, size))[:, 0]
       out['box_attribute'] = crop.boxes(att, threshold)

@@ -8,7 +8,8 @@ Host-side numpy/scipy on per-image summaries (a few thousand numbers), so no jit
 * `split_point`, `split_point_accuracy`, `split_point_classifier`: "intensity above a threshold
   → high", threshold fitted on one split, accuracy measured on another.
 * `accuracy_ci`: bootstrap CI of a classification accuracy.
-* `bucket_mean_maps`: mean map per true score bucket (Figure 8).
+* `bucket_mean_maps`: mean map per true score bucket (Figure 8); `map_concentration`: per-image
+  map entropy by score (is a mid-range image's map more diffuse?).
 Faithfulness metrics live in `explain/faithfulness.py` (its `rank_correlation` is the row-wise
 Spearman of the bootstrap here).
 """
@@ -265,6 +266,68 @@ def bucket_mean_maps(maps, scores, num_buckets: int = 10,
   with np.errstate(invalid='ignore', divide='ignore'):
     mean = total / count[:, None, None]
   return mean, count, (total, count)
+
+
+def map_concentration(entropy, scores, band: tuple[float, float] = EXTREME_BAND,
+                      num_bootstrap: int = 1000, seed: int = 0,
+                      alpha: float = 0.05) -> dict[str, Any]:
+  """Are the maps of mid-range images more diffuse than those at the extremes (the paper's
+  reading of Figure 8)? Per-image map entropy (`cam.map_entropy`: 0 one cell, 1 uniform)
+  against the true mean score.
+
+  An AVERAGE map (Figure 8) is diffuse also when sharp maps point at different places, so the
+  question is asked of each image's own map. Empty maps (NaN entropy) are left out and counted.
+
+  Returns: `{'mid'|'extremes'|'low_tail'|'high_tail': {'mean', 'ci', 'n'}}` (mid: band[0] <=
+  score <= band[1]), `mid_minus_extremes` (+ `_ci`): > 0 with its interval above 0 supports the
+  reading; `per_bucket` / `per_bucket_ci` / `per_bucket_n` (true score bucket 1..10, None where
+  empty), `n_maps`, `n_empty`. Intervals: percentile bootstrap over images (one set of
+  resamples for every figure, so the difference is paired with its parts).
+  """
+  x = np.asarray(entropy, np.float64).ravel()
+  s = np.asarray(scores, np.float64).ravel()
+  ok = np.isfinite(x)
+  x, s = x[ok], s[ok]
+  groups = {'mid': ~extreme_mask(s, band), 'extremes': extreme_mask(s, band),
+            'low_tail': s < band[0], 'high_tail': s > band[1]}
+  buckets = score_buckets(s)
+  sel = dict(groups, **{f'bucket:{k + 1}': buckets == k for k in range(10)})
+  names = list(sel)
+  masks = np.stack([sel[k] for k in names]).astype(np.float64)        # [G, n]
+
+  def means(xs, ms):  # [..., n], [G, ..., n] -> [G, ...] (NaN for an empty group)
+    with np.errstate(invalid='ignore', divide='ignore'):
+      return (xs * ms).sum(-1) / ms.sum(-1)
+
+  point = means(x, masks)
+  diff = point[0] - point[1]
+  lo_q, hi_q = 100 * alpha / 2, 100 * (1 - alpha / 2)
+  if num_bootstrap > 0 and x.size:
+    idx = np.random.default_rng(seed).integers(0, x.size, (num_bootstrap, x.size))
+    boot = means(x[idx], masks[:, idx])                                 # [G, R]
+    boot_diff = boot[0] - boot[1]
+  else:
+    boot = np.full((len(names), 0), np.nan)
+    boot_diff = np.full(0, np.nan)
+
+  def ci(b):
+    b = b[np.isfinite(b)]
+    return [float(np.percentile(b, lo_q)), float(np.percentile(b, hi_q))] if b.size else None
+
+  def num(v):
+    return float(v) if np.isfinite(v) else None
+
+  out: dict[str, Any] = {}
+  for g, name in enumerate(names[:4]):
+    n = int(masks[g].sum())
+    out[name] = {'mean': num(point[g]), 'ci': ci(boot[g]) if n else None, 'n': n}
+  out['mid_minus_extremes'] = num(diff)
+  out['mid_minus_extremes_ci'] = ci(boot_diff) if np.isfinite(diff) else None
+  out['per_bucket'] = [num(v) for v in point[4:]]
+  out['per_bucket_ci'] = [ci(boot[4 + k]) if masks[4 + k].any() else None for k in range(10)]
+  out['per_bucket_n'] = [int(m.sum()) for m in masks[4:]]
+  out['n_maps'], out['n_empty'] = int(x.size), int((~ok).sum())
+  return out
 
 
 def summarize(intensity_by_norm: dict[str, np.ndarray], scores, fit_intensity_by_norm=None,

@@ -459,6 +459,23 @@ def normalize(maps: jax.Array, mode: str = 'per_image', stats: tuple | None = No
   raise ValueError(f"normalize: unknown mode {mode!r}; use 'per_image' or 'global'")
 
 
+def map_entropy(maps: jax.Array) -> jax.Array:
+  """How diffuse each map is: the entropy of the per-image-normalised map `[..., h, w]`, read
+  as a distribution over its h·w cells, divided by log(h·w) → `[...]` in [0, 1].
+
+  0: all the mass in one cell; 1: uniform. NaN for a map that points nowhere (constant, or no
+  positive value) and for a single-cell map. Taken on the CAM grid itself: upsampling would
+  add smoothing of its own.
+  """
+  m = normalize(maps, 'per_image')
+  total = m.sum(axis=(-2, -1), keepdims=True)
+  p = m / jnp.where(total > 0, total, 1.0)
+  h = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=(-2, -1))
+  cells = m.shape[-2] * m.shape[-1]
+  ok = (total[..., 0, 0] > 0) & (cells > 1)
+  return jnp.where(ok, h / jnp.log(float(max(cells, 2))), jnp.nan)
+
+
 def upsample(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
   """Bilinear resize of `[..., h, w]` to `[..., H, W]` (half-pixel centres, edge-clamped:
   cv2.INTER_LINEAR's grid for upsampling)."""

@@ -91,11 +91,18 @@ def save_png(path, image: np.ndarray | Image.Image) -> None:
   io_lib.atomic_write_bytes(path, buf.getvalue())
 
 
-def aesthetic_title(boxes: Mapping[str, Sequence[int]], empty: bool = False) -> str:
+def _full_frame(box: Sequence[int], hw: tuple[int, int] | None) -> bool:
+  return hw is not None and tuple(int(v) for v in box) == (0, 0, int(hw[0]), int(hw[1]))
+
+
+def aesthetic_title(boxes: Mapping[str, Sequence[int]], empty: bool = False,
+                    hw: tuple[int, int] | None = None) -> str:
   """Caption of an aesthetic-map panel naming the boxes actually drawn on it (VGG16 has no
-  average box; an empty map has no box of its own)."""
+  average box; an empty map has no box of its own). With the panel's `hw`, a box that is the
+  whole frame says so: its outline runs along the panel's edge, where it is easily missed."""
   labels = {'aesthetic': 'box (white)', 'average': 'avg (red)'}
-  drawn = [label for name, label in labels.items() if name in boxes]
+  drawn = [label + (' = full frame' if _full_frame(boxes[name], hw) else '')
+           for name, label in labels.items() if name in boxes]
   head = 'aesthetic map EMPTY (no box)' if empty else 'aesthetic map'
   return head + ('; ' + ', '.join(drawn) if drawn else '')
 
@@ -120,14 +127,17 @@ def examples_figure(examples: Sequence[Mapping], title: str) -> bytes:
     row[0].set_title(ex.get('caption', ''), fontsize=7)
     aes_boxes = {k: v for k, v in boxes.items() if k in ('aesthetic', 'average')}
     row[1].imshow(draw_boxes(overlay(img, ex['aesthetic_map']), aes_boxes))
-    row[1].set_title(aesthetic_title(aes_boxes, bool(ex.get('aesthetic_empty'))), fontsize=7)
+    row[1].set_title(aesthetic_title(aes_boxes, bool(ex.get('aesthetic_empty')), img.shape[:2]),
+                     fontsize=7)
     c = 2
     if has_attr:
       if ex.get('attribute_map') is not None:
         attr_boxes = {k: v for k, v in boxes.items() if k == 'attribute'}
         row[2].imshow(draw_boxes(overlay(img, ex['attribute_map']), attr_boxes))
+        full = attr_boxes and _full_frame(attr_boxes['attribute'], img.shape[:2])
         row[2].set_title(f"{ex.get('attribute_name', 'attribute map')}"
-                         f"{'; box (cyan)' if attr_boxes else ''}", fontsize=7)
+                         f"{'; box (cyan)' if attr_boxes else ''}"
+                         f"{' = full frame' if full else ''}", fontsize=7)
       c = 3
     if ex.get('crop') is not None:
       row[c].imshow(np.asarray(ex['crop'], np.uint8))
@@ -215,6 +225,37 @@ def bucket_maps_figure(mean_maps: np.ndarray, counts: np.ndarray,
     bar = fig.colorbar(scale, ax=axes, fraction=0.015, pad=0.01)
     bar.set_label('normalised map', fontsize=7)
     bar.ax.tick_params(labelsize=6)
+  return _png(fig)
+
+
+@_literal_text
+def concentration_figure(series: Mapping[str, Mapping], title: str) -> bytes:
+  """Per-image map entropy by true score bucket: name -> `study.map_concentration` dict; the
+  mean per bucket with its bootstrap interval, buckets of fewer than `FEW_IMAGES` images hollow
+  (and no interval), the mid-range band shaded."""
+  fig, ax = plt.subplots(figsize=(5, 3.2))
+  styles = (('#2a6fdb', '-', 'o'), ('#888888', '--', 's'))
+  for j, (name, c) in enumerate(series.items()):
+    colour, line, marker = styles[j % len(styles)]
+    x = np.arange(1, 11) + 0.08 * (j - (len(series) - 1) / 2)  # side by side, not on top
+    y = np.array([np.nan if v is None else v for v in c['per_bucket']], np.float64)
+    n = np.asarray(c['per_bucket_n'])
+    ax.plot(x, y, color=colour, ls=line, lw=1, label=name)
+    full = (n >= FEW_IMAGES) & np.isfinite(y)
+    for k in np.flatnonzero(full):
+      lo, hi = c['per_bucket_ci'][k]
+      ax.plot([x[k], x[k]], [lo, hi], color=colour, lw=1)
+    ax.scatter(x[full], y[full], color=colour, marker=marker, s=18, zorder=3)
+    few = (n < FEW_IMAGES) & np.isfinite(y)
+    ax.scatter(x[few], y[few], facecolors='none', edgecolors=colour, marker=marker, s=18,
+               zorder=3)
+  ax.axvspan(4.5, 6.5, color='#eeeeee', zorder=0, label='mid-range (4.5 to 6.5)')
+  ax.set_xticks(range(1, 11))
+  ax.set_xlim(0.5, 10.5)
+  ax.set_xlabel(f'true score bucket (hollow: fewer than {FEW_IMAGES} images)', fontsize=8)
+  ax.set_ylabel('map entropy (0 one cell, 1 uniform)', fontsize=8)
+  ax.set_title(title, fontsize=9)
+  ax.legend(fontsize=7)
   return _png(fig)
 
 

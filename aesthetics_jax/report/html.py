@@ -287,6 +287,56 @@ def _ci_text(ci) -> str:
   return f' <span class="note">[{_fmt(ci[0])}, {_fmt(ci[1])}]</span>'
 
 
+def _concentration(m: Mapping) -> str:
+  """Figure 8's "diffuse at mid-range scores" as numbers: per-image map entropy, mid-range
+  against the extremes, trained and untrained (`study.map_concentration`), and what it says."""
+  c = m.get('map_concentration')
+  if not c:
+    return ''
+  u = m.get('map_concentration_untrained')
+
+  def cell(g):
+    return (f'<td>{_fmt(g.get("mean"))}{_ci_text(g.get("ci"))} '
+            f'<span class="note">(n={_fmt(g.get("n"))})</span></td>')
+
+  def verdict(d):
+    ci = d.get('mid_minus_extremes_ci')
+    if not ci or ci[0] is None:
+      return None
+    return 'more' if ci[0] > 0 else 'less' if ci[1] < 0 else None
+
+  rows = ['<tr><th>maps of</th><th>mid-range (4.5 to 6.5)</th><th>extremes</th>'
+          '<th>mid − extremes</th></tr>']
+  for name, d in (('trained model', c), ('untrained model (control)', u)):
+    if d:
+      rows.append(f'<tr><td>{name}</td>{cell(d["mid"])}{cell(d["extremes"])}'
+                  f'<td>{_fmt(d.get("mid_minus_extremes"))}'
+                  f'{_ci_text(d.get("mid_minus_extremes_ci"))}</td></tr>')
+  v = verdict(c)
+  if v is None:
+    said = ('The interval of the difference spans 0: these maps do not show mid-range images\' '
+            'maps to be more (or less) diffuse than the extremes\'.')
+  else:
+    said = (f'Mid-range images\' maps are {v} diffuse than the extremes\' '
+            '(the interval of the difference excludes 0)')
+    if u and verdict(u) == v:
+      said += (', but so are the untrained model\'s: the difference comes with the images, not '
+               'from what the model learned.')
+    elif u:
+      said += ', and the untrained model\'s are not: it comes with training.'
+    else:
+      said += ' (no untrained control was run).'
+    if v == 'more':
+      said += ' The paper reads Figure 8 this way.'
+  empty = c.get('n_empty') or 0
+  return ('<div class="scroll"><table>' + ''.join(rows) + '</table></div>'
+          '<p class="note">Entropy of each image\'s own aesthetic map on its CAM grid (0: all in '
+          'one cell, 1: uniform), averaged per group with 95% bootstrap intervals; an average '
+          'map (the figures above) is diffuse also when sharp maps point at different places, '
+          f'so the question is asked of each map. {_esc(said)}'
+          + (f' {empty} empty map(s) left out.' if empty else '') + '</p>')
+
+
 def _localization_table(s: Mapping) -> str:
   m = s['metrics']
   loc = m.get('localization') or {}
@@ -390,16 +440,23 @@ def _examples_caption(arch: str, threshold: Any) -> str:
           'This model has no tag head, hence no attribute map or average box.')
 
 
-def _bucket_caption(arch: str) -> str:
+def _bucket_caption(arch: str, m: Mapping | None = None) -> str:
   first = ('The average (per-image normalised) aesthetic map of the test images in each true '
            'score bucket (nearest integer score; "no images" where a bucket is empty).')
   if arch != 'mobilenet_v2':
-    return first + (' Diffuse maps for mid-range images and more concentrated ones at the '
-                    'extremes would match the paper\'s observation.')
+    return first + _entropy_caption(m or {})
   return (first + ' Then the average map of each target score bucket 1-10 (columns) over test '
-          'images grouped by their true mean score (rows), and single examples. Diffuse maps '
-          'for mid-range images and more concentrated ones at the extremes would match the '
-          'paper\'s observation.')
+          'images grouped by their true mean score (rows), and single examples.'
+          + _entropy_caption(m or {}))
+
+
+def _entropy_caption(m: Mapping) -> str:
+  if not m.get('map_concentration'):
+    return ''
+  return (' The paper reads these as diffuse for mid-range images and concentrated at the '
+          'extremes; the entropy plot and the table below measure that per image'
+          + (', beside the maps of the model before training.'
+             if m.get('map_concentration_untrained') else '.'))
 
 
 def _explorer_link(s: Mapping, base: Path | None) -> str:
@@ -439,8 +496,10 @@ def _model_section(s: Mapping, base: Path | None = None, demo: bool = False) -> 
   out.append(embed_png(figs.get('intensity_scatter_global'),
                        'intensity scatter, global normalisation'))
   out.append('<h3>Maps per score bucket (paper Figure 8)</h3>')
-  out.append(f'<p class="note">{_esc(_bucket_caption(arch))}</p>')
+  out.append(f'<p class="note">{_esc(_bucket_caption(arch, m))}</p>')
   out.append(embed_png(figs.get('score_bucket_maps'), 'aesthetic map per true score bucket'))
+  out.append(embed_png(figs.get('map_entropy'), 'map entropy by true score bucket'))
+  out.append(_concentration(m))
   if figs.get('bucket_maps') is not None:
     out.append(embed_png(figs.get('bucket_maps'), 'per-target-bucket maps'))
   if figs.get('bucket_maps_examples') is not None:

@@ -4,7 +4,8 @@
   images, re-read at their original resolution and run through the eval forward again, with
   their maps and boxes (`crop.image_boxes`, as `launch.predict` shows them);
 * `intensity_scatter_{per_image,global}` (Figure 7);
-* `score_bucket_maps`, and for MobileNetV2 `bucket_maps`, `bucket_maps_examples` (Figure 8);
+* `score_bucket_maps`, `map_entropy` (per-image map entropy by score, trained and untrained),
+  and for MobileNetV2 `bucket_maps`, `bucket_maps_examples` (Figure 8);
 * `faithfulness_deletion` / `faithfulness_insertion`: the normalised mean curves per method.
 """
 from __future__ import annotations
@@ -115,6 +116,12 @@ def run(forward: streaming.ForwardFn, variables, source: Sequence, test: streami
         streaming.mean_maps(test.score_maps)[None], cnt[None], ['aesthetic map'],
         'Average aesthetic map of test images per true score bucket',
         col_labels=[f'score {j + 1}\nn={int(c)}' for j, c in enumerate(cnt)])
+  if metrics.get('map_concentration'):
+    series = {'trained': metrics['map_concentration']}
+    if metrics.get('map_concentration_untrained'):
+      series['untrained (control)'] = metrics['map_concentration_untrained']
+    figs['map_entropy'] = report_figures.concentration_figure(
+        series, f'{arch}: how diffuse each image\'s aesthetic map is, by true score')
   if test.bucket_maps is not None:
     figs['bucket_maps'] = report_figures.bucket_maps_figure(
         streaming.mean_maps(test.bucket_maps), test.bucket_maps[1],

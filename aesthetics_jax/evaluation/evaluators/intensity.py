@@ -10,7 +10,9 @@ same training maps and applied to both splits (`global_normalisation` in metrics
 Control: the same study of the maps of the variables training started from
 (`intensity_untrained` in metrics.json). An intensity that tracks the score before any
 training comes from the images (brightness, contrast, clutter), not from what the model
-learned: the trained model's correlation means something only by its margin over it.
+learned: the trained model's correlation means something only by its margin over it. The same
+holds for Figure 8's "diffuse at mid-range scores" (`map_concentration`, per-image map entropy):
+images of extreme scores may simply be simpler.
 """
 from __future__ import annotations
 
@@ -46,7 +48,8 @@ def run(forward: streaming.ForwardFn, summarize, variables, batches: streaming.B
         test_source: Sequence = (), max_test: int = 0) -> dict[str, Any]:
   """Table 1 keys (`study.summarize`, suffixed `_per_image` / `_global`, unsuffixed copies of
   per_image), `cam_intensity_n_{all,extreme,low_tail,high_tail}`, `split_point_fit(_n)`,
-  `global_normalisation`
+  `global_normalisation`, `map_concentration` (`study.map_concentration`: per-image map
+  entropy by score; `map_concentration_untrained` its control)
   and the image counts behind the Figure 8 panels.
 
   untrained_variables: the variables training started from; with `test_source` (the first
@@ -81,6 +84,9 @@ def run(forward: streaming.ForwardFn, summarize, variables, batches: streaming.B
         f'the test maps peak at {hi:.2g}, near the 1e-7 that per-image min-max normalisation '
         '(pytorch-grad-cam\'s scale_cam_image) adds to its denominator: per-image intensities '
         'and boxes shrink with each map\'s size; read the global-normalisation column')
+  if 'entropy' in test.maps:  # summaries made by `streaming.make_summarize` have it
+    out['map_concentration'] = study.map_concentration(
+        test.maps['entropy'], scores, band, bootstrap_samples, seed)
   if test.score_maps is not None:
     out['score_bucket_counts'] = [int(c) for c in test.score_maps[1]]
   if test.bucket_maps is not None:
@@ -93,6 +99,9 @@ def run(forward: streaming.ForwardFn, summarize, variables, batches: streaming.B
                               fit_images, keep_maps=False, desc='untrained fit')
     out['intensity_untrained'] = _table1(u_test, u_fit, bootstrap_samples, seed, band)[0]
     out['intensity_untrained']['map_rescale'] = rescaled.factor
+    if 'entropy' in u_test.maps:
+      out['map_concentration_untrained'] = study.map_concentration(
+          u_test.maps['entropy'], u_test.true['mean_score'], band, bootstrap_samples, seed)
   return out
 
 
