@@ -215,6 +215,20 @@ def test_map_concentration_groups_intervals_and_empty_maps():
   noise = np.random.default_rng(0).normal(0, 0.05, 100)  # a draw whose group means differ little
   flat = study.map_concentration(0.7 + noise, scores[:100], num_bootstrap=300)
   assert flat['mid_minus_extremes_ci'][0] < 0 < flat['mid_minus_extremes_ci'][1]
+  assert c['low_tail_minus_mid'] == pytest.approx(c['low_tail']['mean'] - c['mid']['mean'])
+  assert c['high_tail_minus_mid'] == pytest.approx(c['high_tail']['mean'] - c['mid']['mean'])
+  assert 'margin_over_control' not in c
+  # The control, paired by image: a shifted copy of the same maps has the same difference
+  # (margin 0, and so is every resample's); flat control maps leave the whole difference.
+  same = study.map_concentration(ent, scores, num_bootstrap=300, control=ent + 0.1)
+  assert same['margin_over_control'] == pytest.approx(0, abs=1e-12)
+  assert same['margin_over_control_ci'] == pytest.approx([0, 0], abs=1e-12)
+  ctrl = np.full(scores.size, 0.7)
+  over = study.map_concentration(ent, scores, num_bootstrap=300, control=ctrl)
+  assert over['margin_over_control'] == pytest.approx(d)
+  assert 0 < over['margin_over_control_ci'][0] <= d <= over['margin_over_control_ci'][1]
+  with pytest.raises(ValueError, match='control has 3 entropies'):
+    study.map_concentration(ent, scores, control=ctrl[:3])
   # All empty: nothing to say, no crash.
   none = study.map_concentration(np.full(4, np.nan), [3, 5, 6, 8], num_bootstrap=50)
   assert none['mid']['mean'] is None and none['mid_minus_extremes_ci'] is None

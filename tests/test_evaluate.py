@@ -239,6 +239,10 @@ def test_per_image_csv_matches_metrics(evaluated):
   assert c['n_empty'] == m['empty_maps'] and c['mid']['n'] == int(mid.sum())
   if mid.any():
     assert c['mid']['mean'] == pytest.approx(ent[mid].mean(), abs=1e-4)
+  # The fixture's checkpoint is the untrained model: the control has the same maps (rescaled by
+  # one constant, which the entropy ignores), so the paired margin is 0.
+  assert c['margin_over_untrained'] == pytest.approx(0, abs=1e-4)
+  assert m['map_concentration_untrained']['mid']['n'] == c['mid']['n']
 
 
 def test_figures_and_report(evaluated):

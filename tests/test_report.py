@@ -247,22 +247,33 @@ def test_claims_carry_their_controls(sections):
   assert 'blur is one of the planted defects' not in text
 
 
-def _concentration(mid: float, ext: float, seed: int = 0) -> dict:
-  """`study.map_concentration` of synthetic entropies: mid-range images around `mid`, the
-  extremes around `ext`."""
-  from aesthetics_jax.evaluation import study
-  rng = np.random.default_rng(seed)
+def _entropies(mid: float, low: float, high: float, seed: int = 0):
+  """Synthetic per-image entropies (and their scores): mid-range images around `mid`, the low
+  and high tails around `low` / `high`; the scores are the same for every call."""
+  rng = np.random.default_rng(0)
   scores = np.concatenate([rng.uniform(4.6, 6.4, 60), rng.uniform(2, 4.4, 30),
                            rng.uniform(6.6, 8.5, 30)])
-  ent = np.where((scores >= 4.5) & (scores <= 6.5), mid, ext) + rng.normal(0, 0.03, 120)
-  return study.map_concentration(ent, scores, num_bootstrap=200)
+  base = np.where(scores < 4.5, low, np.where(scores > 6.5, high, mid))
+  return base + np.random.default_rng(seed).normal(0, 0.03, scores.size), scores
+
+
+def _concentration(mid: float, ext: float, seed: int = 0, control=None, high=None) -> dict:
+  """`study.map_concentration` of `_entropies`; `control`: (mid, ext) of the untrained maps."""
+  from aesthetics_jax.evaluation import study
+  ent, scores = _entropies(mid, ext, ext if high is None else high, seed)
+  ctrl = None if control is None else _entropies(*control, control[1], seed + 1)[0]
+  c = study.map_concentration(ent, scores, num_bootstrap=200, control=ctrl)
+  if ctrl is not None:
+    c['margin_over_untrained'] = c.pop('margin_over_control')
+    c['margin_over_untrained_ci'] = c.pop('margin_over_control_ci')
+  return c
 
 
 def test_concentration_table_says_what_the_intervals_show(sections):
-  """Figure 8's reading as numbers, each verdict reachable: more diffuse at mid-range (and
-  whether the untrained maps are too), no difference, less diffuse."""
+  """Figure 8's reading as numbers, each verdict reachable: more diffuse at mid-range and
+  caused by training (margin over the untrained maps above 0) or not shown to be, no
+  difference, less diffuse, and tails that go opposite ways."""
   models, _, _ = sections
-  more, flat, less = _concentration(0.8, 0.6), _concentration(0.7, 0.7), _concentration(0.5, 0.7)
 
   def text(trained, untrained=None):
     m = dict(models[0]['metrics'], map_concentration=trained)
@@ -270,15 +281,22 @@ def test_concentration_table_says_what_the_intervals_show(sections):
       m['map_concentration_untrained'] = untrained
     return report_html.render([{**models[0], 'metrics': m}], None)
 
-  t = text(more, flat)
-  assert '<td>untrained model (control)</td>' in t
-  assert 'are more diffuse than the extremes' in t and 'it comes with training' in t
+  flat = _concentration(0.7, 0.7, 1)
+  t = text(_concentration(0.8, 0.6, control=(0.7, 0.7)), flat)
+  assert '<td>untrained model (control)</td>' in t and 'low tail (&lt; 4.5)' in t
+  assert 'are more diffuse than the extremes' in t
+  assert 'exceeds the untrained model&#x27;s by +0.' in t and 'it comes with training' in t
   assert 'The paper reads Figure 8 this way.' in t
-  assert 'comes with the images, not from what the model learned' in text(more, more)
-  assert 'no untrained control was run' in text(more)
-  assert 'the interval of the difference spans 0' in text(flat, flat).lower()
-  t = text(less, flat)
+  t = text(_concentration(0.8, 0.6, control=(0.8, 0.6)), _concentration(0.8, 0.6, 1))
+  assert 'spans 0: training is not shown to cause it' in t
+  assert 'No untrained control was run.' in text(_concentration(0.8, 0.6))
+  assert 'spans 0).' in text(flat, flat)
+  t = text(_concentration(0.5, 0.7), flat)
   assert 'are less diffuse than the extremes' in t and 'this way' not in t
+  # Mid 0.8 against tails at 0.5 and 0.9: the extremes' mean (0.7) hides opposite tails.
+  t = text(_concentration(0.8, 0.5, high=0.9))
+  assert 'The tails go opposite ways' in t and 'low-score maps are more concentrated' in t
+  assert 'this way' not in t
   assert 'diffuse' not in report_html.render([models[1]], None).split('Figure 8')[-1]
 
 

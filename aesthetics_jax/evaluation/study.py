@@ -268,9 +268,36 @@ def bucket_mean_maps(maps, scores, num_buckets: int = 10,
   return mean, count, (total, count)
 
 
+# Differences of group means that `map_concentration` reports, (name, group a, group b): a - b.
+CONCENTRATION_CONTRASTS = (('mid_minus_extremes', 'mid', 'extremes'),
+                           ('low_tail_minus_mid', 'low_tail', 'mid'),
+                           ('high_tail_minus_mid', 'high_tail', 'mid'))
+
+
+def _concentration_groups(s: np.ndarray, band: tuple[float, float]) -> tuple[list, np.ndarray]:
+  """Group names and f64 masks `[G, n]`: mid / extremes / low_tail / high_tail, then the ten
+  true score buckets."""
+  sel = {'mid': ~extreme_mask(s, band), 'extremes': extreme_mask(s, band),
+         'low_tail': s < band[0], 'high_tail': s > band[1]}
+  buckets = score_buckets(s)
+  sel.update({f'bucket:{k + 1}': buckets == k for k in range(10)})
+  return list(sel), np.stack(list(sel.values())).astype(np.float64)
+
+
+def _group_means(x: np.ndarray, masks: np.ndarray) -> np.ndarray:
+  """x `[..., n]`, masks `[G, ..., n]` → means `[G, ...]` (NaN for an empty group)."""
+  with np.errstate(invalid='ignore', divide='ignore'):
+    return (x * masks).sum(-1) / masks.sum(-1)
+
+
+def _contrasts(means: np.ndarray, names: list) -> dict[str, np.ndarray]:
+  return {c: means[names.index(a)] - means[names.index(b)]
+          for c, a, b in CONCENTRATION_CONTRASTS}
+
+
 def map_concentration(entropy, scores, band: tuple[float, float] = EXTREME_BAND,
-                      num_bootstrap: int = 1000, seed: int = 0,
-                      alpha: float = 0.05) -> dict[str, Any]:
+                      num_bootstrap: int = 1000, seed: int = 0, alpha: float = 0.05,
+                      control=None) -> dict[str, Any]:
   """Are the maps of mid-range images more diffuse than those at the extremes (the paper's
   reading of Figure 8)? Per-image map entropy (`cam.map_entropy`: 0 one cell, 1 uniform)
   against the true mean score.
@@ -278,37 +305,29 @@ def map_concentration(entropy, scores, band: tuple[float, float] = EXTREME_BAND,
   An AVERAGE map (Figure 8) is diffuse also when sharp maps point at different places, so the
   question is asked of each image's own map. Empty maps (NaN entropy) are left out and counted.
 
+  control: the same images' entropies under another model (the untrained one), in the same
+    order: adds `margin_over_control` (+ `_ci`), this model's `mid_minus_extremes` minus the
+    control's, paired by image (images with a finite entropy under both).
   Returns: `{'mid'|'extremes'|'low_tail'|'high_tail': {'mean', 'ci', 'n'}}` (mid: band[0] <=
-  score <= band[1]), `mid_minus_extremes` (+ `_ci`): > 0 with its interval above 0 supports the
-  reading; `per_bucket` / `per_bucket_ci` / `per_bucket_n` (true score bucket 1..10, None where
-  empty), `n_maps`, `n_empty`. Intervals: percentile bootstrap over images (one set of
-  resamples for every figure, so the difference is paired with its parts).
+  score <= band[1]); the `CONCENTRATION_CONTRASTS` (+ `_ci`): `mid_minus_extremes` > 0 with its
+  interval above 0 supports the reading, and the tails' differences from the mid-range say
+  whether the extremes go one way; `per_bucket` / `per_bucket_ci` / `per_bucket_n` (true score
+  bucket 1..10, None where empty), `n_maps`, `n_empty`. Intervals: percentile bootstrap over
+  images, one set of resamples for every figure, so a difference is paired with its parts.
   """
   x = np.asarray(entropy, np.float64).ravel()
   s = np.asarray(scores, np.float64).ravel()
   ok = np.isfinite(x)
-  x, s = x[ok], s[ok]
-  groups = {'mid': ~extreme_mask(s, band), 'extremes': extreme_mask(s, band),
-            'low_tail': s < band[0], 'high_tail': s > band[1]}
-  buckets = score_buckets(s)
-  sel = dict(groups, **{f'bucket:{k + 1}': buckets == k for k in range(10)})
-  names = list(sel)
-  masks = np.stack([sel[k] for k in names]).astype(np.float64)        # [G, n]
-
-  def means(xs, ms):  # [..., n], [G, ..., n] -> [G, ...] (NaN for an empty group)
-    with np.errstate(invalid='ignore', divide='ignore'):
-      return (xs * ms).sum(-1) / ms.sum(-1)
-
-  point = means(x, masks)
-  diff = point[0] - point[1]
+  names, masks = _concentration_groups(s[ok], band)
+  point = _group_means(x[ok], masks)
   lo_q, hi_q = 100 * alpha / 2, 100 * (1 - alpha / 2)
-  if num_bootstrap > 0 and x.size:
-    idx = np.random.default_rng(seed).integers(0, x.size, (num_bootstrap, x.size))
-    boot = means(x[idx], masks[:, idx])                                 # [G, R]
-    boot_diff = boot[0] - boot[1]
+  rng = np.random.default_rng(seed)
+  n = int(ok.sum())
+  if num_bootstrap > 0 and n:
+    idx = rng.integers(0, n, (num_bootstrap, n))
+    boot = _group_means(x[ok][idx], masks[:, idx])                      # [G, R]
   else:
     boot = np.full((len(names), 0), np.nan)
-    boot_diff = np.full(0, np.nan)
 
   def ci(b):
     b = b[np.isfinite(b)]
@@ -319,14 +338,35 @@ def map_concentration(entropy, scores, band: tuple[float, float] = EXTREME_BAND,
 
   out: dict[str, Any] = {}
   for g, name in enumerate(names[:4]):
-    n = int(masks[g].sum())
-    out[name] = {'mean': num(point[g]), 'ci': ci(boot[g]) if n else None, 'n': n}
-  out['mid_minus_extremes'] = num(diff)
-  out['mid_minus_extremes_ci'] = ci(boot_diff) if np.isfinite(diff) else None
+    k = int(masks[g].sum())
+    out[name] = {'mean': num(point[g]), 'ci': ci(boot[g]) if k else None, 'n': k}
+  boot_c = _contrasts(boot, names)
+  for c, v in _contrasts(point, names).items():
+    out[c] = num(v)
+    out[c + '_ci'] = ci(boot_c[c]) if np.isfinite(v) else None
   out['per_bucket'] = [num(v) for v in point[4:]]
   out['per_bucket_ci'] = [ci(boot[4 + k]) if masks[4 + k].any() else None for k in range(10)]
   out['per_bucket_n'] = [int(m.sum()) for m in masks[4:]]
-  out['n_maps'], out['n_empty'] = int(x.size), int((~ok).sum())
+  out['n_maps'], out['n_empty'] = n, int((~ok).sum())
+  if control is not None:
+    xc = np.asarray(control, np.float64).ravel()
+    if xc.shape != x.shape:
+      raise ValueError(f'map_concentration: control has {xc.size} entropies, not {x.size}')
+    both = ok & np.isfinite(xc)
+    names_b, masks_b = _concentration_groups(s[both], band)
+
+    def margin(a, b):
+      return (_contrasts(a, names_b)['mid_minus_extremes']
+              - _contrasts(b, names_b)['mid_minus_extremes'])
+
+    m = margin(_group_means(x[both], masks_b), _group_means(xc[both], masks_b))
+    out['margin_over_control'] = num(m)
+    out['margin_over_control_ci'] = None
+    nb = int(both.sum())
+    if num_bootstrap > 0 and nb and np.isfinite(m):
+      idx = rng.integers(0, nb, (num_bootstrap, nb))
+      out['margin_over_control_ci'] = ci(margin(_group_means(x[both][idx], masks_b[:, idx]),
+                                                _group_means(xc[both][idx], masks_b[:, idx])))
   return out
 
 

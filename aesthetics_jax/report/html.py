@@ -287,9 +287,60 @@ def _ci_text(ci) -> str:
   return f' <span class="note">[{_fmt(ci[0])}, {_fmt(ci[1])}]</span>'
 
 
+def _sign(d: Mapping, key: str) -> int:
+  """+1 / -1 when the interval of `d[key]` lies above / below 0, else 0."""
+  ci = d.get(key + '_ci')
+  if not ci or ci[0] is None:
+    return 0
+  return 1 if ci[0] > 0 else -1 if ci[1] < 0 else 0
+
+
+def _with_ci(d: Mapping, key: str) -> str:
+  ci = d.get(key + '_ci')
+  v = d.get(key)
+  if v is None:
+    return 'n/a'
+  return f'{v:+.3f}' + (f' [{ci[0]:+.3f}, {ci[1]:+.3f}]' if ci and ci[0] is not None else '')
+
+
+def _concentration_verdict(c: Mapping, u: Mapping | None) -> str:
+  """What the intervals of `study.map_concentration` say, in words, each claim with its
+  interval: mid-range against the extremes, each tail against the mid-range, the control."""
+  v = _sign(c, 'mid_minus_extremes')
+  word = {1: 'more', -1: 'less'}
+  if v == 0:
+    said = (f'Mid-range images\' maps are not shown to be more or less diffuse than the '
+            f'extremes\' (mid − extremes {_with_ci(c, "mid_minus_extremes")} spans 0).')
+  else:
+    said = (f'Mid-range images\' maps are {word[v]} diffuse than the extremes\' (mid − extremes '
+            f'{_with_ci(c, "mid_minus_extremes")}).')
+  lo, hi = _sign(c, 'low_tail_minus_mid'), _sign(c, 'high_tail_minus_mid')
+  if lo and hi and lo != hi:
+    said += (f' The tails go opposite ways, so the extremes\' mean mixes them: low-score maps '
+             f'are {word[-lo]} concentrated than mid-range ones '
+             f'({_with_ci(c, "low_tail_minus_mid")}), high-score maps {word[-hi]} '
+             f'({_with_ci(c, "high_tail_minus_mid")}).')
+  if v and 'margin_over_untrained' in c:
+    m = _sign(c, 'margin_over_untrained')
+    if m == v:
+      said += (f' The difference exceeds the untrained model\'s by '
+               f'{_with_ci(c, "margin_over_untrained")} (paired by image): it comes with '
+               'training.')
+    else:
+      said += (f' Its margin over the untrained model\'s difference, '
+               f'{_with_ci(c, "margin_over_untrained")} (paired by image), '
+               + ('is the other way' if m else 'spans 0') + ': training is not shown to cause '
+               'it; the images may.')
+  elif v and not u:
+    said += ' No untrained control was run.'
+  if v == 1 and not (lo and hi and lo != hi):
+    said += ' The paper reads Figure 8 this way.'
+  return said
+
+
 def _concentration(m: Mapping) -> str:
-  """Figure 8's "diffuse at mid-range scores" as numbers: per-image map entropy, mid-range
-  against the extremes, trained and untrained (`study.map_concentration`), and what it says."""
+  """Figure 8's "diffuse at mid-range scores" as numbers: per-image map entropy by score
+  group, trained and untrained (`study.map_concentration`), and what the intervals say."""
   c = m.get('map_concentration')
   if not c:
     return ''
@@ -299,41 +350,21 @@ def _concentration(m: Mapping) -> str:
     return (f'<td>{_fmt(g.get("mean"))}{_ci_text(g.get("ci"))} '
             f'<span class="note">(n={_fmt(g.get("n"))})</span></td>')
 
-  def verdict(d):
-    ci = d.get('mid_minus_extremes_ci')
-    if not ci or ci[0] is None:
-      return None
-    return 'more' if ci[0] > 0 else 'less' if ci[1] < 0 else None
-
-  rows = ['<tr><th>maps of</th><th>mid-range (4.5 to 6.5)</th><th>extremes</th>'
-          '<th>mid − extremes</th></tr>']
+  rows = ['<tr><th>maps of</th><th>mid-range (4.5 to 6.5)</th><th>low tail (&lt; 4.5)</th>'
+          '<th>high tail (&gt; 6.5)</th><th>extremes (both tails)</th><th>mid − extremes</th>'
+          '</tr>']
   for name, d in (('trained model', c), ('untrained model (control)', u)):
     if d:
-      rows.append(f'<tr><td>{name}</td>{cell(d["mid"])}{cell(d["extremes"])}'
-                  f'<td>{_fmt(d.get("mid_minus_extremes"))}'
-                  f'{_ci_text(d.get("mid_minus_extremes_ci"))}</td></tr>')
-  v = verdict(c)
-  if v is None:
-    said = ('The interval of the difference spans 0: these maps do not show mid-range images\' '
-            'maps to be more (or less) diffuse than the extremes\'.')
-  else:
-    said = (f'Mid-range images\' maps are {v} diffuse than the extremes\' '
-            '(the interval of the difference excludes 0)')
-    if u and verdict(u) == v:
-      said += (', but so are the untrained model\'s: the difference comes with the images, not '
-               'from what the model learned.')
-    elif u:
-      said += ', and the untrained model\'s are not: it comes with training.'
-    else:
-      said += ' (no untrained control was run).'
-    if v == 'more':
-      said += ' The paper reads Figure 8 this way.'
+      rows.append(f'<tr><td>{name}</td>' + ''.join(
+          cell(d[g]) for g in ('mid', 'low_tail', 'high_tail', 'extremes'))
+          + f'<td>{_fmt(d.get("mid_minus_extremes"))}'
+          f'{_ci_text(d.get("mid_minus_extremes_ci"))}</td></tr>')
   empty = c.get('n_empty') or 0
   return ('<div class="scroll"><table>' + ''.join(rows) + '</table></div>'
           '<p class="note">Entropy of each image\'s own aesthetic map on its CAM grid (0: all in '
           'one cell, 1: uniform), averaged per group with 95% bootstrap intervals; an average '
           'map (the figures above) is diffuse also when sharp maps point at different places, '
-          f'so the question is asked of each map. {_esc(said)}'
+          f'so the question is asked of each map. {_esc(_concentration_verdict(c, u))}'
           + (f' {empty} empty map(s) left out.' if empty else '') + '</p>')
 
 

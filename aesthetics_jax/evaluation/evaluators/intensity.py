@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import jax
+import numpy as np
 
 from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.evaluation import study
@@ -59,6 +60,7 @@ def run(forward: streaming.ForwardFn, summarize, variables, batches: streaming.B
   """
   fit = streaming.collect(forward, summarize, variables, batches, train_source, fit_images,
                           keep_maps=False, desc='fit split point')
+  control = None
   scores = test.true['mean_score']
   table, scale = _table1(test, fit, bootstrap_samples, seed, band)
   out: dict[str, Any] = dict(table)
@@ -84,9 +86,6 @@ def run(forward: streaming.ForwardFn, summarize, variables, batches: streaming.B
         f'the test maps peak at {hi:.2g}, near the 1e-7 that per-image min-max normalisation '
         '(pytorch-grad-cam\'s scale_cam_image) adds to its denominator: per-image intensities '
         'and boxes shrink with each map\'s size; read the global-normalisation column')
-  if 'entropy' in test.maps:  # summaries made by `streaming.make_summarize` have it
-    out['map_concentration'] = study.map_concentration(
-        test.maps['entropy'], scores, band, bootstrap_samples, seed)
   if test.score_maps is not None:
     out['score_bucket_counts'] = [int(c) for c in test.score_maps[1]]
   if test.bucket_maps is not None:
@@ -99,9 +98,28 @@ def run(forward: streaming.ForwardFn, summarize, variables, batches: streaming.B
                               fit_images, keep_maps=False, desc='untrained fit')
     out['intensity_untrained'] = _table1(u_test, u_fit, bootstrap_samples, seed, band)[0]
     out['intensity_untrained']['map_rescale'] = rescaled.factor
-    if 'entropy' in u_test.maps:
-      out['map_concentration_untrained'] = study.map_concentration(
-          u_test.maps['entropy'], u_test.true['mean_score'], band, bootstrap_samples, seed)
+    control = u_test
+  if 'entropy' in test.maps:  # summaries made by `streaming.make_summarize` have it
+    out.update(_concentration(test, control, band, bootstrap_samples, seed))
+  return out
+
+
+def _concentration(test: streaming.SplitSummary, control: streaming.SplitSummary | None,
+                   band: tuple[float, float], bootstrap_samples: int,
+                   seed: int) -> dict[str, Any]:
+  """`map_concentration` of the test maps, with its margin over the untrained maps of the same
+  images (`margin_over_untrained`), and `map_concentration_untrained`."""
+  scores = test.true['mean_score']
+  same = (control is not None and 'entropy' in control.maps and np.array_equal(
+      control.true['image_id'], test.true['image_id']))
+  c = study.map_concentration(test.maps['entropy'], scores, band, bootstrap_samples, seed,
+                              control=control.maps['entropy'] if same else None)
+  out = {'map_concentration': c}
+  if same:
+    c['margin_over_untrained'] = c.pop('margin_over_control')
+    c['margin_over_untrained_ci'] = c.pop('margin_over_control_ci')
+    out['map_concentration_untrained'] = study.map_concentration(
+        control.maps['entropy'], scores, band, bootstrap_samples, seed)
   return out
 
 
