@@ -107,7 +107,7 @@ def to_array(x: ImageLike) -> np.ndarray:
     # Full resolution (maps, boxes and crops are in the file's pixels), EXIF-upright, through
     # the shared decoder's byte / pixel caps; PredictError (a ValueError) for missing, corrupt,
     # oversized or too small files.
-    return inference.load_image(x, target=None, max_side=None).image
+    return inference.load_image(x, target=None, budget=None).image
   if isinstance(x, Image.Image):
     # The file decoder's rules (16-bit and float modes scaled to their white level, not
     # clipped by convert('RGB'); NaN refused; EXIF-upright; pixel cap; >= 32 px a side).
@@ -211,9 +211,10 @@ class Model:
 
   def _load(self, x: ImageLike, full: bool = True) -> _Image:
     """A file's model input comes from the working copy `aesthetics-predict` decodes (a large
-    JPEG DCT-reduced to >= 1024 px a side), so both give the same scores and maps: resized
-    from the full decode instead, a 4000x3000 JPEG scored 5.036 here and 5.060 there. The full
-    resolution is decoded too only when asked for and the working copy is reduced."""
+    JPEG DCT-reduced to >= 1024 px a side, within `inference.WORK_MAX_PIXELS`; a thin strip
+    kept whole), so both give the same scores and maps: resized from the full decode instead,
+    a 4000x3000 JPEG scored 5.036 here and 5.060 there. The full resolution is decoded too
+    only when asked for and the working copy is reduced."""
     target = max(self.predictor.size, inference.WORK_SIDE)
     if isinstance(x, (bytes, bytearray, memoryview)):  # a file's content: as the file
       x = bytes(x)
@@ -339,14 +340,15 @@ class Model:
 
   def overlay(self, x: ImageLike, target: str = 'aesthetic', method: str | None = None,
               layer=None, boxes: bool = True, aspect: str | None = None) -> Image.Image:
-    """The target's map over the image (jet), its boxes, and a legend strip below."""
+    """The target's map over the image (jet), its boxes, and a legend strip below (at the
+    image's full resolution; a narrow image is centred on a band as wide as the legend)."""
     _check_one(x, 'overlay')
     loaded = self._load(x)
     image = loaded.full
     d = self._boxes(loaded, target, method, layer, None, aspect)
     drawn = {k: (b.y0, b.x0, b.y1, b.x1) for k, b in d['boxes'].items()} if boxes else {}
     img = figures.overlay(image, d['map'])
-    img = figures.draw_boxes(img, drawn, width=max(2, max(image.shape[:2]) // 200))
+    img = figures.draw_boxes(img, drawn, width=figures.box_width(image.shape))
     title = f'map: {target} ({d["method"]}, {",".join(d["layers"])})'
     return Image.fromarray(figures.add_legend(img, title, list(drawn)))
 

@@ -54,7 +54,8 @@ def test_readme_example_runs_and_maps_four_targets(example):
   assert len(s['tags']) == 5 and set(s['tags'][0]) == {'id', 'name', 'prob'}
   assert Image.open(tmp / 'crop.png').size[0] > 0
   ov = Image.open(tmp / 'overlay.png')
-  assert ov.size[0] == W and ov.size[1] > H  # legend strip below the image
+  # The 80-px-wide photo centred on a band its legend fits, the legend strip below.
+  assert ov.size[0] == 256 and ov.size[1] > H
 
 
 def test_boxes_are_pil_ordered_and_crop_matches(example):
@@ -233,6 +234,32 @@ def test_a_large_file_scores_and_boxes_as_predict_does(example, tmp_path):
     assert rec['boxes'][name] == b._asdict(), name
   assert m.cam(str(big)).shape == (2400, 3000)
   assert m.crop(str(big), aspect='4:3').size == (3000, 2250)  # cut from the full decode
+
+
+def test_a_strip_scores_as_predict_does_from_its_own_rows(example, tmp_path):
+  """A 40x20000 JPEG strip's working copy was 5x2500 (a 4096-px long side), now the whole strip
+  (a pixel budget): predict and the API score it alike from it. The API's overlay (full
+  resolution) shows it with boxes 2 px wide (were 100), and a 3000x32 one is centred on a band
+  its legend fits (was 32 px wide)."""
+  import image_fixture
+  ns, _, _ = example
+  m = ns['m']
+  strip = tmp_path / 'strip.jpg'
+  strip.write_bytes(image_fixture.encode(image_fixture.smooth_photo(40, 20000)))
+  rec = next(m.predictor.predict_files([str(strip)], top_k=3))
+  s = m.score(str(strip), top_k=3)
+  assert abs(s['mean_score'] - rec['mean_score']) < 1e-5, (s['mean_score'], rec['mean_score'])
+  assert m._load(str(strip)).model.shape == (40, 20000, 3)
+  ov = np.asarray(m.overlay(str(strip)))
+  assert ov.shape[1] == 20000 and 40 < ov.shape[0] < 40 + 100
+  b = rec['boxes']['average']  # drawn last, in red: its sides are the columns red top to bottom
+  red = (ov[:40] == np.array([255, 60, 60], np.uint8)).all(-1)
+  sides = np.nonzero(red.all(axis=0))[0]
+  assert (b['y0'], b['y1']) == (0, 40) and b['x1'] - b['x0'] > 4
+  assert sides.tolist() == [b['x0'], b['x0'] + 1, b['x1'] - 2, b['x1'] - 1]
+  tall = tmp_path / 'tall.png'
+  tall.write_bytes(image_fixture.encode(image_fixture.smooth_photo(3000, 32), 'PNG'))
+  assert m.overlay(str(tall)).size[0] == 256
 
 
 def test_crops_keep_the_rgb_colour_profile(example, tmp_path):

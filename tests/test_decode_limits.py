@@ -115,6 +115,103 @@ def test_large_images_decode_reduced_with_the_original_size():
   np.testing.assert_array_equal(preprocess.decode(buf.getvalue(), target=100).image, want)
 
 
+# predict's working copy (`inference.WORK_SIDE`, `.WORK_MAX_PIXELS`; this module stays off the
+# Predictor's imports) and the long side that capped it before the pixel budget.
+_WORK_SIDE, _WORK_PIXELS, _OLD_MAX_SIDE = 1024, 2048 * 4096, 4096
+
+
+def _planned(hw, jpeg, target=_WORK_SIDE, max_side=None, budget=_WORK_PIXELS):
+  """((h, w) of the DCT-reduced decode, (h, w) of the copy) `decode` makes of an image of
+  header size hw, by its own arithmetic: the JPEG draft 1/n (sides rounded up), then the
+  integer reduce factor (rounded up)."""
+  h, w = hw
+  scale = preprocess._work_scale(hw, target, max_side, budget)
+  n = preprocess._dct_denominator(hw, target, max_side, budget) if jpeg else 1
+  size = (-(-w // n), -(-h // n))  # PIL's (W, H)
+  f = preprocess._reduce_factor(size, (w, h), scale, max_side, budget)
+  return (size[1], size[0]), (-(-size[1] // f), -(-size[0] // f))
+
+
+def test_the_working_copy_budget_keeps_photos_and_strips():
+  """predict's working copy was capped by its long side (4096): a 40x20000 JPEG strip came out
+  5x2500, a smear at the model's 224x224. A pixel budget of 2048x4096 (the old cap's largest
+  copy) keeps a strip's short side, bounds every copy, and leaves every copy the cap did not
+  shrink as it was (all photos up to 2:1)."""
+  # The arithmetic is what decode does (tiny or flat images, JPEG and PNG).
+  for hw, target, budget in (((40, 20000), _WORK_SIDE, _WORK_PIXELS),
+                             ((256, 8192), _WORK_SIDE, 2**17), ((600, 900), 100, 2**16),
+                             ((300, 200), 64, None)):
+    for fmt in ('JPEG', 'PNG'):
+      data = image_fixture.encode(np.full(hw + (3,), 90, np.uint8), fmt)
+      dec = preprocess.decode(data, target=target, budget=budget)
+      assert dec.size == hw and dec.image.shape[:2] == _planned(hw, fmt == 'JPEG', target,
+                                                                budget=budget)[1], (hw, fmt)
+  assert _planned((40, 20000), True)[1] == (40, 20000)
+  assert _planned((40, 20000), True, max_side=_OLD_MAX_SIDE, budget=None)[1] == (5, 2500)
+  # Photos (<= 2:1, either way up) and, about the old cap's largest copy, every copy the cap did
+  # not shrink: as before; those it shrank keep more of their short side now.
+  sides = list(range(32, 9000, 127)) + [2047, 2048, 2049, 4095, 4096, 4097]
+  photos = [(h, w) for h in sides for w in sides if max(h, w) <= 2 * min(h, w)]
+  edge = [(h, w) for h in range(2040, 2056, 2) for w in range(4080, 4112, 3)]
+  for hw in photos + edge:
+    for jpeg in (True, False):
+      new = _planned(hw, jpeg)[1]
+      old = _planned(hw, jpeg, max_side=_OLD_MAX_SIDE, budget=None)[1]
+      if new != old:  # only where the cap shrank the copy, keeping more of its short side
+        assert hw not in photos and min(new) > min(old), (hw, jpeg, new, old)
+        assert max(_planned(hw, jpeg, budget=None)[1]) > _OLD_MAX_SIDE, (hw, jpeg)
+  # Strips within the budget stay whole; no copy (nor a JPEG's DCT decode) exceeds it, up to
+  # the 100 MP cap and JPEG's 65535-px side.
+  for hw in ((40, 20000), (100, 65000), (32, 65535), (1000, 8000), (20, 3000)):
+    assert _planned(hw, True)[1] == _planned(hw, False)[1] == hw
+  for hw in ((1000, 100_000), (32, 3_125_000), (1525, 65535), (10_000, 10_000), (7000, 14000),
+             (2000, 10_000), (4000, 25_000), (9999, 10_001)):
+    for jpeg in (True, False):
+      draft, copy = _planned(hw, jpeg)
+      assert copy[0] * copy[1] <= _WORK_PIXELS, (hw, jpeg, copy)
+      assert not jpeg or draft[0] * draft[1] <= _WORK_PIXELS, (hw, draft)
+      assert abs(copy[1] / copy[0] - hw[1] / hw[0]) <= hw[1] / hw[0] / copy[0] + 1e-9
+
+
+def test_a_pixel_budget_reduces_a_jpeg_in_the_dct(monkeypatch):
+  """The fast path holds under a budget: a 256x8192 JPEG within 2**17 pixels is decoded at 1/4
+  by the JPEG decoder (draft), 64x2048, never at full size."""
+  from PIL import JpegImagePlugin
+  calls = []
+  draft = JpegImagePlugin.JpegImageFile.draft
+
+  def spy(self, mode, size):
+    calls.append(size)
+    return draft(self, mode, size)
+
+  monkeypatch.setattr(JpegImagePlugin.JpegImageFile, 'draft', spy)
+  data = image_fixture.encode(image_fixture.smooth_photo(256, 8192), 'JPEG')
+  dec = preprocess.decode(data, target=_WORK_SIDE, budget=2**17)
+  assert calls == [(2048, 64)] and dec.size == (256, 8192) and dec.image.shape == (64, 2048, 3)
+
+
+def test_a_tall_strip_resizes_to_the_model_input_height_first(monkeypatch):
+  """Pillow < 13 resizes the width first, through a 224 x h temporary (0.7 GB for the working
+  copy of a 32 x 3,125,000 PNG, 8 x 781250); a tall image goes height first (the pixels of a
+  one-call resize on Pillow 13, which orders the passes so itself)."""
+  sizes = []
+  resize = Image.Image.resize
+
+  def spy(self, size, *args, **kwargs):
+    sizes.append((self.size, tuple(size)))
+    return resize(self, size, *args, **kwargs)
+
+  a = np.random.default_rng(0).integers(0, 255, (20000, 40, 3), np.uint8)
+  one = np.asarray(Image.fromarray(a).resize((224, 224), Image.Resampling.BILINEAR))
+  monkeypatch.setattr(Image.Image, 'resize', spy)
+  out = preprocess.preprocess_eval_np(a, 224)
+  assert sizes == [((40, 20000), (40, 224)), ((40, 224), (224, 224))]
+  assert np.abs(out.astype(int) - one).max() <= 1
+  sizes.clear()
+  preprocess.preprocess_eval_np(a[:600], 224)  # a photo: one call, as before
+  assert sizes == [((40, 600), (224, 224))]
+
+
 def test_bomb_is_refused_from_the_header():
   with pytest.raises(preprocess.DecodeError) as e:
     preprocess.decode(huge_header_png(12000, 12000), what='big.png')
@@ -175,7 +272,7 @@ _CHILD = textwrap.dedent('''
     peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     base = peak()
     for path in sys.argv[1:]:
-      d = preprocess.decode(preprocess.read_file(path), target=1024, max_side=4096)
+      d = preprocess.decode(preprocess.read_file(path), target=1024, budget=2048 * 4096)
       print(d.image.shape[0], d.image.shape[1], d.size[0], d.size[1], peak() - base, flush=True)
 ''')
 

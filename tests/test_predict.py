@@ -35,7 +35,8 @@ def files(tmp_path_factory):
 
 def _hostile(tmp: Path) -> dict[str, Path]:
   """A phone photo stored sideways (EXIF 6, JPEG; 8, PNG) beside its upright copies, a big PNG
-  (tiny file), a bomb, an oversize file (sparse), a truncated JPEG, a text file, a 1x1 PNG."""
+  (tiny file), a bomb, an oversize file (sparse), a truncated JPEG, a text file, a 1x1 PNG, a
+  40x20000 JPEG strip and a 3000x32 PNG one."""
   shown = image_fixture.smooth_photo(96, 128)
   out = {}
   for name, fmt, o in (('upright_jpg', 'JPEG', 1), ('rot6_jpg', 'JPEG', 6),
@@ -54,6 +55,10 @@ def _hostile(tmp: Path) -> dict[str, Path]:
   out['text'].write_text('not an image at all')
   out['tiny'] = tmp / 'tiny.png'
   Image.new('RGB', (1, 1)).save(out['tiny'])
+  out['strip'] = tmp / 'strip.jpg'
+  out['strip'].write_bytes(image_fixture.encode(image_fixture.smooth_photo(40, 20000)))
+  out['tall'] = tmp / 'tall.png'
+  out['tall'].write_bytes(image_fixture.encode(image_fixture.smooth_photo(3000, 32), 'PNG'))
   return out
 
 
@@ -121,9 +126,9 @@ def test_cli_files_folders_globs_to_output(files, cli):
   --output receives every line (stdout stays empty); exit 1 as some inputs failed."""
   tmp, wd, good, bad, missing = files
   lines, _, hostile, photos, out, r = cli
-  # 9 lines of the files, folders and globs (4 failed), 10 of the hostile images (5 failed),
+  # 9 lines of the files, folders and globs (4 failed), 12 of the hostile images (5 failed),
   # the long name.
-  assert r.stdout == '' and f'wrote 20 lines (9 failed) to {out}' in r.stderr
+  assert r.stdout == '' and f'wrote 22 lines (9 failed) to {out}' in r.stderr
   assert 'Traceback' not in r.stderr
   c = str(photos / 'sub' / 'c.jpg')
   assert [x['path'] for x in lines] == [
@@ -152,7 +157,8 @@ def test_cli_files_folders_globs_to_output(files, cli):
   b = ok['boxes']['crop']
   assert abs((b['x1'] - b['x0']) / (b['y1'] - b['y0']) - 4 / 3) < 0.1
   ov = np.asarray(Image.open(ok['overlay']))
-  assert ov.shape[1:] == (80, 3) and ov.shape[0] > 48   # the legend strip below the image
+  # The 80-px-wide image centred on a band as wide as its legend, the legend strip below.
+  assert ov.shape[1:] == (256, 3) and ov.shape[0] > 48
   crop = Image.open(ok['crop'])
   assert crop.size == Image.open(good).crop((b['x0'], b['y0'], b['x1'], b['y1'])).size
   assert set(corrupt) == {'path', 'error'} and str(bad) in corrupt['error']
@@ -176,7 +182,7 @@ def test_cli_exif_rotated_photo_scores_and_boxes_as_upright(cli):
       assert max(abs(box[k] - other[k]) for k in box) <= tol, (name, box, b['boxes'])
       assert 0 <= other['y0'] < other['y1'] <= 96 and 0 <= other['x0'] < other['x1'] <= 128
     ov = np.asarray(Image.open(b['overlay']))
-    assert ov.shape[1:] == (128, 3) and ov.shape[0] > 96  # the legend strip below the image
+    assert ov.shape[1:] == (256, 3) and ov.shape[0] > 96  # centred above the legend strip
     assert Image.open(b['crop']).size == Image.open(a['crop']).size
 
 
@@ -198,9 +204,108 @@ def test_cli_hostile_files_are_one_line_errors_with_bounded_memory(cli):
   assert w == 1024 and h > 1024
   b = big['boxes']['crop']
   assert Image.open(big['crop']).size == (b['x1'] - b['x0'], b['y1'] - b['y0'])
+  # Thin strips are scored from their own rows (the working copy is a pixel budget), their
+  # overlays show them whole (were 1024x2 and 11x1024 px above the legend), the narrow one
+  # centred on a band its legend fits, and a crop is cut at full size.
+  strip, tall = recs[str(hostile['strip'])], recs[str(hostile['tall'])]
+  assert 'error' not in strip and 'error' not in tall, (strip, tall)
+  w, h = Image.open(strip['overlay']).size
+  assert w == 20000 and 40 < h < 40 + 100
+  w, h = Image.open(tall['overlay']).size
+  assert w == 256 and 3000 < h < 3000 + 100
+  b = strip['boxes']['crop']
+  assert b['y1'] - b['y0'] == 40 and Image.open(strip['crop']).size == (b['x1'] - b['x0'], 40)
   # Before: 2.6 GB for this PNG alone (float64 RGBA overlay at full size); now ~0.8 GB.
   peak = int(r.stderr.split('PEAK_RSS_MB')[-1].split()[0])
   assert peak < 1024, f'predict peak RSS {peak} MB'
+
+
+def test_a_strip_feeds_the_model_its_own_rows(tmp_path):
+  """The working copy was capped by its long side (4096): a 40x20000 JPEG strip was decoded at
+  1/8, 5x2500, and the model's 224x224 input was a smear of 5 rows. Within the pixel budget the
+  strip stays whole: its model input is the full image's."""
+  from aesthetics_jax.data import preprocess
+  from aesthetics_jax.evaluation import inference
+  rows = np.linspace(0, 255, 40).astype(np.uint8)[:, None].repeat(20000, axis=1)
+  path = tmp_path / 'strip.jpg'
+  path.write_bytes(image_fixture.encode(np.stack([rows, 255 - rows, rows // 2], -1)))
+  work = inference.load_image(path)
+  assert work.size == (40, 20000) and work.image.shape == (40, 20000, 3) and not work.reduced
+  full = inference.load_image(path, target=None, budget=None).image
+  np.testing.assert_array_equal(preprocess.preprocess_eval_np(work.image, 224),
+                                preprocess.preprocess_eval_np(full, 224))
+
+
+def _overlay(size, copy_hw=None, boxes=None):
+  """`Predictor.overlay_image` of a grey image of displayed (H, W) `size` (working copy
+  `copy_hw`), a map rising left to right, and `boxes` (original pixels). The method is all of
+  the predictor it reads."""
+  import types
+  from aesthetics_jax.data import preprocess
+  from aesthetics_jax.evaluation import inference
+  copy = np.full(tuple(copy_hw or size) + (3,), 128, np.uint8)
+  amap = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (8, 1))
+  vis = {'aesthetic_map': amap, 'boxes': boxes or {}}
+  me = types.SimpleNamespace(method='gradcam')
+  return inference.Predictor.overlay_image(me, preprocess.Decoded(copy, tuple(size)), vis)
+
+
+def _red(a):
+  """bool [h, w]: the pixels of the 'average' box's colour."""
+  return (a == np.array([255, 60, 60], np.uint8)).all(-1)
+
+
+def test_overlays_of_thin_strips_show_the_image_the_boxes_and_a_legend():
+  """A 20x3000 image's overlay was 7x1024 px above a legend strip 36 px high, a 3000x32 one's
+  1024x11 above a legend with no room for its text. A strip is now drawn with its own short side
+  (`overlay_grid`, within a pixel budget), a narrow one centred on a band its legend fits, and
+  the boxes stay on the image."""
+  from aesthetics_jax.evaluation import inference
+  from aesthetics_jax.report import figures
+  wide = _overlay((20, 3000), boxes={'average': (0, 1000, 20, 1500)})
+  assert wide.shape[1] == 3000 and 20 + 16 <= wide.shape[0] <= 20 + 60
+  red = _red(wide[:20])
+  assert red[:, 1000:1002].all() and red[:, 1498:1500].all() and red[:2, 1000:1500].all()
+  assert not red[:, :1000].any() and not red[:, 1500:].any()
+  assert wide[10, 2900, 0] > wide[10, 100, 0] + 50  # the map: blue on the left, red right
+  tall = _overlay((3000, 32), copy_hw=(1500, 16), boxes={'average': (1000, 0, 1500, 32)})
+  assert tall.shape[1] == figures.LEGEND_MIN_WIDTH and 3000 + 16 <= tall.shape[0] <= 3000 + 120
+  left = (figures.LEGEND_MIN_WIDTH - 32) // 2
+  assert (tall[:3000, :left] == figures.LEGEND_BACKGROUND).all()
+  assert (tall[:3000, left + 32:] == figures.LEGEND_BACKGROUND).all()
+  rows, cols = np.nonzero(_red(tall[:3000]))
+  assert (rows.min(), rows.max(), cols.min(), cols.max()) == (1000, 1499, left, left + 31)
+  assert (tall[3000:] != figures.LEGEND_BACKGROUND).any(-1).sum() > 200  # the legend's ink
+  assert inference.overlay_grid((40, 20000)) == (40, 20000)
+  assert inference.overlay_grid((1000, 20000)) == (128, 2560)
+  assert inference.overlay_grid((20000, 1000)) == (2560, 128)
+  assert inference.overlay_grid((100, 65000)) == (40, 26107)  # the pixel budget wins
+  assert 40 * 26107 <= inference.OVERLAY_MAX_PIXELS
+
+
+@pytest.mark.parametrize('size, copy_hw', [((4000, 6000), (1334, 2000)),
+                                           ((6000, 4000), (2000, 1334)),
+                                           ((1080, 1920), (1080, 1920)),
+                                           ((1024, 8000), (524, 4096))])
+def test_overlays_of_photos_are_as_before(size, copy_hw):
+  """A photo's overlay (even an 8:1 panorama's) is what it was: the copy resized to a long side
+  of 1024, the map, boxes 1/200 of that side wide, the legend strip below, nothing padded."""
+  from aesthetics_jax.evaluation import inference
+  from aesthetics_jax.explain import crop
+  from aesthetics_jax.report import figures
+  h, w = size
+  boxes = {'aesthetic': (h // 4, w // 4, h // 2, w // 2), 'average': (0, 0, h, w // 3)}
+  got = _overlay(size, copy_hw, boxes)
+  grid = crop.box_grid(size, 1024)
+  assert inference.overlay_grid(size) == grid and max(grid) == 1024
+  copy = np.full(copy_hw + (3,), 128, np.uint8)
+  small = np.asarray(Image.fromarray(copy).resize((grid[1], grid[0]), Image.BILINEAR))
+  amap = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (8, 1))
+  shown = {k: crop.scale_box(v, size, grid) for k, v in boxes.items()}
+  drawn = figures.draw_boxes(figures.overlay(small, amap), shown, width=max(2, 1024 // 200))
+  np.testing.assert_array_equal(got, figures.add_legend(drawn, 'map: aesthetic (gradcam)',
+                                                        list(shown)))
+  assert got.shape[1] == grid[1] and (got[:grid[0]] == drawn).all()
 
 
 def test_cli_all_failed_exits_1(files):

@@ -86,6 +86,28 @@ def test_figures_are_png_and_overlay_shapes():
   assert data_stats.plot_mean_score_hist(rng.normal(5, 1, 20))[:8] == b'\x89PNG\r\n\x1a\n'
 
 
+def test_legend_of_a_narrow_image_fits_and_photos_keep_their_width():
+  """`add_legend` made its strip as wide as the image: a 32-px-wide image's legend had no room
+  for a word. A narrow image is centred on a band of the legend's background as wide as
+  LEGEND_MIN_WIDTH (or the widest item); a wide one is unchanged above its strip. Boxes are at
+  most 1/16 of the short side wide (a 40x20000 strip's were 100 px, covering it)."""
+  rng = np.random.default_rng(2)
+  narrow = rng.integers(0, 255, (300, 32, 3), dtype=np.uint8)
+  out = figures.add_legend(narrow, 'map: aesthetic (gradcam)', ['aesthetic', 'average'])
+  w, left = figures.LEGEND_MIN_WIDTH, (figures.LEGEND_MIN_WIDTH - 32) // 2
+  assert out.shape[1] == w and out.shape[0] > 300
+  assert (out[:300, left:left + 32] == narrow).all()
+  assert (out[:300, :left] == figures.LEGEND_BACKGROUND).all()
+  assert (out[:300, left + 32:] == figures.LEGEND_BACKGROUND).all()
+  title = 'map: tag:Floral (gradcampp, features.14,features.18, features.6)'
+  assert figures.add_legend(narrow, title).shape[1] > w  # its widest item decides
+  photo = rng.integers(0, 255, (200, 400, 3), dtype=np.uint8)
+  out = figures.add_legend(photo, 'map: aesthetic (gradcam)', ['aesthetic'])
+  assert out.shape[1] == 400 and (out[:200] == photo).all()
+  assert [figures.box_width(hw) for hw in ((683, 1024), (4000, 6000), (48, 80), (40, 20000),
+                                           (5000, 32))] == [5, 30, 2, 2, 2]
+
+
 def test_report_has_all_sections_images_and_banner(tmp_path, sections):
   models, dataset, figs = sections
   path = report_html.write_report(tmp_path / 'r' / 'report.html', models, dataset, demo=True)

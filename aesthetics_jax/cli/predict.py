@@ -15,11 +15,12 @@ stdout or atomically to `--output=F`:
 Boxes are end-exclusive image pixels (`image.crop((b["x0"], b["y0"], b["x1"], b["y1"]))` in
 PIL) of the image as displayed (EXIF orientation applied); `box` is the average of the aesthetic
 and attribute boxes for MobileNetV2 (the aesthetic box for VGG16); `boxes.crop` is the best box
-of `--aspect` (when given). Overlays are drawn with the long side <= 1024 px; crops are cut at
-full resolution up to 6000 px a side. A file that cannot be used, a folder without images or a
-pattern matching nothing gives `{"path", "error"}`, the error one line naming its cause
-(missing, file over 64 MB, over 100 MP, under 32 px a side, truncated, not an image, a model
-output that is not finite: a NaN is never printed), and the others carry on. Exit status: 0
+of `--aspect` (when given). Overlays are drawn with the long side <= 1024 px (a thin strip with
+its own short side up to 128 px, within 1 MP; a narrow one centred above a legend it fits);
+crops are cut at full resolution up to 36 MP. A file that cannot be used, a folder without
+images or a pattern matching nothing gives `{"path", "error"}`, the error one line naming its
+cause (missing, file over 64 MB, over 100 MP, under 32 px a side, truncated, not an image, a
+model output that is not finite: a NaN is never printed), and the others carry on. Exit status: 0
 every image scored; 1 some inputs failed; 2 nothing ran (a bad flag, no inputs, an unwritable
 output, a workdir without a usable checkpoint: missing, another model's, or damaged, named with
 its step and file and the `--step` of an intact one), with one line on stderr and nothing on

@@ -238,33 +238,48 @@ def _displayed(size: tuple[int, int], orient: int) -> tuple[int, int]:
   return (w, h) if orient in (5, 6, 7, 8) else (h, w)
 
 
-def _work_scale(hw: tuple[int, int], target: int | None, max_side: int | None) -> float:
+def _fits(hw: tuple[int, int], max_side: int | None, budget: int | None) -> bool:
+  """Whether a (h, w) copy meets the bounds: long side <= max_side, h * w <= budget pixels."""
+  return (not max_side or max(hw) <= max_side) and (not budget or hw[0] * hw[1] <= budget)
+
+
+def _work_scale(hw: tuple[int, int], target: int | None, max_side: int | None,
+                budget: int | None = None) -> float:
   """The smallest scale (<= 1) the decoded copy may have: both sides stay >= target, the long
-  side <= max_side (which wins where the two disagree: extreme aspect ratios)."""
+  side <= max_side and the pixels <= budget (those bounds win where they disagree with target:
+  extreme aspect ratios, huge panoramas)."""
   s = 1.0
   if target:
     s = min(s, target / min(hw))
   if max_side:
     s = min(s, max_side / max(hw))
+  if budget:
+    s = min(s, math.sqrt(budget / (hw[0] * hw[1])))
   return s
 
 
-def _dct_denominator(hw: tuple[int, int], target: int | None, max_side: int | None) -> int:
+def _dct_denominator(hw: tuple[int, int], target: int | None, max_side: int | None,
+                     budget: int | None = None) -> int:
   """JPEG DCT scaling 1/n, n in 1, 2, 4, 8: the most reduction keeping both sides >= target,
-  and at least the least reduction that fits the long side in max_side (which wins)."""
+  and at least the least reduction that fits max_side and budget (which win)."""
   keep = [n for n in _DCT if target and min(hw) // n >= target]
-  fit = [n for n in _DCT if max_side and -(-max(hw) // n) <= max_side]
-  return max(max(keep, default=1), min(fit, default=_DCT[-1]) if max_side else 1)
+  fit = [n for n in _DCT if _fits((-(-hw[0] // n), -(-hw[1] // n)), max_side, budget)]
+  bounded = bool(max_side or budget)
+  return max(max(keep, default=1), min(fit, default=_DCT[-1]) if bounded else 1)
 
 
 def _reduce_factor(size: tuple[int, int], header: tuple[int, int], scale: float,
-                   max_side: int | None) -> int:
+                   max_side: int | None, budget: int | None = None) -> int:
   """Integer factor for `Image.reduce` of a decoded (maybe drafted) image of PIL `size`: the
   largest keeping it >= `scale` x the `header` size, at least enough for long side <= max_side
-  (reduce rounds up: ceil(side / f) <= max_side)."""
+  and pixels <= budget (reduce rounds up: ceil(side / f))."""
   keep = min(size[0] // max(1, math.ceil(header[0] * scale)),
              size[1] // max(1, math.ceil(header[1] * scale)))
   fit = -(-max(size) // max_side) if max_side else 1
+  if budget:  # ceil(w / f) * ceil(h / f) >= w * h / f²: start there, then round up
+    fit = max(fit, math.isqrt(size[0] * size[1] // max(1, budget)))
+    while not _fits((-(-size[1] // fit), -(-size[0] // fit)), None, budget):
+      fit += 1
   return max(1, keep, fit)
 
 
@@ -327,15 +342,17 @@ def _classify(e: Exception, what: str, hint: str) -> DecodeError:
 def decode_pil(data: bytes | Image.Image, *, target: int | None = None,
                max_side: int | None = None, min_side: int = 1,
                max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES,
-               what: str = 'image', hint: str = '') -> tuple[Image.Image, tuple[int, int]]:
+               what: str = 'image', hint: str = '',
+               budget: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
   """`decode`, returning the RGB PIL image and the displayed (H, W)."""
-  img, size, _ = _decode(data, target, max_side, min_side, max_pixels, max_bytes, what, hint)
+  img, size, _ = _decode(data, target, max_side, min_side, max_pixels, max_bytes, what, hint,
+                         budget)
   return img, size
 
 
 def _decode(data: bytes | Image.Image, target: int | None, max_side: int | None, min_side: int,
-            max_pixels: int, max_bytes: int, what: str,
-            hint: str) -> tuple[Image.Image, tuple[int, int], str | None]:
+            max_pixels: int, max_bytes: int, what: str, hint: str,
+            budget: int | None = None) -> tuple[Image.Image, tuple[int, int], str | None]:
   img = _open(data, what, hint, max_bytes, max_pixels)
   w, h = img.size
   if w * h > max_pixels:
@@ -345,14 +362,14 @@ def _decode(data: bytes | Image.Image, target: int | None, max_side: int | None,
                 'the model needs a larger image (prepare_data skips these too)')
   try:
     orient = _to_apply(img)
-    scale = _work_scale((h, w), target, max_side)
-    n = _dct_denominator((h, w), target, max_side) if img.format == 'JPEG' else 1
+    scale = _work_scale((h, w), target, max_side, budget)
+    n = _dct_denominator((h, w), target, max_side, budget) if img.format == 'JPEG' else 1
     if n > 1:
       # DCT-domain downscaling by 1/n: the full image is never materialised. (draft picks the
       # largest 1/n whose sides stay >= the requested size.)
       img.draft('RGB', (w // n, h // n))
     img.load()
-    out = _reduce_to_rgb(img, _reduce_factor(img.size, (w, h), scale, max_side))
+    out = _reduce_to_rgb(img, _reduce_factor(img.size, (w, h), scale, max_side, budget))
     if orient != 1:
       out = out.transpose(_TRANSPOSE[orient])  # after reducing: cheap
     return out, _displayed((w, h), orient), img.format
@@ -367,14 +384,16 @@ def _decode(data: bytes | Image.Image, target: int | None, max_side: int | None,
 
 def decode(data: bytes | Image.Image, *, target: int | None = None,
            max_side: int | None = None, min_side: int = 1, max_pixels: int = MAX_PIXELS,
-           max_bytes: int = MAX_FILE_BYTES, what: str = 'image', hint: str = '') -> Decoded:
+           max_bytes: int = MAX_FILE_BYTES, what: str = 'image', hint: str = '',
+           budget: int | None = None) -> Decoded:
   """THE decoder of every input image (prepare, train, evaluate, predict).
 
   In order: refuses more than `max_bytes` of data; reads the header and refuses more than
   `max_pixels` pixels (decompression bombs) or a side under `min_side`, before decoding
-  anything; decodes reduced when `target` / `max_side` allow it (JPEG: DCT scaling via
-  `draft`; every format: then `Image.reduce` by an integer factor), so that both sides stay
-  >= `target` and the long side <= `max_side` (which wins for extreme aspect ratios); converts
+  anything; decodes reduced when `target` / `max_side` / `budget` allow it (JPEG: DCT scaling
+  via `draft`; every format: then `Image.reduce` by an integer factor), so that both sides stay
+  >= `target`, the long side <= `max_side` and the pixels <= `budget` (those two win where
+  target disagrees: extreme aspect ratios, huge panoramas); converts
   any mode to RGB; applies the EXIF orientation (as `PIL.ImageOps.exif_transpose`, on the
   reduced image). Non-JPEG formats are fully decoded first (PIL cannot decode them reduced):
   at most ~4 bytes per pixel, i.e. <= 400 MB at the 100 MP cap.
@@ -383,6 +402,8 @@ def decode(data: bytes | Image.Image, *, target: int | None = None,
     data: encoded bytes (or an opened PIL image).
     target: keep both sides >= target (None: full resolution).
     max_side: bound on the long side of the result (None: none).
+    budget: bound on the pixels of the result, h * w (None: none): unlike max_side it keeps a
+      thin strip's short side (predict's working copy).
     min_side: smaller images raise 'too_small' (prepare and predict use `MIN_SIDE`).
     what: names the image in errors (path, image_id).
     hint: what the user should do, appended to decoding errors.
@@ -392,7 +413,8 @@ def decode(data: bytes | Image.Image, *, target: int | None = None,
   Raises:
     DecodeError: one line `<what>: <cause>; <fix>`, `.reason` one of `REASONS`.
   """
-  img, size, fmt = _decode(data, target, max_side, min_side, max_pixels, max_bytes, what, hint)
+  img, size, fmt = _decode(data, target, max_side, min_side, max_pixels, max_bytes, what, hint,
+                           budget)
   return Decoded(np.asarray(img, dtype=np.uint8), size, fmt)
 
 
@@ -424,6 +446,13 @@ def decode_image(data: bytes, min_size: int | None = None) -> np.ndarray:
 def _resize(img: Image.Image, size: int) -> Image.Image:
   if img.size == (size, size):
     return img
+  w, h = img.size
+  if h > w and h * size > _BAND_PIXELS:
+    # Pillow < 13 resamples the width first, through a size x h temporary: 0.7 GB for an
+    # 8 x 781250 strip (predict's working copy of a 100 MP one). Height first it is w x size,
+    # as Pillow 13 does itself here (python-pillow/Pillow#9549; the same pixels). Photos never
+    # come here.
+    img = img.resize((w, size), Image.Resampling.BILINEAR)
   # PIL's bilinear filter widens its support when downscaling, i.e. it is antialiased
   # (like torchvision's Resize(antialias=True)).
   return img.resize((size, size), Image.Resampling.BILINEAR)

@@ -11,9 +11,11 @@ original aspect before boxes are taken); the JSON records name the corners inste
 (`box_fields`: {"x0", "y0", "x1", "y1"}, PIL's crop order), so nobody has to remember the order.
 
 Bounded memory for any input (`preprocess.decode`'s byte and pixel caps): each file is decoded
-reduced to a working copy (both sides >= `WORK_SIDE` where the image is larger, long side
-<= `WORK_MAX_SIDE`) that feeds the model and the overlays; overlays are drawn with their long
-side <= `OVERLAY_MAX_SIDE`; crops are cut from the image decoded again, at full resolution up to
+reduced to a working copy (both sides >= `WORK_SIDE` where the image is larger, at most
+`WORK_MAX_PIXELS` pixels: a pixel budget, so a 40x20000 strip keeps its 40 rows) that feeds the
+model and the overlays; overlays are drawn with their long side <= `OVERLAY_MAX_SIDE`, a thin
+strip's with its short side up to `OVERLAY_MIN_SIDE` instead (`overlay_grid`, at most
+`OVERLAY_MAX_PIXELS`); crops are cut from the image decoded again, at full resolution up to
 `CROP_MAX_PIXELS` (36 MP, whatever the aspect: a 40x20000 strip is cut at full size too),
 beyond it JPEGs DCT-reduced to that many pixels and other formats (which PIL decodes only at
 full size) cut from the working copy.
@@ -46,11 +48,20 @@ from aesthetics_jax import models
 from aesthetics_jax.models import outputs as outputs_lib
 
 
-# Working copy of each image: both sides >= this (model input, overlays) where the image is
-# larger; long side <= WORK_MAX_SIDE (extreme aspect ratios).
+# Working copy of each image (model input, overlays): both sides >= WORK_SIDE where the image
+# is larger, at most WORK_MAX_PIXELS pixels (which wins: a long panorama). A pixel budget, not a
+# long side: a 4096-px long side left a 40x20000 JPEG strip 5x2500, a smear at the model's
+# 224x224; it now stays 40x20000.
 WORK_SIDE = 1024
-WORK_MAX_SIDE = 4096
+# 2048 x 4096: about the largest copy the former 4096-px long side allowed (a 2048x4095 photo
+# was kept whole), so the largest copy is as large as before, and every copy that cap did not
+# shrink (all photos up to 2:1) is the same.
+WORK_MAX_PIXELS = 2 * WORK_SIDE * 4096
 OVERLAY_MAX_SIDE = 1024  # long side of --overlay_dir images
+# A thinner overlay keeps this short side (or the image's own, never enlarged) within
+# OVERLAY_MAX_PIXELS, a square photo's overlay: a 40x20000 strip's was 2x1024.
+OVERLAY_MIN_SIDE = 128
+OVERLAY_MAX_PIXELS = OVERLAY_MAX_SIDE ** 2
 # Crops are cut at full resolution up to this many pixels (6000², 36 MP), from a reduced
 # decode beyond (see the module docstring).
 CROP_MAX_PIXELS = 6000 * 6000
@@ -228,9 +239,11 @@ def make_forward(model, arch: str, method: str, normalize: str | None,
 
 
 def load_image(path: str | os.PathLike | bytes, target: int | None = WORK_SIDE,
-               max_side: int | None = WORK_MAX_SIDE) -> preprocess.Decoded:
+               budget: int | None = WORK_MAX_PIXELS) -> preprocess.Decoded:
   """Reads and decodes an image file, or a file's bytes (`preprocess.read_file` /
-  `preprocess.decode`: size caps, reduced decoding to `target` / `max_side`, EXIF orientation).
+  `preprocess.decode`: size caps, reduced decoding to `target` within `budget` pixels, EXIF
+  orientation). The defaults make the working copy (`aesthetics-predict` and the API feed the
+  model from it); `target=None, budget=None`: full resolution.
 
   Returns `Decoded` (image uint8 [h,w,3], displayed size (H, W)); PredictError (one line: the
   path and the cause) for a missing, oversized, truncated, non-image, bomb or < 32 px file.
@@ -238,10 +251,25 @@ def load_image(path: str | os.PathLike | bytes, target: int | None = WORK_SIDE,
   try:
     data, what = ((path, 'image bytes') if isinstance(path, bytes) else
                   (preprocess.read_file(path), str(path)))
-    return preprocess.decode(data, target=target, max_side=max_side,
+    return preprocess.decode(data, target=target, budget=budget,
                              min_side=preprocess.MIN_SIDE, what=what)
   except preprocess.DecodeError as e:
     raise PredictError(str(e)) from None
+
+
+def overlay_grid(hw: tuple[int, int]) -> tuple[int, int]:
+  """(h', w') an overlay of an image of (H, W) pixels is drawn at: the aspect kept, the long side
+  <= OVERLAY_MAX_SIDE (`crop.box_grid`), unless that leaves the short side under
+  min(OVERLAY_MIN_SIDE, its own): then that short side (a 40x20000 strip: 40x20000, not 2x1024),
+  within OVERLAY_MAX_PIXELS (a 100x65000 one: 40x26107). Never enlarged."""
+  grid = crop.box_grid(hw, OVERLAY_MAX_SIDE)
+  short, long = min(hw), max(hw)
+  if min(grid) >= min(short, OVERLAY_MIN_SIDE):
+    return grid
+  s = min(1.0, OVERLAY_MIN_SIDE / short, math.sqrt(OVERLAY_MAX_PIXELS / (short * long)))
+  new_short = max(1, round(short * s))
+  new_long = max(1, min(round(long * s), OVERLAY_MAX_PIXELS // new_short))
+  return (new_short, new_long) if hw[0] <= hw[1] else (new_long, new_short)
 
 
 def rgb_icc_profile(source: str | os.PathLike | bytes) -> bytes | None:
@@ -355,18 +383,19 @@ class Predictor:
 
   def overlay_image(self, image: preprocess.Decoded | np.ndarray, vis: dict) -> np.ndarray:
     """The --overlay_dir picture: the aesthetic map and the boxes (original pixels) over the
-    image, at its original aspect with the long side <= OVERLAY_MAX_SIDE, and, in a strip
-    below, their legend → uint8 [h', w', 3]. image: the `Decoded` working copy (or a uint8
-    [H,W,3] array at the size the boxes are in)."""
+    image, at its original aspect and `overlay_grid` size (long side <= OVERLAY_MAX_SIDE; a
+    thin strip keeps a short side), and, in a strip below, their legend (a narrow image is
+    centred on a dark band as wide as the legend needs) → uint8 [h', w', 3]. image: the
+    `Decoded` working copy (or a uint8 [H,W,3] array at the size the boxes are in)."""
     if not isinstance(image, preprocess.Decoded):
       image = preprocess.Decoded(np.asarray(image), tuple(np.asarray(image).shape[:2]))
-    hw = crop.box_grid(image.size, OVERLAY_MAX_SIDE)
+    hw = overlay_grid(image.size)
     small = image.image
     if small.shape[:2] != hw:
       small = np.asarray(Image.fromarray(small).resize((hw[1], hw[0]), Image.BILINEAR))
     shown = {k: crop.scale_box(v, image.size, hw) for k, v in vis['boxes'].items()}
     img = figures.draw_boxes(figures.overlay(small, vis['aesthetic_map']), shown,
-                             width=max(2, max(hw) // 200))
+                             width=figures.box_width(hw))
     return figures.add_legend(img, f'map: aesthetic ({self.method})', list(shown))
 
   def predict_files(self, paths: Sequence[str], overlay_dir: str | None = None,

@@ -21,6 +21,10 @@ from aesthetics_jax import io as io_lib  # noqa: E402
 
 BOX_COLOURS = {'aesthetic': (255, 255, 255), 'attribute': (0, 200, 255),
                'average': (255, 60, 60), 'crop': (60, 255, 60)}
+# `add_legend`: an image narrower than this (or than its widest legend item) is centred on a
+# band of the legend's background this wide: a 32-px-wide strip's legend had no room for text.
+LEGEND_MIN_WIDTH = 256
+LEGEND_BACKGROUND = (30, 30, 30)
 
 
 def _literal_text(fn: Callable[..., bytes]) -> Callable[..., bytes]:
@@ -68,6 +72,12 @@ def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarr
   out *= 1.0 - alpha
   out += alpha * _JET[idx]
   return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def box_width(hw: Sequence[int]) -> int:
+  """Line width of the boxes drawn on an (h, w) picture: 1/200 of its long side, at least 2,
+  at most 1/16 of its short side (a 40x20000 strip's were 100 px wide, covering it)."""
+  return max(2, min(max(hw[:2]) // 200, min(hw[:2]) // 16))
 
 
 def draw_boxes(image: np.ndarray, boxes: Mapping[str, Sequence[int]],
@@ -300,16 +310,19 @@ def _legend_items(title: str, box_names: Sequence[str]) -> list[tuple[str, objec
   return [('scale', None), ('text', title)] + [('box', name) for name in box_names]
 
 
-def add_legend(image: np.ndarray, title: str, box_names: Sequence[str] = ()) -> np.ndarray:
+def add_legend(image: np.ndarray, title: str, box_names: Sequence[str] = (),
+               min_width: int = LEGEND_MIN_WIDTH) -> np.ndarray:
   """The key of an `overlay` + `draw_boxes` image, in a strip appended BELOW it.
 
   The strip shows the map's colour scale (low → high), `title` (what the map explains, e.g.
   'map: aesthetic (gradcam)') and a swatch per drawn box in its `BOX_COLOURS` colour, wrapped
-  to the image width; the image above is unchanged (boxes keep their pixel coordinates).
-  uint8 [H,W,3] → uint8 [H+h,W,3].
+  to the image width. The image is unchanged (boxes keep their pixel coordinates), but one
+  narrower than `min_width` or than the widest legend item is centred on a band of the
+  legend's background that wide (its columns shift by (W' - W) // 2), so the text fits.
+  uint8 [H,W,3] → uint8 [H+h,W',3], W' = W for a photo.
   """
   image = np.asarray(image, np.uint8)
-  w = image.shape[1]
+  w = max(image.shape[1], min_width)
   fs = int(np.clip(w // 45, 10, 28))
   font, pad = _font(fs), max(2, fs // 3)
   measure = ImageDraw.Draw(Image.new('RGB', (1, 1)))
@@ -322,8 +335,16 @@ def add_legend(image: np.ndarray, title: str, box_names: Sequence[str] = ()) -> 
     text = int(measure.textlength(payload, font=font))
     return text + (fs + pad if kind == 'box' else 0)
 
+  items = _legend_items(title, box_names)
+  w = max(w, max(item_width(*item) for item in items) + 2 * pad)
+  if w > image.shape[1]:  # centred on the legend's background: each item fits on a row
+    band = np.empty((image.shape[0], w, 3), np.uint8)
+    band[:] = LEGEND_BACKGROUND
+    left = (w - image.shape[1]) // 2
+    band[:, left:left + image.shape[1]] = image
+    image = band
   rows, x = [[]], pad
-  for item in _legend_items(title, box_names):
+  for item in items:
     iw = item_width(*item)
     if rows[-1] and x + iw > w - pad:
       rows.append([])
@@ -331,7 +352,7 @@ def add_legend(image: np.ndarray, title: str, box_names: Sequence[str] = ()) -> 
     rows[-1].append((x, item))
     x += iw + 2 * pad
   row_h = fs + 2 * pad
-  strip = Image.new('RGB', (w, row_h * len(rows)), (30, 30, 30))
+  strip = Image.new('RGB', (w, row_h * len(rows)), LEGEND_BACKGROUND)
   draw = ImageDraw.Draw(strip)
   scale = (plt.get_cmap('jet')(np.linspace(0, 1, bar))[:, :3] * 255).astype(np.uint8)
   for r, row in enumerate(rows):
