@@ -139,6 +139,23 @@ def test_image_boxes_in_original_pixels():
   np.testing.assert_allclose(crop.resize_maps(np.ones((2, 3, 4, 4)), (5, 7)), np.ones((2, 3, 5, 7)))
 
 
+def test_a_thin_strip_is_boxed_on_a_grid_with_rows():
+  """A 40x20000 strip's box grid at the 512 limit was 1x512: one row, so every box spanned the
+  strip's height. With `BOX_MIN_SIDE` it keeps 23 rows (within 512² cells) and a map whose
+  mass sits in the strip's top half gives a box in the top half; photos are unchanged."""
+  assert crop.box_grid((40, 20000), 512) == (1, 512)
+  assert crop.box_grid((40, 20000), 512, crop.BOX_MIN_SIDE) == (23, 11397)  # 512² cells
+  assert crop.box_grid((20000, 40), 512, 64) == (11397, 23)
+  assert crop.box_grid((30, 2000), 512, 64) == (30, 2000)  # within the budget: whole
+  assert crop.box_grid((100, 65000), 512, 64) == (20, 13053)
+  for hw in ((4000, 6000), (3000, 3000), (512, 4096), (33, 40)):
+    assert crop.box_grid(hw, 512, 64) == crop.box_grid(hw, 512)
+  aes = np.zeros((7, 7), np.float32)
+  aes[:3, 2:4] = 1.0  # the top rows of the model's square input: the strip's top half
+  y0, x0, y1, x1 = crop.image_boxes(aes, None, (40, 20000), threshold=0.5)['boxes']['aesthetic']
+  assert y0 == 0 and 12 <= y1 <= 24 and 4000 < x0 < x1 < 13000
+
+
 @pytest.mark.parametrize('hw, aspect, want_hw', [
     ((4000, 6000), '1:1', (4000, 4000)),    # was 3997 x 4000 (the 512-px grid, scaled up)
     ((2448, 3264), '1:1', (2448, 2448)),    # was 2448 x 2449

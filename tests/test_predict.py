@@ -280,7 +280,7 @@ def test_overlays_of_thin_strips_show_the_image_the_boxes_and_a_legend():
   assert inference.overlay_grid((1000, 20000)) == (128, 2560)
   assert inference.overlay_grid((20000, 1000)) == (2560, 128)
   assert inference.overlay_grid((100, 65000)) == (40, 26107)  # the pixel budget wins
-  assert 40 * 26107 <= inference.OVERLAY_MAX_PIXELS
+  assert 40 * 26107 <= inference.OVERLAY_MAX_SIDE ** 2
 
 
 @pytest.mark.parametrize('size, copy_hw', [((4000, 6000), (1334, 2000)),

@@ -15,7 +15,7 @@ reduced to a working copy (both sides >= `WORK_SIDE` where the image is larger, 
 `WORK_MAX_PIXELS` pixels: a pixel budget, so a 40x20000 strip keeps its 40 rows) that feeds the
 model and the overlays; overlays are drawn with their long side <= `OVERLAY_MAX_SIDE`, a thin
 strip's with its short side up to `OVERLAY_MIN_SIDE` instead (`overlay_grid`, at most
-`OVERLAY_MAX_PIXELS`); crops are cut from the image decoded again, at full resolution up to
+`OVERLAY_MAX_SIDE`² pixels); crops are cut from the image decoded again, at full resolution up to
 `CROP_MAX_PIXELS` (36 MP, whatever the aspect: a 40x20000 strip is cut at full size too),
 beyond it JPEGs DCT-reduced to that many pixels and other formats (which PIL decodes only at
 full size) cut from the working copy.
@@ -59,9 +59,8 @@ WORK_SIDE = 1024
 WORK_MAX_PIXELS = 2 * WORK_SIDE * 4096
 OVERLAY_MAX_SIDE = 1024  # long side of --overlay_dir images
 # A thinner overlay keeps this short side (or the image's own, never enlarged) within
-# OVERLAY_MAX_PIXELS, a square photo's overlay: a 40x20000 strip's was 2x1024.
+# OVERLAY_MAX_SIDE² pixels, a square photo's overlay: a 40x20000 strip's was 2x1024.
 OVERLAY_MIN_SIDE = 128
-OVERLAY_MAX_PIXELS = OVERLAY_MAX_SIDE ** 2
 # Crops are cut at full resolution up to this many pixels (6000², 36 MP), from a reduced
 # decode beyond (see the module docstring).
 CROP_MAX_PIXELS = 6000 * 6000
@@ -259,17 +258,10 @@ def load_image(path: str | os.PathLike | bytes, target: int | None = WORK_SIDE,
 
 def overlay_grid(hw: tuple[int, int]) -> tuple[int, int]:
   """(h', w') an overlay of an image of (H, W) pixels is drawn at: the aspect kept, the long side
-  <= OVERLAY_MAX_SIDE (`crop.box_grid`), unless that leaves the short side under
-  min(OVERLAY_MIN_SIDE, its own): then that short side (a 40x20000 strip: 40x20000, not 2x1024),
-  within OVERLAY_MAX_PIXELS (a 100x65000 one: 40x26107). Never enlarged."""
-  grid = crop.box_grid(hw, OVERLAY_MAX_SIDE)
-  short, long = min(hw), max(hw)
-  if min(grid) >= min(short, OVERLAY_MIN_SIDE):
-    return grid
-  s = min(1.0, OVERLAY_MIN_SIDE / short, math.sqrt(OVERLAY_MAX_PIXELS / (short * long)))
-  new_short = max(1, round(short * s))
-  new_long = max(1, min(round(long * s), OVERLAY_MAX_PIXELS // new_short))
-  return (new_short, new_long) if hw[0] <= hw[1] else (new_long, new_short)
+  <= OVERLAY_MAX_SIDE, unless that leaves the short side under min(OVERLAY_MIN_SIDE, its own):
+  then that short side (a 40x20000 strip: 40x20000, not 2x1024), within OVERLAY_MAX_SIDE²
+  pixels (a 100x65000 one: 40x26107). Never enlarged (`crop.box_grid`)."""
+  return crop.box_grid(hw, OVERLAY_MAX_SIDE, OVERLAY_MIN_SIDE)
 
 
 def rgb_icc_profile(source: str | os.PathLike | bytes) -> bytes | None:

@@ -18,6 +18,7 @@ on (`scale_box` moves them to another image size).
 from __future__ import annotations
 
 import io
+import math
 import os
 from typing import Any, Sequence
 
@@ -32,6 +33,9 @@ from aesthetics_jax.explain import cam
 
 # Longest side at which one image's maps are brought back to its aspect for boxes and crops.
 BOX_RESOLUTION = 512
+# `image_boxes`' grid keeps at least this short side (within BOX_RESOLUTION² pixels): a thin
+# strip's map would otherwise be one cell across and every box would span it.
+BOX_MIN_SIDE = 64
 
 # 8-connectivity inside each image, nothing across the batch axis.
 _STRUCTURE = np.zeros((3, 3, 3), bool)
@@ -203,10 +207,22 @@ def exact_window(box: Sequence[int] | np.ndarray, hw: tuple[int, int],
   return np.asarray([top, left, top + h, left + w], np.int32)
 
 
-def box_grid(orig_hw: tuple[int, int], limit: int = BOX_RESOLUTION) -> tuple[int, int]:
-  """(H', W') with the original aspect and longest side <= limit."""
+def box_grid(orig_hw: tuple[int, int], limit: int = BOX_RESOLUTION,
+             min_side: int = 0) -> tuple[int, int]:
+  """(H', W') with the original aspect and longest side <= limit, never enlarged.
+
+  min_side: unless that leaves the short side under min(min_side, its own): then that short
+  side, within limit² pixels (a 40x20000 strip at limit 512 would be 1x512, one row; with
+  min_side 64 it is 23x11397).
+  """
   h, w = orig_hw
   s = min(1.0, limit / max(h, w))
+  short, long = min(h, w), max(h, w)
+  if min_side and round(short * s) < min(short, min_side):
+    s = min(1.0, min_side / short, math.sqrt(limit * limit / (short * long)))
+    new_short = max(1, round(short * s))
+    new_long = max(1, min(round(long * s), limit * limit // new_short))
+    return (new_short, new_long) if h <= w else (new_long, new_short)
   return max(1, round(h * s)), max(1, round(w * s))
 
 
@@ -263,7 +279,8 @@ def image_boxes(aesthetic: np.ndarray, attribute: np.ndarray | None, orig_hw: tu
     `aspect` also 'crop'. An empty map gives no box (and no crop); 'average' is then the
     other map's box.
   """
-  grid = box_grid(orig_hw, limit)
+  # At most an eighth of the limit: the minimum is for strips, not for a small limit.
+  grid = box_grid(orig_hw, limit, min(BOX_MIN_SIDE, limit // 8))
   aes = resize_maps(np.asarray(cam.normalize(aesthetic[None], 'per_image')), grid)  # [1,H',W']
   grid_boxes = {'aesthetic': boxes_np(aes, threshold)}
   attr = None
