@@ -305,7 +305,7 @@ def test_concentration_table_says_what_the_intervals_show(sections):
 
   flat = _concentration(0.7, 0.7, 1)
   t = text(_concentration(0.8, 0.6, control=(0.7, 0.7)), flat)
-  assert '<td>untrained model (control)</td>' in t and 'low tail (&lt; 4.5)' in t
+  assert '<td>untrained model<br>(control)</td>' in t and 'low tail<br>(&lt; 4.5)' in t
   assert 'are more diffuse than the extremes' in t
   assert 'exceeds the untrained model&#x27;s by +0.' in t and 'it comes with training' in t
   assert 'The paper reads Figure 8 this way.' in t
@@ -318,6 +318,7 @@ def test_concentration_table_says_what_the_intervals_show(sections):
   # Mid 0.8 against tails at 0.5 and 0.9: the extremes' mean (0.7) hides opposite tails.
   t = text(_concentration(0.8, 0.5, high=0.9))
   assert 'The tails go opposite ways' in t and 'low-score maps are more concentrated' in t
+  assert 'high-score maps more diffuse (+0.' in t
   assert 'this way' not in t
   assert 'diffuse' not in report_html.render([models[1]], None).split('Figure 8')[-1]
 

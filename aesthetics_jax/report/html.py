@@ -316,10 +316,10 @@ def _concentration_verdict(c: Mapping, u: Mapping | None) -> str:
             f'{_with_ci(c, "mid_minus_extremes")}).')
   lo, hi = _sign(c, 'low_tail_minus_mid'), _sign(c, 'high_tail_minus_mid')
   if lo and hi and lo != hi:
+    kind = {1: 'more diffuse', -1: 'more concentrated'}
     said += (f' The tails go opposite ways, so the extremes\' mean mixes them: low-score maps '
-             f'are {word[-lo]} concentrated than mid-range ones '
-             f'({_with_ci(c, "low_tail_minus_mid")}), high-score maps {word[-hi]} '
-             f'({_with_ci(c, "high_tail_minus_mid")}).')
+             f'are {kind[lo]} than mid-range ones ({_with_ci(c, "low_tail_minus_mid")}), '
+             f'high-score maps {kind[hi]} ({_with_ci(c, "high_tail_minus_mid")}).')
   if v and 'margin_over_untrained' in c:
     m = _sign(c, 'margin_over_untrained')
     if m == v:
@@ -346,18 +346,18 @@ def _concentration(m: Mapping) -> str:
     return ''
   u = m.get('map_concentration_untrained')
 
-  def cell(g):
-    return (f'<td>{_fmt(g.get("mean"))}{_ci_text(g.get("ci"))} '
-            f'<span class="note">(n={_fmt(g.get("n"))})</span></td>')
+  def cell(g):  # interval and count on lines of their own: six columns fit the page
+    return (f'<td>{_fmt(g.get("mean"))}<br>{_ci_text(g.get("ci"))}'
+            f'<br><span class="note">n={_fmt(g.get("n"))}</span></td>')
 
-  rows = ['<tr><th>maps of</th><th>mid-range (4.5 to 6.5)</th><th>low tail (&lt; 4.5)</th>'
-          '<th>high tail (&gt; 6.5)</th><th>extremes (both tails)</th><th>mid − extremes</th>'
-          '</tr>']
-  for name, d in (('trained model', c), ('untrained model (control)', u)):
+  rows = ['<tr><th>maps of</th><th>mid-range<br>(4.5 to 6.5)</th><th>low tail<br>(&lt; 4.5)</th>'
+          '<th>high tail<br>(&gt; 6.5)</th><th>extremes<br>(both tails)</th>'
+          '<th>mid −<br>extremes</th></tr>']
+  for name, d in (('trained model', c), ('untrained model<br>(control)', u)):
     if d:
       rows.append(f'<tr><td>{name}</td>' + ''.join(
           cell(d[g]) for g in ('mid', 'low_tail', 'high_tail', 'extremes'))
-          + f'<td>{_fmt(d.get("mid_minus_extremes"))}'
+          + f'<td>{_fmt(d.get("mid_minus_extremes"))}<br>'
           f'{_ci_text(d.get("mid_minus_extremes_ci"))}</td></tr>')
   empty = c.get('n_empty') or 0
   return ('<div class="scroll"><table>' + ''.join(rows) + '</table></div>'
