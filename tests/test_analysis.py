@@ -227,6 +227,22 @@ def test_map_concentration_groups_intervals_and_empty_maps():
   over = study.map_concentration(ent, scores, num_bootstrap=300, control=ctrl)
   assert over['margin_over_control'] == pytest.approx(d)
   assert 0 < over['margin_over_control_ci'][0] <= d <= over['margin_over_control_ci'][1]
+  # The trend and the partial correlation given a prediction that drives the entropy (about 0)
+  # or is unrelated to it (about the plain one).
+  assert c['spearman'] == pytest.approx(stats.spearmanr(ent[ok], scores[ok])[0])
+  rng2 = np.random.default_rng(4)
+  z = scores + rng2.normal(0, 0.5, scores.size)  # a prediction; entropy follows it only
+  driven = study.map_concentration(0.1 * z + rng2.normal(0, 0.01, z.size), scores,
+                                   num_bootstrap=300, predicted=z)
+  assert driven['spearman'] > 0.5 and abs(driven['spearman_given_predicted']) < 0.15
+  assert driven['spearman_given_predicted_ci'][0] < 0 < driven['spearman_given_predicted_ci'][1]
+  noise = np.random.default_rng(9).normal(0, 1, scores.size)
+  free = study.map_concentration(ent, scores, num_bootstrap=300, predicted=noise)
+  assert free['spearman_given_predicted'] == pytest.approx(free['spearman'], abs=0.05)
+  lo_, hi_ = free['spearman_given_predicted_ci']
+  assert lo_ <= free['spearman_given_predicted'] <= hi_
+  part = study.partial_spearman(ent[ok], scores[ok], scores[ok] + noise[ok] * 0.1, 0)
+  assert part['ci'] is None and np.isfinite(part['r'])
   with pytest.raises(ValueError, match='control has 3 entropies'):
     study.map_concentration(ent, scores, control=ctrl[:3])
   # All empty: nothing to say, no crash.

@@ -198,21 +198,28 @@ def test_normalize_and_global_stats():
 
 
 def test_map_entropy_spans_one_cell_to_uniform():
-  """0 for one hot cell, 1 for a uniform map over the non-minimum cells, NaN for an empty map;
-  the entropy of the per-image-normalised map (scale and offset do not change it)."""
+  """0 for one hot cell, 1 for a uniform map, NaN for a map with no positive value; the raw
+  map's positive part (scale does not change it; a near-uniform map stays near 1, which a
+  min-max scaled one would read as one cell)."""
   one = np.zeros((7, 7), np.float32)
   one[2, 3] = 5.0
   ramp = np.arange(49, dtype=np.float32).reshape(7, 7)
   two = np.zeros((7, 7), np.float32)
   two[0, 0] = two[6, 6] = 1.0
-  maps = jnp.asarray(np.stack([one, ramp, 3 * ramp + 2, np.zeros((7, 7), np.float32), two]))
+  bump = np.ones((7, 7), np.float32)
+  bump[3, 3] = 1.001
+  maps = jnp.asarray(np.stack([one, ramp, 3 * ramp, -ramp, two, bump, ramp - 24]))
   e = np.asarray(jax.jit(cam.map_entropy)(maps))
   assert e[0] == pytest.approx(0.0, abs=1e-6)
   p = ramp.ravel() / ramp.sum()
   expected = -(p[p > 0] * np.log(p[p > 0])).sum() / np.log(49)
   assert e[1] == pytest.approx(expected, rel=1e-5) and e[2] == pytest.approx(e[1], rel=1e-5)
-  assert np.isnan(e[3])
+  assert np.isnan(e[3])  # no positive value
   assert e[4] == pytest.approx(np.log(2) / np.log(49), rel=1e-5)
+  assert e[5] == pytest.approx(1.0, abs=1e-6)
+  q = np.maximum(ramp - 24, 0).ravel()
+  q = q[q > 0] / q.sum()
+  assert e[6] == pytest.approx(-(q * np.log(q)).sum() / np.log(49), rel=1e-5)  # positive part
   assert np.isnan(float(cam.map_entropy(jnp.ones((1, 1)))))  # one cell: no spread to measure
 
 

@@ -279,12 +279,19 @@ def _entropies(mid: float, low: float, high: float, seed: int = 0):
   return base + np.random.default_rng(seed).normal(0, 0.03, scores.size), scores
 
 
-def _concentration(mid: float, ext: float, seed: int = 0, control=None, high=None) -> dict:
-  """`study.map_concentration` of `_entropies`; `control`: (mid, ext) of the untrained maps."""
+def _concentration(mid: float, ext: float, seed: int = 0, control=None, high=None,
+                   predicted=None) -> dict:
+  """`study.map_concentration` of `_entropies`; `control`: (mid, ext) of the untrained maps;
+  `predicted`: 'unrelated' (noise) or 'driver' (the entropy is a function of it)."""
   from aesthetics_jax.evaluation import study
   ent, scores = _entropies(mid, ext, ext if high is None else high, seed)
   ctrl = None if control is None else _entropies(*control, control[1], seed + 1)[0]
-  c = study.map_concentration(ent, scores, num_bootstrap=200, control=ctrl)
+  pred = None
+  if predicted == 'unrelated':
+    pred = np.random.default_rng(5).normal(5, 1, scores.size)
+  c = study.map_concentration(ent, scores, num_bootstrap=200, control=ctrl, predicted=pred)
+  if predicted == 'driver':  # what a prediction that drives the entropy gives (test_analysis)
+    c['spearman_given_predicted'], c['spearman_given_predicted_ci'] = 0.02, [-0.1, 0.13]
   if ctrl is not None:
     c['margin_over_untrained'] = c.pop('margin_over_control')
     c['margin_over_untrained_ci'] = c.pop('margin_over_control_ci')
@@ -292,9 +299,10 @@ def _concentration(mid: float, ext: float, seed: int = 0, control=None, high=Non
 
 
 def test_concentration_table_says_what_the_intervals_show(sections):
-  """Figure 8's reading as numbers, each verdict reachable: more diffuse at mid-range and
-  caused by training (margin over the untrained maps above 0) or not shown to be, no
-  difference, less diffuse, and tails that go opposite ways."""
+  """Figure 8's reading as numbers, each verdict reachable: more diffuse at mid-range beyond
+  the untrained maps and the prediction (the paper's reading holds), or not shown to be
+  caused by training, no difference, less diffuse, tails that go opposite ways (a trend, not
+  a peak), and an entropy that only follows the prediction."""
   models, _, _ = sections
 
   def text(trained, untrained=None):
@@ -304,22 +312,28 @@ def test_concentration_table_says_what_the_intervals_show(sections):
     return report_html.render([{**models[0], 'metrics': m}], None)
 
   flat = _concentration(0.7, 0.7, 1)
-  t = text(_concentration(0.8, 0.6, control=(0.7, 0.7)), flat)
+  t = text(_concentration(0.8, 0.6, control=(0.7, 0.7), predicted='unrelated'), flat)
   assert '<td>untrained model<br>(control)</td>' in t and 'low tail<br>(&lt; 4.5)' in t
-  assert 'are more diffuse than the extremes' in t
-  assert 'exceeds the untrained model&#x27;s by +0.' in t and 'it comes with training' in t
-  assert 'The paper reads Figure 8 this way.' in t
+  assert 'Entropy against the true score: Spearman' in t
+  assert 'are more diffuse than the extremes' in t and '(paired by image), excludes 0.' in t
+  assert 'the paper&#x27;s reading holds here' in t
+  assert 'predicted score held fixed' not in t  # a peak, no trend: nothing to hold fixed
+  # A trend (entropy rising with the score): is it the prediction's?
+  t = text(_concentration(0.8, 0.6, high=0.95, predicted='unrelated'))
+  assert 'tracks the true score beyond what the model predicts' in t
+  t = text(_concentration(0.8, 0.6, high=0.95, predicted='driver'))
+  assert 'follows what the model predicts' in t and 'reading holds' not in t
   t = text(_concentration(0.8, 0.6, control=(0.8, 0.6)), _concentration(0.8, 0.6, 1))
-  assert 'spans 0: training is not shown to cause it' in t
+  assert 'does not: training is not shown to cause it' in t and 'reading holds' not in t
   assert 'No untrained control was run.' in text(_concentration(0.8, 0.6))
   assert 'spans 0).' in text(flat, flat)
   t = text(_concentration(0.5, 0.7), flat)
-  assert 'are less diffuse than the extremes' in t and 'this way' not in t
+  assert 'are less diffuse than the extremes' in t and 'reading holds' not in t
   # Mid 0.8 against tails at 0.5 and 0.9: the extremes' mean (0.7) hides opposite tails.
-  t = text(_concentration(0.8, 0.5, high=0.9))
+  t = text(_concentration(0.8, 0.5, high=0.9, control=(0.7, 0.7), predicted='unrelated'))
   assert 'The tails go opposite ways' in t and 'low-score maps are more concentrated' in t
-  assert 'high-score maps more diffuse (+0.' in t
-  assert 'this way' not in t
+  assert 'high-score maps more diffuse (+0.' in t and 'not evidence for the paper' in t
+  assert 'reading holds' not in t
   assert 'diffuse' not in report_html.render([models[1]], None).split('Figure 8')[-1]
 
 

@@ -295,9 +295,34 @@ def _contrasts(means: np.ndarray, names: list) -> dict[str, np.ndarray]:
           for c, a, b in CONCENTRATION_CONTRASTS}
 
 
+def partial_spearman(x, y, z, num_bootstrap: int = 1000, seed: int = 0,
+                     alpha: float = 0.05) -> dict[str, Any]:
+  """Spearman correlation of x and y with z held fixed (the partial correlation of the ranks),
+  with a percentile-bootstrap CI: `{'r', 'ci': [low, high] | None}` (r NaN when undefined)."""
+  x, y, z = (np.asarray(v, np.float64).ravel() for v in (x, y, z))
+
+  def partial(a, b, c):  # rows [R, n] -> [R]
+    rab, rac, rbc = (faithfulness.rank_correlation(u, v) for u, v in ((a, b), (a, c), (b, c)))
+    with np.errstate(invalid='ignore', divide='ignore'):
+      return (rab - rac * rbc) / np.sqrt((1 - rac ** 2) * (1 - rbc ** 2))
+
+  if x.size < 4:
+    return {'r': float('nan'), 'ci': None}
+  r = float(partial(x[None], y[None], z[None])[0])
+  ci = None
+  if num_bootstrap > 0 and np.isfinite(r):
+    idx = np.random.default_rng(seed).integers(0, x.size, (num_bootstrap, x.size))
+    b = partial(x[idx], y[idx], z[idx])
+    b = b[np.isfinite(b)]
+    if b.size:
+      ci = [float(np.percentile(b, 100 * alpha / 2)),
+            float(np.percentile(b, 100 * (1 - alpha / 2)))]
+  return {'r': r, 'ci': ci}
+
+
 def map_concentration(entropy, scores, band: tuple[float, float] = EXTREME_BAND,
                       num_bootstrap: int = 1000, seed: int = 0, alpha: float = 0.05,
-                      control=None) -> dict[str, Any]:
+                      control=None, predicted=None) -> dict[str, Any]:
   """Are the maps of mid-range images more diffuse than those at the extremes (the paper's
   reading of Figure 8)? Per-image map entropy (`cam.map_entropy`: 0 one cell, 1 uniform)
   against the true mean score.
@@ -308,12 +333,18 @@ def map_concentration(entropy, scores, band: tuple[float, float] = EXTREME_BAND,
   control: the same images' entropies under another model (the untrained one), in the same
     order: adds `margin_over_control` (+ `_ci`), this model's `mid_minus_extremes` minus the
     control's, paired by image (images with a finite entropy under both).
+  predicted: the model's predicted score per image: adds `spearman_given_predicted` (+ `_ci`),
+    the partial Spearman correlation of entropy and true score with the prediction held fixed.
+    A map of a low prediction has few positive cells, so entropy tends to follow the
+    prediction; this says whether it tracks the true score beyond it.
   Returns: `{'mid'|'extremes'|'low_tail'|'high_tail': {'mean', 'ci', 'n'}}` (mid: band[0] <=
   score <= band[1]); the `CONCENTRATION_CONTRASTS` (+ `_ci`): `mid_minus_extremes` > 0 with its
   interval above 0 supports the reading, and the tails' differences from the mid-range say
   whether the extremes go one way; `per_bucket` / `per_bucket_ci` / `per_bucket_n` (true score
-  bucket 1..10, None where empty), `n_maps`, `n_empty`. Intervals: percentile bootstrap over
-  images, one set of resamples for every figure, so a difference is paired with its parts.
+  bucket 1..10, None where empty), `spearman` (+ `_ci`: entropy against the true score: a
+  trend, where the groups would show a peak), `n_maps`, `n_empty`. Intervals: percentile
+  bootstrap over images, one set of resamples for every figure, so a difference is paired
+  with its parts.
   """
   x = np.asarray(entropy, np.float64).ravel()
   s = np.asarray(scores, np.float64).ravel()
@@ -348,6 +379,16 @@ def map_concentration(entropy, scores, band: tuple[float, float] = EXTREME_BAND,
   out['per_bucket_ci'] = [ci(boot[4 + k]) if masks[4 + k].any() else None for k in range(10)]
   out['per_bucket_n'] = [int(m.sum()) for m in masks[4:]]
   out['n_maps'], out['n_empty'] = n, int((~ok).sum())
+  rho = spearman_with_ci(x[ok], s[ok], num_bootstrap, seed, alpha)
+  out['spearman'] = num(rho['r'])
+  out['spearman_ci'] = [rho['ci_low'], rho['ci_high']] if np.isfinite(rho['ci_low']) else None
+  if predicted is not None:
+    z = np.asarray(predicted, np.float64).ravel()
+    if z.shape != x.shape:
+      raise ValueError(f'map_concentration: predicted has {z.size} scores, not {x.size}')
+    part = partial_spearman(x[ok], s[ok], z[ok], num_bootstrap, seed, alpha)
+    out['spearman_given_predicted'] = num(part['r'])
+    out['spearman_given_predicted_ci'] = part['ci']
   if control is not None:
     xc = np.asarray(control, np.float64).ravel()
     if xc.shape != x.shape:

@@ -242,7 +242,7 @@ def bucket_maps_figure(mean_maps: np.ndarray, counts: np.ndarray,
 def concentration_figure(series: Mapping[str, Mapping], title: str) -> bytes:
   """Per-image map entropy by true score bucket: name -> `study.map_concentration` dict; the
   mean per bucket with its bootstrap interval, buckets of fewer than `FEW_IMAGES` images hollow
-  (and no interval), the mid-range band shaded."""
+  (no interval, not joined by the line), the mid-range band shaded."""
   fig, ax = plt.subplots(figsize=(5, 3.2))
   styles = (('#2a6fdb', '-', 'o'), ('#888888', '--', 's'))
   for j, (name, c) in enumerate(series.items()):
@@ -250,8 +250,9 @@ def concentration_figure(series: Mapping[str, Mapping], title: str) -> bytes:
     x = np.arange(1, 11) + 0.08 * (j - (len(series) - 1) / 2)  # side by side, not on top
     y = np.array([np.nan if v is None else v for v in c['per_bucket']], np.float64)
     n = np.asarray(c['per_bucket_n'])
-    ax.plot(x, y, color=colour, ls=line, lw=1, label=name)
     full = (n >= FEW_IMAGES) & np.isfinite(y)
+    # Only buckets of enough images are joined: a line into a one-image bucket draws a trend.
+    ax.plot(x[full], y[full], color=colour, ls=line, lw=1, label=name)
     for k in np.flatnonzero(full):
       lo, hi = c['per_bucket_ci'][k]
       ax.plot([x[k], x[k]], [lo, hi], color=colour, lw=1)

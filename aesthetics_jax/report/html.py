@@ -305,36 +305,43 @@ def _with_ci(d: Mapping, key: str) -> str:
 
 def _concentration_verdict(c: Mapping, u: Mapping | None) -> str:
   """What the intervals of `study.map_concentration` say, in words, each claim with its
-  interval: mid-range against the extremes, each tail against the mid-range, the control."""
-  v = _sign(c, 'mid_minus_extremes')
+  interval: the trend with the score, mid-range against the extremes (unless the tails go
+  opposite ways, when the pooled contrast means little), the untrained control, and whether
+  the entropy tracks the true score beyond the model's prediction."""
   word = {1: 'more', -1: 'less'}
-  if v == 0:
-    said = (f'Mid-range images\' maps are not shown to be more or less diffuse than the '
-            f'extremes\' (mid − extremes {_with_ci(c, "mid_minus_extremes")} spans 0).')
-  else:
-    said = (f'Mid-range images\' maps are {word[v]} diffuse than the extremes\' (mid − extremes '
-            f'{_with_ci(c, "mid_minus_extremes")}).')
+  kind = {1: 'more diffuse', -1: 'more concentrated'}
+  said = f'Entropy against the true score: Spearman {_with_ci(c, "spearman")}.'
   lo, hi = _sign(c, 'low_tail_minus_mid'), _sign(c, 'high_tail_minus_mid')
+  v = _sign(c, 'mid_minus_extremes')
   if lo and hi and lo != hi:
-    kind = {1: 'more diffuse', -1: 'more concentrated'}
-    said += (f' The tails go opposite ways, so the extremes\' mean mixes them: low-score maps '
-             f'are {kind[lo]} than mid-range ones ({_with_ci(c, "low_tail_minus_mid")}), '
-             f'high-score maps {kind[hi]} ({_with_ci(c, "high_tail_minus_mid")}).')
-  if v and 'margin_over_untrained' in c:
-    m = _sign(c, 'margin_over_untrained')
-    if m == v:
-      said += (f' The difference exceeds the untrained model\'s by '
-               f'{_with_ci(c, "margin_over_untrained")} (paired by image): it comes with '
-               'training.')
-    else:
-      said += (f' Its margin over the untrained model\'s difference, '
-               f'{_with_ci(c, "margin_over_untrained")} (paired by image), '
-               + ('is the other way' if m else 'spans 0') + ': training is not shown to cause '
-               'it; the images may.')
-  elif v and not u:
-    said += ' No untrained control was run.'
-  if v == 1 and not (lo and hi and lo != hi):
-    said += ' The paper reads Figure 8 this way.'
+    said += (f' The tails go opposite ways: low-score maps are {kind[lo]} than mid-range ones '
+             f'({_with_ci(c, "low_tail_minus_mid")}), high-score maps {kind[hi]} '
+             f'({_with_ci(c, "high_tail_minus_mid")}); the entropy follows the score rather than '
+             'peaking at mid-range, so the pooled contrast (mid − extremes '
+             f'{_with_ci(c, "mid_minus_extremes")}) mixes two opposite effects and depends on '
+             'how many images each tail has: it is not evidence for the paper\'s reading.')
+  elif v == 0:
+    said += (f' Mid-range images\' maps are not shown to be more or less diffuse than the '
+             f'extremes\' (mid − extremes {_with_ci(c, "mid_minus_extremes")} spans 0).')
+  else:
+    said += (f' Mid-range images\' maps are {word[v]} diffuse than the extremes\' (mid − '
+             f'extremes {_with_ci(c, "mid_minus_extremes")}).')
+    if 'margin_over_untrained' in c:
+      m = _sign(c, 'margin_over_untrained')
+      said += (f' Its margin over the untrained model\'s, {_with_ci(c, "margin_over_untrained")}'
+               ' (paired by image), ' + ('excludes 0.' if m == v else
+                                         'does not: training is not shown to cause it.'))
+    elif not u:
+      said += ' No untrained control was run.'
+  if 'spearman_given_predicted' in c and _sign(c, 'spearman'):  # is the trend the prediction's?
+    g = _sign(c, 'spearman_given_predicted')
+    said += (' With the predicted score held fixed, Spearman '
+             f'{_with_ci(c, "spearman_given_predicted")}: ')
+    said += ('the entropy tracks the true score beyond what the model predicts.' if g else
+             'the entropy follows what the model predicts (the map of a low prediction has few '
+             'positive cells), not the true score beyond it.')
+  if v == 1 and not (lo and hi and lo != hi) and _sign(c, 'margin_over_untrained') == 1:
+    said += ' Together: the paper\'s reading holds here.'
   return said
 
 
@@ -361,10 +368,12 @@ def _concentration(m: Mapping) -> str:
           f'{_ci_text(d.get("mid_minus_extremes_ci"))}</td></tr>')
   empty = c.get('n_empty') or 0
   return ('<div class="scroll"><table>' + ''.join(rows) + '</table></div>'
-          '<p class="note">Entropy of each image\'s own aesthetic map on its CAM grid (0: all in '
-          'one cell, 1: uniform), averaged per group with 95% bootstrap intervals; an average '
-          'map (the figures above) is diffuse also when sharp maps point at different places, '
-          f'so the question is asked of each map. {_esc(_concentration_verdict(c, u))}'
+          '<p class="note">Entropy of each image\'s own aesthetic map (its positive part) on '
+          'the grid it comes at (0: all in one cell, 1: uniform), averaged per group with 95% '
+          'bootstrap intervals; an average map (the figures above) is diffuse also when sharp '
+          'maps point at different places, so the question is asked of each map. The values '
+          'depend on the grid: compare them within one model, not across models. '
+          f'{_esc(_concentration_verdict(c, u))}'
           + (f' {empty} empty map(s) left out.' if empty else '') + '</p>')
 
 

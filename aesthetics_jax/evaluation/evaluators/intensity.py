@@ -112,8 +112,10 @@ def _concentration(test: streaming.SplitSummary, control: streaming.SplitSummary
   scores = test.true['mean_score']
   same = (control is not None and 'entropy' in control.maps and np.array_equal(
       control.true['image_id'], test.true['image_id']))
+  predicted = test.pred['mean_score'] if 'mean_score' in test.pred else test.pred.get('p_high')
   c = study.map_concentration(test.maps['entropy'], scores, band, bootstrap_samples, seed,
-                              control=control.maps['entropy'] if same else None)
+                              control=control.maps['entropy'] if same else None,
+                              predicted=predicted)
   out = {'map_concentration': c}
   if same:
     c['margin_over_untrained'] = c.pop('margin_over_control')
