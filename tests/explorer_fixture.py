@@ -30,7 +30,8 @@ def images(n: int, arch: str, methods, map_hw=(6, 6), limited: dict | None = Non
            regions: bool = False):
   """`ExplorerImage`s of varied aspect; `limited`: method -> number of rows that have it;
   row 2's first-method aesthetic map is all zero (an empty map). With `regions`, even rows have
-  a region (`region`); the low map of row 0 peaks inside it, of row 2 outside."""
+  a region (`region`); the low map of row 0 peaks inside it, of rows 2 and 6 outside, of row 4
+  nowhere (no positive value)."""
   from aesthetics_jax.report import explorer  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
   t = len(MNV2_TARGETS if arch == 'mobilenet_v2' else VGG_TARGETS)
@@ -51,8 +52,8 @@ def images(n: int, arch: str, methods, map_hw=(6, 6), limited: dict | None = Non
                    'attribute': [0.3, 0.2, 0.9, 0.9]} if arch == 'mobilenet_v2' else
                {'aesthetic': [0.1, 0.1, 0.6, 0.7]} for m in maps},
         region=region(i) if regions else None,
-        low_peaks={m: ((0.3, 0.35, True) if i == 0 else (0.85, 0.85, False))
-                   if regions and i % 2 == 0 else None for m in maps}))
+        low_peaks={m: ((0.3, 0.35, True) if i == 0 else (None, None, False) if i == 4 else
+                       (0.85, 0.85, False)) if regions and i % 2 == 0 else None for m in maps}))
   return out
 
 

@@ -62,6 +62,7 @@ def test_regions_and_low_peaks_are_stored(tmp_path):
   rows = [dict(zip(index['columns'], r)) for r in index['rows']]
   assert [r['region'] for r in rows] == [True, False, True, False, True]
   assert [r['hit'] for r in rows] == [True, None, False, None, False]
+  assert [r['low_flat'] for r in rows] == [False, None, False, None, True]
   chunks = {}
   for p in (path.parent / 'maps').glob('*.js'):
     chunks.update(explorer.read_chunk(p))
@@ -71,7 +72,8 @@ def test_regions_and_low_peaks_are_stored(tmp_path):
       continue
     np.testing.assert_array_equal(rec['region'], explorer_fixture.region(i))
     assert set(rec['peaks']) == ({'gradcam', 'scorecam'} if i == 0 else {'gradcam'})
-    assert rec['peaks']['gradcam'] == ([0.3, 0.35, True] if i == 0 else [0.85, 0.85, False])
+    assert rec['peaks']['gradcam'] == {0: [0.3, 0.35, True], 2: [0.85, 0.85, False],
+                                       4: [None, None, False]}[i]
   # An odd-sized region (not a multiple of 8 bits) decodes to its own shape.
   odd = explorer_fixture.images(1, 'vgg16', ['gradcam'], regions=True)[0]
   odd.region = np.eye(5, 7, dtype=bool)

@@ -82,6 +82,8 @@
       $('tag-filter').hidden = true;
     }
     if (!D.regions) $('region-filter').hidden = true;
+    // The grid's region verdicts are the first method's (the evaluation's own).
+    $('region-method').textContent = D.methods[0] || '';
     for (const id of ['sort', 'dir', 'tag', 'idq', 'wrong', 'emptyq', 'regionq', 'pagesize']) {
       $(id).addEventListener('input', () => { state.page = 0; update(); });
     }
@@ -114,7 +116,8 @@
       if (emptyq && !r.empty) return false;
       if (regionq === 'region' && !r.region) return false;
       if (regionq === 'in' && r.hit !== true) return false;
-      if (regionq === 'out' && r.hit !== false) return false;
+      if (regionq === 'out' && (r.hit !== false || r.low_flat)) return false;
+      if (regionq === 'flat' && !r.low_flat) return false;
       return true;
     });
     const key = $('sort').value, dir = Number($('dir').value);
@@ -143,8 +146,8 @@
     if (wrong) b.querySelector('.meta').classList.add('bad');
     if (r.empty) b.append(el('div', {class: 'meta empty-flag', text: 'empty map'}));
     if (r.region) {
-      b.append(el('div', {class: 'meta region-flag',
-                          text: `region: low peak ${r.hit ? 'inside' : 'outside'}`}));
+      const where = r.low_flat ? 'nowhere' : r.hit ? 'inside' : 'outside';
+      b.append(el('div', {class: 'meta region-flag', text: `${D.methods[0]} low peak ${where}`}));
     }
     b.addEventListener('click', () => openDetail(r.row));
     return b;
@@ -235,16 +238,17 @@
     ctx.stroke();
   }
 
-  // The low map's peak (the pointing game's argmax cell): green inside the region, yellow out.
+  // The low map's peak (the pointing game's argmax cell): a ring, so the cell it marks stays
+  // visible; green inside the region, yellow outside.
   function drawPeak(ctx, peak, cw, ch, dpr) {
     const [y, x, hit] = peak;
-    ctx.beginPath();
-    ctx.arc(x * cw, y * ch, 5 * dpr, 0, 2 * Math.PI);
-    ctx.fillStyle = hit ? '#00e676' : '#ffea00';
-    ctx.fill();
-    ctx.lineWidth = 1.5 * dpr;
-    ctx.strokeStyle = '#000000';
-    ctx.stroke();
+    for (const [colour, width] of [['#000000', 5], [hit ? '#00e676' : '#ffea00', 2.5]]) {
+      ctx.beginPath();
+      ctx.arc(x * cw, y * ch, 7 * dpr, 0, 2 * Math.PI);
+      ctx.lineWidth = width * dpr;
+      ctx.strokeStyle = colour;
+      ctx.stroke();
+    }
   }
 
   function regionCanvas(region, w, h) {
@@ -293,15 +297,16 @@
     }
     const {region, peak} = extra || {};
     if (region) drawRegion(ctx, region, c.width, c.height, dpr);
-    if (region && peak) drawPeak(ctx, peak, c.width, c.height, dpr);
+    if (region && peak && peak[0] !== null) drawPeak(ctx, peak, c.width, c.height, dpr);
     const f = frame(r, pw, ph);
     f.append(c);
     const cap = el('figcaption', {text: targetLabel(D.targets[t]) +
                                         (D.targets[t] === 'top_tag' && r.tag ? `: ${r.tag}` : '')});
     if (empty) cap.append(el('span', {class: 'empty-flag', text: ' (empty map: no box)'}));
     if (region && peak) {
-      cap.append(el('span', {class: peak[2] ? 'hit' : 'miss',
-                             text: ` · peak ${peak[2] ? 'inside' : 'outside'} the region`}));
+      const text = peak[0] === null ? ' · points nowhere: a miss'
+                                    : ` · peak ${peak[2] ? 'inside' : 'outside'} the region`;
+      cap.append(el('span', {class: peak[2] ? 'hit' : 'miss', text}));
     }
     return el('figure', {style: `width:${pw}px`}, f, cap);
   }
@@ -429,6 +434,13 @@
   $('detail').addEventListener('click', e => { if (e.target === $('detail')) closeDetail(); });
   document.addEventListener('keydown', e => {
     if ($('detail').hidden) return;
+    if (e.key === 'Tab') {  // keep the focus in the open dialog
+      const f = [...$('detail').querySelectorAll('button')].filter(b => !b.disabled);
+      const i = f.indexOf(document.activeElement);
+      if (e.shiftKey && i <= 0) { f[f.length - 1].focus(); e.preventDefault(); }
+      else if (!e.shiftKey && (i < 0 || i === f.length - 1)) { f[0].focus(); e.preventDefault(); }
+      return;
+    }
     if (e.key === 'Escape') closeDetail();
     else if (e.key === 'ArrowLeft') step(-1);
     else if (e.key === 'ArrowRight') step(1);

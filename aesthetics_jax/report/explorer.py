@@ -39,9 +39,9 @@ from aesthetics_jax import io as io_lib
 
 # Row fields of the inline table, in this order (the page reads them by name).
 # region: the image has a region mask (None: no masks at all); hit: the first method's low map
-# peaks inside it (None: no region).
+# peaks inside it (None: no region); low_flat: that map points nowhere (a miss, no peak).
 COLUMNS = ('row', 'image_id', 'true', 'pred', 'intensity', 'intensity_global', 'tag', 'label',
-           'pred_label', 'empty', 'w', 'h', 'region', 'hit')
+           'pred_label', 'empty', 'w', 'h', 'region', 'hit', 'low_flat')
 
 
 @dataclasses.dataclass
@@ -61,7 +61,8 @@ class ExplorerImage:
     page stretches to the image's aspect as it does the maps; all False: no region; None: no
     masks were given.
   low_peaks: method -> (y, x, hit): where its low map peaks (fractions of the grid) and whether
-    the pointing game counts that as inside the region; None without a region.
+    the pointing game counts that as inside the region; (None, None, False) for a low map that
+    points nowhere; None without a region.
   """
   row: int
   image_id: int
@@ -174,7 +175,8 @@ class ExplorerWriter:
     self._rows.append([im.row, int(im.image_id), _num(im.true), _num(im.pred),
                        _num(im.intensity), _num(im.intensity_global), im.tag, int(im.label),
                        int(im.pred_label), aes_empty, tw, th, region,
-                       bool(peak[2]) if region and peak else None])
+                       bool(peak[2]) if region and peak else None,
+                       bool(peak[0] is None) if region and peak else None])
     self._chunk[im.row] = self._maps_record(im)
     if len(self._chunk) >= self.chunk_size:
       self._flush()
@@ -196,7 +198,9 @@ class ExplorerWriter:
       rec['region'] = {'hw': [int(r.shape[0]), int(r.shape[1])],
                        'bits': base64.b64encode(np.packbits(r.reshape(-1)).tobytes())
                        .decode('ascii')}
-      rec['peaks'] = {m: None if p is None else [_num(p[0]), _num(p[1]), bool(p[2])]
+      rec['peaks'] = {m: None if p is None else
+                      [None if p[0] is None else _num(p[0]),
+                       None if p[1] is None else _num(p[1]), bool(p[2])]
                       for m, p in im.low_peaks.items()}
     return rec
 

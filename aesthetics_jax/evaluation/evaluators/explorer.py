@@ -47,7 +47,7 @@ from aesthetics_jax.report import explorer as report_explorer
 BOX_LIMIT = 128
 # Side of the square grid (the model input's, stretched back to the image's aspect on the
 # page) at which a region is stored for its outline.
-REGION_SIDE = 64
+REGION_SIDE = 128
 
 
 def targets(arch: str) -> tuple[str, ...]:
@@ -121,16 +121,19 @@ def region_grid(mask: np.ndarray, side: int = REGION_SIDE) -> np.ndarray:
   return np.asarray(small) >= 128
 
 
-def low_peaks(low: np.ndarray, masks: np.ndarray) -> list[tuple[float, float, bool] | None]:
+def low_peaks(low: np.ndarray, masks: np.ndarray) -> list[tuple | None]:
   """Per image, where the low map `[B, h, w]` peaks and whether the pointing game counts a
   hit there against `masks` bool `[B, S, S]` (`faithfulness.pointing_game`'s `hit`):
-  (y, x) of the argmax cell's centre as fractions of the grid, and the hit; None for an image
-  without a region (the localisation leaves it out)."""
+  (y, x) of the argmax cell's centre as fractions of the grid, and the hit; (None, None,
+  False) for a map with no positive value (it points nowhere: a miss, with no peak to show);
+  None for an image without a region (the localisation leaves it out)."""
   g = jax.device_get(faith_lib.pointing_game(low, masks))
   h, w = low.shape[1:]
-  idx = low.reshape(len(low), -1).argmax(axis=1)
-  return [(float((i // w + 0.5) / h), float((i % w + 0.5) / w), bool(hit)) if valid else None
-          for i, hit, valid in zip(idx, g['hit'], g['valid'])]
+  flat = low.reshape(len(low), -1)
+  idx = flat.argmax(axis=1)
+  return [None if not valid else (None, None, False) if top <= 0 else
+          (float((i // w + 0.5) / h), float((i % w + 0.5) / w), bool(hit))
+          for i, top, hit, valid in zip(idx, flat.max(axis=1), g['hit'], g['valid'])]
 
 
 def _top_tags(test: streaming.SplitSummary, tag_names: Mapping[int, str]) -> list[str]:
