@@ -209,6 +209,8 @@ def test_cli_hostile_files_are_one_line_errors_with_bounded_memory(cli):
   # centred on a band its legend fits, and a crop is cut at full size.
   strip, tall = recs[str(hostile['strip'])], recs[str(hostile['tall'])]
   assert 'error' not in strip and 'error' not in tall, (strip, tall)
+  assert strip['note'].startswith('aspect 500:1: the model sees the image squashed')
+  assert tall['note'].startswith('aspect 94:1') and 'note' not in recs[str(hostile['big'])]
   w, h = Image.open(strip['overlay']).size
   assert w == 20000 and 40 < h < 40 + 100
   w, h = Image.open(tall['overlay']).size

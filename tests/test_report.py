@@ -104,6 +104,12 @@ def test_legend_of_a_narrow_image_fits_and_photos_keep_their_width():
   photo = rng.integers(0, 255, (200, 400, 3), dtype=np.uint8)
   out = figures.add_legend(photo, 'map: aesthetic (gradcam)', ['aesthetic'])
   assert out.shape[1] == 400 and (out[:200] == photo).all()
+  # A full-resolution picture is shown scaled down: its text grows with it (a 3000-px-wide
+  # legend was 46 px tall); a long strip's stays at 28 px; up to 1260 px wide, as before.
+  strip_h = {hw: figures.add_legend(np.zeros(hw + (3,), np.uint8), 'map: aesthetic (gradcam)',
+                                    ['aesthetic', 'average']).shape[0] - hw[0]
+             for hw in ((2000, 3000), (40, 20000), (683, 1024))}
+  assert strip_h[(2000, 3000)] > 80 and strip_h[(40, 20000)] < 50 and strip_h[(683, 1024)] < 50
   assert [figures.box_width(hw) for hw in ((683, 1024), (4000, 6000), (48, 80), (40, 20000),
                                            (5000, 32))] == [5, 30, 2, 2, 2]
 

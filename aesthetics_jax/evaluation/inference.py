@@ -61,6 +61,9 @@ OVERLAY_MAX_SIDE = 1024  # long side of --overlay_dir images
 # A thinner overlay keeps this short side (or the image's own, never enlarged) within
 # OVERLAY_MAX_SIDE² pixels, a square photo's overlay: a 40x20000 strip's was 2x1024.
 OVERLAY_MIN_SIDE = 128
+# Beyond this aspect ratio a record carries a `note`: the model's square input squashes the
+# image so far (a 40x20000 strip 500 times) that its score and maps say little.
+EXTREME_ASPECT = 5
 # Crops are cut at full resolution up to this many pixels (6000², 36 MP), from a reduced
 # decode beyond (see the module docstring).
 CROP_MAX_PIXELS = 6000 * 6000
@@ -369,6 +372,10 @@ class Predictor:
     rec['map'] = 'empty' if d['empty']['aesthetic'] else 'ok'
     rec['box'] = box_fields(boxes.get('average', boxes.get('aesthetic')))
     rec['boxes'] = {k: box_fields(v) for k, v in boxes.items()}
+    ratio = max(h, w) / max(1, min(h, w))
+    if ratio > EXTREME_ASPECT:
+      rec['note'] = (f'aspect {ratio:.0f}:1: the model sees the image squashed into a square, '
+                     'so its score and maps say little about it')
     vis = {'aesthetic_map': d['aesthetic_map'], 'attribute_map': d['attribute_map'],
            'boxes': boxes}
     return rec, vis

@@ -324,7 +324,12 @@ def add_legend(image: np.ndarray, title: str, box_names: Sequence[str] = (),
   """
   image = np.asarray(image, np.uint8)
   w = max(image.shape[1], min_width)
+  # Text scales with the width up to 28 px (every overlay up to 1260 px wide, all of predict's
+  # photos); a larger picture (the API's, at full resolution) is shown scaled down, so its
+  # text grows on to 64 px, by the short side too: a long strip keeps 28 px.
   fs = int(np.clip(w // 45, 10, 28))
+  if w > 45 * 28:
+    fs = int(np.clip(min(w, 2 * image.shape[0]) // 45, 28, 64))
   font, pad = _font(fs), max(2, fs // 3)
   measure = ImageDraw.Draw(Image.new('RGB', (1, 1)))
   bar = 4 * fs
