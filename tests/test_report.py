@@ -321,6 +321,7 @@ def test_concentration_table_says_what_the_intervals_show(sections):
   t = text(_concentration(0.8, 0.6, control=(0.7, 0.7), predicted='unrelated'), flat)
   assert '<td>untrained model<br>(control)</td>' in t and 'low tail<br>(&lt; 4.5)' in t
   assert 'Entropy against the true score: Spearman' in t
+  assert '(the untrained model&#x27;s maps: ' in t
   assert 'are more diffuse than the extremes' in t and '(paired by image), excludes 0.' in t
   assert 'the paper&#x27;s reading holds here' in t
   assert 'predicted score held fixed' not in t  # a peak, no trend: nothing to hold fixed

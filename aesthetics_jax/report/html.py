@@ -310,7 +310,9 @@ def _concentration_verdict(c: Mapping, u: Mapping | None) -> str:
   the entropy tracks the true score beyond the model's prediction."""
   word = {1: 'more', -1: 'less'}
   kind = {1: 'more diffuse', -1: 'more concentrated'}
-  said = f'Entropy against the true score: Spearman {_with_ci(c, "spearman")}.'
+  said = f'Entropy against the true score: Spearman {_with_ci(c, "spearman")}'
+  said += (f' (the untrained model\'s maps: {_with_ci(u, "spearman")}).' if u and 'spearman' in u
+           else '.')
   lo, hi = _sign(c, 'low_tail_minus_mid'), _sign(c, 'high_tail_minus_mid')
   v = _sign(c, 'mid_minus_extremes')
   if lo and hi and lo != hi:
