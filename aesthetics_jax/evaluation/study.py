@@ -53,6 +53,16 @@ def intensities(raw_maps, stats: tuple[float, float] | None = None) -> dict[str,
 # Correlations with bootstrap CIs.
 
 
+def _percentile_ci(samples, alpha: float = 0.05) -> list[float] | None:
+  """Percentile (1-alpha) interval `[low, high]` of the finite bootstrap `samples`; None when
+  there are none."""
+  b = np.asarray(samples, np.float64).ravel()
+  b = b[np.isfinite(b)]
+  if not b.size:
+    return None
+  return [float(np.percentile(b, 100 * alpha / 2)), float(np.percentile(b, 100 * (1 - alpha / 2)))]
+
+
 def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
   """Pearson r of each row pair of `[R, N]` arrays (NaN where a row is constant)."""
   xc = x - x.mean(axis=1, keepdims=True)
@@ -312,11 +322,7 @@ def partial_spearman(x, y, z, num_bootstrap: int = 1000, seed: int = 0,
   ci = None
   if num_bootstrap > 0 and np.isfinite(r):
     idx = np.random.default_rng(seed).integers(0, x.size, (num_bootstrap, x.size))
-    b = partial(x[idx], y[idx], z[idx])
-    b = b[np.isfinite(b)]
-    if b.size:
-      ci = [float(np.percentile(b, 100 * alpha / 2)),
-            float(np.percentile(b, 100 * (1 - alpha / 2)))]
+    ci = _percentile_ci(partial(x[idx], y[idx], z[idx]), alpha)
   return {'r': r, 'ci': ci}
 
 
@@ -351,7 +357,6 @@ def map_concentration(entropy, scores, band: tuple[float, float] = EXTREME_BAND,
   ok = np.isfinite(x)
   names, masks = _concentration_groups(s[ok], band)
   point = _group_means(x[ok], masks)
-  lo_q, hi_q = 100 * alpha / 2, 100 * (1 - alpha / 2)
   rng = np.random.default_rng(seed)
   n = int(ok.sum())
   if num_bootstrap > 0 and n:
@@ -361,8 +366,7 @@ def map_concentration(entropy, scores, band: tuple[float, float] = EXTREME_BAND,
     boot = np.full((len(names), 0), np.nan)
 
   def ci(b):
-    b = b[np.isfinite(b)]
-    return [float(np.percentile(b, lo_q)), float(np.percentile(b, hi_q))] if b.size else None
+    return _percentile_ci(b, alpha)
 
   def num(v):
     return float(v) if np.isfinite(v) else None

@@ -162,7 +162,9 @@ def pointing_game(maps: jax.Array, masks: jax.Array) -> dict[str, jax.Array]:
       points nowhere (miss);
     `hit_upsampled`: the argmax of the map upsampled bilinearly to `H,W` lies in the mask;
     `centre_hit`: the image's centre pixel lies in the mask;
-    `valid`: the mask is not empty (average the hits over valid images only).
+    `valid`: the mask is not empty (average the hits over valid images only);
+    and `peak_cell` i32 `[B]`: the argmax cell's flat index in `[h, w]`, `points` bool `[B]`:
+    the map has a positive value (the explorer draws the peak the hit is judged at).
   """
   masks = jnp.asarray(masks) > 0
   maps = jnp.asarray(maps, jnp.float32)
@@ -173,11 +175,12 @@ def pointing_game(maps: jax.Array, masks: jax.Array) -> dict[str, jax.Array]:
   idx = jnp.argmax(cells, axis=1)
   y = jnp.minimum(((idx // w + 0.5) * (H / h)).astype(jnp.int32), H - 1)
   x = jnp.minimum(((idx % w + 0.5) * (W / w)).astype(jnp.int32), W - 1)
-  hit = masks[jnp.arange(B), y, x] & (cells.max(axis=1) > 0)
+  points = cells.max(axis=1) > 0
+  hit = masks[jnp.arange(B), y, x] & points
   up = jnp.argmax(_to_image_grid(maps, (H, W)).reshape(B, -1), axis=1)
   hit_up = jnp.take_along_axis(flat_masks, up[:, None], axis=1)[:, 0]
   return {'hit': hit, 'hit_upsampled': hit_up, 'centre_hit': masks[:, H // 2, W // 2],
-          'valid': flat_masks.any(axis=1)}
+          'valid': flat_masks.any(axis=1), 'peak_cell': idx, 'points': points}
 
 
 def box_iou(maps, masks, threshold: float = 0.2) -> np.ndarray:

@@ -129,11 +129,9 @@ def low_peaks(low: np.ndarray, masks: np.ndarray) -> list[tuple | None]:
   None for an image without a region (the localisation leaves it out)."""
   g = jax.device_get(faith_lib.pointing_game(low, masks))
   h, w = low.shape[1:]
-  flat = low.reshape(len(low), -1)
-  idx = flat.argmax(axis=1)
-  return [None if not valid else (None, None, False) if top <= 0 else
+  return [None if not valid else (None, None, False) if not points else
           (float((i // w + 0.5) / h), float((i % w + 0.5) / w), bool(hit))
-          for i, top, hit, valid in zip(idx, flat.max(axis=1), g['hit'], g['valid'])]
+          for i, points, hit, valid in zip(g['peak_cell'], g['points'], g['hit'], g['valid'])]
 
 
 def _top_tags(test: streaming.SplitSummary, tag_names: Mapping[int, str]) -> list[str]:

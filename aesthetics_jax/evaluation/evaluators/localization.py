@@ -133,7 +133,7 @@ def _arrays(low: np.ndarray, aes: np.ndarray | None, masks: np.ndarray,
          'box_iou': faith_lib.box_iou(low, masks, threshold),
          'box_iou_full_frame': faith_lib.fixed_box_iou(masks, FULL_FRAME),
          'box_iou_centre_box': faith_lib.fixed_box_iou(masks, CENTRE_BOX),
-         'flat': low.reshape(len(low), -1).max(axis=1) <= 0}
+         'flat': ~p['points']}
   if aes is not None:
     out['aesthetic_hit'] = jax.device_get(faith_lib.pointing_game(aes, masks))['hit']
   return out
