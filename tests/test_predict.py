@@ -205,16 +205,17 @@ def test_cli_hostile_files_are_one_line_errors_with_bounded_memory(cli):
   b = big['boxes']['crop']
   assert Image.open(big['crop']).size == (b['x1'] - b['x0'], b['y1'] - b['y0'])
   # Thin strips are scored from their own rows (the working copy is a pixel budget), their
-  # overlays show them whole (were 1024x2 and 11x1024 px above the legend), the narrow one
-  # centred on a band its legend fits, and a crop is cut at full size.
+  # overlays show them whole (were 1024x2 and 11x1024 px above the legend), folded into 16
+  # rows (7 columns) of about 2:1 (were 20000x86 and 256x3036), the narrow one centred on a
+  # band its legend fits, and a crop is cut at full size.
   strip, tall = recs[str(hostile['strip'])], recs[str(hostile['tall'])]
   assert 'error' not in strip and 'error' not in tall, (strip, tall)
   assert strip['note'].startswith('aspect 500:1: the model sees the image squashed')
   assert tall['note'].startswith('aspect 94:1') and 'note' not in recs[str(hostile['big'])]
   w, h = Image.open(strip['overlay']).size
-  assert w == 20000 and 40 < h < 40 + 100
+  assert w == 1250 and 16 * 40 + 15 * 5 < h < 16 * 40 + 15 * 5 + 100
   w, h = Image.open(tall['overlay']).size
-  assert w == 256 and 3000 < h < 3000 + 100
+  assert w == 256 and 429 < h < 429 + 100
   b = strip['boxes']['crop']
   assert b['y1'] - b['y0'] == 40 and Image.open(strip['crop']).size == (b['x1'] - b['x0'], 40)
   # Before: 2.6 GB for this PNG alone (float64 RGBA overlay at full size); now ~0.8 GB.
@@ -257,27 +258,51 @@ def _red(a):
   return (a == np.array([255, 60, 60], np.uint8)).all(-1)
 
 
+def _unfold(folded, hw, k, left=0):
+  """The (h, w) picture `figures.fold` cut into k pieces, put back together from the folded
+  overlay (its image part starting at column `left`), and the gaps' pixels."""
+  tall = hw[0] > hw[1]
+  short, long_side = min(hw), max(hw)
+  seg, gap = -(-long_side // k), max(3, short // 8)
+  strip = folded.transpose(1, 0, 2) if tall else folded
+  strip = strip[:, left:] if not tall else strip[left:]
+  pieces = [strip[i * (short + gap):i * (short + gap) + short, :seg] for i in range(k)]
+  gaps = [strip[i * (short + gap) + short:(i + 1) * (short + gap), :seg] for i in range(k - 1)]
+  whole = np.concatenate(pieces, axis=1)[:, :long_side]
+  return (whole.transpose(1, 0, 2) if tall else whole), np.concatenate(gaps, axis=0)
+
+
 def test_overlays_of_thin_strips_show_the_image_the_boxes_and_a_legend():
   """A 20x3000 image's overlay was 7x1024 px above a legend strip 36 px high, a 3000x32 one's
   1024x11 above a legend with no room for its text. A strip is now drawn with its own short side
-  (`overlay_grid`, within a pixel budget), a narrow one centred on a band its legend fits, and
-  the boxes stay on the image."""
+  (`overlay_grid`, within a pixel budget), folded into rows (columns) about 2:1 overall
+  (`figures.fold`), a narrow one centred on a band its legend fits, and the boxes stay on the
+  image."""
   from aesthetics_jax.evaluation import inference
   from aesthetics_jax.report import figures
   wide = _overlay((20, 3000), boxes={'average': (0, 1000, 20, 1500)})
-  assert wide.shape[1] == 3000 and 20 + 16 <= wide.shape[0] <= 20 + 60
-  red = _red(wide[:20])
+  k = figures.fold_count((20, 3000))
+  assert k == 9 and wide.shape[1] == 334  # 9 rows of 334 px: 204 px high, 1.6:1
+  assert 9 * 20 + 8 * 3 + 16 <= wide.shape[0] <= 9 * 20 + 8 * 3 + 60
+  unfolded, gaps = _unfold(wide[:9 * 20 + 8 * 3], (20, 3000), k)
+  assert (gaps == figures.LEGEND_BACKGROUND).all()
+  red = _red(unfolded)
   assert red[:, 1000:1002].all() and red[:, 1498:1500].all() and red[:2, 1000:1500].all()
   assert not red[:, :1000].any() and not red[:, 1500:].any()
-  assert wide[10, 2900, 0] > wide[10, 100, 0] + 50  # the map: blue on the left, red right
+  assert unfolded[10, 2900, 0] > unfolded[10, 100, 0] + 50  # the map: blue left, red right
   tall = _overlay((3000, 32), copy_hw=(1500, 16), boxes={'average': (1000, 0, 1500, 32)})
-  assert tall.shape[1] == figures.LEGEND_MIN_WIDTH and 3000 + 16 <= tall.shape[0] <= 3000 + 120
-  left = (figures.LEGEND_MIN_WIDTH - 32) // 2
-  assert (tall[:3000, :left] == figures.LEGEND_BACKGROUND).all()
-  assert (tall[:3000, left + 32:] == figures.LEGEND_BACKGROUND).all()
-  rows, cols = np.nonzero(_red(tall[:3000]))
-  assert (rows.min(), rows.max(), cols.min(), cols.max()) == (1000, 1499, left, left + 31)
-  assert (tall[3000:] != figures.LEGEND_BACKGROUND).any(-1).sum() > 200  # the legend's ink
+  k = figures.fold_count((3000, 32))
+  assert k == 7  # 7 columns of 429 px: 7 * 32 + 6 * 4 = 248 px wide
+  height = -(-3000 // k)
+  assert tall.shape[1] == figures.LEGEND_MIN_WIDTH and height + 16 <= tall.shape[0] <= height + 120
+  left = (figures.LEGEND_MIN_WIDTH - 248) // 2
+  assert (tall[:height, :left] == figures.LEGEND_BACKGROUND).all()
+  assert (tall[:height, left + 248:] == figures.LEGEND_BACKGROUND).all()
+  unfolded, gaps = _unfold(tall[:height, :left + 248], (3000, 32), k, left)
+  assert (gaps == figures.LEGEND_BACKGROUND).all()
+  rows, cols = np.nonzero(_red(unfolded))
+  assert (rows.min(), rows.max(), cols.min(), cols.max()) == (1000, 1499, 0, 31)
+  assert (tall[height:] != figures.LEGEND_BACKGROUND).any(-1).sum() > 200  # the legend's ink
   assert inference.overlay_grid((40, 20000)) == (40, 20000)
   assert inference.overlay_grid((1000, 20000)) == (128, 2560)
   assert inference.overlay_grid((20000, 1000)) == (2560, 128)

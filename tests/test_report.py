@@ -114,6 +114,32 @@ def test_legend_of_a_narrow_image_fits_and_photos_keep_their_width():
                                            (5000, 32))] == [5, 30, 2, 2, 2]
 
 
+@pytest.mark.parametrize('hw, k', [((1024, 8000), 1), ((100, 1000), 1), ((100, 1001), 2),
+                                    ((40, 20000), 16), ((20000, 40), 16), ((128, 2560), 3)])
+def test_fold_count_leaves_photos_and_folds_strips_about_two_to_one(hw, k):
+  assert figures.fold_count(hw) == k
+  if k > 1:
+    folded = figures.fold(np.zeros(hw + (3,), np.uint8), k)
+    ratio = max(folded.shape[:2]) / min(folded.shape[:2])
+    assert 1.2 <= ratio <= 3.5, folded.shape
+
+
+def test_fold_keeps_every_pixel_in_reading_order():
+  """Rows top to bottom for a wide picture, columns left to right for a tall one; the gaps and
+  the last piece's padding are background."""
+  wide = np.arange(7 * 50 * 3, dtype=np.uint32).reshape(7, 50, 3).astype(np.uint8)
+  out = figures.fold(wide, 3, gap=2)
+  assert out.shape == (3 * 7 + 2 * 2, 17, 3)
+  np.testing.assert_array_equal(out[:7], wide[:, :17])
+  np.testing.assert_array_equal(out[9:16], wide[:, 17:34])
+  np.testing.assert_array_equal(out[18:25, :16], wide[:, 34:])
+  assert (out[7:9] == figures.LEGEND_BACKGROUND).all()
+  assert (out[18:25, 16:] == figures.LEGEND_BACKGROUND).all()
+  tall = wide.transpose(1, 0, 2)
+  np.testing.assert_array_equal(figures.fold(tall, 3, gap=2), out.transpose(1, 0, 2))
+  assert figures.fold(wide, 1) is not None and (figures.fold(wide, 1) == wide).all()
+
+
 def test_report_has_all_sections_images_and_banner(tmp_path, sections):
   models, dataset, figs = sections
   path = report_html.write_report(tmp_path / 'r' / 'report.html', models, dataset, demo=True)

@@ -383,9 +383,11 @@ class Predictor:
   def overlay_image(self, image: preprocess.Decoded | np.ndarray, vis: dict) -> np.ndarray:
     """The --overlay_dir picture: the aesthetic map and the boxes (original pixels) over the
     image, at its original aspect and `overlay_grid` size (long side <= OVERLAY_MAX_SIDE; a
-    thin strip keeps a short side), and, in a strip below, their legend (a narrow image is
-    centred on a dark band as wide as the legend needs) → uint8 [h', w', 3]. image: the
-    `Decoded` working copy (or a uint8 [H,W,3] array at the size the boxes are in)."""
+    thin strip keeps a short side, and one over `figures.FOLD_ASPECT`:1 is folded into rows,
+    or columns, about 2:1 overall, `figures.fold`), and, in a strip below, their legend (a
+    narrow image is centred on a dark band as wide as the legend needs) → uint8 [h', w', 3].
+    image: the `Decoded` working copy (or a uint8 [H,W,3] array at the size the boxes are
+    in)."""
     if not isinstance(image, preprocess.Decoded):
       image = preprocess.Decoded(np.asarray(image), tuple(np.asarray(image).shape[:2]))
     hw = overlay_grid(image.size)
@@ -395,7 +397,12 @@ class Predictor:
     shown = {k: crop.scale_box(v, image.size, hw) for k, v in vis['boxes'].items()}
     img = figures.draw_boxes(figures.overlay(small, vis['aesthetic_map']), shown,
                              width=figures.box_width(hw))
-    return figures.add_legend(img, f'map: aesthetic ({self.method})', list(shown))
+    title = f'map: aesthetic ({self.method})'
+    k = figures.fold_count(hw)
+    if k > 1:  # a strip: its pieces in rows (columns) that a window shows at a useful size
+      img = figures.fold(img, k)
+      title += f'; folded in {k} {"columns" if hw[0] > hw[1] else "rows"}'
+    return figures.add_legend(img, title, list(shown))
 
   def predict_files(self, paths: Sequence[str], overlay_dir: str | None = None,
                     crop_dir: str | None = None, aspect: str | None = None,

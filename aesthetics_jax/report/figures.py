@@ -80,6 +80,49 @@ def box_width(hw: Sequence[int]) -> int:
   return max(2, min(max(hw[:2]) // 200, min(hw[:2]) // 16))
 
 
+# `fold`: a picture longer than FOLD_ASPECT times its short side is cut into segments laid
+# side by side, so that a viewer scaled to the window still shows its rows (a 40x20000 strip's
+# overlay was one line 20000 px long, shown 1/15 of a pixel high on a 1300-px screen).
+FOLD_ASPECT = 10
+FOLD_TARGET_ASPECT = 2.0  # the folded picture is about twice as wide as high (or tall as wide)
+
+
+def fold_count(hw: Sequence[int], max_aspect: float = FOLD_ASPECT,
+               target_aspect: float = FOLD_TARGET_ASPECT) -> int:
+  """Segments `fold` cuts an (h, w) picture into: 1 up to `max_aspect`:1; beyond, k such
+  that k segments of length L/k stacked across come out about `target_aspect`:1
+  (L/k ~ target_aspect * k * s, so k ~ sqrt(L / (target_aspect * s)))."""
+  long_side, short_side = max(hw[:2]), max(1, min(hw[:2]))
+  if long_side <= max_aspect * short_side:
+    return 1
+  return max(2, int(round(np.sqrt(long_side / (target_aspect * short_side)))))
+
+
+def fold(image: np.ndarray, segments: int, gap: int | None = None,
+         background: Sequence[int] = LEGEND_BACKGROUND) -> np.ndarray:
+  """A long picture cut into `segments` equal pieces along its long side and laid across it,
+  in reading order: a wide one's pieces as rows from top to bottom, a tall one's as columns
+  from left to right, `gap` px of `background` between them (default: 1/8 of the short side,
+  at least 3). The last piece is padded with `background` to the others' length.
+  uint8 [H, W, C] → uint8 [k*H + (k-1)*gap, ceil(W/k), C] (wide; transposed for tall);
+  `segments` 1 returns the image unchanged."""
+  image = np.asarray(image, np.uint8)
+  if segments <= 1:
+    return image
+  tall = image.shape[0] > image.shape[1]
+  strip = image.transpose(1, 0, 2) if tall else image  # [short, long, C]
+  short, long_side, c = strip.shape
+  gap = max(3, short // 8) if gap is None else gap
+  seg = -(-long_side // segments)
+  out = np.empty((segments * short + (segments - 1) * gap, seg, c), np.uint8)
+  out[:] = np.asarray(background, np.uint8)[:c]
+  for i in range(segments):
+    piece = strip[:, i * seg:(i + 1) * seg]
+    top = i * (short + gap)
+    out[top:top + short, :piece.shape[1]] = piece
+  return out.transpose(1, 0, 2) if tall else out
+
+
 def draw_boxes(image: np.ndarray, boxes: Mapping[str, Sequence[int]],
                width: int = 2) -> np.ndarray:
   """Draws named boxes `(y0, x0, y1, x1)` (end-exclusive) on a copy of uint8 [H,W,3]."""
