@@ -62,6 +62,8 @@ def flags_with_defaults(xla_flags: str) -> str:
 
 
 def backends_started() -> bool:
+  if 'jax' not in sys.modules:  # not even imported: importing it to ask would cost seconds
+    return False
   from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
   return xla_bridge.backends_are_initialized()
 

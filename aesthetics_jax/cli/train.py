@@ -50,6 +50,8 @@ def main(argv):
     common.usage_error('train', f'unexpected arguments {argv[1:]}; use --config.key=value')
   common.check_outputs('train', folders={'workdir': _WORKDIR.value})
   _check_processes(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  config = _CONFIG.value
+  _check_values(config)
   import jax  # pylint: disable=import-outside-toplevel
   if _COORDINATOR.value == 'auto':
     jax.distributed.initialize()  # TPU pods, SLURM, ...: JAX reads the cluster's environment.
@@ -62,14 +64,11 @@ def main(argv):
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.data import preprocess  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import trainer  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.data import sampling  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.models import pretrained  # pylint: disable=import-outside-toplevel
-  config = _CONFIG.value
   from aesthetics_jax.train import config_checks  # pylint: disable=import-outside-toplevel
-  try:  # a config that contradicts itself is a usage error, found before any work
-    sampling.check_weighting(bool(config.input.balanced), str(config.input.weighting))
+  try:  # the model's enumerations (arch, dtype, depthwise, ...): building it needs JAX
     config_checks.check(config)
-  except (preprocess.InputError, config_checks.ConfigError) as e:
+  except config_checks.ConfigError as e:
     common.usage_error('train', e)
   checkpoints.quiet_orbax_errors()  # failed saves arrive as one CheckpointError line
   # CheckpointError: workdir (busy, read-only, a file), damaged checkpoints, failed saves.
@@ -113,6 +112,18 @@ def main(argv):
                 'storage, then rerun to resume from the last checkpoint')
   if jax.process_index() == 0:
     print(json.dumps(io_lib.json_safe(dict(result)), sort_keys=True, allow_nan=False))
+
+
+def _check_values(config) -> None:
+  """A config that contradicts itself is a usage error, found before JAX loads: a second
+  rather than the eight that importing the trainer took."""
+  from aesthetics_jax.data import errors, sampling  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import config_checks  # pylint: disable=import-outside-toplevel
+  try:
+    sampling.check_weighting(bool(config.input.balanced), str(config.input.weighting))
+    config_checks.check_values(config)
+  except (errors.InputError, config_checks.ConfigError) as e:
+    common.usage_error('train', e)
 
 
 def _check_processes(address: str | None, num: int | None, pid: int | None) -> None:

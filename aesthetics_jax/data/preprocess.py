@@ -37,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from aesthetics_jax.data.errors import InputError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZE_MODES = ('none', 'imagenet')
@@ -85,10 +87,6 @@ warnings.filterwarnings('ignore', category=Image.DecompressionBombWarning)
 # Stream tag mixed into the seed so augmentations draw a random stream independent of the
 # sampler's (data/sampling.py) for the same (seed, step).
 _AUGMENT_STREAM = 0xA06E17
-
-
-class InputError(ValueError):
-  """A problem a user can fix (bad config, unreadable image); `str()` is one line."""
 
 
 class DecodeError(InputError):

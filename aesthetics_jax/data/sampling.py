@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from aesthetics_jax.data import ava
-from aesthetics_jax.data.preprocess import InputError
+from aesthetics_jax.data.errors import InputError
 from aesthetics_jax.io import atomic_write_bytes
 
 WEIGHT_SCHEMES = ('none', 'class', 'score')

@@ -144,9 +144,14 @@ def problems(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
   return out
 
 
+def check_values(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first bad value of `problems` (no JAX needed)."""
+  _raise_first(problems(config))
+
+
 def check(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first bad value (the model's enumerations too: arch, dtype,
-  depthwise, conv3x3)."""
+  depthwise, conv3x3, which building the model checks: that imports JAX)."""
   from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
   found = problems(config)
   if not found:
@@ -154,6 +159,10 @@ def check(config: ml_collections.ConfigDict) -> None:
       models.create_model(config.model)
     except ValueError as e:
       found = [str(e).splitlines()[0]]
+  _raise_first(found)
+
+
+def _raise_first(found: list[str]) -> None:
   if found:
     more = f' (and {len(found) - 1} more)' if len(found) > 1 else ''
     raise ConfigError(found[0] + more)
