@@ -78,6 +78,14 @@ def configure() -> bool:
   return True
 
 
+def host_cpu_count() -> int:
+  """CPU cores this process may run on (its affinity mask, e.g. a container's cpuset), >= 1."""
+  try:
+    return max(1, len(os.sched_getaffinity(0)))
+  except AttributeError:  # no sched_getaffinity (macOS, Windows)
+    return max(1, os.cpu_count() or 1)
+
+
 def glibc_version() -> tuple[int, int] | None:
   """(major, minor) of the C library when it is glibc, else None (musl, macOS, Windows)."""
   try:

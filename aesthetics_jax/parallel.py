@@ -14,7 +14,6 @@ statistics instead of batch ones.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 import jax
@@ -163,11 +162,3 @@ def features_fn(model, chunk: int | None = None, num_shards: int = 1):
                      a, c * factor, num_shards)
 
   return features
-
-
-def host_cpu_count() -> int:
-  """CPU cores this process may run on (its affinity mask, e.g. a container's cpuset), >= 1."""
-  try:
-    return max(1, len(os.sched_getaffinity(0)))
-  except AttributeError:  # no sched_getaffinity (macOS, Windows)
-    return max(1, os.cpu_count() or 1)

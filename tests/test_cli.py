@@ -192,3 +192,48 @@ def test_make_fake_weights_bad_size_flag_exits_2(tmp_path):
   assert r.returncode == 2 and not (tmp_path / 'w').exists()
   assert r.stderr.strip().splitlines() == [
       'make_fake_weights: --calibration_images=100000: pass a value from 2 to 64']
+
+
+# A bad flag or config value answers before JAX loads (it took 3-8 s of imports first: predict
+# without --workdir 3.3 s, a bad --config value of train 8.3 s). prepare_data's flags name the
+# decoder's limits (JAX-side modules) and it needs TFDS for any work: it is not in this list.
+_BEFORE_JAX = [
+    ('train', ['--config=demo:vgg16,smoke', '--config.input.image_size=0', '--workdir={tmp}/w'],
+     'train: config.input.image_size=0: must be an integer >= 32'),
+    ('train', ['--config=demo:vgg16,smoke', '--config.input.weighting=class',
+               '--config.input.balanced=True',
+               '--workdir={tmp}/w'], "train: config.input.weighting='class' with"),
+    ('train', ['--config=demo:vgg16,smoke', '--num_processes=2', '--workdir={tmp}/w'],
+     'train: --num_processes / --process_id need --coordinator_address'),
+    ('predict', [], 'predict: flag --workdir=None'),
+    ('predict', ['--workdir={tmp}/nowhere', 'x.jpg'], 'predict: --workdir={tmp}/nowhere: no such'),
+    ('evaluate', ['--workdir={tmp}/nowhere'], 'evaluate: --workdir={tmp}/nowhere'),
+    ('benchmark', ['--what=nope'], 'benchmark: '),
+    ('demo', ['--bogus=1'], "demo: Unknown command line flag 'bogus'"),
+    ('control', ['--bogus=1'], "control: Unknown command line flag 'bogus'"),
+    ('paper_run', ['--bogus=1'], "paper_run: Unknown command line flag 'bogus'"),
+    ('make_demo_data', ['--bogus=1'], "make_demo_data: Unknown command line flag 'bogus'"),
+    ('make_fake_weights', ['--out={tmp}/w', '--archs=resnet'],
+     'make_fake_weights: --archs=resnet: use some of mobilenet_v2,vgg16'),
+    ('convert_weights', ['--arch=vgg16', '--source={tmp}/none.pth', '--out={tmp}/o'],
+     'convert_weights: --source={tmp}/none.pth: no such file'),
+]
+
+
+def test_usage_errors_answer_before_jax_loads(tmp_path):
+  """Each command runs with a `jax` package on PYTHONPATH that fails on import: the usage
+  error must still be its one line, exit 2."""
+  (tmp_path / 'poison' / 'jax').mkdir(parents=True)
+  (tmp_path / 'poison' / 'jax' / '__init__.py').write_text(
+      "raise ImportError('JAX was imported before the usage error')\n")
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / 'poison'), str(ROOT)]))
+  assert {c for c, _, _ in _BEFORE_JAX} | {'prepare_data'} == {
+      SCRIPTS[s].split(':')[0].rsplit('.', 1)[1] for s in SCRIPTS}
+  for command, args, expect in _BEFORE_JAX:
+    args = [a.format(tmp=tmp_path) for a in args]
+    r = subprocess.run([sys.executable, '-m', f'aesthetics_jax.cli.{command}', *args],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, (command, args, r.stderr)
+    assert lines[0].startswith(expect.format(tmp=tmp_path)), (command, lines)
+  assert not (tmp_path / 'w').exists() and not (tmp_path / 'o').exists()

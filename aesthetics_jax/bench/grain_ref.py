@@ -32,6 +32,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from jax.sharding import Mesh
 
+from aesthetics_jax import cpu_backend
 from aesthetics_jax import parallel
 from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.data import preprocess
@@ -193,7 +194,7 @@ def _dataset(source: Sequence[Record], locate: _Locate, prep: _Preprocess, lengt
 
 def _workers(config) -> int:
   n = int(config.input.num_workers)
-  return n if n > 0 else parallel.host_cpu_count()
+  return n if n > 0 else cpu_backend.host_cpu_count()
 
 
 def train_batches(source: Sequence[Record], config, mesh: Mesh, start_step: int = 0, *,

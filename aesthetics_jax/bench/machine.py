@@ -18,7 +18,7 @@ from typing import Any
 import jax
 from PIL import features as pil_features
 
-from aesthetics_jax import cpu_backend, parallel
+from aesthetics_jax import cpu_backend
 
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'pillow', 'tensorflow-datasets',
             'torch', 'torchvision', 'grad-cam', 'grain')
@@ -109,7 +109,7 @@ def info() -> dict[str, Any]:
   out: dict[str, Any] = {
       'hostname': platform.node(), 'platform': platform.platform(),
       'processor': platform.processor() or platform.machine(),
-      'python': sys.version.split()[0], 'cpu_count': parallel.host_cpu_count(),
+      'python': sys.version.split()[0], 'cpu_count': cpu_backend.host_cpu_count(),
       'host_cpu_count': os.cpu_count(),
       'load_average': list(os.getloadavg()) if hasattr(os, 'getloadavg') else None,
       'memory_total_gb': _memory_total_gb(),
@@ -166,7 +166,7 @@ def cpu_times() -> dict[str, float] | None:
   except OSError:
     return None
   cpus = sum(1 for line in lines if line.startswith('cpu') and line[3:4].isdigit())
-  if cpus != parallel.host_cpu_count() or not lines or not lines[0].startswith('cpu '):
+  if cpus != cpu_backend.host_cpu_count() or not lines or not lines[0].startswith('cpu '):
     return None
   # user nice system idle iowait irq softirq steal [guest guest_nice] (guest is in user)
   v = [int(x) for x in lines[0].split()[1:]]

@@ -20,9 +20,9 @@ import os
 from absl import flags
 
 from aesthetics_jax.cli import common
-from aesthetics_jax.models import pretrained
+from aesthetics_jax.configs.default import ARCHS
 
-_ARCH = flags.DEFINE_enum('arch', None, list(pretrained.ARCHS), 'Architecture of --source.')
+_ARCH = flags.DEFINE_enum('arch', None, list(ARCHS), 'Architecture of --source.')
 _SOURCE = flags.DEFINE_string('source', None, 'torchvision weights: .pth, .safetensors, .npz.')
 _OUT = flags.DEFINE_string('out', None, 'Output directory, or a .npz file path.')
 flags.mark_flags_as_required(['arch', 'source', 'out'])
@@ -38,6 +38,8 @@ def main(argv):
   out = _OUT.value  # a .npz file, or a folder that gets <arch>.npz
   common.check_outputs('convert_weights', **(
       {'files': {'out': out}} if out.endswith('.npz') else {'folders': {'out': out}}))
+  # The converter (JAX, flax) loads after the checks: a bad flag answers at once.
+  from aesthetics_jax.models import pretrained  # pylint: disable=import-outside-toplevel
   try:
     path, meta = pretrained.convert_file(_SOURCE.value, _OUT.value, _ARCH.value)
   except (pretrained.PretrainedError, OSError) as e:

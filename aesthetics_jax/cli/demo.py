@@ -22,6 +22,7 @@ from absl import logging
 
 from aesthetics_jax.cli import common
 from aesthetics_jax.cli import stages
+from aesthetics_jax.configs.default import ARCHS
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory of the whole demo.')
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny data and 2 training steps (tests).')
@@ -32,7 +33,6 @@ _PARALLEL = flags.DEFINE_bool('parallel', None, 'Train/evaluate the two models i
                               'at once (default: on, off with --smoke).')
 flags.mark_flags_as_required(['workdir'])
 
-ARCHS = ('mobilenet_v2', 'vgg16')
 # Full job on a quiet 2-core CPU: ~6 minutes, two processes at once (MobileNetV2 at 112 px,
 # 500 steps, trains ~4 of them while VGG16 trains and evaluates beside it).
 SIZES = {False: (1200, 300), True: (24, 12)}

@@ -18,11 +18,10 @@ a bad flag, 1 for a failed write (a full disk: nothing half-written is left).
 from absl import flags
 
 from aesthetics_jax.cli import common
-from aesthetics_jax.cli import fake_weights
-from aesthetics_jax.models import fake_imagenet
+from aesthetics_jax.configs.default import ARCHS
 
 _OUT = flags.DEFINE_string('out', None, 'Output folder (<arch>-synthetic.pth are written).')
-_ARCHS = flags.DEFINE_list('archs', list(fake_imagenet.ARCHS), 'Architectures to write.')
+_ARCHS = flags.DEFINE_list('archs', list(ARCHS), 'Architectures to write.')
 _WIDTH = flags.DEFINE_float('width_mult', 1.0, 'Width multiplier (1.0 = the ImageNet files).')
 _FC_DIM = flags.DEFINE_integer('fc_dim', 4096, 'VGG16 classifier width (4096 = ImageNet).')
 _N_IMAGES = flags.DEFINE_integer('calibration_images', 16, 'Synthetic images to calibrate on.')
@@ -34,10 +33,13 @@ flags.mark_flags_as_required(['out'])
 def main(argv):
   if len(argv) > 1:
     common.usage_error('make_fake_weights', f'unexpected arguments {argv[1:]}')
-  bad = sorted(set(_ARCHS.value) - set(fake_imagenet.ARCHS))
+  bad = sorted(set(_ARCHS.value) - set(ARCHS))
   if bad or not _ARCHS.value:
     common.usage_error('make_fake_weights', f'--archs={",".join(_ARCHS.value)}: use some of '
-                       f'{",".join(fake_imagenet.ARCHS)}')
+                       f'{",".join(ARCHS)}')
+  # The models (JAX, flax) load after the flag checks: a misspelled flag answers at once.
+  from aesthetics_jax.cli import fake_weights  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.models import fake_imagenet  # pylint: disable=import-outside-toplevel
   try:
     fake_weights.check_args(_WIDTH.value, _FC_DIM.value, _N_IMAGES.value, _IMAGE_SIZE.value)
   except fake_imagenet.FakeWeightsError as e:

@@ -13,8 +13,8 @@ import time
 from typing import Callable
 
 from aesthetics_jax.cli import stages
+from aesthetics_jax.configs.default import ARCHS
 
-ARCHS = ('mobilenet_v2', 'vgg16')
 CONFIGS = {'mobilenet_v2': 'mobilenet_v2_emd', 'vgg16': 'vgg16_binary'}
 RUN_JSON, RUN_MD = 'paper_run.json', 'paper_run.md'
 # --smoke: kept train / test images, their long side, calibration images of the weights.

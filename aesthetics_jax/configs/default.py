@@ -6,6 +6,10 @@ override. Any key can be overridden on the command line: `--config.optim.lr=1e-4
 """
 import ml_collections
 
+# config.model.arch: the models the library builds (every command and module that lists them
+# reads this one tuple).
+ARCHS = ('mobilenet_v2', 'vgg16')
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()

@@ -15,7 +15,7 @@ import ml_collections
 from aesthetics_jax import configs
 from aesthetics_jax.configs import default
 
-ARCHS = ('mobilenet_v2', 'vgg16')
+ARCHS = default.ARCHS
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -38,7 +38,7 @@ from PIL import ImageFile
 import tensorflow_datasets as tfds
 import tqdm
 
-from aesthetics_jax import parallel
+from aesthetics_jax import cpu_backend
 from aesthetics_jax.data import ava
 from aesthetics_jax.data import preprocess
 from aesthetics_jax.data import tfds_spill
@@ -230,7 +230,7 @@ def select_images(ava_dir: str | os.PathLike, subset: str, *,
 
   # Full decode of every candidate, in parallel (PIL releases the GIL while decoding).
   jobs = [(split, img) for split in SPLITS for img in candidates[split]]
-  workers = num_workers or parallel.host_cpu_count()
+  workers = num_workers or cpu_backend.host_cpu_count()
 
   def check(job):
     return check_image_file(ava.image_path(ava_dir, job[1].image_id),

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from aesthetics_jax import parallel
+from aesthetics_jax import cpu_backend
 from aesthetics_jax.data import ava
 from aesthetics_jax.data import demo
 from aesthetics_jax.io import atomic_write_json, atomic_write_text
@@ -182,7 +182,7 @@ def generate(out_dir: os.PathLike | str, num_train: int = PAPER_KEPT['train'],
     raise demo.DemoDataError(f'long_side must be (min, max) with 56 <= min <= max, got '
                              f'{long_side} (shorter sides would fall under the decoder\'s '
                              'minimum of 32 px)')
-  workers = int(workers) or parallel.host_cpu_count()
+  workers = int(workers) or cpu_backend.host_cpu_count()
   out_dir = Path(out_dir)
   params = _params(num_train, num_test, seed, (lo, hi))
   done = demo._is_complete(out_dir, params)  # pylint: disable=protected-access

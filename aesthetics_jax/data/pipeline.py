@@ -32,6 +32,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from aesthetics_jax import cpu_backend
 from aesthetics_jax import parallel
 from aesthetics_jax.data import preprocess
 from aesthetics_jax.data import sampling
@@ -53,7 +54,7 @@ def _check_batch_size(batch_size: int, mesh: Mesh, what: str) -> None:
 
 def _num_workers(config) -> int:
   n = int(config.input.num_workers)
-  return n if n > 0 else parallel.host_cpu_count()
+  return n if n > 0 else cpu_backend.host_cpu_count()
 
 
 class _Loader:

@@ -35,7 +35,7 @@ from aesthetics_jax.models import vgg
 from aesthetics_jax.models.mobilenet_v2 import MobileNetV2Encoder, make_divisible
 from aesthetics_jax.models.vgg import VGG16Encoder
 
-ARCHS = ('mobilenet_v2', 'vgg16')
+ARCHS = default_config.ARCHS
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 

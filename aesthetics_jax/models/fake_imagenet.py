@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 
 from aesthetics_jax import io
+from aesthetics_jax.configs.default import ARCHS
 from aesthetics_jax.models import mobilenet_v2 as mnv2
 from aesthetics_jax.models import vgg
 
-ARCHS = ('mobilenet_v2', 'vgg16')
 NUM_CLASSES = 1000      # ImageNet's classifier rows, as in the real files
 BN_EPS = 1e-5
 VGG_POOL = 7            # torchvision's AdaptiveAvgPool2d((7, 7)) before classifier.0

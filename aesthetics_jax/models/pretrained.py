@@ -26,13 +26,13 @@ from flax import traverse_util
 from flax.core import unfreeze
 
 from aesthetics_jax import io
+from aesthetics_jax.configs.default import ARCHS
 from aesthetics_jax.models import mobilenet_v2 as mnv2
 
 # Heads that are new for our tasks, and ImageNet's classifiers (never loaded by default).
 DEFAULT_DONT_LOAD = (r'^params/head/(score|tags|logit)/', r'^params/head/(classifier|fc8)/')
 FORMAT = 'aesthetics_jax.flax_flat_v1'
 TORCH_HINT = "install the torch extra: pip install -e '.[torch]'"
-ARCHS = ('mobilenet_v2', 'vgg16')
 
 
 class PretrainedError(ValueError):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from aesthetics_jax import cpu_backend
+
 
 @dataclasses.dataclass(frozen=True)
 class Options:
@@ -85,12 +87,10 @@ class Options:
     return parallel.default_chunk() if self.chunk < 0 else self.chunk
 
   def all_workers(self) -> int:
-    from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
-    return self.workers or parallel.host_cpu_count()
+    return self.workers or cpu_backend.host_cpu_count()
 
   def torch_threads(self) -> int:
-    from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
-    return self.threads or parallel.host_cpu_count()
+    return self.threads or cpu_backend.host_cpu_count()
 
 
 # --quick: a few minutes in all. The launcher applies these to flags not given explicitly.

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from aesthetics_jax import models
+from aesthetics_jax import cpu_backend
 from aesthetics_jax import parallel
 from aesthetics_jax.bench import grain_ref, synthetic, timing, workloads
 from aesthetics_jax.bench.sections import Options, Row
@@ -214,7 +215,7 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
   first_rounds = timing.summarize_rounds(paired(fed_r))
   later_rounds = timing.summarize_rounds(paired(later_r))
   need = math.ceil(model_ips / per_worker_ips) if per_worker_ips > 0 else None
-  cpus = parallel.host_cpu_count()
+  cpus = cpu_backend.host_cpu_count()
   print(f'  model alone {timing.fmt_rate(alone)}; fed by train_batches, first epoch '
         f'(decoding) {timing.fmt_rate(fed_r)}, later epochs (resized cache) '
         f'{timing.fmt_rate(later_r)}; fed / alone round by round: first epoch '
