@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from aesthetics_jax import models
+from aesthetics_jax.data import decoder
 from aesthetics_jax.data import preprocess
 from aesthetics_jax.evaluation import inference
 from aesthetics_jax.explain import cam as cam_lib
@@ -111,7 +112,7 @@ def to_array(x: ImageLike) -> np.ndarray:
   if isinstance(x, Image.Image):
     # The file decoder's rules (16-bit and float modes scaled to their white level, not
     # clipped by convert('RGB'); NaN refused; EXIF-upright; pixel cap; >= 32 px a side).
-    return preprocess.decode(x, min_side=preprocess.MIN_SIDE, what='PIL image').image
+    return decoder.decode(x, min_side=decoder.MIN_SIDE, what='PIL image').image
   if hasattr(x, 'read'):  # an open file or io.BytesIO
     raise ValueError(f'{type(x).__name__}: pass its bytes (f.read()), its path, or a PIL '
                      'image (Image.open(f))')
@@ -128,9 +129,9 @@ def to_array(x: ImageLike) -> np.ndarray:
     a = np.repeat(a[..., None], 3, axis=-1)
   if a.ndim != 3 or a.shape[-1] not in (3, 4):
     raise ValueError(f'image array has shape {a.shape}; pass [H, W], [H, W, 3] or [H, W, 4]')
-  if min(a.shape[:2]) < preprocess.MIN_SIDE:  # as a file of that size is refused
+  if min(a.shape[:2]) < decoder.MIN_SIDE:  # as a file of that size is refused
     raise ValueError(f'image array of {a.shape[0]}x{a.shape[1]} px is under '
-                     f'{preprocess.MIN_SIDE} px a side; the model needs a larger image')
+                     f'{decoder.MIN_SIDE} px a side; the model needs a larger image')
   return np.ascontiguousarray(a[..., :3])
 
 

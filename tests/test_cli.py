@@ -195,8 +195,7 @@ def test_make_fake_weights_bad_size_flag_exits_2(tmp_path):
 
 
 # A bad flag or config value answers before JAX loads (it took 3-8 s of imports first: predict
-# without --workdir 3.3 s, a bad --config value of train 8.3 s). prepare_data's flags name the
-# decoder's limits (JAX-side modules) and it needs TFDS for any work: it is not in this list.
+# without --workdir 3.3 s, a bad --config value of train 8.3 s; prepare_data loads none at all).
 _BEFORE_JAX = [
     ('train', ['--config=demo:vgg16,smoke', '--config.input.image_size=0', '--workdir={tmp}/w'],
      'train: config.input.image_size=0: must be an integer >= 32'),
@@ -215,6 +214,8 @@ _BEFORE_JAX = [
     ('make_demo_data', ['--bogus=1'], "make_demo_data: Unknown command line flag 'bogus'"),
     ('make_fake_weights', ['--out={tmp}/w', '--archs=resnet'],
      'make_fake_weights: --archs=resnet: use some of mobilenet_v2,vgg16'),
+    ('prepare_data', ['--ava_dir={tmp}/nowhere', '--data_dir={tmp}/d'],
+     'prepare_data: {tmp}/nowhere/AVA.txt: not found'),
     ('convert_weights', ['--arch=vgg16', '--source={tmp}/none.pth', '--out={tmp}/o'],
      'convert_weights: --source={tmp}/none.pth: no such file'),
 ]
@@ -227,7 +228,7 @@ def test_usage_errors_answer_before_jax_loads(tmp_path):
   (tmp_path / 'poison' / 'jax' / '__init__.py').write_text(
       "raise ImportError('JAX was imported before the usage error')\n")
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / 'poison'), str(ROOT)]))
-  assert {c for c, _, _ in _BEFORE_JAX} | {'prepare_data'} == {
+  assert {c for c, _, _ in _BEFORE_JAX} == {
       SCRIPTS[s].split(':')[0].rsplit('.', 1)[1] for s in SCRIPTS}
   for command, args, expect in _BEFORE_JAX:
     args = [a.format(tmp=tmp_path) for a in args]

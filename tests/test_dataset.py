@@ -15,7 +15,7 @@ import pytest
 from aesthetics_jax.data import ava
 from aesthetics_jax.data import stats as data_stats
 from aesthetics_jax.data import dataset
-from aesthetics_jax.data import preprocess
+from aesthetics_jax.data import decoder
 from image_fixture import huge_header_png
 
 TAG_NAMES = {1: 'Abstract', 2: 'Nature', 3: 'Portraiture', 4: 'Landscape'}
@@ -114,7 +114,7 @@ def built(tmp_path_factory):
   # 209 is listed for training but has no AVA.txt row.
   write_ava(root, rows, {'train': list(cases) + [209], 'test': TEST_IDS}, files)
   with open(root / 'images' / '210.jpg', 'wb') as f:  # refused from its size, never read
-    f.truncate(preprocess.MAX_FILE_BYTES + 1)
+    f.truncate(decoder.MAX_FILE_BYTES + 1)
   data_dir = tmp_path_factory.mktemp('tfds')
   res = dataset.prepare(root, data_dir, 'style', max_pixels=MAX_PIXELS, num_workers=2)
   return root, data_dir, cases, res

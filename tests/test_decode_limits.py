@@ -1,4 +1,4 @@
-"""preprocess.decode under hostile input: caps before decoding, bounded memory, EXIF orientation.
+"""decoder.decode under hostile input: caps before decoding, bounded memory, EXIF orientation.
 
 Everything here is fast (tiny images, or big ones that are never decoded); the Predictor path
 (score and boxes of an EXIF-rotated photo, peak RSS with overlays and crops) is checked in
@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from aesthetics_jax.data import decoder
 from aesthetics_jax.data import preprocess
 import image_fixture
 from image_fixture import huge_header_png
@@ -36,17 +37,17 @@ def test_exif_orientation_is_applied_as_exif_transpose_does(orientation, fmt):
   shown = image_fixture.smooth_photo(48, 64)
   data = image_fixture.encode(shown, fmt, orientation)
   want = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert('RGB'))
-  dec = preprocess.decode(data)
+  dec = decoder.decode(data)
   np.testing.assert_array_equal(dec.image, want)
-  assert dec.size == (48, 64) == preprocess.image_size(data)  # displayed, not stored
-  np.testing.assert_array_equal(preprocess.decode_image(data), want)
+  assert dec.size == (48, 64) == decoder.image_size(data)  # displayed, not stored
+  np.testing.assert_array_equal(decoder.decode_image(data), want)
 
 
 def _tiff(shown: np.ndarray, orientation: int) -> bytes:
   """`shown` stored as a camera would in a TIFF with `orientation` (in the TIFF tags)."""
   stored = Image.open(io.BytesIO(image_fixture.encode(shown, 'PNG', orientation)))
   buf = io.BytesIO()
-  stored.convert('RGB').save(buf, 'TIFF', tiffinfo={preprocess.ORIENTATION_TAG: orientation})
+  stored.convert('RGB').save(buf, 'TIFF', tiffinfo={decoder.ORIENTATION_TAG: orientation})
   return buf.getvalue()
 
 
@@ -61,23 +62,23 @@ def test_tiff_and_webp_orientations_are_applied_once(orientation, fmt):
   else:
     stored = Image.open(io.BytesIO(image_fixture.encode(shown, 'PNG', orientation)))
     exif = Image.Exif()
-    exif[preprocess.ORIENTATION_TAG] = orientation
+    exif[decoder.ORIENTATION_TAG] = orientation
     buf = io.BytesIO()
     stored.convert('RGB').save(buf, 'WEBP', lossless=True, exif=exif.tobytes())
     data = buf.getvalue()
   for target in (None, 20):
-    dec = preprocess.decode(data, target=target)
-    assert dec.size == (48, 64) == preprocess.image_size(data), (dec.size, target)
+    dec = decoder.decode(data, target=target)
+    assert dec.size == (48, 64) == decoder.image_size(data), (dec.size, target)
     if target is None:
       np.testing.assert_array_equal(dec.image, shown)
     else:
       assert dec.image.shape[1] > dec.image.shape[0]  # landscape, as displayed
   # A PIL image handed in (the notebook API), opened or already loaded.
   img = Image.open(io.BytesIO(data))
-  np.testing.assert_array_equal(preprocess.decode(img).image, shown)
+  np.testing.assert_array_equal(decoder.decode(img).image, shown)
   img = Image.open(io.BytesIO(data))
   img.load()
-  np.testing.assert_array_equal(preprocess.decode(img).image, shown)
+  np.testing.assert_array_equal(decoder.decode(img).image, shown)
 
 
 @pytest.mark.parametrize('fmt,tol', [('PNG', 0.0), ('JPEG', 2.0)])
@@ -88,7 +89,7 @@ def test_rotated_photo_gets_the_upright_model_input(fmt, tol):
   upright, rotated = (image_fixture.encode(shown, fmt, o) for o in (1, 6))
   assert Image.open(io.BytesIO(rotated)).size == (96, 128)  # stored sideways
   for target in (None, 40):
-    a, b = (preprocess.decode(d, target=target) for d in (upright, rotated))
+    a, b = (decoder.decode(d, target=target) for d in (upright, rotated))
     assert a.size == b.size == (96, 128) and a.image.shape == b.image.shape
     x, y = (preprocess.preprocess_eval_np(d.image, 32).astype(float) for d in (a, b))
     assert np.abs(x - y).mean() <= tol
@@ -99,12 +100,12 @@ def test_rotated_photo_gets_the_upright_model_input(fmt, tol):
 def test_large_images_decode_reduced_with_the_original_size():
   shown = image_fixture.smooth_photo(600, 900)
   for fmt in ('JPEG', 'PNG'):
-    dec = preprocess.decode(image_fixture.encode(shown, fmt), target=100)
+    dec = decoder.decode(image_fixture.encode(shown, fmt), target=100)
     assert dec.size == (600, 900) and dec.reduced
     assert 100 <= min(dec.image.shape[:2]) < 200  # both sides >= target, not much more
     assert abs(dec.image.shape[1] / dec.image.shape[0] - 1.5) < 0.02
   # The long side bound wins for an extreme aspect ratio (and needs no target).
-  dec = preprocess.decode(image_fixture.encode(image_fixture.smooth_photo(40, 1000), 'PNG'),
+  dec = decoder.decode(image_fixture.encode(image_fixture.smooth_photo(40, 1000), 'PNG'),
                           target=64, max_side=256)
   assert dec.size == (40, 1000) and max(dec.image.shape[:2]) <= 256
   # Palette and 16-bit images reduce band by band to the same picture as converting first.
@@ -112,7 +113,7 @@ def test_large_images_decode_reduced_with_the_original_size():
   buf = io.BytesIO()
   pal.save(buf, 'PNG')
   want = np.asarray(pal.convert("RGB").reduce(6))  # 600 // 100
-  np.testing.assert_array_equal(preprocess.decode(buf.getvalue(), target=100).image, want)
+  np.testing.assert_array_equal(decoder.decode(buf.getvalue(), target=100).image, want)
 
 
 # predict's working copy (`inference.WORK_SIDE`, `.WORK_MAX_PIXELS`; this module stays off the
@@ -125,10 +126,10 @@ def _planned(hw, jpeg, target=_WORK_SIDE, max_side=None, budget=_WORK_PIXELS):
   header size hw, by its own arithmetic: the JPEG draft 1/n (sides rounded up), then the
   integer reduce factor (rounded up)."""
   h, w = hw
-  scale = preprocess._work_scale(hw, target, max_side, budget)
-  n = preprocess._dct_denominator(hw, target, max_side, budget) if jpeg else 1
+  scale = decoder._work_scale(hw, target, max_side, budget)
+  n = decoder._dct_denominator(hw, target, max_side, budget) if jpeg else 1
   size = (-(-w // n), -(-h // n))  # PIL's (W, H)
-  f = preprocess._reduce_factor(size, (w, h), scale, max_side, budget)
+  f = decoder._reduce_factor(size, (w, h), scale, max_side, budget)
   return (size[1], size[0]), (-(-size[1] // f), -(-size[0] // f))
 
 
@@ -143,7 +144,7 @@ def test_the_working_copy_budget_keeps_photos_and_strips():
                              ((300, 200), 64, None)):
     for fmt in ('JPEG', 'PNG'):
       data = image_fixture.encode(np.full(hw + (3,), 90, np.uint8), fmt)
-      dec = preprocess.decode(data, target=target, budget=budget)
+      dec = decoder.decode(data, target=target, budget=budget)
       assert dec.size == hw and dec.image.shape[:2] == _planned(hw, fmt == 'JPEG', target,
                                                                 budget=budget)[1], (hw, fmt)
   assert _planned((40, 20000), True)[1] == (40, 20000)
@@ -186,7 +187,7 @@ def test_a_pixel_budget_reduces_a_jpeg_in_the_dct(monkeypatch):
 
   monkeypatch.setattr(JpegImagePlugin.JpegImageFile, 'draft', spy)
   data = image_fixture.encode(image_fixture.smooth_photo(256, 8192), 'JPEG')
-  dec = preprocess.decode(data, target=_WORK_SIDE, budget=2**17)
+  dec = decoder.decode(data, target=_WORK_SIDE, budget=2**17)
   assert calls == [(2048, 64)] and dec.size == (256, 8192) and dec.image.shape == (64, 2048, 3)
 
 
@@ -213,12 +214,12 @@ def test_a_tall_strip_resizes_to_the_model_input_height_first(monkeypatch):
 
 
 def test_bomb_is_refused_from_the_header():
-  with pytest.raises(preprocess.DecodeError) as e:
-    preprocess.decode(huge_header_png(12000, 12000), what='big.png')
-  assert e.value.reason == preprocess.DECOMPRESSION_BOMB
+  with pytest.raises(decoder.DecodeError) as e:
+    decoder.decode(huge_header_png(12000, 12000), what='big.png')
+  assert e.value.reason == decoder.DECOMPRESSION_BOMB
   _one_line(e, 'big.png: decompression bomb: 144 MP > cap 100 MP', '12000x12000')
-  with pytest.raises(preprocess.DecodeError) as e:  # past PIL's own limit: raised in open()
-    preprocess.decode(huge_header_png(), what='x')
+  with pytest.raises(decoder.DecodeError) as e:  # past PIL's own limit: raised in open()
+    decoder.decode(huge_header_png(), what='x')
   _one_line(e, 'decompression bomb: 10,000 MP > cap 100 MP')
 
 
@@ -226,53 +227,53 @@ def test_oversize_file_is_refused_before_it_is_read(tmp_path):
   p = tmp_path / 'huge.png'
   with open(p, 'wb') as f:  # sparse: 2 GB on paper, nothing on disk
     f.truncate(2 * 2**30)
-  with pytest.raises(preprocess.DecodeError) as e:
-    preprocess.read_file(p)
-  assert e.value.reason == preprocess.TOO_LARGE
+  with pytest.raises(decoder.DecodeError) as e:
+    decoder.read_file(p)
+  assert e.value.reason == decoder.TOO_LARGE
   _one_line(e, str(p), 'file too large: 2048 MB > cap 64 MB')
-  with pytest.raises(preprocess.DecodeError) as e:
-    preprocess.decode(b'x' * 101, max_bytes=100, what='rec 7')
+  with pytest.raises(decoder.DecodeError) as e:
+    decoder.decode(b'x' * 101, max_bytes=100, what='rec 7')
   _one_line(e, 'rec 7: file too large')
 
 
 @pytest.mark.parametrize('make,reason,text', [
-    (lambda: b'', preprocess.EMPTY, 'empty file'),
-    (lambda: b'plain text, not an image', preprocess.UNDECODABLE, 'not an image'),
+    (lambda: b'', decoder.EMPTY, 'empty file'),
+    (lambda: b'plain text, not an image', decoder.UNDECODABLE, 'not an image'),
     (lambda: image_fixture.encode(image_fixture.smooth_photo(64, 64))[:-300],
-     preprocess.TRUNCATED, 'truncated file'),
-    (lambda: image_fixture.encode(np.zeros((1, 1, 3), np.uint8), 'PNG'), preprocess.TOO_SMALL,
+     decoder.TRUNCATED, 'truncated file'),
+    (lambda: image_fixture.encode(np.zeros((1, 1, 3), np.uint8), 'PNG'), decoder.TOO_SMALL,
      'too small: 1x1 px, under 32 px a side'),
 ])
 def test_each_cause_is_one_line(make, reason, text):
-  with pytest.raises(preprocess.DecodeError) as e:
-    preprocess.decode(make(), min_side=preprocess.MIN_SIDE, what='photo.jpg')
+  with pytest.raises(decoder.DecodeError) as e:
+    decoder.decode(make(), min_side=decoder.MIN_SIDE, what='photo.jpg')
   assert e.value.reason == reason
   _one_line(e, 'photo.jpg: ' + text)
 
 
 def test_missing_file_is_one_line(tmp_path):
-  with pytest.raises(preprocess.DecodeError) as e:
-    preprocess.read_file(tmp_path / 'nope.jpg')
-  assert e.value.reason == preprocess.MISSING
+  with pytest.raises(decoder.DecodeError) as e:
+    decoder.read_file(tmp_path / 'nope.jpg')
+  assert e.value.reason == decoder.MISSING
   _one_line(e, 'nope.jpg: no such file')
   # Links that lead nowhere say so (both read 'no such file; check the path').
   (tmp_path / 'dangling.jpg').symlink_to(tmp_path / 'gone.jpg')
   (tmp_path / 'loop.jpg').symlink_to(tmp_path / 'loop.jpg')
   for name, text in (('dangling.jpg', f'a broken symbolic link (to {tmp_path / "gone.jpg"})'),
                      ('loop.jpg', 'a loop of symbolic links')):
-    with pytest.raises(preprocess.DecodeError) as e:
-      preprocess.read_file(tmp_path / name)
-    assert e.value.reason == preprocess.MISSING
+    with pytest.raises(decoder.DecodeError) as e:
+      decoder.read_file(tmp_path / name)
+    assert e.value.reason == decoder.MISSING
     _one_line(e, f'{name}: {text}')
 
 
 _CHILD = textwrap.dedent('''
     import resource, sys
-    from aesthetics_jax.data import preprocess
+    from aesthetics_jax.data import decoder
     peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     base = peak()
     for path in sys.argv[1:]:
-      d = preprocess.decode(preprocess.read_file(path), target=1024, budget=2048 * 4096)
+      d = decoder.decode(decoder.read_file(path), target=1024, budget=2048 * 4096)
       print(d.image.shape[0], d.image.shape[1], d.size[0], d.size[1], peak() - base, flush=True)
 ''')
 
@@ -303,15 +304,15 @@ def test_float_image_with_nan_is_refused_and_a_finite_one_decodes():
   a = np.linspace(0, 4, 40 * 50, dtype=np.float32).reshape(40, 50)
   finite = io.BytesIO()
   Image.fromarray(a, 'F').save(finite, format='TIFF')
-  img = preprocess.decode(finite.getvalue(), what='finite.tif').image
+  img = decoder.decode(finite.getvalue(), what='finite.tif').image
   assert img.shape == (40, 50, 3) and img.max() == 255 and img.min() == 0
   for bad in (np.nan, np.inf):
     b = a.copy()
     b[3, 7] = bad
     buf = io.BytesIO()
     Image.fromarray(b, 'F').save(buf, format='TIFF')
-    with pytest.raises(preprocess.DecodeError) as e:
-      preprocess.decode(buf.getvalue(), what='science.tif')
+    with pytest.raises(decoder.DecodeError) as e:
+      decoder.decode(buf.getvalue(), what='science.tif')
     assert str(e.value) == ('science.tif: float pixels that are not finite (NaN or inf); save '
                             'it as an 8- or 16-bit image')
-    assert e.value.reason == preprocess.UNDECODABLE
+    assert e.value.reason == decoder.UNDECODABLE

@@ -116,3 +116,18 @@ def test_inference_and_explain_do_not_load_the_trainer(module):
   r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                      cwd=PKG.parent)
   assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_decoder_and_the_dataset_load_no_jax():
+  """The decoder (`data/decoder.py`), the TFDS dataset and `prepare_data` are host code:
+  preparing AVA never pays for starting JAX (~2-3 s a process), and neither do the dataset's
+  validation workers."""
+  import subprocess
+  import sys
+  code = ('import sys, aesthetics_jax.data.decoder, aesthetics_jax.data.dataset, '
+          'aesthetics_jax.cli.prepare_data, aesthetics_jax.data.errors; '
+          'bad = sorted(m for m in sys.modules if m == "jax" or m.startswith("jax.")); '
+          'print(bad[:5]); assert not bad')
+  r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                     cwd=PKG.parent)
+  assert r.returncode == 0, r.stdout + r.stderr

@@ -7,6 +7,7 @@ import pytest
 
 from aesthetics_jax import parallel
 from aesthetics_jax.data import pipeline
+from aesthetics_jax.data import decoder
 from aesthetics_jax.data import preprocess
 from source_fixture import make_source, take, tiny_config
 
@@ -87,7 +88,7 @@ def test_eval_batches_order_padding_mask(source, mesh):
   np.testing.assert_array_equal(batches[-1]['weight'][2:], 0.0)
   assert batches[0]['image'].shape == (4, 32, 32, 3)
   # eval = plain resize to image_size², identical to the host-side helper
-  want = preprocess.preprocess_eval_np(preprocess.decode_image(source[1]['image']), 32)
+  want = preprocess.preprocess_eval_np(decoder.decode_image(source[1]['image']), 32)
   got = np.asarray(preprocess.to_model_input(want, normalize='imagenet'))
   np.testing.assert_allclose(batches[0]['image'][1], got, atol=0.05)
   assert batches[0]['image'].min() < 0  # imagenet normalisation applied

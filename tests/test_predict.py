@@ -244,13 +244,13 @@ def _overlay(size, copy_hw=None, boxes=None):
   `copy_hw`), a map rising left to right, and `boxes` (original pixels). The method is all of
   the predictor it reads."""
   import types
-  from aesthetics_jax.data import preprocess
+  from aesthetics_jax.data import decoder
   from aesthetics_jax.evaluation import inference
   copy = np.full(tuple(copy_hw or size) + (3,), 128, np.uint8)
   amap = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (8, 1))
   vis = {'aesthetic_map': amap, 'boxes': boxes or {}}
   me = types.SimpleNamespace(method='gradcam')
-  return inference.Predictor.overlay_image(me, preprocess.Decoded(copy, tuple(size)), vis)
+  return inference.Predictor.overlay_image(me, decoder.Decoded(copy, tuple(size)), vis)
 
 
 def _red(a):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from aesthetics_jax.data import decoder
 from aesthetics_jax.data import preprocess
 from source_fixture import encode_image
 
@@ -22,7 +23,7 @@ def test_normalisation_modes():
                                       ('RGBA', 'PNG'), ('RGB', 'PNG'), ('LA', 'PNG')])
 def test_decode_any_mode_to_rgb(mode, fmt):
   data = encode_image(np.random.default_rng(1), 20, 30, mode, fmt)
-  out = preprocess.decode_image(data)
+  out = decoder.decode_image(data)
   assert out.dtype == np.uint8 and out.shape == (20, 30, 3)
   want = np.asarray(Image.open(io.BytesIO(data)).convert('RGB'))
   np.testing.assert_array_equal(out, want)
@@ -34,14 +35,14 @@ def test_decode_16bit_and_corrupt():
   a = (np.arange(20 * 30, dtype=np.uint16).reshape(20, 30) * 100)
   buf = io.BytesIO()
   Image.fromarray(a).save(buf, 'PNG')
-  out = preprocess.decode_image(buf.getvalue())
+  out = decoder.decode_image(buf.getvalue())
   assert out.shape == (20, 30, 3) and out.max() > 200  # scaled, not clipped to 255
   with pytest.raises(preprocess.InputError) as e:
-    preprocess.decode_image(b'not an image')
+    decoder.decode_image(b'not an image')
   assert '\n' not in str(e.value) and 'prepare_data' in str(e.value)
   good = encode_image(np.random.default_rng(0), 64, 64)
   with pytest.raises(preprocess.InputError):
-    preprocess.decode_image(good[:len(good) // 3])  # truncated
+    decoder.decode_image(good[:len(good) // 3])  # truncated
 
 
 def test_draft_fast_path_matches_full_decode():
@@ -52,10 +53,10 @@ def test_draft_fast_path_matches_full_decode():
   buf = io.BytesIO()
   Image.fromarray(a).save(buf, 'JPEG', quality=95)
   data = buf.getvalue()
-  small = preprocess.decode_image(data, min_size=64)
+  small = decoder.decode_image(data, min_size=64)
   assert small.shape[0] >= 64 and small.shape[1] >= 64 and small.shape[0] < 400
   fast = preprocess.preprocess_eval_np(data, 64).astype(float)
-  slow = preprocess.preprocess_eval_np(preprocess.decode_image(data), 64).astype(float)
+  slow = preprocess.preprocess_eval_np(decoder.decode_image(data), 64).astype(float)
   assert fast.shape == (64, 64, 3) and np.abs(fast - slow).mean() < 3.0
   crop = preprocess.preprocess_train_np(data, 72, 64, rng, random_flip=True)
   assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8

@@ -10,7 +10,7 @@ one line on stderr and exits 1, as does a disk that fills while the dataset is w
 partial dataset is removed); an --ava_dir without AVA.txt, a --data_dir that cannot be
 written, that holds the dataset of another AVA root or --max_pixels, or a --max_pixels over
 the decoder's 100 MP cap exits 2 before any image is validated (an already prepared dataset
-is reused read-only). Images are validated with the shared bounded decoder (`preprocess.decode`);
+is reused read-only). Images are validated with the shared bounded decoder (`decoder.decode`);
 EXIF-rotated photos are stored upright. A train id also in the test list is kept in test only.
 """
 from absl import flags
@@ -19,7 +19,7 @@ from absl import logging
 from aesthetics_jax.cli import common
 from aesthetics_jax.data import ava
 from aesthetics_jax.data import dataset
-from aesthetics_jax.data import preprocess
+from aesthetics_jax.data import decoder
 
 _AVA_DIR = flags.DEFINE_string('ava_dir', None, 'AVA root (AVA.txt, tags.txt, images/, ...).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir to write the dataset to.')
@@ -27,7 +27,7 @@ _SUBSET = flags.DEFINE_enum('subset', 'style', list(dataset.SUBSETS),
                             'style: style lists, tagged images only (paper); all: AVA.txt.')
 _MAX_PIXELS = flags.DEFINE_integer(
     'max_pixels', dataset.DEFAULT_MAX_PIXELS, 'Images with more pixels are skipped '
-    '(decompression bombs); at most the decoder\'s cap, preprocess.MAX_PIXELS (100 MP).')
+    '(decompression bombs); at most the decoder\'s cap, decoder.MAX_PIXELS (100 MP).')
 _NUM_WORKERS = flags.DEFINE_integer('num_workers', 0, 'Validation threads; 0 = one per core.')
 flags.mark_flags_as_required(['ava_dir', 'data_dir'])
 
@@ -35,9 +35,9 @@ flags.mark_flags_as_required(['ava_dir', 'data_dir'])
 def main(argv):
   if len(argv) > 1:
     common.usage_error('prepare_data', f'unexpected arguments {argv[1:]}; use --flag=value')
-  if not 0 < _MAX_PIXELS.value <= preprocess.MAX_PIXELS:
+  if not 0 < _MAX_PIXELS.value <= decoder.MAX_PIXELS:
     common.usage_error('prepare_data', f'--max_pixels={_MAX_PIXELS.value}: use '
-                       f'1..{preprocess.MAX_PIXELS} (the decoder\'s cap, which training and '
+                       f'1..{decoder.MAX_PIXELS} (the decoder\'s cap, which training and '
                        'evaluation apply too)')
   try:  # a missing AVA root is a bad flag: exit 2 before any work, as every command's
     dataset.check_ava_root(_AVA_DIR.value)

@@ -1,7 +1,7 @@
 """TFDS dataset `ava`: AVA images as their original file bytes plus votes, tags and ids.
 
 The builder reads the AVA root as its `manual_dir`, validates every listed image with the
-decoder of training and prediction (`preprocess.decode`: byte, pixel and side caps, the whole
+decoder of training and prediction (`decoder.decode`: byte, pixel and side caps, the whole
 stream decoded; in parallel), writes the kept ones to `array_record` files and lists every skipped
 image with its reason in `<data_dir>/ava/<subset>/<version>/skipped.csv`, next to dataset
 statistics (`stats.json`, `figures/*.png`). Everything is written inside TFDS's incomplete
@@ -40,7 +40,7 @@ import tqdm
 
 from aesthetics_jax import cpu_backend
 from aesthetics_jax.data import ava
-from aesthetics_jax.data import preprocess
+from aesthetics_jax.data import decoder
 from aesthetics_jax.data import tfds_spill
 from aesthetics_jax.io import atomic_write_text
 
@@ -51,8 +51,8 @@ VERSION = '1.0.0'
 # The decoder's caps, shared with train / evaluate / predict (data/preprocess.py): images with
 # more pixels are rejected from their header alone (decompression bombs; real AVA photos are
 # ~1-3 MP), files over MAX_FILE_BYTES before they are read, sides under MIN_SIDE px.
-DEFAULT_MAX_PIXELS = preprocess.MAX_PIXELS
-MIN_SIDE = preprocess.MIN_SIDE
+DEFAULT_MAX_PIXELS = decoder.MAX_PIXELS
+MIN_SIDE = decoder.MIN_SIDE
 # Validation decodes JPEGs DCT-scaled to about this size: the whole stream is still read (what
 # catches truncation) without materialising every pixel.
 _CHECK_SIDE = 256
@@ -64,13 +64,13 @@ KNOWN_BAD_IDS = frozenset({440774, 179118, 371434, 277832, 230701, 729377}) | fr
     getattr(ava, 'KNOWN_BAD_IDS', ()))
 
 # Skip reasons, as written to skipped.csv (the decoder's, then prepare's own).
-MISSING = preprocess.MISSING
-EMPTY = preprocess.EMPTY
-TOO_LARGE = preprocess.TOO_LARGE
-TRUNCATED = preprocess.TRUNCATED
-UNDECODABLE = preprocess.UNDECODABLE
-TOO_SMALL = preprocess.TOO_SMALL
-DECOMPRESSION_BOMB = preprocess.DECOMPRESSION_BOMB
+MISSING = decoder.MISSING
+EMPTY = decoder.EMPTY
+TOO_LARGE = decoder.TOO_LARGE
+TRUNCATED = decoder.TRUNCATED
+UNDECODABLE = decoder.UNDECODABLE
+TOO_SMALL = decoder.TOO_SMALL
+DECOMPRESSION_BOMB = decoder.DECOMPRESSION_BOMB
 KNOWN_BAD = 'known_bad'
 NO_TAG = 'no_tag'
 NOT_IN_AVA_TXT = 'not_in_ava_txt'
@@ -144,13 +144,13 @@ def check_image_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                       min_side: int = MIN_SIDE) -> str | None:
   """Returns a skip reason for the encoded image `data`, or None if it decodes to RGB.
 
-  `preprocess.decode`, the decoder of training and prediction: byte and pixel caps and the
+  `decoder.decode`, the decoder of training and prediction: byte and pixel caps and the
   minimum side from the header, then a decode of the whole stream (what catches truncation;
   JPEGs DCT-scaled, so a huge photo is not materialised).
   """
   try:
-    preprocess.decode_pil(data, target=_CHECK_SIDE, min_side=min_side, max_pixels=max_pixels)
-  except preprocess.DecodeError as e:
+    decoder.decode_pil(data, target=_CHECK_SIDE, min_side=min_side, max_pixels=max_pixels)
+  except decoder.DecodeError as e:
     return e.reason
   return None
 
@@ -158,10 +158,10 @@ def check_image_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
 def check_image_file(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                      min_side: int = MIN_SIDE) -> str | None:
   """`check_image_bytes` on a file; 'missing' / 'empty' / 'too_large' (over
-  `preprocess.MAX_FILE_BYTES`, refused before reading) for the file itself."""
+  `decoder.MAX_FILE_BYTES`, refused before reading) for the file itself."""
   try:
-    data = preprocess.read_file(path)
-  except preprocess.DecodeError as e:
+    data = decoder.read_file(path)
+  except decoder.DecodeError as e:
     return e.reason
   return check_image_bytes(data, max_pixels=max_pixels, min_side=min_side)
 
@@ -175,11 +175,11 @@ def upright_bytes(data: bytes) -> bytes:
   mean the same to any reader (and keeps header sizes = displayed sizes).
   """
   img = Image.open(io.BytesIO(data))
-  if preprocess.orientation(img) == 1:
+  if decoder.orientation(img) == 1:
     return data
-  upright, _ = preprocess.decode_pil(img)
+  upright, _ = decoder.decode_pil(img)
   exif = img.getexif()
-  exif.pop(preprocess.ORIENTATION_TAG, None)
+  exif.pop(decoder.ORIENTATION_TAG, None)
   kw = dict(exif=exif.tobytes())
   if img.info.get('icc_profile'):
     kw['icc_profile'] = img.info['icc_profile']
@@ -363,7 +363,7 @@ class Ava(tfds.core.GeneratorBasedBuilder):
       # Original bytes (re-encoded upright only when an EXIF orientation rotates them): the
       # pipeline decodes (and converts to RGB) itself.
       yield img.image_id, {
-          'image': upright_bytes(preprocess.read_file(ava.image_path(ava_dir, img.image_id))),
+          'image': upright_bytes(decoder.read_file(ava.image_path(ava_dir, img.image_id))),
           'image_id': np.int64(img.image_id),
           'votes': np.asarray(img.votes, np.int32),
           'tags': np.asarray(img.padded_tags, np.int32),
@@ -374,11 +374,11 @@ class Ava(tfds.core.GeneratorBasedBuilder):
 # --------------------------------------------------------------------------- entry points
 
 def _check_max_pixels(max_pixels: int) -> None:
-  # Training and evaluation decode records with preprocess.MAX_PIXELS: a higher cap here would
+  # Training and evaluation decode records with decoder.MAX_PIXELS: a higher cap here would
   # keep images they then refuse.
-  if not 0 < max_pixels <= preprocess.MAX_PIXELS:
-    raise ValueError(f'max_pixels={max_pixels}: use 1..{preprocess.MAX_PIXELS} (the decoder\'s '
-                     'cap, preprocess.MAX_PIXELS, which training and evaluation apply too)')
+  if not 0 < max_pixels <= decoder.MAX_PIXELS:
+    raise ValueError(f'max_pixels={max_pixels}: use 1..{decoder.MAX_PIXELS} (the decoder\'s '
+                     'cap, decoder.MAX_PIXELS, which training and evaluation apply too)')
 
 
 def _check_subset(subset: str) -> None:

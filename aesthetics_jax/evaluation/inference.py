@@ -10,7 +10,7 @@ displayed image (EXIF orientation applied; `crop.image_boxes`: the map is brough
 original aspect before boxes are taken); the JSON records name the corners instead
 (`box_fields`: {"x0", "y0", "x1", "y1"}, PIL's crop order), so nobody has to remember the order.
 
-Bounded memory for any input (`preprocess.decode`'s byte and pixel caps): each file is decoded
+Bounded memory for any input (`decoder.decode`'s byte and pixel caps): each file is decoded
 reduced to a working copy (both sides >= `WORK_SIDE` where the image is larger, at most
 `WORK_MAX_PIXELS` pixels: a pixel budget, so a 40x20000 strip keeps its 40 rows) that feeds the
 model and the overlays; overlays are drawn with their long side <= `OVERLAY_MAX_SIDE`, a thin
@@ -40,6 +40,7 @@ from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import crop
 from aesthetics_jax.report import figures
 from aesthetics_jax.data import demo as demo_data
+from aesthetics_jax.data import decoder
 from aesthetics_jax.data import preprocess
 from aesthetics_jax import cpu_backend
 from aesthetics_jax import parallel
@@ -241,9 +242,9 @@ def make_forward(model, arch: str, method: str, normalize: str | None,
 
 
 def load_image(path: str | os.PathLike | bytes, target: int | None = WORK_SIDE,
-               budget: int | None = WORK_MAX_PIXELS) -> preprocess.Decoded:
-  """Reads and decodes an image file, or a file's bytes (`preprocess.read_file` /
-  `preprocess.decode`: size caps, reduced decoding to `target` within `budget` pixels, EXIF
+               budget: int | None = WORK_MAX_PIXELS) -> decoder.Decoded:
+  """Reads and decodes an image file, or a file's bytes (`decoder.read_file` /
+  `decoder.decode`: size caps, reduced decoding to `target` within `budget` pixels, EXIF
   orientation). The defaults make the working copy (`aesthetics-predict` and the API feed the
   model from it); `target=None, budget=None`: full resolution.
 
@@ -252,10 +253,10 @@ def load_image(path: str | os.PathLike | bytes, target: int | None = WORK_SIDE,
   """
   try:
     data, what = ((path, 'image bytes') if isinstance(path, bytes) else
-                  (preprocess.read_file(path), str(path)))
-    return preprocess.decode(data, target=target, budget=budget,
-                             min_side=preprocess.MIN_SIDE, what=what)
-  except preprocess.DecodeError as e:
+                  (decoder.read_file(path), str(path)))
+    return decoder.decode(data, target=target, budget=budget,
+                             min_side=decoder.MIN_SIDE, what=what)
+  except decoder.DecodeError as e:
     raise PredictError(str(e)) from None
 
 
@@ -280,7 +281,7 @@ def rgb_icc_profile(source: str | os.PathLike | bytes) -> bytes | None:
   return icc if isinstance(icc, bytes) and icc[16:20] == b'RGB ' else None
 
 
-def crop_image(path: str | os.PathLike, image: preprocess.Decoded,
+def crop_image(path: str | os.PathLike, image: decoder.Decoded,
                box: Sequence[int]) -> Image.Image:
   """`box` (original pixels) cut from the image, an RGB PIL image: from the file decoded again
   (at full resolution up to CROP_MAX_PIXELS, reduced to about that many beyond), or from the
@@ -294,9 +295,9 @@ def crop_image(path: str | os.PathLike, image: preprocess.Decoded,
   max_side = None if h * w <= CROP_MAX_PIXELS else max(
       1, math.floor(max(h, w) * math.sqrt(CROP_MAX_PIXELS / (h * w))))
   try:  # cut and saved in PIL: no numpy copy of a full-resolution crop
-    src, _ = preprocess.decode_pil(preprocess.read_file(path), max_side=max_side,
+    src, _ = decoder.decode_pil(decoder.read_file(path), max_side=max_side,
                                    what=str(path))
-  except preprocess.DecodeError as e:
+  except decoder.DecodeError as e:
     raise PredictError(str(e)) from None
   y0, x0, y1, x1 = crop.scale_box(box, image.size, src.size[::-1])
   return with_icc(src.crop((x0, y0, x1, y1)), path)
@@ -380,7 +381,7 @@ class Predictor:
            'boxes': boxes}
     return rec, vis
 
-  def overlay_image(self, image: preprocess.Decoded | np.ndarray, vis: dict) -> np.ndarray:
+  def overlay_image(self, image: decoder.Decoded | np.ndarray, vis: dict) -> np.ndarray:
     """The --overlay_dir picture: the aesthetic map and the boxes (original pixels) over the
     image, at its original aspect and `overlay_grid` size (long side <= OVERLAY_MAX_SIDE; a
     thin strip keeps a short side, and one over `figures.FOLD_ASPECT`:1 is folded into rows,
@@ -388,8 +389,8 @@ class Predictor:
     narrow image is centred on a dark band as wide as the legend needs) → uint8 [h', w', 3].
     image: the `Decoded` working copy (or a uint8 [H,W,3] array at the size the boxes are
     in)."""
-    if not isinstance(image, preprocess.Decoded):
-      image = preprocess.Decoded(np.asarray(image), tuple(np.asarray(image).shape[:2]))
+    if not isinstance(image, decoder.Decoded):
+      image = decoder.Decoded(np.asarray(image), tuple(np.asarray(image).shape[:2]))
     hw = overlay_grid(image.size)
     small = image.image
     if small.shape[:2] != hw:

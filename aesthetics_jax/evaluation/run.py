@@ -31,7 +31,7 @@ from aesthetics_jax import io as io_lib
 from aesthetics_jax import models, parallel
 from aesthetics_jax.data import dataset
 from aesthetics_jax.data import pipeline
-from aesthetics_jax.data import preprocess
+from aesthetics_jax.data import decoder
 from aesthetics_jax.data import stats as data_stats
 from aesthetics_jax.evaluation import ground_truth
 from aesthetics_jax.evaluation import evaluators
@@ -305,7 +305,7 @@ def _json_default(o):
 
 def _image_size(record) -> tuple[int, int]:
   """(H, W) of a record's original image as displayed (EXIF orientation), from its header."""
-  return preprocess.image_size(record['image'], what=f'image_id {int(record["image_id"])}')
+  return decoder.image_size(record['image'], what=f'image_id {int(record["image_id"])}')
 
 
 def global_scale(m: Mapping[str, Any]) -> tuple[float, float] | None:

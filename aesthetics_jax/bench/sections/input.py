@@ -26,6 +26,7 @@ from aesthetics_jax.bench.sections import Options, Row
 from aesthetics_jax.configs import default as default_config
 from aesthetics_jax.data import dataset
 from aesthetics_jax.data import pipeline as ip
+from aesthetics_jax.data import decoder
 from aesthetics_jax.data import preprocess
 
 # One work item: (JPEG bytes, position in the batch, resize side, crop side).
@@ -49,14 +50,14 @@ def _train_one(item: Item) -> np.ndarray:
 def _train_full_decode(item: Item) -> np.ndarray:
   """The same without the draft() fast path: full-resolution decode, then resize/crop."""
   data, j, rs, s = item
-  crop, _ = preprocess.train_crop_np(preprocess.decode_image(data), rs, s,
+  crop, _ = preprocess.train_crop_np(decoder.decode_image(data), rs, s,
                                      np.random.default_rng(j), True)
   return np.ascontiguousarray(crop)
 
 
 def _eval_full_decode(item: Item) -> np.ndarray:
   data, _, _, s = item
-  return preprocess.preprocess_eval_np(preprocess.decode_image(data), s)
+  return preprocess.preprocess_eval_np(decoder.decode_image(data), s)
 
 
 def _eval_one(item: Item) -> np.ndarray:

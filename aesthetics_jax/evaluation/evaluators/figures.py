@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from aesthetics_jax import parallel
+from aesthetics_jax.data import decoder
 from aesthetics_jax.data import preprocess
 from aesthetics_jax.evaluation import inference
 from aesthetics_jax.evaluation import streaming
@@ -44,7 +45,7 @@ def examples(forward: streaming.ForwardFn, variables, source: Sequence, rows: Se
   # The model input exactly as the evaluation stream makes it; the shown image decoded reduced
   # (both sides >= EXAMPLE_SIZE) in its displayed orientation.
   x = np.stack([preprocess.preprocess_eval_np(r['image'], image_size) for r in records])
-  imgs = [preprocess.decode(r['image'], target=EXAMPLE_SIZE, hint=preprocess.DATASET_HINT,
+  imgs = [decoder.decode(r['image'], target=EXAMPLE_SIZE, hint=decoder.DATASET_HINT,
                             what=f'image_id {int(r["image_id"])}') for r in records]
   x, _ = parallel.pad_to_multiple(x, batch_size)
   x = preprocess.to_model_input(jax.device_put(x, parallel.data_sharding(mesh)), normalize)

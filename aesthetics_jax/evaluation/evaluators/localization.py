@@ -32,6 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from aesthetics_jax import cpu_backend, models, parallel
+from aesthetics_jax.data import decoder
 from aesthetics_jax.data import preprocess
 from aesthetics_jax.evaluation import inference
 from aesthetics_jax.explain import cam
@@ -59,7 +60,7 @@ def load_masks(masks_dir: str, image_ids: Sequence[int], size: int,
     if p.is_file():
       # The images' decoder (size caps, EXIF orientation); a mask too is user-supplied input.
       try:
-        mask = preprocess.decode(preprocess.read_file(p), max_side=4 * size, what=str(p)).image
+        mask = decoder.decode(decoder.read_file(p), max_side=4 * size, what=str(p)).image
       except (preprocess.InputError, OSError) as e:
         if errors is None:
           raise

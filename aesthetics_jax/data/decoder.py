@@ -1,0 +1,421 @@
+"""The one decoder of every input image (prepare, train, evaluate, predict, the evaluation
+figures), host-side and JAX-free.
+
+`decode`: a byte cap (`MAX_FILE_BYTES`, 64 MB) before anything is read, a pixel cap
+(`MAX_PIXELS`, 100 MP) and a minimum side checked from the header before anything is decoded,
+reduced decoding of large images (JPEG `draft()`: the JPEG decoder's DCT downscaling; other
+formats `Image.reduce`) to a bounded working size, and the EXIF orientation, so that the
+model, boxes and crops are in the displayed frame and reported sizes are displayed sizes.
+Every failure is a one-line `DecodeError` naming the image and its cause (`.reason`).
+What follows decoding (resize, crops, mirrors, to float) is `preprocess`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import functools
+import io
+import math
+import os
+from pathlib import Path
+import re
+import stat
+import warnings
+
+import numpy as np
+from PIL import Image
+
+from aesthetics_jax.data.errors import InputError
+
+# Limits of every image decode (prepare, train, evaluate, predict):
+MAX_FILE_BYTES = 64 * 2**20  # bigger files are refused before they are read (or decoded)
+# More pixels than this is refused from the header alone (decompression bomb). Real photos are
+# below it (AVA ~1-3 MP; 24-61 MP cameras); non-JPEG formats decode at full size first, so this
+# also bounds that transient (~4 bytes per pixel: <= 400 MB).
+MAX_PIXELS = 100_000_000
+MIN_SIDE = 32  # smaller images carry no usable content at 224 px (prepare skips, predict refuses)
+
+# Why an image cannot be used (DecodeError.reason; the skipped.csv reasons of prepare_data).
+MISSING = 'missing'
+EMPTY = 'empty'
+TOO_LARGE = 'too_large'
+TRUNCATED = 'truncated'
+UNDECODABLE = 'undecodable'
+TOO_SMALL = 'too_small'
+DECOMPRESSION_BOMB = 'decompression_bomb'
+REASONS = (MISSING, EMPTY, TOO_LARGE, TRUNCATED, UNDECODABLE, TOO_SMALL, DECOMPRESSION_BOMB)
+
+# Appended to decoding errors of dataset records (the input pipeline).
+DATASET_HINT = 're-run launch/prepare_data.py, which skips unusable images'
+
+ORIENTATION_TAG = 0x0112
+# EXIF orientation → the transposition that displays it (PIL.ImageOps.exif_transpose's table).
+_TRANSPOSE = {
+    1: None,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_DCT = (1, 2, 4, 8)  # the JPEG decoder's scale denominators
+_WIDE_GREY = ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F')
+BAND_PIXELS = 1 << 22  # pixels per band when a reduced image is converted band by band
+
+# Our header check rejects images over MAX_PIXELS with a one-line error; PIL's warning for
+# them (above its own ~89 MP threshold) would only repeat it on stderr.
+warnings.filterwarnings('ignore', category=Image.DecompressionBombWarning)
+
+
+class DecodeError(InputError):
+  """An image that cannot be used, for one `reason` (a `REASONS` entry, as in skipped.csv)."""
+
+  def __init__(self, reason: str, message: str):
+    super().__init__(message)
+    self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoded:
+  """A decoded image in its displayed orientation.
+
+  image: uint8 [h, w, 3], possibly reduced (see `decode`); size: (H, W) of the whole image as
+  displayed (EXIF orientation applied): the frame boxes are reported in; format: PIL's name
+  of the file format ('JPEG' decodes reduced without materialising the full image).
+  """
+  image: np.ndarray
+  size: tuple[int, int]
+  format: str | None = None
+
+  @property
+  def reduced(self) -> bool:
+    return tuple(self.image.shape[:2]) != tuple(self.size)
+
+
+def _mp(pixels: int) -> str:
+  mp = pixels / 1e6
+  return f'{mp:,.0f} MP' if mp >= 100 else f'{mp:.3g} MP'
+
+
+def _mb(num_bytes: int) -> str:
+  return f'{num_bytes / 2**20:.4g} MB'
+
+
+def _fail(reason: str, what: str, detail: str, hint: str = '') -> DecodeError:
+  return DecodeError(reason, f'{what}: {detail}' + (f'; {hint}' if hint else ''))
+
+
+def read_file(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+  """The bytes of an image file, refused BEFORE reading when larger than `max_bytes`.
+
+  Raises `DecodeError` ('missing' | 'empty' | 'too_large'), one line naming the file.
+  """
+  p = Path(path)
+  try:
+    st = p.stat()
+  except OSError as e:
+    if e.errno == errno.ELOOP:
+      raise _fail(MISSING, str(p), 'a loop of symbolic links', 'pass the file itself') from None
+    if p.is_symlink():
+      raise _fail(MISSING, str(p), f'a broken symbolic link (to {os.readlink(p)})',
+                  'fix or remove the link') from None
+    if e.errno in (errno.EACCES, errno.EPERM):
+      raise _fail(MISSING, str(p), f'cannot read ({e.strerror})',
+                  'check its permissions') from None
+    raise _fail(MISSING, str(p), 'no such file', 'check the path') from None
+  if not stat.S_ISREG(st.st_mode):
+    raise _fail(UNDECODABLE, str(p), 'not a regular file', 'pass an image file')
+  if st.st_size > max_bytes:
+    raise _too_large(str(p), st.st_size, max_bytes)
+  try:
+    with open(p, 'rb') as f:
+      data = f.read(max_bytes + 1)  # +1: a file that grew since stat() is still refused
+  except OSError as e:
+    raise _fail(MISSING, str(p), f'cannot read ({e.strerror})', 'check its permissions') from None
+  if len(data) > max_bytes:
+    raise _too_large(str(p), len(data), max_bytes)
+  if not data:
+    raise _fail(EMPTY, str(p), 'empty file (0 bytes)', 'pass an image file')
+  return data
+
+
+def _too_large(what: str, size: int, cap: int) -> DecodeError:
+  return _fail(TOO_LARGE, what, f'file too large: {_mb(size)} > cap {_mb(cap)} '
+               '(preprocess.MAX_FILE_BYTES)', 'downscale or re-encode it')
+
+
+def _bomb(what: str, pixels: int, cap: int, wh: tuple[int, int] | None = None) -> DecodeError:
+  dims = f' ({wh[0]}x{wh[1]} px)' if wh else ''
+  return _fail(DECOMPRESSION_BOMB, what, f'decompression bomb: {_mp(pixels)} > cap {_mp(cap)}'
+               f'{dims}', 'downscale it below the cap (preprocess.MAX_PIXELS)')
+
+
+def _open(data: bytes | Image.Image, what: str, hint: str, max_bytes: int,
+          max_pixels: int) -> Image.Image:
+  """PIL image with its header parsed (pixels not decoded yet)."""
+  if isinstance(data, Image.Image):
+    return data
+  if not data:
+    raise _fail(EMPTY, what, 'empty file (0 bytes)', hint)
+  if len(data) > max_bytes:
+    raise _too_large(what, len(data), max_bytes)
+  try:
+    img = Image.open(io.BytesIO(data))
+    img.size  # noqa: B018  (header parsed; pixel data decoded lazily)
+    return img
+  except Image.DecompressionBombError as e:
+    # PIL's own limit (2x its MAX_IMAGE_PIXELS) fires inside open(), before our check can.
+    m = re.search(r'\((\d+) pixels\)', str(e))
+    raise _bomb(what, int(m.group(1)) if m else max_pixels + 1, max_pixels) from None
+  except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
+    why = ('no image format recognised' if isinstance(e, Image.UnidentifiedImageError)
+           else f'{type(e).__name__}: {e}')
+    raise _fail(UNDECODABLE, what, f'not an image ({why})',
+                hint or 'pass a JPEG or PNG file') from None
+
+
+def orientation(img: Image.Image) -> int:
+  """EXIF orientation 1..8 of an opened image, from its header (1 if absent or invalid).
+
+  PNG: only an eXIf chunk before the pixel data counts (where the PNG spec puts it); PIL would
+  otherwise decode the whole image to look for one after it.
+  """
+  if img.format == 'PNG' and 'exif' not in img.info:
+    return 1
+  try:
+    value = int(img.getexif().get(ORIENTATION_TAG, 1))
+  except Exception:  # pylint: disable=broad-except  (malformed EXIF: the pixels still count)
+    return 1
+  return value if value in _TRANSPOSE else 1
+
+
+@functools.cache
+def _plugin_orients(fmt: str | None) -> bool:
+  """Whether PIL's plugin for `fmt` applies the EXIF orientation itself: Pillow's TIFF plugin
+  does in recent versions (the size at open is already the displayed one, and load() turns
+  the pixels), older ones do not. Found by trying, once per format: ours must then not turn
+  the image a second time."""
+  if fmt != 'TIFF':
+    return False
+  buf = io.BytesIO()
+  Image.new('L', (2, 1)).save(buf, 'TIFF', tiffinfo={ORIENTATION_TAG: 6})
+  buf.seek(0)
+  return Image.open(buf).size == (1, 2)
+
+
+def _to_apply(img: Image.Image) -> int:
+  """The orientation left for us to apply to an opened (not yet loaded) image."""
+  return 1 if _plugin_orients(img.format) else orientation(img)
+
+
+def _displayed(size: tuple[int, int], orient: int) -> tuple[int, int]:
+  """PIL (W, H) as stored → (H, W) as displayed."""
+  w, h = size
+  return (w, h) if orient in (5, 6, 7, 8) else (h, w)
+
+
+def _fits(hw: tuple[int, int], max_side: int | None, budget: int | None) -> bool:
+  """Whether a (h, w) copy meets the bounds: long side <= max_side, h * w <= budget pixels."""
+  return (not max_side or max(hw) <= max_side) and (not budget or hw[0] * hw[1] <= budget)
+
+
+def _work_scale(hw: tuple[int, int], target: int | None, max_side: int | None,
+                budget: int | None = None) -> float:
+  """The smallest scale (<= 1) the decoded copy may have: both sides stay >= target, the long
+  side <= max_side and the pixels <= budget (those bounds win where they disagree with target:
+  extreme aspect ratios, huge panoramas)."""
+  s = 1.0
+  if target:
+    s = min(s, target / min(hw))
+  if max_side:
+    s = min(s, max_side / max(hw))
+  if budget:
+    s = min(s, math.sqrt(budget / (hw[0] * hw[1])))
+  return s
+
+
+def _dct_denominator(hw: tuple[int, int], target: int | None, max_side: int | None,
+                     budget: int | None = None) -> int:
+  """JPEG DCT scaling 1/n, n in 1, 2, 4, 8: the most reduction keeping both sides >= target,
+  and at least the least reduction that fits max_side and budget (which win)."""
+  keep = [n for n in _DCT if target and min(hw) // n >= target]
+  fit = [n for n in _DCT if _fits((-(-hw[0] // n), -(-hw[1] // n)), max_side, budget)]
+  bounded = bool(max_side or budget)
+  return max(max(keep, default=1), min(fit, default=_DCT[-1]) if bounded else 1)
+
+
+def _reduce_factor(size: tuple[int, int], header: tuple[int, int], scale: float,
+                   max_side: int | None, budget: int | None = None) -> int:
+  """Integer factor for `Image.reduce` of a decoded (maybe drafted) image of PIL `size`: the
+  largest keeping it >= `scale` x the `header` size, at least enough for long side <= max_side
+  and pixels <= budget (reduce rounds up: ceil(side / f))."""
+  keep = min(size[0] // max(1, math.ceil(header[0] * scale)),
+             size[1] // max(1, math.ceil(header[1] * scale)))
+  fit = -(-max(size) // max_side) if max_side else 1
+  if budget:  # ceil(w / f) * ceil(h / f) >= w * h / f²: start there, then round up
+    fit = max(fit, math.isqrt(size[0] * size[1] // max(1, budget)))
+    while not _fits((-(-size[1] // fit), -(-size[0] // fit)), None, budget):
+      fit += 1
+  return max(1, keep, fit)
+
+
+def _white_level(img: Image.Image) -> float:
+  """The value that maps to 255 for 16/32-bit grey modes (PIL's convert clips instead)."""
+  if img.mode.startswith('I;16'):
+    return 65535.0
+  return max(float(img.getextrema()[1]), 1.0)
+
+
+class _NonFinitePixels(Exception):
+  """A float ('F') image holds NaN or inf: no white level maps it to 0-255 (a NaN made every
+  pixel black, with a RuntimeWarning)."""
+
+
+def _band_to_rgb(img: Image.Image, white: float) -> Image.Image:
+  """Any PIL mode → RGB. Alpha is dropped (as torchvision's default loader does)."""
+  if img.mode == 'RGB':
+    return img
+  if img.mode in _WIDE_GREY:
+    a = np.asarray(img, dtype=np.float64)
+    if img.mode == 'F' and not (np.isfinite(a).all() and math.isfinite(white)):
+      raise _NonFinitePixels()
+    a = np.clip(a * (255.0 / white), 0, 255).astype(np.uint8)
+    return Image.fromarray(a, 'L').convert('RGB')
+  if img.mode == 'P' and 'transparency' in img.info:
+    img = img.convert('RGBA')  # avoids PIL's palette-transparency warning
+  return img.convert('RGB')
+
+
+def _reduce_to_rgb(img: Image.Image, factor: int) -> Image.Image:
+  """`img` (loaded) reduced by an integer factor (box filter) and converted to RGB.
+
+  Modes that must be converted first (palette, 16-bit, CMYK, ...) are converted band by band,
+  so a huge palette or grey image never exists at full size in a wider mode.
+  """
+  if img.mode == 'RGB':
+    return img.reduce(factor) if factor > 1 else img
+  white = _white_level(img) if img.mode in _WIDE_GREY else 255.0
+  if factor == 1:
+    return _band_to_rgb(img, white)
+  w, h = img.size
+  rows = factor * max(1, BAND_PIXELS // (w * factor))  # a multiple of factor: same result
+  out = Image.new('RGB', (-(-w // factor), -(-h // factor)))
+  for y in range(0, h, rows):
+    band = _band_to_rgb(img.crop((0, y, w, min(h, y + rows))), white)
+    out.paste(band.reduce(factor), (0, y // factor))
+  return out
+
+
+def _classify(e: Exception, what: str, hint: str) -> DecodeError:
+  if isinstance(e, Image.DecompressionBombError):
+    return _fail(DECOMPRESSION_BOMB, what, f'decompression bomb ({e})', hint)
+  reason = TRUNCATED if 'truncat' in str(e).lower() else UNDECODABLE
+  detail = 'truncated file' if reason == TRUNCATED else 'cannot decode image'
+  return _fail(reason, what, f'{detail} ({type(e).__name__}: {e})',
+               hint or 're-export or re-download it')
+
+
+def decode_pil(data: bytes | Image.Image, *, target: int | None = None,
+               max_side: int | None = None, min_side: int = 1,
+               max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES,
+               what: str = 'image', hint: str = '',
+               budget: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+  """`decode`, returning the RGB PIL image and the displayed (H, W)."""
+  img, size, _ = _decode(data, target, max_side, min_side, max_pixels, max_bytes, what, hint,
+                         budget)
+  return img, size
+
+
+def _decode(data: bytes | Image.Image, target: int | None, max_side: int | None, min_side: int,
+            max_pixels: int, max_bytes: int, what: str, hint: str,
+            budget: int | None = None) -> tuple[Image.Image, tuple[int, int], str | None]:
+  img = _open(data, what, hint, max_bytes, max_pixels)
+  w, h = img.size
+  if w * h > max_pixels:
+    raise _bomb(what, w * h, max_pixels, (w, h))
+  if min(w, h) < min_side:
+    raise _fail(TOO_SMALL, what, f'too small: {w}x{h} px, under {min_side} px a side',
+                'the model needs a larger image (prepare_data skips these too)')
+  try:
+    orient = _to_apply(img)
+    scale = _work_scale((h, w), target, max_side, budget)
+    n = _dct_denominator((h, w), target, max_side, budget) if img.format == 'JPEG' else 1
+    if n > 1:
+      # DCT-domain downscaling by 1/n: the full image is never materialised. (draft picks the
+      # largest 1/n whose sides stay >= the requested size.)
+      img.draft('RGB', (w // n, h // n))
+    img.load()
+    out = _reduce_to_rgb(img, _reduce_factor(img.size, (w, h), scale, max_side, budget))
+    if orient != 1:
+      out = out.transpose(_TRANSPOSE[orient])  # after reducing: cheap
+    return out, _displayed((w, h), orient), img.format
+  except DecodeError:
+    raise
+  except _NonFinitePixels:
+    raise _fail(UNDECODABLE, what, 'float pixels that are not finite (NaN or inf)',
+                'save it as an 8- or 16-bit image') from None
+  except Exception as e:  # pylint: disable=broad-except  (any decoder failure)
+    raise _classify(e, what, hint) from None
+
+
+def decode(data: bytes | Image.Image, *, target: int | None = None,
+           max_side: int | None = None, min_side: int = 1, max_pixels: int = MAX_PIXELS,
+           max_bytes: int = MAX_FILE_BYTES, what: str = 'image', hint: str = '',
+           budget: int | None = None) -> Decoded:
+  """THE decoder of every input image (prepare, train, evaluate, predict).
+
+  In order: refuses more than `max_bytes` of data; reads the header and refuses more than
+  `max_pixels` pixels (decompression bombs) or a side under `min_side`, before decoding
+  anything; decodes reduced when `target` / `max_side` / `budget` allow it (JPEG: DCT scaling
+  via `draft`; every format: then `Image.reduce` by an integer factor), so that both sides stay
+  >= `target`, the long side <= `max_side` and the pixels <= `budget` (those two win where
+  target disagrees: extreme aspect ratios, huge panoramas); converts
+  any mode to RGB; applies the EXIF orientation (as `PIL.ImageOps.exif_transpose`, on the
+  reduced image). Non-JPEG formats are fully decoded first (PIL cannot decode them reduced):
+  at most ~4 bytes per pixel, i.e. <= 400 MB at the 100 MP cap.
+
+  Args:
+    data: encoded bytes (or an opened PIL image).
+    target: keep both sides >= target (None: full resolution).
+    max_side: bound on the long side of the result (None: none).
+    budget: bound on the pixels of the result, h * w (None: none): unlike max_side it keeps a
+      thin strip's short side (predict's working copy).
+    min_side: smaller images raise 'too_small' (prepare and predict use `MIN_SIDE`).
+    what: names the image in errors (path, image_id).
+    hint: what the user should do, appended to decoding errors.
+  Returns:
+    `Decoded`: image uint8 [h, w, 3] in the displayed orientation (reduced or not), and the
+    displayed (H, W) of the whole image.
+  Raises:
+    DecodeError: one line `<what>: <cause>; <fix>`, `.reason` one of `REASONS`.
+  """
+  img, size, fmt = _decode(data, target, max_side, min_side, max_pixels, max_bytes, what, hint,
+                           budget)
+  return Decoded(np.asarray(img, dtype=np.uint8), size, fmt)
+
+
+def image_size(data: bytes, what: str = 'image') -> tuple[int, int]:
+  """(H, W) as displayed (EXIF orientation applied), from the header only."""
+  img = _open(data, what, '', MAX_FILE_BYTES, MAX_PIXELS)
+  return _displayed(img.size, _to_apply(img))
+
+
+def decode_record(data: bytes | Image.Image, min_size: int | None,
+                what: str = 'image') -> Image.Image:
+  """RGB PIL image of a dataset record, reduced while both sides stay >= min_size."""
+  return decode_pil(data, target=min_size, what=what, hint=DATASET_HINT)[0]
+
+
+def decode_image(data: bytes, min_size: int | None = None) -> np.ndarray:
+  """Decodes any PIL-readable image (JPEG, PNG, grey, CMYK, palette, RGBA) to RGB.
+
+  Args:
+    data: encoded file bytes.
+    min_size: if set, the image may be decoded reduced with both sides >= min_size (fast path
+      when the image is then resized to min_size² or smaller).
+  Returns:
+    uint8 [H, W, 3] in the displayed (EXIF) orientation; `decode` for the limits.
+  """
+  return np.asarray(decode_record(data, min_size), dtype=np.uint8)
