@@ -162,3 +162,15 @@ def features_fn(model, chunk: int | None = None, num_shards: int = 1):
                      a, c * factor, num_shards)
 
   return features
+
+
+def __getattr__(name: str):
+  """`host_cpu_count` moved to `cpu_backend` (JAX-free) in 2026-12: forwarded with a
+  DeprecationWarning."""
+  if name == 'host_cpu_count':
+    import warnings  # pylint: disable=import-outside-toplevel
+    from aesthetics_jax import cpu_backend  # pylint: disable=import-outside-toplevel
+    warnings.warn('aesthetics_jax.parallel.host_cpu_count moved to '
+                  'aesthetics_jax.cpu_backend.host_cpu_count', DeprecationWarning, stacklevel=2)
+    return cpu_backend.host_cpu_count
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -238,3 +238,15 @@ def test_usage_errors_answer_before_jax_loads(tmp_path):
     assert r.returncode == 2 and len(lines) == 1, (command, args, r.stderr)
     assert lines[0].startswith(expect.format(tmp=tmp_path)), (command, lines)
   assert not (tmp_path / 'w').exists() and not (tmp_path / 'o').exists()
+
+
+@pytest.mark.parametrize('flag', ['workdir', 'out'])
+def test_an_empty_output_flag_is_refused_not_the_current_folder(flag, capsys):
+  """`--workdir=` meant the current folder: the demo wrote its whole workdir there."""
+  with pytest.raises(SystemExit) as e:
+    common.check_outputs('demo', folders={flag: ''})
+  assert e.value.code == 2
+  assert capsys.readouterr().err == f'demo: --{flag} is empty; pass a folder to write to\n'
+  with pytest.raises(SystemExit):
+    common.check_outputs('benchmark', files={'json': ''})
+  common.check_outputs('demo', folders={flag: None}, files={'json': None})  # not given: fine

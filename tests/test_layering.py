@@ -131,3 +131,14 @@ def test_the_decoder_and_the_dataset_load_no_jax():
   r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                      cwd=PKG.parent)
   assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_moved_names_still_resolve_with_a_warning():
+  from aesthetics_jax import cpu_backend, parallel
+  from aesthetics_jax.data import decoder, preprocess
+  with pytest.warns(DeprecationWarning, match='moved to aesthetics_jax.data.decoder.decode'):
+    assert preprocess.decode is decoder.decode
+  with pytest.warns(DeprecationWarning, match='cpu_backend.host_cpu_count'):
+    assert parallel.host_cpu_count is cpu_backend.host_cpu_count
+  with pytest.raises(AttributeError):
+    preprocess.no_such_name  # noqa: B018

@@ -115,11 +115,17 @@ def file_problem(path: str | os.PathLike, flag: str) -> str | None:
 
 def check_outputs(script: str, folders: dict[str, str | None] = None,
                   files: dict[str, str | None] = None) -> None:
-  """Exits 2 with one line if a given output flag ({flag: value}) cannot be written."""
+  """Exits 2 with one line if a given output flag ({flag: value}; None = not given) cannot be
+  written. An empty value (`--workdir=`) is refused: it meant the current folder, and the demo
+  wrote its whole workdir there."""
   for flag, value in (folders or {}).items():
+    if value == '':
+      usage_error(script, f'--{flag} is empty; pass a folder to write to')
     if value and (problem := folder_problem(value, flag)):
       usage_error(script, problem)
   for flag, value in (files or {}).items():
+    if value == '':
+      usage_error(script, f'--{flag} is empty; pass a file path to write to')
     if value and (problem := file_problem(value, flag)):
       usage_error(script, problem)
 

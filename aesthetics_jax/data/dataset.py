@@ -48,7 +48,7 @@ SUBSETS = ('style', 'all')
 SPLITS = ('train', 'test')
 VERSION = '1.0.0'
 
-# The decoder's caps, shared with train / evaluate / predict (data/preprocess.py): images with
+# The decoder's caps, shared with train / evaluate / predict (data/decoder.py): images with
 # more pixels are rejected from their header alone (decompression bombs; real AVA photos are
 # ~1-3 MP), files over MAX_FILE_BYTES before they are read, sides under MIN_SIDE px.
 DEFAULT_MAX_PIXELS = decoder.MAX_PIXELS

@@ -143,13 +143,13 @@ def read_file(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> bytes
 
 def _too_large(what: str, size: int, cap: int) -> DecodeError:
   return _fail(TOO_LARGE, what, f'file too large: {_mb(size)} > cap {_mb(cap)} '
-               '(preprocess.MAX_FILE_BYTES)', 'downscale or re-encode it')
+               '(decoder.MAX_FILE_BYTES)', 'downscale or re-encode it')
 
 
 def _bomb(what: str, pixels: int, cap: int, wh: tuple[int, int] | None = None) -> DecodeError:
   dims = f' ({wh[0]}x{wh[1]} px)' if wh else ''
   return _fail(DECOMPRESSION_BOMB, what, f'decompression bomb: {_mp(pixels)} > cap {_mp(cap)}'
-               f'{dims}', 'downscale it below the cap (preprocess.MAX_PIXELS)')
+               f'{dims}', 'downscale it below the cap (decoder.MAX_PIXELS)')
 
 
 def _open(data: bytes | Image.Image, what: str, hint: str, max_bytes: int,

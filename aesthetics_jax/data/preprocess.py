@@ -184,3 +184,15 @@ def to_model_input(x: jax.Array, normalize: str = 'none',
   elif normalize != 'none':
     raise InputError(f"config.input.normalize={normalize!r}; use one of {NORMALIZE_MODES}")
   return y
+
+
+def __getattr__(name: str):
+  """The decoder's names lived here until 2026-12 (`preprocess.decode`, `DecodeError`,
+  `MAX_PIXELS`, ...): forwarded to `decoder` with a DeprecationWarning, so code that used
+  them keeps working."""
+  if not name.startswith('__') and hasattr(decoder, name):
+    import warnings  # pylint: disable=import-outside-toplevel
+    warnings.warn(f'aesthetics_jax.data.preprocess.{name} moved to '
+                  f'aesthetics_jax.data.decoder.{name}', DeprecationWarning, stacklevel=2)
+    return getattr(decoder, name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
