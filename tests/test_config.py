@@ -170,6 +170,9 @@ def test_misspelled_or_forbidden_override_is_one_line(script, args, expect, tmp_
     # A value that cannot work (config_checks): was an XLA traceback mid-run.
     (['--config=demo:vgg16,smoke', '--config.input.image_size=0'],
      'train: config.input.image_size=0: must be an integer >= 32'),
+    # An unknown enumeration value: data.subset was "no prepared dataset ... ava/bogus".
+    (['--config=demo:vgg16,smoke', '--config.data.subset=bogus'],
+     "train: config.data.subset='bogus': must be one of 'style', 'all'"),
     # Multi-process flags: a lone --num_processes trained as one process, a bad port
     # segfaulted grpc, an unreachable one hung.
     (['--config=demo:vgg16,smoke', '--num_processes=2'],
@@ -190,8 +193,14 @@ def test_train_config_and_workdir_errors_are_one_line(args, expect, tmp_path):
 
 
 @pytest.mark.parametrize('key, value, expect', [
-    ('model.arch', 'resnet', "config.model.arch='resnet': use one of"),
-    ('model.dtype', 'float16', "config.model.dtype='float16': use one of"),
+    ('model.arch', 'resnet', "config.model.arch='resnet': must be one of 'mobilenet_v2', 'vgg16'"),
+    ('model.dtype', 'float16', "config.model.dtype='float16': must be one of"),
+    ('model.depthwise', 'fast', "config.model.depthwise='fast': must be one of 'auto', "),
+    ('data.subset', 'bogus', "config.data.subset='bogus': must be one of 'style', 'all'"),
+    ('input.normalize', 'imgnet', "config.input.normalize='imgnet': must be one of"),
+    ('optim.name', 'adamw', "config.optim.name='adamw': must be one of 'adam', 'sgd'"),
+    ('optim.schedule', 'linear', "config.optim.schedule='linear': must be one of"),
+    ('cache.dtype', 'float64', "config.cache.dtype='float64': must be one of 'auto', "),
     ('loss.emd_r', 0.0, 'config.loss.emd_r=0.0: must be a finite number > 0'),
     ('num_train_steps', -1, 'config.num_train_steps=-1: must be an integer >= 0'),
     ('seed', -1, 'config.seed=-1: must be an integer >= 0'),
@@ -214,6 +223,37 @@ def test_config_checks_name_the_key_and_what_it_must_be(key, value, expect):
     config_checks.check(c)
   assert str(e.value).startswith(expect) and '\n' not in str(e.value)
   assert isinstance(e.value, errors.TrainingError)  # what train_and_evaluate raises
+
+
+def test_the_checked_enumerations_are_the_modules_own():
+  """config_checks keeps JAX-free copies of the enumerations; each equals its module's."""
+  from aesthetics_jax import models
+  from aesthetics_jax.data import ava, preprocess, sampling
+  from aesthetics_jax.models import depthwise, vgg
+  from aesthetics_jax.train import cache_store, config_checks, optim
+  enums = config_checks.ENUMERATIONS
+  assert set(enums['data.subset']) == set(ava.SUBSETS)
+  assert set(enums['input.normalize']) == set(preprocess.NORMALIZE_MODES)
+  assert set(enums['input.weighting']) == set(sampling.WEIGHT_SCHEMES)
+  assert set(enums['model.arch']) == set(default.ARCHS)
+  assert set(enums['model.depthwise']) == set(depthwise.IMPLEMENTATIONS)
+  assert set(enums['model.conv3x3']) == set(vgg.CONV3X3_IMPLEMENTATIONS)
+  assert set(enums['model.dtype']) == set(models._DTYPES)  # pylint: disable=protected-access
+  assert set(enums['cache.dtype']) == set(cache_store.DTYPES)
+  # The optimiser's names have no constant: every listed value builds, and nothing else does.
+  c = default.get_config()
+  for name in enums['optim.name']:
+    c.optim.name = name
+    optim.make_optimizer(c, 10)
+  for schedule in enums['optim.schedule']:
+    c.optim.schedule = schedule
+    optim.make_schedule(c, 10)
+  c.optim.name = 'bogus'
+  with pytest.raises(Exception, match='optim.name'):
+    optim.make_optimizer(c, 10)
+  c.optim.schedule = 'bogus'
+  with pytest.raises(Exception, match='optim.schedule'):
+    optim.make_schedule(c, 10)
 
 
 def test_packaged_config_names_resolve_like_paths(tmp_path):

@@ -49,6 +49,7 @@ from absl import flags
 from aesthetics_jax import io
 from aesthetics_jax.bench import sections
 from aesthetics_jax.cli import common
+from aesthetics_jax.train import config_checks  # JAX-free: the config's enumerations
 
 # Section name -> module of aesthetics_jax.bench.sections, imported when it runs: they load JAX,
 # Flax and the trainer (~4 s), which a mistyped flag should not wait for.
@@ -112,6 +113,8 @@ flags.DEFINE_bool('grain', _D.grain, "--what=input: also time google's grain doi
                   "-e '.[bench]'; skipped if grain does not import).")
 flags.DEFINE_list('grain_workers', [str(n) for n in _D.grain_workers], '--what=input: worker '
                   'counts of the grain comparison; 0 = one per CPU core.')
+flags.register_validator('grain_workers', lambda v: all(n.isdigit() for n in v),
+                         '--grain_workers: integers >= 0, e.g. 1,2,0 (0 = one per CPU core)')
 flags.DEFINE_list('grain_modes', list(_D.grain_modes), "--what=input: grain formulations "
                   "timed: 'threads' (ReadOptions threads), 'processes' (mp_prefetch workers).")
 # --what=model
@@ -200,6 +203,22 @@ def resolve_reference(reference: str) -> str:
   print(f'reference: PyTorch comparisons skipped, JAX figures only ({why}; '
         f'{torch_ref.INSTALL} adds them)', flush=True)
   return 'none'
+
+
+# List flags whose items come from a fixed set (a wrong one was a traceback minutes in).
+_CHOICES = {'model_archs': config_checks.ENUMERATIONS['model.arch'],
+            'model_dtypes': config_checks.ENUMERATIONS['model.dtype'],
+            'model_depthwise': config_checks.ENUMERATIONS['model.depthwise'],
+            'grain_modes': ('threads', 'processes')}
+
+
+def _check_choices() -> None:
+  """Exits 2 with one line naming a list flag's unknown item and the choices."""
+  for name, allowed in _CHOICES.items():
+    bad = [v for v in FLAGS[name].value if v not in allowed]
+    if bad or not FLAGS[name].value:
+      common.usage_error('benchmark', f'--{name}={",".join(FLAGS[name].value)}: use some of '
+                         f'{",".join(allowed)}')
 
 
 def options_from_flags() -> sections.Options:
@@ -300,6 +319,7 @@ def main(argv):
   if unknown:  # before the sections' imports below
     common.usage_error('benchmark', f'unknown --what={",".join(unknown)}; choose from '
                        f'all,{",".join(SECTIONS)}')
+  _check_choices()
   # pylint: disable-next=import-outside-toplevel
   from aesthetics_jax.data import ava, preprocess  # their errors are one-line user errors
   try:

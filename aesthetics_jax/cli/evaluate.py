@@ -42,12 +42,13 @@ def main(argv):
     common.usage_error('evaluate', f'--workdir={_WORKDIR.value}: no such folder; pass a '
                        'training workdir (aesthetics-train writes it)')
   common.check_outputs('evaluate', folders={'workdir': _WORKDIR.value})
+  overrides = config_flags.get_override_values(flags.FLAGS['config'])
+  _check_eval_values(overrides)
   logging.set_verbosity(logging.ERROR)
   from aesthetics_jax.evaluation import run as eval_run  # after flag parsing: importing JAX is slow
   from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
   checkpoints.quiet_orbax_errors()  # a damaged checkpoint is one CheckpointError line
   try:
-    overrides = config_flags.get_override_values(flags.FLAGS['config'])
     if _MASKS_DIR.value:
       overrides['eval.masks_dir'] = _MASKS_DIR.value
     m = eval_run.evaluate(_WORKDIR.value, _STEP.value, overrides=overrides)
@@ -62,6 +63,23 @@ def main(argv):
           file=sys.stderr)
   print(json.dumps(eval_run.summary(m)))
   print(f'{_WORKDIR.value.rstrip("/")}/{eval_run.EVAL_DIR}/report.html')
+
+
+def _check_eval_values(overrides: dict) -> None:
+  """The `eval.*` overrides the trainer's value rules cover, before JAX loads (a batch size
+  of 0 took ~5 s of imports to refuse); the rest is checked against the restored config."""
+  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.configs import default
+  from aesthetics_jax.evaluation import overrides as overrides_lib
+  from aesthetics_jax.train import config_checks
+  probe = default.get_config()
+  try:
+    overrides_lib.apply(probe, {k: v for k, v in overrides.items() if k.startswith('eval.')})
+  except overrides_lib.OverrideError:
+    return  # worded against the restored config, after it loads
+  found = config_checks.problems(probe, 'eval.')
+  if found:
+    common.usage_error('evaluate', found[0])
 
 
 def run_cli() -> None:

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import ml_collections
 
+from aesthetics_jax.configs.default import ARCHS
 from aesthetics_jax.train.errors import TrainingError
 
 # Smallest side the decoder and both encoders take (the predict and evaluate paths refuse
@@ -57,6 +58,28 @@ _NON_NEGATIVE = (_non_negative, 'a finite number >= 0')
 _FRACTION = (lambda v: _num(v) is not None and 0 <= _num(v) < 1, 'a number in [0, 1)')
 _OPEN_UNIT = (lambda v: _num(v) is not None and 0 < _num(v) < 1, 'a number in (0, 1)')
 
+
+def _one_of(*values: str) -> tuple[Callable[[Any], bool], str]:
+  return (lambda v: isinstance(v, str) and v in values,
+          'one of ' + ', '.join(repr(v) for v in values))
+
+
+# The enumerations, checked here without importing the modules that define them (those load
+# JAX; tests/test_config.py holds each copy equal to its module's constant). An unknown value
+# used to surface late and misnamed: data.subset='bogus' as "no prepared dataset".
+ENUMERATIONS: dict[str, tuple[str, ...]] = {
+    'data.subset': ('style', 'all'),                       # data.ava.SUBSETS
+    'input.normalize': ('none', 'imagenet'),               # data.preprocess.NORMALIZE_MODES
+    'input.weighting': ('none', 'class', 'score'),         # data.sampling.WEIGHT_SCHEMES
+    'model.arch': ARCHS,
+    'model.depthwise': ('auto', 'conv', 'shift'),          # models.depthwise.IMPLEMENTATIONS
+    'model.conv3x3': ('auto', 'direct', 'winograd'),       # models.vgg.CONV3X3_IMPLEMENTATIONS
+    'model.dtype': ('float32', 'bfloat16'),                # models._DTYPES
+    'optim.name': ('adam', 'sgd'),                         # train.optim.make_optimizer
+    'optim.schedule': ('constant', 'cosine'),              # train.optim.make_schedule
+    'cache.dtype': ('auto', 'float32', 'float16', 'bfloat16'),  # train.cache_store.DTYPES
+}
+
 # key -> (predicate, what the value must be).
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'seed': _int_at_least(0),
@@ -101,6 +124,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'eval.localization_images': _int_at_least(0),
     'eval.split_point_fit_images': _int_at_least(0),
     'eval.num_example_images': _int_at_least(0),
+    **{key: _one_of(*values) for key, values in ENUMERATIONS.items()},
 }
 
 
@@ -134,7 +158,7 @@ def problems(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
   if present and isinstance(size, int) and isinstance(resize, int) and resize < size:
     out.append(f'config.input.resize_size={resize} is smaller than config.input.image_size='
                f'{size}: the random crop needs resize_size >= image_size')
-  arch = config.model.arch
+  _, arch = _get(config, 'model.arch')
   best = str(config.best_metric)
   if best and arch in BEST_METRICS and best not in BEST_METRICS[arch]:
     why = (' (lower is better; the best checkpoint is the one with the highest value)'

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 from aesthetics_jax import cpu_backend
+from aesthetics_jax.configs.default import ARCHS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Options:
   grain_modes: tuple[str, ...] = ('threads', 'processes')  # grain's ReadOptions / mp_prefetch
   # --what=model
   model_batch_size: int = 32
-  model_archs: tuple[str, ...] = ('mobilenet_v2', 'vgg16')
+  model_archs: tuple[str, ...] = ARCHS
   model_dtypes: tuple[str, ...] = ('float32', 'bfloat16')
   model_depthwise: tuple[str, ...] = ('shift', 'conv')
   profile: bool = True             # per-op times of each encoder's float32 forwards

@@ -19,6 +19,7 @@ import numpy as np
 from aesthetics_jax import models
 from aesthetics_jax.bench import agreement, formulations, profile, timing, torch_ref, workloads
 from aesthetics_jax.bench.sections import Options, Row
+from aesthetics_jax.configs.default import ARCHS
 
 GPU_TARGET_IMAGES_PER_S = 20000.0  # bfloat16 MobileNetV2 on one GPU
 
@@ -202,7 +203,7 @@ def summary(result: dict[str, Any]) -> list[Row]:
                  target=GPU_TARGET_IMAGES_PER_S)
              for name, r in result['runs'].items()
              if name.startswith('jax_mobilenet_v2') and 'bfloat16' in name]
-  for arch in ('mobilenet_v2', 'vgg16'):
+  for arch in ARCHS:
     r = result.get(f'{arch}_ratio_vs_best_torch')
     if r is not None:
       best = result.get('torch', {}).get(arch, {}).get('best')
