@@ -37,7 +37,7 @@ from aesthetics_jax.data import preprocess
 from aesthetics_jax.evaluation import inference
 from aesthetics_jax.explain import cam as cam_lib
 from aesthetics_jax.explain import crop as crop_lib
-from aesthetics_jax.report import figures
+from aesthetics_jax.report import overlays
 
 ImageLike = str | os.PathLike | bytes | Image.Image | np.ndarray
 
@@ -348,10 +348,10 @@ class Model:
     image = loaded.full
     d = self._boxes(loaded, target, method, layer, None, aspect)
     drawn = {k: (b.y0, b.x0, b.y1, b.x1) for k, b in d['boxes'].items()} if boxes else {}
-    img = figures.overlay(image, d['map'])
-    img = figures.draw_boxes(img, drawn, width=figures.box_width(image.shape))
+    img = overlays.overlay(image, d['map'])
+    img = overlays.draw_boxes(img, drawn, width=overlays.box_width(image.shape))
     title = f'map: {target} ({d["method"]}, {",".join(d["layers"])})'
-    return Image.fromarray(figures.add_legend(img, title, list(drawn)))
+    return Image.fromarray(overlays.add_legend(img, title, list(drawn)))
 
 
 def load(workdir: str | os.PathLike, step: int | None = None, *, method: str | None = None,

@@ -140,5 +140,12 @@ def test_moved_names_still_resolve_with_a_warning():
     assert preprocess.decode is decoder.decode
   with pytest.warns(DeprecationWarning, match='cpu_backend.host_cpu_count'):
     assert parallel.host_cpu_count is cpu_backend.host_cpu_count
+  from aesthetics_jax.report import charts, figures, overlays
+  with pytest.warns(DeprecationWarning, match='moved to aesthetics_jax.report.overlays.fold'):
+    assert figures.fold is overlays.fold
+  with pytest.warns(DeprecationWarning, match='moved to aesthetics_jax.report.charts.curves_'):
+    assert figures.curves_figure is charts.curves_figure
   with pytest.raises(AttributeError):
     preprocess.no_such_name  # noqa: B018
+  with pytest.raises(AttributeError):
+    figures.no_such_name  # noqa: B018

@@ -259,7 +259,7 @@ def _red(a):
 
 
 def _unfold(folded, hw, k, left=0):
-  """The (h, w) picture `figures.fold` cut into k pieces, put back together from the folded
+  """The (h, w) picture `overlays.fold` cut into k pieces, put back together from the folded
   overlay (its image part starting at column `left`), and the gaps' pixels."""
   tall = hw[0] > hw[1]
   short, long_side = min(hw), max(hw)
@@ -276,33 +276,33 @@ def test_overlays_of_thin_strips_show_the_image_the_boxes_and_a_legend():
   """A 20x3000 image's overlay was 7x1024 px above a legend strip 36 px high, a 3000x32 one's
   1024x11 above a legend with no room for its text. A strip is now drawn with its own short side
   (`overlay_grid`, within a pixel budget), folded into rows (columns) about 2:1 overall
-  (`figures.fold`), a narrow one centred on a band its legend fits, and the boxes stay on the
+  (`overlays.fold`), a narrow one centred on a band its legend fits, and the boxes stay on the
   image."""
   from aesthetics_jax.evaluation import inference
-  from aesthetics_jax.report import figures
+  from aesthetics_jax.report import overlays
   wide = _overlay((20, 3000), boxes={'average': (0, 1000, 20, 1500)})
-  k = figures.fold_count((20, 3000))
+  k = overlays.fold_count((20, 3000))
   assert k == 9 and wide.shape[1] == 334  # 9 rows of 334 px: 204 px high, 1.6:1
   assert 9 * 20 + 8 * 3 + 16 <= wide.shape[0] <= 9 * 20 + 8 * 3 + 60
   unfolded, gaps = _unfold(wide[:9 * 20 + 8 * 3], (20, 3000), k)
-  assert (gaps == figures.LEGEND_BACKGROUND).all()
+  assert (gaps == overlays.LEGEND_BACKGROUND).all()
   red = _red(unfolded)
   assert red[:, 1000:1002].all() and red[:, 1498:1500].all() and red[:2, 1000:1500].all()
   assert not red[:, :1000].any() and not red[:, 1500:].any()
   assert unfolded[10, 2900, 0] > unfolded[10, 100, 0] + 50  # the map: blue left, red right
   tall = _overlay((3000, 32), copy_hw=(1500, 16), boxes={'average': (1000, 0, 1500, 32)})
-  k = figures.fold_count((3000, 32))
+  k = overlays.fold_count((3000, 32))
   assert k == 7  # 7 columns of 429 px: 7 * 32 + 6 * 4 = 248 px wide
   height = -(-3000 // k)
-  assert tall.shape[1] == figures.LEGEND_MIN_WIDTH and height + 16 <= tall.shape[0] <= height + 120
-  left = (figures.LEGEND_MIN_WIDTH - 248) // 2
-  assert (tall[:height, :left] == figures.LEGEND_BACKGROUND).all()
-  assert (tall[:height, left + 248:] == figures.LEGEND_BACKGROUND).all()
+  assert tall.shape[1] == overlays.LEGEND_MIN_WIDTH and height + 16 <= tall.shape[0] <= height + 120
+  left = (overlays.LEGEND_MIN_WIDTH - 248) // 2
+  assert (tall[:height, :left] == overlays.LEGEND_BACKGROUND).all()
+  assert (tall[:height, left + 248:] == overlays.LEGEND_BACKGROUND).all()
   unfolded, gaps = _unfold(tall[:height, :left + 248], (3000, 32), k, left)
-  assert (gaps == figures.LEGEND_BACKGROUND).all()
+  assert (gaps == overlays.LEGEND_BACKGROUND).all()
   rows, cols = np.nonzero(_red(unfolded))
   assert (rows.min(), rows.max(), cols.min(), cols.max()) == (1000, 1499, 0, 31)
-  assert (tall[height:] != figures.LEGEND_BACKGROUND).any(-1).sum() > 200  # the legend's ink
+  assert (tall[height:] != overlays.LEGEND_BACKGROUND).any(-1).sum() > 200  # the legend's ink
   assert inference.overlay_grid((40, 20000)) == (40, 20000)
   assert inference.overlay_grid((1000, 20000)) == (128, 2560)
   assert inference.overlay_grid((20000, 1000)) == (2560, 128)
@@ -319,7 +319,7 @@ def test_overlays_of_photos_are_as_before(size, copy_hw):
   of 1024, the map, boxes 1/200 of that side wide, the legend strip below, nothing padded."""
   from aesthetics_jax.evaluation import inference
   from aesthetics_jax.explain import crop
-  from aesthetics_jax.report import figures
+  from aesthetics_jax.report import overlays
   h, w = size
   boxes = {'aesthetic': (h // 4, w // 4, h // 2, w // 2), 'average': (0, 0, h, w // 3)}
   got = _overlay(size, copy_hw, boxes)
@@ -329,8 +329,8 @@ def test_overlays_of_photos_are_as_before(size, copy_hw):
   small = np.asarray(Image.fromarray(copy).resize((grid[1], grid[0]), Image.BILINEAR))
   amap = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (8, 1))
   shown = {k: crop.scale_box(v, size, grid) for k, v in boxes.items()}
-  drawn = figures.draw_boxes(figures.overlay(small, amap), shown, width=max(2, 1024 // 200))
-  np.testing.assert_array_equal(got, figures.add_legend(drawn, 'map: aesthetic (gradcam)',
+  drawn = overlays.draw_boxes(overlays.overlay(small, amap), shown, width=max(2, 1024 // 200))
+  np.testing.assert_array_equal(got, overlays.add_legend(drawn, 'map: aesthetic (gradcam)',
                                                         list(shown)))
   assert got.shape[1] == grid[1] and (got[:grid[0]] == drawn).all()
 

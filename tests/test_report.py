@@ -1,12 +1,16 @@
 """Report and figures from synthetic plain inputs (no JAX, no trained model)."""
 import base64
+import os
+import pathlib
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from aesthetics_jax.data import stats as data_stats
-from aesthetics_jax.report import figures
+from aesthetics_jax.report import charts, overlays
 from aesthetics_jax.report import html as report_html
 
 
@@ -24,16 +28,16 @@ def sections():
   scores = rng.normal(5.4, 1.0, 80)
   inten = 0.3 + 0.02 * scores + rng.normal(0, 0.05, 80)
   figs = {
-      'examples_high': figures.examples_figure([_example(rng, 8.1), _example(rng, 7.9)], 'high'),
-      'examples_low': figures.examples_figure([_example(rng, 2.1)], 'low'),
-      'intensity_scatter_per_image': figures.intensity_scatter(inten, scores, pearson_all=0.2),
-      'intensity_scatter_global': figures.intensity_scatter(inten, scores),
-      'bucket_maps': figures.bucket_maps_figure(rng.random((3, 10, 7, 7)), np.array([3, 0, 2]),
+      'examples_high': charts.examples_figure([_example(rng, 8.1), _example(rng, 7.9)], 'high'),
+      'examples_low': charts.examples_figure([_example(rng, 2.1)], 'low'),
+      'intensity_scatter_per_image': charts.intensity_scatter(inten, scores, pearson_all=0.2),
+      'intensity_scatter_global': charts.intensity_scatter(inten, scores),
+      'bucket_maps': charts.bucket_maps_figure(rng.random((3, 10, 7, 7)), np.array([3, 0, 2]),
                                                 ['low', 'mid', 'high'], 'buckets'),
-      'score_bucket_maps': figures.bucket_maps_figure(
+      'score_bucket_maps': charts.bucket_maps_figure(
           rng.random((1, 10, 7, 7)), np.array([[1, 2, 0, 4, 5, 6, 7, 8, 9, 1]]), ['aes'], 's',
           col_labels=[f'score~{j + 1}' for j in range(10)]),
-      'faithfulness_deletion': figures.curves_figure({'gradcam': np.linspace(1, 0, 9)}, 'd', 'p'),
+      'faithfulness_deletion': charts.curves_figure({'gradcam': np.linspace(1, 0, 9)}, 'd', 'p'),
   }
   metrics = dict(num_test_images=80, binary_accuracy=0.6543, binary_accuracy_ci=[0.5, 0.7],
                  majority_rate=0.71, lcc_mean=0.31, srcc_mean=0.29, emd=0.1,
@@ -79,9 +83,9 @@ def sections():
 def test_figures_are_png_and_overlay_shapes():
   rng = np.random.default_rng(1)
   img = rng.integers(0, 255, (30, 50, 3), dtype=np.uint8)
-  ov = figures.overlay(img, rng.random((7, 7)).astype(np.float32))
+  ov = overlays.overlay(img, rng.random((7, 7)).astype(np.float32))
   assert ov.shape == img.shape and ov.dtype == np.uint8
-  boxed = figures.draw_boxes(img, {'aesthetic': (5, 5, 20, 30)})
+  boxed = overlays.draw_boxes(img, {'aesthetic': (5, 5, 20, 30)})
   assert (boxed != img).any() and (boxed[0, 0] == img[0, 0]).all()
   assert data_stats.plot_mean_score_hist(rng.normal(5, 1, 20))[:8] == b'\x89PNG\r\n\x1a\n'
 
@@ -93,33 +97,33 @@ def test_legend_of_a_narrow_image_fits_and_photos_keep_their_width():
   most 1/16 of the short side wide (a 40x20000 strip's were 100 px, covering it)."""
   rng = np.random.default_rng(2)
   narrow = rng.integers(0, 255, (300, 32, 3), dtype=np.uint8)
-  out = figures.add_legend(narrow, 'map: aesthetic (gradcam)', ['aesthetic', 'average'])
-  w, left = figures.LEGEND_MIN_WIDTH, (figures.LEGEND_MIN_WIDTH - 32) // 2
+  out = overlays.add_legend(narrow, 'map: aesthetic (gradcam)', ['aesthetic', 'average'])
+  w, left = overlays.LEGEND_MIN_WIDTH, (overlays.LEGEND_MIN_WIDTH - 32) // 2
   assert out.shape[1] == w and out.shape[0] > 300
   assert (out[:300, left:left + 32] == narrow).all()
-  assert (out[:300, :left] == figures.LEGEND_BACKGROUND).all()
-  assert (out[:300, left + 32:] == figures.LEGEND_BACKGROUND).all()
+  assert (out[:300, :left] == overlays.LEGEND_BACKGROUND).all()
+  assert (out[:300, left + 32:] == overlays.LEGEND_BACKGROUND).all()
   title = 'map: tag:Floral (gradcampp, features.14,features.18, features.6)'
-  assert figures.add_legend(narrow, title).shape[1] > w  # its widest item decides
+  assert overlays.add_legend(narrow, title).shape[1] > w  # its widest item decides
   photo = rng.integers(0, 255, (200, 400, 3), dtype=np.uint8)
-  out = figures.add_legend(photo, 'map: aesthetic (gradcam)', ['aesthetic'])
+  out = overlays.add_legend(photo, 'map: aesthetic (gradcam)', ['aesthetic'])
   assert out.shape[1] == 400 and (out[:200] == photo).all()
   # A full-resolution picture is shown scaled down: its text grows with it (a 3000-px-wide
   # legend was 46 px tall); a long strip's stays at 28 px; up to 1260 px wide, as before.
-  strip_h = {hw: figures.add_legend(np.zeros(hw + (3,), np.uint8), 'map: aesthetic (gradcam)',
+  strip_h = {hw: overlays.add_legend(np.zeros(hw + (3,), np.uint8), 'map: aesthetic (gradcam)',
                                     ['aesthetic', 'average']).shape[0] - hw[0]
              for hw in ((2000, 3000), (40, 20000), (683, 1024))}
   assert strip_h[(2000, 3000)] > 80 and strip_h[(40, 20000)] < 50 and strip_h[(683, 1024)] < 50
-  assert [figures.box_width(hw) for hw in ((683, 1024), (4000, 6000), (48, 80), (40, 20000),
+  assert [overlays.box_width(hw) for hw in ((683, 1024), (4000, 6000), (48, 80), (40, 20000),
                                            (5000, 32))] == [5, 30, 2, 2, 2]
 
 
 @pytest.mark.parametrize('hw, k', [((1024, 8000), 1), ((100, 1000), 1), ((100, 1001), 2),
                                     ((40, 20000), 16), ((20000, 40), 16), ((128, 2560), 3)])
 def test_fold_count_leaves_photos_and_folds_strips_about_two_to_one(hw, k):
-  assert figures.fold_count(hw) == k
+  assert overlays.fold_count(hw) == k
   if k > 1:
-    folded = figures.fold(np.zeros(hw + (3,), np.uint8), k)
+    folded = overlays.fold(np.zeros(hw + (3,), np.uint8), k)
     ratio = max(folded.shape[:2]) / min(folded.shape[:2])
     assert 1.2 <= ratio <= 3.5, folded.shape
 
@@ -128,16 +132,16 @@ def test_fold_keeps_every_pixel_in_reading_order():
   """Rows top to bottom for a wide picture, columns left to right for a tall one; the gaps and
   the last piece's padding are background."""
   wide = np.arange(7 * 50 * 3, dtype=np.uint32).reshape(7, 50, 3).astype(np.uint8)
-  out = figures.fold(wide, 3, gap=2)
+  out = overlays.fold(wide, 3, gap=2)
   assert out.shape == (3 * 7 + 2 * 2, 17, 3)
   np.testing.assert_array_equal(out[:7], wide[:, :17])
   np.testing.assert_array_equal(out[9:16], wide[:, 17:34])
   np.testing.assert_array_equal(out[18:25, :16], wide[:, 34:])
-  assert (out[7:9] == figures.LEGEND_BACKGROUND).all()
-  assert (out[18:25, 16:] == figures.LEGEND_BACKGROUND).all()
+  assert (out[7:9] == overlays.LEGEND_BACKGROUND).all()
+  assert (out[18:25, 16:] == overlays.LEGEND_BACKGROUND).all()
   tall = wide.transpose(1, 0, 2)
-  np.testing.assert_array_equal(figures.fold(tall, 3, gap=2), out.transpose(1, 0, 2))
-  assert figures.fold(wide, 1) is not None and (figures.fold(wide, 1) == wide).all()
+  np.testing.assert_array_equal(overlays.fold(tall, 3, gap=2), out.transpose(1, 0, 2))
+  assert overlays.fold(wide, 1) is not None and (overlays.fold(wide, 1) == wide).all()
 
 
 def test_report_has_all_sections_images_and_banner(tmp_path, sections):
@@ -208,13 +212,13 @@ def _figure_texts(monkeypatch, fn, *args, **kwargs) -> list[str]:
     seen.extend(t.get_text() for t in fig.findobj(lambda a: hasattr(a, 'get_text')))
     return b''
 
-  monkeypatch.setattr(figures, '_png', capture)
+  monkeypatch.setattr(charts, '_png', capture)
   fn(*args, **kwargs)
   return seen
 
 
 def test_empty_buckets_say_no_images_and_titles_are_short(monkeypatch):
-  texts = _figure_texts(monkeypatch, figures.bucket_maps_figure, np.zeros((1, 10, 4, 4)),
+  texts = _figure_texts(monkeypatch, charts.bucket_maps_figure, np.zeros((1, 10, 4, 4)),
                         np.array([[0, 3, 0, 1, 1, 1, 1, 1, 1, 0]]), ['aes'], 't',
                         col_labels=[f'score {j + 1}\nn=0' for j in range(10)])
   assert texts.count('no images') == 3
@@ -226,23 +230,23 @@ def test_figure_text_with_dollars_is_literal():
   odd = '$\\foo{1$'
   rng = np.random.default_rng(0)
   ex = dict(_example(rng, 5.0), attribute_name=f'attribute map: {odd}', caption=odd)
-  for png in (figures.examples_figure([ex], odd),
-              figures.bucket_maps_figure(rng.random((1, 10, 4, 4)), np.array([1]), [odd], odd),
-              figures.image_bucket_maps_figure(ex['image'], rng.random((10, 40, 48)), odd),
-              figures.curves_figure({odd: np.linspace(1, 0, 5)}, odd, odd),
-              figures.intensity_scatter(rng.random(9), rng.random(9) * 9, title=odd),
+  for png in (charts.examples_figure([ex], odd),
+              charts.bucket_maps_figure(rng.random((1, 10, 4, 4)), np.array([1]), [odd], odd),
+              charts.image_bucket_maps_figure(ex['image'], rng.random((10, 40, 48)), odd),
+              charts.curves_figure({odd: np.linspace(1, 0, 5)}, odd, odd),
+              charts.intensity_scatter(rng.random(9), rng.random(9) * 9, title=odd),
               data_stats.plot_tag_counts({odd: 3, 'Macro': 1})):
     assert png[:4] == b'\x89PNG'
 
 
 def test_captions_follow_the_architecture(sections):
   models, _, _ = sections
-  assert figures.aesthetic_title({'aesthetic': (0, 0, 1, 1)}) == 'aesthetic map; box (white)'
-  assert 'avg (red)' in figures.aesthetic_title({'aesthetic': (0, 0, 1, 1),
+  assert overlays.aesthetic_title({'aesthetic': (0, 0, 1, 1)}) == 'aesthetic map; box (white)'
+  assert 'avg (red)' in overlays.aesthetic_title({'aesthetic': (0, 0, 1, 1),
                                                  'average': (0, 0, 1, 1)})
-  assert figures.aesthetic_title({}, empty=True).startswith('aesthetic map EMPTY')
+  assert overlays.aesthetic_title({}, empty=True).startswith('aesthetic map EMPTY')
   # A full-frame box runs along the panel's edge: the caption says what it is.
-  assert figures.aesthetic_title({'aesthetic': (0, 0, 40, 48), 'average': (2, 3, 30, 40)},
+  assert overlays.aesthetic_title({'aesthetic': (0, 0, 40, 48), 'average': (2, 3, 30, 40)},
                                  hw=(40, 48)) == ('aesthetic map; box (white) = full frame, '
                                                   'avg (red)')
   mnv2, vgg = (report_html.render([s]).split('Figures 5-6')[1] for s in models)
@@ -371,6 +375,25 @@ def test_concentration_table_says_what_the_intervals_show(sections):
 
 
 def test_concentration_figure_is_a_png():
-  png = figures.concentration_figure({'trained': _concentration(0.8, 0.6),
+  png = charts.concentration_figure({'trained': _concentration(0.8, 0.6),
                                       'untrained (control)': _concentration(0.7, 0.7, 1)}, 't')
   assert png[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_our_figures_leave_the_users_matplotlib_alone(tmp_path):
+  """Importing the API or drawing a chart changes no global matplotlib state: figures.py
+  called matplotlib.use('Agg') on import, switching a notebook user's backend."""
+  code = (
+      'import sys, numpy as np\n'
+      'import aesthetics_jax.api\n'
+      'from aesthetics_jax.report import charts, overlays\n'
+      "png = charts.curves_figure({'g': np.linspace(1, 0, 5)}, 't', 'p')\n"
+      "assert png[:4] == b'\\x89PNG'\n"
+      'overlays.overlay(np.zeros((8, 8, 3), np.uint8), np.ones((2, 2)))\n'
+      'import matplotlib\n'
+      "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)\n")
+  r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
+                     env=dict(os.environ, MPLBACKEND='svg', PYTHONPATH=str(
+                         pathlib.Path(__file__).resolve().parents[1])), cwd=tmp_path)
+  assert r.returncode == 0, r.stderr
+  assert r.stdout.split() == ['svg', 'False']

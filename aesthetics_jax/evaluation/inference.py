@@ -38,7 +38,7 @@ from aesthetics_jax.evaluation import ground_truth
 from aesthetics_jax.evaluation import overrides as overrides_lib
 from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import crop
-from aesthetics_jax.report import figures
+from aesthetics_jax.report import overlays
 from aesthetics_jax.data import demo as demo_data
 from aesthetics_jax.data import decoder
 from aesthetics_jax.data import preprocess
@@ -384,8 +384,8 @@ class Predictor:
   def overlay_image(self, image: decoder.Decoded | np.ndarray, vis: dict) -> np.ndarray:
     """The --overlay_dir picture: the aesthetic map and the boxes (original pixels) over the
     image, at its original aspect and `overlay_grid` size (long side <= OVERLAY_MAX_SIDE; a
-    thin strip keeps a short side, and one over `figures.FOLD_ASPECT`:1 is folded into rows,
-    or columns, about 2:1 overall, `figures.fold`), and, in a strip below, their legend (a
+    thin strip keeps a short side, and one over `overlays.FOLD_ASPECT`:1 is folded into rows,
+    or columns, about 2:1 overall, `overlays.fold`), and, in a strip below, their legend (a
     narrow image is centred on a dark band as wide as the legend needs) → uint8 [h', w', 3].
     image: the `Decoded` working copy (or a uint8 [H,W,3] array at the size the boxes are
     in)."""
@@ -396,14 +396,14 @@ class Predictor:
     if small.shape[:2] != hw:
       small = np.asarray(Image.fromarray(small).resize((hw[1], hw[0]), Image.BILINEAR))
     shown = {k: crop.scale_box(v, image.size, hw) for k, v in vis['boxes'].items()}
-    img = figures.draw_boxes(figures.overlay(small, vis['aesthetic_map']), shown,
-                             width=figures.box_width(hw))
+    img = overlays.draw_boxes(overlays.overlay(small, vis['aesthetic_map']), shown,
+                             width=overlays.box_width(hw))
     title = f'map: aesthetic ({self.method})'
-    k = figures.fold_count(hw)
+    k = overlays.fold_count(hw)
     if k > 1:  # a strip: its pieces in rows (columns) that a window shows at a useful size
-      img = figures.fold(img, k)
+      img = overlays.fold(img, k)
       title += f'; folded in {k} {"columns" if hw[0] > hw[1] else "rows"}'
-    return figures.add_legend(img, title, list(shown))
+    return overlays.add_legend(img, title, list(shown))
 
   def predict_files(self, paths: Sequence[str], overlay_dir: str | None = None,
                     crop_dir: str | None = None, aspect: str | None = None,
@@ -438,7 +438,7 @@ class Predictor:
           if overlay_dir:
             out = Path(overlay_dir) / f'{stem}_cam.png'
             try:
-              figures.save_png(out, self.overlay_image(images[j], vis))
+              overlays.save_png(out, self.overlay_image(images[j], vis))
               rec['overlay'] = str(out)
             except OSError as e:  # a full disk loses this picture, not the scores
               rec['overlay_error'] = write_error(out, e, 'overlay_dir')
@@ -450,7 +450,7 @@ class Predictor:
           elif crop_dir:
             out = Path(crop_dir) / f'{stem}_crop.png'
             try:
-              figures.save_png(out, crop_image(chunk[j], images[j], cut))
+              overlays.save_png(out, crop_image(chunk[j], images[j], cut))
               rec['crop'] = str(out)
             except PredictError as e:  # the file changed since it was scored
               rec['crop_error'] = str(e)

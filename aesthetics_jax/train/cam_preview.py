@@ -14,7 +14,7 @@ import numpy as np
 
 from aesthetics_jax.data import preprocess
 from aesthetics_jax.explain import cam
-from aesthetics_jax.report import figures
+from aesthetics_jax.report import overlays
 
 METHOD = 'gradcam'
 TARGET = 'aesthetic'
@@ -54,5 +54,5 @@ class CamPreview:
 
   def __call__(self, variables: Any) -> dict[str, np.ndarray]:
     maps = np.asarray(self._cam_fn(local_copy(variables), self.images))
-    return {f'cam/{i}': figures.overlay(img, m)
+    return {f'cam/{i}': overlays.overlay(img, m)
             for i, img, m in zip(self.image_ids, self.images, maps)}

@@ -24,7 +24,7 @@ from aesthetics_jax.evaluation import inference
 from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import crop
-from aesthetics_jax.report import figures as report_figures
+from aesthetics_jax.report import charts
 
 # Longest side of the example images in the figures (maps and boxes are taken at this size).
 EXAMPLE_SIZE = 256
@@ -34,7 +34,7 @@ def examples(forward: streaming.ForwardFn, variables, source: Sequence, rows: Se
              test: streaming.SplitSummary, mesh, *, arch: str, image_size: int, normalize: str,
              threshold: float, batch_size: int,
              tag_names: Mapping[int, str]) -> tuple[list[dict], list[dict]]:
-  """Panels of `report.figures.examples_figure` and `image_bucket_maps_figure` for test rows.
+  """Panels of `report.charts.examples_figure` and `image_bucket_maps_figure` for test rows.
 
   All rows go through the eval forward in ONE batch padded to a multiple of `batch_size` and
   sharded as the eval batches are, so the jitted function is not compiled again for a new
@@ -102,18 +102,18 @@ def run(forward: streaming.ForwardFn, variables, source: Sequence, test: streami
   ex, bex = examples(forward, variables, source, list(order[:k]) + list(order[::-1][:k]), test,
                      mesh, arch=arch, image_size=image_size, normalize=normalize, threshold=threshold,
                      batch_size=batch_size, tag_names=tag_names or {})
-  figs['examples_high'] = report_figures.examples_figure(ex[:k], f'{k} highest-rated test images')
-  figs['examples_low'] = report_figures.examples_figure(ex[k:], f'{k} lowest-rated test images')
+  figs['examples_high'] = charts.examples_figure(ex[:k], f'{k} highest-rated test images')
+  figs['examples_low'] = charts.examples_figure(ex[k:], f'{k} lowest-rated test images')
   g = metrics.get('global_normalisation') or {}
   scale = (g['min'], g['max']) if 'min' in g and 'max' in g else None  # the study's scale
   for norm, x in streaming.intensities(test, scale).items():
-    figs[f'intensity_scatter_{norm}'] = report_figures.intensity_scatter(
+    figs[f'intensity_scatter_{norm}'] = charts.intensity_scatter(
         x, test.true['mean_score'], pearson_all=metrics[f'cam_intensity_pearson_all_{norm}'],
         pearson_extreme=metrics[f'cam_intensity_pearson_extreme_{norm}'],
         title=f'{arch}: map intensity ({norm} normalisation) vs mean score')
   if test.score_maps is not None:
     cnt = test.score_maps[1]
-    figs['score_bucket_maps'] = report_figures.bucket_maps_figure(
+    figs['score_bucket_maps'] = charts.bucket_maps_figure(
         streaming.mean_maps(test.score_maps)[None], cnt[None], ['aesthetic map'],
         'Average aesthetic map of test images per true score bucket',
         col_labels=[f'score {j + 1}\nn={int(c)}' for j, c in enumerate(cnt)])
@@ -121,13 +121,13 @@ def run(forward: streaming.ForwardFn, variables, source: Sequence, test: streami
     series = {'trained': metrics['map_concentration']}
     if metrics.get('map_concentration_untrained'):
       series['untrained (control)'] = metrics['map_concentration_untrained']
-    figs['map_entropy'] = report_figures.concentration_figure(
+    figs['map_entropy'] = charts.concentration_figure(
         series, f'{arch}: how diffuse each image\'s aesthetic map is, by true score')
   if test.bucket_maps is not None:
-    figs['bucket_maps'] = report_figures.bucket_maps_figure(
+    figs['bucket_maps'] = charts.bucket_maps_figure(
         streaming.mean_maps(test.bucket_maps), test.bucket_maps[1],
         [g[0] for g in streaming.SCORE_GROUPS], 'Average map per target bucket')
-    panels = [report_figures.image_bucket_maps_figure(b['image'], b['maps'], b['caption'])
+    panels = [charts.image_bucket_maps_figure(b['image'], b['maps'], b['caption'])
               for b in bex[:1] + bex[k:k + 1]]
     if panels:
       figs['bucket_maps_examples'] = stack_pngs(panels)
@@ -135,10 +135,10 @@ def run(forward: streaming.ForwardFn, variables, source: Sequence, test: streami
   if faith:
     if metrics.get('faithfulness_random'):  # chance level, drawn with the methods
       faith['random order'] = metrics['faithfulness_random']
-    figs['faithfulness_deletion'] = report_figures.curves_figure(
+    figs['faithfulness_deletion'] = charts.curves_figure(
         {m: np.asarray(v['deletion_curve'], np.float64) for m, v in faith.items()},
         'Deletion (normalised target score; lower area = more faithful)', 'normalised score')
-    figs['faithfulness_insertion'] = report_figures.curves_figure(
+    figs['faithfulness_insertion'] = charts.curves_figure(
         {m: np.asarray(v['insertion_curve'], np.float64) for m, v in faith.items()},
         'Insertion (normalised target score; higher area = more faithful)', 'normalised score')
   return figs
