@@ -32,6 +32,7 @@ def write_init_checkpoint(workdir: Path, config, step: int | None = None,
   from aesthetics_jax import models  # pylint: disable=C0415
   from aesthetics_jax.cli import stages  # pylint: disable=C0415
   from aesthetics_jax.train import checkpoints  # pylint: disable=C0415
+  from aesthetics_jax.train import restore  # pylint: disable=import-outside-toplevel
   step = int(config.num_train_steps if step is None else step)
   model = models.create_model(config.model)
   variables = models.init_variables(model, int(config.seed), int(config.input.image_size))
@@ -44,7 +45,7 @@ def write_init_checkpoint(workdir: Path, config, step: int | None = None,
   if stages.latest_step(wd) == step:  # written before (module fixtures share workdirs)
     return wd
   wd.mkdir(parents=True, exist_ok=True)
-  io_lib.atomic_write_json(checkpoints.config_path(wd), config.to_dict(), indent=2,
+  io_lib.atomic_write_json(restore.config_path(wd), config.to_dict(), indent=2,
                            sort_keys=True)
   ck = checkpoints.Checkpointer(wd, enable_async=False)
   try:

@@ -24,6 +24,7 @@ from aesthetics_jax.evaluation import inference
 from aesthetics_jax.evaluation import run as eval_run
 from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.train import checkpoints, optim, trainer
+from aesthetics_jax.train import restore
 from aesthetics_jax.train import workdir as workdir_lib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,12 +106,12 @@ def test_damaged_latest_checkpoint_is_one_line(wd, fault):
   damage, cause = FAULTS[fault]
   path = damage(wd / 'checkpoints' / '4')
   with pytest.raises(checkpoints.CorruptCheckpointError) as e:
-    checkpoints.restore_for_inference(wd)
+    restore.restore_for_inference(wd)
   msg = _one_line(e.value)
   assert msg.startswith('checkpoint 4 is corrupt: ') and str(path) in msg and cause in msg, msg
   assert '--step=2' in msg and e.value.step == 4
   if fault == 'bit_flip':  # the intact step it suggests does restore
-    assert checkpoints.restore_for_inference(wd, step=2)[3] == 2
+    assert restore.restore_for_inference(wd, step=2)[3] == 2
 
 
 def test_evaluate_and_predict_refuse_a_damaged_checkpoint(wd):
@@ -132,13 +133,13 @@ def test_without_files_json_the_array_checksums_still_catch_damage(wd):
   meta['checksums']['variables'][key][0] ^= 1
   (step4 / 'meta' / 'metadata').write_text(json.dumps(meta))
   with pytest.raises(checkpoints.CorruptCheckpointError) as e:
-    checkpoints.restore_for_inference(wd)
+    restore.restore_for_inference(wd)
   assert f'variables{key} differs from what was saved' in _one_line(e.value)
   # A truncated data file is then TensorStore's error, still one line naming the step.
   (step4 / 'meta' / 'metadata').write_text(json.dumps({**meta, 'checksums': {}}))
   _truncate(_data_file(step4))
   with pytest.raises(checkpoints.CorruptCheckpointError) as e:
-    checkpoints.restore_for_inference(wd)
+    restore.restore_for_inference(wd)
   assert 'cannot be read (' in _one_line(e.value) and str(step4) in str(e.value)
 
 
@@ -164,7 +165,7 @@ def test_fallback_to_the_newest_intact_step_and_when_none_is_left(wd, caplog):
 def test_garbage_config_json_names_the_file(wd, text):
   (wd / 'config.json').write_bytes(text.encode('latin-1'))
   with pytest.raises(checkpoints.WorkdirError) as e:
-    checkpoints.restore_for_inference(wd)
+    restore.restore_for_inference(wd)
   assert str(wd / 'config.json') in _one_line(e.value) and 'not valid JSON' in str(e.value)
 
 
@@ -399,7 +400,7 @@ def test_train_falls_back_to_the_intact_step_then_stops_at_a_failed_save(tmp_pat
   assert [r['step'] for r in rows] == [3, 4]  # resumed after 2; nothing ran after the failure
   assert not (wd / workdir_lib.LOCK_NAME).exists()
   assert sorted(p.name for p in (wd / 'checkpoints').iterdir()) == ['2']
-  assert checkpoints.restore_for_inference(wd)[3] == 2
+  assert restore.restore_for_inference(wd)[3] == 2
 
 
 # ------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 from aesthetics_jax.train import checkpoints  # noqa: E402
+from aesthetics_jax.train import restore
 from aesthetics_jax.train import trainer  # noqa: E402
 from aesthetics_jax.configs import demo  # noqa: E402
 from tiny_ava import prepare_tiny  # noqa: E402
@@ -43,6 +44,7 @@ _KILLED_RUN = textwrap.dedent('''
     import os, signal, sys
     sys.path.insert(0, {root!r})
     from aesthetics_jax.train import checkpoints
+    from aesthetics_jax.train import restore  # pylint: disable=import-outside-toplevel
     from aesthetics_jax.train import trainer
     from aesthetics_jax.configs import demo
     c = demo.get_config('vgg16,smoke')
@@ -98,8 +100,8 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
   assert {k: resumed_result[k] for k in labels} == {k: ref_result[k] for k in labels}
   assert {k: v for k, v in resumed_result.items() if k not in labels} == pytest.approx(
       {k: v for k, v in ref_result.items() if k not in labels}, rel=1e-6, nan_ok=True)
-  _, v_res, _, s_res = checkpoints.restore_for_inference(killed)
-  _, v_ref, _, s_ref = checkpoints.restore_for_inference(ref_dir)
+  _, v_res, _, s_res = restore.restore_for_inference(killed)
+  _, v_ref, _, s_ref = restore.restore_for_inference(ref_dir)
   assert s_res == s_ref == 6
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                jax.device_get(v_res), jax.device_get(v_ref))

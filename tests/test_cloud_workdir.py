@@ -18,6 +18,8 @@ from aesthetics_jax import io
 from aesthetics_jax.configs import demo
 from aesthetics_jax.report import html as report_html
 from aesthetics_jax.train import checkpoints
+from aesthetics_jax.train import checkpoint_files
+from aesthetics_jax.train import restore
 from aesthetics_jax.train import trainer
 from aesthetics_jax.train import writers
 from tiny_ava import prepare_tiny
@@ -67,7 +69,7 @@ def test_gs_workdir_without_the_backends_is_one_line_and_creates_nothing(data_di
   monkeypatch.chdir(tmp_path)
   monkeypatch.setattr(io, 'installed', lambda module: False)
   for call in (lambda: trainer.train_and_evaluate(_config(data_dir), 'gs://bucket/run'),
-               lambda: checkpoints.restore_for_inference('gs://bucket/run')):
+               lambda: restore.restore_for_inference('gs://bucket/run')):
     with pytest.raises(checkpoints.WorkdirError) as e:
       call()
     assert str(e.value) == ('gs://bucket/run: the workdir is on gs:// but gcsfs and '
@@ -125,11 +127,11 @@ def test_tensorboard_on_gs_is_skipped_with_one_line_without_its_client(fake_gcs)
 def test_checkpoint_manifest_and_report_on_gs(fake_gcs):
   step_dir = io.path('gs://bucket/run/checkpoints/5')
   io.atomic_write_bytes(step_dir / 'variables' / 'x', b'12345')
-  checkpoints.write_file_manifest(step_dir)
-  listed = json.loads((step_dir / checkpoints.FILES_JSON).read_text())['files']
+  checkpoint_files.write_file_manifest(step_dir)
+  listed = json.loads((step_dir / checkpoint_files.FILES_JSON).read_text())['files']
   assert list(listed) == ['variables/x'] and listed['variables/x'][0] == 5
   io.atomic_write_bytes(step_dir / 'variables' / 'x', b'123')
-  assert checkpoints._file_problem(step_dir / 'variables' / 'x', *listed['variables/x']) == (
+  assert checkpoint_files.file_problem(step_dir / 'variables' / 'x', *listed['variables/x']) == (
       'is truncated (3 of 5 bytes)')
   out = report_html.write_report('gs://bucket/run/eval/report.html', [], None)
   assert str(out) == 'gs://bucket/run/eval/report.html'

@@ -11,6 +11,7 @@ import pytest
 from aesthetics_jax import configs
 from aesthetics_jax.configs import default, demo, mobilenet_v2_emd, vgg16_binary
 from aesthetics_jax.train import checkpoints
+from aesthetics_jax.train import restore
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LIBRARY = [p for p in (ROOT / 'aesthetics_jax').rglob('*.py') if 'configs' not in p.parts]
@@ -106,7 +107,7 @@ def test_load_config_fills_new_keys_and_drops_removed_ones(tmp_path):
   saved['smoke'] = False                        # a key the library no longer has
   saved['num_epochs'] = 3                       # int where the default is a float
   (tmp_path / 'config.json').write_text(json.dumps(saved))
-  c = checkpoints.load_config(tmp_path)
+  c = restore.load_config(tmp_path)
   assert c.model.arch == 'vgg16' and c.eval.faithfulness_steps == 16
   assert 'smoke' not in c and c.num_epochs == 3
 
@@ -114,7 +115,7 @@ def test_load_config_fills_new_keys_and_drops_removed_ones(tmp_path):
 def test_load_config_garbage_is_one_line(tmp_path):
   (tmp_path / 'config.json').write_text('{"model": ')
   with pytest.raises(checkpoints.WorkdirError, match='config.json: not valid JSON') as e:
-    checkpoints.load_config(tmp_path)
+    restore.load_config(tmp_path)
   assert '\n' not in str(e.value)
 
 

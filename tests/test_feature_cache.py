@@ -9,7 +9,8 @@ import pytest
 from aesthetics_jax import models, parallel
 from aesthetics_jax.configs import demo, mobilenet_v2_emd
 from aesthetics_jax.data import dataset
-from aesthetics_jax.train import cache_store, checkpoints, feature_cache, optim, trainer
+from aesthetics_jax.train import cache_store, feature_cache, optim, trainer
+from aesthetics_jax.train import restore
 from aesthetics_jax.train.errors import TrainingError
 from tiny_ava import prepare_tiny
 
@@ -232,8 +233,8 @@ def test_trainer_disk_cache_equals_ram_and_resumes(data_dir, tmp_path, capsys):
   assert ({k: v for k, v in disk.items() if k not in labels}
           == pytest.approx({k: v for k, v in ram.items() if k not in labels}, rel=0, abs=0,
                            nan_ok=True))
-  _, v_ram, _, _ = checkpoints.restore_for_inference(tmp_path / 'ram')
-  _, v_disk, _, _ = checkpoints.restore_for_inference(tmp_path / 'disk')
+  _, v_ram, _, _ = restore.restore_for_inference(tmp_path / 'ram')
+  _, v_disk, _, _ = restore.restore_for_inference(tmp_path / 'disk')
   jax.tree.map(np.testing.assert_array_equal, v_ram, v_disk)
   entries = list((tmp_path / 'disk' / 'cache').iterdir())
   assert len(entries) == 1 and (entries[0] / 'manifest.json').is_file()
@@ -252,7 +253,7 @@ def test_online_frozen_mode_trains_only_the_head(data_dir, tmp_path, capsys):
   out = capsys.readouterr().out
   assert 'online frozen encoder' in out and '2 steps x 8 = 16 train' in out
   assert res['step'] == 2 and not (tmp_path / 'cache').exists()
-  _, variables, _, _ = checkpoints.restore_for_inference(tmp_path)
+  _, variables, _, _ = restore.restore_for_inference(tmp_path)
   jax.tree.map(np.testing.assert_array_equal, init['params']['encoder'],
                jax.device_get(variables['params']['encoder']))
   moved = jax.tree.map(lambda a, b: np.abs(a - b).max(), init['params']['head'],
@@ -319,8 +320,8 @@ def test_device_segments_equal_host_fed_steps(data_dir, tmp_path, monkeypatch, c
         assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), (s, k)
   assert _jsonl(tmp_path / 'seg', 'validation/') == _jsonl(tmp_path / 'host', 'validation/')
   for step in (3, 6, 7):
-    _, v_seg, _, _ = checkpoints.restore_for_inference(tmp_path / 'seg', step=step)
-    _, v_host, _, _ = checkpoints.restore_for_inference(tmp_path / 'host', step=step)
+    _, v_seg, _, _ = restore.restore_for_inference(tmp_path / 'seg', step=step)
+    _, v_host, _, _ = restore.restore_for_inference(tmp_path / 'host', step=step)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                  jax.device_get(v_seg), jax.device_get(v_host))
 

@@ -149,3 +149,11 @@ def test_moved_names_still_resolve_with_a_warning():
     preprocess.no_such_name  # noqa: B018
   with pytest.raises(AttributeError):
     figures.no_such_name  # noqa: B018
+  from aesthetics_jax.train import checkpoints, orbax_logging, restore
+  with pytest.warns(DeprecationWarning, match='moved to aesthetics_jax.train.restore.restore_'):
+    assert checkpoints.restore_for_inference is restore.restore_for_inference
+  with pytest.warns(DeprecationWarning, match='aesthetics_jax.train.orbax_logging.quiet_orbax'):
+    assert checkpoints.quiet_orbax_errors is orbax_logging.quiet_orbax_errors
+  assert checkpoints.CorruptCheckpointError  # what the Checkpointer raises, still importable
+  with pytest.raises(AttributeError):
+    checkpoints.no_such_name  # noqa: B018

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 from aesthetics_jax.train import trainer  # noqa: E402
-from aesthetics_jax.train import checkpoints
+from aesthetics_jax.train import restore  # noqa: E402
 from aesthetics_jax.configs import demo, mobilenet_v2_emd  # noqa: E402
 from tiny_ava import prepare_tiny  # noqa: E402
 
@@ -45,8 +45,8 @@ def _train_losses(workdir):
 
 def _assert_same_run(workdir, ref):
   np.testing.assert_allclose(_train_losses(workdir), _train_losses(ref), rtol=1e-5)
-  _, v, _, _ = checkpoints.restore_for_inference(workdir)
-  _, v_ref, _, _ = checkpoints.restore_for_inference(ref)
+  _, v, _, _ = restore.restore_for_inference(workdir)
+  _, v_ref, _, _ = restore.restore_for_inference(ref)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                jax.device_get(v), jax.device_get(v_ref))
 

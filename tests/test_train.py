@@ -11,6 +11,7 @@ import pytest
 
 from aesthetics_jax import models  # noqa: E402
 from aesthetics_jax.train import checkpoints  # noqa: E402
+from aesthetics_jax.train import restore
 from aesthetics_jax.train import feature_cache  # noqa: E402
 from aesthetics_jax.data import preprocess  # noqa: E402
 from aesthetics_jax.train import optim  # noqa: E402
@@ -46,7 +47,7 @@ def test_train_and_restore_vgg(data_dir, tmp_path):
   assert [r['step'] for r in rows if 'test/binary_accuracy' in r] == [2]  # test once, at the end
   assert not any(k.startswith('eval/') for r in rows for k in r)
   assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
-  model, variables, config, step = checkpoints.restore_for_inference(tmp_path)
+  model, variables, config, step = restore.restore_for_inference(tmp_path)
   assert step == 2 and config.model.fc_dim == 32
   out = model.apply(variables, jnp.zeros((2, 32, 32, 3)))
   pred = outputs_lib.predict_outputs(out, 'vgg16')
@@ -63,7 +64,7 @@ def test_frozen_encoder_cache_trains_only_head(data_dir, tmp_path, capsys):
   init = models.init_variables(model, c.seed, c.input.image_size)
   trainer.train_and_evaluate(c, tmp_path)
   assert 'FROZEN backbone is RANDOM' in capsys.readouterr().out
-  _, variables, _, _ = checkpoints.restore_for_inference(tmp_path)
+  _, variables, _, _ = restore.restore_for_inference(tmp_path)
   enc0, enc1 = init['params']['encoder'], jax.device_get(variables['params']['encoder'])
   jax.tree.map(np.testing.assert_array_equal, enc0, enc1)
   head_diff = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(),
@@ -122,7 +123,7 @@ def test_converted_weights_folder_and_imagenet_normalisation(data_dir, tmp_path,
   res = trainer.train_and_evaluate(c, tmp_path / 'w')
   assert res['step'] == 2 and 0 <= res['binary_accuracy'] <= 1
   assert 'FROZEN backbone is RANDOM' not in capsys.readouterr().out
-  _, variables, config, _ = checkpoints.restore_for_inference(tmp_path / 'w')
+  _, variables, config, _ = restore.restore_for_inference(tmp_path / 'w')
   assert config.input.normalize == 'imagenet' and config.model.init_weights == str(folder)
   # The frozen encoder is the converted ImageNet one, untouched by training.
   flat, _ = pretrained.read_weights(folder / 'mobilenet_v2.npz')
@@ -232,7 +233,7 @@ def test_best_checkpoint_is_chosen_on_validation_and_test_runs_once(data_dir, tm
   assert (res['eval_split'], res['checkpoint_step'], res['selected_by']) == (
       'test', 2, 'validation/binary_accuracy')
   assert res['num_test_images'] == 8 and res['num_validation_images'] == 4
-  _, best, _, _ = checkpoints.restore_for_inference(tmp_path, 2)  # test used checkpoint 2
+  _, best, _, _ = restore.restore_for_inference(tmp_path, 2)  # test used checkpoint 2
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(best), calls[3][1])
   rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert [r['step'] for r in rows if 'validation/binary_accuracy' in r] == [1, 2, 3]

@@ -72,9 +72,9 @@ def main(argv):
     n_test = _NUM_TEST.value if flags.FLAGS['num_test'].present else (
         control_study.SMOKE_SIZES[1])
   from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import orbax_logging  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train.errors import TrainingError  # pylint: disable=C0415
-  checkpoints.quiet_orbax_errors()  # a failed save is one line, not orbax's tracebacks
+  orbax_logging.quiet_orbax_errors()  # a failed save is one line, not orbax's tracebacks
   try:
     result = control_study.run_control(_WORKDIR.value, config, seeds, n_train, n_test,
                                        _DECOYS.value)

@@ -46,8 +46,8 @@ def main(argv):
   _check_eval_values(overrides)
   logging.set_verbosity(logging.ERROR)
   from aesthetics_jax.evaluation import run as eval_run  # after flag parsing: importing JAX is slow
-  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
-  checkpoints.quiet_orbax_errors()  # a damaged checkpoint is one CheckpointError line
+  from aesthetics_jax.train import orbax_logging  # pylint: disable=import-outside-toplevel
+  orbax_logging.quiet_orbax_errors()  # a damaged checkpoint is one CheckpointError line
   try:
     if _MASKS_DIR.value:
       overrides['eval.masks_dir'] = _MASKS_DIR.value

@@ -67,8 +67,8 @@ def main(argv):
     common.usage_error('paper_run', str(e))
   common.check_outputs('paper_run', folders={'workdir': _WORKDIR.value})
   logging.set_verbosity(logging.ERROR)
-  from aesthetics_jax.train import checkpoints  # pylint: disable=C0415
-  checkpoints.quiet_orbax_errors()  # a failed save (full disk) is one line, not 192 tracebacks
+  from aesthetics_jax.train import orbax_logging  # pylint: disable=import-outside-toplevel
+  orbax_logging.quiet_orbax_errors()  # a failed save (full disk) is one line, not 192 tracebacks
   from aesthetics_jax.data import ava, demo as demo_data  # pylint: disable=C0415
   from aesthetics_jax.models import fake_imagenet, pretrained  # pylint: disable=C0415
   try:

@@ -133,8 +133,8 @@ def main(argv):
   # After the checks: importing inference (JAX, orbax) is slow.
   from aesthetics_jax import io  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.evaluation import inference  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
-  checkpoints.quiet_orbax_errors()  # a damaged checkpoint is one CheckpointError line
+  from aesthetics_jax.train import orbax_logging  # pylint: disable=import-outside-toplevel
+  orbax_logging.quiet_orbax_errors()  # a damaged checkpoint is one CheckpointError line
   paths = [p for p in items if isinstance(p, str)]
   predictor = None
   if paths:

@@ -57,13 +57,13 @@ def write_combined_report(w: Path, archs: Sequence[str], config, *, demo: bool,
   dataset statistics of `config.data`."""
   from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=C0415
   from aesthetics_jax.report import html as report_html  # pylint: disable=C0415
-  from aesthetics_jax.train import checkpoints  # pylint: disable=C0415
+  from aesthetics_jax.train import restore  # pylint: disable=C0415
   sections = []
   for arch in archs:
     mdir = w / arch
     m = json.loads((mdir / 'eval' / 'metrics.json').read_text())
     figs = {p.stem: p for p in sorted((mdir / 'eval' / 'figures').glob('*.png'))}
-    section = eval_run.model_section(mdir, m, figs, checkpoints.load_config(mdir))
+    section = eval_run.model_section(mdir, m, figs, restore.load_config(mdir))
     section['name'] = arch
     sections.append(section)
   return report_html.write_report(w / 'report.html', sections,

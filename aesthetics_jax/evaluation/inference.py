@@ -44,7 +44,7 @@ from aesthetics_jax.data import decoder
 from aesthetics_jax.data import preprocess
 from aesthetics_jax import cpu_backend
 from aesthetics_jax import parallel
-from aesthetics_jax.train import checkpoints
+from aesthetics_jax.train import restore
 from aesthetics_jax import models
 from aesthetics_jax.models import outputs as outputs_lib
 
@@ -321,7 +321,7 @@ class Predictor:
     """`cam_method` / `cam_layers` (torchvision module paths, e.g. ('features.14',
     'features.18')) default to the checkpoint's `config.eval.cam_method` / `.cam_layers`;
     `overrides`: dotted `eval.*` keys for this predictor (`{'eval.box_threshold': 0.4}`)."""
-    self.model, self.variables, self.config, self.step = checkpoints.restore_for_inference(
+    self.model, self.variables, self.config, self.step = restore.restore_for_inference(
         workdir, step)
     overrides_lib.apply(self.config, overrides)  # eval.* only; one-line OverrideError
     self.arch = str(self.config.model.arch)

@@ -41,7 +41,8 @@ from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import crop
 from aesthetics_jax.report import html as report_html
-from aesthetics_jax.train import checkpoints
+from aesthetics_jax.train import checkpoint_errors
+from aesthetics_jax.train import restore
 from aesthetics_jax.train import config_checks
 from aesthetics_jax.train import workdir as workdir_lib
 
@@ -71,7 +72,7 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   """
   t0 = time.time()
   workdir = io_lib.path(workdir)  # gs://bucket/run stays a URL
-  model, variables, config, step = checkpoints.restore_for_inference(workdir, step)
+  model, variables, config, step = restore.restore_for_inference(workdir, step)
   # Results are written at the end: a read-only workdir fails now, not after minutes of work.
   workdir_lib.check_writable(workdir / EVAL_DIR, 'evaluation folder')
   # Two evaluations of one workdir at once would leave W/eval with files of both; the second
@@ -215,8 +216,8 @@ def _check_same_data(workdir, config) -> None:
   (`dataset.IDENTITY_FILE`, recorded by the trainer) can test on training images."""
   path = workdir / dataset.IDENTITY_FILE
   try:
-    recorded = checkpoints.read_json_object(path) if path.exists() else {}
-  except checkpoints.WorkdirError:
+    recorded = checkpoint_errors.read_json_object(path) if path.exists() else {}
+  except checkpoint_errors.WorkdirError:
     return  # unreadable: nothing to compare against (the trainer rewrites it on resume)
   why = dataset.identity_mismatch(
       recorded, dataset.identity(config.data.data_dir, str(config.data.subset)))

@@ -14,63 +14,38 @@ Keeps the latest `keep` checkpoints plus the best one by `best_metric` (higher i
 Saves are async; a failed save (disk full, read-only) is a `CheckpointSaveError` at the next
 `check_saves()` / `save()` / `wait()`. Multi-process safe (orbax coordinates; process 0 writes
 `files.json`). The workdir may be a cloud URL (`io.path`: etils.epath; orbax accepts it).
+
+Beside it: the errors (`checkpoint_errors`, JAX-free; importable from here too), the checksums
+and file manifests (`checkpoint_files`), a workdir read back for inference (`restore`) and
+orbax's log filters (`orbax_logging`).
 """
-import errno
-import json
-import logging as std_logging
 import os
-import re
-import shutil
-import sys
-import zlib
 from pathlib import Path
+import shutil
 from typing import Any, Iterable, Mapping
 
 import jax
-import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as ocp_pp
 
 from aesthetics_jax import io
-from aesthetics_jax import models
-from aesthetics_jax.configs import default as default_config
+from aesthetics_jax.train import orbax_logging
+from aesthetics_jax.train.checkpoint_errors import (
+    CheckpointError, CheckpointMismatchError, CheckpointSaveError, CorruptCheckpointError,
+    WorkdirBusyError, WorkdirError, damage_detail, first_line, read_json_object, storage_cause)
+from aesthetics_jax.train.checkpoint_files import (FILES_JSON, array_checksums, file_problem,
+                                                   file_size, write_file_manifest)
+
+# The errors the Checkpointer raises are importable from here too.
+__all__ = ['CORRUPT_DIR', 'MODEL_KEYS', 'CheckpointError', 'CheckpointMismatchError',
+           'CheckpointSaveError', 'Checkpointer', 'CorruptCheckpointError', 'WorkdirBusyError',
+           'WorkdirError', 'abstract_like', 'has_checkpoints', 'mismatch_message',
+           'model_signature']
 
 # Model config keys whose change makes parameters incompatible.
 MODEL_KEYS = ('arch', 'width_mult', 'fc_dim', 'num_buckets', 'num_tags')
-FILES_JSON = 'files.json'          # per-step file manifest (ours, next to orbax's items)
 CORRUPT_DIR = 'corrupt_checkpoints'  # where training moves damaged steps it fell back from
-# Rewritten by orbax after the commit, and tolerated by it when damaged: not in files.json.
-_UNLISTED = ('_CHECKPOINT_METADATA',)
-
-
-class CheckpointError(ValueError):
-  """One-line user error about a workdir or its checkpoints (the commands print it)."""
-
-
-class WorkdirError(CheckpointError):
-  """The workdir has no config.json / no (such) checkpoint, or cannot be used."""
-
-
-class WorkdirBusyError(WorkdirError):
-  """Another live trainer holds the workdir's lock."""
-
-
-class CheckpointMismatchError(CheckpointError):
-  """The workdir holds a checkpoint of another model."""
-
-
-class CorruptCheckpointError(CheckpointError):
-  """A checkpoint's files are missing, truncated or altered since they were saved."""
-
-  def __init__(self, message: str, step: int | None = None):
-    super().__init__(message)
-    self.step = step
-
-
-class CheckpointSaveError(CheckpointError):
-  """Writing a checkpoint failed (disk full, read-only storage, ...): training must stop."""
 
 
 def model_signature(model_config: Mapping[str, Any]) -> dict:
@@ -82,159 +57,6 @@ def mismatch_message(workdir: str | os.PathLike, saved: Mapping, wanted: Mapping
                    for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k))
   return (f'{workdir}: existing checkpoint was trained with a different model ({diff}); '
           'use a fresh --workdir or the matching --config')
-
-
-def first_line(e: BaseException, limit: int = 200) -> str:
-  text = str(e).strip()
-  return (text.splitlines()[0] if text else type(e).__name__)[:limit]
-
-
-def _chain(e: BaseException | None) -> list[BaseException]:
-  out: list[BaseException] = []
-  while e is not None and e not in out:
-    out.append(e)
-    e = e.__cause__ or e.__context__
-  return out
-
-
-_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
-
-
-def storage_cause(e: BaseException) -> str:
-  """What a failed write or read ran into, in words ('No space left on device', ...).
-
-  Orbax / TensorStore report OS errors as text inside ValueErrors, so the strerror of the
-  usual suspects is also looked for in the messages.
-  """
-  for x in _chain(e):
-    if isinstance(x, OSError) and x.errno:
-      return os.strerror(x.errno)
-  text = ' '.join(str(x) for x in _chain(e))
-  for code in _STORAGE_ERRNOS:
-    if os.strerror(code) in text:
-      return os.strerror(code)
-  return first_line(e)
-
-
-# TensorStore status codes / orbax phrases of a checkpoint whose files are damaged or gone.
-_DAMAGE_MARKERS = ('NOT_FOUND', 'OUT_OF_RANGE', 'DATA_LOSS', 'FAILED_PRECONDITION',
-                   'Error reading', 'Error opening', 'was not found in the checkpoint')
-_TS_STATUS = re.compile(r'\b(NOT_FOUND|OUT_OF_RANGE|DATA_LOSS|FAILED_PRECONDITION|'
-                        r'INVALID_ARGUMENT): (.{1,400}?)(?= \[tensorstore_spec|\n|$)')
-
-
-def _damage_detail(e: BaseException) -> str | None:
-  """The storage-level reason inside an orbax restore error, or None if it is not one."""
-  chain = _chain(e)
-  if any(isinstance(x, (OSError, json.JSONDecodeError)) for x in chain):
-    return storage_cause(e)
-  text = '\n'.join(str(x) for x in chain)
-  if not any(m in text for m in _DAMAGE_MARKERS):
-    return None
-  found = _TS_STATUS.findall(text)
-  if found:  # the innermost status names the cause, e.g. 'Data corruption detected'
-    return f'{found[-1][0]}: {found[-1][1].strip()}'[:240]
-  return first_line(e)
-
-
-def read_json_object(path: Path, error: type[CheckpointError] = WorkdirError,
-                     hint: str = '') -> dict:
-  """A JSON object file; any problem is `error('<path>: <what>; <hint>')` on one line."""
-  hint = f'; {hint}' if hint else ''
-  try:
-    text = path.read_bytes().decode('utf-8')
-  except FileNotFoundError:
-    raise error(f'{path}: not found{hint}') from None
-  except UnicodeDecodeError:
-    raise error(f'{path}: not valid JSON (not UTF-8 text){hint}') from None
-  except OSError as e:
-    raise error(f'{path}: cannot be read ({storage_cause(e)}){hint}') from None
-  try:
-    obj = json.loads(text)
-  except json.JSONDecodeError as e:
-    raise error(f'{path}: not valid JSON ({e}){hint}') from None
-  if not isinstance(obj, dict):
-    raise error(f'{path}: not valid JSON here (a {type(obj).__name__}, not an object){hint}')
-  return obj
-
-
-# ------------------------------------------------------------------------------------------
-# Checksums: of the arrays (in `meta`, committed with them) and of the files (files.json).
-# ------------------------------------------------------------------------------------------
-
-
-def _local_value(x: Any) -> Any:
-  """What this process can read of a leaf: itself, one replica, or None (sharded across
-  processes: its owner checks its own shards' files instead)."""
-  if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    return x.addressable_data(0) if x.is_fully_replicated else None
-  return x
-
-
-def array_checksums(tree: Any) -> dict[str, list]:
-  """`{keystr: [crc32 of the bytes, dtype]}` of every leaf, on the host (cheap: ~2 GB/s)."""
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  host = jax.device_get([_local_value(x) for _, x in leaves])
-  out = {}
-  for (path, _), value in zip(leaves, host):
-    if value is None:
-      continue
-    a = np.ascontiguousarray(value)
-    out[jax.tree_util.keystr(path)] = [zlib.crc32(a.reshape(-1).view(np.uint8)), str(a.dtype)]
-  return out
-
-
-def _size(path: Path) -> int:
-  """Bytes of a file, local (`os.stat_result`) or cloud (etils `StatResult`)."""
-  st = path.stat()
-  return int(st.st_size if hasattr(st, 'st_size') else st.length)
-
-
-def _file_crc(path: Path) -> int:
-  crc = 0
-  with path.open('rb') as f:
-    while chunk := f.read(1 << 22):
-      crc = zlib.crc32(chunk, crc)
-  return crc
-
-
-def _files_under(folder: Path) -> Iterable[Path]:
-  """Every file below `folder` (epath has no recursive glob: walk it, on any storage)."""
-  for p in folder.iterdir():
-    if p.is_dir():
-      yield from _files_under(p)
-    else:
-      yield p
-
-
-def write_file_manifest(step_dir: Path) -> None:
-  """`step_dir/files.json`: `{'files': {relative path: [size, crc32]}}` of the committed step."""
-  files = {}
-  for p in sorted(_files_under(step_dir)):
-    if p.name != FILES_JSON and p.name not in _UNLISTED and p.name[0] != '.':
-      files[p.relative_to(step_dir).as_posix()] = [_size(p), _file_crc(p)]
-  io.atomic_write_json(step_dir / FILES_JSON, {'files': files})
-
-
-def _file_problem(path: Path, size: int, crc: int) -> str | None:
-  """How a file differs from what files.json recorded (None: it does not)."""
-  try:
-    now = _size(path)
-  except FileNotFoundError:
-    return 'is missing'
-  except OSError as e:
-    return f'cannot be read ({storage_cause(e)})'
-  if now == 0 and size:
-    return f'is empty (0 of {size} bytes)'
-  if now < size:
-    return f'is truncated ({now} of {size} bytes)'
-  if now != size:
-    return f'has {now} bytes where {size} were saved'
-  try:
-    same = _file_crc(path) == crc
-  except OSError as e:
-    return f'cannot be read ({storage_cause(e)})'
-  return None if same else 'does not match its saved checksum (its bytes changed on disk)'
 
 
 class Checkpointer:
@@ -263,7 +85,7 @@ class Checkpointer:
         # What orbax sets itself for read_only, with a warning line per restore.
         **({'save_interval_steps': 0} if read_only else {}))
     if read_only:  # orbax warns "Given directory is read only" on every read-only restore:
-      _drop_read_only_warning()  # noise in every notebook that loads a model
+      orbax_logging.drop_read_only_warning()  # noise in every notebook that loads a model
     self.manager = ocp.CheckpointManager(
         self.directory, options=options, item_names=('variables', 'opt', 'meta'))
 
@@ -425,7 +247,7 @@ class Checkpointer:
       raise self._corrupt(step, f'{step_dir / FILES_JSON}: not a file list') from None
     for rel, (size, crc) in listed.items():
       if rel.split('/')[0] in items:
-        problem = _file_problem(step_dir / rel, size, crc)
+        problem = file_problem(step_dir / rel, size, crc)
         if problem:
           raise self._corrupt(step, f'{step_dir / rel} {problem}')
 
@@ -437,7 +259,7 @@ class Checkpointer:
       for name in ('manifest.ocdbt', '_METADATA'):
         if not (d / name).is_file():
           raise self._corrupt(step, f'{d / name} is missing')
-        if _size(d / name) == 0:
+        if file_size(d / name) == 0:
           raise self._corrupt(step, f'{d / name} is empty')
       try:
         read_json_object(d / '_METADATA', CorruptCheckpointError)
@@ -458,7 +280,7 @@ class Checkpointer:
     try:
       out = self.manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # pylint: disable=broad-except
-      detail = _damage_detail(e)
+      detail = damage_detail(e)
       if detail is not None:
         raise self._corrupt(step, f'{self.step_dir(step)} cannot be read ({detail})') from e
       if not isinstance(e, (ValueError, KeyError, TypeError)):
@@ -583,119 +405,17 @@ def has_checkpoints(workdir: str | os.PathLike) -> bool:
     return False
 
 
-def config_path(workdir) -> Path:
-  return io.path(workdir) / 'config.json'
+# Moved out in 2026-12, still resolved here (with a DeprecationWarning): name -> module.
+_MOVED = {'restore_for_inference': 'restore', 'load_config': 'restore', 'config_path': 'restore',
+          'quiet_orbax_errors': 'orbax_logging'}
 
 
-def load_config(workdir) -> ml_collections.ConfigDict:
-  """The config a training run wrote to `workdir/config.json`, over today's defaults.
-
-  Keys added since the run was trained take their default (`configs/default.py`); keys the
-  library no longer has are dropped, so old workdirs keep evaluating.
-  """
-  path = config_path(workdir)
-  if not path.exists():
-    raise WorkdirError(f'{path}: not found; is --workdir a training workdir '
-                       '(aesthetics-train writes it)?')
-  saved = read_json_object(path, WorkdirError,
-                           'restore it from a copy or retrain in a fresh --workdir')
-  config = default_config.get_config()
-  _merge(config, saved)
-  return config
-
-
-def _merge(config: ml_collections.ConfigDict, saved: Mapping[str, Any]) -> None:
-  for key, value in saved.items():
-    if key not in config:
-      continue
-    if isinstance(config[key], ml_collections.ConfigDict) and isinstance(value, Mapping):
-      _merge(config[key], value)
-    else:
-      try:
-        config[key] = value
-      except TypeError:  # e.g. a float saved where today's default is an int
-        with config.ignore_type():
-          config[key] = value
-
-
-def restore_for_inference(workdir, step: int | None = None):
-  """Latest (or `step`) checkpoint of a workdir → (model, variables, config, step).
-
-  variables are host-local jax arrays `{'params', 'batch_stats'}` on the default device.
-  """
-  io.require_backend(workdir, 'workdir', WorkdirError)
-  workdir = io.path(workdir)
-  config = load_config(workdir)
-  model = models.create_model(config.model)
-  ckpt = Checkpointer(workdir, read_only=True, enable_async=False)
-  try:
-    steps = ckpt.all_steps()
-    if not steps:
-      raise WorkdirError(f'{workdir / "checkpoints"}: no checkpoint; train first '
-                         '(aesthetics-train --workdir=...)')
-    if step is None:
-      step = max(steps)
-    elif step not in steps:
-      raise WorkdirError(f'{workdir / "checkpoints"}: no checkpoint at step {step}; '
-                         f'available: {sorted(steps)}')
-    abstract = models.abstract_variables(model, int(config.input.image_size))
-    dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
-                            abstract)
-    try:
-      ckpt.check_model(step, config.model)
-      variables, _ = ckpt.restore(step, abstract)
-    except CorruptCheckpointError as e:
-      raise CorruptCheckpointError(f'{e}; {ckpt.intact_hint(step)}', step) from e
-  finally:
-    ckpt.close()
-  return model, variables, config, int(step)
-
-
-def _is_read_only_warning(record: std_logging.LogRecord) -> bool:
-  return (record.levelno == std_logging.WARNING and f'{os.sep}orbax{os.sep}' in record.pathname
-          and str(record.msg).startswith('Given directory is read only'))
-
-
-def _drop_read_only_warning() -> None:
-  """Installs (once) a filter on absl's logger for orbax's read-only notice, which says only
-  that we opened checkpoints to read them."""
-  logger = logging.get_absl_logger()
-  if not any(getattr(f, '__name__', '') == '_keep' for f in logger.filters):
-    def _keep(record: std_logging.LogRecord) -> bool:
-      return not _is_read_only_warning(record)
-    logger.addFilter(_keep)
-
-
-def _is_orbax_record(record: std_logging.LogRecord) -> bool:
-  return record.levelno >= std_logging.ERROR and (
-      f'{os.sep}orbax{os.sep}' in record.pathname)
-
-
-def _is_closed_loop_echo(exc: BaseException | None) -> bool:
-  """TensorStore completing writes after orbax closed the event loop of a failed save."""
-  return isinstance(exc, RuntimeError) and str(exc) == 'Event loop is closed'
-
-
-def quiet_orbax_errors() -> None:
-  """For the commands (cli/): drops the echoes of a failed save or restore that reach the
-  caller as one-line CheckpointErrors anyway — orbax's ERROR logs (a traceback per thread and
-  item) and TensorStore's 'Event loop is closed' callbacks (dozens per failed save)."""
-  logger = logging.get_absl_logger()
-  if any(getattr(f, '__name__', '') == '_drop_orbax_errors' for f in logger.filters):
-    return
-
-  def _drop_orbax_errors(record: std_logging.LogRecord) -> bool:
-    return not _is_orbax_record(record)
-  logger.addFilter(_drop_orbax_errors)
-
-  excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
-
-  def _excepthook(kind, value, tb):
-    if not _is_closed_loop_echo(value):
-      excepthook(kind, value, tb)
-
-  def _unraisablehook(unraisable):
-    if not _is_closed_loop_echo(unraisable.exc_value):
-      unraisablehook(unraisable)
-  sys.excepthook, sys.unraisablehook = _excepthook, _unraisablehook
+def __getattr__(name: str):
+  if name in _MOVED:
+    import importlib  # pylint: disable=import-outside-toplevel
+    import warnings  # pylint: disable=import-outside-toplevel
+    module = f'aesthetics_jax.train.{_MOVED[name]}'
+    warnings.warn(f'aesthetics_jax.train.checkpoints.{name} moved to {module}.{name}',
+                  DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(module), name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -29,7 +29,7 @@ from typing import Iterator
 from absl import logging
 
 from aesthetics_jax import io
-from aesthetics_jax.train.checkpoints import WorkdirBusyError, WorkdirError, storage_cause
+from aesthetics_jax.train.checkpoint_errors import WorkdirBusyError, WorkdirError, storage_cause
 
 LOCK_NAME = '.lock'
 # A lock file without readable content younger than this may be mid-creation by its holder.

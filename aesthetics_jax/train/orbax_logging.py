@@ -1,0 +1,59 @@
+"""Orbax's log noise, filtered: its read-only notice on every restore, and, for the commands,
+the echoes of a failed save or restore that reach the caller as one-line errors anyway.
+"""
+from __future__ import annotations
+
+import logging as std_logging
+import os
+import sys
+
+from absl import logging
+
+
+def _is_read_only_warning(record: std_logging.LogRecord) -> bool:
+  return (record.levelno == std_logging.WARNING and f'{os.sep}orbax{os.sep}' in record.pathname
+          and str(record.msg).startswith('Given directory is read only'))
+
+
+def drop_read_only_warning() -> None:
+  """Installs (once) a filter on absl's logger for orbax's read-only notice, which says only
+  that we opened checkpoints to read them."""
+  logger = logging.get_absl_logger()
+  if not any(getattr(f, '__name__', '') == '_keep' for f in logger.filters):
+    def _keep(record: std_logging.LogRecord) -> bool:
+      return not _is_read_only_warning(record)
+    logger.addFilter(_keep)
+
+
+def _is_orbax_record(record: std_logging.LogRecord) -> bool:
+  return record.levelno >= std_logging.ERROR and (
+      f'{os.sep}orbax{os.sep}' in record.pathname)
+
+
+def _is_closed_loop_echo(exc: BaseException | None) -> bool:
+  """TensorStore completing writes after orbax closed the event loop of a failed save."""
+  return isinstance(exc, RuntimeError) and str(exc) == 'Event loop is closed'
+
+
+def quiet_orbax_errors() -> None:
+  """For the commands (cli/): drops the echoes of a failed save or restore that reach the
+  caller as one-line CheckpointErrors anyway — orbax's ERROR logs (a traceback per thread and
+  item) and TensorStore's 'Event loop is closed' callbacks (dozens per failed save)."""
+  logger = logging.get_absl_logger()
+  if any(getattr(f, '__name__', '') == '_drop_orbax_errors' for f in logger.filters):
+    return
+
+  def _drop_orbax_errors(record: std_logging.LogRecord) -> bool:
+    return not _is_orbax_record(record)
+  logger.addFilter(_drop_orbax_errors)
+
+  excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+
+  def _excepthook(kind, value, tb):
+    if not _is_closed_loop_echo(value):
+      excepthook(kind, value, tb)
+
+  def _unraisablehook(unraisable):
+    if not _is_closed_loop_echo(unraisable.exc_value):
+      unraisablehook(unraisable)
+  sys.excepthook, sys.unraisablehook = _excepthook, _unraisablehook

@@ -1,0 +1,86 @@
+"""A training workdir read back for inference: its config (over today's defaults) and the
+weights of its latest (or a given) checkpoint, verified.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import ml_collections
+
+from aesthetics_jax import io
+from aesthetics_jax import models
+from aesthetics_jax.configs import default as default_config
+from aesthetics_jax.train.checkpoint_errors import (CorruptCheckpointError, WorkdirError,
+                                                    read_json_object)
+from aesthetics_jax.train.checkpoints import Checkpointer
+
+
+def config_path(workdir) -> Path:
+  return io.path(workdir) / 'config.json'
+
+
+def load_config(workdir) -> ml_collections.ConfigDict:
+  """The config a training run wrote to `workdir/config.json`, over today's defaults.
+
+  Keys added since the run was trained take their default (`configs/default.py`); keys the
+  library no longer has are dropped, so old workdirs keep evaluating.
+  """
+  path = config_path(workdir)
+  if not path.exists():
+    raise WorkdirError(f'{path}: not found; is --workdir a training workdir '
+                       '(aesthetics-train writes it)?')
+  saved = read_json_object(path, WorkdirError,
+                           'restore it from a copy or retrain in a fresh --workdir')
+  config = default_config.get_config()
+  _merge(config, saved)
+  return config
+
+
+def _merge(config: ml_collections.ConfigDict, saved: Mapping[str, Any]) -> None:
+  for key, value in saved.items():
+    if key not in config:
+      continue
+    if isinstance(config[key], ml_collections.ConfigDict) and isinstance(value, Mapping):
+      _merge(config[key], value)
+    else:
+      try:
+        config[key] = value
+      except TypeError:  # e.g. a float saved where today's default is an int
+        with config.ignore_type():
+          config[key] = value
+
+
+def restore_for_inference(workdir, step: int | None = None):
+  """Latest (or `step`) checkpoint of a workdir → (model, variables, config, step).
+
+  variables are host-local jax arrays `{'params', 'batch_stats'}` on the default device.
+  """
+  io.require_backend(workdir, 'workdir', WorkdirError)
+  workdir = io.path(workdir)
+  config = load_config(workdir)
+  model = models.create_model(config.model)
+  ckpt = Checkpointer(workdir, read_only=True, enable_async=False)
+  try:
+    steps = ckpt.all_steps()
+    if not steps:
+      raise WorkdirError(f'{workdir / "checkpoints"}: no checkpoint; train first '
+                         '(aesthetics-train --workdir=...)')
+    if step is None:
+      step = max(steps)
+    elif step not in steps:
+      raise WorkdirError(f'{workdir / "checkpoints"}: no checkpoint at step {step}; '
+                         f'available: {sorted(steps)}')
+    abstract = models.abstract_variables(model, int(config.input.image_size))
+    dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
+                            abstract)
+    try:
+      ckpt.check_model(step, config.model)
+      variables, _ = ckpt.restore(step, abstract)
+    except CorruptCheckpointError as e:
+      raise CorruptCheckpointError(f'{e}; {ckpt.intact_hint(step)}', step) from e
+  finally:
+    ckpt.close()
+  return model, variables, config, int(step)
