@@ -17,7 +17,7 @@ predicted score; 'high' is the same), 'low' (its negative), and for MobileNetV2 
 ('gradcam++' = 'gradcampp'). Layers: torchvision module paths ('features.14'; several are
 fused), default: the checkpoint's `config.eval.cam_layers`.
 
-Built on `evaluation.inference` (the Predictor `aesthetics-predict` uses, and `make_forward`):
+Built on `evaluation.predictor` (the Predictor `aesthetics-predict` uses, and `make_forward`):
 per method and layer choice, one compiled function computes every standard target's map and
 one every tag's, each compiled on first use and then cached.
 """
@@ -34,7 +34,10 @@ from PIL import Image
 from aesthetics_jax import models
 from aesthetics_jax.data import decoder
 from aesthetics_jax.data import preprocess
-from aesthetics_jax.evaluation import inference
+from aesthetics_jax.evaluation import forward
+from aesthetics_jax.evaluation import image_files
+from aesthetics_jax.evaluation import predictor
+from aesthetics_jax.evaluation import records
 from aesthetics_jax.explain import cam as cam_lib
 from aesthetics_jax.explain import crop as crop_lib
 from aesthetics_jax.report import overlays
@@ -108,7 +111,7 @@ def to_array(x: ImageLike) -> np.ndarray:
     # Full resolution (maps, boxes and crops are in the file's pixels), EXIF-upright, through
     # the shared decoder's byte / pixel caps; PredictError (a ValueError) for missing, corrupt,
     # oversized or too small files.
-    return inference.load_image(x, target=None, budget=None).image
+    return image_files.load_image(x, target=None, budget=None).image
   if isinstance(x, Image.Image):
     # The file decoder's rules (16-bit and float modes scaled to their white level, not
     # clipped by convert('RGB'); NaN refused; EXIF-upright; pixel cap; >= 32 px a side).
@@ -146,7 +149,7 @@ class _Image(NamedTuple):
 class Model:
   """A restored checkpoint (see the module docstring); build it with `load`."""
 
-  def __init__(self, predictor: inference.Predictor, batch_size: int = 8):
+  def __init__(self, predictor: predictor.Predictor, batch_size: int = 8):
     self.predictor = predictor
     self.arch = predictor.arch
     self.method = predictor.method
@@ -205,22 +208,22 @@ class Model:
     layers = self.layers if layer is None else models.resolve_layers(self.predictor.model, layer)
     key = (names, method, layers)
     if key not in self._forwards:  # compiled on first use: seconds on a CPU
-      self._forwards[key] = inference.make_forward(
+      self._forwards[key] = forward.make_forward(
           self.predictor.model, self.arch, method, str(self.predictor.config.input.normalize),
           names=names, layers=layers)
     return self._forwards[key], method, layers
 
   def _load(self, x: ImageLike, full: bool = True) -> _Image:
     """A file's model input comes from the working copy `aesthetics-predict` decodes (a large
-    JPEG DCT-reduced to >= 1024 px a side, within `inference.WORK_MAX_PIXELS`; a thin strip
+    JPEG DCT-reduced to >= 1024 px a side, within `image_files.WORK_MAX_PIXELS`; a thin strip
     kept whole), so both give the same scores and maps: resized from the full decode instead,
     a 4000x3000 JPEG scored 5.036 here and 5.060 there. The full resolution is decoded too
     only when asked for and the working copy is reduced."""
-    target = max(self.predictor.size, inference.WORK_SIDE)
+    target = max(self.predictor.size, image_files.WORK_SIDE)
     if isinstance(x, (bytes, bytearray, memoryview)):  # a file's content: as the file
       x = bytes(x)
     if isinstance(x, (str, os.PathLike, bytes)):
-      work = inference.load_image(x, target)
+      work = image_files.load_image(x, target)
     else:
       a = to_array(x)
       return _Image(a.shape[:2], a, a)
@@ -262,13 +265,13 @@ class Model:
   # -- public ---------------------------------------------------------------------------------
 
   def score(self, x: ImageLike | Sequence[ImageLike],
-            top_k: int = inference.DEFAULT_TOP_K) -> dict | list[dict]:
+            top_k: int = records.DEFAULT_TOP_K) -> dict | list[dict]:
     """Mean score, score_std, distribution [10], p_high, label and the top_k tags
     ({id, name, prob}) of MobileNetV2; p_high and label of VGG16. A list gives a list."""
     top_k = _check_top_k(top_k)
     images = [self._load(i).model for i in (x if _is_batch(x) else [x])]
     pred, _, _, _ = self._maps(images, ('aesthetic',))
-    out = [inference.score_fields(pred, i, self.arch, self.predictor.tag_names, top_k)
+    out = [records.score_fields(pred, i, self.arch, self.predictor.tag_names, top_k)
            for i in range(len(images))]
     return out if _is_batch(x) else out[0]
 
@@ -302,7 +305,7 @@ class Model:
     names = ('aesthetic', 'top_tag') if paired else (name,)
     _, maps, method, layers = self._maps([image.model], names, method, layer)
     thr = (self.predictor.threshold if threshold is None
-           else inference.check_box_threshold(threshold, 'threshold'))
+           else predictor.check_box_threshold(threshold, 'threshold'))
     d = crop_lib.image_boxes(maps[name][0], maps['top_tag'][0] if paired else None,
                              image.size, thr, aspect)
     boxes = {(k if paired or k != 'aesthetic' else str(target)): Box.from_yxyx(v)
@@ -337,12 +340,13 @@ class Model:
     cut = Image.fromarray(image.full).crop(tuple(box))
     # A file's RGB colour profile (Display P3, Adobe RGB) goes with its crop, as predict's.
     encoded = (str, os.PathLike, bytes, bytearray, memoryview)
-    return inference.with_icc(cut, x) if isinstance(x, encoded) else cut
+    return image_files.with_icc(cut, x) if isinstance(x, encoded) else cut
 
   def overlay(self, x: ImageLike, target: str = 'aesthetic', method: str | None = None,
               layer=None, boxes: bool = True, aspect: str | None = None) -> Image.Image:
     """The target's map over the image (jet), its boxes, and a legend strip below (at the
-    image's full resolution; a narrow image is centred on a band as wide as the legend)."""
+    image's full resolution; a narrow image is centred on a band as wide as the legend; a strip
+    beyond 10:1 is folded into rows, or columns, about 2:1 overall, as predict's overlays)."""
     _check_one(x, 'overlay')
     loaded = self._load(x)
     image = loaded.full
@@ -351,7 +355,7 @@ class Model:
     img = overlays.overlay(image, d['map'])
     img = overlays.draw_boxes(img, drawn, width=overlays.box_width(image.shape))
     title = f'map: {target} ({d["method"]}, {",".join(d["layers"])})'
-    return Image.fromarray(overlays.add_legend(img, title, list(drawn)))
+    return Image.fromarray(overlays.fold_with_legend(img, title, list(drawn)))
 
 
 def load(workdir: str | os.PathLike, step: int | None = None, *, method: str | None = None,
@@ -368,5 +372,5 @@ def load(workdir: str | os.PathLike, step: int | None = None, *, method: str | N
   _check_names(layer, 'layer', "'features.14' or ['features.14', 'features.18']")
   batch_size = _check_batch_size(batch_size)
   method = cam_lib.canonical_method(method) if method else None
-  return Model(inference.Predictor(workdir, step, method, layer, overrides=overrides),
+  return Model(predictor.Predictor(workdir, step, method, layer, overrides=overrides),
                batch_size=batch_size)

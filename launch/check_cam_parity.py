@@ -224,7 +224,7 @@ def jax_layer_maps(model, variables, images: np.ndarray, layers, cats,
                    methods=tuple(METHOD_CLASSES), scorecam_batch: int = 16,
                    eigen_sign: str = 'pytorch_grad_cam') -> dict:
   """pytorch-grad-cam-ordered maps `[B,H,W]` per method at `layers` (fused if several) for
-  per-image ImageNet-head categories `cats [B]`, computed as `inference.make_forward` does:
+  per-image ImageNet-head categories `cats [B]`, computed as `forward.make_forward` does:
   the network runs once from the first layer and one vjp gives every layer's gradients."""
   import functools
   import jax

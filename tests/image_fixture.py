@@ -72,3 +72,17 @@ def encode(shown: np.ndarray, fmt: str = 'JPEG', orientation: int = 1) -> bytes:
   buf = io.BytesIO()
   img.save(buf, fmt, **kw)
   return buf.getvalue()
+
+
+def unfold(folded, hw, k, left=0):
+  """The (h, w) picture `overlays.fold` cut into k pieces, put back together from the folded
+  overlay (its image part starting at column `left`), and the gaps' pixels."""
+  tall = hw[0] > hw[1]
+  short, long_side = min(hw), max(hw)
+  seg, gap = -(-long_side // k), max(3, short // 8)
+  strip = folded.transpose(1, 0, 2) if tall else folded
+  strip = strip[:, left:] if not tall else strip[left:]
+  pieces = [strip[i * (short + gap):i * (short + gap) + short, :seg] for i in range(k)]
+  gaps = [strip[i * (short + gap) + short:(i + 1) * (short + gap), :seg] for i in range(k - 1)]
+  whole = np.concatenate(pieces, axis=1)[:, :long_side]
+  return (whole.transpose(1, 0, 2) if tall else whole), np.concatenate(gaps, axis=0)

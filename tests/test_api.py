@@ -239,8 +239,9 @@ def test_a_large_file_scores_and_boxes_as_predict_does(example, tmp_path):
 def test_a_strip_scores_as_predict_does_from_its_own_rows(example, tmp_path):
   """A 40x20000 JPEG strip's working copy was 5x2500 (a 4096-px long side), now the whole strip
   (a pixel budget): predict and the API score it alike from it. The API's overlay (full
-  resolution) shows it with boxes 2 px wide (were 100), and a 3000x32 one is centred on a band
-  its legend fits (was 32 px wide)."""
+  resolution) shows it with boxes 2 px wide (were 100), folded into rows (it was one line
+  20000 px long), and a 3000x32 one is folded into columns centred on a band its legend fits
+  (was 32 px wide)."""
   import image_fixture
   ns, _, _ = example
   m = ns['m']
@@ -250,16 +251,23 @@ def test_a_strip_scores_as_predict_does_from_its_own_rows(example, tmp_path):
   s = m.score(str(strip), top_k=3)
   assert abs(s['mean_score'] - rec['mean_score']) < 1e-5, (s['mean_score'], rec['mean_score'])
   assert m._load(str(strip)).model.shape == (40, 20000, 3)
+  # Folded as predict's overlays are: 16 rows of 1250 px (it was one line 20000 px long).
+  from aesthetics_jax.report import overlays
+  k = overlays.fold_count((40, 20000))
   ov = np.asarray(m.overlay(str(strip)))
-  assert ov.shape[1] == 20000 and 40 < ov.shape[0] < 40 + 100
+  height = k * 40 + (k - 1) * 5
+  assert k == 16 and ov.shape[1] == 1250 and height < ov.shape[0] < height + 150
+  whole, gaps = image_fixture.unfold(ov[:height], (40, 20000), k)
+  assert (gaps == overlays.LEGEND_BACKGROUND).all()
   b = rec['boxes']['average']  # drawn last, in red: its sides are the columns red top to bottom
-  red = (ov[:40] == np.array([255, 60, 60], np.uint8)).all(-1)
+  red = (whole == np.array([255, 60, 60], np.uint8)).all(-1)
   sides = np.nonzero(red.all(axis=0))[0]
   assert (b['y0'], b['y1']) == (0, 40) and b['x1'] - b['x0'] > 4
   assert sides.tolist() == [b['x0'], b['x0'] + 1, b['x1'] - 2, b['x1'] - 1]
   tall = tmp_path / 'tall.png'
   tall.write_bytes(image_fixture.encode(image_fixture.smooth_photo(3000, 32), 'PNG'))
-  assert m.overlay(str(tall)).size[0] == 256
+  w, h = m.overlay(str(tall)).size  # 7 columns of 429 px (7x32 + 6 gaps of 4 = 248 wide)
+  assert overlays.fold_count((3000, 32)) == 7 and 248 < w < 400 and 429 < h < 429 + 150
 
 
 def test_crops_keep_the_rgb_colour_profile(example, tmp_path):
@@ -267,7 +275,7 @@ def test_crops_keep_the_rgb_colour_profile(example, tmp_path):
   showed other colours. An RGB profile now goes with the crop (predict's and the API's); a
   profile for another colour space (CMYK) does not fit an RGB crop and is dropped."""
   from PIL import ImageCms
-  from aesthetics_jax.evaluation import inference
+  from aesthetics_jax.evaluation import image_files
   ns, _, _ = example
   m = ns['m']
   icc = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
@@ -281,7 +289,7 @@ def test_crops_keep_the_rgb_colour_profile(example, tmp_path):
   assert m.crop(photo.read_bytes()).info.get('icc_profile') == icc
   assert 'icc_profile' not in m.crop(np.asarray(Image.open(photo))).info  # an array has none
   cmyk = icc[:16] + b'CMYK' + icc[20:]
-  assert inference.rgb_icc_profile(str(photo)) == icc
+  assert image_files.rgb_icc_profile(str(photo)) == icc
   Image.open(photo).save(tmp_path / 'c.jpg', icc_profile=cmyk)
-  assert inference.rgb_icc_profile(str(tmp_path / 'c.jpg')) is None
-  assert inference.rgb_icc_profile(str(tmp_path / 'missing.jpg')) is None
+  assert image_files.rgb_icc_profile(str(tmp_path / 'c.jpg')) is None
+  assert image_files.rgb_icc_profile(str(tmp_path / 'missing.jpg')) is None

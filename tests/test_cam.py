@@ -12,7 +12,7 @@ import pytest
 from scipy import ndimage
 
 from aesthetics_jax import models
-from aesthetics_jax.evaluation import inference
+from aesthetics_jax.evaluation import forward as forward_lib
 from aesthetics_jax.explain import cam
 from aesthetics_jax.models import pretrained
 from launch import check_cam_parity as parity
@@ -387,7 +387,7 @@ def test_one_vjp_serves_all_bucket_targets_at_intermediate_layer(aesthetic_mnv2)
 
 def test_make_forward_layers(aesthetic_mnv2):
   model, v, x = aesthetic_mnv2
-  target_fn = cam.targets_for('mobilenet_v2', inference.target_names('mobilenet_v2'))
+  target_fn = cam.targets_for('mobilenet_v2', forward_lib.target_names('mobilenet_v2'))
   layers = ('features.6', 'features.13')
 
   @jax.jit
@@ -400,17 +400,17 @@ def test_make_forward_layers(aesthetic_mnv2):
     return out
 
   want = reference(x)
-  pred, maps = inference.make_forward(model, 'mobilenet_v2', 'gradcam', None,
+  pred, maps = forward_lib.make_forward(model, 'mobilenet_v2', 'gradcam', None,
                                       layers=layers[:1])(v, x)
   assert maps.shape == want[0].shape == (2, 12, 4, 4)  # raw maps at features.6
   np.testing.assert_allclose(maps, want[0], rtol=1e-4, atol=1e-6 * float(want[0].max()))
-  pred2, fused = inference.make_forward(model, 'mobilenet_v2', 'gradcam', None,
+  pred2, fused = forward_lib.make_forward(model, 'mobilenet_v2', 'gradcam', None,
                                         layers='features.13,features.6')(v, x)
   assert fused.shape == (2, 12, 32, 32)  # fused at the input size, min-max scaled
   np.testing.assert_allclose(fused, cam.fuse_layers(want, (32, 32)), atol=1e-4)
   np.testing.assert_allclose(pred2['mean_score'], pred['mean_score'], rtol=1e-5)
   with pytest.raises(ValueError, match="'features.40' is not a module"):
-    inference.make_forward(model, 'mobilenet_v2', 'gradcam', None, layers=('features.40',))
+    forward_lib.make_forward(model, 'mobilenet_v2', 'gradcam', None, layers=('features.40',))
 
 
 def test_make_forward_runs_the_network_once():
@@ -423,7 +423,7 @@ def test_make_forward_runs_the_network_once():
               ('features.22',): 13 + 3,            # + input-gradients of convs 24, 26, 28
               ('features.15', 'features.22'): 13 + 6}  # + convs 17, 19, 21, 24, 26, 28
   for layers, convs in expected.items():
-    forward = inference.make_forward(model, 'vgg16', 'gradcam', None, layers=layers)
+    forward = forward_lib.make_forward(model, 'vgg16', 'gradcam', None, layers=layers)
     hlo = forward.lower(v, x).compile().as_text()
     assert hlo.count(' convolution(') == convs, layers
 

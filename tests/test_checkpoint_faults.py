@@ -20,7 +20,8 @@ import pytest
 
 import checkpoint_fixture
 from aesthetics_jax import models, parallel
-from aesthetics_jax.evaluation import inference
+from aesthetics_jax.evaluation import predictor
+from aesthetics_jax.evaluation import records
 from aesthetics_jax.evaluation import run as eval_run
 from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.train import checkpoints, optim, trainer
@@ -119,7 +120,7 @@ def test_evaluate_and_predict_refuse_a_damaged_checkpoint(wd):
   with pytest.raises(checkpoints.CorruptCheckpointError, match=r'--step=2'):
     eval_run.evaluate(wd)
   with pytest.raises(checkpoints.CorruptCheckpointError, match=r'--step=2'):
-    inference.Predictor(wd)
+    predictor.Predictor(wd)
   assert not (wd / 'eval').exists()
 
 
@@ -178,7 +179,7 @@ def test_predict_reports_non_finite_outputs_as_errors(tmp_path):
   img = tmp_path / 'a.png'
   from PIL import Image  # pylint: disable=import-outside-toplevel
   Image.fromarray(np.full((40, 50, 3), 128, np.uint8)).save(img)
-  p = object.__new__(inference.Predictor)  # no checkpoint, no compile: a model gone NaN
+  p = object.__new__(predictor.Predictor)  # no checkpoint, no compile: a model gone NaN
   p.size, p.step = 32, 4
 
   def run(x):
@@ -189,7 +190,7 @@ def test_predict_reports_non_finite_outputs_as_errors(tmp_path):
   recs = list(p.predict_files([str(img), str(tmp_path / 'missing.jpg')]))
   assert 'not finite' in recs[0]['error'] and 'checkpoint 4' in recs[0]['error']
   assert set(recs[0]) == {'path', 'error'} and 'no such file' in recs[1]['error']
-  line = inference.to_json_line({'path': 'x', 'mean_score': float('nan')})
+  line = records.to_json_line({'path': 'x', 'mean_score': float('nan')})
   assert json.loads(line) == {'path': 'x', 'error': 'non-finite number in the output'}
 
 

@@ -237,15 +237,15 @@ def test_crop_of_a_thin_strip_is_cut_at_full_resolution(tmp_path):
   40x53 box came out 14x10 px; crops are bounded by pixels (36 MP), not by the long side. The
   working copy keeps such a strip whole now (a pixel budget): its crop is cut from it; from a
   reduced copy (a smaller budget), the file is decoded again at full size."""
-  from aesthetics_jax.evaluation import inference
+  from aesthetics_jax.evaluation import image_files
   strip = np.zeros((40, 20000, 3), np.uint8)
   strip[:, 10000:10053] = 255
   path = tmp_path / 'strip.png'
   Image.fromarray(strip).save(path)
-  whole = inference.load_image(path)
-  reduced = inference.load_image(path, budget=100_000)
+  whole = image_files.load_image(path)
+  reduced = image_files.load_image(path, budget=100_000)
   assert not whole.reduced and reduced.reduced and whole.size == reduced.size == (40, 20000)
   for decoded in (whole, reduced):
-    cut = inference.crop_image(path, decoded, [0, 10000, 40, 10053])
+    cut = image_files.crop_image(path, decoded, [0, 10000, 40, 10053])
     assert cut.size == (53, 40)
     assert np.asarray(cut).min() == 255  # the very pixels of the box

@@ -116,7 +116,7 @@ def test_large_images_decode_reduced_with_the_original_size():
   np.testing.assert_array_equal(decoder.decode(buf.getvalue(), target=100).image, want)
 
 
-# predict's working copy (`inference.WORK_SIDE`, `.WORK_MAX_PIXELS`; this module stays off the
+# predict's working copy (`image_files.WORK_SIDE`, `.WORK_MAX_PIXELS`; this module stays off the
 # Predictor's imports) and the long side that capped it before the pixel budget.
 _WORK_SIDE, _WORK_PIXELS, _OLD_MAX_SIDE = 1024, 2048 * 4096, 4096
 

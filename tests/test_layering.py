@@ -157,3 +157,11 @@ def test_moved_names_still_resolve_with_a_warning():
   assert checkpoints.CorruptCheckpointError  # what the Checkpointer raises, still importable
   with pytest.raises(AttributeError):
     checkpoints.no_such_name  # noqa: B018
+  from aesthetics_jax.evaluation import forward, image_files, inference, predictor, records
+  for name, module in (('make_forward', forward), ('load_image', image_files),
+                       ('WORK_SIDE', image_files), ('to_json_line', records),
+                       ('Predictor', predictor), ('check_box_threshold', predictor)):
+    with pytest.warns(DeprecationWarning, match=f'moved to {module.__name__}.{name}'):
+      assert getattr(inference, name) is getattr(module, name)
+  with pytest.raises(AttributeError):
+    inference.no_such_name  # noqa: B018

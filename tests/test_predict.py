@@ -228,13 +228,13 @@ def test_a_strip_feeds_the_model_its_own_rows(tmp_path):
   1/8, 5x2500, and the model's 224x224 input was a smear of 5 rows. Within the pixel budget the
   strip stays whole: its model input is the full image's."""
   from aesthetics_jax.data import preprocess
-  from aesthetics_jax.evaluation import inference
+  from aesthetics_jax.evaluation import image_files
   rows = np.linspace(0, 255, 40).astype(np.uint8)[:, None].repeat(20000, axis=1)
   path = tmp_path / 'strip.jpg'
   path.write_bytes(image_fixture.encode(np.stack([rows, 255 - rows, rows // 2], -1)))
-  work = inference.load_image(path)
+  work = image_files.load_image(path)
   assert work.size == (40, 20000) and work.image.shape == (40, 20000, 3) and not work.reduced
-  full = inference.load_image(path, target=None, budget=None).image
+  full = image_files.load_image(path, target=None, budget=None).image
   np.testing.assert_array_equal(preprocess.preprocess_eval_np(work.image, 224),
                                 preprocess.preprocess_eval_np(full, 224))
 
@@ -245,31 +245,17 @@ def _overlay(size, copy_hw=None, boxes=None):
   the predictor it reads."""
   import types
   from aesthetics_jax.data import decoder
-  from aesthetics_jax.evaluation import inference
+  from aesthetics_jax.evaluation import predictor
   copy = np.full(tuple(copy_hw or size) + (3,), 128, np.uint8)
   amap = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (8, 1))
   vis = {'aesthetic_map': amap, 'boxes': boxes or {}}
   me = types.SimpleNamespace(method='gradcam')
-  return inference.Predictor.overlay_image(me, decoder.Decoded(copy, tuple(size)), vis)
+  return predictor.Predictor.overlay_image(me, decoder.Decoded(copy, tuple(size)), vis)
 
 
 def _red(a):
   """bool [h, w]: the pixels of the 'average' box's colour."""
   return (a == np.array([255, 60, 60], np.uint8)).all(-1)
-
-
-def _unfold(folded, hw, k, left=0):
-  """The (h, w) picture `overlays.fold` cut into k pieces, put back together from the folded
-  overlay (its image part starting at column `left`), and the gaps' pixels."""
-  tall = hw[0] > hw[1]
-  short, long_side = min(hw), max(hw)
-  seg, gap = -(-long_side // k), max(3, short // 8)
-  strip = folded.transpose(1, 0, 2) if tall else folded
-  strip = strip[:, left:] if not tall else strip[left:]
-  pieces = [strip[i * (short + gap):i * (short + gap) + short, :seg] for i in range(k)]
-  gaps = [strip[i * (short + gap) + short:(i + 1) * (short + gap), :seg] for i in range(k - 1)]
-  whole = np.concatenate(pieces, axis=1)[:, :long_side]
-  return (whole.transpose(1, 0, 2) if tall else whole), np.concatenate(gaps, axis=0)
 
 
 def test_overlays_of_thin_strips_show_the_image_the_boxes_and_a_legend():
@@ -278,13 +264,13 @@ def test_overlays_of_thin_strips_show_the_image_the_boxes_and_a_legend():
   (`overlay_grid`, within a pixel budget), folded into rows (columns) about 2:1 overall
   (`overlays.fold`), a narrow one centred on a band its legend fits, and the boxes stay on the
   image."""
-  from aesthetics_jax.evaluation import inference
+  from aesthetics_jax.evaluation import image_files
   from aesthetics_jax.report import overlays
   wide = _overlay((20, 3000), boxes={'average': (0, 1000, 20, 1500)})
   k = overlays.fold_count((20, 3000))
   assert k == 9 and wide.shape[1] == 334  # 9 rows of 334 px: 204 px high, 1.6:1
   assert 9 * 20 + 8 * 3 + 16 <= wide.shape[0] <= 9 * 20 + 8 * 3 + 60
-  unfolded, gaps = _unfold(wide[:9 * 20 + 8 * 3], (20, 3000), k)
+  unfolded, gaps = image_fixture.unfold(wide[:9 * 20 + 8 * 3], (20, 3000), k)
   assert (gaps == overlays.LEGEND_BACKGROUND).all()
   red = _red(unfolded)
   assert red[:, 1000:1002].all() and red[:, 1498:1500].all() and red[:2, 1000:1500].all()
@@ -298,16 +284,16 @@ def test_overlays_of_thin_strips_show_the_image_the_boxes_and_a_legend():
   left = (overlays.LEGEND_MIN_WIDTH - 248) // 2
   assert (tall[:height, :left] == overlays.LEGEND_BACKGROUND).all()
   assert (tall[:height, left + 248:] == overlays.LEGEND_BACKGROUND).all()
-  unfolded, gaps = _unfold(tall[:height, :left + 248], (3000, 32), k, left)
+  unfolded, gaps = image_fixture.unfold(tall[:height, :left + 248], (3000, 32), k, left)
   assert (gaps == overlays.LEGEND_BACKGROUND).all()
   rows, cols = np.nonzero(_red(unfolded))
   assert (rows.min(), rows.max(), cols.min(), cols.max()) == (1000, 1499, 0, 31)
   assert (tall[height:] != overlays.LEGEND_BACKGROUND).any(-1).sum() > 200  # the legend's ink
-  assert inference.overlay_grid((40, 20000)) == (40, 20000)
-  assert inference.overlay_grid((1000, 20000)) == (128, 2560)
-  assert inference.overlay_grid((20000, 1000)) == (2560, 128)
-  assert inference.overlay_grid((100, 65000)) == (40, 26107)  # the pixel budget wins
-  assert 40 * 26107 <= inference.OVERLAY_MAX_SIDE ** 2
+  assert image_files.overlay_grid((40, 20000)) == (40, 20000)
+  assert image_files.overlay_grid((1000, 20000)) == (128, 2560)
+  assert image_files.overlay_grid((20000, 1000)) == (2560, 128)
+  assert image_files.overlay_grid((100, 65000)) == (40, 26107)  # the pixel budget wins
+  assert 40 * 26107 <= image_files.OVERLAY_MAX_SIDE ** 2
 
 
 @pytest.mark.parametrize('size, copy_hw', [((4000, 6000), (1334, 2000)),
@@ -317,14 +303,14 @@ def test_overlays_of_thin_strips_show_the_image_the_boxes_and_a_legend():
 def test_overlays_of_photos_are_as_before(size, copy_hw):
   """A photo's overlay (even an 8:1 panorama's) is what it was: the copy resized to a long side
   of 1024, the map, boxes 1/200 of that side wide, the legend strip below, nothing padded."""
-  from aesthetics_jax.evaluation import inference
+  from aesthetics_jax.evaluation import image_files
   from aesthetics_jax.explain import crop
   from aesthetics_jax.report import overlays
   h, w = size
   boxes = {'aesthetic': (h // 4, w // 4, h // 2, w // 2), 'average': (0, 0, h, w // 3)}
   got = _overlay(size, copy_hw, boxes)
   grid = crop.box_grid(size, 1024)
-  assert inference.overlay_grid(size) == grid and max(grid) == 1024
+  assert image_files.overlay_grid(size) == grid and max(grid) == 1024
   copy = np.full(copy_hw + (3,), 128, np.uint8)
   small = np.asarray(Image.fromarray(copy).resize((grid[1], grid[0]), Image.BILINEAR))
   amap = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (8, 1))
@@ -495,12 +481,12 @@ def test_a_dash_file_name_gets_a_hint_and_a_rerun_into_used_folders_says_so(file
 def test_non_utf8_file_names_are_valid_json():
   """A non-UTF-8 byte in a file name (Python's surrogateescape) was printed as "\\udce9", a lone
   surrogate that strict JSON readers refuse; now as a backslash escape, in every field."""
-  from aesthetics_jax.evaluation import inference
+  from aesthetics_jax.evaluation import records
   p = os.fsdecode(b'shoot/caf\xe9.jpg')
-  line = inference.to_json_line({'path': p, 'error': f'{p}: missing', 'boxes': [p, '\ud800']})
+  line = records.to_json_line({'path': p, 'error': f'{p}: missing', 'boxes': [p, '\ud800']})
   back = json.loads(line)
   assert json.dumps(back, ensure_ascii=False).encode('utf-8')  # no lone surrogate left
   assert back == {'path': 'shoot/caf\\xe9.jpg', 'error': 'shoot/caf\\xe9.jpg: missing',
                               'boxes': ['shoot/caf\\xe9.jpg', '\\ud800']}
   ok = {'path': 'café.jpg', 'mean_score': 5.0}
-  assert json.loads(inference.to_json_line(ok)) == ok
+  assert json.loads(records.to_json_line(ok)) == ok

@@ -132,14 +132,15 @@ def main(argv):
   method, items = check_flags(argv)
   # After the checks: importing inference (JAX, orbax) is slow.
   from aesthetics_jax import io  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.evaluation import inference  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.evaluation import predictor as predictor_lib  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.evaluation import records as records_lib  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import orbax_logging  # pylint: disable=import-outside-toplevel
   orbax_logging.quiet_orbax_errors()  # a damaged checkpoint is one CheckpointError line
   paths = [p for p in items if isinstance(p, str)]
   predictor = None
   if paths:
     try:
-      predictor = inference.Predictor(
+      predictor = predictor_lib.Predictor(
           _WORKDIR.value, _STEP.value, method, _CAM_LAYERS.value,
           overrides=config_flags.get_override_values(flags.FLAGS['config']))
     except (ValueError, RuntimeError, OSError) as e:  # no checkpoint, bad layer name, ...
@@ -153,7 +154,7 @@ def main(argv):
       failed += any(k in rec for k in _FAILURES)
       scored += 'error' not in rec
       uncut += 'crop' in rec and rec['crop'] is None
-      line = inference.to_json_line(rec)
+      line = records_lib.to_json_line(rec)
       if _OUTPUT.value:
         lines.append(line)
       else:

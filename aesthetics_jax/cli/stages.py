@@ -11,7 +11,7 @@ from typing import Sequence
 
 # --smoke evaluation: one CAM method, few images and bootstrap samples, so a job takes seconds.
 # 8 faithfulness images = one smoke eval batch: localization runs the encoder on the same batch
-# shape and reuses its compilation (`inference.features_until_fn`).
+# shape and reuses its compilation (`forward.features_until_fn`).
 SMOKE_EVAL = {'eval.cam_methods': ('gradcam',), 'eval.faithfulness_images': 8,
               'eval.bootstrap_samples': 50, 'eval.faithfulness_steps': 4,
               'eval.num_example_images': 2}

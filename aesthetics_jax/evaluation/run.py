@@ -35,7 +35,9 @@ from aesthetics_jax.data import decoder
 from aesthetics_jax.data import stats as data_stats
 from aesthetics_jax.evaluation import ground_truth
 from aesthetics_jax.evaluation import evaluators
-from aesthetics_jax.evaluation import inference
+from aesthetics_jax.evaluation import forward as forward_lib
+from aesthetics_jax.evaluation import predictor
+from aesthetics_jax.evaluation import records
 from aesthetics_jax.evaluation import overrides as overrides_lib
 from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.explain import cam
@@ -112,7 +114,7 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
   max_test = int(config.data.max_test_images)
 
   layers = models.resolve_layers(model, tuple(ec.cam_layers))
-  forward = inference.make_forward(model, arch, str(ec.cam_method), None, layers=layers)
+  forward = forward_lib.make_forward(model, arch, str(ec.cam_method), None, layers=layers)
   summarize = streaming.make_summarize(size, float(ec.box_threshold), arch)
   test = streaming.collect(forward, summarize, variables, batches, sources['test'], max_test,
                            desc='eval test')
@@ -201,7 +203,7 @@ def check_eval_config(config) -> None:
   pass (a misspelled CAM method) or never (a box threshold of 1.5 boxed the whole frame)."""
   ec = config.eval
   try:
-    inference.check_box_threshold(ec.box_threshold)
+    predictor.check_box_threshold(ec.box_threshold)
     for name in (str(ec.cam_method), *map(str, ec.cam_methods)):
       cam.canonical_method(name)
   except ValueError as e:
@@ -261,7 +263,7 @@ def summary(m: Mapping[str, Any]) -> dict:
 def _check_finite(test: streaming.SplitSummary, step: int, workdir: Path) -> None:
   """Non-finite outputs would turn every metric and the report into NaN: refuse instead."""
   # An empty map's entropy is NaN by definition; a NaN map shows in the other fields too.
-  bad = inference.non_finite_rows(test.pred, {k: v for k, v in test.maps.items()
+  bad = records.non_finite_rows(test.pred, {k: v for k, v in test.maps.items()
                                               if k != 'entropy'})
   if bad.any():
     raise EvaluationError(

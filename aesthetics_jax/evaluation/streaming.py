@@ -1,6 +1,6 @@
 """One streamed pass over a split: per-image predictions, truths and map summaries.
 
-Per batch, ONE jitted forward (`inference.make_forward`: features once → head → predictions and
+Per batch, ONE jitted forward (`forward.make_forward`: features once → head → predictions and
 raw CAMs [B,T,h,w]) and ONE jitted `make_summarize` (maps → a few numbers and boxes per image)
 run on the device; only those numbers come back to the host, so memory stays flat in the
 number of images. What the evaluators need of the maps themselves is summed as it streams:

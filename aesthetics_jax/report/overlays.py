@@ -214,3 +214,14 @@ def add_legend(image: np.ndarray, title: str, box_names: Sequence[str] = (),
         draw.rectangle([x, top, x + fs - 1, top + fs - 1], outline=colour, width=max(2, fs // 6))
         draw.text((x + fs + pad, top), payload, fill=colour, font=font)
   return np.concatenate([image, np.asarray(strip)], axis=0)
+
+
+def fold_with_legend(image: np.ndarray, title: str, box_names: Sequence[str] = ()) -> np.ndarray:
+  """An overlay as predict and the API show it: a strip beyond `FOLD_ASPECT`:1 folded into
+  rows (a tall one into columns, `fold`), the title saying so, then `add_legend` below.
+  uint8 [H, W, 3] → uint8 [H', W', 3]."""
+  k = fold_count(image.shape)
+  if k > 1:  # a strip: its pieces in rows (columns) that a window shows at a useful size
+    image = fold(image, k)
+    title += f'; folded in {k} {"columns" if image.shape[0] > image.shape[1] else "rows"}'
+  return add_legend(image, title, box_names)

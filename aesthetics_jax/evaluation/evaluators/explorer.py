@@ -2,7 +2,7 @@
 
 One more streamed pass over the evaluated test images (`report/explorer.py` writes the files).
 Per batch, one jitted function (`make_maps_fn`) computes every method's maps from one encoder
-pass, each exactly as `inference.make_forward` (where the evaluation's maps come from) does;
+pass, each exactly as `forward.make_forward` (where the evaluation's maps come from) does;
 per image, its raw maps `[T, h, w]` (`targets`: T = 13 for MobileNetV2: aesthetic, low, 10
 score buckets, top tag; 2 for VGG16: aesthetic, low), empty flags and boxes (`crop.image_boxes`,
 as `aesthetics-predict` takes them, at the image's own aspect) go to the writer, which keeps one
@@ -35,7 +35,7 @@ from tqdm import tqdm
 from aesthetics_jax import cpu_backend
 from aesthetics_jax import parallel
 from aesthetics_jax.data import pipeline
-from aesthetics_jax.evaluation import inference
+from aesthetics_jax.evaluation import forward
 from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.explain import cam
 from aesthetics_jax.evaluation.evaluators import localization
@@ -51,10 +51,10 @@ REGION_SIDE = 128
 
 
 def targets(arch: str) -> tuple[str, ...]:
-  """The explorer's CAM targets: the evaluation's (`inference.target_names`) with 'low' (the
+  """The explorer's CAM targets: the evaluation's (`forward.target_names`) with 'low' (the
   localisation's target, the negated aesthetic score) second; the top tag stays last, where
   `image_boxes` reads it."""
-  names = inference.target_names(arch)
+  names = forward.target_names(arch)
   return (names[0], 'low', *names[1:])
 
 
@@ -85,9 +85,9 @@ def image_boxes(maps: np.ndarray, hw: tuple[int, int], arch: str,
 def make_maps_fn(model, arch: str, methods: Sequence[str], layers: Sequence[str]):
   """jitted `(variables, x) -> {method: raw maps f32 [B,T,h,w]}` for `methods` (not ScoreCAM).
 
-  Per method the maps of `inference.make_forward(model, arch, method, None, layers=layers)`,
+  Per method the maps of `forward.make_forward(model, arch, method, None, layers=layers)`,
   but in ONE function: the encoder runs once, and the gradient methods share one forward +
-  backward pass (`inference.layer_maps_many`; measured on the demo MobileNetV2, 64 images,
+  backward pass (`forward.layer_maps_many`; measured on the demo MobileNetV2, 64 images,
   when XLA was left to merge per-method passes: 22 s to compile and 1.5 s a batch for six
   methods, against ~70 s and ~4 s as six separate functions).
   """
@@ -99,7 +99,7 @@ def make_maps_fn(model, arch: str, methods: Sequence[str], layers: Sequence[str]
     first = parallel.map_batch(
         lambda xi: model.apply(variables, xi, layers[0], method='features_until'), x, chunk,
         num_shards)
-    return inference.layer_maps_many(model, variables, layers, methods, first, x,
+    return forward.layer_maps_many(model, variables, layers, methods, first, x,
                                      target_fn)[1]
 
   return maps_fn
@@ -162,7 +162,7 @@ def run(model, variables, source: Sequence, test: streaming.SplitSummary,
   methods = list(methods)
   layers = tuple(layers)
   maps_fn = make_maps_fn(model, arch, [m for m in methods if m != 'scorecam'], layers)
-  scorecam = (inference.make_forward(model, arch, 'scorecam', None, targets(arch), layers)
+  scorecam = (forward.make_forward(model, arch, 'scorecam', None, targets(arch), layers)
               if 'scorecam' in methods else None)
   names = cam.target_names(arch, targets(arch))
   low_t = names.index('low')

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from aesthetics_jax import cpu_backend, models, parallel
 from aesthetics_jax.data import preprocess
-from aesthetics_jax.evaluation import inference
+from aesthetics_jax.evaluation import forward
 from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import faithfulness as faith_lib
 
@@ -33,7 +33,7 @@ def make_step(model, arch: str, steps: int, layers: Sequence[str] = ()):
   """`step(methods, variables, random_head_params, x [B,S,S,3]) -> {method: arrays [B,..]}`.
 
   layers: the CAM layers (`config.eval.cam_layers`; () = the encoder's output), as
-  `inference.make_forward` takes them, so the study and the faithfulness checks see one map.
+  `forward.make_forward` takes them, so the study and the faithfulness checks see one map.
 
   Returns per method `deletion`, `insertion` (`curve [B,K+1]` raw, `auc [B]`), `maps`,
   `random_maps` `[B,h,w]` (the aesthetic target's, of the trained and of the re-initialised
@@ -44,14 +44,14 @@ def make_step(model, arch: str, steps: int, layers: Sequence[str] = ()):
   aes = cam.targets_for(arch, ('aesthetic',))
   layers = models.resolve_layers(model, layers)
 
-  features = inference.features_until_fn(model, layers[0])
+  features = forward.features_until_fn(model, layers[0])
 
   @functools.partial(jax.jit, static_argnames=('methods',),
                      compiler_options=cpu_backend.encoder_options(model, 'cam'))
   def maps_fn(variables, random_head, feats, x, methods):
-    _, maps = inference.layer_maps_many(model, variables, layers, methods, feats, x, aes)
+    _, maps = forward.layer_maps_many(model, variables, layers, methods, feats, x, aes)
     rvars = dict(variables, params=dict(variables['params'], head=random_head))
-    _, rmaps = inference.layer_maps_many(model, rvars, layers, methods, feats, x, aes)
+    _, rmaps = forward.layer_maps_many(model, rvars, layers, methods, feats, x, aes)
     return {m: (maps[m][:, 0], rmaps[m][:, 0]) for m in methods}
 
   # The B*(K+1) perturbed images are scored one curve point at a time, the encoder `chunk`
@@ -166,7 +166,7 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
   per_method, map_hw = {}, None
   # ScoreCAM's few images in a batch of their own (a padded full batch would multiply its
   # per-channel forward passes).
-  for m_n, group in tqdm(inference.method_passes(methods, n, scorecam_images),
+  for m_n, group in tqdm(forward.method_passes(methods, n, scorecam_images),
                          desc='faithfulness', leave=False):
     t = time.time()
     m_bs = round_up(m_n) if group == ['scorecam'] else round_up(min(batch_size, n))

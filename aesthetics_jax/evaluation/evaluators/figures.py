@@ -20,7 +20,7 @@ from PIL import Image
 from aesthetics_jax import parallel
 from aesthetics_jax.data import decoder
 from aesthetics_jax.data import preprocess
-from aesthetics_jax.evaluation import inference
+from aesthetics_jax.evaluation import forward as forward_lib
 from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import crop
@@ -50,7 +50,7 @@ def examples(forward: streaming.ForwardFn, variables, source: Sequence, rows: Se
   x, _ = parallel.pad_to_multiple(x, batch_size)
   x = preprocess.to_model_input(jax.device_put(x, parallel.data_sharding(mesh)), normalize)
   pred, maps = jax.device_get(forward(variables, x))
-  maps = inference.split_maps(np.asarray(maps), arch)
+  maps = forward_lib.split_maps(np.asarray(maps), arch)
   panels, bucket_panels = [], []
   for j, (i, img) in enumerate(zip(rows, imgs)):
     grid = crop.box_grid(img.size, EXAMPLE_SIZE)

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from aesthetics_jax import cpu_backend, models, parallel
 from aesthetics_jax.data import decoder
 from aesthetics_jax.data import preprocess
-from aesthetics_jax.evaluation import inference
+from aesthetics_jax.evaluation import forward
 from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import faithfulness as faith_lib
 
@@ -93,17 +93,17 @@ def make_maps(model, arch: str, layers: Sequence[str] = ()):
 
   Jitted in two parts, as `faithfulness.make_step`: the encoder up to the CAM layer (compiled
   once, run ONCE per batch for all `methods`) and the rest of the network with one vjp shared
-  by every gradient method (`inference.layer_maps_many`; one compilation for all `methods`).
+  by every gradient method (`forward.layer_maps_many`; one compilation for all `methods`).
   """
   targets = cam.targets_for(arch, ('low', 'aesthetic'))
   layers = models.resolve_layers(model, layers)
 
-  features = inference.features_until_fn(model, layers[0])
+  features = forward.features_until_fn(model, layers[0])
 
   @functools.partial(jax.jit, static_argnames=('methods',),
                      compiler_options=cpu_backend.encoder_options(model, 'cam'))
   def maps_fn(variables, feats, x, methods):
-    _, maps = inference.layer_maps_many(model, variables, layers, methods, feats, x, targets)
+    _, maps = forward.layer_maps_many(model, variables, layers, methods, feats, x, targets)
     return {m: (v[:, 0], v[:, 1]) for m, v in maps.items()}
 
   def maps(methods, variables, x):
@@ -253,7 +253,7 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
   per_method: dict[str, dict[str, Any]] = {}
   baselines: dict[int, tuple[float, float]] = {}
   mask_errors: dict[str, str] = {}
-  for m_n, group in tqdm(inference.method_passes(methods, n, scorecam_images),
+  for m_n, group in tqdm(forward.method_passes(methods, n, scorecam_images),
                          desc='localization', leave=False):
     t = time.time()
     arrays = _method_arrays(maps_of, group, variables, source, m_n, masks_dir, image_size,

@@ -1,0 +1,119 @@
+"""Image files for prediction: the working copy the model sees, overlay sizes, full-size crops.
+
+Bounded memory for any input (`decoder.decode`'s byte and pixel caps): each file is decoded
+reduced to a working copy (both sides >= `WORK_SIDE` where the image is larger, at most
+`WORK_MAX_PIXELS` pixels: a pixel budget, so a 40x20000 strip keeps its 40 rows) that feeds the
+model and the overlays; overlays are drawn with their long side <= `OVERLAY_MAX_SIDE`, a thin
+strip's with its short side up to `OVERLAY_MIN_SIDE` instead (`overlay_grid`, at most
+`OVERLAY_MAX_SIDE`² pixels); crops are cut from the image decoded again, at full resolution up to
+`CROP_MAX_PIXELS` (36 MP, whatever the aspect: a 40x20000 strip is cut at full size too),
+beyond it JPEGs DCT-reduced to that many pixels and other formats (which PIL decodes only at
+full size) cut from the working copy.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+from typing import Sequence
+
+from PIL import Image
+
+from aesthetics_jax.data import decoder
+from aesthetics_jax.explain import crop
+
+
+# Working copy of each image (model input, overlays): both sides >= WORK_SIDE where the image
+# is larger, at most WORK_MAX_PIXELS pixels (which wins: a long panorama). A pixel budget, not a
+# long side: a 4096-px long side left a 40x20000 JPEG strip 5x2500, a smear at the model's
+# 224x224; it now stays 40x20000.
+WORK_SIDE = 1024
+# 2048 x 4096: about the largest copy the former 4096-px long side allowed (a 2048x4095 photo
+# was kept whole), so the largest copy is as large as before, and every copy that cap did not
+# shrink (all photos up to 2:1) is the same.
+WORK_MAX_PIXELS = 2 * WORK_SIDE * 4096
+OVERLAY_MAX_SIDE = 1024  # long side of --overlay_dir images
+# A thinner overlay keeps this short side (or the image's own, never enlarged) within
+# OVERLAY_MAX_SIDE² pixels, a square photo's overlay: a 40x20000 strip's was 2x1024.
+OVERLAY_MIN_SIDE = 128
+# Beyond this aspect ratio a record carries a `note`: the model's square input squashes the
+# image so far (a 40x20000 strip 500 times) that its score and maps say little.
+EXTREME_ASPECT = 5
+# Crops are cut at full resolution up to this many pixels (6000², 36 MP), from a reduced
+# decode beyond (see the module docstring).
+CROP_MAX_PIXELS = 6000 * 6000
+
+
+class PredictError(ValueError):
+  """One-line user error about a single input image."""
+
+
+def load_image(path: str | os.PathLike | bytes, target: int | None = WORK_SIDE,
+               budget: int | None = WORK_MAX_PIXELS) -> decoder.Decoded:
+  """Reads and decodes an image file, or a file's bytes (`decoder.read_file` /
+  `decoder.decode`: size caps, reduced decoding to `target` within `budget` pixels, EXIF
+  orientation). The defaults make the working copy (`aesthetics-predict` and the API feed the
+  model from it); `target=None, budget=None`: full resolution.
+
+  Returns `Decoded` (image uint8 [h,w,3], displayed size (H, W)); PredictError (one line: the
+  path and the cause) for a missing, oversized, truncated, non-image, bomb or < 32 px file.
+  """
+  try:
+    data, what = ((path, 'image bytes') if isinstance(path, bytes) else
+                  (decoder.read_file(path), str(path)))
+    return decoder.decode(data, target=target, budget=budget,
+                             min_side=decoder.MIN_SIDE, what=what)
+  except decoder.DecodeError as e:
+    raise PredictError(str(e)) from None
+
+
+def overlay_grid(hw: tuple[int, int]) -> tuple[int, int]:
+  """(h', w') an overlay of an image of (H, W) pixels is drawn at: the aspect kept, the long side
+  <= OVERLAY_MAX_SIDE, unless that leaves the short side under min(OVERLAY_MIN_SIDE, its own):
+  then that short side (a 40x20000 strip: 40x20000, not 2x1024), within OVERLAY_MAX_SIDE²
+  pixels (a 100x65000 one: 40x26107). Never enlarged (`crop.box_grid`)."""
+  return crop.box_grid(hw, OVERLAY_MAX_SIDE, OVERLAY_MIN_SIDE)
+
+
+def rgb_icc_profile(source: str | os.PathLike | bytes) -> bytes | None:
+  """The ICC profile of an image file (a path or its bytes), if it describes RGB: a crop keeps
+  its colours in Display P3 or Adobe RGB only with it (a CMYK file's profile does not fit the
+  RGB crop, so it is dropped, as is every other error: a crop never fails for it)."""
+  try:
+    data = isinstance(source, (bytes, bytearray, memoryview))
+    with Image.open(io.BytesIO(bytes(source)) if data else source) as im:
+      icc = im.info.get('icc_profile')
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return icc if isinstance(icc, bytes) and icc[16:20] == b'RGB ' else None
+
+
+def crop_image(path: str | os.PathLike, image: decoder.Decoded,
+               box: Sequence[int]) -> Image.Image:
+  """`box` (original pixels) cut from the image, an RGB PIL image: from the file decoded again
+  (at full resolution up to CROP_MAX_PIXELS, reduced to about that many beyond), or from the
+  working copy when that is the whole image, or when a re-decode would materialise a huge
+  non-JPEG image (another full-size transient after the model's memory is in use)."""
+  h, w = image.size
+  if not image.reduced or (image.format != 'JPEG' and h * w > CROP_MAX_PIXELS):
+    y0, x0, y1, x1 = crop.scale_box(box, image.size, image.image.shape[:2])
+    return with_icc(Image.fromarray(image.image[y0:y1, x0:x1]), path)
+  # A pixel budget, not a long side: a thin strip within it is cut at full size.
+  max_side = None if h * w <= CROP_MAX_PIXELS else max(
+      1, math.floor(max(h, w) * math.sqrt(CROP_MAX_PIXELS / (h * w))))
+  try:  # cut and saved in PIL: no numpy copy of a full-resolution crop
+    src, _ = decoder.decode_pil(decoder.read_file(path), max_side=max_side,
+                                   what=str(path))
+  except decoder.DecodeError as e:
+    raise PredictError(str(e)) from None
+  y0, x0, y1, x1 = crop.scale_box(box, image.size, src.size[::-1])
+  return with_icc(src.crop((x0, y0, x1, y1)), path)
+
+
+def with_icc(cut: Image.Image, source: str | os.PathLike | bytes | bytearray) -> Image.Image:
+  """`cut` carrying the source's RGB ICC profile (PNG and JPEG writers embed info's)."""
+  cut.info.pop('icc_profile', None)
+  icc = rgb_icc_profile(source)
+  if icc:
+    cut.info['icc_profile'] = icc
+  return cut

@@ -1,0 +1,195 @@
+"""Prediction on image files: scores, CAMs, suggested boxes and crops (library of predict).
+
+`Predictor` restores a checkpoint once and runs one jitted function per batch
+(`forward.make_forward`): features → head → CAMs, all from ONE feature map. Boxes are
+`(y0, x0, y1, x1)`, end-exclusive, in ORIGINAL image pixel coordinates of the displayed image
+(EXIF orientation applied; `crop.image_boxes`: the map is brought back to the original aspect
+before boxes are taken). The images it reads and cuts: `image_files`; its records: `records`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import jax
+import numpy as np
+from PIL import Image
+
+from aesthetics_jax import models
+from aesthetics_jax import parallel
+from aesthetics_jax.data import decoder
+from aesthetics_jax.data import demo as demo_data
+from aesthetics_jax.data import preprocess
+from aesthetics_jax.evaluation import ground_truth
+from aesthetics_jax.evaluation import overrides as overrides_lib
+from aesthetics_jax.evaluation.forward import make_forward, split_maps
+from aesthetics_jax.evaluation.image_files import (EXTREME_ASPECT, WORK_SIDE, PredictError,
+                                                   crop_image, load_image, overlay_grid)
+from aesthetics_jax.evaluation.records import (DEFAULT_TOP_K, box_fields, non_finite_rows,
+                                               output_stem, score_fields, write_error)
+from aesthetics_jax.explain import cam
+from aesthetics_jax.explain import crop
+from aesthetics_jax.report import overlays
+from aesthetics_jax.train import restore
+
+
+class Predictor:
+  """A restored model ready for `run` / `run_forward` (arrays) and `predict_files` (paths)."""
+
+  def __init__(self, workdir: str | os.PathLike, step: int | None = None,
+               cam_method: str | None = None, cam_layers: Sequence[str] | str | None = None,
+               overrides: dict[str, Any] | None = None):
+    """`cam_method` / `cam_layers` (torchvision module paths, e.g. ('features.14',
+    'features.18')) default to the checkpoint's `config.eval.cam_method` / `.cam_layers`;
+    `overrides`: dotted `eval.*` keys for this predictor (`{'eval.box_threshold': 0.4}`)."""
+    self.model, self.variables, self.config, self.step = restore.restore_for_inference(
+        workdir, step)
+    overrides_lib.apply(self.config, overrides)  # eval.* only; one-line OverrideError
+    self.arch = str(self.config.model.arch)
+    self.size = int(self.config.input.image_size)
+    self.method = cam.canonical_method(cam_method or str(self.config.eval.cam_method))
+    self.threshold = check_box_threshold(self.config.eval.box_threshold)
+    # AVA's 66 names when the dataset that recorded them is not at hand (a moved workdir).
+    self.tag_names = ground_truth.tag_names(self.config) or dict(
+        enumerate(demo_data.TAG_NAMES, start=1))
+    # load_config fills cam_layers for checkpoints written before it existed: () = the
+    # encoder's output.
+    self.cam_layers = models.resolve_layers(self.model,
+                                            cam_layers or tuple(self.config.eval.cam_layers))
+    self.forward = make_forward(self.model, self.arch, self.method,
+                                str(self.config.input.normalize), layers=self.cam_layers)
+    self.mesh = parallel.make_mesh()
+    self.num_devices = self.mesh.devices.size
+    # Replicated over the mesh: the batch axis of the inputs is sharded over all devices.
+    self.variables = parallel.replicate(jax.device_get(self.variables), self.mesh)
+
+  def run(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """uint8 [B,S,S,3] → (predict_outputs fields [B,...], maps by target [B,(10,)h,w]: raw at
+    one CAM layer, fused at the input size [B,(10,)S,S] for several)."""
+    pred, maps = self.run_forward(x, self.forward)
+    return pred, split_maps(maps, self.arch)
+
+  def run_forward(self, x: np.ndarray, forward) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """uint8 [B,S,S,3] through a `make_forward` function of this model (any targets, method,
+    layers) → (predict_outputs fields [B,...], maps [B,T,h,w]) on the host."""
+    x, b = parallel.pad_to_multiple(x, self.num_devices)
+    xs = jax.device_put(x, parallel.data_sharding(self.mesh))
+    pred, maps = forward(self.variables, xs)
+    return {k: np.asarray(v)[:b] for k, v in pred.items()}, np.asarray(maps)[:b]
+
+  def describe(self, image: np.ndarray | tuple[int, int], pred: dict[str, np.ndarray],
+               maps: dict[str, Any], i: int, aspect: str | None = None,
+               top_k: int = DEFAULT_TOP_K) -> tuple[dict, dict]:
+    """JSON fields and box/overlay data for image i of a batch; image: the original uint8
+    [H,W,3] or its displayed (H, W) (`Decoded.size`): boxes come out in those pixels.
+
+    vis['boxes'] keeps `(y0, x0, y1, x1)` for drawing and cropping; the record names corners.
+    """
+    h, w = image if isinstance(image, tuple) else image.shape[:2]
+    rec = score_fields(pred, i, self.arch, self.tag_names, top_k)
+    d = crop.image_boxes(maps['aesthetic'][i], maps['top_tag'][i] if 'top_tag' in maps else None,
+                         (h, w), self.threshold, aspect)
+    boxes = {k: v.tolist() for k, v in d['boxes'].items()}
+    # An empty map points nowhere: say so instead of suggesting the whole frame.
+    rec['map'] = 'empty' if d['empty']['aesthetic'] else 'ok'
+    rec['box'] = box_fields(boxes.get('average', boxes.get('aesthetic')))
+    rec['boxes'] = {k: box_fields(v) for k, v in boxes.items()}
+    ratio = max(h, w) / max(1, min(h, w))
+    if ratio > EXTREME_ASPECT:
+      rec['note'] = (f'aspect {ratio:.0f}:1: the model sees the image squashed into a square, '
+                     'so its score and maps say little about it')
+    vis = {'aesthetic_map': d['aesthetic_map'], 'attribute_map': d['attribute_map'],
+           'boxes': boxes}
+    return rec, vis
+
+  def overlay_image(self, image: decoder.Decoded | np.ndarray, vis: dict) -> np.ndarray:
+    """The --overlay_dir picture: the aesthetic map and the boxes (original pixels) over the
+    image, at its original aspect and `overlay_grid` size (long side <= OVERLAY_MAX_SIDE; a
+    thin strip keeps a short side, and one over `overlays.FOLD_ASPECT`:1 is folded into rows,
+    or columns, about 2:1 overall, `overlays.fold`), and, in a strip below, their legend (a
+    narrow image is centred on a dark band as wide as the legend needs) → uint8 [h', w', 3].
+    image: the `Decoded` working copy (or a uint8 [H,W,3] array at the size the boxes are
+    in)."""
+    if not isinstance(image, decoder.Decoded):
+      image = decoder.Decoded(np.asarray(image), tuple(np.asarray(image).shape[:2]))
+    hw = overlay_grid(image.size)
+    small = image.image
+    if small.shape[:2] != hw:
+      small = np.asarray(Image.fromarray(small).resize((hw[1], hw[0]), Image.BILINEAR))
+    shown = {k: crop.scale_box(v, image.size, hw) for k, v in vis['boxes'].items()}
+    img = overlays.draw_boxes(overlays.overlay(small, vis['aesthetic_map']), shown,
+                             width=overlays.box_width(hw))
+    return overlays.fold_with_legend(img, f'map: aesthetic ({self.method})', list(shown))
+
+  def predict_files(self, paths: Sequence[str], overlay_dir: str | None = None,
+                    crop_dir: str | None = None, aspect: str | None = None,
+                    batch_size: int = 8, top_k: int = DEFAULT_TOP_K) -> Iterator[dict]:
+    """Yields one JSON-able dict per path, in order; a bad file yields {'path', 'error'}."""
+    if aspect:
+      crop.parse_aspect(aspect)
+    if crop_dir and not aspect:
+      aspect = None  # crop_dir alone: crop the suggested (average / aesthetic) box
+    for start in range(0, len(paths), batch_size):
+      chunk = list(paths[start:start + batch_size])
+      images, errors = {}, {}
+      for j, p in enumerate(chunk):
+        try:
+          images[j] = load_image(p, max(self.size, WORK_SIDE))
+        except PredictError as e:
+          errors[j] = str(e)
+      results = {}
+      if images:
+        order = sorted(images)
+        x = np.stack([preprocess.preprocess_eval_np(images[j].image, self.size) for j in order])
+        pred, maps = self.run(x)
+        non_finite = non_finite_rows(pred, maps)
+        for k, j in enumerate(order):
+          if non_finite[k]:  # never print NaN as a score (nor as invalid JSON)
+            errors[j] = (f'{chunk[j]}: the model output is not finite (NaN/inf) for this image; '
+                         f'checkpoint {self.step} holds non-finite weights or training '
+                         'diverged: pass another --step or retrain')
+            continue
+          rec, vis = self.describe(images[j].size, pred, maps, k, aspect, top_k)
+          stem = output_stem(start + j, chunk[j])
+          if overlay_dir:
+            out = Path(overlay_dir) / f'{stem}_cam.png'
+            try:
+              overlays.save_png(out, self.overlay_image(images[j], vis))
+              rec['overlay'] = str(out)
+            except OSError as e:  # a full disk loses this picture, not the scores
+              rec['overlay_error'] = write_error(out, e, 'overlay_dir')
+          # With --aspect the crop is that window or nothing: never a box of another shape.
+          cut = (vis['boxes'].get('crop') if aspect else
+                 vis['boxes'].get('average', vis['boxes'].get('aesthetic')))
+          if crop_dir and cut is None:  # an empty map points nowhere: nothing to cut
+            rec['crop'] = None
+          elif crop_dir:
+            out = Path(crop_dir) / f'{stem}_crop.png'
+            try:
+              overlays.save_png(out, crop_image(chunk[j], images[j], cut))
+              rec['crop'] = str(out)
+            except PredictError as e:  # the file changed since it was scored
+              rec['crop_error'] = str(e)
+            except OSError as e:
+              rec['crop_error'] = write_error(out, e, 'crop_dir')
+          results[j] = rec
+      for j, p in enumerate(chunk):
+        if j in errors:
+          yield {'path': str(p), 'error': errors[j]}
+        else:
+          yield {'path': str(p), **results[j]}
+
+
+def check_box_threshold(value, name: str = 'config.eval.box_threshold') -> float:
+  """`config.eval.box_threshold` (or the argument `name`) as a float in (0, 1), else
+  ValueError (one line): at 0 or below every box is the whole frame, at 1 or above none
+  exists."""
+  try:
+    t = float(value)
+  except (TypeError, ValueError):
+    t = float('nan')
+  if not 0.0 < t < 1.0:  # NaN fails too
+    raise ValueError(f'{name}={value!r}: must be in (0, 1), the fraction of a map\'s peak a '
+                     'box encloses (default 0.2)')
+  return t
