@@ -121,11 +121,16 @@ def test_inference_and_explain_do_not_load_the_trainer(module):
 def test_the_decoder_and_the_dataset_load_no_jax():
   """The decoder (`data/decoder.py`), the TFDS dataset and `prepare_data` are host code:
   preparing AVA never pays for starting JAX (~2-3 s a process), and neither do the dataset's
-  validation workers."""
+  validation workers. The commands' flag checks (config values, CAM methods, crop aspects,
+  checkpoint errors, the JSON records, the report's overlays) need none either."""
   import subprocess
   import sys
   code = ('import sys, aesthetics_jax.data.decoder, aesthetics_jax.data.dataset, '
-          'aesthetics_jax.cli.prepare_data, aesthetics_jax.data.errors; '
+          'aesthetics_jax.cli.prepare_data, aesthetics_jax.data.errors, '
+          'aesthetics_jax.explain.choices, aesthetics_jax.train.config_checks, '
+          'aesthetics_jax.train.checkpoint_errors, aesthetics_jax.evaluation.records, '
+          'aesthetics_jax.evaluation.overrides, aesthetics_jax.report.overlays, '
+          'aesthetics_jax.report.charts; '
           'bad = sorted(m for m in sys.modules if m == "jax" or m.startswith("jax.")); '
           'print(bad[:5]); assert not bad')
   r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,

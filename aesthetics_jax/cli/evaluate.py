@@ -71,6 +71,7 @@ def _check_eval_values(overrides: dict) -> None:
   # pylint: disable=import-outside-toplevel
   from aesthetics_jax.configs import default
   from aesthetics_jax.evaluation import overrides as overrides_lib
+  from aesthetics_jax.explain import choices
   from aesthetics_jax.train import config_checks
   probe = default.get_config()
   try:
@@ -78,6 +79,11 @@ def _check_eval_values(overrides: dict) -> None:
   except overrides_lib.OverrideError:
     return  # worded against the restored config, after it loads
   found = config_checks.problems(probe, 'eval.')
+  try:
+    for name in (str(probe.eval.cam_method), *map(str, probe.eval.cam_methods)):
+      choices.canonical_method(name)
+  except ValueError as e:
+    found.append(str(e))
   if found:
     common.usage_error('evaluate', found[0])
 

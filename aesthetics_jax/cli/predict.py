@@ -82,15 +82,13 @@ def check_flags(argv: Sequence[str]) -> tuple[str | None, list[str | dict]]:
     common.usage_error('predict', f'--output={_OUTPUT.value} names an image file; the JSON '
                        'lines go to a text file: pass e.g. --output=predictions.jsonl')
   method = None
-  if _CAM_METHOD.value or _ASPECT.value:  # these import JAX (a second or two)
-    from aesthetics_jax.explain import cam  # pylint: disable=import-outside-toplevel
-    from aesthetics_jax.explain import crop  # pylint: disable=import-outside-toplevel
-    try:
-      method = cam.canonical_method(_CAM_METHOD.value) if _CAM_METHOD.value else None
-      if _ASPECT.value:
-        crop.parse_aspect(_ASPECT.value)
-    except ValueError as e:
-      common.usage_error('predict', str(e))
+  from aesthetics_jax.explain import choices  # pylint: disable=import-outside-toplevel
+  try:  # JAX-free: a bad --aspect answered after ~3 s of imports
+    method = choices.canonical_method(_CAM_METHOD.value) if _CAM_METHOD.value else None
+    if _ASPECT.value:
+      choices.parse_aspect(_ASPECT.value)
+  except ValueError as e:
+    common.usage_error('predict', str(e))
   items = inputs.expand(argv[1:], skip=[d for d in (_OVERLAY_DIR.value, _CROP_DIR.value)
                                         if d and '://' not in d])
   if _OUTPUT.value and os.path.exists(_OUTPUT.value):

@@ -36,20 +36,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-METHODS = ('gradcam', 'gradcampp', 'hirescam', 'xgradcam', 'layercam', 'eigencam', 'scorecam')
-GRADIENT_METHODS = ('gradcam', 'gradcampp', 'hirescam', 'xgradcam', 'layercam')
+from aesthetics_jax.explain import choices
 
-
-
-def canonical_method(name: str) -> str:
-  """A user's spelling of a method → its name in `METHODS` ('gradcam++', 'GradCAMPlusPlus',
-  'Score-CAM' → 'gradcampp', 'gradcampp', 'scorecam'); one-line ValueError if unknown."""
-  key = str(name).lower().replace('-', '').replace('_', '').replace(' ', '')
-  key = key.replace('++', 'pp').replace('plusplus', 'pp')
-  if key not in METHODS:
-    raise ValueError(f'unknown CAM method {name!r}; use one of {", ".join(METHODS)} '
-                     "(gradcam++ = gradcampp)")
-  return key
+# The method names and their spellings live in `choices` (JAX-free, for the commands' checks).
+METHODS, GRADIENT_METHODS = choices.METHODS, choices.GRADIENT_METHODS
+canonical_method = choices.canonical_method
 
 
 HeadFn = Callable[[jax.Array], Any]

@@ -30,6 +30,7 @@ from scipy import ndimage
 
 from aesthetics_jax import io as io_lib
 from aesthetics_jax.explain import cam
+from aesthetics_jax.explain import choices
 
 # Longest side at which one image's maps are brought back to its aspect for boxes and crops.
 BOX_RESOLUTION = 512
@@ -110,24 +111,8 @@ def average_boxes(a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.concatenate([start, end], axis=1).astype(jnp.int32)
 
 
-# Widest / tallest crop: an inf or 1e9 ratio used to give a one-pixel strip.
-MAX_ASPECT = 20.0
-
-
-def parse_aspect(aspect: str | float) -> float:
-  """'W:H' (e.g. '4:3', '16:9', '1:1') or a number → width / height, within 1:20 .. 20:1."""
-  if isinstance(aspect, (int, float)) and not isinstance(aspect, bool):
-    r = float(aspect)
-  else:
-    try:  # '4:3', or a number written as text ('1.5', as --aspect passes it)
-      w, _, h = str(aspect).partition(':')
-      r = float(w) / float(h or 1)
-    except (ValueError, ZeroDivisionError):
-      r = -1.0
-  if not 1 / MAX_ASPECT <= r <= MAX_ASPECT:  # also NaN
-    raise ValueError(f"crop aspect {aspect!r} is not valid; use 'W:H' like '4:3' or a ratio "
-                     f'from 1:{MAX_ASPECT:g} to {MAX_ASPECT:g}:1')
-  return r
+# Crop aspects are parsed in `choices` (JAX-free: the commands check --aspect before JAX loads).
+MAX_ASPECT, parse_aspect = choices.MAX_ASPECT, choices.parse_aspect
 
 
 def window_size(hw: tuple[int, int], aspect: str | float, scale: float = 1.0) -> tuple[int, int]:
