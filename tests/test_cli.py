@@ -224,6 +224,8 @@ _BEFORE_JAX = [
     ('make_demo_data', ['--bogus=1'], "make_demo_data: Unknown command line flag 'bogus'"),
     ('make_fake_weights', ['--out={tmp}/w', '--archs=resnet'],
      'make_fake_weights: --archs=resnet: use some of mobilenet_v2,vgg16'),
+    ('make_fake_weights', ['--out={tmp}/w', '--width_mult=0'],
+     'make_fake_weights: --width_mult=0.0: pass a value in (0, 2]'),
     ('prepare_data', ['--ava_dir={tmp}/nowhere', '--data_dir={tmp}/d'],
      'prepare_data: {tmp}/nowhere/AVA.txt: not found'),
     ('convert_weights', ['--arch=vgg16', '--source={tmp}/none.pth', '--out={tmp}/o'],

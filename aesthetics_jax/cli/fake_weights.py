@@ -17,7 +17,6 @@ from PIL import Image
 
 from aesthetics_jax.data import demo as demo_data
 from aesthetics_jax.io import atomic_write_text
-from aesthetics_jax.models import fake_imagenet
 
 
 def file_name(arch: str) -> str:
@@ -40,8 +39,10 @@ LIMITS = {'width_mult': (0.0, 2.0), 'fc_dim': (1, 8192), 'calibration_images': (
           'image_size': (32, 448)}
 
 
-def check_args(width_mult: float, fc_dim: int, num_images: int, image_size: int) -> None:
-  """FakeWeightsError (one line, naming the flag and its range) for values out of `LIMITS`."""
+def range_problem(width_mult: float, fc_dim: int, num_images: int,
+                  image_size: int) -> str | None:
+  """One line naming the first flag out of `LIMITS` and its range, or None (no JAX needed:
+  the command answers a bad flag at once)."""
   values = {'width_mult': width_mult, 'fc_dim': fc_dim, 'calibration_images': num_images,
             'image_size': image_size}
   for name, v in values.items():
@@ -49,13 +50,24 @@ def check_args(width_mult: float, fc_dim: int, num_images: int, image_size: int)
     ok = lo < v <= hi if name == 'width_mult' else lo <= v <= hi  # also refuses NaN
     if not ok:
       rng = f'in (0, {hi:g}]' if name == 'width_mult' else f'from {lo} to {hi}'
-      raise fake_imagenet.FakeWeightsError(f'--{name}={v}: pass a value {rng}')
+      return f'--{name}={v}: pass a value {rng}'
+  return None
+
+
+def check_args(width_mult: float, fc_dim: int, num_images: int, image_size: int) -> None:
+  """FakeWeightsError (one line, naming the flag and its range) for values out of `LIMITS`."""
+  problem = range_problem(width_mult, fc_dim, num_images, image_size)
+  if problem:
+    from aesthetics_jax.models import fake_imagenet  # pylint: disable=import-outside-toplevel
+    raise fake_imagenet.FakeWeightsError(problem)
 
 
 def make_weights(out_dir: str | os.PathLike, arch: str, *, width_mult: float = 1.0,
                  fc_dim: int = 4096, num_images: int = 16, image_size: int = 224,
                  seed: int = 0) -> tuple[Path, dict]:
   """Writes `<out_dir>/<arch>-synthetic.pth` (+ `.json`); returns (path, info)."""
+  # The models (JAX) load here: the flag checks above need none.
+  from aesthetics_jax.models import fake_imagenet  # pylint: disable=import-outside-toplevel
   check_args(width_mult, fc_dim, num_images, image_size)
   t0 = time.perf_counter()
   images = calibration_images(num_images, image_size, seed)

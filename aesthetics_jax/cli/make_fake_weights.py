@@ -37,14 +37,14 @@ def main(argv):
   if bad or not _ARCHS.value:
     common.usage_error('make_fake_weights', f'--archs={",".join(_ARCHS.value)}: use some of '
                        f'{",".join(ARCHS)}')
-  # The models (JAX, flax) load after the flag checks: a misspelled flag answers at once.
   from aesthetics_jax.cli import fake_weights  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.models import fake_imagenet  # pylint: disable=import-outside-toplevel
-  try:
-    fake_weights.check_args(_WIDTH.value, _FC_DIM.value, _N_IMAGES.value, _IMAGE_SIZE.value)
-  except fake_imagenet.FakeWeightsError as e:
-    common.usage_error('make_fake_weights', str(e))
+  problem = fake_weights.range_problem(_WIDTH.value, _FC_DIM.value, _N_IMAGES.value,
+                                       _IMAGE_SIZE.value)
+  if problem:
+    common.usage_error('make_fake_weights', problem)
   common.check_outputs('make_fake_weights', folders={'out': _OUT.value})
+  # The models (JAX, flax) load after the flag checks: a bad flag answers at once.
+  from aesthetics_jax.models import fake_imagenet  # pylint: disable=import-outside-toplevel
   for arch in _ARCHS.value:
     try:
       path, info = fake_weights.make_weights(
