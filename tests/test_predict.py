@@ -292,8 +292,28 @@ def test_overlays_of_thin_strips_show_the_image_the_boxes_and_a_legend():
   assert image_files.overlay_grid((40, 20000)) == (40, 20000)
   assert image_files.overlay_grid((1000, 20000)) == (128, 2560)
   assert image_files.overlay_grid((20000, 1000)) == (2560, 128)
-  assert image_files.overlay_grid((100, 65000)) == (40, 26107)  # the pixel budget wins
-  assert 40 * 26107 <= image_files.OVERLAY_MAX_SIDE ** 2
+  # Strips the overlay folds keep their rows within a larger budget: at OVERLAY_MAX_SIDE² a
+  # 100x65000 strip's were 40 px high and a 32x100000 one's 18.
+  assert image_files.overlay_grid((100, 65000)) == (80, 52214)  # the pixel budget wins
+  assert 80 * 52214 <= image_files.OVERLAY_STRIP_PIXELS
+  assert image_files.overlay_grid((32, 100_000)) == (32, 100_000)
+  assert image_files.overlay_grid((100_000, 32)) == (100_000, 32)
+  assert image_files.overlay_grid((1000, 100_000)) == (128, 12800)
+  assert image_files.overlay_grid((200, 3000)) == (128, 1920)  # within the photo budget
+
+
+def test_an_extreme_strip_is_folded_into_rows_of_its_own_height():
+  """A 32x100000 strip (its working copy 9x28284 within the decoder's budget) is drawn at its
+  own 32-px rows, 40 of them, 2500 px long, the box on it where it was."""
+  from aesthetics_jax.report import overlays
+  k = overlays.fold_count((32, 100_000))
+  ov = _overlay((32, 100_000), copy_hw=(9, 28284), boxes={'average': (0, 40_000, 32, 60_000)})
+  height = k * 32 + (k - 1) * 4
+  assert k == 40 and ov.shape[1] == 2500 and height + 16 <= ov.shape[0] <= height + 120
+  unfolded, gaps = image_fixture.unfold(ov[:height], (32, 100_000), k)
+  assert (gaps == overlays.LEGEND_BACKGROUND).all()
+  cols = np.nonzero(_red(unfolded).all(axis=0))[0]
+  assert cols.min() == 40_000 and cols.max() == 59_999
 
 
 @pytest.mark.parametrize('size, copy_hw', [((4000, 6000), (1334, 2000)),

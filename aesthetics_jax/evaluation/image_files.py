@@ -21,6 +21,7 @@ from PIL import Image
 
 from aesthetics_jax.data import decoder
 from aesthetics_jax.explain import crop
+from aesthetics_jax.report import overlays
 
 
 # Working copy of each image (model input, overlays): both sides >= WORK_SIDE where the image
@@ -36,6 +37,10 @@ OVERLAY_MAX_SIDE = 1024  # long side of --overlay_dir images
 # A thinner overlay keeps this short side (or the image's own, never enlarged) within
 # OVERLAY_MAX_SIDE² pixels, a square photo's overlay: a 40x20000 strip's was 2x1024.
 OVERLAY_MIN_SIDE = 128
+# A strip the overlay folds into rows (beyond `overlays.FOLD_ASPECT`:1, shown about 2:1) keeps
+# that short side within this many pixels instead: at OVERLAY_MAX_SIDE² a 32x100000 strip's
+# rows were 18 px high, now 32 (its whole 3.2 MP; ~22 bytes a pixel while drawn).
+OVERLAY_STRIP_PIXELS = 4 * OVERLAY_MAX_SIDE ** 2
 # Beyond this aspect ratio a record carries a `note`: the model's square input squashes the
 # image so far (a 40x20000 strip 500 times) that its score and maps say little.
 EXTREME_ASPECT = 5
@@ -71,8 +76,17 @@ def overlay_grid(hw: tuple[int, int]) -> tuple[int, int]:
   """(h', w') an overlay of an image of (H, W) pixels is drawn at: the aspect kept, the long side
   <= OVERLAY_MAX_SIDE, unless that leaves the short side under min(OVERLAY_MIN_SIDE, its own):
   then that short side (a 40x20000 strip: 40x20000, not 2x1024), within OVERLAY_MAX_SIDE²
-  pixels (a 100x65000 one: 40x26107). Never enlarged (`crop.box_grid`)."""
-  return crop.box_grid(hw, OVERLAY_MAX_SIDE, OVERLAY_MIN_SIDE)
+  pixels, or OVERLAY_STRIP_PIXELS for a strip the overlay folds (a 100x65000 one: 80x52000; a
+  32x100000 one whole). Never enlarged (`crop.box_grid`)."""
+  grid = crop.box_grid(hw, OVERLAY_MAX_SIDE, OVERLAY_MIN_SIDE)
+  short, long_side = min(hw), max(hw)
+  want = min(short, OVERLAY_MIN_SIDE)
+  if min(grid) >= want or long_side <= overlays.FOLD_ASPECT * short:
+    return grid
+  s = min(want / short, math.sqrt(OVERLAY_STRIP_PIXELS / (short * long_side)))
+  new_short = max(1, round(short * s))
+  new_long = max(1, min(round(long_side * s), OVERLAY_STRIP_PIXELS // new_short))
+  return (new_short, new_long) if hw[0] <= hw[1] else (new_long, new_short)
 
 
 def rgb_icc_profile(source: str | os.PathLike | bytes) -> bytes | None:
