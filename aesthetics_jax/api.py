@@ -17,9 +17,9 @@ predicted score; 'high' is the same), 'low' (its negative), and for MobileNetV2 
 ('gradcam++' = 'gradcampp'). Layers: torchvision module paths ('features.14'; several are
 fused), default: the checkpoint's `config.eval.cam_layers`.
 
-Built on `evaluation.predictor` (the Predictor `aesthetics-predict` uses, and `make_forward`):
-per method and layer choice, one compiled function computes every standard target's map and
-one every tag's, each compiled on first use and then cached.
+Built on `evaluation.predictor` (the Predictor `aesthetics-predict` uses) and
+`evaluation.forward.make_forward`: per method and layer choice, one compiled function computes
+every standard target's map and one every tag's, each compiled on first use and then cached.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from aesthetics_jax.data import decoder
 from aesthetics_jax.data import preprocess
 from aesthetics_jax.evaluation import forward
 from aesthetics_jax.evaluation import image_files
-from aesthetics_jax.evaluation import predictor
+from aesthetics_jax.evaluation import predictor as predictor_lib
 from aesthetics_jax.evaluation import records
 from aesthetics_jax.explain import cam as cam_lib
 from aesthetics_jax.explain import crop as crop_lib
@@ -149,7 +149,7 @@ class _Image(NamedTuple):
 class Model:
   """A restored checkpoint (see the module docstring); build it with `load`."""
 
-  def __init__(self, predictor: predictor.Predictor, batch_size: int = 8):
+  def __init__(self, predictor: predictor_lib.Predictor, batch_size: int = 8):
     self.predictor = predictor
     self.arch = predictor.arch
     self.method = predictor.method
@@ -305,7 +305,7 @@ class Model:
     names = ('aesthetic', 'top_tag') if paired else (name,)
     _, maps, method, layers = self._maps([image.model], names, method, layer)
     thr = (self.predictor.threshold if threshold is None
-           else predictor.check_box_threshold(threshold, 'threshold'))
+           else predictor_lib.check_box_threshold(threshold, 'threshold'))
     d = crop_lib.image_boxes(maps[name][0], maps['top_tag'][0] if paired else None,
                              image.size, thr, aspect)
     boxes = {(k if paired or k != 'aesthetic' else str(target)): Box.from_yxyx(v)
@@ -372,5 +372,5 @@ def load(workdir: str | os.PathLike, step: int | None = None, *, method: str | N
   _check_names(layer, 'layer', "'features.14' or ['features.14', 'features.18']")
   batch_size = _check_batch_size(batch_size)
   method = cam_lib.canonical_method(method) if method else None
-  return Model(predictor.Predictor(workdir, step, method, layer, overrides=overrides),
+  return Model(predictor_lib.Predictor(workdir, step, method, layer, overrides=overrides),
                batch_size=batch_size)

@@ -211,6 +211,8 @@ _BEFORE_JAX = [
     ('evaluate', ['--workdir={tmp}/nowhere'], 'evaluate: --workdir={tmp}/nowhere'),
     ('evaluate', ['--workdir={tmp}', '--config.eval.batch_size=0'],
      'evaluate: config.eval.batch_size=0: must be an integer >= 1'),
+    ('evaluate', ['--workdir={tmp}', '--config.data.subset=bogus'],
+     "evaluate: config.data.subset='bogus': must be one of 'style', 'all'"),
     ('evaluate', ['--workdir={tmp}', '--config.eval.cam_method=gradcan'],
      "evaluate: unknown CAM method 'gradcan'; use one of gradcam,"),
     ('predict', ['--workdir={tmp}', '--aspect=bogus', 'x.jpg'],

@@ -104,10 +104,10 @@ def test_checker_sees_violations(tmp_path):
       'api', 'bench', 'cli', 'evaluation', 'explain', 'io', 'report', 'train']
 
 
-@pytest.mark.parametrize('module', ['aesthetics_jax.evaluation.inference',
+@pytest.mark.parametrize('module', ['aesthetics_jax.evaluation.predictor', 'aesthetics_jax.api',
                                     'aesthetics_jax.explain.cam'])
 def test_inference_and_explain_do_not_load_the_trainer(module):
-  """Importing inference (predict) or CAMs loads no training code, transitively."""
+  """Importing the predictor (predict), the API or CAMs loads no training code, transitively."""
   import subprocess
   import sys
   code = (f'import sys, {module}; '

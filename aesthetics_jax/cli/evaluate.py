@@ -66,8 +66,9 @@ def main(argv):
 
 
 def _check_eval_values(overrides: dict) -> None:
-  """The `eval.*` overrides the trainer's value rules cover, before JAX loads (a batch size
-  of 0 took ~5 s of imports to refuse); the rest is checked against the restored config."""
+  """The `eval.*` and `data.*` overrides the trainer's value rules cover, before JAX loads (a
+  batch size of 0 took ~5 s of imports to refuse); the rest is checked against the restored
+  config."""
   # pylint: disable=import-outside-toplevel
   from aesthetics_jax.configs import default
   from aesthetics_jax.evaluation import overrides as overrides_lib
@@ -75,10 +76,16 @@ def _check_eval_values(overrides: dict) -> None:
   from aesthetics_jax.train import config_checks
   probe = default.get_config()
   try:
-    overrides_lib.apply(probe, {k: v for k, v in overrides.items() if k.startswith('eval.')})
+    overrides_lib.apply(probe, {k: v for k, v in overrides.items()
+                                if k.startswith(('eval.', 'data.')) and k != 'data.subset'},
+                        allowed=('eval.', 'data.'))
   except overrides_lib.OverrideError:
     return  # worded against the restored config, after it loads
-  found = config_checks.problems(probe, 'eval.')
+  found = config_checks.problems(probe, 'eval.') + config_checks.problems(probe, 'data.')
+  subset = overrides.get('data.subset')
+  if subset is not None and subset not in config_checks.ENUMERATIONS['data.subset']:
+    found.append(f'config.data.subset={subset!r}: must be one of '
+                 + ', '.join(map(repr, config_checks.ENUMERATIONS['data.subset'])))
   try:
     for name in (str(probe.eval.cam_method), *map(str, probe.eval.cam_methods)):
       choices.canonical_method(name)

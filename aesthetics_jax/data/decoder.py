@@ -403,7 +403,7 @@ def image_size(data: bytes, what: str = 'image') -> tuple[int, int]:
 
 
 def decode_record(data: bytes | Image.Image, min_size: int | None,
-                what: str = 'image') -> Image.Image:
+                  what: str = 'image') -> Image.Image:
   """RGB PIL image of a dataset record, reduced while both sides stay >= min_size."""
   return decode_pil(data, target=min_size, what=what, hint=DATASET_HINT)[0]
 

@@ -82,7 +82,8 @@ def resize_train_np(img: bytes | Image.Image, resize_size: int,
   """The deterministic part of train preprocessing: decode (draft fast path) and resize to
   resize_size². `preprocess_train_np` of its result equals `preprocess_train_np` of `img`.
   Returns: uint8 [resize_size, resize_size, 3]."""
-  return np.asarray(_resize(decoder.decode_record(img, resize_size, what), resize_size), dtype=np.uint8)
+  return np.asarray(_resize(decoder.decode_record(img, resize_size, what), resize_size),
+                    dtype=np.uint8)
 
 
 def train_view_crops_np(img: bytes | Image.Image, resize_size: int, image_size: int,

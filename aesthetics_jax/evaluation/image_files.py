@@ -66,8 +66,8 @@ def load_image(path: str | os.PathLike | bytes, target: int | None = WORK_SIDE,
   try:
     data, what = ((path, 'image bytes') if isinstance(path, bytes) else
                   (decoder.read_file(path), str(path)))
-    return decoder.decode(data, target=target, budget=budget,
-                             min_side=decoder.MIN_SIDE, what=what)
+    return decoder.decode(data, target=target, budget=budget, min_side=decoder.MIN_SIDE,
+                          what=what)
   except decoder.DecodeError as e:
     raise PredictError(str(e)) from None
 
@@ -116,8 +116,7 @@ def crop_image(path: str | os.PathLike, image: decoder.Decoded,
   max_side = None if h * w <= CROP_MAX_PIXELS else max(
       1, math.floor(max(h, w) * math.sqrt(CROP_MAX_PIXELS / (h * w))))
   try:  # cut and saved in PIL: no numpy copy of a full-resolution crop
-    src, _ = decoder.decode_pil(decoder.read_file(path), max_side=max_side,
-                                   what=str(path))
+    src, _ = decoder.decode_pil(decoder.read_file(path), max_side=max_side, what=str(path))
   except decoder.DecodeError as e:
     raise PredictError(str(e)) from None
   y0, x0, y1, x1 = crop.scale_box(box, image.size, src.size[::-1])

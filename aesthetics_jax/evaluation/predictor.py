@@ -119,7 +119,7 @@ class Predictor:
       small = np.asarray(Image.fromarray(small).resize((hw[1], hw[0]), Image.BILINEAR))
     shown = {k: crop.scale_box(v, image.size, hw) for k, v in vis['boxes'].items()}
     img = overlays.draw_boxes(overlays.overlay(small, vis['aesthetic_map']), shown,
-                             width=overlays.box_width(hw))
+                              width=overlays.box_width(hw))
     return overlays.fold_with_legend(img, f'map: aesthetic ({self.method})', list(shown))
 
   def predict_files(self, paths: Sequence[str], overlay_dir: str | None = None,
