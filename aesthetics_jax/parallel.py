@@ -21,6 +21,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from aesthetics_jax import moved
+
 
 class ShardingError(ValueError):
   """A batch / process layout the mesh cannot take; `str()` is one line with the fix."""
@@ -164,13 +166,5 @@ def features_fn(model, chunk: int | None = None, num_shards: int = 1):
   return features
 
 
-def __getattr__(name: str):
-  """`host_cpu_count` moved to `cpu_backend` (JAX-free) in 2026-12: forwarded with a
-  DeprecationWarning."""
-  if name == 'host_cpu_count':
-    import warnings  # pylint: disable=import-outside-toplevel
-    from aesthetics_jax import cpu_backend  # pylint: disable=import-outside-toplevel
-    warnings.warn('aesthetics_jax.parallel.host_cpu_count moved to '
-                  'aesthetics_jax.cpu_backend.host_cpu_count', DeprecationWarning, stacklevel=2)
-    return cpu_backend.host_cpu_count
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+# `host_cpu_count` moved to `cpu_backend` (JAX-free) in 2026-12.
+__getattr__ = moved.forwarder(__name__, {'host_cpu_count': 'aesthetics_jax.cpu_backend'})

@@ -1,7 +1,7 @@
 """Data flows one way: no package imports a package above it (read from the source files).
 
 Layers, lowest first (a module may import its own package and any lower layer):
-  configs, io, parallel, cpu_backend  →  data, models  →  explain, report  →  train  →
+  configs, io, moved, parallel, cpu_backend  →  data, models  →  explain, report  →  train  →
   evaluation  →  bench, api  →  cli
 `data` and `models` do not know each other; `explain` (maps, boxes, faithfulness) and
 `report` (figures, HTML) know nothing of training; inference lives in `evaluation`, so
@@ -15,8 +15,9 @@ import pytest
 
 PKG = pathlib.Path(__file__).resolve().parents[1] / 'aesthetics_jax'
 
-LAYER = {'configs': 0, 'io': 0, 'parallel': 0, 'cpu_backend': 0, 'data': 1, 'models': 1,
-         'explain': 2, 'report': 2, 'train': 3, 'evaluation': 4, 'bench': 5, 'api': 5, 'cli': 6}
+LAYER = {'configs': 0, 'io': 0, 'moved': 0, 'parallel': 0, 'cpu_backend': 0, 'data': 1,
+         'models': 1, 'explain': 2, 'report': 2, 'train': 3, 'evaluation': 4, 'bench': 5,
+         'api': 5, 'cli': 6}
 # Same-layer pairs that must not import each other either.
 FORBIDDEN_SIDEWAYS = {('data', 'models'), ('models', 'data'), ('explain', 'report'),
                       ('report', 'explain')}
@@ -108,14 +109,20 @@ def test_checker_sees_violations(tmp_path):
                                     'aesthetics_jax.explain.cam'])
 def test_inference_and_explain_do_not_load_the_trainer(module):
   """Importing the predictor (predict), the API or CAMs loads no training code, transitively."""
+  assert _loaded_by(module, 'aesthetics_jax.train.trainer') == []
+
+
+def _loaded_by(imports: str, prefix: str) -> list[str]:
+  """The modules named `prefix` or under it that importing `imports` (comma-separated) loads
+  in a fresh interpreter."""
   import subprocess
   import sys
-  code = (f'import sys, {module}; '
-          'bad = [m for m in sys.modules if m == "aesthetics_jax.train.trainer"]; '
-          'print(bad); assert not bad')
+  code = (f'import sys, {imports}; '
+          f'print(sorted(m for m in sys.modules if m == "{prefix}" or m.startswith("{prefix}.")))')
   r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                      cwd=PKG.parent)
-  assert r.returncode == 0, r.stdout + r.stderr
+  assert r.returncode == 0, r.stderr
+  return ast.literal_eval(r.stdout.strip())
 
 
 def test_the_decoder_and_the_dataset_load_no_jax():
@@ -123,19 +130,13 @@ def test_the_decoder_and_the_dataset_load_no_jax():
   preparing AVA never pays for starting JAX (~2-3 s a process), and neither do the dataset's
   validation workers. The commands' flag checks (config values, CAM methods, crop aspects,
   checkpoint errors, the JSON records, the report's overlays) need none either."""
-  import subprocess
-  import sys
-  code = ('import sys, aesthetics_jax.data.decoder, aesthetics_jax.data.dataset, '
-          'aesthetics_jax.cli.prepare_data, aesthetics_jax.data.errors, '
-          'aesthetics_jax.explain.choices, aesthetics_jax.train.config_checks, '
-          'aesthetics_jax.train.checkpoint_errors, aesthetics_jax.evaluation.records, '
-          'aesthetics_jax.evaluation.overrides, aesthetics_jax.report.overlays, '
-          'aesthetics_jax.report.charts; '
-          'bad = sorted(m for m in sys.modules if m == "jax" or m.startswith("jax.")); '
-          'print(bad[:5]); assert not bad')
-  r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                     cwd=PKG.parent)
-  assert r.returncode == 0, r.stdout + r.stderr
+  assert _loaded_by(
+      'aesthetics_jax.data.decoder, aesthetics_jax.data.dataset, aesthetics_jax.cli.prepare_data, '
+      'aesthetics_jax.data.errors, aesthetics_jax.explain.choices, '
+      'aesthetics_jax.train.config_checks, aesthetics_jax.train.checkpoint_errors, '
+      'aesthetics_jax.evaluation.records, aesthetics_jax.evaluation.overrides, '
+      'aesthetics_jax.report.overlays, aesthetics_jax.report.charts, aesthetics_jax.moved', 'jax'
+  ) == []
 
 
 def test_moved_names_still_resolve_with_a_warning():

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from aesthetics_jax import moved
 from aesthetics_jax.data import decoder
 from aesthetics_jax.data.errors import InputError
 
@@ -187,13 +188,7 @@ def to_model_input(x: jax.Array, normalize: str = 'none',
   return y
 
 
-def __getattr__(name: str):
-  """The decoder's names lived here until 2026-12 (`preprocess.decode`, `DecodeError`,
-  `MAX_PIXELS`, ...): forwarded to `decoder` with a DeprecationWarning, so code that used
-  them keeps working."""
-  if not name.startswith('__') and hasattr(decoder, name):
-    import warnings  # pylint: disable=import-outside-toplevel
-    warnings.warn(f'aesthetics_jax.data.preprocess.{name} moved to '
-                  f'aesthetics_jax.data.decoder.{name}', DeprecationWarning, stacklevel=2)
-    return getattr(decoder, name)
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+# The decoder's names lived here until 2026-12 (`preprocess.decode`, `DecodeError`,
+# `MAX_PIXELS`, ...): code that used them keeps working, with a DeprecationWarning.
+__getattr__ = moved.forwarder(__name__, moved.table(
+    'aesthetics_jax.data.decoder', (n for n in vars(decoder) if not n.startswith('_'))))

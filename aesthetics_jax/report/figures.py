@@ -6,16 +6,14 @@ DeprecationWarning naming their new module.
 """
 from __future__ import annotations
 
-import importlib
-import warnings
+from aesthetics_jax import moved
 
-
-def __getattr__(name: str):
-  if not name.startswith('__'):
-    for module in ('overlays', 'charts'):
-      mod = importlib.import_module(f'aesthetics_jax.report.{module}')
-      if hasattr(mod, name):
-        warnings.warn(f'aesthetics_jax.report.figures.{name} moved to '
-                      f'aesthetics_jax.report.{module}.{name}', DeprecationWarning, stacklevel=2)
-        return getattr(mod, name)
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+__getattr__ = moved.forwarder(__name__, {
+    **moved.table('aesthetics_jax.report.overlays', (
+        'BOX_COLOURS', 'LEGEND_MIN_WIDTH', 'LEGEND_BACKGROUND', 'FOLD_ASPECT',
+        'FOLD_TARGET_ASPECT', 'overlay', 'box_width', 'fold_count', 'fold', 'fold_with_legend',
+        'draw_boxes', 'save_png', 'full_frame', 'aesthetic_title', 'add_legend')),
+    **moved.table('aesthetics_jax.report.charts', (
+        'FEW_IMAGES', 'examples_figure', 'intensity_scatter', 'bucket_maps_figure',
+        'concentration_figure', 'image_bucket_maps_figure', 'curves_figure')),
+})

@@ -30,6 +30,7 @@ from absl import logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as ocp_pp
 
 from aesthetics_jax import io
+from aesthetics_jax import moved
 from aesthetics_jax.train import orbax_logging
 from aesthetics_jax.train.checkpoint_errors import (
     CheckpointError, CheckpointMismatchError, CheckpointSaveError, CorruptCheckpointError,
@@ -405,17 +406,8 @@ def has_checkpoints(workdir: str | os.PathLike) -> bool:
     return False
 
 
-# Moved out in 2026-12, still resolved here (with a DeprecationWarning): name -> module.
-_MOVED = {'restore_for_inference': 'restore', 'load_config': 'restore', 'config_path': 'restore',
-          'quiet_orbax_errors': 'orbax_logging'}
-
-
-def __getattr__(name: str):
-  if name in _MOVED:
-    import importlib  # pylint: disable=import-outside-toplevel
-    import warnings  # pylint: disable=import-outside-toplevel
-    module = f'aesthetics_jax.train.{_MOVED[name]}'
-    warnings.warn(f'aesthetics_jax.train.checkpoints.{name} moved to {module}.{name}',
-                  DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(module), name)
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+# Moved out in 2026-12, still resolved here (with a DeprecationWarning).
+__getattr__ = moved.forwarder(__name__, {
+    **moved.table('aesthetics_jax.train.restore',
+                  ('restore_for_inference', 'load_config', 'config_path')),
+    **moved.table('aesthetics_jax.train.orbax_logging', ('quiet_orbax_errors',))})
