@@ -34,13 +34,14 @@ from jax.sharding import Mesh
 
 from aesthetics_jax import cpu_backend
 from aesthetics_jax import parallel
+from aesthetics_jax.bench.sections import GRAIN_MODES
 from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.data import preprocess
 from aesthetics_jax.data import sampling
 from aesthetics_jax.data.sampling import Metadata, Record
 
 INSTALL = "pip install -e '.[bench]'"
-MODES = ('threads', 'processes')
+MODES = GRAIN_MODES
 # Length of the training stream in steps (grain's MapDataset has a length; ours is a
 # generator). Far beyond any run: 2**31 steps.
 _MAX_STEPS = 2 ** 31

@@ -209,7 +209,7 @@ def resolve_reference(reference: str) -> str:
 _CHOICES = {'model_archs': config_checks.ENUMERATIONS['model.arch'],
             'model_dtypes': config_checks.ENUMERATIONS['model.dtype'],
             'model_depthwise': config_checks.ENUMERATIONS['model.depthwise'],
-            'grain_modes': ('threads', 'processes')}
+            'grain_modes': sections.GRAIN_MODES}
 
 
 def _check_choices() -> None:

@@ -66,33 +66,22 @@ def main(argv):
 
 
 def _check_eval_values(overrides: dict) -> None:
-  """The `eval.*` and `data.*` overrides the trainer's value rules cover, before JAX loads (a
-  batch size of 0 took ~5 s of imports to refuse); the rest is checked against the restored
-  config."""
+  """Each override the trainer's value rules cover (`config_checks.value_problem`) and the CAM
+  method names, before JAX loads (a batch size of 0 took ~5 s of imports to refuse); unknown
+  keys and wrong types are worded against the restored config."""
   # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.configs import default
-  from aesthetics_jax.evaluation import overrides as overrides_lib
   from aesthetics_jax.explain import choices
   from aesthetics_jax.train import config_checks
-  probe = default.get_config()
-  try:
-    overrides_lib.apply(probe, {k: v for k, v in overrides.items()
-                                if k.startswith(('eval.', 'data.')) and k != 'data.subset'},
-                        allowed=('eval.', 'data.'))
-  except overrides_lib.OverrideError:
-    return  # worded against the restored config, after it loads
-  found = config_checks.problems(probe, 'eval.') + config_checks.problems(probe, 'data.')
-  subset = overrides.get('data.subset')
-  if subset is not None and subset not in config_checks.ENUMERATIONS['data.subset']:
-    found.append(f'config.data.subset={subset!r}: must be one of '
-                 + ', '.join(map(repr, config_checks.ENUMERATIONS['data.subset'])))
-  try:
-    for name in (str(probe.eval.cam_method), *map(str, probe.eval.cam_methods)):
-      choices.canonical_method(name)
-  except ValueError as e:
-    found.append(str(e))
-  if found:
-    common.usage_error('evaluate', found[0])
+  for key, value in overrides.items():
+    problem = config_checks.value_problem(key, value)
+    names = {'eval.cam_method': [value], 'eval.cam_methods': value}.get(key, ())
+    try:  # a wrong type (not a list) is worded after the config loads
+      for name in names if isinstance(names, (list, tuple)) else ():
+        choices.canonical_method(name)
+    except ValueError as e:
+      problem = problem or str(e)
+    if problem:
+      common.usage_error('evaluate', problem)
 
 
 def run_cli() -> None:

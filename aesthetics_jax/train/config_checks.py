@@ -137,6 +137,15 @@ def _get(config: ml_collections.ConfigDict, key: str) -> tuple[bool, Any]:
   return True, node
 
 
+def value_problem(key: str, value: Any) -> str | None:
+  """The one-line problem of `value` for dotted `key` under the single-key rules, or None
+  (also for a key without a rule)."""
+  rule = _RULES.get(key)
+  if rule is None or rule[0](value):
+    return None
+  return f'config.{key}={value!r}: must be {rule[1]}'
+
+
 def problems(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
   """Every bad value of `config`, one line each (empty when it can train); with `prefix`
   (e.g. 'eval.', what evaluate may override), only the single-key rules under it."""
@@ -146,7 +155,7 @@ def problems(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
       continue
     present, value = _get(config, key)
     if present and not ok(value):
-      out.append(f'config.{key}={value!r}: must be {want}')
+      out.append(value_problem(key, value))
   if prefix:
     return out
   present, band = _get(config, 'input.weight_band')

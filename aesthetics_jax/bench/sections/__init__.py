@@ -17,6 +17,10 @@ import dataclasses
 from aesthetics_jax import cpu_backend
 from aesthetics_jax.configs.default import ARCHS
 
+# How google's grain is run beside our loader (`grain_ref`): threads (ReadOptions) or worker
+# processes (mp_prefetch).
+GRAIN_MODES = ('threads', 'processes')
+
 
 @dataclasses.dataclass(frozen=True)
 class Options:
@@ -43,7 +47,7 @@ class Options:
   fed_rounds: int = 15             # rounds of that comparison (or repeats, if more)
   grain: bool = True               # also time google's grain doing the same (if installed)
   grain_workers: tuple[int, ...] = (1, 2, 0)  # worker counts of that comparison; 0 = all
-  grain_modes: tuple[str, ...] = ('threads', 'processes')  # grain's ReadOptions / mp_prefetch
+  grain_modes: tuple[str, ...] = GRAIN_MODES  # grain's ReadOptions / mp_prefetch
   # --what=model
   model_batch_size: int = 32
   model_archs: tuple[str, ...] = ARCHS
