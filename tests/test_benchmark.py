@@ -460,7 +460,7 @@ def test_input_section_runs_without_flags():
   comparison (threads only here: its worker processes take ~10 s to start) when installed."""
   opts = sections.Options(num_images=8, repeats=2, warmup=0, processes=False, resize_size=40,
                           image_size=32, batch_size=4, workers=2, grain_modes=('threads',),
-                          fed_rounds=3)
+                          fed_rounds=3, fed_cache_rows=32)
   res = input_section.run(opts)
   for name in ('train_1_thread', 'train_2_threads', 'eval_1_thread',
                'train_full_decode_1_thread', 'train_batches_pipeline'):
@@ -475,11 +475,33 @@ def test_input_section_runs_without_flags():
     assert r['min'] <= vs[k] == r['median'] <= r['max'] and vs[k + '_of_medians'] > 0
     assert r['min'] <= r['ci95'][0] <= r['median'] <= r['ci95'][1] <= r['max']
   assert len(vs['model']['each_s']) == 3  # opts.fed_rounds rounds (more than repeats)
+  assert vs['untimed_batches_per_block'] == 3 and vs['batches_per_block'] == 10  # prefetch 2
+  assert vs['model']['items'] == vs['model_fed_by_train_batches']['items'] == 10 * 32
+  cache = vs['feature_cache']  # the feature-cache build (K = 4, 1) vs the encoder alone
+  assert cache['rows'] == 32 and set(cache['runs']) == {'build_4', 'alone_4', 'build_1',
+                                                       'alone_1'}
+  assert cache['runs']['build_4']['items'] == cache['runs']['alone_4']['items'] == 4 * 32
+  for k in (4, 1):
+    r = cache[f'views_{k}_over_alone_per_round']
+    assert 0 < r['min'] <= cache[f'views_{k}_over_alone'] == r['median'] <= r['max']
   rows = input_section.summary(res)
   fed = ['model_fed_by_pipeline_first_epoch_over_alone',
-         'model_fed_by_pipeline_later_epochs_over_alone']
-  assert [r.name for r in rows[:2]] == fed and rows[1].target == 0.95
-  rows = rows[2:]
+         'model_fed_by_pipeline_later_epochs_over_alone',
+         'encoder_fed_by_feature_cache_build_k4_over_alone',
+         'encoder_fed_by_feature_cache_build_k1_over_alone']
+  assert [r.name for r in rows[:4]] == fed and {r.target for r in rows[:4]} == {0.95}
+  assert rows[2].value == cache['views_4_over_alone'] and '95% interval' in rows[2].detail
+  rows = rows[4:]
+  fed_grain = vs['grain']  # the model fed by grain, in the same rounds
+  if grain_ref.unavailable() is None:
+    assert fed_grain['modes'] == ['threads'] and rows[0].name == (
+        'model_fed_by_ours_vs_grain_threads')
+    g = fed_grain['threads']
+    assert rows[0].value == g['ours_over_grain'] == g['ours_over_grain_per_round']['median']
+    assert g['fed_over_alone'] > 0 and len(g['run']['each_s']) == 3
+    rows = rows[1:]
+  else:
+    assert fed_grain == {'modes': []}
   if grain_ref.unavailable() is not None:
     assert 'skipped' in res['grain'] and rows == []
     return

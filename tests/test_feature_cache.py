@@ -111,7 +111,7 @@ def test_memmap_over_budget_equals_ram_and_is_reused(arch, dtype, data_dir, tmp_
   np.testing.assert_array_equal(ram.test, disk.test)
   jax.tree.map(np.testing.assert_array_equal, _batches(ram), _batches(disk))
   # Same key: read back without encoding anything.
-  monkeypatch.setattr(feature_cache, '_encode_rows', _fail)
+  monkeypatch.setattr(feature_cache, 'encode_rows', _fail)
   again = _build(c, tmp_path / 'cache')
   assert again.reused and again.directory == disk.directory
   np.testing.assert_array_equal(ram.train, again.train)
@@ -166,7 +166,7 @@ def test_interrupted_build_is_never_reused(data_dir, tmp_path, monkeypatch):
   c = _config('mobilenet_v2', data_dir, **{'cache.num_train_views': 2,
                                            'cache.ram_budget_gb': 1e-9})
   ref = _build(c)  # no cache_dir: a temporary folder
-  encode_rows = feature_cache._encode_rows
+  encode_rows = feature_cache.encode_rows
   calls = []
 
   def dies_on_second_view(*args, **kwargs):  # train views done, test view not
@@ -175,7 +175,7 @@ def test_interrupted_build_is_never_reused(data_dir, tmp_path, monkeypatch):
       raise _Interrupt()
     return encode_rows(*args, **kwargs)
 
-  monkeypatch.setattr(feature_cache, '_encode_rows', dies_on_second_view)
+  monkeypatch.setattr(feature_cache, 'encode_rows', dies_on_second_view)
   with pytest.raises(_Interrupt):
     _build(c, tmp_path / 'cache')
   names = [p.name for p in (tmp_path / 'cache').iterdir()]
@@ -199,7 +199,7 @@ def test_float16_overflow_is_a_one_line_error():
   encode = lambda v, x, flip: np.full((2, 3), 1e6, np.float32)
   src = [{'image': b''}] * 2
   with pytest.raises(TrainingError, match='cache.dtype=float32'):
-    feature_cache._encode_rows(encode, None,
+    feature_cache.encode_rows(encode, None,
                                lambda data, i: [(np.zeros((4, 4, 3), np.uint8), False)],
                                src, np.arange(2), parallel.make_mesh(), 2, 4, [out], '', False)
 

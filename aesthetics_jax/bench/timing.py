@@ -48,19 +48,28 @@ def measure(fn: Callable[[], Any], *, items: int, repeats: int,
 
 
 def interleaved(fns: Mapping[str, Callable[[], Any]], *, items: int | Mapping[str, int],
-                repeats: int, warmup: int = 1) -> dict[str, dict[str, Any]]:
+                repeats: int, warmup: int = 1, self_timed: bool = False,
+                settle_s: float = 0.0) -> dict[str, dict[str, Any]]:
   """Times every `fns[name]()` `repeats` times, one call of each per round.
 
   The first call of each is timed on its own (`first_call_s`: jit compile + run for JAX, lazy
   initialisation for torch); then `warmup - 1` more untimed rounds, then the timed rounds. The
   order within a round alternates (forward, then reversed) so neither side always runs first.
   Each fn must block until its result is ready (`block_until_ready`, numpy output).
+  `self_timed`: each fn returns the seconds of its own timed part (it may do untimed work
+  first). `settle_s`: an untimed sleep before every timed call, for work a previous call left
+  running in the background (a pipeline refilling its queue) to end outside the next window.
 
   Returns: {name: {'first_call_s', 'items', 'repeats', 'seconds': {median,min,max},
   'items_per_s': {median,min,max}, 'each_s': [seconds of round 0, 1, ...]}}.
   """
   names = list(fns)
   n_items = {k: (items[k] if isinstance(items, Mapping) else items) for k in names}
+
+  def one(k: str) -> float:
+    if settle_s > 0:
+      time.sleep(settle_s)
+    return float(fns[k]()) if self_timed else timed(fns[k])
   first = {k: timed(fns[k]) for k in names}
   for _ in range(max(0, warmup - 1)):
     for k in names:
@@ -68,7 +77,7 @@ def interleaved(fns: Mapping[str, Callable[[], Any]], *, items: int | Mapping[st
   secs: dict[str, list[float]] = {k: [] for k in names}
   for r in range(repeats):
     for k in (names if r % 2 == 0 else names[::-1]):
-      secs[k].append(timed(fns[k]))
+      secs[k].append(one(k))
   return {k: {'first_call_s': first[k], 'items': n_items[k], 'repeats': repeats,
               'seconds': summarize(secs[k]),
               'items_per_s': summarize([n_items[k] / s for s in secs[k]]), 'each_s': secs[k]}

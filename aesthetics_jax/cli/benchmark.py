@@ -108,6 +108,14 @@ flags.DEFINE_bool('input_vs_model', _D.input_vs_model, '--what=input: also time 
 flags.DEFINE_integer('fed_rounds', _D.fed_rounds, '--what=input: rounds of the model alone '
                      'vs fed by the pipeline (or --repeats, if more); the ratio is the median '
                      'per-round ratio.')
+flags.DEFINE_integer('fed_cache_rows', _D.fed_cache_rows, '--what=input (with '
+                     '--input_vs_model): rows of each timed feature-cache build (the default '
+                     'training path of the frozen-encoder configs) against the encoder alone.')
+flags.DEFINE_list('fed_cache_views', [str(n) for n in _D.fed_cache_views], '--what=input: the '
+                  'train views K of those builds (one decode and resize per row for K views).')
+flags.register_validator('fed_cache_views', lambda v: bool(v) and all(
+    n.isdigit() and int(n) > 0 for n in v), '--fed_cache_views: positive integers, e.g. 4,1')
+flags.register_validator('fed_cache_rows', lambda v: v > 0, '--fed_cache_rows: > 0')
 flags.DEFINE_bool('grain', _D.grain, "--what=input: also time google's grain doing the "
                   "same work (threads and processes; needs the optional extra: pip install "
                   "-e '.[bench]'; skipped if grain does not import).")
@@ -165,8 +173,6 @@ flags.DEFINE_string('malloc_arena_max', _D.malloc_arena_max, '--what=scaling: '
                     "MALLOC_ARENA_MAX for the child processes ('' = glibc's default).")
 flags.register_validator('scaling_sizes', lambda v: all(n.isdigit() for n in v),
                          '--scaling_sizes: positive integers, e.g. 500,1000')
-flags.register_validator('grain_workers', lambda v: all(n.isdigit() for n in v),
-                         '--grain_workers: integers >= 0, e.g. 1,2,0')
 flags.register_validator('grain_modes', lambda v: set(v) <= {'threads', 'processes'},
                          "--grain_modes: 'threads' and/or 'processes'")
 flags.register_validator('reference', lambda v: v in ('auto', 'torch', 'none'),
@@ -231,6 +237,7 @@ def options_from_flags() -> sections.Options:
     values[f.name] = tuple(v) if isinstance(v, list) else v
   values['scaling_sizes'] = tuple(int(n) for n in values['scaling_sizes'])
   values['grain_workers'] = tuple(int(n) for n in values['grain_workers'])
+  values['fed_cache_views'] = tuple(int(n) for n in values['fed_cache_views'])
   values['reference'] = resolve_reference(FLAGS.reference)
   return sections.Options(**values)
 

@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import weakref
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -113,9 +113,24 @@ def describe_online(config, total_steps: int, num_test: int) -> str:
           f'{num_test} per evaluation x {evals} = {total_steps * b + num_test * evals}')
 
 
-def _encode_rows(encode, variables, image_fn, source: Sequence[Any], rows: np.ndarray,
-                 mesh: Mesh, batch_size: int, size: int, outs: Sequence[np.ndarray], desc: str,
-                 progress: bool) -> None:
+def train_views_fn(resize_size: int, image_size: int, seed: int, num_views: int,
+                   random_flip: bool) -> Callable[[bytes, int], list[tuple[np.ndarray, bool]]]:
+  """`encode_rows`' image function for the K cached train views of a row: one decode and
+  resize for all K (view k: the crop/flip of `view_rng(seed, k, row)`); the mirror is applied
+  on the device, as the input pipeline's (`preprocess.train_crop_np`)."""
+  return lambda data, i: preprocess.train_view_crops_np(
+      data, resize_size, image_size, [view_rng(seed, k, i) for k in range(num_views)],
+      random_flip)
+
+
+def eval_view_fn(image_size: int) -> Callable[[bytes, int], list[tuple[np.ndarray, bool]]]:
+  """`encode_rows`' image function for the one cached test / validation view of a row."""
+  return lambda data, i: [(preprocess.preprocess_eval_np(data, image_size), False)]
+
+
+def encode_rows(encode, variables, image_fn, source: Sequence[Any], rows: np.ndarray,
+                mesh: Mesh, batch_size: int, size: int, outs: Sequence[np.ndarray], desc: str,
+                progress: bool) -> None:
   """Encodes `rows` of `source` into `outs[k] [N, ...]`, a batch at a time (in place: the
   outputs may be memmaps). `image_fn(bytes, row)` returns one (uint8 [S,S,3] image, mirror)
   per output (the K train views of a row come from one decode); `encode(variables, images,
@@ -327,19 +342,15 @@ def _fill(model, variables, train_source, test_source, validation_source, config
   encode = make_encode_fn(model, str(config.input.normalize), cacheable=True)
   bs = int(config.eval.batch_size or config.batch_size)
   k_views = lay.num_views
-  # One decode and resize per row for all K views (view k: the crop/flip of view_rng(seed, k, i));
-  # the mirror is applied on the device, as the input pipeline's (`preprocess.train_crop_np`).
-  train_fn = lambda data, i: preprocess.train_view_crops_np(
-      data, rs, s, [view_rng(seed, k, i) for k in range(k_views)], flip)
-  _encode_rows(encode, variables, train_fn, train_source, np.arange(n), mesh, bs, s,
-               [arrays['train'][k] for k in range(k_views)],
-               f'caching train views (K={k_views})', progress)
-  eval_fn = lambda data, i: [(preprocess.preprocess_eval_np(data, s), False)]
-  _encode_rows(encode, variables, eval_fn, test_source, np.arange(m), mesh, bs, s,
-               [arrays['test']], 'caching test view', progress)
+  encode_rows(encode, variables, train_views_fn(rs, s, seed, k_views, flip), train_source,
+              np.arange(n), mesh, bs, s, [arrays['train'][k] for k in range(k_views)],
+              f'caching train views (K={k_views})', progress)
+  eval_fn = eval_view_fn(s)
+  encode_rows(encode, variables, eval_fn, test_source, np.arange(m), mesh, bs, s,
+              [arrays['test']], 'caching test view', progress)
   if v:
-    _encode_rows(encode, variables, eval_fn, validation_source, np.arange(v), mesh, bs, s,
-                 [arrays['validation']], 'caching validation view', progress)
+    encode_rows(encode, variables, eval_fn, validation_source, np.arange(v), mesh, bs, s,
+                [arrays['validation']], 'caching validation view', progress)
   if writer is not None:
     arrays = writer.commit()
   return arrays, directory, False

@@ -45,6 +45,8 @@ class Options:
   processes: bool = True           # also time a process pool (vs threads)
   input_vs_model: bool = True      # also time the model fed by the pipeline
   fed_rounds: int = 15             # rounds of that comparison (or repeats, if more)
+  fed_cache_rows: int = 128        # rows a feature-cache build encodes per round of that
+  fed_cache_views: tuple[int, ...] = (4, 1)  # train views K of those builds
   grain: bool = True               # also time google's grain doing the same (if installed)
   grain_workers: tuple[int, ...] = (1, 2, 0)  # worker counts of that comparison; 0 = all
   grain_modes: tuple[str, ...] = GRAIN_MODES  # grain's ReadOptions / mp_prefetch
@@ -102,7 +104,7 @@ class Options:
 QUICK = dict(repeats=2, cam_warmup=3, cam_batch_size=16, study_images=32, recipe_images=32,
              recipe_test_images=32, torch_epochs=1, scaling_sizes=(64, 128, 256, 512),
              model_batch_size=8, grain_workers=(2,), torch_formulations='fast', confirm_repeats=3,
-             fed_rounds=5)
+             fed_rounds=5, fed_cache_rows=64)
 
 
 @dataclasses.dataclass(frozen=True)
