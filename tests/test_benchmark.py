@@ -499,6 +499,7 @@ def test_input_section_runs_without_flags():
     g = fed_grain['threads']
     assert rows[0].value == g['ours_over_grain'] == g['ours_over_grain_per_round']['median']
     assert g['fed_over_alone'] > 0 and len(g['run']['each_s']) == 3
+    assert g['untimed_batches_per_block'] == 3  # threads: the queue and one batch in hand
     rows = rows[1:]
   else:
     assert fed_grain == {'modes': []}

@@ -201,8 +201,9 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
   epoch = 4  # batches per epoch of the source below
   nb = FED_BATCHES
   ahead = int(default_config.get_config().input.prefetch) + 1
-  # Long enough for one worker to redo what the pipelines hold ahead, twice over.
-  settle = min(5.0, 2 * ahead * b / per_worker_ips) if per_worker_ips > 0 else 1.0
+
+  def settle_for(held: int) -> float:  # one worker redoes what a pipeline holds, twice over
+    return min(5.0, 2 * held * b / per_worker_ips) if per_worker_ips > 0 else 1.0
 
   def feeder(make: Callable[[Any], Any], cache_mb: float, untimed: int):
     config = workloads.train_input_config(b, opts.resize_size, s, opts.all_workers(),
@@ -232,18 +233,22 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
   source = workloads.SyntheticSource(epoch * b, pool)
   mesh = parallel.make_mesh()
   ours = lambda config: ip.train_batches(source, config, mesh)
-  feeders = {'first': feeder(ours, 0, ahead),  # every image decoded: the first epoch
-             'later': feeder(ours, default_config.get_config().input.resized_cache_mb, ahead)}
   # google's grain feeding the same model (no cache: a first epoch), when installed. Its
   # worker processes each hold `prefetch` batches and one in hand.
   grain_modes = ([m for m in grain_ref.MODES if m in opts.grain_modes]
                  if opts.grain and grain_ref.unavailable() is None else [])
-  for mode in grain_modes:
-    held = ahead if mode == 'threads' else opts.all_workers() * ahead + 1
-    feeders[f'grain_{mode}'] = feeder(
-        lambda config, m=mode: grain_ref.train_batches(source, config, mesh, mode=m), 0, held)
-    settle = max(settle, min(5.0, 2 * held * b / per_worker_ips) if per_worker_ips > 0 else 1.0)
+  held = {'first': ahead, 'later': ahead}
+  held.update({f'grain_{m}': ahead if m == 'threads' else opts.all_workers() * ahead + 1
+               for m in grain_modes})
+  feeders: dict[str, tuple[Any, Callable[[], float]]] = {}
   try:
+    feeders['first'] = feeder(ours, 0, ahead)  # every image decoded: the first epoch
+    feeders['later'] = feeder(ours, default_config.get_config().input.resized_cache_mb, ahead)
+    for mode in grain_modes:
+      feeders[f'grain_{mode}'] = feeder(
+          lambda config, m=mode: grain_ref.train_batches(source, config, mesh, mode=m), 0,
+          held[f'grain_{mode}'])
+    settle = settle_for(max(held.values()))
     runs = timing.interleaved({'model': alone, **{k: f for k, (_, f) in feeders.items()}},
                               items=nb * b, repeats=max(opts.fed_rounds, opts.repeats),
                               warmup=opts.warmup, self_timed=True, settle_s=settle)
@@ -275,11 +280,11 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
           'fed_over_alone_of_medians': fed_r['items_per_s']['median'] / model_ips,
           'fed_later_epochs_over_alone_of_medians': later_r['items_per_s']['median'] / model_ips,
           'feature_cache': _vs_feature_cache(opts, model, variables),
-          'grain': _vs_grain_fed(runs, grain_modes, alone_r, fed_r)}
+          'grain': _vs_grain_fed(runs, grain_modes, alone_r, fed_r, held)}
 
 
 def _vs_grain_fed(runs: dict[str, Any], modes: list[str], alone: dict[str, Any],
-                  ours: dict[str, Any]) -> dict[str, Any]:
+                  ours: dict[str, Any], held: dict[str, int]) -> dict[str, Any]:
   """The model fed by grain (each of `modes`) over alone and ours-fed / grain-fed, round by
   round: what decides the pipeline when the decoding shares the cores with the model."""
   out: dict[str, Any] = {'modes': modes}
@@ -289,7 +294,8 @@ def _vs_grain_fed(runs: dict[str, Any], modes: list[str], alone: dict[str, Any],
     ours_vs = timing.summarize_rounds(_paired(theirs, ours))
     out[mode] = {'run': theirs, 'fed_over_alone_per_round': over_alone,
                  'fed_over_alone': over_alone['median'], 'ours_over_grain_per_round': ours_vs,
-                 'ours_over_grain': ours_vs['median']}
+                 'ours_over_grain': ours_vs['median'],
+                 'untimed_batches_per_block': held[f'grain_{mode}']}
     print(f'  model fed by grain ({mode}): {timing.fmt_rate(theirs)}; fed / alone '
           f'{_rounds(over_alone)}; fed by ours / fed by grain {_rounds(ours_vs)}', flush=True)
   return out
