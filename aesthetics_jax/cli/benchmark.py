@@ -173,7 +173,7 @@ flags.DEFINE_string('malloc_arena_max', _D.malloc_arena_max, '--what=scaling: '
                     "MALLOC_ARENA_MAX for the child processes ('' = glibc's default).")
 flags.register_validator('scaling_sizes', lambda v: all(n.isdigit() for n in v),
                          '--scaling_sizes: positive integers, e.g. 500,1000')
-flags.register_validator('grain_modes', lambda v: set(v) <= {'threads', 'processes'},
+flags.register_validator('grain_modes', lambda v: set(v) <= set(sections.GRAIN_MODES),
                          "--grain_modes: 'threads' and/or 'processes'")
 flags.register_validator('reference', lambda v: v in ('auto', 'torch', 'none'),
                          "--reference: use 'torch', 'none' or 'auto'")

@@ -74,9 +74,11 @@ def _check_eval_values(overrides: dict) -> None:
   from aesthetics_jax.train import config_checks
   for key, value in overrides.items():
     problem = config_checks.value_problem(key, value)
-    names = {'eval.cam_method': [value], 'eval.cam_methods': value}.get(key, ())
-    try:  # a wrong type (not a list) is worded after the config loads
-      for name in names if isinstance(names, (list, tuple)) else ():
+    names = ([value] if key == 'eval.cam_method' else
+             # not a list: a wrong type, worded after the config loads
+             value if key == 'eval.cam_methods' and isinstance(value, (list, tuple)) else [])
+    try:
+      for name in names:
         choices.canonical_method(name)
     except ValueError as e:
       problem = problem or str(e)

@@ -129,11 +129,11 @@ def main(argv):
   logging.set_verbosity(logging.ERROR)
   method, items = check_flags(argv)
   # After the checks: importing the predictor (JAX, orbax) is slow.
-  from aesthetics_jax import io  # pylint: disable=import-outside-toplevel
   # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import io
   from aesthetics_jax.evaluation import predictor as predictor_lib
   from aesthetics_jax.evaluation import records as records_lib
-  from aesthetics_jax.train import orbax_logging  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import orbax_logging
   orbax_logging.quiet_orbax_errors()  # a damaged checkpoint is one CheckpointError line
   paths = [p for p in items if isinstance(p, str)]
   predictor = None

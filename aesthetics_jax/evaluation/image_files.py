@@ -5,10 +5,10 @@ reduced to a working copy (both sides >= `WORK_SIDE` where the image is larger, 
 `WORK_MAX_PIXELS` pixels: a pixel budget, so a 40x20000 strip keeps its 40 rows) that feeds the
 model and the overlays; overlays are drawn with their long side <= `OVERLAY_MAX_SIDE`, a thin
 strip's with its short side up to `OVERLAY_MIN_SIDE` instead (`overlay_grid`, at most
-`OVERLAY_MAX_SIDE`² pixels, `OVERLAY_STRIP_PIXELS` for a strip the overlay folds); crops are cut from the image decoded again, at full resolution up to
-`CROP_MAX_PIXELS` (36 MP, whatever the aspect: a 40x20000 strip is cut at full size too),
-beyond it JPEGs DCT-reduced to that many pixels and other formats (which PIL decodes only at
-full size) cut from the working copy.
+`OVERLAY_MAX_SIDE`² pixels, `OVERLAY_STRIP_PIXELS` for a strip the overlay folds); crops are
+cut from the image decoded again, at full resolution up to `CROP_MAX_PIXELS` (36 MP, whatever
+the aspect: a 40x20000 strip is cut at full size too), beyond it JPEGs DCT-reduced to that many
+pixels and other formats (which PIL decodes only at full size) cut from the working copy.
 """
 from __future__ import annotations
 

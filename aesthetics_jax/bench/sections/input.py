@@ -200,7 +200,8 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
   pool = synthetic.synthetic_jpegs(32, seed=5)
   epoch = 4  # batches per epoch of the source below
   nb = FED_BATCHES
-  ahead = int(default_config.get_config().input.prefetch) + 1
+  defaults = default_config.get_config().input
+  ahead = int(defaults.prefetch) + 1
 
   def settle_for(held: int) -> float:  # one worker redoes what a pipeline holds, twice over
     return min(5.0, 2 * held * b / per_worker_ips) if per_worker_ips > 0 else 1.0
@@ -242,8 +243,8 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
                for m in grain_modes})
   feeders: dict[str, tuple[Any, Callable[[], float]]] = {}
   try:
-    feeders['first'] = feeder(ours, 0, ahead)  # every image decoded: the first epoch
-    feeders['later'] = feeder(ours, default_config.get_config().input.resized_cache_mb, ahead)
+    feeders['first'] = feeder(ours, 0, held['first'])  # every image decoded: the first epoch
+    feeders['later'] = feeder(ours, defaults.resized_cache_mb, held['later'])
     for mode in grain_modes:
       feeders[f'grain_{mode}'] = feeder(
           lambda config, m=mode: grain_ref.train_batches(source, config, mesh, mode=m), 0,
