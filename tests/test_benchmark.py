@@ -629,3 +629,18 @@ def test_cli_user_errors_are_one_line(args, message):
                      capture_output=True, text=True, timeout=120)
   # A bad flag value is a usage error (exit 2), found before any timing.
   assert r.returncode == 2 and 'Traceback' not in r.stderr and message in r.stderr
+
+
+def test_machine_names_the_cpu_generation():
+  """'AMD EPYC' is Zen 3 (AVX2) on one VM and Zen 4 (AVX-512) on another: the family and
+  model numbers tell them apart."""
+  assert machine.microarchitecture('AuthenticAMD', 25, 17) == 'Zen 4 (Genoa)'
+  assert machine.microarchitecture('AuthenticAMD', 25, 1) == 'Zen 3 (Milan)'
+  assert machine.microarchitecture('GenuineIntel', 6, 0x8F) == 'Sapphire Rapids'
+  assert machine.microarchitecture('AuthenticAMD', 25, '17') is None  # unparsed: no guess
+  assert machine.microarchitecture('HygonGenuine', 24, 1) is None
+  info = machine.info()
+  if Path('/proc/cpuinfo').exists() and 'cpu_family' in info:
+    assert isinstance(info['cpu_family'], int) and isinstance(info['cpu_model_number'], int)
+    assert info.get('cpu_microarchitecture') == machine.microarchitecture(
+        info['cpu_vendor'], info['cpu_family'], info['cpu_model_number'])

@@ -51,6 +51,30 @@ def _version(package: str) -> str | None:
     return None
 
 
+# (vendor, family) -> [(first model, last model, name)]: the generations that cloud 2-core VMs
+# come in; model numbers from the vendors' revision guides. Unlisted CPUs get no name.
+_MICROARCHITECTURES = {
+    ('AuthenticAMD', 23): [(0x00, 0x2F, 'Zen / Zen+'), (0x30, 0x3F, 'Zen 2 (Rome)'),
+                           (0x60, 0x7F, 'Zen 2')],
+    ('AuthenticAMD', 25): [(0x00, 0x0F, 'Zen 3 (Milan)'), (0x10, 0x1F, 'Zen 4 (Genoa)'),
+                           (0x20, 0x5F, 'Zen 3'), (0x60, 0x7F, 'Zen 4'),
+                           (0xA0, 0xAF, 'Zen 4c (Bergamo)')],
+    ('AuthenticAMD', 26): [(0x00, 0xFF, 'Zen 5')],
+    ('GenuineIntel', 6): [(0x55, 0x55, 'Skylake-SP / Cascade Lake'),
+                          (0x6A, 0x6C, 'Ice Lake-SP'), (0x8F, 0x8F, 'Sapphire Rapids'),
+                          (0xCF, 0xCF, 'Emerald Rapids'), (0xAD, 0xAE, 'Granite Rapids')],
+}
+
+
+def microarchitecture(vendor: str | None, family: Any, model: Any) -> str | None:
+  """The core generation of a /proc/cpuinfo (vendor_id, cpu family, model), e.g.
+  ('AuthenticAMD', 25, 17) -> 'Zen 4 (Genoa)'; None when not in the table."""
+  for lo, hi, name in _MICROARCHITECTURES.get((vendor, family), []):
+    if isinstance(model, int) and lo <= model <= hi:
+      return name
+  return None
+
+
 def _cpuinfo() -> dict[str, Any]:
   """Model, current clock (median over cores), cache size and SIMD flags (Linux only)."""
   try:
@@ -70,6 +94,18 @@ def _cpuinfo() -> dict[str, Any]:
     out['cpu_mhz'] = statistics.median(float(v) for v in fields['cpu MHz'])
   if 'cache size' in fields:
     out['cpu_cache'] = fields['cache size'][0]
+  # 'AMD EPYC' alone names Zen 3 (AVX2) and Zen 4 (AVX-512, BF16) alike: the numbers tell.
+  ident = {k: fields[f][0] for k, f in (('cpu_vendor', 'vendor_id'), ('cpu_family', 'cpu family'),
+                                         ('cpu_model_number', 'model'),
+                                         ('cpu_stepping', 'stepping')) if f in fields}
+  for k in ('cpu_family', 'cpu_model_number', 'cpu_stepping'):
+    if ident.get(k, '').isdigit():
+      ident[k] = int(ident[k])
+  out.update(ident)
+  arch = microarchitecture(ident.get('cpu_vendor'), ident.get('cpu_family'),
+                           ident.get('cpu_model_number'))
+  if arch:
+    out['cpu_microarchitecture'] = arch
   if 'flags' in fields:
     flags = set(fields['flags'][0].split())
     out['cpu_flags'] = sorted(f for f in flags if f.startswith(_CPU_FLAG_PREFIXES))

@@ -11,8 +11,8 @@ Every PyTorch figure is the best of the formulations a competent user would try
 images, inference_mode / no_grad, torch.compile (guarded: a failure is recorded as
 'failed: <reason>'; compile time apart); the JSON lists every formulation with its figures
 and names the best, and the summary ratios use that best. torch runs with XLA's thread count
-(--threads); the JSON's machine block records CPU model, flags, MHz, thread counts, XLA
-flags and versions.
+(--threads); the JSON's machine block records CPU model (family / model number and the
+microarchitecture they name), flags, MHz, thread counts, XLA flags and versions.
 
 Sections (`aesthetics_jax/bench/sections/`): `model` (MobileNetV2 / VGG16 forward, depthwise
 shift vs conv, whole batch vs micro-batched, float32 vs bfloat16 with its error, torchvision
@@ -285,8 +285,9 @@ def print_threads(info: dict[str, Any]) -> None:
   t = info.get('torch_runtime', {})
   torch_part = (f", torch {t['num_threads']} (interop {t['num_interop_threads']}, "
                 f"{t.get('cpu_capability', '?')})" if t else '')
+  arch = f" ({info['cpu_microarchitecture']})" if info.get('cpu_microarchitecture') else ''
   print(f"threads: XLA {info['xla_intra_op_threads']}{torch_part}; XLA_FLAGS "
-        f"{info['xla_flags'] or '(none)'}; {info.get('cpu_model', '?')} "
+        f"{info['xla_flags'] or '(none)'}; {info.get('cpu_model', '?')}{arch} "
         f"{info.get('cpu_mhz', 0):.0f} MHz", flush=True)
 
 
