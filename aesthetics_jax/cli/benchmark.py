@@ -285,7 +285,7 @@ def print_threads(info: dict[str, Any]) -> None:
   t = info.get('torch_runtime', {})
   torch_part = (f", torch {t['num_threads']} (interop {t['num_interop_threads']}, "
                 f"{t.get('cpu_capability', '?')})" if t else '')
-  arch = f" ({info['cpu_microarchitecture']})" if info.get('cpu_microarchitecture') else ''
+  arch = f", {info['cpu_microarchitecture']}," if info.get('cpu_microarchitecture') else ''
   print(f"threads: XLA {info['xla_intra_op_threads']}{torch_part}; XLA_FLAGS "
         f"{info['xla_flags'] or '(none)'}; {info.get('cpu_model', '?')}{arch} "
         f"{info.get('cpu_mhz', 0):.0f} MHz", flush=True)
