@@ -78,9 +78,9 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
                                                      for k, v in OVERRIDES.items()]
   train_cmd = [sys.executable, '-m', 'launch.train',
                '--config=configs/demo.py:vgg16,smoke'] + flags
-  # The uninterrupted reference runs as the rerun does (`launch.train` in a fresh process), not
-  # in this pytest process: XLA:CPU may fuse differently here, and the float rounding that
-  # follows made an in-process reference differ from a correct resume by 7e-5 on a Zen 4 CPU.
+  # All three runs use launch.train's XLA flags (the reference as `launch.train` in a fresh
+  # process, like the rerun): other flags fuse differently, and on a Zen 4 CPU that rounding
+  # alone put an in-process reference 7e-5 away from a correct resume.
   # Both children at once: start-up and compilation overlap (the slowest test of the suite).
   ref_dir = tmp_path / 'ref'
   log = tmp_path / 'killed.log'  # files, not pipes: nobody reads them while the children run
