@@ -49,8 +49,9 @@ def measure_here(target: str, kwargs: dict[str, Any], warmup: int = 1,
   res = {'peak_rss_mb': peak, 'rss_before_mb': before,
          'workload_mb': None if before is None else peak - before,
          'seconds': secs, 'repeats': repeats, 'hwm_reset': reset}
-  if isinstance(out, dict):  # workloads may report extra scalars (e.g. images streamed)
-    res.update({k: v for k, v in out.items() if isinstance(v, (int, float, str, bool))})
+  if isinstance(out, dict):  # workloads may report extra scalars / number lists (traces)
+    res.update({k: v for k, v in out.items() if isinstance(v, (int, float, str, bool)) or
+                (isinstance(v, list) and all(isinstance(e, (int, float)) for e in v))})
   return res
 
 

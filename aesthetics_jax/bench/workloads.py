@@ -21,6 +21,7 @@ from aesthetics_jax import models
 from aesthetics_jax import cpu_backend
 from aesthetics_jax import parallel
 from aesthetics_jax.bench import synthetic
+from aesthetics_jax.bench.stage_monitor import status_mb
 from aesthetics_jax.configs import default as default_config
 from aesthetics_jax.configs import mobilenet_v2_emd
 from aesthetics_jax.data import pipeline as ip
@@ -177,9 +178,11 @@ def eval_config(size: int, batch: int, workers: int = 0) -> ml_collections.Confi
   return c
 
 
-def stream_study(step, variables, source, config, mesh) -> dict[str, Any]:
+def stream_study(step, variables, source, config, mesh,
+                 on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
   """One pass of `step` over `source` via `input_pipeline.eval_batches`, keeping only
-  per-image scalars and boxes on the host (bucket maps are summed, not kept)."""
+  per-image scalars and boxes on the host (bucket maps are summed, not kept); `on_batch(n)`
+  after each batch, with the images done so far."""
   n = 0
   per_image: dict[str, list] = {}
   bucket_sum = None
@@ -197,6 +200,8 @@ def stream_study(step, variables, source, config, mesh) -> dict[str, Any]:
       score = host['pred']['mean_score' if 'mean_score' in host['pred'] else 'p_high']
       per_image.setdefault('mean_score', []).append(np.asarray(score)[keep])
       n += int(keep.sum())
+      if on_batch is not None:
+        on_batch(n)
   out = {k: np.concatenate(v) for k, v in per_image.items()}
   out['num_images'] = n
   out['bucket_sum'] = bucket_sum
@@ -209,9 +214,12 @@ def jpeg_pool(n: int = 32, seed: int = 0) -> list[bytes]:
 
 def stream_setup(num_images: int, batch: int = 32, size: int = 224, chunk: int = -1,
                  workers: int = 0, arch: str = 'mobilenet_v2', width_mult: float = 1.0,
-                 dtype: str = 'float32') -> Callable[[], dict]:
+                 dtype: str = 'float32', trace: bool = False) -> Callable[[], dict]:
   """Child-process workload (bench.memory): the whole study streamed over `num_images`
-  synthetic images. Setup compiles the step on one batch; `run()` streams all images."""
+  synthetic images. Setup compiles the step on one batch; `run()` streams all images and,
+  with `trace`, also returns the process's resident memory after every batch: lists
+  `trace_images`, `trace_rss_mb` (VmRSS) and `trace_hwm_mb` (VmHWM, the high-water mark
+  since bench.memory reset it)."""
   model, variables = build(arch, dtype=dtype, image_size=size, width_mult=width_mult)
   chunk = parallel.default_chunk() if chunk < 0 else chunk
   step = make_study_step(model, arch, size, 0.2, chunk)
@@ -222,11 +230,20 @@ def stream_setup(num_images: int, batch: int = 32, size: int = 224, chunk: int =
   stream_study(step, variables, SyntheticSource(batch, pool), config, mesh)  # compile
 
   def run():
+    samples: list[tuple[int, float | None, float | None]] = []
+    on_batch = ((lambda n: samples.append((n, status_mb('VmRSS'), status_mb('VmHWM'))))
+                if trace else None)
     t0 = time.perf_counter()
-    out = stream_study(step, variables, SyntheticSource(num_images, pool), config, mesh)
+    out = stream_study(step, variables, SyntheticSource(num_images, pool), config, mesh,
+                       on_batch)
     secs = time.perf_counter() - t0
-    return {'num_images': out['num_images'], 'stream_s': secs,
-            'images_per_s': out['num_images'] / secs}
+    res = {'num_images': out['num_images'], 'stream_s': secs,
+           'images_per_s': out['num_images'] / secs}
+    if samples and all(r is not None and h is not None for _, r, h in samples):
+      res.update(trace_images=[n for n, _, _ in samples],
+                 trace_rss_mb=[r for _, r, _ in samples],
+                 trace_hwm_mb=[h for _, _, h in samples])
+    return res
   return run
 
 

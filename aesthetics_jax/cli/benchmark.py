@@ -169,6 +169,10 @@ flags.DEFINE_integer('extrapolate_test', _D.extrapolate_test, '--what=recipe: te
 # --what=scaling
 flags.DEFINE_list('scaling_sizes', [str(n) for n in _D.scaling_sizes], '--what=scaling: '
                   'images per streamed evaluation (one child process each).')
+flags.DEFINE_integer('scaling_trace_images', _D.scaling_trace_images, '--what=scaling: '
+                     'images streamed by one more child that reads its resident memory '
+                     'after every batch (the judged figures, over its second half); 0 = none.',
+                     lower_bound=0)
 flags.DEFINE_string('malloc_arena_max', _D.malloc_arena_max, '--what=scaling: '
                     "MALLOC_ARENA_MAX for the child processes ('' = glibc's default).")
 flags.register_validator('scaling_sizes', lambda v: all(n.isdigit() for n in v),

@@ -76,6 +76,7 @@ class Options:
   extrapolate_test: int = 2203
   # --what=scaling
   scaling_sizes: tuple[int, ...] = (500, 1000, 2000, 4000)
+  scaling_trace_images: int = 16000  # the traced child (judged); 0 = none
   malloc_arena_max: str = '2'      # for the child processes; '' = glibc's default
 
   def __post_init__(self):
@@ -103,6 +104,7 @@ class Options:
 # --quick: a few minutes in all. The launcher applies these to flags not given explicitly.
 QUICK = dict(repeats=2, cam_warmup=3, cam_batch_size=16, study_images=32, recipe_images=32,
              recipe_test_images=32, torch_epochs=1, scaling_sizes=(64, 128, 256, 512),
+             scaling_trace_images=1024,
              model_batch_size=8, grain_workers=(2,), torch_formulations='fast', confirm_repeats=3,
              fed_rounds=5, fed_cache_rows=64)
 
