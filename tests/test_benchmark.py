@@ -173,6 +173,32 @@ def test_interleaved_alternates_and_separates_first_call():
   assert timing.ratio({'items_per_s': {'median': 6.0}}, slow) == 3.0
 
 
+def test_bracketed_judges_each_call_by_its_two_neighbours_and_cancels_drift():
+  calls, clock = [], [0.0]
+
+  def timed_fn(name: str, seconds: float):
+    def fn() -> float:  # self-timed: the machine slows by 10% a call, steadily
+      calls.append(name)
+      clock[0] += 1
+      return seconds * (1 + 0.1 * clock[0])
+    return fn
+  res = timing.bracketed(timed_fn('ref', 1.0), {'a': timed_fn('a', 1.0),
+                                                'b': timed_fn('b', 2.0)},
+                         items=10, repeats=2, warmup=1, self_timed=True)
+  # first calls of each, then rounds ref,a,ref,b,ref / ref,b,ref,a,ref
+  assert calls == ['ref', 'a', 'b'] + ['ref', 'a', 'ref', 'b', 'ref'] + [
+      'ref', 'b', 'ref', 'a', 'ref']
+  # a linear drift cancels: a is as fast as the reference, b half as fast, in every round
+  assert np.allclose(res['over_reference']['a'], [1.0, 1.0])
+  assert np.allclose(res['over_reference']['b'], [0.5, 0.5])
+  runs = res['runs']
+  assert runs['reference']['repeats'] == 6 and runs['a']['repeats'] == 2
+  assert runs['b']['items'] == 10 and len(runs['b']['each_s']) == 2
+  # against one reference call per round (`interleaved`'s pairing) the drift stays in
+  paired = [r / a for r, a in zip(runs['reference']['each_s'][::3], runs['a']['each_s'])]
+  assert not np.allclose(paired, 1.0, atol=0.05)
+
+
 def test_median_interval_brackets_the_median_and_narrows_with_rounds():
   rng = np.random.default_rng(0)
   few, many = list(rng.normal(1.0, 0.2, 15)), list(rng.normal(1.0, 0.2, 240))
@@ -513,7 +539,12 @@ def test_input_section_runs_without_flags():
     r = vs[k + '_per_round']
     assert r['min'] <= vs[k] == r['median'] <= r['max'] and vs[k + '_of_medians'] > 0
     assert r['min'] <= r['ci95'][0] <= r['median'] <= r['ci95'][1] <= r['max']
-  assert len(vs['model']['each_s']) == 3  # opts.fed_rounds rounds (more than repeats)
+  n_fed = 3 + len(vs['grain']['modes'])  # first, later, the ready-batch control, grain's
+  assert len(vs['model']['each_s']) == 3 * (n_fed + 1)  # fed_rounds rounds, each bracketed
+  assert len(vs['model_fed_later_epochs']['each_s']) == 3
+  r = vs['ready_over_alone_per_round']
+  assert r['min'] <= vs['ready_over_alone'] == r['median'] <= r['max']
+  assert set(vs['settle_s']) >= {'first', 'later'} and 'ready' not in vs['settle_s']
   assert vs['untimed_batches_per_block'] == 3 and vs['batches_per_block'] == 10  # prefetch 2
   assert vs['model']['items'] == vs['model_fed_by_train_batches']['items'] == 10 * 32
   cache = vs['feature_cache']  # the feature-cache build (K = 4, 1) vs the encoder alone
@@ -528,6 +559,9 @@ def test_input_section_runs_without_flags():
          'model_fed_by_pipeline_later_epochs_over_alone',
          'encoder_fed_by_feature_cache_build_k4_over_alone',
          'encoder_fed_by_feature_cache_build_k1_over_alone']
+  control = rows.pop(2)  # after the two rows it is the control of, no target
+  assert control.name == 'model_fed_ready_batches_over_alone' and control.target is None
+  assert control.value == vs['ready_over_alone'] and 'control' in control.detail
   assert [r.name for r in rows[:4]] == fed and {r.target for r in rows[:4]} == {0.95}
   assert rows[2].value == cache['views_4_over_alone'] and '95% interval' in rows[2].detail
   rows = rows[4:]

@@ -84,6 +84,61 @@ def interleaved(fns: Mapping[str, Callable[[], Any]], *, items: int | Mapping[st
           for k in names}
 
 
+def bracketed(reference: Callable[[], Any], fns: Mapping[str, Callable[[], Any]], *,
+              items: int, repeats: int, warmup: int = 1, self_timed: bool = False,
+              settle_after: Mapping[str, float] | None = None) -> dict[str, Any]:
+  """Times each of `fns` against `reference`, every call of them between two reference calls.
+
+  A round runs reference, f1, reference, f2, ..., reference (the order of `fns` alternates
+  forward / reversed between rounds); a call of `fns[k]` is judged against the mean seconds of
+  the two reference calls on either side of it. A drift in the shared machine's speed over a
+  round (tens of seconds here) thus cancels to first order, where pairing every call with one
+  reference call per round leaves in the distance between them. First calls and `warmup - 1`
+  untimed rounds as in `interleaved`. `self_timed`: as in `interleaved`. `settle_after[k]`: an
+  untimed sleep after every call of `k` (its pipeline refilling must not run into the next
+  timed call).
+
+  Returns {'runs': {'reference' and each name: `interleaved`'s figures (the reference's over
+  all its calls)}, 'over_reference': {name: per-round ratios, its images/s over the mean of
+  its two neighbours'}}.
+  """
+  settle = dict(settle_after or {})
+  names = list(fns)
+
+  def call(fn: Callable[[], Any]) -> float:
+    return float(fn()) if self_timed else timed(fn)
+
+  def run(k: str) -> float:
+    s = call(fns[k])
+    if settle.get(k, 0.0) > 0:
+      time.sleep(settle[k])
+    return s
+  first = {'reference': timed(reference), **{k: timed(fns[k]) for k in names}}
+  for _ in range(max(0, warmup - 1)):
+    for fn in (reference, *fns.values()):
+      fn()
+  ref_s: list[float] = []
+  secs: dict[str, list[float]] = {k: [] for k in names}
+  ratios: dict[str, list[float]] = {k: [] for k in names}
+  for r in range(repeats):
+    before = call(reference)
+    ref_s.append(before)
+    for k in (names if r % 2 == 0 else names[::-1]):
+      s = run(k)
+      after = call(reference)
+      ref_s.append(after)
+      secs[k].append(s)
+      ratios[k].append(((before + after) / 2) / s)  # same items: rate ratio = seconds ratio
+      before = after
+
+  def figures(k: str, each: list[float]) -> dict[str, Any]:
+    return {'first_call_s': first[k], 'items': items, 'repeats': len(each),
+            'seconds': summarize(each), 'items_per_s': summarize([items / s for s in each]),
+            'each_s': each}
+  runs = {'reference': figures('reference', ref_s), **{k: figures(k, secs[k]) for k in names}}
+  return {'runs': runs, 'over_reference': ratios}
+
+
 def head_to_head(ours: Callable[[], Any], theirs: Callable[[], Any], *, items: int,
                  repeats: int) -> dict[str, Any]:
   """Our run against one reference: one untimed call of each, then `repeats` rounds of one

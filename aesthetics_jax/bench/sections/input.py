@@ -14,7 +14,7 @@ import hashlib
 import math
 import multiprocessing
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -178,19 +178,22 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
   is installed, fed by grain's formulations of `opts.grain_modes` (no cache); workers
   needed = model images/s / one worker's decode images/s.
 
-  A round times `FED_BATCHES` batches of each. The pipelines work ahead (`input.prefetch`
-  batches queued, one more in hand), so a fed block first consumes that many untimed, and
-  every block starts after an untimed pause in which the pipelines finish refilling: work a
-  pipeline did after its block can neither speed up its next block nor slow down the others.
-  (With 3-batch blocks and no pause, running the decode threads at the lowest CPU priority
-  looked like 0.80 -> 0.94 for the first epoch; it had only moved decoding out of the timed
-  windows. Measured this way, priority changes nothing: decoding costs the model the CPU it
-  takes.)
+  A block times `FED_BATCHES` batches. The pipelines work ahead (`input.prefetch` batches
+  queued, one more in hand), so a fed block first consumes that many untimed, and after it
+  an untimed pause lets its pipeline finish refilling: work a pipeline did after its block
+  can neither speed up its next block nor slow down the others. (With 3-batch blocks and no
+  pause, running the decode threads at the lowest CPU priority looked like 0.80 -> 0.94 for
+  the first epoch; it had only moved decoding out of the timed windows. Measured this way,
+  priority changes nothing: decoding costs the model the CPU it takes.)
 
-  The fed / alone ratios are medians of per-round ratios (`timing.head_to_head`'s estimator,
-  `opts.fed_rounds` rounds, or `opts.repeats` if more): a round's calls run back to back, so a
-  change in the shared machine's speed between rounds cancels; the ratio of the series'
-  medians is kept as `*_of_medians`.
+  Every fed block runs between two blocks of the model alone (`timing.bracketed`) and is
+  judged against their mean: this 2-core machine's speed drifts by 10-25% over minutes, and
+  a fed block paired with one alone block several blocks away in the round kept that drift
+  (per-round ratios 0.83-1.23 in run AJ). The fed / alone figures are medians of per-round
+  ratios over `opts.fed_rounds` rounds (or `opts.repeats` if more); the ratio of the series'
+  medians is kept as `*_of_medians`. A control is timed the same way: the model fed ready
+  device batches through the same loop (`ready_over_alone`, 1 but for noise), which shows
+  what difference the measurement can resolve.
   """
   s, b = opts.image_size, 32
   model = models.create_model(workloads.model_config('mobilenet_v2'))
@@ -241,37 +244,48 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
   held = {'first': ahead, 'later': ahead}
   held.update({f'grain_{m}': ahead if m == 'threads' else opts.all_workers() * ahead + 1
                for m in grain_modes})
+
+  def ready(config) -> Iterator[dict[str, jax.Array]]:  # the control: nothing to make
+    del config
+    while True:
+      yield {'image': x}
   feeders: dict[str, tuple[Any, Callable[[], float]]] = {}
   try:
     feeders['first'] = feeder(ours, 0, held['first'])  # every image decoded: the first epoch
     feeders['later'] = feeder(ours, defaults.resized_cache_mb, held['later'])
+    feeders['ready'] = feeder(ready, 0, ahead)
     for mode in grain_modes:
       feeders[f'grain_{mode}'] = feeder(
           lambda config, m=mode: grain_ref.train_batches(source, config, mesh, mode=m), 0,
           held[f'grain_{mode}'])
-    settle = settle_for(max(held.values()))
-    runs = timing.interleaved({'model': alone, **{k: f for k, (_, f) in feeders.items()}},
-                              items=nb * b, repeats=max(opts.fed_rounds, opts.repeats),
-                              warmup=opts.warmup, self_timed=True, settle_s=settle)
+    settle = {k: settle_for(h) for k, h in held.items()}
+    timed_runs = timing.bracketed(alone, {k: f for k, (_, f) in feeders.items()},
+                                  items=nb * b, repeats=max(opts.fed_rounds, opts.repeats),
+                                  warmup=opts.warmup, self_timed=True, settle_after=settle)
   finally:
     for it, _ in feeders.values():
       it.close()
+  runs = dict(timed_runs['runs'])
+  runs['model'] = runs.pop('reference')
+  over = {k: timing.summarize_rounds(v) for k, v in timed_runs['over_reference'].items()}
   alone_r, fed_r, later_r = runs['model'], runs['first'], runs['later']
   model_ips = alone_r['items_per_s']['median']
-  first_rounds = timing.summarize_rounds(_paired(alone_r, fed_r))
-  later_rounds = timing.summarize_rounds(_paired(alone_r, later_r))
+  first_rounds, later_rounds, control = over['first'], over['later'], over['ready']
   need = math.ceil(model_ips / per_worker_ips) if per_worker_ips > 0 else None
   cpus = cpu_backend.host_cpu_count()
   print(f'  model alone {timing.fmt_rate(alone_r)}; fed by train_batches, first epoch '
         f'(decoding) {timing.fmt_rate(fed_r)}, later epochs (resized cache) '
         f'{timing.fmt_rate(later_r)}; fed / alone round by round: first epoch '
-        f'{_rounds(first_rounds)}, later {_rounds(later_rounds)}; one decode worker '
+        f'{_rounds(first_rounds)}, later {_rounds(later_rounds)}; control (ready batches '
+        f'through the same loop) {_rounds(control)}; one decode worker '
         f'{per_worker_ips:.1f} img/s -> '
         f'{need} workers keep up (this machine has {cpus} cores, shared with the model)',
         flush=True)
   return {'model': alone_r, 'model_fed_by_train_batches': fed_r,
           'model_fed_later_epochs': later_r, 'batches_per_block': nb,
           'untimed_batches_per_block': ahead, 'settle_s': settle,
+          'model_fed_ready_batches': runs['ready'], 'ready_over_alone': control['median'],
+          'ready_over_alone_per_round': control,
           'decode_images_per_s_per_worker': per_worker_ips,
           'workers_needed_to_feed_model': need, 'cpu_count': cpus,
           'fed_over_alone': first_rounds['median'],
@@ -281,17 +295,18 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
           'fed_over_alone_of_medians': fed_r['items_per_s']['median'] / model_ips,
           'fed_later_epochs_over_alone_of_medians': later_r['items_per_s']['median'] / model_ips,
           'feature_cache': _vs_feature_cache(opts, model, variables),
-          'grain': _vs_grain_fed(runs, grain_modes, alone_r, fed_r, held)}
+          'grain': _vs_grain_fed(runs, over, grain_modes, fed_r, held)}
 
 
-def _vs_grain_fed(runs: dict[str, Any], modes: list[str], alone: dict[str, Any],
+def _vs_grain_fed(runs: dict[str, Any], over: dict[str, Any], modes: list[str],
                   ours: dict[str, Any], held: dict[str, int]) -> dict[str, Any]:
-  """The model fed by grain (each of `modes`) over alone and ours-fed / grain-fed, round by
-  round: what decides the pipeline when the decoding shares the cores with the model."""
+  """The model fed by grain (each of `modes`) over alone (`over`: bracketed per-round
+  figures) and ours-fed / grain-fed, round by round: what decides the pipeline when the
+  decoding shares the cores with the model."""
   out: dict[str, Any] = {'modes': modes}
   for mode in modes:
     theirs = runs[f'grain_{mode}']
-    over_alone = timing.summarize_rounds(_paired(alone, theirs))
+    over_alone = over[f'grain_{mode}']
     ours_vs = timing.summarize_rounds(_paired(theirs, ours))
     out[mode] = {'run': theirs, 'fed_over_alone_per_round': over_alone,
                  'fed_over_alone': over_alone['median'], 'ours_over_grain_per_round': ours_vs,
@@ -487,6 +502,11 @@ def summary(result: dict[str, Any]) -> list[Row]:
                       'median of per-round ratios' + _interval(
                           vs.get('fed_later_epochs_over_alone_per_round', {})),
                       target=FED_TARGET))
+    if 'ready_over_alone' in vs:  # the control: what the two rows above can resolve
+      rows.append(Row('model_fed_ready_batches_over_alone', vs['ready_over_alone'],
+                      'control: MobileNetV2 forward fed ready device batches through the same '
+                      'loop, 1 but for noise; median of per-round ratios' + _interval(
+                          vs['ready_over_alone_per_round'])))
     cache = vs.get('feature_cache', {})
     for key in sorted((k for k in cache if k.endswith('_over_alone')),
                       key=lambda k: -int(k.split('_')[1])):
