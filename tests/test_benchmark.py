@@ -22,6 +22,7 @@ from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.bench import formulations, grain_ref, machine, memory, timing, torch_ref
 from aesthetics_jax.bench import workloads
 from aesthetics_jax.bench import sections
+from aesthetics_jax.bench.sections import cam as cam_section
 from aesthetics_jax.bench.sections import input as input_section
 from aesthetics_jax.bench.sections import model as model_section
 from aesthetics_jax.bench.sections import recipe, scaling
@@ -259,6 +260,31 @@ def test_model_section_confirms_the_best_torch_formulation_head_to_head():
   (row,) = model_section.summary(res)
   assert row.value == conf['ratio'] and 'head to head 2 rounds' in row.detail
   assert 'screening' in row.detail
+
+
+def test_cam_section_confirms_the_best_pytorch_grad_cam_head_to_head():
+  """--what=cam at toy size: both ratios (one target, 10 buckets) are head-to-head
+  re-measurements of their screening's fastest pytorch-grad-cam formulation."""
+  pytest.importorskip('torch')
+  pytest.importorskip('pytorch_grad_cam')
+  opts = sections.Options(reference='torch', repeats=1, warmup=1, cam_warmup=1,
+                          cam_batch_size=2, image_size=32, chunk=0, threads=1,
+                          torch_formulations='fast', peak_memory=False, confirm_repeats=2)
+  res = cam_section.run(opts)
+  for what, best in (('one_target', res['torch_fastest_formulation']),
+                     ('10_buckets', res['torch_best_10_buckets'])):
+    conf = res['confirmation'][what]
+    assert conf['ours_run'] == f'jax_gradcam_{what}'
+    assert conf['torch_run'] == f'pytorch_grad_cam_{what}_{best}'
+    assert conf['ours']['repeats'] == conf['theirs']['repeats'] == 2
+    assert res[f'ratio_{what}'] == conf['ratio'] > 0 and res[f'ratio_{what}_screening'] > 0
+  one, ten, maps = cam_section.summary(res)
+  assert one.value == res['ratio_one_target'] and ten.value == res['ratio_10_buckets']
+  for row in (one, ten):
+    assert 'head to head 2 rounds' in row.detail and 'screening' in row.detail
+  assert maps.name == 'gradcam_maps_max_abs_diff' and maps.value < 5e-4
+  del res['confirmation']  # JSONs from before the re-measurement: the screening's ratio
+  assert 'head to head' not in cam_section.summary(res)[0].detail
 
 
 def test_peak_memory_in_child_sees_native_allocations():
