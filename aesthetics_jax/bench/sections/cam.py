@@ -72,8 +72,9 @@ def run(opts: Options) -> dict[str, Any]:
     res['ratio_one_target'] = timing.ratio(runs['jax_gradcam_one_target'],
                                            runs[f'pytorch_grad_cam_one_target_{best}'])
     print(f'  best pytorch-grad-cam formulation (one target): {best}', flush=True)
-    _confirm(res, 'one_target', fns, 'jax_gradcam_one_target',
-             f'pytorch_grad_cam_one_target_{best}', b, opts.confirm_repeats)
+    timing.confirm(res, 'one_target', 'ratio_one_target', fns, 'jax_gradcam_one_target',
+                   f'pytorch_grad_cam_one_target_{best}', items=b,
+                   repeats=opts.confirm_repeats, label='one target')
   # 10 buckets = 10 one-target calls: the fastest one-target formulations, timed again.
   fns = {'jax_gradcam_10_buckets': lambda: np.asarray(all10(variables, x))}
   tl10 = [[torch_ref.class_target(j)] * b for j in range(10)] if opts.torch else []
@@ -92,8 +93,9 @@ def run(opts: Options) -> dict[str, Any]:
     res['torch_best_10_buckets'] = ten['best']
     res['ratio_10_buckets'] = timing.ratio(runs['jax_gradcam_10_buckets'],
                                            runs[f'pytorch_grad_cam_10_buckets_{ten["best"]}'])
-    _confirm(res, '10_buckets', fns, 'jax_gradcam_10_buckets',
-             f'pytorch_grad_cam_10_buckets_{ten["best"]}', b, opts.confirm_repeats)
+    timing.confirm(res, '10_buckets', 'ratio_10_buckets', fns, 'jax_gradcam_10_buckets',
+                   f'pytorch_grad_cam_10_buckets_{ten["best"]}', items=b,
+                   repeats=opts.confirm_repeats, label='10 buckets')
     # The maps must agree (pytorch-grad-cam: per-map min-max, cv2 resize, min-max again).
     ours = np.asarray(all10(variables, x))                                  # [B,10,S,S]
     theirs = np.stack(torch_ref.gradcam_maps(tms['contiguous'][1], xs['contiguous'], tl10), 1)
@@ -110,35 +112,6 @@ def run(opts: Options) -> dict[str, Any]:
       res['peak_memory_torch_over_ours'] = (mem['pytorch_grad_cam_all']['peak_rss_mb']
                                             / mem['jax_all']['peak_rss_mb'])
   return res
-
-
-def _confirm(res: dict[str, Any], what: str, fns: dict[str, Any], ours: str, theirs: str,
-             items: int, repeats: int) -> None:
-  """Re-measures ours against the screening's fastest reference head to head; the ratio of
-  `what` becomes the median per-round ratio, the screening's is kept beside it."""
-  if repeats <= 0:
-    return
-  h2h = timing.head_to_head(fns[ours], fns[theirs], items=items, repeats=repeats)
-  res.setdefault('confirmation', {})[what] = {'ours_run': ours, 'torch_run': theirs, **h2h}
-  res[f'ratio_{what}_screening'] = res[f'ratio_{what}']
-  res[f'ratio_{what}'] = h2h['ratio']
-  pr = h2h['ratio_per_round']
-  print(f"  {what.replace('_', ' ')}: head to head, {repeats} rounds: ours "
-        f"{timing.fmt_rate(h2h['ours']).strip()}, pytorch-grad-cam "
-        f"{timing.fmt_rate(h2h['theirs']).strip()}; ratio {h2h['ratio']:.2f} (95% interval "
-        f"{pr['ci95'][0]:.2f}-{pr['ci95'][1]:.2f}; per round {pr['min']:.2f}-{pr['max']:.2f};"
-        f" screening {res[f'ratio_{what}_screening']:.2f})", flush=True)
-
-
-def _how(result: dict[str, Any], what: str) -> str:
-  """', head to head N rounds (95% interval ...; screening r)' when re-measured, else ''."""
-  conf = result.get('confirmation', {}).get(what)
-  if not conf:
-    return ''
-  pr = conf['ratio_per_round']
-  return (f", head to head {conf['ours']['repeats']} rounds (95% interval "
-          f"{pr['ci95'][0]:.2f}-{pr['ci95'][1]:.2f}; per round {pr['min']:.2f}-{pr['max']:.2f};"
-          f" screening {result[f'ratio_{what}_screening']:.2f})")
 
 
 def _peak_memory(opts: Options, b: int, s: int, chunk: int,
@@ -166,11 +139,12 @@ def summary(result: dict[str, Any]) -> list[Row]:
   b, best = result['batch_size'], result.get('torch_fastest_formulation')
   if 'ratio_one_target' in result:
     rows.append(Row('gradcam_one_target_vs_pytorch_grad_cam', result['ratio_one_target'],
-                    f'batch {b}, vs best torch {best}' + _how(result, 'one_target')))
+                    f'batch {b}, vs best torch {best}'
+                    + timing.confirmation_note(result, 'one_target', 'ratio_one_target')))
   if 'ratio_10_buckets' in result:
     rows.append(Row('gradcam_10_buckets_vs_pytorch_grad_cam', result['ratio_10_buckets'],
                     f'batch {b}, vs best torch {result.get("torch_best_10_buckets")}'
-                    + _how(result, '10_buckets')))
+                    + timing.confirmation_note(result, '10_buckets', 'ratio_10_buckets')))
   if 'maps_agree' in result:
     agree = result['maps_agree']
     rows.append(Row('gradcam_maps_max_abs_diff', agree['max_abs_diff'],

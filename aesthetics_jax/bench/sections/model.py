@@ -165,21 +165,8 @@ def run(opts: Options) -> dict[str, Any]:
         print(f'  {arch}: best torch formulation {report["best"]} '
               f'({report["best_items_per_s"]:.1f} img/s); {ours_name} / best = '
               f'{screening:.2f} (screening)', flush=True)
-        if opts.confirm_repeats > 0:
-          # The screening's best is the maximum of many noisy medians: re-measure it head to
-          # head with ours; that ratio is the headline.
-          h2h = timing.head_to_head(fns[ours_name], fns[best_name], items=b,
-                                    repeats=opts.confirm_repeats)
-          res.setdefault('confirmation', {})[arch] = {'ours_run': ours_name,
-                                                      'torch_run': best_name, **h2h}
-          res[f'{arch}_ratio_vs_best_torch_screening'] = screening
-          res[f'{arch}_ratio_vs_best_torch'] = h2h['ratio']
-          pr = h2h['ratio_per_round']
-          print(f"  {arch}: head to head, {opts.confirm_repeats} rounds: ours "
-                f"{timing.fmt_rate(h2h['ours']).strip()}, torch "
-                f"{timing.fmt_rate(h2h['theirs']).strip()}; ratio {h2h['ratio']:.2f} "
-                f"(95% interval {pr['ci95'][0]:.2f}-{pr['ci95'][1]:.2f}; per round "
-                f"{pr['min']:.2f}-{pr['max']:.2f})", flush=True)
+        timing.confirm(res, arch, f'{arch}_ratio_vs_best_torch', fns, ours_name, best_name,
+                       items=b, repeats=opts.confirm_repeats, label=arch)
       # bfloat16 (GPU): our fastest bfloat16 run against torch's fastest autocast one.
       bf = formulations.report(runs, f'torch_{arch}_bfloat16_')
       ours_bf = _best_jax(runs, arch, 'bfloat16')
@@ -207,14 +194,7 @@ def summary(result: dict[str, Any]) -> list[Row]:
     r = result.get(f'{arch}_ratio_vs_best_torch')
     if r is not None:
       best = result.get('torch', {}).get(arch, {}).get('best')
-      conf = result.get('confirmation', {}).get(arch)
-      pr = conf['ratio_per_round'] if conf else {}
-      ci = (f"95% interval {pr['ci95'][0]:.2f}-{pr['ci95'][1]:.2f}; " if 'ci95' in pr
-            else '')  # JSONs written before the interval was recorded have none
-      how = (f", head to head {conf['ours']['repeats']} rounds ({ci}per round "
-             f"{pr['min']:.2f}-{pr['max']:.2f}; "
-             f"screening {result[f'{arch}_ratio_vs_best_torch_screening']:.2f})"
-             if conf else '')
+      how = timing.confirmation_note(result, arch, f'{arch}_ratio_vs_best_torch')
       rows.append(Row(f'{arch}_forward_vs_best_torch', r,
                       f'{result.get(f"{arch}_ours_run") or _default_run(arch, result["chunk"])}'
                       f' vs torch {best}, batch {b}{how}',
