@@ -480,7 +480,19 @@ def upsample(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
 def fuse_layers(maps: Sequence[jax.Array], size: tuple[int, int]) -> jax.Array:
   """Per-layer maps `[[..., h_i, w_i]]` → one map `[..., H, W]` in [0, 1], in pytorch-grad-cam's
   order: per layer `scale_cam_image` (min-max, then cv2 bilinear resize to the input size), then
-  `aggregate_multi_layers` (ReLU, mean over layers, min-max)."""
+  `aggregate_multi_layers` (ReLU, mean over layers, min-max).
+
+  On CPU one leading row (image) at a time: a whole batch's `[..., H, W]` intermediates (61 MB
+  for 32 images x 10 targets at 224 px) are above glibc's 32 MB mmap ceiling, so they were
+  mapped and faulted in afresh every call, which on a VM cost 0-0.25 s of kernel time a call;
+  row by row they stay in reused heap memory. Same values; GPUs keep the whole batch."""
+  maps = [jnp.asarray(m, jnp.float32) for m in maps]
+  if maps[0].ndim > 2 and jax.default_backend() == 'cpu':
+    return jax.lax.map(lambda rows: _fuse_layers(rows, size), maps)
+  return _fuse_layers(maps, size)
+
+
+def _fuse_layers(maps: Sequence[jax.Array], size: tuple[int, int]) -> jax.Array:
   scaled = jnp.stack([upsample(normalize(m), size) for m in maps])
   return normalize(jnp.mean(jnp.maximum(scaled, 0.0), axis=0))
 
