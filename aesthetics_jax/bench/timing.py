@@ -78,10 +78,15 @@ def interleaved(fns: Mapping[str, Callable[[], Any]], *, items: int | Mapping[st
   for r in range(repeats):
     for k in (names if r % 2 == 0 else names[::-1]):
       secs[k].append(one(k))
-  return {k: {'first_call_s': first[k], 'items': n_items[k], 'repeats': repeats,
-              'seconds': summarize(secs[k]),
-              'items_per_s': summarize([n_items[k] / s for s in secs[k]]), 'each_s': secs[k]}
-          for k in names}
+  return {k: _figures(first[k], n_items[k], secs[k]) for k in names}
+
+
+def _figures(first_call_s: float, items: int, each_s: list[float]) -> dict[str, Any]:
+  """One timed function's figures: {'first_call_s', 'items', 'repeats', 'seconds':
+  {median,min,max}, 'items_per_s': {median,min,max}, 'each_s'}."""
+  return {'first_call_s': first_call_s, 'items': items, 'repeats': len(each_s),
+          'seconds': summarize(each_s), 'items_per_s': summarize([items / s for s in each_s]),
+          'each_s': each_s}
 
 
 def bracketed(reference: Callable[[], Any], fns: Mapping[str, Callable[[], Any]], *,
@@ -130,12 +135,8 @@ def bracketed(reference: Callable[[], Any], fns: Mapping[str, Callable[[], Any]]
       secs[k].append(s)
       ratios[k].append(((before + after) / 2) / s)  # same items: rate ratio = seconds ratio
       before = after
-
-  def figures(k: str, each: list[float]) -> dict[str, Any]:
-    return {'first_call_s': first[k], 'items': items, 'repeats': len(each),
-            'seconds': summarize(each), 'items_per_s': summarize([items / s for s in each]),
-            'each_s': each}
-  runs = {'reference': figures('reference', ref_s), **{k: figures(k, secs[k]) for k in names}}
+  runs = {'reference': _figures(first['reference'], items, ref_s),
+          **{k: _figures(first[k], items, secs[k]) for k in names}}
   return {'runs': runs, 'over_reference': ratios}
 
 
