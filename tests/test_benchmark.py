@@ -321,6 +321,32 @@ def test_scaling_trace_tells_a_leak_from_bounded_noise():
   assert bad['hwm_growth_second_half_mb'] > 1000
 
 
+def test_scaling_trace_tells_a_leak_from_huge_page_collapse():
+  """RSS climbing in 2 MB steps while malloc's in-use bytes and footprint stay flat (the
+  kernel backing memory malloc already holds with huge pages) against a leak, where malloc's
+  in-use bytes climb with RSS."""
+  n = np.arange(32, 16001, 32)
+  collapsed = 2.0 * (np.arange(n.size) // 10)              # one 2 MB huge page every 10 batches
+  base = {'trace_images': n.tolist(), 'trace_anon_huge_mb': (40 + collapsed).tolist()}
+  thp = dict(base, trace_rss_mb=(800 + collapsed).tolist(),
+             trace_hwm_mb=(800 + collapsed).tolist(),
+             trace_malloc_in_use_mb=(300 + np.sin(n) * 20).tolist(),
+             trace_malloc_footprint_mb=np.full(n.size, 700.0).tolist())
+  leak_mb = n * 0.147
+  leak = dict(base, trace_rss_mb=(800 + leak_mb).tolist(),
+              trace_hwm_mb=(800 + leak_mb).tolist(),
+              trace_malloc_in_use_mb=(300 + leak_mb).tolist(),
+              trace_malloc_footprint_mb=(700 + leak_mb).tolist())
+  t, k = scaling._trace_figures(thp), scaling._trace_figures(leak)
+  assert t['rss_slope_mb_per_1000_images'] > scaling.SLOPE_TARGET_MB_PER_1000  # RSS climbs
+  assert abs(t['malloc_in_use_slope_mb_per_1000_images']) < 1.0
+  assert t['malloc_footprint_growth_second_half_mb'] == 0.0
+  assert t['anon_huge_growth_second_half_mb'] == t['rss_growth_second_half_mb'] >= 48
+  assert 140 < k['malloc_in_use_slope_mb_per_1000_images'] < 155
+  assert k['malloc_footprint_growth_second_half_mb'] > 1000
+  assert k['anon_huge_growth_second_half_mb'] < 0.1 * k['rss_growth_second_half_mb']
+
+
 def test_stream_workload_traces_memory_per_batch():
   """The traced scaling run for real, tiny: one RSS / high-water sample per batch, from a
   fresh child process."""
@@ -334,6 +360,11 @@ def test_stream_workload_traces_memory_per_batch():
   assert max(r['trace_hwm_mb']) <= r['peak_rss_mb'] + 1  # VmHWM is updated lazily: pages
   f = scaling._trace_figures(r)
   assert f['images'] == 48 and f['second_half_from_images'] == 24
+  if memory.malloc_mb() is not None:  # glibc >= 2.33: malloc's own account, every batch
+    assert len(r['trace_malloc_in_use_mb']) == len(r['trace_malloc_footprint_mb']) == 6
+    assert all(0 < u <= f_ for u, f_ in zip(r['trace_malloc_in_use_mb'],
+                                            r['trace_malloc_footprint_mb']))
+    assert 'malloc_in_use_slope_mb_per_1000_images' in f
 
 
 def test_measure_counts_items_and_repeats():

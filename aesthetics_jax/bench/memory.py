@@ -15,6 +15,9 @@ Where the reset is not allowed, `ru_maxrss` (peak since start) is reported and
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import importlib
 import json
 import os
@@ -27,6 +30,53 @@ from typing import Any
 from aesthetics_jax.bench.stage_monitor import reset_hwm, status_mb
 
 _MARK = 'BENCH_MEMORY_RESULT '
+
+
+class _MallInfo2(ctypes.Structure):
+  _fields_ = [(name, ctypes.c_size_t) for name in (
+      'arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks', 'fsmblks', 'uordblks',
+      'fordblks', 'keepcost')]
+
+
+@functools.cache
+def _mallinfo2():
+  try:
+    fn = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6').mallinfo2
+  except (OSError, AttributeError):  # not glibc, or glibc < 2.33
+    return None
+  fn.restype = _MallInfo2
+  return fn
+
+
+def malloc_mb() -> dict[str, float] | None:
+  """glibc's own account of its memory (`mallinfo2`), in MB: `in_use`, the bytes handed out
+  and not freed (a leak grows it), and `footprint`, what malloc holds from the kernel (heaps
+  + mmapped chunks: the most its memory can ever make resident). None without glibc >= 2.33.
+
+  Why both: VmRSS also moves when the kernel backs memory malloc already holds, e.g.
+  khugepaged collapsing a sparse 2 MB range of a THP-madvised heap into one huge page (up to
+  511 absent pages become resident at once, with `max_ptes_none` at its default); that
+  raises VmRSS in 2 MB steps with neither figure here moving.
+  """
+  fn = _mallinfo2()
+  if fn is None:
+    return None
+  m = fn()
+  mb = 1 / (1 << 20)
+  return {'in_use': (m.uordblks + m.hblkhd) * mb, 'footprint': (m.arena + m.hblkhd) * mb}
+
+
+def anon_huge_mb() -> float | None:
+  """AnonHugePages of /proc/self/smaps_rollup in MB (anonymous memory backed by transparent
+  huge pages); None where the kernel has no smaps_rollup."""
+  try:
+    with open('/proc/self/smaps_rollup') as f:
+      for line in f:
+        if line.startswith('AnonHugePages:'):
+          return int(line.split()[1]) / 1024.0
+  except (OSError, ValueError, IndexError):
+    pass
+  return None
 
 
 def measure_here(target: str, kwargs: dict[str, Any], warmup: int = 1,

@@ -20,6 +20,7 @@ import numpy as np
 from aesthetics_jax import models
 from aesthetics_jax import cpu_backend
 from aesthetics_jax import parallel
+from aesthetics_jax.bench import memory
 from aesthetics_jax.bench import synthetic
 from aesthetics_jax.bench.stage_monitor import status_mb
 from aesthetics_jax.configs import default as default_config
@@ -230,19 +231,25 @@ def stream_setup(num_images: int, batch: int = 32, size: int = 224, chunk: int =
   stream_study(step, variables, SyntheticSource(batch, pool), config, mesh)  # compile
 
   def run():
-    samples: list[tuple[int, float | None, float | None]] = []
-    on_batch = ((lambda n: samples.append((n, status_mb('VmRSS'), status_mb('VmHWM'))))
-                if trace else None)
+    samples: list[tuple[int, ...]] = []
+
+    def sample(n: int) -> None:
+      m = memory.malloc_mb() or {}
+      samples.append((n, status_mb('VmRSS'), status_mb('VmHWM'), memory.anon_huge_mb(),
+                      m.get('in_use'), m.get('footprint')))
+
     t0 = time.perf_counter()
     out = stream_study(step, variables, SyntheticSource(num_images, pool), config, mesh,
-                       on_batch)
+                       sample if trace else None)
     secs = time.perf_counter() - t0
     res = {'num_images': out['num_images'], 'stream_s': secs,
            'images_per_s': out['num_images'] / secs}
-    if samples and all(r is not None and h is not None for _, r, h in samples):
-      res.update(trace_images=[n for n, _, _ in samples],
-                 trace_rss_mb=[r for _, r, _ in samples],
-                 trace_hwm_mb=[h for _, _, h in samples])
+    names = ('trace_images', 'trace_rss_mb', 'trace_hwm_mb', 'trace_anon_huge_mb',
+             'trace_malloc_in_use_mb', 'trace_malloc_footprint_mb')
+    # RSS and its high-water mark come as a pair; the other figures where this system has them.
+    if samples and all(s[1] is not None and s[2] is not None for s in samples):
+      res.update({name: [s[i] for s in samples] for i, name in enumerate(names)
+                  if all(s[i] is not None for s in samples)})
     return res
   return run
 

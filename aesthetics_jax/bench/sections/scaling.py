@@ -31,21 +31,40 @@ SLOPE_TARGET_MB_PER_1000 = 5.0
 SECOND_HALF_TARGET_MB = 50.0
 
 
-def _trace_figures(trace: dict[str, Any]) -> dict[str, float]:
+def _slope_per_1000(n: np.ndarray, y: np.ndarray) -> float:
+  """Least-squares slope of y (MB) per 1,000 images; NaN with fewer than 3 points."""
+  return float(np.polyfit(n, y, 1)[0] * 1000) if n.size >= 3 else float('nan')
+
+
+def _trace_figures(trace: dict[str, Any]) -> dict[str, Any]:
   """Slope of VmRSS (MB per 1,000 images, least squares) and VmHWM growth, both over the
-  second half of the traced stream (the first half includes the pipeline filling up)."""
+  second half of the traced stream (the first half includes the pipeline filling up); where
+  the trace has them, the same half's malloc figures (`memory.malloc_mb`: in-use slope,
+  growth of the footprint's running maximum) and AnonHugePages growth, which tell a leak
+  (in-use climbs) from the kernel backing memory malloc already holds (RSS and huge pages
+  climb together, malloc's figures flat)."""
   n = np.asarray(trace['trace_images'], np.float64)
   rss = np.asarray(trace['trace_rss_mb'], np.float64)
   # The kernel updates its recorded high-water mark lazily, so VmHWM read between updates
   # can step back by a few pages: keep the highest seen so far.
   hwm = np.maximum.accumulate(np.maximum(np.asarray(trace['trace_hwm_mb'], np.float64), rss))
   half = n >= n[-1] / 2
-  slope = float(np.polyfit(n[half], rss[half], 1)[0] * 1000) if half.sum() >= 3 else float('nan')
   start = int(np.argmax(half))
-  return {'rss_slope_mb_per_1000_images': slope,
-          'hwm_growth_second_half_mb': float(hwm[-1] - hwm[start]),
-          'second_half_from_images': int(n[start]), 'images': int(n[-1]),
-          'rss_min_max_second_half_mb': [float(rss[half].min()), float(rss[half].max())]}
+  out: dict[str, Any] = {
+      'rss_slope_mb_per_1000_images': _slope_per_1000(n[half], rss[half]),
+      'hwm_growth_second_half_mb': float(hwm[-1] - hwm[start]),
+      'second_half_from_images': int(n[start]), 'images': int(n[-1]),
+      'rss_min_max_second_half_mb': [float(rss[half].min()), float(rss[half].max())],
+      'rss_growth_second_half_mb': float(rss[-1] - rss[start])}
+  if 'trace_malloc_in_use_mb' in trace:
+    in_use = np.asarray(trace['trace_malloc_in_use_mb'], np.float64)
+    foot = np.maximum.accumulate(np.asarray(trace['trace_malloc_footprint_mb'], np.float64))
+    out['malloc_in_use_slope_mb_per_1000_images'] = _slope_per_1000(n[half], in_use[half])
+    out['malloc_footprint_growth_second_half_mb'] = float(foot[-1] - foot[start])
+  if 'trace_anon_huge_mb' in trace:
+    huge = np.asarray(trace['trace_anon_huge_mb'], np.float64)
+    out['anon_huge_growth_second_half_mb'] = float(huge[-1] - huge[start])
+  return out
 
 
 def run(opts: Options) -> dict[str, Any]:
