@@ -550,6 +550,11 @@ def test_section_summaries_read_their_results():
   slope, hwm, _ = scaling.summary(res)
   assert (slope.value, slope.target, slope.better) == (0.5, 5.0, 'lower')
   assert (hwm.value, hwm.target) == (3.0, 50.0) and 'images 256-512' in hwm.detail
+  res['trace_figures'].update(malloc_in_use_slope_mb_per_1000_images=0.1,
+                              malloc_footprint_growth_second_half_mb=44.0)
+  _, _, in_use, footprint, _ = scaling.summary(res)
+  assert (in_use.value, in_use.target, in_use.better) == (0.1, 5.0, 'lower')
+  assert (footprint.value, footprint.target) == (44.0, None)
   assert scaling.summary({'runs': {}}) == []
   res = {'views': 4, 'torch': {'extrapolated_s': 6000.0},
          'ours_views4': {'ratio_8900': 20.0, 'extrapolated_s': 300.0,

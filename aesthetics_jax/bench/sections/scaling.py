@@ -9,7 +9,9 @@ peaks are reported, not judged. The judged figures come from one more child that
 `scaling_trace_images` images and reads its VmRSS / VmHWM after every batch: a leak makes
 the resident memory climb for as long as images flow (a slope), while a bounded process's
 high-water mark stops rising once every buffer has been used (no growth over the second
-half).
+half). The same child also reads glibc's own account after every batch (`memory.malloc_mb`):
+bytes in use, which a leak raises, and the footprint malloc holds from the kernel, which
+fragmentation raises too; a creep of VmRSS with the bytes in use flat is fragmentation.
 """
 from __future__ import annotations
 
@@ -103,6 +105,10 @@ def run(opts: Options) -> dict[str, Any]:
           f"{f['hwm_growth_second_half_mb']:+.0f} MB over images {f['second_half_from_images']}"
           f"-{f['images']} (VmRSS {f['rss_min_max_second_half_mb'][0]:.0f}-"
           f"{f['rss_min_max_second_half_mb'][1]:.0f} MB)", flush=True)
+    if 'malloc_in_use_slope_mb_per_1000_images' in f:
+      print(f"  same half, malloc: in use {f['malloc_in_use_slope_mb_per_1000_images']:+.2f} MB "
+            f"per 1,000 images, footprint {f['malloc_footprint_growth_second_half_mb']:+.0f} MB",
+            flush=True)
   else:
     print(f"  traced run: {trace.get('error', 'no trace (no /proc/self/status)')}", flush=True)
   return res
@@ -118,6 +124,17 @@ def summary(result: dict[str, Any]) -> list[Row]:
                  target=SLOPE_TARGET_MB_PER_1000, better='lower'),
              Row('scaling_peak_rss_growth_second_half_mb', f['hwm_growth_second_half_mb'],
                  f'VmHWM over {span}', target=SECOND_HALF_TARGET_MB, better='lower')]
+    if 'malloc_in_use_slope_mb_per_1000_images' in f:
+      # RSS can creep with nothing leaked: glibc's heap grows when no free hole fits a batch
+      # buffer (fragmentation). Its own account tells the two apart: a leak raises the bytes
+      # in use; fragmentation raises only the footprint.
+      rows += [Row('scaling_malloc_in_use_slope_mb_per_1000_images',
+                   f['malloc_in_use_slope_mb_per_1000_images'],
+                   f'bytes malloc has handed out and not freed (a leak), {span}',
+                   target=SLOPE_TARGET_MB_PER_1000, better='lower'),
+               Row('scaling_malloc_footprint_growth_second_half_mb',
+                   f['malloc_footprint_growth_second_half_mb'],
+                   f'memory malloc holds from the kernel (fragmentation), {span}')]
   if 'peak_rss_growth_mb' in result:
     ok = [(int(n), r) for n, r in result['runs'].items() if 'peak_rss_mb' in r]
     per_image = ', '.join(f'{v * 1e3:.1f} ms' for v in result['seconds_per_image'])
