@@ -321,10 +321,10 @@ def test_scaling_trace_tells_a_leak_from_bounded_noise():
   assert bad['hwm_growth_second_half_mb'] > 1000
 
 
-def test_scaling_trace_tells_a_leak_from_huge_page_collapse():
+def test_scaling_trace_tells_a_leak_from_fragmentation_and_huge_page_collapse():
   """RSS climbing in 2 MB steps while malloc's in-use bytes and footprint stay flat (the
-  kernel backing memory malloc already holds with huge pages) against a leak, where malloc's
-  in-use bytes climb with RSS."""
+  kernel backing memory malloc already holds with huge pages), RSS climbing with the footprint
+  alone (fragmentation, as measured), and a leak, where the in-use bytes climb with RSS."""
   n = np.arange(32, 16001, 32)
   collapsed = 2.0 * (np.arange(n.size) // 10)              # one 2 MB huge page every 10 batches
   base = {'trace_images': n.tolist(), 'trace_anon_huge_mb': (40 + collapsed).tolist()}
@@ -337,7 +337,10 @@ def test_scaling_trace_tells_a_leak_from_huge_page_collapse():
               trace_hwm_mb=(800 + leak_mb).tolist(),
               trace_malloc_in_use_mb=(300 + leak_mb).tolist(),
               trace_malloc_footprint_mb=(700 + leak_mb).tolist())
-  t, k = scaling._trace_figures(thp), scaling._trace_figures(leak)
+  frag = dict(thp, trace_malloc_footprint_mb=(700 + collapsed).tolist())
+  t, k, g = (scaling._trace_figures(x) for x in (thp, leak, frag))
+  assert abs(g['malloc_in_use_slope_mb_per_1000_images']) < 1.0
+  assert g['malloc_footprint_growth_second_half_mb'] == g['rss_growth_second_half_mb'] >= 48
   assert t['rss_slope_mb_per_1000_images'] > scaling.SLOPE_TARGET_MB_PER_1000  # RSS climbs
   assert abs(t['malloc_in_use_slope_mb_per_1000_images']) < 1.0
   assert t['malloc_footprint_growth_second_half_mb'] == 0.0

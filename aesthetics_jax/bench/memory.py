@@ -53,10 +53,10 @@ def malloc_mb() -> dict[str, float] | None:
   and not freed (a leak grows it), and `footprint`, what malloc holds from the kernel (heaps
   + mmapped chunks: the most its memory can ever make resident). None without glibc >= 2.33.
 
-  Why both: VmRSS also moves when the kernel backs memory malloc already holds, e.g.
-  khugepaged collapsing a sparse 2 MB range of a THP-madvised heap into one huge page (up to
-  511 absent pages become resident at once, with `max_ptes_none` at its default); that
-  raises VmRSS in 2 MB steps with neither figure here moving.
+  Why both: VmRSS creeps when something leaks and also when the heap fragments (glibc grows
+  a heap when no free hole fits a new large buffer, though the bytes in use stay flat): the
+  bytes in use rise only for the first, the footprint for both. (The kernel can also raise
+  VmRSS with neither moving: khugepaged collapsing a sparse 2 MB range of a THP heap.)
   """
   fn = _mallinfo2()
   if fn is None:

@@ -43,8 +43,8 @@ def _trace_figures(trace: dict[str, Any]) -> dict[str, Any]:
   second half of the traced stream (the first half includes the pipeline filling up); where
   the trace has them, the same half's malloc figures (`memory.malloc_mb`: in-use slope,
   growth of the footprint's running maximum) and AnonHugePages growth, which tell a leak
-  (in-use climbs) from the kernel backing memory malloc already holds (RSS and huge pages
-  climb together, malloc's figures flat)."""
+  (bytes in use climb) from fragmentation (only the footprint climbs) and from the kernel
+  backing memory malloc already holds (RSS and huge pages climb, malloc's figures flat)."""
   n = np.asarray(trace['trace_images'], np.float64)
   rss = np.asarray(trace['trace_rss_mb'], np.float64)
   # The kernel updates its recorded high-water mark lazily, so VmHWM read between updates
