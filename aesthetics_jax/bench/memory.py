@@ -66,19 +66,6 @@ def malloc_mb() -> dict[str, float] | None:
   return {'in_use': (m.uordblks + m.hblkhd) * mb, 'footprint': (m.arena + m.hblkhd) * mb}
 
 
-def anon_huge_mb() -> float | None:
-  """AnonHugePages of /proc/self/smaps_rollup in MB (anonymous memory backed by transparent
-  huge pages); None where the kernel has no smaps_rollup."""
-  try:
-    with open('/proc/self/smaps_rollup') as f:
-      for line in f:
-        if line.startswith('AnonHugePages:'):
-          return int(line.split()[1]) / 1024.0
-  except (OSError, ValueError, IndexError):
-    pass
-  return None
-
-
 def measure_here(target: str, kwargs: dict[str, Any], warmup: int = 1,
                  repeats: int = 1) -> dict[str, Any]:
   """Runs the workload in THIS process (the child's body). `target` = 'module:function'."""

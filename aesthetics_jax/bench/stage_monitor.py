@@ -20,10 +20,11 @@ import time
 from typing import Any, Iterable
 
 
-def status_mb(field: str, pid: int | str = 'self') -> float | None:
-  """`field` (VmRSS, VmHWM, ...) of /proc/<pid>/status in MB; None where there is no /proc."""
+def status_mb(field: str, pid: int | str = 'self', file: str = 'status') -> float | None:
+  """`field` (VmRSS, VmHWM, ...) of /proc/<pid>/status in MB (or of another `file` in the same
+  'Name:  N kB' format, e.g. smaps_rollup's AnonHugePages); None where there is none."""
   try:
-    with open(f'/proc/{pid}/status') as f:
+    with open(f'/proc/{pid}/{file}') as f:
       for line in f:
         if line.startswith(field + ':'):
           return int(line.split()[1]) / 1024.0

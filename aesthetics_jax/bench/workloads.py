@@ -235,7 +235,8 @@ def stream_setup(num_images: int, batch: int = 32, size: int = 224, chunk: int =
 
     def sample(n: int) -> None:
       m = memory.malloc_mb() or {}
-      samples.append((n, status_mb('VmRSS'), status_mb('VmHWM'), memory.anon_huge_mb(),
+      samples.append((n, status_mb('VmRSS'), status_mb('VmHWM'),
+                      status_mb('AnonHugePages', file='smaps_rollup'),
                       m.get('in_use'), m.get('footprint')))
 
     t0 = time.perf_counter()
