@@ -386,3 +386,38 @@ def test_data_from_another_ava_root_is_refused(evaluated, monkeypatch):
     assert dataset.identity_mismatch(dict(own, data_dir='/elsewhere'), own) == ''
   finally:
     path.unlink(missing_ok=True)
+
+
+def test_two_cpu_devices_give_the_same_evaluation(evaluated, tmp_path):
+  """`evaluate()` over 2 CPU devices (a batch sharded over the mesh; a fresh process, as XLA
+  reads its device count at start-up) writes the per-image rows of the 1-device run. Its boxes
+  used to come from a `pure_callback` inside the multi-device computation, which hung there."""
+  import os
+  import shutil
+  import subprocess
+  import sys
+  wd, _ = evaluated
+  two = tmp_path / 'two'
+  shutil.copytree(wd, two, ignore=shutil.ignore_patterns('eval'))
+  overrides = {'eval.cam_methods': ('gradcam', 'eigencam'), 'eval.faithfulness_images': 8,
+               'eval.bootstrap_samples': 50, 'eval.faithfulness_steps': 4,
+               'eval.num_example_images': 2}
+  code = ('import json, sys, jax; from aesthetics_jax.evaluation import run; '
+          'assert jax.device_count() == 2, jax.devices(); '
+          'run.evaluate(sys.argv[1], overrides=json.loads(sys.argv[2]))')
+  env = {**os.environ, 'XLA_FLAGS': (os.environ.get('XLA_FLAGS', '') +
+                                     ' --xla_force_host_platform_device_count=2').strip()}
+  p = subprocess.run([sys.executable, '-c', code, str(two), json.dumps(overrides)], env=env,
+                     capture_output=True, text=True, timeout=400)
+  assert p.returncode == 0, p.stderr[-3000:]
+  with open(wd / 'eval' / 'per_image.csv') as f:
+    one_rows = list(csv.DictReader(f))
+  with open(two / 'eval' / 'per_image.csv') as f:
+    two_rows = list(csv.DictReader(f))
+  assert len(two_rows) == len(one_rows) == 10
+  for a, b in zip(one_rows, two_rows):
+    for k in a:
+      if k.startswith('box') or k in ('image_id', 'pred', 'label', 'map'):
+        assert a[k] == b[k], (k, a, b)
+      elif a[k] and a[k].replace('.', '', 1).replace('-', '', 1).replace('e', '', 1).isdigit():
+        assert float(b[k]) == pytest.approx(float(a[k]), rel=1e-4, abs=1e-5), (k, a, b)

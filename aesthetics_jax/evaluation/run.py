@@ -115,7 +115,7 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
 
   layers = models.resolve_layers(model, tuple(ec.cam_layers))
   forward = forward_lib.make_forward(model, arch, str(ec.cam_method), None, layers=layers)
-  summarize = streaming.make_summarize(size, float(ec.box_threshold), arch)
+  summarize = streaming.make_summarize(size, float(ec.box_threshold), arch, mesh)
   test = streaming.collect(forward, summarize, variables, batches, sources['test'], max_test,
                            desc='eval test')
   _check_finite(test, step, workdir)

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 from tqdm import tqdm
 
 from aesthetics_jax.data import pipeline
@@ -40,8 +41,16 @@ ForwardFn = Callable[[Any, Any], tuple[Mapping[str, Any], Any]]
 BatchesFn = Callable[..., Iterator[Mapping[str, Any]]]
 
 
-def make_summarize(size: int, threshold: float, arch: str):
-  """jitted raw maps [B,T,h,w] → per-image summaries (all over the S×S model input grid).
+def make_summarize(size: int, threshold: float, arch: str, mesh: Mesh | None = None):
+  """Raw maps [B,T,h,w] → per-image summaries (all over the S×S model input grid), jitted.
+
+  The boxes label connected regions on the host (`crop.boxes_np`). On one device that runs
+  inside the jitted function (`crop.boxes`, a `pure_callback`). With a `mesh` of several
+  devices the jitted part returns the two thresholded maps instead and the boxes are labelled
+  after it, on the host, from the same numbers: a `pure_callback` inside a multi-device CPU
+  computation deadlocked (each device's callback waits for a transfer that needs an XLA
+  worker thread, and every worker is blocked in a callback; `aesthetics-evaluate` with
+  `--xla_force_host_platform_device_count=2` hung at its first batch).
 
   Returns dict: `intensity [B]` (per-image-normalised aesthetic map, upsampled, mean),
   `raw_mean [B]` (raw aesthetic map upsampled, mean), `raw_min/raw_max [B]`,
@@ -51,8 +60,9 @@ def make_summarize(size: int, threshold: float, arch: str):
   MobileNetV2 `box_attribute`, `box_average [B,4]`, `bucket [B,10,h,w]` (per-image normalised
   bucket maps).
   """
+  on_host = mesh is not None and mesh.size > 1
+  boxes = (lambda m: m) if on_host else (lambda m: crop.boxes(m, threshold))
 
-  @jax.jit
   def summarize(maps):
     aes = maps[:, 0]                                           # [B,h,w]
     up_raw = cam.upsample(aes[:, None], (size, size))[:, 0]    # [B,S,S]
@@ -60,17 +70,31 @@ def make_summarize(size: int, threshold: float, arch: str):
     up = cam.upsample(norm, (size, size))[:, 0]
     out = {'intensity': up.mean((1, 2)), 'raw_mean': up_raw.mean((1, 2)), 'aes_norm': norm[:, 0],
            'raw_min': up_raw.min((1, 2)), 'raw_max': up_raw.max((1, 2)),
-           'box_aesthetic': crop.boxes(up, threshold), 'empty_aesthetic': crop.empty_maps(aes),
+           'box_aesthetic': boxes(up), 'empty_aesthetic': crop.empty_maps(aes),
            'entropy': jnp.where(crop.empty_maps(aes), jnp.nan, cam.map_entropy(aes))}
     if arch == 'mobilenet_v2':
       att = cam.upsample(cam.normalize(maps[:, 11:12], 'per_image'), (size, size))[:, 0]
-      out['box_attribute'] = crop.boxes(att, threshold)
+      out['box_attribute'] = boxes(att)
       out['empty_attribute'] = crop.empty_maps(maps[:, 11])
-      out['box_average'] = crop.average_boxes(out['box_aesthetic'], out['box_attribute'])
+      if not on_host:
+        out['box_average'] = crop.average_boxes(out['box_aesthetic'], out['box_attribute'])
       out['bucket'] = cam.normalize(maps[:, 1:11], 'per_image')
     return out
 
-  return summarize
+  device_part = jax.jit(summarize)
+  if not on_host:
+    return device_part
+
+  def summarize_on_host(maps) -> dict[str, Any]:
+    out = dict(device_part(maps))
+    for k in ('box_aesthetic', 'box_attribute'):  # the maps [B,S,S] → their boxes [B,4]
+      if k in out:
+        out[k] = crop.boxes_np(np.asarray(out[k]), threshold)
+    if 'box_attribute' in out:
+      out['box_average'] = np.asarray(crop.average_boxes(out['box_aesthetic'],
+                                                         out['box_attribute']))
+    return out
+  return summarize_on_host
 
 
 @dataclasses.dataclass
