@@ -26,6 +26,8 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
+from absl import logging
+from jax.sharding import Mesh
 
 from aesthetics_jax import io as io_lib
 from aesthetics_jax import models, parallel
@@ -41,6 +43,7 @@ from aesthetics_jax.evaluation import records
 from aesthetics_jax.evaluation import overrides as overrides_lib
 from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.explain import cam
+from aesthetics_jax.explain import choices
 from aesthetics_jax.explain import crop
 from aesthetics_jax.report import html as report_html
 from aesthetics_jax.train import checkpoint_errors
@@ -104,7 +107,7 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
   except FileNotFoundError as e:  # a --masks_dir that is not a folder
     raise EvalConfigError(str(e)) from None
   _check_masks_match(config, masks, sources['test'])
-  mesh = parallel.make_mesh()
+  mesh = eval_mesh(ec)
   # Replicated over the mesh so the jitted calls see one device set with the sharded batches.
   variables = parallel.replicate(jax.device_get(variables), mesh)
   batches = functools.partial(pipeline.eval_batches, config=config, mesh=mesh)
@@ -120,7 +123,8 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
                            desc='eval test')
   _check_finite(test, step, workdir)
 
-  m: dict[str, Any] = {'step': step, 'overrides': overrides_lib.record(overrides),
+  m: dict[str, Any] = {'step': step, 'eval_devices': int(mesh.size),
+                       'overrides': overrides_lib.record(overrides),
                        'arch': arch, 'cam_method': str(ec.cam_method),
                        'box_threshold': float(ec.box_threshold), 'cam_layers': list(layers),
                        'cam_map_size': _map_size(model, variables, layers, size)}
@@ -192,6 +196,23 @@ SUMMARY_KEYS = ('num_test_images', 'binary_accuracy', 'majority_rate', 'lcc_mean
                 'emd', 'attribute_top1', 'cam_intensity_pearson_all',
                 'cam_intensity_pearson_extreme', 'split_point_accuracy',
                 'pointing_game_centre_baseline')
+
+
+def eval_mesh(ec) -> Mesh:
+  """The mesh the evaluation runs on: every device, but one when there are several CPU devices
+  and EigenCAM is among the methods. Its pytorch-grad-cam sign is a numpy SVD in a
+  `pure_callback` inside the jitted passes, and across CPU devices that callback deadlocked
+  (`aesthetics-demo` with `--xla_force_host_platform_device_count=2`: XLA aborted in its
+  all-reduce after 40 s, in the faithfulness pass). The streamed pass's boxes need no
+  callback there (`streaming.make_summarize`)."""
+  mesh = parallel.make_mesh()
+  methods = {choices.canonical_method(str(n)) for n in (ec.cam_method, *ec.cam_methods)}
+  if mesh.size > 1 and jax.default_backend() == 'cpu' and 'eigencam' in methods:
+    logging.warning('evaluating on 1 of the %d CPU devices: EigenCAM (in eval.cam_methods) '
+                    'runs a host callback that deadlocks across CPU devices', mesh.size)
+    return jax.make_mesh((1,), ('data',), axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=jax.local_devices()[:1])
+  return mesh
 
 
 class EvalConfigError(ValueError):
