@@ -52,6 +52,15 @@ def test_every_command_applies_it_before_jax_starts():
   assert _fresh({}, code).splitlines()[-1] == YNN
 
 
+def test_the_notebook_interface_applies_it_before_jax_starts():
+  """`aesthetics_jax.load` (api.py) is the notebook's entry: importing it configures, so a
+  notebook gets the commands' CPU speed; the user's opt-out still wins."""
+  code = ('import os, aesthetics_jax; aesthetics_jax.load; import jax; jax.numpy.zeros(1); '
+          'print(os.environ.get("XLA_FLAGS"))')
+  assert _fresh({}, code) == YNN
+  assert _fresh({cpu_backend.OPT_OUT: '0'}, code) == 'None'
+
+
 def test_malloc_tunable_added_unless_set():
   assert cpu_backend.tunables_with_malloc('') == 'glibc.malloc.hugetlb=1'
   assert cpu_backend.tunables_with_malloc('glibc.malloc.arena_max=2') == (
