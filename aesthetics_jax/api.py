@@ -26,7 +26,7 @@ from __future__ import annotations
 # Every command applies the XLA:CPU settings of `cpu_backend` before JAX starts; a notebook
 # gets them here, when it imports this interface before its first JAX computation (XLA reads
 # its flags when the backend starts; once it has, this does nothing). Without them the
-# MobileNetV2 224-px forward ran 90-97 img/s against 198 on the 2-core EPYC (2026-12-04).
+# MobileNetV2 224-px forward ran about half as fast on the 2-core EPYC (README, 2026-12-04).
 from aesthetics_jax import cpu_backend  # noqa: E402  (os and sys only: JAX not started)
 cpu_backend.configure()
 
