@@ -50,13 +50,15 @@ def local_rows(sharding: jax.sharding.Sharding, global_batch: int) -> slice:
   return slice(lo, hi)
 
 
-def make_mesh() -> Mesh:
-  """One-axis mesh `('data',)` over all devices of all processes (process-contiguous).
+def make_mesh(devices=None) -> Mesh:
+  """One-axis mesh `('data',)` over all devices of all processes (process-contiguous), or over
+  `devices` (a sequence of devices) when given.
 
   Auto axis type: shardings propagate as in classic GSPMD `jit` code.
   """
-  return jax.make_mesh((jax.device_count(),), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  n = jax.device_count() if devices is None else len(devices)
+  return jax.make_mesh((n,), ('data',), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=devices)
 
 
 def data_sharding(mesh: Mesh) -> NamedSharding:

@@ -210,8 +210,7 @@ def eval_mesh(ec) -> Mesh:
   if mesh.size > 1 and jax.default_backend() == 'cpu' and 'eigencam' in methods:
     logging.warning('evaluating on 1 of the %d CPU devices: EigenCAM (in eval.cam_methods) '
                     'runs a host callback that deadlocks across CPU devices', mesh.size)
-    return jax.make_mesh((1,), ('data',), axis_types=(jax.sharding.AxisType.Auto,),
-                         devices=jax.local_devices()[:1])
+    return parallel.make_mesh(jax.local_devices()[:1])
   return mesh
 
 
