@@ -59,8 +59,8 @@ def run(opts: Options) -> dict[str, Any]:
   forms = formulations.gradcam(opts.torch_formulations, b, chunk) if opts.torch else []
   by_name = {f.name: f for f in forms}
   fns = {'jax_gradcam_one_target': lambda: np.asarray(one(variables, x))}
-  fns.update(_torch_fns(tms, xs, forms, [[torch_ref.class_target(k)] * b],
-                        'pytorch_grad_cam_one_target_'))
+  tl1 = [[torch_ref.class_target(k)] * b] if opts.torch else []
+  fns.update(_torch_fns(tms, xs, forms, tl1, 'pytorch_grad_cam_one_target_'))
   runs = timing.interleaved(fns, items=b, repeats=opts.repeats, warmup=opts.cam_warmup)
   res['runs'].update(runs)
   timing.print_runs(runs)

@@ -136,10 +136,12 @@ def run(opts: Options) -> dict[str, Any]:
     # bfloat16 vs float32 (same weights, same micro-batching), and float32 vs torch.
     acc = res['accuracy'][arch] = {}
     for name, out in outs.items():
-      if 'bfloat16' in name:
-        acc[name] = agreement.outputs(outs[name.replace('bfloat16', 'float32')], out, arch)
+      ref = outs.get(name.replace('bfloat16', 'float32'))
+      if 'bfloat16' in name and ref is not None:  # without a float32 run, no agreement
+        acc[name] = agreement.outputs(ref, out, arch)
         print(f'  {name} vs float32: {acc[name]}', flush=True)
-    if opts.torch:
+    has_f32 = any('float32' in n for n in outs)  # the head-to-head is float32 vs float32
+    if opts.torch and has_f32:
       t_out = torch_ref.forward_fn(tm, x_np, False, 'all')()[0].float().cpu().numpy()
       ours = next(o for n, o in outs.items() if 'float32' in n)
       ours = (np.concatenate([ours['score_logits'], ours['tag_logits']], -1)
@@ -167,11 +169,11 @@ def run(opts: Options) -> dict[str, Any]:
               f'{screening:.2f} (screening)', flush=True)
         timing.confirm(res, arch, f'{arch}_ratio_vs_best_torch', fns, ours_name, best_name,
                        items=b, repeats=opts.confirm_repeats, label=arch)
-      # bfloat16 (GPU): our fastest bfloat16 run against torch's fastest autocast one.
+    if opts.torch:  # bfloat16 (GPU): our fastest bfloat16 run vs torch's fastest autocast
       bf = formulations.report(runs, f'torch_{arch}_bfloat16_')
       ours_bf = _best_jax(runs, arch, 'bfloat16')
       if bf['best'] is not None and ours_bf is not None:
-        res['torch'][f'{arch}_bfloat16'] = bf
+        res.setdefault('torch', {})[f'{arch}_bfloat16'] = bf
         res[f'{arch}_bfloat16_ours_run'] = ours_bf
         res[f'{arch}_bfloat16_ratio_vs_best_torch'] = timing.ratio(
             runs[ours_bf], runs[f'torch_{arch}_bfloat16_{bf["best"]}'])
