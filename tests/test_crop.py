@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aesthetics_jax.explain import crop
+from aesthetics_jax.explain import cam, crop
 
 
 def _two_blobs():
@@ -249,3 +249,68 @@ def test_crop_of_a_thin_strip_is_cut_at_full_resolution(tmp_path):
     cut = image_files.crop_image(path, decoded, [0, 10000, 40, 10053])
     assert cut.size == (53, 40)
     assert np.asarray(cut).min() == 255  # the very pixels of the box
+
+
+def _serpentine(n: int) -> np.ndarray:
+  """One 1-pixel-wide path zigzagging down an n x n grid (rows 0, 2, 4, ... joined at
+  alternate ends): a region whose far end is ~n*n/2 steps away, the slowest to label."""
+  m = np.zeros((n, n), np.float32)
+  m[0::2] = 1.0
+  for row in range(1, n - 1, 2):
+    m[row, n - 1 if row % 4 == 1 else 0] = 1.0
+  return m
+
+
+def _hard_maps() -> np.ndarray:
+  """Maps whose boxes need every rule of `boxes_np`: `[B, 24, 24]`."""
+  rng = np.random.default_rng(3)
+  maps = [rng.random((24, 24)) ** 4, rng.random((24, 24)), _serpentine(24)]
+  tie = np.zeros((24, 24))
+  tie[2:5, 15:18] = tie[10:13, 1:4] = 1.0       # equal sizes: the first in raster order wins
+  diag = np.zeros((24, 24))
+  for i in range(14):
+    diag[5 + i, 3 + i] = 0.9                    # joined corner to corner only (8-connected)
+  diag[0:3, 20:24] = 1.0                        # 12 pixels: larger unless diagonals connect
+  empty = [np.zeros((24, 24)), -np.ones((24, 24)), np.full((24, 24), np.nan)]
+  partly_nan = rng.random((24, 24))
+  partly_nan[3, 3] = np.nan
+  maps += [tie, diag, *empty, partly_nan, np.full((24, 24), 0.5)]
+  return np.stack(maps).astype(np.float32)
+
+
+def test_boxes_on_device_equal_scipys():
+  """The accelerator's labelling gives scipy's boxes, rule for rule, at several thresholds,
+  jitted (its while_loop) and in a batch that mixes every case."""
+  maps = _hard_maps()
+  fn = jax.jit(crop.boxes_on_device, static_argnums=1)
+  for threshold in (0.0, 0.2, 0.5, 0.95, 1.5):
+    want = crop.boxes_np(maps, threshold)
+    got = np.asarray(fn(jnp.asarray(maps), threshold))
+    np.testing.assert_array_equal(got, want, err_msg=f'threshold {threshold}')
+  assert got.dtype == np.int32
+  # The serpentine is one region end to end; the tie goes to the first in raster order.
+  np.testing.assert_array_equal(crop.boxes_np(maps[2:4], 0.5), [[0, 0, 23, 24], [2, 15, 5, 18]])
+  with pytest.raises(ValueError, match=r'\[B, H, W\]'):
+    crop.boxes_on_device(jnp.zeros((4, 4)))
+
+
+def test_boxes_on_device_equal_scipys_on_cam_like_maps():
+  """Upsampled 7x7 maps (what the study labels), 224 px."""
+  rng = np.random.default_rng(0)
+  raw = jnp.asarray(np.maximum(rng.standard_normal((6, 1, 7, 7)), 0), jnp.float32)
+  up = np.asarray(cam.upsample(cam.normalize(raw, 'per_image'), (224, 224))[:, 0])
+  np.testing.assert_array_equal(np.asarray(jax.jit(crop.boxes_on_device)(jnp.asarray(up))),
+                                crop.boxes_np(up, 0.2))
+
+
+def test_traced_boxes_label_on_the_device_off_the_cpu(monkeypatch):
+  """Inside jit `boxes` labels on the device when the backend is not the CPU (no callback in
+  the compiled step), on the host otherwise; the same boxes either way."""
+  maps = jnp.asarray(_hard_maps())
+  host = jax.jit(lambda m: crop.boxes(m, 0.2))
+  assert 'callback' in host.lower(maps).as_text()
+  monkeypatch.setattr(crop, 'label_on_device', lambda: True)
+  device = jax.jit(lambda m: crop.boxes(m, 0.2))
+  text = device.lower(maps).as_text()
+  assert 'callback' not in text and 'while' in text
+  np.testing.assert_array_equal(np.asarray(device(maps)), np.asarray(host(maps)))

@@ -3,7 +3,8 @@ frozen-encoder recipe and streamed evaluation. No torch here.
 
 Every step is one jitted function over a whole batch; inputs are placed on the device before
 timing, and nothing inside a step goes back to the host (boxes use `crop.boxes`, whose
-labelling is a `pure_callback`). `tests/test_benchmark.py` checks the steps under
+labelling is a `pure_callback` on CPU and runs on the device elsewhere). `tests/test_benchmark.py`
+checks the steps under
 `jax.transfer_guard('disallow')` and that they trace once across batches.
 """
 from __future__ import annotations

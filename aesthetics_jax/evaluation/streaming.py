@@ -44,10 +44,11 @@ BatchesFn = Callable[..., Iterator[Mapping[str, Any]]]
 def make_summarize(size: int, threshold: float, arch: str, mesh: Mesh | None = None):
   """Raw maps [B,T,h,w] → per-image summaries (all over the S×S model input grid), jitted.
 
-  The boxes label connected regions on the host (`crop.boxes_np`). On one device that runs
-  inside the jitted function (`crop.boxes`, a `pure_callback`). With a `mesh` of several
-  devices the jitted part returns the two thresholded maps instead and the boxes are labelled
-  after it, on the host, from the same numbers. A `pure_callback` inside a multi-device CPU
+  The boxes label connected regions (`crop.boxes`): on an accelerator inside the jitted
+  function, on the device; on CPU on the host (`crop.boxes_np`), on one device inside the jitted
+  function (a `pure_callback`). With a `mesh` of several CPU devices the jitted part returns the
+  two thresholded maps instead and the boxes are labelled after it, on the host, from the same
+  numbers. A `pure_callback` inside a multi-device CPU
   computation did not finish (`aesthetics-evaluate` with
   `--xla_force_host_platform_device_count=2`): with its default sharding the maps went to
   device 0 and XLA aborted after 40 s in the all-reduce that sends the boxes back; run per
@@ -61,7 +62,7 @@ def make_summarize(size: int, threshold: float, arch: str, mesh: Mesh | None = N
   MobileNetV2 `box_attribute`, `box_average [B,4]`, `bucket [B,10,h,w]` (per-image normalised
   bucket maps).
   """
-  on_host = mesh is not None and mesh.size > 1
+  on_host = mesh is not None and mesh.size > 1 and not crop.label_on_device()
   boxes = (lambda m: m) if on_host else (lambda m: crop.boxes(m, threshold))
 
   def summarize(maps):
