@@ -16,15 +16,19 @@
 # plus `pip wheel --no-deps -w .whl grad-cam promise` (source-only there), then on the GPU
 # machine `pip install --no-index --no-deps --target /tmp/site .whl/*.whl` and
 # `PYTHONPATH=/tmp/site:$PWD PYTHON=python3 bash launch/gpu_suite.sh`.
-# Bounded: each step has its own timeout, under 9.5 minutes in all, so that one 10-minute call
-# fits a 15-minute device lease with the machine's start (about 30 s on 2026-12-04), and the
-# steps run most important first. Step times on the H200 (2026-12-04, run AU): model_b256 89 s,
-# cam 79 s, model_b1024 130+ s for both encoders (cut; MobileNetV2 alone ~120 s), input 140+ s
-# with 15 fed rounds (cut). What each step measures:
+# Bounded: each step has its own timeout, under 11 minutes in all; GPU_SUITE_STEPS picks steps
+# (default all, in this order: "model cam input model_large"), so a 15-minute device lease runs
+# it as two calls of under 10 minutes, the second while the machine is still warm:
+#   GPU_SUITE_STEPS="model cam" bash launch/gpu_suite.sh; then
+#   GPU_SUITE_STEPS="input model_large" OUT=... bash launch/gpu_suite.sh  (another $OUT)
+# Step times on the H200 (2026-12-04, run AU; machine start ~30 s): model 89 s, cam 79 s
+# without the PyTorch reference, model at batch 1024 130+ s for both encoders (cut;
+# MobileNetV2 alone ~120 s), input 140+ s with 15 fed rounds (cut). What each step measures:
 #   model_b256, model_b1024  forward images/s, ours float32 / bfloat16 vs torch's best of NCHW /
 #                            channels_last x float32 (TF32, cuDNN autotuned) / bf16 autocast;
 #                            VGG16 at batch 256 only (1024 gave the same ratio: 1.75 vs 1.73x)
-#   cam                      Grad-CAM one target and all 10 buckets, and the whole study
+#   cam                      Grad-CAM one target and all 10 buckets, and the whole study, vs
+#                            pytorch-grad-cam on the same GPU (its maps come back as numpy)
 #   input                    decode + resize + crop images/s with every core (threads vs
 #                            processes), and the model fed by the training input pipeline
 # Target: MobileNetV2 inference >= 20,000 img/s at 224 px in bfloat16; the input pipeline's
@@ -75,29 +79,41 @@ run() {  # run NAME TIMEOUT ARGS...: one benchmark invocation, log + JSON, never
   echo "   exit ${PIPESTATUS[0]}" | tee -a "$OUT/suite.log"
 }
 
-# 1. Forward throughput at batch 256, both encoders.
+STEPS=" ${GPU_SUITE_STEPS:-model cam input model_large} "
+step() { [[ "$STEPS" == *" $1 "* ]]; }
 FIRST=${BATCHES%% *}; LAST=${BATCHES##* }
-run "model_b$FIRST" 130 --what=model --reference=$REF --torch_formulations=fast \
+# 1. Forward throughput at batch 256, both encoders.
+step model && run "model_b$FIRST" 130 --what=model --reference=$REF --torch_formulations=fast \
   --model_archs=mobilenet_v2,vgg16 --model_dtypes=float32,bfloat16 --model_depthwise=conv \
   --model_batch_size=$FIRST --profile=false "${REPEATS[@]}"
-# 2. Grad-CAM (one target, all 10 buckets) and the whole study, large batches. The PyTorch
-#    references of these are pytorch-grad-cam on the CPU: not a GPU comparison, so none.
-run cam 110 --what=cam,study --reference=none --cam_batch_size=$CAM_B --study_images=$STUDY \
-  --cam_warmup=2 --peak_memory=false "${REPEATS[@]}"
+# 2. Grad-CAM (one target, all 10 buckets) and the whole study, large batches, against
+#    pytorch-grad-cam with its model and inputs on the same GPU (`torch_ref.device()`).
+step cam && run cam 180 --what=cam,study --reference=$REF --torch_formulations=fast \
+  --cam_batch_size=$CAM_B --study_images=$STUDY --cam_warmup=2 --peak_memory=false \
+  "${REPEATS[@]}"
 # 3. Input pipeline ceiling with every core (threads vs processes), and the model fed by it
 #    (5 rounds: each fed round decodes every image, ~0.1 of the model's rate on a GPU).
-run input 150 --what=input --reference=none --num_images=$INPUT_N --batch_size=$INPUT_B \
-  --grain=false --repeats=2 --warmup=1 --fed_rounds=5 --fed_cache_rows=$INPUT_B
+step input && run input 150 --what=input --reference=none --num_images=$INPUT_N \
+  --batch_size=$INPUT_B --grain=false --repeats=2 --warmup=1 --fed_rounds=5 \
+  --fed_cache_rows=$INPUT_B
 # 4. The larger batch, MobileNetV2 only (the GPU target's model), last: cut first if slow.
-run "model_b$LAST" 170 --what=model --reference=$REF --torch_formulations=fast \
-  --model_archs=mobilenet_v2 --model_dtypes=float32,bfloat16 --model_depthwise=conv \
-  --model_batch_size=$LAST --profile=false "${REPEATS[@]}"
+step model_large && run "model_b$LAST" 170 --what=model --reference=$REF \
+  --torch_formulations=fast --model_archs=mobilenet_v2 --model_dtypes=float32,bfloat16 \
+  --model_depthwise=conv --model_batch_size=$LAST --profile=false "${REPEATS[@]}"
 
 # One line: the bfloat16 MobileNetV2 figure beside the input pipeline's ceiling.
-"$PY" - "$OUT" "${GPU_SUITE_DRY_RUN:+64}" <<'PYEOF' | tee -a "$OUT/suite.log"
+"$PY" - "$OUT" "$STEPS" "${GPU_SUITE_DRY_RUN:+64}" <<'PYEOF' | tee -a "$OUT/suite.log"
 import json, pathlib, sys
-out = pathlib.Path(sys.argv[1])
-size = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else '224'  # the dry run's is 64
+out, steps = pathlib.Path(sys.argv[1]), sys.argv[2].split()
+size = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else '224'  # the dry run's is 64
+cam_json = out / 'cam.json'
+if cam_json.exists():  # Grad-CAM and the study against pytorch-grad-cam on the same device
+  res = json.loads(cam_json.read_text())['results']
+  for sec, key in (('cam', 'ratio_one_target'), ('cam', 'ratio_10_buckets'), ('study', 'ratio')):
+    if key in res.get(sec, {}):
+      print(f'ours / pytorch-grad-cam ({sec} {key}, torch on '
+            f'{res[sec].get("torch_device") or res[sec].get("torch", {}).get("device")}): '
+            f'{res[sec][key]:.2f}x')
 best, ratios = {}, []
 for f in sorted(out.glob('model_b*.json')):
   res = json.loads(f.read_text())['results']['model']
@@ -108,7 +124,7 @@ for f in sorted(out.glob('model_b*.json')):
     if k.endswith('ratio_vs_best_torch'):
       ratios.append(f'{f.stem} {k[:-len("_ratio_vs_best_torch")]}: {v:.2f}x')
 if not best:
-  sys.exit('no model results')
+  sys.exit('no model results' if {'model', 'model_large'} & set(steps) else 0)
 bf = [(k, v) for k, v in best.items() if 'bfloat16' in k]
 name, ips = max(bf or best.items(), key=lambda kv: kv[1])
 ceiling = None

@@ -241,13 +241,20 @@ def mean_score_target(output):
   image's output vector (our 'aesthetic' target)."""
   import torch  # pylint: disable=import-outside-toplevel
   p = torch.softmax(output[..., :NUM_BUCKETS], dim=-1)
-  return (p * torch.arange(1, NUM_BUCKETS + 1, dtype=p.dtype)).sum(-1)
+  return (p * torch.arange(1, NUM_BUCKETS + 1, dtype=p.dtype, device=p.device)).sum(-1)
 
 
 def gradcam(tmodel):
   """pytorch-grad-cam GradCAM on `model.features[-1]` (the last 1x1 conv + BN + ReLU6)."""
   from pytorch_grad_cam import GradCAM  # pylint: disable=import-outside-toplevel
   return GradCAM(model=tmodel, target_layers=[tmodel.features[-1]])
+
+
+def gradcam_on(tmodel, dev: str):
+  """(the model moved to `dev`, its GradCAM object): pytorch-grad-cam reads the model's device
+  when built and moves each input there, so the object is made after the move."""
+  tmodel = tmodel.to(dev)
+  return tmodel, gradcam(tmodel)
 
 
 def class_target(k: int):
@@ -270,7 +277,7 @@ def top_tags(tmodel, x) -> np.ndarray:
   import torch  # pylint: disable=import-outside-toplevel
   with torch.inference_mode():
     out = tmodel(x)
-  return out[:, NUM_BUCKETS:NUM_BUCKETS + NUM_TAGS].argmax(-1).numpy()
+  return out[:, NUM_BUCKETS:NUM_BUCKETS + NUM_TAGS].argmax(-1).cpu().numpy()
 
 
 def study_batch(tmodel, cam_obj, x, threshold: float, chunk: int = 0

@@ -44,17 +44,19 @@ def run(opts: Options) -> dict[str, Any]:
   model = models.create_model(workloads.model_config('mobilenet_v2'))
   tms = {}  # layout -> (torch model, its GradCAM object)
   xs = {}
+  dev = torch_ref.device() if opts.torch else 'cpu'  # the GPU's when JAX and torch see one
   if opts.torch:
     for layout in formulations.LAYOUTS:
-      tm = torch_ref.mobilenet_v2(10, seed=0, channels_last=layout == 'channels_last')
-      tms[layout] = (tm, torch_ref.gradcam(tm))
-      xs[layout] = torch_ref.to_nchw(x_np, layout == 'channels_last')
-  variables = torch_ref.variables(model, 'mobilenet_v2', s,
-                                  tms['contiguous'][0] if tms else None)
+      tms[layout] = torch_ref.mobilenet_v2(10, seed=0, channels_last=layout == 'channels_last')
+      xs[layout] = torch_ref.to_nchw(x_np, layout == 'channels_last').to(dev)
+  variables = torch_ref.variables(model, 'mobilenet_v2', s, tms.get('contiguous'))
+  tms = {k: torch_ref.gradcam_on(tm, dev) for k, tm in tms.items()}  # weights read: move
   one = workloads.make_cam_step(model, workloads.bucket_target(k), chunk, s)
   all10 = workloads.make_cam_step(model, cam.targets_for('mobilenet_v2', 'bucket'), chunk, s)
   res: dict[str, Any] = {'batch_size': b, 'image_size': s, 'chunk': chunk, 'target_bucket': k,
                          'warmup_calls': opts.cam_warmup, 'runs': {}}
+  if opts.torch:
+    res['torch_device'] = dev
   # One target: every formulation, interleaved with ours.
   forms = formulations.gradcam(opts.torch_formulations, b, chunk) if opts.torch else []
   by_name = {f.name: f for f in forms}

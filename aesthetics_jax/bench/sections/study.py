@@ -19,13 +19,14 @@ from aesthetics_jax.explain import cam
 THRESHOLD = 0.2  # box threshold on the normalised maps
 
 
-def _screen(opts: Options, tms, x_np: np.ndarray, b: int, chunk: int) -> dict[str, Any]:
+def _screen(opts: Options, tms, x_np: np.ndarray, b: int, chunk: int,
+            dev: str) -> dict[str, Any]:
   """One-target pytorch-grad-cam on the first study batch, every formulation twice after a
   warm-up call (the study is 12 such calls per batch, too slow to time every formulation)."""
   fns = {}
   for f in formulations.gradcam(opts.torch_formulations, b, chunk):
     obj = tms[f.layout][1]
-    x = torch_ref.to_nchw(x_np[:b], f.layout == 'channels_last')
+    x = torch_ref.to_nchw(x_np[:b], f.layout == 'channels_last').to(dev)
     fns[f.name] = (lambda o=obj, xi=x, c=f.chunk: torch_ref.gradcam_maps(
         o, xi, [[torch_ref.class_target(0)] * b], c))
   runs = timing.interleaved(fns, items=b, repeats=2, warmup=1)
@@ -43,12 +44,12 @@ def run(opts: Options) -> dict[str, Any]:
   xs = [jax.device_put(x_np[i:i + b]) for i in range(0, n, b)]
   model = models.create_model(workloads.model_config('mobilenet_v2'))
   tms = {}  # layout -> (torch model, its GradCAM object)
+  dev = torch_ref.device() if opts.torch else 'cpu'  # the GPU's when JAX and torch see one
   if opts.torch:
     for layout in formulations.LAYOUTS:
-      tm = torch_ref.mobilenet_v2(76, seed=0, channels_last=layout == 'channels_last')
-      tms[layout] = (tm, torch_ref.gradcam(tm))
-  variables = torch_ref.variables(model, 'mobilenet_v2', s,
-                                  tms['contiguous'][0] if tms else None)
+      tms[layout] = torch_ref.mobilenet_v2(76, seed=0, channels_last=layout == 'channels_last')
+  variables = torch_ref.variables(model, 'mobilenet_v2', s, tms.get('contiguous'))
+  tms = {k: torch_ref.gradcam_on(tm, dev) for k, tm in tms.items()}  # weights read: move
   step = workloads.make_study_step(model, 'mobilenet_v2', s, THRESHOLD, chunk)
 
   def ours():
@@ -58,18 +59,18 @@ def run(opts: Options) -> dict[str, Any]:
                          'targets': list(cam.target_names('mobilenet_v2',
                                                           workloads.STUDY_TARGETS))}
   if opts.torch:
-    screen = _screen(opts, tms, x_np, b, chunk)
+    screen = _screen(opts, tms, x_np, b, chunk, dev)
     keep = formulations.top(screen, formulations.TOP_K[opts.torch_formulations])
     by_name = {f.name: f for f in formulations.gradcam(opts.torch_formulations, b, chunk)}
     for name in keep:
       f = by_name[name]
       tm, obj = tms[f.layout]
-      txs = [torch_ref.to_nchw(x_np[i:i + b], f.layout == 'channels_last')
+      txs = [torch_ref.to_nchw(x_np[i:i + b], f.layout == 'channels_last').to(dev)
              for i in range(0, n, b)]
       fns[f'pytorch_grad_cam_study_looped_{name}'] = (
           lambda tm=tm, obj=obj, txs=txs, c=f.chunk: [
               torch_ref.study_batch(tm, obj, t, THRESHOLD, c) for t in txs])
-    res['torch'] = {'screening': screen,
+    res['torch'] = {'device': dev, 'screening': screen,
                     'screening_best': formulations.best(screen),
                     'selection': f'the {len(keep)} fastest formulations of the screening '
                                  '(one-target pytorch-grad-cam on the first batch)',
@@ -89,7 +90,8 @@ def run(opts: Options) -> dict[str, Any]:
     aes_step = workloads.make_cam_step(
         model, cam.targets_for('mobilenet_v2', ('aesthetic', 'top_tag')), chunk, s)
     ours_maps = np.asarray(aes_step(variables, xs[0]))
-    theirs = torch_ref.study_batch(tm, obj, torch_ref.to_nchw(x_np[:b], False), THRESHOLD)
+    theirs = torch_ref.study_batch(tm, obj, torch_ref.to_nchw(x_np[:b], False).to(dev),
+                                   THRESHOLD)
     res['aesthetic_maps_agree'] = agreement.maps(theirs['aesthetic'], ours_maps[:, 0])
     got = jax.device_get(step(variables, xs[0]))[1]
     res['box_aesthetic_equal_fraction'] = float(np.mean(np.all(
