@@ -1,5 +1,6 @@
 """Boxes and crops on hand-made maps with known answers."""
 import io
+import json
 
 import jax
 import jax.numpy as jnp
@@ -314,3 +315,38 @@ def test_traced_boxes_label_on_the_device_off_the_cpu(monkeypatch):
   text = device.lower(maps).as_text()
   assert 'callback' not in text and 'while' in text
   np.testing.assert_array_equal(np.asarray(device(maps)), np.asarray(host(maps)))
+
+
+def test_device_labelling_under_a_two_device_mesh():
+  """What several GPUs run: `streaming.make_summarize` with a mesh of 2 devices and labelling
+  on the device (the batch sharded; no host callback) gives the host-labelled boxes. A fresh
+  process, as XLA reads its CPU device count at start-up."""
+  import os
+  import subprocess
+  import sys
+  code = '''
+import json, numpy as np, jax, jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+from aesthetics_jax import parallel
+from aesthetics_jax.evaluation import streaming
+from aesthetics_jax.explain import crop
+assert jax.device_count() == 2, jax.devices()
+mesh = parallel.make_mesh()
+rng = np.random.default_rng(0)
+maps = np.maximum(rng.standard_normal((4, 12, 7, 7)), 0).astype(np.float32)
+x = jax.device_put(maps, NamedSharding(mesh, P(mesh.axis_names[0])))
+host = streaming.make_summarize(48, 0.2, 'mobilenet_v2', mesh)(x)
+crop.label_on_device = lambda: True
+fn = streaming.make_summarize(48, 0.2, 'mobilenet_v2', mesh)
+assert 'callback' not in fn.lower(x).as_text()
+dev = fn(x)
+print(json.dumps({k: np.asarray(dev[k]).tolist() == np.asarray(host[k]).tolist()
+                  for k in ('box_aesthetic', 'box_attribute', 'box_average')}))
+'''
+  env = {**os.environ, 'XLA_FLAGS': (os.environ.get('XLA_FLAGS', '') +
+                                     ' --xla_force_host_platform_device_count=2').strip()}
+  p = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                     timeout=300)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert json.loads(p.stdout.strip().splitlines()[-1]) == {
+      'box_aesthetic': True, 'box_attribute': True, 'box_average': True}
