@@ -66,20 +66,27 @@ def boxes_np(maps: np.ndarray, threshold: float = 0.2) -> np.ndarray:
   if B == 0:
     return out
   peak = maps.reshape(B, -1).max(axis=1)
-  fg = (maps >= (threshold * peak)[:, None, None]) & (peak > 0)[:, None, None]
-  labels, n = ndimage.label(fg, structure=_STRUCTURE)
+  # One pass: a map with no positive peak (or a NaN) compares against +inf, so has no pixel.
+  with np.errstate(invalid='ignore'):
+    cut = np.where(peak > 0, threshold * peak, np.inf).astype(np.float32)
+  labels = np.empty(maps.shape, np.intp)  # intp: bincount would convert int32 labels first
+  n = ndimage.label(maps >= cut[:, None, None], structure=_STRUCTURE, output=labels)
   if n == 0:
     return out
-  sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]          # [n]
-  slices = ndimage.find_objects(labels)                              # per label: (b, y, x)
-  owner = np.array([s[0].start for s in slices])                     # image of each label
-  # Largest label per image; np.lexsort is stable so ties keep the lowest label (raster order).
-  order = np.lexsort((-sizes, owner))
-  first = np.ones(n, bool)
-  first[1:] = owner[order][1:] != owner[order][:-1]
-  for lab in order[first]:
-    s = slices[lab]
-    out[owner[lab]] = (s[1].start, s[2].start, s[1].stop, s[2].stop)
+  sizes = np.bincount(labels.ravel(), minlength=n + 1)
+  # Labels run in raster order over the batch and never span two images, so image b holds
+  # the labels after the previous images' last one, up to its own last (its max).
+  last = labels.reshape(B, -1).max(axis=1)
+  first = np.concatenate([[1], np.maximum.accumulate(last)[:-1] + 1])
+  has = last >= first
+  best = np.zeros(B, np.intp)
+  for b in np.flatnonzero(has):  # argmax: the first of the largest, the lowest label
+    best[b] = first[b] + np.argmax(sizes[first[b]:last[b] + 1])
+  mask = labels == best[:, None, None]
+  rows, cols = mask.any(axis=2), mask.any(axis=1)
+  box = np.stack([rows.argmax(1), cols.argmax(1),
+                  H - rows[:, ::-1].argmax(1), W - cols[:, ::-1].argmax(1)], 1)
+  out[has] = box[has]
   return out
 
 
