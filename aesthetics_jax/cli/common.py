@@ -19,7 +19,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from aesthetics_jax import cpu_backend
+from aesthetics_jax import compile_cache, cpu_backend
 from aesthetics_jax.configs import default
 
 EXIT_FAILED = 1
@@ -140,6 +140,7 @@ def run(main: Callable[[list[str]], None], doc: str | None,
   cpu_backend.reexec_with_malloc_tunable()  # once, before any work: glibc reads it at start
   sys.modules['__main__'].__doc__ = doc
   cpu_backend.configure()  # before any JAX computation starts the backends
+  compile_cache.configure()  # before the first compilation
   app.run(main, argv=None if argv is None else list(argv), flags_parser=_parse_flags)
 
 

@@ -1,0 +1,68 @@
+"""The commands' persistent compilation cache (`compile_cache.configure`), each case in a fresh
+process with a clean environment (JAX reads its cache settings at import; the suite's own
+cache, `conftest.py`, is taken out of the child's environment)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+_CHILD = '''
+import json, os, sys
+from aesthetics_jax import compile_cache
+if sys.argv[1] == 'after_import':
+  import jax
+path = compile_cache.configure()
+import jax, jax.numpy as jnp
+jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((8, 8))).block_until_ready()
+print(json.dumps({'path': None if path is None else str(path),
+                  'jax_dir': jax.config.jax_compilation_cache_dir,
+                  'max_size': jax.config.jax_compilation_cache_max_size}))
+'''
+
+
+def _child(tmp_path, when='before_import', **env_extra):
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('JAX_COMPILATION_CACHE_DIR', 'AESTHETICS_JAX_COMPILE_CACHE')}
+  env.update(XDG_CACHE_HOME=str(tmp_path / 'xdg'), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+             **env_extra)
+  p = subprocess.run([sys.executable, '-c', _CHILD, when], env=env, capture_output=True,
+                     text=True, timeout=120)
+  assert p.returncode == 0, p.stderr[-2000:]
+  return json.loads(p.stdout.strip().splitlines()[-1]), p.stderr
+
+
+def _entries(folder):
+  return [f for f in os.listdir(folder)] if os.path.isdir(folder) else []
+
+
+@pytest.mark.parametrize('when', ['before_import', 'after_import'])
+def test_on_by_default_in_the_users_cache_folder(tmp_path, when):
+  out, _ = _child(tmp_path, when)
+  want = tmp_path / 'xdg' / 'aesthetics_jax' / 'xla'
+  assert out['path'] == out['jax_dir'] == str(want)
+  assert out['max_size'] == 2 << 30
+  assert _entries(want), 'the compilation was not written to the cache'
+
+
+def test_a_folder_or_off(tmp_path):
+  out, _ = _child(tmp_path, AESTHETICS_JAX_COMPILE_CACHE=str(tmp_path / 'mine'))
+  assert out['path'] == str(tmp_path / 'mine') and _entries(tmp_path / 'mine')
+  out, _ = _child(tmp_path, AESTHETICS_JAX_COMPILE_CACHE='0')
+  assert out['path'] is None and out['jax_dir'] is None
+  assert not _entries(tmp_path / 'xdg' / 'aesthetics_jax' / 'xla')
+
+
+def test_the_users_jax_setting_wins(tmp_path):
+  out, _ = _child(tmp_path, JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'jax_own'))
+  assert out['path'] is None and out['jax_dir'] == str(tmp_path / 'jax_own')
+  assert not _entries(tmp_path / 'xdg' / 'aesthetics_jax' / 'xla')
+
+
+def test_an_unwritable_folder_is_skipped_with_a_warning(tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a folder')
+  out, err = _child(tmp_path, AESTHETICS_JAX_COMPILE_CACHE=str(blocker / 'xla'))
+  assert out['path'] is None and out['jax_dir'] is None
+  assert 'compilation cache off: cannot create' in err and 'AESTHETICS_JAX_COMPILE_CACHE' in err
