@@ -9,13 +9,19 @@ default; keeping those over 0.1 s too made a second `aesthetics-evaluate` of the
 MobileNetV2 79.2 instead of 81.4 s, one run each: not worth the entries); least recently used
 entries go when the folder passes `MAX_BYTES`.
 
-Where: `AESTHETICS_JAX_COMPILE_CACHE` if set to a folder; `0` (or off/false/no) turns it off;
-else `$XDG_CACHE_HOME/aesthetics_jax/xla` (`~/.cache/...`). A cache the user configured for JAX
-itself (`JAX_COMPILATION_CACHE_DIR`, or `jax.config`) wins. A folder that cannot be created is
-skipped with a warning: the command runs as without the cache.
+Default: on where an accelerator's JAX plugin is installed (CUDA, ROCm, TPU: JAX's common
+path), off on a CPU-only install. On CPU the cache has failure modes reported elsewhere:
+XLA:CPU rejecting every cached executable on a Cascade Lake Xeon (jax-ml/jax#38445: an error
+line per entry each run, no gain), and another project's crashes loading large entries with
+jaxlib < 0.10 on macOS (uwplasma/vmex#142). So a CPU user turns it on knowingly:
+`AESTHETICS_JAX_COMPILE_CACHE=1` (the folder below) or a folder; `0` (or off/false/no) turns
+it off anywhere. The folder: `$XDG_CACHE_HOME/aesthetics_jax/xla` (`~/.cache/...`). A cache
+the user configured for JAX itself (`JAX_COMPILATION_CACHE_DIR`, or `jax.config`) wins. A
+folder that cannot be created is skipped with a warning: the command runs as without it.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -32,8 +38,23 @@ def default_dir() -> Path:
   return Path(base) / 'aesthetics_jax' / 'xla'
 
 
+# JAX plugins whose presence means JAX will most likely run on an accelerator.
+_ACCELERATOR_PLUGINS = ('jax_cuda13_plugin', 'jax_cuda12_plugin', 'jax_rocm7_plugin',
+                        'jax_rocm60_plugin', 'libtpu')
+
+
+def accelerator_likely() -> bool:
+  """Whether JAX will run on a GPU/TPU, known without starting it: JAX_PLATFORMS when set,
+  else whether an accelerator plugin is installed."""
+  platforms = os.environ.get('JAX_PLATFORMS', '').strip().lower()
+  if platforms:
+    return any(p.strip() not in ('', 'cpu') for p in platforms.split(','))
+  return any(importlib.util.find_spec(m) is not None for m in _ACCELERATOR_PLUGINS)
+
+
 def chosen_dir() -> Path | None:
-  """The folder `configure` would use, None when off or when the user set JAX's own."""
+  """The folder `configure` would use; None when off (the CPU default) or when the user set
+  JAX's own."""
   value = os.environ.get(ENV, '').strip()
   if value.lower() in ('0', 'off', 'false', 'no'):
     return None
@@ -41,7 +62,11 @@ def chosen_dir() -> Path | None:
     return None
   if 'jax' in sys.modules and sys.modules['jax'].config.jax_compilation_cache_dir:
     return None
-  return Path(value).expanduser() if value else default_dir()
+  if value.lower() in ('1', 'on', 'true', 'yes'):
+    return default_dir()
+  if value:
+    return Path(value).expanduser()
+  return default_dir() if accelerator_likely() else None
 
 
 def configure() -> Path | None:

@@ -11,6 +11,8 @@ import pytest
 _CHILD = '''
 import json, os, sys
 from aesthetics_jax import compile_cache
+if sys.argv[2] == 'accelerator':  # as if a CUDA/TPU plugin were installed
+  compile_cache.accelerator_likely = lambda: True
 if sys.argv[1] == 'after_import':
   import jax
 path = compile_cache.configure()
@@ -22,12 +24,12 @@ print(json.dumps({'path': None if path is None else str(path),
 '''
 
 
-def _child(tmp_path, when='before_import', **env_extra):
+def _child(tmp_path, when='before_import', device='cpu', **env_extra):
   env = {k: v for k, v in os.environ.items()
          if k not in ('JAX_COMPILATION_CACHE_DIR', 'AESTHETICS_JAX_COMPILE_CACHE')}
   env.update(XDG_CACHE_HOME=str(tmp_path / 'xdg'), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
              **env_extra)
-  p = subprocess.run([sys.executable, '-c', _CHILD, when], env=env, capture_output=True,
+  p = subprocess.run([sys.executable, '-c', _CHILD, when, device], env=env, capture_output=True,
                      text=True, timeout=120)
   assert p.returncode == 0, p.stderr[-2000:]
   return json.loads(p.stdout.strip().splitlines()[-1]), p.stderr
@@ -38,24 +40,41 @@ def _entries(folder):
 
 
 @pytest.mark.parametrize('when', ['before_import', 'after_import'])
-def test_on_by_default_in_the_users_cache_folder(tmp_path, when):
-  out, _ = _child(tmp_path, when)
+def test_on_by_default_with_an_accelerator_in_the_users_cache_folder(tmp_path, when):
+  out, _ = _child(tmp_path, when, 'accelerator')
   want = tmp_path / 'xdg' / 'aesthetics_jax' / 'xla'
   assert out['path'] == out['jax_dir'] == str(want)
   assert out['max_size'] == 2 << 30
   assert _entries(want), 'the compilation was not written to the cache'
 
 
-def test_a_folder_or_off(tmp_path):
+def test_off_by_default_on_cpu_on_when_asked(tmp_path):
+  want = tmp_path / 'xdg' / 'aesthetics_jax' / 'xla'
+  out, _ = _child(tmp_path)
+  assert out['path'] is None and out['jax_dir'] is None and not _entries(want)
+  out, _ = _child(tmp_path, AESTHETICS_JAX_COMPILE_CACHE='1')
+  assert out['path'] == str(want) and _entries(want)
   out, _ = _child(tmp_path, AESTHETICS_JAX_COMPILE_CACHE=str(tmp_path / 'mine'))
   assert out['path'] == str(tmp_path / 'mine') and _entries(tmp_path / 'mine')
-  out, _ = _child(tmp_path, AESTHETICS_JAX_COMPILE_CACHE='0')
+
+
+def test_off_wins_over_an_accelerator(tmp_path):
+  out, _ = _child(tmp_path, device='accelerator', AESTHETICS_JAX_COMPILE_CACHE='0')
   assert out['path'] is None and out['jax_dir'] is None
   assert not _entries(tmp_path / 'xdg' / 'aesthetics_jax' / 'xla')
 
 
+def test_accelerator_likely_reads_jax_platforms(monkeypatch):
+  from aesthetics_jax import compile_cache
+  monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
+  assert not compile_cache.accelerator_likely()
+  monkeypatch.setenv('JAX_PLATFORMS', 'cuda,cpu')
+  assert compile_cache.accelerator_likely()
+
+
 def test_the_users_jax_setting_wins(tmp_path):
-  out, _ = _child(tmp_path, JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'jax_own'))
+  out, _ = _child(tmp_path, device='accelerator',
+                  JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'jax_own'))
   assert out['path'] is None and out['jax_dir'] == str(tmp_path / 'jax_own')
   assert not _entries(tmp_path / 'xdg' / 'aesthetics_jax' / 'xla')
 
