@@ -157,6 +157,8 @@ def info() -> dict[str, Any]:
   out['versions'] = {p: _version(p) for p in PACKAGES}
   out['env'] = {k: os.environ[k] for k in _ENV if k in os.environ}
   out['xla_flags'] = os.environ.get('XLA_FLAGS', '')
+  # Where compiled executables may come from a persistent cache (first calls then time less).
+  out['jax_compilation_cache_dir'] = jax.config.jax_compilation_cache_dir or None
   out['xla_intra_op_threads'] = xla_threads(out['xla_flags'], out['cpu_count'])
   out['jax_config'] = {k: str(getattr(jax.config, k, None)) for k in (
       'jax_default_matmul_precision', 'jax_enable_x64', 'jax_platforms')}

@@ -40,13 +40,14 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
 import sys
 import time
 from typing import Any, NoReturn
 
 from absl import flags
 
-from aesthetics_jax import io
+from aesthetics_jax import compile_cache, io
 from aesthetics_jax.bench import sections
 from aesthetics_jax.cli import common
 from aesthetics_jax.train import config_checks  # JAX-free: the config's enumerations
@@ -354,6 +355,9 @@ def main(argv):
 
 def run_cli() -> None:
   """`aesthetics-benchmark`."""
+  # Compile times are part of what it reports (first calls): no persistent compilation cache
+  # unless asked for (`compile_cache`; machine info records which).
+  os.environ.setdefault(compile_cache.ENV, '0')
   common.run(main, __doc__)
 
 
