@@ -80,11 +80,17 @@ def configure() -> Path | None:
     logging.warning('compilation cache off: cannot create %s (%s); set %s to a writable '
                     'folder, or 0', path, e.strerror or e, ENV)
     return None
+  # JAX's size bound (LRU eviction) needs filelock (a dependency); without it JAX warns at
+  # every compilation and caches nothing, so the bound is left out then (no limit, JAX's own
+  # default).
+  bounded = importlib.util.find_spec('filelock') is not None
   if 'jax' in sys.modules:  # JAX read its environment at import: set its config instead
     jax = sys.modules['jax']
     jax.config.update('jax_compilation_cache_dir', str(path))
-    jax.config.update('jax_compilation_cache_max_size', MAX_BYTES)
+    if bounded:
+      jax.config.update('jax_compilation_cache_max_size', MAX_BYTES)
   else:
     os.environ[JAX_ENV] = str(path)
-    os.environ.setdefault('JAX_COMPILATION_CACHE_MAX_SIZE', str(MAX_BYTES))
+    if bounded:
+      os.environ.setdefault('JAX_COMPILATION_CACHE_MAX_SIZE', str(MAX_BYTES))
   return path

@@ -13,6 +13,11 @@ import json, os, sys
 from aesthetics_jax import compile_cache
 if sys.argv[2] == 'accelerator':  # as if a CUDA/TPU plugin were installed
   compile_cache.accelerator_likely = lambda: True
+if sys.argv[3] == 'no_filelock':  # as if filelock were not installed
+  import importlib.util
+  sys.modules['filelock'] = None
+  find_spec = importlib.util.find_spec
+  importlib.util.find_spec = lambda name, *a: None if name == 'filelock' else find_spec(name, *a)
 if sys.argv[1] == 'after_import':
   import jax
 path = compile_cache.configure()
@@ -24,13 +29,13 @@ print(json.dumps({'path': None if path is None else str(path),
 '''
 
 
-def _child(tmp_path, when='before_import', device='cpu', **env_extra):
+def _child(tmp_path, when='before_import', device='cpu', filelock='filelock', **env_extra):
   env = {k: v for k, v in os.environ.items()
          if k not in ('JAX_COMPILATION_CACHE_DIR', 'AESTHETICS_JAX_COMPILE_CACHE')}
   env.update(XDG_CACHE_HOME=str(tmp_path / 'xdg'), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
              **env_extra)
-  p = subprocess.run([sys.executable, '-c', _CHILD, when, device], env=env, capture_output=True,
-                     text=True, timeout=120)
+  p = subprocess.run([sys.executable, '-c', _CHILD, when, device, filelock], env=env,
+                     capture_output=True, text=True, timeout=120)
   assert p.returncode == 0, p.stderr[-2000:]
   return json.loads(p.stdout.strip().splitlines()[-1]), p.stderr
 
@@ -85,3 +90,13 @@ def test_an_unwritable_folder_is_skipped_with_a_warning(tmp_path):
   out, err = _child(tmp_path, AESTHETICS_JAX_COMPILE_CACHE=str(blocker / 'xla'))
   assert out['path'] is None and out['jax_dir'] is None
   assert 'compilation cache off: cannot create' in err and 'AESTHETICS_JAX_COMPILE_CACHE' in err
+
+
+@pytest.mark.parametrize('when', ['before_import', 'after_import'])
+def test_without_filelock_unbounded_but_working(tmp_path, when):
+  """JAX's size bound needs filelock; without it JAX warned at every compilation and cached
+  nothing (seen in CI's venv, which had no filelock), so the bound is left out."""
+  out, err = _child(tmp_path, when, 'accelerator', 'no_filelock')
+  want = tmp_path / 'xdg' / 'aesthetics_jax' / 'xla'
+  assert out['path'] == str(want) and out['max_size'] == -1
+  assert _entries(want) and 'filelock' not in err
