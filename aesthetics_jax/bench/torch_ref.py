@@ -250,11 +250,22 @@ def gradcam(tmodel):
   return GradCAM(model=tmodel, target_layers=[tmodel.features[-1]])
 
 
-def gradcam_on(tmodel, dev: str):
-  """(the model moved to `dev`, its GradCAM object): pytorch-grad-cam reads the model's device
-  when built and moves each input there, so the object is made after the move."""
-  tmodel = tmodel.to(dev)
-  return tmodel, gradcam(tmodel)
+def gradcam_references(model, size: int, num_outputs: int, dev: str | None):
+  """(our variables, {layout: (torch MobileNetV2, its GradCAM object)}) for the Grad-CAM
+  sections: both layouts' torch models with one set of weights, ours read from them; then
+  the torch models moved to `dev` (None: no torch, random variables, no references).
+  pytorch-grad-cam reads the model's device when built and moves each input there, so the
+  objects are made after the move."""
+  if dev is None:
+    return variables(model, 'mobilenet_v2', size), {}
+  tms = {layout: mobilenet_v2(num_outputs, seed=0, channels_last=layout == 'channels_last')
+         for layout in formulations.LAYOUTS}
+  ours = variables(model, 'mobilenet_v2', size, tms['contiguous'])  # before the move
+  refs = {}
+  for layout, tm in tms.items():
+    tm = tm.to(dev)
+    refs[layout] = (tm, gradcam(tm))
+  return ours, refs
 
 
 def class_target(k: int):

@@ -48,11 +48,11 @@ def make_summarize(size: int, threshold: float, arch: str, mesh: Mesh | None = N
   function, on the device; on CPU on the host (`crop.boxes_np`), on one device inside the jitted
   function (a `pure_callback`). With a `mesh` of several CPU devices the jitted part returns the
   two thresholded maps instead and the boxes are labelled after it, on the host, from the same
-  numbers. A `pure_callback` inside a multi-device CPU
-  computation did not finish (`aesthetics-evaluate` with
-  `--xla_force_host_platform_device_count=2`): with its default sharding the maps went to
-  device 0 and XLA aborted after 40 s in the all-reduce that sends the boxes back; run per
-  device (`jax.shard_map`) both callbacks hung converting their arguments.
+  numbers. A `pure_callback` inside a multi-device CPU computation did not finish
+  (`aesthetics-evaluate` with `--xla_force_host_platform_device_count=2`): with its default
+  sharding the maps went to device 0 and XLA aborted after 40 s in the all-reduce that sends
+  the boxes back; run per device (`jax.shard_map`) both callbacks hung converting their
+  arguments.
 
   Returns dict: `intensity [B]` (per-image-normalised aesthetic map, upsampled, mean),
   `raw_mean [B]` (raw aesthetic map upsampled, mean), `raw_min/raw_max [B]`,

@@ -42,15 +42,10 @@ def run(opts: Options) -> dict[str, Any]:
   x_np = workloads.photos(b, s, seed=1)
   x = jax.device_put(x_np)
   model = models.create_model(workloads.model_config('mobilenet_v2'))
-  tms = {}  # layout -> (torch model, its GradCAM object)
-  xs = {}
-  dev = torch_ref.device() if opts.torch else 'cpu'  # the GPU's when JAX and torch see one
-  if opts.torch:
-    for layout in formulations.LAYOUTS:
-      tms[layout] = torch_ref.mobilenet_v2(10, seed=0, channels_last=layout == 'channels_last')
-      xs[layout] = torch_ref.to_nchw(x_np, layout == 'channels_last').to(dev)
-  variables = torch_ref.variables(model, 'mobilenet_v2', s, tms.get('contiguous'))
-  tms = {k: torch_ref.gradcam_on(tm, dev) for k, tm in tms.items()}  # weights read: move
+  dev = torch_ref.device() if opts.torch else None  # the GPU's when JAX and torch see one
+  # tms: layout -> (torch model, its GradCAM object); xs: layout -> the batch there.
+  variables, tms = torch_ref.gradcam_references(model, s, 10, dev)
+  xs = {layout: torch_ref.to_nchw(x_np, layout == 'channels_last').to(dev) for layout in tms}
   one = workloads.make_cam_step(model, workloads.bucket_target(k), chunk, s)
   all10 = workloads.make_cam_step(model, cam.targets_for('mobilenet_v2', 'bucket'), chunk, s)
   res: dict[str, Any] = {'batch_size': b, 'image_size': s, 'chunk': chunk, 'target_bucket': k,

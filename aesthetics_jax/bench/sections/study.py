@@ -43,13 +43,9 @@ def run(opts: Options) -> dict[str, Any]:
   x_np = workloads.photos(n, s, seed=2)
   xs = [jax.device_put(x_np[i:i + b]) for i in range(0, n, b)]
   model = models.create_model(workloads.model_config('mobilenet_v2'))
-  tms = {}  # layout -> (torch model, its GradCAM object)
-  dev = torch_ref.device() if opts.torch else 'cpu'  # the GPU's when JAX and torch see one
-  if opts.torch:
-    for layout in formulations.LAYOUTS:
-      tms[layout] = torch_ref.mobilenet_v2(76, seed=0, channels_last=layout == 'channels_last')
-  variables = torch_ref.variables(model, 'mobilenet_v2', s, tms.get('contiguous'))
-  tms = {k: torch_ref.gradcam_on(tm, dev) for k, tm in tms.items()}  # weights read: move
+  dev = torch_ref.device() if opts.torch else None  # the GPU's when JAX and torch see one
+  # tms: layout -> (torch model, its GradCAM object)
+  variables, tms = torch_ref.gradcam_references(model, s, 76, dev)
   step = workloads.make_study_step(model, 'mobilenet_v2', s, THRESHOLD, chunk)
 
   def ours():
