@@ -154,6 +154,29 @@ def test_views_decoded_once_equal_each_view_preprocessed_alone(data_dir):
   assert mirrors == {True, False}
 
 
+def test_build_decodes_in_the_configured_threads(data_dir, monkeypatch):
+  """The build's decode threads follow config.input.num_workers (0: one per CPU core, not two
+  per device: a 1-GPU host's 16 cores decoded in 2 threads), and the cache is the same."""
+  made = []
+  real = feature_cache.concurrent.futures.ThreadPoolExecutor
+
+  def recording(max_workers=None, **kwargs):
+    if kwargs.get('thread_name_prefix') == 'encode':  # not other libraries' pools
+      made.append(max_workers)
+    return real(max_workers, **kwargs)
+  monkeypatch.setattr(feature_cache.concurrent.futures, 'ThreadPoolExecutor', recording)
+  monkeypatch.setattr(feature_cache.cpu_backend, 'host_cpu_count', lambda: 5)
+  caches = {}
+  for workers in (0, 1):
+    made.clear()
+    c = _config('mobilenet_v2', data_dir, **{'input.num_workers': workers,
+                                             'cache.num_train_views': 2})
+    caches[workers] = _build(c)
+    assert made == [workers or 5] * 2  # train views, then the test view
+  np.testing.assert_array_equal(caches[0].train, caches[1].train)
+  np.testing.assert_array_equal(caches[0].test, caches[1].test)
+
+
 def _fail(*args, **kwargs):
   raise AssertionError('encoded although a committed cache matched')
 

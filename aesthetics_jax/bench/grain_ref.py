@@ -32,7 +32,6 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from jax.sharding import Mesh
 
-from aesthetics_jax import cpu_backend
 from aesthetics_jax import parallel
 from aesthetics_jax.bench.sections import GRAIN_MODES
 from aesthetics_jax.data import pipeline as ip
@@ -193,11 +192,6 @@ def _dataset(source: Sequence[Record], locate: _Locate, prep: _Preprocess, lengt
       num_workers=workers, per_worker_buffer_size=max(1, prefetch)))
 
 
-def _workers(config) -> int:
-  n = int(config.input.num_workers)
-  return n if n > 0 else cpu_backend.host_cpu_count()
-
-
 def train_batches(source: Sequence[Record], config, mesh: Mesh, start_step: int = 0, *,
                   mode: str = 'threads', metadata: Metadata | None = None,
                   metadata_cache: str | os.PathLike | None = None) -> Batches:
@@ -216,7 +210,7 @@ def train_batches(source: Sequence[Record], config, mesh: Mesh, start_step: int 
   prep = _Preprocess(train=True, resize_size=int(config.input.resize_size),
                      image_size=int(config.input.image_size), seed=int(config.seed),
                      random_flip=bool(config.input.random_flip), batch_size=batch_size)
-  ds = _dataset(source, locate, prep, _MAX_STEPS * locate.local, mode, _workers(config),
+  ds = _dataset(source, locate, prep, _MAX_STEPS * locate.local, mode, ip.num_workers(config),
                 int(config.input.prefetch))
   return Batches(ds, meta, weights, sharding, batch_size, str(config.input.normalize))
 
@@ -236,7 +230,7 @@ def eval_batches(source: Sequence[Record], config, mesh: Mesh,
   prep = _Preprocess(train=False, resize_size=int(config.input.image_size),
                      image_size=int(config.input.image_size))
   length = ip.num_eval_batches(len(meta), batch_size) * locate.local
-  ds = _dataset(source, locate, prep, length, mode, _workers(config),
+  ds = _dataset(source, locate, prep, length, mode, ip.num_workers(config),
                 int(config.input.prefetch))
   return Batches(ds, meta, ip.loss_weights(meta, config, class_counts), sharding,
                  batch_size, str(config.input.normalize))

@@ -52,7 +52,8 @@ def _check_batch_size(batch_size: int, mesh: Mesh, what: str) -> None:
                      f'{n}; set it to e.g. {max(n, (max(batch_size, 1) // n) * n)}')
 
 
-def _num_workers(config) -> int:
+def num_workers(config) -> int:
+  """Decode threads for `config.input.num_workers` (0: one per CPU core this process may use)."""
   n = int(config.input.num_workers)
   return n if n > 0 else cpu_backend.host_cpu_count()
 
@@ -74,7 +75,7 @@ class _Loader:
     if self.normalize not in preprocess.NORMALIZE_MODES:
       raise InputError(f'config.input.normalize={self.normalize!r}; use one of '
                        f'{preprocess.NORMALIZE_MODES}')
-    self.pool = concurrent.futures.ThreadPoolExecutor(_num_workers(config),
+    self.pool = concurrent.futures.ThreadPoolExecutor(num_workers(config),
                                                       thread_name_prefix='decode')
 
   def close(self) -> None:

@@ -130,17 +130,20 @@ def eval_view_fn(image_size: int) -> Callable[[bytes, int], list[tuple[np.ndarra
 
 def encode_rows(encode, variables, image_fn, source: Sequence[Any], rows: np.ndarray,
                 mesh: Mesh, batch_size: int, size: int, outs: Sequence[np.ndarray], desc: str,
-                progress: bool) -> None:
+                progress: bool, workers: int = 0) -> None:
   """Encodes `rows` of `source` into `outs[k] [N, ...]`, a batch at a time (in place: the
   outputs may be memmaps). `image_fn(bytes, row)` returns one (uint8 [S,S,3] image, mirror)
   per output (the K train views of a row come from one decode); `encode(variables, images,
   flip)` mirrors on the device. The next batch's images are decoded while the encoder runs
-  on this one (measured serial: ~1.3 of 2 cores busy).
+  on this one (measured serial: ~1.3 of 2 cores busy), in `workers` threads (0: one per
+  CPU core; `pipeline.num_workers(config)`). Not per device: the build is decode-bound on an
+  accelerator host, whose cores have nothing else to do (2 threads on a 16-core 1-GPU host).
   """
   sharding = parallel.data_sharding(mesh)
   local = parallel.local_rows(sharding, batch_size)
   n = len(rows)
-  pool = concurrent.futures.ThreadPoolExecutor(max(1, len(jax.local_devices()) * 2))
+  pool = concurrent.futures.ThreadPoolExecutor(
+      workers if workers > 0 else cpu_backend.host_cpu_count(), thread_name_prefix='encode')
 
   def submit(start: int) -> list[concurrent.futures.Future] | None:
     """Starts decoding this process's rows of the batch at `start` (None past the end)."""
@@ -341,16 +344,16 @@ def _fill(model, variables, train_source, test_source, validation_source, config
     return arrays, directory, True
   encode = make_encode_fn(model, str(config.input.normalize), cacheable=True)
   bs = int(config.eval.batch_size or config.batch_size)
-  k_views = lay.num_views
+  k_views, workers = lay.num_views, ip.num_workers(config)
   encode_rows(encode, variables, train_views_fn(rs, s, seed, k_views, flip), train_source,
               np.arange(n), mesh, bs, s, [arrays['train'][k] for k in range(k_views)],
-              f'caching train views (K={k_views})', progress)
+              f'caching train views (K={k_views})', progress, workers)
   eval_fn = eval_view_fn(s)
   encode_rows(encode, variables, eval_fn, test_source, np.arange(m), mesh, bs, s,
-              [arrays['test']], 'caching test view', progress)
+              [arrays['test']], 'caching test view', progress, workers)
   if v:
     encode_rows(encode, variables, eval_fn, validation_source, np.arange(v), mesh, bs, s,
-                [arrays['validation']], 'caching validation view', progress)
+                [arrays['validation']], 'caching validation view', progress, workers)
   if writer is not None:
     arrays = writer.commit()
   return arrays, directory, False
