@@ -161,6 +161,9 @@ def test_cli_files_folders_globs_to_output(files, cli):
   assert ov.shape[1:] == (256, 3) and ov.shape[0] > 48
   crop = Image.open(ok['crop'])
   assert crop.size == Image.open(good).crop((b['x0'], b['y0'], b['x1'], b['y1'])).size
+  # --crop_format=auto: a JPEG's crop is a JPEG with the photo's own tables, a PNG's a PNG.
+  assert ok['crop'].endswith('_crop.jpg') and crop.quantization == Image.open(good).quantization
+  assert lines[4]['path'].endswith('b.png') and lines[4]['crop'].endswith('_crop.png')
   assert set(corrupt) == {'path', 'error'} and str(bad) in corrupt['error']
   assert set(gone) == {'path', 'error'} and 'no such file' in gone['error']
   assert 'no image files match' in lines[7]['error']
@@ -510,3 +513,19 @@ def test_non_utf8_file_names_are_valid_json():
                               'boxes': ['shoot/caf\\xe9.jpg', '\\ud800']}
   ok = {'path': 'café.jpg', 'mean_score': 5.0}
   assert json.loads(records.to_json_line(ok)) == ok
+
+
+def test_cli_png_crops_are_lossless_and_a_rerun_sees_jpeg_crops(files, cli):
+  """--crop_format=png cuts the decoded photo's pixels exactly; the fixture's run left JPEG
+  crops in that folder (`_crop.jpg`), which the rerun's note counts as an earlier run's."""
+  tmp, wd, good, _, _ = files
+  crops = tmp / 'crops'
+  assert any(crops.glob('0000_good_crop.jpg'))
+  r = _run(f'--workdir={wd}', f'--crop_dir={crops}', '--crop_format=png', good)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert 'already holds' in r.stderr.splitlines()[0]
+  rec = json.loads(r.stdout)
+  assert rec['crop'] == str(crops / '0000_good_crop.png')
+  b = rec['box']
+  want = np.asarray(Image.open(good).convert('RGB').crop((b['x0'], b['y0'], b['x1'], b['y1'])))
+  np.testing.assert_array_equal(np.asarray(Image.open(rec['crop'])), want)

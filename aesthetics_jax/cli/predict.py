@@ -1,8 +1,8 @@
 r"""Scores images with a trained checkpoint and suggests crops from its class activation maps.
 
   aesthetics-predict --workdir=W [--step=N] [--output=F] [--top_k=5] [--overlay_dir=O] \
-      [--crop_dir=C --aspect=4:3] [--cam_method=gradcam] [--cam_layers=features.14,...] \
-      photo.jpg photos/ 'shoot/*.png' ...
+      [--crop_dir=C --aspect=4:3 --crop_format=auto] [--cam_method=gradcam] \
+      [--cam_layers=features.14,...] photo.jpg photos/ 'shoot/*.png' ...
   (python -m launch.predict from a checkout)
 
 Inputs, in the order given: image files; folders (searched recursively for image files, in
@@ -17,9 +17,10 @@ PIL) of the image as displayed (EXIF orientation applied); `box` is the average 
 and attribute boxes for MobileNetV2 (the aesthetic box for VGG16); `boxes.crop` is the best box
 of `--aspect` (when given). Overlays are drawn with the long side <= 1024 px (a thin strip with
 its own short side up to 128 px, within 1 MP; a narrow one centred above a legend it fits);
-crops are cut at full resolution up to 36 MP. A file that cannot be used, a folder without
-images or a pattern matching nothing gives `{"path", "error"}`, the error one line naming its
-cause (missing, file over 64 MB, over 100 MP, under 32 px a side, truncated, not an image, a
+crops are cut at full resolution up to 36 MP, written as JPEG with a JPEG photo's own
+quantisation tables (`--crop_format=auto`; `png`: lossless) and as PNG for other images. A
+file that cannot be used, a folder without images or a pattern matching nothing gives
+`{"path", "error"}`, the error one line naming its cause (missing, file over 64 MB, over 100 MP, under 32 px a side, truncated, not an image, a
 model output that is not finite: a NaN is never printed), and the others carry on. Exit status: 0
 every image scored; 1 some inputs failed; 2 nothing ran (a bad flag, no inputs, an unwritable
 output, a workdir without a usable checkpoint: missing, another model's, or damaged, named with
@@ -49,6 +50,12 @@ _TOP_K = flags.DEFINE_integer('top_k', 5, 'Tags listed per image (MobileNetV2), 
 _OVERLAY_DIR = flags.DEFINE_string('overlay_dir', None, 'Write CAM overlays with boxes and a '
                                    'legend here.')
 _CROP_DIR = flags.DEFINE_string('crop_dir', None, 'Write suggested crops here.')
+_CROP_FORMAT = flags.DEFINE_enum(
+    'crop_format', 'auto', ['auto', 'jpeg', 'png'],
+    'File type of --crop_dir crops. auto: a JPEG photo\'s crop as JPEG with the photo\'s own '
+    'quantisation tables and chroma subsampling (its quality, about its bytes per pixel), '
+    'other images\' as PNG; png: lossless PNG always; jpeg: JPEG always (quality 95, no '
+    'chroma subsampling where the source is not an RGB JPEG).')
 _ASPECT = flags.DEFINE_string('aspect', None, 'Crop aspect W:H from 1:20 to 20:1, e.g. 4:3 '
                               '(default: free box).')
 _CAM_METHOD = flags.DEFINE_string(
@@ -100,8 +107,8 @@ def check_flags(argv: Sequence[str]) -> tuple[str | None, list[str | dict]]:
   return method, items
 
 
-# Files an earlier run wrote: `0007_<stem>_cam.png` / `_crop.png`.
-_OUTPUT_PATTERN = re.compile(r'\d{4}_.*_(cam|crop)\.png')
+# Files an earlier run wrote: `0007_<stem>_cam.png` / `_crop.png` / `_crop.jpg`.
+_OUTPUT_PATTERN = re.compile(r'\d{4}_.*_(cam\.png|crop\.(png|jpg))')
 
 
 def _note_earlier_outputs() -> None:
@@ -146,7 +153,7 @@ def main(argv):
       common.usage_error('predict', common.first_line(e))
   records = iter(()) if predictor is None else predictor.predict_files(
       paths, _OVERLAY_DIR.value, _CROP_DIR.value, _ASPECT.value,
-      batch_size=_BATCH.value, top_k=_TOP_K.value)
+      batch_size=_BATCH.value, top_k=_TOP_K.value, crop_format=_CROP_FORMAT.value)
   lines, failed, uncut, scored = [], 0, 0, 0
   try:
     for rec in _in_order(items, records):

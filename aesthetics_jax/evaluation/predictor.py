@@ -16,6 +16,7 @@ import jax
 import numpy as np
 from PIL import Image
 
+from aesthetics_jax import io as io_lib
 from aesthetics_jax import models
 from aesthetics_jax import parallel
 from aesthetics_jax.data import decoder
@@ -25,7 +26,8 @@ from aesthetics_jax.evaluation import ground_truth
 from aesthetics_jax.evaluation import overrides as overrides_lib
 from aesthetics_jax.evaluation.forward import make_forward, split_maps
 from aesthetics_jax.evaluation.image_files import (EXTREME_ASPECT, WORK_SIDE, PredictError,
-                                                   crop_image, load_image, overlay_grid)
+                                                   crop_image, crop_suffix, encode_crop,
+                                                   load_image, overlay_grid)
 from aesthetics_jax.evaluation.records import (DEFAULT_TOP_K, box_fields, non_finite_rows,
                                                output_stem, score_fields, write_error)
 from aesthetics_jax.explain import cam
@@ -124,8 +126,13 @@ class Predictor:
 
   def predict_files(self, paths: Sequence[str], overlay_dir: str | None = None,
                     crop_dir: str | None = None, aspect: str | None = None,
-                    batch_size: int = 8, top_k: int = DEFAULT_TOP_K) -> Iterator[dict]:
-    """Yields one JSON-able dict per path, in order; a bad file yields {'path', 'error'}."""
+                    batch_size: int = 8, top_k: int = DEFAULT_TOP_K,
+                    crop_format: str = 'auto') -> Iterator[dict]:
+    """Yields one JSON-able dict per path, in order; a bad file yields {'path', 'error'}.
+
+    crop_format: 'auto' (JPEG crops of JPEG files, PNG otherwise), 'jpeg' or 'png'
+    (`image_files.encode_crop`)."""
+    crop_suffix(crop_format, None)  # a bad value fails before any work
     if aspect:
       crop.parse_aspect(aspect)
     if crop_dir and not aspect:
@@ -155,7 +162,8 @@ class Predictor:
           if overlay_dir:
             out = Path(overlay_dir) / f'{stem}_cam.png'
             try:
-              overlays.save_png(out, self.overlay_image(images[j], vis))
+              overlays.save_png(out, self.overlay_image(images[j], vis),
+                                compress_level=overlays.FAST_PNG_LEVEL)
               rec['overlay'] = str(out)
             except OSError as e:  # a full disk loses this picture, not the scores
               rec['overlay_error'] = write_error(out, e, 'overlay_dir')
@@ -165,9 +173,11 @@ class Predictor:
           if crop_dir and cut is None:  # an empty map points nowhere: nothing to cut
             rec['crop'] = None
           elif crop_dir:
-            out = Path(crop_dir) / f'{stem}_crop.png'
+            suffix = crop_suffix(crop_format, images[j].format)
+            out = Path(crop_dir) / f'{stem}_crop{suffix}'
             try:
-              overlays.save_png(out, crop_image(chunk[j], images[j], cut))
+              io_lib.atomic_write_bytes(
+                  out, encode_crop(crop_image(chunk[j], images[j], cut), suffix, chunk[j]))
               rec['crop'] = str(out)
             except PredictError as e:  # the file changed since it was scored
               rec['crop_error'] = str(e)

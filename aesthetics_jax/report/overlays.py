@@ -113,12 +113,18 @@ def draw_boxes(image: np.ndarray, boxes: Mapping[str, Sequence[int]],
   return np.asarray(pil)
 
 
-def save_png(path, image: np.ndarray | Image.Image) -> None:
-  """Atomically writes uint8 [H,W,3] (or a PIL image) as PNG (parent folders created)."""
+# zlib level for pictures looked at rather than kept (predict's overlays): a 0.2 MP overlay
+# took 67 ms at PNG's default level 6 and 13 ms at 1, for 13% more bytes (2-core EPYC).
+FAST_PNG_LEVEL = 1
+
+
+def save_png(path, image: np.ndarray | Image.Image, compress_level: int = 6) -> None:
+  """Atomically writes uint8 [H,W,3] (or a PIL image) as PNG (parent folders created), at zlib
+  `compress_level` (0-9; the pixels are the same at every level)."""
   buf = io.BytesIO()
   if not isinstance(image, Image.Image):
     image = Image.fromarray(np.asarray(image, np.uint8))
-  image.save(buf, format='PNG')
+  image.save(buf, format='PNG', compress_level=compress_level)
   io_lib.atomic_write_bytes(path, buf.getvalue())
 
 

@@ -1,0 +1,83 @@
+"""Crop files of predict: JPEG with a JPEG photo's own tables, PNG otherwise, ICC kept."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms, JpegImagePlugin
+
+from aesthetics_jax.evaluation import image_files
+
+
+def _photo(h=96, w=128):
+  """A smooth picture with mild noise (JPEG-like content), uint8 [h, w, 3]."""
+  y, x = np.mgrid[0:h, 0:w]
+  base = np.stack([x * 2, y * 2, (x + y)], -1).astype(np.float64)
+  noise = np.random.default_rng(0).normal(0, 3, base.shape)
+  return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def _psnr(a, b) -> float:
+  mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+  return float('inf') if mse == 0 else 10 * np.log10(255 ** 2 / mse)
+
+
+@pytest.mark.parametrize('choice,source,want', [
+    ('auto', 'JPEG', '.jpg'), ('auto', 'PNG', '.png'), ('auto', None, '.png'),
+    ('png', 'JPEG', '.png'), ('jpeg', 'PNG', '.jpg'), ('jpeg', 'JPEG', '.jpg')])
+def test_crop_suffix(choice, source, want):
+  assert image_files.crop_suffix(choice, source) == want
+
+
+def test_crop_suffix_refuses_an_unknown_format():
+  with pytest.raises(ValueError, match="use one of \\('auto', 'jpeg', 'png'\\)"):
+    image_files.crop_suffix('webp', 'JPEG')
+
+
+@pytest.mark.parametrize('quality,subsampling', [(75, 2), (92, 0), (85, 1)])
+def test_jpeg_crop_reuses_the_photos_tables(tmp_path, quality, subsampling):
+  """The crop of a JPEG has its quantisation tables and chroma subsampling, about its bytes
+  per pixel, and is close to the lossless cut (a second quantisation with the same tables)."""
+  src = tmp_path / 'p.jpg'
+  Image.fromarray(_photo()).save(src, quality=quality, subsampling=subsampling)
+  photo = Image.open(src)
+  cut = photo.convert('RGB').crop((13, 7, 13 + 90, 7 + 60))
+  data = image_files.encode_crop(cut, '.jpg', src)
+  out = Image.open(io.BytesIO(data))
+  assert out.format == 'JPEG' and out.size == cut.size
+  assert out.quantization == photo.quantization
+  assert JpegImagePlugin.get_sampling(out) == subsampling
+  assert _psnr(out.convert('RGB'), cut) > 33
+  per_pixel = len(data) / (90 * 60), src.stat().st_size / (96 * 128)
+  assert 0.5 < per_pixel[0] / per_pixel[1] < 2, per_pixel
+
+
+def test_png_crop_is_lossless_and_both_keep_the_icc_profile(tmp_path):
+  icc = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
+  src = tmp_path / 'p.jpg'
+  Image.fromarray(_photo()).save(src, quality=90, icc_profile=icc)
+  cut = image_files.with_icc(Image.open(src).convert('RGB').crop((0, 0, 64, 48)), src)
+  png = Image.open(io.BytesIO(image_files.encode_crop(cut, '.png', src)))
+  jpg = Image.open(io.BytesIO(image_files.encode_crop(cut, '.jpg', src)))
+  assert png.format == 'PNG' and np.array_equal(np.asarray(png), np.asarray(cut))
+  assert png.info.get('icc_profile') == icc and jpg.info.get('icc_profile') == icc
+
+
+@pytest.mark.parametrize('kind', ['png', 'grey_jpeg', 'cmyk_jpeg', 'missing'])
+def test_jpeg_crop_of_other_sources_is_quality_95_without_subsampling(tmp_path, kind):
+  """Tables that do not fit an RGB crop (greyscale: one, CMYK: four), a PNG source, or a file
+  gone since it was scored: quality 95, 4:4:4, and no error."""
+  rgb = Image.fromarray(_photo())
+  src = tmp_path / ('p.png' if kind == 'png' else 'p.jpg')
+  if kind == 'png':
+    rgb.save(src)
+  elif kind == 'grey_jpeg':
+    rgb.convert('L').save(src, quality=60)
+  elif kind == 'cmyk_jpeg':
+    rgb.convert('CMYK').save(src, quality=60)
+  cut = rgb.crop((0, 0, 64, 48))
+  out = Image.open(io.BytesIO(image_files.encode_crop(cut, '.jpg', src)))
+  assert out.format == 'JPEG' and out.mode == 'RGB' and JpegImagePlugin.get_sampling(out) == 0
+  want = Image.new('RGB', (8, 8))
+  buf = io.BytesIO()
+  want.save(buf, format='JPEG', quality=95)
+  assert out.quantization == Image.open(buf).quantization
