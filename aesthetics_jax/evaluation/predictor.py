@@ -8,6 +8,7 @@ before boxes are taken). The images it reads and cuts: `image_files`; its record
 """
 from __future__ import annotations
 
+import concurrent.futures
 import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -16,6 +17,7 @@ import jax
 import numpy as np
 from PIL import Image
 
+from aesthetics_jax import cpu_backend
 from aesthetics_jax import io as io_lib
 from aesthetics_jax import models
 from aesthetics_jax import parallel
@@ -34,6 +36,11 @@ from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import crop
 from aesthetics_jax.report import overlays
 from aesthetics_jax.train import restore
+
+
+# Threads of `predict_files`. Each may hold a crop's full-resolution decode (up to
+# `image_files.CROP_MAX_PIXELS`, ~110 MB): a few bound the transient memory on a many-core host.
+MAX_FILE_WORKERS = 4
 
 
 class Predictor:
@@ -127,68 +134,87 @@ class Predictor:
   def predict_files(self, paths: Sequence[str], overlay_dir: str | None = None,
                     crop_dir: str | None = None, aspect: str | None = None,
                     batch_size: int = 8, top_k: int = DEFAULT_TOP_K,
-                    crop_format: str = 'auto') -> Iterator[dict]:
+                    crop_format: str = 'auto', workers: int = 0) -> Iterator[dict]:
     """Yields one JSON-able dict per path, in order; a bad file yields {'path', 'error'}.
 
     crop_format: 'auto' (JPEG crops of JPEG files, PNG otherwise), 'jpeg' or 'png'
-    (`image_files.encode_crop`)."""
+    (`image_files.encode_crop`). workers: threads that decode the images and draw, encode
+    and write their overlays and crops (0: one per CPU core, at most `MAX_FILE_WORKERS`);
+    PIL and zlib release the GIL there, which is most of a photo's time outside the model.
+    """
     crop_suffix(crop_format, None)  # a bad value fails before any work
     if aspect:
       crop.parse_aspect(aspect)
     if crop_dir and not aspect:
       aspect = None  # crop_dir alone: crop the suggested (average / aesthetic) box
-    for start in range(0, len(paths), batch_size):
-      chunk = list(paths[start:start + batch_size])
-      images, errors = {}, {}
-      for j, p in enumerate(chunk):
-        try:
-          images[j] = load_image(p, max(self.size, WORK_SIDE))
-        except PredictError as e:
-          errors[j] = str(e)
-      results = {}
-      if images:
-        order = sorted(images)
-        x = np.stack([preprocess.preprocess_eval_np(images[j].image, self.size) for j in order])
-        pred, maps = self.run(x)
-        non_finite = non_finite_rows(pred, maps)
-        for k, j in enumerate(order):
-          if non_finite[k]:  # never print NaN as a score (nor as invalid JSON)
-            errors[j] = (f'{chunk[j]}: the model output is not finite (NaN/inf) for this image; '
-                         f'checkpoint {self.step} holds non-finite weights or training '
-                         'diverged: pass another --step or retrain')
-            continue
-          rec, vis = self.describe(images[j].size, pred, maps, k, aspect, top_k)
-          stem = output_stem(start + j, chunk[j])
-          if overlay_dir:
-            out = Path(overlay_dir) / f'{stem}_cam.png'
-            try:
-              overlays.save_png(out, self.overlay_image(images[j], vis),
-                                compress_level=overlays.FAST_PNG_LEVEL)
-              rec['overlay'] = str(out)
-            except OSError as e:  # a full disk loses this picture, not the scores
-              rec['overlay_error'] = write_error(out, e, 'overlay_dir')
-          # With --aspect the crop is that window or nothing: never a box of another shape.
-          cut = (vis['boxes'].get('crop') if aspect else
-                 vis['boxes'].get('average', vis['boxes'].get('aesthetic')))
-          if crop_dir and cut is None:  # an empty map points nowhere: nothing to cut
-            rec['crop'] = None
-          elif crop_dir:
-            suffix = crop_suffix(crop_format, images[j].format)
-            out = Path(crop_dir) / f'{stem}_crop{suffix}'
-            try:
-              io_lib.atomic_write_bytes(
-                  out, encode_crop(crop_image(chunk[j], images[j], cut), suffix, chunk[j]))
-              rec['crop'] = str(out)
-            except PredictError as e:  # the file changed since it was scored
-              rec['crop_error'] = str(e)
-            except OSError as e:
-              rec['crop_error'] = write_error(out, e, 'crop_dir')
-          results[j] = rec
-      for j, p in enumerate(chunk):
-        if j in errors:
-          yield {'path': str(p), 'error': errors[j]}
-        else:
-          yield {'path': str(p), **results[j]}
+    workers = workers or min(cpu_backend.host_cpu_count(), MAX_FILE_WORKERS)
+    pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix='predict-files')
+    try:
+      for start in range(0, len(paths), batch_size):
+        chunk = list(paths[start:start + batch_size])
+        loaded = list(pool.map(self._load, chunk))
+        errors = {j: r for j, r in enumerate(loaded) if isinstance(r, str)}
+        results = {}
+        order = [j for j in range(len(chunk)) if j not in errors]
+        if order:
+          pred, maps = self.run(np.stack([loaded[j][1] for j in order]))
+          non_finite = non_finite_rows(pred, maps)
+          futures = {}
+          for k, j in enumerate(order):
+            if non_finite[k]:  # never print NaN as a score (nor as invalid JSON)
+              errors[j] = (f'{chunk[j]}: the model output is not finite (NaN/inf) for this '
+                           f'image; checkpoint {self.step} holds non-finite weights or '
+                           'training diverged: pass another --step or retrain')
+              continue
+            futures[j] = pool.submit(self._finish, chunk[j], loaded[j][0], pred, maps, k,
+                                     output_stem(start + j, chunk[j]), overlay_dir, crop_dir,
+                                     aspect, top_k, crop_format)
+          results = {j: f.result() for j, f in futures.items()}
+        for j, p in enumerate(chunk):
+          if j in errors:
+            yield {'path': str(p), 'error': errors[j]}
+          else:
+            yield {'path': str(p), **results[j]}
+    finally:  # also when the reader stops early (the generator is closed)
+      pool.shutdown(wait=True, cancel_futures=True)
+
+  def _load(self, path: str) -> tuple[decoder.Decoded, np.ndarray] | str:
+    """(the working copy, the model input uint8 [S,S,3]) of a file, or its one-line error."""
+    try:
+      image = load_image(path, max(self.size, WORK_SIDE))
+    except PredictError as e:
+      return str(e)
+    return image, preprocess.preprocess_eval_np(image.image, self.size)
+
+  def _finish(self, path: str, image: decoder.Decoded, pred: dict[str, np.ndarray],
+              maps: dict[str, Any], k: int, stem: str, overlay_dir: str | None,
+              crop_dir: str | None, aspect: str | None, top_k: int, crop_format: str) -> dict:
+    """Row k's record, with its overlay and crop written (or the reason they were not)."""
+    rec, vis = self.describe(image.size, pred, maps, k, aspect, top_k)
+    if overlay_dir:
+      out = Path(overlay_dir) / f'{stem}_cam.png'
+      try:
+        overlays.save_png(out, self.overlay_image(image, vis),
+                          compress_level=overlays.FAST_PNG_LEVEL)
+        rec['overlay'] = str(out)
+      except OSError as e:  # a full disk loses this picture, not the scores
+        rec['overlay_error'] = write_error(out, e, 'overlay_dir')
+    # With --aspect the crop is that window or nothing: never a box of another shape.
+    cut = (vis['boxes'].get('crop') if aspect else
+           vis['boxes'].get('average', vis['boxes'].get('aesthetic')))
+    if crop_dir and cut is None:  # an empty map points nowhere: nothing to cut
+      rec['crop'] = None
+    elif crop_dir:
+      suffix = crop_suffix(crop_format, image.format)
+      out = Path(crop_dir) / f'{stem}_crop{suffix}'
+      try:
+        io_lib.atomic_write_bytes(out, encode_crop(crop_image(path, image, cut), suffix, path))
+        rec['crop'] = str(out)
+      except PredictError as e:  # the file changed since it was scored
+        rec['crop_error'] = str(e)
+      except OSError as e:
+        rec['crop_error'] = write_error(out, e, 'crop_dir')
+    return rec
 
 
 def check_box_threshold(value, name: str = 'config.eval.box_threshold') -> float:
