@@ -3,6 +3,7 @@
 One module-scoped run of the README block compiles the model twice (every standard target,
 then every tag); the other tests reuse its `Model` and compile nothing new.
 """
+import json
 import re
 from pathlib import Path
 
@@ -293,3 +294,30 @@ def test_crops_keep_the_rgb_colour_profile(example, tmp_path):
   Image.open(photo).save(tmp_path / 'c.jpg', icc_profile=cmyk)
   assert image_files.rgb_icc_profile(str(tmp_path / 'c.jpg')) is None
   assert image_files.rgb_icc_profile(str(tmp_path / 'missing.jpg')) is None
+
+
+def test_predict_files_threads_give_the_single_thread_records(example, tmp_path):
+  """predict_files decodes and writes in threads: records, their order, errors and the files
+  written are those of one thread (a corrupt file among the photos; batches of 2)."""
+  ns, _, photo = example
+  bad = tmp_path / 'bad.jpg'
+  bad.write_bytes(b'\xff\xd8 not a jpeg')
+  rng = np.random.default_rng(3)
+  paths = [str(photo), str(bad)]
+  for i in range(3):
+    p = tmp_path / f'p{i}.png'
+    Image.fromarray(rng.integers(0, 255, (H + 8 * i, W, 3), np.uint8)).save(p)
+    paths.append(str(p))
+  runs = {}
+  for workers in (1, 3):
+    out = tmp_path / f'w{workers}'
+    recs = list(ns['m'].predictor.predict_files(
+        paths, overlay_dir=str(out / 'ov'), crop_dir=str(out / 'cr'), batch_size=2,
+        workers=workers))
+    files = {q.name: q.read_bytes() for q in sorted(out.rglob('*')) if q.is_file()}
+    text = json.dumps(recs).replace(str(out), 'OUT')
+    runs[workers] = (text, files)
+  assert runs[1] == runs[3]
+  recs = json.loads(runs[1][0])
+  assert [r['path'] for r in recs] == paths and set(recs[1]) == {'path', 'error'}
+  assert len(runs[1][1]) == 2 * 4  # an overlay and a crop per scored image
