@@ -604,7 +604,11 @@ def test_input_section_runs_without_flags():
     r = vs[k + '_per_round']
     assert r['min'] <= vs[k] == r['median'] <= r['max'] and vs[k + '_of_medians'] > 0
     assert r['min'] <= r['ci95'][0] <= r['median'] <= r['ci95'][1] <= r['max']
-  n_fed = 3 + len(vs['grain']['modes'])  # first, later, the ready-batch control, grain's
+  r = vs['fed_prepared_store_over_alone_per_round']  # fed from the prepared resized images
+  assert 0 < r['min'] <= vs['fed_prepared_store_over_alone'] == r['median'] <= r['max']
+  assert len(vs['model_fed_prepared_store']['each_s']) == 3
+  # first, later, prepared, the ready-batch control, grain's
+  n_fed = 4 + len(vs['grain']['modes'])
   assert len(vs['model']['each_s']) == 3 * (n_fed + 1)  # fed_rounds rounds, each bracketed
   assert len(vs['model_fed_later_epochs']['each_s']) == 3
   r = vs['ready_over_alone_per_round']
@@ -613,23 +617,28 @@ def test_input_section_runs_without_flags():
   assert vs['untimed_batches_per_block'] == 3 and vs['batches_per_block'] == 10  # prefetch 2
   assert vs['model']['items'] == vs['model_fed_by_train_batches']['items'] == 10 * 32
   cache = vs['feature_cache']  # the feature-cache build (K = 4, 1) vs the encoder alone
-  assert cache['rows'] == 32 and set(cache['runs']) == {'build_4', 'alone_4', 'build_1',
-                                                       'alone_1'}
+  assert cache['rows'] == 32 and set(cache['runs']) == {
+      'build_4', 'alone_4', 'prepared_4', 'build_1', 'alone_1', 'prepared_1'}
   assert cache['runs']['build_4']['items'] == cache['runs']['alone_4']['items'] == 4 * 32
   for k in (4, 1):
-    r = cache[f'views_{k}_over_alone_per_round']
-    assert 0 < r['min'] <= cache[f'views_{k}_over_alone'] == r['median'] <= r['max']
+    for what in ('', 'prepared_'):
+      r = cache[f'views_{k}_{what}over_alone_per_round']
+      assert 0 < r['min'] <= cache[f'views_{k}_{what}over_alone'] == r['median'] <= r['max']
   rows = input_section.summary(res)
   fed = ['model_fed_by_pipeline_first_epoch_over_alone',
          'model_fed_by_pipeline_later_epochs_over_alone',
+         'model_fed_by_pipeline_prepared_store_over_alone',
          'encoder_fed_by_feature_cache_build_k4_over_alone',
-         'encoder_fed_by_feature_cache_build_k1_over_alone']
-  control = rows.pop(2)  # after the two rows it is the control of, no target
+         'encoder_fed_by_feature_cache_build_prepared_k4_over_alone',
+         'encoder_fed_by_feature_cache_build_k1_over_alone',
+         'encoder_fed_by_feature_cache_build_prepared_k1_over_alone']
+  control = rows.pop(3)  # after the three rows it is the control of, no target
   assert control.name == 'model_fed_ready_batches_over_alone' and control.target is None
   assert control.value == vs['ready_over_alone'] and 'control' in control.detail
-  assert [r.name for r in rows[:4]] == fed and {r.target for r in rows[:4]} == {0.95}
-  assert rows[2].value == cache['views_4_over_alone'] and '95% interval' in rows[2].detail
-  rows = rows[4:]
+  assert [r.name for r in rows[:7]] == fed and {r.target for r in rows[:7]} == {0.95}
+  assert rows[3].value == cache['views_4_over_alone'] and '95% interval' in rows[3].detail
+  assert rows[4].value == cache['views_4_prepared_over_alone'] and 'prepared' in rows[4].detail
+  rows = rows[7:]
   fed_grain = vs['grain']  # the model fed by grain, in the same rounds
   if grain_ref.unavailable() is None:
     assert fed_grain['modes'] == ['threads'] and rows[0].name == (

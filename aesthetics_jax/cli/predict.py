@@ -20,12 +20,12 @@ its own short side up to 128 px, within 1 MP; a narrow one centred above a legen
 crops are cut at full resolution up to 36 MP, written as JPEG with a JPEG photo's own
 quantisation tables (`--crop_format=auto`; `png`: lossless) and as PNG for other images. A
 file that cannot be used, a folder without images or a pattern matching nothing gives
-`{"path", "error"}`, the error one line naming its cause (missing, file over 64 MB, over 100 MP, under 32 px a side, truncated, not an image, a
-model output that is not finite: a NaN is never printed), and the others carry on. Exit status: 0
-every image scored; 1 some inputs failed; 2 nothing ran (a bad flag, no inputs, an unwritable
-output, a workdir without a usable checkpoint: missing, another model's, or damaged, named with
-its step and file and the `--step` of an intact one), with one line on stderr and nothing on
-stdout.
+`{"path", "error"}`, the error one line naming its cause (missing, file over 64 MB, over 100
+MP, under 32 px a side, truncated, not an image, a model output that is not finite: a NaN is
+never printed), and the others carry on. Exit status: 0 every image scored; 1 some inputs
+failed; 2 nothing ran (a bad flag, no inputs, an unwritable output, a workdir without a usable
+checkpoint: missing, another model's, or damaged, named with its step and file and the `--step`
+of an intact one), with one line on stderr and nothing on stdout.
 """
 from __future__ import annotations
 

@@ -10,8 +10,12 @@ one line on stderr and exits 1, as does a disk that fills while the dataset is w
 partial dataset is removed); an --ava_dir without AVA.txt, a --data_dir that cannot be
 written, that holds the dataset of another AVA root or --max_pixels, or a --max_pixels over
 the decoder's 100 MP cap exits 2 before any image is validated (an already prepared dataset
-is reused read-only). Images are validated with the shared bounded decoder (`decoder.decode`);
-EXIF-rotated photos are stored upright. A train id also in the test list is kept in test only.
+is reused read-only, but for the resized images below). Images are validated with the shared
+bounded decoder (`decoder.decode`); EXIF-rotated photos are stored upright. A train id also in
+the test list is kept in test only. The training images are also stored decoded and resized
+to each `--resized_sizes` side (`data/resized_store.py`, 192 KiB an image at 256): training
+then crops them instead of decoding; a folder that cannot be written or a disk without room
+leaves them out (training decodes).
 """
 from absl import flags
 from absl import logging
@@ -29,6 +33,10 @@ _MAX_PIXELS = flags.DEFINE_integer(
     'max_pixels', dataset.DEFAULT_MAX_PIXELS, 'Images with more pixels are skipped '
     '(decompression bombs); at most the decoder\'s cap, decoder.MAX_PIXELS (100 MP).')
 _NUM_WORKERS = flags.DEFINE_integer('num_workers', 0, 'Validation threads; 0 = one per core.')
+_RESIZED = flags.DEFINE_list(
+    'resized_sizes', ['256'], 'Also store the training images decoded and resized to each of '
+    'these sides (config.input.resize_size; R*R*3 bytes an image), so that training crops '
+    'them instead of decoding every image every epoch; empty (--resized_sizes=) for none.')
 flags.mark_flags_as_required(['ava_dir', 'data_dir'])
 
 
@@ -46,6 +54,13 @@ def main(argv):
   # Validating every image takes minutes on AVA: an unwritable destination is found first.
   if not dataset.is_prepared(_DATA_DIR.value, _SUBSET.value):
     common.check_outputs('prepare_data', folders={'data_dir': _DATA_DIR.value})
+  try:
+    sizes = [int(x) for x in _RESIZED.value]
+    if any(x <= 0 for x in sizes):
+      raise ValueError
+  except ValueError:
+    common.usage_error('prepare_data', f'--resized_sizes={",".join(_RESIZED.value)}: use '
+                       'positive sides in pixels, e.g. --resized_sizes=256 (empty for none)')
   logging.set_verbosity(logging.WARNING)  # TFDS's INFO lines would drown the summary
   try:
     res = dataset.prepare(_AVA_DIR.value, _DATA_DIR.value, _SUBSET.value,
@@ -64,6 +79,9 @@ def main(argv):
   print(f'stats.json:  {res.stats_json}')
   for name, path in res.figures.items():
     print(f'figure {name}: {path}')
+  for size, (path, what) in dataset.prepare_resized(_DATA_DIR.value, _SUBSET.value,
+                                                     sizes).items():
+    print(f'train images resized to {size}: {path} ({what})')
 
 
 def run_cli() -> None:

@@ -41,6 +41,7 @@ import tqdm
 from aesthetics_jax import cpu_backend
 from aesthetics_jax.data import ava
 from aesthetics_jax.data import decoder
+from aesthetics_jax.data import resized_store
 from aesthetics_jax.data import tfds_spill
 from aesthetics_jax.io import atomic_write_text
 
@@ -461,6 +462,43 @@ def prepare(ava_dir: str | os.PathLike, data_dir: str | os.PathLike, subset: str
           'has finished, or remove that folder, or choose another --data_dir') from e
     raise
   return _result(b, subset, reused=False)
+
+
+def prepare_resized(data_dir: str | os.PathLike, subset: str = 'style',
+                    sizes: Sequence[int] = (256,), progress: bool = True
+                    ) -> dict[int, tuple[Path, str]]:
+  """Stores the prepared dataset's training images decoded and resized to R² for each R of
+  `sizes` (`resized_store`; the training pipeline crops from them instead of decoding, when
+  R is its `config.input.resize_size`). A store already built is kept.
+
+  Best effort: a folder that cannot be written or a disk without room for one (checked before,
+  and a disk that fills during the build) leaves that store out, and the pipeline decodes.
+  Returns {R: (store path, what happened: 'built', 'kept' or why not)}.
+  """
+  d = dataset_dir(data_dir, subset)
+  train = load_sources(data_dir, subset)['train']
+  made_from = resized_store.fingerprint(d)
+  out: dict[int, tuple[Path, str]] = {}
+  for size in sorted({int(x) for x in sizes}):
+    f = resized_store.path(d, 'train', size)
+    if size <= 0:
+      raise ValueError(f'resized size {size}: use a positive side in pixels, e.g. 256')
+    if resized_store.load(f, len(train), size, made_from) is not None:
+      out[size] = (f, 'kept')
+      continue
+    need = len(train) * size * size * 3
+    try:
+      f.parent.mkdir(parents=True, exist_ok=True)
+      free = shutil.disk_usage(f.parent).free
+      if free < need + (64 << 20):
+        out[size] = (f, f'not built: needs {need / 1e9:.2f} GB, {free / 1e9:.2f} GB free')
+        continue
+      resized_store.build(train, size, f, progress=progress,
+                          desc=f'train images resized to {size}', dataset=made_from)
+      out[size] = (f, 'built')
+    except OSError as e:  # read-only, quota, a disk that filled: training decodes instead
+      out[size] = (f, f'not built: {_no_space(e) or e.strerror or e}')
+  return out
 
 
 _NO_SPACE_ERRNOS = {errno.ENOSPC: 'No space left on device', errno.EDQUOT: 'Disk quota exceeded'}

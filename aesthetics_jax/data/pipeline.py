@@ -35,6 +35,7 @@ from jax.sharding import Mesh
 from aesthetics_jax import cpu_backend
 from aesthetics_jax import parallel
 from aesthetics_jax.data import preprocess
+from aesthetics_jax.data import resized_store
 from aesthetics_jax.data import sampling
 from aesthetics_jax.data.preprocess import InputError
 from aesthetics_jax.data.sampling import Metadata, Record
@@ -280,7 +281,10 @@ def step_draws(seed: int, step: int, batch_size: int, resize_size: int, image_si
   return offsets.tolist(), mirror.tolist()
 
 
-def _train_image_fn(config, cache: ResizedCache | None = None) -> ImageFn:
+def _train_image_fn(config, cache: ResizedCache | None = None,
+                    prepared: Callable[[int], np.ndarray] | None = None) -> ImageFn:
+  """The training image function; `prepared(row)`: the row already decoded and resized
+  (`resized_store`), cropped instead of decoding (then `cache` is not used)."""
   rs, s = int(config.input.resize_size), int(config.input.image_size)
   flip, seed, batch_size = bool(config.input.random_flip), int(config.seed), int(config.batch_size)
   if s > rs:
@@ -290,6 +294,8 @@ def _train_image_fn(config, cache: ResizedCache | None = None) -> ImageFn:
   def fn(read: Callable[[], bytes], row: int, step: int, position: int,
          what: str) -> tuple[np.ndarray, bool]:
     offsets, mirror = step_draws(seed, step, batch_size, rs, s, flip)
+    if prepared is not None:
+      return preprocess.crop_np(prepared(row), rs, s, offsets[position], what), mirror[position]
     if cache is None:
       return preprocess.crop_np(read(), rs, s, offsets[position], what), mirror[position]
     resized = cache.get(row)
@@ -336,7 +342,10 @@ def train_batches(source: Sequence[Record], config, mesh: Mesh, start_step: int 
   weights, cdf = train_sampling(meta, config)
   seed = int(config.seed)
   loader = _Loader(source, meta, weights, config, mesh, batch_size)
-  image_fn = _train_image_fn(config, resized_cache(config))
+  # Rows prepared decoded and resized (`resized_store`) are cropped, not decoded: the same
+  # pixels without the decode's CPU, and no memory cache is needed.
+  prepared = resized_store.resized_fn(source, int(config.input.resize_size))
+  image_fn = _train_image_fn(config, None if prepared else resized_cache(config), prepared)
   ones = np.ones(batch_size, np.float32)
 
   def produce(step: int) -> Batch:

@@ -25,6 +25,8 @@ from PIL import Image
 
 from aesthetics_jax import moved
 from aesthetics_jax.data import decoder
+from aesthetics_jax.data import resize
+from aesthetics_jax.data.resize import resize_train_np  # noqa: F401  (part of this module's API)
 from aesthetics_jax.data.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,21 +36,6 @@ NORMALIZE_MODES = ('none', 'imagenet')
 # Stream tag mixed into the seed so augmentations draw a random stream independent of the
 # sampler's (data/sampling.py) for the same (seed, step).
 _AUGMENT_STREAM = 0xA06E17
-
-
-def _resize(img: Image.Image, size: int) -> Image.Image:
-  if img.size == (size, size):
-    return img
-  w, h = img.size
-  if h > w and h * size > decoder.BAND_PIXELS:
-    # Pillow < 13 resamples the width first, through a size x h temporary: 0.7 GB for an
-    # 8 x 781250 strip (predict's working copy of a 100 MP one). Height first it is w x size,
-    # as Pillow 13 does itself here (python-pillow/Pillow#9549; the same pixels). Photos never
-    # come here.
-    img = img.resize((w, size), Image.Resampling.BILINEAR)
-  # PIL's bilinear filter widens its support when downscaling, i.e. it is antialiased
-  # (like torchvision's Resize(antialias=True)).
-  return img.resize((size, size), Image.Resampling.BILINEAR)
 
 
 def preprocess_eval_np(img: np.ndarray | bytes | Image.Image, size: int,
@@ -69,7 +56,7 @@ def preprocess_eval_np(img: np.ndarray | bytes | Image.Image, size: int,
     pil = Image.fromarray(img, 'RGB')
   else:
     pil = decoder.decode_record(img, size, what)
-  return np.asarray(_resize(pil, size), dtype=np.uint8)
+  return np.asarray(resize.square(pil, size), dtype=np.uint8)
 
 
 def _check_crop(resize_size: int, image_size: int) -> None:
@@ -78,24 +65,22 @@ def _check_crop(resize_size: int, image_size: int) -> None:
                      f'{resize_size}; set resize_size >= image_size')
 
 
-def resize_train_np(img: bytes | Image.Image, resize_size: int,
-                    what: str = 'image') -> np.ndarray:
-  """The deterministic part of train preprocessing: decode (draft fast path) and resize to
-  resize_size². `preprocess_train_np` of its result equals `preprocess_train_np` of `img`.
-  Returns: uint8 [resize_size, resize_size, 3]."""
-  return np.asarray(_resize(decoder.decode_record(img, resize_size, what), resize_size),
-                    dtype=np.uint8)
-
-
-def train_view_crops_np(img: bytes | Image.Image, resize_size: int, image_size: int,
+def train_view_crops_np(img: bytes | Image.Image | np.ndarray, resize_size: int, image_size: int,
                         rngs: Sequence[np.random.Generator], random_flip: bool = False,
                         what: str = 'image') -> list[tuple[np.ndarray, bool]]:
   """`train_crop_np` for several crops of one image, decoded and resized once: K (crop view
   uint8 [image_size, image_size, 3], mirror) pairs; the feature cache's K views of a row
-  (mirrored on the device, as the pipeline's)."""
+  (mirrored on the device, as the pipeline's). `img` already uint8 [R, R, 3] (R =
+  resize_size: a prepared resized row) is cropped as it is."""
   _check_crop(resize_size, image_size)
-  resized = resize_train_np(img, resize_size, what)
+  resized = img if _is_resized(img, resize_size) else resize_train_np(img, resize_size, what)
   return [train_crop_np(resized, resize_size, image_size, rng, random_flip) for rng in rngs]
+
+
+def _is_resized(img, resize_size: int) -> bool:
+  """Whether `img` is already resize_train_np's output: uint8 [R, R, 3]."""
+  return (isinstance(img, np.ndarray) and img.dtype == np.uint8
+          and img.shape == (resize_size, resize_size, 3))
 
 
 def preprocess_train_np(img: np.ndarray | bytes | Image.Image, resize_size: int,
@@ -140,13 +125,12 @@ def crop_np(img: np.ndarray | bytes | Image.Image, resize_size: int, image_size:
   """Resize to resize_size² (skipped when `img` is already uint8 [resize_size, resize_size, 3],
   e.g. from the pipeline's ResizedCache), then the image_size² crop whose top-left corner is
   `offset` (y, x). Returns uint8 [image_size, image_size, 3], a view of the resized image."""
-  if (isinstance(img, np.ndarray) and img.dtype == np.uint8
-      and img.shape == (resize_size, resize_size, 3)):
+  if _is_resized(img, resize_size):
     a = img
   else:
     pil = (Image.fromarray(img, 'RGB') if isinstance(img, np.ndarray)
            else decoder.decode_record(img, resize_size, what))
-    a = np.asarray(_resize(pil, resize_size), dtype=np.uint8)
+    a = np.asarray(resize.square(pil, resize_size), dtype=np.uint8)
   y, x = int(offset[0]), int(offset[1])
   return a[y:y + image_size, x:x + image_size]
 

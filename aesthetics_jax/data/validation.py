@@ -78,6 +78,14 @@ class Rows(Sequence):
     getitems = getattr(self.source, '__getitems__', None)  # TFDS/grain batch reads
     return list(getitems(inner)) if getitems is not None else [self.source[i] for i in inner]
 
+  # A source with prepared resized images (`resized_store.WithResized`) keeps them.
+  @property
+  def resized_size(self) -> int | None:
+    return getattr(self.source, 'resized_size', None)
+
+  def resized(self, i: int) -> np.ndarray:
+    return self.source.resized(int(self.rows[i]))
+
 
 def record(split: Split, image_ids: np.ndarray, fraction: float, seed: int) -> dict[str, Any]:
   """What `W/validation_ids.json` holds: the settings, the counts and the held-out image ids."""

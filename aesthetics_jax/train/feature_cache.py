@@ -37,6 +37,7 @@ from jax.sharding import Mesh
 
 from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.data import preprocess
+from aesthetics_jax.data import resized_store
 from aesthetics_jax.data import sampling
 from aesthetics_jax import cpu_backend
 from aesthetics_jax import parallel
@@ -114,13 +115,19 @@ def describe_online(config, total_steps: int, num_test: int) -> str:
 
 
 def train_views_fn(resize_size: int, image_size: int, seed: int, num_views: int,
-                   random_flip: bool) -> Callable[[bytes, int], list[tuple[np.ndarray, bool]]]:
+                   random_flip: bool, resized: Callable[[int], np.ndarray] | None = None
+                   ) -> Callable[[bytes | None, int], list[tuple[np.ndarray, bool]]]:
   """`encode_rows`' image function for the K cached train views of a row: one decode and
   resize for all K (view k: the crop/flip of `view_rng(seed, k, row)`); the mirror is applied
-  on the device, as the input pipeline's (`preprocess.train_crop_np`)."""
-  return lambda data, i: preprocess.train_view_crops_np(
-      data, resize_size, image_size, [view_rng(seed, k, i) for k in range(num_views)],
-      random_flip)
+  on the device, as the input pipeline's (`preprocess.train_crop_np`). `resized(row)`: the
+  row prepared decoded and resized (`resized_store`), cropped instead (same pixels); then
+  `encode_rows` reads no image bytes (`fn.needs_image` False)."""
+  def fn(data: bytes | None, i: int) -> list[tuple[np.ndarray, bool]]:
+    return preprocess.train_view_crops_np(
+        resized(i) if resized is not None else data, resize_size, image_size,
+        [view_rng(seed, k, i) for k in range(num_views)], random_flip)
+  fn.needs_image = resized is None  # type: ignore[attr-defined]
+  return fn
 
 
 def eval_view_fn(image_size: int) -> Callable[[bytes, int], list[tuple[np.ndarray, bool]]]:
@@ -142,6 +149,7 @@ def encode_rows(encode, variables, image_fn, source: Sequence[Any], rows: np.nda
   sharding = parallel.data_sharding(mesh)
   local = parallel.local_rows(sharding, batch_size)
   n = len(rows)
+  needs = getattr(image_fn, 'needs_image', True)
   pool = concurrent.futures.ThreadPoolExecutor(
       workers if workers > 0 else cpu_backend.host_cpu_count(), thread_name_prefix='encode')
 
@@ -150,7 +158,8 @@ def encode_rows(encode, variables, image_fn, source: Sequence[Any], rows: np.nda
     if start >= n:
       return None
     idx = rows[np.minimum(start + np.arange(batch_size), n - 1)]  # pad with the last row
-    return [pool.submit(lambda i: image_fn(source[i]['image'], i), int(i)) for i in idx[local]]
+    return [pool.submit(lambda i: image_fn(source[i]['image'] if needs else None, i), int(i))
+            for i in idx[local]]
 
   def store(a, out: np.ndarray, start: int) -> None:
     a = parallel.to_host(a)
@@ -345,7 +354,9 @@ def _fill(model, variables, train_source, test_source, validation_source, config
   encode = make_encode_fn(model, str(config.input.normalize), cacheable=True)
   bs = int(config.eval.batch_size or config.batch_size)
   k_views, workers = lay.num_views, ip.num_workers(config)
-  encode_rows(encode, variables, train_views_fn(rs, s, seed, k_views, flip), train_source,
+  views_fn = train_views_fn(rs, s, seed, k_views, flip,
+                            resized_store.resized_fn(train_source, rs))
+  encode_rows(encode, variables, views_fn, train_source,
               np.arange(n), mesh, bs, s, [arrays['train'][k] for k in range(k_views)],
               f'caching train views (K={k_views})', progress, workers)
   eval_fn = eval_view_fn(s)

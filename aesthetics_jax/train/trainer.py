@@ -56,6 +56,7 @@ from aesthetics_jax.train import checkpoints as ckpt_lib
 from aesthetics_jax.train import config_checks
 from aesthetics_jax.train import feature_cache
 from aesthetics_jax.data import sampling
+from aesthetics_jax.data import resized_store
 from aesthetics_jax.data import validation
 from aesthetics_jax.train import losses
 from aesthetics_jax.train import metrics as metrics_lib
@@ -356,6 +357,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
 
   mesh = parallel.make_mesh()
   sources = dataset.load_sources(config.data.data_dir, config.data.subset)
+  # Training images prepared decoded and resized to this run's resize_size, if there are.
+  sources['train'] = resized_store.attach(
+      sources['train'], dataset.dataset_dir(config.data.data_dir, config.data.subset), 'train',
+      int(config.input.resize_size))
   model = models.create_model(config.model)
   # A fresh run's starting weights, before anything is written: weights that do not fit the
   # model (full-width files with a smoke config) used to fail after validation_ids.json and

@@ -13,7 +13,9 @@ import functools
 import hashlib
 import math
 import multiprocessing
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import jax
@@ -29,6 +31,7 @@ from aesthetics_jax.data import dataset
 from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.data import decoder
 from aesthetics_jax.data import preprocess
+from aesthetics_jax.data import resized_store
 from aesthetics_jax.train import feature_cache
 
 # One work item: (JPEG bytes, position in the batch, resize side, crop side).
@@ -237,11 +240,14 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
   source = workloads.SyntheticSource(epoch * b, pool)
   mesh = parallel.make_mesh()
   ours = lambda config: ip.train_batches(source, config, mesh)
+  # The same rows prepared decoded and resized (what aesthetics-prepare-data stores):
+  # cropped, not decoded, in every epoch the first included.
+  prepared = _prepared(source, opts.resize_size)
   # google's grain feeding the same model (no cache: a first epoch), when installed. Its
   # worker processes each hold `prefetch` batches and one in hand.
   grain_modes = ([m for m in grain_ref.MODES if m in opts.grain_modes]
                  if opts.grain and grain_ref.unavailable() is None else [])
-  held = {'first': ahead, 'later': ahead}
+  held = {'first': ahead, 'later': ahead, 'prepared': ahead}
   held.update({f'grain_{m}': ahead if m == 'threads' else opts.all_workers() * ahead + 1
                for m in grain_modes})
 
@@ -253,6 +259,8 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
   try:
     feeders['first'] = feeder(ours, 0, held['first'])  # every image decoded: the first epoch
     feeders['later'] = feeder(ours, defaults.resized_cache_mb, held['later'])
+    feeders['prepared'] = feeder(lambda config: ip.train_batches(prepared, config, mesh), 0,
+                                 held['prepared'])
     feeders['ready'] = feeder(ready, 0, ahead)
     for mode in grain_modes:
       feeders[f'grain_{mode}'] = feeder(
@@ -271,12 +279,15 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
   alone_r, fed_r, later_r = runs['model'], runs['first'], runs['later']
   model_ips = alone_r['items_per_s']['median']
   first_rounds, later_rounds, control = over['first'], over['later'], over['ready']
+  prepared_r, prepared_rounds = runs['prepared'], over['prepared']
   need = math.ceil(model_ips / per_worker_ips) if per_worker_ips > 0 else None
   cpus = cpu_backend.host_cpu_count()
   print(f'  model alone {timing.fmt_rate(alone_r)}; fed by train_batches, first epoch '
         f'(decoding) {timing.fmt_rate(fed_r)}, later epochs (resized cache) '
-        f'{timing.fmt_rate(later_r)}; fed / alone round by round: first epoch '
-        f'{_rounds(first_rounds)}, later {_rounds(later_rounds)}; control (ready batches '
+        f'{timing.fmt_rate(later_r)}, any epoch from the prepared resized store '
+        f'{timing.fmt_rate(prepared_r)}; fed / alone round by round: first epoch '
+        f'{_rounds(first_rounds)}, later {_rounds(later_rounds)}, prepared store '
+        f'{_rounds(prepared_rounds)}; control (ready batches '
         f'through the same loop) {_rounds(control)}; one decode worker '
         f'{per_worker_ips:.1f} img/s -> '
         f'{need} workers keep up (this machine has {cpus} cores, shared with the model)',
@@ -294,8 +305,19 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
           'fed_later_epochs_over_alone_per_round': later_rounds,
           'fed_over_alone_of_medians': fed_r['items_per_s']['median'] / model_ips,
           'fed_later_epochs_over_alone_of_medians': later_r['items_per_s']['median'] / model_ips,
+          'model_fed_prepared_store': prepared_r,
+          'fed_prepared_store_over_alone': prepared_rounds['median'],
+          'fed_prepared_store_over_alone_per_round': prepared_rounds,
           'feature_cache': _vs_feature_cache(opts, model, variables),
           'grain': _vs_grain_fed(runs, over, grain_modes, fed_r, held)}
+
+
+def _prepared(source, resize_size: int) -> resized_store.WithResized:
+  """`source` with its rows prepared decoded and resized (`resized_store.build`, as
+  aesthetics-prepare-data makes them; in a temporary file, mapped after it is removed)."""
+  with tempfile.TemporaryDirectory(prefix='bench_resized_') as d:
+    f = resized_store.build(source, resize_size, Path(d) / 'store.npy', progress=False)
+    return resized_store.WithResized(source, np.load(f, mmap_mode='r'))
 
 
 def _vs_grain_fed(runs: dict[str, Any], over: dict[str, Any], modes: list[str],
@@ -336,6 +358,7 @@ def _vs_feature_cache(opts: Options, model, variables) -> dict[str, Any]:
   dim = tuple(feature_cache.view_shape(model, s))
   x = jax.device_put(np.random.default_rng(0).integers(0, 256, (b, s, s, 3), np.uint8))
   flip = jax.device_put(np.zeros(b, bool))
+  prepared = _prepared(source, rs)
   fns, items = {}, {}
   for k in opts.fed_cache_views:
     outs = [np.zeros((n, *dim), np.float32) for _ in range(k)]
@@ -343,6 +366,11 @@ def _vs_feature_cache(opts: Options, model, variables) -> dict[str, Any]:
     fns[f'build_{k}'] = functools.partial(
         feature_cache.encode_rows, encode, variables, image_fn, source, np.arange(n), mesh, b,
         s, outs, 'feature cache', False)
+    # The rows prepared decoded and resized (aesthetics-prepare-data's store): cropped.
+    fns[f'prepared_{k}'] = functools.partial(
+        feature_cache.encode_rows, encode, variables,
+        feature_cache.train_views_fn(rs, s, 0, k, True, prepared.resized), prepared,
+        np.arange(n), mesh, b, s, outs, 'feature cache', False)
     calls = -(-n // b) * k
 
     def alone(calls: int = calls) -> None:
@@ -350,7 +378,7 @@ def _vs_feature_cache(opts: Options, model, variables) -> dict[str, Any]:
         out = encode(variables, x, flip)
       jax.block_until_ready(out)
     fns[f'alone_{k}'] = alone
-    items[f'build_{k}'] = items[f'alone_{k}'] = calls * b
+    items[f'build_{k}'] = items[f'alone_{k}'] = items[f'prepared_{k}'] = calls * b
   runs = timing.interleaved(fns, items=items, repeats=max(opts.fed_rounds, opts.repeats),
                             warmup=opts.warmup)
   out: dict[str, Any] = {'rows': n, 'runs': runs}
@@ -358,10 +386,15 @@ def _vs_feature_cache(opts: Options, model, variables) -> dict[str, Any]:
     rounds = timing.summarize_rounds(_paired(runs[f'alone_{k}'], runs[f'build_{k}']))
     out[f'views_{k}_over_alone'] = rounds['median']
     out[f'views_{k}_over_alone_per_round'] = rounds
+    prep = timing.summarize_rounds(_paired(runs[f'alone_{k}'], runs[f'prepared_{k}']))
+    out[f'views_{k}_prepared_over_alone'] = prep['median']
+    out[f'views_{k}_prepared_over_alone_per_round'] = prep
     print(f'  feature-cache build, K={k} views a decode: encoder '
           f'{timing.fmt_rate(runs[f"build_{k}"], "views/s")} fed, '
           f'{timing.fmt_rate(runs[f"alone_{k}"], "views/s")} alone; fed / alone round by round '
-          f'{_rounds(rounds)}', flush=True)
+          f'{_rounds(rounds)}; from the prepared resized store '
+          f'{timing.fmt_rate(runs[f"prepared_{k}"], "views/s")}, fed / alone {_rounds(prep)}',
+          flush=True)
   return out
 
 
@@ -502,20 +535,31 @@ def summary(result: dict[str, Any]) -> list[Row]:
                       'median of per-round ratios' + _interval(
                           vs.get('fed_later_epochs_over_alone_per_round', {})),
                       target=FED_TARGET))
-    if 'ready_over_alone' in vs:  # the control: what the two rows above can resolve
+    if 'fed_prepared_store_over_alone' in vs:
+      rows.append(Row('model_fed_by_pipeline_prepared_store_over_alone',
+                      vs['fed_prepared_store_over_alone'],
+                      'MobileNetV2 forward, any epoch the first included, the images prepared '
+                      'decoded and resized (aesthetics-prepare-data --resized_sizes); median '
+                      'of per-round ratios' + _interval(
+                          vs.get('fed_prepared_store_over_alone_per_round', {})),
+                      target=FED_TARGET))
+    if 'ready_over_alone' in vs:  # the control: what the rows above can resolve
       rows.append(Row('model_fed_ready_batches_over_alone', vs['ready_over_alone'],
                       'control: MobileNetV2 forward fed ready device batches through the same '
                       'loop, 1 but for noise; median of per-round ratios' + _interval(
                           vs['ready_over_alone_per_round'])))
     cache = vs.get('feature_cache', {})
     for key in sorted((k for k in cache if k.endswith('_over_alone')),
-                      key=lambda k: -int(k.split('_')[1])):
-      k = int(key.split('_')[1])
-      rows.append(Row(f'encoder_fed_by_feature_cache_build_k{k}_over_alone', cache[key],
-                      f'MobileNetV2 encoder in the feature-cache build (the frozen configs\' '
-                      f'training path), one decode per {k} view(s); median of per-round '
-                      'ratios' + _interval(cache.get(key + '_per_round', {})),
-                      target=FED_TARGET))
+                      key=lambda k: (-int(k.split('_')[1]), k)):
+      k, store = int(key.split('_')[1]), '_prepared_' in key
+      rows.append(Row(f'encoder_fed_by_feature_cache_build_{"prepared_" if store else ""}'
+                      f'k{k}_over_alone', cache[key],
+                      'MobileNetV2 encoder in the feature-cache build (the frozen configs\' '
+                      'training path), ' + (f'{k} view(s) cropped from the prepared resized '
+                                            'images' if store else
+                                            f'one decode per {k} view(s)')
+                      + '; median of per-round ratios'
+                      + _interval(cache.get(key + '_per_round', {})), target=FED_TARGET))
     fed_grain = vs.get('grain', {})
     for mode in fed_grain.get('modes', []):
       rows.append(Row(f'model_fed_by_ours_vs_grain_{mode}', fed_grain[mode]['ours_over_grain'],
