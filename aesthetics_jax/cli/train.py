@@ -86,6 +86,8 @@ def main(argv):
                            'empty; pass --config.data.data_dir=<where to write the dataset>')
       if jax.process_index() == 0:
         dataset.prepare(config.data.ava_dir, config.data.data_dir, config.data.subset)
+        dataset.prepare_resized(config.data.data_dir, config.data.subset,
+                                [int(config.input.resize_size)])
       if jax.process_count() > 1:
         from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
         multihost_utils.sync_global_devices('prepare_data')

@@ -10,7 +10,7 @@ instead of a JPEG decode and a resize (~2 ms of a core each on a 2-core EPYC aga
 model's ~13.5 ms: what kept the model fed by decoding at ~0.8 of its rate), and an accelerator
 host's cores feed many more images a second.
 
-Size: R² x 3 bytes an image, 192 KiB at R = 256 (2.1 GB for the 11,000 style-subset training
+Size: R² x 3 bytes an image, 192 KiB at R = 256 (1.75 GB for the 8,900 style-subset training
 images). The file is written under a temporary name and renamed when complete, so a killed or
 failed build leaves nothing that `attach` would use; one made from another dataset (a record
 beside it holds the TFDS dataset's `fingerprint`) or whose shape does not match its split (a
