@@ -121,6 +121,16 @@ def test_a_failed_build_leaves_no_file(data, tmp_path):
   with pytest.raises(decoder.DecodeError, match='row 7'):
     resized_store.build(Broken(), RS, out, progress=False)
   assert list(tmp_path.iterdir()) == []
+  # Rebuilt over a store with a record: the old record goes before the new file lands.
+  resized_store.build(plain, RS, out, progress=False, dataset='old')
+  assert resized_store.load(out, len(plain), RS, 'old') is not None
+  with pytest.raises(decoder.DecodeError, match='row 7'):
+    resized_store.build(Broken(), RS, out, progress=False)
+  assert resized_store.load(out, len(plain), RS, 'old') is not None  # the old one is intact
+  resized_store.build(plain, RS, out, progress=False, workers=3, dataset='new')
+  assert resized_store.load(out, len(plain), RS, 'old') is None
+  np.testing.assert_array_equal(resized_store.load(out, len(plain), RS, 'new')[5],
+                                preprocess.resize_train_np(plain[5]['image'], RS))
 
 
 def test_prepare_resized_keeps_a_built_store_and_leaves_one_out_without_room(data,
@@ -135,6 +145,8 @@ def test_prepare_resized_keeps_a_built_store_and_leaves_one_out_without_room(dat
   none = dataset.prepare_resized(data_dir, 'style', [56], progress=False)
   path, what = none[56]
   assert what.startswith('not built: needs 0.00 GB') and not Path(path).exists()
+  over = dataset.prepare_resized(data_dir, 'style', [56], progress=False, max_gb=1e-6)
+  assert over[56][1].startswith('not built: 0.000175 GiB is over the 1e-06 GiB bound')
 
 
 @pytest.mark.parametrize('cache', [False, True])

@@ -464,15 +464,21 @@ def prepare(ava_dir: str | os.PathLike, data_dir: str | os.PathLike, subset: str
   return _result(b, subset, reused=False)
 
 
+# Default bound on one prepared resized store: the style subset's at 256 px is 1.75 GB; all of
+# AVA (~255,000 images) would be 48 GiB, which nobody should get without asking.
+RESIZED_MAX_GB = 16.0
+
+
 def prepare_resized(data_dir: str | os.PathLike, subset: str = 'style',
-                    sizes: Sequence[int] = (256,), progress: bool = True
-                    ) -> dict[int, tuple[Path, str]]:
+                    sizes: Sequence[int] = (256,), progress: bool = True,
+                    max_gb: float = RESIZED_MAX_GB) -> dict[int, tuple[Path, str]]:
   """Stores the prepared dataset's training images decoded and resized to R² for each R of
   `sizes` (`resized_store`; the training pipeline crops from them instead of decoding, when
   R is its `config.input.resize_size`). A store already built is kept.
 
-  Best effort: a folder that cannot be written or a disk without room for one (checked before,
-  and a disk that fills during the build) leaves that store out, and the pipeline decodes.
+  Best effort: a store over `max_gb`, a folder that cannot be written or a disk without room
+  for one (checked before, and a disk that fills during the build) leaves that store out, and
+  the pipeline decodes.
   Returns {R: (store path, what happened: 'built', 'kept' or why not)}.
   """
   d = dataset_dir(data_dir, subset)
@@ -487,6 +493,10 @@ def prepare_resized(data_dir: str | os.PathLike, subset: str = 'style',
       out[size] = (f, 'kept')
       continue
     need = len(train) * size * size * 3
+    if need > max_gb * 2 ** 30:
+      out[size] = (f, f'not built: {need / 2 ** 30:.3g} GiB is over the {max_gb:g} GiB bound '
+                      '(raise it with --resized_max_gb)')
+      continue
     try:
       f.parent.mkdir(parents=True, exist_ok=True)
       free = shutil.disk_usage(f.parent).free

@@ -76,15 +76,19 @@ def build(source: Sequence, size: int, out: str | os.PathLike, workers: int = 0,
       store[i] = resize.resize_train_np(
           rec['image'], size, f"image_id {int(rec['image_id'])} (row {i})")
 
-    with concurrent.futures.ThreadPoolExecutor(workers or cpu_backend.host_cpu_count()) as pool:
-      for f in tqdm.tqdm(concurrent.futures.as_completed([pool.submit(one, i)
-                                                          for i in range(n)]),
-                         total=n, desc=desc, disable=not progress, leave=False):
-        f.result()
+    w = workers or cpu_backend.host_cpu_count()
+    # Rows in windows of 16 per thread: bounded futures (AVA's 255,000 rows made 255,000 at
+    # once), and a bad image stops the build within a window.
+    with concurrent.futures.ThreadPoolExecutor(w) as pool, \
+        tqdm.tqdm(total=n, desc=desc, disable=not progress, leave=False) as bar:
+      for start in range(0, n, 16 * w):
+        for _ in pool.map(one, range(start, min(n, start + 16 * w))):
+          bar.update()
     store.flush()
     del one, store  # unmapped before the rename
     with open(tmp, 'rb') as f:
       os.fsync(f.fileno())
+    _sidecar(out).unlink(missing_ok=True)  # an older store's record never vouches for this one
     os.replace(tmp, out)
     # Written last: a store without it (a build killed before) is not used.
     io_lib.atomic_write_text(_sidecar(out), json.dumps(
