@@ -223,7 +223,7 @@ def test_float16_overflow_is_a_one_line_error():
   src = [{'image': b''}] * 2
   with pytest.raises(TrainingError, match='cache.dtype=float32'):
     feature_cache.encode_rows(encode, None,
-                               lambda data, i: [(np.zeros((4, 4, 3), np.uint8), False)],
+                               lambda read, i: [(np.zeros((4, 4, 3), np.uint8), False)],
                                src, np.arange(2), parallel.make_mesh(), 2, 4, [out], '', False)
 
 

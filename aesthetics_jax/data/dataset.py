@@ -481,14 +481,15 @@ def prepare_resized(data_dir: str | os.PathLike, subset: str = 'style',
   the pipeline decodes.
   Returns {R: (store path, what happened: 'built', 'kept' or why not)}.
   """
+  sizes = sorted({int(x) for x in sizes})
+  if any(size <= 0 for size in sizes):
+    raise ValueError(f'resized sizes {sizes}: use positive sides in pixels, e.g. 256')
   d = dataset_dir(data_dir, subset)
   train = load_sources(data_dir, subset)['train']
   made_from = resized_store.fingerprint(d)
   out: dict[int, tuple[Path, str]] = {}
-  for size in sorted({int(x) for x in sizes}):
+  for size in sizes:
     f = resized_store.path(d, 'train', size)
-    if size <= 0:
-      raise ValueError(f'resized size {size}: use a positive side in pixels, e.g. 256')
     if resized_store.load(f, len(train), size, made_from) is not None:
       out[size] = (f, 'kept')
       continue

@@ -116,32 +116,32 @@ def describe_online(config, total_steps: int, num_test: int) -> str:
 
 def train_views_fn(resize_size: int, image_size: int, seed: int, num_views: int,
                    random_flip: bool, resized: Callable[[int], np.ndarray] | None = None
-                   ) -> Callable[[bytes | None, int], list[tuple[np.ndarray, bool]]]:
+                   ) -> Callable[[Callable[[], bytes], int], list[tuple[np.ndarray, bool]]]:
   """`encode_rows`' image function for the K cached train views of a row: one decode and
   resize for all K (view k: the crop/flip of `view_rng(seed, k, row)`); the mirror is applied
   on the device, as the input pipeline's (`preprocess.train_crop_np`). `resized(row)`: the
-  row prepared decoded and resized (`resized_store`), cropped instead (same pixels); then
-  `encode_rows` reads no image bytes (`fn.needs_image` False)."""
-  def fn(data: bytes | None, i: int) -> list[tuple[np.ndarray, bool]]:
-    return preprocess.train_view_crops_np(
-        resized(i) if resized is not None else data, resize_size, image_size,
-        [view_rng(seed, k, i) for k in range(num_views)], random_flip)
-  fn.needs_image = resized is None  # type: ignore[attr-defined]
-  return fn
+  row prepared decoded and resized (`resized_store`), cropped instead (same pixels; the
+  record's bytes are then never read)."""
+  return lambda read, i: preprocess.train_view_crops_np(
+      resized(i) if resized is not None else read(), resize_size, image_size,
+      [view_rng(seed, k, i) for k in range(num_views)], random_flip)
 
 
-def eval_view_fn(image_size: int) -> Callable[[bytes, int], list[tuple[np.ndarray, bool]]]:
+def eval_view_fn(image_size: int
+                 ) -> Callable[[Callable[[], bytes], int], list[tuple[np.ndarray, bool]]]:
   """`encode_rows`' image function for the one cached test / validation view of a row."""
-  return lambda data, i: [(preprocess.preprocess_eval_np(data, image_size), False)]
+  return lambda read, i: [(preprocess.preprocess_eval_np(read(), image_size), False)]
 
 
 def encode_rows(encode, variables, image_fn, source: Sequence[Any], rows: np.ndarray,
                 mesh: Mesh, batch_size: int, size: int, outs: Sequence[np.ndarray], desc: str,
                 progress: bool, workers: int = 0) -> None:
   """Encodes `rows` of `source` into `outs[k] [N, ...]`, a batch at a time (in place: the
-  outputs may be memmaps). `image_fn(bytes, row)` returns one (uint8 [S,S,3] image, mirror)
-  per output (the K train views of a row come from one decode); `encode(variables, images,
-  flip)` mirrors on the device. The next batch's images are decoded while the encoder runs
+  outputs may be memmaps). `image_fn(read, row)` (`read()` -> the record's encoded bytes,
+  called only when needed, as by the input pipeline's image functions) returns one (uint8
+  [S,S,3] image, mirror) per output (the K train views of a row come from one decode);
+  `encode(variables, images, flip)` mirrors on the device. The next batch's images are
+  decoded while the encoder runs
   on this one (measured serial: ~1.3 of 2 cores busy), in `workers` threads (0: one per
   CPU core; `pipeline.num_workers(config)`). Not per device: the build is decode-bound on an
   accelerator host, whose cores have nothing else to do (2 threads on a 16-core 1-GPU host).
@@ -149,7 +149,6 @@ def encode_rows(encode, variables, image_fn, source: Sequence[Any], rows: np.nda
   sharding = parallel.data_sharding(mesh)
   local = parallel.local_rows(sharding, batch_size)
   n = len(rows)
-  needs = getattr(image_fn, 'needs_image', True)
   pool = concurrent.futures.ThreadPoolExecutor(
       workers if workers > 0 else cpu_backend.host_cpu_count(), thread_name_prefix='encode')
 
@@ -158,7 +157,7 @@ def encode_rows(encode, variables, image_fn, source: Sequence[Any], rows: np.nda
     if start >= n:
       return None
     idx = rows[np.minimum(start + np.arange(batch_size), n - 1)]  # pad with the last row
-    return [pool.submit(lambda i: image_fn(source[i]['image'] if needs else None, i), int(i))
+    return [pool.submit(lambda i: image_fn(lambda: source[i]['image'], i), int(i))
             for i in idx[local]]
 
   def store(a, out: np.ndarray, start: int) -> None:
