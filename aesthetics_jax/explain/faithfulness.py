@@ -152,8 +152,9 @@ def random_maps(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 # Ground-truth masks.
 
 
+@jax.jit  # op by op it compiled ~20 small programs per batch shape (~1.5 s on 2 cores)
 def pointing_game(maps: jax.Array, masks: jax.Array) -> dict[str, jax.Array]:
-  """Maximum-in-mask per image, two ways, and the centre-pixel baseline. jit-able.
+  """Maximum-in-mask per image, two ways, and the centre-pixel baseline.
 
   Args:
     maps: `[B,h,w]` saliency; masks: `[B,H,W]` bool/0-1 (`h <= H`, `w <= W`).
@@ -192,10 +193,24 @@ def box_iou(maps, masks, threshold: float = 0.2) -> np.ndarray:
   """
   maps = np.asarray(maps, np.float32)
   masks = np.asarray(masks) > 0
-  B, H, W = masks.shape
-  up = np.asarray(_to_image_grid(cam.normalize(jnp.asarray(maps), 'per_image'), (H, W)))
-  boxes = crop.boxes_np(up, threshold)
-  empty = np.asarray(crop.empty_maps(maps))
+  up = np.asarray(_box_grid(maps, masks.shape[1:]))
+  return box_iou_of_grid(up, crop.empty_maps(maps), masks, threshold)
+
+
+def _box_grid(maps: jax.Array, hw: tuple[int, int]) -> jax.Array:
+  """The grid the boxes are drawn on: maps `[B,h,w]` min-max scaled per map and upsampled to
+  `hw` → `[B,H,W]`."""
+  return _to_image_grid(cam.normalize(maps, 'per_image'), hw)
+
+
+def box_iou_of_grid(grid: np.ndarray, empty: np.ndarray, masks: np.ndarray,
+                    threshold: float = 0.2) -> np.ndarray:
+  """`box_iou` from its device part: grid `[B,H,W]` (`_box_grid`), empty bool `[B]`
+  (`crop.empty_maps` of the raw maps), masks bool `[B,H,W]` → f32 `[B]`."""
+  masks = np.asarray(masks) > 0
+  B = masks.shape[0]
+  boxes = crop.boxes_np(np.asarray(grid, np.float32), threshold)
+  empty = np.asarray(empty)
   out = np.full((B,), np.nan, np.float32)
   for i in range(B):
     ys, xs = np.nonzero(masks[i])
@@ -232,6 +247,7 @@ def fixed_box_iou(masks, box: tuple[float, float, float, float]) -> np.ndarray:
   return out
 
 
+@jax.jit
 def mask_mass(maps: jax.Array, masks: jax.Array) -> dict[str, jax.Array]:
   """Fraction of (non-negative) map mass inside each mask, and the mask's area fraction
   (what a uniform map would get). `maps [B,h,w]`, `masks [B,H,W]` → `mass [B]`, `area [B]`,
@@ -243,6 +259,21 @@ def mask_mass(maps: jax.Array, masks: jax.Array) -> dict[str, jax.Array]:
   total = m.sum(axis=(1, 2))
   return {'mass': jnp.where(total > 0, inside / jnp.where(total > 0, total, 1.0), jnp.nan),
           'area': masks.mean(axis=(1, 2)), 'valid': masks.any(axis=(1, 2))}
+
+
+@jax.jit
+def localization_arrays(maps: jax.Array, masks: jax.Array) -> dict[str, jax.Array]:
+  """`pointing_game`, `mask_mass` (`mass`, `area`) and the box grid (`grid` `[B,H,W]`,
+  `empty` `[B]`; finish with `box_iou_of_grid`) of one batch in ONE compiled call.
+
+  maps `[B,h,w]`, masks bool `[B,H,W]`. Run op by op, the three compiled ~45 small programs
+  per batch shape: ~3 s of a demo MobileNetV2 evaluation's localisation on 2 cores.
+  """
+  masks = jnp.asarray(masks) > 0
+  p = pointing_game(maps, masks)
+  mm = mask_mass(maps, masks)
+  return {**p, 'mass': mm['mass'], 'area': mm['area'],
+          'grid': _box_grid(maps, masks.shape[1:]), 'empty': crop.empty_maps(maps)}
 
 
 # ----------------------------------------------------------------------------------------------

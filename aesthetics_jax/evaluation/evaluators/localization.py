@@ -123,20 +123,24 @@ def _derangement(valid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   return p
 
 
-def _arrays(low: np.ndarray, aes: np.ndarray | None, masks: np.ndarray,
+def _arrays(low: np.ndarray, aes: np.ndarray | None, masks: np.ndarray, b: int,
             threshold: float) -> dict[str, np.ndarray]:
-  """Per-image localisation arrays of one batch's low maps [B,h,w] (and aesthetic maps)
-  against masks [B,S,S] (see `_method_arrays`)."""
-  p = jax.device_get(faith_lib.pointing_game(low, masks))
-  mm = jax.device_get(faith_lib.mask_mass(low, masks))
-  out = {'hit': p['hit'], 'hit_upsampled': p['hit_upsampled'], 'centre_hit': p['centre_hit'],
-         'valid': p['valid'], 'mass': mm['mass'], 'area': mm['area'],
-         'box_iou': faith_lib.box_iou(low, masks, threshold),
+  """Per-image localisation arrays of one batch's first b images (see `_method_arrays`).
+
+  low, aes: the padded batch's low / aesthetic maps [P,h,w] (P >= b), masks: [b,S,S]. The
+  device part runs on the padded batch (masks padded empty), so one pass compiles it once.
+  """
+  pad = np.zeros((low.shape[0] - b,) + masks.shape[1:], bool)
+  padded = np.concatenate([masks, pad]) if len(pad) else masks
+  r = {k: v[:b] for k, v in jax.device_get(faith_lib.localization_arrays(low, padded)).items()}
+  out = {'hit': r['hit'], 'hit_upsampled': r['hit_upsampled'], 'centre_hit': r['centre_hit'],
+         'valid': r['valid'], 'mass': r['mass'], 'area': r['area'],
+         'box_iou': faith_lib.box_iou_of_grid(r['grid'], r['empty'], masks, threshold),
          'box_iou_full_frame': faith_lib.fixed_box_iou(masks, FULL_FRAME),
          'box_iou_centre_box': faith_lib.fixed_box_iou(masks, CENTRE_BOX),
-         'flat': ~p['points']}
+         'flat': ~r['points']}
   if aes is not None:
-    out['aesthetic_hit'] = jax.device_get(faith_lib.pointing_game(aes, masks))['hit']
+    out['aesthetic_hit'] = np.asarray(faith_lib.pointing_game(aes, padded)['hit'])[:b]
   return out
 
 
@@ -172,10 +176,10 @@ def _method_arrays(maps_of, methods: Sequence[str], variables, source, n: int,
       if v is None:
         continue
       for method, (low, aes) in maps_of(methods, v, xj).items():
-        low, aes = np.asarray(low)[:b], np.asarray(aes)[:b]
-        add(variant, method, _arrays(low, aes, masks, threshold))
+        low, aes = np.asarray(low), np.asarray(aes)
+        add(variant, method, _arrays(low, aes, masks, b, threshold))
         if variant == 'trained' and perm is not None:
-          a = _arrays(low, None, masks[perm], threshold)
+          a = _arrays(low, None, masks[perm], b, threshold)
           a['valid'] = a['valid'] & (perm != np.arange(b))
           add('shuffled_masks', method, a)
   return {variant: {m: {k: np.concatenate([np.asarray(q[k]) for q in ps]) for k in ps[0]}
