@@ -59,6 +59,14 @@ def test_average_boxes():
   a = jnp.array([[0, 0, 10, 10], [2, 4, 6, 8]])
   b = jnp.array([[2, 3, 20, 11], [2, 4, 6, 8]])
   np.testing.assert_array_equal(crop.average_boxes(a, b), [[1, 1, 15, 11], [2, 4, 6, 8]])
+  # numpy in, numpy out (one image's boxes on the host), the same values.
+  host = crop.average_boxes(np.asarray(a), np.asarray(b))
+  assert isinstance(host, np.ndarray) and host.dtype == np.int32
+  np.testing.assert_array_equal(host, [[1, 1, 15, 11], [2, 4, 6, 8]])
+  # Odd sums: starts round down, ends up (the mean box is contained), in both.
+  odd = np.array([[1, 1, 3, 3]]), np.array([[2, 2, 6, 6]])
+  np.testing.assert_array_equal(crop.average_boxes(*odd), [[1, 1, 5, 5]])
+  np.testing.assert_array_equal(crop.average_boxes(*map(jnp.asarray, odd)), [[1, 1, 5, 5]])
 
 
 def test_aspect_crop_locates_mass():

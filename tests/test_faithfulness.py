@@ -104,6 +104,29 @@ def test_pointing_game_and_mask_mass():
   assert s['gradcam_mask_area'] == pytest.approx((16 / 64 + 9 / 64) / 2)
 
 
+def test_localization_arrays_equal_the_separate_scores():
+  # One compiled call for a batch (the localisation evaluator's): the same pointing game, mask
+  # mass and box IoU as the functions on their own, a coarse map on a finer mask grid, an
+  # empty mask, a map with no positive value and a constant one among the images.
+  rng = np.random.default_rng(3)
+  maps = rng.normal(size=(6, 4, 4)).astype(np.float32)
+  maps[4] = -1.0  # points nowhere
+  maps[5] = 0.5   # constant: no box
+  masks = np.zeros((6, 16, 16), bool)
+  for i, (y, x) in enumerate([(0, 0), (4, 8), (8, 2), (10, 10), (3, 3)]):
+    masks[i, y:y + 5, x:x + 6] = True  # image 5's mask stays empty
+  r = jax.device_get(F.localization_arrays(maps, masks))
+  p, mm = F.pointing_game(maps, masks), F.mask_mass(maps, masks)
+  for k in ('hit', 'hit_upsampled', 'centre_hit', 'valid', 'peak_cell', 'points'):
+    np.testing.assert_array_equal(r[k], p[k], err_msg=k)
+  np.testing.assert_allclose(r['mass'], mm['mass'], rtol=1e-6)
+  np.testing.assert_allclose(r['area'], mm['area'], rtol=1e-6)
+  iou = F.box_iou_of_grid(r['grid'], r['empty'], masks, 0.2)
+  np.testing.assert_array_equal(iou, F.box_iou(maps, masks, 0.2))
+  assert np.isnan(iou[5]) and iou[4] == 0.0 and np.isfinite(iou[:4]).all()
+  assert r['empty'].tolist() == [False] * 4 + [True, True]
+
+
 def test_pointing_game_tests_the_cell_centre_of_a_coarse_map():
   # A 2x2 map over 8x8 masks: its maximum is the top-left cell, centred at pixel (2, 2).
   maps = np.array([[[1.0, 0.2], [0.3, 0.1]]] * 3, np.float32)
