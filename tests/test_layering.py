@@ -139,6 +139,14 @@ def test_the_decoder_and_the_dataset_load_no_jax():
   ) == []
 
 
+def test_the_pytorch_grad_cam_memory_child_loads_no_jax():
+  """The benchmark measures pytorch-grad-cam's peak RSS in a child that imports
+  `bench.torch_models` through `bench.memory`: a pytorch-grad-cam user's process holds no JAX
+  (loading it added ~150 MB to PyTorch's side of the ratio)."""
+  assert _loaded_by('aesthetics_jax.bench.memory, aesthetics_jax.bench.torch_models, '
+                    'aesthetics_jax.bench.synthetic', 'jax') == []
+
+
 def test_moved_names_still_resolve_with_a_warning():
   from aesthetics_jax import cpu_backend, parallel
   from aesthetics_jax.data import decoder, preprocess

@@ -21,12 +21,19 @@ import jax
 import numpy as np
 
 from aesthetics_jax.bench import formulations, workloads
+from aesthetics_jax.bench import torch_models
 from aesthetics_jax.data import preprocess
 from aesthetics_jax.data import sampling
 from aesthetics_jax.explain import crop
 from aesthetics_jax.models import pretrained
 
-NUM_BUCKETS = 10
+# The models and pytorch-grad-cam calls live in `torch_models`, JAX-free for the peak-memory
+# children (a pytorch-grad-cam user's process holds no JAX); this module's API as before.
+NUM_BUCKETS = torch_models.NUM_BUCKETS
+set_threads, to_nchw = torch_models.set_threads, torch_models.to_nchw
+mobilenet_v2, vgg16 = torch_models.mobilenet_v2, torch_models.vgg16
+gradcam, gradcam_maps = torch_models.gradcam, torch_models.gradcam_maps
+class_target, gradcam_setup = torch_models.class_target, torch_models.gradcam_setup
 NUM_TAGS = 66
 INSTALL = "pip install -e '.[torch]'"
 
@@ -53,73 +60,6 @@ def device() -> str:
     torch.backends.cudnn.allow_tf32 = True
     return 'cuda'
   return 'cpu'
-
-
-def set_threads(n: int) -> None:
-  import torch  # pylint: disable=import-outside-toplevel
-  if n > 0:
-    torch.set_num_threads(n)
-
-
-def _randomize_bn(model, seed: int) -> None:
-  import torch  # pylint: disable=import-outside-toplevel
-  g = torch.Generator().manual_seed(seed + 7)
-  with torch.no_grad():
-    for m in model.modules():
-      if isinstance(m, torch.nn.BatchNorm2d):
-        m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
-        m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-        m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-        m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-
-
-def _calibrate_bn(model, seed: int) -> None:
-  """Sets every BatchNorm's running statistics to those of photo-like inputs (one train-mode
-  pass, cumulative average). With random weights and arbitrary statistics the activations of
-  a deep net collapse to an input-independent constant, and every map would be flat; with
-  data statistics, features (and maps) depend on the image, as with trained weights."""
-  import torch  # pylint: disable=import-outside-toplevel
-  bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-  for m in bns:
-    m.reset_running_stats()
-    m.momentum = None
-  model.train()
-  with torch.no_grad():
-    model(to_nchw(workloads.photos(16, 112, seed=seed + 100), False))
-  for m in bns:
-    m.momentum = 0.1
-  model.eval()
-
-
-def mobilenet_v2(num_outputs: int = NUM_BUCKETS, seed: int = 0, channels_last: bool = False):
-  """torchvision mobilenet_v2 (eval) whose classifier is Dropout + Linear(1280, num_outputs)."""
-  import torch  # pylint: disable=import-outside-toplevel
-  import torchvision  # pylint: disable=import-outside-toplevel
-  torch.manual_seed(seed)
-  m = torchvision.models.mobilenet_v2(weights=None)
-  m.classifier[1] = torch.nn.Linear(m.last_channel, num_outputs)
-  _randomize_bn(m, seed)
-  _calibrate_bn(m, seed)
-  # Scale the new head so that its logits have unit spread on image-like inputs: a saturated
-  # softmax would make the mean-score gradient (and its Grad-CAM map) exactly zero.
-  g = torch.Generator().manual_seed(seed + 11)
-  with torch.no_grad():
-    pooled = m.features(to_nchw(workloads.photos(4, 112, seed=seed + 101), False)).mean((2, 3))
-    rms = float(pooled.pow(2).mean().sqrt()) or 1.0
-    m.classifier[1].weight.normal_(0, 1.0 / (rms * m.last_channel ** 0.5), generator=g)
-    m.classifier[1].bias.zero_()
-  return m.to(memory_format=torch.channels_last) if channels_last else m
-
-
-def vgg16(seed: int = 0, channels_last: bool = False):
-  """torchvision vgg16 (eval) with a new Linear(4096, 1) high/low logit."""
-  import torch  # pylint: disable=import-outside-toplevel
-  import torchvision  # pylint: disable=import-outside-toplevel
-  torch.manual_seed(seed)
-  m = torchvision.models.vgg16(weights=None)
-  m.classifier[6] = torch.nn.Linear(4096, 1)
-  m.eval()
-  return m.to(memory_format=torch.channels_last) if channels_last else m
 
 
 def flax_variables(tmodel, arch: str, variables: dict) -> dict:
@@ -157,13 +97,6 @@ def variables(model, arch: str, size: int, tmodel=None):
   frameworks then run identical weights), else random ones."""
   v = workloads.device_variables(model, size)
   return v if tmodel is None else jax.device_put(flax_variables(tmodel, arch, v))
-
-
-def to_nchw(x_nhwc: np.ndarray, channels_last: bool):
-  """f32 [B,H,W,3] numpy → torch [B,3,H,W] (channels_last memory format if asked)."""
-  import torch  # pylint: disable=import-outside-toplevel
-  t = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2)))
-  return t.contiguous(memory_format=torch.channels_last) if channels_last else t.contiguous()
 
 
 def forward_fn(tmodel, x_nhwc: np.ndarray, channels_last: bool, what: str = 'features',
@@ -244,12 +177,6 @@ def mean_score_target(output):
   return (p * torch.arange(1, NUM_BUCKETS + 1, dtype=p.dtype, device=p.device)).sum(-1)
 
 
-def gradcam(tmodel):
-  """pytorch-grad-cam GradCAM on `model.features[-1]` (the last 1x1 conv + BN + ReLU6)."""
-  from pytorch_grad_cam import GradCAM  # pylint: disable=import-outside-toplevel
-  return GradCAM(model=tmodel, target_layers=[tmodel.features[-1]])
-
-
 def gradcam_references(model, size: int, num_outputs: int, dev: str | None):
   """(our variables, {layout: (torch MobileNetV2, its GradCAM object)}) for the Grad-CAM
   sections: both layouts' torch models with one set of weights, ours read from them; then
@@ -266,21 +193,6 @@ def gradcam_references(model, size: int, num_outputs: int, dev: str | None):
     tm = tm.to(dev)
     refs[layout] = (tm, gradcam(tm))
   return ours, refs
-
-
-def class_target(k: int):
-  from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # pylint: disable=import-outside-toplevel
-  return ClassifierOutputTarget(int(k))
-
-
-def gradcam_maps(cam_obj, x, target_lists: Sequence[Sequence[Any]],
-                 chunk: int = 0) -> list[np.ndarray]:
-  """One pytorch-grad-cam call per target list (one target per image): [B,H,W] maps each;
-  chunk > 0 = one call per chunk of `chunk` images (a user's loop over smaller batches)."""
-  if chunk <= 0 or chunk >= x.shape[0]:
-    return [cam_obj(input_tensor=x, targets=list(t)) for t in target_lists]
-  return [np.concatenate([cam_obj(input_tensor=x[i:i + chunk], targets=list(t[i:i + chunk]))
-                          for i in range(0, x.shape[0], chunk)]) for t in target_lists]
 
 
 def top_tags(tmodel, x) -> np.ndarray:
@@ -371,24 +283,6 @@ def recipe_epoch_fn(tmodel, images: Sequence[bytes], dists: np.ndarray, tags: np
     return {'data_s': t_data, 'model_s': t_model, 'loss': loss_v}
 
   return epoch
-
-
-# ---------------------------------------------------------------------------------------
-# Child-process workloads for peak memory (aesthetics_jax.bench.memory).
-
-
-def gradcam_setup(batch: int, size: int, targets: str = 'one', channels_last: bool = True,
-                  seed: int = 0, threads: int = 0, chunk: int = 0) -> Callable[[], Any]:
-  """pytorch-grad-cam on MobileNetV2 (10-way head): one target or all 10 buckets per run,
-  over chunks of `chunk` images if > 0."""
-  set_threads(threads)
-  tmodel = mobilenet_v2(NUM_BUCKETS, seed, channels_last)
-  x = to_nchw(np.random.default_rng(seed).random((batch, size, size, 3), np.float32),
-              channels_last)
-  c = gradcam(tmodel)
-  ks = [0] if targets == 'one' else list(range(NUM_BUCKETS))
-  lists = [[class_target(k)] * batch for k in ks]
-  return lambda: gradcam_maps(c, x, lists, chunk)
 
 
 def recipe_setup(num_images: int, epochs: int, batch: int = 32, resize_size: int = 256,

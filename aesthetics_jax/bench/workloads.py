@@ -27,7 +27,6 @@ from aesthetics_jax.bench.stage_monitor import status_mb
 from aesthetics_jax.configs import default as default_config
 from aesthetics_jax.configs import mobilenet_v2_emd
 from aesthetics_jax.data import pipeline as ip
-from aesthetics_jax.data import preprocess
 from aesthetics_jax.data import sampling
 from aesthetics_jax.evaluation import streaming
 from aesthetics_jax.explain import cam
@@ -61,17 +60,8 @@ def device_variables(model, image_size: int, seed: int = 0):
   return jax.device_put(models.init_variables(model, seed, image_size))
 
 
-def photos(n: int, size: int, seed: int = 0) -> np.ndarray:
-  """n photo-like eval inputs f32 [n, size, size, 3] in [0, 1]: synthetic JPEGs (as the input
-  benchmark uses) decoded and resized like the eval pipeline, so maps and bf16 errors are
-  those of image-like inputs, not of white noise."""
-  datas = synthetic.synthetic_jpegs(min(n, 16), seed=seed)
-  imgs = [preprocess.preprocess_eval_np(datas[i % len(datas)], size) for i in range(n)]
-  x = np.stack(imgs).astype(np.float32) / 255.0
-  # Different images even when the JPEG pool repeats: flip / roll the repeats.
-  for i in range(len(datas), n):
-    x[i] = np.roll(x[i][:, ::-1] if (i // len(datas)) % 2 else x[i], 17 * i, axis=1)
-  return x
+# JAX-free, in `synthetic` (the PyTorch children build their models from it).
+photos = synthetic.photos
 
 
 def forward_fn(model, chunk: int = 0, what: str = 'features') -> Callable:

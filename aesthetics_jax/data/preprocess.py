@@ -37,26 +37,8 @@ NORMALIZE_MODES = ('none', 'imagenet')
 # sampler's (data/sampling.py) for the same (seed, step).
 _AUGMENT_STREAM = 0xA06E17
 
-
-def preprocess_eval_np(img: np.ndarray | bytes | Image.Image, size: int,
-                       what: str = 'image') -> np.ndarray:
-  """Eval preprocessing: resize to size² (aspect not kept, as in the paper).
-
-  Args:
-    img: uint8 [H, W, 3] (or encoded bytes / a PIL image, decoded with the draft fast path).
-    size: output side S.
-    what: names the image in decoding errors (e.g. its image_id).
-  Returns:
-    uint8 [S, S, 3].
-  """
-  if isinstance(img, np.ndarray):
-    if img.ndim != 3 or img.shape[-1] != 3 or img.dtype != np.uint8:
-      raise InputError(f'preprocess_eval_np: expected uint8 [H,W,3], got {img.dtype} '
-                       f'{img.shape}; decode with decoder.decode_image() first')
-    pil = Image.fromarray(img, 'RGB')
-  else:
-    pil = decoder.decode_record(img, size, what)
-  return np.asarray(resize.square(pil, size), dtype=np.uint8)
+# Host-only, in `resize` (JAX-free: the benchmark's PyTorch children use it); part of this API.
+preprocess_eval_np = resize.preprocess_eval_np
 
 
 def _check_crop(resize_size: int, image_size: int) -> None:

@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 
 from aesthetics_jax.data import decoder
+from aesthetics_jax.data.errors import InputError
 
 
 def square(img: Image.Image, size: int) -> Image.Image:
@@ -31,3 +32,24 @@ def resize_train_np(img: bytes | Image.Image, resize_size: int,
   Returns: uint8 [resize_size, resize_size, 3]."""
   return np.asarray(square(decoder.decode_record(img, resize_size, what), resize_size),
                     dtype=np.uint8)
+
+
+def preprocess_eval_np(img: np.ndarray | bytes | Image.Image, size: int,
+                       what: str = 'image') -> np.ndarray:
+  """Eval preprocessing: resize to size² (aspect not kept, as in the paper).
+
+  Args:
+    img: uint8 [H, W, 3] (or encoded bytes / a PIL image, decoded with the draft fast path).
+    size: output side S.
+    what: names the image in decoding errors (e.g. its image_id).
+  Returns:
+    uint8 [S, S, 3].
+  """
+  if isinstance(img, np.ndarray):
+    if img.ndim != 3 or img.shape[-1] != 3 or img.dtype != np.uint8:
+      raise InputError(f'preprocess_eval_np: expected uint8 [H,W,3], got {img.dtype} '
+                       f'{img.shape}; decode with decoder.decode_image() first')
+    pil = Image.fromarray(img, 'RGB')
+  else:
+    pil = decoder.decode_record(img, size, what)
+  return np.asarray(square(pil, size), dtype=np.uint8)

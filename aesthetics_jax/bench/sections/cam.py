@@ -119,7 +119,7 @@ def _peak_memory(opts: Options, b: int, s: int, chunk: int,
                        dict(batch=b, size=s, targets=t, chunk=chunk)) for t in ('one', 'all')}
   if opts.torch:
     jobs.update({f'pytorch_grad_cam_{t}': (
-        'aesthetics_jax.bench.torch_ref:gradcam_setup',
+        'aesthetics_jax.bench.torch_models:gradcam_setup',
         dict(batch=b, size=s, targets=t, channels_last=torch_f.layout == 'channels_last',
              chunk=torch_f.chunk, threads=opts.torch_threads())) for t in ('one', 'all')})
   mem = {}
