@@ -437,16 +437,19 @@ def normalize(maps: jax.Array, mode: str = 'per_image', stats: tuple | None = No
 
   'per_image': pytorch-grad-cam's `scale_cam_image` per map: `(m - min) / (1e-7 + max(m - min))`.
   'global': `clip((m - lo) / (hi - lo + 1e-7), 0, 1)` with `stats=(lo, hi)` from `global_stats`.
+  numpy maps in, numpy out (the same float32 arithmetic): one image's maps already on the host
+  (boxes, overlays, figures) need no JAX dispatch, which compiled per new map shape.
   """
-  maps = jnp.asarray(maps, jnp.float32)
+  xp = np if isinstance(maps, np.ndarray) else jnp
+  maps = xp.asarray(maps, xp.float32)
   if mode == 'per_image':
     m = maps - maps.min(axis=(-2, -1), keepdims=True)
-    return m / (1e-7 + m.max(axis=(-2, -1), keepdims=True))
+    return m / (xp.float32(1e-7) + m.max(axis=(-2, -1), keepdims=True))
   if mode == 'global':
     if stats is None:
       raise ValueError("normalize(mode='global') needs stats=(lo, hi) from cam.global_stats")
     lo, hi = stats
-    return jnp.clip((maps - lo) / (hi - lo + 1e-7), 0.0, 1.0)
+    return xp.clip((maps - lo) / (hi - lo + 1e-7), 0.0, 1.0)
   raise ValueError(f"normalize: unknown mode {mode!r}; use 'per_image' or 'global'")
 
 

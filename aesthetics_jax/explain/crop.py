@@ -30,6 +30,7 @@ from PIL import Image
 from scipy import ndimage
 
 from aesthetics_jax import io as io_lib
+from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import choices
 
 # Longest side at which one image's maps are brought back to its aspect for boxes and crops.
@@ -167,15 +168,6 @@ def average_boxes(a: jax.Array, b: jax.Array) -> jax.Array:
   start = xp.floor_divide(s[:, :2], 2)
   end = -xp.floor_divide(-s[:, 2:], 2)
   return xp.concatenate([start, end], axis=1).astype(xp.int32)
-
-
-def _scaled_np(maps: np.ndarray) -> np.ndarray:
-  """`cam.normalize(maps, 'per_image')` on the host, the same float32 arithmetic: for one
-  image's maps already off the device (eager JAX compiled per new shape and dispatched per op:
-  about half of the explorer's per-image box time)."""
-  m = np.asarray(maps, np.float32)
-  m = m - m.min(axis=(-2, -1), keepdims=True)
-  return m / (np.float32(1e-7) + m.max(axis=(-2, -1), keepdims=True))
 
 
 # Crop aspects are parsed in `choices` (JAX-free: the commands check --aspect before JAX loads).
@@ -333,11 +325,11 @@ def image_boxes(aesthetic: np.ndarray, attribute: np.ndarray | None, orig_hw: tu
   """
   # At most an eighth of the limit: the minimum is for strips, not for a small limit.
   grid = box_grid(orig_hw, limit, min(BOX_MIN_SIDE, limit // 8))
-  aes = resize_maps(_scaled_np(np.asarray(aesthetic)[None]), grid)  # [1,H',W']
+  aes = resize_maps(cam.normalize(np.asarray(aesthetic)[None], 'per_image'), grid)  # [1,H',W']
   grid_boxes = {'aesthetic': boxes_np(aes, threshold)}
   attr = None
   if attribute is not None:
-    attr = resize_maps(_scaled_np(np.asarray(attribute)[None]), grid)
+    attr = resize_maps(cam.normalize(np.asarray(attribute)[None], 'per_image'), grid)
     grid_boxes['attribute'] = boxes_np(attr, threshold)
     grid_boxes['average'] = np.asarray(average_boxes(grid_boxes['aesthetic'],
                                                      grid_boxes['attribute']))

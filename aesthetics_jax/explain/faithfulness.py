@@ -200,7 +200,7 @@ def box_iou(maps, masks, threshold: float = 0.2) -> np.ndarray:
 def _box_grid(maps: jax.Array, hw: tuple[int, int]) -> jax.Array:
   """The grid the boxes are drawn on: maps `[B,h,w]` min-max scaled per map and upsampled to
   `hw` → `[B,H,W]`."""
-  return _to_image_grid(cam.normalize(maps, 'per_image'), hw)
+  return _to_image_grid(cam.normalize(jnp.asarray(maps), 'per_image'), hw)
 
 
 def box_iou_of_grid(grid: np.ndarray, empty: np.ndarray, masks: np.ndarray,
