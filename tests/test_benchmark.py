@@ -257,6 +257,8 @@ def test_model_section_confirms_the_best_torch_formulation_head_to_head():
   assert conf['ours']['repeats'] == conf['theirs']['repeats'] == 2
   assert res['mobilenet_v2_ratio_vs_best_torch'] == conf['ratio'] > 0
   assert res['mobilenet_v2_ratio_vs_best_torch_screening'] > 0
+  pl = conf['placement']                  # the CPUs' round trip before each call
+  assert len(pl['round_trip_ns']['ours']) == len(pl['far_rounds']) == 2
   (row,) = model_section.summary(res)
   assert row.value == conf['ratio'] and 'head to head 2 rounds' in row.detail
   assert 'screening' in row.detail
@@ -278,6 +280,7 @@ def test_cam_section_confirms_the_best_pytorch_grad_cam_head_to_head():
     assert conf['torch_run'] == f'pytorch_grad_cam_{what}_{best}'
     assert conf['ours']['repeats'] == conf['theirs']['repeats'] == 2
     assert res[f'ratio_{what}'] == conf['ratio'] > 0 and res[f'ratio_{what}_screening'] > 0
+    assert len(conf['placement']['round_trip_ns']['theirs']) == 2
   one, ten, maps = cam_section.summary(res)
   assert one.value == res['ratio_one_target'] and ten.value == res['ratio_10_buckets']
   for row in (one, ten):

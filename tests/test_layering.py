@@ -147,6 +147,11 @@ def test_the_pytorch_grad_cam_memory_child_loads_no_jax():
                     'aesthetics_jax.bench.synthetic', 'jax') == []
 
 
+def test_the_placement_helper_loads_no_jax():
+  """The benchmark's core-to-core latency helper runs beside timed work: a light process."""
+  assert _loaded_by('aesthetics_jax.bench.placement', 'jax') == []
+
+
 def test_moved_names_still_resolve_with_a_warning():
   from aesthetics_jax import cpu_backend, parallel
   from aesthetics_jax.data import decoder, preprocess

@@ -7,6 +7,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from aesthetics_jax.bench import placement
+
 
 def summarize(values: list[float]) -> dict[str, float]:
   """{'median', 'min', 'max'} of a non-empty list."""
@@ -49,7 +51,8 @@ def measure(fn: Callable[[], Any], *, items: int, repeats: int,
 
 def interleaved(fns: Mapping[str, Callable[[], Any]], *, items: int | Mapping[str, int],
                 repeats: int, warmup: int = 1, self_timed: bool = False,
-                settle_s: float = 0.0) -> dict[str, dict[str, Any]]:
+                settle_s: float = 0.0,
+                probe: Callable[[], Any] | None = None) -> dict[str, dict[str, Any]]:
   """Times every `fns[name]()` `repeats` times, one call of each per round.
 
   The first call of each is timed on its own (`first_call_s`: jit compile + run for JAX, lazy
@@ -59,16 +62,23 @@ def interleaved(fns: Mapping[str, Callable[[], Any]], *, items: int | Mapping[st
   `self_timed`: each fn returns the seconds of its own timed part (it may do untimed work
   first). `settle_s`: an untimed sleep before every timed call, for work a previous call left
   running in the background (a pipeline refilling its queue) to end outside the next window.
+  `probe`: called untimed right before every timed call; its values go to 'probe_each' (the
+  machine's state at each call, e.g. `placement.CoreLatency.measure`).
 
   Returns: {name: {'first_call_s', 'items', 'repeats', 'seconds': {median,min,max},
-  'items_per_s': {median,min,max}, 'each_s': [seconds of round 0, 1, ...]}}.
+  'items_per_s': {median,min,max}, 'each_s': [seconds of round 0, 1, ...]
+  (, 'probe_each': [probe value before round 0, 1, ...])}}.
   """
   names = list(fns)
   n_items = {k: (items[k] if isinstance(items, Mapping) else items) for k in names}
 
+  probed: dict[str, list[Any]] = {k: [] for k in names}
+
   def one(k: str) -> float:
     if settle_s > 0:
       time.sleep(settle_s)
+    if probe is not None:
+      probed[k].append(probe())
     return float(fns[k]()) if self_timed else timed(fns[k])
   first = {k: timed(fns[k]) for k in names}
   for _ in range(max(0, warmup - 1)):
@@ -78,7 +88,11 @@ def interleaved(fns: Mapping[str, Callable[[], Any]], *, items: int | Mapping[st
   for r in range(repeats):
     for k in (names if r % 2 == 0 else names[::-1]):
       secs[k].append(one(k))
-  return {k: _figures(first[k], n_items[k], secs[k]) for k in names}
+  out = {k: _figures(first[k], n_items[k], secs[k]) for k in names}
+  if probe is not None:
+    for k in names:
+      out[k]['probe_each'] = probed[k]
+  return out
 
 
 def _figures(first_call_s: float, items: int, each_s: list[float]) -> dict[str, Any]:
@@ -141,7 +155,8 @@ def bracketed(reference: Callable[[], Any], fns: Mapping[str, Callable[[], Any]]
 
 
 def head_to_head(ours: Callable[[], Any], theirs: Callable[[], Any], *, items: int,
-                 repeats: int) -> dict[str, Any]:
+                 repeats: int, placement: Callable[[], float | None] | None = None
+                 ) -> dict[str, Any]:
   """Our run against one reference: one untimed call of each, then `repeats` rounds of one
   call each, the order alternating.
 
@@ -152,18 +167,64 @@ def head_to_head(ours: Callable[[], Any], theirs: Callable[[], Any], *, items: i
   screening median is biased upwards (the maximum of several noisy medians), the re-measured
   one is not.
 
+  `placement` (`placement.CoreLatency.measure`): the two CPUs' round-trip latency before
+  every call, and the rounds split by it (`placement_split`): a VM's vCPUs sharing an L3 or
+  not changes our fine-grained two-thread runs far more than the reference's.
+
   Returns {'ours', 'theirs': `interleaved`'s figures, 'ratio_per_round': {median,min,max,
-  ci95}, 'ratio': the median per-round ratio (x faster than the reference)}.
+  ci95}, 'ratio': the median per-round ratio (x faster than the reference)
+  (, 'placement': `placement_split`'s)}.
   """
-  res = interleaved({'ours': ours, 'theirs': theirs}, items=items, repeats=repeats, warmup=1)
+  res = interleaved({'ours': ours, 'theirs': theirs}, items=items, repeats=repeats, warmup=1,
+                    probe=placement)
   per_round = [t / o for o, t in zip(res['ours']['each_s'], res['theirs']['each_s'])]
-  return {'ours': res['ours'], 'theirs': res['theirs'],
-          'ratio_per_round': summarize_rounds(per_round),
-          'ratio': statistics.median(per_round)}
+  out = {'ours': res['ours'], 'theirs': res['theirs'],
+         'ratio_per_round': summarize_rounds(per_round),
+         'ratio': statistics.median(per_round)}
+  if placement is not None:
+    out['placement'] = placement_split(res['ours'], res['theirs'], per_round)
+  return out
+
+
+def placement_split(ours: Mapping[str, Any], theirs: Mapping[str, Any],
+                    per_round: list[float]) -> dict[str, Any]:
+  """Head-to-head rounds split by where the machine had put the two CPUs: 'far' rounds are
+  those where the round trip before either call was over `placement.FAR_FACTOR` x the run's
+  fastest. {'round_trip_ns': {'ours', 'theirs': per call}, 'far_rounds': [bool], 'near' /
+  'far': {'rounds', 'ratio' (median per-round ratio), 'ours_items_per_s',
+  'theirs_items_per_s' (medians)} or None where no round was so}."""
+  po, pt = list(ours['probe_each']), list(theirs['probe_each'])
+  flags = placement.is_far(po + pt)
+  fo, ft = flags[:len(po)], flags[len(po):]
+  far = [None if a is None or b is None else bool(a or b) for a, b in zip(fo, ft)]
+
+  def part(want: bool) -> dict[str, Any] | None:
+    idx = [i for i, f in enumerate(far) if f is want]
+    if not idx:
+      return None
+    return {'rounds': len(idx), 'ratio': statistics.median(per_round[i] for i in idx),
+            'ours_items_per_s': statistics.median(ours['items'] / ours['each_s'][i] for i in idx),
+            'theirs_items_per_s': statistics.median(theirs['items'] / theirs['each_s'][i]
+                                                    for i in idx)}
+  return {'round_trip_ns': {'ours': po, 'theirs': pt}, 'far_rounds': far,
+          'near': part(False), 'far': part(True)}
+
+
+def placement_note(h2h: Mapping[str, Any]) -> str:
+  """'; CPUs far apart in k of n rounds (ratio near r1, far r2)' of a head to head with
+  placement figures; '' without."""
+  pl = h2h.get('placement')
+  if not pl or all(f is None for f in pl['far_rounds']):
+    return ''
+  n = sum(f is not None for f in pl['far_rounds'])
+  k = sum(bool(f) for f in pl['far_rounds'])
+  parts = [f'{w} {pl[w]["ratio"]:.2f}' for w in ('near', 'far') if pl.get(w)]
+  return f'; CPUs far apart in {k} of {n} rounds (ratio {", ".join(parts)})'
 
 
 def confirm(res: dict[str, Any], name: str, ratio_key: str, fns: Mapping[str, Callable[[], Any]],
-            ours: str, theirs: str, *, items: int, repeats: int, label: str) -> None:
+            ours: str, theirs: str, *, items: int, repeats: int, label: str,
+            placement: Callable[[], float | None] | None = None) -> None:
   """Re-measures `fns[ours]` against the screening's fastest reference `fns[theirs]`
   (`head_to_head`, `repeats` rounds): `res[ratio_key]` becomes the median per-round ratio,
   the screening's moves to `res[ratio_key + '_screening']`, the rounds to
@@ -171,13 +232,14 @@ def confirm(res: dict[str, Any], name: str, ratio_key: str, fns: Mapping[str, Ca
   its own figure is biased upwards. Nothing is done when `repeats` <= 0."""
   if repeats <= 0:
     return
-  h2h = head_to_head(fns[ours], fns[theirs], items=items, repeats=repeats)
+  h2h = head_to_head(fns[ours], fns[theirs], items=items, repeats=repeats, placement=placement)
   res.setdefault('confirmation', {})[name] = {'ours_run': ours, 'torch_run': theirs, **h2h}
   res[ratio_key + '_screening'] = res[ratio_key]
   res[ratio_key] = h2h['ratio']
   print(f"  {label}: head to head, {repeats} rounds: ours {fmt_rate(h2h['ours']).strip()}, "
         f"reference {fmt_rate(h2h['theirs']).strip()}; ratio {h2h['ratio']:.2f}"
-        f"{confirmation_note(res, name, ratio_key, rounds=False)}", flush=True)
+        f"{confirmation_note(res, name, ratio_key, rounds=False)}{placement_note(h2h)}",
+        flush=True)
 
 
 def confirmation_note(res: Mapping[str, Any], name: str, ratio_key: str,
@@ -192,7 +254,8 @@ def confirmation_note(res: Mapping[str, Any], name: str, ratio_key: str,
         else '')  # JSONs written before the interval was recorded have none
   head = f", head to head {conf['ours']['repeats']} rounds" if rounds else ''
   return (f"{head} ({ci}per round {pr['min']:.2f}-{pr['max']:.2f}; "
-          f"screening {res[ratio_key + '_screening']:.2f})")
+          f"screening {res[ratio_key + '_screening']:.2f}"
+          f"{placement_note(conf) if rounds else ''})")
 
 
 def ratio(fast: Mapping[str, Any], slow: Mapping[str, Any], key: str = 'items_per_s') -> float:

@@ -142,6 +142,9 @@ flags.DEFINE_integer('confirm_repeats', _D.confirm_repeats, '--what=model: round
                      "default forward head to head with torch's fastest formulation of the "
                      'screening (which is biased upwards: the best of many noisy medians); the '
                      'ratio is the median per-round ratio. 0 = the screening ratio.')
+flags.DEFINE_bool('placement', _D.placement, '--what=model,cam: before each head-to-head '
+                  "call, the round-trip latency between two of this process's CPUs (a VM's "
+                  'vCPUs on one L3 or not), and the ratio over near and far rounds apart.')
 # --what=cam, study
 flags.DEFINE_integer('cam_batch_size', _D.cam_batch_size, '--what=cam,study: images per '
                      'Grad-CAM call.')

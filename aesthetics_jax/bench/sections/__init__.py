@@ -59,6 +59,7 @@ class Options:
   # Rounds of our default forward head to head with torch's best formulation of the screening
   # above (`timing.head_to_head`); 0 = the screening's ratio is the headline.
   confirm_repeats: int = 10
+  placement: bool = True          # CPUs' round-trip latency before each head-to-head call
   # --what=cam, study
   cam_batch_size: int = 32
   cam_warmup: int = 10             # pytorch-grad-cam's first calls are 2-6x slower

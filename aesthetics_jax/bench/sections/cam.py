@@ -18,7 +18,8 @@ import jax
 import numpy as np
 
 from aesthetics_jax import models
-from aesthetics_jax.bench import agreement, formulations, memory, timing, torch_ref, workloads
+from aesthetics_jax.bench import (agreement, formulations, memory, placement, timing, torch_ref,
+                                  workloads)
 from aesthetics_jax.bench.sections import Options, Row
 from aesthetics_jax.explain import cam
 
@@ -36,6 +37,11 @@ def _torch_fns(tms, xs, forms, target_lists, prefix: str) -> dict[str, Any]:
 
 
 def run(opts: Options) -> dict[str, Any]:
+  with placement.probe(opts.torch and opts.placement) as probe:
+    return _run(opts, probe)
+
+
+def _run(opts: Options, probe) -> dict[str, Any]:
   if opts.torch:
     torch_ref.set_threads(opts.torch_threads())
   b, s, chunk, k = opts.cam_batch_size, opts.image_size, opts.chunk_size(), TARGET_BUCKET
@@ -71,7 +77,7 @@ def run(opts: Options) -> dict[str, Any]:
     print(f'  best pytorch-grad-cam formulation (one target): {best}', flush=True)
     timing.confirm(res, 'one_target', 'ratio_one_target', fns, 'jax_gradcam_one_target',
                    f'pytorch_grad_cam_one_target_{best}', items=b,
-                   repeats=opts.confirm_repeats, label='one target')
+                   repeats=opts.confirm_repeats, label='one target', placement=probe)
   # 10 buckets = 10 one-target calls: the fastest one-target formulations, timed again.
   fns = {'jax_gradcam_10_buckets': lambda: np.asarray(all10(variables, x))}
   tl10 = [[torch_ref.class_target(j)] * b for j in range(10)] if opts.torch else []
@@ -92,7 +98,7 @@ def run(opts: Options) -> dict[str, Any]:
                                            runs[f'pytorch_grad_cam_10_buckets_{ten["best"]}'])
     timing.confirm(res, '10_buckets', 'ratio_10_buckets', fns, 'jax_gradcam_10_buckets',
                    f'pytorch_grad_cam_10_buckets_{ten["best"]}', items=b,
-                   repeats=opts.confirm_repeats, label='10 buckets')
+                   repeats=opts.confirm_repeats, label='10 buckets', placement=probe)
     # The maps must agree (pytorch-grad-cam: per-map min-max, cv2 resize, min-max again).
     ours = np.asarray(all10(variables, x))                                  # [B,10,S,S]
     theirs = np.stack(torch_ref.gradcam_maps(tms['contiguous'][1], xs['contiguous'], tl10), 1)

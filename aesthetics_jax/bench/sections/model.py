@@ -17,7 +17,8 @@ import jax
 import numpy as np
 
 from aesthetics_jax import models
-from aesthetics_jax.bench import agreement, formulations, profile, timing, torch_ref, workloads
+from aesthetics_jax.bench import (agreement, formulations, placement, profile, timing, torch_ref,
+                                  workloads)
 from aesthetics_jax.bench.sections import Options, Row
 from aesthetics_jax.configs.default import ARCHS
 
@@ -58,6 +59,11 @@ def _best_jax(runs: dict[str, Any], arch: str, dtype: str) -> str | None:
 
 
 def run(opts: Options) -> dict[str, Any]:
+  with placement.probe(opts.torch and opts.placement) as probe:
+    return _run(opts, probe)
+
+
+def _run(opts: Options, probe) -> dict[str, Any]:
   device = 'cpu'
   if opts.torch:
     torch_ref.set_threads(opts.torch_threads())
@@ -168,7 +174,8 @@ def run(opts: Options) -> dict[str, Any]:
               f'({report["best_items_per_s"]:.1f} img/s); {ours_name} / best = '
               f'{screening:.2f} (screening)', flush=True)
         timing.confirm(res, arch, f'{arch}_ratio_vs_best_torch', fns, ours_name, best_name,
-                       items=b, repeats=opts.confirm_repeats, label=arch)
+                       items=b, repeats=opts.confirm_repeats, label=arch,
+                       placement=probe)
     if opts.torch:  # bfloat16 (GPU): our fastest bfloat16 run vs torch's fastest autocast
       bf = formulations.report(runs, f'torch_{arch}_bfloat16_')
       ours_bf = _best_jax(runs, arch, 'bfloat16')
