@@ -28,7 +28,7 @@ import time
 from typing import Callable, Iterator
 
 FAR_FACTOR = 1.5  # a round trip this many times the run's fastest counts as 'far'
-_GO, _BALL, _STOP = 0, 8, -1  # int64 slots, 64 bytes apart (own cache lines)
+_GO, _BALL = 0, 8  # int64 slots, 64 bytes apart (own cache lines)
 _SIZE = 4096
 
 
@@ -40,15 +40,13 @@ def _slots(path: str) -> tuple[mmap.mmap, memoryview]:
 
 
 def _partner(path: str, cpu: int) -> None:
-  """The helper process: pinned to `cpu`, returns the ball as soon as it arrives."""
+  """The helper process: pinned to `cpu`, asleep on stdin between measurements (so it takes
+  no CPU from timed work); on b'g' returns the ball as soon as it arrives until told to stop;
+  on b'q' or end of input, exits."""
   os.sched_setaffinity(0, {cpu})
   mm, a = _slots(path)
   try:
-    while True:
-      while a[_GO] == 0:
-        time.sleep(0.0005)
-      if a[_GO] == _STOP:
-        return
+    while os.read(0, 1) == b'g':
       while a[_GO] == 1:
         if a[_BALL] == 1:
           a[_BALL] = 0
@@ -78,7 +76,7 @@ class CoreLatency:
     self._mm, self._a = _slots(self._path)
     # A fresh interpreter (not fork: the caller holds JAX's threads) that imports this module.
     self._proc = subprocess.Popen([sys.executable, '-m', 'aesthetics_jax.bench.placement',
-                                   self._path, str(self.cpus[1])])
+                                   self._path, str(self.cpus[1])], stdin=subprocess.PIPE)
 
   def measure(self) -> float | None:
     """ns per round trip: the fastest of `batches` batches of `trips` (interpreter noise only
@@ -90,6 +88,11 @@ class CoreLatency:
     try:
       a[_BALL] = 0
       a[_GO] = 1
+      try:
+        self._proc.stdin.write(b'g')
+        self._proc.stdin.flush()
+      except OSError:  # the helper is gone
+        return None
       best = float('inf')
       deadline = time.monotonic() + 10.0
       for _ in range(self.batches):
@@ -108,7 +111,11 @@ class CoreLatency:
   def close(self) -> None:
     if self._proc is None:
       return
-    self._a[_GO] = _STOP
+    try:
+      self._proc.stdin.write(b'q')
+      self._proc.stdin.close()
+    except OSError:
+      pass
     try:
       self._proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
