@@ -32,19 +32,18 @@ _GO, _BALL = 0, 8  # int64 slots, 64 bytes apart (own cache lines)
 _SIZE = 4096
 
 
-def _slots(path: str) -> tuple[mmap.mmap, memoryview]:
-  """The shared page (a file in /dev/shm where there is one) and its int64 view."""
-  with open(path, 'r+b') as f:
-    mm = mmap.mmap(f.fileno(), _SIZE)
+def _slots(fd: int) -> tuple[mmap.mmap, memoryview]:
+  """The shared page (file descriptor `fd`) and its int64 view."""
+  mm = mmap.mmap(fd, _SIZE)
   return mm, memoryview(mm).cast('q')  # ~3x faster to index than a numpy array
 
 
-def _partner(path: str, cpu: int) -> None:
+def _partner(fd: int, cpu: int) -> None:
   """The helper process: pinned to `cpu`, asleep on stdin between measurements (so it takes
   no CPU from timed work); on b'g' returns the ball as soon as it arrives until told to stop;
   on b'q' or end of input, exits."""
   os.sched_setaffinity(0, {cpu})
-  mm, a = _slots(path)
+  mm, a = _slots(fd)
   try:
     while os.read(0, 1) == b'g':
       while a[_GO] == 1:
@@ -71,12 +70,17 @@ class CoreLatency:
     self.cpus = (cpus[0], cpus[1])
     shm_dir = '/dev/shm' if os.path.isdir('/dev/shm') else None
     fd, self._path = tempfile.mkstemp(prefix='aesthetics-placement-', dir=shm_dir)
-    os.ftruncate(fd, _SIZE)
-    os.close(fd)
-    self._mm, self._a = _slots(self._path)
-    # A fresh interpreter (not fork: the caller holds JAX's threads) that imports this module.
-    self._proc = subprocess.Popen([sys.executable, '-m', 'aesthetics_jax.bench.placement',
-                                   self._path, str(self.cpus[1])], stdin=subprocess.PIPE)
+    try:
+      os.ftruncate(fd, _SIZE)
+      self._mm, self._a = _slots(fd)
+      # A fresh interpreter (not fork: the caller holds JAX's threads) that imports this
+      # module and maps the page through the inherited descriptor.
+      self._proc = subprocess.Popen([sys.executable, '-m', 'aesthetics_jax.bench.placement',
+                                     str(fd), str(self.cpus[1])], stdin=subprocess.PIPE,
+                                    pass_fds=(fd,))
+    finally:  # both sides hold the page now: no file is left behind, even if we are killed
+      os.close(fd)
+      os.unlink(self._path)
 
   def measure(self) -> float | None:
     """ns per round trip: the fastest of `batches` batches of `trips` (interpreter noise only
@@ -124,7 +128,6 @@ class CoreLatency:
     self._proc = None
     self._a.release()
     self._mm.close()
-    os.unlink(self._path)
 
   def __enter__(self) -> CoreLatency:
     return self
@@ -156,4 +159,4 @@ def probe(enabled: bool) -> Iterator[Callable[[], float | None] | None]:
 
 
 if __name__ == '__main__':
-  _partner(sys.argv[1], int(sys.argv[2]))
+  _partner(int(sys.argv[1]), int(sys.argv[2]))

@@ -11,7 +11,7 @@ median per-round ratio, free of the screening winner's upward bias.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -59,11 +59,12 @@ def _best_jax(runs: dict[str, Any], arch: str, dtype: str) -> str | None:
 
 
 def run(opts: Options) -> dict[str, Any]:
-  with placement.probe(opts.torch and opts.placement) as probe:
+  # The CPUs' placement is read only before head-to-head calls (`timing.confirm`).
+  with placement.probe(opts.torch and opts.placement and opts.confirm_repeats > 0) as probe:
     return _run(opts, probe)
 
 
-def _run(opts: Options, probe) -> dict[str, Any]:
+def _run(opts: Options, probe: Callable[[], float | None] | None) -> dict[str, Any]:
   device = 'cpu'
   if opts.torch:
     torch_ref.set_threads(opts.torch_threads())
