@@ -8,9 +8,19 @@ setting at a time in fresh processes, batch 32:
 - MobileNetV2 full training step at 112 px (the demo config): 90 -> 100 img/s;
 - VGG16 training step at 80 px: 203 -> 233 img/s; VGG16 224-px forward 6.3 -> 5.4 img/s.
 Turning all of YNNPACK off instead (`=`, empty) made the MobileNetV2 training step 2.8x
-slower. One CPU device per core (`--xla_force_host_platform_device_count=2`) ran that forward
-at 197 img/s but cost training ~10% and the feature-cache head steps 6x (a cross-device
-all-reduce per tiny step), so the device count is left alone.
+slower.
+
+`--xla_force_host_platform_device_count=<cores>` (one CPU device per core, at most
+`MAX_CPU_DEVICES`): inference and explanations shard each batch over the devices
+(`parallel.make_mesh`), so each core runs its own images start to finish. With one device,
+XLA splits every op over both cores and hands data between them at each op; how much that
+costs depends on where the hypervisor put the two vCPUs. Measured on a 2-core EPYC VM
+(MobileNetV2 Grad-CAM step, batch 32, 224 px, img/s; docs/benchmarks/
+2026-12-04-cpu-2core-epyc-zen4-placement-probe.*): vCPUs sharing a cache ('near', ~50 ns core
+to core) 217 with one device, 218 with two; 'far' (320-1,500 ns) 99 with one, 225 with two.
+Training keeps one device per process (`parallel.train_mesh`): two cost it ~10% and the
+feature-cache head steps 6x (a cross-device all-reduce per tiny step); a computation on one
+of the devices still uses every core (MobileNetV2 forward 211 img/s either way).
 
 `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (`reexec_with_malloc_tunable`, glibc >= 2.35 only):
 XLA:CPU mallocs its temporaries for every execution, and glibc serves a large one with a fresh
@@ -23,7 +33,8 @@ features 388 -> 247 ms (its fc6 gradient is a 411 MB temporary); MobileNetV2 224
 stream's memory: the study streamed over 16,000 images stayed at 797 MB from image 3,488 on
 with the tunable and crept 720 -> 882 MB without it (bench --what=scaling's traced child).
 
-A setting the user already put in XLA_FLAGS (or GLIBC_TUNABLES) wins;
+A setting the user already put in XLA_FLAGS (or GLIBC_TUNABLES) wins (a device count set
+there also trains on every device);
 `AESTHETICS_JAX_CPU_DEFAULTS=0` applies none. Other backends (GPU/TPU) ignore the XLA flag.
 Library users who want the same call `aesthetics_jax.cpu_backend.configure()` before their
 first JAX computation, and start Python with the tunable in the environment.
@@ -38,6 +49,11 @@ YNN_VALUE = '-individual_convolution'
 OPT_OUT = 'AESTHETICS_JAX_CPU_DEFAULTS'
 MALLOC_TUNABLE = 'glibc.malloc.hugetlb'
 MALLOC_VALUE = '1'
+DEVICES_FLAG = '--xla_force_host_platform_device_count'
+MAX_CPU_DEVICES = 8
+# Set by `configure` to the device count it added: tells `devices_added` (training's mesh) that
+# the count is ours, in this process and in the children it starts.
+DEVICES_ADDED = 'AESTHETICS_JAX_CPU_DEVICES_ADDED'
 
 
 def env_off(name: str) -> bool:
@@ -58,9 +74,33 @@ def append_missing(xla_flags: str, flags: tuple[str, ...]) -> str:
   return ' '.join(parts)
 
 
-def flags_with_defaults(xla_flags: str) -> str:
-  """`xla_flags` with our setting appended unless the user has set that flag."""
-  return append_missing(xla_flags, (f'{YNN_FLAG}={YNN_VALUE}',))
+def cpu_devices(cores: int) -> int:
+  """CPU devices `configure` asks for on `cores` cores: one per core, at most
+  `MAX_CPU_DEVICES` (measured on 2 cores; beyond 8 a batch of 32 would leave each device
+  fewer images than a micro-batch)."""
+  return max(1, min(int(cores), MAX_CPU_DEVICES))
+
+
+def flags_with_defaults(xla_flags: str, cores: int = 1) -> str:
+  """`xla_flags` with our settings appended unless the user has set that flag: YNNPACK's, and
+  with `cores` >= 2 one CPU device per core."""
+  ours = [f'{YNN_FLAG}={YNN_VALUE}']
+  if cpu_devices(cores) > 1:
+    ours.append(f'{DEVICES_FLAG}={cpu_devices(cores)}')
+  return append_missing(xla_flags, tuple(ours))
+
+
+def _device_flag(xla_flags: str) -> str | None:
+  """The value of `DEVICES_FLAG` in `xla_flags` (the last one, as XLA reads them), or None."""
+  values = [p.split('=', 1)[1] for p in xla_flags.split() if p.startswith(DEVICES_FLAG + '=')]
+  return values[-1] if values else None
+
+
+def devices_added() -> bool:
+  """True if this process's CPU devices are `configure`'s one per core (set by it here or in
+  the parent that started this process), not a count the user chose in XLA_FLAGS."""
+  added = os.environ.get(DEVICES_ADDED, '')
+  return bool(added) and _device_flag(os.environ.get('XLA_FLAGS', '')) == added
 
 
 def backends_started() -> bool:
@@ -76,7 +116,10 @@ def configure() -> bool:
     return False
   if backends_started():  # XLA read its flags already: changing them now does nothing
     return False
-  os.environ['XLA_FLAGS'] = flags_with_defaults(os.environ.get('XLA_FLAGS', ''))
+  before = os.environ.get('XLA_FLAGS', '')
+  after = os.environ['XLA_FLAGS'] = flags_with_defaults(before, host_cpu_count())
+  if _device_flag(before) is None and _device_flag(after) is not None:
+    os.environ[DEVICES_ADDED] = _device_flag(after)  # children inherit both
   return True
 
 

@@ -107,8 +107,7 @@ def test_study_and_cam_steps_stay_on_device_and_trace_once(tiny):
   for xb in batches:
     cam_step(variables, xb)
   assert len(traces) == n_first              # no retrace / recompile across batches
-  if hasattr(study, '_cache_size'):
-    assert study._cache_size() == 1
+  assert study.maps_step._cache_size() == 1  # pylint: disable=protected-access
   maps = np.asarray(maps)
   assert maps.shape == (4, 10, S, S) and np.isfinite(maps).all()
   assert 0 <= maps.min() and maps.max() <= 1 + 1e-6
@@ -794,3 +793,44 @@ def test_machine_names_the_cpu_generation():
     assert isinstance(info['cpu_family'], int) and isinstance(info['cpu_model_number'], int)
     assert info.get('cpu_microarchitecture') == machine.microarchitecture(
         info['cpu_vendor'], info['cpu_family'], info['cpu_model_number'])
+
+
+PER_CORE = r'''
+import json, sys, jax, numpy as np
+from aesthetics_jax.bench import workloads
+model, variables = workloads.build('mobilenet_v2', image_size=32, width_mult=0.25)
+x = workloads.photos(8, 32)
+placed_v, placed_x = workloads.place(variables, x)
+out = {'devices': len(placed_x.sharding.device_set)}
+t = workloads.bucket_target(3)
+one = np.asarray(workloads.make_cam_step(model, t, 2, 32, num_shards=1)(variables, x))
+many = np.asarray(workloads.make_cam_step(model, t, 2, 32)(placed_v, placed_x))
+out['cam'] = float(np.abs(one - many).max())
+p1, s1 = workloads.make_study_step(model, 'mobilenet_v2', 32, 0.2, 2, num_shards=1)(
+    variables, x)
+p2, s2 = workloads.make_study_step(model, 'mobilenet_v2', 32, 0.2, 2)(placed_v, placed_x)
+out['boxes_equal'] = all(np.array_equal(np.asarray(s1[k]), np.asarray(s2[k]))
+                         for k in ('box_aesthetic', 'box_attribute', 'box_average'))
+out['intensity'] = float(np.abs(np.asarray(s1['intensity']) - np.asarray(s2['intensity'])).max())
+out['score'] = float(np.abs(np.asarray(p1['mean_score']) - np.asarray(p2['mean_score'])).max())
+fwd = np.asarray(workloads.forward_fn(model, 2)(placed_v, placed_x))
+out['forward'] = float(np.abs(fwd - np.asarray(workloads.forward_fn(model, 2, num_shards=1)(
+    variables, x))).max())
+print(json.dumps(out))
+'''
+
+
+def test_steps_sharded_over_per_core_devices_equal_one_device():
+  """The benchmark's steps as the commands run them on CPU, a batch sharded over one device
+  per core (`workloads.place`; boxes labelled on the host after the jitted part), give the
+  one-device numbers: maps, scores, intensities and the same boxes."""
+  env = dict(os.environ, XLA_FLAGS=os.environ.get('XLA_FLAGS', '')
+             + ' --xla_force_host_platform_device_count=2', PYTHONPATH=str(ROOT))
+  r = subprocess.run([sys.executable, '-c', PER_CORE], env=env, capture_output=True,
+                     text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  out = json.loads(r.stdout.strip().splitlines()[-1])
+  assert out['devices'] == 2
+  assert out['boxes_equal']
+  for k in ('cam', 'intensity', 'score', 'forward'):
+    assert out[k] < 1e-4, (k, out)

@@ -9,6 +9,9 @@ import pytest
 from aesthetics_jax import cpu_backend
 
 YNN = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
+# What `configure` puts in an empty XLA_FLAGS on this machine (with >= 2 cores, also one CPU
+# device per core).
+OURS = cpu_backend.flags_with_defaults('', cpu_backend.host_cpu_count())
 
 
 def test_user_flags_win():
@@ -19,9 +22,20 @@ def test_user_flags_win():
       '--xla_dump_to=/tmp/x', YNN]
 
 
+def test_one_cpu_device_per_core_unless_set():
+  """Two cores or more: one CPU device per core (at most MAX_CPU_DEVICES); the user's count
+  wins; one core adds none."""
+  dev = '--xla_force_host_platform_device_count'
+  assert cpu_backend.flags_with_defaults('', 2) == f'{YNN} {dev}=2'
+  assert cpu_backend.flags_with_defaults('', 1) == YNN
+  assert cpu_backend.flags_with_defaults('', 64) == f'{YNN} {dev}={cpu_backend.MAX_CPU_DEVICES}'
+  assert cpu_backend.flags_with_defaults(f'{dev}=8', 2) == f'{dev}=8 {YNN}'
+
+
 def _fresh(env_extra: dict, code: str) -> str:
   env = {k: v for k, v in os.environ.items()
-         if k not in ('XLA_FLAGS', cpu_backend.OPT_OUT, 'GLIBC_TUNABLES')}
+         if k not in ('XLA_FLAGS', cpu_backend.OPT_OUT, 'GLIBC_TUNABLES',
+                      cpu_backend.DEVICES_ADDED)}
   env.update(env_extra)
   r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
                      check=True)
@@ -33,10 +47,11 @@ CODE = ('import os, jax; from aesthetics_jax import cpu_backend; a = cpu_backend
 
 
 def test_a_fresh_process_gets_the_setting_unless_opted_out():
-  assert _fresh({}, CODE) == f'True {YNN}'
+  assert _fresh({}, CODE) == f'True {OURS}'
   assert _fresh({cpu_backend.OPT_OUT: '0'}, CODE) == 'False -'
-  assert _fresh({'XLA_FLAGS': '--xla_cpu_experimental_ynn_fusion_type='}, CODE) == (
-      'True --xla_cpu_experimental_ynn_fusion_type=')
+  mine = '--xla_cpu_experimental_ynn_fusion_type='
+  assert _fresh({'XLA_FLAGS': mine}, CODE) == (
+      'True ' + cpu_backend.flags_with_defaults(mine, cpu_backend.host_cpu_count()))
 
 
 def test_too_late_once_jax_has_started():
@@ -49,7 +64,7 @@ def test_every_command_applies_it_before_jax_starts():
   """`common.run` (every command's entry) configures before absl runs main."""
   code = ('import os, sys; from aesthetics_jax.cli import common; '
           'common.run(lambda argv: print(os.environ.get("XLA_FLAGS")), "doc", ["prog"])')
-  assert _fresh({}, code).splitlines()[-1] == YNN
+  assert _fresh({}, code).splitlines()[-1] == OURS
 
 
 def test_the_notebook_interface_applies_it_before_jax_starts():
@@ -57,8 +72,29 @@ def test_the_notebook_interface_applies_it_before_jax_starts():
   notebook gets the commands' CPU speed; the user's opt-out still wins."""
   code = ('import os, aesthetics_jax; aesthetics_jax.load; import jax; jax.numpy.zeros(1); '
           'print(os.environ.get("XLA_FLAGS"))')
-  assert _fresh({}, code) == YNN
+  assert _fresh({}, code) == OURS
   assert _fresh({cpu_backend.OPT_OUT: '0'}, code) == 'None'
+
+
+TRAIN_MESH = ('import os, jax; from aesthetics_jax import cpu_backend, parallel; '
+              'cpu_backend.configure(); print(jax.device_count(), parallel.train_mesh().size, '
+              'parallel.make_mesh().size, cpu_backend.devices_added())')
+
+
+@pytest.mark.skipif(cpu_backend.host_cpu_count() < 2, reason='one core: no per-core devices')
+def test_training_keeps_one_device_when_the_count_is_ours():
+  """Per-core CPU devices (ours) → inference meshes take all, training one per process; a
+  count the user set trains on every device; the opt-out leaves one device."""
+  n = cpu_backend.cpu_devices(cpu_backend.host_cpu_count())
+  assert _fresh({}, TRAIN_MESH) == f'{n} 1 {n} True'
+  user = {'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
+  assert _fresh(user, TRAIN_MESH) == '4 4 4 False'
+  # A child process inherits our flags and the marker: still ours.
+  child = {'XLA_FLAGS': OURS, cpu_backend.DEVICES_ADDED: str(n)}
+  assert _fresh(child, TRAIN_MESH) == f'{n} 1 {n} True'
+  # The marker alone (a parent's) with another count in XLA_FLAGS: the user's.
+  assert _fresh({**user, cpu_backend.DEVICES_ADDED: str(n)}, TRAIN_MESH) == '4 4 4 False'
+  assert _fresh({cpu_backend.OPT_OUT: '0'}, TRAIN_MESH) == '1 1 1 False'
 
 
 def test_malloc_tunable_added_unless_set():

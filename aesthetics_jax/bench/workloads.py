@@ -1,9 +1,12 @@
 """The JAX side of the benchmark suite: models, jitted forward / CAM / study steps, the
 frozen-encoder recipe and streamed evaluation. No torch here.
 
-Every step is one jitted function over a whole batch; inputs are placed on the device before
-timing, and nothing inside a step goes back to the host (boxes use `crop.boxes`, whose
-labelling is a `pure_callback` on CPU and runs on the device elsewhere). `tests/test_benchmark.py`
+Every step is one jitted function over a whole batch, sharded over all devices as the
+evaluation and prediction commands run it (on CPU, one device per core: `cpu_backend`);
+inputs are placed before timing (`place`), and nothing inside a step goes back to the host
+(boxes use `crop.boxes`, whose labelling is a `pure_callback` on one CPU device and runs on
+the device elsewhere; over several CPU devices the study labels them on the host after the
+step, as `streaming.make_summarize` does in `aesthetics-evaluate`). `tests/test_benchmark.py`
 checks the steps under
 `jax.transfer_guard('disallow')` and that they trace once across batches.
 """
@@ -64,9 +67,26 @@ def device_variables(model, image_size: int, seed: int = 0):
 photos = synthetic.photos
 
 
-def forward_fn(model, chunk: int = 0, what: str = 'features') -> Callable:
-  """jit `(variables, x f32 [B,S,S,3]) -> features [B,h,w,C]` (or the head outputs)."""
-  feats = parallel.features_fn(model, chunk)
+def place(variables: Any, *batches: Any) -> tuple[Any, ...]:
+  """(variables replicated, each batch [B,...] sharded over its leading axis) on the mesh of
+  all devices, as the inference commands place them; a batch whose B the device count does
+  not divide goes whole to the first device (and the variables with it)."""
+  mesh = parallel.make_mesh()
+  if any(np.shape(b)[0] % mesh.size for b in batches):
+    return (jax.device_put(variables),) + tuple(jax.device_put(b) for b in batches)
+  return (jax.device_put(variables, parallel.replicated(mesh)),) + tuple(
+      jax.device_put(b, parallel.data_sharding(mesh)) for b in batches)
+
+
+def _shards(num_shards: int | None) -> int:
+  return jax.device_count() if num_shards is None else int(num_shards)
+
+
+def forward_fn(model, chunk: int = 0, what: str = 'features',
+               num_shards: int | None = None) -> Callable:
+  """jit `(variables, x f32 [B,S,S,3]) -> features [B,h,w,C]` (or the head outputs);
+  `num_shards`: devices the batch is sharded over (default: all, `place`)."""
+  feats = parallel.features_fn(model, chunk, _shards(num_shards))
 
   @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model))
   def fwd(variables, x):
@@ -83,12 +103,13 @@ def bucket_target(k: int) -> Callable:
 
 
 def make_cam_step(model, target_fn: Callable, chunk: int = 0, size: int | None = None,
-                  method: str = 'gradcam') -> Callable:
+                  method: str = 'gradcam', num_shards: int | None = None) -> Callable:
   """jit `(variables, x [B,S,S,3]) -> maps f32 [B,T,S,S]`: the encoder once, one vjp of the
   head for all T targets, then pytorch-grad-cam's normalise → resize → normalise.
 
-  `size=None` returns the raw `[B,T,h,w]` maps (no upsampling)."""
-  feats = parallel.features_fn(model, chunk)
+  `size=None` returns the raw `[B,T,h,w]` maps (no upsampling). `num_shards`: devices the
+  batch is sharded over (default: all, `place`)."""
+  feats = parallel.features_fn(model, chunk, _shards(num_shards))
 
   @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model, 'cam'))
   def step(variables, x):
@@ -100,23 +121,32 @@ def make_cam_step(model, target_fn: Callable, chunk: int = 0, size: int | None =
 
 
 def make_study_step(model, arch: str, size: int, threshold: float = 0.2,
-                    chunk: int = 0) -> Callable:
-  """jit `(variables, x f32 [B,S,S,3]) -> (predictions, summaries)`: the study of one batch —
-  the aesthetic map, the 10 bucket maps and the top-tag map from ONE vjp, then (as
-  `streaming.make_summarize`) mean intensity, boxes (aesthetic, attribute, average) and the
-  normalised bucket maps."""
-  feats = parallel.features_fn(model, chunk)
+                    chunk: int = 0, num_shards: int | None = None) -> Callable:
+  """`(variables, x f32 [B,S,S,3]) -> (predictions, summaries)`: the study of one batch —
+  the aesthetic map, the 10 bucket maps and the top-tag map from ONE vjp, then
+  `streaming.make_summarize`: mean intensity, boxes (aesthetic, attribute, average) and the
+  normalised bucket maps. `num_shards`: devices the batch is sharded over (default: all,
+  `place`); over several CPU devices the boxes are labelled on the host after the jitted
+  part, as in `aesthetics-evaluate`."""
+  n = _shards(num_shards)
+  feats = parallel.features_fn(model, chunk, n)
   names = STUDY_TARGETS if arch == 'mobilenet_v2' else ('aesthetic',)
   target_fn = cam.targets_for(arch, names)
-  summarize = streaming.make_summarize(size, threshold, arch)
+  summarize = streaming.make_summarize(
+      size, threshold, arch, parallel.make_mesh() if n > 1 else None)
 
   @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model, 'cam'))
-  def step(variables, x):
+  def maps_step(variables, x):
     a = feats(variables, x)
     head_fn = lambda z: model.apply(variables, z, method='head')  # noqa: E731
     outputs = head_fn(a)
     maps = cam.compute('gradcam', head_fn, a, target_fn)
-    return outputs_lib.predict_outputs(outputs, arch), summarize(maps)
+    return outputs_lib.predict_outputs(outputs, arch), maps
+
+  def step(variables, x):
+    pred, maps = maps_step(variables, x)
+    return pred, summarize(maps)
+  step.maps_step = maps_step  # the jitted part (tests count its compilations)
   return step
 
 
@@ -217,7 +247,7 @@ def stream_setup(num_images: int, batch: int = 32, size: int = 224, chunk: int =
   step = make_study_step(model, arch, size, 0.2, chunk)
   mesh = parallel.make_mesh()
   config = eval_config(size, batch, workers)
-  variables = jax.device_put(variables)
+  variables = jax.device_put(variables, parallel.replicated(mesh))
   pool = jpeg_pool(32)
   stream_study(step, variables, SyntheticSource(batch, pool), config, mesh)  # compile
 
@@ -255,8 +285,8 @@ def cam_setup(batch: int = 32, size: int = 224, targets: str = 'one', chunk: int
   target_fn = bucket_target(0) if targets == 'one' else cam.targets_for('mobilenet_v2',
                                                                         'bucket')
   step = make_cam_step(model, target_fn, chunk, size)
-  x = jax.device_put(np.random.default_rng(0).random((batch, size, size, 3), np.float32))
-  variables = jax.device_put(variables)
+  variables, x = place(variables,
+                       np.random.default_rng(0).random((batch, size, size, 3), np.float32))
   return lambda: np.asarray(step(variables, x))
 
 
@@ -301,8 +331,9 @@ def run_recipe(model, variables, train_source, test_source, config, mesh,
   jitted functions are reused across calls in this process (compile once, as one run does).
   """
   orig = feature_cache.make_encode_fn
-  feature_cache.make_encode_fn = lambda m, norm, chunk=None, cacheable=False: _once(
-      ('encode', m, norm, chunk, cacheable), lambda: orig(m, norm, chunk, cacheable))
+  feature_cache.make_encode_fn = lambda m, norm, chunk=None, cacheable=False, num_shards=None: (
+      _once(('encode', m, norm, chunk, cacheable, num_shards),
+            lambda: orig(m, norm, chunk, cacheable, num_shards)))
   try:
     t0 = time.perf_counter()
     cache = feature_cache.build(model, variables, train_source, test_source, config, mesh,

@@ -53,16 +53,19 @@ def view_rng(seed: int, view: int, row: int) -> np.random.Generator:
   return np.random.default_rng([_VIEW_STREAM, seed, view, row])
 
 
-def make_encode_fn(model, normalize: str, chunk: int | None = None, cacheable: bool = False):
+def make_encode_fn(model, normalize: str, chunk: int | None = None, cacheable: bool = False,
+                   num_shards: int | None = None):
   """jit: (variables, uint8 images [B,S,S,3]) → features A [B,h,w,C] (inference mode), or
   with `cacheable` the cached form `model.cache_features(A)` (reduced on the device).
 
   The encoder runs `chunk` images per device at a time inside the jit (`microbatch`; default
   per backend: 2 on CPU, where it is ~3x faster, whole batch elsewhere); same result. The
-  batch is sharded over all devices (`parallel.make_mesh`), so chunks stay local.
+  batch is sharded over `num_shards` devices (default: all; the training mesh's size), so
+  chunks stay local.
   """
   return _encode_fn(model, normalize, chunk, cacheable,
-                    cpu_backend.options_key(cpu_backend.encoder_options(model)))
+                    cpu_backend.options_key(cpu_backend.encoder_options(model)),
+                    jax.device_count() if num_shards is None else int(num_shards))
 
 
 # One jit per argument set (compiler options included) in a process: each cache build (the
@@ -70,8 +73,8 @@ def make_encode_fn(model, normalize: str, chunk: int | None = None, cacheable: b
 # small MobileNetV2 on 2 cores).
 @functools.lru_cache(maxsize=8)
 def _encode_fn(model, normalize: str, chunk: int | None, cacheable: bool,
-               options: tuple | None):
-  features = parallel.features_fn(model, chunk, num_shards=jax.device_count())
+               options: tuple | None, num_shards: int):
+  features = parallel.features_fn(model, chunk, num_shards=num_shards)
 
   @functools.partial(jax.jit, compiler_options=dict(options) if options else None)
   def encode(variables, images, flip=None):
@@ -252,7 +255,7 @@ class FeatureCache:
     """
     if isinstance(self.train, np.memmap) or budget_gb <= 0:
       return None
-    copies = len(jax.local_devices()) if jax.default_backend() == 'cpu' else 1
+    copies = len(self.mesh.local_devices) if jax.default_backend() == 'cpu' else 1
     if self.train.nbytes * copies > budget_gb * 2**30:
       return None
     n = self.train.shape[1]
@@ -350,7 +353,8 @@ def _fill(model, variables, train_source, test_source, validation_source, config
   reused = lay.on_disk and writer is None
   if reused:
     return arrays, directory, True
-  encode = make_encode_fn(model, str(config.input.normalize), cacheable=True)
+  encode = make_encode_fn(model, str(config.input.normalize), cacheable=True,
+                          num_shards=mesh.size)
   bs = int(config.eval.batch_size or config.batch_size)
   k_views, workers = lay.num_views, ip.num_workers(config)
   views_fn = train_views_fn(rs, s, seed, k_views, flip,

@@ -355,7 +355,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
   is_main = jax.process_index() == 0
   _check_workdir_model(workdir, config)
 
-  mesh = parallel.make_mesh()
+  mesh = parallel.train_mesh()
   sources = dataset.load_sources(config.data.data_dir, config.data.subset)
   # Training images prepared decoded and resized to this run's resize_size, if there are.
   sources['train'] = resized_store.attach(
@@ -541,7 +541,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
   result = {**test_metrics, 'eval_split': 'test', 'checkpoint_step': chosen,
             'selected_by': selected_by, 'selection_split': eval_split,
             'num_validation_images': int(split.validation.size), 'step': total,
-            'num_devices': jax.device_count(), 'num_processes': jax.process_count()}
+            'num_devices': int(mesh.size), 'num_processes': jax.process_count()}
   if is_main:
     io.atomic_write_json(workdir / RESULT_FILE, io.json_safe(result), indent=1)
   return result

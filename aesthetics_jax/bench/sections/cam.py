@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import jax
 import numpy as np
 
 from aesthetics_jax import models
@@ -47,16 +46,18 @@ def _run(opts: Options, probe: Callable[[], float | None] | None) -> dict[str, A
     torch_ref.set_threads(opts.torch_threads())
   b, s, chunk, k = opts.cam_batch_size, opts.image_size, opts.chunk_size(), TARGET_BUCKET
   x_np = workloads.photos(b, s, seed=1)
-  x = jax.device_put(x_np)
   model = models.create_model(workloads.model_config('mobilenet_v2'))
   dev = torch_ref.device() if opts.torch else None  # the GPU's when JAX and torch see one
   # tms: layout -> (torch model, its GradCAM object); xs: layout -> the batch there.
   variables, tms = torch_ref.gradcam_references(model, s, 10, dev)
+  # Sharded over all devices (on CPU one per core, `cpu_backend`), as the commands run it.
+  variables, x = workloads.place(variables, x_np)
   xs = {layout: torch_ref.to_nchw(x_np, layout == 'channels_last').to(dev) for layout in tms}
   one = workloads.make_cam_step(model, workloads.bucket_target(k), chunk, s)
   all10 = workloads.make_cam_step(model, cam.targets_for('mobilenet_v2', 'bucket'), chunk, s)
   res: dict[str, Any] = {'batch_size': b, 'image_size': s, 'chunk': chunk, 'target_bucket': k,
-                         'warmup_calls': opts.cam_warmup, 'runs': {}}
+                         'warmup_calls': opts.cam_warmup, 'runs': {},
+                         'jax_devices': len(x.sharding.device_set)}
   if opts.torch:
     res['torch_device'] = dev
   # One target: every formulation, interleaved with ours.

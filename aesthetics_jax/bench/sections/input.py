@@ -153,7 +153,7 @@ def _pipeline(datas: list[bytes], opts: Options) -> dict[str, Any]:
   config = workloads.train_input_config(b, opts.resize_size, opts.image_size,
                                         opts.all_workers())
   nb = max(1, len(datas) // b)
-  it = ip.train_batches(records, config, parallel.make_mesh())
+  it = ip.train_batches(records, config, parallel.train_mesh())
   next(it)['image'].block_until_ready()  # warm-up: jit, threads, metadata
 
   def pipeline():
@@ -201,7 +201,7 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
   s, b = opts.image_size, 32
   model = models.create_model(workloads.model_config('mobilenet_v2'))
   variables = workloads.device_variables(model, s)
-  fwd = workloads.forward_fn(model, opts.chunk_size())
+  fwd = workloads.forward_fn(model, opts.chunk_size(), num_shards=parallel.train_mesh().size)
   x = jax.device_put(np.random.default_rng(0).random((b, s, s, 3), np.float32))
   pool = synthetic.synthetic_jpegs(32, seed=5)
   epoch = 4  # batches per epoch of the source below
@@ -238,7 +238,7 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
     return time.perf_counter() - t0
 
   source = workloads.SyntheticSource(epoch * b, pool)
-  mesh = parallel.make_mesh()
+  mesh = parallel.train_mesh()
   ours = lambda config: ip.train_batches(source, config, mesh)
   # The same rows prepared decoded and resized (what aesthetics-prepare-data stores):
   # cropped, not decoded, in every epoch the first included.
@@ -352,9 +352,9 @@ def _vs_feature_cache(opts: Options, model, variables) -> dict[str, Any]:
   batches of as many views, interleaved, for each K of `opts.fed_cache_views`. A build call
   is whole (its pool starts and ends in it), so nothing runs outside the timed windows."""
   s, rs, b, n = opts.image_size, opts.resize_size, 32, opts.fed_cache_rows
-  encode = feature_cache.make_encode_fn(model, 'none', cacheable=True)
+  mesh = parallel.train_mesh()  # the feature cache is built on training's mesh
+  encode = feature_cache.make_encode_fn(model, 'none', cacheable=True, num_shards=mesh.size)
   source = workloads.SyntheticSource(n, synthetic.synthetic_jpegs(32, seed=6))
-  mesh = parallel.make_mesh()
   dim = tuple(feature_cache.view_shape(model, s))
   x = jax.device_put(np.random.default_rng(0).integers(0, 256, (b, s, s, 3), np.uint8))
   flip = jax.device_put(np.zeros(b, bool))
@@ -465,7 +465,7 @@ def _vs_grain(datas: list[bytes], opts: Options) -> dict[str, Any]:
   timed = max(2, opts.num_images // b)
   # One source for both: the eval pass must cover the warm and timed batches.
   src = workloads.SyntheticSource((2 * max(workers) + 1 + timed) * b, datas)
-  mesh = parallel.make_mesh()
+  mesh = parallel.train_mesh()
   variants: dict[str, tuple[Callable[[], Any], int]] = {}
   for w in workers:
     tc = workloads.train_input_config(b, rs, s, w)

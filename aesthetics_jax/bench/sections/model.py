@@ -71,8 +71,10 @@ def _run(opts: Options, probe: Callable[[], float | None] | None) -> dict[str, A
     device = torch_ref.device()
   b, s, chunk = opts.model_batch_size, opts.image_size, opts.chunk_size()
   x_np = workloads.photos(b, s)
-  x = jax.device_put(x_np)
+  # Sharded over all devices (on CPU one per core, `cpu_backend`), as the commands run it.
+  _, x = workloads.place(None, x_np)
   res: dict[str, Any] = {'batch_size': b, 'image_size': s, 'backend': jax.default_backend(),
+                         'jax_devices': len(x.sharding.device_set),
                          'chunk': chunk, 'reference': opts.reference, 'runs': {},
                          'accuracy': {}, 'torch_device': device if opts.torch else None}
   for arch in opts.model_archs:
@@ -96,7 +98,7 @@ def _run(opts: Options, probe: Callable[[], float | None] | None) -> dict[str, A
             arch, impl if arch == 'mobilenet_v2' else 'auto', dtype,
             conv3x3='direct' if impl == 'direct' else 'auto'))
         if variables is None:
-          variables = torch_ref.variables(model, arch, s, tm)
+          variables = workloads.place(torch_ref.variables(model, arch, s, tm), x_np)[0]
         both = chunk and dtype == 'float32' and impl != 'direct'
         for c in ([0, chunk] if both else [chunk]):
           fwd = workloads.forward_fn(model, c, what='outputs')

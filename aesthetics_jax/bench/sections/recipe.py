@@ -46,7 +46,7 @@ def run(opts: Options) -> dict[str, Any]:
   tm = torch_ref.mobilenet_v2(76, seed=0, channels_last=True) if opts.torch else None
   variables = torch_ref.variables(model, 'mobilenet_v2', s, tm)
   del tm
-  mesh = parallel.make_mesh()
+  mesh = parallel.train_mesh()
   # Compile everything once (a tiny run, then the head steps over a zero cache of the real
   # shape): the timed runs below measure steady state. compile_s: that of K = --recipe_views;
   # other K values recompile only the head steps.

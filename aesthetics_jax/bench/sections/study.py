@@ -41,17 +41,19 @@ def run(opts: Options) -> dict[str, Any]:
   b, s, chunk = opts.cam_batch_size, opts.image_size, opts.chunk_size()
   n = max(b, opts.study_images // b * b)
   x_np = workloads.photos(n, s, seed=2)
-  xs = [jax.device_put(x_np[i:i + b]) for i in range(0, n, b)]
   model = models.create_model(workloads.model_config('mobilenet_v2'))
   dev = torch_ref.device() if opts.torch else None  # the GPU's when JAX and torch see one
   # tms: layout -> (torch model, its GradCAM object)
   variables, tms = torch_ref.gradcam_references(model, s, 76, dev)
+  # Sharded over all devices (on CPU one per core, `cpu_backend`), as the commands run it.
+  variables, *xs = workloads.place(variables, *[x_np[i:i + b] for i in range(0, n, b)])
   step = workloads.make_study_step(model, 'mobilenet_v2', s, THRESHOLD, chunk)
 
   def ours():
     return [jax.device_get(step(variables, xi)) for xi in xs]
   fns = {'jax_study': ours}
   res: dict[str, Any] = {'num_images': n, 'batch_size': b, 'image_size': s, 'chunk': chunk,
+                         'jax_devices': len(xs[0].sharding.device_set),
                          'targets': list(cam.target_names('mobilenet_v2',
                                                           workloads.STUDY_TARGETS))}
   if opts.torch:
