@@ -127,7 +127,8 @@ def map_batch(fn: Callable[[jax.Array], Any], x: jax.Array, chunk: int,
 
   Args:
     fn: `[b, ...] -> pytree of [b, ...]`, independent per row (inference forward).
-    x: `[B, ...]`; with `num_shards > 1`, sharded over its leading axis in `num_shards`
+    x: `[B, ...]` (or a pytree of such arrays, one B); with `num_shards > 1`, sharded over
+      its leading axis in `num_shards`
       contiguous blocks (a data-parallel mesh axis): each step of the map takes `chunk` rows
       of every block, so no rows move between devices.
     chunk: rows per shard per step; `<= 0` disables chunking.
@@ -136,15 +137,18 @@ def map_batch(fn: Callable[[jax.Array], Any], x: jax.Array, chunk: int,
     pytree of `[B, ...]`, rows in the order of `x`. Falls back to `fn(x)` when `B` is not a
     multiple of `chunk * num_shards` or is not larger than it.
   """
-  b = x.shape[0]
+  b = jax.tree.leaves(x)[0].shape[0]
   step = chunk * num_shards
   if chunk <= 0 or b <= step or b % step:
     return fn(x)
   n = b // step
-  rest = x.shape[1:]
-  # [B] = [shards, n, chunk] -> [n, shards * chunk]: step i holds rows i*chunk.. of each block.
-  xs = x.reshape((num_shards, n, chunk) + rest).swapaxes(0, 1).reshape((n, step) + rest)
-  ys = jax.lax.map(fn, xs)
+
+  def stack(v):
+    # [B] = [shards, n, chunk] -> [n, shards * chunk]: step i holds rows i*chunk.. of each block.
+    rest = v.shape[1:]
+    return v.reshape((num_shards, n, chunk) + rest).swapaxes(0, 1).reshape((n, step) + rest)
+
+  ys = jax.lax.map(fn, jax.tree.map(stack, x))
 
   def unstack(y):
     tail = y.shape[2:]

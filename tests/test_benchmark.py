@@ -813,6 +813,14 @@ out['boxes_equal'] = all(np.array_equal(np.asarray(s1[k]), np.asarray(s2[k]))
                          for k in ('box_aesthetic', 'box_attribute', 'box_average'))
 out['intensity'] = float(np.abs(np.asarray(s1['intensity']) - np.asarray(s2['intensity'])).max())
 out['score'] = float(np.abs(np.asarray(p1['mean_score']) - np.asarray(p2['mean_score'])).max())
+# Nothing crosses devices: a row loop over a sharded batch once gathered every map to both.
+from aesthetics_jax.explain import cam
+ten = workloads.make_cam_step(model, cam.targets_for('mobilenet_v2', 'bucket'), 2, 32)
+hlo = ten.lower(placed_v, placed_x).compile().as_text()
+hlo += workloads.make_study_step(model, 'mobilenet_v2', 32, 0.2, 2).maps_step.lower(
+    placed_v, placed_x).compile().as_text()
+out['collectives'] = sum(hlo.count(op + '(') for op in (
+    'all-gather', 'all-reduce', 'collective-permute', 'all-to-all', 'reduce-scatter'))
 fwd = np.asarray(workloads.forward_fn(model, 2)(placed_v, placed_x))
 out['forward'] = float(np.abs(fwd - np.asarray(workloads.forward_fn(model, 2, num_shards=1)(
     variables, x))).max())
@@ -823,7 +831,8 @@ print(json.dumps(out))
 def test_steps_sharded_over_per_core_devices_equal_one_device():
   """The benchmark's steps as the commands run them on CPU, a batch sharded over one device
   per core (`workloads.place`; boxes labelled on the host after the jitted part), give the
-  one-device numbers: maps, scores, intensities and the same boxes."""
+  one-device numbers: maps, scores, intensities and the same boxes, with no op between
+  devices in the compiled steps."""
   env = dict(os.environ, XLA_FLAGS=os.environ.get('XLA_FLAGS', '')
              + ' --xla_force_host_platform_device_count=2', PYTHONPATH=str(ROOT))
   r = subprocess.run([sys.executable, '-c', PER_CORE], env=env, capture_output=True,
@@ -831,6 +840,7 @@ def test_steps_sharded_over_per_core_devices_equal_one_device():
   assert r.returncode == 0, r.stderr[-2000:]
   out = json.loads(r.stdout.strip().splitlines()[-1])
   assert out['devices'] == 2
+  assert out['collectives'] == 0
   assert out['boxes_equal']
   for k in ('cam', 'intensity', 'score', 'forward'):
     assert out[k] < 1e-4, (k, out)

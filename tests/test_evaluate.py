@@ -392,7 +392,8 @@ def test_two_cpu_devices_give_the_same_evaluation(evaluated, tmp_path):
   """`evaluate()` over 2 CPU devices (a batch sharded over the mesh; a fresh process, as XLA
   reads its device count at start-up) writes the per-image rows of the 1-device run. Its boxes
   used to come from a `pure_callback` inside the multi-device computation, which aborted
-  there. With EigenCAM among the methods (a callback still) it runs on one device."""
+  there. With EigenCAM among the methods (a callback still) the passes over every CAM method
+  run on one device, the rest on both."""
   import os
   import shutil
   import subprocess
@@ -400,7 +401,7 @@ def test_two_cpu_devices_give_the_same_evaluation(evaluated, tmp_path):
   wd, _ = evaluated
   two = tmp_path / 'two'
   shutil.copytree(wd, two, ignore=shutil.ignore_patterns('eval'))
-  overrides = {'eval.cam_methods': ('gradcam',), 'eval.faithfulness_images': 8,
+  overrides = {'eval.cam_methods': ('gradcam', 'eigencam'), 'eval.faithfulness_images': 8,
                'eval.bootstrap_samples': 50, 'eval.faithfulness_steps': 4,
                'eval.num_example_images': 2}
   code = ('import json, sys, jax; from aesthetics_jax.evaluation import run; '
@@ -409,13 +410,14 @@ def test_two_cpu_devices_give_the_same_evaluation(evaluated, tmp_path):
           'm = run.evaluate(sys.argv[1], overrides=json.loads(sys.argv[2])); '
           'c = restore.load_config(sys.argv[1]); '
           "c.eval.cam_methods = ('gradcam', 'EigenCAM'); "
-          'print(json.dumps([m["eval_devices"], run.eval_mesh(c.eval).size]))')
+          'print(json.dumps([m["eval_devices"], m["eval_cam_methods_devices"], '
+          'run.eval_mesh(c.eval).size]))')
   env = {**os.environ, 'XLA_FLAGS': (os.environ.get('XLA_FLAGS', '') +
                                      ' --xla_force_host_platform_device_count=2').strip()}
   p = subprocess.run([sys.executable, '-c', code, str(two), json.dumps(overrides)], env=env,
                      capture_output=True, text=True, timeout=400)
   assert p.returncode == 0, p.stderr[-3000:]
-  assert json.loads(p.stdout.strip().splitlines()[-1]) == [2, 1]
+  assert json.loads(p.stdout.strip().splitlines()[-1]) == [2, 1, 1]
   with open(wd / 'eval' / 'per_image.csv') as f:
     one_rows = list(csv.DictReader(f))
   with open(two / 'eval' / 'per_image.csv') as f:

@@ -109,14 +109,15 @@ def make_cam_step(model, target_fn: Callable, chunk: int = 0, size: int | None =
 
   `size=None` returns the raw `[B,T,h,w]` maps (no upsampling). `num_shards`: devices the
   batch is sharded over (default: all, `place`)."""
-  feats = parallel.features_fn(model, chunk, _shards(num_shards))
+  n = _shards(num_shards)
+  feats = parallel.features_fn(model, chunk, n)
 
   @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model, 'cam'))
   def step(variables, x):
     a = feats(variables, x)
     head_fn = lambda z: model.apply(variables, z, method='head')  # noqa: E731
     raw = cam.compute(method, head_fn, a, target_fn)
-    return raw if size is None else cam.torch_like(raw, (size, size))
+    return raw if size is None else cam.torch_like(raw, (size, size), n)
   return step
 
 

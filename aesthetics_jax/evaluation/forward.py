@@ -38,20 +38,22 @@ def split_maps(maps: np.ndarray, arch: str) -> dict[str, np.ndarray]:
 
 
 def layer_maps(model, variables, layers: Sequence[str], method: str, first: jax.Array,
-               x: jax.Array, target_fn):
+               x: jax.Array, target_fn, num_shards: int = 1):
   """(outputs, maps) from the activation `first` at `layers[0]` (call inside jit).
 
   One layer: raw maps [B,T,h,w] at it. Several: each activation feeds the next segment
   (`features_between`), one vjp yields every layer's gradients, and the maps are fused as
   pytorch-grad-cam does (`cam.fuse_layers`): [B,T,S,S], min-max scaled per map.
   x: the model input [B,S,S,3] (ScoreCAM re-runs the model on masked copies of it).
+  num_shards: devices the batch is sharded over (loops over rows stay on each device).
   """
-  outputs, maps = layer_maps_many(model, variables, layers, (method,), first, x, target_fn)
+  outputs, maps = layer_maps_many(model, variables, layers, (method,), first, x, target_fn,
+                                  num_shards)
   return outputs, maps[method]
 
 
 def layer_maps_many(model, variables, layers: Sequence[str], methods: Sequence[str],
-                    first: jax.Array, x: jax.Array, target_fn):
+                    first: jax.Array, x: jax.Array, target_fn, num_shards: int = 1):
   """(outputs, {method: maps}): `layer_maps` for several methods at once (call inside jit).
   The gradient methods share one vjp (`cam.compute_layers_many`): one trace and one backward
   pass, where a function per method compiles and runs each."""
@@ -67,11 +69,12 @@ def layer_maps_many(model, variables, layers: Sequence[str], methods: Sequence[s
     # On CPU one channel's B masked images per call, the encoder 2 images at a time (small
     # batches keep the caches warm, as features_fn); elsewhere 16 channels per call.
     chunk = parallel.default_chunk()
-    encoder = parallel.features_fn(model, chunk, num_shards=1)
+    encoder = parallel.features_fn(model, chunk, num_shards=num_shards)
     kw = dict(model_fn=lambda im: model.apply(variables, encoder(variables, im), method='head'),
               images=x, batch_size=1 if chunk > 0 else 16)
   many = cam.compute_layers_many(tuple(methods), steps, first, target_fn, **kw)
-  return outputs, {m: maps[0] if len(maps) == 1 else cam.fuse_layers(maps, x.shape[1:3])
+  return outputs, {m: maps[0] if len(maps) == 1 else cam.fuse_layers(maps, x.shape[1:3],
+                                                                     num_shards)
                    for m, maps in many.items()}
 
 
@@ -132,7 +135,8 @@ def make_forward(model, arch: str, method: str, normalize: str | None,
     first = parallel.map_batch(
         lambda xi: model.apply(variables, xi, layers[0], method='features_until'), x, chunk,
         num_shards)
-    outputs, maps = layer_maps(model, variables, layers, method, first, x, target_fn)
+    outputs, maps = layer_maps(model, variables, layers, method, first, x, target_fn,
+                               num_shards)
     return outputs_lib.predict_outputs(outputs, arch), maps
 
   return forward

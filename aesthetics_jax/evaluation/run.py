@@ -30,7 +30,7 @@ from absl import logging
 from jax.sharding import Mesh
 
 from aesthetics_jax import io as io_lib
-from aesthetics_jax import models, parallel
+from aesthetics_jax import cpu_backend, models, parallel
 from aesthetics_jax.data import dataset
 from aesthetics_jax.data import pipeline
 from aesthetics_jax.data import decoder
@@ -107,10 +107,17 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
   except FileNotFoundError as e:  # a --masks_dir that is not a folder
     raise EvalConfigError(str(e)) from None
   _check_masks_match(config, masks, sources['test'])
-  mesh = eval_mesh(ec)
+  mesh, cam_mesh = parallel.make_mesh(), eval_mesh(ec)
   # Replicated over the mesh so the jitted calls see one device set with the sharded batches.
-  variables = parallel.replicate(jax.device_get(variables), mesh)
+  host_variables = jax.device_get(variables)
+  variables = parallel.replicate(host_variables, mesh)
   batches = functools.partial(pipeline.eval_batches, config=config, mesh=mesh)
+  # The passes over every CAM method (faithfulness, localisation, explorer) on `cam_mesh`.
+  split = cam_mesh.size != mesh.size
+  cam_variables = parallel.replicate(host_variables, cam_mesh) if split else variables
+  cam_batches = (functools.partial(pipeline.eval_batches, config=config, mesh=cam_mesh)
+                 if split else batches)
+  del host_variables
   batch_size = int(ec.batch_size or config.batch_size)
   normalize = str(config.input.normalize)
   bootstrap, seed = int(ec.bootstrap_samples), int(config.seed)
@@ -124,6 +131,7 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
   _check_finite(test, step, workdir)
 
   m: dict[str, Any] = {'step': step, 'eval_devices': int(mesh.size),
+                       'eval_cam_methods_devices': int(cam_mesh.size),
                        'overrides': overrides_lib.record(overrides),
                        'arch': arch, 'cam_method': str(ec.cam_method),
                        'box_threshold': float(ec.box_threshold), 'cam_layers': list(layers),
@@ -140,22 +148,25 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
       test_source=sources['test'], max_test=max_test))
   if ec.intensity_untrained and untrained is None:
     m['intensity_untrained_note'] = untrained_note or 'skipped'
+  cam_untrained = untrained
+  if split and untrained is not None:
+    cam_untrained = parallel.replicate(jax.device_get(untrained), cam_mesh)
   m.update(evaluators.faithfulness.run(
-      model, variables, sources['test'], mesh, arch=arch, image_size=size, normalize=normalize,
+      model, cam_variables, sources['test'], cam_mesh, arch=arch, image_size=size, normalize=normalize,
       methods=tuple(ec.cam_methods),
       num_images=min(int(ec.faithfulness_images), max_test or len(sources['test'])),
       steps=int(ec.faithfulness_steps),
       scorecam_images=int(ec.faithfulness_scorecam_images), batch_size=batch_size, seed=seed,
       layers=layers))
   m.update(evaluators.localization.run(
-      model, variables, sources['test'], mesh, arch=arch, image_size=size, normalize=normalize,
+      model, cam_variables, sources['test'], cam_mesh, arch=arch, image_size=size, normalize=normalize,
       methods=tuple(ec.cam_methods),
       num_images=min(int(ec.localization_images) or len(sources['test']),
                      max_test or len(sources['test'])),
       scorecam_images=int(ec.faithfulness_scorecam_images), batch_size=batch_size,
       masks_dir=masks, layers=layers,
       box_threshold=float(ec.box_threshold), bootstrap_samples=bootstrap, seed=seed,
-      untrained_variables=untrained if ec.localization_controls else None,
+      untrained_variables=cam_untrained if ec.localization_controls else None,
       untrained_note=untrained_note, shuffled_masks=bool(ec.localization_controls)))
   scale = global_scale(m)
   figs = evaluators.figures.run(
@@ -167,7 +178,8 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
   demo = is_demo(config) if demo is None else demo
   if write_html and ec.explorer:  # the explorer is HTML too: callers that want none get none
     m.update(evaluators.explorer.run(
-        model, variables, sources['test'], test, batches, mesh, out_dir / EXPLORER_DIR,
+        model, cam_variables, sources['test'], test, cam_batches, cam_mesh,
+        out_dir / EXPLORER_DIR,
         arch=arch, methods=evaluators.explorer.method_order(str(ec.cam_method),
                                                             tuple(ec.cam_methods)),
         layers=layers, threshold=float(ec.box_threshold),
@@ -199,17 +211,22 @@ SUMMARY_KEYS = ('num_test_images', 'binary_accuracy', 'majority_rate', 'lcc_mean
 
 
 def eval_mesh(ec) -> Mesh:
-  """The mesh the evaluation runs on: every device, but one when there are several CPU devices
-  and EigenCAM is among the methods. Its pytorch-grad-cam sign is a numpy SVD in a
-  `pure_callback` inside the jitted passes, and across CPU devices that callback deadlocked
-  (`aesthetics-demo` with `--xla_force_host_platform_device_count=2`: XLA aborted in its
-  all-reduce after 40 s, in the faithfulness pass). The streamed pass's boxes need no
-  callback there (`streaming.make_summarize`)."""
+  """The mesh of the passes over every CAM method (faithfulness, localisation, explorer): every
+  device, but one when there are several CPU devices and EigenCAM is among the methods (the
+  test pass, intensity study and figures use every device). EigenCAM's pytorch-grad-cam sign
+  is a numpy SVD in a `pure_callback` inside the jitted passes, and across CPU devices that
+  callback deadlocks (`aesthetics-demo` with `--xla_force_host_platform_device_count=2`: XLA
+  aborted in its all-reduce after 40 s, in the faithfulness pass; on 2 cores the callback's
+  thread waits for its argument while the other of XLA's 2 pool threads waits in the
+  all-reduce). The streamed pass's boxes need no callback there (`streaming.make_summarize`).
+  A count the user set in XLA_FLAGS gets a warning; the commands' own one device per core
+  (`cpu_backend`) an info line."""
   mesh = parallel.make_mesh()
   methods = {choices.canonical_method(str(n)) for n in (ec.cam_method, *ec.cam_methods)}
   if mesh.size > 1 and jax.default_backend() == 'cpu' and 'eigencam' in methods:
-    logging.warning('evaluating on 1 of the %d CPU devices: EigenCAM (in eval.cam_methods) '
-                    'runs a host callback that deadlocks across CPU devices', mesh.size)
+    log = logging.info if cpu_backend.devices_added() else logging.warning
+    log('the CAM-method passes run on 1 of the %d CPU devices: EigenCAM (in '
+        'eval.cam_methods) runs a host callback that deadlocks across CPU devices', mesh.size)
     return parallel.make_mesh(jax.local_devices()[:1])
   return mesh
 

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aesthetics_jax import parallel
 from aesthetics_jax.explain import choices
 
 # The method names and their spellings live in `choices` (JAX-free, for the commands' checks).
@@ -480,7 +481,8 @@ def upsample(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
   return jax.image.resize(maps, maps.shape[:-2] + tuple(size), method='bilinear')
 
 
-def fuse_layers(maps: Sequence[jax.Array], size: tuple[int, int]) -> jax.Array:
+def fuse_layers(maps: Sequence[jax.Array], size: tuple[int, int],
+                num_shards: int = 1) -> jax.Array:
   """Per-layer maps `[[..., h_i, w_i]]` → one map `[..., H, W]` in [0, 1], in pytorch-grad-cam's
   order: per layer `scale_cam_image` (min-max, then cv2 bilinear resize to the input size), then
   `aggregate_multi_layers` (ReLU, mean over layers, min-max).
@@ -488,10 +490,15 @@ def fuse_layers(maps: Sequence[jax.Array], size: tuple[int, int]) -> jax.Array:
   On CPU one leading row (image) at a time: a whole batch's `[..., H, W]` intermediates (61 MB
   for 32 images x 10 targets at 224 px) are above glibc's 32 MB mmap ceiling, so they were
   mapped and faulted in afresh every call, which on a VM cost 0-0.25 s of kernel time a call;
-  row by row they stay in reused heap memory. Same values; GPUs keep the whole batch."""
+  row by row they stay in reused heap memory. Same values; GPUs keep the whole batch.
+  `num_shards`: devices the leading axis is sharded over; each step takes one row of each
+  device's block (`parallel.map_batch`), where a plain row loop gathered every map to every
+  device and both computed all of them (an all-gather in the 2-device HLO)."""
   maps = [jnp.asarray(m, jnp.float32) for m in maps]
   if maps[0].ndim > 2 and jax.default_backend() == 'cpu':
-    return jax.lax.map(lambda rows: _fuse_layers(rows, size), maps)
+    if maps[0].shape[0] <= num_shards:  # one row (or none) per device: no loop to share
+      return _fuse_layers(maps, size)
+    return parallel.map_batch(lambda rows: _fuse_layers(rows, size), maps, 1, num_shards)
   return _fuse_layers(maps, size)
 
 
@@ -500,7 +507,7 @@ def _fuse_layers(maps: Sequence[jax.Array], size: tuple[int, int]) -> jax.Array:
   return normalize(jnp.mean(jnp.maximum(scaled, 0.0), axis=0))
 
 
-def torch_like(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
+def torch_like(maps: jax.Array, size: tuple[int, int], num_shards: int = 1) -> jax.Array:
   """pytorch-grad-cam's output order for one layer: per-map min-max, cv2 bilinear resize,
-  min-max again."""
-  return fuse_layers([maps], size)
+  min-max again (`num_shards`: as `fuse_layers`)."""
+  return fuse_layers([maps], size, num_shards)

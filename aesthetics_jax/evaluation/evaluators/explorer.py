@@ -100,7 +100,7 @@ def make_maps_fn(model, arch: str, methods: Sequence[str], layers: Sequence[str]
         lambda xi: model.apply(variables, xi, layers[0], method='features_until'), x, chunk,
         num_shards)
     return forward.layer_maps_many(model, variables, layers, methods, first, x,
-                                     target_fn)[1]
+                                     target_fn, num_shards)[1]
 
   return maps_fn
 

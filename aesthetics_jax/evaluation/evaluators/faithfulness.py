@@ -49,9 +49,10 @@ def make_step(model, arch: str, steps: int, layers: Sequence[str] = ()):
   @functools.partial(jax.jit, static_argnames=('methods',),
                      compiler_options=cpu_backend.encoder_options(model, 'cam'))
   def maps_fn(variables, random_head, feats, x, methods):
-    _, maps = forward.layer_maps_many(model, variables, layers, methods, feats, x, aes)
+    n = jax.device_count()
+    _, maps = forward.layer_maps_many(model, variables, layers, methods, feats, x, aes, n)
     rvars = dict(variables, params=dict(variables['params'], head=random_head))
-    _, rmaps = forward.layer_maps_many(model, rvars, layers, methods, feats, x, aes)
+    _, rmaps = forward.layer_maps_many(model, rvars, layers, methods, feats, x, aes, n)
     return {m: (maps[m][:, 0], rmaps[m][:, 0]) for m in methods}
 
   # The B*(K+1) perturbed images are scored one curve point at a time, the encoder `chunk`
