@@ -245,7 +245,7 @@ class Model:
     for i in range(0, len(images), self.batch_size):
       x = np.stack([preprocess.preprocess_eval_np(im, size)
                     for im in images[i:i + self.batch_size]])
-      p, m = self.predictor.run_forward(x, forward)
+      p, m = self.predictor.run_forward(x, forward, method)
       preds.append(p)
       maps.append(m)
     pred = {k: np.concatenate([p[k] for p in preds]) for k in preds[0]}

@@ -22,6 +22,21 @@ from aesthetics_jax.explain import cam
 from aesthetics_jax.models import outputs as outputs_lib
 
 
+# Methods with a host callback inside the jitted maps (EigenCAM's numpy SVD, for
+# pytorch-grad-cam's sign): across several CPU devices the callback deadlocks, XLA aborting in
+# its all-reduce after 40 s (`evaluation/run.eval_mesh`).
+HOST_CALLBACK_METHODS = frozenset({'eigencam'})
+
+
+def callback_safe_mesh(mesh, methods: Sequence[str]):
+  """`mesh`, or a mesh of this process's first device when `methods` (canonical names) have a
+  host callback and `mesh` spans several CPU devices."""
+  if (mesh.size > 1 and jax.default_backend() == 'cpu'
+      and HOST_CALLBACK_METHODS.intersection(methods)):
+    return parallel.make_mesh(jax.local_devices()[:1])
+  return mesh
+
+
 def target_names(arch: str) -> tuple[str, ...]:
   """CAM targets computed per image, in output order along the target axis."""
   return ('aesthetic', 'bucket', 'top_tag') if arch == 'mobilenet_v2' else ('aesthetic',)

@@ -26,6 +26,7 @@ from aesthetics_jax.data import demo as demo_data
 from aesthetics_jax.data import preprocess
 from aesthetics_jax.evaluation import ground_truth
 from aesthetics_jax.evaluation import overrides as overrides_lib
+from aesthetics_jax.evaluation import forward as forward_lib
 from aesthetics_jax.evaluation.forward import make_forward, split_maps
 from aesthetics_jax.evaluation.image_files import (EXTREME_ASPECT, WORK_SIDE, PredictError,
                                                    crop_image, crop_suffix, encode_crop,
@@ -72,6 +73,7 @@ class Predictor:
     self.num_devices = self.mesh.devices.size
     # Replicated over the mesh: the batch axis of the inputs is sharded over all devices.
     self.variables = parallel.replicate(jax.device_get(self.variables), self.mesh)
+    self._one_device = None  # (mesh, variables) for host-callback methods, made when needed
 
   def run(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """uint8 [B,S,S,3] → (predict_outputs fields [B,...], maps by target [B,(10,)h,w]: raw at
@@ -79,12 +81,26 @@ class Predictor:
     pred, maps = self.run_forward(x, self.forward)
     return pred, split_maps(maps, self.arch)
 
-  def run_forward(self, x: np.ndarray, forward) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """uint8 [B,S,S,3] through a `make_forward` function of this model (any targets, method,
-    layers) → (predict_outputs fields [B,...], maps [B,T,h,w]) on the host."""
-    x, b = parallel.pad_to_multiple(x, self.num_devices)
-    xs = jax.device_put(x, parallel.data_sharding(self.mesh))
-    pred, maps = forward(self.variables, xs)
+  def placement(self, method: str) -> tuple[Any, Any]:
+    """(mesh, variables replicated on it) for CAM `method` (canonical): every device, or one
+    for a method with a host callback over several CPU devices
+    (`forward.callback_safe_mesh`)."""
+    mesh = forward_lib.callback_safe_mesh(self.mesh, (method,))
+    if mesh.size == self.mesh.size:
+      return self.mesh, self.variables
+    if self._one_device is None:
+      self._one_device = (mesh, parallel.replicate(jax.device_get(self.variables), mesh))
+    return self._one_device
+
+  def run_forward(self, x: np.ndarray, forward, method: str | None = None
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """uint8 [B,S,S,3] through a `make_forward` function of this model (any targets, layers;
+    CAM `method`, canonical, default this predictor's) → (predict_outputs fields [B,...],
+    maps [B,T,h,w]) on the host."""
+    mesh, variables = self.placement(method or self.method)
+    x, b = parallel.pad_to_multiple(x, mesh.size)
+    xs = jax.device_put(x, parallel.data_sharding(mesh))
+    pred, maps = forward(variables, xs)
     return {k: np.asarray(v)[:b] for k, v in pred.items()}, np.asarray(maps)[:b]
 
   def describe(self, image: np.ndarray | tuple[int, int], pred: dict[str, np.ndarray],

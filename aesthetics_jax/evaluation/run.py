@@ -223,12 +223,12 @@ def eval_mesh(ec) -> Mesh:
   (`cpu_backend`) an info line."""
   mesh = parallel.make_mesh()
   methods = {choices.canonical_method(str(n)) for n in (ec.cam_method, *ec.cam_methods)}
-  if mesh.size > 1 and jax.default_backend() == 'cpu' and 'eigencam' in methods:
+  one = forward_lib.callback_safe_mesh(mesh, methods)
+  if one.size != mesh.size:
     log = logging.info if cpu_backend.devices_added() else logging.warning
     log('the CAM-method passes run on 1 of the %d CPU devices: EigenCAM (in '
         'eval.cam_methods) runs a host callback that deadlocks across CPU devices', mesh.size)
-    return parallel.make_mesh(jax.local_devices()[:1])
-  return mesh
+  return one
 
 
 class EvalConfigError(ValueError):
