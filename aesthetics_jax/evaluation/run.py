@@ -152,14 +152,16 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
   if split and untrained is not None:
     cam_untrained = parallel.replicate(jax.device_get(untrained), cam_mesh)
   m.update(evaluators.faithfulness.run(
-      model, cam_variables, sources['test'], cam_mesh, arch=arch, image_size=size, normalize=normalize,
+      model, cam_variables, sources['test'], cam_mesh, arch=arch, image_size=size,
+      normalize=normalize,
       methods=tuple(ec.cam_methods),
       num_images=min(int(ec.faithfulness_images), max_test or len(sources['test'])),
       steps=int(ec.faithfulness_steps),
       scorecam_images=int(ec.faithfulness_scorecam_images), batch_size=batch_size, seed=seed,
       layers=layers))
   m.update(evaluators.localization.run(
-      model, cam_variables, sources['test'], cam_mesh, arch=arch, image_size=size, normalize=normalize,
+      model, cam_variables, sources['test'], cam_mesh, arch=arch, image_size=size,
+      normalize=normalize,
       methods=tuple(ec.cam_methods),
       num_images=min(int(ec.localization_images) or len(sources['test']),
                      max_test or len(sources['test'])),
