@@ -819,6 +819,16 @@ ten = workloads.make_cam_step(model, cam.targets_for('mobilenet_v2', 'bucket'), 
 hlo = ten.lower(placed_v, placed_x).compile().as_text()
 hlo += workloads.make_study_step(model, 'mobilenet_v2', 32, 0.2, 2).maps_step.lower(
     placed_v, placed_x).compile().as_text()
+# The evaluation's maps fused over two layers (their vjp vmapped over the targets).
+from aesthetics_jax.evaluation import forward as fwd_lib
+layers = (model.LAYERS[-3], model.default_layer)
+two = fwd_lib.make_forward(model, 'mobilenet_v2', 'gradcam', None, layers=layers)
+hlo += two.lower(placed_v, placed_x).compile().as_text()
+one = jax.jit(lambda v, x: fwd_lib.layer_maps(
+    model, v, layers, 'gradcam', model.apply(v, x, layers[0], method='features_until'), x,
+    cam.targets_for('mobilenet_v2', fwd_lib.target_names('mobilenet_v2'))))
+out['layers'] = float(np.abs(np.asarray(two(placed_v, placed_x)[1])
+                             - np.asarray(one(variables, x)[1])).max())
 out['collectives'] = sum(hlo.count(op + '(') for op in (
     'all-gather', 'all-reduce', 'collective-permute', 'all-to-all', 'reduce-scatter'))
 fwd = np.asarray(workloads.forward_fn(model, 2)(placed_v, placed_x))
@@ -832,7 +842,7 @@ def test_steps_sharded_over_per_core_devices_equal_one_device():
   """The benchmark's steps as the commands run them on CPU, a batch sharded over one device
   per core (`workloads.place`; boxes labelled on the host after the jitted part), give the
   one-device numbers: maps, scores, intensities and the same boxes, with no op between
-  devices in the compiled steps."""
+  devices in the compiled steps; so do the evaluation's maps fused over two layers."""
   env = dict(os.environ, XLA_FLAGS=os.environ.get('XLA_FLAGS', '')
              + ' --xla_force_host_platform_device_count=2', PYTHONPATH=str(ROOT))
   r = subprocess.run([sys.executable, '-c', PER_CORE], env=env, capture_output=True,
@@ -842,5 +852,5 @@ def test_steps_sharded_over_per_core_devices_equal_one_device():
   assert out['devices'] == 2
   assert out['collectives'] == 0
   assert out['boxes_equal']
-  for k in ('cam', 'intensity', 'score', 'forward'):
+  for k in ('cam', 'intensity', 'score', 'forward', 'layers'):
     assert out[k] < 1e-4, (k, out)

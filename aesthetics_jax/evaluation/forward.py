@@ -79,15 +79,33 @@ def layer_maps_many(model, variables, layers: Sequence[str], methods: Sequence[s
   outputs = first
   for step in steps:
     outputs = step(outputs)
-  kw = {}
-  if 'scorecam' in methods:  # the full model on masked copies of x
-    # On CPU one channel's B masked images per call, the encoder 2 images at a time (small
-    # batches keep the caches warm, as features_fn); elsewhere 16 channels per call.
-    chunk = parallel.default_chunk()
-    encoder = parallel.features_fn(model, chunk, num_shards=num_shards)
-    kw = dict(model_fn=lambda im: model.apply(variables, encoder(variables, im), method='head'),
-              images=x, batch_size=1 if chunk > 0 else 16)
-  many = cam.compute_layers_many(tuple(methods), steps, first, target_fn, **kw)
+  b = first.shape[0]
+  # Several layers over several devices: the batch as [devices, B/devices] and the maps
+  # vmapped over that leading axis. The vjp through the convs between the layers is vmapped
+  # over the T targets, and JAX folds that axis into the conv's batch T-major ([T*B]), which
+  # no batch sharding can split: XLA all-gathered it. Folded under a device axis, it is
+  # [devices*T*B/devices], split by device.
+  per_device = num_shards > 1 and len(layers) > 1 and b % num_shards == 0
+  shards = 1 if per_device else num_shards
+
+  def maps_of(first, x):
+    kw = {}
+    if 'scorecam' in methods:  # the full model on masked copies of x
+      # On CPU one channel's B masked images per call, the encoder 2 images at a time (small
+      # batches keep the caches warm, as features_fn); elsewhere 16 channels per call.
+      chunk = parallel.default_chunk()
+      encoder = parallel.features_fn(model, chunk, num_shards=shards)
+      kw = dict(model_fn=lambda im: model.apply(variables, encoder(variables, im),
+                                                method='head'),
+                images=x, batch_size=1 if chunk > 0 else 16)
+    return cam.compute_layers_many(tuple(methods), steps, first, target_fn, **kw)
+
+  if per_device:
+    split = lambda v: v.reshape((num_shards, b // num_shards) + v.shape[1:])  # noqa: E731
+    many = jax.tree.map(lambda v: v.reshape((b,) + v.shape[2:]),
+                        jax.vmap(maps_of)(split(first), split(x)))
+  else:
+    many = maps_of(first, x)
   return outputs, {m: maps[0] if len(maps) == 1 else cam.fuse_layers(maps, x.shape[1:3],
                                                                      num_shards)
                    for m, maps in many.items()}
