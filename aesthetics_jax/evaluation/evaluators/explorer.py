@@ -82,8 +82,10 @@ def image_boxes(maps: np.ndarray, hw: tuple[int, int], arch: str,
   return {k: _fractions(v, hw) for k, v in d['boxes'].items()}
 
 
-def make_maps_fn(model, arch: str, methods: Sequence[str], layers: Sequence[str]):
-  """jitted `(variables, x) -> {method: raw maps f32 [B,T,h,w]}` for `methods` (not ScoreCAM).
+def make_maps_fn(model, arch: str, methods: Sequence[str], layers: Sequence[str],
+                 num_shards: int | None = None):
+  """jitted `(variables, x) -> {method: raw maps f32 [B,T,h,w]}` for `methods` (not ScoreCAM);
+  `num_shards`: devices the batch is sharded over (default: all).
 
   Per method the maps of `forward.make_forward(model, arch, method, None, layers=layers)`,
   but in ONE function: the encoder runs once, and the gradient methods share one forward +
@@ -92,7 +94,8 @@ def make_maps_fn(model, arch: str, methods: Sequence[str], layers: Sequence[str]
   methods, against ~70 s and ~4 s as six separate functions).
   """
   target_fn = cam.targets_for(arch, targets(arch))
-  chunk, num_shards = parallel.default_chunk(), jax.device_count()
+  chunk = parallel.default_chunk()
+  num_shards = jax.device_count() if num_shards is None else int(num_shards)
 
   @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model, 'cam'))
   def maps_fn(variables, x):
@@ -161,7 +164,8 @@ def run(model, variables, source: Sequence, test: streaming.SplitSummary,
   n = test.num_images
   methods = list(methods)
   layers = tuple(layers)
-  maps_fn = make_maps_fn(model, arch, [m for m in methods if m != 'scorecam'], layers)
+  maps_fn = make_maps_fn(model, arch, [m for m in methods if m != 'scorecam'], layers,
+                         mesh.size)
   scorecam = (forward.make_forward(model, arch, 'scorecam', None, targets(arch), layers)
               if 'scorecam' in methods else None)
   names = cam.target_names(arch, targets(arch))

@@ -29,8 +29,10 @@ from aesthetics_jax.explain import faithfulness as faith_lib
 NOT_FLAT = ('num_images', 'seconds', 'baseline_gap', 'deletion_curve', 'insertion_curve')
 
 
-def make_step(model, arch: str, steps: int, layers: Sequence[str] = ()):
-  """`step(methods, variables, random_head_params, x [B,S,S,3]) -> {method: arrays [B,..]}`.
+def make_step(model, arch: str, steps: int, layers: Sequence[str] = (),
+              num_shards: int | None = None):
+  """`step(methods, variables, random_head_params, x [B,S,S,3]) -> {method: arrays [B,..]}`;
+  `num_shards`: devices the batch is sharded over (default: all).
 
   layers: the CAM layers (`config.eval.cam_layers`; () = the encoder's output), as
   `forward.make_forward` takes them, so the study and the faithfulness checks see one map.
@@ -45,11 +47,11 @@ def make_step(model, arch: str, steps: int, layers: Sequence[str] = ()):
   layers = models.resolve_layers(model, layers)
 
   features = forward.features_until_fn(model, layers[0])
+  n = jax.device_count() if num_shards is None else int(num_shards)
 
   @functools.partial(jax.jit, static_argnames=('methods',),
                      compiler_options=cpu_backend.encoder_options(model, 'cam'))
   def maps_fn(variables, random_head, feats, x, methods):
-    n = jax.device_count()
     _, maps = forward.layer_maps_many(model, variables, layers, methods, feats, x, aes, n)
     rvars = dict(variables, params=dict(variables['params'], head=random_head))
     _, rmaps = forward.layer_maps_many(model, rvars, layers, methods, feats, x, aes, n)
@@ -59,7 +61,7 @@ def make_step(model, arch: str, steps: int, layers: Sequence[str] = ()):
   # images at a time on CPU (parallel.default_chunk: small batches keep the CPU's caches
   # warm; measured ~2x at 224 px); elsewhere all points in one call.
   chunk = parallel.default_chunk()
-  encoder = parallel.features_fn(model, chunk, num_shards=jax.device_count())
+  encoder = parallel.features_fn(model, chunk, num_shards=n)
   per_call = 1 if chunk > 0 else None
 
   @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model))
@@ -163,7 +165,7 @@ def run(model, variables, source: Sequence, mesh, *, arch: str, image_size: int,
                      for i in range(n)])
   random_head = faith_lib.randomized_params(variables['params']['head'],
                                             jax.random.PRNGKey(int(seed) + 1))
-  step = make_step(model, arch, steps, layers)
+  step = make_step(model, arch, steps, layers, mesh.size)
   per_method, map_hw = {}, None
   # ScoreCAM's few images in a batch of their own (a padded full batch would multiply its
   # per-channel forward passes).
