@@ -217,7 +217,7 @@ class Model:
     if key not in self._forwards:  # compiled on first use: seconds on a CPU
       self._forwards[key] = forward.make_forward(
           self.predictor.model, self.arch, method, str(self.predictor.config.input.normalize),
-          names=names, layers=layers)
+          names=names, layers=layers, num_shards=self.predictor.shards(method))
     return self._forwards[key], method, layers
 
   def _load(self, x: ImageLike, full: bool = True) -> _Image:

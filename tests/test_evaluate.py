@@ -393,7 +393,7 @@ def test_two_cpu_devices_give_the_same_evaluation(evaluated, tmp_path):
   reads its device count at start-up) writes the per-image rows of the 1-device run. Its boxes
   used to come from a `pure_callback` inside the multi-device computation, which aborted
   there. With EigenCAM among the methods (a callback still) the passes over every CAM method
-  run on one device, the rest on both."""
+  run on one device, the rest on both; with EigenCAM as the method, all of them on one."""
   import os
   import shutil
   import subprocess
@@ -410,14 +410,18 @@ def test_two_cpu_devices_give_the_same_evaluation(evaluated, tmp_path):
           'm = run.evaluate(sys.argv[1], overrides=json.loads(sys.argv[2])); '
           'c = restore.load_config(sys.argv[1]); '
           "c.eval.cam_methods = ('gradcam', 'EigenCAM'); "
+          'sizes = [m.size for m in run.eval_meshes(c.eval)]; '
+          "c.eval.cam_method = 'EigenCAM'; "
+          'sizes += [m.size for m in run.eval_meshes(c.eval)]; '
           'print(json.dumps([m["eval_devices"], m["eval_cam_methods_devices"], '
-          'run.eval_mesh(c.eval).size]))')
+          'run.eval_mesh(c.eval).size, sizes]))')
   env = {**os.environ, 'XLA_FLAGS': (os.environ.get('XLA_FLAGS', '') +
                                      ' --xla_force_host_platform_device_count=2').strip()}
   p = subprocess.run([sys.executable, '-c', code, str(two), json.dumps(overrides)], env=env,
                      capture_output=True, text=True, timeout=400)
   assert p.returncode == 0, p.stderr[-3000:]
-  assert json.loads(p.stdout.strip().splitlines()[-1]) == [2, 1, 1]
+  # EigenCAM as eval.cam_method puts the test pass, intensity study and figures on one device.
+  assert json.loads(p.stdout.strip().splitlines()[-1]) == [2, 1, 1, [2, 1, 1, 1]]
   with open(wd / 'eval' / 'per_image.csv') as f:
     one_rows = list(csv.DictReader(f))
   with open(two / 'eval' / 'per_image.csv') as f:

@@ -555,11 +555,12 @@ def test_eigencam_over_two_cpu_devices_finishes(files):
   assert len(outs['eigencam']) == len(outs['gradcam']) == 8
   code = ('import sys; from aesthetics_jax.evaluation import predictor; '
           'p = predictor.Predictor(sys.argv[1]); '
-          'print(p.placement("eigencam")[0].size, p.placement("gradcam")[0].size)')
+          'print(p.placement("eigencam")[0].size, p.placement("gradcam")[0].size, '
+          'p.shards("eigencam"), p.shards("gradcam"))')
   r = subprocess.run([sys.executable, '-c', code, str(wd)], cwd=ROOT, capture_output=True,
                      text=True, env=env, timeout=200)
   assert r.returncode == 0, r.stderr[-2000:]
-  assert r.stdout.split() == ['1', '2']
+  assert r.stdout.split() == ['1', '2', '1', '2']  # make_forward loops by its mesh's devices
   for e, g in zip(outs['eigencam'], outs['gradcam']):
     assert e['mean_score'] == pytest.approx(g['mean_score'], abs=1e-5)
     assert e['map'] in ('ok', 'empty') and len(e['box']) == 4

@@ -143,7 +143,8 @@ def _features_until_fn(model, layer: str, options: tuple | None):
 
 
 def make_forward(model, arch: str, method: str, normalize: str | None,
-                 names: Sequence[str] | None = None, layers: Sequence[str] | str | None = None):
+                 names: Sequence[str] | None = None, layers: Sequence[str] | str | None = None,
+                 num_shards: int | None = None):
   """jitted `(variables, x) -> (predict_outputs dict [B,...], maps f32 [B,T,h,w])`.
 
   x: uint8 [B,S,S,3], or model input f32 [B,S,S,3] when `normalize is None` (eval batches).
@@ -154,12 +155,14 @@ def make_forward(model, arch: str, method: str, normalize: str | None,
   layers: the network runs once, each layer's activation feeding the next segment
   (`features_between`), one vjp yields every layer's gradients, and the maps are fused as
   pytorch-grad-cam does (`cam.fuse_layers`): [B,T,S,S], already min-max scaled per map.
+  num_shards: devices of the mesh the batch is sharded over (default every device); the
+    per-image loops run per device, with no collective (`parallel.map_batch`).
   """
   names = tuple(names or target_names(arch))
   layers = models.resolve_layers(model, layers)
   target_fn = cam.targets_for(arch, names)
   # Encoder in micro-batches on CPU (~3x there, same result; whole batch on accelerators).
-  chunk, num_shards = parallel.default_chunk(), jax.device_count()
+  chunk, num_shards = parallel.default_chunk(), num_shards or jax.device_count()
 
   @functools.partial(jax.jit, compiler_options=cpu_backend.encoder_options(model, 'cam'))
   def forward(variables, x):

@@ -67,9 +67,10 @@ class Predictor:
     # encoder's output.
     self.cam_layers = models.resolve_layers(self.model,
                                             cam_layers or tuple(self.config.eval.cam_layers))
-    self.forward = make_forward(self.model, self.arch, self.method,
-                                str(self.config.input.normalize), layers=self.cam_layers)
     self.mesh = parallel.make_mesh()
+    self.forward = make_forward(self.model, self.arch, self.method,
+                                str(self.config.input.normalize), layers=self.cam_layers,
+                                num_shards=self.shards(self.method))
     self.num_devices = self.mesh.devices.size
     # Replicated over the mesh: the batch axis of the inputs is sharded over all devices.
     self.variables = parallel.replicate(jax.device_get(self.variables), self.mesh)
@@ -80,6 +81,11 @@ class Predictor:
     one CAM layer, fused at the input size [B,(10,)S,S] for several)."""
     pred, maps = self.run_forward(x, self.forward)
     return pred, split_maps(maps, self.arch)
+
+  def shards(self, method: str) -> int:
+    """Devices a batch for CAM `method` (canonical) is sharded over: `make_forward`'s
+    num_shards."""
+    return forward_lib.callback_safe_mesh(self.mesh, (method,)).size
 
   def placement(self, method: str) -> tuple[Any, Any]:
     """(mesh, variables replicated on it) for CAM `method` (canonical): every device, or one

@@ -107,7 +107,7 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
   except FileNotFoundError as e:  # a --masks_dir that is not a folder
     raise EvalConfigError(str(e)) from None
   _check_masks_match(config, masks, sources['test'])
-  mesh, cam_mesh = parallel.make_mesh(), eval_mesh(ec)
+  mesh, cam_mesh = eval_meshes(ec)
   # Replicated over the mesh so the jitted calls see one device set with the sharded batches.
   host_variables = jax.device_get(variables)
   variables = parallel.replicate(host_variables, mesh)
@@ -124,7 +124,8 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
   max_test = int(config.data.max_test_images)
 
   layers = models.resolve_layers(model, tuple(ec.cam_layers))
-  forward = forward_lib.make_forward(model, arch, str(ec.cam_method), None, layers=layers)
+  forward = forward_lib.make_forward(model, arch, str(ec.cam_method), None, layers=layers,
+                                     num_shards=mesh.size)
   summarize = streaming.make_summarize(size, float(ec.box_threshold), arch, mesh)
   test = streaming.collect(forward, summarize, variables, batches, sources['test'], max_test,
                            desc='eval test')
@@ -212,10 +213,26 @@ SUMMARY_KEYS = ('num_test_images', 'binary_accuracy', 'majority_rate', 'lcc_mean
                 'pointing_game_centre_baseline')
 
 
+def eval_meshes(ec) -> tuple[Mesh, Mesh]:
+  """(mesh of the test pass, intensity study and figures, mesh of the passes over every CAM
+  method): every device, or the first when that pass's methods run a host callback across
+  several CPU devices (`eval_mesh`): `eval.cam_method=eigencam` put the test pass on both."""
+  cam_mesh, mesh = eval_mesh(ec), parallel.make_mesh()
+  main = forward_lib.callback_safe_mesh(mesh, (choices.canonical_method(str(ec.cam_method)),))
+  if main.size != mesh.size:
+    log = logging.info if cpu_backend.devices_added() else logging.warning
+    log('the test pass, intensity study and figures run on 1 of the %d CPU devices: '
+        'eval.cam_method EigenCAM runs a host callback that deadlocks across CPU devices',
+        mesh.size)
+    return cam_mesh, cam_mesh
+  return main, cam_mesh
+
+
 def eval_mesh(ec) -> Mesh:
   """The mesh of the passes over every CAM method (faithfulness, localisation, explorer): every
   device, but one when there are several CPU devices and EigenCAM is among the methods (the
-  test pass, intensity study and figures use every device). EigenCAM's pytorch-grad-cam sign
+  test pass, intensity study and figures use every device unless EigenCAM is
+  `eval.cam_method`: `eval_meshes`). EigenCAM's pytorch-grad-cam sign
   is a numpy SVD in a `pure_callback` inside the jitted passes, and across CPU devices that
   callback deadlocks (`aesthetics-demo` with `--xla_force_host_platform_device_count=2`: XLA
   aborted in its all-reduce after 40 s, in the faithfulness pass; on 2 cores the callback's

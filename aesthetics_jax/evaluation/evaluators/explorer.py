@@ -166,8 +166,8 @@ def run(model, variables, source: Sequence, test: streaming.SplitSummary,
   layers = tuple(layers)
   maps_fn = make_maps_fn(model, arch, [m for m in methods if m != 'scorecam'], layers,
                          mesh.size)
-  scorecam = (forward.make_forward(model, arch, 'scorecam', None, targets(arch), layers)
-              if 'scorecam' in methods else None)
+  scorecam = (forward.make_forward(model, arch, 'scorecam', None, targets(arch), layers,
+                                   mesh.size) if 'scorecam' in methods else None)
   names = cam.target_names(arch, targets(arch))
   low_t = names.index('low')
   with_masks = localization.load_masks(masks_dir, [], 1) is not None
