@@ -24,7 +24,7 @@ from aesthetics_jax.models import outputs as outputs_lib
 
 # Methods with a host callback inside the jitted maps (EigenCAM's numpy SVD, for
 # pytorch-grad-cam's sign): across several CPU devices the callback deadlocks, XLA aborting in
-# its all-reduce after 40 s (`evaluation/run.eval_mesh`).
+# its all-reduce after 40 s (`evaluation/run.eval_meshes`).
 HOST_CALLBACK_METHODS = frozenset({'eigencam'})
 
 

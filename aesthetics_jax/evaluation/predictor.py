@@ -71,7 +71,6 @@ class Predictor:
     self.forward = make_forward(self.model, self.arch, self.method,
                                 str(self.config.input.normalize), layers=self.cam_layers,
                                 num_shards=self.shards(self.method))
-    self.num_devices = self.mesh.devices.size
     # Replicated over the mesh: the batch axis of the inputs is sharded over all devices.
     self.variables = parallel.replicate(jax.device_get(self.variables), self.mesh)
     self._one_device = None  # (mesh, variables) for host-callback methods, made when needed

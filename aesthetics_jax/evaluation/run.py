@@ -215,39 +215,35 @@ SUMMARY_KEYS = ('num_test_images', 'binary_accuracy', 'majority_rate', 'lcc_mean
 
 def eval_meshes(ec) -> tuple[Mesh, Mesh]:
   """(mesh of the test pass, intensity study and figures, mesh of the passes over every CAM
-  method): every device, or the first when that pass's methods run a host callback across
-  several CPU devices (`eval_mesh`): `eval.cam_method=eigencam` put the test pass on both."""
-  cam_mesh, mesh = eval_mesh(ec), parallel.make_mesh()
-  main = forward_lib.callback_safe_mesh(mesh, (choices.canonical_method(str(ec.cam_method)),))
-  if main.size != mesh.size:
-    log = logging.info if cpu_backend.devices_added() else logging.warning
-    log('the test pass, intensity study and figures run on 1 of the %d CPU devices: '
-        'eval.cam_method EigenCAM runs a host callback that deadlocks across CPU devices',
-        mesh.size)
-    return cam_mesh, cam_mesh
-  return main, cam_mesh
-
-
-def eval_mesh(ec) -> Mesh:
-  """The mesh of the passes over every CAM method (faithfulness, localisation, explorer): every
-  device, but one when there are several CPU devices and EigenCAM is among the methods (the
-  test pass, intensity study and figures use every device unless EigenCAM is
-  `eval.cam_method`: `eval_meshes`). EigenCAM's pytorch-grad-cam sign
-  is a numpy SVD in a `pure_callback` inside the jitted passes, and across CPU devices that
-  callback deadlocks (`aesthetics-demo` with `--xla_force_host_platform_device_count=2`: XLA
-  aborted in its all-reduce after 40 s, in the faithfulness pass; on 2 cores the callback's
+  method: faithfulness, localisation, explorer): every device, but one for the passes whose
+  methods include EigenCAM when there are several CPU devices (`eval.cam_methods` for the
+  second; `eval.cam_method` for both, as it is among the methods). EigenCAM's
+  pytorch-grad-cam sign is a numpy SVD in a `pure_callback` inside the jitted passes, and
+  across CPU devices that callback deadlocks (`aesthetics-demo` with
+  `--xla_force_host_platform_device_count=2`: XLA aborted in its all-reduce after 40 s, in the
+  faithfulness pass; `eval.cam_method=eigencam` in the test pass; on 2 cores the callback's
   thread waits for its argument while the other of XLA's 2 pool threads waits in the
   all-reduce). The streamed pass's boxes need no callback there (`streaming.make_summarize`).
   A count the user set in XLA_FLAGS gets a warning; the commands' own one device per core
   (`cpu_backend`) an info line."""
   mesh = parallel.make_mesh()
-  methods = {choices.canonical_method(str(n)) for n in (ec.cam_method, *ec.cam_methods)}
+  method = choices.canonical_method(str(ec.cam_method))
+  methods = {method, *(choices.canonical_method(str(n)) for n in ec.cam_methods)}
   one = forward_lib.callback_safe_mesh(mesh, methods)
-  if one.size != mesh.size:
-    log = logging.info if cpu_backend.devices_added() else logging.warning
-    log('the CAM-method passes run on 1 of the %d CPU devices: EigenCAM (in '
-        'eval.cam_methods) runs a host callback that deadlocks across CPU devices', mesh.size)
-  return one
+  if one.size == mesh.size:
+    return mesh, mesh
+  main = one if method in forward_lib.HOST_CALLBACK_METHODS else mesh
+  log = logging.info if cpu_backend.devices_added() else logging.warning
+  passes, key = (('every evaluation pass runs', 'eval.cam_method') if main is one
+                 else ('the CAM-method passes run', 'eval.cam_methods'))
+  log('%s on 1 of the %d CPU devices: EigenCAM (%s) runs a host callback that deadlocks '
+      'across CPU devices', passes, mesh.size, key)
+  return main, one
+
+
+def eval_mesh(ec) -> Mesh:
+  """The mesh of the passes over every CAM method (`eval_meshes`)."""
+  return eval_meshes(ec)[1]
 
 
 class EvalConfigError(ValueError):
