@@ -264,3 +264,27 @@ def test_an_empty_output_flag_is_refused_not_the_current_folder(flag, capsys):
   with pytest.raises(SystemExit):
     common.check_outputs('benchmark', files={'json': ''})
   common.check_outputs('demo', folders={flag: None}, files={'json': None})  # not given: fine
+
+
+@pytest.mark.skipif(not os.path.exists('/dev/full'), reason='needs /dev/full (Linux)')
+@pytest.mark.parametrize('command', ['prepare_data', 'evaluate'])
+def test_stdout_full_or_closed_is_one_line_or_quiet(command, tmp_path):
+  """`--help > /dev/full` (stdout on a full disk) ended in a traceback: now one line naming
+  the cause, exit 1; `--help` into a pipe whose reader already left (`| head`): quiet, 141."""
+  cmd = [sys.executable, '-m', f'aesthetics_jax.cli.{command}', '--help']
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
+  with open('/dev/full', 'w') as full:
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, stdout=full, stderr=subprocess.PIPE,
+                       text=True, timeout=120)
+  assert r.returncode == 1, r.stderr
+  assert r.stderr.strip() == (
+      f'{command}: could not write to stdout (No space left on device); files written before '
+      'are kept: rerun with stdout on a disk with free space'), r.stderr
+  read, write = os.pipe()
+  os.close(read)  # the reader is gone before the first write
+  try:
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, stdout=write, stderr=subprocess.PIPE,
+                       text=True, timeout=120)
+  finally:
+    os.close(write)
+  assert (r.returncode, r.stderr) == (common.EXIT_SIGPIPE, '')

@@ -397,6 +397,22 @@ def test_cli_reader_closing_the_pipe_ends_quietly(files, tmp_path):
   assert 'missing_00000.jpg' in json.loads(first)['path']
 
 
+@pytest.mark.skipif(not os.path.exists('/dev/full'), reason='needs /dev/full (Linux)')
+def test_cli_stdout_on_a_full_disk_is_one_line(files, tmp_path):
+  """`aesthetics-predict ... > /dev/full` (stdout on a full disk): one line naming the cause and
+  exit 1, where a traceback ended the command. Missing files: the lines without the model."""
+  _, wd, _, _, _ = files
+  args = [f'--workdir={wd}'] + [str(tmp_path / f'missing_{i}.jpg') for i in range(3)]
+  with open('/dev/full', 'w') as full:
+    r = subprocess.run([sys.executable, '-m', 'launch.predict', *args], cwd=ROOT, stdout=full,
+                       stderr=subprocess.PIPE, text=True, timeout=120,
+                       env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert r.returncode == 1, r.stderr
+  assert r.stderr.strip() == (
+      'predict: could not write to stdout (No space left on device); files written before are '
+      'kept: rerun with stdout on a disk with free space'), r.stderr
+
+
 def test_cli_bad_workdir_one_line(tmp_path):
   r = _run(f'--workdir={tmp_path}', tmp_path / 'x.jpg')
   assert r.returncode == 2 and r.stdout == ''

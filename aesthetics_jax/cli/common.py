@@ -141,7 +141,63 @@ def run(main: Callable[[list[str]], None], doc: str | None,
   sys.modules['__main__'].__doc__ = doc
   cpu_backend.configure()  # before any JAX computation starts the backends
   compile_cache.configure()  # before the first compilation
-  app.run(main, argv=None if argv is None else list(argv), flags_parser=_parse_flags)
+  if not isinstance(sys.stdout, _TaggedStdout):
+    sys.stdout = _TaggedStdout(sys.stdout)
+  try:
+    try:
+      app.run(main, argv=None if argv is None else list(argv), flags_parser=_parse_flags)
+    finally:  # what print() left buffered, while its errors can still be told apart
+      sys.stdout.flush()
+  except OSError as e:
+    if not getattr(e, 'on_stdout', False):
+      raise
+    stdout_failed(e)
+
+
+class _TaggedStdout:
+  """sys.stdout whose write errors are tagged `on_stdout`, so that `run` can tell a stdout
+  that is full or closed (`> /dev/full`, `| head`) from the command's own OSErrors: printing
+  the results to a full disk ended in a traceback."""
+
+  def __init__(self, stream):
+    self._stream = stream
+
+  def __getattr__(self, name):
+    return getattr(self._stream, name)
+
+  def write(self, text: str) -> int:
+    try:
+      return self._stream.write(text)
+    except OSError as e:
+      e.on_stdout = True
+      raise
+
+  def flush(self) -> None:
+    try:
+      self._stream.flush()
+    except OSError as e:
+      e.on_stdout = True
+      raise
+
+
+EXIT_SIGPIPE = 141  # 128 + SIGPIPE: what `yes | head -1` reports for `yes`
+
+
+def quiet_stdout() -> None:
+  """Points stdout at /dev/null, so that the interpreter's final flush does not raise again."""
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, sys.stdout.fileno())
+  os.close(devnull)
+
+
+def stdout_failed(e: OSError) -> NoReturn:
+  """Exit after stdout refused a write: quietly with 141 when the reader left (`| head` has
+  what it wanted), else one line and EXIT_FAILED (files the command wrote are kept)."""
+  quiet_stdout()
+  if isinstance(e, BrokenPipeError):
+    sys.exit(EXIT_SIGPIPE)
+  fail(command_name(), f'could not write to stdout ({e.strerror or first_line(e)}); files '
+       'written before are kept: rerun with stdout on a disk with free space')
 
 
 def command_name() -> str:

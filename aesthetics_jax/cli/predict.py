@@ -12,20 +12,21 @@ stdout or atomically to `--output=F`:
    (MobileNetV2), "p_high", "label", "map": "ok"|"empty", "box": {"x0","y0","x1","y1"} | null,
    "boxes": {"aesthetic"|"attribute"|"average"|"crop": {"x0","y0","x1","y1"}},
    "overlay", "crop" (paths, when asked for; "crop": null when the map is empty)}
-Boxes are end-exclusive image pixels (`image.crop((b["x0"], b["y0"], b["x1"], b["y1"]))` in
-PIL) of the image as displayed (EXIF orientation applied); `box` is the average of the aesthetic
-and attribute boxes for MobileNetV2 (the aesthetic box for VGG16); `boxes.crop` is the best box
-of `--aspect` (when given). Overlays are drawn with the long side <= 1024 px (a thin strip with
-its own short side up to 128 px, within 1 MP; a narrow one centred above a legend it fits);
-crops are cut at full resolution up to 36 MP, written as JPEG with a JPEG photo's own
-quantisation tables (`--crop_format=auto`; `png`: lossless) and as PNG for other images. A
-file that cannot be used, a folder without images or a pattern matching nothing gives
-`{"path", "error"}`, the error one line naming its cause (missing, file over 64 MB, over 100
-MP, under 32 px a side, truncated, not an image, a model output that is not finite: a NaN is
-never printed), and the others carry on. Exit status: 0 every image scored; 1 some inputs
-failed; 2 nothing ran (a bad flag, no inputs, an unwritable output, a workdir without a usable
-checkpoint: missing, another model's, or damaged, named with its step and file and the `--step`
-of an intact one), with one line on stderr and nothing on stdout.
+Boxes are end-exclusive image pixels (`image.crop((b["x0"], b["y0"], b["x1"], b["y1"]))` in PIL)
+of the image as displayed (EXIF orientation applied); `box` is the average of the aesthetic and
+attribute boxes for MobileNetV2 (the aesthetic box for VGG16); `boxes.crop` is the best box of
+`--aspect` (when given). Overlays are drawn with the long side <= 1024 px (a thin strip with its
+own short side up to 128 px, within 1 MP; a narrow one centred above a legend it fits); crops
+are cut at full resolution up to 36 MP, written as JPEG with a JPEG photo's own quantisation
+tables (`--crop_format=auto`; `png`: lossless) and as PNG for other images. A file that cannot
+be used, a folder without images or a pattern matching nothing gives `{"path", "error"}`, the
+error one line naming its cause (missing, file over 64 MB, over 100 MP, under 32 px a side,
+truncated, not an image, a model output that is not finite: a NaN is never printed), and the
+others carry on. Exit status: 0 every image scored; 1 some inputs failed, or stdout refused a
+write (a full disk; one line on stderr; 141 when `| head` left); 2 nothing ran (a bad flag, no
+inputs, an unwritable output, a workdir without a usable checkpoint: missing, another model's,
+or damaged, named with its step and file and the `--step` of an intact one), with one line on
+stderr and nothing on stdout.
 """
 from __future__ import annotations
 
@@ -165,9 +166,10 @@ def main(argv):
         lines.append(line)
       else:
         print(line, flush=True)
-  except BrokenPipeError:  # `| head`: the reader has what it wanted
-    _quiet_stdout()
-    sys.exit(_EXIT_SIGPIPE)
+  except OSError as e:  # `| head`: the reader has what it wanted; or `> /dev/full`
+    if not getattr(e, 'on_stdout', False):
+      raise
+    common.stdout_failed(e)
   if uncut:  # --crop_dir got fewer files than images: say why, not only in the JSON
     print(f'predict: no crop for {uncut} of {scored} scored image{"" if scored == 1 else "s"}: '
           'the map points nowhere ("map": "empty", "crop": null)', file=sys.stderr,
@@ -184,7 +186,7 @@ def main(argv):
         sys.stdout.write(text)
         sys.stdout.flush()
       except BrokenPipeError:
-        _quiet_stdout()
+        common.quiet_stdout()
       sys.exit(common.EXIT_FAILED)
     print(f'predict: wrote {len(lines)} lines ({failed} failed) to {_OUTPUT.value}',
           file=sys.stderr)
@@ -194,14 +196,6 @@ def main(argv):
 # A record with any of these keys counts as failed (exit status 1): the image, or a file
 # asked for about it.
 _FAILURES = ('error', 'overlay_error', 'crop_error')
-_EXIT_SIGPIPE = 141  # 128 + SIGPIPE: what `yes | head -1` reports for `yes`
-
-
-def _quiet_stdout() -> None:
-  """Points stdout at /dev/null, so that the interpreter's final flush does not raise again."""
-  devnull = os.open(os.devnull, os.O_WRONLY)
-  os.dup2(devnull, sys.stdout.fileno())
-
 
 def run_cli() -> None:
   """`aesthetics-predict`: `--config.eval.*` keys checked before absl parses them."""
