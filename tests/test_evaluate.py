@@ -433,3 +433,32 @@ def test_two_cpu_devices_give_the_same_evaluation(evaluated, tmp_path):
         assert a[k] == b[k], (k, a, b)
       elif a[k] and a[k].replace('.', '', 1).replace('-', '', 1).replace('e', '', 1).isdigit():
         assert float(b[k]) == pytest.approx(float(a[k]), rel=1e-4, abs=1e-5), (k, a, b)
+
+
+def test_cli_says_when_eigencam_keeps_evaluation_on_one_device(evaluated, tmp_path):
+  """`aesthetics-evaluate --config.eval.cam_method=eigencam` with the user's own device count
+  of 2 runs every pass on one device (`run.eval_meshes`) and must say so on stderr: the
+  command hid every warning (absl verbosity ERROR), so the user's devices went unused
+  without a word."""
+  import os
+  import shutil
+  import subprocess
+  import sys
+  from pathlib import Path
+  wd, _ = evaluated
+  two = tmp_path / 'two'
+  shutil.copytree(wd, two, ignore=shutil.ignore_patterns('eval'))
+  env = {**os.environ, 'XLA_FLAGS': (os.environ.get('XLA_FLAGS', '') +
+                                     ' --xla_force_host_platform_device_count=2').strip(),
+         'JAX_PLATFORMS': 'cpu'}
+  args = [f'--workdir={two}', '--config.eval.cam_method=eigencam',
+          "--config.eval.cam_methods=('eigencam',)", '--config.eval.faithfulness_images=4',
+          '--config.eval.faithfulness_steps=2', '--config.eval.bootstrap_samples=20',
+          '--config.eval.num_example_images=1']
+  p = subprocess.run([sys.executable, '-m', 'launch.evaluate', *args], env=env,
+                     cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                     timeout=400)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert ('every evaluation pass runs on 1 of the 2 CPU devices: EigenCAM (eval.cam_method) '
+          'runs a host callback that deadlocks across CPU devices') in p.stderr, p.stderr[-3000:]
+  assert json.loads((two / 'eval' / 'metrics.json').read_text())['eval_devices'] == 1

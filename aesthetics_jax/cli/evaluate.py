@@ -44,7 +44,9 @@ def main(argv):
   common.check_outputs('evaluate', folders={'workdir': _WORKDIR.value})
   overrides = config_flags.get_override_values(flags.FLAGS['config'])
   _check_eval_values(overrides)
-  logging.set_verbosity(logging.ERROR)
+  # Warnings are for the user (EigenCAM keeping evaluation on one device, a compilation
+  # cache that cannot be created); INFO is orbax's and JAX's chatter.
+  logging.set_verbosity(logging.WARNING)
   from aesthetics_jax.evaluation import run as eval_run  # after flag parsing: importing JAX is slow
   from aesthetics_jax.train import orbax_logging  # pylint: disable=import-outside-toplevel
   orbax_logging.quiet_orbax_errors()  # a damaged checkpoint is one CheckpointError line

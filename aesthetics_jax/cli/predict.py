@@ -134,7 +134,9 @@ def _in_order(items: Sequence[str | dict], records: Iterator[dict]) -> Iterator[
 
 
 def main(argv):
-  logging.set_verbosity(logging.ERROR)
+  # Warnings are for the user (a compilation cache that cannot be created); INFO is orbax's
+  # and JAX's chatter.
+  logging.set_verbosity(logging.WARNING)
   method, items = check_flags(argv)
   # After the checks: importing the predictor (JAX, orbax) is slow.
   # pylint: disable=import-outside-toplevel
