@@ -229,3 +229,20 @@ def test_stand_in_pth_weights_stage(tmp_path):
   meta = json.loads((tmp_path / 'weights' / 'vgg16.npz.json').read_text())
   assert meta['source'] == 'vgg16-synthetic.pth'
   assert paper_run.stage_weights(tmp_path, None, ['vgg16'], configs, True, 0)[0] == 'reused'
+
+
+def test_cli_shows_warnings(tmp_path):
+  """The training stage's warnings reach the user (absl WARNING): `aesthetics-paper-run` set
+  ERROR, so hours-long runs hid a resume from an older checkpoint, a resized-image store that
+  could not be used, or, here, the stale lock of a crashed run being taken over."""
+  import socket
+  pytest.importorskip('torch')  # the smoke run's stand-in weights (test_control runs in CI)
+  (tmp_path / 'w' / 'vgg16').mkdir(parents=True)
+  (tmp_path / 'w' / 'vgg16' / '.lock').write_text(json.dumps(
+      {'pid': 2 ** 22 + 1, 'host': socket.gethostname(), 'started': '2026-01-01 00:00:00',
+       'proc_start': 1, 'token': 'crashed'}))  # above Linux's pid_max: never a live process
+  r = subprocess.run([sys.executable, '-m', 'launch.paper_run', f'--workdir={tmp_path / "w"}',
+                      '--smoke', '--archs=vgg16'], capture_output=True, text=True, timeout=400)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert (f'{tmp_path / "w" / "vgg16" / ".lock"}: taking over the stale workdir lock of pid '
+          f'{2 ** 22 + 1} on {socket.gethostname()}, which is no longer running') in r.stderr

@@ -61,7 +61,8 @@ def main(argv):
   for name, v in (('num_train', _NUM_TRAIN.value), ('num_test', _NUM_TEST.value)):
     if v < 8:
       common.usage_error('control', f'--{name}={v}: pass 8 or more')
-  logging.set_verbosity(logging.ERROR)
+  # Warnings are for the user (as train's); INFO is orbax's and JAX's chatter.
+  logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   n_train, n_test = _NUM_TRAIN.value, _NUM_TEST.value
   if _SMOKE.value:  # then the user's own --config.KEY and sizes again: they win over smoke's

@@ -66,7 +66,9 @@ def main(argv):
   except paper_recipe.PaperRunError as e:
     common.usage_error('paper_run', str(e))
   common.check_outputs('paper_run', folders={'workdir': _WORKDIR.value})
-  logging.set_verbosity(logging.ERROR)
+  # Warnings are for the user (a resume from an older checkpoint, a resized-image store that
+  # cannot be used, a stale workdir lock taken over); INFO is orbax's and JAX's chatter.
+  logging.set_verbosity(logging.WARNING)
   from aesthetics_jax.train import orbax_logging  # pylint: disable=import-outside-toplevel
   orbax_logging.quiet_orbax_errors()  # a failed save (full disk) is one line, not 192 tracebacks
   from aesthetics_jax.data import ava, demo as demo_data  # pylint: disable=C0415
