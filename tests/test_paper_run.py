@@ -236,7 +236,7 @@ def test_cli_shows_warnings(tmp_path):
   ERROR, so hours-long runs hid a resume from an older checkpoint, a resized-image store that
   could not be used, or, here, the stale lock of a crashed run being taken over."""
   import socket
-  pytest.importorskip('torch')  # the smoke run's stand-in weights (test_control runs in CI)
+  pytest.importorskip('torch')  # the smoke run writes its stand-in weights with torch
   (tmp_path / 'w' / 'vgg16').mkdir(parents=True)
   (tmp_path / 'w' / 'vgg16' / '.lock').write_text(json.dumps(
       {'pid': 2 ** 22 + 1, 'host': socket.gethostname(), 'started': '2026-01-01 00:00:00',

@@ -166,18 +166,19 @@ class _TaggedStdout:
     return getattr(self._stream, name)
 
   def write(self, text: str) -> int:
-    try:
-      return self._stream.write(text)
-    except OSError as e:
-      e.on_stdout = True
-      raise
+    return _tagged(self._stream.write, text)
 
   def flush(self) -> None:
-    try:
-      self._stream.flush()
-    except OSError as e:
-      e.on_stdout = True
-      raise
+    _tagged(self._stream.flush)
+
+
+def _tagged(call: Callable, *args):
+  """call(*args), its OSError tagged `on_stdout`."""
+  try:
+    return call(*args)
+  except OSError as e:
+    e.on_stdout = True
+    raise
 
 
 EXIT_SIGPIPE = 141  # 128 + SIGPIPE: what `yes | head -1` reports for `yes`

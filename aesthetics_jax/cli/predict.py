@@ -158,20 +158,16 @@ def main(argv):
       paths, _OVERLAY_DIR.value, _CROP_DIR.value, _ASPECT.value,
       batch_size=_BATCH.value, top_k=_TOP_K.value, crop_format=_CROP_FORMAT.value)
   lines, failed, uncut, scored = [], 0, 0, 0
-  try:
-    for rec in _in_order(items, records):
-      failed += any(k in rec for k in _FAILURES)
-      scored += 'error' not in rec
-      uncut += 'crop' in rec and rec['crop'] is None
-      line = records_lib.to_json_line(rec)
-      if _OUTPUT.value:
-        lines.append(line)
-      else:
-        print(line, flush=True)
-  except OSError as e:  # `| head`: the reader has what it wanted; or `> /dev/full`
-    if not getattr(e, 'on_stdout', False):
-      raise
-    common.stdout_failed(e)
+  # A stdout that refuses a line (`| head` left, `> /dev/full`) ends the run in `common.run`.
+  for rec in _in_order(items, records):
+    failed += any(k in rec for k in _FAILURES)
+    scored += 'error' not in rec
+    uncut += 'crop' in rec and rec['crop'] is None
+    line = records_lib.to_json_line(rec)
+    if _OUTPUT.value:
+      lines.append(line)
+    else:
+      print(line, flush=True)
   if uncut:  # --crop_dir got fewer files than images: say why, not only in the JSON
     print(f'predict: no crop for {uncut} of {scored} scored image{"" if scored == 1 else "s"}: '
           'the map points nowhere ("map": "empty", "crop": null)', file=sys.stderr,
