@@ -149,6 +149,9 @@ def test_all_subset_split_is_deterministic_and_complete(tmp_path):
     (_row(2, 100, [10**30] + [0] * 9), r'AVA.txt:2: vote counts sum to 1000000000000000000'),
     (_row(2, 10**20, V_HIGH), r'AVA.txt:2: image id 100000000000000000000 out of range'),
     (_row(2, 100, V_HIGH, ch=4_000_000_000), r'AVA.txt:2: challenge id 4000000000 out of range'),
+    # All digits, but past int()'s 4300-digit limit: it was a StopIteration traceback.
+    (_row(2, 100, V_HIGH).replace(' 7', ' ' + '9' * 5000 + '7'),
+     r"AVA.txt:2: non-integer field '9{40}' \("),
 ])
 def test_malformed_rows_raise_one_line(tmp_path, bad_row, message):
   p = tmp_path / 'AVA.txt'

@@ -368,6 +368,19 @@ def test_losing_a_race_to_a_half_written_dataset_is_one_line(tmp_path, monkeypat
   assert _leftovers(data_dir) == []
 
 
+def test_a_damaged_dataset_folder_is_one_line_not_an_empty_dataset(tmp_path):
+  root = _tiny_root(tmp_path / 'ava')
+  data_dir = tmp_path / 'tfds'
+  done = dataset.prepare(root, data_dir, 'style')
+  (done.dataset_dir / 'dataset_info.json').unlink()  # e.g. lost in a copy
+  # TFDS took the folder for a prepared dataset and _result found no splits (KeyError).
+  with pytest.raises(dataset.DataDirError, match='no dataset_info.json') as e:
+    dataset.prepare(root, data_dir, 'style')
+  assert '\n' not in str(e.value) and str(done.dataset_dir) in str(e.value)
+  assert 'remove that folder' in str(e.value)
+  assert (done.dataset_dir / dataset.SKIPPED_CSV).is_file()  # nothing removed for the user
+
+
 def test_reuse_only_from_the_same_root_and_options(tmp_path, monkeypatch):
   root = _tiny_root(tmp_path / 'ava')
   data_dir = tmp_path / 'tfds'

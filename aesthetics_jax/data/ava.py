@@ -132,6 +132,14 @@ def _read_lines(path: os.PathLike | str, what: str) -> list[str]:
     raise AvaError(f'{path}: cannot read {what}: {e.strerror} (check permissions)') from None
 
 
+def _parses_as_int(field: str) -> bool:
+  try:
+    int(field)
+  except ValueError:
+    return False
+  return True
+
+
 def read_ava_txt(path: os.PathLike | str,
                  valid_tags: Collection[int] | None = None) -> list[AvaImage]:
   """Parses AVA.txt. Blank lines are ignored.
@@ -157,8 +165,9 @@ def read_ava_txt(path: os.PathLike | str,
     try:
       values = [int(f) for f in fields]
     except ValueError:
-      bad = next(f for f in fields if not f.lstrip('+-').isdigit())
-      raise _fail(path, lineno, f'non-integer field {bad!r}',
+      # int() also refuses digit strings past Python's 4300-digit limit.
+      bad = next(f for f in fields if not _parses_as_int(f))
+      raise _fail(path, lineno, f'non-integer field {bad[:40]!r}',
                   'every field must be a whole number') from None
     image_id = values[1]
     votes = values[2:2 + NUM_BUCKETS]

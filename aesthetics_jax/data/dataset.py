@@ -426,6 +426,12 @@ def prepare(ava_dir: str | os.PathLike, data_dir: str | os.PathLike, subset: str
   check_ava_root(ava_dir)
   if is_prepared(data_dir, subset):
     return _reuse(ava_dir, data_dir, subset, max_pixels)
+  if dataset_dir(data_dir, subset).exists():
+    # TFDS renames a finished dataset into place with its dataset_info.json; without it the
+    # folder is damaged, and TFDS would take it as prepared and give an empty dataset.
+    raise DataDirError(
+        f'{dataset_dir(data_dir, subset)}: not a complete dataset (no dataset_info.json); '
+        'remove that folder and rerun, or choose another --data_dir')
   # Metadata and images are checked before TFDS starts, so a malformed row fails fast.
   sel = select_images(ava_dir, subset, max_pixels=max_pixels, num_workers=num_workers)
   for split in SPLITS:
