@@ -381,6 +381,28 @@ def test_a_damaged_dataset_folder_is_one_line_not_an_empty_dataset(tmp_path):
   assert (done.dataset_dir / dataset.SKIPPED_CSV).is_file()  # nothing removed for the user
 
 
+@pytest.mark.parametrize('damage', ['info', 'missing_shard', 'truncated_shard'])
+def test_a_damaged_prepared_dataset_is_one_line_for_prepare_and_train(tmp_path, damage):
+  root = _tiny_root(tmp_path / 'ava')
+  data_dir = tmp_path / 'tfds'
+  d = dataset.prepare(root, data_dir, 'style').dataset_dir
+  shard = next(d.glob('ava-train.array_record-*'))
+  if damage == 'info':
+    (d / 'dataset_info.json').write_text('{"name": "\x01')
+  elif damage == 'missing_shard':
+    shard.unlink()
+  else:
+    with open(shard, 'r+b') as f:
+      f.truncate(1000)
+  # Each was a traceback: protobuf's ParseError, array_record's RuntimeError.
+  for call in (lambda: dataset.prepare(root, data_dir, 'style'),
+               lambda: dataset.load_sources(data_dir, 'style')):
+    with pytest.raises(dataset.DataDirError, match='damaged') as e:
+      call()
+    assert '\n' not in str(e.value) and str(d) in str(e.value)
+    assert 'rerun aesthetics-prepare-data' in str(e.value)
+
+
 def test_reuse_only_from_the_same_root_and_options(tmp_path, monkeypatch):
   root = _tiny_root(tmp_path / 'ava')
   data_dir = tmp_path / 'tfds'

@@ -539,6 +539,7 @@ def _no_space(e: BaseException | None) -> str | None:
 def _reuse(ava_dir: Path, data_dir: str | os.PathLike, subset: str,
            max_pixels: int) -> PrepareResult:
   check_reuse(ava_dir, data_dir, subset, max_pixels)
+  _intact_sources(data_dir, subset)
   return _result(builder(data_dir, subset), subset, reused=True)
 
 
@@ -607,8 +608,25 @@ def load_sources(data_dir: str | os.PathLike, subset: str = 'style') -> dict[str
     raise FileNotFoundError(
         f'{Path(data_dir) / "ava" / subset}: no prepared dataset; run `aesthetics-'
         f'prepare-data --ava_dir=<AVA root> --data_dir={data_dir} --subset={subset}`')
-  sources = builder(data_dir, subset).as_data_source()
-  return {s: sources[s] for s in SPLITS}
+  return _intact_sources(data_dir, subset)
+
+
+def _intact_sources(data_dir: str | os.PathLike, subset: str) -> dict[str, Sequence]:
+  """The splits' sources, each first and last record read once: a damaged dataset_info.json or
+  a missing or truncated shard is a one-line DataDirError here, not a traceback at step N."""
+  where = dataset_dir(data_dir, subset)
+  try:
+    sources = builder(data_dir, subset).as_data_source()
+    out = {s: sources[s] for s in SPLITS}
+    for src in out.values():
+      if len(src):
+        src[0], src[len(src) - 1]  # pylint: disable=pointless-statement
+  except Exception as e:  # pylint: disable=broad-except  (TFDS, protobuf and array_record's)
+    why = (str(e).strip().splitlines() or [''])[0][:200]
+    raise DataDirError(
+        f'{where}: damaged ({type(e).__name__}: {why}); remove that folder and rerun '
+        'aesthetics-prepare-data, or choose another --data_dir') from e
+  return out
 
 
 # The files that decide which images a subset holds and their labels: a root whose copies of
