@@ -403,6 +403,24 @@ def test_a_damaged_prepared_dataset_is_one_line_for_prepare_and_train(tmp_path, 
     assert 'rerun aesthetics-prepare-data' in str(e.value)
 
 
+def test_an_image_that_changes_after_validation_is_one_line(tmp_path, monkeypatch):
+  root = _tiny_root(tmp_path / 'ava')
+  real = dataset.select_images
+
+  def then_overwritten(*args, **kwargs):
+    sel = real(*args, **kwargs)
+    victim = ava.image_path(root, sel.kept['train'][0].image_id)
+    victim.write_bytes(b'not an image any more')
+    return sel
+  monkeypatch.setattr(dataset, 'select_images', then_overwritten)
+  data_dir = tmp_path / 'tfds'
+  # Was PIL's UnidentifiedImageError as a traceback out of TFDS's generation.
+  with pytest.raises(ava.AvaError, match='unreadable while writing the dataset') as e:
+    dataset.prepare(root, data_dir, 'style')
+  assert '\n' not in str(e.value) and str(root / 'images') in str(e.value)
+  assert not dataset.is_prepared(data_dir) and _leftovers(data_dir) == []
+
+
 def test_reuse_only_from_the_same_root_and_options(tmp_path, monkeypatch):
   root = _tiny_root(tmp_path / 'ava')
   data_dir = tmp_path / 'tfds'

@@ -361,10 +361,19 @@ class Ava(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, ava_dir: Path, images: Sequence[ava.AvaImage]) -> Iterator:
     for img in images:
-      # Original bytes (re-encoded upright only when an EXIF orientation rotates them): the
-      # pipeline decodes (and converts to RGB) itself.
+      path = ava.image_path(ava_dir, img.image_id)
+      try:
+        # Original bytes (re-encoded upright only when an EXIF orientation rotates them): the
+        # pipeline decodes (and converts to RGB) itself.
+        data = upright_bytes(decoder.read_file(path))
+      except Exception as e:  # pylint: disable=broad-except  (PIL's errors are of many kinds)
+        # It passed validation minutes ago: the root changed under us (a copy still running?).
+        raise ava.AvaError(
+            f'{path}: unreadable while writing the dataset though it passed validation '
+            f'({type(e).__name__}); was the AVA root still being written? Rerun '
+            'aesthetics-prepare-data when it is complete') from e
       yield img.image_id, {
-          'image': upright_bytes(decoder.read_file(ava.image_path(ava_dir, img.image_id))),
+          'image': data,
           'image_id': np.int64(img.image_id),
           'votes': np.asarray(img.votes, np.int32),
           'tags': np.asarray(img.padded_tags, np.int32),
