@@ -141,3 +141,25 @@ def test_full_disk_is_one_line_exit_1_and_leaves_no_partial_dataset(tmp_path):
       f'prepare_data: --data_dir={data_dir}: No space left on device while writing the '
       'dataset; free space there or choose another --data_dir'), res.stderr
   assert list((data_dir / 'ava' / 'style').iterdir()) == []  # no 1.0.0, no incomplete.*
+
+
+def test_a_file_where_a_folder_goes_and_a_damaged_rerun_are_one_line(tmp_path):
+  ava_dir = _write_ava(tmp_path / 'ava', GOOD_ROWS)
+  data_dir = tmp_path / 'tfds'
+  (data_dir / 'ava').mkdir(parents=True)
+  (data_dir / 'ava' / 'style').write_text('')  # a file where TFDS makes ava/style/
+  res = _run(f'--ava_dir={ava_dir}', f'--data_dir={data_dir}', '--resized_sizes=')
+  assert res.returncode == 1 and 'Traceback' not in res.stderr
+  last = res.stderr.strip().splitlines()[-1]
+  assert last.startswith(f'prepare_data: {data_dir / "ava" / "style"}: a file stands where')
+  assert 'choose another --data_dir' in last  # errno's text alone was the whole message
+
+  (data_dir / 'ava' / 'style').unlink()
+  assert _run(f'--ava_dir={ava_dir}', f'--data_dir={data_dir}',
+              '--resized_sizes=').returncode == 0
+  skipped_csv = data_dir / 'ava' / 'style' / '1.0.0' / 'skipped.csv'
+  skipped_csv.write_text('split,image\ntrain,13\n')  # edited by hand: a KeyError traceback
+  res = _run(f'--ava_dir={ava_dir}', f'--data_dir={data_dir}', '--resized_sizes=')
+  assert res.returncode == 1 and 'Traceback' not in res.stderr
+  last = res.stderr.strip().splitlines()[-1]
+  assert 'damaged' in last and 'rerun aesthetics-prepare-data' in last

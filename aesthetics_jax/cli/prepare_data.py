@@ -17,6 +17,8 @@ to each `--resized_sizes` side (`data/resized_store.py`, 192 KiB an image at 256
 then crops them instead of decoding; a folder that cannot be written or a disk without room
 leaves them out (training decodes).
 """
+from pathlib import Path
+
 from absl import flags
 from absl import logging
 
@@ -70,8 +72,13 @@ def main(argv):
                           max_pixels=_MAX_PIXELS.value, num_workers=_NUM_WORKERS.value)
   except dataset.ReuseError as e:
     common.usage_error('prepare_data', e)
-  except (ava.AvaError, FileNotFoundError, NotADirectoryError, PermissionError,
-          dataset.NoSpaceError, ValueError) as e:
+  except NotADirectoryError as e:  # errno's text alone does not say what to do
+    blocker = next((p for p in Path(e.filename or _DATA_DIR.value).parents
+                    if p.exists() and not p.is_dir()), e.filename)
+    common.fail('prepare_data', f'{blocker}: a file stands where --data_dir needs a folder; '
+                'move it away or choose another --data_dir')
+  except (ava.AvaError, FileNotFoundError, PermissionError, dataset.NoSpaceError,
+          ValueError) as e:
     common.fail('prepare_data', e)
   verb = 'Reused prepared' if res.reused else 'Prepared'
   print(f'{verb} dataset ava/{res.subset} at {res.dataset_dir}'

@@ -549,7 +549,12 @@ def _reuse(ava_dir: Path, data_dir: str | os.PathLike, subset: str,
            max_pixels: int) -> PrepareResult:
   check_reuse(ava_dir, data_dir, subset, max_pixels)
   _intact_sources(data_dir, subset)
-  return _result(builder(data_dir, subset), subset, reused=True)
+  try:
+    return _result(builder(data_dir, subset), subset, reused=True)
+  except (OSError, KeyError, ValueError, csv.Error) as e:  # e.g. skipped.csv edited by hand
+    raise DataDirError(
+        f'{dataset_dir(data_dir, subset)}: damaged ({e}); remove that folder and rerun '
+        'aesthetics-prepare-data, or choose another --data_dir') from e
 
 
 def check_reuse(ava_dir: str | os.PathLike, data_dir: str | os.PathLike, subset: str = 'style',
