@@ -208,3 +208,14 @@ def test_write_ava_txt_roundtrip(tmp_path):
 def test_known_bad_ids():
   assert ava.KNOWN_BAD_IDS == (440774, 179118, 371434, 277832, 230701, 729377)
   assert ava.NUM_TAGS == 66 and ava.NUM_BUCKETS == 10
+
+
+def test_a_huge_field_is_quoted_short(tmp_path):
+  """A 5000-digit id (past int()'s digit limit) was echoed whole: a 5 KB 'one line'."""
+  huge = '9' * 5000
+  (tmp_path / 'tags.txt').write_text(f'1 a\n{huge} b\n')
+  (tmp_path / 'train.jpgl').write_text(f'1\n{huge}\n')
+  for read, name in ((ava.read_tags, 'tags.txt'), (ava.read_image_list, 'train.jpgl')):
+    with pytest.raises(ava.AvaError, match=rf"{name}:2: .*'9{{40}}'") as e:
+      read(tmp_path / name)
+    assert len(str(e.value)) < 300

@@ -212,7 +212,7 @@ def _read_id_names(path: os.PathLike | str, what: str,
     try:
       key = int(parts[0])
     except ValueError:
-      raise _fail(path, lineno, f'id {parts[0]!r} is not an integer',
+      raise _fail(path, lineno, f'id {parts[0][:40]!r} is not an integer',
                   'each line is `<integer id> <name>`') from None
     if id_range is not None and not id_range[0] <= key <= id_range[1]:
       raise _fail(path, lineno, f'id {key} out of range',
@@ -245,7 +245,7 @@ def read_image_list(path: os.PathLike | str) -> list[int]:
     try:
       image_id = int(s)
     except ValueError:
-      raise _fail(path, lineno, f'{s!r} is not an image id',
+      raise _fail(path, lineno, f'{s[:40]!r} is not an image id',
                   'one integer image id per line') from None
     if not 0 <= image_id <= INT32_MAX:
       raise _fail(path, lineno, f'image id {image_id} out of range',
