@@ -149,6 +149,10 @@ def test_all_subset_split_is_deterministic_and_complete(tmp_path):
     (_row(2, 100, [10**30] + [0] * 9), r'AVA.txt:2: vote counts sum to 1000000000000000000'),
     (_row(2, 10**20, V_HIGH), r'AVA.txt:2: image id 100000000000000000000 out of range'),
     (_row(2, 100, V_HIGH, ch=4_000_000_000), r'AVA.txt:2: challenge id 4000000000 out of range'),
+    # int() took these as 10 and 5 votes without a word.
+    (_row(2, 100, V_HIGH).replace(' 7', ' 1_7'), r"AVA.txt:2: non-integer field '1_7' \("),
+    (_row(2, 100, V_HIGH).replace(' 7', ' \uff15'), r"AVA.txt:2: non-integer field '\uff15' \("),
+    (_row(2, 100, V_HIGH).replace(' 7', ' --7'), r"AVA.txt:2: non-integer field '--7' \("),
     # All digits, but past int()'s 4300-digit limit: it was a StopIteration traceback.
     (_row(2, 100, V_HIGH).replace(' 7', ' ' + '9' * 5000 + '7'),
      r"AVA.txt:2: non-integer field '9{40}' \("),
@@ -219,3 +223,13 @@ def test_a_huge_field_is_quoted_short(tmp_path):
     with pytest.raises(ava.AvaError, match=rf"{name}:2: .*'9{{40}}'") as e:
       read(tmp_path / name)
     assert len(str(e.value)) < 300
+
+
+def test_ids_in_lists_and_tags_are_ascii_digits(tmp_path):
+  """int() took '1_2' as 12 and full-width digits as ASCII ones."""
+  (tmp_path / 'train.jpgl').write_text('1\n1_2\n')
+  (tmp_path / 'tags.txt').write_text('1 a\n\uff12 b\n')
+  with pytest.raises(ava.AvaError, match=r"train.jpgl:2: '1_2' is not an image id"):
+    ava.read_image_list(tmp_path / 'train.jpgl')
+  with pytest.raises(ava.AvaError, match=r"tags.txt:2: id '\uff12' is not an integer"):
+    ava.read_tags(tmp_path / 'tags.txt')

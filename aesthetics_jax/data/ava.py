@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Collection, Iterable, Sequence
 import zlib
@@ -132,9 +133,19 @@ def _read_lines(path: os.PathLike | str, what: str) -> list[str]:
     raise AvaError(f'{path}: cannot read {what}: {e.strerror} (check permissions)') from None
 
 
+_ASCII_INT = re.compile(r'[+-]?[0-9]+')
+
+
+def _int(field: str) -> int:
+  """int() of ASCII digits only: int() alone also takes '1_0' (10) and full-width '５'."""
+  if not _ASCII_INT.fullmatch(field):
+    raise ValueError(field)
+  return int(field)  # ValueError past Python's 4300-digit limit
+
+
 def _parses_as_int(field: str) -> bool:
   try:
-    int(field)
+    _int(field)
   except ValueError:
     return False
   return True
@@ -163,7 +174,7 @@ def read_ava_txt(path: os.PathLike | str,
       raise _fail(path, lineno, f'expected {_AVA_FIELDS} integers, got {len(fields)} fields',
                   'each row is: index, image id, 10 vote counts, tag1, tag2, challenge id')
     try:
-      values = [int(f) for f in fields]
+      values = [_int(f) for f in fields]
     except ValueError:
       # int() also refuses digit strings past Python's 4300-digit limit.
       bad = next(f for f in fields if not _parses_as_int(f))
@@ -210,7 +221,7 @@ def _read_id_names(path: os.PathLike | str, what: str,
     if not parts:
       continue
     try:
-      key = int(parts[0])
+      key = _int(parts[0])
     except ValueError:
       raise _fail(path, lineno, f'id {parts[0][:40]!r} is not an integer',
                   'each line is `<integer id> <name>`') from None
@@ -243,7 +254,7 @@ def read_image_list(path: os.PathLike | str) -> list[int]:
     if s.lower().endswith('.jpg'):  # tolerate `<id>.jpg` entries
       s = s[:-4]
     try:
-      image_id = int(s)
+      image_id = _int(s)
     except ValueError:
       raise _fail(path, lineno, f'{s[:40]!r} is not an image id',
                   'one integer image id per line') from None
