@@ -321,3 +321,22 @@ def test_predict_files_threads_give_the_single_thread_records(example, tmp_path)
   recs = json.loads(runs[1][0])
   assert [r['path'] for r in recs] == paths and set(recs[1]) == {'path', 'error'}
   assert len(runs[1][1]) == 2 * 4  # an overlay and a crop per scored image
+
+
+def test_score_decodes_only_the_working_copy(example, tmp_path, monkeypatch):
+  """score() decoded a large file twice, the second time at full resolution (for crops and
+  overlays only): 1.3 GB for a 10k x 10k photo where the working copy takes 333 MB."""
+  from aesthetics_jax.evaluation import image_files
+  ns, _, _ = example
+  big = tmp_path / 'big.jpg'
+  Image.fromarray(np.zeros((2400, 2400, 3), np.uint8)).save(big)  # reduced to 1200 px
+  targets = []
+  load = image_files.load_image
+
+  def spy(path, target=image_files.WORK_SIDE, budget=image_files.WORK_MAX_PIXELS):
+    targets.append(target)
+    return load(path, target, budget)
+
+  monkeypatch.setattr(image_files, 'load_image', spy)
+  assert ns['m'].score(str(big))['label'] in ('high', 'low')
+  assert targets and None not in targets  # target=None: a full-resolution decode
