@@ -162,8 +162,40 @@ def test_nan_stops_with_step_and_checkpoint(data_dir, tmp_path):
   c = _vgg(data_dir, **{'optim.lr': 1e38, 'num_train_steps': 3,
                         'checkpoint_every_steps': 1, 'optim.grad_clip': 0.0,
                         'optim.name': 'sgd'})
-  with pytest.raises(trainer.TrainingError, match=r'at step 0; last good checkpoint: none'):
+  with pytest.raises(trainer.TrainingError, match=r'at step 1; last good checkpoint: none'):
     trainer.train_and_evaluate(c, tmp_path)
+
+
+def test_divergence_sets_aside_the_checkpoint_that_gave_it(data_dir, tmp_path, monkeypatch):
+  # The loss of step 3 is computed from checkpoint 2's weights: that checkpoint cannot be
+  # resumed from (it diverges at once whatever the rate). It was named "last good", and a
+  # rerun resumed from it into the same error.
+  real = trainer.make_train_step
+
+  def poisoned(*a, **k):
+    step_fn = real(*a, **k)
+
+    def step(state, batch, base_rng, measure):
+      new, m = step_fn(state, batch, base_rng, measure)
+      return new, {**m, 'loss': jnp.where(state.step == 2, jnp.nan, m['loss'])}
+    return step
+
+  monkeypatch.setattr(trainer, 'make_train_step', poisoned)
+  c = _vgg(data_dir, **{'num_train_steps': 4, 'checkpoint_every_steps': 1,
+                        'log_every_steps': 1, 'keep_checkpoints': 5})
+  with pytest.raises(trainer.TrainingError) as e:
+    trainer.train_and_evaluate(c, tmp_path)
+  msg = str(e.value)
+  assert msg.startswith('non-finite loss (nan) at step 3 (checkpoint 2 gave it; moved to '
+                        f'{tmp_path / "diverged_checkpoints" / "2"})'), msg
+  assert f'last good checkpoint: {tmp_path / "checkpoints" / "1"}, where a rerun resumes' in msg
+  assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()
+                if p.name.isdigit()) == [1]
+  monkeypatch.undo()  # the rerun (e.g. at a lower rate) resumes from 1 and finishes
+  res = trainer.train_and_evaluate(c, tmp_path)
+  assert res['step'] == 4
+  rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert [r['step'] for r in rows if 'train/loss' in r] == [1, 2, 3, 4]
 
 
 def _eval_spy(monkeypatch, scripted):

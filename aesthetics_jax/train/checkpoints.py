@@ -39,14 +39,17 @@ from aesthetics_jax.train.checkpoint_files import (FILES_JSON, array_checksums, 
                                                    file_size, write_file_manifest)
 
 # The errors the Checkpointer raises are importable from here too.
-__all__ = ['CORRUPT_DIR', 'MODEL_KEYS', 'CheckpointError', 'CheckpointMismatchError',
-           'CheckpointSaveError', 'Checkpointer', 'CorruptCheckpointError', 'WorkdirBusyError',
-           'WorkdirError', 'abstract_like', 'has_checkpoints', 'mismatch_message',
-           'model_signature']
+__all__ = ['CORRUPT_DIR', 'DIVERGED_DIR', 'MODEL_KEYS', 'CheckpointError',
+           'CheckpointMismatchError', 'CheckpointSaveError', 'Checkpointer',
+           'CorruptCheckpointError', 'WorkdirBusyError', 'WorkdirError', 'abstract_like',
+           'has_checkpoints', 'mismatch_message', 'model_signature']
 
 # Model config keys whose change makes parameters incompatible.
 MODEL_KEYS = ('arch', 'width_mult', 'fc_dim', 'num_buckets', 'num_tags')
 CORRUPT_DIR = 'corrupt_checkpoints'  # where training moves damaged steps it fell back from
+# Where training moves a checkpoint whose weights gave a non-finite loss: resuming from it
+# would diverge at its first step whatever the learning rate.
+DIVERGED_DIR = 'diverged_checkpoints'
 
 
 def model_signature(model_config: Mapping[str, Any]) -> dict:
@@ -350,28 +353,35 @@ class Checkpointer:
     return None
 
   def _set_aside(self, bad: list[CorruptCheckpointError], resume: int) -> None:
-    dest = self.workdir / CORRUPT_DIR
-    if jax.process_index() == 0:
-      try:
-        dest.mkdir(exist_ok=True)
-        for e in bad:
-          target, k = dest / str(e.step), 1
-          while target.exists():
-            target, k = dest / f'{e.step}.{k}', k + 1
-          if io.is_local(dest):
-            shutil.move(str(self.step_dir(e.step)), str(target))
-          else:  # object stores: copy + delete, through epath
-            self.step_dir(e.step).rename(target)
-      except OSError as err:
-        raise WorkdirError(f'{bad[0]}; moving it to {dest} failed ({storage_cause(err)})'
-                           ) from None
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-      multihost_utils.sync_global_devices('aesthetics_jax:set_aside_corrupt')
-    self.manager.reload()
+    try:
+      dest = self.set_aside([e.step for e in bad], CORRUPT_DIR)
+    except OSError as err:
+      raise WorkdirError(f'{bad[0]}; moving it to {self.workdir / CORRUPT_DIR} failed '
+                         f'({storage_cause(err)})') from None
     steps = ', '.join(str(e.step) for e in bad)
     logging.warning('%s; resuming from checkpoint %d instead (moved step %s to %s)',
                     bad[0], resume, steps, dest)
+
+  def set_aside(self, steps: Iterable[int], folder: str) -> Path:
+    """Moves checkpoint `steps` to `workdir/folder/` (kept for inspection, out of orbax's
+    way, so that a resume starts before them) and returns that folder. Every process calls
+    it; process 0 moves. Raises OSError if a move fails."""
+    dest = self.workdir / folder
+    if jax.process_index() == 0:
+      dest.mkdir(exist_ok=True)
+      for step in steps:
+        target, k = dest / str(step), 1
+        while target.exists():
+          target, k = dest / f'{step}.{k}', k + 1
+        if io.is_local(dest):
+          shutil.move(str(self.step_dir(step)), str(target))
+        else:  # object stores: copy + delete, through epath
+          self.step_dir(step).rename(target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+      multihost_utils.sync_global_devices(f'aesthetics_jax:set_aside:{folder}')
+    self.manager.reload()
+    return dest
 
 
 def _shape_mismatch(want: Any, got: Any) -> str:

@@ -312,6 +312,36 @@ def _fetch(pending: list[tuple[range, dict]]) -> list[tuple[int, dict]]:
   return out
 
 
+def _divergence_error(ckpt: ckpt_lib.Checkpointer, s: int, m: dict) -> TrainingError:
+  """The error for a non-finite loss or update in step index `s` (0-based: the update from
+  the weights after `s` updates, numbered s + 1 like metrics.jsonl and the checkpoints).
+
+  A checkpoint `s` holds the weights whose loss was non-finite: a resume from it would
+  diverge at its first step whatever the learning rate, so it is moved to
+  `DIVERGED_DIR` and the rerun resumes from the checkpoint before.
+  """
+  loss_bad = not math.isfinite(m['loss'])
+  what = (f'non-finite loss ({m["loss"]})' if loss_bad
+          else 'non-finite parameters after the update')
+  moved = ''
+  try:
+    ckpt.wait()  # checkpoint s may still be being written
+  except ckpt_lib.CheckpointError as e:
+    logging.error('%s', e)
+  if loss_bad and s in ckpt.all_steps():
+    try:
+      dest = ckpt.set_aside([s], ckpt_lib.DIVERGED_DIR)
+      moved = f' (checkpoint {s} gave it; moved to {dest / str(s)})'
+    except OSError as e:
+      moved = (f' (checkpoint {s} gave it; moving it away failed: {e}; delete '
+               f'{ckpt.step_dir(s)} before rerunning)')
+  good = [k for k in ckpt.all_steps() if k < s or (k == s and not loss_bad)]
+  where = (f'{ckpt.step_dir(max(good))}, where a rerun resumes' if good
+           else 'none (a rerun starts from the beginning)')
+  return TrainingError(f'{what} at step {s + 1}{moved}; last good checkpoint: {where}; '
+                       'lower --config.optim.lr or set --config.optim.grad_clip')
+
+
 def next_boundary(step: int, total: int, *every: int) -> int:
   """The first step count after `step` that is a multiple of one of `every`, or `total`."""
   return min([total] + [(step // e + 1) * e for e in every])
@@ -457,7 +487,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
   ckpt_every = max(1, int(config.checkpoint_every_steps))
   schedule = optim.make_schedule(config, total)
   pending: list[tuple[int, dict]] = []
-  last_good = start if start else None
   eval_metrics: dict = {}
   t_log, s_log = time.time(), start
 
@@ -466,12 +495,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
     pending.clear()
     for s, m in fetched:
       if not math.isfinite(m['loss']) or m['params_finite'] < 1:
-        what = (f'non-finite loss ({m["loss"]})' if not math.isfinite(m['loss'])
-                else 'non-finite parameters after the update')
-        where = (f'{workdir / "checkpoints" / str(last_good)}' if last_good is not None
-                 else 'none (no checkpoint yet)')
-        raise TrainingError(f'{what} at step {s}; last good checkpoint: '
-                            f'{where}; lower --config.optim.lr or set --config.optim.grad_clip')
+        raise _divergence_error(ckpt, s, m)
     return fetched
 
   bar = tqdm.tqdm(total=total, initial=start, desc='train', disable=not is_main,
@@ -519,7 +543,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
         ckpt.save(done, state.variables, {'step': state.step, 'opt_state': state.opt_state},
                   {'model': ckpt_lib.model_signature(config.model), 'step': done},
                   metrics=eval_metrics if eval_now else None)
-        last_good = done
     ckpt.wait()  # the final save must have succeeded before this run reports success
     # Test once, with the checkpoint selected on the periodic evaluations (best, else last).
     chosen = _selected_step(ckpt, total)
