@@ -32,7 +32,7 @@ cpu_backend.configure()
 
 import difflib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -237,28 +237,35 @@ class Model:
     whole = work.image if not work.reduced else (to_array(x) if full else None)
     return _Image(work.size, work.image, whole)
 
+  def _batches(self, x: ImageLike | Sequence[ImageLike]) -> Iterator[list[_Image]]:
+    """The images of `x` (one, or a list), loaded `batch_size` at a time as they are scored:
+    loading the whole list first held every working copy at once (memory grew with the
+    list). Their model inputs only: a large file's full-resolution decode (1.3 GB for 10k x
+    10k, where the working copy takes 333 MB) is for crops and overlays."""
+    xs = list(x) if _is_batch(x) else [x]
+    if not xs:
+      raise ValueError('no images given: pass an image, or a non-empty list of them')
+    for i in range(0, len(xs), self.batch_size):
+      yield [self._load(v, full=False) for v in xs[i:i + self.batch_size]]
+
   def _run(self, images: list[np.ndarray], names: tuple[str, ...], method, layer):
-    """(predict fields [B,...], raw maps [B,T,h,w], method, layers), in batches."""
+    """(predict fields [B,...], raw maps [B,T,h,w], method, layers): one forward pass over a
+    batch (`_batches`)."""
     forward, method, layers = self._forward(names, method, layer)
-    size = self.predictor.size
-    preds, maps = [], []
-    for i in range(0, len(images), self.batch_size):
-      x = np.stack([preprocess.preprocess_eval_np(im, size)
-                    for im in images[i:i + self.batch_size]])
-      p, m = self.predictor.run_forward(x, forward, method)
-      preds.append(p)
-      maps.append(m)
-    pred = {k: np.concatenate([p[k] for p in preds]) for k in preds[0]}
-    return pred, np.concatenate(maps), method, layers
+    x = np.stack([preprocess.preprocess_eval_np(im, self.predictor.size) for im in images])
+    pred, maps = self.predictor.run_forward(x, forward, method)
+    return pred, maps, method, layers
+
+  def _check_targets(self, names: Sequence[str]) -> None:
+    """Target `names` as `cam.targets_for` takes them: its one-line ValueError, no compile."""
+    if isinstance(names, (list, tuple)) and not names:
+      raise ValueError(f'no target given: pass one or more of {self.targets}')
+    cam_lib.targets_for(self.arch, names)
 
   def _maps(self, images: list[np.ndarray], names: Sequence[str], method=None, layer=None):
     """(predict fields, {map label ('bucket:3', 'tag:13', ...): raw maps [B,h,w]}, method,
-    layers) for target `names` as `cam.targets_for` takes them."""
-    if not images:
-      raise ValueError('no images given: pass an image, or a non-empty list of them')
-    if isinstance(names, (list, tuple)) and not names:
-      raise ValueError(f'no target given: pass one or more of {self.targets}')
-    cam_lib.targets_for(self.arch, names)  # unknown names: its one-line ValueError, no compile
+    layers) of one batch for target `names` as `cam.targets_for` takes them."""
+    self._check_targets(names)
     wanted = set(cam_lib.target_names(self.arch, names))
     out = {}
     for family in self._families():
@@ -276,12 +283,11 @@ class Model:
     """Mean score, score_std, distribution [10], p_high, label and the top_k tags
     ({id, name, prob}) of MobileNetV2; p_high and label of VGG16. A list gives a list."""
     top_k = _check_top_k(top_k)
-    # The model input only: a large file's full-resolution decode (1.3 GB for 10k x 10k, where
-    # the working copy takes 333 MB) is for crops and overlays.
-    images = [self._load(i, full=False).model for i in (x if _is_batch(x) else [x])]
-    pred, _, _, _ = self._maps(images, ('aesthetic',))
-    out = [records.score_fields(pred, i, self.arch, self.predictor.tag_names, top_k)
-           for i in range(len(images))]
+    out = []
+    for batch in self._batches(x):
+      pred, _, _, _ = self._maps([im.model for im in batch], ('aesthetic',))
+      out += [records.score_fields(pred, i, self.arch, self.predictor.tag_names, top_k)
+              for i in range(len(batch))]
     return out if _is_batch(x) else out[0]
 
   def cam(self, x: ImageLike | Sequence[ImageLike], target: str | Sequence[str] = 'aesthetic',
@@ -292,16 +298,17 @@ class Model:
     _check_names(target, 'target', "'aesthetic' or ['aesthetic', 'bucket:3']")
     targets = [target] if isinstance(target, str) else list(target)
     names = tuple(self._target(t) for t in targets)
-    images = [self._load(i, full=False) for i in (x if _is_batch(x) else [x])]
-    _, maps, _, _ = self._maps([im.model for im in images], names, method, layer)
+    self._check_targets(names)  # before any image is read
     out = []
-    for i, im in enumerate(images):
-      by_target = {}
-      for t, n in zip(targets, names):
-        m = np.stack([maps[label][i] for label in cam_lib.target_names(self.arch, n)])
-        m = crop_lib.resize_maps(np.asarray(cam_lib.normalize(m, 'per_image')), im.size)
-        by_target[t] = m if n == 'bucket' else m[0]
-      out.append(by_target[target] if isinstance(target, str) else by_target)
+    for batch in self._batches(x):
+      _, maps, _, _ = self._maps([im.model for im in batch], names, method, layer)
+      for i, im in enumerate(batch):
+        by_target = {}
+        for t, n in zip(targets, names):
+          m = np.stack([maps[label][i] for label in cam_lib.target_names(self.arch, n)])
+          m = crop_lib.resize_maps(np.asarray(cam_lib.normalize(m, 'per_image')), im.size)
+          by_target[t] = m if n == 'bucket' else m[0]
+        out.append(by_target[target] if isinstance(target, str) else by_target)
     return out if _is_batch(x) else out[0]
 
   def _boxes(self, image: _Image, target: str, method, layer, threshold, aspect) -> dict:

@@ -340,3 +340,30 @@ def test_score_decodes_only_the_working_copy(example, tmp_path, monkeypatch):
   monkeypatch.setattr(image_files, 'load_image', spy)
   assert ns['m'].score(str(big))['label'] in ('high', 'low')
   assert targets and None not in targets  # target=None: a full-resolution decode
+
+
+def test_lists_are_decoded_batch_by_batch(example, monkeypatch):
+  """score() and cam() of a list decoded every image before the first forward pass, so memory
+  grew with the list's length; now at most batch_size images are decoded ahead of the model,
+  and a list gives what its batches give on their own."""
+  from aesthetics_jax import api
+  ns, _, photo = example
+  m = ns['m']
+  rng = np.random.default_rng(5)
+  xs = [str(photo)] + [rng.integers(0, 255, (H, W, 3), np.uint8) for _ in range(4)]
+  monkeypatch.setattr(m, 'batch_size', 2)
+  alone = m.score(xs[:2]) + m.score(xs[2:4]) + m.score(xs[4:])
+  alone_maps = m.cam(xs[:2], target=['low', 'tag:Floral']) + m.cam(xs[2:4], ['low', 'tag:Floral'])
+  events = []
+  load, forward = api.Model._load, m.predictor.run_forward
+  monkeypatch.setattr(api.Model, '_load',
+                      lambda self, *a, **k: events.append('load') or load(self, *a, **k))
+  monkeypatch.setattr(m.predictor, 'run_forward',
+                      lambda *a, **k: events.append('forward') or forward(*a, **k))
+  assert m.score(xs) == alone
+  assert events[:3] == ['load', 'load', 'forward'] and events.count('load') == 5
+  events.clear()
+  both = m.cam(xs[:4], target=['low', 'tag:Floral'])  # two compiled families per batch
+  assert events == ['load', 'load', 'forward', 'forward'] * 2
+  for got, want in zip(both, alone_maps):
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in got)
