@@ -324,19 +324,24 @@ class Model:
            else predictor_lib.check_box_threshold(threshold, 'threshold'))
     d = crop_lib.image_boxes(maps[name][0], maps['top_tag'][0] if paired else None,
                              image.size, thr, aspect)
-    boxes = {(k if paired or k != 'aesthetic' else str(target)): Box.from_yxyx(v)
-             for k, v in d['boxes'].items()}
+    # Every documented name, None where a map points nowhere (never a silent full frame):
+    # leaving the name out made README's boxes['average'] a KeyError (a 1x1 CAM grid).
+    names = (('aesthetic', 'attribute', 'average') if paired else ('aesthetic',)) + (
+        ('crop',) if aspect else ())
+    boxes = {(k if paired or k != 'aesthetic' else str(target)):
+             Box.from_yxyx(d['boxes'][k]) if k in d['boxes'] else None for k in names}
     return {'boxes': boxes, 'map': d['aesthetic_map'], 'method': method, 'layers': layers}
 
   def boxes(self, x: ImageLike, target: str = 'aesthetic', method: str | None = None,
             layer=None, threshold: float | None = None,
-            aspect: str | None = None) -> dict[str, Box]:
+            aspect: str | None = None) -> dict[str, Box | None]:
     """Boxes in image pixels (`Box(x0, y0, x1, y1)`, end-exclusive; `img.crop(box)` works).
 
     Default target (MobileNetV2): 'aesthetic', 'attribute' (top tag) and 'average' (the
     paper's suggestion), as `aesthetics-predict` reports them; another target: its own box,
     named after it. With `aspect` ('4:3'), also 'crop': the window of that aspect holding the
-    most map mass. A map that points nowhere gives no box (never a silent full frame).
+    most map mass. Every name is always there: a map that points nowhere gives None for its
+    boxes (never a silent full frame; 'average' is then the other map's box, as predict's).
     threshold: fraction of the map's maximum (default: the checkpoint's eval.box_threshold).
     """
     _check_one(x, 'boxes')
@@ -367,7 +372,8 @@ class Model:
     loaded = self._load(x)
     image = loaded.full
     d = self._boxes(loaded, target, method, layer, None, aspect)
-    drawn = {k: (b.y0, b.x0, b.y1, b.x1) for k, b in d['boxes'].items()} if boxes else {}
+    drawn = {k: (b.y0, b.x0, b.y1, b.x1) for k, b in d['boxes'].items()
+             if b is not None} if boxes else {}
     img = overlays.overlay(image, d['map'])
     img = overlays.draw_boxes(img, drawn, width=overlays.box_width(image.shape))
     title = f'map: {target} ({d["method"]}, {",".join(d["layers"])})'

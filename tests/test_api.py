@@ -367,3 +367,20 @@ def test_lists_are_decoded_batch_by_batch(example, monkeypatch):
   assert events == ['load', 'load', 'forward', 'forward'] * 2
   for got, want in zip(both, alone_maps):
     assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in got)
+
+
+def test_boxes_name_every_box_also_when_the_maps_point_nowhere(example):
+  """At a 1x1 CAM grid (the 32-px model's last layer) every map is constant, so points nowhere:
+  boxes() returned {} and README's boxes['average'] was a KeyError. Every documented name is
+  there, None (never a silent full frame); crop() is None and the overlay draws no box."""
+  ns, _, photo = example
+  m = ns['m']
+  flat = dict(layer='features.18')  # 32 px / 32: a 1x1 grid
+  assert m.boxes(photo, **flat) == dict.fromkeys(('aesthetic', 'attribute', 'average'))
+  assert m.boxes(photo, aspect='4:3', **flat) == dict.fromkeys(
+      ('aesthetic', 'attribute', 'average', 'crop'))
+  assert m.boxes(photo, target='low', aspect='1:1', **flat) == {'low': None, 'crop': None}
+  assert m.crop(photo, **flat) is None and m.crop(photo, aspect=None, **flat) is None
+  assert m.overlay(photo, **flat).size[1] > H
+  real = m.boxes(photo)  # maps that point somewhere
+  assert set(real) == {'aesthetic', 'attribute', 'average'} and None not in real.values()
