@@ -233,3 +233,18 @@ def test_ids_in_lists_and_tags_are_ascii_digits(tmp_path):
     ava.read_image_list(tmp_path / 'train.jpgl')
   with pytest.raises(ava.AvaError, match=r"tags.txt:2: id '\uff12' is not an integer"):
     ava.read_tags(tmp_path / 'tags.txt')
+
+
+@pytest.mark.parametrize('sep', ['\f', '\v', '\x1c', '\x85', '\u2028', '\r'])
+def test_rows_end_at_newlines_only(tmp_path, sep):
+  """splitlines() also ended a row at a form feed, U+2028, a lone CR...: the bad row 3 below
+  was reported as line 4, and a row holding one as two rows of the wrong field count."""
+  p = tmp_path / 'AVA.txt'
+  row2 = _row(2, 102, V_LOW).replace(' ', sep, 1)  # whitespace between fields, as a space
+  p.write_text(_row(1, 101, V_HIGH) + '\r\n' + row2 + '\n' + _row(3, 103, V_HIGH)[:-2] + '\n',
+               newline='')
+  with pytest.raises(ava.AvaError) as e:
+    ava.read_ava_txt(p)
+  assert str(e.value).startswith(f'{p}:3: expected 15 integers, got 14 fields'), e.value
+  p.write_text(_row(1, 101, V_HIGH) + '\r\n' + row2 + '\n', newline='')
+  assert [r.image_id for r in ava.read_ava_txt(p)] == [101, 102]

@@ -128,9 +128,15 @@ def _read_lines(path: os.PathLike | str, what: str) -> list[str]:
   try:
     # errors='replace': a stray non-UTF-8 byte in a tag/challenge name must not stop parsing.
     # utf-8-sig: a BOM written by some editors must not make line 1 'non-integer'.
-    return path.read_text(encoding='utf-8-sig', errors='replace').splitlines()
+    # newline='': no newline translation, so a stray '\r' inside a row does not end it.
+    with open(path, encoding='utf-8-sig', errors='replace', newline='') as f:
+      text = f.read()
   except OSError as e:
     raise AvaError(f'{path}: cannot read {what}: {e.strerror} (check permissions)') from None
+  # Lines end at '\n' only (a CRLF's '\r' is dropped), as editors and `sed -n Np` count them:
+  # splitlines() also broke a row at a form feed or U+2028, so errors named the wrong line and
+  # field count. Within a row those characters are whitespace between fields, as spaces are.
+  return [line.removesuffix('\r') for line in text.split('\n')]
 
 
 _ASCII_INT = re.compile(r'[+-]?[0-9]+')
