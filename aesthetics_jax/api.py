@@ -187,15 +187,22 @@ class Model:
     hint = f'; did you mean {", ".join(near)}?' if near else '; see Model.predictor.tag_names'
     raise ValueError(f'cam target tag:{key}: no such tag name{hint}')
 
+  def _example(self, several: bool = False) -> str:
+    """Targets to show in an error: VGG16's own (it has no score buckets, no tags)."""
+    other = "'low'" if self.arch == 'vgg16' else "'bucket:3'"
+    return f"'aesthetic' or ['aesthetic', {other}]" if several else f"'aesthetic' or {other}"
+
   def _target(self, target: str) -> str:
     """A user's target → the name `cam.targets_for` takes ('tag:Floral' → 'tag:13')."""
     if not isinstance(target, str):
-      raise ValueError(f"target={target!r}: pass a target name, e.g. 'aesthetic' or "
-                       f"'bucket:3'; targets: {self.targets}")
+      raise ValueError(f'target={target!r}: pass a target name, e.g. {self._example()}; '
+                       f'targets: {self.targets}')
     t = target.strip()
     if t == 'high':
       return 'aesthetic'
-    if t.startswith('tag:'):
+    # Not for VGG16, which has no tags: its error names what the user typed ('tag:Floral',
+    # not 'tag:16'), and offers no tag names for a misspelled one.
+    if t.startswith('tag:') and self.arch != 'vgg16':
       return f'tag:{self._tag_id(t[4:].strip())}'
     return t
 
@@ -295,7 +302,7 @@ class Model:
     """Map(s) at each image's size, f32 in [0, 1] (min-max per map; all zero when the map
     points nowhere). target: a name → [H, W] ('bucket' → [10, H, W]); a list of names →
     {name: map}, all from one forward pass. A list of images gives a list."""
-    _check_names(target, 'target', "'aesthetic' or ['aesthetic', 'bucket:3']")
+    _check_names(target, 'target', self._example(several=True))
     targets = [target] if isinstance(target, str) else list(target)
     names = tuple(self._target(t) for t in targets)
     self._check_targets(names)  # before any image is read
@@ -315,6 +322,7 @@ class Model:
     """crop.image_boxes for one image: the paper's aesthetic + attribute (top tag) boxes for
     the default target of MobileNetV2, else the target's own box (named after it)."""
     name = self._target(target)
+    self._check_targets((name,))  # VGG16's 'bucket': not defined there, no bucket hint
     paired = name == 'aesthetic' and self.arch == 'mobilenet_v2'
     if name == 'bucket':
       raise ValueError("boxes need one map: use target='bucket:<k>', not 'bucket'")

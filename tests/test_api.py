@@ -384,3 +384,24 @@ def test_boxes_name_every_box_also_when_the_maps_point_nowhere(example):
   assert m.overlay(photo, **flat).size[1] > H
   real = m.boxes(photo)  # maps that point somewhere
   assert set(real) == {'aesthetic', 'attribute', 'average'} and None not in real.values()
+
+
+def test_vgg16_target_errors_name_what_was_typed(tmp_path):
+  """VGG16 (one logit: no score buckets, no tags) answered 'tag:Floral' with "cam target
+  'tag:16' is not defined", a misspelled tag with tag names to choose from, boxes' 'bucket'
+  with "use target='bucket:<k>'" and a wrong type with a 'bucket:3' example."""
+  import aesthetics_jax
+  wd = checkpoint_fixture.write_init_checkpoint(
+      tmp_path / 'vgg', checkpoint_fixture.smoke_config('vgg16', image_size=32))
+  m = aesthetics_jax.load(wd)
+  img = np.zeros((H, W, 3), np.uint8)
+  for target in ('tag:Floral', 'tag:Flral', 'bucket', 'bucket:3', 'top_tag'):
+    for call in (m.cam, m.boxes):
+      with pytest.raises(ValueError) as e:
+        call(img, target=target)
+      assert str(e.value) == (f"cam target '{target}' is not defined for vgg16; use one of "
+                              "'aesthetic', 'low'"), (call.__name__, str(e.value))
+  for call in (m.cam, m.boxes):
+    with pytest.raises(ValueError, match=r"target=3: pass a .*'aesthetic' or") as e:
+      call(img, target=3)
+    assert 'bucket' not in str(e.value), str(e.value)
