@@ -1,6 +1,7 @@
 """Configs: defaults live only in configs/default.py, every key is read, arguments parse."""
 import ast
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -210,6 +211,13 @@ def test_train_config_and_workdir_errors_are_one_line(args, expect, tmp_path):
     ('input.weight_band', (6.5, 4.5), 'config.input.weight_band=(6.5, 4.5): must be (low, high)'),
     ('best_metric', 'bogus', "config.best_metric='bogus': use one of ('binary_accuracy',"),
     ('best_metric', 'emd', "config.best_metric='emd' (lower is better;"),
+    # What the evaluation after training uses: these passed training and failed only in
+    # aesthetics-evaluate (cam_layers there as exit 1, a failure, without naming the key).
+    ('eval.cam_method', 'gradcam+', "config.eval.cam_method='gradcam+': unknown CAM method"),
+    ('eval.cam_methods', ('gradcam', 'bogus'),
+     "config.eval.cam_methods=('gradcam', 'bogus'): unknown CAM method 'bogus'"),
+    ('eval.cam_layers', ('features.99',),
+     "config.eval.cam_layers=('features.99',): CAM layer 'features.99' is not a module"),
 ])
 def test_config_checks_name_the_key_and_what_it_must_be(key, value, expect):
   """Values that used to fail deep in a run (a traceback) or to be taken silently (a best
@@ -224,6 +232,33 @@ def test_config_checks_name_the_key_and_what_it_must_be(key, value, expect):
     config_checks.check(c)
   assert str(e.value).startswith(expect) and '\n' not in str(e.value)
   assert isinstance(e.value, errors.TrainingError)  # what train_and_evaluate raises
+
+
+def test_batch_sizes_the_devices_cannot_split_are_named():
+  """They failed at the first step, or `eval.batch_size` at the first evaluation, after
+  the data and the feature cache were prepared."""
+  from aesthetics_jax.train import config_checks
+  c = demo.get_config('vgg16,smoke')
+  c.batch_size, c.eval.batch_size = 8, 8
+  assert config_checks.device_problems(c, 8) == []
+  c.batch_size, c.eval.batch_size = 12, 6
+  assert config_checks.device_problems(c, 8) == [
+      'config.batch_size=12: must be a multiple of the 8 devices training runs on; set it to '
+      'e.g. 8',
+      'config.eval.batch_size=6: must be a multiple of the 8 devices training runs on; set it '
+      'to e.g. 8']
+
+
+def test_train_refuses_a_batch_its_devices_cannot_split_before_any_work(tmp_path):
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  r = subprocess.run([sys.executable, '-m', 'launch.train', f'--workdir={tmp_path / "w"}',
+                      '--config=demo:vgg16,smoke', '--config.batch_size=3',
+                      f'--config.data.data_dir={tmp_path / "nodata"}'],
+                     cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+  assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+      'train: config.batch_size=3: must be a multiple of the 2 devices training runs on; '
+      'set it to e.g. 2'], r.stderr
+  assert not (tmp_path / 'w').exists()
 
 
 def test_the_checked_enumerations_are_the_modules_own():

@@ -159,6 +159,9 @@ def test_untrained_control_is_skipped_with_a_reason_when_weights_are_gone(tmp_pa
     ({'eval.box_threshold': 1.5}, 'config.eval.box_threshold=1.5: must be in (0, 1)'),
     ({'eval.box_threshold': float('nan')}, 'config.eval.box_threshold=nan: must be in (0, 1)'),
     ({'eval.cam_methods': ('gradcam', 'bogus')}, "unknown CAM method 'bogus'"),
+    # Was a ValueError after the data loaded: exit 1 (a failure), the key not named.
+    ({'eval.cam_layers': ('features.99',)},
+     "config.eval.cam_layers=('features.99',): CAM layer 'features.99' is not a module"),
     ({'eval.faithfulness_steps': 0}, 'config.eval.faithfulness_steps=0: must be an integer'),
     ({'eval.masks_dir': '{tmp}/named_wrong'}, 'no mask for any of the 10 test images: it '
      'holds 1 .png files (e.g. 1_mask.png); name each mask <image_id>.png'),

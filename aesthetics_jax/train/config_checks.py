@@ -167,6 +167,7 @@ def problems(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
   if present and isinstance(size, int) and isinstance(resize, int) and resize < size:
     out.append(f'config.input.resize_size={resize} is smaller than config.input.image_size='
                f'{size}: the random crop needs resize_size >= image_size')
+  out += _cam_method_problems(config)
   _, arch = _get(config, 'model.arch')
   best = str(config.best_metric)
   if best and arch in BEST_METRICS and best not in BEST_METRICS[arch]:
@@ -174,6 +175,43 @@ def problems(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
            if best in ('emd', 'loss') else '')
     out.append(f'config.best_metric={best!r}{why}: use one of {BEST_METRICS[arch]} for {arch}, '
                "or '' to keep the last checkpoint")
+  return out
+
+
+def _cam_method_problems(config: ml_collections.ConfigDict) -> list[str]:
+  """The CAM method names the evaluation after training will use: a misspelled one used to
+  pass training and fail only in `aesthetics-evaluate`."""
+  from aesthetics_jax.explain import choices  # pylint: disable=import-outside-toplevel
+  out = []
+  for key in ('eval.cam_method', 'eval.cam_methods'):
+    present, value = _get(config, key)
+    if not present:
+      continue
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)):
+      out.append(f'config.{key}={value!r}: must be a tuple of CAM method names')
+      continue
+    for name in names:
+      try:
+        choices.canonical_method(name)
+      except ValueError as e:
+        out.append(f'config.{key}={value!r}: {e}')
+        break
+  return out
+
+
+def device_problems(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:
+  """Batch sizes the `num_devices` of the training mesh cannot split evenly: they used to
+  fail at the first step (`batch_size`) or at the first evaluation (`eval.batch_size`),
+  after the data and the feature cache were prepared."""
+  out = []
+  for key in ('batch_size', 'eval.batch_size'):
+    present, value = _get(config, key)
+    if (present and isinstance(value, int) and not isinstance(value, bool) and value > 0
+        and value % num_devices):
+      fit = max(num_devices, value // num_devices * num_devices)
+      out.append(f'config.{key}={value}: must be a multiple of the {num_devices} devices '
+                 f'training runs on; set it to e.g. {fit}')
   return out
 
 
@@ -186,12 +224,22 @@ def check(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first bad value (the model's enumerations too: arch, dtype,
   depthwise, conv3x3, which building the model checks: that imports JAX)."""
   from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
   found = problems(config)
   if not found:
     try:
-      models.create_model(config.model)
+      model = models.create_model(config.model)
     except ValueError as e:
       found = [str(e).splitlines()[0]]
+    else:
+      layers = config.eval.get('cam_layers', ())
+      layers = tuple(layers) if isinstance(layers, list) else layers
+      try:  # the evaluation after training computes its CAMs there
+        models.resolve_layers(model, layers)
+      except ValueError as e:
+        found = [f'config.eval.cam_layers={layers!r}: {str(e).splitlines()[0]}']
+  if not found:
+    found = device_problems(config, parallel.train_mesh().size)
   _raise_first(found)
 
 
