@@ -248,3 +248,25 @@ def test_rows_end_at_newlines_only(tmp_path, sep):
   assert str(e.value).startswith(f'{p}:3: expected 15 integers, got 14 fields'), e.value
   p.write_text(_row(1, 101, V_HIGH) + '\r\n' + row2 + '\n', newline='')
   assert [r.image_id for r in ava.read_ava_txt(p)] == [101, 102]
+
+
+@pytest.mark.parametrize('name,what,read', [
+    ('AVA.txt', 'AVA.txt', ava.read_ava_txt), ('tags.txt', 'tags.txt', ava.read_tags),
+    ('train.jpgl', 'image list', ava.read_image_list)])
+def test_a_line_over_the_cap_is_one_line_before_it_is_read_whole(tmp_path, name, what, read):
+  """Files were read whole: a 119 MB file of one line took 1.4 GB of memory, then failed on
+  its field count. A line over MAX_LINE_CHARS (1 MiB) is refused as it is read (3 MB here)."""
+  p = tmp_path / name
+  first = _row(1, 101, V_HIGH) if name == 'AVA.txt' else '1'
+  p.write_text(first + '\n' + '1 ' * (3 * 2**20 // 2) + '\n' + first + '\n')
+  with pytest.raises(ava.AvaError) as e:
+    read(p)
+  assert str(e.value) == (f'{p}:2: line longer than 1,048,576 characters ({what} rows are '
+                          'short lines of text: is this the right file?)')
+  # The longest line allowed, with its CRLF, is read (and parsed).
+  p.write_text('1' + ' ' * (ava.MAX_LINE_CHARS - 1) + '\r\n', newline='')
+  if name == 'AVA.txt':
+    with pytest.raises(ava.AvaError, match=r'AVA.txt:1: expected 15 integers, got 1 fields'):
+      read(p)
+  else:
+    assert read(p) in ([1], {1: ''})

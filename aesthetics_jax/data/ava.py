@@ -22,10 +22,11 @@ Every user-fixable problem raises `AvaError` whose message is ONE line
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import re
 from pathlib import Path
-from typing import Collection, Iterable, Sequence
+from typing import Collection, Iterable, Iterator, Sequence
 import zlib
 
 import numpy as np
@@ -120,7 +121,13 @@ class AvaImage:
     return (t[0], t[1])
 
 
-def _read_lines(path: os.PathLike | str, what: str) -> list[str]:
+# AVA metadata rows are short (AVA.txt's ~50 characters): a longer line is not such a file,
+# and is refused before it is read whole (a 119 MB file of one line took 1.4 GB of memory).
+MAX_LINE_CHARS = 1 << 20
+
+
+def _read_lines(path: os.PathLike | str, what: str) -> Iterator[str]:
+  """The lines of a metadata file, read one at a time, each at most `MAX_LINE_CHARS` long."""
   path = Path(path)
   if not path.is_file():
     raise AvaError(f'{path}: missing {what} (expected this file; point --ava_dir at the AVA '
@@ -128,15 +135,22 @@ def _read_lines(path: os.PathLike | str, what: str) -> list[str]:
   try:
     # errors='replace': a stray non-UTF-8 byte in a tag/challenge name must not stop parsing.
     # utf-8-sig: a BOM written by some editors must not make line 1 'non-integer'.
-    # newline='': no newline translation, so a stray '\r' inside a row does not end it.
-    with open(path, encoding='utf-8-sig', errors='replace', newline='') as f:
-      text = f.read()
+    # newline='\n': lines end at '\n' only (a CRLF's '\r' is dropped), as editors and `sed -n
+    # Np` count them: splitlines() also broke a row at a form feed or U+2028, so errors named
+    # the wrong line and field count. Within a row those characters are whitespace between
+    # fields, as spaces are.
+    with open(path, encoding='utf-8-sig', errors='replace', newline='\n') as f:
+      for lineno in itertools.count(1):
+        line = f.readline(MAX_LINE_CHARS + 2)  # room for the longest line's '\r\n'
+        if not line:
+          return
+        line = line.removesuffix('\n').removesuffix('\r')
+        if len(line) > MAX_LINE_CHARS:
+          raise _fail(path, lineno, f'line longer than {MAX_LINE_CHARS:,} characters',
+                      f'{what} rows are short lines of text: is this the right file?')
+        yield line
   except OSError as e:
     raise AvaError(f'{path}: cannot read {what}: {e.strerror} (check permissions)') from None
-  # Lines end at '\n' only (a CRLF's '\r' is dropped), as editors and `sed -n Np` count them:
-  # splitlines() also broke a row at a form feed or U+2028, so errors named the wrong line and
-  # field count. Within a row those characters are whitespace between fields, as spaces are.
-  return [line.removesuffix('\r') for line in text.split('\n')]
 
 
 _ASCII_INT = re.compile(r'[+-]?[0-9]+')
@@ -165,8 +179,9 @@ def read_ava_txt(path: os.PathLike | str,
     path: AVA.txt.
     valid_tags: tag ids allowed besides 0 (e.g. the keys of `read_tags`); default 1..66.
   Raises:
-    AvaError: missing file, wrong field count, non-integer field, negative vote, zero votes,
-      votes, image id or challenge id beyond int32, tag id out of range, duplicate image id.
+    AvaError: missing file, a line over `MAX_LINE_CHARS`, wrong field count, non-integer
+      field, negative vote, zero votes, votes, image id or challenge id beyond int32, tag id
+      out of range, duplicate image id.
   """
   lines = _read_lines(path, 'AVA.txt')
   allowed = set(range(1, NUM_TAGS + 1)) if valid_tags is None else {int(t) for t in valid_tags}
