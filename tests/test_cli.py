@@ -131,6 +131,20 @@ def test_inputs_patterns_do_not_follow_links_up_and_skip_output_folders(tmp_path
     os.chdir(cwd)
 
 
+def test_inputs_folders_list_an_image_reached_twice_once(tmp_path):
+  """A folder listed a linked file beside its target (or two links to one file) twice, so the
+  image was scored twice; patterns listed it once (by real path), and now folders do too."""
+  d = tmp_path / 'd'
+  (d / 'sub').mkdir(parents=True)
+  (d / 'a.jpg').write_bytes(b'')
+  (d / 'sub' / 'b.png').write_bytes(b'')
+  (d / 'link.jpg').symlink_to('a.jpg')
+  (d / 'sub' / 'again.jpg').symlink_to('../a.jpg')
+  (d / 'sub' / 'b2.png').symlink_to(d / 'sub' / 'b.png')
+  assert inputs.expand([str(d)]) == [str(d / 'a.jpg'), str(d / 'sub' / 'b.png')]
+  assert inputs.expand([f'{d}/**/*']) == [str(d / 'a.jpg'), str(d / 'sub' / 'b.png')]
+
+
 def test_license_is_the_apache_text_pyproject_names():
   text = (ROOT / 'LICENSE').read_text()
   assert 'Apache License' in text and 'Version 2.0, January 2004' in text

@@ -120,7 +120,8 @@ def expand(args: Sequence[str], skip: Iterable[str | os.PathLike] = ()) -> list[
     # asked for; one met below it is not.
     skipped = frozenset(s for s in skip_all if not _inside(_literal_prefix(arg), {s}))
     if p.is_dir():
-      found = _images_under(p, skipped)
+      # Once by real path, as a pattern's: a linked file beside its target was scored twice.
+      found = _unique(_images_under(p, skipped))
       out += found or [{'path': arg, 'error': f'{arg}: no image files '
                         f'({", ".join(IMAGE_SUFFIXES)}) in this folder'}]
     elif not p.exists() and glob.has_magic(arg):
