@@ -163,3 +163,17 @@ def test_a_file_where_a_folder_goes_and_a_damaged_rerun_are_one_line(tmp_path):
   assert res.returncode == 1 and 'Traceback' not in res.stderr
   last = res.stderr.strip().splitlines()[-1]
   assert 'damaged' in last and 'rerun aesthetics-prepare-data' in last
+
+
+def test_bad_worker_count_and_store_bound_are_usage_errors(tmp_path):
+  """--num_workers=-3 was exit 1 with ThreadPoolExecutor's 'max_workers must be greater than
+  0' (after reading the metadata); --resized_max_gb=nan or -1 were taken (nan: no bound)."""
+  ava_dir = _write_ava(tmp_path / 'ava', GOOD_ROWS)
+  bound = 'use a positive number of GiB, e.g. 16 (--resized_sizes= for no stores)'
+  for flag, fix in (('--num_workers=-3', 'use 0 (one thread per CPU core) or a positive '
+                     'number of threads'),
+                    ('--resized_max_gb=nan', bound), ('--resized_max_gb=-1', bound)):
+    res = _run(f'--ava_dir={ava_dir}', f'--data_dir={tmp_path / "tfds"}', flag)
+    assert res.returncode == 2 and res.stdout == '', (flag, res.stderr)
+    assert res.stderr.splitlines() == [f'prepare_data: {flag}: {fix}'], res.stderr
+    assert not (tmp_path / 'tfds').exists()

@@ -147,6 +147,9 @@ def test_prepare_resized_keeps_a_built_store_and_leaves_one_out_without_room(dat
   assert what.startswith('not built: needs 0.00 GB') and not Path(path).exists()
   over = dataset.prepare_resized(data_dir, 'style', [56], progress=False, max_gb=1e-6)
   assert over[56][1].startswith('not built: 0.000175 GiB is over the 1e-06 GiB bound')
+  for bad in (float('nan'), -1.0, 0.0):  # nan compared false: no bound at all
+    with pytest.raises(ValueError, match='use a positive number of GiB'):
+      dataset.prepare_resized(data_dir, 'style', [56], progress=False, max_gb=bad)
 
 
 @pytest.mark.parametrize('cache', [False, True])

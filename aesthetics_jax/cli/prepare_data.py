@@ -8,9 +8,10 @@ figures. Rerunning with the same --ava_dir and --max_pixels reuses an already pr
 (also when another prepare of the same --data_dir finishes first). Malformed metadata prints
 one line on stderr and exits 1, as does a disk that fills while the dataset is written (the
 partial dataset is removed); an --ava_dir without AVA.txt, a --data_dir that cannot be
-written, that holds the dataset of another AVA root or --max_pixels, or a --max_pixels over
-the decoder's 100 MP cap exits 2 before any image is validated (an already prepared dataset
-is reused read-only, but for the resized images below). Images are validated with the shared
+written, that holds the dataset of another AVA root or --max_pixels, a --max_pixels over
+the decoder's 100 MP cap, a negative --num_workers or a --resized_max_gb that is not a
+positive number exits 2 before any image is validated (an already prepared dataset is reused
+read-only, but for the resized images below). Images are validated with the shared
 bounded decoder (`decoder.decode`); EXIF-rotated photos are stored upright. A train id also in
 the test list is kept in test only. The training images are also stored decoded and resized
 to each `--resized_sizes` side (`data/resized_store.py`, 192 KiB an image at 256): training
@@ -52,6 +53,12 @@ def main(argv):
     common.usage_error('prepare_data', f'--max_pixels={_MAX_PIXELS.value}: use '
                        f'1..{decoder.MAX_PIXELS} (the decoder\'s cap, which training and '
                        'evaluation apply too)')
+  if _NUM_WORKERS.value < 0:  # ThreadPoolExecutor's own refusal named neither flag nor fix
+    common.usage_error('prepare_data', f'--num_workers={_NUM_WORKERS.value}: use 0 (one '
+                       'thread per CPU core) or a positive number of threads')
+  if not _RESIZED_MAX_GB.value > 0:  # nan compared false everywhere: no bound at all
+    common.usage_error('prepare_data', f'--resized_max_gb={_RESIZED_MAX_GB.value:g}: use a '
+                       'positive number of GiB, e.g. 16 (--resized_sizes= for no stores)')
   try:  # a missing AVA root is a bad flag: exit 2 before any work, as every command's
     dataset.check_ava_root(_AVA_DIR.value)
   except ava.AvaError as e:

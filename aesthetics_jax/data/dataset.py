@@ -207,6 +207,8 @@ def select_images(ava_dir: str | os.PathLike, subset: str, *,
   ava_dir = Path(ava_dir)
   _check_subset(subset)
   _check_max_pixels(max_pixels)
+  if num_workers < 0:
+    raise ValueError(f'num_workers={num_workers}: use 0 (one per CPU core) or more')
   splits = ava.load_subset(ava_dir, subset)
   skipped: list[Skipped] = []
   candidates: dict[str, list[ava.AvaImage]] = {}
@@ -499,6 +501,8 @@ def prepare_resized(data_dir: str | os.PathLike, subset: str = 'style',
   sizes = sorted({int(x) for x in sizes})
   if any(size <= 0 for size in sizes):
     raise ValueError(f'resized sizes {sizes}: use positive sides in pixels, e.g. 256')
+  if not max_gb > 0:  # nan would compare false: no bound
+    raise ValueError(f'max_gb={max_gb}: use a positive number of GiB')
   d = dataset_dir(data_dir, subset)
   train = load_sources(data_dir, subset)['train']
   made_from = resized_store.fingerprint(d)
