@@ -261,6 +261,26 @@ def test_train_refuses_a_batch_its_devices_cannot_split_before_any_work(tmp_path
   assert not (tmp_path / 'w').exists()
 
 
+@pytest.mark.parametrize('body, expect', [
+    ("def get_config():\n  return {'batch_size': 4}\n",
+     "get_config() returned a dict, not an ml_collections.ConfigDict; start from "
+     "aesthetics_jax.configs.default.get_config()"),
+    ('import ml_collections\ndef get_config():\n  c = ml_collections.ConfigDict()\n'
+     '  c.batch_size = 4\n  return c\n',
+     "lacks 71 key(s) of the default config (e.g. best_metric); start from "),
+])
+def test_a_user_config_that_is_not_a_full_config_is_one_line(tmp_path, body, expect):
+  """Both were an AttributeError traceback (exit 1) once training read a missing key."""
+  (tmp_path / 'mine.py').write_text(body)
+  r = subprocess.run([sys.executable, '-m', 'launch.train', f'--workdir={tmp_path / "w"}',
+                      f'--config={tmp_path / "mine.py"}'],
+                     cwd=ROOT, capture_output=True, text=True, timeout=120)
+  lines = r.stderr.strip().splitlines()
+  assert r.returncode == 2 and len(lines) == 1, r.stderr
+  assert lines[0].startswith(f"train: config file '{tmp_path / 'mine.py'}'") and expect in lines[0]
+  assert not (tmp_path / 'w').exists()
+
+
 def test_the_checked_enumerations_are_the_modules_own():
   """config_checks keeps JAX-free copies of the enumerations; each equals its module's."""
   from aesthetics_jax import models

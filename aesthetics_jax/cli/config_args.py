@@ -104,12 +104,31 @@ def load(spec: str):
   if not callable(getattr(module, 'get_config', None)):
     raise ValueError(f'config file {path!r} has no get_config() function')
   try:
-    return module.get_config(arg) if sep else module.get_config()
+    config = module.get_config(arg) if sep else module.get_config()
   except ValueError as e:   # the configs' own argument errors are one line already
     raise ValueError(common.first_line(e)) from None
   except Exception as e:
     raise ValueError(f'config {spec!r}: get_config failed ({type(e).__name__}: '
                      f'{common.first_line(e)})') from None
+  _check_complete(path, config)
+  return config
+
+
+_START_FROM = ('start from aesthetics_jax.configs.default.get_config() (or a packaged config) '
+               'and change what you need')
+
+
+def _check_complete(path: str, config) -> None:
+  """A user's config must be a ConfigDict with every key of the default: a dict or a
+  partial ConfigDict used to end in an AttributeError traceback once training read a key."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ValueError(f'config file {path!r}: get_config() returned a {type(config).__name__}, '
+                     f'not an ml_collections.ConfigDict; {_START_FROM}')
+  missing = sorted(set(_keys(default.get_config())) - set(_keys(config)))
+  if missing:
+    raise ValueError(f'config file {path!r} lacks {len(missing)} key(s) of the default '
+                     f'config (e.g. {missing[0]}); {_START_FROM}')
 
 
 def resolve_config_flag(argv: Sequence[str], script: str, flag: str = 'config') -> list[str]:

@@ -263,7 +263,7 @@ def check_eval_config(config) -> None:
   found = config_checks.problems(config, 'eval.')  # the trainer's rules for these keys
   if found:
     raise EvalConfigError(found[0])
-  layers = ec.get('cam_layers', ())
+  layers = ec.cam_layers
   layers = tuple(layers) if isinstance(layers, list) else layers
   try:  # a bad one used to stop the run after the data loaded, as a failure (exit 1)
     models.resolve_layers(models.create_model(config.model), layers)

@@ -232,7 +232,7 @@ def check(config: ml_collections.ConfigDict) -> None:
     except ValueError as e:
       found = [str(e).splitlines()[0]]
     else:
-      layers = config.eval.get('cam_layers', ())
+      layers = config.eval.cam_layers
       layers = tuple(layers) if isinstance(layers, list) else layers
       try:  # the evaluation after training computes its CAMs there
         models.resolve_layers(model, layers)
