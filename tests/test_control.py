@@ -165,12 +165,20 @@ def test_undefined_scores_are_nan_not_a_crash():
     (['--seeds=-1'], 'control: --seeds=-1: seeds are integers >= 0'),
     (['--num_test=2'], 'control: --num_test=2: pass 8 or more'),
     (['--config.eval.cam_methd=gradcam'], 'control: unknown config key --config.eval.cam_methd'),
+    # Exit 1 after the data stage (no seed), or a seed trained and counted twice.
+    (['--seeds='], 'control: --seeds= is empty: pass one or more seeds'),
+    (['--seeds=0,0,1'], 'control: --seeds=0,0,1: each seed once, e.g. 0,1'),
+    # Values that cannot train: exit 1 after the data stage made its images.
+    (['--config.input.image_size=0'], 'control: config.input.image_size=0: must be an integer'),
+    (["--config.eval.cam_methods=('gradcam','gradcam+')"],
+     "control: config.eval.cam_methods=('gradcam', 'gradcam+'): unknown CAM method"),
 ])
 def test_cli_usage_errors_are_one_line(tmp_path, args, message):
   p = subprocess.run([sys.executable, '-m', 'launch.control', f'--workdir={tmp_path}/w', *args],
                      cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert p.returncode == 2, p.stderr
   assert p.stderr.strip().splitlines() == [p.stderr.strip()] and message in p.stderr, p.stderr
+  assert not (tmp_path / 'w' / 'ava').exists()  # before the data stage
 
 
 def test_smoke_keeps_the_users_overrides():

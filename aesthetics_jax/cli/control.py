@@ -58,6 +58,11 @@ def main(argv):
     common.usage_error('control', f'--seeds={",".join(_SEEDS.value)}: pass integers, e.g. 0,1,2')
   if any(s < 0 for s in seeds):  # config.seed: before the data is made, not after
     common.usage_error('control', f'--seeds={",".join(_SEEDS.value)}: seeds are integers >= 0')
+  if not seeds:  # was exit 1 after the data stage (no model to evaluate)
+    common.usage_error('control', '--seeds= is empty: pass one or more seeds, e.g. 0,1,2')
+  if len(set(seeds)) < len(seeds):  # one workdir per seed: a repeat would count it twice
+    common.usage_error('control', f'--seeds={",".join(_SEEDS.value)}: each seed once, '
+                       f'e.g. {",".join(str(s) for s in dict.fromkeys(seeds))}')
   for name, v in (('num_train', _NUM_TRAIN.value), ('num_test', _NUM_TEST.value)):
     if v < 8:
       common.usage_error('control', f'--{name}={v}: pass 8 or more')
@@ -73,8 +78,13 @@ def main(argv):
     n_test = _NUM_TEST.value if flags.FLAGS['num_test'].present else (
         control_study.SMOKE_SIZES[1])
   from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import config_checks  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import orbax_logging  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train.errors import TrainingError  # pylint: disable=C0415
+  try:  # a --config value that cannot train: before the data stage, not after it (exit 1)
+    config_checks.check(config)
+  except config_checks.ConfigError as e:
+    common.usage_error('control', e)
   orbax_logging.quiet_orbax_errors()  # a failed save is one line, not orbax's tracebacks
   try:
     result = control_study.run_control(_WORKDIR.value, config, seeds, n_train, n_test,
