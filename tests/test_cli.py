@@ -118,9 +118,10 @@ def test_inputs_patterns_do_not_follow_links_up_and_skip_output_folders(tmp_path
       a, f'{d}/sub/up/sub/a.jpg']  # per argument, once by real path
   assert inputs.expand([str(d)], skip) == [b, a]
   assert inputs.expand([str(d)]) == [b, str(d / 'ov' / '0000_b_cam.png'), a]
-  # Named themselves, the output folders are inputs.
-  assert inputs.expand([str(d / 'ov'), f'{d}/ov/*.png'], skip) == [
-      str(d / 'ov' / '0000_b_cam.png')] * 2
+  # Named themselves, the output folders are inputs, less the files named as their outputs.
+  (d / 'ov' / 'mine.png').write_bytes(b'')
+  assert inputs.expand([str(d / 'ov'), f'{d}/ov/*.png'], skip) == [str(d / 'ov' / 'mine.png')] * 2
+  (d / 'ov' / 'mine.png').unlink()
   # A linked folder named by the pattern is followed; relative patterns stay relative.
   assert inputs.expand([f'{tmp_path}/link/**/*.png'], skip) == [f'{tmp_path}/link/b.png']
   cwd = os.getcwd()
@@ -143,6 +144,30 @@ def test_inputs_folders_list_an_image_reached_twice_once(tmp_path):
   (d / 'sub' / 'b2.png').symlink_to(d / 'sub' / 'b.png')
   assert inputs.expand([str(d)]) == [str(d / 'a.jpg'), str(d / 'sub' / 'b.png')]
   assert inputs.expand([f'{d}/**/*']) == [str(d / 'a.jpg'), str(d / 'sub' / 'b.png')]
+
+
+def test_inputs_leave_out_earlier_outputs_of_an_output_folder_that_is_an_input(tmp_path):
+  """`--overlay_dir=photos photos/`: a rerun scored the overlays and crops the first run wrote
+  into the input folder (and named its own after them: 0000_0000_a_cam_cam.png). Files named
+  as predict's outputs, right in this run's output folder, are not inputs; other images there,
+  and such names elsewhere, are."""
+  d = tmp_path / 'photos'
+  (d / 'keep').mkdir(parents=True)
+  earlier = ('0000_a_cam.png', '0001_b_crop.jpg', '0001_b_crop.png', '12345_c d_cam.png')
+  for name in ('a.jpg', 'b.png', 'keep/0000_a_cam.png', *earlier):
+    (d / name).write_bytes(b'')
+  a, b, keep = str(d / 'a.jpg'), str(d / 'b.png'), str(d / 'keep' / '0000_a_cam.png')
+  assert inputs.expand([str(d), f'{d}/*.png', f'{d}/**/*_cam.png'], [d]) == [
+      a, b, keep, b, keep]
+  assert inputs.expand([f'{d}/*'], [d]) == [a, b, keep]
+  assert len(inputs.expand([str(d)])) == 7  # not an output folder: every image
+  assert inputs.expand([f'{d}/*.png'], [d / 'keep']) == [*(str(d / n) for n in sorted(
+      ('b.png', *earlier)) if n.endswith('.png'))]
+  for name in ('a.jpg', 'b.png'):
+    (d / name).unlink()
+  assert inputs.expand([f'{d}/*.png'], [d]) == [{'path': f'{d}/*.png', 'error': (
+      f'{d}/*.png: no image files match this pattern besides 3 files an earlier run wrote '
+      "there (this run's --overlay_dir / --crop_dir: not inputs)")}]
 
 
 def test_license_is_the_apache_text_pyproject_names():

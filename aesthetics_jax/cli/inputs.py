@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -25,6 +26,11 @@ _MORE_SUFFIXES = ('.jfif', '.jpe', '.avif', '.jp2', '.j2k', '.jpx', '.jpf', '.ic
                   '.heif')
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff') + tuple(
     s for s in _MORE_SUFFIXES if s in Image.registered_extensions())
+
+
+# Names of the files predict writes into --overlay_dir / --crop_dir: `records.output_stem`
+# (the input's position, 4 digits or more, and its stem) + '_cam.png' / '_crop.png' / '_crop.jpg'.
+OUTPUT_NAME = re.compile(r'\d{4,}_.*_(cam\.png|crop\.(png|jpg))', re.S)
 
 
 def _is_image_name(name: str) -> bool:
@@ -93,6 +99,20 @@ def _literal_prefix(arg: str) -> str:
   return arg
 
 
+def _without_earlier_outputs(paths: list[str], folders: frozenset[str]) -> tuple[list[str], str]:
+  """(`paths` less the files an earlier run wrote into one of the output `folders` (real
+  paths): named as predict's outputs, right in that folder; a clause for the 'no image files'
+  error saying how many were left out, or '')."""
+  kept = [p for p in paths if not (
+      OUTPUT_NAME.fullmatch(os.path.basename(p))
+      and os.path.realpath(os.path.dirname(p) or os.curdir) in folders)]
+  n = len(paths) - len(kept)
+  if not n:
+    return kept, ''
+  return kept, (f' besides {n} file{"" if n == 1 else "s"} an earlier run wrote there (this '
+                "run's --overlay_dir / --crop_dir: not inputs)")
+
+
 def _unique(paths: Iterable[str]) -> list[str]:
   """First occurrence of each file (by real path): a file seen through two links once."""
   seen, out = set(), []
@@ -110,20 +130,22 @@ def expand(args: Sequence[str], skip: Iterable[str | os.PathLike] = ()) -> list[
   error comes from reading it, like any other unreadable file.
 
   skip: folders whose images are not inputs when met inside a folder or pattern (the run's
-    own --overlay_dir / --crop_dir: a rerun would score last run's overlays).
+    own --overlay_dir / --crop_dir: a rerun would score last run's overlays); named by the
+    argument itself (`--overlay_dir=photos photos/`), such a folder's files named as predict's
+    outputs (`OUTPUT_NAME`) are not inputs, its other images are.
   """
   skip_all = frozenset(os.path.realpath(s) for s in skip if s)
   out: list[str | dict] = []
   for arg in args:
     p = Path(arg)
-    # An output folder named by the argument itself (`ovA`, 'ovA/*.png') is what the user
-    # asked for; one met below it is not.
+    # An output folder named by the argument itself (`ovA`, 'ovA/*.png') is listed, less the
+    # earlier outputs in it; one met below it is not listed at all.
     skipped = frozenset(s for s in skip_all if not _inside(_literal_prefix(arg), {s}))
     if p.is_dir():
       # Once by real path, as a pattern's: a linked file beside its target was scored twice.
-      found = _unique(_images_under(p, skipped))
+      found, earlier = _without_earlier_outputs(_unique(_images_under(p, skipped)), skip_all)
       out += found or [{'path': arg, 'error': f'{arg}: no image files '
-                        f'({", ".join(IMAGE_SUFFIXES)}) in this folder'}]
+                        f'({", ".join(IMAGE_SUFFIXES)}) in this folder{earlier}'}]
     elif not p.exists() and glob.has_magic(arg):
       found = []
       for m in _match(arg):
@@ -133,8 +155,9 @@ def expand(args: Sequence[str], skip: Iterable[str | os.PathLike] = ()) -> list[
           found += _images_under(m, skipped)
         elif _is_image_name(m):
           found.append(m)
-      found = _unique(found)
-      out += found or [{'path': arg, 'error': f'{arg}: no image files match this pattern'}]
+      found, earlier = _without_earlier_outputs(_unique(found), skip_all)
+      out += found or [{'path': arg, 'error': f'{arg}: no image files match this '
+                        f'pattern{earlier}'}]
     else:
       out.append(arg)
   return out

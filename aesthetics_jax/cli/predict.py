@@ -6,8 +6,10 @@ r"""Scores images with a trained checkpoint and suggests crops from its class ac
   (python -m launch.predict from a checkout)
 
 Inputs, in the order given: image files; folders (searched recursively for image files, in
-sorted path order); glob patterns (quote them; `**` recurses). One JSON line per image, to
-stdout or atomically to `--output=F`:
+sorted path order); glob patterns (quote them; `**` recurses). An image a folder or pattern
+reaches twice (links) is scored once; the files an earlier run wrote into this run's
+--overlay_dir / --crop_dir are not inputs. One JSON line per image, to stdout or atomically
+to `--output=F`:
   {"path", "mean_score", "score_std", "distribution"[10], "tags": [{"id","name","prob"}...]
    (MobileNetV2), "p_high", "label", "map": "ok"|"empty", "box": {"x0","y0","x1","y1"} | null,
    "boxes": {"aesthetic"|"attribute"|"average"|"crop": {"x0","y0","x1","y1"}},
@@ -31,7 +33,6 @@ stderr and nothing on stdout.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Iterator, Sequence
 
@@ -108,10 +109,6 @@ def check_flags(argv: Sequence[str]) -> tuple[str | None, list[str | dict]]:
   return method, items
 
 
-# Files an earlier run wrote: `0007_<stem>_cam.png` / `_crop.png` / `_crop.jpg`.
-_OUTPUT_PATTERN = re.compile(r'\d{4}_.*_(cam\.png|crop\.(png|jpg))')
-
-
 def _note_earlier_outputs() -> None:
   """One stderr line when --overlay_dir / --crop_dir already hold files of an earlier run:
   this run's replace those at the same input position and leave the others, so the folder
@@ -119,7 +116,7 @@ def _note_earlier_outputs() -> None:
   for flag, folder in (('overlay_dir', _OVERLAY_DIR.value), ('crop_dir', _CROP_DIR.value)):
     if not folder or '://' in folder or not os.path.isdir(folder):
       continue
-    n = sum(1 for e in os.scandir(folder) if _OUTPUT_PATTERN.fullmatch(e.name))
+    n = sum(1 for e in os.scandir(folder) if inputs.OUTPUT_NAME.fullmatch(e.name))
     if n:
       print(f'predict: --{flag}={folder} already holds {n} file{"" if n == 1 else "s"} of an '
             'earlier run; files are named by input position (0000_<name>), so this run '
