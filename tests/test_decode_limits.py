@@ -316,3 +316,37 @@ def test_float_image_with_nan_is_refused_and_a_finite_one_decodes():
     assert str(e.value) == ('science.tif: float pixels that are not finite (NaN or inf); save '
                             'it as an 8- or 16-bit image')
     assert e.value.reason == decoder.UNDECODABLE
+
+
+def _scan_bomb(extra: int, app_noise: int = 0) -> bytes:
+  """A small progressive JPEG with its last scan repeated `extra` times (a "scan bomb": each
+  copy is a pass over the whole image), and `app_noise` SOS marker bytes inside an APP15
+  segment before it (not scans)."""
+  buf = io.BytesIO()
+  Image.fromarray(image_fixture.smooth_photo(48, 64)).save(buf, 'JPEG', progressive=True)
+  data = buf.getvalue()
+  assert decoder.jpeg_scans(data) == 10
+  eoi = data.rindex(b'\xff\xd9')
+  last = data.rindex(b'\xff\xda', 0, eoi)  # the last scan: its header and data up to EOI
+  noise = b'\xff\xda' * app_noise
+  app = b'\xff\xef' + (len(noise) + 2).to_bytes(2, 'big') + noise if app_noise else b''
+  return data[:2] + app + data[2:eoi] + data[last:eoi] * extra + data[eoi:]
+
+
+def test_a_progressive_jpeg_of_too_many_scans_is_refused_before_decoding(monkeypatch):
+  """Its scans were all decoded, however many (each a pass over the whole image): no cap."""
+  ok = _scan_bomb(decoder.MAX_JPEG_SCANS - 10, app_noise=2000)
+  assert decoder.jpeg_scans(ok) == decoder.MAX_JPEG_SCANS  # the APP segment's bytes: no scans
+  assert decoder.decode(ok, what='ok.jpg').image.shape == (48, 64, 3)
+  bomb = _scan_bomb(decoder.MAX_JPEG_SCANS - 9)
+  with pytest.raises(decoder.DecodeError) as e:
+    decoder.decode(bomb, what='bomb.jpg')
+  assert e.value.reason == decoder.UNDECODABLE
+  _one_line(e, 'bomb.jpg: a progressive JPEG of over 500 scans (decoder.MAX_JPEG_SCANS; '
+            'photos have ~10), each a pass over the whole image; re-encode it')
+  # Refused before the pixels are decoded, by every path (prepare's validation: a skip).
+  monkeypatch.setattr(Image.Image, 'load', lambda self: pytest.fail('decoded'))
+  from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
+  assert dataset.check_image_bytes(bomb) == decoder.UNDECODABLE
+  with pytest.raises(decoder.DecodeError, match='rec 3: a progressive JPEG of over 500'):
+    preprocess.resize_train_np(bomb, 40, 'rec 3')

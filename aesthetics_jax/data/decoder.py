@@ -3,9 +3,10 @@ figures), host-side and JAX-free.
 
 `decode`: a byte cap (`MAX_FILE_BYTES`, 64 MB) before anything is read, a pixel cap
 (`MAX_PIXELS`, 100 MP) and a minimum side checked from the header before anything is decoded,
-reduced decoding of large images (JPEG `draft()`: the JPEG decoder's DCT downscaling; other
-formats `Image.reduce`) to a bounded working size, and the EXIF orientation, so that the
-model, boxes and crops are in the displayed frame and reported sizes are displayed sizes.
+as is a progressive JPEG's number of scans (`MAX_JPEG_SCANS`: "scan bombs"), reduced
+decoding of large images (JPEG `draft()`: the JPEG decoder's DCT downscaling; other formats
+`Image.reduce`) to a bounded working size, and the EXIF orientation, so that the model, boxes
+and crops are in the displayed frame and reported sizes are displayed sizes.
 Every failure is a one-line `DecodeError` naming the image and its cause (`.reason`).
 What follows decoding (resize, crops, mirrors, to float) is `preprocess`.
 """
@@ -34,6 +35,11 @@ MAX_FILE_BYTES = 64 * 2**20  # bigger files are refused before they are read (or
 # also bounds that transient (~4 bytes per pixel: <= 400 MB).
 MAX_PIXELS = 100_000_000
 MIN_SIDE = 32  # smaller images carry no usable content at 224 px (prepare skips, predict refuses)
+# A progressive JPEG may hold any number of scans, each a pass over every coefficient of the
+# image however few bytes it has: thousands of tiny scans in a small file are a "scan bomb"
+# (milliseconds a scan for a photo). Real files have ~10; more than this is refused before
+# decoding, as libjpeg-turbo's TurboJPEG does with its progressive scan limit.
+MAX_JPEG_SCANS = 500
 
 # Why an image cannot be used (DecodeError.reason; the skipped.csv reasons of prepare_data).
 MISSING = 'missing'
@@ -308,6 +314,54 @@ def _reduce_to_rgb(img: Image.Image, factor: int) -> Image.Image:
   return out
 
 
+# The next marker after a scan's entropy-coded data: 0xFF (and fill 0xFFs) then a byte other
+# than 0x00 (a stuffed 0xFF data byte) or 0xD0-0xD7 (restart markers, which stay in the scan).
+_AFTER_SCAN = re.compile(rb'\xff+[^\x00\xd0-\xd7\xff]')
+
+
+def jpeg_scans(data: bytes, stop: int = MAX_JPEG_SCANS + 1) -> int:
+  """The number of scans (SOS markers) in the JPEG `data`, counted up to `stop`. Marker
+  segments are skipped by their lengths, so bytes inside them (an EXIF thumbnail's own scans)
+  do not count; a malformed stream ends the count (the decoder then says what is wrong)."""
+  n, i, size = 0, 2, len(data)
+  while n < stop and i + 4 <= size and data[i] == 0xFF:
+    marker = data[i + 1]
+    if marker == 0xFF:  # fill byte before a marker
+      i += 1
+    elif marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a segment
+      i += 2
+    elif marker == 0xD9:  # end of image
+      break
+    else:
+      end = i + 2 + int.from_bytes(data[i + 2:i + 4], 'big')
+      if marker != 0xDA:
+        i = end
+        continue
+      n += 1
+      nxt = _AFTER_SCAN.search(data, end)
+      if nxt is None:
+        break
+      i = nxt.end() - 2
+  return n
+
+
+def _check_scans(data: bytes | Image.Image, img: Image.Image, what: str, hint: str) -> None:
+  """Refuses a progressive JPEG of more than MAX_JPEG_SCANS scans before it is decoded (the
+  scan bomb above; a sequential JPEG's scans each cost their bytes' worth). Bytes only: a PIL
+  image handed in has no bytes to look at here."""
+  if (img.format != 'JPEG' or not img.info.get('progressive')
+      or not isinstance(data, (bytes, bytearray))):
+    return
+  # An upper bound first, at memchr speed (the regex walk costs ~7 ns a byte): the marker's
+  # two bytes may also lie inside other segments, never inside entropy-coded data.
+  if data.count(b'\xff\xda') <= MAX_JPEG_SCANS:
+    return
+  if jpeg_scans(data) > MAX_JPEG_SCANS:
+    raise _fail(UNDECODABLE, what, f'a progressive JPEG of over {MAX_JPEG_SCANS} scans '
+                '(decoder.MAX_JPEG_SCANS; photos have ~10), each a pass over the whole image',
+                hint or 're-encode it')
+
+
 def _classify(e: Exception, what: str, hint: str) -> DecodeError:
   if isinstance(e, Image.DecompressionBombError):
     return _fail(DECOMPRESSION_BOMB, what, f'decompression bomb ({e})', hint)
@@ -338,6 +392,7 @@ def _decode(data: bytes | Image.Image, target: int | None, max_side: int | None,
   if min(w, h) < min_side:
     raise _fail(TOO_SMALL, what, f'too small: {w}x{h} px, under {min_side} px a side',
                 'the model needs a larger image (prepare_data skips these too)')
+  _check_scans(data, img, what, hint)
   try:
     orient = _to_apply(img)
     scale = _work_scale((h, w), target, max_side, budget)
@@ -367,14 +422,15 @@ def decode(data: bytes | Image.Image, *, target: int | None = None,
   """THE decoder of every input image (prepare, train, evaluate, predict).
 
   In order: refuses more than `max_bytes` of data; reads the header and refuses more than
-  `max_pixels` pixels (decompression bombs) or a side under `min_side`, before decoding
-  anything; decodes reduced when `target` / `max_side` / `budget` allow it (JPEG: DCT scaling
-  via `draft`; every format: then `Image.reduce` by an integer factor), so that both sides stay
-  >= `target`, the long side <= `max_side` and the pixels <= `budget` (those two win where
-  target disagrees: extreme aspect ratios, huge panoramas); converts
-  any mode to RGB; applies the EXIF orientation (as `PIL.ImageOps.exif_transpose`, on the
-  reduced image). Non-JPEG formats are fully decoded first (PIL cannot decode them reduced):
-  at most ~4 bytes per pixel, i.e. <= 400 MB at the 100 MP cap.
+  `max_pixels` pixels (decompression bombs) or a side under `min_side`, and a progressive JPEG
+  (given as bytes) of more than `MAX_JPEG_SCANS` scans, before decoding anything; decodes
+  reduced when `target` / `max_side` / `budget` allow it (JPEG: DCT scaling via `draft`; every
+  format: then `Image.reduce` by an integer factor), so that both sides stay >= `target`, the
+  long side <= `max_side` and the pixels <= `budget` (those two win where target disagrees:
+  extreme aspect ratios, huge panoramas); converts any mode to RGB; applies the EXIF
+  orientation (as `PIL.ImageOps.exif_transpose`, on the reduced image). Non-JPEG formats are
+  fully decoded first (PIL cannot decode them reduced): at most ~4 bytes per pixel, i.e. <= 400
+  MB at the 100 MP cap.
 
   Args:
     data: encoded bytes (or an opened PIL image).
