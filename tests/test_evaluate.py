@@ -387,6 +387,12 @@ def test_data_from_another_ava_root_is_refused(evaluated, monkeypatch):
     assert '\n' not in str(e.value)
     # The same data (a moved copy keeps its fingerprint) passes the check.
     assert dataset.identity_mismatch(dict(own, data_dir='/elsewhere'), own) == ''
+    # A damaged record: the check was skipped without a word.
+    path.write_text('{"data_dir": ')
+    with pytest.raises(eval_run.EvalConfigError, match=(
+        r'dataset.json: not valid JSON .*; it records the data the model was trained on: '
+        r'restore it from a copy, or delete it to evaluate unchecked')):
+      eval_run.evaluate(wd)
   finally:
     path.unlink(missing_ok=True)
 

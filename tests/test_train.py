@@ -295,7 +295,9 @@ def test_resume_keeps_the_validation_split(data_dir, tmp_path, monkeypatch):
   assert json.loads((tmp_path / 'validation_ids.json').read_text()) == first
   assert calls[0][0] == set(first['image_ids'])  # the resumed run validates on the same rows
   # Another split in this workdir would mix two: refused with one line naming the fix.
-  with pytest.raises(trainer.TrainingError, match='another validation split.*fresh --workdir'):
+  # (exit 2, as the other mismatches: it was a TrainingError, exit 1)
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match='another validation split.*fresh --workdir'):
     trainer.train_and_evaluate(_vgg(data_dir, **{'seed': 5}), tmp_path)
   # Another input or loss would mix two recipes in one run: refused before any step.
   with pytest.raises(checkpoints.CheckpointMismatchError,

@@ -195,5 +195,17 @@ def test_training_run_logs_and_resumes_without_repeats(tmp_path, monkeypatch):
   assert ident['ava_fingerprint'] == dataset.load_metadata(c.data.data_dir)['ava_fingerprint']
   assert len(ident['ava_fingerprint']) == 64 and ident['subset'] == 'style'
   (workdir / dataset.IDENTITY_FILE).write_text(json.dumps(dict(ident, ava_fingerprint='0' * 64)))
+  # Other data also holds other validation ids: the data is named, not the split (whose fix,
+  # the seed or validation_fraction, was the wrong one).
+  ids = workdir / 'validation_ids.json'
+  ids.write_text(json.dumps(dict(json.loads(ids.read_text()), image_ids=[-1])))
   with pytest.raises(checkpoints.CheckpointMismatchError, match='prepared from another AVA root'):
     trainer.train_and_evaluate(c, workdir)
+  # A damaged record cannot be checked: it was rewritten from the current data, so this
+  # resume and every later evaluation passed unchecked.
+  (workdir / dataset.IDENTITY_FILE).write_text('{"data_dir": ')
+  with pytest.raises(checkpoints.WorkdirError, match=(
+      r'dataset.json: not valid JSON .*; it records the data the checkpoints were trained '
+      r'on: restore it from a copy, or delete it to resume')):
+    trainer.train_and_evaluate(c, workdir)
+  assert (workdir / dataset.IDENTITY_FILE).read_text() == '{"data_dir": '

@@ -276,10 +276,12 @@ def _check_same_data(workdir, config) -> None:
   """Evaluating on a dataset prepared from another AVA root than the model's training data
   (`dataset.IDENTITY_FILE`, recorded by the trainer) can test on training images."""
   path = workdir / dataset.IDENTITY_FILE
-  try:
-    recorded = checkpoint_errors.read_json_object(path) if path.exists() else {}
-  except checkpoint_errors.WorkdirError:
-    return  # unreadable: nothing to compare against (the trainer rewrites it on resume)
+  try:  # damaged: the check cannot be made (it used to be skipped without a word)
+    recorded = checkpoint_errors.read_json_object(
+        path, checkpoint_errors.WorkdirError, 'it records the data the model was trained on: '
+        'restore it from a copy, or delete it to evaluate unchecked') if path.exists() else {}
+  except checkpoint_errors.WorkdirError as e:
+    raise EvalConfigError(str(e)) from None
   why = dataset.identity_mismatch(
       recorded, dataset.identity(config.data.data_dir, str(config.data.subset)))
   if why:

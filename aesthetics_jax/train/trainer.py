@@ -397,9 +397,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
   # checkpoints/ were made.
   initial = None if _has_checkpoints(workdir) else _starting_variables(model, config)
   test_src = sources['test']
+  # The data first: on another AVA root the validation ids differ too, and that check would
+  # name the wrong fix (the seed / validation_fraction).
+  _check_same_data(workdir, config, is_main)
   split, train_src, train_meta, val_src, val_meta = _carve_validation(sources['train'], config,
                                                                       workdir)
-  _check_same_data(workdir, config, is_main)
   n_train = len(train_meta)
   total = optim.total_train_steps(config, n_train)
   eval_split = 'validation' if split.enabled else 'test'
@@ -617,7 +619,15 @@ def _check_same_data(workdir, config, is_main: bool) -> None:
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
   current = dataset.identity(config.data.data_dir, str(config.data.subset))
   path = workdir / dataset.IDENTITY_FILE
-  recorded = _read_record(path)
+  if path.exists() and _has_checkpoints(workdir):
+    # Rewritten from the current data, a damaged record used to let a resume (and every later
+    # evaluation) through on data the checkpoints were not trained on.
+    recorded = ckpt_lib.read_json_object(
+        path, ckpt_lib.WorkdirError, 'it records the data the checkpoints were trained on: '
+        f'restore it from a copy, or delete it to resume on --config.data.data_dir='
+        f'{config.data.data_dir} unchecked')
+  else:
+    recorded = None
   if recorded is not None:
     why = dataset.identity_mismatch(recorded, current)
     if why:
@@ -648,7 +658,7 @@ def _carve_validation(train_all, config, workdir):
     saved = _read_record(path)
     diff = validation.mismatch(saved, rec) if saved is not None else ''
     if diff and _has_checkpoints(workdir):
-      raise TrainingError(
+      raise ckpt_lib.CheckpointMismatchError(
           f'{path}: this workdir was trained with another validation split ({diff}); rerun '
           'with its --config.seed / --config.data.validation_fraction or use a fresh --workdir')
   if jax.process_index() == 0:
