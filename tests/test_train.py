@@ -1,5 +1,6 @@
 """Training loop: smoke run, frozen encoder, cache == online head update, NaN stop, mismatch."""
 import json
+import logging as std_logging
 import subprocess
 import sys
 from pathlib import Path
@@ -316,3 +317,30 @@ def test_validation_off_selects_on_test_and_says_so(data_dir, tmp_path):
   assert res['selection_split'] == 'test' and res['num_validation_images'] == 0
   rec = json.loads((tmp_path / 'validation_ids.json').read_text())
   assert rec['image_ids'] == [] and 'TEST split' in rec['note']
+
+
+@pytest.mark.parametrize('overrides, why', [
+    ({'data.validation_fraction': 0.0}, 'config.data.validation_fraction=0: no validation'),
+    # It blamed validation_fraction=0 here, though the fraction was 0.5.
+    ({'data.validation_fraction': 0.5, 'data.max_train_images': 1},
+     'no class has 2 of the 1 training rows to hold one out (config.data.max_train_images=1): '
+     'no validation split'),
+])
+def test_no_validation_split_warning_names_its_cause(data_dir, tmp_path, overrides, why):
+  from aesthetics_jax.data import dataset
+  c = _vgg(data_dir, **overrides)
+  train = dataset.load_sources(data_dir)['train']
+  seen = []
+
+  class Catch(std_logging.Handler):
+    def emit(self, record):
+      seen.append(record.getMessage())
+
+  catch = Catch(std_logging.WARNING)
+  std_logging.getLogger('absl').addHandler(catch)
+  try:
+    split = trainer._carve_validation(train, c, tmp_path)[0]
+  finally:
+    std_logging.getLogger('absl').removeHandler(catch)
+  assert not split.enabled
+  assert [m for m in seen if 'no validation split' in m][0].startswith(why), seen

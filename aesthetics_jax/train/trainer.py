@@ -664,8 +664,13 @@ def _carve_validation(train_all, config, workdir):
   if jax.process_index() == 0:
     io.atomic_write_json(path, rec, indent=1)
   if not split.enabled:
-    logging.warning('config.data.validation_fraction=0: no validation split; the periodic '
-                    'evaluations and the best checkpoint use the TEST split')
+    # Also with a fraction > 0 when no class has 2 rows (a tiny max_train_images): the
+    # warning used to blame validation_fraction=0.
+    why = ('config.data.validation_fraction=0' if fraction == 0 else
+           f'no class has 2 of the {len(meta)} training rows to hold one out'
+           + (f' (config.data.max_train_images={limit})' if 0 < limit else ''))
+    logging.warning('%s: no validation split; the periodic evaluations and the best '
+                    'checkpoint use the TEST split', why)
   else:
     logging.info('Validation split: %d of %d training rows held out (seed %d, fraction %g); '
                  'ids in %s', split.validation.size, len(meta), seed, fraction, path)
