@@ -4,6 +4,7 @@ import csv
 import errno
 import io
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -419,6 +420,40 @@ def test_an_image_that_changes_after_validation_is_one_line(tmp_path, monkeypatc
     dataset.prepare(root, data_dir, 'style')
   assert '\n' not in str(e.value) and str(root / 'images') in str(e.value)
   assert not dataset.is_prepared(data_dir) and _leftovers(data_dir) == []
+
+
+def test_an_image_refused_to_us_is_skipped_as_unreadable(tmp_path, monkeypatch):
+  """A file or its folder of mode 000 (as non-root): open() / stat() raise PermissionError;
+  patched here, so that the test also runs as root. The folder's ended the whole run with
+  '[Errno 13] Permission denied' (is_symlink() raised it again); the file's was 'missing'."""
+  root = _tiny_root(tmp_path / 'ava')
+  no_stat, no_open = (str(ava.image_path(root, i)) for i in (1000, 1001))
+  real_stat, real_open = os.stat, open
+
+  def denied(p):
+    return PermissionError(errno.EACCES, 'Permission denied', os.fspath(p))
+
+  def stat(p, *args, **kwargs):
+    if os.fspath(p) == no_stat:
+      raise denied(p)
+    return real_stat(p, *args, **kwargs)
+
+  def opener(p, *args, **kwargs):
+    if os.fspath(p) == no_open:
+      raise denied(p)
+    return real_open(p, *args, **kwargs)
+  monkeypatch.setattr(os, 'stat', stat)
+  monkeypatch.setattr(decoder, 'open', opener, raising=False)
+  for p in (no_stat, no_open):
+    with pytest.raises(decoder.DecodeError) as e:
+      decoder.read_file(p)
+    assert e.value.reason == decoder.UNREADABLE
+    assert str(e.value) == (f'{p}: cannot read (Permission denied); check the permissions of '
+                            'the file and its folders')
+  res = dataset.prepare(root, tmp_path / 'tfds', 'style')
+  assert res.kept == {'train': 2, 'test': 2}
+  assert res.skipped_csv.read_text() == ('split,image_id,reason\ntrain,1000,unreadable\n'
+                                         'train,1001,unreadable\n')
 
 
 def test_reuse_only_from_the_same_root_and_options(tmp_path, monkeypatch):

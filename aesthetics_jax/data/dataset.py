@@ -66,6 +66,7 @@ KNOWN_BAD_IDS = frozenset({440774, 179118, 371434, 277832, 230701, 729377}) | fr
 
 # Skip reasons, as written to skipped.csv (the decoder's, then prepare's own).
 MISSING = decoder.MISSING
+UNREADABLE = decoder.UNREADABLE
 EMPTY = decoder.EMPTY
 TOO_LARGE = decoder.TOO_LARGE
 TRUNCATED = decoder.TRUNCATED
@@ -158,7 +159,7 @@ def check_image_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
 
 def check_image_file(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                      min_side: int = MIN_SIDE) -> str | None:
-  """`check_image_bytes` on a file; 'missing' / 'empty' / 'too_large' (over
+  """`check_image_bytes` on a file; 'missing' / 'unreadable' / 'empty' / 'too_large' (over
   `decoder.MAX_FILE_BYTES`, refused before reading) for the file itself."""
   try:
     data = decoder.read_file(path)

@@ -43,13 +43,15 @@ MAX_JPEG_SCANS = 500
 
 # Why an image cannot be used (DecodeError.reason; the skipped.csv reasons of prepare_data).
 MISSING = 'missing'
+UNREADABLE = 'unreadable'  # there, but refused to us (permissions) or failing (I/O error)
 EMPTY = 'empty'
 TOO_LARGE = 'too_large'
 TRUNCATED = 'truncated'
 UNDECODABLE = 'undecodable'
 TOO_SMALL = 'too_small'
 DECOMPRESSION_BOMB = 'decompression_bomb'
-REASONS = (MISSING, EMPTY, TOO_LARGE, TRUNCATED, UNDECODABLE, TOO_SMALL, DECOMPRESSION_BOMB)
+REASONS = (MISSING, UNREADABLE, EMPTY, TOO_LARGE, TRUNCATED, UNDECODABLE, TOO_SMALL,
+           DECOMPRESSION_BOMB)
 
 # Appended to decoding errors of dataset records (the input pipeline).
 DATASET_HINT = 're-run launch/prepare_data.py, which skips unusable images'
@@ -116,7 +118,8 @@ def _fail(reason: str, what: str, detail: str, hint: str = '') -> DecodeError:
 def read_file(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> bytes:
   """The bytes of an image file, refused BEFORE reading when larger than `max_bytes`.
 
-  Raises `DecodeError` ('missing' | 'empty' | 'too_large'), one line naming the file.
+  Raises `DecodeError` ('missing' | 'unreadable' | 'empty' | 'too_large'), one line naming the
+  file.
   """
   p = Path(path)
   try:
@@ -124,12 +127,13 @@ def read_file(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> bytes
   except OSError as e:
     if e.errno == errno.ELOOP:
       raise _fail(MISSING, str(p), 'a loop of symbolic links', 'pass the file itself') from None
+    if e.errno not in (errno.ENOENT, errno.ENOTDIR):
+      # Before is_symlink(), which raised this EACCES again (a folder of mode 000): the raw
+      # errno line ended prepare_data instead of a skip.
+      raise _unreadable(p, e) from None
     if p.is_symlink():
       raise _fail(MISSING, str(p), f'a broken symbolic link (to {os.readlink(p)})',
                   'fix or remove the link') from None
-    if e.errno in (errno.EACCES, errno.EPERM):
-      raise _fail(MISSING, str(p), f'cannot read ({e.strerror})',
-                  'check its permissions') from None
     raise _fail(MISSING, str(p), 'no such file', 'check the path') from None
   if not stat.S_ISREG(st.st_mode):
     raise _fail(UNDECODABLE, str(p), 'not a regular file', 'pass an image file')
@@ -139,12 +143,19 @@ def read_file(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> bytes
     with open(p, 'rb') as f:
       data = f.read(max_bytes + 1)  # +1: a file that grew since stat() is still refused
   except OSError as e:
-    raise _fail(MISSING, str(p), f'cannot read ({e.strerror})', 'check its permissions') from None
+    raise _unreadable(p, e) from None
   if len(data) > max_bytes:
     raise _too_large(str(p), len(data), max_bytes)
   if not data:
     raise _fail(EMPTY, str(p), 'empty file (0 bytes)', 'pass an image file')
   return data
+
+
+def _unreadable(p: Path, e: OSError) -> DecodeError:
+  denied = e.errno in (errno.EACCES, errno.EPERM)
+  return _fail(UNREADABLE, str(p), f'cannot read ({e.strerror or e})',
+               'check the permissions of the file and its folders' if denied
+               else 'check the disk it is on')
 
 
 def _too_large(what: str, size: int, cap: int) -> DecodeError:
