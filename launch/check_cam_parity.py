@@ -561,4 +561,5 @@ if __name__ == '__main__':
   flags.DEFINE_bool('write', False, 'write the fixtures for tests/test_cam.py')
   flags.DEFINE_string('fixture', FIXTURE, 'toy fixture path')
   flags.DEFINE_string('layers_fixture', LAYERS_FIXTURE, 'torchvision-layers fixture path')
-  app.run(main)
+  from aesthetics_jax.cli import common
+  app.run(main, flags_parser=common.parse_flags)  # --help exits 0 (absl's exits 1)

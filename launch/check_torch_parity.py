@@ -114,4 +114,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  from aesthetics_jax.cli import common
+  app.run(main, flags_parser=common.parse_flags)  # --help exits 0 (absl's exits 1)

@@ -531,7 +531,9 @@ def run_cli():
   flags.DEFINE_string('workdir', None, 'Scratch folder for the drill material and results.')
   flags.DEFINE_bool('heavy', False, 'Also the 10000x10000 PNG and kill -9 / resume cases.')
   flags.mark_flags_as_required(['workdir'])
-  app.run(lambda argv: sys.exit(main(argv)))
+  from aesthetics_jax.cli import common  # pylint: disable=import-outside-toplevel
+  # common's parser: --help exits 0 (absl's exits 1) and a bad flag is one line.
+  app.run(lambda argv: sys.exit(main(argv)), flags_parser=common.parse_flags)
 
 
 if __name__ == '__main__':

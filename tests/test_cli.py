@@ -6,6 +6,7 @@ PYTHONPATH from a directory that is not the checkout.
 """
 import ast
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -327,3 +328,19 @@ def test_stdout_full_or_closed_is_one_line_or_quiet(command, tmp_path):
   finally:
     os.close(write)
   assert (r.returncode, r.stderr) == (common.EXIT_SIGPIPE, '')
+
+
+def test_every_launch_script_parses_flags_with_common():
+  """absl's own parser exits 1 after printing --help (a failed run, README says 0) and prints
+  a bad flag value as two FATAL lines: launch scripts that call app.run themselves did."""
+  for script in sorted((ROOT / 'launch').glob('*.py')):
+    text = script.read_text()
+    for call in re.findall(r'app\.run\([^\n]*', text):
+      assert 'flags_parser=common.parse_flags' in call, (script.name, call)
+
+
+@pytest.mark.parametrize('script', ['fault_drill', 'check_cam_parity', 'check_torch_parity'])
+def test_checkout_scripts_help_exits_0(script):
+  r = subprocess.run([sys.executable, '-m', f'launch.{script}', '--help'], cwd=ROOT,
+                     capture_output=True, text=True, timeout=120)
+  assert r.returncode == 0 and 'python -m launch.' in r.stdout, r.stderr

@@ -145,7 +145,7 @@ def run(main: Callable[[list[str]], None], doc: str | None,
     sys.stdout = _TaggedStdout(sys.stdout)
   try:
     try:
-      app.run(main, argv=None if argv is None else list(argv), flags_parser=_parse_flags)
+      app.run(main, argv=None if argv is None else list(argv), flags_parser=parse_flags)
     finally:  # what print() left buffered, while its errors can still be told apart
       sys.stdout.flush()
   except OSError as e:
@@ -182,6 +182,7 @@ def _tagged(call: Callable, *args):
 
 
 EXIT_SIGPIPE = 141  # 128 + SIGPIPE: what `yes | head -1` reports for `yes`
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: a command stopped by Ctrl-C, as a shell reports it
 
 
 def quiet_stdout() -> None:
@@ -209,7 +210,7 @@ def command_name() -> str:
 _HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml')
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
+def parse_flags(argv: list[str]) -> list[str]:
   """absl's parsing, with a bad flag value as one usage line (absl prints 'FATAL Flags
   parsing error: ...' plus a second line and exits 1), and help exiting 0 (absl exits 1 after
   printing it, which reads as a failed run)."""
