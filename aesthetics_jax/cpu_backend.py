@@ -162,10 +162,18 @@ def reexec_with_malloc_tunable() -> None:
   tunables = tunables_with_malloc(os.environ.get('GLIBC_TUNABLES', ''))
   if tunables is None or 'jax' in sys.modules and backends_started():
     return
+  previous = os.environ.get('GLIBC_TUNABLES')
   os.environ['GLIBC_TUNABLES'] = tunables  # also what breaks the loop: set on the second run
   sys.stdout.flush()
   sys.stderr.flush()
-  os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+  try:
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+  except OSError:  # e.g. the interpreter replaced or no longer executable (EACCES, ENOENT):
+    # the tunable only saves memory, so this run goes on without it (it was a traceback)
+    if previous is None:
+      del os.environ['GLIBC_TUNABLES']
+    else:
+      os.environ['GLIBC_TUNABLES'] = previous
 
 
 # Per-executable options (`jax.jit(..., compiler_options=...)`): XLA flags are per process,

@@ -124,6 +124,24 @@ def test_every_command_reexecutes_once_with_the_malloc_tunable():
     assert lines == [f'start {pid}', f'main {pid} {tunables}']
 
 
+def test_a_failed_reexec_runs_on_without_the_tunable(monkeypatch):
+  """execv failing (the interpreter replaced or not executable) ended the command in a
+  PermissionError traceback; the tunable only saves memory."""
+  def refuse(*a):
+    raise PermissionError(13, 'Permission denied')
+
+  monkeypatch.setattr(cpu_backend, 'glibc_version', lambda: (2, 39))
+  monkeypatch.setattr(cpu_backend, '_opted_out', lambda: False)
+  monkeypatch.setattr(cpu_backend, 'backends_started', lambda: False)
+  monkeypatch.setattr(cpu_backend.os, 'execv', refuse)
+  monkeypatch.delenv('GLIBC_TUNABLES', raising=False)
+  cpu_backend.reexec_with_malloc_tunable()
+  assert 'GLIBC_TUNABLES' not in os.environ
+  monkeypatch.setenv('GLIBC_TUNABLES', 'glibc.malloc.arena_max=2')
+  cpu_backend.reexec_with_malloc_tunable()
+  assert os.environ['GLIBC_TUNABLES'] == 'glibc.malloc.arena_max=2'
+
+
 def test_encoder_options_for_full_width_vgg16_only(monkeypatch):
   """Per-executable XLA:CPU options: full-width VGG16 encoders only; the user's own YNNPACK
   flag and the opt-out win; compiled with them, the encoder computes the same features."""
