@@ -1,5 +1,9 @@
 """Training images prepared decoded and resized (`data/resized_store.py`): the pipeline and the
 feature cache crop from them with the pixels of decoding, and a bad store is never used."""
+import errno
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +154,96 @@ def test_prepare_resized_keeps_a_built_store_and_leaves_one_out_without_room(dat
   for bad in (float('nan'), -1.0, 0.0):  # nan compared false: no bound at all
     with pytest.raises(ValueError, match='use a positive number of GiB'):
       dataset.prepare_resized(data_dir, 'style', [56], progress=False, max_gb=bad)
+
+
+def _no_room(*args):
+  raise OSError(errno.ENOSPC, 'No space left on device')
+
+
+def _unsupported(*args):
+  raise OSError(errno.EOPNOTSUPP, 'Operation not supported')
+
+
+class _FillingFile:
+  """A file on a disk that fills after `room` bytes: write() then raises ENOSPC."""
+
+  def __init__(self, f, room: int):
+    self.f, self.room = f, room
+
+  def __getattr__(self, name):
+    return getattr(self.f, name)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.f.close()
+
+  def write(self, data) -> int:
+    self.room -= len(data)
+    if self.room < 0:
+      _no_room()
+    return self.f.write(data)
+
+
+@pytest.mark.parametrize('where', ['allocation', 'write'])
+def test_a_disk_that_fills_during_the_build_leaves_the_store_out(data, monkeypatch, where):
+  """Rows were written through a memory map of a sparse file: on a full disk the kernel kills
+  the process (SIGBUS, exit 135) and the .tmp file stays. Now the build's ENOSPC leaves the
+  store out (prepare goes on: training decodes) and nothing behind."""
+  data_dir, plain, _ = data
+  if where == 'allocation':
+    monkeypatch.setattr(resized_store.os, 'posix_fallocate', _no_room)
+  else:  # a filesystem that cannot allocate ahead: the disk fills at the fourth row
+    monkeypatch.setattr(resized_store.os, 'posix_fallocate', _unsupported)
+    real_open = open
+    monkeypatch.setattr(resized_store, 'open', lambda p, mode='r': _FillingFile(
+        real_open(p, mode), 4 * 24 * 24 * 3 + 200), raising=False)
+  folder = resized_store.path(dataset.dataset_dir(data_dir, 'style'), 'train', 24).parent
+  before = sorted(folder.iterdir())
+  done = dataset.prepare_resized(data_dir, 'style', [24], progress=False)
+  assert done[24][1] == 'not built: No space left on device'
+  assert sorted(folder.iterdir()) == before  # no .tmp, no store, no record
+
+
+def _tmpfs(folder: Path, size: str):
+  """A real small disk: a tmpfs mounted at `folder` (root only), or a skip."""
+  folder.mkdir()
+  res = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(folder)],
+                       capture_output=True, text=True, check=False)
+  if res.returncode:
+    pytest.skip(f'cannot mount a tmpfs here: {res.stderr.strip()}')
+
+
+_FILL = textwrap.dedent('''
+    import errno, io, os, sys
+    from PIL import Image
+    from aesthetics_jax.data import resized_store
+    if sys.argv[2] == 'write':  # no allocation ahead: the disk fills at a write
+      def unsupported(*args):
+        raise OSError(errno.EOPNOTSUPP, 'Operation not supported')
+      os.posix_fallocate = unsupported
+    buf = io.BytesIO()
+    Image.new('RGB', (64, 64), (1, 2, 3)).save(buf, 'JPEG')
+    rows = [{'image': buf.getvalue(), 'image_id': i} for i in range(40)]  # 1.9 MB at 128
+    try:
+      resized_store.build(rows, 128, sys.argv[1], progress=False)
+    except OSError as e:
+      print(e.errno == errno.ENOSPC)
+''')
+
+
+@pytest.mark.parametrize('where', ['allocation', 'write'])
+def test_a_real_full_disk_is_enospc_not_sigbus(tmp_path, where):
+  mnt = tmp_path / 'small'
+  _tmpfs(mnt, '1m')
+  try:
+    res = subprocess.run([sys.executable, '-c', _FILL, str(mnt / 's.npy'), where],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0 and res.stdout == 'True\n', (res.returncode, res.stderr)
+    assert list(mnt.iterdir()) == []
+  finally:
+    subprocess.run(['umount', str(mnt)], check=False)
 
 
 @pytest.mark.parametrize('cache', [False, True])

@@ -12,13 +12,16 @@ host's cores feed many more images a second.
 
 Size: R² x 3 bytes an image, 192 KiB at R = 256 (1.75 GB for the 8,900 style-subset training
 images). The file is written under a temporary name and renamed when complete, so a killed or
-failed build leaves nothing that `attach` would use; one made from another dataset (a record
-beside it holds the TFDS dataset's `fingerprint`) or whose shape does not match its split (a
-truncated copy) is ignored with a warning, and the pipeline decodes.
+failed build leaves nothing that `attach` would use (a disk that fills is an ENOSPC OSError,
+the temporary file removed: rows are written, not memory-mapped, which died of SIGBUS); one
+made from another dataset (a record beside it holds the TFDS dataset's `fingerprint`) or whose
+shape does not match its split (a truncated copy) is ignored with a warning, and the pipeline
+decodes.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import hashlib
 import json
 import os
@@ -62,31 +65,36 @@ def build(source: Sequence, size: int, out: str | os.PathLike, workers: int = 0,
   to size² (`resize.resize_train_np`, as the pipeline would) to `out`, atomically, and
   beside it `<out>.json` with `dataset` (its `fingerprint`) and the shape.
 
-  workers: decode threads (0: one per CPU core). Returns `out`.
+  workers: decode threads (0: one per CPU core). Returns `out`. A disk that fills is an
+  OSError (ENOSPC), with nothing left behind.
   """
   out = Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = out.with_name(f'.{out.name}.{os.getpid()}.tmp')
   n, size = len(source), int(size)
+  shape = (n, size, size, 3)
+
+  def one(i: int) -> np.ndarray:
+    rec = source[i]
+    return resize.resize_train_np(rec['image'], size, f"image_id {int(rec['image_id'])} (row {i})")
+
   try:
-    store = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=(n, size, size, 3))
-
-    def one(i: int, store: np.ndarray = store) -> None:
-      rec = source[i]
-      store[i] = resize.resize_train_np(
-          rec['image'], size, f"image_id {int(rec['image_id'])} (row {i})")
-
-    w = workers or cpu_backend.host_cpu_count()
-    # Rows in windows of 16 per thread: bounded futures (AVA's 255,000 rows made 255,000 at
-    # once), and a bad image stops the build within a window.
-    with concurrent.futures.ThreadPoolExecutor(w) as pool, \
-        tqdm.tqdm(total=n, desc=desc, disable=not progress, leave=False) as bar:
-      for start in range(0, n, 16 * w):
-        for _ in pool.map(one, range(start, min(n, start + 16 * w))):
-          bar.update()
-    store.flush()
-    del one, store  # unmapped before the rename
-    with open(tmp, 'rb') as f:
+    # Plain writes, in row order, not a memory map: a page of a map that the disk has no room
+    # for kills the process with SIGBUS (exit 135, this file left behind); a write says ENOSPC.
+    with open(tmp, 'wb') as f:
+      np.lib.format.write_array_header_1_0(f, {'descr': '|u1', 'fortran_order': False,
+                                               'shape': shape})
+      _reserve(f, f.tell() + n * size * size * 3)
+      w = workers or cpu_backend.host_cpu_count()
+      # Rows in windows of 16 per thread: bounded futures (AVA's 255,000 rows made 255,000 at
+      # once) and memory, and a bad image stops the build within a window.
+      with concurrent.futures.ThreadPoolExecutor(w) as pool, \
+          tqdm.tqdm(total=n, desc=desc, disable=not progress, leave=False) as bar:
+        for start in range(0, n, 16 * w):
+          for row in pool.map(one, range(start, min(n, start + 16 * w))):
+            f.write(row.tobytes())
+            bar.update()
+      f.flush()
       os.fsync(f.fileno())
     _sidecar(out).unlink(missing_ok=True)  # an older store's record never vouches for this one
     os.replace(tmp, out)
@@ -96,6 +104,17 @@ def build(source: Sequence, size: int, out: str | os.PathLike, workers: int = 0,
   finally:
     tmp.unlink(missing_ok=True)
   return out
+
+
+def _reserve(f, nbytes: int) -> None:
+  """Allocates the file's blocks up front, so that a disk without room for it fails now, not
+  after minutes of decoding. Best effort: a filesystem that cannot allocate ahead (EINVAL,
+  EOPNOTSUPP) finds out at the writes instead."""
+  try:
+    os.posix_fallocate(f.fileno(), 0, nbytes)
+  except OSError as e:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+      raise
 
 
 def load(file: str | os.PathLike, rows: int, size: int, dataset: str = '') -> np.ndarray | None:
