@@ -382,6 +382,37 @@ def test_cli_full_disk_keeps_the_scores(files, tmp_path):
   assert not out.exists()
 
 
+# launch.predict given Ctrl-C (a real SIGINT, to itself) once its first record is out: when
+# the record loop asks for the second.
+_CTRL_C_AFTER_FIRST = ('import runpy, signal, sys\n'
+                       'from aesthetics_jax.cli import predict\n'
+                       'in_order = predict._in_order\n'
+                       'def ctrl_c_after_first(items, records):\n'
+                       '  for rec in in_order(items, records):\n'
+                       '    yield rec\n'
+                       '    signal.raise_signal(signal.SIGINT)\n'
+                       'predict._in_order = ctrl_c_after_first\n'
+                       'sys.argv[0] = "predict"\n'
+                       'runpy.run_module("launch.predict", run_name="__main__", alter_sys=True)\n')
+
+
+def test_cli_ctrl_c_writes_the_lines_so_far(files, tmp_path):
+  """Ctrl-C ended the run in a KeyboardInterrupt traceback, and with --output every line
+  scored so far was lost. Now they are written (atomically), one stderr line says how many
+  and that the run was interrupted, and the exit status is 130 (128 + SIGINT)."""
+  _, wd, good, bad, _ = files
+  out = tmp_path / 'preds.jsonl'
+  r = subprocess.run([sys.executable, '-c', _CTRL_C_AFTER_FIRST, f'--workdir={wd}',
+                      f'--output={out}', good, bad, good], cwd=ROOT, capture_output=True,
+                     text=True, env=dict(os.environ, JAX_PLATFORMS='cpu'), timeout=300)
+  assert r.returncode == 130 and 'Traceback' not in r.stderr, (r.returncode, r.stderr[-2000:])
+  assert r.stdout == '' and r.stderr.strip().splitlines()[-1] == (
+      f'predict: interrupted (Ctrl-C): wrote 1 line (0 failed) to {out}; 2 of 3 inputs left')
+  (rec,) = [json.loads(x) for x in out.read_text().splitlines()]
+  assert rec['path'] == str(good) and 1 <= rec['mean_score'] <= 10
+  assert not [q for q in tmp_path.iterdir() if q != out]  # no temporary file left
+
+
 def test_cli_reader_closing_the_pipe_ends_quietly(files, tmp_path):
   """`aesthetics-predict ... | head -1`: exit 141 (SIGPIPE's), no traceback. 3,000 missing
   files make enough error lines (~0.3 MB) to fill the pipe without loading the model."""

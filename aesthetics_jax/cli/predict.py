@@ -28,13 +28,17 @@ others carry on. Exit status: 0 every image scored; 1 some inputs failed, or std
 write (a full disk; one line on stderr; 141 when `| head` left); 2 nothing ran (a bad flag, no
 inputs, an unwritable output, a workdir without a usable checkpoint: missing, another model's,
 or damaged, named with its step and file and the `--step` of an intact one), with one line on
-stderr and nothing on stdout.
+stderr and nothing on stdout; 130 stopped by Ctrl-C: the lines scored so far are written (to
+--output too, atomically), one line on stderr says how many.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
 from absl import flags
 from absl import logging
@@ -130,14 +134,44 @@ def _in_order(items: Sequence[str | dict], records: Iterator[dict]) -> Iterator[
     yield item if isinstance(item, dict) else next(records)
 
 
-def main(argv):
-  # Warnings are for the user (a compilation cache that cannot be created); INFO is orbax's
-  # and JAX's chatter.
-  logging.set_verbosity(logging.WARNING)
-  method, items = check_flags(argv)
+class _CtrlC:
+  """SIGINT's handler: KeyboardInterrupt, as Python's own, but held back while a line is
+  written and counted (`hold`), so that the closing line counts exactly the lines written (a
+  Ctrl-C inside print's flush left a line on stdout uncounted)."""
+
+  def __init__(self) -> None:
+    self.held = self.pending = False
+
+  def __call__(self, signum, frame) -> None:
+    if not self.held:
+      raise KeyboardInterrupt
+    self.pending = True
+
+  @contextlib.contextmanager
+  def hold(self) -> Iterator[None]:
+    self.held = True
+    try:
+      yield
+    finally:
+      self.held = False
+    if self.pending:  # not while another error (a full stdout) is on its way out
+      raise KeyboardInterrupt
+
+
+class _Lines:
+  """The JSON lines of the run so far (kept here for --output) and their counts: what the end
+  of the run, or a Ctrl-C, reports."""
+
+  def __init__(self) -> None:
+    self.kept: list[str] = []
+    self.count = self.failed = self.scored = self.uncut = 0
+    self.inputs: int | None = None  # once listed
+
+
+def _score(method: str | None, items: list[str | dict], lines: _Lines, ctrl_c: _CtrlC) -> None:
+  """Scores `items` in order into `lines` (printed as they come without --output)."""
   # After the checks: importing the predictor (JAX, orbax) is slow.
   # pylint: disable=import-outside-toplevel
-  from aesthetics_jax import io
   from aesthetics_jax.evaluation import predictor as predictor_lib
   from aesthetics_jax.evaluation import records as records_lib
   from aesthetics_jax.train import orbax_logging
@@ -154,43 +188,80 @@ def main(argv):
   records = iter(()) if predictor is None else predictor.predict_files(
       paths, _OVERLAY_DIR.value, _CROP_DIR.value, _ASPECT.value,
       batch_size=_BATCH.value, top_k=_TOP_K.value, crop_format=_CROP_FORMAT.value)
-  lines, failed, uncut, scored = [], 0, 0, 0
   # A stdout that refuses a line (`| head` left, `> /dev/full`) ends the run in `common.run`.
   for rec in _in_order(items, records):
-    failed += any(k in rec for k in _FAILURES)
-    scored += 'error' not in rec
-    uncut += 'crop' in rec and rec['crop'] is None
     line = records_lib.to_json_line(rec)
-    if _OUTPUT.value:
-      lines.append(line)
-    else:
-      print(line, flush=True)
-  if uncut:  # --crop_dir got fewer files than images: say why, not only in the JSON
-    print(f'predict: no crop for {uncut} of {scored} scored image{"" if scored == 1 else "s"}: '
-          'the map points nowhere ("map": "empty", "crop": null)', file=sys.stderr,
+    with ctrl_c.hold():
+      if _OUTPUT.value:
+        lines.kept.append(line)
+      else:
+        print(line, flush=True)
+      lines.count += 1
+      lines.failed += any(k in rec for k in _FAILURES)
+      lines.scored += 'error' not in rec
+      lines.uncut += 'crop' in rec and rec['crop'] is None
+
+
+def main(argv):
+  # Warnings are for the user (a compilation cache that cannot be created); INFO is orbax's
+  # and JAX's chatter.
+  logging.set_verbosity(logging.WARNING)
+  lines, ctrl_c = _Lines(), _CtrlC()
+  signal.signal(signal.SIGINT, ctrl_c)
+  try:
+    method, items = check_flags(argv)
+    lines.inputs = len(items)
+    _score(method, items, lines, ctrl_c)
+    _finish(lines)
+  except KeyboardInterrupt:  # Ctrl-C: the lines so far were lost with a traceback
+    _finish(lines, interrupted=True)
+
+
+def _finish(lines: _Lines, interrupted: bool = False) -> NoReturn:
+  """Writes --output and the closing stderr line; exits 0, 1 (some inputs failed) or 130
+  (`interrupted` by Ctrl-C: the lines so far are written all the same)."""
+  # What was scored is written: a (second) Ctrl-C now would lose it.
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  n = lines.count
+  written = f'wrote {n} line{"" if n == 1 else "s"} ({lines.failed} failed)'
+  if interrupted and not n:  # an --output of an earlier run is not replaced by nothing
+    print('predict: interrupted (Ctrl-C) before the first line'
+          f'{"; " + _OUTPUT.value + " not written" if _OUTPUT.value else ""}', file=sys.stderr,
           flush=True)
+    sys.exit(common.EXIT_INTERRUPTED)
+  if interrupted:
+    left = '' if lines.inputs is None else f'; {lines.inputs - n} of {lines.inputs} inputs left'
+    closing = f'predict: interrupted (Ctrl-C): {written} to {_OUTPUT.value or "stdout"}{left}'
+  else:
+    closing = f'predict: {written} to {_OUTPUT.value}'
+    if lines.uncut:  # --crop_dir got fewer files than images: say why, not only in the JSON
+      print(f'predict: no crop for {lines.uncut} of {lines.scored} scored '
+            f'image{"" if lines.scored == 1 else "s"}: the map points nowhere ("map": '
+            '"empty", "crop": null)', file=sys.stderr, flush=True)
   if _OUTPUT.value:
-    text = ''.join(f'{x}\n' for x in lines)
+    from aesthetics_jax import io  # pylint: disable=import-outside-toplevel
+    text = ''.join(f'{x}\n' for x in lines.kept)
     try:
       io.atomic_write_text(_OUTPUT.value, text)
     except OSError as e:  # the scores are not lost: they go to stdout instead
       print(f'predict: could not write --output={_OUTPUT.value} ({e.strerror or e}); the '
-            f'{len(lines)} line{"" if len(lines) == 1 else "s"} follow on stdout',
-            file=sys.stderr, flush=True)
+            f'{n} line{"" if n == 1 else "s"} follow on stdout'
+            f'{" (interrupted by Ctrl-C)" if interrupted else ""}', file=sys.stderr, flush=True)
       try:
         sys.stdout.write(text)
         sys.stdout.flush()
       except BrokenPipeError:
         common.quiet_stdout()
-      sys.exit(common.EXIT_FAILED)
-    print(f'predict: wrote {len(lines)} lines ({failed} failed) to {_OUTPUT.value}',
-          file=sys.stderr)
-  sys.exit(common.EXIT_FAILED if failed else 0)
+      sys.exit(common.EXIT_INTERRUPTED if interrupted else common.EXIT_FAILED)
+  if _OUTPUT.value or interrupted:
+    print(closing, file=sys.stderr, flush=True)
+  sys.exit(common.EXIT_INTERRUPTED if interrupted else common.EXIT_FAILED if lines.failed else 0)
 
 
 # A record with any of these keys counts as failed (exit status 1): the image, or a file
 # asked for about it.
 _FAILURES = ('error', 'overlay_error', 'crop_error')
+
 
 def run_cli() -> None:
   """`aesthetics-predict`: `--config.eval.*` keys checked before absl parses them."""
