@@ -1,6 +1,7 @@
 """Training images prepared decoded and resized (`data/resized_store.py`): the pipeline and the
 feature cache crop from them with the pixels of decoding, and a bad store is never used."""
 import errno
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from aesthetics_jax import parallel
-from aesthetics_jax.data import dataset, decoder, pipeline, preprocess, resized_store
+from aesthetics_jax.data import ava, dataset, decoder, pipeline, preprocess, resized_store
 from aesthetics_jax.data import validation
 from source_fixture import take, tiny_config
 from tiny_ava import prepare_tiny
@@ -110,6 +111,34 @@ def test_a_store_of_another_dataset_or_shape_or_a_damaged_one_is_not_used(data, 
   assert resized_store.attach(plain, d, 'train', RS) is not plain
   monkeypatch.setattr(resized_store, 'fingerprint', lambda d: 'prepared again')
   assert resized_store.attach(plain, d, 'train', RS) is plain
+
+
+def test_a_dataset_prepared_again_from_swapped_images_gets_a_new_store(tmp_path):
+  """Deleting the dataset to rebuild it from other images of the same sizes (two swapped
+  here) gave a byte-identical dataset_info.json: the old store was 'kept', and training
+  cropped the old pixels under the new records' labels."""
+  from tiny_ava import write_tiny_ava  # pylint: disable=import-outside-toplevel
+  ava_dir = write_tiny_ava(tmp_path / 'ava', num_train=4, num_test=2)
+  data_dir, d = tmp_path / 'tfds', dataset.dataset_dir(tmp_path / 'tfds', 'style')
+  dataset.prepare(ava_dir, data_dir, 'style')
+  assert dataset.prepare_resized(data_dir, 'style', [RS], progress=False)[RS][1] == 'built'
+  info = (d / 'dataset_info.json').read_bytes()
+  a, b = ava.image_path(ava_dir, 1000), ava.image_path(ava_dir, 1001)
+  data_a, data_b = a.read_bytes(), b.read_bytes()
+  a.write_bytes(data_b)
+  b.write_bytes(data_a)
+  shutil.rmtree(d)
+  dataset.prepare(ava_dir, data_dir, 'style')
+  assert (d / 'dataset_info.json').read_bytes() == info  # what the store was tied to
+  assert dataset.prepare_resized(data_dir, 'style', [RS], progress=False)[RS][1] == 'built'
+  plain = dataset.load_sources(data_dir, 'style')['train']
+  attached = resized_store.attach(plain, d, 'train', RS)
+  assert isinstance(attached, resized_store.WithResized)
+  for i in range(len(plain)):
+    np.testing.assert_array_equal(attached.resized(i),
+                                  preprocess.resize_train_np(plain[i]['image'], RS))
+  # A rerun over the same build keeps it.
+  assert dataset.prepare_resized(data_dir, 'style', [RS], progress=False)[RS][1] == 'kept'
 
 
 def test_a_failed_build_leaves_no_file(data, tmp_path):

@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -360,6 +361,10 @@ class Ava(tfds.core.GeneratorBasedBuilder):
     data_stats.write_stats(out, sel.kept, sel.skipped, tag_names)
     self.info.metadata.update(root_metadata(ava_dir, tag_names))
     self.info.metadata['max_pixels'] = self._max_pixels  # changes the content: checked on reuse
+    # New at every build: what ties the resized-image store to these records
+    # (`resized_store.fingerprint`); dataset_info.json alone matched a rebuild from other
+    # images of the same sizes, whose store then held the old pixels.
+    self.info.metadata['build_id'] = uuid.uuid4().hex
     return {split: self._generate_examples(ava_dir, sel.kept[split]) for split in SPLITS}
 
   def _generate_examples(self, ava_dir: Path, images: Sequence[ava.AvaImage]) -> Iterator:

@@ -49,10 +49,23 @@ def path(dataset_dir: str | os.PathLike, split: str, size: int) -> Path:
 
 def fingerprint(dataset_dir: str | os.PathLike) -> str:
   """What ties a store to the dataset it was made from: the sha256 of the TFDS folder's
-  `dataset_info.json` (its splits' example counts and bytes), so that a dataset prepared again
-  in the same place (another AVA root, other images) never uses the old images."""
-  info = Path(dataset_dir) / 'dataset_info.json'
-  return hashlib.sha256(info.read_bytes()).hexdigest() if info.is_file() else ''
+  `dataset_info.json` (its splits' example counts and bytes) and of the `build_id` that each
+  prepare writes into its `metadata.json`, so that a dataset prepared again in the same place
+  (another AVA root, other images: even swapped ones, of the same sizes) never uses the old
+  images. ('' without dataset_info.json; a dataset prepared before build ids has none.)"""
+  d = Path(dataset_dir)
+  info = d / 'dataset_info.json'
+  if not info.is_file():
+    return ''
+  h = hashlib.sha256(info.read_bytes())
+  try:
+    meta = json.loads((d / 'metadata.json').read_text())
+  except (OSError, ValueError):
+    meta = {}
+  build = meta.get('build_id') if isinstance(meta, dict) else None
+  if isinstance(build, str) and build:
+    h.update(f'\0build_id {build}'.encode())
+  return h.hexdigest()
 
 
 def _sidecar(file: Path) -> Path:
