@@ -6,6 +6,9 @@ import sys
 from pathlib import Path
 
 from PIL import Image
+import pytest
+
+from aesthetics_jax.data import dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -177,3 +180,45 @@ def test_bad_worker_count_and_store_bound_are_usage_errors(tmp_path):
     assert res.returncode == 2 and res.stdout == '', (flag, res.stderr)
     assert res.stderr.splitlines() == [f'prepare_data: {flag}: {fix}'], res.stderr
     assert not (tmp_path / 'tfds').exists()
+
+
+# Ctrl-C at a given stage of a prepare: the patched step sends this process SIGINT.
+_INTERRUPT = '''
+import os, signal, sys
+from aesthetics_jax.data import dataset, resize
+stage = sys.argv.pop(1)
+real = {'validate': dataset.check_image_file, 'write': dataset.upright_bytes,
+        'resized': resize.resize_train_np}[stage]
+def interrupted(*args, **kwargs):
+  os.kill(os.getpid(), signal.SIGINT)
+  return real(*args, **kwargs)
+module = resize if stage == 'resized' else dataset
+setattr(module, real.__name__, interrupted)
+from aesthetics_jax.cli import prepare_data
+prepare_data.run_cli()
+'''
+
+
+@pytest.mark.parametrize('stage', ['validate', 'write', 'resized'])
+def test_ctrl_c_is_one_line_exit_130_and_leaves_no_partial_output(tmp_path, stage):
+  """It was a KeyboardInterrupt traceback (and the process killed by SIGINT)."""
+  ava_dir = _write_ava(tmp_path / 'ava', GOOD_ROWS)
+  data_dir = tmp_path / 'tfds'
+  res = subprocess.run([sys.executable, '-c', _INTERRUPT, stage, f'--ava_dir={ava_dir}',
+                        f'--data_dir={data_dir}'], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+  assert res.returncode == 130 and 'Traceback' not in res.stderr, (res.returncode, res.stderr)
+  d = data_dir / 'ava' / 'style' / '1.0.0'
+  if stage == 'resized':
+    assert res.stderr.strip().splitlines()[-1] == (
+        'prepare_data: interrupted while storing the resized training images; the dataset at '
+        f'{d} is kept: rerun the same command to store them (training decodes without them)')
+    assert dataset.is_prepared(data_dir) and list((d.parent / 'resized').iterdir()) == []
+  else:
+    assert res.stderr.strip().splitlines()[-1] == (
+        'prepare_data: interrupted; nothing of this run was kept: rerun the same command to '
+        'start over')
+    assert not (data_dir / 'ava' / 'style').exists() or [
+        p.name for p in (data_dir / 'ava' / 'style').iterdir()] == []
+  rerun = _run(f'--ava_dir={ava_dir}', f'--data_dir={data_dir}')
+  assert rerun.returncode == 0 and 'train images resized to 256' in rerun.stdout, rerun.stderr

@@ -16,9 +16,11 @@ bounded decoder (`decoder.decode`); EXIF-rotated photos are stored upright. A tr
 the test list is kept in test only. The training images are also stored decoded and resized
 to each `--resized_sizes` side (`data/resized_store.py`, 192 KiB an image at 256): training
 then crops them instead of decoding; a folder that cannot be written or a disk without room
-leaves them out (training decodes).
+leaves them out (training decodes). Ctrl-C is one line and exit 130, with what was half
+written removed.
 """
 from pathlib import Path
+import signal
 
 from absl import flags
 from absl import logging
@@ -74,9 +76,50 @@ def main(argv):
     common.usage_error('prepare_data', f'--resized_sizes={",".join(_RESIZED.value)}: use '
                        'positive sides in pixels, e.g. --resized_sizes=256 (empty for none)')
   logging.set_verbosity(logging.WARNING)  # TFDS's INFO lines would drown the summary
+  signal.signal(signal.SIGINT, _interrupt_once)
+  res = None
   try:
-    res = dataset.prepare(_AVA_DIR.value, _DATA_DIR.value, _SUBSET.value,
-                          max_pixels=_MAX_PIXELS.value, num_workers=_NUM_WORKERS.value)
+    res = _prepare()
+    verb = 'Reused prepared' if res.reused else 'Prepared'
+    print(f'{verb} dataset ava/{res.subset} at {res.dataset_dir}'
+          + (' (no rebuild)' if res.reused else ''))
+    for split in dataset.SPLITS:
+      print(f'  {split}: kept {res.kept[split]}, skipped {res.skipped[split]}')
+    print(f'skipped.csv: {res.skipped_csv}')
+    print(f'stats.json:  {res.stats_json}')
+    for name, path in res.figures.items():
+      print(f'figure {name}: {path}')
+    for size, (path, what) in dataset.prepare_resized(_DATA_DIR.value, _SUBSET.value, sizes,
+                                                       max_gb=_RESIZED_MAX_GB.value).items():
+      print(f'train images resized to {size}: {path} ({what})')
+  except KeyboardInterrupt:
+    # Whatever was half-written is gone by now (TFDS's incomplete folder, the store's
+    # temporary file: both removed as the interrupt unwound).
+    if res is None:
+      common.fail('prepare_data', 'interrupted; nothing of this run was kept: rerun the same '
+                  'command to start over', EXIT_INTERRUPTED)
+    common.fail('prepare_data', f'interrupted while storing the resized training images; the '
+                f'dataset at {res.dataset_dir} is kept: rerun the same command to store them '
+                '(training decodes without them)', EXIT_INTERRUPTED)
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command ended by Ctrl-C
+
+
+def _interrupt_once(signum, frame) -> None:
+  """SIGINT: KeyboardInterrupt once, then ignored, so that a second Ctrl-C does not cut short
+  the cleanup of the first (a traceback, and TFDS's half-written folder left behind)."""
+  del signum, frame
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  raise KeyboardInterrupt
+
+
+def _prepare() -> dataset.PrepareResult:
+  """`dataset.prepare` with the flags; its errors as one line (exit 1, or 2 for a data_dir
+  that holds another dataset)."""
+  try:
+    return dataset.prepare(_AVA_DIR.value, _DATA_DIR.value, _SUBSET.value,
+                           max_pixels=_MAX_PIXELS.value, num_workers=_NUM_WORKERS.value)
   except dataset.ReuseError as e:
     common.usage_error('prepare_data', e)
   except NotADirectoryError as e:  # errno's text alone does not say what to do
@@ -87,18 +130,6 @@ def main(argv):
   except (ava.AvaError, FileNotFoundError, PermissionError, dataset.NoSpaceError,
           ValueError) as e:
     common.fail('prepare_data', e)
-  verb = 'Reused prepared' if res.reused else 'Prepared'
-  print(f'{verb} dataset ava/{res.subset} at {res.dataset_dir}'
-        + (' (no rebuild)' if res.reused else ''))
-  for split in dataset.SPLITS:
-    print(f'  {split}: kept {res.kept[split]}, skipped {res.skipped[split]}')
-  print(f'skipped.csv: {res.skipped_csv}')
-  print(f'stats.json:  {res.stats_json}')
-  for name, path in res.figures.items():
-    print(f'figure {name}: {path}')
-  for size, (path, what) in dataset.prepare_resized(_DATA_DIR.value, _SUBSET.value, sizes,
-                                                     max_gb=_RESIZED_MAX_GB.value).items():
-    print(f'train images resized to {size}: {path} ({what})')
 
 
 def run_cli() -> None:
