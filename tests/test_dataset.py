@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -454,6 +455,48 @@ def test_an_image_refused_to_us_is_skipped_as_unreadable(tmp_path, monkeypatch):
   assert res.kept == {'train': 2, 'test': 2}
   assert res.skipped_csv.read_text() == ('split,image_id,reason\ntrain,1000,unreadable\n'
                                          'train,1001,unreadable\n')
+
+
+def _killed_prepare_leftovers(folder: Path, age: float) -> list[Path]:
+  """What a prepare killed `age` seconds ago (kill -9) left in <data_dir>/ava/<subset>."""
+  incomplete = folder / 'incomplete.K9K9K9_1.0.0'
+  (incomplete / 'figures').mkdir(parents=True)
+  (incomplete / 'ava-train.array_record-00000-of-00001').write_bytes(b'half')
+  store = folder / 'resized' / '.1.0.0-train-256.npy.4242.tmp'
+  record = folder / 'resized' / '.1.0.0-train-256.json.4242.0a1b2c3d.tmp'
+  store.parent.mkdir(exist_ok=True)
+  for p in (store, record):
+    p.write_bytes(b'half')
+  then = time.time() - age
+  for p in (incomplete, store, record):
+    os.utime(p, (then, then))
+  return [incomplete, store, record]
+
+
+def test_a_rerun_removes_what_a_killed_prepare_left_unless_another_runs(tmp_path):
+  """TFDS's incomplete.* folders and the store's .tmp files of a killed prepare stayed
+  forever; another prepare of the same dataset that still runs keeps its own."""
+  root = _tiny_root(tmp_path / 'ava')
+  data_dir = tmp_path / 'tfds'
+  folder = data_dir / 'ava' / 'style'
+  with dataset.running(data_dir, 'style'):  # another prepare of this dataset, still running
+    left = _killed_prepare_leftovers(folder, age=60)  # its own, a minute old
+    dataset.prepare(root, data_dir, 'style')
+    dataset.prepare_resized(data_dir, 'style', [40], progress=False)
+    assert all(p.exists() for p in left)
+  # It was killed: the next prepare, the only one now, removes them.
+  dataset.prepare(root, data_dir, 'style')
+  assert not any(p.exists() for p in left)
+  assert sorted(p.name for p in folder.iterdir()) == ['1.0.0', 'resized']  # no lock file
+  assert sorted(p.name for p in (folder / 'resized').iterdir()) == [
+      '1.0.0-train-40.json', '1.0.0-train-40.npy']
+  left = _killed_prepare_leftovers(folder, age=60)
+  dataset.prepare_resized(data_dir, 'style', [40], progress=False)
+  assert not any(p.exists() for p in left)
+  # Only what is older than the prepare that finds it: not a file that appeared since.
+  young = _killed_prepare_leftovers(folder, age=1)
+  dataset._remove_leftovers(folder, time.time() - 30)  # pylint: disable=protected-access
+  assert all(p.exists() for p in young)
 
 
 def test_reuse_only_from_the_same_root_and_options(tmp_path, monkeypatch):

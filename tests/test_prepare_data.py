@@ -186,11 +186,11 @@ def test_bad_worker_count_and_store_bound_are_usage_errors(tmp_path):
 _INTERRUPT = '''
 import os, signal, sys
 from aesthetics_jax.data import dataset, resize
-stage = sys.argv.pop(1)
+stage, sig = sys.argv.pop(1), getattr(signal, sys.argv.pop(1))
 real = {'validate': dataset.check_image_file, 'write': dataset.upright_bytes,
         'resized': resize.resize_train_np}[stage]
 def interrupted(*args, **kwargs):
-  os.kill(os.getpid(), signal.SIGINT)
+  os.kill(os.getpid(), sig)
   return real(*args, **kwargs)
 module = resize if stage == 'resized' else dataset
 setattr(module, real.__name__, interrupted)
@@ -204,7 +204,7 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_no_partial_output(tmp_path, stag
   """It was a KeyboardInterrupt traceback (and the process killed by SIGINT)."""
   ava_dir = _write_ava(tmp_path / 'ava', GOOD_ROWS)
   data_dir = tmp_path / 'tfds'
-  res = subprocess.run([sys.executable, '-c', _INTERRUPT, stage, f'--ava_dir={ava_dir}',
+  res = subprocess.run([sys.executable, '-c', _INTERRUPT, stage, 'SIGINT', f'--ava_dir={ava_dir}',
                         f'--data_dir={data_dir}'], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
   assert res.returncode == 130 and 'Traceback' not in res.stderr, (res.returncode, res.stderr)
@@ -222,3 +222,22 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_no_partial_output(tmp_path, stag
         p.name for p in (data_dir / 'ava' / 'style').iterdir()] == []
   rerun = _run(f'--ava_dir={ava_dir}', f'--data_dir={data_dir}')
   assert rerun.returncode == 0 and 'train images resized to 256' in rerun.stdout, rerun.stderr
+
+
+@pytest.mark.parametrize('stage', ['write', 'resized'])
+def test_a_rerun_removes_what_a_killed_prepare_left(tmp_path, stage):
+  """kill -9 leaves TFDS's incomplete.* folder or the store's .tmp file: no rerun removed
+  them (up to the whole dataset's size each)."""
+  ava_dir = _write_ava(tmp_path / 'ava', GOOD_ROWS)
+  data_dir = tmp_path / 'tfds'
+  folder = data_dir / 'ava' / 'style'
+  killed = subprocess.run([sys.executable, '-c', _INTERRUPT, stage, 'SIGKILL',
+                           f'--ava_dir={ava_dir}', f'--data_dir={data_dir}'], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+  assert killed.returncode == -9, killed.stderr
+  left = [*folder.glob('incomplete.*'), *folder.glob('resized/.*.tmp')]
+  assert len(left) == 1, left
+  rerun = _run(f'--ava_dir={ava_dir}', f'--data_dir={data_dir}')
+  assert rerun.returncode == 0, rerun.stderr
+  assert not left[0].exists()
+  assert sorted(p.name for p in folder.iterdir()) == ['1.0.0', 'resized']
