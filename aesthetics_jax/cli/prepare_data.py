@@ -98,13 +98,10 @@ def main(argv):
     # temporary file: both removed as the interrupt unwound).
     if res is None:
       common.fail('prepare_data', 'interrupted; nothing of this run was kept: rerun the same '
-                  'command to start over', EXIT_INTERRUPTED)
+                  'command to start over', common.EXIT_INTERRUPTED)
     common.fail('prepare_data', f'interrupted while storing the resized training images; the '
                 f'dataset at {res.dataset_dir} is kept: rerun the same command to store them '
-                '(training decodes without them)', EXIT_INTERRUPTED)
-
-
-EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command ended by Ctrl-C
+                '(training decodes without them)', common.EXIT_INTERRUPTED)
 
 
 def _interrupt_once(signum, frame) -> None:
