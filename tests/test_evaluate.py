@@ -410,9 +410,11 @@ def test_two_cpu_devices_give_the_same_evaluation(evaluated, tmp_path):
   wd, _ = evaluated
   two = tmp_path / 'two'
   shutil.copytree(wd, two, ignore=shutil.ignore_patterns('eval'))
+  # An odd batch, which 2 devices cannot split, used to stop the run (the user did not
+  # choose evaluate's device count): it is rounded up, the rows the same.
   overrides = {'eval.cam_methods': ('gradcam', 'eigencam'), 'eval.faithfulness_images': 8,
                'eval.bootstrap_samples': 50, 'eval.faithfulness_steps': 4,
-               'eval.num_example_images': 2}
+               'eval.num_example_images': 2, 'eval.batch_size': 3}
   code = ('import json, sys, jax; from aesthetics_jax.evaluation import run; '
           'from aesthetics_jax.train import restore; '
           'assert jax.device_count() == 2, jax.devices(); '

@@ -108,6 +108,14 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
     raise EvalConfigError(str(e)) from None
   _check_masks_match(config, masks, sources['test'])
   mesh, cam_mesh = eval_meshes(ec)
+  # Evaluation picks its own devices (one per CPU core here): a batch they cannot split, e.g.
+  # an odd training batch size, used to stop the run. Padding rows are masked, so rounding
+  # up changes no number.
+  asked = int(ec.batch_size or config.batch_size)
+  if asked % mesh.size:
+    ec.batch_size = -(-asked // mesh.size) * mesh.size
+    logging.info('eval batch size %d rounded up to %d, a multiple of the %d devices', asked,
+                 ec.batch_size, mesh.size)
   # Replicated over the mesh so the jitted calls see one device set with the sharded batches.
   host_variables = jax.device_get(variables)
   variables = parallel.replicate(host_variables, mesh)
