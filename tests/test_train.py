@@ -344,3 +344,36 @@ def test_no_validation_split_warning_names_its_cause(data_dir, tmp_path, overrid
     std_logging.getLogger('absl').removeHandler(catch)
   assert not split.enabled
   assert [m for m in seen if 'no validation split' in m][0].startswith(why), seen
+
+
+def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(data_dir, tmp_path):
+  """Ctrl-C in aesthetics-train (and every command without its own handling) printed a
+  KeyboardInterrupt traceback."""
+  import os
+  import signal
+  import time
+  wd = tmp_path / 'w'
+  args = [sys.executable, '-m', 'launch.train', '--config=demo:vgg16,smoke', f'--workdir={wd}',
+          f'--config.data.data_dir={data_dir}', '--config.checkpoint_every_steps=1',
+          '--config.eval_every_steps=100000']
+  p = subprocess.Popen([*args, '--config.num_train_steps=100000'],
+                       cwd=Path(__file__).parents[1], stderr=subprocess.PIPE, text=True,
+                       env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+  try:
+    deadline = time.time() + 240
+    while not (wd / 'checkpoints' / '2').is_dir():
+      assert p.poll() is None and time.time() < deadline, 'no checkpoint 2'
+      time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    err = p.communicate(timeout=120)[1]
+  finally:
+    p.kill()
+  assert p.returncode == 130 and 'Traceback' not in err, err
+  assert err.strip().splitlines()[-1].startswith(
+      'train: interrupted (Ctrl-C); what was written is kept'), err
+  # The same command (here with fewer steps) resumes from the checkpoints kept.
+  r = subprocess.run([*args, '--config.num_train_steps=3'], cwd=Path(__file__).parents[1],
+                     capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  rows = [json.loads(l) for l in (wd / 'metrics.jsonl').read_text().splitlines()]
+  assert any('test/binary_accuracy' in r for r in rows)

@@ -9,8 +9,10 @@ one line on stderr, `<command>: <what> ...`, never a traceback.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -143,6 +145,8 @@ def run(main: Callable[[list[str]], None], doc: str | None,
   compile_cache.configure()  # before the first compilation
   if not isinstance(sys.stdout, _TaggedStdout):
     sys.stdout = _TaggedStdout(sys.stdout)
+  if threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGINT, interrupt_once)
   try:
     try:
       app.run(main, argv=None if argv is None else list(argv), flags_parser=parse_flags)
@@ -152,6 +156,19 @@ def run(main: Callable[[list[str]], None], doc: str | None,
     if not getattr(e, 'on_stdout', False):
       raise
     stdout_failed(e)
+  except KeyboardInterrupt:  # was a traceback; commands with more to say catch it themselves
+    fail(command_name(), 'interrupted (Ctrl-C); what was written is kept (checkpoints, '
+         'finished stages, atomic outputs): rerun the same command to continue',
+         EXIT_INTERRUPTED)
+
+
+def interrupt_once(signum, frame) -> None:
+  """SIGINT: KeyboardInterrupt once, then ignored, so that a second Ctrl-C does not cut short
+  the cleanup of the first (a checkpoint save being waited for, a half-written folder being
+  removed) with a traceback."""
+  del signum, frame
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  raise KeyboardInterrupt
 
 
 class _TaggedStdout:

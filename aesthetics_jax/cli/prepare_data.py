@@ -77,7 +77,7 @@ def main(argv):
     common.usage_error('prepare_data', f'--resized_sizes={",".join(_RESIZED.value)}: use '
                        'positive sides in pixels, e.g. --resized_sizes=256 (empty for none)')
   logging.set_verbosity(logging.WARNING)  # TFDS's INFO lines would drown the summary
-  signal.signal(signal.SIGINT, _interrupt_once)
+  signal.signal(signal.SIGINT, common.interrupt_once)
   res = None
   try:
     res = _prepare()
@@ -102,14 +102,6 @@ def main(argv):
     common.fail('prepare_data', f'interrupted while storing the resized training images; the '
                 f'dataset at {res.dataset_dir} is kept: rerun the same command to store them '
                 '(training decodes without them)', common.EXIT_INTERRUPTED)
-
-
-def _interrupt_once(signum, frame) -> None:
-  """SIGINT: KeyboardInterrupt once, then ignored, so that a second Ctrl-C does not cut short
-  the cleanup of the first (a traceback, and TFDS's half-written folder left behind)."""
-  del signum, frame
-  signal.signal(signal.SIGINT, signal.SIG_IGN)
-  raise KeyboardInterrupt
 
 
 def _prepare() -> dataset.PrepareResult:
