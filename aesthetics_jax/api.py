@@ -204,6 +204,13 @@ class Model:
     # not 'tag:16'), and offers no tag names for a misspelled one.
     if t.startswith('tag:') and self.arch != 'vgg16':
       return f'tag:{self._tag_id(t[4:].strip())}'
+    if t.startswith('bucket:') and self.arch != 'vgg16':
+      # `cam.targets_for` reads 'bucket:03' or 'bucket: 3' as bucket 3, but labels its map
+      # 'bucket:3': left as typed, no compiled family made that label (an UnboundLocalError).
+      try:
+        return f'bucket:{int(t[7:])}'
+      except ValueError:
+        return t  # targets_for's one-line error names it
     return t
 
   def _families(self) -> list[tuple[str, ...]]:

@@ -405,3 +405,18 @@ def test_vgg16_target_errors_name_what_was_typed(tmp_path):
     with pytest.raises(ValueError, match=r"target=3: pass a .*'aesthetic' or") as e:
       call(img, target=3)
     assert 'bucket' not in str(e.value), str(e.value)
+
+
+def test_bucket_targets_spelled_loosely_are_their_bucket(example):
+  """'bucket:03' and 'bucket: 3' passed the target check (bucket 3) but no compiled map was
+  labelled so: an UnboundLocalError ('pred') deep in _maps. They are bucket 3 now."""
+  ns, _, photo = example
+  m = ns['m']
+  want = m.cam(photo, target='bucket:3')
+  for t in ('bucket:03', 'bucket: 3', ' bucket:3 '):
+    assert np.array_equal(m.cam(photo, target=t), want), t
+  assert set(m.cam(photo, target=['bucket:03', 'low'])) == {'bucket:03', 'low'}
+  assert m.boxes(photo, target='bucket:03') == {'bucket:03': m.boxes(photo, target='bucket:3')[
+      'bucket:3']}
+  with pytest.raises(ValueError, match="cam target 'bucket:x': use 'bucket:<k>'"):
+    m.cam(photo, target='bucket:x')
