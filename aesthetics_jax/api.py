@@ -178,7 +178,7 @@ class Model:
 
   def _tag_id(self, key: str) -> int:
     names = self.predictor.tag_names
-    if key.isdigit():
+    if key.isdecimal():  # not isdigit(): '²' is a digit that int() refuses (a raw ValueError)
       return int(key)
     by_name = {n.lower(): i for i, n in names.items()}
     if key.lower() in by_name:

@@ -420,3 +420,12 @@ def test_bucket_targets_spelled_loosely_are_their_bucket(example):
       'bucket:3']}
   with pytest.raises(ValueError, match="cam target 'bucket:x': use 'bucket:<k>'"):
     m.cam(photo, target='bucket:x')
+
+
+def test_a_tag_of_digit_symbols_is_a_name_not_a_crash(example):
+  """'tag:²' passed str.isdigit(), then int('²') raised "invalid literal for int() with base
+  10" naming neither the target nor the fix."""
+  ns, _, photo = example
+  with pytest.raises(ValueError, match=r'cam target tag:²: no such tag name') as e:
+    ns['m'].cam(photo, target='tag:²')
+  assert '\n' not in str(e.value)
