@@ -103,6 +103,18 @@ def _check_top_k(top_k: Any) -> int:
   return int(top_k)
 
 
+def _check_aspect(aspect: Any) -> str | float | None:
+  """None (no aspect window) or a valid aspect: 0, '' or False were falsy, so read as None,
+  and gave no 'crop' box (crop(): the suggested box) instead of an error."""
+  if aspect is None:
+    return None
+  try:
+    crop_lib.parse_aspect(aspect)
+  except ValueError as e:
+    raise ValueError(f'{e} (aspect=None: no aspect window)') from None
+  return aspect
+
+
 def _check_one(x: Any, call: str) -> None:
   if _is_batch(x):
     raise ValueError(f'{call} takes one image, not a {type(x).__name__} of them: call it per '
@@ -342,7 +354,7 @@ class Model:
     # Every documented name, None where a map points nowhere (never a silent full frame):
     # leaving the name out made README's boxes['average'] a KeyError (a 1x1 CAM grid).
     names = (('aesthetic', 'attribute', 'average') if paired else ('aesthetic',)) + (
-        ('crop',) if aspect else ())
+        ('crop',) if aspect is not None else ())
     boxes = {(k if paired or k != 'aesthetic' else str(target)):
              Box.from_yxyx(d['boxes'][k]) if k in d['boxes'] else None for k in names}
     return {'boxes': boxes, 'map': d['aesthetic_map'], 'method': method, 'layers': layers}
@@ -360,6 +372,7 @@ class Model:
     threshold: fraction of the map's maximum (default: the checkpoint's eval.box_threshold).
     """
     _check_one(x, 'boxes')
+    aspect = _check_aspect(aspect)
     return self._boxes(self._load(x, full=False), target, method, layer, threshold,
                        aspect)['boxes']
 
@@ -368,9 +381,10 @@ class Model:
     """The suggested crop as a PIL image: the `aspect` window with the most map mass, or with
     aspect=None the suggested box. None when the map points nowhere."""
     _check_one(x, 'crop')
+    aspect = _check_aspect(aspect)
     image = self._load(x)
     boxes = self._boxes(image, target, method, layer, None, aspect)['boxes']
-    box = boxes.get('crop') if aspect else boxes.get('average', boxes.get(str(target)))
+    box = boxes.get('crop') if aspect is not None else boxes.get('average', boxes.get(str(target)))
     if box is None:
       return None
     cut = Image.fromarray(image.full).crop(tuple(box))
@@ -384,6 +398,7 @@ class Model:
     image's full resolution; a narrow image is centred on a band as wide as the legend; a strip
     beyond 10:1 is folded into rows, or columns, about 2:1 overall, as predict's overlays)."""
     _check_one(x, 'overlay')
+    aspect = _check_aspect(aspect)
     loaded = self._load(x)
     image = loaded.full
     d = self._boxes(loaded, target, method, layer, None, aspect)

@@ -429,3 +429,17 @@ def test_a_tag_of_digit_symbols_is_a_name_not_a_crash(example):
   with pytest.raises(ValueError, match=r'cam target tag:²: no such tag name') as e:
     ns['m'].cam(photo, target='tag:²')
   assert '\n' not in str(e.value)
+
+
+def test_a_falsy_aspect_is_refused_not_ignored(example):
+  """aspect=0, '' or False was read as 'no aspect': boxes() left out 'crop' and crop() cut the
+  suggested box instead of an aspect window, silently. They are one-line errors now; None
+  stays 'no aspect window'."""
+  ns, _, photo = example
+  m = ns['m']
+  for aspect in (0, 0.0, '', False):
+    for call in (m.boxes, m.crop, m.overlay):
+      with pytest.raises(ValueError, match=r'crop aspect .* is not valid.*aspect=None') as e:
+        call(photo, aspect=aspect)
+      assert '\n' not in str(e.value)
+  assert 'crop' not in m.boxes(photo, aspect=None)
