@@ -176,6 +176,16 @@ class Model:
     self.batch_size = _check_batch_size(batch_size)
     self._forwards: dict[tuple, Any] = {}
 
+  @property
+  def batch_size(self) -> int:
+    return self._batch_size
+
+  @batch_size.setter
+  def batch_size(self, value: int) -> None:
+    # Checked when set, also as `m.batch_size = 0` in a notebook: that ended the next list in
+    # range()'s 'arg 3 must not be zero' (a float: 'object cannot be interpreted as an integer').
+    self._batch_size = _check_batch_size(value)
+
   def __repr__(self) -> str:
     return (f'Model({self.arch}, step {self.predictor.step}, {self.predictor.size} px, '
             f'method {self.method!r}, layers {list(self.layers)})')

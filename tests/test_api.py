@@ -443,3 +443,14 @@ def test_a_falsy_aspect_is_refused_not_ignored(example):
         call(photo, aspect=aspect)
       assert '\n' not in str(e.value)
   assert 'crop' not in m.boxes(photo, aspect=None)
+
+
+def test_batch_size_set_on_the_model_is_checked(example):
+  """`m.batch_size = 0` (or 2.5) was taken, then the next list ended in range()'s 'arg 3 must
+  not be zero' ('float object cannot be interpreted as an integer')."""
+  ns, _, _ = example
+  m = ns['m']
+  for bad in (0, -1, 2.5, None):
+    with pytest.raises(ValueError, match=r'batch_size=.*: pass a positive int'):
+      m.batch_size = bad
+  assert m.batch_size >= 1
