@@ -454,3 +454,15 @@ def test_batch_size_set_on_the_model_is_checked(example):
     with pytest.raises(ValueError, match=r'batch_size=.*: pass a positive int'):
       m.batch_size = bad
   assert m.batch_size >= 1
+
+
+def test_an_empty_layer_is_the_default_layer(example):
+  """cam(layer=[]) or layer='' used the model's last layer (here a 1x1 grid: a flat, all-zero
+  map), where load(layer=[]) and layer=None use the checkpoint's config.eval.cam_layers."""
+  ns, _, photo = example
+  m = ns['m']
+  want = m.cam(photo)
+  assert want.max() > 0
+  for layer in ([], (), '', ' , '):
+    assert np.array_equal(m.cam(photo, layer=layer), want), layer
+  assert m.boxes(photo, layer=[]) == m.boxes(photo)
