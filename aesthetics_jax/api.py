@@ -124,6 +124,8 @@ def _check_one(x: Any, call: str) -> None:
 def to_array(x: ImageLike) -> np.ndarray:
   """A path, encoded bytes, PIL image or array → uint8 [H, W, 3]; one-line ValueError
   otherwise."""
+  if isinstance(x, memoryview) and x.ndim > 1:  # an array's buffer (memoryview(a)), not a file
+    x = np.asarray(x)
   if isinstance(x, (bytes, bytearray, memoryview)):  # a file's content (JPEG, PNG, ...)
     x = bytes(x)
   if isinstance(x, (str, os.PathLike, bytes)):
@@ -138,7 +140,16 @@ def to_array(x: ImageLike) -> np.ndarray:
   if hasattr(x, 'read'):  # an open file or io.BytesIO
     raise ValueError(f'{type(x).__name__}: pass its bytes (f.read()), its path, or a PIL '
                      'image (Image.open(f))')
+  if not (isinstance(x, np.ndarray) or hasattr(x, '__array__')
+          or hasattr(x, '__array_interface__')):
+    # None, a number, a dict, a set: np.asarray made them 'an image array of dtype object'
+    # (or int64), whose fix (cast to uint8) was no fix.
+    raise ValueError(f'image of type {type(x).__name__}: pass a path, a file\'s bytes, a PIL '
+                     'image or a uint8 array [H, W(, 3|4)]')
   a = np.asarray(x)
+  if a.dtype.kind in 'OUS':  # an array of paths or of images, not an image
+    raise ValueError(f'image array has dtype {a.dtype}: for several images pass a list '
+                     '(x.tolist()) of paths, PIL images or uint8 arrays [H, W(, 3|4)]')
   if a.dtype == np.uint16:
     raise ValueError('image array has dtype uint16; pass uint8 [H, W, 3], e.g. '
                      '(x >> 8).astype(np.uint8) for 16-bit data (or a PIL image / the file, '

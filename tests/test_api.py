@@ -466,3 +466,19 @@ def test_an_empty_layer_is_the_default_layer(example):
   for layer in ([], (), '', ' , '):
     assert np.array_equal(m.cam(photo, layer=layer), want), layer
   assert m.boxes(photo, layer=[]) == m.boxes(photo)
+
+
+def test_inputs_that_are_no_image_name_their_type():
+  """None, a number, a dict, a set or an array of paths were 'image array has dtype object'
+  (int64, <U20): 'pass uint8', a cast that was no fix; memoryview(a) of a uint8 array was read
+  as a file's bytes ('not an image')."""
+  from aesthetics_jax import api
+  for x, name in ((None, 'NoneType'), (3, 'int'), ({}, 'dict'), ({'a.jpg'}, 'set'),
+                  (object(), 'object')):
+    with pytest.raises(ValueError, match=f"image of type {name}: pass a path, a file's bytes"):
+      api.to_array(x)
+  for x in (np.array(['a.jpg', 'b.jpg']), np.array([np.zeros(3), None], dtype=object)):
+    with pytest.raises(ValueError, match=r'dtype .*: for several images pass a list'):
+      api.to_array(x)
+  a = np.random.default_rng(0).integers(0, 255, (H, W, 3), np.uint8)
+  assert np.array_equal(api.to_array(memoryview(a)), a)
