@@ -10,12 +10,13 @@
   m.overlay(img, target='tag:Floral')            # PIL image: map, boxes and a legend
 
 Images: a path, a file's bytes, a PIL image or a uint8 array [H, W(, 3|4)]; `score` and `cam`
-also take a list (batched through the model). Targets (`Model.targets`): 'aesthetic' (the
-predicted score; 'high' is the same), 'low' (its negative), and for MobileNetV2 'bucket:<k>'
-(score bucket 1..10), 'bucket' (all 10 maps), 'tag:<name or id>' (an AVA tag, e.g. 'tag:Floral',
-'tag:12'), 'top_tag' (each image's most probable tag). Methods: `cam.METHODS`
-('gradcam++' = 'gradcampp'). Layers: torchvision module paths ('features.14'; several are
-fused), default: the checkpoint's `config.eval.cam_layers`.
+also take a list or a generator (batched through the model; a list comes back). Targets
+(`Model.targets`): 'aesthetic' (the predicted score; 'high' is the same), 'low' (its
+negative), and for MobileNetV2 'bucket:<k>' (score bucket 1..10), 'bucket' (all 10 maps),
+'tag:<name or id>' (an AVA tag, e.g. 'tag:Floral', 'tag:12'), 'top_tag' (each image's most
+probable tag). Methods: `cam.METHODS` ('gradcam++' = 'gradcampp'). Layers: torchvision
+module paths ('features.14'; several are fused), default (also for [] or ''): the
+checkpoint's `config.eval.cam_layers`.
 
 Built on `evaluation.predictor` (the Predictor `aesthetics-predict` uses) and
 `evaluation.forward.make_forward`: per method and layer choice, one compiled function computes
@@ -31,6 +32,7 @@ from aesthetics_jax import cpu_backend  # noqa: E402  (os and sys only: JAX not 
 cpu_backend.configure()
 
 import difflib
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
@@ -50,6 +52,7 @@ from aesthetics_jax.explain import crop as crop_lib
 from aesthetics_jax.report import overlays
 
 ImageLike = str | os.PathLike | bytes | Image.Image | np.ndarray
+Images = Sequence[ImageLike] | Iterator[ImageLike]  # a list, tuple or generator of images
 
 
 class Box(NamedTuple):
@@ -66,7 +69,9 @@ class Box(NamedTuple):
 
 
 def _is_batch(x: Any) -> bool:
-  return isinstance(x, (list, tuple))
+  """A list or tuple of images, or an iterator of them (a generator, map(...)): read as the
+  model goes, a batch at a time. An open file is an iterator too (of lines): not a batch."""
+  return isinstance(x, (list, tuple)) or (isinstance(x, Iterator) and not hasattr(x, 'read'))
 
 
 def _check_names(value: Any, what: str, example: str) -> None:
@@ -287,16 +292,22 @@ class Model:
     whole = work.image if not work.reduced else (to_array(x) if full else None)
     return _Image(work.size, work.image, whole)
 
-  def _batches(self, x: ImageLike | Sequence[ImageLike]) -> Iterator[list[_Image]]:
+  def _batches(self, x: ImageLike | Images) -> Iterator[list[_Image]]:
     """The images of `x` (one, or a list), loaded `batch_size` at a time as they are scored:
     loading the whole list first held every working copy at once (memory grew with the
     list). Their model inputs only: a large file's full-resolution decode (1.3 GB for 10k x
     10k, where the working copy takes 333 MB) is for crops and overlays."""
-    xs = list(x) if _is_batch(x) else [x]
-    if not xs:
+    if isinstance(x, (set, frozenset)):  # its order is not the caller's: results unmatchable
+      raise ValueError(f'images given as a {type(x).__name__}, which has no order: pass a list '
+                       '(e.g. sorted(...)); results come in its order')
+    # A generator is pulled batch_size items at a time (it was 'image array of dtype object').
+    xs = iter(x) if _is_batch(x) else iter([x])
+    batch = list(itertools.islice(xs, self.batch_size))
+    if not batch:
       raise ValueError('no images given: pass an image, or a non-empty list of them')
-    for i in range(0, len(xs), self.batch_size):
-      yield [self._load(v, full=False) for v in xs[i:i + self.batch_size]]
+    while batch:
+      yield [self._load(v, full=False) for v in batch]
+      batch = list(itertools.islice(xs, self.batch_size))
 
   def _run(self, images: list[np.ndarray], names: tuple[str, ...], method, layer):
     """(predict fields [B,...], raw maps [B,T,h,w], method, layers): one forward pass over a
@@ -328,7 +339,7 @@ class Model:
 
   # -- public ---------------------------------------------------------------------------------
 
-  def score(self, x: ImageLike | Sequence[ImageLike],
+  def score(self, x: ImageLike | Images,
             top_k: int = records.DEFAULT_TOP_K) -> dict | list[dict]:
     """Mean score, score_std, distribution [10], p_high, label and the top_k tags
     ({id, name, prob}) of MobileNetV2; p_high and label of VGG16. A list gives a list."""
@@ -340,7 +351,7 @@ class Model:
               for i in range(len(batch))]
     return out if _is_batch(x) else out[0]
 
-  def cam(self, x: ImageLike | Sequence[ImageLike], target: str | Sequence[str] = 'aesthetic',
+  def cam(self, x: ImageLike | Images, target: str | Sequence[str] = 'aesthetic',
           method: str | None = None, layer: str | Sequence[str] | None = None):
     """Map(s) at each image's size, f32 in [0, 1] (min-max per map; all zero when the map
     points nowhere). target: a name → [H, W] ('bucket' → [10, H, W]); a list of names →

@@ -482,3 +482,34 @@ def test_inputs_that_are_no_image_name_their_type():
       api.to_array(x)
   a = np.random.default_rng(0).integers(0, 255, (H, W, 3), np.uint8)
   assert np.array_equal(api.to_array(memoryview(a)), a)
+
+
+def test_a_generator_of_images_is_a_list_read_batch_by_batch(example, monkeypatch):
+  """A generator (or map, iter) of images was one image: 'image array has dtype object'. It is
+  read batch_size images at a time now and gives the list's results; a set (no order) and a
+  generator given to a one-image call are one-line errors."""
+  ns, _, photo = example
+  m = ns['m']
+  rng = np.random.default_rng(7)
+  xs = [str(photo)] + [rng.integers(0, 255, (H, W, 3), np.uint8) for _ in range(2)]
+  monkeypatch.setattr(m, 'batch_size', 2)
+  want = m.score(xs)
+  pulled = []
+
+  def gen():
+    for i, x in enumerate(xs):
+      pulled.append(i)
+      yield x
+
+  forward = m.predictor.run_forward
+  monkeypatch.setattr(m.predictor, 'run_forward',
+                      lambda *a, **k: pulled.append('forward') or forward(*a, **k))
+  assert m.score(gen()) == want
+  assert pulled == [0, 1, 'forward', 2, 'forward']  # never more than a batch ahead
+  assert [c.shape for c in m.cam(iter(xs[1:]))] == [(H, W)] * 2
+  with pytest.raises(ValueError, match='no images given'):
+    m.score(iter([]))
+  with pytest.raises(ValueError, match='images given as a set, which has no order'):
+    m.score({str(photo)})
+  with pytest.raises(ValueError, match='boxes takes one image, not a generator of them'):
+    m.boxes(x for x in xs)
