@@ -126,13 +126,20 @@ def _check_one(x: Any, call: str) -> None:
                      'image (score and cam take lists)')
 
 
+def _as_input(x: Any) -> Any:
+  """A file's content as bytes; the buffer of an array (memoryview(a)) as that array, not as a
+  file's bytes ('not an image')."""
+  if isinstance(x, memoryview) and x.ndim > 1:
+    return np.asarray(x)
+  if isinstance(x, (bytes, bytearray, memoryview)):  # a file's content (JPEG, PNG, ...)
+    return bytes(x)
+  return x
+
+
 def to_array(x: ImageLike) -> np.ndarray:
   """A path, encoded bytes, PIL image or array → uint8 [H, W, 3]; one-line ValueError
   otherwise."""
-  if isinstance(x, memoryview) and x.ndim > 1:  # an array's buffer (memoryview(a)), not a file
-    x = np.asarray(x)
-  if isinstance(x, (bytes, bytearray, memoryview)):  # a file's content (JPEG, PNG, ...)
-    x = bytes(x)
+  x = _as_input(x)
   if isinstance(x, (str, os.PathLike, bytes)):
     # Full resolution (maps, boxes and crops are in the file's pixels), EXIF-upright, through
     # the shared decoder's byte / pixel caps; PredictError (a ValueError) for missing, corrupt,
@@ -282,8 +289,7 @@ class Model:
     a 4000x3000 JPEG scored 5.036 here and 5.060 there. The full resolution is decoded too
     only when asked for and the working copy is reduced."""
     target = max(self.predictor.size, image_files.WORK_SIDE)
-    if isinstance(x, (bytes, bytearray, memoryview)):  # a file's content: as the file
-      x = bytes(x)
+    x = _as_input(x)  # a file's content: as the file
     if isinstance(x, (str, os.PathLike, bytes)):
       work = image_files.load_image(x, target)
     else:

@@ -484,6 +484,17 @@ def test_inputs_that_are_no_image_name_their_type():
   assert np.array_equal(api.to_array(memoryview(a)), a)
 
 
+def test_a_memoryview_of_an_array_scores_as_the_array(example):
+  """to_array read memoryview(a) as the array (bf5e564), but score / cam / crop still took it
+  for a file's bytes: 'image bytes: not an image'."""
+  ns, _, _ = example
+  m = ns['m']
+  a = np.random.default_rng(0).integers(0, 255, (H, W, 3), np.uint8)
+  assert m.score(memoryview(a)) == m.score(a)
+  assert np.array_equal(m.cam(memoryview(a)), m.cam(a))
+  assert m.crop(memoryview(a)).size == m.crop(a).size
+
+
 def test_a_generator_of_images_is_a_list_read_batch_by_batch(example, monkeypatch):
   """A generator (or map, iter) of images was one image: 'image array has dtype object'. It is
   read batch_size images at a time now and gives the list's results; a set (no order) and a
