@@ -152,6 +152,15 @@ def to_array(x: ImageLike) -> np.ndarray:
   if hasattr(x, 'read'):  # an open file or io.BytesIO
     raise ValueError(f'{type(x).__name__}: pass its bytes (f.read()), its path, or a PIL '
                      'image (Image.open(f))')
+  a = _checked_array(x)
+  if a.ndim == 2:
+    a = np.repeat(a[..., None], 3, axis=-1)
+  return np.ascontiguousarray(a[..., :3])
+
+
+def _checked_array(x: Any) -> np.ndarray:
+  """`x` as an array that `to_array` takes (uint8 [H, W(, 3|4)], >= MIN_SIDE a side), not yet
+  converted (no copy of an ndarray); its one-line ValueError otherwise."""
   if not (isinstance(x, np.ndarray) or hasattr(x, '__array__')
           or hasattr(x, '__array_interface__')):
     # None, a number, a dict, a set: np.asarray made them 'an image array of dtype object'
@@ -170,14 +179,41 @@ def to_array(x: ImageLike) -> np.ndarray:
     raise ValueError(f'image array has dtype {a.dtype}; pass uint8 [H, W, 3] (e.g. '
                      '(x * 255).round().astype(np.uint8) for floats in [0, 1]), a path, '
                      'encoded bytes or a PIL image')
-  if a.ndim == 2:
-    a = np.repeat(a[..., None], 3, axis=-1)
-  if a.ndim != 3 or a.shape[-1] not in (3, 4):
+  if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
     raise ValueError(f'image array has shape {a.shape}; pass [H, W], [H, W, 3] or [H, W, 4]')
   if min(a.shape[:2]) < decoder.MIN_SIDE:  # as a file of that size is refused
     raise ValueError(f'image array of {a.shape[0]}x{a.shape[1]} px is under '
                      f'{decoder.MIN_SIDE} px a side; the model needs a larger image')
-  return np.ascontiguousarray(a[..., :3])
+  return a
+
+
+def _precheck(x: Any) -> None:
+  """What one image of a list can be refused for without decoding it (its type, an array's
+  dtype and shape, a missing file, a PIL image's size): a list is checked so before its first
+  batch runs, where a bad last image ended the call after every other one was scored."""
+  x = _as_input(x)
+  if isinstance(x, (str, os.PathLike)):
+    if not os.path.isfile(x):
+      image_files.load_image(x)  # fails at stat(): its one-line error for the path
+  elif isinstance(x, bytes):
+    if not x:
+      to_array(x)
+  elif isinstance(x, Image.Image):
+    if min(x.size) < decoder.MIN_SIDE:
+      to_array(x)
+  elif hasattr(x, 'read'):
+    to_array(x)
+  else:
+    _checked_array(x)
+
+
+def _at(i: int, fn, *args, **kwargs):
+  """fn(*args) for image i of a list; its ValueError names the image ('images[3]: ...'): a
+  list's error named no image (an array's 'under 32 px a side' was any of them)."""
+  try:
+    return fn(*args, **kwargs)
+  except ValueError as e:
+    raise ValueError(f'images[{i}]: {e}') from None
 
 
 class _Image(NamedTuple):
@@ -306,13 +342,21 @@ class Model:
     if isinstance(x, (set, frozenset)):  # its order is not the caller's: results unmatchable
       raise ValueError(f'images given as a {type(x).__name__}, which has no order: pass a list '
                        '(e.g. sorted(...)); results come in its order')
+    if isinstance(x, (list, tuple)):
+      for i, v in enumerate(x):
+        _at(i, _precheck, v)
     # A generator is pulled batch_size items at a time (it was 'image array of dtype object').
     xs = iter(x) if _is_batch(x) else iter([x])
     batch = list(itertools.islice(xs, self.batch_size))
     if not batch:
       raise ValueError('no images given: pass an image, or a non-empty list of them')
+    done = 0
     while batch:
-      yield [self._load(v, full=False) for v in batch]
+      if _is_batch(x):
+        yield [_at(done + i, self._load, v, full=False) for i, v in enumerate(batch)]
+      else:
+        yield [self._load(batch[0], full=False)]
+      done += len(batch)
       batch = list(itertools.islice(xs, self.batch_size))
 
   def _run(self, images: list[np.ndarray], names: tuple[str, ...], method, layer):

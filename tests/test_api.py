@@ -524,3 +524,32 @@ def test_a_generator_of_images_is_a_list_read_batch_by_batch(example, monkeypatc
     m.score({str(photo)})
   with pytest.raises(ValueError, match='boxes takes one image, not a generator of them'):
     m.boxes(x for x in xs)
+
+
+def test_a_bad_image_in_a_list_is_named_and_found_before_any_is_scored(example, monkeypatch,
+                                                                        tmp_path):
+  """A list's bad image ended the call with an error naming no image ('image array of 4x4 px
+  is under 32 px a side': which one?), and only when its batch came: after every image before
+  it was scored, their results lost. Its index is named now, and what can be checked without
+  decoding (type, dtype, shape, a missing file, a PIL image's size) is checked first."""
+  ns, _, photo = example
+  m = ns['m']
+  good = np.random.default_rng(2).integers(0, 255, (H, W, 3), np.uint8)
+  monkeypatch.setattr(m, 'batch_size', 2)
+  forwards = []
+  forward = m.predictor.run_forward
+  monkeypatch.setattr(m.predictor, 'run_forward',
+                      lambda *a, **k: forwards.append(1) or forward(*a, **k))
+  for bad, match in ((np.zeros((4, 4, 3), np.uint8), r'images\[2\]: image array of 4x4 px'),
+                     (str(tmp_path / 'nope.jpg'), r'images\[2\]: .*nope.jpg: no such file'),
+                     (good.astype(np.float32), r'images\[2\]: image array has dtype float32'),
+                     (Image.new('RGB', (8, 8)), r'images\[2\]: PIL image: too small'),
+                     (None, r'images\[2\]: image of type NoneType')):
+    for call in (m.score, m.cam):
+      with pytest.raises(ValueError, match=match) as e:
+        call([str(photo), good, bad])
+      assert '\n' not in str(e.value)
+  assert forwards == []  # refused before the first batch ran
+  # Refused only when decoded (a corrupt file): still named by its index.
+  with pytest.raises(ValueError, match=r'images\[3\]: image bytes: not an image'):
+    m.score([good, good, good, b'not an image'])
