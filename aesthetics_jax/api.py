@@ -34,6 +34,7 @@ cpu_backend.configure()
 import difflib
 import itertools
 import os
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -126,9 +127,30 @@ def _check_one(x: Any, call: str) -> None:
                      'image (score and cam take lists)')
 
 
+def _path(x: str | os.PathLike) -> str:
+  """An image path as a str: '~' expanded as a shell would (it was 'no such file'); a bytes
+  PathLike decoded (a TypeError from pathlib); '' (which read as '.', 'not a regular file'), a
+  NUL byte (a bare 'embedded null byte') and a URL (mangled to 'https:/...: no such file')
+  one-line errors naming the path."""
+  p = os.fspath(x)
+  p = os.fsdecode(p) if isinstance(p, bytes) else p
+  if not p:
+    raise ValueError("image path '' is empty: pass a file's path")
+  if '\0' in p:
+    raise ValueError(f'image path {p!r} holds a NUL byte: pass a file\'s path')
+  if os.path.exists(p):
+    return p
+  if re.match(r'[a-z][a-z0-9+.-]*://', p, re.I):
+    raise ValueError(f'{p}: a URL; images are read from local files: download it first (its '
+                     'bytes can be passed too)')
+  return os.path.expanduser(p)
+
+
 def _as_input(x: Any) -> Any:
   """A file's content as bytes; the buffer of an array (memoryview(a)) as that array, not as a
-  file's bytes ('not an image')."""
+  file's bytes ('not an image'); a path as `_path`'s str."""
+  if isinstance(x, (str, os.PathLike)):
+    return _path(x)
   if isinstance(x, memoryview) and x.ndim > 1:
     return np.asarray(x)
   if isinstance(x, (bytes, bytearray, memoryview)):  # a file's content (JPEG, PNG, ...)
@@ -467,6 +489,7 @@ class Model:
     aspect=None the suggested box. None when the map points nowhere."""
     _check_one(x, 'crop')
     aspect = _check_aspect(aspect)
+    x = _as_input(x)  # its ICC profile is read from the same (expanded) path
     image = self._load(x)
     boxes = self._boxes(image, target, method, layer, None, aspect)['boxes']
     box = boxes.get('crop') if aspect is not None else boxes.get('average', boxes.get(str(target)))

@@ -553,3 +553,31 @@ def test_a_bad_image_in_a_list_is_named_and_found_before_any_is_scored(example, 
   # Refused only when decoded (a corrupt file): still named by its index.
   with pytest.raises(ValueError, match=r'images\[3\]: image bytes: not an image'):
     m.score([good, good, good, b'not an image'])
+
+
+def test_image_paths_as_a_notebook_writes_them(example, tmp_path, monkeypatch):
+  """'~/p.png' was 'no such file' (not expanded), a PathLike giving bytes a TypeError from
+  pathlib, '' read as '.' ('not a regular file'), a NUL byte a bare 'embedded null byte' and
+  a URL 'https:/example.com/a.jpg: no such file' (one slash)."""
+  import os
+  ns, _, photo = example
+  m = ns['m']
+  monkeypatch.setenv('HOME', str(tmp_path))
+  (tmp_path / 'p.png').write_bytes(Path(photo).read_bytes())
+  want = m.score(photo)
+
+  class BytesPath:
+    def __fspath__(self):
+      return os.fsencode(str(photo))
+
+  for x in ('~/p.png', Path('~/p.png'), BytesPath()):
+    assert m.score(x) == want, x
+  assert m.crop('~/p.png').size == m.crop(photo).size
+  assert m.score(['~/p.png', photo]) == [want, want]
+  for x, match in (('', r"image path '' is empty"),
+                   ('a\0b.jpg', r"image path 'a\\x00b.jpg' holds a NUL byte"),
+                   ('https://example.com/a.jpg', r'https://example.com/a.jpg: a URL; .*download')):
+    for call in (m.score, m.boxes):
+      with pytest.raises(ValueError, match=match) as e:
+        call(x)
+      assert '\n' not in str(e.value)
