@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
+from aesthetics_jax import io as io_lib
 from aesthetics_jax import models
 from aesthetics_jax.data import decoder
 from aesthetics_jax.data import preprocess
@@ -51,6 +52,7 @@ from aesthetics_jax.evaluation import records
 from aesthetics_jax.explain import cam as cam_lib
 from aesthetics_jax.explain import crop as crop_lib
 from aesthetics_jax.report import overlays
+from aesthetics_jax.train import checkpoint_errors
 
 ImageLike = str | os.PathLike | bytes | Image.Image | np.ndarray
 Images = Sequence[ImageLike] | Iterator[ImageLike]  # a list, tuple or generator of images
@@ -518,6 +520,35 @@ class Model:
     return Image.fromarray(overlays.fold_with_legend(img, title, list(drawn)))
 
 
+def _workdir(workdir: Any) -> str:
+  """A local workdir checked for what a notebook gets wrong, one line each: None or a number
+  (a TypeError from os.fspath), bytes (pathlib's TypeError), '~' (not expanded), a missing
+  folder or a file ('<it>/config.json: not found; is --workdir ...'), its checkpoints/
+  folder. A cloud URL (gs://) is the restorer's to judge."""
+  if not isinstance(workdir, (str, bytes, os.PathLike)):
+    raise checkpoint_errors.WorkdirError(
+        f"workdir={workdir!r}: pass a training workdir's path (a str or pathlib.Path)")
+  p = os.fspath(workdir)
+  p = os.fsdecode(p) if isinstance(p, bytes) else p
+  if not p.strip():
+    raise checkpoint_errors.WorkdirError(f"workdir={p!r} is empty: pass a training workdir's "
+                                         'path')
+  if not io_lib.is_local(p):
+    return p
+  p = p if os.path.exists(p) else os.path.expanduser(p)
+  hint = 'pass the folder aesthetics-train wrote (its --workdir: config.json, checkpoints/)'
+  if not os.path.exists(p):
+    raise checkpoint_errors.WorkdirError(f'workdir {p}: no such folder; {hint}')
+  if not os.path.isdir(p):
+    raise checkpoint_errors.WorkdirError(f'workdir {p}: a file, not a folder; {hint}')
+  parent = os.path.dirname(os.path.abspath(p))
+  if (not os.path.exists(os.path.join(p, 'config.json'))
+      and os.path.exists(os.path.join(parent, 'config.json'))):
+    raise checkpoint_errors.WorkdirError(f'workdir {p}: no config.json here but in its parent; '
+                                         f'pass {parent}')
+  return p
+
+
 def load(workdir: str | os.PathLike, step: int | None = None, *, method: str | None = None,
          layer: str | Sequence[str] | None = None,
          overrides: dict[str, Any] | None = None, batch_size: int = 8) -> Model:
@@ -527,6 +558,7 @@ def load(workdir: str | os.PathLike, step: int | None = None, *, method: str | N
   overrides: dotted `eval.*` keys, e.g. {'eval.box_threshold': 0.4} (others, misspelled
     keys and wrong types are a one-line ValueError).
   """
+  workdir = _workdir(workdir)
   _check_step(step)
   _check_method(method)
   _check_names(layer, 'layer', "'features.14' or ['features.14', 'features.18']")

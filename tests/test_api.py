@@ -581,3 +581,27 @@ def test_image_paths_as_a_notebook_writes_them(example, tmp_path, monkeypatch):
       with pytest.raises(ValueError, match=match) as e:
         call(x)
       assert '\n' not in str(e.value)
+
+
+def test_load_names_what_is_wrong_with_the_workdir(example, tmp_path, monkeypatch):
+  """load(None) or load(3) was a TypeError from os.fspath deep in io.path, load(b'/runs/x')
+  pathlib's 'a bytes-like object is required'; '~/runs/x' was not expanded; a missing folder,
+  a file or the checkpoints/ folder were '<it>/config.json: not found; is --workdir a training
+  workdir'. Each is a one-line ValueError (WorkdirError) naming it now."""
+  import os
+  import aesthetics_jax
+  from aesthetics_jax.train import checkpoint_errors
+  _, tmp, photo = example
+  wd = tmp / 'mnv2'
+  monkeypatch.setenv('HOME', str(tmp))
+  assert aesthetics_jax.load('~/mnv2').predictor.step == aesthetics_jax.load(wd).predictor.step
+  assert aesthetics_jax.load(os.fsencode(str(wd))).arch == 'mobilenet_v2'
+  for bad, match in ((None, r"workdir=None: pass a training workdir's path"),
+                     (3, r"workdir=3: pass a training workdir's path"),
+                     ('', r"workdir='' is empty"),
+                     (tmp_path / 'nope', r'nope: no such folder; pass the folder aesthetics'),
+                     (photo, r'photo.jpg: a file, not a folder'),
+                     (wd / 'checkpoints', r'no config.json here but in its parent; pass ')):
+    with pytest.raises(checkpoint_errors.WorkdirError, match=match) as e:
+      aesthetics_jax.load(bad)
+    assert '\n' not in str(e.value)
