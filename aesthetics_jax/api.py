@@ -170,6 +170,7 @@ def to_array(x: ImageLike) -> np.ndarray:
     # oversized or too small files.
     return image_files.load_image(x, target=None, budget=None).image
   if isinstance(x, Image.Image):
+    _check_open(x)
     # The file decoder's rules (16-bit and float modes scaled to their white level, not
     # clipped by convert('RGB'); NaN refused; EXIF-upright; pixel cap; >= 32 px a side).
     return decoder.decode(x, min_side=decoder.MIN_SIDE, what='PIL image').image
@@ -180,6 +181,24 @@ def to_array(x: ImageLike) -> np.ndarray:
   if a.ndim == 2:
     a = np.repeat(a[..., None], 3, axis=-1)
   return np.ascontiguousarray(a[..., :3])
+
+
+def _check_open(img: Image.Image) -> None:
+  """A PIL image whose file was closed before its pixels were read decoded to 'cannot decode
+  image (ValueError: Operation on closed image); re-export or re-download it' (or, after a
+  `with Image.open(p) as im:` block, 'AssertionError: '): the file is fine, the fix is not."""
+  # Not loaded and no file left to load from: the end of a `with` block before load().
+  unread = getattr(img, 'fp', None) is None
+  try:
+    closed = img.im is None and unread  # Pillow raises the close()'s error here
+  except ValueError:
+    closed = True
+  except AssertionError:  # Pillow >= 11 asserts where older ones give None: not loaded yet
+    closed = unread
+  if closed:
+    raise ValueError('PIL image: closed before its pixels were read (im.close(), or the end of '
+                     '`with Image.open(p) as im:`); call im.load() (or im.copy()) while it is '
+                     'open, or pass its path')
 
 
 def _checked_array(x: Any) -> np.ndarray:
@@ -223,6 +242,7 @@ def _precheck(x: Any) -> None:
     if not x:
       to_array(x)
   elif isinstance(x, Image.Image):
+    _check_open(x)
     if min(x.size) < decoder.MIN_SIDE:
       to_array(x)
   elif hasattr(x, 'read'):

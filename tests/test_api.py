@@ -605,3 +605,25 @@ def test_load_names_what_is_wrong_with_the_workdir(example, tmp_path, monkeypatc
     with pytest.raises(checkpoint_errors.WorkdirError, match=match) as e:
       aesthetics_jax.load(bad)
     assert '\n' not in str(e.value)
+
+
+def test_a_closed_pil_image_says_how_to_keep_it(example, tmp_path):
+  """A PIL image whose file was closed before it was read was 'cannot decode image
+  (ValueError: Operation on closed image); re-export or re-download it' (after a `with` block:
+  'AssertionError: '): the file is fine and the fix is im.load() while it is open."""
+  ns, _, photo = example
+  m = ns['m']
+  closed = Image.open(photo)
+  closed.close()
+  with Image.open(photo) as ended:
+    pass
+  with Image.open(photo) as loaded:
+    loaded.load()  # read while open: usable after the block
+  for im in (closed, ended):
+    for x in (im, [np.zeros((H, W, 3), np.uint8), im]):
+      with pytest.raises(ValueError, match=r'PIL image: closed before its pixels were read.*'
+                         r'im.load\(\)') as e:
+        m.score(x)
+      assert '\n' not in str(e.value)
+  assert m.score(loaded) == m.score(photo)
+  assert m.score(Image.open(photo)) == m.score(photo)  # lazily opened, still open
