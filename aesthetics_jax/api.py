@@ -196,9 +196,10 @@ def _check_open(img: Image.Image) -> None:
   except AssertionError:  # Pillow >= 11 asserts where older ones give None: not loaded yet
     closed = unread
   if closed:
+    # close() drops even loaded pixels; the end of a `with` block keeps them.
     raise ValueError('PIL image: closed before its pixels were read (im.close(), or the end of '
-                     '`with Image.open(p) as im:`); call im.load() (or im.copy()) while it is '
-                     'open, or pass its path')
+                     '`with Image.open(p) as im:`); call im.load() inside the block, pass '
+                     'im.copy() made before im.close(), or pass its path')
 
 
 def _checked_array(x: Any) -> np.ndarray:

@@ -622,7 +622,7 @@ def test_a_closed_pil_image_says_how_to_keep_it(example, tmp_path):
   for im in (closed, ended):
     for x in (im, [np.zeros((H, W, 3), np.uint8), im]):
       with pytest.raises(ValueError, match=r'PIL image: closed before its pixels were read.*'
-                         r'im.load\(\)') as e:
+                         r'im.load\(\) inside the block, pass im.copy\(\)') as e:
         m.score(x)
       assert '\n' not in str(e.value)
   assert m.score(loaded) == m.score(photo)
