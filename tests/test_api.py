@@ -627,3 +627,14 @@ def test_a_closed_pil_image_says_how_to_keep_it(example, tmp_path):
       assert '\n' not in str(e.value)
   assert m.score(loaded) == m.score(photo)
   assert m.score(Image.open(photo)) == m.score(photo)  # lazily opened, still open
+
+
+def test_a_premultiplied_la_pil_image_decodes():
+  """A PIL image in mode La (premultiplied grey + alpha) was 'cannot decode image (ValueError:
+  conversion from La to L not supported); re-export or re-download it'; it decodes as LA."""
+  from aesthetics_jax import api
+  grey = np.random.default_rng(4).integers(0, 255, (H, W), np.uint8)
+  la = Image.fromarray(np.dstack([grey, np.full_like(grey, 255)]), 'LA')
+  want = api.to_array(la)
+  assert np.array_equal(want[..., 0], grey)
+  assert np.array_equal(api.to_array(la.convert('La')), want)  # opaque: premultiplying is a no-op

@@ -302,6 +302,8 @@ def _band_to_rgb(img: Image.Image, white: float) -> Image.Image:
     return Image.fromarray(a, 'L').convert('RGB')
   if img.mode == 'P' and 'transparency' in img.info:
     img = img.convert('RGBA')  # avoids PIL's palette-transparency warning
+  if img.mode == 'La':  # PIL converts La (premultiplied) to LA only: 'not supported' to RGB
+    img = img.convert('LA')
   return img.convert('RGB')
 
 
