@@ -9,7 +9,7 @@
   m.crop(img, aspect='4:3')                      # PIL image (None if the map points nowhere)
   m.overlay(img, target='tag:Floral')            # PIL image: map, boxes and a legend
 
-Images: a path, a file's bytes, a PIL image or a uint8 array [H, W(, 3|4)]; `score` and `cam`
+Images: a path, a file's bytes, a PIL image or a uint8 array [H, W(, 1|3|4)]; `score` and `cam`
 also take a list or a generator (batched through the model; a list comes back). Targets
 (`Model.targets`): 'aesthetic' (the predicted score; 'high' is the same), 'low' (its
 negative), and for MobileNetV2 'bucket:<k>' (score bucket 1..10), 'bucket' (all 10 maps),
@@ -223,8 +223,18 @@ def _checked_array(x: Any) -> np.ndarray:
     raise ValueError(f'image array has dtype {a.dtype}; pass uint8 [H, W, 3] (e.g. '
                      '(x * 255).round().astype(np.uint8) for floats in [0, 1]), a path, '
                      'encoded bytes or a PIL image')
+  if a.ndim == 3 and a.shape[-1] == 1:  # grey with its channel axis, as [H, W]
+    a = a[..., 0]
   if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
-    raise ValueError(f'image array has shape {a.shape}; pass [H, W], [H, W, 3] or [H, W, 4]')
+    # The two layouts a notebook holds besides [H, W, C]: a batch, and torch's channels first.
+    hint = ''
+    if a.ndim == 4:
+      hint = ('; a batch? pass x[0] for one image, list(x) for each (score and cam take '
+              'lists)')
+    elif a.ndim == 3 and a.shape[0] in (1, 3, 4):
+      hint = '; channels first? pass x.transpose(1, 2, 0)'
+    raise ValueError(f'image array has shape {a.shape}; pass [H, W], [H, W, 3] or [H, W, 4]'
+                     f'{hint}')
   if min(a.shape[:2]) < decoder.MIN_SIDE:  # as a file of that size is refused
     raise ValueError(f'image array of {a.shape[0]}x{a.shape[1]} px is under '
                      f'{decoder.MIN_SIDE} px a side; the model needs a larger image')

@@ -638,3 +638,19 @@ def test_a_premultiplied_la_pil_image_decodes():
   want = api.to_array(la)
   assert np.array_equal(want[..., 0], grey)
   assert np.array_equal(api.to_array(la.convert('La')), want)  # opaque: premultiplying is a no-op
+
+
+def test_arrays_in_the_other_layouts_of_a_notebook(example):
+  """[H, W, 1] (grey with a channel axis) was refused; [1, H, W, 3] (a batch) and [3, H, W]
+  (channels first, torch's) were refused with no word of how to get [H, W, 3]."""
+  from aesthetics_jax import api
+  ns, _, _ = example
+  a = np.random.default_rng(6).integers(0, 255, (H, W, 3), np.uint8)
+  assert np.array_equal(api.to_array(a[..., :1]), api.to_array(a[..., 0]))
+  assert ns['m'].score(a[..., :1]) == ns['m'].score(a[..., 0])
+  for x, match in ((a[None], r'shape \(1, 48, 80, 3\).*a batch\? pass x\[0\] .*list\(x\)'),
+                   (np.stack([a, a]), r'a batch\? pass x\[0\]'),
+                   (a.transpose(2, 0, 1), r'shape \(3, 48, 80\).*x.transpose\(1, 2, 0\)'),
+                   (a[..., :1].transpose(2, 0, 1), r'channels first\?')):
+    with pytest.raises(ValueError, match=match):
+      api.to_array(x)
