@@ -183,6 +183,25 @@ def to_array(x: ImageLike) -> np.ndarray:
   return np.ascontiguousarray(a[..., :3])
 
 
+def _cast_hint(a: np.ndarray) -> str:
+  """The cast to uint8 for this array's values: the one hint for all ('x * 255' for floats in
+  [0, 1]) wrapped floats in [0, 255] around (300 -> 44) when followed, and NaN went unsaid."""
+  if a.dtype.kind == 'b':
+    return 'e.g. x.astype(np.uint8) * 255'
+  if a.dtype.kind not in 'iuf' or a.size == 0:
+    return 'e.g. (x * 255).round().astype(np.uint8) for floats in [0, 1]'
+  if a.dtype.kind == 'f' and not np.isfinite(a).all():
+    return 'it holds NaN or inf: replace them (np.nan_to_num) before casting'
+  lo, hi = float(a.min()), float(a.max())
+  if a.dtype.kind == 'f' and 0 <= lo and hi <= 1:
+    return 'values in [0, 1]: (x * 255).round().astype(np.uint8)'
+  if 0 <= lo and hi <= 255:
+    return 'values in [0, 255]: x.round().astype(np.uint8)' if a.dtype.kind == 'f' else (
+        'values in [0, 255]: x.astype(np.uint8)')
+  return (f'values in [{lo:g}, {hi:g}]: scale them to 0..255 first, e.g. '
+          '(255 * (x - x.min()) / (x.max() - x.min())).round().astype(np.uint8)')
+
+
 def _check_open(img: Image.Image) -> None:
   """A PIL image whose file was closed before its pixels were read decoded to 'cannot decode
   image (ValueError: Operation on closed image); re-export or re-download it' (or, after a
@@ -220,9 +239,8 @@ def _checked_array(x: Any) -> np.ndarray:
                      '(x >> 8).astype(np.uint8) for 16-bit data (or a PIL image / the file, '
                      'which are scaled to their white level)')
   if a.dtype != np.uint8:
-    raise ValueError(f'image array has dtype {a.dtype}; pass uint8 [H, W, 3] (e.g. '
-                     '(x * 255).round().astype(np.uint8) for floats in [0, 1]), a path, '
-                     'encoded bytes or a PIL image')
+    raise ValueError(f'image array has dtype {a.dtype}; pass uint8 [H, W, 3] ({_cast_hint(a)}), '
+                     'a path, encoded bytes or a PIL image')
   if a.ndim == 3 and a.shape[-1] == 1:  # grey with its channel axis, as [H, W]
     a = a[..., 0]
   if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):

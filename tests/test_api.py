@@ -654,3 +654,21 @@ def test_arrays_in_the_other_layouts_of_a_notebook(example):
                    (a[..., :1].transpose(2, 0, 1), r'channels first\?')):
     with pytest.raises(ValueError, match=match):
       api.to_array(x)
+
+
+def test_the_cast_a_wrong_dtype_error_suggests_fits_the_values():
+  """Every non-uint8 array got one hint, '(x * 255).round().astype(np.uint8) for floats in
+  [0, 1]': followed for floats in [0, 255] it wrapped them around (300 -> 44), and an array
+  holding NaN was not told so. The hint now fits the values."""
+  from aesthetics_jax import api
+  a = np.random.default_rng(8).integers(0, 255, (H, W, 3)).astype(np.float32)
+  nan = a.copy()
+  nan[0, 0, 0] = np.nan
+  for x, match in ((a / 255, r'values in \[0, 1\]: \(x \* 255\)'),
+                   (a, r'values in \[0, 255\]: x.round\(\).astype\(np.uint8\)'),
+                   (a.astype(np.int64), r'values in \[0, 255\]: x.astype\(np.uint8\)'),
+                   (a * 4 - 100, r'values in \[-100, .*\]: scale them to 0..255'),
+                   (nan, r'holds NaN or inf: replace them'),
+                   (a > 100, r'x.astype\(np.uint8\) \* 255')):
+    with pytest.raises(ValueError, match=r'image array has dtype \w+; pass uint8 .*' + match):
+      api.to_array(x)
