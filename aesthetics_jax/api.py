@@ -230,7 +230,14 @@ def _checked_array(x: Any) -> np.ndarray:
     # (or int64), whose fix (cast to uint8) was no fix.
     raise ValueError(f'image of type {type(x).__name__}: pass a path, a file\'s bytes, a PIL '
                      'image or a uint8 array [H, W(, 3|4)]')
-  a = np.asarray(x)
+  try:
+    a = np.asarray(x)
+  except (TypeError, RuntimeError, ValueError) as e:
+    # A torch tensor on a GPU ('can't convert cuda:0 device type tensor to numpy') or one that
+    # requires grad ("Can't call numpy() on Tensor that requires grad") raised from inside.
+    raise ValueError(f'image of type {type(x).__name__} cannot be read as an array '
+                     f'({str(e).splitlines()[0] if str(e) else type(e).__name__}); pass a uint8 '
+                     'numpy array, e.g. x.detach().cpu().numpy() for a torch tensor') from None
   if a.dtype.kind in 'OUS':  # an array of paths or of images, not an image
     raise ValueError(f'image array has dtype {a.dtype}: for several images pass a list '
                      '(x.tolist()) of paths, PIL images or uint8 arrays [H, W(, 3|4)]')

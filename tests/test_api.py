@@ -672,3 +672,23 @@ def test_the_cast_a_wrong_dtype_error_suggests_fits_the_values():
                    (a > 100, r'x.astype\(np.uint8\) \* 255')):
     with pytest.raises(ValueError, match=r'image array has dtype \w+; pass uint8 .*' + match):
       api.to_array(x)
+
+
+def test_an_array_like_that_numpy_cannot_read_is_one_line():
+  """What torch does for a tensor on a GPU or one that requires grad: its __array__ raises
+  (TypeError / RuntimeError), which came out of np.asarray as it was."""
+  from aesthetics_jax import api
+
+  class GpuTensor:
+    def __array__(self, dtype=None, copy=None):
+      raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu()\nmore")
+
+  class GradTensor:
+    def __array__(self, dtype=None, copy=None):
+      raise RuntimeError("Can't call numpy() on Tensor that requires grad.")
+
+  for x, match in ((GpuTensor(), r"GpuTensor cannot be read as an array \(can't convert cuda"),
+                   (GradTensor(), r'GradTensor cannot be read as an array \(Can.t call')):
+    with pytest.raises(ValueError, match=match + r'.*x.detach\(\).cpu\(\).numpy\(\)') as e:
+      api.to_array(x)
+    assert '\n' not in str(e.value)
