@@ -145,7 +145,12 @@ def _path(x: str | os.PathLike) -> str:
   if re.match(r'[a-z][a-z0-9+.-]*://', p, re.I):
     raise ValueError(f'{p}: a URL; images are read from local files: download it first (its '
                      'bytes can be passed too)')
-  return os.path.expanduser(p)
+  p = os.path.expanduser(p)
+  if not os.path.exists(p) and (p != p.strip() or not p.isprintable()):
+    # A line read from a list of files keeps its '\n': the error printed it, on two lines.
+    raise ValueError(f'image path {p!r}: no such file; it has white space or control '
+                     'characters at its ends or within (a line of a file list? strip() it)')
+  return p
 
 
 def _as_input(x: Any) -> Any:

@@ -574,9 +574,11 @@ def test_image_paths_as_a_notebook_writes_them(example, tmp_path, monkeypatch):
     assert m.score(x) == want, x
   assert m.crop('~/p.png').size == m.crop(photo).size
   assert m.score(['~/p.png', photo]) == [want, want]
+  # A path read from a file list with its '\n' printed its error on two lines.
   for x, match in (('', r"image path '' is empty"),
                    ('a\0b.jpg', r"image path 'a\\x00b.jpg' holds a NUL byte"),
-                   ('https://example.com/a.jpg', r'https://example.com/a.jpg: a URL; .*download')):
+                   ('https://example.com/a.jpg', r'https://example.com/a.jpg: a URL; .*download'),
+                   (f'{photo}\n', r"photo.jpg\\n': no such file; .*strip\(\) it")):
     for call in (m.score, m.boxes):
       with pytest.raises(ValueError, match=match) as e:
         call(x)
