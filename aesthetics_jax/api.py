@@ -598,15 +598,19 @@ def _workdir(workdir: Any) -> str:
     return p
   p = p if os.path.exists(p) else os.path.expanduser(p)
   hint = 'pass the folder aesthetics-train wrote (its --workdir: config.json, checkpoints/)'
+  shown = p if p.isprintable() else repr(p)  # a '\n' kept from a file: still one line
   if not os.path.exists(p):
-    raise checkpoint_errors.WorkdirError(f'workdir {p}: no such folder; {hint}')
+    raise checkpoint_errors.WorkdirError(f'workdir {shown}: no such folder; {hint}')
   if not os.path.isdir(p):
-    raise checkpoint_errors.WorkdirError(f'workdir {p}: a file, not a folder; {hint}')
-  parent = os.path.dirname(os.path.abspath(p))
-  if (not os.path.exists(os.path.join(p, 'config.json'))
-      and os.path.exists(os.path.join(parent, 'config.json'))):
-    raise checkpoint_errors.WorkdirError(f'workdir {p}: no config.json here but in its parent; '
-                                         f'pass {parent}')
+    raise checkpoint_errors.WorkdirError(f'workdir {shown}: a file, not a folder; {hint}')
+  if not os.path.exists(os.path.join(p, 'config.json')):
+    # restore's own words here are the command's: '<p>/config.json: not found; is --workdir a
+    # training workdir (aesthetics-train writes it)?'
+    parent = os.path.dirname(os.path.abspath(p))
+    raise checkpoint_errors.WorkdirError(
+        f'workdir {shown}: no config.json here but in its parent; pass {parent}'
+        if os.path.exists(os.path.join(parent, 'config.json')) else
+        f'workdir {shown}: no config.json, so not a training workdir; {hint}')
   return p
 
 

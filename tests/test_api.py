@@ -589,7 +589,8 @@ def test_load_names_what_is_wrong_with_the_workdir(example, tmp_path, monkeypatc
   """load(None) or load(3) was a TypeError from os.fspath deep in io.path, load(b'/runs/x')
   pathlib's 'a bytes-like object is required'; '~/runs/x' was not expanded; a missing folder,
   a file or the checkpoints/ folder were '<it>/config.json: not found; is --workdir a training
-  workdir'. Each is a one-line ValueError (WorkdirError) naming it now."""
+  workdir' (a path with its '\n' on two lines; a folder of no run: the command's --workdir).
+  Each is a one-line ValueError (WorkdirError) naming it now."""
   import os
   import aesthetics_jax
   from aesthetics_jax.train import checkpoint_errors
@@ -603,7 +604,9 @@ def test_load_names_what_is_wrong_with_the_workdir(example, tmp_path, monkeypatc
                      ('', r"workdir='' is empty"),
                      (tmp_path / 'nope', r'nope: no such folder; pass the folder aesthetics'),
                      (photo, r'photo.jpg: a file, not a folder'),
-                     (wd / 'checkpoints', r'no config.json here but in its parent; pass ')):
+                     (wd / 'checkpoints', r'no config.json here but in its parent; pass '),
+                     (tmp_path, r'no config.json, so not a training workdir; pass the folder'),
+                     (f'{wd}\n', r"mnv2\\n': no such folder")):
     with pytest.raises(checkpoint_errors.WorkdirError, match=match) as e:
       aesthetics_jax.load(bad)
     assert '\n' not in str(e.value)
