@@ -16,7 +16,9 @@ file, the key, and the fix.
 import json
 import math
 import os
+import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -214,6 +216,29 @@ def torch_to_flax(state: Mapping[str, np.ndarray], arch: Optional[str] = None,
 # Files
 # ---------------------------------------------------------------------------------------
 
+def _first_line(e: BaseException) -> str:
+  """The first line of an error, without terminal colour codes (torch's weights_only errors
+  bold some words); a long one cut to its first sentence ("... This is an internal miniz
+  error. If you are seeing this error, ...")."""
+  text = re.sub(r'\x1b\[[0-9;]*m', '', str(e)).strip()
+  line = text.splitlines()[0] if text else ''
+  if len(line) > 120:
+    line = line.split('. ')[0]
+  return line if len(line) <= 160 else line[:157] + '...'
+
+
+def _unpickling_problem(path: Path, e: BaseException) -> str:
+  """The one line for a .pth that torch.load(weights_only=True) refused."""
+  found = re.search(r'GLOBAL ([\w.]+)', str(e))
+  if found:  # pickled Python objects, not only tensors: torch.save(model), numpy arrays ...
+    return (f'{path}: a pickled {found[1]} object (torch.save(model)?), not a state_dict of '
+            'tensors; unpickling it could run code, so it is refused: if you trust the file, '
+            "torch.save(torch.load(f, weights_only=False).state_dict(), 'w.pth') and pass w.pth")
+  # torch's own text suggests weights_only=False, which is no fix for a damaged file.
+  return (f'{path}: not a readable torch checkpoint (damaged, truncated, or not written by '
+          'torch.save); download or export it again')
+
+
 def _read_pth(path: Path) -> dict[str, np.ndarray]:
   try:
     import torch  # pylint: disable=g-import-not-at-top
@@ -221,9 +246,13 @@ def _read_pth(path: Path) -> dict[str, np.ndarray]:
     raise PretrainedError(f'{path}: reading .pth needs torch; {TORCH_HINT}') from None
   try:
     obj = torch.load(str(path), map_location='cpu', weights_only=True)
+  except OSError:
+    raise
+  except pickle.UnpicklingError as e:
+    raise PretrainedError(_unpickling_problem(path, e)) from None
   except Exception as e:  # corrupt / non-checkpoint file
     raise PretrainedError(f'{path}: not a readable torch checkpoint ({type(e).__name__}: '
-                          f'{str(e).splitlines()[0] if str(e) else ""})') from None
+                          f'{_first_line(e)})') from None
   for k in ('state_dict', 'model', 'model_state_dict'):
     if isinstance(obj, dict) and isinstance(obj.get(k), dict):
       obj = obj[k]
@@ -274,6 +303,11 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     raise PretrainedError(f'{path}: weights file not found')
   ext = path.suffix.lower()
   try:
+    if path.stat().st_size == 0:  # else "EOFError: " or "header too small"
+      raise PretrainedError(f'{path}: an empty file (0 bytes); download or convert it again')
+    if ext == '.npz' and not zipfile.is_zipfile(path):  # np.load would try it as a pickle
+      raise PretrainedError(f'{path}: not a .npz file (no zip archive: damaged, truncated, '
+                            'or another format); convert it again')
     if ext in ('.pth', '.pt'):
       return _read_pth(path)
     if ext == '.safetensors':
@@ -286,7 +320,7 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     raise
   except Exception as e:
     raise PretrainedError(f'{path}: cannot read weights ({type(e).__name__}: '
-                          f'{str(e).splitlines()[0] if str(e) else ""})') from None
+                          f'{_first_line(e)})') from None
   raise PretrainedError(f'{path}: unknown weights extension {ext!r}; use .pth, .safetensors '
                         'or .npz')
 

@@ -1,0 +1,89 @@
+"""Weight import on the files users really pass: damaged, wrapped, pickled, foreign, lying
+sidecars, odd paths. Each file is made here, small; errors are one line naming the file."""
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from aesthetics_jax.models import pretrained
+
+FIXTURES = Path(__file__).parent / 'fixtures'
+MNV2_FILE = FIXTURES / 'mobilenet_v2_w025.safetensors'   # torchvision keys, float16
+VGG_FILE = FIXTURES / 'vgg_tiny.safetensors'
+ROOT = Path(__file__).parents[1]
+
+
+def _raw(path=MNV2_FILE) -> dict[str, np.ndarray]:
+  return dict(load_file(str(path)))
+
+
+def _torch_state(raw=None):
+  torch = pytest.importorskip('torch')
+  return {k: torch.from_numpy(np.array(v)) for k, v in (raw or _raw()).items()}
+
+
+def _error(fn, *needles) -> str:
+  with pytest.raises(pretrained.PretrainedError) as e:
+    fn()
+  msg = str(e.value)
+  assert '\n' not in msg and '\x1b' not in msg, msg
+  for n in needles:
+    assert n in msg, (n, msg)
+  return msg
+
+
+def _same_as_fixture(path, arch='mobilenet_v2', ref=MNV2_FILE):
+  flat, meta = pretrained.read_weights(path, arch)
+  want, _ = pretrained.read_weights(ref, arch)
+  assert meta['arch'] == arch and set(flat) == set(want)
+  for k in want:
+    np.testing.assert_array_equal(flat[k], want[k], err_msg=k)
+  return meta
+
+
+def _convert_cli(*args) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, '-m', 'launch.convert_weights', *args],
+                        capture_output=True, text=True, cwd=ROOT)
+
+
+# --- .pth files that torch.load(weights_only=True) refuses, and empty or non-zip files ----
+
+def test_pickled_whole_model_is_refused_with_the_fix(tmp_path):
+  torch = pytest.importorskip('torch')
+  torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), tmp_path / 'model.pth')
+  # Was "not a readable torch checkpoint (UnpicklingError: Weights only load failed. This
+  # file can still be loaded, ... \x1b[1mdo those steps ...)", terminal codes included.
+  _error(lambda: pretrained.read_weights(tmp_path / 'model.pth'),
+         str(tmp_path / 'model.pth'), 'a pickled torch.nn.modules.container.Sequential object',
+         'torch.save(model)?', '.state_dict()')
+  r = _convert_cli('--arch=mobilenet_v2', f'--source={tmp_path / "model.pth"}',
+                   f'--out={tmp_path / "out"}')
+  assert r.returncode == 1 and r.stderr.count('\n') == 1, r.stderr
+  assert 'Traceback' not in r.stderr and '\x1b' not in r.stderr and 'a pickled' in r.stderr
+  assert not (tmp_path / 'out').exists()
+
+
+def test_random_bytes_pth_does_not_suggest_weights_only_false(tmp_path):
+  pytest.importorskip('torch')
+  (tmp_path / 'w.pth').write_bytes(np.random.default_rng(0).bytes(4096))
+  msg = _error(lambda: pretrained.read_weights(tmp_path / 'w.pth'), 'w.pth',
+               'not a readable torch checkpoint', 'damaged')
+  assert 'weights_only' not in msg  # torch's advice: unsafe, and no fix for a damaged file
+
+
+@pytest.mark.parametrize('ext', ['pth', 'safetensors', 'npz'])
+def test_empty_file(tmp_path, ext):
+  (tmp_path / f'w.{ext}').write_bytes(b'')
+  _error(lambda: pretrained.read_weights(tmp_path / f'w.{ext}'), f'w.{ext}: an empty file')
+
+
+def test_npz_that_is_not_a_zip_is_not_read_as_a_pickle(tmp_path):
+  (tmp_path / 'w.npz').write_bytes(b'garbage, not a zip')
+  # Was numpy's "This file contains pickled (object) data. If you trust the file you can
+  # load it unsafely using the `allow_pickle=` keyword argument".
+  msg = _error(lambda: pretrained.read_weights(tmp_path / 'w.npz'), 'w.npz: not a .npz file')
+  assert 'pickle' not in msg
