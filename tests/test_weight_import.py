@@ -87,3 +87,27 @@ def test_npz_that_is_not_a_zip_is_not_read_as_a_pickle(tmp_path):
   # load it unsafely using the `allow_pickle=` keyword argument".
   msg = _error(lambda: pretrained.read_weights(tmp_path / 'w.npz'), 'w.npz: not a .npz file')
   assert 'pickle' not in msg
+
+
+# --- training checkpoints that wrap the state_dict -----------------------------------------
+
+@pytest.mark.parametrize('wrap', ['model_ema', 'module', 'net', 'nested', 'timm_train'])
+def test_wrapped_state_dicts_load(tmp_path, wrap):
+  torch = pytest.importorskip('torch')
+  sd = _torch_state()
+  obj = {'model_ema': {'model_ema': sd, 'epoch': 3},  # was 'holds no arrays'
+         'module': {'module': sd}, 'net': {'net': sd, 'optimizer': {'lr': 0.1}},
+         'nested': {'checkpoint': {'weights': sd}, 'epoch': 3},  # one dict of tensors inside
+         # timm's train.py saves its flags as an argparse.Namespace: was an UnpicklingError
+         'timm_train': {'state_dict': sd, 'args': argparse.Namespace(lr=0.1), 'epoch': 3},
+         }[wrap]
+  torch.save(obj, tmp_path / 'w.pth')
+  _same_as_fixture(tmp_path / 'w.pth')
+
+
+def test_dict_without_a_state_dict_names_its_keys(tmp_path):
+  torch = pytest.importorskip('torch')
+  torch.save({'epoch': 3, 'a': {'x': torch.zeros(2)}, 'b': {'y': torch.zeros(2)}},
+             tmp_path / 'w.pth')
+  _error(lambda: pretrained.read_weights(tmp_path / 'w.pth'),  # was 'holds no arrays'
+         "w.pth: a dict of 'epoch', 'a', 'b' with no tensors", 'model.state_dict()')

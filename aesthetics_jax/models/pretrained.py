@@ -216,6 +216,12 @@ def torch_to_flax(state: Mapping[str, np.ndarray], arch: Optional[str] = None,
 # Files
 # ---------------------------------------------------------------------------------------
 
+# Keys under which training code wraps a state_dict: torch's examples, Lightning, timm's
+# train.py (`state_dict`, `state_dict_ema`), DDP / EMA helpers. The first present wins.
+_WRAPPER_KEYS = ('state_dict', 'model', 'model_state_dict', 'model_state', 'module', 'net',
+                 'network', 'model_ema', 'state_dict_ema', 'ema')
+
+
 def _first_line(e: BaseException) -> str:
   """The first line of an error, without terminal colour codes (torch's weights_only errors
   bold some words); a long one cut to its first sentence ("... This is an internal miniz
@@ -239,13 +245,37 @@ def _unpickling_problem(path: Path, e: BaseException) -> str:
           'torch.save); download or export it again')
 
 
+def _unwrap(obj: Any, path: Path) -> dict:
+  """The state_dict inside a training checkpoint ({'state_dict': ...}, {'model': ...})."""
+  for _ in range(3):  # e.g. {'model': {'state_dict': ...}}
+    if not isinstance(obj, dict) or not obj or any(hasattr(v, 'numpy') for v in obj.values()):
+      break
+    key = next((k for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+    if key is None:
+      nested = [k for k, v in obj.items() if isinstance(v, dict)]  # the one dict inside
+      if len(nested) != 1:
+        keys = ', '.join(repr(k) for k in list(obj)[:6])
+        raise PretrainedError(
+            f'{path}: a dict of {keys}{" ..." if len(obj) > 6 else ""} with no tensors at its '
+            'top level and no one state_dict inside; save model.state_dict() and pass that')
+      key = nested[0]
+    obj = obj[key]
+  if not isinstance(obj, dict):
+    raise PretrainedError(f'{path}: expected a state_dict, got {type(obj).__name__}')
+  return obj
+
+
 def _read_pth(path: Path) -> dict[str, np.ndarray]:
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
     raise PretrainedError(f'{path}: reading .pth needs torch; {TORCH_HINT}') from None
+  import argparse  # pylint: disable=g-import-not-at-top
   try:
-    obj = torch.load(str(path), map_location='cpu', weights_only=True)
+    # timm's and many training scripts' checkpoints keep their argparse flags beside the
+    # weights; a Namespace only sets attributes when unpickled.
+    with torch.serialization.safe_globals([argparse.Namespace]):
+      obj = torch.load(str(path), map_location='cpu', weights_only=True)
   except OSError:
     raise
   except pickle.UnpicklingError as e:
@@ -253,11 +283,7 @@ def _read_pth(path: Path) -> dict[str, np.ndarray]:
   except Exception as e:  # corrupt / non-checkpoint file
     raise PretrainedError(f'{path}: not a readable torch checkpoint ({type(e).__name__}: '
                           f'{_first_line(e)})') from None
-  for k in ('state_dict', 'model', 'model_state_dict'):
-    if isinstance(obj, dict) and isinstance(obj.get(k), dict):
-      obj = obj[k]
-  if not isinstance(obj, dict):
-    raise PretrainedError(f'{path}: expected a state_dict, got {type(obj).__name__}')
+  obj = _unwrap(obj, path)
   odd = [k for k in obj if not isinstance(k, str)]
   if odd:  # a state_dict's keys are parameter names; anything else is some other dict
     raise PretrainedError(f'{path}: a dict with non-string keys such as {odd[0]!r}, not a '
