@@ -111,3 +111,53 @@ def test_dict_without_a_state_dict_names_its_keys(tmp_path):
              tmp_path / 'w.pth')
   _error(lambda: pretrained.read_weights(tmp_path / 'w.pth'),  # was 'holds no arrays'
          "w.pth: a dict of 'epoch', 'a', 'b' with no tensors", 'model.state_dict()')
+
+
+# --- timm's names for the same networks (README: timm .safetensors files load too) ---------
+
+def _timm_keys(name: str) -> list[tuple[str, tuple]]:
+  """timm 1.0.31's state_dict keys and shapes, in order (tests/fixtures/timm_keys.json)."""
+  import json
+  return [(k, tuple(s)) for k, s in
+          json.loads((FIXTURES / 'timm_keys.json').read_text())[name]]
+
+
+@pytest.mark.parametrize('name,arch', [('mobilenetv2_100', 'mobilenet_v2'), ('vgg16', 'vgg16')])
+def test_timm_full_size_names_convert_as_torchvisions(name, arch):
+  from aesthetics_jax.models import fake_imagenet
+  timm = dict(_timm_keys(name))
+  want = pretrained.torch_to_flax_shapes(fake_imagenet.layout(arch), arch)
+  assert pretrained.torch_to_flax_shapes(timm, arch) == want
+
+
+def _as_timm(raw: dict, name: str, arch: str, width: float, **kw) -> dict:
+  """The torchvision-keyed `raw` under timm's names: both list a network's layers in the same
+  order (checked at full size by the test above)."""
+  from aesthetics_jax.models import fake_imagenet
+  tv = list(fake_imagenet.layout(arch, width, **kw))
+  timm = _timm_keys(name)
+  assert len(tv) == len(timm)
+  out = {}
+  for (k, shape), t in zip(timm, tv):
+    v = raw[t]
+    out[k] = v.reshape(v.shape[0], -1, *shape[2:]) if len(shape) == 4 and v.ndim == 2 else v
+  return out
+
+
+def test_timm_safetensors_load_as_the_torchvision_files(tmp_path):
+  from safetensors.numpy import save_file
+  save_file(_as_timm(_raw(), 'mobilenetv2_100', 'mobilenet_v2', 0.25),
+            str(tmp_path / 'mnv2.safetensors'))
+  # Was "keys such as ['bn1.bias', ...] are not a torchvision mobilenet_v2 or vgg16 state_dict"
+  assert _same_as_fixture(tmp_path / 'mnv2.safetensors')['width_mult'] == 0.25
+  vgg = _as_timm(_raw(VGG_FILE), 'vgg16', 'vgg16', 0.0625, fc_dim=32)
+  assert vgg['pre_logits.fc1.weight'].shape == (32, 32, 7, 7)  # fc6 as timm's 7x7 conv
+  save_file(vgg, str(tmp_path / 'vgg.safetensors'))
+  _same_as_fixture(tmp_path / 'vgg.safetensors', 'vgg16', VGG_FILE)
+
+
+def test_foreign_keys_name_the_file(tmp_path):
+  from safetensors.numpy import save_file
+  save_file({'conv1.weight': np.zeros((4, 3, 3, 3), np.float32)}, str(tmp_path / 'r.safetensors'))
+  _error(lambda: pretrained.read_weights(tmp_path / 'r.safetensors'),  # the file was unsaid
+         f'{tmp_path / "r.safetensors"}: keys such as', 'not a torchvision or timm')

@@ -2,7 +2,8 @@
 
 Files:
   - raw torchvision state_dicts: `.pth`/`.pt` (needs the optional torch extra, imported
-    lazily here only), `.safetensors` (read with safetensors.numpy, no torch), `.npz`;
+    lazily here only), `.safetensors` (read with safetensors.numpy, no torch), `.npz`; timm's
+    `mobilenetv2_100` (_035 ... _140) / `vgg16` names become torchvision's (`_from_timm`);
   - converted files (`launch/convert_weights.py`): `.npz` (or `.safetensors`) whose keys are
     '/'-joined Flax paths such as `params/encoder/features_0/conv/kernel`, plus `<file>.json`
     describing arch and width.
@@ -100,7 +101,7 @@ def _vgg_module(key: str) -> tuple[str, str, str]:
   raise KeyError(key)
 
 
-def detect_arch(keys: Iterable[str]) -> str:
+def detect_arch(keys: Iterable[str], source: str = '<state_dict>') -> str:
   """'mobilenet_v2' if the torch keys have inverted-residual `.conv.` blocks, else 'vgg16'."""
   keys = list(keys)
   if any(re.fullmatch(r'features\.\d+\.conv\.\d+.*', k) for k in keys):
@@ -108,7 +109,8 @@ def detect_arch(keys: Iterable[str]) -> str:
   if any(re.fullmatch(r'features\.\d+\.weight', k) for k in keys):
     return 'vgg16'
   raise PretrainedError(
-      f'keys such as {keys[:2]} are not a torchvision mobilenet_v2 or vgg16 state_dict')
+      f'{source}: keys such as {keys[:2]} are not a torchvision or timm mobilenet_v2 or vgg16 '
+      'state_dict')
 
 
 def _strip_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -117,6 +119,61 @@ def _strip_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
     if state and all(k.startswith(p) for k in state):
       state = {k[len(p):]: v for k, v in state.items()}
   return dict(state)
+
+
+# timm's names for the same layers (`timm.create_model('mobilenetv2_100' | 'vgg16')`, whose
+# `.tv_in1k` VGG16 weights are torchvision's): MobileNetV2 blocks numbered per stage, their
+# convs named by role; VGG's fc6/fc7 as 7x7 / 1x1 convs. Checked against timm 1.0.31.
+_TIMM_DS = {'conv_dw': 'conv.0.0', 'bn1': 'conv.0.1', 'conv_pw': 'conv.1', 'bn2': 'conv.2'}
+_TIMM_IR = {'conv_pw': 'conv.0.0', 'bn1': 'conv.0.1', 'conv_dw': 'conv.1.0', 'bn2': 'conv.1.1',
+            'conv_pwl': 'conv.2', 'bn3': 'conv.3'}
+
+
+def _flatten_rows(v: Any) -> Any:
+  """(out, C, H, W) conv weight → (out, C*H*W) Linear weight, in torch's NCHW flatten order;
+  for a shape tuple, the shape."""
+  if isinstance(v, tuple):
+    return (v[0], math.prod(v[1:])) if len(v) > 1 else v
+  return np.reshape(v, (np.shape(v)[0], -1)) if np.ndim(v) > 1 else v
+
+
+def _from_timm(state: dict[str, Any]) -> dict[str, Any]:
+  """timm keys → torchvision keys (anything else unchanged, for the usual key errors)."""
+  if 'conv_stem.weight' in state:  # MobileNetV2
+    blocks = sorted({(int(m[1]), int(m[2])) for k in state
+                     if (m := re.match(r'blocks\.(\d+)\.(\d+)\.', k))})
+    index = {b: i + 1 for i, b in enumerate(blocks)}  # features.0 is the stem
+    head = len(blocks) + 1
+    fixed = {'conv_stem': 'features.0.0', 'bn1': 'features.0.1', 'conv_head': f'features.{head}.0',
+             'bn2': f'features.{head}.1', 'classifier': 'classifier.1'}
+    out = {}
+    for k, v in state.items():
+      m = re.fullmatch(r'blocks\.(\d+)\.(\d+)\.(\w+)\.(\w+)', k)
+      if m:
+        s, b = int(m[1]), int(m[2])
+        names = _TIMM_IR if f'blocks.{s}.{b}.conv_pwl.weight' in state else _TIMM_DS
+        if m[3] in names:
+          k = f'features.{index[s, b]}.{names[m[3]]}.{m[4]}'
+      elif (m := re.fullmatch(r'(\w+)\.(\w+)', k)) and m[1] in fixed:
+        k = f'{fixed[m[1]]}.{m[2]}'
+      out[k] = v
+    return out
+  if 'pre_logits.fc1.weight' in state:  # VGG: ConvMlp fc1 (7x7 conv), fc2 (1x1), head.fc
+    names = {'pre_logits.fc1': 'classifier.0', 'pre_logits.fc2': 'classifier.3',
+             'head.fc': 'classifier.6'}
+    out = {}
+    for k, v in state.items():
+      module, _, leaf = k.rpartition('.')
+      if module in names:
+        k, v = f'{names[module]}.{leaf}', _flatten_rows(v) if leaf == 'weight' else v
+      out[k] = v
+    return out
+  return state
+
+
+def _canonical(state: Mapping[str, Any]) -> dict[str, Any]:
+  """A state_dict's keys as torchvision names them: wrapper prefixes off, timm renamed."""
+  return _from_timm(_strip_prefix(state))
 
 
 # Rank each transform needs (torchvision layout), for a one-line error on a damaged file.
@@ -128,7 +185,7 @@ def _plan(shapes: Mapping[str, tuple], arch: str, source: str = '<state_dict>'):
   """[(torch key, flax key, transform, meta)] for every convertible torch parameter."""
   if arch not in ARCHS:
     raise PretrainedError(f'--arch={arch!r}: use one of {ARCHS}')
-  found = detect_arch(shapes)
+  found = detect_arch(shapes, source)
   if found != arch:
     raise PretrainedError(f'{source}: holds {found} weights, not {arch}; pass --arch={found}')
   expanded = {int(m[1]) for k in shapes
@@ -197,7 +254,7 @@ def _transform(x: np.ndarray, transform: str, meta: dict, source: str, key: str)
 
 def torch_to_flax_shapes(shapes: Mapping[str, Sequence[int]], arch: str) -> dict[str, tuple]:
   """torch state_dict shapes → {flax key: shape} (no arrays needed)."""
-  shapes = {k: tuple(v) for k, v in _strip_prefix(shapes).items()}
+  shapes = _canonical({k: tuple(v) for k, v in shapes.items()})
   return {fk: _transform_shape(shapes[tk], t, meta, '<shapes>', tk)
           for tk, fk, t, meta in _plan(shapes, arch)}
 
@@ -205,8 +262,8 @@ def torch_to_flax_shapes(shapes: Mapping[str, Sequence[int]], arch: str) -> dict
 def torch_to_flax(state: Mapping[str, np.ndarray], arch: Optional[str] = None,
                   source: str = '<state_dict>') -> dict[str, np.ndarray]:
   """torchvision state_dict (numpy arrays) → {'/'-joined flax key: float32 array}."""
-  state = _strip_prefix(state)
-  arch = arch or detect_arch(state)
+  state = _canonical(state)
+  arch = arch or detect_arch(state, source)
   shapes = {k: tuple(np.shape(v)) for k, v in state.items()}
   return {fk: _transform(state[tk], t, meta, source, tk)
           for tk, fk, t, meta in _plan(shapes, arch, source)}
@@ -414,7 +471,7 @@ def read_weights(path: str | os.PathLike, arch: Optional[str] = None
     if arch and meta['arch'] != arch:
       raise PretrainedError(f'{path}: holds {meta["arch"]} weights, not {arch}')
   else:
-    found = detect_arch(_strip_prefix(arrays)) if arrays else None
+    found = detect_arch(_canonical(arrays), str(path)) if arrays else None
     if found is None:
       raise PretrainedError(f'{path}: holds no arrays')
     flat = torch_to_flax(arrays, arch or found, str(path))
