@@ -111,6 +111,14 @@ def _check_top_k(top_k: Any) -> int:
   return int(top_k)
 
 
+def _check_errors(errors: Any) -> bool:
+  """errors= of score/cam: True for 'keep'."""
+  if errors not in ('raise', 'keep'):
+    raise ValueError(f"errors={errors!r}: use 'raise' (stop at an image that cannot be read) "
+                     "or 'keep' (its {'error': ...} in its place, the others scored)")
+  return errors == 'keep'
+
+
 def _check_aspect(aspect: Any) -> str | float | None:
   """None (no aspect window) or a valid aspect: 0, '' or False were falsy, so read as None,
   and gave no 'crop' box (crop(): the suggested box) instead of an error."""
@@ -419,17 +427,31 @@ class Model:
     whole = work.image if not work.reduced else (to_array(x) if full else None)
     return _Image(work.size, work.image, whole)
 
-  def _batches(self, x: ImageLike | Images) -> Iterator[list[_Image]]:
+  def _batches(self, x: ImageLike | Images, keep: bool = False
+               ) -> Iterator[list[_Image | str]]:
     """The images of `x` (one, or a list), loaded `batch_size` at a time as they are scored:
     loading the whole list first held every working copy at once (memory grew with the
     list). Their model inputs only: a large file's full-resolution decode (1.3 GB for 10k x
-    10k, where the working copy takes 333 MB) is for crops and overlays."""
+    10k, where the working copy takes 333 MB) is for crops and overlays. `keep`: an image of
+    a list that cannot be read is its one-line error (a str) in its place, not a ValueError."""
     if isinstance(x, (set, frozenset)):  # its order is not the caller's: results unmatchable
       raise ValueError(f'images given as a {type(x).__name__}, which has no order: pass a list '
                        '(e.g. sorted(...)); results come in its order')
+    keep = keep and _is_batch(x)
+
+    def attempt(i: int, fn, *args, **kwargs):
+      try:
+        return _at(i, fn, *args, **kwargs)
+      except ValueError as e:
+        if not keep:
+          raise
+        return str(e)
+
+    bad: dict[int, str] = {}
     if isinstance(x, (list, tuple)):
       for i, v in enumerate(x):
-        _at(i, _precheck, v)
+        if (problem := attempt(i, _precheck, v)) is not None:
+          bad[i] = problem
     # A generator is pulled batch_size items at a time (it was 'image array of dtype object').
     xs = iter(x) if _is_batch(x) else iter([x])
     batch = list(itertools.islice(xs, self.batch_size))
@@ -438,7 +460,8 @@ class Model:
     done = 0
     while batch:
       if _is_batch(x):
-        yield [_at(done + i, self._load, v, full=False) for i, v in enumerate(batch)]
+        yield [bad[done + i] if done + i in bad else attempt(done + i, self._load, v, full=False)
+               for i, v in enumerate(batch)]
       else:
         yield [self._load(batch[0], full=False)]
       done += len(batch)
@@ -474,37 +497,53 @@ class Model:
 
   # -- public ---------------------------------------------------------------------------------
 
-  def score(self, x: ImageLike | Images,
-            top_k: int = records.DEFAULT_TOP_K) -> dict | list[dict]:
+  def score(self, x: ImageLike | Images, top_k: int = records.DEFAULT_TOP_K,
+            errors: str = 'raise') -> dict | list[dict]:
     """Mean score, score_std, distribution [10], p_high, label and the top_k tags
-    ({id, name, prob}) of MobileNetV2; p_high and label of VGG16. A list gives a list."""
+    ({id, name, prob}) of MobileNetV2; p_high and label of VGG16. A list gives a list.
+    errors='keep': an image of a list that cannot be read (corrupt, missing, too small) is
+    `{'error': 'images[i]: ...'}` in its place and the others are scored; 'raise' (default):
+    the call stops with that ValueError."""
     top_k = _check_top_k(top_k)
+    keep = _check_errors(errors)
     out = []
-    for batch in self._batches(x):
-      pred, _, _, _ = self._maps([im.model for im in batch], ('aesthetic',))
-      out += [records.score_fields(pred, i, self.arch, self.predictor.tag_names, top_k)
-              for i in range(len(batch))]
+    for batch in self._batches(x, keep):
+      good = [im for im in batch if not isinstance(im, str)]
+      if good:
+        pred, _, _, _ = self._maps([im.model for im in good], ('aesthetic',))
+      rows = iter(range(len(good)))
+      out += [{'error': im} if isinstance(im, str) else
+              records.score_fields(pred, next(rows), self.arch, self.predictor.tag_names, top_k)
+              for im in batch]
     return out if _is_batch(x) else out[0]
 
   def cam(self, x: ImageLike | Images, target: str | Sequence[str] = 'aesthetic',
-          method: str | None = None, layer: str | Sequence[str] | None = None):
+          method: str | None = None, layer: str | Sequence[str] | None = None,
+          errors: str = 'raise'):
     """Map(s) at each image's size, f32 in [0, 1] (min-max per map; all zero when the map
     points nowhere). target: a name → [H, W] ('bucket' → [10, H, W]); a list of names →
-    {name: map}, all from one forward pass. A list of images gives a list."""
+    {name: map}, all from one forward pass. A list of images gives a list. errors='keep': an
+    image of a list that cannot be read is `{'error': 'images[i]: ...'}` in its place."""
     _check_names(target, 'target', self._example(several=True))
     targets = [target] if isinstance(target, str) else list(target)
     names = tuple(self._target(t) for t in targets)
     self._check_targets(names)  # before any image is read
+    keep = _check_errors(errors)
     out = []
-    for batch in self._batches(x):
-      _, maps, _, _ = self._maps([im.model for im in batch], names, method, layer)
+    for whole in self._batches(x, keep):
+      batch = [im for im in whole if not isinstance(im, str)]
+      if batch:
+        _, maps, _, _ = self._maps([im.model for im in batch], names, method, layer)
+      results = []
       for i, im in enumerate(batch):
         by_target = {}
         for t, n in zip(targets, names):
           m = np.stack([maps[label][i] for label in cam_lib.target_names(self.arch, n)])
           m = crop_lib.resize_maps(np.asarray(cam_lib.normalize(m, 'per_image')), im.size)
           by_target[t] = m if n == 'bucket' else m[0]
-        out.append(by_target[target] if isinstance(target, str) else by_target)
+        results.append(by_target[target] if isinstance(target, str) else by_target)
+      rows = iter(results)
+      out += [{'error': im} if isinstance(im, str) else next(rows) for im in whole]
     return out if _is_batch(x) else out[0]
 
   def _boxes(self, image: _Image, target: str, method, layer, threshold, aspect) -> dict:

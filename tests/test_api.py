@@ -697,3 +697,31 @@ def test_an_array_like_that_numpy_cannot_read_is_one_line():
     with pytest.raises(ValueError, match=match + r'.*x.detach\(\).cpu\(\).numpy\(\)') as e:
       api.to_array(x)
     assert '\n' not in str(e.value)
+
+
+def test_errors_keep_scores_the_rest_of_a_list(example, tmp_path, monkeypatch):
+  """A corrupt file in a list stopped score/cam when its batch came, the results of every image
+  before it lost (scoring a folder of 10,000 photos with one broken file gave nothing).
+  errors='keep' puts its one-line error in its place and scores the others, identically."""
+  ns, _, photo = example
+  m = ns['m']
+  monkeypatch.setattr(m, 'batch_size', 2)
+  good = np.random.default_rng(3).integers(0, 255, (H, W, 3), np.uint8)
+  images = [str(photo), b'not an image', good, str(tmp_path / 'nope.jpg'),
+            np.zeros((4, 4, 3), np.uint8), good]
+  got = m.score(images, errors='keep')
+  assert [sorted(r) == ['error'] for r in got] == [False, True, False, True, True, False]
+  assert got[1]['error'].startswith('images[1]: image bytes: not an image')
+  assert 'images[3]: ' in got[3]['error'] and 'nope.jpg' in got[3]['error']
+  assert got[4]['error'].startswith('images[4]: image array of 4x4 px')
+  alone = m.score([str(photo), good, good])
+  for a, b in zip([got[0], got[2], got[5]], alone):
+    assert a.keys() == b.keys() and np.allclose(a['p_high'], b['p_high'], atol=1e-6)
+  maps = m.cam(images, target=['aesthetic', 'low'], errors='keep')
+  assert maps[1] == {'error': got[1]['error']} and maps[0]['low'].shape == (H, W)
+  assert np.allclose(maps[2]['aesthetic'], m.cam(good), atol=1e-6)
+  assert m.cam((x for x in images[:2]), errors='keep')[1] == {'error': got[1]['error']}
+  with pytest.raises(ValueError, match=r'images\[3\]: .*nope.jpg: no such file'):
+    m.score(images)  # the default still stops (the missing file found before any decoding)
+  with pytest.raises(ValueError, match=r"errors='skip': use 'raise' .* or 'keep'"):
+    m.score(images, errors='skip')
