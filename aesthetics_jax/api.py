@@ -372,6 +372,10 @@ class Model:
       raise ValueError(f'target={target!r}: pass a target name, e.g. {self._example()}; '
                        f'targets: {self.targets}')
     t = target.strip()
+    # The family part as any case ('High', 'Tag:Floral', 'BUCKET:3'): tag names and methods
+    # were case-blind already, 'High' was an error.
+    head, colon, rest = t.partition(':')
+    t = head.lower() + colon + rest
     if t == 'high':
       return 'aesthetic'
     # Not for VGG16, which has no tags: its error names what the user typed ('tag:Floral',

@@ -725,3 +725,13 @@ def test_errors_keep_scores_the_rest_of_a_list(example, tmp_path, monkeypatch):
     m.score(images)  # the default still stops (the missing file found before any decoding)
   with pytest.raises(ValueError, match=r"errors='skip': use 'raise' .* or 'keep'"):
     m.score(images, errors='skip')
+
+
+def test_target_names_are_case_blind(example):
+  """'High' or 'Tag:Floral' were errors, though tag names and methods were case-blind."""
+  ns, _, photo = example
+  m = ns['m']
+  a = m.cam(str(photo), target=['aesthetic', 'low', 'bucket:3', 'tag:Floral'])
+  b = m.cam(str(photo), target=['High', 'LOW', 'Bucket:3', 'Tag:floral'])
+  for x, y in zip(a.values(), b.values()):
+    assert np.array_equal(x, y)
