@@ -161,3 +161,43 @@ def test_foreign_keys_name_the_file(tmp_path):
   save_file({'conv1.weight': np.zeros((4, 3, 3, 3), np.float32)}, str(tmp_path / 'r.safetensors'))
   _error(lambda: pretrained.read_weights(tmp_path / 'r.safetensors'),  # the file was unsaid
          f'{tmp_path / "r.safetensors"}: keys such as', 'not a torchvision or timm')
+
+
+# --- a state_dict of another depth, or with layers missing ------------------------------
+
+def test_other_vgg_depth_is_refused_at_conversion(tmp_path):
+  raw = _raw(VGG_FILE)
+  raw['features.16.weight'] = np.zeros((32, 32, 3, 3), np.float16)  # VGG19 has a conv here
+  raw['features.16.bias'] = np.zeros(32, np.float16)
+  np.savez(tmp_path / 'vgg19.npz', **raw)
+  # Was converted, then at training 'unexpected key params/encoder/features_16/bias not in
+  # the model; file holds arch=vgg16 ...: set config.model.arch/width_mult to match'.
+  _error(lambda: pretrained.convert_file(tmp_path / 'vgg19.npz', tmp_path / 'out', 'vgg16'),
+         "vgg19.npz: key 'features.16.bias' (and 1 more) is not in torchvision's vgg16",
+         'vgg19')
+  assert not (tmp_path / 'out').exists()
+
+
+def test_vgg16_bn_is_named_not_called_damaged(tmp_path):
+  raw = _raw(VGG_FILE)
+  raw['features.1.running_mean'] = np.zeros(4, np.float16)  # vgg16_bn: a BatchNorm at 1
+  np.savez(tmp_path / 'bn.npz', **raw)
+  msg = _error(lambda: pretrained.read_weights(tmp_path / 'bn.npz'), 'bn.npz', 'vgg*_bn')
+  assert 'damaged' not in msg
+
+
+def test_state_dict_with_a_layer_missing_is_refused(tmp_path):
+  raw = _raw()
+  del raw['features.3.conv.2.weight']
+  np.savez(tmp_path / 'part.npz', **raw)
+  # Was written with width_mult=None; training then blamed config.model.width_mult.
+  _error(lambda: pretrained.convert_file(tmp_path / 'part.npz', tmp_path / 'out'),
+         'part.npz: no features.3.conv.2.weight of torchvision\'s mobilenet_v2', 'incomplete')
+
+
+def test_headless_and_old_state_dicts_still_load(tmp_path):
+  raw = {k: v for k, v in _raw().items()  # no classifier, no BN counters (pre-1.0 torch)
+         if not k.startswith('classifier.') and not k.endswith('num_batches_tracked')}
+  np.savez(tmp_path / 'headless.npz', **raw)
+  flat, meta = pretrained.read_weights(tmp_path / 'headless.npz')
+  assert meta['width_mult'] == 0.25 and not any('classifier' in k for k in flat)

@@ -451,6 +451,33 @@ def _read_sidecar(side: Path, path: Path) -> dict:
   return meta
 
 
+# What else a file of the detected family may be, for the error naming a key it should not have.
+_VARIANTS = {'vgg16': "vgg11 / vgg13 / vgg19, or a BatchNorm vgg*_bn",
+             'mobilenet_v2': "a deeper timm mobilenetv2_110d / _120d, or another network"}
+
+
+def _check_layout(keys: Iterable[str], arch: str, source: str) -> None:
+  """torchvision's `arch` has exactly these keys: another VGG depth was converted as vgg16
+  (its extra convs then 'not in the model' at training), and a state_dict with a layer
+  missing was written with width_mult=None. The classifiers and BN counters may be absent
+  (headless exports, old files); whether the model needs fc6/fc7 is load_pretrained's to say.
+  """
+  from aesthetics_jax.models import fake_imagenet  # pylint: disable=import-outside-toplevel
+  expected = list(fake_imagenet.layout(arch))  # key names do not depend on the width
+  keys = set(keys)
+  unexpected = sorted(keys - set(expected))
+  if unexpected:
+    raise PretrainedError(
+        f'{source}: key {unexpected[0]!r}{_more(unexpected)} is not in torchvision\'s {arch} '
+        f'(is it {_VARIANTS[arch]}?); pass {arch} weights')
+  missing = [k for k in expected if k not in keys and k.startswith('features.')
+             and not k.endswith('.num_batches_tracked')]
+  if missing:
+    raise PretrainedError(
+        f'{source}: no {missing[0]}{_more(missing)} of torchvision\'s {arch}: the file is '
+        'incomplete (a partial or truncated export); save the whole model.state_dict() again')
+
+
 def read_weights(path: str | os.PathLike, arch: Optional[str] = None
                  ) -> tuple[dict[str, np.ndarray], dict]:
   """Any supported file → ({flax key: array}, meta {'arch', 'width_mult', ...}).
@@ -474,6 +501,8 @@ def read_weights(path: str | os.PathLike, arch: Optional[str] = None
     found = detect_arch(_canonical(arrays), str(path)) if arrays else None
     if found is None:
       raise PretrainedError(f'{path}: holds no arrays')
+    if arch in (None, found):  # else torch_to_flax names the arch the file holds
+      _check_layout(_canonical(arrays), found, str(path))
     flat = torch_to_flax(arrays, arch or found, str(path))
     meta = {'arch': arch or found}
   meta.setdefault('width_mult', infer_width_mult(flat, meta['arch']))
