@@ -201,3 +201,56 @@ def test_headless_and_old_state_dicts_still_load(tmp_path):
   np.savez(tmp_path / 'headless.npz', **raw)
   flat, meta = pretrained.read_weights(tmp_path / 'headless.npz')
   assert meta['width_mult'] == 0.25 and not any('classifier' in k for k in flat)
+
+
+# --- values: dtypes, layouts in memory, NaN, empty tensors ---------------------------------
+
+@pytest.mark.parametrize('dtype', ['float64', 'bfloat16', 'non_contiguous'])
+def test_float_dtypes_and_strided_tensors_load(tmp_path, dtype):
+  torch = pytest.importorskip('torch')
+  sd = _torch_state()
+  if dtype == 'non_contiguous':  # e.g. a transposed view saved as it was
+    sd = {k: v.t().contiguous().t() if v.ndim == 2 else v for k, v in sd.items()}
+    assert not sd['classifier.1.weight'].is_contiguous()
+  else:
+    sd = {k: v.to(getattr(torch, dtype)) if v.is_floating_point() else v for k, v in sd.items()}
+  torch.save(sd, tmp_path / 'w.pth')
+  if dtype == 'bfloat16':  # 8 mantissa bits: compare with the fixture rounded the same way
+    flat, _ = pretrained.read_weights(tmp_path / 'w.pth')
+    k = 'params/encoder/features_0/conv/kernel'
+    want = sd['features.0.0.weight'].float().numpy().transpose(2, 3, 1, 0)
+    np.testing.assert_array_equal(flat[k], want)
+  else:
+    _same_as_fixture(tmp_path / 'w.pth')
+
+
+def test_nan_weights_are_refused_before_training(tmp_path):
+  raw = _raw()
+  raw['features.5.conv.1.0.weight'][0, 0, 0, 0] = np.nan
+  np.savez(tmp_path / 'nan.npz', **raw)
+  # Was loaded; training then failed after its first step with 'non-finite loss ... lower
+  # --config.optim.lr or set --config.optim.grad_clip'.
+  _error(lambda: pretrained.read_weights(tmp_path / 'nan.npz'),
+         'nan.npz: features.5.conv.1.0.weight holds NaN or inf (1 of 432 values)', 'damaged')
+  flat, meta = pretrained.read_weights(MNV2_FILE)  # a converted file too
+  var = 'batch_stats/encoder/features_0/bn/var'
+  flat[var] = np.full_like(flat[var], np.inf)
+  pretrained.save_flat(flat, tmp_path / 'conv.npz', meta)
+  _error(lambda: pretrained.read_weights(tmp_path / 'conv.npz'),
+         'conv.npz: batch_stats/encoder/features_0/bn/var holds NaN or inf (8 of 8 values)')
+
+
+def test_integer_weights_are_refused(tmp_path):
+  from safetensors.numpy import save_file
+  raw = {k: v.astype(np.int8) if v.dtype == np.float16 else v for k, v in _raw().items()}
+  save_file(raw, str(tmp_path / 'q.safetensors'))
+  _error(lambda: pretrained.read_weights(tmp_path / 'q.safetensors'),  # was cast to float
+         'q.safetensors: ', 'holds int8 values, not floats')
+
+
+def test_empty_conv_is_one_line_not_zero_division(tmp_path):
+  raw = _raw(VGG_FILE)
+  raw['features.28.weight'] = np.zeros((0, 32, 3, 3), np.float16)
+  np.savez(tmp_path / 'e.npz', **raw)
+  _error(lambda: pretrained.read_weights(tmp_path / 'e.npz'),  # was ZeroDivisionError
+         'e.npz: features.28.weight has shape (0, 32, 3, 3), with no values')

@@ -211,6 +211,9 @@ def _plan(shapes: Mapping[str, tuple], arch: str, source: str = '<state_dict>'):
       raise PretrainedError(
           f'{source}: {key} has shape {tuple(shapes[key])}, but a {what} has {rank} dims; '
           f'the file is damaged or not a torchvision {arch} state_dict: re-export it')
+    if 0 in shapes[key]:  # an empty conv made fc6's permutation divide by zero
+      raise PretrainedError(f'{source}: {key} has shape {tuple(shapes[key])}, with no values; '
+                            'the file is damaged: re-export it')
     top, rest = module.split('/', 1)
     plan.append((key, f'{coll}/{top}/{rest}/{flax_leaf}', transform, meta))
   if arch == 'vgg16':
@@ -239,8 +242,23 @@ def _transform_shape(shape: tuple, transform: str, meta: dict, source: str, key:
   return tuple(shape)
 
 
+def _check_values(x: np.ndarray, source: str, key: str) -> np.ndarray:
+  """`x` as float32 if it holds finite floats. Integer or bool weights were cast silently, and
+  NaN / inf weights trained for a while before 'non-finite loss ... lower the learning rate'."""
+  x = np.asarray(x)
+  if not (x.dtype.kind == 'f' or x.dtype.kind == 'V' and 'float' in x.dtype.name):  # bfloat16
+    raise PretrainedError(f'{source}: {key} holds {x.dtype} values, not floats; the file is '
+                          'damaged or not an ImageNet float state_dict: pass the float weights')
+  x = x.astype(np.float32, copy=False)
+  bad = x.size - int(np.count_nonzero(np.isfinite(x)))
+  if bad:
+    raise PretrainedError(f'{source}: {key} holds NaN or inf ({bad} of {x.size} values); the '
+                          'file is damaged: download or export it again')
+  return x
+
+
 def _transform(x: np.ndarray, transform: str, meta: dict, source: str, key: str) -> np.ndarray:
-  x = np.asarray(x, np.float32)
+  x = _check_values(x, source, key)
   if transform == 'oihw':
     return np.ascontiguousarray(x.transpose(2, 3, 1, 0))
   if transform == 'linear':
@@ -345,7 +363,9 @@ def _read_pth(path: Path) -> dict[str, np.ndarray]:
   if odd:  # a state_dict's keys are parameter names; anything else is some other dict
     raise PretrainedError(f'{path}: a dict with non-string keys such as {odd[0]!r}, not a '
                           'torchvision state_dict; save model.state_dict() and pass that')
-  return {k: v.detach().float().cpu().numpy() for k, v in obj.items() if hasattr(v, 'numpy')}
+  # Floats as float32 (numpy has no bfloat16); other dtypes kept, for _check_values to name.
+  return {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().numpy()
+          for k, v in obj.items() if hasattr(v, 'numpy')}
 
 
 def convert_command(arch: str, out: str | os.PathLike) -> str:
@@ -488,7 +508,7 @@ def read_weights(path: str | os.PathLike, arch: Optional[str] = None
   path = resolve_weights_path(path, arch)
   arrays = read_arrays(path)
   if _is_flax_flat(arrays):
-    flat = {k: np.asarray(v) for k, v in arrays.items()}
+    flat = {k: _check_values(v, str(path), k) for k, v in arrays.items()}
     meta = {}
     side = path.with_suffix(path.suffix + '.json')
     if side.is_file():
