@@ -254,3 +254,34 @@ def test_empty_conv_is_one_line_not_zero_division(tmp_path):
   np.savez(tmp_path / 'e.npz', **raw)
   _error(lambda: pretrained.read_weights(tmp_path / 'e.npz'),  # was ZeroDivisionError
          'e.npz: features.28.weight has shape (0, 32, 3, 3), with no values')
+
+
+# --- the .npz.json sidecar ------------------------------------------------------------------
+
+def _converted(tmp_path, src=MNV2_FILE, arch='mobilenet_v2') -> Path:
+  path, _ = pretrained.convert_file(src, tmp_path / 'w', arch)
+  return path
+
+
+@pytest.mark.parametrize('edit,needle', [
+    ({'arch': 'vgg16'}, 'says arch=vgg16, but mobilenet_v2.npz holds mobilenet_v2 weights'),
+    ({'width_mult': 1.0}, 'says width_mult=1.0, but mobilenet_v2.npz holds width 0.25'),
+    ({'width_mult': 'wide'}, "width_mult='wide' is not a positive number")])
+def test_sidecar_that_contradicts_its_arrays(tmp_path, edit, needle):
+  import json
+  path = _converted(tmp_path)
+  side = Path(f'{path}.json')
+  side.write_text(json.dumps({**json.loads(side.read_text()), **edit}))
+  # Was believed: arch=vgg16 made the file 'holds vgg16 weights, not mobilenet_v2' and
+  # convert_file wrote the MobileNetV2 arrays to vgg16.npz; a wrong width misled every hint.
+  for fn in (lambda: pretrained.read_weights(path),
+             lambda: pretrained.convert_file(path, tmp_path / 'out')):
+    _error(fn, f'{side}: {needle}', 'delete it')
+  assert not (tmp_path / 'out').exists()
+
+
+def test_missing_sidecar_reads_arch_and_width_from_the_arrays(tmp_path):
+  path = _converted(tmp_path, VGG_FILE, 'vgg16')
+  Path(f'{path}.json').unlink()
+  _, meta = pretrained.read_weights(path)
+  assert meta == {'arch': 'vgg16', 'width_mult': 0.0625}

@@ -498,6 +498,27 @@ def _check_layout(keys: Iterable[str], arch: str, source: str) -> None:
         'incomplete (a partial or truncated export); save the whole model.state_dict() again')
 
 
+def _check_sidecar(meta: dict, flat: Mapping[str, Any], held: Optional[str], side: Path,
+                   path: Path) -> None:
+  """The sidecar must describe the arrays beside it: one naming another arch or width (copied
+  from other weights, hand-edited) made a MobileNetV2 file read as VGG16 (and converted to
+  `vgg16.npz`), or gave the wrong width in every error hint."""
+  fix = (f'delete it (arch and width_mult are then read from {path.name}) or convert the '
+         'weights again with aesthetics-convert-weights')
+  if 'arch' in meta and held and meta['arch'] != held:
+    raise PretrainedError(f'{side}: says arch={meta["arch"]}, but {path.name} holds {held} '
+                          f'weights; {fix}')
+  width = meta.get('width_mult')
+  if width is None:  # not in it, or a width the converter could not name
+    return
+  if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+    raise PretrainedError(f'{side}: width_mult={width!r} is not a positive number; {fix}')
+  found = infer_width_mult(flat, held) if held else None
+  if found is not None and abs(found - width) > 1e-6:
+    raise PretrainedError(f'{side}: says width_mult={width}, but {path.name} holds width '
+                          f'{found} weights; {fix}')
+
+
 def read_weights(path: str | os.PathLike, arch: Optional[str] = None
                  ) -> tuple[dict[str, np.ndarray], dict]:
   """Any supported file → ({flax key: array}, meta {'arch', 'width_mult', ...}).
@@ -513,8 +534,10 @@ def read_weights(path: str | os.PathLike, arch: Optional[str] = None
     side = path.with_suffix(path.suffix + '.json')
     if side.is_file():
       meta = _read_sidecar(side, path)
-    meta.setdefault('arch', 'vgg16' if 'params/encoder/features_0/kernel' in flat
-                    else 'mobilenet_v2')
+    held = ('vgg16' if 'params/encoder/features_0/kernel' in flat else 'mobilenet_v2'
+            if 'params/encoder/features_0/conv/kernel' in flat else None)
+    _check_sidecar(meta, flat, held, side, path)
+    meta['arch'] = held or meta.get('arch', 'mobilenet_v2')
     if arch and meta['arch'] != arch:
       raise PretrainedError(f'{path}: holds {meta["arch"]} weights, not {arch}')
   else:
