@@ -285,3 +285,62 @@ def test_missing_sidecar_reads_arch_and_width_from_the_arrays(tmp_path):
   Path(f'{path}.json').unlink()
   _, meta = pretrained.read_weights(path)
   assert meta == {'arch': 'vgg16', 'width_mult': 0.0625}
+
+
+# --- memory: what a file declares is bounded before anything is allocated ----------------
+
+def _npz_of_zeros(path: Path, shape: tuple, chunk: int = 1 << 20) -> None:
+  """An .npz whose one float32 member declares `shape`, deflated: a few KB on disk."""
+  import io
+  import zipfile
+  header = io.BytesIO()
+  np.lib.format.write_array_header_1_0(
+      header, {'descr': '<f4', 'fortran_order': False, 'shape': shape})
+  left = int(np.prod(shape)) * 4
+  with zipfile.ZipFile(path, 'w', zipfile.ZIP_DEFLATED) as z:
+    with z.open('features.0.0.weight.npy', 'w', force_zip64=True) as f:
+      f.write(header.getvalue())
+      zeros = bytes(chunk)
+      while left > 0:
+        f.write(zeros[:min(chunk, left)])
+        left -= chunk
+
+
+def test_enormous_declared_shape_is_refused_unread(tmp_path, monkeypatch):
+  import tracemalloc
+  _npz_of_zeros(tmp_path / 'bomb.npz', (64, 1024, 256))  # 64 MiB of zeros in ~70 KB
+  assert (tmp_path / 'bomb.npz').stat().st_size < 1 << 20
+  monkeypatch.setattr(pretrained, 'MAX_WEIGHTS_BYTES', 16 << 20)
+  tracemalloc.start()
+  try:  # was read whole (64 MiB here; gigabytes from a slightly larger file), then refused
+    _error(lambda: pretrained.read_weights(tmp_path / 'bomb.npz'),
+           'bomb.npz: declares 0.0671 GB of arrays', 'the limit is 0.0168 GB')
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  assert peak < 4 << 20, peak
+
+
+def test_terabyte_declared_shape_names_the_bound(tmp_path):
+  import io
+  import zipfile
+  header = io.BytesIO()
+  np.lib.format.write_array_header_1_0(
+      header, {'descr': '<f4', 'fortran_order': False, 'shape': (10**6, 10**6)})
+  with zipfile.ZipFile(tmp_path / 'tb.npz', 'w') as z:
+    z.writestr('features.0.0.weight.npy', header.getvalue() + bytes(64))
+  _error(lambda: pretrained.read_weights(tmp_path / 'tb.npz'),  # was numpy's MemoryError
+         'tb.npz: declares 4e+03 GB of arrays', 'another network')
+
+
+@pytest.mark.parametrize('ext', ['pth', 'safetensors'])
+def test_declared_size_bound_of_torch_and_safetensors_files(tmp_path, monkeypatch, ext):
+  torch = pytest.importorskip('torch')
+  from safetensors.torch import save_file
+  state = {'features.0.0.weight': torch.zeros(1 << 20)}  # 4 MiB
+  if ext == 'pth':
+    torch.save(state, tmp_path / 'w.pth')
+  else:
+    save_file(state, str(tmp_path / 'w.safetensors'))
+  monkeypatch.setattr(pretrained, 'MAX_WEIGHTS_BYTES', 1 << 20)
+  _error(lambda: pretrained.read_weights(tmp_path / f'w.{ext}'), f'w.{ext}: declares 0.00419 GB')

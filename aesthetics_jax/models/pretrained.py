@@ -399,6 +399,40 @@ def resolve_weights_path(path: str | os.PathLike, arch: Optional[str] = None) ->
                         f'{convert_command(arch or "<arch>", path)}, or pass the weights file')
 
 
+# The most array bytes a weights file may declare. The largest these models take is VGG16's
+# 0.55 GB in float32 (1.1 GB as float64); a file declaring more is another network or a
+# hostile one (a 64 KB compressed .npz can declare gigabytes of zeros), and is refused before
+# any array is allocated.
+MAX_WEIGHTS_BYTES = 2 << 30
+
+
+def _npz_declared_bytes(path: Path) -> int:
+  """Bytes of the arrays an .npz declares, from each member's .npy header (a few bytes
+  decompressed per member)."""
+  total = 0
+  with zipfile.ZipFile(path) as z:
+    for info in z.infolist():
+      if not info.filename.endswith('.npy'):
+        continue
+      with z.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read(f)
+      total += math.prod(shape) * dtype.itemsize
+  return total
+
+
+def _declared_bytes(path: Path, ext: str) -> int:
+  """An upper bound of what reading `path` allocates, known before reading it."""
+  if ext == '.npz':
+    return _npz_declared_bytes(path)
+  if ext in ('.pth', '.pt') and zipfile.is_zipfile(path):  # torch.save's zip: one record a
+    with zipfile.ZipFile(path) as z:                        # storage, read at its listed size
+      return sum(i.file_size for i in z.infolist() if '/data/' in i.filename)
+  return path.stat().st_size  # .safetensors (offsets must tile the file), legacy .pth
+
+
 def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Raw arrays of a .pth/.pt, .safetensors or .npz file, keys as stored."""
   path = Path(path)
@@ -411,6 +445,12 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if ext == '.npz' and not zipfile.is_zipfile(path):  # np.load would try it as a pickle
       raise PretrainedError(f'{path}: not a .npz file (no zip archive: damaged, truncated, '
                             'or another format); convert it again')
+    declared = _declared_bytes(path, ext)
+    if declared > MAX_WEIGHTS_BYTES:
+      raise PretrainedError(
+          f'{path}: declares {declared / 1e9:.3g} GB of arrays, more than any weights of these '
+          f'models (VGG16: 0.55 GB as float32; the limit is {MAX_WEIGHTS_BYTES / 1e9:.3g} GB); '
+          'it holds another network, or is damaged')
     if ext in ('.pth', '.pt'):
       return _read_pth(path)
     if ext == '.safetensors':
