@@ -344,3 +344,52 @@ def test_declared_size_bound_of_torch_and_safetensors_files(tmp_path, monkeypatc
     save_file(state, str(tmp_path / 'w.safetensors'))
   monkeypatch.setattr(pretrained, 'MAX_WEIGHTS_BYTES', 1 << 20)
   _error(lambda: pretrained.read_weights(tmp_path / f'w.{ext}'), f'w.{ext}: declares 0.00419 GB')
+
+
+# --- paths ----------------------------------------------------------------------------
+
+def test_path_with_a_line_break_is_one_line(tmp_path):
+  src = f'{tmp_path / "w.npz"}\n'  # a line of a file list, kept whole
+  # Was '<path>\n: weights file not found': two lines, and the commands print the first only.
+  _error(lambda: pretrained.read_weights(src), f"weights file {src!r}: no such file",
+         'strip() it')
+  _error(lambda: pretrained.load_pretrained({}, src, arch='vgg16'), 'strip() it')
+  r = _convert_cli('--arch=vgg16', f'--source={src}', f'--out={tmp_path / "out"}')
+  assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr
+  assert f'--source={src!r}: no such file' in r.stderr and 'strip() it' in r.stderr, r.stderr
+
+
+def test_an_error_about_a_file_named_with_a_line_break_is_one_line(tmp_path):
+  (tmp_path / 'a\nb.npz').write_bytes(b'not a zip')
+  _error(lambda: pretrained.read_weights(tmp_path / 'a\nb.npz'), 'a\\nb.npz: not a .npz file')
+
+
+def test_spaces_and_unicode_in_paths(tmp_path):
+  folder = tmp_path / 'my weights ü 日本'
+  folder.mkdir()
+  src = folder / 'mobilenet v2 ñ.safetensors'
+  src.write_bytes(MNV2_FILE.read_bytes())
+  r = _convert_cli('--arch=mobilenet_v2', f'--source={src}', f'--out={folder / "out é"}')
+  assert r.returncode == 0, r.stderr
+  _same_as_fixture(folder / 'out é')  # the folder, as --config.model.init_weights takes it
+
+
+@pytest.mark.parametrize('ext', ['npz', 'pth'])
+def test_unreadable_file_is_one_line(tmp_path, monkeypatch, ext):
+  """Root reads any file, so the permission error is made by `open` here."""
+  import builtins
+  src = tmp_path / f'w.{ext}'
+  np.savez(tmp_path / 'w.npz', **_raw())
+  if ext == 'pth':
+    torch = pytest.importorskip('torch')
+    torch.save(_torch_state(), src)
+  real_open = builtins.open
+
+  def no_access(file, *a, **k):
+    if str(file) == str(src):
+      raise PermissionError(13, 'Permission denied', str(file))
+    return real_open(file, *a, **k)
+
+  monkeypatch.setattr(builtins, 'open', no_access)
+  # Was 'not a .npz file (no zip archive ...)': zipfile.is_zipfile is False when it cannot read
+  _error(lambda: pretrained.read_weights(src), f'{src}: cannot be read (Permission denied)')

@@ -32,9 +32,12 @@ flags.mark_flags_as_required(['arch', 'source', 'out'])
 def main(argv):
   if len(argv) > 1:
     common.usage_error('convert_weights', f'unexpected arguments {argv[1:]}')
-  if not os.path.isfile(_SOURCE.value):
-    what = 'a folder' if os.path.isdir(_SOURCE.value) else 'no such file'
-    common.usage_error('convert_weights', f'--source={_SOURCE.value}: {what}; pass a '
+  source = _SOURCE.value
+  if not os.path.isfile(source):
+    what = 'a folder' if os.path.isdir(source) else 'no such file'
+    if source != source.strip() or not source.isprintable():  # else printed on two lines
+      source, what = repr(source), f'{what} (white space or control characters: strip() it)'
+    common.usage_error('convert_weights', f'--source={source}: {what}; pass a '
                        'torchvision weights file (.pth, .safetensors or .npz)')
   out = _OUT.value  # a .npz file, or a folder that gets <arch>.npz
   common.check_outputs('convert_weights', **(

@@ -41,6 +41,21 @@ TORCH_HINT = "install the torch extra: pip install -e '.[torch]'"
 class PretrainedError(ValueError):
   """One-line, user-fixable problem with a weights file."""
 
+  def __init__(self, message: str):
+    # A path with a line break (a line of a file list, a pasted name) printed the error on
+    # two lines, and the commands print an error's first line only.
+    super().__init__(message.replace('\r', '\\r').replace('\n', '\\n'))
+
+
+def _missing(path: Path, what: str) -> PretrainedError:
+  """'no such file', with a hint when the path has white space or control characters."""
+  text = str(path)
+  if text != text.strip() or not text.isprintable():
+    return PretrainedError(f'{what} {text!r}: no such file; it has white space or control '
+                           'characters at its ends or within (pasted, or a line of a list? '
+                           'strip() it)')
+  return PretrainedError(f'{path}: {what} not found')
+
 
 # ---------------------------------------------------------------------------------------
 # Conversion plan: torch key → (flax key, transform). Shapes and arrays share one plan, so
@@ -437,8 +452,14 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Raw arrays of a .pth/.pt, .safetensors or .npz file, keys as stored."""
   path = Path(path)
   if not path.is_file():
-    raise PretrainedError(f'{path}: weights file not found')
+    raise _missing(path, 'weights file')
   ext = path.suffix.lower()
+  try:
+    with open(path, 'rb'):  # else zipfile.is_zipfile's False called it 'not a .npz file'
+      pass
+  except OSError as e:
+    raise PretrainedError(f'{path}: cannot be read ({e.strerror or _first_line(e)}); fix its '
+                          'permissions, or copy it where you can read it') from None
   try:
     if path.stat().st_size == 0:  # else "EOFError: " or "header too small"
       raise PretrainedError(f'{path}: an empty file (0 bytes); download or convert it again')
