@@ -393,3 +393,19 @@ def test_unreadable_file_is_one_line(tmp_path, monkeypatch, ext):
   monkeypatch.setattr(builtins, 'open', no_access)
   # Was 'not a .npz file (no zip archive ...)': zipfile.is_zipfile is False when it cannot read
   _error(lambda: pretrained.read_weights(src), f'{src}: cannot be read (Permission denied)')
+
+
+def test_out_of_another_weights_format_is_refused(tmp_path):
+  r = _convert_cli('--arch=vgg16', f'--source={VGG_FILE}', f'--out={tmp_path / "w.safetensors"}')
+  # Was exit 0, having made a folder w.safetensors/ holding vgg16.npz.
+  assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr
+  assert 'w.safetensors: the converter writes .npz files; pass a folder' in r.stderr, r.stderr
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_out_npz_in_capitals_is_a_file(tmp_path):
+  (tmp_path / 'W.NPZ').write_bytes(b'an older conversion')
+  r = _convert_cli('--arch=vgg16', f'--source={VGG_FILE}', f'--out={tmp_path / "W.NPZ"}')
+  # Was exit 2, '--out=.../W.NPZ is a file, not a folder', though the converter writes it.
+  assert r.returncode == 0, r.stderr
+  _same_as_fixture(tmp_path / 'W.NPZ', 'vgg16', VGG_FILE)

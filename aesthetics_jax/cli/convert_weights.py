@@ -40,8 +40,14 @@ def main(argv):
     common.usage_error('convert_weights', f'--source={source}: {what}; pass a '
                        'torchvision weights file (.pth, .safetensors or .npz)')
   out = _OUT.value  # a .npz file, or a folder that gets <arch>.npz
+  ext = os.path.splitext(out.rstrip('/'))[1].lower()
+  if ext in ('.safetensors', '.pth', '.pt', '.bin', '.npy') and not os.path.isdir(out):
+    # Was made a folder of that name, holding <arch>.npz.
+    common.usage_error('convert_weights', f'--out={out}: the converter writes .npz files; '
+                       'pass a folder (it gets <arch>.npz) or a path ending in .npz')
+  # As pretrained.convert_file decides: a .NPZ path is a file too.
   common.check_outputs('convert_weights', **(
-      {'files': {'out': out}} if out.endswith('.npz') else {'folders': {'out': out}}))
+      {'files': {'out': out}} if ext == '.npz' else {'folders': {'out': out}}))
   # The converter (JAX, flax) loads after the checks: a bad flag answers at once.
   from aesthetics_jax.models import pretrained  # pylint: disable=import-outside-toplevel
   try:
