@@ -409,3 +409,32 @@ def test_out_npz_in_capitals_is_a_file(tmp_path):
   # Was exit 2, '--out=.../W.NPZ is a file, not a folder', though the converter writes it.
   assert r.returncode == 0, r.stderr
   _same_as_fixture(tmp_path / 'W.NPZ', 'vgg16', VGG_FILE)
+
+
+# --- files told apart by content: names that training scripts and hubs give them ------------
+
+@pytest.mark.parametrize('name,fmt', [('checkpoint.pth.tar', 'torch'),  # PyTorch's ImageNet example
+                                      ('pytorch_model.bin', 'torch'),   # Hugging Face
+                                      ('model.ckpt', 'legacy_torch'),
+                                      ('renamed.pth', 'safetensors'), ('weights.bin', 'npz')])
+def test_weights_read_by_content(tmp_path, name, fmt):
+  from safetensors.numpy import save_file
+  path = tmp_path / name
+  if fmt in ('torch', 'legacy_torch'):
+    torch = pytest.importorskip('torch')
+    torch.save({'state_dict': _torch_state(), 'epoch': 90}, path,
+               _use_new_zipfile_serialization=fmt == 'torch')
+  elif fmt == 'safetensors':
+    save_file(_raw(), str(path))
+  else:
+    with open(path, 'wb') as f:
+      np.savez(f, **_raw())
+  # Was "unknown weights extension '.tar'" (.bin, .ckpt), or for the renamed .safetensors
+  # "not a readable torch checkpoint".
+  _same_as_fixture(path)
+
+
+def test_unknown_content_and_extension(tmp_path):
+  (tmp_path / 'w.h5').write_bytes(b'\x89HDF\r\n\x1a\n' + bytes(64))
+  _error(lambda: pretrained.read_weights(tmp_path / 'w.h5'), 'w.h5: neither a torch checkpoint',
+         "'.h5'")

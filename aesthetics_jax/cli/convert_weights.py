@@ -10,11 +10,12 @@ file itself, `weights/mobilenet_v2.npz`.)
 (`python -m launch.convert_weights` from a checkout.)
 
 --source: a torchvision (or timm mobilenetv2_100 / _050 / vgg16) state_dict as .pth (needs
-`pip install -e '.[torch]'`), .safetensors or .npz. --out: a directory (writes <arch>.npz) or
-a .npz path; `<file>.json` beside the .npz (e.g. weights/mobilenet_v2.npz.json) records arch
-and width_mult. A problem prints one line on stderr: exit 2 for a bad flag (a missing
---source, an --out that cannot be written), 1 for a failed conversion (a damaged or foreign
-weights file).
+`pip install -e '.[torch]'`), .safetensors or .npz, told apart by content (so
+checkpoint.pth.tar, pytorch_model.bin, .ckpt are read too). --out: a directory (writes
+<arch>.npz) or a .npz path; `<file>.json` beside the .npz (e.g. weights/mobilenet_v2.npz.json)
+records arch and width_mult. A problem prints one line on stderr: exit 2 for a bad flag (a
+missing --source, an --out that cannot be written), 1 for a failed conversion (a damaged or
+foreign weights file).
 """
 import os
 

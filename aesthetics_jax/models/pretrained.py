@@ -1,8 +1,9 @@
 """torchvision ImageNet weights → Flax variables of `aesthetics_jax.models`, and merging.
 
 Files:
-  - raw torchvision state_dicts: `.pth`/`.pt` (needs the optional torch extra, imported
-    lazily here only), `.safetensors` (read with safetensors.numpy, no torch), `.npz`; timm's
+  - raw torchvision state_dicts (told apart by content, then extension): `.pth`/`.pt` (the
+    optional torch extra, imported lazily here only), `.safetensors` (read with
+    safetensors.numpy, no torch), `.npz`; timm's
     `mobilenetv2_100` (_035 ... _140) / `vgg16` names become torchvision's (`_from_timm`);
   - converted files (`launch/convert_weights.py`): `.npz` (or `.safetensors`) whose keys are
     '/'-joined Flax paths such as `params/encoder/features_0/conv/kernel`, plus `<file>.json`
@@ -442,21 +443,44 @@ def _declared_bytes(path: Path, ext: str) -> int:
   """An upper bound of what reading `path` allocates, known before reading it."""
   if ext == '.npz':
     return _npz_declared_bytes(path)
-  if ext in ('.pth', '.pt') and zipfile.is_zipfile(path):  # torch.save's zip: one record a
+  if ext == '.pth' and zipfile.is_zipfile(path):  # torch.save's zip: one record a
     with zipfile.ZipFile(path) as z:                        # storage, read at its listed size
       return sum(i.file_size for i in z.infolist() if '/data/' in i.filename)
   return path.stat().st_size  # .safetensors (offsets must tile the file), legacy .pth
 
 
+def _sniff(path: Path) -> Optional[str]:
+  """'.pth', '.safetensors' or '.npz' by the file's first bytes, None if unsure. Checkpoints
+  come as `checkpoint.pth.tar` (PyTorch's ImageNet example), `pytorch_model.bin` (Hugging
+  Face), `.ckpt`, or a .safetensors renamed .pth: the extension alone refused or misread them."""
+  with open(path, 'rb') as f:
+    head = f.read(16)
+  if head.startswith(b'PK\x03\x04'):
+    try:
+      with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+      return None  # damaged: the extension's reader says how
+    if any(n.endswith('/data.pkl') or n == 'data.pkl' for n in names):
+      return '.pth'  # torch.save's zip format
+    return '.npz' if names and all(n.endswith('.npy') for n in names) else None
+  if head[:1] == b'\x80' and head[1:2] in (b'\x02', b'\x03', b'\x04', b'\x05'):
+    return '.pth'  # a pickle: torch.save's legacy format
+  size = int.from_bytes(head[:8], 'little') if len(head) >= 9 else 0
+  if head[8:9] == b'{' and 0 < size <= path.stat().st_size - 8:
+    return '.safetensors'  # an 8-byte header length, then the JSON header
+  return None
+
+
 def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """Raw arrays of a .pth/.pt, .safetensors or .npz file, keys as stored."""
+  """Raw arrays of a torch checkpoint, .safetensors or .npz file (told apart by content, then
+  by extension), keys as stored."""
   path = Path(path)
   if not path.is_file():
     raise _missing(path, 'weights file')
-  ext = path.suffix.lower()
-  try:
-    with open(path, 'rb'):  # else zipfile.is_zipfile's False called it 'not a .npz file'
-      pass
+  ext = {'.pt': '.pth'}.get(path.suffix.lower(), path.suffix.lower())
+  try:  # else zipfile.is_zipfile's False called it 'not a .npz file'
+    ext = _sniff(path) or ext  # the content wins over the name
   except OSError as e:
     raise PretrainedError(f'{path}: cannot be read ({e.strerror or _first_line(e)}); fix its '
                           'permissions, or copy it where you can read it') from None
@@ -472,7 +496,7 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
           f'{path}: declares {declared / 1e9:.3g} GB of arrays, more than any weights of these '
           f'models (VGG16: 0.55 GB as float32; the limit is {MAX_WEIGHTS_BYTES / 1e9:.3g} GB); '
           'it holds another network, or is damaged')
-    if ext in ('.pth', '.pt'):
+    if ext == '.pth':
       return _read_pth(path)
     if ext == '.safetensors':
       from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
@@ -485,8 +509,8 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
   except Exception as e:
     raise PretrainedError(f'{path}: cannot read weights ({type(e).__name__}: '
                           f'{_first_line(e)})') from None
-  raise PretrainedError(f'{path}: unknown weights extension {ext!r}; use .pth, .safetensors '
-                        'or .npz')
+  raise PretrainedError(f'{path}: neither a torch checkpoint, a .safetensors nor a .npz file by '
+                        f'its content or its extension ({path.suffix!r}); pass one of those')
 
 
 def _is_flax_flat(keys: Iterable[str]) -> bool:
