@@ -438,3 +438,38 @@ def test_unknown_content_and_extension(tmp_path):
   (tmp_path / 'w.h5').write_bytes(b'\x89HDF\r\n\x1a\n' + bytes(64))
   _error(lambda: pretrained.read_weights(tmp_path / 'w.h5'), 'w.h5: neither a torch checkpoint',
          "'.h5'")
+
+
+# --- converted files damaged after conversion: the hint must not blame the config ----------
+
+@pytest.fixture(scope='module')
+def mnv2_shapes():
+  import jax
+  import jax.numpy as jnp
+  from aesthetics_jax import models
+  cfg = models.model_config(arch='mobilenet_v2', width_mult=0.25, dtype='float32')
+  return jax.eval_shape(models.create_model(cfg).init, jax.random.key(0),
+                        jnp.zeros((1, 32, 32, 3)))
+
+
+@pytest.mark.parametrize('damage,needle', [
+    ('missing', 'missing key params/encoder/features_3/project/conv/kernel'),
+    ('extra', 'unexpected key params/encoder/features_3/extra/kernel'),
+    ('shape', 'features_3/project/conv/kernel has shape (1, 1, 48, 9)')])
+def test_damaged_converted_file_is_not_blamed_on_the_config(tmp_path, mnv2_shapes, damage,
+                                                            needle):
+  flat, meta = pretrained.read_weights(MNV2_FILE)
+  key = 'params/encoder/features_3/project/conv/kernel'
+  if damage == 'missing':
+    del flat[key]
+  elif damage == 'extra':
+    flat['params/encoder/features_3/extra/kernel'] = np.zeros(3, np.float32)
+  else:
+    flat[key] = np.zeros((1, 1, 48, 9), np.float32)
+  pretrained.save_flat(flat, tmp_path / 'w.npz', meta)
+  # Was '... file holds arch=mobilenet_v2 width_mult=0.25: set config.model.arch/width_mult to
+  # match', for a config that matched.
+  msg = _error(lambda: pretrained.load_pretrained(mnv2_shapes, tmp_path / 'w.npz',
+                                                  arch='mobilenet_v2'),
+               needle, 'file and model are both mobilenet_v2 width_mult=0.25', 'damaged')
+  assert 'set config.model' not in msg

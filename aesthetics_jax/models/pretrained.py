@@ -704,21 +704,31 @@ def load_pretrained(variables: Mapping, path: str | os.PathLike,
   want_keys = {k for k in target if not skip(k)}
   vgg_hint = (' (ImageNet VGG16: fc_dim=4096, vgg_pool_size=7)' if meta.get('arch') == 'vgg16'
               else '')
-  hint = (f"file holds arch={meta.get('arch')} width_mult={meta.get('width_mult')}: set "
-          f"config.model.arch/width_mult{vgg_hint} to match, or convert the right weights "
-          "with aesthetics-convert-weights")
+  config_hint = (f"file holds arch={meta.get('arch')} width_mult={meta.get('width_mult')}: set "
+                 f"config.model.arch/width_mult{vgg_hint} to match, or convert the right "
+                 "weights with aesthetics-convert-weights")
+  # arch and width fix the encoder's every key and shape: a file of the model's own arch and
+  # width that differs there was damaged or cut, and 'set config.model...' misled.
+  model_arch = 'vgg16' if 'params/encoder/features_0/kernel' in target else 'mobilenet_v2'
+  same = (meta.get('arch') == model_arch and meta.get('width_mult') is not None
+          and meta.get('width_mult') == infer_width_mult(target, model_arch))
+  hint = lambda k: (
+      f"file and model are both {model_arch} width_mult={meta['width_mult']}, so the file is "
+      'damaged or incomplete: convert the weights again with aesthetics-convert-weights'
+      if same and k.split('/')[1:2] == ['encoder'] else config_hint)
   missing = sorted(want_keys - file_keys)
   if missing:
     raise PretrainedError(f'{path}: missing key {missing[0]}{_more(missing)} needed by the '
-                          f'model; {hint}')
+                          f'model; {hint(missing[0])}')
   unexpected = sorted(file_keys - want_keys)
   if unexpected:
     raise PretrainedError(f'{path}: unexpected key {unexpected[0]}{_more(unexpected)} not in '
-                          f'the model; {hint}')
+                          f'the model; {hint(unexpected[0])}')
   for k in sorted(want_keys):
     got, expected = tuple(np.shape(flat_file[k])), tuple(np.shape(target[k]))
     if got != expected:
-      raise PretrainedError(f'{path}: key {k} has shape {got}, model expects {expected}; {hint}')
+      raise PretrainedError(f'{path}: key {k} has shape {got}, model expects {expected}; '
+                            f'{hint(k)}')
   new = dict(target)
   for k in want_keys:
     leaf = target[k]
