@@ -443,8 +443,8 @@ def _declared_bytes(path: Path, ext: str) -> int:
   """An upper bound of what reading `path` allocates, known before reading it."""
   if ext == '.npz':
     return _npz_declared_bytes(path)
-  if ext == '.pth' and zipfile.is_zipfile(path):  # torch.save's zip: one record a
-    with zipfile.ZipFile(path) as z:                        # storage, read at its listed size
+  if ext == '.pth' and zipfile.is_zipfile(path):
+    with zipfile.ZipFile(path) as z:  # torch.save's zip: a storage is read at its listed size
       return sum(i.file_size for i in z.infolist() if '/data/' in i.filename)
   return path.stat().st_size  # .safetensors (offsets must tile the file), legacy .pth
 
