@@ -169,6 +169,10 @@ def test_report_has_all_sections_images_and_banner(tmp_path, sections):
   for s in ('gradcam', 'eigencam', '0.679', '[0.600, 0.750]', '0.333', '0.346', 'n/a',
             'centre point', '50 of 80', 'features.6 (8x8 cells)', '0.777'):
     assert s in text, s
+  # One run's maps are one draw of training (the demo's localising model flipped with the
+  # CPU's vector instructions): said beside the numbers, with the control that tests the path.
+  assert "These are one trained model's maps" in text
+  assert '<code>aesthetics-control</code> tests the path over several seeds' in text
   assert 'Caution' not in text   # maps of a normal size: no warning
   m = dict(models[0]['metrics'], tiny_maps_warning='the test maps peak at 3e-09, near x')
   assert 'Caution: the test maps peak at 3e-09, near x.' in report_html.render(

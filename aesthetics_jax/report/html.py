@@ -415,7 +415,11 @@ def _localization_table(s: Mapping) -> str:
           'EigenCAM ignores the target (its maps are the same for the low and the aesthetic '
           'target), so its pointing game says where the image\'s dominant pattern is, not what '
           'makes it worse; a method localises what it is asked for only where it beats both '
-          'the centre point and its untrained maps. Regions: '
+          'the centre point and its untrained maps. These are one trained model\'s maps: '
+          'another seed, or the same run on a CPU with other vector instructions, trains '
+          'another model, whose maps may localise where these do not, or the reverse (on the '
+          'demo both happened: README); <code>aesthetics-control</code> tests the path over '
+          'several seeds. Regions: '
           f'<code>{_esc(m.get("localization_masks", ""))}</code>.</p>')
   errors = m.get('localization_mask_errors') or []
   if errors:
