@@ -97,7 +97,8 @@ def test_aspect_crop_locates_mass():
 
 
 @pytest.mark.parametrize('aspect', ['inf:1', '1:inf', 'nan:1', float('inf'), 1e9, 1e-9, '21:1',
-                                    '1:21', 0, -1, True, '0:0', 'inf', '4/3', '', '1:2:3'])
+                                    '1:21', 0, -1, True, '0:0', 'inf', '4//3', '', '1:2:3',
+                                    '4x3x2'])
 def test_extreme_aspects_are_refused(aspect):
   """An inf or 1e9 ratio used to give a one-pixel strip as the 'crop'."""
   with pytest.raises(ValueError, match='from 1:20 to 20:1'):
@@ -109,6 +110,10 @@ def test_aspect_bounds_are_accepted():
   # A number written as text is the number (the API took 1.5 but refused '1.5').
   assert crop.parse_aspect('1.5') == crop.parse_aspect(1.5) == crop.parse_aspect('3:2') == 1.5
   assert crop.window_size((100, 2000), '20:1') == (100, 2000)
+  # As photo tools write it: '16/9', '4x3', '3×2' (they were refused as not valid).
+  assert crop.parse_aspect('16/9') == crop.parse_aspect('16:9')
+  assert crop.parse_aspect('4x3') == crop.parse_aspect(' 4X3 ') == crop.parse_aspect('4:3')
+  assert crop.parse_aspect('3×2') == 1.5
 
 
 def test_scale_box_and_save_crops(tmp_path):

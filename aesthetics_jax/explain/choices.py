@@ -26,12 +26,18 @@ MAX_ASPECT = 20.0
 
 
 def parse_aspect(aspect: str | float) -> float:
-  """'W:H' (e.g. '4:3', '16:9', '1:1') or a number → width / height, within 1:20 .. 20:1."""
+  """'W:H' (e.g. '4:3', '16:9', '1:1'; also 'W/H', 'WxH') or a number → width / height, within
+  1:20 .. 20:1."""
   if isinstance(aspect, (int, float)) and not isinstance(aspect, bool):
     r = float(aspect)
   else:
-    try:  # '4:3', or a number written as text ('1.5', as --aspect passes it)
-      w, _, h = str(aspect).partition(':')
+    # '4:3' (also as '4/3', '4x3', '4×3', how photo tools write it), or a number written
+    # as text ('1.5', as --aspect passes it)
+    text = str(aspect).strip()
+    for sep in ('/', 'x', 'X', '×'):
+      text = text.replace(sep, ':')
+    try:
+      w, _, h = text.partition(':')
       r = float(w) / float(h or 1)
     except (ValueError, ZeroDivisionError):
       r = -1.0
