@@ -271,13 +271,10 @@ def check_eval_config(config) -> None:
   found = config_checks.problems(config, 'eval.')  # the trainer's rules for these keys
   if found:
     raise EvalConfigError(found[0])
-  layers = ec.cam_layers
-  layers = tuple(layers) if isinstance(layers, list) else layers
-  try:  # a bad one used to stop the run after the data loaded, as a failure (exit 1)
-    models.resolve_layers(models.create_model(config.model), layers)
-  except ValueError as e:
-    raise EvalConfigError(f'config.eval.cam_layers={layers!r}: {str(e).splitlines()[0]}'
-                          ) from None
+  # A bad layer used to stop the run after the data loaded, as a failure (exit 1).
+  problem = config_checks.cam_layers_problem(config, models.create_model(config.model))
+  if problem:
+    raise EvalConfigError(problem)
 
 
 def _check_same_data(workdir, config) -> None:

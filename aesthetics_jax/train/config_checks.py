@@ -215,6 +215,19 @@ def device_problems(config: ml_collections.ConfigDict, num_devices: int) -> list
   return out
 
 
+def cam_layers_problem(config: ml_collections.ConfigDict, model) -> str | None:
+  """The one-line problem of `config.eval.cam_layers` for `model` (not a module of its
+  encoder), or None."""
+  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
+  layers = config.eval.cam_layers
+  try:
+    models.resolve_layers(model, layers)
+  except ValueError as e:
+    shown = tuple(layers) if isinstance(layers, list) else layers
+    return f'config.eval.cam_layers={shown!r}: {str(e).splitlines()[0]}'
+  return None
+
+
 def check_values(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first bad value of `problems` (no JAX needed)."""
   _raise_first(problems(config))
@@ -231,13 +244,8 @@ def check(config: ml_collections.ConfigDict) -> None:
       model = models.create_model(config.model)
     except ValueError as e:
       found = [str(e).splitlines()[0]]
-    else:
-      layers = config.eval.cam_layers
-      layers = tuple(layers) if isinstance(layers, list) else layers
-      try:  # the evaluation after training computes its CAMs there
-        models.resolve_layers(model, layers)
-      except ValueError as e:
-        found = [f'config.eval.cam_layers={layers!r}: {str(e).splitlines()[0]}']
+    else:  # the evaluation after training computes its CAMs there
+      found = [p for p in [cam_layers_problem(config, model)] if p]
   if not found:
     found = device_problems(config, parallel.train_mesh().size)
   _raise_first(found)
