@@ -325,7 +325,7 @@ class Model:
     self.arch = predictor.arch
     self.method = predictor.method
     self.layers = predictor.cam_layers
-    self.batch_size = _check_batch_size(batch_size)
+    self.batch_size = batch_size  # checked by the setter
     self._forwards: dict[tuple, Any] = {}
 
   @property
@@ -487,8 +487,8 @@ class Model:
 
   def _maps(self, images: list[np.ndarray], names: Sequence[str], method=None, layer=None):
     """(predict fields, {map label ('bucket:3', 'tag:13', ...): raw maps [B,h,w]}, method,
-    layers) of one batch for target `names` as `cam.targets_for` takes them."""
-    self._check_targets(names)
+    layers) of one batch for target `names` as `cam.targets_for` takes them (checked by the
+    callers, before any image is read)."""
     wanted = set(cam_lib.target_names(self.arch, names))
     out = {}
     for family in self._families():
@@ -509,16 +509,21 @@ class Model:
     `{'error': 'images[i]: ...'}` in its place and the others are scored; 'raise' (default):
     the call stops with that ValueError."""
     top_k = _check_top_k(top_k)
-    keep = _check_errors(errors)
+
+    def fields(batch: list[_Image]) -> list[dict]:
+      pred, _, _, _ = self._maps([im.model for im in batch], ('aesthetic',))
+      return [records.score_fields(pred, i, self.arch, self.predictor.tag_names, top_k)
+              for i in range(len(batch))]
+    return self._each(x, _check_errors(errors), fields)
+
+  def _each(self, x: ImageLike | Images, keep: bool, fn) -> Any:
+    """fn(batch of images) -> one result per image, over `_batches(x, keep)`: the images that
+    could not be read get `{'error': ...}` in their place. A list gives a list."""
     out = []
-    for batch in self._batches(x, keep):
-      good = [im for im in batch if not isinstance(im, str)]
-      if good:
-        pred, _, _, _ = self._maps([im.model for im in good], ('aesthetic',))
-      rows = iter(range(len(good)))
-      out += [{'error': im} if isinstance(im, str) else
-              records.score_fields(pred, next(rows), self.arch, self.predictor.tag_names, top_k)
-              for im in batch]
+    for whole in self._batches(x, keep):
+      batch = [im for im in whole if not isinstance(im, str)]
+      rows = iter(fn(batch) if batch else [])
+      out += [{'error': im} if isinstance(im, str) else next(rows) for im in whole]
     return out if _is_batch(x) else out[0]
 
   def cam(self, x: ImageLike | Images, target: str | Sequence[str] = 'aesthetic',
@@ -532,23 +537,20 @@ class Model:
     targets = [target] if isinstance(target, str) else list(target)
     names = tuple(self._target(t) for t in targets)
     self._check_targets(names)  # before any image is read
-    keep = _check_errors(errors)
-    out = []
-    for whole in self._batches(x, keep):
-      batch = [im for im in whole if not isinstance(im, str)]
-      if batch:
-        _, maps, _, _ = self._maps([im.model for im in batch], names, method, layer)
+    labels = [cam_lib.target_names(self.arch, n) for n in names]
+
+    def maps_of(batch: list[_Image]) -> list:
+      _, maps, _, _ = self._maps([im.model for im in batch], names, method, layer)
       results = []
       for i, im in enumerate(batch):
         by_target = {}
-        for t, n in zip(targets, names):
-          m = np.stack([maps[label][i] for label in cam_lib.target_names(self.arch, n)])
+        for t, n, ls in zip(targets, names, labels):
+          m = np.stack([maps[label][i] for label in ls])
           m = crop_lib.resize_maps(np.asarray(cam_lib.normalize(m, 'per_image')), im.size)
           by_target[t] = m if n == 'bucket' else m[0]
         results.append(by_target[target] if isinstance(target, str) else by_target)
-      rows = iter(results)
-      out += [{'error': im} if isinstance(im, str) else next(rows) for im in whole]
-    return out if _is_batch(x) else out[0]
+      return results
+    return self._each(x, _check_errors(errors), maps_of)
 
   def _boxes(self, image: _Image, target: str, method, layer, threshold, aspect) -> dict:
     """crop.image_boxes for one image: the paper's aesthetic + attribute (top tag) boxes for

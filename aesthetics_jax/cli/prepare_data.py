@@ -21,7 +21,6 @@ written removed; what a killed prepare left (TFDS's incomplete.* folder, resized
 removed by the next one that finds no other prepare of the dataset running.
 """
 from pathlib import Path
-import signal
 
 from absl import flags
 from absl import logging
@@ -77,7 +76,6 @@ def main(argv):
     common.usage_error('prepare_data', f'--resized_sizes={",".join(_RESIZED.value)}: use '
                        'positive sides in pixels, e.g. --resized_sizes=256 (empty for none)')
   logging.set_verbosity(logging.WARNING)  # TFDS's INFO lines would drown the summary
-  signal.signal(signal.SIGINT, common.interrupt_once)
   res = None
   try:
     res = _prepare()
