@@ -539,15 +539,19 @@ def infer_width_mult(flat: Mapping[str, Any], arch: str) -> Optional[float]:
   return None
 
 
+def _sidecar_fix(path: Path) -> str:
+  return (f'delete it (arch and width_mult are then read from {path.name}) or convert the '
+          'weights again with aesthetics-convert-weights')
+
+
 def _read_sidecar(side: Path, path: Path) -> dict:
   """The `<file>.json` that convert_weights writes beside `path`; PretrainedError if damaged."""
-  fix = (f'delete it (arch and width_mult are then read from {path.name}) or convert the '
-         'weights again with aesthetics-convert-weights')
+  fix = _sidecar_fix(path)
   try:
     meta = json.loads(side.read_text())
   except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
     raise PretrainedError(f'{side}: not valid JSON ({type(e).__name__}: '
-                          f'{str(e).splitlines()[0] if str(e) else ""}); {fix}') from None
+                          f'{_first_line(e)}); {fix}') from None
   if not isinstance(meta, dict):
     raise PretrainedError(f'{side}: holds a JSON {type(meta).__name__}, not an object with '
                           f'arch and width_mult; {fix}')
@@ -588,8 +592,7 @@ def _check_sidecar(meta: dict, flat: Mapping[str, Any], held: Optional[str], sid
   """The sidecar must describe the arrays beside it: one naming another arch or width (copied
   from other weights, hand-edited) made a MobileNetV2 file read as VGG16 (and converted to
   `vgg16.npz`), or gave the wrong width in every error hint."""
-  fix = (f'delete it (arch and width_mult are then read from {path.name}) or convert the '
-         'weights again with aesthetics-convert-weights')
+  fix = _sidecar_fix(path)
   if 'arch' in meta and held and meta['arch'] != held:
     raise PretrainedError(f'{side}: says arch={meta["arch"]}, but {path.name} holds {held} '
                           f'weights; {fix}')
@@ -626,14 +629,16 @@ def read_weights(path: str | os.PathLike, arch: Optional[str] = None
     if arch and meta['arch'] != arch:
       raise PretrainedError(f'{path}: holds {meta["arch"]} weights, not {arch}')
   else:
-    found = detect_arch(_canonical(arrays), str(path)) if arrays else None
+    state = _canonical(arrays)  # timm's names as torchvision's (a no-op on those)
+    found = detect_arch(state, str(path)) if state else None
     if found is None:
       raise PretrainedError(f'{path}: holds no arrays')
     if arch in (None, found):  # else torch_to_flax names the arch the file holds
-      _check_layout(_canonical(arrays), found, str(path))
-    flat = torch_to_flax(arrays, arch or found, str(path))
+      _check_layout(state, found, str(path))
+    flat = torch_to_flax(state, arch or found, str(path))
     meta = {'arch': arch or found}
-  meta.setdefault('width_mult', infer_width_mult(flat, meta['arch']))
+  if 'width_mult' not in meta:  # the sidecar's, checked against the arrays above
+    meta['width_mult'] = infer_width_mult(flat, meta['arch'])
   return flat, meta
 
 
