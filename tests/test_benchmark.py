@@ -17,7 +17,7 @@ import pytest
 
 from aesthetics_jax.explain import cam
 from aesthetics_jax.train import feature_cache
-from aesthetics_jax import parallel
+from aesthetics_jax import environment, parallel
 from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.bench import formulations, grain_ref, machine, memory, timing, torch_ref
 from aesthetics_jax.bench import workloads
@@ -390,7 +390,7 @@ def test_machine_info_names_what_differs_between_machines():
   assert 'jax_default_matmul_precision' in info['jax_config']
   if Path('/proc/cpuinfo').exists():
     assert 'cpu_mhz' in info and 'cpu_model' in info
-    assert set(info['cpu_features']) == set(machine.KEY_CPU_FLAGS)
+    assert set(info['cpu_features']) == set(environment.KEY_CPU_FLAGS)
     assert 'avx512_bf16' in info['cpu_features']
     lo, hi = info['cpu_mhz_min_max']
     assert 0 < lo <= info['cpu_mhz'] <= hi
@@ -783,15 +783,15 @@ def test_cli_user_errors_are_one_line(args, message):
 def test_machine_names_the_cpu_generation():
   """'AMD EPYC' is Zen 3 (AVX2) on one VM and Zen 4 (AVX-512) on another: the family and
   model numbers tell them apart."""
-  assert machine.microarchitecture('AuthenticAMD', 25, 17) == 'Zen 4 (Genoa)'
-  assert machine.microarchitecture('AuthenticAMD', 25, 1) == 'Zen 3 (Milan)'
-  assert machine.microarchitecture('GenuineIntel', 6, 0x8F) == 'Sapphire Rapids'
-  assert machine.microarchitecture('AuthenticAMD', 25, '17') is None  # unparsed: no guess
-  assert machine.microarchitecture('HygonGenuine', 24, 1) is None
+  assert environment.microarchitecture('AuthenticAMD', 25, 17) == 'Zen 4 (Genoa)'
+  assert environment.microarchitecture('AuthenticAMD', 25, 1) == 'Zen 3 (Milan)'
+  assert environment.microarchitecture('GenuineIntel', 6, 0x8F) == 'Sapphire Rapids'
+  assert environment.microarchitecture('AuthenticAMD', 25, '17') is None  # unparsed: no guess
+  assert environment.microarchitecture('HygonGenuine', 24, 1) is None
   info = machine.info()
   if Path('/proc/cpuinfo').exists() and 'cpu_family' in info:
     assert isinstance(info['cpu_family'], int) and isinstance(info['cpu_model_number'], int)
-    assert info.get('cpu_microarchitecture') == machine.microarchitecture(
+    assert info.get('cpu_microarchitecture') == environment.microarchitecture(
         info['cpu_vendor'], info['cpu_family'], info['cpu_model_number'])
 
 

@@ -31,10 +31,13 @@ def test_demo_writes_combined_report(demo_run):
   assert 'id="demo-banner"' in html
   assert 'Model: mobilenet_v2' in html and 'Model: vgg16' in html
   assert 'Data statistics' in html and 'not available)' not in html.split('Model:')[0]
+  assert html.count('Trained on: not recorded') == 2 and 'Evaluated on cpu (' in html
   for arch in ('mobilenet_v2', 'vgg16'):
     m = json.loads((w / arch / 'eval' / 'metrics.json').read_text())
     # the smoke config evaluates at most data.max_test_images = 8 of the 12 test images
     assert m['step'] == 2 and m['num_test_images'] == 8
+    # what it was computed on (checkpoints written by the fixture: no training record)
+    assert m['environment']['versions']['jaxlib'] and m['training_environments'] == []
     assert (w / arch / 'eval' / 'report.html').is_file()
     # each model's explorer (VGG16: one target), linked from the combined report
     assert (w / arch / 'eval' / 'explorer' / 'index.html').is_file()

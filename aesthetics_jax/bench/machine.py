@@ -7,10 +7,8 @@ read from its package metadata: torch is never imported here.
 """
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
-import statistics
 import sys
 import time
 from typing import Any
@@ -18,22 +16,15 @@ from typing import Any
 import jax
 from PIL import features as pil_features
 
-from aesthetics_jax import cpu_backend
+from aesthetics_jax import cpu_backend, environment
 
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'pillow', 'tensorflow-datasets',
             'torch', 'torchvision', 'grad-cam', 'grain')
-# SIMD / matrix extensions that change XLA:CPU, oneDNN and libjpeg-turbo speed.
-_CPU_FLAG_PREFIXES = ('avx', 'amx', 'fma', 'f16c', 'sse4', 'vnni', 'bmi2')
 # Environment variables that set thread counts, allocators or XLA behaviour.
 _ENV = ('XLA_FLAGS', 'JAX_PLATFORMS', 'JAX_ENABLE_X64', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS',
         'OPENBLAS_NUM_THREADS', 'TF_NUM_INTRAOP_THREADS', 'MALLOC_ARENA_MAX', 'GLIBC_TUNABLES',
         'AESTHETICS_JAX_CPU_DEFAULTS', 'LD_PRELOAD',
         'CUDA_VISIBLE_DEVICES', 'TF_CPP_MIN_LOG_LEVEL')
-
-
-# CPU features whose presence changes which kernels XLA / oneDNN pick (reported as booleans).
-KEY_CPU_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16',
-                 'avx512_fp16', 'amx_tile', 'amx_bf16', 'amx_int8', 'avx_vnni')
 
 
 def xla_threads(xla_flags: str, cpus: int) -> int:
@@ -42,78 +33,6 @@ def xla_threads(xla_flags: str, cpus: int) -> int:
   if '--xla_cpu_multi_thread_eigen=false' in xla_flags.replace('False', 'false'):
     return 1
   return cpus
-
-
-def _version(package: str) -> str | None:
-  try:
-    return importlib.metadata.version(package)
-  except importlib.metadata.PackageNotFoundError:
-    return None
-
-
-# (vendor, family) -> [(first model, last model, name)]: the generations that cloud 2-core VMs
-# come in; model numbers from the vendors' revision guides. Unlisted CPUs get no name.
-_MICROARCHITECTURES = {
-    ('AuthenticAMD', 23): [(0x00, 0x2F, 'Zen / Zen+'), (0x30, 0x3F, 'Zen 2 (Rome)'),
-                           (0x60, 0x7F, 'Zen 2')],
-    ('AuthenticAMD', 25): [(0x00, 0x0F, 'Zen 3 (Milan)'), (0x10, 0x1F, 'Zen 4 (Genoa)'),
-                           (0x20, 0x5F, 'Zen 3'), (0x60, 0x7F, 'Zen 4'),
-                           (0xA0, 0xAF, 'Zen 4c (Bergamo)')],
-    ('AuthenticAMD', 26): [(0x00, 0xFF, 'Zen 5')],
-    ('GenuineIntel', 6): [(0x55, 0x55, 'Skylake-SP / Cascade Lake'),
-                          (0x6A, 0x6C, 'Ice Lake-SP'), (0x8F, 0x8F, 'Sapphire Rapids'),
-                          (0xCF, 0xCF, 'Emerald Rapids'), (0xAD, 0xAE, 'Granite Rapids')],
-}
-
-
-def microarchitecture(vendor: str | None, family: Any, model: Any) -> str | None:
-  """The core generation of a /proc/cpuinfo (vendor_id, cpu family, model), e.g.
-  ('AuthenticAMD', 25, 17) -> 'Zen 4 (Genoa)'; None when not in the table."""
-  for lo, hi, name in _MICROARCHITECTURES.get((vendor, family), []):
-    if isinstance(model, int) and lo <= model <= hi:
-      return name
-  return None
-
-
-def _cpuinfo() -> dict[str, Any]:
-  """Model, current clock (median over cores), cache size and SIMD flags (Linux only)."""
-  try:
-    with open('/proc/cpuinfo') as f:
-      lines = f.read().splitlines()
-  except OSError:
-    return {}
-  fields: dict[str, list[str]] = {}
-  for line in lines:
-    key, sep, value = line.partition(':')
-    if sep:
-      fields.setdefault(key.strip(), []).append(value.strip())
-  out: dict[str, Any] = {}
-  if 'model name' in fields:
-    out['cpu_model'] = fields['model name'][0]
-  if 'cpu MHz' in fields:
-    out['cpu_mhz'] = statistics.median(float(v) for v in fields['cpu MHz'])
-  if 'cache size' in fields:
-    out['cpu_cache'] = fields['cache size'][0]
-  # 'AMD EPYC' alone names Zen 3 (AVX2) and Zen 4 (AVX-512, BF16) alike: the numbers tell.
-  ident = {k: fields[f][0] for k, f in (('cpu_vendor', 'vendor_id'), ('cpu_family', 'cpu family'),
-                                         ('cpu_model_number', 'model'),
-                                         ('cpu_stepping', 'stepping')) if f in fields}
-  for k in ('cpu_family', 'cpu_model_number', 'cpu_stepping'):
-    if ident.get(k, '').isdigit():
-      ident[k] = int(ident[k])
-  out.update(ident)
-  arch = microarchitecture(ident.get('cpu_vendor'), ident.get('cpu_family'),
-                           ident.get('cpu_model_number'))
-  if arch:
-    out['cpu_microarchitecture'] = arch
-  if 'flags' in fields:
-    flags = set(fields['flags'][0].split())
-    out['cpu_flags'] = sorted(f for f in flags if f.startswith(_CPU_FLAG_PREFIXES))
-    out['cpu_features'] = {f: f in flags for f in KEY_CPU_FLAGS}
-  if 'cpu MHz' in fields:
-    mhz = [float(v) for v in fields['cpu MHz']]
-    out['cpu_mhz_min_max'] = [min(mhz), max(mhz)]
-  return out
 
 
 def _memory_total_gb() -> float | None:
@@ -153,8 +72,10 @@ def info() -> dict[str, Any]:
       'device_kind': devices[0].device_kind if devices else None,
       'time_utc': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
   }
-  out.update(_cpuinfo())
-  out['versions'] = {p: _version(p) for p in PACKAGES}
+  out.update(environment.cpuinfo())
+  out['vector_isa'] = environment.vector_isa(out.get('cpu_flags'),
+                                             os.environ.get('XLA_FLAGS', ''))
+  out['versions'] = {p: environment.package_version(p) for p in PACKAGES}
   out['env'] = {k: os.environ[k] for k in _ENV if k in os.environ}
   out['xla_flags'] = os.environ.get('XLA_FLAGS', '')
   # Where compiled executables may come from a persistent cache (first calls then time less).

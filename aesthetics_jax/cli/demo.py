@@ -20,6 +20,7 @@ from pathlib import Path
 from absl import flags
 from absl import logging
 
+from aesthetics_jax import environment
 from aesthetics_jax.cli import common
 from aesthetics_jax.cli import stages
 from aesthetics_jax.configs.default import ARCHS
@@ -180,6 +181,10 @@ def _run_demo(w: Path, smoke: bool, num_train: int | None, num_test: int | None,
   out = stages.write_combined_report(
       w, ARCHS, cfg, demo=True, title='aesthetics-jax demo: MobileNetV2 (EMD) and VGG16')
   _log(f'done in {time.time() - t0:.0f}s')
+  runs = environment.read_runs(w / ARCHS[0])
+  if runs:  # the README's demo tables differ by vector ISA: say which row this run matches
+    _log(f'trained on {environment.summary(runs[-1])} (README: the demo\'s figures depend on '
+         'the CPU\'s vector instructions)')
   return out
 
 

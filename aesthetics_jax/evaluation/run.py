@@ -30,7 +30,7 @@ from absl import logging
 from jax.sharding import Mesh
 
 from aesthetics_jax import io as io_lib
-from aesthetics_jax import cpu_backend, models, parallel
+from aesthetics_jax import cpu_backend, environment, models, parallel
 from aesthetics_jax.data import dataset
 from aesthetics_jax.data import pipeline
 from aesthetics_jax.data import decoder
@@ -144,7 +144,10 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
                        'overrides': overrides_lib.record(overrides),
                        'arch': arch, 'cam_method': str(ec.cam_method),
                        'box_threshold': float(ec.box_threshold), 'cam_layers': list(layers),
-                       'cam_map_size': _map_size(model, variables, layers, size)}
+                       'cam_map_size': _map_size(model, variables, layers, size),
+                       # What the numbers were computed on (environment.py says why).
+                       'environment': environment.describe(),
+                       'training_environments': _training_environments(workdir)}
   m.update(evaluators.metrics.run(test, emd_r=float(config.loss.emd_r),
                                   bootstrap_samples=bootstrap, seed=seed))
   m.update(evaluators.boxes.run(test, image_size=size))
@@ -425,6 +428,46 @@ def is_demo(config) -> bool:
   return bool(ground_truth.masks_dir(config)) and not config.eval.masks_dir
 
 
+def _training_environments(workdir) -> list[dict]:
+  """The distinct machines (summary line, first step trained there) of W/environment.json's
+  training runs, in order; [] for workdirs trained before it was written."""
+  out: list[dict] = []
+  for rec in environment.read_runs(workdir):
+    if rec.get('command') == 'train':
+      line = environment.summary(rec)
+      if not out or out[-1]['summary'] != line:
+        out.append({'summary': line, 'from_step': rec.get('step'),
+                    'backend': rec.get('backend'), 'vector_isa': rec.get('vector_isa')})
+  return out
+
+
+def environment_note(m: Mapping) -> str | None:
+  """The report's line on where the model was trained and evaluated (None without records)."""
+  ev = m.get('environment')
+  trained = m.get('training_environments') or []
+  if not ev and not trained:
+    return None
+  parts = []
+  if trained:
+    later = [f'from step {t.get("from_step")} on {t["summary"]}' for t in trained[1:]]
+    parts.append('Trained on ' + '; then '.join([trained[0]['summary']] + later) + '.')
+  else:
+    parts.append('Trained on: not recorded (a workdir from before environment.json).')
+  if ev:
+    line = environment.summary(ev)
+    same = len(trained) == 1 and trained[0]['summary'] == line
+    parts.append('Evaluated on the same.' if same else f'Evaluated on {line}.')
+  on_cpu = [t for t in trained if t.get('backend') == 'cpu']
+  if len({t.get('vector_isa') for t in on_cpu}) > 1:
+    parts.append('Training ran on different vector instruction sets: not the run one machine '
+                 'would have trained.')
+  if on_cpu or (ev or {}).get('backend') == 'cpu':
+    parts.append('On CPUs, XLA\'s vector code (AVX2 or AVX-512) changes the last bits of every '
+                 'sum, and training can turn that into another model: compare figures from '
+                 'machines with the same instruction set.')
+  return ' '.join(parts)
+
+
 def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config) -> dict:
   """The report section of one evaluated model (see report/html.py)."""
   layers = ', '.join(m.get('cam_layers') or ()) or 'the encoder output'
@@ -438,6 +481,9 @@ def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config) ->
            f'(per_image.csv\'s boxes are in each image\'s own pixels), '
            f'{m.get("full_frame_boxes")} of them the full frame; '
            f'{m.get("empty_maps")} empty maps (no box).']
+  env = environment_note(m)
+  if env:
+    notes.append(env)
   explorer = io_lib.path(workdir) / EVAL_DIR / EXPLORER_DIR / 'index.html'
   return dict(name=io_lib.path(workdir).name or str(workdir), arch=str(config.model.arch),
               step=m.get('step'), workdir=str(workdir), metrics=dict(m), figures=dict(figs),

@@ -23,7 +23,8 @@ and the selection use the test split, and the logs and the result say so.
 
 Workdir: config.json, validation_ids.json (the held-out image ids), checkpoints/ (orbax),
 metrics.jsonl, tensorboard/ (scalars, config text, Grad-CAM overlays of
-`config.log_cam_images` test images at each evaluation, hparams).
+`config.log_cam_images` test images at each evaluation, hparams), environment.json (the
+machine, vector ISA and library versions of every start and resume: environment.py).
 Rerunning resumes from the latest intact checkpoint (a damaged newer one is moved to
 `corrupt_checkpoints/`, checkpoints.py); the data stream is deterministic in (seed, step), and
 the logs drop what the interrupted run wrote after that checkpoint (writers.py). The workdir is
@@ -48,7 +49,7 @@ import tqdm
 from absl import logging
 from jax.sharding import Mesh
 
-from aesthetics_jax import io, models, parallel
+from aesthetics_jax import environment, io, models, parallel
 from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.models import outputs as outputs_lib
 from aesthetics_jax.train import cam_preview
@@ -426,6 +427,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
     raise
   if is_main:
     io.atomic_write_json(ckpt_lib.config_path(workdir), config.to_dict(), indent=2, sort_keys=True)
+    _record_environment(workdir, start)
 
   repl = parallel.replicated(mesh)
   base_rng = parallel.replicate(np.asarray(jax.random.key_data(
@@ -570,6 +572,24 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
   if is_main:
     io.atomic_write_json(workdir / RESULT_FILE, io.json_safe(result), indent=1)
   return result
+
+
+def _record_environment(workdir, start: int) -> None:
+  """Adds this run's machine to W/environment.json; warns when a resume computes on other
+  hardware or libraries than the run before (on XLA:CPU the vector ISA alone changed what the
+  demo trained to). A record that cannot be written does not stop training."""
+  try:
+    rec, changed = environment.record_run(workdir, start, 'train')
+  except OSError as e:
+    logging.warning('%s not written (%s); training goes on', workdir / environment.FILE_NAME, e)
+    return
+  logging.info('environment: %s', environment.summary(rec))
+  if changed and start > 0:
+    msg = (f'warning: {workdir} resumed at step {start} on other hardware or libraries than '
+           f'the run before ({"; ".join(changed)}): training goes on, but its numbers will not '
+           'equal those of one uninterrupted run')
+    logging.warning('%s', msg)
+    print(msg, flush=True)
 
 
 # The finished run's return value: a rerun of the same run returns it instead of testing again.
