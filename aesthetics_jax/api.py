@@ -382,13 +382,6 @@ class Model:
     # not 'tag:16'), and offers no tag names for a misspelled one.
     if t.startswith('tag:') and self.arch != 'vgg16':
       return f'tag:{self._tag_id(t[4:].strip())}'
-    if t.startswith('bucket:') and self.arch != 'vgg16':
-      # `cam.targets_for` reads 'bucket:03' or 'bucket: 3' as bucket 3, but labels its map
-      # 'bucket:3': left as typed, no compiled family made that label (an UnboundLocalError).
-      try:
-        return f'bucket:{int(t[7:])}'
-      except ValueError:
-        return t  # targets_for's one-line error names it
     return t
 
   def _families(self) -> list[tuple[str, ...]]:
@@ -564,7 +557,8 @@ class Model:
     _, maps, method, layers = self._maps([image.model], names, method, layer)
     thr = (self.predictor.threshold if threshold is None
            else predictor_lib.check_box_threshold(threshold, 'threshold'))
-    d = crop_lib.image_boxes(maps[name][0], maps['top_tag'][0] if paired else None,
+    d = crop_lib.image_boxes(maps[cam_lib.target_names(self.arch, name)[0]][0],
+                             maps['top_tag'][0] if paired else None,
                              image.size, thr, aspect)
     # Every documented name, None where a map points nowhere (never a silent full frame):
     # leaving the name out made README's boxes['average'] a KeyError (a 1x1 CAM grid).

@@ -434,5 +434,10 @@ def test_bucket_k_target_is_one_score_logit():
   got = cam.targets_for('mobilenet_v2', ['bucket:3', 'bucket'])(out)
   assert got.shape == (2, 11) and np.array_equal(got[:, 0], logits[:, 2])
   assert cam.target_names('mobilenet_v2', ['bucket:3']) == ['bucket:3']
+  # The label is the map computed: 'bucket:03' is bucket 3's map (targets_for reads it so),
+  # and so is 'tag: 07' tag 7's; other names stay as given.
+  assert cam.target_names('mobilenet_v2', ['bucket:03', 'bucket: 3', 'tag: 07', 'top_tag',
+                                           'bucket:x']) == [
+      'bucket:3', 'bucket:3', 'tag:7', 'top_tag', 'bucket:x']
   with pytest.raises(ValueError, match='score bucket k in 1..10'):
     cam.targets_for('mobilenet_v2', ['bucket:0'])

@@ -134,8 +134,20 @@ def target_names(arch: str, names: Sequence[str] | str) -> list[str]:
   out = []
   for n in names:
     out.extend([f'bucket:{k}' for k in range(1, 11)] if n == 'bucket' and arch == 'mobilenet_v2'
-               else [n])
+               else [_label(n)])
   return out
+
+
+def _label(name: str) -> str:
+  """The label of the map `targets_for` computes for `name`: 'bucket:03' and 'bucket: 3' are
+  bucket 3, so their map is 'bucket:3' (a label as typed matched no other target set's)."""
+  kind, colon, rest = name.partition(':')
+  if colon and kind in ('bucket', 'tag'):
+    try:
+      return f'{kind}:{int(rest)}'
+    except ValueError:
+      pass
+  return name
 
 
 def _call_target(target_fn: TargetFn, outputs, ref):
