@@ -119,3 +119,23 @@ def test_the_checks_catch_a_broken_page(browser, tmp_path):
   assert any('0.jpg' in e for e in page.errors())
   with pytest.raises(AssertionError, match='maps did not load'):
     open_first_image(page, 13)
+
+
+DETAIL_STATE = ('(b => b.dataset.ready ? ["ready", b.dataset.ready] : b.dataset.error ?'
+                ' ["error", b.innerText] : null)(document.getElementById("detail-body"))')
+
+
+@pytest.mark.parametrize('chunk, says', [
+    ('explorerChunk(0,{"0":{"maps":', 'maps/0.js is damaged'),  # truncated mid-write
+    ('', 'maps/0.js is damaged'),
+    ('explorerChunk(0,{});', 'maps/0.js has no maps for image row')])
+def test_a_damaged_chunk_is_said_in_the_page(browser, tmp_path, chunk, says):
+  """A maps file that loads but is cut short, empty or another run's: the dialog says so
+  (it showed 'loading maps…' for ever, or a bare TypeError)."""
+  path = explorer_fixture.write(tmp_path / 'x', n=3, methods=('gradcam',))
+  (path.parent / 'maps' / '0.js').write_text(chunk)
+  page = browser.new_page(WIDTH)
+  page.goto(path)
+  page.click('.card')
+  state, text = page.wait_for(DETAIL_STATE, timeout=8)
+  assert state == 'error' and says in text, text

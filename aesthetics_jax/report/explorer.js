@@ -191,11 +191,15 @@
       (waiting[k] = waiting[k] || []).push([resolve, reject]);
       if (!first) return;
       const s = el('script', {src: `maps/${k}.js`});
-      s.onerror = () => {
-        (waiting[k] || []).forEach(f => f[1](new Error(`maps/${k}.js could not be loaded`)));
+      const fail = why => {
+        (waiting[k] || []).forEach(f => f[1](new Error(`maps/${k}.js ${why}`)));
         delete waiting[k];
         s.remove();
       };
+      s.onerror = () => fail('could not be loaded');
+      // A truncated or edited file loads but never calls explorerChunk: say so rather than
+      // leave 'loading maps…' up for ever.
+      s.onload = () => { if (!chunks[k]) fail('is damaged: it loaded but defined no maps'); };
       document.head.append(s);
     });
   }
@@ -389,6 +393,8 @@
     loadChunk(k).then(data => {
       if (state.open !== row) return;
       const rec = data[row];
+      if (!rec) throw new Error(`maps/${k}.js has no maps for image row ${row}: damaged, or ` +
+                                'from another run than this page');
       $('maphw').textContent = `${rec.map_hw[0]}x${rec.map_hw[1]}`;
       body.replaceChildren(...D.methods.map(m => methodSection(r, rec, m)));
       body.setAttribute('data-ready', String(row));
