@@ -139,3 +139,19 @@ def test_a_damaged_chunk_is_said_in_the_page(browser, tmp_path, chunk, says):
   page.click('.card')
   state, text = page.wait_for(DETAIL_STATE, timeout=8)
   assert state == 'error' and says in text, text
+
+
+def test_tags_named_like_object_properties_are_counted(browser, tmp_path):
+  """Tag names are data: 'constructor' was counted as "function Object() {...}1" and
+  '__proto__' left out of the tag filter."""
+  from aesthetics_jax.report import explorer  # pylint: disable=import-outside-toplevel
+  ims = explorer_fixture.images(3, 'mobilenet_v2', ['gradcam'])
+  for im, tag in zip(ims, ('constructor', '__proto__', 'constructor')):
+    im.tag = tag
+  path = explorer.write_explorer(tmp_path / 'x', ims, arch='mobilenet_v2', methods=['gradcam'],
+                                 targets=explorer_fixture.MNV2_TARGETS)
+  page = browser.new_page(WIDTH)
+  page.goto(path)
+  options = page.eval('[...document.getElementById("tag").options].map(o => o.text)')
+  assert options == ['any', '__proto__ (1)', 'constructor (2)'], options
+  check_page(page, 'odd tag names')

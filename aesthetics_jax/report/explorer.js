@@ -73,10 +73,11 @@
                        'aria-label': label + ' max'}), ' '));
     }
     if (HAS_TAG) {
-      const counts = {};
-      for (const r of ROWS) counts[r.tag] = (counts[r.tag] || 0) + 1;
-      for (const t of Object.keys(counts).sort()) {
-        $('tag').append(el('option', {value: t, text: `${t} (${counts[t]})`}));
+      // A Map: on a plain object, tags named 'constructor' or '__proto__' hit its prototype.
+      const counts = new Map();
+      for (const r of ROWS) counts.set(r.tag, (counts.get(r.tag) || 0) + 1);
+      for (const t of [...counts.keys()].sort()) {
+        $('tag').append(el('option', {value: t, text: `${t} (${counts.get(t)})`}));
       }
     } else {
       $('tag-filter').hidden = true;
