@@ -155,3 +155,20 @@ def test_tags_named_like_object_properties_are_counted(browser, tmp_path):
   options = page.eval('[...document.getElementById("tag").options].map(o => o.text)')
   assert options == ['any', '__proto__ (1)', 'constructor (2)'], options
   check_page(page, 'odd tag names')
+
+
+def test_long_unbroken_title_and_tag_names_fit_the_window(browser, tmp_path):
+  """A workdir or tag name with no space to break at: the title wraps and the tag filter stays
+  narrow (the page was 43,000 px wide in an 800 px window)."""
+  from aesthetics_jax.report import explorer  # pylint: disable=import-outside-toplevel
+  long = 'run_' + 'x' * 3000
+  ims = explorer_fixture.images(2, 'mobilenet_v2', ['gradcam'])
+  ims[0].tag = ims[1].tag = 'tag_' + 'y' * 3000
+  path = explorer.write_explorer(tmp_path / 'x', ims, arch='mobilenet_v2', methods=['gradcam'],
+                                 targets=explorer_fixture.MNV2_TARGETS,
+                                 title=f'aesthetics-jax explorer: {long}', notes=[long])
+  page = browser.new_page(WIDTH)
+  page.goto(path)
+  check_page(page, 'long names')
+  open_first_image(page, 13)
+  check_page(page, 'long names, detail')
