@@ -1,11 +1,12 @@
-"""The explorer in a real browser (headless Chromium over the DevTools pipe), on synthetic
-explorers; evaluate()'s own report and explorer are checked the same way in test_evaluate.py.
+"""The explorer and report in a real browser (headless Chromium over the DevTools pipe), on
+synthetic explorers and reports; evaluate()'s own report and explorer are checked the same way in test_evaluate.py.
 
 Fails on console errors, broken images, horizontal overflow at 800 px, and an explorer click
 that does not show the maps. Skipped (with the reason printed) only when no Chromium binary
 is installed; `.ci/run` installs one where it can.
 """
 import json
+import pathlib
 
 import pytest
 
@@ -172,3 +173,16 @@ def test_long_unbroken_title_and_tag_names_fit_the_window(browser, tmp_path):
   check_page(page, 'long names')
   open_first_image(page, 13)
   check_page(page, 'long names, detail')
+
+
+def test_report_with_long_unbroken_names_fits_the_window(browser, tmp_path):
+  """A model (workdir) name or title with no space to break at: headings and the model links
+  wrap (the report was several thousand px wide in an 800 px window)."""
+  from aesthetics_jax.report import html as report_html  # pylint: disable=C0415
+  long = 'run_' + 'x' * 400
+  path = pathlib.Path(report_html.write_report(
+      tmp_path / 'report.html', [dict(name=long, arch='vgg16', workdir=long, metrics={})],
+      title=long))
+  page = browser.new_page(WIDTH)
+  page.goto(path)
+  check_page(page, 'report with long names')

@@ -74,7 +74,7 @@ h3{margin-top:1.5em}
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #bbb;padding:.25em .6em;
 text-align:right}th{background:#eee}td:first-child,th:first-child{text-align:left}
 .scroll{overflow-x:auto;max-width:100%}
-p,li,code{overflow-wrap:anywhere}td{white-space:nowrap}
+h1,h2,nav,p,li,code{overflow-wrap:anywhere}td{white-space:nowrap}
 .explorer-link{font-size:1.05em;background:#eef4ff;border:1px solid #9bb8ee;padding:.5em .8em}
 .banner{background:#fff3cd;border:2px solid #e0a800;padding:.8em 1em;font-weight:bold;
 margin:1em 0}
