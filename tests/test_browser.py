@@ -1,5 +1,6 @@
 """The explorer and report in a real browser (headless Chromium over the DevTools pipe), on
-synthetic explorers and reports; evaluate()'s own report and explorer are checked the same way in test_evaluate.py.
+synthetic explorers and reports; evaluate()'s own report and explorer are checked the same
+way in test_evaluate.py.
 
 Fails on console errors, broken images, horizontal overflow at 800 px, and an explorer click
 that does not show the maps. Skipped (with the reason printed) only when no Chromium binary
