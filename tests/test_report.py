@@ -272,6 +272,24 @@ def test_tables_scroll_inside_their_box_and_explorer_is_linked(tmp_path, section
   assert 'href="m/eval/explorer/index.html"' in text and 'all 80 test images' in text
 
 
+
+def test_explorer_link_is_a_url_whatever_the_folder_is_called(tmp_path, sections):
+  """'#', '%', '?', spaces and non-ASCII in a workdir name: the link was the raw path, which a
+  browser cut at the '#' (a fragment) and read '%' as an escape ('file could not be
+  accessed')."""
+  import html  # pylint: disable=import-outside-toplevel
+  import urllib.parse  # pylint: disable=import-outside-toplevel
+  models, _, _ = sections
+  index = tmp_path / 'run #1 100% ?ü' / 'eval' / 'explorer' / 'index.html'
+  index.parent.mkdir(parents=True)
+  index.write_text('x')
+  text = report_html.write_report(tmp_path / 'report.html',
+                                  [dict(models[0], explorer=str(index))]).read_text()
+  href = html.unescape(re.search(r'<a href="([^"]*)">Open the interactive', text).group(1))
+  url = urllib.parse.urlsplit(href)
+  assert not url.fragment and not url.query and not url.scheme, href
+  assert tmp_path / urllib.parse.unquote(url.path) == index
+
 def test_claims_carry_their_controls(sections):
   """The scientific audit's findings: the split point is read against the majority class
   (share called high, balanced accuracy, gain [CI], a degenerate rule named as such); the

@@ -20,6 +20,7 @@ import base64
 import datetime
 import html
 import os
+import urllib.parse
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -512,6 +513,8 @@ def _explorer_link(s: Mapping, base: Path | None) -> str:
   href = str(path) if not io_lib.is_local(path) else Path(path).as_posix()
   if base is not None and io_lib.is_local(path):
     href = Path(os.path.relpath(Path(path).resolve(), base)).as_posix()
+  if io_lib.is_local(path):  # a URL: '#', '%' or '?' in a folder name would cut the path
+    href = urllib.parse.quote(href)
   m = s['metrics']
   methods = ', '.join(str(x) for x in m.get('explorer_methods') or ()) or 'the CAM methods'
   return (f'<p class="explorer-link"><a href="{_esc(href)}">Open the interactive explorer</a>: '
