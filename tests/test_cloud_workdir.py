@@ -95,8 +95,8 @@ def test_trainer_writes_a_gs_workdir_through_epath(fake_gcs, data_dir, tmp_path,
   assert res['step'] == 2 and res['eval_split'] == 'test'
   names = sorted(fake_gcs.store)
   assert names == ['/bucket/run/config.json', '/bucket/run/dataset.json',
-                   '/bucket/run/metrics.jsonl', '/bucket/run/result.json',
-                   '/bucket/run/validation_ids.json'], names
+                   '/bucket/run/environment.json', '/bucket/run/metrics.jsonl',
+                   '/bucket/run/result.json', '/bucket/run/validation_ids.json'], names
   rows = writers.read_jsonl('gs://bucket/run/metrics.jsonl')
   assert [r['step'] for r in rows if 'train/loss' in r] == [1, 2]
   assert [r['step'] for r in rows if 'test/binary_accuracy' in r] == [2]
