@@ -290,6 +290,18 @@ def test_explorer_link_is_a_url_whatever_the_folder_is_called(tmp_path, sections
   assert not url.fragment and not url.query and not url.scheme, href
   assert tmp_path / urllib.parse.unquote(url.path) == index
 
+
+def test_names_are_escaped_and_every_lt_starts_a_tag(sections):
+  """Model, workdir, note and method names are text (no injected script or attribute), and the
+  page's own text writes '<' as &lt; (Table 1's '(<4.5 or >6.5)' was a parse error)."""
+  models, dataset, _ = sections
+  evil = '</title><script>alert(1)</script>"\' onload=x \u202e&amp;'
+  m = dict(models[0]['metrics'], faithfulness={evil: dict(deletion_auc=0.1)})
+  text = report_html.render([dict(models[0], name=evil, workdir=evil, notes=[evil], metrics=m)],
+                            dict(stats={evil: evil}), title=evil)
+  assert '<script' not in text and '" onload' not in text
+  assert re.findall(r'<(?![a-zA-Z/!])', text) == []
+
 def test_claims_carry_their_controls(sections):
   """The scientific audit's findings: the split point is read against the majority class
   (share called high, balanced accuracy, gain [CI], a degenerate rule named as such); the

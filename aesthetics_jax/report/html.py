@@ -164,7 +164,7 @@ def _table1_rows(d: Mapping, m: Mapping, paper: bool) -> list[str]:
   for key, label, ref, nkey in (
       ('cam_intensity_pearson_all', 'Pearson r, all images', PAPER_TABLE1['pearson_all'],
        'cam_intensity_n_all'),
-      ('cam_intensity_pearson_extreme', 'Pearson r, extremes (<4.5 or >6.5)',
+      ('cam_intensity_pearson_extreme', 'Pearson r, extremes (&lt;4.5 or &gt;6.5)',
        PAPER_TABLE1['pearson_extreme'], 'cam_intensity_n_extreme')):
     cells = ''.join(f'<td>{_fmt(d.get(f"{key}_{n}"))}{_ci(d, f"{key}_{n}")}</td>'
                     for n in ('per_image', 'global'))
