@@ -302,6 +302,20 @@ def test_names_are_escaped_and_every_lt_starts_a_tag(sections):
   assert '<script' not in text and '" onload' not in text
   assert re.findall(r'<(?![a-zA-Z/!])', text) == []
 
+
+def test_a_model_named_like_a_section_links_to_itself(sections):
+  """Models (workdirs) called 'data' or 'summary': their nav links went to the page's own
+  sections of those ids, and the ids were not unique."""
+  models, _, _ = sections
+  text = report_html.render([dict(models[1], name=n) for n in ('data', 'summary')])
+  ids = re.findall(r' id="([^"]*)"', text)
+  assert len(ids) == len(set(ids)), ids
+  nav = re.search(r'<nav>(.*?)</nav>', text).group(1)
+  links = re.findall(r'<a href="#([^"]*)">([^<]*)</a>', nav)[2:]  # after summary and data
+  assert [n for _, n in links] == ['data', 'summary']
+  for target, name in links:
+    assert re.search(rf'<h2 id="{re.escape(target)}">Model: {name} ', text), name
+
 def test_claims_carry_their_controls(sections):
   """The scientific audit's findings: the split point is read against the majority class
   (share called high, balanced accuracy, gain [CI], a degenerate rule named as such); the

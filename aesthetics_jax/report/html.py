@@ -523,10 +523,16 @@ def _explorer_link(s: Mapping, base: Path | None) -> str:
           f'({_esc(methods)}), boxes and crop.</p>')
 
 
+def _anchor(s: Mapping) -> str:
+  """A model section's id: prefixed, so that a model (workdir) called 'data' or 'summary'
+  does not take the page's own sections' ids."""
+  return _esc(f'model-{s["name"]}')
+
+
 def _model_section(s: Mapping, base: Path | None = None, demo: bool = False) -> str:
   figs, m = s.get('figures', {}), s['metrics']
   arch = str(s.get('arch', ''))
-  anchor = _esc(s['name'])
+  anchor = _anchor(s)
   out = [f'<h2 id="{anchor}">Model: {_esc(s["name"])} ({_esc(arch)}), '
          f'checkpoint step {_fmt(s.get("step"))}</h2>']
   if s.get('workdir'):
@@ -574,7 +580,7 @@ def render(models: Sequence[Mapping], dataset: Mapping | None = None, demo: bool
   if demo:
     out.append(f'<div class="banner" id="demo-banner">DEMO DATA. {_esc(DEMO_BANNER)}</div>')
   out.append('<nav>' + '<a href="#summary">summary</a><a href="#data">data</a>' + ''.join(
-      f'<a href="#{_esc(s["name"])}">{_esc(s["name"])}</a>' for s in models) + '</nav>')
+      f'<a href="#{_anchor(s)}">{_esc(s["name"])}</a>' for s in models) + '</nav>')
   out.append('<h2 id="summary">Accuracy beside the paper and NIMA</h2>')
   out.append(_accuracy_table(models, demo))
   out.append('<p class="note">Binary accuracy: high if mean score &gt; 5 (EMD model: by the '
