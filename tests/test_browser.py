@@ -187,3 +187,15 @@ def test_report_with_long_unbroken_names_fits_the_window(browser, tmp_path):
   page = browser.new_page(WIDTH)
   page.goto(path)
   check_page(page, 'report with long names')
+
+
+def test_a_missing_thumbnail_is_said_on_its_card(browser, tmp_path):
+  """The page copied without its thumbs/ (or one file lost): the card says which file, where
+  it showed an empty box."""
+  path = explorer_fixture.write(tmp_path / 'x', n=3, methods=('gradcam',))
+  (path.parent / 'thumbs' / '1.jpg').unlink()
+  page = browser.new_page(WIDTH)
+  page.goto(path)
+  text = page.wait_for('document.querySelector(\'.card[data-row="1"] .missing\')?.textContent',
+                       timeout=8)
+  assert text == 'thumbs/1.jpg could not be loaded'

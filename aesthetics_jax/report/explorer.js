@@ -136,6 +136,11 @@
   function card(r) {
     const img = el('img', {src: `thumbs/${r.row}.jpg`, alt: `image ${r.image_id}`,
                            loading: 'lazy', width: r.w, height: r.h});
+    // A missing or damaged file (the page copied without its folder): said, not a blank box.
+    img.addEventListener('error', () => {
+      img.style.visibility = 'hidden';
+      img.after(el('p', {class: 'missing', text: `thumbs/${r.row}.jpg could not be loaded`}));
+    });
     const wrong = r.label !== r.pred_label;
     const b = el('button', {class: 'card', type: 'button', 'data-row': r.row,
                             title: `image ${r.image_id}`},
