@@ -772,7 +772,16 @@ def test_cli_study_without_reference_writes_json(tmp_path):
                                            (['--scaling_sizes=1,x'], 'scaling_sizes'),
                                            (['--grain_modes=fork'], 'grain_modes'),
                                            (['--torch_formulations=best'],
-                                            'torch_formulations')])
+                                            'torch_formulations'),
+                                           # Ran minutes, then a traceback (or exit 0).
+                                           (['--repeats=0'], '--repeats'),
+                                           (['--image_size=16'], '--image_size'),
+                                           (['--model_batch_size=0'], '--model_batch_size'),
+                                           (['--recipe_epochs=nan'], '--recipe_epochs'),
+                                           (['--scaling_sizes=0'], '--scaling_sizes'),
+                                           (['--what='], '--what'),
+                                           (['--what=input', '--image_size=300'],
+                                            '--resize_size')])
 def test_cli_user_errors_are_one_line(args, message):
   r = subprocess.run([sys.executable, '-m', 'launch.benchmark', *args], cwd=ROOT,
                      capture_output=True, text=True, timeout=120)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import math
 import os
 import sys
 import time
@@ -77,10 +78,11 @@ flags.DEFINE_string('reference', 'auto', "'torch': time the PyTorch equivalents 
                     'it imports.')
 flags.DEFINE_bool('quick', False, 'A few minutes in all: fewer repeats and warm-up calls, '
                   'smaller image counts (figures are noisier; the JSON says so).')
-flags.DEFINE_integer('repeats', _D.repeats, 'Timed runs per measurement (median reported).')
-flags.DEFINE_integer('warmup', _D.warmup, 'Untimed runs before timing.')
+flags.DEFINE_integer('repeats', _D.repeats, 'Timed runs per measurement (median reported).',
+                     lower_bound=1)
+flags.DEFINE_integer('warmup', _D.warmup, 'Untimed runs before timing.', lower_bound=0)
 flags.DEFINE_integer('threads', _D.threads, 'torch intra-op threads; 0 = one per CPU core '
-                     "(XLA's count).")
+                     "(XLA's count).", lower_bound=0)
 flags.DEFINE_enum('torch_formulations', _D.torch_formulations, ['all', 'fast'],
                   "PyTorch formulations timed; every ratio is against the fastest: 'all' = "
                   'NCHW / channels_last x whole batch / chunks of 1,2,4,8 x inference_mode / '
@@ -90,25 +92,29 @@ flags.DEFINE_float('torch_compile_timeout', _D.torch_compile_timeout, 'Seconds p
                    "torch.compile before it is recorded as 'failed: ...' (not fatal).")
 flags.DEFINE_integer('chunk', _D.chunk, 'Images per micro-batch inside jitted inference '
                      'steps (aesthetics_jax.parallel); -1 = per backend (2 on CPU, off '
-                     'elsewhere).')
-flags.DEFINE_integer('workers', _D.workers, "'All workers' count; 0 = one per CPU core.")
-flags.DEFINE_integer('image_size', _D.image_size, 'Crop side (train) / resize side (eval).')
-flags.DEFINE_integer('resize_size', _D.resize_size, 'Train resize side (then random crop).')
+                     'elsewhere).', lower_bound=-1)
+flags.DEFINE_integer('workers', _D.workers, "'All workers' count; 0 = one per CPU core.",
+                     lower_bound=0)
+flags.DEFINE_integer('image_size', _D.image_size, 'Crop side (train) / resize side (eval).',
+                     lower_bound=config_checks.MIN_IMAGE_SIZE)
+flags.DEFINE_integer('resize_size', _D.resize_size, 'Train resize side (then random crop).',
+                     lower_bound=config_checks.MIN_IMAGE_SIZE)
 # --what=input
 flags.DEFINE_string('data_dir', _D.data_dir, '--what=input: prepared TFDS data_dir; '
                     'synthetic JPEGs if unset.')
 flags.DEFINE_string('subset', _D.subset, "--what=input: dataset config with --data_dir, "
                     "'style' | 'all'.")
-flags.DEFINE_integer('num_images', _D.num_images, '--what=input: images per timed run.')
+flags.DEFINE_integer('num_images', _D.num_images, '--what=input: images per timed run.',
+                     lower_bound=1)
 flags.DEFINE_integer('batch_size', _D.batch_size, '--what=input: global batch size of the '
-                     'end-to-end pipeline run.')
+                     'end-to-end pipeline run.', lower_bound=1)
 flags.DEFINE_bool('processes', _D.processes, '--what=input: also time a process pool (vs '
                   'threads).')
 flags.DEFINE_bool('input_vs_model', _D.input_vs_model, '--what=input: also time the model '
                   'fed by the pipeline and say how many decode workers keep up with it.')
 flags.DEFINE_integer('fed_rounds', _D.fed_rounds, '--what=input: rounds of the model alone '
                      'vs fed by the pipeline (or --repeats, if more); the ratio is the median '
-                     'per-round ratio.')
+                     'per-round ratio.', lower_bound=1)
 flags.DEFINE_integer('fed_cache_rows', _D.fed_cache_rows, '--what=input (with '
                      '--input_vs_model): rows of each timed feature-cache build (the default '
                      'training path of the frozen-encoder configs) against the encoder alone.')
@@ -128,7 +134,7 @@ flags.DEFINE_list('grain_modes', list(_D.grain_modes), "--what=input: grain form
                   "timed: 'threads' (ReadOptions threads), 'processes' (mp_prefetch workers).")
 # --what=model
 flags.DEFINE_integer('model_batch_size', _D.model_batch_size, '--what=model: forward batch '
-                     'size.')
+                     'size.', lower_bound=1)
 flags.DEFINE_list('model_archs', list(_D.model_archs), "--what=model: 'mobilenet_v2', "
                   "'vgg16'.")
 flags.DEFINE_list('model_dtypes', list(_D.model_dtypes), "--what=model: 'float32', "
@@ -141,35 +147,36 @@ flags.DEFINE_bool('profile', _D.profile, '--what=model: per-op times (jax.profil
 flags.DEFINE_integer('confirm_repeats', _D.confirm_repeats, '--what=model: rounds of our '
                      "default forward head to head with torch's fastest formulation of the "
                      'screening (which is biased upwards: the best of many noisy medians); the '
-                     'ratio is the median per-round ratio. 0 = the screening ratio.')
+                     'ratio is the median per-round ratio. 0 = the screening ratio.',
+                     lower_bound=0)
 flags.DEFINE_bool('placement', _D.placement, '--what=model,cam: before each head-to-head '
                   "call, the round-trip latency between two of this process's CPUs (a VM's "
                   'vCPUs on one L3 or not), and the ratio over near and far rounds apart.')
 # --what=cam, study
 flags.DEFINE_integer('cam_batch_size', _D.cam_batch_size, '--what=cam,study: images per '
-                     'Grad-CAM call.')
+                     'Grad-CAM call.', lower_bound=1)
 flags.DEFINE_integer('cam_warmup', _D.cam_warmup, "--what=cam: untimed calls first "
-                     "(pytorch-grad-cam's first calls are 2-6x slower).")
+                     "(pytorch-grad-cam's first calls are 2-6x slower).", lower_bound=0)
 flags.DEFINE_integer('study_images', _D.study_images, '--what=study: test images in the '
-                     'timed study.')
+                     'timed study.', lower_bound=1)
 flags.DEFINE_bool('peak_memory', _D.peak_memory, '--what=cam: peak RSS in fresh child '
                   'processes.')
 # --what=recipe
 flags.DEFINE_integer('recipe_images', _D.recipe_images, '--what=recipe: training images '
-                     'actually run.')
+                     'actually run.', lower_bound=1)
 flags.DEFINE_integer('recipe_test_images', _D.recipe_test_images, '--what=recipe: test '
-                     'images actually run.')
+                     'images actually run.', lower_bound=1)
 flags.DEFINE_float('recipe_epochs', _D.recipe_epochs, '--what=recipe: epochs (the paper: '
                    '50).')
 flags.DEFINE_integer('recipe_views', _D.recipe_views, '--what=recipe: cached train views K '
-                     '(config cache.num_train_views).')
+                     '(config cache.num_train_views).', lower_bound=1)
 flags.DEFINE_integer('torch_epochs', _D.torch_epochs, '--what=recipe: epochs of the PyTorch '
                      'loop actually run (every epoch costs the same; extrapolated to '
-                     '--recipe_epochs).')
+                     '--recipe_epochs).', lower_bound=1)
 flags.DEFINE_integer('extrapolate_train', _D.extrapolate_train, '--what=recipe: train '
-                     'images extrapolated to.')
+                     'images extrapolated to.', lower_bound=1)
 flags.DEFINE_integer('extrapolate_test', _D.extrapolate_test, '--what=recipe: test images '
-                     'extrapolated to.')
+                     'extrapolated to.', lower_bound=1)
 # --what=scaling
 flags.DEFINE_list('scaling_sizes', [str(n) for n in _D.scaling_sizes], '--what=scaling: '
                   'images per streamed evaluation (one child process each).')
@@ -179,10 +186,14 @@ flags.DEFINE_integer('scaling_trace_images', _D.scaling_trace_images, '--what=sc
                      lower_bound=0)
 flags.DEFINE_string('malloc_arena_max', _D.malloc_arena_max, '--what=scaling: '
                     "MALLOC_ARENA_MAX for the child processes ('' = glibc's default).")
-flags.register_validator('scaling_sizes', lambda v: all(n.isdigit() for n in v),
+flags.register_validator('scaling_sizes', lambda v: all(n.isdigit() and int(n) > 0 for n in v),
                          '--scaling_sizes: positive integers, e.g. 500,1000')
 flags.register_validator('grain_modes', lambda v: set(v) <= set(sections.GRAIN_MODES),
                          "--grain_modes: 'threads' and/or 'processes'")
+# NaN passes absl's bounds: an explicit finite check (a NaN timeout or epoch count ran on).
+for _name in ('torch_compile_timeout', 'recipe_epochs'):
+  flags.register_validator(_name, lambda v: math.isfinite(v) and v > 0,
+                           f'--{_name}: a positive number')
 flags.register_validator('reference', lambda v: v in ('auto', 'torch', 'none'),
                          "--reference: use 'torch', 'none' or 'auto'")
 _OURS = frozenset(FLAGS) - _BEFORE
@@ -332,10 +343,16 @@ def main(argv):
   common.check_outputs('benchmark', files={'json': FLAGS.json})
   what = list(SECTIONS) if 'all' in FLAGS.what else list(FLAGS.what)
   unknown = [w for w in what if w not in SECTIONS]
+  if not what:  # `--what=` ran nothing and exited 0
+    common.usage_error('benchmark', f'--what is empty; choose from all,{",".join(SECTIONS)}')
   if unknown:  # before the sections' imports below
     common.usage_error('benchmark', f'unknown --what={",".join(unknown)}; choose from '
                        f'all,{",".join(SECTIONS)}')
   _check_choices()
+  # The train crop (input, recipe) takes image_size of the resized image.
+  if {'input', 'recipe'} & set(what) and FLAGS.resize_size < FLAGS.image_size:
+    common.usage_error('benchmark', f'--resize_size={FLAGS.resize_size} is smaller than '
+                       f'--image_size={FLAGS.image_size}: pass resize_size >= image_size')
   # pylint: disable-next=import-outside-toplevel
   from aesthetics_jax.data import ava, preprocess  # their errors are one-line user errors
   try:
