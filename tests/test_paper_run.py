@@ -246,3 +246,17 @@ def test_cli_shows_warnings(tmp_path):
   assert r.returncode == 0, r.stderr[-3000:]
   assert (f'{tmp_path / "w" / "vgg16" / ".lock"}: taking over the stale workdir lock of pid '
           f'{2 ** 22 + 1} on {socket.gethostname()}, which is no longer running') in r.stderr
+
+
+def test_training_error_is_one_line(tmp_path):
+  """A TrainingError (here: a feature cache of 10**9 views that no disk holds) ended the run
+  in a traceback; it is one line, exit 1 (a stage failed)."""
+  m = paper_run.paper_config('vgg16', True, 1).model
+  weights = torchvision_layout_safetensors(tmp_path / 'wt', 'vgg16', float(m.width_mult),
+                                           int(m.fc_dim))
+  r = subprocess.run([sys.executable, '-m', 'launch.paper_run', f'--workdir={tmp_path / "w"}',
+                      f'--weights={weights}', '--archs=vgg16', '--smoke',
+                      f'--vgg16_views={10 ** 9}'], capture_output=True, text=True, timeout=400)
+  assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr[-3000:]
+  assert r.stderr.strip().splitlines()[-1].startswith(
+      f'paper_run: {tmp_path / "w" / "vgg16" / "cache"}: the feature cache needs')

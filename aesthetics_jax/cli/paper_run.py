@@ -73,6 +73,7 @@ def main(argv):
   orbax_logging.quiet_orbax_errors()  # a failed save (full disk) is one line, not 192 tracebacks
   from aesthetics_jax.data import ava, demo as demo_data  # pylint: disable=C0415
   from aesthetics_jax.models import fake_imagenet, pretrained  # pylint: disable=C0415
+  from aesthetics_jax.train import errors as train_errors  # pylint: disable=C0415
   try:
     paper_recipe.run_paper(
         _WORKDIR.value, ava_dir=_AVA_DIR.value, weights=_WEIGHTS.value, archs=archs,
@@ -83,7 +84,8 @@ def main(argv):
     common.usage_error('paper_run', str(e))
   except (paper_recipe.PaperRunError, ava.AvaError, demo_data.DemoDataError,
           pretrained.PretrainedError, fake_imagenet.FakeWeightsError, ValueError,
-          FileNotFoundError, OSError) as e:
+          FileNotFoundError, OSError,
+          train_errors.TrainingError) as e:  # a RuntimeError: was a traceback (--views=10**9)
     common.fail('paper_run', e, common.exit_code(e))
 
 
