@@ -85,6 +85,17 @@ def test_cli_unknown_arch_is_one_line(tmp_path):
       'make_fake_weights: --archs=resnet50: use some of mobilenet_v2,vgg16']
 
 
+@pytest.mark.parametrize('seed', [-1, 2 ** 64])
+def test_cli_seed_out_of_range_is_one_line(tmp_path, seed):
+  """numpy refused a negative seed and torch one of 2**64 or more: tracebacks, exit 1."""
+  r = subprocess.run([sys.executable, '-m', 'launch.make_fake_weights', f'--out={tmp_path}',
+                      '--archs=mobilenet_v2', '--width_mult=0.25', '--calibration_images=2',
+                      '--image_size=32', f'--seed={seed}'], capture_output=True, text=True)
+  assert r.returncode == 2 and list(tmp_path.iterdir()) == []
+  assert r.stderr.strip().splitlines() == [
+      f'make_fake_weights: --seed={seed}: pass a value from 0 to {2 ** 64 - 1}']
+
+
 def test_full_disk_is_one_line_and_leaves_no_file(tmp_path, monkeypatch):
   """torch.save reported a full disk as 'enforce fail at inline_container.cc: unexpected
   pos', a traceback; /dev/full fails every write with ENOSPC, as a full disk does."""

@@ -34,17 +34,18 @@ def calibration_images(n: int, size: int, seed: int = 0) -> np.ndarray:
 
 
 # Upper bounds: calibration holds every image's activations at once (VGG16's first layer at
-# 448 px: 51 MB an image at full width), and width 2 already makes a 2 GB VGG16 file.
+# 448 px: 51 MB an image at full width), and width 2 already makes a 2 GB VGG16 file. The seed:
+# what numpy's and torch's generators take (a negative or 2**64 one was a traceback).
 LIMITS = {'width_mult': (0.0, 2.0), 'fc_dim': (1, 8192), 'calibration_images': (2, 64),
-          'image_size': (32, 448)}
+          'image_size': (32, 448), 'seed': (0, 2 ** 64 - 1)}
 
 
 def range_problem(width_mult: float, fc_dim: int, num_images: int,
-                  image_size: int) -> str | None:
+                  image_size: int, seed: int = 0) -> str | None:
   """One line naming the first flag out of `LIMITS` and its range, or None (no JAX needed:
   the command answers a bad flag at once)."""
   values = {'width_mult': width_mult, 'fc_dim': fc_dim, 'calibration_images': num_images,
-            'image_size': image_size}
+            'image_size': image_size, 'seed': seed}
   for name, v in values.items():
     lo, hi = LIMITS[name]
     ok = lo < v <= hi if name == 'width_mult' else lo <= v <= hi  # also refuses NaN
@@ -54,9 +55,10 @@ def range_problem(width_mult: float, fc_dim: int, num_images: int,
   return None
 
 
-def check_args(width_mult: float, fc_dim: int, num_images: int, image_size: int) -> None:
+def check_args(width_mult: float, fc_dim: int, num_images: int, image_size: int,
+               seed: int = 0) -> None:
   """FakeWeightsError (one line, naming the flag and its range) for values out of `LIMITS`."""
-  problem = range_problem(width_mult, fc_dim, num_images, image_size)
+  problem = range_problem(width_mult, fc_dim, num_images, image_size, seed)
   if problem:
     from aesthetics_jax.models import fake_imagenet  # pylint: disable=import-outside-toplevel
     raise fake_imagenet.FakeWeightsError(problem)
@@ -68,7 +70,7 @@ def make_weights(out_dir: str | os.PathLike, arch: str, *, width_mult: float = 1
   """Writes `<out_dir>/<arch>-synthetic.pth` (+ `.json`); returns (path, info)."""
   # The models (JAX) load here: the flag checks above need none.
   from aesthetics_jax.models import fake_imagenet  # pylint: disable=import-outside-toplevel
-  check_args(width_mult, fc_dim, num_images, image_size)
+  check_args(width_mult, fc_dim, num_images, image_size, seed)
   t0 = time.perf_counter()
   images = calibration_images(num_images, image_size, seed)
   state, stds = fake_imagenet.make_state(arch, images, width_mult, fc_dim, seed)

@@ -39,7 +39,7 @@ def main(argv):
                        f'{",".join(ARCHS)}')
   from aesthetics_jax.cli import fake_weights  # pylint: disable=import-outside-toplevel
   problem = fake_weights.range_problem(_WIDTH.value, _FC_DIM.value, _N_IMAGES.value,
-                                       _IMAGE_SIZE.value)
+                                       _IMAGE_SIZE.value, _SEED.value)
   if problem:
     common.usage_error('make_fake_weights', problem)
   common.check_outputs('make_fake_weights', folders={'out': _OUT.value})
