@@ -132,6 +132,22 @@ def test_bad_archs_flag_is_one_line(tmp_path):
       'paper_run: --archs=resnet50: use one or both of mobilenet_v2,vgg16']
 
 
+@pytest.mark.parametrize('flag, expect', [
+    # An empty value (an unset shell variable) ran on synthetic data or stand-in weights.
+    ('--ava_dir=', '--ava_dir is empty; pass a folder, or leave the flag out for the '
+     'synthetic default'),
+    ('--weights=', '--weights is empty; pass a folder, or leave the flag out for the '
+     'synthetic default'),
+    ('--seed=-1', f'--seed=-1: pass a value from 0 to {2 ** 64 - 1}'),  # was exit 1
+    (f'--seed={2 ** 64}', f'--seed={2 ** 64}: pass a value from 0 to {2 ** 64 - 1}')])
+def test_bad_input_flags_exit_2_before_any_stage(tmp_path, flag, expect):
+  r = subprocess.run([sys.executable, '-m', 'launch.paper_run', f'--workdir={tmp_path / "w"}',
+                      '--archs=vgg16', '--smoke', flag], capture_output=True, text=True,
+                     timeout=400)
+  assert r.returncode == 2 and not (tmp_path / 'w').exists(), r.stderr[-3000:]
+  assert r.stderr.strip().splitlines() == [f'paper_run: {expect}']
+
+
 def test_eval_overrides_reach_the_evaluation(run):
   w, _, _, _ = run
   m = json.loads((w / 'vgg16' / 'eval' / 'metrics.json').read_text())

@@ -59,6 +59,14 @@ def main(argv):
   for name, v in (('views', _VIEWS.value), ('vgg16_views', _VGG16_VIEWS.value)):
     if v is not None and v < 1:
       common.usage_error('paper_run', f'--{name}={v}: pass a positive number of views')
+  for name, v in (('ava_dir', _AVA_DIR.value), ('weights', _WEIGHTS.value)):
+    if v == '':  # `--ava_dir=$AVA` with AVA unset: it ran on synthetic data, or stand-ins
+      common.usage_error('paper_run', f'--{name} is empty; pass a folder, or leave the flag '
+                         'out for the synthetic default')
+  from aesthetics_jax.cli import fake_weights  # pylint: disable=import-outside-toplevel
+  lo, hi = fake_weights.LIMITS['seed']  # the data's and the stand-in weights' generators
+  if not lo <= _SEED.value <= hi:  # was exit 1 (data stage) or a traceback (weights stage)
+    common.usage_error('paper_run', f'--seed={_SEED.value}: pass a value from {lo} to {hi}')
   if _WORKERS.value < 0:
     common.usage_error('paper_run', f'--workers={_WORKERS.value}: pass 0 (one per core) or more')
   try:
