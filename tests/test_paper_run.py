@@ -124,6 +124,28 @@ def test_missing_inputs_fail_before_any_stage(tmp_path):
       'or vgg16.npz there); add them or drop --archs=vgg16']
 
 
+def test_unusable_weights_fail_before_any_stage(tmp_path):
+  """A damaged weights file, or one of another width than the config's, failed in the weights
+  or the train stage (exit 1), after the data stage (minutes at paper scale)."""
+  junk = tmp_path / 'junk'
+  junk.mkdir()
+  (junk / 'vgg16-x.safetensors').write_bytes(b'\x00' * 64)
+  with pytest.raises(paper_run.PaperRunUsageError, match=(
+      f'^--weights={junk}: {junk / "vgg16-x.safetensors"}: cannot read weights')):
+    paper_run.run_paper(tmp_path / 'w', smoke=True, archs=('vgg16',), weights=str(junk))
+  wide = torchvision_layout_safetensors(tmp_path / 'wide', 'vgg16', 0.5, 64)
+  with pytest.raises(paper_run.PaperRunUsageError, match=(
+      f'^--weights={wide}: vgg16-test.safetensors holds width 0.5 vgg16 weights; the smoke '
+      r'config trains width 0.125')):
+    paper_run.run_paper(tmp_path / 'w', smoke=True, archs=('vgg16',), weights=str(wide))
+  assert not (tmp_path / 'w').exists()
+  r = subprocess.run([sys.executable, '-m', 'launch.paper_run', f'--workdir={tmp_path / "w"}',
+                      f'--weights={junk}', '--archs=vgg16', '--smoke'],
+                     capture_output=True, text=True, timeout=400)
+  assert r.returncode == 2 and not (tmp_path / 'w').exists(), r.stderr[-3000:]
+  assert len(r.stderr.strip().splitlines()) == 1
+
+
 def test_bad_archs_flag_is_one_line(tmp_path):
   r = subprocess.run([sys.executable, '-m', 'launch.paper_run', f'--workdir={tmp_path}',
                       '--archs=resnet50'], capture_output=True, text=True)
@@ -184,10 +206,11 @@ def test_second_run_on_one_workdir_is_refused(tmp_path):
   """Two runs on one workdir wrote the same data, weights and table at once."""
   import os
   from aesthetics_jax.train import checkpoints, workdir
-  w, weights = tmp_path / 'w', tmp_path / 'wt'
+  w = tmp_path / 'w'
   w.mkdir()
-  weights.mkdir()
-  (weights / 'vgg16.npz').write_bytes(b'')  # only looked for before the lock
+  m = paper_run.paper_config('vgg16', True, 1).model  # read before the lock: a real file
+  weights = torchvision_layout_safetensors(tmp_path / 'wt', 'vgg16', float(m.width_mult),
+                                           int(m.fc_dim))
   first = workdir.WorkdirLock(w, holder='aesthetics-paper-run')
   first.acquire()  # as a live run holds it
   try:

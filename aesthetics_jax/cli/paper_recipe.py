@@ -105,11 +105,14 @@ def _stand_in(w: Path, arch: str, config, smoke: bool, seed: int) -> tuple[Path,
   return w / 'weights' / 'torch' / fake_weights.file_name(arch), want
 
 
-def check_inputs(ava_dir: str | None, weights: str | None, archs: list[str]) -> None:
+def check_inputs(ava_dir: str | None, weights: str | None, archs: list[str],
+                 smoke: bool = False) -> None:
   """The inputs the flags name, before any stage: an --ava_dir without AVA.txt or a --weights
-  folder without an arch's file used to fail after the data stage (exit 1)."""
+  folder without an arch's file used to fail after the data stage (exit 1), and so did a
+  weights file that is damaged, another model's or of another width (read here: seconds)."""
   from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.models import pretrained  # pylint: disable=import-outside-toplevel
   if ava_dir:
     try:
       dataset.check_ava_root(ava_dir)
@@ -117,7 +120,17 @@ def check_inputs(ava_dir: str | None, weights: str | None, archs: list[str]) -> 
       raise PaperRunUsageError(str(e)) from None
   if weights:
     for arch in archs:
-      _given_weights(Path(weights), arch)
+      source = _given_weights(Path(weights), arch)
+      try:
+        _, meta = pretrained.read_weights(source, arch)
+      except pretrained.PretrainedError as e:
+        raise PaperRunUsageError(f'--weights={weights}: {e}') from None
+      want = float(paper_config(arch, smoke, None).model.width_mult)
+      if meta.get('width_mult') is not None and abs(meta['width_mult'] - want) > 1e-6:
+        raise PaperRunUsageError(
+            f'--weights={weights}: {source.name} holds width {meta["width_mult"]} {arch} '
+            f'weights; the {"smoke " if smoke else ""}config trains width {want}: pass '
+            'weights of that width')
 
 
 def check_stand_in_torch(w: Path, weights: str | None, archs: list[str], smoke: bool,
@@ -345,7 +358,7 @@ def run_paper(workdir: str | os.PathLike, *, ava_dir: str | None = None,
   archs = list(archs)
   check_eval_overrides(archs, smoke, eval_overrides)
   w = Path(workdir).absolute()
-  check_inputs(ava_dir, weights, archs)
+  check_inputs(ava_dir, weights, archs, smoke)
   check_stand_in_torch(w, weights, archs, smoke, seed)
   # Two runs on one workdir would write the same data, weights and table at once; the second
   # is refused (exit 2), naming the first's pid. Each trainer also locks W/<arch>.
