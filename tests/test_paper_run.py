@@ -95,6 +95,41 @@ def test_rerun_skips_every_stage(run):
     assert again[name]['resumed'] and again[name]['seconds'] == before[name]['seconds']
 
 
+def test_rerun_with_other_flags_is_refused(run, tmp_path):
+  """A rerun with another seed, --views or weights (or without --smoke) reused the finished stages
+  (models trained on the first run's data, weights and views) and recorded the new flags."""
+  w, _, _, weights = run
+  before = (w / paper_run.RUN_JSON).read_text()
+  m = paper_run.paper_config('vgg16', True, 1).model
+  other = torchvision_layout_safetensors(tmp_path / 'other', 'vgg16', float(m.width_mult),
+                                         int(m.fc_dim), seed=1)
+  for kw, text in (({'seed': 1}, 'was run with --seed=0 (paper_run.json), this run has '
+                    '--seed=1'),
+                   ({'vgg16_views': 2}, 'was run with --vgg16_views=1 (paper_run.json), this '
+                    'run has --vgg16_views=2'),
+                   ({'weights': str(other)}, f'was run with --weights={weights} '
+                    f'(paper_run.json), this run has --weights={other}')):
+    with pytest.raises(paper_run.PaperRunUsageError) as e:
+      paper_run.run_paper(w, archs=('vgg16',), **{'smoke': True, 'weights': str(weights), **kw})
+    assert str(e.value).startswith(f'--workdir={w} {text}: its finished stages would be reused')
+  assert (w / paper_run.RUN_JSON).read_text() == before
+
+
+def test_another_commands_workdir_is_refused(tmp_path):
+  """An aesthetics-demo workdir: its W/ava demo dataset was overwritten by the paper-size
+  one, and the run failed later (exit 1) on the demo's prepared dataset."""
+  from aesthetics_jax.data import demo as demo_data
+  demo_data.generate(tmp_path / 'w' / 'ava', 3, 2, 0)
+  manifest = (tmp_path / 'w' / 'ava' / demo_data.MANIFEST).read_text()
+  m = paper_run.paper_config('vgg16', True, 1).model
+  weights = torchvision_layout_safetensors(tmp_path / 'wt', 'vgg16', float(m.width_mult),
+                                           int(m.fc_dim))
+  with pytest.raises(paper_run.PaperRunUsageError, match=(
+      f"^--workdir={tmp_path / 'w'} holds ava/ but no paper_run.json: another command's")):
+    paper_run.run_paper(tmp_path / 'w', smoke=True, archs=('vgg16',), weights=str(weights))
+  assert (tmp_path / 'w' / 'ava' / demo_data.MANIFEST).read_text() == manifest
+
+
 def test_given_weights_folder(tmp_path):
   (tmp_path / 'vgg16-397923af.pth').write_bytes(b'x')
   assert paper_run._given_weights(tmp_path, 'vgg16') == tmp_path / 'vgg16-397923af.pth'

@@ -346,6 +346,51 @@ class _Run:
             f"{total['peak_total_mb']:,.0f} MB; workdir {total['disk_mb']:,.1f} MB.")
 
 
+def _identity(flags_used: dict) -> dict:
+  """What of a run's flags shapes its results (data, weights, trained models): `views` as
+  the config's K when not given, paths absolute, the seed only when it makes something."""
+  ava_dir, weights, smoke = flags_used.get('ava_dir'), flags_used.get('weights'), \
+      bool(flags_used.get('smoke'))
+  views = flags_used.get('views')
+  if views is None:
+    views = int(paper_config('mobilenet_v2', smoke, None).cache.num_train_views)
+  return {'smoke': smoke, 'ava_dir': ava_dir and str(Path(ava_dir).absolute()),
+          'weights': weights and str(Path(weights).absolute()),
+          'seed': None if ava_dir and weights else flags_used.get('seed'), 'views': views,
+          'vgg16_views': flags_used.get('vgg16_views')}
+
+
+def _flag_text(name: str, value) -> str:
+  if name == 'smoke':
+    return '--smoke' if value else 'no --smoke'
+  return f'no --{name}' if value is None else f'--{name}={value}'
+
+
+def check_workdir(w: Path, flags_used: dict) -> None:
+  """PaperRunUsageError for a workdir this run must not continue: one whose earlier run had
+  other flags (its finished stages, trained on other data, weights or views, were reused under
+  the new flags), or another command's (an aesthetics-demo workdir's W/ava was overwritten)."""
+  try:
+    recorded = json.loads((w / RUN_JSON).read_text())['flags']
+  except FileNotFoundError:
+    recorded = None
+  except (OSError, ValueError, KeyError, TypeError):
+    return  # edited or damaged: nothing to compare with
+  if recorded is None:
+    if not flags_used.get('ava_dir') and (w / 'ava').exists():
+      raise PaperRunUsageError(
+          f'--workdir={w} holds ava/ but no {RUN_JSON}: another command\'s workdir '
+          '(aesthetics-demo?) whose data this run would overwrite; pass a new --workdir')
+    return
+  was, now = _identity(recorded), _identity(flags_used)
+  for k in now:
+    if was[k] != now[k]:
+      raise PaperRunUsageError(
+          f'--workdir={w} was run with {_flag_text(k, was[k])} ({RUN_JSON}), this run has '
+          f'{_flag_text(k, now[k])}: its finished stages would be reused as if made with '
+          'these flags; rerun with the same flags, or pass a new --workdir')
+
+
 def run_paper(workdir: str | os.PathLike, *, ava_dir: str | None = None,
               weights: str | None = None, archs: tuple[str, ...] = ARCHS,
               views: int | None = None, vgg16_views: int = 1, smoke: bool = False,
@@ -376,6 +421,9 @@ def _run_stages(w: Path, *, ava_dir, weights, archs, views, vgg16_views, smoke, 
              for a in archs}
   run = _Run(w, {'ava_dir': ava_dir, 'weights': weights, 'archs': archs, 'views': views,
                  'vgg16_views': vgg16_views, 'smoke': smoke, 'seed': seed})
+  check_workdir(w, run.flags)
+  if not (w / RUN_JSON).exists():  # the flags, before a stage writes: what a rerun checks
+    run.write()
   run.stage('data', [] if ava_dir else [ava],
             lambda: stage_data(w, ava_dir, smoke, seed, workers))
   wrec = run.stage('weights', [w / 'weights'],
