@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 
+from aesthetics_jax import cpu_backend
 from aesthetics_jax.cli import paper_recipe as paper_run  # noqa: E402  (no flags)
 
 STAGES = ['data', 'weights', 'prepare', 'train vgg16', 'evaluate vgg16', 'report']
@@ -196,7 +197,10 @@ def test_bad_archs_flag_is_one_line(tmp_path):
     ('--weights=', '--weights is empty; pass a folder, or leave the flag out for the '
      'synthetic default'),
     ('--seed=-1', f'--seed=-1: pass a value from 0 to {2 ** 64 - 1}'),  # was exit 1
-    (f'--seed={2 ** 64}', f'--seed={2 ** 64}: pass a value from 0 to {2 ** 64 - 1}')])
+    (f'--seed={2 ** 64}', f'--seed={2 ** 64}: pass a value from 0 to {2 ** 64 - 1}'),
+    # A pool of 100,000 spawned interpreters, started at once.
+    ('--workers=100000', '--workers=100000: pass 0 (one per core) or 1 to '
+     f'{4 * cpu_backend.host_cpu_count()} (4 per core: more processes only take memory)')])
 def test_bad_input_flags_exit_2_before_any_stage(tmp_path, flag, expect):
   r = subprocess.run([sys.executable, '-m', 'launch.paper_run', f'--workdir={tmp_path / "w"}',
                       '--archs=vgg16', '--smoke', flag], capture_output=True, text=True,

@@ -89,3 +89,17 @@ def test_make_demo_data_size_paper_flag(tmp_path):
                        text=True, timeout=120)
   assert bad.returncode == 2 and bad.stderr.strip().count('\n') == 0  # a bad flag: exit 2
   assert 'pass a folder you can write to' in bad.stderr
+
+
+def test_make_demo_data_refuses_a_huge_worker_pool(tmp_path):
+  """--workers=100000 started 100,000 spawned interpreters at once (40 took 1.6 GB)."""
+  from aesthetics_jax import cpu_backend
+  most = 4 * cpu_backend.host_cpu_count()
+  r = subprocess.run([sys.executable, '-m', 'launch.make_demo_data', '--size=paper',
+                      '--num_train=3', '--num_test=1', f'--workers={most + 1}',
+                      f'--out_dir={tmp_path / "ava"}'], capture_output=True, text=True,
+                     timeout=120)
+  assert r.returncode == 2 and not (tmp_path / 'ava').exists(), r.stderr[-2000:]
+  assert r.stderr.strip().splitlines() == [
+      f'make_demo_data: --workers={most + 1}: pass 0 (one per core) or 1 to {most} (4 per '
+      'core: more processes only take memory)']

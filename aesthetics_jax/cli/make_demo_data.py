@@ -44,9 +44,8 @@ DEFAULTS = {'demo': (2000, 500), 'paper': (paper_size.PAPER_KEPT['train'],
 def main(argv):
   if len(argv) > 1:
     common.usage_error('make_demo_data', f'unexpected arguments {argv[1:]} (use --flag=value)')
-  if _WORKERS.value < 0:
-    common.usage_error('make_demo_data', f'--workers={_WORKERS.value}: pass 0 (one per core) '
-                       'or a positive count')
+  if problem := paper_size.workers_problem(_WORKERS.value):
+    common.usage_error('make_demo_data', problem)
   if _SIZE.value == 'paper' and _VIVID_GAIN.value not in (None, paper_size.VIVID_GAIN):
     common.usage_error('make_demo_data', f'--vivid_gain={_VIVID_GAIN.value}: --size=paper '
                        f'uses {paper_size.VIVID_GAIN} (drop the flag, or use --size=demo)')

@@ -67,8 +67,9 @@ def main(argv):
   lo, hi = fake_weights.LIMITS['seed']  # the data's and the stand-in weights' generators
   if not lo <= _SEED.value <= hi:  # was exit 1 (data stage) or a traceback (weights stage)
     common.usage_error('paper_run', f'--seed={_SEED.value}: pass a value from {lo} to {hi}')
-  if _WORKERS.value < 0:
-    common.usage_error('paper_run', f'--workers={_WORKERS.value}: pass 0 (one per core) or more')
+  from aesthetics_jax.data import paper_size  # pylint: disable=import-outside-toplevel
+  if problem := paper_size.workers_problem(_WORKERS.value):
+    common.usage_error('paper_run', problem)
   try:
     eval_overrides = paper_recipe.parse_eval_set(_EVAL_SET.value)
   except paper_recipe.PaperRunError as e:

@@ -131,6 +131,17 @@ def _render_job(job: tuple) -> dict[str, Any]:
           'height': int(image.shape[0]), 'width': int(image.shape[1])}
 
 
+def workers_problem(workers: int) -> str | None:
+  """One line on why `--workers` cannot be used, or None. The pool starts every process at
+  once, each a spawned interpreter (~40 MB): --workers=40 took 1.6 GB to render 7 images, and
+  a typo of 100000 would exhaust the memory; more than the cores only adds processes."""
+  most = 4 * cpu_backend.host_cpu_count()
+  if 0 <= workers <= most:
+    return None
+  return (f'--workers={workers}: pass 0 (one per core) or 1 to {most} (4 per core: more '
+          'processes only take memory)')
+
+
 def _map(jobs: list[tuple], workers: int, progress: bool):
   """`_render_job` over jobs, in order; a spawned pool for workers > 1 (the caller may hold
   JAX's threads, which a fork would copy mid-lock)."""
