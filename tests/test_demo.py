@@ -77,3 +77,24 @@ def test_second_run_on_one_workdir_is_refused(tmp_path, job):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['.lock']  # nothing ran
   finally:
     first.release()
+
+
+def test_a_failed_training_is_one_line_exit_1(tmp_path, monkeypatch, capsys):
+  """A demo model that diverges (a TrainingError: a RuntimeError, not a ValueError) ended the
+  demo in a traceback; it is one line naming the model, exit 1, as other failed runs."""
+  from absl import flags
+  from aesthetics_jax.cli import demo as demo_cli
+  from aesthetics_jax.train.errors import TrainingError
+
+  def diverged(*args, **kwargs):
+    raise TrainingError('vgg16: non-finite loss at step 7; last good checkpoint: 5')
+  monkeypatch.setattr(demo_cli, 'run_demo', diverged)
+  flags.FLAGS(['demo', f'--workdir={tmp_path / "w"}'])
+  try:
+    with pytest.raises(SystemExit) as e:
+      demo_cli.main(['demo'])
+  finally:
+    flags.FLAGS.unparse_flags()
+  assert e.value.code == 1
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and 'non-finite loss at step 7' in err, err

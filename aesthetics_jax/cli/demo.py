@@ -193,10 +193,12 @@ def main(argv):
     common.usage_error('demo', f'unexpected arguments {argv[1:]}; use --flag=value')
   common.check_outputs('demo', folders={'workdir': _WORKDIR.value})
   logging.set_verbosity(logging.ERROR)
+  from aesthetics_jax.train.errors import TrainingError  # pylint: disable=C0415
   try:
     path = run_demo(_WORKDIR.value, _SMOKE.value, _NUM_TRAIN.value, _NUM_TEST.value, _SEED.value,
                     _PARALLEL.value)
-  except (ValueError, FileNotFoundError, OSError) as e:
+  # TrainingError (a RuntimeError: divergence, a workdir of another recipe) was a traceback.
+  except (ValueError, FileNotFoundError, OSError, TrainingError) as e:
     common.fail('demo', e, common.exit_code(e))  # 2 for a busy or unusable workdir
   print(path)
 
