@@ -114,5 +114,5 @@ def test_full_disk_is_one_line_and_leaves_no_file(tmp_path, monkeypatch):
     fake_imagenet.save_pth(state, tmp_path / 'w.pth')
   monkeypatch.undo()
   assert str(e.value) == (f'{tmp_path / "w.pth"}: cannot write (No space left on device); '
-                          'free some space or write elsewhere (--out)')
+                          'free some space or write to another disk')
   assert list(tmp_path.iterdir()) == []

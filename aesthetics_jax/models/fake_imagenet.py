@@ -289,7 +289,7 @@ def save_pth(state: dict[str, Any], path: str | os.PathLike) -> Path:
     io.atomic_write_stream(path, write)
   except OSError as e:
     raise FakeWeightsError(f'{path}: cannot write ({e.strerror or e}); free some space or '
-                           'write elsewhere (--out)') from None
+                           'write to another disk') from None
   return path
 
 
