@@ -105,11 +105,19 @@ def atomic_write_stream(p: PathLike, write: Callable[[IO], Any], mode: str = 'wb
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, out)
-  except BaseException:
+  except BaseException as e:
     try:
       os.unlink(tmp)
     except OSError:
       pass
+    # A full disk's error named no file, and a refused temporary file named its hidden
+    # sibling: the one-line messages name the file the user asked for.
+    if isinstance(e, OSError) and e.errno and e.filename in (None, str(tmp)):
+      try:
+        named = type(e)(e.errno, e.strerror or os.strerror(e.errno), str(out))
+      except Exception:  # pylint: disable=broad-except  (an OSError subclass of its own)
+        raise e from None
+      raise named from e
     raise
   return out
 

@@ -1,10 +1,12 @@
 """aesthetics_jax.io: JSON that stays valid."""
+import errno
 import json
 import os
 import stat
 import threading
 
 import numpy as np
+import pytest
 
 from aesthetics_jax import io as io_lib
 
@@ -59,3 +61,31 @@ def test_atomic_writes_get_the_umask_mode_and_stream(tmp_path):
   assert np.load(tmp_path / 'a.npz')['x'].tolist() == [0, 1, 2]
   assert sorted(p.name for p in tmp_path.iterdir()) == ['a.npz', 'b.bin', 'w.npz',
                                                         'w.npz.json']  # no temporary left
+
+
+def test_a_failed_write_names_the_file_asked_for(tmp_path, monkeypatch):
+  """A full disk's OSError named no file, and a refused temporary file named the hidden
+  sibling ('.report.html.<pid>.<hex>.tmp'): every command's one-line error now names the
+  destination, and no temporary file is left."""
+  import builtins
+  real_open = builtins.open
+
+  def full(file, mode='r', *a, **k):
+    if str(file).endswith('.tmp'):
+      real_open(file, 'wb').close()  # the sibling exists, as on a real full disk
+      return real_open('/dev/full', mode, *a, **k)
+    return real_open(file, mode, *a, **k)
+
+  dest = tmp_path / 'report.html'
+  monkeypatch.setattr(io_lib, 'open', full, raising=False)
+  with pytest.raises(OSError) as e:
+    io_lib.atomic_write_text(dest, 'x' * 100_000)
+  assert e.value.errno == errno.ENOSPC and e.value.filename == str(dest)
+  assert str(dest) in str(e.value) and list(tmp_path.iterdir()) == []
+
+  def refused(file, mode='r', *a, **k):
+    raise PermissionError(errno.EACCES, 'Permission denied', str(file))
+  monkeypatch.setattr(io_lib, 'open', refused, raising=False)
+  with pytest.raises(PermissionError) as e:
+    io_lib.atomic_write_bytes(dest, b'x')
+  assert e.value.filename == str(dest) and '.tmp' not in str(e.value)
