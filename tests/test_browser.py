@@ -199,3 +199,25 @@ def test_a_missing_thumbnail_is_said_on_its_card(browser, tmp_path):
   text = page.wait_for('document.querySelector(\'.card[data-row="1"] .missing\')?.textContent',
                        timeout=8)
   assert text == 'thumbs/1.jpg could not be loaded'
+
+
+def test_a_right_to_left_override_in_a_name_stays_in_it(browser, tmp_path):
+  """A model name holding an unterminated U+202E (right-to-left override) reversed what came
+  after it: the later nav links came out right to left, and the rest of its heading."""
+  from aesthetics_jax.report import html as report_html  # pylint: disable=C0415
+  secs = [dict(name=n, arch='vgg16', step=1, metrics={}) for n in ('a\u202eevil', 'bee', 'cat')]
+  path = pathlib.Path(report_html.write_report(tmp_path / 'report.html', secs))
+  page = browser.new_page(WIDTH)
+  page.goto(path)
+  check_page(page, 'report with an RTL override in a name')
+  lefts = page.eval("Array.from(document.querySelectorAll('nav a'))"
+                    ".map(a => a.getBoundingClientRect().left)")
+  assert lefts == sorted(lefts), lefts  # every link left to right, in order
+  # The heading's text after the name reads left to right: '(vgg16)' right of the name.
+  x = page.eval("""(() => {
+    const h = document.getElementById('model-a\\u202eevil'), r = document.createRange();
+    const text = h.lastChild;  // ' (vgg16), checkpoint step 1'
+    r.setStart(text, 2); r.setEnd(text, 7);
+    return [h.querySelector('bdi').getBoundingClientRect().right, r.getBoundingClientRect().left];
+  })()""")
+  assert x[0] <= x[1] + 1, x

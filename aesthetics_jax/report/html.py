@@ -81,6 +81,7 @@ h1,h2,nav,p,li,code{overflow-wrap:anywhere}td{white-space:nowrap}
 margin:1em 0}
 img{max-width:100%;border:1px solid #ddd;margin:.3em 0}.note{color:#555;font-size:.92em}
 .missing{color:#a33;font-style:italic}nav a{margin-right:1em}
+nav a,bdi,code{unicode-bidi:isolate}
 """
 
 
@@ -533,7 +534,9 @@ def _model_section(s: Mapping, base: Path | None = None, demo: bool = False) -> 
   figs, m = s.get('figures', {}), s['metrics']
   arch = str(s.get('arch', ''))
   anchor = _anchor(s)
-  out = [f'<h2 id="{anchor}">Model: {_esc(s["name"])} ({_esc(arch)}), '
+  # Names in <bdi>/isolated links: a right-to-left override in a name (a workdir name is
+  # anything) reversed the text after it (the rest of the heading, the later nav links).
+  out = [f'<h2 id="{anchor}">Model: <bdi>{_esc(s["name"])}</bdi> ({_esc(arch)}), '
          f'checkpoint step {_fmt(s.get("step"))}</h2>']
   if s.get('workdir'):
     out.append(f'<p class="note">workdir: <code>{_esc(s["workdir"])}</code></p>')
