@@ -445,3 +445,14 @@ def test_our_figures_leave_the_users_matplotlib_alone(tmp_path):
                          pathlib.Path(__file__).resolve().parents[1])), cwd=tmp_path)
   assert r.returncode == 0, r.stderr
   assert r.stdout.split() == ['svg', 'False']
+
+
+def test_a_long_tag_name_does_not_widen_the_examples_figure():
+  """tags.txt is data: a 400-character tag name over the attribute map made the figure (saved
+  with a tight bounding box) 2,452 px wide, its maps shown tiny; the name is shortened."""
+  import io as std_io
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  width = lambda name: Image.open(std_io.BytesIO(charts.examples_figure(
+      [dict(_example(rng, 5.0), attribute_name=f'attribute map: {name}')], 't'))).size[0]
+  assert width('Macro' + 'x' * 400) == width('Macro')

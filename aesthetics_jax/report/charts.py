@@ -44,6 +44,15 @@ def _png(fig: Figure) -> bytes:
   return buf.getvalue()
 
 
+# Characters of a tag name shown over its map: the figure is saved with a tight bounding box,
+# so a 400-character name (tags.txt is data) made the PNG 2,452 px wide and the maps tiny.
+TITLE_CHARS = 48
+
+
+def _short(text: str, limit: int = TITLE_CHARS) -> str:
+  return text if len(text) <= limit else text[:limit - 1] + '…'
+
+
 @_literal_text
 def examples_figure(examples: Sequence[Mapping], title: str) -> bytes:
   """Paper Figures 5-6: one row per example image.
@@ -73,7 +82,7 @@ def examples_figure(examples: Sequence[Mapping], title: str) -> bytes:
         attr_boxes = {k: v for k, v in boxes.items() if k == 'attribute'}
         row[2].imshow(draw_boxes(overlay(img, ex['attribute_map']), attr_boxes))
         full = attr_boxes and full_frame(attr_boxes['attribute'], img.shape[:2])
-        row[2].set_title(f"{ex.get('attribute_name', 'attribute map')}"
+        row[2].set_title(f"{_short(ex.get('attribute_name', 'attribute map'))}"
                          f"{'; box (cyan)' if attr_boxes else ''}"
                          f"{' = full frame' if full else ''}", fontsize=7)
       c = 3
