@@ -29,7 +29,7 @@ def test_demo_writes_combined_report(demo_run):
   assert path == w / 'report.html'
   html = path.read_text()
   assert 'id="demo-banner"' in html
-  assert 'Model: mobilenet_v2' in html and 'Model: vgg16' in html
+  assert 'Model: <bdi>mobilenet_v2</bdi>' in html and 'Model: <bdi>vgg16</bdi>' in html
   assert 'Data statistics' in html and 'not available)' not in html.split('Model:')[0]
   assert html.count('Trained on: not recorded') == 2 and 'Evaluated on cpu (' in html
   for arch in ('mobilenet_v2', 'vgg16'):
@@ -98,3 +98,22 @@ def test_a_failed_training_is_one_line_exit_1(tmp_path, monkeypatch, capsys):
   assert e.value.code == 1
   err = capsys.readouterr().err
   assert err.count('\n') == 1 and 'non-finite loss at step 7' in err, err
+
+
+def test_a_metrics_file_the_report_cannot_read_is_one_line(demo_run, tmp_path):
+  """A metrics.json that parses but is not what evaluate writes (edited, another version's)
+  ended the demo's report stage in a traceback; the error names the file and the fix."""
+  import shutil
+  from launch import demo
+  from aesthetics_jax.cli import stages
+  w = tmp_path / 'w'
+  shutil.copytree(demo_run[0], w, ignore=shutil.ignore_patterns('.lock'))
+  mpath = w / 'vgg16' / 'eval' / 'metrics.json'
+  m = json.loads(mpath.read_text())
+  m['localization'] = ['odd']
+  mpath.write_text(json.dumps(m))
+  cfg = demo.demo_config(demo.ARCHS[0], True)
+  cfg.data.data_dir = str(w / 'tfds')
+  with pytest.raises(ValueError, match=f'{mpath}: not as aesthetics-evaluate writes it .*'
+                                       f'delete {w / "vgg16" / "eval"} and rerun'):
+    stages.write_combined_report(w, demo.ARCHS, cfg, demo=True, title='t')

@@ -80,7 +80,7 @@ def test_smoke_runs_every_stage_and_writes_the_table(run):
   table = md.read_text()
   for name in STAGES:
     assert f'| {name} | ran |' in table
-  assert 'Model: vgg16' in (w / 'report.html').read_text()
+  assert 'Model: <bdi>vgg16</bdi>' in (w / 'report.html').read_text()
 
 
 def test_rerun_skips_every_stage(run):

@@ -1,5 +1,6 @@
 """Report and figures from synthetic plain inputs (no JAX, no trained model)."""
 import base64
+import copy
 import os
 import pathlib
 import re
@@ -314,7 +315,7 @@ def test_a_model_named_like_a_section_links_to_itself(sections):
   links = re.findall(r'<a href="#([^"]*)">([^<]*)</a>', nav)[2:]  # after summary and data
   assert [n for _, n in links] == ['data', 'summary']
   for target, name in links:
-    assert re.search(rf'<h2 id="{re.escape(target)}">Model: {name} ', text), name
+    assert re.search(rf'<h2 id="{re.escape(target)}">Model: <bdi>{name}</bdi> ', text), name
 
 def test_claims_carry_their_controls(sections):
   """The scientific audit's findings: the split point is read against the majority class
@@ -456,3 +457,15 @@ def test_a_long_tag_name_does_not_widen_the_examples_figure():
   width = lambda name: Image.open(std_io.BytesIO(charts.examples_figure(
       [dict(_example(rng, 5.0), attribute_name=f'attribute map: {name}')], 't'))).size[0]
   assert width('Macro' + 'x' * 400) == width('Macro')
+
+
+def test_a_metrics_file_missing_a_concentration_group_renders(sections):
+  """A metrics.json whose map_concentration lacks a group (edited by hand, another version's)
+  was a KeyError deep in the report; the group shows n/a."""
+  models, _, _ = sections
+  s = copy.deepcopy(models[0])
+  c = s['metrics'].setdefault('map_concentration', {})
+  c.pop('mid', None)
+  c['low_tail'] = 'x'
+  c.setdefault('n_empty', 0)
+  assert '<th>maps of</th>' in report_html.render([s])

@@ -65,6 +65,12 @@ def write_combined_report(w: Path, archs: Sequence[str], config, *, demo: bool,
     figs = {p.stem: p for p in sorted((mdir / 'eval' / 'figures').glob('*.png'))}
     section = eval_run.model_section(mdir, m, figs, restore.load_config(mdir))
     section['name'] = arch
+    try:  # metrics.json parses but is not what evaluate writes (edited, another version's)
+      report_html.render([section])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+      raise ValueError(f'{mdir / "eval" / "metrics.json"}: not as aesthetics-evaluate writes '
+                       f'it ({type(e).__name__}: {e}); delete {mdir / "eval"} and rerun to '
+                       'evaluate again') from None
     sections.append(section)
   return report_html.write_report(w / 'report.html', sections,
                                   eval_run.dataset_section(config), demo=demo, title=title)

@@ -358,6 +358,7 @@ def _concentration(m: Mapping) -> str:
   u = m.get('map_concentration_untrained')
 
   def cell(g):  # interval and count on lines of their own: six columns fit the page
+    g = g if isinstance(g, Mapping) else {}  # a group missing (an edited metrics.json): n/a
     return (f'<td>{_fmt(g.get("mean"))}<br>{_ci_text(g.get("ci"))}'
             f'<br><span class="note">n={_fmt(g.get("n"))}</span></td>')
 
@@ -367,7 +368,7 @@ def _concentration(m: Mapping) -> str:
   for name, d in (('trained model', c), ('untrained model<br>(control)', u)):
     if d:
       rows.append(f'<tr><td>{name}</td>' + ''.join(
-          cell(d[g]) for g in ('mid', 'low_tail', 'high_tail', 'extremes'))
+          cell(d.get(g)) for g in ('mid', 'low_tail', 'high_tail', 'extremes'))
           + f'<td>{_fmt(d.get("mid_minus_extremes"))}<br>'
           f'{_ci_text(d.get("mid_minus_extremes_ci"))}</td></tr>')
   empty = c.get('n_empty') or 0
