@@ -221,3 +221,32 @@ def test_a_right_to_left_override_in_a_name_stays_in_it(browser, tmp_path):
     return [h.querySelector('bdi').getBoundingClientRect().right, r.getBoundingClientRect().left];
   })()""")
   assert x[0] <= x[1] + 1, x
+
+
+@pytest.mark.parametrize('data', ['{"rows": [[1, 2', '{}', ''])
+def test_damaged_page_data_is_said_in_the_page(browser, tmp_path, data):
+  """index.html's own data cut short or edited: the page was blank, with an uncaught error."""
+  import re  # pylint: disable=import-outside-toplevel
+  path = explorer_fixture.write(tmp_path / 'x', n=3, methods=('gradcam',))
+  text = path.read_text()
+  start = text.index('<script id="explorer-data" type="application/json">')
+  end = text.index('</script>', start)
+  head = re.match(r'<script[^>]*>', text[start:]).group(0)
+  path.write_text(text[:start] + head + data + text[end:])
+  page = browser.new_page(WIDTH)
+  page.goto(path)
+  said = page.eval('document.getElementById("grid").textContent')
+  assert "This page's own data is damaged" in said and 'aesthetics-evaluate' in said, said
+  assert page.errors() == []
+
+
+def test_the_explorer_says_it_needs_javascript(browser, tmp_path):
+  """With JavaScript off the page was empty controls and no word why."""
+  path = explorer_fixture.write(tmp_path / 'x', n=3, methods=('gradcam',))
+  page = browser.new_page(WIDTH)
+  page.call('Emulation.setScriptExecutionDisabled', {'value': True})
+  page.goto(path)
+  assert 'drawn by JavaScript, which is off' in page.eval('document.body.innerText')
+  page.call('Emulation.setScriptExecutionDisabled', {'value': False})
+  page.goto(path)
+  assert 'drawn by JavaScript' not in page.eval('document.body.innerText')

@@ -3,7 +3,17 @@
 // Everything it reads is inline (the table) or a sibling file loaded with <img> / <script>,
 // which browsers allow from file:// where fetch() is refused.
 (function () {
-  const D = JSON.parse(document.getElementById('explorer-data').textContent);
+  let D;
+  try {  // a page cut short or edited: say so in it (it stayed blank, an uncaught error)
+    D = JSON.parse(document.getElementById('explorer-data').textContent);
+    if (!D || !Array.isArray(D.rows) || !Array.isArray(D.columns)) throw new Error('no rows');
+  } catch (e) {
+    const grid = document.getElementById('grid');
+    grid.className = 'damaged';
+    grid.textContent = 'This page\'s own data is damaged (' + e.message + '): run ' +
+        'aesthetics-evaluate on its workdir again to rewrite the explorer.';
+    return;
+  }
   const ROWS = D.rows.map(r => Object.fromEntries(D.columns.map((c, i) => [c, r[i]])));
   const HAS_TAG = D.arch === 'mobilenet_v2';
   const FIELDS = [  // [key, label, numeric]
