@@ -64,13 +64,20 @@ def write_combined_report(w: Path, archs: Sequence[str], config, *, demo: bool,
     m = json.loads((mdir / 'eval' / 'metrics.json').read_text())
     figs = {p.stem: p for p in sorted((mdir / 'eval' / 'figures').glob('*.png'))}
     section = eval_run.model_section(mdir, m, figs, restore.load_config(mdir))
-    section['name'] = arch
-    try:  # metrics.json parses but is not what evaluate writes (edited, another version's)
-      report_html.render([section])
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-      raise ValueError(f'{mdir / "eval" / "metrics.json"}: not as aesthetics-evaluate writes '
-                       f'it ({type(e).__name__}: {e}); delete {mdir / "eval"} and rerun to '
-                       'evaluate again') from None
     sections.append(section)
-  return report_html.write_report(w / 'report.html', sections,
-                                  eval_run.dataset_section(config), demo=demo, title=title)
+  odd = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+  try:
+    return report_html.write_report(w / 'report.html', sections,
+                                    eval_run.dataset_section(config), demo=demo, title=title)
+  except odd:
+    # A metrics.json that parses but is not what evaluate writes (edited, another version's):
+    # the model whose section fails, rendered alone, names the file and the fix.
+    for arch, section in zip(archs, sections):
+      try:
+        report_html.render([section])
+      except odd as e:
+        mdir = w / arch
+        raise ValueError(f'{mdir / "eval" / "metrics.json"}: not as aesthetics-evaluate '
+                         f'writes it ({type(e).__name__}: {e}); delete {mdir / "eval"} and '
+                         'rerun to evaluate again') from None
+    raise
