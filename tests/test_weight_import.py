@@ -10,6 +10,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from aesthetics_jax.models import pretrained
+from aesthetics_jax.models import weight_files
 
 FIXTURES = Path(__file__).parent / 'fixtures'
 MNV2_FILE = FIXTURES / 'mobilenet_v2_w025.safetensors'   # torchvision keys, float16
@@ -310,7 +311,7 @@ def test_enormous_declared_shape_is_refused_unread(tmp_path, monkeypatch):
   import tracemalloc
   _npz_of_zeros(tmp_path / 'bomb.npz', (64, 1024, 256))  # 64 MiB of zeros in ~70 KB
   assert (tmp_path / 'bomb.npz').stat().st_size < 1 << 20
-  monkeypatch.setattr(pretrained, 'MAX_WEIGHTS_BYTES', 16 << 20)
+  monkeypatch.setattr(weight_files, 'MAX_WEIGHTS_BYTES', 16 << 20)
   tracemalloc.start()
   try:  # was read whole (64 MiB here; gigabytes from a slightly larger file), then refused
     _error(lambda: pretrained.read_weights(tmp_path / 'bomb.npz'),
@@ -342,7 +343,7 @@ def test_declared_size_bound_of_torch_and_safetensors_files(tmp_path, monkeypatc
     torch.save(state, tmp_path / 'w.pth')
   else:
     save_file(state, str(tmp_path / 'w.safetensors'))
-  monkeypatch.setattr(pretrained, 'MAX_WEIGHTS_BYTES', 1 << 20)
+  monkeypatch.setattr(weight_files, 'MAX_WEIGHTS_BYTES', 1 << 20)
   _error(lambda: pretrained.read_weights(tmp_path / f'w.{ext}'), f'w.{ext}: declares 0.00419 GB')
 
 

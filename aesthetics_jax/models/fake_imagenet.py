@@ -34,11 +34,12 @@ from aesthetics_jax import io
 from aesthetics_jax.configs.default import ARCHS
 from aesthetics_jax.models import mobilenet_v2 as mnv2
 from aesthetics_jax.models import vgg
+from aesthetics_jax.models import weight_files
 
 NUM_CLASSES = 1000      # ImageNet's classifier rows, as in the real files
 BN_EPS = 1e-5
 VGG_POOL = 7            # torchvision's AdaptiveAvgPool2d((7, 7)) before classifier.0
-TORCH_HINT = "install the torch extra: pip install -e '.[torch]'"
+TORCH_HINT = weight_files.TORCH_HINT
 _BN_LEAVES = ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')
 
 
