@@ -133,6 +133,17 @@ def test_inputs_patterns_do_not_follow_links_up_and_skip_output_folders(tmp_path
     os.chdir(cwd)
 
 
+def test_inputs_empty_argument_is_an_error_not_the_current_folder(tmp_path, monkeypatch):
+  """`aesthetics-predict --workdir=W "$photo"` with $photo unset (or a list's blank line via
+  xargs) passed '', which Path read as '.': every image below the current folder was scored."""
+  (tmp_path / 'a.jpg').write_bytes(b'')
+  monkeypatch.chdir(tmp_path)
+  got = inputs.expand(['', 'a.jpg'])
+  assert got[1:] == ['a.jpg']
+  assert got[0]['path'] == '' and 'empty argument' in got[0]['error']
+  assert '\n' not in got[0]['error']
+
+
 def test_inputs_folders_list_an_image_reached_twice_once(tmp_path):
   """A folder listed a linked file beside its target (or two links to one file) twice, so the
   image was scored twice; patterns listed it once (by real path), and now folders do too."""

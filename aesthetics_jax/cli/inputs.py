@@ -126,7 +126,7 @@ def _unique(paths: Iterable[str]) -> list[str]:
 
 def expand(args: Sequence[str], skip: Iterable[str | os.PathLike] = ()) -> list[str | dict]:
   """Command-line inputs → image paths in order, or `{"path", "error"}` for an input that
-  names no image (empty folder, pattern matching nothing). A missing file stays a path: its
+  names no image (empty folder, pattern matching nothing, an empty argument). A missing file stays a path: its
   error comes from reading it, like any other unreadable file.
 
   skip: folders whose images are not inputs when met inside a folder or pattern (the run's
@@ -137,6 +137,12 @@ def expand(args: Sequence[str], skip: Iterable[str | os.PathLike] = ()) -> list[
   skip_all = frozenset(os.path.realpath(s) for s in skip if s)
   out: list[str | dict] = []
   for arg in args:
+    if not arg:
+      # Path('') is '.': an unset variable ("$photo") or a list's blank line scored every
+      # image below the current folder (a home folder: all of it).
+      out.append({'path': arg, 'error': "empty argument ''; pass an image file, folder or "
+                  'pattern (an unset shell variable, or a blank line of a list of files?)'})
+      continue
     p = Path(arg)
     # An output folder named by the argument itself (`ovA`, 'ovA/*.png') is listed, less the
     # earlier outputs in it; one met below it is not listed at all.
