@@ -18,6 +18,7 @@ from aesthetics_jax.data import ava
 from aesthetics_jax.data import stats as data_stats
 from aesthetics_jax.data import dataset
 from aesthetics_jax.data import decoder
+from aesthetics_jax.data import prepare_lock
 from image_fixture import huge_header_png
 
 TAG_NAMES = {1: 'Abstract', 2: 'Nature', 3: 'Portraiture', 4: 'Landscape'}
@@ -479,7 +480,7 @@ def test_a_rerun_removes_what_a_killed_prepare_left_unless_another_runs(tmp_path
   root = _tiny_root(tmp_path / 'ava')
   data_dir = tmp_path / 'tfds'
   folder = data_dir / 'ava' / 'style'
-  with dataset.running(data_dir, 'style'):  # another prepare of this dataset, still running
+  with prepare_lock.running(data_dir, 'style'):  # another prepare of this dataset runs
     left = _killed_prepare_leftovers(folder, age=60)  # its own, a minute old
     dataset.prepare(root, data_dir, 'style')
     dataset.prepare_resized(data_dir, 'style', [40], progress=False)
@@ -495,7 +496,7 @@ def test_a_rerun_removes_what_a_killed_prepare_left_unless_another_runs(tmp_path
   assert not any(p.exists() for p in left)
   # Only what is older than the prepare that finds it: not a file that appeared since.
   young = _killed_prepare_leftovers(folder, age=1)
-  dataset._remove_leftovers(folder, time.time() - 30)  # pylint: disable=protected-access
+  prepare_lock._remove_leftovers(folder, time.time() - 30)  # pylint: disable=protected-access
   assert all(p.exists() for p in young)
 
 

@@ -31,7 +31,6 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -45,14 +44,10 @@ import tqdm
 from aesthetics_jax import cpu_backend
 from aesthetics_jax.data import ava
 from aesthetics_jax.data import decoder
+from aesthetics_jax.data import prepare_lock
 from aesthetics_jax.data import resized_store
 from aesthetics_jax.data import tfds_spill
 from aesthetics_jax.io import atomic_write_text
-
-try:
-  import fcntl
-except ImportError:  # not POSIX: prepares run unmarked, and leftovers stay
-  fcntl = None
 
 SUBSETS = ('style', 'all')
 SPLITS = ('train', 'test')
@@ -494,7 +489,7 @@ def prepare(ava_dir: str | os.PathLike, data_dir: str | os.PathLike, subset: str
   _check_max_pixels(max_pixels)
   ava_dir = Path(ava_dir)
   check_ava_root(ava_dir)
-  with running(data_dir, subset):
+  with prepare_lock.running(data_dir, subset):
     return _prepare(ava_dir, data_dir, subset, max_pixels, num_workers)
 
 
@@ -546,96 +541,6 @@ def _prepare(ava_dir: Path, data_dir: str | os.PathLike, subset: str, max_pixels
   return _result(b, subset, reused=False)
 
 
-# --------------------------------------------------------------------------- concurrent runs
-
-# In <data_dir>/ava/<subset>/ while prepares of that dataset run: each holds a shared flock on
-# it. A prepare killed outright (kill -9, a lost machine) leaves TFDS's `incomplete.*` folder
-# and the store's `resized/.*.tmp` behind, which nothing removed, rerun after rerun.
-LOCK_FILE = '.prepare.lock'
-
-
-@contextlib.contextmanager
-def running(data_dir: str | os.PathLike, subset: str = 'style') -> Iterator[None]:
-  """Marks a prepare of `ava/<subset>` under `data_dir` as running for the block. The first
-  to find no other running removes what killed prepares left (`_remove_leftovers`); the last
-  out removes the lock file. Without a lock (a read-only data_dir, no flock) nothing is
-  removed."""
-  folder = Path(data_dir) / 'ava' / subset
-  fd = _lock(folder, time.time())
-  try:
-    yield
-  finally:
-    if fd is not None:
-      _unlock(fd, folder / LOCK_FILE)
-
-
-def _lock(folder: Path, started: float) -> int | None:
-  """A descriptor holding a shared flock on `folder`/LOCK_FILE, or None."""
-  if fcntl is None:
-    return None
-  for _ in range(100):  # a prepare leaving may remove the file between our open and flock
-    try:
-      folder.mkdir(parents=True, exist_ok=True)
-      fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:  # read-only, or a file where the folder goes (prepare says so next)
-      return None
-    try:
-      try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        alone = True
-      except BlockingIOError:  # another prepare runs
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        alone = False
-      if not _is_lock_file(fd, folder / LOCK_FILE):
-        os.close(fd)
-        continue
-      if alone:
-        _remove_leftovers(folder, started)
-        fcntl.flock(fd, fcntl.LOCK_SH)
-      return fd
-    except OSError:  # no locks on this filesystem
-      os.close(fd)
-      return None
-  return None
-
-
-def _is_lock_file(fd: int, path: Path) -> bool:
-  """Whether `fd` is still the file at `path` (not one a prepare leaving has unlinked)."""
-  try:
-    a, b = os.fstat(fd), os.stat(path)
-  except OSError:
-    return False
-  return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
-def _unlock(fd: int, path: Path) -> None:
-  try:
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    if _is_lock_file(fd, path):
-      path.unlink()  # the last prepare out: no lock file stays in the dataset's folder
-  except OSError:  # another prepare still runs (or the file is gone): it stays
-    pass
-  finally:
-    os.close(fd)
-
-
-def _remove_leftovers(folder: Path, started: float) -> None:
-  """Removes, in `folder` (<data_dir>/ava/<subset>), TFDS's `incomplete.*` folders and the
-  resized store's `.*.tmp` files older than `started` (what killed prepares left): called only
-  while no other prepare holds the lock."""
-  def stale(p: Path) -> bool:
-    try:
-      return p.lstat().st_mtime < started
-    except OSError:
-      return False
-  for p in folder.glob(f'{tfds.core.constants.INCOMPLETE_PREFIX}*'):
-    if p.is_dir() and not p.is_symlink() and stale(p):
-      shutil.rmtree(p, ignore_errors=True)
-  for p in (folder / resized_store.FOLDER).glob('.*.tmp'):
-    if stale(p):
-      p.unlink(missing_ok=True)
-
-
 # Default bound on one prepared resized store: the style subset's at 256 px is 1.75 GB; all of
 # AVA (~255,000 images) would be 48 GiB, which nobody should get without asking.
 RESIZED_MAX_GB = 16.0
@@ -658,7 +563,7 @@ def prepare_resized(data_dir: str | os.PathLike, subset: str = 'style',
     raise ValueError(f'resized sizes {sizes}: use positive sides in pixels, e.g. 256')
   if not max_gb > 0:  # nan would compare false: no bound
     raise ValueError(f'max_gb={max_gb}: use a positive number of GiB')
-  with running(data_dir, subset):
+  with prepare_lock.running(data_dir, subset):
     return _prepare_resized(data_dir, subset, sizes, progress, max_gb)
 
 
