@@ -470,6 +470,12 @@ class Model:
     forward, method, layers = self._forward(names, method, layer)
     x = np.stack([preprocess.preprocess_eval_np(im, self.predictor.size) for im in images])
     pred, maps = self.predictor.run_forward(x, forward, method)
+    if records.non_finite_rows(pred, {'maps': maps}).any():
+      # As predict's error line: a NaN score came back as a number (label 'low'), a NaN map
+      # gave full-frame boxes and crops (never silent) and overlay() an IndexError.
+      raise ValueError(f'the model output is not finite (NaN/inf); checkpoint '
+                       f'{self.predictor.step} holds non-finite weights or training diverged: '
+                       'load another step= or retrain')
     return pred, maps, method, layers
 
   def _check_targets(self, names: Sequence[str]) -> None:

@@ -735,3 +735,24 @@ def test_target_names_are_case_blind(example):
   b = m.cam(str(photo), target=['High', 'LOW', 'Bucket:3', 'Tag:floral'])
   for x, y in zip(a.values(), b.values()):
     assert np.array_equal(x, y)
+
+
+@pytest.mark.parametrize('part', ['scores', 'maps'])
+def test_non_finite_model_outputs_are_one_line_not_numbers(example, monkeypatch, part):
+  """A checkpoint of a diverged run (NaN weights): score() gave mean_score NaN labelled 'low',
+  boxes() full-frame boxes and crop() the whole image (the map was not 'empty'), overlay() an
+  IndexError; predict reports such an image as an error line. Now one ValueError, as there."""
+  m = example[0]['m']
+  real = m.predictor.run_forward
+
+  def nan_forward(x, forward, method=None):
+    pred, maps = real(x, forward, method)
+    if part == 'scores':
+      pred = {k: np.full_like(v, np.nan) if v.dtype.kind == 'f' else v for k, v in pred.items()}
+    return pred, np.full_like(maps, np.nan) if part == 'maps' else maps
+  monkeypatch.setattr(m.predictor, 'run_forward', nan_forward)
+  a = np.random.default_rng(1).integers(0, 255, (H, W, 3), np.uint8)
+  for call in (m.score, m.cam, m.boxes, m.crop, m.overlay, lambda x: m.score([x], errors='keep')):
+    with pytest.raises(ValueError, match=r'^the model output is not finite .* step=') as e:
+      call(a)
+    assert '\n' not in str(e.value)
