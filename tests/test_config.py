@@ -205,7 +205,9 @@ def test_train_config_and_workdir_errors_are_one_line(args, expect, tmp_path):
     ('cache.dtype', 'float64', "config.cache.dtype='float64': must be one of 'auto', "),
     ('loss.emd_r', 0.0, 'config.loss.emd_r=0.0: must be a finite number > 0'),
     ('num_train_steps', -1, 'config.num_train_steps=-1: must be an integer >= 0'),
-    ('seed', -1, 'config.seed=-1: must be an integer >= 0'),
+    ('seed', -1, 'config.seed=-1: must be an integer from 0 to'),
+    # JAX's keys take an int64: an OverflowError traceback at the first step, after the data.
+    ('seed', 2 ** 63 - 2, 'config.seed=9223372036854775806: must be an integer from 0 to'),
     ('optim.lr', float('nan'), 'config.optim.lr=nan: must be a finite number > 0'),
     ('eval.box_threshold', 1.5, 'config.eval.box_threshold=1.5: must be a number in (0, 1)'),
     ('input.weight_band', (6.5, 4.5), 'config.input.weight_band=(6.5, 4.5): must be (low, high)'),
@@ -350,3 +352,12 @@ def test_every_config_form_in_the_readme_loads():
     config = config_args.load(config_args.resolve_path(form))
     assert config.model.arch in ('mobilenet_v2', 'vgg16'), form
     assert (int(config.num_train_steps) == 2) == ('smoke' in form), form
+
+
+def test_the_largest_seed_makes_every_key_the_run_draws():
+  """MAX_SEED is taken, and so are the keys training and evaluation draw from it (+1, +2)."""
+  import jax
+  from aesthetics_jax.train import config_checks
+  assert config_checks.value_problem('seed', config_checks.MAX_SEED) is None
+  assert config_checks.value_problem('seed', config_checks.MAX_SEED + 1)
+  jax.random.PRNGKey(config_checks.MAX_SEED + 2)

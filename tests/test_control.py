@@ -163,6 +163,9 @@ def test_undefined_scores_are_nan_not_a_crash():
 @pytest.mark.parametrize('args,message', [
     (['--seeds=0,x'], 'control: --seeds=0,x: pass integers'),
     (['--seeds=-1'], 'control: --seeds=-1: seeds are integers >= 0'),
+    # An OverflowError traceback in the train stage, after the data stage made its images.
+    (['--seeds=0,18446744073709551616'],
+     'control: --seeds=0,18446744073709551616: seed 18446744073709551616 is too large'),
     (['--num_test=2'], 'control: --num_test=2: pass 8 or more'),
     (['--config.eval.cam_methd=gradcam'], 'control: unknown config key --config.eval.cam_methd'),
     # Exit 1 after the data stage (no seed), or a seed trained and counted twice.

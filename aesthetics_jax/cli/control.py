@@ -58,6 +58,11 @@ def main(argv):
     common.usage_error('control', f'--seeds={",".join(_SEEDS.value)}: pass integers, e.g. 0,1,2')
   if any(s < 0 for s in seeds):  # config.seed: before the data is made, not after
     common.usage_error('control', f'--seeds={",".join(_SEEDS.value)}: seeds are integers >= 0')
+  from aesthetics_jax.train import config_checks  # pylint: disable=import-outside-toplevel
+  for s in seeds:  # too large for JAX's keys: a traceback in the train stage, after the data
+    if config_checks.value_problem('seed', s):
+      common.usage_error('control', f'--seeds={",".join(_SEEDS.value)}: seed {s} is too '
+                         f'large; seeds are integers from 0 to {config_checks.MAX_SEED}')
   if not seeds:  # was exit 1 after the data stage (no model to evaluate)
     common.usage_error('control', '--seeds= is empty: pass one or more seeds, e.g. 0,1,2')
   if len(set(seeds)) < len(seeds):  # one workdir per seed: a repeat would count it twice
@@ -78,7 +83,6 @@ def main(argv):
     n_test = _NUM_TEST.value if flags.FLAGS['num_test'].present else (
         control_study.SMOKE_SIZES[1])
   from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.train import config_checks  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import orbax_logging  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train.errors import TrainingError  # pylint: disable=C0415
   try:  # a --config value that cannot train: before the data stage, not after it (exit 1)

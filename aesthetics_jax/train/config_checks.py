@@ -19,6 +19,11 @@ from aesthetics_jax.train.errors import TrainingError
 # smaller images with the same bound).
 MIN_IMAGE_SIZE = 32
 
+# Largest `config.seed`: JAX's PRNGKey takes an int64 and the run draws keys from seed + 1
+# (training's dropout) and seed + 2 (the evaluation's random maps); a larger seed was an
+# OverflowError traceback at the first training step, after the data was prepared.
+MAX_SEED = 2 ** 63 - 3
+
 # What `config.best_metric` may name: validation metrics where higher is better (the
 # checkpoint manager keeps the highest).
 BEST_METRICS = {'vgg16': ('binary_accuracy', 'lcc_mean', 'srcc_mean'),
@@ -82,7 +87,8 @@ ENUMERATIONS: dict[str, tuple[str, ...]] = {
 
 # key -> (predicate, what the value must be).
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    'seed': _int_at_least(0),
+    'seed': (lambda v: _int_at_least(0)[0](v) and v <= MAX_SEED,
+             f'an integer from 0 to {MAX_SEED} (2**63 - 3)'),
     'batch_size': _int_at_least(1),
     'num_epochs': _POSITIVE,
     'num_train_steps': (_int_at_least(0)[0], 'an integer >= 0 (0 = use num_epochs)'),
