@@ -267,6 +267,20 @@ def test_missing_file_is_one_line(tmp_path):
     _one_line(e, f'{name}: {text}')
 
 
+def test_a_missing_path_with_white_space_says_so(tmp_path, monkeypatch):
+  """'a.jpg\r' (a list with Windows line ends, through xargs or mapfile) beside an existing
+  a.jpg was 'a.jpg\r: no such file; check the path': the path looked right, its '\r' moved
+  the cursor back. The path is shown escaped, with what is wrong with it."""
+  (tmp_path / 'a.jpg').write_bytes(b'x')
+  monkeypatch.chdir(tmp_path)
+  for name in ('a.jpg\r', ' a.jpg', 'a.jpg\t', str(tmp_path / 'a.jpg\r')):
+    with pytest.raises(decoder.DecodeError) as e:
+      decoder.read_file(name)
+    assert e.value.reason == decoder.MISSING
+    msg = _one_line(e, repr(name) + ': no such file', 'white space', 'strip')
+    assert msg.isprintable()
+
+
 _CHILD = textwrap.dedent('''
     import resource, sys
     from aesthetics_jax.data import decoder

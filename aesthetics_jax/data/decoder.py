@@ -134,7 +134,14 @@ def read_file(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> bytes
     if p.is_symlink():
       raise _fail(MISSING, str(p), f'a broken symbolic link (to {os.readlink(p)})',
                   'fix or remove the link') from None
-    raise _fail(MISSING, str(p), 'no such file', 'check the path') from None
+    text = str(p)
+    if text != text.strip() or not text.isprintable():
+      # A line of a list with Windows line ends ('a.jpg\r', through xargs or mapfile) or a
+      # pasted name: 'check the path' showed nothing wrong, the '\r' itself moved the cursor.
+      raise _fail(MISSING, repr(text), 'no such file', 'it has white space or control '
+                  'characters at its ends or within (a line of a list with Windows line ends? '
+                  'strip them)') from None
+    raise _fail(MISSING, text, 'no such file', 'check the path') from None
   if not stat.S_ISREG(st.st_mode):
     raise _fail(UNDECODABLE, str(p), 'not a regular file', 'pass an image file')
   if st.st_size > max_bytes:
