@@ -175,6 +175,8 @@ def test_undefined_scores_are_nan_not_a_crash():
     (['--config.input.image_size=0'], 'control: config.input.image_size=0: must be an integer'),
     (["--config.eval.cam_methods=('gradcam','gradcam+')"],
      "control: config.eval.cam_methods=('gradcam', 'gradcam+'): unknown CAM method"),
+    # No method to score: a KeyError traceback (exit 1) after the data and train stages.
+    (['--config.eval.cam_methods=()'], 'control: config.eval.cam_methods=() is empty'),
 ])
 def test_cli_usage_errors_are_one_line(tmp_path, args, message):
   p = subprocess.run([sys.executable, '-m', 'launch.control', f'--workdir={tmp_path}/w', *args],

@@ -89,6 +89,10 @@ def main(argv):
     config_checks.check(config)
   except config_checks.ConfigError as e:
     common.usage_error('control', e)
+  if not tuple(config.eval.cam_methods):  # a KeyError traceback once the first seed trained
+    common.usage_error('control', 'config.eval.cam_methods=() is empty: the control scores '
+                       "each method's maps; pass one or more, e.g. "
+                       "--config.eval.cam_methods=\"('gradcam',)\"")
   orbax_logging.quiet_orbax_errors()  # a failed save is one line, not orbax's tracebacks
   try:
     result = control_study.run_control(_WORKDIR.value, config, seeds, n_train, n_test,
