@@ -503,6 +503,10 @@ def test_config_eval_override_changes_the_box(files, cli):
     # The space form takes the next argument: the first photo would become JSON.
     (['--output', '{tmp}/a.jpg', '{tmp}/b.jpg'], '--output={tmp}/a.jpg names an image file'),
     (['--output={tmp}/file', '{tmp}/file'], '--output={tmp}/file is also an input'),
+    # The folder was made first, the lines written onto it at the end: exit 1 after the run.
+    (['--output={tmp}/ov', '--overlay_dir={tmp}/ov', 'x.jpg'], '--output={tmp}/ov is also '
+     '--overlay_dir; the JSON lines go to a file of their own: pass e.g. --output={tmp}/ov/'),
+    (['--output={tmp}/c', '--crop_dir={tmp}/./c/', 'x.jpg'], '--output={tmp}/c is also --crop_dir'),
     ([], 'no images given'),
 ])
 def test_usage_errors_are_one_line_before_the_model_loads(files, tmp_path, args, expect):

@@ -87,6 +87,14 @@ def check_flags(argv: Sequence[str]) -> tuple[str | None, list[str | dict]]:
   if not os.path.isdir(_WORKDIR.value) and '://' not in _WORKDIR.value:
     common.usage_error('predict', f'--workdir={_WORKDIR.value}: no such folder; pass a '
                        'training workdir (aesthetics-train writes it)')
+  for flag, folder in (('overlay_dir', _OVERLAY_DIR.value), ('crop_dir', _CROP_DIR.value)):
+    # The folder is made first and the JSON lines are written at the end, onto it: the run
+    # was done, then 'could not write --output (Is a directory)', exit 1.
+    if (_OUTPUT.value and folder and '://' not in folder
+        and os.path.realpath(folder) == os.path.realpath(_OUTPUT.value)):
+      common.usage_error('predict', f'--output={_OUTPUT.value} is also --{flag}; the JSON lines '
+                         f'go to a file of their own: pass e.g. --output='
+                         f'{os.path.join(folder, "predictions.jsonl")}')
   common.check_outputs('predict', folders={'overlay_dir': _OVERLAY_DIR.value,
                                            'crop_dir': _CROP_DIR.value},
                        files={'output': _OUTPUT.value})
