@@ -429,6 +429,17 @@ def test_concentration_figure_is_a_png():
   assert png[:8] == b'\x89PNG\r\n\x1a\n'
 
 
+def test_concentration_figure_without_intervals():
+  """eval.bootstrap_samples=0 (the config checks allow it) leaves every per-bucket interval
+  None: the figure's TypeError ended aesthetics-evaluate (exit 1) after all its passes."""
+  from aesthetics_jax.evaluation import study
+  ent, scores = _entropies(0.8, 0.6, 0.6, 0)
+  c = study.map_concentration(ent, scores, num_bootstrap=0)
+  assert max(c['per_bucket_n']) >= charts.FEW_IMAGES and set(c['per_bucket_ci']) == {None}
+  png = charts.concentration_figure({'trained': c}, 't')
+  assert png[:8] == b'\x89PNG\r\n\x1a\n'
+
+
 def test_our_figures_leave_the_users_matplotlib_alone(tmp_path):
   """Importing the API or drawing a chart changes no global matplotlib state: figures.py
   called matplotlib.use('Agg') on import, switching a notebook user's backend."""

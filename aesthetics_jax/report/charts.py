@@ -194,6 +194,8 @@ def concentration_figure(series: Mapping[str, Mapping], title: str) -> bytes:
     # Only buckets of enough images are joined: a line into a one-image bucket draws a trend.
     ax.plot(x[full], y[full], color=colour, ls=line, lw=1, label=name)
     for k in np.flatnonzero(full):
+      if c['per_bucket_ci'][k] is None:  # no interval (eval.bootstrap_samples=0): the mean only
+        continue
       lo, hi = c['per_bucket_ci'][k]
       ax.plot([x[k], x[k]], [lo, hi], color=colour, lw=1)
     ax.scatter(x[full], y[full], color=colour, marker=marker, s=18, zorder=3)
