@@ -210,6 +210,9 @@ def test_train_config_and_workdir_errors_are_one_line(args, expect, tmp_path):
     ('seed', 2 ** 63 - 2, 'config.seed=9223372036854775806: must be an integer from 0 to'),
     ('optim.lr', float('nan'), 'config.optim.lr=nan: must be a finite number > 0'),
     ('eval.box_threshold', 1.5, 'config.eval.box_threshold=1.5: must be a number in (0, 1)'),
+    # The explorer's sizes: a traceback or 'scale must be > 0' after the evaluation's passes.
+    ('eval.explorer_thumb_size', 0, 'config.eval.explorer_thumb_size=0: must be an integer >= 1'),
+    ('eval.explorer_map_size', -1, 'config.eval.explorer_map_size=-1: must be an integer >= 1'),
     ('input.weight_band', (6.5, 4.5), 'config.input.weight_band=(6.5, 4.5): must be (low, high)'),
     ('best_metric', 'bogus', "config.best_metric='bogus': use one of ('binary_accuracy',"),
     ('best_metric', 'emd', "config.best_metric='emd' (lower is better;"),

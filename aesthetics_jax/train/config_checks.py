@@ -130,6 +130,10 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'eval.localization_images': _int_at_least(0),
     'eval.split_point_fit_images': _int_at_least(0),
     'eval.num_example_images': _int_at_least(0),
+    # Explorer thumbnails and stored maps, at most N px / cells a side: 0 was a
+    # ZeroDivisionError, a negative size 'scale must be > 0', after every evaluation pass.
+    'eval.explorer_thumb_size': _int_at_least(1),
+    'eval.explorer_map_size': _int_at_least(1),
     **{key: _one_of(*values) for key, values in ENUMERATIONS.items()},
 }
 
