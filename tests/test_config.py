@@ -214,6 +214,9 @@ def test_train_config_and_workdir_errors_are_one_line(args, expect, tmp_path):
     ('eval.explorer_thumb_size', 0, 'config.eval.explorer_thumb_size=0: must be an integer >= 1'),
     ('eval.explorer_map_size', -1, 'config.eval.explorer_map_size=-1: must be an integer >= 1'),
     ('input.weight_band', (6.5, 4.5), 'config.input.weight_band=(6.5, 4.5): must be (low, high)'),
+    # The data's counts: another was a shape-mismatch traceback at the first step.
+    ('model.num_buckets', 11, "config.model.num_buckets=11: must be 10 (AVA's votes are a"),
+    ('model.num_tags', 100, "config.model.num_tags=100: must be 66 (AVA's tags.txt lists"),
     ('best_metric', 'bogus', "config.best_metric='bogus': use one of ('binary_accuracy',"),
     ('best_metric', 'emd', "config.best_metric='emd' (lower is better;"),
     # What the evaluation after training uses: these passed training and failed only in
@@ -301,6 +304,7 @@ def test_the_checked_enumerations_are_the_modules_own():
   assert set(enums['model.conv3x3']) == set(vgg.CONV3X3_IMPLEMENTATIONS)
   assert set(enums['model.dtype']) == set(models._DTYPES)  # pylint: disable=protected-access
   assert set(enums['cache.dtype']) == set(cache_store.DTYPES)
+  assert (config_checks.NUM_BUCKETS, config_checks.NUM_TAGS) == (ava.NUM_BUCKETS, ava.NUM_TAGS)
   # The optimiser's names have no constant: every listed value builds, and nothing else does.
   c = default.get_config()
   for name in enums['optim.name']:

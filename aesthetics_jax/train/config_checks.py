@@ -64,6 +64,17 @@ _FRACTION = (lambda v: _num(v) is not None and 0 <= _num(v) < 1, 'a number in [0
 _OPEN_UNIT = (lambda v: _num(v) is not None and 0 < _num(v) < 1, 'a number in (0, 1)')
 
 
+def _exactly(want: int, why: str) -> tuple[Callable[[Any], bool], str]:
+  return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v == want,
+          f'{want} ({why})')
+
+
+# What every prepared dataset holds (data.ava.NUM_BUCKETS / NUM_TAGS, JAX-free copies that
+# tests/test_config.py holds equal): another count built heads whose outputs the targets do
+# not fit, a shape-mismatch traceback at the first step, after the data and the cache.
+NUM_BUCKETS, NUM_TAGS = 10, 66
+
+
 def _one_of(*values: str) -> tuple[Callable[[Any], bool], str]:
   return (lambda v: isinstance(v, str) and v in values,
           'one of ' + ', '.join(repr(v) for v in values))
@@ -109,8 +120,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'model.width_mult': _POSITIVE,
     'model.fc_dim': _int_at_least(1),
     'model.vgg_pool_size': _int_at_least(1),
-    'model.num_buckets': _int_at_least(2),
-    'model.num_tags': _int_at_least(1),
+    'model.num_buckets': _exactly(NUM_BUCKETS, "AVA's votes are a histogram of the scores 1-10"),
+    'model.num_tags': _exactly(NUM_TAGS, "AVA's tags.txt lists 66 tags"),
     'model.dropout': _FRACTION,
     'loss.emd_r': _POSITIVE,
     'loss.tag_weight': _NON_NEGATIVE,
