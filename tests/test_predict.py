@@ -413,6 +413,23 @@ def test_cli_ctrl_c_writes_the_lines_so_far(files, tmp_path):
   assert not [q for q in tmp_path.iterdir() if q != out]  # no temporary file left
 
 
+def test_cli_sigterm_writes_the_lines_so_far(files, tmp_path):
+  """SIGTERM (`timeout`, a batch job's time limit, `docker stop`) killed the run at once: with
+  --output every line scored so far was lost. It now ends the run as Ctrl-C does, exit 143
+  (128 + SIGTERM)."""
+  _, wd, good, bad, _ = files
+  out = tmp_path / 'preds.jsonl'
+  r = subprocess.run([sys.executable, '-c', _CTRL_C_AFTER_FIRST.replace('SIGINT', 'SIGTERM'),
+                      f'--workdir={wd}', f'--output={out}', good, bad, good], cwd=ROOT,
+                     capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS='cpu'),
+                     timeout=300)
+  assert r.returncode == 143 and 'Traceback' not in r.stderr, (r.returncode, r.stderr[-2000:])
+  assert r.stdout == '' and r.stderr.strip().splitlines()[-1] == (
+      f'predict: terminated (SIGTERM): wrote 1 line (0 failed) to {out}; 2 of 3 inputs left')
+  (rec,) = [json.loads(x) for x in out.read_text().splitlines()]
+  assert rec['path'] == str(good) and 1 <= rec['mean_score'] <= 10
+
+
 def test_cli_reader_closing_the_pipe_ends_quietly(files, tmp_path):
   """`aesthetics-predict ... | head -1`: exit 141 (SIGPIPE's), no traceback. 3,000 missing
   files make enough error lines (~0.3 MB) to fill the pipe without loading the model."""

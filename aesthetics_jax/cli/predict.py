@@ -28,8 +28,9 @@ others carry on. Exit status: 0 every image scored; 1 some inputs failed, or std
 write (a full disk; one line on stderr; 141 when `| head` left); 2 nothing ran (a bad flag, no
 inputs, an unwritable output, a workdir without a usable checkpoint: missing, another model's,
 or damaged, named with its step and file and the `--step` of an intact one), with one line on
-stderr and nothing on stdout; 130 stopped by Ctrl-C: the lines scored so far are written (to
---output too, atomically), one line on stderr says how many.
+stderr and nothing on stdout; 130 stopped by Ctrl-C (143 by SIGTERM: `timeout`, a job's time
+limit): the lines scored so far are written (to --output too, atomically), one line on stderr
+says how many.
 """
 from __future__ import annotations
 
@@ -143,14 +144,17 @@ def _in_order(items: Sequence[str | dict], records: Iterator[dict]) -> Iterator[
 
 
 class _CtrlC:
-  """SIGINT's handler: KeyboardInterrupt, as Python's own, but held back while a line is
-  written and counted (`hold`), so that the closing line counts exactly the lines written (a
-  Ctrl-C inside print's flush left a line on stdout uncounted)."""
+  """SIGINT's (and SIGTERM's) handler: KeyboardInterrupt, as Python's own, but held back
+  while a line is written and counted (`hold`), so that the closing line counts exactly the
+  lines written (a Ctrl-C inside print's flush left a line on stdout uncounted). `signum`:
+  the signal that stopped the run."""
 
   def __init__(self) -> None:
     self.held = self.pending = False
+    self.signum = signal.SIGINT
 
   def __call__(self, signum, frame) -> None:
+    self.signum = signum
     if not self.held:
       raise KeyboardInterrupt
     self.pending = True
@@ -216,30 +220,37 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   lines, ctrl_c = _Lines(), _CtrlC()
   signal.signal(signal.SIGINT, ctrl_c)
+  # `timeout`, a batch job's time limit, `docker stop`: SIGTERM killed the run at once, and
+  # with --output every line scored so far was lost. It stops the run as Ctrl-C does.
+  signal.signal(signal.SIGTERM, ctrl_c)
   try:
     method, items = check_flags(argv)
     lines.inputs = len(items)
     _score(method, items, lines, ctrl_c)
     _finish(lines)
   except KeyboardInterrupt:  # Ctrl-C: the lines so far were lost with a traceback
-    _finish(lines, interrupted=True)
+    _finish(lines, interrupted=ctrl_c.signum)
 
 
-def _finish(lines: _Lines, interrupted: bool = False) -> NoReturn:
-  """Writes --output and the closing stderr line; exits 0, 1 (some inputs failed) or 130
-  (`interrupted` by Ctrl-C: the lines so far are written all the same)."""
+def _finish(lines: _Lines, interrupted: int = 0) -> NoReturn:
+  """Writes --output and the closing stderr line; exits 0, 1 (some inputs failed), or 128 +
+  the signal (`interrupted`: SIGINT, Ctrl-C: 130; SIGTERM: 143) that stopped the run, whose
+  lines so far are written all the same."""
   # What was scored is written: a (second) Ctrl-C now would lose it.
   signal.signal(signal.SIGINT, signal.SIG_IGN)
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
   n = lines.count
   written = f'wrote {n} line{"" if n == 1 else "s"} ({lines.failed} failed)'
+  how = 'interrupted (Ctrl-C)' if interrupted == signal.SIGINT else 'terminated (SIGTERM)'
+  stopped = 128 + interrupted  # as a shell reports it: 130 for SIGINT (EXIT_INTERRUPTED)
   if interrupted and not n:  # an --output of an earlier run is not replaced by nothing
-    print('predict: interrupted (Ctrl-C) before the first line'
+    print(f'predict: {how} before the first line'
           f'{"; " + _OUTPUT.value + " not written" if _OUTPUT.value else ""}', file=sys.stderr,
           flush=True)
-    sys.exit(common.EXIT_INTERRUPTED)
+    sys.exit(stopped)
   if interrupted:
     left = '' if lines.inputs is None else f'; {lines.inputs - n} of {lines.inputs} inputs left'
-    closing = f'predict: interrupted (Ctrl-C): {written} to {_OUTPUT.value or "stdout"}{left}'
+    closing = f'predict: {how}: {written} to {_OUTPUT.value or "stdout"}{left}'
   else:
     closing = f'predict: {written} to {_OUTPUT.value}'
     if lines.uncut:  # --crop_dir got fewer files than images: say why, not only in the JSON
@@ -254,16 +265,16 @@ def _finish(lines: _Lines, interrupted: bool = False) -> NoReturn:
     except OSError as e:  # the scores are not lost: they go to stdout instead
       print(f'predict: could not write --output={_OUTPUT.value} ({e.strerror or e}); the '
             f'{n} line{"" if n == 1 else "s"} follow on stdout'
-            f'{" (interrupted by Ctrl-C)" if interrupted else ""}', file=sys.stderr, flush=True)
+            f'{"; " + how if interrupted else ""}', file=sys.stderr, flush=True)
       try:
         sys.stdout.write(text)
         sys.stdout.flush()
       except BrokenPipeError:
         common.quiet_stdout()
-      sys.exit(common.EXIT_INTERRUPTED if interrupted else common.EXIT_FAILED)
+      sys.exit(stopped if interrupted else common.EXIT_FAILED)
   if _OUTPUT.value or interrupted:
     print(closing, file=sys.stderr, flush=True)
-  sys.exit(common.EXIT_INTERRUPTED if interrupted else common.EXIT_FAILED if lines.failed else 0)
+  sys.exit(stopped if interrupted else common.EXIT_FAILED if lines.failed else 0)
 
 
 # A record with any of these keys counts as failed (exit status 1): the image, or a file
