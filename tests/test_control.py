@@ -193,3 +193,18 @@ def test_smoke_keeps_the_users_overrides():
   assert c.num_train_steps == 3 and tuple(c.eval.cam_methods) == ('gradcam',)
   assert c.input.image_size == control_config.SIZE  # the rest of smoke still applies
   assert control_config.apply_smoke(control_config.get_config()).num_train_steps == 2
+
+
+def test_a_seed_trained_further_than_asked_is_refused(tmp_path):
+  """A rerun with a smaller --config.num_train_steps found seed_0 trained further by the first
+  run, counted it as finished, scored its maps and reported them as the smaller step count.
+  Now one ControlError line naming the seed's steps, before any stage."""
+  import checkpoint_fixture
+  c = control_config.apply_smoke(control_config.get_config())
+  w = tmp_path / 'w'
+  checkpoint_fixture.write_init_checkpoint(w / 'seed_0', c, step=int(c.num_train_steps) + 3)
+  with pytest.raises(control_study.ControlError, match=(
+      r'seed_0 holds a model trained for 5 steps, more than config.num_train_steps=2')) as e:
+    control_study.run_control(w, c, seeds=[0], num_train=8, num_test=8)
+  assert '\n' not in str(e.value)
+  assert not (w / 'ava').exists()

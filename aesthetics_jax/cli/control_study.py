@@ -212,6 +212,16 @@ def run_control(workdir, config, seeds: Sequence[int], num_train: int = 256,
 def _run_control(w: Path, config, seeds: Sequence[int], num_train: int, num_test: int,
                  decoys: bool) -> dict:
   from aesthetics_jax.data import control  # pylint: disable=import-outside-toplevel
+  total = int(config.num_train_steps)
+  for s in seeds:
+    # A seed trained further by an earlier run counted as finished: its maps were scored and
+    # the table said `total` steps (a rerun with a smaller --config.num_train_steps).
+    latest = stages.latest_step(w / f'seed_{s}')
+    if latest is not None and latest > total:
+      raise ControlError(f'{w / f"seed_{s}"} holds a model trained for {latest} steps, more '
+                         f'than config.num_train_steps={total}: its maps would be reported as '
+                         f'{total} steps\'; pass --config.num_train_steps={latest}, or a fresh '
+                         '--workdir')
   data_dir = make_data(w, num_train, num_test, decoys)
   out_json = w / 'control.json'
   key = {'num_train_steps': int(config.num_train_steps),
