@@ -217,7 +217,7 @@ def _run_control(w: Path, config, seeds: Sequence[int], num_train: int, num_test
     # A seed trained further by an earlier run counted as finished: its maps were scored and
     # the table said `total` steps (a rerun with a smaller --config.num_train_steps).
     latest = stages.latest_step(w / f'seed_{s}')
-    if latest is not None and latest > total:
+    if latest is not None and latest > total > 0:  # 0: num_epochs decides
       raise ControlError(f'{w / f"seed_{s}"} holds a model trained for {latest} steps, more '
                          f'than config.num_train_steps={total}: its maps would be reported as '
                          f'{total} steps\'; pass --config.num_train_steps={latest}, or a fresh '
