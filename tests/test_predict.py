@@ -430,6 +430,26 @@ def test_cli_sigterm_writes_the_lines_so_far(files, tmp_path):
   assert rec['path'] == str(good) and 1 <= rec['mean_score'] <= 10
 
 
+def test_cli_an_error_mid_run_writes_the_lines_so_far(files, tmp_path):
+  """Out of memory mid-run (XLA's RESOURCE_EXHAUSTED, a RuntimeError, on a large
+  --batch_size) ended the run in a traceback, and with --output every line scored before it
+  was lost. They are written, and one stderr line names the error; exit 1."""
+  _, wd, good, bad, _ = files
+  out = tmp_path / 'preds.jsonl'
+  oom = 'RESOURCE_EXHAUSTED: Out of memory while trying to allocate 123 bytes.'
+  script = _CTRL_C_AFTER_FIRST.replace('signal.raise_signal(signal.SIGINT)',
+                                       f'raise RuntimeError({oom!r} + chr(10) + "more")')
+  r = subprocess.run([sys.executable, '-c', script, f'--workdir={wd}', f'--output={out}', good,
+                      bad, good], cwd=ROOT, capture_output=True, text=True,
+                     env=dict(os.environ, JAX_PLATFORMS='cpu'), timeout=300)
+  assert r.returncode == 1 and 'Traceback' not in r.stderr, (r.returncode, r.stderr[-2000:])
+  assert r.stdout == '' and r.stderr.strip().splitlines()[-1] == (
+      f'predict: stopped by an error ({oom}): wrote 1 line (0 failed) to {out}; 2 of 3 inputs '
+      'left')
+  (rec,) = [json.loads(x) for x in out.read_text().splitlines()]
+  assert rec['path'] == str(good)
+
+
 def test_cli_reader_closing_the_pipe_ends_quietly(files, tmp_path):
   """`aesthetics-predict ... | head -1`: exit 141 (SIGPIPE's), no traceback. 3,000 missing
   files make enough error lines (~0.3 MB) to fill the pipe without loading the model."""

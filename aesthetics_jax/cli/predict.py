@@ -24,8 +24,9 @@ tables (`--crop_format=auto`; `png`: lossless) and as PNG for other images. A fi
 be used, a folder without images or a pattern matching nothing gives `{"path", "error"}`, the
 error one line naming its cause (missing, file over 64 MB, over 100 MP, under 32 px a side,
 truncated, not an image, a model output that is not finite: a NaN is never printed), and the
-others carry on. Exit status: 0 every image scored; 1 some inputs failed, or stdout refused a
-write (a full disk; one line on stderr; 141 when `| head` left); 2 nothing ran (a bad flag, no
+others carry on. Exit status: 0 every image scored; 1 some inputs failed, stdout refused a
+write (a full disk; one line on stderr; 141 when `| head` left), or the run stopped by an error
+(out of memory: the lines so far are written, as for Ctrl-C); 2 nothing ran (a bad flag, no
 inputs, an unwritable output, a workdir without a usable checkpoint: missing, another model's,
 or damaged, named with its step and file and the `--step` of an intact one), with one line on
 stderr and nothing on stdout; 130 stopped by Ctrl-C (143 by SIGTERM: `timeout`, a job's time
@@ -230,25 +231,34 @@ def main(argv):
     _finish(lines)
   except KeyboardInterrupt:  # Ctrl-C: the lines so far were lost with a traceback
     _finish(lines, interrupted=ctrl_c.signum)
+  except (RuntimeError, MemoryError) as e:
+    # Out of memory mid-run (XLA's RESOURCE_EXHAUSTED on a large --batch_size): a traceback,
+    # and with --output every line scored before it was lost.
+    _finish(lines, error=e)
 
 
-def _finish(lines: _Lines, interrupted: int = 0) -> NoReturn:
-  """Writes --output and the closing stderr line; exits 0, 1 (some inputs failed), or 128 +
-  the signal (`interrupted`: SIGINT, Ctrl-C: 130; SIGTERM: 143) that stopped the run, whose
-  lines so far are written all the same."""
+def _finish(lines: _Lines, interrupted: int = 0, error: BaseException | None = None
+            ) -> NoReturn:
+  """Writes --output and the closing stderr line; exits 0, 1 (some inputs failed, or the run
+  stopped by an `error`), or 128 + the signal (`interrupted`: SIGINT, Ctrl-C: 130; SIGTERM:
+  143) that stopped the run. The lines of a stopped run so far are written all the same."""
   # What was scored is written: a (second) Ctrl-C now would lose it.
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   signal.signal(signal.SIGTERM, signal.SIG_IGN)
   n = lines.count
   written = f'wrote {n} line{"" if n == 1 else "s"} ({lines.failed} failed)'
-  how = 'interrupted (Ctrl-C)' if interrupted == signal.SIGINT else 'terminated (SIGTERM)'
-  stopped = 128 + interrupted  # as a shell reports it: 130 for SIGINT (EXIT_INTERRUPTED)
-  if interrupted and not n:  # an --output of an earlier run is not replaced by nothing
+  how, stopped = None, 0  # why the run stopped early, and its exit status
+  if error is not None:
+    how, stopped = f'stopped by an error ({common.first_line(error)})', common.EXIT_FAILED
+  elif interrupted:  # 128 + the signal, as a shell reports it: 130 for SIGINT
+    how = 'interrupted (Ctrl-C)' if interrupted == signal.SIGINT else 'terminated (SIGTERM)'
+    stopped = 128 + interrupted
+  if how and not n:  # an --output of an earlier run is not replaced by nothing
     print(f'predict: {how} before the first line'
           f'{"; " + _OUTPUT.value + " not written" if _OUTPUT.value else ""}', file=sys.stderr,
           flush=True)
     sys.exit(stopped)
-  if interrupted:
+  if how:
     left = '' if lines.inputs is None else f'; {lines.inputs - n} of {lines.inputs} inputs left'
     closing = f'predict: {how}: {written} to {_OUTPUT.value or "stdout"}{left}'
   else:
@@ -265,16 +275,16 @@ def _finish(lines: _Lines, interrupted: int = 0) -> NoReturn:
     except OSError as e:  # the scores are not lost: they go to stdout instead
       print(f'predict: could not write --output={_OUTPUT.value} ({e.strerror or e}); the '
             f'{n} line{"" if n == 1 else "s"} follow on stdout'
-            f'{"; " + how if interrupted else ""}', file=sys.stderr, flush=True)
+            f'{"; " + how if how else ""}', file=sys.stderr, flush=True)
       try:
         sys.stdout.write(text)
         sys.stdout.flush()
       except BrokenPipeError:
         common.quiet_stdout()
-      sys.exit(stopped if interrupted else common.EXIT_FAILED)
-  if _OUTPUT.value or interrupted:
+      sys.exit(stopped or common.EXIT_FAILED)
+  if _OUTPUT.value or how:
     print(closing, file=sys.stderr, flush=True)
-  sys.exit(stopped if interrupted else common.EXIT_FAILED if lines.failed else 0)
+  sys.exit(stopped or (common.EXIT_FAILED if lines.failed else 0))
 
 
 # A record with any of these keys counts as failed (exit status 1): the image, or a file
