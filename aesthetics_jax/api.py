@@ -352,7 +352,12 @@ class Model:
 
   def _tag_id(self, key: str) -> int:
     names = self.predictor.tag_names
-    if key.isdecimal():  # not isdigit(): '²' is a digit that int() refuses (a raw ValueError)
+    if not key:  # 'tag:' was "cam target tag:: no such tag name"
+      raise ValueError("cam target 'tag:' names no tag; use 'tag:<name or id>', e.g. "
+                       "'tag:Floral' or 'tag:13'")
+    # An id, signed too ('tag:-1' was looked up as a name): targets_for checks its range.
+    # \d is a decimal digit, as int() reads them ('²' is a digit that int() refuses).
+    if re.fullmatch(r'[+-]?\d+', key):
       return int(key)
     by_name = {n.lower(): i for i, n in names.items()}
     if key.lower() in by_name:

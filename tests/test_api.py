@@ -756,3 +756,16 @@ def test_non_finite_model_outputs_are_one_line_not_numbers(example, monkeypatch,
     with pytest.raises(ValueError, match=r'^the model output is not finite .* step=') as e:
       call(a)
     assert '\n' not in str(e.value)
+
+
+def test_odd_tag_targets_are_one_clear_line(example):
+  """'tag:' was "cam target tag:: no such tag name", and a signed id ('tag:-1') was looked up
+  as a tag name; they say what to pass, and a signed id goes through the id range check."""
+  m = example[0]['m']
+  a = np.zeros((H, W, 3), np.uint8)
+  for target, match in (('tag:', r"^cam target 'tag:' names no tag; use 'tag:<name or id>'"),
+                        ('tag: ', r"^cam target 'tag:' names no tag"),
+                        ('tag:-1', r"^cam target 'tag:-1': use 'tag:<k>' with an AVA tag id")):
+    with pytest.raises(ValueError, match=match):
+      m.cam(a, target=target)
+  assert np.array_equal(m.cam(a, target='tag:+13'), m.cam(a, target='tag:13'))
