@@ -144,6 +144,17 @@ def test_inputs_empty_argument_is_an_error_not_the_current_folder(tmp_path, monk
   assert '\n' not in got[0]['error']
 
 
+def test_inputs_dash_says_standard_input_is_not_read(tmp_path, monkeypatch):
+  """`find ... | aesthetics-predict --workdir=W -` got '-: no such file; check the path'. A
+  file named '-' is still an input."""
+  monkeypatch.chdir(tmp_path)
+  (got,) = inputs.expand(['-'])
+  assert got['path'] == '-' and 'standard input is not read' in got['error']
+  assert "xargs -d '\\n'" in got['error'] and '\n' not in got['error']
+  (tmp_path / '-').write_bytes(b'')
+  assert inputs.expand(['-']) == ['-']
+
+
 def test_inputs_folders_list_an_image_reached_twice_once(tmp_path):
   """A folder listed a linked file beside its target (or two links to one file) twice, so the
   image was scored twice; patterns listed it once (by real path), and now folders do too."""

@@ -143,6 +143,11 @@ def expand(args: Sequence[str], skip: Iterable[str | os.PathLike] = ()) -> list[
       out.append({'path': arg, 'error': "empty argument ''; pass an image file, folder or "
                   'pattern (an unset shell variable, or a blank line of a list of files?)'})
       continue
+    if arg == '-' and not os.path.lexists(arg):  # was '-: no such file; check the path'
+      out.append({'path': arg, 'error': "'-': standard input is not read; pass image files, "
+                  "folders or patterns (a list of files: xargs -d '\\n' aesthetics-predict "
+                  "--workdir=W < list.txt)"})
+      continue
     p = Path(arg)
     # An output folder named by the argument itself (`ovA`, 'ovA/*.png') is listed, less the
     # earlier outputs in it; one met below it is not listed at all.
