@@ -208,3 +208,26 @@ def test_a_seed_trained_further_than_asked_is_refused(tmp_path):
     control_study.run_control(w, c, seeds=[0], num_train=8, num_test=8)
   assert '\n' not in str(e.value)
   assert not (w / 'ava').exists()
+
+
+def test_a_seed_trained_with_other_settings_is_refused(tmp_path):
+  """A rerun with another learning rate or width found seed_0 finished (or resumed it) and
+  reported the earlier run's model under the new config. Now one ControlError line naming the
+  setting, before any stage; logging and worker settings do not count."""
+  import checkpoint_fixture
+  c = control_config.apply_smoke(control_config.get_config())
+  w = tmp_path / 'w'
+  checkpoint_fixture.write_init_checkpoint(w / 'seed_0', c)
+  assert control_study.trained_with_other_settings(w / 'seed_0', c) == []
+  c.input.num_workers, c.log_every_steps, c.eval.cam_methods = 7, 1, ('gradcam',)
+  assert control_study.trained_with_other_settings(w / 'seed_0', c) == []
+  c.optim.lr = float(c.optim.lr) * 10
+  with pytest.raises(control_study.ControlError, match=(
+      r'seed_0 holds a model trained with optim.lr=.* \(seed\) vs .* \(config\): .* fresh '
+      r'--workdir')) as e:
+    control_study.run_control(w, c, seeds=[0], num_train=8, num_test=8)
+  assert '\n' not in str(e.value)
+  assert not (w / 'ava').exists()
+  c.model.width_mult = float(c.model.width_mult) * 2
+  assert [d.split('=')[0] for d in control_study.trained_with_other_settings(
+      w / 'seed_0', c)] == ['model.width_mult', 'optim.lr']

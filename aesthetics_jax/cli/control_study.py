@@ -33,6 +33,46 @@ _EVAL_KEYS = ('cam_methods', 'cam_layers', 'box_threshold', 'faithfulness_images
 SCORING_VERSION = 2
 
 
+# What a seed's model depends on besides its seed, step count and data (checked apart): a rerun
+# with another value found the earlier run's models finished (or resumed them) and reported
+# them under the new config. Workers, logging and checkpoint cadence do not change the model.
+_TRAINING_KEYS = ('batch_size', 'num_epochs', 'model', 'input', 'loss', 'optim', 'cache.enabled',
+                  'cache.num_train_views', 'cache.dtype', 'data.subset', 'data.max_train_images',
+                  'data.validation_fraction')
+_NOT_TRAINING = ('input.num_workers', 'input.prefetch', 'input.resized_cache_mb')
+_PREFIXES = tuple(k + '.' for k in _TRAINING_KEYS)
+
+
+def _training_settings(config: dict) -> dict:
+  """{dotted key: value} of `config` (a dict) under _TRAINING_KEYS, JSON-normalised."""
+  flat = {}
+
+  def walk(tree, prefix):
+    for k, v in tree.items():
+      key = f'{prefix}{k}'
+      if isinstance(v, dict):
+        walk(v, key + '.')
+      elif (key in _TRAINING_KEYS or key.startswith(_PREFIXES)) and key not in _NOT_TRAINING:
+        flat[key] = v
+  walk(config, '')
+  return json.loads(json.dumps(io_lib.json_safe(flat)))
+
+
+def trained_with_other_settings(seed_dir: Path, config) -> list[str]:
+  """'key=old (seed) vs new (config)' for each training setting in which the model under
+  `seed_dir` (its config.json) differs from `config`; [] when nothing was trained there."""
+  path = seed_dir / 'config.json'
+  if not path.is_file():
+    return []
+  try:
+    saved = _training_settings(json.loads(path.read_text()))
+  except (OSError, ValueError, AttributeError):
+    return []  # unreadable: the trainer names it and rewrites it
+  now = _training_settings(config.to_dict())
+  return [f'{k}={saved.get(k)!r} (seed) vs {now.get(k)!r} (config)'
+          for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+
+
 class ControlError(Exception):
   """A control run that cannot go on (one line)."""
 
@@ -222,6 +262,11 @@ def _run_control(w: Path, config, seeds: Sequence[int], num_train: int, num_test
                          f'than config.num_train_steps={total}: its maps would be reported as '
                          f'{total} steps\'; pass --config.num_train_steps={latest}, or a fresh '
                          '--workdir')
+    diff = trained_with_other_settings(w / f'seed_{s}', config)
+    if diff:
+      raise ControlError(f'{w / f"seed_{s}"} holds a model trained with {"; ".join(diff[:3])}'
+                         f'{" ..." if len(diff) > 3 else ""}: its maps would be reported as '
+                         'this config\'s; pass the same --config values, or a fresh --workdir')
   data_dir = make_data(w, num_train, num_test, decoys)
   out_json = w / 'control.json'
   key = {'num_train_steps': int(config.num_train_steps),
