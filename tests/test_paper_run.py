@@ -10,6 +10,7 @@ VGG16 only: each model's evaluation compiles a handful of CAM programs, and Mobi
 a minute on a busy 2-core machine; its frozen-encoder training is tested in test_train.py.
 """
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -327,14 +328,38 @@ def test_cli_shows_warnings(tmp_path):
 
 
 def test_training_error_is_one_line(tmp_path):
-  """A TrainingError (here: a feature cache of 10**9 views that no disk holds) ended the run
-  in a traceback; it is one line, exit 1 (a stage failed)."""
-  m = paper_run.paper_config('vgg16', True, 1).model
-  weights = torchvision_layout_safetensors(tmp_path / 'wt', 'vgg16', float(m.width_mult),
-                                           int(m.fc_dim))
+  """A TrainingError (here: a feature cache that the disk cannot hold) ended the run in a
+  traceback; it is one line, exit 1 (a stage failed). With --ava_dir the check before any
+  stage counts one training row (prepare learns how many there are): K views of one row fit,
+  of the 14 rows prepare keeps they do not."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  sys.path.insert(0, str(Path(__file__).parent))
+  import tiny_ava  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import feature_cache  # pylint: disable=import-outside-toplevel
+  c = paper_run.paper_config('vgg16', True, 1)
+  weights = torchvision_layout_safetensors(tmp_path / 'wt', 'vgg16', float(c.model.width_mult),
+                                           int(c.model.fc_dim))
+  ava = tiny_ava.write_tiny_ava(tmp_path / 'ava')
+  per_view = feature_cache.layout(models.create_model(c.model), c, 1, 0).bytes_per_view
+  views = shutil.disk_usage(tmp_path).free // per_view // 2
   r = subprocess.run([sys.executable, '-m', 'launch.paper_run', f'--workdir={tmp_path / "w"}',
-                      f'--weights={weights}', '--archs=vgg16', '--smoke',
-                      f'--vgg16_views={10 ** 9}'], capture_output=True, text=True, timeout=400)
+                      f'--weights={weights}', f'--ava_dir={ava}', '--archs=vgg16', '--smoke',
+                      f'--vgg16_views={views}'], capture_output=True, text=True, timeout=400)
   assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr[-3000:]
   assert r.stderr.strip().splitlines()[-1].startswith(
       f'paper_run: {tmp_path / "w" / "vgg16" / "cache"}: the feature cache needs')
+
+
+@pytest.mark.parametrize('flag', [f'--views={10 ** 9}', f'--vgg16_views={10 ** 9}'])
+def test_views_no_disk_holds_exit_2_before_any_stage(tmp_path, flag):
+  """A --views / --vgg16_views whose feature cache no disk holds failed in the train stage
+  (exit 1), after the data stage (minutes at the paper's size)."""
+  r = subprocess.run([sys.executable, '-m', 'launch.paper_run', f'--workdir={tmp_path / "w"}',
+                      '--smoke', flag], capture_output=True, text=True, timeout=400)
+  lines = r.stderr.strip().splitlines()
+  assert r.returncode == 2 and not (tmp_path / 'w').exists(), r.stderr[-3000:]
+  arch = 'mobilenet_v2' if flag.startswith('--views') else 'vgg16'
+  assert len(lines) == 1 and lines[0].startswith(
+      f'paper_run: {flag}: the {arch} feature cache needs at least '), lines
+  assert f'{tmp_path} has ' in lines[0] and 'pass a smaller value' in lines[0]

@@ -6,8 +6,10 @@ the command's.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
+import shutil
 import sys
 import time
 from typing import Callable
@@ -44,6 +46,47 @@ def paper_config(arch: str, smoke: bool, views: int | None):
   if views is not None:
     c.cache.num_train_views = int(views)
   return c
+
+
+def paper_configs(archs: list[str], smoke: bool, views: int | None, vgg16_views: int
+                  ) -> dict:
+  """Each arch's `paper_config`, K = --views (MobileNetV2) / --vgg16_views (VGG16)."""
+  return {a: paper_config(a, smoke, views if a == 'mobilenet_v2' else vgg16_views)
+          for a in archs}
+
+
+def check_views(w: Path, ava_dir: str | None, smoke: bool, configs: dict) -> None:
+  """A --views / --vgg16_views whose feature cache the disk under `w` cannot hold, before any
+  stage: it failed only in the train stage (exit 1), after the data stage (minutes at the
+  paper's size). A lower bound, to refuse only what cannot work: the synthetic data's training
+  rows (whatever the validation split holds out); one row with --ava_dir, whose kept count
+  prepare learns."""
+  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import paper_size  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import feature_cache  # pylint: disable=import-outside-toplevel
+  where = w
+  while not where.exists() and where != where.parent:
+    where = where.parent
+  free = shutil.disk_usage(where).free
+  for arch, c in configs.items():
+    if not (bool(c.model.freeze_encoder) and bool(c.cache.enabled)):
+      continue
+    rows = 1
+    if not ava_dir:
+      kept = SMOKE_DATA['num_train'] if smoke else paper_size.PAPER_KEPT['train']
+      limit = int(c.data.max_train_images)
+      kept = min(kept, limit) if limit > 0 else kept
+      # The split holds out at most round(fraction * n_c) rows per class (2 classes).
+      rows = max(1, math.floor(kept * (1 - float(c.data.validation_fraction))) - 1)
+    lay = feature_cache.layout(models.create_model(c.model), c, rows, 0)
+    if lay.on_disk and lay.total_bytes > free:
+      flag = '--views' if arch == 'mobilenet_v2' else '--vgg16_views'
+      k = int(c.cache.num_train_views)
+      raise PaperRunUsageError(
+          f'{flag}={k}: the {arch} feature cache needs at least {lay.total_bytes / 2**30:.1f} '
+          f'GiB on disk ({k} views x {rows} training row{"s" if rows > 1 else ""} x '
+          f'{lay.bytes_per_view} bytes) and {where} has {free / 2**30:.1f} GiB free; pass a '
+          'smaller value (the paper configs use 4 and 1) or free space')
 
 
 # ----------------------------------------------------------------------------------------
@@ -404,6 +447,7 @@ def run_paper(workdir: str | os.PathLike, *, ava_dir: str | None = None,
   check_eval_overrides(archs, smoke, eval_overrides)
   w = Path(workdir).absolute()
   check_inputs(ava_dir, weights, archs, smoke)
+  check_views(w, ava_dir, smoke, paper_configs(archs, smoke, views, vgg16_views))
   check_stand_in_torch(w, weights, archs, smoke, seed)
   # Two runs on one workdir would write the same data, weights and table at once; the second
   # is refused (exit 2), naming the first's pid. Each trainer also locks W/<arch>.
@@ -417,8 +461,7 @@ def _run_stages(w: Path, *, ava_dir, weights, archs, views, vgg16_views, smoke, 
                 eval_overrides) -> Path:
   data_dir = w / 'tfds'
   ava = Path(ava_dir) if ava_dir else w / 'ava'
-  configs = {a: paper_config(a, smoke, views if a == 'mobilenet_v2' else vgg16_views)
-             for a in archs}
+  configs = paper_configs(archs, smoke, views, vgg16_views)
   run = _Run(w, {'ava_dir': ava_dir, 'weights': weights, 'archs': archs, 'views': views,
                  'vgg16_views': vgg16_views, 'smoke': smoke, 'seed': seed})
   check_workdir(w, run.flags)

@@ -22,7 +22,8 @@ Stages (each skipped on a rerun when its output is complete, as aesthetics-demo 
 2 steps), for tests. Without --weights, torch is needed (pip install -e '.[torch]'): the
 stand-in weights are written as .pth files. Errors are one line on stderr: exit 2, before any
 stage, for a bad flag, a missing input (an --ava_dir without AVA.txt, a --weights folder
-without an arch's file, or one that is damaged or of another width), missing torch, a busy
+without an arch's file, or one that is damaged or of another width), a --views /
+--vgg16_views whose feature cache the disk cannot hold, missing torch, a busy
 workdir, one run before with other flags (--seed, --views, --vgg16_views, --weights,
 --ava_dir, --smoke: W/paper_run.json) or another command's (a W/ava without paper_run.json);
 exit 1 for a stage that failed.
