@@ -1,6 +1,10 @@
 """Feature cache: pooled form == full maps, memmap == RAM, atomic builds, reuse, online mode."""
 import dataclasses
+import errno
 import json
+import subprocess
+import sys
+import textwrap
 
 import jax
 import numpy as np
@@ -199,11 +203,15 @@ def test_interrupted_build_is_never_reused(data_dir, tmp_path, monkeypatch):
     return encode_rows(*args, **kwargs)
 
   monkeypatch.setattr(feature_cache, 'encode_rows', dies_on_second_view)
-  with pytest.raises(_Interrupt):
+  with pytest.raises(_Interrupt):  # an error or Ctrl-C: its allocated files are removed
     _build(c, tmp_path / 'cache')
-  names = [p.name for p in (tmp_path / 'cache').iterdir()]
-  assert len(names) == 1 and names[0].endswith('.partial')
+  assert list((tmp_path / 'cache').iterdir()) == []
   monkeypatch.undo()
+  # What a killed build leaves (of this key, or of another: the settings changed since) is
+  # removed by the next build.
+  for name in ('0123456789abcdef.partial', feature_cache.cache_store.digest('x') + '.partial'):
+    (tmp_path / 'cache' / name).mkdir()
+    (tmp_path / 'cache' / name / 'train.bin').write_bytes(b'\0' * 64)
   rebuilt = _build(c, tmp_path / 'cache')
   assert not rebuilt.reused
   assert [p.name for p in (tmp_path / 'cache').iterdir()] == [rebuilt.directory.name]
@@ -215,6 +223,61 @@ def test_interrupted_build_is_never_reused(data_dir, tmp_path, monkeypatch):
   again = _build(c, tmp_path / 'cache')
   assert not again.reused
   np.testing.assert_array_equal(ref.train, again.train)
+
+
+def _no_room(*args):
+  raise OSError(errno.ENOSPC, 'No space left on device')
+
+
+def test_a_full_disk_is_one_line_before_encoding(data_dir, tmp_path, monkeypatch):
+  """The cache's files were sparse memory maps: a disk that filled during the build (another
+  job writing, or a quota that the free space does not show) killed the trainer with SIGBUS
+  mid-build. Their blocks are allocated up front: a TrainingError before encoding, nothing
+  left behind."""
+  c = _config('mobilenet_v2', data_dir, **{'cache.ram_budget_gb': 1e-9})
+  monkeypatch.setattr(cache_store.os, 'posix_fallocate', _no_room)
+  monkeypatch.setattr(feature_cache, 'encode_rows', _fail)
+  with pytest.raises(TrainingError) as e:
+    _build(c, tmp_path / 'cache')
+  assert str(e.value).startswith(f'{tmp_path / "cache"}: the feature cache needs ')
+  assert 'allocating it failed: No space left on device; free space' in str(e.value)
+  assert list((tmp_path / 'cache').iterdir()) == []
+
+
+_QUOTA = textwrap.dedent('''
+    import collections, shutil, sys
+    from pathlib import Path
+    import numpy as np
+    from aesthetics_jax.train import cache_store, errors
+    usage = collections.namedtuple('usage', 'total used free')
+    shutil.disk_usage = lambda p: usage(2 ** 40, 0, 2 ** 40)  # a quota it does not show
+    lay = cache_store.Layout(num_views=1, num_train=1000, num_test=10, view_shape=(1280,),
+                             dtype=np.dtype(np.float32), ram_budget_bytes=0)
+    try:
+      w = cache_store.DiskWriter(Path(sys.argv[1]), '0123456789abcdef', lay)
+      w.arrays['train'][-1] = 1.0
+    except errors.TrainingError as e:
+      print(e)
+''')
+
+
+def test_a_real_full_disk_is_an_error_not_sigbus(tmp_path):
+  """On a 1 MB tmpfs (root only), a 4.9 MiB cache that the free space said would fit."""
+  mnt = tmp_path / 'small'
+  mnt.mkdir()
+  res = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(mnt)],
+                       capture_output=True, text=True, check=False)
+  if res.returncode:
+    pytest.skip(f'cannot mount a tmpfs here: {res.stderr.strip()}')
+  try:
+    res = subprocess.run([sys.executable, '-c', _QUOTA, str(mnt / 'cache')],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    assert res.stdout.startswith(f'{mnt / "cache"}: the feature cache needs 4.9 MiB on disk '
+                                 'and allocating it failed: No space left on device')
+    assert list((mnt / 'cache').iterdir()) == []
+  finally:
+    subprocess.run(['umount', str(mnt)], check=False)
 
 
 def test_float16_overflow_is_a_one_line_error():

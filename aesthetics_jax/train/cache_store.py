@@ -5,14 +5,17 @@ model's cacheable form (`model.cache_features`: MobileNetV2 [C], VGG16 [P, P, C]
 dtype. A cache over `ram_budget_bytes` is written to `<directory>/<key>/{train,test}.bin`
 (np.memmap) instead of RAM:
   - built in place (rows are written as batches are encoded; never a second full copy),
-  - into `<key>.partial/` first; `manifest.json` is written last and the folder renamed to
-    `<key>/`, so an interrupted build is never read back (it is deleted on the next build),
+  - into `<key>.partial/` first, its blocks allocated up front (a full disk is an error before
+    encoding, not SIGBUS mid-build); `manifest.json` is written last and the folder renamed to
+    `<key>/`, so an interrupted build is never read back (a failed or stopped build deletes it;
+    a killed one's is deleted by the next build, whatever its key),
   - reused by a later run (resume) whose key — model, encoder weights, input settings, data,
     K, dtype — is the same; entries with other keys are deleted once a new one is committed.
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -153,6 +156,22 @@ def open_committed(directory: Path, key: str, layout: Layout) -> dict[str, np.nd
   return out
 
 
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _reserve(f, nbytes: int) -> None:
+  """Allocates the file's blocks before the build writes through a memory map of it: a write
+  into a sparse file's hole on a full disk (or over a quota, which the free space does not
+  show) is SIGBUS, the process killed mid-build. As the resized-image store's: best effort
+  where the filesystem cannot allocate ahead (EINVAL, EOPNOTSUPP)."""
+  if nbytes:
+    try:
+      os.posix_fallocate(f.fileno(), 0, nbytes)
+    except OSError as e:
+      if e.errno in _NO_ROOM:
+        raise
+
+
 class DiskWriter:
   """Writable memmaps in `<directory>/<key>.partial/`; `commit()` publishes them atomically."""
 
@@ -160,23 +179,41 @@ class DiskWriter:
     self.directory, self.key, self.layout = directory, key, layout
     directory.mkdir(parents=True, exist_ok=True)
     self.partial = directory / f'{key}.partial'
-    if self.partial.exists():  # an interrupted build of this key: never reused
-      shutil.rmtree(self.partial)
+    # Killed builds' folders, of this key or another (the settings changed since): never
+    # reused, and their space counts against this build's.
+    for p in directory.iterdir():
+      if p.name.endswith('.partial') and _ENTRY.match(p.name) and p.is_dir():
+        shutil.rmtree(p)
     free = shutil.disk_usage(directory).free
     if layout.total_bytes > free:
-      raise TrainingError(
-          f'{directory}: the feature cache needs {_fmt_bytes(layout.total_bytes)} on disk and '
-          f'{_fmt_bytes(free)} are free; free space, or lower config.cache.num_train_views, '
-          "or set config.cache.dtype='float16'")
+      raise self._no_room(f'{_fmt_bytes(free)} are free')
     self.partial.mkdir()
     self.arrays = {}
-    for name, shape in layout.shapes().items():
-      path = self.partial / f'{name}.bin'
-      if int(np.prod(shape)) == 0:
-        path.write_bytes(b'')
-        self.arrays[name] = np.empty(shape, layout.dtype)
-      else:
-        self.arrays[name] = np.memmap(path, layout.dtype, 'w+', shape=shape)
+    try:
+      for name, shape in layout.shapes().items():
+        path = self.partial / f'{name}.bin'
+        nbytes = int(np.prod(shape)) * layout.dtype.itemsize
+        with open(path, 'wb') as f:
+          _reserve(f, nbytes)
+          f.truncate(nbytes)  # the size, also where allocating ahead is not supported
+        self.arrays[name] = (np.memmap(path, layout.dtype, 'r+', shape=shape) if nbytes
+                             else np.empty(shape, layout.dtype))
+    except OSError as e:
+      self.abort()
+      if e.errno not in _NO_ROOM:
+        raise
+      raise self._no_room(f'allocating it failed: {e.strerror}') from None
+
+  def abort(self) -> None:
+    """Removes the unfinished build (its files hold the whole cache's allocated size)."""
+    self.arrays = {}
+    shutil.rmtree(self.partial, ignore_errors=True)
+
+  def _no_room(self, why: str) -> TrainingError:
+    return TrainingError(
+        f'{self.directory}: the feature cache needs {_fmt_bytes(self.layout.total_bytes)} on '
+        f'disk and {why}; free space, or lower config.cache.num_train_views, '
+        "or set config.cache.dtype='float16'")
 
   def commit(self) -> dict[str, np.ndarray]:
     """Flushes, writes the manifest last, renames `.partial` → `<key>`; read-only memmaps."""

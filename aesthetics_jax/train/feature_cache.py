@@ -347,12 +347,28 @@ def _fill(model, variables, train_source, test_source, validation_source, config
           m: int, v: int):
   """Storage for the cache, filled by encoding, or a reused entry: (arrays, directory, reused).
   """
-  rs, s = int(config.input.resize_size), int(config.input.image_size)
-  flip, seed = bool(config.input.random_flip), int(config.seed)
   arrays, writer, directory = _storage(lay, key, cache_dir, owner)
   reused = lay.on_disk and writer is None
   if reused:
     return arrays, directory, True
+  try:
+    _encode_all(model, variables, train_source, test_source, validation_source, config, mesh,
+                progress, lay, arrays, n, m, v)
+  except BaseException:  # an error or Ctrl-C: its allocated files would stay until a rerun
+    if writer is not None:
+      writer.abort()
+    raise
+  if writer is not None:
+    arrays = writer.commit()
+  return arrays, directory, False
+
+
+def _encode_all(model, variables, train_source, test_source, validation_source, config,
+                mesh: Mesh, progress: bool, lay: cache_store.Layout,
+                arrays: dict[str, np.ndarray], n: int, m: int, v: int) -> None:
+  """Encodes the train views, test and validation rows into `arrays`."""
+  rs, s = int(config.input.resize_size), int(config.input.image_size)
+  flip, seed = bool(config.input.random_flip), int(config.seed)
   encode = make_encode_fn(model, str(config.input.normalize), cacheable=True,
                           num_shards=mesh.size)
   bs = int(config.eval.batch_size or config.batch_size)
@@ -368,9 +384,6 @@ def _fill(model, variables, train_source, test_source, validation_source, config
   if v:
     encode_rows(encode, variables, eval_fn, validation_source, np.arange(v), mesh, bs, s,
                 [arrays['validation']], 'caching validation view', progress, workers)
-  if writer is not None:
-    arrays = writer.commit()
-  return arrays, directory, False
 
 
 def build(model, variables, train_source: Sequence[Any], test_source: Sequence[Any],
