@@ -356,7 +356,7 @@ _FULL_DISK = ('import errno, runpy, sys\n'
               'from aesthetics_jax import io\n'
               'def full(*a, **k):\n'
               '  raise OSError(errno.ENOSPC, "No space left on device")\n'
-              'io.atomic_write_bytes = full\n'
+              'io.atomic_write_bytes = io.atomic_write_stream = full\n'
               'sys.argv[0] = "predict"\n'
               'runpy.run_module("launch.predict", run_name="__main__", alter_sys=True)\n')
 
@@ -652,3 +652,29 @@ def test_eigencam_over_two_cpu_devices_finishes(files):
   for e, g in zip(outs['eigencam'], outs['gradcam']):
     assert e['mean_score'] == pytest.approx(g['mean_score'], abs=1e-5)
     assert e['map'] in ('ok', 'empty') and len(e['box']) == 4
+
+
+def test_output_lines_wait_in_a_bounded_spool(monkeypatch, tmp_path):
+  """--output's lines were a list until the end of the run (~0.6 KB an image: 600 MB for a
+  million). They now wait in a spool that moves to a temporary file past SPOOL_BYTES; what is
+  written out is every whole line, in order, also after a failed write, which stops the run
+  with one line instead of losing the lines."""
+  from aesthetics_jax.cli import predict
+  monkeypatch.setattr(predict, 'SPOOL_BYTES', 4096)
+  lines = predict._Lines()  # pylint: disable=protected-access
+  want = [json.dumps({'path': f'p{i}.jpg', 'mean_score': i / 7}) for i in range(500)]
+  for line in want:
+    lines.keep(line)
+  assert lines.kept._rolled  # pylint: disable=protected-access  (on disk, not in memory)
+  out = tmp_path / 'out.jsonl'
+  with open(out, 'wb') as f:
+    lines.copy_to(f)
+  assert out.read_text().splitlines() == want
+
+  def full(_):
+    raise OSError(28, 'No space left on device')
+  monkeypatch.setattr(lines.kept, 'write', full)
+  with pytest.raises(RuntimeError, match=r'could not be kept in .*No space left on device.*'
+                     'TMPDIR'):
+    lines.keep('{"path": "late.jpg"}')
+  assert [json.loads(r) for r in lines.lines()] == [json.loads(x) for x in want]
