@@ -167,6 +167,8 @@ def test_undefined_scores_are_nan_not_a_crash():
     (['--seeds=0,18446744073709551616'],
      'control: --seeds=0,18446744073709551616: seed 18446744073709551616 is too large'),
     (['--num_test=2'], 'control: --num_test=2: pass 8 or more'),
+    # A typo wrote images until the disk was full.
+    (['--num_train=1000000000000'], 'control: --num_train=1000000000000: pass at most 100000'),
     (['--config.eval.cam_methd=gradcam'], 'control: unknown config key --config.eval.cam_methd'),
     # Exit 1 after the data stage (no seed), or a seed trained and counted twice.
     (['--seeds='], 'control: --seeds= is empty: pass one or more seeds'),

@@ -35,6 +35,7 @@ from aesthetics_jax.cli import config_args
 from aesthetics_jax.cli import control_study
 from aesthetics_jax.configs import control as control_config
 
+MAX_IMAGES = 100_000  # per split; the control's defaults are 256 / 64
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder of the whole control.')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'],
                            'Training seeds (config.seed), one model each.')
@@ -71,6 +72,9 @@ def main(argv):
   for name, v in (('num_train', _NUM_TRAIN.value), ('num_test', _NUM_TEST.value)):
     if v < 8:
       common.usage_error('control', f'--{name}={v}: pass 8 or more')
+    if v > MAX_IMAGES:  # a typo (10**12) wrote images until the disk was full
+      common.usage_error('control', f'--{name}={v}: pass at most {MAX_IMAGES} (the control '
+                         'needs a few hundred; each image is a file of its own)')
   # Warnings are for the user (as train's); INFO is orbax's and JAX's chatter.
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
