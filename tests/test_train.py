@@ -56,6 +56,12 @@ def test_train_and_restore_vgg(data_dir, tmp_path):
   # Another model in the same workdir: one-line error naming the fix.
   with pytest.raises(checkpoints.CheckpointMismatchError, match='fresh --workdir'):
     trainer.train_and_evaluate(_vgg(data_dir, **{'model.fc_dim': 64}), tmp_path)
+  # Fewer steps than the checkpoints reach (num_epochs, a larger batch): nothing was trained,
+  # and step 2 was tested and reported as a run of 1 step.
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match='reach step 2 and this config trains 1 steps'):
+    trainer.train_and_evaluate(_vgg(data_dir, num_train_steps=1), tmp_path)
+  assert json.loads((tmp_path / trainer.RESULT_FILE).read_text())['step'] == 2
 
 
 def test_frozen_encoder_cache_trains_only_head(data_dir, tmp_path, capsys):

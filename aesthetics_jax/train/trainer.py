@@ -422,6 +422,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
     return finished
   try:
     state, start = _restore_or_init(ckpt, model, config, tx, mesh, initial)
+    if start > total:
+      # Fewer steps than the workdir holds (num_epochs, or a larger batch_size): nothing was
+      # trained, and the later checkpoint was tested and reported as a run of `total` steps.
+      raise ckpt_lib.CheckpointMismatchError(
+          f'{workdir}: its checkpoints reach step {start} and this config trains {total} '
+          f'steps (config.num_train_steps, or config.num_epochs x {n_train} training rows / '
+          f'config.batch_size={int(config.batch_size)}); use a fresh --workdir, or at least '
+          f'--config.num_train_steps={start} to resume')
   except BaseException:
     ckpt.close(raise_errors=False)
     raise
