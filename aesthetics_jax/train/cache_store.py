@@ -126,7 +126,25 @@ def tree_digest(tree: Any) -> str:
   return h.hexdigest()
 
 
+def physical_memory() -> int | None:
+  """Bytes of RAM this machine has (None where the OS does not say)."""
+  try:
+    return os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+  except (OSError, ValueError):
+    return None
+
+
 def allocate_ram(layout: Layout) -> dict[str, np.ndarray]:
+  """The cache's arrays in host RAM. One larger than the machine's RAM (a raised
+  config.cache.ram_budget_gb) was a MemoryError traceback, or the trainer killed by the OOM
+  killer once encoding had filled it (hours at AVA's size)."""
+  ram = physical_memory()
+  if ram and layout.total_bytes > ram:
+    raise TrainingError(
+        f'config.cache.ram_budget_gb={layout.ram_budget_bytes / 2**30:g} keeps this '
+        f'{_fmt_bytes(layout.total_bytes)} feature cache in RAM and this machine has '
+        f'{_fmt_bytes(ram)}; lower it below the cache (over it the cache is memory-mapped '
+        'from <workdir>/cache on disk)')
   return {k: np.empty(s, layout.dtype) for k, s in layout.shapes().items()}
 
 
