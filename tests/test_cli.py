@@ -260,7 +260,7 @@ def test_make_fake_weights_bad_size_flag_exits_2(tmp_path):
 # without --workdir 3.3 s, a bad --config value of train 8.3 s; prepare_data loads none at all).
 _BEFORE_JAX = [
     ('train', ['--config=demo:vgg16,smoke', '--config.input.image_size=0', '--workdir={tmp}/w'],
-     'train: config.input.image_size=0: must be an integer >= 32'),
+     'train: config.input.image_size=0: must be an integer from 32 to 10000'),
     ('train', ['--config=demo:vgg16,smoke', '--config.input.weighting=class',
                '--config.input.balanced=True',
                '--workdir={tmp}/w'], "train: config.input.weighting='class' with"),

@@ -171,7 +171,7 @@ def test_misspelled_or_forbidden_override_is_one_line(script, args, expect, tmp_
      'train: {tmp}/nodata: no prepared dataset ava/style; run aesthetics-prepare-data'),
     # A value that cannot work (config_checks): was an XLA traceback mid-run.
     (['--config=demo:vgg16,smoke', '--config.input.image_size=0'],
-     'train: config.input.image_size=0: must be an integer >= 32'),
+     'train: config.input.image_size=0: must be an integer from 32 to 10000'),
     # An unknown enumeration value: data.subset was "no prepared dataset ... ava/bogus".
     (['--config=demo:vgg16,smoke', '--config.data.subset=bogus'],
      "train: config.data.subset='bogus': must be one of 'style', 'all'"),
@@ -204,6 +204,9 @@ def test_train_config_and_workdir_errors_are_one_line(args, expect, tmp_path):
     ('optim.schedule', 'linear', "config.optim.schedule='linear': must be one of"),
     ('cache.dtype', 'float64', "config.cache.dtype='float64': must be one of 'auto', "),
     ('loss.emd_r', 0.0, 'config.loss.emd_r=0.0: must be a finite number > 0'),
+    # A side over the decoder's pixel cap: resize_size=100000 was the OOM killer, exit 137.
+    ('input.resize_size', 100000, 'config.input.resize_size=100000: must be an integer from 32 '
+     'to 10000'),
     ('num_train_steps', -1, 'config.num_train_steps=-1: must be an integer >= 0'),
     ('seed', -1, 'config.seed=-1: must be an integer from 0 to'),
     # JAX's keys take an int64: an OverflowError traceback at the first step, after the data.
@@ -292,7 +295,7 @@ def test_a_user_config_that_is_not_a_full_config_is_one_line(tmp_path, body, exp
 def test_the_checked_enumerations_are_the_modules_own():
   """config_checks keeps JAX-free copies of the enumerations; each equals its module's."""
   from aesthetics_jax import models
-  from aesthetics_jax.data import ava, preprocess, sampling
+  from aesthetics_jax.data import ava, decoder, preprocess, sampling
   from aesthetics_jax.models import depthwise, vgg
   from aesthetics_jax.train import cache_store, config_checks, optim
   enums = config_checks.ENUMERATIONS
@@ -305,6 +308,7 @@ def test_the_checked_enumerations_are_the_modules_own():
   assert set(enums['model.dtype']) == set(models._DTYPES)  # pylint: disable=protected-access
   assert set(enums['cache.dtype']) == set(cache_store.DTYPES)
   assert (config_checks.NUM_BUCKETS, config_checks.NUM_TAGS) == (ava.NUM_BUCKETS, ava.NUM_TAGS)
+  assert config_checks.MAX_IMAGE_SIZE ** 2 == decoder.MAX_PIXELS
   # The optimiser's names have no constant: every listed value builds, and nothing else does.
   c = default.get_config()
   for name in enums['optim.name']:

@@ -18,6 +18,11 @@ from aesthetics_jax.train.errors import TrainingError
 # Smallest side the decoder and both encoders take (the predict and evaluate paths refuse
 # smaller images with the same bound).
 MIN_IMAGE_SIZE = 32
+# Largest: a side whose square is the decoder's pixel cap (data.decoder.MAX_PIXELS, 10**8;
+# tests/test_config.py holds them equal), the largest image the pipeline decodes. Resizing
+# to more only takes memory: resize_size=100000 (30 GB an image) was the OOM killer (exit
+# 137) in the feature cache's build.
+MAX_IMAGE_SIZE = 10_000
 
 # Largest `config.seed`: JAX's PRNGKey takes an int64 and the run draws keys from seed + 1
 # (training's dropout) and seed + 2 (the evaluation's random maps); a larger seed was an
@@ -58,6 +63,8 @@ def _non_negative(v: Any) -> bool:
   return x is not None and x >= 0
 
 
+_image_side = (lambda v: _int_at_least(MIN_IMAGE_SIZE)[0](v) and v <= MAX_IMAGE_SIZE,
+               f'an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}')
 _POSITIVE = (_positive, 'a finite number > 0')
 _NON_NEGATIVE = (_non_negative, 'a finite number >= 0')
 _FRACTION = (lambda v: _num(v) is not None and 0 <= _num(v) < 1, 'a number in [0, 1)')
@@ -111,8 +118,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'data.max_train_images': _int_at_least(0),
     'data.max_test_images': _int_at_least(0),
     'data.validation_fraction': _FRACTION,
-    'input.image_size': _int_at_least(MIN_IMAGE_SIZE),
-    'input.resize_size': _int_at_least(MIN_IMAGE_SIZE),
+    'input.image_size': _image_side,
+    'input.resize_size': _image_side,
     'input.weight_factor': _POSITIVE,
     'input.num_workers': _int_at_least(0),
     'input.prefetch': _int_at_least(0),
