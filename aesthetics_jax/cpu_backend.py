@@ -131,6 +131,14 @@ def host_cpu_count() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def physical_memory() -> int | None:
+  """Bytes of RAM this machine has (None where the OS does not say)."""
+  try:
+    return os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+  except (OSError, ValueError):
+    return None
+
+
 def glibc_version() -> tuple[int, int] | None:
   """(major, minor) of the C library when it is glibc, else None (musl, macOS, Windows)."""
   try:

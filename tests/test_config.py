@@ -260,6 +260,28 @@ def test_batch_sizes_the_devices_cannot_split_are_named():
       'to e.g. 8']
 
 
+def test_batches_larger_than_the_machine_are_named(monkeypatch):
+  """--config.eval.batch_size=10**8 hung the feature cache's build (aesthetics-evaluate: a
+  MemoryError traceback), batch_size=10**8 was a RESOURCE_EXHAUSTED traceback after it."""
+  from aesthetics_jax import cpu_backend
+  from aesthetics_jax.cli import config_args
+  from aesthetics_jax.train import config_checks
+  monkeypatch.setattr(cpu_backend, 'physical_memory', lambda: 2 ** 30)  # a 1 GiB machine
+  c = config_args.load(config_args.resolve_path('mobilenet_v2_emd:smoke'))  # 32 px, cached
+  assert config_checks.problems(c) == []
+  c.batch_size, c.eval.batch_size = 2 ** 22, 2 ** 20
+  eval_line = ('config.eval.batch_size=1048576: a batch of 1048576 images of 32 px takes at '
+               'least 3.0 GiB and this machine has 1.0 GiB of RAM; lower it (the paper configs '
+               'use 32)')
+  assert config_checks.problems(c) == [
+      'config.batch_size=4194304: a batch of 4194304 cached rows takes at least 1.3 GiB and '
+      'this machine has 1.0 GiB of RAM; lower it (the paper configs use 32)', eval_line]
+  assert config_checks.problems(c, 'eval.') == [eval_line]  # what aesthetics-evaluate asks
+  c.cache.enabled, c.batch_size = False, 2 ** 20  # online: the crops themselves
+  assert config_checks.problems(c)[0].startswith(
+      'config.batch_size=1048576: a batch of 1048576 images of 32 px takes at least 3.0 GiB')
+
+
 def test_train_refuses_a_batch_its_devices_cannot_split_before_any_work(tmp_path):
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
   r = subprocess.run([sys.executable, '-m', 'launch.train', f'--workdir={tmp_path / "w"}',

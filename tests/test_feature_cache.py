@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from aesthetics_jax import models, parallel
+from aesthetics_jax import cpu_backend, models, parallel
 from aesthetics_jax.configs import demo, mobilenet_v2_emd
 from aesthetics_jax.data import dataset
 from aesthetics_jax.train import cache_store, feature_cache, optim, trainer
@@ -284,14 +284,14 @@ def test_a_ram_cache_larger_than_the_machine_is_one_line(data_dir, monkeypatch):
   """A raised ram_budget_gb kept a cache larger than the RAM in RAM: a MemoryError traceback,
   or the OOM killer once encoding had filled it. Here the machine has 64 KiB."""
   c = _config('mobilenet_v2', data_dir, **{'cache.ram_budget_gb': 100.0})
-  monkeypatch.setattr(cache_store, 'physical_memory', lambda: 64 * 1024, raising=False)
+  monkeypatch.setattr(cpu_backend, 'physical_memory', lambda: 64 * 1024)
   monkeypatch.setattr(feature_cache, 'encode_rows', _fail)
   with pytest.raises(TrainingError) as e:
     _build(c)
   assert str(e.value).startswith('config.cache.ram_budget_gb=100 keeps this ')
   assert 'feature cache in RAM and this machine has 64.0 KiB; lower it below' in str(e.value)
   monkeypatch.undo()
-  assert cache_store.physical_memory() is None or cache_store.physical_memory() > 2 ** 20
+  assert cpu_backend.physical_memory() is None or cpu_backend.physical_memory() > 2 ** 20
 
 
 def test_float16_overflow_is_a_one_line_error():

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aesthetics_jax import cpu_backend
 from aesthetics_jax.train.errors import TrainingError
 
 DTYPES = ('auto', 'float32', 'float16', 'bfloat16')
@@ -126,19 +127,11 @@ def tree_digest(tree: Any) -> str:
   return h.hexdigest()
 
 
-def physical_memory() -> int | None:
-  """Bytes of RAM this machine has (None where the OS does not say)."""
-  try:
-    return os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
-  except (OSError, ValueError):
-    return None
-
-
 def allocate_ram(layout: Layout) -> dict[str, np.ndarray]:
   """The cache's arrays in host RAM. One larger than the machine's RAM (a raised
   config.cache.ram_budget_gb) was a MemoryError traceback, or the trainer killed by the OOM
   killer once encoding had filled it (hours at AVA's size)."""
-  ram = physical_memory()
+  ram = cpu_backend.physical_memory()
   if ram and layout.total_bytes > ram:
     raise TrainingError(
         f'config.cache.ram_budget_gb={layout.ram_budget_bytes / 2**30:g} keeps this '

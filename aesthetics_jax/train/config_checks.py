@@ -184,6 +184,7 @@ def problems(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
     present, value = _get(config, key)
     if present and not ok(value):
       out.append(value_problem(key, value))
+  out += _batch_memory_problems(config, prefix)
   if prefix:
     return out
   present, band = _get(config, 'input.weight_band')
@@ -203,6 +204,33 @@ def problems(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
            if best in ('emd', 'loss') else '')
     out.append(f'config.best_metric={best!r}{why}: use one of {BEST_METRICS[arch]} for {arch}, '
                "or '' to keep the last checkpoint")
+  return out
+
+
+def _batch_memory_problems(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
+  """Batch sizes whose rows alone exceed this machine's RAM: every evaluation decodes
+  eval.batch_size images at once (uint8), an online run batch_size crops, and the cached
+  head's batch holds each row's targets (votes, distribution, tags) besides its features.
+  --config.eval.batch_size=10**8 hung the feature cache's build (aesthetics-evaluate: a
+  MemoryError traceback); batch_size=10**8 was a RESOURCE_EXHAUSTED traceback."""
+  from aesthetics_jax import cpu_backend  # pylint: disable=import-outside-toplevel
+  ram = cpu_backend.physical_memory()
+  present, size = _get(config, 'input.image_size')
+  if not ram or not present or not _int_at_least(1)[0](size):
+    return []
+  cached = all(_get(config, k)[1] is True for k in ('model.freeze_encoder', 'cache.enabled'))
+  out = []
+  for key in ('batch_size', 'eval.batch_size'):
+    present, value = _get(config, key)
+    if not key.startswith(prefix) or not present or not _int_at_least(1)[0](value):
+      continue
+    rows, row_bytes = f'images of {size} px', size * size * 3
+    if key == 'batch_size' and cached:
+      rows, row_bytes = 'cached rows', 4 * (2 * NUM_BUCKETS + NUM_TAGS)
+    if value * row_bytes > ram:
+      out.append(f'config.{key}={value}: a batch of {value} {rows} takes at least '
+                 f'{value * row_bytes / 2**30:.1f} GiB and this machine has '
+                 f'{ram / 2**30:.1f} GiB of RAM; lower it (the paper configs use 32)')
   return out
 
 
