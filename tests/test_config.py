@@ -280,6 +280,12 @@ def test_batches_larger_than_the_machine_are_named(monkeypatch):
   c.cache.enabled, c.batch_size = False, 2 ** 20  # online: the crops themselves
   assert config_checks.problems(c)[0].startswith(
       'config.batch_size=1048576: a batch of 1048576 images of 32 px takes at least 3.0 GiB')
+  # Batches decoded ahead: an input pipeline faster than the model fills them all.
+  c.batch_size, c.eval.batch_size, c.input.prefetch = 8, 8, 2 ** 16  # 1.5 GiB of 32-px images
+  assert config_checks.problems(c) == [
+      'config.input.prefetch=65536: 65536 batches of config.batch_size=8 images of 32 px '
+      'decoded ahead take at least 1.5 GiB and this machine has 1.0 GiB of RAM; lower it (the '
+      'default is 2)']
 
 
 def test_train_refuses_a_batch_its_devices_cannot_split_before_any_work(tmp_path):

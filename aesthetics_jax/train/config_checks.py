@@ -210,9 +210,10 @@ def problems(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
 def _batch_memory_problems(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
   """Batch sizes whose rows alone exceed this machine's RAM: every evaluation decodes
   eval.batch_size images at once (uint8), an online run batch_size crops, and the cached
-  head's batch holds each row's targets (votes, distribution, tags) besides its features.
-  --config.eval.batch_size=10**8 hung the feature cache's build (aesthetics-evaluate: a
-  MemoryError traceback); batch_size=10**8 was a RESOURCE_EXHAUSTED traceback."""
+  head's batch holds each row's targets (votes, distribution, tags) besides its features;
+  and the input pipeline holds config.input.prefetch batches. --config.eval.batch_size=10**8
+  hung the feature cache's build (aesthetics-evaluate: a MemoryError traceback);
+  batch_size=10**8 was a RESOURCE_EXHAUSTED traceback."""
   from aesthetics_jax import cpu_backend  # pylint: disable=import-outside-toplevel
   ram = cpu_backend.physical_memory()
   present, size = _get(config, 'input.image_size')
@@ -231,6 +232,15 @@ def _batch_memory_problems(config: ml_collections.ConfigDict, prefix: str = '') 
       out.append(f'config.{key}={value}: a batch of {value} {rows} takes at least '
                  f'{value * row_bytes / 2**30:.1f} GiB and this machine has '
                  f'{ram / 2**30:.1f} GiB of RAM; lower it (the paper configs use 32)')
+    # The input pipeline decodes config.input.prefetch batches ahead of the model, and holds
+    # them: a pipeline faster than the model (crops of the resized-image cache) fills them all.
+    ahead = _get(config, 'input.prefetch')[1]
+    if (not out and not prefix and row_bytes == size * size * 3  # one line: the first
+        and _int_at_least(1)[0](ahead) and ahead * value * row_bytes > ram):
+      out.append(f'config.input.prefetch={ahead}: {ahead} batches of config.{key}={value} '
+                 f'images of {size} px decoded ahead take at least '
+                 f'{ahead * value * row_bytes / 2**30:.1f} GiB and this machine has '
+                 f'{ram / 2**30:.1f} GiB of RAM; lower it (the default is 2)')
   return out
 
 
