@@ -319,7 +319,22 @@ def test_resume_keeps_the_validation_split(data_dir, tmp_path, monkeypatch):
 
 
 def test_validation_off_selects_on_test_and_says_so(data_dir, tmp_path):
-  res = trainer.train_and_evaluate(_vgg(data_dir, **{'data.validation_fraction': 0.0}), tmp_path)
+  seen = []
+
+  class Catch(std_logging.Handler):
+    def emit(self, record):
+      seen.append(record.getMessage())
+
+  catch = Catch(std_logging.WARNING)
+  std_logging.getLogger('absl').addHandler(catch)
+  try:  # (a warmup as long as the run, which was accepted silently: see below)
+    res = trainer.train_and_evaluate(_vgg(data_dir, **{'data.validation_fraction': 0.0,
+                                                       'optim.warmup_steps': 5}), tmp_path)
+  finally:
+    std_logging.getLogger('absl').removeHandler(catch)
+  # The rate rose for the whole run and never reached optim.lr: now a warning says so.
+  assert [m for m in seen if m.startswith(
+      "config.optim.warmup_steps=5 is not below the run's 2 steps")], seen
   assert res['selection_split'] == 'test' and res['num_validation_images'] == 0
   rec = json.loads((tmp_path / 'validation_ids.json').read_text())
   assert rec['image_ids'] == [] and 'TEST split' in rec['note']

@@ -405,6 +405,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
                                                                       workdir)
   n_train = len(train_meta)
   total = optim.total_train_steps(config, n_train)
+  warmup = int(config.optim.warmup_steps)
+  if warmup >= total:  # accepted silently: the rate never reached optim.lr
+    logging.warning('config.optim.warmup_steps=%d is not below the run\'s %d steps: the '
+                    'learning rate rises for the whole run and never reaches config.optim.lr=%g; '
+                    'pass a smaller --config.optim.warmup_steps for a run of this length',
+                    warmup, total, float(config.optim.lr))
   eval_split = 'validation' if split.enabled else 'test'
 
   tx = optim.make_optimizer(config, total)
