@@ -656,25 +656,25 @@ def test_eigencam_over_two_cpu_devices_finishes(files):
 
 def test_output_lines_wait_in_a_bounded_spool(monkeypatch, tmp_path):
   """--output's lines were a list until the end of the run (~0.6 KB an image: 600 MB for a
-  million). They now wait in a spool that moves to a temporary file past SPOOL_BYTES; what is
+  million). They now wait in a spool that moves to a temporary file past its size; what is
   written out is every whole line, in order, also after a failed write, which stops the run
   with one line instead of losing the lines."""
-  from aesthetics_jax.cli import predict
-  monkeypatch.setattr(predict, 'SPOOL_BYTES', 4096)
-  lines = predict._Lines()  # pylint: disable=protected-access
+  from aesthetics_jax.evaluation import records
+  spool = records.LineSpool(max_bytes=4096)
   want = [json.dumps({'path': f'p{i}.jpg', 'mean_score': i / 7}) for i in range(500)]
   for line in want:
-    lines.keep(line)
-  assert lines.kept._rolled  # pylint: disable=protected-access  (on disk, not in memory)
+    spool.keep(line)
+  assert spool.file._rolled  # pylint: disable=protected-access  (on disk, not in memory)
   out = tmp_path / 'out.jsonl'
   with open(out, 'wb') as f:
-    lines.copy_to(f)
+    spool.copy_to(f)
   assert out.read_text().splitlines() == want
 
-  def full(_):
+  def full(data):
+    spool.file._file.write(data[:7])  # pylint: disable=protected-access  (part of a line)
     raise OSError(28, 'No space left on device')
-  monkeypatch.setattr(lines.kept, 'write', full)
+  monkeypatch.setattr(spool.file, 'write', full)
   with pytest.raises(RuntimeError, match=r'could not be kept in .*No space left on device.*'
                      'TMPDIR'):
-    lines.keep('{"path": "late.jpg"}')
-  assert [json.loads(r) for r in lines.lines()] == [json.loads(x) for x in want]
+    spool.keep('{"path": "late.jpg"}')
+  assert [json.loads(r) for r in spool.lines()] == [json.loads(x) for x in want]

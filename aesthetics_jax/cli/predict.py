@@ -39,7 +39,6 @@ import contextlib
 import os
 import signal
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
@@ -49,6 +48,7 @@ from ml_collections import config_flags
 
 from aesthetics_jax.cli import common
 from aesthetics_jax.cli import inputs
+from aesthetics_jax.evaluation import records as records_lib
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
@@ -172,44 +172,14 @@ class _CtrlC:
       raise KeyboardInterrupt
 
 
-# --output's lines wait until the run ends (the file is then written atomically): in memory up
-# to this many bytes, then in a temporary file. A list held every line, ~0.6 KB an image: 600 MB
-# for a million images.
-SPOOL_BYTES = 8 << 20
-
-
 class _Lines:
   """The JSON lines of the run so far (kept here for --output) and their counts: what the end
   of the run, or a Ctrl-C, reports."""
 
   def __init__(self) -> None:
-    self.kept = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, mode='w+b')
-    self.size = 0
+    self.spool = records_lib.LineSpool()
     self.count = self.failed = self.scored = self.uncut = 0
     self.inputs: int | None = None  # once listed
-
-  def keep(self, line: str) -> None:
-    try:
-      self.kept.write(line.encode('utf-8') + b'\n')
-    except OSError as e:  # the spill file's disk is full: stop, writing the lines kept so far
-      raise RuntimeError(f'the lines for --output could not be kept in {tempfile.gettempdir()} '
-                         f'({e.strerror or e}); free space there or set TMPDIR') from None
-    self.size = self.kept.tell()  # only whole lines are written out
-
-  def lines(self) -> Iterator[bytes]:
-    """The kept lines, each ending in a newline."""
-    self.kept.seek(0)
-    left = self.size
-    for raw in self.kept:
-      if left <= 0:
-        return
-      yield raw[:left]
-      left -= len(raw)
-
-  def copy_to(self, f) -> None:
-    """Writes the kept lines to binary file `f`."""
-    for raw in self.lines():
-      f.write(raw)
 
 
 def _score(method: str | None, items: list[str | dict], lines: _Lines, ctrl_c: _CtrlC) -> None:
@@ -217,7 +187,6 @@ def _score(method: str | None, items: list[str | dict], lines: _Lines, ctrl_c: _
   # After the checks: importing the predictor (JAX, orbax) is slow.
   # pylint: disable=import-outside-toplevel
   from aesthetics_jax.evaluation import predictor as predictor_lib
-  from aesthetics_jax.evaluation import records as records_lib
   from aesthetics_jax.train import orbax_logging
   orbax_logging.quiet_orbax_errors()  # a damaged checkpoint is one CheckpointError line
   paths = [p for p in items if isinstance(p, str)]
@@ -237,7 +206,7 @@ def _score(method: str | None, items: list[str | dict], lines: _Lines, ctrl_c: _
     line = records_lib.to_json_line(rec)
     with ctrl_c.hold():
       if _OUTPUT.value:
-        lines.keep(line)
+        lines.spool.keep(line)
       else:
         print(line, flush=True)
       lines.count += 1
@@ -301,13 +270,13 @@ def _finish(lines: _Lines, interrupted: int = 0, error: BaseException | None = N
   if _OUTPUT.value:
     from aesthetics_jax import io  # pylint: disable=import-outside-toplevel
     try:
-      io.atomic_write_stream(_OUTPUT.value, lines.copy_to, 'wb')
+      io.atomic_write_stream(_OUTPUT.value, lines.spool.copy_to, 'wb')
     except OSError as e:  # the scores are not lost: they go to stdout instead
       print(f'predict: could not write --output={_OUTPUT.value} ({e.strerror or e}); the '
             f'{n} line{"" if n == 1 else "s"} follow on stdout'
             f'{"; " + how if how else ""}', file=sys.stderr, flush=True)
       try:
-        for raw in lines.lines():
+        for raw in lines.spool.lines():
           sys.stdout.write(raw.decode('utf-8'))
         sys.stdout.flush()
       except BrokenPipeError:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+import tempfile
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -110,3 +111,43 @@ def to_json_line(rec: dict) -> str:
     return json.dumps(rec, sort_keys=False, allow_nan=False)
   except ValueError:
     return json.dumps({'path': rec.get('path'), 'error': 'non-finite number in the output'})
+
+
+# A run's JSON lines that wait until it ends (predict's --output, then written atomically):
+# in memory up to this many bytes, then in a temporary file. A list held every line, ~0.6 KB
+# an image: 600 MB for a million images.
+SPOOL_BYTES = 8 << 20
+
+
+class LineSpool:
+  """Text lines kept in order with bounded memory; read back whole lines only."""
+
+  def __init__(self, max_bytes: int | None = None) -> None:
+    self.file = tempfile.SpooledTemporaryFile(
+        max_size=SPOOL_BYTES if max_bytes is None else max_bytes, mode='w+b')
+    self.size = 0  # bytes of whole lines written
+
+  def keep(self, line: str) -> None:
+    """Appends `line` (no newline); RuntimeError (one line) when its disk is full."""
+    try:
+      self.file.seek(self.size)
+      self.file.write(line.encode('utf-8') + b'\n')
+    except OSError as e:  # the spill file's disk is full: the lines kept so far stay readable
+      raise RuntimeError(f'the lines for --output could not be kept in {tempfile.gettempdir()} '
+                         f'({e.strerror or e}); free space there or set TMPDIR') from None
+    self.size = self.file.tell()
+
+  def lines(self) -> Iterator[bytes]:
+    """The kept lines, each ending in a newline."""
+    self.file.seek(0)
+    left = self.size
+    for raw in self.file:
+      if left <= 0:
+        return
+      yield raw[:left]
+      left -= len(raw)
+
+  def copy_to(self, f) -> None:
+    """Writes the kept lines to binary file `f`."""
+    for raw in self.lines():
+      f.write(raw)
