@@ -1,9 +1,11 @@
 """Training loop: smoke run, frozen encoder, cache == online head update, NaN stop, mismatch."""
+import contextlib
 import json
 import logging as std_logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -318,8 +320,10 @@ def test_resume_keeps_the_validation_split(data_dir, tmp_path, monkeypatch):
                                     tmp_path)['step'] == 4
 
 
-def test_validation_off_selects_on_test_and_says_so(data_dir, tmp_path):
-  seen = []
+@contextlib.contextmanager
+def _absl_warnings() -> Iterator[list[str]]:
+  """The messages of the absl warnings logged in the block."""
+  seen: list[str] = []
 
   class Catch(std_logging.Handler):
     def emit(self, record):
@@ -327,11 +331,16 @@ def test_validation_off_selects_on_test_and_says_so(data_dir, tmp_path):
 
   catch = Catch(std_logging.WARNING)
   std_logging.getLogger('absl').addHandler(catch)
-  try:  # (a warmup as long as the run, which was accepted silently: see below)
-    res = trainer.train_and_evaluate(_vgg(data_dir, **{'data.validation_fraction': 0.0,
-                                                       'optim.warmup_steps': 5}), tmp_path)
+  try:
+    yield seen
   finally:
     std_logging.getLogger('absl').removeHandler(catch)
+
+
+def test_validation_off_selects_on_test_and_says_so(data_dir, tmp_path):
+  with _absl_warnings() as seen:  # (a warmup as long as the run: see below)
+    res = trainer.train_and_evaluate(_vgg(data_dir, **{'data.validation_fraction': 0.0,
+                                                       'optim.warmup_steps': 5}), tmp_path)
   # The rate rose for the whole run and never reached optim.lr: now a warning says so.
   assert [m for m in seen if m.startswith(
       "config.optim.warmup_steps=5 is not below the run's 2 steps")], seen
@@ -351,18 +360,8 @@ def test_no_validation_split_warning_names_its_cause(data_dir, tmp_path, overrid
   from aesthetics_jax.data import dataset
   c = _vgg(data_dir, **overrides)
   train = dataset.load_sources(data_dir)['train']
-  seen = []
-
-  class Catch(std_logging.Handler):
-    def emit(self, record):
-      seen.append(record.getMessage())
-
-  catch = Catch(std_logging.WARNING)
-  std_logging.getLogger('absl').addHandler(catch)
-  try:
+  with _absl_warnings() as seen:
     split = trainer._carve_validation(train, c, tmp_path)[0]
-  finally:
-    std_logging.getLogger('absl').removeHandler(catch)
   assert not split.enabled
   assert [m for m in seen if 'no validation split' in m][0].startswith(why), seen
 
