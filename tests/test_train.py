@@ -371,6 +371,7 @@ def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(data_dir, tmp_path):
   KeyboardInterrupt traceback."""
   import os
   import signal
+  import threading
   import time
   wd = tmp_path / 'w'
   args = [sys.executable, '-m', 'launch.train', '--config=demo:vgg16,smoke', f'--workdir={wd}',
@@ -379,21 +380,31 @@ def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(data_dir, tmp_path):
   p = subprocess.Popen([*args, '--config.num_train_steps=100000'],
                        cwd=Path(__file__).parents[1], stderr=subprocess.PIPE, text=True,
                        env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+  # stderr is read as it comes: a full pipe (64 KB of progress and log lines) would block the
+  # trainer before checkpoint 2, and this loop would wait for it until its deadline.
+  parts: list[str] = []
+  reader = threading.Thread(target=lambda: parts.extend(p.stderr), daemon=True)
+  reader.start()
   try:
     deadline = time.time() + 240
     while not (wd / 'checkpoints' / '2').is_dir():
-      assert p.poll() is None and time.time() < deadline, 'no checkpoint 2'
+      assert p.poll() is None and time.time() < deadline, ('no checkpoint 2', ''.join(parts))
       time.sleep(0.2)
     p.send_signal(signal.SIGINT)
-    err = p.communicate(timeout=120)[1]
+    p.wait(timeout=120)
+    reader.join(timeout=30)
+    err = ''.join(parts)
   finally:
     p.kill()
   assert p.returncode == 130 and 'Traceback' not in err, err
   assert err.strip().splitlines()[-1].startswith(
       'train: interrupted (Ctrl-C); what was written is kept'), err
-  # The same command (here with fewer steps) resumes from the checkpoints kept.
-  r = subprocess.run([*args, '--config.num_train_steps=3'], cwd=Path(__file__).parents[1],
-                     capture_output=True, text=True, timeout=300)
+  # The same command (here with fewer steps, one past the last checkpoint: the Ctrl-C may land
+  # after later saves, and fewer steps than they reach are refused) resumes from them.
+  last = max(int(d.name) for d in (wd / 'checkpoints').iterdir() if d.name.isdigit())
+  r = subprocess.run([*args, f'--config.num_train_steps={last + 1}'],
+                     cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
+  assert json.loads(r.stdout.strip().splitlines()[-1])['step'] == last + 1
   rows = [json.loads(l) for l in (wd / 'metrics.jsonl').read_text().splitlines()]
   assert any('test/binary_accuracy' in r for r in rows)
