@@ -21,7 +21,6 @@ decodes.
 from __future__ import annotations
 
 import concurrent.futures
-import errno
 import hashlib
 import json
 import os
@@ -97,7 +96,7 @@ def build(source: Sequence, size: int, out: str | os.PathLike, workers: int = 0,
     with open(tmp, 'wb') as f:
       np.lib.format.write_array_header_1_0(f, {'descr': '|u1', 'fortran_order': False,
                                                'shape': shape})
-      _reserve(f, f.tell() + n * size * size * 3)
+      io_lib.reserve_space(f, f.tell() + n * size * size * 3)
       w = workers or cpu_backend.host_cpu_count()
       # Rows in windows of 16 per thread: bounded futures (AVA's 255,000 rows made 255,000 at
       # once) and memory, and a bad image stops the build within a window.
@@ -117,17 +116,6 @@ def build(source: Sequence, size: int, out: str | os.PathLike, workers: int = 0,
   finally:
     tmp.unlink(missing_ok=True)
   return out
-
-
-def _reserve(f, nbytes: int) -> None:
-  """Allocates the file's blocks up front, so that a disk without room for it fails now, not
-  after minutes of decoding. Best effort: a filesystem that cannot allocate ahead (EINVAL,
-  EOPNOTSUPP) finds out at the writes instead."""
-  try:
-    os.posix_fallocate(f.fileno(), 0, nbytes)
-  except OSError as e:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-      raise
 
 
 def load(file: str | os.PathLike, rows: int, size: int, dataset: str = '') -> np.ndarray | None:

@@ -15,7 +15,6 @@ dtype. A cache over `ram_budget_bytes` is written to `<directory>/<key>/{train,t
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import json
 import os
@@ -29,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aesthetics_jax import cpu_backend
+from aesthetics_jax import io as io_lib
 from aesthetics_jax.train.errors import TrainingError
 
 DTYPES = ('auto', 'float32', 'float16', 'bfloat16')
@@ -167,22 +167,6 @@ def open_committed(directory: Path, key: str, layout: Layout) -> dict[str, np.nd
   return out
 
 
-_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-def _reserve(f, nbytes: int) -> None:
-  """Allocates the file's blocks before the build writes through a memory map of it: a write
-  into a sparse file's hole on a full disk (or over a quota, which the free space does not
-  show) is SIGBUS, the process killed mid-build. As the resized-image store's: best effort
-  where the filesystem cannot allocate ahead (EINVAL, EOPNOTSUPP)."""
-  if nbytes:
-    try:
-      os.posix_fallocate(f.fileno(), 0, nbytes)
-    except OSError as e:
-      if e.errno in _NO_ROOM:
-        raise
-
-
 class DiskWriter:
   """Writable memmaps in `<directory>/<key>.partial/`; `commit()` publishes them atomically."""
 
@@ -205,13 +189,13 @@ class DiskWriter:
         path = self.partial / f'{name}.bin'
         nbytes = int(np.prod(shape)) * layout.dtype.itemsize
         with open(path, 'wb') as f:
-          _reserve(f, nbytes)
+          io_lib.reserve_space(f, nbytes)  # not SIGBUS mid-build on a full disk
           f.truncate(nbytes)  # the size, also where allocating ahead is not supported
         self.arrays[name] = (np.memmap(path, layout.dtype, 'r+', shape=shape) if nbytes
                              else np.empty(shape, layout.dtype))
     except OSError as e:
       self.abort()
-      if e.errno not in _NO_ROOM:
+      if e.errno not in io_lib.NO_ROOM_ERRNOS:
         raise
       raise self._no_room(f'allocating it failed: {e.strerror}') from None
 
