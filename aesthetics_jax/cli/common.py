@@ -60,7 +60,8 @@ def exit_code(e: BaseException) -> int:
   return EXIT_FAILED
 
 
-def _nearest_existing(p: Path) -> Path:
+def nearest_existing(p: Path) -> Path:
+  """`p` or its nearest ancestor that exists."""
   while not p.exists() and p != p.parent:
     p = p.parent
   return p
@@ -83,7 +84,7 @@ def _folder_reason(p: Path) -> str | None:
     if not p.is_dir():
       return 'is a file, not a folder'
     return None if _can_create_in(p) else 'is a folder you cannot write to'
-  anc = _nearest_existing(p.absolute())
+  anc = nearest_existing(p.absolute())
   if not anc.is_dir():
     return f'cannot be created: {anc} is a file'
   return None if _can_create_in(anc) else f'cannot be created: {anc} is not writable'

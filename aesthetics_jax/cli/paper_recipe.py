@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Callable
 
+from aesthetics_jax.cli import common
 from aesthetics_jax.cli import stages
 from aesthetics_jax.configs.default import ARCHS
 
@@ -64,9 +65,7 @@ def check_views(w: Path, ava_dir: str | None, smoke: bool, configs: dict) -> Non
   from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.data import paper_size  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import feature_cache  # pylint: disable=import-outside-toplevel
-  where = w
-  while not where.exists() and where != where.parent:
-    where = where.parent
+  where = common.nearest_existing(w)
   free = shutil.disk_usage(where).free
   for arch, c in configs.items():
     if not (bool(c.model.freeze_encoder) and bool(c.cache.enabled)):
