@@ -366,3 +366,14 @@ def test_checkout_scripts_help_exits_0(script):
   r = subprocess.run([sys.executable, '-m', f'launch.{script}', '--help'], cwd=ROOT,
                      capture_output=True, text=True, timeout=120)
   assert r.returncode == 0 and 'python -m launch.' in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize('error, oom', [
+    (RuntimeError('RESOURCE_EXHAUSTED: Out of memory allocating 25652339520 bytes.'), True),
+    (MemoryError(), True),
+    # orbax's full disk: CheckpointError's job, not a batch to lower
+    (RuntimeError('RESOURCE_EXHAUSTED: Error writing "w/0": No space left on device'), False),
+    (RuntimeError('INTERNAL: something else'), False),
+])
+def test_out_of_memory_is_told_from_other_runtime_errors(error, oom):
+  assert common.out_of_memory(error) is oom

@@ -366,6 +366,21 @@ def test_no_validation_split_warning_names_its_cause(data_dir, tmp_path, overrid
   assert [m for m in seen if 'no validation split' in m][0].startswith(why), seen
 
 
+def test_out_of_memory_is_one_line_naming_the_batch_size(data_dir, tmp_path):
+  """A batch the RAM check lets through (it counts the cached head's targets, not the features
+  and activations) but XLA cannot allocate: batch_size=10**6 was a RESOURCE_EXHAUSTED
+  traceback after the cache build. 10**7 asks XLA for ~256 GB, more than any CI machine."""
+  r = subprocess.run(
+      [sys.executable, '-m', 'launch.train', '--config=mobilenet_v2_emd:smoke',
+       f'--workdir={tmp_path / "w"}', f'--config.data.data_dir={data_dir}',
+       f'--config.batch_size={10**7}'],
+      cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=300)
+  assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr[-3000:]
+  last = r.stderr.strip().splitlines()[-1]
+  assert last.startswith('train: out of memory (RESOURCE_EXHAUSTED: ') and last.endswith(
+      'lower --config.batch_size or --config.eval.batch_size; what was written is kept'), last
+
+
 def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(data_dir, tmp_path):
   """Ctrl-C in aesthetics-train (and every command without its own handling) printed a
   KeyboardInterrupt traceback."""

@@ -161,6 +161,29 @@ def run(main: Callable[[list[str]], None], doc: str | None,
     fail(command_name(), 'interrupted (Ctrl-C); what was written is kept (checkpoints, '
          'finished stages, atomic outputs): rerun the same command to continue',
          EXIT_INTERRUPTED)
+  except (RuntimeError, MemoryError) as e:
+    if not out_of_memory(e):
+      raise
+    fix = _OOM_FIX.get(command_name(), 'free memory, or run it on a machine with more')
+    fail(command_name(), f'out of memory ({first_line(e)}); {fix}; what was written is kept')
+
+
+# What to lower when a command runs out of memory, by command.
+_OOM_FIX = {
+    'train': 'lower --config.batch_size or --config.eval.batch_size',
+    'evaluate': 'lower --config.eval.batch_size',
+    'control': 'lower --config.batch_size or --config.eval.batch_size',
+    'paper_run': 'free memory, or run it on a machine with more',
+    'demo': 'free memory (the demo needs about 3 GB)',
+}
+
+
+def out_of_memory(e: BaseException) -> bool:
+  """An allocation that failed: Python's MemoryError or XLA's RESOURCE_EXHAUSTED (a
+  JaxRuntimeError, a RuntimeError), told apart without importing JAX. A batch too large for
+  the machine (batch_size=10**6 on the cached head: 25.7 GB for one step) was a traceback."""
+  head = first_line(e)
+  return isinstance(e, MemoryError) or ('RESOURCE_EXHAUSTED' in head and 'memory' in head.lower())
 
 
 def interrupt_once(signum, frame) -> None:
