@@ -250,3 +250,22 @@ def test_the_explorer_says_it_needs_javascript(browser, tmp_path):
   page.call('Emulation.setScriptExecutionDisabled', {'value': False})
   page.goto(path)
   assert 'drawn by JavaScript' not in page.eval('document.body.innerText')
+
+
+@pytest.mark.parametrize('width', [360, 1600])
+def test_pages_fit_a_phone_and_a_wide_window(browser, tmp_path, width):
+  """At a phone's 360 px the explorer's range filters stayed on one line, and the page
+  scrolled sideways (583 px wide); at 1600 px nothing is stretched past the window."""
+  from aesthetics_jax.report import html as report_html  # pylint: disable=C0415
+  path = explorer_fixture.write(tmp_path / 'x', n=7, regions=True)
+  page = browser.new_page(width)
+  page.goto(path)
+  check_page(page, f'explorer at {width} px')
+  open_first_image(page, 26)
+  check_page(page, f'explorer detail at {width} px')
+  report = pathlib.Path(report_html.write_report(
+      tmp_path / 'report.html', [dict(name='m', arch='mobilenet_v2', step=1, metrics={},
+                                      explorer=str(path))]))
+  page = browser.new_page(width)
+  page.goto(report)
+  check_page(page, f'report at {width} px')
