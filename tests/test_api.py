@@ -165,9 +165,16 @@ def test_pil_images_decode_as_their_files_do(tmp_path):
 def test_bad_threshold_and_empty_inputs_are_one_line(example):
   ns, _, photo = example
   m = ns['m']
-  for t in (0, -1, 1.5, float('nan'), 'abc'):
+  for t in (0, -1, 1.5, float('nan')):
     with pytest.raises(ValueError, match=r'threshold=.*: must be in \(0, 1\)'):
       m.boxes(photo, threshold=t)  # was a silent full-frame box
+  # '0.3' was read as 0.3 (float() takes a str), True as 1.0: refused as other arguments are.
+  for t, kind in (('0.3', 'str'), ('abc', 'str'), (True, 'bool')):
+    with pytest.raises(ValueError, match=rf"threshold={t!r} is a {kind}; pass a float in "
+                       r'\(0, 1\)') as e:
+      m.boxes(photo, threshold=t)
+    assert '\n' not in str(e.value)
+  assert m.boxes(photo, threshold=np.float32(0.3)) == m.boxes(photo, threshold=0.3)
   with pytest.raises(ValueError, match='no images given'):
     m.score([])
   with pytest.raises(ValueError, match='no target given'):

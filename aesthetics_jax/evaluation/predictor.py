@@ -9,6 +9,7 @@ before boxes are taken). The images it reads and cuts: `image_files`; its record
 from __future__ import annotations
 
 import concurrent.futures
+import numbers
 import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -241,11 +242,12 @@ class Predictor:
 def check_box_threshold(value, name: str = 'config.eval.box_threshold') -> float:
   """`config.eval.box_threshold` (or the argument `name`) as a float in (0, 1), else
   ValueError (one line): at 0 or below every box is the whole frame, at 1 or above none
-  exists."""
-  try:
-    t = float(value)
-  except (TypeError, ValueError):
-    t = float('nan')
+  exists. A str ('0.3') or a bool is refused, not read as a number: float() took them (the
+  API's boxes(threshold='0.3') ran), where every other numeric argument is refused so."""
+  if isinstance(value, (str, bytes, bool)) or not isinstance(value, numbers.Real):
+    raise ValueError(f'{name}={value!r} is a {type(value).__name__}; pass a float in (0, 1), '
+                     'the fraction of a map\'s peak a box encloses (default 0.2)')
+  t = float(value)
   if not 0.0 < t < 1.0:  # NaN fails too
     raise ValueError(f'{name}={value!r}: must be in (0, 1), the fraction of a map\'s peak a '
                      'box encloses (default 0.2)')
