@@ -474,3 +474,15 @@ def test_damaged_converted_file_is_not_blamed_on_the_config(tmp_path, mnv2_shape
                                                   arch='mobilenet_v2'),
                needle, 'file and model are both mobilenet_v2 width_mult=0.25', 'damaged')
   assert 'set config.model' not in msg
+
+
+@pytest.mark.parametrize('extra', ['junk', 'features.0.0.weight'])
+def test_converted_file_with_stray_keys_names_them(tmp_path, extra):
+  flat, meta = pretrained.read_weights(MNV2_FILE)
+  np.savez(tmp_path / 'w.npz', **flat, **{extra: np.zeros(3, np.float32)})
+  # Was "keys such as ['params/head/classifier/bias', ...] are not a torchvision or timm
+  # mobilenet_v2 or vgg16 state_dict": the converted keys blamed, not the stray one.
+  msg = _error(lambda: pretrained.read_weights(tmp_path / 'w.npz'),
+               f"w.npz: a converted file (params/ and batch_stats/ keys) that also holds "
+               f"{extra!r}; remove those keys")
+  assert 'keys such as' not in msg

@@ -422,6 +422,12 @@ def read_weights(path: str | os.PathLike, arch: Optional[str] = None
   """
   path = resolve_weights_path(path, arch)
   arrays = read_arrays(path)
+  stray = sorted(k for k in arrays if not _is_flax_flat([k]))
+  if stray and len(stray) < len(arrays):  # was 'keys such as [params/...] are not torchvision'
+    raise PretrainedError(
+        f'{path}: a converted file (params/ and batch_stats/ keys) that also holds '
+        f'{stray[0]!r}{_more(stray)}; remove those keys, or convert the weights again with '
+        'aesthetics-convert-weights')
   if _is_flax_flat(arrays):
     flat = {k: _check_values(v, str(path), k) for k, v in arrays.items()}
     meta = {}
