@@ -475,6 +475,25 @@ def test_an_empty_layer_is_the_default_layer(example):
   assert m.boxes(photo, layer=[]) == m.boxes(photo)
 
 
+def test_layer_names_are_stripped_in_a_list_as_in_a_string(example):
+  """layer=' features.14' (a str) was stripped and taken, ['features.14 '] refused ('CAM layer
+  'features.14 ' is not a module'): both are stripped now; a wrong name still names the valid
+  ones."""
+  from aesthetics_jax import models
+  ns, _, _ = example
+  model = ns['m'].predictor.model
+  want = ('features.14',)
+  for layer in (' features.14', ['features.14 '], (' features.14\t',), ['features.14']):
+    assert models.resolve_layers(model, layer) == want, layer
+  assert models.resolve_layers(model, [' features.18 ', 'features.14']) == (
+      'features.14', 'features.18')
+  for layer in (['features.99 '], ' features.99'):
+    with pytest.raises(ValueError, match=r"CAM layer 'features.99' is not a module of "
+                       r'mobilenet_v2 features; use one of .*features.14, ') as e:
+      models.resolve_layers(model, layer)
+    assert '\n' not in str(e.value)
+
+
 def test_inputs_that_are_no_image_name_their_type():
   """None, a number, a dict, a set or an array of paths were 'image array has dtype object'
   (int64, <U20): 'pass uint8', a cast that was no fix; memoryview(a) of a uint8 array was read

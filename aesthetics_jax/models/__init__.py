@@ -52,9 +52,13 @@ def layer_index(layers: Sequence[str], layer: Optional[str], arch_name: str) -> 
 
 def resolve_layers(model: nn.Module, layers: Sequence[str] | str | None) -> tuple[str, ...]:
   """Validated layer names of `model`, shallowest first, duplicates dropped; empty or None
-  → `(model.default_layer,)`. A string is split on commas ('features.14,features.18')."""
+  → `(model.default_layer,)`. A string is split on commas ('features.14,features.18'). Names
+  are stripped, in a list as in a string: ' features.14' was taken and ['features.14 '] refused.
+  """
   if isinstance(layers, str):
     layers = [p.strip() for p in layers.split(',') if p.strip()]
+  elif layers:
+    layers = [p.strip() if isinstance(p, str) else p for p in layers]
   if not layers:
     return (model.default_layer,)
   idx = {layer_index(model.LAYERS, name, model.ARCH): name for name in layers}
