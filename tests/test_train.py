@@ -18,6 +18,7 @@ from aesthetics_jax.train import restore
 from aesthetics_jax.train import feature_cache  # noqa: E402
 from aesthetics_jax.data import preprocess  # noqa: E402
 from aesthetics_jax.train import optim  # noqa: E402
+from aesthetics_jax.train import resume_checks  # noqa: E402
 from aesthetics_jax.train import trainer  # noqa: E402
 from aesthetics_jax import parallel
 from aesthetics_jax.models import outputs as outputs_lib
@@ -361,7 +362,7 @@ def test_no_validation_split_warning_names_its_cause(data_dir, tmp_path, overrid
   c = _vgg(data_dir, **overrides)
   train = dataset.load_sources(data_dir)['train']
   with _absl_warnings() as seen:
-    split = trainer._carve_validation(train, c, tmp_path)[0]
+    split = resume_checks.carve_validation(train, c, tmp_path)[0]
   assert not split.enabled
   assert [m for m in seen if 'no validation split' in m][0].startswith(why), seen
 

@@ -49,22 +49,25 @@ import tqdm
 from absl import logging
 from jax.sharding import Mesh
 
-from aesthetics_jax import environment, io, models, parallel
+from aesthetics_jax import io, models, parallel
 from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.models import outputs as outputs_lib
 from aesthetics_jax.train import cam_preview
 from aesthetics_jax.train import checkpoints as ckpt_lib
 from aesthetics_jax.train import config_checks
 from aesthetics_jax.train import feature_cache
-from aesthetics_jax.data import sampling
 from aesthetics_jax.data import resized_store
-from aesthetics_jax.data import validation
 from aesthetics_jax.train import losses
 from aesthetics_jax.train import metrics as metrics_lib
 from aesthetics_jax.train import optim
+from aesthetics_jax.train import resume_checks
 from aesthetics_jax.train import workdir as workdir_lib
 from aesthetics_jax.train import writers
 from aesthetics_jax.train.errors import TrainingError
+
+
+# The finished run's record (moved to resume_checks; tests and users read trainer.RESULT_FILE).
+RESULT_FILE = resume_checks.RESULT_FILE
 
 
 @flax.struct.dataclass
@@ -242,55 +245,6 @@ def _starting_variables(model, config) -> dict:
   return models.starting_variables(model, config)
 
 
-# What a resumed run must share with the checkpoints it continues, besides the model: the
-# input the model sees and the loss it minimises. Changing one midway trains a mixture of two
-# recipes that no config describes (config.json is rewritten with the new values). The step
-# count, the optimiser's settings and every evaluation key may change on resume.
-RECIPE_KEYS = ('data.subset', 'input.image_size', 'input.resize_size', 'input.normalize',
-               'input.random_flip', 'input.balanced', 'input.weighting', 'input.weight_factor',
-               'input.weight_band', 'loss.emd_r', 'loss.tag_weight', 'model.freeze_encoder')
-
-
-def _dotted(tree: dict, key: str):
-  for part in key.split('.'):
-    if not isinstance(tree, dict) or part not in tree:
-      return None
-    tree = tree[part]
-  return list(tree) if isinstance(tree, tuple) else tree
-
-
-def _check_workdir_model(workdir, config) -> None:
-  """Refuses a workdir whose config.json holds another model, or (once it has checkpoints)
-  another recipe (`RECIPE_KEYS`); before touching checkpoints."""
-  path = ckpt_lib.config_path(workdir)
-  if not path.exists():
-    return
-  try:
-    saved_config = ckpt_lib.read_json_object(path)
-  except ckpt_lib.WorkdirError as e:
-    # Unreadable leftover: the checkpoint metadata check still applies, and this run
-    # rewrites config.json.
-    logging.warning('%s', e)
-    return
-  saved = saved_config.get('model', {})
-  if not isinstance(saved, dict):
-    return
-  want = ckpt_lib.model_signature(config.model)
-  got = {k: saved.get(k) for k in want}
-  if got != want:
-    raise ckpt_lib.CheckpointMismatchError(ckpt_lib.mismatch_message(workdir, got, want))
-  if not ckpt_lib.has_checkpoints(workdir):
-    return  # nothing trained yet: this run's recipe is the run's
-  now = config.to_dict()
-  diff = [f'config.{k}={_dotted(saved_config, k)!r} (checkpoints) vs {_dotted(now, k)!r} (config)'
-          for k in RECIPE_KEYS
-          if _dotted(saved_config, k) is not None and _dotted(saved_config, k) != _dotted(now, k)]
-  if diff:
-    raise ckpt_lib.CheckpointMismatchError(
-        f'{workdir}: its checkpoints were trained with {", ".join(diff)}; resuming would mix '
-        'two recipes: use a fresh --workdir, or the checkpoints\' values')
-
-
 # ------------------------------------------------------------------------------------------
 # The loop.
 # ------------------------------------------------------------------------------------------
@@ -384,7 +338,7 @@ def _restore_or_init(ckpt: ckpt_lib.Checkpointer, model, config, tx, mesh: Mesh,
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Path) -> dict:
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
   is_main = jax.process_index() == 0
-  _check_workdir_model(workdir, config)
+  resume_checks.check_workdir_model(workdir, config)
 
   mesh = parallel.train_mesh()
   sources = dataset.load_sources(config.data.data_dir, config.data.subset)
@@ -396,13 +350,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
   # A fresh run's starting weights, before anything is written: weights that do not fit the
   # model (full-width files with a smoke config) used to fail after validation_ids.json and
   # checkpoints/ were made.
-  initial = None if _has_checkpoints(workdir) else _starting_variables(model, config)
+  initial = (None if resume_checks.has_checkpoints(workdir)
+             else _starting_variables(model, config))
   test_src = sources['test']
   # The data first: on another AVA root the validation ids differ too, and that check would
   # name the wrong fix (the seed / validation_fraction).
-  _check_same_data(workdir, config, is_main)
-  split, train_src, train_meta, val_src, val_meta = _carve_validation(sources['train'], config,
-                                                                      workdir)
+  resume_checks.check_same_data(workdir, config, is_main)
+  split, train_src, train_meta, val_src, val_meta = resume_checks.carve_validation(
+      sources['train'], config, workdir)
   n_train = len(train_meta)
   total = optim.total_train_steps(config, n_train)
   warmup = int(config.optim.warmup_steps)
@@ -420,7 +375,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
 
   ckpt = ckpt_lib.Checkpointer(workdir, keep=int(config.keep_checkpoints),
                                best_metric=str(config.best_metric))
-  finished = _finished_result(workdir, ckpt, total)
+  finished = resume_checks.finished_result(workdir, ckpt, total)
   if finished is not None:  # a rerun used to rebuild the cache, test and log the test again
     ckpt.close(raise_errors=False)
     print(f'{workdir}: already trained to step {total} and tested; returning its result '
@@ -441,7 +396,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
     raise
   if is_main:
     io.atomic_write_json(ckpt_lib.config_path(workdir), config.to_dict(), indent=2, sort_keys=True)
-    _record_environment(workdir, start)
+    resume_checks.record_environment(workdir, start)
 
   repl = parallel.replicated(mesh)
   base_rng = parallel.replicate(np.asarray(jax.random.key_data(
@@ -588,125 +543,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
   return result
 
 
-def _record_environment(workdir, start: int) -> None:
-  """Adds this run's machine to W/environment.json; warns when a resume computes on other
-  hardware or libraries than the run before (on XLA:CPU the vector ISA alone changed what the
-  demo trained to). A record that cannot be written does not stop training."""
-  try:
-    rec, changed = environment.record_run(workdir, start, 'train')
-  except OSError as e:
-    logging.warning('%s not written (%s); training goes on', workdir / environment.FILE_NAME, e)
-    return
-  logging.info('environment: %s', environment.summary(rec))
-  if changed and start > 0:
-    msg = (f'warning: {workdir} resumed at step {start} on other hardware or libraries than '
-           f'the run before ({"; ".join(changed)}): training goes on, but its numbers will not '
-           'equal those of one uninterrupted run')
-    logging.warning('%s', msg)
-    print(msg, flush=True)
-
-
-# The finished run's return value: a rerun of the same run returns it instead of testing again.
-RESULT_FILE = 'result.json'
-
-
-def _finished_result(workdir, ckpt: ckpt_lib.Checkpointer, total: int) -> dict | None:
-  """The recorded result if this run already trained to `total` steps and tested; None
-  otherwise (a longer run resumes; a run stopped before its test tests now). One process
-  only: several would each have to see the same file to take the same branch."""
-  if jax.process_count() > 1 or ckpt.latest_step() != total:
-    return None
-  try:
-    result = ckpt_lib.read_json_object(workdir / RESULT_FILE)
-  except ckpt_lib.WorkdirError:
-    return None
-  return result if result.get('step') == total else None
-
-
 def _selected_step(ckpt: ckpt_lib.Checkpointer, total: int) -> int:
   """The best checkpoint by `best_metric` (on the periodic evaluations), else the last."""
   best = ckpt.best_step()
   return int(best) if best is not None and best in ckpt.all_steps() else total
-
-
-def _has_checkpoints(workdir) -> bool:
-  d = workdir / 'checkpoints'
-  return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
-
-
-def _read_record(path) -> dict | None:
-  """A JSON record this run wrote into its workdir; None if absent or unreadable (warned:
-  the run rewrites it)."""
-  if not path.exists():
-    return None
-  try:
-    return ckpt_lib.read_json_object(path)
-  except ckpt_lib.WorkdirError as e:
-    logging.warning('%s; rewriting it', e)
-    return None
-
-
-def _check_same_data(workdir, config, is_main: bool) -> None:
-  """Records the training data's identity (`dataset.IDENTITY_FILE`: evaluation compares it) on
-  a fresh run; refuses a resume on data prepared from another AVA root (the checkpoints were
-  trained on the recorded one)."""
-  from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
-  current = dataset.identity(config.data.data_dir, str(config.data.subset))
-  path = workdir / dataset.IDENTITY_FILE
-  if path.exists() and _has_checkpoints(workdir):
-    # Rewritten from the current data, a damaged record used to let a resume (and every later
-    # evaluation) through on data the checkpoints were not trained on.
-    recorded = ckpt_lib.read_json_object(
-        path, ckpt_lib.WorkdirError, 'it records the data the checkpoints were trained on: '
-        f'restore it from a copy, or delete it to resume on --config.data.data_dir='
-        f'{config.data.data_dir} unchecked')
-  else:
-    recorded = None
-  if recorded is not None:
-    why = dataset.identity_mismatch(recorded, current)
-    if why:
-      raise ckpt_lib.CheckpointMismatchError(
-          f'{workdir}: cannot resume on --config.data.data_dir={config.data.data_dir}: {why}; '
-          'resume on the recorded data, or train in a fresh --workdir')
-    return
-  if is_main:
-    io.atomic_write_json(path, current, indent=1)
-
-
-def _carve_validation(train_all, config, workdir):
-  """(split, train source, its metadata, validation source, its metadata): the first
-  `max_train_images` training rows minus the held-out validation rows (data/validation.py),
-  recorded in `W/validation_ids.json` (process 0) and checked against it on resume."""
-  meta = sampling.read_metadata(train_all)
-  limit = int(config.data.max_train_images)
-  if 0 < limit < len(meta):
-    meta = meta.take(limit)
-  fraction, seed = float(config.data.validation_fraction), int(config.seed)
-  try:
-    split = validation.split_rows(meta.label, fraction, seed)
-  except ValueError as e:
-    raise TrainingError(str(e)) from None
-  rec = validation.record(split, meta.image_id, fraction, seed)
-  path = workdir / validation.RECORD_FILE
-  if path.exists():
-    saved = _read_record(path)
-    diff = validation.mismatch(saved, rec) if saved is not None else ''
-    if diff and _has_checkpoints(workdir):
-      raise ckpt_lib.CheckpointMismatchError(
-          f'{path}: this workdir was trained with another validation split ({diff}); rerun '
-          'with its --config.seed / --config.data.validation_fraction or use a fresh --workdir')
-  if jax.process_index() == 0:
-    io.atomic_write_json(path, rec, indent=1)
-  if not split.enabled:
-    # Also with a fraction > 0 when no class has 2 rows (a tiny max_train_images): the
-    # warning used to blame validation_fraction=0.
-    why = ('config.data.validation_fraction=0' if fraction == 0 else
-           f'no class has 2 of the {len(meta)} training rows to hold one out'
-           + (f' (config.data.max_train_images={limit})' if 0 < limit else ''))
-    logging.warning('%s: no validation split; the periodic evaluations and the best '
-                    'checkpoint use the TEST split', why)
-  else:
-    logging.info('Validation split: %d of %d training rows held out (seed %d, fraction %g); '
-                 'ids in %s', split.validation.size, len(meta), seed, fraction, path)
-  return (split, validation.Rows(train_all, split.train), meta.select(split.train),
-          validation.Rows(train_all, split.validation), meta.select(split.validation))

@@ -1,0 +1,183 @@
+"""What a training workdir records about its run, and the checks that a resumed run matches
+it: the model and recipe in config.json (`RECIPE_KEYS`), the data's identity, the validation
+split (validation_ids.json), the machine (environment.json) and the finished run's result
+(result.json, returned by a rerun instead of testing again). Moved out of trainer.py, which
+keeps the steps and the loop.
+"""
+from __future__ import annotations
+
+import jax
+from absl import logging
+
+from aesthetics_jax import environment, io
+from aesthetics_jax.data import sampling
+from aesthetics_jax.data import validation
+from aesthetics_jax.train import checkpoints as ckpt_lib
+from aesthetics_jax.train.errors import TrainingError
+
+
+# What a resumed run must share with the checkpoints it continues, besides the model: the
+# input the model sees and the loss it minimises. Changing one midway trains a mixture of two
+# recipes that no config describes (config.json is rewritten with the new values). The step
+# count, the optimiser's settings and every evaluation key may change on resume.
+RECIPE_KEYS = ('data.subset', 'input.image_size', 'input.resize_size', 'input.normalize',
+               'input.random_flip', 'input.balanced', 'input.weighting', 'input.weight_factor',
+               'input.weight_band', 'loss.emd_r', 'loss.tag_weight', 'model.freeze_encoder')
+
+
+def _dotted(tree: dict, key: str):
+  for part in key.split('.'):
+    if not isinstance(tree, dict) or part not in tree:
+      return None
+    tree = tree[part]
+  return list(tree) if isinstance(tree, tuple) else tree
+
+
+def check_workdir_model(workdir, config) -> None:
+  """Refuses a workdir whose config.json holds another model, or (once it has checkpoints)
+  another recipe (`RECIPE_KEYS`); before touching checkpoints."""
+  path = ckpt_lib.config_path(workdir)
+  if not path.exists():
+    return
+  try:
+    saved_config = ckpt_lib.read_json_object(path)
+  except ckpt_lib.WorkdirError as e:
+    # Unreadable leftover: the checkpoint metadata check still applies, and this run
+    # rewrites config.json.
+    logging.warning('%s', e)
+    return
+  saved = saved_config.get('model', {})
+  if not isinstance(saved, dict):
+    return
+  want = ckpt_lib.model_signature(config.model)
+  got = {k: saved.get(k) for k in want}
+  if got != want:
+    raise ckpt_lib.CheckpointMismatchError(ckpt_lib.mismatch_message(workdir, got, want))
+  if not ckpt_lib.has_checkpoints(workdir):
+    return  # nothing trained yet: this run's recipe is the run's
+  now = config.to_dict()
+  diff = [f'config.{k}={_dotted(saved_config, k)!r} (checkpoints) vs {_dotted(now, k)!r} (config)'
+          for k in RECIPE_KEYS
+          if _dotted(saved_config, k) is not None and _dotted(saved_config, k) != _dotted(now, k)]
+  if diff:
+    raise ckpt_lib.CheckpointMismatchError(
+        f'{workdir}: its checkpoints were trained with {", ".join(diff)}; resuming would mix '
+        'two recipes: use a fresh --workdir, or the checkpoints\' values')
+
+
+def record_environment(workdir, start: int) -> None:
+  """Adds this run's machine to W/environment.json; warns when a resume computes on other
+  hardware or libraries than the run before (on XLA:CPU the vector ISA alone changed what the
+  demo trained to). A record that cannot be written does not stop training."""
+  try:
+    rec, changed = environment.record_run(workdir, start, 'train')
+  except OSError as e:
+    logging.warning('%s not written (%s); training goes on', workdir / environment.FILE_NAME, e)
+    return
+  logging.info('environment: %s', environment.summary(rec))
+  if changed and start > 0:
+    msg = (f'warning: {workdir} resumed at step {start} on other hardware or libraries than '
+           f'the run before ({"; ".join(changed)}): training goes on, but its numbers will not '
+           'equal those of one uninterrupted run')
+    logging.warning('%s', msg)
+    print(msg, flush=True)
+
+
+# The finished run's return value: a rerun of the same run returns it instead of testing again.
+RESULT_FILE = 'result.json'
+
+
+def finished_result(workdir, ckpt: ckpt_lib.Checkpointer, total: int) -> dict | None:
+  """The recorded result if this run already trained to `total` steps and tested; None
+  otherwise (a longer run resumes; a run stopped before its test tests now). One process
+  only: several would each have to see the same file to take the same branch."""
+  if jax.process_count() > 1 or ckpt.latest_step() != total:
+    return None
+  try:
+    result = ckpt_lib.read_json_object(workdir / RESULT_FILE)
+  except ckpt_lib.WorkdirError:
+    return None
+  return result if result.get('step') == total else None
+
+
+def has_checkpoints(workdir) -> bool:
+  d = workdir / 'checkpoints'
+  return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
+
+
+def read_record(path) -> dict | None:
+  """A JSON record this run wrote into its workdir; None if absent or unreadable (warned:
+  the run rewrites it)."""
+  if not path.exists():
+    return None
+  try:
+    return ckpt_lib.read_json_object(path)
+  except ckpt_lib.WorkdirError as e:
+    logging.warning('%s; rewriting it', e)
+    return None
+
+
+def check_same_data(workdir, config, is_main: bool) -> None:
+  """Records the training data's identity (`dataset.IDENTITY_FILE`: evaluation compares it) on
+  a fresh run; refuses a resume on data prepared from another AVA root (the checkpoints were
+  trained on the recorded one)."""
+  from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
+  current = dataset.identity(config.data.data_dir, str(config.data.subset))
+  path = workdir / dataset.IDENTITY_FILE
+  if path.exists() and has_checkpoints(workdir):
+    # Rewritten from the current data, a damaged record used to let a resume (and every later
+    # evaluation) through on data the checkpoints were not trained on.
+    recorded = ckpt_lib.read_json_object(
+        path, ckpt_lib.WorkdirError, 'it records the data the checkpoints were trained on: '
+        f'restore it from a copy, or delete it to resume on --config.data.data_dir='
+        f'{config.data.data_dir} unchecked')
+  else:
+    recorded = None
+  if recorded is not None:
+    why = dataset.identity_mismatch(recorded, current)
+    if why:
+      raise ckpt_lib.CheckpointMismatchError(
+          f'{workdir}: cannot resume on --config.data.data_dir={config.data.data_dir}: {why}; '
+          'resume on the recorded data, or train in a fresh --workdir')
+    return
+  if is_main:
+    io.atomic_write_json(path, current, indent=1)
+
+
+def carve_validation(train_all, config, workdir):
+  """(split, train source, its metadata, validation source, its metadata): the first
+  `max_train_images` training rows minus the held-out validation rows (data/validation.py),
+  recorded in `W/validation_ids.json` (process 0) and checked against it on resume."""
+  meta = sampling.read_metadata(train_all)
+  limit = int(config.data.max_train_images)
+  if 0 < limit < len(meta):
+    meta = meta.take(limit)
+  fraction, seed = float(config.data.validation_fraction), int(config.seed)
+  try:
+    split = validation.split_rows(meta.label, fraction, seed)
+  except ValueError as e:
+    raise TrainingError(str(e)) from None
+  rec = validation.record(split, meta.image_id, fraction, seed)
+  path = workdir / validation.RECORD_FILE
+  if path.exists():
+    saved = read_record(path)
+    diff = validation.mismatch(saved, rec) if saved is not None else ''
+    if diff and has_checkpoints(workdir):
+      raise ckpt_lib.CheckpointMismatchError(
+          f'{path}: this workdir was trained with another validation split ({diff}); rerun '
+          'with its --config.seed / --config.data.validation_fraction or use a fresh --workdir')
+  if jax.process_index() == 0:
+    io.atomic_write_json(path, rec, indent=1)
+  if not split.enabled:
+    # Also with a fraction > 0 when no class has 2 rows (a tiny max_train_images): the
+    # warning used to blame validation_fraction=0.
+    why = ('config.data.validation_fraction=0' if fraction == 0 else
+           f'no class has 2 of the {len(meta)} training rows to hold one out'
+           + (f' (config.data.max_train_images={limit})' if 0 < limit else ''))
+    logging.warning('%s: no validation split; the periodic evaluations and the best '
+                    'checkpoint use the TEST split', why)
+  else:
+    logging.info('Validation split: %d of %d training rows held out (seed %d, fraction %g); '
+                 'ids in %s', split.validation.size, len(meta), seed, fraction, path)
+  return (split, validation.Rows(train_all, split.train), meta.select(split.train),
+          validation.Rows(train_all, split.validation), meta.select(split.validation))
