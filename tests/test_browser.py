@@ -269,3 +269,26 @@ def test_pages_fit_a_phone_and_a_wide_window(browser, tmp_path, width):
   page = browser.new_page(width)
   page.goto(report)
   check_page(page, f'report at {width} px')
+
+
+def test_a_workdir_named_in_another_encoding_gets_its_pages(browser, tmp_path):
+  """A folder name that is not UTF-8 (b'run\\xff', from a Latin-1 system) reaches Python as
+  lone surrogates: with such a --masks_dir (its path is in the report), the report's write
+  failed (UnicodeEncodeError) after the whole evaluation. The name shows U+FFFD, and the
+  explorer's link opens the folder's own file."""
+  import os  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.report import html as report_html  # pylint: disable=C0415
+  wd = pathlib.Path(os.fsdecode(os.fsencode(tmp_path) + b'/run\xff'))
+  path = explorer_fixture.write(wd / 'explorer', n=2, methods=('gradcam',),
+                                title=f'explorer: {wd.name}', notes=[wd.name])
+  report = pathlib.Path(report_html.write_report(
+      wd / 'report.html', [dict(name=wd.name, arch='vgg16', step=1, workdir=str(wd), metrics={},
+                                explorer=str(path))], title=f'{wd.name} evaluation'))
+  page = browser.new_page(WIDTH)
+  page.goto(report)
+  check_page(page, 'report in a folder named in another encoding')
+  assert page.eval('document.title') == 'run\ufffd evaluation'
+  page.click('.explorer-link a')
+  page.wait_for('document.readyState === "complete" && document.querySelectorAll(".card").length')
+  assert page.eval('document.title') == 'explorer: run\ufffd'
+  check_page(page, 'explorer in a folder named in another encoding')

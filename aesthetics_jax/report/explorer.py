@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from aesthetics_jax import io as io_lib
+from aesthetics_jax.report import html as report_html
 
 # Row fields of the inline table, in this order (the page reads them by name).
 # region: the image has a region mask (None: no masks at all); hit: the first method's low map
@@ -224,7 +225,7 @@ class ExplorerWriter:
   def close(self) -> Path:
     """Writes the last chunk and index.html, then swaps the folder into place."""
     self._flush()
-    parts = {'TITLE': html.escape(self.title), 'CSS': _asset('explorer.css'),
+    parts = {'TITLE': html.escape(report_html.text(self.title)), 'CSS': _asset('explorer.css'),
              'DATA': _json_for_script(self.index()), 'JS': _asset('explorer.js')}
     # One pass over the template: text inside DATA (tag names) is never substituted again.
     page = re.sub(r'\{\{(TITLE|CSS|DATA|JS)\}\}', lambda m: parts[m.group(1)],

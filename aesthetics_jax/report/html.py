@@ -20,6 +20,7 @@ import base64
 import datetime
 import html
 import os
+import re
 import urllib.parse
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -85,8 +86,20 @@ nav a,bdi,code{unicode-bidi:isolate}
 """
 
 
+# A file name that is not UTF-8 reaches Python with its odd bytes as lone surrogates
+# (surrogateescape), which no UTF-8 page can hold.
+_SURROGATES = re.compile('[\ud800-\udfff]')
+
+
+def text(x: Any) -> str:
+  """`str(x)` that a UTF-8 page can hold: a workdir named in another encoding failed the
+  report's write (UnicodeEncodeError) after the whole evaluation; its odd bytes show as
+  U+FFFD."""
+  return _SURROGATES.sub('\ufffd', str(x))
+
+
 def _esc(x: Any) -> str:
-  return html.escape(str(x))
+  return html.escape(text(x))
 
 
 def _fmt(v: Any, pct: bool = False, digits: int = 3) -> str:
@@ -516,7 +529,8 @@ def _explorer_link(s: Mapping, base: Path | None) -> str:
   if base is not None and io_lib.is_local(path):
     href = Path(os.path.relpath(Path(path).resolve(), base)).as_posix()
   if io_lib.is_local(path):  # a URL: '#', '%' or '?' in a folder name would cut the path
-    href = urllib.parse.quote(href)
+    # surrogateescape: a folder name that is not UTF-8 keeps its own bytes (%FF), the file's
+    href = urllib.parse.quote(href, errors='surrogateescape')
   m = s['metrics']
   methods = ', '.join(str(x) for x in m.get('explorer_methods') or ()) or 'the CAM methods'
   return (f'<p class="explorer-link"><a href="{_esc(href)}">Open the interactive explorer</a>: '
