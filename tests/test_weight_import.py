@@ -486,3 +486,25 @@ def test_converted_file_with_stray_keys_names_them(tmp_path, extra):
                f"w.npz: a converted file (params/ and batch_stats/ keys) that also holds "
                f"{extra!r}; remove those keys")
   assert 'keys such as' not in msg
+
+
+@pytest.mark.parametrize('prefix', ['_orig_mod.', 'model.module.', 'backbone.'])
+def test_prefix_every_key_shares_is_stripped(tmp_path, prefix):
+  # torch.compile's '_orig_mod.', a DataParallel model inside a LightningModule, a
+  # LightningModule's backbone: were "keys such as [...] are not a torchvision ... state_dict".
+  np.savez(tmp_path / 'w.npz', **{prefix + k: v for k, v in _raw().items()})
+  _same_as_fixture(tmp_path / 'w.npz')
+
+
+@pytest.mark.parametrize('prefixes,needle', [
+    (('', 'module.'), "holds 'classifier.1.bias' twice, also as 'module.classifier.1.bias'"),
+    (('model.', 'model_ema.'), "layers under 2 prefixes ('model.', 'model_ema.')"),
+    (('backbone.', 'head.'), "layers under 'backbone.' beside other keys such as 'head.")])
+def test_weights_under_several_prefixes_are_explained(tmp_path, prefixes, needle):
+  raw = _raw()
+  arrays = {p + k: v for p in prefixes for k, v in raw.items()
+            if p != 'head.' or k == 'classifier.1.weight'}
+  np.savez(tmp_path / 'w.npz', **arrays)
+  # Were "key 'module.classifier.1.bias' (and 313 more) is not in torchvision's mobilenet_v2
+  # (is it a deeper timm mobilenetv2_110d / _120d ...?)" or "keys such as [...] are not ...".
+  _error(lambda: pretrained.read_weights(tmp_path / 'w.npz'), f'w.npz: {needle}')

@@ -105,17 +105,42 @@ def detect_arch(keys: Iterable[str], source: str = '<state_dict>') -> str:
     return 'mobilenet_v2'
   if any(re.fullmatch(r'features\.\d+\.weight', k) for k in keys):
     return 'vgg16'
+  prefixes = sorted({m[1] for k in keys if (m := re.match(r'(.+?\.)features\.\d+\.', k))})
+  if len(prefixes) > 1:  # e.g. a model and its EMA copy in one flat dict
+    raise PretrainedError(
+        f'{source}: layers under {len(prefixes)} prefixes ({", ".join(map(repr, prefixes[:4]))})'
+        ": several models' weights in one state_dict; save one model's state_dict() and pass that")
+  if prefixes:  # a LightningModule's backbone beside its own head
+    other = next(k for k in keys if not k.startswith(prefixes[0]))
+    raise PretrainedError(
+        f'{source}: layers under {prefixes[0]!r} beside other keys such as {other!r}: a network '
+        f'inside a larger model; save that part alone (e.g. '
+        f'model.{prefixes[0].rstrip(".")}.state_dict()) and pass it')
   raise PretrainedError(
       f'{source}: keys such as {keys[:2]} are not a torchvision or timm mobilenet_v2 or vgg16 '
       'state_dict')
 
 
+# Prefixes that wrappers give every key: DataParallel / DDP, Lightning, torch.compile.
+_WRAPPER_PREFIXES = ('module.', 'model.', '_orig_mod.')
+
+
 def _strip_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
-  # DataParallel / wrapper checkpoints prefix every key with 'module.' or 'model.'.
-  for p in ('module.', 'model.'):
-    if state and all(k.startswith(p) for k in state):
-      state = {k[len(p):]: v for k, v in state.items()}
-  return dict(state)
+  """Keys without the prefix that every one shares: a wrapper's, nested ('model.module.',
+  '_orig_mod.' was refused), or a LightningModule attribute's ('backbone.') when torchvision's
+  or timm's layer names follow it."""
+  state = dict(state)
+  while state and all(isinstance(k, str) and '.' in k for k in state):
+    heads = {k.split('.', 1)[0] for k in state}
+    if len(heads) != 1:
+      break
+    p = heads.pop() + '.'
+    rest = {k[len(p):]: v for k, v in state.items()}
+    if p not in _WRAPPER_PREFIXES and not any(k.startswith(('features.', 'conv_stem.'))
+                                              for k in rest):
+      break
+    state = rest
+  return state
 
 
 # timm's names for the same layers (`timm.create_model('mobilenetv2_100' | 'vgg16')`, whose
@@ -381,6 +406,14 @@ def _check_layout(keys: Iterable[str], arch: str, source: str) -> None:
   expected = list(fake_imagenet.layout(arch))  # key names do not depend on the width
   keys = set(keys)
   unexpected = sorted(keys - set(expected))
+  for k in unexpected:  # 'module.X' beside 'X': two models, or one saved twice
+    parts = k.split('.')
+    same = next(('.'.join(parts[i:]) for i in range(1, len(parts))
+                 if '.'.join(parts[i:]) in keys), None)
+    if same:
+      raise PretrainedError(
+          f"{source}: holds {same!r} twice, also as {k!r}: several models' weights in one "
+          "state_dict; save one model's state_dict() and pass that")
   if unexpected:
     raise PretrainedError(
         f'{source}: key {unexpected[0]!r}{_more(unexpected)} is not in torchvision\'s {arch} '
