@@ -314,8 +314,8 @@ def test_big_png_decodes_with_bounded_memory(tmp_path):
 
 def test_float_image_with_nan_is_refused_and_a_finite_one_decodes():
   """A float TIFF with a NaN scaled every pixel by a NaN white level (an all-black image,
-  scored with a RuntimeWarning); a finite one is scaled to its own maximum."""
-  a = np.linspace(0, 4, 40 * 50, dtype=np.float32).reshape(40, 50)
+  scored with a RuntimeWarning); a finite one in [0, 1] is scaled by 255."""
+  a = np.linspace(0, 1, 40 * 50, dtype=np.float32).reshape(40, 50)
   finite = io.BytesIO()
   Image.fromarray(a, 'F').save(finite, format='TIFF')
   img = decoder.decode(finite.getvalue(), what='finite.tif').image
@@ -329,6 +329,42 @@ def test_float_image_with_nan_is_refused_and_a_finite_one_decodes():
       decoder.decode(buf.getvalue(), what='science.tif')
     assert str(e.value) == ('science.tif: float pixels that are not finite (NaN or inf); save '
                             'it as an 8- or 16-bit image')
+    assert e.value.reason == decoder.UNDECODABLE
+
+
+def _saved(img: Image.Image, fmt: str) -> bytes:
+  buf = io.BytesIO()
+  img.save(buf, fmt)
+  return buf.getvalue()
+
+
+def test_wide_grey_modes_follow_one_rule_not_their_own_maximum():
+  """16-bit and 32-bit grey were scaled by 1/257 only in the 'I;16' modes; an 'I' image (PIL
+  opens 16-bit PGM so) and a float one beyond 1 were stretched to their own maximum: a dark
+  16-bit PGM came out 4x brighter than the same image as a 16-bit PNG, and a value's pixel
+  depended on the rest of the image. Now v / 257 for both integer modes, v x 255 for floats
+  in [0, 1]; what the rule cannot map is refused in one line."""
+  g8 = np.linspace(0, 255, 40 * 48).round().astype(np.uint8).reshape(40, 48)
+  dark = (g8.astype(np.uint16) * 257) // 4  # a quarter of the 16-bit range
+  want = np.rint(dark / 257).astype(np.uint8)
+  as_png, as_pgm = (decoder.decode(_saved(Image.fromarray(dark), f)).image
+                    for f in ('PNG', 'PPM'))
+  assert np.array_equal(as_pgm, as_png), (as_pgm.max(), as_png.max())  # was 255 against 63
+  for fmt in ('PNG', 'TIFF', 'PPM'):  # modes I;16, I;16, I
+    for data, expect in ((g8.astype(np.uint16) * 257, g8), (dark, want)):
+      got = decoder.decode(_saved(Image.fromarray(data), fmt)).image
+      assert np.array_equal(got, np.repeat(expect[..., None], 3, -1)), fmt
+  big_endian = Image.frombytes('I;16B', (48, 40), dark.astype('>u2').tobytes())
+  assert np.array_equal(decoder.decode(_saved(big_endian, 'TIFF')).image[..., 0], want)
+  half = (g8 / 510).astype(np.float32)  # floats in [0, 0.5]: half brightness, not stretched
+  assert np.array_equal(decoder.decode(Image.fromarray(half, 'F')).image[..., 0],
+                        np.rint(half.astype(np.float64) * 255).astype(np.uint8))
+  for a, match in (((g8 / 64).astype(np.float32), r'float pixels outside \[0, 1\] \(from 0 '
+                    r'to 3\.98\d*\); scale them to \[0, 1\] or save it as an 8- or 16-bit'),
+                   (g8.astype(np.int32) * 1000, r'32-bit integer pixels outside \[0, 65535\] '
+                    r'\(from 0 to 255000\); save it as an 8- or 16-bit image')):
+    with pytest.raises(decoder.DecodeError, match='^deep.tif: ' + match) as e:
+      decoder.decode(_saved(Image.fromarray(a), 'TIFF'), what='deep.tif')
     assert e.value.reason == decoder.UNDECODABLE
 
 

@@ -285,32 +285,63 @@ def _reduce_factor(size: tuple[int, int], header: tuple[int, int], scale: float,
   return max(1, keep, fit)
 
 
-def _white_level(img: Image.Image) -> float:
-  """The value that maps to 255 for 16/32-bit grey modes (PIL's convert clips instead)."""
-  if img.mode.startswith('I;16'):
-    return 65535.0
-  return max(float(img.getextrema()[1]), 1.0)
+class _UnmappedPixels(Exception):
+  """Pixels of a 32-bit or float image outside the range `to_rgb` maps (NaN, inf, a float
+  image beyond [0, 1]): no white level fits them; `str(e)` says why, `.hint` the fix."""
+
+  def __init__(self, detail: str, hint: str):
+    super().__init__(detail)
+    self.hint = hint
 
 
-class _NonFinitePixels(Exception):
-  """A float ('F') image holds NaN or inf: no white level maps it to 0-255 (a NaN made every
-  pixel black, with a RuntimeWarning)."""
+# Float pixels this far outside [0, 1] (half an 8-bit level) are rounding, clipped, not refused.
+_FLOAT_SLACK = 0.5 / 255
 
 
-def _band_to_rgb(img: Image.Image, white: float) -> Image.Image:
-  """Any PIL mode → RGB. Alpha is dropped (as torchvision's default loader does)."""
+def _wide_to_grey(img: Image.Image) -> Image.Image:
+  """A 16-bit, 32-bit integer or float grey image → 'L' by `to_rgb`'s rule."""
+  a = np.asarray(img, dtype=np.float64)
+  if img.mode == 'F':
+    if not np.isfinite(a).all():
+      raise _UnmappedPixels('float pixels that are not finite (NaN or inf)',
+                            'save it as an 8- or 16-bit image')
+    lo, hi, white, slack = float(a.min()), float(a.max()), 1.0, _FLOAT_SLACK
+  else:
+    lo, hi, white, slack = float(a.min()), float(a.max()), 65535.0, 0.0
+  if lo < -slack or hi > white + slack:
+    kind = 'float' if img.mode == 'F' else '32-bit integer'
+    raise _UnmappedPixels(
+        f'{kind} pixels outside [0, {white:g}] (from {lo:g} to {hi:g})',
+        'scale them to [0, 1] or save it as an 8- or 16-bit image' if img.mode == 'F' else
+        'save it as an 8- or 16-bit image')
+  return Image.fromarray(np.rint(np.clip(a * (255.0 / white), 0, 255)).astype(np.uint8), 'L')
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+  """THE conversion of a decoded image of any PIL mode to 8-bit RGB (files of every path,
+  PIL images and RGBA arrays of the API), by one rule:
+
+  - 16-bit grey ('I;16', 'I;16B', ...) and 32-bit integer grey ('I', as PIL opens 16-bit
+    PGM/PPM): v / 257 rounded (65535 → 255; an 8-bit value x 257 gives it back); 'I' pixels
+    outside 0..65535 are refused.
+  - float grey ('F'): the [0, 1] convention, v x 255 rounded; NaN, inf or values outside
+    [0, 1] (beyond half a level) are refused. Never scaled to the image's own maximum: the
+    same value gave another pixel in each image, and a 16-bit PGM (mode 'I') came out
+    brighter than the same image as a 16-bit PNG.
+  - alpha: dropped (as torchvision's default loader does).
+  - every other mode (palette, '1', 'L', CMYK incl. Adobe's inverted JPEGs, YCbCr, ...):
+    PIL's convert('RGB').
+
+  Raises `_UnmappedPixels` for the refusals (`_decode` makes them a `DecodeError`).
+  """
   if img.mode == 'RGB':
     return img
   if img.mode in _WIDE_GREY:
-    a = np.asarray(img, dtype=np.float64)
-    if img.mode == 'F' and not (np.isfinite(a).all() and math.isfinite(white)):
-      raise _NonFinitePixels()
-    a = np.clip(a * (255.0 / white), 0, 255).astype(np.uint8)
-    return Image.fromarray(a, 'L').convert('RGB')
-  if img.mode == 'P' and 'transparency' in img.info:
-    img = img.convert('RGBA')  # avoids PIL's palette-transparency warning
+    return _wide_to_grey(img).convert('RGB')
   if img.mode == 'La':  # PIL converts La (premultiplied) to LA only: 'not supported' to RGB
     img = img.convert('LA')
+  if img.mode == 'P' and 'transparency' in img.info:
+    img = img.convert('RGBA')  # avoids PIL's palette-transparency warning
   return img.convert('RGB')
 
 
@@ -322,14 +353,13 @@ def _reduce_to_rgb(img: Image.Image, factor: int) -> Image.Image:
   """
   if img.mode == 'RGB':
     return img.reduce(factor) if factor > 1 else img
-  white = _white_level(img) if img.mode in _WIDE_GREY else 255.0
   if factor == 1:
-    return _band_to_rgb(img, white)
+    return to_rgb(img)
   w, h = img.size
   rows = factor * max(1, BAND_PIXELS // (w * factor))  # a multiple of factor: same result
   out = Image.new('RGB', (-(-w // factor), -(-h // factor)))
   for y in range(0, h, rows):
-    band = _band_to_rgb(img.crop((0, y, w, min(h, y + rows))), white)
+    band = to_rgb(img.crop((0, y, w, min(h, y + rows))))
     out.paste(band.reduce(factor), (0, y // factor))
   return out
 
@@ -428,9 +458,8 @@ def _decode(data: bytes | Image.Image, target: int | None, max_side: int | None,
     return out, _displayed((w, h), orient), img.format
   except DecodeError:
     raise
-  except _NonFinitePixels:
-    raise _fail(UNDECODABLE, what, 'float pixels that are not finite (NaN or inf)',
-                'save it as an 8- or 16-bit image') from None
+  except _UnmappedPixels as e:
+    raise _fail(UNDECODABLE, what, str(e), e.hint) from None
   except Exception as e:  # pylint: disable=broad-except  (any decoder failure)
     raise _classify(e, what, hint) from None
 
