@@ -508,3 +508,15 @@ def test_weights_under_several_prefixes_are_explained(tmp_path, prefixes, needle
   # Were "key 'module.classifier.1.bias' (and 313 more) is not in torchvision's mobilenet_v2
   # (is it a deeper timm mobilenetv2_110d / _120d ...?)" or "keys such as [...] are not ...".
   _error(lambda: pretrained.read_weights(tmp_path / 'w.npz'), f'w.npz: {needle}')
+
+
+@pytest.mark.parametrize('out', ['w.npz', '.'])
+def test_out_on_top_of_the_source_is_refused(tmp_path, out):
+  src = tmp_path / ('w.npz' if out == 'w.npz' else 'mobilenet_v2.npz')
+  np.savez(src, **_raw())
+  before = src.read_bytes()
+  r = _convert_cli('--arch=mobilenet_v2', f'--source={src}', f'--out={tmp_path / out}')
+  # Was exit 0: the torchvision file replaced by its conversion.
+  assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr
+  assert 'would overwrite --source=' in r.stderr and 'pass another --out' in r.stderr
+  assert src.read_bytes() == before and sorted(tmp_path.iterdir()) == [src]

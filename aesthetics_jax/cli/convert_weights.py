@@ -49,6 +49,10 @@ def main(argv):
   # As pretrained.convert_file decides: a .NPZ path is a file too.
   common.check_outputs('convert_weights', **(
       {'files': {'out': out}} if ext == '.npz' else {'folders': {'out': out}}))
+  target = out if ext == '.npz' else os.path.join(out, f'{_ARCH.value}.npz')
+  if os.path.isfile(target) and os.path.samefile(target, source):  # was replaced by its output
+    common.usage_error('convert_weights', f'--out={out} would overwrite --source={source} (the '
+                       'file being converted); pass another --out')
   # The converter (JAX, flax) loads after the checks: a bad flag answers at once.
   from aesthetics_jax.models import pretrained  # pylint: disable=import-outside-toplevel
   try:
