@@ -328,6 +328,28 @@ def test_an_empty_output_flag_is_refused_not_the_current_folder(flag, capsys):
   common.check_outputs('demo', folders={flag: None}, files={'json': None})  # not given: fine
 
 
+@pytest.mark.parametrize('flag', ['workdir', 'data_dir'])
+def test_a_folder_not_named_in_utf8_is_refused_where_checkpoints_go(flag, tmp_path, capsys,
+                                                                    monkeypatch):
+  """orbax's and array_record's C++ take UTF-8 names only: a --workdir named in another
+  encoding (b'run\\xff') ran until the first checkpoint save or restore, then failed with a
+  traceback and "Unable to cast Python instance of type <class 'str'> to C++ type '?'"."""
+  bad = os.fsdecode(os.fsencode(tmp_path) + b'/run\xff')
+  os.mkdir(bad)
+  with pytest.raises(SystemExit) as e:
+    common.check_outputs('evaluate', folders={flag: bad})
+  assert e.value.code == 2
+  assert capsys.readouterr().err == (
+      f'evaluate: --{flag}={tmp_path}/run\\xff is not a UTF-8 name: checkpoints and dataset '
+      'files cannot be opened under it; rename the folder (or pass a link to it with a UTF-8 '
+      'name)\n')
+  monkeypatch.chdir(bad)  # the current folder counts
+  assert 'run\\xff is not a UTF-8 name' in common.utf8_problem('.', flag)
+  common.check_outputs('predict', folders={'overlay_dir': '.'})  # PNGs: any name will do
+  monkeypatch.chdir(tmp_path)
+  assert common.utf8_problem('r\u00e9sum\u00e9 \U0001f600', flag) is None
+
+
 @pytest.mark.skipif(not os.path.exists('/dev/full'), reason='needs /dev/full (Linux)')
 @pytest.mark.parametrize('command', ['prepare_data', 'evaluate'])
 def test_stdout_full_or_closed_is_one_line_or_quiet(command, tmp_path):

@@ -116,6 +116,28 @@ def file_problem(path: str | os.PathLike, flag: str) -> str | None:
   return reason and f'--{flag}={path}: its folder {reason}; pass a path you can write to'
 
 
+# Folders whose files C++ libraries open by name (orbax / tensorstore checkpoints, the
+# dataset's array_record files): they take UTF-8 names only, and a folder named in another
+# encoding failed in the first save or restore with pybind11's "Unable to cast Python
+# instance of type <class 'str'> to C++ type '?'" and a traceback.
+NATIVE_FOLDERS = ('workdir', 'data_dir')
+
+
+def utf8_problem(path: str | os.PathLike, flag: str) -> str | None:
+  """One-line reason why `--flag=path` (made absolute: the current folder counts) is no
+  UTF-8 name; None if it is."""
+  if not path or '://' in str(path):
+    return None
+  full = os.path.abspath(os.path.expanduser(path))
+  try:
+    full.encode('utf-8')
+  except UnicodeEncodeError:
+    shown = os.fsencode(full).decode('utf-8', 'backslashreplace')
+    return (f'--{flag}={shown} is not a UTF-8 name: checkpoints and dataset files cannot be '
+            'opened under it; rename the folder (or pass a link to it with a UTF-8 name)')
+  return None
+
+
 def check_outputs(script: str, folders: dict[str, str | None] = None,
                   files: dict[str, str | None] = None) -> None:
   """Exits 2 with one line if a given output flag ({flag: value}; None = not given) cannot be
@@ -125,6 +147,8 @@ def check_outputs(script: str, folders: dict[str, str | None] = None,
     if value == '':
       usage_error(script, f'--{flag} is empty; pass a folder to write to')
     if value and (problem := folder_problem(value, flag)):
+      usage_error(script, problem)
+    if value and flag in NATIVE_FOLDERS and (problem := utf8_problem(value, flag)):
       usage_error(script, problem)
   for flag, value in (files or {}).items():
     if value == '':

@@ -90,6 +90,8 @@ def check_flags(argv: Sequence[str]) -> tuple[str | None, list[str | dict]]:
   if not os.path.isdir(_WORKDIR.value) and '://' not in _WORKDIR.value:
     common.usage_error('predict', f'--workdir={_WORKDIR.value}: no such folder; pass a '
                        'training workdir (aesthetics-train writes it)')
+  if problem := common.utf8_problem(_WORKDIR.value, 'workdir'):
+    common.usage_error('predict', problem)
   for flag, folder in (('overlay_dir', _OVERLAY_DIR.value), ('crop_dir', _CROP_DIR.value)):
     # The folder is made first and the JSON lines are written at the end, onto it: the run
     # was done, then 'could not write --output (Is a directory)', exit 1.
