@@ -193,7 +193,9 @@ def to_array(x: ImageLike) -> np.ndarray:
   a = _checked_array(x)
   if a.ndim == 2:
     a = np.repeat(a[..., None], 3, axis=-1)
-  return np.ascontiguousarray(a[..., :3])
+  if a.shape[-1] == 4:  # its alpha as a file's (composited, not dropped: decoder.to_rgb)
+    return np.asarray(decoder.to_rgb(Image.fromarray(np.ascontiguousarray(a), 'RGBA')))
+  return np.ascontiguousarray(a)
 
 
 def _cast_hint(a: np.ndarray) -> str:

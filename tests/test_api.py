@@ -162,6 +162,20 @@ def test_pil_images_decode_as_their_files_do(tmp_path):
     api.to_array(Image.fromarray(bad, 'F'))
 
 
+def test_an_rgba_array_decodes_as_its_file_does(tmp_path):
+  """An RGBA array dropped its alpha while the same PNG's path was composited over white: the
+  API scored another image for each. Both go through decoder.to_rgb now."""
+  from aesthetics_jax import api
+  rng = np.random.default_rng(5)
+  rgba = rng.integers(0, 256, (H, W, 4), np.uint8)
+  rgba[:, :20, 3] = 0
+  Image.fromarray(rgba, 'RGBA').save(tmp_path / 'cut.png')
+  by_path = api.to_array(str(tmp_path / 'cut.png'))
+  assert (by_path[:, :20] == 255).all()
+  assert np.array_equal(api.to_array(rgba), by_path)
+  assert np.array_equal(api.to_array(Image.open(tmp_path / 'cut.png')), by_path)
+
+
 def test_bad_threshold_and_empty_inputs_are_one_line(example):
   ns, _, photo = example
   m = ns['m']

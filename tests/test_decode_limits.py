@@ -368,6 +368,46 @@ def test_wide_grey_modes_follow_one_rule_not_their_own_maximum():
     assert e.value.reason == decoder.UNDECODABLE
 
 
+def test_transparent_pixels_are_composited_over_white_in_every_mode():
+  """Alpha was dropped: a transparent pixel counted as the colour stored under it, so two
+  cut-outs that look the same (one editor stores black under alpha 0, another stale colours)
+  decoded, and scored, differently; a palette PNG's transparent index showed its colour. Now
+  every alpha mode is composited over white (decoder.ALPHA_BACKGROUND)."""
+  rng = np.random.default_rng(3)
+  rgb = rng.integers(0, 256, (40, 48, 3), np.uint8)
+  alpha = np.full((40, 48), 255, np.uint8)
+  alpha[:, :16], alpha[:, 16:24] = 0, 128
+  white = 255.0  # decoder.ALPHA_BACKGROUND
+  blend = np.rint(rgb[:, 16:24] * (128 / 255) + white * (127 / 255))
+  hidden = rgb.copy()
+  hidden[:, :16] = 0  # what another editor stores under alpha 0
+  outs = [decoder.decode(_saved(Image.fromarray(np.dstack([c, alpha]), 'RGBA'), fmt)).image
+          for c in (rgb, hidden) for fmt in ('PNG', 'TIFF')]
+  for out in outs:
+    assert np.array_equal(out, outs[0])
+  assert (outs[0][:, :16] == 255).all() and np.array_equal(outs[0][:, 24:], rgb[:, 24:])
+  assert np.abs(outs[0][:, 16:24] - blend).max() <= 1
+  grey = rgb[..., 0]
+  la = decoder.decode(_saved(Image.fromarray(np.dstack([grey, alpha]), 'LA'), 'PNG')).image
+  assert (la[:, :16] == 255).all() and np.array_equal(la[:, 24:, 0], grey[:, 24:])
+  pal = Image.fromarray(rgb).quantize(8)
+  index = np.asarray(pal)[0, 0]
+  p = decoder.decode(_saved_kw(pal, 'PNG', transparency=int(index))).image
+  shown = np.asarray(pal.convert('RGB'))
+  is_index = np.asarray(pal) == index
+  assert (p[is_index] == 255).all() and np.array_equal(p[~is_index], shown[~is_index])
+  # A PIL image in the premultiplied modes: the same as its straight form.
+  straight = Image.fromarray(np.dstack([rgb, alpha]), 'RGBA')
+  assert np.abs(decoder.decode(straight.convert('RGBa')).image.astype(int)
+                - outs[0]).max() <= 2
+
+
+def _saved_kw(img: Image.Image, fmt: str, **kw) -> bytes:
+  buf = io.BytesIO()
+  img.save(buf, fmt, **kw)
+  return buf.getvalue()
+
+
 def _scan_bomb(extra: int, app_noise: int = 0) -> bytes:
   """A small progressive JPEG with its last scan repeated `extra` times (a "scan bomb": each
   copy is a pass over the whole image), and `app_noise` SOS marker bytes inside an APP15

@@ -70,6 +70,9 @@ _TRANSPOSE = {
 }
 _DCT = (1, 2, 4, 8)  # the JPEG decoder's scale denominators
 _WIDE_GREY = ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F')
+_ALPHA = ('RGBA', 'RGBa', 'LA', 'PA')
+# What transparent pixels are composited over (`to_rgb`): white, as a page shows them.
+ALPHA_BACKGROUND = (255, 255, 255)
 BAND_PIXELS = 1 << 22  # pixels per band when a reduced image is converted band by band
 
 # Our header check rejects images over MAX_PIXELS with a one-line error; PIL's warning for
@@ -328,20 +331,25 @@ def to_rgb(img: Image.Image) -> Image.Image:
     [0, 1] (beyond half a level) are refused. Never scaled to the image's own maximum: the
     same value gave another pixel in each image, and a 16-bit PGM (mode 'I') came out
     brighter than the same image as a 16-bit PNG.
-  - alpha: dropped (as torchvision's default loader does).
+  - alpha ('RGBA', 'LA', 'PA', premultiplied 'RGBa' / 'La', a palette or grey or RGB image
+    with a transparent colour): composited over white (ALPHA_BACKGROUND), so that pixels
+    nobody sees do not count: dropping alpha scored the colours hidden under it, which differ
+    between two files that look the same.
   - every other mode (palette, '1', 'L', CMYK incl. Adobe's inverted JPEGs, YCbCr, ...):
     PIL's convert('RGB').
 
   Raises `_UnmappedPixels` for the refusals (`_decode` makes them a `DecodeError`).
   """
-  if img.mode == 'RGB':
+  if img.mode == 'RGB' and 'transparency' not in img.info:
     return img
   if img.mode in _WIDE_GREY:
     return _wide_to_grey(img).convert('RGB')
   if img.mode == 'La':  # PIL converts La (premultiplied) to LA only: 'not supported' to RGB
     img = img.convert('LA')
-  if img.mode == 'P' and 'transparency' in img.info:
-    img = img.convert('RGBA')  # avoids PIL's palette-transparency warning
+  if img.mode in _ALPHA or 'transparency' in img.info:
+    rgba = img.convert('RGBA')  # unpremultiplies RGBa; applies a palette's transparency
+    back = Image.new('RGBA', rgba.size, ALPHA_BACKGROUND + (255,))
+    return Image.alpha_composite(back, rgba).convert('RGB')
   return img.convert('RGB')
 
 
@@ -351,7 +359,7 @@ def _reduce_to_rgb(img: Image.Image, factor: int) -> Image.Image:
   Modes that must be converted first (palette, 16-bit, CMYK, ...) are converted band by band,
   so a huge palette or grey image never exists at full size in a wider mode.
   """
-  if img.mode == 'RGB':
+  if img.mode == 'RGB' and 'transparency' not in img.info:
     return img.reduce(factor) if factor > 1 else img
   if factor == 1:
     return to_rgb(img)
