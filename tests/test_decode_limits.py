@@ -408,6 +408,43 @@ def _saved_kw(img: Image.Image, fmt: str, **kw) -> bytes:
   return buf.getvalue()
 
 
+def test_truncated_files_are_refused_whatever_load_truncated_images_says(monkeypatch,
+                                                                         tmp_path):
+  """A notebook (or a library it imports) that set PIL's ImageFile.LOAD_TRUNCATED_IMAGES got a
+  JPEG cut mid-scan (or a cut PNG) scored from its grey-padded remains by predict's decoder
+  and the API; only prepare_data refused it, by switching the flag off process-wide while it
+  validated. The decoder refuses it whatever the flag says, and the caller's own loads keep
+  the flag (in other threads too, while the decoder loads)."""
+  import threading
+  from PIL import ImageFile
+  from aesthetics_jax import api
+  from aesthetics_jax.data import dataset
+  jpg = image_fixture.encode(image_fixture.smooth_photo(200, 300))
+  png = image_fixture.encode(image_fixture.smooth_photo(200, 300), 'PNG')
+  monkeypatch.setattr(ImageFile, 'LOAD_TRUNCATED_IMAGES', True)
+  for name, whole in (('cut.jpg', jpg), ('cut.png', png)):
+    cut = whole[:len(whole) * 2 // 3]
+    with pytest.raises(decoder.DecodeError, match=f'^{name}: truncated file') as e:
+      decoder.decode(cut, what=name)
+    assert e.value.reason == decoder.TRUNCATED
+    assert dataset.check_image_bytes(cut) == dataset.TRUNCATED
+    (tmp_path / name).write_bytes(cut)
+    with pytest.raises(ValueError, match='truncated file'):
+      api.to_array(str(tmp_path / name))
+    with pytest.raises(ValueError, match='truncated file'):
+      api.to_array(Image.open(tmp_path / name))
+    assert ImageFile.LOAD_TRUNCATED_IMAGES  # still the caller's setting
+    Image.open(io.BytesIO(cut)).load()  # padded, as the caller asked
+  setting = ImageFile.LOAD_TRUNCATED_IMAGES
+  seen = []
+  with setting.off():  # as inside the decoder's load: off here, on in another thread
+    assert not setting
+    t = threading.Thread(target=lambda: seen.append(bool(ImageFile.LOAD_TRUNCATED_IMAGES)))
+    t.start()
+    t.join()
+  assert seen == [True] and setting == True  # noqa: E712  (the caller compares so)
+
+
 def _scan_bomb(extra: int, app_noise: int = 0) -> bytes:
   """A small progressive JPEG with its last scan repeated `extra` times (a "scan bomb": each
   copy is a pass over the whole image), and `app_noise` SOS marker bytes inside an APP15

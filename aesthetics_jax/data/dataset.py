@@ -37,7 +37,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image
-from PIL import ImageFile
 import tensorflow_datasets as tfds
 import tqdm
 
@@ -289,14 +288,10 @@ def select_images(ava_dir: str | os.PathLike, subset: str, *,
     return check_image_file(ava.image_path(ava_dir, job[1].image_id),
                             max_pixels=max_pixels, min_side=min_side, budget=budget)
 
-  # PIL would silently pad truncated files if some importer turned this on.
-  load_truncated, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
-  try:
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-      reasons = list(tqdm.tqdm(pool.map(check, jobs), total=len(jobs),
-                               desc='Validating AVA images', unit='img'))
-  finally:
-    ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
+  # Truncated files are refused whatever PIL's LOAD_TRUNCATED_IMAGES says (the decoder's load).
+  with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+    reasons = list(tqdm.tqdm(pool.map(check, jobs), total=len(jobs),
+                             desc='Validating AVA images', unit='img'))
   kept: dict[str, list[ava.AvaImage]] = {split: [] for split in SPLITS}
   for (split, img), reason in zip(jobs, reasons):
     if reason is None:

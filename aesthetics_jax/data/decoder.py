@@ -12,6 +12,7 @@ What follows decoding (resize, crops, mirrors, to float) is `preprocess`.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import functools
@@ -21,10 +22,12 @@ import os
 from pathlib import Path
 import re
 import stat
+import threading
 import warnings
 
 import numpy as np
 from PIL import Image
+from PIL import ImageFile
 
 from aesthetics_jax.data.errors import InputError
 
@@ -420,6 +423,54 @@ def _check_scans(data: bytes | Image.Image, img: Image.Image, what: str, hint: s
                 hint or 're-encode it')
 
 
+class _PaddingOffHere:
+  """Stands in for a true `PIL.ImageFile.LOAD_TRUNCATED_IMAGES` (set by a notebook or an
+  imported library: PIL then pads a truncated file with grey, silently): true in every thread
+  but one inside `_strict_load`, where a truncated file must fail ('truncated'). PIL reads the
+  setting as a truth value at each use, so the user's threads keep theirs, and it is never
+  switched off under them (prepare_data used to set it False process-wide while validating).
+  """
+
+  def __init__(self) -> None:
+    self._strict = threading.local()
+
+  def __bool__(self) -> bool:
+    return not getattr(self._strict, 'on', False)
+
+  def __eq__(self, other: object) -> bool:
+    return bool(self) == other
+
+  def __hash__(self) -> int:
+    return hash(bool(self))
+
+  def __repr__(self) -> str:
+    return repr(bool(self))
+
+  @contextlib.contextmanager
+  def off(self):
+    before, self._strict.on = getattr(self._strict, 'on', False), True
+    try:
+      yield
+    finally:
+      self._strict.on = before
+
+
+_INSTALL = threading.Lock()
+
+
+def _strict_load(img: Image.Image) -> None:
+  """img.load(), a truncated file an error whatever ImageFile.LOAD_TRUNCATED_IMAGES says."""
+  if not ImageFile.LOAD_TRUNCATED_IMAGES:  # PIL refuses truncated files itself
+    img.load()
+    return
+  with _INSTALL:
+    if not isinstance(ImageFile.LOAD_TRUNCATED_IMAGES, _PaddingOffHere):
+      ImageFile.LOAD_TRUNCATED_IMAGES = _PaddingOffHere()
+    setting = ImageFile.LOAD_TRUNCATED_IMAGES
+  with setting.off():
+    img.load()
+
+
 def _classify(e: Exception, what: str, hint: str) -> DecodeError:
   if isinstance(e, Image.DecompressionBombError):
     return _fail(DECOMPRESSION_BOMB, what, f'decompression bomb ({e})', hint)
@@ -459,7 +510,7 @@ def _decode(data: bytes | Image.Image, target: int | None, max_side: int | None,
       # DCT-domain downscaling by 1/n: the full image is never materialised. (draft picks the
       # largest 1/n whose sides stay >= the requested size.)
       img.draft('RGB', (w // n, h // n))
-    img.load()
+    _strict_load(img)
     out = _reduce_to_rgb(img, _reduce_factor(img.size, (w, h), scale, max_side, budget))
     if orient != 1:
       out = out.transpose(_TRANSPOSE[orient])  # after reducing: cheap
