@@ -124,45 +124,67 @@ def _read_pth(path: Path) -> dict[str, np.ndarray]:
 MAX_WEIGHTS_BYTES = 2 << 30
 
 
-def _npz_declared_bytes(path: Path) -> int:
-  """Bytes of the arrays an .npz declares, from each member's .npy header (a few bytes
+def _npz_headers(z: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, tuple, np.dtype]]:
+  """(member, shape, dtype) of each .npy in an .npz, from its header (a few bytes
   decompressed per member)."""
-  total = 0
-  with zipfile.ZipFile(path) as z:
-    for info in z.infolist():
-      if not info.filename.endswith('.npy'):
-        continue
-      with z.open(info) as f:
-        version = np.lib.format.read_magic(f)
-        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                else np.lib.format.read_array_header_2_0)
-        shape, _, dtype = read(f)
-      total += math.prod(shape) * dtype.itemsize
-  return total
+  out = []
+  for info in z.infolist():
+    if not info.filename.endswith('.npy'):
+      continue
+    with z.open(info) as f:
+      version = np.lib.format.read_magic(f)
+      read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+              else np.lib.format.read_array_header_2_0)
+      shape, _, dtype = read(f)
+    out.append((info, shape, dtype))
+  return out
 
 
-def _declared_bytes(path: Path, ext: str) -> int:
-  """An upper bound of what reading `path` allocates, known before reading it."""
+def _read_npz(z: zipfile.ZipFile) -> dict[str, Any]:
+  """np.load(path)'s arrays, from the zip directory already parsed (np.load parses it again)."""
+  out = {}
+  for info in z.infolist():
+    with z.open(info) as f:
+      if info.filename.endswith('.npy'):
+        out[info.filename[:-4]] = np.lib.format.read_array(f, allow_pickle=False)
+      else:  # as np.load: the member's bytes
+        out[info.filename] = f.read()
+  return out
+
+
+def _declared_bytes(path: Path, ext: str, z: Optional[zipfile.ZipFile]) -> int:
+  """An upper bound of what reading `path` (its zip directory `z`, if a zip) allocates, known
+  before reading it."""
   if ext == '.npz':
-    return _npz_declared_bytes(path)
-  if ext == '.pth' and zipfile.is_zipfile(path):
-    with zipfile.ZipFile(path) as z:  # torch.save's zip: a storage is read at its listed size
-      return sum(i.file_size for i in z.infolist() if '/data/' in i.filename)
+    return sum(math.prod(shape) * dtype.itemsize for _, shape, dtype in _npz_headers(z))
+  if ext == '.pth' and z is not None:  # torch.save's zip: a storage is read at its listed size
+    return sum(i.file_size for i in z.infolist() if '/data/' in i.filename)
   return path.stat().st_size  # .safetensors (offsets must tile the file), legacy .pth
 
 
-def _sniff(path: Path) -> Optional[str]:
-  """'.pth', '.safetensors' or '.npz' by the file's first bytes, None if unsure. Checkpoints
-  come as `checkpoint.pth.tar` (PyTorch's ImageNet example), `pytorch_model.bin` (Hugging
-  Face), `.ckpt`, or a .safetensors renamed .pth: the extension alone refused or misread them."""
+def _open_zip(path: Path) -> Optional[zipfile.ZipFile]:
+  """`path`'s zip directory, parsed once for sniffing, bounding and reading (it was parsed
+  three times an .npz); None if not a readable zip archive."""
+  with open(path, 'rb') as f:
+    if f.read(2) != b'PK':
+      return None
+  try:
+    return zipfile.ZipFile(path)
+  except (zipfile.BadZipFile, OSError, ValueError):
+    return None  # damaged: the extension's reader says how
+
+
+def _sniff(path: Path, z: Optional[zipfile.ZipFile]) -> Optional[str]:
+  """'.pth', '.safetensors' or '.npz' by the file's first bytes (`z`: its zip directory), None
+  if unsure. Checkpoints come as `checkpoint.pth.tar` (PyTorch's ImageNet example),
+  `pytorch_model.bin` (Hugging Face), `.ckpt`, or a .safetensors renamed .pth: the extension
+  alone refused or misread them."""
   with open(path, 'rb') as f:
     head = f.read(16)
   if head.startswith(b'PK\x03\x04'):
-    try:
-      with zipfile.ZipFile(path) as z:
-        names = z.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):
-      return None  # damaged: the extension's reader says how
+    if z is None:
+      return None
+    names = z.namelist()
     if any(n.endswith('/data.pkl') or n == 'data.pkl' for n in names):
       return '.pth'  # torch.save's zip format
     return '.npz' if names and all(n.endswith('.npy') for n in names) else None
@@ -182,17 +204,18 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     raise _missing(path, 'weights file')
   ext = {'.pt': '.pth'}.get(path.suffix.lower(), path.suffix.lower())
   try:  # else zipfile.is_zipfile's False called it 'not a .npz file'
-    ext = _sniff(path) or ext  # the content wins over the name
+    z = _open_zip(path)
+    ext = _sniff(path, z) or ext  # the content wins over the name
   except OSError as e:
     raise PretrainedError(f'{path}: cannot be read ({e.strerror or first_line(e)}); fix its '
                           'permissions, or copy it where you can read it') from None
   try:
     if path.stat().st_size == 0:  # else "EOFError: " or "header too small"
       raise PretrainedError(f'{path}: an empty file (0 bytes); download or convert it again')
-    if ext == '.npz' and not zipfile.is_zipfile(path):  # np.load would try it as a pickle
+    if ext == '.npz' and z is None:  # np.load would try it as a pickle
       raise PretrainedError(f'{path}: not a .npz file (no zip archive: damaged, truncated, '
                             'or another format); convert it again')
-    declared = _declared_bytes(path, ext)
+    declared = _declared_bytes(path, ext, z)
     if declared > MAX_WEIGHTS_BYTES:
       raise PretrainedError(
           f'{path}: declares {declared / 1e9:.3g} GB of arrays, more than any weights of these '
@@ -204,12 +227,14 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
       from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
       return dict(load_file(str(path)))
     if ext == '.npz':
-      with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+      return _read_npz(z)
   except PretrainedError:
     raise
   except Exception as e:
     raise PretrainedError(f'{path}: cannot read weights ({type(e).__name__}: '
                           f'{first_line(e)})') from None
+  finally:
+    if z is not None:
+      z.close()
   raise PretrainedError(f'{path}: neither a torch checkpoint, a .safetensors nor a .npz file by '
                         f'its content or its extension ({path.suffix!r}); pass one of those')
