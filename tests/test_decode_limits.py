@@ -445,6 +445,26 @@ def test_truncated_files_are_refused_whatever_load_truncated_images_says(monkeyp
   assert seen == [True] and setting == True  # noqa: E712  (the caller compares so)
 
 
+def test_formats_pillow_cannot_read_are_named():
+  """A phone's HEIC photo (or a JPEG XL file) was 'not an image (no image format recognised);
+  pass a JPEG or PNG file', as a damaged file is: the user looked for damage. It names the
+  format and the fix; a file of no image format keeps its words."""
+  from aesthetics_jax.data import dataset
+  heic = (b'\x00\x00\x00\x1cftypheic\x00\x00\x00\x00mif1heicmiaf' + bytes(64)
+          + b'\x00\x00\x00\x08meta')
+  mif1 = b'\x00\x00\x00\x18ftypmif1\x00\x00\x00\x00mif1heic' + bytes(64)
+  jxl = b'\xff\x0a' + bytes(64)
+  for data, name in ((heic, 'HEIC/HEIF'), (mif1, 'HEIC/HEIF'), (jxl, 'JPEG XL')):
+    with pytest.raises(decoder.DecodeError) as e:
+      decoder.decode(data, what='IMG_0001.HEIC')
+    assert str(e.value) == (f'IMG_0001.HEIC: {name} image: a format this Pillow cannot read '
+                            '(no plugin for it); convert it to JPEG or PNG')
+    assert dataset.check_image_bytes(data) == dataset.UNDECODABLE
+  mp4 = b'\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom' + bytes(64)
+  with pytest.raises(decoder.DecodeError, match=r'not an image \(no image format recognised'):
+    decoder.decode(mp4)
+
+
 def _scan_bomb(extra: int, app_noise: int = 0) -> bytes:
   """A small progressive JPEG with its last scan repeated `extra` times (a "scan bomb": each
   copy is a pass over the whole image), and `app_noise` SOS marker bytes inside an APP15

@@ -200,10 +200,35 @@ def _open(data: bytes | Image.Image, what: str, hint: str, max_bytes: int,
     m = re.search(r'\((\d+) pixels\)', str(e))
     raise _bomb(what, int(m.group(1)) if m else max_pixels + 1, max_pixels) from None
   except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
+    unread = isinstance(e, Image.UnidentifiedImageError) and _unsupported_format(data)
+    if unread:  # 'not an image' sent a user with a phone's HEIC photo looking for damage
+      raise _fail(UNDECODABLE, what, f'{unread} image: a format this Pillow cannot read (no '
+                  'plugin for it)', hint or 'convert it to JPEG or PNG') from None
     why = ('no image format recognised' if isinstance(e, Image.UnidentifiedImageError)
            else f'{type(e).__name__}: {e}')
     raise _fail(UNDECODABLE, what, f'not an image ({why})',
                 hint or 'pass a JPEG or PNG file') from None
+
+
+# ISO base media file brands (the ftyp box) of image formats Pillow reads only with a plugin.
+_HEIF_BRANDS = {b'heic', b'heix', b'heim', b'heis', b'hevc', b'hevx', b'hevm', b'hevs',
+                b'mif1', b'msf1'}
+_AVIF_BRANDS = {b'avif', b'avis'}
+_JXL_SIGNATURES = (b'\xff\x0a', b'\x00\x00\x00\x0cJXL \r\n\x87\n')
+
+
+def _unsupported_format(data: bytes) -> str:
+  """The name of a known image format that `data` is in ('HEIC/HEIF', 'AVIF', 'JPEG XL'),
+  from its signature, or '' (only asked once PIL recognised no format)."""
+  if data.startswith(_JXL_SIGNATURES):
+    return 'JPEG XL'
+  if data[4:8] != b'ftyp':
+    return ''
+  end = min(len(data), int.from_bytes(data[:4], 'big'), 256)
+  brands = {data[8:12]} | {data[i:i + 4] for i in range(16, end - 3, 4)}
+  if brands & _AVIF_BRANDS:
+    return 'AVIF'
+  return 'HEIC/HEIF' if brands & _HEIF_BRANDS else ''
 
 
 def orientation(img: Image.Image) -> int:
