@@ -105,3 +105,29 @@ def test_vgg_index_has_one_target_and_no_tags(tmp_path):
   assert index['targets'] == ['aesthetic', 'low'] and index['score_name'] == 'p(high)'
   assert {r[index['columns'].index('tag')] for r in index['rows']} == {''}
   json.dumps(index)  # plain JSON
+
+
+def test_a_killed_writers_partial_folder_is_removed_by_the_next(tmp_path):
+  """An evaluation killed mid-explorer (SIGKILL, the OOM killer) left its partial folder,
+  `.explorer.<pid>.<id>.tmp`, for good: one more hidden copy of the thumbnails and maps each
+  time. The next writer removes it; a live writer's folder stays."""
+  import os
+  import signal
+  import subprocess
+  import sys
+  out = tmp_path / 'explorer'
+  code = ('import os, signal, sys; sys.path.insert(0, sys.argv[2]); import explorer_fixture\n'
+          'from aesthetics_jax.report import explorer\n'
+          "w = explorer.ExplorerWriter(sys.argv[1], arch='vgg16', methods=['gradcam'],"
+          " targets=explorer_fixture.VGG_TARGETS)\n"
+          "w.add(explorer_fixture.images(1, 'vgg16', ['gradcam'])[0])\n"
+          'os.kill(os.getpid(), signal.SIGKILL)\n')
+  r = subprocess.run([sys.executable, '-c', code, str(out), os.path.dirname(__file__)],
+                     capture_output=True, text=True, timeout=120)
+  assert r.returncode == -signal.SIGKILL, r.stderr
+  left = [p.name for p in tmp_path.iterdir()]
+  assert len(left) == 1 and left[0].startswith('.explorer.'), left
+  live = tmp_path / f'.explorer.{os.getpid()}.0123abcd.tmp'  # this process: alive
+  live.mkdir()
+  explorer_fixture.write(out, n=2, methods=('gradcam',))
+  assert sorted(p.name for p in tmp_path.iterdir()) == sorted(['explorer', live.name])

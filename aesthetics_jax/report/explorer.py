@@ -125,6 +125,33 @@ def _asset(name: str) -> str:
   return resources.files('aesthetics_jax.report').joinpath(name).read_text('utf-8')
 
 
+def _remove_dead_writers(out_dir: Path) -> None:
+  """Removes the hidden siblings of `out_dir` that killed writers left: a SIGKILLed or
+  OOM-killed evaluation kept its whole partial explorer (thumbnails and maps, tens of MB at
+  AVA's size) as `.explorer.<pid>.<id>.tmp`, one more each time. A folder whose pid still
+  runs on this host is another writer's, and stays."""
+  pattern = re.compile(re.escape(f'.{out_dir.name}.') + r'(?:(\d+)\.[0-9a-f]{8}\.tmp|'
+                       r'[0-9a-f]{8}\.old)$')
+  try:
+    names = os.listdir(out_dir.parent)
+  except OSError:
+    return
+  for name in names:
+    m = pattern.match(name)
+    if m is None:
+      continue
+    if m.group(1) is not None:
+      try:
+        os.kill(int(m.group(1)), 0)
+        continue  # alive (a recycled pid keeps the folder: the safe side)
+      except ProcessLookupError:
+        pass
+      except (PermissionError, OverflowError):
+        continue
+    # '.old': the previous explorer, left if the swap's removal was cut short.
+    shutil.rmtree(out_dir.parent / name, ignore_errors=True)
+
+
 class ExplorerWriter:
   """Streams `ExplorerImage`s into `out_dir` (memory: one chunk of maps); use as a context
   manager, or call `close()` to publish (`abort()` drops the partial folder)."""
@@ -146,6 +173,8 @@ class ExplorerWriter:
     tag = f'{os.getpid()}.{uuid.uuid4().hex[:8]}'
     self._tmp = (self.out_dir.parent / f'.{self.out_dir.name}.{tag}.tmp' if self._local
                  else self.out_dir)
+    if self._local:
+      _remove_dead_writers(Path(self.out_dir))
     (self._tmp / 'thumbs').mkdir(parents=True, exist_ok=not self._local)
     (self._tmp / 'maps').mkdir(exist_ok=not self._local)
     self._rows: list[list[Any]] = []
