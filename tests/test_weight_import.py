@@ -542,3 +542,31 @@ def test_npz_zip_directory_is_parsed_once(tmp_path, monkeypatch):
   for k, v in raw.items():
     np.testing.assert_array_equal(arrays[k], v, err_msg=k)
     assert arrays[k].dtype == v.dtype
+
+
+@pytest.mark.parametrize('damage', ['torch_zip', 'torch_legacy', 'safetensors_header'])
+def test_truncated_files_say_how_to_fix_them(tmp_path, damage):
+  path = tmp_path / ('w.safetensors' if damage.startswith('safetensors') else 'w.pth')
+  if damage.startswith('torch'):
+    torch = pytest.importorskip('torch')
+    torch.save(_torch_state(), path, _use_new_zipfile_serialization=damage == 'torch_zip')
+    path.write_bytes(path.read_bytes()[:20000])
+  else:  # a header length past the end of the file
+    data = MNV2_FILE.read_bytes()
+    path.write_bytes((len(data) + 100).to_bytes(8, 'little') + data[8:])
+  # Were "cannot read weights (OSError: [Errno 22] Invalid argument)" (torch's zip reader),
+  # "not a readable torch checkpoint (error: unpack requires a buffer of 4 bytes)" and
+  # "cannot read weights (SafetensorError: ... invalid header length)": no fix.
+  msg = _error(lambda: pretrained.read_weights(path), str(path), 'download or export it again')
+  assert 'Errno' not in msg
+
+
+def test_sparse_tensor_is_named_not_called_damaged(tmp_path):
+  torch = pytest.importorskip('torch')
+  sd = _torch_state()
+  sd['features.0.0.weight'] = sd['features.0.0.weight'].float().to_sparse()
+  torch.save(sd, tmp_path / 'w.pth')
+  msg = _error(lambda: pretrained.read_weights(tmp_path / 'w.pth'),
+               'w.pth: features.0.0.weight is a torch.sparse_coo torch.float32 tensor on cpu',
+               "save a dense float model's state_dict()")
+  assert 'damaged' not in msg

@@ -57,6 +57,9 @@ def first_line(e: BaseException) -> str:
   return line if len(line) <= 160 else line[:157] + '...'
 
 
+_DAMAGED_FIX = 'download or export it again'
+
+
 def _unpickling_problem(path: Path, e: BaseException) -> str:
   """The one line for a .pth that torch.load(weights_only=True) refused."""
   found = re.search(r'GLOBAL ([\w.]+)', str(e))
@@ -66,7 +69,7 @@ def _unpickling_problem(path: Path, e: BaseException) -> str:
             "torch.save(torch.load(f, weights_only=False).state_dict(), 'w.pth') and pass w.pth")
   # torch's own text suggests weights_only=False, which is no fix for a damaged file.
   return (f'{path}: not a readable torch checkpoint (damaged, truncated, or not written by '
-          'torch.save); download or export it again')
+          f'torch.save); {_DAMAGED_FIX}')
 
 
 def _unwrap(obj: Any, path: Path) -> dict:
@@ -100,21 +103,33 @@ def _read_pth(path: Path) -> dict[str, np.ndarray]:
     # weights; a Namespace only sets attributes when unpickled.
     with torch.serialization.safe_globals([argparse.Namespace]):
       obj = torch.load(str(path), map_location='cpu', weights_only=True)
-  except OSError:
-    raise
+  except OSError as e:
+    if e.filename is not None:  # the file's own (permissions, I/O)
+      raise
+    # torch's zip reader on a truncated or damaged archive: "[Errno 22] Invalid argument".
+    raise PretrainedError(_unpickling_problem(path, e)) from None
   except pickle.UnpicklingError as e:
     raise PretrainedError(_unpickling_problem(path, e)) from None
   except Exception as e:  # corrupt / non-checkpoint file
     raise PretrainedError(f'{path}: not a readable torch checkpoint ({type(e).__name__}: '
-                          f'{first_line(e)})') from None
+                          f'{first_line(e)}); {_DAMAGED_FIX}') from None
   obj = _unwrap(obj, path)
   odd = [k for k in obj if not isinstance(k, str)]
   if odd:  # a state_dict's keys are parameter names; anything else is some other dict
     raise PretrainedError(f'{path}: a dict with non-string keys such as {odd[0]!r}, not a '
                           'torchvision state_dict; save model.state_dict() and pass that')
   # Floats as float32 (numpy has no bfloat16); other dtypes kept, for _check_values to name.
-  return {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().numpy()
-          for k, v in obj.items() if hasattr(v, 'numpy')}
+  out = {}
+  for k, v in obj.items():
+    if not hasattr(v, 'numpy'):
+      continue
+    try:
+      out[k] = (v.detach().float() if v.is_floating_point() else v.detach()).cpu().numpy()
+    except Exception as e:  # pylint: disable=broad-except  (not a damaged file)
+      raise PretrainedError(
+          f'{path}: {k} is a {v.layout} {v.dtype} tensor on {v.device}, which cannot be read '
+          f'as an array ({first_line(e)}); save a dense float model\'s state_dict()') from None
+  return out
 
 
 # The most array bytes a weights file may declare. The largest these models take is VGG16's
@@ -232,7 +247,8 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     raise
   except Exception as e:
     raise PretrainedError(f'{path}: cannot read weights ({type(e).__name__}: '
-                          f'{first_line(e)})') from None
+                          f'{first_line(e)}); the file is damaged or truncated: '
+                          f'{_DAMAGED_FIX}') from None
   finally:
     if z is not None:
       z.close()
