@@ -570,3 +570,15 @@ def test_sparse_tensor_is_named_not_called_damaged(tmp_path):
                'w.pth: features.0.0.weight is a torch.sparse_coo torch.float32 tensor on cpu',
                "save a dense float model's state_dict()")
   assert 'damaged' not in msg
+
+
+def test_npz_object_array_is_refused_as_pickled_not_damaged(tmp_path):
+  raw = {k: v for k, v in _raw().items()}
+  raw['features.0.0.weight'] = np.array([raw['features.0.0.weight']], dtype=object)
+  np.savez(tmp_path / 'w.npz', **raw)  # np.savez pickles object arrays
+  # Was "cannot read weights (ValueError: Object arrays cannot be loaded when
+  # allow_pickle=False)", since then with "the file is damaged".
+  msg = _error(lambda: pretrained.read_weights(tmp_path / 'w.npz'),
+               'w.npz: features.0.0.weight is an object array (pickled Python objects',
+               'refused: save numeric arrays')
+  assert 'damaged' not in msg

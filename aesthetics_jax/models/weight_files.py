@@ -171,7 +171,14 @@ def _declared_bytes(path: Path, ext: str, z: Optional[zipfile.ZipFile]) -> int:
   """An upper bound of what reading `path` (its zip directory `z`, if a zip) allocates, known
   before reading it."""
   if ext == '.npz':
-    return sum(math.prod(shape) * dtype.itemsize for _, shape, dtype in _npz_headers(z))
+    heads = _npz_headers(z)
+    pickled = [info.filename[:-4] for info, _, dtype in heads if dtype.hasobject]
+    if pickled:  # was "cannot read weights (ValueError: Object arrays cannot be loaded ...)"
+      raise PretrainedError(
+          f'{path}: {pickled[0]} is an object array (pickled Python objects, not numbers); '
+          'unpickling could run code, so it is refused: save numeric arrays, e.g. '
+          'np.savez(f, **{k: v.numpy() for k, v in model.state_dict().items()})')
+    return sum(math.prod(shape) * dtype.itemsize for _, shape, dtype in heads)
   if ext == '.pth' and z is not None:  # torch.save's zip: a storage is read at its listed size
     return sum(i.file_size for i in z.infolist() if '/data/' in i.filename)
   return path.stat().st_size  # .safetensors (offsets must tile the file), legacy .pth
