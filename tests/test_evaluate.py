@@ -473,3 +473,16 @@ def test_cli_says_when_eigencam_keeps_evaluation_on_one_device(evaluated, tmp_pa
   assert ('every evaluation pass runs on 1 of the 2 CPU devices: EigenCAM (eval.cam_method) '
           'runs a host callback that deadlocks across CPU devices') in p.stderr, p.stderr[-3000:]
   assert json.loads((two / 'eval' / 'metrics.json').read_text())['eval_devices'] == 1
+
+
+def test_report_links_only_the_explorer_its_evaluation_wrote(tmp_path):
+  """A rerun with --config.eval.explorer=False kept the earlier evaluation's explorer (maps of
+  another checkpoint, perhaps) and the report linked it: 'all — test images'."""
+  from aesthetics_jax.evaluation import run as eval_run
+  config = checkpoint_fixture.smoke_config('vgg16')
+  index = tmp_path / 'eval' / 'explorer' / 'index.html'
+  index.parent.mkdir(parents=True)
+  index.write_text('<!DOCTYPE html>')  # an earlier evaluation's
+  assert eval_run.model_section(tmp_path, {'step': 2}, {}, config)['explorer'] is None
+  section = eval_run.model_section(tmp_path, {'step': 2, 'explorer_images': 3}, {}, config)
+  assert section['explorer'] == str(index)

@@ -485,9 +485,12 @@ def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config) ->
   if env:
     notes.append(env)
   explorer = io_lib.path(workdir) / EVAL_DIR / EXPLORER_DIR / 'index.html'
+  # Linked only when these metrics' evaluation wrote it: an evaluation with the explorer off
+  # linked an earlier one's (another checkpoint's maps) as 'all — test images'.
+  explorer_written = m.get('explorer_images') is not None and explorer.is_file()
   return dict(name=io_lib.path(workdir).name or str(workdir), arch=str(config.model.arch),
               step=m.get('step'), workdir=str(workdir), metrics=dict(m), figures=dict(figs),
-              notes=notes, explorer=str(explorer) if explorer.is_file() else None)
+              notes=notes, explorer=str(explorer) if explorer_written else None)
 
 
 def dataset_section(config) -> dict | None:
