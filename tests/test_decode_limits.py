@@ -465,6 +465,35 @@ def test_formats_pillow_cannot_read_are_named():
     decoder.decode(mp4)
 
 
+def test_a_png_with_damaged_pixel_data_is_refused_not_decoded_wrong():
+  """PIL checks no IDAT CRC and stops inflating once it has the pixels, so a PNG with a byte
+  damaged near the end of its pixel data decoded silently to wrong pixels (prepare_data kept
+  it, predict scored it); its chunk's CRC says so, as libpng does."""
+  import struct
+  from aesthetics_jax.data import dataset
+  png = image_fixture.encode(image_fixture.smooth_photo(64, 64), 'PNG')
+  start = png.find(b'IDAT') + 4
+  end = start + struct.unpack('>I', png[start - 8:start - 4])[0]
+  want = np.asarray(Image.open(io.BytesIO(png)).convert('RGB'))
+  for at in range(end - 5, end - 64, -1):  # a flip PIL decodes without a word
+    bad = bytearray(png)
+    bad[at] ^= 0x55
+    try:
+      quiet = np.asarray(Image.open(io.BytesIO(bytes(bad))).convert('RGB'))
+    except OSError:
+      continue
+    if not np.array_equal(quiet, want):
+      break
+  else:
+    pytest.fail('no silently wrong flip found')
+  with pytest.raises(decoder.DecodeError) as e:
+    decoder.decode(bytes(bad), what='x.png')
+  assert str(e.value) == ('x.png: damaged PNG: its IDAT chunk fails its CRC check; re-export '
+                          'or re-download it')
+  assert dataset.check_image_bytes(bytes(bad)) == dataset.UNDECODABLE
+  assert np.array_equal(decoder.decode(png).image, want)  # intact: as before
+
+
 def _scan_bomb(extra: int, app_noise: int = 0) -> bytes:
   """A small progressive JPEG with its last scan repeated `extra` times (a "scan bomb": each
   copy is a pass over the whole image), and `app_noise` SOS marker bytes inside an APP15

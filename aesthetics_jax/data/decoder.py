@@ -24,6 +24,7 @@ import re
 import stat
 import threading
 import warnings
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -496,6 +497,30 @@ def _strict_load(img: Image.Image) -> None:
     img.load()
 
 
+def _check_png_crcs(data: bytes | Image.Image, img: Image.Image, what: str,
+                    hint: str) -> None:
+  """Refuses a PNG whose critical chunks (IHDR, PLTE, IDAT, IEND, ...) fail their CRC, as
+  libpng does: PIL checks no IDAT CRC and stops inflating once it has the pixels (zlib's own
+  check comes after them), so a byte damaged near the end of the pixel data decoded silently
+  to wrong pixels. The walk stops where the chunks run past the end (the decoder then says
+  'truncated'); ancillary chunks are PIL's to judge. Bytes only, as `_check_scans`."""
+  if img.format != 'PNG' or not isinstance(data, (bytes, bytearray)):
+    return
+  i, size, view = 8, len(data), memoryview(data)  # no copy of each chunk
+  while i + 12 <= size:
+    end = i + 8 + int.from_bytes(data[i:i + 4], 'big')
+    if end + 4 > size:
+      return
+    kind = bytes(data[i + 4:i + 8])
+    if not kind[0] & 0x20 and zlib.crc32(view[i + 4:end]) != int.from_bytes(
+        data[end:end + 4], 'big'):
+      raise _fail(UNDECODABLE, what, f'damaged PNG: its {kind.decode("latin-1")} chunk fails '
+                  'its CRC check', hint or 're-export or re-download it')
+    if kind == b'IEND':
+      return
+    i = end + 4
+
+
 def _classify(e: Exception, what: str, hint: str) -> DecodeError:
   if isinstance(e, Image.DecompressionBombError):
     return _fail(DECOMPRESSION_BOMB, what, f'decompression bomb ({e})', hint)
@@ -527,6 +552,7 @@ def _decode(data: bytes | Image.Image, target: int | None, max_side: int | None,
     raise _fail(TOO_SMALL, what, f'too small: {w}x{h} px, under {min_side} px a side',
                 'the model needs a larger image (prepare_data skips these too)')
   _check_scans(data, img, what, hint)
+  _check_png_crcs(data, img, what, hint)
   try:
     orient = _to_apply(img)
     scale = _work_scale((h, w), target, max_side, budget)
