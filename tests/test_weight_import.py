@@ -582,3 +582,15 @@ def test_npz_object_array_is_refused_as_pickled_not_damaged(tmp_path):
                'w.npz: features.0.0.weight is an object array (pickled Python objects',
                'refused: save numeric arrays')
   assert 'damaged' not in msg
+
+
+def test_float8_safetensors_names_the_type(tmp_path):
+  torch = pytest.importorskip('torch')
+  from safetensors.torch import save_file
+  save_file({k: v.to(torch.float8_e4m3fn) if v.is_floating_point() else v
+             for k, v in _torch_state().items()}, str(tmp_path / 'w.safetensors'))
+  # Was "cannot read weights (AttributeError: module 'numpy' has no attribute
+  # 'float8_e4m3fn')", since then with "the file is damaged".
+  _error(lambda: pretrained.read_weights(tmp_path / 'w.safetensors'),
+         'w.safetensors: holds float8_e4m3fn tensors, a type numpy cannot read (the file is not '
+         'damaged); save the weights as float32')

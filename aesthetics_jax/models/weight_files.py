@@ -247,7 +247,14 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
       return _read_pth(path)
     if ext == '.safetensors':
       from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
-      return dict(load_file(str(path)))
+      try:
+        return dict(load_file(str(path)))
+      except AttributeError as e:  # "module 'numpy' has no attribute 'float8_e4m3fn'"
+        found = re.search(r"attribute '(\w+)'", str(e))
+        raise PretrainedError(
+            f'{path}: holds {found[1] if found else "some"} tensors, a type numpy cannot read '
+            '(the file is not damaged); save the weights as float32, float16 or bfloat16, or '
+            'as a torch .pth') from None
     if ext == '.npz':
       return _read_npz(z)
   except PretrainedError:
