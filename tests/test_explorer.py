@@ -131,3 +131,25 @@ def test_a_killed_writers_partial_folder_is_removed_by_the_next(tmp_path):
   live.mkdir()
   explorer_fixture.write(out, n=2, methods=('gradcam',))
   assert sorted(p.name for p in tmp_path.iterdir()) == sorted(['explorer', live.name])
+
+
+def test_a_full_disk_at_the_last_files_keeps_the_old_explorer_and_no_partial(tmp_path,
+                                                                              monkeypatch):
+  """The disk filling while index.html (or the last chunk) was written: the error left the
+  partial folder, holding the space the full disk needed back."""
+  import errno
+  from aesthetics_jax import io as io_lib
+  out = tmp_path / 'explorer'
+  explorer_fixture.write(out, n=2, methods=('gradcam',))
+  write = io_lib.atomic_write_text
+
+  def full(p, text, durable=True):
+    if str(p).endswith('index.html'):
+      raise OSError(errno.ENOSPC, 'No space left on device', str(p))
+    return write(p, text, durable)
+
+  monkeypatch.setattr(io_lib, 'atomic_write_text', full)
+  with pytest.raises(OSError, match='No space left'):
+    explorer_fixture.write(out, n=3, methods=('gradcam',))
+  assert [p.name for p in tmp_path.iterdir()] == ['explorer']
+  assert len(explorer.read_index(out / 'index.html')['rows']) == 2  # the old one stands

@@ -252,7 +252,17 @@ class ExplorerWriter:
             'score_name': 'predicted mean score' if self.arch == 'mobilenet_v2' else 'p(high)'}
 
   def close(self) -> Path:
-    """Writes the last chunk and index.html, then swaps the folder into place."""
+    """Writes the last chunk and index.html, then swaps the folder into place; on failure
+    (a full disk) the partial folder is removed, and the old explorer stays."""
+    try:
+      return self._close()
+    except BaseException:
+      # __exit__ aborts only on errors inside the block: one here left the partial folder,
+      # holding the space that a full disk needed back.
+      self.abort()
+      raise
+
+  def _close(self) -> Path:
     self._flush()
     parts = {'TITLE': html.escape(report_html.text(self.title)), 'CSS': _asset('explorer.css'),
              'DATA': _json_for_script(self.index()), 'JS': _asset('explorer.js')}
@@ -265,7 +275,12 @@ class ExplorerWriter:
     old = self.out_dir.parent / f'.{self.out_dir.name}.{uuid.uuid4().hex[:8]}.old'
     if self.out_dir.exists():
       os.replace(self.out_dir, old)
-    os.replace(self._tmp, self.out_dir)
+    try:
+      os.replace(self._tmp, self.out_dir)
+    except BaseException:
+      if os.path.exists(old):  # the old explorer back in its place
+        os.replace(old, self.out_dir)
+      raise
     shutil.rmtree(old, ignore_errors=True)
     return self.out_dir / 'index.html'
 
