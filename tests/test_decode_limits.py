@@ -346,7 +346,7 @@ def test_wide_grey_modes_follow_one_rule_not_their_own_maximum():
   in [0, 1]; what the rule cannot map is refused in one line."""
   g8 = np.linspace(0, 255, 40 * 48).round().astype(np.uint8).reshape(40, 48)
   dark = (g8.astype(np.uint16) * 257) // 4  # a quarter of the 16-bit range
-  want = np.rint(dark / 257).astype(np.uint8)
+  want = (dark >> 8).astype(np.uint8)
   as_png, as_pgm = (decoder.decode(_saved(Image.fromarray(dark), f)).image
                     for f in ('PNG', 'PPM'))
   assert np.array_equal(as_pgm, as_png), (as_pgm.max(), as_png.max())  # was 255 against 63
@@ -492,6 +492,28 @@ def test_a_png_with_damaged_pixel_data_is_refused_not_decoded_wrong():
                           'or re-download it')
   assert dataset.check_image_bytes(bytes(bad)) == dataset.UNDECODABLE
   assert np.array_equal(decoder.decode(png).image, want)  # intact: as before
+
+
+def test_16_bit_grey_is_scaled_as_pil_reads_16_bit_colour():
+  """PIL reads a 16-bit colour PNG by its high byte; 16-bit grey was v / 257 rounded, so a
+  grey image decoded one level off the same image in colour (a pixel of 0x80FF: 129 against
+  128). Both are v >> 8 now."""
+  import struct
+  import zlib
+
+  def png16(a: np.ndarray, colour_type: int) -> bytes:
+    h, w = a.shape[:2]
+    raw = b''.join(b'\x00' + row.astype('>u2').tobytes() for row in a)
+    chunks = [(b'IHDR', struct.pack('>IIBBBBB', w, h, 16, colour_type, 0, 0, 0)),
+              (b'IDAT', zlib.compress(raw)), (b'IEND', b'')]
+    return b'\x89PNG\r\n\x1a\n' + b''.join(
+        struct.pack('>I', len(d)) + k + d + struct.pack('>I', zlib.crc32(k + d)) for k, d in chunks)
+
+  v = (np.arange(40 * 48, dtype=np.uint32).reshape(40, 48) * 37 % 65536).astype(np.uint16)
+  colour = decoder.decode(png16(np.repeat(v[..., None], 3, -1), 2)).image
+  grey = decoder.decode(png16(v, 0)).image
+  assert np.array_equal(grey, colour)
+  assert np.array_equal(grey[..., 0], (v >> 8).astype(np.uint8))
 
 
 def _scan_bomb(extra: int, app_noise: int = 0) -> bytes:

@@ -346,7 +346,11 @@ def _wide_to_grey(img: Image.Image) -> Image.Image:
         f'{kind} pixels outside [0, {white:g}] (from {lo:g} to {hi:g})',
         'scale them to [0, 1] or save it as an 8- or 16-bit image' if img.mode == 'F' else
         'save it as an 8- or 16-bit image')
-  return Image.fromarray(np.rint(np.clip(a * (255.0 / white), 0, 255)).astype(np.uint8), 'L')
+  if img.mode == 'F':
+    return Image.fromarray(np.rint(np.clip(a * 255.0, 0, 255)).astype(np.uint8), 'L')
+  # The high byte, as PIL reads 16-bit colour PNG / TIFF (it has no 16-bit RGB mode): v / 257
+  # rounded put a grey image one level off the same image in colour.
+  return Image.fromarray((np.asarray(img).astype(np.int64) >> 8).astype(np.uint8), 'L')
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -354,8 +358,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
   PIL images and RGBA arrays of the API), by one rule:
 
   - 16-bit grey ('I;16', 'I;16B', ...) and 32-bit integer grey ('I', as PIL opens 16-bit
-    PGM/PPM): v / 257 rounded (65535 → 255; an 8-bit value x 257 gives it back); 'I' pixels
-    outside 0..65535 are refused.
+    PGM/PPM): v >> 8, the high byte, as PIL reads 16-bit colour PNG and TIFF (65535 → 255;
+    an 8-bit value x 257 gives it back); 'I' pixels outside 0..65535 are refused.
   - float grey ('F'): the [0, 1] convention, v x 255 rounded; NaN, inf or values outside
     [0, 1] (beyond half a level) are refused. Never scaled to the image's own maximum: the
     same value gave another pixel in each image, and a 16-bit PGM (mode 'I') came out
