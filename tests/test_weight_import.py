@@ -594,3 +594,30 @@ def test_float8_safetensors_names_the_type(tmp_path):
   _error(lambda: pretrained.read_weights(tmp_path / 'w.safetensors'),
          'w.safetensors: holds float8_e4m3fn tensors, a type numpy cannot read (the file is not '
          'damaged); save the weights as float32')
+
+
+@pytest.mark.parametrize('full', ['at_reservation', 'at_write'])
+def test_full_disk_when_converting_is_one_line(tmp_path, monkeypatch, full):
+  import builtins
+  import errno
+  import os
+  from aesthetics_jax import io as io_lib
+  flat, meta = pretrained.read_weights(MNV2_FILE)
+  if full == 'at_reservation':  # a disk whose free space is less than the arrays
+    def no_room(fd, offset, size):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, 'posix_fallocate', no_room)
+  else:  # a disk that fills while writing (another job); /dev/full fails every write
+    def to_dev_full(file, mode='r', *a, **k):
+      if str(file).endswith('.tmp'):  # the atomic writer's hidden sibling
+        open(file, 'wb').close()
+        return builtins.open('/dev/full', mode, *a, **k)
+      return builtins.open(file, mode, *a, **k)
+    monkeypatch.setattr(io_lib, 'open', to_dev_full, raising=False)
+  # Was "[Errno 28] No space left on device: '.../w.npz'" (an OSError, no fix), and a disk
+  # too small for 0.55 GB of VGG16 arrays found out only once they were written.
+  msg = _error(lambda: pretrained.save_flat(flat, tmp_path / 'w.npz', meta))
+  monkeypatch.undo()
+  assert msg == (f'{tmp_path / "w.npz"}: cannot write (No space left on device); free some '
+                 'space or write to another disk')
+  assert list(tmp_path.iterdir()) == []

@@ -488,14 +488,27 @@ def read_weights(path: str | os.PathLike, arch: Optional[str] = None
 
 
 def save_flat(flat: Mapping[str, np.ndarray], path: str | os.PathLike, meta: dict) -> Path:
-  """Writes `{flax key: array}` to `path` (.npz) and `path.json`, both atomically."""
+  """Writes `{flax key: array}` to `path` (.npz) and `path.json`, both atomically. A disk
+  without room for the arrays is one line before any is written, nothing left behind."""
   path = Path(path)
-  io.atomic_write_stream(path, lambda f: np.savez(f, **{k: np.asarray(v)
-                                                         for k, v in flat.items()}))
+  arrays = {k: np.asarray(v) for k, v in flat.items()}
+
+  def write(f) -> None:
+    io.reserve_space(f, sum(v.nbytes for v in arrays.values()))  # VGG16: 0.55 GB
+    np.savez(f, **arrays)
+    f.truncate()  # the reserved blocks past the archive's end (its headers are not counted)
+
   meta = {'format': FORMAT, **meta, 'num_arrays': len(flat),
           'num_params': int(sum(np.size(v) for k, v in flat.items() if k.startswith('params/')))}
-  io.atomic_write_text(path.with_suffix(path.suffix + '.json'),
-                       json.dumps(meta, indent=1, sort_keys=True) + '\n')
+  try:
+    io.atomic_write_stream(path, write)
+    io.atomic_write_text(path.with_suffix(path.suffix + '.json'),
+                         json.dumps(meta, indent=1, sort_keys=True) + '\n')
+  except OSError as e:  # was "[Errno 28] No space left on device: '<path>'"
+    if e.errno not in io.NO_ROOM_ERRNOS:
+      raise
+    raise PretrainedError(f'{e.filename or path}: cannot write ({e.strerror}); free some space '
+                          'or write to another disk') from None
   return path
 
 
