@@ -586,12 +586,15 @@ def decode(data: bytes | Image.Image, *, target: int | None = None,
 
   In order: refuses more than `max_bytes` of data; reads the header and refuses more than
   `max_pixels` pixels (decompression bombs) or a side under `min_side`, and a progressive JPEG
-  (given as bytes) of more than `MAX_JPEG_SCANS` scans, before decoding anything; decodes
+  (given as bytes) of more than `MAX_JPEG_SCANS` scans or a PNG whose chunks fail their CRC,
+  before decoding anything; refuses a truncated file whatever PIL's LOAD_TRUNCATED_IMAGES
+  says; decodes
   reduced when `target` / `max_side` / `budget` allow it (JPEG: DCT scaling via `draft`; every
   format: then `Image.reduce` by an integer factor), so that both sides stay >= `target`, the
   long side <= `max_side` and the pixels <= `budget` (those two win where target disagrees:
-  extreme aspect ratios, huge panoramas); converts any mode to RGB; applies the EXIF
-  orientation (as `PIL.ImageOps.exif_transpose`, on the reduced image). Non-JPEG formats are
+  extreme aspect ratios, huge panoramas); converts any mode to RGB (`to_rgb`: its rule for
+  16-bit, float and transparent images); applies the EXIF orientation (as
+  `PIL.ImageOps.exif_transpose`, on the reduced image). Non-JPEG formats are
   fully decoded first (PIL cannot decode them reduced): at most ~4 bytes per pixel, i.e. <= 400
   MB at the 100 MP cap.
 
