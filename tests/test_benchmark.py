@@ -781,7 +781,15 @@ def test_cli_study_without_reference_writes_json(tmp_path):
                                            (['--scaling_sizes=0'], '--scaling_sizes'),
                                            (['--what='], '--what'),
                                            (['--what=input', '--image_size=300'],
-                                            '--resize_size')])
+                                            '--resize_size'),
+                                           # oneDNN's traceback after a section's setup
+                                           (['--threads=100000'], 'may use'),
+                                           # ran the whole suite; glibc ignored it
+                                           (['--malloc_arena_max=abc'], '--malloc_arena_max'),
+                                           # found when the input section began (--what=all:
+                                           # after half an hour)
+                                           (['--what=all', f'--data_dir={ROOT}'],
+                                            'no prepared dataset')])
 def test_cli_user_errors_are_one_line(args, message):
   r = subprocess.run([sys.executable, '-m', 'launch.benchmark', *args], cwd=ROOT,
                      capture_output=True, text=True, timeout=120)

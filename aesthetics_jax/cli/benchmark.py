@@ -196,6 +196,9 @@ for _name in ('torch_compile_timeout', 'recipe_epochs'):
                            f'--{_name}: a positive number')
 flags.register_validator('reference', lambda v: v in ('auto', 'torch', 'none'),
                          "--reference: use 'torch', 'none' or 'auto'")
+# glibc reads it as a number: 'abc' ran the whole suite and the scaling children ignored it.
+flags.register_validator('malloc_arena_max', lambda v: v == '' or (v.isdigit() and int(v) > 0),
+                         "--malloc_arena_max: a positive integer, or '' for glibc's default")
 _OURS = frozenset(FLAGS) - _BEFORE
 
 
@@ -244,6 +247,26 @@ def _check_choices() -> None:
     if bad or not FLAGS[name].value:
       common.usage_error('benchmark', f'--{name}={",".join(FLAGS[name].value)}: use some of '
                          f'{",".join(allowed)}')
+
+
+def _check_threads(threads: int) -> None:
+  """Exits 2 when --threads exceeds the CPUs this process may use: more threads than cores
+  times contention, not the formulations; --threads=100000 was oneDNN's 'could not create a
+  primitive' traceback after the first section's setup."""
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  if cores and threads > cores:
+    common.usage_error('benchmark', f'--threads={threads}: this process may use {cores} CPUs; '
+                       f'pass at most {cores}, or 0 for one per CPU core')
+
+
+def _check_data_dir(data_dir: str, subset: str) -> None:
+  """Exits 2 unless --data_dir holds the prepared --subset: with --what=all the input section
+  found it missing after half an hour of the others."""
+  from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
+  if '://' not in data_dir and not dataset.is_prepared(data_dir, subset):
+    common.usage_error('benchmark', f'--data_dir={data_dir}: no prepared dataset ava/{subset}; '
+                       f'run aesthetics-prepare-data --ava_dir=<AVA root> --data_dir={data_dir} '
+                       f'--subset={subset}, or leave --data_dir unset for synthetic JPEGs')
 
 
 def options_from_flags() -> sections.Options:
@@ -349,6 +372,9 @@ def main(argv):
     common.usage_error('benchmark', f'unknown --what={",".join(unknown)}; choose from '
                        f'all,{",".join(SECTIONS)}')
   _check_choices()
+  _check_threads(FLAGS.threads)
+  if 'input' in what and FLAGS.data_dir:  # was found only when the input section began
+    _check_data_dir(FLAGS.data_dir, FLAGS.subset)
   # The train crop (input, recipe) takes image_size of the resized image.
   if {'input', 'recipe'} & set(what) and FLAGS.resize_size < FLAGS.image_size:
     common.usage_error('benchmark', f'--resize_size={FLAGS.resize_size} is smaller than '
