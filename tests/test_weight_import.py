@@ -621,3 +621,18 @@ def test_full_disk_when_converting_is_one_line(tmp_path, monkeypatch, full):
   assert msg == (f'{tmp_path / "w.npz"}: cannot write (No space left on device); free some '
                  'space or write to another disk')
   assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize('src,key,shape,want', [
+    (MNV2_FILE, 'features.0.0.weight', (3, 3, 3, 3), 'mobilenet_v2 of width_mult=0.25'),
+    (MNV2_FILE, 'features.5.conv.1.0.weight', (7, 1, 3, 3), 'mobilenet_v2 of width_mult=0.25'),
+    (VGG_FILE, 'features.2.weight', (5, 4, 3, 3), 'vgg16 of width_mult=0.0625')])
+def test_layer_of_the_wrong_shape_is_refused_at_conversion(tmp_path, src, key, shape, want):
+  raw = _raw(src)
+  raw[key] = np.zeros(shape, np.float32)
+  np.savez(tmp_path / 'w.npz', **raw)
+  # Was converted, exit 0 (the stem's: with width_mult=None, and training then said to "set
+  # config.model.width_mult to match" None); the others failed only at training.
+  _error(lambda: pretrained.convert_file(tmp_path / 'w.npz', tmp_path / 'out'),
+         f'w.npz: {key} has shape {shape}, but torchvision\'s {want}', 'damaged or edited')
+  assert not (tmp_path / 'out').exists()

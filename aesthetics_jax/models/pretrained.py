@@ -350,6 +350,10 @@ def _is_flax_flat(keys: Iterable[str]) -> bool:
                             for k in keys)
 
 
+# The MobileNetV2 widths that infer_width_mult recognises, the usual ones first.
+_WIDTHS = [1.0, 0.75, 0.5, 0.35, 0.25, 1.4, 1.3, 0.1] + [round(0.05 * i, 2) for i in range(1, 61)]
+
+
 def infer_width_mult(flat: Mapping[str, Any], arch: str) -> Optional[float]:
   """The width multiplier whose channel counts match converted weights (None if none)."""
   shape = lambda k: tuple(np.shape(flat[k])) if k in flat else None
@@ -359,8 +363,7 @@ def infer_width_mult(flat: Mapping[str, Any], arch: str) -> Optional[float]:
   stem = shape('params/encoder/features_0/conv/kernel')
   if stem is None:
     return None
-  nice = [1.0, 0.75, 0.5, 0.35, 0.25, 1.4, 1.3, 0.1]
-  for w in nice + [round(0.05 * i, 2) for i in range(1, 61)]:
+  for w in _WIDTHS:
     specs = mnv2.block_specs(w)
     if mnv2.stem_channels(w) != stem[-1]:
       continue
@@ -426,6 +429,30 @@ def _check_layout(keys: Iterable[str], arch: str, source: str) -> None:
         'incomplete (a partial or truncated export); save the whole model.state_dict() again')
 
 
+def _check_shapes(state: Mapping[str, Any], arch: str, width: Optional[float],
+                  source: str) -> None:
+  """Each encoder layer has torchvision's shape at the file's width (for MobileNetV2 weights
+  of no known width, the nearest). A damaged or edited layer was converted, exit 0, and
+  training blamed the config (or said to set width_mult=None)."""
+  from aesthetics_jax.models import fake_imagenet  # pylint: disable=import-outside-toplevel
+
+  def wrong(w: float) -> tuple[list[str], dict]:
+    want = fake_imagenet.layout(arch, w)
+    return [k for k in want if k.startswith('features.') and k in state
+            and tuple(np.shape(state[k])) != want[k]], want
+
+  if width is None:
+    if arch != 'mobilenet_v2':
+      return
+    width = min(_WIDTHS, key=lambda w: len(wrong(w)[0]))
+  bad, want = wrong(width)
+  if bad:
+    raise PretrainedError(
+        f'{source}: {bad[0]} has shape {tuple(np.shape(state[bad[0]]))}, but torchvision\'s '
+        f'{arch} of width_mult={width} (its other layers\' width) has {want[bad[0]]}'
+        f'{_more(bad)}: the file is damaged or edited; re-export it')
+
+
 def _check_sidecar(meta: dict, flat: Mapping[str, Any], held: Optional[str], side: Path,
                    path: Path) -> None:
   """The sidecar must describe the arrays beside it: one naming another arch or width (copied
@@ -482,6 +509,7 @@ def read_weights(path: str | os.PathLike, arch: Optional[str] = None
       _check_layout(state, found, str(path))
     flat = torch_to_flax(state, arch or found, str(path))
     meta = {'arch': arch or found}
+    _check_shapes(state, meta['arch'], infer_width_mult(flat, meta['arch']), str(path))
   if 'width_mult' not in meta:  # the sidecar's, checked against the arrays above
     meta['width_mult'] = infer_width_mult(flat, meta['arch'])
   return flat, meta
