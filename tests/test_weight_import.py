@@ -636,3 +636,15 @@ def test_layer_of_the_wrong_shape_is_refused_at_conversion(tmp_path, src, key, s
   _error(lambda: pretrained.convert_file(tmp_path / 'w.npz', tmp_path / 'out'),
          f'w.npz: {key} has shape {shape}, but torchvision\'s {want}', 'damaged or edited')
   assert not (tmp_path / 'out').exists()
+
+
+def test_bfloat16_saved_by_numpy_is_explained(tmp_path):
+  import ml_dtypes
+  flat, meta = pretrained.read_weights(MNV2_FILE)
+  np.savez(tmp_path / 'w.npz', **{k: v.astype(ml_dtypes.bfloat16) for k, v in flat.items()})
+  # Was "holds |V2 values, not floats; the file is damaged or not an ImageNet float
+  # state_dict" for a JAX user's bfloat16 params: np.save keeps 2 raw bytes, not the type.
+  msg = _error(lambda: pretrained.read_weights(tmp_path / 'w.npz'),
+               'holds |V2 values, untyped bytes: how np.save stores bfloat16',
+               'save the arrays as float32')
+  assert 'damaged' not in msg

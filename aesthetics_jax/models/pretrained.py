@@ -269,6 +269,11 @@ def _check_values(x: np.ndarray, source: str, key: str) -> np.ndarray:
   NaN / inf weights trained for a while before 'non-finite loss ... lower the learning rate'."""
   x = np.asarray(x)
   if not (x.dtype.kind == 'f' or x.dtype.kind == 'V' and 'float' in x.dtype.name):  # bfloat16
+    if x.dtype.kind == 'V' and x.dtype.names is None:  # was 'damaged or not ... float'
+      raise PretrainedError(
+          f'{source}: {key} holds {x.dtype} values, untyped bytes: how np.save stores bfloat16 '
+          '(or another ml_dtypes type), whose type it loses; save the arrays as float32 '
+          '(np.asarray(x, np.float32)) and pass that file')
     raise PretrainedError(f'{source}: {key} holds {x.dtype} values, not floats; the file is '
                           'damaged or not an ImageNet float state_dict: pass the float weights')
   x = x.astype(np.float32, copy=False)
