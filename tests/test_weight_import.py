@@ -648,3 +648,16 @@ def test_bfloat16_saved_by_numpy_is_explained(tmp_path):
                'holds |V2 values, untyped bytes: how np.save stores bfloat16',
                'save the arrays as float32')
   assert 'damaged' not in msg
+
+
+def test_converted_file_of_no_width_is_called_damaged(tmp_path, mnv2_shapes):
+  flat, meta = pretrained.read_weights(MNV2_FILE)
+  flat['params/encoder/features_0/conv/kernel'] = np.zeros((3, 3, 3, 5), np.float32)
+  np.savez(tmp_path / 'w.npz', **flat)  # no sidecar: the width is read from the shapes
+  # Was "... file holds arch=mobilenet_v2 width_mult=None: set config.model.arch/width_mult
+  # to match", a width no config can have.
+  msg = _error(lambda: pretrained.load_pretrained(mnv2_shapes, tmp_path / 'w.npz',
+                                                  arch='mobilenet_v2'),
+               'features_0/conv/kernel has shape (3, 3, 3, 5)',
+               "the file's mobilenet_v2 layer shapes match no width_mult, so it is damaged")
+  assert 'set config.model' not in msg

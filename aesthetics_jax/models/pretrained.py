@@ -608,10 +608,14 @@ def load_pretrained(variables: Mapping, path: str | os.PathLike,
   model_arch = 'vgg16' if 'params/encoder/features_0/kernel' in target else 'mobilenet_v2'
   same = (meta.get('arch') == model_arch and meta.get('width_mult') is not None
           and meta.get('width_mult') == infer_width_mult(target, model_arch))
+  # The model's arch, but shapes of no width: 'set config.model.width_mult' to None misled.
+  no_width = meta.get('arch') == model_arch and meta.get('width_mult') is None
+  fix = 'damaged or incomplete: convert the weights again with aesthetics-convert-weights'
   hint = lambda k: (
       f"file and model are both {model_arch} width_mult={meta['width_mult']}, so the file is "
-      'damaged or incomplete: convert the weights again with aesthetics-convert-weights'
-      if same and k.split('/')[1:2] == ['encoder'] else config_hint)
+      f'{fix}' if same and k.split('/')[1:2] == ['encoder'] else
+      f"the file's {model_arch} layer shapes match no width_mult, so it is {fix}"
+      if no_width and k.split('/')[1:2] == ['encoder'] else config_hint)
   missing = sorted(want_keys - file_keys)
   if missing:
     raise PretrainedError(f'{path}: missing key {missing[0]}{_more(missing)} needed by the '
