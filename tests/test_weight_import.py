@@ -661,3 +661,14 @@ def test_converted_file_of_no_width_is_called_damaged(tmp_path, mnv2_shapes):
                'features_0/conv/kernel has shape (3, 3, 3, 5)',
                "the file's mobilenet_v2 layer shapes match no width_mult, so it is damaged")
   assert 'set config.model' not in msg
+
+
+@pytest.mark.parametrize('converted', [False, True])
+def test_other_archs_weights_name_both_fixes(tmp_path, mnv2_shapes, converted):
+  path = _converted(tmp_path, VGG_FILE, 'vgg16') if converted else VGG_FILE
+  # Training said "holds vgg16 weights, not mobilenet_v2; pass --arch=vgg16" (a flag of
+  # aesthetics-convert-weights, not of training), or for a converted file named no fix.
+  _error(lambda: pretrained.load_pretrained(mnv2_shapes, path, arch='mobilenet_v2'),
+         f'{path}: holds vgg16 weights, not mobilenet_v2; pass mobilenet_v2 weights, or use '
+         'vgg16: aesthetics-convert-weights --arch=vgg16, or a vgg16 training config '
+         '(config.model.arch=vgg16)')

@@ -203,13 +203,21 @@ _RANKS = {'oihw': (4, 'conv weight (O, I, H, W)'), 'linear': (2, 'Linear weight 
           'fc6': (2, 'Linear weight (out, in)'), 'id': (1, 'bias / BatchNorm vector')}
 
 
+def _other_arch(source: str | os.PathLike, found: str, arch: str) -> PretrainedError:
+  """Weights of `found` where `arch` was asked for: by convert_weights' --arch, or by a
+  training config (where 'pass --arch=...' named a flag it does not have)."""
+  return PretrainedError(f'{source}: holds {found} weights, not {arch}; pass {arch} weights, or '
+                         f'use {found}: aesthetics-convert-weights --arch={found}, or a {found} '
+                         f'training config (config.model.arch={found})')
+
+
 def _plan(shapes: Mapping[str, tuple], arch: str, source: str = '<state_dict>'):
   """[(torch key, flax key, transform, meta)] for every convertible torch parameter."""
   if arch not in ARCHS:
     raise PretrainedError(f'--arch={arch!r}: use one of {ARCHS}')
   found = detect_arch(shapes, source)
   if found != arch:
-    raise PretrainedError(f'{source}: holds {found} weights, not {arch}; pass --arch={found}')
+    raise _other_arch(source, found, arch)
   expanded = {int(m[1]) for k in shapes
               if (m := re.fullmatch(r'features\.(\d+)\.conv\.3\.weight', k))}
   meta = {}  # filled after the loop, once every shape's rank is known to be right
@@ -504,7 +512,7 @@ def read_weights(path: str | os.PathLike, arch: Optional[str] = None
     _check_sidecar(meta, flat, held, side, path)
     meta['arch'] = held or meta.get('arch', 'mobilenet_v2')
     if arch and meta['arch'] != arch:
-      raise PretrainedError(f'{path}: holds {meta["arch"]} weights, not {arch}')
+      raise _other_arch(path, meta['arch'], arch)
   else:
     state = _canonical(arrays)  # timm's names as torchvision's (a no-op on those)
     found = detect_arch(state, str(path)) if state else None
