@@ -672,3 +672,16 @@ def test_other_archs_weights_name_both_fixes(tmp_path, mnv2_shapes, converted):
          f'{path}: holds vgg16 weights, not mobilenet_v2; pass mobilenet_v2 weights, or use '
          'vgg16: aesthetics-convert-weights --arch=vgg16, or a vgg16 training config '
          '(config.model.arch=vgg16)')
+
+
+@pytest.mark.parametrize('name,text,needle', [
+    ('pytorch_model.bin', b'version https://git-lfs.github.com/spec/v1\noid sha256:0a1b\n'
+     b'size 14212972\n', 'a Git LFS pointer, not the weights (cloned without git-lfs): run '
+     'git lfs pull'),
+    ('w.safetensors', b'\n<!DOCTYPE html>\n<html><body>Sign in</body></html>\n',
+     'an HTML page, not weights (a download that saved a login or error page?)')])
+def test_stand_ins_for_weights_are_named(tmp_path, name, text, needle):
+  (tmp_path / name).write_bytes(text)
+  # Were "not a readable torch checkpoint (damaged, truncated, or not written by torch.save)"
+  # and "cannot read weights (SafetensorError: ... header too large)".
+  _error(lambda: pretrained.read_weights(tmp_path / name), f'{name}: {needle}')

@@ -218,6 +218,19 @@ def _sniff(path: Path, z: Optional[zipfile.ZipFile]) -> Optional[str]:
   return None
 
 
+def _not_weights(path: Path) -> Optional[str]:
+  """What a text file passed as weights is, when it is a usual stand-in for them."""
+  with open(path, 'rb') as f:
+    head = f.read(64)
+  if head.startswith(b'version https://git-lfs.github.com/spec/'):
+    return ('a Git LFS pointer, not the weights (cloned without git-lfs): run git lfs pull in '
+            'the clone, or download the file itself')
+  if head.lstrip().lower().startswith((b'<!doctype html', b'<html')):
+    return ('an HTML page, not weights (a download that saved a login or error page?); '
+            'download the file itself')
+  return None
+
+
 def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Raw arrays of a torch checkpoint, .safetensors or .npz file (told apart by content, then
   by extension), keys as stored."""
@@ -234,6 +247,8 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
   try:
     if path.stat().st_size == 0:  # else "EOFError: " or "header too small"
       raise PretrainedError(f'{path}: an empty file (0 bytes); download or convert it again')
+    if (what := _not_weights(path)):  # was 'not a readable torch checkpoint (damaged ...)'
+      raise PretrainedError(f'{path}: {what}')
     if ext == '.npz' and z is None:  # np.load would try it as a pickle
       raise PretrainedError(f'{path}: not a .npz file (no zip archive: damaged, truncated, '
                             'or another format); convert it again')
