@@ -685,3 +685,18 @@ def test_stand_ins_for_weights_are_named(tmp_path, name, text, needle):
   # Were "not a readable torch checkpoint (damaged, truncated, or not written by torch.save)"
   # and "cannot read weights (SafetensorError: ... header too large)".
   _error(lambda: pretrained.read_weights(tmp_path / name), f'{name}: {needle}')
+
+
+@pytest.mark.parametrize('kind', ['npz', 'safetensors', 'pth'])
+def test_file_of_no_arrays_says_what_to_pass(tmp_path, kind):
+  path = tmp_path / f'w.{kind}'
+  if kind == 'npz':
+    np.savez(path)
+  elif kind == 'safetensors':
+    from safetensors.numpy import save_file
+    save_file({}, str(path), metadata={'format': 'pt'})
+  else:
+    pytest.importorskip('torch').save({}, path)
+  _error(lambda: pretrained.read_weights(path),  # was 'holds no arrays', no fix
+         f'w.{kind}: holds no arrays (an empty state_dict or archive); save the whole '
+         'model.state_dict()')

@@ -517,7 +517,8 @@ def read_weights(path: str | os.PathLike, arch: Optional[str] = None
     state = _canonical(arrays)  # timm's names as torchvision's (a no-op on those)
     found = detect_arch(state, str(path)) if state else None
     if found is None:
-      raise PretrainedError(f'{path}: holds no arrays')
+      raise PretrainedError(f'{path}: holds no arrays (an empty state_dict or archive); save '
+                            'the whole model.state_dict() and pass that file')
     if arch in (None, found):  # else torch_to_flax names the arch the file holds
       _check_layout(state, found, str(path))
     flat = torch_to_flax(state, arch or found, str(path))
