@@ -115,6 +115,46 @@ def test_damaged_latest_checkpoint_is_one_line(wd, fault):
     assert restore.restore_for_inference(wd, step=2)[3] == 2
 
 
+@pytest.mark.parametrize('part', ['meta', 'variables', 'all'])
+@pytest.mark.parametrize('saved_newer', [True, False])
+def test_a_checkpoint_a_running_trainer_deletes_while_it_is_read(wd, monkeypatch, part,
+                                                                 saved_newer):
+  """Evaluating a workdir still being trained (keep_checkpoints=1, a checkpoint a step): the
+  newest checkpoint vanished while it was read, and evaluate said 'checkpoint N is corrupt ...
+  no other checkpoint is intact: retrain' or 'does not match this model'. The newer one (a
+  copy of 2 saved as 6, as the trainer saves before it deletes; else the remaining 2) is read
+  instead."""
+  real = checkpoints.Checkpointer.check_model
+  calls = []
+
+  def rotate_then_check(self, step, model_config):
+    calls.append(step)
+    if len(calls) == 1:  # the trainer's save, then its deletion, half done or whole
+      if saved_newer:
+        shutil.copytree(wd / 'checkpoints' / '2', wd / 'checkpoints' / '6')
+      _delete(wd / 'checkpoints' / '4' / part if part != 'all' else wd / 'checkpoints' / '4')
+    return real(self, step, model_config)
+  monkeypatch.setattr(checkpoints.Checkpointer, 'check_model', rotate_then_check)
+  if saved_newer or part == 'all':
+    assert restore.restore_for_inference(wd)[3] == (6 if saved_newer else 2)
+    assert calls == [4, 6 if saved_newer else 2]
+  else:  # the folder is still there, nothing newer: real damage, reported as before
+    with pytest.raises(checkpoints.CorruptCheckpointError, match='checkpoint 4 is corrupt'):
+      restore.restore_for_inference(wd)
+
+
+def test_an_explicit_step_deleted_while_it_is_read_says_so(wd, monkeypatch):
+  real = checkpoints.Checkpointer.check_model
+
+  def rotate_then_check(self, step, model_config):
+    _delete(wd / 'checkpoints' / '2')
+    return real(self, step, model_config)
+  monkeypatch.setattr(checkpoints.Checkpointer, 'check_model', rotate_then_check)
+  with pytest.raises(checkpoints.WorkdirError, match='checkpoint 2 was deleted while it was '
+                     'read .*; pass a step it keeps, or omit --step'):
+    restore.restore_for_inference(wd, step=2)
+
+
 def test_evaluate_and_predict_refuse_a_damaged_checkpoint(wd):
   _flip(_data_file(wd / 'checkpoints' / '4'))
   with pytest.raises(checkpoints.CorruptCheckpointError, match=r'--step=2'):

@@ -12,7 +12,8 @@ import ml_collections
 from aesthetics_jax import io
 from aesthetics_jax import models
 from aesthetics_jax.configs import default as default_config
-from aesthetics_jax.train.checkpoint_errors import (CorruptCheckpointError, WorkdirError,
+from aesthetics_jax.train.checkpoint_errors import (CheckpointMismatchError,
+                                                    CorruptCheckpointError, WorkdirError,
                                                     read_json_object)
 from aesthetics_jax.train.checkpoints import Checkpointer
 
@@ -56,11 +57,40 @@ def restore_for_inference(workdir, step: int | None = None):
   """Latest (or `step`) checkpoint of a workdir → (model, variables, config, step).
 
   variables are host-local jax arrays `{'params', 'batch_stats'}` on the default device.
+  A workdir still being trained deletes its older checkpoints (config.keep_checkpoints) as it
+  saves newer ones: the latest can vanish while it is read, which was reported as a corrupt
+  checkpoint ('retrain') or another model's. The newer one is read instead.
   """
   io.require_backend(workdir, 'workdir', WorkdirError)
   workdir = io.path(workdir)
   config = load_config(workdir)
   model = models.create_model(config.model)
+  for attempt in range(_ROTATION_RETRIES + 1):
+    try:
+      variables, chosen = _restore_step(workdir, model, config, step)
+      return model, variables, config, chosen
+    except (CorruptCheckpointError, CheckpointMismatchError) as e:
+      gone = getattr(e, 'rotated_step', None)
+      if gone is None:
+        raise
+      if step is not None:
+        raise WorkdirError(f'{workdir / "checkpoints"}: checkpoint {step} was deleted while it '
+                           'was read (a run still training keeps only its newest '
+                           'config.keep_checkpoints); pass a step it keeps, or omit --step')
+      if attempt == _ROTATION_RETRIES:
+        raise WorkdirError(f'{workdir / "checkpoints"}: the newest checkpoint was deleted '
+                           f'while it was read {attempt + 1} times (a run still training '
+                           'replaces it faster than it is read); rerun when it has finished')
+  raise AssertionError('unreachable')
+
+
+# Reads of the newest checkpoint that a live trainer may replace under them.
+_ROTATION_RETRIES = 5
+
+
+def _restore_step(workdir, model, config, step: int | None):
+  """(variables, step) of `step` (None: the newest). An error whose step a newer one replaced
+  meanwhile (or whose folder is gone) carries `rotated_step`."""
   ckpt = Checkpointer(workdir, read_only=True, enable_async=False)
   try:
     steps = ckpt.all_steps()
@@ -79,8 +109,25 @@ def restore_for_inference(workdir, step: int | None = None):
     try:
       ckpt.check_model(step, config.model)
       variables, _ = ckpt.restore(step, abstract)
-    except CorruptCheckpointError as e:
+    except (CorruptCheckpointError, CheckpointMismatchError) as e:
+      if _rotated_away(workdir, step, newest=step == max(steps)):
+        e.rotated_step = step
+        raise
+      if isinstance(e, CheckpointMismatchError):
+        raise
       raise CorruptCheckpointError(f'{e}; {ckpt.intact_hint(step)}', step) from e
   finally:
     ckpt.close()
-  return model, variables, config, int(step)
+  return variables, int(step)
+
+
+def _rotated_away(workdir, step: int, newest: bool) -> bool:
+  """Whether checkpoint `step` is gone or, if it was the newest, a newer one exists (a trainer
+  saves the next checkpoint before it deletes the one it replaces)."""
+  folder = workdir / 'checkpoints'
+  try:
+    names = [p.name for p in folder.iterdir()]
+  except OSError:
+    return False
+  return str(step) not in names or (newest and any(n.isdigit() and int(n) > step
+                                                    for n in names))
