@@ -700,3 +700,18 @@ def test_file_of_no_arrays_says_what_to_pass(tmp_path, kind):
   _error(lambda: pretrained.read_weights(path),  # was 'holds no arrays', no fix
          f'w.{kind}: holds no arrays (an empty state_dict or archive); save the whole '
          'model.state_dict()')
+
+
+def test_whole_model_inside_a_checkpoint_dict_gets_a_fix_that_works(tmp_path):
+  torch = pytest.importorskip('torch')
+  torch.save({'model': torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), 'epoch': 3},
+             tmp_path / 'ckpt.pth')
+  # Was "... torch.save(torch.load(f, weights_only=False).state_dict(), 'w.pth')": a dict has
+  # no state_dict(), so the advice failed with an AttributeError.
+  _error(lambda: pretrained.read_weights(tmp_path / 'ckpt.pth'),
+         "object under 'model' of a checkpoint dict",
+         "torch.save(torch.load(f, weights_only=False)['model'].state_dict(), 'w.pth')")
+  torch.save({'features.0.0.weight': np.zeros((8, 3, 3, 3), np.float32)}, tmp_path / 'np.pth')
+  msg = _error(lambda: pretrained.read_weights(tmp_path / 'np.pth'),  # was the same advice
+               'np.pth: numpy arrays pickled by torch.save', 'torch.from_numpy')
+  assert 'state_dict()' not in msg

@@ -11,6 +11,7 @@ model is refused without unpickling it. Keys come back as stored; `pretrained` m
 import math
 import os
 import pickle
+import pickletools
 import re
 import zipfile
 from pathlib import Path
@@ -60,13 +61,39 @@ def first_line(e: BaseException) -> str:
 _DAMAGED_FIX = 'download or export it again'
 
 
+def _wrapping_key(path: Path, name: str) -> Optional[str]:
+  """The key of the dict torch.save wrote under which the pickled class `name` sits (read
+  from the pickle's opcodes, nothing unpickled), None if the file is no such dict."""
+  try:
+    with zipfile.ZipFile(path) as z:
+      ops = pickletools.genops(z.read(next(n for n in z.namelist() if n.endswith('data.pkl'))))
+      if [next(ops)[0].name, next(ops)[0].name] != ['PROTO', 'EMPTY_DICT']:
+        return None
+      key = None
+      for op, arg, _ in ops:
+        if op.name.endswith('UNICODE'):
+          key = arg
+        elif op.name == 'GLOBAL' and arg.replace(' ', '.') == name:
+          return key
+  except Exception:  # pylint: disable=broad-except  (a legacy or damaged file: no key)
+    return None
+  return None
+
+
 def _unpickling_problem(path: Path, e: BaseException) -> str:
   """The one line for a .pth that torch.load(weights_only=True) refused."""
   found = re.search(r'GLOBAL ([\w.]+)', str(e))
-  if found:  # pickled Python objects, not only tensors: torch.save(model), numpy arrays ...
-    return (f'{path}: a pickled {found[1]} object (torch.save(model)?), not a state_dict of '
-            'tensors; unpickling it could run code, so it is refused: if you trust the file, '
-            "torch.save(torch.load(f, weights_only=False).state_dict(), 'w.pth') and pass w.pth")
+  if found and found[1].startswith('numpy.'):  # was '(torch.save(model)?) ... .state_dict()'
+    return (f'{path}: numpy arrays pickled by torch.save ({found[1]}), not tensors; unpickling '
+            'could run code, so they are refused: save torch tensors (torch.from_numpy) or an '
+            '.npz (np.savez) and pass that')
+  if found:  # pickled Python objects, not only tensors: torch.save(model) ...
+    key = _wrapping_key(path, found[1])  # {'model': model, 'epoch': ...}: was '.state_dict()'
+    where = f' under {key!r} of a checkpoint dict' if key else ''
+    return (f'{path}: a pickled {found[1]} object{where} (torch.save(model)?), not a state_dict '
+            'of tensors; unpickling it could run code, so it is refused: if you trust the file, '
+            f"torch.save(torch.load(f, weights_only=False){f'[{key!r}]' if key else ''}"
+            ".state_dict(), 'w.pth') and pass w.pth")
   # torch's own text suggests weights_only=False, which is no fix for a damaged file.
   return (f'{path}: not a readable torch checkpoint (damaged, truncated, or not written by '
           f'torch.save); {_DAMAGED_FIX}')
