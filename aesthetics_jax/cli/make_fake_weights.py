@@ -45,7 +45,7 @@ def main(argv):
   common.check_outputs('make_fake_weights', folders={'out': _OUT.value})
   # The models (JAX, flax) load after the flag checks: a bad flag answers at once.
   from aesthetics_jax.models import fake_imagenet  # pylint: disable=import-outside-toplevel
-  for arch in _ARCHS.value:
+  for arch in dict.fromkeys(_ARCHS.value):  # once each: '--archs=vgg16,vgg16' wrote it twice
     try:
       path, info = fake_weights.make_weights(
           _OUT.value, arch, width_mult=_WIDTH.value, fc_dim=_FC_DIM.value,
