@@ -241,3 +241,21 @@ def test_a_rerun_removes_what_a_killed_prepare_left(tmp_path, stage):
   assert rerun.returncode == 0, rerun.stderr
   assert not left[0].exists()
   assert sorted(p.name for p in folder.iterdir()) == ['1.0.0', 'resized']
+
+
+@pytest.mark.parametrize('name', ['tags.txt', 'style_image_lists/test.jpgl'])
+def test_missing_metadata_file_is_exit_2_before_any_image_is_validated(tmp_path, name):
+  """A root without tags.txt failed only after every image was validated (minutes on AVA),
+  exit 1; one without a style list exited 1 though a missing input is a usage error."""
+  ava_dir = _write_ava(tmp_path / 'ava', GOOD_ROWS)
+  (ava_dir / name).unlink()
+  res = _run(f'--ava_dir={ava_dir}', f'--data_dir={tmp_path / "tfds"}')
+  assert res.returncode == 2 and res.stdout == '' and 'Validating' not in res.stderr
+  assert res.stderr.strip().splitlines() == [
+      f'prepare_data: {ava_dir / name}: not found; pass --ava_dir=<AVA root holding AVA.txt, '
+      'tags.txt, style_image_lists/, images/>'], res.stderr
+  # --subset=all reads no style list.
+  if name.startswith('style'):
+    res = _run(f'--ava_dir={ava_dir}', f'--data_dir={tmp_path / "tfds"}', '--subset=all',
+               '--resized_sizes=')
+    assert 'style_image_lists' not in res.stderr, res.stderr

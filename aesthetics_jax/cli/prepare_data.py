@@ -7,10 +7,10 @@ Prints kept / skipped counts per split and the paths of skipped.csv, stats.json 
 figures. Rerunning with the same --ava_dir and --max_pixels reuses an already prepared dataset
 (also when another prepare of the same --data_dir finishes first). Malformed metadata prints
 one line on stderr and exits 1, as does a disk that fills while the dataset is written (the
-partial dataset is removed); an --ava_dir without AVA.txt, a --data_dir that cannot be
-written, that holds the dataset of another AVA root or --max_pixels, a --max_pixels over
-the decoder's 100 MP cap, a negative --num_workers or a --resized_max_gb that is not a
-positive number exits 2 before any image is validated (an already prepared dataset is reused
+partial dataset is removed); an --ava_dir without AVA.txt, tags.txt or (--subset=style)
+its style_image_lists/{train,test}.jpgl, a --data_dir that cannot be written, that holds
+the dataset of another AVA root or --max_pixels, a --max_pixels over the decoder's 100 MP
+cap, a negative --num_workers or a --resized_max_gb that is not a positive number exits 2 before any image is validated (an already prepared dataset is reused
 read-only, but for the resized images below). Images are validated with the shared
 bounded decoder (`decoder.decode`); EXIF-rotated photos are stored upright. A train id also in
 the test list is kept in test only. The training images are also stored decoded and resized
@@ -62,7 +62,7 @@ def main(argv):
     common.usage_error('prepare_data', f'--resized_max_gb={_RESIZED_MAX_GB.value:g}: use a '
                        'positive number of GiB, e.g. 16 (--resized_sizes= for no stores)')
   try:  # a missing AVA root is a bad flag: exit 2 before any work, as every command's
-    dataset.check_ava_root(_AVA_DIR.value)
+    dataset.check_ava_root(_AVA_DIR.value, _SUBSET.value)
   except ava.AvaError as e:
     common.usage_error('prepare_data', str(e))
   # Validating every image takes minutes on AVA: an unwritable destination is found first.

@@ -483,7 +483,7 @@ def prepare(ava_dir: str | os.PathLike, data_dir: str | os.PathLike, subset: str
   _check_subset(subset)
   _check_max_pixels(max_pixels)
   ava_dir = Path(ava_dir)
-  check_ava_root(ava_dir)
+  check_ava_root(ava_dir, subset)
   with prepare_lock.running(data_dir, subset):
     return _prepare(ava_dir, data_dir, subset, max_pixels, num_workers)
 
@@ -671,13 +671,18 @@ def identity_mismatch(recorded: dict, current: dict) -> str:
           f"({recorded.get('data_dir')}): its test split may hold images the model trained on")
 
 
-def check_ava_root(ava_dir: str | os.PathLike) -> None:
-  """AvaError (one line) unless `ava_dir` holds an AVA.txt: the commands' check of the flag,
-  before any work."""
-  f = Path(ava_dir) / 'AVA.txt'
-  if not f.is_file():
-    raise ava.AvaError(f'{f}: not found; pass --ava_dir=<AVA root holding AVA.txt, tags.txt, '
-                       'style_image_lists/, images/>')
+def check_ava_root(ava_dir: str | os.PathLike, subset: str = 'style') -> None:
+  """AvaError (one line) unless `ava_dir` holds the metadata files `subset` reads (AVA.txt,
+  tags.txt; the style lists for 'style'): the commands' check of the flag, before any work.
+  A missing tags.txt was found only after every image had been validated (minutes on AVA)."""
+  names = ['AVA.txt', 'tags.txt']
+  if subset == 'style':
+    names += ['style_image_lists/train.jpgl', 'style_image_lists/test.jpgl']
+  for name in names:
+    f = Path(ava_dir) / name
+    if not f.is_file():
+      raise ava.AvaError(f'{f}: not found; pass --ava_dir=<AVA root holding AVA.txt, tags.txt, '
+                         'style_image_lists/, images/>')
 
 
 def load_sources(data_dir: str | os.PathLike, subset: str = 'style') -> dict[str, Sequence]:
