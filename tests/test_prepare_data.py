@@ -259,3 +259,24 @@ def test_missing_metadata_file_is_exit_2_before_any_image_is_validated(tmp_path,
     res = _run(f'--ava_dir={ava_dir}', f'--data_dir={tmp_path / "tfds"}', '--subset=all',
                '--resized_sizes=')
     assert 'style_image_lists' not in res.stderr, res.stderr
+
+
+def test_a_root_misplaced_or_named_in_another_case_names_the_fix(tmp_path):
+  """'AVA.txt: not found; pass --ava_dir=<AVA root ...>' for a root one folder down (an
+  archive's AVA_dataset/), --ava_dir naming AVA.txt itself, or tags.txt copied as Tags.txt
+  where names ignore case: the user saw the file there and no reason."""
+  root = _write_ava(tmp_path / 'dl' / 'AVA_dataset', GOOD_ROWS)
+  (root / 'tags.txt').rename(root / 'Tags.txt')
+  (root / 'style_image_lists').rename(root / 'Style_Image_Lists')
+  for ava_dir, subset, fix in (
+      (tmp_path / 'dl', 'style', f'it is one folder down: pass --ava_dir={root}'),
+      (root / 'AVA.txt', 'style', f'{root / "AVA.txt"} is a file: pass the folder holding it, '
+       f'--ava_dir={root}'),
+      (root, 'all', 'found Tags.txt: names are case-sensitive here, rename it to tags.txt')):
+    with pytest.raises(dataset.ava.AvaError) as e:
+      dataset.check_ava_root(ava_dir, subset)
+    assert str(e.value).endswith(f': not found; {fix}'), e.value
+  (root / 'Tags.txt').rename(root / 'tags.txt')
+  with pytest.raises(dataset.ava.AvaError, match='found Style_Image_Lists/train.jpgl: names are '
+                     'case-sensitive here, rename it to style_image_lists/train.jpgl$'):
+    dataset.check_ava_root(root, 'style')

@@ -681,8 +681,33 @@ def check_ava_root(ava_dir: str | os.PathLike, subset: str = 'style') -> None:
   for name in names:
     f = Path(ava_dir) / name
     if not f.is_file():
-      raise ava.AvaError(f'{f}: not found; pass --ava_dir=<AVA root holding AVA.txt, tags.txt, '
-                         'style_image_lists/, images/>')
+      raise ava.AvaError(f'{f}: not found; ' + (_found_instead(Path(ava_dir), name) or (
+          'pass --ava_dir=<AVA root holding AVA.txt, tags.txt, style_image_lists/, images/>')))
+
+
+def _found_instead(root: Path, name: str) -> str:
+  """The fix when what a missing `root/name` should be stands nearby ('' if nothing does):
+  --ava_dir naming AVA.txt itself, the root one folder down (an archive's `AVA_dataset/`),
+  or a name differing only in case (a copy made where names ignore case, Windows or macOS)."""
+  if root.is_file():
+    return f'{root} is a file: pass the folder holding it, --ava_dir={root.parent}'
+  if name == 'AVA.txt' and root.is_dir():
+    below = sorted(p.parent for p in root.glob('*/AVA.txt') if p.is_file())
+    if below:
+      return f'it is one folder down: pass --ava_dir={below[0]}'
+  at = root
+  for part in Path(name).parts:
+    try:
+      match = next((p for p in at.iterdir() if p.name.lower() == part.lower()), None)
+    except OSError:
+      return ''
+    if match is None:
+      return ''
+    at = match
+  if at.is_file():
+    return (f'found {at.relative_to(root)}: names are case-sensitive here, rename it to '
+            f'{name}')
+  return ''
 
 
 def load_sources(data_dir: str | os.PathLike, subset: str = 'style') -> dict[str, Sequence]:
