@@ -715,3 +715,21 @@ def test_whole_model_inside_a_checkpoint_dict_gets_a_fix_that_works(tmp_path):
   msg = _error(lambda: pretrained.read_weights(tmp_path / 'np.pth'),  # was the same advice
                'np.pth: numpy arrays pickled by torch.save', 'torch.from_numpy')
   assert 'state_dict()' not in msg
+
+
+def test_converted_vgg_without_its_first_conv_is_still_vgg(tmp_path):
+  import jax
+  import jax.numpy as jnp
+  from aesthetics_jax import models
+  flat, _ = pretrained.read_weights(VGG_FILE)
+  del flat['params/encoder/features_0/kernel']
+  np.savez(tmp_path / 'w.npz', **flat)
+  # Was read as 'mobilenet_v2 weights' (the arch was told by the stem's key alone), so the
+  # VGG16 model said "holds mobilenet_v2 weights, not vgg16".
+  assert pretrained.read_weights(tmp_path / 'w.npz')[1]['arch'] == 'vgg16'
+  cfg = models.model_config(arch='vgg16', width_mult=0.0625, fc_dim=32, dtype='float32')
+  shapes = jax.eval_shape(models.create_model(cfg).init, jax.random.key(0),
+                          jnp.zeros((1, 32, 32, 3)))
+  msg = _error(lambda: pretrained.load_pretrained(shapes, tmp_path / 'w.npz', arch='vgg16'),
+               'w.npz: missing key params/encoder/features_0/kernel', 'damaged or incomplete')
+  assert 'mobilenet_v2' not in msg

@@ -466,6 +466,16 @@ def _check_shapes(state: Mapping[str, Any], arch: str, width: Optional[float],
         f'{_more(bad)}: the file is damaged or edited; re-export it')
 
 
+def _flat_arch(flat: Mapping[str, Any]) -> Optional[str]:
+  """The arch of converted weights by any encoder layer: VGG's convs hold their kernel
+  directly, MobileNetV2's in conv / bn submodules. By the stem alone, a VGG16 file without it
+  was 'mobilenet_v2 weights'."""
+  layers = {m[1] for k in flat if (m := re.match(r'\w+/encoder/features_\d+/(\w+)', k))}
+  if layers == {'kernel', 'bias'} or layers == {'kernel'}:
+    return 'vgg16'
+  return 'mobilenet_v2' if layers and not layers & {'kernel', 'bias'} else None
+
+
 def _check_sidecar(meta: dict, flat: Mapping[str, Any], held: Optional[str], side: Path,
                    path: Path) -> None:
   """The sidecar must describe the arrays beside it: one naming another arch or width (copied
@@ -507,8 +517,7 @@ def read_weights(path: str | os.PathLike, arch: Optional[str] = None
     side = path.with_suffix(path.suffix + '.json')
     if side.is_file():
       meta = _read_sidecar(side, path)
-    held = ('vgg16' if 'params/encoder/features_0/kernel' in flat else 'mobilenet_v2'
-            if 'params/encoder/features_0/conv/kernel' in flat else None)
+    held = _flat_arch(flat)
     _check_sidecar(meta, flat, held, side, path)
     meta['arch'] = held or meta.get('arch', 'mobilenet_v2')
     if arch and meta['arch'] != arch:
