@@ -320,6 +320,29 @@ def test_a_user_config_that_is_not_a_full_config_is_one_line(tmp_path, body, exp
   assert not (tmp_path / 'w').exists()
 
 
+_BASE = 'from aesthetics_jax.configs import vgg16_binary\ndef get_config():\n  c = vgg16_binary.get_config()\n'
+
+
+@pytest.mark.parametrize('body, expect', [
+    # Read by nothing: the run trained with optim.lr's default, silently.
+    (_BASE + '  c.optim.learning_rate = 0.01\n  return c\n',
+     "sets 1 key(s) that nothing reads (optim.learning_rate); the keys of optim are: grad_clip, "
+     "lr, momentum"),
+    (_BASE + '  c.optim.warmup_step = 5\n  return c\n', 'did you mean optim.warmup_steps?'),
+    (_BASE + '  c.optimiser = dict(lr=1.0)\n  return c\n',
+     'there is no section optimiser; did you mean optim?'),
+    # The user's own ValueError: 'boom' alone named no file.
+    ("def get_config():\n  raise ValueError('boom')\n", ': get_config failed (boom)'),
+])
+def test_a_user_config_with_unread_keys_or_its_own_error_is_one_line(tmp_path, body, expect):
+  from aesthetics_jax.cli import config_args
+  (tmp_path / 'mine.py').write_text(body)
+  with pytest.raises(ValueError) as e:
+    config_args.load(str(tmp_path / 'mine.py'))
+  assert str(e.value).startswith(f"config file '{tmp_path / 'mine.py'}'"), e.value
+  assert expect in str(e.value) and '\n' not in str(e.value), e.value
+
+
 def test_the_checked_enumerations_are_the_modules_own():
   """config_checks keeps JAX-free copies of the enumerations; each equals its module's."""
   from aesthetics_jax import models

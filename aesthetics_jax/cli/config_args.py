@@ -106,7 +106,10 @@ def load(spec: str):
   try:
     config = module.get_config(arg) if sep else module.get_config()
   except ValueError as e:   # the configs' own argument errors are one line already
-    raise ValueError(common.first_line(e)) from None
+    # ... and name their file; another's error is given the file ('boom' named nothing).
+    msg = common.first_line(e)
+    raise ValueError(msg if Path(path).name in msg else
+                     f'config file {path!r}: get_config failed ({msg})') from None
   except Exception as e:
     raise ValueError(f'config {spec!r}: get_config failed ({type(e).__name__}: '
                      f'{common.first_line(e)})') from None
@@ -125,10 +128,35 @@ def _check_complete(path: str, config) -> None:
   if not isinstance(config, ml_collections.ConfigDict):
     raise ValueError(f'config file {path!r}: get_config() returned a {type(config).__name__}, '
                      f'not an ml_collections.ConfigDict; {_START_FROM}')
-  missing = sorted(set(_keys(default.get_config())) - set(_keys(config)))
+  known = set(_keys(default.get_config()))
+  missing = sorted(known - set(_keys(config)))
   if missing:
     raise ValueError(f'config file {path!r} lacks {len(missing)} key(s) of the default '
                      f'config (e.g. {missing[0]}); {_START_FROM}')
+  # A misspelt key (c.optim.learning_rate = 0.01 for optim.lr) was read by nothing: the run
+  # trained with the default, silently. --config.KEY overrides are checked by `check`.
+  extra = sorted(set(_keys(config)) - known)
+  if extra:
+    raise ValueError(f'config file {path!r} sets {len(extra)} key(s) that nothing reads '
+                     f'({", ".join(extra[:3])}{", ..." if len(extra) > 3 else ""}); '
+                     f'{_near_key(extra[0], known)}; fix or remove them')
+
+
+def _near_key(key: str, known: set[str]) -> str:
+  """'did you mean optim.lr?' from the keys beside `key`, else the keys there are."""
+  parent, _, leaf = key.rpartition('.')
+  siblings = sorted(k.rpartition('.')[2] for k in known if k.rpartition('.')[0] == parent)
+  near = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.6)
+  where = f'{parent}.' if parent else ''
+  if near:
+    return f'did you mean {where}{near[0]}?'
+  if siblings:
+    shown = ', '.join(siblings[:12]) + (', ...' if len(siblings) > 12 else '')
+    return f'the keys of {parent} are: {shown}' if parent else f'top-level keys: {shown}'
+  sections = sorted({k.rpartition('.')[0] for k in known} - {''})
+  near = difflib.get_close_matches(parent, sections, n=1, cutoff=0.6)
+  return (f'there is no section {parent}' + (f'; did you mean {near[0]}?' if near else
+                                             f' (sections: {", ".join(sections)})'))
 
 
 def resolve_config_flag(argv: Sequence[str], script: str, flag: str = 'config') -> list[str]:
