@@ -270,3 +270,27 @@ def test_a_line_over_the_cap_is_one_line_before_it_is_read_whole(tmp_path, name,
       read(p)
   else:
     assert read(p) in ([1], {1: ''})
+
+
+@pytest.mark.parametrize('encode, line, what', [
+    (lambda t: t.encode('utf-16'), 1, 'saved as UTF-16 text (save it as UTF-8'),
+    (lambda t: t.encode('utf-16-le'), 1, 'saved as UTF-16 text (save it as UTF-8'),
+    (lambda t: t.encode('utf-16-be'), 1, 'saved as UTF-16 text (save it as UTF-8'),
+    # A download that stopped in a preallocated file: its tail is zeros.
+    (lambda t: t.encode() + b'\0' * 3_000_000, 3, 'NUL bytes at character 1 (the file is '
+     'incomplete (a download or copy that stopped?) or not text: copy it again)'),
+    (lambda t: t.encode()[:-3] + b'\0' * 3, 2, 'NUL bytes at character'),
+])
+@pytest.mark.parametrize('name, read', [('AVA.txt', ava.read_ava_txt),
+                                        ('tags.txt', ava.read_tags),
+                                        ('test.jpgl', ava.read_image_list)])
+def test_utf16_and_zero_filled_files_are_named(tmp_path, encode, line, what, name, read):
+  """Windows' 'Unicode' (UTF-16) text was "AVA.txt:1: non-integer field '\\ufffd\\ufffd1\\x00'",
+  a zero-filled tail 'expected 15 integers, got 1 fields' or 'line longer than 1,048,576
+  characters': neither said what was wrong with the file."""
+  text = {'AVA.txt': _row(1, 10, V_HIGH) + '\n' + _row(2, 11, V_LOW) + '\n',
+          'tags.txt': '1 Abstract\n2 Action\n', 'test.jpgl': '10\n11\n'}[name]
+  (tmp_path / name).write_bytes(encode(text))
+  with pytest.raises(ava.AvaError) as e:
+    read(tmp_path / name)
+  assert str(e.value).startswith(f'{tmp_path / name}:{line}: {what}'), e.value

@@ -145,12 +145,27 @@ def _read_lines(path: os.PathLike | str, what: str) -> Iterator[str]:
         if not line:
           return
         line = line.removesuffix('\n').removesuffix('\r')
+        if '\0' in line:  # no text file of ours holds NULs; the lines below would misname it
+          raise _nul_bytes(path, lineno, line)
         if len(line) > MAX_LINE_CHARS:
           raise _fail(path, lineno, f'line longer than {MAX_LINE_CHARS:,} characters',
                       f'{what} rows are short lines of text: is this the right file?')
         yield line
   except OSError as e:
     raise AvaError(f'{path}: cannot read {what}: {e.strerror} (check permissions)') from None
+
+
+def _nul_bytes(path: Path, lineno: int, line: str) -> AvaError:
+  """A line holding NUL characters: a file saved as UTF-16 (Windows Notepad's 'Unicode',
+  PowerShell 5's `>`; every other byte of ASCII text is NUL), or zero bytes where text should
+  be (a download or copy that stopped: torrent clients and some copiers preallocate the file).
+  Read as UTF-8 either was a 'non-integer field' or 'line longer than' error."""
+  alternate = '\0' not in line[0::2] or '\0' not in line[1::2]  # UTF-16 without a BOM
+  if lineno == 1 and (line.startswith('\ufffd\ufffd') or alternate):
+    return _fail(path, lineno, 'saved as UTF-16 text', 'save it as UTF-8 or ASCII text')
+  return _fail(path, lineno, f'NUL bytes at character {line.index(chr(0)) + 1}',
+               'the file is incomplete (a download or copy that stopped?) or not text: copy '
+               'it again')
 
 
 _ASCII_INT = re.compile(r'[+-]?[0-9]+')
