@@ -733,3 +733,19 @@ def test_converted_vgg_without_its_first_conv_is_still_vgg(tmp_path):
   msg = _error(lambda: pretrained.load_pretrained(shapes, tmp_path / 'w.npz', arch='vgg16'),
                'w.npz: missing key params/encoder/features_0/kernel', 'damaged or incomplete')
   assert 'mobilenet_v2' not in msg
+
+
+@pytest.mark.parametrize('converted', [False, True])
+def test_negative_batchnorm_variance_is_refused(tmp_path, converted):
+  if converted:
+    arrays, _ = pretrained.read_weights(MNV2_FILE)
+    key = 'batch_stats/encoder/features_3/project/bn/var'
+  else:
+    arrays, key = _raw(), 'features.3.conv.3.running_var'
+  arrays[key] = -np.abs(arrays[key]).astype(np.float32)
+  np.savez(tmp_path / 'w.npz', **arrays)
+  # Was converted and loaded: the frozen encoder's BatchNorm then gave NaN, and training
+  # stopped at 'non-finite loss ... lower the learning rate'.
+  _error(lambda: pretrained.read_weights(tmp_path / 'w.npz'),
+         'w.npz: batch_stats/encoder/features_3/project/bn/var holds', 'negative variances',
+         'damaged')

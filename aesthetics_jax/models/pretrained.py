@@ -535,6 +535,10 @@ def read_weights(path: str | os.PathLike, arch: Optional[str] = None
     _check_shapes(state, meta['arch'], infer_width_mult(flat, meta['arch']), str(path))
   if 'width_mult' not in meta:  # the sidecar's, checked against the arrays above
     meta['width_mult'] = infer_width_mult(flat, meta['arch'])
+  for k, v in flat.items():  # sqrt(var + eps) of a negative one: NaN from the frozen encoder
+    if k.startswith('batch_stats/') and k.endswith('/var') and (neg := int(np.sum(v < 0))):
+      raise PretrainedError(f'{path}: {k} holds {neg} negative variances (of {np.size(v)}); '
+                            'the file is damaged: download or export it again')
   return flat, meta
 
 
