@@ -598,3 +598,31 @@ def test_validation_decodes_at_most_max_pixels_at_once(tmp_path, monkeypatch):
   assert sum(len(v) for v in sel.kept.values()) == 12 and not sel.skipped
   assert 1_000_000 <= peak[0] <= 1_500_000, peak[0]
   assert dataset._decoded_pixels(b'not an image') == 0
+
+
+def test_images_named_as_mirrors_and_copies_name_them_are_found(tmp_path):
+  """Every image not named exactly images/<id>.jpg was skipped as 'missing': `.JPG` and
+  `.jpeg` (a copy made on Windows, a re-save), zero-padded ids, subfolders (mirrors split in
+  parts), an `Images/` folder. Each is now found, and an id two files claim is skipped as
+  'ambiguous' rather than stored from either."""
+  from tiny_ava import write_tiny_ava  # pylint: disable=import-outside-toplevel
+  root = write_tiny_ava(tmp_path / 'ava', num_train=5, num_test=2)
+  im = root / 'images'
+  (im / 'part1' / 'a').mkdir(parents=True)
+  (im / '1000.jpg').rename(im / '1000.JPG')
+  (im / '1001.jpg').rename(im / '1001.jpeg')
+  (im / '1002.jpg').rename(im / 'part1' / 'a' / '01002.jpg')
+  shutil.copy(im / '1003.jpg', im / 'part1' / '1003.Jpg')
+  (im / '1003.jpg').rename(im / '1003.jpeg')
+  os.symlink(im, im / 'part1' / 'loop')  # a link back up is walked once
+  sel = dataset.select_images(root, 'style', num_workers=1)
+  assert sel.skipped == [dataset.Skipped('train', 1003, 'ambiguous')]
+  assert [i.image_id for i in sel.kept['train']] == [1000, 1001, 1002, 1004]
+  res = dataset.prepare(root, tmp_path / 'tfds', 'style')
+  assert res.kept == {'train': 4, 'test': 2}
+  src = dataset.load_sources(tmp_path / 'tfds', 'style')['train']
+  stored = {int(r['image_id']): r['image'] for r in (src[i] for i in range(len(src)))}
+  assert stored[1002] == (im / 'part1' / 'a' / '01002.jpg').read_bytes()
+  im.rename(root / 'Images')
+  sel = dataset.select_images(root, 'style', num_workers=1)
+  assert sel.kept['test'] and [i.image_id for i in sel.kept['train']] == [1000, 1001, 1002, 1004]

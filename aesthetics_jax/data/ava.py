@@ -6,7 +6,8 @@ AVA root layout (Murray et al. 2012; the demo generator writes the same):
   tags.txt                   `<id> <name with spaces>` (66 tags, ids 1..66)
   challenges.txt             `<id> <name>`
   style_image_lists/{train,test}.jpgl   one image id a line
-  images/<id>.jpg
+  images/<id>.jpg            (also found: `.JPG` / `.jpeg`, zero-padded ids, subfolders,
+                             `Images/`; see `find_images`)
 
 Subsets (`load_subset`):
   'style'  ids of the photographic-style lists that appear in AVA.txt and have >= 1 tag
@@ -374,6 +375,75 @@ def style_dropped(ava_dir: os.PathLike | str) -> dict[str, list[tuple[int, str]]
 def image_path(ava_dir: os.PathLike | str, image_id: int) -> Path:
   """`ava_dir/images/<id>.jpg`."""
   return Path(ava_dir) / 'images' / f'{int(image_id)}.jpg'
+
+
+# Besides images/<id>.jpg, what mirrors and copies name an AVA image: `.JPG` / `.jpeg` (a copy
+# made on Windows, a re-save), zero-padded ids, and subfolders (archives split in parts).
+IMAGE_SUFFIXES = ('.jpg', '.jpeg')
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFiles:
+  """Where `find_images` found each id's image: `paths[id]` (the expected `image_path` when
+  none was found: reading it names it missing) and the ids with several candidate files."""
+  paths: dict[int, Path]
+  ambiguous: frozenset[int]
+
+
+def find_images(ava_dir: os.PathLike | str, image_ids: Iterable[int]) -> ImageFiles:
+  """Each id's image file: `images/<id>.jpg` when that name exists (a file, or a link or
+  folder that reading then reports), else the one file under `images/` (or `Images/`; any
+  depth, through links to folders) named `<id>` (leading zeros allowed) with a suffix of IMAGE_SUFFIXES in
+  any case. An id with several such files is `ambiguous` (which one AVA meant is unknown).
+  `images/` is scanned once, and only when some exact name is absent."""
+  paths = {int(i): image_path(ava_dir, i) for i in image_ids}
+  absent = {i for i, p in paths.items() if not os.path.lexists(p)}
+  if not absent:
+    return ImageFiles(paths, frozenset())
+  found: dict[int, list[Path]] = {}
+  folder = Path(ava_dir) / 'images'
+  if not folder.is_dir():  # `Images/`, copied where names ignore case
+    folder = next((p for p in _entries(Path(ava_dir)) if p.name.lower() == 'images'), folder)
+  for f in _image_files(folder):
+    stem, suffix = os.path.splitext(f.name)
+    if (suffix.lower() in IMAGE_SUFFIXES and stem.isascii() and stem.isdigit()
+        and int(stem) in absent):
+      found.setdefault(int(stem), []).append(f)
+  ambiguous = frozenset(i for i, fs in found.items() if len(fs) > 1)
+  paths.update({i: fs[0] for i, fs in found.items() if len(fs) == 1})
+  return ImageFiles(paths, ambiguous)
+
+
+def _entries(folder: Path) -> list[Path]:
+  try:
+    return sorted(folder.iterdir())
+  except OSError:
+    return []
+
+
+def _image_files(folder: Path) -> Iterator[Path]:
+  """Every file under `folder` (links to folders followed once each; unreadable folders
+  skipped: their images are then missing)."""
+  seen: set[tuple[int, int]] = set()
+  stack = [folder]
+  while stack:
+    d = stack.pop()
+    try:
+      st = d.stat()
+      if (st.st_dev, st.st_ino) in seen:  # a link back up, or two links to one folder
+        continue
+      seen.add((st.st_dev, st.st_ino))
+      with os.scandir(d) as entries:
+        for e in entries:
+          try:
+            if e.is_dir():
+              stack.append(Path(e.path))
+            elif e.is_file():
+              yield Path(e.path)
+          except OSError:
+            continue
+    except OSError:
+      continue
 
 
 def stack_images(images: Sequence[AvaImage]) -> dict[str, np.ndarray]:

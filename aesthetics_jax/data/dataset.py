@@ -81,6 +81,7 @@ NO_TAG = 'no_tag'
 NOT_IN_AVA_TXT = 'not_in_ava_txt'
 DUPLICATE = 'duplicate'
 IN_TEST_LIST = 'in_test_list'  # train id also in the test list: kept in test only
+AMBIGUOUS = 'ambiguous'  # several files under images/ name the id (ava.find_images)
 EXCLUDED = 'excluded'
 
 SKIPPED_CSV = 'skipped.csv'
@@ -125,9 +126,11 @@ class Skipped:
 
 @dataclasses.dataclass(frozen=True)
 class Selection:
-  """Images that passed validation (`kept`, per split, in list order) and those that did not."""
+  """Images that passed validation (`kept`, per split, in list order) and those that did not;
+  `paths`: each kept id's file (`ava.find_images`; `ava.image_path` for ids not in it)."""
   kept: dict[str, list[ava.AvaImage]]
   skipped: list[Skipped]
+  paths: dict[int, Path] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,14 +281,21 @@ def select_images(ava_dir: str | os.PathLike, subset: str, *,
       for image_id, why in dropped:
         skipped.append(Skipped(split, image_id, _DROPPED_REASONS.get(why, EXCLUDED)))
 
+  files = ava.find_images(ava_dir, (img.image_id for split in SPLITS
+                                   for img in candidates[split]))
+  for split in SPLITS:
+    skipped += [Skipped(split, img.image_id, AMBIGUOUS) for img in candidates[split]
+                if img.image_id in files.ambiguous]
+
   # Full decode of every candidate, in parallel (PIL releases the GIL while decoding).
-  jobs = [(split, img) for split in SPLITS for img in candidates[split]]
+  jobs = [(split, img) for split in SPLITS for img in candidates[split]
+          if img.image_id not in files.ambiguous]
   workers = num_workers or cpu_backend.host_cpu_count()
 
   budget = _PixelBudget(max_pixels)
 
   def check(job):
-    return check_image_file(ava.image_path(ava_dir, job[1].image_id),
+    return check_image_file(files.paths[job[1].image_id],
                             max_pixels=max_pixels, min_side=min_side, budget=budget)
 
   # Truncated files are refused whatever PIL's LOAD_TRUNCATED_IMAGES says (the decoder's load).
@@ -299,7 +309,9 @@ def select_images(ava_dir: str | os.PathLike, subset: str, *,
     else:
       skipped.append(Skipped(split, img.image_id, reason))
   skipped.sort(key=lambda s: (SPLITS.index(s.split), s.image_id))
-  return Selection(kept=kept, skipped=skipped)
+  return Selection(kept=kept, skipped=skipped,
+                   paths={img.image_id: files.paths[img.image_id]
+                          for split in SPLITS for img in kept[split]})
 
 
 # --------------------------------------------------------------------------- outputs
@@ -408,11 +420,13 @@ class Ava(tfds.core.GeneratorBasedBuilder):
     # (`resized_store.fingerprint`); dataset_info.json alone matched a rebuild from other
     # images of the same sizes, whose store then held the old pixels.
     self.info.metadata['build_id'] = uuid.uuid4().hex
-    return {split: self._generate_examples(ava_dir, sel.kept[split]) for split in SPLITS}
+    return {split: self._generate_examples(ava_dir, sel.kept[split], sel.paths)
+            for split in SPLITS}
 
-  def _generate_examples(self, ava_dir: Path, images: Sequence[ava.AvaImage]) -> Iterator:
+  def _generate_examples(self, ava_dir: Path, images: Sequence[ava.AvaImage],
+                         paths: dict[int, Path]) -> Iterator:
     for img in images:
-      path = ava.image_path(ava_dir, img.image_id)
+      path = paths.get(img.image_id) or ava.image_path(ava_dir, img.image_id)
       try:
         # Original bytes (re-encoded upright only when an EXIF orientation rotates them): the
         # pipeline decodes (and converts to RGB) itself.
