@@ -242,6 +242,18 @@ def test_tag_counts_use_names():
   assert data_stats.tag_counts(imgs, TAG_NAMES) == {'Nature': 2, 'Abstract': 1}
 
 
+def test_tags_named_alike_or_unnamed_keep_their_own_counts(tmp_path):
+  """tags.txt naming two tags alike (or a line without a name) made one stats.json key for
+  both: the last tag's count overwrote the other's; unnamed tags were '' in reports."""
+  imgs = [ava.AvaImage(image_id=i, votes=np.ones(10, np.int64), tags=(t,), challenge_id=0)
+          for i, t in enumerate([1, 1, 1, 2, 3, 3, 4])]
+  names = {1: 'Still Life', 2: 'Still Life', 3: '', 4: 'Macro'}
+  assert data_stats.tag_counts(imgs, names) == {
+      'Still Life (tag 1)': 3, 'tag 3': 2, 'Still Life (tag 2)': 1, 'Macro': 1}
+  meta = dataset.root_metadata(tmp_path, names)
+  assert meta['tag_names'][:5] == ['Still Life', 'Still Life', 'tag 3', 'Macro', 'tag 5']
+
+
 def test_demo_dataset_end_to_end(tmp_path):
   from aesthetics_jax.data import demo as demo_data  # pylint: disable=import-outside-toplevel
   root = tmp_path / 'demo'

@@ -778,7 +778,8 @@ def root_metadata(ava_dir: Path, tag_names: dict[int, str]) -> dict:
   `defect_masks_dir` (absolute; '' when the root has no `defect_masks/`, as real AVA), and
   `ava_fingerprint` (`root_fingerprint`)."""
   masks = ava_dir / 'defect_masks'
-  return {'tag_names': [tag_names.get(i, f'tag {i}') for i in range(1, ava.NUM_TAGS + 1)],
+  # `or`: a tags.txt line without a name (`37`) named the tag '' in reports and predictions.
+  return {'tag_names': [tag_names.get(i) or f'tag {i}' for i in range(1, ava.NUM_TAGS + 1)],
           'ava_dir': os.fspath(ava_dir.absolute()),
           'defect_masks_dir': os.fspath(masks.absolute()) if masks.is_dir() else '',
           'ava_fingerprint': root_fingerprint(ava_dir)}

@@ -10,6 +10,7 @@ Matplotlib is drawn through the Agg canvas directly (no pyplot, no global backen
 """
 from __future__ import annotations
 
+import collections
 import io
 import json
 import os
@@ -48,7 +49,15 @@ def tag_counts(images: Sequence[ava.AvaImage], tag_names: Mapping[int, str]) -> 
       if t:
         counts[t] = counts.get(t, 0) + 1
   order = sorted(counts, key=lambda t: (-counts[t], t))
-  return {tag_names.get(t, f'tag {t}'): counts[t] for t in order}
+  # Keys must be one a tag: two tags named alike in tags.txt (or unnamed) overwrote each
+  # other's counts.
+  shared = collections.Counter(tag_names.values())
+  def label(t: int) -> str:
+    name = tag_names.get(t, '')
+    if not name:
+      return f'tag {t}'
+    return name if shared[name] == 1 else f'{name} (tag {t})'
+  return {label(t): counts[t] for t in order}
 
 
 def compute_stats(kept: Mapping[str, Sequence[ava.AvaImage]], skipped: Sequence,
