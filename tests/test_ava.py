@@ -294,3 +294,14 @@ def test_utf16_and_zero_filled_files_are_named(tmp_path, encode, line, what, nam
   with pytest.raises(ava.AvaError) as e:
     read(tmp_path / name)
   assert str(e.value).startswith(f'{tmp_path / name}:{line}: {what}'), e.value
+
+
+@pytest.mark.parametrize('sep', [',', ', ', ';'])
+def test_a_csv_export_of_ava_txt_names_its_separator(tmp_path, sep):
+  """Its 15 numbers were 'expected 15 integers, got 1 fields', which read as a short row."""
+  p = tmp_path / 'AVA.txt'
+  p.write_text(_row(1, 10, V_HIGH).replace(' ', sep) + '\n')
+  with pytest.raises(ava.AvaError) as e:
+    ava.read_ava_txt(p)
+  assert str(e.value) == (f"{p}:1: fields separated by '{sep.strip()}' (separate them by "
+                          'spaces, as the AVA release does)')

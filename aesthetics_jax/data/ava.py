@@ -208,11 +208,13 @@ def read_ava_txt(path: os.PathLike | str,
     if not fields:
       continue
     if len(fields) != _AVA_FIELDS:
+      _check_separator(path, lineno, line)
       raise _fail(path, lineno, f'expected {_AVA_FIELDS} integers, got {len(fields)} fields',
                   'each row is: index, image id, 10 vote counts, tag1, tag2, challenge id')
     try:
       values = [_int(f) for f in fields]
     except ValueError:
+      _check_separator(path, lineno, line)
       # int() also refuses digit strings past Python's 4300-digit limit.
       bad = next(f for f in fields if not _parses_as_int(f))
       raise _fail(path, lineno, f'non-integer field {bad[:40]!r}',
@@ -248,6 +250,15 @@ def read_ava_txt(path: os.PathLike | str,
     first_line[image_id] = lineno
     images.append(AvaImage(image_id, np.asarray(votes, np.int64), (tag1, tag2), challenge_id))
   return images
+
+
+def _check_separator(path: os.PathLike | str, lineno: int, line: str) -> None:
+  """A row of a CSV export (fields separated by ',' or ';'): its 15 numbers were 'got 1
+  fields', which read as a short row, or "non-integer field '1,'"."""
+  sep = next((c for c in ',;|' if len(line.split(c)) == _AVA_FIELDS), None)
+  if sep:
+    raise _fail(path, lineno, f'fields separated by {sep!r}',
+                'separate them by spaces, as the AVA release does')
 
 
 def _read_id_names(path: os.PathLike | str, what: str,
