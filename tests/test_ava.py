@@ -305,3 +305,20 @@ def test_a_csv_export_of_ava_txt_names_its_separator(tmp_path, sep):
     ava.read_ava_txt(p)
   assert str(e.value) == (f"{p}:1: fields separated by '{sep.strip()}' (separate them by "
                           'spaces, as the AVA release does)')
+
+
+def test_a_copy_cut_mid_row_says_so(tmp_path):
+  """A partly copied AVA.txt was 'AVA.txt:3: expected 15 integers, got 5 fields (each row is
+  ...)', as if that row were malformed; a short last row with a line end is still that."""
+  p = tmp_path / 'AVA.txt'
+  text = _row(1, 10, V_HIGH) + '\n' + _row(2, 11, V_LOW) + '\n' + _row(3, 12, V_HIGH)
+  p.write_text(text[:-22])
+  with pytest.raises(ava.AvaError) as e:
+    ava.read_ava_txt(p)
+  assert str(e.value) == (f'{p}:3: the file ends mid-row (5 of 15 fields, no line end) (an '
+                          'incomplete download or copy? copy it again)')
+  p.write_text(text[:-22] + '\r\n')
+  with pytest.raises(ava.AvaError, match=r'AVA.txt:3: expected 15 integers, got 5 fields \('):
+    ava.read_ava_txt(p)
+  p.write_text(text)  # a last row without a line end is whole
+  assert [r.image_id for r in ava.read_ava_txt(p)] == [10, 11, 12]

@@ -209,6 +209,9 @@ def read_ava_txt(path: os.PathLike | str,
       continue
     if len(fields) != _AVA_FIELDS:
       _check_separator(path, lineno, line)
+      if len(fields) < _AVA_FIELDS and _ends_with(path, line):
+        raise _fail(path, lineno, f'the file ends mid-row ({len(fields)} of {_AVA_FIELDS} '
+                    'fields, no line end)', 'an incomplete download or copy? copy it again')
       raise _fail(path, lineno, f'expected {_AVA_FIELDS} integers, got {len(fields)} fields',
                   'each row is: index, image id, 10 vote counts, tag1, tag2, challenge id')
     try:
@@ -250,6 +253,18 @@ def read_ava_txt(path: os.PathLike | str,
     first_line[image_id] = lineno
     images.append(AvaImage(image_id, np.asarray(votes, np.int64), (tag1, tag2), challenge_id))
   return images
+
+
+def _ends_with(path: os.PathLike | str, line: str) -> bool:
+  """Whether the file's last bytes are `line` with no line end: a copy cut mid-row."""
+  tail = line.encode()
+  try:
+    with open(path, 'rb') as f:
+      f.seek(0, os.SEEK_END)
+      f.seek(max(f.tell() - len(tail), 0))
+      return f.read() == tail
+  except OSError:
+    return False
 
 
 def _check_separator(path: os.PathLike | str, lineno: int, line: str) -> None:
