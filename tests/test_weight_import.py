@@ -749,3 +749,16 @@ def test_negative_batchnorm_variance_is_refused(tmp_path, converted):
   _error(lambda: pretrained.read_weights(tmp_path / 'w.npz'),
          'w.npz: batch_stats/encoder/features_3/project/bn/var holds', 'negative variances',
          'damaged')
+
+
+def test_torchs_loading_warnings_do_not_come_before_the_one_line(tmp_path):
+  torch = pytest.importorskip('torch')
+  sd = _torch_state()
+  sd['features.0.0.weight'] = sd['features.0.0.weight'].float().to_sparse()
+  torch.save(sd, tmp_path / 'w.pth')
+  r = _convert_cli('--arch=mobilenet_v2', f'--source={tmp_path / "w.pth"}',
+                   f'--out={tmp_path / "out"}')
+  # Was "UserWarning: Validating sparse tensor invariants because weights_only=True ..." and
+  # the source line it came from, before the command's line.
+  assert r.returncode == 1 and r.stderr.count('\n') == 1, r.stderr
+  assert r.stderr.startswith('convert_weights: ') and 'sparse_coo' in r.stderr, r.stderr

@@ -13,6 +13,7 @@ import os
 import pickle
 import pickletools
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Optional
@@ -128,7 +129,10 @@ def _read_pth(path: Path) -> dict[str, np.ndarray]:
   try:
     # timm's and many training scripts' checkpoints keep their argparse flags beside the
     # weights; a Namespace only sets attributes when unpickled.
-    with torch.serialization.safe_globals([argparse.Namespace]):
+    # torch's warnings about the storages it rebuilds (sparse, quantized, TypedStorage) came
+    # as 4 lines before the command's one; what matters for weights is checked below.
+    with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+      warnings.simplefilter('ignore', UserWarning)
       obj = torch.load(str(path), map_location='cpu', weights_only=True)
   except OSError as e:
     if e.filename is not None:  # the file's own (permissions, I/O)
