@@ -762,3 +762,11 @@ def test_torchs_loading_warnings_do_not_come_before_the_one_line(tmp_path):
   # the source line it came from, before the command's line.
   assert r.returncode == 1 and r.stderr.count('\n') == 1, r.stderr
   assert r.stderr.startswith('convert_weights: ') and 'sparse_coo' in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize('what', ['list', 'Tensor'])
+def test_checkpoint_of_no_dict_says_what_to_save(tmp_path, what):
+  torch = pytest.importorskip('torch')
+  torch.save([_torch_state()] if what == 'list' else torch.zeros(3), tmp_path / 'w.pth')
+  _error(lambda: pretrained.read_weights(tmp_path / 'w.pth'),  # was without the fix
+         f'w.pth: expected a state_dict, got {what}; save model.state_dict() and pass that')

@@ -116,7 +116,8 @@ def _unwrap(obj: Any, path: Path) -> dict:
       key = nested[0]
     obj = obj[key]
   if not isinstance(obj, dict):
-    raise PretrainedError(f'{path}: expected a state_dict, got {type(obj).__name__}')
+    raise PretrainedError(f'{path}: expected a state_dict, got {type(obj).__name__}; save '
+                          'model.state_dict() and pass that')
   return obj
 
 
