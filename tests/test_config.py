@@ -320,7 +320,8 @@ def test_a_user_config_that_is_not_a_full_config_is_one_line(tmp_path, body, exp
   assert not (tmp_path / 'w').exists()
 
 
-_BASE = 'from aesthetics_jax.configs import vgg16_binary\ndef get_config():\n  c = vgg16_binary.get_config()\n'
+_BASE = ('from aesthetics_jax.configs import vgg16_binary\ndef get_config():\n'
+         '  c = vgg16_binary.get_config()\n')
 
 
 @pytest.mark.parametrize('body, expect', [

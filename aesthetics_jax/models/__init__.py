@@ -224,6 +224,6 @@ def create_model(model_config, imagenet_classes: int = 0) -> nn.Module:
 
 
 __all__ = ['ARCHS', 'DEPTHWISE_IMPLEMENTATIONS', 'MobileNetV2Aesthetic', 'VGG16Binary',
-           'adaptive_avg_pool', 'abstract_variables', 'create_model', 'model_config', 'depthwise_conv',
-           'init_variables', 'layer_index', 'make_divisible', 'resolve_impl', 'resolve_layers',
+           'adaptive_avg_pool', 'abstract_variables', 'create_model', 'model_config',
+           'depthwise_conv', 'init_variables', 'layer_index', 'make_divisible', 'resolve_impl', 'resolve_layers',
            'starting_variables']
