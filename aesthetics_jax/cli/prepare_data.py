@@ -11,7 +11,8 @@ partial dataset is removed); an --ava_dir without AVA.txt, tags.txt or (--subset
 its style_image_lists/{train,test}.jpgl, a --data_dir that cannot be written, that holds
 the dataset of another AVA root or --max_pixels, a --max_pixels over the decoder's 100 MP
 cap, a negative --num_workers or a --resized_max_gb that is not a positive number exits 2
-before any image is validated (an already prepared dataset is reused read-only, but for the resized images below). Images are validated with the shared
+before any image is validated (an already prepared dataset is reused read-only, but for
+the resized images below). Images are validated with the shared
 bounded decoder (`decoder.decode`); EXIF-rotated photos are stored upright. A train id also in
 the test list is kept in test only. The training images are also stored decoded and resized
 to each `--resized_sizes` side (`data/resized_store.py`, 192 KiB an image at 256): training
