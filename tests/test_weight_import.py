@@ -770,3 +770,19 @@ def test_checkpoint_of_no_dict_says_what_to_save(tmp_path, what):
   torch.save([_torch_state()] if what == 'list' else torch.zeros(3), tmp_path / 'w.pth')
   _error(lambda: pretrained.read_weights(tmp_path / 'w.pth'),  # was without the fix
          f'w.pth: expected a state_dict, got {what}; save model.state_dict() and pass that')
+
+
+def test_converted_weights_stream_to_a_fifo(tmp_path):
+  import os
+  import threading
+  os.mkfifo(tmp_path / 'w.npz')
+  got = {}
+  reader = threading.Thread(target=lambda: got.update(
+      data=open(tmp_path / 'w.npz', 'rb').read()), daemon=True)
+  reader.start()
+  # 7874c95's space reservation and truncation of the written .npz failed on a pipe
+  # ('[Errno 29] Illegal seek'), which np.savez streams to.
+  pretrained.save_flat({'params/w': np.ones(2, np.float32)}, tmp_path / 'w.npz', {})
+  reader.join(10)
+  (tmp_path / 'copy.npz').write_bytes(got['data'])
+  assert np.load(tmp_path / 'copy.npz')['params/w'].tolist() == [1.0, 1.0]

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -549,9 +550,12 @@ def save_flat(flat: Mapping[str, np.ndarray], path: str | os.PathLike, meta: dic
   arrays = {k: np.asarray(v) for k, v in flat.items()}
 
   def write(f) -> None:
-    io.reserve_space(f, sum(v.nbytes for v in arrays.values()))  # VGG16: 0.55 GB
+    regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)  # not a FIFO the .npz streams to
+    if regular:
+      io.reserve_space(f, sum(v.nbytes for v in arrays.values()))  # VGG16: 0.55 GB
     np.savez(f, **arrays)
-    f.truncate()  # the reserved blocks past the archive's end (its headers are not counted)
+    if regular:
+      f.truncate()  # the reserved blocks past the archive's end (its headers are not counted)
 
   meta = {'format': FORMAT, **meta, 'num_arrays': len(flat),
           'num_params': int(sum(np.size(v) for k, v in flat.items() if k.startswith('params/')))}
