@@ -14,8 +14,8 @@ file itself, `weights/mobilenet_v2.npz`.)
 checkpoint.pth.tar, pytorch_model.bin, .ckpt are read too). --out: a directory (writes
 <arch>.npz) or a .npz path; `<file>.json` beside the .npz (e.g. weights/mobilenet_v2.npz.json)
 records arch and width_mult. A problem prints one line on stderr: exit 2 for a bad flag (a
-missing --source, an --out that cannot be written), 1 for a failed conversion (a damaged or
-foreign weights file).
+missing --source, an --out that cannot be written or that names --source), 1 for a failed
+conversion (a damaged or foreign weights file, a full disk: no file is left).
 """
 import os
 
