@@ -476,6 +476,8 @@ def _workdir(workdir: Any) -> str:
   if not io_lib.is_local(p):
     return p
   p = p if os.path.exists(p) else os.path.expanduser(p)
+  if problem := io_lib.utf8_problem(p, 'workdir'):
+    raise checkpoint_errors.WorkdirError(problem)
   hint = 'pass the folder aesthetics-train wrote (its --workdir: config.json, checkpoints/)'
   shown = p if p.isprintable() else repr(p)  # a '\n' kept from a file: still one line
   if not os.path.exists(p):

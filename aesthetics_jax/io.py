@@ -69,6 +69,24 @@ def require_backend(p: PathLike, what: str, error: type[Exception]) -> None:
                 f'installed; pip install {" ".join(missing)} (or pass a local path)')
 
 
+def utf8_problem(p: PathLike, name: str) -> str | None:
+  """One-line reason why folder `p` (made absolute: the current folder counts), given as
+  `name` ('--workdir', 'workdir'), is no UTF-8 name; None if it is. Checkpoints (orbax /
+  tensorstore) and dataset files (array_record) are opened by C++ that takes UTF-8 names only:
+  such a folder failed at the first save or restore with pybind11's "Unable to cast Python
+  instance of type <class 'str'> to C++ type '?'"."""
+  if not p or not is_local(p):
+    return None
+  full = os.path.abspath(os.path.expanduser(os.fspath(p)))
+  try:
+    full.encode('utf-8')
+  except UnicodeEncodeError:
+    shown = os.fsencode(full).decode('utf-8', 'backslashreplace')
+    return (f'{name}={shown} is not a UTF-8 name: checkpoints and dataset files cannot be '
+            'opened under it; rename the folder (or pass a link to it with a UTF-8 name)')
+  return None
+
+
 def atomic_write_bytes(p: PathLike, data: bytes, durable: bool = True) -> epath.Path:
   """Writes `data` to `p` atomically (parents created); returns the path.
 

@@ -5,6 +5,7 @@ then every tag); the other tests reuse its `Model` and compile nothing new.
 """
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -650,6 +651,13 @@ def test_load_names_what_is_wrong_with_the_workdir(example, tmp_path, monkeypatc
     with pytest.raises(checkpoint_errors.WorkdirError, match=match) as e:
       aesthetics_jax.load(bad)
     assert '\n' not in str(e.value)
+  # A copy under a name not in UTF-8: orbax's C++ refused it with pybind11's 'Unable to cast
+  # Python instance of type <class 'str'> to C++ type '?'' (a RuntimeError).
+  latin1 = os.fsdecode(os.fsencode(str(tmp_path)) + b'/run\xff')
+  shutil.copytree(wd, latin1)
+  with pytest.raises(checkpoint_errors.WorkdirError, match=r'run\\xff is not a UTF-8 name: '
+                     r'.*rename the folder \(or pass a link to it'):
+    aesthetics_jax.load(latin1)
 
 
 def test_a_closed_pil_image_says_how_to_keep_it(example, tmp_path):

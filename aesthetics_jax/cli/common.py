@@ -124,18 +124,9 @@ NATIVE_FOLDERS = ('workdir', 'data_dir')
 
 
 def utf8_problem(path: str | os.PathLike, flag: str) -> str | None:
-  """One-line reason why `--flag=path` (made absolute: the current folder counts) is no
-  UTF-8 name; None if it is."""
-  if not path or '://' in str(path):
-    return None
-  full = os.path.abspath(os.path.expanduser(path))
-  try:
-    full.encode('utf-8')
-  except UnicodeEncodeError:
-    shown = os.fsencode(full).decode('utf-8', 'backslashreplace')
-    return (f'--{flag}={shown} is not a UTF-8 name: checkpoints and dataset files cannot be '
-            'opened under it; rename the folder (or pass a link to it with a UTF-8 name)')
-  return None
+  """One-line reason why `--flag=path` is no UTF-8 name (`io.utf8_problem`); None if it is."""
+  from aesthetics_jax import io  # pylint: disable=import-outside-toplevel (etils: 0.1 s)
+  return io.utf8_problem(path, f'--{flag}')
 
 
 def check_outputs(script: str, folders: dict[str, str | None] = None,
