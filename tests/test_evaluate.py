@@ -486,3 +486,16 @@ def test_report_links_only_the_explorer_its_evaluation_wrote(tmp_path):
   assert eval_run.model_section(tmp_path, {'step': 2}, {}, config)['explorer'] is None
   section = eval_run.model_section(tmp_path, {'step': 2, 'explorer_images': 3}, {}, config)
   assert section['explorer'] == str(index)
+
+
+def test_figures_an_evaluation_did_not_draw_are_not_left_behind(tmp_path):
+  """A rerun that drew no faithfulness curves (--config.eval.faithfulness_images=0) left the
+  earlier run's faithfulness_*.png in W/eval/figures, and the demo's and paper_run's combined
+  report (every PNG there) embedded them beside metrics without their numbers."""
+  from aesthetics_jax.evaluation import run as eval_run
+  folder = tmp_path / 'eval' / 'figures'
+  folder.mkdir(parents=True)
+  (folder / 'faithfulness_deletion.png').write_bytes(b'earlier run')
+  (folder / 'notes.txt').write_text('a user file, not a figure')
+  eval_run.write_figures(folder, {'examples_high': b'png'})
+  assert sorted(p.name for p in folder.iterdir()) == ['examples_high.png', 'notes.txt']

@@ -204,8 +204,7 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
         title=f'aesthetics-jax explorer: {workdir.name or workdir} ({arch}, step {step})',
         notes=[f'CAM layers: {", ".join(layers)}; box threshold {float(ec.box_threshold)}.']))
   _write_csv(out_dir / 'per_image.csv', test, sources['test'], size, scale)
-  for key, png in figs.items():
-    io_lib.atomic_write_bytes(out_dir / 'figures' / f'{key}.png', png)
+  write_figures(out_dir / 'figures', figs)
   m['eval_seconds'] = round(time.time() - t0, 1)
   m = io_lib.json_safe(m)
   io_lib.atomic_write_text(out_dir / 'metrics.json',
@@ -466,6 +465,18 @@ def environment_note(m: Mapping) -> str | None:
                  'sum, and training can turn that into another model: compare figures from '
                  'machines with the same instruction set.')
   return ' '.join(parts)
+
+
+def write_figures(folder, figs: Mapping[str, bytes]) -> None:
+  """`folder/<key>.png` for each figure, and no other PNG: a figure an earlier evaluation drew
+  and this one did not (faithfulness curves before --config.eval.faithfulness_images=0) stayed,
+  and the demo's and paper_run's combined report, which embeds every PNG there, showed it
+  beside metrics that no longer had its numbers."""
+  for key, png in figs.items():
+    io_lib.atomic_write_bytes(folder / f'{key}.png', png)
+  for old in folder.glob('*.png'):
+    if old.stem not in figs:
+      old.unlink()
 
 
 def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config) -> dict:
