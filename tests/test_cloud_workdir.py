@@ -136,4 +136,10 @@ def test_checkpoint_manifest_and_report_on_gs(fake_gcs):
   out = report_html.write_report('gs://bucket/run/eval/report.html', [], None)
   assert str(out) == 'gs://bucket/run/eval/report.html'
   assert '/bucket/run/eval/report.html' in fake_gcs.store
+  # Its explorer link was the gs:// URL, which no browser opens; relative, it works once the
+  # folder is copied down.
+  section = {'arch': 'vgg16', 'metrics': {'explorer_images': 3}, 'figures': {},
+             'explorer': 'gs://bucket/run/eval/explorer/index.html'}
+  link = report_html._explorer_link(section, str(out.parent))
+  assert 'href="explorer/index.html"' in link, link
   assert np.all([not p.startswith('gs:') for p in os.listdir('.')])

@@ -20,6 +20,7 @@ import base64
 import datetime
 import html
 import os
+import posixpath
 import re
 import urllib.parse
 from pathlib import Path
@@ -521,13 +522,18 @@ def _entropy_caption(m: Mapping) -> str:
              if m.get('map_concentration_untrained') else '.'))
 
 
-def _explorer_link(s: Mapping, base: Path | None) -> str:
+def _explorer_link(s: Mapping, base: Path | str | None) -> str:
   path = s.get('explorer')
   if not path:
     return ''
   href = str(path) if not io_lib.is_local(path) else Path(path).as_posix()
-  if base is not None and io_lib.is_local(path):
+  if base is not None and io_lib.is_local(path) and io_lib.is_local(base):
     href = Path(os.path.relpath(Path(path).resolve(), base)).as_posix()
+  elif base is not None and _same_bucket(str(path), str(base)):
+    # A cloud report beside its explorer: a gs:// href opens in no browser; a relative one
+    # does once the folder is copied down (gsutil cp -r).
+    root = str(base).split('://', 1)[1]
+    href = urllib.parse.quote(posixpath.relpath(str(path).split('://', 1)[1], root))
   if io_lib.is_local(path):  # a URL: '#', '%' or '?' in a folder name would cut the path
     # surrogateescape: a folder name that is not UTF-8 keeps its own bytes (%FF), the file's
     href = urllib.parse.quote(href, errors='surrogateescape')
@@ -539,13 +545,21 @@ def _explorer_link(s: Mapping, base: Path | None) -> str:
           f'({_esc(methods)}), boxes and crop.</p>')
 
 
+def _same_bucket(url: str, base: str) -> bool:
+  """Whether two cloud URLs share scheme and bucket ('gs://b/run/x', 'gs://b/run')."""
+  if '://' not in url or '://' not in base:
+    return False
+  (s1, r1), (s2, r2) = url.split('://', 1), base.split('://', 1)
+  return s1 == s2 and r1.split('/', 1)[0] == r2.split('/', 1)[0]
+
+
 def _anchor(s: Mapping) -> str:
   """A model section's id: prefixed, so that a model (workdir) called 'data' or 'summary'
   does not take the page's own sections' ids."""
   return _esc(f'model-{s["name"]}')
 
 
-def _model_section(s: Mapping, base: Path | None = None, demo: bool = False) -> str:
+def _model_section(s: Mapping, base: Path | str | None = None, demo: bool = False) -> str:
   figs, m = s.get('figures', {}), s['metrics']
   arch = str(s.get('arch', ''))
   anchor = _anchor(s)
@@ -588,9 +602,10 @@ def _model_section(s: Mapping, base: Path | None = None, demo: bool = False) -> 
 
 
 def render(models: Sequence[Mapping], dataset: Mapping | None = None, demo: bool = False,
-           title: str = 'aesthetics-jax evaluation report', base: Path | None = None) -> str:
-  """Returns the report as one HTML string (all images inline); `base`: the report's folder,
-  which links to each model's explorer are relative to."""
+           title: str = 'aesthetics-jax evaluation report', base: Path | str | None = None
+           ) -> str:
+  """Returns the report as one HTML string (all images inline); `base`: the report's folder
+  (a cloud URL for a cloud report), which links to each model's explorer are relative to."""
   now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
   out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
          f'<title>{_esc(title)}</title><style>{_CSS}</style></head><body>',
@@ -632,7 +647,7 @@ def write_report(path: str | os.PathLike, models: Sequence[Mapping],
                  dataset: Mapping | None = None, demo: bool = False,
                  title: str = 'aesthetics-jax evaluation report') -> Path:
   """Renders and atomically writes the report; returns its path."""
-  local = io_lib.is_local(path)  # a cloud report links the explorer by its URL
-  io_lib.atomic_write_text(path, render(models, dataset, demo, title,
-                                        base=Path(path).parent.resolve() if local else None))
+  local = io_lib.is_local(path)  # a cloud report links its explorer relative to its URL
+  base = Path(path).parent.resolve() if local else str(io_lib.path(path).parent)
+  io_lib.atomic_write_text(path, render(models, dataset, demo, title, base=base))
   return io_lib.path(path)
