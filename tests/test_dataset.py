@@ -19,6 +19,7 @@ from aesthetics_jax.data import stats as data_stats
 from aesthetics_jax.data import dataset
 from aesthetics_jax.data import decoder
 from aesthetics_jax.data import prepare_lock
+from aesthetics_jax.data import selection
 from image_fixture import huge_header_png
 
 TAG_NAMES = {1: 'Abstract', 2: 'Nature', 3: 'Portraiture', 4: 'Landscape'}
@@ -85,16 +86,16 @@ def _cases():
       106: (_encode(_rgb(44, 40, 7), 'PNG'), (0, 2), None),                     # PNG as .jpg
       107: (rotated_jpeg()[0], (1, 0), None),                     # EXIF-rotated: stored upright
       # skipped, one per fault
-      201: (None, (1, 0), dataset.MISSING),
-      202: (b'', (1, 0), dataset.EMPTY),
-      203: (truncated, (1, 0), dataset.TRUNCATED),
-      204: (np.random.default_rng(0).bytes(3000), (1, 0), dataset.UNDECODABLE),
-      205: (_encode(_rgb(20, 20, 8), 'JPEG'), (1, 0), dataset.TOO_SMALL),
-      206: (huge_header_png(), (1, 0), dataset.DECOMPRESSION_BOMB),           # header only
-      207: (_encode(blank, 'PNG'), (1, 0), dataset.DECOMPRESSION_BOMB),        # over limit
-      440774: (good, (1, 0), dataset.KNOWN_BAD),                               # known-bad id
-      208: (good, (0, 0), dataset.NO_TAG),                                     # untagged style id
-      210: (b'sparse', (1, 0), dataset.TOO_LARGE),          # > MAX_FILE_BYTES (written sparse)
+      201: (None, (1, 0), selection.MISSING),
+      202: (b'', (1, 0), selection.EMPTY),
+      203: (truncated, (1, 0), selection.TRUNCATED),
+      204: (np.random.default_rng(0).bytes(3000), (1, 0), selection.UNDECODABLE),
+      205: (_encode(_rgb(20, 20, 8), 'JPEG'), (1, 0), selection.TOO_SMALL),
+      206: (huge_header_png(), (1, 0), selection.DECOMPRESSION_BOMB),           # header only
+      207: (_encode(blank, 'PNG'), (1, 0), selection.DECOMPRESSION_BOMB),        # over limit
+      440774: (good, (1, 0), selection.KNOWN_BAD),                               # known-bad id
+      208: (good, (0, 0), selection.NO_TAG),                                     # untagged style id
+      210: (b'sparse', (1, 0), selection.TOO_LARGE),          # > MAX_FILE_BYTES (written sparse)
   }
 
 
@@ -126,7 +127,7 @@ def built(tmp_path_factory):
 def test_skipped_rows_and_kept_counts_are_exact(built):
   _, _, cases, res = built
   expected = {(i, r) for i, (_, _, r) in cases.items() if r is not None}
-  expected.add((209, dataset.NOT_IN_AVA_TXT))
+  expected.add((209, selection.NOT_IN_AVA_TXT))
   with open(res.skipped_csv, newline='') as f:
     reader = csv.DictReader(f)
     assert reader.fieldnames == ['split', 'image_id', 'reason']
@@ -213,21 +214,21 @@ def test_rerun_reuses_without_rebuilding(built, monkeypatch):
 
 
 @pytest.mark.parametrize('make,reason', [
-    (lambda: b'', dataset.EMPTY),
-    (lambda: huge_header_png(), dataset.DECOMPRESSION_BOMB),
-    (lambda: _encode(_rgb(64, 31), 'PNG'), dataset.TOO_SMALL),
-    (lambda: _encode(_rgb(64, 64), 'JPEG')[:-200], dataset.TRUNCATED),
-    (lambda: b'\xff\xd8\xff' + bytes(500), dataset.UNDECODABLE),
+    (lambda: b'', selection.EMPTY),
+    (lambda: huge_header_png(), selection.DECOMPRESSION_BOMB),
+    (lambda: _encode(_rgb(64, 31), 'PNG'), selection.TOO_SMALL),
+    (lambda: _encode(_rgb(64, 64), 'JPEG')[:-200], selection.TRUNCATED),
+    (lambda: b'\xff\xd8\xff' + bytes(500), selection.UNDECODABLE),
     (lambda: _encode(_rgb(64, 32).convert('CMYK'), 'JPEG'), None),
 ])
 def test_check_image_bytes(make, reason):
-  assert dataset.check_image_bytes(make()) == reason
+  assert selection.check_image_bytes(make()) == reason
 
 
 def test_pixel_limit_is_configurable():
   data = _encode(_rgb(64, 64), 'PNG')
-  assert dataset.check_image_bytes(data, max_pixels=64 * 64) is None
-  assert dataset.check_image_bytes(data, max_pixels=64 * 64 - 1) == dataset.DECOMPRESSION_BOMB
+  assert selection.check_image_bytes(data, max_pixels=64 * 64) is None
+  assert selection.check_image_bytes(data, max_pixels=64 * 64 - 1) == selection.DECOMPRESSION_BOMB
 
 
 def test_load_sources_unprepared_is_one_line(tmp_path):
@@ -271,13 +272,13 @@ def test_demo_dataset_end_to_end(tmp_path):
   res = dataset.prepare(root, tmp_path / 'tfds', 'style', num_workers=2)
   assert res.kept == {'train': 10, 'test': 4}
   reasons = {(r.split, r.image_id): r.reason for r in res.skipped_rows}
-  assert reasons[('train', trunc)] == dataset.TRUNCATED
-  assert reasons[('train', empty)] == dataset.EMPTY
+  assert reasons[('train', trunc)] == selection.TRUNCATED
+  assert reasons[('train', empty)] == selection.EMPTY
   dropped = {(s, i) for s in dataset.SPLITS for i in listed[s] if i not in kept_ids[s]}
   assert set(reasons) == dropped | {('train', trunc), ('train', empty)}
   by_reason = [r.reason for r in res.skipped_rows]
-  assert by_reason.count(dataset.NO_TAG) == summary['num_untagged']
-  assert by_reason.count(dataset.NOT_IN_AVA_TXT) == summary['num_listed_missing']
+  assert by_reason.count(selection.NO_TAG) == summary['num_untagged']
+  assert by_reason.count(selection.NOT_IN_AVA_TXT) == summary['num_listed_missing']
 
   sources = dataset.load_sources(tmp_path / 'tfds', 'style')
   for s in dataset.SPLITS:
@@ -303,8 +304,8 @@ def test_split_over_the_shuffle_buffer_spills_without_tensorflow(built, tmp_path
   want = dataset.load_sources(data_dir, 'style')
   got = dataset.load_sources(tmp_path / 'tfds', 'style')
   for s in dataset.SPLITS:
-    assert ([(int(r['image_id']), r['image']) for r in (got[s][i] for i in range(len(got[s])))]
-            == [(int(r['image_id']), r['image']) for r in (want[s][i] for i in range(len(want[s])))])
+    rows = lambda src: [(int(r['image_id']), r['image']) for r in (src[i] for i in range(len(src)))]
+    assert rows(got[s]) == rows(want[s])
   assert 'tensorflow' not in sys.modules
   # Without the stand-in, the spill is where TFDS reaches for TensorFlow.
   monkeypatch.setattr(dataset.tfds_spill, 'gfile_without_tensorflow', contextlib.nullcontext)
@@ -552,7 +553,7 @@ def test_train_id_in_the_test_list_is_kept_in_test_only(tmp_path):
   (lists / 'test.jpgl').write_text(''.join(f'{i}\n' for i in test + [train[1]]))
   res = dataset.prepare(root, tmp_path / 'tfds', 'style')
   assert res.kept == {'train': 3, 'test': 3} and res.skipped == {'train': 1, 'test': 0}
-  assert res.skipped_rows == [dataset.Skipped('train', train[1], dataset.IN_TEST_LIST)]
+  assert res.skipped_rows == [dataset.Skipped('train', train[1], selection.IN_TEST_LIST)]
   assert res.skipped_csv.read_text().splitlines()[1] == f'train,{train[1]},in_test_list'
   sources = dataset.load_sources(tmp_path / 'tfds', 'style')
   ids = {s: {int(src[i]['image_id']) for i in range(len(src))} for s, src in sources.items()}
@@ -590,7 +591,7 @@ def test_validation_decodes_at_most_max_pixels_at_once(tmp_path, monkeypatch):
     p.write_bytes(buf.getvalue())
     big.append(p.stem)
   live, peak, lock = [0], [0], threading.Lock()
-  real = dataset.check_image_bytes
+  real = selection.check_image_bytes
 
   def tracked(data, **kw):
     with Image.open(io.BytesIO(data)) as im:
@@ -605,11 +606,11 @@ def test_validation_decodes_at_most_max_pixels_at_once(tmp_path, monkeypatch):
       with lock:
         live[0] -= n
 
-  monkeypatch.setattr(dataset, 'check_image_bytes', tracked)
+  monkeypatch.setattr(selection, 'check_image_bytes', tracked)
   sel = dataset.select_images(root, 'style', max_pixels=1_500_000, num_workers=8)
   assert sum(len(v) for v in sel.kept.values()) == 12 and not sel.skipped
   assert 1_000_000 <= peak[0] <= 1_500_000, peak[0]
-  assert dataset._decoded_pixels(b'not an image') == 0
+  assert selection._decoded_pixels(b'not an image') == 0
 
 
 def test_images_named_as_mirrors_and_copies_name_them_are_found(tmp_path):

@@ -17,6 +17,7 @@ from PIL import Image, ImageOps
 
 from aesthetics_jax.data import decoder
 from aesthetics_jax.data import preprocess
+from aesthetics_jax.data import selection
 import image_fixture
 from image_fixture import huge_header_png
 
@@ -418,7 +419,6 @@ def test_truncated_files_are_refused_whatever_load_truncated_images_says(monkeyp
   import threading
   from PIL import ImageFile
   from aesthetics_jax import api
-  from aesthetics_jax.data import dataset
   jpg = image_fixture.encode(image_fixture.smooth_photo(200, 300))
   png = image_fixture.encode(image_fixture.smooth_photo(200, 300), 'PNG')
   monkeypatch.setattr(ImageFile, 'LOAD_TRUNCATED_IMAGES', True)
@@ -427,7 +427,7 @@ def test_truncated_files_are_refused_whatever_load_truncated_images_says(monkeyp
     with pytest.raises(decoder.DecodeError, match=f'^{name}: truncated file') as e:
       decoder.decode(cut, what=name)
     assert e.value.reason == decoder.TRUNCATED
-    assert dataset.check_image_bytes(cut) == dataset.TRUNCATED
+    assert selection.check_image_bytes(cut) == selection.TRUNCATED
     (tmp_path / name).write_bytes(cut)
     with pytest.raises(ValueError, match='truncated file'):
       api.to_array(str(tmp_path / name))
@@ -449,7 +449,6 @@ def test_formats_pillow_cannot_read_are_named():
   """A phone's HEIC photo (or a JPEG XL file) was 'not an image (no image format recognised);
   pass a JPEG or PNG file', as a damaged file is: the user looked for damage. It names the
   format and the fix; a file of no image format keeps its words."""
-  from aesthetics_jax.data import dataset
   heic = (b'\x00\x00\x00\x1cftypheic\x00\x00\x00\x00mif1heicmiaf' + bytes(64)
           + b'\x00\x00\x00\x08meta')
   mif1 = b'\x00\x00\x00\x18ftypmif1\x00\x00\x00\x00mif1heic' + bytes(64)
@@ -459,7 +458,7 @@ def test_formats_pillow_cannot_read_are_named():
       decoder.decode(data, what='IMG_0001.HEIC')
     assert str(e.value) == (f'IMG_0001.HEIC: {name} image: a format this Pillow cannot read '
                             '(no plugin for it); convert it to JPEG or PNG')
-    assert dataset.check_image_bytes(data) == dataset.UNDECODABLE
+    assert selection.check_image_bytes(data) == selection.UNDECODABLE
   mp4 = b'\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom' + bytes(64)
   with pytest.raises(decoder.DecodeError, match=r'not an image \(no image format recognised'):
     decoder.decode(mp4)
@@ -470,7 +469,6 @@ def test_a_png_with_damaged_pixel_data_is_refused_not_decoded_wrong():
   damaged near the end of its pixel data decoded silently to wrong pixels (prepare_data kept
   it, predict scored it); its chunk's CRC says so, as libpng does."""
   import struct
-  from aesthetics_jax.data import dataset
   png = image_fixture.encode(image_fixture.smooth_photo(64, 64), 'PNG')
   start = png.find(b'IDAT') + 4
   end = start + struct.unpack('>I', png[start - 8:start - 4])[0]
@@ -490,7 +488,7 @@ def test_a_png_with_damaged_pixel_data_is_refused_not_decoded_wrong():
     decoder.decode(bytes(bad), what='x.png')
   assert str(e.value) == ('x.png: damaged PNG: its IDAT chunk fails its CRC check; re-export '
                           'or re-download it')
-  assert dataset.check_image_bytes(bytes(bad)) == dataset.UNDECODABLE
+  assert selection.check_image_bytes(bytes(bad)) == selection.UNDECODABLE
   assert np.array_equal(decoder.decode(png).image, want)  # intact: as before
 
 
@@ -544,7 +542,6 @@ def test_a_progressive_jpeg_of_too_many_scans_is_refused_before_decoding(monkeyp
             'photos have ~10), each a pass over the whole image; re-encode it')
   # Refused before the pixels are decoded, by every path (prepare's validation: a skip).
   monkeypatch.setattr(Image.Image, 'load', lambda self: pytest.fail('decoded'))
-  from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
-  assert dataset.check_image_bytes(bomb) == decoder.UNDECODABLE
+  assert selection.check_image_bytes(bomb) == decoder.UNDECODABLE
   with pytest.raises(decoder.DecodeError, match='rec 3: a progressive JPEG of over 500'):
     preprocess.resize_train_np(bomb, 40, 'rec 3')

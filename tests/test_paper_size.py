@@ -10,6 +10,7 @@ import pytest
 from aesthetics_jax.data import ava
 from aesthetics_jax.data import dataset
 from aesthetics_jax.data import paper_size
+from aesthetics_jax.data import selection
 
 SMALL = (56, 64)  # long side of the tiny folders: every short side stays >= 32 px
 
@@ -40,8 +41,8 @@ def test_prepare_keeps_the_requested_counts_and_skips_every_kind(tiny):
   sel = dataset.select_images(root, 'style', num_workers=1)
   assert {k: len(v) for k, v in sel.kept.items()} == {'train': 16, 'test': 8}
   reasons = {r.reason for r in sel.skipped}
-  assert reasons >= {dataset.NO_TAG, dataset.MISSING} and reasons & {dataset.TRUNCATED,
-                                                                     dataset.EMPTY}
+  assert reasons >= {selection.NO_TAG, selection.MISSING} and reasons & {selection.TRUNCATED,
+                                                                     selection.EMPTY}
   listed = {k: len(ava.read_image_list(root / 'style_image_lists' / f'{k}.jpgl'))
             for k in ('train', 'test')}
   assert listed == s['num_listed'] == {'train': 20, 'test': 10}

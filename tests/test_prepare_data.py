@@ -185,14 +185,14 @@ def test_bad_worker_count_and_store_bound_are_usage_errors(tmp_path):
 # Ctrl-C at a given stage of a prepare: the patched step sends this process SIGINT.
 _INTERRUPT = '''
 import os, signal, sys
-from aesthetics_jax.data import dataset, resize
+from aesthetics_jax.data import dataset, resize, selection
 stage, sig = sys.argv.pop(1), getattr(signal, sys.argv.pop(1))
-real = {'validate': dataset.check_image_file, 'write': dataset.upright_bytes,
+real = {'validate': selection.check_image_file, 'write': dataset.upright_bytes,
         'resized': resize.resize_train_np}[stage]
 def interrupted(*args, **kwargs):
   os.kill(os.getpid(), sig)
   return real(*args, **kwargs)
-module = resize if stage == 'resized' else dataset
+module = {'validate': selection, 'write': dataset, 'resized': resize}[stage]
 setattr(module, real.__name__, interrupted)
 from aesthetics_jax.cli import prepare_data
 prepare_data.run_cli()

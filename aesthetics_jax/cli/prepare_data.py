@@ -30,10 +30,11 @@ from aesthetics_jax.cli import common
 from aesthetics_jax.data import ava
 from aesthetics_jax.data import dataset
 from aesthetics_jax.data import decoder
+from aesthetics_jax.data import selection
 
 _AVA_DIR = flags.DEFINE_string('ava_dir', None, 'AVA root (AVA.txt, tags.txt, images/, ...).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir to write the dataset to.')
-_SUBSET = flags.DEFINE_enum('subset', 'style', list(dataset.SUBSETS),
+_SUBSET = flags.DEFINE_enum('subset', 'style', list(selection.SUBSETS),
                             'style: style lists, tagged images only (paper); all: AVA.txt.')
 _MAX_PIXELS = flags.DEFINE_integer(
     'max_pixels', dataset.DEFAULT_MAX_PIXELS, 'Images with more pixels are skipped '
