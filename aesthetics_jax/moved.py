@@ -3,8 +3,8 @@
 `forwarder(old, table)` is a module `__getattr__` (PEP 562) for the old module: `table` maps
 each moved name to the module now holding it, imported only when the name is asked for (a
 forwarder of JAX-free names loads no JAX). Used by the modules split in 2026-12: preprocess
-(-> data.decoder), parallel (-> cpu_backend), report.figures, train.checkpoints and
-evaluation.inference.
+(-> data.decoder), parallel (-> cpu_backend), report.figures, train.checkpoints,
+evaluation.inference and data.dataset (-> data.selection).
 """
 from __future__ import annotations
 

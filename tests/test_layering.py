@@ -184,3 +184,7 @@ def test_moved_names_still_resolve_with_a_warning():
       assert getattr(inference, name) is getattr(module, name)
   with pytest.raises(AttributeError):
     inference.no_such_name  # noqa: B018
+  from aesthetics_jax.data import dataset, selection
+  with pytest.warns(DeprecationWarning, match='moved to aesthetics_jax.data.selection.MISSING'):
+    assert dataset.MISSING == selection.MISSING
+  assert dataset.select_images is selection.select_images  # what dataset itself calls
