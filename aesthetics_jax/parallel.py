@@ -14,6 +14,8 @@ statistics instead of batch ones.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Callable
 
 import jax
@@ -97,6 +99,34 @@ def to_host(x: jax.Array) -> np.ndarray:
   if jax.process_count() == 1:
     return np.asarray(jax.device_get(x))
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def disagreement(values: dict[str, str]) -> tuple[str, list[str | None], int] | None:
+  """The first key (sorted) whose value differs between the processes, with every process's
+  value (None: the key is absent there) and how many keys differ; None when all agree.
+
+  Every process must call it with its own `values` (collectives). One all-gather of a digest
+  when they agree; the values themselves are gathered only when they do not. Processes started
+  with different settings otherwise trained silently apart (another seed: each process's own
+  "replicated" weights; another data_dir or batch_size) or hung in mismatched collectives.
+  """
+  if jax.process_count() == 1:
+    return None
+  blob = json.dumps(values, sort_keys=True).encode()
+  digest = np.frombuffer(hashlib.sha256(blob).digest()[:8], np.uint32)
+  digests = np.asarray(multihost_utils.process_allgather(digest))
+  if (digests == digests[0]).all():
+    return None
+  sizes = np.asarray(multihost_utils.process_allgather(np.int32(len(blob)))).reshape(-1)
+  padded = np.zeros(int(sizes.max()), np.int32)
+  padded[:len(blob)] = np.frombuffer(blob, np.uint8)
+  rows = np.asarray(multihost_utils.process_allgather(padded))
+  per_process = [json.loads(bytes(r[:n].astype(np.uint8))) for r, n in zip(rows, sizes)]
+  keys = sorted(set().union(*per_process))
+  differ = [k for k in keys if len({json.dumps(d.get(k)) for d in per_process}) > 1]
+  if not differ:  # a digest collision in 64 bits: as good as agreeing
+    return None
+  return differ[0], [d.get(differ[0]) for d in per_process], len(differ)
 
 
 def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, int]:

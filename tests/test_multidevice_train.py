@@ -110,3 +110,76 @@ def test_cached_head_segments_on_two_processes_match_one_device(single):
   assert 'feature cache held on the devices' in outs[0][0]
   assert [s for s, _ in _logged_losses(tmp / 'cached_two')] == [2, 4, 5]
   _assert_same_run(tmp / 'cached_two', tmp / 'cached_single')
+
+
+# Faults of a job launched by hand: tiny runs, 1 device per process.
+FAULT_OVERRIDES = {'num_train_steps': 2, 'checkpoint_every_steps': 2, 'eval_every_steps': 2,
+                   'log_every_steps': 1, 'input.image_size': 32, 'input.resize_size': 36,
+                   'log_cam_images': 0}
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+  return prepare_tiny(tmp_path_factory.mktemp('faults') / 'data')
+
+
+def _start_two(data_dir, workdir, extra=((), ()), overrides=FAULT_OVERRIDES, logs=None,
+               cwds=(ROOT, ROOT)):
+  """Both processes of a 2-process job (1 CPU device each), started in `cwds`; stdout and
+  stderr to files `logs/{out,err}{i}` when `logs` is given, else pipes."""
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
+         'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')])}
+  procs = []
+  for i in range(2):
+    out = err = subprocess.PIPE
+    if logs is not None:
+      out, err = open(logs / f'out{i}', 'w'), open(logs / f'err{i}', 'w')
+    procs.append(subprocess.Popen(
+        _cmd(data_dir, workdir, f'--coordinator_address=localhost:{port}', '--num_processes=2',
+             f'--process_id={i}', *extra[i], config='demo:vgg16,smoke', overrides=overrides),
+        cwd=cwds[i], env=env, stdout=out, stderr=err, text=True))
+  return procs
+
+
+def _communicate_all(procs, timeout):
+  """(stdout, stderr) of each; kills them all if one outlives `timeout` (then fails)."""
+  try:
+    return [p.communicate(timeout=timeout) for p in procs]
+  except subprocess.TimeoutExpired:
+    for p in procs:
+      p.kill()
+      p.wait()
+    pytest.fail(f'a process of the job still ran after {timeout} s')
+
+
+def test_processes_started_with_different_settings_all_exit_naming_it(tiny_data, tmp_path):
+  """Another seed on process 1 trained silently apart (each process's own "replicated"
+  weights); another num_train_steps or --workdir hung; another model aborted in Gloo. Every
+  process now exits 2 at start, with one line naming the setting."""
+  procs = _start_two(tiny_data, tmp_path / 'w', extra=((), ('--config.seed=7',)))
+  for p, (_, err) in zip(procs, _communicate_all(procs, 50)):
+    assert p.returncode == 2, err[-3000:]
+    assert 'Traceback' not in err
+    assert err.strip().splitlines()[-1] == (
+        'train: the 2 processes disagree on --config.seed: 0 on process 0; 7 on process 1; '
+        'start every process with the same flags (--config, --config.KEY, --workdir, '
+        '--num_processes) and data')
+  assert not (tmp_path / 'w' / 'checkpoints').exists()
+
+
+def test_hosts_with_different_data_under_one_data_dir_exit_naming_it(tiny_data, tmp_path):
+  """Per-host copies of the dataset under one --config.data.data_dir (here a relative path
+  from two working folders), prepared from different AVA roots: trained silently on both."""
+  other = prepare_tiny(tmp_path / 'b' / 'prep', num_train=28, seed=1)
+  (tmp_path / 'a').mkdir()
+  os.symlink(tiny_data, tmp_path / 'a' / 'tfds')
+  os.symlink(other, tmp_path / 'b' / 'tfds')
+  procs = _start_two('tfds', tmp_path / 'w', cwds=(tmp_path / 'a', tmp_path / 'b'))
+  for p, (_, err) in zip(procs, _communicate_all(procs, 50)):
+    assert p.returncode == 2, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith('train: the 2 processes disagree on the data in '
+                           '--config.data.data_dir (its AVA fingerprint): '), last

@@ -10,7 +10,9 @@ your own config file, each with an optional `:arg` (`demo:vgg16,smoke`).
 If `config.data.ava_dir` is set and `config.data.data_dir` is not prepared yet, the dataset
 is prepared first; if it is, it must have been prepared from that root (exit 2 otherwise).
 Multi-process: pass --coordinator_address/--num_processes/--process_id (or
---coordinator_address=auto on managed clusters that `jax.distributed.initialize()` detects).
+--coordinator_address=auto on managed clusters that `jax.distributed.initialize()` detects);
+every process needs the same other flags and data (exit 2 on all, naming the first setting
+that differs: a config key, --workdir, --num_processes, the prepared data's AVA root).
 User errors print one line on stderr: exit 2 for problems found before anything runs (config
 file, config argument, `--config.KEY`, a value that cannot work (`train/config_checks.py`:
 `input.image_size` under 32, a `best_metric` no evaluation reports, ...); a --workdir that is
@@ -21,6 +23,7 @@ or read-only under the logs).
 """
 import errno
 import json
+import os
 import sys
 
 from absl import flags
@@ -57,6 +60,7 @@ def main(argv):
     jax.distributed.initialize()  # TPU pods, SLURM, ...: JAX reads the cluster's environment.
   elif _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  _check_agreement(_settings(config, _WORKDIR.value, _NUM_PROCESSES.value))
   logging.set_verbosity(logging.WARNING)
   from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
   from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
@@ -98,6 +102,10 @@ def main(argv):
       _check_prepared(config.data.data_dir, config.data.subset, dataset)
     except FileNotFoundError as e:
       common.usage_error('train', str(e))
+    # Per-host copies of the data under one path: the same data on every process?
+    _check_agreement({'the data in --config.data.data_dir (its AVA fingerprint)':
+                      dataset.identity(config.data.data_dir, config.data.subset)[
+                          'ava_fingerprint']})
     result = trainer.train_and_evaluate(config, _WORKDIR.value)
   except pretrained.PretrainedError as e:
     # --config.model.init_weights missing, unreadable or another model's: the trainer loads
@@ -150,6 +158,38 @@ def _check_processes(address: str | None, num: int | None, pid: int | None) -> N
   if not host or '/' in address or not port.isdigit() or not 1 <= int(port) <= 65535:
     common.usage_error('train', f'--coordinator_address={address}: pass host:port with a port '
                        'in 1-65535, e.g. 10.0.0.1:1234 (or auto)')
+
+
+def _settings(config, workdir: str, num_processes: int | None) -> dict[str, str]:
+  """What every process of a job must agree on: each config key, the workdir, and
+  --num_processes (process 0's counts: a larger one elsewhere went unnoticed)."""
+  def flat(c, prefix: str) -> dict[str, str]:
+    out = {}
+    for k, v in c.items():
+      out.update(flat(v, f'{prefix}{k}.') if hasattr(v, 'items') else {prefix + k: str(v)})
+    return out
+  where = workdir if '://' in workdir else os.path.abspath(os.path.expanduser(workdir))
+  return {**flat(config, '--config.'), '--workdir': where, '--num_processes': str(num_processes)}
+
+
+def _check_agreement(values: dict[str, str]) -> None:
+  """Exit 2 on every process, naming the first setting the processes were started with
+  differently (no-op with one process)."""
+  from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
+  found = parallel.disagreement(values)
+  if found is None:
+    return
+  key, per_process, n_differ = found
+  by_value: dict[str, list[str]] = {}
+  for i, v in enumerate(per_process):
+    shown = '(not set)' if v is None else (v if len(v) <= 80 else v[:77] + '...')
+    by_value.setdefault(shown, []).append(str(i))
+  held = '; '.join(f"{v} on process{'es' if len(ids) > 1 else ''} {', '.join(ids)}"
+                   for v, ids in by_value.items())
+  more = f' (and {n_differ - 1} more)' if n_differ > 1 else ''
+  common.usage_error('train', f'the {len(per_process)} processes disagree on {key}: {held}'
+                     f'{more}; start every process with the same flags (--config, '
+                     '--config.KEY, --workdir, --num_processes) and data')
 
 
 def _check_prepared(data_dir: str, subset: str, dataset) -> None:
