@@ -197,3 +197,16 @@ def test_auc_intervals_are_mean_curve_auc_over_image_resamples():
     loop = [F.mean_curve(c[i], mode)[0] for i in idx]
     np.testing.assert_allclose([lo, hi], np.percentile(loop, [2.5, 97.5]), rtol=1e-12)
     assert lo <= F.mean_curve(c, mode)[0] <= hi
+
+
+def test_auc_intervals_of_a_model_whose_baseline_scores_alike_warn_nothing():
+  """A model that scores an image and its baseline alike (a dead or untrained head; an
+  all-zero map's evaluation) has no AUC: the interval is NaN, with no numpy RuntimeWarning
+  (x/0 gave inf and -inf, whose sum printed 'invalid value encountered in add' in evaluate)."""
+  import warnings
+  from aesthetics_jax.evaluation.evaluators import faithfulness as evaluator
+  curves = np.tile(np.array([5.0, 5.2, 4.9, 5.1, 5.0]), (6, 1))  # ends equal, middle not
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    for mode in ('deletion', 'insertion'):
+      assert np.isnan(evaluator._auc_ci(curves, mode, seed=0, num_bootstrap=50)).all()

@@ -107,13 +107,15 @@ def _auc_ci(curves: np.ndarray, mode: str, seed: int, num_bootstrap: int = 1000
   n = len(curves)
   idx = np.random.default_rng(seed).integers(0, n, (num_bootstrap, n))
   # `mean_curve` of every resample at once: mean curve, normalised by its own end points.
-  with np.errstate(invalid='ignore', divide='ignore'):
-    c = np.nanmean(curves[idx], axis=1)                                   # [R, K+1]
-    full, empty = (c[:, 0], c[:, -1]) if mode == 'deletion' else (c[:, -1], c[:, 0])
-    den = full - empty
-    norm = (c - empty[:, None]) / den[:, None]
-  aucs = np.asarray(faith_lib.trapezoid_auc(norm))
-  aucs = aucs[np.isfinite(aucs) & np.isfinite(den) & (np.abs(den) >= 1e-12)]
+  c = np.nanmean(curves[idx], axis=1)                                     # [R, K+1]
+  full, empty = (c[:, 0], c[:, -1]) if mode == 'deletion' else (c[:, -1], c[:, 0])
+  den = full - empty
+  # A resample whose image and baseline score alike has no AUC (`mean_curve`'s NaN): left
+  # out before dividing, since x/0 then inf + -inf printed numpy RuntimeWarnings in evaluate.
+  ok = np.isfinite(den) & (np.abs(den) >= 1e-12)
+  norm = (c[ok] - empty[ok, None]) / den[ok, None]
+  aucs = np.asarray(faith_lib.trapezoid_auc(norm)).reshape(-1)
+  aucs = aucs[np.isfinite(aucs)]
   return ([float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5))] if aucs.size
           else [float('nan'), float('nan')])
 
