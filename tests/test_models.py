@@ -419,3 +419,14 @@ def test_split_keeps_frozen_batch_norm_and_bfloat16(mnv2):
   out = jax.jit(lambda v, a: m16.apply(v, a, 'features.14', method='rest'))(variables, a)
   np.testing.assert_array_equal(out['score_logits'],
                                 jax.jit(m16.apply)(variables, x)['score_logits'])
+
+
+def test_resolve_layers_skips_empty_names_in_a_list_as_in_a_string():
+  """predict's --cam_layers is a list flag: 'features.14,' and 'features.14,,features.18'
+  came as ['features.14', ''], refused as "CAM layer '' is not a module"; the same text as
+  the API's layer= string was taken. Only empty names: nothing but them is the default."""
+  model = models.create_model(_config())
+  assert models.resolve_layers(model, ['features.14', '']) == ('features.14',)
+  assert models.resolve_layers(model, ['features.14', ' ', 'features.18']) == (
+      'features.14', 'features.18')
+  assert models.resolve_layers(model, ['', ' ']) == ('features.18',)

@@ -54,11 +54,14 @@ def resolve_layers(model: nn.Module, layers: Sequence[str] | str | None) -> tupl
   """Validated layer names of `model`, shallowest first, duplicates dropped; empty or None
   → `(model.default_layer,)`. A string is split on commas ('features.14,features.18'). Names
   are stripped, in a list as in a string: ' features.14' was taken and ['features.14 '] refused.
+  Empty names are skipped in a list as in a string: predict's --cam_layers=features.14, (a
+  list flag) gave ['features.14', ''], refused as "CAM layer '' is not a module".
   """
   if isinstance(layers, str):
-    layers = [p.strip() for p in layers.split(',') if p.strip()]
-  elif layers:
+    layers = layers.split(',')
+  if layers:
     layers = [p.strip() if isinstance(p, str) else p for p in layers]
+    layers = [p for p in layers if p != '']
   if not layers:
     return (model.default_layer,)
   idx = {layer_index(model.LAYERS, name, model.ARCH): name for name in layers}
