@@ -430,3 +430,14 @@ def test_resolve_layers_skips_empty_names_in_a_list_as_in_a_string():
   assert models.resolve_layers(model, ['features.14', ' ', 'features.18']) == (
       'features.14', 'features.18')
   assert models.resolve_layers(model, ['', ' ']) == ('features.18',)
+
+
+def test_resolve_layers_reads_names_in_any_case():
+  """'Features.14' / 'FEATURES.18' name one module each (CAM methods and targets are read in
+  any case); they were refused as 'not a module'. A wrong name is still refused."""
+  model = models.create_model(_config())
+  assert models.resolve_layers(model, ' Features.14 ,FEATURES.18') == (
+      'features.14', 'features.18')
+  assert models.resolve_layers(model, ['FEATURES.2']) == ('features.2',)
+  with pytest.raises(ValueError, match=r"CAM layer 'Features.19' is not a module"):
+    models.resolve_layers(model, 'Features.19')

@@ -62,6 +62,10 @@ def resolve_layers(model: nn.Module, layers: Sequence[str] | str | None) -> tupl
   if layers:
     layers = [p.strip() if isinstance(p, str) else p for p in layers]
     layers = [p for p in layers if p != '']
+    # Any case ('Features.14'), as CAM methods and target names are read: the paths are
+    # lower case, so 'FEATURES.18' names one module and was refused for its case alone.
+    layers = [p.lower() if isinstance(p, str) and p.lower() in model.LAYERS else p
+              for p in layers]
   if not layers:
     return (model.default_layer,)
   idx = {layer_index(model.LAYERS, name, model.ARCH): name for name in layers}
