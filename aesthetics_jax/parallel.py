@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Callable
 
 import jax
@@ -127,6 +128,28 @@ def disagreement(values: dict[str, str]) -> tuple[str, list[str | None], int] | 
   if not differ:  # a digest collision in 64 bits: as good as agreeing
     return None
   return differ[0], [d.get(differ[0]) for d in per_process], len(differ)
+
+
+# How a collective reports a process that went away: XLA:CPU's Gloo ("Gloo all-reduce failed:
+# ... Connection reset by peer"), or JAX's distributed service, whose barriers (orbax's, in a
+# checkpoint save) fail once the process missed its heartbeats ("Task 1 heartbeat timeout").
+_GLOO_LOST = ('Connection reset by peer', 'Connection closed by peer', 'Connection refused',
+              'Broken pipe', 'Socket closed')
+
+
+def lost_process_error(e: BaseException | None) -> str | None:
+  """The first line of `e`, or of an error it was raised from, when it says that another
+  process of the job went away in a collective (killed, crashed, or exited after an error of
+  its own); None otherwise."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    head = (str(e).strip().splitlines() or [''])[0]
+    if ('Gloo' in head and any(s in head for s in _GLOO_LOST)) or 'heartbeat timeout' in head:
+      # 'UNKNOWN: Gloo all-reduce failed: [external/gloo/.../pair.cc:538] Read error ...'
+      return re.sub(r'\[external/[^\]]*\] ', '', head.removeprefix('UNKNOWN: '))
+    e = e.__cause__ or e.__context__
+  return None
 
 
 def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, int]:

@@ -1,9 +1,11 @@
 """The same training code on 1 device and on 2 processes x 4 fake devices: same params."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -183,3 +185,39 @@ def test_hosts_with_different_data_under_one_data_dir_exit_naming_it(tiny_data, 
     last = err.strip().splitlines()[-1]
     assert last.startswith('train: the 2 processes disagree on the data in '
                            '--config.data.data_dir (its AVA fingerprint): '), last
+
+
+def _wait_for_training(workdir, procs, timeout=60):
+  """Returns once process 0 logged a training loss (the job is in its steps)."""
+  log = Path(workdir) / 'metrics.jsonl'
+  t0 = time.monotonic()
+  while time.monotonic() - t0 < timeout:
+    if log.exists() and 'train/loss' in log.read_text():
+      return
+    if any(p.poll() is not None for p in procs):
+      break
+    time.sleep(0.2)
+  for p in procs:
+    p.kill()
+  pytest.fail(f'the job did not start training (exit statuses {[p.poll() for p in procs]})')
+
+
+def test_a_killed_process_ends_the_others_at_once_with_one_line(tiny_data, tmp_path):
+  """kill -9 of process 1 mid-training: process 0 printed a Gloo traceback, then waited 90 s
+  at exit for the lost process (JAX's heartbeat timeout) and aborted with a C++ stack."""
+  over = {**FAULT_OVERRIDES, 'num_train_steps': 200, 'checkpoint_every_steps': 1000,
+          'eval_every_steps': 1000}
+  procs = _start_two(tiny_data, tmp_path / 'w', overrides=over, logs=tmp_path)
+  _wait_for_training(tmp_path / 'w', procs)
+  procs[1].send_signal(signal.SIGKILL)
+  t0 = time.monotonic()
+  _communicate_all(procs, 30)
+  took = time.monotonic() - t0
+  err = (tmp_path / 'err0').read_text()
+  assert procs[0].returncode == 1, err[-3000:]
+  assert 'Traceback' not in err
+  last = err.strip().splitlines()[-1]
+  assert last.startswith('train: lost contact with process 1 of 2 (Gloo '), last  # all-reduce
+  assert last.endswith('rerun all 2 processes with the same flags to start again (no '
+                       'checkpoint was saved yet)'), last
+  assert took < 20, took

@@ -45,6 +45,19 @@ def usage_error(script: str, message: str) -> NoReturn:
   fail(script, message, EXIT_USAGE)
 
 
+def fail_now(script: str, message: BaseException | str, code: int = EXIT_FAILED) -> NoReturn:
+  """`fail` without the exit handlers: for a process of a multi-process JAX job whose peers
+  are gone or stuck. At exit `jax.distributed.shutdown` waits at a barrier for every process:
+  for a killed one until JAX's heartbeat timeout (100 s) and then aborts with a C++ stack;
+  for one blocked in a collective with this process, for ever."""
+  print(f'{script}: {first_line(message)}', file=sys.stderr, flush=True)
+  try:
+    sys.stdout.flush()
+  except (OSError, ValueError):
+    pass
+  os._exit(code)
+
+
 def exit_code(e: BaseException) -> int:
   """The exit status of an error that reached a command.
 

@@ -12,7 +12,9 @@ is prepared first; if it is, it must have been prepared from that root (exit 2 o
 Multi-process: pass --coordinator_address/--num_processes/--process_id (or
 --coordinator_address=auto on managed clusters that `jax.distributed.initialize()` detects);
 every process needs the same other flags and data (exit 2 on all, naming the first setting
-that differs: a config key, --workdir, --num_processes, the prepared data's AVA root).
+that differs: a config key, --workdir, --num_processes, the prepared data's AVA root). When
+one process dies, the others exit 1 with one line naming it at their next collective (within
+JAX's heartbeat timeout, 100 s, where that is a checkpoint save's barrier): rerun them all.
 User errors print one line on stderr: exit 2 for problems found before anything runs (config
 file, config argument, `--config.KEY`, a value that cannot work (`train/config_checks.py`:
 `input.image_size` under 32, a `best_metric` no evaluation reports, ...); a --workdir that is
@@ -21,10 +23,12 @@ only damaged ones, or checkpoints of another input or loss recipe or data; an em
 unprepared --config.data.data_dir), 1 for failures later (a failed checkpoint save, disk full
 or read-only under the logs).
 """
+import contextlib
 import errno
 import json
 import os
 import sys
+from collections.abc import Iterator
 
 from absl import flags
 from absl import logging
@@ -81,32 +85,33 @@ def main(argv):
                  preprocess.InputError, parallel.ShardingError, ava.AvaError, FileNotFoundError,
                  NotADirectoryError, PermissionError)
   try:
-    if config.data.ava_dir and dataset.is_prepared(config.data.data_dir, config.data.subset):
-      # Prepared earlier, perhaps from another root: training on it would ignore ava_dir.
-      dataset.check_reuse(config.data.ava_dir, config.data.data_dir, config.data.subset)
-    elif config.data.ava_dir:
-      if not config.data.data_dir:
-        common.usage_error('train', 'config.data.ava_dir is set but config.data.data_dir is '
-                           'empty; pass --config.data.data_dir=<where to write the dataset>')
-      if jax.process_index() == 0:
-        dataset.prepare(config.data.ava_dir, config.data.data_dir, config.data.subset)
-        dataset.prepare_resized(config.data.data_dir, config.data.subset,
-                                [int(config.input.resize_size)])
-      if jax.process_count() > 1:
-        from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-        multihost_utils.sync_global_devices('prepare_data')
-    if not config.data.data_dir:  # bad flags (exit 2), found before the workdir is made
-      common.usage_error('train', 'config.data.data_dir is empty; pass --config.data.data_dir='
-                         '<prepared TFDS dir> (aesthetics-prepare-data)')
-    try:
-      _check_prepared(config.data.data_dir, config.data.subset, dataset)
-    except FileNotFoundError as e:
-      common.usage_error('train', str(e))
-    # Per-host copies of the data under one path: the same data on every process?
-    _check_agreement({'the data in --config.data.data_dir (its AVA fingerprint)':
-                      dataset.identity(config.data.data_dir, config.data.subset)[
-                          'ava_fingerprint']})
-    result = trainer.train_and_evaluate(config, _WORKDIR.value)
+    with _exit_at_once_if_a_process_is_lost(_WORKDIR.value):
+      if config.data.ava_dir and dataset.is_prepared(config.data.data_dir, config.data.subset):
+        # Prepared earlier, perhaps from another root: training on it would ignore ava_dir.
+        dataset.check_reuse(config.data.ava_dir, config.data.data_dir, config.data.subset)
+      elif config.data.ava_dir:
+        if not config.data.data_dir:
+          common.usage_error('train', 'config.data.ava_dir is set but config.data.data_dir is '
+                             'empty; pass --config.data.data_dir=<where to write the dataset>')
+        if jax.process_index() == 0:
+          dataset.prepare(config.data.ava_dir, config.data.data_dir, config.data.subset)
+          dataset.prepare_resized(config.data.data_dir, config.data.subset,
+                                  [int(config.input.resize_size)])
+        if jax.process_count() > 1:
+          from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+          multihost_utils.sync_global_devices('prepare_data')
+      if not config.data.data_dir:  # bad flags (exit 2), found before the workdir is made
+        common.usage_error('train', 'config.data.data_dir is empty; pass '
+                           '--config.data.data_dir=<prepared TFDS dir> (aesthetics-prepare-data)')
+      try:
+        _check_prepared(config.data.data_dir, config.data.subset, dataset)
+      except FileNotFoundError as e:
+        common.usage_error('train', str(e))
+      # Per-host copies of the data under one path: the same data on every process?
+      _check_agreement({'the data in --config.data.data_dir (its AVA fingerprint)':
+                        dataset.identity(config.data.data_dir, config.data.subset)[
+                            'ava_fingerprint']})
+      result = trainer.train_and_evaluate(config, _WORKDIR.value)
   except pretrained.PretrainedError as e:
     # --config.model.init_weights missing, unreadable or another model's: the trainer loads
     # them before it writes anything, so this is a bad flag (exit 2).
@@ -158,6 +163,39 @@ def _check_processes(address: str | None, num: int | None, pid: int | None) -> N
   if not host or '/' in address or not port.isdigit() or not 1 <= int(port) <= 65535:
     common.usage_error('train', f'--coordinator_address={address}: pass host:port with a port '
                        'in 1-65535, e.g. 10.0.0.1:1234 (or auto)')
+
+
+@contextlib.contextmanager
+def _exit_at_once_if_a_process_is_lost(workdir: str) -> Iterator[None]:
+  """A collective that failed because another process went away (killed, crashed, stopped by
+  its own error) exits this one at once with one line (exit 1). It was a traceback, then a
+  100 s wait at exit for the lost process (JAX's heartbeat timeout) ending in an abort."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except
+    n = jax.process_count()
+    why = parallel.lost_process_error(e) if n > 1 else None
+    if why is None:
+      raise
+    who = (f'process {1 - jax.process_index()} of 2' if n == 2
+           else f'another of the {n} processes')
+    common.fail_now('train', f'lost contact with {who} ({why}): it was killed or stopped (its '
+                    f'own output says why); rerun all {n} processes with the same flags to '
+                    f'{_resume_point(workdir)}')
+
+
+def _resume_point(workdir: str) -> str:
+  """Where a rerun of `workdir`'s job starts, for a message."""
+  folder = os.path.join(workdir, 'checkpoints')
+  steps = ([int(n) for n in os.listdir(folder) if n.isdigit()]
+           if '://' not in workdir and os.path.isdir(folder) else None)
+  if steps is None:
+    return f'resume from the last checkpoint in {folder}'
+  if not steps:
+    return 'start again (no checkpoint was saved yet)'
+  return f'resume from the last checkpoint ({os.path.join(folder, str(max(steps)))})'
 
 
 def _settings(config, workdir: str, num_processes: int | None) -> dict[str, str]:
