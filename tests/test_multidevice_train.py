@@ -221,3 +221,21 @@ def test_a_killed_process_ends_the_others_at_once_with_one_line(tiny_data, tmp_p
   assert last.endswith('rerun all 2 processes with the same flags to start again (no '
                        'checkpoint was saved yet)'), last
   assert took < 20, took
+
+
+def test_ctrl_c_on_one_process_ends_the_job(tiny_data, tmp_path):
+  """Ctrl-C on process 1: it printed 'interrupted' and then waited at exit for process 0,
+  itself blocked in its next collective with process 1: both hung for ever."""
+  over = {**FAULT_OVERRIDES, 'num_train_steps': 200, 'checkpoint_every_steps': 1000,
+          'eval_every_steps': 1000}
+  procs = _start_two(tiny_data, tmp_path / 'w', overrides=over, logs=tmp_path)
+  _wait_for_training(tmp_path / 'w', procs)
+  procs[1].send_signal(signal.SIGINT)
+  _communicate_all(procs, 30)
+  errs = [(tmp_path / f'err{i}').read_text() for i in range(2)]
+  assert [p.returncode for p in procs] == [1, 130], errs[1][-3000:]
+  assert errs[1].strip().splitlines()[-1] == (
+      'train: interrupted (Ctrl-C); what was written is kept (checkpoints): rerun all 2 '
+      'processes with the same flags to continue')
+  assert errs[0].strip().splitlines()[-1].startswith('train: lost contact with process 1 of 2')
+  assert not any('Traceback' in e for e in errs)

@@ -85,7 +85,7 @@ def main(argv):
                  preprocess.InputError, parallel.ShardingError, ava.AvaError, FileNotFoundError,
                  NotADirectoryError, PermissionError)
   try:
-    with _exit_at_once_if_a_process_is_lost(_WORKDIR.value):
+    with _multiprocess_exits(_WORKDIR.value):
       if config.data.ava_dir and dataset.is_prepared(config.data.data_dir, config.data.subset):
         # Prepared earlier, perhaps from another root: training on it would ignore ava_dir.
         dataset.check_reuse(config.data.ava_dir, config.data.data_dir, config.data.subset)
@@ -166,14 +166,26 @@ def _check_processes(address: str | None, num: int | None, pid: int | None) -> N
 
 
 @contextlib.contextmanager
-def _exit_at_once_if_a_process_is_lost(workdir: str) -> Iterator[None]:
-  """A collective that failed because another process went away (killed, crashed, stopped by
-  its own error) exits this one at once with one line (exit 1). It was a traceback, then a
-  100 s wait at exit for the lost process (JAX's heartbeat timeout) ending in an abort."""
+def _multiprocess_exits(workdir: str) -> Iterator[None]:
+  """In a multi-process job, exits at once with one line (`common.fail_now`):
+  - a collective that failed because another process went away (killed, crashed, stopped by
+    its own error), exit 1. It was a traceback, then a 100 s wait at exit for the lost
+    process (JAX's heartbeat timeout) ending in an abort;
+  - Ctrl-C, exit 130. The exit handlers waited for the other processes, blocked in their next
+    collective with this one: both hung for ever (a second Ctrl-C is ignored). Now the others
+    lose contact with this one and exit too.
+  """
   import jax  # pylint: disable=import-outside-toplevel
   from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
   try:
     yield
+  except KeyboardInterrupt:
+    n = jax.process_count()
+    if n == 1:
+      raise
+    common.fail_now('train', f'interrupted (Ctrl-C); what was written is kept (checkpoints): '
+                    f'rerun all {n} processes with the same flags to continue',
+                    common.EXIT_INTERRUPTED)
   except Exception as e:  # pylint: disable=broad-except
     n = jax.process_count()
     why = parallel.lost_process_error(e) if n > 1 else None
