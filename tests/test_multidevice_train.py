@@ -239,3 +239,32 @@ def test_ctrl_c_on_one_process_ends_the_job(tiny_data, tmp_path):
       'processes with the same flags to continue')
   assert errs[0].strip().splitlines()[-1].startswith('train: lost contact with process 1 of 2')
   assert not any('Traceback' in e for e in errs)
+
+
+def test_a_job_that_never_assembles_ends_after_the_initialization_timeout(tiny_data, tmp_path):
+  """Process 1 started alone (no coordinator), and process 0 alone (process 1 never came, or
+  started with another port): both waited 300 s and aborted with JAX's C++ stack."""
+  ports = []
+  for _ in range(2):
+    with socket.socket() as s:
+      s.bind(('localhost', 0))
+      ports.append(s.getsockname()[1])
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  procs = [subprocess.Popen(
+      _cmd(tiny_data, tmp_path / f'w{i}', f'--coordinator_address=localhost:{ports[i]}',
+           '--num_processes=2', f'--process_id={1 - i}', '--initialization_timeout=4',
+           config='demo:vgg16,smoke', overrides=FAULT_OVERRIDES),
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+  t0 = time.monotonic()
+  outs = _communicate_all(procs, 40)
+  assert time.monotonic() - t0 < 30
+  lasts = [err.strip().splitlines()[-1] for _, err in outs]
+  assert [p.returncode for p in procs] == [1, 1], lasts
+  assert lasts[0] == (f'train: no coordinator at --coordinator_address=localhost:{ports[0]} '
+                      'after --initialization_timeout=4 s: start process 0 (--process_id=0) of '
+                      'the job there, or fix the address')
+  assert lasts[1] == (f'train: not all 2 processes connected to the coordinator at '
+                      f'localhost:{ports[1]} within --initialization_timeout=4 s: start each '
+                      '--process_id from 0 to 1 once, all with --num_processes=2')
+  assert not any('Traceback' in err for _, err in outs)

@@ -15,6 +15,8 @@ every process needs the same other flags and data (exit 2 on all, naming the fir
 that differs: a config key, --workdir, --num_processes, the prepared data's AVA root). When
 one process dies, the others exit 1 with one line naming it at their next collective (within
 JAX's heartbeat timeout, 100 s, where that is a checkpoint save's barrier): rerun them all.
+A job whose processes do not all connect within --initialization_timeout (300 s) ends each
+with one line (exit 1): no coordinator at the address, or not all processes started.
 User errors print one line on stderr: exit 2 for problems found before anything runs (config
 file, config argument, `--config.KEY`, a value that cannot work (`train/config_checks.py`:
 `input.image_size` under 32, a `best_metric` no evaluation reports, ...); a --workdir that is
@@ -27,7 +29,9 @@ import contextlib
 import errno
 import json
 import os
+import socket
 import sys
+import threading
 from collections.abc import Iterator
 
 from absl import flags
@@ -49,6 +53,9 @@ _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                    'detects itself.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the job.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index.')
+_INIT_TIMEOUT = flags.DEFINE_integer(
+    'initialization_timeout', 300, 'Multi-process: seconds each process waits for all '
+    '--num_processes processes to connect to the coordinator; then one line, exit 1.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -60,10 +67,19 @@ def main(argv):
   config = _CONFIG.value
   _check_values(config)
   import jax  # pylint: disable=import-outside-toplevel
+  timeout = _INIT_TIMEOUT.value
+  # JAX's own timeout, later than ours: it aborts with a C++ stack ('Terminating process
+  # because the JAX distributed service detected fatal errors ... DEADLINE_EXCEEDED').
+  jax_timeout = timeout + 60
   if _COORDINATOR.value == 'auto':
-    jax.distributed.initialize()  # TPU pods, SLURM, ...: JAX reads the cluster's environment.
+    with _connect_deadline(None, None, None, timeout):
+      # TPU pods, SLURM, ...: JAX reads the cluster's environment.
+      jax.distributed.initialize(initialization_timeout=jax_timeout)
   elif _COORDINATOR.value:
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    with _connect_deadline(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                           timeout):
+      jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                 initialization_timeout=jax_timeout)
   _check_agreement(_settings(config, _WORKDIR.value, _NUM_PROCESSES.value))
   logging.set_verbosity(logging.WARNING)
   from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
@@ -151,6 +167,9 @@ def _check_processes(address: str | None, num: int | None, pid: int | None) -> N
       common.usage_error('train', '--num_processes / --process_id need --coordinator_address='
                          'host:port (the address of process 0), or auto')
     return
+  if _INIT_TIMEOUT.value < 1:
+    common.usage_error('train', f'--initialization_timeout={_INIT_TIMEOUT.value}: pass a '
+                       'number of seconds >= 1')
   if address == 'auto':
     return
   if num is None or pid is None:
@@ -163,6 +182,45 @@ def _check_processes(address: str | None, num: int | None, pid: int | None) -> N
   if not host or '/' in address or not port.isdigit() or not 1 <= int(port) <= 65535:
     common.usage_error('train', f'--coordinator_address={address}: pass host:port with a port '
                        'in 1-65535, e.g. 10.0.0.1:1234 (or auto)')
+
+
+@contextlib.contextmanager
+def _connect_deadline(address: str | None, num: int | None, pid: int | None,
+                      timeout: int) -> Iterator[None]:
+  """Ends this process with one line (exit 1) if the job has not assembled after `timeout`
+  seconds. A process started without its coordinator (process 0), twice with one
+  --process_id, or a larger --num_processes on process 0 than processes started, waited 300 s
+  and aborted with JAX's C++ stack."""
+  def give_up() -> None:
+    if address is None:
+      why = (f'the job did not assemble within --initialization_timeout={timeout} s '
+             '(jax.distributed with the cluster\'s settings); check that every process started')
+    elif pid != 0 and not _reachable(address):
+      why = (f'no coordinator at --coordinator_address={address} after '
+             f'--initialization_timeout={timeout} s: start process 0 (--process_id=0) of the '
+             'job there, or fix the address')
+    else:
+      why = (f'not all {num} processes connected to the coordinator at {address} within '
+             f'--initialization_timeout={timeout} s: start each --process_id from 0 to '
+             f'{num - 1} once, all with --num_processes={num}')
+    common.fail_now('train', why)
+  timer = threading.Timer(timeout, give_up)
+  timer.daemon = True
+  timer.start()
+  try:
+    yield
+  finally:
+    timer.cancel()
+
+
+def _reachable(address: str) -> bool:
+  """Whether something accepts TCP connections at host:port."""
+  host, _, port = address.rpartition(':')
+  try:
+    with socket.create_connection((host.strip('[]'), int(port)), timeout=5):
+      return True
+  except OSError:
+    return False
 
 
 @contextlib.contextmanager
