@@ -406,7 +406,8 @@ class Model:
         ('crop',) if aspect is not None else ())
     boxes = {(k if paired or k != 'aesthetic' else str(target)):
              Box.from_yxyx(d['boxes'][k]) if k in d['boxes'] else None for k in names}
-    return {'boxes': boxes, 'map': d['aesthetic_map'], 'method': method, 'layers': layers}
+    return {'boxes': boxes, 'map': d['aesthetic_map'], 'method': method, 'layers': layers,
+            'empty': d['empty']['aesthetic']}
 
   def boxes(self, x: ImageLike, target: str = 'aesthetic', method: str | None = None,
             layer=None, threshold: float | None = None,
@@ -456,7 +457,8 @@ class Model:
              if b is not None} if boxes else {}
     img = overlays.overlay(image, d['map'])
     img = overlays.draw_boxes(img, drawn, width=overlays.box_width(image.shape))
-    title = f'map: {target} ({d["method"]}, {",".join(d["layers"])})'
+    title = f'map: {target} ({d["method"]}, {",".join(d["layers"])})' + (
+        overlays.EMPTY_NOTE if d['empty'] else '')
     return Image.fromarray(overlays.fold_with_legend(img, title, list(drawn)))
 
 

@@ -817,3 +817,29 @@ def test_odd_tag_targets_are_one_clear_line(example):
     with pytest.raises(ValueError, match=match):
       m.cam(a, target=target)
   assert np.array_equal(m.cam(a, target='tag:+13'), m.cam(a, target='tag:13'))
+
+
+def test_overlays_of_a_map_that_points_nowhere_say_so(example, monkeypatch):
+  """An empty map (all zero, or constant as on the 32-px model's 1x1 last layer) was drawn as
+  an even blue wash captioned 'map: aesthetic (gradcam)', which reads as 'nothing matters
+  here'; the API's and predict's overlays now say EMPTY in the legend, as the report does."""
+  from aesthetics_jax.report import overlays
+  ns, _, photo = example
+  m = ns['m']
+  titles = []
+  real = overlays.fold_with_legend
+  monkeypatch.setattr(overlays, 'fold_with_legend',
+                      lambda img, title, names=(): titles.append(title) or real(img, title, names))
+  m.overlay(photo, layer='features.18')  # 32 px / 32: a 1x1 grid, every map constant
+  m.overlay(photo)                       # a map that points somewhere
+  assert titles[0].endswith('EMPTY: points nowhere') and 'EMPTY' not in titles[1], titles
+  p = m.predictor
+  img = np.asarray(Image.open(photo).convert('RGB'))
+  pred, maps = p.run(np.stack([np.zeros((p.size, p.size, 3), np.uint8)]))
+  for scale, empty in ((0.0, True), (1.0, False)):
+    maps['aesthetic'] = np.asarray(maps['aesthetic']) * 0 + scale * np.eye(
+        *maps['aesthetic'].shape[1:], dtype=np.float32)
+    rec, vis = p.describe(img, pred, maps, 0)
+    p.overlay_image(img, vis)
+    assert rec['map'] == ('empty' if empty else 'ok')
+    assert titles[-1].endswith('EMPTY: points nowhere') == empty, titles[-1]

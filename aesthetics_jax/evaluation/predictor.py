@@ -131,7 +131,7 @@ class Predictor:
       rec['note'] = (f'aspect {ratio:.0f}:1: the model sees the image squashed into a square, '
                      'so its score and maps say little about it')
     vis = {'aesthetic_map': d['aesthetic_map'], 'attribute_map': d['attribute_map'],
-           'boxes': boxes}
+           'boxes': boxes, 'empty': d['empty']['aesthetic']}
     return rec, vis
 
   def overlay_image(self, image: decoder.Decoded | np.ndarray, vis: dict) -> np.ndarray:
@@ -151,7 +151,8 @@ class Predictor:
     shown = {k: crop.scale_box(v, image.size, hw) for k, v in vis['boxes'].items()}
     img = overlays.draw_boxes(overlays.overlay(small, vis['aesthetic_map']), shown,
                               width=overlays.box_width(hw))
-    return overlays.fold_with_legend(img, f'map: aesthetic ({self.method})', list(shown))
+    title = f'map: aesthetic ({self.method})' + (overlays.EMPTY_NOTE if vis.get('empty') else '')
+    return overlays.fold_with_legend(img, title, list(shown))
 
   def predict_files(self, paths: Sequence[str], overlay_dir: str | None = None,
                     crop_dir: str | None = None, aspect: str | None = None,

@@ -22,6 +22,9 @@ BOX_COLOURS = {'aesthetic': (255, 255, 255), 'attribute': (0, 200, 255),
 # band of the legend's background this wide: a 32-px-wide strip's legend had no room for text.
 LEGEND_MIN_WIDTH = 256
 LEGEND_BACKGROUND = (30, 30, 30)
+# Appended to an overlay's title when its map points nowhere (`crop.empty_maps`): an all-zero
+# map drawn in jet is an even blue wash, which read as 'nothing matters here', not 'no map'.
+EMPTY_NOTE = ' EMPTY: points nowhere'
 
 
 def _jet_lut() -> np.ndarray:
