@@ -210,3 +210,22 @@ def test_auc_intervals_of_a_model_whose_baseline_scores_alike_warn_nothing():
     warnings.simplefilter('error')
     for mode in ('deletion', 'insertion'):
       assert np.isnan(evaluator._auc_ci(curves, mode, seed=0, num_bootstrap=50)).all()
+
+
+def test_pointing_game_misses_for_maps_that_point_nowhere():
+  """An all-zero map (ReLU killed every gradient) 'hit' the upsampled pointing game wherever
+  the mask held pixel (0, 0), its argmax; a constant positive map (a 1x1 CAM grid, a flat
+  one) hit at its first cell, and was not counted as flat (`points`). Both miss now, as
+  `crop.empty_maps` (what predict reports as "map": "empty") calls them empty."""
+  masks = np.zeros((4, 8, 8), bool)
+  masks[:, :4, :4] = True                                  # holds (0, 0) and the first cell
+  maps = np.zeros((4, 2, 2), np.float32)
+  maps[1] = 0.5                                            # constant
+  maps[2, 0, 0] = 1.0                                      # points at the top-left cell
+  maps[3, 1, 1] = 1.0                                      # points elsewhere
+  p = F.pointing_game(maps, masks)
+  np.testing.assert_array_equal(p['points'], [False, False, True, True])
+  np.testing.assert_array_equal(p['hit'], [False, False, True, False])
+  np.testing.assert_array_equal(p['hit_upsampled'], [False, False, True, False])
+  one_cell = F.pointing_game(np.full((1, 1, 1), 0.3, np.float32), masks[:1] | True)
+  assert not one_cell['hit'][0] and not one_cell['points'][0]

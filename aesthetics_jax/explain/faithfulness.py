@@ -159,13 +159,14 @@ def pointing_game(maps: jax.Array, masks: jax.Array) -> dict[str, jax.Array]:
   Args:
     maps: `[B,h,w]` saliency; masks: `[B,H,W]` bool/0-1 (`h <= H`, `w <= W`).
   Returns: bool `[B]` each:
-    `hit`: the centre of the map's argmax CELL lies in the mask; a map with no positive value
-      points nowhere (miss);
-    `hit_upsampled`: the argmax of the map upsampled bilinearly to `H,W` lies in the mask;
+    `hit`: the centre of the map's argmax CELL lies in the mask; a map that points nowhere
+      (`crop.empty_maps`: no positive value, or constant, as a 1x1 grid) misses;
+    `hit_upsampled`: the argmax of the map upsampled bilinearly to `H,W` lies in the mask (a
+      map that points nowhere misses here too: its argmax was pixel (0, 0));
     `centre_hit`: the image's centre pixel lies in the mask;
     `valid`: the mask is not empty (average the hits over valid images only);
     and `peak_cell` i32 `[B]`: the argmax cell's flat index in `[h, w]`, `points` bool `[B]`:
-    the map has a positive value (the explorer draws the peak the hit is judged at).
+    the map points somewhere (the explorer draws the peak the hit is judged at).
   """
   masks = jnp.asarray(masks) > 0
   maps = jnp.asarray(maps, jnp.float32)
@@ -176,10 +177,11 @@ def pointing_game(maps: jax.Array, masks: jax.Array) -> dict[str, jax.Array]:
   idx = jnp.argmax(cells, axis=1)
   y = jnp.minimum(((idx // w + 0.5) * (H / h)).astype(jnp.int32), H - 1)
   x = jnp.minimum(((idx % w + 0.5) * (W / w)).astype(jnp.int32), W - 1)
-  points = cells.max(axis=1) > 0
+  # A constant map's argmax is its first cell: credit for where the raster starts.
+  points = ~crop.empty_maps(maps)
   hit = masks[jnp.arange(B), y, x] & points
   up = jnp.argmax(_to_image_grid(maps, (H, W)).reshape(B, -1), axis=1)
-  hit_up = jnp.take_along_axis(flat_masks, up[:, None], axis=1)[:, 0]
+  hit_up = jnp.take_along_axis(flat_masks, up[:, None], axis=1)[:, 0] & points
   return {'hit': hit, 'hit_upsampled': hit_up, 'centre_hit': masks[:, H // 2, W // 2],
           'valid': flat_masks.any(axis=1), 'peak_cell': idx, 'points': points}
 
