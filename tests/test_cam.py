@@ -441,3 +441,14 @@ def test_bucket_k_target_is_one_score_logit():
       'bucket:3', 'bucket:3', 'tag:7', 'top_tag', 'bucket:x']
   with pytest.raises(ValueError, match='score bucket k in 1..10'):
     cam.targets_for('mobilenet_v2', ['bucket:0'])
+
+
+def test_map_entropy_of_one_hot_cell_is_plus_zero():
+  """A map whose mass is all in one cell (a single hot pixel; one positive cell of a 2x2
+  grid) had entropy -0.0, which per_image.csv wrote as '-0.0000'."""
+  from aesthetics_jax.evaluation import run as eval_run
+  one = np.zeros((2, 2, 2), np.float32)
+  one[:, 1, 0] = 3.0
+  for e in (cam.map_entropy(one), jax.jit(cam.map_entropy)(one)):
+    assert not np.signbit(np.asarray(e)).any(), e
+    assert eval_run._entropy_cell({'entropy': np.asarray(e)}, 0) == '0.0000'

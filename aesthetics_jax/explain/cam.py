@@ -480,7 +480,8 @@ def map_entropy(maps: jax.Array) -> jax.Array:
   m = jnp.maximum(jnp.asarray(maps, jnp.float32), 0.0)
   total = m.sum(axis=(-2, -1), keepdims=True)
   p = m / jnp.where(total > 0, total, 1.0)
-  h = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=(-2, -1))
+  # 0 - Σ, not -Σ: a one-cell map's Σ is 0.0, whose negation wrote '-0.0000' in per_image.csv.
+  h = 0.0 - jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=(-2, -1))
   cells = m.shape[-2] * m.shape[-1]
   ok = (total[..., 0, 0] > 0) & (cells > 1)
   return jnp.where(ok, h / jnp.log(float(max(cells, 2))), jnp.nan)
