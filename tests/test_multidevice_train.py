@@ -268,3 +268,18 @@ def test_a_job_that_never_assembles_ends_after_the_initialization_timeout(tiny_d
                       f'localhost:{ports[1]} within --initialization_timeout=4 s: start each '
                       '--process_id from 0 to 1 once, all with --num_processes=2')
   assert not any('Traceback' in err for _, err in outs)
+
+
+def test_an_error_on_one_process_ends_the_others(tiny_data, tmp_path):
+  """The data missing on one host only (here a relative --config.data.data_dir from two
+  working folders): process 1 printed its one line and then waited at exit for process 0,
+  itself waiting in a collective for process 1: both hung for ever."""
+  (tmp_path / 'a').mkdir()
+  (tmp_path / 'b').mkdir()
+  os.symlink(tiny_data, tmp_path / 'a' / 'tfds')
+  procs = _start_two('tfds', tmp_path / 'w', cwds=(tmp_path / 'a', tmp_path / 'b'))
+  outs = _communicate_all(procs, 40)
+  lasts = [err.strip().splitlines()[-1] for _, err in outs]
+  assert [p.returncode for p in procs] == [1, 2], lasts
+  assert lasts[1].startswith('train: tfds: no prepared dataset ava/style'), lasts[1]
+  assert lasts[0].startswith('train: lost contact with process 1 of 2 (Gloo '), lasts[0]

@@ -13,6 +13,7 @@ import signal
 import sys
 import tempfile
 import threading
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -51,11 +52,28 @@ def fail_now(script: str, message: BaseException | str, code: int = EXIT_FAILED)
   for a killed one until JAX's heartbeat timeout (100 s) and then aborts with a C++ stack;
   for one blocked in a collective with this process, for ever."""
   print(f'{script}: {first_line(message)}', file=sys.stderr, flush=True)
-  try:
-    sys.stdout.flush()
-  except (OSError, ValueError):
-    pass
+  exit_now(code)
+
+
+def exit_now(code: int) -> NoReturn:
+  """Exits with `code` once stdout and stderr are flushed, running no exit handlers (see
+  `fail_now`)."""
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, ValueError):
+      pass
   os._exit(code)
+
+
+def crash_now(e: BaseException) -> NoReturn:
+  """What `run` does with an unexpected error (a traceback; out of memory: one line), without
+  the exit handlers (see `fail_now`)."""
+  if out_of_memory(e):
+    fix = _OOM_FIX.get(command_name(), 'free memory, or run it on a machine with more')
+    fail_now(command_name(), f'out of memory ({first_line(e)}); {fix}; what was written is kept')
+  traceback.print_exception(e)
+  exit_now(EXIT_FAILED)
 
 
 def exit_code(e: BaseException) -> int:

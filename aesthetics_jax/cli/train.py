@@ -80,6 +80,13 @@ def main(argv):
                            timeout):
       jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                  initialization_timeout=jax_timeout)
+  with _multiprocess_exits(_WORKDIR.value, outermost=True):
+    _train(config)
+
+
+def _train(config) -> None:
+  """Everything after jax.distributed.initialize."""
+  import jax  # pylint: disable=import-outside-toplevel
   _check_agreement(_settings(config, _WORKDIR.value, _NUM_PROCESSES.value))
   logging.set_verbosity(logging.WARNING)
   from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
@@ -101,6 +108,8 @@ def main(argv):
                  preprocess.InputError, parallel.ShardingError, ava.AvaError, FileNotFoundError,
                  NotADirectoryError, PermissionError)
   try:
+    # Inside the try: a lost process's error must not reach the handlers below (a failed
+    # checkpoint save's line).
     with _multiprocess_exits(_WORKDIR.value):
       if config.data.ava_dir and dataset.is_prepared(config.data.data_dir, config.data.subset):
         # Prepared earlier, perhaps from another root: training on it would ignore ava_dir.
@@ -224,14 +233,18 @@ def _reachable(address: str) -> bool:
 
 
 @contextlib.contextmanager
-def _multiprocess_exits(workdir: str) -> Iterator[None]:
-  """In a multi-process job, exits at once with one line (`common.fail_now`):
+def _multiprocess_exits(workdir: str, outermost: bool = False) -> Iterator[None]:
+  """In a multi-process job, exits at once, running no exit handlers (`common.fail_now`):
+  at exit `jax.distributed.shutdown` waits at a barrier for every process, and the others,
+  blocked in their next collective with this one, never come: both hung for ever.
   - a collective that failed because another process went away (killed, crashed, stopped by
-    its own error), exit 1. It was a traceback, then a 100 s wait at exit for the lost
-    process (JAX's heartbeat timeout) ending in an abort;
-  - Ctrl-C, exit 130. The exit handlers waited for the other processes, blocked in their next
-    collective with this one: both hung for ever (a second Ctrl-C is ignored). Now the others
-    lose contact with this one and exit too.
+    its own error): one line, exit 1. It was a traceback, then a 100 s wait at exit for the
+    lost process (JAX's heartbeat timeout) ending in an abort;
+  `outermost` (around all the work after jax.distributed.initialize), also:
+  - Ctrl-C: one line, exit 130 (a second Ctrl-C is ignored: only kill -9 ended the hang);
+  - an error of this process alone (its one line already printed; data missing on one host),
+    or an unexpected one (traceback), with its exit status.
+  The others then lose contact with this one and exit too.
   """
   import jax  # pylint: disable=import-outside-toplevel
   from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
@@ -239,15 +252,21 @@ def _multiprocess_exits(workdir: str) -> Iterator[None]:
     yield
   except KeyboardInterrupt:
     n = jax.process_count()
-    if n == 1:
+    if n == 1 or not outermost:
       raise
     common.fail_now('train', f'interrupted (Ctrl-C); what was written is kept (checkpoints): '
                     f'rerun all {n} processes with the same flags to continue',
                     common.EXIT_INTERRUPTED)
+  except SystemExit as e:
+    if jax.process_count() == 1 or not outermost or e.code in (None, 0):
+      raise
+    common.exit_now(e.code if isinstance(e.code, int) else common.EXIT_FAILED)
   except Exception as e:  # pylint: disable=broad-except
     n = jax.process_count()
     why = parallel.lost_process_error(e) if n > 1 else None
     if why is None:
+      if n > 1 and outermost:
+        common.crash_now(e)
       raise
     who = (f'process {1 - jax.process_index()} of 2' if n == 2
            else f'another of the {n} processes')
