@@ -87,8 +87,8 @@ def main(argv):
 def _train(config) -> None:
   """Everything after jax.distributed.initialize."""
   import jax  # pylint: disable=import-outside-toplevel
+  logging.set_verbosity(logging.WARNING)  # before JAX starts its backends (an INFO line each)
   _check_agreement(_settings(config, _WORKDIR.value, _NUM_PROCESSES.value))
-  logging.set_verbosity(logging.WARNING)
   from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
   from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
