@@ -103,8 +103,9 @@ def to_host(x: jax.Array) -> np.ndarray:
 
 
 def disagreement(values: dict[str, str]) -> tuple[str, list[str | None], int] | None:
-  """The first key (sorted) whose value differs between the processes, with every process's
-  value (None: the key is absent there) and how many keys differ; None when all agree.
+  """The first key (in `values`' order) whose value differs between the processes, with every
+  process's value (None: the key is absent there) and how many keys differ; None when all
+  agree.
 
   Every process must call it with its own `values` (collectives). One all-gather of a digest
   when they agree; the values themselves are gathered only when they do not. Processes started
@@ -113,7 +114,7 @@ def disagreement(values: dict[str, str]) -> tuple[str, list[str | None], int] | 
   """
   if jax.process_count() == 1:
     return None
-  blob = json.dumps(values, sort_keys=True).encode()
+  blob = json.dumps(values).encode()
   digest = np.frombuffer(hashlib.sha256(blob).digest()[:8], np.uint32)
   digests = np.asarray(multihost_utils.process_allgather(digest))
   if (digests == digests[0]).all():
@@ -123,7 +124,7 @@ def disagreement(values: dict[str, str]) -> tuple[str, list[str | None], int] | 
   padded[:len(blob)] = np.frombuffer(blob, np.uint8)
   rows = np.asarray(multihost_utils.process_allgather(padded))
   per_process = [json.loads(bytes(r[:n].astype(np.uint8))) for r, n in zip(rows, sizes)]
-  keys = sorted(set().union(*per_process))
+  keys = list(dict.fromkeys(k for d in per_process for k in d))
   differ = [k for k in keys if len({json.dumps(d.get(k)) for d in per_process}) > 1]
   if not differ:  # a digest collision in 64 bits: as good as agreeing
     return None

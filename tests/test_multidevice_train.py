@@ -126,7 +126,7 @@ def tiny_data(tmp_path_factory):
 
 
 def _start_two(data_dir, workdir, extra=((), ()), overrides=FAULT_OVERRIDES, logs=None,
-               cwds=(ROOT, ROOT)):
+               cwds=(ROOT, ROOT), configs=('demo:vgg16,smoke',) * 2):
   """Both processes of a 2-process job (1 CPU device each), started in `cwds`; stdout and
   stderr to files `logs/{out,err}{i}` when `logs` is given, else pipes."""
   with socket.socket() as s:
@@ -141,7 +141,7 @@ def _start_two(data_dir, workdir, extra=((), ()), overrides=FAULT_OVERRIDES, log
       out, err = open(logs / f'out{i}', 'w'), open(logs / f'err{i}', 'w')
     procs.append(subprocess.Popen(
         _cmd(data_dir, workdir, f'--coordinator_address=localhost:{port}', '--num_processes=2',
-             f'--process_id={i}', *extra[i], config='demo:vgg16,smoke', overrides=overrides),
+             f'--process_id={i}', *extra[i], config=configs[i], overrides=overrides),
         cwd=cwds[i], env=env, stdout=out, stderr=err, text=True))
   return procs
 
@@ -170,6 +170,18 @@ def test_processes_started_with_different_settings_all_exit_naming_it(tiny_data,
         'start every process with the same flags (--config, --config.KEY, --workdir, '
         '--num_processes) and data')
   assert not (tmp_path / 'w' / 'checkpoints').exists()
+
+
+def test_processes_started_with_different_models_name_the_arch(tiny_data, tmp_path):
+  """Another --config on process 1 differs in eight keys; the line named the first sorted,
+  --config.eval.cam_layers, which reads as a CAM setting to fix."""
+  procs = _start_two(tiny_data, tmp_path / 'w',
+                     configs=('demo:vgg16,smoke', 'demo:mobilenet_v2,smoke'))
+  for p, (_, err) in zip(procs, _communicate_all(procs, 50)):
+    assert p.returncode == 2, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith('train: the 2 processes disagree on --config.model.arch: vgg16 on '
+                           'process 0; mobilenet_v2 on process 1 (and '), last
 
 
 def test_hosts_with_different_data_under_one_data_dir_exit_naming_it(tiny_data, tmp_path):

@@ -296,7 +296,11 @@ def _settings(config, workdir: str, num_processes: int | None) -> dict[str, str]
       out.update(flat(v, f'{prefix}{k}.') if hasattr(v, 'items') else {prefix + k: str(v)})
     return out
   where = workdir if '://' in workdir else os.path.abspath(os.path.expanduser(workdir))
-  return {**flat(config, '--config.'), '--workdir': where, '--num_processes': str(num_processes)}
+  values = {**flat(config, '--config.'), '--workdir': where,
+            '--num_processes': str(num_processes)}
+  # Named first when they differ: another model differs in a dozen keys, arch among them.
+  first = ('--config.model.arch', '--config.model.width_mult', '--config.data.data_dir')
+  return {**{k: values[k] for k in first if k in values}, **values}
 
 
 def _check_agreement(values: dict[str, str]) -> None:
