@@ -50,10 +50,12 @@ LIVE_LAYERS = {
 }
 # Committed fixture on the small random models at 64 px: layers where no method's map is flat
 # (features.14 of MobileNetV2 is 2x2 there and every gradient map is rectified to zero), and
-# few channels (ScoreCAM runs the model once per channel: features.18 has 1280).
+# few channels (ScoreCAM runs the model once per channel: features.18 has 1280). VGG16's
+# features.28 is a conv, whose output torchvision's ReLU(inplace=True) overwrites after
+# pytorch-grad-cam's hook saw it (`RECTIFIED_LAYERS`).
 FIXTURE_LAYERS = {
     'mobilenet_v2': (('features.13',), ('features.3', 'features.13')),
-    'vgg16': (('features.22',), ('features.15', 'features.29')),
+    'vgg16': (('features.22',), ('features.15', 'features.29'), ('features.28',)),
 }
 TOLERANCE = 5e-4
 # EigenCAM's sign is the SVD's, which follows numpy's LAPACK build: a fixture recorded with one
@@ -247,7 +249,8 @@ def jax_layer_maps(model, variables, images: np.ndarray, layers, cats,
     first = model.apply(variables, x, layers[0], method='features_until')
     raw = cam.compute_layers_many(methods, steps, first, target_fn,
                                   model_fn=lambda im: model.apply(variables, im), images=x,
-                                  batch_size=scorecam_batch, eigen_sign=eigen_sign)
+                                  batch_size=scorecam_batch, eigen_sign=eigen_sign,
+                                  rectified=[lay in model.RECTIFIED_LAYERS for lay in layers])
     return {m: cam.fuse_layers([r[:, 0] for r in raw[m]], x.shape[1:3]) for m in methods}
 
   return {m: np.asarray(v) for m, v in maps(variables, x).items()}

@@ -98,7 +98,8 @@ def layer_maps_many(model, variables, layers: Sequence[str], methods: Sequence[s
       kw = dict(model_fn=lambda im: model.apply(variables, encoder(variables, im),
                                                 method='head'),
                 images=x, batch_size=1 if chunk > 0 else 16)
-    return cam.compute_layers_many(tuple(methods), steps, first, target_fn, **kw)
+    return cam.compute_layers_many(tuple(methods), steps, first, target_fn, **kw,
+                                   rectified=[lay in model.RECTIFIED_LAYERS for lay in layers])
 
   if per_device:
     split = lambda v: v.reshape((num_shards, b // num_shards) + v.shape[1:])  # noqa: E731

@@ -364,12 +364,17 @@ def compute_layers_many(methods: Sequence[str], steps: Sequence[HeadFn], A: jax.
                         target_fn: TargetFn, *,
                         model_fn: Callable[[jax.Array], Any] | None = None,
                         images: jax.Array | None = None, batch_size: int = 16,
-                        eigen_sign: str = 'pytorch_grad_cam') -> dict[str, list[jax.Array]]:
+                        eigen_sign: str = 'pytorch_grad_cam',
+                        rectified: Sequence[bool] = ()) -> dict[str, list[jax.Array]]:
   """`compute_layers` for several methods at once: `{method: [f32 [B, T, h_i, w_i]]}`.
 
   The gradient methods share one forward pass and one vjp, EigenCAM and ScoreCAM one pass for
   the activations: the chain is traced once or twice, not once per method (tracing a
   MobileNetV2 chain with its vjp takes seconds on a CPU). jit-able.
+  rectified: per layer, whether pytorch-grad-cam records its output after the in-place ReLU
+  that follows it (torchvision VGG16's convs, `ReLU(inplace=True)`: the hook's tensor is
+  overwritten), so its maps weigh relu(A_i) by the gradient at A_i, as pytorch-grad-cam's do
+  (`model.RECTIFIED_LAYERS`). Missing entries: False.
   """
   chex.assert_rank(A, 4)
   if not steps:
@@ -381,13 +386,19 @@ def compute_layers_many(methods: Sequence[str], steps: Sequence[HeadFn], A: jax.
     raise ValueError("cam.compute('scorecam', ...) needs model_fn= (the full model) and "
                      'images= (the inputs of A): ScoreCAM re-runs the model on masked inputs')
   out: dict[str, list[jax.Array]] = {}
+
+  def as_hooked(acts: list[jax.Array]) -> list[jax.Array]:
+    return [jnp.maximum(a, 0.0) if i < len(rectified) and rectified[i] else a
+            for i, a in enumerate(acts)]
+
   if any(m in GRADIENT_METHODS for m in methods):
     _, acts, grads = chain_gradients(steps, A, target_fn)
+    acts = as_hooked(acts)
     for m in methods:
       if m in GRADIENT_METHODS:
         out[m] = [_cam_from_grads(m, a, g) for a, g in zip(acts, grads)]
   if 'eigencam' in methods or 'scorecam' in methods:
-    acts = chain_activations(steps, A)
+    acts = as_hooked(chain_activations(steps, A))
     if 'eigencam' in methods:
       T = jax.eval_shape(lambda a: target_fn(steps[-1](a)), acts[-1]).shape[1]
       out['eigencam'] = [jnp.broadcast_to(eigen_projection(a, eigen_sign)[:, None],

@@ -77,6 +77,9 @@ class _SplitEncoder(nn.Module):
   after, until)` runs torchvision modules `after < i <= until` of `LAYERS`."""
   ARCH = ''    # config.model.arch (set by each model)
   LAYERS = ()  # torchvision module paths, shallowest first (set by each model)
+  # Layers whose torchvision output the next module, a ReLU(inplace=True), overwrites: a hook
+  # on them (pytorch-grad-cam's) records the rectified tensor (`cam.compute_layers_many`).
+  RECTIFIED_LAYERS = frozenset()
 
   @property
   def default_layer(self) -> str:
@@ -156,6 +159,7 @@ class VGG16Binary(_SplitEncoder):
   """VGG16 with torchvision's classifier and a new one-logit output: {'logit' [B]}."""
   ARCH = 'vgg16'
   LAYERS = vgg.LAYERS
+  RECTIFIED_LAYERS = frozenset(f'features.{i}' for i, _ in vgg.conv_layers())
   width_mult: float = 1.0
   fc_dim: int = 4096
   pool_size: int = 7

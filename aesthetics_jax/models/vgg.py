@@ -3,7 +3,9 @@
 Module names are `features_<i>` with torchvision's Sequential index of each conv, so the
 converter maps `features.<i>.weight` ↔ `encoder/features_<i>/kernel` directly.
 A CAM layer is named by its torchvision path: `features.<i>` for every conv (before its ReLU),
-ReLU (`features.22`, `features.29`) and max-pool (`features.30` is the encoder's output).
+ReLU (`features.22`, `features.29`) and max-pool (`features.30` is the encoder's output). A
+conv's CAM weighs its ReLU'd output, as pytorch-grad-cam's on torchvision's VGG16, whose
+`ReLU(inplace=True)` overwrites the tensor its hook recorded (`RECTIFIED_LAYERS`).
 `width_mult` scales every conv's channels (from-scratch demo models, e.g. 0.125 → 8..64).
 `conv3x3` picks each conv's algorithm (`uses_winograd`): the direct convolution, or Winograd
 F(2x2, 3x3) (models/winograd.py), by default on CPU for convs with ≥ 256 output channels
