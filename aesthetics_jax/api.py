@@ -231,9 +231,9 @@ class Model:
     _check_method(method)
     _check_names(layer, 'layer', "'features.14' or ['features.14', 'features.18']")
     method = cam_lib.canonical_method(method) if method else self.method
-    # Empty ([], '', ',') is the default, as `load` reads it: resolve_layers gives the model's
-    # last layer for it, not the checkpoint's config.eval.cam_layers (other maps, silently).
-    empty = not (layer.replace(',', '').strip() if isinstance(layer, str) else layer)
+    # Empty ([], '', ',', ['']) is the default, as `load` reads it: resolve_layers gives the
+    # model's last layer for it, not the checkpoint's config.eval.cam_layers (other maps).
+    empty = not models.layer_names(layer)
     layers = self.layers if empty else models.resolve_layers(self.predictor.model, layer)
     key = (names, method, layers)
     if key not in self._forwards:  # compiled on first use: seconds on a CPU

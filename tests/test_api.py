@@ -843,3 +843,19 @@ def test_overlays_of_a_map_that_points_nowhere_say_so(example, monkeypatch):
     p.overlay_image(img, vis)
     assert rec['map'] == ('empty' if empty else 'ok')
     assert titles[-1].endswith('EMPTY: points nowhere') == empty, titles[-1]
+
+
+def test_a_layer_list_of_empty_names_is_the_checkpoints_layer(example):
+  """layer=[''] / predict's --cam_layers=, (a list flag: ['', '']) names no layer: it is the
+  default, the checkpoint's config.eval.cam_layers (features.13 here), as layer=[] is; it gave
+  the model's last layer (a 1x1 grid at 32 px: every map empty), or 'CAM layer '' is not a
+  module' before empty names were skipped."""
+  from aesthetics_jax.evaluation import predictor as predictor_lib
+  ns, tmp, photo = example
+  m = ns['m']
+  assert m.layers == ('features.13',)
+  want = m.cam(photo)
+  for layer in ([''], ['', ' '], ('',)):
+    assert np.array_equal(m.cam(photo, layer=layer), want), layer
+  assert predictor_lib.Predictor(tmp / 'mnv2', cam_layers=['', '']).cam_layers == (
+      'features.13',)

@@ -66,8 +66,9 @@ class Predictor:
         enumerate(demo_data.TAG_NAMES, start=1))
     # load_config fills cam_layers for checkpoints written before it existed: () = the
     # encoder's output.
+    asked = models.layer_names(cam_layers)  # --cam_layers=, names none: the config's
     self.cam_layers = models.resolve_layers(self.model,
-                                            cam_layers or tuple(self.config.eval.cam_layers))
+                                            asked or tuple(self.config.eval.cam_layers))
     self.mesh = parallel.make_mesh()
     self.forward = make_forward(self.model, self.arch, self.method,
                                 str(self.config.input.normalize), layers=self.cam_layers,

@@ -50,18 +50,24 @@ def layer_index(layers: Sequence[str], layer: Optional[str], arch_name: str) -> 
   return list(layers).index(layer)
 
 
-def resolve_layers(model: nn.Module, layers: Sequence[str] | str | None) -> tuple[str, ...]:
-  """Validated layer names of `model`, shallowest first, duplicates dropped; empty or None
-  → `(model.default_layer,)`. A string is split on commas ('features.14,features.18'). Names
-  are stripped, in a list as in a string: ' features.14' was taken and ['features.14 '] refused.
-  Empty names are skipped in a list as in a string: predict's --cam_layers=features.14, (a
-  list flag) gave ['features.14', ''], refused as "CAM layer '' is not a module".
-  """
+def layer_names(layers: Sequence[str] | str | None) -> list:
+  """The names a user's layer choice holds: a string split on commas, every name stripped,
+  empty names skipped (in a list as in a string: predict's --cam_layers=features.14, is the
+  list ['features.14', '']). [] is the caller's default (`resolve_layers`' or a checkpoint's
+  config.eval.cam_layers: ['', ' '] chose neither, silently the model's last layer)."""
   if isinstance(layers, str):
     layers = layers.split(',')
+  names = [p.strip() if isinstance(p, str) else p for p in layers or ()]
+  return [p for p in names if p != '']
+
+
+def resolve_layers(model: nn.Module, layers: Sequence[str] | str | None) -> tuple[str, ...]:
+  """Validated layer names of `model`, shallowest first, duplicates dropped; empty or None
+  → `(model.default_layer,)`. A string is split on commas ('features.14,features.18'); names
+  are read by `layer_names` (stripped, empty ones skipped, in a list as in a string).
+  """
+  layers = layer_names(layers)
   if layers:
-    layers = [p.strip() if isinstance(p, str) else p for p in layers]
-    layers = [p for p in layers if p != '']
     # Any case ('Features.14'), as CAM methods and target names are read: the paths are
     # lower case, so 'FEATURES.18' names one module and was refused for its case alone.
     layers = [p.lower() if isinstance(p, str) and p.lower() in model.LAYERS else p
@@ -236,5 +242,5 @@ def create_model(model_config, imagenet_classes: int = 0) -> nn.Module:
 
 __all__ = ['ARCHS', 'DEPTHWISE_IMPLEMENTATIONS', 'MobileNetV2Aesthetic', 'VGG16Binary',
            'adaptive_avg_pool', 'abstract_variables', 'create_model', 'model_config',
-           'depthwise_conv', 'init_variables', 'layer_index', 'make_divisible', 'resolve_impl', 'resolve_layers',
-           'starting_variables']
+           'depthwise_conv', 'init_variables', 'layer_index', 'layer_names', 'make_divisible',
+           'resolve_impl', 'resolve_layers', 'starting_variables']
