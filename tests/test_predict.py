@@ -678,3 +678,23 @@ def test_output_lines_wait_in_a_bounded_spool(monkeypatch, tmp_path):
                      'TMPDIR'):
     spool.keep('{"path": "late.jpg"}')
   assert [json.loads(r) for r in spool.lines()] == [json.loads(x) for x in want]
+
+
+def test_a_one_cell_cam_grid_is_named_up_front(tmp_path):
+  """--cam_layers=features.18 of a 32-px model (and VGG16's features.30) is a 1x1 grid: every
+  map constant, every record "map": "empty", with no line saying why; one stderr line now
+  names the grid and the deepest layer with a finer one. A finer grid adds no line."""
+  from PIL import Image
+  wd = checkpoint_fixture.write_init_checkpoint(
+      tmp_path / 'm32', checkpoint_fixture.smoke_config('mobilenet_v2', image_size=32))
+  photo = tmp_path / 'p.png'
+  Image.fromarray(image_fixture.smooth_photo(40, 48)).save(photo)
+  r = _run(f'--workdir={wd}', '--cam_layers=features.18', photo)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert json.loads(r.stdout)['map'] == 'empty'
+  assert r.stderr.strip().splitlines()[-1] == (
+      "predict: CAM layer features.18 gives a 1x1 map for this model's 32 px input: every map "
+      'is constant, so "map": "empty", with no box or crop; pass --cam_layers=features.13 '
+      '(2x2)'), r.stderr
+  r = _run(f'--workdir={wd}', '--cam_layers=features.13', photo)
+  assert r.returncode == 0 and 'CAM layer' not in r.stderr, r.stderr[-2000:]

@@ -200,6 +200,9 @@ def _score(method: str | None, items: list[str | dict], lines: _Lines, ctrl_c: _
           overrides=config_flags.get_override_values(flags.FLAGS['config']))
     except (ValueError, RuntimeError, OSError) as e:  # no checkpoint, bad layer name, ...
       common.usage_error('predict', common.first_line(e))
+    # A 1x1 CAM grid (features.18 of a 32-px model) made every map "empty", and no line said why.
+    if note := predictor.one_cell_note():
+      print(f'predict: {note}', file=sys.stderr, flush=True)
   records = iter(()) if predictor is None else predictor.predict_files(
       paths, _OVERLAY_DIR.value, _CROP_DIR.value, _ASPECT.value,
       batch_size=_BATCH.value, top_k=_TOP_K.value, crop_format=_CROP_FORMAT.value)

@@ -112,6 +112,32 @@ def layer_maps_many(model, variables, layers: Sequence[str], methods: Sequence[s
                    for m, maps in many.items()}
 
 
+def map_size(model, variables, layers: Sequence[str], size: int) -> tuple[int, int]:
+  """(h, w) of the CAM at `layers` for an S×S input: the first layer's grid; fused layers
+  come at S×S."""
+  if len(layers) > 1:
+    return size, size
+  x = jax.ShapeDtypeStruct((1, size, size, 3), np.float32)
+  a = jax.eval_shape(lambda v, x: model.apply(v, x, layers[0], method='features_until'),
+                     variables, x)
+  return int(a.shape[1]), int(a.shape[2])
+
+
+def one_cell_note(model, variables, layers: Sequence[str], size: int) -> str | None:
+  """Why every map is empty when the CAM grid is 1x1 at this input size (a constant map
+  points nowhere: no box, no crop), naming the deepest layer whose grid is finer; else None."""
+  if map_size(model, variables, layers, size) != (1, 1):
+    return None
+  hint = ''
+  for lay in reversed(model.LAYERS[:model.LAYERS.index(layers[0])]):
+    hw = map_size(model, variables, (lay,), size)
+    if hw != (1, 1):
+      hint = f'; pass --cam_layers={lay} ({hw[0]}x{hw[1]})'
+      break
+  return (f'CAM layer {layers[0]} gives a 1x1 map for this model\'s {size} px input: every map '
+          f'is constant, so "map": "empty", with no box or crop{hint}')
+
+
 def method_passes(methods: Sequence[str], n: int,
                   scorecam_images: int) -> list[tuple[int, list[str]]]:
   """[(images, methods)], most images first: one pass over the first n images for every

@@ -77,6 +77,11 @@ class Predictor:
     self.variables = parallel.replicate(jax.device_get(self.variables), self.mesh)
     self._one_device = None  # (mesh, variables) for host-callback methods, made when needed
 
+  def one_cell_note(self) -> str | None:
+    """Why every map will be empty when the CAM layer's grid is 1x1 at this model's input
+    (`forward.one_cell_note`), for predict to say up front; else None."""
+    return forward_lib.one_cell_note(self.model, self.variables, self.cam_layers, self.size)
+
   def run(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """uint8 [B,S,S,3] → (predict_outputs fields [B,...], maps by target [B,(10,)h,w]: raw at
     one CAM layer, fused at the input size [B,(10,)S,S] for several)."""

@@ -144,7 +144,8 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
                        'overrides': overrides_lib.record(overrides),
                        'arch': arch, 'cam_method': str(ec.cam_method),
                        'box_threshold': float(ec.box_threshold), 'cam_layers': list(layers),
-                       'cam_map_size': _map_size(model, variables, layers, size),
+                       'cam_map_size': list(forward_lib.map_size(model, variables, layers,
+                                                                 size)),
                        # What the numbers were computed on (environment.py says why).
                        'environment': environment.describe(),
                        'training_environments': _training_environments(workdir)}
@@ -354,16 +355,6 @@ def _untrained_variables(model, config, mesh, masks_dir: str):
     first = str(e).splitlines()[0] if str(e) else type(e).__name__
     return None, f'skipped: the starting weights could not be rebuilt ({first})'
   return parallel.replicate(start, mesh), ''
-
-
-def _map_size(model, variables, layers, size: int) -> list[int]:
-  """[h, w] of the CAM at `layers[0]` for an S×S input (fused layers: S×S)."""
-  if len(layers) > 1:
-    return [size, size]
-  x = jax.ShapeDtypeStruct((1, size, size, 3), np.float32)
-  a = jax.eval_shape(lambda v, x: model.apply(v, x, layers[0], method='features_until'),
-                     variables, x)
-  return [int(a.shape[1]), int(a.shape[2])]
 
 
 def _json_default(o):
