@@ -100,7 +100,8 @@ def jax_head(w: dict, head: str, A):
     return jnp.dot(A.mean(axis=(1, 2)), jnp.asarray(w[p + 'fc.weight']).T, precision=hp) + w[
         p + 'fc.bias']
   flat = jnp.transpose(A, (0, 3, 1, 2)).reshape(A.shape[0], -1)
-  hid = jax.nn.relu(jnp.dot(flat, jnp.asarray(w[p + 'fc1.weight']).T, precision=hp) + w[p + 'fc1.bias'])
+  hid = jax.nn.relu(jnp.dot(flat, jnp.asarray(w[p + 'fc1.weight']).T, precision=hp)
+                    + w[p + 'fc1.bias'])
   return jnp.dot(hid, jnp.asarray(w[p + 'fc2.weight']).T, precision=hp) + w[p + 'fc2.bias']
 
 

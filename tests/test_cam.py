@@ -287,7 +287,8 @@ def test_fuse_layers_is_pytorch_grad_cam_order():
   np.testing.assert_allclose(got, want, atol=2e-6)
   # Each layer is scaled before averaging: the tiny-valued layer weighs as much as the other.
   assert np.abs(got - _scale(_cv2_bilinear(_scale(maps[1]), 32))).max() > 0.05
-  np.testing.assert_allclose(cam.torch_like(maps[1], (32, 32)), cam.fuse_layers([maps[1]], (32, 32)))
+  np.testing.assert_allclose(cam.torch_like(maps[1], (32, 32)),
+                             cam.fuse_layers([maps[1]], (32, 32)))
 
 
 @pytest.fixture(scope='module')

@@ -65,7 +65,8 @@ def test_same_bytes_with_any_worker_count_and_reuse(tiny, tmp_path):
 def test_images_are_ava_sized(tmp_path):
   s = paper_size.generate(tmp_path, 3, 1, seed=0, workers=1)
   sizes = [Image.open(p).size for p in (tmp_path / 'images').glob('*.jpg')]
-  assert len(sizes) == sum(s['num_listed'].values()) == 5 and all(500 <= max(wh) <= 800 for wh in sizes)
+  assert len(sizes) == sum(s['num_listed'].values()) == 5
+  assert all(500 <= max(wh) <= 800 for wh in sizes)
   assert len({round(w / h, 2) for w, h in sizes}) >= 2  # varying aspect ratios
   assert 80 <= s['mean_jpeg_kb'] <= 250
   masks = [np.asarray(Image.open(p)) for p in (tmp_path / 'defect_masks').glob('*.png')]

@@ -420,7 +420,8 @@ def find_images(ava_dir: os.PathLike | str, image_ids: Iterable[int]) -> ImageFi
   """Each id's image file: `images/<id>.jpg` when that name exists (a file, or a link or
   folder that reading then reports), else the one file under `images/` (or `Images/`; any
   depth, through links to folders) named `<id>` (leading zeros allowed) with a suffix of
-  IMAGE_SUFFIXES in any case. An id with several such files is `ambiguous` (which one AVA meant is unknown).
+  IMAGE_SUFFIXES in any case. An id with several such files is `ambiguous` (which one AVA
+  meant is unknown).
   `images/` is scanned once, and only when some exact name is absent."""
   paths = {int(i): image_path(ava_dir, i) for i in image_ids}
   absent = {i for i, p in paths.items() if not os.path.lexists(p)}

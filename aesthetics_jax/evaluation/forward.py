@@ -1,4 +1,5 @@
-"""The jitted forward of evaluation and prediction: features → head → CAMs, from one feature map.
+"""The jitted forward of evaluation and prediction: features → head → CAMs, from one feature
+map.
 
 `make_forward` builds one function per (model, method, layers): the encoder runs once up to
 the CAM layer, the rest of the network and its vjp run on that activation, for the aesthetic
