@@ -8,7 +8,7 @@ Two kinds of models, all 7 methods, identical weights and inputs on both sides; 
   * torchvision's FULL MobileNetV2 and VGG16 (torchvision's random init, random BatchNorm affine
     with statistics calibrated on data), converted with `aesthetics_jax.models.pretrained`, at
     intermediate layers (pytorch-grad-cam's `target_layers`: `features.14`, `features.18`;
-    `features.22`, `features.29`) and one fused pair per model.
+    `features.22`, `features.28` (a conv), `features.29`) and one fused pair per model.
 `--write` stores the fixtures that tests/test_cam.py checks without torch:
   tests/fixtures/cam_parity.npz         toy weights, inputs and expected maps (seed 0);
   tests/fixtures/cam_layers_parity.npz  pytorch-grad-cam's maps of the committed small
@@ -46,7 +46,10 @@ LAYERS_FIXTURE = os.path.join(FIXTURES_DIR, 'cam_layers_parity.npz')
 # Live check on the full torchvision models: CAM layer sets (one entry = one map per method).
 LIVE_LAYERS = {
     'mobilenet_v2': (('features.14',), ('features.18',), ('features.14', 'features.18')),
-    'vgg16': (('features.22',), ('features.29',), ('features.22', 'features.29')),
+    # features.28: a conv layer, whose maps follow pytorch-grad-cam's in-place-ReLU convention
+    # (they differed by up to 1.0 before `RECTIFIED_LAYERS`).
+    'vgg16': (('features.22',), ('features.28',), ('features.29',),
+              ('features.22', 'features.29')),
 }
 # Committed fixture on the small random models at 64 px: layers where no method's map is flat
 # (features.14 of MobileNetV2 is 2x2 there and every gradient map is rectified to zero), and
