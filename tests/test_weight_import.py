@@ -106,6 +106,18 @@ def test_wrapped_state_dicts_load(tmp_path, wrap):
   _same_as_fixture(tmp_path / 'w.pth')
 
 
+def test_a_checkpoint_with_weights_and_their_ema_says_which_it_read(tmp_path, caplog):
+  """{'state_dict', 'state_dict_ema'} (timm's train.py with --model-ema) loaded the first
+  without saying so; a user who wanted the EMA weights could not tell."""
+  torch = pytest.importorskip('torch')
+  sd = _torch_state()
+  torch.save({'state_dict': sd, 'state_dict_ema': sd, 'epoch': 3}, tmp_path / 'w.pth')
+  with caplog.at_level('WARNING'):
+    _same_as_fixture(tmp_path / 'w.pth')
+  assert ("holds 'state_dict' and 'state_dict_ema': reading 'state_dict' (the first of"
+          in caplog.text), caplog.text
+
+
 def test_dict_without_a_state_dict_names_its_keys(tmp_path):
   torch = pytest.importorskip('torch')
   torch.save({'epoch': 3, 'a': {'x': torch.zeros(2)}, 'b': {'y': torch.zeros(2)}},

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+from absl import logging
 
 TORCH_HINT = "install the torch extra: pip install -e '.[torch]'"
 
@@ -105,7 +106,12 @@ def _unwrap(obj: Any, path: Path) -> dict:
   for _ in range(3):  # e.g. {'model': {'state_dict': ...}}
     if not isinstance(obj, dict) or not obj or any(hasattr(v, 'numpy') for v in obj.values()):
       break
-    key = next((k for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+    present = [k for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)]
+    key = present[0] if present else None
+    if len(present) > 1:  # timm's train.py: the weights and their EMA; which was read went unsaid
+      logging.warning('%s holds %s: reading %r (the first of %s); to use another, save '
+                      "torch.load(f)[KEY] as its own file and pass that", path,
+                      ' and '.join(repr(k) for k in present), key, ', '.join(_WRAPPER_KEYS))
     if key is None:
       nested = [k for k, v in obj.items() if isinstance(v, dict)]  # the one dict inside
       if len(nested) != 1:
