@@ -339,6 +339,9 @@ def test_missing_dataset_names_the_flag_for_a_moved_one(evaluated, tmp_path):
                      r'new folder: --config\.data\.data_dir=DIR') as e:
     eval_run.evaluate(wd, overrides={'data.data_dir': str(tmp_path / 'gone')})
   assert '\n' not in str(e.value)
+  # Exit 2, as aesthetics-train's for an unprepared data_dir (the README's rule): it was 1.
+  from aesthetics_jax.cli import common
+  assert common.exit_code(e.value) == common.EXIT_USAGE
 
 
 def test_second_evaluation_of_one_workdir_is_refused(evaluated):

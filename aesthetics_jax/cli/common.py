@@ -81,10 +81,13 @@ def exit_code(e: BaseException) -> int:
 
   EXIT_USAGE for `train.checkpoints.CheckpointError`s raised before any work (the workdir or
   the checkpoint to start from cannot be used: missing, damaged, another model's, busy,
-  unwritable or a file; fix --workdir / --step); EXIT_FAILED for everything else, a failed
-  checkpoint save (`CheckpointSaveError`, mid-run) included.
+  unwritable or a file; fix --workdir / --step) and for errors whose raiser set
+  `before_work` (evaluate's unprepared --config.data.data_dir); EXIT_FAILED for everything
+  else, a failed checkpoint save (`CheckpointSaveError`, mid-run) included.
   """
   from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  if getattr(e, 'before_work', False):  # raised before any work, flagged so by its raiser
+    return EXIT_USAGE
   if (isinstance(e, checkpoints.CheckpointError)
       and not isinstance(e, checkpoints.CheckpointSaveError)):
     return EXIT_USAGE

@@ -99,8 +99,10 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
   try:
     sources = dataset.load_sources(config.data.data_dir, config.data.subset)
   except FileNotFoundError as e:  # most often a dataset moved since training
-    raise FileNotFoundError(f'{e}; or, if it moved, pass its new folder: '
-                            '--config.data.data_dir=DIR') from None
+    missing = FileNotFoundError(f'{e}; or, if it moved, pass its new folder: '
+                                '--config.data.data_dir=DIR')
+    missing.before_work = True  # a usage error (exit 2), as train's: it was exit 1
+    raise missing from None
   _check_same_data(workdir, config)
   try:
     masks = ground_truth.masks_dir(config)
