@@ -48,7 +48,7 @@ from typing import Any, NoReturn
 
 from absl import flags
 
-from aesthetics_jax import compile_cache, io
+from aesthetics_jax import compile_cache, cpu_backend, io
 from aesthetics_jax.bench import sections
 from aesthetics_jax.cli import common
 from aesthetics_jax.train import config_checks  # JAX-free: the config's enumerations
@@ -253,8 +253,8 @@ def _check_threads(threads: int) -> None:
   """Exits 2 when --threads exceeds the CPUs this process may use: more threads than cores
   times contention, not the formulations; --threads=100000 was oneDNN's 'could not create a
   primitive' traceback after the first section's setup."""
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-  if cores and threads > cores:
+  cores = cpu_backend.host_cpu_count()
+  if threads > cores:
     common.usage_error('benchmark', f'--threads={threads}: this process may use {cores} CPUs; '
                        f'pass at most {cores}, or 0 for one per CPU core')
 

@@ -70,8 +70,7 @@ def restore_for_inference(workdir, step: int | None = None):
       variables, chosen = _restore_step(workdir, model, config, step)
       return model, variables, config, chosen
     except (CorruptCheckpointError, CheckpointMismatchError) as e:
-      gone = getattr(e, 'rotated_step', None)
-      if gone is None:
+      if not getattr(e, 'rotated', False):
         raise
       if step is not None:
         raise WorkdirError(f'{workdir / "checkpoints"}: checkpoint {step} was deleted while it '
@@ -90,7 +89,7 @@ _ROTATION_RETRIES = 5
 
 def _restore_step(workdir, model, config, step: int | None):
   """(variables, step) of `step` (None: the newest). An error whose step a newer one replaced
-  meanwhile (or whose folder is gone) carries `rotated_step`."""
+  meanwhile (or whose folder is gone) carries `rotated = True`."""
   ckpt = Checkpointer(workdir, read_only=True, enable_async=False)
   try:
     steps = ckpt.all_steps()
@@ -111,7 +110,7 @@ def _restore_step(workdir, model, config, step: int | None):
       variables, _ = ckpt.restore(step, abstract)
     except (CorruptCheckpointError, CheckpointMismatchError) as e:
       if _rotated_away(workdir, step, newest=step == max(steps)):
-        e.rotated_step = step
+        e.rotated = True
         raise
       if isinstance(e, CheckpointMismatchError):
         raise
