@@ -70,8 +70,7 @@ def crash_now(e: BaseException) -> NoReturn:
   """What `run` does with an unexpected error (a traceback; out of memory: one line), without
   the exit handlers (see `fail_now`)."""
   if out_of_memory(e):
-    fix = _OOM_FIX.get(command_name(), 'free memory, or run it on a machine with more')
-    fail_now(command_name(), f'out of memory ({first_line(e)}); {fix}; what was written is kept')
+    fail_now(command_name(), out_of_memory_line(e))
   traceback.print_exception(e)
   exit_now(EXIT_FAILED)
 
@@ -150,10 +149,7 @@ def file_problem(path: str | os.PathLike, flag: str) -> str | None:
   return reason and f'--{flag}={path}: its folder {reason}; pass a path you can write to'
 
 
-# Folders whose files C++ libraries open by name (orbax / tensorstore checkpoints, the
-# dataset's array_record files): they take UTF-8 names only, and a folder named in another
-# encoding failed in the first save or restore with pybind11's "Unable to cast Python
-# instance of type <class 'str'> to C++ type '?'" and a traceback.
+# Folders whose files C++ libraries open by name: UTF-8 names only (`io.utf8_problem`).
 NATIVE_FOLDERS = ('workdir', 'data_dir')
 
 
@@ -213,8 +209,7 @@ def run(main: Callable[[list[str]], None], doc: str | None,
   except (RuntimeError, MemoryError) as e:
     if not out_of_memory(e):
       raise
-    fix = _OOM_FIX.get(command_name(), 'free memory, or run it on a machine with more')
-    fail(command_name(), f'out of memory ({first_line(e)}); {fix}; what was written is kept')
+    fail(command_name(), out_of_memory_line(e))
 
 
 # What to lower when a command runs out of memory, by command.
@@ -222,9 +217,14 @@ _OOM_FIX = {
     'train': 'lower --config.batch_size or --config.eval.batch_size',
     'evaluate': 'lower --config.eval.batch_size',
     'control': 'lower --config.batch_size or --config.eval.batch_size',
-    'paper_run': 'free memory, or run it on a machine with more',
     'demo': 'free memory (the demo needs about 3 GB)',
 }
+
+
+def out_of_memory_line(e: BaseException) -> str:
+  """The one line for an `out_of_memory` error: what failed and the flag to lower."""
+  fix = _OOM_FIX.get(command_name(), 'free memory, or run it on a machine with more')
+  return f'out of memory ({first_line(e)}); {fix}; what was written is kept'
 
 
 def out_of_memory(e: BaseException) -> bool:
