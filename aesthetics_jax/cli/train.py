@@ -132,10 +132,10 @@ def _train(config) -> None:
         _check_prepared(config.data.data_dir, config.data.subset, dataset)
       except FileNotFoundError as e:
         common.usage_error('train', str(e))
-      # Per-host copies of the data under one path: the same data on every process?
-      _check_agreement({'the data in --config.data.data_dir (its AVA fingerprint)':
-                        dataset.identity(config.data.data_dir, config.data.subset)[
-                            'ava_fingerprint']})
+      if jax.process_count() > 1:  # per-host copies of the data under one path: the same?
+        _check_agreement({'the data in --config.data.data_dir (its AVA fingerprint)':
+                          dataset.identity(config.data.data_dir, config.data.subset)[
+                              'ava_fingerprint']})
       result = trainer.train_and_evaluate(config, _WORKDIR.value)
   except pretrained.PretrainedError as e:
     # --config.model.init_weights missing, unreadable or another model's: the trainer loads
@@ -290,13 +290,10 @@ def _resume_point(workdir: str) -> str:
 def _settings(config, workdir: str, num_processes: int | None) -> dict[str, str]:
   """What every process of a job must agree on: each config key, the workdir, and
   --num_processes (process 0's counts: a larger one elsewhere went unnoticed)."""
-  def flat(c, prefix: str) -> dict[str, str]:
-    out = {}
-    for k, v in c.items():
-      out.update(flat(v, f'{prefix}{k}.') if hasattr(v, 'items') else {prefix + k: str(v)})
-    return out
+  from aesthetics_jax.evaluation import overrides  # pylint: disable=import-outside-toplevel
   where = workdir if '://' in workdir else os.path.abspath(os.path.expanduser(workdir))
-  values = {**flat(config, '--config.'), '--workdir': where,
+  values = {**{k: str(v) for k, v in overrides.flat_keys(config, '--config.').items()},
+            '--workdir': where,
             '--num_processes': str(num_processes)}
   # Named first when they differ: another model differs in a dozen keys, arch among them.
   first = ('--config.model.arch', '--config.model.width_mult', '--config.data.data_dir')

@@ -17,11 +17,12 @@ class OverrideError(ValueError):
   """One-line problem with an override (unknown key, a key the checkpoint fixes, wrong type)."""
 
 
-def _flat_keys(config, prefix: str = '') -> dict[str, Any]:
+def flat_keys(config, prefix: str = '') -> dict[str, Any]:
+  """{'a.b.c': value} of a nested config."""
   out = {}
   for k, v in config.items():
     if hasattr(v, 'items'):
-      out.update(_flat_keys(v, f'{prefix}{k}.'))
+      out.update(flat_keys(v, f'{prefix}{k}.'))
     else:
       out[prefix + k] = v
   return out
@@ -40,7 +41,7 @@ def apply(config, overrides: Mapping[str, Any] | None, *,
   if not isinstance(overrides, Mapping):
     raise OverrideError(f'{what} must be a dict of dotted config keys, e.g. '
                         f"{{'eval.box_threshold': 0.4}}; got {type(overrides).__name__}")
-  keys = _flat_keys(config)
+  keys = flat_keys(config)
   scope = ', '.join(f'{a}*' for a in allowed)
   for key, value in overrides.items():
     if not isinstance(key, str) or key not in keys:

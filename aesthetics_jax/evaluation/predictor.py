@@ -251,7 +251,7 @@ def check_box_threshold(value, name: str = 'config.eval.box_threshold') -> float
   ValueError (one line): at 0 or below every box is the whole frame, at 1 or above none
   exists. A str ('0.3') or a bool is refused, not read as a number: float() took them (the
   API's boxes(threshold='0.3') ran), where every other numeric argument is refused so."""
-  if isinstance(value, (str, bytes, bool)) or not isinstance(value, numbers.Real):
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
     raise ValueError(f'{name}={value!r} is a {type(value).__name__}; pass a float in (0, 1), '
                      'the fraction of a map\'s peak a box encloses (default 0.2)')
   t = float(value)

@@ -351,9 +351,24 @@ def _fill(model, variables, train_source, test_source, validation_source, config
   reused = lay.on_disk and writer is None
   if reused:
     return arrays, directory, True
-  try:
-    _encode_all(model, variables, train_source, test_source, validation_source, config, mesh,
-                progress, lay, arrays, n, m, v)
+  try:  # the train views, test and validation rows into `arrays`
+    rs, s = int(config.input.resize_size), int(config.input.image_size)
+    flip, seed = bool(config.input.random_flip), int(config.seed)
+    encode = make_encode_fn(model, str(config.input.normalize), cacheable=True,
+                            num_shards=mesh.size)
+    bs = int(config.eval.batch_size or config.batch_size)
+    k_views, workers = lay.num_views, ip.num_workers(config)
+    views_fn = train_views_fn(rs, s, seed, k_views, flip,
+                              resized_store.resized_fn(train_source, rs))
+    encode_rows(encode, variables, views_fn, train_source,
+                np.arange(n), mesh, bs, s, [arrays['train'][k] for k in range(k_views)],
+                f'caching train views (K={k_views})', progress, workers)
+    eval_fn = eval_view_fn(s)
+    encode_rows(encode, variables, eval_fn, test_source, np.arange(m), mesh, bs, s,
+                [arrays['test']], 'caching test view', progress, workers)
+    if v:
+      encode_rows(encode, variables, eval_fn, validation_source, np.arange(v), mesh, bs, s,
+                  [arrays['validation']], 'caching validation view', progress, workers)
   except BaseException:  # an error or Ctrl-C: its allocated files would stay until a rerun
     if writer is not None:
       writer.abort()
@@ -361,29 +376,6 @@ def _fill(model, variables, train_source, test_source, validation_source, config
   if writer is not None:
     arrays = writer.commit()
   return arrays, directory, False
-
-
-def _encode_all(model, variables, train_source, test_source, validation_source, config,
-                mesh: Mesh, progress: bool, lay: cache_store.Layout,
-                arrays: dict[str, np.ndarray], n: int, m: int, v: int) -> None:
-  """Encodes the train views, test and validation rows into `arrays`."""
-  rs, s = int(config.input.resize_size), int(config.input.image_size)
-  flip, seed = bool(config.input.random_flip), int(config.seed)
-  encode = make_encode_fn(model, str(config.input.normalize), cacheable=True,
-                          num_shards=mesh.size)
-  bs = int(config.eval.batch_size or config.batch_size)
-  k_views, workers = lay.num_views, ip.num_workers(config)
-  views_fn = train_views_fn(rs, s, seed, k_views, flip,
-                            resized_store.resized_fn(train_source, rs))
-  encode_rows(encode, variables, views_fn, train_source,
-              np.arange(n), mesh, bs, s, [arrays['train'][k] for k in range(k_views)],
-              f'caching train views (K={k_views})', progress, workers)
-  eval_fn = eval_view_fn(s)
-  encode_rows(encode, variables, eval_fn, test_source, np.arange(m), mesh, bs, s,
-              [arrays['test']], 'caching test view', progress, workers)
-  if v:
-    encode_rows(encode, variables, eval_fn, validation_source, np.arange(v), mesh, bs, s,
-                [arrays['validation']], 'caching validation view', progress, workers)
 
 
 def build(model, variables, train_source: Sequence[Any], test_source: Sequence[Any],

@@ -100,11 +100,6 @@ def finished_result(workdir, ckpt: ckpt_lib.Checkpointer, total: int) -> dict | 
   return result if result.get('step') == total else None
 
 
-def has_checkpoints(workdir) -> bool:
-  d = workdir / 'checkpoints'
-  return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
-
-
 def read_record(path) -> dict | None:
   """A JSON record this run wrote into its workdir; None if absent or unreadable (warned:
   the run rewrites it)."""
@@ -124,7 +119,7 @@ def check_same_data(workdir, config, is_main: bool) -> None:
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
   current = dataset.identity(config.data.data_dir, str(config.data.subset))
   path = workdir / dataset.IDENTITY_FILE
-  if path.exists() and has_checkpoints(workdir):
+  if path.exists() and ckpt_lib.has_checkpoints(workdir):
     # Rewritten from the current data, a damaged record used to let a resume (and every later
     # evaluation) through on data the checkpoints were not trained on.
     recorded = ckpt_lib.read_json_object(
@@ -162,7 +157,7 @@ def carve_validation(train_all, config, workdir):
   if path.exists():
     saved = read_record(path)
     diff = validation.mismatch(saved, rec) if saved is not None else ''
-    if diff and has_checkpoints(workdir):
+    if diff and ckpt_lib.has_checkpoints(workdir):
       raise ckpt_lib.CheckpointMismatchError(
           f'{path}: this workdir was trained with another validation split ({diff}); rerun '
           'with its --config.seed / --config.data.validation_fraction or use a fresh --workdir')

@@ -350,7 +350,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
   # A fresh run's starting weights, before anything is written: weights that do not fit the
   # model (full-width files with a smoke config) used to fail after validation_ids.json and
   # checkpoints/ were made.
-  initial = (None if resume_checks.has_checkpoints(workdir)
+  initial = (None if ckpt_lib.has_checkpoints(workdir)
              else _starting_variables(model, config))
   test_src = sources['test']
   # The data first: on another AVA root the validation ids differ too, and that check would
