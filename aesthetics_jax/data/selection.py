@@ -27,9 +27,8 @@ from aesthetics_jax.data import ava
 from aesthetics_jax.data import decoder
 from aesthetics_jax.io import atomic_write_text
 
-SUBSETS = ('style', 'all')
+SUBSETS = ava.SUBSETS
 SPLITS = ('train', 'test')
-VERSION = '1.0.0'
 
 # The decoder's caps, shared with train / evaluate / predict (data/decoder.py): images with
 # more pixels are rejected from their header alone (decompression bombs; real AVA photos are
@@ -43,8 +42,7 @@ _CHECK_SIDE = 256
 _UPRIGHT_JPEG_QUALITY = 95
 
 # Known-corrupt AVA ids (empty or undecodable files in the public release).
-KNOWN_BAD_IDS = frozenset({440774, 179118, 371434, 277832, 230701, 729377}) | frozenset(
-    getattr(ava, 'KNOWN_BAD_IDS', ()))
+KNOWN_BAD_IDS = frozenset(ava.KNOWN_BAD_IDS)
 
 # Skip reasons, as written to skipped.csv (the decoder's, then prepare's own).
 MISSING = decoder.MISSING

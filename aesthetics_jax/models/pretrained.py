@@ -533,7 +533,8 @@ def read_weights(path: str | os.PathLike, arch: Optional[str] = None
       _check_layout(state, found, str(path))
     flat = torch_to_flax(state, arch or found, str(path))
     meta = {'arch': arch or found}
-    _check_shapes(state, meta['arch'], infer_width_mult(flat, meta['arch']), str(path))
+    meta['width_mult'] = infer_width_mult(flat, meta['arch'])
+    _check_shapes(state, meta['arch'], meta['width_mult'], str(path))
   if 'width_mult' not in meta:  # the sidecar's, checked against the arrays above
     meta['width_mult'] = infer_width_mult(flat, meta['arch'])
   for k, v in flat.items():  # sqrt(var + eps) of a negative one: NaN from the frozen encoder
