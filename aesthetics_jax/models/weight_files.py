@@ -222,25 +222,22 @@ def _declared_bytes(path: Path, ext: str, z: Optional[zipfile.ZipFile]) -> int:
   return path.stat().st_size  # .safetensors (offsets must tile the file), legacy .pth
 
 
-def _open_zip(path: Path) -> Optional[zipfile.ZipFile]:
-  """`path`'s zip directory, parsed once for sniffing, bounding and reading (it was parsed
-  three times an .npz); None if not a readable zip archive."""
-  with open(path, 'rb') as f:
-    if f.read(2) != b'PK':
-      return None
+def _open_zip(path: Path, head: bytes) -> Optional[zipfile.ZipFile]:
+  """`path`'s zip directory (`head`: its first bytes), parsed once for sniffing, bounding and
+  reading (it was parsed three times an .npz); None if not a readable zip archive."""
+  if head[:2] != b'PK':
+    return None
   try:
     return zipfile.ZipFile(path)
   except (zipfile.BadZipFile, OSError, ValueError):
     return None  # damaged: the extension's reader says how
 
 
-def _sniff(path: Path, z: Optional[zipfile.ZipFile]) -> Optional[str]:
+def _sniff(path: Path, head: bytes, z: Optional[zipfile.ZipFile]) -> Optional[str]:
   """'.pth', '.safetensors' or '.npz' by the file's first bytes (`z`: its zip directory), None
   if unsure. Checkpoints come as `checkpoint.pth.tar` (PyTorch's ImageNet example),
   `pytorch_model.bin` (Hugging Face), `.ckpt`, or a .safetensors renamed .pth: the extension
   alone refused or misread them."""
-  with open(path, 'rb') as f:
-    head = f.read(16)
   if head.startswith(b'PK\x03\x04'):
     if z is None:
       return None
@@ -256,10 +253,9 @@ def _sniff(path: Path, z: Optional[zipfile.ZipFile]) -> Optional[str]:
   return None
 
 
-def _not_weights(path: Path) -> Optional[str]:
-  """What a text file passed as weights is, when it is a usual stand-in for them."""
-  with open(path, 'rb') as f:
-    head = f.read(64)
+def _not_weights(head: bytes) -> Optional[str]:
+  """What a text file passed as weights is (`head`: its first bytes), when it is a usual
+  stand-in for them."""
   if head.startswith(b'version https://git-lfs.github.com/spec/'):
     return ('a Git LFS pointer, not the weights (cloned without git-lfs): run git lfs pull in '
             'the clone, or download the file itself')
@@ -277,15 +273,17 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     raise _missing(path, 'weights file')
   ext = {'.pt': '.pth'}.get(path.suffix.lower(), path.suffix.lower())
   try:  # else zipfile.is_zipfile's False called it 'not a .npz file'
-    z = _open_zip(path)
-    ext = _sniff(path, z) or ext  # the content wins over the name
+    with open(path, 'rb') as f:  # the first bytes, read once for the checks below
+      head = f.read(64)
+    z = _open_zip(path, head)
+    ext = _sniff(path, head, z) or ext  # the content wins over the name
   except OSError as e:
     raise PretrainedError(f'{path}: cannot be read ({e.strerror or first_line(e)}); fix its '
                           'permissions, or copy it where you can read it') from None
   try:
     if path.stat().st_size == 0:  # else "EOFError: " or "header too small"
       raise PretrainedError(f'{path}: an empty file (0 bytes); download or convert it again')
-    if (what := _not_weights(path)):  # was 'not a readable torch checkpoint (damaged ...)'
+    if (what := _not_weights(head)):  # was 'not a readable torch checkpoint (damaged ...)'
       raise PretrainedError(f'{path}: {what}')
     if ext == '.npz' and z is None:  # np.load would try it as a pickle
       raise PretrainedError(f'{path}: not a .npz file (no zip archive: damaged, truncated, '
