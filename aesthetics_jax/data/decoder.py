@@ -332,14 +332,15 @@ _FLOAT_SLACK = 0.5 / 255
 
 def _wide_to_grey(img: Image.Image) -> Image.Image:
   """A 16-bit, 32-bit integer or float grey image → 'L' by `to_rgb`'s rule."""
-  a = np.asarray(img, dtype=np.float64)
+  a = np.asarray(img)  # PIL's own dtype: a float64 copy of a 100 MP image was 800 MB more
   if img.mode == 'F':
     if not np.isfinite(a).all():
       raise _UnmappedPixels('float pixels that are not finite (NaN or inf)',
                             'save it as an 8- or 16-bit image')
-    lo, hi, white, slack = float(a.min()), float(a.max()), 1.0, _FLOAT_SLACK
+    white, slack = 1.0, _FLOAT_SLACK
   else:
-    lo, hi, white, slack = float(a.min()), float(a.max()), 65535.0, 0.0
+    white, slack = 65535.0, 0.0
+  lo, hi = float(a.min()), float(a.max())
   if lo < -slack or hi > white + slack:
     kind = 'float' if img.mode == 'F' else '32-bit integer'
     raise _UnmappedPixels(
@@ -347,10 +348,11 @@ def _wide_to_grey(img: Image.Image) -> Image.Image:
         'scale them to [0, 1] or save it as an 8- or 16-bit image' if img.mode == 'F' else
         'save it as an 8- or 16-bit image')
   if img.mode == 'F':
-    return Image.fromarray(np.rint(np.clip(a * 255.0, 0, 255)).astype(np.uint8), 'L')
+    scaled = np.rint(np.clip(a.astype(np.float64) * 255.0, 0, 255))
+    return Image.fromarray(scaled.astype(np.uint8), 'L')
   # The high byte, as PIL reads 16-bit colour PNG / TIFF (it has no 16-bit RGB mode): v / 257
-  # rounded put a grey image one level off the same image in colour.
-  return Image.fromarray((np.asarray(img).astype(np.int64) >> 8).astype(np.uint8), 'L')
+  # rounded put a grey image one level off the same image in colour. In 0..65535 (checked).
+  return Image.fromarray((a >> 8).astype(np.uint8), 'L')
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
