@@ -395,7 +395,10 @@ def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(data_dir, tmp_path):
           '--config.eval_every_steps=100000']
   p = subprocess.Popen([*args, '--config.num_train_steps=100000'],
                        cwd=Path(__file__).parents[1], stderr=subprocess.PIPE, text=True,
-                       env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+                       # faulthandler (it survives the allocator re-exec): on a hang after the
+                       # Ctrl-C (once in five CI runs, never here) the SIGABRT below prints
+                       # every thread's stack, so the failure shows where it waits.
+                       env={**os.environ, 'PYTHONUNBUFFERED': '1', 'PYTHONFAULTHANDLER': '1'})
   # stderr is read as it comes: a full pipe (64 KB of progress and log lines) would block the
   # trainer before checkpoint 2, and this loop would wait for it until its deadline.
   parts: list[str] = []
@@ -407,7 +410,13 @@ def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(data_dir, tmp_path):
       assert p.poll() is None and time.time() < deadline, ('no checkpoint 2', ''.join(parts))
       time.sleep(0.2)
     p.send_signal(signal.SIGINT)
-    p.wait(timeout=120)
+    try:
+      p.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+      p.send_signal(signal.SIGABRT)
+      p.wait(timeout=30)
+      reader.join(timeout=30)
+      raise AssertionError(('no exit 120 s after Ctrl-C', ''.join(parts)[-20000:])) from None
     reader.join(timeout=30)
     err = ''.join(parts)
   finally:
