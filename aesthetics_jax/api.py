@@ -439,9 +439,9 @@ class Model:
     if box is None:
       return None
     cut = Image.fromarray(image.full).crop(tuple(box))
-    # A file's RGB colour profile (Display P3, Adobe RGB) goes with its crop, as predict's.
+    # Cut from the decoded image, in sRGB: a file's sRGB profile goes with it, another does not.
     encoded = (str, os.PathLike, bytes, bytearray, memoryview)
-    return image_files.with_icc(cut, x) if isinstance(x, encoded) else cut
+    return image_files.with_icc(cut, x, converted=True) if isinstance(x, encoded) else cut
 
   def overlay(self, x: ImageLike, target: str = 'aesthetic', method: str | None = None,
               layer=None, boxes: bool = True, aspect: str | None = None) -> Image.Image:

@@ -86,3 +86,38 @@ def unfold(folded, hw, k, left=0):
   gaps = [strip[i * (short + gap) + short:(i + 1) * (short + gap), :seg] for i in range(k - 1)]
   whole = np.concatenate(pieces, axis=1)[:, :long_side]
   return (whole.transpose(1, 0, 2) if tall else whole), np.concatenate(gaps, axis=0)
+
+
+# D50-adapted colorants (the XYZ of full red, green, blue: columns sum to the D50 white).
+DISPLAY_P3 = ((0.5151, 0.2412, -0.0011), (0.2920, 0.6922, 0.0419), (0.1571, 0.0666, 0.7841))
+
+
+def _s15(v: float) -> bytes:
+  return struct.pack('>i', round(v * 65536))
+
+
+def matrix_profile(colorants=DISPLAY_P3, gamma: float = 2.2, name: str = 'Display P3 test'
+                   ) -> bytes:
+  """An ICC v2 RGB display profile (matrix + one gamma curve), written here so that tests need
+  no profile file: `DISPLAY_P3`'s primaries by default, as phones tag their photos."""
+  xyz = lambda v: b'XYZ ' + bytes(4) + b''.join(_s15(c) for c in v)
+  curve = b'curv' + bytes(4) + struct.pack('>IH', 1, round(gamma * 256)) + bytes(2)
+  text = name.encode('ascii') + b'\0'
+  desc = (b'desc' + bytes(4) + struct.pack('>I', len(text)) + text + bytes(4) + bytes(4)
+          + bytes(2) + bytes(1) + bytes(67))
+  desc += bytes(-len(desc) % 4)
+  tags = [(b'desc', desc), (b'wtpt', xyz((0.9642, 1.0, 0.8249))),
+          (b'rXYZ', xyz(colorants[0])), (b'gXYZ', xyz(colorants[1])),
+          (b'bXYZ', xyz(colorants[2])), (b'rTRC', curve), (b'gTRC', curve), (b'bTRC', curve)]
+  offset = 128 + 4 + 12 * len(tags)
+  table, body = b'', b''
+  for sig, data in tags:
+    table += sig + struct.pack('>II', offset + len(body), len(data))
+    body += data
+  size = offset + len(body)
+  header = (struct.pack('>I', size) + b'lcms' + bytes([2, 0x10, 0, 0]) + b'mntr' + b'RGB '
+            + b'XYZ ' + bytes(12) + b'acsp' + bytes(4) * 2 + bytes(8) + bytes(8)
+            + struct.pack('>I', 0) + _s15(0.9642) + _s15(1.0) + _s15(0.8249) + bytes(4)
+            + bytes(16) + bytes(28))
+  assert len(header) == 128, len(header)
+  return header + struct.pack('>I', len(tags)) + table + body

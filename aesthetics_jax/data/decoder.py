@@ -5,8 +5,9 @@ figures), host-side and JAX-free.
 (`MAX_PIXELS`, 100 MP) and a minimum side checked from the header before anything is decoded,
 as is a progressive JPEG's number of scans (`MAX_JPEG_SCANS`: "scan bombs"), reduced
 decoding of large images (JPEG `draft()`: the JPEG decoder's DCT downscaling; other formats
-`Image.reduce`) to a bounded working size, and the EXIF orientation, so that the model, boxes
-and crops are in the displayed frame and reported sizes are displayed sizes.
+`Image.reduce`) to a bounded working size, the EXIF orientation, so that the model, boxes
+and crops are in the displayed frame and reported sizes are displayed sizes, and the embedded
+RGB colour profile (ICC), so that the model sees the colours a browser shows (`to_srgb`).
 Every failure is a one-line `DecodeError` naming the image and its cause (`.reason`).
 What follows decoding (resize, crops, mirrors, to float) is `preprocess`.
 """
@@ -28,6 +29,7 @@ import zlib
 
 import numpy as np
 from PIL import Image
+from PIL import ImageCms
 from PIL import ImageFile
 
 from aesthetics_jax.data.errors import InputError
@@ -78,6 +80,11 @@ _ALPHA = ('RGBA', 'RGBa', 'LA', 'PA')
 # What transparent pixels are composited over (`to_rgb`): white, as a page shows them.
 ALPHA_BACKGROUND = (255, 255, 255)
 BAND_PIXELS = 1 << 22  # pixels per band when a reduced image is converted band by band
+
+# What decoded pixels mean, for what is stored or cached from them (the resized store, the
+# feature cache): change it when the decoding rule changes, and they are rebuilt, not reused.
+# 'srgb-1': RGB images with an ICC profile other than sRGB are converted to sRGB.
+RULE = 'srgb-1'
 
 # Our header check rejects images over MAX_PIXELS with a one-line error; PIL's warning for
 # them (above its own ~89 MP threshold) would only repeat it on stderr.
@@ -388,6 +395,43 @@ def to_rgb(img: Image.Image) -> Image.Image:
   return img.convert('RGB')
 
 
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB'))
+# Every 8-bit level step of 36 on each channel (8³ colours): what tells sRGB-like profiles.
+_PROBE = np.stack(np.meshgrid(*[np.arange(0, 256, 36, dtype=np.uint8)] * 3), -1).reshape(1, -1, 3)
+
+
+@functools.lru_cache(maxsize=32)
+def srgb_transform(icc: bytes | None) -> ImageCms.ImageCmsTransform | None:
+  """The transform from an embedded ICC profile to sRGB, or None where the pixels are used
+  as they are: no profile, a profile that is not RGB (grey, CMYK: PIL's conversions), one that
+  does not parse (shown as sRGB by browsers too), or one that moves no probe colour by more
+  than one 8-bit level (sRGB under any of its names, or a variant of it: transforming would
+  only add rounding)."""
+  if not isinstance(icc, bytes) or icc[16:20] != b'RGB ':
+    return None
+  try:
+    source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    # NOCACHE: lcms's one-pixel cache is not safe when decoding threads share a transform.
+    t = ImageCms.buildTransform(source, _SRGB, 'RGB', 'RGB',
+                                flags=ImageCms.Flags.NOCACHE)
+    probe = np.asarray(ImageCms.applyTransform(Image.fromarray(_PROBE, 'RGB'), t))
+  except Exception:  # pylint: disable=broad-except  (any malformed profile: PyCMSError, ...)
+    return None
+  if np.abs(probe.astype(np.int16) - _PROBE).max() <= 1:
+    return None
+  return t
+
+
+def to_srgb(img: Image.Image, icc: bytes | None) -> Image.Image:
+  """RGB `img` whose pixels are in the colour space of `icc` (the file's embedded profile:
+  Display P3 of phones, Adobe RGB of cameras), converted to sRGB, the space the ImageNet
+  weights and AVA's photos were seen in and that an untagged PNG / JPEG we write is shown in.
+  Read as sRGB, a Display P3 photo's colours came out duller than any browser shows them, and
+  differed from the same photo exported as sRGB. `img` itself where `srgb_transform` is None."""
+  t = srgb_transform(icc)
+  return img if t is None else ImageCms.applyTransform(img, t)
+
+
 def _reduce_to_rgb(img: Image.Image, factor: int) -> Image.Image:
   """`img` (loaded) reduced by an integer factor (box filter) and converted to RGB.
 
@@ -540,16 +584,19 @@ def decode_pil(data: bytes | Image.Image, *, target: int | None = None,
                max_side: int | None = None, min_side: int = 1,
                max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES,
                what: str = 'image', hint: str = '',
-               budget: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
-  """`decode`, returning the RGB PIL image and the displayed (H, W)."""
+               budget: int | None = None, srgb: bool = True
+               ) -> tuple[Image.Image, tuple[int, int]]:
+  """`decode`, returning the RGB PIL image and the displayed (H, W). `srgb=False`: the
+  pixels in the file's own colour space (for an image saved again with its profile)."""
   img, size, _ = _decode(data, target, max_side, min_side, max_pixels, max_bytes, what, hint,
-                         budget)
+                         budget, srgb)
   return img, size
 
 
 def _decode(data: bytes | Image.Image, target: int | None, max_side: int | None, min_side: int,
             max_pixels: int, max_bytes: int, what: str, hint: str,
-            budget: int | None = None) -> tuple[Image.Image, tuple[int, int], str | None]:
+            budget: int | None = None, srgb: bool = True
+            ) -> tuple[Image.Image, tuple[int, int], str | None]:
   img = _open(data, what, hint, max_bytes, max_pixels)
   w, h = img.size
   if w * h > max_pixels:
@@ -569,6 +616,8 @@ def _decode(data: bytes | Image.Image, target: int | None, max_side: int | None,
       img.draft('RGB', (w // n, h // n))
     _strict_load(img)
     out = _reduce_to_rgb(img, _reduce_factor(img.size, (w, h), scale, max_side, budget))
+    if srgb:  # after reducing: cheap
+      out = to_srgb(out, img.info.get('icc_profile'))
     if orient != 1:
       out = out.transpose(_TRANSPOSE[orient])  # after reducing: cheap
     return out, _displayed((w, h), orient), img.format
@@ -583,7 +632,7 @@ def _decode(data: bytes | Image.Image, target: int | None, max_side: int | None,
 def decode(data: bytes | Image.Image, *, target: int | None = None,
            max_side: int | None = None, min_side: int = 1, max_pixels: int = MAX_PIXELS,
            max_bytes: int = MAX_FILE_BYTES, what: str = 'image', hint: str = '',
-           budget: int | None = None) -> Decoded:
+           budget: int | None = None, srgb: bool = True) -> Decoded:
   """THE decoder of every input image (prepare, train, evaluate, predict).
 
   In order: refuses more than `max_bytes` of data; reads the header and refuses more than
@@ -595,7 +644,8 @@ def decode(data: bytes | Image.Image, *, target: int | None = None,
   format: then `Image.reduce` by an integer factor), so that both sides stay >= `target`, the
   long side <= `max_side` and the pixels <= `budget` (those two win where target disagrees:
   extreme aspect ratios, huge panoramas); converts any mode to RGB (`to_rgb`: its rule for
-  16-bit, float and transparent images); applies the EXIF orientation (as
+  16-bit, float and transparent images); converts an embedded RGB colour profile's pixels
+  to sRGB (`to_srgb`); applies the EXIF orientation (as
   `PIL.ImageOps.exif_transpose`, on the reduced image). Non-JPEG formats are
   fully decoded first (PIL cannot decode them reduced): at most ~4 bytes per pixel, i.e. <= 400
   MB at the 100 MP cap.
@@ -609,6 +659,7 @@ def decode(data: bytes | Image.Image, *, target: int | None = None,
     min_side: smaller images raise 'too_small' (prepare and predict use `MIN_SIDE`).
     what: names the image in errors (path, image_id).
     hint: what the user should do, appended to decoding errors.
+    srgb: False keeps the pixels in the file's colour space (masks are data, not colours).
   Returns:
     `Decoded`: image uint8 [h, w, 3] in the displayed orientation (reduced or not), and the
     displayed (H, W) of the whole image.
@@ -616,7 +667,7 @@ def decode(data: bytes | Image.Image, *, target: int | None = None,
     DecodeError: one line `<what>: <cause>; <fix>`, `.reason` one of `REASONS`.
   """
   img, size, fmt = _decode(data, target, max_side, min_side, max_pixels, max_bytes, what, hint,
-                           budget)
+                           budget, srgb)
   return Decoded(np.asarray(img, dtype=np.uint8), size, fmt)
 
 

@@ -33,6 +33,7 @@ from absl import logging
 
 from aesthetics_jax import cpu_backend
 from aesthetics_jax import io as io_lib
+from aesthetics_jax.data import decoder
 from aesthetics_jax.data import resize
 
 # Beside the TFDS dataset folder (`<data_dir>/ava/<subset>/<version>`), not inside it:
@@ -51,12 +52,15 @@ def fingerprint(dataset_dir: str | os.PathLike) -> str:
   `dataset_info.json` (its splits' example counts and bytes) and of the `build_id` that each
   prepare writes into its `metadata.json`, so that a dataset prepared again in the same place
   (another AVA root, other images: even swapped ones, of the same sizes) never uses the old
-  images. ('' without dataset_info.json; a dataset prepared before build ids has none.)"""
+  images), and of the decoder's `RULE`, so that a store decoded by another rule (before colour
+  profiles were applied) is rebuilt. ('' without dataset_info.json; a dataset prepared before
+  build ids has none.)"""
   d = Path(dataset_dir)
   info = d / 'dataset_info.json'
   if not info.is_file():
     return ''
   h = hashlib.sha256(info.read_bytes())
+  h.update(f'\0decoder {decoder.RULE}'.encode())
   try:
     meta = json.loads((d / 'metadata.json').read_text())
   except (OSError, ValueError):

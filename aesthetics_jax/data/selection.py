@@ -87,7 +87,8 @@ def check_image_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
   JPEGs DCT-scaled, so a huge photo is not materialised).
   """
   try:
-    decoder.decode_pil(data, target=_CHECK_SIDE, min_side=min_side, max_pixels=max_pixels)
+    decoder.decode_pil(data, target=_CHECK_SIDE, min_side=min_side, max_pixels=max_pixels,
+                       srgb=False)
   except decoder.DecodeError as e:
     return e.reason
   return None
@@ -118,7 +119,7 @@ def upright_bytes(data: bytes) -> bytes:
   img = Image.open(io.BytesIO(data))
   if decoder.orientation(img) == 1:
     return data
-  upright, _ = decoder.decode_pil(img)
+  upright, _ = decoder.decode_pil(img, srgb=False)  # saved with its profile, below
   exif = img.getexif()
   exif.pop(decoder.ORIENTATION_TAG, None)
   kw = dict(exif=exif.tobytes())

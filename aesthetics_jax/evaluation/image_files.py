@@ -118,22 +118,30 @@ def crop_image(path: str | os.PathLike, image: decoder.Decoded,
   h, w = image.size
   if not image.reduced or (image.format != 'JPEG' and h * w > CROP_MAX_PIXELS):
     y0, x0, y1, x1 = crop.scale_box(box, image.size, image.image.shape[:2])
-    return with_icc(Image.fromarray(image.image[y0:y1, x0:x1]), path)
+    return with_icc(Image.fromarray(image.image[y0:y1, x0:x1]), path, converted=True)
   # A pixel budget, not a long side: a thin strip within it is cut at full size.
   max_side = None if h * w <= CROP_MAX_PIXELS else max(
       1, math.floor(max(h, w) * math.sqrt(CROP_MAX_PIXELS / (h * w))))
   try:  # cut and saved in PIL: no numpy copy of a full-resolution crop
-    src, _ = decoder.decode_pil(decoder.read_file(path), max_side=max_side, what=str(path))
+    # In the file's own colours, saved with its profile: a Display P3 crop keeps its gamut.
+    src, _ = decoder.decode_pil(decoder.read_file(path), max_side=max_side, what=str(path),
+                                srgb=False)
   except decoder.DecodeError as e:
     raise PredictError(str(e)) from None
   y0, x0, y1, x1 = crop.scale_box(box, image.size, src.size[::-1])
   return with_icc(src.crop((x0, y0, x1, y1)), path)
 
 
-def with_icc(cut: Image.Image, source: str | os.PathLike | bytes | bytearray) -> Image.Image:
-  """`cut` carrying the source's RGB ICC profile (PNG and JPEG writers embed info's)."""
+def with_icc(cut: Image.Image, source: str | os.PathLike | bytes | bytearray,
+             converted: bool = False) -> Image.Image:
+  """`cut` carrying the source's RGB ICC profile (PNG and JPEG writers embed info's).
+  `converted`: `cut` was decoded to sRGB (`decoder.to_srgb`), so it carries the profile only
+  where the decoder left the pixels as they were (an sRGB profile): another would be applied
+  twice."""
   cut.info.pop('icc_profile', None)
   icc = rgb_icc_profile(source)
+  if icc and converted and decoder.srgb_transform(icc) is not None:
+    return cut
   if icc:
     cut.info['icc_profile'] = icc
   return cut

@@ -35,6 +35,7 @@ import numpy as np
 import tqdm
 from jax.sharding import Mesh
 
+from aesthetics_jax.data import decoder
 from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.data import preprocess
 from aesthetics_jax.data import resized_store
@@ -321,6 +322,7 @@ def _cache_key(variables, config, train_meta: sampling.Metadata,
       'model': config.model.to_dict(), 'seed': int(config.seed),
       'input': {k: config.input[k] for k in ('resize_size', 'image_size', 'random_flip',
                                               'normalize')},
+      'decoder': decoder.RULE,  # another decoding rule, other pixels
       'data': data, 'shapes': lay.shapes(), 'dtype': lay.dtype.name})
 
 

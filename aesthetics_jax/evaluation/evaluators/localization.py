@@ -60,7 +60,8 @@ def load_masks(masks_dir: str, image_ids: Sequence[int], size: int,
     if p.is_file():
       # The images' decoder (size caps, EXIF orientation); a mask too is user-supplied input.
       try:
-        mask = decoder.decode(decoder.read_file(p), max_side=4 * size, what=str(p)).image
+        mask = decoder.decode(decoder.read_file(p), max_side=4 * size, what=str(p),
+                              srgb=False).image
       except (preprocess.InputError, OSError) as e:
         if errors is None:
           raise
