@@ -399,3 +399,29 @@ def test_checkout_scripts_help_exits_0(script):
 ])
 def test_out_of_memory_is_told_from_other_runtime_errors(error, oom):
   assert common.out_of_memory(error) is oom
+
+
+# Ctrl-C landing in a callback whose errors Python only prints (JAX's gc callback, a __del__).
+_CTRL_C_IN_A_CALLBACK = '''
+import os, signal, time
+from aesthetics_jax.cli import common
+class Dropped:
+  def __del__(self):
+    os.kill(os.getpid(), signal.SIGINT)
+def main(argv):
+  Dropped()
+  time.sleep(5)
+  print('ran to the end')
+common.run(main, 'doc')
+'''
+
+
+def test_ctrl_c_in_a_callback_still_stops_the_command():
+  """A paper run given Ctrl-C in JAX's gc callback printed 'Exception ignored ...
+  KeyboardInterrupt', ran to the end and exited 0, deaf to Ctrl-C from then on."""
+  r = subprocess.run([sys.executable, '-c', _CTRL_C_IN_A_CALLBACK], capture_output=True,
+                     text=True, timeout=60)
+  assert r.returncode == 130 and 'ran to the end' not in r.stdout, (r.returncode, r.stderr)
+  assert r.stderr.strip().splitlines() == [
+      '_c: interrupted (Ctrl-C); what was written is kept (checkpoints, finished stages, '
+      'atomic outputs): rerun the same command to continue'], r.stderr

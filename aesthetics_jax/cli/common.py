@@ -8,6 +8,7 @@ one line on stderr, `<command>: <what> ...`, never a traceback.
 """
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import sys
@@ -193,6 +194,8 @@ def run(main: Callable[[list[str]], None], doc: str | None,
     sys.stdout = _TaggedStdout(sys.stdout)
   if threading.current_thread() is threading.main_thread():
     signal.signal(signal.SIGINT, interrupt_once)
+    if not getattr(sys.unraisablehook, 'redelivers_interrupt', False):
+      sys.unraisablehook = _redeliver_lost_interrupt(sys.unraisablehook)
   try:
     try:
       app.run(main, argv=None if argv is None else list(argv), flags_parser=parse_flags)
@@ -242,6 +245,28 @@ def interrupt_once(signum, frame) -> None:
   del signum, frame
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   raise KeyboardInterrupt
+
+
+def _redeliver_lost_interrupt(previous: Callable) -> Callable:
+  """sys.unraisablehook that raises again a KeyboardInterrupt Python dropped: Ctrl-C landing
+  in a callback whose errors are only printed (JAX's gc callback, a __del__) printed 'Exception
+  ignored ... KeyboardInterrupt', and the run went on to the end, exit 0, with Ctrl-C ignored
+  from then on (`interrupt_once`)."""
+
+  def hook(unraisable) -> None:
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+      previous(unraisable)
+      return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # interrupt_once's: not for good
+      signal.signal(signal.SIGINT, interrupt_once)
+    # From another thread, a moment later: raised now, it would land in this hook and be
+    # dropped again (interrupt_main trips the handler at the main thread's next bytecode).
+    timer = threading.Timer(0.05, _thread.interrupt_main)
+    timer.daemon = True
+    timer.start()
+
+  hook.redelivers_interrupt = True
+  return hook
 
 
 class _TaggedStdout:
