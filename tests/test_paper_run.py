@@ -363,3 +363,38 @@ def test_views_no_disk_holds_exit_2_before_any_stage(tmp_path, flag):
   assert len(lines) == 1 and lines[0].startswith(
       f'paper_run: {flag}: the {arch} feature cache needs at least '), lines
   assert f'{tmp_path} has ' in lines[0] and 'pass a smaller value' in lines[0]
+
+
+def test_a_damaged_final_checkpoint_is_trained_again(tmp_path, monkeypatch):
+  """A rerun after the final checkpoint was damaged (a truncated file) reused the train stage
+  (and the trainer returned its result.json), and the evaluation stopped, exit 2, with 'pass
+  --step=1', a flag aesthetics-paper-run (and aesthetics-demo, aesthetics-control:
+  stages.finished) does not take. The train stage runs again: the trainer sets the damaged
+  step aside and redoes it."""
+  sys.path.insert(0, str(Path(__file__).parent))
+  import checkpoint_fixture  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.cli import stages  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import checkpoints, resume_checks  # pylint: disable=C0415
+  from aesthetics_jax.train import trainer  # pylint: disable=import-outside-toplevel
+  wd = checkpoint_fixture.write_init_checkpoint(
+      tmp_path / 'vgg16', checkpoint_fixture.smoke_config('vgg16'), step=2)
+  (wd / trainer.RESULT_FILE).write_text('{"step": 2}')
+  calls = []
+  monkeypatch.setattr(trainer, 'train_and_evaluate',
+                      lambda config, workdir: calls.append(workdir) or {'step': 2})
+  c, earlier = paper_run.paper_config('vgg16', True, 1), {'info': {'step': 2}}
+
+  def trainer_finds_it_finished() -> bool:
+    ck = checkpoints.Checkpointer(wd, read_only=True, enable_async=False)
+    try:
+      return resume_checks.finished_result(wd, ck, 2) is not None
+    finally:
+      ck.close()
+
+  assert paper_run.stage_train(c, wd, earlier)[0] == 'reused' and stages.finished(wd, 2)
+  assert trainer_finds_it_finished()
+  data = max((p for p in (wd / 'checkpoints' / '2' / 'variables').rglob('*') if p.is_file()),
+             key=lambda p: p.stat().st_size)
+  data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
+  assert not stages.finished(wd, 2) and not trainer_finds_it_finished()
+  assert paper_run.stage_train(c, wd, earlier)[0] == 'ran' and calls == [str(wd)]

@@ -243,7 +243,7 @@ def stage_prepare(ava_dir: Path, data_dir: Path):
 def stage_train(config, mdir: Path, earlier: dict | None):
   from aesthetics_jax.train import trainer  # pylint: disable=import-outside-toplevel
   done_step = (earlier or {}).get('info', {}).get('step')
-  if done_step is not None and stages.latest_step(mdir) == done_step:
+  if done_step is not None and stages.intact_latest_step(mdir) == done_step:
     # Finished earlier (the final checkpoint is there): the trainer would rebuild the
     # feature cache only to evaluate once more.
     return 'reused', None, earlier['info']

@@ -29,8 +29,28 @@ def latest_step(workdir: Path) -> int | None:
     ck.close()
 
 
-def finished(workdir: Path, total_steps: int) -> bool:
+def intact_latest_step(workdir: Path) -> int | None:
+  """`latest_step` if that checkpoint's weights verify (files.json's sizes and checksums),
+  else None: a damaged final checkpoint counted as finished training, and the evaluation
+  stage then stopped, exit 2, naming evaluate's --step, which these jobs do not take. The
+  trainer sets a damaged step aside and redoes it from the newest intact one."""
+  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
   latest = latest_step(workdir)
+  if latest is None:
+    return None
+  ck = checkpoints.Checkpointer(workdir, read_only=True, enable_async=False)
+  try:
+    ck.verify_files(latest, ('variables', 'meta'))
+    ck.restore_meta(latest)
+  except checkpoints.CorruptCheckpointError:
+    return None
+  finally:
+    ck.close()
+  return latest
+
+
+def finished(workdir: Path, total_steps: int) -> bool:
+  latest = intact_latest_step(workdir)
   return latest is not None and latest >= total_steps
 
 

@@ -97,6 +97,10 @@ def finished_result(workdir, ckpt: ckpt_lib.Checkpointer, total: int) -> dict | 
     result = ckpt_lib.read_json_object(workdir / RESULT_FILE)
   except ckpt_lib.WorkdirError:
     return None
+  try:  # damaged since: it was returned, and only evaluate found out (exit 2)
+    ckpt.verify_files(total, ('variables', 'meta'))
+  except ckpt_lib.CorruptCheckpointError:
+    return None  # _restore_or_init sets it aside and the run redoes it
   return result if result.get('step') == total else None
 
 
