@@ -321,6 +321,34 @@ def test_resume_keeps_the_validation_split(data_dir, tmp_path, monkeypatch):
                                     tmp_path)['step'] == 4
 
 
+def _train_rows(workdir: Path) -> dict[int, dict]:
+  """metrics.jsonl's train/* rows by step, without the wall-clock keys."""
+  rows = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  return {r['step']: {k: v for k, v in r.items() if k not in ('time', 'train/steps_per_sec')}
+          for r in rows if 'train/loss' in r}
+
+
+def test_train_rows_average_every_step_since_the_last_and_a_resume_logs_the_same(data_dir,
+                                                                                 tmp_path):
+  """A checkpoint between two train/* rows (every 3 steps, rows every 2) fetched its steps'
+  metrics for the divergence check and dropped them: row 4 was step 4's loss alone."""
+  runs = {'num_train_steps': 4, 'eval_every_steps': 100, 'keep_checkpoints': 4,
+          'log_cam_images': 0}
+  trainer.train_and_evaluate(_vgg(data_dir, **runs, log_every_steps=1), tmp_path / 'each')
+  each = _train_rows(tmp_path / 'each')
+  c = _vgg(data_dir, **runs, log_every_steps=2, checkpoint_every_steps=3)
+  trainer.train_and_evaluate(c, tmp_path / 'w')
+  rows = _train_rows(tmp_path / 'w')
+  assert rows[4]['train/loss'] == pytest.approx(
+      (each[3]['train/loss'] + each[4]['train/loss']) / 2, rel=1e-6, abs=0)
+  # Resumed from checkpoint 3 (the run killed before checkpoint 4), row 4 is the same.
+  import shutil  # pylint: disable=import-outside-toplevel
+  shutil.rmtree(tmp_path / 'w' / 'checkpoints' / '4')
+  (tmp_path / 'w' / trainer.RESULT_FILE).unlink()
+  trainer.train_and_evaluate(c, tmp_path / 'w')
+  assert _train_rows(tmp_path / 'w') == rows
+
+
 @contextlib.contextmanager
 def _absl_warnings() -> Iterator[list[str]]:
   """The messages of the absl warnings logged in the block."""

@@ -267,6 +267,21 @@ def _fetch(pending: list[tuple[range, dict]]) -> list[tuple[int, dict]]:
   return out
 
 
+def _window_to_json(window: list[tuple[int, dict]]) -> list:
+  """The per-step train metrics not yet in a train/* row, for a checkpoint's meta (JSON has no
+  NaN: non-finite values as text, as metrics.jsonl writes them)."""
+  return [[s, {k: v if math.isfinite(v) else str(v) for k, v in m.items()}] for s, m in window]
+
+
+def _saved_window(ckpt: ckpt_lib.Checkpointer, start: int) -> list[tuple[int, dict]]:
+  """The per-step metrics checkpoint `start` holds for the next train/* row (none before
+  they were saved): a resume logs the row the uninterrupted run logs."""
+  if start == 0:
+    return []
+  saved = ckpt.restore_meta(start).get('log_window') or []
+  return [(int(s), {k: float(v) for k, v in m.items()}) for s, m in saved]
+
+
 def _divergence_error(ckpt: ckpt_lib.Checkpointer, s: int, m: dict) -> TrainingError:
   """The error for a non-finite loss or update in step index `s` (0-based: the update from
   the weights after `s` updates, numbered s + 1 like metrics.jsonl and the checkpoints).
@@ -460,16 +475,19 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
   ckpt_every = max(1, int(config.checkpoint_every_steps))
   schedule = optim.make_schedule(config, total)
   pending: list[tuple[int, dict]] = []
+  # Every step's metrics since the last train/* row: a checkpoint between two rows fetches
+  # its steps early (their row used to lose them) and saves them for a resume's row.
+  window = _saved_window(ckpt, start)
   eval_metrics: dict = {}
   t_log, s_log = time.time(), start
 
-  def check_finite() -> list[tuple[int, dict]]:
+  def check_finite() -> None:
     fetched = _fetch(pending)
     pending.clear()
     for s, m in fetched:
       if not math.isfinite(m['loss']) or m['params_finite'] < 1:
         raise _divergence_error(ckpt, s, m)
-    return fetched
+    window.extend(fetched)
 
   bar = tqdm.tqdm(total=total, initial=start, desc='train', disable=not is_main,
                   dynamic_ncols=True)
@@ -494,10 +512,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
       bar.update(done - step)
       step = done
       if log_now:
-        fetched = check_finite()
+        check_finite()
         now = time.time()
         # grad_norm is NaN on unmeasured steps; the log step itself is always measured.
-        row = {k: float(np.nanmean([f[k] for _, f in fetched])) for k in fetched[-1][1]}
+        row = {k: float(np.nanmean([f[k] for _, f in window])) for k in window[-1][1]}
+        window.clear()
         row['lr'] = float(schedule(done - 1))
         row['steps_per_sec'] = (done - s_log) / max(now - t_log, 1e-9)
         t_log, s_log = now, done
@@ -514,7 +533,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
         if pending:
           check_finite()
         ckpt.save(done, state.variables, {'step': state.step, 'opt_state': state.opt_state},
-                  {'model': ckpt_lib.model_signature(config.model), 'step': done},
+                  {'model': ckpt_lib.model_signature(config.model), 'step': done,
+                   'log_window': _window_to_json(window)},
                   metrics=eval_metrics if eval_now else None)
     ckpt.wait()  # the final save must have succeeded before this run reports success
     # Test once, with the checkpoint selected on the periodic evaluations (best, else last).
