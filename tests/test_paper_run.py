@@ -398,3 +398,27 @@ def test_a_damaged_final_checkpoint_is_trained_again(tmp_path, monkeypatch):
   data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
   assert not stages.finished(wd, 2) and not trainer_finds_it_finished()
   assert paper_run.stage_train(c, wd, earlier)[0] == 'ran' and calls == [str(wd)]
+
+
+def test_damaged_weights_the_run_wrote_are_written_again(tmp_path):
+  """A converted W/weights/<arch>.npz or a stand-in .pth truncated since the run wrote it was
+  reused: training failed (exit 1) with 'convert it again' / 'download or export it again',
+  which a paper-run user has no command for; the weights stage writes them again."""
+  configs = {'vgg16': paper_run.paper_config('vgg16', True, 1)}
+  m = configs['vgg16'].model
+  given = torchvision_layout_safetensors(tmp_path / 'given', 'vgg16', float(m.width_mult),
+                                         int(m.fc_dim))
+  w, npz = tmp_path / 'w', tmp_path / 'w' / 'weights' / 'vgg16.npz'
+  assert paper_run.stage_weights(w, str(given), ['vgg16'], configs, True, 0)[0] == 'ran'
+  whole = npz.read_bytes()
+  assert paper_run.stage_weights(w, str(given), ['vgg16'], configs, True, 0)[0] == 'reused'
+  npz.write_bytes(whole[:len(whole) // 2])
+  assert paper_run.stage_weights(w, str(given), ['vgg16'], configs, True, 0)[0] == 'ran'
+  assert npz.read_bytes() == whole
+  pytest.importorskip('torch')  # the stand-in is written with torch.save
+  assert paper_run.stage_weights(w, None, ['vgg16'], configs, True, 0)[0] == 'ran'
+  pth = w / 'weights' / 'torch' / 'vgg16-synthetic.pth'
+  pth.write_bytes(pth.read_bytes()[:1000])
+  npz.unlink()
+  assert paper_run.stage_weights(w, None, ['vgg16'], configs, True, 0)[0] == 'ran'
+  assert paper_run.stage_weights(w, None, ['vgg16'], configs, True, 0)[0] == 'reused'

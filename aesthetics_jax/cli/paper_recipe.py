@@ -13,6 +13,7 @@ import shutil
 import sys
 import time
 from typing import Callable
+import zipfile
 
 from aesthetics_jax.cli import common
 from aesthetics_jax.cli import stages
@@ -120,11 +121,26 @@ def _given_weights(folder: Path, arch: str) -> Path:
   return found[0]
 
 
+def _zip_members(path: Path) -> int | None:
+  """How many files the zip archive `path` (.npz, torch's .pth) lists; None when it cannot be
+  read: damaged since the run wrote it (a truncated file has no zip directory). Such a file
+  was reused, and training failed with 'convert it again' / 'download or export it again',
+  which a paper run's own files do not need: the weights stage writes them again."""
+  try:
+    with zipfile.ZipFile(path) as z:
+      return len(z.namelist())
+  except (OSError, zipfile.BadZipFile, ValueError):
+    return None
+
+
 def _is_converted(npz: Path, source: Path) -> bool:
   side = Path(f'{npz}.json')  # written after the .npz: its presence means complete
   try:
-    return npz.is_file() and json.loads(side.read_text()).get('source') == source.name
-  except (OSError, ValueError):
+    meta = json.loads(side.read_text())
+    members = _zip_members(npz)
+    return (meta.get('source') == source.name and members is not None
+            and meta.get('num_arrays', members) == members)
+  except (OSError, ValueError, AttributeError):
     return False
 
 
@@ -133,7 +149,8 @@ def _fake_is_current(pth: Path, want: dict) -> bool:
     info = json.loads(Path(f'{pth}.json').read_text())
   except (OSError, ValueError):
     return False
-  return pth.is_file() and all(info.get(k) == v for k, v in want.items())
+  return (pth.is_file() and all(info.get(k) == v for k, v in want.items())
+          and _zip_members(pth) is not None)
 
 
 def _stand_in(w: Path, arch: str, config, smoke: bool, seed: int) -> tuple[Path, dict]:
