@@ -698,3 +698,33 @@ def test_a_one_cell_cam_grid_is_named_up_front(tmp_path):
       '(2x2)'), r.stderr
   r = _run(f'--workdir={wd}', '--cam_layers=features.13', photo)
   assert r.returncode == 0 and 'CAM layer' not in r.stderr, r.stderr[-2000:]
+
+
+def test_a_large_batch_holds_a_bounded_number_of_working_copies(files, tmp_path, monkeypatch):
+  """--batch_size=96 with --overlay_dir held 96 decoded photos at once (2.1 GB peak for 12 MP
+  photos, 0.8 GB at 8); now a batch that draws overlays or crops runs its files in groups
+  within `WORKING_COPIES_BYTES`, and one that draws nothing keeps no working copy at all.
+  The records are those of batches of that size."""
+  from aesthetics_jax.evaluation import image_files, predictor
+  _, wd, good, _, _ = files
+  photos = []
+  for i in range(7):
+    photos.append(tmp_path / f'p{i}.jpg')
+    Image.fromarray(np.roll(image_fixture.smooth_photo(64, 96), 9 * i, axis=1)).save(photos[-1])
+  monkeypatch.setattr(predictor, 'WORKING_COPIES_BYTES', 3 * image_files.WORK_MAX_PIXELS * 3)
+  p = predictor.Predictor(wd)
+  batches, kept = [], []
+  run, finish = p.run, p._finish
+  monkeypatch.setattr(p, 'run', lambda x: batches.append(len(x)) or run(x))
+  monkeypatch.setattr(p, '_finish', lambda path, image, *a: kept.append(image.image.size)
+                      or finish(path, image, *a))
+  small = list(p.predict_files(photos, overlay_dir=str(tmp_path / 'a'), batch_size=3))
+  batches.clear()
+  big = list(p.predict_files(photos, overlay_dir=str(tmp_path / 'b'), batch_size=1000))
+  assert batches == [3, 3, 1] and all(kept)
+  drop = lambda r: {k: v for k, v in r.items() if k != 'overlay'}
+  assert [drop(r) for r in big] == [drop(r) for r in small]
+  kept.clear()
+  bare = list(p.predict_files(photos, batch_size=1000))
+  assert not any(kept) and len(kept) == 7  # no pixels held: nothing is drawn from them
+  assert [drop(r) for r in bare] == [drop(r) for r in small]
