@@ -422,3 +422,15 @@ def test_damaged_weights_the_run_wrote_are_written_again(tmp_path):
   npz.unlink()
   assert paper_run.stage_weights(w, None, ['vgg16'], configs, True, 0)[0] == 'ran'
   assert paper_run.stage_weights(w, None, ['vgg16'], configs, True, 0)[0] == 'reused'
+
+
+@pytest.mark.parametrize('text', ['', '[1]', '{"flags": [1]}', '{"stages": []}'])
+def test_a_damaged_run_record_is_refused(tmp_path, text):
+  """An emptied or edited W/paper_run.json counted as 'nothing to compare with': a rerun with
+  --vgg16_views=2 reused the model trained with 1 and recorded it as 2 (a 'flags' list was an
+  AttributeError traceback)."""
+  (tmp_path / paper_run.RUN_JSON).write_text(text)
+  with pytest.raises(paper_run.PaperRunUsageError, match=(
+      f'^{tmp_path / paper_run.RUN_JSON}: cannot be read \\(.*\\), and it records the flags '
+      'this workdir was run with, which a rerun must repeat; restore it, or pass a new')):
+    paper_run.check_workdir(tmp_path, {'smoke': True, 'vgg16_views': 2, 'seed': 0})

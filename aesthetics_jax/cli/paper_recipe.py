@@ -431,10 +431,17 @@ def check_workdir(w: Path, flags_used: dict) -> None:
   the new flags), or another command's (an aesthetics-demo workdir's W/ava was overwritten)."""
   try:
     recorded = json.loads((w / RUN_JSON).read_text())['flags']
+    if not isinstance(recorded, dict):
+      raise TypeError(f"'flags' is a {type(recorded).__name__}, not an object")
   except FileNotFoundError:
     recorded = None
-  except (OSError, ValueError, KeyError, TypeError):
-    return  # edited or damaged: nothing to compare with
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    # Taken as 'nothing to compare with', other flags reused the finished stages (a model
+    # trained with --vgg16_views=1 recorded as 2), or remade the data under the others.
+    raise PaperRunUsageError(
+        f'{w / RUN_JSON}: cannot be read ({type(e).__name__}: {common.first_line(e)}), and it '
+        'records the flags this workdir was run with, which a rerun must repeat; restore it, '
+        'or pass a new --workdir') from None
   if recorded is None:
     if not flags_used.get('ava_dir') and (w / 'ava').exists():
       raise PaperRunUsageError(
