@@ -233,3 +233,36 @@ def test_a_seed_trained_with_other_settings_is_refused(tmp_path):
   c.model.width_mult = float(c.model.width_mult) * 2
   assert [d.split('=')[0] for d in control_study.trained_with_other_settings(
       w / 'seed_0', c)] == ['model.width_mult', 'optim.lr']
+
+
+@pytest.mark.parametrize('text', ['', '[1]', '{"seeds": 3}'])
+def test_a_damaged_control_json_is_scored_again(tmp_path, monkeypatch, text):
+  """An emptied or edited W/control.json stopped every rerun with 'control: Expecting value:
+  line 1 column 1 (char 0)' (a list: an AttributeError traceback); the seeds are scored again."""
+  scores = {'gradcam': {'pointing_game': 1.0, 'box_iou': 0.5, 'mask_mass': 0.25}}
+  row = {'step': 2, 'binary_accuracy': 1.0, 'num_defective': 4, 'centre_pointing_game': 0.0,
+         'area_mask_mass': 0.1, 'cam_map_size': '6x6', 'methods': scores, 'negative': scores,
+         'untrained': scores}
+  monkeypatch.setattr(control_study, 'make_data', lambda w, *args: w / 'tfds')
+  monkeypatch.setattr(control_study, 'run_seed',
+                      lambda w, data_dir, config, seed: {'seed': seed, **row})
+  (tmp_path / 'control.json').write_text(text)
+  c = control_config.apply_smoke(control_config.get_config())
+  res = control_study.run_control(tmp_path, c, seeds=[0], num_train=8, num_test=8)
+  assert [r['seed'] for r in res['seeds']] == [0]
+  assert json.loads((tmp_path / 'control.json').read_text())['seeds'][0]['seed'] == 0
+
+
+def test_a_damaged_data_stamp_is_named(tmp_path):
+  """An emptied W/ava/control.json stopped every rerun with 'control: Expecting value: line 1
+  column 1 (char 0)'. Without models it is data to make again; with them, the stamp is named."""
+  control_study.make_data(tmp_path, 8, 8)
+  (tmp_path / 'ava' / 'control.json').write_text('')
+  control_study.make_data(tmp_path, 8, 8)  # made again
+  assert json.loads((tmp_path / 'ava' / 'control.json').read_text())['num_train'] == 8
+  (tmp_path / 'ava' / 'control.json').write_text('')
+  (tmp_path / 'seed_0').mkdir()
+  with pytest.raises(control_study.ControlError, match=(
+      f"^{tmp_path / 'ava' / 'control.json'}: cannot be read \\(JSONDecodeError: .*\\); it "
+      'says which control data the models in .* were trained on: restore it, or use a fresh')):
+    control_study.make_data(tmp_path, 8, 8)

@@ -87,8 +87,15 @@ def make_data(w: Path, num_train: int, num_test: int, decoys: bool = True) -> Pa
   ava_dir, stamp = w / 'ava', w / 'ava' / 'control.json'
   want = {'num_train': num_train, 'num_test': num_test, 'size': control_config.SIZE,
           'patch': control_config.PATCH, 'decoys': bool(decoys), 'version': control.VERSION}
-  if not (stamp.is_file() and json.loads(stamp.read_text()) == want):
+  try:
+    made = json.loads(stamp.read_text()) if stamp.is_file() else None
+  except (OSError, ValueError) as e:  # was 'control: Expecting value: line 1 column 1 ...'
+    made = f'{stamp}: cannot be read ({type(e).__name__}: {e})'
+  if made != want:
     if any(w.glob('seed_*')):  # models trained on other images: scoring them would mislead
+      if isinstance(made, str):
+        raise ControlError(f'{made}; it says which control data the models in {w} were '
+                           'trained on: restore it, or use a fresh --workdir')
       raise ControlError(f'{w} holds models trained on other control data than '
                          f'{want} ({stamp}); use a fresh --workdir')
     if not stamp.is_file():
@@ -274,10 +281,14 @@ def _run_control(w: Path, config, seeds: Sequence[int], num_train: int, num_test
          'num_train': num_train, 'num_test': num_test, 'decoys': bool(decoys),
          'data_version': control.VERSION, 'scoring_version': SCORING_VERSION}
   done = {}
-  if out_json.is_file():
-    old = json.loads(out_json.read_text())
+  try:
+    old = json.loads(out_json.read_text()) if out_json.is_file() else {}
     if all(old.get(k) == v for k, v in key.items()):
       done = {r['seed']: _nan_for_null(r) for r in old['seeds']}
+  except (OSError, ValueError, AttributeError, KeyError, TypeError):
+    # Emptied or edited: one line without the file's name (a traceback for a list); the
+    # seeds are scored again from their trained models, and the file rewritten.
+    done = {}
   rows = []
   for s in seeds:
     if s in done:
