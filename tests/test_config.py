@@ -207,7 +207,13 @@ def test_train_config_and_workdir_errors_are_one_line(args, expect, tmp_path):
     # A side over the decoder's pixel cap: resize_size=100000 was the OOM killer, exit 137.
     ('input.resize_size', 100000, 'config.input.resize_size=100000: must be an integer from 32 '
      'to 10000'),
-    ('num_train_steps', -1, 'config.num_train_steps=-1: must be an integer >= 0'),
+    ('num_train_steps', -1, 'config.num_train_steps=-1: must be an integer from 0 to'),
+    # int32 step counters: 2**31 steps wrapped the TrainState's step; warmup_steps=10**11 was
+    # an OverflowError traceback at the first step.
+    ('num_train_steps', 2 ** 31, 'config.num_train_steps=2147483648: must be an integer from 0 '
+     'to 2147483647'),
+    ('optim.warmup_steps', 10 ** 11, 'config.optim.warmup_steps=100000000000: must be an '
+     'integer from 0 to 2147483647'),
     ('seed', -1, 'config.seed=-1: must be an integer from 0 to'),
     # JAX's keys take an int64: an OverflowError traceback at the first step, after the data.
     ('seed', 2 ** 63 - 2, 'config.seed=9223372036854775806: must be an integer from 0 to'),
@@ -424,3 +430,22 @@ def test_the_largest_seed_makes_every_key_the_run_draws():
   assert config_checks.value_problem('seed', config_checks.MAX_SEED) is None
   assert config_checks.value_problem('seed', config_checks.MAX_SEED + 1)
   jax.random.PRNGKey(config_checks.MAX_SEED + 2)
+
+
+def test_epochs_making_more_steps_than_a_run_counts_are_named():
+  """num_epochs=1e30 (1.75e30 steps of the smoke run) trained for ever, its progress bar
+  counting to 1750000000000000105166837645312; now one line, exit 2, before the cache."""
+  from aesthetics_jax.cli import common
+  from aesthetics_jax.train import config_checks, optim
+  c = mobilenet_v2_emd.get_config('smoke')
+  c.num_train_steps, c.num_epochs = 0, 1e30
+  assert config_checks.problems(c) == []  # the rows are known once the data is read
+  with pytest.raises(config_checks.ConfigError) as e:
+    optim.total_train_steps(c, 14)
+  assert str(e.value) == (
+      'config.num_epochs=1e+30: 1e+30 epochs of 14 training rows in batches of '
+      'config.batch_size=8 are 1.75e+30 steps, more than the 2147483647 a run can count; lower '
+      'it to at most 1227133512')
+  assert common.exit_code(e.value) == common.EXIT_USAGE
+  c.num_epochs = 1227133512
+  assert optim.total_train_steps(c, 14) <= config_checks.MAX_STEPS  # the value it names

@@ -29,6 +29,12 @@ MAX_IMAGE_SIZE = 10_000
 # OverflowError traceback at the first training step, after the data was prepared.
 MAX_SEED = 2 ** 63 - 3
 
+# Most training steps a run may take: the step counters are int32 (the TrainState's step and
+# optax's count; the schedule's warmup and decay lengths enter it as int32 too). More was
+# taken silently (num_epochs=1e30: 1.75e30 steps, a run that never ends) or an OverflowError
+# traceback (warmup_steps=10**11) after the data and the feature cache were prepared.
+MAX_STEPS = 2 ** 31 - 1
+
 # What `config.best_metric` may name: validation metrics where higher is better (the
 # checkpoint manager keeps the highest).
 BEST_METRICS = {'vgg16': ('binary_accuracy', 'lcc_mean', 'srcc_mean'),
@@ -38,6 +44,7 @@ BEST_METRICS = {'vgg16': ('binary_accuracy', 'lcc_mean', 'srcc_mean'),
 
 class ConfigError(TrainingError):
   """A config value that cannot work; `str()` is one line naming `config.<key>`."""
+  before_work = True  # a usage error (exit 2), also when the trainer finds it (`check_steps`)
 
 
 def _num(v: Any) -> float | None:
@@ -109,7 +116,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
              f'an integer from 0 to {MAX_SEED} (2**63 - 3)'),
     'batch_size': _int_at_least(1),
     'num_epochs': _POSITIVE,
-    'num_train_steps': (_int_at_least(0)[0], 'an integer >= 0 (0 = use num_epochs)'),
+    'num_train_steps': (lambda v: _int_at_least(0)[0](v) and v <= MAX_STEPS,
+                        f'an integer from 0 to {MAX_STEPS} (0 = use num_epochs)'),
     'log_every_steps': _int_at_least(1),
     'eval_every_steps': _int_at_least(1),
     'checkpoint_every_steps': _int_at_least(1),
@@ -135,7 +143,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'optim.lr': _POSITIVE,
     'optim.momentum': _FRACTION,
     'optim.weight_decay': _NON_NEGATIVE,
-    'optim.warmup_steps': _int_at_least(0),
+    'optim.warmup_steps': (lambda v: _int_at_least(0)[0](v) and v <= MAX_STEPS,
+                           f'an integer from 0 to {MAX_STEPS}'),
     'optim.grad_clip': _NON_NEGATIVE,
     'cache.num_train_views': _int_at_least(1),
     'cache.ram_budget_gb': _NON_NEGATIVE,
@@ -154,6 +163,18 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'eval.explorer_map_size': _int_at_least(1),
     **{key: _one_of(*values) for key, values in ENUMERATIONS.items()},
 }
+
+
+def check_steps(config: ml_collections.ConfigDict, num_train: int, total: int) -> None:
+  """Raises ConfigError when `total`, the steps `config.num_epochs` makes of `num_train`
+  training rows, is more than MAX_STEPS (the rows are known only once the data is read)."""
+  if total <= MAX_STEPS:
+    return
+  epochs, batch = float(config.num_epochs), int(config.batch_size)
+  raise ConfigError(
+      f'config.num_epochs={epochs:g}: {epochs:g} epochs of {num_train} training rows in batches '
+      f'of config.batch_size={batch} are {total:.3g} steps, more than the {MAX_STEPS} a run can '
+      f'count; lower it to at most {MAX_STEPS * batch // max(num_train, 1)}')
 
 
 def _get(config: ml_collections.ConfigDict, key: str) -> tuple[bool, Any]:

@@ -11,14 +11,18 @@ import math
 import ml_collections
 import optax
 
+from aesthetics_jax.train import config_checks
 from aesthetics_jax.train.errors import TrainingError
 
 
 def total_train_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
-  """`config.num_train_steps` if set, else `num_epochs` over `num_train` images."""
+  """`config.num_train_steps` if set, else `num_epochs` over `num_train` images (a
+  ConfigError if that is more than a run can count)."""
   if int(config.num_train_steps) > 0:
     return int(config.num_train_steps)
-  return max(1, math.ceil(float(config.num_epochs) * num_train / int(config.batch_size)))
+  total = max(1, math.ceil(float(config.num_epochs) * num_train / int(config.batch_size)))
+  config_checks.check_steps(config, num_train, total)
+  return total
 
 
 def make_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
