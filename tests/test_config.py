@@ -276,12 +276,14 @@ def test_batches_larger_than_the_machine_are_named(monkeypatch):
   c = config_args.load(config_args.resolve_path('mobilenet_v2_emd:smoke'))  # 32 px, cached
   assert config_checks.problems(c) == []
   c.batch_size, c.eval.batch_size = 2 ** 22, 2 ** 20
+  # The largest value that fits is named: 2**30 // (32 * 32 * 3), 2**30 // (4 * 86).
   eval_line = ('config.eval.batch_size=1048576: a batch of 1048576 images of 32 px takes at '
-               'least 3.0 GiB and this machine has 1.0 GiB of RAM; lower it (the paper configs '
-               'use 32)')
+               'least 3.0 GiB and this machine has 1.0 GiB of RAM; lower it to at most 349525 '
+               '(the paper configs use 32)')
   assert config_checks.problems(c) == [
       'config.batch_size=4194304: a batch of 4194304 cached rows takes at least 1.3 GiB and '
-      'this machine has 1.0 GiB of RAM; lower it (the paper configs use 32)', eval_line]
+      'this machine has 1.0 GiB of RAM; lower it to at most 3121342 (the paper configs use 32)',
+      eval_line]
   assert config_checks.problems(c, 'eval.') == [eval_line]  # what aesthetics-evaluate asks
   c.cache.enabled, c.batch_size = False, 2 ** 20  # online: the crops themselves
   assert config_checks.problems(c)[0].startswith(
@@ -290,8 +292,8 @@ def test_batches_larger_than_the_machine_are_named(monkeypatch):
   c.batch_size, c.eval.batch_size, c.input.prefetch = 8, 8, 2 ** 16  # 1.5 GiB of 32-px images
   assert config_checks.problems(c) == [
       'config.input.prefetch=65536: 65536 batches of config.batch_size=8 images of 32 px '
-      'decoded ahead take at least 1.5 GiB and this machine has 1.0 GiB of RAM; lower it (the '
-      'default is 2)']
+      'decoded ahead take at least 1.5 GiB and this machine has 1.0 GiB of RAM; lower it to at '
+      'most 43690 (the default is 2)']
 
 
 def test_train_refuses_a_batch_its_devices_cannot_split_before_any_work(tmp_path):

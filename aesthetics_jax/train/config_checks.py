@@ -249,10 +249,11 @@ def _batch_memory_problems(config: ml_collections.ConfigDict, prefix: str = '') 
     rows, row_bytes = f'images of {size} px', size * size * 3
     if key == 'batch_size' and cached:
       rows, row_bytes = 'cached rows', 4 * (2 * NUM_BUCKETS + NUM_TAGS)
-    if value * row_bytes > ram:
+    if value * row_bytes > ram:  # the largest that fits: a user cannot guess it
       out.append(f'config.{key}={value}: a batch of {value} {rows} takes at least '
                  f'{value * row_bytes / 2**30:.1f} GiB and this machine has '
-                 f'{ram / 2**30:.1f} GiB of RAM; lower it (the paper configs use 32)')
+                 f'{ram / 2**30:.1f} GiB of RAM; lower it to at most {ram // row_bytes} '
+                 '(the paper configs use 32)')
     # The input pipeline decodes config.input.prefetch batches ahead of the model, and holds
     # them: a pipeline faster than the model (crops of the resized-image cache) fills them all.
     ahead = _get(config, 'input.prefetch')[1]
@@ -261,7 +262,8 @@ def _batch_memory_problems(config: ml_collections.ConfigDict, prefix: str = '') 
       out.append(f'config.input.prefetch={ahead}: {ahead} batches of config.{key}={value} '
                  f'images of {size} px decoded ahead take at least '
                  f'{ahead * value * row_bytes / 2**30:.1f} GiB and this machine has '
-                 f'{ram / 2**30:.1f} GiB of RAM; lower it (the default is 2)')
+                 f'{ram / 2**30:.1f} GiB of RAM; lower it to at most '
+                 f'{ram // (value * row_bytes)} (the default is 2)')
   return out
 
 
