@@ -445,19 +445,23 @@ def test_truncated_files_are_refused_whatever_load_truncated_images_says(monkeyp
   assert seen == [True] and setting == True  # noqa: E712  (the caller compares so)
 
 
-def test_formats_pillow_cannot_read_are_named():
+def test_formats_pillow_cannot_read_are_named(monkeypatch):
   """A phone's HEIC photo (or a JPEG XL file) was 'not an image (no image format recognised);
   pass a JPEG or PNG file', as a damaged file is: the user looked for damage. It names the
-  format and the fix; a file of no image format keeps its words."""
+  format and the fix (for HEIC: the extra that reads it); a file of no image format keeps its
+  words. (As without pillow-heif: tests/test_heif.py has a real HEIC with and without it.)"""
+  monkeypatch.setattr(decoder, 'HEIF', False)
   heic = (b'\x00\x00\x00\x1cftypheic\x00\x00\x00\x00mif1heicmiaf' + bytes(64)
           + b'\x00\x00\x00\x08meta')
   mif1 = b'\x00\x00\x00\x18ftypmif1\x00\x00\x00\x00mif1heic' + bytes(64)
   jxl = b'\xff\x0a' + bytes(64)
-  for data, name in ((heic, 'HEIC/HEIF'), (mif1, 'HEIC/HEIF'), (jxl, 'JPEG XL')):
+  for data, name, fix in ((heic, 'HEIC/HEIF', decoder.HEIF_HINT),
+                          (mif1, 'HEIC/HEIF', decoder.HEIF_HINT),
+                          (jxl, 'JPEG XL', 'convert it to JPEG or PNG')):
     with pytest.raises(decoder.DecodeError) as e:
       decoder.decode(data, what='IMG_0001.HEIC')
     assert str(e.value) == (f'IMG_0001.HEIC: {name} image: a format this Pillow cannot read '
-                            '(no plugin for it); convert it to JPEG or PNG')
+                            f'(no plugin for it); {fix}')
     assert selection.check_image_bytes(data) == selection.UNDECODABLE
   mp4 = b'\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom' + bytes(64)
   with pytest.raises(decoder.DecodeError, match=r'not an image \(no image format recognised'):

@@ -20,12 +20,13 @@ from pathlib import Path
 
 from PIL import Image
 
-# Other names of JPEG, and formats that only some Pillow builds decode (AVIF, JPEG 2000, HEIF
-# with a plugin): folders and patterns skipped them although the files scored when named.
-_MORE_SUFFIXES = ('.jfif', '.jpe', '.avif', '.jp2', '.j2k', '.jpx', '.jpf', '.ico', '.heic',
-                  '.heif')
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff') + tuple(
-    s for s in _MORE_SUFFIXES if s in Image.registered_extensions())
+# Other names of JPEG, and formats that only some Pillow builds decode (AVIF, JPEG 2000): folders
+# and patterns skipped them although the files scored when named.
+_MORE_SUFFIXES = ('.jfif', '.jpe', '.avif', '.jp2', '.j2k', '.jpx', '.jpf', '.ico')
+# Phones' HEIC photos are listed with or without the plugin: without it each gets its line
+# naming the extra to install (a folder of them said 'no images' and nothing more).
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.heic',
+                  '.heif') + tuple(s for s in _MORE_SUFFIXES if s in Image.registered_extensions())
 
 
 # Names of the files predict writes into --overlay_dir / --crop_dir: `records.output_stem`

@@ -86,6 +86,23 @@ BAND_PIXELS = 1 << 22  # pixels per band when a reduced image is converted band 
 # 'srgb-1': RGB images with an ICC profile other than sRGB are converted to sRGB.
 RULE = 'srgb-1'
 
+
+
+def _register_heif() -> bool:
+  """HEIC / HEIF (phones' photos) through pillow-heif when it is installed (`pip install
+  'aesthetics-jax[heif]'`; optional: its wheels bundle the GPL-licensed x265 encoder). Its
+  plugin applies the container's rotation itself and reports orientation 1."""
+  try:
+    import pillow_heif  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return False
+  pillow_heif.register_heif_opener()
+  return True
+
+
+HEIF = _register_heif()
+HEIF_HINT = "pip install 'aesthetics-jax[heif]' (pillow-heif), or convert it to JPEG or PNG"
+
 # Our header check rejects images over MAX_PIXELS with a one-line error; PIL's warning for
 # them (above its own ~89 MP threshold) would only repeat it on stderr.
 warnings.filterwarnings('ignore', category=Image.DecompressionBombWarning)
@@ -209,9 +226,14 @@ def _open(data: bytes | Image.Image, what: str, hint: str, max_bytes: int,
     raise _bomb(what, int(m.group(1)) if m else max_pixels + 1, max_pixels) from None
   except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
     unread = isinstance(e, Image.UnidentifiedImageError) and _unsupported_format(data)
+    if unread == 'HEIC/HEIF' and HEIF:  # the plugin is there and could not read it
+      raise _fail(UNDECODABLE, what, 'HEIC/HEIF image that pillow-heif cannot read (damaged, '
+                  'or a variant it does not support)', hint or 're-export it as JPEG') from None
     if unread:  # 'not an image' sent a user with a phone's HEIC photo looking for damage
       raise _fail(UNDECODABLE, what, f'{unread} image: a format this Pillow cannot read (no '
-                  'plugin for it)', hint or 'convert it to JPEG or PNG') from None
+                  'plugin for it)',
+                  hint or (HEIF_HINT if unread == 'HEIC/HEIF' else 'convert it to JPEG or PNG')
+                  ) from None
     why = ('no image format recognised' if isinstance(e, Image.UnidentifiedImageError)
            else f'{type(e).__name__}: {e}')
     raise _fail(UNDECODABLE, what, f'not an image ({why})',
@@ -574,9 +596,11 @@ def _check_png_crcs(data: bytes | Image.Image, img: Image.Image, what: str,
 def _classify(e: Exception, what: str, hint: str) -> DecodeError:
   if isinstance(e, Image.DecompressionBombError):
     return _fail(DECOMPRESSION_BOMB, what, f'decompression bomb ({e})', hint)
-  reason = TRUNCATED if 'truncat' in str(e).lower() else UNDECODABLE
+  message = ' '.join(str(e).split())  # one line: pillow-heif's messages end in a newline
+  low = message.lower()
+  reason = TRUNCATED if 'truncat' in low or 'end of file' in low else UNDECODABLE
   detail = 'truncated file' if reason == TRUNCATED else 'cannot decode image'
-  return _fail(reason, what, f'{detail} ({type(e).__name__}: {e})',
+  return _fail(reason, what, f'{detail} ({type(e).__name__}: {message})',
                hint or 're-export or re-download it')
 
 
