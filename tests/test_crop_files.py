@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, JpegImagePlugin
 
+from aesthetics_jax.data import decoder
 from aesthetics_jax.evaluation import image_files
 
 
@@ -81,3 +82,37 @@ def test_jpeg_crop_of_other_sources_is_quality_95_without_subsampling(tmp_path, 
   buf = io.BytesIO()
   want.save(buf, format='JPEG', quality=95)
   assert out.quantization == Image.open(buf).quantization
+
+
+def test_crops_keep_the_photos_exif_upright_and_at_their_size(tmp_path):
+  """Crops were written without EXIF: a photographer's crops lost when, with what and where
+  they were taken. They keep it now (JPEG and PNG crops), without the orientation (a crop is
+  cut upright: a kept 6 turned it again in every viewer) and with the crop's pixel size."""
+  from PIL import ExifTags
+  src = tmp_path / 'p.jpg'
+  a = _photo()
+  exif = Image.new('RGB', (1, 1)).getexif()
+  exif[0x010F] = 'Canon'
+  exif[0x0132] = '2026:01:01 10:00:00'
+  exif[decoder.ORIENTATION_TAG] = 6
+  sub = exif.get_ifd(ExifTags.IFD.Exif)
+  sub[0x9003] = '2026:01:01 10:00:00'
+  sub[0xA002], sub[0xA003] = a.shape[1], a.shape[0]
+  exif.get_ifd(ExifTags.IFD.GPSInfo)[1] = 'N'
+  Image.fromarray(np.rot90(a, 1).copy()).save(src, quality=90, exif=exif.tobytes())
+  work = image_files.load_image(str(src))
+  for suffix in ('.jpg', '.png'):
+    cut = image_files.crop_image(str(src), work, (0, 0, 20, 30))
+    with Image.open(io.BytesIO(image_files.encode_crop(cut, suffix, src))) as got:
+      got.load()
+      e = got.getexif()
+      assert got.size == (30, 20)
+      assert e.get(0x010F) == 'Canon' and decoder.ORIENTATION_TAG not in e, dict(e)
+      inner = e.get_ifd(ExifTags.IFD.Exif)
+      assert inner[0x9003] == '2026:01:01 10:00:00' and (inner[0xA002], inner[0xA003]) == (30, 20)
+      assert e.get_ifd(ExifTags.IFD.GPSInfo)[1] == 'N'
+  # A file without EXIF, or with EXIF Pillow cannot parse, gives a crop without it.
+  plain = tmp_path / 'plain.jpg'
+  Image.fromarray(a).save(plain)
+  cut = image_files.crop_image(str(plain), image_files.load_image(str(plain)), (0, 0, 8, 8))
+  assert 'exif' not in cut.info

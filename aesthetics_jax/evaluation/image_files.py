@@ -17,6 +17,7 @@ import math
 import os
 from typing import Sequence
 
+from PIL import ExifTags
 from PIL import Image
 from PIL import JpegImagePlugin
 
@@ -24,6 +25,9 @@ from aesthetics_jax.data import decoder
 from aesthetics_jax.explain import crop
 from aesthetics_jax.report import overlays
 
+
+# EXIF's PixelXDimension / PixelYDimension: the image's size, which a crop's are not.
+_PIXEL_X, _PIXEL_Y = 0xA002, 0xA003
 
 # Working copy of each image (model input, overlays): both sides >= WORK_SIDE where the image
 # is larger, at most WORK_MAX_PIXELS pixels (which wins: a long panorama). A pixel budget, not a
@@ -96,17 +100,48 @@ def overlay_grid(hw: tuple[int, int]) -> tuple[int, int]:
   return (new_short, new_long) if hw[0] <= hw[1] else (new_long, new_short)
 
 
-def rgb_icc_profile(source: str | os.PathLike | bytes) -> bytes | None:
-  """The ICC profile of an image file (a path or its bytes), if it describes RGB: a crop keeps
-  its colours in Display P3 or Adobe RGB only with it (a CMYK file's profile does not fit the
-  RGB crop, so it is dropped, as is every other error: a crop never fails for it)."""
+def _source_metadata(source: str | os.PathLike | bytes
+                     ) -> tuple[bytes | None, Image.Exif | None]:
+  """(the RGB ICC profile, the EXIF) of an image file (a path or its bytes), each None when
+  absent or unreadable: a crop never fails for its metadata."""
   try:
     data = isinstance(source, (bytes, bytearray, memoryview))
     with Image.open(io.BytesIO(bytes(source)) if data else source) as im:
       icc = im.info.get('icc_profile')
+      try:
+        exif = im.getexif()
+        exif.get_ifd(ExifTags.IFD.Exif)  # read now: the file closes below
+        exif.get_ifd(ExifTags.IFD.GPSInfo)
+      except Exception:  # pylint: disable=broad-except  (malformed EXIF: the pixels count)
+        exif = None
   except Exception:  # pylint: disable=broad-except
+    return None, None
+  return (icc if isinstance(icc, bytes) and icc[16:20] == b'RGB ' else None), (exif or None)
+
+
+def rgb_icc_profile(source: str | os.PathLike | bytes) -> bytes | None:
+  """The ICC profile of an image file (a path or its bytes), if it describes RGB: a crop keeps
+  its colours in Display P3 or Adobe RGB only with it (a CMYK file's profile does not fit the
+  RGB crop, so it is dropped, as is every other error: a crop never fails for it)."""
+  return _source_metadata(source)[0]
+
+
+def crop_exif(exif: Image.Exif | None, size: tuple[int, int]) -> bytes | None:
+  """The source's EXIF for its crop of PIL `size` (W, H): date, camera, lens and GPS kept, as
+  photo tools keep them (crops had none: a photographer's crops lost when and how they were
+  taken); the orientation removed, a crop being cut upright, and the pixel dimensions set to
+  the crop's. No thumbnail (Pillow writes none: it would show the whole photo)."""
+  if not exif:
     return None
-  return icc if isinstance(icc, bytes) and icc[16:20] == b'RGB ' else None
+  try:
+    exif.pop(decoder.ORIENTATION_TAG, None)
+    sub = exif.get_ifd(ExifTags.IFD.Exif)
+    for tag, value in ((_PIXEL_X, size[0]), (_PIXEL_Y, size[1])):
+      if tag in sub:
+        sub[tag] = value
+    return exif.tobytes()
+  except Exception:  # pylint: disable=broad-except  (a value Pillow cannot write again)
+    return None
 
 
 def crop_image(path: str | os.PathLike, image: decoder.Decoded,
@@ -134,12 +169,16 @@ def crop_image(path: str | os.PathLike, image: decoder.Decoded,
 
 def with_icc(cut: Image.Image, source: str | os.PathLike | bytes | bytearray,
              converted: bool = False) -> Image.Image:
-  """`cut` carrying the source's RGB ICC profile (PNG and JPEG writers embed info's).
+  """`cut` carrying the source's RGB ICC profile and its EXIF for the crop (`crop_exif`) in
+  `cut.info` (`encode_crop` embeds both; Pillow's PNG writer embeds the profile by itself).
   `converted`: `cut` was decoded to sRGB (`decoder.to_srgb`), so it carries the profile only
   where the decoder left the pixels as they were (an sRGB profile): another would be applied
   twice."""
   cut.info.pop('icc_profile', None)
-  icc = rgb_icc_profile(source)
+  cut.info.pop('exif', None)
+  icc, exif = _source_metadata(source)
+  if (exif_bytes := crop_exif(exif, cut.size)):
+    cut.info['exif'] = exif_bytes
   if icc and converted and decoder.srgb_transform(icc) is not None:
     return cut
   if icc:
@@ -161,13 +200,15 @@ def encode_crop(cut: Image.Image, suffix: str, source: str | os.PathLike) -> byt
   """A crop's file bytes: PNG (lossless) for '.png'; for '.jpg' a JPEG with `source`'s own
   quantisation tables and chroma subsampling when it is an RGB JPEG (about its quality and
   bytes per pixel), else quality `CROP_JPEG_QUALITY` without chroma subsampling. The ICC
-  profile in `cut.info` (`with_icc`) is embedded either way."""
+  profile and EXIF in `cut.info` (`with_icc`) are embedded either way."""
   buf = io.BytesIO()
-  icc = cut.info.get('icc_profile')
+  meta = {'icc_profile': cut.info.get('icc_profile')}
+  if cut.info.get('exif'):
+    meta['exif'] = cut.info['exif']
   if suffix == '.png':
-    cut.save(buf, format='PNG', icc_profile=icc)
+    cut.save(buf, format='PNG', **meta)
   else:
-    cut.save(buf, format='JPEG', icc_profile=icc, **_jpeg_options(source))
+    cut.save(buf, format='JPEG', **meta, **_jpeg_options(source))
   return buf.getvalue()
 
 
