@@ -54,8 +54,11 @@ def test_metric_writer_roundtrip(tmp_path, caplog):
   image = np.zeros((6, 5, 3), np.uint8)
   image[2, 3] = (255, 0, 0)
   w.write_images(7, {'cam/12': image})
+  # An integer past int64 (--config.log_every_steps=10**20, a run as good as another) was a
+  # TypeError traceback from tensorboardX at the end of training: it is text.
   w.write_hparams(writers.flat_hparams({'optim': {'lr': 0.5, 'name': 'sgd'},
-                                        'views': (1, 2), 'none': None}), ['eval/acc'])
+                                        'views': (1, 2), 'none': None, 'every': 10 ** 20}),
+                  ['eval/acc'])
   w.close()
   rows = writers.read_jsonl(tmp_path / 'metrics.jsonl')
   assert [r['step'] for r in rows] == [7, 300]
@@ -68,7 +71,8 @@ def test_metric_writer_roundtrip(tmp_path, caplog):
   assert _text(acc, 'config') == ['    {"a": 1}']
   (img,) = acc.Images('cam/12')
   assert (img.step, img.width, img.height) == (7, 5, 6)
-  assert _hparams(acc) == {'optim.lr': 0.5, 'optim.name': 'sgd', 'views': '(1, 2)'}
+  assert _hparams(acc) == {'optim.lr': 0.5, 'optim.name': 'sgd', 'views': '(1, 2)',
+                           'every': str(10 ** 20)}
 
 
 def test_training_imports_and_logs_without_torch(tmp_path):

@@ -138,11 +138,15 @@ class JsonlWriter:
 
 
 def flat_hparams(config: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
-  """Nested config dict → `{'optim.lr': 0.1, 'model.arch': 'vgg16', ...}` (lists as text)."""
+  """Nested config dict → `{'optim.lr': 0.1, 'model.arch': 'vgg16', ...}` (lists as text;
+  integers outside int64 too: tensorboardX's hparams met --config.log_every_steps=10**20 with
+  a TypeError traceback at the end of training)."""
   out = {}
   for k, v in config.items():
     if isinstance(v, Mapping):
       out.update({f'{k}.{kk}': vv for kk, vv in flat_hparams(v).items()})
+    elif isinstance(v, int) and not -2 ** 63 <= v < 2 ** 63:
+      out[k] = str(v)
     elif isinstance(v, (bool, int, float, str)):
       out[k] = v
     elif v is not None:
