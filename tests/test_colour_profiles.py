@@ -102,10 +102,12 @@ def test_crops_keep_their_colours(tmp_path):
   np.testing.assert_array_equal(np.asarray(cut), big_a[:100, :200])
 
 
-def test_stores_and_caches_made_by_another_decoding_rule_are_not_reused(tmp_path, monkeypatch):
-  d = tmp_path / 'ds'
-  d.mkdir()
-  (d / 'dataset_info.json').write_text('{}')
-  before = resized_store.fingerprint(d)
+def test_stores_made_by_another_decoding_rule_are_not_reused(tmp_path, monkeypatch, caplog):
+  """A resized store decoded before profiles were applied holds other pixels: training decodes
+  instead, saying why, and prepare_data rebuilds it (its `load` is what both ask)."""
+  rows = [{'image': _png(image_fixture.smooth_photo(40, 48)), 'image_id': i} for i in range(2)]
+  f = resized_store.build(rows, 32, tmp_path / 'store.npy', progress=False, dataset='d')
+  assert resized_store.load(f, 2, 32, 'd') is not None
   monkeypatch.setattr(decoder, 'RULE', 'another')
-  assert resized_store.fingerprint(d) != before
+  assert resized_store.load(f, 2, 32, 'd') is None
+  assert 'decoded by an earlier rule (srgb-1' in caplog.text

@@ -96,7 +96,8 @@ def test_a_store_of_another_dataset_or_shape_or_a_damaged_one_is_not_used(data, 
   np.save(f, np.zeros((n, RS, RS, 3), np.uint8))
   assert resized_store.load(f, n, RS, 'abc') is None  # no record of its build: unfinished
   assert 'no record of its build' in caplog.text
-  (tmp_path / 'x.json').write_text('{"dataset": "abc", "rows": 1, "size": 40}')
+  (tmp_path / 'x.json').write_text(
+      '{"dataset": "abc", "rows": 1, "size": 40, "decoder": "%s"}' % decoder.RULE)
   assert resized_store.load(f, n, RS, 'abc') is not None
   assert resized_store.load(f, n, RS, 'xyz') is None  # the dataset was prepared again
   assert 'prepared again since' in caplog.text

@@ -52,15 +52,12 @@ def fingerprint(dataset_dir: str | os.PathLike) -> str:
   `dataset_info.json` (its splits' example counts and bytes) and of the `build_id` that each
   prepare writes into its `metadata.json`, so that a dataset prepared again in the same place
   (another AVA root, other images: even swapped ones, of the same sizes) never uses the old
-  images), and of the decoder's `RULE`, so that a store decoded by another rule (before colour
-  profiles were applied) is rebuilt. ('' without dataset_info.json; a dataset prepared before
-  build ids has none.)"""
+  images). ('' without dataset_info.json; a dataset prepared before build ids has none.)"""
   d = Path(dataset_dir)
   info = d / 'dataset_info.json'
   if not info.is_file():
     return ''
   h = hashlib.sha256(info.read_bytes())
-  h.update(f'\0decoder {decoder.RULE}'.encode())
   try:
     meta = json.loads((d / 'metadata.json').read_text())
   except (OSError, ValueError):
@@ -79,7 +76,8 @@ def build(source: Sequence, size: int, out: str | os.PathLike, workers: int = 0,
           progress: bool = True, desc: str = 'resized images', dataset: str = '') -> Path:
   """Writes every row of `source` (records with JPEG/PNG 'image' bytes) decoded and resized
   to size² (`resize.resize_train_np`, as the pipeline would) to `out`, atomically, and
-  beside it `<out>.json` with `dataset` (its `fingerprint`) and the shape.
+  beside it `<out>.json` with `dataset` (its `fingerprint`), the shape and the decoder's
+  `RULE`.
 
   workers: decode threads (0: one per CPU core). Returns `out`. A disk that fills is an
   OSError (ENOSPC), with nothing left behind.
@@ -116,7 +114,7 @@ def build(source: Sequence, size: int, out: str | os.PathLike, workers: int = 0,
     os.replace(tmp, out)
     # Written last: a store without it (a build killed before) is not used.
     io_lib.atomic_write_text(_sidecar(out), json.dumps(
-        {'dataset': dataset, 'rows': n, 'size': size}) + '\n')
+        {'dataset': dataset, 'rows': n, 'size': size, 'decoder': decoder.RULE}) + '\n')
   finally:
     tmp.unlink(missing_ok=True)
   return out
@@ -124,8 +122,8 @@ def build(source: Sequence, size: int, out: str | os.PathLike, workers: int = 0,
 
 def load(file: str | os.PathLike, rows: int, size: int, dataset: str = '') -> np.ndarray | None:
   """The store in `file`, memory-mapped read-only, if it holds `rows` images of size² made
-  from `dataset` (a `fingerprint`); else None (no file: silently; one of another dataset or
-  shape, an unfinished or a damaged one: with a warning)."""
+  from `dataset` (a `fingerprint`) by this decoder `RULE`; else None (no file: silently; one
+  of another dataset, rule or shape, an unfinished or a damaged one: with a warning)."""
   file = Path(file)
   if not file.is_file():
     return None
@@ -138,6 +136,11 @@ def load(file: str | os.PathLike, rows: int, size: int, dataset: str = '') -> np
                     'instead (rerun aesthetics-prepare-data to rebuild it)', file,
                     'no record of its build' if not isinstance(made, dict) else
                     'prepared again since')
+    return None
+  if made.get('decoder') != decoder.RULE:  # its pixels are not the ones the decoder gives now
+    logging.warning('%s: decoded by an earlier rule (%s: before colour profiles were applied); '
+                    'decoding the training images instead (rerun aesthetics-prepare-data to '
+                    'rebuild it)', file, made.get('decoder', 'unnamed'))
     return None
   try:
     store = np.load(file, mmap_mode='r')
