@@ -321,6 +321,43 @@ def test_resume_keeps_the_validation_split(data_dir, tmp_path, monkeypatch):
                                     tmp_path)['step'] == 4
 
 
+def test_sigterm_checkpoints_the_step_reached_exit_143_and_the_rerun_resumes(data_dir,
+                                                                             tmp_path):
+  """SIGTERM (a scheduler's preemption) killed aesthetics-train at once (exit -15, no line):
+  every step since the last scheduled checkpoint was lost."""
+  import signal
+  import time
+  wd = tmp_path / 'w'
+  flags = {'checkpoint_every_steps': 1000, 'eval_every_steps': 1000, 'log_cam_images': 0}
+  p = subprocess.Popen([sys.executable, '-m', 'launch.train', '--config=demo:vgg16,smoke',
+                        f'--workdir={wd}', f'--config.data.data_dir={data_dir}',
+                        '--config.num_train_steps=100000',
+                        *(f'--config.{k}={v}' for k, v in flags.items())],
+                       cwd=Path(__file__).parents[1], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.time() + 120
+    while len(_train_rows(wd) if (wd / 'metrics.jsonl').exists() else ()) < 2:
+      assert p.poll() is None and time.time() < deadline, p.stderr.read()[-3000:]
+      time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    err = p.communicate(timeout=120)[1]
+  finally:
+    p.kill()
+  step = max(_train_rows(wd))
+  assert p.returncode == 143, err[-3000:]
+  assert err.strip().splitlines()[-1] == (
+      f'train: terminated (SIGTERM) at step {step}, checkpointed in {wd / "checkpoints"}/'
+      f'{step}: rerun the same command to continue'), err[-3000:]
+  assert (wd / 'checkpoints' / str(step)).is_dir()
+  # The rerun resumes from that step (keeping the rows before it), and logs each step once.
+  before = (wd / 'metrics.jsonl').read_text()
+  c = _vgg(data_dir, **flags, num_train_steps=step + 1)
+  assert trainer.train_and_evaluate(c, wd)['step'] == step + 1
+  assert (wd / 'metrics.jsonl').read_text().startswith(before)
+  assert sorted(_train_rows(wd)) == list(range(1, step + 2))
+
+
 def _train_rows(workdir: Path) -> dict[int, dict]:
   """metrics.jsonl's train/* rows by step, without the wall-clock keys."""
   rows = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]

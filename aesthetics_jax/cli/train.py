@@ -29,6 +29,7 @@ import contextlib
 import errno
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -136,7 +137,17 @@ def _train(config) -> None:
         _check_agreement({'the data in --config.data.data_dir (its AVA fingerprint)':
                           dataset.identity(config.data.data_dir, config.data.subset)[
                               'ava_fingerprint']})
-      result = trainer.train_and_evaluate(config, _WORKDIR.value)
+      # SIGTERM (a scheduler's preemption, `timeout`, `docker stop`) killed training at once,
+      # losing every step since the last scheduled checkpoint; now the step reached is saved
+      # (trainer.StopRequest). Not in a multi-process job: its processes could save different
+      # steps (killed as before).
+      stop = None
+      if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+        stop = trainer.StopRequest()
+        signal.signal(signal.SIGTERM, stop)
+      result = trainer.train_and_evaluate(config, _WORKDIR.value, stop)
+  except trainer.Terminated as e:
+    common.fail('train', _terminated_line(e.step), EXIT_TERMINATED)
   except pretrained.PretrainedError as e:
     # --config.model.init_weights missing, unreadable or another model's: the trainer loads
     # them before it writes anything, so this is a bad flag (exit 2).
@@ -153,6 +164,16 @@ def _train(config) -> None:
                 'storage, then rerun to resume from the last checkpoint')
   if jax.process_index() == 0:
     print(json.dumps(io_lib.json_safe(dict(result)), sort_keys=True, allow_nan=False))
+
+
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a run SIGTERM ended
+
+
+def _terminated_line(step: int | None) -> str:
+  where = os.path.join(_WORKDIR.value, 'checkpoints')
+  saved = (f' at step {step}, checkpointed in {os.path.join(where, str(step))}'
+           if step is not None else f'; the checkpoints so far are kept ({where})')
+  return f'terminated (SIGTERM){saved}: rerun the same command to continue'
 
 
 def _check_values(config) -> None:

@@ -312,20 +312,53 @@ def _divergence_error(ckpt: ckpt_lib.Checkpointer, s: int, m: dict) -> TrainingE
                        'lower --config.optim.lr or set --config.optim.grad_clip')
 
 
+class Terminated(KeyboardInterrupt):
+  """Training stopped by a `StopRequest`; `step`: the checkpoint saved for it (None: the
+  request came outside the training loop; the earlier checkpoints are kept)."""
+
+  def __init__(self, step: int | None):
+    super().__init__(step)
+    self.step = step
+
+
+class StopRequest:
+  """A signal handler (aesthetics-train's SIGTERM: a job scheduler's preemption, `timeout`,
+  `docker stop`) that stops training with a checkpoint of the step it reached: killed at once,
+  a run lost every step since its last scheduled checkpoint (config.checkpoint_every_steps).
+  While the loop runs (`held`), the step or device segment in flight finishes with its log,
+  evaluation and checkpoint as scheduled; the loop then saves that step and raises
+  `Terminated(step)`. Elsewhere (the feature cache build, the test) `Terminated(None)` at once.
+  Only the first signal acts: a second does not cut the save short."""
+
+  def __init__(self) -> None:
+    self.held = False
+    self.requested = False
+
+  def __call__(self, signum, frame) -> None:
+    del signum, frame
+    if self.requested:
+      return
+    self.requested = True
+    if not self.held:
+      raise Terminated(None)
+
+
 def next_boundary(step: int, total: int, *every: int) -> int:
   """The first step count after `step` that is a multiple of one of `every`, or `total`."""
   return min([total] + [(step // e + 1) * e for e in every])
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       stop: StopRequest | None = None) -> dict:
   """Trains per `config`, writing to `workdir`.
 
   Returns the final eval metrics plus 'step', 'num_devices', 'num_processes'. The workdir
-  is checked and locked for the run (process 0: `workdir.claim`).
+  is checked and locked for the run (process 0: `workdir.claim`). `stop`: the handler of a
+  signal that should stop training with a checkpoint (`StopRequest`; one process only).
   """
   config_checks.check(config)  # before the workdir is created
   with workdir_lib.claim(workdir, active=jax.process_index() == 0):
-    return _train_and_evaluate(config, io.path(workdir))  # gs:// stays a URL
+    return _train_and_evaluate(config, io.path(workdir), stop)  # gs:// stays a URL
 
 
 def _restore_or_init(ckpt: ckpt_lib.Checkpointer, model, config, tx, mesh: Mesh,
@@ -350,7 +383,8 @@ def _restore_or_init(ckpt: ckpt_lib.Checkpointer, model, config, tx, mesh: Mesh,
                     opt_state=restored_opt['opt_state']), start
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Path) -> dict:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Path,
+                        stop: StopRequest | None = None) -> dict:
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
   is_main = jax.process_index() == 0
   resume_checks.check_workdir_model(workdir, config)
@@ -489,11 +523,33 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
         raise _divergence_error(ckpt, s, m)
     window.extend(fetched)
 
+  def save(done: int, metrics: dict | None = None) -> None:
+    ckpt.save(done, state.variables, {'step': state.step, 'opt_state': state.opt_state},
+              {'model': ckpt_lib.model_signature(config.model), 'step': done,
+               'log_window': _window_to_json(window)},
+              metrics=metrics)
+
+  def stop_here(step: int) -> Terminated:
+    """Saves `step` (the data and dropout streams depend on the step alone, so a resume
+    from it trains what the uninterrupted run trains) and says where training stopped."""
+    if pending:
+      check_finite()
+    if step not in ckpt.all_steps():
+      if step == 0:
+        return Terminated(None)  # nothing trained yet
+      save(step)
+    ckpt.wait()
+    return Terminated(step)
+
   bar = tqdm.tqdm(total=total, initial=start, desc='train', disable=not is_main,
                   dynamic_ncols=True)
+  if stop is not None:
+    stop.held = True
   try:
     step = start
     while step < total:
+      if stop is not None and stop.requested:
+        raise stop_here(step)
       ckpt.check_saves()  # a failed (async) save stops training before the next step or segment
       # One step per call, or with the cache on the device every step up to the next log,
       # evaluation or checkpoint in one call.
@@ -532,11 +588,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
       if ckpt_now:
         if pending:
           check_finite()
-        ckpt.save(done, state.variables, {'step': state.step, 'opt_state': state.opt_state},
-                  {'model': ckpt_lib.model_signature(config.model), 'step': done,
-                   'log_window': _window_to_json(window)},
-                  metrics=eval_metrics if eval_now else None)
+        save(done, eval_metrics if eval_now else None)
     ckpt.wait()  # the final save must have succeeded before this run reports success
+    if stop is not None:
+      stop.held = False
+      if stop.requested:  # during the last step: stop before the test, as at any other
+        raise stop_here(step)
     # Test once, with the checkpoint selected on the periodic evaluations (best, else last).
     chosen = _selected_step(ckpt, total)
     variables = state.variables
@@ -551,6 +608,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
     writer.write_hparams(writers.flat_hparams(config.to_dict()),
                          [f'test/{k}' for k in test_metrics])
   finally:
+    if stop is not None:
+      stop.held = False
     bar.close()
     ckpt.close(raise_errors=False)  # success already waited above; errors are propagating
     writer.close()
