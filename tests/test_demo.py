@@ -117,3 +117,22 @@ def test_a_metrics_file_the_report_cannot_read_is_one_line(demo_run, tmp_path):
   with pytest.raises(ValueError, match=f'{mpath}: not as aesthetics-evaluate writes it .*'
                                        f'delete {w / "vgg16" / "eval"} and rerun'):
     stages.write_combined_report(w, demo.ARCHS, cfg, demo=True, title='t')
+
+
+def test_a_rerun_with_other_data_flags_is_refused(tmp_path):
+  """A rerun with --seed=1 (or --smoke on a full demo's workdir) overwrote the demo data the
+  finished models were made from, then failed in prepare (exit 1) naming --ava_dir and
+  --data_dir, which the demo does not take. Now one line, exit 2, the data untouched."""
+  from launch import demo
+  from aesthetics_jax.cli import common
+  from aesthetics_jax.data import demo as demo_data
+  demo_data.generate(tmp_path / 'ava', 3, 2, 0)
+  (tmp_path / 'tfds').mkdir()  # prepared from it
+  manifest = (tmp_path / 'ava' / demo_data.MANIFEST).read_text()
+  with pytest.raises(demo_data.DemoDataError, match=(
+      f'^--workdir={tmp_path} holds demo data of 3 train / 2 test images, seed 0 '
+      rf'\({tmp_path / "ava" / demo_data.MANIFEST}\), and this run asks for 3 train / 2 test '
+      r'images, seed 1 \(--smoke, --num_train, --num_test, --seed\): ')) as e:
+    demo.run_demo(tmp_path, smoke=True, num_train=3, num_test=2, seed=1)
+  assert common.exit_code(e.value) == 2
+  assert (tmp_path / 'ava' / demo_data.MANIFEST).read_text() == manifest

@@ -156,12 +156,38 @@ def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | N
     return _run_demo(w, smoke, num_train, num_test, seed, parallel)
 
 
+def check_workdir(w: Path, num_train: int, num_test: int, seed: int) -> None:
+  """DemoDataError (exit 2) for a workdir whose W/ava was made with other sizes or seed once
+  a dataset or a model was made from it: a rerun with --seed=1 (or --smoke on a full demo's
+  workdir) overwrote the data the finished models were trained on, then failed in prepare
+  (exit 1) naming --ava_dir and --data_dir, flags the demo does not take."""
+  from aesthetics_jax.data import demo as demo_data  # pylint: disable=import-outside-toplevel
+  old = (demo_data.read_manifest(w / 'ava') or {}).get('params')
+  if not isinstance(old, dict) or not ((w / 'tfds').exists() or any(
+      (w / a / 'checkpoints').exists() for a in ARCHS)):
+    return
+  said = lambda p: (f'{p.get("num_train")} train / {p.get("num_test")} test images, '  # noqa
+                    f'seed {p.get("seed")}')
+  now = {'num_train': num_train, 'num_test': num_test, 'seed': seed}
+  if old.get('size') == 'paper' or any(old.get(k) != v for k, v in now.items()):
+    made = ("an aesthetics-paper-run's data" if old.get('size') == 'paper'
+            else f'demo data of {said(old)}')
+    e = demo_data.DemoDataError(
+        f'--workdir={w} holds {made} ({w / "ava" / demo_data.MANIFEST}), and this run asks '
+        f'for {said(now)} (--smoke, --num_train, --num_test, --seed): its prepared dataset '
+        'and models were made from that data; rerun with the same flags, or pass a new '
+        '--workdir')
+    e.before_work = True  # a usage error (exit 2): nothing ran
+    raise e
+
+
 def _run_demo(w: Path, smoke: bool, num_train: int | None, num_test: int | None, seed: int,
               parallel: bool | None) -> Path:
   from aesthetics_jax.data import dataset  # pylint: disable=C0415
   t0 = time.time()
   ava_dir, data_dir = w / 'ava', w / 'tfds'
   d_train, d_test = SIZES[smoke]
+  check_workdir(w, num_train or d_train, num_test or d_test, seed)
   make_data(ava_dir, num_train or d_train, num_test or d_test, seed)
   res = dataset.prepare(ava_dir, data_dir, 'style')
   # Both models' training images decoded and resized once (they crop from them).
