@@ -116,3 +116,10 @@ def test_crops_keep_the_photos_exif_upright_and_at_their_size(tmp_path):
   Image.fromarray(a).save(plain)
   cut = image_files.crop_image(str(plain), image_files.load_image(str(plain)), (0, 0, 8, 8))
   assert 'exif' not in cut.info
+  # Sub-directories the photo did not have are not added (empty Exif / GPS pointers).
+  exif = Image.new('RGB', (1, 1)).getexif()
+  exif[0x010F] = 'Apple'
+  Image.fromarray(a).save(plain, exif=exif.tobytes())
+  cut = image_files.crop_image(str(plain), image_files.load_image(str(plain)), (0, 0, 8, 8))
+  with Image.open(io.BytesIO(image_files.encode_crop(cut, '.jpg', plain))) as got:
+    assert dict(got.getexif()) == {0x010F: 'Apple'}

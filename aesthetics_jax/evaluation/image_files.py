@@ -28,6 +28,7 @@ from aesthetics_jax.report import overlays
 
 # EXIF's PixelXDimension / PixelYDimension: the image's size, which a crop's are not.
 _PIXEL_X, _PIXEL_Y = 0xA002, 0xA003
+_INTEROP_IFD = 0xA005
 
 # Working copy of each image (model input, overlays): both sides >= WORK_SIDE where the image
 # is larger, at most WORK_MAX_PIXELS pixels (which wins: a long panorama). A pixel budget, not a
@@ -134,12 +135,19 @@ def crop_exif(exif: Image.Exif | None, size: tuple[int, int]) -> bytes | None:
   if not exif:
     return None
   try:
-    exif.pop(decoder.ORIENTATION_TAG, None)
-    sub = exif.get_ifd(ExifTags.IFD.Exif)
-    for tag, value in ((_PIXEL_X, size[0]), (_PIXEL_Y, size[1])):
-      if tag in sub:
-        sub[tag] = value
-    return exif.tobytes()
+    out = Image.Exif()  # a copy holding only what the photo had (no empty sub-directories)
+    for tag, value in exif.items():
+      if tag not in (decoder.ORIENTATION_TAG, ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
+        out[tag] = value
+    for ifd in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
+      sub = dict(exif.get_ifd(ifd))
+      sub.pop(_INTEROP_IFD, None)  # an offset into the photo's file, meaningless in the crop's
+      for tag, value in ((_PIXEL_X, size[0]), (_PIXEL_Y, size[1])):
+        if ifd == ExifTags.IFD.Exif and tag in sub:
+          sub[tag] = value
+      if sub:
+        out[ifd] = sub
+    return out.tobytes() if len(out) else None
   except Exception:  # pylint: disable=broad-except  (a value Pillow cannot write again)
     return None
 
