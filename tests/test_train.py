@@ -358,6 +358,22 @@ def test_sigterm_checkpoints_the_step_reached_exit_143_and_the_rerun_resumes(dat
   assert sorted(_train_rows(wd)) == list(range(1, step + 2))
 
 
+def test_a_resume_with_another_batch_size_says_so(data_dir, tmp_path, capsys):
+  """A rerun with another --config.batch_size (8 -> 4) resumed silently: its steps draw other
+  rows and crops (seed, step, batch_size) than either uninterrupted run."""
+  runs = {'eval_every_steps': 100, 'log_cam_images': 0}
+  trainer.train_and_evaluate(_vgg(data_dir, **runs, num_train_steps=1), tmp_path)
+  capsys.readouterr()
+  assert trainer.train_and_evaluate(_vgg(data_dir, **runs, num_train_steps=2, batch_size=4),
+                                    tmp_path)['step'] == 2
+  said = [l for l in capsys.readouterr().out.splitlines() if 'batch_size' in l]
+  assert said == [f'warning: {tmp_path}: its checkpoints were trained with '
+                  'config.batch_size=8 and this run uses 4: training goes on, but from the '
+                  'resumed step on it draws other images than one uninterrupted run at either '
+                  'size (an unbalanced epoch skips or repeats rows), and config.num_epochs '
+                  'counts steps of the new size'], said
+
+
 def _train_rows(workdir: Path) -> dict[int, dict]:
   """metrics.jsonl's train/* rows by step, without the wall-clock keys."""
   rows = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]

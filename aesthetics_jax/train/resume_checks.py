@@ -63,6 +63,16 @@ def check_workdir_model(workdir, config) -> None:
     raise ckpt_lib.CheckpointMismatchError(
         f'{workdir}: its checkpoints were trained with {", ".join(diff)}; resuming would mix '
         'two recipes: use a fresh --workdir, or the checkpoints\' values')
+  was, now_bs = _dotted(saved_config, 'batch_size'), int(config.batch_size)
+  if was is not None and was != now_bs and jax.process_index() == 0:
+    # Allowed (fewer devices may need another size: config_checks says so), never silently:
+    # the step's rows and crops are drawn by (seed, step, batch_size).
+    msg = (f'warning: {workdir}: its checkpoints were trained with config.batch_size={was} '
+           f'and this run uses {now_bs}: training goes on, but from the resumed step on it '
+           'draws other images than one uninterrupted run at either size (an unbalanced '
+           'epoch skips or repeats rows), and config.num_epochs counts steps of the new size')
+    logging.warning('%s', msg)
+    print(msg, flush=True)
 
 
 def record_environment(workdir, start: int) -> None:
