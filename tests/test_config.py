@@ -235,6 +235,9 @@ def test_train_config_and_workdir_errors_are_one_line(args, expect, tmp_path):
      "config.eval.cam_methods=('gradcam', 'bogus'): unknown CAM method 'bogus'"),
     ('eval.cam_layers', ('features.99',),
      "config.eval.cam_layers=('features.99',): CAM layer 'features.99' is not a module"),
+    # Parameters past the machine's RAM: an out-of-memory line that said to lower the batch.
+    ('model.width_mult', 10000.0, "config.model.width_mult=10000.0: the model's 2.12e+14 "
+     'parameters take at least 7.92e+05 GiB (float32) and this machine has'),
 ])
 def test_config_checks_name_the_key_and_what_it_must_be(key, value, expect):
   """Values that used to fail deep in a run (a traceback) or to be taken silently (a best
@@ -451,3 +454,15 @@ def test_epochs_making_more_steps_than_a_run_counts_are_named():
   assert common.exit_code(e.value) == common.EXIT_USAGE
   c.num_epochs = 1227133512
   assert optim.total_train_steps(c, 14) <= config_checks.MAX_STEPS  # the value it names
+
+
+@pytest.mark.parametrize('key, value', [('model.fc_dim', 10 ** 9),
+                                        ('model.vgg_pool_size', 10 ** 5)])
+def test_a_model_larger_than_the_machine_names_its_size_key(key, value):
+  """VGG16's fc_dim=10**9 (fc7 alone: 10**18 weights) or vgg_pool_size=10**5 were 'out of
+  memory ... lower --config.batch_size': the key that sized the model is named instead."""
+  from aesthetics_jax.train import config_checks
+  c = vgg16_binary.get_config('smoke')
+  c.update_from_flattened_dict({key: value})
+  with pytest.raises(config_checks.ConfigError, match=rf'^config\.{key}={value}: the model'):
+    config_checks.check(c)

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import ml_collections
 
+from aesthetics_jax.configs import default
 from aesthetics_jax.configs.default import ARCHS
 from aesthetics_jax.train.errors import TrainingError
 
@@ -317,6 +318,31 @@ def cam_layers_problem(config: ml_collections.ConfigDict, model) -> str | None:
   return None
 
 
+# The keys that size the model, with the paper's values (configs/default.py).
+_SIZE_KEYS = {'vgg16': ('model.width_mult', 'model.fc_dim', 'model.vgg_pool_size'),
+              'mobilenet_v2': ('model.width_mult',)}
+
+
+def model_memory_problem(config: ml_collections.ConfigDict, model) -> str | None:
+  """The one-line problem of a model whose float32 parameters alone exceed this machine's
+  RAM, naming the size key furthest above the paper's value, or None. model.fc_dim=10**9 or
+  width_mult=10000 were an out-of-memory line telling the user to lower the batch size."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import cpu_backend  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
+  ram = cpu_backend.physical_memory()
+  shapes = models.abstract_variables(model, int(config.input.image_size))['params']
+  count = sum(math.prod(s.shape) for s in jax.tree.leaves(shapes))
+  if not ram or 4 * count <= ram:
+    return None
+  paper = default.get_config()
+  key = max(_SIZE_KEYS[config.model.arch],
+            key=lambda k: float(_get(config, k)[1]) / float(_get(paper, k)[1]))
+  return (f'config.{key}={_get(config, key)[1]!r}: the model\'s {count:.3g} parameters take '
+          f'at least {4 * count / 2**30:.3g} GiB (float32) and this machine has '
+          f'{ram / 2**30:.1f} GiB of RAM; lower it (the paper uses {_get(paper, key)[1]!r})')
+
+
 def check_values(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first bad value of `problems` (no JAX needed)."""
   _raise_first(problems(config))
@@ -334,7 +360,8 @@ def check(config: ml_collections.ConfigDict) -> None:
     except ValueError as e:
       found = [str(e).splitlines()[0]]
     else:  # the evaluation after training computes its CAMs there
-      found = [p for p in [cam_layers_problem(config, model)] if p]
+      found = [p for p in [cam_layers_problem(config, model),
+                           model_memory_problem(config, model)] if p]
   if not found:
     found = device_problems(config, parallel.train_mesh().size)
   _raise_first(found)
