@@ -203,7 +203,9 @@ def test_train_config_and_workdir_errors_are_one_line(args, expect, tmp_path):
     ('optim.name', 'adamw', "config.optim.name='adamw': must be one of 'adam', 'sgd'"),
     ('optim.schedule', 'linear', "config.optim.schedule='linear': must be one of"),
     ('cache.dtype', 'float64', "config.cache.dtype='float64': must be one of 'auto', "),
-    ('loss.emd_r', 0.0, 'config.loss.emd_r=0.0: must be a finite number > 0'),
+    ('loss.emd_r', 0.0, 'config.loss.emd_r=0.0: must be a number > 0 and <= 1e6'),
+    # float32 cannot tell more from the r -> inf limit; 1e300 was a NaN at the first step.
+    ('loss.emd_r', 1e300, 'config.loss.emd_r=1e+300: must be a number > 0 and <= 1e6'),
     # A side over the decoder's pixel cap: resize_size=100000 was the OOM killer, exit 137.
     ('input.resize_size', 100000, 'config.input.resize_size=100000: must be an integer from 32 '
      'to 10000'),

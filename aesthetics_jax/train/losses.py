@@ -54,8 +54,11 @@ def emd(probs: jax.Array, targets: jax.Array, r: float = 2.0) -> jax.Array:
   targets = jnp.asarray(targets, jnp.float32)
   chex_shape_check(probs, targets)
   diff = jnp.abs(jnp.cumsum(probs, axis=-1) - jnp.cumsum(targets, axis=-1))
-  inner = jnp.mean(_safe_pow(diff, r), axis=-1)
-  return _safe_pow(inner, 1.0 / r)
+  # Scaled by the row's largest gap (the norm is homogeneous): unscaled, gaps^r underflowed
+  # to 0 in float32 for a large r (loss.emd_r=1000: a loss of 0 and no gradient, silently).
+  top = jnp.max(diff, axis=-1, keepdims=True)
+  inner = jnp.mean(_safe_pow(diff / jnp.where(top > 0, top, 1.0), r), axis=-1)
+  return top[..., 0] * _safe_pow(inner, 1.0 / r)
 
 
 def emd_from_logits(logits: jax.Array, targets: jax.Array, r: float = 2.0) -> jax.Array:

@@ -40,7 +40,9 @@ def srcc(pred: np.ndarray, true: np.ndarray) -> float:
 def emd(pred_dist: np.ndarray, true_dist: np.ndarray, r: float = 2.0) -> float:
   """Mean over images of ((1/N) Σ_k |CDF_p(k) - CDF_q(k)|^r)^(1/r); `[N, 10]` inputs."""
   d = np.abs(np.cumsum(pred_dist, -1) - np.cumsum(true_dist, -1))
-  return float(np.mean(np.mean(d ** r, -1) ** (1.0 / r)))
+  top = np.max(d, -1, keepdims=True)  # scaled as losses.emd: no underflow for a large r
+  return float(np.mean(top[..., 0] * np.mean((d / np.where(top > 0, top, 1.0)) ** r, -1)
+                       ** (1.0 / r)))
 
 
 def tag_topk(tag_scores: np.ndarray, tags: np.ndarray, k: int) -> float:
