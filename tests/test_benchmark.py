@@ -592,7 +592,7 @@ def test_input_section_runs_without_flags():
   comparison (threads only here: its worker processes take ~10 s to start) when installed."""
   opts = sections.Options(num_images=8, repeats=2, warmup=0, processes=False, resize_size=40,
                           image_size=32, batch_size=4, workers=2, grain_modes=('threads',),
-                          fed_rounds=3, fed_cache_rows=32)
+                          fed_rounds=3, fed_cache_rows=16, fed_batch_size=8, fed_batches=4)
   res = input_section.run(opts)
   for name in ('train_1_thread', 'train_2_threads', 'eval_1_thread',
                'train_full_decode_1_thread', 'train_batches_pipeline'):
@@ -616,12 +616,12 @@ def test_input_section_runs_without_flags():
   r = vs['ready_over_alone_per_round']
   assert r['min'] <= vs['ready_over_alone'] == r['median'] <= r['max']
   assert set(vs['settle_s']) >= {'first', 'later'} and 'ready' not in vs['settle_s']
-  assert vs['untimed_batches_per_block'] == 3 and vs['batches_per_block'] == 10  # prefetch 2
-  assert vs['model']['items'] == vs['model_fed_by_train_batches']['items'] == 10 * 32
+  assert vs['untimed_batches_per_block'] == 3 and vs['batches_per_block'] == 4  # prefetch 2
+  assert vs['model']['items'] == vs['model_fed_by_train_batches']['items'] == 4 * 8
   cache = vs['feature_cache']  # the feature-cache build (K = 4, 1) vs the encoder alone
-  assert cache['rows'] == 32 and set(cache['runs']) == {
+  assert cache['rows'] == 16 and set(cache['runs']) == {
       'build_4', 'alone_4', 'prepared_4', 'build_1', 'alone_1', 'prepared_1'}
-  assert cache['runs']['build_4']['items'] == cache['runs']['alone_4']['items'] == 4 * 32
+  assert cache['runs']['build_4']['items'] == cache['runs']['alone_4']['items'] == 4 * 16
   for k in (4, 1):
     for what in ('', 'prepared_'):
       r = cache[f'views_{k}_{what}over_alone_per_round']

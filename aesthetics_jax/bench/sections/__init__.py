@@ -47,6 +47,9 @@ class Options:
   fed_rounds: int = 15             # rounds of that comparison (or repeats, if more)
   fed_cache_rows: int = 128        # rows a feature-cache build encodes per round of that
   fed_cache_views: tuple[int, ...] = (4, 1)  # train views K of those builds
+  fed_batch_size: int = 32         # global batch of the fed comparisons and of those builds
+  fed_batches: int = 10            # batches a timed block of the fed comparison runs (10:
+                                   # long against the 3 a pipeline holds ready, run untimed)
   grain: bool = True               # also time google's grain doing the same (if installed)
   grain_workers: tuple[int, ...] = (1, 2, 0)  # worker counts of that comparison; 0 = all
   grain_modes: tuple[str, ...] = GRAIN_MODES  # grain's ReadOptions / mp_prefetch

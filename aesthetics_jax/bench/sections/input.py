@@ -169,10 +169,6 @@ def _pipeline(datas: list[bytes], opts: Options) -> dict[str, Any]:
 
 FED_TARGET = 0.95  # the performance issue's: the model fed keeps >= 95% of its alone rate
 
-# Batches of a timed fed block: long against the batches a producer holds ready when a block
-# starts (the queue and one in hand), which are consumed untimed.
-FED_BATCHES = 10
-
 
 def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
   """Model images/s (inference features, in-memory batches) vs the same model fed by
@@ -181,8 +177,9 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
   is installed, fed by grain's formulations of `opts.grain_modes` (no cache); workers
   needed = model images/s / one worker's decode images/s.
 
-  A block times `FED_BATCHES` batches. The pipelines work ahead (`input.prefetch` batches
-  queued, one more in hand), so a fed block first consumes that many untimed, and after it
+  A block times `opts.fed_batches` batches of `opts.fed_batch_size` images (10: long against
+  the batches a pipeline holds ready when a block starts). The pipelines work ahead
+  (`input.prefetch` batches queued, one more in hand), so a fed block first consumes that many untimed, and after it
   an untimed pause lets its pipeline finish refilling: work a pipeline did after its block
   can neither speed up its next block nor slow down the others. (With 3-batch blocks and no
   pause, running the decode threads at the lowest CPU priority looked like 0.80 -> 0.94 for
@@ -198,14 +195,14 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
   device batches through the same loop (`ready_over_alone`, 1 but for noise), which shows
   what difference the measurement can resolve.
   """
-  s, b = opts.image_size, 32
+  s, b = opts.image_size, opts.fed_batch_size
   model = models.create_model(workloads.model_config('mobilenet_v2'))
   variables = workloads.device_variables(model, s)
   fwd = workloads.forward_fn(model, opts.chunk_size(), num_shards=parallel.train_mesh().size)
   x = jax.device_put(np.random.default_rng(0).random((b, s, s, 3), np.float32))
   pool = synthetic.synthetic_jpegs(32, seed=5)
   epoch = 4  # batches per epoch of the source below
-  nb = FED_BATCHES
+  nb = opts.fed_batches
   defaults = default_config.get_config().input
   ahead = int(defaults.prefetch) + 1
 
@@ -351,7 +348,7 @@ def _vs_feature_cache(opts: Options, model, variables) -> dict[str, Any]:
   next batch decoded while the encoder runs) against the same encode function on in-memory
   batches of as many views, interleaved, for each K of `opts.fed_cache_views`. A build call
   is whole (its pool starts and ends in it), so nothing runs outside the timed windows."""
-  s, rs, b, n = opts.image_size, opts.resize_size, 32, opts.fed_cache_rows
+  s, rs, b, n = opts.image_size, opts.resize_size, opts.fed_batch_size, opts.fed_cache_rows
   mesh = parallel.train_mesh()  # the feature cache is built on training's mesh
   encode = feature_cache.make_encode_fn(model, 'none', cacheable=True, num_shards=mesh.size)
   source = workloads.SyntheticSource(n, synthetic.synthetic_jpegs(32, seed=6))
