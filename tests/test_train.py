@@ -366,12 +366,26 @@ def test_a_resume_with_another_batch_size_says_so(data_dir, tmp_path, capsys):
   capsys.readouterr()
   assert trainer.train_and_evaluate(_vgg(data_dir, **runs, num_train_steps=2, batch_size=4),
                                     tmp_path)['step'] == 2
-  said = [l for l in capsys.readouterr().out.splitlines() if 'batch_size' in l]
+  said = [l for l in capsys.readouterr().out.splitlines() if 'config.batch_size=' in l]
   assert said == [f'warning: {tmp_path}: its checkpoints were trained with '
                   'config.batch_size=8 and this run uses 4: training goes on, but from the '
                   'resumed step on it draws other images than one uninterrupted run at either '
                   'size (an unbalanced epoch skips or repeats rows), and config.num_epochs '
                   'counts steps of the new size'], said
+
+
+def test_a_resume_that_lengthens_a_cosine_schedule_says_so(data_dir, tmp_path, capsys):
+  """A run stopped at 1 step and rerun for 2 resumed silently on another cosine curve (the
+  1-step one ends at 0): not the 2-step run it looked like."""
+  runs = {'eval_every_steps': 100, 'log_cam_images': 0}
+  trainer.train_and_evaluate(_vgg(data_dir, **runs, num_train_steps=1), tmp_path)
+  capsys.readouterr()
+  trainer.train_and_evaluate(_vgg(data_dir, **runs, num_train_steps=2), tmp_path)
+  said = [l for l in capsys.readouterr().out.splitlines() if l.startswith('warning:')]
+  assert said == [f'warning: {tmp_path} resumed at step 1 on a cosine schedule over 2 steps '
+                  'where its checkpoints followed one over 1 (config.num_train_steps, '
+                  "num_epochs or batch_size changed): the next step's learning rate is 0.0005, "
+                  'not 0; the run will not equal one uninterrupted 2-step run'], said
 
 
 def _train_rows(workdir: Path) -> dict[int, dict]:

@@ -7,12 +7,14 @@ keeps the steps and the loop.
 from __future__ import annotations
 
 import jax
+import ml_collections
 from absl import logging
 
 from aesthetics_jax import environment, io
 from aesthetics_jax.data import sampling
 from aesthetics_jax.data import validation
 from aesthetics_jax.train import checkpoints as ckpt_lib
+from aesthetics_jax.train import optim
 from aesthetics_jax.train.errors import TrainingError
 
 
@@ -73,6 +75,34 @@ def check_workdir_model(workdir, config) -> None:
            'epoch skips or repeats rows), and config.num_epochs counts steps of the new size')
     logging.warning('%s', msg)
     print(msg, flush=True)
+
+
+def warn_schedule_change(workdir, config, num_train: int, total: int, start: int) -> None:
+  """Warns (process 0; before config.json is rewritten) when a resume changes the length of a
+  cosine schedule (more config.num_train_steps or num_epochs, another batch_size): the
+  learning rate restarts on the longer curve, and the run is not one uninterrupted run of
+  `total` steps. Silent before: a 7-step run continued to 24 differed in every weight."""
+  if start == 0 or jax.process_index() != 0:
+    return
+  saved = read_record(ckpt_lib.config_path(workdir))
+  if saved is None:
+    return
+  before = ml_collections.ConfigDict(saved)
+  try:
+    was = optim.total_train_steps(before, num_train)
+    old_lr = float(optim.make_schedule(before, was)(start))
+  except (AttributeError, KeyError, TypeError, ValueError, TrainingError):
+    return  # an old or hand-edited config.json: nothing to compare
+  new_lr = float(optim.make_schedule(config, total)(start))
+  cosine = 'cosine' in (str(before.optim.schedule), str(config.optim.schedule))
+  if was == total or not cosine or old_lr == new_lr:
+    return
+  msg = (f'warning: {workdir} resumed at step {start} on a cosine schedule over {total} '
+         f'steps where its checkpoints followed one over {was} (config.num_train_steps, '
+         f'num_epochs or batch_size changed): the next step\'s learning rate is {new_lr:.3g}, '
+         f'not {old_lr:.3g}; the run will not equal one uninterrupted {total}-step run')
+  logging.warning('%s', msg)
+  print(msg, flush=True)
 
 
 def record_environment(workdir, start: int) -> None:
