@@ -219,7 +219,12 @@ def test_train_config_and_workdir_errors_are_one_line(args, expect, tmp_path):
     ('seed', -1, 'config.seed=-1: must be an integer from 0 to'),
     # JAX's keys take an int64: an OverflowError traceback at the first step, after the data.
     ('seed', 2 ** 63 - 2, 'config.seed=9223372036854775806: must be an integer from 0 to'),
-    ('optim.lr', float('nan'), 'config.optim.lr=nan: must be a finite number > 0'),
+    ('optim.lr', float('nan'), 'config.optim.lr=nan: must be a number > 0 and <= 3.4e38'),
+    # Past float32: a NaN loss at the first step blamed on optim.lr; no clipping, silently.
+    ('input.weight_factor', 1e300, 'config.input.weight_factor=1e+300: must be a number > 0 '
+     'and <= 3.4e38 (float32)'),
+    ('optim.grad_clip', 1e300, 'config.optim.grad_clip=1e+300: must be a number >= 0 and <= '
+     '3.4e38 (float32)'),
     ('eval.box_threshold', 1.5, 'config.eval.box_threshold=1.5: must be a number in (0, 1)'),
     # The explorer's sizes: a traceback or 'scale must be > 0' after the evaluation's passes.
     ('eval.explorer_thumb_size', 0, 'config.eval.explorer_thumb_size=0: must be an integer >= 1'),

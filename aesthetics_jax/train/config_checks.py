@@ -75,6 +75,14 @@ _image_side = (lambda v: _int_at_least(MIN_IMAGE_SIZE)[0](v) and v <= MAX_IMAGE_
                f'an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}')
 _POSITIVE = (_positive, 'a finite number > 0')
 _NON_NEGATIVE = (_non_negative, 'a finite number >= 0')
+# Values the loss or the optimiser computes with in float32: past its largest finite value
+# they became inf there (input.weight_factor=1e300: a NaN loss at the first step, blamed on
+# the learning rate; optim.grad_clip=1e300: an overflow warning, then no clipping).
+FLOAT32_MAX = 3.4028234663852886e38
+_POSITIVE_F32 = (lambda v: _positive(v) and float(v) <= FLOAT32_MAX,
+                 'a number > 0 and <= 3.4e38 (float32)')
+_NON_NEGATIVE_F32 = (lambda v: _non_negative(v) and float(v) <= FLOAT32_MAX,
+                     'a number >= 0 and <= 3.4e38 (float32)')
 _FRACTION = (lambda v: _num(v) is not None and 0 <= _num(v) < 1, 'a number in [0, 1)')
 _OPEN_UNIT = (lambda v: _num(v) is not None and 0 < _num(v) < 1, 'a number in (0, 1)')
 
@@ -129,7 +137,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'data.validation_fraction': _FRACTION,
     'input.image_size': _image_side,
     'input.resize_size': _image_side,
-    'input.weight_factor': _POSITIVE,
+    'input.weight_factor': _POSITIVE_F32,
     'input.num_workers': _int_at_least(0),
     'input.prefetch': _int_at_least(0),
     'input.resized_cache_mb': _NON_NEGATIVE,
@@ -142,13 +150,13 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     # Past 1e6 float32 cannot tell the EMD from its r -> inf limit (the largest CDF gap), and
     # past ~1e9 its power went wrong.
     'loss.emd_r': (lambda v: _positive(v) and float(v) <= 1e6, 'a number > 0 and <= 1e6'),
-    'loss.tag_weight': _NON_NEGATIVE,
-    'optim.lr': _POSITIVE,
+    'loss.tag_weight': _NON_NEGATIVE_F32,
+    'optim.lr': _POSITIVE_F32,
     'optim.momentum': _FRACTION,
-    'optim.weight_decay': _NON_NEGATIVE,
+    'optim.weight_decay': _NON_NEGATIVE_F32,
     'optim.warmup_steps': (lambda v: _int_at_least(0)[0](v) and v <= MAX_STEPS,
                            f'an integer from 0 to {MAX_STEPS}'),
-    'optim.grad_clip': _NON_NEGATIVE,
+    'optim.grad_clip': _NON_NEGATIVE_F32,
     'cache.num_train_views': _int_at_least(1),
     'cache.ram_budget_gb': _NON_NEGATIVE,
     'cache.device_budget_gb': _NON_NEGATIVE,
