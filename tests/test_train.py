@@ -388,6 +388,24 @@ def test_a_resume_that_lengthens_a_cosine_schedule_says_so(data_dir, tmp_path, c
                   'not 0; the run will not equal one uninterrupted 2-step run'], said
 
 
+def test_sigterm_during_the_final_test_lets_the_run_finish(data_dir, tmp_path, monkeypatch):
+  """SIGTERM during the test after the last step raised there, where it could land in a
+  callback that only prints its errors: once in 8 runs, 'Terminated: None' and exit 0."""
+  import signal
+  stop, calls, evaluate = trainer.StopRequest(), [], trainer.evaluate
+
+  def evaluate_then_sigterm(*args):
+    calls.append(1)
+    if len(calls) == 2:  # the test (the first: step 2's validation)
+      stop(signal.SIGTERM, None)
+    return evaluate(*args)
+
+  monkeypatch.setattr(trainer, 'evaluate', evaluate_then_sigterm)
+  c = _vgg(data_dir, eval_every_steps=100, log_cam_images=0)
+  assert trainer.train_and_evaluate(c, tmp_path, stop)['step'] == 2
+  assert len(calls) == 2 and stop.requested
+
+
 def _train_rows(workdir: Path) -> dict[int, dict]:
   """metrics.jsonl's train/* rows by step, without the wall-clock keys."""
   rows = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]

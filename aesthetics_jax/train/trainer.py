@@ -325,10 +325,13 @@ class StopRequest:
   """A signal handler (aesthetics-train's SIGTERM: a job scheduler's preemption, `timeout`,
   `docker stop`) that stops training with a checkpoint of the step it reached: killed at once,
   a run lost every step since its last scheduled checkpoint (config.checkpoint_every_steps).
-  While the loop runs (`held`), the step or device segment in flight finishes with its log,
-  evaluation and checkpoint as scheduled; the loop then saves that step and raises
-  `Terminated(step)`. Elsewhere (the feature cache build, the test) `Terminated(None)` at once.
-  Only the first signal acts: a second does not cut the save short."""
+  Before the loop (the feature cache build) it raises `Terminated(None)` at once. From the
+  loop on (`held`) the step or device segment in flight finishes with its log, evaluation and
+  checkpoint as scheduled; the loop then saves that step and raises `Terminated(step)`. During
+  the final test it waits for the run to finish: raised there, it could land in a callback
+  that only prints its errors (a generator's close, a __del__) and be lost. A request whose
+  exception was lost before the loop is caught at its first step. Only the first signal acts:
+  a second does not cut the save short."""
 
   def __init__(self) -> None:
     self.held = False
@@ -591,10 +594,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
           check_finite()
         save(done, eval_metrics if eval_now else None)
     ckpt.wait()  # the final save must have succeeded before this run reports success
-    if stop is not None:
-      stop.held = False
-      if stop.requested:  # during the last step: stop before the test, as at any other
-        raise stop_here(step)
+    if stop is not None and stop.requested:  # during the last step: before the test, as ever
+      raise stop_here(step)
     # Test once, with the checkpoint selected on the periodic evaluations (best, else last).
     chosen = _selected_step(ckpt, total)
     variables = state.variables
@@ -609,8 +610,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
     writer.write_hparams(writers.flat_hparams(config.to_dict()),
                          [f'test/{k}' for k in test_metrics])
   finally:
-    if stop is not None:
-      stop.held = False
     bar.close()
     ckpt.close(raise_errors=False)  # success already waited above; errors are propagating
     writer.close()
