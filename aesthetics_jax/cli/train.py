@@ -23,7 +23,8 @@ file, config argument, `--config.KEY`, a value that cannot work (`train/config_c
 unwritable, a file, in use by another trainer (`W/.lock`), or holds another model's checkpoint,
 only damaged ones, or checkpoints of another input or loss recipe or data; an empty or
 unprepared --config.data.data_dir), 1 for failures later (a failed checkpoint save, disk full
-or read-only under the logs).
+or read-only under the logs), 130 on Ctrl-C, 143 on SIGTERM (a scheduler's preemption): one
+process finishes the step in flight, checkpoints it and names it; rerun to continue.
 """
 import contextlib
 import errno
