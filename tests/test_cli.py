@@ -459,3 +459,30 @@ def test_ctrl_c_while_a_thread_runs_xla_exits_130():
   assert r.returncode == 130 and 'Fatal Python error' not in r.stderr, (r.returncode,
                                                                           r.stderr[-2000:])
   assert r.stderr.strip().splitlines()[-1].startswith('_c: interrupted (Ctrl-C); what was')
+
+
+# A stage's write refused by a full disk (tensorboardX's flush: a bare OSError, no file name).
+_DISK_FULL = '''
+import errno, importlib, sys
+command = sys.argv.pop(1)
+sys.argv[0] = command
+def full(*args, **kwargs):
+  raise OSError(errno.ENOSPC, 'No space left on device')
+# The work each command calls (one command's flags per process).
+module, name = {'paper_run': ('paper_recipe', 'run_paper'), 'demo': ('demo', 'run_demo'),
+                'control': ('control_study', 'run_control')}[command]
+setattr(importlib.import_module(f'aesthetics_jax.cli.{module}'), name, full)
+importlib.import_module(f'aesthetics_jax.cli.{command}').run_cli()
+'''
+
+
+@pytest.mark.parametrize('command', ['paper_run', 'demo', 'control'])
+def test_a_full_disk_names_the_workdir_and_the_fix(tmp_path, command):
+  """A disk that filled under a paper run's training logs said only 'paper_run: [Errno 28] No
+  space left on device' (aesthetics-train named the folder and the fix)."""
+  r = subprocess.run([sys.executable, '-c', _DISK_FULL, command, f'--workdir={tmp_path}',
+                      '--smoke'], capture_output=True, text=True, timeout=120)
+  assert r.returncode == 1, r.stderr[-2000:]
+  assert r.stderr.strip().splitlines() == [
+      f'{command}: {tmp_path}: No space left on device; free space or fix the storage, then '
+      'rerun the same command to continue'], r.stderr[-2000:]

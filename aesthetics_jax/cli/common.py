@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import _thread
 import atexit
+import errno
 import os
 import signal
 import sys
@@ -46,6 +47,20 @@ def fail(script: str, message: BaseException | str, code: int = EXIT_FAILED) -> 
 
 def usage_error(script: str, message: str) -> NoReturn:
   fail(script, message, EXIT_USAGE)
+
+
+# A write the storage refused: full, over quota, read-only, failing.
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
+
+
+def storage_line(e: BaseException, where: str | os.PathLike,
+                 then: str = 'rerun the same command to continue') -> str | None:
+  """The one line for an OSError that the storage under `where` raised, naming the file and
+  the fix; None for any other error. A disk that filled under a paper run's training logs
+  said only 'paper_run: [Errno 28] No space left on device'."""
+  if not (isinstance(e, OSError) and e.errno in STORAGE_ERRNOS):
+    return None
+  return f'{e.filename or where}: {e.strerror}; free space or fix the storage, then {then}'
 
 
 def fail_now(script: str, message: BaseException | str, code: int = EXIT_FAILED) -> NoReturn:

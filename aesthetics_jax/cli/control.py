@@ -103,7 +103,7 @@ def main(argv):
                                        _DECOYS.value)
   except (control_study.ControlError, ava.AvaError, TrainingError, ValueError,
           FileNotFoundError, OSError) as e:
-    common.fail('control', e, common.exit_code(e))
+    common.fail('control', common.storage_line(e, _WORKDIR.value) or e, common.exit_code(e))
   print(control_study.table(result), end='')
 
 

@@ -225,7 +225,8 @@ def main(argv):
                     _PARALLEL.value)
   # TrainingError (a RuntimeError: divergence, a workdir of another recipe) was a traceback.
   except (ValueError, FileNotFoundError, OSError, TrainingError) as e:
-    common.fail('demo', e, common.exit_code(e))  # 2 for a busy or unusable workdir
+    # 2 for a busy or unusable workdir
+    common.fail('demo', common.storage_line(e, _WORKDIR.value) or e, common.exit_code(e))
   print(path)
 
 

@@ -99,7 +99,7 @@ def main(argv):
           pretrained.PretrainedError, fake_imagenet.FakeWeightsError, ValueError,
           FileNotFoundError, OSError,
           train_errors.TrainingError) as e:  # a RuntimeError: was a traceback (--views=10**9)
-    common.fail('paper_run', e, common.exit_code(e))
+    common.fail('paper_run', common.storage_line(e, _WORKDIR.value) or e, common.exit_code(e))
 
 
 def run_cli() -> None:

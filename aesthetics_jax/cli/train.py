@@ -27,7 +27,6 @@ or read-only under the logs), 130 on Ctrl-C, 143 on SIGTERM (a scheduler's preem
 process finishes the step in flight, checkpoints it and names it; rerun to continue.
 """
 import contextlib
-import errno
 import json
 import os
 import signal
@@ -159,10 +158,10 @@ def _train(config) -> None:
   except user_errors as e:
     common.fail('train', e, common.exit_code(e))
   except OSError as e:  # the storage filled up or went read-only under the logs
-    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+    line = common.storage_line(e, _WORKDIR.value, 'rerun to resume from the last checkpoint')
+    if line is None:
       raise
-    common.fail('train', f'{e.filename or _WORKDIR.value}: {e.strerror}; free space or fix the '
-                'storage, then rerun to resume from the last checkpoint')
+    common.fail('train', line)
   if jax.process_index() == 0:
     print(json.dumps(io_lib.json_safe(dict(result)), sort_keys=True, allow_nan=False))
 
