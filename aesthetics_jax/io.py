@@ -102,12 +102,22 @@ def atomic_write_stream(p: PathLike, write: Callable[[IO], Any], mode: str = 'wb
   """`write(f)` into a hidden sibling of `p`, renamed over `p` when it returns: what
   `atomic_write_bytes` does, for writers that stream (np.savez, torch.save). The file gets
   the mode a plain open() gives (0666 less the umask; mkstemp's 0600 hid shared weights)."""
+  out, tmp = _write_beside(p, write, mode, durable)
+  if tmp is not None:
+    _rename(tmp, out)
+  return out
+
+
+def _write_beside(p: PathLike, write: Callable[[IO], Any], mode: str, durable: bool
+                  ) -> tuple[epath.Path, epath.Path | None]:
+  """(the file `p` names, the hidden sibling holding what `write` wrote, to be renamed over
+  it); the sibling is None where `p` was written directly (object stores, devices, pipes)."""
   out = path(p)
   out.parent.mkdir(parents=True, exist_ok=True)
   if not is_local(p):
     with out.open(mode) as f:
       write(f)
-    return out
+    return out, None
   if os.path.islink(out):
     # Through a link to its target: replacing the link itself would leave the target stale.
     out = path(os.path.realpath(out))
@@ -115,22 +125,34 @@ def atomic_write_stream(p: PathLike, write: Callable[[IO], Any], mode: str = 'wb
     # A device or pipe (/dev/stdout, a FIFO) cannot be renamed over: write to it.
     with open(out, mode) as f:
       write(f)
-    return out
+    return out, None
   tmp = out.parent / _temp_name(out.name)
-  try:
+
+  def write_tmp() -> None:
     with open(tmp, mode) as f:
       write(f)
       if durable:
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, out)
+  _named_for(out, tmp, write_tmp)
+  return out, tmp
+
+
+def _rename(tmp: epath.Path, out: epath.Path) -> None:
+  _named_for(out, tmp, lambda: os.replace(tmp, out))
+
+
+def _named_for(out: epath.Path, tmp: epath.Path, step: Callable[[], Any]) -> None:
+  """`step()` on `tmp`, the hidden sibling of `out`; on any error `tmp` is removed, and an
+  OSError naming no file (a full disk's) or naming `tmp` names `out`, the file the user asked
+  for, in its one-line message."""
+  try:
+    step()
   except BaseException as e:
     try:
       os.unlink(tmp)
     except OSError:
       pass
-    # A full disk's error named no file, and a refused temporary file named its hidden
-    # sibling: the one-line messages name the file the user asked for.
     if isinstance(e, OSError) and e.errno and e.filename in (None, str(tmp)):
       try:
         named = type(e)(e.errno, e.strerror or os.strerror(e.errno), str(out))
@@ -138,7 +160,59 @@ def atomic_write_stream(p: PathLike, write: Callable[[IO], Any], mode: str = 'wb
         raise e from None
       raise named from e
     raise
-  return out
+
+
+class Staged:
+  """Files that land together. `write_bytes` / `write_text` write each to a hidden sibling of
+  its target, as `atomic_write_bytes` does, but leave it there; `add(commit, discard)` joins
+  another step to run then (a folder swapped into place); `commit()` renames every file into
+  place and runs the steps, in order: renames need no room, so a disk that fills while the
+  files are written leaves every earlier file as it was, not half of them replaced.
+  `discard()` removes what was written. As a context manager: commit when the block ends,
+  discard on an error. Object stores (no rename) get each file directly, as atomic writes do.
+  """
+
+  def __init__(self) -> None:
+    self._steps: list[tuple[Callable[[], Any], Callable[[], Any]]] = []
+
+  def __enter__(self) -> 'Staged':
+    return self
+
+  def __exit__(self, exc_type, exc, tb) -> None:
+    if exc_type is None:
+      self.commit()
+    else:
+      self.discard()
+
+  def add(self, commit: Callable[[], Any], discard: Callable[[], Any] = lambda: None) -> None:
+    self._steps.append((commit, discard))
+
+  def write_bytes(self, p: PathLike, data: bytes, durable: bool = True) -> epath.Path:
+    out, tmp = _write_beside(p, lambda f: f.write(data), 'wb', durable)
+    if tmp is not None:
+      self.add(lambda: _rename(tmp, out), lambda: tmp.unlink(missing_ok=True))
+    return out
+
+  def write_text(self, p: PathLike, text: str, durable: bool = True) -> epath.Path:
+    return self.write_bytes(p, text.encode('utf-8'), durable)
+
+  def commit(self) -> None:
+    steps, self._steps = self._steps, []
+    for i, (commit, _) in enumerate(steps):
+      try:
+        commit()
+      except BaseException:
+        for _, discard in steps[i + 1:]:  # what was not committed yet goes
+          discard()
+        raise
+
+  def discard(self) -> None:
+    steps, self._steps = self._steps, []
+    for _, discard in reversed(steps):
+      try:
+        discard()
+      except OSError:
+        pass
 
 
 # A write that failed for want of room (disk full, over a quota, a file too large for it).

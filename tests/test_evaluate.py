@@ -502,3 +502,39 @@ def test_figures_an_evaluation_did_not_draw_are_not_left_behind(tmp_path):
   (folder / 'notes.txt').write_text('a user file, not a figure')
   eval_run.write_figures(folder, {'examples_high': b'png'})
   assert sorted(p.name for p in folder.iterdir()) == ['examples_high.png', 'notes.txt']
+
+
+def test_a_disk_filling_at_the_last_files_leaves_the_whole_old_evaluation(evaluated, tmp_path,
+                                                                          monkeypatch):
+  """An evaluation whose disk filled at metrics.json (after the explorer, the CSV and the
+  figures) left W/eval mixed: a new explorer, CSV and figures beside the old metrics and
+  report. Its files now land together, after all of them are written: the old evaluation
+  stays whole, and nothing of the new one (no temporary file) is left."""
+  import errno
+  import shutil
+  from aesthetics_jax import io as io_lib
+  from aesthetics_jax.evaluation import run as eval_run
+  src, _ = evaluated
+  wd = tmp_path / src.name
+  shutil.copytree(src, wd)
+  ev = wd / 'eval'
+  marked = [ev / 'metrics.json', ev / 'per_image.csv', ev / 'report.html',
+            ev / 'explorer' / 'index.html', next((ev / 'figures').glob('*.png'))]
+  for f in marked:  # what only the old evaluation's files hold
+    f.write_bytes(f.read_bytes() + b'\n<!-- the earlier evaluation -->\n')
+  before = {p: p.read_bytes() for p in ev.rglob('*') if p.is_file()}
+  write_beside = io_lib._write_beside
+
+  def full_at_metrics(p, *a, **kw):
+    if str(p).endswith('metrics.json'):
+      raise OSError(errno.ENOSPC, 'No space left on device', str(p))
+    return write_beside(p, *a, **kw)
+  monkeypatch.setattr(io_lib, '_write_beside', full_at_metrics)
+  with pytest.raises(OSError, match='No space left'):
+    eval_run.evaluate(wd, overrides={'eval.cam_methods': ('gradcam',),
+                                     'eval.faithfulness_images': 0,
+                                     'eval.bootstrap_samples': 50,
+                                     'eval.num_example_images': 1})
+  after = {p: p.read_bytes() for p in ev.rglob('*') if p.is_file() and p.name != '.lock'}
+  assert after == before
+  assert not [p for p in wd.rglob('.*') if p.name != '.lock' and 'checkpoints' not in str(p)]

@@ -10,7 +10,8 @@
      `localization` (every test image with a region mask), `figures` and `explorer` (every
      method's maps of every test image, `config.eval.explorer`);
   3. writes `W/eval/metrics.json`, `W/eval/per_image.csv`, `W/eval/figures/*.png`,
-     `W/eval/explorer/` and `W/eval/report.html` (each atomically) and returns the metrics
+     `W/eval/explorer/` and `W/eval/report.html` (all landing together, `io.Staged`: a full
+     disk leaves the earlier evaluation whole) and returns the metrics
      dict. Non-finite model outputs stop it first (`EvaluationError`: nothing is written).
 """
 from __future__ import annotations
@@ -193,30 +194,35 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
 
   out_dir = workdir / EVAL_DIR
   demo = is_demo(config) if demo is None else demo
-  if write_html and ec.explorer:  # the explorer is HTML too: callers that want none get none
-    m.update(evaluators.explorer.run(
-        model, cam_variables, sources['test'], test, cam_batches, cam_mesh,
-        out_dir / EXPLORER_DIR,
-        arch=arch, methods=evaluators.explorer.method_order(str(ec.cam_method),
-                                                            tuple(ec.cam_methods)),
-        layers=layers, threshold=float(ec.box_threshold),
-        tag_names=ground_truth.tag_names(config),
-        scorecam_images=int(ec.explorer_scorecam_images), map_size=int(ec.explorer_map_size),
-        thumb_size=int(ec.explorer_thumb_size), demo=demo, global_scale=scale,
-        masks_dir=masks, image_size=size,
-        title=f'aesthetics-jax explorer: {workdir.name or workdir} ({arch}, step {step})',
-        notes=[f'CAM layers: {", ".join(layers)}; box threshold {float(ec.box_threshold)}.']))
-  _write_csv(out_dir / 'per_image.csv', test, sources['test'], size, scale)
-  write_figures(out_dir / 'figures', figs)
-  m['eval_seconds'] = round(time.time() - t0, 1)
-  m = io_lib.json_safe(m)
-  io_lib.atomic_write_text(out_dir / 'metrics.json',
-                           json.dumps(m, indent=2, default=_json_default) + '\n')
-  if write_html:
-    section = model_section(workdir, m, figs, config)
-    report_html.write_report(out_dir / 'report.html', [section], dataset_section(config),
-                             demo=demo,
-                             title=f'aesthetics-jax: {section["name"]} evaluation')
+  # Every output is written beside its target first and all land together at the end: a disk
+  # that filled at the figures left a new explorer and CSV beside the old metrics and report.
+  with io_lib.Staged() as staged:
+    if write_html and ec.explorer:  # HTML too: callers that want none get none
+      m.update(evaluators.explorer.run(
+          model, cam_variables, sources['test'], test, cam_batches, cam_mesh,
+          out_dir / EXPLORER_DIR,
+          arch=arch, methods=evaluators.explorer.method_order(str(ec.cam_method),
+                                                              tuple(ec.cam_methods)),
+          layers=layers, threshold=float(ec.box_threshold),
+          tag_names=ground_truth.tag_names(config),
+          scorecam_images=int(ec.explorer_scorecam_images),
+          map_size=int(ec.explorer_map_size),
+          thumb_size=int(ec.explorer_thumb_size), demo=demo, global_scale=scale,
+          masks_dir=masks, image_size=size,
+          title=f'aesthetics-jax explorer: {workdir.name or workdir} ({arch}, step {step})',
+          notes=[f'CAM layers: {", ".join(layers)}; box threshold {float(ec.box_threshold)}.'],
+          staged=staged))
+    _write_csv(out_dir / 'per_image.csv', test, sources['test'], size, scale, staged)
+    write_figures(out_dir / 'figures', figs, staged)
+    m['eval_seconds'] = round(time.time() - t0, 1)
+    m = io_lib.json_safe(m)
+    staged.write_text(out_dir / 'metrics.json',
+                      json.dumps(m, indent=2, default=_json_default) + '\n')
+    if write_html:
+      section = model_section(workdir, m, figs, config, landing=True)
+      report_html.write_report(out_dir / 'report.html', [section], dataset_section(config),
+                               demo=demo, title=f'aesthetics-jax: {section["name"]} evaluation',
+                               staged=staged)
   return m
 
 
@@ -380,7 +386,8 @@ def global_scale(m: Mapping[str, Any]) -> tuple[float, float] | None:
 
 
 def _write_csv(path: Path, test: streaming.SplitSummary, source, size: int,
-               scale: tuple[float, float] | None = None) -> None:
+               scale: tuple[float, float] | None = None,
+               staged: io_lib.Staged | None = None) -> None:
   """per_image.csv: one row per test image (`CSV_FIELDS`); boxes "y0 x0 y1 x1" in original
   image pixels; `intensity_global` in the `scale` (lo, hi) of `global_scale`."""
   buf = io.StringIO()
@@ -406,7 +413,10 @@ def _write_csv(path: Path, test: streaming.SplitSummary, source, size: int,
                 fmt(pred, 'p_high', i, '.4f'), f'{ints["per_image"][i]:.5f}',
                 f'{ints["global"][i]:.5f}', hw[0], hw[1], 'empty' if empty else 'ok', *boxes,
                 _entropy_cell(test.maps, i)])
-  io_lib.atomic_write_text(path, buf.getvalue())
+  if staged is not None:
+    staged.write_text(path, buf.getvalue())
+  else:
+    io_lib.atomic_write_text(path, buf.getvalue())
 
 
 def _entropy_cell(maps: Mapping[str, np.ndarray], i: int) -> str:
@@ -460,19 +470,28 @@ def environment_note(m: Mapping) -> str | None:
   return ' '.join(parts)
 
 
-def write_figures(folder, figs: Mapping[str, bytes]) -> None:
+def write_figures(folder, figs: Mapping[str, bytes], staged: io_lib.Staged | None = None
+                  ) -> None:
   """`folder/<key>.png` for each figure, and no other PNG: a figure an earlier evaluation drew
   and this one did not (faithfulness curves before --config.eval.faithfulness_images=0) stayed,
   and the demo's and paper_run's combined report, which embeds every PNG there, showed it
-  beside metrics that no longer had its numbers."""
+  beside metrics that no longer had its numbers. With `staged`, all of it when that lands."""
+  own = staged is None
+  staged = io_lib.Staged() if own else staged
   for key, png in figs.items():
-    io_lib.atomic_write_bytes(folder / f'{key}.png', png)
-  for old in folder.glob('*.png'):
-    if old.stem not in figs:
-      old.unlink()
+    staged.write_bytes(folder / f'{key}.png', png)
+
+  def remove_stale() -> None:
+    for old in folder.glob('*.png'):
+      if old.stem not in figs:
+        old.unlink()
+  staged.add(remove_stale)
+  if own:
+    staged.commit()
 
 
-def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config) -> dict:
+def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config,
+                  landing: bool = False) -> dict:
   """The report section of one evaluated model (see report/html.py)."""
   layers = ', '.join(m.get('cam_layers') or ()) or 'the encoder output'
   hw = 'x'.join(str(v) for v in m.get('cam_map_size') or ())
@@ -491,7 +510,8 @@ def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config) ->
   explorer = io_lib.path(workdir) / EVAL_DIR / EXPLORER_DIR / 'index.html'
   # Linked only when these metrics' evaluation wrote it: an evaluation with the explorer off
   # linked an earlier one's (another checkpoint's maps) as 'all — test images'.
-  explorer_written = m.get('explorer_images') is not None and explorer.is_file()
+  # (`landing`: it is staged to land with this report, not in place yet.)
+  explorer_written = m.get('explorer_images') is not None and (landing or explorer.is_file())
   return dict(name=io_lib.path(workdir).name or str(workdir), arch=str(config.model.arch),
               step=m.get('step'), workdir=str(workdir), metrics=dict(m), figures=dict(figs),
               notes=notes, explorer=str(explorer) if explorer_written else None)

@@ -160,8 +160,10 @@ class ExplorerWriter:
                targets: Sequence[str], title: str = 'aesthetics-jax explorer',
                demo: bool = False, method_images: Mapping[str, int] | None = None,
                notes: Sequence[str] = (), chunk_size: int = 50, thumb_size: int = 256,
-               map_size: int = 32):
+               map_size: int = 32, staged: io_lib.Staged | None = None):
     self.out_dir = io_lib.path(out_dir)
+    # The swap into place joins `staged` (landing with the evaluation's other files) if given.
+    self._staged = staged
     # Local: written in a temporary folder swapped into place; object stores have no folder
     # rename, so the files go straight to `out_dir` there.
     self._local = io_lib.is_local(out_dir)
@@ -272,6 +274,15 @@ class ExplorerWriter:
     io_lib.atomic_write_text(self._tmp / 'index.html', page)
     if not self._local:
       return self.out_dir / 'index.html'
+    if self._staged is not None:
+      self._staged.add(self._swap, self.abort)
+    else:
+      self._swap()
+    return self.out_dir / 'index.html'
+
+  def _swap(self) -> None:
+    """The finished folder into place: the old one renamed away, the new one in, the old
+    removed (put back if the second rename fails)."""
     old = self.out_dir.parent / f'.{self.out_dir.name}.{uuid.uuid4().hex[:8]}.old'
     if self.out_dir.exists():
       os.replace(self.out_dir, old)
@@ -282,7 +293,6 @@ class ExplorerWriter:
         os.replace(old, self.out_dir)
       raise
     shutil.rmtree(old, ignore_errors=True)
-    return self.out_dir / 'index.html'
 
   def abort(self) -> None:
     if self._local:

@@ -645,9 +645,14 @@ def render(models: Sequence[Mapping], dataset: Mapping | None = None, demo: bool
 
 def write_report(path: str | os.PathLike, models: Sequence[Mapping],
                  dataset: Mapping | None = None, demo: bool = False,
-                 title: str = 'aesthetics-jax evaluation report') -> Path:
-  """Renders and atomically writes the report; returns its path."""
+                 title: str = 'aesthetics-jax evaluation report',
+                 staged: io_lib.Staged | None = None) -> Path:
+  """Renders and atomically writes the report (with `staged`'s files, if given); returns its
+  path."""
   local = io_lib.is_local(path)  # a cloud report links its explorer relative to its URL
   base = Path(path).parent.resolve() if local else str(io_lib.path(path).parent)
-  io_lib.atomic_write_text(path, render(models, dataset, demo, title, base=base))
+  page = render(models, dataset, demo, title, base=base)
+  if staged is not None:
+    return staged.write_text(path, page)
+  io_lib.atomic_write_text(path, page)
   return io_lib.path(path)

@@ -33,6 +33,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from aesthetics_jax import cpu_backend
+from aesthetics_jax import io as io_lib
 from aesthetics_jax import parallel
 from aesthetics_jax.data import pipeline
 from aesthetics_jax.evaluation import forward
@@ -150,13 +151,14 @@ def run(model, variables, source: Sequence, test: streaming.SplitSummary,
         tag_names: Mapping[int, str], scorecam_images: int, map_size: int, thumb_size: int,
         title: str, demo: bool, notes: Sequence[str] = (),
         global_scale: tuple[float, float] | None = None, masks_dir: str = '',
-        image_size: int = 0) -> dict[str, Any]:
+        image_size: int = 0, staged: io_lib.Staged | None = None) -> dict[str, Any]:
   """Writes `out_dir/index.html` (+ thumbs/, maps/) for the `test` rows of `source`.
 
   methods: in display order (`method_order`); `layers` as the evaluation's forward takes them.
   masks_dir: region masks `<id>.png` (as the localisation reads them, at `image_size`); the
     page then outlines each image's region and marks its low maps' peaks.
   global_scale: (lo, hi) of the global intensity (the intensity study's; default the test's).
+  staged: the folder lands with these files (`io_lib.Staged`) instead of at once.
   Returns `explorer_images`, `explorer_methods`, `explorer_scorecam_images`,
   `explorer_seconds` for metrics.json.
   """
@@ -178,7 +180,7 @@ def run(model, variables, source: Sequence, test: streaming.SplitSummary,
   writer = report_explorer.ExplorerWriter(
       out_dir, arch=arch, methods=methods, targets=names, title=title, demo=demo,
       method_images={'scorecam': n_score} if n_score < n and 'scorecam' in methods else {},
-      notes=notes, thumb_size=thumb_size, map_size=map_size)
+      notes=notes, thumb_size=thumb_size, map_size=map_size, staged=staged)
   row = 0
   with writer, tqdm(total=n, desc='explorer', unit='img', leave=False) as bar, \
       pipeline.closing(batches(source, max_examples=n)) as it:
