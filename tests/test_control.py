@@ -266,3 +266,21 @@ def test_a_damaged_data_stamp_is_named(tmp_path):
       f"^{tmp_path / 'ava' / 'control.json'}: cannot be read \\(JSONDecodeError: .*\\); it "
       'says which control data the models in .* were trained on: restore it, or use a fresh')):
     control_study.make_data(tmp_path, 8, 8)
+
+
+def test_a_workdir_of_other_flags_exits_2(tmp_path):
+  """A rerun with fewer --config.num_train_steps, another --config value or --nodecoys was
+  refused before any stage, yet exit 1 ('a run failed'), where the paper run's other flags
+  exit 2 (README: nothing ran)."""
+  import checkpoint_fixture
+  from aesthetics_jax.cli import common
+  c = control_config.apply_smoke(control_config.get_config())
+  control_study.make_data(tmp_path, 8, 8)
+  checkpoint_fixture.write_init_checkpoint(tmp_path / 'seed_0', c, step=int(c.num_train_steps))
+  fewer = c.copy_and_resolve_references()
+  fewer.num_train_steps = 1
+  for kw in ({'config': fewer}, {'decoys': False}):
+    with pytest.raises(control_study.ControlError) as e:
+      control_study.run_control(tmp_path, **{'config': c, 'seeds': [0], 'num_train': 8,
+                                             'num_test': 8, **kw})
+    assert common.exit_code(e.value) == 2, e.value

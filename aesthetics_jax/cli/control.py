@@ -20,7 +20,7 @@ Stages (each skipped on a rerun when its output is complete):
             worst seed. One seed can fool a method (README, "Explanations"): run several.
 --smoke: tiny data and 2 steps (for tests; a smoke model learns nothing); a --config.KEY,
 --num_train or --num_test given with it still applies. Errors are one line on stderr (exit 1;
-a bad flag or a busy workdir exits 2).
+a bad flag, a busy workdir, or one whose seeds or data other flags made, exits 2).
 """
 from __future__ import annotations
 

@@ -77,6 +77,12 @@ class ControlError(Exception):
   """A control run that cannot go on (one line)."""
 
 
+class ControlUsageError(ControlError):
+  """A workdir this run's flags cannot continue (other data, steps or settings), found before
+  any stage: exit 2 as for the paper run's other flags; it was exit 1."""
+  before_work = True
+
+
 def _log(msg: str) -> None:
   print(f'[control {time.strftime("%H:%M:%S")}] {msg}', file=sys.stderr, flush=True)
 
@@ -94,17 +100,17 @@ def make_data(w: Path, num_train: int, num_test: int, decoys: bool = True) -> Pa
   if made != want:
     if any(w.glob('seed_*')):  # models trained on other images: scoring them would mislead
       if isinstance(made, str):
-        raise ControlError(f'{made}; it says which control data the models in {w} were '
-                           'trained on: restore it, or use a fresh --workdir')
-      raise ControlError(f'{w} holds models trained on other control data than '
-                         f'{want} ({stamp}); use a fresh --workdir')
+        raise ControlUsageError(f'{made}; it says which control data the models in {w} '
+                                'were trained on: restore it, or use a fresh --workdir')
+      raise ControlUsageError(f'{w} holds models trained on other control data than '
+                              f'{want} ({stamp}); use a fresh --workdir')
     if not stamp.is_file():
       # Only data this command generated (stamped) is ever deleted: W/ava or W/tfds without
       # the stamp are someone's dataset (a paper run's workdir, the current folder).
       for old in (ava_dir, w / 'tfds'):
         if old.exists():
-          raise ControlError(f'{old} exists and is not control data (no {stamp}); pass a '
-                             'fresh --workdir, or delete it')
+          raise ControlUsageError(f'{old} exists and is not control data (no {stamp}); '
+                                  'pass a fresh --workdir, or delete it')
     for old in (ava_dir, w / 'tfds'):  # other images (and their masks, which the negative
       if old.exists():                 # control would otherwise hand out)
         shutil.rmtree(old)
@@ -265,15 +271,16 @@ def _run_control(w: Path, config, seeds: Sequence[int], num_train: int, num_test
     # the table said `total` steps (a rerun with a smaller --config.num_train_steps).
     latest = stages.latest_step(w / f'seed_{s}')
     if latest is not None and latest > total > 0:  # 0: num_epochs decides
-      raise ControlError(f'{w / f"seed_{s}"} holds a model trained for {latest} steps, more '
-                         f'than config.num_train_steps={total}: its maps would be reported as '
-                         f'{total} steps\'; pass --config.num_train_steps={latest}, or a fresh '
-                         '--workdir')
+      raise ControlUsageError(
+          f'{w / f"seed_{s}"} holds a model trained for {latest} steps, more than '
+          f'config.num_train_steps={total}: its maps would be reported as {total} steps\'; '
+          f'pass --config.num_train_steps={latest}, or a fresh --workdir')
     diff = trained_with_other_settings(w / f'seed_{s}', config)
     if diff:
-      raise ControlError(f'{w / f"seed_{s}"} holds a model trained with {"; ".join(diff[:3])}'
-                         f'{" ..." if len(diff) > 3 else ""}: its maps would be reported as '
-                         'this config\'s; pass the same --config values, or a fresh --workdir')
+      raise ControlUsageError(
+          f'{w / f"seed_{s}"} holds a model trained with {"; ".join(diff[:3])}'
+          f'{" ..." if len(diff) > 3 else ""}: its maps would be reported as this config\'s; '
+          'pass the same --config values, or a fresh --workdir')
   data_dir = make_data(w, num_train, num_test, decoys)
   out_json = w / 'control.json'
   key = {'num_train_steps': int(config.num_train_steps),
