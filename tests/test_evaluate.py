@@ -163,6 +163,9 @@ def test_untrained_control_is_skipped_with_a_reason_when_weights_are_gone(tmp_pa
     ({'eval.cam_layers': ('features.99',)},
      "config.eval.cam_layers=('features.99',): CAM layer 'features.99' is not a module"),
     ({'eval.faithfulness_steps': 0}, 'config.eval.faithfulness_steps=0: must be an integer'),
+    # A negative ScoreCAM image count: ScoreCAM silently left out.
+    ({'eval.faithfulness_scorecam_images': -1},
+     'config.eval.faithfulness_scorecam_images=-1: must be an integer >= 0'),
     ({'eval.masks_dir': '{tmp}/named_wrong'}, 'no mask for any of the 10 test images: it '
      'holds 1 .png files (e.g. 1_mask.png); name each mask <image_id>.png'),
     ({'eval.masks_dir': '{tmp}/file.txt'}, 'masks folder not found'),

@@ -165,6 +165,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'eval.bootstrap_samples': _int_at_least(0),
     'eval.faithfulness_images': _int_at_least(0),
     'eval.faithfulness_steps': _int_at_least(1),
+    # ScoreCAM's images: a negative count was taken as 0 (ScoreCAM silently left out).
+    'eval.faithfulness_scorecam_images': _int_at_least(0),
+    'eval.explorer_scorecam_images': _int_at_least(0),
     'eval.localization_images': _int_at_least(0),
     'eval.split_point_fit_images': _int_at_least(0),
     'eval.num_example_images': _int_at_least(0),
