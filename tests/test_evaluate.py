@@ -163,6 +163,9 @@ def test_untrained_control_is_skipped_with_a_reason_when_weights_are_gone(tmp_pa
     ({'eval.cam_layers': ('features.99',)},
      "config.eval.cam_layers=('features.99',): CAM layer 'features.99' is not a module"),
     ({'eval.faithfulness_steps': 0}, 'config.eval.faithfulness_steps=0: must be an integer'),
+    # An OverflowError traceback after the test pass.
+    ({'eval.faithfulness_steps': 10 ** 11}, 'config.eval.faithfulness_steps=100000000000: '
+     'more steps than the 4096 pixels of a 64-px image (config.input.image_size) repeat'),
     # A negative ScoreCAM image count: ScoreCAM silently left out.
     ({'eval.faithfulness_scorecam_images': -1},
      'config.eval.faithfulness_scorecam_images=-1: must be an integer >= 0'),

@@ -220,6 +220,7 @@ def problems(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
     if present and not ok(value):
       out.append(value_problem(key, value))
   out += _batch_memory_problems(config, prefix)
+  out += _faithfulness_steps_problems(config, prefix)
   if prefix:
     return out
   present, band = _get(config, 'input.weight_band')
@@ -279,6 +280,20 @@ def _batch_memory_problems(config: ml_collections.ConfigDict, prefix: str = '') 
                  f'{ram / 2**30:.1f} GiB of RAM; lower it to at most '
                  f'{ram // (value * row_bytes)} (the default is 2)')
   return out
+
+
+def _faithfulness_steps_problems(config: ml_collections.ConfigDict, prefix: str) -> list[str]:
+  """More deletion / insertion steps than an image has pixels repeat the same curve points:
+  --config.eval.faithfulness_steps=10**11 was an OverflowError traceback after the test pass."""
+  present, steps = _get(config, 'eval.faithfulness_steps')
+  _, size = _get(config, 'input.image_size')
+  if (not 'eval.faithfulness_steps'.startswith(prefix) or not present
+      or not _int_at_least(1)[0](steps) or not _int_at_least(1)[0](size)
+      or steps <= size * size):
+    return []
+  return [f'config.eval.faithfulness_steps={steps}: more steps than the {size * size} pixels '
+          f'of a {size}-px image (config.input.image_size) repeat the same curve points; use at '
+          f'most {size * size} (the default is 16)']
 
 
 def _cam_method_problems(config: ml_collections.ConfigDict) -> list[str]:
