@@ -434,3 +434,23 @@ def test_a_damaged_run_record_is_refused(tmp_path, text):
       f'^{tmp_path / paper_run.RUN_JSON}: cannot be read \\(.*\\), and it records the flags '
       'this workdir was run with, which a rerun must repeat; restore it, or pass a new')):
     paper_run.check_workdir(tmp_path, {'smoke': True, 'vgg16_views': 2, 'seed': 0})
+
+
+def test_a_damaged_prepared_dataset_names_this_commands_fix(tmp_path):
+  """A truncated shard of the run's own W/tfds said 'remove that folder and rerun
+  aesthetics-prepare-data, or choose another --data_dir': a command and a flag the paper run,
+  the demo and the control (stages.prepare_own) do not have."""
+  sys.path.insert(0, str(Path(__file__).parent))
+  import tiny_ava  # pylint: disable=import-outside-toplevel
+  ava = tiny_ava.write_tiny_ava(tmp_path / 'ava', num_train=8, num_test=8, size=32)
+  data_dir = tmp_path / 'tfds'
+  paper_run.stage_prepare(ava, data_dir)
+  shard = next((data_dir / 'ava' / 'style' / '1.0.0').glob('ava-test.array_record*'))
+  shard.write_bytes(shard.read_bytes()[:100])
+  with pytest.raises(ValueError) as e:
+    paper_run.stage_prepare(ava, data_dir)
+  assert str(e.value).startswith(
+      f'{data_dir / "ava" / "style" / "1.0.0"}: the prepared dataset cannot be used (damaged '
+      '(RuntimeError: ')
+  assert str(e.value).endswith(f'; delete {data_dir} and rerun the same command to prepare it '
+                               'again'), e.value

@@ -89,7 +89,7 @@ def _log(msg: str) -> None:
 
 def make_data(w: Path, num_train: int, num_test: int, decoys: bool = True) -> Path:
   """W/ava (reused when complete) and the prepared W/tfds; returns W/tfds."""
-  from aesthetics_jax.data import control, dataset  # pylint: disable=C0415
+  from aesthetics_jax.data import control  # pylint: disable=import-outside-toplevel
   ava_dir, stamp = w / 'ava', w / 'ava' / 'control.json'
   want = {'num_train': num_train, 'num_test': num_test, 'size': control_config.SIZE,
           'patch': control_config.PATCH, 'decoys': bool(decoys), 'version': control.VERSION}
@@ -120,7 +120,7 @@ def make_data(w: Path, num_train: int, num_test: int, decoys: bool = True) -> Pa
     _log(f'data: generated {ava_dir} ({num_train} train + {num_test} test)')
   else:
     _log(f'data: reused {ava_dir}')
-  dataset.prepare(ava_dir, w / 'tfds', 'style')
+  stages.prepare_own(ava_dir, w / 'tfds')
   return w / 'tfds'
 
 

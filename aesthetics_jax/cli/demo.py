@@ -189,7 +189,7 @@ def _run_demo(w: Path, smoke: bool, num_train: int | None, num_test: int | None,
   d_train, d_test = SIZES[smoke]
   check_workdir(w, num_train or d_train, num_test or d_test, seed)
   make_data(ava_dir, num_train or d_train, num_test or d_test, seed)
-  res = dataset.prepare(ava_dir, data_dir, 'style')
+  res = stages.prepare_own(ava_dir, data_dir)
   # Both models' training images decoded and resized once (they crop from them).
   dataset.prepare_resized(data_dir, 'style', sorted(
       {int(demo_config(a, smoke).input.resize_size) for a in ARCHS}), progress=False)

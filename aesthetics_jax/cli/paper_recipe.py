@@ -246,7 +246,7 @@ def stage_weights(w: Path, weights: str | None, archs: list[str], configs: dict,
 
 def stage_prepare(ava_dir: Path, data_dir: Path):
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
-  res = dataset.prepare(ava_dir, data_dir, 'style')
+  res = stages.prepare_own(ava_dir, data_dir)
   # The paper configs' 256-px training images, decoded and resized once (training crops them).
   for size, (path, what) in dataset.prepare_resized(data_dir, 'style', [256]).items():
     _log(f'train images resized to {size}: {path} ({what})')

@@ -17,6 +17,21 @@ SMOKE_EVAL = {'eval.cam_methods': ('gradcam',), 'eval.faithfulness_images': 8,
               'eval.num_example_images': 2}
 
 
+def prepare_own(ava_dir: Path, data_dir: Path):
+  """`dataset.prepare` of a job's own W/tfds. A dataset there that cannot be used (a truncated
+  shard, data made again since) said 'remove that folder and rerun aesthetics-prepare-data, or
+  choose another --data_dir', a command and a flag these jobs do not have."""
+  from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
+  try:
+    return dataset.prepare(ava_dir, data_dir, 'style')
+  except dataset.DataDirError as e:
+    where = str(dataset.dataset_dir(data_dir, 'style'))
+    cause = str(e).removeprefix(where).removeprefix(': ').split('; ')[0]
+    raise dataset.DataDirError(f'{where}: the prepared dataset cannot be used ({cause}); '
+                               f'delete {data_dir} and rerun the same command to prepare it '
+                               'again') from None
+
+
 def latest_step(workdir: Path) -> int | None:
   """The newest checkpoint step of a training workdir (None without checkpoints)."""
   from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
