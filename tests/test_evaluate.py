@@ -166,6 +166,9 @@ def test_untrained_control_is_skipped_with_a_reason_when_weights_are_gone(tmp_pa
     # An OverflowError traceback after the test pass.
     ({'eval.faithfulness_steps': 10 ** 11}, 'config.eval.faithfulness_steps=100000000000: '
      'more steps than the 4096 pixels of a 64-px image (config.input.image_size) repeat'),
+    # After the test pass: 'out of memory ... lower --config.eval.batch_size'.
+    ({'eval.bootstrap_samples': 10 ** 11}, 'config.eval.bootstrap_samples=100000000000: '
+     '100000000000 resamples of 16 images take at least 1.19e+04 GiB and this machine has'),
     # A negative ScoreCAM image count: ScoreCAM silently left out.
     ({'eval.faithfulness_scorecam_images': -1},
      'config.eval.faithfulness_scorecam_images=-1: must be an integer >= 0'),

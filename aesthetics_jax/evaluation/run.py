@@ -105,6 +105,13 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
     missing.before_work = True  # a usage error (exit 2), as train's: it was exit 1
     raise missing from None
   _check_same_data(workdir, config)
+  # The bootstraps resample the test images and the split-point fit images.
+  n_test, max_test = len(sources['test']), int(config.data.max_test_images)
+  problem = config_checks.bootstrap_problem(
+      config, max(min(n_test, max_test or n_test),
+                  min(len(sources['train']), int(ec.split_point_fit_images))))
+  if problem:
+    raise EvalConfigError(problem)
   try:
     masks = ground_truth.masks_dir(config)
   except FileNotFoundError as e:  # a --masks_dir that is not a folder

@@ -333,6 +333,22 @@ def device_problems(config: ml_collections.ConfigDict, num_devices: int) -> list
   return out
 
 
+def bootstrap_problem(config: ml_collections.ConfigDict, num_images: int) -> str | None:
+  """The one-line problem of `config.eval.bootstrap_samples` resamples of `num_images`
+  images whose indices alone (int64, all drawn at once) exceed this machine's RAM, or None.
+  --config.eval.bootstrap_samples=10**11 was 'out of memory ... lower --config.eval.batch_size'
+  after the test pass."""
+  from aesthetics_jax import cpu_backend  # pylint: disable=import-outside-toplevel
+  ram, samples = cpu_backend.physical_memory(), int(config.eval.bootstrap_samples)
+  need = 8 * samples * num_images
+  if not ram or num_images < 1 or need <= ram:
+    return None
+  return (f'config.eval.bootstrap_samples={samples}: {samples} resamples of {num_images} '
+          f'images take at least {need / 2**30:.3g} GiB and this machine has '
+          f'{ram / 2**30:.1f} GiB of RAM; lower it to at most {ram // (8 * num_images)} (the '
+          'default is 1000)')
+
+
 def cam_layers_problem(config: ml_collections.ConfigDict, model) -> str | None:
   """The one-line problem of `config.eval.cam_layers` for `model` (not a module of its
   encoder), or None."""
