@@ -388,6 +388,20 @@ def test_a_resume_that_lengthens_a_cosine_schedule_says_so(data_dir, tmp_path, c
                   'not 0; the run will not equal one uninterrupted 2-step run'], said
 
 
+def test_sigterm_before_the_first_checkpoint_says_the_rerun_starts_again(tmp_path):
+  """SIGTERM during the feature cache build of a fresh run said 'the checkpoints so far are
+  kept' where there were none."""
+  from aesthetics_jax.cli import train as train_cli  # pylint: disable=import-outside-toplevel
+  (tmp_path / 'checkpoints').mkdir()  # made before the cache is built
+  assert train_cli.terminated_line(str(tmp_path), None) == (
+      'terminated (SIGTERM): rerun the same command to start again (no checkpoint was saved '
+      'yet)')
+  (tmp_path / 'checkpoints' / '7').mkdir()
+  assert train_cli.terminated_line(str(tmp_path), None) == (
+      'terminated (SIGTERM): rerun the same command to resume from the last checkpoint '
+      f'({tmp_path / "checkpoints" / "7"})')
+
+
 def test_sigterm_during_the_final_test_lets_the_run_finish(data_dir, tmp_path, monkeypatch):
   """SIGTERM during the test after the last step raised there, where it could land in a
   callback that only prints its errors: once in 8 runs, 'Terminated: None' and exit 0."""

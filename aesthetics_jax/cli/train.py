@@ -147,7 +147,7 @@ def _train(config) -> None:
         signal.signal(signal.SIGTERM, stop)
       result = trainer.train_and_evaluate(config, _WORKDIR.value, stop)
   except trainer.Terminated as e:
-    common.fail('train', _terminated_line(e.step), EXIT_TERMINATED)
+    common.fail('train', terminated_line(_WORKDIR.value, e.step), EXIT_TERMINATED)
   except pretrained.PretrainedError as e:
     # --config.model.init_weights missing, unreadable or another model's: the trainer loads
     # them before it writes anything, so this is a bad flag (exit 2).
@@ -169,11 +169,14 @@ def _train(config) -> None:
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a run SIGTERM ended
 
 
-def _terminated_line(step: int | None) -> str:
-  where = os.path.join(_WORKDIR.value, 'checkpoints')
-  saved = (f' at step {step}, checkpointed in {os.path.join(where, str(step))}'
-           if step is not None else f'; the checkpoints so far are kept ({where})')
-  return f'terminated (SIGTERM){saved}: rerun the same command to continue'
+def terminated_line(workdir: str, step: int | None) -> str:
+  """The line of a run SIGTERM stopped: at `step`, checkpointed; None: before the loop (the
+  feature cache build), where 'the checkpoints so far' could be none."""
+  if step is None:
+    return f'terminated (SIGTERM): rerun the same command to {_resume_point(workdir)}'
+  return (f'terminated (SIGTERM) at step {step}, checkpointed in '
+          f'{os.path.join(workdir, "checkpoints", str(step))}: rerun the same command to '
+          'continue')
 
 
 def _check_values(config) -> None:
