@@ -545,6 +545,9 @@ def test_config_eval_override_changes_the_box(files, cli):
      '--overlay_dir; the JSON lines go to a file of their own: pass e.g. --output={tmp}/ov/'),
     (['--output={tmp}/c', '--crop_dir={tmp}/./c/', 'x.jpg'], '--output={tmp}/c is also --crop_dir'),
     ([], 'no images given'),
+    # Was '--top_k must be >= 0 and --batch_size >= 1' for either: the bad one is named.
+    (['--batch_size=0', 'x.jpg'], 'predict: --batch_size=0: must be >= 1'),
+    (['--top_k=-1', 'x.jpg'], 'predict: --top_k=-1: must be >= 0'),
 ])
 def test_usage_errors_are_one_line_before_the_model_loads(files, tmp_path, args, expect):
   """Exit 2, one stderr line, nothing on stdout; the checkpoint is never opened (orbax would

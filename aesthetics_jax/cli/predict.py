@@ -85,8 +85,11 @@ def check_flags(argv: Sequence[str]) -> tuple[str | None, list[str | dict]]:
   if len(argv) < 2:
     common.usage_error('predict', 'no images given; pass image files, folders or glob '
                        'patterns after the flags')
-  if _TOP_K.value < 0 or _BATCH.value < 1:
-    common.usage_error('predict', '--top_k must be >= 0 and --batch_size >= 1')
+  # Each named with its value: one line for both left the user to find the bad one.
+  if _TOP_K.value < 0:
+    common.usage_error('predict', f'--top_k={_TOP_K.value}: must be >= 0 (0 = no tags)')
+  if _BATCH.value < 1:
+    common.usage_error('predict', f'--batch_size={_BATCH.value}: must be >= 1')
   if not os.path.isdir(_WORKDIR.value) and '://' not in _WORKDIR.value:
     common.usage_error('predict', f'--workdir={_WORKDIR.value}: no such folder; pass a '
                        'training workdir (aesthetics-train writes it)')
