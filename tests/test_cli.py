@@ -486,3 +486,32 @@ def test_a_full_disk_names_the_workdir_and_the_fix(tmp_path, command):
   assert r.stderr.strip().splitlines() == [
       f'{command}: {tmp_path}: No space left on device; free space or fix the storage, then '
       'rerun the same command to continue'], r.stderr[-2000:]
+
+
+_SIGTERM_IN_A_CALLBACK = '''
+import os, signal, sys, time
+from aesthetics_jax.cli import common
+class Terminated(KeyboardInterrupt):  # as train's: its raiser notices a lost request itself
+  pass
+def stop(signum, frame):
+  raise Terminated()
+class Dropped:
+  def __del__(self):
+    os.kill(os.getpid(), signal.SIGTERM)
+def main(argv):
+  signal.signal(signal.SIGTERM, stop)
+  Dropped()
+  time.sleep(0.5)
+  print('noticed the request itself')
+common.run(main, 'doc')
+'''
+
+
+def test_a_lost_sigterm_is_not_turned_into_ctrl_c():
+  """train's SIGTERM exception (a KeyboardInterrupt subclass) lost in such a callback came
+  back as Ctrl-C: 'interrupted (Ctrl-C)', exit 130, where train exits 143 naming its
+  checkpoint. Only Ctrl-C's own exception is raised again; nothing is printed for the other."""
+  r = subprocess.run([sys.executable, '-c', _SIGTERM_IN_A_CALLBACK], capture_output=True,
+                     text=True, timeout=60)
+  assert r.returncode == 0 and 'noticed the request itself' in r.stdout, (r.returncode, r.stderr)
+  assert 'Ctrl-C' not in r.stderr and 'Exception ignored' not in r.stderr, r.stderr

@@ -287,6 +287,10 @@ def _redeliver_lost_interrupt(previous: Callable) -> Callable:
     if not isinstance(unraisable.exc_value, KeyboardInterrupt):
       previous(unraisable)
       return
+    if type(unraisable.exc_value) is not KeyboardInterrupt:
+      # A subclass (train's Terminated, SIGTERM's): raised again as Ctrl-C it said
+      # 'interrupted (Ctrl-C)', exit 130; its raiser notices the lost request itself.
+      return
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # interrupt_once's: not for good
       signal.signal(signal.SIGINT, interrupt_once)
     # From another thread, a moment later: raised now, it would land in this hook and be
