@@ -320,6 +320,10 @@ def test_layout_sizes_at_224():
   assert 'per view' in vgg.describe() and 'in RAM' in vgg.describe()
   with pytest.raises(TrainingError, match='config.cache.dtype'):
     cache_store.storage_dtype('float64', (3,))
+  # --config.cache.ram_budget_gb=1e300, as good as no limit, was an OverflowError traceback.
+  huge = feature_cache.layout(models.create_model(models.model_config()),
+                              _config('mobilenet_v2', **{'cache.ram_budget_gb': 1e300}), 10, 5)
+  assert not huge.on_disk and 'in RAM' in huge.describe()
 
 
 def test_trainer_disk_cache_equals_ram_and_resumes(data_dir, tmp_path, capsys):

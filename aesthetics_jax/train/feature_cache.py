@@ -106,7 +106,8 @@ def layout(model, config, num_train: int, num_test: int, num_validation: int = 0
       num_views=max(1, int(config.cache.num_train_views)), num_train=int(num_train),
       num_test=int(num_test), num_validation=int(num_validation), view_shape=shape,
       dtype=cache_store.storage_dtype(str(config.cache.dtype), shape),
-      ram_budget_bytes=int(budget * 2**30))
+      # Capped: a budget past int64 bytes (1e300 GB: inf) was an OverflowError traceback.
+      ram_budget_bytes=int(min(budget * 2**30, 2**63 - 1)))
 
 
 def describe_online(config, total_steps: int, num_test: int) -> str:
