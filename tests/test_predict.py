@@ -518,6 +518,15 @@ def test_empty_map_is_reported_not_turned_into_the_full_frame(files, tmp_path):
       '"crop": null)')
 
 
+def test_eval_overrides_follow_the_trainers_value_rules(files):
+  """--config.eval.batch_size=0 (or eval.bootstrap_samples=-5) was taken by aesthetics-predict
+  and the API without a word, while aesthetics-evaluate refused it."""
+  _, wd, good, _, _ = files
+  r = _run(f'--workdir={wd}', '--config.eval.batch_size=0', good)
+  assert r.returncode == 2 and r.stdout == ''
+  assert r.stderr.strip() == 'predict: config.eval.batch_size=0: must be an integer >= 1'
+
+
 def test_config_eval_override_changes_the_box(files, cli):
   """`--config.eval.box_threshold` reaches the predictor: a higher threshold than the config's
   0.2 (the `cli` run's box of the same image), a tighter box."""
@@ -731,3 +740,4 @@ def test_a_large_batch_holds_a_bounded_number_of_working_copies(files, tmp_path,
   bare = list(p.predict_files(photos, batch_size=1000))
   assert not any(kept) and len(kept) == 7  # no pixels held: nothing is drawn from them
   assert [drop(r) for r in bare] == [drop(r) for r in small]
+

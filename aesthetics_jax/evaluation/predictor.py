@@ -39,6 +39,7 @@ from aesthetics_jax.evaluation.records import (DEFAULT_TOP_K, box_fields, non_fi
 from aesthetics_jax.explain import cam
 from aesthetics_jax.explain import crop
 from aesthetics_jax.report import overlays
+from aesthetics_jax.train import config_checks
 from aesthetics_jax.train import restore
 
 
@@ -67,6 +68,11 @@ class Predictor:
     self.size = int(self.config.input.image_size)
     self.method = cam.canonical_method(cam_method or str(self.config.eval.cam_method))
     self.threshold = check_box_threshold(self.config.eval.box_threshold)
+    # The trainer's value rules (as evaluate's): predict and the API took any value of a key
+    # they do not read (--config.eval.batch_size=0) without a word.
+    for key in overrides or {}:
+      if problem := config_checks.value_problem(key, overrides_lib.flat_keys(self.config)[key]):
+        raise overrides_lib.OverrideError(problem)
     # AVA's 66 names when the dataset that recorded them is not at hand (a moved workdir).
     self.tag_names = ground_truth.tag_names(self.config) or dict(
         enumerate(demo_data.TAG_NAMES, start=1))
