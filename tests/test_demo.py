@@ -136,3 +136,34 @@ def test_a_rerun_with_other_data_flags_is_refused(tmp_path):
     demo.run_demo(tmp_path, smoke=True, num_train=3, num_test=2, seed=1)
   assert common.exit_code(e.value) == 2
   assert (tmp_path / 'ava' / demo_data.MANIFEST).read_text() == manifest
+
+
+def test_a_model_process_killed_is_one_line(tmp_path, monkeypatch):
+  """A demo model's process killed (the out-of-memory killer, kill -9) ended the demo in a
+  BrokenProcessPool traceback; now a TrainingError line (exit 1) that says to rerun."""
+  import concurrent.futures
+  from concurrent.futures.process import BrokenProcessPool
+  from aesthetics_jax.cli import demo
+  from aesthetics_jax.train.errors import TrainingError
+
+  class KilledPool:
+    def __init__(self, *args, **kwargs):
+      pass
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc):
+      return False
+
+    def submit(self, *args):
+      f = concurrent.futures.Future()
+      f.set_exception(BrokenProcessPool('A process in the process pool was terminated '
+                                        'abruptly while the future was running or pending.'))
+      return f
+
+  monkeypatch.setattr(concurrent.futures, 'ProcessPoolExecutor', KilledPool)
+  with pytest.raises(TrainingError, match=(
+      r"^a model's process ended abruptly \(killed: out of memory, or a signal\); "
+      'what was written is kept .*: rerun the same command to continue')):
+    demo._run_archs_in_parallel(tmp_path, True)

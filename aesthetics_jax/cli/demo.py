@@ -132,6 +132,15 @@ def _run_archs_in_parallel(w: Path, smoke: bool) -> None:
     for a in ARCHS:
       try:
         futures[a].result()
+      except concurrent.futures.process.BrokenProcessPool as e:
+        # Killed (the kernel's out-of-memory killer, kill -9): a BrokenProcessPool traceback.
+        from aesthetics_jax.train.errors import TrainingError  # pylint: disable=C0415
+        # The pool is broken for both models: which one's process died is not known here.
+        raise TrainingError(
+            "a model's process ended abruptly (killed: out of memory, or a signal); what was "
+            'written is kept (checkpoints, finished evaluations): rerun the same command to '
+            f'continue, or with --noparallel to train one model at a time (output: '
+            f'{w}/<model>/demo.log)') from e
       except Exception as e:  # pylint: disable=broad-except
         msg = f'{a}: {e} (full output: {logs[a]})'
         try:
