@@ -179,6 +179,8 @@ def test_untrained_control_is_skipped_with_a_reason_when_weights_are_gone(tmp_pa
     # changed nothing; a model key would rebuild another model around the weights.
     ({'data.subset': 'all'}, "data.subset='all', but the model was trained on 'style'"),
     ({'eval.box_treshold': 0.3}, 'did you mean eval.box_threshold'),
+    # Was 'no prepared dataset; run `aesthetics-prepare-data ... --data_dir= ...`'.
+    ({'data.data_dir': ''}, 'config.data.data_dir is empty; pass --config.data.data_dir='),
     ({'model.width_mult': 1.0}, 'model.width_mult cannot change here'),
 ])
 def test_bad_settings_fail_before_any_image_is_read(evaluated, tmp_path, monkeypatch,

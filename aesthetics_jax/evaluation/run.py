@@ -97,6 +97,9 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
   arch, size = str(config.model.arch), int(config.input.image_size)
   ec = config.eval
   check_eval_config(config)
+  if not str(config.data.data_dir):  # the 'no prepared dataset' line named '--data_dir= '
+    raise EvalConfigError('config.data.data_dir is empty; pass --config.data.data_dir=<the '
+                          'prepared TFDS dir the model was trained on>, or leave it out')
   try:
     sources = dataset.load_sources(config.data.data_dir, config.data.subset)
   except FileNotFoundError as e:  # most often a dataset moved since training
