@@ -208,6 +208,27 @@ def test_bad_settings_fail_before_any_image_is_read(evaluated, tmp_path, monkeyp
   assert (wd / 'eval' / 'metrics.json').read_bytes() == before
 
 
+def test_eval_batch_size_is_capped_at_the_largest_pass(evaluated, monkeypatch):
+  """Every batch is padded to the batch size: --config.eval.batch_size=20000 evaluated 8 test
+  images in 3.5 GB and 4.5x the time. The fixture's largest pass: its 16 training images."""
+  from aesthetics_jax.evaluation import run as eval_run
+  from aesthetics_jax.evaluation import streaming
+  wd, _ = evaluated
+  seen = []
+
+  class Stop(Exception):
+    pass
+
+  def first_pass(forward, summarize, variables, batches, *a, **k):
+    seen.append(int(batches.keywords['config'].eval.batch_size))
+    raise Stop  # nothing more to see
+
+  monkeypatch.setattr(streaming, 'collect', first_pass)
+  with pytest.raises(Stop):
+    eval_run.evaluate(wd, overrides={'eval.batch_size': 20000})
+  assert seen == [16]
+
+
 def test_unreadable_mask_counts_as_no_region_and_is_named(tmp_path):
   from PIL import Image
   from aesthetics_jax.evaluation.evaluators import localization
