@@ -439,3 +439,26 @@ def test_segment_boundaries_and_index_blocks():
     block = sampling.train_indices_block(3, 9, 10, 4, 5, c)
     want = np.stack([sampling.train_indices(s, 10, 4, 5, c) for s in range(3, 12)])
     np.testing.assert_array_equal(block, want)
+
+
+def test_a_huge_eval_batch_size_is_capped_at_the_rows(data_dir, tmp_path, monkeypatch):
+  """Evaluation batches are padded to the batch size: --config.eval.batch_size=20000 built the
+  smoke run's cache and evaluated it in 3 GB and 3x the time. The batches hold at most the
+  rows, rounded up to the devices."""
+  sizes = []
+  encode_rows, test_batches = feature_cache.encode_rows, feature_cache.FeatureCache.test_batches
+
+  def encode_rows_spy(*a, **k):
+    sizes.append(('encode', a[6]))  # (..., rows, mesh, batch_size, ...)
+    return encode_rows(*a, **k)
+
+  def test_batches_spy(self, batch_size):
+    sizes.append(('test', batch_size))
+    return test_batches(self, batch_size)
+
+  monkeypatch.setattr(feature_cache, 'encode_rows', encode_rows_spy)
+  monkeypatch.setattr(feature_cache.FeatureCache, 'test_batches', test_batches_spy)
+  trainer.train_and_evaluate(_config('mobilenet_v2', data_dir, **{'eval.batch_size': 20000}),
+                             tmp_path / 'w')
+  devices = parallel.train_mesh().size
+  assert sizes and max(s for _, s in sizes) <= -(-16 // devices) * devices, sizes

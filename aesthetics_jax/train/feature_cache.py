@@ -359,7 +359,8 @@ def _fill(model, variables, train_source, test_source, validation_source, config
     flip, seed = bool(config.input.random_flip), int(config.seed)
     encode = make_encode_fn(model, str(config.input.normalize), cacheable=True,
                             num_shards=mesh.size)
-    bs = int(config.eval.batch_size or config.batch_size)
+    bs = parallel.capped_batch_size(int(config.eval.batch_size or config.batch_size),
+                                    max(n, m, v), mesh.size)
     k_views, workers = lay.num_views, ip.num_workers(config)
     views_fn = train_views_fn(rs, s, seed, k_views, flip,
                               resized_store.resized_fn(train_source, rs))

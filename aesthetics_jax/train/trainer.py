@@ -464,10 +464,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
              if is_main and n_cams > 0 else None)
 
   max_test = int(config.data.max_test_images) or None
-  eval_bs = int(config.eval.batch_size or config.batch_size)
+  n_test = len(test_src) if max_test is None else min(len(test_src), max_test)
+  n_val = len(val_src) if split.enabled else 0
+  eval_bs = parallel.capped_batch_size(int(config.eval.batch_size or config.batch_size),
+                                       max(n_test, n_val), mesh.size)
   if frozen:  # the cost of the cache (or of the online mode) before paying it
-    n_test = len(test_src) if max_test is None else min(len(test_src), max_test)
-    n_val = len(val_src) if split.enabled else 0
     cost = (feature_cache.layout(model, config, n_train, n_test, n_val).describe(
         str(workdir / 'cache')) if use_cache
             else feature_cache.describe_online(config, total, n_test))
