@@ -29,8 +29,11 @@ import zlib
 
 import numpy as np
 from PIL import Image
-from PIL import ImageCms
 from PIL import ImageFile
+try:  # LittleCMS: in every Pillow wheel; a Pillow built without it reads pixels as sRGB
+  from PIL import ImageCms
+except ImportError:  # pragma: no cover
+  ImageCms = None
 
 from aesthetics_jax.data.errors import InputError
 
@@ -417,7 +420,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
   return img.convert('RGB')
 
 
-_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB'))
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')) if ImageCms else None
 # Every 8-bit level step of 36 on each channel (8³ colours): what tells sRGB-like profiles.
 _PROBE = np.stack(np.meshgrid(*[np.arange(0, 256, 36, dtype=np.uint8)] * 3), -1).reshape(1, -1, 3)
 
@@ -429,7 +432,7 @@ def srgb_transform(icc: bytes | None) -> ImageCms.ImageCmsTransform | None:
   does not parse (shown as sRGB by browsers too), or one that moves no probe colour by more
   than one 8-bit level (sRGB under any of its names, or a variant of it: transforming would
   only add rounding)."""
-  if not isinstance(icc, bytes) or icc[16:20] != b'RGB ':
+  if ImageCms is None or not isinstance(icc, bytes) or icc[16:20] != b'RGB ':
     return None
   try:
     source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
