@@ -167,3 +167,18 @@ def test_a_model_process_killed_is_one_line(tmp_path, monkeypatch):
       r"^a model's process ended abruptly \(killed: out of memory, or a signal\); "
       'what was written is kept .*: rerun the same command to continue')):
     demo._run_archs_in_parallel(tmp_path, True)
+
+
+def test_a_full_disk_in_the_data_stage_names_no_other_commands_flag(tmp_path, monkeypatch):
+  """The demo's data on a full disk said '(choose a writable --out_dir with ~50 MB free)', a
+  flag of aesthetics-make-demo-data; the disk's error reaches the command's one line."""
+  import errno
+  from aesthetics_jax.cli import demo
+  from aesthetics_jax.data import demo as demo_data
+
+  def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, 'No space left on device', str(tmp_path / 'AVA.txt'))
+
+  monkeypatch.setattr(demo_data, '_generate', full)
+  with pytest.raises(OSError, match='No space left on device'):
+    demo.make_data(tmp_path, 3, 2, 0)

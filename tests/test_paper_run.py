@@ -454,3 +454,23 @@ def test_a_damaged_prepared_dataset_names_this_commands_fix(tmp_path):
       '(RuntimeError: ')
   assert str(e.value).endswith(f'; delete {data_dir} and rerun the same command to prepare it '
                                'again'), e.value
+
+
+def test_a_full_disk_in_the_data_stage_names_the_file_and_the_fix(tmp_path, monkeypatch):
+  """The data stage on a full disk said '(choose a writable --out_dir with ~2.5 GB free)', a
+  flag of aesthetics-make-demo-data (and 2.5 GB with --smoke); the disk's error reaches the
+  command, whose line names the file and says to free space and rerun."""
+  import errno  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.cli import common  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import paper_size  # pylint: disable=import-outside-toplevel
+  where = str(tmp_path / 'ava' / 'images' / '1.jpg')
+
+  def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, 'No space left on device', where)
+
+  monkeypatch.setattr(paper_size, '_generate', full)
+  with pytest.raises(OSError) as e:
+    paper_run.stage_data(tmp_path, None, True, 0, 1)
+  assert common.storage_line(e.value, tmp_path) == (
+      f'{where}: No space left on device; free space or fix the storage, then rerun the same '
+      'command to continue')

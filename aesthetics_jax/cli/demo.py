@@ -74,7 +74,12 @@ def demo_config(arch: str, smoke: bool):
 def make_data(ava_dir: Path, num_train: int, num_test: int, seed: int) -> None:
   """Generates the demo dataset (demo_data reuses a complete one with the same settings)."""
   from aesthetics_jax.data import demo as demo_data  # pylint: disable=import-outside-toplevel
-  summary = demo_data.generate(ava_dir, num_train, num_test, seed, progress=True)
+  try:
+    summary = demo_data.generate(ava_dir, num_train, num_test, seed, progress=True)
+  except demo_data.DemoDataError as e:
+    if cause := stages.storage_cause(e):
+      raise cause from None
+    raise
   _log(f'demo data: {"reused" if summary.get("reused") else "generated"} {ava_dir} '
        f'({num_train} train + {num_test} test)')
 

@@ -97,8 +97,13 @@ def stage_data(w: Path, ava_dir: str | None, smoke: bool, seed: int, workers: in
     return 'given', None, {'ava_dir': str(ava_dir)}
   from aesthetics_jax.data import paper_size  # pylint: disable=import-outside-toplevel
   kw = SMOKE_DATA if smoke else {}
-  s = paper_size.generate(w / 'ava', seed=seed, workers=1 if smoke else workers,
-                          progress=not smoke, **kw)
+  try:
+    s = paper_size.generate(w / 'ava', seed=seed, workers=1 if smoke else workers,
+                            progress=not smoke, **kw)
+  except ValueError as e:
+    if cause := stages.storage_cause(e):
+      raise cause from None
+    raise
   _log(paper_size.format_summary(s).replace('\n', '\n    '))
   images = sum(s['num_listed'].values()) - s['num_missing']
   info = {k: s[k] for k in ('num_listed', 'num_train', 'num_test', 'num_untagged',

@@ -17,6 +17,16 @@ SMOKE_EVAL = {'eval.cam_methods': ('gradcam',), 'eval.faithfulness_images': 8,
               'eval.num_example_images': 2}
 
 
+def storage_cause(e: BaseException) -> OSError | None:
+  """The OSError (a full or failing disk: common.STORAGE_ERRNOS) behind a data generator's
+  error, whose line names make_demo_data's --out_dir ('choose a writable --out_dir with ~2.5
+  GB free'), a flag these jobs do not take; raised instead, `common.storage_line` names the
+  file and the fix. None for other errors."""
+  from aesthetics_jax.cli import common  # pylint: disable=import-outside-toplevel
+  cause = e.__context__
+  return cause if common.storage_line(cause, '') else None
+
+
 def prepare_own(ava_dir: Path, data_dir: Path):
   """`dataset.prepare` of a job's own W/tfds. A dataset there that cannot be used (a truncated
   shard, data made again since) said 'remove that folder and rerun aesthetics-prepare-data, or
