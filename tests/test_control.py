@@ -284,3 +284,24 @@ def test_a_workdir_of_other_flags_exits_2(tmp_path):
       control_study.run_control(tmp_path, **{'config': c, 'seeds': [0], 'num_train': 8,
                                              'num_test': 8, **kw})
     assert common.exit_code(e.value) == 2, e.value
+
+
+def test_data_stopped_half_made_is_made_again(tmp_path, monkeypatch):
+  """A disk that filled (or Ctrl-C) while the control wrote its images left W/ava without its
+  stamp: the rerun, asked for by the error line, refused it as 'not control data'."""
+  import errno
+  from aesthetics_jax.data import control
+  real = control.generate
+
+  def full(out_dir, *args, **kwargs):
+    (Path(out_dir) / 'images').mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / 'images' / '1.jpg').write_bytes(b'half')
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  monkeypatch.setattr(control, 'generate', full)
+  with pytest.raises(OSError):
+    control_study.make_data(tmp_path, 8, 8)
+  monkeypatch.setattr(control, 'generate', real)
+  control_study.make_data(tmp_path, 8, 8)
+  assert not (tmp_path / 'ava' / 'images' / '1.jpg').exists()
+  assert json.loads((tmp_path / 'ava' / 'control.json').read_text())['num_train'] == 8

@@ -114,6 +114,10 @@ def make_data(w: Path, num_train: int, num_test: int, decoys: bool = True) -> Pa
     for old in (ava_dir, w / 'tfds'):  # other images (and their masks, which the negative
       if old.exists():                 # control would otherwise hand out)
         shutil.rmtree(old)
+    # Stamped as this command's before the first image: a run stopped in between (a full
+    # disk, Ctrl-C) left W/ava unstamped, and the rerun refused it as someone else's data.
+    ava_dir.mkdir(parents=True)
+    io_lib.atomic_write_text(stamp, json.dumps({'incomplete': want}))
     control.generate(ava_dir, num_train=num_train, num_test=num_test,
                      size=control_config.SIZE, patch=control_config.PATCH, decoys=decoys)
     io_lib.atomic_write_text(stamp, json.dumps(want))
