@@ -391,13 +391,20 @@ def test_a_resume_that_lengthens_a_cosine_schedule_says_so(data_dir, tmp_path, c
 def test_sigterm_before_the_first_checkpoint_says_the_rerun_starts_again(tmp_path):
   """SIGTERM during the feature cache build of a fresh run said 'the checkpoints so far are
   kept' where there were none."""
-  from aesthetics_jax.cli import train as train_cli  # pylint: disable=import-outside-toplevel
+  import subprocess
+  import sys
+
+  def line() -> str:  # in a child: the CLI module defines absl flags (test_cli's rule)
+    code = ('import sys; from aesthetics_jax.cli import train; '
+            'print(train.terminated_line(sys.argv[1], None))')
+    return subprocess.run([sys.executable, '-c', code, str(tmp_path)], capture_output=True,
+                          text=True, check=True, timeout=120).stdout.strip()
   (tmp_path / 'checkpoints').mkdir()  # made before the cache is built
-  assert train_cli.terminated_line(str(tmp_path), None) == (
+  assert line() == (
       'terminated (SIGTERM): rerun the same command to start again (no checkpoint was saved '
       'yet)')
   (tmp_path / 'checkpoints' / '7').mkdir()
-  assert train_cli.terminated_line(str(tmp_path), None) == (
+  assert line() == (
       'terminated (SIGTERM): rerun the same command to resume from the last checkpoint '
       f'({tmp_path / "checkpoints" / "7"})')
 
