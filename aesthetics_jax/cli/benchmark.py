@@ -123,6 +123,12 @@ flags.DEFINE_list('fed_cache_views', [str(n) for n in _D.fed_cache_views], '--wh
 flags.register_validator('fed_cache_views', lambda v: bool(v) and all(
     n.isdigit() and int(n) > 0 for n in v), '--fed_cache_views: positive integers, e.g. 4,1')
 flags.register_validator('fed_cache_rows', lambda v: v > 0, '--fed_cache_rows: > 0')
+flags.DEFINE_integer('fed_batch_size', _D.fed_batch_size, '--what=input (with '
+                     '--input_vs_model): the global batch of the model fed by the pipeline and '
+                     'of those builds (a multiple of the device count).', lower_bound=1)
+flags.DEFINE_integer('fed_batches', _D.fed_batches, '--what=input (with --input_vs_model): '
+                     'batches a timed block runs (long against the 3 a pipeline holds ready, '
+                     'which run untimed).', lower_bound=1)
 flags.DEFINE_bool('grain', _D.grain, "--what=input: also time google's grain doing the "
                   "same work (threads and processes; needs the optional extra: pip install "
                   "-e '.[bench]'; skipped if grain does not import).")
