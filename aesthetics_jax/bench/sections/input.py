@@ -179,12 +179,13 @@ def _vs_model(opts: Options, per_worker_ips: float) -> dict[str, Any]:
 
   A block times `opts.fed_batches` batches of `opts.fed_batch_size` images (10: long against
   the batches a pipeline holds ready when a block starts). The pipelines work ahead
-  (`input.prefetch` batches queued, one more in hand), so a fed block first consumes that many untimed, and after it
-  an untimed pause lets its pipeline finish refilling: work a pipeline did after its block
-  can neither speed up its next block nor slow down the others. (With 3-batch blocks and no
-  pause, running the decode threads at the lowest CPU priority looked like 0.80 -> 0.94 for
-  the first epoch; it had only moved decoding out of the timed windows. Measured this way,
-  priority changes nothing: decoding costs the model the CPU it takes.)
+  (`input.prefetch` batches queued, one more in hand), so a fed block first consumes that
+  many untimed, and after it an untimed pause lets its pipeline finish refilling: work a
+  pipeline did after its block can neither speed up its next block nor slow down the
+  others. (With 3-batch blocks and no pause, running the decode threads at the lowest CPU
+  priority looked like 0.80 -> 0.94 for the first epoch; it had only moved decoding out of
+  the timed windows. Measured this way, priority changes nothing: decoding costs the model
+  the CPU it takes.)
 
   Every fed block runs between two blocks of the model alone (`timing.bracketed`) and is
   judged against their mean: this 2-core machine's speed drifts by 10-25% over minutes, and
