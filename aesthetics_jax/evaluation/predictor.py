@@ -70,8 +70,9 @@ class Predictor:
     self.threshold = check_box_threshold(self.config.eval.box_threshold)
     # The trainer's value rules (as evaluate's): predict and the API took any value of a key
     # they do not read (--config.eval.batch_size=0) without a word.
+    values = overrides_lib.flat_keys(self.config)
     for key in overrides or {}:
-      if problem := config_checks.value_problem(key, overrides_lib.flat_keys(self.config)[key]):
+      if problem := config_checks.value_problem(key, values[key]):
         raise overrides_lib.OverrideError(problem)
     # AVA's 66 names when the dataset that recorded them is not at hand (a moved workdir).
     self.tag_names = ground_truth.tag_names(self.config) or dict(
