@@ -90,7 +90,6 @@ BAND_PIXELS = 1 << 22  # pixels per band when a reduced image is converted band 
 RULE = 'srgb-1'
 
 
-
 def _register_heif() -> bool:
   """HEIC / HEIF (phones' photos) through pillow-heif when it is installed (`pip install
   'aesthetics-jax[heif]'`; optional: its wheels bundle the GPL-licensed x265 encoder). Its
