@@ -71,6 +71,10 @@ def _non_negative(v: Any) -> bool:
   return x is not None and x >= 0
 
 
+def _step_count(v: Any) -> bool:  # the step counters are int32 (MAX_STEPS)
+  return _int_at_least(0)[0](v) and v <= MAX_STEPS
+
+
 _image_side = (lambda v: _int_at_least(MIN_IMAGE_SIZE)[0](v) and v <= MAX_IMAGE_SIZE,
                f'an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}')
 _POSITIVE = (_positive, 'a finite number > 0')
@@ -125,8 +129,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
              f'an integer from 0 to {MAX_SEED} (2**63 - 3)'),
     'batch_size': _int_at_least(1),
     'num_epochs': _POSITIVE,
-    'num_train_steps': (lambda v: _int_at_least(0)[0](v) and v <= MAX_STEPS,
-                        f'an integer from 0 to {MAX_STEPS} (0 = use num_epochs)'),
+    'num_train_steps': (_step_count, f'an integer from 0 to {MAX_STEPS} (0 = use num_epochs)'),
     'log_every_steps': _int_at_least(1),
     'eval_every_steps': _int_at_least(1),
     'checkpoint_every_steps': _int_at_least(1),
@@ -154,8 +157,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'optim.lr': _POSITIVE_F32,
     'optim.momentum': _FRACTION,
     'optim.weight_decay': _NON_NEGATIVE_F32,
-    'optim.warmup_steps': (lambda v: _int_at_least(0)[0](v) and v <= MAX_STEPS,
-                           f'an integer from 0 to {MAX_STEPS}'),
+    'optim.warmup_steps': (_step_count, f'an integer from 0 to {MAX_STEPS}'),
     'optim.grad_clip': _NON_NEGATIVE_F32,
     'cache.num_train_views': _int_at_least(1),
     'cache.ram_budget_gb': _NON_NEGATIVE,
@@ -362,7 +364,7 @@ def cam_layers_problem(config: ml_collections.ConfigDict, model) -> str | None:
   return None
 
 
-# The keys that size the model, with the paper's values (configs/default.py).
+# The keys that size the model (their paper values: configs/default.py's `get_config`).
 _SIZE_KEYS = {'vgg16': ('model.width_mult', 'model.fc_dim', 'model.vgg_pool_size'),
               'mobilenet_v2': ('model.width_mult',)}
 
