@@ -489,8 +489,9 @@ def write_figures(folder, figs: Mapping[str, bytes], staged: io_lib.Staged | Non
   and this one did not (faithfulness curves before --config.eval.faithfulness_images=0) stayed,
   and the demo's and paper_run's combined report, which embeds every PNG there, showed it
   beside metrics that no longer had its numbers. With `staged`, all of it when that lands."""
-  own = staged is None
-  staged = io_lib.Staged() if own else staged
+  if staged is None:
+    with io_lib.Staged() as own:
+      return write_figures(folder, figs, own)
   for key, png in figs.items():
     staged.write_bytes(folder / f'{key}.png', png)
 
@@ -499,8 +500,6 @@ def write_figures(folder, figs: Mapping[str, bytes], staged: io_lib.Staged | Non
       if old.stem not in figs:
         old.unlink()
   staged.add(remove_stale)
-  if own:
-    staged.commit()
 
 
 def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config,
