@@ -202,8 +202,8 @@ class Staged:
       try:
         commit()
       except BaseException:
-        for _, discard in steps[i + 1:]:  # what was not committed yet goes
-          discard()
+        self._steps = steps[i + 1:]  # what was not committed yet goes
+        self.discard()
         raise
 
   def discard(self) -> None:
