@@ -35,6 +35,12 @@ def _dotted(tree: dict, key: str):
   return list(tree) if isinstance(tree, tuple) else tree
 
 
+def _warn(msg: str) -> None:
+  """A warning in the log and on stdout, where a user watching the run sees it."""
+  logging.warning('%s', msg)
+  print(msg, flush=True)
+
+
 def check_workdir_model(workdir, config) -> None:
   """Refuses a workdir whose config.json holds another model, or (once it has checkpoints)
   another recipe (`RECIPE_KEYS`); before touching checkpoints."""
@@ -73,8 +79,7 @@ def check_workdir_model(workdir, config) -> None:
            f'and this run uses {now_bs}: training goes on, but from the resumed step on it '
            'draws other images than one uninterrupted run at either size (an unbalanced '
            'epoch skips or repeats rows), and config.num_epochs counts steps of the new size')
-    logging.warning('%s', msg)
-    print(msg, flush=True)
+    _warn(msg)
 
 
 def warn_schedule_change(workdir, config, num_train: int, total: int, start: int) -> None:
@@ -101,8 +106,7 @@ def warn_schedule_change(workdir, config, num_train: int, total: int, start: int
          f'steps where its checkpoints followed one over {was} (config.num_train_steps, '
          f'num_epochs or batch_size changed): the next step\'s learning rate is {new_lr:.3g}, '
          f'not {old_lr:.3g}; the run will not equal one uninterrupted {total}-step run')
-  logging.warning('%s', msg)
-  print(msg, flush=True)
+  _warn(msg)
 
 
 def record_environment(workdir, start: int) -> None:
@@ -119,8 +123,7 @@ def record_environment(workdir, start: int) -> None:
     msg = (f'warning: {workdir} resumed at step {start} on other hardware or libraries than '
            f'the run before ({"; ".join(changed)}): training goes on, but its numbers will not '
            'equal those of one uninterrupted run')
-    logging.warning('%s', msg)
-    print(msg, flush=True)
+    _warn(msg)
 
 
 # The finished run's return value: a rerun of the same run returns it instead of testing again.
