@@ -60,18 +60,19 @@ def intact_latest_step(workdir: Path) -> int | None:
   stage then stopped, exit 2, naming evaluate's --step, which these jobs do not take. The
   trainer sets a damaged step aside and redoes it from the newest intact one."""
   from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
-  latest = latest_step(workdir)
-  if latest is None:
+  if not (Path(workdir) / 'checkpoints').is_dir():
     return None
   ck = checkpoints.Checkpointer(workdir, read_only=True, enable_async=False)
   try:
-    ck.verify_files(latest, ('variables', 'meta'))
-    ck.restore_meta(latest)
+    latest = ck.latest_step()
+    if latest is not None:
+      ck.verify_files(latest, ('variables', 'meta'))
+      ck.restore_meta(latest)
+    return latest
   except checkpoints.CorruptCheckpointError:
     return None
   finally:
     ck.close()
-  return latest
 
 
 def finished(workdir: Path, total_steps: int) -> bool:
