@@ -26,10 +26,6 @@ from aesthetics_jax.explain import crop
 from aesthetics_jax.report import overlays
 
 
-# EXIF's PixelXDimension / PixelYDimension: the image's size, which a crop's are not.
-_PIXEL_X, _PIXEL_Y = 0xA002, 0xA003
-_INTEROP_IFD = 0xA005
-
 # Working copy of each image (model input, overlays): both sides >= WORK_SIDE where the image
 # is larger, at most WORK_MAX_PIXELS pixels (which wins: a long panorama). A pixel budget, not a
 # long side: a 4096-px long side left a 40x20000 JPEG strip 5x2500, a smear at the model's
@@ -141,8 +137,10 @@ def crop_exif(exif: Image.Exif | None, size: tuple[int, int]) -> bytes | None:
         out[tag] = value
     for ifd in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
       sub = dict(exif.get_ifd(ifd))
-      sub.pop(_INTEROP_IFD, None)  # an offset into the photo's file, meaningless in the crop's
-      for tag, value in ((_PIXEL_X, size[0]), (_PIXEL_Y, size[1])):
+      sub.pop(ExifTags.IFD.Interop, None)  # an offset into the photo's file, not the crop's
+      # PixelX/YDimension: the image's size, which a crop's are not.
+      for tag, value in ((ExifTags.Base.ExifImageWidth, size[0]),
+                         (ExifTags.Base.ExifImageHeight, size[1])):
         if ifd == ExifTags.IFD.Exif and tag in sub:
           sub[tag] = value
       if sub:
