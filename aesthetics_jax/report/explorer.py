@@ -254,8 +254,9 @@ class ExplorerWriter:
             'score_name': 'predicted mean score' if self.arch == 'mobilenet_v2' else 'p(high)'}
 
   def close(self) -> Path:
-    """Writes the last chunk and index.html, then swaps the folder into place; on failure
-    (a full disk) the partial folder is removed, and the old explorer stays."""
+    """Writes the last chunk and index.html, then swaps the folder into place (given a
+    `staged`, when that commits); on failure (a full disk) the partial folder is removed, and
+    the old explorer stays."""
     try:
       return self._close()
     except BaseException:
