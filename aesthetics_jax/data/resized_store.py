@@ -52,7 +52,7 @@ def fingerprint(dataset_dir: str | os.PathLike) -> str:
   `dataset_info.json` (its splits' example counts and bytes) and of the `build_id` that each
   prepare writes into its `metadata.json`, so that a dataset prepared again in the same place
   (another AVA root, other images: even swapped ones, of the same sizes) never uses the old
-  images). ('' without dataset_info.json; a dataset prepared before build ids has none.)"""
+  images. ('' without dataset_info.json; a dataset prepared before build ids has none.)"""
   d = Path(dataset_dir)
   info = d / 'dataset_info.json'
   if not info.is_file():
