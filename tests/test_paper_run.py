@@ -474,3 +474,13 @@ def test_a_full_disk_in_the_data_stage_names_the_file_and_the_fix(tmp_path, monk
   assert common.storage_line(e.value, tmp_path) == (
       f'{where}: No space left on device; free space or fix the storage, then rerun the same '
       'command to continue')
+
+
+def test_a_stand_in_record_holding_a_list_is_made_again(tmp_path):
+  """W/weights/torch/<arch>.pth.json edited into a list (not an object) was an AttributeError
+  traceback when the weights stage asked whether its stand-in was current; it is not current,
+  so the stage makes it again (as a damaged converted .npz's record is)."""
+  pth = tmp_path / 'vgg16.pth'
+  pth.write_bytes(b'')
+  Path(f'{pth}.json').write_text('["arch", "vgg16"]')
+  assert paper_run._fake_is_current(pth, {'arch': 'vgg16'}) is False

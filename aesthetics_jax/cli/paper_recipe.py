@@ -154,6 +154,8 @@ def _fake_is_current(pth: Path, want: dict) -> bool:
     info = json.loads(Path(f'{pth}.json').read_text())
   except (OSError, ValueError):
     return False
+  if not isinstance(info, dict):  # edited or damaged (a list): made again, as _is_converted's
+    return False
   # _zip_members: None for a missing or damaged file as well
   return all(info.get(k) == v for k, v in want.items()) and _zip_members(pth) is not None
 
