@@ -6,6 +6,8 @@ Padding rows (eval `mask == 0`) and images without tags simply get weight 0.
 import jax
 import jax.numpy as jnp
 
+from aesthetics_jax.train import metrics
+
 
 def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
   """Σ w·l / Σ w over `[B]`; 0 (with zero gradient) when all weights are 0."""
@@ -54,6 +56,8 @@ def emd(probs: jax.Array, targets: jax.Array, r: float = 2.0) -> jax.Array:
   targets = jnp.asarray(targets, jnp.float32)
   chex_shape_check(probs, targets)
   diff = jnp.abs(jnp.cumsum(probs, axis=-1) - jnp.cumsum(targets, axis=-1))
+  if r <= metrics.SCALE_EMD_ABOVE_R:
+    return _safe_pow(jnp.mean(_safe_pow(diff, r), axis=-1), 1.0 / r)
   # Scaled by the row's largest gap (the norm is homogeneous): unscaled, gaps^r underflowed
   # to 0 in float32 for a large r (loss.emd_r=1000: a loss of 0 and no gradient, silently).
   top = jnp.max(diff, axis=-1, keepdims=True)

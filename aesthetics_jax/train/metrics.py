@@ -37,9 +37,18 @@ def srcc(pred: np.ndarray, true: np.ndarray) -> float:
   return lcc(scipy.stats.rankdata(pred), scipy.stats.rankdata(true))
 
 
+# Up to this r, gaps^r cannot underflow for any gap that counts (r=4: 1e-9^4 is a normal
+# float32), so the EMD (here and `losses.emd`) is computed as written: the scaled form is the
+# same number but rounds otherwise, and the paper's r=2 runs (the demo's figures) stay bit for
+# bit (scaled, the demo's MobileNetV2 trained to 0.800 accuracy instead of 0.807).
+SCALE_EMD_ABOVE_R = 4.0
+
+
 def emd(pred_dist: np.ndarray, true_dist: np.ndarray, r: float = 2.0) -> float:
   """Mean over images of ((1/N) Σ_k |CDF_p(k) - CDF_q(k)|^r)^(1/r); `[N, 10]` inputs."""
   d = np.abs(np.cumsum(pred_dist, -1) - np.cumsum(true_dist, -1))
+  if r <= SCALE_EMD_ABOVE_R:  # as written, as losses.emd: the paper's r=2 unchanged
+    return float(np.mean(np.mean(d ** r, -1) ** (1.0 / r)))
   top = np.max(d, -1, keepdims=True)  # scaled as losses.emd: no underflow for a large r
   return float(np.mean(top[..., 0] * np.mean((d / np.where(top > 0, top, 1.0)) ** r, -1)
                        ** (1.0 / r)))
