@@ -220,10 +220,17 @@ class Page:
     return res['result'].get('value')
 
   def wait_for(self, expression: str, timeout: float = 20.0) -> Any:
-    """Polls a JS expression until it is truthy; returns its value."""
+    """Polls a JS expression until it is truthy; returns its value. An evaluation cut short
+    by a navigation in progress (after a click on a link: 'Inspected target navigated or
+    closed', once in a fresh-clone CI run) is polled again."""
     deadline = time.monotonic() + timeout
     while True:
-      v = self.eval(expression)
+      try:
+        v = self.eval(expression)
+      except ProtocolError as e:
+        if 'navigated or closed' not in str(e) or time.monotonic() > deadline:
+          raise
+        v = None
       if v:
         return v
       if time.monotonic() > deadline:
