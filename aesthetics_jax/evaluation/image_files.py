@@ -135,16 +135,16 @@ def crop_exif(exif: Image.Exif | None, size: tuple[int, int]) -> bytes | None:
     for tag, value in exif.items():
       if tag not in (decoder.ORIENTATION_TAG, ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
         out[tag] = value
-    for ifd in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
-      sub = dict(exif.get_ifd(ifd))
-      sub.pop(ExifTags.IFD.Interop, None)  # an offset into the photo's file, not the crop's
-      # PixelX/YDimension: the image's size, which a crop's are not.
-      for tag, value in ((ExifTags.Base.ExifImageWidth, size[0]),
-                         (ExifTags.Base.ExifImageHeight, size[1])):
-        if ifd == ExifTags.IFD.Exif and tag in sub:
-          sub[tag] = value
-      if sub:
-        out[ifd] = sub
+    sub = dict(exif.get_ifd(ExifTags.IFD.Exif))
+    sub.pop(ExifTags.IFD.Interop, None)  # an offset into the photo's file, not the crop's
+    # PixelX/YDimension: the image's size, which a crop's are not.
+    for tag, value in zip((ExifTags.Base.ExifImageWidth, ExifTags.Base.ExifImageHeight), size):
+      if tag in sub:
+        sub[tag] = value
+    for ifd, entries in ((ExifTags.IFD.Exif, sub),
+                         (ExifTags.IFD.GPSInfo, dict(exif.get_ifd(ExifTags.IFD.GPSInfo)))):
+      if entries:
+        out[ifd] = entries
     return out.tobytes() if len(out) else None
   except Exception:  # pylint: disable=broad-except  (a value Pillow cannot write again)
     return None
