@@ -301,8 +301,9 @@ def _multiprocess_exits(workdir: str, outermost: bool = False) -> Iterator[None]
 
 def _resume_point(workdir: str) -> str:
   """Where a rerun of `workdir`'s job starts, for a message."""
+  from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
   folder = os.path.join(workdir, 'checkpoints')
-  steps = ([int(n) for n in os.listdir(folder) if n.isdigit()]
+  steps = (checkpoints.step_folders(folder)
            if '://' not in workdir and os.path.isdir(folder) else None)
   if steps is None:
     return f'resume from the last checkpoint in {folder}'

@@ -42,7 +42,7 @@ from aesthetics_jax.train.checkpoint_files import (FILES_JSON, array_checksums, 
 __all__ = ['CORRUPT_DIR', 'DIVERGED_DIR', 'MODEL_KEYS', 'CheckpointError',
            'CheckpointMismatchError', 'CheckpointSaveError', 'Checkpointer',
            'CorruptCheckpointError', 'WorkdirBusyError', 'WorkdirError', 'abstract_like',
-           'has_checkpoints', 'mismatch_message', 'model_signature']
+           'has_checkpoints', 'mismatch_message', 'model_signature', 'step_folders']
 
 # Model config keys whose change makes parameters incompatible.
 MODEL_KEYS = ('arch', 'width_mult', 'fc_dim', 'num_buckets', 'num_tags')
@@ -169,8 +169,7 @@ class Checkpointer:
     cause = storage_cause(e) if e is not None else 'not committed; see the log above'
     # From the folder: orbax's own list drops steps while it handles the failure.
     try:
-      kept = sorted(int(p.name) for p in self.directory.iterdir()
-                    if p.name.isdigit() and p.is_dir() and int(p.name) != step)
+      kept = [k for k in step_folders(self.directory) if k != step]
     except OSError:
       kept = []
     untouched = (f'checkpoint{"s" if len(kept) > 1 else ""} {", ".join(map(str, kept))} '
@@ -407,11 +406,19 @@ def abstract_like(tree: Any) -> Any:
                       tree)
 
 
+def step_folders(directory: str | os.PathLike) -> list[int]:
+  """The steps of the step folders in `directory` (a workdir's `checkpoints/`), ascending,
+  intact or not: read from the folder itself, as orbax's own list drops steps while it
+  handles a failed save. OSError if the folder cannot be listed."""
+  d = io.path(directory)
+  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and p.is_dir())
+
+
 def has_checkpoints(workdir: str | os.PathLike) -> bool:
   """Whether `workdir/checkpoints/` holds any step folder (intact or not)."""
   d = io.path(workdir) / 'checkpoints'
   try:
-    return d.is_dir() and any(c.name.isdigit() and c.is_dir() for c in d.iterdir())
+    return d.is_dir() and bool(step_folders(d))
   except OSError:
     return False
 

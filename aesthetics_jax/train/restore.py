@@ -15,7 +15,7 @@ from aesthetics_jax.configs import default as default_config
 from aesthetics_jax.train.checkpoint_errors import (CheckpointMismatchError,
                                                     CorruptCheckpointError, WorkdirError,
                                                     read_json_object)
-from aesthetics_jax.train.checkpoints import Checkpointer
+from aesthetics_jax.train.checkpoints import Checkpointer, step_folders
 
 
 def config_path(workdir) -> Path:
@@ -123,10 +123,8 @@ def _restore_step(workdir, model, config, step: int | None):
 def _rotated_away(workdir, step: int, newest: bool) -> bool:
   """Whether checkpoint `step` is gone or, if it was the newest, a newer one exists (a trainer
   saves the next checkpoint before it deletes the one it replaces)."""
-  folder = workdir / 'checkpoints'
   try:
-    names = [p.name for p in folder.iterdir()]
+    steps = step_folders(workdir / 'checkpoints')
   except OSError:
     return False
-  return str(step) not in names or (newest and any(n.isdigit() and int(n) > step
-                                                    for n in names))
+  return step not in steps or (newest and max(steps) > step)
