@@ -13,7 +13,7 @@ import pytest
 from aesthetics_jax import cpu_backend, models, parallel
 from aesthetics_jax.configs import demo, mobilenet_v2_emd
 from aesthetics_jax.data import dataset
-from aesthetics_jax.train import cache_store, feature_cache, optim, trainer
+from aesthetics_jax.train import cache_store, config_checks, feature_cache, optim, trainer
 from aesthetics_jax.train import restore
 from aesthetics_jax.train.errors import TrainingError
 from tiny_ava import prepare_tiny
@@ -292,6 +292,43 @@ def test_a_ram_cache_larger_than_the_machine_is_one_line(data_dir, monkeypatch):
   assert 'feature cache in RAM and this machine has 64.0 KiB; lower it below' in str(e.value)
   monkeypatch.undo()
   assert cpu_backend.physical_memory() is None or cpu_backend.physical_memory() > 2 ** 20
+
+
+def test_a_cache_larger_than_the_disk_is_a_usage_error_before_any_work(data_dir, tmp_path,
+                                                                       monkeypatch):
+  """--config.cache.num_train_views=10**20 passed until the cache's build, after the
+  checkpoints and config.json: exit 1 and '6675720214843750.0 GiB'. A ConfigError (exit 2)
+  before them, naming the key and the most views that fit, the size in three digits."""
+  c = _config('mobilenet_v2', data_dir, **{'cache.num_train_views': 10 ** 20})
+  monkeypatch.setattr(feature_cache, 'encode_rows', _fail)
+  with pytest.raises(config_checks.ConfigError) as e:
+    trainer.train_and_evaluate(c, tmp_path / 'w')
+  msg = str(e.value)
+  assert msg.startswith('config.cache.num_train_views=100000000000000000000: ')
+  assert 'e+' in msg.split(' GiB feature cache')[0] and 'lower it to at most ' in msg
+  fits = int(msg.rsplit(' ', 1)[1])
+  assert fits >= 1 and '\n' not in msg
+  assert not (tmp_path / 'w' / 'checkpoints').exists()
+  assert not (tmp_path / 'w' / 'config.json').exists()
+
+
+def test_room_counts_the_entry_a_resume_reuses(tmp_path, monkeypatch):
+  """The disk's free space plus the cache folder's entries: a resume whose entry fills the
+  disk is not refused; the most views that fit are on disk or in the RAM budget."""
+  lay = cache_store.Layout(num_views=4, num_train=10, num_test=2, view_shape=(256,),
+                           dtype=np.dtype(np.float32), ram_budget_bytes=0)
+  usage = lambda p: type('U', (), {'free': 1024 * 30})()  # 2 KiB test + 2 x 10 KiB views
+  monkeypatch.setattr(cache_store.shutil, 'disk_usage', usage)
+  problem = cache_store.room_problem(lay, tmp_path / 'cache')
+  assert problem.startswith('config.cache.num_train_views=4: 4 views of 10 training rows '
+                            'make a 42.0 KiB feature cache')
+  assert problem.endswith('has room for 30.0 KiB; lower it to at most 2')
+  (tmp_path / 'cache' / '0123456789abcdef').mkdir(parents=True)
+  (tmp_path / 'cache' / '0123456789abcdef' / 'train.bin').write_bytes(b'0' * lay.total_bytes)
+  assert cache_store.room_problem(lay, tmp_path / 'cache') is None
+  huge = cache_store.room_problem(dataclasses.replace(lay, num_views=10 ** 20),
+                                  tmp_path / 'cache')
+  assert huge.endswith('room for 72.0 KiB; lower it to at most 7')
 
 
 def test_float16_overflow_is_a_one_line_error():

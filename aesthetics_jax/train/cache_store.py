@@ -55,7 +55,11 @@ def storage_dtype(name: str, view_shape: tuple[int, ...]) -> np.dtype:
 def _fmt_bytes(n: float) -> str:
   for unit in ('B', 'KiB', 'MiB', 'GiB'):
     if n < 1024 or unit == 'GiB':
-      return f'{n:.0f} {unit}' if unit == 'B' else f'{n:.1f} {unit}'
+      if unit == 'B':
+        return f'{n:.0f} {unit}'
+      # Three digits past 10,000 GiB, as config_checks' sizes: num_train_views=10**20 printed
+      # '6675720214843750.0 GiB'.
+      return f'{n:.1f} {unit}' if n < 10_000 else f'{n:.3g} {unit}'
     n /= 1024
   raise AssertionError
 
@@ -127,17 +131,68 @@ def tree_digest(tree: Any) -> str:
   return h.hexdigest()
 
 
+def _bytes_under(directory: Path) -> int:
+  """Bytes of the files under `directory` (0 if absent): its entries, which a build deletes
+  or reuses."""
+  total = 0
+  for root, _, files in os.walk(directory):
+    for name in files:
+      try:
+        total += os.stat(os.path.join(root, name)).st_size
+      except OSError:
+        pass
+  return total
+
+
+def _ram_problem(layout: Layout) -> str | None:
+  ram = cpu_backend.physical_memory()
+  if layout.on_disk or not ram or layout.total_bytes <= ram:
+    return None
+  return (f'config.cache.ram_budget_gb={layout.ram_budget_bytes / 2**30:g} keeps this '
+          f'{_fmt_bytes(layout.total_bytes)} feature cache in RAM and this machine has '
+          f'{_fmt_bytes(ram)}; lower it below the cache (over it the cache is memory-mapped '
+          'from <workdir>/cache on disk)')
+
+
+def room_problem(layout: Layout, directory: Path) -> str | None:
+  """The one-line problem of a cache that cannot fit, before any work, or None: one in RAM
+  larger than the machine's (`allocate_ram`), or one over the RAM budget larger than the free
+  space of `directory`'s disk plus what `directory` already holds (a reusable entry
+  included, so a resume is never refused), naming config.cache.num_train_views and the most
+  views that fit. num_train_views=10**20 used to pass until the build, after the checkpoints
+  and config.json were written: exit 1, the size in 16 digits."""
+  if not layout.on_disk or layout.num_train < 1:
+    return _ram_problem(layout)
+  room = shutil.disk_usage(_nearest_existing(directory)).free + _bytes_under(directory)
+  if layout.total_bytes <= room:
+    return None
+  fixed = layout.bytes_per_view * (layout.num_test + layout.num_validation)
+  per_view = layout.bytes_per_view * layout.num_train
+  # The most views of the cache on disk, or of one in RAM, whichever is more.
+  fits = max((room - fixed) // per_view,
+             (min(layout.ram_budget_bytes, cpu_backend.physical_memory() or 2**63) - fixed)
+             // per_view)
+  fix = (f'lower it to at most {fits}' if fits >= 1 else
+         "even 1 view does not fit: free space, or set config.cache.dtype='float16'")
+  return (f'config.cache.num_train_views={layout.num_views}: {layout.num_views} views of '
+          f'{layout.num_train} training rows make a {_fmt_bytes(layout.total_bytes)} feature '
+          f'cache, over the RAM budget (config.cache.ram_budget_gb), and {directory} has room '
+          f'for {_fmt_bytes(room)}; {fix}')
+
+
+def _nearest_existing(p: Path) -> Path:
+  while not p.exists() and p != p.parent:
+    p = p.parent
+  return p
+
+
 def allocate_ram(layout: Layout) -> dict[str, np.ndarray]:
   """The cache's arrays in host RAM. One larger than the machine's RAM (a raised
   config.cache.ram_budget_gb) was a MemoryError traceback, or the trainer killed by the OOM
   killer once encoding had filled it (hours at AVA's size)."""
-  ram = cpu_backend.physical_memory()
-  if ram and layout.total_bytes > ram:
-    raise TrainingError(
-        f'config.cache.ram_budget_gb={layout.ram_budget_bytes / 2**30:g} keeps this '
-        f'{_fmt_bytes(layout.total_bytes)} feature cache in RAM and this machine has '
-        f'{_fmt_bytes(ram)}; lower it below the cache (over it the cache is memory-mapped '
-        'from <workdir>/cache on disk)')
+  problem = _ram_problem(layout)
+  if problem:
+    raise TrainingError(problem)
   return {k: np.empty(s, layout.dtype) for k, s in layout.shapes().items()}
 
 

@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import flax
@@ -52,6 +54,7 @@ from jax.sharding import Mesh
 from aesthetics_jax import io, models, parallel
 from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.models import outputs as outputs_lib
+from aesthetics_jax.train import cache_store
 from aesthetics_jax.train import cam_preview
 from aesthetics_jax.train import checkpoints as ckpt_lib
 from aesthetics_jax.train import config_checks
@@ -424,6 +427,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
   frozen = bool(config.model.freeze_encoder)
   use_cache = frozen and bool(config.cache.enabled)
   mode = 'features' if use_cache else 'online'
+  max_test = int(config.data.max_test_images) or None
+  n_test = len(test_src) if max_test is None else min(len(test_src), max_test)
+  n_val = len(val_src) if split.enabled else 0
+  if use_cache:  # a cache that cannot fit, before the checkpoints and the encoding
+    room = cache_store.room_problem(
+        feature_cache.layout(model, config, n_train, n_test, n_val),
+        Path(workdir / 'cache') if io.is_local(workdir) else Path(tempfile.gettempdir()))
+    if room:
+      raise config_checks.ConfigError(room)
 
   ckpt = ckpt_lib.Checkpointer(workdir, keep=int(config.keep_checkpoints),
                                best_metric=str(config.best_metric))
@@ -463,9 +475,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
   preview = (cam_preview.CamPreview(model, config, test_src, n_cams)
              if is_main and n_cams > 0 else None)
 
-  max_test = int(config.data.max_test_images) or None
-  n_test = len(test_src) if max_test is None else min(len(test_src), max_test)
-  n_val = len(val_src) if split.enabled else 0
   eval_bs = parallel.capped_batch_size(int(config.eval.batch_size or config.batch_size),
                                        max(n_test, n_val), mesh.size)
   if frozen:  # the cost of the cache (or of the online mode) before paying it
