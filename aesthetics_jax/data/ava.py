@@ -430,7 +430,7 @@ def find_images(ava_dir: os.PathLike | str, image_ids: Iterable[int]) -> ImageFi
   found: dict[int, list[Path]] = {}
   folder = Path(ava_dir) / 'images'
   if not folder.is_dir():  # `Images/`, copied where names ignore case
-    folder = next((p for p in _entries(Path(ava_dir)) if p.name.lower() == 'images'), folder)
+    folder = entry_ignoring_case(Path(ava_dir), 'images') or folder
   for f in _image_files(folder):
     stem, suffix = os.path.splitext(f.name)
     if (suffix.lower() in IMAGE_SUFFIXES and stem.isascii() and stem.isdigit()
@@ -446,6 +446,12 @@ def _entries(folder: Path) -> list[Path]:
     return sorted(folder.iterdir())
   except OSError:
     return []
+
+
+def entry_ignoring_case(folder: Path, name: str) -> Path | None:
+  """The entry of `folder` named `name` in any case (a copy made where names ignore case,
+  Windows or macOS; the first by name if several), None if none or `folder` cannot be read."""
+  return next((p for p in _entries(folder) if p.name.lower() == name.lower()), None)
 
 
 def _image_files(folder: Path) -> Iterator[Path]:

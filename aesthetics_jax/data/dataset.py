@@ -460,10 +460,7 @@ def _found_instead(root: Path, name: str) -> str:
       return f'it is one folder down: pass --ava_dir={below[0]}'
   at = root
   for part in Path(name).parts:
-    try:
-      match = next((p for p in at.iterdir() if p.name.lower() == part.lower()), None)
-    except OSError:
-      return ''
+    match = ava.entry_ignoring_case(at, part)
     if match is None:
       return ''
     at = match
