@@ -515,3 +515,19 @@ def test_a_lost_sigterm_is_not_turned_into_ctrl_c():
                      text=True, timeout=60)
   assert r.returncode == 0 and 'noticed the request itself' in r.stdout, (r.returncode, r.stderr)
   assert 'Ctrl-C' not in r.stderr and 'Exception ignored' not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize('script, names', [
+    ('predict', ('workdir', 'step', 'output', 'top_k', 'overlay_dir', 'crop_dir', 'crop_format',
+                 'aspect', 'cam_method', 'cam_layers', 'batch_size')),
+    ('train', ('config', 'workdir', 'coordinator_address', 'num_processes', 'process_id')),
+])
+def test_help_lists_the_commands_own_flags(script, names):
+  """`aesthetics-predict --help` (and `python -m launch.predict --help`) printed the docstring
+  and 'Try --helpfull' but no flag: absl lists the flags of the module sys.argv[0] names,
+  pip's stub or the launch shim, not the module defining them. Each flag is listed now."""
+  r = subprocess.run([sys.executable, '-m', f'launch.{script}', '--help'], cwd=ROOT,
+                     capture_output=True, text=True, timeout=120)
+  assert r.returncode == 0, r.stderr
+  listed = set(re.findall(r'^  --(\w+):', r.stdout, re.M))
+  assert set(names) <= listed, (set(names) - listed, r.stdout[-1500:])

@@ -204,6 +204,7 @@ def run(main: Callable[[list[str]], None], doc: str | None,
   """
   cpu_backend.reexec_with_malloc_tunable()  # once, before any work: glibc reads it at start
   sys.modules['__main__'].__doc__ = doc
+  _help_lists_flags_of(main.__module__)
   cpu_backend.configure()  # before any JAX computation starts the backends
   compile_cache.configure()  # before the first compilation
   if not isinstance(sys.stdout, _TaggedStdout):
@@ -234,6 +235,15 @@ def run(main: Callable[[list[str]], None], doc: str | None,
     if not out_of_memory(e):
       raise
     fail(command_name(), out_of_memory_line(e))
+
+
+def _help_lists_flags_of(module: str) -> None:
+  """Makes `--help` list the flags `module` defines. absl's short help lists those of the
+  module named by sys.argv[0], which for an installed command is pip's stub and for
+  `python -m launch.X` the shim: `aesthetics-predict --help` listed no flag at all."""
+  fv = flags.FLAGS
+  for flag in fv.get_key_flags_for_module(module):
+    fv.register_key_flag_for_module(sys.argv[0], flag)
 
 
 # What to lower when a command runs out of memory, by command.
