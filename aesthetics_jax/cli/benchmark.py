@@ -270,9 +270,9 @@ def _check_data_dir(data_dir: str, subset: str) -> None:
   found it missing after half an hour of the others."""
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
   if '://' not in data_dir and not dataset.is_prepared(data_dir, subset):
-    common.usage_error('benchmark', f'--data_dir={data_dir}: no prepared dataset ava/{subset}; '
-                       f'run aesthetics-prepare-data --ava_dir=<AVA root> --data_dir={data_dir} '
-                       f'--subset={subset}, or leave --data_dir unset for synthetic JPEGs')
+    common.usage_error('benchmark', dataset.unprepared_line(data_dir, subset,
+                                                            f'--data_dir={data_dir}')
+                       + ', or leave --data_dir unset for synthetic JPEGs')
 
 
 def options_from_flags() -> sections.Options:

@@ -348,10 +348,8 @@ def _check_agreement(values: dict[str, str]) -> None:
 def _check_prepared(data_dir: str, subset: str, dataset) -> None:
   """Before the trainer creates --workdir: a missing dataset must not leave it behind empty."""
   if '://' not in data_dir and not dataset.is_prepared(data_dir, subset):
-    raise FileNotFoundError(
-        f'{data_dir}: no prepared dataset ava/{subset}; run aesthetics-prepare-data '
-        f'--ava_dir=<AVA root> --data_dir={data_dir} --subset={subset}, or pass '
-        '--config.data.ava_dir=<AVA root> to prepare it first')
+    raise FileNotFoundError(dataset.unprepared_line(data_dir, subset) + ', or pass '
+                            '--config.data.ava_dir=<AVA root> to prepare it first')
 
 
 def run_cli() -> None:

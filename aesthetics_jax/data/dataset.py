@@ -549,6 +549,13 @@ def is_prepared(data_dir: str | os.PathLike, subset: str = 'style') -> bool:
   return (dataset_dir(data_dir, subset) / 'dataset_info.json').is_file()
 
 
+def unprepared_line(data_dir: str | os.PathLike, subset: str, named: str = '') -> str:
+  """The line for a `data_dir` without `ava/<subset>`: `named` (default: the folder) and the
+  command that prepares it; the caller adds its own other way out ('..., or ...')."""
+  return (f'{named or data_dir}: no prepared dataset ava/{subset}; run aesthetics-prepare-data '
+          f'--ava_dir=<AVA root> --data_dir={data_dir} --subset={subset}')
+
+
 def dataset_dir(data_dir: str | os.PathLike, subset: str = 'style') -> Path:
   """<data_dir>/ava/<subset>/<version>: where skipped.csv, stats.json, figures/ live."""
   return Path(data_dir) / 'ava' / subset / VERSION
