@@ -138,6 +138,36 @@ def test_a_rerun_with_other_data_flags_is_refused(tmp_path):
   assert (tmp_path / 'ava' / demo_data.MANIFEST).read_text() == manifest
 
 
+def test_a_rerun_with_another_generator_version_is_refused(tmp_path):
+  """The rerun check compared the sizes and the seed only: a workdir's data drawn by another
+  demo generator version (a new aesthetics-jax draws other images) was remade silently under
+  the models trained on the old. A record without a version (no generator wrote one) is of
+  no known version: refused too. The data untouched, exit 2."""
+  from launch import demo
+  from aesthetics_jax.cli import common
+  from aesthetics_jax.data import demo as demo_data
+  demo_data.generate(tmp_path / 'ava', 3, 2, 0)
+  (tmp_path / 'tfds').mkdir()  # prepared from it
+  path = tmp_path / 'ava' / demo_data.MANIFEST
+  record = json.loads(path.read_text())
+  now = demo_data.GENERATOR_VERSION
+  for version, said in ((now - 1, f'version {now - 1}'),
+                        (None, 'an unknown version (its record names none)')):
+    record['params'].pop('generator_version')
+    if version is not None:
+      record['params']['generator_version'] = version
+    path.write_text(json.dumps(record))
+    manifest = path.read_text()
+    with pytest.raises(demo_data.DemoDataError) as e:
+      demo.run_demo(tmp_path, smoke=True, num_train=3, num_test=2, seed=0)
+    assert str(e.value) == (
+        f'--workdir={tmp_path} holds demo data drawn by demo generator {said} ({path}), and '
+        f'this aesthetics-jax draws with version {now}, other images from the same flags: its '
+        'prepared dataset and models were made from that data; pass a new --workdir, or rerun '
+        'with the aesthetics-jax that made it')
+    assert common.exit_code(e.value) == 2 and path.read_text() == manifest
+
+
 def test_a_model_process_killed_is_one_line(tmp_path, monkeypatch):
   """A demo model's process killed (the out-of-memory killer, kill -9) ended the demo in a
   BrokenProcessPool traceback; now a TrainingError line (exit 1) that says to rerun."""

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from absl import flags
 from absl import logging
@@ -171,10 +172,12 @@ def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | N
 
 
 def check_workdir(w: Path, num_train: int, num_test: int, seed: int) -> None:
-  """DemoDataError (exit 2) for a workdir whose W/ava was made with other sizes or seed once
-  a dataset or a model was made from it: a rerun with --seed=1 (or --smoke on a full demo's
-  workdir) overwrote the data the finished models were trained on, then failed in prepare
-  (exit 1) naming --ava_dir and --data_dir, flags the demo does not take."""
+  """DemoDataError (exit 2) for a workdir whose W/ava was made with other sizes or seed, or by
+  another demo generator version (or vivid_gain), once a dataset or a model was made from it:
+  a rerun with --seed=1 (or --smoke on a full demo's workdir) overwrote the data the finished
+  models were trained on, then failed in prepare (exit 1) naming --ava_dir and --data_dir,
+  flags the demo does not take; one after an upgrade whose generator draws other images
+  remade the data silently under the old models."""
   from aesthetics_jax.data import demo as demo_data  # pylint: disable=import-outside-toplevel
   old = (demo_data.read_manifest(w / 'ava') or {}).get('params')
   if not isinstance(old, dict) or not ((w / 'tfds').exists() or any(
@@ -186,13 +189,35 @@ def check_workdir(w: Path, num_train: int, num_test: int, seed: int) -> None:
   if old.get('size') == 'paper' or any(old.get(k) != v for k, v in now.items()):
     made = ("an aesthetics-paper-run's data" if old.get('size') == 'paper'
             else f'demo data of {said(old)}')
-    e = demo_data.DemoDataError(
-        f'--workdir={w} holds {made} ({w / "ava" / demo_data.MANIFEST}), and this run asks '
-        f'for {said(now)} (--smoke, --num_train, --num_test, --seed): its prepared dataset '
-        'and models were made from that data; rerun with the same flags, or pass a new '
-        '--workdir')
-    e.before_work = True  # a usage error (exit 2): nothing ran
-    raise e
+    _refuse(f'--workdir={w} holds {made} ({w / "ava" / demo_data.MANIFEST}), and this run '
+            f'asks for {said(now)} (--smoke, --num_train, --num_test, --seed): its prepared '
+            'dataset and models were made from that data; rerun with the same flags, or pass '
+            'a new --workdir')
+  # Another generator draws other images from the same flags: the data stage remade W/ava
+  # under the finished models. Every generator since version 1 records its version, so a
+  # record without one was not written by any (edited): its data is of no known version.
+  version = old.get('generator_version')
+  if version != demo_data.GENERATOR_VERSION:
+    made = (f'version {version}' if version is not None
+            else 'an unknown version (its record names none)')
+    _refuse(f'--workdir={w} holds demo data drawn by demo generator {made} '
+            f'({w / "ava" / demo_data.MANIFEST}), and this aesthetics-jax draws with version '
+            f'{demo_data.GENERATOR_VERSION}, other images from the same flags: its prepared '
+            'dataset and models were made from that data; pass a new --workdir, or rerun '
+            'with the aesthetics-jax that made it')
+  gain = old.get('vivid_gain')
+  if gain != demo_data.VIVID_GAIN:  # aesthetics-make-demo-data --vivid_gain into W/ava
+    _refuse(f'--workdir={w} holds demo data drawn with vivid_gain {gain} '
+            f'({w / "ava" / demo_data.MANIFEST}; aesthetics-make-demo-data --vivid_gain), and '
+            f'the demo draws with {demo_data.VIVID_GAIN}: its prepared dataset and models '
+            'were made from that data; pass a new --workdir')
+
+
+def _refuse(message: str) -> NoReturn:
+  from aesthetics_jax.data import demo as demo_data  # pylint: disable=import-outside-toplevel
+  e = demo_data.DemoDataError(message)
+  e.before_work = True  # a usage error (exit 2): nothing ran
+  raise e
 
 
 def _run_demo(w: Path, smoke: bool, num_train: int | None, num_test: int | None, seed: int,
