@@ -351,6 +351,15 @@ def test_cli_all_failed_exits_1(files):
   assert all('error' in json.loads(x) for x in r.stdout.strip().splitlines())
 
 
+def test_cli_failures_to_stdout_say_so_on_stderr(tmp_path):
+  """With the lines on stdout (`> preds.jsonl`), a run whose inputs failed ended with exit 1
+  and nothing on stderr; the closing line --output gets says how many failed. No input
+  needs the model here: the checkpoint is never opened."""
+  r = _run(f'--workdir={tmp_path}', '', tmp_path / 'nothing_here_*.jpg')
+  assert r.returncode == 1 and len(r.stdout.splitlines()) == 2, r.stderr[-2000:]
+  assert r.stderr.strip().splitlines() == ['predict: wrote 2 lines (2 failed) to stdout']
+
+
 # launch.predict with every PNG write and the --output write failing as on a full disk.
 _FULL_DISK = ('import errno, runpy, sys\n'
               'from aesthetics_jax import io\n'

@@ -270,7 +270,7 @@ def _finish(lines: _Lines, interrupted: int = 0, error: BaseException | None = N
     left = '' if lines.inputs is None else f'; {lines.inputs - n} of {lines.inputs} inputs left'
     closing = f'predict: {how}: {written} to {_OUTPUT.value or "stdout"}{left}'
   else:
-    closing = f'predict: {written} to {_OUTPUT.value}'
+    closing = f'predict: {written} to {_OUTPUT.value or "stdout"}'
     if lines.uncut:  # --crop_dir got fewer files than images: say why, not only in the JSON
       print(f'predict: no crop for {lines.uncut} of {lines.scored} scored '
             f'image{"" if lines.scored == 1 else "s"}: the map points nowhere ("map": '
@@ -290,7 +290,8 @@ def _finish(lines: _Lines, interrupted: int = 0, error: BaseException | None = N
       except BrokenPipeError:
         common.quiet_stdout()
       sys.exit(stopped or common.EXIT_FAILED)
-  if _OUTPUT.value or how:
+  # On stdout too when some failed: `> preds.jsonl` ended with exit 1 and not a word on stderr.
+  if _OUTPUT.value or how or lines.failed:
     print(closing, file=sys.stderr, flush=True)
   sys.exit(stopped or (common.EXIT_FAILED if lines.failed else 0))
 
