@@ -53,6 +53,7 @@ from aesthetics_jax.explain import cam as cam_lib
 from aesthetics_jax.explain import crop as crop_lib
 from aesthetics_jax.report import overlays
 from aesthetics_jax.train import checkpoint_errors
+from aesthetics_jax.train import restore
 
 ImageLike = image_inputs.ImageLike
 to_array = image_inputs.to_array  # public: users call aesthetics_jax.api.to_array
@@ -498,9 +499,14 @@ def _workdir(workdir: Any) -> str:
     # restore's own words here are the command's: '<p>/config.json: not found; is --workdir a
     # training workdir (aesthetics-train writes it)?'
     parent = os.path.dirname(os.path.abspath(p))
+    if os.path.exists(os.path.join(parent, 'config.json')):
+      raise checkpoint_errors.WorkdirError(
+          f'workdir {shown}: no config.json here but in its parent; pass {parent}')
+    if runs := restore.workdirs_below(p):  # the demo's --workdir: one workdir per model
+      raise checkpoint_errors.WorkdirError(
+          f'workdir {shown}: no config.json here but it holds the training workdirs '
+          f'{", ".join(runs)}; pass {os.path.join(p, runs[0])}')
     raise checkpoint_errors.WorkdirError(
-        f'workdir {shown}: no config.json here but in its parent; pass {parent}'
-        if os.path.exists(os.path.join(parent, 'config.json')) else
         f'workdir {shown}: no config.json, so not a training workdir; {hint}')
   return p
 

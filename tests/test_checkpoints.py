@@ -121,3 +121,26 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
   assert p.returncode == 2
   last = p.stderr.strip().splitlines()[-1]
   assert 'fresh --workdir' in last and str(killed) in last and 'Traceback' not in p.stderr
+
+
+def test_a_folder_of_workdirs_names_them(tmp_path):
+  """The demo's --workdir (/tmp/demo) holds one training workdir per model; passed to
+  predict, evaluate or `aesthetics_jax.load`, it was only 'not a training workdir'. The line
+  names the workdirs in it and the --workdir to pass."""
+  import aesthetics_jax
+  from aesthetics_jax.train import checkpoint_errors
+  for name in ('vgg16', 'mobilenet_v2', 'other'):
+    (tmp_path / name).mkdir()
+  for name in ('vgg16', 'mobilenet_v2'):
+    (tmp_path / name / 'config.json').write_text('{}')
+  with pytest.raises(checkpoint_errors.WorkdirError) as e:
+    restore.load_config(tmp_path)
+  assert str(e.value) == (
+      f'{tmp_path}/config.json: not found; {tmp_path} holds the training workdirs '
+      f'mobilenet_v2, vgg16: pass --workdir={tmp_path}/mobilenet_v2')
+  with pytest.raises(checkpoint_errors.WorkdirError) as e:
+    aesthetics_jax.load(tmp_path)
+  assert str(e.value) == (f'workdir {tmp_path}: no config.json here but it holds the training '
+                          f'workdirs mobilenet_v2, vgg16; pass {tmp_path}/mobilenet_v2')
+  with pytest.raises(checkpoint_errors.WorkdirError, match='is --workdir a training workdir'):
+    restore.load_config(tmp_path / 'other')

@@ -3,6 +3,7 @@ weights of its latest (or a given) checkpoint, verified.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,6 +31,9 @@ def load_config(workdir) -> ml_collections.ConfigDict:
   """
   path = config_path(workdir)
   if not path.exists():
+    if runs := workdirs_below(workdir):
+      raise WorkdirError(f'{path}: not found; {workdir} holds the training workdirs '
+                         f'{", ".join(runs)}: pass --workdir={os.path.join(workdir, runs[0])}')
     raise WorkdirError(f'{path}: not found; is --workdir a training workdir '
                        '(aesthetics-train writes it)?')
   saved = read_json_object(path, WorkdirError,
@@ -37,6 +41,19 @@ def load_config(workdir) -> ml_collections.ConfigDict:
   config = default_config.get_config()
   _merge(config, saved)
   return config
+
+
+def workdirs_below(folder) -> list[str]:
+  """Names of the training workdirs (a config.json inside) right below a local `folder`,
+  sorted: the demo's --workdir holds two (mobilenet_v2, vgg16), and passing it to predict,
+  evaluate or the API only said it was not a training workdir."""
+  if not io.is_local(folder) or not os.path.isdir(folder):
+    return []
+  try:
+    return sorted(e.name for e in os.scandir(folder)
+                  if e.is_dir() and os.path.isfile(os.path.join(e.path, 'config.json')))
+  except OSError:  # unreadable: no hint, the error stands
+    return []
 
 
 def _merge(config: ml_collections.ConfigDict, saved: Mapping[str, Any]) -> None:
