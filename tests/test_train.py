@@ -484,6 +484,32 @@ def test_validation_off_selects_on_test_and_says_so(data_dir, tmp_path):
   assert rec['image_ids'] == [] and 'TEST split' in rec['note']
 
 
+def test_validation_off_logs_each_test_row_once(data_dir, tmp_path, monkeypatch):
+  """Without a validation split the periodic evaluations are the test/* rows: the final
+  test logged its checkpoint's row again at the last step (metrics.jsonl and TensorBoard),
+  a duplicate, or for an earlier best step a second, other test/* value there. Each row
+  once now; the selected step's result is still the test of its checkpoint."""
+  from tensorboard.backend.event_processing import event_accumulator
+  c = _vgg(data_dir, **{'num_train_steps': 3, 'eval_every_steps': 1, 'keep_checkpoints': 1,
+                        'data.validation_fraction': 0.0, 'log_cam_images': 0})
+  calls = _eval_spy(monkeypatch, [0.2, 0.9, 0.5])  # test at steps 1, 2, 3: best = 2
+  res = trainer.train_and_evaluate(c, tmp_path / 'best2')
+  assert (res['checkpoint_step'], res['selected_by']) == (2, 'test/binary_accuracy')
+  _, best, _, _ = restore.restore_for_inference(tmp_path / 'best2', 2)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(best), calls[3][1])
+  calls = _eval_spy(monkeypatch, [])
+  trainer.train_and_evaluate(_vgg(data_dir, **{'data.validation_fraction': 0.0,
+                                              'log_cam_images': 0}), tmp_path / 'last')
+  for name, want in (('best2', [1, 2, 3]), ('last', [2])):
+    rows = [json.loads(l) for l in (tmp_path / name / 'metrics.jsonl').read_text().splitlines()]
+    assert [r['step'] for r in rows if 'test/binary_accuracy' in r] == want, name
+    acc = event_accumulator.EventAccumulator(str(tmp_path / name / 'tensorboard'),
+                                             size_guidance={event_accumulator.SCALARS: 0})
+    acc.Reload()
+    assert [e.step for e in acc.Scalars('test/binary_accuracy')] == want, name
+  assert len(calls) == 1  # the evaluation at the last step is its test: not run twice
+
+
 @pytest.mark.parametrize('overrides, why', [
     ({'data.validation_fraction': 0.0}, 'config.data.validation_fraction=0: no validation'),
     # It blamed validation_fraction=0 here, though the fraction was 0.5.

@@ -611,8 +611,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
     variables = state.variables
     if chosen != total:
       variables, _ = ckpt.restore(chosen, ckpt_lib.abstract_like(state.variables))
-    test_metrics, _, _ = evaluate(eval_step, variables, test_batches(), config)
-    writer.write_scalars(total, {f'test/{k}': v for k, v in test_metrics.items()})
+    if eval_split == 'test' and chosen == total and eval_metrics:
+      test_metrics = eval_metrics  # the evaluation at `total` just tested these weights
+    else:
+      test_metrics, _, _ = evaluate(eval_step, variables, test_batches(), config)
+    # Without a validation split the periodic evaluations are the test/* rows, the selected
+    # step's among them: its row again at `total` was a duplicate (or, for an earlier best
+    # step, a second test/* value at `total`, not the last weights').
+    if eval_split != 'test':
+      writer.write_scalars(total, {f'test/{k}': v for k, v in test_metrics.items()})
     selected_by = (f'{eval_split}/{config.best_metric}' if str(config.best_metric)
                    else 'last step')
     logging.info('test metrics of checkpoint %d (selected by %s): %s', chosen, selected_by,
