@@ -610,6 +610,20 @@ def test_a_dash_file_name_gets_a_hint_and_a_rerun_into_used_folders_says_so(file
   assert sorted(q.name for q in ov.iterdir()) == ['0000_-dash_cam.png', '0003_old_cam.png']
 
 
+def test_top_k_0_gives_an_empty_tag_list():
+  """--top_k=0 (and the API's top_k=0) left `tags` out of MobileNetV2's records, so a reader
+  of the documented fields (`s['tags']`) met a KeyError; it is [] now."""
+  from aesthetics_jax.evaluation import records
+  pred = {'distribution': np.full((1, 10), 0.1), 'mean_score': np.array([5.5]),
+          'p_high': np.array([0.5]), 'label_pred': np.array([1]),
+          'tag_probs': np.linspace(0, 1, 66)[None]}
+  assert records.score_fields(pred, 0, 'mobilenet_v2', {}, top_k=0)['tags'] == []
+  assert [t['id'] for t in records.score_fields(pred, 0, 'mobilenet_v2', {66: 'x'}, 2)['tags']
+          ] == [66, 65]
+  del pred['tag_probs'], pred['distribution'], pred['mean_score']  # VGG16: no tags
+  assert 'tags' not in records.score_fields(pred, 0, 'vgg16', {}, top_k=0)
+
+
 def test_non_utf8_file_names_are_valid_json():
   """A non-UTF-8 byte in a file name (Python's surrogateescape) was printed as "\\udce9", a lone
   surrogate that strict JSON readers refuse; now as a backslash escape, in every field."""

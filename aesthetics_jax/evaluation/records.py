@@ -30,7 +30,8 @@ def score_fields(pred: dict[str, np.ndarray], i: int, arch: str, tag_names: dict
   """Image i's scores as JSON-able fields.
 
   MobileNetV2: `mean_score` (1..10), `score_std` (spread of the predicted distribution),
-  `distribution` [10], `p_high`, `label`, `tags` (the top_k of 66: {id, name, prob}).
+  `distribution` [10], `p_high`, `label`, `tags` (the top_k of 66: {id, name, prob}; [] for
+  top_k=0).
   VGG16: `p_high`, `label`.
   """
   rec: dict[str, Any] = {}
@@ -43,7 +44,9 @@ def score_fields(pred: dict[str, np.ndarray], i: int, arch: str, tag_names: dict
   if 'p_high' in pred:
     rec['p_high'] = round(float(pred['p_high'][i]), 4)
   rec['label'] = 'high' if int(pred['label_pred'][i]) == 1 else 'low'
-  if 'tag_probs' in pred and top_k > 0:
+  # `tags` of every MobileNetV2 record, [] at top_k=0: the key was left out, and a reader of
+  # the documented fields (`s['tags']`) met a KeyError.
+  if 'tag_probs' in pred:
     probs = np.asarray(pred['tag_probs'][i])
     order = np.argsort(-probs, kind='stable')[:top_k]
     rec['tags'] = [{'id': int(k) + 1, 'name': tag_names.get(int(k) + 1, f'tag {int(k) + 1}'),
