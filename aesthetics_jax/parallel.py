@@ -166,10 +166,11 @@ def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, int]:
 
 
 def capped_batch_size(batch_size: int, rows: int, num_devices: int) -> int:
-  """`batch_size`, at most `rows` rounded up to a multiple of `num_devices`: evaluation
+  """`batch_size`, at most `rows`, rounded up to a multiple of `num_devices`: evaluation
   batches are padded to the batch size, so a larger one only adds padding
-  (--config.eval.batch_size=20000 trained the smoke run in 3 GB and 3x the time)."""
-  return min(int(batch_size), -(-max(1, int(rows)) // num_devices) * num_devices)
+  (--config.eval.batch_size=20000 trained the smoke run in 3 GB and 3x the time), and a
+  batch the devices cannot split is padded up to one they can (padding rows are masked)."""
+  return -(-min(int(batch_size), max(1, int(rows))) // num_devices) * num_devices
 
 
 # Images per chunk on the CPU backend (measured: 2 is best for MobileNetV2 at 224 px).

@@ -127,9 +127,8 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
   # No larger than the largest pass: every batch is padded to the batch size, and
   # --config.eval.batch_size=20000 evaluated 8 test images in 3.5 GB and 4.5x the time.
   asked = min(int(ec.batch_size or config.batch_size), max(1, largest))
-  ec.batch_size = asked
-  if asked % mesh.size:
-    ec.batch_size = -(-asked // mesh.size) * mesh.size
+  ec.batch_size = parallel.capped_batch_size(asked, largest, mesh.size)
+  if ec.batch_size != asked:
     logging.info('eval batch size %d rounded up to %d, a multiple of the %d devices', asked,
                  ec.batch_size, mesh.size)
   # Replicated over the mesh so the jitted calls see one device set with the sharded batches.
