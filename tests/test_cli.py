@@ -531,3 +531,5 @@ def test_help_lists_the_commands_own_flags(script, names):
   assert r.returncode == 0, r.stderr
   listed = set(re.findall(r'^  --(\w+):', r.stdout, re.M))
   assert set(names) <= listed, (set(names) - listed, r.stdout[-1500:])
+  if script == 'predict':  # --config (the whole config as its default) is not listed
+    assert '--config.eval.KEY=VALUE' in r.stdout

@@ -5,6 +5,9 @@ r"""Scores images with a trained checkpoint and suggests crops from its class ac
       [--cam_layers=features.14,...] photo.jpg photos/ 'shoot/*.png' ...
   (python -m launch.predict from a checkout)
 
+`--config.eval.KEY=VALUE` overrides the checkpoint's config.eval for this run (e.g.
+--config.eval.box_threshold=0.4, the fraction of a map's peak a box encloses).
+
 Inputs, in the order given: image files; folders (searched recursively for image files, in
 sorted path order); glob patterns (quote them; `**` recurses). An image a folder or pattern
 reaches twice (links) is scored once; the files an earlier run wrote into this run's
