@@ -462,8 +462,9 @@ class Model:
     loaded = self._load(x)
     image = loaded.full
     d = self._boxes(loaded, target, method, layer, None, aspect)
-    drawn = {k: (b.y0, b.x0, b.y1, b.x1) for k, b in d['boxes'].items()
-             if b is not None} if boxes else {}
+    drawn = overlays.merge_coinciding({k: (b.y0, b.x0, b.y1, b.x1)
+                                       for k, b in d['boxes'].items() if b is not None}
+                                      ) if boxes else {}
     img = overlays.overlay(image, d['map'])
     img = overlays.draw_boxes(img, drawn, width=overlays.box_width(image.shape))
     title = f'map: {target} ({d["method"]}, {",".join(d["layers"])})' + (

@@ -344,6 +344,20 @@ def test_overlays_of_photos_are_as_before(size, copy_hw):
   assert got.shape[1] == grid[1] and (got[:grid[0]] == drawn).all()
 
 
+def test_overlay_shows_a_box_that_another_covers():
+  """An empty aesthetic map's average box is its attribute box: drawn in red over the cyan
+  one, it hid it, while the legend named both. The box is drawn once, in the first one's
+  colour, and the legend names it 'attribute = average'."""
+  from aesthetics_jax.report import overlays
+  box = (16, 16, 48, 48)
+  got = _overlay((64, 64), boxes={'attribute': box, 'average': box})
+  cyan = (got[:64] == np.array(overlays.BOX_COLOURS['attribute'], np.uint8)).all(-1)
+  assert cyan.any() and not _red(got[:64]).any()
+  assert overlays.merge_coinciding({'aesthetic': (0, 0, 4, 4), 'attribute': box,
+                                    'average': box, 'crop': (0, 0, 4, 4)}) == {
+      'aesthetic = crop': (0, 0, 4, 4), 'attribute = average': box}
+
+
 def test_cli_all_failed_exits_1(files):
   _, wd, _, bad, missing = files
   r = _run(f'--workdir={wd}', bad, missing)

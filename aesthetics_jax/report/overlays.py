@@ -104,6 +104,28 @@ def fold(image: np.ndarray, segments: int, gap: int | None = None,
   return out.transpose(1, 0, 2) if tall else out
 
 
+def box_colour(name: str) -> tuple[int, int, int]:
+  """A box's outline colour by its name; a `merge_coinciding` name ('attribute = average') by
+  its first box's."""
+  return BOX_COLOURS.get(name.split(' = ')[0], (255, 255, 0))
+
+
+def merge_coinciding(boxes: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
+  """`boxes` with each box that has the pixels of an earlier one folded into that one's name
+  ('attribute = average'), in the earlier one's place. Drawn over it, the later box hid it,
+  and the legend named a box the picture did not show (an empty aesthetic map's average box
+  is its attribute box, drawn in red over the cyan one)."""
+  merged: list[tuple[list[str], tuple[int, ...]]] = []
+  for name, box in boxes.items():
+    box = tuple(int(v) for v in box)
+    same = next((names for names, b in merged if b == box), None)
+    if same is None:
+      merged.append(([name], box))
+    else:
+      same.append(name)
+  return {' = '.join(names): box for names, box in merged}
+
+
 def draw_boxes(image: np.ndarray, boxes: Mapping[str, Sequence[int]],
                width: int = 2) -> np.ndarray:
   """Draws named boxes `(y0, x0, y1, x1)` (end-exclusive) on a copy of uint8 [H,W,3]."""
@@ -111,7 +133,7 @@ def draw_boxes(image: np.ndarray, boxes: Mapping[str, Sequence[int]],
   draw = ImageDraw.Draw(pil)
   for name, box in boxes.items():
     y0, x0, y1, x1 = (int(v) for v in box)
-    colour = BOX_COLOURS.get(name, (255, 255, 0))
+    colour = box_colour(name)
     draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour, width=width)
   return np.asarray(pil)
 
@@ -219,7 +241,7 @@ def add_legend(image: np.ndarray, title: str, box_names: Sequence[str] = (),
         strip.paste(Image.fromarray(np.repeat(scale[None], fs, axis=0)), (x + low + pad, top))
         draw.text((x + low + bar + 2 * pad, top), 'high', fill=(235, 235, 235), font=font)
       else:
-        colour = BOX_COLOURS.get(payload, (255, 255, 0))
+        colour = box_colour(payload)
         draw.rectangle([x, top, x + fs - 1, top + fs - 1], outline=colour, width=max(2, fs // 6))
         draw.text((x + fs + pad, top), payload, fill=colour, font=font)
   return np.concatenate([image, np.asarray(strip)], axis=0)
