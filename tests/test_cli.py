@@ -533,3 +533,5 @@ def test_help_lists_the_commands_own_flags(script, names):
   assert set(names) <= listed, (set(names) - listed, r.stdout[-1500:])
   if script == 'predict':  # --config (the whole config as its default) is not listed
     assert '--config.eval.KEY=VALUE' in r.stdout
+    # --aspect's forms as PREDICTING.md gives them (the help knew W:H only)
+    assert 'W/H, WxH or a ratio' in ' '.join(r.stdout.split())

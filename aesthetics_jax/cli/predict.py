@@ -61,15 +61,16 @@ _TOP_K = flags.DEFINE_integer('top_k', 5, 'Tags listed per image (MobileNetV2), 
                               'first; 0 = none.')
 _OVERLAY_DIR = flags.DEFINE_string('overlay_dir', None, 'Write CAM overlays with boxes and a '
                                    'legend here.')
-_CROP_DIR = flags.DEFINE_string('crop_dir', None, 'Write suggested crops here.')
+_CROP_DIR = flags.DEFINE_string('crop_dir', None, 'Write suggested crops here, cut at full '
+                                'resolution: the --aspect window, or without it the box.')
 _CROP_FORMAT = flags.DEFINE_enum(
     'crop_format', 'auto', ['auto', 'jpeg', 'png'],
     'File type of --crop_dir crops. auto: a JPEG photo\'s crop as JPEG with the photo\'s own '
     'quantisation tables and chroma subsampling (its quality, about its bytes per pixel), '
     'other images\' as PNG; png: lossless PNG always; jpeg: JPEG always (quality 95, no '
     'chroma subsampling where the source is not an RGB JPEG).')
-_ASPECT = flags.DEFINE_string('aspect', None, 'Crop aspect W:H from 1:20 to 20:1, e.g. 4:3 '
-                              '(default: free box).')
+_ASPECT = flags.DEFINE_string('aspect', None, 'Crop aspect W:H (also W/H, WxH or a ratio: '
+                              '4:3, 16/9, 4x3, 1.5) from 1:20 to 20:1 (default: free box).')
 _CAM_METHOD = flags.DEFINE_string(
     'cam_method', None, 'CAM method: gradcam, gradcampp (gradcam++), hirescam, xgradcam, '
     'layercam, eigencam, scorecam (default: config.eval.cam_method).')
