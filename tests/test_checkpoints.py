@@ -144,3 +144,12 @@ def test_a_folder_of_workdirs_names_them(tmp_path):
                           f'workdirs mobilenet_v2, vgg16; pass {tmp_path}/mobilenet_v2')
   with pytest.raises(checkpoint_errors.WorkdirError, match='is --workdir a training workdir'):
     restore.load_config(tmp_path / 'other')
+
+
+def test_step_folders_ignore_names_that_only_look_like_digits(tmp_path):
+  """'²' (and other non-ASCII digits) passed str.isdigit() and then int() raised a
+  ValueError traceback from every command that lists a workdir's steps."""
+  for name in ('3', '12', '²', '٣', 'x1'):
+    (tmp_path / name).mkdir()
+  (tmp_path / '7').write_text('')  # a file, not a step folder
+  assert checkpoints.step_folders(tmp_path) == [3, 12]

@@ -411,7 +411,10 @@ def step_folders(directory: str | os.PathLike) -> list[int]:
   intact or not: read from the folder itself, as orbax's own list drops steps while it
   handles a failed save. OSError if the folder cannot be listed."""
   d = io.path(directory)
-  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and p.is_dir())
+  # isascii: str.isdigit() also accepts '²' or Arabic-Indic digits, which int() refuses
+  # or orbax never names a step by.
+  return sorted(int(p.name) for p in d.iterdir()
+                if p.name.isascii() and p.name.isdigit() and p.is_dir())
 
 
 def has_checkpoints(workdir: str | os.PathLike) -> bool:
