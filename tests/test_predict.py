@@ -374,6 +374,20 @@ def test_cli_failures_to_stdout_say_so_on_stderr(tmp_path):
   assert r.stderr.strip().splitlines() == ['predict: wrote 2 lines (2 failed) to stdout']
 
 
+def test_cli_home_in_a_flag_value_is_the_home_folder(tmp_path):
+  """The shell expands '~' only at a word's start: `--workdir=~/runs/mnv2` reached predict as
+  written, 'no such folder', and `--output=~/preds.jsonl` would have gone to a folder named
+  '~'. A flag value's leading '~' is the home folder now."""
+  (tmp_path / 'wd').mkdir()
+  r = subprocess.run([sys.executable, '-m', 'launch.predict', '--workdir=~/wd',
+                      '--output=~/preds.jsonl', ''], cwd=ROOT, capture_output=True, text=True,
+                     env=dict(os.environ, JAX_PLATFORMS='cpu', HOME=str(tmp_path)), timeout=300)
+  assert r.returncode == 1, r.stderr[-2000:]  # the empty argument's line: nothing to score
+  assert r.stderr.strip().splitlines() == [
+      f'predict: wrote 1 line (1 failed) to {tmp_path}/preds.jsonl']
+  assert 'empty argument' in json.loads((tmp_path / 'preds.jsonl').read_text())['error']
+
+
 # launch.predict with every PNG write and the --output write failing as on a full disk.
 _FULL_DISK = ('import errno, runpy, sys\n'
               'from aesthetics_jax import io\n'

@@ -374,7 +374,9 @@ def parse_flags(argv: list[str]) -> list[str]:
   parsing error: ...' plus a second line and exits 1), and help exiting 0 (absl exits 1 after
   printing it, which reads as a failed run)."""
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
+    _expand_home_in_flags()
+    return rest
   except flags.Error as e:
     msg = first_line(e)
     args = argv[1:argv.index('--')] if '--' in argv else argv[1:]
@@ -388,6 +390,16 @@ def parse_flags(argv: list[str]) -> list[str]:
     if e.code == 1 and any(a in _HELP_FLAGS for a in args):
       raise SystemExit(0) from None
     raise
+
+
+def _expand_home_in_flags() -> None:
+  """A string flag given as `--flag=~/x` gets the home folder for its '~': the shell expands a
+  '~' only at a word's start, so `--workdir=~/runs/mnv2` reached the command as written, and
+  predict said 'no such folder' of a folder that is there (train made one named '~')."""
+  for name in list(flags.FLAGS):
+    flag = flags.FLAGS[name]
+    if flag.present and isinstance(flag.value, str) and flag.value.startswith('~'):
+      flag.value = os.path.expanduser(flag.value)
 
 
 def run_with_overrides(main: Callable[[list[str]], None], doc: str | None, command: str,
