@@ -63,6 +63,21 @@ def test_png_crop_is_lossless_and_both_keep_the_icc_profile(tmp_path):
   assert png.info.get('icc_profile') == icc and jpg.info.get('icc_profile') == icc
 
 
+def test_jpeg_crop_of_a_greyscale_photo_is_greyscale_with_its_table(tmp_path):
+  """A black-and-white JPEG's crop was an RGB JPEG at quality 95: three channels, 2.2x the
+  bytes of the whole photo for a full-frame crop. It is greyscale, with the photo's table."""
+  src = tmp_path / 'bw.jpg'
+  Image.fromarray(_photo()).convert('L').save(src, quality=70)
+  photo = Image.open(src)
+  cut = photo.convert('RGB').crop((13, 7, 13 + 90, 7 + 60))  # as decoded: grey in RGB
+  data = image_files.encode_crop(cut, '.jpg', src)
+  out = Image.open(io.BytesIO(data))
+  assert out.mode == 'L' and out.size == cut.size and out.quantization == photo.quantization
+  assert _psnr(out.convert('RGB'), cut) > 33
+  per_pixel = len(data) / (90 * 60), src.stat().st_size / (96 * 128)
+  assert 0.5 < per_pixel[0] / per_pixel[1] < 2, per_pixel
+
+
 @pytest.mark.parametrize('kind', ['png', 'grey_jpeg', 'cmyk_jpeg', 'missing'])
 def test_jpeg_crop_of_other_sources_is_quality_95_without_subsampling(tmp_path, kind):
   """Tables that do not fit an RGB crop (greyscale: one, CMYK: four), a PNG source, or a file

@@ -19,6 +19,7 @@ from typing import Sequence
 
 from PIL import ExifTags
 from PIL import Image
+from PIL import ImageChops
 from PIL import JpegImagePlugin
 
 from aesthetics_jax.data import decoder
@@ -205,17 +206,35 @@ def crop_suffix(crop_format: str, source_format: str | None) -> str:
 def encode_crop(cut: Image.Image, suffix: str, source: str | os.PathLike) -> bytes:
   """A crop's file bytes: PNG (lossless) for '.png'; for '.jpg' a JPEG with `source`'s own
   quantisation tables and chroma subsampling when it is an RGB JPEG (about its quality and
-  bytes per pixel), else quality `CROP_JPEG_QUALITY` without chroma subsampling. The ICC
-  profile and EXIF in `cut.info` (`with_icc`) are embedded either way."""
+  bytes per pixel), a greyscale crop of a greyscale JPEG as greyscale with its table, else
+  quality `CROP_JPEG_QUALITY` without chroma subsampling. The ICC profile and EXIF in
+  `cut.info` (`with_icc`) are embedded either way (the RGB profile not in a greyscale crop)."""
   buf = io.BytesIO()
   meta = {'icc_profile': cut.info.get('icc_profile')}
   if cut.info.get('exif'):
     meta['exif'] = cut.info['exif']
   if suffix == '.png':
     cut.save(buf, format='PNG', **meta)
-  else:
-    cut.save(buf, format='JPEG', **meta, **_jpeg_options(source))
+    return buf.getvalue()
+  options = _jpeg_options(source)
+  if options.pop('grey', False):
+    if _is_grey(cut):  # as the photo is: one channel, its own table
+      cut, meta['icc_profile'] = cut.convert('L'), None
+    else:  # its table does not fit a colour crop
+      options = {'quality': CROP_JPEG_QUALITY, 'subsampling': 0}
+  cut.save(buf, format='JPEG', **meta, **options)
   return buf.getvalue()
+
+
+def _is_grey(image: Image.Image) -> bool:
+  """Whether an RGB (or L) image's channels are equal: a greyscale photo decoded to RGB."""
+  if image.mode == 'L':
+    return True
+  if image.mode != 'RGB':
+    return False
+  r, g, b = image.split()
+  return (ImageChops.difference(r, g).getbbox() is None
+          and ImageChops.difference(g, b).getbbox() is None)
 
 
 def _jpeg_options(source: str | os.PathLike) -> dict:
@@ -227,6 +246,10 @@ def _jpeg_options(source: str | os.PathLike) -> dict:
       # RGB JPEGs have a luma and a chroma table; greyscale (1) and CMYK (4) do not fit RGB.
       if im.format == 'JPEG' and im.mode == 'RGB' and len(tables) == 2 and sampling >= 0:
         return {'qtables': tables, 'subsampling': sampling}
+      # A greyscale JPEG's crop was an RGB JPEG at quality 95: three channels, twice the
+      # photo's bytes. `grey`: its table, for a crop that is grey too (`encode_crop`).
+      if im.format == 'JPEG' and im.mode == 'L' and len(tables) == 1:
+        return {'qtables': tables, 'grey': True}
   except Exception:  # pylint: disable=broad-except  (changed or unreadable: the default)
     pass
   return {'quality': CROP_JPEG_QUALITY, 'subsampling': 0}
