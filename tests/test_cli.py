@@ -535,3 +535,5 @@ def test_help_lists_the_commands_own_flags(script, names):
     assert '--config.eval.KEY=VALUE' in r.stdout
     # --aspect's forms as PREDICTING.md gives them (the help knew W:H only)
     assert 'W/H, WxH or a ratio' in ' '.join(r.stdout.split())
+    # 'png: lossless PNG always', of a 16-bit scan's 8-bit crop
+    assert 'lossless at 8 bits per channel' in ' '.join(r.stdout.split())

@@ -23,18 +23,18 @@ attribute boxes for MobileNetV2 (the aesthetic box for VGG16); `boxes.crop` is t
 `--aspect` (when given). Overlays are drawn with the long side <= 1024 px (a thin strip with its
 own short side up to 128 px, within 1 MP; a narrow one centred above a legend it fits); crops
 are cut at full resolution up to 36 MP, written as JPEG with a JPEG photo's own quantisation
-tables (`--crop_format=auto`; `png`: lossless) and as PNG for other images. A file that cannot
-be used, a folder without images or a pattern matching nothing gives `{"path", "error"}`, the
-error one line naming its cause (missing, file over 64 MB, over 100 MP, under 32 px a side,
-truncated, not an image, a model output that is not finite: a NaN is never printed), and the
-others carry on. Exit status: 0 every image scored; 1 some inputs failed, stdout refused a
-write (a full disk; one line on stderr; 141 when `| head` left), or the run stopped by an error
-(out of memory: the lines so far are written, as for Ctrl-C); 2 nothing ran (a bad flag, no
-inputs, an unwritable output, a workdir without a usable checkpoint: missing, another model's,
-or damaged, named with its step and file and the `--step` of an intact one), with one line on
-stderr and nothing on stdout; 130 stopped by Ctrl-C (143 by SIGTERM: `timeout`, a job's time
-limit): the lines scored so far are written (to --output too, atomically), one line on stderr
-says how many.
+tables (`--crop_format=auto`; `png`: lossless at 8 bits) and as PNG for other images. A file
+that cannot be used, a folder without images or a pattern matching nothing gives
+`{"path", "error"}`, the error one line naming its cause (missing, file over 64 MB, over
+100 MP, under 32 px a side, truncated, not an image, a model output that is not finite: a NaN
+is never printed), and the others carry on. Exit status: 0 every image scored; 1 some inputs
+failed (one line on stderr counts them), stdout refused a write (a full disk; one line on
+stderr; 141 when `| head` left), or the run stopped by an error (out of memory: the lines so
+far are written, as for Ctrl-C); 2 nothing ran (a bad flag, no inputs, an unwritable output, a
+workdir without a usable checkpoint: missing, another model's, or damaged, named with its step
+and file and the `--step` of an intact one), with one line on stderr and nothing on stdout;
+130 stopped by Ctrl-C (143 by SIGTERM: `timeout`, a job's time limit): the lines scored so far
+are written (to --output too, atomically), one line on stderr says how many.
 """
 from __future__ import annotations
 
@@ -67,8 +67,9 @@ _CROP_FORMAT = flags.DEFINE_enum(
     'crop_format', 'auto', ['auto', 'jpeg', 'png'],
     'File type of --crop_dir crops. auto: a JPEG photo\'s crop as JPEG with the photo\'s own '
     'quantisation tables and chroma subsampling (its quality, about its bytes per pixel), '
-    'other images\' as PNG; png: lossless PNG always; jpeg: JPEG always (quality 95, no '
-    'chroma subsampling where the source is not an RGB JPEG).')
+    'other images\' as PNG; png: PNG always, lossless at 8 bits per channel (a 16-bit '
+    'image\'s crop has 8, a transparent one\'s is over white); jpeg: JPEG always (quality 95, '
+    'no chroma subsampling where the source is not an RGB or greyscale JPEG).')
 _ASPECT = flags.DEFINE_string('aspect', None, 'Crop aspect W:H (also W/H, WxH or a ratio: '
                               '4:3, 16/9, 4x3, 1.5) from 1:20 to 20:1 (default: free box).')
 _CAM_METHOD = flags.DEFINE_string(
