@@ -537,3 +537,15 @@ def test_help_lists_the_commands_own_flags(script, names):
     assert 'W/H, WxH or a ratio' in ' '.join(r.stdout.split())
     # 'png: lossless PNG always', of a 16-bit scan's 8-bit crop
     assert 'lossless at 8 bits per channel' in ' '.join(r.stdout.split())
+
+
+def test_a_config_override_of_home_is_the_home_folder(tmp_path):
+  """`--config.data.data_dir=~/tfds` reached train as written (the shell expands '~' only at
+  a word's start): 'no prepared dataset' of '~/tfds'. The override's '~' is the home folder."""
+  (tmp_path / 'tfds').mkdir()
+  r = subprocess.run([sys.executable, '-m', 'launch.train', '--config=demo:mobilenet_v2,smoke',
+                      f'--workdir={tmp_path / "w"}', '--config.data.data_dir=~/tfds'], cwd=ROOT,
+                     capture_output=True, text=True, timeout=120,
+                     env=dict(os.environ, HOME=str(tmp_path), JAX_PLATFORMS='cpu'))
+  assert r.returncode == 2 and r.stderr.startswith(
+      f'train: {tmp_path}/tfds: no prepared dataset'), r.stderr[-2000:]

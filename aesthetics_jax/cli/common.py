@@ -395,11 +395,14 @@ def parse_flags(argv: list[str]) -> list[str]:
 def _expand_home_in_flags() -> None:
   """A string flag given as `--flag=~/x` gets the home folder for its '~': the shell expands a
   '~' only at a word's start, so `--workdir=~/runs/mnv2` reached the command as written, and
-  predict said 'no such folder' of a folder that is there (train made one named '~')."""
+  predict said 'no such folder' of a folder that is there (train made one named '~'). So does
+  a `--config.KEY=~/x` override (`--config.data.data_dir=~/tfds` was 'no prepared dataset')."""
   for name in list(flags.FLAGS):
     flag = flags.FLAGS[name]
     if flag.present and isinstance(flag.value, str) and flag.value.startswith('~'):
-      flag.value = os.path.expanduser(flag.value)
+      # parse, not `.value =`: a --config.KEY flag's parse also sets the config's field
+      flag.parse(os.path.expanduser(flag.value))
+      flag.present -= 1  # given once
 
 
 def run_with_overrides(main: Callable[[list[str]], None], doc: str | None, command: str,
