@@ -245,7 +245,7 @@ def test_a_damaged_control_json_is_scored_again(tmp_path, monkeypatch, text):
          'untrained': scores}
   monkeypatch.setattr(control_study, 'make_data', lambda w, *args: w / 'tfds')
   monkeypatch.setattr(control_study, 'run_seed',
-                      lambda w, data_dir, config, seed: {'seed': seed, **row})
+                      lambda w, data_dir, config, seed, stop=None: {'seed': seed, **row})
   (tmp_path / 'control.json').write_text(text)
   c = control_config.apply_smoke(control_config.get_config())
   res = control_study.run_control(tmp_path, c, seeds=[0], num_train=8, num_test=8)
@@ -305,3 +305,25 @@ def test_data_stopped_half_made_is_made_again(tmp_path, monkeypatch):
   control_study.make_data(tmp_path, 8, 8)
   assert not (tmp_path / 'ava' / 'images' / '1.jpg').exists()
   assert json.loads((tmp_path / 'ava' / 'control.json').read_text())['num_train'] == 8
+
+
+@pytest.mark.parametrize('stage', ['data', 'train'])
+def test_sigterm_stops_at_a_safe_point_and_exits_143(tmp_path, stage):
+  """SIGTERM (a scheduler's preemption, `timeout`, `docker stop`) killed the control at once
+  (exit -15, no line), losing every step since the last checkpoint. Now training checkpoints
+  the step in flight and names it, and the data stage stops as on Ctrl-C (its stamp says
+  'incomplete': the rerun makes the data again); one line, exit 143."""
+  import sigterm_fixture
+  w = tmp_path / 'w'
+  hook = 'training' if stage == 'train' else 'call:aesthetics_jax.data.control.generate'
+  r = sigterm_fixture.run('control', hook, f'--workdir={w}', '--smoke', '--seeds=0,1')
+  assert r.returncode == 143 and 'Traceback' not in r.stderr, (r.returncode, r.stderr[-3000:])
+  said = r.stderr.strip().splitlines()[-1]
+  if stage == 'train':
+    assert said == (f'control: terminated (SIGTERM): training checkpointed in '
+                    f'{w}/seed_0/checkpoints/1; rerun the same command to continue'), said
+  else:
+    assert said == ('control: terminated (SIGTERM); what was written is kept (checkpoints, '
+                    'finished stages, atomic outputs): rerun the same command to continue')
+    assert 'incomplete' in json.loads((w / 'ava' / 'control.json').read_text())
+  assert not (w / 'control.json').exists()

@@ -212,3 +212,19 @@ def test_a_full_disk_in_the_data_stage_names_no_other_commands_flag(tmp_path, mo
   monkeypatch.setattr(demo_data, '_generate', full)
   with pytest.raises(OSError, match='No space left on device'):
     demo.make_data(tmp_path, 3, 2, 0)
+
+
+def test_sigterm_reaches_the_model_processes_which_checkpoint_and_exit_143(tmp_path):
+  """SIGTERM to aesthetics-demo (`docker stop` signals its process alone) killed it at once
+  (exit -15, no line) and left its two model processes training and evaluating unseen (still
+  there 20 s later, holding their workdirs). Now the demo passes it on: each model's process
+  checkpoints its step in flight, one line names both checkpoints, exit 143, and no process
+  of the demo is left."""
+  import sigterm_fixture
+  w = tmp_path / 'w'
+  r = sigterm_fixture.run('demo', 'demo models', f'--workdir={w}', '--smoke', '--parallel')
+  assert r.returncode == 143 and 'Traceback' not in r.stderr, (r.returncode, r.stderr[-3000:])
+  assert r.stderr.strip().splitlines()[-1] == (
+      f'demo: terminated (SIGTERM): training checkpointed in {w}/mobilenet_v2/checkpoints/1 '
+      f'and {w}/vgg16/checkpoints/1; rerun the same command to continue'), r.stderr[-3000:]
+  assert not r.left and not (w / 'report.html').exists()

@@ -381,7 +381,7 @@ def test_a_damaged_final_checkpoint_is_trained_again(tmp_path, monkeypatch):
   (wd / trainer.RESULT_FILE).write_text('{"step": 2}')
   calls = []
   monkeypatch.setattr(trainer, 'train_and_evaluate',
-                      lambda config, workdir: calls.append(workdir) or {'step': 2})
+                      lambda config, workdir, stop=None: calls.append(workdir) or {'step': 2})
   c, earlier = paper_run.paper_config('vgg16', True, 1), {'info': {'step': 2}}
 
   def trainer_finds_it_finished() -> bool:
@@ -484,3 +484,23 @@ def test_a_stand_in_record_holding_a_list_is_made_again(tmp_path):
   pth.write_bytes(b'')
   Path(f'{pth}.json').write_text('["arch", "vgg16"]')
   assert paper_run._fake_is_current(pth, {'arch': 'vgg16'}) is False
+
+
+def test_sigterm_checkpoints_the_training_step_and_exits_143(tmp_path):
+  """SIGTERM (a scheduler's preemption, `timeout`, `docker stop`) killed the paper run at
+  once (exit -15, no line), losing every step since the last checkpoint; aesthetics-train
+  checkpointed the step in flight. Now so does the paper run, naming it, exit 143; the stages
+  finished before are kept (a rerun reuses them)."""
+  import sigterm_fixture
+  m = paper_run.paper_config('vgg16', True, 1).model
+  weights = torchvision_layout_safetensors(tmp_path / 'weights', 'vgg16', float(m.width_mult),
+                                           int(m.fc_dim))
+  w = tmp_path / 'w'
+  r = sigterm_fixture.run('paper_run', 'training', f'--workdir={w}', '--smoke',
+                          '--archs=vgg16', f'--weights={weights}')
+  assert r.returncode == 143 and 'Traceback' not in r.stderr, (r.returncode, r.stderr[-3000:])
+  assert r.stderr.strip().splitlines()[-1] == (
+      f'paper_run: terminated (SIGTERM): training checkpointed in {w}/vgg16/checkpoints/1; '
+      'rerun the same command to continue'), r.stderr[-3000:]
+  stages = json.loads((w / paper_run.RUN_JSON).read_text())['stages']
+  assert [s['stage'] for s in stages] == ['data', 'weights', 'prepare']

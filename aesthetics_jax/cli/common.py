@@ -27,9 +27,12 @@ from ml_collections import config_flags
 
 from aesthetics_jax import compile_cache, cpu_backend
 from aesthetics_jax.configs import default
+from aesthetics_jax.train import stop as stop_lib
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: a command stopped by Ctrl-C, as a shell reports it
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a run SIGTERM ended
 
 
 def first_line(e: BaseException | str) -> str:
@@ -222,6 +225,9 @@ def run(main: Callable[[list[str]], None], doc: str | None,
     if not getattr(e, 'on_stdout', False):
       raise
     stdout_failed(e)
+  except stop_lib.Terminated as e:  # SIGTERM (`stop_on_sigterm`): before Ctrl-C, its base
+    print(f'{command_name()}: {terminated_line(e)}', file=sys.stderr, flush=True)
+    exit_interrupted(EXIT_TERMINATED)
   except KeyboardInterrupt:  # was a traceback; commands with more to say catch it themselves
     print(f'{command_name()}: interrupted (Ctrl-C); what was written is kept (checkpoints, '
           'finished stages, atomic outputs): rerun the same command to continue',
@@ -278,13 +284,37 @@ def interrupt_once(signum, frame) -> None:
   raise KeyboardInterrupt
 
 
-def exit_interrupted() -> NoReturn:
-  """Exits EXIT_INTERRUPTED after the exit handlers (atexit: JAX's, orbax's) without the
-  interpreter's teardown: a thread that the Ctrl-C left inside XLA (the input-prefetch
-  thread, decoders) crashed it after the interrupted line, exit 134 with 'LLVM ERROR: ...' or
-  'FATAL: exception not rethrown' (1 in 4 Ctrl-Cs of aesthetics-control --smoke)."""
+def exit_interrupted(code: int = EXIT_INTERRUPTED) -> NoReturn:
+  """Exits `code` (Ctrl-C's, or SIGTERM's EXIT_TERMINATED) after the exit handlers (atexit:
+  JAX's, orbax's) without the interpreter's teardown: a thread that the Ctrl-C left inside
+  XLA (the input-prefetch thread, decoders) crashed it after the interrupted line, exit 134
+  with 'LLVM ERROR: ...' or 'FATAL: exception not rethrown' (1 in 4 Ctrl-Cs of
+  aesthetics-control --smoke)."""
   atexit._run_exitfuncs()  # pylint: disable=protected-access
-  exit_now(EXIT_INTERRUPTED)
+  exit_now(code)
+
+
+def stop_on_sigterm() -> stop_lib.StopRequest | None:
+  """Installs a `train.stop.StopRequest` as SIGTERM's handler and returns it (None off the
+  main thread, where signals cannot be handled). Pass it to the trainer: the step in flight is
+  checkpointed; elsewhere SIGTERM stops the command as Ctrl-C does, and `run` ends it with
+  `terminated_line`, exit 143. Without it SIGTERM (a scheduler's preemption, `timeout`,
+  `docker stop`) killed a command at once (exit -15, no line), losing the steps since the
+  last checkpoint."""
+  if threading.current_thread() is not threading.main_thread():
+    return None
+  stop = stop_lib.StopRequest()
+  signal.signal(signal.SIGTERM, stop)
+  return stop
+
+
+def terminated_line(e: stop_lib.Terminated) -> str:
+  """The line of a command SIGTERM stopped (aesthetics-train's names its resume point)."""
+  if e.saved:
+    return (f'terminated (SIGTERM): training checkpointed in {e.saved}; rerun the same '
+            'command to continue')
+  return ('terminated (SIGTERM); what was written is kept (checkpoints, finished stages, '
+          'atomic outputs): rerun the same command to continue')
 
 
 def _redeliver_lost_interrupt(previous: Callable) -> Callable:
@@ -298,8 +328,8 @@ def _redeliver_lost_interrupt(previous: Callable) -> Callable:
       previous(unraisable)
       return
     if type(unraisable.exc_value) is not KeyboardInterrupt:
-      # A subclass (train's Terminated, SIGTERM's): raised again as Ctrl-C it said
-      # 'interrupted (Ctrl-C)', exit 130; its raiser notices the lost request itself.
+      # A subclass (SIGTERM's stop.Terminated): raised again as Ctrl-C it said 'interrupted
+      # (Ctrl-C)', exit 130; its raiser notices the lost request itself (StopRequest.check).
       return
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # interrupt_once's: not for good
       signal.signal(signal.SIGINT, interrupt_once)
@@ -341,7 +371,6 @@ def _tagged(call: Callable, *args):
 
 
 EXIT_SIGPIPE = 141  # 128 + SIGPIPE: what `yes | head -1` reports for `yes`
-EXIT_INTERRUPTED = 130  # 128 + SIGINT: a command stopped by Ctrl-C, as a shell reports it
 
 
 def quiet_stdout() -> None:

@@ -20,7 +20,10 @@ Stages (each skipped on a rerun when its output is complete):
             worst seed. One seed can fool a method (README, "Explanations"): run several.
 --smoke: tiny data and 2 steps (for tests; a smoke model learns nothing); a --config.KEY,
 --num_train or --num_test given with it still applies. Errors are one line on stderr (exit 1;
-a bad flag, a busy workdir, or one whose seeds or data other flags made, exits 2).
+a bad flag, a busy workdir, or one whose seeds or data other flags made, exits 2). Ctrl-C
+exits 130, SIGTERM (a scheduler's preemption, `timeout`, `docker stop`) 143, with one line:
+training checkpoints the step in flight and names it, other stages stop as on Ctrl-C; rerun
+the same command to continue.
 """
 from __future__ import annotations
 
@@ -98,9 +101,12 @@ def main(argv):
                        "each method's maps; pass one or more, e.g. "
                        "--config.eval.cam_methods=\"('gradcam',)\"")
   orbax_logging.quiet_orbax_errors()  # a failed save is one line, not orbax's tracebacks
+  # SIGTERM killed the control at once (exit -15, no line), losing the steps since the last
+  # checkpoint: now the step in flight is checkpointed, or it stops as Ctrl-C does; 143.
+  stop = common.stop_on_sigterm()
   try:
     result = control_study.run_control(_WORKDIR.value, config, seeds, n_train, n_test,
-                                       _DECOYS.value)
+                                       _DECOYS.value, stop)
   except (control_study.ControlError, ava.AvaError, TrainingError, ValueError,
           FileNotFoundError, OSError) as e:
     common.fail('control', common.storage_line(e, _WORKDIR.value) or e, common.exit_code(e))

@@ -17,6 +17,7 @@ import numpy as np
 from aesthetics_jax import io as io_lib
 from aesthetics_jax.cli import stages
 from aesthetics_jax.configs import control as control_config
+from aesthetics_jax.train.stop import StopRequest
 
 SMOKE_SIZES = (24, 12)
 # What a control run has to show, per method: the pointing game on the patch masks (a hit is
@@ -160,10 +161,12 @@ def _scores(metrics: dict, suffix: str = '') -> dict:
           for m, v in metrics['localization'].items()}
 
 
-def run_seed(w: Path, data_dir: Path, config, seed: int) -> dict:
+def run_seed(w: Path, data_dir: Path, config, seed: int,
+             stop: StopRequest | None = None) -> dict:
   """Trains (or resumes) seed `seed`'s model and scores its maps with the real masks and the
   shuffled ones, and the maps of its untrained start with the real masks; returns the seed's
-  row of control.json."""
+  row of control.json. stop: SIGTERM's `train.stop.StopRequest` (checkpoints the step in
+  flight)."""
   from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=C0415
   from aesthetics_jax.train import trainer  # pylint: disable=C0415
   c = config.copy_and_resolve_references()
@@ -175,7 +178,9 @@ def run_seed(w: Path, data_dir: Path, config, seed: int) -> dict:
     _log(f'seed {seed}: training already finished (step {total})')
   else:
     _log(f'seed {seed}: training ({total} steps)')
-    trainer.train_and_evaluate(c, str(wd))
+    trainer.train_and_evaluate(c, str(wd), stop)
+  if stop is not None:  # held during the final test: stop before the scoring
+    stop.check()
   over = {f'eval.{k}': c.eval[k] for k in _EVAL_KEYS}
   # One evaluation scores the trained maps, the maps of the model before training (maps that
   # point without having learned anything show that the patch is merely conspicuous, not that
@@ -252,10 +257,13 @@ def table(result: dict) -> str:
 
 
 def run_control(workdir, config, seeds: Sequence[int], num_train: int = 256,
-                num_test: int = 64, decoys: bool = True) -> dict:
+                num_test: int = 64, decoys: bool = True,
+                stop: StopRequest | None = None) -> dict:
   """The whole control (see the module docstring); returns control.json's content.
 
   A seed already in W/control.json with the same steps, methods and layers is not redone.
+  stop: SIGTERM's `train.stop.StopRequest` (`common.stop_on_sigterm`): training checkpoints
+  the step in flight, and the control stops there or between stages.
   """
   from aesthetics_jax.train import workdir as workdir_lib  # pylint: disable=C0415
   if not seeds or len(set(seeds)) != len(seeds):
@@ -263,12 +271,13 @@ def run_control(workdir, config, seeds: Sequence[int], num_train: int = 256,
   w = Path(workdir).absolute()
   # A second control on W at once would rebuild the data under the first; it is refused.
   with workdir_lib.claim(w, holder='aesthetics-control'):
-    return _run_control(w, config, seeds, num_train, num_test, decoys)
+    return _run_control(w, config, seeds, num_train, num_test, decoys, stop)
 
 
 def _run_control(w: Path, config, seeds: Sequence[int], num_train: int, num_test: int,
-                 decoys: bool) -> dict:
+                 decoys: bool, stop: StopRequest | None = None) -> dict:
   from aesthetics_jax.data import control  # pylint: disable=import-outside-toplevel
+  check = stop.check if stop is not None else lambda: None  # between stages
   total = int(config.num_train_steps)
   for s in seeds:
     # A seed trained further by an earlier run counted as finished: its maps were scored and
@@ -302,15 +311,17 @@ def _run_control(w: Path, config, seeds: Sequence[int], num_train: int, num_test
     done = {}
   rows = []
   for s in seeds:
+    check()
     if s in done:
       _log(f'seed {s}: already scored ({out_json})')
       rows.append(done[s])
     else:
-      rows.append(run_seed(w, data_dir, config, s))
+      rows.append(run_seed(w, data_dir, config, s, stop))
     result = {**key, 'seeds': rows}
     io_lib.atomic_write_text(out_json, json.dumps(io_lib.json_safe(result), indent=1))  # kept
   result = {**key, 'cam_map_size': rows[0]['cam_map_size'], 'seeds': rows,
             'summary': summarize(rows)}
   io_lib.atomic_write_text(out_json, json.dumps(io_lib.json_safe(result), indent=1))
   io_lib.atomic_write_text(w / 'control.md', table(result))
+  check()
   return result

@@ -7,12 +7,16 @@ W/mobilenet_v2/ and W/vgg16/ (training workdirs, each with eval/), W/report.html
 report, printed at the end). Rerunning after an interruption resumes: every stage skips
 completed work (the data marker, the prepared dataset, finished checkpoints, eval outputs
 of the latest checkpoint). `--smoke`: tiny data, 2 training steps (for tests).
+SIGTERM (a scheduler's preemption, `timeout`, `docker stop`) reaches the models' processes:
+each checkpoints its step in flight (an evaluation stops as on Ctrl-C); one line names the
+checkpoints, exit 143 (130 on Ctrl-C); rerunning the same command continues.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -25,6 +29,7 @@ from aesthetics_jax import environment
 from aesthetics_jax.cli import common
 from aesthetics_jax.cli import stages
 from aesthetics_jax.configs.default import ARCHS
+from aesthetics_jax.train.stop import StopRequest, Terminated
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory of the whole demo.')
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny data and 2 training steps (tests).')
@@ -85,17 +90,32 @@ def make_data(ava_dir: Path, num_train: int, num_test: int, seed: int) -> None:
        f'({num_train} train + {num_test} test)')
 
 
-def _run_arch(arch: str, w: Path, smoke: bool, log_file: str | None = None) -> None:
+def _run_arch(arch: str, w: Path, smoke: bool, log_file: str | None = None,
+              stop: StopRequest | None = None) -> None:
   """Trains (or resumes) and evaluates one demo model (outputs in `w/<arch>`).
 
   log_file: in a child process, progress bars and library output go there (two processes
   writing bars to one terminal garble both); the stage lines still reach the terminal.
+  stop: SIGTERM's `train.stop.StopRequest` (a child process installs its own: the parent
+  passes SIGTERM on to it).
   """
   global _STAGE_STREAM  # pylint: disable=global-statement
-  if log_file:
-    _STAGE_STREAM = sys.stderr
-    sys.stderr = open(log_file, 'a', buffering=1)  # pylint: disable=consider-using-with
-    logging.set_verbosity(logging.ERROR)
+  if not log_file:
+    _run_arch_here(arch, w, smoke, stop)
+    return
+  _STAGE_STREAM = sys.stderr
+  sys.stderr = open(log_file, 'a', buffering=1)  # pylint: disable=consider-using-with
+  logging.set_verbosity(logging.ERROR)
+  try:
+    _run_arch_here(arch, w, smoke, common.stop_on_sigterm())
+  finally:
+    # Idle in the pool, this process must outlive a SIGTERM passed on late: raised in the
+    # pool's worker loop, it would break the pool, which kills the other model's process.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _run_arch_here(arch: str, w: Path, smoke: bool, stop: StopRequest | None) -> None:
+  """`_run_arch`'s work, in the process that runs it."""
   from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=C0415
   from aesthetics_jax.train import trainer  # pylint: disable=C0415
   t0 = time.time()
@@ -109,8 +129,10 @@ def _run_arch(arch: str, w: Path, smoke: bool, log_file: str | None = None) -> N
     _log(f'{arch}: training already finished (step {total})')
   else:
     _log(f'{arch}: training ({total} steps)')
-    trainer.train_and_evaluate(config, str(mdir))
+    trainer.train_and_evaluate(config, str(mdir), stop)
     _log(f'{arch}: trained [{time.time() - t0:.0f}s]')
+  if stop is not None:  # held during the final test: stop before the evaluation
+    stop.check()
   overrides = SMOKE_EVAL if smoke else DEMO_EVAL
   m = stages.eval_current(mdir, overrides)
   if m is None:
@@ -122,53 +144,76 @@ def _run_arch(arch: str, w: Path, smoke: bool, log_file: str | None = None) -> N
        f'[{time.time() - t0:.0f}s]')
 
 
-def _run_archs_in_parallel(w: Path, smoke: bool) -> None:
+def _run_archs_in_parallel(w: Path, smoke: bool,
+                           stop: StopRequest | None = None) -> None:
   """One process per model, all at once; a failure in either is raised here.
 
   Why: each model's work is a chain of small XLA ops and single-threaded compiles that keep
   neither of two cores busy; two chains side by side fill them (README, "Demo": wall time
   measured both ways).
+  stop: SIGTERM's `train.stop.StopRequest`; held here and passed on to the models' processes
+  (`docker stop` signals this process alone), which checkpoint their step in flight or stop
+  their evaluation; then `Terminated` names the checkpoints.
   """
   ctx = multiprocessing.get_context('spawn')  # fork after JAX has started is unsafe
   logs = {a: w / a / 'demo.log' for a in ARCHS}
   for a in ARCHS:
     logs[a].parent.mkdir(parents=True, exist_ok=True)
-  with concurrent.futures.ProcessPoolExecutor(len(ARCHS), mp_context=ctx) as pool:
-    futures = {a: pool.submit(_run_arch, a, w, smoke, str(logs[a])) for a in ARCHS}
-    for a in ARCHS:
-      try:
-        futures[a].result()
-      except concurrent.futures.process.BrokenProcessPool as e:
-        # Killed (the kernel's out-of-memory killer, kill -9): a BrokenProcessPool traceback.
-        from aesthetics_jax.train.errors import TrainingError  # pylint: disable=C0415
-        # The pool is broken for both models: which one's process died is not known here.
-        raise TrainingError(
-            "a model's process ended abruptly (killed: out of memory, or a signal); what was "
-            'written is kept (checkpoints, finished evaluations): rerun the same command to '
-            f'continue, or with --noparallel to train one model at a time (output: '
-            f'{w}/<model>/demo.log)') from e
-      except Exception as e:  # pylint: disable=broad-except
-        msg = f'{a}: {e} (full output: {logs[a]})'
+  if stop is not None:  # raised here, the pool's exit would wait for the models to finish
+    stop.held = True
+    stop.forward_to = lambda: [p.pid for p in multiprocessing.active_children()]
+  saved, terminated = [], False
+  try:
+    with concurrent.futures.ProcessPoolExecutor(len(ARCHS), mp_context=ctx) as pool:
+      futures = {a: pool.submit(_run_arch, a, w, smoke, str(logs[a])) for a in ARCHS}
+      for a in ARCHS:
         try:
-          err = type(e)(msg)
-        except Exception:  # pylint: disable=broad-except
-          err = RuntimeError(msg)
-        raise err from e
+          futures[a].result()
+        except Terminated as e:  # the other model stops too: wait for it
+          terminated = True
+          if e.saved:
+            saved.append(e.saved)
+        except concurrent.futures.process.BrokenProcessPool as e:
+          if stop is not None and stop.requested:  # killed by SIGTERM before its handler
+            raise Terminated(None) from None
+          # Killed (the kernel's out-of-memory killer, kill -9): a BrokenProcessPool traceback.
+          from aesthetics_jax.train.errors import TrainingError  # pylint: disable=C0415
+          # The pool is broken for both models: which one's process died is not known here.
+          raise TrainingError(
+              "a model's process ended abruptly (killed: out of memory, or a signal); what "
+              'was written is kept (checkpoints, finished evaluations): rerun the same command '
+              'to continue, or with --noparallel to train one model at a time (output: '
+              f'{w}/<model>/demo.log)') from e
+        except Exception as e:  # pylint: disable=broad-except
+          msg = f'{a}: {e} (full output: {logs[a]})'
+          try:
+            err = type(e)(msg)
+          except Exception:  # pylint: disable=broad-except
+            err = RuntimeError(msg)
+          raise err from e
+  finally:
+    if stop is not None:
+      stop.held, stop.forward_to = False, None
+  if terminated:
+    raise Terminated(None, ' and '.join(saved) or None)
 
 
 def run_demo(workdir: str | os.PathLike, smoke: bool = False, num_train: int | None = None,
-             num_test: int | None = None, seed: int = 0, parallel: bool | None = None) -> Path:
+             num_test: int | None = None, seed: int = 0, parallel: bool | None = None,
+             stop: StopRequest | None = None) -> Path:
   """Runs (or resumes) the whole demo; returns the path of the combined report.
 
   parallel: train and evaluate the two models in two processes at once (default: yes, except
     with `smoke`, where starting two more Python processes costs more than it saves).
+  stop: SIGTERM's `train.stop.StopRequest` (`common.stop_on_sigterm`): training checkpoints
+    the step in flight (in each model's process), and the demo stops there or between stages.
   """
   from aesthetics_jax.train import workdir as workdir_lib  # pylint: disable=C0415
   w = Path(workdir).absolute()
   # A second demo on W at once would write the same data and reports; it is refused (exit 2),
   # naming the first's pid. The models' trainers and evaluations lock W/<arch> themselves.
   with workdir_lib.claim(w, holder='aesthetics-demo'):
-    return _run_demo(w, smoke, num_train, num_test, seed, parallel)
+    return _run_demo(w, smoke, num_train, num_test, seed, parallel, stop)
 
 
 def check_workdir(w: Path, num_train: int, num_test: int, seed: int) -> None:
@@ -221,9 +266,10 @@ def _refuse(message: str) -> NoReturn:
 
 
 def _run_demo(w: Path, smoke: bool, num_train: int | None, num_test: int | None, seed: int,
-              parallel: bool | None) -> Path:
+              parallel: bool | None, stop: StopRequest | None = None) -> Path:
   from aesthetics_jax.data import dataset  # pylint: disable=C0415
   t0 = time.time()
+  check = stop.check if stop is not None else lambda: None  # between stages
   ava_dir, data_dir = w / 'ava', w / 'tfds'
   d_train, d_test = SIZES[smoke]
   check_workdir(w, num_train or d_train, num_test or d_test, seed)
@@ -235,16 +281,20 @@ def _run_demo(w: Path, smoke: bool, num_train: int | None, num_test: int | None,
   _log(f'dataset: {"reused" if res.reused else "prepared"} {res.kept} '
        f'(skipped {res.skipped}) [{time.time() - t0:.0f}s]')
   if (not smoke) if parallel is None else parallel:
+    check()
     _log(f'training and evaluating {" and ".join(ARCHS)} in parallel '
          f'(progress: {w}/<model>/demo.log)')
-    _run_archs_in_parallel(w, smoke)
+    _run_archs_in_parallel(w, smoke, stop)
   else:
     for arch in ARCHS:
-      _run_arch(arch, w, smoke)
+      check()
+      _run_arch(arch, w, smoke, stop=stop)
+  check()
   cfg = demo_config(ARCHS[0], smoke)
   cfg.data.data_dir = str(data_dir)
   out = stages.write_combined_report(
       w, ARCHS, cfg, demo=True, title='aesthetics-jax demo: MobileNetV2 (EMD) and VGG16')
+  check()
   _log(f'done in {time.time() - t0:.0f}s')
   runs = environment.read_runs(w / ARCHS[0])
   if runs:  # the README's demo tables differ by vector ISA: say which row this run matches
@@ -260,8 +310,10 @@ def main(argv):
   logging.set_verbosity(logging.ERROR)
   from aesthetics_jax.train.errors import TrainingError  # pylint: disable=C0415
   try:
+    # SIGTERM killed the demo at once (exit -15, no line) and left its model processes
+    # running: now the steps in flight are checkpointed, or the demo stops as Ctrl-C does; 143.
     path = run_demo(_WORKDIR.value, _SMOKE.value, _NUM_TRAIN.value, _NUM_TEST.value, _SEED.value,
-                    _PARALLEL.value)
+                    _PARALLEL.value, common.stop_on_sigterm())
   # TrainingError (a RuntimeError: divergence, a workdir of another recipe) was a traceback.
   except (ValueError, FileNotFoundError, OSError, TrainingError) as e:
     # 2 for a busy or unusable workdir

@@ -18,6 +18,7 @@ import zipfile
 from aesthetics_jax.cli import common
 from aesthetics_jax.cli import stages
 from aesthetics_jax.configs.default import ARCHS
+from aesthetics_jax.train.stop import StopRequest
 
 CONFIGS = {'mobilenet_v2': 'mobilenet_v2_emd', 'vgg16': 'vgg16_binary'}
 RUN_JSON, RUN_MD = 'paper_run.json', 'paper_run.md'
@@ -264,7 +265,9 @@ def stage_prepare(ava_dir: Path, data_dir: Path):
       'kept': res.kept, 'skipped': res.skipped}
 
 
-def stage_train(config, mdir: Path, earlier: dict | None):
+def stage_train(config, mdir: Path, earlier: dict | None,
+                stop: StopRequest | None = None):
+  """`stop`: a `train.stop.StopRequest` (SIGTERM's), which checkpoints the step in flight."""
   from aesthetics_jax.train import trainer  # pylint: disable=import-outside-toplevel
   done_step = (earlier or {}).get('info', {}).get('step')
   if done_step is not None and stages.intact_latest_step(mdir) == done_step:
@@ -272,7 +275,7 @@ def stage_train(config, mdir: Path, earlier: dict | None):
     # feature cache only to evaluate once more.
     return 'reused', None, earlier['info']
   start = stages.latest_step(mdir) or 0  # an interrupted run resumes from its last checkpoint
-  m = trainer.train_and_evaluate(config, str(mdir))
+  m = trainer.train_and_evaluate(config, str(mdir), stop)
   info = {'step': int(m['step']), 'resumed_from_step': start,
           'batch_size': int(config.batch_size),
           'num_train_views': int(config.cache.num_train_views),
@@ -369,8 +372,9 @@ def _duration(s: float) -> str:
 class _Run:
   """Runs stages, measuring each (bench.stage_monitor), and rewrites the run's files."""
 
-  def __init__(self, w: Path, flags_used: dict):
+  def __init__(self, w: Path, flags_used: dict, stop: StopRequest | None = None):
     self.w = w
+    self.stop = stop  # SIGTERM's StopRequest: checked between stages
     self.flags = flags_used
     self.earlier = _load_records(w)
     self.records: list[dict] = []
@@ -379,6 +383,8 @@ class _Run:
   def stage(self, name: str, disk_paths: list[Path],
             fn: Callable[[], tuple[str, int | None, dict]]) -> dict:
     from aesthetics_jax.bench import stage_monitor  # pylint: disable=import-outside-toplevel
+    if self.stop is not None:  # a request held back by the trainer, or lost in a callback
+      self.stop.check()
     _log(f'stage {len(self.records) + 1}: {name}')
     with stage_monitor.StageMonitor() as mon:
       status, images, info = fn()
@@ -392,6 +398,8 @@ class _Run:
     self.records.append(rec)
     _log(f'{name}: {status} in {_duration(rec["seconds"])}')
     self.write()
+    if self.stop is not None:
+      self.stop.check()
     return rec
 
   def write(self) -> None:
@@ -467,10 +475,13 @@ def check_workdir(w: Path, flags_used: dict) -> None:
 def run_paper(workdir: str | os.PathLike, *, ava_dir: str | None = None,
               weights: str | None = None, archs: tuple[str, ...] = ARCHS,
               views: int | None = None, vgg16_views: int = 1, smoke: bool = False,
-              seed: int = 0, workers: int = 0, eval_overrides: dict | None = None) -> Path:
+              seed: int = 0, workers: int = 0, eval_overrides: dict | None = None,
+              stop: StopRequest | None = None) -> Path:
   """Runs (or resumes) every stage; returns the path of the markdown table.
 
-  eval_overrides: dotted config keys changed for the evaluations only.
+  eval_overrides: dotted config keys changed for the evaluations only. stop: SIGTERM's
+  `train.stop.StopRequest` (`common.stop_on_sigterm`): training checkpoints the step in
+  flight, and the run stops there or between two stages.
   """
   from aesthetics_jax.train import workdir as workdir_lib  # pylint: disable=C0415
   archs = list(archs)
@@ -484,16 +495,16 @@ def run_paper(workdir: str | os.PathLike, *, ava_dir: str | None = None,
   with workdir_lib.claim(w, holder='aesthetics-paper-run'):
     return _run_stages(w, ava_dir=ava_dir, weights=weights, archs=archs, views=views,
                        vgg16_views=vgg16_views, smoke=smoke, seed=seed, workers=workers,
-                       eval_overrides=eval_overrides)
+                       eval_overrides=eval_overrides, stop=stop)
 
 
 def _run_stages(w: Path, *, ava_dir, weights, archs, views, vgg16_views, smoke, seed, workers,
-                eval_overrides) -> Path:
+                eval_overrides, stop: StopRequest | None = None) -> Path:
   data_dir = w / 'tfds'
   ava = Path(ava_dir) if ava_dir else w / 'ava'
   configs = paper_configs(archs, smoke, views, vgg16_views)
   run = _Run(w, {'ava_dir': ava_dir, 'weights': weights, 'archs': archs, 'views': views,
-                 'vgg16_views': vgg16_views, 'smoke': smoke, 'seed': seed})
+                 'vgg16_views': vgg16_views, 'smoke': smoke, 'seed': seed}, stop)
   check_workdir(w, run.flags)
   if not (w / RUN_JSON).exists():  # the flags, before a stage writes: what a rerun checks
     run.write()
@@ -508,7 +519,7 @@ def _run_stages(w: Path, *, ava_dir, weights, archs, views, vgg16_views, smoke, 
     c.model.init_weights = wrec['info'][arch]
     mdir = w / arch
     run.stage(f'train {arch}', [mdir], lambda c=c, mdir=mdir, arch=arch: stage_train(
-        c, mdir, run.earlier.get(f'train {arch}')))
+        c, mdir, run.earlier.get(f'train {arch}'), stop))
   for arch in archs:
     run.stage(f'evaluate {arch}', [w / arch / 'eval'],
               lambda arch=arch: stage_evaluate(w / arch, smoke, eval_overrides))

@@ -26,7 +26,9 @@ without an arch's file, or one that is damaged or of another width), a --views /
 --vgg16_views whose feature cache the disk cannot hold, missing torch, a busy
 workdir, one run before with other flags (--seed, --views, --vgg16_views, --weights,
 --ava_dir, --smoke: W/paper_run.json) or another command's (a W/ava without paper_run.json);
-exit 1 for a stage that failed.
+exit 1 for a stage that failed; 130 on Ctrl-C and 143 on SIGTERM (a scheduler's preemption,
+`timeout`, `docker stop`: training checkpoints the step in flight and the line names it, other
+stages stop as on Ctrl-C); rerun the same command to continue.
 """
 from __future__ import annotations
 
@@ -87,12 +89,15 @@ def main(argv):
   from aesthetics_jax.data import ava, demo as demo_data  # pylint: disable=C0415
   from aesthetics_jax.models import fake_imagenet, pretrained  # pylint: disable=C0415
   from aesthetics_jax.train import errors as train_errors  # pylint: disable=C0415
+  # SIGTERM killed the run at once (exit -15, no line), losing the steps since the last
+  # checkpoint: now the step in flight is checkpointed, or the run stops as Ctrl-C does; 143.
+  stop = common.stop_on_sigterm()
   try:
     paper_recipe.run_paper(
         _WORKDIR.value, ava_dir=_AVA_DIR.value, weights=_WEIGHTS.value, archs=archs,
         views=_VIEWS.value, vgg16_views=_VGG16_VIEWS.value, smoke=_SMOKE.value,
         seed=_SEED.value, workers=_WORKERS.value,
-        eval_overrides=eval_overrides)
+        eval_overrides=eval_overrides, stop=stop)
   except paper_recipe.PaperRunUsageError as e:  # run_paper's checks, before any stage
     common.usage_error('paper_run', str(e))
   except (paper_recipe.PaperRunError, ava.AvaError, demo_data.DemoDataError,

@@ -29,7 +29,6 @@ process finishes the step in flight, checkpoints it and names it; rerun to conti
 import contextlib
 import json
 import os
-import signal
 import socket
 import sys
 import threading
@@ -139,15 +138,12 @@ def _train(config) -> None:
                               'ava_fingerprint']})
       # SIGTERM (a scheduler's preemption, `timeout`, `docker stop`) killed training at once,
       # losing every step since the last scheduled checkpoint; now the step reached is saved
-      # (trainer.StopRequest). Not in a multi-process job: its processes could save different
+      # (train.stop.StopRequest). Not in a multi-process job: its processes could save other
       # steps (killed as before).
-      stop = None
-      if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-        stop = trainer.StopRequest()
-        signal.signal(signal.SIGTERM, stop)
+      stop = common.stop_on_sigterm() if jax.process_count() == 1 else None
       result = trainer.train_and_evaluate(config, _WORKDIR.value, stop)
   except trainer.Terminated as e:
-    common.fail('train', terminated_line(_WORKDIR.value, e.step), EXIT_TERMINATED)
+    common.fail('train', terminated_line(_WORKDIR.value, e.step), common.EXIT_TERMINATED)
   except pretrained.PretrainedError as e:
     # --config.model.init_weights missing, unreadable or another model's: the trainer loads
     # them before it writes anything, so this is a bad flag (exit 2).
@@ -164,9 +160,6 @@ def _train(config) -> None:
     common.fail('train', line)
   if jax.process_index() == 0:
     print(json.dumps(io_lib.json_safe(dict(result)), sort_keys=True, allow_nan=False))
-
-
-EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a run SIGTERM ended
 
 
 def terminated_line(workdir: str, step: int | None) -> str:

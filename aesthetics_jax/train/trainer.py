@@ -64,6 +64,7 @@ from aesthetics_jax.train import losses
 from aesthetics_jax.train import metrics as metrics_lib
 from aesthetics_jax.train import optim
 from aesthetics_jax.train import resume_checks
+from aesthetics_jax.train.stop import StopRequest, Terminated
 from aesthetics_jax.train import workdir as workdir_lib
 from aesthetics_jax.train import writers
 from aesthetics_jax.train.errors import TrainingError
@@ -315,40 +316,6 @@ def _divergence_error(ckpt: ckpt_lib.Checkpointer, s: int, m: dict) -> TrainingE
                        'lower --config.optim.lr or set --config.optim.grad_clip')
 
 
-class Terminated(KeyboardInterrupt):
-  """Training stopped by a `StopRequest`; `step`: the checkpoint saved for it (None: the
-  request came outside the training loop; the earlier checkpoints are kept)."""
-
-  def __init__(self, step: int | None):
-    super().__init__(step)
-    self.step = step
-
-
-class StopRequest:
-  """A signal handler (aesthetics-train's SIGTERM: a job scheduler's preemption, `timeout`,
-  `docker stop`) that stops training with a checkpoint of the step it reached: killed at once,
-  a run lost every step since its last scheduled checkpoint (config.checkpoint_every_steps).
-  Before the loop (the feature cache build) it raises `Terminated(None)` at once. From the
-  loop on (`held`) the step or device segment in flight finishes with its log, evaluation and
-  checkpoint as scheduled; the loop then saves that step and raises `Terminated(step)`. During
-  the final test it waits for the run to finish: raised there, it could land in a callback
-  that only prints its errors (a generator's close, a __del__) and be lost. A request whose
-  exception was lost before the loop is caught at its first step. Only the first signal acts:
-  a second does not cut the save short."""
-
-  def __init__(self) -> None:
-    self.held = False
-    self.requested = False
-
-  def __call__(self, signum, frame) -> None:
-    del signum, frame
-    if self.requested:
-      return
-    self.requested = True
-    if not self.held:
-      raise Terminated(None)
-
-
 def next_boundary(step: int, total: int, *every: int) -> int:
   """The first step count after `step` that is a multiple of one of `every`, or `total`."""
   return min([total] + [(step // e + 1) * e for e in every])
@@ -553,10 +520,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
         return Terminated(None)  # nothing trained yet
       save(step)
     ckpt.wait()
-    return Terminated(step)
+    return Terminated(step, str(ckpt.step_dir(step)))
 
   bar = tqdm.tqdm(total=total, initial=start, desc='train', disable=not is_main,
                   dynamic_ncols=True)
+  was_held = stop is not None and stop.held
   if stop is not None:
     stop.held = True
   try:
@@ -630,6 +598,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
     bar.close()
     ckpt.close(raise_errors=False)  # success already waited above; errors are propagating
     writer.close()
+    if stop is not None:  # a command's next stage (aesthetics-paper-run's) stops at once
+      stop.held = was_held
   result = {**test_metrics, 'eval_split': 'test', 'checkpoint_step': chosen,
             'selected_by': selected_by, 'selection_split': eval_split,
             'num_validation_images': int(split.validation.size), 'step': total,
