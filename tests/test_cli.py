@@ -517,6 +517,34 @@ def test_a_lost_sigterm_is_not_turned_into_ctrl_c():
   assert 'Ctrl-C' not in r.stderr and 'Exception ignored' not in r.stderr, r.stderr
 
 
+# SIGTERM during an import (a module that signals itself while it is imported).
+_SIGTERM_IN_AN_IMPORT = '''
+import pathlib, sys, tempfile, time
+from aesthetics_jax.cli import common
+from aesthetics_jax.train import stop as stop_lib
+folder = tempfile.mkdtemp()
+sys.path.insert(0, folder)
+pathlib.Path(folder, 'signalled.py').write_text(
+    'import os, signal, time\\nos.kill(os.getpid(), signal.SIGTERM)\\ntime.sleep(0.3)\\nDONE = 1\\n')
+common.stop_on_sigterm()
+try:
+  import signalled
+  time.sleep(5)
+except stop_lib.Terminated:
+  print('imported' if getattr(sys.modules.get('signalled'), 'DONE', 0) else 'import cut short')
+'''
+
+
+def test_sigterm_in_an_import_stops_once_the_import_is_done():
+  """SIGTERM raised inside an import could reach an extension module's initialisation, which
+  made it an ImportError: a demo model's process signalled as it started (numpy's 'Encountered
+  an error while initializing the extension') ended the demo in a traceback, exit 1. The
+  request is delivered again once the import is over."""
+  r = subprocess.run([sys.executable, '-c', _SIGTERM_IN_AN_IMPORT], capture_output=True,
+                     text=True, timeout=60)
+  assert r.returncode == 0 and r.stdout == 'imported\n', (r.returncode, r.stdout, r.stderr)
+
+
 @pytest.mark.parametrize('script, names', [
     ('predict', ('workdir', 'step', 'output', 'top_k', 'overlay_dir', 'crop_dir', 'crop_format',
                  'aspect', 'cam_method', 'cam_layers', 'batch_size')),

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable
+from types import FrameType
+
+REDELIVER_S = 0.05  # a request that came during an import is delivered again this much later
 
 
 class Terminated(KeyboardInterrupt):
@@ -31,32 +35,56 @@ class StopRequest:
   log, evaluation and checkpoint as scheduled; the loop then saves that step and raises
   `Terminated(step)`. During the final test it waits for the run to finish: raised there, it
   could land in a callback that only prints its errors (a generator's close, a __del__) and be
-  lost. A request whose exception was lost is caught at the next `check` (the trainer's next
-  step, a multi-stage command's next stage). Only the first signal acts: a second does not cut
-  the save short. `forward_to`: processes the request is passed on to (a demo's model
-  processes), each stopping as this one does."""
+  lost. One that comes during an import is delivered again once the import is over. A request
+  whose exception was lost is caught at the next `check` (the trainer's next step, a
+  multi-stage command's next stage). Only the first signal acts: a second does not cut the save
+  short. `forward_to`: processes the request is passed on to (a demo's model processes), each
+  stopping as this one does."""
 
   def __init__(self) -> None:
     self.held = False
     self.requested = False
     self.forward_to: Callable[[], list[int]] | None = None
+    self._deferred = False
 
-  def __call__(self, signum, frame) -> None:
-    del signum, frame
-    if self.requested:
+  def __call__(self, signum, frame: FrameType | None) -> None:
+    del signum
+    if not self.requested:
+      self.requested = True
+      if self.forward_to is not None:
+        for pid in self.forward_to():
+          try:
+            os.kill(pid, signal.SIGTERM)
+          except OSError:  # ended meanwhile
+            pass
+    elif not self._deferred:  # a second signal
       return
-    self.requested = True
-    if self.forward_to is not None:
-      for pid in self.forward_to():
-        try:
-          os.kill(pid, signal.SIGTERM)
-        except OSError:  # ended meanwhile
-          pass
-    if not self.held:
-      raise Terminated(None)
+    self._deferred = False
+    if self.held:
+      return
+    if _importing(frame):
+      # Raised in an import, it could reach an extension module's initialisation, which made
+      # it an ImportError ('Encountered an error while initializing the extension': numpy's,
+      # in a demo model's process just started), a traceback and exit 1. Delivered again
+      # once the import is over.
+      self._deferred = True
+      timer = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), signal.SIGTERM))
+      timer.daemon = True
+      timer.start()
+      return
+    raise Terminated(None)
 
   def check(self) -> None:
     """Raises `Terminated(None)` for a request that was held back or whose exception was lost:
     at a safe point (between two stages)."""
     if self.requested:
       raise Terminated(None)
+
+
+def _importing(frame: FrameType | None) -> bool:
+  """Whether `frame` runs inside an import (importlib's frames are on its stack)."""
+  while frame is not None:
+    if frame.f_code.co_filename.startswith('<frozen importlib'):
+      return True
+    frame = frame.f_back
+  return False
