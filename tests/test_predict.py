@@ -682,36 +682,44 @@ def test_cli_png_crops_are_lossless_and_a_rerun_sees_jpeg_crops(files, cli):
   np.testing.assert_array_equal(np.asarray(Image.open(rec['crop'])), want)
 
 
+_TWO_DEVICE_PREDICTIONS = r'''
+import json, sys
+from aesthetics_jax import cpu_backend
+cpu_backend.configure()  # the XLA settings `aesthetics-predict` runs with (common.run)
+from aesthetics_jax.evaluation import predictor, records
+wd, paths = sys.argv[1], sys.argv[2:]
+p = predictor.Predictor(wd)
+print(p.placement("eigencam")[0].size, p.placement("gradcam")[0].size, p.shards("eigencam"),
+      p.shards("gradcam"))
+for method in ('eigencam', 'gradcam'):  # predict's own pass, as the command runs it
+  for rec in predictor.Predictor(wd, cam_method=method).predict_files(paths, batch_size=8):
+    print(method, records.to_json_line(rec))
+'''
+
+
 def test_eigencam_over_two_cpu_devices_finishes(files):
   """EigenCAM's host callback deadlocked across CPU devices in the evaluation's explorer and
   faithfulness passes (XLA aborted after 40 s; in 4 of 5 runs of the explorer's maps on 2
   devices); predict's pass did not in our runs, but routes the method to one device all the
   same (`Predictor.placement`). With one device per core (the commands' default on >= 2
-  cores, forced to 2 here) the scores and boxes come out for every image."""
+  cores, forced to 2 here) the scores and boxes come out for every image. Both methods and
+  the placement in one process: each process that starts JAX costs seconds."""
   tmp, wd, good, _, _ = files
   many = tmp / 'eigencam_inputs'
   many.mkdir()
   for i in range(8):  # batches of several images (one image per device did not deadlock)
     Image.fromarray(image_fixture.smooth_photo(48 + 8 * i, 64)).save(many / f'{i}.png')
   env_flags = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=2')
-  outs = {}
-  for method in ('eigencam', 'gradcam'):
-    out = tmp / f'{method}.jsonl'
-    env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=env_flags.strip())
-    r = subprocess.run([sys.executable, '-m', 'launch.predict', f'--workdir={wd}',
-                        f'--cam_method={method}', f'--output={out}', str(many)], cwd=ROOT,
-                       capture_output=True, text=True, env=env, timeout=200)
-    assert r.returncode == 0, r.stderr[-2000:]
-    outs[method] = [json.loads(x) for x in out.read_text().splitlines()]
-  assert len(outs['eigencam']) == len(outs['gradcam']) == 8
-  code = ('import sys; from aesthetics_jax.evaluation import predictor; '
-          'p = predictor.Predictor(sys.argv[1]); '
-          'print(p.placement("eigencam")[0].size, p.placement("gradcam")[0].size, '
-          'p.shards("eigencam"), p.shards("gradcam"))')
-  r = subprocess.run([sys.executable, '-c', code, str(wd)], cwd=ROOT, capture_output=True,
-                     text=True, env=env, timeout=200)
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=env_flags.strip())
+  r = subprocess.run([sys.executable, '-c', _TWO_DEVICE_PREDICTIONS, str(wd),
+                      *map(str, sorted(many.iterdir()))], cwd=ROOT, capture_output=True,
+                     text=True, env=env, timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
-  assert r.stdout.split() == ['1', '2', '1', '2']  # make_forward loops by its mesh's devices
+  lines = r.stdout.strip().splitlines()
+  assert lines[0].split() == ['1', '2', '1', '2']  # make_forward loops by its mesh's devices
+  outs = {m: [json.loads(x.split(' ', 1)[1]) for x in lines[1:] if x.startswith(m + ' ')]
+          for m in ('eigencam', 'gradcam')}
+  assert len(outs['eigencam']) == len(outs['gradcam']) == 8
   for e, g in zip(outs['eigencam'], outs['gradcam']):
     assert e['mean_score'] == pytest.approx(g['mean_score'], abs=1e-5)
     assert e['map'] in ('ok', 'empty') and len(e['box']) == 4
