@@ -83,16 +83,29 @@ def test_profiles_that_change_nothing_leave_the_pixels_as_they_are(tmp_path, icc
 
 
 def test_crops_keep_their_colours(tmp_path):
-  """A crop re-cut from the file keeps the file's numbers and its profile (its gamut); one cut
-  from the decoded copy is in sRGB and so carries no P3 profile (applied twice, it showed
-  colours more saturated than the photo)."""
-  small = _tagged(tmp_path / 'small.png', image_fixture.smooth_photo(64, 96))
+  """A crop re-cut from the file keeps the file's numbers and its profile (its gamut), whatever
+  the photo's size: a photo smaller than the working copy was cut from that sRGB copy, without
+  its profile and its gamut clipped. One cut from the decoded copy (an sRGB photo) carries no
+  P3 profile (applied twice, it showed colours more saturated than the photo)."""
+  small_a = image_fixture.smooth_photo(64, 96)
+  small = _tagged(tmp_path / 'small.png', small_a)
   work = image_files.load_image(str(small))
-  assert not work.reduced
+  assert not work.reduced and work.converted
   cut = image_files.crop_image(str(small), work, (0, 0, 32, 48))
+  assert cut.info.get('icc_profile') == P3
+  np.testing.assert_array_equal(np.asarray(cut), small_a[:32, :48])
+  plain = tmp_path / 'plain.png'
+  Image.fromarray(small_a).save(plain)
+  work = image_files.load_image(str(plain))
+  assert not work.reduced and not work.converted
+  cut = image_files.crop_image(str(plain), work, (0, 0, 32, 48))
   assert 'icc_profile' not in cut.info
-  np.testing.assert_array_equal(np.asarray(cut), _in_srgb(image_fixture.smooth_photo(64, 96))
-                                [:32, :48])
+  np.testing.assert_array_equal(np.asarray(cut), small_a[:32, :48])
+  rotated = tmp_path / 'rotated.jpg'
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  Image.fromarray(small_a).save(rotated, quality=95, exif=exif)
+  assert not image_files.load_image(str(rotated)).converted  # rotating converts no colour
   big_a = image_fixture.smooth_photo(2400, 2400)
   big = _tagged(tmp_path / 'big.png', big_a)
   work = image_files.load_image(str(big))

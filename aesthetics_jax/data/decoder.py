@@ -124,11 +124,14 @@ class Decoded:
 
   image: uint8 [h, w, 3], possibly reduced (see `decode`); size: (H, W) of the whole image as
   displayed (EXIF orientation applied): the frame boxes are reported in; format: PIL's name
-  of the file format ('JPEG' decodes reduced without materialising the full image).
+  of the file format ('JPEG' decodes reduced without materialising the full image);
+  converted: an embedded colour profile was applied (`to_srgb`): `image` is not the file's
+  own numbers.
   """
   image: np.ndarray
   size: tuple[int, int]
   format: str | None = None
+  converted: bool = False
 
   @property
   def reduced(self) -> bool:
@@ -614,15 +617,15 @@ def decode_pil(data: bytes | Image.Image, *, target: int | None = None,
                ) -> tuple[Image.Image, tuple[int, int]]:
   """`decode`, returning the RGB PIL image and the displayed (H, W). `srgb=False`: the
   pixels in the file's own colour space (for an image saved again with its profile)."""
-  img, size, _ = _decode(data, target, max_side, min_side, max_pixels, max_bytes, what, hint,
-                         budget, srgb)
+  img, size, _, _ = _decode(data, target, max_side, min_side, max_pixels, max_bytes, what,
+                            hint, budget, srgb)
   return img, size
 
 
 def _decode(data: bytes | Image.Image, target: int | None, max_side: int | None, min_side: int,
             max_pixels: int, max_bytes: int, what: str, hint: str,
             budget: int | None = None, srgb: bool = True
-            ) -> tuple[Image.Image, tuple[int, int], str | None]:
+            ) -> tuple[Image.Image, tuple[int, int], str | None, bool]:
   img = _open(data, what, hint, max_bytes, max_pixels)
   w, h = img.size
   if w * h > max_pixels:
@@ -642,11 +645,13 @@ def _decode(data: bytes | Image.Image, target: int | None, max_side: int | None,
       img.draft('RGB', (w // n, h // n))
     _strict_load(img)
     out = _reduce_to_rgb(img, _reduce_factor(img.size, (w, h), scale, max_side, budget))
+    converted = False
     if srgb:  # after reducing: cheap
-      out = to_srgb(out, img.info.get('icc_profile'))
+      rgb, out = out, to_srgb(out, img.info.get('icc_profile'))
+      converted = out is not rgb
     if orient != 1:
       out = out.transpose(_TRANSPOSE[orient])  # after reducing: cheap
-    return out, _displayed((w, h), orient), img.format
+    return out, _displayed((w, h), orient), img.format, converted
   except DecodeError:
     raise
   except _UnmappedPixels as e:
@@ -692,9 +697,9 @@ def decode(data: bytes | Image.Image, *, target: int | None = None,
   Raises:
     DecodeError: one line `<what>: <cause>; <fix>`, `.reason` one of `REASONS`.
   """
-  img, size, fmt = _decode(data, target, max_side, min_side, max_pixels, max_bytes, what, hint,
-                           budget, srgb)
-  return Decoded(np.asarray(img, dtype=np.uint8), size, fmt)
+  img, size, fmt, converted = _decode(data, target, max_side, min_side, max_pixels, max_bytes,
+                                      what, hint, budget, srgb)
+  return Decoded(np.asarray(img, dtype=np.uint8), size, fmt, converted)
 
 
 def image_size(data: bytes, what: str = 'image') -> tuple[int, int]:

@@ -155,10 +155,13 @@ def crop_image(path: str | os.PathLike, image: decoder.Decoded,
                box: Sequence[int]) -> Image.Image:
   """`box` (original pixels) cut from the image, an RGB PIL image: from the file decoded again
   (at full resolution up to CROP_MAX_PIXELS, reduced to about that many beyond), or from the
-  working copy when that is the whole image, or when a re-decode would materialise a huge
-  non-JPEG image (another full-size transient after the model's memory is in use)."""
+  working copy when that is the whole image in the file's colours, or when a re-decode would
+  materialise a huge non-JPEG image (another full-size transient after the model's memory is
+  in use). A small Display P3 photo is cut from the file too: the same crop whatever the
+  photo's size (its numbers and profile, its gamut kept), not sRGB below the working size."""
   h, w = image.size
-  if not image.reduced or (image.format != 'JPEG' and h * w > CROP_MAX_PIXELS):
+  if ((not image.reduced and not image.converted)
+      or (image.format != 'JPEG' and h * w > CROP_MAX_PIXELS)):
     y0, x0, y1, x1 = crop.scale_box(box, image.size, image.image.shape[:2])
     return with_icc(Image.fromarray(image.image[y0:y1, x0:x1]), path, converted=True)
   # A pixel budget, not a long side: a thin strip within it is cut at full size.
