@@ -374,6 +374,19 @@ def test_cli_failures_to_stdout_say_so_on_stderr(tmp_path):
   assert r.stderr.strip().splitlines() == ['predict: wrote 2 lines (2 failed) to stdout']
 
 
+def test_cli_output_dash_is_stdout(tmp_path):
+  """`--output=-`, the Unix spelling of stdout, wrote the lines to a file named '-'."""
+  r = subprocess.run([sys.executable, '-m', 'launch.predict', f'--workdir={tmp_path}',
+                      '--output=-', ''], cwd=tmp_path, capture_output=True, text=True,
+                     env=dict(os.environ, JAX_PLATFORMS='cpu',
+                              PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get(
+                                  'PYTHONPATH', '')])), timeout=300)
+  assert r.returncode == 1, r.stderr[-2000:]  # the empty argument's line: nothing to score
+  assert 'empty argument' in json.loads(r.stdout)['error']
+  assert r.stderr.strip().splitlines() == ['predict: wrote 1 line (1 failed) to stdout']
+  assert not (tmp_path / '-').exists()
+
+
 def test_cli_home_in_a_flag_value_is_the_home_folder(tmp_path):
   """The shell expands '~' only at a word's start: `--workdir=~/runs/mnv2` reached predict as
   written, 'no such folder', and `--output=~/preds.jsonl` would have gone to a folder named

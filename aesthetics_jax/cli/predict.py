@@ -56,7 +56,7 @@ from aesthetics_jax.evaluation import records as records_lib
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
 _OUTPUT = flags.DEFINE_string('output', None, 'Write the JSON lines to this file (atomically) '
-                              'instead of stdout.')
+                              'instead of stdout (- is stdout).')
 _TOP_K = flags.DEFINE_integer('top_k', 5, 'Tags listed per image (MobileNetV2), most probable '
                               'first; 0 = none.')
 _OVERLAY_DIR = flags.DEFINE_string('overlay_dir', None, 'Write CAM overlays with boxes and a '
@@ -90,6 +90,8 @@ def check_flags(argv: Sequence[str]) -> tuple[str | None, list[str | dict]]:
   if len(argv) < 2:
     common.usage_error('predict', 'no images given; pass image files, folders or glob '
                        'patterns after the flags')
+  if _OUTPUT.value == '-':  # the Unix spelling of stdout: it wrote a file named '-'
+    flags.FLAGS.output = None
   # Each named with its value: one line for both left the user to find the bad one.
   if _TOP_K.value < 0:
     common.usage_error('predict', f'--top_k={_TOP_K.value}: must be >= 0 (0 = no tags)')
