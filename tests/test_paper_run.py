@@ -504,3 +504,25 @@ def test_sigterm_checkpoints_the_training_step_and_exits_143(tmp_path):
       'rerun the same command to continue'), r.stderr[-3000:]
   stages = json.loads((w / paper_run.RUN_JSON).read_text())['stages']
   assert [s['stage'] for s in stages] == ['data', 'weights', 'prepare']
+
+
+@pytest.mark.parametrize('key', ['generator_version', 'demo_generator_version', 'vivid_gain'])
+def test_data_of_another_generator_is_refused(tmp_path, key):
+  """After an upgrade whose generator draws other images from the same flags, the data stage
+  remade W/ava silently under the finished prepare and train stages (the old data's models)."""
+  from aesthetics_jax.data import demo as demo_data
+  from aesthetics_jax.data import paper_size
+  flags_used = {'smoke': True, 'vgg16_views': 1, 'seed': 0}
+  (tmp_path / paper_run.RUN_JSON).write_text(json.dumps({'flags': flags_used, 'stages': []}))
+  (tmp_path / 'ava').mkdir()
+  params = paper_size._params(10, 4, 0, (300, 400))  # pylint: disable=protected-access
+  manifest = tmp_path / 'ava' / demo_data.MANIFEST
+  manifest.write_text(json.dumps({'params': params}))
+  paper_run.check_workdir(tmp_path, flags_used)  # nothing made from it yet
+  (tmp_path / 'tfds').mkdir()
+  paper_run.check_workdir(tmp_path, flags_used)  # the same generator
+  manifest.write_text(json.dumps({'params': {**params, key: params[key] - 1}}))
+  with pytest.raises(paper_run.PaperRunUsageError, match=(
+      f'^--workdir={tmp_path} holds data drawn with {key} {params[key] - 1} .*, and this '
+      f'aesthetics-jax draws with {params[key]}, other images from the same flags')):
+    paper_run.check_workdir(tmp_path, flags_used)

@@ -470,6 +470,30 @@ def check_workdir(w: Path, flags_used: dict) -> None:
           f'--workdir={w} was run with {_flag_text(k, was[k])} ({RUN_JSON}), this run has '
           f'{_flag_text(k, now[k])}: its finished stages would be reused as if made with '
           'these flags; rerun with the same flags, or pass a new --workdir')
+  if not flags_used.get('ava_dir'):
+    _check_generator(w)
+
+
+def _check_generator(w: Path) -> None:
+  """PaperRunUsageError for a W/ava drawn by another generator (an upgrade that draws other
+  images from the same flags) once a dataset or a model was made from it: the data stage
+  remade W/ava and the finished prepare and train stages were reused on the old data."""
+  from aesthetics_jax.data import demo as demo_data  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.data import paper_size  # pylint: disable=import-outside-toplevel
+  old = (demo_data.read_manifest(w / 'ava') or {}).get('params')
+  if not isinstance(old, dict) or not any((w / p).exists() for p in ('tfds', *ARCHS)):
+    return
+  drawn_by = {'generator_version': paper_size.GENERATOR_VERSION,
+              'demo_generator_version': demo_data.GENERATOR_VERSION,
+              'vivid_gain': paper_size.VIVID_GAIN}
+  for key, value in drawn_by.items():
+    if old.get(key) != value:
+      was = 'none recorded' if old.get(key) is None else old[key]
+      raise PaperRunUsageError(
+          f'--workdir={w} holds data drawn with {key} {was} '
+          f'({w / "ava" / demo_data.MANIFEST}), and this aesthetics-jax draws with {value}, '
+          'other images from the same flags: its prepared dataset and models were made from '
+          'that data; pass a new --workdir, or rerun with the aesthetics-jax that made it')
 
 
 def run_paper(workdir: str | os.PathLike, *, ava_dir: str | None = None,
