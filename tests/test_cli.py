@@ -577,3 +577,19 @@ def test_a_config_override_of_home_is_the_home_folder(tmp_path):
                      env=dict(os.environ, HOME=str(tmp_path), JAX_PLATFORMS='cpu'))
   assert r.returncode == 2 and r.stderr.startswith(
       f'train: {tmp_path}/tfds: no prepared dataset'), r.stderr[-2000:]
+
+
+def test_a_config_file_under_home_is_found(tmp_path):
+  """`--config=~/mine.py` reached the command as written (the shell expands '~' only at a
+  word's start): 'config file '~/mine.py' not found'."""
+  (tmp_path / 'mine.py').write_text(
+      'from aesthetics_jax.configs import demo\n'
+      'def get_config(arg=None):\n'
+      '  return demo.get_config(arg)\n')
+  r = subprocess.run([sys.executable, '-m', 'launch.train',
+                      '--config=~/mine.py:mobilenet_v2,smoke',
+                      f'--workdir={tmp_path / "w"}', f'--config.data.data_dir={tmp_path}/none'],
+                     cwd=ROOT, capture_output=True, text=True, timeout=120,
+                     env=dict(os.environ, HOME=str(tmp_path), JAX_PLATFORMS='cpu'))
+  assert r.returncode == 2 and r.stderr.startswith(
+      f'train: {tmp_path}/none: no prepared dataset'), r.stderr[-2000:]

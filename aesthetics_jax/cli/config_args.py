@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,6 +72,9 @@ def resolve_path(spec: str) -> str:
   """`NAME`, `NAME.py`, `configs/NAME.py` or a file path, each with an optional `:arg` →
   `<existing file>[:arg]`. ValueError (one line) if no such file or packaged config."""
   path, sep, arg = spec.partition(':')
+  if path.startswith('~'):  # --config=~/mine.py: the shell expands '~' only at a word's start
+    path = os.path.expanduser(path)
+    spec = path + sep + arg
   packaged = configs.packaged()
   if path and Path(path).is_file():
     return spec
