@@ -497,9 +497,13 @@ def test_cli_says_when_eigencam_keeps_evaluation_on_one_device(evaluated, tmp_pa
   env = {**os.environ, 'XLA_FLAGS': (os.environ.get('XLA_FLAGS', '') +
                                      ' --xla_force_host_platform_device_count=2').strip(),
          'JAX_PLATFORMS': 'cpu'}
+  # The line comes from the meshes (`run.eval_meshes`), before any pass: the passes over
+  # every CAM method on one device are `test_two_cpu_devices_give_the_same_evaluation`'s,
+  # so they are off here (each cost seconds of tracing on 2 cores).
   args = [f'--workdir={two}', '--config.eval.cam_method=eigencam',
-          "--config.eval.cam_methods=('eigencam',)", '--config.eval.faithfulness_images=4',
-          '--config.eval.faithfulness_steps=2', '--config.eval.bootstrap_samples=20',
+          "--config.eval.cam_methods=('eigencam',)", '--config.eval.faithfulness_images=0',
+          '--config.eval.explorer=False', '--config.eval.localization_controls=False',
+          '--config.eval.intensity_untrained=False', '--config.eval.bootstrap_samples=20',
           '--config.eval.num_example_images=1']
   p = subprocess.run([sys.executable, '-m', 'launch.evaluate', *args], env=env,
                      cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
@@ -565,6 +569,8 @@ def test_a_disk_filling_at_the_last_files_leaves_the_whole_old_evaluation(evalua
   with pytest.raises(OSError, match='No space left'):
     eval_run.evaluate(wd, overrides={'eval.cam_methods': ('gradcam',),
                                      'eval.faithfulness_images': 0,
+                                     'eval.localization_controls': False,
+                                     'eval.intensity_untrained': False,
                                      'eval.bootstrap_samples': 50,
                                      'eval.num_example_images': 1})
   after = {p: p.read_bytes() for p in ev.rglob('*') if p.is_file() and p.name != '.lock'}
