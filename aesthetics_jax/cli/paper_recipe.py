@@ -268,6 +268,8 @@ def stage_prepare(ava_dir: Path, data_dir: Path):
 def stage_train(config, mdir: Path, earlier: dict | None,
                 stop: StopRequest | None = None):
   """`stop`: a `train.stop.StopRequest` (SIGTERM's), which checkpoints the step in flight."""
+  from aesthetics_jax.train import config_checks  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.train import errors  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import trainer  # pylint: disable=import-outside-toplevel
   done_step = (earlier or {}).get('info', {}).get('step')
   if done_step is not None and stages.intact_latest_step(mdir) == done_step:
@@ -275,7 +277,15 @@ def stage_train(config, mdir: Path, earlier: dict | None,
     # feature cache only to evaluate once more.
     return 'reused', None, earlier['info']
   start = stages.latest_step(mdir) or 0  # an interrupted run resumes from its last checkpoint
-  m = trainer.train_and_evaluate(config, str(mdir), stop)
+  try:
+    m = trainer.train_and_evaluate(config, str(mdir), stop)
+  except config_checks.ConfigError as e:
+    # Found once prepare counted the rows (check_views, before any stage, counts one with
+    # --ava_dir): a stage failed after others ran (exit 1, not 2), and the key the line named
+    # is this command's flag.
+    flag = '--vgg16_views' if config.model.arch == 'vgg16' else '--views'
+    raise errors.TrainingError(
+        str(e).replace('config.cache.num_train_views', flag)) from None
   info = {'step': int(m['step']), 'resumed_from_step': start,
           'batch_size': int(config.batch_size),
           'num_train_views': int(config.cache.num_train_views),
