@@ -590,9 +590,10 @@ def test_section_summaries_read_their_results():
 def test_input_section_runs_without_flags():
   """--what=input at toy sizes, called directly (checks the report, not speed); the grain
   comparison (threads only here: its worker processes take ~10 s to start) when installed."""
-  opts = sections.Options(num_images=8, repeats=2, warmup=0, processes=False, resize_size=40,
+  # 2 rounds of the model fed: more than `repeats`, which must not set their number.
+  opts = sections.Options(num_images=8, repeats=1, warmup=0, processes=False, resize_size=40,
                           image_size=32, batch_size=4, workers=2, grain_modes=('threads',),
-                          fed_rounds=3, fed_cache_rows=16, fed_batch_size=8, fed_batches=4)
+                          fed_rounds=2, fed_cache_rows=16, fed_batch_size=8, fed_batches=4)
   res = input_section.run(opts)
   for name in ('train_1_thread', 'train_2_threads', 'eval_1_thread',
                'train_full_decode_1_thread', 'train_batches_pipeline'):
@@ -608,11 +609,11 @@ def test_input_section_runs_without_flags():
     assert r['min'] <= r['ci95'][0] <= r['median'] <= r['ci95'][1] <= r['max']
   r = vs['fed_prepared_store_over_alone_per_round']  # fed from the prepared resized images
   assert 0 < r['min'] <= vs['fed_prepared_store_over_alone'] == r['median'] <= r['max']
-  assert len(vs['model_fed_prepared_store']['each_s']) == 3
+  assert len(vs['model_fed_prepared_store']['each_s']) == 2
   # first, later, prepared, the ready-batch control, grain's
   n_fed = 4 + len(vs['grain']['modes'])
-  assert len(vs['model']['each_s']) == 3 * (n_fed + 1)  # fed_rounds rounds, each bracketed
-  assert len(vs['model_fed_later_epochs']['each_s']) == 3
+  assert len(vs['model']['each_s']) == 2 * (n_fed + 1)  # fed_rounds rounds, each bracketed
+  assert len(vs['model_fed_later_epochs']['each_s']) == 2
   r = vs['ready_over_alone_per_round']
   assert r['min'] <= vs['ready_over_alone'] == r['median'] <= r['max']
   assert set(vs['settle_s']) >= {'first', 'later'} and 'ready' not in vs['settle_s']
@@ -647,7 +648,7 @@ def test_input_section_runs_without_flags():
         'model_fed_by_ours_vs_grain_threads')
     g = fed_grain['threads']
     assert rows[0].value == g['ours_over_grain'] == g['ours_over_grain_per_round']['median']
-    assert g['fed_over_alone'] > 0 and len(g['run']['each_s']) == 3
+    assert g['fed_over_alone'] > 0 and len(g['run']['each_s']) == 2
     assert g['untimed_batches_per_block'] == 3  # threads: the queue and one batch in hand
     rows = rows[1:]
   else:
