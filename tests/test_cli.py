@@ -545,6 +545,23 @@ def test_sigterm_in_an_import_stops_once_the_import_is_done():
   assert r.returncode == 0 and r.stdout == 'imported\n', (r.returncode, r.stdout, r.stderr)
 
 
+_CTRL_C_IN_AN_IMPORT = (
+    _SIGTERM_IN_AN_IMPORT.replace('signal.SIGTERM', 'signal.SIGINT')
+    .replace('common.stop_on_sigterm()', 'signal.signal(signal.SIGINT, common.interrupt_once)')
+    .replace('except stop_lib.Terminated:', 'except KeyboardInterrupt:')
+    .replace('import pathlib, sys', 'import pathlib, signal, sys'))
+
+
+def test_ctrl_c_in_an_import_stops_once_the_import_is_done():
+  """Ctrl-C raised inside an import had SIGTERM's problem (above): an extension module's
+  initialisation could make it an ImportError traceback, exit 1. It is delivered again once
+  the import is over."""
+  assert 'SIGTERM' not in _CTRL_C_IN_AN_IMPORT
+  r = subprocess.run([sys.executable, '-c', _CTRL_C_IN_AN_IMPORT], capture_output=True,
+                     text=True, timeout=60)
+  assert r.returncode == 0 and r.stdout == 'imported\n', (r.returncode, r.stdout, r.stderr)
+
+
 @pytest.mark.parametrize('script, names', [
     ('predict', ('workdir', 'step', 'output', 'top_k', 'overlay_dir', 'crop_dir', 'crop_format',
                  'aspect', 'cam_method', 'cam_layers', 'batch_size')),

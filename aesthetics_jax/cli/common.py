@@ -278,8 +278,15 @@ def out_of_memory(e: BaseException) -> bool:
 def interrupt_once(signum, frame) -> None:
   """SIGINT: KeyboardInterrupt once, then ignored, so that a second Ctrl-C does not cut short
   the cleanup of the first (a checkpoint save being waited for, a half-written folder being
-  removed) with a traceback."""
-  del signum, frame
+  removed) with a traceback. One that comes during an import is delivered again once it is
+  over, as SIGTERM's (`train.stop`): raised there, an extension's initialisation made it an
+  ImportError traceback, exit 1."""
+  del signum
+  if stop_lib.importing(frame):
+    timer = threading.Timer(stop_lib.REDELIVER_S, os.kill, (os.getpid(), signal.SIGINT))
+    timer.daemon = True
+    timer.start()
+    return
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   raise KeyboardInterrupt
 

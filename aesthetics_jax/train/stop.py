@@ -62,7 +62,7 @@ class StopRequest:
     self._deferred = False
     if self.held:
       return
-    if _importing(frame):
+    if importing(frame):
       # Raised in an import, it could reach an extension module's initialisation, which made
       # it an ImportError ('Encountered an error while initializing the extension': numpy's,
       # in a demo model's process just started), a traceback and exit 1. Delivered again
@@ -81,7 +81,7 @@ class StopRequest:
       raise Terminated(None)
 
 
-def _importing(frame: FrameType | None) -> bool:
+def importing(frame: FrameType | None) -> bool:
   """Whether `frame` runs inside an import (importlib's frames are on its stack)."""
   while frame is not None:
     if frame.f_code.co_filename.startswith('<frozen importlib'):
