@@ -264,7 +264,7 @@ def test_a_job_that_never_assembles_ends_after_the_initialization_timeout(tiny_d
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
   procs = [subprocess.Popen(
       _cmd(tiny_data, tmp_path / f'w{i}', f'--coordinator_address=localhost:{ports[i]}',
-           '--num_processes=2', f'--process_id={1 - i}', '--initialization_timeout=4',
+           '--num_processes=2', f'--process_id={1 - i}', '--initialization_timeout=2',
            config='demo:vgg16,smoke', overrides=FAULT_OVERRIDES),
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
       for i in range(2)]
@@ -274,10 +274,10 @@ def test_a_job_that_never_assembles_ends_after_the_initialization_timeout(tiny_d
   lasts = [err.strip().splitlines()[-1] for _, err in outs]
   assert [p.returncode for p in procs] == [1, 1], lasts
   assert lasts[0] == (f'train: no coordinator at --coordinator_address=localhost:{ports[0]} '
-                      'after --initialization_timeout=4 s: start process 0 (--process_id=0) of '
+                      'after --initialization_timeout=2 s: start process 0 (--process_id=0) of '
                       'the job there, or fix the address')
   assert lasts[1] == (f'train: not all 2 processes connected to the coordinator at '
-                      f'localhost:{ports[1]} within --initialization_timeout=4 s: start each '
+                      f'localhost:{ports[1]} within --initialization_timeout=2 s: start each '
                       '--process_id from 0 to 1 once, all with --num_processes=2')
   assert not any('Traceback' in err for _, err in outs)
 
