@@ -210,13 +210,19 @@ def read_runs(workdir: io.PathLike) -> list[dict]:
   return [r for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
 
 
-def record_run(workdir: io.PathLike, step: int, command: str) -> tuple[dict, list[str]]:
+def record_run(workdir: io.PathLike, step: int, command: str,
+               num_devices: int | None = None) -> tuple[dict, list[str]]:
   """Appends this process's record (started at `step`, by `command`) to W/environment.json.
 
-  Returns (the record, what differs from the latest earlier record of the same command): a
-  resumed run that computes on other hardware or libraries goes on, but is not the run an
-  uninterrupted one would have been, and the caller says so."""
+  `num_devices`: the devices the run computes on, where fewer than JAX's (training takes one
+  per process of the CPU devices `cpu_backend` adds per core: recording JAX's count, a resume
+  on another device count went unwarned). Returns (the record, what differs from the latest
+  earlier record of the same command): a resumed run that computes on other hardware or
+  libraries goes on, but is not the run an uninterrupted one would have been, and the caller
+  says so."""
   rec = {'command': command, 'step': int(step), **describe()}
+  if num_devices is not None:
+    rec['num_devices'] = int(num_devices)
   runs = read_runs(workdir)
   before = next((r for r in reversed(runs) if r.get('command') == command), None)
   changed = differences(before, rec) if before is not None else []

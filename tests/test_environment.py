@@ -118,3 +118,16 @@ def test_environment_note_without_records():
 def test_read_runs_of_odd_files(tmp_path, text):
   (tmp_path / environment.FILE_NAME).write_text(text)
   assert environment.read_runs(tmp_path) == []
+
+
+def test_a_resume_on_another_training_device_count_warns(tmp_path, capsys):
+  # The commands add one CPU device per core and train on one of them: environment.json said
+  # jax.device_count() (2), so a run started with XLA_FLAGS=...device_count=2 (trained on 2)
+  # and resumed without it (trained on 1) recorded 2 both times and never warned.
+  from aesthetics_jax.train import resume_checks  # pylint: disable=import-outside-toplevel
+  resume_checks.record_environment(tmp_path, 0, num_devices=2)
+  capsys.readouterr()
+  resume_checks.record_environment(tmp_path, 2, num_devices=1)
+  out = capsys.readouterr().out
+  assert 'resumed at step 2 on other hardware' in out and 'num_devices 2 -> 1' in out
+  assert [r['num_devices'] for r in environment.read_runs(tmp_path)] == [2, 1]

@@ -109,12 +109,13 @@ def warn_schedule_change(workdir, config, num_train: int, total: int, start: int
   _warn(msg)
 
 
-def record_environment(workdir, start: int) -> None:
-  """Adds this run's machine to W/environment.json; warns when a resume computes on other
-  hardware or libraries than the run before (on XLA:CPU the vector ISA alone changed what the
-  demo trained to). A record that cannot be written does not stop training."""
+def record_environment(workdir, start: int, num_devices: int) -> None:
+  """Adds this run's machine and the `num_devices` of its training mesh to
+  W/environment.json; warns when a resume computes on other hardware, device count or
+  libraries than the run before (on XLA:CPU the vector ISA alone changed what the demo trained
+  to). A record that cannot be written does not stop training."""
   try:
-    rec, changed = environment.record_run(workdir, start, 'train')
+    rec, changed = environment.record_run(workdir, start, 'train', num_devices)
   except OSError as e:
     logging.warning('%s not written (%s); training goes on', workdir / environment.FILE_NAME, e)
     return
