@@ -576,3 +576,34 @@ def test_a_disk_filling_at_the_last_files_leaves_the_whole_old_evaluation(evalua
   after = {p: p.read_bytes() for p in ev.rglob('*') if p.is_file() and p.name != '.lock'}
   assert after == before
   assert not [p for p in wd.rglob('.*') if p.name != '.lock' and 'checkpoints' not in str(p)]
+
+
+def test_a_one_cell_cam_grid_is_named_with_a_finer_layer(tmp_path, monkeypatch, caplog):
+  """The paper MobileNetV2's default layer (features.18) is 1x1 at the smoke configs' 32 px:
+  every map was empty and the CAM study all null with no line saying why (predict said it)."""
+  from tiny_ava import prepare_tiny  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.evaluation import run as eval_run
+  from aesthetics_jax.evaluation import streaming
+
+  class Stop(Exception):
+    pass
+
+  def no_pass(*a, **k):
+    raise Stop  # the line comes before the first pass
+
+  data = prepare_tiny(tmp_path / 'tiny', num_train=8, num_test=4)
+  from aesthetics_jax.configs import mobilenet_v2_emd
+  config = mobilenet_v2_emd.get_config('smoke')  # the encoder's output: cam_layers ()
+  config.data.data_dir = str(data)
+  wd = checkpoint_fixture.write_init_checkpoint(tmp_path / 'w', config)
+  monkeypatch.setattr(streaming, 'collect', no_pass)
+  with pytest.raises(Stop):
+    eval_run.evaluate(wd)
+  lines = [r.getMessage() for r in caplog.records if 'gives a 1x1 map' in r.getMessage()]
+  assert len(lines) == 1 and 'CAM layer features.18' in lines[0], caplog.text
+  assert '--config.eval.cam_layers="(\'features.13\',)" (2x2)' in lines[0]
+  # A layer whose grid is finer: no line.
+  caplog.clear()
+  with pytest.raises(Stop):
+    eval_run.evaluate(wd, overrides={'eval.cam_layers': ('features.13',)})
+  assert 'gives a 1x1 map' not in caplog.text

@@ -124,19 +124,22 @@ def map_size(model, variables, layers: Sequence[str], size: int) -> tuple[int, i
   return int(a.shape[1]), int(a.shape[2])
 
 
-def one_cell_note(model, variables, layers: Sequence[str], size: int) -> str | None:
+def one_cell_note(model, variables, layers: Sequence[str], size: int, *,
+                  consequence: str = '"map": "empty", with no box or crop',
+                  flag: str = '--cam_layers={}') -> str | None:
   """Why every map is empty when the CAM grid is 1x1 at this input size (a constant map
-  points nowhere: no box, no crop), naming the deepest layer whose grid is finer; else None."""
+  points nowhere: no box, no crop), naming the deepest layer whose grid is finer as `flag`
+  (predict's by default; evaluate's is a config key) says it; else None."""
   if map_size(model, variables, layers, size) != (1, 1):
     return None
   hint = ''
   for lay in reversed(model.LAYERS[:model.LAYERS.index(layers[0])]):
     hw = map_size(model, variables, (lay,), size)
     if hw != (1, 1):
-      hint = f'; pass --cam_layers={lay} ({hw[0]}x{hw[1]})'
+      hint = f'; pass {flag.format(lay)} ({hw[0]}x{hw[1]})'
       break
   return (f'CAM layer {layers[0]} gives a 1x1 map for this model\'s {size} px input: every map '
-          f'is constant, so "map": "empty", with no box or crop{hint}')
+          f'is constant, so {consequence}{hint}')
 
 
 def method_passes(methods: Sequence[str], n: int,

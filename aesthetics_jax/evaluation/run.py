@@ -147,6 +147,13 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
   max_test = int(config.data.max_test_images)
 
   layers = models.resolve_layers(model, tuple(ec.cam_layers))
+  # A 1x1 CAM grid (the encoder's output at 32 px) left every map empty, the study's numbers
+  # null, and no line said why (predict says it).
+  note = forward_lib.one_cell_note(
+      model, variables, layers, size, flag='--config.eval.cam_layers="(\'{}\',)"',
+      consequence='the maps are all empty: no boxes, and the CAM study has nothing to measure')
+  if note:
+    logging.warning('evaluate: %s', note)
   forward = forward_lib.make_forward(model, arch, str(ec.cam_method), None, layers=layers,
                                      num_shards=mesh.size)
   summarize = streaming.make_summarize(size, float(ec.box_threshold), arch, mesh)
