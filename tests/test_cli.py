@@ -5,7 +5,6 @@ from /tmp) takes minutes and is checked by hand; here the same code runs with th
 PYTHONPATH from a directory that is not the checkout.
 """
 import ast
-import concurrent.futures
 import os
 import re
 import subprocess
@@ -307,17 +306,10 @@ def test_usage_errors_answer_before_jax_loads(tmp_path):
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / 'poison'), str(ROOT)]))
   assert {c for c, _, _ in _BEFORE_JAX} == {
       SCRIPTS[s].split(':')[0].rsplit('.', 1)[1] for s in SCRIPTS}
-
-  def run(case):
-    command, args, _ = case
-    return subprocess.run([sys.executable, '-m', f'aesthetics_jax.cli.{command}',
-                           *(a.format(tmp=tmp_path) for a in args)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-  # Two at a time (none writes anything): 21 Python start-ups, ~0.5 s each, on 2 cores.
-  with concurrent.futures.ThreadPoolExecutor(2) as pool:
-    results = list(pool.map(run, _BEFORE_JAX))
-  for (command, args, expect), r in zip(_BEFORE_JAX, results):
+  for command, args, expect in _BEFORE_JAX:
     args = [a.format(tmp=tmp_path) for a in args]
+    r = subprocess.run([sys.executable, '-m', f'aesthetics_jax.cli.{command}', *args],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, (command, args, r.stderr)
     assert lines[0].startswith(expect.format(tmp=tmp_path)), (command, lines)
