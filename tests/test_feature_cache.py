@@ -499,3 +499,18 @@ def test_a_huge_eval_batch_size_is_capped_at_the_rows(data_dir, tmp_path, monkey
                              tmp_path / 'w')
   devices = parallel.train_mesh().size
   assert sizes and max(s for _, s in sizes) <= -(-16 // devices) * devices, sizes
+
+
+def test_the_host_fed_line_says_why(tmp_path):
+  """'fed from the host ... (over config.cache.device_budget_gb)' was printed for a
+  memory-mapped cache of a few KiB and for a budget of 0 alike: it names the real reason."""
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  ram = np.zeros((1, 4, 1280), np.float32)  # 20 KiB
+  disk = np.memmap(tmp_path / 'train.bin', np.float32, 'w+', shape=ram.shape)
+  cache = lambda train: feature_cache.FeatureCache(  # pylint: disable=unnecessary-lambda-assignment
+      train=train, train_meta=None, train_weights=None, cdf=None, test=None, test_meta=None,
+      test_weights=None, seed=0, mesh=mesh)
+  assert cache(ram).host_fed_reason(1.0) is None
+  assert 'memory-mapped' in cache(disk).host_fed_reason(1.0)
+  assert cache(ram).host_fed_reason(0.0) == 'config.cache.device_budget_gb=0'
+  assert cache(ram).host_fed_reason(1e-6).endswith('over config.cache.device_budget_gb=1e-06')

@@ -255,16 +255,28 @@ class FeatureCache:
     memory-mapped from disk or its features exceed `budget_gb` per device (on CPU, whose
     devices share host RAM, summed over this process's devices).
     """
-    if isinstance(self.train, np.memmap) or budget_gb <= 0:
-      return None
-    copies = len(self.mesh.local_devices) if jax.default_backend() == 'cpu' else 1
-    if self.train.nbytes * copies > budget_gb * 2**30:
+    if self.host_fed_reason(budget_gb) is not None:
       return None
     n = self.train.shape[1]
     host = self._rows(self.train_meta, self.train_weights, np.arange(n), np.ones(n, np.float32))
     del host['mask']  # every train row is real
     host['features'] = self.train
     return parallel.replicate(host, self.mesh)
+
+  def host_fed_reason(self, budget_gb: float) -> str | None:
+    """Why `device_rows(budget_gb)` leaves the train split on the host, for the run's line
+    (it said 'over config.cache.device_budget_gb' for a memory-mapped cache of a few KiB, or a
+    budget of 0); None when the split goes on the devices."""
+    if isinstance(self.train, np.memmap):
+      return 'memory-mapped from disk, over config.cache.ram_budget_gb'
+    if budget_gb <= 0:
+      return f'config.cache.device_budget_gb={budget_gb:g}'
+    copies = len(self.mesh.local_devices) if jax.default_backend() == 'cpu' else 1
+    if self.train.nbytes * copies > budget_gb * 2**30:
+      held = f'{self.train.nbytes * copies / 2**30:.2f} GiB' + (
+          f' on {copies} CPU devices' if copies > 1 else '')
+      return f'{held}: over config.cache.device_budget_gb={budget_gb:g}'
+    return None
 
   def segment_indices(self, start: int, count: int, batch_size: int
                       ) -> tuple[np.ndarray, np.ndarray]:

@@ -463,12 +463,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
                  f'reused from {cache.directory}' if cache.reused else 'built',
                  time.time() - t0, cache.train.shape, cache.test.shape)
     next_batch = lambda s: cache.train_batch(s, int(config.batch_size))
-    device_rows = cache.device_rows(float(config.cache.device_budget_gb))
+    budget = float(config.cache.device_budget_gb)
+    device_rows = cache.device_rows(budget)
     if device_rows is not None:  # steps run a segment per call (make_train_segment)
       train_segment = make_train_segment(make_train_step(model, config, tx, mode), mesh)
     how = ('held on the devices: the head steps between logs run in one call'
            if device_rows is not None else
-           'head steps fed from the host one at a time (over config.cache.device_budget_gb)')
+           f'head steps fed from the host one at a time ({cache.host_fed_reason(budget)})')
     logging.info('Feature cache %s', how)
     if is_main:
       print(f'feature cache {how}', flush=True)
