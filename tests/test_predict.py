@@ -358,6 +358,16 @@ def test_overlay_shows_a_box_that_another_covers():
       'aesthetic = crop': (0, 0, 4, 4), 'attribute = average': box}
 
 
+def test_overlay_merges_boxes_that_coincide_once_scaled():
+  """Boxes a pixel apart in a 4096 px photo are one box on its 1024 px overlay: merged before
+  scaling, the red 'average' box was drawn over the cyan 'attribute' one and hid it."""
+  from aesthetics_jax.report import overlays
+  got = _overlay((4096, 4096), (64, 64), boxes={'attribute': (1024, 1024, 2048, 2048),
+                                                'average': (1025, 1025, 2047, 2047)})
+  cyan = (got[:1024] == np.array(overlays.BOX_COLOURS['attribute'], np.uint8)).all(-1)
+  assert cyan.any() and not _red(got[:1024]).any()
+
+
 def test_cli_all_failed_exits_1(files):
   _, wd, _, bad, missing = files
   r = _run(f'--workdir={wd}', bad, missing)

@@ -167,8 +167,9 @@ class Predictor:
     small = image.image
     if small.shape[:2] != hw:
       small = np.asarray(Image.fromarray(small).resize((hw[1], hw[0]), Image.BILINEAR))
-    shown = {k: crop.scale_box(v, image.size, hw)
-             for k, v in overlays.merge_coinciding(vis['boxes']).items()}
+    # Merged once scaled: boxes a pixel apart in the photo coincide on the smaller overlay.
+    shown = overlays.merge_coinciding({k: crop.scale_box(v, image.size, hw)
+                                       for k, v in vis['boxes'].items()})
     img = overlays.draw_boxes(overlays.overlay(small, vis['aesthetic_map']), shown,
                               width=overlays.box_width(hw))
     title = f'map: aesthetic ({self.method})' + (overlays.EMPTY_NOTE if vis.get('empty') else '')
