@@ -601,7 +601,7 @@ def test_a_one_cell_cam_grid_is_named_with_a_finer_layer(tmp_path, monkeypatch, 
     eval_run.evaluate(wd)
   lines = [r.getMessage() for r in caplog.records if 'gives a 1x1 map' in r.getMessage()]
   assert len(lines) == 1 and 'CAM layer features.18' in lines[0], caplog.text
-  assert '--config.eval.cam_layers="(\'features.13\',)" (2x2)' in lines[0]
+  assert "pass config.eval.cam_layers=('features.13',) (2x2)" in lines[0]
   # A layer whose grid is finer: no line.
   caplog.clear()
   with pytest.raises(Stop):

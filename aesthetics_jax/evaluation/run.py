@@ -148,9 +148,10 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
 
   layers = models.resolve_layers(model, tuple(ec.cam_layers))
   # A 1x1 CAM grid (the encoder's output at 32 px) left every map empty, the study's numbers
-  # null, and no line said why (predict says it).
+  # null, and no line said why (predict says it). The key, not a flag: evaluate takes it as
+  # --config.eval.cam_layers, paper_run as --eval_set.
   note = forward_lib.one_cell_note(
-      model, variables, layers, size, flag='--config.eval.cam_layers="(\'{}\',)"',
+      model, variables, layers, size, flag='config.eval.cam_layers=(\'{}\',)',
       consequence='the maps are all empty: no boxes, and the CAM study has nothing to measure')
   if note:
     logging.warning('evaluate: %s', note)
