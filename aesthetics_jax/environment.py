@@ -216,16 +216,21 @@ def record_run(workdir: io.PathLike, step: int, command: str,
 
   `num_devices`: the devices the run computes on, where fewer than JAX's (training takes one
   per process of the CPU devices `cpu_backend` adds per core: recording JAX's count, a resume
-  on another device count went unwarned). Returns (the record, what differs from the latest
+  on another device count went unwarned); not compared with an earlier record of JAX's
+  count. Returns (the record, what differs from the latest
   earlier record of the same command): a resumed run that computes on other hardware or
   libraries goes on, but is not the run an uninterrupted one would have been, and the caller
   says so."""
   rec = {'command': command, 'step': int(step), **describe()}
   if num_devices is not None:
-    rec['num_devices'] = int(num_devices)
+    rec['num_devices'], rec['num_devices_of'] = int(num_devices), 'run'
   runs = read_runs(workdir)
   before = next((r for r in reversed(runs) if r.get('command') == command), None)
   changed = differences(before, rec) if before is not None else []
+  if num_devices is not None and before is not None and before.get('num_devices_of') != 'run':
+    # Recorded before the run's own count was: JAX's (one CPU device per core) against the
+    # run's warned 'num_devices 2 -> 1' at every resume of a workdir trained before.
+    changed = [c for c in changed if not c.startswith('num_devices ')]
   io.atomic_write_json(io.path(workdir) / FILE_NAME, {'runs': (runs + [rec])[-MAX_RUNS:]},
                        indent=1)
   return rec, changed

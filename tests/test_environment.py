@@ -131,3 +131,17 @@ def test_a_resume_on_another_training_device_count_warns(tmp_path, capsys):
   out = capsys.readouterr().out
   assert 'resumed at step 2 on other hardware' in out and 'num_devices 2 -> 1' in out
   assert [r['num_devices'] for r in environment.read_runs(tmp_path)] == [2, 1]
+
+
+def test_a_resume_of_a_record_of_jax_devices_does_not_warn_of_the_count(tmp_path, capsys):
+  # Records written before the training mesh's count was hold JAX's (one CPU device per
+  # core): compared with the mesh's 1, the first resume of every such workdir warned
+  # 'num_devices 2 -> 1' though nothing had changed.
+  from aesthetics_jax.train import resume_checks  # pylint: disable=import-outside-toplevel
+  old = {'command': 'train', 'step': 0, **environment.describe(), 'num_devices': 2}
+  (tmp_path / environment.FILE_NAME).write_text(json.dumps({'runs': [old]}))
+  resume_checks.record_environment(tmp_path, 2, num_devices=1)
+  assert 'num_devices' not in capsys.readouterr().out
+  # Two records of the run's own count are compared (the test above).
+  resume_checks.record_environment(tmp_path, 4, num_devices=2)
+  assert 'num_devices 1 -> 2' in capsys.readouterr().out
