@@ -214,6 +214,10 @@ def run(main: Callable[[list[str]], None], doc: str | None,
     sys.stdout = _TaggedStdout(sys.stdout)
   if threading.current_thread() is threading.main_thread():
     signal.signal(signal.SIGINT, interrupt_once)
+    # Every command, from here on: SIGTERM (`timeout`, a job's time limit, `docker stop`)
+    # killed evaluate, prepare_data, benchmark, ... at once (exit -15, no line). It stops them
+    # as Ctrl-C does, one line, 143; a trainer's command installs its own to hold it.
+    stop_on_sigterm()
     if not getattr(sys.unraisablehook, 'redelivers_interrupt', False):
       sys.unraisablehook = _redeliver_lost_interrupt(sys.unraisablehook)
   try:
@@ -234,8 +238,8 @@ def run(main: Callable[[list[str]], None], doc: str | None,
           file=sys.stderr, flush=True)
     exit_interrupted()
   except SystemExit as e:
-    if e.code == EXIT_INTERRUPTED:  # a command that said more about its Ctrl-C itself
-      exit_interrupted()
+    if e.code in (EXIT_INTERRUPTED, EXIT_TERMINATED):  # a command that said more itself
+      exit_interrupted(e.code)
     raise
   except (RuntimeError, MemoryError) as e:
     if not out_of_memory(e):
@@ -307,7 +311,8 @@ def stop_on_sigterm() -> stop_lib.StopRequest | None:
   checkpointed; elsewhere SIGTERM stops the command as Ctrl-C does, and `run` ends it with
   `terminated_line`, exit 143. Without it SIGTERM (a scheduler's preemption, `timeout`,
   `docker stop`) killed a command at once (exit -15, no line), losing the steps since the
-  last checkpoint."""
+  last checkpoint. `run` installs one for every command; a command that trains installs its
+  own, the request it passes to the trainer."""
   if threading.current_thread() is not threading.main_thread():
     return None
   stop = stop_lib.StopRequest()

@@ -31,6 +31,7 @@ from aesthetics_jax.data import ava
 from aesthetics_jax.data import dataset
 from aesthetics_jax.data import decoder
 from aesthetics_jax.data import selection
+from aesthetics_jax.train import stop as stop_lib
 
 _AVA_DIR = flags.DEFINE_string('ava_dir', None, 'AVA root (AVA.txt, tags.txt, images/, ...).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir to write the dataset to.')
@@ -93,15 +94,19 @@ def main(argv):
     for size, (path, what) in dataset.prepare_resized(_DATA_DIR.value, _SUBSET.value, sizes,
                                                        max_gb=_RESIZED_MAX_GB.value).items():
       print(f'train images resized to {size}: {path} ({what})')
-  except KeyboardInterrupt:
+  except KeyboardInterrupt as e:
     # Whatever was half-written is gone by now (TFDS's incomplete folder, the store's
-    # temporary file: both removed as the interrupt unwound).
+    # temporary file: both removed as the interrupt unwound). SIGTERM's is a subclass: it
+    # said 'interrupted', exit 130.
+    how, code = (('terminated (SIGTERM)', common.EXIT_TERMINATED)
+                 if isinstance(e, stop_lib.Terminated) else
+                 ('interrupted', common.EXIT_INTERRUPTED))
     if res is None:
-      common.fail('prepare_data', 'interrupted; nothing of this run was kept: rerun the same '
-                  'command to start over', common.EXIT_INTERRUPTED)
-    common.fail('prepare_data', f'interrupted while storing the resized training images; the '
+      common.fail('prepare_data', f'{how}; nothing of this run was kept: rerun the same '
+                  'command to start over', code)
+    common.fail('prepare_data', f'{how} while storing the resized training images; the '
                 f'dataset at {res.dataset_dir} is kept: rerun the same command to store them '
-                '(training decodes without them)', common.EXIT_INTERRUPTED)
+                '(training decodes without them)', code)
 
 
 def _prepare() -> dataset.PrepareResult:

@@ -29,6 +29,7 @@ process finishes the step in flight, checkpoints it and names it; rerun to conti
 import contextlib
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -71,6 +72,10 @@ def main(argv):
   # JAX's own timeout, later than ours: it aborts with a C++ stack ('Terminating process
   # because the JAX distributed service detected fatal errors ... DEADLINE_EXCEEDED').
   jax_timeout = timeout + 60
+  if _COORDINATOR.value:
+    # A multi-process job is killed by SIGTERM as before (`common.run` installed a handler
+    # that stops a command as Ctrl-C does): its processes could stop at different steps.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
   if _COORDINATOR.value == 'auto':
     with _connect_deadline(None, None, None, timeout):
       # TPU pods, SLURM, ...: JAX reads the cluster's environment.

@@ -1,0 +1,48 @@
+"""SIGTERM in the commands that do not train (evaluate, prepare_data, make_demo_data,
+convert_weights, make_fake_weights, benchmark): one line and exit 143, as Ctrl-C's 130.
+
+The signal is sent at a known point (`sigterm_fixture`: as a library function is called), in a
+subprocess; the commands' own outputs are atomic and their reruns redo the work.
+"""
+from __future__ import annotations
+
+import pytest
+
+import sigterm_fixture
+
+# command: (the function SIGTERM comes at, its flags given a tmp folder `t`).
+_COMMANDS = {
+    'make_demo_data': ('aesthetics_jax.data.demo.generate',
+                       lambda t: [f'--out_dir={t}/ava', '--num_train=4', '--num_test=2']),
+    'prepare_data': ('aesthetics_jax.data.dataset.prepare',
+                     lambda t: [f'--ava_dir={t}/ava', f'--data_dir={t}/tfds']),
+    'convert_weights': ('aesthetics_jax.models.pretrained.convert_file',
+                        lambda t: ['--arch=mobilenet_v2', f'--source={t}/w.npz',
+                                   f'--out={t}/out']),
+    'make_fake_weights': ('aesthetics_jax.cli.fake_weights.make_weights',
+                          lambda t: [f'--out={t}/out', '--archs=mobilenet_v2']),
+    'evaluate': ('aesthetics_jax.evaluation.run.evaluate', lambda t: [f'--workdir={t}']),
+    'benchmark': ('aesthetics_jax.cli.benchmark.run',
+                  lambda t: ['--what=model', '--reference=none', f'--json={t}/b.json']),
+}
+
+
+@pytest.mark.parametrize('command', list(_COMMANDS))
+def test_sigterm_is_one_line_and_143(tmp_path, command):
+  """SIGTERM (`timeout`, a job's time limit, `docker stop`) killed these commands at once:
+  exit -15, no line."""
+  function, flags = _COMMANDS[command]
+  if command == 'prepare_data':  # an AVA root whose check passes (nothing is decoded)
+    (tmp_path / 'ava' / 'style_image_lists').mkdir(parents=True)
+    for name in ('AVA.txt', 'tags.txt', 'style_image_lists/train.jpgl',
+                 'style_image_lists/test.jpgl'):
+      (tmp_path / 'ava' / name).write_text('')
+  if command == 'convert_weights':
+    (tmp_path / 'w.npz').write_bytes(b'')
+  r = sigterm_fixture.run(command, f'call:{function}', *flags(tmp_path), timeout=60)
+  assert r.returncode == 143, (r.returncode, r.stderr[-2000:])
+  # The last line (benchmark logs JAX's backends before it): no traceback.
+  last = r.stderr.strip().splitlines()[-1]
+  assert last.startswith(f'{command}: terminated (SIGTERM)'), r.stderr
+  assert 'rerun the same command' in last and 'Traceback' not in r.stderr
+  assert not (tmp_path / 'out').exists() and not (tmp_path / 'b.json').exists()
