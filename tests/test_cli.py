@@ -525,7 +525,8 @@ from aesthetics_jax.train import stop as stop_lib
 folder = tempfile.mkdtemp()
 sys.path.insert(0, folder)
 pathlib.Path(folder, 'signalled.py').write_text(
-    'import os, signal, time\\nos.kill(os.getpid(), signal.SIGTERM)\\ntime.sleep(0.3)\\nDONE = 1\\n')
+    'import os, signal, time\\nos.kill(os.getpid(), signal.SIGTERM)\\n'
+    'time.sleep(0.3)\\nDONE = 1\\n')
 common.stop_on_sigterm()
 try:
   import signalled
