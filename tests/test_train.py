@@ -593,3 +593,23 @@ def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(data_dir, tmp_path):
   assert json.loads(r.stdout.strip().splitlines()[-1])['step'] == last + 1
   rows = [json.loads(l) for l in (wd / 'metrics.jsonl').read_text().splitlines()]
   assert any('test/binary_accuracy' in r for r in rows)
+
+
+def test_config_json_keeps_relative_paths_absolute(tmp_path, monkeypatch):
+  """--config.data.data_dir=tfds (relative) was stored as typed in config.json: evaluate,
+  predict and aesthetics_jax.load, run from another folder, then found 'tfds/ava/style: no
+  prepared dataset' (and no init_weights for the untrained control)."""
+  from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
+  prepare_tiny(tmp_path / 'run', num_train=8, num_test=4)
+  monkeypatch.chdir(tmp_path / 'run')
+  c = demo.get_config('vgg16,smoke')
+  c.update_from_flattened_dict({'data.data_dir': 'tfds', 'num_train_steps': 1,
+                                'log_cam_images': 0, 'data.validation_fraction': 0.0,
+                                'eval.masks_dir': 'masks'})
+  trainer.train_and_evaluate(c, Path('w'))
+  monkeypatch.chdir(tmp_path)  # elsewhere, as a later command may run
+  _, _, saved, _ = restore.restore_for_inference(tmp_path / 'run' / 'w')
+  assert saved.data.data_dir == str(tmp_path / 'run' / 'tfds')
+  assert saved.eval.masks_dir == str(tmp_path / 'run' / 'masks')
+  assert saved.model.init_weights == '' and saved.data.ava_dir == ''  # unset stays unset
+  assert dataset.load_sources(saved.data.data_dir, 'style')['test']

@@ -6,6 +6,8 @@ keeps the steps and the loop.
 """
 from __future__ import annotations
 
+import os
+
 import jax
 import ml_collections
 from absl import logging
@@ -25,6 +27,24 @@ from aesthetics_jax.train.errors import TrainingError
 RECIPE_KEYS = ('data.subset', 'input.image_size', 'input.resize_size', 'input.normalize',
                'input.random_flip', 'input.balanced', 'input.weighting', 'input.weight_factor',
                'input.weight_band', 'loss.emd_r', 'loss.tag_weight', 'model.freeze_encoder')
+
+
+# Paths config.json keeps for the commands that read it later (evaluate, predict,
+# aesthetics_jax.load: the dataset, the untrained control's weights, the region masks).
+PATH_KEYS = ('data.data_dir', 'data.ava_dir', 'model.init_weights', 'eval.masks_dir')
+
+
+def saved_config(config: ml_collections.ConfigDict) -> dict:
+  """`config` as config.json records it: local relative `PATH_KEYS` made absolute. They were
+  kept as typed, so a run trained with --config.data.data_dir=tfds could be evaluated only
+  from the folder it was trained in ('tfds/ava/style: no prepared dataset' elsewhere)."""
+  out = config.to_dict()
+  for key in PATH_KEYS:
+    section, name = key.split('.')
+    value = str(out[section][name])
+    if value and io.is_local(value):
+      out[section][name] = os.path.abspath(os.path.expanduser(value))
+  return out
 
 
 def _dotted(tree: dict, key: str):

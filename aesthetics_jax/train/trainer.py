@@ -427,7 +427,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
     raise
   if is_main:
     resume_checks.warn_schedule_change(workdir, config, n_train, total, start)
-    io.atomic_write_json(ckpt_lib.config_path(workdir), config.to_dict(), indent=2, sort_keys=True)
+    io.atomic_write_json(ckpt_lib.config_path(workdir), resume_checks.saved_config(config),
+                         indent=2, sort_keys=True)
     resume_checks.record_environment(workdir, start, mesh.size)
 
   repl = parallel.replicated(mesh)
