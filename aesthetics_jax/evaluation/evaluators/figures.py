@@ -97,13 +97,17 @@ def run(forward: streaming.ForwardFn, variables, source: Sequence, test: streami
   """{figure name: PNG bytes}; `metrics` supplies the Table 1 coefficients shown on the
   scatter plots and the faithfulness curves (the other evaluators' output)."""
   figs: dict[str, bytes] = {}
-  k = max(1, int(num_examples) // 2)
-  order = np.argsort(-test.true['mean_score'], kind='stable')
-  ex, bex = examples(forward, variables, source, list(order[:k]) + list(order[::-1][:k]), test,
-                     mesh, arch=arch, image_size=image_size, normalize=normalize, threshold=threshold,
-                     batch_size=batch_size, tag_names=tag_names or {})
-  figs['examples_high'] = charts.examples_figure(ex[:k], f'{k} highest-rated test images')
-  figs['examples_low'] = charts.examples_figure(ex[k:], f'{k} lowest-rated test images')
+  # Half the images the highest-rated, half the lowest; 0 = none. It was max(1, n // 2): 0,
+  # which the config check allows, still drew one of each (and their per-bucket maps).
+  k = (int(num_examples) + 1) // 2
+  ex, bex = [], []
+  if k:
+    order = np.argsort(-test.true['mean_score'], kind='stable')
+    ex, bex = examples(forward, variables, source, list(order[:k]) + list(order[::-1][:k]),
+                       test, mesh, arch=arch, image_size=image_size, normalize=normalize,
+                       threshold=threshold, batch_size=batch_size, tag_names=tag_names or {})
+    figs['examples_high'] = charts.examples_figure(ex[:k], f'{k} highest-rated test images')
+    figs['examples_low'] = charts.examples_figure(ex[k:], f'{k} lowest-rated test images')
   g = metrics.get('global_normalisation') or {}
   scale = (g['min'], g['max']) if 'min' in g and 'max' in g else None  # the study's scale
   for norm, x in streaming.intensities(test, scale).items():
