@@ -514,3 +514,16 @@ def test_the_host_fed_line_says_why(tmp_path):
   assert 'memory-mapped' in cache(disk).host_fed_reason(1.0)
   assert cache(ram).host_fed_reason(0.0) == 'config.cache.device_budget_gb=0'
   assert cache(ram).host_fed_reason(1e-6).endswith('over config.cache.device_budget_gb=1e-06')
+
+
+def test_a_resume_that_reuses_the_disk_cache_says_so(data_dir, tmp_path, capsys):
+  """The cost line ('... 24 encoder passes once') was all a resume printed, then encoded
+  nothing: whether the cache was reused went to the INFO log only."""
+  c = _config('vgg16', data_dir, **{'cache.ram_budget_gb': 1e-9, 'num_train_steps': 1,
+                                    'data.validation_fraction': 0.0})
+  trainer.train_and_evaluate(c, tmp_path / 'w')
+  assert 'feature cache reused' not in capsys.readouterr().out
+  c.num_train_steps = 2
+  trainer.train_and_evaluate(c, tmp_path / 'w')
+  out = capsys.readouterr().out
+  assert f'feature cache reused from {tmp_path / "w" / "cache"}/' in out, out

@@ -463,6 +463,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
     logging.info('Feature cache %s in %.1fs: train %s, test %s',
                  f'reused from {cache.directory}' if cache.reused else 'built',
                  time.time() - t0, cache.train.shape, cache.test.shape)
+    if cache.reused and is_main:  # the cost line above counted encoder passes none ran
+      print(f'feature cache reused from {cache.directory}: no encoder passes', flush=True)
     next_batch = lambda s: cache.train_batch(s, int(config.batch_size))
     budget = float(config.cache.device_budget_gb)
     device_rows = cache.device_rows(budget)
