@@ -68,26 +68,40 @@ def install(hook: str) -> None:
   """'training': every training stops at its first step, SIGTERM sent to this process;
   'demo models': the same in each demo model's process, SIGTERM sent to the demo (the parent
   process alone, as `docker stop` does) once both models train; 'call:MODULE.NAME': SIGTERM
-  sent to this process as MODULE.NAME is called."""
+  sent to this process as MODULE.NAME is called; 'lost:MODULE.NAME': the same, from inside a
+  __del__, where the handler's exception is only printed (a weakref callback of evaluate's)."""
   if hook == 'training':
     from aesthetics_jax.train import trainer  # pylint: disable=import-outside-toplevel
     trainer.train_and_evaluate = stopped_training
   elif hook == 'demo models':
     from aesthetics_jax.cli import demo  # pylint: disable=import-outside-toplevel
     demo._run_arch = demo_model  # pylint: disable=protected-access
-  elif hook.startswith('call:'):
+  elif hook.startswith(('call:', 'lost:')):
     import importlib  # pylint: disable=import-outside-toplevel
-    module, name = hook.removeprefix('call:').rsplit('.', 1)
+    how, target = hook.split(':', 1)
+    module, name = target.rsplit('.', 1)
     module = importlib.import_module(module)
     real = getattr(module, name)
 
     def signalled(*args, **kwargs):
-      os.kill(os.getpid(), signal.SIGTERM)
+      if how == 'lost':
+        _SignalsWhenDropped()
+      else:
+        os.kill(os.getpid(), signal.SIGTERM)
       return real(*args, **kwargs)
 
     setattr(module, name, signalled)
   else:
     raise ValueError(hook)
+
+
+class _SignalsWhenDropped:
+  """Sends SIGTERM to this process from its __del__, which the handler's exception is raised
+  in (and lost: Python prints it, or passes it to sys.unraisablehook)."""
+
+  def __del__(self):
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.01)  # the handler runs here, inside __del__
 
 
 def stopped_training(config, workdir, stop=None, *, signal_to: int | None = None,

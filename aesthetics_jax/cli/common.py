@@ -341,7 +341,13 @@ def _redeliver_lost_interrupt(previous: Callable) -> Callable:
       return
     if type(unraisable.exc_value) is not KeyboardInterrupt:
       # A subclass (SIGTERM's stop.Terminated): raised again as Ctrl-C it said 'interrupted
-      # (Ctrl-C)', exit 130; its raiser notices the lost request itself (StopRequest.check).
+      # (Ctrl-C)', exit 130. Its StopRequest raises it again (the trainer, holding it, notices
+      # it at its next step): dropped, SIGTERM in evaluate's weakref callbacks was ignored,
+      # the run went on to exit 0.
+      request = signal.getsignal(signal.SIGTERM)
+      if (isinstance(unraisable.exc_value, stop_lib.Terminated)
+          and isinstance(request, stop_lib.StopRequest)):
+        request.deliver_again()
       return
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # interrupt_once's: not for good
       signal.signal(signal.SIGINT, interrupt_once)

@@ -36,8 +36,9 @@ class StopRequest:
   `Terminated(step)`. During the final test it waits for the run to finish: raised there, it
   could land in a callback that only prints its errors (a generator's close, a __del__) and be
   lost. One that comes during an import is delivered again once the import is over. A request
-  whose exception was lost is caught at the next `check` (the trainer's next step, a
-  multi-stage command's next stage). Only the first signal acts: a second does not cut the save
+  whose exception was lost is raised again (`deliver_again`, by cli.common's unraisable hook)
+  or caught at the next `check` (the trainer's next step, a multi-stage command's next
+  stage). Only the first signal acts: a second does not cut the save
   short. `forward_to`: processes the request is passed on to (a demo's model processes), each
   stopping as this one does."""
 
@@ -67,12 +68,18 @@ class StopRequest:
       # it an ImportError ('Encountered an error while initializing the extension': numpy's,
       # in a demo model's process just started), a traceback and exit 1. Delivered again
       # once the import is over.
-      self._deferred = True
-      timer = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), signal.SIGTERM))
-      timer.daemon = True
-      timer.start()
+      self.deliver_again()
       return
     raise Terminated(None)
+
+  def deliver_again(self) -> None:
+    """Raises the request again a moment later (SIGTERM sent to this process, from another
+    thread): for one that came during an import, or whose exception was lost in a callback
+    that only prints its errors (cli.common's sys.unraisablehook)."""
+    self._deferred = True
+    timer = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.daemon = True
+    timer.start()
 
   def check(self) -> None:
     """Raises `Terminated(None)` for a request that was held back or whose exception was lost:
