@@ -17,6 +17,7 @@ import errno
 import json
 import math
 import os
+import re
 import uuid
 from typing import IO, Any, Callable
 
@@ -94,14 +95,54 @@ def atomic_write_bytes(p: PathLike, data: bytes, durable: bool = True) -> epath.
     here). Bulk writers of regenerable data (dataset generators) pass False: the rename
     alone already protects readers and a killed process.
   """
-  return atomic_write_stream(p, lambda f: f.write(data), 'wb', durable)
+  return _atomic_write(p, lambda f: f.write(data), 'wb', durable)
 
 
 def atomic_write_stream(p: PathLike, write: Callable[[IO], Any], mode: str = 'wb',
                         durable: bool = True) -> epath.Path:
   """`write(f)` into a hidden sibling of `p`, renamed over `p` when it returns: what
   `atomic_write_bytes` does, for writers that stream (np.savez, torch.save). The file gets
-  the mode a plain open() gives (0666 less the umask; mkstemp's 0600 hid shared weights)."""
+  the mode a plain open() gives (0666 less the umask; mkstemp's 0600 hid shared weights).
+  Such files are large: the siblings that killed writers of `p` left are removed first
+  (`remove_dead_temps`)."""
+  remove_dead_temps(p)
+  return _atomic_write(p, write, mode, durable)
+
+
+def remove_dead_temps(p: PathLike) -> None:
+  """Removes the hidden siblings of local file `p` (`_temp_name`) whose writer no longer runs
+  on this host: kill -9 (or the OOM killer) during aesthetics-convert-weights or
+  -make-fake-weights left `.vgg16.npz.<pid>.<id>.tmp` (0.55 GB, reserved up front) for good,
+  one more each time. A sibling whose pid still runs is another writer's, and stays."""
+  if not is_local(p):
+    return
+  # Through a link, as `_write_beside` writes: beside its target.
+  folder, name = os.path.split(os.path.realpath(os.fspath(p)))
+  stem = _temp_name(name).rsplit('.', 3)[0]  # '.' + the (cut) name, as every sibling's
+  pattern = re.compile(re.escape(stem) + r'\.(\d+)\.[0-9a-f]{8}\.tmp$')
+  try:
+    names = os.listdir(folder)
+  except OSError:
+    return
+  for sibling in names:
+    m = pattern.match(sibling)
+    if m is None:
+      continue
+    try:
+      os.kill(int(m.group(1)), 0)
+      continue  # alive (a recycled pid keeps the file: the safe side)
+    except ProcessLookupError:
+      pass
+    except (PermissionError, OverflowError):
+      continue
+    try:
+      os.unlink(os.path.join(folder, sibling))
+    except OSError:
+      pass
+
+
+def _atomic_write(p: PathLike, write: Callable[[IO], Any], mode: str, durable: bool
+                  ) -> epath.Path:
   out, tmp = _write_beside(p, write, mode, durable)
   if tmp is not None:
     _rename(tmp, out)

@@ -6,6 +6,11 @@ subprocess; the commands' own outputs are atomic and their reruns redo the work.
 """
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+
 import pytest
 
 import sigterm_fixture
@@ -61,3 +66,36 @@ def test_a_sigterm_lost_in_a_callback_still_stops_the_command(tmp_path):
       'stages, atomic outputs): rerun the same command to continue'), r.stderr
   assert 'Exception ignored' not in r.stderr and 'Traceback' not in r.stderr, r.stderr
   assert not (tmp_path / 'ava' / 'demo_manifest.json').exists()  # the run did not finish
+
+
+# aesthetics-convert-weights SIGKILLed (kill -9, the OOM killer) while it writes the .npz.
+_KILLED_IN_THE_WRITE = '''
+import os, signal, sys
+import numpy as np
+sys.argv[0] = 'convert_weights'
+def killed(*args, **kwargs):
+  os.kill(os.getpid(), signal.SIGKILL)
+np.savez = killed
+from aesthetics_jax.cli import convert_weights
+convert_weights.run_cli()
+'''
+
+
+def test_a_rerun_removes_what_a_killed_weights_write_left(tmp_path):
+  """kill -9 during convert_weights (or make_fake_weights) left the hidden temporary file
+  `.mobilenet_v2.npz.<pid>.<id>.tmp` for good (VGG16's: 0.55 GB, reserved up front), one more
+  each run; the rerun removes it. Another writer's, still running, stays."""
+  source = sigterm_fixture.ROOT / 'tests' / 'fixtures' / 'mobilenet_v2_w025.safetensors'
+  args = ['--arch=mobilenet_v2', f'--source={source}', f'--out={tmp_path}']
+  r = subprocess.run([sys.executable, '-c', _KILLED_IN_THE_WRITE, *args],
+                     cwd=sigterm_fixture.ROOT, capture_output=True, text=True, timeout=60)
+  assert r.returncode == -signal.SIGKILL, (r.returncode, r.stderr[-2000:])
+  left = [p.name for p in tmp_path.iterdir()]
+  assert len(left) == 1 and left[0].startswith('.mobilenet_v2.npz.'), left
+  running = tmp_path / f'.mobilenet_v2.npz.{os.getpid()}.0123abcd.tmp'  # this process's
+  running.write_bytes(b'')
+  r = subprocess.run([sys.executable, '-m', 'launch.convert_weights', *args],
+                     cwd=sigterm_fixture.ROOT, capture_output=True, text=True, timeout=60)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert sorted(p.name for p in tmp_path.iterdir()) == [
+      running.name, 'mobilenet_v2.npz', 'mobilenet_v2.npz.json']
