@@ -74,10 +74,12 @@ class CoreLatency:
       os.ftruncate(fd, _SIZE)
       self._mm, self._a = _slots(fd)
       # A fresh interpreter (not fork: the caller holds JAX's threads) that imports this
-      # module and maps the page through the inherited descriptor.
+      # module and maps the page through the inherited descriptor. In a session of its own:
+      # Ctrl-C in a terminal reached it too, and its KeyboardInterrupt traceback came before
+      # the benchmark's one line (the benchmark stops it; its stdin's end, if killed).
       self._proc = subprocess.Popen([sys.executable, '-m', 'aesthetics_jax.bench.placement',
                                      str(fd), str(self.cpus[1])], stdin=subprocess.PIPE,
-                                    pass_fds=(fd,))
+                                    pass_fds=(fd,), start_new_session=True)
     finally:  # both sides hold the page now: no file is left behind, even if we are killed
       os.close(fd)
       os.unlink(self._path)
