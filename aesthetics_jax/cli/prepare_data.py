@@ -17,9 +17,9 @@ bounded decoder (`decoder.decode`); EXIF-rotated photos are stored upright. A tr
 the test list is kept in test only. The training images are also stored decoded and resized
 to each `--resized_sizes` side (`data/resized_store.py`, 192 KiB an image at 256): training
 then crops them instead of decoding; a folder that cannot be written or a disk without room
-leaves them out (training decodes). Ctrl-C is one line and exit 130, with what was half
-written removed; what a killed prepare left (TFDS's incomplete.* folder, resized/.*.tmp) is
-removed by the next one that finds no other prepare of the dataset running.
+leaves them out (training decodes). Ctrl-C is one line and exit 130 (SIGTERM: 143), with what
+was half written removed; what a killed prepare left (TFDS's incomplete.* folder,
+resized/.*.tmp) is removed by the next one that finds no other prepare of the dataset running.
 """
 from pathlib import Path
 
