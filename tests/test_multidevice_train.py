@@ -1,6 +1,7 @@
 """The same training code on 1 device and on 2 processes x 4 fake devices: same params."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -295,3 +296,27 @@ def test_an_error_on_one_process_ends_the_others(tiny_data, tmp_path):
   assert [p.returncode for p in procs] == [1, 2], lasts
   assert lasts[1].startswith('train: tfds: no prepared dataset ava/style'), lasts[1]
   assert lasts[0].startswith('train: lost contact with process 1 of 2 (Gloo '), lasts[0]
+
+
+def test_sigterm_on_one_process_checkpoints_one_step_on_all(tiny_data, tmp_path):
+  """SIGTERM (a scheduler's preemption) to a process of a multi-process job was taken by the
+  notifier jax.distributed.initialize installs: the job trained on until SIGKILL. Every
+  process now saves the same step (JAX's preemption sync point): one line each, exit 143."""
+  over = {**FAULT_OVERRIDES, 'num_train_steps': 400, 'checkpoint_every_steps': 1000,
+          'eval_every_steps': 1000}
+  w = tmp_path / 'w'
+  procs = _start_two(tiny_data, w, overrides=over, logs=tmp_path)
+  _wait_for_training(w, procs)
+  procs[1].send_signal(signal.SIGTERM)
+  _communicate_all(procs, 60)
+  errs = [(tmp_path / f'err{i}').read_text() for i in range(2)]
+  assert [p.returncode for p in procs] == [143, 143], errs[1][-3000:]
+  lasts = [e.strip().splitlines()[-1] for e in errs]
+  step = int(re.match(r'train: terminated \(SIGTERM\) at step (\d+), ', lasts[0]).group(1))
+  assert 0 < step < 400
+  assert lasts == [f'train: terminated (SIGTERM) at step {step}, checkpointed in '
+                   f'{w / "checkpoints" / str(step)}: rerun all 2 processes with the same '
+                   'flags to continue'] * 2
+  assert sorted(int(p.name) for p in (w / 'checkpoints').iterdir() if p.name.isdigit()) == [
+      step]
+  assert not any('Traceback' in e for e in errs)

@@ -23,8 +23,9 @@ file, config argument, `--config.KEY`, a value that cannot work (`train/config_c
 unwritable, a file, in use by another trainer (`W/.lock`), or holds another model's checkpoint,
 only damaged ones, or checkpoints of another input or loss recipe or data; an empty or
 unprepared --config.data.data_dir), 1 for failures later (a failed checkpoint save, disk full
-or read-only under the logs), 130 on Ctrl-C, 143 on SIGTERM (a scheduler's preemption): one
-process finishes the step in flight, checkpoints it and names it; rerun to continue.
+or read-only under the logs), 130 on Ctrl-C, 143 on SIGTERM (a scheduler's preemption): the
+step in flight is finished, checkpointed and named (in a multi-process job the same step by
+every process, whichever got the signal); rerun to continue.
 """
 import contextlib
 import json
@@ -73,8 +74,10 @@ def main(argv):
   # because the JAX distributed service detected fatal errors ... DEADLINE_EXCEEDED').
   jax_timeout = timeout + 60
   if _COORDINATOR.value:
-    # A multi-process job is killed by SIGTERM as before (`common.run` installed a handler
-    # that stops a command as Ctrl-C does): its processes could stop at different steps.
+    # Not `common.run`'s handler (it stops one process as Ctrl-C does: the others would stop
+    # at other steps): jax.distributed.initialize's preemption notifier takes SIGTERM, and
+    # the trainer saves the step all processes agree on (`_preemption_notice`). Should that
+    # service be off, SIGTERM kills the job at once.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
   if _COORDINATOR.value == 'auto':
     with _connect_deadline(None, None, None, timeout):
@@ -143,12 +146,13 @@ def _train(config) -> None:
                               'ava_fingerprint']})
       # SIGTERM (a scheduler's preemption, `timeout`, `docker stop`) killed training at once,
       # losing every step since the last scheduled checkpoint; now the step reached is saved
-      # (train.stop.StopRequest). Not in a multi-process job: its processes could save other
-      # steps (killed as before).
+      # (train.stop.StopRequest). A multi-process job's processes agree on the step through
+      # JAX's preemption sync point instead (the trainer's `_preemption_notice`).
       stop = common.stop_on_sigterm() if jax.process_count() == 1 else None
       result = trainer.train_and_evaluate(config, _WORKDIR.value, stop)
   except trainer.Terminated as e:
-    common.fail('train', terminated_line(_WORKDIR.value, e.step), common.EXIT_TERMINATED)
+    common.fail('train', terminated_line(_WORKDIR.value, e.step, jax.process_count()),
+                common.EXIT_TERMINATED)
   except pretrained.PretrainedError as e:
     # --config.model.init_weights missing, unreadable or another model's: the trainer loads
     # them before it writes anything, so this is a bad flag (exit 2).
@@ -167,14 +171,15 @@ def _train(config) -> None:
     print(json.dumps(io_lib.json_safe(dict(result)), sort_keys=True, allow_nan=False))
 
 
-def terminated_line(workdir: str, step: int | None) -> str:
+def terminated_line(workdir: str, step: int | None, processes: int = 1) -> str:
   """The line of a run SIGTERM stopped: at `step`, checkpointed; None: before the loop (the
-  feature cache build), where 'the checkpoints so far' could be none."""
+  feature cache build), where 'the checkpoints so far' could be none. `processes`: the job's."""
+  rerun = ('rerun the same command' if processes == 1 else
+           f'rerun all {processes} processes with the same flags')
   if step is None:
-    return f'terminated (SIGTERM): rerun the same command to {_resume_point(workdir)}'
+    return f'terminated (SIGTERM): {rerun} to {_resume_point(workdir)}'
   return (f'terminated (SIGTERM) at step {step}, checkpointed in '
-          f'{os.path.join(workdir, "checkpoints", str(step))}: rerun the same command to '
-          'continue')
+          f'{os.path.join(workdir, "checkpoints", str(step))}: {rerun} to continue')
 
 
 def _check_values(config) -> None:

@@ -356,6 +356,24 @@ def _restore_or_init(ckpt: ckpt_lib.Checkpointer, model, config, tx, mesh: Mesh,
                     opt_state=restored_opt['opt_state']), start
 
 
+def _preemption_notice() -> Callable[[int], bool]:
+  """`reached(step)`: in a multi-process job, whether SIGTERM (a scheduler's preemption) reached
+  any of its processes, True at the same step in every process (JAX's preemption sync point),
+  so that all save that step together. jax.distributed.initialize installs JAX's own SIGTERM
+  notifier, which took the signal from Python: the job trained on until SIGKILL. One process:
+  never (its SIGTERM is `StopRequest`'s)."""
+  if jax.process_count() == 1:
+    return lambda step: False
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
+  def reached(step: int) -> bool:
+    try:
+      return multihost_utils.reached_preemption_sync_point(step)
+    except RuntimeError:  # the preemption service is off (jax_enable_preemption_service)
+      return False
+  return reached
+
+
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Path,
                         stop: StopRequest | None = None) -> dict:
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
@@ -526,6 +544,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
     ckpt.wait()
     return Terminated(step, str(ckpt.step_dir(step)))
 
+  preempted = _preemption_notice()
   bar = tqdm.tqdm(total=total, initial=start, desc='train', disable=not is_main,
                   dynamic_ncols=True)
   was_held = stop is not None and stop.held
@@ -534,7 +553,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
   try:
     step = start
     while step < total:
-      if stop is not None and stop.requested:
+      if (stop is not None and stop.requested) or preempted(step):
         raise stop_here(step)
       ckpt.check_saves()  # a failed (async) save stops training before the next step or segment
       # One step per call, or with the cache on the device every step up to the next log,
