@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -561,6 +562,18 @@ def test_ctrl_c_in_an_import_stops_once_the_import_is_done():
   r = subprocess.run([sys.executable, '-c', _CTRL_C_IN_AN_IMPORT], capture_output=True,
                      text=True, timeout=60)
   assert r.returncode == 0 and r.stdout == 'imported\n', (r.returncode, r.stdout, r.stderr)
+
+
+def test_ctrl_c_in_an_import_that_hangs_still_stops():
+  """Ctrl-C waiting for the end of an import (above) must not wait for ever: an import that
+  hangs (a network file system) could no longer be stopped. After IMPORT_WAIT_S it is raised."""
+  script = _CTRL_C_IN_AN_IMPORT.replace('time.sleep(0.3)', 'time.sleep(30)')
+  assert script != _CTRL_C_IN_AN_IMPORT
+  t0 = time.monotonic()
+  r = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=60)
+  assert r.returncode == 0 and r.stdout == 'import cut short\n', (r.returncode, r.stdout,
+                                                                  r.stderr)
+  assert time.monotonic() - t0 < 20
 
 
 @pytest.mark.parametrize('script, names', [

@@ -16,6 +16,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -284,15 +285,24 @@ def interrupt_once(signum, frame) -> None:
   the cleanup of the first (a checkpoint save being waited for, a half-written folder being
   removed) with a traceback. One that comes during an import is delivered again once it is
   over, as SIGTERM's (`train.stop`): raised there, an extension's initialisation made it an
-  ImportError traceback, exit 1."""
+  ImportError traceback, exit 1; but not after `IMPORT_WAIT_S`: an import that hangs (a
+  network file system) must still stop on Ctrl-C."""
+  global _ctrl_c_deferred_since  # pylint: disable=global-statement
   del signum
-  if stop_lib.importing(frame):
+  now = time.monotonic()
+  if stop_lib.importing(frame) and now - (_ctrl_c_deferred_since or now) < IMPORT_WAIT_S:
+    _ctrl_c_deferred_since = _ctrl_c_deferred_since or now
     timer = threading.Timer(stop_lib.REDELIVER_S, os.kill, (os.getpid(), signal.SIGINT))
     timer.daemon = True
     timer.start()
     return
+  _ctrl_c_deferred_since = None
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   raise KeyboardInterrupt
+
+
+IMPORT_WAIT_S = 2.0  # how long a Ctrl-C waits for an import to end
+_ctrl_c_deferred_since: float | None = None
 
 
 def exit_interrupted(code: int = EXIT_INTERRUPTED) -> NoReturn:
