@@ -109,6 +109,19 @@ def atomic_write_stream(p: PathLike, write: Callable[[IO], Any], mode: str = 'wb
   return _atomic_write(p, write, mode, durable)
 
 
+def writer_alive(pid: int) -> bool:
+  """Whether the process `pid` (the writer a temporary file or folder is named by, on this
+  host) may still run: True unless it is gone; a recycled pid, or one this process may not
+  signal, counts as running (its file is kept: the safe side)."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except (PermissionError, OverflowError):
+    return True
+  return True
+
+
 def remove_dead_temps(p: PathLike) -> None:
   """Removes the hidden siblings of local file `p` (`_temp_name`) whose writer no longer runs
   on this host: kill -9 (or the OOM killer) during aesthetics-convert-weights or
@@ -128,12 +141,7 @@ def remove_dead_temps(p: PathLike) -> None:
     m = pattern.match(sibling)
     if m is None:
       continue
-    try:
-      os.kill(int(m.group(1)), 0)
-      continue  # alive (a recycled pid keeps the file: the safe side)
-    except ProcessLookupError:
-      pass
-    except (PermissionError, OverflowError):
+    if writer_alive(int(m.group(1))):
       continue
     try:
       os.unlink(os.path.join(folder, sibling))

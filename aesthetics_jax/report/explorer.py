@@ -140,14 +140,8 @@ def _remove_dead_writers(out_dir: Path) -> None:
     m = pattern.match(name)
     if m is None:
       continue
-    if m.group(1) is not None:
-      try:
-        os.kill(int(m.group(1)), 0)
-        continue  # alive (a recycled pid keeps the folder: the safe side)
-      except ProcessLookupError:
-        pass
-      except (PermissionError, OverflowError):
-        continue
+    if m.group(1) is not None and io_lib.writer_alive(int(m.group(1))):
+      continue
     # '.old': the previous explorer, left if the swap's removal was cut short.
     shutil.rmtree(out_dir.parent / name, ignore_errors=True)
 
