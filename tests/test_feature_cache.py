@@ -331,6 +331,19 @@ def test_room_counts_the_entry_a_resume_reuses(tmp_path, monkeypatch):
   assert huge.endswith('room for 72.0 KiB; lower it to at most 7')
 
 
+def test_no_room_for_one_view_names_a_fix_that_helps(tmp_path, monkeypatch):
+  """'even 1 view does not fit ... set config.cache.dtype='float16'' was said of a cache
+  already in float16, where it changes nothing."""
+  monkeypatch.setattr(cache_store.shutil, 'disk_usage',
+                      lambda p: type('U', (), {'free': 100})())
+  for dtype, fix in ((np.float32, "set config.cache.dtype='float16'"),
+                     (np.float16, 'turn the cache off (config.cache.enabled=False)')):
+    lay = cache_store.Layout(num_views=4, num_train=10, num_test=2, view_shape=(256,),
+                             dtype=np.dtype(dtype), ram_budget_bytes=0)
+    problem = cache_store.room_problem(lay, tmp_path / 'cache')
+    assert problem.endswith(f'even 1 view does not fit: free space, or {fix}'), problem
+
+
 def test_float16_overflow_is_a_one_line_error():
   out = np.zeros((2, 3), np.float16)
   encode = lambda v, x, flip: np.full((2, 3), 1e6, np.float32)

@@ -172,8 +172,11 @@ def room_problem(layout: Layout, directory: Path) -> str | None:
   fits = max((room - fixed) // per_view,
              (min(layout.ram_budget_bytes, cpu_backend.physical_memory() or 2**63) - fixed)
              // per_view)
+  # float16 halves a float32 cache; one already in float16 can only be turned off.
+  smaller = ("set config.cache.dtype='float16'" if layout.dtype.itemsize > 2 else
+             'turn the cache off (config.cache.enabled=False)')
   fix = (f'lower it to at most {fits}' if fits >= 1 else
-         "even 1 view does not fit: free space, or set config.cache.dtype='float16'")
+         f'even 1 view does not fit: free space, or {smaller}')
   return (f'config.cache.num_train_views={layout.num_views}: {layout.num_views} views of '
           f'{layout.num_train} training rows make a {_fmt_bytes(layout.total_bytes)} feature '
           f'cache, over the RAM budget (config.cache.ram_budget_gb), and {directory} has room '
