@@ -292,9 +292,7 @@ def interrupt_once(signum, frame) -> None:
   now = time.monotonic()
   if stop_lib.importing(frame) and now - (_ctrl_c_deferred_since or now) < IMPORT_WAIT_S:
     _ctrl_c_deferred_since = _ctrl_c_deferred_since or now
-    timer = threading.Timer(stop_lib.REDELIVER_S, os.kill, (os.getpid(), signal.SIGINT))
-    timer.daemon = True
-    timer.start()
+    stop_lib.send_later(signal.SIGINT)
     return
   _ctrl_c_deferred_since = None
   signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -77,15 +77,21 @@ class StopRequest:
     thread): for one that came during an import, or whose exception was lost in a callback
     that only prints its errors (cli.common's sys.unraisablehook)."""
     self._deferred = True
-    timer = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.daemon = True
-    timer.start()
+    send_later(signal.SIGTERM)
 
   def check(self) -> None:
     """Raises `Terminated(None)` for a request that was held back or whose exception was lost:
     at a safe point (between two stages)."""
     if self.requested:
       raise Terminated(None)
+
+
+def send_later(signum: int) -> None:
+  """Sends `signum` to this process `REDELIVER_S` from now, from another thread: a signal
+  whose handler could not act yet (inside an import) is handled again."""
+  timer = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), signum))
+  timer.daemon = True
+  timer.start()
 
 
 def importing(frame: FrameType | None) -> bool:
