@@ -12,13 +12,17 @@ object stores (gs://, s3://) a single upload is already all-or-nothing.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import errno
 import json
 import math
 import os
 import re
+import signal
+import threading
 import uuid
+from collections.abc import Iterator
 from typing import IO, Any, Callable
 
 from etils import epath
@@ -246,14 +250,17 @@ class Staged:
     return self.write_bytes(p, text.encode('utf-8'), durable)
 
   def commit(self) -> None:
+    """Runs every step; Ctrl-C or SIGTERM meanwhile acts once they have all run: raised between
+    two renames, it left an evaluation's `eval/` part new and part old."""
     steps, self._steps = self._steps, []
-    for i, (commit, _) in enumerate(steps):
-      try:
-        commit()
-      except BaseException:
-        self._steps = steps[i + 1:]  # what was not committed yet goes
-        self.discard()
-        raise
+    with signals_held():
+      for i, (commit, _) in enumerate(steps):
+        try:
+          commit()
+        except BaseException:
+          self._steps = steps[i + 1:]  # what was not committed yet goes
+          self.discard()
+          raise
 
   def discard(self) -> None:
     steps, self._steps = self._steps, []
@@ -262,6 +269,24 @@ class Staged:
         discard()
       except OSError:
         pass
+
+
+_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+  """Ctrl-C and SIGTERM wait (blocked, then delivered) until the block ends, so that a few
+  renames that land together are not cut in two. Only on the main thread, the one Python runs
+  signal handlers on; elsewhere a no-op."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+  try:
+    yield
+  finally:  # what came meanwhile is delivered now
+    signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 # A write that failed for want of room (disk full, over a quota, a file too large for it).

@@ -2,6 +2,7 @@
 import errno
 import json
 import os
+import signal
 import stat
 import threading
 
@@ -89,3 +90,19 @@ def test_a_failed_write_names_the_file_asked_for(tmp_path, monkeypatch):
   with pytest.raises(PermissionError) as e:
     io_lib.atomic_write_bytes(dest, b'x')
   assert e.value.filename == str(dest) and '.tmp' not in str(e.value)
+
+
+def test_staged_commit_lands_whole_when_interrupted(tmp_path):
+  """Ctrl-C between two of a commit's renames acts once they have all run: raised in the
+  middle, it left the first file new and the second old (an evaluation's `eval/` half new)."""
+  a, b = tmp_path / 'a.json', tmp_path / 'b.json'
+  a.write_text('old')
+  b.write_text('old')
+  staged = io_lib.Staged()
+  staged.write_text(a, 'new')
+  staged.add(lambda: os.kill(os.getpid(), signal.SIGINT))  # Ctrl-C in the middle
+  staged.write_text(b, 'new')
+  with pytest.raises(KeyboardInterrupt):
+    staged.commit()
+  assert (a.read_text(), b.read_text()) == ('new', 'new')
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['a.json', 'b.json']
