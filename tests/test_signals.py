@@ -123,3 +123,29 @@ def test_ctrl_c_in_a_terminal_leaves_the_benchmarks_helper_quiet():
   if 'no helper' in r.stdout:
     pytest.skip('one CPU: no helper process')
   assert r.returncode == 0 and r.stderr == '', (r.returncode, r.stderr)
+
+
+@pytest.mark.parametrize('signum,code,line', [
+    (signal.SIGINT, 130, 'predict: interrupted (Ctrl-C) while starting; nothing was written'),
+    (signal.SIGTERM, 143, 'predict: terminated (SIGTERM) while starting; nothing was written')])
+def test_a_signal_while_a_command_starts_is_one_line(signum, code, line):
+  """Ctrl-C in a command's first ~0.5 s, while its modules loaded (before common.run's
+  handlers), was a 15-line traceback; SIGTERM there a silent -15. The signal comes here as
+  the command's package is imported, as `aesthetics-predict` imports it."""
+  script = ('import os, signal, sys, time; sys.argv[0] = "/venv/bin/aesthetics-predict"; '
+            f'import aesthetics_jax.cli; os.kill(os.getpid(), {int(signum)}); time.sleep(30)')
+  r = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                     timeout=60, check=False)
+  assert (r.returncode, r.stderr.strip()) == (code, line)
+
+
+def test_a_library_user_keeps_its_own_ctrl_c():
+  """Outside the commands (a notebook, a script, a demo's model process) importing the
+  package leaves Ctrl-C a KeyboardInterrupt."""
+  script = ('import os, signal, sys, time; sys.orig_argv.append("--multiprocessing-fork"); '
+            'sys.argv[0] = "aesthetics-demo"; import aesthetics_jax.cli\n'
+            'try:\n  os.kill(os.getpid(), signal.SIGINT); time.sleep(30)\n'
+            'except KeyboardInterrupt:\n  print("caught")')
+  r = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                     timeout=60, check=False)
+  assert (r.returncode, r.stdout.strip()) == (0, 'caught')
