@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -189,7 +190,15 @@ def _dataset(source: Sequence[Record], locate: _Locate, prep: _Preprocess, lengt
   # round-robins the workers' batches back into step order.
   ds = ds.batch(b).to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
   return ds.mp_prefetch(grain.MultiprocessingOptions(
-      num_workers=workers, per_worker_buffer_size=max(1, prefetch)))
+      num_workers=workers, per_worker_buffer_size=max(1, prefetch)), worker_init_fn=_quiet_worker)
+
+
+def _quiet_worker(index: int, count: int) -> None:
+  """A worker process leaves Ctrl-C to the benchmark, which closes it: a terminal's Ctrl-C
+  reaches the whole process group, and each worker printed its own KeyboardInterrupt
+  ('Exception ignored in ... _xla_gc_callback') after the benchmark's one line."""
+  del index, count
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def train_batches(source: Sequence[Record], config, mesh: Mesh, start_step: int = 0, *,
