@@ -784,6 +784,8 @@ def test_cli_study_without_reference_writes_json(tmp_path):
     assert share is None or {'ours_cores', 'others_cores', 'steal_cores', 'contended'} <= set(
         share)
   assert all(w in r.stdout for w in summary['warnings'])
+  # No absl INFO lines (JAX's "Unable to initialize backend 'tpu'" opened every run).
+  assert not [line for line in r.stderr.splitlines() if line[:1] == 'I' and line[1:5].isdigit()]
 
 
 @pytest.mark.parametrize('args, message', [(['--what=nope'], 'nope'),

@@ -47,6 +47,7 @@ import time
 from typing import Any, NoReturn
 
 from absl import flags
+from absl import logging
 
 from aesthetics_jax import compile_cache, cpu_backend, io
 from aesthetics_jax.bench import sections
@@ -385,6 +386,9 @@ def main(argv):
   if {'input', 'recipe'} & set(what) and FLAGS.resize_size < FLAGS.image_size:
     common.usage_error('benchmark', f'--resize_size={FLAGS.resize_size} is smaller than '
                        f'--image_size={FLAGS.image_size}: pass resize_size >= image_size')
+  # Before JAX starts its backends: an INFO line each ("Unable to initialize backend 'tpu':
+  # ... libtpu.so ...") opened every run's output, as the other commands' do not.
+  logging.set_verbosity(logging.WARNING)
   # pylint: disable-next=import-outside-toplevel
   from aesthetics_jax.data import ava, preprocess  # their errors are one-line user errors
   try:
