@@ -168,6 +168,27 @@ def test_a_rerun_with_another_generator_version_is_refused(tmp_path):
     assert common.exit_code(e.value) == 2 and path.read_text() == manifest
 
 
+def test_a_rerun_on_data_drawn_with_another_vivid_gain_is_refused(tmp_path):
+  """`aesthetics-make-demo-data --vivid_gain=0.1` into a demo workdir's W/ava: the demo's
+  rerun would remake that data (with the demo's gain) under the models made from it. One
+  line naming the flag, exit 2, the data untouched."""
+  from launch import demo
+  from aesthetics_jax.cli import common
+  from aesthetics_jax.data import demo as demo_data
+  demo_data.generate(tmp_path / 'ava', 3, 2, 0, vivid_gain=0.1)
+  (tmp_path / 'tfds').mkdir()  # prepared from it
+  path = tmp_path / 'ava' / demo_data.MANIFEST
+  manifest = path.read_text()
+  with pytest.raises(demo_data.DemoDataError) as e:
+    demo.run_demo(tmp_path, smoke=True, num_train=3, num_test=2, seed=0)
+  assert str(e.value) == (
+      f'--workdir={tmp_path} holds demo data drawn with vivid_gain 0.1 ({path}; '
+      'aesthetics-make-demo-data --vivid_gain), and the demo draws with '
+      f'{demo_data.VIVID_GAIN}: its prepared dataset and models were made from that data; '
+      'pass a new --workdir')
+  assert common.exit_code(e.value) == 2 and path.read_text() == manifest
+
+
 def test_a_model_process_killed_is_one_line(tmp_path, monkeypatch):
   """A demo model's process killed (the out-of-memory killer, kill -9) ended the demo in a
   BrokenProcessPool traceback; now a TrainingError line (exit 1) that says to rerun."""
