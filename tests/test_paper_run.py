@@ -315,13 +315,21 @@ def test_cli_shows_warnings(tmp_path):
   ERROR, so hours-long runs hid a resume from an older checkpoint, a resized-image store that
   could not be used, or, here, the stale lock of a crashed run being taken over."""
   import socket
-  pytest.importorskip('torch')  # the smoke run writes its stand-in weights with torch
   (tmp_path / 'w' / 'vgg16').mkdir(parents=True)
   (tmp_path / 'w' / 'vgg16' / '.lock').write_text(json.dumps(
       {'pid': 2 ** 22 + 1, 'host': socket.gethostname(), 'started': '2026-01-01 00:00:00',
        'proc_start': 1, 'token': 'crashed'}))  # above Linux's pid_max: never a live process
+  m = paper_run.paper_config('vgg16', True, 1).model
+  weights = torchvision_layout_safetensors(tmp_path / 'wt', 'vgg16', float(m.width_mult),
+                                           int(m.fc_dim))  # no torch (stand-in .pth) needed
+  # The warning is the train stage's: the evaluation's extra passes are off (23 -> 12 s).
+  evals = ['eval.faithfulness_images=0', 'eval.explorer=False', 'eval.num_example_images=0',
+           'eval.localization_controls=False', 'eval.intensity_untrained=False',
+           'eval.bootstrap_samples=10', "eval.cam_methods=('gradcam',)"]
   r = subprocess.run([sys.executable, '-m', 'launch.paper_run', f'--workdir={tmp_path / "w"}',
-                      '--smoke', '--archs=vgg16'], capture_output=True, text=True, timeout=400)
+                      '--smoke', '--archs=vgg16', f'--weights={weights}',
+                      *[f'--eval_set={e}' for e in evals]],
+                     capture_output=True, text=True, timeout=400)
   assert r.returncode == 0, r.stderr[-3000:]
   assert (f'{tmp_path / "w" / "vgg16" / ".lock"}: taking over the stale workdir lock of pid '
           f'{2 ** 22 + 1} on {socket.gethostname()}, which is no longer running') in r.stderr
