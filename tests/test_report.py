@@ -423,6 +423,22 @@ def test_concentration_table_says_what_the_intervals_show(sections):
   assert 'diffuse' not in report_html.render([models[1]], None).split('Figure 8')[-1]
 
 
+def test_concentration_reading_needs_both_tails(sections):
+  """The AVX-512 demo's MobileNetV2 (/tmp/demo4): low tail below mid-range, high tail level
+  with it (+0.005 [-0.037, +0.043]), pooled mid - extremes +0.049 [+0.018, +0.079]; the report
+  said the paper's reading (concentrated at BOTH extremes) holds."""
+  models, _, _ = sections
+  c = _concentration(0.8, 0.6, high=0.8, control=(0.7, 0.7), predicted='unrelated')
+  assert c['low_tail_minus_mid_ci'][1] < 0 < c['mid_minus_extremes_ci'][0]
+  assert c['high_tail_minus_mid_ci'][0] < 0 < c['high_tail_minus_mid_ci'][1]
+  m = dict(models[0]['metrics'], map_concentration=c,
+           map_concentration_untrained=_concentration(0.7, 0.7, 1))
+  t = report_html.render([{**models[0], 'metrics': m}], None)
+  assert 'reading holds' not in t
+  assert 'the high-score maps are not shown to be more concentrated than mid-range' in t
+  assert 'the low-score maps are not shown' not in t
+
+
 def test_concentration_figure_is_a_png():
   png = charts.concentration_figure({'trained': _concentration(0.8, 0.6),
                                       'untrained (control)': _concentration(0.7, 0.7, 1)}, 't')

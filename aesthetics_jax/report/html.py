@@ -323,7 +323,8 @@ def _concentration_verdict(c: Mapping, u: Mapping | None) -> str:
   """What the intervals of `study.map_concentration` say, in words, each claim with its
   interval: the trend with the score, mid-range against the extremes (unless the tails go
   opposite ways, when the pooled contrast means little), the untrained control, and whether
-  the entropy tracks the true score beyond the model's prediction."""
+  the entropy tracks the true score beyond the model's prediction. "The paper's reading
+  holds" needs each tail more concentrated than mid-range, not only the pooled extremes."""
   word = {1: 'more', -1: 'less'}
   kind = {1: 'more diffuse', -1: 'more concentrated'}
   said = f'Entropy against the true score: Spearman {_with_ci(c, "spearman")}'
@@ -359,7 +360,18 @@ def _concentration_verdict(c: Mapping, u: Mapping | None) -> str:
              'the entropy follows what the model predicts (the map of a low prediction has few '
              'positive cells), not the true score beyond it.')
   if v == 1 and not (lo and hi and lo != hi) and _sign(c, 'margin_over_untrained') == 1:
-    said += ' Together: the paper\'s reading holds here.'
+    # The reading is of both extremes: a pooled contrast that one tail carries (the other no
+    # different from mid-range) is a trend at one end, not maps diffuse only at mid-range.
+    if lo == hi == -1:
+      said += ' Together: the paper\'s reading holds here.'
+    else:
+      tails = [(name, key) for name, key, s in (('low', 'low_tail_minus_mid', lo),
+                                                ('high', 'high_tail_minus_mid', hi)) if s != -1]
+      said += (' Not both tails, though: ' + ' and '.join(
+          f'the {name}-score maps are not shown to be more concentrated than mid-range ones '
+          f'({name} − mid {_with_ci(c, key)})' for name, key in tails)
+          + ', so the pooled contrast does not show the paper\'s reading (maps concentrated '
+          'at both extremes) on its own.')
   return said
 
 
