@@ -439,6 +439,25 @@ def test_concentration_reading_needs_both_tails(sections):
   assert 'the low-score maps are not shown' not in t
 
 
+def test_faithfulness_with_a_baseline_above_the_images_is_not_ranked(sections):
+  """The AVX-512 demo's VGG16 (/tmp/demo4): the blurred baseline's logit was above the images'
+  (gap -0.191), so Grad-CAM++'s deletion AUC -0.052 looked the most faithful, and its
+  insertion 1.173 [1.001, 2.264] cleared the random order's [0.039, 0.606]."""
+  models, _, _ = sections
+  m = dict(models[0]['metrics'])
+  m['faithfulness'] = {'gradcampp': dict(deletion_auc=-0.052, insertion_auc=1.173,
+                                         insertion_auc_ci=[1.001, 2.264], baseline_gap=-0.191)}
+  m['faithfulness_random'] = dict(deletion_auc=0.395, insertion_auc=0.486,
+                                  insertion_auc_ci=[0.039, 0.606], baseline_gap=-0.191)
+  t = report_html.render([{**models[0], 'metrics': m}], None)
+  assert 'Caution: the blurred baseline scores at or above the images' in t
+  assert 'gap gradcampp -0.191, random order -0.191)' in t
+  m['faithfulness']['gradcampp']['baseline_gap'] = 1.43
+  m['faithfulness_random']['baseline_gap'] = 1.43
+  t = report_html.render([{**models[0], 'metrics': m}], None)
+  assert 'Caution: the blurred baseline' not in t
+
+
 def test_concentration_figure_is_a_png():
   png = charts.concentration_figure({'trained': _concentration(0.8, 0.6),
                                       'untrained (control)': _concentration(0.7, 0.7, 1)}, 't')

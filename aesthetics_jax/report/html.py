@@ -294,6 +294,19 @@ def _faithfulness_table(s: Mapping, demo: bool = False) -> str:
           + (' On the demo data blur is one of the planted defects, so a blurred baseline '
              'lowers the score whichever pixels are replaced: compare with the random order '
              'rather than with 0.5.' if demo else '') + '</p>')
+  # A baseline that scores at or above the images: the gap that normalises the curves has the
+  # wrong sign, which turns each AUC's direction around (a deletion that lowers the score
+  # climbs above 1), and resamples whose gap crosses 0 blow the intervals up.
+  wrong = [f'{_esc(k)} {_fmt(v.get("baseline_gap"))}'
+           for k, v in list(faith.items()) + ([('random order', rand)] if rand else [])
+           if v.get('baseline_gap') is not None and v['baseline_gap'] <= 0]
+  if wrong:
+    note += ('<p class="missing">Caution: the blurred baseline scores at or above the images '
+             f'themselves (gap {", ".join(wrong)}), so these AUCs are normalised by a gap of '
+             'the wrong sign: lower deletion / higher insertion no longer means more faithful '
+             '(a deletion that lowers the score gives values above 1), and the intervals are '
+             'not meaningful. Neither the methods nor the random order are ranked by them '
+             'here.</p>')
   return _table(rows) + note
 
 
