@@ -1,7 +1,7 @@
 """Notebook interface: load a trained workdir once, then score, map, box, crop and overlay images.
 
   import aesthetics_jax
-  m = aesthetics_jax.load('/runs/mnv2')          # latest checkpoint; step=, method=, layer=
+  m = aesthetics_jax.load('/runs/mnv2')          # the checkpoint training selected; step=, ...
   m.score('photo.jpg')                           # dict: mean_score, score_std, distribution, ...
   m.cam(img, target='low')                       # f32 [H, W] in [0, 1] at the image's size
   m.cam(img, target=['aesthetic', 'bucket:3'])   # {target: map}, one forward pass for all
@@ -97,7 +97,7 @@ def _check_method(method: Any) -> None:
 
 def _check_step(step: Any) -> None:
   if step is not None and (isinstance(step, bool) or not isinstance(step, (int, np.integer))):
-    raise ValueError(f'step={step!r}: pass a checkpoint step as an int, or None for the latest')
+    raise ValueError(f'step={step!r}: pass a checkpoint step as an int, or None for the one training selected')
 
 
 def _check_batch_size(batch_size: Any) -> int:
@@ -515,7 +515,8 @@ def _workdir(workdir: Any) -> str:
 def load(workdir: str | os.PathLike, step: int | None = None, *, method: str | None = None,
          layer: str | Sequence[str] | None = None,
          overrides: dict[str, Any] | None = None, batch_size: int = 8) -> Model:
-  """Restores a training workdir's latest (or `step`) checkpoint for the calls above.
+  """Restores the checkpoint training selected (the best by `config.best_metric`, else the
+  newest) of a training workdir, or `step`, for the calls above.
 
   method / layer: the defaults of `cam`, `boxes`, ... (else the checkpoint's config.eval);
   overrides: dotted `eval.*` keys, e.g. {'eval.box_threshold': 0.4} (others, misspelled

@@ -114,6 +114,7 @@ def test_localization_controls_rebuild_the_start_of_training(evaluated):
   assert line['pointing_game_gradcam'] == m['localization']['gradcam']['pointing_game']
   assert {'pointing_game_untrained_gradcam', 'pointing_game_shuffled_masks_gradcam',
           'binary_accuracy'} <= set(line)
+  assert next(iter(line.items())) == ('step', m['step'])  # which checkpoint, first
 
 
 def test_derangement_moves_every_region_to_another_image():

@@ -275,7 +275,10 @@ def test_best_checkpoint_is_chosen_on_validation_and_test_runs_once(data_dir, tm
   assert (res['eval_split'], res['checkpoint_step'], res['selected_by']) == (
       'test', 2, 'validation/binary_accuracy')
   assert res['num_test_images'] == 8 and res['num_validation_images'] == 4
-  _, best, _, _ = restore.restore_for_inference(tmp_path, 2)  # test used checkpoint 2
+  # Evaluate's, predict's and the API's default: the checkpoint test used (was the newest,
+  # 3: metrics of other weights than training reported).
+  _, best, _, step = restore.restore_for_inference(tmp_path)
+  assert step == 2
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(best), calls[3][1])
   rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert [r['step'] for r in rows if 'validation/binary_accuracy' in r] == [1, 2, 3]

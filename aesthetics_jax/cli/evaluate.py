@@ -27,7 +27,9 @@ from ml_collections import config_flags
 from aesthetics_jax.cli import common
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
+_STEP = flags.DEFINE_integer(
+    'step', None, 'Checkpoint step (default: the one training selected and tested: the best '
+    'by config.best_metric on its periodic evaluations, else the newest).')
 _MASKS_DIR = flags.DEFINE_string(
     'masks_dir', None, 'Folder of <image_id>.png region masks (white = region) for the '
     'pointing game and mask mass (default: the masks prepare_data recorded, e.g. the demo\'s '

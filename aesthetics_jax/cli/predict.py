@@ -54,7 +54,9 @@ from aesthetics_jax.cli import inputs
 from aesthetics_jax.evaluation import records as records_lib
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
+_STEP = flags.DEFINE_integer(
+    'step', None, 'Checkpoint step (default: the one training selected and tested: the best '
+    'by config.best_metric on its periodic evaluations, else the newest).')
 _OUTPUT = flags.DEFINE_string('output', None, 'Write the JSON lines to this file (atomically) '
                               'instead of stdout (- is stdout).')
 _TOP_K = flags.DEFINE_integer('top_k', 5, 'Tags listed per image (MobileNetV2), most probable '

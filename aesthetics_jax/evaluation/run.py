@@ -68,7 +68,7 @@ CSV_FIELDS = ('image_id', 'true_mean', 'label', 'pred', 'pred_mean', 'p_high',
 def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
              demo: bool | None = None, write_html: bool = True,
              overrides: Mapping[str, Any] | None = None) -> dict:
-  """Evaluates the checkpoint of `workdir` (latest or `step`); returns the metrics dict.
+  """Evaluates the checkpoint of `workdir` (the one training selected, or `step`); returns the metrics dict.
 
   demo: show the demo-data banner in the report and the explorer (default: detected from the
     AVA root, which the demo generator marks with `defect_masks/`).
@@ -246,8 +246,9 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
   return m
 
 
-SUMMARY_KEYS = ('num_test_images', 'binary_accuracy', 'majority_rate', 'lcc_mean', 'srcc_mean',
-                'emd', 'attribute_top1', 'cam_intensity_pearson_all',
+# 'step' first: which checkpoint these are of (the one training selected, unless --step).
+SUMMARY_KEYS = ('step', 'num_test_images', 'binary_accuracy', 'majority_rate', 'lcc_mean',
+                'srcc_mean', 'emd', 'attribute_top1', 'cam_intensity_pearson_all',
                 'cam_intensity_pearson_extreme', 'split_point_accuracy',
                 'pointing_game_centre_baseline')
 

@@ -105,6 +105,14 @@ class Checkpointer:
   def best_step(self) -> int | None:
     return self.manager.best_step() if self.best_metric else None
 
+  def selected_step(self, fallback: int | None = None) -> int | None:
+    """The step training selects and tests: the best by `best_metric` while it is kept, else
+    `fallback` (default: the newest)."""
+    best = self.best_step()
+    if best is not None and best in self.all_steps():
+      return int(best)
+    return fallback if fallback is not None else self.latest_step()
+
   # ---------------------------------------------------------------------------------------
   # Saving.
   # ---------------------------------------------------------------------------------------

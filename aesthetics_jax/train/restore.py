@@ -71,7 +71,8 @@ def _merge(config: ml_collections.ConfigDict, saved: Mapping[str, Any]) -> None:
 
 
 def restore_for_inference(workdir, step: int | None = None):
-  """Latest (or `step`) checkpoint of a workdir → (model, variables, config, step).
+  """The checkpoint training selected (the best by `config.best_metric` on its periodic
+  evaluations, else the newest), or `step`, of a workdir → (model, variables, config, step).
 
   variables are host-local jax arrays `{'params', 'batch_stats'}` on the default device.
   A workdir still being trained deletes its older checkpoints (config.keep_checkpoints) as it
@@ -105,16 +106,20 @@ _ROTATION_RETRIES = 5
 
 
 def _restore_step(workdir, model, config, step: int | None):
-  """(variables, step) of `step` (None: the newest). An error whose step a newer one replaced
-  meanwhile (or whose folder is gone) carries `rotated = True`."""
-  ckpt = Checkpointer(workdir, read_only=True, enable_async=False)
+  """(variables, step) of `step` (None: the one training selected, `selected_step`). An error
+  whose step a newer one replaced meanwhile (or whose folder is gone) carries
+  `rotated = True`."""
+  ckpt = Checkpointer(workdir, best_metric=str(config.best_metric), read_only=True,
+                      enable_async=False)
   try:
     steps = ckpt.all_steps()
     if not steps:
       raise WorkdirError(f'{workdir / "checkpoints"}: no checkpoint; train first '
                          '(aesthetics-train --workdir=...)')
     if step is None:
-      step = max(steps)
+      # Training tests (result.json) and reports the best; evaluating the newest instead gave
+      # metrics of other weights than those training reported.
+      step = ckpt.selected_step()
     elif step not in steps:
       raise WorkdirError(f'{workdir / "checkpoints"}: no checkpoint at step {step}; '
                          f'available: {sorted(steps)}')

@@ -598,7 +598,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
     if stop is not None and stop.requested:  # during the last step: before the test, as ever
       raise stop_here(step)
     # Test once, with the checkpoint selected on the periodic evaluations (best, else last).
-    chosen = _selected_step(ckpt, total)
+    chosen = ckpt.selected_step(total)
     variables = state.variables
     if chosen != total:
       variables, _ = ckpt.restore(chosen, ckpt_lib.abstract_like(state.variables))
@@ -630,9 +630,3 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
   if is_main:
     io.atomic_write_json(workdir / RESULT_FILE, io.json_safe(result), indent=1)
   return result
-
-
-def _selected_step(ckpt: ckpt_lib.Checkpointer, total: int) -> int:
-  """The best checkpoint by `best_metric` (on the periodic evaluations), else the last."""
-  best = ckpt.best_step()
-  return int(best) if best is not None and best in ckpt.all_steps() else total
