@@ -307,10 +307,16 @@ def test_usage_errors_answer_before_jax_loads(tmp_path):
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / 'poison'), str(ROOT)]))
   assert {c for c, _, _ in _BEFORE_JAX} == {
       SCRIPTS[s].split(':')[0].rsplit('.', 1)[1] for s in SCRIPTS}
-  for command, args, expect in _BEFORE_JAX:
+  # The first command re-executes itself with the malloc tunable (`common.run`), as every
+  # command does; the others start with it set, so each runs once (the process before the
+  # re-exec imports what the one after it does): 8.4 -> 5.3 s.
+  from aesthetics_jax import cpu_backend
+  tuned = dict(env, GLIBC_TUNABLES=cpu_backend.tunables_with_malloc(''))
+  for i, (command, args, expect) in enumerate(_BEFORE_JAX):
     args = [a.format(tmp=tmp_path) for a in args]
     r = subprocess.run([sys.executable, '-m', f'aesthetics_jax.cli.{command}', *args],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                       cwd=tmp_path, env=tuned if i else env, capture_output=True, text=True,
+                       timeout=120)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, (command, args, r.stderr)
     assert lines[0].startswith(expect.format(tmp=tmp_path)), (command, lines)
