@@ -310,50 +310,56 @@ def test_stand_in_pth_weights_stage(tmp_path):
   assert paper_run.stage_weights(tmp_path, None, ['vgg16'], configs, True, 0)[0] == 'reused'
 
 
-def test_cli_shows_warnings(tmp_path):
-  """The training stage's warnings reach the user (absl WARNING): `aesthetics-paper-run` set
-  ERROR, so hours-long runs hid a resume from an older checkpoint, a resized-image store that
-  could not be used, or, here, the stale lock of a crashed run being taken over."""
-  import socket
-  (tmp_path / 'w' / 'vgg16').mkdir(parents=True)
-  (tmp_path / 'w' / 'vgg16' / '.lock').write_text(json.dumps(
-      {'pid': 2 ** 22 + 1, 'host': socket.gethostname(), 'started': '2026-01-01 00:00:00',
-       'proc_start': 1, 'token': 'crashed'}))  # above Linux's pid_max: never a live process
-  m = paper_run.paper_config('vgg16', True, 1).model
-  weights = torchvision_layout_safetensors(tmp_path / 'wt', 'vgg16', float(m.width_mult),
-                                           int(m.fc_dim))  # no torch (stand-in .pth) needed
-  # The warning is the train stage's: the evaluation's extra passes are off (23 -> 12 s).
-  evals = ['eval.faithfulness_images=0', 'eval.explorer=False', 'eval.num_example_images=0',
-           'eval.localization_controls=False', 'eval.intensity_untrained=False',
-           'eval.bootstrap_samples=10', "eval.cam_methods=('gradcam',)"]
-  r = subprocess.run([sys.executable, '-m', 'launch.paper_run', f'--workdir={tmp_path / "w"}',
-                      '--smoke', '--archs=vgg16', f'--weights={weights}',
-                      *[f'--eval_set={e}' for e in evals]],
-                     capture_output=True, text=True, timeout=400)
-  assert r.returncode == 0, r.stderr[-3000:]
-  assert (f'{tmp_path / "w" / "vgg16" / ".lock"}: taking over the stale workdir lock of pid '
-          f'{2 ** 22 + 1} on {socket.gethostname()}, which is no longer running') in r.stderr
+_STALE_PID = 2 ** 22 + 1  # above Linux's pid_max: never a live process
 
 
-def test_training_error_is_one_line(tmp_path):
-  """A TrainingError (here: a feature cache that the disk cannot hold) ended the run in a
-  traceback; it is one line, exit 1 (a stage failed). With --ava_dir the check before any
-  stage counts one training row (prepare learns how many there are): K views of one row fit,
-  of the 14 rows prepare keeps they do not."""
+@pytest.fixture(scope='module')
+def failed_training(tmp_path_factory):
+  """aesthetics-paper-run whose train stage fails (a feature cache that the disk cannot hold),
+  on a workdir holding the stale lock of a crashed run: (result, workdir, --vgg16_views).
+  Two tests read its one process (a paper run with the CLI costs 10-20 s)."""
   import shutil  # pylint: disable=import-outside-toplevel
+  import socket  # pylint: disable=import-outside-toplevel
   sys.path.insert(0, str(Path(__file__).parent))
   import tiny_ava  # pylint: disable=import-outside-toplevel
   from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import feature_cache  # pylint: disable=import-outside-toplevel
+  tmp_path = tmp_path_factory.mktemp('failed_training')
   c = paper_run.paper_config('vgg16', True, 1)
   weights = torchvision_layout_safetensors(tmp_path / 'wt', 'vgg16', float(c.model.width_mult),
                                            int(c.model.fc_dim))
   ava = tiny_ava.write_tiny_ava(tmp_path / 'ava')
   per_view = feature_cache.layout(models.create_model(c.model), c, 1, 0).bytes_per_view
   views = shutil.disk_usage(tmp_path).free // per_view // 2
+  (tmp_path / 'w' / 'vgg16').mkdir(parents=True)
+  (tmp_path / 'w' / 'vgg16' / '.lock').write_text(json.dumps(
+      {'pid': _STALE_PID, 'host': socket.gethostname(), 'started': '2026-01-01 00:00:00',
+       'proc_start': 1, 'token': 'crashed'}))
   r = subprocess.run([sys.executable, '-m', 'launch.paper_run', f'--workdir={tmp_path / "w"}',
                       f'--weights={weights}', f'--ava_dir={ava}', '--archs=vgg16', '--smoke',
                       f'--vgg16_views={views}'], capture_output=True, text=True, timeout=400)
+  return r, tmp_path / 'w', views
+
+
+def test_cli_shows_warnings(failed_training):
+  """The training stage's warnings reach the user (absl WARNING): `aesthetics-paper-run` set
+  ERROR, so hours-long runs hid a resume from an older checkpoint, a resized-image store that
+  could not be used, or, here, the stale lock of a crashed run being taken over (the trainer
+  takes it before its feature cache is refused; the rerun of a killed aesthetics-train that
+  takes one over and finishes is test_checkpoints.py's)."""
+  import socket  # pylint: disable=import-outside-toplevel
+  r, w, _ = failed_training
+  assert (f'{w / "vgg16" / ".lock"}: taking over the stale workdir lock of pid '
+          f'{_STALE_PID} on {socket.gethostname()}, which is no longer running') in r.stderr, (
+              r.stderr[-3000:])
+
+
+def test_training_error_is_one_line(failed_training):
+  """A TrainingError (here: a feature cache that the disk cannot hold) ended the run in a
+  traceback; it is one line, exit 1 (a stage failed). With --ava_dir the check before any
+  stage counts one training row (prepare learns how many there are): K views of one row fit,
+  of the 14 rows prepare keeps they do not."""
+  r, _, views = failed_training
   assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr[-3000:]
   # The trainer's check names the key this command sets through its flag (since 1161500 it
   # refuses the cache before building it).
