@@ -244,25 +244,27 @@ class Model:
     return self._forwards[key], method, layers
 
   def _load(self, x: ImageLike, full: bool = True) -> _Image:
-    """A file's model input comes from the working copy `aesthetics-predict` decodes (a large
-    JPEG DCT-reduced to >= 1024 px a side, within `image_files.WORK_MAX_PIXELS`; a thin strip
-    kept whole), so both give the same scores and maps: resized from the full decode instead,
-    a 4000x3000 JPEG scored 5.036 here and 5.060 there. The full resolution is decoded too
-    only when asked for and the working copy is reduced."""
-    target = max(self.predictor.size, image_files.WORK_SIDE)
+    """A file's model input is made as `aesthetics-predict` and aesthetics-evaluate make it
+    (`image_files.model_input`), so all three give the same scores and maps: resized from a
+    full decode instead, a 4000x3000 JPEG scored 5.036 here and 5.060 in predict. `full`: the
+    full resolution too (decoded again only if the model input's decode was reduced)."""
     x = image_inputs.as_input(x)  # a file's content: as the file
-    if isinstance(x, (str, os.PathLike, bytes)):
-      work = image_files.load_image(x, target)
-    else:
+    if not isinstance(x, (str, os.PathLike, bytes)):
       a = image_inputs.to_array(x)
       return _Image(a.shape[:2], a, a)
-    whole = work.image if not work.reduced else (image_inputs.to_array(x) if full else None)
-    return _Image(work.size, work.image, whole)
+    what = 'image bytes' if isinstance(x, bytes) else str(x)
+    data = image_files.read_bytes(x)
+    decoded, model = image_files.model_input(data, self.predictor.size, what)
+    whole = None
+    if full:
+      whole = (decoded.image if not decoded.reduced else
+               image_files.load_image(data, target=None, budget=None, what=what).image)
+    return _Image(decoded.size, model, whole)
 
   def _load_input(self, x: ImageLike) -> _Image:
-    """`_load` holding only the model input, uint8 [S, S, 3], as `model` (it is resized to
-    itself): a batch held every image's working copy, up to 25 MB each (m.batch_size=96 over
-    96 12-16 MP photos: 1.9 GB peak, 0.8 GB at 8)."""
+    """`_load` holding only the model input, uint8 [S, S, 3]: a batch held every image's
+    working copy, up to 25 MB each (m.batch_size=96 over 96 12-16 MP photos: 1.9 GB peak,
+    0.8 GB at 8). (A file's input is that size already; an array is resized here.)"""
     image = self._load(x, full=False)
     return _Image(image.size, preprocess.preprocess_eval_np(image.model, self.predictor.size),
                   None)

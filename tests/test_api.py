@@ -273,7 +273,13 @@ def test_a_strip_scores_as_predict_does_from_its_own_rows(example, tmp_path):
   rec = next(m.predictor.predict_files([str(strip)], top_k=3))
   s = m.score(str(strip), top_k=3)
   assert abs(s['mean_score'] - rec['mean_score']) < 1e-5, (s['mean_score'], rec['mean_score'])
-  assert m._load(str(strip)).model.shape == (40, 20000, 3)
+  # From the strip's own rows (the model input's decode keeps them), as evaluation feeds it.
+  from aesthetics_jax.data import preprocess
+  from aesthetics_jax.evaluation import image_files
+  size = m.predictor.size
+  assert image_files.model_input(strip.read_bytes(), size, 's')[0].image.shape == (40, 20000, 3)
+  np.testing.assert_array_equal(m._load(str(strip)).model,
+                                preprocess.preprocess_eval_np(strip.read_bytes(), size))
   # Folded as predict's overlays are: 16 rows of 1250 px (it was one line 20000 px long).
   from aesthetics_jax.report import overlays
   k = overlays.fold_count((40, 20000))
@@ -349,9 +355,10 @@ def test_predict_files_threads_give_the_single_thread_records(example, tmp_path)
   assert len(runs[1][1]) == 2 * 4  # an overlay and a crop per scored image
 
 
-def test_score_decodes_only_the_working_copy(example, tmp_path, monkeypatch):
+def test_score_decodes_only_the_model_input(example, tmp_path, monkeypatch):
   """score() decoded a large file twice, the second time at full resolution (for crops and
-  overlays only): 1.3 GB for a 10k x 10k photo where the working copy takes 333 MB."""
+  overlays only): 1.3 GB for a 10k x 10k photo where the working copy takes 333 MB. It decodes
+  the model's input only (reduced to the model's side, as evaluation does)."""
   from aesthetics_jax.evaluation import image_files
   ns, _, _ = example
   big = tmp_path / 'big.jpg'
@@ -359,13 +366,13 @@ def test_score_decodes_only_the_working_copy(example, tmp_path, monkeypatch):
   targets = []
   load = image_files.load_image
 
-  def spy(path, target=image_files.WORK_SIDE, budget=image_files.WORK_MAX_PIXELS):
+  def spy(path, target=image_files.WORK_SIDE, budget=image_files.WORK_MAX_PIXELS, what=None):
     targets.append(target)
-    return load(path, target, budget)
+    return load(path, target, budget, what)
 
   monkeypatch.setattr(image_files, 'load_image', spy)
   assert ns['m'].score(str(big))['label'] in ('high', 'low')
-  assert targets and None not in targets  # target=None: a full-resolution decode
+  assert targets == [ns['m'].predictor.size]  # target=None: a full-resolution decode
 
 
 def test_lists_are_decoded_batch_by_batch(example, monkeypatch):

@@ -26,14 +26,14 @@ from aesthetics_jax import models
 from aesthetics_jax import parallel
 from aesthetics_jax.data import decoder
 from aesthetics_jax.data import demo as demo_data
-from aesthetics_jax.data import preprocess
 from aesthetics_jax.evaluation import ground_truth
 from aesthetics_jax.evaluation import overrides as overrides_lib
 from aesthetics_jax.evaluation import forward as forward_lib
 from aesthetics_jax.evaluation.forward import make_forward, split_maps
 from aesthetics_jax.evaluation.image_files import (EXTREME_ASPECT, WORK_MAX_PIXELS, WORK_SIDE,
                                                    PredictError, crop_image, crop_suffix,
-                                                   encode_crop, load_image, overlay_grid)
+                                                   encode_crop, load_image, model_input,
+                                                   overlay_grid, read_bytes)
 from aesthetics_jax.evaluation.records import (DEFAULT_TOP_K, box_fields, non_finite_rows,
                                                output_stem, score_fields, write_error)
 from aesthetics_jax.explain import cam
@@ -226,15 +226,19 @@ class Predictor:
       pool.shutdown(wait=True, cancel_futures=True)
 
   def _load(self, path: str, keep: bool = True) -> tuple[decoder.Decoded, np.ndarray] | str:
-    """(the working copy, the model input uint8 [S,S,3]) of a file, or its one-line error.
-    keep=False: the working copy's pixels are dropped (nothing is drawn from them)."""
+    """(the working copy, the model input uint8 [S,S,3]) of a file, or its one-line error. The
+    input is evaluation's (`image_files.model_input`). keep=False: no working copy is made
+    (nothing is drawn), the returned one has no pixels."""
     try:
-      image = load_image(path, max(self.size, WORK_SIDE))
+      data = read_bytes(path)
+      image, x = model_input(data, self.size, str(path))
+      if not keep:
+        return dataclasses.replace(image, image=np.zeros((0, 0, 3), np.uint8)), x
+      if image.reduced or image.image.shape[0] * image.image.shape[1] > WORK_MAX_PIXELS:
+        image = load_image(data, max(self.size, WORK_SIDE), what=str(path))
+      # else the whole image, as the working copy would be: decoded once
     except PredictError as e:
       return str(e)
-    x = preprocess.preprocess_eval_np(image.image, self.size)
-    if not keep:
-      image = dataclasses.replace(image, image=np.zeros((0, 0, 3), np.uint8))
     return image, x
 
   def _finish(self, path: str, image: decoder.Decoded, pred: dict[str, np.ndarray],
