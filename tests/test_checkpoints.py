@@ -38,6 +38,23 @@ def test_keeps_latest_and_best(tmp_path):
   ck.close()
 
 
+def test_an_evaluation_of_the_selected_checkpoint_is_current(tmp_path):
+  """Evaluation takes the checkpoint training selected (the best); the demo's and paper run's
+  "evaluation already done" compared its step with the newest, so a run whose best was not
+  its last step evaluated again on every rerun."""
+  from aesthetics_jax import io as io_lib
+  from aesthetics_jax.cli import stages
+  from aesthetics_jax.configs import demo
+  test_keeps_latest_and_best(tmp_path)  # checkpoints 2 (best) and 4 (newest)
+  io_lib.atomic_write_json(restore.config_path(tmp_path), demo.get_config('vgg16').to_dict())
+  assert restore.selected_step(tmp_path) == 2
+  (tmp_path / 'eval').mkdir()
+  (tmp_path / 'eval' / 'report.html').write_text('<html></html>')
+  for step, current in ((2, True), (4, False)):
+    (tmp_path / 'eval' / 'metrics.json').write_text(json.dumps({'step': step, 'overrides': {}}))
+    assert (stages.eval_current(tmp_path) is not None) == current, step
+
+
 _KILLED_RUN = textwrap.dedent('''
     import os, signal, sys
     sys.path.insert(0, {root!r})

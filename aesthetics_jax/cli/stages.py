@@ -81,8 +81,10 @@ def finished(workdir: Path, total_steps: int) -> bool:
 
 
 def eval_current(workdir: Path, overrides: dict | None = None) -> dict | None:
-  """metrics.json if the evaluation already finished for the latest checkpoint with these
-  `overrides` (a rerun with other `--eval_set` values used to keep the stale metrics)."""
+  """metrics.json if the evaluation already finished, with these `overrides` (a rerun with
+  other `--eval_set` values used to keep the stale metrics), for the checkpoint evaluation
+  takes (`restore.selected_step`: the best one, not the newest, evaluated again on every
+  rerun)."""
   workdir = Path(workdir)
   mpath = workdir / 'eval' / 'metrics.json'
   if not (mpath.is_file() and (workdir / 'eval' / 'report.html').is_file()):
@@ -92,7 +94,10 @@ def eval_current(workdir: Path, overrides: dict | None = None) -> dict | None:
   except (OSError, ValueError):  # torn or edited: evaluate again
     return None
   from aesthetics_jax.evaluation import overrides as overrides_lib  # pylint: disable=C0415
-  current = (m.get('step') == latest_step(workdir)
+  from aesthetics_jax.train import restore  # pylint: disable=C0415
+  if not (workdir / 'checkpoints').is_dir():
+    return None
+  current = (m.get('step') == restore.selected_step(workdir)
              and m.get('overrides') == overrides_lib.record(overrides))
   return m if current else None
 

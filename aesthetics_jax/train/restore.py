@@ -101,6 +101,18 @@ def restore_for_inference(workdir, step: int | None = None):
   raise AssertionError('unreachable')
 
 
+def selected_step(workdir) -> int | None:
+  """The step `restore_for_inference` takes by default (None without checkpoints): what an
+  earlier evaluation must be of to be current."""
+  workdir = io.path(workdir)
+  ckpt = Checkpointer(workdir, best_metric=str(load_config(workdir).best_metric),
+                      read_only=True, enable_async=False)
+  try:
+    return ckpt.selected_step()
+  finally:
+    ckpt.close()
+
+
 # Reads of the newest checkpoint that a live trainer may replace under them.
 _ROTATION_RETRIES = 5
 
