@@ -368,8 +368,8 @@ def test_explorer_grid_and_maps(browser, evaluated):
 def test_missing_dataset_names_the_flag_for_a_moved_one(evaluated, tmp_path):
   from aesthetics_jax.evaluation import run as eval_run
   wd, _ = evaluated
-  with pytest.raises(FileNotFoundError, match=r'no prepared dataset; .*if it moved, pass its '
-                     r'new folder: --config\.data\.data_dir=DIR') as e:
+  with pytest.raises(FileNotFoundError, match=r'no prepared dataset ava/style; .*if it moved, '
+                     r'pass its new folder: --config\.data\.data_dir=DIR') as e:
     eval_run.evaluate(wd, overrides={'data.data_dir': str(tmp_path / 'gone')})
   assert '\n' not in str(e.value)
   # Exit 2, as aesthetics-train's for an unprepared data_dir (the README's rule): it was 1.

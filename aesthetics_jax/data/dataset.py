@@ -474,9 +474,7 @@ def load_sources(data_dir: str | os.PathLike, subset: str = 'style') -> dict[str
   """Random-access splits {'train', 'test'} of a prepared dataset (records as above)."""
   _check_subset(subset)
   if not is_prepared(data_dir, subset):
-    raise FileNotFoundError(
-        f'{Path(data_dir) / "ava" / subset}: no prepared dataset; run `aesthetics-'
-        f'prepare-data --ava_dir=<AVA root> --data_dir={data_dir} --subset={subset}`')
+    raise FileNotFoundError(unprepared_line(data_dir, subset))
   return _intact_sources(data_dir, subset)
 
 

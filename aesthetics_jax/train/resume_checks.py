@@ -37,7 +37,7 @@ PATH_KEYS = ('data.data_dir', 'data.ava_dir', 'model.init_weights', 'eval.masks_
 def saved_config(config: ml_collections.ConfigDict) -> dict:
   """`config` as config.json records it: local relative `PATH_KEYS` made absolute. They were
   kept as typed, so a run trained with --config.data.data_dir=tfds could be evaluated only
-  from the folder it was trained in ('tfds/ava/style: no prepared dataset' elsewhere)."""
+  from the folder it was trained in ('tfds: no prepared dataset ava/style' elsewhere)."""
   out = config.to_dict()
   for key in PATH_KEYS:
     section, name = key.split('.')
