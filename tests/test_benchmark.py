@@ -260,7 +260,9 @@ def test_model_section_confirms_the_best_torch_formulation_head_to_head():
   assert res['mobilenet_v2_ratio_vs_best_torch_screening'] > 0
   pl = conf['placement']                  # the CPUs' round trip before each call
   assert len(pl['round_trip_ns']['ours']) == len(pl['far_rounds']) == 2
-  (row,) = model_section.summary(res)
+  row, agree = model_section.summary(res)
+  assert agree.name == 'mobilenet_v2_float32_outputs_vs_torch_max_rel_diff'
+  assert agree.value < agree.target      # both runs' outputs, ours and torch's, agree
   assert row.value == conf['ratio'] and 'head to head 2 rounds' in row.detail
   assert 'screening' in row.detail
 
@@ -587,6 +589,37 @@ def test_section_summaries_read_their_results():
   assert ratio.value == 1.5 and benchmark.TARGETS[ratio.name] == 1.2
   assert ratio.detail.startswith('jax_mobilenet_v2_float32_') and '_batch vs' in ratio.detail
   assert 'channels_last_chunk4_inference_mode' in ratio.detail
+
+
+def test_model_outputs_of_every_timed_run_are_judged_against_torch():
+  """Every float32 run's outputs, the micro-batched headline's included, are compared with
+  torch's, and the summary judges the worst: before, only the first run was compared and
+  nothing judged it, so a headline run computing something else was timed unnoticed."""
+  rng = np.random.default_rng(0)
+  t_out = rng.normal(size=(4, 76)).astype(np.float32)
+  good = {'score_logits': t_out[:, :10] + 1e-6, 'tag_logits': t_out[:, 10:]}
+  mixed = {k: v[::-1] for k, v in good.items()}   # chunks put back in the wrong order
+  outs = {'jax_mobilenet_v2_float32_shift_batch': good,
+          'jax_mobilenet_v2_float32_shift_chunk2': mixed,
+          'jax_mobilenet_v2_bfloat16_shift_chunk2': mixed}   # judged against float32 instead
+  acc = model_section.vs_torch(outs, t_out, 'mobilenet_v2')
+  assert acc['float32_vs_torch_worst_run'] == 'jax_mobilenet_v2_float32_shift_chunk2'
+  assert set(acc['float32_vs_torch_rel_diff_by_run']) == set(list(outs)[:2])
+  assert acc['float32_vs_torch_max_rel_diff'] > 0.1
+  res = {'batch_size': 4, 'backend': 'cpu', 'chunk': 2, 'runs': {}, 'torch_device': 'cpu',
+         'accuracy': {'mobilenet_v2': acc}}
+  (row,) = benchmark.summary_rows(model_section.summary(res))
+  assert row['name'] == 'mobilenet_v2_float32_outputs_vs_torch_max_rel_diff'
+  assert row['met'] is False and 'shift_chunk2' in row['detail']
+  outs['jax_mobilenet_v2_float32_shift_chunk2'] = good
+  res['accuracy']['mobilenet_v2'] = model_section.vs_torch(outs, t_out, 'mobilenet_v2')
+  assert benchmark.summary_rows(model_section.summary(res))[0]['met'] is True
+  vgg = model_section.vs_torch({'jax_vgg16_float32_chunk2': {'logit': t_out[:, 0] * 1.5}},
+                               t_out[:, :1], 'vgg16')   # relative: VGG16's logits are ~0.03
+  assert 0.4 < vgg['float32_vs_torch_max_rel_diff'] <= 0.5
+  res.update(torch_device='cuda', accuracy={'vgg16': vgg})
+  (row,) = benchmark.summary_rows(model_section.summary(res))
+  assert row['target'] is None and 'not judged' in row['detail']  # TF32 on a GPU: reported
 
 
 def test_input_section_runs_without_flags():
