@@ -27,7 +27,7 @@ from aesthetics_jax.bench import sections
 from aesthetics_jax.bench.sections import cam as cam_section
 from aesthetics_jax.bench.sections import input as input_section
 from aesthetics_jax.bench.sections import model as model_section
-from aesthetics_jax.bench.sections import recipe, scaling
+from aesthetics_jax.bench.sections import recipe, scaling, study
 from launch import benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -620,6 +620,22 @@ def test_model_outputs_of_every_timed_run_are_judged_against_torch():
   res.update(torch_device='cuda', accuracy={'vgg16': vgg})
   (row,) = benchmark.summary_rows(model_section.summary(res))
   assert row['target'] is None and 'not judged' in row['detail']  # TF32 on a GPU: reported
+
+
+def test_study_agreement_with_pytorch_grad_cam_is_judged():
+  """The study's maps and its timed step's boxes against pytorch-grad-cam's are summary rows
+  with targets: before, they were printed and stored but no row judged them."""
+  agree = lambda d: {'max_abs_diff': d, 'min_corr': 1.0, 'maps': 4, 'all_zero_maps': 0}
+  res = {'ratio': 50.0, 'num_images': 8, 'torch_best': 'channels_last_batch',
+         'aesthetic_maps_agree': agree(1e-5), 'attribute_maps_agree': agree(0.3),
+         'box_aesthetic_equal_fraction': 1.0, 'box_attribute_equal_fraction': 0.25}
+  rows = {r['name']: r for r in benchmark.summary_rows(study.summary(res))}
+  assert rows['study_vs_looped_pytorch_grad_cam']['met'] is True
+  maps, boxes = rows['study_maps_max_abs_diff'], rows['study_boxes_equal_fraction']
+  assert (maps['value'], maps['met']) == (0.3, False)
+  assert (boxes['value'], boxes['met']) == (0.25, False) and 'attribute 25%' in boxes['detail']
+  res.update(attribute_maps_agree=agree(2e-5), box_attribute_equal_fraction=1.0)
+  assert all(r['met'] for r in benchmark.summary_rows(study.summary(res)))
 
 
 def test_input_section_runs_without_flags():

@@ -221,7 +221,8 @@ def study_batch(tmodel, cam_obj, x, threshold: float, chunk: int = 0
   avg = np.concatenate([(box_aes[:, :2] + box_att[:, :2]) // 2,
                         -((-(box_aes[:, 2:] + box_att[:, 2:])) // 2)], axis=1)
   return {'intensity': aes.mean((1, 2)), 'box_aesthetic': box_aes, 'box_attribute': box_att,
-          'box_average': avg, 'bucket': np.stack(maps[1:11], 1), 'aesthetic': aes}
+          'box_average': avg, 'bucket': np.stack(maps[1:11], 1), 'aesthetic': aes,
+          'attribute': att}
 
 
 # ---------------------------------------------------------------------------------------
