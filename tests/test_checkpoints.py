@@ -38,6 +38,20 @@ def test_keeps_latest_and_best(tmp_path):
   ck.close()
 
 
+
+@pytest.mark.parametrize('values, kept, best', [((0.3, float('nan'), 0.1), [1, 3], 1),
+                                                ((0.1, 0.3, float('nan')), [2, 3], 2)])
+def test_a_nan_evaluation_is_never_the_best(tmp_path, values, kept, best):
+  """lcc_mean / srcc_mean are NaN for constant predictions; as a sort key NaN scrambled orbax's
+  ranking: the NaN step was selected, or a later worse one, and the best was deleted."""
+  ck = checkpoints.Checkpointer(tmp_path, keep=1, best_metric='lcc_mean')
+  for step, value in zip([1, 2, 3], values):
+    ck.save(step, {'w': np.full((3,), step, np.float32)}, {'step': np.int32(step)},
+            {'model': {'arch': 'vgg16'}}, metrics={'lcc_mean': value})
+  ck.wait()
+  assert (sorted(ck.all_steps()), ck.selected_step()) == (kept, best)
+  ck.close()
+
 def test_an_evaluation_of_the_selected_checkpoint_is_current(tmp_path):
   """Evaluation takes the checkpoint training selected (the best); the demo's and paper run's
   "evaluation already done" compared its step with the newest, so a run whose best was not

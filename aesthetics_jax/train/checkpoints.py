@@ -19,6 +19,7 @@ Beside it: the errors (`checkpoint_errors`, JAX-free; importable from here too),
 and file manifests (`checkpoint_files`), a workdir read back for inference (`restore`) and
 orbax's log filters (`orbax_logging`).
 """
+import math
 import os
 from pathlib import Path
 import shutil
@@ -52,6 +53,16 @@ CORRUPT_DIR = 'corrupt_checkpoints'  # where training moves damaged steps it fel
 DIVERGED_DIR = 'diverged_checkpoints'
 
 
+def _rank(metrics: Mapping[str, Any], best_metric: str) -> float:
+  """A checkpoint's rank by `best_metric` (higher is better); missing or NaN ranks last.
+
+  A correlation of constant predictions is NaN (`train.metrics.lcc`); as a sort key it broke
+  orbax's ordering: an evaluation at NaN could be kept as the best and the best deleted.
+  """
+  value = float(metrics.get(best_metric, float('-inf')))
+  return float('-inf') if math.isnan(value) else value
+
+
 def model_signature(model_config: Mapping[str, Any]) -> dict:
   return {k: model_config[k] for k in MODEL_KEYS if k in model_config}
 
@@ -79,9 +90,9 @@ class Checkpointer:
     policies = [ocp_pp.LatestN(n=max(int(keep), 1))]
     if best_metric:
       policies.append(ocp_pp.BestN(
-          get_metric_fn=lambda m: float(m.get(best_metric, float('-inf'))),
+          get_metric_fn=lambda m: _rank(m, best_metric),
           reverse=False, n=1, keep_checkpoints_without_metrics=False))
-    best_fn = ((lambda m: float(m.get(best_metric, float('-inf')))) if best_metric else None)
+    best_fn = (lambda m: _rank(m, best_metric)) if best_metric else None
     options = ocp.CheckpointManagerOptions(
         best_fn=best_fn, best_mode='max',  # for best_step(); retention is the policy below
         preservation_policy=ocp_pp.AnyPreservationPolicy(policies),
