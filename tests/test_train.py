@@ -487,6 +487,19 @@ def test_validation_off_selects_on_test_and_says_so(data_dir, tmp_path):
   assert rec['image_ids'] == [] and 'TEST split' in rec['note']
 
 
+
+def test_evaluations_between_checkpoints_are_named_unselectable(data_dir, tmp_path):
+  """Only checkpointed steps can be selected: an evaluation between checkpoints was logged,
+  could be the best of metrics.jsonl, and was silently passed over (now a warning says so)."""
+  with _absl_warnings() as seen:
+    res = trainer.train_and_evaluate(_vgg(data_dir, **{'eval_every_steps': 1,
+                                                       'checkpoint_every_steps': 2,
+                                                       'log_cam_images': 0}), tmp_path)
+  assert res['checkpoint_step'] == 2
+  assert [m for m in seen if m.startswith(
+      'config.eval_every_steps=1 with config.checkpoint_every_steps=2: evaluations at steps '
+      'without a checkpoint (such as 1)')], seen
+
 def test_validation_off_logs_each_test_row_once(data_dir, tmp_path, monkeypatch):
   """Without a validation split the periodic evaluations are the test/* rows: the final
   test logged its checkpoint's row again at the last step (metrics.jsonl and TensorBoard),

@@ -193,6 +193,24 @@ def check_steps(config: ml_collections.ConfigDict, num_train: int, total: int) -
       f'count; lower it to at most {MAX_STEPS * batch // max(num_train, 1)}')
 
 
+def unselectable_evaluations(config: ml_collections.ConfigDict, total: int) -> str | None:
+  """The warning for periodic evaluations `config.best_metric` cannot select (None: none).
+
+  Only a checkpointed step can be selected (and tested), so an evaluation between two
+  checkpoints is logged and never a candidate: the best logged one may not be the tested one.
+  """
+  e = max(1, int(config.eval_every_steps))  # as the trainer reads them
+  c = max(1, int(config.checkpoint_every_steps))
+  metric = str(config.best_metric)
+  # The first evaluation, step e, is checkpointed exactly when all of them are (e % c == 0).
+  if not metric or e % c == 0 or e >= total:
+    return None
+  return (f'config.eval_every_steps={e} with config.checkpoint_every_steps={c}: evaluations at '
+          f'steps without a checkpoint (such as {e}) are logged but config.best_metric='
+          f'{metric!r} cannot select them; set checkpoint_every_steps to a divisor of '
+          f'eval_every_steps (e.g. {e}) to select among them all')
+
+
 def _get(config: ml_collections.ConfigDict, key: str) -> tuple[bool, Any]:
   node = config
   for part in key.split('.'):

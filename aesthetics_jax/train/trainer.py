@@ -406,6 +406,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
                     'learning rate rises for the whole run and never reaches config.optim.lr=%g; '
                     'pass a smaller --config.optim.warmup_steps for a run of this length',
                     warmup, total, float(config.optim.lr))
+  unselectable = config_checks.unselectable_evaluations(config, total)
+  if unselectable:
+    logging.warning('%s', unselectable)
   eval_split = 'validation' if split.enabled else 'test'
 
   tx = optim.make_optimizer(config, total)
