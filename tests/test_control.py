@@ -33,28 +33,10 @@ from aesthetics_jax.data import control
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# The control in a process of its own, compiled as the command compiles it (XLA's own code
-# generation), not with the suite's fast-compile flags (conftest.py): their -O0 code ran its
-# 150 training steps about 3x slower than it saved in compilation (33 s in the suite).
-_SCORED = ('import json, sys; from aesthetics_jax.cli import control_study; '
-           'from aesthetics_jax.configs import control; '
-           'res = control_study.run_control(sys.argv[1], control.get_config(), seeds=[0]); '
-           'open(sys.argv[2], "w").write(json.dumps(res))')
-
-
 @pytest.fixture(scope='module')
 def scored(tmp_path_factory):
-  import os
-  import conftest
   w = tmp_path_factory.mktemp('control')
-  flags = [f for f in os.environ.get('XLA_FLAGS', '').split()
-           if f not in conftest._FAST_COMPILE_FLAGS]
-  env = {**os.environ, 'XLA_FLAGS': ' '.join(flags)}
-  out = w.parent / f'{w.name}.json'  # run_control's return value, as JSON
-  p = subprocess.run([sys.executable, '-c', _SCORED, str(w), str(out)], cwd=ROOT, env=env,
-                     capture_output=True, text=True, timeout=600)
-  assert p.returncode == 0, p.stderr[-3000:]
-  return w, json.loads(out.read_text())
+  return w, control_study.run_control(w, control_config.get_config(), seeds=[0])
 
 
 def test_model_learns_the_patch(scored):
