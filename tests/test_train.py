@@ -437,6 +437,17 @@ def _train_rows(workdir: Path) -> dict[int, dict]:
           for r in rows if 'train/loss' in r}
 
 
+
+def test_a_rows_grad_norm_is_the_logged_steps(data_dir, tmp_path):
+  """README: train/grad_norm is measured on the logged step only; a checkpoint step between
+  two rows was measured too (for its weight check) and averaged into the row."""
+  runs = {'eval_every_steps': 100, 'keep_checkpoints': 2, 'log_cam_images': 0}
+  trainer.train_and_evaluate(_vgg(data_dir, **runs, log_every_steps=1), tmp_path / 'each')
+  trainer.train_and_evaluate(_vgg(data_dir, **runs, log_every_steps=2,
+                                  checkpoint_every_steps=1), tmp_path / 'w')
+  each, rows = _train_rows(tmp_path / 'each'), _train_rows(tmp_path / 'w')
+  assert rows[2]['train/grad_norm'] == each[2]['train/grad_norm'] != each[1]['train/grad_norm']
+
 def test_train_rows_average_every_step_since_the_last_and_a_resume_logs_the_same(data_dir,
                                                                                  tmp_path):
   """A checkpoint between two train/* rows (every 3 steps, rows every 2) fetched its steps'

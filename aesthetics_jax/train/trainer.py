@@ -578,8 +578,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
       if log_now:
         check_finite()
         now = time.time()
-        # grad_norm is NaN on unmeasured steps; the log step itself is always measured.
-        row = {k: float(np.nanmean([f[k] for _, f in window])) for k in window[-1][1]}
+        row = {k: float(np.mean([f[k] for _, f in window])) for k in window[-1][1]}
+        # The weight norms are of the logged step alone (README): a checkpoint step between
+        # two rows is measured too, and was averaged in.
+        row.update({k: window[-1][1][k] for k in ('grad_norm', 'params_finite')})
         window.clear()
         row['lr'] = float(schedule(done - 1))
         row['steps_per_sec'] = (done - s_log) / max(now - t_log, 1e-9)
