@@ -368,18 +368,25 @@ def test_training_error_is_one_line(failed_training):
                          'make a ') and 'feature cache' in last, last
 
 
-@pytest.mark.parametrize('flag', [f'--views={10 ** 9}', f'--vgg16_views={10 ** 9}'])
-def test_views_no_disk_holds_exit_2_before_any_stage(tmp_path, flag):
+def test_views_no_disk_holds_exit_2_before_any_stage(tmp_path):
   """A --views / --vgg16_views whose feature cache no disk holds failed in the train stage
   (exit 1), after the data stage (minutes at the paper's size)."""
+  flag = f'--views={10 ** 9}'
   r = subprocess.run([sys.executable, '-m', 'launch.paper_run', f'--workdir={tmp_path / "w"}',
                       '--smoke', flag], capture_output=True, text=True, timeout=400)
   lines = r.stderr.strip().splitlines()
   assert r.returncode == 2 and not (tmp_path / 'w').exists(), r.stderr[-3000:]
-  arch = 'mobilenet_v2' if flag.startswith('--views') else 'vgg16'
   assert len(lines) == 1 and lines[0].startswith(
-      f'paper_run: {flag}: the {arch} feature cache needs at least '), lines
+      f'paper_run: {flag}: the mobilenet_v2 feature cache needs at least '), lines
   assert f'{tmp_path} has ' in lines[0] and 'pass a smaller value' in lines[0]
+  # --vgg16_views in-process (a second command cost ~4 s): the command prints run_paper's
+  # PaperRunUsageError as the line above, exit 2 (cli/paper_run.py).
+  with pytest.raises(paper_run.PaperRunUsageError) as e:
+    paper_run.run_paper(tmp_path / 'w', smoke=True, vgg16_views=10 ** 9)
+  assert str(e.value).startswith(
+      f'--vgg16_views={10 ** 9}: the vgg16 feature cache needs at least '), e.value
+  assert f'{tmp_path} has ' in str(e.value) and 'pass a smaller value' in str(e.value)
+  assert '\n' not in str(e.value) and not (tmp_path / 'w').exists()
 
 
 def test_a_damaged_final_checkpoint_is_trained_again(tmp_path, monkeypatch):
