@@ -604,29 +604,38 @@ def test_help_lists_the_commands_own_flags(script, names):
     assert 'lossless at 8 bits per channel' in ' '.join(r.stdout.split())
 
 
-def test_a_config_override_of_home_is_the_home_folder(tmp_path):
-  """`--config.data.data_dir=~/tfds` reached train as written (the shell expands '~' only at
-  a word's start): 'no prepared dataset' of '~/tfds'. The override's '~' is the home folder."""
-  (tmp_path / 'tfds').mkdir()
-  r = subprocess.run([sys.executable, '-m', 'launch.train', '--config=demo:mobilenet_v2,smoke',
-                      f'--workdir={tmp_path / "w"}', '--config.data.data_dir=~/tfds'], cwd=ROOT,
-                     capture_output=True, text=True, timeout=120,
-                     env=dict(os.environ, HOME=str(tmp_path), JAX_PLATFORMS='cpu'))
-  assert r.returncode == 2 and r.stderr.startswith(
-      f'train: {tmp_path}/tfds: no prepared dataset'), r.stderr[-2000:]
-
-
-def test_a_config_file_under_home_is_found(tmp_path):
-  """`--config=~/mine.py` reached the command as written (the shell expands '~' only at a
-  word's start): 'config file '~/mine.py' not found'."""
-  (tmp_path / 'mine.py').write_text(
+@pytest.fixture(scope='module')
+def train_from_home(tmp_path_factory):
+  """(HOME, result) of ONE `aesthetics-train --config=~/mine.py:... --config.data.data_dir=~/tfds`
+  with HOME a fresh folder holding mine.py and an empty tfds/: both '~'s are the home folder,
+  so it stops at the data check, naming HOME/tfds (each of the two tests below started train
+  on its own, ~5 s each)."""
+  home = tmp_path_factory.mktemp('home')
+  (home / 'tfds').mkdir()
+  (home / 'mine.py').write_text(
       'from aesthetics_jax.configs import demo\n'
       'def get_config(arg=None):\n'
       '  return demo.get_config(arg)\n')
   r = subprocess.run([sys.executable, '-m', 'launch.train',
-                      '--config=~/mine.py:mobilenet_v2,smoke',
-                      f'--workdir={tmp_path / "w"}', f'--config.data.data_dir={tmp_path}/none'],
-                     cwd=ROOT, capture_output=True, text=True, timeout=120,
-                     env=dict(os.environ, HOME=str(tmp_path), JAX_PLATFORMS='cpu'))
+                      '--config=~/mine.py:mobilenet_v2,smoke', f'--workdir={home / "w"}',
+                      '--config.data.data_dir=~/tfds'], cwd=ROOT, capture_output=True,
+                     text=True, timeout=120, env=dict(os.environ, HOME=str(home),
+                                                      JAX_PLATFORMS='cpu'))
+  return home, r
+
+
+def test_a_config_override_of_home_is_the_home_folder(train_from_home):
+  """`--config.data.data_dir=~/tfds` reached train as written (the shell expands '~' only at
+  a word's start): 'no prepared dataset' of '~/tfds'. The override's '~' is the home folder."""
+  home, r = train_from_home
   assert r.returncode == 2 and r.stderr.startswith(
-      f'train: {tmp_path}/none: no prepared dataset'), r.stderr[-2000:]
+      f'train: {home}/tfds: no prepared dataset'), r.stderr[-2000:]
+
+
+def test_a_config_file_under_home_is_found(train_from_home):
+  """`--config=~/mine.py` reached the command as written (the shell expands '~' only at a
+  word's start): 'config file '~/mine.py' not found'. Found, its config reaches the data
+  check."""
+  home, r = train_from_home
+  assert r.returncode == 2 and r.stderr.startswith(
+      f'train: {home}/tfds: no prepared dataset'), r.stderr[-2000:]
