@@ -638,6 +638,23 @@ def test_study_agreement_with_pytorch_grad_cam_is_judged():
   assert all(r['met'] for r in benchmark.summary_rows(study.summary(res)))
 
 
+def test_summary_says_when_ratios_are_not_against_torchs_best(monkeypatch):
+  """--torch_formulations=fast (--quick's, and the GPU runs') tries neither torch.compile nor
+  chunks other than ours: the summary says its ratios are not against PyTorch's best. Before,
+  its rows read '..._vs_best_torch' like a full run's."""
+  fake = type(sys)('fake_section')
+  fake.run = lambda opts: {}
+  fake.summary = lambda res: [sections.Row('mobilenet_v2_forward_vs_best_torch', 2.0)]
+  monkeypatch.setattr('aesthetics_jax.cli.benchmark.section', lambda name: fake)  # run's own
+  notes = lambda what, **kw: [w for w in benchmark.run(what, sections.Options(**kw))[
+      'summary']['warnings'] if 'torch_formulations' in w]
+  (note,) = notes(['model'], reference='torch', torch_formulations='fast')
+  assert 'not its best' in note and '--torch_formulations=all' in note
+  assert notes(['model'], reference='torch', torch_formulations='all') == []
+  assert notes(['model'], reference='none', torch_formulations='fast') == []
+  assert notes(['input', 'scaling'], reference='torch', torch_formulations='fast') == []
+
+
 def test_input_section_runs_without_flags():
   """--what=input at toy sizes, called directly (checks the report, not speed); the grain
   comparison (threads only here: its worker processes take ~10 s to start) when installed."""

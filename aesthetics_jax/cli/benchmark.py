@@ -340,13 +340,31 @@ def print_threads(info: dict[str, Any]) -> None:
         f"{info.get('cpu_mhz', 0):.0f} MHz", flush=True)
 
 
+# The sections whose PyTorch reference is the best of `--torch_formulations`.
+FORMULATION_SECTIONS = ('model', 'cam', 'study', 'recipe')
+
+
+def formulations_warning(what: list[str], opts: sections.Options) -> str | None:
+  """One line for the summary when its ratios are not against PyTorch's best: the 'fast' set
+  (--quick's) tries neither torch.compile nor chunks other than ours, and in the full runs
+  torch's fastest was compiled (MobileNetV2) or chunked by 4-8 (VGG16, pytorch-grad-cam)."""
+  if not opts.torch or opts.torch_formulations != 'fast':
+    return None
+  if not set(what) & set(FORMULATION_SECTIONS):
+    return None
+  return ("NOTE: --torch_formulations=fast: the ratios are against PyTorch's fastest eager "
+          'formulation of whole batch or our chunk, not its best (torch.compile and chunks '
+          'of 1-8 not tried); rerun with --torch_formulations=all for figures to quote')
+
+
 def run(what: list[str], opts: sections.Options) -> dict[str, Any]:
   """{section: its results (with `cpu_share`), 'summary': {'rows', 'total_s', 'quick',
   'cpu_share', 'warnings'}}."""
   from aesthetics_jax.bench import machine  # pylint: disable=import-outside-toplevel
   results: dict[str, Any] = {}
   rows: list[sections.Row] = []
-  warnings: list[str] = []
+  note = formulations_warning(what, opts)
+  warnings: list[str] = [note] if note else []
   t_all, cpu_all = time.perf_counter(), machine.cpu_times()
   for name in what:
     print(f'[{name}]', flush=True)
