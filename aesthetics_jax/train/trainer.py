@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -243,9 +244,10 @@ def _starting_variables(model, config) -> dict:
            'Pass --config.model.init_weights=<converted ImageNet weights>\n'
            '!!! (aesthetics-convert-weights), or train from scratch with '
            '--config.model.freeze_encoder=False.\n' + '!' * 88)
-    logging.warning(msg)
+    # On stderr, once: it was also on stdout (a terminal showed it twice, and it went into
+    # aesthetics-train's JSON result line's stream, `| jq` choking on it).
     if jax.process_index() == 0:
-      print(msg, flush=True)
+      print(msg, file=sys.stderr, flush=True)
   return models.starting_variables(model, config)
 
 
