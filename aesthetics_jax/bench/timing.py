@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -223,23 +223,34 @@ def placement_note(h2h: Mapping[str, Any]) -> str:
 
 
 def confirm(res: dict[str, Any], name: str, ratio_key: str, fns: Mapping[str, Callable[[], Any]],
-            ours: str, theirs: str, *, items: int, repeats: int, label: str,
-            placement: Callable[[], float | None] | None = None) -> None:
-  """Re-measures `fns[ours]` against the screening's fastest reference `fns[theirs]`
-  (`head_to_head`, `repeats` rounds): `res[ratio_key]` becomes the median per-round ratio,
-  the screening's moves to `res[ratio_key + '_screening']`, the rounds to
-  `res['confirmation'][name]`. The screening's winner is the best of many noisy medians, so
-  its own figure is biased upwards. Nothing is done when `repeats` <= 0."""
+            ours: str, theirs: str | Sequence[str], *, items: int, repeats: int, label: str,
+            placement: Callable[[], float | None] | None = None) -> str | None:
+  """Re-measures `fns[ours]` against the screening's fastest references `fns[theirs]` (one
+  name, or several, fastest first), each `head_to_head` over `repeats` rounds, and keeps the
+  one ours beats least: `res[ratio_key]` becomes that median per-round ratio, the screening's
+  moves to `res[ratio_key + '_screening']`, the rounds to `res['confirmation'][name]` (with
+  'candidates': {run: its ratio} when there were several). The screening's winner is the best
+  of many noisy medians (3 rounds of calls that run at two speeds on a shared VM), so its
+  own figure is biased upwards, and a runner-up within the noise may be the faster one.
+  Returns the reference kept; nothing is done (None) when `repeats` <= 0."""
   if repeats <= 0:
-    return
-  h2h = head_to_head(fns[ours], fns[theirs], items=items, repeats=repeats, placement=placement)
-  res.setdefault('confirmation', {})[name] = {'ours_run': ours, 'torch_run': theirs, **h2h}
+    return None
+  cands = [theirs] if isinstance(theirs, str) else list(theirs)
+  h2hs = {t: head_to_head(fns[ours], fns[t], items=items, repeats=repeats,
+                          placement=placement) for t in cands}
+  kept = min(cands, key=lambda t: h2hs[t]['ratio'])  # the fastest reference, head to head
+  h2h = h2hs[kept]
+  res.setdefault('confirmation', {})[name] = {'ours_run': ours, 'torch_run': kept, **h2h}
+  if len(cands) > 1:
+    res['confirmation'][name]['candidates'] = {t: h2hs[t]['ratio'] for t in cands}
   res[ratio_key + '_screening'] = res[ratio_key]
   res[ratio_key] = h2h['ratio']
+  others = '; '.join(f'vs {t}: {h2hs[t]["ratio"]:.2f}' for t in cands if t != kept)
   print(f"  {label}: head to head, {repeats} rounds: ours {fmt_rate(h2h['ours']).strip()}, "
-        f"reference {fmt_rate(h2h['theirs']).strip()}; ratio {h2h['ratio']:.2f}"
-        f"{confirmation_note(res, name, ratio_key, rounds=False)}{placement_note(h2h)}",
-        flush=True)
+        f"reference {kept} {fmt_rate(h2h['theirs']).strip()}; ratio {h2h['ratio']:.2f}"
+        f"{confirmation_note(res, name, ratio_key, rounds=False)}{placement_note(h2h)}"
+        + (f' (kept: the lowest; {others})' if others else ''), flush=True)
+  return kept
 
 
 def confirmation_note(res: Mapping[str, Any], name: str, ratio_key: str,
