@@ -319,7 +319,8 @@ def test_cam_section_confirms_the_best_pytorch_grad_cam_head_to_head():
   assert one.value == res['ratio_one_target'] and ten.value == res['ratio_10_buckets']
   for row in (one, ten):
     assert 'head to head 2 rounds' in row.detail and 'screening' in row.detail
-  assert maps.name == 'gradcam_maps_max_abs_diff' and maps.value < 5e-4
+  assert maps.name == 'gradcam_maps_max_abs_diff'
+  assert maps.value is None and 'nothing compared' in maps.detail  # 1x1 maps at 32 px
   del res['confirmation']  # JSONs from before the re-measurement: the screening's ratio
   assert 'head to head' not in cam_section.summary(res)[0].detail
 
@@ -684,6 +685,22 @@ def test_summary_says_when_ratios_are_not_against_torchs_best(monkeypatch):
   assert notes(['model'], reference='torch', torch_formulations='all') == []
   assert notes(['model'], reference='none', torch_formulations='fast') == []
   assert notes(['input', 'scaling'], reference='torch', torch_formulations='fast') == []
+
+
+def test_map_agreement_of_all_zero_maps_is_not_a_pass():
+  """Maps that are zero on both sides (a 1x1 feature grid at 32 px) agree whatever either
+  side computes: the rows say nothing was compared (no value, not judged) instead of 'yes'."""
+  zero = {'max_abs_diff': 0.0, 'min_corr': 1.0, 'maps': 40, 'all_zero_maps': 40}
+  (row,) = benchmark.summary_rows(cam_section.summary({'batch_size': 4, 'maps_agree': zero}))
+  assert row['name'] == 'gradcam_maps_max_abs_diff' and row['met'] is None
+  assert 'nothing compared' in row['detail']
+  res = {'ratio': 50.0, 'num_images': 8, 'aesthetic_maps_agree': zero,
+         'attribute_maps_agree': zero}
+  _, maps = benchmark.summary_rows(study.summary(res))
+  assert maps['met'] is None and 'nothing compared' in maps['detail']
+  some = dict(zero, all_zero_maps=3, max_abs_diff=1e-5)  # a few zero maps: still judged
+  (row,) = benchmark.summary_rows(cam_section.summary({'batch_size': 4, 'maps_agree': some}))
+  assert row['met'] is True
 
 
 def test_input_section_runs_without_flags():

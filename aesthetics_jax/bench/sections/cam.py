@@ -160,9 +160,13 @@ def summary(result: dict[str, Any]) -> list[Row]:
                     + timing.confirmation_note(result, '10_buckets', 'ratio_10_buckets')))
   if 'maps_agree' in result:
     agree = result['maps_agree']
-    rows.append(Row('gradcam_maps_max_abs_diff', agree['max_abs_diff'],
-                    f'min corr {agree["min_corr"]:.6f} (target >= 0.9999)', target=5e-4,
-                    better='lower'))
+    # All-zero maps on both sides agree whatever the code computes (e.g. a 1x1 feature grid
+    # at 32 px): then nothing was compared, and the row says so instead of 'yes'.
+    empty = agree.get('all_zero_maps', 0) == agree['maps']
+    rows.append(Row('gradcam_maps_max_abs_diff', None if empty else agree['max_abs_diff'],
+                    f'min corr {agree["min_corr"]:.6f} (target >= 0.9999)'
+                    + (f'; all {agree["maps"]} maps zero: nothing compared' if empty else ''),
+                    target=5e-4, better='lower'))
   if 'peak_memory_torch_over_ours' in result:
     mem = result['peak_memory']
     rows.append(Row('gradcam_peak_memory_torch_over_ours',

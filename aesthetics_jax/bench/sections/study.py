@@ -119,10 +119,14 @@ def summary(result: dict[str, Any]) -> list[Row]:
   # The speed is only worth quoting beside these (printed and stored before, never judged).
   maps = [result[k] for k in ('aesthetic_maps_agree', 'attribute_maps_agree') if k in result]
   if maps:
-    rows.append(Row('study_maps_max_abs_diff', max(m['max_abs_diff'] for m in maps),
+    empty = all(m.get('all_zero_maps', 0) == m['maps'] for m in maps)  # nothing compared
+    rows.append(Row('study_maps_max_abs_diff',
+                    None if empty else max(m['max_abs_diff'] for m in maps),
                     f'aesthetic{" and top-tag" if len(maps) > 1 else ""} maps of the first '
                     f'batch vs pytorch-grad-cam, min corr '
-                    f'{min(m["min_corr"] for m in maps):.6f}', target=5e-4, better='lower'))
+                    f'{min(m["min_corr"] for m in maps):.6f}'
+                    + ('; every map zero: nothing compared' if empty else ''),
+                    target=5e-4, better='lower'))
   boxes = {k: result[f'box_{k}_equal_fraction'] for k in ('aesthetic', 'attribute')
            if f'box_{k}_equal_fraction' in result}
   if boxes:
