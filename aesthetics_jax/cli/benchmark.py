@@ -151,11 +151,11 @@ flags.DEFINE_list('model_depthwise', list(_D.model_depthwise), '--what=model: Mo
 flags.DEFINE_bool('profile', _D.profile, '--what=model: per-op times (jax.profiler trace) '
                   'of our default float32 forward of each model and the alternative it beat '
                   '(MobileNetV2: whole batch; VGG16: direct convs).')
-flags.DEFINE_integer('confirm_repeats', _D.confirm_repeats, '--what=model: rounds of our '
-                     "default forward head to head with torch's fastest formulation of the "
-                     'screening (which is biased upwards: the best of many noisy medians); the '
-                     'ratio is the median per-round ratio. 0 = the screening ratio.',
-                     lower_bound=0)
+flags.DEFINE_integer('confirm_repeats', _D.confirm_repeats, '--what=model,cam: rounds of '
+                     "ours head to head with each of torch's two fastest formulations of the "
+                     "screening (one with --torch_formulations=fast; the screening's figure is "
+                     'biased upwards: the best of many noisy medians); the ratio is the lower '
+                     'median per-round ratio. 0 = the screening ratio.', lower_bound=0)
 flags.DEFINE_bool('placement', _D.placement, '--what=model,cam: before each head-to-head '
                   "call, the round-trip latency between two of this process's CPUs (a VM's "
                   'vCPUs on one L3 or not), and the ratio over near and far rounds apart.')

@@ -59,8 +59,8 @@ class Options:
   model_dtypes: tuple[str, ...] = ('float32', 'bfloat16')
   model_depthwise: tuple[str, ...] = ('shift', 'conv')
   profile: bool = True             # per-op times of each encoder's float32 forwards
-  # Rounds of our default forward head to head with torch's best formulation of the screening
-  # above (`timing.head_to_head`); 0 = the screening's ratio is the headline.
+  # Rounds of ours head to head with each of torch's two fastest formulations of the screening
+  # (`timing.confirm`; the ratio is against the faster); 0 = the screening's ratio is the headline.
   confirm_repeats: int = 10
   placement: bool = True          # CPUs' round-trip latency before each head-to-head call
   # --what=cam, study

@@ -5,8 +5,8 @@ identical weights, both warmed up; maps compared; peak RSS of each in a fresh ch
 The reference is the fastest pytorch-grad-cam formulation (`bench.formulations.gradcam`:
 NCHW / channels_last x whole batch / chunks; gradients are needed, so no inference_mode).
 The 10-bucket run times the fastest one-target formulations again (10 one-target calls).
-As in --what=model, each screening's fastest formulation then runs `--confirm_repeats`
-rounds head to head with ours (`timing.head_to_head`) and the ratios are those rounds'
+As in --what=model, each screening's two fastest formulations then run `--confirm_repeats`
+rounds head to head with ours (`timing.confirm`) and each ratio is the lower of those rounds'
 medians: a 3-repeat screening median fell into a slow phase of the shared machine in run AP
 (ours 107 img/s, 102.7-182.6), and its winner's figure is the best of many noisy medians.
 """

@@ -4,9 +4,10 @@ MobileNetV2 (depthwise 'shift' vs 'conv', whole batch vs micro-batched) and VGG1
 default convs, Winograd on CPU, and the direct ones, in float32), float32 and bfloat16 (with its error against float32), interleaved with torchvision on identical
 weights when the reference is torch: every formulation of `bench.formulations.forward`
 (NCHW / channels_last, chunks of 1/2/4/8 images, inference_mode / no_grad, torch.compile)
-is timed (the screening), then our default forward and the fastest of them run head to head
-(`--confirm_repeats` rounds, `timing.head_to_head`): the headline ratio is that re-measurement's
-median per-round ratio, free of the screening winner's upward bias.
+is timed (the screening), then our default forward runs head to head with each of its two
+fastest (`--confirm_repeats` rounds each, `timing.confirm`): the headline ratio is the lower of
+those re-measurements' median per-round ratios, free of the screening winner's upward bias and
+of a lucky screening.
 """
 from __future__ import annotations
 
