@@ -100,7 +100,10 @@
     }
     $('ranges').addEventListener('input', () => { state.page = 0; update(); });
     $('reset').addEventListener('click', () => {
-      $('controls').reset(); $('sort').value = 'true'; state.page = 0; update();
+      // Not $('controls').reset(): a form's named controls shadow its methods, and
+      // form.reset is the button id="reset" (a TypeError; the button did nothing).
+      HTMLFormElement.prototype.reset.call($('controls'));
+      $('sort').value = 'true'; state.page = 0; update();
     });
     for (const b of document.querySelectorAll('.prev')) b.addEventListener('click', () => turn(-1));
     for (const b of document.querySelectorAll('.next')) b.addEventListener('click', () => turn(1));
