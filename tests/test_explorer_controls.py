@@ -32,3 +32,33 @@ def test_reset_clears_every_filter_and_the_sort(browser, tmp_path):
                    ' document.getElementById("min-true").value]') == [
                        'true', '-1', '60', '', False, '']
   check_page(page, 'explorer after reset')
+
+
+# Text under WCAG's 4.5:1 contrast in the element (its colour on the nearest opaque background).
+LOW_CONTRAST = """(root => {
+  const lum = c => c.match(/[\\d.]+/g).slice(0, 3).map(v => v / 255)
+      .map(v => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4)
+      .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const bg = e => {
+    for (; e; e = e.parentElement) {
+      const c = getComputedStyle(e).backgroundColor, a = c.match(/[\\d.]+/g);
+      if (a.length < 4 || Number(a[3]) > 0.5) return c;
+    }
+    return 'rgb(255, 255, 255)';
+  };
+  return [...root.querySelectorAll('*')].filter(e => e.childNodes.length &&
+      [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim())).map(e => {
+    const [a, b] = [lum(getComputedStyle(e).color), lum(bg(e))];
+    return [e.textContent.trim(), (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)];
+  }).filter(([, r]) => r < 4.5);
+})"""
+
+
+def test_the_detail_legend_is_readable(browser, tmp_path):
+  """The legend's keys were under 4.5:1: 'attribute / top tag' cyan on white 3.1:1,
+  'aesthetic' white on grey and 'green' grey on green 4.5:1 just under."""
+  path = explorer_fixture.write(tmp_path / 'x', n=3, methods=('gradcam',), regions=True)
+  page = browser.new_page(WIDTH)
+  page.goto(path)
+  page.click('.card')
+  assert page.eval(LOW_CONTRAST + '(document.querySelector("#detail .legend"))') == []
