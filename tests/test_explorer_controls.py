@@ -62,3 +62,32 @@ def test_the_detail_legend_is_readable(browser, tmp_path):
   page.goto(path)
   page.click('.card')
   assert page.eval(LOW_CONTRAST + '(document.querySelector("#detail .legend"))') == []
+
+
+def _key(page, key):
+  """A real key press (Enter also types its '\\r', which is what activates a button)."""
+  code = {'Enter': 13, 'Tab': 9, 'Escape': 27, 'ArrowLeft': 37, 'ArrowRight': 39}[key]
+  down = {'type': 'keyDown' if key == 'Enter' else 'rawKeyDown', 'key': key, 'code': key,
+          'windowsVirtualKeyCode': code}
+  if key == 'Enter':
+    down['text'] = '\r'
+  page.call('Input.dispatchKeyEvent', down)
+  page.call('Input.dispatchKeyEvent', dict(down, type='keyUp', text=''))
+
+
+def test_the_detail_arrows_step_by_keyboard_and_stop_at_the_ends(browser, tmp_path):
+  """Enter on the dialog's → button stepped once and moved the focus to 'close', so the next
+  Enter shut the dialog; ← and → did nothing, silently, at the first and last image."""
+  path = explorer_fixture.write(tmp_path / 'x', n=3, methods=('gradcam',))
+  page = browser.new_page(WIDTH)
+  page.goto(path)
+  page.eval('document.querySelector(".card").focus()')
+  _key(page, 'Enter')  # opens the first image (by true score, descending: row 2)
+  assert page.eval('[location.hash, document.activeElement.id, dprev.disabled, dnext.disabled]'
+                   ) == ['#image=2', 'close', True, False]
+  page.eval('dnext.focus()')
+  _key(page, 'Enter')
+  _key(page, 'Enter')
+  assert page.eval('[location.hash, document.activeElement.id, dprev.disabled, dnext.disabled]'
+                   ) == ['#image=0', 'close', False, True]  # at the end: focus back on close
+  assert page.eval('document.getElementById("detail").hidden') is False

@@ -395,8 +395,13 @@
 
   function openDetail(row) {
     const r = ROWS[row];
+    const wasOpen = !$('detail').hidden;
     state.open = state.lastRow = row;
     $('detail').hidden = false;
+    // The ends of the grid's order: its arrows greyed out (they did nothing, silently).
+    const i = state.order.findIndex(x => x.row === row);
+    $('dprev').disabled = i <= 0;
+    $('dnext').disabled = i < 0 || i >= state.order.length - 1;
     document.body.style.overflow = 'hidden';
     $('detail-title').textContent = `image ${r.image_id}`;
     $('detail-info').textContent =
@@ -423,7 +428,9 @@
       body.setAttribute('data-error', String(e.message || e));
     });
     if (location.hash !== `#image=${row}`) history.replaceState(null, '', `#image=${row}`);
-    $('close').focus();
+    // Focus on close when the dialog opens; a step keeps it on the arrow pressed (it moved to
+    // close, and a keyboard user's next Enter shut the dialog instead of stepping again).
+    if (!wasOpen || !$('detail').contains(document.activeElement)) $('close').focus();
   }
 
   function closeDetail() {
