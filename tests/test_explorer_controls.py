@@ -91,3 +91,21 @@ def test_the_detail_arrows_step_by_keyboard_and_stop_at_the_ends(browser, tmp_pa
   assert page.eval('[location.hash, document.activeElement.id, dprev.disabled, dnext.disabled]'
                    ) == ['#image=0', 'close', False, True]  # at the end: focus back on close
   assert page.eval('document.getElementById("detail").hidden') is False
+
+
+def test_closing_the_detail_shows_the_image_on_its_page(browser, tmp_path):
+  """Stepping with ← past the first card of page 2, then Escape: the grid stayed on page 2
+  and the focus fell to the document (the image's card was not on the page)."""
+  path = explorer_fixture.write(tmp_path / 'x', n=30, methods=('gradcam',))
+  page = browser.new_page(WIDTH)
+  page.goto(path)
+  _set(page, 'pagesize', '24')
+  page.click('.next')
+  page.click('.card')
+  first_of_page2 = page.eval('location.hash')
+  _key(page, 'ArrowLeft')
+  last_of_page1 = page.eval('location.hash')
+  assert last_of_page1 != first_of_page2
+  _key(page, 'Escape')
+  assert page.eval(INFO).startswith('page 1 / 2')
+  assert page.eval('"#image=" + document.activeElement.dataset.row') == last_of_page1

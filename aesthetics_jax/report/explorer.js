@@ -438,6 +438,13 @@
     $('detail').hidden = true;
     document.body.style.overflow = '';
     history.replaceState(null, '', location.pathname + location.search);
+    // Stepped past the page's edge: the grid turns to the image's page (it stayed on the old
+    // one, and the focus fell to the page's top).
+    const i = state.order.findIndex(r => r.row === state.lastRow);
+    if (i >= 0 && Math.floor(i / pageSize()) !== state.page) {
+      state.page = Math.floor(i / pageSize());
+      render();
+    }
     const c = document.querySelector(`.card[data-row="${state.lastRow}"]`);
     if (c) c.focus();
   }
