@@ -109,3 +109,18 @@ def test_closing_the_detail_shows_the_image_on_its_page(browser, tmp_path):
   _key(page, 'Escape')
   assert page.eval(INFO).startswith('page 1 / 2')
   assert page.eval('"#image=" + document.activeElement.dataset.row') == last_of_page1
+
+
+def test_the_bottom_pager_shows_the_new_page_from_its_top(browser, tmp_path):
+  """'next' under the grid turned the page but left the view at the bottom: the new page's
+  first cards were out of sight, above."""
+  path = explorer_fixture.write(tmp_path / 'x', n=72, methods=('gradcam',))  # 3 full pages
+  page = browser.new_page(WIDTH, 600)
+  page.goto(path)
+  _set(page, 'pagesize', '24')
+  page.click('nav.pager:last-of-type .next')
+  assert page.eval(INFO).startswith('page 2 / 3')
+  assert page.eval('(r => r.top >= 0 && r.top < innerHeight)'
+                   '(document.querySelector(".card").getBoundingClientRect())')
+  # A keyboard user's next Enter turns the page again, from a button in sight.
+  assert page.eval('document.activeElement === document.querySelector(".pager .next")')

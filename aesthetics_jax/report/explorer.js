@@ -178,6 +178,14 @@
     const pages = Math.max(1, Math.ceil(state.order.length / pageSize()));
     state.page = Math.min(pages - 1, Math.max(0, state.page + d));
     render();
+    // From the bottom pager: back to the top of the new page (the view stayed at the
+    // bottom, on the new page's last cards), the focus on the top pager's same button.
+    const top = document.querySelector('.pager');
+    if (top.getBoundingClientRect().top < 0) {
+      top.scrollIntoView();
+      const same = top.querySelector(d < 0 ? '.prev' : '.next');
+      if (document.activeElement.closest('.pager') && !same.disabled) same.focus();
+    }
   }
 
   function update() { state.order = filtered(); render(); }
