@@ -124,3 +124,33 @@ def test_the_bottom_pager_shows_the_new_page_from_its_top(browser, tmp_path):
                    '(document.querySelector(".card").getBoundingClientRect())')
   # A keyboard user's next Enter turns the page again, from a button in sight.
   assert page.eval('document.activeElement === document.querySelector(".pager .next")')
+
+
+# Left edges of two words of an element's first text node, as laid out.
+WORD_LEFTS = """((sel, a, b) => {
+  const t = document.querySelector(sel).firstChild, s = t.textContent, r = document.createRange();
+  return [a, b].map(w => {
+    const i = s.lastIndexOf(w);
+    r.setStart(t, i); r.setEnd(t, i + w.length);
+    return r.getBoundingClientRect().left;
+  });
+})"""
+
+
+def test_a_right_to_left_override_in_a_tag_stays_in_it(browser, tmp_path):
+  """A tag name or note holding a lone U+202E reversed the text after it: the detail's
+  ' · test row 2' read '2 wor tset · ', the notes' words after it right to left."""
+  from aesthetics_jax.report import explorer  # pylint: disable=import-outside-toplevel
+  ims = explorer_fixture.images(3, 'mobilenet_v2', ['gradcam'])
+  ims[2].tag = 'a\u202eevil'
+  path = explorer.write_explorer(tmp_path / 'x', ims, arch='mobilenet_v2', methods=['gradcam'],
+                                 targets=explorer_fixture.MNV2_TARGETS,
+                                 notes=['\u202eleft', 'right after'])
+  page = browser.new_page(WIDTH)
+  page.goto(path)
+  page.click('.card')  # row 2, the highest true score
+  test, row = page.eval(WORD_LEFTS + '("#detail-info", "test", "row")')
+  assert test < row, (test, row)
+  right, after = page.eval(WORD_LEFTS + '("#notes", "right", "after")')
+  assert right < after, (right, after)
+  assert explorer.read_index(path)['rows'][2][6].startswith('a\u202eevil')  # kept, closed
