@@ -154,3 +154,15 @@ def test_a_right_to_left_override_in_a_tag_stays_in_it(browser, tmp_path):
   right, after = page.eval(WORD_LEFTS + '("#notes", "right", "after")')
   assert right < after, (right, after)
   assert explorer.read_index(path)['rows'][2][6].startswith('a\u202eevil')  # kept, closed
+
+
+def test_the_vgg16_legend_names_only_its_own_box(browser, tmp_path):
+  """VGG16's detail legend named the average (red) and attribute (cyan) boxes and the crop as
+  'the average box', though it draws the aesthetic box only and crops to it."""
+  path = explorer_fixture.write(tmp_path / 'x', arch='vgg16', n=2, methods=('gradcam',))
+  page = browser.new_page(WIDTH)
+  page.goto(path)
+  page.click('.card')
+  legend = page.eval('document.querySelector("#detail .legend").innerText')
+  assert 'aesthetic (white); crop = the aesthetic box.' in legend, legend
+  assert 'average' not in legend and 'attribute' not in legend, legend

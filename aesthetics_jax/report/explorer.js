@@ -475,6 +475,10 @@
     `${ROWS.length} test images, ${D.arch}; maps of ${D.methods.join(', ')} for ` +
     `${D.targets.length} target(s).`].concat(D.notes || []).join(' ');
   $('region-legend').hidden = !D.regions;
+  if (!HAS_TAG) {  // VGG16 draws the aesthetic box only: no legend for boxes it has not got
+    $('legend-tag').hidden = true;
+    $('legend-crop').textContent = 'the aesthetic box';
+  }
   $('close').addEventListener('click', closeDetail);
   $('dprev').addEventListener('click', () => step(-1));
   $('dnext').addEventListener('click', () => step(1));
