@@ -93,6 +93,9 @@ def test_the_detail_arrows_step_by_keyboard_and_stop_at_the_ends(browser, tmp_pa
   assert page.eval('document.getElementById("detail").hidden') is False
 
 
+OPEN = 'new URLSearchParams(location.hash.slice(1)).get("image")'  # the open image's row
+
+
 def test_closing_the_detail_shows_the_image_on_its_page(browser, tmp_path):
   """Stepping with ← past the first card of page 2, then Escape: the grid stayed on page 2
   and the focus fell to the document (the image's card was not on the page)."""
@@ -102,13 +105,13 @@ def test_closing_the_detail_shows_the_image_on_its_page(browser, tmp_path):
   _set(page, 'pagesize', '24')
   page.click('.next')
   page.click('.card')
-  first_of_page2 = page.eval('location.hash')
+  first_of_page2 = page.eval(OPEN)
   _key(page, 'ArrowLeft')
-  last_of_page1 = page.eval('location.hash')
+  last_of_page1 = page.eval(OPEN)
   assert last_of_page1 != first_of_page2
   _key(page, 'Escape')
   assert page.eval(INFO).startswith('page 1 / 2')
-  assert page.eval('"#image=" + document.activeElement.dataset.row') == last_of_page1
+  assert page.eval('document.activeElement.dataset.row') == last_of_page1
 
 
 def test_the_bottom_pager_shows_the_new_page_from_its_top(browser, tmp_path):
@@ -166,3 +169,35 @@ def test_the_vgg16_legend_names_only_its_own_box(browser, tmp_path):
   legend = page.eval('document.querySelector("#detail .legend").innerText')
   assert 'aesthetic (white); crop = the aesthetic box.' in legend, legend
   assert 'average' not in legend and 'attribute' not in legend, legend
+
+
+def test_a_reload_keeps_the_view(browser, tmp_path):
+  """A reload (or a link copied from the address bar) kept the open image only: the sort,
+  filters and page went back to their defaults, and ← / → then stepped through another order
+  than the one the image was opened from."""
+  path = explorer_fixture.write(tmp_path / 'x', n=30, methods=('gradcam',))
+  page = browser.new_page(WIDTH)
+  page.goto(path)
+  for id_, value in (('sort', 'pred'), ('dir', '1'), ('min-true', '3.5'), ('pagesize', '24')):
+    _set(page, id_, value)
+  page.click('.next')
+  view = page.eval(INFO)
+  assert view == 'page 2 / 2 · 29 of 30 images'
+  page.click('.card:nth-child(3)')
+  before = page.eval(OPEN)
+  _key(page, 'ArrowLeft')
+  step = page.eval(OPEN)
+  mark = len(browser.events)
+  page.call('Page.reload')
+  browser.wait_event('Page.loadEventFired', page.session, since=mark)
+  assert page.eval(INFO) == view
+  assert page.eval('[sort.value, dir.value, pagesize.value,'
+                   ' document.getElementById("min-true").value]') == ['pred', '1', '24', '3.5']
+  assert page.eval('document.getElementById("detail").hidden') is False
+  assert page.eval(OPEN) == step
+  _key(page, 'ArrowRight')
+  assert page.eval(OPEN) == before  # the same order as before the reload
+  _key(page, 'Escape')
+  assert page.eval(OPEN) is None and 'pagesize=24' in page.eval('location.hash')
+  page.click('#reset')
+  assert page.eval('location.hash') == ''

@@ -190,6 +190,52 @@
 
   function update() { state.order = filtered(); render(); }
 
+  // ---- the view in the URL's hash ----------------------------------------------------------
+  // '#sort=pred&wrong=1&page=2&image=5': the controls that differ from their defaults, the
+  // page and the open image, so that a reload or a shared link shows the same view (a reload
+  // kept the open image only: the grid went back to all images, and ← / → then stepped
+  // through another order than the one the image was opened from).
+  const VIEW_KEYS = ['sort', 'dir', 'tag', 'idq', 'wrong', 'emptyq', 'regionq', 'pagesize']
+      .concat(RANGES.flatMap(([k]) => ['min-' + k, 'max-' + k]));
+
+  function defaultOf(e) {
+    if (e.type === 'checkbox') return e.defaultChecked;
+    if (e.tagName === 'SELECT') {
+      const o = [...e.options].find(x => x.defaultSelected) || e.options[0];
+      return o ? o.value : '';
+    }
+    return e.defaultValue;
+  }
+
+  function saveView() {
+    const q = new URLSearchParams();
+    for (const id of VIEW_KEYS) {
+      const e = $(id), v = e.type === 'checkbox' ? e.checked : e.value;
+      if (v !== defaultOf(e)) q.set(id, e.type === 'checkbox' ? '1' : v);
+    }
+    if (state.page) q.set('page', String(state.page + 1));
+    if (state.open >= 0) q.set('image', String(state.open));
+    const h = q.toString();
+    if (h ? location.hash !== '#' + h : location.hash) {
+      history.replaceState(null, '', h ? '#' + h : location.pathname + location.search);
+    }
+  }
+
+  function loadView() {
+    const q = new URLSearchParams(location.hash.slice(1));
+    for (const id of VIEW_KEYS) {
+      const e = $(id), v = q.get(id);
+      if (v === null) continue;
+      if (e.type === 'checkbox') e.checked = v === '1';
+      else if (e.tagName !== 'SELECT' || [...e.options].some(o => o.value === v)) e.value = v;
+    }
+    state.order = filtered();
+    state.page = Math.max(0, (parseInt(q.get('page'), 10) || 1) - 1);
+    render();
+    const m = /^\d+$/.exec(q.get('image') || '');
+    if (m && Number(m[0]) < ROWS.length) openDetail(Number(m[0]));
+  }
+
   function render() {
     const ps = pageSize(), n = state.order.length;
     const pages = Math.max(1, Math.ceil(n / ps));
@@ -202,6 +248,7 @@
     }
     for (const b of document.querySelectorAll('.prev')) b.disabled = state.page === 0;
     for (const b of document.querySelectorAll('.next')) b.disabled = state.page >= pages - 1;
+    saveView();
   }
 
   // ---- maps, loaded per chunk ----------------------------------------------------------------
@@ -435,7 +482,7 @@
       body.replaceChildren(el('p', {class: 'missing', text: String(e.message || e)}));
       body.setAttribute('data-error', String(e.message || e));
     });
-    if (location.hash !== `#image=${row}`) history.replaceState(null, '', `#image=${row}`);
+    saveView();
     // Focus on close when the dialog opens; a step keeps it on the arrow pressed (it moved to
     // close, and a keyboard user's next Enter shut the dialog instead of stepping again).
     if (!wasOpen || !$('detail').contains(document.activeElement)) $('close').focus();
@@ -445,7 +492,7 @@
     state.open = -1;
     $('detail').hidden = true;
     document.body.style.overflow = '';
-    history.replaceState(null, '', location.pathname + location.search);
+    saveView();
     // Stepped past the page's edge: the grid turns to the image's page (it stayed on the old
     // one, and the focus fell to the page's top).
     const i = state.order.findIndex(r => r.row === state.lastRow);
@@ -496,7 +543,5 @@
     else if (e.key === 'ArrowLeft') step(-1);
     else if (e.key === 'ArrowRight') step(1);
   });
-  update();
-  const m = /^#image=(\d+)$/.exec(location.hash);
-  if (m && Number(m[1]) < ROWS.length) openDetail(Number(m[1]));
+  loadView();
 })();
