@@ -122,13 +122,15 @@ import json, pathlib, sys
 out, steps = pathlib.Path(sys.argv[1]), sys.argv[2].split()
 size = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else '224'  # the dry run's is 64
 cam_json = out / 'cam.json'
-if cam_json.exists():  # Grad-CAM and the study against pytorch-grad-cam on the same device
-  res = json.loads(cam_json.read_text())['results']
+if cam_json.exists():  # Grad-CAM and the study against the faster of pytorch-grad-cam and
+  res = json.loads(cam_json.read_text())['results']  # hand-written torch, same device
   for sec, key in (('cam', 'ratio_one_target'), ('cam', 'ratio_10_buckets'), ('study', 'ratio')):
     if key in res.get(sec, {}):
-      print(f'ours / pytorch-grad-cam ({sec} {key}, torch on '
+      each = res[sec].get(key + '_by_reference', {})
+      print(f'ours / best torch ({sec} {key}, torch on '
             f'{res[sec].get("torch_device") or res[sec].get("torch", {}).get("device")}): '
-            f'{res[sec][key]:.2f}x')
+            f'{res[sec][key]:.2f}x'
+            + ''.join(f'; vs {k} {v:.2f}x' for k, v in each.items()))
 best, ratios = {}, []
 for f in sorted(out.glob('model_b*.json')):
   res = json.loads(f.read_text())['results']['model']

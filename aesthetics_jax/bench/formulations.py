@@ -35,6 +35,8 @@ class Formulation:
   grad: str = 'inference_mode'     # 'inference_mode' | 'no_grad' | 'grad' (CAM)
   compile: str = ''                # '' = eager; else a torch.compile mode
   autocast: str = ''               # '' = float32; 'bfloat16' = torch.autocast (CUDA only)
+  grads: str = ''                  # hand-written Grad-CAM: 'batched' (is_grads_batched) |
+                                   # 'loop' (one autograd.grad per target); '' = not that
 
   @property
   def name(self) -> str:
@@ -46,6 +48,8 @@ class Formulation:
       parts.append('compile_' + self.compile.replace('-', '_'))
     if self.autocast:
       parts.append('autocast')
+    if self.grads:
+      parts.append('grads_' + self.grads)
     return '_'.join(parts)
 
 
@@ -89,12 +93,55 @@ def gradcam(which: str, batch: int, our_chunk: int) -> list[Formulation]:
           for c in _chunks(which, batch, our_chunk)]
 
 
+def handwritten_gradcam(which: str, batch: int, our_chunk: int,
+                        grads: tuple[str, ...] = ('batched',)) -> list[Formulation]:
+  """Hand-written torch Grad-CAM (`torch_models.handwritten_gradcam`): layouts x chunks of
+  the features' forward under no_grad (the gradients are taken at A, past it), each with the
+  `grads` ways of taking the T targets' gradients; with 'all' also inference_mode (whole
+  batch). One target: 'batched' alone (one gradient either way)."""
+  check_set(which)
+  out = [Formulation(layout, c, 'no_grad', grads=g) for layout in LAYOUTS
+         for c in _chunks(which, batch, our_chunk) for g in grads]
+  if which == 'all':
+    out += [Formulation(layout, 0, 'inference_mode', grads=g) for layout in LAYOUTS
+            for g in grads]
+  return out
+
+
+def with_grads(names: list[str], forms: list[Formulation],
+               grads: tuple[str, ...] = ('batched', 'loop')) -> list[Formulation]:
+  """The formulations `names` (of `forms`), each with every way of taking the gradients in
+  `grads` (the 10-bucket and study runs of the one-target screening's fastest)."""
+  by_name = {f.name: f for f in forms}
+  return [dataclasses.replace(by_name[n], grads=g) for n in names for g in grads]
+
+
 # Why formulations of the grid are not tried for a workload (recorded in the JSON).
 GRADCAM_NOT_TRIED = {
     'inference_mode/no_grad': 'Grad-CAM needs the backward pass',
     'torch.compile': "pytorch-grad-cam's forward/tensor hooks on the target layer and its "
                      'per-call backward break dynamo graphs; the eager formulations are the '
                      "library's supported path"}
+
+HANDWRITTEN_NOT_TRIED = {
+    'grad (a forward hook on the full graph)': 'the gradients are taken at A, so the '
+                                               "features' graph is never used; no_grad / "
+                                               'inference_mode compute the same maps with '
+                                               'less work',
+    'torch.compile': '--what=model screens torch.compile on the same forward; not repeated '
+                     'here (1-3 min of compile per formulation on 2 cores)'}
+
+
+# The Grad-CAM references (cam, study): run-name prefix -> what the summary calls it. Their
+# ratios are against the faster of the two.
+LIB, HANDWRITTEN = 'pytorch_grad_cam', 'torch_handwritten'
+GRADCAM_REFERENCES = {LIB: 'pytorch-grad-cam', HANDWRITTEN: 'hand-written torch'}
+
+
+def reference_of(run_name: str | None) -> str:
+  """'pytorch-grad-cam' / 'hand-written torch' of a Grad-CAM reference run's name."""
+  return next((v for k, v in GRADCAM_REFERENCES.items()
+               if (run_name or '').startswith(k + '_')), '?')
 
 
 TOP_K = {'all': 2, 'fast': 1}  # formulations kept after a screening (10 buckets, study)

@@ -123,3 +123,75 @@ def gradcam_setup(batch: int, size: int, targets: str = 'one', channels_last: bo
   ks = [0] if targets == 'one' else list(range(NUM_BUCKETS))
   lists = [[class_target(k)] * batch for k in ks]
   return lambda: gradcam_maps(c, x, lists, chunk)
+
+
+def _minmax(m):
+  """pytorch-grad-cam's `scale_cam_image` per map of `[..., h, w]`: (m - min) / (1e-7 + max)."""
+  m = m - m.amin((-2, -1), keepdim=True)
+  return m / (1e-7 + m.amax((-2, -1), keepdim=True))
+
+
+def handwritten_gradcam(tmodel, x, target_fn: Callable[[Any], Any], size: int, chunk: int = 0,
+                        grads: str = 'batched', grad_mode: str = 'no_grad') -> np.ndarray:
+  """Grad-CAM at `tmodel.features`' output as a PyTorch user writes it for many targets:
+  ONE forward of the features (under `grad_mode`: their graph is not needed for gradients at
+  A), A made a leaf, the head (pool + classifier, torchvision's forward) on it, then the
+  gradients of all T targets w.r.t. A in one `autograd.grad` call vmapped over one-hot
+  grad_outputs (`grads='batched'`, is_grads_batched) or T calls (`'loop'`, retain_graph).
+  Maps: spatial-mean weights, ReLU of the weighted sum, then pytorch-grad-cam's order
+  (min-max, bilinear resize to `size` with cv2's half-pixel grid, ReLU, min-max).
+
+  target_fn: head outputs [b, K] -> targets [b, T]. chunk > 0: the batch `chunk` images at a
+  time. Returns float32 maps [B, T, size, size] on the host."""
+  import torch  # pylint: disable=import-outside-toplevel
+  import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
+  if grads not in ('batched', 'loop'):
+    raise ValueError(f"handwritten_gradcam: grads={grads!r}; use 'batched' or 'loop'")
+  mode = torch.inference_mode if grad_mode == 'inference_mode' else torch.no_grad
+  parts = [x[i:i + chunk] for i in range(0, x.shape[0], chunk)] if 0 < chunk else [x]
+  cams = []
+  for p in parts:
+    with mode():
+      a = tmodel.features(p)
+    # An inference tensor cannot require grad: clone it out of inference mode first.
+    a = (a.clone() if grad_mode == 'inference_mode' else a).requires_grad_(True)
+    with torch.enable_grad():
+      y = target_fn(tmodel.classifier(torch.flatten(F.adaptive_avg_pool2d(a, 1), 1)))
+      t = y.shape[1]
+      if grads == 'batched':
+        eye = torch.eye(t, dtype=y.dtype, device=y.device)[:, None, :].expand(t, *y.shape)
+        (g,) = torch.autograd.grad(y, a, grad_outputs=eye, is_grads_batched=True)
+      else:
+        g = torch.stack([torch.autograd.grad(y[:, k].sum(), a, retain_graph=k < t - 1)[0]
+                         for k in range(t)])                                 # [T,b,C,h,w]
+    with torch.no_grad():
+      cams.append(torch.relu(torch.einsum('tbc,bchw->bthw', g.mean((3, 4)), a)))
+  with torch.no_grad():
+    cam = torch.cat(cams)
+    b, t, h, w = cam.shape
+    up = F.interpolate(_minmax(cam).reshape(b * t, 1, h, w), size=(size, size),
+                       mode='bilinear', align_corners=False).reshape(b, t, size, size)
+    out = _minmax(torch.relu(up))
+  if out.device.type == 'cuda':
+    torch.cuda.synchronize()
+  return out.cpu().numpy()
+
+
+def class_targets(ks: Sequence[int]) -> Callable[[Any], Any]:
+  """Head outputs [b, K] -> the columns `ks` [b, len(ks)] (a ClassifierOutputTarget each)."""
+  idx = [int(k) for k in ks]
+  return lambda out: out[:, idx]
+
+
+def handwritten_setup(batch: int, size: int, targets: str = 'one', channels_last: bool = True,
+                      seed: int = 0, threads: int = 0, chunk: int = 0, grads: str = 'batched',
+                      grad_mode: str = 'no_grad') -> Callable[[], Any]:
+  """The hand-written torch Grad-CAM on MobileNetV2 (10-way head): one target or all 10
+  buckets per run (the peak-memory child's workload, as `gradcam_setup`)."""
+  set_threads(threads)
+  tmodel = mobilenet_v2(NUM_BUCKETS, seed, channels_last)
+  x = to_nchw(np.random.default_rng(seed).random((batch, size, size, 3), np.float32),
+              channels_last)
+  ks = [0] if targets == 'one' else list(range(NUM_BUCKETS))
+  return lambda: handwritten_gradcam(tmodel, x, class_targets(ks), size, chunk, grads,
+                                     grad_mode)

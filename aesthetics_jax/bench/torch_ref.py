@@ -34,6 +34,7 @@ set_threads, to_nchw = torch_models.set_threads, torch_models.to_nchw
 mobilenet_v2, vgg16 = torch_models.mobilenet_v2, torch_models.vgg16
 gradcam, gradcam_maps = torch_models.gradcam, torch_models.gradcam_maps
 class_target, gradcam_setup = torch_models.class_target, torch_models.gradcam_setup
+handwritten_gradcam, class_targets = torch_models.handwritten_gradcam, torch_models.class_targets
 NUM_TAGS = 66
 INSTALL = "pip install -e '.[torch]'"
 
@@ -178,21 +179,25 @@ def mean_score_target(output):
 
 
 def gradcam_references(model, size: int, num_outputs: int, dev: str | None):
-  """(our variables, {layout: (torch MobileNetV2, its GradCAM object)}) for the Grad-CAM
-  sections: both layouts' torch models with one set of weights, ours read from them; then
-  the torch models moved to `dev` (None: no torch, random variables, no references).
-  pytorch-grad-cam reads the model's device when built and moves each input there, so the
-  objects are made after the move."""
+  """(our variables, {layout: (torch MobileNetV2, its GradCAM object)}, {layout: a hook-free
+  copy of that model}) for the Grad-CAM sections: both layouts' torch models with one set of
+  weights, ours read from them; then the torch models moved to `dev` (None: no torch, random
+  variables, no references). pytorch-grad-cam reads the model's device when built and moves
+  each input there, so the objects are made after the move. The copies are the hand-written
+  Grad-CAM's (`handwritten_gradcam`): GradCAM's hooks on the target layer would store every
+  forward's activations there, a cost (and a growing list) no hand-written user has."""
+  import copy  # pylint: disable=import-outside-toplevel
   if dev is None:
-    return variables(model, 'mobilenet_v2', size), {}
+    return variables(model, 'mobilenet_v2', size), {}, {}
   tms = {layout: mobilenet_v2(num_outputs, seed=0, channels_last=layout == 'channels_last')
          for layout in formulations.LAYOUTS}
   ours = variables(model, 'mobilenet_v2', size, tms['contiguous'])  # before the move
-  refs = {}
+  refs, plain = {}, {}
   for layout, tm in tms.items():
     tm = tm.to(dev)
+    plain[layout] = copy.deepcopy(tm)  # before GradCAM hooks the original
     refs[layout] = (tm, gradcam(tm))
-  return ours, refs
+  return ours, refs, plain
 
 
 def top_tags(tmodel, x) -> np.ndarray:
@@ -215,14 +220,37 @@ def study_batch(tmodel, cam_obj, x, threshold: float, chunk: int = 0
   targets += [[class_target(k)] * b for k in range(NUM_BUCKETS)]
   targets += [[class_target(NUM_BUCKETS + t) for t in tags]]
   maps = gradcam_maps(cam_obj, x, targets, chunk)
-  aes, att = maps[0], maps[-1]
+  return _study_outputs(maps[0], np.stack(maps[1:11], 1), maps[-1], threshold)
+
+
+def _study_outputs(aes: np.ndarray, buckets: np.ndarray, att: np.ndarray,
+                   threshold: float) -> dict[str, np.ndarray]:
+  """The study's per-image outputs from its maps: boxes (aesthetic, attribute, average) and
+  the mean intensity of the aesthetic map."""
   box_aes = crop.boxes_np(aes, threshold)
   box_att = crop.boxes_np(att, threshold)
   avg = np.concatenate([(box_aes[:, :2] + box_att[:, :2]) // 2,
                         -((-(box_aes[:, 2:] + box_att[:, 2:])) // 2)], axis=1)
   return {'intensity': aes.mean((1, 2)), 'box_aesthetic': box_aes, 'box_attribute': box_att,
-          'box_average': avg, 'bucket': np.stack(maps[1:11], 1), 'aesthetic': aes,
-          'attribute': att}
+          'box_average': avg, 'bucket': buckets, 'aesthetic': aes, 'attribute': att}
+
+
+def study_targets(out):
+  """Head outputs [b, 76] -> the study's 12 targets [b, 12]: the mean score, the 10 buckets
+  and each image's top tag (argmax of its tag logits), as `study_batch` asks pytorch-grad-cam."""
+  import torch  # pylint: disable=import-outside-toplevel
+  top = out[:, NUM_BUCKETS:NUM_BUCKETS + NUM_TAGS].detach().argmax(-1) + NUM_BUCKETS
+  return torch.cat([mean_score_target(out)[:, None], out[:, :NUM_BUCKETS],
+                    out.gather(1, top[:, None])], 1)
+
+
+def handwritten_study_batch(tmodel, x, threshold: float, chunk: int = 0,
+                            grads: str = 'batched', grad_mode: str = 'no_grad'
+                            ) -> dict[str, np.ndarray]:
+  """`study_batch` with the hand-written Grad-CAM: one forward, the 12 targets' gradients
+  at A in one call (`handwritten_gradcam`), the same boxes and intensity."""
+  maps = handwritten_gradcam(tmodel, x, study_targets, x.shape[-1], chunk, grads, grad_mode)
+  return _study_outputs(maps[:, 0], maps[:, 1:11], maps[:, -1], threshold)
 
 
 # ---------------------------------------------------------------------------------------

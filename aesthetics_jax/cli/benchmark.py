@@ -16,9 +16,10 @@ microarchitecture they name), flags, MHz, thread counts, XLA flags and versions.
 
 Sections (`aesthetics_jax/bench/sections/`): `model` (MobileNetV2 / VGG16 forward, depthwise
 shift vs conv, whole batch vs micro-batched, float32 vs bfloat16 with its error, torchvision
-on identical weights), `cam` (Grad-CAM one target and all 10 buckets vs
-pytorch-grad-cam, maps compared, peak RSS in child processes), `study` (the whole per-image
-study vs looping pytorch-grad-cam), `recipe` (the paper's 50-epoch frozen MobileNetV2 recipe
+on identical weights), `cam` (Grad-CAM one target and all 10 buckets vs the faster of
+pytorch-grad-cam and a hand-written batched torch Grad-CAM, maps compared, peak RSS in child
+processes), `study` (the whole per-image study vs the faster of looping pytorch-grad-cam and
+the hand-written torch Grad-CAM), `recipe` (the paper's 50-epoch frozen MobileNetV2 recipe
 with the feature cache vs a plain PyTorch loop, extrapolated to 8,900 images), `input` (decode
 workers, pipeline vs model images/s, our pipeline vs google's grain doing the same work),
 `scaling` (streamed evaluation, time and peak RSS vs images). `--reference=torch` needs the
@@ -60,10 +61,11 @@ SECTIONS = ('model', 'cam', 'study', 'recipe', 'input', 'scaling')
 TARGETS = {  # the performance issue's targets (2-core CPU, after warm-up): ours / reference
     'mobilenet_v2_forward_vs_best_torch': 1.2,
     'vgg16_forward_vs_best_torch': 1.0,
-    'gradcam_one_target_vs_pytorch_grad_cam': 3.0,
-    'gradcam_10_buckets_vs_pytorch_grad_cam': 20.0,
+    # Grad-CAM and study: against the faster of pytorch-grad-cam and hand-written torch.
+    'gradcam_one_target_vs_best_torch': 3.0,
+    'gradcam_10_buckets_vs_best_torch': 20.0,
     'gradcam_peak_memory_torch_over_ours': 3.0,
-    'study_vs_looped_pytorch_grad_cam': 25.0,
+    'study_vs_best_torch': 25.0,
     'recipe_8900_vs_best_pytorch': 30.0,
 }
 

@@ -1,8 +1,10 @@
 """--what=study: the whole per-image study on `study_images` test images — aesthetic map,
 10 bucket maps, top attribute map, boxes (aesthetic, attribute, average) and mean intensity;
-ours in one jitted pass per batch vs pytorch-grad-cam looped over the same 12 targets, in
-its fastest formulation: every `bench.formulations.gradcam` formulation is screened on one
-batch (one target), the fastest are timed on the whole study, the ratio uses the best.
+ours in one jitted pass per batch vs the faster of two PyTorch references doing the same 12
+targets: pytorch-grad-cam looped over them, and the hand-written torch Grad-CAM (one forward,
+the 12 targets' gradients in one call; `torch_ref.handwritten_study_batch`). Every
+formulation of each is screened on one batch (one target), each one's fastest are timed on
+the whole study, the ratio uses the fastest of all (each reference's own is recorded).
 """
 from __future__ import annotations
 
@@ -17,22 +19,57 @@ from aesthetics_jax.bench.sections import Options, Row
 from aesthetics_jax.explain import cam
 
 THRESHOLD = 0.2  # box threshold on the normalised maps
+LIB, HW = formulations.LIB, formulations.HANDWRITTEN
+LIB_RUN, HW_RUN = f'{LIB}_study_looped_', f'{HW}_study_'  # run-name prefixes
 
 
-def _screen(opts: Options, tms, x_np: np.ndarray, b: int, chunk: int,
+def _screen(opts: Options, tms, plain, x_np: np.ndarray, b: int, chunk: int,
             dev: str) -> dict[str, Any]:
-  """One-target pytorch-grad-cam on the first study batch, every formulation twice after a
-  warm-up call (the study is 12 such calls per batch, too slow to time every formulation)."""
+  """One-target pytorch-grad-cam and hand-written torch Grad-CAM on the first study batch,
+  every formulation twice after a warm-up call (the study is 12 such pytorch-grad-cam calls
+  per batch, too slow to time every formulation). Keys: '<family>_<formulation>'."""
   fns = {}
   for f in formulations.gradcam(opts.torch_formulations, b, chunk):
     obj = tms[f.layout][1]
     x = torch_ref.to_nchw(x_np[:b], f.layout == 'channels_last').to(dev)
-    fns[f.name] = (lambda o=obj, xi=x, c=f.chunk: torch_ref.gradcam_maps(
+    fns[f'{LIB}_{f.name}'] = (lambda o=obj, xi=x, c=f.chunk: torch_ref.gradcam_maps(
         o, xi, [[torch_ref.class_target(0)] * b], c))
+  for f in formulations.handwritten_gradcam(opts.torch_formulations, b, chunk):
+    x = torch_ref.to_nchw(x_np[:b], f.layout == 'channels_last').to(dev)
+    fns[f'{HW}_{f.name}'] = (lambda m=plain[f.layout], xi=x, f=f: torch_ref.handwritten_gradcam(
+        m, xi, torch_ref.class_targets([0]), xi.shape[-1], f.chunk, f.grads, f.grad))
   runs = timing.interleaved(fns, items=b, repeats=2, warmup=1)
-  print('  screening (pytorch-grad-cam, one target, first batch):', flush=True)
+  print('  screening (one target, first batch):', flush=True)
   timing.print_runs(runs)
   return runs
+
+
+def _study_fns(opts: Options, tms, plain, screen: dict[str, Any], x_np: np.ndarray, b: int,
+               n: int, chunk: int, dev: str) -> dict[str, Any]:
+  """{run name: callable} of the whole study per reference: the screening's fastest
+  pytorch-grad-cam formulations looped over the 12 targets, and its fastest hand-written
+  ones (all 12 targets' gradients in one call, batched and looped)."""
+  k = formulations.TOP_K[opts.torch_formulations]
+  lib = {f.name: f for f in formulations.gradcam(opts.torch_formulations, b, chunk)}
+  hw_forms = formulations.handwritten_gradcam(opts.torch_formulations, b, chunk)
+  fns = {}
+
+  def batches(f):
+    return [torch_ref.to_nchw(x_np[i:i + b], f.layout == 'channels_last').to(dev)
+            for i in range(0, n, b)]
+  for name in formulations.top({m.removeprefix(f'{LIB}_'): r for m, r in screen.items()
+                                if m.startswith(f'{LIB}_')}, k):
+    f = lib[name]
+    tm, obj = tms[f.layout]
+    fns[LIB_RUN + name] = (lambda tm=tm, obj=obj, txs=batches(f), c=f.chunk: [
+        torch_ref.study_batch(tm, obj, t, THRESHOLD, c) for t in txs])
+  hw_top = formulations.top({m.removeprefix(f'{HW}_'): r for m, r in screen.items()
+                             if m.startswith(f'{HW}_')}, k)
+  for f in formulations.with_grads(hw_top, hw_forms):
+    fns[HW_RUN + f.name] = (lambda m=plain[f.layout], txs=batches(f), f=f: [
+        torch_ref.handwritten_study_batch(m, t, THRESHOLD, f.chunk, f.grads, f.grad)
+        for t in txs])
+  return fns
 
 
 def run(opts: Options) -> dict[str, Any]:
@@ -43,8 +80,8 @@ def run(opts: Options) -> dict[str, Any]:
   x_np = workloads.photos(n, s, seed=2)
   model = models.create_model(workloads.model_config('mobilenet_v2'))
   dev = torch_ref.device() if opts.torch else None  # the GPU's when JAX and torch see one
-  # tms: layout -> (torch model, its GradCAM object)
-  variables, tms = torch_ref.gradcam_references(model, s, 76, dev)
+  # tms: layout -> (torch model, its GradCAM object); plain: layout -> a hook-free copy
+  variables, tms, plain = torch_ref.gradcam_references(model, s, 76, dev)
   # Sharded over all devices (on CPU one per core, `cpu_backend`), as the commands run it.
   variables, *xs = workloads.place(variables, *[x_np[i:i + b] for i in range(0, n, b)])
   step = workloads.make_study_step(model, 'mobilenet_v2', s, THRESHOLD, chunk)
@@ -57,41 +94,45 @@ def run(opts: Options) -> dict[str, Any]:
                          'targets': list(cam.target_names('mobilenet_v2',
                                                           workloads.STUDY_TARGETS))}
   if opts.torch:
-    screen = _screen(opts, tms, x_np, b, chunk, dev)
-    keep = formulations.top(screen, formulations.TOP_K[opts.torch_formulations])
-    by_name = {f.name: f for f in formulations.gradcam(opts.torch_formulations, b, chunk)}
-    for name in keep:
-      f = by_name[name]
-      tm, obj = tms[f.layout]
-      txs = [torch_ref.to_nchw(x_np[i:i + b], f.layout == 'channels_last').to(dev)
-             for i in range(0, n, b)]
-      fns[f'pytorch_grad_cam_study_looped_{name}'] = (
-          lambda tm=tm, obj=obj, txs=txs, c=f.chunk: [
-              torch_ref.study_batch(tm, obj, t, THRESHOLD, c) for t in txs])
+    screen = _screen(opts, tms, plain, x_np, b, chunk, dev)
+    study_fns = _study_fns(opts, tms, plain, screen, x_np, b, n, chunk, dev)
+    fns.update(study_fns)
     res['torch'] = {'device': dev, 'screening': screen,
                     'screening_best': formulations.best(screen),
-                    'selection': f'the {len(keep)} fastest formulations of the screening '
-                                 '(one-target pytorch-grad-cam on the first batch)',
-                    'not_tried': formulations.GRADCAM_NOT_TRIED}
+                    'selection': f'per reference, the {formulations.TOP_K[opts.torch_formulations]}'
+                                 ' fastest formulations of the screening (one target on the '
+                                 'first batch); hand-written ones with the gradients batched '
+                                 'and looped',
+                    'not_tried': formulations.GRADCAM_NOT_TRIED,
+                    'handwritten_not_tried': formulations.HANDWRITTEN_NOT_TRIED}
   runs = timing.interleaved(fns, items=n, repeats=max(1, opts.repeats - 1), warmup=1)
   timing.print_runs(runs)
   res['runs'] = runs
   if opts.torch:
-    rep = formulations.report(runs, 'pytorch_grad_cam_study_looped_')
+    rep = formulations.report(runs, LIB_RUN)
     res['torch'].update(rep)
-    best = res['torch_best'] = rep['best']
-    res['ratio'] = timing.ratio(runs['jax_study'],
-                                runs[f'pytorch_grad_cam_study_looped_{best}'])
-    print(f'  best pytorch-grad-cam study formulation: {best}', flush=True)
+    res['torch']['handwritten'] = formulations.report(runs, HW_RUN)
+    res['torch_best'] = rep['best']  # pytorch-grad-cam's
+    best_runs = {fam: prefix + r['best'] for fam, prefix, r in (
+        (LIB, LIB_RUN, rep), (HW, HW_RUN, res['torch']['handwritten'])) if r['best']}
+    res['ratio_by_reference'] = {fam: timing.ratio(runs['jax_study'], runs[r])
+                                 for fam, r in best_runs.items()}
+    res['reference_runs'] = best_runs
+    best = res['torch_best_run'] = formulations.best({r: runs[r] for r in best_runs.values()})
+    res['ratio'] = timing.ratio(runs['jax_study'], runs[best])
+    print(f'  fastest torch study reference: {best}', flush=True)
     # Agreement of the aesthetic (mean-score) map and of the boxes.
     tm, obj = tms['contiguous']
     aes_step = workloads.make_cam_step(
         model, cam.targets_for('mobilenet_v2', ('aesthetic', 'top_tag')), chunk, s)
     ours_maps = np.asarray(aes_step(variables, xs[0]))
-    theirs = torch_ref.study_batch(tm, obj, torch_ref.to_nchw(x_np[:b], False).to(dev),
-                                   THRESHOLD)
+    x0 = torch_ref.to_nchw(x_np[:b], False).to(dev)
+    theirs = torch_ref.study_batch(tm, obj, x0, THRESHOLD)
     res['aesthetic_maps_agree'] = agreement.maps(theirs['aesthetic'], ours_maps[:, 0])
     res['attribute_maps_agree'] = agreement.maps(theirs['attribute'], ours_maps[:, 1])
+    hand = torch_ref.handwritten_study_batch(plain['contiguous'], x0, THRESHOLD)
+    res['handwritten_aesthetic_maps_agree'] = agreement.maps(hand['aesthetic'], ours_maps[:, 0])
+    res['handwritten_attribute_maps_agree'] = agreement.maps(hand['attribute'], ours_maps[:, 1])
     got = jax.device_get(step(variables, xs[0]))[1]  # the timed step's own boxes
     for k in ('aesthetic', 'attribute'):
       res[f'box_{k}_equal_fraction'] = float(np.mean(np.all(
@@ -100,6 +141,8 @@ def run(opts: Options) -> dict[str, Any]:
           f"maps: {res['attribute_maps_agree']}; boxes equal for "
           f"{res['box_aesthetic_equal_fraction']:.0%} (aesthetic) and "
           f"{res['box_attribute_equal_fraction']:.0%} (attribute) of images", flush=True)
+    print(f"  vs hand-written torch: aesthetic maps {res['handwritten_aesthetic_maps_agree']}; "
+          f"top-tag maps {res['handwritten_attribute_maps_agree']}", flush=True)
     for _, o in tms.values():
       o.__exit__(None, None, None)
   return res
@@ -110,23 +153,37 @@ def run(opts: Options) -> dict[str, Any]:
 BOX_EQUAL_TARGET = 0.9
 
 
+def _maps_row(name: str, maps: list[dict[str, Any]], vs: str) -> Row:
+  empty = all(m.get('all_zero_maps', 0) == m['maps'] for m in maps)  # nothing compared
+  return Row(name, None if empty else max(m['max_abs_diff'] for m in maps),
+             f'aesthetic{" and top-tag" if len(maps) > 1 else ""} maps of the first '
+             f'batch vs {vs}, min corr {min(m["min_corr"] for m in maps):.6f}'
+             + ('; every map zero: nothing compared' if empty else ''),
+             target=5e-4, better='lower')
+
+
 def summary(result: dict[str, Any]) -> list[Row]:
   if 'ratio' not in result:
     return []
-  rows = [Row('study_vs_looped_pytorch_grad_cam', result['ratio'],
-              f'{result["num_images"]} images, 12 maps + boxes each, vs best torch '
-              f'{result.get("torch_best")}')]
+  run_name = result.get('torch_best_run')
+  if run_name is None:  # JSONs from before the hand-written reference: pytorch-grad-cam's
+    vs = f'vs pytorch-grad-cam {result.get("torch_best")}'
+  else:
+    each = result.get('ratio_by_reference', {})
+    vs = (f'vs {formulations.reference_of(run_name)} '
+          f'{run_name.removeprefix(LIB_RUN).removeprefix(HW_RUN)}; '
+          + ', '.join(f'vs {formulations.GRADCAM_REFERENCES[f]} {each[f]:.2f}' for f in (LIB, HW)
+                      if f in each))
+  rows = [Row('study_vs_best_torch', result['ratio'],
+              f'{result["num_images"]} images, 12 maps + boxes each, {vs}')]
   # The speed is only worth quoting beside these (printed and stored before, never judged).
-  maps = [result[k] for k in ('aesthetic_maps_agree', 'attribute_maps_agree') if k in result]
-  if maps:
-    empty = all(m.get('all_zero_maps', 0) == m['maps'] for m in maps)  # nothing compared
-    rows.append(Row('study_maps_max_abs_diff',
-                    None if empty else max(m['max_abs_diff'] for m in maps),
-                    f'aesthetic{" and top-tag" if len(maps) > 1 else ""} maps of the first '
-                    f'batch vs pytorch-grad-cam, min corr '
-                    f'{min(m["min_corr"] for m in maps):.6f}'
-                    + ('; every map zero: nothing compared' if empty else ''),
-                    target=5e-4, better='lower'))
+  for name, prefix, who in (('study_maps_max_abs_diff', '', 'pytorch-grad-cam'),
+                            ('study_handwritten_maps_max_abs_diff', 'handwritten_',
+                             'hand-written torch')):
+    maps = [result[prefix + k] for k in ('aesthetic_maps_agree', 'attribute_maps_agree')
+            if prefix + k in result]
+    if maps:
+      rows.append(_maps_row(name, maps, who))
   boxes = {k: result[f'box_{k}_equal_fraction'] for k in ('aesthetic', 'attribute')
            if f'box_{k}_equal_fraction' in result}
   if boxes:
