@@ -276,17 +276,27 @@ _HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-  """Ctrl-C and SIGTERM wait (blocked, then delivered) until the block ends, so that a few
-  renames that land together are not cut in two. Only on the main thread, the one Python runs
-  signal handlers on; elsewhere a no-op."""
+  """Ctrl-C and SIGTERM wait until the block ends, so that a few renames that land together are
+  not cut in two: their handlers are swapped for one that notes the signal, which is raised
+  again, to the handler in place before, once the block is over. (Blocking them with
+  pthread_sigmask held them for this thread only: another thread took the signal and the
+  handler still ran here.) Only on the main thread, the one Python runs handlers on; elsewhere
+  a no-op."""
   if threading.current_thread() is not threading.main_thread():
     yield
     return
-  old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+  got: list[int] = []
+  # A handler installed outside Python (getsignal: None) cannot be put back: left alone.
+  old = {s: h for s in _HELD_SIGNALS if (h := signal.getsignal(s)) is not None}
+  for s in old:
+    signal.signal(s, lambda signum, frame: got.append(signum))
   try:
     yield
-  finally:  # what came meanwhile is delivered now
-    signal.pthread_sigmask(signal.SIG_SETMASK, old)
+  finally:
+    for s, h in old.items():
+      signal.signal(s, h)
+    for s in dict.fromkeys(got):  # each once, in the order they came
+      signal.raise_signal(s)
 
 
 # A write that failed for want of room (disk full, over a quota, a file too large for it).

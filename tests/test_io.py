@@ -98,11 +98,18 @@ def test_staged_commit_lands_whole_when_interrupted(tmp_path):
   a, b = tmp_path / 'a.json', tmp_path / 'b.json'
   a.write_text('old')
   b.write_text('old')
+  # Another thread alive (as JAX's, a prefetcher's): the kernel may hand it the signal, and
+  # blocking it in this thread alone (pthread_sigmask, the first fix) failed in CI.
+  done = threading.Event()
+  threading.Thread(target=done.wait, daemon=True).start()
   staged = io_lib.Staged()
   staged.write_text(a, 'new')
   staged.add(lambda: os.kill(os.getpid(), signal.SIGINT))  # Ctrl-C in the middle
   staged.write_text(b, 'new')
-  with pytest.raises(KeyboardInterrupt):
-    staged.commit()
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      staged.commit()
+  finally:
+    done.set()
   assert (a.read_text(), b.read_text()) == ('new', 'new')
   assert sorted(p.name for p in tmp_path.iterdir()) == ['a.json', 'b.json']
