@@ -97,7 +97,8 @@ def _check_method(method: Any) -> None:
 
 def _check_step(step: Any) -> None:
   if step is not None and (isinstance(step, bool) or not isinstance(step, (int, np.integer))):
-    raise ValueError(f'step={step!r}: pass a checkpoint step as an int, or None for the one training selected')
+    raise ValueError(f'step={step!r}: pass a checkpoint step as an int, or None for the one '
+                     'training selected')
 
 
 def _check_batch_size(batch_size: Any) -> int:
@@ -252,7 +253,7 @@ class Model:
     if not isinstance(x, (str, os.PathLike, bytes)):
       a = image_inputs.to_array(x)
       return _Image(a.shape[:2], a, a)
-    what = 'image bytes' if isinstance(x, bytes) else str(x)
+    what = image_files.input_name(x)
     data = image_files.read_bytes(x)
     decoded, model = image_files.model_input(data, self.predictor.size, what)
     whole = None

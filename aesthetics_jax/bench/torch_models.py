@@ -97,7 +97,8 @@ def gradcam(tmodel):
 
 
 def class_target(k: int):
-  from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
   return ClassifierOutputTarget(int(k))
 
 

@@ -9,6 +9,15 @@ import os
 import signal
 import sys
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: a command stopped by Ctrl-C, as a shell reports it
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a run SIGTERM ended
+
+
+def command_name() -> str:
+  """`predict` for `aesthetics-predict` and for `python -m launch.predict`."""
+  stem = os.path.splitext(os.path.basename(sys.argv[0] if sys.argv else ''))[0]
+  return stem.removeprefix('aesthetics-').replace('-', '_')
+
 
 def _is_command() -> bool:
   """Whether this process runs one of the commands (`aesthetics-X`, `python -m launch.X`), not
@@ -25,11 +34,10 @@ def _stop_while_starting(signum, frame) -> None:
   modules load: nothing is written yet, so one line and out. It was a 15-line traceback
   (Ctrl-C) or a silent -15 (SIGTERM) in the first ~0.5 s of every command."""
   del frame
-  name = os.path.basename(sys.argv[0]).removesuffix('.py').removeprefix('aesthetics-')
   what = 'interrupted (Ctrl-C)' if signum == signal.SIGINT else 'terminated (SIGTERM)'
-  os.write(2, f'{name.replace("-", "_")}: {what} while starting; nothing was written\n'
-           .encode())
-  os._exit(130 if signum == signal.SIGINT else 143)  # pylint: disable=protected-access
+  os.write(2, f'{command_name()}: {what} while starting; nothing was written\n'.encode())
+  # pylint: disable-next=protected-access
+  os._exit(EXIT_INTERRUPTED if signum == signal.SIGINT else EXIT_TERMINATED)
 
 
 if _is_command():

@@ -27,13 +27,13 @@ from absl import flags
 from ml_collections import config_flags
 
 from aesthetics_jax import compile_cache, cpu_backend
+# Shared with the start-up handlers (cli/__init__), which run before this module loads.
+from aesthetics_jax.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, command_name  # noqa: F401
 from aesthetics_jax.configs import default
 from aesthetics_jax.train import stop as stop_lib
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT: a command stopped by Ctrl-C, as a shell reports it
-EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a run SIGTERM ended
 
 
 def first_line(e: BaseException | str) -> str:
@@ -414,11 +414,6 @@ def stdout_failed(e: OSError) -> NoReturn:
     sys.exit(EXIT_SIGPIPE)
   fail(command_name(), f'could not write to stdout ({e.strerror or first_line(e)}); files '
        'written before are kept: rerun with stdout on a disk with free space')
-
-
-def command_name() -> str:
-  """`predict` for `aesthetics-predict` and for `python -m launch.predict`."""
-  return Path(sys.argv[0]).stem.removeprefix('aesthetics-').replace('-', '_')
 
 
 _HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml')

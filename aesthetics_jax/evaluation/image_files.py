@@ -79,13 +79,17 @@ def load_image(path: str | os.PathLike | bytes, target: int | None = WORK_SIDE,
   what: names bytes in errors (default: the path, or 'image bytes').
   """
   data = read_bytes(path)
-  if what is None:
-    what = 'image bytes' if isinstance(path, bytes) else str(path)
+  what = input_name(path) if what is None else what
   try:
     return decoder.decode(data, target=target, budget=budget, min_side=decoder.MIN_SIDE,
                           what=what)
   except decoder.DecodeError as e:
     raise PredictError(str(e)) from None
+
+
+def input_name(path: str | os.PathLike | bytes) -> str:
+  """How errors name an input: its path, or 'image bytes' for a file's content."""
+  return 'image bytes' if isinstance(path, bytes) else str(path)
 
 
 def read_bytes(path: str | os.PathLike | bytes) -> bytes:

@@ -68,7 +68,8 @@ CSV_FIELDS = ('image_id', 'true_mean', 'label', 'pred', 'pred_mean', 'p_high',
 def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
              demo: bool | None = None, write_html: bool = True,
              overrides: Mapping[str, Any] | None = None) -> dict:
-  """Evaluates the checkpoint of `workdir` (the one training selected, or `step`); returns the metrics dict.
+  """Evaluates the checkpoint of `workdir` (the one training selected, or `step`); returns the
+  metrics dict.
 
   demo: show the demo-data banner in the report and the explorer (default: detected from the
     AVA root, which the demo generator marks with `defect_masks/`).

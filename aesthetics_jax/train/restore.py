@@ -105,12 +105,18 @@ def selected_step(workdir) -> int | None:
   """The step `restore_for_inference` takes by default (None without checkpoints): what an
   earlier evaluation must be of to be current."""
   workdir = io.path(workdir)
-  ckpt = Checkpointer(workdir, best_metric=str(load_config(workdir).best_metric),
-                      read_only=True, enable_async=False)
+  ckpt = _reader(workdir, load_config(workdir))
   try:
     return ckpt.selected_step()
   finally:
     ckpt.close()
+
+
+def _reader(workdir, config) -> Checkpointer:
+  """A read-only Checkpointer of `workdir` that knows training's `best_metric` (its
+  `selected_step`)."""
+  return Checkpointer(workdir, best_metric=str(config.best_metric), read_only=True,
+                      enable_async=False)
 
 
 # Reads of the newest checkpoint that a live trainer may replace under them.
@@ -121,8 +127,7 @@ def _restore_step(workdir, model, config, step: int | None):
   """(variables, step) of `step` (None: the one training selected, `selected_step`). An error
   whose step a newer one replaced meanwhile (or whose folder is gone) carries
   `rotated = True`."""
-  ckpt = Checkpointer(workdir, best_metric=str(config.best_metric), read_only=True,
-                      enable_async=False)
+  ckpt = _reader(workdir, config)
   try:
     steps = ckpt.all_steps()
     if not steps:
