@@ -159,6 +159,18 @@ def test_a_right_to_left_override_in_a_tag_stays_in_it(browser, tmp_path):
   assert explorer.read_index(path)['rows'][2][6].startswith('a\u202eevil')  # kept, closed
 
 
+def test_a_right_to_left_override_in_the_workdir_name_stays_in_it(browser, tmp_path):
+  """A workdir named with a lone U+202E reversed the explorer's title after the name:
+  '(mobilenet_v2, step 7)' read ')7 pets ,2v_tenelibom('."""
+  from aesthetics_jax.evaluation import run  # pylint: disable=import-outside-toplevel
+  title = run.explorer_title(tmp_path / 'a\u202eevil', 'mobilenet_v2', 7)
+  path = explorer_fixture.write(tmp_path / 'x', n=2, methods=('gradcam',), title=title)
+  page = browser.new_page(WIDTH)
+  page.goto(path)
+  arch, step = page.eval(WORD_LEFTS + '("h1", "mobilenet_v2", "step")')
+  assert arch < step, (arch, step)
+
+
 def test_the_vgg16_legend_names_only_its_own_box(browser, tmp_path):
   """VGG16's detail legend named the average (red) and attribute (cyan) boxes and the crop as
   'the average box', though it draws the aesthetic box only and crops to it."""

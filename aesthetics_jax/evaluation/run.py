@@ -230,7 +230,7 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
           map_size=int(ec.explorer_map_size),
           thumb_size=int(ec.explorer_thumb_size), demo=demo, global_scale=scale,
           masks_dir=masks, image_size=size,
-          title=f'aesthetics-jax explorer: {workdir.name or workdir} ({arch}, step {step})',
+          title=explorer_title(workdir, arch, step),
           notes=[f'CAM layers: {", ".join(layers)}; box threshold {float(ec.box_threshold)}.'],
           staged=staged))
     _write_csv(out_dir / 'per_image.csv', test, sources['test'], size, scale, staged)
@@ -245,6 +245,13 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
                                demo=demo, title=f'aesthetics-jax: {section["name"]} evaluation',
                                staged=staged)
   return m
+
+
+def explorer_title(workdir: Path, arch: str, step: int) -> str:
+  """The explorer's title: the workdir's name isolated (a name is anything; one holding a
+  lone U+202E reversed '(arch, step N)' after it)."""
+  return (f'aesthetics-jax explorer: {report_html.isolated(workdir.name or workdir)} '
+          f'({arch}, step {step})')
 
 
 # 'step' first: which checkpoint these are of (the one training selected, unless --step).

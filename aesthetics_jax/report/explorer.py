@@ -116,26 +116,6 @@ def _json_for_script(obj: Any) -> str:
   return json.dumps(obj, separators=(',', ':'), allow_nan=False).replace('<', '\\u003c')
 
 
-# Bidi embeddings / overrides (closed by PDF) and isolates (closed by PDI).
-_EMBEDS, _ISOLATES = '\u202a\u202b\u202d\u202e', '\u2066\u2067\u2068'
-
-
-def _bidi_closed(s: str) -> str:
-  """`s` with the bidi overrides, embeddings and isolates it leaves open closed at its end: a
-  tag or note holding a lone U+202E (right-to-left override) reversed the page's text after
-  it (' · test row 3' read '3 wor tset ·', a tag option's count '(1)' came first)."""
-  stack: list[str] = []
-  for ch in s:
-    if ch in _EMBEDS or ch in _ISOLATES:
-      stack.append(ch)
-    elif ch == '\u202c' and stack and stack[-1] in _EMBEDS:  # PDF: the innermost embedding
-      stack.pop()
-    elif ch == '\u2069' and any(c in _ISOLATES for c in stack):  # PDI: up to its isolate
-      while stack.pop() not in _ISOLATES:
-        pass
-  return s + ''.join('\u2069' if c in _ISOLATES else '\u202c' for c in reversed(stack))
-
-
 def _num(v: float, digits: int = 4) -> float | None:
   v = float(v)
   return round(v, digits) if np.isfinite(v) else None
@@ -219,7 +199,7 @@ class ExplorerWriter:
     region = None if im.region is None else bool(np.asarray(im.region).any())
     peak = im.low_peaks.get(self.methods[0]) if self.methods else None
     self._rows.append([im.row, int(im.image_id), _num(im.true), _num(im.pred),
-                       _num(im.intensity), _num(im.intensity_global), _bidi_closed(im.tag),
+                       _num(im.intensity), _num(im.intensity_global), report_html.bidi_closed(im.tag),
                        int(im.label),
                        int(im.pred_label), aes_empty, tw, th, region,
                        bool(peak[2]) if region and peak else None,
@@ -262,7 +242,7 @@ class ExplorerWriter:
   def index(self) -> dict:
     """The inline table and settings the page reads."""
     return {'title': self.title, 'arch': self.arch, 'demo': self.demo,
-            'notes': [_bidi_closed(n) for n in self.notes],
+            'notes': [report_html.bidi_closed(n) for n in self.notes],
             'methods': self.methods, 'method_images': self.method_images,
             'targets': self.targets, 'columns': list(COLUMNS), 'rows': self._rows,
             'chunk_size': self.chunk_size, 'map_hw': self._map_hw,
@@ -283,7 +263,7 @@ class ExplorerWriter:
 
   def _close(self) -> Path:
     self._flush()
-    parts = {'TITLE': html.escape(_bidi_closed(report_html.text(self.title))),
+    parts = {'TITLE': html.escape(report_html.bidi_closed(report_html.text(self.title))),
              'CSS': _asset('explorer.css'),
              'DATA': _json_for_script(self.index()), 'JS': _asset('explorer.js')}
     # One pass over the template: text inside DATA (tag names) is never substituted again.

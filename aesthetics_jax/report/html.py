@@ -99,6 +99,34 @@ def text(x: Any) -> str:
   return _SURROGATES.sub('\ufffd', str(x))
 
 
+# Bidi embeddings / overrides (closed by PDF) and isolates (closed by PDI).
+_EMBEDS, _ISOLATES = '\u202a\u202b\u202d\u202e', '\u2066\u2067\u2068'
+
+
+def bidi_closed(s: str) -> str:
+  """`s` with the bidi overrides, embeddings and isolates it leaves open closed at its end: a
+  tag or note holding a lone U+202E (right-to-left override) reversed the page's text after
+  it (' · test row 3' read '3 wor tset ·', a tag option's count '(1)' came first)."""
+  stack: list[str] = []
+  for ch in s:
+    if ch in _EMBEDS or ch in _ISOLATES:
+      stack.append(ch)
+    elif ch == '\u202c' and stack and stack[-1] in _EMBEDS:  # PDF: the innermost embedding
+      stack.pop()
+    elif ch == '\u2069' and any(c in _ISOLATES for c in stack):  # PDI: up to its isolate
+      while stack.pop() not in _ISOLATES:
+        pass
+  return s + ''.join('\u2069' if c in _ISOLATES else '\u202c' for c in reversed(stack))
+
+
+def isolated(s: Any) -> str:
+  """`s` (a name: a workdir is anything) as page text that cannot reorder what is around it:
+  its own overrides closed, the whole in a first-strong isolate (FSI ... PDI). An explorer
+  titled 'explorer: <workdir> (arch, step N)' from a workdir holding a lone U+202E read
+  ')N pets ,hcra(' after the name."""
+  return '\u2068' + bidi_closed(text(s)) + '\u2069'
+
+
 def _esc(x: Any) -> str:
   return html.escape(text(x))
 
