@@ -785,7 +785,7 @@ def test_gradcam_ratio_is_against_the_faster_of_pytorch_grad_cam_and_handwritten
   assert res['ratio_one_target_by_reference'] == {'pytorch_grad_cam': 3.5,
                                                   'torch_handwritten': 9.0}
   # A failing first call (is_grads_batched without a batching rule) is recorded, not timed.
-  def fake(m, x, targets, size, chunk, grads, mode):
+  def fake(m, x, targets, size, chunk, grads, mode, features=None):
     if grads == 'batched':
       raise RuntimeError('Batching rule not implemented for aten::foo')
     return np.zeros((1, 1, size, size))
@@ -804,6 +804,97 @@ def test_gradcam_ratio_is_against_the_faster_of_pytorch_grad_cam_and_handwritten
   (row,) = study.summary(res)
   assert row.name == 'study_vs_best_torch' and row.value == 2.0
   assert 'vs hand-written torch x' in row.detail and 'vs pytorch-grad-cam 40.00' in row.detail
+
+
+def test_handwritten_gradcam_screens_torch_compile_of_its_features(monkeypatch):
+  """Issue 13: the hand-written torch Grad-CAM (cam, study) had no torch.compile formulation,
+  though --what=model screens it. With 'all' its features' forward (most of its time) is
+  compiled in each mode --what=model uses (whole batch, channels_last, no_grad; head and
+  gradients eager), one compiled module per model and mode shared by the section's runs; a
+  compile's first call gets the compile time-out and its seconds are recorded apart, a failed
+  compile is recorded and the compiler reset; 'fast' compiles nothing (fakes, no torch)."""
+  full = formulations.handwritten_gradcam('all', 16, 2, ('batched', 'loop'))
+  comp = [f for f in full if f.compile]
+  assert {(f.compile, f.grads) for f in comp} == {
+      (m, g) for m in formulations.COMPILE_MODES for g in ('batched', 'loop')}
+  assert all((f.layout, f.chunk, f.grad) == ('channels_last', 0, 'no_grad') for f in comp)
+  assert 'channels_last_batch_no_grad_compile_default_grads_batched' in [f.name for f in full]
+  assert not any(f.compile for f in formulations.handwritten_gradcam('fast', 16, 2))
+  made, resets, timeouts = [], [], []
+  real_guarded = formulations.guarded_first_call
+
+  def fake_features(m, mode, cache):
+    made.append((m, mode))
+    return cache.setdefault((m, mode), f'compiled {mode}')
+
+  def fake_gradcam(m, x, targets, size, chunk, grads, mode, features=None):
+    if features == 'compiled max-autotune-no-cudagraphs':
+      raise RuntimeError('InductorError: CppCompileError: C++ compile error')
+    return np.zeros((2, 1, size, size))
+
+  def guarded(fn, timeout_s):
+    timeouts.append(timeout_s)
+    return real_guarded(fn, timeout_s)
+  monkeypatch.setattr(torch_ref, 'torch_features', fake_features)
+  monkeypatch.setattr(torch_ref, 'handwritten_gradcam', fake_gradcam)
+  monkeypatch.setattr(torch_ref, 'reset_compiler', lambda: resets.append(1))
+  monkeypatch.setattr(formulations, 'guarded_first_call', guarded)
+  one = [f for f in full if f.grads == 'batched' and (f.compile or f.chunk)]
+  failed, compile_s, compiled, hw = {}, {}, {}, 'torch_handwritten_one_target_'
+  plain = {'contiguous': 'nchw', 'channels_last': 'cl'}
+  fns = cam_section._handwritten_fns(plain, plain, one, [9], 32, hw, failed, compiled,
+                                     compile_s, 60.0)
+  bad = hw + 'channels_last_batch_no_grad_compile_max_autotune_no_cudagraphs_grads_batched'
+  good = hw + 'channels_last_batch_no_grad_compile_default_grads_batched'
+  assert set(failed) == {bad} and failed[bad]['failed'].startswith('RuntimeError: Inductor')
+  assert resets == [1] and set(compile_s) == {good} and good in fns and bad not in fns
+  assert sorted(timeouts) == sorted(60.0 if f.compile else cam_section.HANDWRITTEN_FIRST_CALL_S
+                                    for f in one)
+  assert made == [('cl', 'default'), ('cl', 'max-autotune-no-cudagraphs')]
+  # The study keeps the screening's fastest, compiled ones included, gradients both ways.
+  opts = sections.Options(reference='torch', torch_formulations='all')
+  rate = lambda v: {'items_per_s': {'median': v, 'min': v, 'max': v}}  # noqa: E731
+  screen = {'torch_handwritten_' + good.removeprefix(hw): rate(9.0),
+            'torch_handwritten_contiguous_batch_no_grad_grads_batched': rate(5.0),
+            'torch_handwritten_channels_last_batch_no_grad_grads_batched': rate(1.0)}
+  assert sorted(study._hw_study_forms(opts, screen, 16, 2)) == sorted(
+      'torch_handwritten_study_' + n for n in (
+          'channels_last_batch_no_grad_compile_default_grads_batched',
+          'channels_last_batch_no_grad_compile_default_grads_loop',
+          'contiguous_batch_no_grad_grads_batched', 'contiguous_batch_no_grad_grads_loop'))
+
+
+def test_handwritten_gradcam_with_compiled_features_equals_eager(monkeypatch):
+  """The compiled formulations' maps (10 buckets; the study's 12 targets and boxes) equal the
+  eager hand-written ones, the gradients batched and looped, one compiled module per mode.
+  Dynamo traces the features here with the 'aot_eager' backend standing in for inductor:
+  inductor's C++ compile takes ~50 s on 2 cold cores (the benchmark judges its maps against
+  ours in every run)."""
+  torch = pytest.importorskip('torch')
+  torch_ref.set_threads(1)
+  real_compile = torch.compile
+  monkeypatch.setattr(torch, 'compile', lambda m, mode: real_compile(m, backend='aot_eager'))
+  size, b = 64, 2  # at 32 px the maps are all zero (1x1 feature grid): nothing to compare
+  tm = torch_ref.mobilenet_v2(76, seed=0, channels_last=True)
+  x = torch_ref.to_nchw(workloads.photos(b, size, seed=1), True)
+  ks = torch_ref.class_targets(range(10))
+  eager = torch_ref.handwritten_gradcam(tm, x, ks, size, 0, 'batched', 'no_grad')
+  eager_study = torch_ref.handwritten_study_batch(tm, x, 0.2)
+  assert eager.std() > 0.1                                      # maps that say something
+  cache: dict = {}
+  for f in formulations.handwritten_gradcam('all', b, 0, ('batched', 'loop')):
+    if not f.compile:
+      continue
+    feats = torch_ref.torch_features(tm, f.compile, cache)
+    got = torch_ref.handwritten_gradcam(tm, x, ks, size, f.chunk, f.grads, f.grad, feats)
+    np.testing.assert_allclose(got, eager, atol=1e-4, err_msg=f.name)
+    study_maps = torch_ref.handwritten_study_batch(tm, x, 0.2, f.chunk, f.grads, f.grad, feats)
+    for k in ('aesthetic', 'attribute', 'bucket'):
+      np.testing.assert_allclose(study_maps[k], eager_study[k], atol=1e-4, err_msg=k)
+    np.testing.assert_array_equal(study_maps['box_aesthetic'], eager_study['box_aesthetic'])
+  assert sorted(cache) == sorted((id(tm), m) for m in formulations.COMPILE_MODES)
+  assert all(type(v).__name__ == 'OptimizedModule' for v in cache.values())
+  torch_ref.reset_compiler()
 
 
 def test_input_section_runs_without_flags():

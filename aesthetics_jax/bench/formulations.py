@@ -25,6 +25,7 @@ LAYOUTS = ('contiguous', 'channels_last')
 CHUNKS = (1, 2, 4, 8)
 COMPILE_MODES = ('default', 'max-autotune-no-cudagraphs')
 COMPILE_TIMEOUT_S = 900.0   # per torch.compile (2-core CPU: MobileNetV2 ~1-3 min, VGG16 less)
+FIRST_CALL_TIMEOUT_S = 300.0  # an eager first call past this is recorded as failed, not timed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,12 +99,17 @@ def handwritten_gradcam(which: str, batch: int, our_chunk: int,
   """Hand-written torch Grad-CAM (`torch_models.handwritten_gradcam`): layouts x chunks of
   the features' forward under no_grad (the gradients are taken at A, past it), each with the
   `grads` ways of taking the T targets' gradients; with 'all' also inference_mode (whole
-  batch). One target: 'batched' alone (one gradient either way)."""
+  batch) and the features' forward compiled (`torch.compile(features, mode=...)`, every
+  COMPILE_MODES, whole batch, channels_last, no_grad: as `forward` screens it; the head and
+  gradients at A, a small part of the time, stay eager). One target: 'batched' alone (one
+  gradient either way)."""
   check_set(which)
   out = [Formulation(layout, c, 'no_grad', grads=g) for layout in LAYOUTS
          for c in _chunks(which, batch, our_chunk) for g in grads]
   if which == 'all':
     out += [Formulation(layout, 0, 'inference_mode', grads=g) for layout in LAYOUTS
+            for g in grads]
+    out += [Formulation('channels_last', 0, 'no_grad', m, grads=g) for m in COMPILE_MODES
             for g in grads]
   return out
 
@@ -128,8 +134,13 @@ HANDWRITTEN_NOT_TRIED = {
                                                "features' graph is never used; no_grad / "
                                                'inference_mode compute the same maps with '
                                                'less work',
-    'torch.compile': '--what=model screens torch.compile on the same forward; not repeated '
-                     'here (1-3 min of compile per formulation on 2 cores)'}
+    'torch.compile of the head and gradients': "the features' forward (compiled in the "
+                                               "'compile' formulations) is most of the time; "
+                                               'the head on A, its autograd.grad and the '
+                                               'resize stay eager',
+    'torch.compile chunked / NCHW / inference_mode': 'whole batch, channels_last, no_grad '
+                                                     'only, as --what=model (1-3 min of '
+                                                     'compile each on 2 cores)'}
 
 
 # The Grad-CAM references (cam, study): run-name prefix -> what the summary calls it. Their
@@ -197,6 +208,33 @@ def _alarm(seconds: float) -> Iterator[None]:
   finally:
     signal.setitimer(signal.ITIMER_REAL, 0)
     signal.signal(signal.SIGALRM, old)
+
+
+def first_calls(fns: Mapping[str, tuple[Formulation, Callable[[], Any]]],
+                failures: dict[str, Any], timeout_s: float,
+                compile_timeout_s: float = COMPILE_TIMEOUT_S,
+                reset: Callable[[], None] = lambda: None) -> tuple[dict[str, Callable[[], Any]],
+                                                                   dict[str, float]]:
+  """Calls each of `fns` ({run name: (formulation, callable)}) once, guarded
+  (`guarded_first_call`; a compiled formulation's first call compiles, so it gets
+  `compile_timeout_s`). Returns ({name: callable} of those that ran, {name: compile + first
+  run seconds} of the compiled ones); each failure goes to `failures` (printed), and after a
+  failed compile `reset()` runs (`torch_ref.reset_compiler`: dynamo's state after one makes
+  the next compile fail too)."""
+  ran, compile_s = {}, {}
+  for name, (f, fn) in fns.items():
+    secs, why = guarded_first_call(fn, compile_timeout_s if f.compile else timeout_s)
+    if why is not None:
+      failures[name] = failed(why, first_call_s=secs)
+      print(f'  {name} failed: {why} ({secs:.0f} s)', flush=True)
+      if f.compile:
+        reset()
+      continue
+    if f.compile:
+      compile_s[name] = secs
+      print(f'  torch.compile {name}: compile + first run {secs:.1f} s', flush=True)
+    ran[name] = fn
+  return ran, compile_s
 
 
 def guarded_first_call(fn: Callable[[], Any],

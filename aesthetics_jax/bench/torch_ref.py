@@ -35,6 +35,7 @@ mobilenet_v2, vgg16 = torch_models.mobilenet_v2, torch_models.vgg16
 gradcam, gradcam_maps = torch_models.gradcam, torch_models.gradcam_maps
 class_target, gradcam_setup = torch_models.class_target, torch_models.gradcam_setup
 handwritten_gradcam, class_targets = torch_models.handwritten_gradcam, torch_models.class_targets
+torch_features = torch_models.torch_features
 NUM_TAGS = 66
 INSTALL = "pip install -e '.[torch]'"
 
@@ -245,11 +246,14 @@ def study_targets(out):
 
 
 def handwritten_study_batch(tmodel, x, threshold: float, chunk: int = 0,
-                            grads: str = 'batched', grad_mode: str = 'no_grad'
+                            grads: str = 'batched', grad_mode: str = 'no_grad',
+                            features: Callable[[Any], Any] | None = None
                             ) -> dict[str, np.ndarray]:
-  """`study_batch` with the hand-written Grad-CAM: one forward, the 12 targets' gradients
-  at A in one call (`handwritten_gradcam`), the same boxes and intensity."""
-  maps = handwritten_gradcam(tmodel, x, study_targets, x.shape[-1], chunk, grads, grad_mode)
+  """`study_batch` with the hand-written Grad-CAM: one forward (`features`, e.g. compiled;
+  None = tmodel.features), the 12 targets' gradients at A in one call
+  (`handwritten_gradcam`), the same boxes and intensity."""
+  maps = handwritten_gradcam(tmodel, x, study_targets, x.shape[-1], chunk, grads, grad_mode,
+                             features)
   return _study_outputs(maps[:, 0], maps[:, 1:11], maps[:, -1], threshold)
 
 

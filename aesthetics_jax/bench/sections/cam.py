@@ -8,7 +8,8 @@ NCHW / channels_last x whole batch / chunks; gradients are needed, so no inferen
 Grad-CAM written by hand in torch as a competent user writes it for many targets
 (`torch_models.handwritten_gradcam`: one forward of the features under no_grad, the T targets'
 gradients at A in one `autograd.grad(is_grads_batched=True)` call, or T calls), in its
-fastest formulation (`formulations.handwritten_gradcam`). Each ratio is against the FASTER of
+fastest formulation (`formulations.handwritten_gradcam`; with 'all' also its features'
+forward under `torch.compile`). Each ratio is against the FASTER of
 the two; each reference's own ratio is recorded ('<ratio>_by_reference') and printed in the
 summary, the maps of both are judged against ours.
 The 10-bucket run times the fastest one-target formulations again (pytorch-grad-cam: 10
@@ -34,7 +35,7 @@ from aesthetics_jax.explain import cam
 TARGET_BUCKET = 9  # the one target: bucket 10 (the highest score)
 # Run-name families of the references: the library, and Grad-CAM written by hand in torch.
 LIB, HW, REFERENCES = formulations.LIB, formulations.HANDWRITTEN, formulations.GRADCAM_REFERENCES
-HANDWRITTEN_FIRST_CALL_S = 300.0  # a first call past this is recorded as failed, not timed
+HANDWRITTEN_FIRST_CALL_S = formulations.FIRST_CALL_TIMEOUT_S  # then failed, not timed
 
 
 def _torch_fns(tms, xs, forms, target_lists, prefix: str) -> dict[str, Any]:
@@ -48,22 +49,30 @@ def _torch_fns(tms, xs, forms, target_lists, prefix: str) -> dict[str, Any]:
 
 
 def _handwritten_fns(plain, xs, forms, ks: list[int], size: int, prefix: str,
-                     failed: dict[str, Any]) -> dict[str, Any]:
+                     failed: dict[str, Any], compiled: dict | None = None,
+                     compile_s: dict[str, float] | None = None,
+                     compile_timeout_s: float = formulations.COMPILE_TIMEOUT_S
+                     ) -> dict[str, Any]:
   """{run name: callable -> maps [B,T,S,S]} of the hand-written torch Grad-CAM per
   formulation, each called once first (guarded): one that raises (is_grads_batched on a
-  model whose ops have no batching rule) or runs past HANDWRITTEN_FIRST_CALL_S goes to
-  `failed` instead, and the other formulations are timed."""
+  model whose ops have no batching rule) or runs past HANDWRITTEN_FIRST_CALL_S
+  (`compile_timeout_s` for a compiled one: that call compiles) goes to `failed` instead, and
+  the other formulations are timed. compiled: the compiled features per (model, mode),
+  shared by the section's runs (`torch_ref.torch_features`); compile_s: gets the compile +
+  first-call seconds of the compiled formulations."""
   fns = {}
   for f in forms:
-    fn = (lambda m=plain[f.layout], xi=xs[f.layout], f=f: torch_ref.handwritten_gradcam(
-        m, xi, torch_ref.class_targets(ks), size, f.chunk, f.grads, f.grad))
-    secs, why = formulations.guarded_first_call(fn, HANDWRITTEN_FIRST_CALL_S)
-    if why is not None:
-      failed[prefix + f.name] = formulations.failed(why, first_call_s=secs)
-      print(f'  {prefix + f.name} failed: {why}', flush=True)
-      continue
-    fns[prefix + f.name] = fn
-  return fns
+    m = plain[f.layout]
+    feats = torch_ref.torch_features(m, f.compile, compiled) if f.compile else None
+    fns[prefix + f.name] = (f, lambda m=m, xi=xs[f.layout], f=f, feats=feats:
+                            torch_ref.handwritten_gradcam(
+                                m, xi, torch_ref.class_targets(ks), size, f.chunk, f.grads,
+                                f.grad, feats))
+  ran, secs = formulations.first_calls(fns, failed, HANDWRITTEN_FIRST_CALL_S, compile_timeout_s,
+                                       torch_ref.reset_compiler)
+  if compile_s is not None:
+    compile_s.update(secs)
+  return ran
 
 
 def best_of_references(res: dict[str, Any], what: str, ours: str, key: str) -> str | None:
@@ -147,11 +156,18 @@ def _run(opts: Options, probe: Callable[[], float | None] | None) -> dict[str, A
               if opts.torch else [])
   by_name = {f.name: f for f in forms}
   failed: dict[str, Any] = {}
+  # The hand-written formulations' compiled features (one per layout and mode), shared by the
+  # one-target and 10-bucket runs; compile_s: their compile + first call, recorded apart.
+  compiled: dict = {}
+  compile_s: dict[str, float] = {}
   fns = {'jax_gradcam_one_target': lambda: np.asarray(one(variables, x))}
   tl1 = [[torch_ref.class_target(k)] * b] if opts.torch else []
   fns.update(_torch_fns(tms, xs, forms, tl1, f'{LIB}_one_target_'))
-  fns.update(_handwritten_fns(plain, xs, hw_forms, [k], s, f'{HW}_one_target_', failed))
+  fns.update(_handwritten_fns(plain, xs, hw_forms, [k], s, f'{HW}_one_target_', failed,
+                              compiled, compile_s, opts.torch_compile_timeout))
   runs = timing.interleaved(fns, items=b, repeats=opts.repeats, warmup=opts.cam_warmup)
+  for name in set(compile_s) & set(runs):
+    runs[name]['compile_s'] = compile_s[name]
   runs.update(failed)
   res['runs'].update(runs)
   timing.print_runs(runs)
@@ -184,8 +200,10 @@ def _run(opts: Options, probe: Callable[[], float | None] | None) -> dict[str, A
     hw_keep = formulations.with_grads(
         formulations.top(res['torch']['handwritten_one_target']['tried'], top_k), hw_forms)
     fns.update(_handwritten_fns(plain, xs, hw_keep, list(range(10)), s, f'{HW}_10_buckets_',
-                                failed))
+                                failed, compiled, compile_s, opts.torch_compile_timeout))
   runs = timing.interleaved(fns, items=b, repeats=opts.repeats, warmup=1)
+  for name in set(compile_s) & set(runs):  # features compiled above: a first call, mostly
+    runs[name]['compile_s'] = compile_s[name]
   runs.update(failed)
   res['runs'].update(runs)
   timing.print_runs(runs)
@@ -255,7 +273,7 @@ def _peak_memory(opts: Options, b: int, s: int, chunk: int,
         'aesthetics_jax.bench.torch_models:handwritten_setup',
         dict(batch=b, size=s, targets=t, channels_last=hw_f.layout == 'channels_last',
              chunk=hw_f.chunk, grads=hw_f.grads, grad_mode=hw_f.grad,
-             threads=opts.torch_threads())) for t in ('one', 'all')})
+             compile_mode=hw_f.compile, threads=opts.torch_threads())) for t in ('one', 'all')})
   mem = {}
   for name, (target, kw) in jobs.items():
     mem[name] = memory.measure_in_child(target, kw, warmup=1, repeats=1)

@@ -23,12 +23,15 @@ LIB, HW = formulations.LIB, formulations.HANDWRITTEN
 LIB_RUN, HW_RUN = f'{LIB}_study_looped_', f'{HW}_study_'  # run-name prefixes
 
 
-def _screen(opts: Options, tms, plain, x_np: np.ndarray, b: int, chunk: int,
-            dev: str) -> dict[str, Any]:
+def _screen(opts: Options, tms, plain, x_np: np.ndarray, b: int, chunk: int, dev: str,
+            compiled: dict) -> dict[str, Any]:
   """One-target pytorch-grad-cam and hand-written torch Grad-CAM on the first study batch,
   every formulation twice after a warm-up call (the study is 12 such pytorch-grad-cam calls
-  per batch, too slow to time every formulation). Keys: '<family>_<formulation>'."""
-  fns = {}
+  per batch, too slow to time every formulation). The hand-written ones are called once
+  first, guarded (`formulations.first_calls`: a compiled one compiles its features there,
+  into `compiled`, and records 'compile_s'; a failure is recorded, not timed). Keys:
+  '<family>_<formulation>'."""
+  fns, hw, failed = {}, {}, {}
   for f in formulations.gradcam(opts.torch_formulations, b, chunk):
     obj = tms[f.layout][1]
     x = torch_ref.to_nchw(x_np[:b], f.layout == 'channels_last').to(dev)
@@ -36,22 +39,42 @@ def _screen(opts: Options, tms, plain, x_np: np.ndarray, b: int, chunk: int,
         o, xi, [[torch_ref.class_target(0)] * b], c))
   for f in formulations.handwritten_gradcam(opts.torch_formulations, b, chunk):
     x = torch_ref.to_nchw(x_np[:b], f.layout == 'channels_last').to(dev)
-    fns[f'{HW}_{f.name}'] = (lambda m=plain[f.layout], xi=x, f=f: torch_ref.handwritten_gradcam(
-        m, xi, torch_ref.class_targets([0]), xi.shape[-1], f.chunk, f.grads, f.grad))
+    m = plain[f.layout]
+    feats = torch_ref.torch_features(m, f.compile, compiled) if f.compile else None
+    hw[f'{HW}_{f.name}'] = (f, lambda m=m, xi=x, f=f, feats=feats: torch_ref.handwritten_gradcam(
+        m, xi, torch_ref.class_targets([0]), xi.shape[-1], f.chunk, f.grads, f.grad, feats))
+  ran, compile_s = formulations.first_calls(hw, failed, formulations.FIRST_CALL_TIMEOUT_S,
+                                            opts.torch_compile_timeout,
+                                            torch_ref.reset_compiler)
+  fns.update(ran)
   runs = timing.interleaved(fns, items=b, repeats=2, warmup=1)
+  for name, c in compile_s.items():
+    runs[name]['compile_s'] = c
+  runs.update(failed)
   print('  screening (one target, first batch):', flush=True)
   timing.print_runs(runs)
   return runs
 
 
+def _hw_study_forms(opts: Options, screen: dict[str, Any], b: int, chunk: int
+                    ) -> dict[str, formulations.Formulation]:
+  """{run name: formulation} of the hand-written study runs: the screening's fastest
+  formulations, the gradients batched and looped."""
+  k = formulations.TOP_K[opts.torch_formulations]
+  hw_forms = formulations.handwritten_gradcam(opts.torch_formulations, b, chunk)
+  hw_top = formulations.top({m.removeprefix(f'{HW}_'): r for m, r in screen.items()
+                             if m.startswith(f'{HW}_')}, k)
+  return {HW_RUN + f.name: f for f in formulations.with_grads(hw_top, hw_forms)}
+
+
 def _study_fns(opts: Options, tms, plain, screen: dict[str, Any], x_np: np.ndarray, b: int,
-               n: int, chunk: int, dev: str) -> dict[str, Any]:
+               n: int, chunk: int, dev: str, compiled: dict) -> dict[str, Any]:
   """{run name: callable} of the whole study per reference: the screening's fastest
   pytorch-grad-cam formulations looped over the 12 targets, and its fastest hand-written
-  ones (all 12 targets' gradients in one call, batched and looped)."""
+  ones (all 12 targets' gradients in one call, batched and looped; compiled features from
+  `compiled`, the screening's)."""
   k = formulations.TOP_K[opts.torch_formulations]
   lib = {f.name: f for f in formulations.gradcam(opts.torch_formulations, b, chunk)}
-  hw_forms = formulations.handwritten_gradcam(opts.torch_formulations, b, chunk)
   fns = {}
 
   def batches(f):
@@ -63,11 +86,11 @@ def _study_fns(opts: Options, tms, plain, screen: dict[str, Any], x_np: np.ndarr
     tm, obj = tms[f.layout]
     fns[LIB_RUN + name] = (lambda tm=tm, obj=obj, txs=batches(f), c=f.chunk: [
         torch_ref.study_batch(tm, obj, t, THRESHOLD, c) for t in txs])
-  hw_top = formulations.top({m.removeprefix(f'{HW}_'): r for m, r in screen.items()
-                             if m.startswith(f'{HW}_')}, k)
-  for f in formulations.with_grads(hw_top, hw_forms):
-    fns[HW_RUN + f.name] = (lambda m=plain[f.layout], txs=batches(f), f=f: [
-        torch_ref.handwritten_study_batch(m, t, THRESHOLD, f.chunk, f.grads, f.grad)
+  for name, f in _hw_study_forms(opts, screen, b, chunk).items():
+    m = plain[f.layout]
+    feats = torch_ref.torch_features(m, f.compile, compiled) if f.compile else None
+    fns[name] = (lambda m=m, txs=batches(f), f=f, feats=feats: [
+        torch_ref.handwritten_study_batch(m, t, THRESHOLD, f.chunk, f.grads, f.grad, feats)
         for t in txs])
   return fns
 
@@ -93,9 +116,10 @@ def run(opts: Options) -> dict[str, Any]:
                          'jax_devices': len(xs[0].sharding.device_set),
                          'targets': list(cam.target_names('mobilenet_v2',
                                                           workloads.STUDY_TARGETS))}
+  compiled: dict = {}  # the hand-written formulations' compiled features, compiled once
   if opts.torch:
-    screen = _screen(opts, tms, plain, x_np, b, chunk, dev)
-    study_fns = _study_fns(opts, tms, plain, screen, x_np, b, n, chunk, dev)
+    screen = _screen(opts, tms, plain, x_np, b, chunk, dev, compiled)
+    study_fns = _study_fns(opts, tms, plain, screen, x_np, b, n, chunk, dev, compiled)
     fns.update(study_fns)
     res['torch'] = {'device': dev, 'screening': screen,
                     'screening_best': formulations.best(screen),
@@ -130,9 +154,23 @@ def run(opts: Options) -> dict[str, Any]:
     theirs = torch_ref.study_batch(tm, obj, x0, THRESHOLD)
     res['aesthetic_maps_agree'] = agreement.maps(theirs['aesthetic'], ours_maps[:, 0])
     res['attribute_maps_agree'] = agreement.maps(theirs['attribute'], ours_maps[:, 1])
-    hand = torch_ref.handwritten_study_batch(plain['contiguous'], x0, THRESHOLD)
-    res['handwritten_aesthetic_maps_agree'] = agreement.maps(hand['aesthetic'], ours_maps[:, 0])
-    res['handwritten_attribute_maps_agree'] = agreement.maps(hand['attribute'], ours_maps[:, 1])
+    # The hand-written maps: the eager NCHW one and every timed formulation's (compiled ones
+    # included); each kind's worst is judged.
+    eager = formulations.Formulation(grad='no_grad', grads='batched')
+    hw_forms = {eager.name: eager, **{k.removeprefix(HW_RUN): f for k, f in
+                                      _hw_study_forms(opts, screen, b, chunk).items()}}
+    by_run = res['handwritten_maps_agree_by_run'] = {}
+    for name, f in hw_forms.items():
+      m = plain[f.layout]
+      hand = torch_ref.handwritten_study_batch(
+          m, torch_ref.to_nchw(x_np[:b], f.layout == 'channels_last').to(dev), THRESHOLD,
+          f.chunk, f.grads, f.grad,
+          torch_ref.torch_features(m, f.compile, compiled) if f.compile else None)
+      by_run[name] = {k: agreement.maps(hand[k], ours_maps[:, i])
+                      for i, k in enumerate(('aesthetic', 'attribute'))}
+    for k in ('aesthetic', 'attribute'):
+      worst = max(by_run, key=lambda n, k=k: by_run[n][k]['max_abs_diff'])
+      res[f'handwritten_{k}_maps_agree'] = {**by_run[worst][k], 'worst_formulation': worst}
     got = jax.device_get(step(variables, xs[0]))[1]  # the timed step's own boxes
     for k in ('aesthetic', 'attribute'):
       res[f'box_{k}_equal_fraction'] = float(np.mean(np.all(
