@@ -224,9 +224,11 @@ def test_per_image_csv_drops_an_empty_attribute_box(tmp_path):
   from aesthetics_jax.evaluation import run as eval_run
   from aesthetics_jax.evaluation import streaming
   n = 2
-  maps = {'box_aesthetic': np.array([[0, 0, 2, 2]] * n),
-          'box_attribute': np.array([[0, 0, 4, 4]] * n),
-          'box_average': np.array([[0, 0, 3, 3]] * n), 'empty_aesthetic': np.array([False, True]),
+  peak = np.zeros((4, 4), np.float32)
+  peak[0, 0] = 1.0
+  maps = {'cam_aesthetic': np.stack([peak, np.zeros_like(peak)]),
+          'cam_attribute': np.stack([np.zeros_like(peak), peak[::-1, ::-1]]),
+          'empty_aesthetic': np.array([False, True]),
           'empty_attribute': np.array([True, False]), 'intensity': np.ones(n),
           'raw_mean': np.ones(n), 'raw_min': np.zeros(n), 'raw_max': np.full(n, 2.0)}
   test = streaming.SplitSummary(
@@ -237,7 +239,7 @@ def test_per_image_csv_drops_an_empty_attribute_box(tmp_path):
   buf = io.BytesIO()
   Image.new('RGB', (40, 40)).save(buf, 'JPEG')
   source = [{'image': buf.getvalue(), 'image_id': i} for i in range(n)]
-  eval_run._write_csv(tmp_path / 'p.csv', test, source, 4)
+  eval_run._write_csv(tmp_path / 'p.csv', test, source, 0.5)
   rows = list(csv.DictReader(open(tmp_path / 'p.csv')))
   # Image 0: attribute map empty → no attribute box, average = the aesthetic box.
   assert (rows[0]['box_attribute'], rows[0]['box_average']) == ('', rows[0]['box_aesthetic'])

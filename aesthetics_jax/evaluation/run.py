@@ -233,7 +233,8 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
           title=explorer_title(workdir, arch, step),
           notes=[f'CAM layers: {", ".join(layers)}; box threshold {float(ec.box_threshold)}.'],
           staged=staged))
-    _write_csv(out_dir / 'per_image.csv', test, sources['test'], size, scale, staged)
+    _write_csv(out_dir / 'per_image.csv', test, sources['test'], float(ec.box_threshold), scale,
+               staged)
     write_figures(out_dir / 'figures', figs, staged)
     m['eval_seconds'] = round(time.time() - t0, 1)
     m = io_lib.json_safe(m)
@@ -414,11 +415,13 @@ def global_scale(m: Mapping[str, Any]) -> tuple[float, float] | None:
   return (float(g['min']), float(g['max'])) if 'min' in g and 'max' in g else None
 
 
-def _write_csv(path: Path, test: streaming.SplitSummary, source, size: int,
+def _write_csv(path: Path, test: streaming.SplitSummary, source, threshold: float,
                scale: tuple[float, float] | None = None,
                staged: io_lib.Staged | None = None) -> None:
   """per_image.csv: one row per test image (`CSV_FIELDS`); boxes "y0 x0 y1 x1" in original
-  image pixels; `intensity_global` in the `scale` (lo, hi) of `global_scale`."""
+  image pixels, taken as predict, the API and the explorer take them (`crop.image_boxes`: the
+  map in the image's aspect; they were boxed on the model's S×S grid here, up to 163 px from
+  predict's on the demo); `intensity_global` in the `scale` (lo, hi) of `global_scale`."""
   buf = io.StringIO()
   w = csv.writer(buf)
   w.writerow(CSV_FIELDS)
@@ -428,15 +431,12 @@ def _write_csv(path: Path, test: streaming.SplitSummary, source, size: int,
   for i in range(test.num_images):
     hw = _image_size(source[i])
     empty = bool(test.maps['empty_aesthetic'][i])
-    # An empty map has no box, as in predict (crop.without_empty): the CSV says 'empty' rather
-    # than printing the whole frame, and an empty attribute map is left out of the average.
-    names = [k for k in ('aesthetic', 'attribute', 'average') if f'box_{k}' in test.maps]
-    grid = crop.without_empty(
-        {k: test.maps[f'box_{k}'][i] for k in names},
-        {k: bool(test.maps[f'empty_{k}'][i]) for k in ('aesthetic', 'attribute')
-         if f'empty_{k}' in test.maps})
-    boxes = [' '.join(str(v) for v in crop.scale_box(grid[k], (size, size), hw)) if k in grid
-             else '' for k in ('aesthetic', 'attribute', 'average')]
+    # An empty map has no box (crop.without_empty): the CSV says 'empty' rather than printing
+    # the whole frame, and an empty attribute map is left out of the average.
+    attribute = test.maps['cam_attribute'][i] if 'cam_attribute' in test.maps else None
+    got = crop.image_boxes(test.maps['cam_aesthetic'][i], attribute, hw, threshold)['boxes']
+    boxes = [' '.join(str(int(v)) for v in got[k]) if k in got else ''
+             for k in ('aesthetic', 'attribute', 'average')]
     w.writerow([int(true['image_id'][i]), f'{true["mean_score"][i]:.4f}', int(true['label'][i]),
                 int(pred['label_pred'][i]), fmt(pred, 'mean_score', i, '.4f'),
                 fmt(pred, 'p_high', i, '.4f'), f'{ints["per_image"][i]:.5f}',

@@ -58,9 +58,10 @@ def make_summarize(size: int, threshold: float, arch: str, mesh: Mesh | None = N
   `raw_mean [B]` (raw aesthetic map upsampled, mean), `raw_min/raw_max [B]`,
   `box_aesthetic [B,4]`, `empty_aesthetic [B]` (`crop.empty_maps`: the map points nowhere and
   its box means nothing), `entropy [B]` (`cam.map_entropy`: 0 one cell, 1 uniform; NaN for an
-  empty map), `aes_norm [B,h,w]` (per-image-normalised aesthetic map), and for
-  MobileNetV2 `box_attribute`, `box_average [B,4]`, `bucket [B,10,h,w]` (per-image normalised
-  bucket maps).
+  empty map), `aes_norm [B,h,w]` (per-image-normalised aesthetic map), `cam_aesthetic [B,h,w]`
+  (the raw map, for per_image.csv's boxes: `crop.image_boxes`, as predict takes them), and for
+  MobileNetV2 `box_attribute`, `box_average [B,4]`, `cam_attribute [B,h,w]` (raw), `bucket
+  [B,10,h,w]` (per-image normalised bucket maps).
   """
   on_host = mesh is not None and mesh.size > 1 and not crop.label_on_device()
   boxes = (lambda m: m) if on_host else (lambda m: crop.boxes(m, threshold))
@@ -73,11 +74,13 @@ def make_summarize(size: int, threshold: float, arch: str, mesh: Mesh | None = N
     out = {'intensity': up.mean((1, 2)), 'raw_mean': up_raw.mean((1, 2)), 'aes_norm': norm[:, 0],
            'raw_min': up_raw.min((1, 2)), 'raw_max': up_raw.max((1, 2)),
            'box_aesthetic': boxes(up), 'empty_aesthetic': crop.empty_maps(aes),
+           'cam_aesthetic': aes,
            'entropy': jnp.where(crop.empty_maps(aes), jnp.nan, cam.map_entropy(aes))}
     if arch == 'mobilenet_v2':
       att = cam.upsample(cam.normalize(maps[:, 11:12], 'per_image'), (size, size))[:, 0]
       out['box_attribute'] = boxes(att)
       out['empty_attribute'] = crop.empty_maps(maps[:, 11])
+      out['cam_attribute'] = maps[:, 11]
       if not on_host:
         out['box_average'] = crop.average_boxes(out['box_aesthetic'], out['box_attribute'])
       out['bucket'] = cam.normalize(maps[:, 1:11], 'per_image')
@@ -105,7 +108,8 @@ class SplitSummary:
 
   pred: `predict_outputs` fields `[N, ...]`.
   true: `TRUE_FIELDS` of the batches `[N, ...]`.
-  maps: `make_summarize` fields without the maps (`intensity`, `raw_*`, `box_*`) `[N, ...]`.
+  maps: `make_summarize` fields but the normalised maps (`intensity`, `raw_*`, `box_*`, the
+    raw `cam_*` maps) `[N, ...]`.
   score_maps: `study.bucket_mean_maps` sums of the aesthetic map per true score bucket,
     `(sum [10,h,w], count [10])` (None unless kept).
   bucket_maps: sums of the 10 bucket maps per `SCORE_GROUPS` row, `(sum [G,10,h,w],

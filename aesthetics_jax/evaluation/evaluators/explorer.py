@@ -16,8 +16,8 @@ model-input grid, so a reader can check the localisation table image by image.
 Cost: the gradient methods share one forward + backward per image and EigenCAM is one SVD, but
 ScoreCAM re-runs the whole model once per feature channel (hundreds of channels on the paper
 models), so it is computed for the first `scorecam_images` test images only; the page says so
-for the others. Boxes are taken on a `BOX_LIMIT`-pixel grid (enough to draw on a thumbnail;
-the CSV and predict use finer grids).
+for the others. Boxes are taken as per_image.csv, predict and the API take them
+(`crop.image_boxes`), so the same image shows the same boxes everywhere.
 """
 from __future__ import annotations
 
@@ -44,8 +44,6 @@ from aesthetics_jax.explain import crop
 from aesthetics_jax.explain import faithfulness as faith_lib
 from aesthetics_jax.report import explorer as report_explorer
 
-# Longest side of the grid on which the explorer's boxes are taken.
-BOX_LIMIT = 128
 # Side of the square grid (the model input's, stretched back to the image's aspect on the
 # page) at which a region is stored for its outline.
 REGION_SIDE = 128
@@ -79,7 +77,7 @@ def image_boxes(maps: np.ndarray, hw: tuple[int, int], arch: str,
   """Raw maps `[T, h, w]` (targets as `targets(arch)`) of one image → its boxes as fractions
   of (H, W)."""
   attribute = maps[-1] if arch == 'mobilenet_v2' else None
-  d = crop.image_boxes(maps[0], attribute, hw, threshold, limit=BOX_LIMIT)
+  d = crop.image_boxes(maps[0], attribute, hw, threshold)
   return {k: _fractions(v, hw) for k, v in d['boxes'].items()}
 
 
