@@ -32,3 +32,32 @@ def test_num_example_images_is_split_between_high_and_low(asked, each, monkeypat
     figures.run(None, None, [], test, {}, None, arch='vgg16', image_size=32,
                 num_examples=asked)
   assert seen == ([[5, 1, 3][:each] + [2, 4, 0][:each]] if each else [])
+
+
+def test_example_boxes_are_the_csv_and_predict_boxes():
+  """The example figures boxed the map on the panel's grid (long side 256), per_image.csv,
+  predict and the explorer on the image's (up to 512): a region near the threshold made the
+  panel's box the whole frame where the others stop at 2/3 of it."""
+  import io  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.explain import crop  # pylint: disable=import-outside-toplevel
+  raw = (np.random.default_rng(194).random((4, 4)) ** 4).astype(np.float32)
+  buf = io.BytesIO()
+  Image.new('RGB', (300, 400), 'gray').save(buf, 'JPEG')  # H x W = 400 x 300
+  source = [{'image': buf.getvalue(), 'image_id': 7}]
+  test = streaming.SplitSummary(pred={}, true={'image_id': np.array([7]),
+                                               'mean_score': np.array([5.0])}, maps={})
+
+  def forward(variables, x):
+    return {'p_high': np.full((x.shape[0],), 0.5, np.float32)}, np.tile(raw, (x.shape[0], 1, 1, 1))
+
+  panels, _ = figures.examples(forward, None, source, [0], test,
+                               parallel.make_mesh(jax.devices()[:1]), arch='vgg16',
+                               image_size=32, normalize='none', threshold=0.5, batch_size=1,
+                               tag_names={})
+  want = crop.image_boxes(raw, None, (400, 300), 0.5)['boxes']['aesthetic']
+  grid = panels[0]['image'].shape[:2]
+  np.testing.assert_array_equal(panels[0]['boxes']['aesthetic'],
+                                crop.scale_box(want, (400, 300), grid))

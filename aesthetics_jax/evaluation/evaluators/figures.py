@@ -55,8 +55,13 @@ def examples(forward: streaming.ForwardFn, variables, source: Sequence, rows: Se
   for j, (i, img) in enumerate(zip(rows, imgs)):
     grid = crop.box_grid(img.size, EXAMPLE_SIZE)
     small = np.asarray(Image.fromarray(img.image).resize((grid[1], grid[0]), Image.BILINEAR))
-    d = crop.image_boxes(maps['aesthetic'][j], maps['top_tag'][j] if 'top_tag' in maps else None,
-                         grid, threshold)
+    attribute = maps['top_tag'][j] if 'top_tag' in maps else None
+    d = crop.image_boxes(maps['aesthetic'][j], attribute, grid, threshold)
+    # The boxes of per_image.csv, predict and the explorer (taken at the image's own size),
+    # drawn at the panel's: boxed on the panel's grid, a region near the threshold could differ.
+    hw = decoder.image_size(records[j]['image'], what=f'image_id {int(records[j]["image_id"])}')
+    d['boxes'] = {k: crop.scale_box(v, hw, grid) for k, v in
+                  crop.image_boxes(maps['aesthetic'][j], attribute, hw, threshold)['boxes'].items()}
     tag_caption = ''
     if 'top_tag' in maps:
       t = int(np.argmax(pred['tag_probs'][j])) + 1
