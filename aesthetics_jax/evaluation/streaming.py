@@ -156,7 +156,10 @@ def collect(forward: ForwardFn, summarize, variables, batches: BatchesFn,
             source: Sequence, max_examples: int = 0, *, keep_maps: bool = True,
             desc: str = 'eval') -> SplitSummary:
   """Streams the first `max_examples` images of `source` (0 = all) through `forward` and
-  `summarize`; with `keep_maps`, also sums the maps for the Figure 8 panels."""
+  `summarize`; with `keep_maps`, also sums the maps for the Figure 8 panels and keeps each
+  image's raw `cam_*` maps (per_image.csv's boxes); without, passes that need neither (the
+  split-point fit, the untrained control) hold per image only numbers, whatever the layer."""
+  drop = {'bucket', 'aes_norm'} | (set() if keep_maps else {'cam_aesthetic', 'cam_attribute'})
   acc: dict[str, dict[str, list]] = {'pred': {}, 'true': {}, 'maps': {}}
   score_maps = bucket_maps = None
   n_total = min(len(source), int(max_examples)) if max_examples else len(source)
@@ -170,7 +173,7 @@ def collect(forward: ForwardFn, summarize, variables, batches: BatchesFn,
       summ = host['maps']
       for part in ('pred', 'true', 'maps'):
         for k, v in host[part].items():
-          if k not in ('bucket', 'aes_norm'):
+          if k not in drop:
             acc[part].setdefault(k, []).append(np.asarray(v)[keep])
       if keep_maps:
         scores = np.asarray(host['true']['mean_score'])[keep]
