@@ -124,7 +124,16 @@ def test_load_config_garbage_is_one_line(tmp_path):
     ('train', ['--config=configs/demo.py:vgg16', '--config.data.datadir=x'],
      'train: unknown config key --config.data.datadir; did you mean --config.data.data_dir'),
     ('evaluate', ['--config.model.arch=vgg16'],
-     'evaluate: --config.model.arch cannot change here'),
+     'evaluate: --config.model.arch cannot change here (the checkpoint fixes it); this command '
+     'takes --config.eval.KEY=VALUE and --config.data.KEY=VALUE'),
+    # A config file where the checkpoint's (or the control's) config is used: ml_collections
+    # said 'flag --config=...: Overriding config is not allowed.'
+    ('predict', ['--config=mobilenet_v2_emd', 'a.jpg'],
+     "predict: --config=mobilenet_v2_emd: this command takes no config file (its config is the "
+     "workdir's config.json); change its keys with --config.eval.KEY=VALUE"),
+    ('control', ['--config', 'control'],
+     'control: --config: this command takes no config file (its config is configs/control.py); '
+     'change its keys with --config.KEY=VALUE'),
     ('predict', ['--config.data.data_dir=x', 'a.jpg'],
      'predict: --config.data.data_dir cannot change here'),
     # Commands whose --config is a dict of overrides: ml_collections reads them while the flag

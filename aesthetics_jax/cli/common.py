@@ -466,7 +466,7 @@ def run_with_overrides(main: Callable[[list[str]], None], doc: str | None, comma
   """
   # config_args imports this module: a top-level import would be circular.
   from aesthetics_jax.cli import config_args  # pylint: disable=import-outside-toplevel
-  config_args.check(sys.argv, command, allowed)
+  config_args.check(sys.argv, command, allowed, "the workdir's config.json")
   config_flags.DEFINE_config_dict('config', default.get_config(), help_text)
   run(main, doc)
 

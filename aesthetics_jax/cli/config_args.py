@@ -30,15 +30,24 @@ def _keys(config, prefix: str = '') -> list[str]:
   return out
 
 
-def check(argv: Sequence[str], script: str, allowed: Sequence[str] | None = None) -> None:
+def check(argv: Sequence[str], script: str, allowed: Sequence[str] | None = None,
+          config_is: str | None = None) -> None:
   """Exits 2 with one line if a `--config.KEY` in argv is unknown or not allowed here.
 
   allowed: key prefixes this script accepts (e.g. ('eval.', 'data.')); None = all keys.
+  config_is: for a command whose config is fixed (a workdir's, the control's), what it is:
+    a `--config=X` there is one line saying so (ml_collections said only 'Overriding config
+    is not allowed').
   """
   keys = _keys(default.get_config())
+  takes = (' and '.join(f'{_PREFIX}{a}KEY=VALUE' for a in allowed) if allowed is not None
+           else f'{_PREFIX}KEY=VALUE')
   for arg in argv[1:]:
     if arg == '--':
       break
+    if config_is and (arg == '--config' or arg.startswith('--config=')):
+      common.usage_error(script, f'{arg}: this command takes no config file (its config is '
+                         f'{config_is}); change its keys with {takes}')
     if not arg.startswith(_PREFIX):
       continue
     key = arg[len(_PREFIX):].split('=', 1)[0]
@@ -50,7 +59,7 @@ def check(argv: Sequence[str], script: str, allowed: Sequence[str] | None = None
     if allowed is not None and not key.startswith(tuple(allowed)):
       common.usage_error(
           script, f'--config.{key} cannot change here (the checkpoint fixes it); this command '
-          f'takes --config.{{{",".join(a.rstrip(".") for a in allowed)}}}.*')
+          f'takes {takes}')
 
 
 def _comma_hint(path: str, arg: str) -> str | None:

@@ -116,7 +116,7 @@ def main(argv):
 def run_cli() -> None:
   """`aesthetics-control`: --config.KEY=VALUE checked (one line, exit 2) before absl parses."""
   global _CONFIG  # pylint: disable=global-statement
-  config_args.check(sys.argv, 'control')
+  config_args.check(sys.argv, 'control', config_is='configs/control.py')
   _CONFIG = config_flags.DEFINE_config_dict(
       'config', control_config.get_config(),
       'The control config (configs/control.py); change keys with --config.KEY=VALUE.')
