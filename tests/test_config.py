@@ -184,6 +184,10 @@ def test_misspelled_or_forbidden_override_is_one_line(script, args, expect, tmp_
     # An unknown enumeration value: data.subset was "no prepared dataset ... ava/bogus".
     (['--config=demo:vgg16,smoke', '--config.data.subset=bogus'],
      "train: config.data.subset='bogus': must be one of 'style', 'all'"),
+    # An override before --config: ml_collections' 'Found --config.data.data_dir=... in argv
+    # before a value for --config was specified'; the override is applied now.
+    (['--config.data.data_dir={tmp}/nodata', '--config', 'demo:vgg16,smoke'],
+     'train: {tmp}/nodata: no prepared dataset ava/style; run aesthetics-prepare-data'),
     # Multi-process flags: a lone --num_processes trained as one process, a bad port
     # segfaulted grpc, an unreachable one hung.
     (['--config=demo:vgg16,smoke', '--num_processes=2'],

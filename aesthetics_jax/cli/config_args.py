@@ -173,24 +173,39 @@ def _near_key(key: str, known: set[str]) -> str:
 
 
 def resolve_config_flag(argv: Sequence[str], script: str, flag: str = 'config') -> list[str]:
-  """argv with `--config=SPEC` (or `--config SPEC`) resolved to a file and checked to load.
+  """argv with `--config=SPEC` (or `--config SPEC`) resolved to a file and checked to load,
+  and moved before the `--config.KEY=VALUE` overrides.
 
   Exits 2 with one line if the file is missing, fails to load or rejects its argument.
   """
   out = list(argv)
-  for i, arg in enumerate(out[1:], start=1):
-    if arg == '--':
-      break
+  moved: list[str] = []  # the --config arguments, in order
+  first_key = None       # where the first --config.KEY override is
+  i = 1
+  while i < len(out) and out[i] != '--':
+    arg = out[i]
+    if first_key is None and arg.startswith(f'--{flag}.'):
+      first_key = i
     if arg.startswith(f'--{flag}='):
-      value, at = arg.split('=', 1)[1], i
+      value, n = arg.split('=', 1)[1], 1
     elif arg == f'--{flag}' and i + 1 < len(out):
-      value, at = out[i + 1], i + 1
+      value, n = out[i + 1], 2
     else:
+      i += 1
       continue
     try:
       resolved = resolve_path(value)
       load(resolved)
     except ValueError as e:
       common.usage_error(script, str(e))
-    out[at] = f'--{flag}={resolved}' if at == i else resolved
+    if first_key is None:
+      out[i:i + n] = [f'--{flag}={resolved}']
+      i += 1
+    else:
+      # ml_collections refuses an override given before the file ('Found --config.KEY in argv
+      # before a value for --config was specified', exit 2); the order means nothing to us.
+      moved.append(f'--{flag}={resolved}')
+      del out[i:i + n]
+  if moved:
+    out[first_key:first_key] = moved
   return out

@@ -358,7 +358,9 @@ def _check_prepared(data_dir: str, subset: str, dataset) -> None:
 def run_cli() -> None:
   """`aesthetics-train`: argv checked (config file, argument, keys) before absl parses it."""
   config_args.check(sys.argv, 'train')
-  common.run(main, __doc__, config_args.resolve_config_flag(sys.argv, 'train'))
+  # Into sys.argv too: ml_collections reads the overrides' order there.
+  sys.argv[:] = config_args.resolve_config_flag(sys.argv, 'train')
+  common.run(main, __doc__, sys.argv)
 
 
 if __name__ == '__main__':
