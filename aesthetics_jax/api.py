@@ -35,6 +35,8 @@ import difflib
 import itertools
 import os
 import re
+import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -238,6 +240,14 @@ class Model:
     empty = not models.layer_names(layer)
     layers = self.layers if empty else models.resolve_layers(self.predictor.model, layer)
     key = (names, method, layers)
+    if not any(k[1:] == key[1:] for k in self._forwards):
+      # A 1x1 grid gave all-zero maps, None boxes and crops, and no word why (predict and
+      # evaluate say it): once per method and layers, naming a finer layer.
+      note = forward.one_cell_note(
+          self.predictor.model, self.predictor.variables, layers, self.predictor.size,
+          consequence='cam() gives zeros, boxes() and crop() None', flag="layer='{}'")
+      if note:
+        warnings.warn(note, UserWarning, stacklevel=_caller_level())
     if key not in self._forwards:  # compiled on first use: seconds on a CPU
       self._forwards[key] = forward.make_forward(
           self.predictor.model, self.arch, method, str(self.predictor.config.input.normalize),
@@ -513,6 +523,14 @@ def _workdir(workdir: Any) -> str:
     raise checkpoint_errors.WorkdirError(
         f'workdir {shown}: no config.json, so not a training workdir; {hint}')
   return p
+
+
+def _caller_level() -> int:
+  """`stacklevel` of the first frame outside this module: a warning names the user's line."""
+  frame, level = sys._getframe(1), 1  # pylint: disable=protected-access
+  while frame is not None and frame.f_code.co_filename == __file__:
+    frame, level = frame.f_back, level + 1
+  return level
 
 
 def load(workdir: str | os.PathLike, step: int | None = None, *, method: str | None = None,

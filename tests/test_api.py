@@ -423,6 +423,7 @@ def test_a_batch_holds_model_inputs_not_working_copies(example, tmp_path, monkey
   assert held == [(s, s, 3)] * 3  # one batch of three model inputs
 
 
+@pytest.mark.filterwarnings('ignore:CAM layer features.18 gives a 1x1 map')
 def test_boxes_name_every_box_also_when_the_maps_point_nowhere(example):
   """At a 1x1 CAM grid (the 32-px model's last layer) every map is constant, so points nowhere:
   boxes() returned {} and README's boxes['average'] was a KeyError. Every documented name is
@@ -851,6 +852,7 @@ def test_odd_tag_targets_are_one_clear_line(example):
   assert np.array_equal(m.cam(a, target='tag:+13'), m.cam(a, target='tag:13'))
 
 
+@pytest.mark.filterwarnings('ignore:CAM layer features.18 gives a 1x1 map')
 def test_overlays_of_a_map_that_points_nowhere_say_so(example, monkeypatch):
   """An empty map (all zero, or constant as on the 32-px model's 1x1 last layer) was drawn as
   an even blue wash captioned 'map: aesthetic (gradcam)', which reads as 'nothing matters
@@ -891,3 +893,20 @@ def test_a_layer_list_of_empty_names_is_the_checkpoints_layer(example):
     assert np.array_equal(m.cam(photo, layer=layer), want), layer
   assert predictor_lib.Predictor(tmp / 'mnv2', cam_layers=['', '']).cam_layers == (
       'features.13',)
+
+
+def test_a_layer_with_a_1x1_grid_warns_once_naming_a_finer_one(example):
+  """layer='features.18' at 32 px (a 1x1 grid) gave all-zero maps and None boxes with no word
+  why, where predict and evaluate say it: now one UserWarning per method and layers, at the
+  caller's line."""
+  import warnings
+  ns, _, photo = example
+  m = type(ns['m'])(ns['m'].predictor)  # nothing compiled yet: other tests used features.18
+  with pytest.warns(UserWarning, match=r"CAM layer features\.18 gives a 1x1 map .*; pass "
+                    r"layer='features\.\d+' \(2x2\)") as w:
+    assert m.cam(photo, target='low', layer='features.18').max() == 0
+  assert w[0].filename == __file__
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    m.boxes(photo, layer='features.18')  # compiled already: said once
+    m.cam(photo)  # the checkpoint's layer: a finer grid
