@@ -188,6 +188,11 @@ def test_misspelled_or_forbidden_override_is_one_line(script, args, expect, tmp_
     # before a value for --config was specified'; the override is applied now.
     (['--config.data.data_dir={tmp}/nodata', '--config', 'demo:vgg16,smoke'],
      'train: {tmp}/nodata: no prepared dataset ava/style; run aesthetics-prepare-data'),
+    # An override without --config: absl's "Unknown command line flag 'config.seed'. Did you
+    # mean: config ?"
+    (['--config.seed=1'],
+     'train: --config.seed=1: no --config to apply it to; pass one, e.g. '
+     '--config=mobilenet_v2_emd (packaged: '),
     # Multi-process flags: a lone --num_processes trained as one process, a bad port
     # segfaulted grpc, an unreachable one hung.
     (['--config=demo:vgg16,smoke', '--num_processes=2'],

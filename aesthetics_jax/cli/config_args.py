@@ -181,11 +181,13 @@ def resolve_config_flag(argv: Sequence[str], script: str, flag: str = 'config') 
   out = list(argv)
   moved: list[str] = []  # the --config arguments, in order
   first_key = None       # where the first --config.KEY override is
+  given = False          # a --config argument, with or without its value
   i = 1
   while i < len(out) and out[i] != '--':
     arg = out[i]
     if first_key is None and arg.startswith(f'--{flag}.'):
       first_key = i
+    given = given or arg == f'--{flag}' or arg.startswith(f'--{flag}=')
     if arg.startswith(f'--{flag}='):
       value, n = arg.split('=', 1)[1], 1
     elif arg == f'--{flag}' and i + 1 < len(out):
@@ -206,6 +208,11 @@ def resolve_config_flag(argv: Sequence[str], script: str, flag: str = 'config') 
       # before a value for --config was specified', exit 2); the order means nothing to us.
       moved.append(f'--{flag}={resolved}')
       del out[i:i + n]
+  if first_key is not None and not given:
+    # absl said "Unknown command line flag 'config.seed'. Did you mean: config ?"
+    common.usage_error(script, f'{out[first_key]}: no --{flag} to apply it to; pass one, '
+                       f'e.g. --{flag}=mobilenet_v2_emd (packaged: '
+                       f'{", ".join(configs.packaged())})')
   if moved:
     out[first_key:first_key] = moved
   return out
