@@ -144,6 +144,10 @@ def test_load_config_garbage_is_one_line(tmp_path):
     ('evaluate', ['--config.eval.cam_mthods=x'],
      'evaluate: unknown config key --config.eval.cam_mthods; did you mean '
      '--config.eval.cam_methods'),
+    # Names listed with commas: ml_collections' line suggested one quoted name, refused next.
+    ('predict', ['--config.eval.cam_layers=features.13,features.14', 'a.jpg'],
+     "predict: --config.eval.cam_layers=features.13,features.14: a list of names is a Python "
+     "tuple here: --config.eval.cam_layers=\"('features.13', 'features.14',)\""),
     # A value of the wrong type: absl's 'FATAL Flags parsing error' and a second line, exit 1.
     ('predict', ['--step=abc', 'a.jpg'],
      "predict: flag --step=abc: invalid literal for int() with base 10: 'abc'"),

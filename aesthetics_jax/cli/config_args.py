@@ -7,6 +7,7 @@ are also addressable by name: `--config=demo:vgg16` and `--config=configs/demo.p
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib.util
 import os
@@ -30,6 +31,20 @@ def _keys(config, prefix: str = '') -> list[str]:
   return out
 
 
+def _value(config, key: str):
+  for part in key.split('.'):
+    config = config[part]
+  return config
+
+
+def _is_literal(text: str) -> bool:
+  try:
+    ast.literal_eval(text)
+  except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+    return False
+  return True
+
+
 def check(argv: Sequence[str], script: str, allowed: Sequence[str] | None = None,
           config_is: str | None = None) -> None:
   """Exits 2 with one line if a `--config.KEY` in argv is unknown or not allowed here.
@@ -39,7 +54,9 @@ def check(argv: Sequence[str], script: str, allowed: Sequence[str] | None = None
     a `--config=X` there is one line saying so (ml_collections said only 'Overriding config
     is not allowed').
   """
-  keys = _keys(default.get_config())
+  config = default.get_config()
+  keys = _keys(config)
+  tuple_keys = {k for k in keys if isinstance(_value(config, k), tuple)}
   takes = (' and '.join(f'{_PREFIX}{a}KEY=VALUE' for a in allowed) if allowed is not None
            else f'{_PREFIX}KEY=VALUE')
   for arg in argv[1:]:
@@ -60,6 +77,12 @@ def check(argv: Sequence[str], script: str, allowed: Sequence[str] | None = None
       common.usage_error(
           script, f'--config.{key} cannot change here (the checkpoint fixes it); this command '
           f'takes {takes}')
+    name, eq, value = arg.partition('=')
+    if eq and key in tuple_keys and ',' in value and not _is_literal(value):
+      # ml_collections' own line suggested "'features.13,features.14'", one name it refuses.
+      items = ', '.join(repr(v.strip()) for v in value.split(',') if v.strip())
+      common.usage_error(script, f'{arg}: a list of names is a Python tuple here: '
+                         f'{name}="({items},)"')
 
 
 def _comma_hint(path: str, arg: str) -> str | None:
