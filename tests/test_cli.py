@@ -70,7 +70,10 @@ def test_output_checks(tmp_path):
   assert 'is a file' in common.folder_problem(tmp_path / 'file' / 'sub', 'd')
   assert common.file_problem(tmp_path / 'out.json', 'o') is None
   assert 'is a folder' in common.file_problem(tmp_path, 'o')
-  assert 'is a file' in common.file_problem(tmp_path / 'file' / 'x.json', 'o')
+  # The folder named, not 'its folder is a folder you cannot write to'.
+  assert common.file_problem(tmp_path / 'file' / 'x.json', 'o') == (
+      f'--o={tmp_path}/file/x.json: {tmp_path}/file is a file, not a folder; pass a path you '
+      'can write to')
   assert common.folder_problem('gs://bucket/run', 'd') is None   # checked by the write itself
   assert not list(tmp_path.glob('.aesthetics-write-check-*'))     # the probe cleans up
   if sys.platform == 'linux':  # unwritable even for root

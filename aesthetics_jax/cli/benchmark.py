@@ -1,7 +1,7 @@
 r"""Benchmark suite: JAX vs PyTorch in the same run, interleaved (`aesthetics-benchmark`, or
 `python -m launch.benchmark` from a checkout).
 
-  python -m launch.benchmark --what=all --reference=torch --json=F      # 31-62 min, 2-core CPU
+  python -m launch.benchmark --what=all --reference=torch --json=F      # 34-65 min, 2-core CPU
   python -m launch.benchmark --what=all --quick --json=F                # a few minutes
   python -m launch.benchmark --what=model|cam|study|recipe|input|scaling [...]
   python -m launch.benchmark --json=F     # --what=model: the encoders' forward vs PyTorch's

@@ -167,7 +167,7 @@ def file_problem(path: str | os.PathLike, flag: str) -> str | None:
   if p.is_dir() or str(path).endswith(('/', os.sep)):
     return f'--{flag}={path} is a folder; pass a file path'
   reason = _folder_reason(p.absolute().parent)
-  return reason and f'--{flag}={path}: its folder {reason}; pass a path you can write to'
+  return reason and f'--{flag}={path}: {p.absolute().parent} {reason}; pass a path you can write to'
 
 
 # Folders whose files C++ libraries open by name: UTF-8 names only (`io.utf8_problem`).

@@ -47,11 +47,11 @@ def apply(config, overrides: Mapping[str, Any] | None, *,
     if not isinstance(key, str) or key not in keys:
       near = difflib.get_close_matches(str(key), [k for k in keys if k.startswith(
           tuple(allowed))], n=3)
-      hint = f'; did you mean {", ".join(near)}?' if near else f'; {what} take {scope} keys'
+      hint = f'; did you mean {", ".join(near)}?' if near else f'; only {scope} keys can be set'
       raise OverrideError(f'{what}: unknown config key {key!r}{hint}')
     if not key.startswith(tuple(allowed)):
       raise OverrideError(f'{what}: {key} cannot change here (the checkpoint fixes it); '
-                          f'{what} take {scope} keys')
+                          f'only {scope} keys can be set')
     if key == 'data.subset' and value != keys[key]:
       raise OverrideError(
           f'{what}: data.subset={value!r}, but the model was trained on {keys[key]!r}: the '
