@@ -9,6 +9,7 @@ import pytest
 
 from aesthetics_jax.data import ava
 from aesthetics_jax.data import dataset
+from aesthetics_jax.data import demo
 from aesthetics_jax.data import paper_size
 from aesthetics_jax.data import selection
 
@@ -60,6 +61,18 @@ def test_same_bytes_with_any_worker_count_and_reuse(tiny, tmp_path):
   assert _files(tmp_path) == _files(root)
   again = paper_size.generate(tmp_path, 16, 8, seed=5, long_side=SMALL, workers=2)
   assert again['reused'] and again['num_listed'] == s['num_listed']
+
+
+def test_a_missing_file_stays_missing_over_an_earlier_generation(tiny, tmp_path):
+  """Generated into a root another seed or size had filled, an id meant to be a missing file
+  kept the earlier image there: prepare kept one image more than planned, of another scene."""
+  root, _ = tiny
+  missing = demo.read_manifest(root)['missing_ids'][0]
+  (tmp_path / 'images').mkdir()
+  stale = tmp_path / 'images' / f'{missing}.jpg'
+  Image.new('RGB', (64, 48), 'red').save(stale)
+  paper_size.generate(tmp_path, 16, 8, seed=5, long_side=SMALL, workers=1)
+  assert not stale.exists() and _files(tmp_path) == _files(root)
 
 
 def test_images_are_ava_sized(tmp_path):

@@ -232,6 +232,10 @@ def _generate(out_dir: Path, num_train: int, num_test: int, seed: int,
     status += _statuses(rng, plan)
     q += list(demo._stratified_quality(rng, plan.listed))  # pylint: disable=protected-access
 
+  for i in range(n_total):
+    if status[i] == MISSING:  # an earlier generation's file there would make it present
+      (out_dir / 'images' / f'{ids[i]}.jpg').unlink(missing_ok=True)
+      (out_dir / 'defect_masks' / f'{ids[i]}.png').unlink(missing_ok=True)
   jobs = [(str(out_dir), seed, ids[i], float(q[i]), status[i], long_side)
           for i in range(n_total) if status[i] != MISSING]
   rendered = dict(zip((j[2] for j in jobs), _map(jobs, workers, progress)))
