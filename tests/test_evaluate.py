@@ -632,3 +632,29 @@ def test_a_one_cell_cam_grid_is_named_with_a_finer_layer(tmp_path, monkeypatch, 
   with pytest.raises(Stop):
     eval_run.evaluate(wd, overrides={'eval.cam_layers': ('features.13',)})
   assert 'gives a 1x1 map' not in caplog.text
+
+
+def test_cam_method_spellings_reach_the_cam_code_canonical(tmp_path, monkeypatch):
+  """The checks accepted --config.eval.cam_method=gradcam++, then the test pass stopped with
+  "unknown CAM method 'gradcam++'" (exit 1)."""
+  from tiny_ava import prepare_tiny  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.evaluation import run as eval_run
+  from aesthetics_jax.evaluation import streaming
+  seen = []
+
+  class Stop(Exception):
+    pass
+
+  def first_pass(forward, summarize, variables, batches, *a, **k):
+    seen.append(batches.keywords['config'].eval)
+    raise Stop
+
+  data = prepare_tiny(tmp_path / 'tiny', num_train=8, num_test=4)
+  config = checkpoint_fixture.smoke_config('mobilenet_v2', data, tmp_path / 'tiny', 32)
+  wd = checkpoint_fixture.write_init_checkpoint(tmp_path / 'w', config)
+  monkeypatch.setattr(streaming, 'collect', first_pass)
+  with pytest.raises(Stop):
+    eval_run.evaluate(wd, overrides={'eval.cam_method': 'gradcam++',
+                                     'eval.cam_methods': ('Grad-CAM++', 'gradcampp', 'gradcam')})
+  assert seen[0].cam_method == 'gradcampp'
+  assert tuple(seen[0].cam_methods) == ('gradcampp', 'gradcam')

@@ -98,6 +98,10 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
   arch, size = str(config.model.arch), int(config.input.image_size)
   ec = config.eval
   check_eval_config(config)
+  # The checks accept 'gradcam++' for 'gradcampp'; the CAM code takes only the latter (the
+  # test pass stopped on --config.eval.cam_method=gradcam++, exit 1, after the checks).
+  ec.cam_method = cam.canonical_method(str(ec.cam_method))
+  ec.cam_methods = tuple(dict.fromkeys(cam.canonical_method(str(n)) for n in ec.cam_methods))
   if not str(config.data.data_dir):  # the 'no prepared dataset' line named '--data_dir= '
     raise EvalConfigError('config.data.data_dir is empty; pass --config.data.data_dir=<the '
                           'prepared TFDS dir the model was trained on>, or leave it out')
