@@ -34,6 +34,26 @@ def test_num_example_images_is_split_between_high_and_low(asked, each, monkeypat
   assert seen == ([[5, 1, 3][:each] + [2, 4, 0][:each]] if each else [])
 
 
+@pytest.mark.parametrize('scores, want', [([5.0], [[0]]), ([5.0, 7.0], [[1, 0]]),
+                                          ([5.0, 7.0, 3.0, 6.0, 4.0], [[1, 3, 0, 2, 4]])])
+def test_each_test_image_is_drawn_once_when_there_are_fewer_than_asked(scores, want,
+                                                                        monkeypatch):
+  """--config.data.max_test_images=1 (num_example_images 6): the one image filled '3
+  highest-rated' three times and '3 lowest-rated' again; with 5 images the middle one was in
+  both."""
+  seen = []
+
+  def examples(forward, variables, source, indices, *a, **k):
+    seen.append([int(i) for i in indices])
+    raise _Drawn
+
+  monkeypatch.setattr(figures, 'examples', examples)
+  test = types.SimpleNamespace(true={'mean_score': np.array(scores)})
+  with pytest.raises(_Drawn):
+    figures.run(None, None, [], test, {}, None, arch='vgg16', image_size=32, num_examples=6)
+  assert seen == want
+
+
 def test_example_boxes_are_the_csv_and_predict_boxes():
   """The example figures boxed the map on the panel's grid (long side 256), per_image.csv,
   predict and the explorer on the image's (up to 512): a region near the threshold made the

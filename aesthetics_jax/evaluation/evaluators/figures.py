@@ -104,15 +104,23 @@ def run(forward: streaming.ForwardFn, variables, source: Sequence, test: streami
   figs: dict[str, bytes] = {}
   # Half the images the highest-rated, half the lowest; 0 = none. It was max(1, n // 2): 0,
   # which the config check allows, still drew one of each (and their per-bucket maps).
-  k = (int(num_examples) + 1) // 2
+  # Each test image in one figure at most: with fewer test images than asked for
+  # (--config.data.max_test_images=1) the one image filled '2 highest-rated' twice and
+  # '2 lowest-rated' was drawn empty.
+  n = len(test.true['mean_score'])
+  k = min((int(num_examples) + 1) // 2, (n + 1) // 2)
+  k_low = min(k, n - k)
   ex, bex = [], []
   if k:
     order = np.argsort(-test.true['mean_score'], kind='stable')
-    ex, bex = examples(forward, variables, source, list(order[:k]) + list(order[::-1][:k]),
+    rows = list(order[:k]) + list(order[::-1][:k_low])
+    ex, bex = examples(forward, variables, source, rows,
                        test, mesh, arch=arch, image_size=image_size, normalize=normalize,
                        threshold=threshold, batch_size=batch_size, tag_names=tag_names or {})
     figs['examples_high'] = charts.examples_figure(ex[:k], f'{k} highest-rated test images')
-    figs['examples_low'] = charts.examples_figure(ex[k:], f'{k} lowest-rated test images')
+    if k_low:
+      figs['examples_low'] = charts.examples_figure(ex[k:],
+                                                    f'{k_low} lowest-rated test images')
   g = metrics.get('global_normalisation') or {}
   scale = (g['min'], g['max']) if 'min' in g and 'max' in g else None  # the study's scale
   for norm, x in streaming.intensities(test, scale).items():
