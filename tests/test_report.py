@@ -178,6 +178,10 @@ def test_report_has_all_sections_images_and_banner(tmp_path, sections):
   m = dict(models[0]['metrics'], tiny_maps_warning='the test maps peak at 3e-09, near x')
   assert 'Caution: the test maps peak at 3e-09, near x.' in report_html.render(
       [{**models[0], 'metrics': m}], None, demo=False)
+  # Fused layers are min-max scaled per image: the global column repeats the per-image one.
+  fused = dict(models[0]['metrics'], cam_layers=['features.7', 'features.14'])
+  assert 'so the dataset-global normalisation repeats the per-image one' in report_html.render(
+      [{**models[0], 'metrics': fused}], None, demo=False)
   # Table 1's untrained-model columns
   for s in ('The same study, untrained model', '0.062', '[-0.020, 0.140]', '48.1%'):
     assert s in text, s

@@ -187,6 +187,8 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
       seed=seed, band=tuple(config.input.weight_band),
       untrained_variables=untrained if ec.intensity_untrained else None,
       test_source=sources['test'], max_test=max_test))
+  if len(layers) > 1 and 'global_normalisation' in m:
+    m['global_normalisation']['note'] = report_html.FUSED_LAYERS_NOTE
   if ec.intensity_untrained and untrained is None:
     m['intensity_untrained_note'] = untrained_note or 'skipped'
   cam_untrained = untrained

@@ -277,7 +277,16 @@ def _table1(s: Mapping, demo: bool = False) -> str:
           f'alone. *Paper: {_esc(PAPER_SOURCE)}. {_untrained_text(m)}</p>')
   if m.get('tiny_maps_warning'):
     note += f'<p class="missing">Caution: {_esc(m["tiny_maps_warning"])}.</p>'
+  if len(m.get('cam_layers') or ()) > 1:
+    note += f'<p class="missing">Caution: {_esc(FUSED_LAYERS_NOTE)}.</p>'
   return _table(rows) + untrained + note
+
+
+# Several CAM layers give identical per-image and global columns, which read as a finding.
+FUSED_LAYERS_NOTE = ('the maps of several CAM layers are fused as pytorch-grad-cam fuses them, '
+                     'each layer\'s map and their mean min-max scaled per image, so the '
+                     'dataset-global normalisation repeats the per-image one; for a global '
+                     'scale evaluate one layer')
 
 
 def _untrained_text(m: Mapping) -> str:
