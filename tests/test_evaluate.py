@@ -255,6 +255,8 @@ def test_per_image_csv_matches_metrics(evaluated):
   # Empty maps (this untrained model has some) get no box, never a silent full frame.
   assert sum(r['map'] == 'empty' for r in rows) == m['empty_maps']
   assert m['distinct_boxes'] <= m['num_test_images'] - m['empty_maps']
+  assert m['full_frame_boxes'] == sum(
+      r['box_aesthetic'].split() == ['0', '0', r['orig_height'], r['orig_width']] for r in rows)
   for r in rows:
     assert r['map'] in ('ok', 'empty')
     if r['map'] == 'empty':
@@ -658,3 +660,17 @@ def test_cam_method_spellings_reach_the_cam_code_canonical(tmp_path, monkeypatch
                                      'eval.cam_methods': ('Grad-CAM++', 'gradcampp', 'gradcam')})
   assert seen[0].cam_method == 'gradcampp'
   assert tuple(seen[0].cam_methods) == ('gradcampp', 'gradcam')
+
+
+def test_full_frame_boxes_are_counted_on_the_boxes_of_per_image_csv():
+  """metrics.json counted full-frame boxes on the model's S×S grid, per_image.csv and predict
+  box the map in each image's aspect: 232 of 300 against the CSV's 228 (box_threshold 0.01)."""
+  import types  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.evaluation.evaluators import boxes
+  test = types.SimpleNamespace(maps={
+      'empty_aesthetic': np.array([False, False, True]),
+      'box_aesthetic': np.array([[0, 0, 32, 32], [0, 0, 32, 32], [0, 0, 0, 0]])})
+  image_boxes = [((40, 60), {'aesthetic': (0, 0, 40, 60)}),
+                 ((40, 60), {'aesthetic': (0, 3, 40, 60)}), ((40, 60), {})]
+  m = boxes.run(test, image_size=32, image_boxes=image_boxes)
+  assert (m['full_frame_boxes'], m['full_frame_box_share'], m['empty_maps']) == (1, 0.5, 1)

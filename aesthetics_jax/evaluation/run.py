@@ -179,7 +179,9 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
                        'training_environments': _training_environments(workdir)}
   m.update(evaluators.metrics.run(test, emd_r=float(config.loss.emd_r),
                                   bootstrap_samples=bootstrap, seed=seed))
-  m.update(evaluators.boxes.run(test, image_size=size))
+  # The boxes of per_image.csv (and predict), taken once: the box statistics count them too.
+  image_boxes = _image_boxes(test, sources['test'], float(ec.box_threshold))
+  m.update(evaluators.boxes.run(test, image_size=size, image_boxes=image_boxes))
   untrained, untrained_note = _untrained_variables(model, config, mesh, masks)
   m.update(evaluators.intensity.run(
       forward, summarize, variables, batches, sources['train'], test,
@@ -240,7 +242,7 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
           notes=[f'CAM layers: {", ".join(layers)}; box threshold {float(ec.box_threshold)}.'],
           staged=staged))
     _write_csv(out_dir / 'per_image.csv', test, sources['test'], float(ec.box_threshold), scale,
-               staged)
+               staged, image_boxes)
     write_figures(out_dir / 'figures', figs, staged)
     m['eval_seconds'] = round(time.time() - t0, 1)
     m = io_lib.json_safe(m)
@@ -421,9 +423,22 @@ def global_scale(m: Mapping[str, Any]) -> tuple[float, float] | None:
   return (float(g['min']), float(g['max'])) if 'min' in g and 'max' in g else None
 
 
+def _image_boxes(test: streaming.SplitSummary, source, threshold: float
+                 ) -> list[tuple[tuple[int, int], dict]]:
+  """Per test image ((H, W) as displayed, its `crop.image_boxes` boxes in image pixels)."""
+  out = []
+  for i in range(test.num_images):
+    hw = _image_size(source[i])
+    attribute = test.maps['cam_attribute'][i] if 'cam_attribute' in test.maps else None
+    out.append((hw, crop.image_boxes(test.maps['cam_aesthetic'][i], attribute, hw,
+                                     threshold)['boxes']))
+  return out
+
+
 def _write_csv(path: Path, test: streaming.SplitSummary, source, threshold: float,
                scale: tuple[float, float] | None = None,
-               staged: io_lib.Staged | None = None) -> None:
+               staged: io_lib.Staged | None = None,
+               image_boxes: list[tuple[tuple[int, int], dict]] | None = None) -> None:
   """per_image.csv: one row per test image (`CSV_FIELDS`); boxes "y0 x0 y1 x1" in original
   image pixels, taken as predict, the API and the explorer take them (`crop.image_boxes`: the
   map in the image's aspect; they were boxed on the model's S×S grid here, up to 163 px from
@@ -434,13 +449,13 @@ def _write_csv(path: Path, test: streaming.SplitSummary, source, threshold: floa
   pred, true = test.pred, test.true
   ints = streaming.intensities(test, scale)
   fmt = lambda d, k, i, f: format(d[k][i], f) if k in d else ''  # noqa: E731
+  if image_boxes is None:
+    image_boxes = _image_boxes(test, source, threshold)
   for i in range(test.num_images):
-    hw = _image_size(source[i])
+    hw, got = image_boxes[i]
     empty = bool(test.maps['empty_aesthetic'][i])
     # An empty map has no box (crop.without_empty): the CSV says 'empty' rather than printing
     # the whole frame, and an empty attribute map is left out of the average.
-    attribute = test.maps['cam_attribute'][i] if 'cam_attribute' in test.maps else None
-    got = crop.image_boxes(test.maps['cam_aesthetic'][i], attribute, hw, threshold)['boxes']
     boxes = [' '.join(str(int(v)) for v in got[k]) if k in got else ''
              for k in ('aesthetic', 'attribute', 'average')]
     w.writerow([int(true['image_id'][i]), f'{true["mean_score"][i]:.4f}', int(true['label'][i]),
@@ -534,9 +549,9 @@ def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config,
            f'{config.input.image_size}x{config.input.image_size} input). Split-point threshold '
            f'fitted on {m.get("split_point_fit")}.',
            f'Boxes: {m.get("distinct_boxes")} distinct over {m.get("num_test_images")} test '
-           f'images on the {config.input.image_size}x{config.input.image_size} model-input grid '
-           f'(per_image.csv\'s boxes are in each image\'s own pixels), '
-           f'{m.get("full_frame_boxes")} of them the full frame; '
+           f'images on the {config.input.image_size}x{config.input.image_size} model-input grid; '
+           f'{m.get("full_frame_boxes")} of per_image.csv\'s (in each image\'s own pixels) the '
+           f'full frame; '
            f'{m.get("empty_maps")} empty maps (no box).']
   env = environment_note(m)
   if env:

@@ -7,23 +7,30 @@ box, suggests nothing.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from aesthetics_jax.evaluation import streaming
 
 
-def run(test: streaming.SplitSummary, *, image_size: int) -> dict[str, Any]:
-  """Box statistics on the S×S model-input grid, aesthetic map (`box_aesthetic`).
+def run(test: streaming.SplitSummary, *, image_size: int,
+        image_boxes: Sequence[tuple[tuple[int, int], Mapping]] | None = None) -> dict[str, Any]:
+  """Box statistics of the aesthetic map (`box_aesthetic`).
 
-  `empty_maps` (count and share), `distinct_boxes` among images with a non-empty map,
-  `full_frame_boxes` and `full_frame_box_share` among them; MobileNetV2 also
-  `empty_attribute_maps`.
+  `empty_maps` (count and share), `distinct_boxes` among images with a non-empty map (on the
+  S×S model-input grid), `full_frame_boxes` and `full_frame_box_share` among them; MobileNetV2
+  also `empty_attribute_maps`. image_boxes: per test image ((H, W), `crop.image_boxes`' boxes),
+  the boxes of per_image.csv and predict: the full frame is counted on them (on the S×S grid
+  it was 232 of 300 where the CSV had 228).
   """
   empty = np.asarray(test.maps['empty_aesthetic'], bool)
   boxes = np.asarray(test.maps['box_aesthetic'])[~empty]
-  full = np.all(boxes == np.array([0, 0, image_size, image_size]), axis=1)
+  if image_boxes is None:
+    full = np.all(boxes == np.array([0, 0, image_size, image_size]), axis=1)
+  else:
+    full = np.array([tuple(int(v) for v in b['aesthetic']) == (0, 0, *hw)
+                     for (hw, b), e in zip(image_boxes, empty) if not e], bool)
   n = int(empty.size)
   out = {'empty_maps': int(empty.sum()), 'empty_map_share': float(empty.mean()) if n else 0.0,
          'distinct_boxes': int(len({tuple(b) for b in boxes.tolist()})),
