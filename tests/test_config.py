@@ -495,3 +495,12 @@ def test_a_model_larger_than_the_machine_names_its_size_key(key, value):
   c.update_from_flattened_dict({key: value})
   with pytest.raises(config_checks.ConfigError, match=rf'^config\.{key}={value}: the model'):
     config_checks.check(c)
+
+
+def test_a_bootstrap_of_a_few_resamples_is_refused():
+  """--config.eval.bootstrap_samples=1 gave binary_accuracy 0.75 the "95% CI" [0.5, 0.5]."""
+  from aesthetics_jax.train import config_checks
+  for ok in (0, config_checks.MIN_BOOTSTRAP_SAMPLES, 1000):
+    assert config_checks.value_problem('eval.bootstrap_samples', ok) is None, ok
+  problem = config_checks.value_problem('eval.bootstrap_samples', 1)
+  assert problem.startswith('config.eval.bootstrap_samples=1: must be 0 (no intervals) or')

@@ -123,6 +123,9 @@ ENUMERATIONS: dict[str, tuple[str, ...]] = {
     'cache.dtype': ('auto', 'float32', 'float16', 'bfloat16'),  # train.cache_store.DTYPES
 }
 
+# Fewest resamples of a bootstrap interval (eval.bootstrap_samples, unless 0).
+MIN_BOOTSTRAP_SAMPLES = 20
+
 # key -> (predicate, what the value must be).
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'seed': (lambda v: _int_at_least(0)[0](v) and v <= MAX_SEED,
@@ -164,7 +167,11 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'cache.device_budget_gb': _NON_NEGATIVE,
     'eval.batch_size': _int_at_least(1),
     'eval.box_threshold': _OPEN_UNIT,
-    'eval.bootstrap_samples': _int_at_least(0),
+    # A 95% interval of 1 resample is one value: binary_accuracy 0.75 got the "CI" [0.5, 0.5].
+    'eval.bootstrap_samples': (
+        lambda v: _int_at_least(0)[0](v) and (v == 0 or v >= MIN_BOOTSTRAP_SAMPLES),
+        f'0 (no intervals) or an integer >= {MIN_BOOTSTRAP_SAMPLES}: a 95% interval needs '
+        'resamples beyond its 2.5% tails'),
     'eval.faithfulness_images': _int_at_least(0),
     'eval.faithfulness_steps': _int_at_least(1),
     # ScoreCAM's images: a negative count was taken as 0 (ScoreCAM silently left out).
