@@ -549,5 +549,7 @@ def load(workdir: str | os.PathLike, step: int | None = None, *, method: str | N
   _check_names(layer, 'layer', "'features.14' or ['features.14', 'features.18']")
   batch_size = _check_batch_size(batch_size)
   method = cam_lib.canonical_method(method) if method else None
-  return Model(predictor_lib.Predictor(workdir, step, method, layer, overrides=overrides),
-               batch_size=batch_size)
+  predictor = predictor_lib.Predictor(workdir, step, method, layer, overrides=overrides)
+  if note := predictor.unused_note('load(batch_size=...)'):
+    warnings.warn(f'overrides {note}', UserWarning, stacklevel=_caller_level())
+  return Model(predictor, batch_size=batch_size)

@@ -221,7 +221,10 @@ def test_bad_load_arguments_are_one_line(example, kwargs, match):
 def test_eval_overrides_apply(example):
   import aesthetics_jax
   _, tmp, _ = example
-  m = aesthetics_jax.load(tmp / 'mnv2', overrides={'eval.box_threshold': 0.4}, batch_size=2)
+  with pytest.warns(UserWarning, match=r'^overrides eval.explorer change nothing here: '
+                    r'prediction reads eval.box_threshold, .*load\(batch_size=...\)\)$'):
+    m = aesthetics_jax.load(tmp / 'mnv2', overrides={'eval.box_threshold': 0.4,
+                                                     'eval.explorer': False}, batch_size=2)
   assert m.predictor.threshold == pytest.approx(0.4) and m.batch_size == 2
 
 

@@ -592,8 +592,13 @@ def test_config_eval_override_changes_the_box(files, cli):
   0.2 (the `cli` run's box of the same image), a tighter box."""
   _, wd, good, _, _ = files
   _, by_path, *_ = cli
-  r = _run(f'--workdir={wd}', '--config.eval.box_threshold=0.9', good)
+  r = _run(f'--workdir={wd}', '--config.eval.box_threshold=0.9', '--config.eval.explorer=False',
+           good)
   assert r.returncode == 0, r.stderr[-2000:]
+  # A key predict does not read changed nothing without a word.
+  assert ('predict: --config.eval.explorer change nothing here: prediction reads '
+          '--config.eval.box_threshold, --config.eval.cam_layers, --config.eval.cam_method (its '
+          'batch size: --batch_size)') in r.stderr.splitlines()
   boxes = []
   for rec in (by_path[str(good)], json.loads(r.stdout.strip().splitlines()[-1])):
     b = rec['boxes']['aesthetic']

@@ -212,6 +212,8 @@ def _score(method: str | None, items: list[str | dict], lines: _Lines, ctrl_c: _
           overrides=config_flags.get_override_values(flags.FLAGS['config']))
     except (ValueError, RuntimeError, OSError) as e:  # no checkpoint, bad layer name, ...
       common.usage_error('predict', common.first_line(e))
+    if note := predictor.unused_note('--batch_size', prefix='--config.'):
+      print(f'predict: {note}', file=sys.stderr, flush=True)
     # A 1x1 CAM grid (features.18 of a 32-px model) made every map "empty", and no line said why.
     if note := predictor.one_cell_note():
       print(f'predict: {note}', file=sys.stderr, flush=True)

@@ -50,6 +50,8 @@ MAX_FILE_WORKERS = 4
 # once while its overlays and crops are drawn from them: --batch_size=96 held 96 (2.1 GB peak
 # for 12 MP photos, against 0.8 GB at 8), so a larger one runs its files in groups this big.
 WORKING_COPIES_BYTES = 1 << 29
+# The `eval.*` keys prediction reads; an override of another one changes nothing here.
+READS = ('eval.box_threshold', 'eval.cam_layers', 'eval.cam_method')
 
 
 class Predictor:
@@ -74,6 +76,8 @@ class Predictor:
     for key in overrides or {}:
       if problem := config_checks.value_problem(key, values[key]):
         raise overrides_lib.OverrideError(problem)
+    # --config.eval.explorer=False or a misplaced eval.batch_size were taken without a word.
+    self.unused_overrides = [k for k in overrides or {} if k not in READS]
     # AVA's 66 names when the dataset that recorded them is not at hand (a moved workdir).
     self.tag_names = ground_truth.tag_names(self.config) or dict(
         enumerate(demo_data.TAG_NAMES, start=1))
@@ -89,6 +93,15 @@ class Predictor:
     # Replicated over the mesh: the batch axis of the inputs is sharded over all devices.
     self.variables = parallel.replicate(jax.device_get(self.variables), self.mesh)
     self._one_device = None  # (mesh, variables) for host-callback methods, made when needed
+
+  def unused_note(self, batch: str, prefix: str = '') -> str | None:
+    """The one line naming overrides that change nothing here, each key after `prefix`
+    (`batch`: how this caller sets its batch size), or None."""
+    if not self.unused_overrides:
+      return None
+    keys = lambda ks: ', '.join(prefix + k for k in ks)  # noqa: E731
+    return (f'{keys(self.unused_overrides)} change nothing here: prediction reads '
+            f'{keys(READS)} (its batch size: {batch})')
 
   def one_cell_note(self) -> str | None:
     """Why every map will be empty when the CAM layer's grid is 1x1 at this model's input
