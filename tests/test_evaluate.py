@@ -636,12 +636,12 @@ def test_a_one_cell_cam_grid_is_named_with_a_finer_layer(tmp_path, monkeypatch, 
   assert 'gives a 1x1 map' not in caplog.text
 
 
-def test_cam_method_spellings_reach_the_cam_code_canonical(tmp_path, monkeypatch):
+def test_cam_method_spellings_reach_the_cam_code_canonical(evaluated, monkeypatch):
   """The checks accepted --config.eval.cam_method=gradcam++, then the test pass stopped with
   "unknown CAM method 'gradcam++'" (exit 1)."""
-  from tiny_ava import prepare_tiny  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.evaluation import run as eval_run
   from aesthetics_jax.evaluation import streaming
+  wd, _ = evaluated
   seen = []
 
   class Stop(Exception):
@@ -651,9 +651,6 @@ def test_cam_method_spellings_reach_the_cam_code_canonical(tmp_path, monkeypatch
     seen.append(batches.keywords['config'].eval)
     raise Stop
 
-  data = prepare_tiny(tmp_path / 'tiny', num_train=8, num_test=4)
-  config = checkpoint_fixture.smoke_config('mobilenet_v2', data, tmp_path / 'tiny', 32)
-  wd = checkpoint_fixture.write_init_checkpoint(tmp_path / 'w', config)
   monkeypatch.setattr(streaming, 'collect', first_pass)
   with pytest.raises(Stop):
     eval_run.evaluate(wd, overrides={'eval.cam_method': 'gradcam++',
