@@ -130,7 +130,8 @@ def get_config() -> ml_collections.ConfigDict:
   # (about one more encoder pass over those images): the maps of the model training started
   # from, and the trained maps against another image's region.
   c.eval.localization_controls = True
-  # Added by evaluate.py: training-split images whose maps fit the split-point threshold.
+  # Added by evaluate.py: training-split images whose maps fit the split-point threshold (the
+  # first N of the split; 0 = all of them).
   c.eval.split_point_fit_images = 1024
   # Repeat the intensity study (Table 1) on the maps of the variables training started from:
   # one more pass over the test images and the split-point fit images. A correlation that
