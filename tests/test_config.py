@@ -497,6 +497,16 @@ def test_a_model_larger_than_the_machine_names_its_size_key(key, value):
     config_checks.check(c)
 
 
+def test_one_faithfulness_step_is_refused():
+  """--config.eval.faithfulness_steps=1 was taken and gave every CAM method deletion AUC 0.5
+  (the curve [1, 0]): numbers that rank nothing."""
+  from aesthetics_jax.train import config_checks
+  assert config_checks.value_problem('eval.faithfulness_steps', 2) is None
+  assert config_checks.value_problem('eval.faithfulness_steps', 1) == (
+      "config.eval.faithfulness_steps=1: must be an integer >= 2: with 1 step every method's "
+      'deletion and insertion AUC is 0.5 whatever its map')
+
+
 def test_a_bootstrap_of_a_few_resamples_is_refused():
   """--config.eval.bootstrap_samples=1 gave binary_accuracy 0.75 the "95% CI" [0.5, 0.5]."""
   from aesthetics_jax.train import config_checks

@@ -173,7 +173,10 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         f'0 (no intervals) or an integer >= {MIN_BOOTSTRAP_SAMPLES}: a 95% interval needs '
         'resamples beyond its 2.5% tails'),
     'eval.faithfulness_images': _int_at_least(0),
-    'eval.faithfulness_steps': _int_at_least(1),
+    # One step scores every method's curve [1, 0]: deletion and insertion AUC 0.5 for all.
+    'eval.faithfulness_steps': (_int_at_least(2)[0],
+                                'an integer >= 2: with 1 step every method\'s deletion and '
+                                'insertion AUC is 0.5 whatever its map'),
     # ScoreCAM's images: a negative count was taken as 0 (ScoreCAM silently left out).
     'eval.faithfulness_scorecam_images': _int_at_least(0),
     'eval.explorer_scorecam_images': _int_at_least(0),
