@@ -239,7 +239,7 @@ def test_per_image_csv_drops_an_empty_attribute_box(tmp_path):
   buf = io.BytesIO()
   Image.new('RGB', (40, 40)).save(buf, 'JPEG')
   source = [{'image': buf.getvalue(), 'image_id': i} for i in range(n)]
-  eval_run._write_csv(tmp_path / 'p.csv', test, source, 0.5)
+  eval_run._write_csv(tmp_path / 'p.csv', test, eval_run._image_boxes(test, source, 0.5))
   rows = list(csv.DictReader(open(tmp_path / 'p.csv')))
   # Image 0: attribute map empty → no attribute box, average = the aesthetic box.
   assert (rows[0]['box_attribute'], rows[0]['box_average']) == ('', rows[0]['box_aesthetic'])

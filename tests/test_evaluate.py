@@ -669,5 +669,5 @@ def test_full_frame_boxes_are_counted_on_the_boxes_of_per_image_csv():
       'box_aesthetic': np.array([[0, 0, 32, 32], [0, 0, 32, 32], [0, 0, 0, 0]])})
   image_boxes = [((40, 60), {'aesthetic': (0, 0, 40, 60)}),
                  ((40, 60), {'aesthetic': (0, 3, 40, 60)}), ((40, 60), {})]
-  m = boxes.run(test, image_size=32, image_boxes=image_boxes)
+  m = boxes.run(test, image_boxes)
   assert (m['full_frame_boxes'], m['full_frame_box_share'], m['empty_maps']) == (1, 0.5, 1)

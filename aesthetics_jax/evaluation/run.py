@@ -181,7 +181,7 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
                                   bootstrap_samples=bootstrap, seed=seed))
   # The boxes of per_image.csv (and predict), taken once: the box statistics count them too.
   image_boxes = _image_boxes(test, sources['test'], float(ec.box_threshold))
-  m.update(evaluators.boxes.run(test, image_size=size, image_boxes=image_boxes))
+  m.update(evaluators.boxes.run(test, image_boxes))
   untrained, untrained_note = _untrained_variables(model, config, mesh, masks)
   m.update(evaluators.intensity.run(
       forward, summarize, variables, batches, sources['train'], test,
@@ -241,8 +241,7 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
           title=explorer_title(workdir, arch, step),
           notes=[f'CAM layers: {", ".join(layers)}; box threshold {float(ec.box_threshold)}.'],
           staged=staged))
-    _write_csv(out_dir / 'per_image.csv', test, sources['test'], float(ec.box_threshold), scale,
-               staged, image_boxes)
+    _write_csv(out_dir / 'per_image.csv', test, image_boxes, scale, staged)
     write_figures(out_dir / 'figures', figs, staged)
     m['eval_seconds'] = round(time.time() - t0, 1)
     m = io_lib.json_safe(m)
@@ -435,10 +434,10 @@ def _image_boxes(test: streaming.SplitSummary, source, threshold: float
   return out
 
 
-def _write_csv(path: Path, test: streaming.SplitSummary, source, threshold: float,
+def _write_csv(path: Path, test: streaming.SplitSummary,
+               image_boxes: list[tuple[tuple[int, int], dict]],
                scale: tuple[float, float] | None = None,
-               staged: io_lib.Staged | None = None,
-               image_boxes: list[tuple[tuple[int, int], dict]] | None = None) -> None:
+               staged: io_lib.Staged | None = None) -> None:
   """per_image.csv: one row per test image (`CSV_FIELDS`); boxes "y0 x0 y1 x1" in original
   image pixels, taken as predict, the API and the explorer take them (`crop.image_boxes`: the
   map in the image's aspect; they were boxed on the model's S×S grid here, up to 163 px from
@@ -449,8 +448,6 @@ def _write_csv(path: Path, test: streaming.SplitSummary, source, threshold: floa
   pred, true = test.pred, test.true
   ints = streaming.intensities(test, scale)
   fmt = lambda d, k, i, f: format(d[k][i], f) if k in d else ''  # noqa: E731
-  if image_boxes is None:
-    image_boxes = _image_boxes(test, source, threshold)
   for i in range(test.num_images):
     hw, got = image_boxes[i]
     empty = bool(test.maps['empty_aesthetic'][i])

@@ -14,8 +14,8 @@ import numpy as np
 from aesthetics_jax.evaluation import streaming
 
 
-def run(test: streaming.SplitSummary, *, image_size: int,
-        image_boxes: Sequence[tuple[tuple[int, int], Mapping]] | None = None) -> dict[str, Any]:
+def run(test: streaming.SplitSummary,
+        image_boxes: Sequence[tuple[tuple[int, int], Mapping]]) -> dict[str, Any]:
   """Box statistics of the aesthetic map (`box_aesthetic`).
 
   `empty_maps` (count and share), `distinct_boxes` among images with a non-empty map (on the
@@ -26,11 +26,8 @@ def run(test: streaming.SplitSummary, *, image_size: int,
   """
   empty = np.asarray(test.maps['empty_aesthetic'], bool)
   boxes = np.asarray(test.maps['box_aesthetic'])[~empty]
-  if image_boxes is None:
-    full = np.all(boxes == np.array([0, 0, image_size, image_size]), axis=1)
-  else:
-    full = np.array([tuple(int(v) for v in b['aesthetic']) == (0, 0, *hw)
-                     for (hw, b), e in zip(image_boxes, empty) if not e], bool)
+  full = np.array([tuple(int(v) for v in b['aesthetic']) == (0, 0, *hw)
+                   for (hw, b), e in zip(image_boxes, empty) if not e], bool)
   n = int(empty.size)
   out = {'empty_maps': int(empty.sum()), 'empty_map_share': float(empty.mean()) if n else 0.0,
          'distinct_boxes': int(len({tuple(b) for b in boxes.tolist()})),
