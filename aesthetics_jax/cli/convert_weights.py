@@ -49,6 +49,8 @@ def main(argv):
   # As pretrained.convert_file decides: a .NPZ path is a file too.
   common.check_outputs('convert_weights', **(
       {'files': {'out': out}} if ext == '.npz' else {'folders': {'out': out}}))
+  # The file convert_file writes for `out` (its rule, kept here so that it is checked before
+  # JAX loads); the converter is handed this path, so what is checked is what is written.
   target = out if ext == '.npz' else os.path.join(out, f'{_ARCH.value}.npz')
   if os.path.isfile(target) and os.path.samefile(target, source):  # was replaced by its output
     common.usage_error('convert_weights', f'--out={out} would overwrite --source={source} (the '
@@ -56,7 +58,7 @@ def main(argv):
   # The converter (JAX, flax) loads after the checks: a bad flag answers at once.
   from aesthetics_jax.models import pretrained  # pylint: disable=import-outside-toplevel
   try:
-    path, meta = pretrained.convert_file(_SOURCE.value, _OUT.value, _ARCH.value)
+    path, meta = pretrained.convert_file(_SOURCE.value, target, _ARCH.value)
   except (pretrained.PretrainedError, OSError) as e:
     common.fail('convert_weights', e)
   print(f'Wrote {path} ({meta["arch"]}, width_mult={meta["width_mult"]}) and {path}.json')
