@@ -57,12 +57,14 @@ def test_each_test_image_is_drawn_once_when_there_are_fewer_than_asked(scores, w
 def test_example_boxes_are_the_csv_and_predict_boxes():
   """The example figures boxed the map on the panel's grid (long side 256), per_image.csv,
   predict and the explorer on the image's (up to 512): a region near the threshold made the
-  panel's box the whole frame where the others stop at 2/3 of it."""
+  panel's box the whole frame where the others stop at 2/3 of it. They now draw the boxes
+  evaluate took once for per_image.csv (`run._image_boxes`), scaled to the panel."""
   import io  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
   from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.explain import crop  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.evaluation import run as run_lib  # pylint: disable=import-outside-toplevel
   raw = (np.random.default_rng(194).random((4, 4)) ** 4).astype(np.float32)
   buf = io.BytesIO()
   Image.new('RGB', (300, 400), 'gray').save(buf, 'JPEG')  # H x W = 400 x 300
@@ -73,10 +75,12 @@ def test_example_boxes_are_the_csv_and_predict_boxes():
   def forward(variables, x):
     return {'p_high': np.full((x.shape[0],), 0.5, np.float32)}, np.tile(raw, (x.shape[0], 1, 1, 1))
 
+  test.maps['cam_aesthetic'] = raw[None]  # the test pass's raw map, as evaluate keeps it
   panels, _ = figures.examples(forward, None, source, [0], test,
                                parallel.make_mesh(jax.devices()[:1]), arch='vgg16',
                                image_size=32, normalize='none', threshold=0.5, batch_size=1,
-                               tag_names={})
+                               tag_names={},
+                               image_boxes=run_lib._image_boxes(test, source, 0.5))
   want = crop.image_boxes(raw, None, (400, 300), 0.5)['boxes']['aesthetic']
   grid = panels[0]['image'].shape[:2]
   np.testing.assert_array_equal(panels[0]['boxes']['aesthetic'],

@@ -219,7 +219,8 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
   figs = evaluators.figures.run(
       forward, variables, sources['test'], test, m, mesh, arch=arch, image_size=size,
       normalize=normalize, threshold=float(ec.box_threshold), batch_size=batch_size,
-      num_examples=int(ec.num_example_images), tag_names=ground_truth.tag_names(config))
+      num_examples=int(ec.num_example_images), tag_names=ground_truth.tag_names(config),
+      image_boxes=image_boxes)
 
   out_dir = workdir / EVAL_DIR
   demo = is_demo(config) if demo is None else demo

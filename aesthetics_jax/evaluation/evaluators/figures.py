@@ -32,9 +32,13 @@ EXAMPLE_SIZE = 256
 
 def examples(forward: streaming.ForwardFn, variables, source: Sequence, rows: Sequence[int],
              test: streaming.SplitSummary, mesh, *, arch: str, image_size: int, normalize: str,
-             threshold: float, batch_size: int,
-             tag_names: Mapping[int, str]) -> tuple[list[dict], list[dict]]:
+             threshold: float, batch_size: int, tag_names: Mapping[int, str],
+             image_boxes: Sequence[tuple[tuple[int, int], Mapping]]
+             ) -> tuple[list[dict], list[dict]]:
   """Panels of `report.charts.examples_figure` and `image_bucket_maps_figure` for test rows.
+
+  image_boxes: per test image ((H, W), its boxes in image pixels): per_image.csv's, which
+  predict, the API and the explorer give too; the panels draw them scaled to their size.
 
   All rows go through the eval forward in ONE batch padded to a multiple of `batch_size` and
   sharded as the eval batches are, so the jitted function is not compiled again for a new
@@ -59,9 +63,8 @@ def examples(forward: streaming.ForwardFn, variables, source: Sequence, rows: Se
     d = crop.image_boxes(maps['aesthetic'][j], attribute, grid, threshold)
     # The boxes of per_image.csv, predict and the explorer (taken at the image's own size),
     # drawn at the panel's: boxed on the panel's grid, a region near the threshold could differ.
-    hw = decoder.image_size(records[j]['image'], what=f'image_id {int(records[j]["image_id"])}')
-    d['boxes'] = {k: crop.scale_box(v, hw, grid) for k, v in
-                  crop.image_boxes(maps['aesthetic'][j], attribute, hw, threshold)['boxes'].items()}
+    hw, boxes = image_boxes[i]
+    d['boxes'] = {k: crop.scale_box(v, hw, grid) for k, v in boxes.items()}
     tag_caption = ''
     if 'top_tag' in maps:
       t = int(np.argmax(pred['tag_probs'][j])) + 1
@@ -98,9 +101,11 @@ def stack_pngs(pngs: Sequence[bytes]) -> bytes:
 def run(forward: streaming.ForwardFn, variables, source: Sequence, test: streaming.SplitSummary,
         metrics: Mapping[str, Any], mesh, *, arch: str, image_size: int, normalize: str = 'none',
         threshold: float = 0.2, batch_size: int = 32, num_examples: int = 6,
-        tag_names: Mapping[int, str] | None = None) -> dict[str, bytes]:
+        tag_names: Mapping[int, str] | None = None,
+        image_boxes: Sequence[tuple[tuple[int, int], Mapping]] = ()) -> dict[str, bytes]:
   """{figure name: PNG bytes}; `metrics` supplies the Table 1 coefficients shown on the
-  scatter plots and the faithfulness curves (the other evaluators' output)."""
+  scatter plots and the faithfulness curves (the other evaluators' output); `image_boxes`
+  per_image.csv's boxes (`examples`), needed when there are example figures."""
   figs: dict[str, bytes] = {}
   # Half the images the highest-rated, half the lowest; 0 = none. It was max(1, n // 2): 0,
   # which the config check allows, still drew one of each (and their per-bucket maps).
@@ -116,7 +121,8 @@ def run(forward: streaming.ForwardFn, variables, source: Sequence, test: streami
     rows = list(order[:k]) + list(order[::-1][:k_low])
     ex, bex = examples(forward, variables, source, rows,
                        test, mesh, arch=arch, image_size=image_size, normalize=normalize,
-                       threshold=threshold, batch_size=batch_size, tag_names=tag_names or {})
+                       threshold=threshold, batch_size=batch_size, tag_names=tag_names or {},
+                       image_boxes=image_boxes)
     figs['examples_high'] = charts.examples_figure(ex[:k], f'{k} highest-rated test images')
     if k_low:
       figs['examples_low'] = charts.examples_figure(ex[k:],
