@@ -272,6 +272,37 @@ def test_confirm_keeps_the_reference_ours_beats_least_head_to_head(monkeypatch):
   assert 'vs torch channels_last_chunk4_inference_mode' in row.detail
 
 
+def test_model_section_records_a_failing_torch_formulation_and_times_the_rest(monkeypatch):
+  """--what=model guarded only torch.compile's first calls: an eager formulation that raised
+  (an allocation failing at a large chunk, a torch bug) ended the whole section in a
+  traceback. Every formulation's first call is guarded now (formulations.first_calls, as the
+  cam and study sections do): the failure is recorded and the others are timed."""
+  pytest.importorskip('torch')
+  real = torch_ref.formulation_fn
+  broken = []
+
+  def formulation_fn(m, x, f, what):
+    fn = real(m, x, f, what)
+    if f.layout == 'contiguous' and not broken:
+      broken.append(f.name)
+
+      def fail():
+        raise RuntimeError('DefaultCPUAllocator: not enough memory')
+      return fail
+    return fn
+  monkeypatch.setattr(torch_ref, 'formulation_fn', formulation_fn)
+  opts = sections.Options(reference='torch', repeats=1, warmup=1, model_batch_size=2,
+                          image_size=32, model_archs=('mobilenet_v2',),
+                          model_dtypes=('float32',), model_depthwise=('shift',), chunk=0,
+                          torch_formulations='fast', profile=False, threads=1,
+                          confirm_repeats=1)
+  res = model_section.run(opts)
+  bad = res['runs'][f'torch_mobilenet_v2_float32_{broken[0]}']
+  assert bad['failed'].startswith('RuntimeError: DefaultCPUAllocator') and 'first_call_s' in bad
+  assert res['torch']['mobilenet_v2']['best'] not in (None, broken[0])
+  assert res['mobilenet_v2_ratio_vs_best_torch'] > 0
+
+
 def test_model_section_confirms_the_best_torch_formulation_head_to_head():
   """--what=model at toy size with the torch reference: the headline ratio is the head-to-head
   re-measurement of the screening's best formulation, and the summary says so."""

@@ -141,19 +141,15 @@ def _run(opts: Options, probe: Callable[[], float | None] | None) -> dict[str, A
     torch_compile_s: dict[str, float] = {}
     if opts.torch:
       tmodels = {'contiguous': tm, 'channels_last': tm_cl}
-      for f in formulations.forward(opts.torch_formulations, b, chunk, device == 'cuda'):
-        name = f'torch_{arch}_{f.autocast or "float32"}_{f.name}'
-        fn = torch_ref.formulation_fn(tmodels[f.layout], x_np, f, 'all')
-        if f.compile:  # compile + first run, guarded; steady state timed below
-          secs, why = formulations.guarded_first_call(fn, opts.torch_compile_timeout)
-          if why is not None:
-            failed[name] = formulations.failed(why, compile_s=secs)
-            torch_ref.reset_compiler()
-            print(f'  {name:46s} failed: {why} ({secs:.0f} s)', flush=True)
-            continue
-          torch_compile_s[name] = secs
-          print(f'  torch.compile {name}: compile + first run {secs:.1f} s', flush=True)
-        fns[name] = fn
+      tfns = {f'torch_{arch}_{f.autocast or "float32"}_{f.name}':
+              (f, torch_ref.formulation_fn(tmodels[f.layout], x_np, f, 'all'))
+              for f in formulations.forward(opts.torch_formulations, b, chunk, device == 'cuda')}
+      # Each called once, guarded (a compiled one's call is compile + first run, timed apart;
+      # a failure is recorded with its first_call_s and the rest go on); steady state below.
+      ran, torch_compile_s = formulations.first_calls(
+          tfns, failed, formulations.FIRST_CALL_TIMEOUT_S, opts.torch_compile_timeout,
+          reset=torch_ref.reset_compiler)
+      fns.update(ran)
     runs = timing.interleaved(fns, items=b, repeats=opts.repeats, warmup=opts.warmup)
     if opts.profile:  # where the time goes, per XLA op
       prof = res.setdefault('profile', {})
@@ -197,9 +193,10 @@ def _run(opts: Options, probe: Callable[[], float | None] | None) -> dict[str, A
         best_name = f'torch_{arch}_float32_{report["best"]}'
         screening = timing.ratio(runs[ours_name], runs[best_name])
         res[f'{arch}_ratio_vs_best_torch'] = screening
-        for layout in formulations.LAYOUTS:
+        for layout in formulations.LAYOUTS:  # informational: each eager whole-batch layout
           name = f'torch_{arch}_float32_{layout}_batch_inference_mode'
-          res[f'{arch}_ratio_vs_torch_{layout}'] = timing.ratio(runs[ours_name], runs[name])
+          if 'items_per_s' in runs.get(name, {}):  # not when it failed (recorded above)
+            res[f'{arch}_ratio_vs_torch_{layout}'] = timing.ratio(runs[ours_name], runs[name])
         print(f'  {arch}: best torch formulation {report["best"]} '
               f'({report["best_items_per_s"]:.1f} img/s); {ours_name} / best = '
               f'{screening:.2f} (screening)', flush=True)
