@@ -200,6 +200,21 @@ def test_reuse_and_regeneration(tmp_path):
   assert len(ava.load_subset(root, 'style')['train']) == 9
 
 
+def test_regeneration_removes_the_earlier_images_it_does_not_list(tmp_path):
+  """A root regenerated with another seed or fewer images kept every earlier image and mask,
+  unlisted (disk only; a paper-size root regenerated at a tenth of its size kept GBs). Files
+  the earlier manifest does not list (a user's) stay."""
+  root = tmp_path / 'ava'
+  demo_data.generate(root, 8, 3, seed=1)
+  (root / 'images' / 'mine.jpg').write_bytes(b'x')
+  demo_data.generate(root, 5, 2, seed=2)
+  ids = json.loads((root / demo_data.MANIFEST).read_text())['image_ids']
+  assert sorted(p.name for p in (root / 'images').iterdir()) == sorted(
+      [f'{i}.jpg' for i in ids] + ['mine.jpg'])
+  assert sorted(p.name for p in (root / 'defect_masks').iterdir()) == sorted(
+      f'{i}.png' for i in ids)
+
+
 def test_bad_parameters_raise_one_line(tmp_path):
   with pytest.raises(demo_data.DemoDataError, match='pass positive counts'):
     demo_data.generate(tmp_path, 0, 5)

@@ -75,6 +75,14 @@ def test_a_missing_file_stays_missing_over_an_earlier_generation(tiny, tmp_path)
   assert not stale.exists() and _files(tmp_path) == _files(root)
 
 
+def test_regeneration_removes_the_earlier_images_it_does_not_list(tiny, tmp_path):
+  """Regenerated with another seed or size, the earlier generation's images stayed, unlisted:
+  GBs at the paper's size. The root holds the same files as one generated afresh."""
+  paper_size.generate(tmp_path, 24, 8, seed=6, long_side=SMALL, workers=1)
+  paper_size.generate(tmp_path, 16, 8, seed=5, long_side=SMALL, workers=1)
+  assert _files(tmp_path) == _files(tiny[0])
+
+
 def test_images_are_ava_sized(tmp_path):
   s = paper_size.generate(tmp_path, 3, 1, seed=0, workers=1)
   sizes = [Image.open(p).size for p in (tmp_path / 'images').glob('*.jpg')]

@@ -41,7 +41,7 @@ import json
 import os
 from pathlib import Path
 import time
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -465,6 +465,26 @@ def read_manifest(out_dir: os.PathLike | str) -> dict[str, Any] | None:
     return None
 
 
+def earlier_files(out_dir: Path) -> set[int]:
+  """Ids whose image (and mask) an earlier complete generation wrote into out_dir: its
+  manifest's `image_ids` (and paper-size's `corrupt_ids`). Read before the manifest goes."""
+  man = read_manifest(out_dir) or {}
+  try:
+    return {int(i) for k in ('image_ids', 'corrupt_ids') for i in man.get(k) or ()}
+  except (TypeError, ValueError):  # not a manifest this package wrote: remove nothing
+    return set()
+
+
+def remove_earlier(out_dir: Path, earlier: set[int], ids: Iterable[int]) -> None:
+  """Removes the files of `earlier` ids that this generation (`ids`) does not write: a root
+  regenerated smaller or with another seed kept every earlier image, unlisted (a paper-size
+  root regenerated at a tenth of its size kept GBs). Only ids the earlier manifest lists, so
+  nothing this package did not write is touched."""
+  for i in sorted(earlier - {int(i) for i in ids}):
+    (out_dir / 'images' / f'{i}.jpg').unlink(missing_ok=True)
+    (out_dir / 'defect_masks' / f'{i}.png').unlink(missing_ok=True)
+
+
 def _is_complete(out_dir: Path, params) -> dict[str, Any] | None:
   man = read_manifest(out_dir)
   if not man or man.get('params') != params:
@@ -546,6 +566,7 @@ def _generate(out_dir: Path, num_train: int, num_test: int, seed: int, params,
   (out_dir / 'images').mkdir(parents=True, exist_ok=True)
   (out_dir / 'defect_masks').mkdir(exist_ok=True)
   (out_dir / 'style_image_lists').mkdir(exist_ok=True)
+  earlier = earlier_files(out_dir)
   (out_dir / MANIFEST).unlink(missing_ok=True)  # incomplete until rewritten last
 
   rng = np.random.default_rng([seed, 0xA7A])
@@ -560,6 +581,7 @@ def _generate(out_dir: Path, num_train: int, num_test: int, seed: int, params,
   split_sizes = (num_train + n_untag[0], num_test + n_untag[1])
   q = np.concatenate([_stratified_quality(rng, n) for n in split_sizes])
   untagged = set(ids[:n_untag[0]]) | set(ids[split_sizes[0]:split_sizes[0] + n_untag[1]])
+  remove_earlier(out_dir, earlier, ids)
 
   records: list[ava.AvaImage] = []
   defect_area = []

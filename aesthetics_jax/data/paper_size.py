@@ -219,6 +219,7 @@ def _generate(out_dir: Path, num_train: int, num_test: int, seed: int,
   t0 = time.perf_counter()
   for sub in ('images', 'defect_masks', 'style_image_lists'):
     (out_dir / sub).mkdir(parents=True, exist_ok=True)
+  earlier = demo.earlier_files(out_dir)
   (out_dir / demo.MANIFEST).unlink(missing_ok=True)  # incomplete until rewritten last
 
   plans = {'train': plan_split(num_train, 'train'), 'test': plan_split(num_test, 'test')}
@@ -226,6 +227,7 @@ def _generate(out_dir: Path, num_train: int, num_test: int, seed: int,
   n_total = sum(p.listed for p in plans.values())
   pool = rng.choice(np.arange(1000, 1_000_000), size=n_total + 16, replace=False)
   ids = [int(i) for i in pool if int(i) not in ava.KNOWN_BAD_IDS][:n_total]
+  demo.remove_earlier(out_dir, earlier, ids)  # its missing ids among them: removed below
   split_of, status, q = [], [], []
   for split, plan in plans.items():
     split_of += [split] * plan.listed
