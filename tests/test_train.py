@@ -285,6 +285,10 @@ def test_best_checkpoint_is_chosen_on_validation_and_test_runs_once(data_dir, tm
   rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert [r['step'] for r in rows if 'validation/binary_accuracy' in r] == [1, 2, 3]
   assert [r['step'] for r in rows if 'test/binary_accuracy' in r] == [3]
+  # Each split's image count under its own name (was 'validation/num_test_images': 4).
+  assert {r['validation/num_validation_images'] for r in rows if 'validation/lcc_mean' in r} == {4}
+  assert [r['test/num_test_images'] for r in rows if 'test/lcc_mean' in r] == [8]
+  assert not any('validation/num_test_images' in r for r in rows)
 
 
 class _Crash(Exception):

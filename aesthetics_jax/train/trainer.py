@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import flax
 import jax
@@ -220,6 +220,14 @@ def evaluate(eval_step, variables, batches, config) -> tuple[dict, dict, dict]:
 # ------------------------------------------------------------------------------------------
 # State creation, placement, restore.
 # ------------------------------------------------------------------------------------------
+
+
+def split_scalars(split: str, eval_metrics: Mapping[str, float]) -> dict[str, float]:
+  """`evaluate`'s metrics as the '<split>/...' scalars of metrics.jsonl and TensorBoard. The
+  image count is named for its split: the validation rows said 'validation/num_test_images'
+  (the metrics' own key is the test's, as metrics.json and result.json keep it)."""
+  return {f'{split}/' + (f'num_{split}_images' if k == 'num_test_images' else k): v
+          for k, v in eval_metrics.items()}
 
 
 def create_state(model, config, tx, mesh: Mesh, variables: dict) -> TrainState:
@@ -593,10 +601,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
       eval_now = done % eval_every == 0 or done == total
       if eval_now:
         eval_metrics, _, _ = evaluate(eval_step, state.variables, eval_batches(), config)
-        writer.write_scalars(done, {f'{eval_split}/{k}': v for k, v in eval_metrics.items()})
+        scalars = split_scalars(eval_split, eval_metrics)
+        writer.write_scalars(done, scalars)
         if preview is not None:
           writer.write_images(done, preview(state.variables))
-        logging.info('step %d eval (%s split) %s', done, eval_split, eval_metrics)
+        logging.info('step %d eval %s', done, scalars)
       if ckpt_now:
         if pending:
           check_finite()
@@ -617,7 +626,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
     # step's among them: its row again at `total` was a duplicate (or, for an earlier best
     # step, a second test/* value at `total`, not the last weights').
     if eval_split != 'test':
-      writer.write_scalars(total, {f'test/{k}': v for k, v in test_metrics.items()})
+      writer.write_scalars(total, split_scalars('test', test_metrics))
     selected_by = (f'{eval_split}/{config.best_metric}' if str(config.best_metric)
                    else 'last step')
     logging.info('test metrics of checkpoint %d (selected by %s): %s', chosen, selected_by,
