@@ -39,6 +39,24 @@ def test_keeps_latest_and_best(tmp_path):
 
 
 
+@pytest.mark.parametrize('read_only', [False, True])
+def test_a_step_folder_without_a_checkpoint_prints_no_orbax_notice(tmp_path, read_only, caplog):
+  """An empty step folder (a half-copied workdir) printed orbax's 'W ... checkpoint.py:202]
+  Metadata file does not exist: .../checkpoints/3/_CHECKPOINT_METADATA' before training's
+  own warning (it moves the step aside) or, in evaluate / predict, alone (they skip it)."""
+  import logging  # pylint: disable=import-outside-toplevel
+  ck = checkpoints.Checkpointer(tmp_path, keep=2)
+  ck.save(2, {'w': np.zeros((3,), np.float32)}, {'step': np.int32(2)}, {})
+  ck.wait()
+  ck.close()
+  (tmp_path / 'checkpoints' / '3').mkdir()
+  with caplog.at_level(logging.INFO):
+    ck = checkpoints.Checkpointer(tmp_path, read_only=read_only)
+    ck.all_steps()
+    ck.close()
+  assert [r.getMessage() for r in caplog.records if 'Metadata file' in r.getMessage()] == []
+
+
 @pytest.mark.parametrize('values, kept, best', [((0.3, float('nan'), 0.1), [1, 3], 1),
                                                 ((0.1, 0.3, float('nan')), [2, 3], 2)])
 def test_a_nan_evaluation_is_never_the_best(tmp_path, values, kept, best):

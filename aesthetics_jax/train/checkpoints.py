@@ -99,8 +99,9 @@ class Checkpointer:
         enable_async_checkpointing=enable_async, create=not read_only, read_only=read_only,
         # What orbax sets itself for read_only, with a warning line per restore.
         **({'save_interval_steps': 0} if read_only else {}))
-    if read_only:  # orbax warns "Given directory is read only" on every read-only restore:
-      orbax_logging.drop_read_only_warning()  # noise in every notebook that loads a model
+    # orbax warns "Given directory is read only" on every read-only restore (noise in every
+    # notebook that loads a model), and on a step folder without a checkpoint.
+    orbax_logging.drop_notices(read_only)
     self.manager = ocp.CheckpointManager(
         self.directory, options=options, item_names=('variables', 'opt', 'meta'))
 

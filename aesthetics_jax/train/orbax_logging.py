@@ -10,19 +10,29 @@ import sys
 from absl import logging
 
 
-def _is_read_only_warning(record: std_logging.LogRecord) -> bool:
+def _is_orbax_warning(record: std_logging.LogRecord, start: str) -> bool:
   return (record.levelno == std_logging.WARNING and f'{os.sep}orbax{os.sep}' in record.pathname
-          and str(record.msg).startswith('Given directory is read only'))
+          and str(record.msg).startswith(start))
 
 
-def drop_read_only_warning() -> None:
-  """Installs (once) a filter on absl's logger for orbax's read-only notice, which says only
-  that we opened checkpoints to read them."""
+def drop_notices(read_only: bool) -> None:
+  """Installs (once each) filters on absl's logger for orbax notices that tell a user nothing:
+  'Metadata file does not exist: <step>/_CHECKPOINT_METADATA', for a step folder without a
+  checkpoint in it (an empty or half-copied one), which training moves aside with its own
+  warning and inference skips; and with `read_only`, 'Given directory is read only', which
+  says only that we opened checkpoints to read them."""
   logger = logging.get_absl_logger()
-  if not any(getattr(f, '__name__', '') == '_keep' for f in logger.filters):
-    def _keep(record: std_logging.LogRecord) -> bool:
-      return not _is_read_only_warning(record)
-    logger.addFilter(_keep)
+  starts = {'_keep_no_metadata': 'Metadata file does not exist'}
+  if read_only:
+    starts['_keep'] = 'Given directory is read only'
+  for name, start in starts.items():
+    if any(getattr(f, '__name__', '') == name for f in logger.filters):
+      continue
+
+    def keep(record: std_logging.LogRecord, start=start) -> bool:
+      return not _is_orbax_warning(record, start)
+    keep.__name__ = name
+    logger.addFilter(keep)
 
 
 def _is_orbax_record(record: std_logging.LogRecord) -> bool:
