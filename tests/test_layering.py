@@ -1,7 +1,8 @@
 """Data flows one way: no package imports a package above it (read from the source files).
 
 Layers, lowest first (a module may import its own package and any lower layer):
-  configs, io, environment, moved, parallel, cpu_backend, compile_cache  →  data, models
+  configs, io, environment, moved, parallel, cpu_backend, compile_cache, memory_fit
+  →  data, models
   →  explain, report  →  train  →  evaluation  →  bench, api  →  cli
 `data` and `models` do not know each other; `explain` (maps, boxes, faithfulness) and
 `report` (figures, HTML) know nothing of training; inference lives in `evaluation`, so
@@ -16,8 +17,8 @@ import pytest
 PKG = pathlib.Path(__file__).resolve().parents[1] / 'aesthetics_jax'
 
 LAYER = {'configs': 0, 'io': 0, 'environment': 0, 'moved': 0, 'parallel': 0,
-         'cpu_backend': 0, 'compile_cache': 0, 'data': 1, 'models': 1, 'explain': 2,
-         'report': 2, 'train': 3, 'evaluation': 4, 'bench': 5, 'api': 5, 'cli': 6}
+         'cpu_backend': 0, 'compile_cache': 0, 'memory_fit': 0, 'data': 1, 'models': 1,
+         'explain': 2, 'report': 2, 'train': 3, 'evaluation': 4, 'bench': 5, 'api': 5, 'cli': 6}
 # Same-layer pairs that must not import each other either.
 FORBIDDEN_SIDEWAYS = {('data', 'models'), ('models', 'data'), ('explain', 'report'),
                       ('report', 'explain')}

@@ -49,6 +49,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from aesthetics_jax import memory_fit
 from aesthetics_jax.cli import common
 from aesthetics_jax.cli import inputs
 from aesthetics_jax.evaluation import records as records_lib
@@ -209,7 +210,8 @@ def _score(method: str | None, items: list[str | dict], lines: _Lines, ctrl_c: _
     try:
       predictor = predictor_lib.Predictor(
           _WORKDIR.value, _STEP.value, method, _CAM_LAYERS.value,
-          overrides=config_flags.get_override_values(flags.FLAGS['config']))
+          overrides=config_flags.get_override_values(flags.FLAGS['config']),
+          batch_flag='--batch_size')
     except (ValueError, RuntimeError, OSError) as e:  # no checkpoint, bad layer name, ...
       common.usage_error('predict', common.first_line(e))
     if note := predictor.unused_note('--batch_size', prefix='--config.'):
@@ -250,6 +252,10 @@ def main(argv):
     _finish(lines)
   except KeyboardInterrupt:  # Ctrl-C: the lines so far were lost with a traceback
     _finish(lines, interrupted=ctrl_c.signum)
+  except memory_fit.BatchMemoryError as e:  # found before the batch ran: a flag to lower
+    if lines.count:
+      _finish(lines, error=e)
+    common.usage_error('predict', common.first_line(e))
   except (RuntimeError, MemoryError) as e:
     # Out of memory mid-run (XLA's RESOURCE_EXHAUSTED on a large --batch_size): a traceback,
     # and with --output every line scored before it was lost.

@@ -106,6 +106,7 @@ def _train(config) -> None:
   from aesthetics_jax.train import trainer  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.models import pretrained  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import config_checks  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax import memory_fit  # pylint: disable=import-outside-toplevel
   try:  # the model's enumerations (arch, dtype, depthwise, ...): building it needs JAX
     config_checks.check(config)
   except config_checks.ConfigError as e:
@@ -114,7 +115,7 @@ def _train(config) -> None:
   # CheckpointError: workdir (busy, read-only, a file), damaged checkpoints, failed saves.
   user_errors = (trainer.TrainingError, checkpoints.CheckpointError,
                  preprocess.InputError, parallel.ShardingError, ava.AvaError, FileNotFoundError,
-                 NotADirectoryError, PermissionError)
+                 NotADirectoryError, PermissionError, memory_fit.BatchMemoryError)
   try:
     # Inside the try: a lost process's error must not reach the handlers below (a failed
     # checkpoint save's line).

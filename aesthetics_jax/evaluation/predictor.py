@@ -22,6 +22,7 @@ from PIL import Image
 
 from aesthetics_jax import cpu_backend
 from aesthetics_jax import io as io_lib
+from aesthetics_jax import memory_fit
 from aesthetics_jax import models
 from aesthetics_jax import parallel
 from aesthetics_jax.data import decoder
@@ -59,10 +60,12 @@ class Predictor:
 
   def __init__(self, workdir: str | os.PathLike, step: int | None = None,
                cam_method: str | None = None, cam_layers: Sequence[str] | str | None = None,
-               overrides: dict[str, Any] | None = None):
+               overrides: dict[str, Any] | None = None, batch_flag: str = 'batch_size'):
     """`cam_method` / `cam_layers` (torchvision module paths, e.g. ('features.14',
     'features.18')) default to the checkpoint's `config.eval.cam_method` / `.cam_layers`;
-    `overrides`: dotted `eval.*` keys for this predictor (`{'eval.box_threshold': 0.4}`)."""
+    `overrides`: dotted `eval.*` keys for this predictor (`{'eval.box_threshold': 0.4}`);
+    `batch_flag`: what a batch too large for the memory is named by (`memory_fit`)."""
+    self.batch_flag = batch_flag
     self.model, self.variables, self.config, self.step = restore.restore_for_inference(
         workdir, step)
     overrides_lib.apply(self.config, overrides)  # eval.* only; one-line OverrideError
@@ -138,7 +141,8 @@ class Predictor:
     mesh, variables = self.placement(method or self.method)
     x, b = parallel.pad_to_multiple(x, mesh.size)
     xs = jax.device_put(x, parallel.data_sharding(mesh))
-    pred, maps = forward(variables, xs)
+    pred, maps = memory_fit.call(forward, variables, xs, flag=self.batch_flag,
+                                 batch=int(x.shape[0]))  # one line if it cannot fit
     return {k: np.asarray(v)[:b] for k, v in pred.items()}, np.asarray(maps)[:b]
 
   def describe(self, image: np.ndarray | tuple[int, int], pred: dict[str, np.ndarray],

@@ -23,6 +23,7 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm import tqdm
 
+from aesthetics_jax import memory_fit
 from aesthetics_jax.data import pipeline
 from aesthetics_jax.evaluation import study
 from aesthetics_jax.explain import cam
@@ -165,7 +166,10 @@ def collect(forward: ForwardFn, summarize, variables, batches: BatchesFn,
   n_total = min(len(source), int(max_examples)) if max_examples else len(source)
   with tqdm(total=n_total, desc=desc, unit='img', leave=False) as bar, pipeline.closing(
       batches(source, max_examples=max_examples or None)) as it:
-    for batch in it:
+    for i, batch in enumerate(it):
+      if i == 0:  # activations too large for the machine: one line, before the first batch
+        memory_fit.check(forward, (variables, batch['image']), flag='config.eval.batch_size',
+                         batch=int(batch['image'].shape[0]))
       pred, maps = forward(variables, batch['image'])
       host = jax.device_get({'pred': pred, 'maps': summarize(maps),
                              'true': {k: batch[k] for k in TRUE_FIELDS}, 'mask': batch['mask']})

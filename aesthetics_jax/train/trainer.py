@@ -52,7 +52,7 @@ import tqdm
 from absl import logging
 from jax.sharding import Mesh
 
-from aesthetics_jax import io, models, parallel
+from aesthetics_jax import io, memory_fit, models, parallel
 from aesthetics_jax.data import pipeline as ip
 from aesthetics_jax.models import outputs as outputs_lib
 from aesthetics_jax.train import cache_store
@@ -520,6 +520,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
   # Periodic evaluations and the best checkpoint: validation (test only when it is off).
   eval_batches = val_batches if split.enabled else test_batches
 
+  def check_eval_memory() -> None:
+    """`memory_fit.check` of the evaluations' step, which first ran after eval_every_steps
+    steps; its compilation is the one the first evaluation reuses."""
+    with ip.closing(eval_batches()) as it:
+      first = next(iter(it), None)
+    if first is not None:
+      memory_fit.check(eval_step, (state.variables, first), flag='config.eval.batch_size',
+                       batch=eval_bs)
+
   log_every = max(1, int(config.log_every_steps))
   eval_every = max(1, int(config.eval_every_steps))
   ckpt_every = max(1, int(config.checkpoint_every_steps))
@@ -577,8 +586,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
       ckpt_now = done % ckpt_every == 0 or done == total
       # Weights are checked (norms) before every log line and every checkpoint.
       measure = np.bool_(log_now or ckpt_now)
+      batch = next_batch(step) if device_rows is None else None
+      if step == start:  # activations too large for the machine: one line, before any step
+        if batch is not None:
+          memory_fit.check(train_step, (state, batch, base_rng, measure),
+                           flag='config.batch_size', batch=int(config.batch_size))
+        check_eval_memory()
       if device_rows is None:
-        state, m = train_step(state, next_batch(step), base_rng, measure)
+        state, m = train_step(state, batch, base_rng, measure)
       else:
         state, m = run_segment(train_segment, state, cache, device_rows, step, done,
                                int(config.batch_size), base_rng, measure, mesh)

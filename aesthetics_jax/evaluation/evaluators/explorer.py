@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from aesthetics_jax import cpu_backend
 from aesthetics_jax import io as io_lib
+from aesthetics_jax import memory_fit
 from aesthetics_jax import parallel
 from aesthetics_jax.data import pipeline
 from aesthetics_jax.evaluation import forward
@@ -186,7 +187,9 @@ def run(model, variables, source: Sequence, test: streaming.SplitSummary,
       keep = np.asarray(jax.device_get(batch['mask'])) > 0
       k = int(keep.sum())
       maps = {m: np.asarray(v)[keep]
-              for m, v in jax.device_get(maps_fn(variables, batch['image'])).items()}
+              for m, v in jax.device_get(memory_fit.call(  # one line if it cannot fit
+                  maps_fn, variables, batch['image'], flag='config.eval.batch_size',
+                  batch=int(batch['image'].shape[0]))).items()}
       need = min(k, n_score - row)
       if scorecam is not None and need > 0:
         maps['scorecam'] = _scorecam_maps(scorecam, variables, batch['image'], need, mesh)

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from aesthetics_jax import cpu_backend, models, parallel
+from aesthetics_jax import cpu_backend, memory_fit, models, parallel
 from aesthetics_jax.data import preprocess
 from aesthetics_jax.evaluation import forward
 from aesthetics_jax.explain import cam
@@ -74,9 +74,11 @@ def make_step(model, arch: str, steps: int, layers: Sequence[str] = (),
             'insertion': {'curve': ins['curve'], 'auc': ins['auc']}}
 
   def step(methods, variables, random_head, x):
-    feats = features(variables, x)
-    both = maps_fn(variables, random_head, feats, x, methods=tuple(methods))
-    return {m: {**perturb(variables, x, maps), 'maps': maps, 'random_maps': rmaps}
+    # Activations too large for the machine: one line before each part's first batch.
+    fit = functools.partial(memory_fit.call, flag='config.eval.batch_size', batch=x.shape[0])
+    feats = fit(features, variables, x)
+    both = fit(maps_fn, variables, random_head, feats, x, methods=tuple(methods))
+    return {m: {**fit(perturb, variables, x, maps), 'maps': maps, 'random_maps': rmaps}
             for m, (maps, rmaps) in both.items()}
 
   step.perturb = perturb  # the curves of any maps: the random-order control's

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from aesthetics_jax import cpu_backend, models, parallel
+from aesthetics_jax import cpu_backend, memory_fit, models, parallel
 from aesthetics_jax.data import decoder
 from aesthetics_jax.data import preprocess
 from aesthetics_jax.evaluation import forward
@@ -108,7 +108,9 @@ def make_maps(model, arch: str, layers: Sequence[str] = ()):
     return {m: (v[:, 0], v[:, 1]) for m, v in maps.items()}
 
   def maps(methods, variables, x):
-    return maps_fn(variables, features(variables, x), x, methods=tuple(methods))
+    # Activations too large for the machine: one line before each part's first batch.
+    fit = functools.partial(memory_fit.call, flag='config.eval.batch_size', batch=x.shape[0])
+    return fit(maps_fn, variables, fit(features, variables, x), x, methods=tuple(methods))
   return maps
 
 
