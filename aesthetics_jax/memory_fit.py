@@ -96,8 +96,9 @@ def problem(compiled, flag: str, batch: int) -> str | None:
     have = min(frees)
   if have is None or need <= have:
     return None
-  # Temporaries grow about linearly in the batch (weights' gradients and the like do not).
-  fits = batch * have // need
+  # Temporaries grow about linearly in the batch (weights' gradients and the like do not); a
+  # tenth is left for the rest of the run (decoded images, results on the host).
+  fits = batch * (have * 9 // 10) // need
   where = 'RAM available' if cpu else f'free on {devices[0].platform.upper()} {devices[0].id}'
   fit = (f'lower it to about {fits}' if fits >= 1 else
          'even a batch of 1 may not fit: free memory or use a larger machine')
