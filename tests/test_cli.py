@@ -403,12 +403,34 @@ def test_checkout_scripts_help_exits_0(script):
 @pytest.mark.parametrize('error, oom', [
     (RuntimeError('RESOURCE_EXHAUSTED: Out of memory allocating 25652339520 bytes.'), True),
     (MemoryError(), True),
+    # XLA:CPU's, for a temporary buffer it could not allocate (VGG16 at 224 px, 1024 images)
+    (RuntimeError('INTERNAL: Error dispatching computation: Out of memory allocating '
+                  '9093251384 bytes.'), True),
     # orbax's full disk: CheckpointError's job, not a batch to lower
     (RuntimeError('RESOURCE_EXHAUSTED: Error writing "w/0": No space left on device'), False),
     (RuntimeError('INTERNAL: something else'), False),
 ])
 def test_out_of_memory_is_told_from_other_runtime_errors(error, oom):
   assert common.out_of_memory(error) is oom
+
+
+def test_evaluate_out_of_memory_names_the_batch_size(tmp_path):
+  """evaluate printed XLA:CPU's 'INTERNAL: ... Out of memory allocating N bytes.' bare, with no
+  flag to lower (its own handler took every RuntimeError)."""
+  code = ('import runpy, sys\n'
+          'from aesthetics_jax.evaluation import run\n'
+          'def evaluate(*a, **k):\n'
+          '  raise RuntimeError("INTERNAL: Error dispatching computation: Out of memory '
+          'allocating 9093251384 bytes.")\n'
+          'run.evaluate = evaluate\n'
+          'sys.argv[0] = "evaluate"\n'
+          'runpy.run_module("launch.evaluate", run_name="__main__", alter_sys=True)\n')
+  r = subprocess.run([sys.executable, '-c', code, f'--workdir={tmp_path}'], cwd=ROOT,
+                     capture_output=True, text=True, timeout=120)
+  assert r.returncode == 1 and r.stderr == (
+      'evaluate: out of memory (INTERNAL: Error dispatching computation: Out of memory '
+      'allocating 9093251384 bytes.); lower --config.eval.batch_size; what was written is '
+      'kept\n'), r.stderr
 
 
 # Ctrl-C landing in a callback whose errors Python only prints (JAX's gc callback, a __del__).

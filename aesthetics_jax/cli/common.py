@@ -275,9 +275,12 @@ def out_of_memory_line(e: BaseException) -> str:
 def out_of_memory(e: BaseException) -> bool:
   """An allocation that failed: Python's MemoryError or XLA's RESOURCE_EXHAUSTED (a
   JaxRuntimeError, a RuntimeError), told apart without importing JAX. A batch too large for
-  the machine (batch_size=10**6 on the cached head: 25.7 GB for one step) was a traceback."""
+  the machine (batch_size=10**6 on the cached head: 25.7 GB for one step) was a traceback.
+  XLA:CPU says 'INTERNAL: Error dispatching computation: Out of memory allocating N bytes.'
+  when a temporary buffer cannot be had (aesthetics-evaluate printed it bare, no flag named)."""
   head = first_line(e)
-  return isinstance(e, MemoryError) or ('RESOURCE_EXHAUSTED' in head and 'memory' in head.lower())
+  return isinstance(e, MemoryError) or ('RESOURCE_EXHAUSTED' in head and 'memory' in head.lower()
+                                        ) or 'out of memory allocating' in head.lower()
 
 
 def interrupt_once(signum, frame) -> None:
