@@ -114,3 +114,15 @@ def test_predict_refuses_a_batch_that_cannot_fit_before_scoring(tmp_path):
                                str(tmp_path / 'a.png'))
   assert code == 2 and len(lines) == 1, (code, lines)
   assert re.fullmatch(LINE.format(cmd='predict', flag='--batch_size', batch=2), lines[0]), lines
+
+
+def test_train_refuses_a_feature_cache_batch_that_cannot_fit(data_dir, tmp_path):
+  """The frozen encoder's cache build (the paper configs' path) encodes eval.batch_size images
+  at a time (capped at the 6 training rows; the evaluations' batch is 4, the test rows),
+  before the first step."""
+  code, lines = _small_machine('train', '--config=mobilenet_v2_emd:smoke',
+                               f'--workdir={tmp_path / "w"}', f'--config.data.data_dir={data_dir}',
+                               '--config.eval.batch_size=8')
+  assert code == 2 and len(lines) == 1, (code, lines)
+  assert re.fullmatch(LINE.format(cmd='train', flag=r'config\.eval\.batch_size', batch=6),
+                      lines[0]), lines

@@ -41,6 +41,7 @@ from aesthetics_jax.data import preprocess
 from aesthetics_jax.data import resized_store
 from aesthetics_jax.data import sampling
 from aesthetics_jax import cpu_backend
+from aesthetics_jax import memory_fit
 from aesthetics_jax import parallel
 from aesthetics_jax.train import cache_store
 from aesthetics_jax.train.errors import TrainingError
@@ -187,6 +188,9 @@ def encode_rows(encode, variables, image_fn, source: Sequence[Any], rows: np.nda
         x, flip = jax.make_array_from_process_local_data(
             sharding, [np.stack([v[k][0] for v in views]), np.array([v[k][1] for v in views])],
             [(batch_size, size, size, 3), (batch_size,)])
+        if start == 0 and k == 0:  # activations too large for the machine: one line first
+          memory_fit.check(encode, (variables, x, flip), flag='config.eval.batch_size',
+                           batch=batch_size)
         encoded.append(encode(variables, x, flip))  # dispatched; no wait
       pending = submit(start + batch_size)  # decodes while the encoder runs
       for a, out in zip(encoded, outs):
