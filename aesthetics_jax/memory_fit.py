@@ -70,8 +70,10 @@ def needed_bytes(compiled) -> int | None:
 
 
 def _devices(compiled) -> list:
+  """This process's devices the computation runs on (a multi-process job's others are on
+  other hosts, each checked by its own process)."""
   shardings = [s for s in _leaves(compiled.input_shardings) if hasattr(s, 'device_set')]
-  return sorted({d for s in shardings for d in s.device_set}, key=lambda d: d.id)
+  return sorted({d for s in shardings for d in s.addressable_devices}, key=lambda d: d.id)
 
 
 def _leaves(tree) -> list:
