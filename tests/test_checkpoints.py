@@ -57,6 +57,21 @@ def test_a_step_folder_without_a_checkpoint_prints_no_orbax_notice(tmp_path, rea
   assert [r.getMessage() for r in caplog.records if 'Metadata file' in r.getMessage()] == []
 
 
+def test_a_checkpoint_between_evaluations_prints_no_orbax_notice(tmp_path, caplog):
+  """Every checkpoint saved without metrics (between evaluations, on SIGTERM) printed orbax's
+  'W ... checkpoint_manager.py:1489] Requested `tracked_metric`; did not provide metrics.' in
+  aesthetics-train's, -paper-run's and -demo's output: such steps are never the best, by
+  design."""
+  import logging  # pylint: disable=import-outside-toplevel
+  with caplog.at_level(logging.INFO):
+    ck = checkpoints.Checkpointer(tmp_path, keep=2, best_metric='binary_accuracy')
+    ck.save(1, {'w': np.zeros((3,), np.float32)}, {'step': np.int32(1)}, {})
+    ck.wait()
+    ck.close()
+  assert 1 in ck.all_steps()
+  assert [r.getMessage() for r in caplog.records if 'tracked_metric' in r.getMessage()] == []
+
+
 @pytest.mark.parametrize('values, kept, best', [((0.3, float('nan'), 0.1), [1, 3], 1),
                                                 ((0.1, 0.3, float('nan')), [2, 3], 2)])
 def test_a_nan_evaluation_is_never_the_best(tmp_path, values, kept, best):

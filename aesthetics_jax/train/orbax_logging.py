@@ -20,9 +20,12 @@ def drop_notices(read_only: bool) -> None:
   'Metadata file does not exist: <step>/_CHECKPOINT_METADATA', for a step folder without a
   checkpoint in it (an empty or half-copied one), which training moves aside with its own
   warning and inference skips; and with `read_only`, 'Given directory is read only', which
-  says only that we opened checkpoints to read them."""
+  says only that we opened checkpoints to read them. Also 'Requested `tracked_metric`; did not
+  provide metrics.' for every checkpoint saved between evaluations (and on SIGTERM): by design
+  those steps are never the best, and the W line in every training's output explained nothing."""
   logger = logging.get_absl_logger()
-  starts = {'_keep_no_metadata': 'Metadata file does not exist'}
+  starts = {'_keep_no_metadata': 'Metadata file does not exist',
+            '_keep_no_metrics': 'Requested `tracked_metric`'}
   if read_only:
     starts['_keep'] = 'Given directory is read only'
   for name, start in starts.items():
