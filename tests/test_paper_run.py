@@ -97,6 +97,20 @@ def test_rerun_skips_every_stage(run):
     assert again[name]['resumed'] and again[name]['seconds'] == before[name]['seconds']
 
 
+def test_a_reused_stage_logs_this_runs_time(tmp_path, capsys):
+  """A rerun logged 'weights: reused in 4.8 s' (the earlier run's time) for a check that took
+  no time: read as 4.8 s spent again."""
+  w = tmp_path / 'w'
+  w.mkdir()
+  (w / paper_run.RUN_JSON).write_text(json.dumps({'flags': {}, 'stages': [
+      {'stage': 'weights', 'status': 'ran', 'seconds': 300.0, 'peak_total_mb': 1.0}]}))
+  run = paper_run._Run(w, {})  # pylint: disable=protected-access
+  rec = run.stage('weights', [], lambda: ('reused', None, {}))
+  assert rec['seconds'] == 300.0 and rec['resumed']
+  line = [l for l in capsys.readouterr().err.splitlines() if 'weights: reused' in l][0]
+  assert line.endswith('weights: reused in 0.0 s (the work took 5.0 min in an earlier run)')
+
+
 def test_rerun_with_other_flags_is_refused(run, tmp_path):
   """A rerun with another seed, --views or weights (or without --smoke) reused the finished stages
   (models trained on the first run's data, weights and views) and recorded the new flags."""

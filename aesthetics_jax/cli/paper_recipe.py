@@ -402,11 +402,14 @@ class _Run:
            'images_per_s': None, 'disk_mb': stage_monitor.disk_mb(disk_paths), 'info': info}
     if images:
       rec['images_per_s'] = round(images / max(rec['seconds'], 1e-9), 1)
+    took = _duration(rec['seconds'])
     old = self.earlier.get(name)
     if status == 'reused' and old and old.get('status') == 'ran':
       rec = {**old, 'resumed': True}  # the whole row as measured when the work was done
+      # The line said 'weights: reused in 4.8 s', the earlier run's time, for a 0.0 s check.
+      took += f' (the work took {_duration(rec["seconds"])} in an earlier run)'
     self.records.append(rec)
-    _log(f'{name}: {status} in {_duration(rec["seconds"])}')
+    _log(f'{name}: {status} in {took}')
     self.write()
     if self.stop is not None:
       self.stop.check()
