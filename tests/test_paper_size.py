@@ -126,3 +126,19 @@ def test_make_demo_data_refuses_a_huge_worker_pool(tmp_path):
   assert r.stderr.strip().splitlines() == [
       f'make_demo_data: --workers={most + 1}: pass 0 (one per core) or 1 to {most} (4 per '
       'core: more processes only take memory)']
+
+
+def test_a_full_disk_names_the_space_these_counts_need(tmp_path, monkeypatch):
+  """A failed write said '(choose a writable --out_dir with ~2.5 GB free)', the paper counts'
+  size, for any --num_train / --num_test (a 300 / 80 folder takes 68 MB)."""
+  import errno  # pylint: disable=import-outside-toplevel
+
+  def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, 'No space left on device', str(tmp_path / 'images' / '1.jpg'))
+  monkeypatch.setattr(paper_size, '_generate', full)
+  with pytest.raises(paper_size.demo.DemoDataError) as e:
+    paper_size.generate(tmp_path, 300, 80, workers=1)
+  assert str(e.value).endswith('(No space left on device) (choose a writable --out_dir with '
+                               '~87 MB free)'), str(e.value)
+  with pytest.raises(paper_size.demo.DemoDataError, match='~2.5 GB free'):
+    paper_size.generate(tmp_path, workers=1)
