@@ -96,6 +96,23 @@ def _device_flag(xla_flags: str) -> str | None:
   return values[-1] if values else None
 
 
+def device_flag_problem(xla_flags: str | None = None) -> str | None:
+  """One line if XLA_FLAGS sets a CPU device count XLA cannot use (0, negative, not a whole
+  number): 0 ended every command in a RuntimeError traceback ('Could not determine
+  process_index'), -1 in one about vector::reserve, 'eight' or 2.5 in XLA's list of all its
+  flags. None when the count is usable or not set."""
+  value = _device_flag(os.environ.get('XLA_FLAGS', '') if xla_flags is None else xla_flags)
+  if value is None:
+    return None
+  try:
+    if int(value) >= 1:
+      return None
+  except ValueError:
+    pass
+  return (f'XLA_FLAGS: {DEVICES_FLAG}={value}: pass a whole number of CPU devices, 1 or more '
+          f'(e.g. {DEVICES_FLAG}=8), or leave it out (one per core)')
+
+
 def devices_added() -> bool:
   """True if this process's CPU devices are `configure`'s one per core (set by it here or in
   the parent that started this process), not a count the user chose in XLA_FLAGS."""

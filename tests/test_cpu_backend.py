@@ -179,3 +179,25 @@ def test_encoder_options_for_full_width_vgg16_only(monkeypatch):
   np.testing.assert_allclose(np.asarray(with_opts(v, x)), np.asarray(without(v, x)),
                              atol=1e-5, rtol=1e-5)
   assert jax.default_backend() == 'cpu'
+
+
+@pytest.mark.parametrize('value', ['0', '-1', 'eight', '2.5'])
+def test_an_unusable_device_count_in_xla_flags_is_one_line(value):
+  """XLA_FLAGS=--xla_force_host_platform_device_count=0 (the README's way to try many devices)
+  ended every command in a RuntimeError traceback from JAX's backend; -1 in one about
+  vector::reserve, a word or 2.5 in XLA's list of all its flags. Now one line, exit 2."""
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env['XLA_FLAGS'] = f'{cpu_backend.DEVICES_FLAG}={value}'
+  code = ('import jax; from aesthetics_jax.cli import common; '
+          'common.run(lambda argv: print(jax.devices()), "doc", ["prog"])')
+  r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
+  assert r.returncode == 2, r.stderr[-2000:]
+  assert r.stderr.strip().splitlines()[-1].endswith(
+      f'XLA_FLAGS: {cpu_backend.DEVICES_FLAG}={value}: pass a whole number of CPU devices, '
+      f'1 or more (e.g. {cpu_backend.DEVICES_FLAG}=8), or leave it out (one per core)')
+  assert 'Traceback' not in r.stderr
+
+
+def test_a_usable_device_count_passes():
+  assert cpu_backend.device_flag_problem(f'{cpu_backend.DEVICES_FLAG}=8') is None
+  assert cpu_backend.device_flag_problem('--xla_cpu_enable_fast_math=false') is None

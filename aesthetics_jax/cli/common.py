@@ -210,6 +210,8 @@ def run(main: Callable[[list[str]], None], doc: str | None,
   sys.modules['__main__'].__doc__ = doc
   _help_lists_flags_of(main.__module__)
   cpu_backend.configure()  # before any JAX computation starts the backends
+  if problem := cpu_backend.device_flag_problem():  # the user's XLA_FLAGS: a traceback in JAX
+    usage_error(command_name(), problem)
   compile_cache.configure()  # before the first compilation
   if not isinstance(sys.stdout, _TaggedStdout):
     sys.stdout = _TaggedStdout(sys.stdout)
