@@ -338,6 +338,30 @@ def test_an_empty_output_flag_is_refused_not_the_current_folder(flag, capsys):
   common.check_outputs('demo', folders={flag: None}, files={'json': None})  # not given: fine
 
 
+def test_a_url_is_refused_where_a_command_writes_local_paths_only(tmp_path):
+  """`--workdir=gs://bucket/run` became the local folder ./gs:/bucket/run: aesthetics-paper-run,
+  -demo and -control made data and trained there, then failed at the first checkpoint ('free
+  space or fix the storage'); make-demo-data, make-fake-weights and convert-weights wrote
+  there and exited 0. Now one line, exit 2, before any work."""
+  from aesthetics_jax import cpu_backend
+  env = dict(os.environ, PYTHONPATH=str(ROOT),
+             GLIBC_TUNABLES=cpu_backend.tunables_with_malloc('') or '')
+  for command, flag in (('paper_run', 'workdir'), ('demo', 'workdir'), ('control', 'workdir'),
+                        ('make_demo_data', 'out_dir'), ('make_fake_weights', 'out'),
+                        ('convert_weights', 'out')):
+    args = [f'--{flag}=gs://bucket/x']
+    if command == 'convert_weights':
+      (tmp_path / 'w.npz').write_bytes(b'')
+      args += ['--arch=vgg16', f'--source={tmp_path / "w.npz"}']
+    r = subprocess.run([sys.executable, '-m', f'aesthetics_jax.cli.{command}', *args],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, (command, r.stderr[-2000:])
+    assert lines[0].startswith(f'{command}: --{flag}=gs://bucket/x: this command writes local '
+                               'paths only'), lines
+  assert not (tmp_path / 'gs:').exists()
+
+
 @pytest.mark.parametrize('flag', ['workdir', 'data_dir'])
 def test_a_folder_not_named_in_utf8_is_refused_where_checkpoints_go(flag, tmp_path, capsys,
                                                                     monkeypatch):

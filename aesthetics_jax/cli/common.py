@@ -181,10 +181,18 @@ def utf8_problem(path: str | os.PathLike, flag: str) -> str | None:
 
 
 def check_outputs(script: str, folders: dict[str, str | None] = None,
-                  files: dict[str, str | None] = None) -> None:
+                  files: dict[str, str | None] = None, local_only: bool = False) -> None:
   """Exits 2 with one line if a given output flag ({flag: value}; None = not given) cannot be
   written. An empty value (`--workdir=`) is refused: it meant the current folder, and the demo
-  wrote its whole workdir there."""
+  wrote its whole workdir there. `local_only`: the command writes through local paths, where
+  `gs://b/run` is the folder ./gs:/b/run (the paper run, demo and control then trained there
+  and failed at the first checkpoint; make-demo-data and the weight tools exited 0)."""
+  for flag, value in {**(folders or {}), **(files or {})}.items():
+    if local_only and value and '://' in str(value):
+      usage_error(script, f'--{flag}={value}: this command writes local paths only (a URL '
+                  'would be a local folder named after it); pass a local path, and copy the '
+                  'result to the bucket (aesthetics-train and aesthetics-evaluate take gs:// '
+                  'workdirs)')
   for flag, value in (folders or {}).items():
     if value == '':
       usage_error(script, f'--{flag} is empty; pass a folder to write to')

@@ -55,7 +55,7 @@ _CONFIG = None  # --config: defined in run_cli, once argv's --config.KEY overrid
 def main(argv):
   if len(argv) > 1:
     common.usage_error('control', f'unexpected arguments {argv[1:]}; use --flag=value')
-  common.check_outputs('control', folders={'workdir': _WORKDIR.value})
+  common.check_outputs('control', folders={'workdir': _WORKDIR.value}, local_only=True)
   try:
     seeds = [int(s) for s in _SEEDS.value]
   except ValueError:

@@ -47,7 +47,7 @@ def main(argv):
     common.usage_error('convert_weights', f'--out={out}: the converter writes .npz files; '
                        'pass a folder (it gets <arch>.npz) or a path ending in .npz')
   # As pretrained.convert_file decides: a .NPZ path is a file too.
-  common.check_outputs('convert_weights', **(
+  common.check_outputs('convert_weights', local_only=True, **(
       {'files': {'out': out}} if ext == '.npz' else {'folders': {'out': out}}))
   # The file convert_file writes for `out` (its rule, kept here so that it is checked before
   # JAX loads); the converter is handed this path, so what is checked is what is written.

@@ -306,7 +306,7 @@ def _run_demo(w: Path, smoke: bool, num_train: int | None, num_test: int | None,
 def main(argv):
   if len(argv) > 1:
     common.usage_error('demo', f'unexpected arguments {argv[1:]}; use --flag=value')
-  common.check_outputs('demo', folders={'workdir': _WORKDIR.value})
+  common.check_outputs('demo', folders={'workdir': _WORKDIR.value}, local_only=True)
   logging.set_verbosity(logging.ERROR)
   from aesthetics_jax.train.errors import TrainingError  # pylint: disable=C0415
   try:

@@ -66,7 +66,7 @@ def main(argv):
     demo_data.check_args(n_train, n_test, _SEED.value, _VIVID_GAIN.value)
   except demo_data.DemoDataError as e:
     common.usage_error('make_demo_data', str(e))
-  common.check_outputs('make_demo_data', folders={'out_dir': out})
+  common.check_outputs('make_demo_data', folders={'out_dir': out}, local_only=True)
   try:
     if _SIZE.value == 'paper':
       s = paper_size.generate(_OUT_DIR.value, n_train, n_test, _SEED.value,

@@ -42,7 +42,7 @@ def main(argv):
                                        _IMAGE_SIZE.value, _SEED.value)
   if problem:
     common.usage_error('make_fake_weights', problem)
-  common.check_outputs('make_fake_weights', folders={'out': _OUT.value})
+  common.check_outputs('make_fake_weights', folders={'out': _OUT.value}, local_only=True)
   # The models (JAX, flax) load after the flag checks: a bad flag answers at once.
   from aesthetics_jax.models import fake_imagenet  # pylint: disable=import-outside-toplevel
   for arch in dict.fromkeys(_ARCHS.value):  # once each: '--archs=vgg16,vgg16' wrote it twice

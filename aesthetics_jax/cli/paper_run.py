@@ -80,7 +80,7 @@ def main(argv):
     eval_overrides = paper_recipe.parse_eval_set(_EVAL_SET.value)
   except paper_recipe.PaperRunError as e:
     common.usage_error('paper_run', str(e))
-  common.check_outputs('paper_run', folders={'workdir': _WORKDIR.value})
+  common.check_outputs('paper_run', folders={'workdir': _WORKDIR.value}, local_only=True)
   # Warnings are for the user (a resume from an older checkpoint, a resized-image store that
   # cannot be used, a stale workdir lock taken over); INFO is orbax's and JAX's chatter.
   logging.set_verbosity(logging.WARNING)
