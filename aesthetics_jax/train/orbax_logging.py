@@ -48,10 +48,32 @@ def _is_closed_loop_echo(exc: BaseException | None) -> bool:
   return isinstance(exc, RuntimeError) and str(exc) == 'Event loop is closed'
 
 
+def _raised_in_orbax(exc: BaseException | None) -> bool:
+  """True if `exc` (or an exception it chains) was raised through orbax's code."""
+  seen = set()
+  while exc is not None and id(exc) not in seen:
+    seen.add(id(exc))
+    tb = exc.__traceback__
+    while tb is not None:
+      if f'{os.sep}orbax{os.sep}' in tb.tb_frame.f_code.co_filename:
+        return True
+      tb = tb.tb_next
+    exc = exc.__cause__ or exc.__context__
+  return False
+
+
+def _is_unretrieved_orbax_failure(record: std_logging.LogRecord) -> bool:
+  """asyncio's '_GatheringFuture exception was never retrieved' for a write of orbax's save
+  that failed (a full disk: one per array, each with its traceback, after the one line)."""
+  exc = record.exc_info[1] if record.exc_info else None
+  return 'exception was never retrieved' in str(record.msg) and _raised_in_orbax(exc)
+
+
 def quiet_orbax_errors() -> None:
   """For the commands (cli/): drops the echoes of a failed save or restore that reach the
   caller as one-line CheckpointErrors anyway — orbax's ERROR logs (a traceback per thread and
-  item) and TensorStore's 'Event loop is closed' callbacks (dozens per failed save)."""
+  item), asyncio's 'exception was never retrieved' for its failed writes and TensorStore's
+  'Event loop is closed' callbacks (dozens per failed save)."""
   logger = logging.get_absl_logger()
   if any(getattr(f, '__name__', '') == '_drop_orbax_errors' for f in logger.filters):
     return
@@ -59,6 +81,10 @@ def quiet_orbax_errors() -> None:
   def _drop_orbax_errors(record: std_logging.LogRecord) -> bool:
     return not _is_orbax_record(record)
   logger.addFilter(_drop_orbax_errors)
+
+  def _drop_unretrieved_orbax_failures(record: std_logging.LogRecord) -> bool:
+    return not _is_unretrieved_orbax_failure(record)
+  std_logging.getLogger('asyncio').addFilter(_drop_unretrieved_orbax_failures)
 
   excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
 
