@@ -213,3 +213,28 @@ def test_training_run_logs_and_resumes_without_repeats(tmp_path, monkeypatch):
       r'on: restore it from a copy, or delete it to resume')):
     trainer.train_and_evaluate(c, workdir)
   assert (workdir / dataset.IDENTITY_FILE).read_text() == '{"data_dir": '
+
+
+def test_a_full_disk_in_tensorboards_thread_is_one_warning(tmp_path, monkeypatch, caplog):
+  """A full disk (a 3 MB tmpfs workdir) printed 'Exception in thread Thread-2: Traceback ...
+  tensorboardX/event_file_writer.py ... OSError: [Errno 28] No space left on device' in
+  aesthetics-demo's output: tensorboardX writes events in its own thread."""
+  import errno  # pylint: disable=import-outside-toplevel
+  import threading  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  from tensorboardX import event_file_writer  # pylint: disable=import-outside-toplevel
+  seen = []
+  monkeypatch.setattr(threading, 'excepthook', seen.append)
+  w = writers.TensorBoardWriter(tmp_path / 'tb')
+
+  def full(self, event):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+  monkeypatch.setattr(event_file_writer.EventsWriter, 'write_event', full)
+  w.write_scalars(1, {'loss': 1.0})
+  worker = w._w.file_writer.event_writer._worker  # pylint: disable=protected-access
+  deadline = time.time() + 10
+  while worker.is_alive() and time.time() < deadline:
+    time.sleep(0.05)
+  assert not worker.is_alive() and seen == []
+  assert any('TensorBoard events stop here: [Errno 28] No space left on device' in r.getMessage()
+             for r in caplog.records)

@@ -19,6 +19,7 @@ import json
 import logging as std_logging
 import os
 import sys
+import threading
 import time
 from typing import Any, Mapping
 
@@ -154,10 +155,39 @@ def flat_hparams(config: Mapping[str, Any]) -> dict[str, bool | int | float | st
   return out
 
 
+def _raised_in_tensorboardx(exc: BaseException) -> bool:
+  tb = exc.__traceback__
+  while tb is not None:
+    if f'{os.sep}tensorboardX{os.sep}' in tb.tb_frame.f_code.co_filename:
+      return True
+    tb = tb.tb_next
+  return False
+
+
+def _quiet_tensorboard_write_errors() -> None:
+  """tensorboardX writes events in its own thread: a full disk there printed 'Exception in
+  thread Thread-2: Traceback ... OSError: [Errno 28] No space left on device' amid training's
+  output (the events stop; training fails at its next write with its own line). One warning
+  instead; other threads' exceptions go to the previous hook."""
+  previous = threading.excepthook
+  if getattr(previous, 'quiets_tensorboard', False):
+    return
+
+  def hook(args) -> None:
+    if isinstance(args.exc_value, OSError) and _raised_in_tensorboardx(args.exc_value):
+      logging.warning('TensorBoard events stop here: %s (metrics.jsonl keeps every scalar)',
+                      args.exc_value)
+      return
+    previous(args)
+  hook.quiets_tensorboard = True
+  threading.excepthook = hook
+
+
 class TensorBoardWriter:
   """tensorboardX event file in `logdir`, flushed after every write (a kill loses nothing)."""
 
   def __init__(self, logdir: str | os.PathLike, purge_step: int | None = None):
+    _quiet_tensorboard_write_errors()
     # tensorboardX names files by the second and truncates an existing name: the ns suffix
     # keeps two sessions started within one second apart, and in start order.
     self._w = _tensorboardx().SummaryWriter(str(logdir), purge_step=purge_step,
