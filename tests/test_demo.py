@@ -156,6 +156,24 @@ def test_a_rerun_with_other_data_flags_is_refused(tmp_path):
   assert (tmp_path / 'ava' / demo_data.MANIFEST).read_text() == manifest
 
 
+def test_a_paper_run_workdir_names_no_demo_flags_as_the_fix(tmp_path):
+  """`aesthetics-demo --smoke` on an `aesthetics-paper-run --smoke` workdir (both 24 / 12
+  images, seed 0) was refused with 'this run asks for 24 train / 12 test images, seed 0 ...;
+  rerun with the same flags': the same counts, and no demo flags draw paper-size data."""
+  from launch import demo
+  from aesthetics_jax.data import demo as demo_data
+  (tmp_path / 'ava').mkdir()
+  (tmp_path / 'tfds').mkdir()  # prepared from it
+  (tmp_path / 'ava' / demo_data.MANIFEST).write_text(json.dumps({'params': {
+      'size': 'paper', 'num_train': 24, 'num_test': 12, 'seed': 0}}))
+  with pytest.raises(demo_data.DemoDataError) as e:
+    demo.run_demo(tmp_path, smoke=True)
+  assert 'rerun with the same flags' not in str(e.value)
+  assert str(e.value).endswith('which the demo does not draw: its prepared dataset and models '
+                               'were made from that data; pass a new --workdir (or continue '
+                               'that run with aesthetics-paper-run)'), str(e.value)
+
+
 def test_a_rerun_with_another_generator_version_is_refused(tmp_path):
   """The rerun check compared the sizes and the seed only: a workdir's data drawn by another
   demo generator version (a new aesthetics-jax draws other images) was remade silently under

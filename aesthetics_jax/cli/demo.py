@@ -231,9 +231,14 @@ def check_workdir(w: Path, num_train: int, num_test: int, seed: int) -> None:
   said = lambda p: (f'{p.get("num_train")} train / {p.get("num_test")} test images, '  # noqa
                     f'seed {p.get("seed")}')
   now = {'num_train': num_train, 'num_test': num_test, 'seed': seed}
-  if old.get('size') == 'paper' or any(old.get(k) != v for k, v in now.items()):
-    made = ("an aesthetics-paper-run's data" if old.get('size') == 'paper'
-            else f'demo data of {said(old)}')
+  if old.get('size') == 'paper':
+    # 'rerun with the same flags' was the fix named here too: no demo flags draw that data.
+    _refuse(f'--workdir={w} holds paper-size data ({w / "ava" / demo_data.MANIFEST}; an '
+            'aesthetics-paper-run or aesthetics-make-demo-data --size=paper workdir), which the '
+            'demo does not draw: its prepared dataset and models were made from that data; '
+            'pass a new --workdir (or continue that run with aesthetics-paper-run)')
+  if any(old.get(k) != v for k, v in now.items()):
+    made = f'demo data of {said(old)}'
     _refuse(f'--workdir={w} holds {made} ({w / "ava" / demo_data.MANIFEST}), and this run '
             f'asks for {said(now)} (--smoke, --num_train, --num_test, --seed): its prepared '
             'dataset and models were made from that data; rerun with the same flags, or pass '
