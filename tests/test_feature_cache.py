@@ -540,3 +540,15 @@ def test_a_resume_that_reuses_the_disk_cache_says_so(data_dir, tmp_path, capsys)
   trainer.train_and_evaluate(c, tmp_path / 'w')
   out = capsys.readouterr().out
   assert f'feature cache reused from {tmp_path / "w" / "cache"}/' in out, out
+
+
+def test_the_online_cost_line_counts_the_validation_evaluations():
+  """With a validation split (the default) the periodic evaluations run on it and the test
+  split once: the line said '80 per evaluation x 1' for a 300 / 80 / 30 run (at the paper's
+  size 26 x 2,203 test passes for 26 x 890 validation + 2,203)."""
+  c = mobilenet_v2_emd.get_config()
+  c.batch_size, c.eval_every_steps = 32, 500
+  line = feature_cache.describe_online(c, 12516, 2203, 890)
+  assert line.endswith('encoder passes: 12516 steps x 32 = 400512 train + 890 validation per '
+                       'evaluation x 26 + 2203 test = 425855'), line
+  assert feature_cache.describe_online(c, 4, 80).endswith('+ 80 per evaluation x 1 = 208')

@@ -479,7 +479,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
   if frozen:  # the cost of the cache (or of the online mode) before paying it
     cost = (feature_cache.layout(model, config, n_train, n_test, n_val).describe(
         str(workdir / 'cache')) if use_cache
-            else feature_cache.describe_online(config, total, n_test))
+            else feature_cache.describe_online(config, total, n_test, n_val))
     logging.info('%s', cost)
     if is_main:
       print(cost, flush=True)
