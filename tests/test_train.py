@@ -646,3 +646,34 @@ def test_config_json_keeps_relative_paths_absolute(tmp_path, monkeypatch):
   assert saved.eval.masks_dir == str(tmp_path / 'run' / 'masks')
   assert saved.model.init_weights == '' and saved.data.ava_dir == ''  # unset stays unset
   assert dataset.load_sources(saved.data.data_dir, 'style')['test']
+
+
+def test_a_resume_naming_other_starting_weights_is_refused(tmp_path, capsys):
+  """A resume with another --config.model.init_weights trained on from the checkpoints (as it
+  should) but config.json took the new path, and evaluate built its untrained control from a
+  file the model never started from, without a word (walk-through audit). A moved or copied
+  file (same bytes) resumes; a changed one is one line naming both; a gone one, a warning."""
+  from aesthetics_jax.configs import default as default_config
+  (tmp_path / 'a.npz').write_bytes(b'weights A')
+  (tmp_path / 'copy.npz').write_bytes(b'weights A')
+  (tmp_path / 'b.npz').write_bytes(b'weights B')
+  wd = tmp_path / 'w'
+  (wd / 'checkpoints' / '2').mkdir(parents=True)
+  config = default_config.get_config()
+  config.model.init_weights = str(tmp_path / 'a.npz')
+  (wd / 'config.json').write_text(json.dumps(resume_checks.saved_config(config)))
+
+  def resume(path):
+    config.model.init_weights = path
+    resume_checks.check_workdir_model(wd, config)
+  resume(str(tmp_path / 'a.npz'))
+  resume(str(tmp_path / 'copy.npz'))
+  for other in (str(tmp_path / 'b.npz'), ''):
+    with pytest.raises(checkpoints.CheckpointMismatchError,
+                       match=r'started from config.model.init_weights=.*a\.npz and this run '
+                             r'names .*; .*fresh --workdir'):
+      resume(other)
+  (tmp_path / 'a.npz').unlink()
+  capsys.readouterr()
+  resume(str(tmp_path / 'b.npz'))
+  assert 'a.npz, which is gone' in capsys.readouterr().out

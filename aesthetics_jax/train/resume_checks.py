@@ -6,6 +6,7 @@ keeps the steps and the loop.
 """
 from __future__ import annotations
 
+import filecmp
 import os
 
 import jax
@@ -61,6 +62,43 @@ def _warn(msg: str) -> None:
   print(msg, flush=True)
 
 
+def _same_file_content(a: str, b: str) -> bool:
+  try:
+    return filecmp.cmp(a, b, shallow=False)  # stops at the first differing block
+  except OSError:
+    return False
+
+
+def _check_init_weights(workdir, was, now: str) -> None:
+  """The starting weights a resume names must be those the checkpoints started from: the
+  restored weights go on either way, but config.json takes the new path, and evaluate builds
+  its untrained control from it (a control of another encoder than the one trained, without a
+  word; the feature cache, keyed by it, was rebuilt for nothing). A moved or copied file
+  (equal bytes) is the same start; a file that is gone cannot be compared: a warning."""
+  if was is None:
+    return  # config.json from before the key was recorded
+  was = str(was)
+  if now and io.is_local(now):
+    now = os.path.abspath(os.path.expanduser(now))  # as config.json records it
+  if now == was:
+    return
+  if was and now and io.is_local(was) and io.is_local(now):
+    if not os.path.exists(was):
+      if jax.process_index() == 0:
+        _warn(f'warning: {workdir}: its checkpoints started from {was}, which is gone; '
+              f'config.model.init_weights={now} is taken as the same weights (evaluate builds '
+              'its untrained control from it)')
+      return
+    if os.path.isfile(now) and _same_file_content(was, now):
+      return
+  describe = lambda p: p or "'' (no starting weights)"  # noqa: E731
+  raise ckpt_lib.CheckpointMismatchError(
+      f'{workdir}: its checkpoints started from config.model.init_weights={describe(was)} and '
+      f'this run names {describe(now)}; a resume keeps the checkpoints\' weights, and '
+      'evaluate would build its untrained control from the new file: pass the checkpoints\' '
+      'value (or a copy of that file), or use a fresh --workdir')
+
+
 def check_workdir_model(workdir, config) -> None:
   """Refuses a workdir whose config.json holds another model, or (once it has checkpoints)
   another recipe (`RECIPE_KEYS`); before touching checkpoints."""
@@ -91,6 +129,8 @@ def check_workdir_model(workdir, config) -> None:
     raise ckpt_lib.CheckpointMismatchError(
         f'{workdir}: its checkpoints were trained with {", ".join(diff)}; resuming would mix '
         'two recipes: use a fresh --workdir, or the checkpoints\' values')
+  _check_init_weights(workdir, _dotted(saved_config, 'model.init_weights'),
+                     str(config.model.init_weights))
   was, now_bs = _dotted(saved_config, 'batch_size'), int(config.batch_size)
   if was is not None and was != now_bs and jax.process_index() == 0:
     # Allowed (fewer devices may need another size: config_checks says so), never silently:
