@@ -272,6 +272,15 @@ def test_confirm_keeps_the_reference_ours_beats_least_head_to_head(monkeypatch):
   assert 'vs torch channels_last_chunk4_inference_mode' in row.detail
 
 
+def _toy_model_options(confirm_repeats: int) -> sections.Options:
+  """--what=model with the torch reference at toy size: MobileNetV2, 32 px, 2 images."""
+  return sections.Options(reference='torch', repeats=1, warmup=1, model_batch_size=2,
+                          image_size=32, model_archs=('mobilenet_v2',),
+                          model_dtypes=('float32',), model_depthwise=('shift',), chunk=0,
+                          torch_formulations='fast', profile=False, threads=1,
+                          confirm_repeats=confirm_repeats)
+
+
 def test_model_section_records_a_failing_torch_formulation_and_times_the_rest(monkeypatch):
   """--what=model guarded only torch.compile's first calls: an eager formulation that raised
   (an allocation failing at a large chunk, a torch bug) ended the whole section in a
@@ -291,12 +300,7 @@ def test_model_section_records_a_failing_torch_formulation_and_times_the_rest(mo
       return fail
     return fn
   monkeypatch.setattr(torch_ref, 'formulation_fn', formulation_fn)
-  opts = sections.Options(reference='torch', repeats=1, warmup=1, model_batch_size=2,
-                          image_size=32, model_archs=('mobilenet_v2',),
-                          model_dtypes=('float32',), model_depthwise=('shift',), chunk=0,
-                          torch_formulations='fast', profile=False, threads=1,
-                          confirm_repeats=1)
-  res = model_section.run(opts)
+  res = model_section.run(_toy_model_options(confirm_repeats=1))
   bad = res['runs'][f'torch_mobilenet_v2_float32_{broken[0]}']
   assert bad['failed'].startswith('RuntimeError: DefaultCPUAllocator') and 'first_call_s' in bad
   assert res['torch']['mobilenet_v2']['best'] not in (None, broken[0])
@@ -307,12 +311,7 @@ def test_model_section_confirms_the_best_torch_formulation_head_to_head():
   """--what=model at toy size with the torch reference: the headline ratio is the head-to-head
   re-measurement of the screening's best formulation, and the summary says so."""
   pytest.importorskip('torch')
-  opts = sections.Options(reference='torch', repeats=1, warmup=1, model_batch_size=2,
-                          image_size=32, model_archs=('mobilenet_v2',),
-                          model_dtypes=('float32',), model_depthwise=('shift',), chunk=0,
-                          torch_formulations='fast', profile=False, threads=1,
-                          confirm_repeats=2)
-  res = model_section.run(opts)
+  res = model_section.run(_toy_model_options(confirm_repeats=2))
   conf = res['confirmation']['mobilenet_v2']
   assert conf['ours_run'] == res['mobilenet_v2_ours_run'] == 'jax_mobilenet_v2_float32_shift_batch'
   best = res['torch']['mobilenet_v2']['best']
