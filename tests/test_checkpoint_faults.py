@@ -478,7 +478,7 @@ def test_cli_prints_one_line(wd, tmp_path):
       f'train: {wd} is in use by another trainer (pid {os.getpid()}')
 
 
-def test_unretrieved_failures_of_an_orbax_save_print_no_tracebacks(caplog):
+def test_unretrieved_failures_of_an_orbax_save_print_no_tracebacks(caplog, monkeypatch):
   """A real full disk (a 3 MB tmpfs workdir) failed the save in TensorStore's writes: after
   the one line, asyncio logged 'E ... base_events.py:1771] _GatheringFuture exception was
   never retrieved' with a traceback for each array (26 for a MobileNetV2). Other code's
@@ -486,6 +486,17 @@ def test_unretrieved_failures_of_an_orbax_save_print_no_tracebacks(caplog):
   import asyncio  # pylint: disable=import-outside-toplevel
   import gc  # pylint: disable=import-outside-toplevel
   import logging  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+  # quiet_orbax_errors is for a command's whole process: undone after this test, else its
+  # hooks hold pytest's hooks of this test and the next tests' unraisable exceptions went to
+  # them (20-odd PytestUnraisableExceptionWarnings in later tests of this worker).
+  loggers = (absl_logging.get_absl_logger(), logging.getLogger('asyncio'))
+  saved = (sys.excepthook, sys.unraisablehook, [list(g.filters) for g in loggers])
+  monkeypatch.setattr(sys, 'excepthook', saved[0])
+  monkeypatch.setattr(sys, 'unraisablehook', saved[1])
+  for g, filters in zip(loggers, saved[2]):
+    monkeypatch.setattr(g, 'filters', list(filters))
   checkpoints.quiet_orbax_errors()
   ns: dict = {}
   for where in ('orbax', 'mine'):
