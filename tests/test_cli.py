@@ -326,6 +326,22 @@ def test_usage_errors_answer_before_jax_loads(tmp_path):
   assert not (tmp_path / 'w').exists() and not (tmp_path / 'o').exists()
 
 
+def test_every_command_quiets_orbax_echoes_before_its_main(tmp_path):
+  """A full disk's failed save was one line after ~380 lines of orbax's ERROR logs and
+  asyncio's tracebacks in aesthetics-demo, which (unlike train, paper-run and control) never
+  quieted them: `common.run` now does it for every command, before its main, without JAX."""
+  (tmp_path / 'poison' / 'jax').mkdir(parents=True)
+  (tmp_path / 'poison' / 'jax' / '__init__.py').write_text("raise ImportError('JAX loaded')\n")
+  code = ('import sys; from absl import logging; from aesthetics_jax.cli import common; '
+          'common.run(lambda argv: print(sorted(f.__name__ for f in '
+          'logging.get_absl_logger().filters), "jax" in sys.modules), None, ["command"])')
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / 'poison'), str(ROOT)]))
+  r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                     timeout=120)
+  assert r.returncode == 0, r.stderr
+  assert "'_drop_orbax_errors'" in r.stdout and r.stdout.strip().endswith('False'), r.stdout
+
+
 @pytest.mark.parametrize('flag', ['workdir', 'out'])
 def test_an_empty_output_flag_is_refused_not_the_current_folder(flag, capsys):
   """`--workdir=` meant the current folder: the demo wrote its whole workdir there."""

@@ -100,24 +100,6 @@ def test_a_failed_training_is_one_line_exit_1(tmp_path, monkeypatch, capsys):
   assert err.count('\n') == 1 and 'non-finite loss at step 7' in err, err
 
 
-def test_orbax_echoes_are_quiet_before_the_demo_trains(tmp_path, monkeypatch):
-  """A full disk (a 3 MB tmpfs workdir) ended aesthetics-demo's one line 'saving checkpoint 1
-  ... failed (No space left on device)' after ~380 lines of orbax's ERROR logs and asyncio's
-  tracebacks: unlike train, paper-run and control, the demo never quieted them."""
-  from absl import flags
-  from aesthetics_jax.cli import demo as demo_cli
-  from aesthetics_jax.train import orbax_logging
-  calls = []
-  monkeypatch.setattr(orbax_logging, 'quiet_orbax_errors', lambda: calls.append('quiet'))
-  monkeypatch.setattr(demo_cli, 'run_demo', lambda *a, **k: calls.append('run') or 'r.html')
-  flags.FLAGS(['demo', f'--workdir={tmp_path / "w"}'])
-  try:
-    demo_cli.main(['demo'])
-  finally:
-    flags.FLAGS.unparse_flags()
-  assert calls == ['quiet', 'run']
-
-
 def test_a_metrics_file_the_report_cannot_read_is_one_line(demo_run, tmp_path):
   """A metrics.json that parses but is not what evaluate writes (edited, another version's)
   ended the demo's report stage in a traceback; the error names the file and the fix."""

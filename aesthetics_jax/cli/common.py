@@ -30,6 +30,7 @@ from aesthetics_jax import compile_cache, cpu_backend
 # Shared with the start-up handlers (cli/__init__), which run before this module loads.
 from aesthetics_jax.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, command_name  # noqa: F401
 from aesthetics_jax.configs import default
+from aesthetics_jax.train import orbax_logging  # absl and the standard library only
 from aesthetics_jax.train import stop as stop_lib
 
 EXIT_FAILED = 1
@@ -221,6 +222,9 @@ def run(main: Callable[[list[str]], None], doc: str | None,
   if problem := cpu_backend.device_flag_problem():  # the user's XLA_FLAGS: a traceback in JAX
     usage_error(command_name(), problem)
   compile_cache.configure()  # before the first compilation
+  # A failed save or restore reaches the user as one line: without this, orbax's and asyncio's
+  # echoes of it came first (~380 lines for a full disk in the demo, 192 in paper-run).
+  orbax_logging.quiet_orbax_errors()
   if not isinstance(sys.stdout, _TaggedStdout):
     sys.stdout = _TaggedStdout(sys.stdout)
   if threading.current_thread() is threading.main_thread():

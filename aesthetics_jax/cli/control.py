@@ -90,7 +90,6 @@ def main(argv):
     n_test = _NUM_TEST.value if flags.FLAGS['num_test'].present else (
         control_study.SMOKE_SIZES[1])
   from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.train import orbax_logging  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train.errors import TrainingError  # pylint: disable=C0415
   try:  # a --config value that cannot train: before the data stage, not after it (exit 1)
     config_checks.check(config)
@@ -100,7 +99,6 @@ def main(argv):
     common.usage_error('control', 'config.eval.cam_methods=() is empty: the control scores '
                        "each method's maps; pass one or more, e.g. "
                        "--config.eval.cam_methods=\"('gradcam',)\"")
-  orbax_logging.quiet_orbax_errors()  # a failed save is one line, not orbax's tracebacks
   # SIGTERM killed the control at once (exit -15, no line), losing the steps since the last
   # checkpoint: now the step in flight is checkpointed, or it stops as Ctrl-C does; 143.
   stop = common.stop_on_sigterm()

@@ -313,9 +313,6 @@ def main(argv):
     common.usage_error('demo', f'unexpected arguments {argv[1:]}; use --flag=value')
   common.check_outputs('demo', folders={'workdir': _WORKDIR.value}, local_only=True)
   logging.set_verbosity(logging.ERROR)
-  from aesthetics_jax.train import orbax_logging  # pylint: disable=import-outside-toplevel
-  # A full disk's failed save was its line after ~380 lines of orbax's and asyncio's echoes.
-  orbax_logging.quiet_orbax_errors()
   from aesthetics_jax.train.errors import TrainingError  # pylint: disable=C0415
   try:
     # SIGTERM killed the demo at once (exit -15, no line) and left its model processes

@@ -50,8 +50,6 @@ def main(argv):
   # cache that cannot be created); INFO is orbax's and JAX's chatter.
   logging.set_verbosity(logging.WARNING)
   from aesthetics_jax.evaluation import run as eval_run  # after flag parsing: importing JAX is slow
-  from aesthetics_jax.train import orbax_logging  # pylint: disable=import-outside-toplevel
-  orbax_logging.quiet_orbax_errors()  # a damaged checkpoint is one CheckpointError line
   try:
     if _MASKS_DIR.value:
       overrides['eval.masks_dir'] = _MASKS_DIR.value

@@ -84,8 +84,6 @@ def main(argv):
   # Warnings are for the user (a resume from an older checkpoint, a resized-image store that
   # cannot be used, a stale workdir lock taken over); INFO is orbax's and JAX's chatter.
   logging.set_verbosity(logging.WARNING)
-  from aesthetics_jax.train import orbax_logging  # pylint: disable=import-outside-toplevel
-  orbax_logging.quiet_orbax_errors()  # a failed save (full disk) is one line, not 192 tracebacks
   from aesthetics_jax.data import ava, demo as demo_data  # pylint: disable=C0415
   from aesthetics_jax.models import fake_imagenet, pretrained  # pylint: disable=C0415
   from aesthetics_jax.train import errors as train_errors  # pylint: disable=C0415

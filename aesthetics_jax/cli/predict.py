@@ -202,8 +202,6 @@ def _score(method: str | None, items: list[str | dict], lines: _Lines, ctrl_c: _
   # After the checks: importing the predictor (JAX, orbax) is slow.
   # pylint: disable=import-outside-toplevel
   from aesthetics_jax.evaluation import predictor as predictor_lib
-  from aesthetics_jax.train import orbax_logging
-  orbax_logging.quiet_orbax_errors()  # a damaged checkpoint is one CheckpointError line
   paths = [p for p in items if isinstance(p, str)]
   predictor = None
   if paths:

@@ -100,7 +100,6 @@ def _train(config) -> None:
   from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
   from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
-  from aesthetics_jax.train import orbax_logging  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.data import preprocess  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import trainer  # pylint: disable=import-outside-toplevel
@@ -111,7 +110,6 @@ def _train(config) -> None:
     config_checks.check(config)
   except config_checks.ConfigError as e:
     common.usage_error('train', e)
-  orbax_logging.quiet_orbax_errors()  # failed saves arrive as one CheckpointError line
   # CheckpointError: workdir (busy, read-only, a file), damaged checkpoints, failed saves.
   user_errors = (trainer.TrainingError, checkpoints.CheckpointError,
                  preprocess.InputError, parallel.ShardingError, ava.AvaError, FileNotFoundError,
