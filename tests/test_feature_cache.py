@@ -310,6 +310,9 @@ def test_a_cache_larger_than_the_disk_is_a_usage_error_before_any_work(data_dir,
   assert fits >= 1 and '\n' not in msg
   assert not (tmp_path / 'w' / 'checkpoints').exists()
   assert not (tmp_path / 'w' / 'config.json').exists()
+  # Nor the data's records: dataset.json and validation_ids.json were left in the refused run's
+  # workdir.
+  assert not list((tmp_path / 'w').glob('*.json')), list((tmp_path / 'w').iterdir())
 
 
 def test_room_counts_the_entry_a_resume_reuses(tmp_path, monkeypatch):

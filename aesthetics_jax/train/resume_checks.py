@@ -220,10 +220,12 @@ def read_record(path) -> dict | None:
     return None
 
 
-def check_same_data(workdir, config, is_main: bool) -> None:
+def check_same_data(workdir, config, is_main: bool,
+                    deferred: list[tuple[os.PathLike, dict]] | None = None) -> None:
   """Records the training data's identity (`dataset.IDENTITY_FILE`: evaluation compares it) on
   a fresh run; refuses a resume on data prepared from another AVA root (the checkpoints were
-  trained on the recorded one)."""
+  trained on the recorded one). With `deferred`, the record is appended there (path, JSON) for
+  the caller to write once the run is sure to start (`write_deferred`)."""
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
   current = dataset.identity(config.data.data_dir, str(config.data.subset))
   path = workdir / dataset.IDENTITY_FILE
@@ -244,13 +246,29 @@ def check_same_data(workdir, config, is_main: bool) -> None:
           'resume on the recorded data, or train in a fresh --workdir')
     return
   if is_main:
-    io.atomic_write_json(path, current, indent=1)
+    _write_or_defer(path, current, deferred)
 
 
-def carve_validation(train_all, config, workdir):
+def _write_or_defer(path: os.PathLike, record: dict,
+                    deferred: list[tuple[os.PathLike, dict]] | None) -> None:
+  if deferred is None:
+    io.atomic_write_json(path, record, indent=1)
+  else:
+    deferred.append((path, record))
+
+
+def write_deferred(deferred: list[tuple[os.PathLike, dict]]) -> None:
+  """Writes the records `check_same_data` and `carve_validation` deferred."""
+  for path, record in deferred:
+    io.atomic_write_json(path, record, indent=1)
+
+
+def carve_validation(train_all, config, workdir,
+                     deferred: list[tuple[os.PathLike, dict]] | None = None):
   """(split, train source, its metadata, validation source, its metadata): the first
   `max_train_images` training rows minus the held-out validation rows (data/validation.py),
-  recorded in `W/validation_ids.json` (process 0) and checked against it on resume."""
+  recorded in `W/validation_ids.json` (process 0; appended to `deferred` when given, as by
+  `check_same_data`) and checked against it on resume."""
   meta = sampling.read_metadata(train_all)
   limit = int(config.data.max_train_images)
   if 0 < limit < len(meta):
@@ -270,7 +288,7 @@ def carve_validation(train_all, config, workdir):
           f'{path}: this workdir was trained with another validation split ({diff}); rerun '
           'with its --config.seed / --config.data.validation_fraction or use a fresh --workdir')
   if jax.process_index() == 0:
-    io.atomic_write_json(path, rec, indent=1)
+    _write_or_defer(path, rec, deferred)
   if not split.enabled:
     # Also with a fraction > 0 when no class has 2 rows (a tiny max_train_images): the
     # warning used to blame validation_fraction=0.

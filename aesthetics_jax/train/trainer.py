@@ -405,9 +405,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
   test_src = sources['test']
   # The data first: on another AVA root the validation ids differ too, and that check would
   # name the wrong fix (the seed / validation_fraction).
-  resume_checks.check_same_data(workdir, config, is_main)
+  # Their records are written below, once no check refuses the run: a cache that cannot fit
+  # (exit 2) left dataset.json and validation_ids.json in a workdir it trained nothing in.
+  deferred: list = []
+  resume_checks.check_same_data(workdir, config, is_main, deferred)
   split, train_src, train_meta, val_src, val_meta = resume_checks.carve_validation(
-      sources['train'], config, workdir)
+      sources['train'], config, workdir, deferred)
   n_train = len(train_meta)
   total = optim.total_train_steps(config, n_train)
   warmup = int(config.optim.warmup_steps)
@@ -434,6 +437,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
         Path(workdir / 'cache') if io.is_local(workdir) else Path(tempfile.gettempdir()))
     if room:
       raise config_checks.ConfigError(room)
+  resume_checks.write_deferred(deferred)
 
   ckpt = ckpt_lib.Checkpointer(workdir, keep=int(config.keep_checkpoints),
                                best_metric=str(config.best_metric))
