@@ -72,6 +72,25 @@ def test_a_checkpoint_between_evaluations_prints_no_orbax_notice(tmp_path, caplo
   assert [r.getMessage() for r in caplog.records if 'tracked_metric' in r.getMessage()] == []
 
 
+def test_a_save_killed_midway_is_redone_without_an_orbax_notice(tmp_path, caplog):
+  """The rerun after a save killed midway printed orbax's 'W ... atomicity.py] Attempted to
+  create temporary directory .../checkpoints/4.orbax-checkpoint-tmp which already exists.
+  Removing existing directory since it is not finalized.' when it saved that step again: the
+  unfinished save is not a checkpoint, and redoing it is what the user asked for."""
+  import logging  # pylint: disable=import-outside-toplevel
+  from orbax.checkpoint._src.path import atomicity  # pylint: disable=import-outside-toplevel
+  left = tmp_path / 'checkpoints' / f'4{atomicity.TMP_DIR_SUFFIX}'
+  (left / 'state').mkdir(parents=True)  # what the killed save wrote
+  (left / 'state' / 'partial').write_bytes(b'x' * 10)
+  with caplog.at_level(logging.INFO):
+    ck = checkpoints.Checkpointer(tmp_path, keep=2)
+    ck.save(4, {'w': np.ones((3,), np.float32)}, {'step': np.int32(4)}, {})
+    ck.wait()
+    ck.close()
+  assert ck.all_steps() == [4] and not left.exists()
+  assert [r.getMessage() for r in caplog.records if 'Attempted to create' in r.getMessage()] == []
+
+
 @pytest.mark.parametrize('values, kept, best', [((0.3, float('nan'), 0.1), [1, 3], 1),
                                                 ((0.1, 0.3, float('nan')), [2, 3], 2)])
 def test_a_nan_evaluation_is_never_the_best(tmp_path, values, kept, best):

@@ -22,10 +22,14 @@ def drop_notices(read_only: bool) -> None:
   warning and inference skips; and with `read_only`, 'Given directory is read only', which
   says only that we opened checkpoints to read them. Also 'Requested `tracked_metric`; did not
   provide metrics.' for every checkpoint saved between evaluations (and on SIGTERM): by design
-  those steps are never the best, and the W line in every training's output explained nothing."""
+  those steps are never the best, and the W line in every training's output explained nothing.
+  And 'Attempted to create temporary directory <step>.orbax-checkpoint-tmp which already exists.
+  Removing ...' when a rerun saves again the step whose save was killed midway: the unfinished
+  save was never a checkpoint."""
   logger = logging.get_absl_logger()
   starts = {'_keep_no_metadata': 'Metadata file does not exist',
-            '_keep_no_metrics': 'Requested `tracked_metric`'}
+            '_keep_no_metrics': 'Requested `tracked_metric`',
+            '_keep_no_stale_tmp': 'Attempted to create temporary directory'}
   if read_only:
     starts['_keep'] = 'Given directory is read only'
   for name, start in starts.items():
