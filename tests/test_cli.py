@@ -482,7 +482,7 @@ class Dropped:
     os.kill(os.getpid(), signal.SIGINT)
 def main(argv):
   Dropped()
-  time.sleep(5)
+  time.sleep(30)
   print('ran to the end')
 common.run(main, 'doc')
 '''
@@ -490,10 +490,13 @@ common.run(main, 'doc')
 
 def test_ctrl_c_in_a_callback_still_stops_the_command():
   """A paper run given Ctrl-C in JAX's gc callback printed 'Exception ignored ...
-  KeyboardInterrupt', ran to the end and exited 0, deaf to Ctrl-C from then on."""
+  KeyboardInterrupt', ran to the end and exited 0, deaf to Ctrl-C from then on. Then it stopped,
+  but only once the main thread's blocking call (here a 30 s sleep) returned."""
+  t0 = time.monotonic()
   r = subprocess.run([sys.executable, '-c', _CTRL_C_IN_A_CALLBACK], capture_output=True,
                      text=True, timeout=60)
   assert r.returncode == 130 and 'ran to the end' not in r.stdout, (r.returncode, r.stderr)
+  assert time.monotonic() - t0 < 20, 'the interrupt waited for the sleep to end'
   assert r.stderr.strip().splitlines() == [
       '_c: interrupted (Ctrl-C); what was written is kept (checkpoints, finished stages, '
       'atomic outputs): rerun the same command to continue'], r.stderr

@@ -8,7 +8,6 @@ one line on stderr, `<command>: <what> ...`, never a traceback.
 """
 from __future__ import annotations
 
-import _thread
 import atexit
 import errno
 import os
@@ -377,8 +376,10 @@ def _redeliver_lost_interrupt(previous: Callable) -> Callable:
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # interrupt_once's: not for good
       signal.signal(signal.SIGINT, interrupt_once)
     # From another thread, a moment later: raised now, it would land in this hook and be
-    # dropped again (interrupt_main trips the handler at the main thread's next bytecode).
-    timer = threading.Timer(0.05, _thread.interrupt_main)
+    # dropped again. A real signal, not _thread.interrupt_main: that only trips the handler at
+    # the main thread's next bytecode, so a main thread blocked in a sleep or a wait went on
+    # until the call returned (5 s in test_cli's case); the signal ends such a wait at once.
+    timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
     timer.daemon = True
     timer.start()
 
