@@ -119,15 +119,15 @@ def describe_online(config, total_steps: int, num_test: int, num_validation: int
   26 evaluations x 2,203 test images, against 26 x 890 validation + 2,203)."""
   b = int(config.batch_size)
   evals = math.ceil(total_steps / max(1, int(config.eval_every_steps)))
-  train = f'{total_steps} steps x {b} = {total_steps * b} train'
   if num_validation:
-    return (f'online frozen encoder (config.cache.enabled=False): fresh crops every step, 0 '
-            f'bytes cached; encoder passes: {train} + {num_validation} validation per '
-            f'evaluation x {evals} + {num_test} test = '
-            f'{total_steps * b + num_validation * evals + num_test}')
+    evaluations = f'{num_validation} validation per evaluation x {evals} + {num_test} test'
+    passes = total_steps * b + num_validation * evals + num_test
+  else:
+    evaluations = f'{num_test} per evaluation x {evals}'
+    passes = total_steps * b + num_test * evals
   return (f'online frozen encoder (config.cache.enabled=False): fresh crops every step, 0 bytes '
-          f'cached; encoder passes: {train} + {num_test} per evaluation x {evals} = '
-          f'{total_steps * b + num_test * evals}')
+          f'cached; encoder passes: {total_steps} steps x {b} = {total_steps * b} train + '
+          f'{evaluations} = {passes}')
 
 
 def train_views_fn(resize_size: int, image_size: int, seed: int, num_views: int,

@@ -9,6 +9,8 @@ import sys
 
 from absl import logging
 
+from aesthetics_jax.train import errors
+
 
 def _is_orbax_warning(record: std_logging.LogRecord, start: str) -> bool:
   return (record.levelno == std_logging.WARNING and f'{os.sep}orbax{os.sep}' in record.pathname
@@ -52,25 +54,11 @@ def _is_closed_loop_echo(exc: BaseException | None) -> bool:
   return isinstance(exc, RuntimeError) and str(exc) == 'Event loop is closed'
 
 
-def _raised_in_orbax(exc: BaseException | None) -> bool:
-  """True if `exc` (or an exception it chains) was raised through orbax's code."""
-  seen = set()
-  while exc is not None and id(exc) not in seen:
-    seen.add(id(exc))
-    tb = exc.__traceback__
-    while tb is not None:
-      if f'{os.sep}orbax{os.sep}' in tb.tb_frame.f_code.co_filename:
-        return True
-      tb = tb.tb_next
-    exc = exc.__cause__ or exc.__context__
-  return False
-
-
 def _is_unretrieved_orbax_failure(record: std_logging.LogRecord) -> bool:
   """asyncio's '_GatheringFuture exception was never retrieved' for a write of orbax's save
   that failed (a full disk: one per array, each with its traceback, after the one line)."""
   exc = record.exc_info[1] if record.exc_info else None
-  return 'exception was never retrieved' in str(record.msg) and _raised_in_orbax(exc)
+  return 'exception was never retrieved' in str(record.msg) and errors.raised_in(exc, 'orbax')
 
 
 def quiet_orbax_errors() -> None:

@@ -27,6 +27,7 @@ import numpy as np
 from absl import logging
 
 from aesthetics_jax import io
+from aesthetics_jax.train import errors
 
 
 def _tensorboardx():
@@ -155,15 +156,6 @@ def flat_hparams(config: Mapping[str, Any]) -> dict[str, bool | int | float | st
   return out
 
 
-def _raised_in_tensorboardx(exc: BaseException) -> bool:
-  tb = exc.__traceback__
-  while tb is not None:
-    if f'{os.sep}tensorboardX{os.sep}' in tb.tb_frame.f_code.co_filename:
-      return True
-    tb = tb.tb_next
-  return False
-
-
 def _quiet_tensorboard_write_errors() -> None:
   """tensorboardX writes events in its own thread: a full disk there printed 'Exception in
   thread Thread-2: Traceback ... OSError: [Errno 28] No space left on device' amid training's
@@ -174,7 +166,7 @@ def _quiet_tensorboard_write_errors() -> None:
     return
 
   def hook(args) -> None:
-    if isinstance(args.exc_value, OSError) and _raised_in_tensorboardx(args.exc_value):
+    if isinstance(args.exc_value, OSError) and errors.raised_in(args.exc_value, 'tensorboardX'):
       logging.warning('TensorBoard events stop here: %s (metrics.jsonl keeps every scalar)',
                       args.exc_value)
       return
