@@ -24,7 +24,7 @@ from aesthetics_jax.evaluation import predictor
 from aesthetics_jax.evaluation import records
 from aesthetics_jax.evaluation import run as eval_run
 from aesthetics_jax.evaluation import streaming
-from aesthetics_jax.train import checkpoints, optim, trainer
+from aesthetics_jax.train import checkpoints, optim, orbax_logging, trainer
 from aesthetics_jax.train import restore
 from aesthetics_jax.train import workdir as workdir_lib
 
@@ -497,7 +497,7 @@ def test_unretrieved_failures_of_an_orbax_save_print_no_tracebacks(caplog, monke
   monkeypatch.setattr(sys, 'unraisablehook', saved[1])
   for g, filters in zip(loggers, saved[2]):
     monkeypatch.setattr(g, 'filters', list(filters))
-  checkpoints.quiet_orbax_errors()
+  orbax_logging.quiet_orbax_errors()
   ns: dict = {}
   for where in ('orbax', 'mine'):
     exec(compile(f'async def write():\n  raise ValueError("{where}: No space left")\n',
