@@ -2,6 +2,7 @@
 compilation cache."""
 import os
 import shutil
+import signal
 import tempfile
 
 import pytest
@@ -34,6 +35,7 @@ def pytest_configure(config):
   188 s. Empty at the start of each run, removed at its end (`pytest_unconfigure`), so nothing
   carries over between runs; a JAX_COMPILATION_CACHE_DIR you set is used and left alone.
   Also the test compile flags (`_fast_compile_flags`), inherited the same way."""
+  _ctrl_c_delivered()
   if hasattr(config, 'workerinput'):
     return  # an xdist worker: inherits the controller's environment
   _fast_compile_flags()
@@ -44,6 +46,16 @@ def pytest_configure(config):
   os.environ[_CACHE_ENV] = config._jax_cache_dir
   # Cache every compilation, not only those over JAX's default 1 s.
   os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+
+
+def _ctrl_c_delivered() -> None:
+  """Python's Ctrl-C handler where the suite was started with SIGINT ignored (a shell's
+  `cmd &` without job control, nohup): an ignored SIGINT stays ignored in every process
+  started from it, and the tests of Ctrl-C handling then failed (nothing raised, no
+  'caught'). A handler, unlike SIG_IGN, is reset to the default at exec, so the subprocesses
+  the tests start get Python's own handler too."""
+  if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _malloc_tunable() -> None:
