@@ -23,8 +23,6 @@ import collections
 import csv
 import dataclasses
 import errno
-import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -44,8 +42,9 @@ from aesthetics_jax.data.selection import (
     DEFAULT_MAX_PIXELS, SPLITS, Selection, Skipped, _check_max_pixels, _check_subset,
     read_skipped_csv, select_images, upright_bytes, write_skipped_csv)
 from aesthetics_jax.data import tfds_spill
+from aesthetics_jax.data.layout import (VERSION, dataset_dir, is_prepared, load_metadata,
+                                        root_fingerprint, root_metadata, unprepared_line)
 
-VERSION = '1.0.0'
 
 SKIPPED_CSV = 'skipped.csv'
 STATS_JSON = 'stats.json'
@@ -494,69 +493,6 @@ def _intact_sources(data_dir: str | os.PathLike, subset: str) -> dict[str, Seque
         f'{where}: damaged ({type(e).__name__}: {why}); remove that folder and rerun '
         'aesthetics-prepare-data, or choose another --data_dir') from e
   return out
-
-
-# The files that decide which images a subset holds and their labels: a root whose copies of
-# these are byte-identical builds the same dataset (images aside), wherever it lives.
-_FINGERPRINTED = ('AVA.txt', 'tags.txt', 'style_image_lists/train.jpgl',
-                  'style_image_lists/test.jpgl')
-
-
-def root_fingerprint(ava_dir: str | os.PathLike) -> str:
-  """sha256 over the root's metadata files (`_FINGERPRINTED`; a missing one counts as
-  absent): what `prepare` compares before reusing a dataset, so a moved root still matches."""
-  h = hashlib.sha256()
-  for name in _FINGERPRINTED:
-    f = Path(ava_dir) / name
-    h.update(f'{name}\0'.encode())
-    if f.is_file():
-      with open(f, 'rb') as fh:
-        for block in iter(lambda: fh.read(1 << 20), b''):
-          h.update(block)
-    h.update(b'\0end\0')
-  return h.hexdigest()
-
-
-def root_metadata(ava_dir: Path, tag_names: dict[int, str]) -> dict:
-  """`tag_names` ([66] names, index = tag id - 1; ClassLabel style), `ava_dir` and
-  `defect_masks_dir` (absolute; '' when the root has no `defect_masks/`, as real AVA), and
-  `ava_fingerprint` (`root_fingerprint`)."""
-  masks = ava_dir / 'defect_masks'
-  # `or`: a tags.txt line without a name (`37`) named the tag '' in reports and predictions.
-  return {'tag_names': [tag_names.get(i) or f'tag {i}' for i in range(1, ava.NUM_TAGS + 1)],
-          'ava_dir': os.fspath(ava_dir.absolute()),
-          'defect_masks_dir': os.fspath(masks.absolute()) if masks.is_dir() else '',
-          'ava_fingerprint': root_fingerprint(ava_dir)}
-
-
-def load_metadata(data_dir: str | os.PathLike, subset: str = 'style') -> dict:
-  """What `prepare` recorded about the AVA root ({} for datasets prepared before it did)."""
-  path = dataset_dir(data_dir, subset) / 'metadata.json'
-  try:
-    return json.loads(path.read_text())
-  except FileNotFoundError:
-    return {}
-  except (OSError, ValueError) as e:
-    raise ava.AvaError(f'{path}: unreadable ({e}); prepare the dataset again in a fresh '
-                       '--data_dir') from None
-
-
-def is_prepared(data_dir: str | os.PathLike, subset: str = 'style') -> bool:
-  """Whether `ava/<subset>` is fully prepared under `data_dir` (TFDS renames it into place
-  only when complete). Quiet, unlike `builder.is_prepared()`, which logs a warning."""
-  return (dataset_dir(data_dir, subset) / 'dataset_info.json').is_file()
-
-
-def unprepared_line(data_dir: str | os.PathLike, subset: str, named: str = '') -> str:
-  """The line for a `data_dir` without `ava/<subset>`: `named` (default: the folder) and the
-  command that prepares it; the caller adds its own other way out ('..., or ...')."""
-  return (f'{named or data_dir}: no prepared dataset ava/{subset}; run aesthetics-prepare-data '
-          f'--ava_dir=<AVA root> --data_dir={data_dir} --subset={subset}')
-
-
-def dataset_dir(data_dir: str | os.PathLike, subset: str = 'style') -> Path:
-  """<data_dir>/ava/<subset>/<version>: where skipped.csv, stats.json, figures/ live."""
-  return Path(data_dir) / 'ava' / subset / VERSION
 
 
 # Moved to selection.py in 2026-12, still resolved here (with a DeprecationWarning).

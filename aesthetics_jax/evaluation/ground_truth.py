@@ -1,7 +1,7 @@
 """What evaluation knows about the data beyond the records: tag names and region masks.
 
 Both come from the dataset's metadata, which `prepare_data` records from the AVA root
-(`data.dataset.root_metadata`), so a moved workdir or AVA root still finds them; a user can
+(`data.layout.root_metadata`), so a moved workdir or AVA root still finds them; a user can
 point `config.eval.masks_dir` (`launch.evaluate --masks_dir=`) at their own annotated regions.
 Datasets prepared before the metadata existed fall back to `config.data.ava_dir`.
 """
@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aesthetics_jax.data import ava, dataset
+from aesthetics_jax.data import ava
+from aesthetics_jax.data import layout  # not data.dataset: no TFDS at start-up
 
 
 def _metadata(config) -> dict:
-  if not config.data.data_dir or not dataset.is_prepared(config.data.data_dir,
+  if not config.data.data_dir or not layout.is_prepared(config.data.data_dir,
                                                          config.data.subset):
     return {}
-  return dataset.load_metadata(config.data.data_dir, config.data.subset)
+  return layout.load_metadata(config.data.data_dir, config.data.subset)
 
 
 def masks_dir(config) -> str:
