@@ -2,7 +2,7 @@
 
 Paths and small JSON reads only, no TFDS: the predictor and evaluation read the tag names and
 masks folder (`evaluation.ground_truth`) through here, and importing tensorflow_datasets
-(`data.dataset`) took 0.17 s of the predictor's 1.5 s start-up. `data.dataset` re-exports
+(`data.dataset`) took 0.17 s of the predictor's start-up. `data.dataset` re-exports
 every name, so `dataset.is_prepared` and the rest still work.
 """
 from __future__ import annotations

@@ -15,7 +15,7 @@ from aesthetics_jax.data import layout  # not data.dataset: no TFDS at start-up
 
 def _metadata(config) -> dict:
   if not config.data.data_dir or not layout.is_prepared(config.data.data_dir,
-                                                         config.data.subset):
+                                                        config.data.subset):
     return {}
   return layout.load_metadata(config.data.data_dir, config.data.subset)
 

@@ -29,8 +29,8 @@ EMPTY_NOTE = ' EMPTY: points nowhere'
 
 def _jet(values: np.ndarray) -> np.ndarray:
   """matplotlib's 'jet' at `values` in [0, 1] (or its table indices, ints): RGB [..., 3] in
-  0..1. matplotlib is imported here, on first use: it took 0.15 s of the predictor's start-up
-  (1.5 s), and a prediction without overlays never draws one."""
+  0..1. matplotlib is imported here, on first use: it took 0.15 s of the predictor's start-up,
+  and a prediction without overlays never draws one."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   return matplotlib.colormaps['jet'](values)[..., :3]
 
