@@ -283,6 +283,48 @@ def test_a_job_that_never_assembles_ends_after_the_initialization_timeout(tiny_d
   assert not any('Traceback' in err for _, err in outs)
 
 
+def test_a_second_process_with_a_running_process_id_is_refused_before_it_connects(
+    tiny_data, tmp_path):
+  """A process 1 started while process 1 of the job ran: the coordinator aborted the running
+  job (every process exit 134 with a C++ stack) and the duplicate waited out
+  --initialization_timeout. Now it is refused before connecting, in one line; the first
+  one is untouched (here it ends on its own timeout: there is no process 0)."""
+  from aesthetics_jax.cli import process_claim
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  flags_ = (f'--coordinator_address=localhost:{port}', '--num_processes=2', '--process_id=1')
+  first = subprocess.Popen(
+      _cmd(tiny_data, tmp_path / 'w', *flags_, '--initialization_timeout=10',
+           config='demo:vgg16,smoke', overrides=FAULT_OVERRIDES),
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.monotonic() + 60
+    while True:  # until the first holds its claim
+      with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+          probe.connect(process_claim.name(f'localhost:{port}', 1))
+          break
+        except OSError:
+          assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+          time.sleep(0.1)
+    second = subprocess.run(
+        _cmd(tiny_data, tmp_path / 'w2', *flags_, config='demo:vgg16,smoke',
+             overrides=FAULT_OVERRIDES),
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert second.stderr.strip().splitlines() == [
+        f'train: --process_id=1 of the job at --coordinator_address=localhost:{port} is '
+        'already running on this host; start each --process_id once (a second one would make '
+        'the coordinator stop the whole job)']
+    assert first.poll() is None  # still waiting for its coordinator
+  finally:
+    out, err = _communicate_all([first], 60)[0]
+  assert first.returncode == 1 and err.strip().splitlines()[-1].startswith(
+      f'train: no coordinator at --coordinator_address=localhost:{port}'), err[-2000:]
+
+
 def test_an_error_on_one_process_ends_the_others(tiny_data, tmp_path):
   """The data missing on one host only (here a relative --config.data.data_dir from two
   working folders): process 1 printed its one line and then waited at exit for process 0,

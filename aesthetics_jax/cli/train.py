@@ -43,6 +43,7 @@ from ml_collections import config_flags
 from aesthetics_jax import io as io_lib
 from aesthetics_jax.cli import common
 from aesthetics_jax.cli import config_args
+from aesthetics_jax.cli import process_claim
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config: a packaged name (demo, mobilenet_v2_emd, vgg16_binary), '
@@ -66,6 +67,7 @@ def main(argv):
     common.usage_error('train', f'unexpected arguments {argv[1:]}; use --config.key=value')
   common.check_outputs('train', folders={'workdir': _WORKDIR.value})
   _check_processes(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  process_claim.claim('train', _COORDINATOR.value, _PROCESS_ID.value)
   config = _CONFIG.value
   _check_values(config)
   import jax  # pylint: disable=import-outside-toplevel
