@@ -45,6 +45,7 @@ from typing import Any, Iterable
 
 import numpy as np
 from PIL import Image, ImageFilter
+from scipy import special
 
 from aesthetics_jax.data import ava
 from aesthetics_jax.io import atomic_write_json, atomic_write_text
@@ -422,7 +423,6 @@ def sample_votes(rng, q: float) -> np.ndarray:
 
 def _stratified_quality(rng, n: int) -> np.ndarray:
   """n latent qualities whose empirical distribution tracks N(Q_MEAN, Q_STD²) closely."""
-  from scipy import special  # pylint: disable=g-import-not-at-top  # 0.12 s; demo data only
   u = (rng.permutation(n) + rng.uniform(0.05, 0.95, n)) / max(n, 1)
   return np.clip(Q_MEAN + Q_STD * special.ndtri(u), 2.0, 8.8)
 
