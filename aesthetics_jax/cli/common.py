@@ -324,8 +324,18 @@ def exit_interrupted(code: int = EXIT_INTERRUPTED) -> NoReturn:
   JAX's, orbax's) without the interpreter's teardown: a thread that the Ctrl-C left inside
   XLA (the input-prefetch thread, decoders) crashed it after the interrupted line, exit 134
   with 'LLVM ERROR: ...' or 'FATAL: exception not rethrown' (1 in 4 Ctrl-Cs of
-  aesthetics-control --smoke)."""
+  aesthetics-control --smoke).
+
+  JAX's own exit handler is replaced by the one part of it that matters before `os._exit`,
+  `jax.distributed.shutdown`: its clearing of the backends let such a thread start them again
+  after the interrupted line (its probe of each platform logged then)."""
+  # JAX's private name, looked up, not assumed: were it gone, its handler simply runs.
+  jax_clean_up = getattr(sys.modules.get('jax._src.api'), 'clean_up', None)
+  if jax_clean_up is not None:
+    atexit.unregister(jax_clean_up)
   atexit._run_exitfuncs()  # pylint: disable=protected-access
+  if jax_clean_up is not None:
+    sys.modules['jax'].distributed.shutdown()  # a no-op unless jax.distributed was initialised
   exit_now(code)
 
 
