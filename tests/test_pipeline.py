@@ -2,6 +2,10 @@
 
 Multi-process and multi-device runs are in test_multiprocess_input.py.
 """
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -216,6 +220,32 @@ def test_a_loop_that_raises_still_stops_threads(source, mesh):
     streaming.collect(failing, None, None, lambda src, max_examples: pipeline.eval_batches(
         src, tiny_config(prefetch=2), mesh), source)
   assert not ours() and e1.tb is not None and e2.tb is not None
+
+
+_LEFT_OPEN_AT_EXIT = """
+import atexit, sys, threading
+sys.path.insert(0, sys.argv[1])
+# Registered first, so run last: after the pipeline's exit handler and JAX's.
+atexit.register(lambda: print('alive at exit:', sorted(
+    t.name for t in threading.enumerate() if t.name.startswith('input-prefetch'))))
+from aesthetics_jax import parallel
+from aesthetics_jax.data import pipeline
+from source_fixture import make_source, tiny_config
+# Training batches: endless, so its thread is still producing at exit.
+it = iter(pipeline.train_batches(make_source(), tiny_config(prefetch=2), parallel.make_mesh()))
+next(it)
+"""
+
+
+def test_an_iterator_left_open_at_exit_stops_its_thread_first():
+  """A script that left an iterator open (`it = iter(eval_batches(...)); next(it)`) ended
+  in half of its runs with 'FATAL: exception not rethrown', exit 134: at interpreter exit
+  the prefetch thread, inside XLA's transfer, was stopped with C++ frames on its stack. Its
+  thread is now stopped by an exit handler, before JAX's and before daemon threads end."""
+  r = subprocess.run([sys.executable, '-c', _LEFT_OPEN_AT_EXIT, str(Path(__file__).parent)],
+                     capture_output=True, text=True, timeout=120)
+  assert r.returncode == 0 and 'FATAL' not in r.stderr, (r.returncode, r.stderr[-2000:])
+  assert r.stdout.strip().splitlines()[-1] == 'alive at exit: []', r.stdout
 
 
 class _CountingSource(list):
