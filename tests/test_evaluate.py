@@ -175,7 +175,8 @@ def test_untrained_control_is_skipped_with_a_reason_when_weights_are_gone(tmp_pa
      'config.eval.faithfulness_scorecam_images=-1: must be an integer >= 0'),
     ({'eval.masks_dir': '{tmp}/named_wrong'}, 'no mask for any of the 10 test images: it '
      'holds 1 .png files (e.g. 1_mask.png); name each mask <image_id>.png'),
-    ({'eval.masks_dir': '{tmp}/file.txt'}, 'masks folder not found'),
+    ({'eval.masks_dir': '{tmp}/file.txt'}, 'file.txt: is a file, not a folder; pass'),
+    ({'eval.masks_dir': '{tmp}/missing'}, 'missing: masks folder not found; pass'),
     # Another subset's test split holds this model's training images; a misspelled key
     # changed nothing; a model key would rebuild another model around the weights.
     ({'data.subset': 'all'}, "data.subset='all', but the model was trained on 'style'"),

@@ -26,8 +26,9 @@ def masks_dir(config) -> str:
   if config.eval.masks_dir:
     d = Path(config.eval.masks_dir)
     if not d.is_dir():
-      raise FileNotFoundError(f'{d}: masks folder not found; pass --masks_dir=<folder of '
-                              '<image_id>.png masks>')
+      what = 'is a file, not a folder' if d.exists() else 'masks folder not found'
+      raise FileNotFoundError(f'{d}: {what}; pass --masks_dir=<folder of <image_id>.png '
+                              'masks>')
     return str(d)
   recorded = _metadata(config).get('defect_masks_dir', '')
   if recorded and Path(recorded).is_dir():
