@@ -26,7 +26,8 @@ def masks_dir(config) -> str:
   if config.eval.masks_dir:
     d = Path(config.eval.masks_dir)
     if not d.is_dir():
-      what = 'is a file, not a folder' if d.exists() else 'masks folder not found'
+      what = ('is a file, not a folder' if d.is_file() else 'is not a folder' if d.exists()
+              else 'masks folder not found')
       raise FileNotFoundError(f'{d}: {what}; pass --masks_dir=<folder of <image_id>.png '
                               'masks>')
     return str(d)
