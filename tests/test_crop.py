@@ -96,6 +96,20 @@ def test_aspect_crop_locates_mass():
     crop.aspect_crop(m, '4-3')
 
 
+def test_aspect_crop_on_the_host_equals_the_jax_one():
+  """numpy maps take the numpy path (one photo's map at its own shape compiled nothing
+  new); the windows equal those of the JAX path, jitted, ties to the centre included."""
+  rng = np.random.default_rng(2)
+  for shape, aspect, scale in [((2, 30, 41), '3:2', 1.0), ((1, 64, 17), '1:1', 0.7),
+                               ((3, 23, 23), '16:9', 1.0), ((1, 9, 120), '2:5', 0.5)]:
+    m = rng.random(shape).astype(np.float32) ** 4
+    m[-1] = 0.5   # a flat map: the most central window
+    host = crop.aspect_crop(m, aspect, scale)
+    assert isinstance(host, np.ndarray) and host.dtype == np.int32
+    on_device = jax.jit(lambda x, a=aspect, s=scale: crop.aspect_crop(x, a, s))(m)
+    np.testing.assert_array_equal(host, np.asarray(on_device))
+
+
 @pytest.mark.parametrize('aspect', ['inf:1', '1:inf', 'nan:1', float('inf'), 1e9, 1e-9, '21:1',
                                     '1:21', 0, -1, True, '0:0', 'inf', '4//3', '', '1:2:3',
                                     '4x3x2'])

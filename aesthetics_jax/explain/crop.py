@@ -193,12 +193,13 @@ def window_mass(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
   """Map mass inside every `size` window: `[B,H,W] -> [B, H-h+1, W-w+1]` (summed-area table).
 
   Maps are centred per image before the cumulative sums (the window area is constant, so the
-  argmax is unchanged) to keep float32 round-off small on large maps.
+  argmax is unchanged) to keep float32 round-off small on large maps. numpy in, numpy out.
   """
   h, w = size
-  m = jnp.asarray(maps, jnp.float32)
+  xp = np if isinstance(maps, np.ndarray) else jnp
+  m = xp.asarray(maps, xp.float32)
   m = m - m.mean(axis=(1, 2), keepdims=True)
-  sat = jnp.pad(jnp.cumsum(jnp.cumsum(m, axis=1), axis=2), ((0, 0), (1, 0), (1, 0)))
+  sat = xp.pad(xp.cumsum(xp.cumsum(m, axis=1), axis=2), ((0, 0), (1, 0), (1, 0)))
   return sat[:, h:, w:] - sat[:, :-h, w:] - sat[:, h:, :-w] + sat[:, :-h, :-w]
 
 
@@ -211,20 +212,23 @@ def aspect_crop(maps: jax.Array, aspect: str | float = '4:3', scale: float = 1.0
     scale: fraction (0, 1] of the largest fitting window's side lengths.
   Returns:
     i32 `[B, 4]` `(y0, x0, y1, x1)`, end-exclusive. jit-able (aspect and scale are static).
+    numpy maps in, numpy out, no JAX dispatch: one photo's map comes at its own aspect, and
+    eager JAX compiled (and kept) a program for every new shape, ~3 MB and 0.1-0.8 s each.
   """
-  maps = jnp.asarray(maps, jnp.float32)
+  xp = np if isinstance(maps, np.ndarray) else jnp
+  maps = xp.asarray(maps, xp.float32)
   B, H, W = maps.shape
   h, w = window_size((H, W), aspect, scale)
   mass = window_mass(maps, (h, w)).reshape(B, -1)                   # [B, P]
   ny, nx = H - h + 1, W - w + 1
-  yy, xx = jnp.meshgrid(jnp.arange(ny), jnp.arange(nx), indexing='ij')
+  yy, xx = xp.meshgrid(xp.arange(ny), xp.arange(nx), indexing='ij')
   dist = ((yy - (ny - 1) / 2) ** 2 + (xx - (nx - 1) / 2) ** 2).reshape(-1)
   # Near-ties (flat maps, round-off) go to the most central window.
-  tol = 1e-5 * jnp.abs(maps).sum(axis=(1, 2), keepdims=True)[:, :, 0] + 1e-12
+  tol = 1e-5 * xp.abs(maps).sum(axis=(1, 2), keepdims=True)[:, :, 0] + 1e-12
   best = mass.max(axis=1, keepdims=True)
-  idx = jnp.argmin(jnp.where(mass >= best - tol, dist[None], jnp.inf), axis=1)
+  idx = xp.argmin(xp.where(mass >= best - tol, dist[None], xp.inf), axis=1)
   y0, x0 = idx // nx, idx % nx
-  return jnp.stack([y0, x0, y0 + h, x0 + w], axis=1).astype(jnp.int32)
+  return xp.stack([y0, x0, y0 + h, x0 + w], axis=1).astype(xp.int32)
 
 
 def scale_box(box: Sequence[int] | np.ndarray, from_hw: tuple[int, int],
@@ -336,7 +340,7 @@ def image_boxes(aesthetic: np.ndarray, attribute: np.ndarray | None, orig_hw: tu
     grid_boxes['average'] = np.asarray(average_boxes(grid_boxes['aesthetic'],
                                                      grid_boxes['attribute']))
   if aspect:
-    grid_boxes['crop'] = np.asarray(aspect_crop(aes, aspect))
+    grid_boxes['crop'] = aspect_crop(aes, aspect)
   empty = {'aesthetic': bool(empty_maps(np.asarray(aesthetic)))}
   if attribute is not None:
     empty['attribute'] = bool(empty_maps(np.asarray(attribute)))
