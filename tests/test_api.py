@@ -360,6 +360,34 @@ def test_crops_keep_the_rgb_colour_profile(example, tmp_path):
   assert image_files.rgb_icc_profile(str(tmp_path / 'missing.jpg')) is None
 
 
+def test_a_crop_cut_reduced_says_so_in_its_record(example, tmp_path):
+  """Over 36 MP predict cuts the crop from a reduced decode (a JPEG's DCT scaling; another
+  format's working copy), to bound memory: the record gave the full-size box and nothing
+  else, the file was 2-7 times smaller. `crop_note` now gives both sizes; a crop at the box's
+  size has none."""
+  ns, _, photo = example
+  m = ns['m']
+  h, w = 6000, 6400   # 38.4 MP; a smooth picture, quick to write
+  ramp = np.linspace(0, 255, w, dtype=np.float32)
+  big = np.stack([np.broadcast_to(ramp, (h, w)),
+                  np.broadcast_to(ramp[:h, None], (h, w)),
+                  np.full((h, w), 90, np.float32)], -1).astype(np.uint8)
+  Image.fromarray(big).save(tmp_path / 'big.jpg', quality=80)
+  Image.fromarray(big).save(tmp_path / 'big.png', compress_level=1)
+  del big
+  recs = list(m.predictor.predict_files(
+      [str(tmp_path / 'big.jpg'), str(tmp_path / 'big.png'), str(photo)],
+      crop_dir=str(tmp_path / 'crops'), aspect='1:1'))
+  for rec in recs[:2]:
+    b = rec['boxes']['crop']
+    assert (b['x1'] - b['x0'], b['y1'] - b['y0']) == (h, h)
+    cw, ch = Image.open(rec['crop']).size
+    assert cw < h and abs(cw - ch) <= 1
+    assert rec['crop_note'].startswith(f'the crop file is {cw}x{ch} px, the box {h}x{h}: '
+                                       'an image over 36 MP is cropped from a copy reduced by')
+  assert 'crop_note' not in recs[2] and Image.open(recs[2]['crop']).size == (H, H)
+
+
 def test_predict_files_threads_give_the_single_thread_records(example, tmp_path):
   """predict_files decodes and writes in threads: records, their order, errors and the files
   written are those of one thread (a corrupt file among the photos; batches of 2)."""

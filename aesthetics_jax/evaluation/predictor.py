@@ -31,7 +31,8 @@ from aesthetics_jax.evaluation import ground_truth
 from aesthetics_jax.evaluation import overrides as overrides_lib
 from aesthetics_jax.evaluation import forward as forward_lib
 from aesthetics_jax.evaluation.forward import make_forward, split_maps
-from aesthetics_jax.evaluation.image_files import (EXTREME_ASPECT, WORK_MAX_PIXELS, WORK_SIDE,
+from aesthetics_jax.evaluation.image_files import (CROP_MAX_PIXELS, EXTREME_ASPECT,
+                                                   WORK_MAX_PIXELS, WORK_SIDE,
                                                    PredictError, crop_image, crop_suffix,
                                                    encode_crop, load_image, model_input,
                                                    overlay_grid, read_bytes)
@@ -280,13 +281,28 @@ class Predictor:
       suffix = crop_suffix(crop_format, image.format)
       out = Path(crop_dir) / f'{stem}_crop{suffix}'
       try:
-        io_lib.atomic_write_bytes(out, encode_crop(crop_image(path, image, cut), suffix, path))
+        piece = crop_image(path, image, cut)
+        io_lib.atomic_write_bytes(out, encode_crop(piece, suffix, path))
         rec['crop'] = str(out)
+        if (note := reduced_crop_note(piece.size, cut)):
+          rec['crop_note'] = note
       except PredictError as e:  # the file changed since it was scored
         rec['crop_error'] = str(e)
       except OSError as e:
         rec['crop_error'] = write_error(out, e, 'crop_dir')
     return rec
+
+
+def reduced_crop_note(size: tuple[int, int], box: Sequence[int]) -> str | None:
+  """The record's `crop_note` when the crop file (PIL `size`, (w, h)) is smaller than its
+  box `(y0, x0, y1, x1)` (an image over `image_files.CROP_MAX_PIXELS` is cut from a reduced
+  decode, to bound memory), else None: the box alone read as the crop's size."""
+  bw, bh = int(box[3]) - int(box[1]), int(box[2]) - int(box[0])
+  if tuple(size) == (bw, bh):
+    return None
+  return (f'the crop file is {size[0]}x{size[1]} px, the box {bw}x{bh}: an image over '
+          f'{CROP_MAX_PIXELS // 10**6} MP is cropped from a copy reduced by '
+          f'{bw / size[0]:.3g}, to bound memory (Model.crop cuts at full size)')
 
 
 def check_box_threshold(value, name: str = 'config.eval.box_threshold') -> float:
