@@ -548,6 +548,36 @@ def test_cli_bad_workdir_one_line(tmp_path):
   assert len(r.stderr.strip().splitlines()) == 1 and str(tmp_path) in r.stderr
 
 
+@pytest.mark.parametrize('flag', ['crop_dir', 'overlay_dir', 'output'])
+def test_cli_an_output_another_run_writes_is_refused(files, tmp_path, flag):
+  """Two runs into one --crop_dir (or --output) at once both exited 0; the later overwrote the
+  earlier's crops, so records pointed at the other run's pictures. The second now stops
+  before loading the model: one line, exit 2, nothing written. Here the test holds the claim,
+  as a running aesthetics-predict does (through a link: the claim is on the real path)."""
+  from aesthetics_jax.cli import process_claim
+  _, wd, good, _, _ = files
+  target = tmp_path / ('out.jsonl' if flag == 'output' else 'dir')
+  claimed = subprocess.Popen(
+      [sys.executable, '-c', 'import sys; from aesthetics_jax.cli import process_claim as c; '
+       'assert c.hold(c.output_name(sys.argv[1])); print("held", flush=True); sys.stdin.read()',
+       str(target)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+  try:
+    assert claimed.stdout.readline() == 'held\n'
+    (tmp_path / 'link').symlink_to(tmp_path)
+    shown = tmp_path / 'link' / target.name
+    r = _run(f'--workdir={wd}', f'--{flag}={shown}', '--aspect=1:1', good)
+    assert r.returncode == 2 and r.stdout == '' and 'Traceback' not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f'predict: --{flag}={shown} is being written by another aesthetics-predict run on '
+        f'this host; wait for it to finish, or pass another '
+        f'{"file" if flag == "output" else "folder"}']
+    assert not target.exists() or not any(target.iterdir())
+  finally:
+    claimed.communicate('')
+  assert process_claim.hold(process_claim.output_name(str(target)))  # freed with the holder
+  process_claim._HELD.pop().close()  # pylint: disable=protected-access
+
+
 def test_cli_bad_aspect_one_line(files):
   _, wd, good, _, _ = files
   r = _run(f'--workdir={wd}', '--aspect=4-3', good)

@@ -30,7 +30,8 @@ that cannot be used, a folder without images or a pattern matching nothing gives
 is never printed), and the others carry on. Exit status: 0 every image scored; 1 some inputs
 failed (one line on stderr counts them), stdout refused a write (a full disk; one line on
 stderr; 141 when `| head` left), or the run stopped by an error (out of memory: the lines so
-far are written, as for Ctrl-C); 2 nothing ran (a bad flag, no inputs, an unwritable output, a
+far are written, as for Ctrl-C); 2 nothing ran (a bad flag, no inputs, an unwritable output or
+one another run on this host is writing, a
 workdir without a usable checkpoint: missing, another model's, or damaged, named with its step
 and file and the `--step` of an intact one), with one line on stderr and nothing on stdout;
 130 stopped by Ctrl-C (143 by SIGTERM: `timeout`, a job's time limit): the lines scored so far
@@ -52,6 +53,7 @@ from ml_collections import config_flags
 from aesthetics_jax import memory_fit
 from aesthetics_jax.cli import common
 from aesthetics_jax.cli import inputs
+from aesthetics_jax.cli import process_claim
 from aesthetics_jax.evaluation import records as records_lib
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
@@ -135,6 +137,9 @@ def check_flags(argv: Sequence[str]) -> tuple[str | None, list[str | dict]]:
     if any(isinstance(p, str) and os.path.realpath(p) == real for p in items):
       common.usage_error('predict', f'--output={_OUTPUT.value} is also an input; pass another '
                          'file for the JSON lines')
+  for flag, path in (('output', _OUTPUT.value), ('overlay_dir', _OVERLAY_DIR.value),
+                     ('crop_dir', _CROP_DIR.value)):
+    process_claim.hold_output('predict', flag, path)
   _note_earlier_outputs()
   return method, items
 
