@@ -2,6 +2,7 @@
 import dataclasses
 import errno
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -400,6 +401,35 @@ def test_trainer_disk_cache_equals_ram_and_resumes(data_dir, tmp_path, capsys):
   assert trainer.train_and_evaluate(c, tmp_path / 'disk')['step'] == 3
   assert list((tmp_path / 'disk' / 'cache').iterdir()) == entries
   assert (entries[0] / 'train.bin').stat().st_mtime_ns == mtime
+
+
+def test_a_damaged_cache_file_is_named_and_no_checkpoint_moved(data_dir, tmp_path):
+  """NaNs written over the disk cache's rows (same size: the manifest's checks pass) made the
+  first resumed step's loss NaN; the trainer blamed the checkpoint it resumed from and moved it
+  away, one healthy checkpoint per rerun, telling the user to lower the learning rate. Now
+  the error names the cache and the checkpoints stay."""
+  c = _config('mobilenet_v2', data_dir, **{'cache.ram_budget_gb': 1e-9,
+                                           'checkpoint_every_steps': 1, 'log_every_steps': 1})
+  trainer.train_and_evaluate(c, tmp_path)
+  entry, = (tmp_path / 'cache').iterdir()
+  train = np.memmap(entry / 'train.bin', mode='r+', dtype=np.uint8)
+  train[:] = 0xFF  # NaN in every float dtype's bytes
+  train.flush()
+  del train
+  steps = sorted(p.name for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit())
+  c.num_train_steps = 3
+  for _ in range(2):  # the rerun the first message suggests: the same
+    with pytest.raises(trainer.TrainingError) as e:
+      trainer.train_and_evaluate(c, tmp_path)
+    assert str(e.value) == (
+        'non-finite loss (nan) at step 3: the cached features that step trained on are not '
+        f'finite; the cache under {entry} is damaged: delete that folder and rerun to build it '
+        'again (the checkpoints are kept)')
+    assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()
+                  if p.name.isdigit()) == steps
+    assert not (tmp_path / 'diverged_checkpoints').exists()
+  shutil.rmtree(entry)
+  assert trainer.train_and_evaluate(c, tmp_path)['step'] == 3
 
 
 def test_online_frozen_mode_trains_only_the_head(data_dir, tmp_path, capsys):

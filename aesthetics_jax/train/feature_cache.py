@@ -263,6 +263,15 @@ class FeatureCache:
     host['features'] = self.train[lv, li].astype(np.float32)
     return self._global(host, batch_size)
 
+  def step_features_finite(self, step: int, batch_size: int) -> bool:
+    """Whether the cached features that `train_batch(step, batch_size)` feeds (this process's
+    rows) are all finite: a damaged cache file (NaNs written over a row) made the loss NaN,
+    which the trainer blamed on the checkpoint it resumed from."""
+    idx = sampling.train_indices(step, self.train.shape[1], batch_size, self.seed, self.cdf)
+    rows = parallel.local_rows(parallel.data_sharding(self.mesh), batch_size)
+    views = self._views(step, batch_size)
+    return bool(np.isfinite(self.train[views[rows], idx[rows]]).all())
+
   def device_rows(self, budget_gb: float) -> dict[str, jax.Array] | None:
     """The train split on every device for `train_segment`: `features [K, N, *view]` in the
     storage dtype and each target key of `train_batch` [N, ...]. None when the cache is

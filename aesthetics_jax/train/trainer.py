@@ -296,17 +296,27 @@ def _saved_window(ckpt: ckpt_lib.Checkpointer, start: int) -> list[tuple[int, di
   return [(int(s), {k: float(v) for k, v in m.items()}) for s, m in saved]
 
 
-def _divergence_error(ckpt: ckpt_lib.Checkpointer, s: int, m: dict) -> TrainingError:
+def _divergence_error(ckpt: ckpt_lib.Checkpointer, s: int, m: dict,
+                      cache: feature_cache.FeatureCache | None = None,
+                      batch_size: int = 0) -> TrainingError:
   """The error for a non-finite loss or update in step index `s` (0-based: the update from
   the weights after `s` updates, numbered s + 1 like metrics.jsonl and the checkpoints).
 
   A checkpoint `s` holds the weights whose loss was non-finite: a resume from it would
   diverge at its first step whatever the learning rate, so it is moved to
-  `DIVERGED_DIR` and the rerun resumes from the checkpoint before.
+  `DIVERGED_DIR` and the rerun resumes from the checkpoint before. Unless the step's inputs
+  were not finite (`cache`: the feature cache fed it): then the cache is named and every
+  checkpoint kept (a damaged cache file moved one healthy checkpoint away per rerun).
   """
   loss_bad = not math.isfinite(m['loss'])
   what = (f'non-finite loss ({m["loss"]})' if loss_bad
           else 'non-finite parameters after the update')
+  if cache is not None and not cache.step_features_finite(s, batch_size):
+    where = (f'the cache under {cache.directory} is damaged: delete that folder and rerun to '
+             'build it again' if cache.directory is not None else
+             'the encoder gave them: check the pretrained weights (--config.model.pretrained)')
+    return TrainingError(f'{what} at step {s + 1}: the cached features that step trained on '
+                         f'are not finite; {where} (the checkpoints are kept)')
   moved = ''
   try:
     ckpt.wait()  # checkpoint s may still be being written
@@ -514,6 +524,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
     test_batches = lambda: cache.test_batches(eval_bs)
     val_batches = lambda: cache.validation_batches(eval_bs)
   else:
+    cache = None
     it = ip.train_batches(train_src, config, mesh, start_step=start, metadata=train_meta)
     next_batch = lambda s: next(it)
     counts = np.bincount(train_meta.label, minlength=2)
@@ -549,7 +560,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
     pending.clear()
     for s, m in fetched:
       if not math.isfinite(m['loss']) or m['params_finite'] < 1:
-        raise _divergence_error(ckpt, s, m)
+        raise _divergence_error(ckpt, s, m, cache, int(config.batch_size))
     window.extend(fetched)
 
   def save(done: int, metrics: dict | None = None) -> None:
