@@ -210,6 +210,31 @@ def test_garbage_config_json_names_the_file(wd, text):
   assert str(wd / 'config.json') in _one_line(e.value) and 'not valid JSON' in str(e.value)
 
 
+@pytest.mark.parametrize('text', [None, '{garbage', '[1]'])
+def test_a_resume_without_a_readable_config_json_is_refused(wd, text):
+  """A missing or damaged config.json beside checkpoints let a resume change the recipe
+  (image size, normalisation, loss) with no check, and config.json was then rewritten saying
+  the whole run used the new one. Now one line naming the file, as evaluate's; a workdir
+  without checkpoints still starts (and writes it)."""
+  from aesthetics_jax.train import resume_checks  # pylint: disable=import-outside-toplevel
+  path = wd / 'config.json'
+  config = checkpoint_fixture.smoke_config('vgg16')
+  resume_checks.check_workdir_model(wd, config)  # intact: resumes
+  if text is None:
+    path.unlink()
+  else:
+    path.write_text(text)
+  with pytest.raises(checkpoints.CheckpointMismatchError) as e:
+    resume_checks.check_workdir_model(wd, config)
+  assert _one_line(e.value).startswith(f'{path}: not ')
+  assert str(e.value).endswith(f'; {wd} holds checkpoints whose recipe cannot be checked '
+                               'without it: restore it from a copy, or train in a fresh '
+                               '--workdir')
+  for step in ('2', '4'):
+    shutil.rmtree(wd / 'checkpoints' / step)
+  resume_checks.check_workdir_model(wd, config)
+
+
 # ------------------------------------------------------------------------------------------
 # Non-finite outputs are errors, never numbers.
 # ------------------------------------------------------------------------------------------

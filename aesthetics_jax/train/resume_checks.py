@@ -103,15 +103,20 @@ def check_workdir_model(workdir, config) -> None:
   """Refuses a workdir whose config.json holds another model, or (once it has checkpoints)
   another recipe (`RECIPE_KEYS`); before touching checkpoints."""
   path = ckpt_lib.config_path(workdir)
-  if not path.exists():
+  if ckpt_lib.has_checkpoints(workdir):
+    # Without a readable config.json any recipe resumed unchecked, and config.json was
+    # rewritten saying the whole run used it (evaluate refuses such a workdir).
+    saved_config = ckpt_lib.read_json_object(
+        path, ckpt_lib.CheckpointMismatchError, f'{workdir} holds checkpoints whose recipe '
+        'cannot be checked without it: restore it from a copy, or train in a fresh --workdir')
+  elif not path.exists():
     return
-  try:
-    saved_config = ckpt_lib.read_json_object(path)
-  except ckpt_lib.WorkdirError as e:
-    # Unreadable leftover: the checkpoint metadata check still applies, and this run
-    # rewrites config.json.
-    logging.warning('%s', e)
-    return
+  else:
+    try:
+      saved_config = ckpt_lib.read_json_object(path)
+    except ckpt_lib.WorkdirError as e:  # nothing trained yet: this run writes it
+      logging.warning('%s; rewriting it', e)
+      return
   saved = saved_config.get('model', {})
   if not isinstance(saved, dict):
     return
