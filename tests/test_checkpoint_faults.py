@@ -210,6 +210,22 @@ def test_garbage_config_json_names_the_file(wd, text):
   assert str(wd / 'config.json') in _one_line(e.value) and 'not valid JSON' in str(e.value)
 
 
+def test_another_runs_checkpoint_is_named_without_a_config_fix(wd):
+  """evaluate / predict with another model's checkpoint in checkpoints/ said 'use a fresh
+  --workdir or the matching --config', and both refuse --config.model.*: config.json names
+  the model there. The line now says the checkpoint is another run's."""
+  path = wd / 'config.json'
+  saved = json.loads(path.read_text())
+  saved['model']['width_mult'] = 0.5
+  path.write_text(json.dumps(saved))
+  with pytest.raises(checkpoints.CheckpointMismatchError) as e:
+    restore.restore_for_inference(wd)
+  text = _one_line(e.value)
+  assert 'trained with a different model (width_mult=' in text and '--config' not in text
+  assert text.endswith(f"{path} names the model, so that checkpoint is another run's: move it "
+                       'back to its own workdir and pass that one')
+
+
 @pytest.mark.parametrize('text', [None, '{garbage', '[1]'])
 def test_a_resume_without_a_readable_config_json_is_refused(wd, text):
   """A missing or damaged config.json beside checkpoints let a resume change the recipe

@@ -296,6 +296,11 @@ def test_batch_sizes_the_devices_cannot_split_are_named():
       'e.g. 8',
       'config.eval.batch_size=6: must be a multiple of the 8 devices training runs on; set it '
       'to e.g. 8']
+  # The line names the other setting: '(and 1 more)' read as a second value to try.
+  raise_first = config_checks._raise_first  # pylint: disable=protected-access
+  with pytest.raises(config_checks.ConfigError) as e:
+    raise_first(config_checks.device_problems(c, 8))
+  assert str(e.value).endswith('set it to e.g. 8 (also config.eval.batch_size)')
 
 
 def test_batches_larger_than_the_machine_are_named(monkeypatch):

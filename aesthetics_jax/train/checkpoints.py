@@ -40,8 +40,8 @@ from aesthetics_jax.train.checkpoint_files import (FILES_JSON, array_checksums, 
                                                    file_size, write_file_manifest)
 
 # The errors the Checkpointer raises are importable from here too.
-__all__ = ['CORRUPT_DIR', 'DIVERGED_DIR', 'MODEL_KEYS', 'CheckpointError',
-           'CheckpointMismatchError', 'CheckpointSaveError', 'Checkpointer',
+__all__ = ['CORRUPT_DIR', 'DIVERGED_DIR', 'MISMATCH_HINT', 'MODEL_KEYS',
+           'CheckpointError', 'CheckpointMismatchError', 'CheckpointSaveError', 'Checkpointer',
            'CorruptCheckpointError', 'WorkdirBusyError', 'WorkdirError', 'abstract_like',
            'has_checkpoints', 'mismatch_message', 'model_signature', 'step_folders']
 
@@ -67,11 +67,16 @@ def model_signature(model_config: Mapping[str, Any]) -> dict:
   return {k: model_config[k] for k in MODEL_KEYS if k in model_config}
 
 
+# The fix a mismatch error ends with, for a training run (restore.py words it for evaluate and
+# predict, which take the model from config.json).
+MISMATCH_HINT = 'use a fresh --workdir or the matching --config'
+
+
 def mismatch_message(workdir: str | os.PathLike, saved: Mapping, wanted: Mapping) -> str:
   diff = ', '.join(f'{k}={saved.get(k)!r} (checkpoint) vs {wanted.get(k)!r} (config)'
                    for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k))
   return (f'{workdir}: existing checkpoint was trained with a different model ({diff}); '
-          'use a fresh --workdir or the matching --config')
+          + MISMATCH_HINT)
 
 
 class Checkpointer:
@@ -310,7 +315,7 @@ class Checkpointer:
         raise
       raise CheckpointMismatchError(
           f'{self.workdir}: checkpoint {step} does not match this model ({first_line(e)}); '
-          'use a fresh --workdir or the matching --config') from e
+          + MISMATCH_HINT) from e
     # Orbax may restore a stored array whose shape differs from the target: check ourselves.
     for name in items:
       want = abstract_variables if name == 'variables' else abstract_opt
@@ -318,7 +323,7 @@ class Checkpointer:
       if bad:
         raise CheckpointMismatchError(
             f'{self.workdir}: checkpoint {step} does not match this model ({name}/{bad}); '
-            'use a fresh --workdir or the matching --config')
+            + MISMATCH_HINT)
     saved = self.restore_meta(step).get('checksums') or {}
     for name in items:
       self._verify_arrays(step, name, out[name], saved.get(name) or {})

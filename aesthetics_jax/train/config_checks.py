@@ -8,6 +8,7 @@ negative slice in XLA; `loss.emd_r=0`: a ZeroDivisionError) or was silently take
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable
 
 import ml_collections
@@ -442,6 +443,12 @@ def check(config: ml_collections.ConfigDict) -> None:
 
 
 def _raise_first(found: list[str]) -> None:
+  """The first problem, naming the settings of the others: '(and 1 more)' read as another
+  value to try after 'set it to e.g. 6'."""
   if found:
-    more = f' (and {len(found) - 1} more)' if len(found) > 1 else ''
+    rest = [re.match(r'config\.[\w.]+', f) for f in found[1:]]
+    if rest and all(rest):
+      more = f' (also {", ".join(dict.fromkeys(m.group(0) for m in rest))})'
+    else:
+      more = f' ({len(rest)} more problem{"s" if len(rest) > 1 else ""})' if rest else ''
     raise ConfigError(found[0] + more)

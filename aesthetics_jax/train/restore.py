@@ -16,7 +16,7 @@ from aesthetics_jax.configs import default as default_config
 from aesthetics_jax.train.checkpoint_errors import (CheckpointMismatchError,
                                                     CorruptCheckpointError, WorkdirError,
                                                     read_json_object)
-from aesthetics_jax.train.checkpoints import Checkpointer, step_folders
+from aesthetics_jax.train.checkpoints import MISMATCH_HINT, Checkpointer, step_folders
 
 
 def config_path(workdir) -> Path:
@@ -152,7 +152,11 @@ def _restore_step(workdir, model, config, step: int | None):
         e.rotated = True
         raise
       if isinstance(e, CheckpointMismatchError):
-        raise
+        # config.json names the model here (no --config changes it): the checkpoint is
+        # another run's, so training's fix ('the matching --config') does not apply.
+        raise CheckpointMismatchError(str(e).replace(
+            MISMATCH_HINT, f'{config_path(workdir)} names the model, so that checkpoint is '
+            "another run's: move it back to its own workdir and pass that one")) from None
       raise CorruptCheckpointError(f'{e}; {ckpt.intact_hint(step)}', step) from e
   finally:
     ckpt.close()

@@ -57,8 +57,9 @@ def _dotted(tree: dict, key: str):
 
 
 def _warn(msg: str) -> None:
-  """A warning in the log and on stdout, where a user watching the run sees it."""
-  logging.warning('%s', msg)
+  """A warning on stdout, where a user watching the run sees it, and in the INFO log (at
+  WARNING it went to the terminal too: every resume warning was shown twice)."""
+  logging.info('%s', msg)
   print(msg, flush=True)
 
 
