@@ -78,6 +78,35 @@ def test_tags_to_soft_labels():
     ava.tags_to_soft_labels(np.array([[67, 0]]))
 
 
+@pytest.mark.parametrize('content', ['', '\n\n', '\ufeff'])
+def test_empty_metadata_files_are_named(tmp_path, content):
+  """An empty AVA.txt reached prepare's 'no usable train images (skipped: not_in_ava_txt
+  1236); check the images and the style lists', which were fine; an empty tags.txt made
+  AVA.txt's first tag 'out of range'. Each file is now named as empty."""
+  root = _write_root(tmp_path / 'r', [_row(1, 101, V_HIGH, 15)], [101], [], {15: 'Floral'})
+  (root / 'tags.txt').write_text(content)
+  with pytest.raises(ava.AvaError) as e:
+    ava.load_subset(root, 'style')
+  assert str(e.value) == (f'{root / "tags.txt"}: no tags (an empty file); copy tags.txt from '
+                          'the AVA release again')
+  (root / 'tags.txt').write_text('15 Floral\n')
+  (root / 'AVA.txt').write_text(content)
+  with pytest.raises(ava.AvaError) as e:
+    ava.load_subset(root, 'style')
+  assert str(e.value) == (f'{root / "AVA.txt"}: no rows (an empty file); copy AVA.txt from '
+                          'the AVA release again')
+
+
+def test_a_name_that_is_not_utf8_is_kept_with_a_warning(tmp_path, caplog):
+  """A Latin-1 'Publicité' became 'Publicit\ufffd' in the dataset's tag names, silently."""
+  (tmp_path / 'tags.txt').write_bytes(b'1 Abstract\n3 Publicit\xe9\n4 Caf\xe9\n')
+  with caplog.at_level('WARNING'):
+    assert ava.read_tags(tmp_path / 'tags.txt')[3] == 'Publicit\ufffd'
+  said = [r.getMessage() for r in caplog.records if 'UTF-8' in r.getMessage()]
+  assert said == [f"{tmp_path / 'tags.txt'}:2: not UTF-8 text ('3 Publicit\ufffd'); its "
+                  'undecodable bytes read as U+FFFD: save the file as UTF-8 to keep those names']
+
+
 def test_name_files_and_lists(tmp_path):
   (tmp_path / 'tags.txt').write_text('1 Abstract\n7 Black and White\r\n\n66 Rural\n')
   assert ava.read_tags(tmp_path / 'tags.txt') == {1: 'Abstract', 7: 'Black and White',

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Collection, Iterable, Iterator, Sequence
 import zlib
 
+from absl import logging
 import numpy as np
 
 from aesthetics_jax.io import atomic_write_text
@@ -140,12 +141,18 @@ def _read_lines(path: os.PathLike | str, what: str) -> Iterator[str]:
     # Np` count them: splitlines() also broke a row at a form feed or U+2028, so errors named
     # the wrong line and field count. Within a row those characters are whitespace between
     # fields, as spaces are.
+    warned = False
     with open(path, encoding='utf-8-sig', errors='replace', newline='\n') as f:
       for lineno in itertools.count(1):
         line = f.readline(MAX_LINE_CHARS + 2)  # room for the longest line's '\r\n'
         if not line:
           return
         line = line.removesuffix('\n').removesuffix('\r')
+        if '\ufffd' in line and not warned:  # a name would carry U+FFFD silently
+          warned = True
+          logging.warning('%s:%d: not UTF-8 text (%r); its undecodable bytes read as U+FFFD: '
+                          'save the file as UTF-8 to keep those names', path, lineno,
+                          line.strip()[:60])
         if '\0' in line:  # no text file of ours holds NULs; the lines below would misname it
           raise _nul_bytes(path, lineno, line)
         if len(line) > MAX_LINE_CHARS:
@@ -252,6 +259,8 @@ def read_ava_txt(path: os.PathLike | str,
                   f'{first_line[image_id]})', 'keep one row per image')
     first_line[image_id] = lineno
     images.append(AvaImage(image_id, np.asarray(votes, np.int64), (tag1, tag2), challenge_id))
+  if not images:  # it was 'no usable train images (skipped: not_in_ava_txt ...)'
+    raise AvaError(f'{path}: no rows (an empty file); copy AVA.txt from the AVA release again')
   return images
 
 
@@ -298,8 +307,13 @@ def _read_id_names(path: os.PathLike | str, what: str,
 
 
 def read_tags(path: os.PathLike | str) -> dict[int, str]:
-  """tags.txt → {tag id: name}. Ids must lie in 1..66 (AvaError otherwise)."""
-  return _read_id_names(path, 'tags.txt', (1, NUM_TAGS))
+  """tags.txt → {tag id: name}. Ids must lie in 1..66 (AvaError otherwise); an empty file is
+  an AvaError too (AVA.txt's first tag was then 'out of range')."""
+  tags = _read_id_names(path, 'tags.txt', (1, NUM_TAGS))
+  if not tags:
+    raise AvaError(f'{path}: no tags (an empty file); copy tags.txt from the AVA release '
+                   'again')
+  return tags
 
 
 def read_challenges(path: os.PathLike | str) -> dict[int, str]:
