@@ -424,6 +424,34 @@ def test_second_evaluation_of_one_workdir_is_refused(evaluated):
   assert not (wd / 'eval' / '.lock').exists()
 
 
+def test_evaluating_a_run_in_training_says_so(evaluated, caplog):
+  """aesthetics-evaluate during training evaluated an intermediate checkpoint with no word
+  (metrics.json's step 7 of 40). A warning now names the trainer and the step; the run's own
+  evaluation lock stops this one before any work."""
+  import os
+  import socket
+  from aesthetics_jax.evaluation import run as eval_run
+  from aesthetics_jax.train import checkpoints, workdir
+  wd, metrics = evaluated
+  assert workdir.training_now(wd) is None
+  trainer, busy = workdir.WorkdirLock(wd), workdir.WorkdirLock(wd / 'eval')
+  trainer.acquire()  # as a live trainer holds it
+  busy.acquire()
+  try:
+    assert workdir.training_now(wd)['pid'] == os.getpid()
+    with caplog.at_level('WARNING'), pytest.raises(checkpoints.WorkdirBusyError):
+      eval_run.evaluate(wd)
+  finally:
+    busy.release()
+    trainer.release()
+  said = [r.getMessage() for r in caplog.records if 'being trained now' in r.getMessage()]
+  assert len(said) == 1 and said[0].startswith(
+      f'{wd} is being trained now (pid {os.getpid()} on {socket.gethostname()}, since ')
+  assert said[0].endswith(f'): this evaluates its checkpoint {metrics["step"]}, not the '
+                          'finished run')
+  assert workdir.training_now(wd) is None
+
+
 def test_data_from_another_ava_root_is_refused(evaluated, monkeypatch):
   """The trainer records its data's fingerprint (W/dataset.json); a dataset prepared from
   another AVA root may hold the model's training images in its test split."""

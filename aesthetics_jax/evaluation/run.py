@@ -80,6 +80,11 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   t0 = time.time()
   workdir = io_lib.path(workdir)  # gs://bucket/run stays a URL
   model, variables, config, step = restore.restore_for_inference(workdir, step)
+  if (trainer := workdir_lib.training_now(workdir)) is not None:
+    # Not an error (a look at a run in progress), but the metrics are of step `step`.
+    logging.warning('%s is being trained now (pid %s on %s, since %s): this evaluates its '
+                    'checkpoint %d, not the finished run', workdir, trainer.get('pid'),
+                    trainer.get('host'), trainer.get('started'), step)
   # Results are written at the end: a read-only workdir fails now, not after minutes of work.
   workdir_lib.check_writable(workdir / EVAL_DIR, 'evaluation folder')
   # Two evaluations of one workdir at once would leave W/eval with files of both; the second

@@ -147,6 +147,15 @@ class WorkdirLock:
         self.path.unlink()
 
 
+def training_now(workdir: str | os.PathLike) -> dict | None:
+  """The lock record (`pid`, `host`, `started`) of the trainer holding a local `workdir` now,
+  or None (no lock, an unreadable one, or its holder gone). Another host's holder counts."""
+  if not io.is_local(workdir):
+    return None
+  info = WorkdirLock(workdir)._read()  # pylint: disable=protected-access
+  return info if info and _holder_alive(info) else None
+
+
 def prepare(workdir: Path) -> bool:
   """Creates `workdir` if needed and checks it is writable; returns whether it was created.
 
