@@ -383,6 +383,30 @@ def test_a_resume_with_another_batch_size_says_so(data_dir, tmp_path, capsys):
                   'counts steps of the new size'], said
 
 
+def test_a_resume_on_other_images_of_the_same_metadata_says_so(data_dir, tmp_path, capsys):
+  """The same AVA metadata prepared again after images went missing (1198 / 297 records
+  against 1200 / 300) resumed without a word: its rows are other images. dataset.json now
+  records the split sizes and a resume on other sizes warns (the data is the same AVA root, so
+  it is not refused)."""
+  from aesthetics_jax.data import dataset
+  runs = {'eval_every_steps': 100, 'log_cam_images': 0}
+  trainer.train_and_evaluate(_vgg(data_dir, **runs, num_train_steps=1), tmp_path)
+  path = tmp_path / dataset.IDENTITY_FILE
+  record = json.loads(path.read_text())
+  now = dataset.split_sizes(data_dir)
+  assert record['num_examples'] == now and now['train'] > 0 and now['test'] > 0
+  path.write_text(json.dumps(dict(record, num_examples={'train': now['train'] + 2,
+                                                        'test': now['test']})))
+  capsys.readouterr()
+  trainer.train_and_evaluate(_vgg(data_dir, **runs, num_train_steps=2), tmp_path)
+  said = [l for l in capsys.readouterr().out.splitlines() if 'other image files' in l]
+  assert said == [f'warning: {tmp_path}: resumed on --config.data.data_dir={data_dir}, which '
+                  f'holds {now["train"]} train / {now["test"]} test images where the '
+                  f'checkpoints\' data ({data_dir}) held {now["train"] + 2} train / '
+                  f'{now["test"]} test (the same AVA metadata, other image files): training '
+                  'goes on, but not on the data it started on'], said
+
+
 def test_a_resume_that_lengthens_a_cosine_schedule_says_so(data_dir, tmp_path, capsys):
   """A run stopped at 1 step and rerun for 2 resumed silently on another cosine curve (the
   1-step one ends at 0): not the 2-step run it looked like."""

@@ -43,7 +43,8 @@ from aesthetics_jax.data.selection import (
     read_skipped_csv, select_images, upright_bytes, write_skipped_csv)
 from aesthetics_jax.data import tfds_spill
 from aesthetics_jax.data.layout import (VERSION, dataset_dir, is_prepared, load_metadata,
-                                        root_fingerprint, root_metadata, unprepared_line)
+                                        root_fingerprint, root_metadata, split_sizes,
+                                        unprepared_line)
 
 
 SKIPPED_CSV = 'skipped.csv'
@@ -416,10 +417,13 @@ IDENTITY_FILE = 'dataset.json'
 
 
 def identity(data_dir: str | os.PathLike, subset: str = 'style') -> dict:
-  """{'data_dir', 'subset', 'ava_fingerprint'} of a prepared dataset (fingerprint '' for one
-  prepared before metadata.json recorded it)."""
+  """{'data_dir', 'subset', 'ava_fingerprint', 'num_examples'} of a prepared dataset
+  (fingerprint '' for one prepared before metadata.json recorded it; `num_examples` {split:
+  records}, {} where dataset_info.json does not say)."""
   return {'data_dir': os.fspath(data_dir), 'subset': subset,
-          'ava_fingerprint': str(load_metadata(data_dir, subset).get('ava_fingerprint', ''))}
+          'ava_fingerprint': str(load_metadata(data_dir, subset).get('ava_fingerprint', '')),
+          'num_examples': split_sizes(data_dir, subset)}
+
 
 
 def identity_mismatch(recorded: dict, current: dict) -> str:

@@ -78,3 +78,15 @@ def unprepared_line(data_dir: str | os.PathLike, subset: str, named: str = '') -
 def dataset_dir(data_dir: str | os.PathLike, subset: str = 'style') -> Path:
   """<data_dir>/ava/<subset>/<version>: where skipped.csv, stats.json, figures/ live."""
   return Path(data_dir) / 'ava' / subset / VERSION
+
+
+def split_sizes(data_dir: str | os.PathLike, subset: str = 'style') -> dict[str, int]:
+  """{split: number of records} from TFDS's dataset_info.json; {} if unreadable. Two
+  preparations of one AVA root share its fingerprint, yet hold other images where files
+  went missing or were damaged between them."""
+  try:
+    info = json.loads((dataset_dir(data_dir, subset) / 'dataset_info.json').read_text())
+    return {str(sp['name']): sum(int(n) for n in sp.get('shardLengths', []))
+            for sp in info.get('splits', [])}
+  except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    return {}

@@ -250,6 +250,15 @@ def check_same_data(workdir, config, is_main: bool,
       raise ckpt_lib.CheckpointMismatchError(
           f'{workdir}: cannot resume on --config.data.data_dir={config.data.data_dir}: {why}; '
           'resume on the recorded data, or train in a fresh --workdir')
+    was, now = recorded.get('num_examples'), current['num_examples']
+    if was and now and was != now and is_main:
+      # The same AVA metadata prepared from other image files (some missing or damaged):
+      # the steps draw rows by index, so they meet other images than before.
+      sizes = lambda n: ' / '.join(f'{n.get(k, 0)} {k}' for k in ('train', 'test'))  # noqa: E731
+      _warn(f'warning: {workdir}: resumed on --config.data.data_dir={config.data.data_dir}, '
+            f'which holds {sizes(now)} images where the checkpoints\' data '
+            f'({recorded.get("data_dir")}) held {sizes(was)} (the same AVA metadata, other '
+            'image files): training goes on, but not on the data it started on')
     return
   if is_main:
     _write_or_defer(path, current, deferred)
