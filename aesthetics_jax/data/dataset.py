@@ -425,7 +425,6 @@ def identity(data_dir: str | os.PathLike, subset: str = 'style') -> dict:
           'num_examples': split_sizes(data_dir, subset)}
 
 
-
 def identity_mismatch(recorded: dict, current: dict) -> str:
   """Why `current` is not the data `recorded` describes ('' if it is, or if either lacks a
   fingerprint). A moved or copied dataset keeps its fingerprint, so it matches."""

@@ -314,7 +314,7 @@ def _divergence_error(ckpt: ckpt_lib.Checkpointer, s: int, m: dict,
   if cache is not None and not cache.step_features_finite(s, batch_size):
     where = (f'the cache under {cache.directory} is damaged: delete that folder and rerun to '
              'build it again' if cache.directory is not None else
-             'the encoder gave them: check the pretrained weights (--config.model.pretrained)')
+             'the encoder gave them: check the starting weights (--config.model.init_weights)')
     return TrainingError(f'{what} at step {s + 1}: the cached features that step trained on '
                          f'are not finite; {where} (the checkpoints are kept)')
   moved = ''
