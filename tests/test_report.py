@@ -498,6 +498,36 @@ def test_our_figures_leave_the_users_matplotlib_alone(tmp_path):
   assert r.stdout.split() == ['svg', 'False']
 
 
+def test_examples_panel_titles_do_not_run_into_each_other(monkeypatch):
+  """One-line titles ran into their neighbours: 'id 578639: true 7.44, pred 5.84' under
+  'aesthetic map; box (white) = full frame, avg (red)', the predicted score overprinted. In
+  every row, each title now ends before the next one starts, with the figure as drawn."""
+  figures = []
+  real = charts._png  # pylint: disable=protected-access
+  monkeypatch.setattr(charts, '_png', lambda fig: figures.append(fig) or real(fig))
+  rng = np.random.default_rng(0)
+  ex = dict(_example(rng, 7.44), image=rng.integers(0, 255, (40, 60, 3), dtype=np.uint8),
+            aesthetic_map=rng.random((40, 60)).astype(np.float32),
+            attribute_map=rng.random((40, 60)).astype(np.float32),
+            boxes={'aesthetic': (0, 0, 40, 60), 'average': (4, 4, 35, 44),
+                   'attribute': (0, 0, 40, 60)},
+            caption='id 578639: true 7.44, pred 5.84', attribute_name='attribute map: Portraiture')
+  charts.examples_figure([ex, ex], 'highest-rated')
+  fig, = figures
+  renderer = fig.canvas.get_renderer()
+  rows = {}
+  for ax in fig.axes:
+    if ax.get_title():
+      rows.setdefault(ax.get_subplotspec().rowspan.start, []).append(
+          ax.title.get_window_extent(renderer))
+  assert len(rows) == 2
+  for titles in rows.values():
+    titles.sort(key=lambda e: e.x0)
+    assert len(titles) == 4
+    for left, right in zip(titles, titles[1:]):
+      assert left.x1 <= right.x0, (left, right)
+
+
 def test_a_long_tag_name_does_not_widen_the_examples_figure():
   """tags.txt is data: a 400-character tag name over the attribute map made the figure (saved
   with a tight bounding box) 2,452 px wide, its maps shown tiny; the name is shortened."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import io
+import textwrap
 from typing import Callable, Mapping, Sequence
 
 import matplotlib
@@ -53,6 +54,16 @@ def _short(text: str, limit: int = TITLE_CHARS) -> str:
   return text if len(text) <= limit else text[:limit - 1] + '…'
 
 
+# Characters per line of an examples panel's title: a 2.4-inch column at 7 pt holds about 32
+# beside its neighbours' (one-line titles of 31-51 characters ran into each other, and the
+# predicted score was printed over).
+PANEL_TITLE_CHARS = 32
+
+
+def _panel_title(ax, text: str) -> None:
+  ax.set_title(textwrap.fill(text, PANEL_TITLE_CHARS, break_long_words=True), fontsize=7)
+
+
 @_literal_text
 def examples_figure(examples: Sequence[Mapping], title: str) -> bytes:
   """Paper Figures 5-6: one row per example image.
@@ -65,30 +76,30 @@ def examples_figure(examples: Sequence[Mapping], title: str) -> bytes:
   n = max(1, len(examples))
   has_attr = any(e.get('attribute_map') is not None for e in examples)
   cols = 4 if has_attr else 3
-  fig = _figure(figsize=(2.4 * cols, 2.5 * n))
+  fig = _figure(figsize=(2.4 * cols, 2.8 * n))  # room for titles of two or three lines
   axes = fig.subplots(n, cols, squeeze=False)
   for row, ex in zip(axes, examples):
     img = np.asarray(ex['image'], np.uint8)
     boxes = dict(ex.get('boxes', {}))
     row[0].imshow(img)
-    row[0].set_title(ex.get('caption', ''), fontsize=7)
+    _panel_title(row[0], ex.get('caption', ''))
     aes_boxes = {k: v for k, v in boxes.items() if k in ('aesthetic', 'average')}
     row[1].imshow(draw_boxes(overlay(img, ex['aesthetic_map']), aes_boxes))
-    row[1].set_title(aesthetic_title(aes_boxes, bool(ex.get('aesthetic_empty')), img.shape[:2]),
-                     fontsize=7)
+    _panel_title(row[1], aesthetic_title(aes_boxes, bool(ex.get('aesthetic_empty')),
+                                         img.shape[:2]))
     c = 2
     if has_attr:
       if ex.get('attribute_map') is not None:
         attr_boxes = {k: v for k, v in boxes.items() if k == 'attribute'}
         row[2].imshow(draw_boxes(overlay(img, ex['attribute_map']), attr_boxes))
         full = attr_boxes and full_frame(attr_boxes['attribute'], img.shape[:2])
-        row[2].set_title(f"{_short(ex.get('attribute_name', 'attribute map'))}"
-                         f"{'; box (cyan)' if attr_boxes else ''}"
-                         f"{' = full frame' if full else ''}", fontsize=7)
+        _panel_title(row[2], f"{_short(ex.get('attribute_name', 'attribute map'))}"
+                             f"{'; box (cyan)' if attr_boxes else ''}"
+                             f"{' = full frame' if full else ''}")
       c = 3
     if ex.get('crop') is not None:
       row[c].imshow(np.asarray(ex['crop'], np.uint8))
-      row[c].set_title('crop', fontsize=7)
+      _panel_title(row[c], 'crop')
     for ax in row:
       ax.axis('off')
   for ax in axes[len(examples):].ravel():
