@@ -42,6 +42,7 @@ def evaluated(tmp_path_factory):
 
 
 def test_metrics_json_has_required_keys(evaluated):
+  from aesthetics_jax.evaluation.evaluators import localization
   wd, m = evaluated
   on_disk = json.loads((wd / 'eval' / 'metrics.json').read_text())
   assert on_disk == json.loads(json.dumps(m))
@@ -70,8 +71,23 @@ def test_metrics_json_has_required_keys(evaluated):
                 'mask_mass', 'box_iou', 'margin_over_centre', 'pointing_game_ci'):
       assert key in vals, key
     lo, hi = vals['pointing_game_ci']
-    assert lo <= vals['pointing_game'] <= hi
+    if vals['num_defective'] >= localization.MIN_CI_IMAGES:
+      assert lo <= vals['pointing_game'] <= hi
+    else:  # too few images to resample: no interval (NaN, written as null)
+      assert lo is None and hi is None
   assert 'training' in on_disk['split_point_fit']
+
+
+def test_no_interval_from_too_few_images():
+  """ScoreCAM, scored on the first few images, got [1.000, 1.000] from 2 images that both hit
+  and read as the surest method of all; under MIN_CI_IMAGES images there is no interval."""
+  from aesthetics_jax.evaluation.evaluators import localization
+  ci = localization._bootstrap_ci  # pylint: disable=protected-access
+  n = localization.MIN_CI_IMAGES
+  assert all(v != v for v in ci(np.ones(n - 1), 1000, 0))
+  assert ci(np.ones(n), 1000, 0) == [1.0, 1.0]
+  lo, hi = ci(np.random.default_rng(0).integers(0, 2, 50).astype(float), 1000, 0)
+  assert 0 < lo < hi < 1
 
 
 def test_localization_controls_rebuild_the_start_of_training(evaluated):
@@ -79,13 +95,16 @@ def test_localization_controls_rebuild_the_start_of_training(evaluated):
   the untrained control, rebuilt from the config alone, must give the very same maps: equal
   scores and a zero margin on every image. The negative control scores each map against
   another image's region of the same batch."""
+  from aesthetics_jax.evaluation.evaluators import localization
   _, m = evaluated
   assert set(m['localization_controls']) == {'untrained', 'shuffled_masks'}
   assert m['localization_controls']['untrained'].startswith('the maps')
   for method, v in m['localization'].items():
     for k in ('pointing_game', 'box_iou', 'mask_mass'):
       assert v[f'{k}_untrained'] == pytest.approx(v[k], nan_ok=True), (method, k)
-    assert v['margin_over_untrained'] == 0 and v['margin_over_untrained_ci'] == [0, 0]
+    assert v['margin_over_untrained'] == 0
+    assert v['margin_over_untrained_ci'] == (
+        [0, 0] if v['num_defective'] >= localization.MIN_CI_IMAGES else [None, None])
     assert 2 <= v['num_shuffled_masks'] <= v['num_defective']
     for k in ('pointing_game', 'box_iou', 'mask_mass'):
       assert f'{k}_shuffled_masks' in v and f'{k}_shuffled_masks_{method}' in m

@@ -61,7 +61,11 @@ def sections():
                                                margin_over_untrained=0.468,
                                                margin_over_untrained_ci=[0.41, 0.52],
                                                pointing_game_shuffled_masks=0.0987),
-                               'eigencam': dict(pointing_game=float('nan'), num_defective=50)},
+                               'eigencam': dict(pointing_game=float('nan'), num_defective=50),
+                               'scorecam': dict(pointing_game=1.0, num_defective=2,
+                                                pointing_game_ci=[float('nan')] * 2,
+                                                margin_over_centre=1.0,
+                                                margin_over_centre_ci=[float('nan')] * 2)},
                  localization_num_defective=50, localization_num_images=80,
                  cam_layers=['features.6'], cam_map_size=[8, 8],
                  pointing_game_centre_baseline=0.3456,
@@ -170,6 +174,9 @@ def test_report_has_all_sections_images_and_banner(tmp_path, sections):
   for s in ('gradcam', 'eigencam', '0.679', '[0.600, 0.750]', '0.333', '0.346', 'n/a',
             'centre point', '50 of 80', 'features.6 (8x8 cells)', '0.777'):
     assert s in text, s
+  # A method scored on 2 images has no interval ([1.000, 1.000] read as certain): said so.
+  row = re.search(r'<tr><td>scorecam</td>.*?</tr>', text).group(0)
+  assert row.count('(too few images for an interval)') == 2 and '[' not in row
   # One run's maps are one draw of training (the demo's localising model flipped with the
   # CPU's vector instructions): said beside the numbers, with the control that tests the path.
   assert "These are one trained model's maps" in text

@@ -353,6 +353,15 @@ def _ci_text(ci) -> str:
   return f' <span class="note">[{_fmt(ci[0])}, {_fmt(ci[1])}]</span>'
 
 
+def _interval(value, ci) -> str:
+  """`_ci_text`, or a note where a value has no interval (too few images to resample: an
+  interval of 2 images read as certain)."""
+  shown = _ci_text(ci)
+  if shown or not isinstance(value, (int, float)) or value != value or not ci:
+    return shown
+  return ' <span class="note">(too few images for an interval)</span>'
+
+
 def _sign(d: Mapping, key: str) -> int:
   """+1 / -1 when the interval of `d[key]` lies above / below 0, else 0."""
   ci = d.get(key + '_ci')
@@ -494,7 +503,8 @@ def _localization_table(s: Mapping) -> str:
           'EigenCAM ignores the target (its maps are the same for the low and the aesthetic '
           'target), so its pointing game says where the image\'s dominant pattern is, not what '
           'makes it worse; a method localises what it is asked for only where it beats both '
-          'the centre point and its untrained maps. These are one trained model\'s maps: '
+          'the centre point and its untrained maps, with intervals above 0 (a method scored '
+          'on too few images to resample has none, and shows no more than an anecdote). These are one trained model\'s maps: '
           'another seed, or the same run on a CPU with other vector instructions, trains '
           'another model, whose maps may localise where these do not, or the reverse (on the '
           'demo both happened: README); <code>aesthetics-control</code> tests the path over '
@@ -514,8 +524,8 @@ def _method_rows(loc: Mapping, cols: Sequence[tuple[str, str]]) -> list[str]:
   rows = ['<tr><th>CAM method</th>' + ''.join(f'<th>{_esc(l)}</th>' for _, l in cols) + '</tr>']
   for method, vals in loc.items():
     cells = ''.join(f'<td>{_fmt(vals.get(k))}'
-                    f'{_ci_text(vals.get(f"{k}_ci")) if k in _WITH_CI else ""}</td>'
-                    for k, _ in cols)
+                    f'{_interval(vals.get(k), vals.get(f"{k}_ci")) if k in _WITH_CI else ""}'
+                    '</td>' for k, _ in cols)
     rows.append(f'<tr><td>{_esc(method)}</td>{cells}</tr>')
   return rows
 

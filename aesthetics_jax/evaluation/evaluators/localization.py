@@ -79,9 +79,15 @@ def matching_masks(masks_dir: str, image_ids: Sequence[int]) -> int:
   return sum((d / f'{int(i)}.png').is_file() for i in image_ids)
 
 
+# Fewer images give no interval: resampling 2 images that both hit gave [1.000, 1.000], which
+# read as certain (ScoreCAM, scored on the first few images, then 'beat' every other method).
+MIN_CI_IMAGES = 10
+
+
 def _bootstrap_ci(x: np.ndarray, samples: int, seed: int) -> list[float]:
-  """95% percentile interval of the mean of x [N] (resampling images)."""
-  if x.size == 0 or samples <= 0:
+  """95% percentile interval of the mean of x [N] (resampling images); NaNs under
+  MIN_CI_IMAGES images."""
+  if x.size < MIN_CI_IMAGES or samples <= 0:
     return [float('nan'), float('nan')]
   rng = np.random.default_rng(seed)
   means = x[rng.integers(0, x.size, (samples, x.size))].mean(axis=1)
