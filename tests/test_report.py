@@ -460,13 +460,39 @@ def test_faithfulness_with_a_baseline_above_the_images_is_not_ranked(sections):
                                          insertion_auc_ci=[1.001, 2.264], baseline_gap=-0.191)}
   m['faithfulness_random'] = dict(deletion_auc=0.395, insertion_auc=0.486,
                                   insertion_auc_ci=[0.039, 0.606], baseline_gap=-0.191)
-  t = report_html.render([{**models[0], 'metrics': m}], None)
+  t = report_html.render([{**models[0], 'metrics': m}], None, demo=True)
   assert 'Caution: the blurred baseline scores at or above the images' in t
   assert 'gap gradcampp -0.191, random order -0.191)' in t
+  # Nothing above the Caution says which way is better, nor that the baseline lowers the score.
+  assert '<th>deletion AUC</th>' in t and '<th>insertion AUC</th>' in t
+  assert 'lower = better' not in t and 'higher = better' not in t
+  assert 'lowers the score whichever' not in t
   m['faithfulness']['gradcampp']['baseline_gap'] = 1.43
   m['faithfulness_random']['baseline_gap'] = 1.43
-  t = report_html.render([{**models[0], 'metrics': m}], None)
+  t = report_html.render([{**models[0], 'metrics': m}], None, demo=True)
   assert 'Caution: the blurred baseline' not in t
+  assert '<th>deletion AUC (lower = better)</th>' in t and 'lowers the score whichever' in t
+
+
+def test_faithfulness_figure_titles_follow_the_baseline(monkeypatch):
+  """Under a baseline above the images the curves' titles still said 'lower area = more
+  faithful' beside the report's Caution that no direction holds."""
+  from aesthetics_jax.evaluation.evaluators import figures
+  titles = []
+  monkeypatch.setattr(charts, 'curves_figure', lambda curves, title, ylabel: titles.append(
+      title) or b'png')
+  curve = list(np.linspace(1, 0, 5))
+  faith = {'gradcam': dict(deletion_curve=curve, insertion_curve=curve, baseline_gap=-0.191)}
+  assert set(figures.faithfulness_figures({'faithfulness': faith})) == {
+      'faithfulness_deletion', 'faithfulness_insertion'}
+  faith['gradcam']['baseline_gap'] = 1.43
+  figures.faithfulness_figures({'faithfulness': faith})
+  assert titles == [
+      'Deletion (normalised target score; baseline at or above the images: not ranked)',
+      'Insertion (normalised target score; baseline at or above the images: not ranked)',
+      'Deletion (normalised target score; lower area = more faithful)',
+      'Insertion (normalised target score; higher area = more faithful)']
+  assert figures.faithfulness_figures({}) == {}
 
 
 def test_concentration_figure_is_a_png():

@@ -304,9 +304,17 @@ def _faithfulness_table(s: Mapping, demo: bool = False) -> str:
   faith = m.get('faithfulness') or {}
   if not faith:
     return '<p class="missing">(faithfulness checks not run)</p>'
-  rows = ['<tr><th>CAM method</th>' + ''.join(f'<th>{_esc(l)}</th>'
-                                               for _, l in FAITHFULNESS_COLUMNS) + '</tr>']
   rand = m.get('faithfulness_random')
+  # A baseline that scores at or above the images: the gap that normalises the curves has the
+  # wrong sign, which turns each AUC's direction around (a deletion that lowers the score
+  # climbs above 1), and resamples whose gap crosses 0 blow the intervals up.
+  wrong = [f'{_esc(k)} {_fmt(v.get("baseline_gap"))}'
+           for k, v in list(faith.items()) + ([('random order', rand)] if rand else [])
+           if v.get('baseline_gap') is not None and v['baseline_gap'] <= 0]
+  # Then no header says which way is better (they did, above a Caution saying neither is).
+  labels = [l.split(' (')[0] if wrong and k in ('deletion_auc', 'insertion_auc') else l
+            for k, l in FAITHFULNESS_COLUMNS]
+  rows = ['<tr><th>CAM method</th>' + ''.join(f'<th>{_esc(l)}</th>' for l in labels) + '</tr>']
   for method, vals in list(faith.items()) + ([('random order (chance)', rand)] if rand else []):
     rows.append(f'<tr><td>{_esc(method)}</td>' + ''.join(
         f'<td>{_fmt(vals.get(k))}{_ci_text(vals.get(f"{k}_ci"))}</td>'
@@ -330,13 +338,7 @@ def _faithfulness_table(s: Mapping, demo: bool = False) -> str:
           'size; EigenCAM ignores the head by design).'
           + (' On the demo data blur is one of the planted defects, so a blurred baseline '
              'lowers the score whichever pixels are replaced: compare with the random order '
-             'rather than with 0.5.' if demo else '') + '</p>')
-  # A baseline that scores at or above the images: the gap that normalises the curves has the
-  # wrong sign, which turns each AUC's direction around (a deletion that lowers the score
-  # climbs above 1), and resamples whose gap crosses 0 blow the intervals up.
-  wrong = [f'{_esc(k)} {_fmt(v.get("baseline_gap"))}'
-           for k, v in list(faith.items()) + ([('random order', rand)] if rand else [])
-           if v.get('baseline_gap') is not None and v['baseline_gap'] <= 0]
+             'rather than with 0.5.' if demo and not wrong else '') + '</p>')
   if wrong:
     note += ('<p class="missing">Caution: the blurred baseline scores at or above the images '
              f'themselves (gap {", ".join(wrong)}), so these AUCs are normalised by a gap of '

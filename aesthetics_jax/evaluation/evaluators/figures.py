@@ -154,14 +154,28 @@ def run(forward: streaming.ForwardFn, variables, source: Sequence, test: streami
               for b in bex[:1] + bex[k:k + 1]]
     if panels:
       figs['bucket_maps_examples'] = stack_pngs(panels)
+  figs.update(faithfulness_figures(metrics))
+  return figs
+
+
+def faithfulness_figures(metrics: dict) -> dict[str, bytes]:
+  """The deletion and insertion curves of `metrics['faithfulness']` (with the random order's,
+  chance level) as PNGs: {'faithfulness_deletion', 'faithfulness_insertion'}, or {}."""
+  figs: dict[str, bytes] = {}
   faith = dict(metrics.get('faithfulness') or {})
   if faith:
     if metrics.get('faithfulness_random'):  # chance level, drawn with the methods
       faith['random order'] = metrics['faithfulness_random']
+    # A baseline scoring at or above the images turns the areas' direction around (the
+    # report's Caution): then the titles do not say which way is more faithful.
+    ranked = all(v.get('baseline_gap') is None or v['baseline_gap'] > 0 for v in faith.values())
+    unranked = 'baseline at or above the images: not ranked'
     figs['faithfulness_deletion'] = charts.curves_figure(
         {m: np.asarray(v['deletion_curve'], np.float64) for m, v in faith.items()},
-        'Deletion (normalised target score; lower area = more faithful)', 'normalised score')
+        'Deletion (normalised target score; '
+        + ('lower area = more faithful)' if ranked else unranked + ')'), 'normalised score')
     figs['faithfulness_insertion'] = charts.curves_figure(
         {m: np.asarray(v['insertion_curve'], np.float64) for m, v in faith.items()},
-        'Insertion (normalised target score; higher area = more faithful)', 'normalised score')
+        'Insertion (normalised target score; '
+        + ('higher area = more faithful)' if ranked else unranked + ')'), 'normalised score')
   return figs
