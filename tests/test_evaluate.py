@@ -68,13 +68,19 @@ def test_metrics_json_has_required_keys(evaluated):
   for vals in on_disk['localization'].values():
     assert vals['num_defective'] == on_disk['localization_num_defective'] > 0
     for key in ('pointing_game', 'pointing_game_upsampled', 'pointing_game_aesthetic_target',
-                'mask_mass', 'box_iou', 'margin_over_centre', 'pointing_game_ci'):
+                'mask_mass', 'box_iou', 'margin_over_centre', 'pointing_game_ci',
+                'same_peak_low_aesthetic'):
       assert key in vals, key
     lo, hi = vals['pointing_game_ci']
     if vals['num_defective'] >= localization.MIN_CI_IMAGES:
       assert lo <= vals['pointing_game'] <= hi
     else:  # too few images to resample: no interval (NaN, written as null)
       assert lo is None and hi is None
+  # EigenCAM's two targets give one map (it ignores the target): the same peak on every image
+  # whose map has a positive peak; Grad-CAM's opposite targets seldom peak together.
+  loc = on_disk['localization']
+  assert loc['eigencam']['same_peak_low_aesthetic'] > 0.5
+  assert loc['gradcam']['same_peak_low_aesthetic'] < loc['eigencam']['same_peak_low_aesthetic']
   assert 'training' in on_disk['split_point_fit']
 
 

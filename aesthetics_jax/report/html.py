@@ -54,6 +54,7 @@ LOCALIZATION_COLUMNS = (
     ('pointing_game_aesthetic_target', 'pointing game, aesthetic target'),
     ('mask_mass', 'mask mass, low target'),
     ('box_iou', 'box IoU, low target'),
+    ('same_peak_low_aesthetic', 'low and aesthetic maps peak at one cell'),
 )
 # The localisation controls (evaluators/localization.py), in a table of their own.
 CONTROL_COLUMNS = (
@@ -502,11 +503,14 @@ def _localization_table(s: Mapping) -> str:
           'the region\'s area share. Box IoU: the suggested box of the low map (threshold '
           f'{_fmt(m.get("box_threshold"))}) against the region\'s bounding box; the fixed '
           'boxes it has to beat are the centred box of half the sides and the full frame. '
-          'EigenCAM ignores the target (its maps are the same for the low and the aesthetic '
-          'target), so its pointing game says where the image\'s dominant pattern is, not what '
-          'makes it worse; a method localises what it is asked for only where it beats both '
-          'the centre point and its untrained maps, with intervals above 0 (a method scored '
-          'on too few images to resample has none, and shows no more than an anecdote). These are one trained model\'s maps: '
+          'The last column: the share of these images whose low-target and aesthetic-target '
+          'maps peak at the same cell. The two targets are opposite, so a method that follows '
+          'the target rarely does; where one mostly does, it ignores the target (EigenCAM by '
+          'design, its two maps being the same), and its pointing game says where the '
+          'image\'s dominant pattern is, not what makes it worse. A method localises what it '
+          'is asked for only where it beats both the centre point and its untrained maps, '
+          'with intervals above 0 (a method scored on too few images to resample has none, '
+          'and shows no more than an anecdote). These are one trained model\'s maps: '
           'another seed, or the same run on a CPU with other vector instructions, trains '
           'another model, whose maps may localise where these do not, or the reverse (on the '
           'demo both happened: README); <code>aesthetics-control</code> tests the path over '
