@@ -482,7 +482,8 @@ class Model:
     img = overlays.draw_boxes(img, drawn, width=overlays.box_width(image.shape))
     title = f'map: {target} ({d["method"]}, {",".join(d["layers"])})' + (
         overlays.EMPTY_NOTE if d['empty'] else '')
-    return Image.fromarray(overlays.fold_with_legend(img, title, list(drawn)))
+    return Image.fromarray(overlays.fold_with_legend(
+        img, title, overlays.legend_names(drawn, image.shape[:2])))
 
 
 def _workdir(workdir: Any) -> str:

@@ -496,6 +496,17 @@ def test_faithfulness_figure_titles_follow_the_baseline(monkeypatch):
   assert figures.faithfulness_figures({}) == {}
 
 
+def test_a_full_frame_box_is_named_so_in_the_legend():
+  """predict's and the API's overlays named 'aesthetic' in the legend for a box drawn along the
+  picture's edge, which nobody could find; the name now says it is the full frame, in the
+  box's colour."""
+  boxes = {'aesthetic': (0, 0, 40, 48), 'attribute = average': (2, 3, 30, 40)}
+  names = overlays.legend_names(boxes, (40, 48))
+  assert names == ['aesthetic (full frame)', 'attribute = average']
+  assert overlays.box_colour(names[0]) == overlays.BOX_COLOURS['aesthetic']
+  assert overlays.box_colour(names[1]) == overlays.BOX_COLOURS['attribute']
+
+
 def test_concentration_figure_is_a_png():
   png = charts.concentration_figure({'trained': _concentration(0.8, 0.6),
                                       'untrained (control)': _concentration(0.7, 0.7, 1)}, 't')

@@ -191,7 +191,7 @@ class Predictor:
     img = overlays.draw_boxes(overlays.overlay(small, vis['aesthetic_map']), shown,
                               width=overlays.box_width(hw))
     title = f'map: aesthetic ({self.method})' + (overlays.EMPTY_NOTE if vis.get('empty') else '')
-    return overlays.fold_with_legend(img, title, list(shown))
+    return overlays.fold_with_legend(img, title, overlays.legend_names(shown, hw))
 
   def predict_files(self, paths: Sequence[str], overlay_dir: str | None = None,
                     crop_dir: str | None = None, aspect: str | None = None,

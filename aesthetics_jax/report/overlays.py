@@ -113,7 +113,14 @@ def fold(image: np.ndarray, segments: int, gap: int | None = None,
 def box_colour(name: str) -> tuple[int, int, int]:
   """A box's outline colour by its name; a `merge_coinciding` name ('attribute = average') by
   its first box's."""
-  return BOX_COLOURS.get(name.split(' = ')[0], (255, 255, 0))
+  return BOX_COLOURS.get(name.split(' = ')[0].split(' (')[0], (255, 255, 0))
+
+
+def legend_names(boxes: Mapping[str, Sequence[int]], hw: tuple[int, int]) -> list[str]:
+  """The legend's name of each box drawn on an `hw` picture: a box that is the whole frame
+  says so ('aesthetic (full frame)'), its outline running along the edge, where it is
+  missed (the legend named a box nobody could find)."""
+  return [name + (' (full frame)' if full_frame(box, hw) else '') for name, box in boxes.items()]
 
 
 def merge_coinciding(boxes: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
