@@ -283,6 +283,39 @@ def test_a_job_that_never_assembles_ends_after_the_initialization_timeout(tiny_d
   assert not any('Traceback' in err for _, err in outs)
 
 
+def test_start_up_problems_of_a_job_are_one_line(tiny_data, tmp_path):
+  """A coordinator port in use segfaulted process 0 in grpc (exit 139, every thread's stack)
+  and the others waited out the timeout; --initialization_timeout=2**31-1 was a TypeError
+  traceback in JAX; --coordinator_address=auto off a cluster a ValueError traceback."""
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  with socket.socket() as busy:
+    busy.bind(('', 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    cases = [
+        ((f'--coordinator_address=localhost:{port}', '--num_processes=2', '--process_id=0'),
+         f'train: --coordinator_address=localhost:{port}: port {port} is in use on this host '
+         '(Address already in use); pass another port to every process'),
+        ((f'--coordinator_address=localhost:{port}', '--num_processes=2', '--process_id=0',
+          '--initialization_timeout=2147483647'),
+         'train: --initialization_timeout=2147483647: pass a number of seconds from 1 to '
+         '604800 (a week)'),
+        (('--coordinator_address=auto',),
+         # JAX's own words in between ('coordinator_address should be defined.')
+         ('train: --coordinator_address=auto: ', ' (JAX found no TPU pod, SLURM or other '
+          'cluster it reads); pass host:port of process 0 with --num_processes and '
+          '--process_id'))]
+    for extra, line in cases:
+      r = subprocess.run(_cmd(tiny_data, tmp_path / 'w', *extra, config='demo:vgg16,smoke',
+                              overrides=FAULT_OVERRIDES),
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+      said = r.stderr.strip().splitlines()
+      assert r.returncode == 2 and len(said) == 1, r.stderr[-2000:]
+      head, tail = line if isinstance(line, tuple) else (line, '')
+      assert said[0].startswith(head) and said[0].endswith(tail), said
+  assert not (tmp_path / 'w' / 'checkpoints').exists()
+
+
 def test_a_second_process_with_a_running_process_id_is_refused_before_it_connects(
     tiny_data, tmp_path):
   """A process 1 started while process 1 of the job ran: the coordinator aborted the running

@@ -28,6 +28,7 @@ step in flight is finished, checkpointed and named (in a multi-process job the s
 every process, whichever got the signal); rerun to continue.
 """
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -56,6 +57,8 @@ _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                    'detects itself.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the job.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index.')
+# Seconds; JAX adds ours + 60 to a C++ int.
+MAX_INIT_TIMEOUT = 7 * 24 * 3600
 _INIT_TIMEOUT = flags.DEFINE_integer(
     'initialization_timeout', 300, 'Multi-process: seconds each process waits for all '
     '--num_processes processes to connect to the coordinator; then one line, exit 1.')
@@ -68,6 +71,7 @@ def main(argv):
   common.check_outputs('train', folders={'workdir': _WORKDIR.value})
   _check_processes(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   process_claim.claim('train', _COORDINATOR.value, _PROCESS_ID.value)
+  _check_port(_COORDINATOR.value, _PROCESS_ID.value)  # after the claim: a duplicate is named
   config = _CONFIG.value
   _check_values(config)
   import jax  # pylint: disable=import-outside-toplevel
@@ -84,7 +88,12 @@ def main(argv):
   if _COORDINATOR.value == 'auto':
     with _connect_deadline(None, None, None, timeout):
       # TPU pods, SLURM, ...: JAX reads the cluster's environment.
-      jax.distributed.initialize(initialization_timeout=jax_timeout)
+      try:
+        jax.distributed.initialize(initialization_timeout=jax_timeout)
+      except ValueError as e:  # no cluster found here: a traceback
+        common.usage_error('train', f'--coordinator_address=auto: {common.first_line(e)} (JAX '
+                           'found no TPU pod, SLURM or other cluster it reads); pass '
+                           'host:port of process 0 with --num_processes and --process_id')
   elif _COORDINATOR.value:
     with _connect_deadline(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                            timeout):
@@ -204,9 +213,10 @@ def _check_processes(address: str | None, num: int | None, pid: int | None) -> N
       common.usage_error('train', '--num_processes / --process_id need --coordinator_address='
                          'host:port (the address of process 0), or auto')
     return
-  if _INIT_TIMEOUT.value < 1:
+  if not 1 <= _INIT_TIMEOUT.value <= MAX_INIT_TIMEOUT:
+    # Above JAX's C++ int (with our 60 s on top) it was a TypeError traceback.
     common.usage_error('train', f'--initialization_timeout={_INIT_TIMEOUT.value}: pass a '
-                       'number of seconds >= 1')
+                       f'number of seconds from 1 to {MAX_INIT_TIMEOUT} (a week)')
   if address == 'auto':
     return
   if num is None or pid is None:
@@ -219,6 +229,35 @@ def _check_processes(address: str | None, num: int | None, pid: int | None) -> N
   if not host or '/' in address or not port.isdigit() or not 1 <= int(port) <= 65535:
     common.usage_error('train', f'--coordinator_address={address}: pass host:port with a port '
                        'in 1-65535, e.g. 10.0.0.1:1234 (or auto)')
+
+
+def _check_port(address: str | None, pid: int | None) -> None:
+  """Process 0 serves the coordinator on every interface at the address's port: a port in
+  use segfaulted it in grpc, and the other processes waited out the timeout."""
+  if pid != 0 or not address or address == 'auto':
+    return
+  port = address.rpartition(':')[2]
+  if why := _port_taken(int(port)):
+    common.usage_error('train', f'--coordinator_address={address}: port {port} is in use on '
+                       f'this host ({why}); pass another port to every process')
+
+
+def _port_taken(port: int) -> str | None:
+  """Why process 0 could not serve the coordinator at `port` (the OS's words), or None."""
+  for family, host in ((socket.AF_INET6, '::'), (socket.AF_INET, '')):
+    try:
+      s = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:
+      continue  # no IPv6 here
+    try:
+      s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a just-ended job's TIME_WAIT
+      s.bind((host, port))
+    except OSError as e:
+      if e.errno == errno.EADDRINUSE:
+        return e.strerror
+    finally:
+      s.close()
+  return None
 
 
 @contextlib.contextmanager
