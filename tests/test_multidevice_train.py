@@ -127,9 +127,10 @@ def tiny_data(tmp_path_factory):
 
 
 def _start_two(data_dir, workdir, extra=((), ()), overrides=FAULT_OVERRIDES, logs=None,
-               cwds=(ROOT, ROOT), configs=('demo:vgg16,smoke',) * 2):
-  """Both processes of a 2-process job (1 CPU device each), started in `cwds`; stdout and
-  stderr to files `logs/{out,err}{i}` when `logs` is given, else pipes."""
+               cwds=(ROOT, ROOT), configs=('demo:vgg16,smoke',) * 2, envs=({}, {})):
+  """Both processes of a 2-process job (1 CPU device each), started in `cwds` with `envs`
+  added to the environment; stdout and stderr to files `logs/{out,err}{i}` when `logs` is
+  given, else pipes."""
   with socket.socket() as s:
     s.bind(('localhost', 0))
     port = s.getsockname()[1]
@@ -143,7 +144,7 @@ def _start_two(data_dir, workdir, extra=((), ()), overrides=FAULT_OVERRIDES, log
     procs.append(subprocess.Popen(
         _cmd(data_dir, workdir, f'--coordinator_address=localhost:{port}', '--num_processes=2',
              f'--process_id={i}', *extra[i], config=configs[i], overrides=overrides),
-        cwd=cwds[i], env=env, stdout=out, stderr=err, text=True))
+        cwd=cwds[i], env={**env, **envs[i]}, stdout=out, stderr=err, text=True))
   return procs
 
 
@@ -171,6 +172,32 @@ def test_processes_started_with_different_settings_all_exit_naming_it(tiny_data,
         'start every process with the same flags (--config, --config.KEY, --workdir, '
         '--num_processes) and data')
   assert not (tmp_path / 'w' / 'checkpoints').exists()
+
+
+def test_processes_training_on_different_device_counts_exit_naming_it(tiny_data, tmp_path):
+  """Process 0 with XLA_FLAGS for 2 CPU devices, process 1 as it comes (training on one):
+  the job trained into a Gloo timeout on process 0 (a traceback) and JAX's C++ abort on
+  process 1. Both now exit 2 at start, naming the devices."""
+  flags_ = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=2')
+  procs = _start_two(tiny_data, tmp_path / 'w', envs=({'XLA_FLAGS': flags_.strip()}, {}))
+  for p, (_, err) in zip(procs, _communicate_all(procs, 60)):
+    assert p.returncode == 2, err[-3000:]
+    assert 'Traceback' not in err
+    assert err.strip().splitlines()[-1] == (
+        'train: the 2 processes disagree on the devices training uses on each process '
+        '(XLA_FLAGS, CUDA_VISIBLE_DEVICES): 2 on process 0; 1 on process 1; start every '
+        'process with the same flags (--config, --config.KEY, --workdir, --num_processes) and '
+        'data')
+  assert not (tmp_path / 'w' / 'checkpoints').exists()
+  # Both counts set by the user, 2 and 1: the global device list tells, before any collective.
+  one = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=1')
+  procs = _start_two(tiny_data, tmp_path / 'w',
+                     envs=({'XLA_FLAGS': flags_.strip()}, {'XLA_FLAGS': one.strip()}))
+  for p, (_, err) in zip(procs, _communicate_all(procs, 60)):
+    assert p.returncode == 2, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        'train: the 2 processes hold different numbers of devices (2 on process 0; 1 on '
+        'process 1); give each the same (XLA_FLAGS, CUDA_VISIBLE_DEVICES)')
 
 
 def test_processes_started_with_different_models_name_the_arch(tiny_data, tmp_path):

@@ -107,9 +107,15 @@ def _train(config) -> None:
   """Everything after jax.distributed.initialize."""
   import jax  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.WARNING)  # before JAX starts its backends (an INFO line each)
-  _check_agreement(_settings(config, _WORKDIR.value, _NUM_PROCESSES.value))
-  from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
+  _check_device_counts()
   from aesthetics_jax import parallel  # pylint: disable=import-outside-toplevel
+  mine = sum(d.process_index == jax.process_index() for d in parallel.train_mesh().devices.flat)
+  # Each process picks its training devices from its own XLA_FLAGS (cpu_backend's per-core
+  # devices train on one): a job of 2 and 1 trained into a Gloo timeout and a C++ abort.
+  _check_agreement({**_settings(config, _WORKDIR.value, _NUM_PROCESSES.value),
+                    'the devices training uses on each process (XLA_FLAGS, '
+                    'CUDA_VISIBLE_DEVICES)': str(mine)})
+  from aesthetics_jax.data import ava  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.data import dataset  # pylint: disable=import-outside-toplevel
   from aesthetics_jax.data import preprocess  # pylint: disable=import-outside-toplevel
@@ -366,6 +372,22 @@ def _settings(config, workdir: str, num_processes: int | None) -> dict[str, str]
   # Named first when they differ: another model differs in a dozen keys, arch among them.
   first = ('--config.model.arch', '--config.model.width_mult', '--config.data.data_dir')
   return {**{k: values[k] for k in first if k in values}, **values}
+
+
+def _check_device_counts() -> None:
+  """Exit 2 on every process when the processes hold different numbers of devices (another
+  XLA_FLAGS or CUDA_VISIBLE_DEVICES): the agreement check's first collective then waited out
+  the timeout and ended in a Gloo traceback, the others in JAX's C++ abort. Read from the
+  global device list every process has after `jax.distributed.initialize`: no collective."""
+  import jax  # pylint: disable=import-outside-toplevel
+  counts: dict[int, int] = {}
+  for d in jax.devices():
+    counts[d.process_index] = counts.get(d.process_index, 0) + 1
+  if len(set(counts.values())) > 1:
+    held = '; '.join(f'{n} on process {i}' for i, n in sorted(counts.items()))
+    common.usage_error('train', f'the {len(counts)} processes hold different numbers of '
+                       f'devices ({held}); give each the same (XLA_FLAGS, '
+                       'CUDA_VISIBLE_DEVICES)')
 
 
 def _check_agreement(values: dict[str, str]) -> None:
