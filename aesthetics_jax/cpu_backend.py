@@ -96,6 +96,10 @@ def _device_flag(xla_flags: str) -> str | None:
   return values[-1] if values else None
 
 
+# The most CPU devices a command starts with (XLA_FLAGS' count): JAX's start grows with it.
+MAX_CPU_DEVICES = 4096
+
+
 def device_flag_problem(xla_flags: str | None = None) -> str | None:
   """One line if XLA_FLAGS sets a CPU device count XLA cannot use (0, negative, not a whole
   number): 0 ended every command in a RuntimeError traceback ('Could not determine
@@ -105,8 +109,12 @@ def device_flag_problem(xla_flags: str | None = None) -> str | None:
   if value is None:
     return None
   try:
-    if int(value) >= 1:
+    if 1 <= int(value) <= MAX_CPU_DEVICES:
       return None
+    if int(value) > MAX_CPU_DEVICES:  # each costs memory: 100,000 were killed at 22 GB
+      return (f'XLA_FLAGS: {DEVICES_FLAG}={value}: at most {MAX_CPU_DEVICES} CPU devices (4,096 '
+              'take ~0.6 GB and 8 s to start; 100,000 ran out of memory before any work), or '
+              'leave it out (one per core)')
   except ValueError:
     pass
   return (f'XLA_FLAGS: {DEVICES_FLAG}={value}: pass a whole number of CPU devices, 1 or more '

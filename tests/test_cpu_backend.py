@@ -200,4 +200,8 @@ def test_an_unusable_device_count_in_xla_flags_is_one_line(value):
 
 def test_a_usable_device_count_passes():
   assert cpu_backend.device_flag_problem(f'{cpu_backend.DEVICES_FLAG}=8') is None
+  assert cpu_backend.device_flag_problem(f'{cpu_backend.DEVICES_FLAG}=4096') is None
+  # 100,000 devices: killed at 22 GB with no word, before any work.
+  assert cpu_backend.device_flag_problem(f'{cpu_backend.DEVICES_FLAG}=100000').startswith(
+      f'XLA_FLAGS: {cpu_backend.DEVICES_FLAG}=100000: at most 4096 CPU devices')
   assert cpu_backend.device_flag_problem('--xla_cpu_enable_fast_math=false') is None
