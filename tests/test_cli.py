@@ -296,6 +296,9 @@ _BEFORE_JAX = [
      'make_fake_weights: --width_mult=0.0: pass a value in (0, 2]'),
     ('prepare_data', ['--ava_dir={tmp}/nowhere', '--data_dir={tmp}/d'],
      'prepare_data: {tmp}/nowhere/AVA.txt: not found'),
+    # A URL was read as a local path: 'gs:/b/ava/AVA.txt: not found'.
+    ('prepare_data', ['--ava_dir=gs://b/ava', '--data_dir={tmp}/d'],
+     'prepare_data: --ava_dir=gs://b/ava: pass a local folder'),
     ('convert_weights', ['--arch=vgg16', '--source={tmp}/none.pth', '--out={tmp}/o'],
      'convert_weights: --source={tmp}/none.pth: no such file'),
 ]

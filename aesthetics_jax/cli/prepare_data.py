@@ -26,6 +26,7 @@ from pathlib import Path
 from absl import flags
 from absl import logging
 
+from aesthetics_jax import io
 from aesthetics_jax.cli import common
 from aesthetics_jax.data import ava
 from aesthetics_jax.data import dataset
@@ -64,6 +65,13 @@ def main(argv):
   if not _RESIZED_MAX_GB.value > 0:  # nan compared false everywhere: no bound at all
     common.usage_error('prepare_data', f'--resized_max_gb={_RESIZED_MAX_GB.value:g}: use a '
                        'positive number of GiB, e.g. 16 (--resized_sizes= for no stores)')
+  if '://' in _AVA_DIR.value:  # read as a local path: 'gs:/b/ava/AVA.txt: not found'
+    common.usage_error('prepare_data', f'--ava_dir={_AVA_DIR.value}: pass a local folder (the '
+                       'images are read from files; copy the AVA root from the bucket first)')
+  try:  # gs:// without gcsfs: an ImportError traceback from TFDS
+    io.require_backend(_DATA_DIR.value, 'data_dir', ValueError)
+  except ValueError as e:
+    common.usage_error('prepare_data', str(e))
   try:  # a missing AVA root is a bad flag: exit 2 before any work, as every command's
     dataset.check_ava_root(_AVA_DIR.value, _SUBSET.value)
   except ava.AvaError as e:

@@ -412,6 +412,9 @@ def _check_agreement(values: dict[str, str]) -> None:
 
 def _check_prepared(data_dir: str, subset: str, dataset) -> None:
   """Before the trainer creates --workdir: a missing dataset must not leave it behind empty."""
+  # A URL without its filesystem package read as 'no prepared dataset', whose fix (prepare
+  # it there) then failed in a traceback.
+  io_lib.require_backend(data_dir, 'data_dir', FileNotFoundError)
   if '://' not in data_dir and not dataset.is_prepared(data_dir, subset):
     raise FileNotFoundError(dataset.unprepared_line(data_dir, subset) + ', or pass '
                             '--config.data.ava_dir=<AVA root> to prepare it first')
