@@ -96,8 +96,9 @@ def _device_flag(xla_flags: str) -> str | None:
   return values[-1] if values else None
 
 
-# The most CPU devices a command starts with (XLA_FLAGS' count): JAX's start grows with it.
-MAX_CPU_DEVICES = 4096
+# The most CPU devices a command starts with when the user sets the count in XLA_FLAGS: JAX's
+# start grows with it.
+MAX_USER_CPU_DEVICES = 4096
 
 
 def device_flag_problem(xla_flags: str | None = None) -> str | None:
@@ -109,12 +110,12 @@ def device_flag_problem(xla_flags: str | None = None) -> str | None:
   if value is None:
     return None
   try:
-    if 1 <= int(value) <= MAX_CPU_DEVICES:
+    if 1 <= int(value) <= MAX_USER_CPU_DEVICES:
       return None
-    if int(value) > MAX_CPU_DEVICES:  # each costs memory: 100,000 were killed at 22 GB
-      return (f'XLA_FLAGS: {DEVICES_FLAG}={value}: at most {MAX_CPU_DEVICES} CPU devices (4,096 '
-              'take ~0.6 GB and 8 s to start; 100,000 ran out of memory before any work), or '
-              'leave it out (one per core)')
+    if int(value) > MAX_USER_CPU_DEVICES:  # each costs memory: 100,000 were killed at 22 GB
+      return (f'XLA_FLAGS: {DEVICES_FLAG}={value}: at most {MAX_USER_CPU_DEVICES} CPU devices '
+              '(4,096 take ~0.6 GB and 8 s to start; 100,000 ran out of memory before any '
+              'work), or leave it out (one per core)')
   except ValueError:
     pass
   return (f'XLA_FLAGS: {DEVICES_FLAG}={value}: pass a whole number of CPU devices, 1 or more '
