@@ -74,7 +74,8 @@ class WorkdirLock:
     self.token = uuid.uuid4().hex
     self.held = False
 
-  def _read(self) -> dict | None:
+  def read(self) -> dict | None:
+    """The lock's record ({} when there is no lock, None when it cannot be read)."""
     try:
       info = json.loads(self.path.read_text())
     except FileNotFoundError:
@@ -108,7 +109,7 @@ class WorkdirLock:
 
   def _clear_stale(self) -> None:
     """Removes the existing lock if its holder is gone; else raises WorkdirBusyError."""
-    info = self._read()
+    info = self.read()
     if info == {}:
       return  # released meanwhile
     if info is None:  # unreadable: stale unless it may still be being written
@@ -128,7 +129,7 @@ class WorkdirLock:
     else:
       holder = f'pid {info.get("pid")} on {info.get("host")}, which is no longer running'
     # Re-read just before removing: another taker may have replaced the stale lock already.
-    if self._read() != info:
+    if self.read() != info:
       return
     try:
       self.path.unlink()
@@ -141,7 +142,7 @@ class WorkdirLock:
     if not self.held:
       return
     self.held = False
-    info = self._read()
+    info = self.read()
     if info and info.get('token') == self.token:
       with contextlib.suppress(FileNotFoundError):
         self.path.unlink()
@@ -152,7 +153,7 @@ def training_now(workdir: str | os.PathLike) -> dict | None:
   or None (no lock, an unreadable one, or its holder gone). Another host's holder counts."""
   if not io.is_local(workdir):
     return None
-  info = WorkdirLock(workdir)._read()  # pylint: disable=protected-access
+  info = WorkdirLock(workdir).read()
   return info if info and _holder_alive(info) else None
 
 
