@@ -183,6 +183,31 @@ def test_the_vgg16_legend_names_only_its_own_box(browser, tmp_path):
   assert 'average' not in legend and 'attribute' not in legend, legend
 
 
+def test_the_detail_says_when_a_box_is_the_full_frame(browser, tmp_path):
+  """A box that is the whole image drew its outline along the panel's edge, unmarked (the PNG
+  overlays' legends said '(full frame)'); the crop then looked like a crop."""
+  from aesthetics_jax.report import explorer  # pylint: disable=import-outside-toplevel
+  ims = explorer_fixture.images(2, 'mobilenet_v2', ['gradcam'])
+  ims[0].boxes['gradcam'].update(aesthetic=[0.0, 0.0, 1.0, 1.0], average=[0.0, 0.0, 1.0, 1.0])
+  path = explorer.write_explorer(tmp_path / 'x', ims, arch='mobilenet_v2', methods=['gradcam'],
+                                 targets=explorer_fixture.MNV2_TARGETS, method_images={})
+  page = browser.new_page(WIDTH)
+  page.goto(path)
+  captions = ('[...document.querySelectorAll("#detail-body figcaption")]'
+              '.map(c => c.textContent)')
+  page.click('.card[data-row="0"]')
+  page.wait_for('document.getElementById("detail-body").dataset.ready === "0"')
+  got = page.eval(captions)
+  assert any(c.endswith(' · aesthetic and average boxes = full frame') for c in got), got
+  assert 'crop = full frame (nothing cut)' in got, got
+  assert not any('attribute box' in c for c in got), got
+  page.click('#dprev')  # the grid's order is by true score, row 1 first
+  page.wait_for('document.getElementById("detail-body").dataset.ready === "1"')
+  got = page.eval(captions)
+  assert not any('full frame' in c for c in got) and 'crop' in got, got
+  check_page(page, 'explorer detail with a full-frame box')
+
+
 def test_a_reload_keeps_the_view(browser, tmp_path):
   """A reload (or a link copied from the address bar) kept the open image only: the sort,
   filters and page went back to their defaults, and ← / → then stepped through another order

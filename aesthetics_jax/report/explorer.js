@@ -342,6 +342,10 @@
               el('img', {src: `thumbs/${r.row}.jpg`, alt: ''}));
   }
 
+  // A box that is the whole frame: its outline runs along the panel's edge, where it is missed
+  // (the PNG overlays' legends say '(full frame)' too). Boxes are stored to 4 decimals.
+  const fullFrame = b => b[0] <= 1e-4 && b[1] <= 1e-4 && b[2] >= 1 - 1e-4 && b[3] >= 1 - 1e-4;
+
   // extra (the low target only): {region, peak} of this image and method, either null.
   function mapPanel(r, pw, q, t, mhw, boxes, empty, extra) {
     const ph = Math.round(pw * r.h / r.w);
@@ -381,6 +385,12 @@
     const cap = el('figcaption', {text: targetLabel(D.targets[t]) +
                                         (D.targets[t] === 'top_tag' && r.tag ? `: ${r.tag}` : '')});
     if (empty) cap.append(el('span', {class: 'empty-flag', text: ' (empty map: no box)'}));
+    const full = Object.keys(boxes || {}).filter(name => fullFrame(boxes[name]));
+    if (full.length) {
+      cap.append(el('span', {class: 'full-frame',
+                             text: ` · ${full.join(' and ')} box${full.length > 1 ? 'es' : ''}` +
+                                   ' = full frame'}));
+    }
     if (region && peak) {
       const text = peak[0] === null ? ' · points nowhere: a miss'
                                     : ` · peak ${peak[2] ? 'inside' : 'outside'} the region`;
@@ -400,7 +410,8 @@
                                   `left:${-x0 * iw}px;top:${-y0 * iw * r.h / r.w}px`});
     return el('figure', {style: `width:${PW}px`},
               el('div', {class: 'frame crop', style: `width:${PW}px;height:${fh}px`}, img),
-              el('figcaption', {text: 'crop'}));
+              el('figcaption', {text: fullFrame(box) ? 'crop = full frame (nothing cut)'
+                                                     : 'crop'}));
   }
 
   function boxesFor(target, b) {
