@@ -174,6 +174,7 @@ def _write_beside(p: PathLike, write: Callable[[IO], Any], mode: str, durable: b
   if os.path.islink(out):
     # Through a link to its target: replacing the link itself would leave the target stale.
     out = path(os.path.realpath(out))
+    out.parent.mkdir(parents=True, exist_ok=True)  # a dangling link's folder, as a path's
   if os.path.exists(out) and not os.path.isfile(out):
     # A device or pipe (/dev/stdout, a FIFO) cannot be renamed over: write to it.
     with open(out, mode) as f:

@@ -113,3 +113,12 @@ def test_staged_commit_lands_whole_when_interrupted(tmp_path):
     done.set()
   assert (a.read_text(), b.read_text()) == ('new', 'new')
   assert sorted(p.name for p in tmp_path.iterdir()) == ['a.json', 'b.json']
+
+
+def test_atomic_write_through_a_dangling_link_makes_its_folder(tmp_path):
+  """A link to a file in a missing folder (`convert-weights --out=link.npz`) failed with a raw
+  '[Errno 2] No such file or directory' (exit 1), where a plain path's folders are made."""
+  link = tmp_path / 'link.npz'
+  link.symlink_to(tmp_path / 'nowhere' / 'x.npz')
+  io_lib.atomic_write_text(link, 'new\n')
+  assert link.is_symlink() and (tmp_path / 'nowhere' / 'x.npz').read_text() == 'new\n'
