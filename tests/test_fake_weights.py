@@ -1,4 +1,5 @@
 """Stand-in ImageNet weights: torchvision's exact .pth layout, calibrated scales, convert+load."""
+import shlex
 import subprocess
 import sys
 
@@ -119,9 +120,13 @@ def test_full_disk_is_one_line_and_leaves_no_file(tmp_path, monkeypatch):
 
 
 def test_cli_repeated_arch_is_written_once(tmp_path):
-  r = subprocess.run([sys.executable, '-m', 'launch.make_fake_weights', f'--out={tmp_path}',
+  out = tmp_path / 'fake weights ü'
+  r = subprocess.run([sys.executable, '-m', 'launch.make_fake_weights', f'--out={out}',
                       '--archs=mobilenet_v2,mobilenet_v2', '--width_mult=0.25',
                       '--calibration_images=2', '--image_size=32'], capture_output=True, text=True)
   # Was two 'Wrote' lines: the same file calibrated and written twice (VGG16: 528 MB each).
   assert r.returncode == 0, r.stderr
   assert r.stdout.count('Wrote ') == 1, r.stdout
+  # The follow-up command it prints pastes into a shell (it printed the paths unquoted).
+  command = shlex.split(r.stdout.split('convert it with: ')[1])
+  assert command[2:] == [f'--source={out / "mobilenet_v2-synthetic.pth"}', f'--out={out}'], command

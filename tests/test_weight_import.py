@@ -1,6 +1,7 @@
 """Weight import on the files users really pass: damaged, wrapped, pickled, foreign, lying
 sidecars, odd paths. Each file is made here, small; errors are one line naming the file."""
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -372,6 +373,16 @@ def test_path_with_a_line_break_is_one_line(tmp_path):
   assert f'--source={src!r}: no such file' in r.stderr and 'strip() it' in r.stderr, r.stderr
 
 
+def test_a_source_that_is_no_regular_file_is_named_as_such(tmp_path):
+  """/dev/null or a pipe (`--source=<(...)`) was called 'no such file'."""
+  fifo = tmp_path / 'pipe'
+  os.mkfifo(fifo)
+  for src in ('/dev/null', fifo):
+    r = _convert_cli('--arch=vgg16', f'--source={src}', f'--out={tmp_path / "out"}')
+    assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr
+    assert f'--source={src}: not a regular file (a device or a pipe' in r.stderr, r.stderr
+
+
 def test_an_error_about_a_file_named_with_a_line_break_is_one_line(tmp_path):
   (tmp_path / 'a\nb.npz').write_bytes(b'not a zip')
   _error(lambda: pretrained.read_weights(tmp_path / 'a\nb.npz'), 'a\\nb.npz: not a .npz file')
@@ -406,6 +417,23 @@ def test_unreadable_file_is_one_line(tmp_path, monkeypatch, ext):
   monkeypatch.setattr(builtins, 'open', no_access)
   # Was 'not a .npz file (no zip archive ...)': zipfile.is_zipfile is False when it cannot read
   _error(lambda: pretrained.read_weights(src), f'{src}: cannot be read (Permission denied)')
+
+
+def test_unreadable_sidecar_is_one_line(tmp_path, monkeypatch):
+  """The `.npz.json` beside a converted file: a bare PermissionError (exit 1) where the file's
+  own is one line naming it."""
+  out, _ = pretrained.convert_file(MNV2_FILE, tmp_path / 'w.npz')
+  side = Path(f'{out}.json')
+  real_read = Path.read_text
+
+  def no_access(self, *a, **k):  # root reads any file: the error is made here
+    if str(self) == str(side):
+      raise PermissionError(13, 'Permission denied', str(self))
+    return real_read(self, *a, **k)
+
+  monkeypatch.setattr(Path, 'read_text', no_access)
+  _error(lambda: pretrained.read_weights(out), f'{side}: cannot be read (Permission denied)',
+         'fix its permissions')
 
 
 def test_out_of_another_weights_format_is_refused(tmp_path):

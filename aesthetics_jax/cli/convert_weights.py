@@ -35,7 +35,11 @@ def main(argv):
     common.usage_error('convert_weights', f'unexpected arguments {argv[1:]}')
   source = _SOURCE.value
   if not os.path.isfile(source):
-    what = 'a folder' if os.path.isdir(source) else 'no such file'
+    what = ('a folder' if os.path.isdir(source) else
+            # /dev/null, a pipe (`<(...)`), a socket: torch.load and np.load need to seek.
+            'not a regular file (a device or a pipe, which cannot be read twice): save it '
+            'to a file and'
+            if os.path.exists(source) else 'no such file')
     if source != source.strip() or not source.isprintable():  # else printed on two lines
       source, what = repr(source), f'{what} (white space or control characters: strip() it)'
     common.usage_error('convert_weights', f'--source={source}: {what}; pass a '

@@ -15,6 +15,8 @@ for ImageNet weights, which carry meaning these do not. `<file>.json` beside eac
 it was made. Needs torch (`pip install -e '.[torch]'`). A problem prints one line: exit 2 for
 a bad flag, 1 for a failed write (a full disk: nothing half-written is left).
 """
+import shlex
+
 from absl import flags
 
 from aesthetics_jax.cli import common
@@ -53,7 +55,8 @@ def main(argv):
     except (fake_imagenet.FakeWeightsError, OSError) as e:
       common.fail('make_fake_weights', e)
     print(f'Wrote {path} ({info["bytes"] / 1e6:.1f} MB, {info["seconds"]:.1f} s); convert it '
-          f'with: aesthetics-convert-weights --arch={arch} --source={path} --out={_OUT.value}')
+          f'with: aesthetics-convert-weights --arch={arch} '
+          f'--source={shlex.quote(str(path))} --out={shlex.quote(_OUT.value)}')
 
 
 def run_cli() -> None:

@@ -400,6 +400,10 @@ def _read_sidecar(side: Path, path: Path) -> dict:
   except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
     raise PretrainedError(f'{side}: not valid JSON ({type(e).__name__}: '
                           f'{weight_files.first_line(e)}); {fix}') from None
+  except OSError as e:  # was a bare PermissionError (exit 1), where the weights file's is this
+    raise PretrainedError(f'{side}: cannot be read ({e.strerror or weight_files.first_line(e)});'
+                          ' fix its permissions, or delete it (arch and width_mult are then '
+                          f'read from {path.name})') from None
   if not isinstance(meta, dict):
     raise PretrainedError(f'{side}: holds a JSON {type(meta).__name__}, not an object with '
                           f'arch and width_mult; {fix}')
