@@ -31,6 +31,22 @@ def test_layout_is_torchvisions(arch, kw):
   assert got == want
 
 
+@pytest.mark.parametrize('width', [0.1, 0.2, 0.3, 0.125])
+def test_every_vgg16_width_it_writes_converts(tmp_path, width):
+  """make-fake-weights --width_mult=0.2 wrote 13, 26, 51, ... channels; the converter read the
+  width from the first layer (13/64 = 0.2031, which gives 52) and called the file damaged."""
+  rng = np.random.default_rng(0)
+  raw = {k: rng.standard_normal(shape).astype(np.float32) if shape else np.float32(1.0)
+         for k, shape in fake_imagenet.layout('vgg16', width, fc_dim=8).items()}
+  np.savez(tmp_path / 'raw.npz', **raw)
+  path, meta = pretrained.convert_file(tmp_path / 'raw.npz', tmp_path / 'out', 'vgg16')
+  assert meta['width_mult'] == width
+  config = vgg16_binary.get_config('score,smoke')
+  config.model.width_mult, config.model.fc_dim = width, 8
+  model = models.create_model(config.model)
+  pretrained.load_pretrained(models.init_variables(model, 0, 32), path, arch='vgg16')
+
+
 def _features_std(config, paths, size=32) -> list[tuple[float, float]]:
   """Per weights file: (mean per-channel std, fraction of non-zero activations) of the
   encoder output, with the file loaded as the trainer loads `model.init_weights`."""

@@ -30,6 +30,7 @@ from flax.core import unfreeze
 from aesthetics_jax import io
 from aesthetics_jax.configs.default import ARCHS
 from aesthetics_jax.models import mobilenet_v2 as mnv2
+from aesthetics_jax.models import vgg
 from aesthetics_jax.models import weight_files
 # Part of this module's interface: the error every loader raises, and the raw reader.
 from aesthetics_jax.models.weight_files import (  # pylint: disable=unused-import
@@ -368,12 +369,36 @@ def _is_flax_flat(keys: Iterable[str]) -> bool:
 _WIDTHS = [1.0, 0.75, 0.5, 0.35, 0.25, 1.4, 1.3, 0.1] + [round(0.05 * i, 2) for i in range(1, 61)]
 
 
+def _vgg_width(kernels: list) -> float:
+  """The width multiplier of VGG16 conv kernels [H, W, in, out] (`vgg.conv_layers`): the first
+  conv's out/64 when it gives every layer's channels, else the shortest decimal that does
+  (make-fake-weights --width_mult=0.2 has 13, 26, 51, ...: 13/64 = 0.2031 gives 52 for 51,
+  and the converter called the file damaged). Neither: out/64, for the shape check to name."""
+  first = round(kernels[0][-1] / 64, 4)
+  if any(k is None for k in kernels):
+    return first
+  outs = [k[-1] for k in kernels]
+  fits = lambda w: [c for _, c in vgg.conv_layers(w)] == outs  # noqa: E731
+  if fits(first):
+    return first
+  # scaled_channels rounds c·w: each layer bounds w to within half a channel of c / its base.
+  lo = max((c - 0.5) / base for c, (_, base) in zip(outs, vgg.conv_layers()))
+  hi = min((c + 0.5) / base for c, (_, base) in zip(outs, vgg.conv_layers()))
+  for digits in range(1, 5):
+    scale = 10 ** digits
+    for k in range(math.floor(lo * scale), math.ceil(hi * scale) + 1):
+      if fits(round(k / scale, digits)):
+        return round(k / scale, digits)
+  return first
+
+
 def infer_width_mult(flat: Mapping[str, Any], arch: str) -> Optional[float]:
   """The width multiplier whose channel counts match converted weights (None if none)."""
   shape = lambda k: tuple(np.shape(flat[k])) if k in flat else None
   if arch == 'vgg16':
     s = shape('params/encoder/features_0/kernel')
-    return None if s is None else round(s[-1] / 64, 4)
+    return None if s is None else _vgg_width(
+        [shape(f'params/encoder/features_{i}/kernel') for i, _ in vgg.conv_layers()])
   stem = shape('params/encoder/features_0/conv/kernel')
   if stem is None:
     return None
