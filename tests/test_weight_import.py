@@ -217,6 +217,28 @@ def test_headless_and_old_state_dicts_still_load(tmp_path):
   assert meta['width_mult'] == 0.25 and not any('classifier' in k for k in flat)
 
 
+def test_vgg16_features_only_is_named_as_such(tmp_path):
+  """A VGG16 export without classifier.* converted silently, and training then said 'set
+  config.model.arch/width_mult to match' though both matched."""
+  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.configs import vgg16_binary  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.models import fake_imagenet  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  raw = {k: rng.standard_normal(shape).astype(np.float32)
+         for k, shape in fake_imagenet.layout('vgg16', 0.125, fc_dim=8).items()
+         if k.startswith('features.')}
+  np.savez(tmp_path / 'features.npz', **raw)
+  r = _convert_cli('--arch=vgg16', f'--source={tmp_path / "features.npz"}',
+                   f'--out={tmp_path / "w.npz"}')
+  assert r.returncode == 0, r.stderr
+  assert 'has no fc6 / fc7' in r.stdout and 'training refuses this file' in r.stdout, r.stdout
+  config = vgg16_binary.get_config('score,smoke')
+  variables = models.init_variables(models.create_model(config.model), 0, 32)
+  _error(lambda: pretrained.load_pretrained(variables, tmp_path / 'w.npz', arch='vgg16'),
+         "holds VGG16's convolutions only, without the fc6 / fc7",
+         'convert the whole torchvision vgg16 state_dict')
+
+
 # --- values: dtypes, layouts in memory, NaN, empty tensors ---------------------------------
 
 @pytest.mark.parametrize('dtype', ['float64', 'bfloat16', 'non_contiguous'])

@@ -66,6 +66,10 @@ def main(argv):
   except (pretrained.PretrainedError, OSError) as e:
     common.fail('convert_weights', e)
   print(f'Wrote {path} ({meta["arch"]}, width_mult={meta["width_mult"]}) and {path}.json')
+  if meta['arch'] == 'vgg16' and not pretrained.has_vgg_fc(path):
+    print(f'note: {_SOURCE.value} has no fc6 / fc7 (classifier.0 / classifier.3): the vgg16 '
+          'configs start from them, so training refuses this file; convert the whole '
+          'torchvision vgg16 state_dict')
 
 
 def run_cli() -> None:

@@ -573,6 +573,12 @@ def read_weights(path: str | os.PathLike, arch: Optional[str] = None
   return flat, meta
 
 
+def has_vgg_fc(path: str | os.PathLike) -> bool:
+  """Whether a converted VGG16 .npz holds fc6 (a features-only export does not)."""
+  with np.load(path) as z:  # the zip's directory only
+    return any(k.startswith('params/head/fc6/') for k in z.files)
+
+
 def save_flat(flat: Mapping[str, np.ndarray], path: str | os.PathLike, meta: dict) -> Path:
   """Writes `{flax key: array}` to `path` (.npz) and `path.json`, both atomically. A disk
   without room for the arrays is one line before any is written, nothing left behind."""
@@ -673,6 +679,11 @@ def load_pretrained(variables: Mapping, path: str | os.PathLike,
       f"the file's {model_arch} layer shapes match no width_mult, so it is {fix}"
       if no_width and k.split('/')[1:2] == ['encoder'] else config_hint)
   missing = sorted(want_keys - file_keys)
+  if missing and all(re.match(r'params/head/fc[67]/', k) for k in missing) and same:
+    # A features-only export: 'set config.model.arch/width_mult' named the wrong fix.
+    raise PretrainedError(f'{path}: holds VGG16\'s convolutions only, without the fc6 / fc7 '
+                          'layers (torchvision classifier.0 / classifier.3) that the vgg16 '
+                          'model starts from; convert the whole torchvision vgg16 state_dict')
   if missing:
     raise PretrainedError(f'{path}: missing key {missing[0]}{_more(missing)} needed by the '
                           f'model; {hint(missing[0])}')
