@@ -151,6 +151,20 @@ def test_given_weights_folder(tmp_path):
   assert paper_run._given_weights(tmp_path, 'vgg16') == tmp_path / 'vgg16-397923af.pth'
   with pytest.raises(paper_run.PaperRunError, match=r'no mobilenet_v2 weights \(expected'):
     paper_run._given_weights(tmp_path, 'mobilenet_v2')
+  # torch.hub's cache holds V1 and V2: the paper's V1 is taken (V2 sorted first, and was).
+  (tmp_path / 'mobilenet_v2-7ebf99e0.pth').write_bytes(b'x')
+  assert paper_run._given_weights(tmp_path, 'mobilenet_v2') == (
+      tmp_path / 'mobilenet_v2-7ebf99e0.pth')
+  (tmp_path / 'mobilenet_v2-b0353104.pth').write_bytes(b'x')
+  assert paper_run._given_weights(tmp_path, 'mobilenet_v2') == (
+      tmp_path / 'mobilenet_v2-b0353104.pth')
+  (tmp_path / 'vgg16-other.safetensors').write_bytes(b'x')
+  assert paper_run._given_weights(tmp_path, 'vgg16') == tmp_path / 'vgg16-397923af.pth'
+  (tmp_path / 'vgg16-397923af.pth').unlink()
+  with pytest.raises(paper_run.PaperRunUsageError, match=(
+      r"several vgg16 weights \(vgg16-a\.pth, vgg16-other\.safetensors\) and not the paper's")):
+    (tmp_path / 'vgg16-a.pth').write_bytes(b'x')
+    paper_run._given_weights(tmp_path, 'vgg16')
 
 
 def test_missing_inputs_fail_before_any_stage(tmp_path):

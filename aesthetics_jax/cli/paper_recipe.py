@@ -27,6 +27,9 @@ SMOKE_DATA = {'num_train': 24, 'num_test': 12, 'long_side': (56, 64)}
 SMOKE_CALIBRATION = {'num_images': 4, 'image_size': 32}
 FULL_CALIBRATION = {'num_images': 16, 'image_size': 224}
 WEIGHT_PATTERNS = ('{arch}*.pth', '{arch}*.pt', '{arch}*.safetensors')
+# torchvision's IMAGENET1K_V1 files, the paper's (README): taken before any other match, as
+# torch.hub's cache folder often holds mobilenet_v2's V2 file (7ebf99e0) beside it.
+PAPER_WEIGHTS = {'mobilenet_v2': 'mobilenet_v2-b0353104.pth', 'vgg16': 'vgg16-397923af.pth'}
 
 
 class PaperRunError(ValueError):
@@ -124,6 +127,14 @@ def _given_weights(folder: Path, arch: str) -> Path:
   if not found:
     raise PaperRunUsageError(f'--weights={folder}: no {arch} weights (expected {arch}*.pth, .pt, '
                         f'.safetensors or {arch}.npz there); add them or drop --archs={arch}')
+  paper = folder / PAPER_WEIGHTS[arch]
+  if paper in found:
+    return paper
+  if len(found) > 1:  # the first by name was taken, silently
+    names = ', '.join(p.name for p in found[:4]) + (' ...' if len(found) > 4 else '')
+    raise PaperRunUsageError(f'--weights={folder}: several {arch} weights ({names}) and not '
+                             f"the paper's {PAPER_WEIGHTS[arch]}; keep one {arch} file there, "
+                             f'or add the paper\'s')
   return found[0]
 
 

@@ -9,7 +9,8 @@ Stages (each skipped on a rerun when its output is complete, as aesthetics-demo 
   weights   without --weights: stand-in ImageNet weights as torchvision .pth files in
             W/weights/torch (make_fake_weights); with --weights=DIR, DIR's `<arch>*.pth`
             (`.pt`, `.safetensors`), e.g. torchvision's mobilenet_v2-b0353104.pth and
-            vgg16-397923af.pth, or already converted `<arch>.npz`; converted to
+            vgg16-397923af.pth (taken first: the paper's; several other files of one arch
+            are refused), or already converted `<arch>.npz`; converted to
             W/weights/<arch>.npz;
   prepare   the TFDS dataset in W/tfds (style subset);
   train     configs mobilenet_v2_emd (frozen encoder, K = --views cached train views) and
