@@ -701,3 +701,37 @@ def test_a_resume_naming_other_starting_weights_is_refused(tmp_path, capsys):
   capsys.readouterr()
   resume(str(tmp_path / 'b.npz'))
   assert 'a.npz, which is gone' in capsys.readouterr().out
+
+
+def test_the_starting_weights_are_checked_by_their_bytes(data_dir, tmp_path):
+  """A resume naming the same init_weights path after the file was exported again (other
+  bytes) went on unchecked, and evaluate built its untrained control from the new file; the
+  same file named as its folder and then by name was refused as two starts (walk-through)."""
+  import os  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=import-outside-toplevel
+  fixtures = Path(__file__).parent / 'fixtures'
+  meta = json.loads((fixtures / 'fixtures.json').read_text())['mobilenet_v2']
+  folder = tmp_path / 'weights'
+  pretrained.convert_file(fixtures / meta['file'], folder, 'mobilenet_v2')
+  npz = folder / 'mobilenet_v2.npz'
+  c = mobilenet_v2_emd.get_config('smoke')
+  c.data.data_dir, c.model.init_weights, c.num_train_steps = str(data_dir), str(folder), 1
+  wd = tmp_path / 'w'
+  trainer.train_and_evaluate(c, wd)
+  rec = json.loads((wd / resume_checks.WEIGHTS_RECORD).read_text())
+  assert rec['file'] == os.path.realpath(npz) and rec['bytes'] == npz.stat().st_size
+  c.model.init_weights, c.num_train_steps = str(npz), 2  # the folder's file, by name
+  assert trainer.train_and_evaluate(c, wd)['step'] == 2
+  with np.load(npz) as z:  # exported again in place: the same keys and shapes, other values
+    arrays = {k: z[k] * 0.5 for k in z.files}
+  np.savez(npz, **arrays)
+  c.num_train_steps = 3
+  with pytest.raises(checkpoints.CheckpointMismatchError, match=(
+      rf'^{wd}: its checkpoints started from weights of SHA-256 {rec["sha256"][:12]} \(.*\), '
+      rf'and {npz} now holds others .*put the recorded file back, or use a fresh --workdir$')):
+    trainer.train_and_evaluate(c, wd)
+  m = eval_run.evaluate(wd, write_html=False, overrides={
+      'eval.cam_methods': ('gradcam',), 'eval.bootstrap_samples': 20,
+      'eval.num_example_images': 0})
+  assert m['intensity_untrained_note'].startswith(
+      'skipped: its checkpoints started from weights of SHA-256'), m['intensity_untrained_note']

@@ -49,6 +49,7 @@ from aesthetics_jax.explain import crop
 from aesthetics_jax.report import html as report_html
 from aesthetics_jax.train import checkpoint_errors
 from aesthetics_jax.train import restore
+from aesthetics_jax.train import resume_checks
 from aesthetics_jax.train import config_checks
 from aesthetics_jax.train import workdir as workdir_lib
 
@@ -187,7 +188,7 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
   # The boxes of per_image.csv (and predict), taken once: the box statistics count them too.
   image_boxes = _image_boxes(test, sources['test'], float(ec.box_threshold))
   m.update(evaluators.boxes.run(test, image_boxes))
-  untrained, untrained_note = _untrained_variables(model, config, mesh, masks)
+  untrained, untrained_note = _untrained_variables(model, config, mesh, masks, workdir)
   m.update(evaluators.intensity.run(
       forward, summarize, variables, batches, sources['train'], test,
       fit_images=int(ec.split_point_fit_images), bootstrap_samples=bootstrap,
@@ -392,14 +393,22 @@ def _check_finite(test: streaming.SplitSummary, step: int, workdir: Path) -> Non
         'non-finite weights or training diverged; pass another --step or retrain')
 
 
-def _untrained_variables(model, config, mesh, masks_dir: str):
+def _untrained_variables(model, config, mesh, masks_dir: str, workdir):
   """(variables training started from, replicated over `mesh`, or None; a note on why not)
   for the controls: the intensity study's (`config.eval.intensity_untrained`) and, with region
   masks, the localisation's (`config.eval.localization_controls`). An `init_weights` file that
-  is no longer there skips them with a note instead of failing the evaluation."""
+  is no longer there, or holds other weights than training started from (its recorded
+  SHA-256), skips them with a note instead of failing the evaluation."""
   ec = config.eval
   if not (ec.intensity_untrained or (masks_dir and ec.localization_controls)):
     return None, ''
+  try:
+    changed = resume_checks.changed_weights(workdir, str(config.model.init_weights),
+                                            str(config.model.arch))
+  except checkpoint_errors.CheckpointError as e:  # a damaged record: it cannot vouch
+    changed = str(e)
+  if changed:  # the control of another encoder than the one trained
+    return None, f'skipped: {changed}'
   try:
     start = models.starting_variables(model, config)
   except (OSError, ValueError) as e:  # PretrainedError is a ValueError

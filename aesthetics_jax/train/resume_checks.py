@@ -16,6 +16,7 @@ from absl import logging
 from aesthetics_jax import environment, io
 from aesthetics_jax.data import sampling
 from aesthetics_jax.data import validation
+from aesthetics_jax.models import weight_files
 from aesthetics_jax.train import checkpoints as ckpt_lib
 from aesthetics_jax.train import optim
 from aesthetics_jax.train.errors import TrainingError
@@ -70,12 +71,58 @@ def _same_file_content(a: str, b: str) -> bool:
     return False
 
 
-def _check_init_weights(workdir, was, now: str) -> None:
+# The starting weights' bytes, recorded when a run starts (process 0): a resume that named the
+# same path after the file was exported again went on unchecked, and evaluate built its
+# untrained control from the new file.
+WEIGHTS_RECORD = 'init_weights.json'
+
+
+def _weights_file(value: str, arch: str) -> str | None:
+  """The local file `config.model.init_weights=value` reads (a folder's `<arch>.npz`), its
+  real path; None when empty, remote or no file: loading says why, where it is needed."""
+  if not value or not io.is_local(value):
+    return None
+  from aesthetics_jax.models import pretrained  # pylint: disable=import-outside-toplevel
+  try:
+    path = pretrained.resolve_weights_path(value, arch)
+  except pretrained.PretrainedError:
+    return None
+  return os.path.realpath(path) if os.path.isfile(path) else None
+
+
+def recorded_weights(workdir) -> dict | None:
+  """`WEIGHTS_RECORD` of a workdir ({'init_weights', 'file', 'bytes', 'sha256'}), None if it
+  has none (no starting weights, or trained before it was kept); one line if damaged."""
+  path = workdir / WEIGHTS_RECORD
+  if not path.exists():
+    return None
+  return ckpt_lib.read_json_object(
+      path, ckpt_lib.WorkdirError, 'it records the starting weights the checkpoints were '
+      'trained from: restore it from a copy, or delete it to go on unchecked')
+
+
+def changed_weights(workdir, value: str, arch: str) -> str:
+  """Why `config.model.init_weights=value` is not the starting weights `workdir` recorded
+  (other bytes), or '' (the same, or nothing to compare)."""
+  now = _weights_file(value, arch)
+  rec = recorded_weights(workdir) if now else None
+  if not rec or not rec.get('sha256'):
+    return ''
+  digest = weight_files.sha256(now)
+  if digest == rec['sha256']:
+    return ''
+  return (f'its checkpoints started from weights of SHA-256 {rec["sha256"][:12]} '
+          f'({rec.get("file")}), and {now} now holds others (SHA-256 {digest[:12]})')
+
+
+def _check_init_weights(workdir, was, now: str, arch: str) -> None:
   """The starting weights a resume names must be those the checkpoints started from: the
   restored weights go on either way, but config.json takes the new path, and evaluate builds
   its untrained control from it (a control of another encoder than the one trained, without a
-  word; the feature cache, keyed by it, was rebuilt for nothing). A moved or copied file
-  (equal bytes) is the same start; a file that is gone cannot be compared: a warning."""
+  word; the feature cache, keyed by it, was rebuilt for nothing). The same file by another
+  name (its folder, a link), or the recorded bytes anywhere (`WEIGHTS_RECORD`: moved or
+  copied), is the same start; a file that is gone cannot be compared: a warning. Other bytes
+  at the same path are `check_same_weights`'s."""
   if was is None:
     return  # config.json from before the key was recorded
   was = str(was)
@@ -83,7 +130,13 @@ def _check_init_weights(workdir, was, now: str) -> None:
     now = os.path.abspath(os.path.expanduser(now))  # as config.json records it
   if now == was:
     return
-  if was and now and io.is_local(was) and io.is_local(now):
+  now_file = _weights_file(now, arch)
+  if now_file and now_file == _weights_file(was, arch):
+    return  # `W` and `W/<arch>.npz` (init_weights takes either) were refused as two starts
+  if now_file and (rec := recorded_weights(workdir)) and rec.get('sha256'):
+    if rec['sha256'] == weight_files.sha256(now_file):
+      return
+  elif was and now and io.is_local(was) and io.is_local(now):
     if not os.path.exists(was):
       if jax.process_index() == 0:
         _warn(f'warning: {workdir}: its checkpoints started from {was}, which is gone; '
@@ -98,6 +151,28 @@ def _check_init_weights(workdir, was, now: str) -> None:
       f'this run names {describe(now)}; a resume keeps the checkpoints\' weights, and '
       'evaluate would build its untrained control from the new file: pass the checkpoints\' '
       'value (or a copy of that file), or use a fresh --workdir')
+
+
+def check_same_weights(workdir, config, is_main: bool,
+                       deferred: list[tuple[os.PathLike, dict]] | None = None) -> None:
+  """Records the starting weights' bytes (`WEIGHTS_RECORD`) when a run starts from a local
+  file; refuses a resume whose file now holds other bytes than recorded (a file exported
+  again in place went on unchecked). `deferred` as `check_same_data`'s."""
+  value, arch = str(config.model.init_weights), str(config.model.arch)
+  now = _weights_file(value, arch)
+  if now is None:
+    return
+  if ckpt_lib.has_checkpoints(workdir) and recorded_weights(workdir) is not None:
+    if why := changed_weights(workdir, value, arch):
+      raise ckpt_lib.CheckpointMismatchError(
+          f'{workdir}: {why}; a resume keeps the checkpoints\' weights, and evaluate would '
+          'build its untrained control from the new ones: put the recorded file back, or '
+          'use a fresh --workdir')
+    return
+  if is_main:  # a fresh run, or a workdir trained before the record was kept
+    _write_or_defer(workdir / WEIGHTS_RECORD,
+                    {'init_weights': value, 'file': now, 'bytes': os.path.getsize(now),
+                     'sha256': weight_files.sha256(now)}, deferred)
 
 
 def check_workdir_model(workdir, config) -> None:
@@ -136,7 +211,7 @@ def check_workdir_model(workdir, config) -> None:
         f'{workdir}: its checkpoints were trained with {", ".join(diff)}; resuming would mix '
         'two recipes: use a fresh --workdir, or the checkpoints\' values')
   _check_init_weights(workdir, _dotted(saved_config, 'model.init_weights'),
-                     str(config.model.init_weights))
+                      str(config.model.init_weights), str(config.model.arch))
   was, now_bs = _dotted(saved_config, 'batch_size'), int(config.batch_size)
   if was is not None and was != now_bs and jax.process_index() == 0:
     # Allowed (fewer devices may need another size: config_checks says so), never silently:

@@ -419,6 +419,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
   # (exit 2) left dataset.json and validation_ids.json in a workdir it trained nothing in.
   deferred: list = []
   resume_checks.check_same_data(workdir, config, is_main, deferred)
+  resume_checks.check_same_weights(workdir, config, is_main, deferred)
   split, train_src, train_meta, val_src, val_meta = resume_checks.carve_validation(
       sources['train'], config, workdir, deferred)
   n_train = len(train_meta)
