@@ -208,6 +208,20 @@ def test_the_detail_says_when_a_box_is_the_full_frame(browser, tmp_path):
   check_page(page, 'explorer detail with a full-frame box')
 
 
+def test_a_card_without_the_first_methods_map_does_not_claim_a_miss(browser, tmp_path):
+  """With scorecam first (computed for the first N images only), the grid read 'scorecam low
+  peak outside' on every later image with a region, while its 'outside' filter kept none."""
+  path = explorer_fixture.write(tmp_path / 'x', n=7, methods=('scorecam',), regions=True,
+                                limited={'scorecam': 3})
+  page = browser.new_page(WIDTH)
+  page.goto(path)
+  flags = page.eval('Object.fromEntries([...document.querySelectorAll(".card")].map(c => '
+                    '[c.dataset.row, (c.querySelector(".region-flag") || {}).textContent]))')
+  assert flags == {'0': 'scorecam low peak inside', '2': 'scorecam low peak outside',
+                   '4': 'scorecam low peak not computed',
+                   '6': 'scorecam low peak not computed'}, flags
+
+
 def test_a_reload_keeps_the_view(browser, tmp_path):
   """A reload (or a link copied from the address bar) kept the open image only: the sort,
   filters and page went back to their defaults, and ← / → then stepped through another order

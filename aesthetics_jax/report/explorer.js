@@ -165,7 +165,9 @@
     if (wrong) b.querySelector('.meta').classList.add('bad');
     if (r.empty) b.append(el('div', {class: 'meta empty-flag', text: 'empty map'}));
     if (r.region) {
-      const where = r.low_flat ? 'nowhere' : r.hit ? 'inside' : 'outside';
+      // hit null: the method's map was not computed for this image (scorecam's first N only).
+      const where = r.low_flat ? 'nowhere' : r.hit === true ? 'inside'
+                  : r.hit === false ? 'outside' : 'not computed';
       b.append(el('div', {class: 'meta region-flag', text: `${D.methods[0]} low peak ${where}`}));
     }
     b.addEventListener('click', () => openDetail(r.row));
