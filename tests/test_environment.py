@@ -93,7 +93,7 @@ def test_training_records_its_machine_and_a_resume_elsewhere_warns(tmp_path, mon
   c.num_train_steps = 3
   capsys.readouterr()
   assert trainer.train_and_evaluate(c, work)['step'] == 3
-  out = capsys.readouterr().out
+  out = capsys.readouterr().err
   assert 'resumed at step 2 on other hardware or libraries' in out
   assert f'vector_isa {runs[0]["vector_isa"]} -> AVX2' in out
   envs = eval_run._training_environments(work)  # pylint: disable=protected-access
@@ -128,7 +128,7 @@ def test_a_resume_on_another_training_device_count_warns(tmp_path, capsys):
   resume_checks.record_environment(tmp_path, 0, num_devices=2)
   capsys.readouterr()
   resume_checks.record_environment(tmp_path, 2, num_devices=1)
-  out = capsys.readouterr().out
+  out = capsys.readouterr().err
   assert 'resumed at step 2 on other hardware' in out and 'num_devices 2 -> 1' in out
   assert [r['num_devices'] for r in environment.read_runs(tmp_path)] == [2, 1]
 
@@ -141,7 +141,7 @@ def test_a_resume_of_a_record_of_jax_devices_does_not_warn_of_the_count(tmp_path
   old = {'command': 'train', 'step': 0, **environment.describe(), 'num_devices': 2}
   (tmp_path / environment.FILE_NAME).write_text(json.dumps({'runs': [old]}))
   resume_checks.record_environment(tmp_path, 2, num_devices=1)
-  assert 'num_devices' not in capsys.readouterr().out
+  assert 'num_devices' not in capsys.readouterr().err
   # Two records of the run's own count are compared (the test above).
   resume_checks.record_environment(tmp_path, 4, num_devices=2)
-  assert 'num_devices 1 -> 2' in capsys.readouterr().out
+  assert 'num_devices 1 -> 2' in capsys.readouterr().err

@@ -375,7 +375,7 @@ def test_a_resume_with_another_batch_size_says_so(data_dir, tmp_path, capsys):
   capsys.readouterr()
   assert trainer.train_and_evaluate(_vgg(data_dir, **runs, num_train_steps=2, batch_size=4),
                                     tmp_path)['step'] == 2
-  said = [l for l in capsys.readouterr().out.splitlines() if 'config.batch_size=' in l]
+  said = [l for l in capsys.readouterr().err.splitlines() if 'config.batch_size=' in l]
   assert said == [f'warning: {tmp_path}: its checkpoints were trained with '
                   'config.batch_size=8 and this run uses 4: training goes on, but from the '
                   'resumed step on it draws other images than one uninterrupted run at either '
@@ -399,7 +399,7 @@ def test_a_resume_on_other_images_of_the_same_metadata_says_so(data_dir, tmp_pat
                                                         'test': now['test']})))
   capsys.readouterr()
   trainer.train_and_evaluate(_vgg(data_dir, **runs, num_train_steps=2), tmp_path)
-  said = [l for l in capsys.readouterr().out.splitlines() if 'other image files' in l]
+  said = [l for l in capsys.readouterr().err.splitlines() if 'other image files' in l]
   assert said == [f'warning: {tmp_path}: resumed on --config.data.data_dir={data_dir}, which '
                   f'holds {now["train"]} train / {now["test"]} test images where the '
                   f'checkpoints\' data ({data_dir}) held {now["train"] + 2} train / '
@@ -414,7 +414,10 @@ def test_a_resume_that_lengthens_a_cosine_schedule_says_so(data_dir, tmp_path, c
   trainer.train_and_evaluate(_vgg(data_dir, **runs, num_train_steps=1), tmp_path)
   capsys.readouterr()
   trainer.train_and_evaluate(_vgg(data_dir, **runs, num_train_steps=2), tmp_path)
-  said = [l for l in capsys.readouterr().out.splitlines() if l.startswith('warning:')]
+  out, err = capsys.readouterr()
+  # On stderr: on stdout it went into aesthetics-control's table (`> table.md`).
+  assert 'warning' not in out, out
+  said = [l for l in err.splitlines() if l.startswith('warning:')]
   assert said == [f'warning: {tmp_path} resumed at step 1 on a cosine schedule over 2 steps '
                   'where its checkpoints followed one over 1 (config.num_train_steps, '
                   "num_epochs or batch_size changed): the next step's learning rate is 0.0005, "
@@ -700,7 +703,7 @@ def test_a_resume_naming_other_starting_weights_is_refused(tmp_path, capsys):
   (tmp_path / 'a.npz').unlink()
   capsys.readouterr()
   resume(str(tmp_path / 'b.npz'))
-  assert 'a.npz, which is gone' in capsys.readouterr().out
+  assert 'a.npz, which is gone' in capsys.readouterr().err
 
 
 def test_the_starting_weights_are_checked_by_their_bytes(data_dir, tmp_path):

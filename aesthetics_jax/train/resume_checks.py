@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import filecmp
 import os
+import sys
 
 import jax
 import ml_collections
@@ -58,10 +59,11 @@ def _dotted(tree: dict, key: str):
 
 
 def _warn(msg: str) -> None:
-  """A warning on stdout, where a user watching the run sees it, and in the INFO log (at
-  WARNING it went to the terminal too: every resume warning was shown twice)."""
+  """A warning on stderr, where a user watching the run sees it, and in the INFO log (at
+  WARNING it went to the terminal too: every resume warning was shown twice). Not stdout:
+  it went into aesthetics-control's table (`> table.md`) and before train's JSON line."""
   logging.info('%s', msg)
-  print(msg, flush=True)
+  print(msg, file=sys.stderr, flush=True)
 
 
 def _same_file_content(a: str, b: str) -> bool:
