@@ -239,6 +239,24 @@ def test_vgg16_features_only_is_named_as_such(tmp_path):
          'convert the whole torchvision vgg16 state_dict')
 
 
+def test_all_zero_weights_are_warned_of(tmp_path, caplog):
+  """An all-zero file loaded silently; the frozen encoder gave every image the same features
+  and the run's correlations came out null."""
+  from aesthetics_jax import models  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.configs import mobilenet_v2_emd  # pylint: disable=import-outside-toplevel
+  out, _ = pretrained.convert_file(MNV2_FILE, tmp_path / 'w.npz')
+  with np.load(out) as z:
+    arrays = {k: np.zeros_like(z[k]) if k.endswith('/kernel') else z[k] for k in z.files}
+  np.savez(tmp_path / 'zeros.npz', **arrays)
+  config = mobilenet_v2_emd.get_config('smoke')
+  variables = models.init_variables(models.create_model(config.model), 0, 32)
+  caplog.set_level('WARNING')
+  pretrained.load_pretrained(variables, out)
+  assert 'all zeros' not in caplog.text
+  pretrained.load_pretrained(variables, tmp_path / 'zeros.npz')
+  assert "zeros.npz: 52 of the encoder's kernels are all zeros" in caplog.text, caplog.text
+
+
 # --- values: dtypes, layouts in memory, NaN, empty tensors ---------------------------------
 
 @pytest.mark.parametrize('dtype', ['float64', 'bfloat16', 'non_contiguous'])

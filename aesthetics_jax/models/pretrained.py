@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
+from absl import logging
 from flax import traverse_util
 from flax.core import unfreeze
 
@@ -696,6 +697,12 @@ def load_pretrained(variables: Mapping, path: str | os.PathLike,
     if got != expected:
       raise PretrainedError(f'{path}: key {k} has shape {got}, model expects {expected}; '
                             f'{hint(k)}')
+  zero = sorted(k for k in want_keys if '/encoder/' in k and k.endswith('/kernel')
+                and not np.any(flat_file[k]))
+  if zero:  # ImageNet's never are: a frozen encoder then gives every image the same features
+    logging.warning('%s: %d of the encoder\'s kernels are all zeros (%s%s): a frozen encoder '
+                    'gives every image (nearly) the same features; check the weights file',
+                    path, len(zero), zero[0], ' ...' if len(zero) > 1 else '')
   new = dict(target)
   for k in want_keys:
     leaf = target[k]
