@@ -126,6 +126,28 @@ def test_table_summary_and_rerun_redoes_nothing(scored):
     control_study.run_control(w, control_config.get_config(), seeds=[0], decoys=False)
 
 
+def test_a_copy_rescored_at_another_threshold_uses_its_own_data(scored, tmp_path):
+  """A rerun with another --config.eval.box_threshold printed the old IoUs ('already scored');
+  its rescoring left an earlier evaluation's report.html beside the new metrics; a copied
+  control was scored against the original's data and masks (config.json's absolute paths),
+  and a moved one failed in evaluate with a fix the control does not take."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  w, res = scored
+  copy = tmp_path / 'copy'
+  shutil.copytree(w, copy)
+  (copy / 'seed_0' / 'eval' / 'report.html').write_text('an earlier evaluation')
+  c = control_config.get_config()
+  c.eval.box_threshold = 0.2
+  again = control_study.run_control(copy, c, seeds=[0])
+  assert again['box_threshold'] == 0.2 and res['box_threshold'] == 0.5
+  assert again['seeds'][0]['methods'] != res['seeds'][0]['methods']  # scored again
+  assert '(box threshold 0.2)' in (copy / 'control.md').read_text()
+  m = json.loads((copy / 'seed_0' / 'eval' / 'metrics.json').read_text())
+  assert m['overrides']['data.data_dir'] == str(copy / 'tfds')
+  assert m['localization_masks'] == str(copy / 'ava' / 'defect_masks')
+  assert not (copy / 'seed_0' / 'eval' / 'report.html').exists()
+
+
 def test_other_control_data_replaces_the_old_images_and_masks(tmp_path):
   control_study.make_data(tmp_path, 16, 12)
   control_study.make_data(tmp_path, 16, 8)   # fewer images: none of the first set is left

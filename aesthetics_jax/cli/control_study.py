@@ -182,6 +182,7 @@ def run_seed(w: Path, data_dir: Path, config, seed: int,
   if stop is not None:  # held during the final test: stop before the scoring
     stop.check()
   over = {f'eval.{k}': c.eval[k] for k in _EVAL_KEYS}
+  over.update(stages.own_data(wd, data_dir, w / 'ava'))  # a moved or copied control
   # One evaluation scores the trained maps, the maps of the model before training (maps that
   # point without having learned anything show that the patch is merely conspicuous, not that
   # the maps follow what a model uses) and the negative control (another image's patch).
@@ -234,7 +235,8 @@ def table(result: dict) -> str:
   methods = list(summary)
   lines = [f'Low-target maps at {", ".join(result["cam_layers"])} ({result["cam_map_size"]}), '
            f'{result["num_train_steps"]} steps, decoys {"on" if result["decoys"] else "off"}; '
-           f'pointing game / box IoU on the {rows[0]["num_defective"]} test images with the '
+           f'pointing game / box IoU (box threshold {result["box_threshold"]:g}) on the '
+           f'{rows[0]["num_defective"]} test images with the '
            f'cause patch; centre point {rows[0]["centre_pointing_game"]:.2f}. Negative control: '
            "the trained model's maps scored against another image's patch.", '',
            '| seed | model | accuracy | ' + ' | '.join(methods) + ' | negative control |',
@@ -261,7 +263,8 @@ def run_control(workdir, config, seeds: Sequence[int], num_train: int = 256,
                 stop: StopRequest | None = None) -> dict:
   """The whole control (see the module docstring); returns control.json's content.
 
-  A seed already in W/control.json with the same steps, methods and layers is not redone.
+  A seed already in W/control.json with the same steps, methods, layers and box threshold is
+  not redone.
   stop: SIGTERM's `train.stop.StopRequest` (`common.stop_on_sigterm`): training checkpoints
   the step in flight, and the control stops there or between stages.
   """
@@ -298,6 +301,8 @@ def _run_control(w: Path, config, seeds: Sequence[int], num_train: int, num_test
   out_json = w / 'control.json'
   key = {'num_train_steps': int(config.num_train_steps),
          'cam_methods': list(config.eval.cam_methods), 'cam_layers': list(config.eval.cam_layers),
+         # The box IoUs' threshold: a rerun with another one printed the old IoUs as its own.
+         'box_threshold': float(config.eval.box_threshold),
          'num_train': num_train, 'num_test': num_test, 'decoys': bool(decoys),
          'data_version': control.VERSION, 'scoring_version': SCORING_VERSION}
   done = {}

@@ -133,7 +133,8 @@ def _run_arch_here(arch: str, w: Path, smoke: bool, stop: StopRequest | None) ->
     _log(f'{arch}: trained [{time.time() - t0:.0f}s]')
   if stop is not None:  # held during the final test: stop before the evaluation
     stop.check()
-  overrides = SMOKE_EVAL if smoke else DEMO_EVAL
+  overrides = {**(SMOKE_EVAL if smoke else DEMO_EVAL),
+               **stages.own_data(mdir, data_dir, ava_dir)}  # a moved or copied demo
   m = stages.eval_current(mdir, overrides)
   if m is None:
     _log(f'{arch}: evaluating')

@@ -341,7 +341,9 @@ def check_eval_overrides(archs: list[str], smoke: bool, overrides: dict | None) 
 
 def stage_evaluate(mdir: Path, smoke: bool, overrides: dict | None = None):
   from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=import-outside-toplevel
-  wanted = {**(stages.SMOKE_EVAL if smoke else {}), **(overrides or {})}
+  wanted = {**(stages.SMOKE_EVAL if smoke else {}), **(overrides or {}),
+            # a moved or copied run: its own W/tfds
+            **stages.own_data(mdir, mdir.parent / 'tfds', mdir.parent / 'ava')}
   m = stages.eval_current(mdir, wanted)
   status = 'reused'
   if m is None:

@@ -80,6 +80,26 @@ def finished(workdir: Path, total_steps: int) -> bool:
   return latest is not None and latest >= total_steps
 
 
+def own_data(mdir: Path, data_dir: Path, ava_dir: Path) -> dict:
+  """Evaluation overrides that point a model of this job's workdir at the job's own data
+  (`data_dir`, and the region masks of `ava_dir`) when the workdir was moved or copied since
+  training: config.json keeps absolute paths, so a moved control or demo failed in evaluate
+  ('... if it moved, pass --config.data.data_dir=DIR', which these commands do not take), and
+  a copy was scored against the original's data and masks. {} when nothing moved, so the
+  evaluations of a job that stayed put record no overrides of these."""
+  from aesthetics_jax.train import restore  # pylint: disable=import-outside-toplevel
+  try:
+    saved = restore.load_config(mdir)
+  except (OSError, ValueError):  # evaluate says what is wrong with it
+    return {}
+  if Path(str(saved.data.data_dir)) == Path(data_dir):
+    return {}
+  out = {'data.data_dir': str(data_dir)}
+  if (Path(ava_dir) / 'defect_masks').is_dir() and not str(saved.eval.masks_dir):
+    out['eval.masks_dir'] = str(Path(ava_dir) / 'defect_masks')
+  return out
+
+
 def eval_current(workdir: Path, overrides: dict | None = None) -> dict | None:
   """metrics.json if the evaluation already finished, with these `overrides` (a rerun with
   other `--eval_set` values used to keep the stale metrics), for the checkpoint evaluation

@@ -254,6 +254,10 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
     m = io_lib.json_safe(m)
     staged.write_text(out_dir / 'metrics.json',
                       json.dumps(m, indent=2, default=_json_default) + '\n')
+    if not write_html:
+      # An earlier evaluation's report would stay beside these metrics, showing its numbers
+      # (the control's rescoring): it goes when they land.
+      staged.add(functools.partial(_remove_stale, out_dir / 'report.html'))
     if write_html:
       section = model_section(workdir, m, figs, config, landing=True)
       report_html.write_report(out_dir / 'report.html', [section], dataset_section(config),
@@ -549,6 +553,14 @@ def write_figures(folder, figs: Mapping[str, bytes], staged: io_lib.Staged | Non
       if old.stem not in figs:
         old.unlink()
   staged.add(remove_stale)
+
+
+def _remove_stale(path) -> None:
+  try:
+    path.unlink()
+  except FileNotFoundError:
+    return
+  logging.info('removed %s: it showed an earlier evaluation than the metrics beside it', path)
 
 
 def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config,
