@@ -167,16 +167,16 @@ def test_untrained_control_is_skipped_with_a_reason_when_weights_are_gone(tmp_pa
   mesh = parallel.make_mesh()
   missing = tmp_path / 'imagenet.npz'
   config.model.init_weights = str(missing)
-  v, note = eval_run._untrained_variables(model, config, mesh, str(tmp_path))
+  v, note = eval_run._untrained_variables(model, config, mesh, str(tmp_path), tmp_path)
   assert v is None and note.startswith('skipped:') and str(missing) in note
   assert '\n' not in note
   config.eval.localization_controls = config.eval.intensity_untrained = False
-  assert eval_run._untrained_variables(model, config, mesh, str(tmp_path)) == (None, '')
+  assert eval_run._untrained_variables(model, config, mesh, str(tmp_path), tmp_path) == (None, '')
   config.eval.localization_controls = True
-  assert eval_run._untrained_variables(model, config, mesh, '') == (None, '')  # no masks
+  assert eval_run._untrained_variables(model, config, mesh, '', tmp_path) == (None, '')  # no masks
   config.eval.intensity_untrained = True   # the intensity study's control needs no masks
   config.model.init_weights = ''
-  v, note = eval_run._untrained_variables(model, config, mesh, '')
+  v, note = eval_run._untrained_variables(model, config, mesh, '', tmp_path)
   assert note == '' and jax.tree.structure(v) == jax.tree.structure(
       models.init_variables(model, int(config.seed), int(config.input.image_size)))
 
@@ -688,6 +688,32 @@ def test_a_one_cell_cam_grid_is_named_with_a_finer_layer(tmp_path, monkeypatch, 
   with pytest.raises(Stop):
     eval_run.evaluate(wd, overrides={'eval.cam_layers': ('features.13',)})
   assert 'gives a 1x1 map' not in caplog.text
+
+
+def test_a_one_cell_cam_layer_is_said_in_the_report_and_has_no_shared_peak(tmp_path):
+  """A 1x1 CAM layer's warning reached the terminal only: the report showed its intensity
+  study and a 'same peak' of 1.000 for constant maps (argmax's first cell, shared by both)."""
+  from tiny_ava import prepare_tiny  # pylint: disable=import-outside-toplevel
+  from aesthetics_jax.configs import mobilenet_v2_emd
+  from aesthetics_jax.evaluation import run as eval_run
+  from aesthetics_jax.evaluation.evaluators import localization
+  ones = np.ones((3, 1, 1), np.float32)
+  assert not localization.same_peak(ones, ones).any()
+  flat = np.full((3, 4, 4), 0.5, np.float32)
+  assert not localization.same_peak(flat, flat).any()
+  peaked = np.zeros((3, 4, 4), np.float32)
+  peaked[:, 1, 2] = 1.0
+  assert localization.same_peak(peaked, peaked).all()
+  config = mobilenet_v2_emd.get_config('smoke')  # features.18: 1x1 at 32 px
+  config.data.data_dir = str(prepare_tiny(tmp_path / 'tiny', num_train=8, num_test=4))
+  wd = checkpoint_fixture.write_init_checkpoint(tmp_path / 'w', config)
+  m = eval_run.evaluate(wd, overrides={'eval.cam_methods': ('gradcam',),
+                                       'eval.bootstrap_samples': 20,
+                                       'eval.num_example_images': 0})
+  assert m['cam_layer_note'].startswith('CAM layer features.18 gives a 1x1 map'), m
+  html = (wd / 'eval' / 'report.html').read_text()
+  assert 'Warning: CAM layer features.18 gives a 1x1 map' in html
+  assert 'the CAM numbers below measure nothing' in html
 
 
 def test_cam_method_spellings_reach_the_cam_code_canonical(evaluated, monkeypatch):

@@ -183,6 +183,8 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
                        # What the numbers were computed on (environment.py says why).
                        'environment': environment.describe(),
                        'training_environments': _training_environments(workdir)}
+  if note:  # in the report too: a terminal warning alone left its numbers looking meaningful
+    m['cam_layer_note'] = note
   m.update(evaluators.metrics.run(test, emd_r=float(config.loss.emd_r),
                                   bootstrap_samples=bootstrap, seed=seed))
   # The boxes of per_image.csv (and predict), taken once: the box statistics count them too.
@@ -580,6 +582,8 @@ def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config,
   env = environment_note(m)
   if env:
     notes.append(env)
+  if m.get('cam_layer_note'):
+    notes.insert(0, f'Warning: {m["cam_layer_note"]}; the CAM numbers below measure nothing.')
   explorer = io_lib.path(workdir) / EVAL_DIR / EXPLORER_DIR / 'index.html'
   # Linked only when these metrics' evaluation wrote it: an evaluation with the explorer off
   # linked an earlier one's (another checkpoint's maps) as 'all — test images'.

@@ -156,14 +156,15 @@ def _arrays(low: np.ndarray, aes: np.ndarray | None, masks: np.ndarray, b: int,
 
 def same_peak(low, aes) -> np.ndarray:
   """bool [B]: the low- and aesthetic-target maps `[B,h,w]` peak at the same cell, both with
-  a positive peak. The two targets are opposite, so a method that follows the target rarely
+  a positive peak above their lowest cell (a constant map has none). The two targets are opposite, so a method that follows the target rarely
   does; one that ignores it mostly does, and its pointing game then says where the image's
   dominant pattern is, not what makes it worse. On the demo (Xeon, 175 images with a region):
   EigenCAM 1.0 by design, VGG16's Grad-CAM++ 0.537, every other gradient method <= 0.051."""
   low, aes = (np.asarray(jax.device_get(m), np.float32) for m in (low, aes))
   flat = lambda m: m.reshape(m.shape[0], -1)  # noqa: E731
-  return ((flat(low).argmax(1) == flat(aes).argmax(1))
-          & (flat(low).max(1) > 0) & (flat(aes).max(1) > 0))
+  # A constant map (a 1x1 grid) has no peak: argmax's first cell counted as a shared one.
+  peaked = lambda m: flat(m).max(1) > np.maximum(flat(m).min(1), 0)  # noqa: E731
+  return (flat(low).argmax(1) == flat(aes).argmax(1)) & peaked(low) & peaked(aes)
 
 
 def _method_arrays(maps_of, methods: Sequence[str], variables, source, n: int,
