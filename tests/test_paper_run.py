@@ -10,6 +10,7 @@ VGG16 only: each model's evaluation compiles a handful of CAM programs, and Mobi
 a minute on a busy 2-core machine; its frozen-encoder training is tested in test_train.py.
 """
 import json
+import re
 from pathlib import Path
 import subprocess
 import sys
@@ -555,7 +556,39 @@ def test_sigterm_checkpoints_the_training_step_and_exits_143(tmp_path):
       f'paper_run: terminated (SIGTERM): training checkpointed in {w}/vgg16/checkpoints/1; '
       'rerun the same command to continue'), r.stderr[-3000:]
   stages = json.loads((w / paper_run.RUN_JSON).read_text())['stages']
-  assert [s['stage'] for s in stages] == ['data', 'weights', 'prepare']
+  assert [(s['stage'], s['status']) for s in stages] == [
+      ('data', 'ran'), ('weights', 'ran'), ('prepare', 'ran'), ('train vgg16', 'stopped')]
+
+
+def test_the_table_keeps_other_stages_and_the_time_of_stopped_attempts(tmp_path):
+  """A rerun with fewer --archs dropped the other model's rows (a later full rerun then
+  called that finished model 'ran in 0.2 s'), and a stage resumed after Ctrl-C showed the
+  resumed part's time only."""
+  import time  # pylint: disable=import-outside-toplevel
+
+  def work(status='ran'):
+    time.sleep(0.2)
+    return status, 4, {}
+
+  def stopped():
+    time.sleep(0.2)
+    raise KeyboardInterrupt
+
+  run = paper_run._Run(tmp_path, {})
+  run.stage('train a', [], work)
+  with pytest.raises(KeyboardInterrupt):
+    run.stage('train b', [], stopped)
+  rows = json.loads((tmp_path / paper_run.RUN_JSON).read_text())['stages']
+  assert [(r['stage'], r['status']) for r in rows] == [('train a', 'ran'), ('train b', 'stopped')]
+  run = paper_run._Run(tmp_path, {})  # the rerun: only b
+  run.stage('train b', [], work)
+  rows = {r['stage']: r for r in json.loads((tmp_path / paper_run.RUN_JSON).read_text())['stages']}
+  assert rows['train a']['status'] == 'ran' and rows['train a']['not_this_run']
+  assert rows['train b']['status'] == 'ran' and rows['train b']['earlier_attempts_s'] >= 0.2
+  md = (tmp_path / paper_run.RUN_MD).read_text()
+  assert '| train a | ran (an earlier run; not run this time) |' in md, md
+  assert re.search(r'\| train b \| ran \(resumed; 0\.\d s in stopped attempts before\) \| '
+                   r'0\.\d s \|', md), md
 
 
 @pytest.mark.parametrize('key', ['generator_version', 'demo_generator_version', 'vivid_gain'])

@@ -374,14 +374,24 @@ def _load_records(w: Path) -> dict[str, dict]:
     return {}
 
 
+# A stage's record when an attempt stopped in it (Ctrl-C, SIGTERM, a failure); the next
+# attempt adds its time.
+STOPPED = 'stopped'
+
+
 def format_table(records: list[dict]) -> str:
   """Markdown table of the stage records."""
   rows = ['| stage | status | wall time | images | images/s | peak RSS (process) | '
           'peak RSS (children) | disk |', '|---|---|---|---|---|---|---|---|']
   fmt = lambda v, f: '—' if v is None else format(v, f)  # noqa: E731
   for r in records:
-    status = r['status'] + (' (measured in an earlier run)' if r.get('resumed') else '')
-    rows.append(f"| {r['stage']} | {status} | {_duration(r['seconds'])} | "
+    status = r['status'] + (' (measured in an earlier run)' if r.get('resumed') else
+                            ' (an earlier run; not run this time)' if r.get('not_this_run')
+                            else '')
+    earlier = r.get('earlier_attempts_s') or 0.0
+    if earlier:
+      status += f' (resumed; {_duration(earlier)} in stopped attempts before)'
+    rows.append(f"| {r['stage']} | {status} | {_duration(r['seconds'] + earlier)} | "
                 f"{fmt(r.get('images'), ',d')} | {fmt(r.get('images_per_s'), '.1f')} | "
                 f"{fmt(r.get('peak_rss_mb'), ',.0f')} MB | {fmt(r.get('peak_children_mb'), ',.0f')}"
                 f" MB | {fmt(r.get('disk_mb'), ',.1f')} MB |")
@@ -409,14 +419,31 @@ class _Run:
     if self.stop is not None:  # a request held back by the trainer, or lost in a callback
       self.stop.check()
     _log(f'stage {len(self.records) + 1}: {name}')
-    with stage_monitor.StageMonitor() as mon:
-      status, images, info = fn()
+    old = self.earlier.get(name)
+    if old:
+      old = {k: v for k, v in old.items() if k != 'not_this_run'}
+    # Attempts stopped before this one (Ctrl-C, SIGTERM, a failure): their time is the
+    # stage's too (a resumed train stage showed the resumed part's time only).
+    before = (old.get('seconds', 0.0) + old.get('earlier_attempts_s', 0.0)
+              if old and old.get('status') == STOPPED else 0.0)
+    mon = stage_monitor.StageMonitor()
+    try:
+      with mon:
+        status, images, info = fn()
+    except BaseException:
+      self.records.append({'stage': name, 'status': STOPPED, **mon.result(), 'images': None,
+                           'images_per_s': None, 'disk_mb': stage_monitor.disk_mb(disk_paths),
+                           'info': {}, 'earlier_attempts_s': round(before, 1)})
+      self.write()
+      raise
     rec = {'stage': name, 'status': status, **mon.result(), 'images': images,
            'images_per_s': None, 'disk_mb': stage_monitor.disk_mb(disk_paths), 'info': info}
     if images:
       rec['images_per_s'] = round(images / max(rec['seconds'], 1e-9), 1)
     took = _duration(rec['seconds'])
-    old = self.earlier.get(name)
+    if before:
+      rec['earlier_attempts_s'] = round(before, 1)
+      took += f' (and {_duration(before)} in stopped attempts before)'
     if status == 'reused' and old and old.get('status') == 'ran':
       rec = {**old, 'resumed': True}  # the whole row as measured when the work was done
       # The line said 'weights: reused in 4.8 s', the earlier run's time, for a 0.0 s check.
@@ -428,19 +455,29 @@ class _Run:
       self.stop.check()
     return rec
 
+  def rows(self) -> list[dict]:
+    """This run's stage records, and the earlier runs' of stages it did not run (a run with
+    fewer --archs dropped the other model's rows, and a later rerun then called that finished
+    model 'ran in 0.2 s')."""
+    mine = {r['stage']: r for r in self.records}
+    rows = [mine.pop(name, {**old, 'not_this_run': True}) for name, old in self.earlier.items()]
+    return rows + list(mine.values())
+
   def write(self) -> None:
     from aesthetics_jax.bench import stage_monitor  # pylint: disable=import-outside-toplevel
     from aesthetics_jax.io import atomic_write_json, atomic_write_text  # pylint: disable=C0415
+    rows = self.rows()
     total = {'seconds_this_run': round(time.time() - self.t0, 1),
-             'seconds_all_stages': round(sum(r['seconds'] for r in self.records), 1),
-             'peak_total_mb': max((r['peak_total_mb'] for r in self.records), default=0.0),
+             'seconds_all_stages': round(sum(r['seconds'] + r.get('earlier_attempts_s', 0.0)
+                                             for r in rows), 1),
+             'peak_total_mb': max((r['peak_total_mb'] for r in rows), default=0.0),
              'disk_mb': stage_monitor.disk_mb([self.w])}
-    atomic_write_json(self.w / RUN_JSON, {'flags': self.flags, 'stages': self.records,
+    atomic_write_json(self.w / RUN_JSON, {'flags': self.flags, 'stages': rows,
                                           'total': total}, indent=1)
     atomic_write_text(self.w / RUN_MD, self.markdown(total) + '\n')
 
   def markdown(self, total: dict) -> str:
-    return (f"# aesthetics-paper-run: {self.w}\n\n{format_table(self.records)}\n\n"
+    return (f"# aesthetics-paper-run: {self.w}\n\n{format_table(self.rows())}\n\n"
             f"All stages: {_duration(total['seconds_all_stages'])} (this run "
             f"{_duration(total['seconds_this_run'])}); peak RSS (process + children) "
             f"{total['peak_total_mb']:,.0f} MB; workdir {total['disk_mb']:,.1f} MB.")
