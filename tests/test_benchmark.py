@@ -658,6 +658,28 @@ def test_section_summaries_read_their_results():
   assert 'channels_last_chunk4_inference_mode' in ratio.detail
 
 
+def test_plain_torch_recipe_loop_times_every_image_and_rows_name_the_extrapolation():
+  """Fewer images than the batch ran no batch at all (0 s over n images: a ratio of 3e-6),
+  and a count not a multiple of 32 dropped the last batch; the summary row said 8900
+  whatever --extrapolate_train was."""
+  torch = pytest.importorskip('torch')
+  seen = []
+  tm = torch.nn.Module()
+  tm.features = torch.nn.Conv2d(3, 4, 1)
+  tm.features.register_forward_hook(lambda mod, x, out: seen.append(x[0].shape[0]))
+  tm.classifier = torch.nn.Linear(4, torch_ref.NUM_BUCKETS + torch_ref.NUM_TAGS)
+  for n in (2, 5):
+    dists = np.full((n, 10), 0.1, np.float32)
+    tags = np.full((n, torch_ref.NUM_TAGS), 1 / torch_ref.NUM_TAGS, np.float32)
+    seen.clear()
+    torch_ref.recipe_epoch_fn(tm, workloads.jpeg_pool(n), dists, tags, 4, S, S, 1)(0)
+    assert sum(seen) == n, (n, seen)
+  res = {'views': 1, 'extrapolate_train': 2, 'torch': {},
+         'ours_views1': {'ratio_8900': 5.0, 'extrapolated_s': 60.0, 'torch_best': 'plain',
+                         'torch_best_extrapolated_s': 300.0}}
+  assert [r.name for r in recipe.summary(res)] == ['recipe_2_vs_best_pytorch']
+
+
 def test_model_outputs_of_every_timed_run_are_judged_against_torch():
   """Every float32 run's outputs, the micro-batched headline's included, are compared with
   torch's, and the summary judges the worst: before, only the first run was compared and

@@ -272,8 +272,9 @@ def emd_loss(logits, target_dist, r: float = 2.0):
 def recipe_epoch_fn(tmodel, images: Sequence[bytes], dists: np.ndarray, tags: np.ndarray,
                     batch_size: int, resize_size: int, image_size: int, workers: int,
                     channels_last: bool = True, lr: float = 3e-6) -> Callable[[int], dict]:
-  """`epoch(e)` = one epoch of the plain loop: decode + random crop every image, frozen
-  features recomputed (no_grad), two-headed loss (EMD + soft-label tag CE), Adam on the head.
+  """`epoch(e)` = one epoch of the plain loop: decode + random crop every image (the last
+  batch may be shorter), frozen features recomputed (no_grad), two-headed loss (EMD +
+  soft-label tag CE), Adam on the head.
 
   tmodel: `mobilenet_v2(num_outputs=76)`; only its classifier trains.
   """
@@ -291,7 +292,9 @@ def recipe_epoch_fn(tmodel, images: Sequence[bytes], dists: np.ndarray, tags: np
     order = np.random.default_rng(e).permutation(n)
     t_data = t_model = 0.0
     loss_v = 0.0
-    for s in range(0, n - batch_size + 1, batch_size):
+    # The last, shorter batch too: ours encodes every image, and dropping it ran no batch at
+    # all below 32 images (0 s over n images) and timed too few images otherwise.
+    for s in range(0, n, batch_size):
       idx = order[s:s + batch_size]
       t0 = time.perf_counter()
       imgs = list(pool.map(lambda i: preprocess.preprocess_train_np(
