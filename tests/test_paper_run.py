@@ -397,6 +397,18 @@ def test_training_error_is_one_line(failed_training):
                          'make a ') and 'feature cache' in last, last
 
 
+def test_views_that_did_not_fit_do_not_lock_the_workdir(failed_training):
+  """The rerun with a --vgg16_views that fits, after the train stage refused the cache, was
+  refused ('was run with --vgg16_views=<huge>'): the user had to throw away the workdir, its
+  weights and prepared data, though no model was trained with that K."""
+  _, w, views = failed_training
+  flags = json.loads((w / paper_run.RUN_JSON).read_text())['flags']
+  assert flags['vgg16_views'] == views
+  paper_run.check_workdir(w, {**flags, 'vgg16_views': 1})  # no model trained: K may change
+  with pytest.raises(paper_run.PaperRunUsageError, match=r'this run has no --weights: its'):
+    paper_run.check_workdir(w, {**flags, 'vgg16_views': 1, 'weights': None})  # others still
+
+
 def test_views_no_disk_holds_exit_2_before_any_stage(tmp_path):
   """A --views / --vgg16_views whose feature cache no disk holds failed in the train stage
   (exit 1), after the data stage (minutes at the paper's size)."""

@@ -527,7 +527,12 @@ def check_workdir(w: Path, flags_used: dict) -> None:
           '(aesthetics-demo?) whose data this run would overwrite; pass a new --workdir')
     return
   was, now = _identity(recorded), _identity(flags_used)
+  # K shapes a model only once it trains: a --vgg16_views whose cache did not fit (the train
+  # stage's exit 1 after data, weights and prepare ran) locked the workdir to it.
+  untrained = {'views': 'mobilenet_v2', 'vgg16_views': 'vgg16'}
   for k in now:
+    if k in untrained and stages.latest_step(w / untrained[k]) is None:
+      continue
     if was[k] != now[k]:
       raise PaperRunUsageError(
           f'--workdir={w} was run with {_flag_text(k, was[k])} ({RUN_JSON}), this run has '
