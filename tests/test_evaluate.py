@@ -595,6 +595,33 @@ def test_cli_says_when_eigencam_keeps_evaluation_on_one_device(evaluated, tmp_pa
   assert json.loads((two / 'eval' / 'metrics.json').read_text())['eval_devices'] == 1
 
 
+def test_re_evaluating_a_model_of_a_job_says_its_combined_report_is_stale(evaluated,
+                                                                          tmp_path):
+  """Re-evaluating a demo model (as the README suggests) left W/report.html showing the
+  earlier numbers while its explorer link opened the new evaluation's explorer."""
+  import shutil
+  import subprocess
+  import sys
+  from pathlib import Path
+  wd, _ = evaluated
+  job = tmp_path / 'job'
+  shutil.copytree(wd, job / 'mobilenet_v2', ignore=shutil.ignore_patterns('eval'))
+  (job / 'report.html').write_text('<a href="mobilenet_v2/eval/explorer/index.html">')
+  args = ['--config.eval.cam_method=gradcam', "--config.eval.cam_methods=('gradcam',)",
+          '--config.eval.faithfulness_images=0', '--config.eval.explorer=False',
+          '--config.eval.bootstrap_samples=20', '--config.eval.num_example_images=0']
+  run = lambda w: subprocess.run(  # noqa: E731
+      [sys.executable, '-m', 'launch.evaluate', f'--workdir={w}', *args],
+      cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=400)
+  p = run(job / 'mobilenet_v2')
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert (f'evaluate: warning: {job / "report.html"} (the report of the job this model belongs '
+          'to) still shows its earlier evaluation') in p.stderr, p.stderr[-3000:]
+  shutil.move(job / 'mobilenet_v2', tmp_path / 'alone')
+  p = run(tmp_path / 'alone')  # no job's report beside it: no line
+  assert p.returncode == 0 and 'still shows' not in p.stderr, p.stderr[-3000:]
+
+
 def test_report_links_only_the_explorer_its_evaluation_wrote(tmp_path):
   """A rerun with --config.eval.explorer=False kept the earlier evaluation's explorer (maps of
   another checkpoint, perhaps) and the report linked it: 'all — test images'."""

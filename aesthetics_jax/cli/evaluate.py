@@ -19,6 +19,7 @@ region: a warning line names it, and the report lists them all.
 import json
 import os
 import sys
+from pathlib import Path
 
 from absl import flags
 from absl import logging
@@ -64,8 +65,28 @@ def main(argv):
     print(f'evaluate: warning: {len(errors)} mask file(s) could not be read, their images '
           f'scored as having no region (the report lists them); first: {errors[0]}',
           file=sys.stderr)
+  if stale := _stale_combined_report(_WORKDIR.value):
+    print(f'evaluate: warning: {stale}', file=sys.stderr)
   print(json.dumps(eval_run.summary(m)))
   print(f'{_WORKDIR.value.rstrip("/")}/{eval_run.EVAL_DIR}/report.html')
+
+
+def _stale_combined_report(workdir: str) -> str:
+  """Why the report of the job that holds `workdir` (aesthetics-demo's or paper-run's
+  W/report.html, a section per model) no longer matches this evaluation, or ''. It kept the
+  earlier numbers while its explorer link opened the new evaluation's explorer."""
+  if '://' in workdir:
+    return ''
+  wd = Path(workdir).absolute()
+  combined = wd.parent / 'report.html'
+  try:
+    linked = f'href="{wd.name}/eval/' in combined.read_text(errors='replace')
+  except OSError:
+    return ''
+  return (f'{combined} (the report of the job this model belongs to) still shows its earlier '
+          f'evaluation, and its explorer link now opens this one\'s: read {wd}/eval/report.html '
+          '(rerunning the job rebuilds it, evaluating again with the job\'s own settings)'
+          if linked else '')
 
 
 def _check_eval_values(overrides: dict) -> None:
