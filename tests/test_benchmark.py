@@ -1148,6 +1148,63 @@ def test_cli_study_without_reference_writes_json(tmp_path):
   assert not [line for line in r.stderr.splitlines() if line[:1] == 'I' and line[1:5].isdigit()]
 
 
+# The CLI with stand-in sections (each returns at once; STOP=<signal> sends that signal to the
+# process during 'model') and every section's CPU share judged contended.
+FAKE_SECTIONS = r"""
+import os, signal, sys, time, types
+from aesthetics_jax.bench import machine, sections
+from aesthetics_jax.cli import benchmark
+
+def fake(name):
+  def run(opts):
+    print(f'ran {name}', flush=True)
+    if name == 'model' and os.environ.get('STOP'):
+      os.kill(os.getpid(), getattr(signal, os.environ['STOP']))
+      time.sleep(30)
+    return {'figure': 1.0}
+  return types.SimpleNamespace(run=run, summary=lambda r: [sections.Row(f'{name}_x', 1.0, '')])
+benchmark.section = fake
+machine.share_warning = lambda share, what: f'WARNING: contended {what}'
+benchmark.run_cli()
+"""
+
+
+def _fake_cli(tmp_path, *args, stop=None):
+  env = dict(os.environ, PYTHONPATH=str(ROOT), **({'STOP': stop} if stop else {}))
+  return subprocess.run([sys.executable, '-c', FAKE_SECTIONS, '--reference=none', *args],
+                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize('stop, code', [('SIGINT', 130), ('SIGTERM', 143)])
+def test_cli_interrupted_writes_the_finished_sections(tmp_path, stop, code):
+  """Ctrl-C or SIGTERM after a section had finished wrote no --json at all ('rerun the same
+  command to continue', though a rerun starts from scratch): now the finished sections are
+  written, marked partial, and the line says which sections did not run."""
+  r = _fake_cli(tmp_path, '--what=scaling,model,cam', '--json=b.json', stop=stop)
+  assert r.returncode == code, r.stderr[-2000:]
+  doc = json.loads((tmp_path / 'b.json').read_text())
+  assert doc['interrupted'] is True and doc['sections_missing'] == ['model', 'cam']
+  assert set(doc['results']) == {'scaling', 'summary'}
+  assert doc['results']['summary']['rows'][0]['name'] == 'scaling_x'
+  line = r.stderr.strip().splitlines()[-1]
+  assert 'b.json has the finished sections (scaling)' in line and 'not finished: model,cam' in line
+  assert 'rerun the same command' not in r.stderr and 'Traceback' not in r.stderr
+
+
+def test_cli_runs_each_section_once_warns_once_and_survives_a_failed_json_write(tmp_path):
+  """--what=model,model ran the section twice; every contention warning was printed twice
+  (after its section and with the summary); a --json that could not be written at the end
+  was an OSError traceback and the results were lost."""
+  r = _fake_cli(tmp_path, '--what=model,scaling,model', '--json=/dev/full')
+  assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+  assert r.stdout.count('ran model') == 1
+  assert r.stdout.splitlines().count('WARNING: contended --what=model') == 1
+  err = r.stderr.strip().splitlines()
+  assert len(err) == 1 and '--json=/dev/full: not written' in err[0], err
+  doc = json.loads(r.stdout[r.stdout.index('\n{') + 1:])  # the JSON follows the summary
+  assert list(doc['results']) == ['model', 'scaling', 'summary']
+
+
 @pytest.mark.parametrize('args, message', [(['--what=nope'], 'nope'),
                                            (['--what=cam', '--reference=bogus'], 'bogus'),
                                            (['--scaling_sizes=1,x'], 'scaling_sizes'),

@@ -54,6 +54,7 @@ from aesthetics_jax import compile_cache, cpu_backend, io
 from aesthetics_jax.bench import sections
 from aesthetics_jax.cli import common
 from aesthetics_jax.train import config_checks  # JAX-free: the config's enumerations
+from aesthetics_jax.train import stop as stop_lib
 
 # Section name -> module of aesthetics_jax.bench.sections, imported when it runs: they load JAX,
 # Flax and the trainer (~4 s), which a mistyped flag should not wait for.
@@ -75,7 +76,10 @@ _D = sections.Options()     # flag defaults
 flags.DEFINE_list('what', ['model'], f'Sections to run (comma separated): all or '
                   f'{",".join(SECTIONS)}. Default: model (MobileNetV2 / VGG16 forward, with '
                   'PyTorch side by side when --reference allows).')
-flags.DEFINE_string('json', None, 'Write results (with machine info) to this JSON file.')
+flags.DEFINE_string('json', None, 'Write results (with machine info) to this JSON file. '
+                    'Stopped (Ctrl-C, SIGTERM), the finished sections are written, marked '
+                    '"interrupted": true; if the file cannot be written at the end, the JSON '
+                    'goes to stdout (exit 1).')
 flags.DEFINE_string('reference', 'auto', "'torch': time the PyTorch equivalents in the same "
                     "run (needs torch, torchvision, grad-cam); 'none'; 'auto' = torch if "
                     'it imports.')
@@ -307,7 +311,7 @@ def summary_rows(rows: list[sections.Row]) -> list[dict[str, Any]]:
 
 
 def print_summary(rows: list[dict[str, Any]], warnings: list[str] = ()) -> None:
-  for w in warnings:  # again, beside the table they qualify
+  for w in warnings:  # only here, beside the table they qualify (they were printed twice)
     print(w)
   if not rows:
     return
@@ -359,11 +363,19 @@ def formulations_warning(what: list[str], opts: sections.Options) -> str | None:
           'of 1-8 not tried); rerun with --torch_formulations=all for figures to quote')
 
 
-def run(what: list[str], opts: sections.Options) -> dict[str, Any]:
+def sections_asked(what: list[str]) -> list[str]:
+  """--what's sections in order, each once: `--what=model,model` ran the section twice and the
+  JSON kept only the second."""
+  return list(SECTIONS) if 'all' in what else list(dict.fromkeys(what))
+
+
+def run(what: list[str], opts: sections.Options,
+        results: dict[str, Any] | None = None) -> dict[str, Any]:
   """{section: its results (with `cpu_share`), 'summary': {'rows', 'total_s', 'quick',
-  'cpu_share', 'warnings'}}."""
+  'cpu_share', 'warnings'}}, filled into `results` as each section finishes: stopped
+  (Ctrl-C), it holds the finished sections and their summary."""
   from aesthetics_jax.bench import machine  # pylint: disable=import-outside-toplevel
-  results: dict[str, Any] = {}
+  results = {} if results is None else results
   rows: list[sections.Row] = []
   note = formulations_warning(what, opts)
   warnings: list[str] = [note] if note else []
@@ -371,19 +383,63 @@ def run(what: list[str], opts: sections.Options) -> dict[str, Any]:
   for name in what:
     print(f'[{name}]', flush=True)
     t0, cpu0 = time.perf_counter(), machine.cpu_times()
-    results[name] = section(name).run(opts)
-    results[name]['section_s'] = time.perf_counter() - t0
-    results[name]['cpu_share'] = share = machine.cpu_share(cpu0, machine.cpu_times())
+    out = section(name).run(opts)
+    out['section_s'] = time.perf_counter() - t0
+    out['cpu_share'] = share = machine.cpu_share(cpu0, machine.cpu_times())
     warning = machine.share_warning(share, f'--what={name}')
-    if warning:
-      print(warning, flush=True)
+    if warning:  # printed with the summary
       warnings.append(warning)
-    rows += section(name).summary(results[name])
-  results['summary'] = {'rows': summary_rows(rows), 'total_s': time.perf_counter() - t_all,
-                        'quick': opts.quick,
-                        'cpu_share': machine.cpu_share(cpu_all, machine.cpu_times()),
-                        'warnings': warnings}
+    rows += section(name).summary(out)
+    results.pop('summary', None)  # kept last
+    results[name] = out
+    results['summary'] = {'rows': summary_rows(rows), 'total_s': time.perf_counter() - t_all,
+                          'quick': opts.quick,
+                          'cpu_share': machine.cpu_share(cpu_all, machine.cpu_times()),
+                          'warnings': list(warnings)}
   return results
+
+
+def write_json(path: str, doc: dict[str, Any]) -> bool:
+  """Writes `doc` to --json; a failed write (a full disk) prints it to stdout instead, with
+  one line on stderr, and returns False: it was a traceback, and the run's results lost."""
+  try:
+    io.atomic_write_json(path, doc, indent=2)
+    return True
+  except OSError as e:
+    print(json.dumps(doc, indent=2, default=str), flush=True)
+    print(f'benchmark: --json={path}: not written ({e.strerror or e}); the results are on '
+          'stdout above', file=sys.stderr, flush=True)
+    return False
+
+
+def interrupted(e: KeyboardInterrupt, what: list[str], results: dict[str, Any],
+                document) -> NoReturn:
+  """Ctrl-C / SIGTERM: the finished sections go to --json (or stdout), marked partial, with
+  one line saying so; exit 130 / 143. Nothing resumes: a rerun starts from scratch."""
+  sigterm = isinstance(e, stop_lib.Terminated)
+  how = 'terminated (SIGTERM)' if sigterm else 'interrupted (Ctrl-C)'
+  code = common.EXIT_TERMINATED if sigterm else common.EXIT_INTERRUPTED
+  done = [w for w in what if w in results]
+  missing = [w for w in what if w not in results]
+  if not done:
+    print(f'benchmark: {how} before any section finished; nothing written',
+          file=sys.stderr, flush=True)
+    sys.exit(code)
+  results['summary'].update(interrupted=True, sections_done=done, sections_missing=missing)
+  print_summary(results['summary']['rows'], results['summary']['warnings'])
+  where = FLAGS.json or 'stdout'
+  if not FLAGS.json:
+    print(json.dumps(results, indent=2, default=str))
+  elif not write_json(FLAGS.json, document()):
+    where = 'stdout'
+  during, rest = '', ''
+  if missing:  # else stopped after the last section
+    left = ','.join(missing)
+    during = f' during --what={missing[0]}'
+    rest = f'; not finished: {left} (--what={left} runs them; nothing resumes)'
+  print(f'benchmark: {how}{during}: {where} has the finished sections ({",".join(done)}), '
+        f'marked "interrupted": true{rest}', file=sys.stderr, flush=True)
+  sys.exit(code)
 
 
 def main(argv):
@@ -391,7 +447,7 @@ def main(argv):
     common.usage_error('benchmark', f'unexpected arguments {argv[1:]}; use --flag=value')
   # Before minutes of timing, not after: the results must have somewhere to go.
   common.check_outputs('benchmark', files={'json': FLAGS.json})
-  what = list(SECTIONS) if 'all' in FLAGS.what else list(FLAGS.what)
+  what = sections_asked(FLAGS.what)
   unknown = [w for w in what if w not in SECTIONS]
   if not what:  # `--what=` ran nothing and exited 0
     common.usage_error('benchmark', f'--what is empty; choose from all,{",".join(SECTIONS)}')
@@ -411,21 +467,29 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   # pylint: disable-next=import-outside-toplevel
   from aesthetics_jax.data import ava, preprocess  # their errors are one-line user errors
+  results: dict[str, Any] = {}
+
+  def document() -> dict[str, Any]:
+    summary = results.get('summary', {})
+    partial = {k: summary[k] for k in ('interrupted', 'sections_missing') if k in summary}
+    return {'command': 'python -m launch.benchmark ' + ' '.join(sys.argv[1:]), **partial,
+            'machine': info, 'flags': {k: FLAGS[k].value for k in sorted(_OURS)},
+            'options': dataclasses.asdict(opts), 'results': results}
   try:
     opts = options_from_flags()
     info = machine_info(opts)
     print_threads(info)
-    results = run(what, opts)
+    run(what, opts, results)
   except (UsageError, preprocess.InputError, ava.AvaError, FileNotFoundError) as e:
     user_error(str(e))
+  except KeyboardInterrupt as e:  # and SIGTERM's Terminated
+    interrupted(e, what, results, document)
   print_summary(results['summary']['rows'], results['summary']['warnings'])
   if not FLAGS.json:
     print(json.dumps(results, indent=2, default=str))
     return
-  io.atomic_write_json(FLAGS.json, {
-      'command': 'python -m launch.benchmark ' + ' '.join(sys.argv[1:]),
-      'machine': info, 'flags': {k: FLAGS[k].value for k in sorted(_OURS)},
-      'options': dataclasses.asdict(opts), 'results': results}, indent=2)
+  if not write_json(FLAGS.json, document()):
+    sys.exit(common.EXIT_FAILED)
   print(f'wrote {FLAGS.json}')
 
 
