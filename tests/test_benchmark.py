@@ -281,6 +281,39 @@ def _toy_model_options(confirm_repeats: int) -> sections.Options:
                           confirm_repeats=confirm_repeats)
 
 
+def test_model_section_skips_chunk_rows_that_do_not_micro_batch_and_says_when_devices_drop():
+  """A _chunk row was timed and reported as a formulation of its own when the chunk was at
+  least each device's share of the batch (the step ran the whole batch: the same program
+  twice), and an odd batch ran on one device of two without a word."""
+  assert model_section.chunk_skip_reason(8, 2, 2) is None       # 2 steps of 2 x 2 images
+  assert model_section.chunk_skip_reason(8, 0, 2) is None       # --chunk=0: none asked
+  for b, c, d in ((2, 3, 2), (4, 2, 2), (6, 2, 2), (3, 1, 2)):
+    assert 'whole batch' in model_section.chunk_skip_reason(b, c, d), (b, c, d)
+  env = dict(os.environ, XLA_FLAGS=os.environ.get('XLA_FLAGS', '')
+             + ' --xla_force_host_platform_device_count=2', PYTHONPATH=str(ROOT))
+  r = subprocess.run([sys.executable, '-c', ODD_BATCH], env=env, capture_output=True,
+                     text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  res = json.loads(r.stdout.strip().splitlines()[-1])
+  assert list(res['runs']) == ['jax_mobilenet_v2_float32_conv_batch'] and res['chunk'] == 0
+  assert res['jax_devices'] == 1 and 'does not split over 2 devices' in res['devices_note']
+  assert res['chunk_skipped'] in r.stdout and res['devices_note'] in r.stdout
+
+
+# --what=model, batch 3 and --chunk=1 on two devices: the batch goes whole to one.
+ODD_BATCH = r"""
+import json
+from aesthetics_jax.bench import sections
+from aesthetics_jax.bench.sections import model
+res = model.run(sections.Options(reference='none', repeats=1, warmup=0, model_batch_size=3,
+                                 image_size=32, model_archs=('mobilenet_v2',),
+                                 model_dtypes=('float32',), model_depthwise=('conv',), chunk=1,
+                                 profile=False))
+print(json.dumps({k: res.get(k) for k in ('runs', 'chunk', 'jax_devices', 'devices_note',
+                                          'chunk_skipped')}, default=str))
+"""
+
+
 def test_model_section_records_a_failing_torch_formulation_and_times_the_rest(monkeypatch):
   """--what=model guarded only torch.compile's first calls: an eager formulation that raised
   (an allocation failing at a large chunk, a torch bug) ended the whole section in a

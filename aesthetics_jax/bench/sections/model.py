@@ -86,6 +86,18 @@ def _best_jax(runs: dict[str, Any], arch: str, dtype: str) -> str | None:
   return max(names, key=lambda n: runs[n]['items_per_s']['median']) if names else None
 
 
+def chunk_skip_reason(batch: int, chunk: int, devices: int) -> str | None:
+  """Why `chunk` does not micro-batch `batch` images over `devices` (None when it does):
+  `parallel.map_batch` then runs the whole batch, and a `_chunk` row timed it again as if it
+  were another formulation."""
+  step = chunk * devices
+  if chunk <= 0 or (batch > step and batch % step == 0):
+    return None
+  return (f'--chunk={chunk}: no _chunk rows timed: {batch} images over {devices} device(s) '
+          f'are not micro-batched (that needs a multiple of chunk x devices = {step}, above '
+          'it); our step runs the whole batch')
+
+
 def run(opts: Options) -> dict[str, Any]:
   # The CPUs' placement is read only before head-to-head calls (`timing.confirm`).
   with placement.probe(opts.torch and opts.placement and opts.confirm_repeats > 0) as probe:
@@ -105,6 +117,16 @@ def _run(opts: Options, probe: Callable[[], float | None] | None) -> dict[str, A
                          'jax_devices': len(x.sharding.device_set),
                          'chunk': chunk, 'reference': opts.reference, 'runs': {},
                          'accuracy': {}, 'torch_device': device if opts.torch else None}
+  if res['jax_devices'] < jax.device_count():  # `place`: an odd batch went to one device
+    res['devices_note'] = (f'--model_batch_size={b} does not split over '
+                           f'{jax.device_count()} devices: ours runs on '
+                           f"{res['jax_devices']} (pass a multiple of {jax.device_count()})")
+    print(f"  {res['devices_note']}", flush=True)
+  # Our rows' chunk; torch's formulations keep --chunk (a chunk of the batch is real there).
+  ours_chunk = chunk
+  if (why := chunk_skip_reason(b, chunk, jax.device_count())) is not None:
+    res['chunk'], res['chunk_skipped'], ours_chunk = 0, why, 0
+    print(f'  {why}', flush=True)
   for arch in opts.model_archs:
     tm, tm_cl = _torch_models(arch, device) if opts.torch else (None, None)
     fns, outs, compile_s, jitted = {}, {}, {}, {}
@@ -127,8 +149,8 @@ def _run(opts: Options, probe: Callable[[], float | None] | None) -> dict[str, A
             conv3x3='direct' if impl == 'direct' else 'auto'))
         if variables is None:
           variables = workloads.place(torch_ref.variables(model, arch, s, tm), x_np)[0]
-        both = chunk and dtype == 'float32' and impl != 'direct'
-        for c in ([0, chunk] if both else [chunk]):
+        both = ours_chunk and dtype == 'float32' and impl != 'direct'
+        for c in ([0, ours_chunk] if both else [ours_chunk]):
           fwd = workloads.forward_fn(model, c, what='outputs')
           name = f'jax_{arch}_{dtype}' + (f'_{impl}' if impl != '-' else '') + (
               f'_chunk{c}' if c else '_batch')
@@ -153,7 +175,7 @@ def _run(opts: Options, probe: Callable[[], float | None] | None) -> dict[str, A
     runs = timing.interleaved(fns, items=b, repeats=opts.repeats, warmup=opts.warmup)
     if opts.profile:  # where the time goes, per XLA op
       prof = res.setdefault('profile', {})
-      for name in [n for n in _profile_runs(arch, chunk) if n in jitted]:
+      for name in [n for n in _profile_runs(arch, ours_chunk) if n in jitted]:
         names = profile.op_names(jitted[name].lower(variables, x).compile().as_text())
         prof[name] = profile.top_ops(fns[name], calls=2, n=8, names=names)
         print(f'  profile {name} (ms per call):\n' + '\n'.join(
@@ -185,7 +207,7 @@ def _run(opts: Options, probe: Callable[[], float | None] | None) -> dict[str, A
       # formulation (and, for reference, against the two eager whole-batch layouts).
       report = res.setdefault('torch', {})[arch] = formulations.report(
           runs, f'torch_{arch}_float32_')
-      ours_name = _default_run(arch, chunk)
+      ours_name = _default_run(arch, ours_chunk)
       if ours_name not in runs:  # e.g. --model_depthwise without the default: our fastest
         ours_name = _best_jax(runs, arch, 'float32')
       res[f'{arch}_ours_run'] = ours_name
