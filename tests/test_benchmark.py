@@ -21,7 +21,8 @@ from aesthetics_jax.explain import cam
 from aesthetics_jax.train import feature_cache
 from aesthetics_jax import environment, parallel
 from aesthetics_jax.data import pipeline as ip
-from aesthetics_jax.bench import formulations, grain_ref, machine, memory, timing, torch_ref
+from aesthetics_jax.bench import agreement, formulations, grain_ref, machine, memory, timing
+from aesthetics_jax.bench import torch_ref
 from aesthetics_jax.bench import workloads
 from aesthetics_jax.bench import sections
 from aesthetics_jax.bench.sections import cam as cam_section
@@ -791,6 +792,30 @@ def test_map_agreement_of_all_zero_maps_is_not_a_pass():
   some = dict(zero, all_zero_maps=3, max_abs_diff=1e-5)  # a few zero maps: still judged
   (row,) = benchmark.summary_rows(cam_section.summary({'batch_size': 4, 'maps_agree': some}))
   assert row['met'] is True
+
+
+def test_boxes_and_printed_agreement_of_all_zero_maps_are_not_judged():
+  """Every map zero: the cam section printed 'max |diff| 0.00e+00, min corr 1.000000 over 20
+  maps' and the study's summary 'study_boxes_equal_fraction 1 ... yes'."""
+  zero = np.zeros((2, 10, 4, 4), np.float32)
+  agree = agreement.maps(zero, zero)
+  assert agree['not_judged'] == 'all 20 maps zero: nothing compared'
+  assert agreement.line(agree) == 'not judged (all 20 maps zero: nothing compared)'
+  some = zero.copy()
+  some[0, 0, 1, 1] = 1.0
+  assert 'not_judged' not in agreement.maps(some, some)
+  assert agreement.line(agreement.maps(some, some)).startswith('max |diff| 0.00e+00')
+  nonzero = {'max_abs_diff': 1e-5, 'min_corr': 1.0, 'maps': 2, 'all_zero_maps': 0}
+  res = {'ratio': 50.0, 'num_images': 2, 'aesthetic_maps_agree': agreement.maps(zero, zero),
+         'attribute_maps_agree': agreement.maps(zero, zero),
+         'box_aesthetic_equal_fraction': 1.0, 'box_attribute_equal_fraction': 1.0}
+  boxes = benchmark.summary_rows(study.summary(res))[-1]
+  assert boxes['name'] == 'study_boxes_equal_fraction'
+  assert (boxes['value'], boxes['met']) == (None, None) and 'not judged' in boxes['detail']
+  res.update(attribute_maps_agree=nonzero, box_attribute_equal_fraction=0.5)
+  boxes = benchmark.summary_rows(study.summary(res))[-1]   # the attribute boxes alone
+  assert (boxes['value'], boxes['met']) == (0.5, False)
+  assert 'aesthetic not judged' in boxes['detail'] and 'attribute 50%' in boxes['detail']
 
 
 def test_handwritten_torch_gradcam_maps_equal_ours_and_pytorch_grad_cams():

@@ -13,7 +13,8 @@ def maps(expected: np.ndarray, got: np.ndarray) -> dict[str, float]:
   """max |diff| and the minimum per-map Pearson correlation of two [..., H, W] stacks.
 
   A constant map correlates 1 with an equal constant map, else 0; `all_zero_maps` counts the
-  expected maps that are all zero (a match on many of those says little).
+  expected maps that are all zero (a match on many of those says little); when every one is,
+  `not_judged` says so (nothing was compared: 'max |diff| 0, min corr 1' read as a pass).
   """
   e = np.asarray(expected, np.float64).reshape(-1, *np.shape(expected)[-2:])
   g = np.asarray(got, np.float64).reshape(e.shape)
@@ -23,8 +24,19 @@ def maps(expected: np.ndarray, got: np.ndarray) -> dict[str, float]:
       corrs.append(1.0 if np.abs(a - b).max() <= 5e-4 else 0.0)
     else:
       corrs.append(float(np.corrcoef(a.ravel(), b.ravel())[0, 1]))
-  return {'max_abs_diff': float(np.abs(e - g).max()), 'min_corr': float(min(corrs)),
-          'maps': int(e.shape[0]), 'all_zero_maps': int(sum(a.max() == 0 for a in e))}
+  out = {'max_abs_diff': float(np.abs(e - g).max()), 'min_corr': float(min(corrs)),
+         'maps': int(e.shape[0]), 'all_zero_maps': int(sum(a.max() == 0 for a in e))}
+  if out['all_zero_maps'] == out['maps']:
+    out['not_judged'] = f"all {out['maps']} maps zero: nothing compared"
+  return out
+
+
+def line(agree: Mapping[str, Any]) -> str:
+  """'max |diff| ..., min corr ... over N maps', or 'not judged (...)' when all are zero."""
+  if 'not_judged' in agree:
+    return f"not judged ({agree['not_judged']})"
+  return (f"max |diff| {agree['max_abs_diff']:.2e}, min corr {agree['min_corr']:.6f} over "
+          f"{agree['maps']} maps")
 
 
 def outputs(ref: Mapping[str, Any], out: Mapping[str, Any], arch: str) -> dict[str, float]:

@@ -227,17 +227,15 @@ def _run(opts: Options, probe: Callable[[], float | None] | None) -> dict[str, A
     ours = np.asarray(all10(variables, x))                                  # [B,10,S,S]
     theirs = np.stack(torch_ref.gradcam_maps(tms['contiguous'][1], xs['contiguous'], tl10), 1)
     agree = res['maps_agree'] = agreement.maps(theirs, ours)
-    print(f'  maps vs pytorch-grad-cam (all 10 buckets): max |diff| {agree["max_abs_diff"]:.2e},'
-          f' min corr {agree["min_corr"]:.6f} over {agree["maps"]} maps', flush=True)
+    print(f'  maps vs pytorch-grad-cam (all 10 buckets): {agreement.line(agree)}', flush=True)
     # And every timed hand-written formulation's maps (the worst is judged).
     hw = {n.removeprefix(f'{HW}_10_buckets_'): agreement.maps(fns[n](), ours)
           for n in fns if n.startswith(f'{HW}_10_buckets_')}
     if hw:
       worst = max(hw, key=lambda n: hw[n]['max_abs_diff'])
       res['handwritten_maps_agree'] = {**hw[worst], 'worst_formulation': worst, 'by_run': hw}
-      print(f'  maps vs hand-written torch (all 10 buckets, worst of {len(hw)}: {worst}): max '
-            f'|diff| {hw[worst]["max_abs_diff"]:.2e}, min corr {hw[worst]["min_corr"]:.6f}',
-            flush=True)
+      print(f'  maps vs hand-written torch (all 10 buckets, worst of {len(hw)}: {worst}): '
+            f'{agreement.line(hw[worst])}', flush=True)
     for _, o in tms.values():
       o.__exit__(None, None, None)
   res['torch_fastest_formulation'] = best

@@ -175,12 +175,15 @@ def run(opts: Options) -> dict[str, Any]:
     for k in ('aesthetic', 'attribute'):
       res[f'box_{k}_equal_fraction'] = float(np.mean(np.all(
           np.asarray(got[f'box_{k}']) == theirs[f'box_{k}'], axis=1)))
-    print(f"  aesthetic maps vs pytorch-grad-cam: {res['aesthetic_maps_agree']}; top-tag "
-          f"maps: {res['attribute_maps_agree']}; boxes equal for "
-          f"{res['box_aesthetic_equal_fraction']:.0%} (aesthetic) and "
-          f"{res['box_attribute_equal_fraction']:.0%} (attribute) of images", flush=True)
-    print(f"  vs hand-written torch: aesthetic maps {res['handwritten_aesthetic_maps_agree']}; "
-          f"top-tag maps {res['handwritten_attribute_maps_agree']}", flush=True)
+    boxes = {k: ('not judged' if 'not_judged' in res[f'{k}_maps_agree'] else
+                 f"{res[f'box_{k}_equal_fraction']:.0%}") for k in ('aesthetic', 'attribute')}
+    print(f"  aesthetic maps vs pytorch-grad-cam: {agreement.line(res['aesthetic_maps_agree'])};"
+          f" top-tag maps: {agreement.line(res['attribute_maps_agree'])}; boxes equal for "
+          f"{boxes['aesthetic']} (aesthetic) and {boxes['attribute']} (attribute) of images",
+          flush=True)
+    print('  vs hand-written torch: aesthetic maps '
+          f"{agreement.line(res['handwritten_aesthetic_maps_agree'])}; top-tag maps "
+          f"{agreement.line(res['handwritten_attribute_maps_agree'])}", flush=True)
     for _, o in tms.values():
       o.__exit__(None, None, None)
   return res
@@ -224,9 +227,15 @@ def summary(result: dict[str, Any]) -> list[Row]:
       rows.append(_maps_row(name, maps, who))
   boxes = {k: result[f'box_{k}_equal_fraction'] for k in ('aesthetic', 'attribute')
            if f'box_{k}_equal_fraction' in result}
+  # Boxes of all-zero maps agree whatever either side computes: those are not judged (every
+  # map zero read 'study_boxes_equal_fraction 1 ... yes').
+  blank = {k for k in boxes if (m := result.get(f'{k}_maps_agree')) is not None
+           and m.get('all_zero_maps', 0) == m['maps']}
+  judged = [v for k, v in boxes.items() if k not in blank]
   if boxes:
-    rows.append(Row('study_boxes_equal_fraction', min(boxes.values()),
+    rows.append(Row('study_boxes_equal_fraction', min(judged) if judged else None,
                     'images of the first batch whose boxes equal those from pytorch-grad-cam\'s '
-                    'maps (' + ', '.join(f'{k} {v:.0%}' for k, v in boxes.items()) + ')',
+                    'maps (' + ', '.join(f'{k} not judged: its maps all zero' if k in blank
+                                         else f'{k} {v:.0%}' for k, v in boxes.items()) + ')',
                     target=BOX_EQUAL_TARGET))
   return rows
