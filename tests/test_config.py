@@ -371,9 +371,13 @@ _BASE = ('from aesthetics_jax.configs import vgg16_binary\ndef get_config():\n'
 
 @pytest.mark.parametrize('body, expect', [
     # Read by nothing: the run trained with optim.lr's default, silently.
+    # README's example: it named the whole group (difflib finds no 'lr' in 'learning_rate').
     (_BASE + '  c.optim.learning_rate = 0.01\n  return c\n',
-     "sets 1 key(s) that nothing reads (optim.learning_rate); the keys of optim are: grad_clip, "
-     "lr, momentum"),
+     "sets 1 key(s) that nothing reads (optim.learning_rate); did you mean optim.lr?"),
+    (_BASE + '  c.optim.zzz = 0.01\n  return c\n',
+     "sets 1 key(s) that nothing reads (optim.zzz); the keys of optim are: grad_clip, lr, "
+     "momentum"),
+    (_BASE + '  c.epochs = 3\n  return c\n', 'did you mean num_epochs?'),
     (_BASE + '  c.optim.warmup_step = 5\n  return c\n', 'did you mean optim.warmup_steps?'),
     (_BASE + '  c.optimiser = dict(lr=1.0)\n  return c\n',
      'there is no section optimiser; did you mean optim?'),

@@ -411,7 +411,9 @@ def test_a_resume_that_lengthens_a_cosine_schedule_says_so(data_dir, tmp_path, c
   """A run stopped at 1 step and rerun for 2 resumed silently on another cosine curve (the
   1-step one ends at 0): not the 2-step run it looked like."""
   runs = {'eval_every_steps': 100, 'log_cam_images': 0}
-  trainer.train_and_evaluate(_vgg(data_dir, **runs, num_train_steps=1), tmp_path)
+  res = trainer.train_and_evaluate(_vgg(data_dir, **runs, num_train_steps=1), tmp_path)
+  # One evaluation, at the last step, selects nothing (it said 'validation/binary_accuracy').
+  assert res['selected_by'] == 'last step (the only evaluation)', res
   capsys.readouterr()
   trainer.train_and_evaluate(_vgg(data_dir, **runs, num_train_steps=2), tmp_path)
   out, err = capsys.readouterr()

@@ -69,7 +69,7 @@ def check(argv: Sequence[str], script: str, allowed: Sequence[str] | None = None
       continue
     key = arg[len(_PREFIX):].split('=', 1)[0]
     if key not in keys:
-      near = difflib.get_close_matches(key, keys, n=3)
+      near = near_keys(key, keys)
       hint = f'; did you mean {", ".join("--config." + k for k in near)}?' if near else (
           '; see aesthetics_jax/configs/default.py for the keys')
       common.usage_error(script, f'unknown config key --config.{key}{hint}')
@@ -178,11 +178,32 @@ def _check_complete(path: str, config) -> None:
                      f'{_near_key(extra[0], known)}; fix or remove them')
 
 
+# Other libraries' names for our keys, too far apart for difflib ('learning_rate' and 'lr'
+# share 2 letters of 15: the README's own example named the whole group, not the key).
+_ALIASES = {'learning_rate': 'lr', 'epochs': 'num_epochs', 'num_steps': 'num_train_steps',
+            'train_steps': 'num_train_steps', 'max_steps': 'num_train_steps',
+            'wd': 'weight_decay', 'bs': 'batch_size'}
+
+
+def _alias(key: str, keys) -> list[str]:
+  """[our key for `key`'s name in other libraries (`_ALIASES`)], if `keys` has it; else []."""
+  parent, _, leaf = key.rpartition('.')
+  alias = f'{parent}.{_ALIASES[leaf]}' if parent and leaf in _ALIASES else _ALIASES.get(leaf)
+  return [alias] if alias in keys else []
+
+
+def near_keys(key: str, keys, n: int = 3) -> list[str]:
+  """The dotted keys of `keys` nearest to `key`: its alias first, then difflib's."""
+  found = _alias(key, keys)
+  return (found + [k for k in difflib.get_close_matches(key, keys, n=n) if k not in found])[:n]
+
+
 def _near_key(key: str, known: set[str]) -> str:
   """'did you mean optim.lr?' from the keys beside `key`, else the keys there are."""
   parent, _, leaf = key.rpartition('.')
   siblings = sorted(k.rpartition('.')[2] for k in known if k.rpartition('.')[0] == parent)
-  near = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.6)
+  near = ([k.rpartition('.')[2] for k in _alias(key, known)]
+          or difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.6))
   where = f'{parent}.' if parent else ''
   if near:
     return f'did you mean {where}{near[0]}?'

@@ -658,7 +658,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
     # step, a second test/* value at `total`, not the last weights').
     if eval_split != 'test':
       writer.write_scalars(total, split_scalars('test', test_metrics))
-    selected_by = (f'{eval_split}/{config.best_metric}' if str(config.best_metric)
+    # One evaluation (at the last step: the demo's) selects nothing: result.json said
+    # 'test/binary_accuracy', read as a checkpoint chosen on the test split.
+    selected_by = ('last step (the only evaluation)' if eval_every >= total else
+                   f'{eval_split}/{config.best_metric}' if str(config.best_metric)
                    else 'last step')
     logging.info('test metrics of checkpoint %d (selected by %s): %s', chosen, selected_by,
                  test_metrics)
