@@ -282,6 +282,16 @@ def _toy_model_options(confirm_repeats: int) -> sections.Options:
                           confirm_repeats=confirm_repeats)
 
 
+def _on_two_devices(script: str) -> tuple[dict, str]:
+  """(the JSON last line, all of stdout) of `script`, run in a process with two CPU devices."""
+  env = dict(os.environ, XLA_FLAGS=os.environ.get('XLA_FLAGS', '')
+             + ' --xla_force_host_platform_device_count=2', PYTHONPATH=str(ROOT))
+  r = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True,
+                     text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  return json.loads(r.stdout.strip().splitlines()[-1]), r.stdout
+
+
 def test_model_section_skips_chunk_rows_that_do_not_micro_batch_and_says_when_devices_drop():
   """A _chunk row was timed and reported as a formulation of its own when the chunk was at
   least each device's share of the batch (the step ran the whole batch: the same program
@@ -290,15 +300,10 @@ def test_model_section_skips_chunk_rows_that_do_not_micro_batch_and_says_when_de
   assert model_section.chunk_skip_reason(8, 0, 2) is None       # --chunk=0: none asked
   for b, c, d in ((2, 3, 2), (4, 2, 2), (6, 2, 2), (3, 1, 2)):
     assert 'whole batch' in model_section.chunk_skip_reason(b, c, d), (b, c, d)
-  env = dict(os.environ, XLA_FLAGS=os.environ.get('XLA_FLAGS', '')
-             + ' --xla_force_host_platform_device_count=2', PYTHONPATH=str(ROOT))
-  r = subprocess.run([sys.executable, '-c', ODD_BATCH], env=env, capture_output=True,
-                     text=True, timeout=300)
-  assert r.returncode == 0, r.stderr[-2000:]
-  res = json.loads(r.stdout.strip().splitlines()[-1])
+  res, stdout = _on_two_devices(ODD_BATCH)
   assert list(res['runs']) == ['jax_mobilenet_v2_float32_conv_batch'] and res['chunk'] == 0
   assert res['jax_devices'] == 1 and 'does not split over 2 devices' in res['devices_note']
-  assert res['chunk_skipped'] in r.stdout and res['devices_note'] in r.stdout
+  assert res['chunk_skipped'] in stdout and res['devices_note'] in stdout
 
 
 # --what=model, batch 3 and --chunk=1 on two devices: the batch goes whole to one.
@@ -1356,12 +1361,7 @@ def test_steps_sharded_over_per_core_devices_equal_one_device():
   per core (`workloads.place`; boxes labelled on the host after the jitted part), give the
   one-device numbers: maps, scores, intensities and the same boxes, with no op between
   devices in the compiled steps; so do the evaluation's maps fused over two layers."""
-  env = dict(os.environ, XLA_FLAGS=os.environ.get('XLA_FLAGS', '')
-             + ' --xla_force_host_platform_device_count=2', PYTHONPATH=str(ROOT))
-  r = subprocess.run([sys.executable, '-c', PER_CORE], env=env, capture_output=True,
-                     text=True, timeout=300)
-  assert r.returncode == 0, r.stderr[-2000:]
-  out = json.loads(r.stdout.strip().splitlines()[-1])
+  out, _ = _on_two_devices(PER_CORE)
   assert out['devices'] == 2
   assert out['collectives'] == 0
   assert out['boxes_equal']
