@@ -153,6 +153,30 @@ def remove_dead_temps(p: PathLike) -> None:
       pass
 
 
+_TEMP = re.compile(r'\..+\.(\d+)\.[0-9a-f]{8}\.tmp$')  # `_temp_name`'s
+
+
+def remove_dead_temps_in(folder: PathLike) -> None:
+  """Removes the hidden temporary files (`_temp_name`) in local `folder` whose writer no
+  longer runs on this host: kill -9 during evaluate or predict left them (the report's 1 MB
+  among them), and the rerun that replaced their targets kept them for good. For a folder
+  only the command that holds it writes in (evaluate's eval/, predict's claimed outputs)."""
+  if not is_local(folder):
+    return
+  try:
+    entries = list(os.scandir(folder))
+  except OSError:
+    return
+  for e in entries:
+    m = _TEMP.match(e.name)
+    if m is None or not e.is_file(follow_symlinks=False) or writer_alive(int(m.group(1))):
+      continue
+    try:
+      os.unlink(e.path)
+    except OSError:
+      pass
+
+
 def _atomic_write(p: PathLike, write: Callable[[IO], Any], mode: str, durable: bool
                   ) -> epath.Path:
   out, tmp = _write_beside(p, write, mode, durable)

@@ -560,3 +560,30 @@ def test_unretrieved_failures_of_an_orbax_save_print_no_tracebacks(caplog, monke
     loop.close()
   logged = [r for r in caplog.records if 'never retrieved' in r.getMessage()]
   assert [str(r.exc_info[1]) for r in logged] == ['mine: No space left']
+
+
+def test_a_failed_lock_release_does_not_hide_the_error_that_stopped_the_work(tmp_path,
+                                                                             monkeypatch):
+  """eval/ made read-only midway (chattr +i): the lock's release failed too, and evaluate's
+  one line named '.lock' (Operation not permitted) instead of the write that failed."""
+  from aesthetics_jax.train import workdir as workdir_lib
+  def refused(self):
+    raise PermissionError(errno.EPERM, 'Operation not permitted', str(self.path))
+  monkeypatch.setattr(workdir_lib.WorkdirLock, 'release', refused)
+  with pytest.raises(OSError, match='No space left on device: .*metrics.json'):
+    with workdir_lib.claim(tmp_path / 'eval', holder='aesthetics-evaluate'):
+      raise OSError(errno.ENOSPC, 'No space left on device', str(tmp_path / 'metrics.json'))
+
+
+def test_train_prints_no_unawaited_coroutine_warnings():
+  """A save the storage refused left orbax's writes unawaited: six 'coroutine ... was never
+  awaited' RuntimeWarnings followed train's one line at exit."""
+  script = ('import warnings\n'
+            'from aesthetics_jax.train import orbax_logging\n'
+            'orbax_logging.quiet_orbax_errors()\n'
+            'warnings.warn("coroutine \'_create_paths\' was never awaited", RuntimeWarning)\n'
+            'warnings.warn("another warning", RuntimeWarning)\n')
+  r = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                     timeout=120)
+  assert r.returncode == 0 and 'never awaited' not in r.stderr, r.stderr
+  assert 'another warning' in r.stderr, r.stderr  # the others still show

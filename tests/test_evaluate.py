@@ -3,6 +3,8 @@ CSV, figures and explorer, and its report and explorer in a real browser (headle
 `browser` in conftest.py; skipped only without a Chromium binary)."""
 import csv
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -684,6 +686,50 @@ def test_a_disk_filling_at_the_last_files_leaves_the_whole_old_evaluation(evalua
   after = {p: p.read_bytes() for p in ev.rglob('*') if p.is_file() and p.name != '.lock'}
   assert after == before
   assert not [p for p in wd.rglob('.*') if p.name != '.lock' and 'checkpoints' not in str(p)]
+
+
+def test_an_evaluation_killed_while_its_files_land_says_so_and_a_rerun_cleans_up(
+    evaluated, tmp_path, monkeypatch):
+  """kill -9 between two of the renames that land an evaluation left eval/ mixing two
+  evaluations (new CSV and figures, old metrics and report) without a word, and the hidden
+  temporary files of the killed process stayed after the rerun that replaced their targets."""
+  import shutil
+  import subprocess
+  from aesthetics_jax import io as io_lib
+  from aesthetics_jax.evaluation import run as eval_run
+  src, _ = evaluated
+  wd = tmp_path / src.name
+  shutil.copytree(src, wd)
+  ev = wd / 'eval'
+  gone = subprocess.Popen(['true'])
+  gone.wait()
+  dead = [ev / f'.report.html.{gone.pid}.0badc0de.tmp',
+          ev / 'figures' / f'.examples_high.png.{gone.pid}.0badc0de.tmp']
+  for f in dead:
+    f.write_bytes(b'a killed evaluation\'s')
+  mine = ev / f'.metrics.json.{os.getpid()}.0badc0de.tmp'  # a live writer's: kept
+  mine.write_bytes(b'')
+  small = {'eval.cam_methods': ('gradcam',), 'eval.faithfulness_images': 0,
+           'eval.localization_controls': False, 'eval.intensity_untrained': False,
+           'eval.bootstrap_samples': 50, 'eval.num_example_images': 1}
+  real, landed = io_lib._rename, []
+
+  def killed(tmp, out):  # lands one file after the marker, then stops as kill -9 would
+    if (ev / eval_run.INCOMPLETE).exists() and Path(out).name != eval_run.INCOMPLETE:
+      if landed:
+        raise KeyboardInterrupt
+      landed.append(out)
+    real(tmp, out)
+  monkeypatch.setattr(io_lib, '_rename', killed)
+  with pytest.raises(KeyboardInterrupt):
+    eval_run.evaluate(wd, overrides=small)
+  assert landed and (ev / eval_run.INCOMPLETE).read_text() == eval_run.INCOMPLETE_TEXT
+  assert not any(f.exists() for f in dead) and mine.exists()  # cleaned when it started
+  monkeypatch.setattr(io_lib, '_rename', real)
+  for f in dead:
+    f.write_bytes(b'a killed evaluation\'s')
+  eval_run.evaluate(wd, overrides=small)
+  assert not (ev / eval_run.INCOMPLETE).exists() and not any(f.exists() for f in dead)
 
 
 def test_a_one_cell_cam_grid_is_named_with_a_finer_layer(tmp_path, monkeypatch, caplog):

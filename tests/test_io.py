@@ -122,3 +122,19 @@ def test_atomic_write_through_a_dangling_link_makes_its_folder(tmp_path):
   link.symlink_to(tmp_path / 'nowhere' / 'x.npz')
   io_lib.atomic_write_text(link, 'new\n')
   assert link.is_symlink() and (tmp_path / 'nowhere' / 'x.npz').read_text() == 'new\n'
+
+
+def test_dead_temps_in_a_folder_are_removed_and_live_ones_kept(tmp_path):
+  """kill -9 during evaluate or predict left `.<name>.<pid>.<id>.tmp` files that the rerun,
+  which replaced their targets, kept for good."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  gone = subprocess.Popen(['true'])
+  gone.wait()
+  dead = tmp_path / f'.0000_a_crop.jpg.{gone.pid}.3fb17495.tmp'
+  live = tmp_path / f'.0001_b_crop.jpg.{os.getpid()}.3fb17495.tmp'
+  mine = tmp_path / '.hidden_user_file.tmp'  # not a temporary name of ours
+  for f in (dead, live, mine):
+    f.write_bytes(b'x')
+  io_lib.remove_dead_temps_in(tmp_path)
+  assert not dead.exists() and live.exists() and mine.exists()
+  io_lib.remove_dead_temps_in(tmp_path / 'missing')  # no folder: nothing to do

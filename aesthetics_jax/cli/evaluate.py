@@ -58,8 +58,10 @@ def main(argv):
   except eval_run.EvalConfigError as e:  # found before any image was read
     common.usage_error('evaluate', str(e))
   except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
-    common.fail('evaluate', common.out_of_memory_line(e) if common.out_of_memory(e) else e,
-                common.exit_code(e))
+    # A full disk said only '[Errno 28] No space left on device: <file>'.
+    line = common.storage_line(e, _WORKDIR.value, 'rerun (eval/ keeps the earlier evaluation)')
+    common.fail('evaluate', line or (common.out_of_memory_line(e) if common.out_of_memory(e)
+                                     else e), common.exit_code(e))
   errors = m.get('localization_mask_errors') or []
   if errors:
     print(f'evaluate: warning: {len(errors)} mask file(s) could not be read, their images '

@@ -140,6 +140,11 @@ def check_flags(argv: Sequence[str]) -> tuple[str | None, list[str | dict]]:
   for flag, path in (('output', _OUTPUT.value), ('overlay_dir', _OVERLAY_DIR.value),
                      ('crop_dir', _CROP_DIR.value)):
     process_claim.hold_output('predict', flag, path)
+  from aesthetics_jax import io  # pylint: disable=import-outside-toplevel
+  for folder in (_OVERLAY_DIR.value, _CROP_DIR.value,  # held now: a killed run's leftovers
+                 _OUTPUT.value and os.path.dirname(os.path.abspath(_OUTPUT.value))):
+    if folder:
+      io.remove_dead_temps_in(folder)
   _note_earlier_outputs()
   return method, items
 

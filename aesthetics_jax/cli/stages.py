@@ -109,6 +109,9 @@ def eval_current(workdir: Path, overrides: dict | None = None) -> dict | None:
   mpath = workdir / 'eval' / 'metrics.json'
   if not (mpath.is_file() and (workdir / 'eval' / 'report.html').is_file()):
     return None
+  from aesthetics_jax.evaluation import run as eval_run  # pylint: disable=C0415
+  if (workdir / 'eval' / eval_run.INCOMPLETE).exists():  # killed while its files landed
+    return None
   try:
     m = json.loads(mpath.read_text())
   except (OSError, ValueError):  # torn or edited: evaluate again

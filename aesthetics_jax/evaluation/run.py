@@ -55,6 +55,11 @@ from aesthetics_jax.train import workdir as workdir_lib
 
 EVAL_DIR = 'eval'
 EXPLORER_DIR = 'explorer'  # eval/explorer/index.html (+ thumbs/, maps/)
+# In eval/ while an evaluation's files replace the earlier one's (`Staged` renames): left by a
+# process killed in between, it says the folder may mix two evaluations.
+INCOMPLETE = 'INCOMPLETE.txt'
+INCOMPLETE_TEXT = ('An evaluation was stopped while its files replaced the earlier ones: this '
+                   'folder may mix two evaluations. Rerun aesthetics-evaluate.\n')
 
 
 class EvaluationError(ValueError):
@@ -91,6 +96,8 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
   # Two evaluations of one workdir at once would leave W/eval with files of both; the second
   # is refused (WorkdirBusyError, exit 2), naming the first's pid.
   with workdir_lib.claim(workdir / EVAL_DIR, holder='aesthetics-evaluate'):
+    for folder in (workdir / EVAL_DIR, workdir / EVAL_DIR / 'figures'):  # a killed one's
+      io_lib.remove_dead_temps_in(folder)
     return _evaluate(workdir, model, variables, config, step, t0=t0, demo=demo,
                      write_html=write_html, overrides=overrides)
 
@@ -265,6 +272,10 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
       report_html.write_report(out_dir / 'report.html', [section], dataset_section(config),
                                demo=demo, title=f'aesthetics-jax: {section["name"]} evaluation',
                                staged=staged)
+    # The files land by one rename each: kill -9 between two left eval/ mixing two evaluations
+    # without a word. The marker says so until the last rename is done.
+    io_lib.atomic_write_text(out_dir / INCOMPLETE, INCOMPLETE_TEXT)
+    staged.add(functools.partial(_unlink, out_dir / INCOMPLETE))
   return m
 
 
@@ -555,6 +566,13 @@ def write_figures(folder, figs: Mapping[str, bytes], staged: io_lib.Staged | Non
       if old.stem not in figs:
         old.unlink()
   staged.add(remove_stale)
+
+
+def _unlink(path) -> None:
+  try:
+    path.unlink()
+  except FileNotFoundError:
+    pass
 
 
 def _remove_stale(path) -> None:

@@ -230,6 +230,13 @@ def claim(workdir: str | os.PathLike, active: bool = True,
   try:
     lock.acquire()
     yield
-  finally:
-    lock.release()
-    remove_if_empty(workdir, created)
+  except BaseException:
+    # The error that stopped the work is the one to report: a folder made read-only midway
+    # failed the release too, and 'Operation not permitted: .../.lock' hid the failed write.
+    with contextlib.suppress(OSError):
+      lock.release()
+    with contextlib.suppress(OSError):
+      remove_if_empty(workdir, created)
+    raise
+  lock.release()
+  remove_if_empty(workdir, created)
