@@ -442,6 +442,28 @@ def test_cli_full_disk_keeps_the_scores(files, tmp_path):
   assert not out.exists()
 
 
+def test_cli_crops_not_written_are_counted_apart_from_failed_images(files, tmp_path):
+  """A --crop_dir made read-only midway counted every scored image as 'failed' ('wrote 58
+  lines (56 failed)', no error line among them) and told to 'free space'."""
+  _, wd, good, _, _ = files
+  out = tmp_path / 'preds.jsonl'
+  script = _FULL_DISK.replace('errno.ENOSPC, "No space left on device"',
+                              'errno.EPERM, "Operation not permitted"').replace(
+                                  'io.atomic_write_bytes = io.atomic_write_stream = full',
+                                  'io.atomic_write_bytes = full')
+  r = subprocess.run([sys.executable, '-c', script, f'--workdir={wd}',
+                      f'--crop_dir={tmp_path / "cr"}', f'--output={out}', good], cwd=ROOT,
+                     capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS='cpu'),
+                     timeout=300)
+  assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+  assert r.stderr.strip().splitlines()[-1] == (
+      f'predict: wrote 1 line (0 failed, 1 with a crop or overlay not written (crop_error / '
+      f'overlay_error)) to {out}'), r.stderr[-2000:]
+  rec = json.loads(out.read_text())
+  assert rec['crop_error'].endswith('not written (Operation not permitted); make it writable '
+                                    'or pass another --crop_dir'), rec
+
+
 # launch.predict given Ctrl-C (a real SIGINT, to itself) once its first record is out: when
 # the record loop asks for the second.
 _CTRL_C_AFTER_FIRST = ('import runpy, signal, sys\n'

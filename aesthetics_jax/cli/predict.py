@@ -203,7 +203,7 @@ class _Lines:
 
   def __init__(self) -> None:
     self.spool = records_lib.LineSpool()
-    self.count = self.failed = self.scored = self.uncut = 0
+    self.count = self.failed = self.unwritten = self.scored = self.uncut = 0
     self.inputs: int | None = None  # once listed
 
 
@@ -239,7 +239,10 @@ def _score(method: str | None, items: list[str | dict], lines: _Lines, ctrl_c: _
       else:
         print(line, flush=True)
       lines.count += 1
-      lines.failed += any(k in rec for k in _FAILURES)
+      # An image that failed, apart from a scored one whose crop or overlay was not written
+      # (a full --crop_dir counted 56 scored images as 'failed').
+      lines.failed += 'error' in rec
+      lines.unwritten += 'error' not in rec and any(k in rec for k in _FAILURES)
       lines.scored += 'error' not in rec
       lines.uncut += 'crop' in rec and rec['crop'] is None
 
@@ -279,7 +282,9 @@ def _finish(lines: _Lines, interrupted: int = 0, error: BaseException | None = N
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   signal.signal(signal.SIGTERM, signal.SIG_IGN)
   n = lines.count
-  written = f'wrote {n} line{"" if n == 1 else "s"} ({lines.failed} failed)'
+  unwritten = (f', {lines.unwritten} with a crop or overlay not written (crop_error / '
+               'overlay_error)' if lines.unwritten else '')
+  written = f'wrote {n} line{"" if n == 1 else "s"} ({lines.failed} failed{unwritten})'
   how, stopped = None, 0  # why the run stopped early, and its exit status
   if error is not None:
     how, stopped = f'stopped by an error ({common.first_line(error)})', common.EXIT_FAILED
@@ -316,9 +321,9 @@ def _finish(lines: _Lines, interrupted: int = 0, error: BaseException | None = N
         common.quiet_stdout()
       sys.exit(stopped or common.EXIT_FAILED)
   # On stdout too when some failed: `> preds.jsonl` ended with exit 1 and not a word on stderr.
-  if _OUTPUT.value or how or lines.failed:
+  if _OUTPUT.value or how or lines.failed or lines.unwritten:
     print(closing, file=sys.stderr, flush=True)
-  sys.exit(stopped or (common.EXIT_FAILED if lines.failed else 0))
+  sys.exit(stopped or (common.EXIT_FAILED if lines.failed or lines.unwritten else 0))
 
 
 # A record with any of these keys counts as failed (exit status 1): the image, or a file

@@ -6,6 +6,7 @@ the order.
 """
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 import tempfile
@@ -81,9 +82,11 @@ def output_stem(index: int, path: str) -> str:
 
 
 def write_error(out: Path, e: OSError, flag: str) -> str:
-  """One line for a file predict could not write."""
-  return (f'{out}: not written ({e.strerror or type(e).__name__}); free space or pass another '
-          f'--{flag}')
+  """One line for a file predict could not write, with the fix of its cause ('free space'
+  was said of a folder made read-only too)."""
+  full = getattr(e, 'errno', None) in (errno.ENOSPC, errno.EDQUOT)
+  fix = 'free space' if full else 'make it writable'
+  return f'{out}: not written ({e.strerror or type(e).__name__}); {fix} or pass another --{flag}'
 
 
 def _printable(x: Any) -> Any:
