@@ -39,6 +39,23 @@ def _vgg(data_dir, **overrides):
   return c
 
 
+def test_a_rerun_after_a_kill_past_the_last_save_keeps_only_what_retention_keeps(data_dir,
+                                                                                tmp_path):
+  """kill -9 just after the last checkpoint was saved, before orbax deleted the older ones:
+  the rerun (which saves nothing) finished with 2, 3 and 4 kept for good, where an
+  uninterrupted run keeps config.keep_checkpoints of them."""
+  runs = {'num_train_steps': 3, 'eval_every_steps': 100, 'checkpoint_every_steps': 1,
+          'log_cam_images': 0}
+  trainer.train_and_evaluate(_vgg(data_dir, **runs, keep_checkpoints=3), tmp_path)
+  assert sorted(int(d.name) for d in (tmp_path / 'checkpoints').iterdir()
+                if d.name.isdigit()) == [1, 2, 3]
+  (tmp_path / trainer.RESULT_FILE).unlink()  # killed before the test: nothing reported yet
+  res = trainer.train_and_evaluate(_vgg(data_dir, **runs, keep_checkpoints=1), tmp_path)
+  assert res['checkpoint_step'] == 3
+  assert sorted(int(d.name) for d in (tmp_path / 'checkpoints').iterdir()
+                if d.name.isdigit()) == [3]
+
+
 def test_train_and_restore_vgg(data_dir, tmp_path):
   c = _vgg(data_dir)
   res = trainer.train_and_evaluate(c, tmp_path)

@@ -92,7 +92,8 @@ class Checkpointer:
     self.enable_async = enable_async
     self._pending: int | None = None  # step of a save not yet known to have succeeded
     self._failed = False               # a save failed and was reported
-    policies = [ocp_pp.LatestN(n=max(int(keep), 1))]
+    self._keep = max(int(keep), 1)
+    policies = [ocp_pp.LatestN(n=self._keep)]
     if best_metric:
       policies.append(ocp_pp.BestN(
           get_metric_fn=lambda m: _rank(m, best_metric),
@@ -112,6 +113,23 @@ class Checkpointer:
 
   def step_dir(self, step: int) -> Path:
     return self.directory / str(int(step))
+
+  def prune(self) -> list[int]:
+    """Deletes the steps the retention policy no longer keeps (all but the newest `keep` and
+    the best); returns them. Orbax applies it on save only: a run killed just after its last
+    save left the older steps, and the rerun, saving nothing, kept them for good (a VGG16
+    checkpoint is GBs). One process (several would each delete)."""
+    if jax.process_count() != 1:
+      return []
+    steps = sorted(self.all_steps())
+    keep = set(steps[-self._keep:])
+    best = self.best_step()
+    if best is not None:
+      keep.add(int(best))
+    gone = [s for s in steps if s not in keep]
+    for s in gone:
+      self.manager.delete(s)
+    return gone
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()

@@ -642,6 +642,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: io.epath.Pat
           check_finite()
         save(done, eval_metrics if eval_now else None)
     ckpt.wait()  # the final save must have succeeded before this run reports success
+    ckpt.prune()  # what a kill after the last save left beyond config.keep_checkpoints
     if stop is not None and stop.requested:  # during the last step: before the test, as ever
       raise stop_here(step)
     # Test once, with the checkpoint selected on the periodic evaluations (best, else last).
