@@ -374,17 +374,15 @@ def _settings(config, workdir: str, num_processes: int | None) -> dict[str, str]
   return {**{k: values[k] for k in first if k in values}, **values}
 
 
-def _exit_together(name: str, timeout_s: int = 30) -> None:
-  """Waits until every process reaches barrier `name` (best effort, at most `timeout_s`): a
-  process leaving first shut down the coordination service under one still starting its
-  backend, which then died in JAX's C++ abort (exit -6) instead of saying the line."""
-  from jax._src import distributed  # pylint: disable=import-outside-toplevel
-  client = distributed.global_state.client
-  if client is None:
-    return
+def _exit_together() -> None:
+  """Disconnects this process from the job (`jax.distributed.shutdown`: every process waits
+  at its shutdown barrier) before it exits on a refusal: process 0, which hosts the
+  coordination service, leaving first took it down under a process still connected, which then
+  died in JAX's C++ abort (exit -6) instead of saying the line. Best effort."""
+  import jax  # pylint: disable=import-outside-toplevel
   try:
-    client.wait_at_barrier(name, timeout_in_ms=timeout_s * 1000)
-  except Exception:  # pylint: disable=broad-except  (a timeout: say the line anyway)
+    jax.distributed.shutdown()
+  except Exception:  # pylint: disable=broad-except  (say the line anyway)
     pass
 
 
@@ -399,7 +397,7 @@ def _check_device_counts() -> None:
     counts[d.process_index] = counts.get(d.process_index, 0) + 1
   if len(set(counts.values())) > 1:
     held = '; '.join(f'{n} on process {i}' for i, n in sorted(counts.items()))
-    _exit_together('aesthetics_jax:device_counts')
+    _exit_together()
     common.usage_error('train', f'the {len(counts)} processes hold different numbers of '
                        f'devices ({held}); give each the same (XLA_FLAGS, '
                        'CUDA_VISIBLE_DEVICES)')
