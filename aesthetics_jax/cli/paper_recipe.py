@@ -391,7 +391,7 @@ def format_table(records: list[dict]) -> str:
     earlier = r.get('earlier_attempts_s') or 0.0
     if earlier:
       status += f' (resumed; {_duration(earlier)} in stopped attempts before)'
-    rows.append(f"| {r['stage']} | {status} | {_duration(r['seconds'] + earlier)} | "
+    rows.append(f"| {r['stage']} | {status} | {_duration(r.get('seconds', 0.0) + earlier)} | "
                 f"{fmt(r.get('images'), ',d')} | {fmt(r.get('images_per_s'), '.1f')} | "
                 f"{fmt(r.get('peak_rss_mb'), ',.0f')} MB | {fmt(r.get('peak_children_mb'), ',.0f')}"
                 f" MB | {fmt(r.get('disk_mb'), ',.1f')} MB |")
@@ -468,9 +468,9 @@ class _Run:
     from aesthetics_jax.io import atomic_write_json, atomic_write_text  # pylint: disable=C0415
     rows = self.rows()
     total = {'seconds_this_run': round(time.time() - self.t0, 1),
-             'seconds_all_stages': round(sum(r['seconds'] + r.get('earlier_attempts_s', 0.0)
-                                             for r in rows), 1),
-             'peak_total_mb': max((r['peak_total_mb'] for r in rows), default=0.0),
+             'seconds_all_stages': round(sum(r.get('seconds', 0.0)
+                                             + r.get('earlier_attempts_s', 0.0) for r in rows), 1),
+             'peak_total_mb': max((r.get('peak_total_mb', 0.0) for r in rows), default=0.0),
              'disk_mb': stage_monitor.disk_mb([self.w])}
     atomic_write_json(self.w / RUN_JSON, {'flags': self.flags, 'stages': rows,
                                           'total': total}, indent=1)

@@ -6,6 +6,7 @@ another's module.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -92,7 +93,7 @@ def own_data(mdir: Path, data_dir: Path, ava_dir: Path) -> dict:
     saved = restore.load_config(mdir)
   except (OSError, ValueError):  # evaluate says what is wrong with it
     return {}
-  if Path(str(saved.data.data_dir)) == Path(data_dir):
+  if os.path.abspath(str(saved.data.data_dir)) == os.path.abspath(data_dir):  # as saved
     return {}
   out = {'data.data_dir': str(data_dir)}
   if (Path(ava_dir) / 'defect_masks').is_dir() and not str(saved.eval.masks_dir):
