@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import jax
@@ -372,6 +373,20 @@ def test_evaluate_checks_it_can_write_before_working(wd, monkeypatch):
     eval_run.evaluate(wd)
   assert 'evaluation folder is not writable (Read-only file system)' in _one_line(e.value)
   assert not (wd / 'eval').exists()
+  # eval/ writable, eval/figures not (chattr +i): found after the whole evaluation, exit 1.
+  monkeypatch.undo()  # the read-only mkstemp above
+  (wd / 'eval' / 'figures').mkdir(parents=True)
+  real = tempfile.mkstemp
+
+  def figures_read_only(*args, dir=None, **kwargs):  # pylint: disable=redefined-builtin
+    if str(dir).endswith('figures'):
+      raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+    return real(*args, dir=dir, **kwargs)
+  monkeypatch.setattr(workdir_lib.tempfile, 'mkstemp', figures_read_only)
+  with pytest.raises(checkpoints.WorkdirError) as e:
+    eval_run.evaluate(wd)
+  assert 'figures: the evaluation figures folder is not writable' in _one_line(e.value)
+  shutil.rmtree(wd / 'eval')
 
 
 @pytest.mark.skipif(os.name != 'posix' or os.geteuid() == 0,

@@ -93,6 +93,9 @@ def evaluate(workdir: str | os.PathLike, step: int | None = None, *,
                     trainer.get('host'), trainer.get('started'), step)
   # Results are written at the end: a read-only workdir fails now, not after minutes of work.
   workdir_lib.check_writable(workdir / EVAL_DIR, 'evaluation folder')
+  if io_lib.is_local(workdir) and (workdir / EVAL_DIR / 'figures').is_dir():
+    # Written in place (eval/ itself was checked): a read-only one failed after all the work.
+    workdir_lib.check_writable(workdir / EVAL_DIR / 'figures', 'evaluation figures folder')
   # Two evaluations of one workdir at once would leave W/eval with files of both; the second
   # is refused (WorkdirBusyError, exit 2), naming the first's pid.
   with workdir_lib.claim(workdir / EVAL_DIR, holder='aesthetics-evaluate'):
