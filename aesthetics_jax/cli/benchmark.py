@@ -412,6 +412,15 @@ def write_json(path: str, doc: dict[str, Any]) -> bool:
     return False
 
 
+def emit(results: dict[str, Any], document) -> bool:
+  """The results to --json (`document()`), or to stdout without it; whether --json got them
+  (`write_json` prints them to stdout when it cannot be written)."""
+  if not FLAGS.json:
+    print(json.dumps(results, indent=2, default=str))
+    return False
+  return write_json(FLAGS.json, document())
+
+
 def interrupted(e: KeyboardInterrupt, what: list[str], results: dict[str, Any],
                 document) -> NoReturn:
   """Ctrl-C / SIGTERM: the finished sections go to --json (or stdout), marked partial, with
@@ -427,11 +436,7 @@ def interrupted(e: KeyboardInterrupt, what: list[str], results: dict[str, Any],
     sys.exit(code)
   results['summary'].update(interrupted=True, sections_done=done, sections_missing=missing)
   print_summary(results['summary']['rows'], results['summary']['warnings'])
-  where = FLAGS.json or 'stdout'
-  if not FLAGS.json:
-    print(json.dumps(results, indent=2, default=str))
-  elif not write_json(FLAGS.json, document()):
-    where = 'stdout'
+  where = FLAGS.json if emit(results, document) else 'stdout'
   during, rest = '', ''
   if missing:  # else stopped after the last section
     left = ','.join(missing)
@@ -485,11 +490,10 @@ def main(argv):
   except KeyboardInterrupt as e:  # and SIGTERM's Terminated
     interrupted(e, what, results, document)
   print_summary(results['summary']['rows'], results['summary']['warnings'])
-  if not FLAGS.json:
-    print(json.dumps(results, indent=2, default=str))
+  if not emit(results, document):
+    if FLAGS.json:  # could not be written: on stdout instead
+      sys.exit(common.EXIT_FAILED)
     return
-  if not write_json(FLAGS.json, document()):
-    sys.exit(common.EXIT_FAILED)
   print(f'wrote {FLAGS.json}')
 
 

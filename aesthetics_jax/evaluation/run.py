@@ -269,7 +269,8 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
     if not write_html:
       # An earlier evaluation's report would stay beside these metrics, showing its numbers
       # (the control's rescoring): it goes when they land.
-      staged.add(functools.partial(_remove_stale, out_dir / 'report.html'))
+      staged.add(functools.partial(_remove, out_dir / 'report.html',
+                                   'it showed an earlier evaluation than the metrics beside it'))
     if write_html:
       section = model_section(workdir, m, figs, config, landing=True)
       report_html.write_report(out_dir / 'report.html', [section], dataset_section(config),
@@ -278,7 +279,7 @@ def _evaluate(workdir, model, variables, config, step: int, *, t0: float, demo: 
     # The files land by one rename each: kill -9 between two left eval/ mixing two evaluations
     # without a word. The marker says so until the last rename is done.
     io_lib.atomic_write_text(out_dir / INCOMPLETE, INCOMPLETE_TEXT)
-    staged.add(functools.partial(_unlink, out_dir / INCOMPLETE))
+    staged.add(functools.partial(_remove, out_dir / INCOMPLETE))
   return m
 
 
@@ -571,19 +572,14 @@ def write_figures(folder, figs: Mapping[str, bytes], staged: io_lib.Staged | Non
   staged.add(remove_stale)
 
 
-def _unlink(path) -> None:
-  try:
-    path.unlink()
-  except FileNotFoundError:
-    pass
-
-
-def _remove_stale(path) -> None:
+def _remove(path, why: str = '') -> None:
+  """Removes `path` if it is there, logging `why` when it was."""
   try:
     path.unlink()
   except FileNotFoundError:
     return
-  logging.info('removed %s: it showed an earlier evaluation than the metrics beside it', path)
+  if why:
+    logging.info('removed %s: %s', path, why)
 
 
 def model_section(workdir: Path, m: Mapping, figs: Mapping[str, Any], config,

@@ -229,8 +229,7 @@ def summary(result: dict[str, Any]) -> list[Row]:
            if f'box_{k}_equal_fraction' in result}
   # Boxes of all-zero maps agree whatever either side computes: those are not judged (every
   # map zero read 'study_boxes_equal_fraction 1 ... yes').
-  blank = {k for k in boxes if (m := result.get(f'{k}_maps_agree')) is not None
-           and m.get('all_zero_maps', 0) == m['maps']}
+  blank = {k for k in boxes if 'not_judged' in (result.get(f'{k}_maps_agree') or {})}
   judged = [v for k, v in boxes.items() if k not in blank]
   if boxes:
     rows.append(Row('study_boxes_equal_fraction', min(judged) if judged else None,
