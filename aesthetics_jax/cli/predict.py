@@ -141,8 +141,9 @@ def check_flags(argv: Sequence[str]) -> tuple[str | None, list[str | dict]]:
                      ('crop_dir', _CROP_DIR.value)):
     process_claim.hold_output('predict', flag, path)
   from aesthetics_jax import io  # pylint: disable=import-outside-toplevel
-  for folder in (_OVERLAY_DIR.value, _CROP_DIR.value,  # held now: a killed run's leftovers
-                 _OUTPUT.value and os.path.dirname(os.path.abspath(_OUTPUT.value))):
+  # The folders held now: a killed run's leftovers. (--output's own are removed when it is
+  # written: `io.atomic_write_stream`; its folder is not this command's to sweep.)
+  for folder in (_OVERLAY_DIR.value, _CROP_DIR.value):
     if folder:
       io.remove_dead_temps_in(folder)
   _note_earlier_outputs()
