@@ -136,24 +136,10 @@ def remove_dead_temps(p: PathLike) -> None:
   # Through a link, as `_write_beside` writes: beside its target.
   folder, name = os.path.split(os.path.realpath(os.fspath(p)))
   stem = _temp_name(name).rsplit('.', 3)[0]  # '.' + the (cut) name, as every sibling's
-  pattern = re.compile(re.escape(stem) + r'\.(\d+)\.[0-9a-f]{8}\.tmp$')
-  try:
-    names = os.listdir(folder)
-  except OSError:
-    return
-  for sibling in names:
-    m = pattern.match(sibling)
-    if m is None:
-      continue
-    if writer_alive(int(m.group(1))):
-      continue
-    try:
-      os.unlink(os.path.join(folder, sibling))
-    except OSError:
-      pass
+  _remove_dead(folder, re.compile(re.escape(stem) + _TEMP_SUFFIX))
 
 
-_TEMP = re.compile(r'\..+\.(\d+)\.[0-9a-f]{8}\.tmp$')  # `_temp_name`'s
+_TEMP_SUFFIX = r'\.(\d+)\.[0-9a-f]{8}\.tmp$'  # `_temp_name`'s, the writer's pid captured
 
 
 def remove_dead_temps_in(folder: PathLike) -> None:
@@ -161,14 +147,19 @@ def remove_dead_temps_in(folder: PathLike) -> None:
   longer runs on this host: kill -9 during evaluate or predict left them (the report's 1 MB
   among them), and the rerun that replaced their targets kept them for good. For a folder
   only the command that holds it writes in (evaluate's eval/, predict's claimed outputs)."""
-  if not is_local(folder):
-    return
+  if is_local(folder):
+    _remove_dead(os.fspath(folder), re.compile(r'\..+' + _TEMP_SUFFIX))
+
+
+def _remove_dead(folder: str, pattern: re.Pattern) -> None:
+  """Unlinks the files of `folder` whose name `pattern` matches and whose writer (its pid,
+  group 1) no longer runs."""
   try:
     entries = list(os.scandir(folder))
   except OSError:
     return
   for e in entries:
-    m = _TEMP.match(e.name)
+    m = pattern.match(e.name)
     if m is None or not e.is_file(follow_symlinks=False) or writer_alive(int(m.group(1))):
       continue
     try:
